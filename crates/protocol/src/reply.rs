@@ -1,0 +1,243 @@
+//! Reply encoding straight into a connection's output buffer.
+//!
+//! Commands describe their reply with calls like `w.map(2); w.bulk(..); w.int(..)`; the writer emits
+//! the RESP3 type or its RESP2 equivalent (maps become flat arrays, doubles become bulk strings,
+//! null becomes `$-1` or `*-1`). Building no intermediate frame tree keeps the hot path cheap.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::ErrorReply;
+use crate::number::format_double;
+
+/// The protocol a connection negotiated with HELLO (RESP2 until told otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+/// Writes replies for one connection.
+pub struct ReplyWriter<'a> {
+    out: &'a mut BytesMut,
+    proto: Protocol,
+}
+
+impl<'a> ReplyWriter<'a> {
+    pub fn new(out: &'a mut BytesMut, proto: Protocol) -> Self {
+        ReplyWriter { out, proto }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.proto
+    }
+
+    pub fn is_resp3(&self) -> bool {
+        self.proto == Protocol::Resp3
+    }
+
+    /// Bytes written so far into the buffer (for output limits).
+    pub fn buffered(&self) -> usize {
+        self.out.len()
+    }
+
+    fn header(&mut self, prefix: u8, n: i64) {
+        let mut b = itoa::Buffer::new();
+        let s = b.format(n);
+        self.out.reserve(s.len() + 3);
+        self.out.put_u8(prefix);
+        self.out.put_slice(s.as_bytes());
+        self.out.put_slice(b"\r\n");
+    }
+
+    pub fn ok(&mut self) {
+        self.out.put_slice(b"+OK\r\n");
+    }
+
+    /// A simple string; `s` must not contain CR or LF.
+    pub fn simple(&mut self, s: &str) {
+        self.out.reserve(s.len() + 3);
+        self.out.put_u8(b'+');
+        self.out.put_slice(s.as_bytes());
+        self.out.put_slice(b"\r\n");
+    }
+
+    pub fn error(&mut self, e: &ErrorReply) {
+        let t = e.text();
+        self.out.reserve(t.len() + 3);
+        self.out.put_u8(b'-');
+        self.out.put_slice(t.as_bytes());
+        self.out.put_slice(b"\r\n");
+    }
+
+    pub fn int(&mut self, n: i64) {
+        self.header(b':', n);
+    }
+
+    pub fn bulk(&mut self, data: &[u8]) {
+        self.header(b'$', data.len() as i64);
+        self.out.reserve(data.len() + 2);
+        self.out.put_slice(data);
+        self.out.put_slice(b"\r\n");
+    }
+
+    pub fn bulk_str(&mut self, s: &str) {
+        self.bulk(s.as_bytes());
+    }
+
+    /// An integer rendered as a bulk string (e.g. INCRBYFLOAT-style replies carry text).
+    pub fn bulk_int(&mut self, n: i64) {
+        let mut b = itoa::Buffer::new();
+        let s = b.format(n);
+        self.bulk(s.as_bytes());
+    }
+
+    pub fn opt_bulk(&mut self, data: Option<&[u8]>) {
+        match data {
+            Some(d) => self.bulk(d),
+            None => self.null(),
+        }
+    }
+
+    /// Null bulk string (`$-1` in RESP2, `_` in RESP3).
+    pub fn null(&mut self) {
+        match self.proto {
+            Protocol::Resp2 => self.out.put_slice(b"$-1\r\n"),
+            Protocol::Resp3 => self.out.put_slice(b"_\r\n"),
+        }
+    }
+
+    /// Null array (`*-1` in RESP2, `_` in RESP3), e.g. an aborted EXEC.
+    pub fn null_array(&mut self) {
+        match self.proto {
+            Protocol::Resp2 => self.out.put_slice(b"*-1\r\n"),
+            Protocol::Resp3 => self.out.put_slice(b"_\r\n"),
+        }
+    }
+
+    pub fn array(&mut self, n: usize) {
+        self.header(b'*', n as i64);
+    }
+
+    /// A map of `n` pairs (`%n` in RESP3, a flat array of 2n items in RESP2).
+    pub fn map(&mut self, n: usize) {
+        match self.proto {
+            Protocol::Resp2 => self.header(b'*', 2 * n as i64),
+            Protocol::Resp3 => self.header(b'%', n as i64),
+        }
+    }
+
+    /// A set of `n` items (`~n` in RESP3, an array in RESP2).
+    pub fn set(&mut self, n: usize) {
+        match self.proto {
+            Protocol::Resp2 => self.header(b'*', n as i64),
+            Protocol::Resp3 => self.header(b'~', n as i64),
+        }
+    }
+
+    /// A push message header (RESP3 only; RESP2 gets an array).
+    pub fn push(&mut self, n: usize) {
+        match self.proto {
+            Protocol::Resp2 => self.header(b'*', n as i64),
+            Protocol::Resp3 => self.header(b'>', n as i64),
+        }
+    }
+
+    /// A double (`,` in RESP3, a bulk string in RESP2).
+    pub fn double(&mut self, v: f64) {
+        let s = format_double(v);
+        match self.proto {
+            Protocol::Resp2 => self.bulk(s.as_bytes()),
+            Protocol::Resp3 => {
+                self.out.put_u8(b',');
+                self.out.put_slice(s.as_bytes());
+                self.out.put_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// A boolean (`#t`/`#f` in RESP3, `:1`/`:0` in RESP2).
+    pub fn boolean(&mut self, b: bool) {
+        match self.proto {
+            Protocol::Resp2 => self.int(i64::from(b)),
+            Protocol::Resp3 => self.out.put_slice(if b { b"#t\r\n" } else { b"#f\r\n" }),
+        }
+    }
+
+    /// Human-readable text (`=` verbatim `txt` in RESP3, a bulk string in RESP2), e.g. INFO.
+    pub fn verbatim(&mut self, text: &str) {
+        match self.proto {
+            Protocol::Resp2 => self.bulk(text.as_bytes()),
+            Protocol::Resp3 => {
+                self.header(b'=', text.len() as i64 + 4);
+                self.out.put_slice(b"txt:");
+                self.out.put_slice(text.as_bytes());
+                self.out.put_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Appends pre-encoded RESP bytes (e.g. a reply captured earlier).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.out.put_slice(bytes);
+    }
+
+    /// Convenience: a map of string keys to string values.
+    pub fn str_map<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: &[(K, V)]) {
+        self.map(pairs.len());
+        for (k, v) in pairs {
+            self.bulk_str(k.as_ref());
+            self.bulk_str(v.as_ref());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Frame, decode_reply};
+
+    fn encode(proto: Protocol, f: impl FnOnce(&mut ReplyWriter<'_>)) -> BytesMut {
+        let mut out = BytesMut::new();
+        f(&mut ReplyWriter::new(&mut out, proto));
+        out
+    }
+
+    #[test]
+    fn resp2_shapes() {
+        let out = encode(Protocol::Resp2, |w| {
+            w.map(1);
+            w.bulk(b"a");
+            w.double(1.5);
+            w.null();
+            w.boolean(true);
+        });
+        assert_eq!(&out[..], b"*2\r\n$1\r\na\r\n$3\r\n1.5\r\n$-1\r\n:1\r\n");
+    }
+
+    #[test]
+    fn resp3_output_decodes_with_redis_protocol() {
+        let mut out = encode(Protocol::Resp3, |w| {
+            w.map(2);
+            w.bulk(b"k");
+            w.double(2.5);
+            w.bulk(b"s");
+            w.set(1);
+            w.int(7);
+            w.verbatim("hello");
+            w.null();
+            w.boolean(false);
+        });
+        let Some(Frame::Map { data, .. }) = decode_reply(&mut out).unwrap() else {
+            panic!("expected a map")
+        };
+        assert_eq!(data.len(), 2);
+        assert!(matches!(decode_reply(&mut out).unwrap(), Some(Frame::VerbatimString { .. })));
+        assert!(matches!(decode_reply(&mut out).unwrap(), Some(Frame::Null)));
+        assert!(matches!(
+            decode_reply(&mut out).unwrap(),
+            Some(Frame::Boolean { data: false, .. })
+        ));
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,460 @@
+//! Client request parsing: RESP multibulk (`*N\r\n$L\r\n...`) and inline (`PING\r\n`).
+//!
+//! Requests are flat arrays of bulk strings, so this is a small purpose-built parser rather than the
+//! general RESP decoder: it can refuse a declared length or argument count the moment its header
+//! arrives (before any payload is buffered), and a nested array is a protocol error instead of a
+//! recursion. The parser is stateless: it re-reads headers from the start of the buffer on each
+//! call, which costs O(arguments), never O(payload bytes), because payloads are skipped by length.
+
+use crate::args::Args;
+
+/// Longest header or inline line accepted without a line ending (Redis: PROTO_INLINE_MAX_SIZE).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Size limits applied while parsing; from the server configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest bulk string a request may carry (Redis `proto-max-bulk-len`).
+    pub max_bulk_len: usize,
+    /// Most arguments (including the command name) in one request.
+    pub max_args: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_args: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A malformed or oversized request. The connection answers `-ERR Protocol error: <msg>` and
+/// closes, as Redis does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+impl ProtocolError {
+    fn new(msg: impl Into<String>) -> Self {
+        ProtocolError(msg.into())
+    }
+}
+
+/// One parsed request: its arguments and how many input bytes it used.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    pub args: Args<'a>,
+    pub consumed: usize,
+}
+
+/// Result of one parse attempt.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// More bytes are needed; nothing was consumed.
+    Incomplete,
+    /// An empty inline line or a `*0`/`*-1` header: consume and ignore, like Redis.
+    Skip(usize),
+    /// A complete request.
+    Request(Parsed<'a>),
+}
+
+/// Parses requests out of a connection's input buffer. Holds reusable scratch space so that a
+/// steady stream of requests allocates nothing.
+#[derive(Debug, Default)]
+pub struct RequestDecoder {
+    limits: Limits,
+    /// Argument positions, reused between requests.
+    ranges: Vec<(usize, usize)>,
+    /// Unescaped bytes of an inline request (quotes and escapes make it differ from the input).
+    inline: Vec<u8>,
+}
+
+impl RequestDecoder {
+    pub fn new(limits: Limits) -> Self {
+        RequestDecoder {
+            limits,
+            ranges: Vec::with_capacity(8),
+            inline: Vec::new(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Parses the first request in `buf`.
+    pub fn decode<'a>(&'a mut self, buf: &'a [u8]) -> Result<Next<'a>, ProtocolError> {
+        match buf.first() {
+            None => Ok(Next::Incomplete),
+            Some(b'*') => self.decode_multibulk(buf),
+            Some(_) => self.decode_inline(buf),
+        }
+    }
+
+    fn decode_multibulk<'a>(&'a mut self, buf: &'a [u8]) -> Result<Next<'a>, ProtocolError> {
+        let Some((line, mut pos)) = read_line(buf, 1) else {
+            if buf.len() > MAX_LINE {
+                return Err(ProtocolError::new("too big mbulk count string"));
+            }
+            return Ok(Next::Incomplete);
+        };
+        let count = parse_len(line).ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+        if count <= 0 {
+            return Ok(Next::Skip(pos));
+        }
+        let count = count as usize;
+        if count > self.limits.max_args {
+            return Err(ProtocolError::new("invalid multibulk length"));
+        }
+        self.ranges.clear();
+        for _ in 0..count {
+            match buf.get(pos) {
+                None => return Ok(Next::Incomplete),
+                Some(b'$') => {}
+                Some(&other) => {
+                    return Err(ProtocolError(format!(
+                        "expected '$', got '{}'",
+                        char::from(other).escape_default()
+                    )));
+                }
+            }
+            let Some((line, next)) = read_line(buf, pos + 1) else {
+                if buf.len() - pos > MAX_LINE {
+                    return Err(ProtocolError::new("too big bulk count string"));
+                }
+                return Ok(Next::Incomplete);
+            };
+            let len = parse_len(line).ok_or_else(|| ProtocolError::new("invalid bulk length"))?;
+            if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
+                return Err(ProtocolError::new("invalid bulk length"));
+            }
+            let len = len as usize;
+            let end = next + len;
+            if buf.len() < end + 2 {
+                return Ok(Next::Incomplete);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError::new("expected CRLF after bulk string"));
+            }
+            self.ranges.push((next, end));
+            pos = end + 2;
+        }
+        Ok(Next::Request(Parsed {
+            args: Args::new(buf, &self.ranges),
+            consumed: pos,
+        }))
+    }
+
+    fn decode_inline<'a>(&'a mut self, buf: &'a [u8]) -> Result<Next<'a>, ProtocolError> {
+        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            if buf.len() > MAX_LINE {
+                return Err(ProtocolError::new("too big inline request"));
+            }
+            return Ok(Next::Incomplete);
+        };
+        if nl > MAX_LINE {
+            return Err(ProtocolError::new("too big inline request"));
+        }
+        let mut line = &buf[..nl];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        self.ranges.clear();
+        self.inline.clear();
+        split_inline(line, &mut self.inline, &mut self.ranges)?;
+        if self.ranges.is_empty() {
+            return Ok(Next::Skip(nl + 1));
+        }
+        if self.ranges.len() > self.limits.max_args {
+            return Err(ProtocolError::new("invalid multibulk length"));
+        }
+        Ok(Next::Request(Parsed {
+            args: Args::new(&self.inline, &self.ranges),
+            consumed: nl + 1,
+        }))
+    }
+}
+
+/// Finds the `\r\n`-terminated line starting at `start`; returns it and the position after it.
+fn read_line(buf: &[u8], start: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(start..)?;
+    let limit = rest.len().min(MAX_LINE + 2);
+    let cr = rest[..limit].windows(2).position(|w| w == b"\r\n")?;
+    Some((&rest[..cr], start + cr + 2))
+}
+
+/// Parses a length header: an optional `-` and decimal digits, nothing else.
+fn parse_len(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(d - b'0');
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// Splits an inline command line the way Redis's `sdssplitargs` does: whitespace-separated words,
+/// double quotes with C escapes (`\n`, `\xHH`, ...), single quotes with `\'`.
+fn split_inline(
+    line: &[u8],
+    out: &mut Vec<u8>,
+    ranges: &mut Vec<(usize, usize)>,
+) -> Result<(), ProtocolError> {
+    let unbalanced = || ProtocolError::new("unbalanced quotes in request");
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Ok(());
+        }
+        let start = out.len();
+        let mut in_dq = false;
+        let mut in_sq = false;
+        loop {
+            if in_dq {
+                match line.get(i) {
+                    None => return Err(unbalanced()),
+                    Some(b'\\') if i + 3 < line.len() && line[i + 1] == b'x' => {
+                        match (hex(line[i + 2]), hex(line[i + 3])) {
+                            (Some(h), Some(l)) => {
+                                out.push(h * 16 + l);
+                                i += 4;
+                            }
+                            _ => {
+                                out.push(b'x');
+                                i += 2;
+                            }
+                        }
+                    }
+                    Some(b'\\') if i + 1 < line.len() => {
+                        out.push(match line[i + 1] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                        i += 2;
+                    }
+                    Some(b'"') => {
+                        // The closing quote must be followed by a space or the end.
+                        if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                            return Err(unbalanced());
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            } else if in_sq {
+                match line.get(i) {
+                    None => return Err(unbalanced()),
+                    Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                        out.push(b'\'');
+                        i += 2;
+                    }
+                    Some(b'\'') => {
+                        if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                            return Err(unbalanced());
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            } else {
+                match line.get(i) {
+                    None => break,
+                    Some(c) if c.is_ascii_whitespace() => break,
+                    Some(b'"') => {
+                        in_dq = true;
+                        i += 1;
+                    }
+                    Some(b'\'') => {
+                        in_sq = true;
+                        i += 1;
+                    }
+                    Some(&c) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        ranges.push((start, out.len()));
+    }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A request copied out of the input buffer, for commands queued by MULTI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRequest {
+    data: Vec<u8>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl OwnedRequest {
+    pub fn from_args(args: &Args<'_>) -> Self {
+        let mut data = Vec::with_capacity(args.iter().map(<[u8]>::len).sum());
+        let mut ranges = Vec::with_capacity(args.len());
+        for a in args.iter() {
+            let start = data.len();
+            data.extend_from_slice(a);
+            ranges.push((start, data.len()));
+        }
+        OwnedRequest { data, ranges }
+    }
+
+    /// Builds a request from separate parts (tests, internal callers).
+    pub fn from_parts<I, T>(parts: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        let mut data = Vec::new();
+        let mut ranges = Vec::new();
+        for p in parts {
+            let start = data.len();
+            data.extend_from_slice(p.as_ref());
+            ranges.push((start, data.len()));
+        }
+        OwnedRequest { data, ranges }
+    }
+
+    pub fn args(&self) -> Args<'_> {
+        Args::new(&self.data, &self.ranges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut dec = RequestDecoder::new(Limits {
+            max_bulk_len: 1024,
+            max_args: 16,
+        });
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            match dec.decode(&input[pos..])? {
+                Next::Incomplete => return Ok(out),
+                Next::Skip(n) => pos += n,
+                Next::Request(p) => {
+                    out.push(p.args.iter().map(<[u8]>::to_vec).collect());
+                    pos += p.consumed;
+                }
+            }
+        }
+    }
+
+    fn words(ws: &[&str]) -> Vec<Vec<u8>> {
+        ws.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn multibulk_and_pipelining() {
+        let got = parse_all(b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n").unwrap();
+        assert_eq!(got, vec![words(&["PING"]), words(&["SET", "k", ""])]);
+    }
+
+    #[test]
+    fn incomplete_at_every_split_point() {
+        let full = b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n";
+        for cut in 0..full.len() {
+            assert!(parse_all(&full[..cut]).unwrap().is_empty(), "cut at {cut}");
+        }
+        assert_eq!(parse_all(full).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn inline_with_quotes() {
+        let got = parse_all(b"SET \"a b\" 'c\\'d' \"\\x41\\n\"\r\nPING\n\r\n").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![b"SET".to_vec(), b"a b".to_vec(), b"c'd".to_vec(), b"A\n".to_vec()],
+                words(&["PING"])
+            ]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"*abc\r\n", "invalid multibulk length"),
+            (b"*17\r\n", "invalid multibulk length"),
+            (b"*1\r\n:5\r\n", "expected '$', got ':'"),
+            (b"*1\r\n*1\r\n", "expected '$', got '*'"),
+            (b"*1\r\n$2000\r\n", "invalid bulk length"),
+            (b"*1\r\n$-1\r\n", "invalid bulk length"),
+            (b"*1\r\n$1\r\nab\r\n", "expected CRLF after bulk string"),
+            (b"SET \"abc\r\n", "unbalanced quotes in request"),
+        ];
+        for (input, msg) in cases {
+            let err = parse_all(input).unwrap_err();
+            assert_eq!(err.0, *msg, "input {:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn oversized_lines_are_refused_without_waiting() {
+        let big = vec![b'a'; MAX_LINE + 10];
+        assert_eq!(parse_all(&big).unwrap_err().0, "too big inline request");
+        let mut mb = b"*1".to_vec();
+        mb.extend(std::iter::repeat_n(b'1', MAX_LINE + 10));
+        assert_eq!(parse_all(&mb).unwrap_err().0, "too big mbulk count string");
+    }
+
+    #[test]
+    fn skips_empty() {
+        assert_eq!(parse_all(b"*0\r\n\r\n*-1\r\n").unwrap(), Vec::<Vec<Vec<u8>>>::new());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_garbage(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_all(&data);
+        }
+
+        #[test]
+        fn round_trips(argv in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 1..10)) {
+            let mut wire = format!("*{}\r\n", argv.len()).into_bytes();
+            for a in &argv {
+                wire.extend(format!("${}\r\n", a.len()).bytes());
+                wire.extend(a);
+                wire.extend(b"\r\n");
+            }
+            let got = parse_all(&wire).unwrap();
+            proptest::prop_assert_eq!(got, vec![argv]);
+        }
+    }
+}

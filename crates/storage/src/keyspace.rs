@@ -1,0 +1,752 @@
+//! A keyspace: keys → [`Entry`], with expiry, per-key version and last-modified time, memory and
+//! digest accounting, and optional change tracking.
+//!
+//! Every change to a key goes through one funnel: [`Db::entry`] hands out an [`Occupied`] or
+//! [`Vacant`] slot, and when an `Occupied` is dropped (or a `Vacant` filled, or a key removed) the
+//! keyspace compares the key's digest and size before and after, and only if something changed
+//! updates the digest buckets, memory total, expiry index, version, modified time and the change
+//! tracker. Nothing else writes to the table, so these can never drift from the content.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hashlink::LinkedHashMap;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::digest::{Digest, bucket_of, key_digest};
+use crate::table::Table;
+use crate::value::{Value, ValueType};
+
+/// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// A key's value and metadata.
+pub struct Entry {
+    value: Value,
+    /// Absolute expiry in Unix milliseconds; 0 when the key does not expire.
+    expire_at: u64,
+    /// Unix milliseconds of the last change (kept across migrations; used to resolve conflicts).
+    modified: u64,
+    /// Keyspace-wide write counter value at the last change (WATCH compares it).
+    version: u64,
+}
+
+impl Entry {
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    pub fn value_mut(&mut self) -> &mut Value {
+        &mut self.value
+    }
+
+    pub fn value_type(&self) -> ValueType {
+        self.value.value_type()
+    }
+
+    pub fn expire_at(&self) -> Option<u64> {
+        (self.expire_at != 0).then_some(self.expire_at)
+    }
+
+    /// Sets or clears the absolute expiry (Unix ms). A time of 0 is treated as 1 ms (already past).
+    pub fn set_expire_at(&mut self, at: Option<u64>) {
+        self.expire_at = at.map_or(0, |t| t.max(1));
+    }
+
+    pub fn modified_ms(&self) -> u64 {
+        self.modified
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expire_at != 0 && self.expire_at <= now
+    }
+
+    /// Digest of this key (name, type, value, expiry).
+    pub fn key_digest(&self, key: &[u8]) -> u64 {
+        key_digest(
+            key,
+            self.value.value_type().tag(),
+            self.value.digest(),
+            self.expire_at,
+        )
+    }
+
+    fn size(&self, key: &[u8]) -> usize {
+        ENTRY_OVERHEAD + key.len() + self.value.mem_size()
+    }
+}
+
+/// Counters readable without taking the keyspace lock (INFO, quotas, metrics).
+#[derive(Default, Debug)]
+pub struct KeyspaceStats {
+    pub keys: AtomicU64,
+    pub used_bytes: AtomicU64,
+    pub keys_with_expiry: AtomicU64,
+    pub expired_total: AtomicU64,
+    /// Keys currently waiting in the change tracker.
+    pub dirty_keys: AtomicU64,
+}
+
+/// Where change tracking stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackingLag {
+    /// Distinct keys changed and not yet drained.
+    pub keys: u64,
+    /// Estimated bytes of those keys (as of their first change).
+    pub bytes: u64,
+    /// Unix ms of the oldest undrained change, if any.
+    pub oldest_ms: Option<u64>,
+    /// Incremented by every flush; consumers must treat older reads as void.
+    pub flush_epoch: u64,
+}
+
+struct DirtyMark {
+    since_ms: u64,
+    bytes: usize,
+}
+
+/// Records which keys changed since tracking started. Memory is bounded by distinct keys: a key
+/// changed a million times is one entry, keeping the time of its oldest undrained change.
+#[derive(Default)]
+struct Tracker {
+    dirty: LinkedHashMap<Box<[u8]>, DirtyMark>,
+    bytes: usize,
+    flush_epoch: u64,
+}
+
+/// The data of a keyspace, accessed under its lock.
+pub struct Db {
+    table: Table<Entry>,
+    /// (expire_at, key) for keys with a TTL, soonest first: the active expiry cycle pops from here.
+    expires: BTreeSet<(u64, Box<[u8]>)>,
+    digest: Digest,
+    used: usize,
+    next_version: u64,
+    tracker: Option<Tracker>,
+    stats: Arc<KeyspaceStats>,
+}
+
+/// A keyspace: the data behind one lock, plus lock-free counters.
+///
+/// One lock per keyspace (not per key shard) keeps multi-key commands and MULTI/EXEC atomic the
+/// simple way, like Redis's single thread; separate tenants have separate keyspaces and so run in
+/// parallel.
+pub struct Keyspace {
+    db: Mutex<Db>,
+    stats: Arc<KeyspaceStats>,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Keyspace {
+    pub fn new() -> Self {
+        let stats = Arc::new(KeyspaceStats::default());
+        Keyspace {
+            db: Mutex::new(Db {
+                table: Table::new(),
+                expires: BTreeSet::new(),
+                digest: Digest::default(),
+                used: 0,
+                next_version: 1,
+                tracker: None,
+                stats: stats.clone(),
+            }),
+            stats,
+        }
+    }
+
+    /// Locks the keyspace. Never hold this across an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, Db> {
+        self.db.lock()
+    }
+
+    pub fn stats(&self) -> &KeyspaceStats {
+        &self.stats
+    }
+
+    pub fn len(&self) -> u64 {
+        self.stats.keys.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.stats.used_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Snapshot of a key's accounting before a change.
+#[derive(Clone, Copy)]
+struct Before {
+    kd: u64,
+    size: usize,
+    expire: u64,
+}
+
+/// A key that exists; changes are accounted when this is dropped.
+pub struct Occupied<'a> {
+    db: &'a mut Db,
+    idx: u32,
+    bucket: usize,
+    before: Before,
+    now: u64,
+    preserve_modified: bool,
+    finished: bool,
+}
+
+/// A key that does not exist (or has expired).
+pub struct Vacant<'a> {
+    db: &'a mut Db,
+    key: &'a [u8],
+    now: u64,
+}
+
+/// Result of [`Db::entry`].
+pub enum Slot<'a> {
+    Occupied(Occupied<'a>),
+    Vacant(Vacant<'a>),
+}
+
+impl<'a> Slot<'a> {
+    /// The existing entry, if any.
+    pub fn occupied(self) -> Option<Occupied<'a>> {
+        match self {
+            Slot::Occupied(o) => Some(o),
+            Slot::Vacant(_) => None,
+        }
+    }
+}
+
+impl Occupied<'_> {
+    pub fn get(&self) -> &Entry {
+        self.db.table.value_at(self.idx)
+    }
+
+    pub fn get_mut(&mut self) -> &mut Entry {
+        self.db.table.value_at_mut(self.idx)
+    }
+
+    pub fn key(&self) -> &[u8] {
+        self.db.table.key_at(self.idx)
+    }
+
+    /// Replaces value and expiry together (SET semantics).
+    pub fn replace(&mut self, value: Value, expire_at: Option<u64>) {
+        let e = self.get_mut();
+        e.value = value;
+        e.set_expire_at(expire_at);
+    }
+
+    /// Keeps the entry's modified time across this change (restoring a migrated key).
+    pub fn preserve_modified(&mut self) {
+        self.preserve_modified = true;
+    }
+
+    /// Sets the modified time explicitly (restoring a migrated key).
+    pub fn set_modified(&mut self, ms: u64) {
+        self.get_mut().modified = ms;
+        self.preserve_modified = true;
+    }
+
+    /// Deletes the key and returns its entry.
+    pub fn remove(mut self) -> Entry {
+        self.finished = true;
+        let (key, entry) = self.db.table.remove_at(self.idx);
+        self.db.account_removed(&key, self.bucket, self.before, self.now);
+        entry
+    }
+}
+
+impl Drop for Occupied<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let db = &mut *self.db;
+        if db.table.value_at(self.idx).value.is_empty_collection() {
+            let (key, _) = db.table.remove_at(self.idx);
+            db.account_removed(&key, self.bucket, self.before, self.now);
+            return;
+        }
+        let key = db.table.key_at(self.idx);
+        let e = db.table.value_at(self.idx);
+        let kd = e.key_digest(key);
+        let size = e.size(key);
+        if kd == self.before.kd && size == self.before.size {
+            return;
+        }
+        let expire = e.expire_at;
+        db.digest.replace(self.bucket, self.before.kd, kd);
+        db.used = db.used + size - self.before.size;
+        if expire != self.before.expire {
+            let key: Box<[u8]> = key.into();
+            if self.before.expire != 0 {
+                db.expires.remove(&(self.before.expire, key.clone()));
+            }
+            if expire != 0 {
+                db.expires.insert((expire, key));
+            }
+        }
+        let version = db.next_version;
+        db.next_version += 1;
+        let e = db.table.value_at_mut(self.idx);
+        e.version = version;
+        if !self.preserve_modified {
+            e.modified = self.now;
+        }
+        let key = db.table.key_at(self.idx);
+        if let Some(t) = db.tracker.as_mut() {
+            t.mark(key, size, self.now);
+        }
+        db.publish_stats();
+    }
+}
+
+impl<'a> Vacant<'a> {
+    pub fn key(&self) -> &[u8] {
+        self.key
+    }
+
+    /// Creates the key. An empty collection is not stored (Redis never holds one).
+    pub fn insert(self, value: Value, expire_at: Option<u64>) {
+        let now = self.now;
+        self.insert_with_modified(value, expire_at, now);
+    }
+
+    /// Creates the key with an explicit modified time (restoring a migrated key).
+    pub fn insert_with_modified(self, value: Value, expire_at: Option<u64>, modified: u64) {
+        if value.is_empty_collection() {
+            return;
+        }
+        let db = self.db;
+        let version = db.next_version;
+        db.next_version += 1;
+        let mut entry = Entry {
+            value,
+            expire_at: 0,
+            modified,
+            version,
+        };
+        entry.set_expire_at(expire_at);
+        let kd = entry.key_digest(self.key);
+        let size = entry.size(self.key);
+        let expire = entry.expire_at;
+        db.table.insert_new(self.key.into(), entry);
+        db.digest.add(bucket_of(self.key), kd);
+        db.used += size;
+        if expire != 0 {
+            db.expires.insert((expire, self.key.into()));
+        }
+        if let Some(t) = db.tracker.as_mut() {
+            t.mark(self.key, size, self.now);
+        }
+        db.publish_stats();
+    }
+}
+
+impl Tracker {
+    fn mark(&mut self, key: &[u8], bytes: usize, now: u64) {
+        if self.dirty.contains_key(key) {
+            return;
+        }
+        self.bytes += bytes;
+        self.dirty.insert(
+            key.into(),
+            DirtyMark {
+                since_ms: now,
+                bytes,
+            },
+        );
+    }
+}
+
+impl Db {
+    fn publish_stats(&self) {
+        let s = &self.stats;
+        s.keys.store(self.table.len() as u64, Ordering::Relaxed);
+        s.used_bytes.store(self.used as u64, Ordering::Relaxed);
+        s.keys_with_expiry
+            .store(self.expires.len() as u64, Ordering::Relaxed);
+        let dirty = self.tracker.as_ref().map_or(0, |t| t.dirty.len() as u64);
+        s.dirty_keys.store(dirty, Ordering::Relaxed);
+    }
+
+    fn account_removed(&mut self, key: &[u8], bucket: usize, before: Before, now: u64) {
+        self.digest.remove(bucket, before.kd);
+        self.used -= before.size;
+        if before.expire != 0 {
+            self.expires.remove(&(before.expire, key.into()));
+        }
+        self.next_version += 1;
+        if let Some(t) = self.tracker.as_mut() {
+            t.mark(key, before.size, now);
+        }
+        self.publish_stats();
+    }
+
+    /// Removes an expired key found at `idx`.
+    fn expire_at_index(&mut self, idx: u32, now: u64) {
+        let key = self.table.key_at(idx);
+        let e = self.table.value_at(idx);
+        let before = Before {
+            kd: e.key_digest(key),
+            size: e.size(key),
+            expire: e.expire_at,
+        };
+        let bucket = bucket_of(key);
+        let (key, _) = self.table.remove_at(idx);
+        self.account_removed(&key, bucket, before, now);
+        self.stats.expired_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Looks a key up, deleting it first if it has expired.
+    fn find_live(&mut self, key: &[u8], now: u64) -> Option<u32> {
+        let idx = self.table.find(key)?;
+        if self.table.value_at(idx).is_expired(now) {
+            self.expire_at_index(idx, now);
+            return None;
+        }
+        Some(idx)
+    }
+
+    /// Reads a key (expired keys are deleted and reported absent).
+    pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
+        let idx = self.find_live(key, now)?;
+        Some(self.table.value_at(idx))
+    }
+
+    pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
+        self.find_live(key, now).is_some()
+    }
+
+    /// The write funnel: the key's slot, for reading and changing it.
+    pub fn entry<'a>(&'a mut self, key: &'a [u8], now: u64) -> Slot<'a> {
+        match self.find_live(key, now) {
+            Some(idx) => {
+                let e = self.table.value_at(idx);
+                let before = Before {
+                    kd: e.key_digest(key),
+                    size: e.size(key),
+                    expire: e.expire_at,
+                };
+                Slot::Occupied(Occupied {
+                    db: self,
+                    idx,
+                    bucket: bucket_of(key),
+                    before,
+                    now,
+                    preserve_modified: false,
+                    finished: false,
+                })
+            }
+            None => Slot::Vacant(Vacant { db: self, key, now }),
+        }
+    }
+
+    /// Deletes a key; returns its entry if it existed (and had not expired).
+    pub fn remove(&mut self, key: &[u8], now: u64) -> Option<Entry> {
+        self.entry(key, now).occupied().map(Occupied::remove)
+    }
+
+    /// Creates or replaces a key.
+    pub fn set(&mut self, key: &[u8], value: Value, expire_at: Option<u64>, now: u64) {
+        match self.entry(key, now) {
+            Slot::Occupied(mut o) => o.replace(value, expire_at),
+            Slot::Vacant(v) => v.insert(value, expire_at),
+        }
+    }
+
+    /// Number of keys held (including expired keys not yet reclaimed, as Redis's DBSIZE).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn used_bytes(&self) -> usize {
+        self.used
+    }
+
+    pub fn keys_with_expiry(&self) -> usize {
+        self.expires.len()
+    }
+
+    /// Largest write version handed out so far.
+    pub fn current_version(&self) -> u64 {
+        self.next_version - 1
+    }
+
+    /// One step of a cursor walk over live keys; see [`Table::scan`] for the guarantee.
+    pub fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        now: u64,
+        mut f: impl FnMut(&[u8], &Entry),
+    ) -> u64 {
+        self.table.scan(cursor, count, |k, e| {
+            if !e.is_expired(now) {
+                f(k, e)
+            }
+        })
+    }
+
+    /// Like [`Db::scan`] but also shows expired-but-unreclaimed keys (physical content, for
+    /// migration snapshots that must mirror the source exactly).
+    pub fn scan_physical(&self, cursor: u64, count: usize, f: impl FnMut(&[u8], &Entry)) -> u64 {
+        self.table.scan(cursor, count, f)
+    }
+
+    /// Physical lookup without expiring (migration reads).
+    pub fn peek(&self, key: &[u8]) -> Option<&Entry> {
+        self.table.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
+        self.table.iter()
+    }
+
+    /// A random live key.
+    pub fn random_key(&mut self, now: u64, rng: &mut impl rand::Rng) -> Option<Box<[u8]>> {
+        for _ in 0..100 {
+            let idx = self.table.random_index(rng)?;
+            if self.table.value_at(idx).is_expired(now) {
+                self.expire_at_index(idx, now);
+                continue;
+            }
+            return Some(self.table.key_at(idx).into());
+        }
+        None
+    }
+
+    /// Empties the keyspace and returns the old table so the caller can free it outside the lock.
+    pub fn flush(&mut self) -> Table<Entry> {
+        let old = self.table.take();
+        self.expires.clear();
+        self.digest = Digest::default();
+        self.used = 0;
+        self.next_version += 1;
+        if let Some(t) = self.tracker.as_mut() {
+            t.dirty.clear();
+            t.bytes = 0;
+            t.flush_epoch += 1;
+        }
+        self.publish_stats();
+        old
+    }
+
+    /// Deletes up to `max` keys whose time has come; returns how many.
+    pub fn expire_cycle(&mut self, now: u64, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some((at, key)) = self.expires.first() else {
+                break;
+            };
+            if *at > now {
+                break;
+            }
+            let key = key.clone();
+            match self.table.find(&key) {
+                Some(idx) => self.expire_at_index(idx, now),
+                None => {
+                    // Cannot happen (the funnel keeps the index exact); heal rather than spin.
+                    self.expires.pop_first();
+                }
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// The digest of the whole keyspace (maintained incrementally).
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Recomputes the digest from the content, O(keys). Equal to [`Db::digest`] unless the
+    /// incremental accounting is broken; exposed so that operators and tests can check exactly that.
+    pub fn recompute_digest(&self) -> Digest {
+        let mut d = Digest::default();
+        for (k, e) in self.table.iter() {
+            d.add(bucket_of(k), e.key_digest(k));
+        }
+        d
+    }
+
+    // -- change tracking ---------------------------------------------------------------------
+
+    /// Starts recording changed keys (a no-op if already tracking).
+    pub fn start_tracking(&mut self) {
+        if self.tracker.is_none() {
+            self.tracker = Some(Tracker::default());
+        }
+    }
+
+    /// Stops recording and forgets undrained changes.
+    pub fn stop_tracking(&mut self) {
+        self.tracker = None;
+        self.publish_stats();
+    }
+
+    pub fn is_tracking(&self) -> bool {
+        self.tracker.is_some()
+    }
+
+    pub fn tracking_lag(&self) -> Option<TrackingLag> {
+        let t = self.tracker.as_ref()?;
+        Some(TrackingLag {
+            keys: t.dirty.len() as u64,
+            bytes: t.bytes as u64,
+            oldest_ms: t.dirty.front().map(|(_, m)| m.since_ms),
+            flush_epoch: t.flush_epoch,
+        })
+    }
+
+    /// Takes up to `max` changed keys, oldest first, showing each with its current physical entry
+    /// (`None` when it was deleted). Returns how many were taken. Reading happens under the same
+    /// lock as the removal from the tracker, so a later change re-marks the key.
+    pub fn drain_changes(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&[u8], Option<&Entry>),
+    ) -> usize {
+        let Some(t) = self.tracker.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        while n < max {
+            let Some((key, mark)) = t.dirty.pop_front() else {
+                break;
+            };
+            t.bytes -= mark.bytes;
+            f(&key, self.table.get(&key));
+            n += 1;
+        }
+        self.publish_stats();
+        n
+    }
+
+    /// Marks a key changed without changing it (so a consumer re-reads it).
+    pub fn mark_changed(&mut self, key: &[u8], now: u64) {
+        let size = self.table.get(key).map_or(0, |e| e.size(key));
+        if let Some(t) = self.tracker.as_mut() {
+            t.mark(key, size, now);
+        }
+        self.publish_stats();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::HashValue;
+
+    fn hash_of(pairs: &[(&str, &str)]) -> Value {
+        let mut h = HashValue::default();
+        for (f, v) in pairs {
+            h.insert(f.as_bytes(), v.as_bytes());
+        }
+        Value::Hash(Box::new(h))
+    }
+
+    #[test]
+    fn accounting_follows_changes() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        db.set(b"a", Value::string("1"), None, 10);
+        db.set(b"b", hash_of(&[("f", "v")]), Some(1000), 10);
+        assert_eq!(ks.len(), 2);
+        assert_eq!(db.keys_with_expiry(), 1);
+        assert_eq!(*db.digest(), db.recompute_digest());
+        if let Slot::Occupied(mut o) = db.entry(b"b", 20) {
+            if let Value::Hash(h) = o.get_mut().value_mut() {
+                h.insert(b"g", b"w");
+            }
+        }
+        assert_eq!(*db.digest(), db.recompute_digest());
+        assert_eq!(db.get(b"b", 20).unwrap().modified_ms(), 20);
+        // Emptying a collection deletes the key.
+        if let Slot::Occupied(mut o) = db.entry(b"b", 30) {
+            if let Value::Hash(h) = o.get_mut().value_mut() {
+                h.remove(b"f");
+                h.remove(b"g");
+            }
+        }
+        assert!(db.get(b"b", 30).is_none());
+        assert_eq!(db.keys_with_expiry(), 0);
+        assert_eq!(*db.digest(), db.recompute_digest());
+        let used_one = db.used_bytes();
+        db.remove(b"a", 40);
+        assert!(used_one > 0);
+        assert_eq!(db.used_bytes(), 0);
+        assert_eq!(db.digest().combined(), Digest::default().combined());
+    }
+
+    #[test]
+    fn expiry_is_lazy_and_active() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        db.set(b"x", Value::string("1"), Some(100), 0);
+        db.set(b"y", Value::string("1"), Some(200), 0);
+        db.set(b"z", Value::string("1"), None, 0);
+        assert!(db.get(b"x", 99).is_some());
+        assert!(db.get(b"x", 100).is_none());
+        assert_eq!(db.len(), 2);
+        assert_eq!(db.expire_cycle(150, 10), 0);
+        assert_eq!(db.expire_cycle(250, 10), 1);
+        assert_eq!(db.len(), 1);
+        assert_eq!(ks.stats().expired_total.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn unchanged_writes_do_not_bump() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        db.set(b"k", Value::string("v"), None, 1);
+        let v1 = db.get(b"k", 1).unwrap().version();
+        db.set(b"k", Value::string("v"), None, 5);
+        let e = db.get(b"k", 5).unwrap();
+        assert_eq!(e.version(), v1);
+        assert_eq!(e.modified_ms(), 1);
+    }
+
+    #[test]
+    fn tracking_records_distinct_keys_oldest_first() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        db.set(b"before", Value::string("1"), None, 1);
+        db.start_tracking();
+        db.set(b"a", Value::string("1"), None, 10);
+        db.set(b"b", Value::string("1"), None, 11);
+        db.set(b"a", Value::string("2"), None, 12);
+        db.remove(b"before", 13);
+        let lag = db.tracking_lag().unwrap();
+        assert_eq!((lag.keys, lag.oldest_ms), (3, Some(10)));
+        let mut seen = Vec::new();
+        db.drain_changes(10, |k, e| {
+            seen.push((
+                String::from_utf8_lossy(k).into_owned(),
+                e.map(|e| e.value().digest()),
+            ))
+        });
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0].0, "a");
+        assert_eq!(seen[2], ("before".to_string(), None));
+        assert_eq!(db.tracking_lag().unwrap().keys, 0);
+        db.flush();
+        assert_eq!(db.tracking_lag().unwrap().flush_epoch, 1);
+    }
+}

@@ -1,0 +1,28 @@
+//! The storage engine of one keyspace. It knows nothing about tenants, networks or migrations.
+//!
+//! - [`table`]: the hash table with a SCAN-stable cursor, used for keys and collection members.
+//! - [`value`]: strings, lists, hashes, sets and sorted sets, each maintaining its size estimate
+//!   and content digest as it changes.
+//! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
+//!   that keeps expiry index, versions, modified times, memory, digests and change tracking exact.
+//! - [`digest`]: the canonical, order-independent content digest and its buckets.
+//! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
+
+pub mod digest;
+pub mod glob;
+pub mod keyspace;
+pub mod table;
+pub mod value;
+
+pub use digest::Digest;
+pub use keyspace::{Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, TrackingLag, Vacant};
+pub use table::Table;
+pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

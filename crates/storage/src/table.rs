@@ -1,0 +1,440 @@
+//! A chained hash table whose cursor survives writes, used for the keyspace and for the members of
+//! hashes, sets and sorted sets.
+//!
+//! SCAN must return every key that is present for the whole iteration, even when the table grows or
+//! shrinks between calls. Like Redis's `dict`, the table has a power-of-two number of buckets, each
+//! entry lives in bucket `hash & mask`, and the cursor walks buckets in reverse-binary order: when
+//! the table doubles, bucket `b` splits into `b` and `b | old_size`, which the reversed increment
+//! visits next; when it halves, the visited buckets fold into visited buckets. Entries may be
+//! returned twice around a resize, never missed.
+//!
+//! Nodes live in one `Vec` and chain by index, so a resize relinks `u32`s without moving entries.
+
+use std::sync::OnceLock;
+
+const MIN_BUCKETS: usize = 4;
+const NIL: u32 = u32::MAX;
+
+fn hasher() -> &'static ahash::RandomState {
+    static STATE: OnceLock<ahash::RandomState> = OnceLock::new();
+    STATE.get_or_init(ahash::RandomState::new)
+}
+
+/// The in-process hash of a key (seeded per process; never sent anywhere).
+#[inline]
+pub fn hash_key(key: &[u8]) -> u64 {
+    hasher().hash_one(key)
+}
+
+struct Node<V> {
+    hash: u64,
+    next: u32,
+    key: Box<[u8]>,
+    value: V,
+}
+
+enum Slot<V> {
+    Used(Node<V>),
+    /// A free slot, linking to the next free one.
+    Free(u32),
+}
+
+/// Chained hash table keyed by byte strings. See the module docs for the cursor guarantee.
+pub struct Table<V> {
+    /// Head node index per bucket (`NIL` when empty). Length is a power of two.
+    buckets: Vec<u32>,
+    nodes: Vec<Slot<V>>,
+    /// Head of the free-slot list inside `nodes`.
+    free: u32,
+    len: usize,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V> Table<V> {
+    pub fn new() -> Self {
+        Table {
+            buckets: vec![NIL; MIN_BUCKETS],
+            nodes: Vec::new(),
+            free: NIL,
+            len: 0,
+        }
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        let mut t = Self::new();
+        t.buckets = vec![NIL; n.next_power_of_two().max(MIN_BUCKETS)];
+        t.nodes.reserve(n);
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn mask(&self) -> u64 {
+        self.buckets.len() as u64 - 1
+    }
+
+    fn node(&self, idx: u32) -> &Node<V> {
+        match &self.nodes[idx as usize] {
+            Slot::Used(n) => n,
+            Slot::Free(_) => unreachable!("table chain points at a free slot"),
+        }
+    }
+
+    fn node_mut(&mut self, idx: u32) -> &mut Node<V> {
+        match &mut self.nodes[idx as usize] {
+            Slot::Used(n) => n,
+            Slot::Free(_) => unreachable!("table chain points at a free slot"),
+        }
+    }
+
+    /// Position of `key`, if present. Positions stay valid until the next insert or remove.
+    #[inline]
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        self.find_hashed(key, hash_key(key))
+    }
+
+    fn find_hashed(&self, key: &[u8], hash: u64) -> Option<u32> {
+        let mut idx = self.buckets[(hash & self.mask()) as usize];
+        while idx != NIL {
+            let n = self.node(idx);
+            if n.hash == hash && &*n.key == key {
+                return Some(idx);
+            }
+            idx = n.next;
+        }
+        None
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        self.find(key).map(|i| &self.node(i).value)
+    }
+
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        let i = self.find(key)?;
+        Some(&mut self.node_mut(i).value)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.find(key).is_some()
+    }
+
+    pub fn key_at(&self, idx: u32) -> &[u8] {
+        &self.node(idx).key
+    }
+
+    pub fn value_at(&self, idx: u32) -> &V {
+        &self.node(idx).value
+    }
+
+    pub fn value_at_mut(&mut self, idx: u32) -> &mut V {
+        &mut self.node_mut(idx).value
+    }
+
+    /// Inserts or replaces; returns the previous value.
+    pub fn insert(&mut self, key: &[u8], value: V) -> Option<V> {
+        let hash = hash_key(key);
+        if let Some(i) = self.find_hashed(key, hash) {
+            return Some(std::mem::replace(&mut self.node_mut(i).value, value));
+        }
+        self.insert_new_hashed(key.into(), hash, value);
+        None
+    }
+
+    /// Inserts a key known to be absent; returns its position.
+    pub fn insert_new(&mut self, key: Box<[u8]>, value: V) -> u32 {
+        let hash = hash_key(&key);
+        self.insert_new_hashed(key, hash, value)
+    }
+
+    fn insert_new_hashed(&mut self, key: Box<[u8]>, hash: u64, value: V) -> u32 {
+        if self.len >= self.buckets.len() {
+            self.resize(self.buckets.len() * 2);
+        }
+        let b = (hash & self.mask()) as usize;
+        let node = Node {
+            hash,
+            next: self.buckets[b],
+            key,
+            value,
+        };
+        let idx = if self.free != NIL {
+            let idx = self.free;
+            if let Slot::Free(next) = self.nodes[idx as usize] {
+                self.free = next;
+            }
+            self.nodes[idx as usize] = Slot::Used(node);
+            idx
+        } else {
+            assert!(self.nodes.len() < NIL as usize, "table is full");
+            self.nodes.push(Slot::Used(node));
+            (self.nodes.len() - 1) as u32
+        };
+        self.buckets[b] = idx;
+        self.len += 1;
+        idx
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<(Box<[u8]>, V)> {
+        let i = self.find(key)?;
+        Some(self.remove_at(i))
+    }
+
+    /// Removes the entry at a position returned by [`Table::find`].
+    pub fn remove_at(&mut self, idx: u32) -> (Box<[u8]>, V) {
+        let hash = self.node(idx).hash;
+        let b = (hash & self.mask()) as usize;
+        let next = self.node(idx).next;
+        if self.buckets[b] == idx {
+            self.buckets[b] = next;
+        } else {
+            let mut p = self.buckets[b];
+            while p != NIL {
+                let pn = self.node(p).next;
+                if pn == idx {
+                    self.node_mut(p).next = next;
+                    break;
+                }
+                p = pn;
+            }
+        }
+        let slot = std::mem::replace(&mut self.nodes[idx as usize], Slot::Free(self.free));
+        self.free = idx;
+        self.len -= 1;
+        let Slot::Used(node) = slot else {
+            unreachable!("removed a free slot")
+        };
+        if self.len * 8 < self.buckets.len() && self.buckets.len() > MIN_BUCKETS {
+            self.resize(self.buckets.len() / 2);
+        }
+        if self.len == 0 {
+            // Give back node memory once empty; positions are all invalid anyway.
+            self.nodes = Vec::new();
+            self.free = NIL;
+        } else if self.nodes.len() > 64 && self.len * 4 < self.nodes.len() {
+            self.compact();
+        }
+        (node.key, node.value)
+    }
+
+    fn resize(&mut self, n: usize) {
+        let n = n.max(MIN_BUCKETS);
+        self.buckets.clear();
+        self.buckets.resize(n, NIL);
+        let mask = n as u64 - 1;
+        for (i, slot) in self.nodes.iter_mut().enumerate() {
+            if let Slot::Used(node) = slot {
+                let b = (node.hash & mask) as usize;
+                node.next = self.buckets[b];
+                self.buckets[b] = i as u32;
+            }
+        }
+    }
+
+    /// Packs live nodes to the front after mass deletion so memory is returned.
+    fn compact(&mut self) {
+        let old = std::mem::take(&mut self.nodes);
+        self.nodes = Vec::with_capacity(self.len.max(4) * 2);
+        for slot in old {
+            if let Slot::Used(node) = slot {
+                self.nodes.push(Slot::Used(node));
+            }
+        }
+        self.free = NIL;
+        let n = self.buckets.len();
+        self.resize(n);
+    }
+
+    /// Removes everything, returning the old contents so the caller can drop them outside a lock.
+    pub fn take(&mut self) -> Table<V> {
+        std::mem::take(self)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
+        self.nodes.iter().filter_map(|s| match s {
+            Slot::Used(n) => Some((&*n.key, &n.value)),
+            Slot::Free(_) => None,
+        })
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
+        self.nodes.iter_mut().filter_map(|s| match s {
+            Slot::Used(n) => Some((&*n.key, &mut n.value)),
+            Slot::Free(_) => None,
+        })
+    }
+
+    /// Visits the bucket at `cursor` and returns the next cursor (0 when the walk is complete).
+    pub fn scan_step(&self, cursor: u64, mut f: impl FnMut(&[u8], &V)) -> u64 {
+        let mask = self.mask();
+        let mut idx = self.buckets[(cursor & mask) as usize];
+        while idx != NIL {
+            let n = self.node(idx);
+            f(&n.key, &n.value);
+            idx = n.next;
+        }
+        next_cursor(cursor, mask)
+    }
+
+    /// Walks buckets from `cursor` until `f` has been shown at least `count` entries or `count * 10`
+    /// buckets were visited; returns the next cursor (0 when done).
+    pub fn scan(&self, mut cursor: u64, count: usize, mut f: impl FnMut(&[u8], &V)) -> u64 {
+        let mut seen = 0usize;
+        let mut visits = 0usize;
+        let budget = count.max(1).saturating_mul(10);
+        loop {
+            cursor = self.scan_step(cursor, |k, v| {
+                seen += 1;
+                f(k, v)
+            });
+            visits += 1;
+            if cursor == 0 || seen >= count || visits >= budget {
+                return cursor;
+            }
+        }
+    }
+
+    /// A uniformly random entry position, using `rand` as the source of randomness.
+    pub fn random_index(&self, rng: &mut impl rand::Rng) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        // Slots are at least 1/4 used (see `compact`), so a few tries usually suffice.
+        for _ in 0..32 {
+            let i = rng.random_range(0..self.nodes.len());
+            if matches!(self.nodes[i], Slot::Used(_)) {
+                return Some(i as u32);
+            }
+        }
+        let start = rng.random_range(0..self.nodes.len());
+        (start..self.nodes.len())
+            .chain(0..start)
+            .find(|&i| matches!(self.nodes[i], Slot::Used(_)))
+            .map(|i| i as u32)
+    }
+}
+
+/// Redis's reverse-binary cursor increment.
+#[inline]
+fn next_cursor(cursor: u64, mask: u64) -> u64 {
+    let mut v = cursor | !mask;
+    v = v.reverse_bits();
+    v = v.wrapping_add(1);
+    v.reverse_bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn basic_ops() {
+        let mut t = Table::new();
+        for i in 0..1000u32 {
+            assert!(t.insert(&i.to_be_bytes(), i).is_none());
+        }
+        assert_eq!(t.len(), 1000);
+        assert_eq!(t.insert(&5u32.to_be_bytes(), 50), Some(5));
+        for i in 0..1000u32 {
+            if i % 3 == 0 {
+                assert!(t.remove(&i.to_be_bytes()).is_some());
+            }
+        }
+        for i in 0..1000u32 {
+            let want = if i % 3 == 0 {
+                None
+            } else if i == 5 {
+                Some(50)
+            } else {
+                Some(i)
+            };
+            assert_eq!(t.get(&i.to_be_bytes()).copied(), want);
+        }
+        assert_eq!(t.iter().count(), t.len());
+    }
+
+    #[test]
+    fn full_scan_sees_everything() {
+        let mut t = Table::new();
+        for i in 0..5000u32 {
+            t.insert(&i.to_le_bytes(), ());
+        }
+        let mut seen = HashSet::new();
+        let mut c = 0;
+        loop {
+            c = t.scan(c, 10, |k, _| {
+                seen.insert(k.to_vec());
+            });
+            if c == 0 {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 5000);
+    }
+
+    proptest::proptest! {
+        /// Keys present for the whole scan are returned even while others are added and removed
+        /// (forcing grows and shrinks).
+        #[test]
+        fn scan_guarantee_under_writes(ops in proptest::collection::vec((0u8..3, 0u16..2000), 0..3000), stable in 1u16..400) {
+            let mut t = Table::new();
+            let mut model = HashMap::new();
+            // Stable keys use a separate key space.
+            for i in 0..stable {
+                let k = format!("stable{i}");
+                t.insert(k.as_bytes(), ());
+                model.insert(k, ());
+            }
+            let mut seen = HashSet::new();
+            let mut c = 0u64;
+            let mut ops = ops.into_iter();
+            loop {
+                c = t.scan(c, 5, |k, _| { seen.insert(k.to_vec()); });
+                for (op, n) in ops.by_ref().take(7) {
+                    let k = format!("k{n}");
+                    if op == 0 { t.remove(k.as_bytes()); } else { t.insert(k.as_bytes(), ()); }
+                }
+                if c == 0 { break; }
+            }
+            for i in 0..stable {
+                let k = format!("stable{}", i);
+                proptest::prop_assert!(seen.contains(k.as_bytes()), "missed {}", k);
+            }
+        }
+
+        #[test]
+        fn matches_hashmap(ops in proptest::collection::vec((0u8..3, 0u16..300, proptest::num::u32::ANY), 0..2000)) {
+            let mut t = Table::new();
+            let mut m = HashMap::new();
+            for (op, k, v) in ops {
+                let key = k.to_be_bytes();
+                match op {
+                    0 => { proptest::prop_assert_eq!(t.remove(&key).map(|x| x.1), m.remove(&k)); }
+                    _ => { proptest::prop_assert_eq!(t.insert(&key, v), m.insert(k, v)); }
+                }
+                proptest::prop_assert_eq!(t.len(), m.len());
+            }
+            for (k, v) in &m {
+                proptest::prop_assert_eq!(t.get(&k.to_be_bytes()), Some(v));
+            }
+            let mut rng = rand::rng();
+            if !m.is_empty() {
+                let i = t.random_index(&mut rng).unwrap();
+                let key: [u8; 2] = t.key_at(i).try_into().unwrap();
+                proptest::prop_assert!(m.contains_key(&u16::from_be_bytes(key)));
+            }
+        }
+    }
+}
