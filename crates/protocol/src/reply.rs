@@ -232,7 +232,10 @@ mod tests {
             panic!("expected a map")
         };
         assert_eq!(data.len(), 2);
-        assert!(matches!(decode_reply(&mut out).unwrap(), Some(Frame::VerbatimString { .. })));
+        assert!(matches!(
+            decode_reply(&mut out).unwrap(),
+            Some(Frame::VerbatimString { .. })
+        ));
         assert!(matches!(decode_reply(&mut out).unwrap(), Some(Frame::Null)));
         assert!(matches!(
             decode_reply(&mut out).unwrap(),

@@ -99,7 +99,8 @@ impl RequestDecoder {
             }
             return Ok(Next::Incomplete);
         };
-        let count = parse_len(line).ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+        let count =
+            parse_len(line).ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
         if count <= 0 {
             return Ok(Next::Skip(pos));
         }
@@ -382,7 +383,8 @@ mod tests {
 
     #[test]
     fn multibulk_and_pipelining() {
-        let got = parse_all(b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n").unwrap();
+        let got =
+            parse_all(b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n").unwrap();
         assert_eq!(got, vec![words(&["PING"]), words(&["SET", "k", ""])]);
     }
 
@@ -401,7 +403,12 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                vec![b"SET".to_vec(), b"a b".to_vec(), b"c'd".to_vec(), b"A\n".to_vec()],
+                vec![
+                    b"SET".to_vec(),
+                    b"a b".to_vec(),
+                    b"c'd".to_vec(),
+                    b"A\n".to_vec()
+                ],
                 words(&["PING"])
             ]
         );
@@ -436,7 +443,10 @@ mod tests {
 
     #[test]
     fn skips_empty() {
-        assert_eq!(parse_all(b"*0\r\n\r\n*-1\r\n").unwrap(), Vec::<Vec<Vec<u8>>>::new());
+        assert_eq!(
+            parse_all(b"*0\r\n\r\n*-1\r\n").unwrap(),
+            Vec::<Vec<Vec<u8>>>::new()
+        );
     }
 
     proptest::proptest! {

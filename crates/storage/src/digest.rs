@@ -84,7 +84,10 @@ pub fn key_digest(key: &[u8], type_tag: u64, value_digest: u64, expire_at_ms: u6
     let k = hash_bytes(key);
     let v = mix64(value_digest.wrapping_add(type_tag.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     let e = mix64(expire_at_ms ^ 0x5851_f42d_4c95_7f2d);
-    mix64(k.wrapping_add(v.rotate_left(21)).wrapping_add(e.rotate_left(42)))
+    mix64(
+        k.wrapping_add(v.rotate_left(21))
+            .wrapping_add(e.rotate_left(42)),
+    )
 }
 
 /// Modular arithmetic for the list polynomial, modulo the Mersenne prime 2^61 − 1.

@@ -141,7 +141,11 @@ mod tests {
             ("[abc", "[abc", true),
         ];
         for (p, s, want) in cases {
-            assert_eq!(glob_match(p.as_bytes(), s.as_bytes(), false), *want, "{p} ~ {s}");
+            assert_eq!(
+                glob_match(p.as_bytes(), s.as_bytes(), false),
+                *want,
+                "{p} ~ {s}"
+            );
         }
         assert!(glob_match(b"HELLO*", b"hello world", true));
     }

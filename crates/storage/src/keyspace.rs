@@ -62,6 +62,12 @@ impl Entry {
         self.version
     }
 
+    /// Takes the entry apart into its value and expiry (RENAME moves a key this way).
+    pub fn into_parts(self) -> (Value, Option<u64>) {
+        let at = self.expire_at();
+        (self.value, at)
+    }
+
     pub fn is_expired(&self, now: u64) -> bool {
         self.expire_at != 0 && self.expire_at <= now
     }
@@ -263,7 +269,8 @@ impl Occupied<'_> {
     pub fn remove(mut self) -> Entry {
         self.finished = true;
         let (key, entry) = self.db.table.remove_at(self.idx);
-        self.db.account_removed(&key, self.bucket, self.before, self.now);
+        self.db
+            .account_removed(&key, self.bucket, self.before, self.now);
         entry
     }
 }
@@ -618,11 +625,7 @@ impl Db {
     /// Takes up to `max` changed keys, oldest first, showing each with its current physical entry
     /// (`None` when it was deleted). Returns how many were taken. Reading happens under the same
     /// lock as the removal from the tracker, so a later change re-marks the key.
-    pub fn drain_changes(
-        &mut self,
-        max: usize,
-        mut f: impl FnMut(&[u8], Option<&Entry>),
-    ) -> usize {
+    pub fn drain_changes(&mut self, max: usize, mut f: impl FnMut(&[u8], Option<&Entry>)) -> usize {
         let Some(t) = self.tracker.as_mut() else {
             return 0;
         };

@@ -738,7 +738,10 @@ mod tests {
         assert_eq!(z.remove(b"b"), Some(2.0));
         assert_eq!(z.len(), 3);
         assert_eq!(
-            names(z.range_by_score(Bound::Included(3.0), Bound::Excluded(3.0)).collect()),
+            names(
+                z.range_by_score(Bound::Included(3.0), Bound::Excluded(3.0))
+                    .collect()
+            ),
             Vec::<String>::new()
         );
     }

@@ -1,0 +1,22 @@
+//! Ferrite's commands: the table ([`spec`]) and the data commands, each run against one locked
+//! keyspace through a [`Ctx`]. Nothing here knows about sockets, tenants or migrations; the server
+//! decides *whether* a command may run (auth, ownership, quotas, write gates) and this crate
+//! decides *what it does*.
+//!
+//! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`].
+//! Connection- and server-level commands are described in [`server_specs`] and run by the server.
+
+pub mod ctx;
+pub mod hashes;
+pub mod keys;
+pub mod lists;
+pub mod server_specs;
+pub mod sets;
+pub mod spec;
+pub mod strings;
+pub mod testing;
+pub mod util;
+pub mod zsets;
+
+pub use ctx::{Ctx, Garbage};
+pub use spec::{CmdResult, CommandSpec, Creates, Handler, flags, lookup};

@@ -1,0 +1,156 @@
+//! Connection- and server-level commands. They are run by the server (they touch connection
+//! state, configuration or tenancy); the table entries here give them arity, flags and help.
+
+use crate::spec::flags::*;
+use crate::spec::{ALL_KEYS, CommandSpec, Creates, Handler, NO_KEYS, spec};
+
+const fn srv(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    group: &'static str,
+    summary: &'static str,
+) -> CommandSpec {
+    spec(
+        name,
+        arity,
+        flags,
+        NO_KEYS,
+        Creates::Nothing,
+        group,
+        summary,
+        Handler::Server,
+    )
+}
+
+pub const COMMANDS: &[CommandSpec] = &[
+    srv(
+        "ping",
+        -1,
+        FAST | CONNECTION | STALE,
+        "connection",
+        "Returns the server's liveliness response.",
+    ),
+    srv(
+        "echo",
+        2,
+        FAST | CONNECTION,
+        "connection",
+        "Returns the given string.",
+    ),
+    srv(
+        "quit",
+        -1,
+        NO_AUTH | CONNECTION | FAST,
+        "connection",
+        "Closes the connection.",
+    ),
+    srv(
+        "hello",
+        -1,
+        NO_AUTH | CONNECTION | FAST | NO_MULTI,
+        "connection",
+        "Handshakes with the server: protocol version, authentication, client name.",
+    ),
+    srv(
+        "auth",
+        -2,
+        NO_AUTH | CONNECTION | FAST | NO_MULTI,
+        "connection",
+        "Authenticates the connection, binding it to a tenant when a tenant name is given.",
+    ),
+    srv(
+        "select",
+        2,
+        FAST | CONNECTION,
+        "connection",
+        "Changes the selected database (only database 0 exists).",
+    ),
+    srv(
+        "client",
+        -2,
+        CONNECTION | NO_MULTI,
+        "connection",
+        "Connection management: ID, SETNAME, GETNAME, SETINFO, LIST, KILL, CAPA, INFO.",
+    ),
+    srv(
+        "reset",
+        1,
+        NO_AUTH | CONNECTION | FAST | NO_MULTI,
+        "connection",
+        "Resets the connection.",
+    ),
+    srv(
+        "command",
+        -1,
+        CONNECTION | LOADING | STALE,
+        "server",
+        "Returns information about commands: COUNT, INFO, DOCS, LIST.",
+    ),
+    srv(
+        "config",
+        -2,
+        ADMIN | CONNECTION | NO_MULTI,
+        "server",
+        "Gets or sets configuration parameters.",
+    ),
+    srv(
+        "info",
+        -1,
+        CONNECTION | LOADING | STALE,
+        "server",
+        "Returns information and statistics about the server.",
+    ),
+    srv(
+        "time",
+        1,
+        FAST | CONNECTION | LOADING | STALE,
+        "server",
+        "Returns the server time.",
+    ),
+    srv(
+        "shutdown",
+        -1,
+        ADMIN | CONNECTION | NO_MULTI | LOADING | STALE,
+        "server",
+        "Stops accepting connections, finishes in-flight replies and exits.",
+    ),
+    srv(
+        "multi",
+        1,
+        FAST | NO_MULTI,
+        "transactions",
+        "Starts a transaction.",
+    ),
+    srv(
+        "exec",
+        1,
+        NO_MULTI,
+        "transactions",
+        "Executes all commands in a transaction.",
+    ),
+    srv(
+        "discard",
+        1,
+        FAST | NO_MULTI,
+        "transactions",
+        "Discards a transaction.",
+    ),
+    spec(
+        "watch",
+        -2,
+        FAST | NO_MULTI,
+        ALL_KEYS,
+        Creates::Nothing,
+        "transactions",
+        "Monitors changes to keys to determine the execution of a transaction.",
+        Handler::Server,
+    ),
+    srv(
+        "unwatch",
+        1,
+        FAST | NO_MULTI,
+        "transactions",
+        "Forgets about watched keys of a transaction.",
+    ),
+];

@@ -1,0 +1,5 @@
+//! Sets commands (to be filled in).
+
+use crate::spec::CommandSpec;
+
+pub const COMMANDS: &[CommandSpec] = &[];

@@ -1,0 +1,242 @@
+//! The command table: every command's name, arity, flags and key positions, and for data commands
+//! the function that runs it. One table serves dispatch, COMMAND INFO/COUNT/DOCS, MULTI checks,
+//! quota checks and the decision of which commands need an ownership check or a write gate.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use ferrite_protocol::{Args, ErrorReply};
+
+use crate::ctx::Ctx;
+
+/// Result of running a command: the reply is written through the context; `Err` means nothing was
+/// written and the dispatcher answers with the error.
+pub type CmdResult = Result<(), ErrorReply>;
+
+/// Bit flags describing a command (names follow Redis's COMMAND INFO flags).
+pub mod flags {
+    /// Changes data: needs the tenant's write gate and change capture.
+    pub const WRITE: u32 = 1;
+    pub const READONLY: u32 = 1 << 1;
+    /// May grow memory: refused while a memory/key quota is exceeded.
+    pub const DENYOOM: u32 = 1 << 2;
+    /// Server administration (CONFIG SET, SHUTDOWN, TENANT.* management, ...).
+    pub const ADMIN: u32 = 1 << 3;
+    pub const FAST: u32 = 1 << 4;
+    /// Allowed before authentication (AUTH, HELLO, QUIT).
+    pub const NO_AUTH: u32 = 1 << 5;
+    /// Refused inside MULTI (MULTI itself, WATCH, ...).
+    pub const NO_MULTI: u32 = 1 << 6;
+    /// Not about a tenant's data (PING, CLIENT, CONFIG...): runs even when the bound tenant has
+    /// moved or is importing.
+    pub const CONNECTION: u32 = 1 << 7;
+    pub const LOADING: u32 = 1 << 8;
+    pub const STALE: u32 = 1 << 9;
+
+    pub const NAMES: &[(u32, &str)] = &[
+        (WRITE, "write"),
+        (READONLY, "readonly"),
+        (DENYOOM, "denyoom"),
+        (ADMIN, "admin"),
+        (FAST, "fast"),
+        (NO_AUTH, "no_auth"),
+        (NO_MULTI, "no_multi"),
+        (LOADING, "loading"),
+        (STALE, "stale"),
+    ];
+}
+
+/// Which keys a command may create (for MAXKEYS): checked before running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creates {
+    Nothing,
+    /// The first key argument (SET, LPUSH, SADD, *STORE destination...).
+    FirstKey,
+    /// The second key argument (RENAME, COPY, SMOVE, LMOVE destination).
+    SecondKey,
+    /// Every key argument (MSET, MSETNX).
+    AllKeys,
+}
+
+/// How a command is run.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Runs against a locked keyspace; see [`Ctx`].
+    Data(fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult),
+    /// Runs in the server (connection state, tenancy, administration).
+    Server,
+}
+
+/// One command's description.
+#[derive(Clone, Copy)]
+pub struct CommandSpec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis arity: N means exactly N arguments (with the name), -N at least N.
+    pub arity: i32,
+    pub flags: u32,
+    /// Key positions as in COMMAND INFO: first, last (-1 = last argument), step. 0,0,0 = no keys.
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    pub creates: Creates,
+    pub group: &'static str,
+    pub summary: &'static str,
+    pub handler: Handler,
+}
+
+impl CommandSpec {
+    pub const fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    pub fn is_write(&self) -> bool {
+        self.has(flags::WRITE)
+    }
+
+    /// Checks arity (including the command name).
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let a = self.arity;
+        if a >= 0 {
+            argc == a as usize
+        } else {
+            argc >= (-a) as usize
+        }
+    }
+
+    /// The key arguments of a request to this command.
+    pub fn keys<'a>(&self, args: &Args<'a>) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let n = args.len() as i32;
+        let (first, step) = (self.first_key, self.step.max(1));
+        let last = if self.last_key < 0 {
+            n + self.last_key
+        } else {
+            self.last_key.min(n - 1)
+        };
+        let args = *args;
+        let range = if first <= 0 || first >= n {
+            0..0
+        } else {
+            first..last + 1
+        };
+        range
+            .step_by(step as usize)
+            .map(move |i| args.get(i as usize))
+    }
+
+    /// The keys this request may create, per [`Creates`].
+    pub fn created_keys<'a>(&self, args: &Args<'a>) -> Vec<&'a [u8]> {
+        match self.creates {
+            Creates::Nothing => Vec::new(),
+            Creates::FirstKey => self.keys(args).take(1).collect(),
+            Creates::SecondKey => self.keys(args).skip(1).take(1).collect(),
+            Creates::AllKeys => self.keys(args).collect(),
+        }
+    }
+
+    /// Flag names for COMMAND INFO.
+    pub fn flag_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        flags::NAMES
+            .iter()
+            .filter(|(f, _)| self.flags & f != 0)
+            .map(|(_, n)| *n)
+    }
+}
+
+/// Shorthand constructor used by the family tables.
+#[allow(clippy::too_many_arguments)]
+pub const fn spec(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: (i32, i32, i32),
+    creates: Creates,
+    group: &'static str,
+    summary: &'static str,
+    handler: Handler,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+        creates,
+        group,
+        summary,
+        handler,
+    }
+}
+
+/// Key position shorthands.
+pub const NO_KEYS: (i32, i32, i32) = (0, 0, 0);
+pub const KEY1: (i32, i32, i32) = (1, 1, 1);
+pub const KEYS12: (i32, i32, i32) = (1, 2, 1);
+pub const ALL_KEYS: (i32, i32, i32) = (1, -1, 1);
+
+/// Every command, from every family.
+pub fn all() -> &'static [CommandSpec] {
+    static ALL: OnceLock<Vec<CommandSpec>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut v = Vec::new();
+        v.extend_from_slice(crate::server_specs::COMMANDS);
+        v.extend_from_slice(crate::strings::COMMANDS);
+        v.extend_from_slice(crate::keys::COMMANDS);
+        v.extend_from_slice(crate::lists::COMMANDS);
+        v.extend_from_slice(crate::hashes::COMMANDS);
+        v.extend_from_slice(crate::sets::COMMANDS);
+        v.extend_from_slice(crate::zsets::COMMANDS);
+        v
+    })
+}
+
+fn index() -> &'static HashMap<&'static [u8], &'static CommandSpec> {
+    static INDEX: OnceLock<HashMap<&'static [u8], &'static CommandSpec>> = OnceLock::new();
+    INDEX.get_or_init(|| all().iter().map(|s| (s.name.as_bytes(), s)).collect())
+}
+
+/// Finds a command by name, ignoring ASCII case, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut buf = [0u8; 40];
+    if name.len() > buf.len() {
+        return None;
+    }
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    index().get(&*lower).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_protocol::OwnedRequest;
+
+    #[test]
+    fn names_are_unique_and_lowercase() {
+        let mut seen = std::collections::HashSet::new();
+        for s in all() {
+            assert!(seen.insert(s.name), "duplicate {}", s.name);
+            assert_eq!(s.name, s.name.to_ascii_lowercase());
+            assert!(s.arity != 0, "{} has arity 0", s.name);
+            assert!(
+                !(s.has(flags::WRITE) && s.has(flags::READONLY)),
+                "{} is both write and readonly",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn key_positions() {
+        let req = OwnedRequest::from_parts(["MSET", "a", "1", "b", "2"]);
+        let mset = lookup(b"mset").unwrap();
+        let keys: Vec<_> = mset.keys(&req.args()).collect();
+        assert_eq!(keys, vec![&b"a"[..], b"b"]);
+        assert_eq!(mset.created_keys(&req.args()).len(), 2);
+        let req = OwnedRequest::from_parts(["GET", "k"]);
+        assert_eq!(lookup(b"GeT").unwrap().keys(&req.args()).count(), 1);
+        assert!(lookup(b"nope").is_none());
+    }
+}

@@ -1,0 +1,793 @@
+//! String commands.
+
+use ferrite_protocol::args::{parse_f64, parse_i64};
+use ferrite_protocol::number::format_human_double;
+use ferrite_protocol::{Args, ErrorReply};
+use ferrite_storage::{Slot, StrValue, Value};
+
+use crate::ctx::Ctx;
+use crate::spec::flags::*;
+use crate::spec::{CmdResult, CommandSpec, Creates, Handler, KEY1, spec};
+use crate::util::{as_str, as_str_mut, int_bytes};
+
+const fn cmd(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: (i32, i32, i32),
+    creates: Creates,
+    summary: &'static str,
+    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult,
+) -> CommandSpec {
+    spec(
+        name,
+        arity,
+        flags,
+        keys,
+        creates,
+        "string",
+        summary,
+        Handler::Data(f),
+    )
+}
+
+const W: u32 = WRITE | DENYOOM;
+
+pub const COMMANDS: &[CommandSpec] = &[
+    cmd(
+        "get",
+        2,
+        READONLY | FAST,
+        KEY1,
+        Creates::Nothing,
+        "Returns the string value of a key.",
+        get,
+    ),
+    cmd(
+        "set",
+        -3,
+        W,
+        KEY1,
+        Creates::FirstKey,
+        "Sets the string value of a key, with optional expiry and conditions.",
+        set,
+    ),
+    cmd(
+        "setnx",
+        3,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Sets the value of a key only when it does not exist.",
+        setnx,
+    ),
+    cmd(
+        "setex",
+        4,
+        W,
+        KEY1,
+        Creates::FirstKey,
+        "Sets the value and expiry (seconds) of a key.",
+        setex,
+    ),
+    cmd(
+        "psetex",
+        4,
+        W,
+        KEY1,
+        Creates::FirstKey,
+        "Sets the value and expiry (milliseconds) of a key.",
+        psetex,
+    ),
+    cmd(
+        "getset",
+        3,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Sets a key and returns its previous value.",
+        getset,
+    ),
+    cmd(
+        "getdel",
+        2,
+        WRITE | FAST,
+        KEY1,
+        Creates::Nothing,
+        "Returns the value of a key and deletes it.",
+        getdel,
+    ),
+    cmd(
+        "getex",
+        -2,
+        WRITE | FAST,
+        KEY1,
+        Creates::Nothing,
+        "Returns the value of a key and changes its expiry.",
+        getex,
+    ),
+    cmd(
+        "mget",
+        -2,
+        READONLY | FAST,
+        (1, -1, 1),
+        Creates::Nothing,
+        "Returns the values of several keys.",
+        mget,
+    ),
+    cmd(
+        "mset",
+        -3,
+        W,
+        (1, -1, 2),
+        Creates::AllKeys,
+        "Sets several keys.",
+        mset,
+    ),
+    cmd(
+        "msetnx",
+        -3,
+        W,
+        (1, -1, 2),
+        Creates::AllKeys,
+        "Sets several keys only when none of them exists.",
+        msetnx,
+    ),
+    cmd(
+        "incr",
+        2,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Increments the integer value of a key by one.",
+        incr,
+    ),
+    cmd(
+        "decr",
+        2,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Decrements the integer value of a key by one.",
+        decr,
+    ),
+    cmd(
+        "incrby",
+        3,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Increments the integer value of a key.",
+        incrby,
+    ),
+    cmd(
+        "decrby",
+        3,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Decrements the integer value of a key.",
+        decrby,
+    ),
+    cmd(
+        "incrbyfloat",
+        3,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Increments the floating-point value of a key.",
+        incrbyfloat,
+    ),
+    cmd(
+        "append",
+        3,
+        W | FAST,
+        KEY1,
+        Creates::FirstKey,
+        "Appends a string to the value of a key.",
+        append,
+    ),
+    cmd(
+        "strlen",
+        2,
+        READONLY | FAST,
+        KEY1,
+        Creates::Nothing,
+        "Returns the length of a string value.",
+        strlen,
+    ),
+    cmd(
+        "getrange",
+        4,
+        READONLY,
+        KEY1,
+        Creates::Nothing,
+        "Returns a substring of a string value.",
+        getrange,
+    ),
+    cmd(
+        "substr",
+        4,
+        READONLY,
+        KEY1,
+        Creates::Nothing,
+        "Returns a substring of a string value (old name of GETRANGE).",
+        getrange,
+    ),
+    cmd(
+        "setrange",
+        4,
+        W,
+        KEY1,
+        Creates::FirstKey,
+        "Overwrites part of a string value from an offset.",
+        setrange,
+    ),
+];
+
+/// Expiry options shared by SET and GETEX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExpireOpt {
+    None,
+    /// Absolute Unix ms.
+    At(u64),
+    KeepTtl,
+    Persist,
+}
+
+/// Turns EX/PX/EXAT/PXAT and their number into an absolute time, with Redis's checks.
+fn absolute_expiry(kind: &str, n: i64, now: u64, cmd: &str) -> Result<u64, ErrorReply> {
+    let bad = || ErrorReply::invalid_expire(cmd);
+    if n <= 0 {
+        return Err(bad());
+    }
+    let ms = match kind {
+        "EX" | "EXAT" => n.checked_mul(1000).ok_or_else(bad)?,
+        _ => n,
+    };
+    let abs = match kind {
+        "EX" | "PX" => (now as i64).checked_add(ms).ok_or_else(bad)?,
+        _ => ms,
+    };
+    Ok(abs as u64)
+}
+
+fn get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    match ctx.db.get(args.get(1), ctx.now) {
+        Some(e) => ctx.w.bulk(as_str(e)?.as_bytes()),
+        None => ctx.w.null(),
+    }
+    Ok(())
+}
+
+fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (mut nx, mut xx, mut get_old) = (false, false, false);
+    let mut expire = ExpireOpt::None;
+    let mut i = 3;
+    while i < args.len() {
+        let word = args.get(i).to_ascii_uppercase();
+        match word.as_slice() {
+            b"NX" if !xx => nx = true,
+            b"XX" if !nx => xx = true,
+            b"GET" => get_old = true,
+            b"KEEPTTL" if expire == ExpireOpt::None => expire = ExpireOpt::KeepTtl,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT"
+                if expire == ExpireOpt::None && i + 1 < args.len() =>
+            {
+                let n = args.int(i + 1)?;
+                let kind = std::str::from_utf8(&word).unwrap_or("EX");
+                expire = ExpireOpt::At(absolute_expiry(kind, n, ctx.now, "set")?);
+                i += 1;
+            }
+            _ => return Err(ErrorReply::syntax()),
+        }
+        i += 1;
+    }
+    let key = args.get(1);
+    let value = args.get(2);
+    let now = ctx.now;
+    let slot = ctx.db.entry(key, now);
+    let old: Option<Option<Vec<u8>>> = match (&slot, get_old) {
+        (Slot::Occupied(o), true) => Some(Some(as_str(o.get())?.as_bytes().to_vec())),
+        (Slot::Vacant(_), true) => Some(None),
+        _ => None,
+    };
+    let exists = matches!(slot, Slot::Occupied(_));
+    let proceed = !(nx && exists || xx && !exists);
+    if proceed {
+        let new_expire = match expire {
+            ExpireOpt::At(t) => Some(t),
+            ExpireOpt::KeepTtl => match &slot {
+                Slot::Occupied(o) => o.get().expire_at(),
+                Slot::Vacant(_) => None,
+            },
+            _ => None,
+        };
+        let value = Value::Str(StrValue::new(value.to_vec()));
+        match slot {
+            Slot::Occupied(o) if new_expire.is_some_and(|t| t <= now) => {
+                let e = o.remove();
+                ctx.garbage.defer(e.value().elements(), e);
+            }
+            Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => {}
+            Slot::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut().value_mut(), value);
+                o.get_mut().set_expire_at(new_expire);
+                ctx.garbage.defer(old.elements(), old);
+            }
+            Slot::Vacant(v) => v.insert(value, new_expire),
+        }
+    } else {
+        drop(slot);
+    }
+    match old {
+        Some(v) => ctx.w.opt_bulk(v.as_deref()),
+        None if proceed => ctx.w.ok(),
+        None => ctx.w.null(),
+    }
+    Ok(())
+}
+
+/// Sets a string unconditionally, discarding any TTL (SETEX, PSETEX, MSET, GETSET).
+fn put(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], expire: Option<u64>) {
+    ctx.db.set(
+        key,
+        Value::Str(StrValue::new(value.to_vec())),
+        expire,
+        ctx.now,
+    );
+}
+
+fn setnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if ctx.db.contains(args.get(1), ctx.now) {
+        ctx.w.int(0);
+    } else {
+        put(ctx, args.get(1), args.get(2), None);
+        ctx.w.int(1);
+    }
+    Ok(())
+}
+
+fn setex_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, unit: &str, name: &str) -> CmdResult {
+    let n = args.int(2)?;
+    let at = absolute_expiry(unit, n, ctx.now, name)?;
+    put(ctx, args.get(1), args.get(3), Some(at));
+    ctx.w.ok();
+    Ok(())
+}
+
+fn setex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    setex_generic(ctx, args, "EX", "setex")
+}
+
+fn psetex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    setex_generic(ctx, args, "PX", "psetex")
+}
+
+fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let old = match ctx.db.get(args.get(1), ctx.now) {
+        Some(e) => Some(as_str(e)?.as_bytes().to_vec()),
+        None => None,
+    };
+    put(ctx, args.get(1), args.get(2), None);
+    ctx.w.opt_bulk(old.as_deref());
+    Ok(())
+}
+
+fn getdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    match ctx.db.entry(args.get(1), ctx.now) {
+        Slot::Occupied(o) => {
+            as_str(o.get())?;
+            let e = o.remove();
+            ctx.w.bulk(as_str(&e)?.as_bytes());
+        }
+        Slot::Vacant(_) => ctx.w.null(),
+    }
+    Ok(())
+}
+
+fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let mut opt = ExpireOpt::None;
+    let mut i = 2;
+    while i < args.len() {
+        let word = args.get(i).to_ascii_uppercase();
+        match word.as_slice() {
+            b"PERSIST" if opt == ExpireOpt::None => opt = ExpireOpt::Persist,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if opt == ExpireOpt::None && i + 1 < args.len() => {
+                let n = args.int(i + 1)?;
+                let kind = std::str::from_utf8(&word).unwrap_or("EX");
+                opt = ExpireOpt::At(absolute_expiry(kind, n, ctx.now, "getex")?);
+                i += 1;
+            }
+            _ => return Err(ErrorReply::syntax()),
+        }
+        i += 1;
+    }
+    let now = ctx.now;
+    match ctx.db.entry(args.get(1), now) {
+        Slot::Occupied(mut o) => {
+            let value = as_str(o.get())?.as_bytes().to_vec();
+            match opt {
+                ExpireOpt::At(t) if t <= now => {
+                    o.remove();
+                }
+                ExpireOpt::At(t) => o.get_mut().set_expire_at(Some(t)),
+                ExpireOpt::Persist => o.get_mut().set_expire_at(None),
+                _ => {}
+            }
+            ctx.w.bulk(&value);
+        }
+        Slot::Vacant(_) => ctx.w.null(),
+    }
+    Ok(())
+}
+
+fn mget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    ctx.w.array(args.len() - 1);
+    for key in args.tail(1).iter() {
+        match ctx.db.get(key, ctx.now).map(|e| e.value()) {
+            Some(Value::Str(s)) => ctx.w.bulk(s.as_bytes()),
+            _ => ctx.w.null(),
+        }
+    }
+    Ok(())
+}
+
+fn mset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() % 2 == 0 {
+        return Err(ErrorReply::wrong_arity("mset"));
+    }
+    for i in (1..args.len()).step_by(2) {
+        put(ctx, args.get(i), args.get(i + 1), None);
+    }
+    ctx.w.ok();
+    Ok(())
+}
+
+fn msetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() % 2 == 0 {
+        return Err(ErrorReply::wrong_arity("msetnx"));
+    }
+    let now = ctx.now;
+    if (1..args.len())
+        .step_by(2)
+        .any(|i| ctx.db.contains(args.get(i), now))
+    {
+        ctx.w.int(0);
+        return Ok(());
+    }
+    for i in (1..args.len()).step_by(2) {
+        put(ctx, args.get(i), args.get(i + 1), None);
+    }
+    ctx.w.int(1);
+    Ok(())
+}
+
+fn incr_by(ctx: &mut Ctx<'_, '_>, key: &[u8], delta: i64) -> CmdResult {
+    let new = match ctx.db.entry(key, ctx.now) {
+        Slot::Occupied(mut o) => {
+            let s = as_str_mut(o.get_mut())?;
+            let cur = parse_i64(s.as_bytes()).ok_or_else(ErrorReply::not_integer)?;
+            let new = cur.checked_add(delta).ok_or_else(ErrorReply::overflow)?;
+            s.set(int_bytes(new));
+            new
+        }
+        Slot::Vacant(v) => {
+            v.insert(Value::string(int_bytes(delta)), None);
+            delta
+        }
+    };
+    ctx.w.int(new);
+    Ok(())
+}
+
+fn incr(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    incr_by(ctx, args.get(1), 1)
+}
+
+fn decr(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    incr_by(ctx, args.get(1), -1)
+}
+
+fn incrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let d = args.int(2)?;
+    incr_by(ctx, args.get(1), d)
+}
+
+fn decrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let d = args.int(2)?;
+    let d = d.checked_neg().ok_or_else(ErrorReply::overflow)?;
+    incr_by(ctx, args.get(1), d)
+}
+
+fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let delta = args.float(2)?;
+    let key = args.get(1);
+    let compute = |cur: f64| -> Result<(f64, Vec<u8>), ErrorReply> {
+        let v = cur + delta;
+        if v.is_nan() || v.is_infinite() {
+            return Err(ErrorReply::nan_or_inf());
+        }
+        Ok((v, format_human_double(v).into_bytes()))
+    };
+    let text = match ctx.db.entry(key, ctx.now) {
+        Slot::Occupied(mut o) => {
+            let s = as_str_mut(o.get_mut())?;
+            let cur = parse_f64(s.as_bytes()).ok_or_else(ErrorReply::not_float)?;
+            let (_, text) = compute(cur)?;
+            s.set(text.clone());
+            text
+        }
+        Slot::Vacant(v) => {
+            let (_, text) = compute(0.0)?;
+            v.insert(Value::string(text.clone()), None);
+            text
+        }
+    };
+    ctx.w.bulk(&text);
+    Ok(())
+}
+
+fn append(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let more = args.get(2);
+    let max = ctx.max_bulk;
+    let len = match ctx.db.entry(args.get(1), ctx.now) {
+        Slot::Occupied(mut o) => {
+            let s = as_str_mut(o.get_mut())?;
+            if s.len() + more.len() > max {
+                return Err(ErrorReply::string_too_long());
+            }
+            s.append(more);
+            s.len()
+        }
+        Slot::Vacant(v) => {
+            v.insert(Value::string(more.to_vec()), None);
+            more.len()
+        }
+    };
+    ctx.w.int(len as i64);
+    Ok(())
+}
+
+fn strlen(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let n = match ctx.db.get(args.get(1), ctx.now) {
+        Some(e) => as_str(e)?.len(),
+        None => 0,
+    };
+    ctx.w.int(n as i64);
+    Ok(())
+}
+
+fn getrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (start, end) = (args.int(2)?, args.int(3)?);
+    let Some(e) = ctx.db.get(args.get(1), ctx.now) else {
+        ctx.w.bulk(b"");
+        return Ok(());
+    };
+    let s = as_str(e)?.as_bytes();
+    let len = s.len() as i64;
+    let norm = |i: i64| {
+        let i = if i < 0 { len + i } else { i };
+        i.max(0)
+    };
+    let (start, mut end) = (norm(start), norm(end));
+    if end >= len {
+        end = len - 1;
+    }
+    if len == 0 || start > end {
+        ctx.w.bulk(b"");
+    } else {
+        ctx.w.bulk(&s[start as usize..=end as usize]);
+    }
+    Ok(())
+}
+
+fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let offset = args.int(2)?;
+    if offset < 0 {
+        return Err(ErrorReply::err("offset is out of range"));
+    }
+    let offset = offset as usize;
+    let data = args.get(3);
+    if !data.is_empty() && offset + data.len() > ctx.max_bulk {
+        return Err(ErrorReply::string_too_long());
+    }
+    let len = match ctx.db.entry(args.get(1), ctx.now) {
+        Slot::Occupied(mut o) => {
+            let s = as_str_mut(o.get_mut())?;
+            if !data.is_empty() {
+                s.set_range(offset, data);
+            }
+            s.len()
+        }
+        Slot::Vacant(v) => {
+            if data.is_empty() {
+                0
+            } else {
+                let mut s = StrValue::new(Vec::new());
+                s.set_range(offset, data);
+                let n = s.len();
+                v.insert(Value::Str(s), None);
+                n
+            }
+        }
+    };
+    ctx.w.int(len as i64);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::TestDb;
+
+    const WRONGTYPE: &str =
+        "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+
+    #[test]
+    fn set_get_and_options() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["SET", "k", "v"], "+OK\r\n"),
+            (&["GET", "k"], "$1\r\nv\r\n"),
+            (&["SET", "k", "w", "NX"], "$-1\r\n"),
+            (&["SET", "k", "w", "XX", "GET"], "$1\r\nv\r\n"),
+            (&["SET", "n", "w", "XX"], "$-1\r\n"),
+            (&["SET", "k", "x", "NX", "XX"], "-ERR syntax error\r\n"),
+            (
+                &["SET", "k", "x", "EX", "0"],
+                "-ERR invalid expire time in 'set' command\r\n",
+            ),
+            (
+                &["SET", "k", "x", "EX", "abc"],
+                "-ERR value is not an integer or out of range\r\n",
+            ),
+            (
+                &["SET", "k", "x", "EX", "9223372036854775807"],
+                "-ERR invalid expire time in 'set' command\r\n",
+            ),
+            (
+                &["SET", "k", "x", "PX", "100", "EX", "1"],
+                "-ERR syntax error\r\n",
+            ),
+            (&["GET", "k"], "$1\r\nw\r\n"),
+            (
+                &["SET"],
+                "-ERR wrong number of arguments for 'set' command\r\n",
+            ),
+            (&["GET", "nope"], "$-1\r\n"),
+        ]);
+    }
+
+    #[test]
+    fn expiry_via_set() {
+        let mut t = TestDb::new();
+        t.check(&[(&["SET", "k", "v", "PX", "100"], "+OK\r\n")]);
+        t.now += 99;
+        t.check(&[(&["GET", "k"], "$1\r\nv\r\n")]);
+        t.check(&[(&["SET", "k", "v2", "KEEPTTL"], "+OK\r\n")]);
+        t.now += 1;
+        t.check(&[(&["GET", "k"], "$-1\r\n")]);
+        let past = (t.now / 1000 - 10).to_string();
+        t.check(&[
+            (&["SET", "p", "v", "EXAT", &past], "+OK\r\n"),
+            (&["GET", "p"], "$-1\r\n"),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn counters() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["INCR", "c"], ":1\r\n"),
+            (&["INCRBY", "c", "10"], ":11\r\n"),
+            (&["DECRBY", "c", "20"], ":-9\r\n"),
+            (&["DECR", "c"], ":-10\r\n"),
+            (&["SET", "big", "9223372036854775807"], "+OK\r\n"),
+            (
+                &["INCR", "big"],
+                "-ERR increment or decrement would overflow\r\n",
+            ),
+            (&["SET", "s", "abc"], "+OK\r\n"),
+            (
+                &["INCR", "s"],
+                "-ERR value is not an integer or out of range\r\n",
+            ),
+            (&["INCRBYFLOAT", "f", "10.5"], "$4\r\n10.5\r\n"),
+            (&["INCRBYFLOAT", "f", "0.1"], "$4\r\n10.6\r\n"),
+            (
+                &["INCRBYFLOAT", "s", "1"],
+                "-ERR value is not a valid float\r\n",
+            ),
+            (
+                &["INCRBYFLOAT", "f", "inf"],
+                "-ERR increment would produce NaN or Infinity\r\n",
+            ),
+            (
+                &["DECRBY", "c", "-9223372036854775808"],
+                "-ERR increment or decrement would overflow\r\n",
+            ),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn ranges_and_append() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["APPEND", "s", "Hello"], ":5\r\n"),
+            (&["APPEND", "s", " World"], ":11\r\n"),
+            (&["GETRANGE", "s", "0", "4"], "$5\r\nHello\r\n"),
+            (&["GETRANGE", "s", "-5", "-1"], "$5\r\nWorld\r\n"),
+            (&["GETRANGE", "s", "5", "2"], "$0\r\n\r\n"),
+            (&["GETRANGE", "s", "0", "100"], "$11\r\nHello World\r\n"),
+            (&["SETRANGE", "s", "6", "Redis"], ":11\r\n"),
+            (&["GET", "s"], "$11\r\nHello Redis\r\n"),
+            (&["SETRANGE", "z", "3", "x"], ":4\r\n"),
+            (&["GET", "z"], "$4\r\n\0\0\0x\r\n"),
+            (
+                &["SETRANGE", "z", "-1", "x"],
+                "-ERR offset is out of range\r\n",
+            ),
+            (&["SETRANGE", "e", "0", ""], ":0\r\n"),
+            (&["STRLEN", "s"], ":11\r\n"),
+            (&["STRLEN", "none"], ":0\r\n"),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn multi_key_and_getters() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["MSET", "a", "1", "b", "2"], "+OK\r\n"),
+            (
+                &["MSET", "a", "1", "b"],
+                "-ERR wrong number of arguments for 'mset' command\r\n",
+            ),
+            (
+                &["MGET", "a", "b", "c"],
+                "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n",
+            ),
+            (&["MSETNX", "a", "x", "c", "3"], ":0\r\n"),
+            (&["MSETNX", "c", "3", "d", "4"], ":1\r\n"),
+            (&["GETSET", "a", "new"], "$1\r\n1\r\n"),
+            (&["GETDEL", "a"], "$3\r\nnew\r\n"),
+            (&["GETDEL", "a"], "$-1\r\n"),
+            (&["SETNX", "b", "x"], ":0\r\n"),
+            (&["SETEX", "e", "10", "v"], "+OK\r\n"),
+            (
+                &["SETEX", "e", "-1", "v"],
+                "-ERR invalid expire time in 'setex' command\r\n",
+            ),
+            (&["GETEX", "e", "PERSIST"], "$1\r\nv\r\n"),
+            (
+                &["GETEX", "e", "EX", "5", "PX", "1"],
+                "-ERR syntax error\r\n",
+            ),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn wrong_type() {
+        let mut t = TestDb::new();
+        t.run(&["RPUSH", "l", "x"]);
+        for argv in [
+            &["GET", "l"][..],
+            &["INCR", "l"],
+            &["APPEND", "l", "x"],
+            &["GETRANGE", "l", "0", "1"],
+            &["SET", "l", "x", "GET"],
+            &["GETDEL", "l"],
+            &["STRLEN", "l"],
+        ] {
+            if crate::lookup(b"rpush").is_some() {
+                assert_eq!(t.run(argv), WRONGTYPE, "{argv:?}");
+            }
+        }
+        if crate::lookup(b"rpush").is_some() {
+            assert_eq!(t.run(&["MGET", "l"]), "*1\r\n$-1\r\n");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Helpers shared by the command families.
+
+use ferrite_protocol::{Args, ErrorReply};
+use ferrite_storage::{Entry, HashValue, ListValue, SetValue, StrValue, Value, ZSetValue};
+
+/// Normalizes Redis-style inclusive indices (negative counts from the end) against `len`.
+/// Returns the inclusive range, or None when it selects nothing.
+pub fn index_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    if s < 0 {
+        s = 0;
+    }
+    if s > e || s >= len {
+        return None;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    Some((s as usize, e as usize))
+}
+
+/// The value as a string, or WRONGTYPE.
+pub fn as_str(e: &Entry) -> Result<&StrValue, ErrorReply> {
+    match e.value() {
+        Value::Str(s) => Ok(s),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_str_mut(e: &mut Entry) -> Result<&mut StrValue, ErrorReply> {
+    match e.value_mut() {
+        Value::Str(s) => Ok(s),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_list(e: &Entry) -> Result<&ListValue, ErrorReply> {
+    match e.value() {
+        Value::List(l) => Ok(l),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_list_mut(e: &mut Entry) -> Result<&mut ListValue, ErrorReply> {
+    match e.value_mut() {
+        Value::List(l) => Ok(l),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_hash(e: &Entry) -> Result<&HashValue, ErrorReply> {
+    match e.value() {
+        Value::Hash(h) => Ok(h),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_hash_mut(e: &mut Entry) -> Result<&mut HashValue, ErrorReply> {
+    match e.value_mut() {
+        Value::Hash(h) => Ok(h),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_set(e: &Entry) -> Result<&SetValue, ErrorReply> {
+    match e.value() {
+        Value::Set(s) => Ok(s),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_set_mut(e: &mut Entry) -> Result<&mut SetValue, ErrorReply> {
+    match e.value_mut() {
+        Value::Set(s) => Ok(s),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_zset(e: &Entry) -> Result<&ZSetValue, ErrorReply> {
+    match e.value() {
+        Value::ZSet(z) => Ok(z),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+pub fn as_zset_mut(e: &mut Entry) -> Result<&mut ZSetValue, ErrorReply> {
+    match e.value_mut() {
+        Value::ZSet(z) => Ok(z),
+        _ => Err(ErrorReply::wrong_type()),
+    }
+}
+
+/// Formats an integer as the bytes Redis stores for it.
+pub fn int_bytes(n: i64) -> Vec<u8> {
+    itoa::Buffer::new().format(n).as_bytes().to_vec()
+}
+
+/// Parsed `[MATCH pattern] [COUNT n]` (and optionally `[TYPE t]`, `[NOVALUES]`) of the SCAN family.
+#[derive(Debug, Default)]
+pub struct ScanOptions<'a> {
+    pub pattern: Option<&'a [u8]>,
+    pub count: usize,
+    pub type_filter: Option<&'a [u8]>,
+    pub novalues: bool,
+}
+
+/// Parses a SCAN cursor (an unsigned 64-bit decimal).
+pub fn parse_cursor(arg: &[u8]) -> Result<u64, ErrorReply> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(ErrorReply::invalid_cursor)
+}
+
+/// Parses SCAN options starting at argument `from`.
+pub fn parse_scan_options<'a>(
+    args: &Args<'a>,
+    from: usize,
+    allow_type: bool,
+    allow_novalues: bool,
+) -> Result<ScanOptions<'a>, ErrorReply> {
+    let mut o = ScanOptions {
+        count: 10,
+        ..Default::default()
+    };
+    let mut i = from;
+    while i < args.len() {
+        if args.is(i, "MATCH") && i + 1 < args.len() {
+            o.pattern = Some(args.get(i + 1));
+            i += 2;
+        } else if args.is(i, "COUNT") && i + 1 < args.len() {
+            let n = args.int(i + 1)?;
+            if n < 1 {
+                return Err(ErrorReply::syntax());
+            }
+            o.count = n as usize;
+            i += 2;
+        } else if allow_type && args.is(i, "TYPE") && i + 1 < args.len() {
+            o.type_filter = Some(args.get(i + 1));
+            i += 2;
+        } else if allow_novalues && args.is(i, "NOVALUES") {
+            o.novalues = true;
+            i += 1;
+        } else {
+            return Err(ErrorReply::syntax());
+        }
+    }
+    Ok(o)
+}
+
+impl ScanOptions<'_> {
+    pub fn matches(&self, item: &[u8]) -> bool {
+        self.pattern
+            .is_none_or(|p| p == b"*" || ferrite_storage::glob::glob_match(p, item, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(index_range(0, -1, 5), Some((0, 4)));
+        assert_eq!(index_range(-2, -1, 5), Some((3, 4)));
+        assert_eq!(index_range(-100, 100, 5), Some((0, 4)));
+        assert_eq!(index_range(3, 1, 5), None);
+        assert_eq!(index_range(5, 10, 5), None);
+        assert_eq!(index_range(0, -1, 0), None);
+    }
+}
