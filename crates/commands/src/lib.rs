@@ -19,4 +19,4 @@ pub mod util;
 pub mod zsets;
 
 pub use ctx::{Ctx, Garbage};
-pub use spec::{CmdResult, CommandSpec, Creates, Handler, flags, lookup};
+pub use spec::{CmdResult, CommandSpec, Creates, Handler, flags, lookup, lookup_indexed};

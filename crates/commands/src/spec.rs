@@ -191,13 +191,20 @@ pub fn all() -> &'static [CommandSpec] {
     })
 }
 
-fn index() -> &'static HashMap<&'static [u8], &'static CommandSpec> {
-    static INDEX: OnceLock<HashMap<&'static [u8], &'static CommandSpec>> = OnceLock::new();
-    INDEX.get_or_init(|| all().iter().map(|s| (s.name.as_bytes(), s)).collect())
+fn index() -> &'static HashMap<&'static [u8], usize> {
+    static INDEX: OnceLock<HashMap<&'static [u8], usize>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        all()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_bytes(), i))
+            .collect()
+    })
 }
 
-/// Finds a command by name, ignoring ASCII case, without allocating.
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+/// Finds a command by name, ignoring ASCII case, without allocating; also returns its position
+/// in [`all`] (per-command statistics are kept in that order).
+pub fn lookup_indexed(name: &[u8]) -> Option<(usize, &'static CommandSpec)> {
     let mut buf = [0u8; 40];
     if name.len() > buf.len() {
         return None;
@@ -205,7 +212,13 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     let lower = &mut buf[..name.len()];
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    index().get(&*lower).copied()
+    let i = *index().get(&*lower)?;
+    all().get(i).map(|s| (i, s))
+}
+
+/// Finds a command by name, ignoring ASCII case.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    lookup_indexed(name).map(|(_, s)| s)
 }
 
 #[cfg(test)]

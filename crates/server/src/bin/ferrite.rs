@@ -1,0 +1,172 @@
+//! `ferrite`: the server binary. Loads the configuration, sets up logging, runs the server until
+//! SIGINT, SIGTERM or SHUTDOWN.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferrite_server::{Config, StartOptions};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrite",
+    version,
+    about = "Ferrite: a Redis-protocol key-value server with live tenant migration"
+)]
+struct Cli {
+    /// Configuration file (TOML); without it the built-in defaults apply.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    bind: Option<String>,
+    /// Port to listen on (0 = any free port, printed at startup).
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// Administrator password.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Prometheus endpoint as host:port, or `off`.
+    #[arg(long, value_name = "HOST:PORT|off")]
+    metrics_addr: Option<String>,
+    /// Log level or tracing filter.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Worker threads (0 = one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Maximum simultaneous clients.
+    #[arg(long)]
+    maxclients: Option<usize>,
+    /// Shared secret for migrations between servers.
+    #[arg(long)]
+    migration_token: Option<String>,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(v) = &cli.bind {
+        cfg.server.bind = v.clone();
+    }
+    if let Some(v) = cli.port {
+        cfg.server.port = v;
+    }
+    if let Some(v) = &cli.requirepass {
+        cfg.server.requirepass = v.clone();
+    }
+    if let Some(v) = &cli.metrics_addr {
+        cfg.metrics.addr = v.clone();
+    }
+    if let Some(v) = &cli.log_level {
+        cfg.log.level = v.clone();
+    }
+    if let Some(v) = &cli.log_format {
+        cfg.log.format = v.clone();
+    }
+    if let Some(v) = cli.threads {
+        cfg.server.threads = v;
+    }
+    if let Some(v) = cli.maxclients {
+        cfg.server.maxclients = v;
+    }
+    if let Some(v) = &cli.migration_token {
+        cfg.tenancy.migration.token = v.clone();
+    }
+    cfg.validate()
+        .map_err(|(key, msg)| format!("command line: `{key}`: {msg}"))?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrite: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    if cfg.log.format == "json" {
+        registry.with(fmt.json()).init();
+    } else {
+        registry.with(fmt).init();
+    }
+    let set_log_level = Box::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        reload.reload(f).map_err(|e| e.to_string())
+    });
+
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if cfg.server.threads > 0 {
+        rt.worker_threads(cfg.server.threads);
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferrite: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match ferrite_server::start(
+            cfg,
+            StartOptions {
+                set_log_level: Some(set_log_level),
+            },
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ferrite: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Tests and scripts read this line to learn the port when started with --port 0.
+        println!("Ferrite ready to accept connections on {}", server.addr);
+        let shared = server.shared().clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            shared.begin_shutdown();
+        });
+        server.wait().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

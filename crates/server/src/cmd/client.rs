@@ -1,0 +1,212 @@
+//! CLIENT subcommands.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
+
+use super::ServerResult;
+use crate::connection::ClientState;
+use crate::dispatch::Flow;
+use crate::shared::Shared;
+
+/// Client names may not contain spaces, newlines or other special characters (as in Redis).
+pub fn set_name(st: &mut ClientState, name: &[u8]) -> Result<(), ErrorReply> {
+    if name.iter().any(|&c| c <= b' ' || c > b'~') {
+        return Err(ErrorReply::err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    st.info.fields.lock().name = String::from_utf8_lossy(name).into_owned();
+    Ok(())
+}
+
+pub fn client(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let sub = args.get(1).to_ascii_uppercase();
+    let proto = st.proto;
+    match sub.as_slice() {
+        b"ID" if args.len() == 2 => ReplyWriter::new(out, proto).int(st.id as i64),
+        b"SETNAME" if args.len() == 3 => {
+            set_name(st, args.get(2))?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        b"GETNAME" if args.len() == 2 => {
+            let name = st.info.fields.lock().name.clone();
+            let mut w = ReplyWriter::new(out, proto);
+            if name.is_empty() {
+                w.null();
+            } else {
+                w.bulk_str(&name);
+            }
+        }
+        b"SETINFO" if args.len() == 4 => {
+            let value = args.get(3);
+            if value.iter().any(|&c| c < b'!' || c > b'~') {
+                return Err(ErrorReply::err(format!(
+                    "{} cannot contain spaces, newlines or special characters.",
+                    args.text(2).to_ascii_lowercase()
+                )));
+            }
+            let value = String::from_utf8_lossy(value).into_owned();
+            let mut f = st.info.fields.lock();
+            if args.is(2, "LIB-NAME") {
+                f.lib_name = value;
+            } else if args.is(2, "LIB-VER") {
+                f.lib_ver = value;
+            } else {
+                drop(f);
+                return Err(ErrorReply::err(format!(
+                    "Unrecognized option '{}'",
+                    args.text(2)
+                )));
+            }
+            drop(f);
+            ReplyWriter::new(out, proto).ok();
+        }
+        b"CAPA" if args.len() >= 3 => {
+            // Valkey 8: a client that understands `-REDIRECT host:port` says so here.
+            for i in 2..args.len() {
+                if args.is(i, "redirect") {
+                    st.capa_redirect = true;
+                }
+            }
+            ReplyWriter::new(out, proto).ok();
+        }
+        b"LIST" => {
+            let mut ids: Option<Vec<u64>> = None;
+            let mut i = 2;
+            while i < args.len() {
+                if args.is(i, "TYPE") && i + 1 < args.len() {
+                    if !(args.is(i + 1, "normal") || args.is(i + 1, "master")) {
+                        return Err(ErrorReply::err(format!(
+                            "Unknown client type '{}'",
+                            args.text(i + 1)
+                        )));
+                    }
+                    i += 2;
+                } else if args.is(i, "ID") && i + 1 < args.len() {
+                    let mut v = Vec::new();
+                    for j in i + 1..args.len() {
+                        let id = args
+                            .int(j)
+                            .map_err(|_| ErrorReply::err("Invalid client ID"))?;
+                        v.push(id as u64);
+                    }
+                    ids = Some(v);
+                    i = args.len();
+                } else {
+                    return Err(ErrorReply::syntax());
+                }
+            }
+            let mut clients: Vec<_> = sh.clients.lock().values().cloned().collect();
+            clients.sort_by_key(|c| c.id);
+            let mut text = String::new();
+            for c in clients {
+                if ids.as_ref().is_some_and(|ids| !ids.contains(&c.id)) {
+                    continue;
+                }
+                // A tenant connection sees only its own tenant's clients.
+                if !st.admin && *c.fields.lock().tenant != *st.tenant.id() {
+                    continue;
+                }
+                text.push_str(&c.describe());
+                text.push('\n');
+            }
+            ReplyWriter::new(out, proto).verbatim(&text);
+        }
+        b"INFO" if args.len() == 2 => {
+            let mut text = st.info.describe();
+            text.push('\n');
+            ReplyWriter::new(out, proto).verbatim(&text);
+        }
+        b"KILL" if args.len() >= 3 => {
+            let killed = kill(st, sh, args)?;
+            let mut w = ReplyWriter::new(out, proto);
+            if args.len() == 3 {
+                // Old form `CLIENT KILL addr`: OK or an error.
+                if killed == 0 {
+                    return Err(ErrorReply::err("No such client"));
+                }
+                w.ok();
+            } else {
+                w.int(killed as i64);
+            }
+        }
+        b"NO-EVICT" | b"NO-TOUCH" if args.len() == 3 => ReplyWriter::new(out, proto).ok(),
+        b"HELP" => {
+            let lines = [
+                "CLIENT <subcommand> [<arg> ...]. Subcommands are:",
+                "ID, SETNAME <name>, GETNAME, SETINFO <LIB-NAME|LIB-VER> <value>,",
+                "LIST [TYPE normal] [ID id ...], INFO, KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>,",
+                "CAPA redirect (receive -REDIRECT host:port when a tenant moves)",
+            ];
+            let mut w = ReplyWriter::new(out, proto);
+            w.array(lines.len());
+            for l in lines {
+                w.simple(l);
+            }
+        }
+        _ => return Err(ErrorReply::unknown_subcommand(args.get(1), "CLIENT")),
+    }
+    Ok(Flow::Continue)
+}
+
+/// CLIENT KILL <addr> | KILL [ID id] [ADDR addr] [SKIPME yes|no]. Tenants may only kill their
+/// own tenant's connections.
+fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorReply> {
+    let mut id = None;
+    let mut addr = None;
+    let mut skipme = true;
+    if args.len() == 3 {
+        addr = Some(args.text(2));
+        skipme = false;
+    } else {
+        let mut i = 2;
+        while i + 1 < args.len() {
+            let v = args.get(i + 1);
+            if args.is(i, "ID") {
+                id = Some(
+                    args.int(i + 1)
+                        .map_err(|_| ErrorReply::err("client-id should be greater than 0"))?
+                        as u64,
+                );
+            } else if args.is(i, "ADDR") {
+                addr = Some(String::from_utf8_lossy(v).into_owned());
+            } else if args.is(i, "SKIPME") {
+                skipme = args.is(i + 1, "yes");
+            } else if args.is(i, "TYPE") || args.is(i, "USER") || args.is(i, "LADDR") {
+                // Accepted and ignored: there is one client type and tenants are the users.
+            } else {
+                return Err(ErrorReply::syntax());
+            }
+            i += 2;
+        }
+        if i != args.len() {
+            return Err(ErrorReply::syntax());
+        }
+    }
+    let clients: Vec<_> = sh.clients.lock().values().cloned().collect();
+    let mut n = 0;
+    for c in clients {
+        if id.is_some_and(|i| i != c.id) {
+            continue;
+        }
+        if addr.as_ref().is_some_and(|a| *a != c.addr.to_string()) {
+            continue;
+        }
+        if skipme && c.id == st.id {
+            continue;
+        }
+        if !st.admin && *c.fields.lock().tenant != *st.tenant.id() {
+            continue;
+        }
+        c.kill();
+        n += 1;
+    }
+    Ok(n)
+}

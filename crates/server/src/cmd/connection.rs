@@ -1,0 +1,204 @@
+//! PING, ECHO, QUIT, HELLO, AUTH, SELECT, RESET, TIME.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
+use ferrite_tenancy::DEFAULT_TENANT;
+
+use super::ServerResult;
+use crate::connection::ClientState;
+use crate::dispatch::Flow;
+use crate::errors;
+use crate::shared::Shared;
+
+/// Redis version we are compatible with, reported where clients look for one.
+pub const COMPAT_VERSION: &str = "7.2.0";
+
+pub fn ping(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
+    let mut w = ReplyWriter::new(out, st.proto);
+    match args.len() {
+        1 => w.simple("PONG"),
+        2 => w.bulk(args.get(1)),
+        _ => return Err(ErrorReply::wrong_arity("ping")),
+    }
+    Ok(Flow::Continue)
+}
+
+pub fn echo(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
+    ReplyWriter::new(out, st.proto).bulk(args.get(1));
+    Ok(Flow::Continue)
+}
+
+pub fn quit(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
+    ReplyWriter::new(out, st.proto).ok();
+    st.closing = true;
+    Ok(Flow::Close)
+}
+
+pub fn time(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut w = ReplyWriter::new(out, st.proto);
+    w.array(2);
+    w.bulk_int(d.as_secs() as i64);
+    w.bulk_int(i64::from(d.subsec_micros()));
+    Ok(Flow::Continue)
+}
+
+pub fn select(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
+    match args.int(1) {
+        Ok(0) => {
+            ReplyWriter::new(out, st.proto).ok();
+            Ok(Flow::Continue)
+        }
+        Ok(_) => Err(ErrorReply::err("DB index is out of range")),
+        Err(e) => Err(e),
+    }
+}
+
+/// Authenticates: `AUTH <password>` (administrator, when requirepass is set), `AUTH default
+/// <password>` (the same), or `AUTH <tenant> <password>` (binds the connection to the tenant).
+pub fn authenticate(
+    st: &mut ClientState,
+    sh: &Shared,
+    user: Option<&[u8]>,
+    pass: &[u8],
+) -> Result<(), ErrorReply> {
+    let requirepass = sh.requirepass();
+    match user {
+        None | Some(b"default") => match requirepass {
+            Some(pw) if pw.as_bytes() == pass => {
+                st.authenticated = true;
+                st.admin = true;
+                st.bind_tenant(sh.registry.default_tenant());
+                Ok(())
+            }
+            Some(_) => Err(ErrorReply::wrong_pass()),
+            None if user.is_none() => Err(ErrorReply::err(
+                "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            )),
+            // Without requirepass the default user has no password: any password works.
+            None => {
+                st.authenticated = true;
+                st.admin = sh.loopback;
+                st.bind_tenant(sh.registry.default_tenant());
+                Ok(())
+            }
+        },
+        Some(tenant) => {
+            if tenant == DEFAULT_TENANT.as_bytes() {
+                return Err(ErrorReply::wrong_pass());
+            }
+            let t = sh
+                .registry
+                .authenticate(tenant, pass)
+                .map_err(|e| errors::tenancy(&e))?;
+            st.authenticated = true;
+            // A tenant login is never an administrator, even where unbound connections are.
+            st.admin = false;
+            st.bind_tenant(t);
+            Ok(())
+        }
+    }
+}
+
+pub fn auth(st: &mut ClientState, sh: &Shared, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
+    match args.len() {
+        2 => authenticate(st, sh, None, args.get(1))?,
+        3 => authenticate(st, sh, Some(args.get(1)), args.get(2))?,
+        _ => return Err(ErrorReply::syntax()),
+    }
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+pub fn hello(
+    st: &mut ClientState,
+    sh: &Shared,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let mut proto = st.proto;
+    if args.len() >= 2 {
+        proto = match args.int(1) {
+            Ok(2) => Protocol::Resp2,
+            Ok(3) => Protocol::Resp3,
+            Ok(_) => {
+                return Err(ErrorReply::coded("NOPROTO", "unsupported protocol version"));
+            }
+            Err(_) => {
+                return Err(ErrorReply::err(
+                    "Protocol version is not an integer or out of range",
+                ));
+            }
+        };
+    }
+    let mut i = 2;
+    let mut setname = None;
+    let mut creds = None;
+    while i < args.len() {
+        if args.is(i, "AUTH") && i + 2 < args.len() {
+            creds = Some((args.get(i + 1), args.get(i + 2)));
+            i += 3;
+        } else if args.is(i, "SETNAME") && i + 1 < args.len() {
+            setname = Some(args.get(i + 1));
+            i += 2;
+        } else {
+            return Err(ErrorReply::err(format!(
+                "Syntax error in HELLO option '{}'",
+                args.text(i)
+            )));
+        }
+    }
+    if let Some((user, pass)) = creds {
+        authenticate(st, sh, Some(user), pass)?;
+    }
+    if !st.authenticated {
+        return Err(ErrorReply::coded(
+            "NOAUTH",
+            "HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        ));
+    }
+    if let Some(name) = setname {
+        super::client::set_name(st, name)?;
+    }
+    st.set_proto(proto);
+    let mut w = ReplyWriter::new(out, st.proto);
+    w.map(8);
+    w.bulk_str("server");
+    w.bulk_str("ferrite");
+    w.bulk_str("version");
+    w.bulk_str(COMPAT_VERSION);
+    w.bulk_str("proto");
+    w.int(if proto == Protocol::Resp3 { 3 } else { 2 });
+    w.bulk_str("id");
+    w.int(st.id as i64);
+    w.bulk_str("mode");
+    w.bulk_str("standalone");
+    w.bulk_str("role");
+    w.bulk_str("master");
+    w.bulk_str("modules");
+    w.array(0);
+    w.bulk_str("tenant");
+    w.bulk_str(st.tenant.id());
+    Ok(Flow::Continue)
+}
+
+/// RESET: back to a fresh connection (RESP2, default tenant, no transaction, unauthenticated
+/// when a password is required).
+pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> ServerResult {
+    st.multi = None;
+    st.watched.clear();
+    st.capa_redirect = false;
+    st.set_proto(Protocol::Resp2);
+    st.bind_tenant(sh.registry.default_tenant());
+    let no_password = sh.requirepass().is_none();
+    st.authenticated = no_password;
+    st.admin = no_password && sh.loopback;
+    st.info.fields.lock().name.clear();
+    ReplyWriter::new(out, st.proto).simple("RESET");
+    Ok(Flow::Continue)
+}

@@ -1,0 +1,211 @@
+//! COMMAND, CONFIG, INFO, SHUTDOWN.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferrite_commands::spec::{self, CommandSpec};
+use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
+use ferrite_storage::glob::glob_match;
+
+use super::ServerResult;
+use crate::connection::ClientState;
+use crate::dispatch::Flow;
+use crate::shared::Shared;
+use crate::{config_params, info};
+
+fn command_info(w: &mut ReplyWriter<'_>, s: &CommandSpec) {
+    w.array(10);
+    w.bulk_str(s.name);
+    w.int(i64::from(s.arity));
+    let flags: Vec<_> = s.flag_names().collect();
+    w.set(flags.len());
+    for f in flags {
+        w.simple(f);
+    }
+    w.int(i64::from(s.first_key));
+    w.int(i64::from(s.last_key));
+    w.int(i64::from(s.step));
+    w.set(1);
+    w.simple(&format!("@{}", s.group));
+    w.array(0);
+    w.array(0);
+    w.array(0);
+}
+
+fn command_docs(w: &mut ReplyWriter<'_>, s: &CommandSpec) {
+    w.bulk_str(s.name);
+    w.map(3);
+    w.bulk_str("summary");
+    w.bulk_str(s.summary);
+    w.bulk_str("since");
+    w.bulk_str("1.0.0");
+    w.bulk_str("group");
+    w.bulk_str(s.group);
+}
+
+pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
+    let all = spec::all();
+    let mut w = ReplyWriter::new(out, st.proto);
+    if args.len() == 1 {
+        w.array(all.len());
+        for s in all {
+            command_info(&mut w, s);
+        }
+        return Ok(Flow::Continue);
+    }
+    let sub = args.get(1).to_ascii_uppercase();
+    match sub.as_slice() {
+        b"COUNT" if args.len() == 2 => w.int(all.len() as i64),
+        b"LIST" => {
+            w.array(all.len());
+            for s in all {
+                w.bulk_str(s.name);
+            }
+        }
+        b"INFO" => {
+            if args.len() == 2 {
+                w.array(all.len());
+                for s in all {
+                    command_info(&mut w, s);
+                }
+            } else {
+                w.array(args.len() - 2);
+                for name in args.tail(2).iter() {
+                    match spec::lookup(name) {
+                        Some(s) => command_info(&mut w, s),
+                        None => w.null_array(),
+                    }
+                }
+            }
+        }
+        b"DOCS" => {
+            if args.len() == 2 {
+                w.map(all.len());
+                for s in all {
+                    command_docs(&mut w, s);
+                }
+            } else {
+                let found: Vec<_> = args.tail(2).iter().filter_map(spec::lookup).collect();
+                w.map(found.len());
+                for s in found {
+                    command_docs(&mut w, s);
+                }
+            }
+        }
+        b"GETKEYS" if args.len() >= 3 => {
+            let inner = args.tail(2);
+            let Some(s) = spec::lookup(inner.get(0)) else {
+                return Err(ErrorReply::err("Invalid command specified"));
+            };
+            if !s.arity_ok(inner.len()) {
+                return Err(ErrorReply::err(
+                    "Invalid number of arguments specified for command",
+                ));
+            }
+            let keys: Vec<_> = s.keys(&inner).collect();
+            if keys.is_empty() {
+                return Err(ErrorReply::err("The command has no key arguments"));
+            }
+            w.array(keys.len());
+            for k in keys {
+                w.bulk(k);
+            }
+        }
+        b"HELP" => {
+            let lines = [
+                "COMMAND [<subcommand> [<arg> ...]]. Subcommands are:",
+                "(no subcommand): every command's details",
+                "COUNT, LIST, INFO [<name> ...], DOCS [<name> ...], GETKEYS <full-command>",
+            ];
+            w.array(lines.len());
+            for l in lines {
+                w.simple(l);
+            }
+        }
+        _ => return Err(ErrorReply::unknown_subcommand(args.get(1), "COMMAND")),
+    }
+    Ok(Flow::Continue)
+}
+
+pub fn config(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let sub = args.get(1).to_ascii_uppercase();
+    match sub.as_slice() {
+        b"GET" if args.len() >= 3 => {
+            let cfg = sh.config.read().clone();
+            let mut pairs: Vec<(String, String)> = Vec::new();
+            for p in &config_params::PARAMS {
+                let matched = args
+                    .tail(2)
+                    .iter()
+                    .any(|pat| glob_match(&pat.to_ascii_lowercase(), p.name.as_bytes(), true));
+                if matched {
+                    pairs.push((p.name.to_string(), (p.get)(&cfg)));
+                }
+            }
+            ReplyWriter::new(out, st.proto).str_map(&pairs);
+        }
+        b"SET" if args.len() >= 4 && args.len() % 2 == 0 => {
+            config_params::set(sh, args.tail(2))?;
+            ReplyWriter::new(out, st.proto).ok();
+        }
+        b"RESETSTAT" if args.len() == 2 => {
+            sh.cmd_stats.reset();
+            ReplyWriter::new(out, st.proto).ok();
+        }
+        b"REWRITE" if args.len() == 2 => {
+            return Err(ErrorReply::err(
+                "CONFIG REWRITE is not supported: edit ferrite.toml, which this server does not own",
+            ));
+        }
+        b"GET" | b"SET" | b"RESETSTAT" | b"REWRITE" => {
+            return Err(ErrorReply::wrong_arity(&format!(
+                "config|{}",
+                String::from_utf8_lossy(&sub).to_ascii_lowercase()
+            )));
+        }
+        _ => return Err(ErrorReply::unknown_subcommand(args.get(1), "CONFIG")),
+    }
+    Ok(Flow::Continue)
+}
+
+pub fn info(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let sections: Vec<String> = args
+        .tail(1)
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    let text = info::render(st, sh, &sections);
+    ReplyWriter::new(out, st.proto).verbatim(&text);
+    Ok(Flow::Continue)
+}
+
+pub fn shutdown(
+    _st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    _out: &mut BytesMut,
+) -> ServerResult {
+    for a in args.tail(1).iter() {
+        match a.to_ascii_uppercase().as_slice() {
+            b"NOSAVE" | b"SAVE" | b"NOW" | b"FORCE" => {}
+            b"ABORT" => {
+                return Err(ErrorReply::err("No shutdown in progress."));
+            }
+            _ => return Err(ErrorReply::syntax()),
+        }
+    }
+    tracing::info!("SHUTDOWN requested by a client");
+    sh.begin_shutdown();
+    // Like Redis, the connection closes without a reply on success.
+    Ok(Flow::Close)
+}

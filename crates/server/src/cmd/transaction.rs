@@ -1,0 +1,189 @@
+//! MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+//!
+//! EXEC runs the queued commands under one lock of the tenant's keyspace, so no other client sees
+//! a partial transaction; WATCH compares per-key versions taken at WATCH time.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferrite_commands::spec::{self, flags};
+use ferrite_commands::{Ctx, Garbage, Handler};
+use ferrite_protocol::{ErrorReply, ReplyWriter};
+
+use super::ServerResult;
+use crate::connection::{ClientState, Watched};
+use crate::dispatch::{self, Flow};
+use crate::errors;
+use crate::shared::Shared;
+
+/// Server commands that may be queued in MULTI (they run synchronously inside EXEC).
+pub fn queueable_in_multi(name: &str) -> bool {
+    matches!(name, "ping" | "echo" | "time" | "select")
+}
+
+pub fn multi(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
+    st.multi = Some((Vec::new(), false));
+    st.info.fields.lock().multi = 0;
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+pub fn discard(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
+    if st.multi.take().is_none() {
+        return Err(ErrorReply::err("DISCARD without MULTI"));
+    }
+    st.watched.clear();
+    st.info.fields.lock().multi = -1;
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+pub fn watch(
+    st: &mut ClientState,
+    args: ferrite_protocol::Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let ks = st.tenant.keyspace();
+    let now = ferrite_storage::now_ms();
+    {
+        let mut db = ks.lock();
+        for key in args.tail(1).iter() {
+            let version = db.get(key, now).map(|e| e.version());
+            st.watched.push(Watched {
+                keyspace: ks.clone(),
+                key: key.into(),
+                version,
+            });
+        }
+    }
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+pub fn unwatch(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
+    st.watched.clear();
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> ServerResult {
+    let Some((queue, refused)) = st.multi.take() else {
+        return Err(ErrorReply::err("EXEC without MULTI"));
+    };
+    st.info.fields.lock().multi = -1;
+    let watched = std::mem::take(&mut st.watched);
+    if refused {
+        return Err(ErrorReply::exec_abort());
+    }
+    let tenant = st.tenant.clone();
+    let all = spec::all();
+    let has_data = queue
+        .iter()
+        .any(|q| matches!(all.get(q.index).map(|s| s.handler), Some(Handler::Data(_))));
+    let has_write = queue
+        .iter()
+        .any(|q| all.get(q.index).is_some_and(|s| s.is_write()));
+    if has_data {
+        dispatch::check_ownership(st, sh, &tenant)?;
+        dispatch::throttle(sh, &tenant).await?;
+    }
+    let _permit = if has_write {
+        let Some(p) = tenant.gate().enter(dispatch::gate_timeout(sh)).await else {
+            dispatch::check_ownership(st, sh, &tenant)?;
+            return Err(ErrorReply::try_again(format!(
+                "tenant '{}' is switching servers; retry shortly",
+                tenant.id()
+            )));
+        };
+        dispatch::check_ownership(st, sh, &tenant)?;
+        Some(p)
+    } else {
+        None
+    };
+    let ks = tenant.keyspace();
+    let now = ferrite_storage::now_ms();
+    let mut garbage = Garbage::default();
+    {
+        let mut db = ks.lock();
+        let dirty = watched.iter().any(|w| {
+            !Arc::ptr_eq(&w.keyspace, &ks) || db.get(&w.key, now).map(|e| e.version()) != w.version
+        });
+        let mut w = ReplyWriter::new(out, st.proto);
+        if dirty {
+            w.null_array();
+            return Ok(Flow::Continue);
+        }
+        w.array(queue.len());
+        for q in &queue {
+            let Some(spec) = all.get(q.index) else {
+                w.error(&ErrorReply::err("unknown command"));
+                continue;
+            };
+            let args = q.request.args();
+            tenant
+                .stats
+                .commands
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let result = match spec.handler {
+                Handler::Data(f) => {
+                    if spec.has(flags::DENYOOM) {
+                        let new_keys = spec
+                            .created_keys(&args)
+                            .iter()
+                            .filter(|k| !db.contains(k, now))
+                            .count() as u64;
+                        if let Err(q) = tenant.check_quota(new_keys) {
+                            w.error(&errors::quota(&tenant, &q));
+                            continue;
+                        }
+                    }
+                    let mut ctx = Ctx {
+                        db: &mut db,
+                        w: &mut w,
+                        now,
+                        rng: &mut st.rng,
+                        max_bulk: sh
+                            .hot
+                            .max_bulk_len
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            as usize,
+                        garbage: &mut garbage,
+                    };
+                    f(&mut ctx, args)
+                }
+                Handler::Server => run_queued_server_command(spec.name, args, &mut w),
+            };
+            if let Err(e) = result {
+                w.error(&e);
+            }
+        }
+    }
+    dispatch::free_later(garbage);
+    Ok(Flow::Continue)
+}
+
+fn run_queued_server_command(
+    name: &str,
+    args: ferrite_protocol::Args<'_>,
+    w: &mut ReplyWriter<'_>,
+) -> Result<(), ErrorReply> {
+    match name {
+        "ping" if args.len() == 1 => w.simple("PONG"),
+        "ping" => w.bulk(args.get(1)),
+        "echo" => w.bulk(args.get(1)),
+        "time" => {
+            let d = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            w.array(2);
+            w.bulk_int(d.as_secs() as i64);
+            w.bulk_int(i64::from(d.subsec_micros()));
+        }
+        "select" => match args.int(1)? {
+            0 => w.ok(),
+            _ => return Err(ErrorReply::err("DB index is out of range")),
+        },
+        _ => return Err(ErrorReply::err("Command not allowed inside a transaction")),
+    }
+    Ok(())
+}

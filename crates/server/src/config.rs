@@ -1,0 +1,443 @@
+//! `ferrite.toml`: the configuration file, its embedded defaults, validation with errors that
+//! name the key and line, and command-line overrides.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every field has a default, so an empty file (or none) is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub tenancy: TenancyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: String,
+    pub port: u16,
+    /// Password of the administrator (`AUTH <pw>` / `AUTH default <pw>`); empty = none.
+    pub requirepass: String,
+    pub maxclients: usize,
+    /// Worker threads; 0 = one per core.
+    pub threads: usize,
+    /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1".into(),
+            port: 6379,
+            requirepass: String::new(),
+            maxclients: 10_000,
+            threads: 0,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest bulk string in a request (Redis `proto-max-bulk-len`).
+    pub max_bulk_len: u64,
+    /// Most arguments in one request.
+    pub max_args: usize,
+    /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
+    pub client_output_buffer_limit: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_args: 4 * 1024 * 1024,
+            client_output_buffer_limit: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// trace, debug, info, warn or error (or a tracing filter such as `ferrite_server=debug`).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus endpoint (`/metrics`), or `off`.
+    pub addr: String,
+    /// At most this many tenants get their own `tenant` label; the rest are summed as `_other`.
+    pub max_labelled_tenants: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            addr: "127.0.0.1:9121".into(),
+            max_labelled_tenants: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenancyConfig {
+    pub max_tenants: usize,
+    /// Defaults for TENANT.CREATE; 0 = unlimited.
+    pub default_maxmemory: u64,
+    pub default_maxkeys: u64,
+    pub default_ops: u64,
+    /// Longest a throttled command waits before it is refused.
+    pub throttle_max_delay_ms: u64,
+    pub migration: MigrationConfig,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        TenancyConfig {
+            max_tenants: 1000,
+            default_maxmemory: 0,
+            default_maxkeys: 0,
+            default_ops: 0,
+            throttle_max_delay_ms: 1000,
+            migration: MigrationConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationConfig {
+    pub enabled: bool,
+    pub max_concurrent: usize,
+    /// `live`, `fast` or `incremental`.
+    pub default_mode: String,
+    pub sync_timeout_secs: u64,
+    /// Most undelivered changed keys a cutover accepts without FORCE.
+    pub cutover_max_lag: u64,
+    pub parallel_sync: usize,
+    pub batch_size: usize,
+    /// Shared secret servers present to each other for TENANT.IMPORT.*; empty = use the target's
+    /// requirepass given with AUTH, or none.
+    pub token: String,
+    /// How long the source keeps the frozen copy after a cutover.
+    pub retention_secs: u64,
+    pub target_validation: TargetValidationConfig,
+    pub client_handling: ClientHandlingConfig,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            enabled: true,
+            max_concurrent: 5,
+            default_mode: "live".into(),
+            sync_timeout_secs: 3600,
+            cutover_max_lag: 1000,
+            parallel_sync: 4,
+            batch_size: 1000,
+            token: String::new(),
+            retention_secs: 3600,
+            target_validation: TargetValidationConfig::default(),
+            client_handling: ClientHandlingConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetValidationConfig {
+    pub verify_connectivity: bool,
+    pub verify_authentication: bool,
+    pub verify_capacity: bool,
+    pub verify_version: bool,
+}
+
+impl Default for TargetValidationConfig {
+    fn default() -> Self {
+        TargetValidationConfig {
+            verify_connectivity: true,
+            verify_authentication: true,
+            verify_capacity: true,
+            verify_version: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientHandlingConfig {
+    /// `automatic`: after cutover, clients get `-MOVED tenant:<id> <addr>` (or `-REDIRECT <addr>`
+    /// after `CLIENT CAPA redirect`). `error`: they get a plain `-ERR` naming the new address.
+    pub redirect_mode: String,
+    /// How long a write waits at a closed cutover gate before it is answered `-TRYAGAIN`.
+    pub redirect_timeout_ms: u64,
+}
+
+impl Default for ClientHandlingConfig {
+    fn default() -> Self {
+        ClientHandlingConfig {
+            redirect_mode: "automatic".into(),
+            redirect_timeout_ms: 5000,
+        }
+    }
+}
+
+/// A configuration error that says where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = self
+            .file
+            .as_ref()
+            .map_or_else(|| "configuration".to_string(), |p| p.display().to_string());
+        match self.line {
+            Some(l) => write!(f, "{file}, line {l}: `{}`: {}", self.key, self.message),
+            None => write!(f, "{file}: `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses TOML text; errors name the key and the line.
+    pub fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let de = toml::de::Deserializer::parse(text).map_err(|e| ConfigError {
+            file: file.map(Path::to_path_buf),
+            key: String::new(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError {
+                file: file.map(Path::to_path_buf),
+                line: inner
+                    .span()
+                    .map(|s| line_of(text, s.start))
+                    .or_else(|| locate_key(text, &key)),
+                key,
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate().map_err(|(key, message)| ConfigError {
+            file: file.map(Path::to_path_buf),
+            line: locate_key(text, &key),
+            key,
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            key: String::new(),
+            line: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Checks values the types alone cannot; returns (key, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if self.server.bind.parse::<IpAddr>().is_err() && self.server.bind != "localhost" {
+            return err(
+                "server.bind",
+                format!("'{}' is not an IP address", self.server.bind),
+            );
+        }
+        if self.server.maxclients == 0 {
+            return err("server.maxclients", "must be at least 1".into());
+        }
+        if self.limits.max_bulk_len < 1024 {
+            return err("limits.max_bulk_len", "must be at least 1024".into());
+        }
+        if self.limits.max_args < 16 {
+            return err("limits.max_args", "must be at least 16".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return err(
+                "log.format",
+                format!("'{}' is not one of: text, json", self.log.format),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return err(
+                "log.level",
+                format!("'{}' is not a log level or filter", self.log.level),
+            );
+        }
+        if self.metrics.addr != "off" && self.metrics.addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return err(
+                "metrics.addr",
+                format!("'{}' is not host:port or off", self.metrics.addr),
+            );
+        }
+        let m = &self.tenancy.migration;
+        if !matches!(m.default_mode.as_str(), "live" | "fast" | "incremental") {
+            return err(
+                "tenancy.migration.default_mode",
+                format!(
+                    "'{}' is not one of: live, fast, incremental",
+                    m.default_mode
+                ),
+            );
+        }
+        if m.max_concurrent == 0 {
+            return err(
+                "tenancy.migration.max_concurrent",
+                "must be at least 1".into(),
+            );
+        }
+        if m.parallel_sync == 0 || m.parallel_sync > 64 {
+            return err(
+                "tenancy.migration.parallel_sync",
+                "must be between 1 and 64".into(),
+            );
+        }
+        if m.batch_size == 0 || m.batch_size > 100_000 {
+            return err(
+                "tenancy.migration.batch_size",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if !matches!(
+            m.client_handling.redirect_mode.as_str(),
+            "automatic" | "error"
+        ) {
+            return err(
+                "tenancy.migration.client_handling.redirect_mode",
+                format!(
+                    "'{}' is not one of: automatic, error",
+                    m.client_handling.redirect_mode
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The admin password, if one is set.
+    pub fn requirepass(&self) -> Option<&str> {
+        (!self.server.requirepass.is_empty()).then_some(self.server.requirepass.as_str())
+    }
+
+    pub fn listen_addr(&self) -> String {
+        let host = if self.server.bind == "localhost" {
+            "127.0.0.1"
+        } else {
+            &self.server.bind
+        };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.server.port)
+        } else {
+            format!("{host}:{}", self.server.port)
+        }
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds the line that sets a dotted key (e.g. `tenancy.migration.batch_size`), following
+/// `[section]` headers.
+fn locate_key(text: &str, key: &str) -> Option<usize> {
+    let (section, leaf) = match key.rsplit_once('.') {
+        Some((s, l)) => (s, l),
+        None => ("", key),
+    };
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = h.trim().to_string();
+            continue;
+        }
+        if let Some((k, _)) = line.split_once('=') {
+            let k = k.trim();
+            let full = if current.is_empty() {
+                k.to_string()
+            } else {
+                format!("{current}.{k}")
+            };
+            if full == key || (current == section && k == leaf) {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_file_equals_embedded_defaults() {
+        let text = include_str!("../../../ferrite.toml");
+        let cfg = Config::parse(text, None).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = Config::parse("[server]\nport = 1\nprot = 2\n", None).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("prot"), "{e}");
+
+        let e = Config::parse("[server]\n\nport = \"abc\"\n", None).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("server.port", Some(3)), "{e}");
+
+        let e = Config::parse(
+            "[tenancy.migration]\nbatch_size = 0\n",
+            Some(Path::new("x.toml")),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tenancy.migration.batch_size");
+        assert_eq!(e.line, Some(2));
+        assert!(e.to_string().starts_with("x.toml, line 2:"), "{e}");
+
+        let e = Config::parse("[server\n", None).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+}

@@ -1,0 +1,273 @@
+//! Parameters visible to CONFIG GET / CONFIG SET: Redis's names where Redis has the setting (so
+//! tools that ask for `save` or `maxclients` get sensible answers) and the dotted `ferrite.toml`
+//! paths for Ferrite's own settings.
+
+use ferrite_protocol::{Args, ErrorReply};
+
+use crate::config::Config;
+use crate::shared::Shared;
+
+type Getter = fn(&Config) -> String;
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+pub struct Param {
+    pub name: &'static str,
+    pub get: Getter,
+    /// None = can only be set in the file (immutable at runtime).
+    pub set: Option<Setter>,
+}
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("argument '{v}' is not a valid number"))
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("argument '{v}' must be 'yes' or 'no'")),
+    }
+}
+
+macro_rules! param {
+    ($name:expr, $get:expr) => {
+        Param {
+            name: $name,
+            get: $get,
+            set: None,
+        }
+    };
+    ($name:expr, $get:expr, $set:expr) => {
+        Param {
+            name: $name,
+            get: $get,
+            set: Some($set),
+        }
+    };
+}
+
+pub static PARAMS: [Param; 32] = [
+    param!("bind", |c| c.server.bind.clone()),
+    param!("port", |c| c.server.port.to_string()),
+    param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
+        c.server.requirepass = v.to_string();
+        Ok(())
+    }),
+    param!("maxclients", |c| c.server.maxclients.to_string(), |c, v| {
+        c.server.maxclients = num(v)?;
+        Ok(())
+    }),
+    param!(
+        "proto-max-bulk-len",
+        |c| c.limits.max_bulk_len.to_string(),
+        |c, v| {
+            c.limits.max_bulk_len = num(v)?;
+            Ok(())
+        }
+    ),
+    param!("loglevel", |c| c.log.level.clone(), |c, v| {
+        c.log.level = v.to_string();
+        Ok(())
+    }),
+    param!("databases", |_| "1".into()),
+    param!("save", |_| String::new()),
+    param!("appendonly", |_| "no".into()),
+    param!("timeout", |_| "0".into()),
+    param!("maxmemory", |_| "0".into()),
+    param!("io-threads", |c| c.server.threads.to_string()),
+    param!("server.threads", |c| c.server.threads.to_string()),
+    param!(
+        "server.shutdown_timeout_ms",
+        |c| c.server.shutdown_timeout_ms.to_string(),
+        |c, v| {
+            c.server.shutdown_timeout_ms = num(v)?;
+            Ok(())
+        }
+    ),
+    param!("limits.max_args", |c| c.limits.max_args.to_string()),
+    param!(
+        "limits.client_output_buffer_limit",
+        |c| c.limits.client_output_buffer_limit.to_string(),
+        |c, v| {
+            c.limits.client_output_buffer_limit = num(v)?;
+            Ok(())
+        }
+    ),
+    param!("metrics.addr", |c| c.metrics.addr.clone()),
+    param!(
+        "tenancy.max_tenants",
+        |c| c.tenancy.max_tenants.to_string(),
+        |c, v| {
+            c.tenancy.max_tenants = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.default_maxmemory",
+        |c| c.tenancy.default_maxmemory.to_string(),
+        |c, v| {
+            c.tenancy.default_maxmemory = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.default_maxkeys",
+        |c| c.tenancy.default_maxkeys.to_string(),
+        |c, v| {
+            c.tenancy.default_maxkeys = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.default_ops",
+        |c| c.tenancy.default_ops.to_string(),
+        |c, v| {
+            c.tenancy.default_ops = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.throttle_max_delay_ms",
+        |c| c.tenancy.throttle_max_delay_ms.to_string(),
+        |c, v| {
+            c.tenancy.throttle_max_delay_ms = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.enabled",
+        |c| yes_no(c.tenancy.migration.enabled),
+        |c, v| {
+            c.tenancy.migration.enabled = boolean(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.max_concurrent",
+        |c| c.tenancy.migration.max_concurrent.to_string(),
+        |c, v| {
+            c.tenancy.migration.max_concurrent = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.default_mode",
+        |c| c.tenancy.migration.default_mode.clone(),
+        |c, v| {
+            c.tenancy.migration.default_mode = v.to_string();
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.sync_timeout_secs",
+        |c| c.tenancy.migration.sync_timeout_secs.to_string(),
+        |c, v| {
+            c.tenancy.migration.sync_timeout_secs = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.cutover_max_lag",
+        |c| c.tenancy.migration.cutover_max_lag.to_string(),
+        |c, v| {
+            c.tenancy.migration.cutover_max_lag = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.parallel_sync",
+        |c| c.tenancy.migration.parallel_sync.to_string(),
+        |c, v| {
+            c.tenancy.migration.parallel_sync = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.batch_size",
+        |c| c.tenancy.migration.batch_size.to_string(),
+        |c, v| {
+            c.tenancy.migration.batch_size = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.retention_secs",
+        |c| c.tenancy.migration.retention_secs.to_string(),
+        |c, v| {
+            c.tenancy.migration.retention_secs = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.client_handling.redirect_mode",
+        |c| c.tenancy.migration.client_handling.redirect_mode.clone(),
+        |c, v| {
+            c.tenancy.migration.client_handling.redirect_mode = v.to_string();
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.client_handling.redirect_timeout_ms",
+        |c| c
+            .tenancy
+            .migration
+            .client_handling
+            .redirect_timeout_ms
+            .to_string(),
+        |c, v| {
+            c.tenancy.migration.client_handling.redirect_timeout_ms = num(v)?;
+            Ok(())
+        }
+    ),
+];
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// Applies `CONFIG SET name value [name value ...]` atomically: all or nothing.
+pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
+    let mut cfg = sh.config.read().clone();
+    for i in (0..pairs.len()).step_by(2) {
+        let name = pairs.text(i).to_ascii_lowercase();
+        let value = pairs.text(i + 1);
+        let fail = |why: String| {
+            ErrorReply::err(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+            ))
+        };
+        let Some(p) = PARAMS.iter().find(|p| p.name == name) else {
+            return Err(fail("Unsupported CONFIG parameter".into()));
+        };
+        let Some(setter) = p.set else {
+            return Err(fail("can't set immutable config".into()));
+        };
+        setter(&mut cfg, &value).map_err(fail)?;
+    }
+    if let Err((key, why)) = cfg.validate() {
+        return Err(ErrorReply::err(format!(
+            "CONFIG SET failed (possibly related to argument '{key}') - {why}"
+        )));
+    }
+    let old_level = sh.config.read().log.level.clone();
+    if cfg.log.level != old_level {
+        if let Some(f) = &sh.set_log_level {
+            f(&cfg.log.level).map_err(|e| {
+                ErrorReply::err(format!(
+                    "CONFIG SET failed (possibly related to argument 'loglevel') - {e}"
+                ))
+            })?;
+        }
+    }
+    sh.hot.load(&cfg);
+    sh.registry.update_settings(|s| {
+        s.max_tenants = cfg.tenancy.max_tenants;
+        s.default_limits.maxmemory = cfg.tenancy.default_maxmemory;
+        s.default_limits.maxkeys = cfg.tenancy.default_maxkeys;
+        s.default_limits.ops = cfg.tenancy.default_ops;
+        s.throttle_max_delay_ms = cfg.tenancy.throttle_max_delay_ms;
+    });
+    *sh.config.write() = cfg;
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! One client connection: read requests, run them in order, write the replies.
+//!
+//! Requests are parsed straight out of the input buffer; all complete requests of one read are run
+//! before the replies are written with one syscall, which is what makes pipelining cheap. A
+//! protocol error is answered and the connection closed, like Redis; nothing a client sends can
+//! panic the server or affect other clients.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use ferrite_protocol::request::Next;
+use ferrite_protocol::{ErrorReply, Limits, OwnedRequest, Protocol, ReplyWriter, RequestDecoder};
+use ferrite_tenancy::Tenant;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, info_span};
+
+use crate::dispatch::{self, Flow};
+use crate::shared::{ClientFields, ClientInfo, Shared};
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A command queued by MULTI.
+pub struct Queued {
+    pub index: usize,
+    pub request: OwnedRequest,
+}
+
+/// A key watched by WATCH: the keyspace it was read from and its version then (None = absent).
+pub struct Watched {
+    pub keyspace: Arc<ferrite_storage::Keyspace>,
+    pub key: Box<[u8]>,
+    pub version: Option<u64>,
+}
+
+/// The per-connection state commands read and change.
+pub struct ClientState {
+    pub id: u64,
+    pub proto: Protocol,
+    /// Passed AUTH (or no password is required).
+    pub authenticated: bool,
+    /// May run administrative commands.
+    pub admin: bool,
+    /// The tenant every key command is scoped to.
+    pub tenant: Arc<Tenant>,
+    /// Declared `CLIENT CAPA redirect`: gets `-REDIRECT host:port` instead of tenant MOVED.
+    pub capa_redirect: bool,
+    /// Commands queued since MULTI, and whether one of them was refused while queuing.
+    pub multi: Option<(Vec<Queued>, bool)>,
+    pub watched: Vec<Watched>,
+    /// Close after writing the pending replies.
+    pub closing: bool,
+    pub info: Arc<ClientInfo>,
+    pub rng: SmallRng,
+}
+
+impl ClientState {
+    /// Binds the connection to another tenant, keeping per-tenant client counts right.
+    pub fn bind_tenant(&mut self, t: Arc<Tenant>) {
+        if Arc::ptr_eq(&t, &self.tenant) {
+            return;
+        }
+        self.tenant.stats.clients.fetch_sub(1, Relaxed);
+        t.stats.clients.fetch_add(1, Relaxed);
+        self.info.fields.lock().tenant = t.id().into();
+        self.tenant = t;
+        self.watched.clear();
+    }
+
+    pub fn set_proto(&mut self, p: Protocol) {
+        self.proto = p;
+        self.info.fields.lock().resp = match p {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+    }
+}
+
+impl Drop for ClientState {
+    fn drop(&mut self) {
+        self.tenant.stats.clients.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one accepted connection until it closes, is killed, or the server shuts down.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let (Ok(addr), Ok(laddr)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let id = shared.next_client_id.fetch_add(1, Relaxed);
+    let tenant = shared.registry.default_tenant();
+    tenant.stats.clients.fetch_add(1, Relaxed);
+    let info = Arc::new(ClientInfo {
+        id,
+        addr,
+        laddr,
+        created: Instant::now(),
+        fields: parking_lot::Mutex::new(ClientFields {
+            name: String::new(),
+            lib_name: String::new(),
+            lib_ver: String::new(),
+            tenant: tenant.id().into(),
+            resp: 2,
+            last_cmd: "NULL",
+            multi: -1,
+        }),
+        last_active: parking_lot::Mutex::new(Instant::now()),
+        killed: false.into(),
+        kill: tokio::sync::Notify::new(),
+    });
+    shared.clients.lock().insert(id, info.clone());
+    let no_password = shared.requirepass().is_none();
+    let state = ClientState {
+        id,
+        proto: Protocol::Resp2,
+        authenticated: no_password,
+        admin: no_password && shared.loopback,
+        tenant,
+        capa_redirect: false,
+        multi: None,
+        watched: Vec::new(),
+        closing: false,
+        info: info.clone(),
+        rng: SmallRng::from_rng(&mut rand::rng()),
+    };
+    let span = info_span!("conn", id, %addr);
+    run(stream, shared.clone(), state).instrument(span).await;
+    shared.clients.lock().remove(&id);
+}
+
+async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let limits = Limits {
+        max_bulk_len: shared.hot.max_bulk_len.load(Relaxed) as usize,
+        max_args: shared.config.read().limits.max_args,
+    };
+    let mut decoder = RequestDecoder::new(limits);
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let info = state.info.clone();
+    loop {
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
+            inbuf.reserve(READ_CHUNK);
+        }
+        let n = tokio::select! {
+            r = stream.read_buf(&mut inbuf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = info.kill.notified() => return,
+            _ = crate::shared::wait_shutdown(&mut shutdown) => return,
+        };
+        shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+        *info.last_active.lock() = Instant::now();
+
+        let mut consumed = 0;
+        let mut protocol_error = None;
+        loop {
+            match decoder.decode(&inbuf[consumed..]) {
+                Ok(Next::Incomplete) => break,
+                Ok(Next::Skip(k)) => consumed += k,
+                Ok(Next::Request(p)) => {
+                    consumed += p.consumed;
+                    let flow = dispatch::execute(&mut state, &shared, p.args, &mut out).await;
+                    if flow == Flow::Close || state.closing {
+                        state.closing = true;
+                        break;
+                    }
+                    let limit = shared.hot.client_output_buffer_limit.load(Relaxed);
+                    if limit > 0 && out.len() as u64 > limit {
+                        debug!(bytes = out.len(), "output buffer limit exceeded; closing");
+                        return;
+                    }
+                    if info.killed.load(Relaxed) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        inbuf.advance(consumed);
+        if let Some(e) = protocol_error {
+            shared.stats.protocol_errors.fetch_add(1, Relaxed);
+            debug!(error = %e, "protocol error; closing");
+            ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
+            state.closing = true;
+        }
+        if !out.is_empty() {
+            shared
+                .stats
+                .net_output_bytes
+                .fetch_add(out.len() as u64, Relaxed);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+            // Give back memory after a huge reply instead of keeping it for the connection's life.
+            if out.capacity() > 4 * 1024 * 1024 {
+                out = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        if state.closing {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        if inbuf.is_empty() && inbuf.capacity() > 4 * 1024 * 1024 {
+            inbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}

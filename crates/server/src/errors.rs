@@ -1,0 +1,71 @@
+//! The one place where typed errors from the library crates become RESP error text.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use ferrite_protocol::ErrorReply;
+use ferrite_tenancy::{QuotaExceeded, TenancyError, Tenant};
+
+use crate::connection::ClientState;
+use crate::shared::Shared;
+
+pub fn no_permission(cmd: &str) -> ErrorReply {
+    ErrorReply::coded(
+        "NOPERM",
+        format!(
+            "this connection has no permission to run the '{cmd}' command (administrators only)"
+        ),
+    )
+}
+
+/// The answer to a command for a tenant that now lives on another server.
+pub fn moved(st: &ClientState, sh: &Shared, tenant: &Tenant) -> ErrorReply {
+    let addr = tenant.moved_to().unwrap_or_else(|| "unknown".into());
+    if sh.hot.redirect_as_error.load(Relaxed) {
+        return ErrorReply::err(format!("tenant '{}' has moved to {addr}", tenant.id()));
+    }
+    if st.capa_redirect {
+        ErrorReply::redirect(&addr)
+    } else {
+        ErrorReply::moved_tenant(tenant.id(), &addr)
+    }
+}
+
+pub fn throttled(tenant: &Tenant, wait: Duration, max: Duration) -> ErrorReply {
+    ErrorReply::coded(
+        "THROTTLED",
+        format!(
+            "tenant '{}' exceeds its limit of {} ops/s: the command would wait {} ms (limit {} ms)",
+            tenant.id(),
+            tenant.limits().ops,
+            wait.as_millis(),
+            max.as_millis()
+        ),
+    )
+}
+
+pub fn quota(tenant: &Tenant, q: &QuotaExceeded) -> ErrorReply {
+    match q {
+        QuotaExceeded::Memory { used, limit } => ErrorReply::coded(
+            "OOM",
+            format!(
+                "command not allowed when used memory > 'maxmemory' of tenant '{}' (used {used} bytes, limit {limit} bytes)",
+                tenant.id()
+            ),
+        ),
+        QuotaExceeded::Keys { keys, limit } => ErrorReply::coded(
+            "OOM",
+            format!(
+                "command not allowed: tenant '{}' would exceed its key limit (keys {keys}, maxkeys {limit})",
+                tenant.id()
+            ),
+        ),
+    }
+}
+
+pub fn tenancy(e: &TenancyError) -> ErrorReply {
+    match e {
+        TenancyError::WrongPass => ErrorReply::wrong_pass(),
+        other => ErrorReply::err(other),
+    }
+}

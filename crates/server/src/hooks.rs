@@ -1,0 +1,7 @@
+//! Start and stop hooks for subsystems that live beside the connection handling (migrations).
+
+use crate::shared::Shared;
+
+pub fn on_start(_sh: &std::sync::Arc<Shared>) {}
+
+pub async fn on_stop(_sh: &std::sync::Arc<Shared>) {}

@@ -1,0 +1,234 @@
+//! INFO: sections of `field:value` lines. Key counts and memory are the bound tenant's for tenant
+//! connections (a tenant must not learn about other tenants), the whole server's for
+//! administrators.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ferrite_commands::spec;
+
+use crate::cmd::COMPAT_VERSION;
+use crate::connection::ClientState;
+use crate::shared::Shared;
+
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "keyspace",
+    "tenancy",
+];
+
+/// Renders the requested sections (`[]` = the default set; `all`/`everything` = every section).
+pub fn render(st: &ClientState, sh: &Shared, requested: &[String]) -> String {
+    let mut wanted: Vec<&str> = Vec::new();
+    if requested.is_empty() || requested.iter().any(|s| s == "default") {
+        wanted.extend(DEFAULT_SECTIONS);
+    }
+    if requested.iter().any(|s| s == "all" || s == "everything") {
+        wanted.extend(DEFAULT_SECTIONS);
+        wanted.push("commandstats");
+    }
+    for s in requested {
+        if !matches!(s.as_str(), "default" | "all" | "everything") {
+            wanted.push(s.as_str());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::new();
+    for s in wanted {
+        if !seen.insert(s) {
+            continue;
+        }
+        let body = section(st, sh, s);
+        if let Some(body) = body {
+            if !out.is_empty() {
+                out.push_str("\r\n");
+            }
+            out.push_str(&body);
+        }
+    }
+    out
+}
+
+fn used_memory(st: &ClientState, sh: &Shared) -> u64 {
+    if st.admin {
+        sh.registry
+            .list()
+            .iter()
+            .map(|t| t.keyspace().used_bytes())
+            .sum()
+    } else {
+        st.tenant.keyspace().used_bytes()
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}G", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.2}M", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+fn cpu_seconds() -> (f64, f64) {
+    // Fields 14 and 15 of /proc/self/stat are utime and stime in clock ticks (100 Hz on Linux).
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else {
+        return (0.0, 0.0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
+}
+
+fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
+    let mut s = String::new();
+    match name {
+        "server" => {
+            let up = sh.started.elapsed().as_secs();
+            let _ = write!(
+                s,
+                "# Server\r\nredis_version:{COMPAT_VERSION}\r\nferrite_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                std::process::id(),
+                sh.run_id,
+                sh.local_addr.port(),
+                up / 86400,
+            );
+        }
+        "clients" => {
+            let _ = write!(
+                s,
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\n",
+                sh.client_count(),
+                sh.config.read().server.maxclients
+            );
+        }
+        "memory" => {
+            let used = used_memory(st, sh);
+            let _ = write!(
+                s,
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:system\r\n",
+                human(used),
+                rss_bytes(),
+                st.tenant.limits().maxmemory,
+            );
+        }
+        "persistence" => {
+            s.push_str("# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n");
+        }
+        "stats" => {
+            let t = &sh.stats;
+            let expired: u64 = if st.admin {
+                sh.registry
+                    .list()
+                    .iter()
+                    .map(|t| t.keyspace().stats().expired_total.load(Relaxed))
+                    .sum()
+            } else {
+                st.tenant.keyspace().stats().expired_total.load(Relaxed)
+            };
+            let _ = write!(
+                s,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_protocol_errors:{}\r\n",
+                t.connections_received.load(Relaxed),
+                t.commands_processed.load(Relaxed),
+                t.ops_per_sec.load(Relaxed),
+                t.net_input_bytes.load(Relaxed),
+                t.net_output_bytes.load(Relaxed),
+                t.connections_rejected.load(Relaxed),
+                t.protocol_errors.load(Relaxed),
+            );
+        }
+        "replication" => {
+            let _ = write!(
+                s,
+                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n",
+                sh.run_id
+            );
+            for line in crate::migration_info::lines(st, sh) {
+                s.push_str(&line);
+                s.push_str("\r\n");
+            }
+        }
+        "cpu" => {
+            let (user, sys) = cpu_seconds();
+            let _ = write!(
+                s,
+                "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n"
+            );
+        }
+        "keyspace" => {
+            s.push_str("# Keyspace\r\n");
+            let ks = st.tenant.keyspace();
+            let keys = ks.len();
+            if keys > 0 {
+                let _ = write!(
+                    s,
+                    "db0:keys={keys},expires={},avg_ttl=0\r\n",
+                    ks.stats().keys_with_expiry.load(Relaxed)
+                );
+            }
+        }
+        "tenancy" => {
+            let _ = write!(
+                s,
+                "# Tenancy\r\ncurrent_tenant:{}\r\ntenant_state:{}\r\n",
+                st.tenant.id(),
+                st.tenant.state().name()
+            );
+            if st.admin {
+                let _ = write!(s, "tenants:{}\r\n", sh.registry.len());
+            }
+        }
+        "commandstats" => {
+            s.push_str("# Commandstats\r\n");
+            for (spec, stat) in spec::all().iter().zip(&sh.cmd_stats.by_command) {
+                let calls = stat.calls.load(Relaxed);
+                let rejected = stat.rejected.load(Relaxed);
+                if calls == 0 && rejected == 0 {
+                    continue;
+                }
+                let usec = stat.usec.load(Relaxed);
+                let per = if calls > 0 {
+                    usec as f64 / calls as f64
+                } else {
+                    0.0
+                };
+                let _ = write!(
+                    s,
+                    "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={}\r\n",
+                    spec.name,
+                    stat.failed.load(Relaxed)
+                );
+            }
+        }
+        _ => return None,
+    }
+    Some(s)
+}

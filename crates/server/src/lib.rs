@@ -1,0 +1,41 @@
+//! The Ferrite server.
+//!
+//! Layout:
+//! - [`config`]: `ferrite.toml`, defaults, validation, errors naming key and line.
+//! - [`server`]: listener, accept loop, maxclients, background work, graceful shutdown;
+//!   [`start`] runs a server inside any tokio runtime (the binary, tests, doctests).
+//! - [`connection`]: one client: parse, run in order, write replies; per-connection state.
+//! - [`dispatch`]: the one place that decides whether a command may run (auth, admin, MULTI,
+//!   ownership → MOVED/TRYAGAIN, throttle, write gate, quotas) and runs it.
+//! - [`cmd`]: server-level commands (HELLO, AUTH, CLIENT, CONFIG, INFO, MULTI/EXEC, ...).
+//! - [`errors`]: the one place where typed errors become RESP error text.
+//! - [`info`], [`metrics`], [`stats`]: INFO sections, the Prometheus endpoint, the counters both
+//!   read.
+//!
+//! Data commands and their semantics live in `ferrite-commands`, tenancy in `ferrite-tenancy`.
+
+pub mod cmd;
+pub mod config;
+pub mod config_params;
+pub mod connection;
+pub mod dispatch;
+pub mod errors;
+mod hooks;
+pub mod info;
+pub mod metrics;
+mod migration_info;
+pub mod server;
+pub mod shared;
+pub mod stats;
+
+pub use config::Config;
+pub use server::{ServerHandle, StartOptions, start};
+
+/// Starts a server on a free loopback port with default settings and metrics off: for tests,
+/// examples and doctests.
+pub async fn start_for_tests() -> anyhow::Result<ServerHandle> {
+    let mut cfg = Config::default();
+    cfg.server.port = 0;
+    cfg.metrics.addr = "off".into();
+    start(cfg, StartOptions::default()).await
+}

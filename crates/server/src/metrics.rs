@@ -1,0 +1,350 @@
+//! Prometheus metrics: names (all here), the per-server recorder, and the `/metrics` endpoint.
+//!
+//! Values are read from the counters the server keeps anyway (the same ones INFO shows) right
+//! before each scrape, into a recorder of this server's own (not the process-global one, so
+//! several embedded servers in one process keep separate metrics). Per-command latency is a fixed
+//! bucket histogram kept in atomics on the hot path and rendered here.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use ferrite_commands::spec;
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use metrics_util::MetricKindMask;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::shared::Shared;
+use crate::stats::LATENCY_BUCKETS;
+
+/// Metric names, kept together so they can be reviewed (and alert rules checked) in one place.
+pub mod names {
+    pub const UPTIME: &str = "ferrite_uptime_seconds";
+    pub const CONNECTED_CLIENTS: &str = "ferrite_connected_clients";
+    pub const CONNECTIONS_RECEIVED: &str = "ferrite_connections_received_total";
+    pub const CONNECTIONS_REJECTED: &str = "ferrite_connections_rejected_total";
+    pub const NET_INPUT: &str = "ferrite_net_input_bytes_total";
+    pub const NET_OUTPUT: &str = "ferrite_net_output_bytes_total";
+    pub const PROTOCOL_ERRORS: &str = "ferrite_protocol_errors_total";
+    pub const KEYS: &str = "ferrite_keys";
+    pub const MEMORY_USED: &str = "ferrite_memory_used_bytes";
+    pub const MEMORY_RSS: &str = "ferrite_memory_rss_bytes";
+    pub const TENANTS: &str = "ferrite_tenants";
+    pub const EXPIRED_KEYS: &str = "ferrite_expired_keys_total";
+    pub const COMMANDS: &str = "ferrite_commands_total";
+    pub const COMMAND_FAILED: &str = "ferrite_command_failures_total";
+    pub const COMMAND_REJECTED: &str = "ferrite_command_rejections_total";
+    pub const COMMAND_DURATION: &str = "ferrite_command_duration_seconds";
+    pub const TENANT_KEYS: &str = "ferrite_tenant_keys";
+    pub const TENANT_MEMORY: &str = "ferrite_tenant_memory_used_bytes";
+    pub const TENANT_COMMANDS: &str = "ferrite_tenant_commands_total";
+    pub const TENANT_THROTTLED: &str = "ferrite_tenant_throttled_total";
+    pub const TENANT_REJECTED: &str = "ferrite_tenant_rejected_total";
+    pub const TENANT_CLIENTS: &str = "ferrite_tenant_connected_clients";
+}
+
+/// This server's metrics recorder.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            // Series not refreshed for a while (a deleted tenant) disappear.
+            .idle_timeout(MetricKindMask::ALL, Some(Duration::from_secs(120)))
+            .build_recorder();
+        metrics::with_local_recorder(&recorder, describe);
+        Metrics { recorder }
+    }
+
+    /// Records into this server's recorder.
+    pub fn with<R>(&self, f: impl FnOnce() -> R) -> R {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    /// The full `/metrics` page.
+    pub fn render(&self, sh: &Shared) -> String {
+        self.with(|| refresh(sh));
+        let mut text = self.recorder.handle().render();
+        render_commands(sh, &mut text);
+        text
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_gauge!(
+        names::UPTIME,
+        Unit::Seconds,
+        "Seconds since the server started."
+    );
+    describe_gauge!(
+        names::CONNECTED_CLIENTS,
+        "Client connections currently open."
+    );
+    describe_counter!(names::CONNECTIONS_RECEIVED, "Client connections accepted.");
+    describe_counter!(
+        names::CONNECTIONS_REJECTED,
+        "Client connections refused because maxclients was reached."
+    );
+    describe_counter!(names::NET_INPUT, Unit::Bytes, "Bytes read from clients.");
+    describe_counter!(names::NET_OUTPUT, Unit::Bytes, "Bytes written to clients.");
+    describe_counter!(
+        names::PROTOCOL_ERRORS,
+        "Connections closed because of a malformed or oversized request."
+    );
+    describe_gauge!(names::KEYS, "Keys held, over all tenants.");
+    describe_gauge!(
+        names::MEMORY_USED,
+        Unit::Bytes,
+        "Estimated bytes of data held, over all tenants."
+    );
+    describe_gauge!(
+        names::MEMORY_RSS,
+        Unit::Bytes,
+        "Resident set size of the process."
+    );
+    describe_gauge!(names::TENANTS, "Tenants on this server (any state).");
+    describe_counter!(
+        names::EXPIRED_KEYS,
+        "Keys removed because their TTL passed."
+    );
+    describe_gauge!(names::TENANT_KEYS, "Keys held by the tenant.");
+    describe_gauge!(
+        names::TENANT_MEMORY,
+        Unit::Bytes,
+        "Estimated bytes held by the tenant."
+    );
+    describe_counter!(names::TENANT_COMMANDS, "Data commands run for the tenant.");
+    describe_counter!(
+        names::TENANT_THROTTLED,
+        "Commands of the tenant delayed by its ops throttle."
+    );
+    describe_counter!(
+        names::TENANT_REJECTED,
+        "Commands of the tenant refused by a quota or the throttle."
+    );
+    describe_gauge!(names::TENANT_CLIENTS, "Connections bound to the tenant.");
+}
+
+/// Copies current values into the recorder.
+fn refresh(sh: &Shared) {
+    let s = &sh.stats;
+    gauge!(names::UPTIME).set(sh.started.elapsed().as_secs_f64());
+    gauge!(names::CONNECTED_CLIENTS).set(sh.client_count() as f64);
+    counter!(names::CONNECTIONS_RECEIVED).absolute(s.connections_received.load(Relaxed));
+    counter!(names::CONNECTIONS_REJECTED).absolute(s.connections_rejected.load(Relaxed));
+    counter!(names::NET_INPUT).absolute(s.net_input_bytes.load(Relaxed));
+    counter!(names::NET_OUTPUT).absolute(s.net_output_bytes.load(Relaxed));
+    counter!(names::PROTOCOL_ERRORS).absolute(s.protocol_errors.load(Relaxed));
+    gauge!(names::MEMORY_RSS).set(rss_bytes() as f64);
+
+    let tenants = sh.registry.list();
+    gauge!(names::TENANTS).set(tenants.len() as f64);
+    let cap = sh.config.read().metrics.max_labelled_tenants;
+    let (mut keys, mut mem, mut expired) = (0u64, 0u64, 0u64);
+    // Per-tenant values; tenants past the cap are summed under "_other" to bound cardinality.
+    let mut other = [0u64; 6];
+    for (i, t) in tenants.iter().enumerate() {
+        let ks = t.keyspace();
+        let v = [
+            ks.len(),
+            ks.used_bytes(),
+            t.stats.commands.load(Relaxed),
+            t.stats.throttled.load(Relaxed),
+            t.stats.rejected.load(Relaxed),
+            t.stats.clients.load(Relaxed),
+        ];
+        keys += v[0];
+        mem += v[1];
+        expired += ks.stats().expired_total.load(Relaxed);
+        if i < cap {
+            tenant_series(t.id(), &v);
+        } else {
+            for (o, x) in other.iter_mut().zip(v) {
+                *o += x;
+            }
+        }
+    }
+    if tenants.len() > cap {
+        tenant_series("_other", &other);
+    }
+    gauge!(names::KEYS).set(keys as f64);
+    gauge!(names::MEMORY_USED).set(mem as f64);
+    counter!(names::EXPIRED_KEYS).absolute(expired);
+}
+
+fn tenant_series(id: &str, v: &[u64; 6]) {
+    let id = id.to_string();
+    gauge!(names::TENANT_KEYS, "tenant" => id.clone()).set(v[0] as f64);
+    gauge!(names::TENANT_MEMORY, "tenant" => id.clone()).set(v[1] as f64);
+    counter!(names::TENANT_COMMANDS, "tenant" => id.clone()).absolute(v[2]);
+    counter!(names::TENANT_THROTTLED, "tenant" => id.clone()).absolute(v[3]);
+    counter!(names::TENANT_REJECTED, "tenant" => id.clone()).absolute(v[4]);
+    gauge!(names::TENANT_CLIENTS, "tenant" => id).set(v[5] as f64);
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Per-command counters and the latency histogram, from the hot-path atomics.
+fn render_commands(sh: &Shared, out: &mut String) {
+    let rows: Vec<_> = spec::all()
+        .iter()
+        .zip(&sh.cmd_stats.by_command)
+        .filter(|(_, s)| s.calls.load(Relaxed) > 0 || s.rejected.load(Relaxed) > 0)
+        .collect();
+    let _ = writeln!(out, "# HELP {} Commands run, by command.", names::COMMANDS);
+    let _ = writeln!(out, "# TYPE {} counter", names::COMMANDS);
+    for (spec, s) in &rows {
+        let _ = writeln!(
+            out,
+            "{}{{cmd=\"{}\"}} {}",
+            names::COMMANDS,
+            spec.name,
+            s.calls.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {} Commands that answered with an error, by command.",
+        names::COMMAND_FAILED
+    );
+    let _ = writeln!(out, "# TYPE {} counter", names::COMMAND_FAILED);
+    for (spec, s) in &rows {
+        let _ = writeln!(
+            out,
+            "{}{{cmd=\"{}\"}} {}",
+            names::COMMAND_FAILED,
+            spec.name,
+            s.failed.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {} Commands refused before running (arity, auth, ownership, quota), by command.",
+        names::COMMAND_REJECTED
+    );
+    let _ = writeln!(out, "# TYPE {} counter", names::COMMAND_REJECTED);
+    for (spec, s) in &rows {
+        let _ = writeln!(
+            out,
+            "{}{{cmd=\"{}\"}} {}",
+            names::COMMAND_REJECTED,
+            spec.name,
+            s.rejected.load(Relaxed)
+        );
+    }
+    let h = names::COMMAND_DURATION;
+    let _ = writeln!(out, "# HELP {h} Time to run a command, by command.");
+    let _ = writeln!(out, "# TYPE {h} histogram");
+    for (spec, s) in &rows {
+        let mut cumulative = 0u64;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += s.buckets[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{h}_bucket{{cmd=\"{}\",le=\"{le}\"}} {cumulative}",
+                spec.name
+            );
+        }
+        cumulative += s.buckets[LATENCY_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{h}_bucket{{cmd=\"{}\",le=\"+Inf\"}} {cumulative}",
+            spec.name
+        );
+        let sum = s.nanos.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{h}_sum{{cmd=\"{}\"}} {sum}", spec.name);
+        let _ = writeln!(out, "{h}_count{{cmd=\"{}\"}} {cumulative}", spec.name);
+    }
+}
+
+/// Serves `GET /metrics` until shutdown.
+pub async fn serve(listener: TcpListener, sh: Arc<Shared>, metrics: Arc<Metrics>) {
+    let mut shutdown = sh.shutdown.subscribe();
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::shared::wait_shutdown(&mut shutdown) => return,
+        };
+        let sh = sh.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            // Read the request head (bounded: 8 KiB, 5 s).
+            let head = tokio::time::timeout(Duration::from_secs(5), async {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(head, Ok(true)) {
+                return;
+            }
+            let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, ctype, body) =
+                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+                    (
+                        "200 OK",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        metrics.render(&sh),
+                    )
+                } else if method == "GET" && path == "/" {
+                    (
+                        "200 OK",
+                        "text/plain; charset=utf-8",
+                        "ferrite: see /metrics\n".to_string(),
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        "text/plain; charset=utf-8",
+                        "not found\n".to_string(),
+                    )
+                };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if let Err(e) = stream.write_all(resp.as_bytes()).await {
+                debug!(%peer, error = %e, "metrics write failed");
+            }
+            let _ = stream.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,225 @@
+//! The listener, background work (active expiry, rate sampling) and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use ferrite_tenancy::{Registry, TenancySettings, TenantLimits, TenantState};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::metrics::{self, Metrics};
+use crate::shared::{HotConfig, Shared};
+use crate::stats::{CommandStats, ServerStats};
+use crate::{connection, hooks};
+
+/// Options for starting a server that are not part of the configuration file.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Applies a new log filter (CONFIG SET loglevel).
+    pub set_log_level: Option<Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>>,
+}
+
+/// A running server.
+pub struct ServerHandle {
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    /// The Prometheus endpoint, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The tenant registry (for embedding and tests).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.shared.registry
+    }
+
+    /// Begins a graceful shutdown (as SHUTDOWN or SIGTERM would).
+    pub fn shutdown(&self) {
+        self.shared.begin_shutdown();
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) {
+        if let Err(e) = self.task.await {
+            error!(error = %e, "server task failed");
+        }
+    }
+
+    /// Shuts down and waits.
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Binds and starts serving; returns once the listener is bound.
+pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerHandle> {
+    let listener = TcpListener::bind(config.listen_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr()))?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = if config.metrics.addr == "off" {
+        None
+    } else {
+        Some(TcpListener::bind(&config.metrics.addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on metrics.addr {}: {e}", config.metrics.addr)
+        })?)
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let registry = Arc::new(Registry::new(TenancySettings {
+        max_tenants: config.tenancy.max_tenants,
+        default_limits: TenantLimits {
+            maxmemory: config.tenancy.default_maxmemory,
+            maxkeys: config.tenancy.default_maxkeys,
+            ops: config.tenancy.default_ops,
+        },
+        throttle_max_delay_ms: config.tenancy.throttle_max_delay_ms,
+    }));
+    let hot = HotConfig::default();
+    hot.load(&config);
+    let (shutdown, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        hot,
+        registry,
+        clients: Default::default(),
+        next_client_id: 1.into(),
+        stats: ServerStats::default(),
+        cmd_stats: CommandStats::default(),
+        started: Instant::now(),
+        run_id: format!("{:040x}", rand::random::<u128>()),
+        local_addr: addr,
+        loopback: is_loopback(&addr),
+        shutdown,
+        set_log_level: opts.set_log_level,
+        config: parking_lot::RwLock::new(config),
+    });
+    hooks::on_start(&shared);
+    if let Some(l) = metrics_listener {
+        let m = Arc::new(Metrics::new());
+        tokio::spawn(metrics::serve(l, shared.clone(), m));
+    }
+    tokio::spawn(cron(shared.clone()));
+    let task = tokio::spawn(accept_loop(listener, shared.clone()));
+    info!(%addr, metrics = ?metrics_addr, "ready to accept connections");
+    Ok(ServerHandle {
+        addr,
+        metrics_addr,
+        shared,
+        task,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
+    let mut shutdown = sh.shutdown.subscribe();
+    // Each connection holds a clone; when only ours is left, all have finished.
+    let alive = Arc::new(());
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = crate::shared::wait_shutdown(&mut shutdown) => break,
+        };
+        sh.stats.connections_received.fetch_add(1, Relaxed);
+        let maxclients = sh.config.read().server.maxclients;
+        if sh.client_count() >= maxclients {
+            sh.stats.connections_rejected.fetch_add(1, Relaxed);
+            warn!(%peer, maxclients, "refusing connection: max number of clients reached");
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            });
+            continue;
+        }
+        let sh = sh.clone();
+        let token = alive.clone();
+        tokio::spawn(async move {
+            connection::serve(stream, sh).await;
+            drop(token);
+        });
+    }
+    drop(listener);
+    let timeout = Duration::from_millis(sh.config.read().server.shutdown_timeout_ms);
+    info!("shutting down: no longer accepting connections, finishing in-flight replies");
+    let deadline = Instant::now() + timeout;
+    while Arc::strong_count(&alive) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = Arc::strong_count(&alive) - 1;
+    if left > 0 {
+        warn!(
+            connections = left,
+            "shutdown timeout reached with connections still open"
+        );
+    }
+    hooks::on_stop(&sh).await;
+    info!("server stopped");
+}
+
+/// Periodic work: active expiry every 100 ms, rate sampling every second.
+async fn cron(sh: Arc<Shared>) {
+    let mut shutdown = sh.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sample = Instant::now();
+    let mut last_commands = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::shared::wait_shutdown(&mut shutdown) => return,
+        }
+        let now = ferrite_storage::now_ms();
+        for t in sh.registry.list() {
+            // Only tenants served here expire keys: an import mirrors its source exactly, a moved
+            // tenant's frozen copy must stay as it was at cutover, and a tenant whose writes are
+            // gated for a cutover must not change under the drain.
+            if t.state() != TenantState::Active || t.gate().is_closed() {
+                continue;
+            }
+            let ks = t.keyspace();
+            if ks.stats().keys_with_expiry.load(Relaxed) == 0 {
+                continue;
+            }
+            // Bounded work per tick so one tenant's mass expiry cannot stall the others.
+            let n = ks.lock().expire_cycle(now, 1000);
+            if n == 1000 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            let secs = last_sample.elapsed().as_secs_f64();
+            let c = sh.stats.commands_processed.load(Relaxed);
+            sh.stats
+                .ops_per_sec
+                .store(((c - last_commands) as f64 / secs).round() as u64, Relaxed);
+            last_commands = c;
+            last_sample = Instant::now();
+            for t in sh.registry.list() {
+                t.sample_ops();
+            }
+        }
+    }
+}

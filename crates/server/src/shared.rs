@@ -1,0 +1,153 @@
+//! State shared by every connection of one server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use ferrite_tenancy::Registry;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::stats::{CommandStats, ServerStats};
+
+/// Settings read on every command, kept in atomics so the hot path takes no lock.
+#[derive(Debug, Default)]
+pub struct HotConfig {
+    pub max_bulk_len: AtomicU64,
+    pub client_output_buffer_limit: AtomicU64,
+    pub throttle_max_delay_ms: AtomicU64,
+    pub redirect_timeout_ms: AtomicU64,
+    /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
+    pub redirect_as_error: AtomicBool,
+}
+
+impl HotConfig {
+    pub fn load(&self, c: &Config) {
+        self.max_bulk_len.store(c.limits.max_bulk_len, Relaxed);
+        self.client_output_buffer_limit
+            .store(c.limits.client_output_buffer_limit, Relaxed);
+        self.throttle_max_delay_ms
+            .store(c.tenancy.throttle_max_delay_ms, Relaxed);
+        let ch = &c.tenancy.migration.client_handling;
+        self.redirect_timeout_ms
+            .store(ch.redirect_timeout_ms, Relaxed);
+        self.redirect_as_error
+            .store(ch.redirect_mode == "error", Relaxed);
+    }
+}
+
+/// What CLIENT LIST / CLIENT KILL see of a connection.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub created: Instant,
+    pub fields: Mutex<ClientFields>,
+    pub last_active: Mutex<Instant>,
+    /// Set (and `kill` notified) by CLIENT KILL or shutdown.
+    pub killed: AtomicBool,
+    pub kill: Notify,
+}
+
+/// The mutable, descriptive part of a connection.
+#[derive(Debug, Clone)]
+pub struct ClientFields {
+    pub name: String,
+    pub lib_name: String,
+    pub lib_ver: String,
+    pub tenant: Arc<str>,
+    pub resp: u8,
+    pub last_cmd: &'static str,
+    pub multi: i64,
+}
+
+impl ClientInfo {
+    /// One CLIENT LIST line (without the newline).
+    pub fn describe(&self) -> String {
+        let f = self.fields.lock().clone();
+        let idle = self.last_active.lock().elapsed().as_secs();
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            f.name,
+            self.created.elapsed().as_secs(),
+            idle,
+            f.multi,
+            f.last_cmd,
+            f.tenant,
+            f.lib_name,
+            f.lib_ver,
+            f.resp,
+            f.tenant,
+        )
+    }
+
+    pub fn kill(&self) {
+        self.killed.store(true, Relaxed);
+        self.kill.notify_one();
+    }
+}
+
+/// Everything connections share.
+pub struct Shared {
+    /// The configuration as last set (CONFIG SET updates it).
+    pub config: RwLock<Config>,
+    pub hot: HotConfig,
+    pub registry: Arc<Registry>,
+    pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    pub next_client_id: AtomicU64,
+    pub stats: ServerStats,
+    pub cmd_stats: CommandStats,
+    pub started: Instant,
+    pub run_id: String,
+    /// Address the listener is bound to (after port 0 was resolved).
+    pub local_addr: SocketAddr,
+    /// True when bound to a loopback address (then, without requirepass, unbound connections
+    /// are administrators).
+    pub loopback: bool,
+    /// Flips to true when the server starts shutting down.
+    pub shutdown: watch::Sender<bool>,
+    /// Applies a new log filter (CONFIG SET loglevel); absent in embedded servers.
+    pub set_log_level: Option<Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>>,
+}
+
+impl Shared {
+    pub fn requirepass(&self) -> Option<String> {
+        self.config.read().requirepass().map(str::to_string)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// The address clients should use to reach this server.
+    pub fn advertised_addr(&self) -> String {
+        self.local_addr.to_string()
+    }
+}
+
+/// Resolves once shutdown has begun (or the server is gone).
+pub async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

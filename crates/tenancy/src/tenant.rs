@@ -1,0 +1,314 @@
+//! One tenant: its keyspace, credentials, ownership state, quotas, throttle and write gate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use ferrite_storage::Keyspace;
+use parking_lot::RwLock;
+
+use crate::gate::WriteGate;
+use crate::throttle::{Admission, Throttle};
+
+/// Where a tenant's data is served from, as seen by this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TenantState {
+    /// Served here.
+    Active = 0,
+    /// A migration is writing it here; clients get `-TRYAGAIN` until it is activated.
+    Importing = 1,
+    /// Served by another server; clients get `-MOVED tenant:<id> <addr>`.
+    Moved = 2,
+    /// Administratively suspended; commands are refused.
+    Suspended = 3,
+}
+
+impl TenantState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TenantState::Active => "active",
+            TenantState::Importing => "importing",
+            TenantState::Moved => "moved",
+            TenantState::Suspended => "suspended",
+        }
+    }
+
+    fn from_u8(v: u8) -> TenantState {
+        match v {
+            1 => TenantState::Importing,
+            2 => TenantState::Moved,
+            3 => TenantState::Suspended,
+            _ => TenantState::Active,
+        }
+    }
+}
+
+/// Quotas of a tenant; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    pub maxmemory: u64,
+    pub maxkeys: u64,
+    /// Commands per second (the throttle).
+    pub ops: u64,
+}
+
+/// Why a write was refused by a quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    Memory { used: u64, limit: u64 },
+    Keys { keys: u64, limit: u64 },
+}
+
+/// Counters of a tenant, exported as metrics with a `tenant` label.
+#[derive(Debug, Default)]
+pub struct TenantStats {
+    pub commands: AtomicU64,
+    pub throttled: AtomicU64,
+    pub rejected: AtomicU64,
+    pub clients: AtomicU64,
+    /// Commands per second over the last sampling period (see [`Tenant::sample_ops`]).
+    pub ops_per_sec: AtomicU64,
+    last_sample: parking_lot::Mutex<(u64, Option<std::time::Instant>)>,
+}
+
+/// A tenant. Connections hold an `Arc<Tenant>`; its keyspace can be swapped (activation of an
+/// import, release of a frozen copy) without the connections noticing more than a state change.
+pub struct Tenant {
+    id: Arc<str>,
+    password: RwLock<Option<String>>,
+    keyspace: RwLock<Arc<Keyspace>>,
+    state: AtomicU8,
+    /// The server now serving the tenant, when `Moved`.
+    moved_to: RwLock<Option<String>>,
+    limits: RwLock<TenantLimits>,
+    throttle: Throttle,
+    gate: WriteGate,
+    /// Unix ms.
+    created_at: u64,
+    deleted: AtomicBool,
+    pub stats: TenantStats,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant")
+            .field("id", &self.id)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a tenant id: 1..=64 characters of `[A-Za-z0-9_.-]`.
+pub fn valid_tenant_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+impl Tenant {
+    pub fn new(id: &str, password: Option<String>, limits: TenantLimits) -> Tenant {
+        Tenant {
+            id: id.into(),
+            password: RwLock::new(password),
+            keyspace: RwLock::new(Arc::new(Keyspace::new())),
+            state: AtomicU8::new(TenantState::Active as u8),
+            moved_to: RwLock::new(None),
+            throttle: Throttle::new(limits.ops),
+            limits: RwLock::new(limits),
+            gate: WriteGate::default(),
+            created_at: ferrite_storage::now_ms(),
+            deleted: AtomicBool::new(false),
+            stats: TenantStats::default(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn keyspace(&self) -> Arc<Keyspace> {
+        self.keyspace.read().clone()
+    }
+
+    /// Replaces the keyspace (activation of an import; release of a frozen copy).
+    pub fn replace_keyspace(&self, ks: Arc<Keyspace>) -> Arc<Keyspace> {
+        std::mem::replace(&mut *self.keyspace.write(), ks)
+    }
+
+    pub fn state(&self) -> TenantState {
+        TenantState::from_u8(self.state.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    pub fn set_state(&self, s: TenantState) {
+        self.state
+            .store(s as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Marks the tenant as served elsewhere.
+    pub fn set_moved(&self, addr: &str) {
+        *self.moved_to.write() = Some(addr.to_string());
+        self.set_state(TenantState::Moved);
+    }
+
+    pub fn moved_to(&self) -> Option<String> {
+        self.moved_to.read().clone()
+    }
+
+    pub fn check_password(&self, pw: &[u8]) -> bool {
+        match &*self.password.read() {
+            Some(p) => constant_time_eq(p.as_bytes(), pw),
+            None => false,
+        }
+    }
+
+    pub fn has_password(&self) -> bool {
+        self.password.read().is_some()
+    }
+
+    /// The password, for carrying the tenant's settings to a migration target.
+    pub fn password(&self) -> Option<String> {
+        self.password.read().clone()
+    }
+
+    pub fn set_password(&self, pw: Option<String>) {
+        *self.password.write() = pw;
+    }
+
+    pub fn limits(&self) -> TenantLimits {
+        *self.limits.read()
+    }
+
+    pub fn set_limits(&self, l: TenantLimits) {
+        *self.limits.write() = l;
+        self.throttle.set_rate(l.ops);
+    }
+
+    pub fn set_ops_limit(&self, ops: u64) {
+        self.limits.write().ops = ops;
+        self.throttle.set_rate(ops);
+    }
+
+    pub fn gate(&self) -> &WriteGate {
+        &self.gate
+    }
+
+    pub fn created_at(&self) -> u64 {
+        self.created_at
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Relaxed)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Relaxed);
+    }
+
+    /// Asks the throttle for one command.
+    pub fn admit(&self, max_delay: Duration) -> Admission {
+        let a = self.throttle.admit(max_delay);
+        match a {
+            Admission::Now => {}
+            Admission::After(_) => {
+                self.stats.throttled.fetch_add(1, Relaxed);
+            }
+            Admission::Refused(_) => {
+                self.stats.rejected.fetch_add(1, Relaxed);
+            }
+        }
+        a
+    }
+
+    /// Checks the memory and key quotas before a write that may grow the tenant by `new_keys`
+    /// keys. Reads and deletes never call this.
+    pub fn check_quota(&self, new_keys: u64) -> Result<(), QuotaExceeded> {
+        let l = self.limits();
+        if l.maxmemory == 0 && l.maxkeys == 0 {
+            return Ok(());
+        }
+        let ks = self.keyspace.read();
+        if l.maxmemory > 0 {
+            let used = ks.used_bytes();
+            if used > l.maxmemory {
+                self.stats.rejected.fetch_add(1, Relaxed);
+                return Err(QuotaExceeded::Memory {
+                    used,
+                    limit: l.maxmemory,
+                });
+            }
+        }
+        if l.maxkeys > 0 && new_keys > 0 {
+            let keys = ks.len();
+            if keys + new_keys > l.maxkeys {
+                self.stats.rejected.fetch_add(1, Relaxed);
+                return Err(QuotaExceeded::Keys {
+                    keys,
+                    limit: l.maxkeys,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates `ops_per_sec` from the command counter; called about once a second.
+    pub fn sample_ops(&self) {
+        let now = std::time::Instant::now();
+        let count = self.stats.commands.load(Relaxed);
+        let mut last = self.stats.last_sample.lock();
+        if let Some(t) = last.1 {
+            let secs = now.duration_since(t).as_secs_f64();
+            if secs > 0.0 {
+                let rate = (count.saturating_sub(last.0)) as f64 / secs;
+                self.stats.ops_per_sec.store(rate.round() as u64, Relaxed);
+            }
+        }
+        *last = (count, Some(now));
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(valid_tenant_id(b"acme-corp.eu_1"));
+        assert!(!valid_tenant_id(b""));
+        assert!(!valid_tenant_id(b"a b"));
+        assert!(!valid_tenant_id(b"a:b"));
+        assert!(!valid_tenant_id(&[b'a'; 65]));
+        assert!(valid_tenant_id(&[b'a'; 64]));
+    }
+
+    #[test]
+    fn quotas() {
+        let t = Tenant::new(
+            "t",
+            None,
+            TenantLimits {
+                maxkeys: 2,
+                ..Default::default()
+            },
+        );
+        assert!(t.check_quota(2).is_ok());
+        assert_eq!(
+            t.check_quota(3),
+            Err(QuotaExceeded::Keys { keys: 0, limit: 2 })
+        );
+        assert!(t.check_password(b"x") == false);
+        t.set_password(Some("pw".into()));
+        assert!(t.check_password(b"pw"));
+        assert!(!t.check_password(b"pW"));
+    }
+}
