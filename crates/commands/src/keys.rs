@@ -294,11 +294,8 @@ fn keys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn scan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let cursor = parse_cursor(args.get(1))?;
     let opts = parse_scan_options(&args, 2, true, false)?;
-    let type_filter = match opts.type_filter {
-        // Redis accepts unknown type names and simply matches nothing.
-        Some(t) => Some(ValueType::from_name(t)),
-        None => None,
-    };
+    // Redis accepts unknown type names and simply matches nothing.
+    let type_filter = opts.type_filter.map(ValueType::from_name);
     let mut found = Vec::new();
     let next = ctx.db.scan(cursor, opts.count, ctx.now, |k, e| {
         if opts.matches(k) && type_filter.is_none_or(|t| t == Some(e.value_type())) {

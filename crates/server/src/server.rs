@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
-use crate::shared::{HotConfig, Shared};
+use crate::shared::{HotConfig, LogLevelSetter, Shared};
 use crate::stats::{CommandStats, ServerStats};
 use crate::{connection, hooks};
 
@@ -22,7 +22,7 @@ use crate::{connection, hooks};
 #[derive(Default)]
 pub struct StartOptions {
     /// Applies a new log filter (CONFIG SET loglevel).
-    pub set_log_level: Option<Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>>,
+    pub set_log_level: Option<LogLevelSetter>,
 }
 
 /// A running server.

@@ -114,7 +114,7 @@ pub struct Shared {
     /// Flips to true when the server starts shutting down.
     pub shutdown: watch::Sender<bool>,
     /// Applies a new log filter (CONFIG SET loglevel); absent in embedded servers.
-    pub set_log_level: Option<Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>>,
+    pub set_log_level: Option<LogLevelSetter>,
 }
 
 impl Shared {
@@ -151,3 +151,6 @@ pub async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
         }
     }
 }
+
+/// Applies a new log filter; returns why it could not.
+pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;

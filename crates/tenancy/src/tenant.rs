@@ -306,7 +306,7 @@ mod tests {
             t.check_quota(3),
             Err(QuotaExceeded::Keys { keys: 0, limit: 2 })
         );
-        assert!(t.check_password(b"x") == false);
+        assert!(!t.check_password(b"x"));
         t.set_password(Some("pw".into()));
         assert!(t.check_password(b"pw"));
         assert!(!t.check_password(b"pW"));

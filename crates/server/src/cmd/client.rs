@@ -46,7 +46,7 @@ pub fn client(
         }
         b"SETINFO" if args.len() == 4 => {
             let value = args.get(3);
-            if value.iter().any(|&c| c < b'!' || c > b'~') {
+            if value.iter().any(|c| !(b'!'..=b'~').contains(c)) {
                 return Err(ErrorReply::err(format!(
                     "{} cannot contain spaces, newlines or special characters.",
                     args.text(2).to_ascii_lowercase()
