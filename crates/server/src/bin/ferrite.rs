@@ -140,6 +140,9 @@ fn main() -> ExitCode {
         };
         // Tests and scripts read this line to learn the port when started with --port 0.
         println!("Ferrite ready to accept connections on {}", server.addr);
+        if let Some(m) = server.metrics_addr {
+            println!("Ferrite metrics on http://{m}/metrics");
+        }
         let shared = server.shared().clone();
         tokio::spawn(async move {
             wait_for_signal().await;
