@@ -77,13 +77,18 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut port = None;
         let mut metrics_port = None;
-        while Instant::now() < deadline && (port.is_none() || (wants_metrics && metrics_port.is_none())) {
+        while Instant::now() < deadline
+            && (port.is_none() || (wants_metrics && metrics_port.is_none()))
+        {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok((true, p)) => port = p,
                 Ok((false, p)) => metrics_port = p,
                 Err(_) => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        panic!("ferrite exited with {status} before it was ready: {:?}", log.lock());
+                        panic!(
+                            "ferrite exited with {status} before it was ready: {:?}",
+                            log.lock()
+                        );
                     }
                 }
             }

@@ -1,0 +1,9 @@
+//! Integration tests of the server core: real `ferrite` processes driven by redis-rs and raw
+//! sockets.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod basics;
+mod lifecycle;
