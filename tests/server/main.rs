@@ -7,3 +7,4 @@ mod common;
 mod bad_input;
 mod basics;
 mod lifecycle;
+mod tenancy;

@@ -136,8 +136,41 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
     if v.is_nan() { None } else { Some(v) }
 }
 
+/// Parses a byte size the way Redis's configuration does: a plain integer, or one with a unit
+/// suffix `k`/`m`/`g` (powers of 1000) or `kb`/`mb`/`gb` (powers of 1024), case-insensitive.
+pub fn parse_memory_size(s: &[u8]) -> Option<u64> {
+    let t = std::str::from_utf8(s).ok()?.to_ascii_lowercase();
+    let (digits, mult) = [
+        ("gb", 1u64 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1000),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|d| (d.to_string(), *m)))
+    .unwrap_or((t.clone(), 1));
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(super::parse_memory_size(b"100"), Some(100));
+        assert_eq!(super::parse_memory_size(b"1kb"), Some(1024));
+        assert_eq!(super::parse_memory_size(b"2MB"), Some(2 << 20));
+        assert_eq!(super::parse_memory_size(b"3g"), Some(3_000_000_000));
+        assert_eq!(super::parse_memory_size(b"-1"), None);
+        assert_eq!(super::parse_memory_size(b"mb"), None);
+        assert_eq!(super::parse_memory_size(b"1.5mb"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -134,10 +134,10 @@ pub fn check_ownership(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result
             "tenant '{}' is being imported; retry shortly",
             tenant.id()
         ))),
-        TenantState::Suspended => Err(ErrorReply::coded(
-            "SUSPENDED",
-            format!("tenant '{}' is suspended", tenant.id()),
-        )),
+        TenantState::Suspended => Err(ErrorReply::err(format!(
+            "tenant '{}' is suspended",
+            tenant.id()
+        ))),
     }
 }
 

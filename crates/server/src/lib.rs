@@ -27,6 +27,7 @@ mod migration_info;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod timefmt;
 
 pub use config::Config;
 pub use server::{ServerHandle, StartOptions, start};

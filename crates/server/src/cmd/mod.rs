@@ -4,6 +4,7 @@
 mod client;
 mod connection;
 mod introspection;
+mod tenant;
 mod transaction;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub async fn run_server_command(
         "watch" => transaction::watch(st, args, out),
         "unwatch" => transaction::unwatch(st, out),
         "exec" => transaction::exec(st, sh, out).await,
+        name if name.starts_with("tenant.") => tenant::run(st, sh, name, args, out),
         other => Err(ErrorReply::err(format!(
             "command '{other}' is not available on this server"
         ))),
