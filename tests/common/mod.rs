@@ -31,13 +31,13 @@ impl Server {
     /// unless given).
     pub fn start_with(extra: &[&str]) -> Server {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if !extra.iter().any(|a| *a == "--port") {
+        if !extra.contains(&"--port") {
             args.extend(["--port".into(), "0".into()]);
         }
-        if !extra.iter().any(|a| *a == "--metrics-addr") {
+        if !extra.contains(&"--metrics-addr") {
             args.extend(["--metrics-addr".into(), "off".into()]);
         }
-        if !extra.iter().any(|a| *a == "--log-level") {
+        if !extra.contains(&"--log-level") {
             args.extend(["--log-level".into(), "warn".into()]);
         }
         let mut child = Command::new(ferrite_bin())
