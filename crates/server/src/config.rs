@@ -351,6 +351,20 @@ impl Config {
         Ok(())
     }
 
+    /// The migration settings the tenancy crate runs with.
+    pub fn migration_settings(&self) -> ferrite_tenancy::MigrationSettings {
+        let m = &self.tenancy.migration;
+        ferrite_tenancy::MigrationSettings {
+            enabled: m.enabled,
+            max_concurrent: m.max_concurrent,
+            sync_timeout: std::time::Duration::from_secs(m.sync_timeout_secs),
+            cutover_max_lag: m.cutover_max_lag,
+            token: (!m.token.is_empty()).then(|| m.token.clone()),
+            retention: std::time::Duration::from_secs(m.retention_secs),
+            activation_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
     /// The admin password, if one is set.
     pub fn requirepass(&self) -> Option<&str> {
         (!self.server.requirepass.is_empty()).then_some(self.server.requirepass.as_str())

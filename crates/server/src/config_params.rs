@@ -261,6 +261,7 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
         }
     }
     sh.hot.load(&cfg);
+    sh.migrations.update_settings(cfg.migration_settings());
     sh.registry.update_settings(|s| {
         s.max_tenants = cfg.tenancy.max_tenants;
         s.default_limits.maxmemory = cfg.tenancy.default_maxmemory;

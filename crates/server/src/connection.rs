@@ -45,6 +45,9 @@ pub struct ClientState {
     pub authenticated: bool,
     /// May run administrative commands.
     pub admin: bool,
+    /// Authenticated as another server of the cluster with the migration token: may run the
+    /// internal TENANT.IMPORT.* commands (and nothing administrative).
+    pub migration_peer: bool,
     /// The tenant every key command is scoped to.
     pub tenant: Arc<Tenant>,
     /// Declared `CLIENT CAPA redirect`: gets `-REDIRECT host:port` instead of tenant MOVED.
@@ -120,6 +123,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         proto: Protocol::Resp2,
         authenticated: no_password,
         admin: no_password && shared.loopback,
+        migration_peer: false,
         tenant,
         capa_redirect: false,
         multi: None,

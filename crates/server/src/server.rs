@@ -91,18 +91,30 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         },
         throttle_max_delay_ms: config.tenancy.throttle_max_delay_ms,
     }));
+    let run_id = format!(
+        "{:032x}{:08x}",
+        rand::random::<u128>(),
+        rand::random::<u32>()
+    );
+    let migrations = ferrite_tenancy::MigrationManager::new(
+        registry.clone(),
+        config.migration_settings(),
+        addr.to_string(),
+        run_id.clone(),
+    );
     let hot = HotConfig::default();
     hot.load(&config);
     let (shutdown, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         hot,
         registry,
+        migrations,
         clients: Default::default(),
         next_client_id: 1.into(),
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
         started: Instant::now(),
-        run_id: format!("{:040x}", rand::random::<u128>()),
+        run_id,
         local_addr: addr,
         loopback: is_loopback(&addr),
         shutdown,
@@ -220,6 +232,9 @@ async fn cron(sh: Arc<Shared>) {
             for t in sh.registry.list() {
                 t.sample_ops();
             }
+            // Imports whose source went away for longer than the sync timeout are dropped.
+            let idle = sh.migrations.settings().sync_timeout;
+            sh.migrations.imports().reap(idle);
         }
     }
 }

@@ -100,6 +100,8 @@ pub struct Shared {
     pub config: RwLock<Config>,
     pub hot: HotConfig,
     pub registry: Arc<Registry>,
+    /// Outgoing migrations and incoming imports.
+    pub migrations: ferrite_tenancy::MigrationManager,
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,

@@ -439,7 +439,19 @@ impl Db {
 
     /// The write funnel: the key's slot, for reading and changing it.
     pub fn entry<'a>(&'a mut self, key: &'a [u8], now: u64) -> Slot<'a> {
-        match self.find_live(key, now) {
+        let idx = self.find_live(key, now);
+        self.slot(idx, key, now)
+    }
+
+    /// The write funnel without lazy expiry: restoring migrated keys mirrors the source's
+    /// physical content, expired-but-unreclaimed keys included.
+    pub fn entry_physical<'a>(&'a mut self, key: &'a [u8], now: u64) -> Slot<'a> {
+        let idx = self.table.find(key);
+        self.slot(idx, key, now)
+    }
+
+    fn slot<'a>(&'a mut self, idx: Option<u32>, key: &'a [u8], now: u64) -> Slot<'a> {
+        match idx {
             Some(idx) => {
                 let e = self.table.value_at(idx);
                 let before = Before {

@@ -21,6 +21,17 @@ pub enum Value {
     ZSet(Box<ZSetValue>),
 }
 
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}({} elements)",
+            self.value_type().name(),
+            self.elements()
+        )
+    }
+}
+
 /// The type of a value, as TYPE names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueType {

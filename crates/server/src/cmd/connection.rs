@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
 use ferrite_tenancy::DEFAULT_TENANT;
+use ferrite_tenancy::migration::MIGRATION_USER;
 
 use super::ServerResult;
 use crate::connection::ClientState;
@@ -87,6 +88,16 @@ pub fn authenticate(
                 Ok(())
             }
         },
+        Some(user) if user == MIGRATION_USER.as_bytes() => {
+            let token = sh.config.read().tenancy.migration.token.clone();
+            if token.is_empty() || token.as_bytes() != pass {
+                return Err(ErrorReply::wrong_pass());
+            }
+            st.authenticated = true;
+            st.migration_peer = true;
+            st.admin = false;
+            Ok(())
+        }
         Some(tenant) => {
             if tenant == DEFAULT_TENANT.as_bytes() {
                 return Err(ErrorReply::wrong_pass());
@@ -198,6 +209,7 @@ pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> Serv
     let no_password = sh.requirepass().is_none();
     st.authenticated = no_password;
     st.admin = no_password && sh.loopback;
+    st.migration_peer = false;
     st.info.fields.lock().name.clear();
     ReplyWriter::new(out, st.proto).simple("RESET");
     Ok(Flow::Continue)

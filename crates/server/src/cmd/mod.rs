@@ -4,6 +4,7 @@
 mod client;
 mod connection;
 mod introspection;
+mod migrate;
 mod tenant;
 mod transaction;
 
@@ -50,6 +51,9 @@ pub async fn run_server_command(
         "watch" => transaction::watch(st, args, out),
         "unwatch" => transaction::unwatch(st, out),
         "exec" => transaction::exec(st, sh, out).await,
+        name if name.starts_with("tenant.migrate") || name.starts_with("tenant.import.") => {
+            migrate::run(st, sh, name, args, out).await
+        }
         name if name.starts_with("tenant.") => tenant::run(st, sh, name, args, out),
         other => Err(ErrorReply::err(format!(
             "command '{other}' is not available on this server"

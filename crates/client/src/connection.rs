@@ -1,0 +1,296 @@
+//! One connection to a server: handshake (HELLO 3 with AUTH, falling back to RESP2), commands,
+//! and explicit send/receive for pipelining.
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use ferrite_protocol::frame::{Frame, decode_reply, frame_text};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::ClientError;
+
+/// How to reach and authenticate to a server.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `host:port`.
+    pub addr: String,
+    /// Tenant to bind to (`AUTH <tenant> <password>`); None = the default tenant.
+    pub tenant: Option<String>,
+    pub password: Option<String>,
+    /// Ask for RESP3 (HELLO 3); RESP2 is used when the server does not support HELLO.
+    pub resp3: bool,
+    pub connect_timeout: Duration,
+    /// Bound on each command's round trip.
+    pub command_timeout: Duration,
+    /// Client name set at connect time (CLIENT SETNAME).
+    pub name: Option<String>,
+}
+
+impl ConnectOptions {
+    pub fn new(addr: impl Into<String>) -> Self {
+        ConnectOptions {
+            addr: addr.into(),
+            tenant: None,
+            password: None,
+            resp3: true,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(30),
+            name: None,
+        }
+    }
+
+    pub fn tenant(mut self, tenant: impl Into<String>, password: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    pub fn resp2(mut self) -> Self {
+        self.resp3 = false;
+        self
+    }
+
+    pub fn command_timeout(mut self, t: Duration) -> Self {
+        self.command_timeout = t;
+        self
+    }
+
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+pub fn encode_command<A: AsRef<[u8]>>(buf: &mut BytesMut, args: &[A]) {
+    buf.put_u8(b'*');
+    buf.put_slice(args.len().to_string().as_bytes());
+    buf.put_slice(b"\r\n");
+    for a in args {
+        let a = a.as_ref();
+        buf.put_u8(b'$');
+        buf.put_slice(a.len().to_string().as_bytes());
+        buf.put_slice(b"\r\n");
+        buf.put_slice(a);
+        buf.put_slice(b"\r\n");
+    }
+}
+
+/// A connection speaking RESP2 or RESP3.
+pub struct Connection {
+    stream: TcpStream,
+    read: BytesMut,
+    write: BytesMut,
+    resp3: bool,
+    opts: ConnectOptions,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.opts.addr)
+            .field("resp3", &self.resp3)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects and authenticates.
+    pub async fn connect(opts: ConnectOptions) -> Result<Connection, ClientError> {
+        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&opts.addr))
+            .await
+            .map_err(|_| ClientError::Timeout(format!("connecting to {}", opts.addr)))?
+            .map_err(|e| ClientError::Connect {
+                addr: opts.addr.clone(),
+                source: e,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut c = Connection {
+            stream,
+            read: BytesMut::with_capacity(16 * 1024),
+            write: BytesMut::with_capacity(16 * 1024),
+            resp3: false,
+            opts,
+        };
+        c.handshake().await?;
+        Ok(c)
+    }
+
+    async fn handshake(&mut self) -> Result<(), ClientError> {
+        let user = self
+            .opts
+            .tenant
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        if self.opts.resp3 {
+            let mut args: Vec<Vec<u8>> = vec![b"HELLO".to_vec(), b"3".to_vec()];
+            if let Some(pw) = &self.opts.password {
+                args.extend([
+                    b"AUTH".to_vec(),
+                    user.clone().into_bytes(),
+                    pw.clone().into_bytes(),
+                ]);
+            }
+            match self.cmd(&args).await {
+                Ok(_) => {
+                    self.resp3 = true;
+                    return self.set_name().await;
+                }
+                // Servers without HELLO (or RESP3): fall back to RESP2 below.
+                Err(ClientError::Server(msg))
+                    if msg.starts_with("ERR unknown command") || msg.starts_with("NOPROTO") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(pw) = self.opts.password.clone() {
+            let r = match self.opts.tenant.clone() {
+                Some(t) => {
+                    self.cmd(&[b"AUTH".as_slice(), t.as_bytes(), pw.as_bytes()])
+                        .await
+                }
+                None => self.cmd(&[b"AUTH".as_slice(), pw.as_bytes()]).await,
+            };
+            r?;
+        }
+        self.set_name().await
+    }
+
+    async fn set_name(&mut self) -> Result<(), ClientError> {
+        if let Some(n) = self.opts.name.clone() {
+            self.cmd(&[b"CLIENT".as_slice(), b"SETNAME", n.as_bytes()])
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub fn is_resp3(&self) -> bool {
+        self.resp3
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.opts.addr
+    }
+
+    pub fn options(&self) -> &ConnectOptions {
+        &self.opts
+    }
+
+    /// Queues a command for sending (call [`Connection::flush`] or use [`Connection::send`]).
+    pub fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        encode_command(&mut self.write, args);
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        let t = self.opts.command_timeout;
+        let r = tokio::time::timeout(t, self.stream.write_all(&self.write)).await;
+        self.write.clear();
+        match r {
+            Err(_) => Err(ClientError::Timeout(format!(
+                "writing to {}",
+                self.opts.addr
+            ))),
+            Ok(Err(e)) => Err(ClientError::Io(e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Sends one command without waiting for its reply (pipelining).
+    pub async fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), ClientError> {
+        self.queue(args);
+        self.flush().await
+    }
+
+    /// Sends a pre-encoded request.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let t = self.opts.command_timeout;
+        match tokio::time::timeout(t, self.stream.write_all(bytes)).await {
+            Err(_) => Err(ClientError::Timeout(format!(
+                "writing to {}",
+                self.opts.addr
+            ))),
+            Ok(Err(e)) => Err(ClientError::Io(e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Receives the next reply; error replies are returned as `Ok(Frame::SimpleError/BlobError)`.
+    pub async fn recv_frame(&mut self) -> Result<Frame, ClientError> {
+        let t = self.opts.command_timeout;
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            match decode_reply(&mut self.read) {
+                Ok(Some(Frame::Push { .. })) => continue,
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.0)),
+            }
+            if self.read.capacity() - self.read.len() < 8192 {
+                self.read.reserve(64 * 1024);
+            }
+            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read))
+                .await
+                .map_err(|_| {
+                    ClientError::Timeout(format!("waiting for a reply from {}", self.opts.addr))
+                })?
+                .map_err(ClientError::Io)?;
+            if n == 0 {
+                return Err(ClientError::Closed(self.opts.addr.clone()));
+            }
+        }
+    }
+
+    /// Receives the next reply, turning error replies into [`ClientError`]s.
+    pub async fn recv(&mut self) -> Result<Frame, ClientError> {
+        let f = self.recv_frame().await?;
+        check(f)
+    }
+
+    /// Sends one command and waits for its reply.
+    pub async fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
+        self.send(args).await?;
+        self.recv().await
+    }
+
+    /// Sends several commands at once and returns every reply in order (errors included as
+    /// `Err` entries).
+    pub async fn pipeline<A: AsRef<[u8]>>(
+        &mut self,
+        cmds: &[Vec<A>],
+    ) -> Result<Vec<Result<Frame, ClientError>>, ClientError> {
+        for c in cmds {
+            self.queue(c);
+        }
+        self.flush().await?;
+        let mut out = Vec::with_capacity(cmds.len());
+        for _ in cmds {
+            out.push(check(self.recv_frame().await?));
+        }
+        Ok(out)
+    }
+}
+
+/// Turns an error frame into a [`ClientError`], classifying redirects and retries.
+pub fn check(f: Frame) -> Result<Frame, ClientError> {
+    match &f {
+        Frame::SimpleError { .. } | Frame::BlobError { .. } => {
+            let text = frame_text(&f).unwrap_or_default();
+            Err(ClientError::from_server_text(text))
+        }
+        _ => Ok(f),
+    }
+}

@@ -1,0 +1,15 @@
+//! `ferrite-client`: an async client for Ferrite (and any Redis-protocol server).
+//!
+//! - [`Connection`]: one connection: HELLO 3 with tenant AUTH (RESP2 fallback), commands,
+//!   explicit send/receive for pipelining.
+//! - [`ClientError`]: errors, with `-MOVED tenant:<id> <addr>`, `-REDIRECT` and `-TRYAGAIN` told
+//!   apart so callers (and the higher-level client) can follow or retry them.
+//! - [`value`]: conversions from reply frames to Rust values.
+
+pub mod connection;
+pub mod error;
+pub mod value;
+
+pub use connection::{ConnectOptions, Connection, encode_command};
+pub use error::ClientError;
+pub use ferrite_protocol::frame::Frame;

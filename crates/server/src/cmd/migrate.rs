@@ -1,0 +1,463 @@
+//! TENANT.MIGRATE* (operators, on the source) and TENANT.IMPORT.* (the source server, on the
+//! target). The work happens in `ferrite_tenancy::migration`; this module parses arguments and
+//! shapes replies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
+use ferrite_storage::digest::BUCKETS;
+use ferrite_tenancy::migration::{BeginRequest, ImportError};
+use ferrite_tenancy::{
+    MigrationConfig, MigrationError, MigrationMode, MigrationStatus, Registry, TenantLimits,
+};
+
+use super::ServerResult;
+use crate::connection::ClientState;
+use crate::dispatch::Flow;
+use crate::errors;
+use crate::shared::Shared;
+use crate::timefmt::rfc3339_ms;
+
+fn migration_err(e: MigrationError) -> ErrorReply {
+    ErrorReply::err(e)
+}
+
+fn import_err(e: ImportError) -> ErrorReply {
+    ErrorReply::err(e)
+}
+
+fn positive(args: &Args<'_>, i: usize, max: i64) -> Result<i64, ErrorReply> {
+    match args.int(i)? {
+        n if n >= 1 && n <= max => Ok(n),
+        _ => Err(ErrorReply::err(format!(
+            "{} must be between 1 and {max}",
+            args.text(i - 1).to_ascii_uppercase()
+        ))),
+    }
+}
+
+/// Percent with at most one decimal, as the spec shows it ("95%").
+fn percent(p: f64) -> String {
+    if (p - p.round()).abs() < 0.05 {
+        format!("{}%", p.round())
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
+    let fields: Vec<(&str, String)> = vec![
+        ("migration_id", s.id.clone()),
+        ("tenant", s.tenant.clone()),
+        ("source", s.source.clone()),
+        ("target", s.target.clone()),
+        ("mode", s.mode.name().into()),
+        ("state", s.state.name().into()),
+        ("phase", s.phase.name().into()),
+        ("progress", percent(s.progress)),
+        ("keys_synced", s.keys_synced.to_string()),
+        ("keys_total", s.keys_total.to_string()),
+        ("bytes_synced", s.bytes_synced.to_string()),
+        ("lag_keys", s.lag_keys.to_string()),
+        ("lag_bytes", s.lag_bytes.to_string()),
+        ("lag_seconds", format!("{:.3}", s.lag_seconds)),
+        ("lag_trend", s.lag_trend.name().into()),
+        ("keys_per_sec", format!("{:.0}", s.keys_per_sec)),
+        ("started_at", rfc3339_ms(s.started_at)),
+        (
+            "estimated_completion",
+            s.estimated_completion.map(rfc3339_ms).unwrap_or_default(),
+        ),
+        ("error", s.error.clone().unwrap_or_default()),
+        ("parallel", s.parallel.to_string()),
+        ("batch_size", s.batch_size.to_string()),
+        (
+            "downtime_ms",
+            s.downtime_ms.map(|d| format!("{d:.3}")).unwrap_or_default(),
+        ),
+        ("duration_seconds", format!("{:.3}", s.duration_seconds)),
+        ("bytes_sent", s.bytes_sent.to_string()),
+        ("reconnects", s.reconnects.to_string()),
+        ("import_id", s.import_id.clone().unwrap_or_default()),
+    ];
+    w.map(fields.len());
+    for (k, v) in fields {
+        w.bulk_str(k);
+        let numeric = matches!(
+            k,
+            "keys_synced"
+                | "keys_total"
+                | "bytes_synced"
+                | "lag_keys"
+                | "lag_bytes"
+                | "parallel"
+                | "batch_size"
+                | "bytes_sent"
+                | "reconnects"
+        );
+        match v.parse::<i64>() {
+            Ok(n) if numeric => w.int(n),
+            _ => w.bulk_str(&v),
+        }
+    }
+}
+
+pub async fn run(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    name: &str,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    if name.starts_with("tenant.import.") {
+        if !(st.admin || st.migration_peer) {
+            return Err(errors::no_permission(name));
+        }
+        return import(st, sh, name, args, out);
+    }
+    let mgr = &sh.migrations;
+    let proto = st.proto;
+    match name {
+        "tenant.migrate" => {
+            let tenant = Registry::validate_id(args.get(1)).map_err(|e| errors::tenancy(&e))?;
+            if !args.is(2, "TARGET") {
+                return Err(ErrorReply::syntax());
+            }
+            let target = args.text(3);
+            let mut cfg = MigrationConfig::default();
+            {
+                let c = sh.config.read();
+                let m = &c.tenancy.migration;
+                cfg.parallel = m.parallel_sync;
+                cfg.batch_size = m.batch_size;
+                cfg.mode = MigrationMode::parse(&m.default_mode).unwrap_or_default();
+            }
+            let mut i = 4;
+            while i < args.len() {
+                if i + 1 >= args.len() {
+                    return Err(ErrorReply::syntax());
+                }
+                match args.get(i).to_ascii_uppercase().as_slice() {
+                    b"MODE" => {
+                        cfg.mode = MigrationMode::parse(&args.text(i + 1)).ok_or_else(|| {
+                            ErrorReply::err(format!(
+                                "invalid MODE '{}': use live, fast or incremental",
+                                args.text(i + 1)
+                            ))
+                        })?;
+                    }
+                    b"PARALLEL" => cfg.parallel = positive(&args, i + 1, 64)? as usize,
+                    b"BATCH_SIZE" => cfg.batch_size = positive(&args, i + 1, 100_000)? as usize,
+                    b"TIMEOUT" => {
+                        cfg.timeout = Some(Duration::from_secs(
+                            positive(&args, i + 1, 86_400 * 30)? as u64,
+                        ))
+                    }
+                    b"AUTH" => cfg.auth = Some(args.text(i + 1)),
+                    _ => return Err(ErrorReply::syntax()),
+                }
+                i += 2;
+            }
+            let h = mgr
+                .migrate(tenant, &target, cfg)
+                .await
+                .map_err(migration_err)?;
+            let mut w = ReplyWriter::new(out, proto);
+            w.map(3);
+            w.bulk_str("migration_id");
+            w.bulk_str(&h.id);
+            w.bulk_str("state");
+            w.bulk_str(h.state.name());
+            w.bulk_str("progress");
+            w.bulk_str(&percent(h.progress));
+        }
+        "tenant.migrate.status" => {
+            let mut w = ReplyWriter::new(out, proto);
+            if args.is(1, "ALL") {
+                let all = mgr.status_all();
+                w.array(all.len());
+                for s in &all {
+                    write_status(&mut w, s);
+                }
+            } else {
+                let s = mgr.status(&args.text(1)).await.map_err(migration_err)?;
+                write_status(&mut w, &s);
+            }
+        }
+        "tenant.migrate.pause" => {
+            mgr.pause(&args.text(1)).await.map_err(migration_err)?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "tenant.migrate.resume" => {
+            mgr.resume(&args.text(1)).await.map_err(migration_err)?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "tenant.migrate.cancel" => {
+            mgr.cancel(&args.text(1)).await.map_err(migration_err)?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "tenant.migrate.cutover" => {
+            let force = match args.len() {
+                2 => false,
+                3 if args.is(2, "FORCE") => true,
+                _ => return Err(ErrorReply::syntax()),
+            };
+            let r = mgr
+                .cutover_with(&args.text(1), force)
+                .await
+                .map_err(migration_err)?;
+            let mut w = ReplyWriter::new(out, proto);
+            w.map(3);
+            w.bulk_str("status");
+            w.bulk_str(r.status);
+            w.bulk_str("downtime_ms");
+            w.bulk_str(&format!("{:.3}", r.downtime_ms));
+            w.bulk_str("keys_migrated");
+            w.int(r.keys_migrated as i64);
+        }
+        "tenant.migrate.verify" => {
+            let r = mgr.verify(&args.text(1)).await.map_err(migration_err)?;
+            let mut w = ReplyWriter::new(out, proto);
+            w.map(7);
+            w.bulk_str("keys_source");
+            w.int(r.keys_source as i64);
+            w.bulk_str("keys_target");
+            w.int(r.keys_target as i64);
+            w.bulk_str("checksum_match");
+            w.boolean(r.checksum_match);
+            w.bulk_str("sample_verified");
+            w.bulk_str(&format!("{}/{}", r.sample_matched, r.sample_compared));
+            w.bulk_str("sample_skipped");
+            w.int(r.sample_skipped as i64);
+            w.bulk_str("mismatched_buckets");
+            w.array(r.mismatched_buckets.len());
+            for b in &r.mismatched_buckets {
+                w.int(*b as i64);
+            }
+            w.bulk_str("status");
+            w.bulk_str(r.status);
+        }
+        "tenant.migrate.update" => {
+            let (mut parallel, mut batch, mut rate) = (None, None, None);
+            let mut i = 2;
+            while i < args.len() {
+                if i + 1 >= args.len() {
+                    return Err(ErrorReply::syntax());
+                }
+                match args.get(i).to_ascii_uppercase().as_slice() {
+                    b"PARALLEL" => parallel = Some(positive(&args, i + 1, 64)? as usize),
+                    b"BATCH_SIZE" => batch = Some(positive(&args, i + 1, 100_000)? as usize),
+                    b"RATE" => {
+                        let r = args.int(i + 1)?;
+                        if r < 0 {
+                            return Err(ErrorReply::must_be_positive());
+                        }
+                        rate = Some(r as u64);
+                    }
+                    _ => return Err(ErrorReply::syntax()),
+                }
+                i += 2;
+            }
+            mgr.update(&args.text(1), parallel, batch, rate)
+                .map_err(migration_err)?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        _ => {
+            return Err(ErrorReply::err(format!(
+                "unknown migration command '{name}'"
+            )));
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+fn import(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    name: &str,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let imports = sh.migrations.imports();
+    let proto = st.proto;
+    let mut w = ReplyWriter::new(out, proto);
+    match name {
+        "tenant.import.check" => {
+            let tenant = args.text(1);
+            let version: u16 = args
+                .text(2)
+                .parse()
+                .map_err(|_| ErrorReply::err("invalid wire version"))?;
+            if version != ferrite_tenancy::migration::wire::WIRE_VERSION {
+                return Err(import_err(ImportError::Version {
+                    theirs: version,
+                    ours: ferrite_tenancy::migration::wire::WIRE_VERSION,
+                }));
+            }
+            if args.text(3) == sh.run_id {
+                return Err(import_err(ImportError::SameServer));
+            }
+            let state = match sh.registry.get(&tenant) {
+                None => "absent",
+                Some(t) => t.state().name(),
+            };
+            if !matches!(state, "absent" | "moved") {
+                return Err(import_err(ImportError::TenantExists { tenant, state }));
+            }
+            let used: u64 = sh
+                .registry
+                .list()
+                .iter()
+                .map(|t| t.keyspace().used_bytes())
+                .sum();
+            w.map(5);
+            w.bulk_str("server");
+            w.bulk_str("ferrite");
+            w.bulk_str("version");
+            w.int(i64::from(ferrite_tenancy::migration::wire::WIRE_VERSION));
+            w.bulk_str("tenant_state");
+            w.bulk_str(state);
+            w.bulk_str("used_memory");
+            w.int(used as i64);
+            w.bulk_str("run_id");
+            w.bulk_str(&sh.run_id);
+        }
+        "tenant.import.begin" => {
+            let mut req = BeginRequest {
+                tenant: args.text(1),
+                migration_id: args.text(2),
+                version: args
+                    .text(3)
+                    .parse()
+                    .map_err(|_| ErrorReply::err("invalid wire version"))?,
+                source_addr: args.text(4),
+                source_run_id: args.text(5),
+                password: None,
+                limits: TenantLimits::default(),
+            };
+            let mut i = 6;
+            while i + 1 < args.len() {
+                match args.get(i).to_ascii_uppercase().as_slice() {
+                    b"PASSWORD" => req.password = Some(args.text(i + 1)),
+                    b"MAXMEMORY" => req.limits.maxmemory = args.int(i + 1)?.max(0) as u64,
+                    b"MAXKEYS" => req.limits.maxkeys = args.int(i + 1)?.max(0) as u64,
+                    b"OPS" => req.limits.ops = args.int(i + 1)?.max(0) as u64,
+                    _ => return Err(ErrorReply::syntax()),
+                }
+                i += 2;
+            }
+            if i != args.len() {
+                return Err(ErrorReply::syntax());
+            }
+            let imp = imports.begin(req).map_err(import_err)?;
+            w.map(3);
+            w.bulk_str("import_id");
+            w.bulk_str(&imp.id);
+            w.bulk_str("version");
+            w.int(i64::from(ferrite_tenancy::migration::wire::WIRE_VERSION));
+            w.bulk_str("state");
+            w.bulk_str(imp.state().name());
+        }
+        "tenant.import.batch" => {
+            let seq = imports
+                .apply_batch(&args.text(1), args.get(2))
+                .map_err(import_err)?;
+            w.int(seq as i64);
+        }
+        "tenant.import.resume" => {
+            let imp = imports.get(&args.text(1)).map_err(import_err)?;
+            if imp.state() != ferrite_tenancy::migration::ImportState::Receiving {
+                return Err(import_err(ImportError::WrongState {
+                    id: imp.id.clone(),
+                    state: imp.state().name(),
+                }));
+            }
+            let points = imp.resume_points();
+            w.map(points.len());
+            for (s, seq) in points {
+                w.bulk_str(&s.to_string());
+                w.int(seq as i64);
+            }
+        }
+        "tenant.import.prepare" => {
+            let (keys, digest) = imports.prepare(&args.text(1)).map_err(import_err)?;
+            w.map(2);
+            w.bulk_str("keys");
+            w.int(keys as i64);
+            w.bulk_str("digest");
+            w.bulk_str(&format!("{:016x}", digest.combined()));
+        }
+        "tenant.import.activate" => {
+            let a = imports.activate(&args.text(1)).map_err(import_err)?;
+            w.map(3);
+            w.bulk_str("keys");
+            w.int(a.keys as i64);
+            w.bulk_str("digest");
+            w.bulk_str(&format!("{:016x}", a.digest.combined()));
+            w.bulk_str("activated_at_ms");
+            w.int(a.at_ms as i64);
+        }
+        "tenant.import.abort" => {
+            imports.abort(&args.text(1)).map_err(import_err)?;
+            w.ok();
+        }
+        "tenant.import.status" => {
+            let imp = imports.get(&args.text(1)).map_err(import_err)?;
+            let act = imp.activation();
+            w.map(11);
+            w.bulk_str("import_id");
+            w.bulk_str(&imp.id);
+            w.bulk_str("tenant");
+            w.bulk_str(&imp.tenant_id);
+            w.bulk_str("migration_id");
+            w.bulk_str(&imp.migration_id);
+            w.bulk_str("source");
+            w.bulk_str(&imp.source_addr);
+            w.bulk_str("state");
+            w.bulk_str(imp.state().name());
+            w.bulk_str("batches");
+            w.int(imp.batches.load(std::sync::atomic::Ordering::Relaxed) as i64);
+            w.bulk_str("records");
+            w.int(imp.records.load(std::sync::atomic::Ordering::Relaxed) as i64);
+            w.bulk_str("activation_keys");
+            w.int(act.as_ref().map_or(-1, |a| a.keys as i64));
+            w.bulk_str("activated_at_ms");
+            w.int(act.as_ref().map_or(0, |a| a.at_ms as i64));
+            w.bulk_str("activation_digest");
+            w.bulk_str(
+                &act.as_ref()
+                    .map(|a| format!("{:016x}", a.digest.combined()))
+                    .unwrap_or_default(),
+            );
+            w.bulk_str("activation_buckets");
+            match &act {
+                Some(a) => {
+                    w.array(BUCKETS);
+                    for b in 0..BUCKETS {
+                        w.bulk_str(&format!("{:016x}", a.digest.bucket(b)));
+                    }
+                }
+                None => w.array(0),
+            }
+        }
+        "tenant.import.fetch" => {
+            let keys: Vec<&[u8]> = args.tail(2).iter().collect();
+            let vals = imports.fetch(&args.text(1), &keys).map_err(import_err)?;
+            w.array(vals.len());
+            for v in vals {
+                match v {
+                    Some((modified, bytes)) => {
+                        w.array(2);
+                        w.int(modified as i64);
+                        w.bulk(&bytes);
+                    }
+                    None => w.null_array(),
+                }
+            }
+        }
+        _ => return Err(ErrorReply::err(format!("unknown import command '{name}'"))),
+    }
+    Ok(Flow::Continue)
+}

@@ -1,0 +1,147 @@
+//! The lifecycle of a migration: states and the transitions allowed between them.
+//!
+//! ```text
+//! queued ─▶ syncing ─▶ live_sync ⇄ paused
+//!              │  ▲        │   ▲
+//!              ▼  │        ▼   │ (cutover refused or rolled back)
+//!            paused     cutting_over ─▶ completed ─▶ verified
+//! any running state ─▶ failed ─▶ syncing (retry)      any state before cutover ─▶ cancelled
+//! ```
+//! Every change goes through [`MigrationState::can_become`], so an operation that does not fit
+//! the current state is refused with an error naming the state.
+
+/// Where a migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MigrationState {
+    /// Waiting for a slot under `max_concurrent`.
+    Queued,
+    /// Copying the snapshot.
+    Syncing,
+    /// Snapshot done; shipping changes as they happen.
+    LiveSync,
+    /// Not shipping (changes are still captured).
+    Paused,
+    /// Writes gated, final drain, hand-over in progress.
+    CuttingOver,
+    /// The target owns the tenant.
+    Completed,
+    /// VERIFY found both sides equal.
+    Verified,
+    /// Stopped by an error (see `error`); the source still owns the tenant.
+    Failed,
+    /// Stopped by CANCEL; the source owns the tenant, the target holds nothing.
+    Cancelled,
+}
+
+impl MigrationState {
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationState::Queued => "queued",
+            MigrationState::Syncing => "syncing",
+            MigrationState::LiveSync => "live_sync",
+            MigrationState::Paused => "paused",
+            MigrationState::CuttingOver => "cutting_over",
+            MigrationState::Completed => "completed",
+            MigrationState::Verified => "verified",
+            MigrationState::Failed => "failed",
+            MigrationState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the transition `self → next` is allowed.
+    pub fn can_become(self, next: MigrationState) -> bool {
+        use MigrationState::*;
+        matches!(
+            (self, next),
+            (Queued, Syncing | Cancelled | Failed)
+                | (Syncing, LiveSync | Paused | Failed | Cancelled)
+                | (LiveSync, Paused | CuttingOver | Failed | Cancelled)
+                | (Paused, Syncing | LiveSync | Failed | Cancelled)
+                | (CuttingOver, Completed | LiveSync | Failed)
+                | (Completed, Verified | Completed)
+                | (Verified, Verified)
+                | (Failed, Syncing | Queued | Cancelled | Completed | LiveSync)
+        )
+    }
+
+    /// Still running (occupies a concurrency slot, holds change capture).
+    pub fn is_active(self) -> bool {
+        use MigrationState::*;
+        matches!(self, Syncing | LiveSync | Paused | CuttingOver)
+    }
+
+    /// Finished for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, MigrationState::Verified | MigrationState::Cancelled)
+    }
+}
+
+/// What the migration is doing, finer than the state (STATUS `phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MigrationPhase {
+    Queued,
+    Connecting,
+    Snapshot,
+    LiveSync,
+    Cutover,
+    Done,
+    Stopped,
+}
+
+impl MigrationPhase {
+    pub const ALL: [MigrationPhase; 7] = [
+        MigrationPhase::Queued,
+        MigrationPhase::Connecting,
+        MigrationPhase::Snapshot,
+        MigrationPhase::LiveSync,
+        MigrationPhase::Cutover,
+        MigrationPhase::Done,
+        MigrationPhase::Stopped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationPhase::Queued => "queued",
+            MigrationPhase::Connecting => "connecting",
+            MigrationPhase::Snapshot => "snapshot",
+            MigrationPhase::LiveSync => "live_sync",
+            MigrationPhase::Cutover => "cutover",
+            MigrationPhase::Done => "done",
+            MigrationPhase::Stopped => "stopped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MigrationState::*;
+
+    #[test]
+    fn transitions() {
+        assert!(Syncing.can_become(LiveSync));
+        assert!(LiveSync.can_become(Paused));
+        assert!(Paused.can_become(LiveSync));
+        assert!(LiveSync.can_become(CuttingOver));
+        assert!(CuttingOver.can_become(Completed));
+        assert!(
+            CuttingOver.can_become(LiveSync),
+            "a refused cutover goes back to live sync"
+        );
+        assert!(Completed.can_become(Verified));
+        assert!(
+            !Completed.can_become(Paused),
+            "PAUSE on a completed migration"
+        );
+        assert!(
+            !Completed.can_become(Cancelled),
+            "completed migrations are reversed, not cancelled"
+        );
+        assert!(!Cancelled.can_become(Syncing));
+        assert!(
+            !Paused.can_become(CuttingOver),
+            "resume before cutting over"
+        );
+        assert!(Failed.can_become(Syncing), "retry");
+        assert!(!Verified.can_become(Failed));
+    }
+}
