@@ -156,6 +156,13 @@ pub async fn run(
                         ))
                     }
                     b"AUTH" => cfg.auth = Some(args.text(i + 1)),
+                    b"RATE" => {
+                        let r = args.int(i + 1)?;
+                        if r < 0 {
+                            return Err(ErrorReply::must_be_positive());
+                        }
+                        cfg.rate_bytes_per_sec = r as u64;
+                    }
                     _ => return Err(ErrorReply::syntax()),
                 }
                 i += 2;

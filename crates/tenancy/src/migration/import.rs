@@ -118,6 +118,9 @@ impl Import {
     }
 }
 
+/// A key as FETCH returns it: modified time (Unix ms) and canonical value.
+pub type Fetched = (u64, Vec<u8>);
+
 /// All imports of this server.
 pub struct ImportManager {
     registry: Arc<Registry>,
@@ -333,7 +336,7 @@ impl ImportManager {
         &self,
         id: &str,
         keys: &[&[u8]],
-    ) -> Result<Vec<Option<(u64, Vec<u8>)>>, ImportError> {
+    ) -> Result<Vec<Option<Fetched>>, ImportError> {
         let import = self.get(id)?;
         let ks = import.staged.keyspace();
         let db = ks.lock();

@@ -1,0 +1,24 @@
+//! End-to-end live migration tests: two (or three) real `ferrite` processes, real TCP, real
+//! clients. Every test checks the target's data against what the source held, key by key or by
+//! checksum, with writes going on.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod util;
+
+mod bad_input;
+mod cancel_pause;
+mod live;
+
+use std::time::Duration;
+
+/// Generous bounds: these tests run on small shared CI machines.
+pub const LONG: Duration = Duration::from_secs(300);
+pub const SHORT: Duration = Duration::from_secs(30);
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
