@@ -45,6 +45,11 @@ impl ServerHandle {
         &self.shared.registry
     }
 
+    /// This server's migration manager (outgoing migrations and incoming imports).
+    pub fn migrations(&self) -> &ferrite_tenancy::MigrationManager {
+        &self.shared.migrations
+    }
+
     /// Begins a graceful shutdown (as SHUTDOWN or SIGTERM would).
     pub fn shutdown(&self) {
         self.shared.begin_shutdown();

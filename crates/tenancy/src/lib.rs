@@ -8,6 +8,72 @@
 //!   verify), [`ImportManager`] (target side), and the versioned wire format.
 //!
 //! This crate knows nothing about client sockets or the config file format.
+//!
+//! # Migrating a tenant
+//!
+//! Two servers in this process; a tenant with some keys on the first is moved live to the second,
+//! cut over, and verified by checksum:
+//!
+//! ```
+//! use std::time::Duration;
+//! use ferrite_storage::Value;
+//! use ferrite_tenancy::{CreateOptions, MigrationConfig, MigrationMode, MigrationPhase};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = ferrite_server::start_for_tests().await?;
+//! let target = ferrite_server::start_for_tests().await?;
+//! let tenant = source.registry().create(
+//!     "acme-corp",
+//!     CreateOptions { password: Some("s3cret".into()), ..Default::default() },
+//! )?;
+//! {
+//!     let ks = tenant.keyspace();
+//!     let mut db = ks.lock();
+//!     for i in 0..10_000 {
+//!         db.set(format!("key:{i}").as_bytes(), Value::string(format!("value {i}")), None, 0);
+//!     }
+//! }
+//!
+//! let manager = source.migrations();
+//! let migration = manager
+//!     .migrate(
+//!         "acme-corp",
+//!         &target.addr.to_string(),
+//!         MigrationConfig {
+//!             mode: MigrationMode::Live,
+//!             parallel: 4,
+//!             batch_size: 1000,
+//!             ..Default::default()
+//!         },
+//!     )
+//!     .await?;
+//!
+//! // Monitor progress until live sync has caught up.
+//! loop {
+//!     let status = manager.status(&migration.id).await?;
+//!     println!("Progress: {}%", status.progress);
+//!     if status.phase == MigrationPhase::LiveSync && status.lag_keys < 100 {
+//!         break;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(20)).await;
+//! }
+//!
+//! let result = manager.cutover(&migration.id).await?;
+//! println!("Migration completed, downtime: {}ms", result.downtime_ms);
+//! assert_eq!(result.keys_migrated, 10_000);
+//!
+//! let verification = manager.verify(&migration.id).await?;
+//! assert!(verification.checksum_match);
+//! assert_eq!(verification.status, "verified");
+//!
+//! // The target now serves the tenant; the source answers -MOVED.
+//! assert_eq!(target.registry().get("acme-corp").map(|t| t.keyspace().len()), Some(10_000));
+//! # source.stop().await;
+//! # target.stop().await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod error;
 pub mod gate;
