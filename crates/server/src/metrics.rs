@@ -45,6 +45,20 @@ pub mod names {
     pub const TENANT_THROTTLED: &str = "ferrite_tenant_throttled_total";
     pub const TENANT_REJECTED: &str = "ferrite_tenant_rejected_total";
     pub const TENANT_CLIENTS: &str = "ferrite_tenant_connected_clients";
+    pub const MIGRATION_PROGRESS: &str = "ferrite_tenant_migration_progress";
+    pub const MIGRATION_LAG_KEYS: &str = "ferrite_tenant_migration_lag_keys";
+    pub const MIGRATION_LAG_BYTES: &str = "ferrite_tenant_migration_lag_bytes";
+    pub const MIGRATION_LAG_SECONDS: &str = "ferrite_tenant_migration_lag_seconds";
+    pub const MIGRATION_PHASE: &str = "ferrite_tenant_migration_phase";
+    pub const MIGRATION_STATE: &str = "ferrite_tenant_migration_state";
+    pub const MIGRATION_DURATION: &str = "ferrite_tenant_migration_duration_seconds";
+    pub const MIGRATION_KEYS: &str = "ferrite_tenant_migration_keys_total";
+    pub const MIGRATION_BYTES: &str = "ferrite_tenant_migration_bytes_total";
+    pub const MIGRATION_DOWNTIME: &str = "ferrite_tenant_migration_cutover_downtime_seconds";
+    pub const MIGRATION_RECONNECTS: &str = "ferrite_tenant_migration_reconnects_total";
+    pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
+    pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
+    pub const IMPORTS_ACTIVE: &str = "ferrite_imports_active";
 }
 
 /// This server's metrics recorder.
@@ -136,6 +150,64 @@ fn describe() {
         "Commands of the tenant refused by a quota or the throttle."
     );
     describe_gauge!(names::TENANT_CLIENTS, "Connections bound to the tenant.");
+    describe_gauge!(
+        names::MIGRATION_PROGRESS,
+        "Progress of the tenant's latest migration, 0 to 1."
+    );
+    describe_gauge!(
+        names::MIGRATION_LAG_KEYS,
+        "Changed keys of the tenant not yet shipped to the migration target."
+    );
+    describe_gauge!(
+        names::MIGRATION_LAG_BYTES,
+        Unit::Bytes,
+        "Estimated bytes of the changed keys not yet shipped."
+    );
+    describe_gauge!(
+        names::MIGRATION_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest change not yet shipped."
+    );
+    describe_gauge!(
+        names::MIGRATION_PHASE,
+        "1 for the phase the tenant's latest migration is in, 0 for the others."
+    );
+    describe_gauge!(
+        names::MIGRATION_STATE,
+        "1 for the state of the tenant's latest migration, 0 for the others."
+    );
+    describe_gauge!(
+        names::MIGRATION_DURATION,
+        Unit::Seconds,
+        "How long the tenant's latest migration has run (or ran)."
+    );
+    describe_counter!(
+        names::MIGRATION_KEYS,
+        "Keys the tenant's latest migration has shipped and the target acknowledged."
+    );
+    describe_counter!(
+        names::MIGRATION_BYTES,
+        Unit::Bytes,
+        "Bytes the tenant's latest migration has shipped and the target acknowledged."
+    );
+    describe_gauge!(
+        names::MIGRATION_DOWNTIME,
+        Unit::Seconds,
+        "Write pause measured at the tenant's last cutover."
+    );
+    describe_counter!(
+        names::MIGRATION_RECONNECTS,
+        "Reconnections to the target during the tenant's latest migration."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_ACTIVE,
+        "Migrations running (not queued, not finished)."
+    );
+    describe_gauge!(names::MIGRATIONS_FAILED, "Migrations in state failed.");
+    describe_gauge!(
+        names::IMPORTS_ACTIVE,
+        "Imports being received from other servers."
+    );
 }
 
 /// Copies current values into the recorder.
@@ -183,6 +255,67 @@ fn refresh(sh: &Shared) {
     gauge!(names::KEYS).set(keys as f64);
     gauge!(names::MEMORY_USED).set(mem as f64);
     counter!(names::EXPIRED_KEYS).absolute(expired);
+    refresh_migrations(sh, cap);
+}
+
+/// Migration series, per tenant (its latest migration), capped like the tenant series.
+fn refresh_migrations(sh: &Shared, cap: usize) {
+    use ferrite_tenancy::{MigrationPhase, MigrationState};
+    let all = sh.migrations.status_all();
+    gauge!(names::MIGRATIONS_ACTIVE).set(all.iter().filter(|m| m.state.is_active()).count() as f64);
+    gauge!(names::MIGRATIONS_FAILED).set(
+        all.iter()
+            .filter(|m| m.state == MigrationState::Failed)
+            .count() as f64,
+    );
+    let receiving = sh
+        .migrations
+        .imports()
+        .list()
+        .iter()
+        .filter(|i| i.state() == ferrite_tenancy::migration::ImportState::Receiving)
+        .count();
+    gauge!(names::IMPORTS_ACTIVE).set(receiving as f64);
+    let mut latest: std::collections::BTreeMap<String, &ferrite_tenancy::MigrationStatus> =
+        std::collections::BTreeMap::new();
+    for m in &all {
+        let e = latest.entry(m.tenant.clone()).or_insert(m);
+        if m.started_at >= e.started_at {
+            *e = m;
+        }
+    }
+    const STATES: [MigrationState; 9] = [
+        MigrationState::Queued,
+        MigrationState::Syncing,
+        MigrationState::LiveSync,
+        MigrationState::Paused,
+        MigrationState::CuttingOver,
+        MigrationState::Completed,
+        MigrationState::Verified,
+        MigrationState::Failed,
+        MigrationState::Cancelled,
+    ];
+    for (tenant, m) in latest.into_iter().take(cap) {
+        gauge!(names::MIGRATION_PROGRESS, "tenant" => tenant.clone()).set(m.progress / 100.0);
+        gauge!(names::MIGRATION_LAG_KEYS, "tenant" => tenant.clone()).set(m.lag_keys as f64);
+        gauge!(names::MIGRATION_LAG_BYTES, "tenant" => tenant.clone()).set(m.lag_bytes as f64);
+        gauge!(names::MIGRATION_LAG_SECONDS, "tenant" => tenant.clone()).set(m.lag_seconds);
+        gauge!(names::MIGRATION_DURATION, "tenant" => tenant.clone()).set(m.duration_seconds);
+        counter!(names::MIGRATION_KEYS, "tenant" => tenant.clone()).absolute(m.keys_synced);
+        counter!(names::MIGRATION_BYTES, "tenant" => tenant.clone()).absolute(m.bytes_synced);
+        counter!(names::MIGRATION_RECONNECTS, "tenant" => tenant.clone()).absolute(m.reconnects);
+        if let Some(d) = m.downtime_ms {
+            gauge!(names::MIGRATION_DOWNTIME, "tenant" => tenant.clone()).set(d / 1000.0);
+        }
+        for p in MigrationPhase::ALL {
+            let v = if p == m.phase { 1.0 } else { 0.0 };
+            gauge!(names::MIGRATION_PHASE, "tenant" => tenant.clone(), "phase" => p.name()).set(v);
+        }
+        for s in STATES {
+            let v = if s == m.state { 1.0 } else { 0.0 };
+            gauge!(names::MIGRATION_STATE, "tenant" => tenant.clone(), "state" => s.name()).set(v);
+        }
+    }
 }
 
 fn tenant_series(id: &str, v: &[u64; 6]) {

@@ -332,11 +332,7 @@ impl ImportManager {
     }
 
     /// For VERIFY: each key's modified time and canonical value in the imported tenant.
-    pub fn fetch(
-        &self,
-        id: &str,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<Fetched>>, ImportError> {
+    pub fn fetch(&self, id: &str, keys: &[&[u8]]) -> Result<Vec<Option<Fetched>>, ImportError> {
         let import = self.get(id)?;
         let ks = import.staged.keyspace();
         let db = ks.lock();
