@@ -147,6 +147,8 @@ pub struct MigrationConfig {
     pub retention_secs: u64,
     pub target_validation: TargetValidationConfig,
     pub client_handling: ClientHandlingConfig,
+    /// Enables TENANT.MIGRATE.DEBUG breakpoints for fault-injection tests. Never in production.
+    pub fault_injection: bool,
 }
 
 impl Default for MigrationConfig {
@@ -163,6 +165,7 @@ impl Default for MigrationConfig {
             retention_secs: 3600,
             target_validation: TargetValidationConfig::default(),
             client_handling: ClientHandlingConfig::default(),
+            fault_injection: false,
         }
     }
 }
@@ -362,6 +365,13 @@ impl Config {
             token: (!m.token.is_empty()).then(|| m.token.clone()),
             retention: std::time::Duration::from_secs(m.retention_secs),
             activation_timeout: std::time::Duration::from_secs(30),
+            fault_injection: m.fault_injection,
+            validation: ferrite_tenancy::migration::validate::ValidationSettings {
+                connectivity: m.target_validation.verify_connectivity,
+                authentication: m.target_validation.verify_authentication,
+                capacity: m.target_validation.verify_capacity,
+                version: m.target_validation.verify_version,
+            },
         }
     }
 

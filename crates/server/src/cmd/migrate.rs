@@ -81,6 +81,10 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
         ("bytes_sent", s.bytes_sent.to_string()),
         ("reconnects", s.reconnects.to_string()),
         ("import_id", s.import_id.clone().unwrap_or_default()),
+        (
+            "scheduled_cutover",
+            s.scheduled_cutover.map(rfc3339_ms).unwrap_or_default(),
+        ),
     ];
     w.map(fields.len());
     for (k, v) in fields {
@@ -206,15 +210,43 @@ pub async fn run(
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.migrate.cutover" => {
-            let force = match args.len() {
-                2 => false,
-                3 if args.is(2, "FORCE") => true,
-                _ => return Err(ErrorReply::syntax()),
+            let id = args.text(1);
+            let force_at = |i: usize| -> Result<bool, ErrorReply> {
+                match args.len() {
+                    n if n == i => Ok(false),
+                    n if n == i + 1 && args.is(i, "FORCE") => Ok(true),
+                    _ => Err(ErrorReply::syntax()),
+                }
             };
-            let r = mgr
-                .cutover_with(&args.text(1), force)
-                .await
-                .map_err(migration_err)?;
+            let r = if args.len() >= 3 && args.is(2, "RETRY") {
+                mgr.cutover_retry(&id, force_at(3)?).await
+            } else if args.len() >= 3 && args.is(2, "SCHEDULED") {
+                if args.len() < 4 {
+                    return Err(ErrorReply::syntax());
+                }
+                let at = crate::timefmt::parse_rfc3339_ms(&args.text(3)).ok_or_else(|| {
+                    ErrorReply::err(format!(
+                        "invalid time '{}': use RFC 3339, e.g. 2026-01-16T02:00:00Z",
+                        args.text(3)
+                    ))
+                })?;
+                mgr.schedule_cutover(&id, at, force_at(4)?)
+                    .map_err(migration_err)?;
+                let mut w = ReplyWriter::new(out, proto);
+                w.map(2);
+                w.bulk_str("status");
+                w.bulk_str("scheduled");
+                w.bulk_str("scheduled_cutover");
+                w.bulk_str(&rfc3339_ms(at));
+                return Ok(Flow::Continue);
+            } else if args.len() == 3 && args.is(2, "UNSCHEDULE") {
+                mgr.unschedule_cutover(&id).map_err(migration_err)?;
+                ReplyWriter::new(out, proto).ok();
+                return Ok(Flow::Continue);
+            } else {
+                mgr.cutover_with(&id, force_at(2)?).await
+            };
+            let r = r.map_err(migration_err)?;
             let mut w = ReplyWriter::new(out, proto);
             w.map(3);
             w.bulk_str("status");
@@ -223,6 +255,43 @@ pub async fn run(
             w.bulk_str(&format!("{:.3}", r.downtime_ms));
             w.bulk_str("keys_migrated");
             w.int(r.keys_migrated as i64);
+        }
+        "tenant.migrate.validate" => {
+            let tenant = Registry::validate_id(args.get(1)).map_err(|e| errors::tenancy(&e))?;
+            if !args.is(2, "TARGET") {
+                return Err(ErrorReply::syntax());
+            }
+            let mut cfg = MigrationConfig::default();
+            match args.len() {
+                4 => {}
+                6 if args.is(4, "AUTH") => cfg.auth = Some(args.text(5)),
+                _ => return Err(ErrorReply::syntax()),
+            }
+            let report = mgr
+                .validate(tenant, &args.text(3), &cfg)
+                .await
+                .map_err(migration_err)?;
+            let mut w = ReplyWriter::new(out, proto);
+            w.map(report.checks.len() + 1);
+            for c in &report.checks {
+                w.bulk_str(c.name);
+                w.bulk_str(&c.detail);
+            }
+            w.bulk_str("result");
+            w.bulk_str(if report.ok() { "ok" } else { "failed" });
+        }
+        "tenant.migrate.debug" => {
+            let op = args.text(2).to_ascii_lowercase();
+            let point = (args.len() > 3).then(|| args.text(3));
+            let parked = mgr
+                .debug(&args.text(1), &op, point.as_deref())
+                .map_err(migration_err)?;
+            let mut w = ReplyWriter::new(out, proto);
+            match op.as_str() {
+                "waiting" => w.bulk_str(parked.unwrap_or("")),
+                "break" | "continue" => w.ok(),
+                _ => return Err(ErrorReply::syntax()),
+            }
         }
         "tenant.migrate.verify" => {
             let r = mgr.verify(&args.text(1)).await.map_err(migration_err)?;
@@ -319,7 +388,9 @@ fn import(
                 .iter()
                 .map(|t| t.keyspace().used_bytes())
                 .sum();
-            w.map(5);
+            w.map(6);
+            w.bulk_str("available_memory");
+            w.int(available_memory().map_or(-1, |m| m as i64));
             w.bulk_str("server");
             w.bulk_str("ferrite");
             w.bulk_str("version");
@@ -467,4 +538,12 @@ fn import(
         _ => return Err(ErrorReply::err(format!("unknown import command '{name}'"))),
     }
     Ok(Flow::Continue)
+}
+
+/// MemAvailable from /proc/meminfo, in bytes (what the capacity check compares against).
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

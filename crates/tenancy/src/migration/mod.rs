@@ -35,13 +35,17 @@
 //! ```
 //! A doctest that runs this against two in-process servers lives in the crate docs.
 
+mod cutover;
 pub mod import;
 pub mod lag;
 mod source;
 pub mod state;
+mod stream;
+pub mod validate;
+mod verify;
 pub mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -53,6 +57,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
 pub use lag::Trend;
+pub use cutover::BREAKPOINTS;
 pub use state::{MigrationPhase, MigrationState};
 
 use crate::registry::Registry;
@@ -136,6 +141,10 @@ pub struct MigrationSettings {
     /// How long the activation of the target may be retried before the cutover is declared
     /// failed (the tenant then waits for CUTOVER RETRY).
     pub activation_timeout: Duration,
+    /// Allows TENANT.MIGRATE.DEBUG breakpoints (tests only).
+    pub fault_injection: bool,
+    /// Which pre-migration checks run.
+    pub validation: validate::ValidationSettings,
 }
 
 impl Default for MigrationSettings {
@@ -148,6 +157,8 @@ impl Default for MigrationSettings {
             token: None,
             retention: Duration::from_secs(3600),
             activation_timeout: Duration::from_secs(30),
+            fault_injection: false,
+            validation: validate::ValidationSettings::default(),
         }
     }
 }
@@ -223,6 +234,10 @@ pub struct MigrationStatus {
     pub parallel: usize,
     pub batch_size: usize,
     pub import_id: Option<String>,
+    /// Unix ms of a scheduled cutover.
+    pub scheduled_cutover: Option<u64>,
+    /// The fault-injection breakpoint the coordinator is parked at (tests only).
+    pub parked_at: Option<&'static str>,
     /// Seconds since the migration started (until it finished).
     pub duration_seconds: f64,
     /// Bytes sent to the target, including resends after reconnects.
@@ -282,9 +297,18 @@ struct CutoverRequest {
     reply: oneshot::Sender<Result<CutoverResult, MigrationError>>,
 }
 
+/// A cutover planned for a given time.
+#[derive(Debug, Clone, Copy)]
+struct Scheduled {
+    at_ms: u64,
+    force: bool,
+}
+
 /// One migration (source side).
 pub struct Migration {
     pub id: String,
+    /// How to reach the target (fixed when the migration is created).
+    connect: ConnectOptions,
     pub tenant: Arc<Tenant>,
     pub source: String,
     pub target: String,
@@ -304,6 +328,15 @@ pub struct Migration {
     /// Signalled when the coordinator task ends.
     finished: Notify,
     task_done: AtomicBool,
+    checkpoint: Mutex<source::Checkpoint>,
+    /// When the cutover closed the gate (for the downtime of a retried activation).
+    gate_closed_at: Mutex<Option<Instant>>,
+    frozen_released: AtomicBool,
+    schedule: Mutex<Option<Scheduled>>,
+    schedule_generation: AtomicU64,
+    breakpoints: Mutex<HashSet<&'static str>>,
+    parked: Mutex<Option<&'static str>>,
+    release: Notify,
 }
 
 impl Migration {
@@ -433,7 +466,7 @@ impl MigrationManager {
     }
 
     /// Connection options for reaching a target.
-    fn connect_options(&self, target: &str, cfg: &MigrationConfig) -> ConnectOptions {
+    pub(crate) fn connect_options(&self, target: &str, cfg: &MigrationConfig) -> ConnectOptions {
         let mut o = ConnectOptions::new(target)
             .connect_timeout(Duration::from_secs(3))
             .command_timeout(Duration::from_secs(30))
@@ -523,13 +556,17 @@ impl MigrationManager {
         if same_endpoint(&target, &self.inner.self_addr) {
             return Err(MigrationError::SelfTarget);
         }
-        let (control, _) = self.connect_checked(tenant, &target, &cfg).await?;
+        let (control, check) = self.connect_checked(tenant, &target, &cfg).await?;
+        self.run_validation(&t, &target, &check, &cfg, false).await?;
+        self.supersede_failed(tenant).await;
 
         let n = self.inner.counter.fetch_add(1, Relaxed);
         let id = format!("mig_{}_{n}", self.inner.id_prefix);
         let now = ferrite_storage::now_ms();
+        let connect = self.connect_options(&target, &cfg);
         let mig = Arc::new(Migration {
             id: id.clone(),
+            connect,
             tenant: t.clone(),
             source: self.inner.self_addr.clone(),
             target: target.clone(),
@@ -559,6 +596,14 @@ impl MigrationManager {
             cutover: Mutex::new(None),
             finished: Notify::new(),
             task_done: AtomicBool::new(false),
+            checkpoint: Mutex::new(source::Checkpoint::default()),
+            gate_closed_at: Mutex::new(None),
+            frozen_released: AtomicBool::new(false),
+            schedule: Mutex::new(None),
+            schedule_generation: AtomicU64::new(0),
+            breakpoints: Mutex::new(HashSet::new()),
+            parked: Mutex::new(None),
+            release: Notify::new(),
         });
         {
             // Re-check under the lock so two concurrent MIGRATEs of one tenant cannot both pass.
@@ -577,7 +622,7 @@ impl MigrationManager {
         tracing::info!(migration = %id, tenant, target = %target, "migration created");
         let this = self.clone();
         let m = mig.clone();
-        tokio::spawn(async move { source::run(this, m, control).await });
+        tokio::spawn(async move { source::run(this, m, Some(control)).await });
         let st = mig.state();
         Ok(MigrationHandle {
             id,
@@ -683,6 +728,8 @@ impl MigrationManager {
             parallel: cfg.parallel,
             batch_size: cfg.batch_size,
             import_id: p.import_id,
+            scheduled_cutover: m.schedule.lock().map(|s| s.at_ms),
+            parked_at: *m.parked.lock(),
             duration_seconds: duration.as_secs_f64(),
             bytes_sent: m.bytes_sent.load(Relaxed),
             reconnects: m.reconnects.load(Relaxed),
@@ -714,9 +761,12 @@ impl MigrationManager {
         Ok(())
     }
 
-    /// Resumes shipping after PAUSE.
+    /// Resumes shipping after PAUSE; on a failed migration, retries it from its checkpoint.
     pub async fn resume(&self, id: &str) -> Result<(), MigrationError> {
         let m = self.find(id)?;
+        if m.state() == MigrationState::Failed {
+            return self.retry(&m);
+        }
         if m.state() != MigrationState::Paused {
             return Err(MigrationError::WrongState {
                 id: m.id.clone(),
@@ -735,8 +785,43 @@ impl MigrationManager {
         Ok(())
     }
 
+    /// Restarts a failed migration from its checkpoint (same import on the target when it still
+    /// has it: only what was not acknowledged is sent again).
+    fn retry(&self, m: &Arc<Migration>) -> Result<(), MigrationError> {
+        if m.tenant.state() != TenantState::Active {
+            return Err(MigrationError::WrongState {
+                id: m.id.clone(),
+                state: "failed after hand-over",
+                op: "resume (use TENANT.MIGRATE.CUTOVER <id> RETRY)",
+            });
+        }
+        if !m.task_done.load(Relaxed) {
+            return Err(MigrationError::WrongState {
+                id: m.id.clone(),
+                state: "failed (still stopping)",
+                op: "resume",
+            });
+        }
+        if let Some(other) = self.running_for(m.tenant.id()) {
+            return Err(MigrationError::TenantBusy {
+                tenant: m.tenant.id().into(),
+                migration: other,
+            });
+        }
+        m.transition(MigrationState::Queued, "retry")?;
+        m.set_phase(MigrationPhase::Queued);
+        m.paused.store(false, Relaxed);
+        m.cancel.store(false, Relaxed);
+        tracing::info!(migration = %m.id, "retrying from the checkpoint");
+        let this = self.clone();
+        let mm = m.clone();
+        tokio::spawn(async move { source::run(this, mm, None).await });
+        Ok(())
+    }
+
     /// Cancels a migration before cutover: the source stays the owner, untouched, and the target
-    /// drops everything it staged. Waits until both are done.
+    /// drops everything it staged. On a migration whose activation was never confirmed, the
+    /// target is asked to drop the import; only if it does does the source take the tenant back.
     pub async fn cancel(&self, id: &str) -> Result<(), MigrationError> {
         let m = self.find(id)?;
         let st = m.state();
@@ -747,11 +832,39 @@ impl MigrationManager {
                 op: "cancel",
             });
         }
+        self.unschedule_cutover(id).ok();
         m.cancel.store(true, Relaxed);
         m.wake.notify_waiters();
+        m.release.notify_waiters();
         if st == MigrationState::Failed || m.task_done.load(Relaxed) {
-            // No task is running: clean the target up here.
-            source::abort_target(self, &m).await;
+            // No coordinator is running: clean up here.
+            let handed_over = m.tenant.state() == TenantState::Moved;
+            if let Some(refusal) = source::abort_target(self, &m).await {
+                if handed_over && refusal.contains("is active") {
+                    // The target did activate: the migration actually completed.
+                    let keys = m.tenant.keyspace().len();
+                    cutover::complete(&m, keys, 0.0);
+                    source::release_checkpoint(&m);
+                    return Err(MigrationError::WrongState {
+                        id: m.id.clone(),
+                        state: "completed (the target confirmed it owns the tenant)",
+                        op: "cancel",
+                    });
+                }
+                if handed_over {
+                    return Err(MigrationError::Failed(format!(
+                        "cannot cancel: the target did not drop the import ({refusal}); the tenant stays handed over"
+                    )));
+                }
+            }
+            if handed_over {
+                m.tenant.set_state(TenantState::Active);
+                if m.tenant.gate().is_closed() {
+                    m.tenant.gate().open();
+                }
+            }
+            m.tenant.keyspace().lock().stop_tracking();
+            source::release_checkpoint(&m);
             m.transition(MigrationState::Cancelled, "cancel")?;
             m.set_phase(MigrationPhase::Stopped);
             return Ok(());
@@ -768,6 +881,148 @@ impl MigrationManager {
                 "cancel did not complete: migration is {}",
                 other.name()
             ))),
+        }
+    }
+
+    /// Cancels failed migrations of `tenant` before a new one starts (they would hold its change
+    /// capture and a staged import on their target).
+    async fn supersede_failed(&self, tenant: &str) {
+        let failed: Vec<String> = self
+            .inner
+            .migrations
+            .lock()
+            .values()
+            .filter(|m| m.tenant.id() == tenant && m.state() == MigrationState::Failed && m.tenant.state() == TenantState::Active)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in failed {
+            tracing::info!(migration = %id, "superseded by a new migration of the tenant; cancelling");
+            let _ = self.cancel(&id).await;
+        }
+    }
+
+    /// CUTOVER RETRY: after an unconfirmed activation, asks the target again; after a failure
+    /// before the hand-over, resumes the migration and cuts over once it is live again.
+    pub async fn cutover_retry(&self, id: &str, force: bool) -> Result<CutoverResult, MigrationError> {
+        let m = self.find(id)?;
+        match (m.state(), m.tenant.state()) {
+            (MigrationState::Failed, TenantState::Moved) => cutover::retry_activation(self, &m).await,
+            (MigrationState::Failed, _) => {
+                self.retry(&m)?;
+                let deadline = Instant::now() + self.settings().sync_timeout;
+                while m.state() != MigrationState::LiveSync {
+                    if matches!(m.state(), MigrationState::Failed | MigrationState::Cancelled) || Instant::now() > deadline {
+                        return Err(MigrationError::Failed(format!(
+                            "retry stopped before live sync: {}",
+                            m.progress.lock().error.clone().unwrap_or_else(|| m.state().name().into())
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                self.cutover_with(id, force).await
+            }
+            (MigrationState::LiveSync, _) => self.cutover_with(id, force).await,
+            (other, _) => Err(MigrationError::WrongState {
+                id: m.id.clone(),
+                state: other.name(),
+                op: "retry the cutover",
+            }),
+        }
+    }
+
+    /// Plans a cutover at `at_ms` (Unix ms). Visible in STATUS; cancelled by UNSCHEDULE or
+    /// CANCEL. When the time comes, a lag above `cutover_max_lag` is waited out for up to a
+    /// minute (unless `force`); the outcome is recorded in STATUS.
+    pub fn schedule_cutover(&self, id: &str, at_ms: u64, force: bool) -> Result<(), MigrationError> {
+        let m = self.find(id)?;
+        let st = m.state();
+        if !matches!(st, MigrationState::Queued | MigrationState::Syncing | MigrationState::LiveSync | MigrationState::Paused) {
+            return Err(MigrationError::WrongState {
+                id: m.id.clone(),
+                state: st.name(),
+                op: "schedule a cutover",
+            });
+        }
+        let generation = m.schedule_generation.fetch_add(1, Relaxed) + 1;
+        *m.schedule.lock() = Some(Scheduled { at_ms, force });
+        let this = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move { this.run_scheduled(id, generation).await });
+        Ok(())
+    }
+
+    pub fn unschedule_cutover(&self, id: &str) -> Result<(), MigrationError> {
+        let m = self.find(id)?;
+        m.schedule_generation.fetch_add(1, Relaxed);
+        *m.schedule.lock() = None;
+        Ok(())
+    }
+
+    async fn run_scheduled(&self, id: String, generation: u64) {
+        let Ok(m) = self.find(&id) else { return };
+        let Some(plan) = *m.schedule.lock() else { return };
+        let wait = plan.at_ms.saturating_sub(ferrite_storage::now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if m.schedule_generation.load(Relaxed) != generation {
+                return;
+            }
+            let outcome = match m.state() {
+                MigrationState::LiveSync => Some(self.cutover_with(&id, plan.force).await),
+                MigrationState::Syncing | MigrationState::Queued | MigrationState::Paused => None,
+                other => Some(Err(MigrationError::WrongState {
+                    id: id.clone(),
+                    state: other.name(),
+                    op: "cut over",
+                })),
+            };
+            match outcome {
+                Some(Ok(r)) => {
+                    tracing::info!(migration = %id, downtime_ms = r.downtime_ms, "scheduled cutover completed");
+                    break;
+                }
+                Some(Err(MigrationError::LagTooHigh { .. })) | None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Some(Err(e)) => {
+                    m.progress.lock().error = Some(format!("scheduled cutover failed: {e}"));
+                    break;
+                }
+                None => {
+                    m.progress.lock().error =
+                        Some("scheduled cutover failed: the migration never reached live sync".into());
+                    break;
+                }
+            }
+        }
+        if m.schedule_generation.load(Relaxed) == generation {
+            *m.schedule.lock() = None;
+        }
+    }
+
+    /// Fault injection for tests (`tenancy.migration.fault_injection = true`): arm a breakpoint,
+    /// release the parked coordinator, or ask where it is parked.
+    pub fn debug(&self, id: &str, op: &str, point: Option<&str>) -> Result<Option<&'static str>, MigrationError> {
+        if !self.settings().fault_injection {
+            return Err(MigrationError::Failed(
+                "fault injection is disabled (tenancy.migration.fault_injection = false)".into(),
+            ));
+        }
+        let m = self.find(id)?;
+        match op {
+            "break" => {
+                let p = point
+                    .and_then(|p| BREAKPOINTS.iter().find(|b| **b == p))
+                    .ok_or_else(|| MigrationError::Failed(format!("unknown breakpoint; use one of {}", BREAKPOINTS.join(", "))))?;
+                m.breakpoints.lock().insert(p);
+                Ok(None)
+            }
+            "continue" => {
+                m.release.notify_waiters();
+                Ok(None)
+            }
+            _ => Ok(*m.parked.lock()),
         }
     }
 
@@ -820,7 +1075,7 @@ impl MigrationManager {
     /// bucket, and a sample of keys value by value.
     pub async fn verify(&self, id: &str) -> Result<VerifyResult, MigrationError> {
         let m = self.find(id)?;
-        source::verify(self, &m).await
+        verify::verify(self, &m).await
     }
 
     /// Changes PARALLEL, BATCH_SIZE or RATE of a running migration.
