@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::hash::Hash;
 
-use ferrite_protocol::args::{parse_f64, parse_i64};
+use ferrite_protocol::args::parse_i64;
 use ferrite_protocol::number::format_human_double;
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::{HashValue, Slot, Value};
@@ -12,7 +12,9 @@ use rand::Rng;
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
 use crate::spec::{CmdResult, CommandSpec, Creates, Handler, KEY1, spec};
-use crate::util::{as_hash, as_hash_mut, int_bytes, parse_cursor, parse_scan_options};
+use crate::util::{
+    as_hash, as_hash_mut, int_bytes, parse_cursor, parse_scan_options, parse_stored_float,
+};
 
 const fn cmd(
     name: &'static str,
@@ -430,7 +432,9 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     }
     let text = update_field(ctx, args.get(1), args.get(2), |old| {
         let cur = match old {
-            Some(s) => parse_f64(s).ok_or_else(|| ErrorReply::err("hash value is not a float"))?,
+            Some(s) => {
+                parse_stored_float(s).ok_or_else(|| ErrorReply::err("hash value is not a float"))?
+            }
             None => 0.0,
         };
         let v = cur + delta;
@@ -631,6 +635,32 @@ mod tests {
             (&["HMGET", "h", "a", "x"], "*2\r\n$1\r\n1\r\n_\r\n"),
             (&["HGET", "h", "x"], "_\r\n"),
         ]);
+    }
+
+    #[test]
+    fn hincrbyfloat_reads_back_the_long_decimals_it_writes() {
+        let mut t = TestDb::new();
+        let big = format!("1{}", "0".repeat(300));
+        let big_plus = format!("2{}", "0".repeat(300));
+        t.check(&[
+            (
+                &["HINCRBYFLOAT", "h", "f", "1e300"],
+                &format!("${}\r\n{big}\r\n", big.len()),
+            ),
+            (
+                &["HINCRBYFLOAT", "h", "f", "1e300"],
+                &format!("${}\r\n{big_plus}\r\n", big.len()),
+            ),
+            (
+                &["HSET", "h", "g", &format!("1{}", "0".repeat(6000))],
+                ":1\r\n",
+            ),
+            (
+                &["HINCRBYFLOAT", "h", "g", "1"],
+                "-ERR hash value is not a float\r\n",
+            ),
+        ]);
+        t.assert_digest_consistent();
     }
 
     #[test]

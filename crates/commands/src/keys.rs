@@ -375,16 +375,18 @@ fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
         i += 1;
     }
-    let now = ctx.now;
-    let Some(e) = ctx.db.get(src, now) else {
-        ctx.w.int(0);
-        return Ok(());
-    };
+    // Redis compares the names before looking the source up: copying a missing key onto itself
+    // is the same error, not 0.
     if src == dst {
         return Err(ErrorReply::err(
             "source and destination objects are the same",
         ));
     }
+    let now = ctx.now;
+    let Some(e) = ctx.db.get(src, now) else {
+        ctx.w.int(0);
+        return Ok(());
+    };
     let (value, expire) = (e.value().deep_clone(), e.expire_at());
     let done = match ctx.db.entry(dst, now) {
         Slot::Occupied(_) if !replace => false,
@@ -503,8 +505,9 @@ fn pttl(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     ttl_generic(ctx, args, |at, now| (at - now) as i64)
 }
 
+/// Seconds, rounded to the nearest like TTL (Redis computes both as `(ms + 500) / 1000`).
 fn expiretime(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    ttl_generic(ctx, args, |at, _| (at / 1000) as i64)
+    ttl_generic(ctx, args, |at, _| (at.saturating_add(500) / 1000) as i64)
 }
 
 fn pexpiretime(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
@@ -572,6 +575,46 @@ mod tests {
     }
 
     #[test]
+    fn copy_onto_itself_is_refused_before_the_lookup() {
+        let mut t = TestDb::new();
+        let same = "-ERR source and destination objects are the same\r\n";
+        t.check(&[
+            (&["COPY", "missing", "missing"], same),
+            (&["COPY", "missing", "missing", "REPLACE"], same),
+            (&["COPY", "missing", "other"], ":0\r\n"),
+            // Option errors still come first, as in Redis.
+            (
+                &["COPY", "missing", "missing", "BOGUS"],
+                "-ERR syntax error\r\n",
+            ),
+            (&["SET", "k", "v"], "+OK\r\n"),
+            (&["COPY", "k", "k"], same),
+            (&["COPY", "k", "k", "REPLACE"], same),
+            (&["GET", "k"], "$1\r\nv\r\n"),
+            (&["EXISTS", "missing", "other"], ":0\r\n"),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn expiretime_rounds_to_the_nearest_second() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["SET", "k", "v"], "+OK\r\n"),
+            (&["PEXPIREAT", "k", "4102444800499"], ":1\r\n"),
+            (&["EXPIRETIME", "k"], ":4102444800\r\n"),
+            (&["PEXPIREAT", "k", "4102444800500"], ":1\r\n"),
+            (&["EXPIRETIME", "k"], ":4102444801\r\n"),
+            (&["PEXPIRETIME", "k"], ":4102444800500\r\n"),
+            (&["EXPIREAT", "k", "4102444900"], ":1\r\n"),
+            (&["EXPIRETIME", "k"], ":4102444900\r\n"),
+            (&["EXPIRETIME", "none"], ":-2\r\n"),
+            (&["PERSIST", "k"], ":1\r\n"),
+            (&["EXPIRETIME", "k"], ":-1\r\n"),
+        ]);
+    }
+
+    #[test]
     fn expiry_commands() {
         let mut t = TestDb::new();
         let now_s = (t.now / 1000).to_string();
@@ -613,7 +656,7 @@ mod tests {
             (&["TTL", "k"], ":2\r\n"),
             (
                 &["EXPIRETIME", "k"],
-                &format!(":{}\r\n", (t.now + 1500) / 1000),
+                &format!(":{}\r\n", (t.now + 1500 + 500) / 1000),
             ),
             (&["PEXPIRETIME", "k"], &format!(":{}\r\n", t.now + 1500)),
             (&["EXPIRE", "k", "-5"], ":1\r\n"),

@@ -1,6 +1,6 @@
 //! String commands.
 
-use ferrite_protocol::args::{parse_f64, parse_i64};
+use ferrite_protocol::args::parse_i64;
 use ferrite_protocol::number::format_human_double;
 use ferrite_protocol::{Args, ErrorReply};
 use ferrite_storage::{Slot, StrValue, Value};
@@ -8,7 +8,7 @@ use ferrite_storage::{Slot, StrValue, Value};
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
 use crate::spec::{CmdResult, CommandSpec, Creates, Handler, KEY1, spec};
-use crate::util::{as_str, as_str_mut, int_bytes};
+use crate::util::{as_str, as_str_mut, int_bytes, parse_stored_float};
 
 const fn cmd(
     name: &'static str,
@@ -235,6 +235,60 @@ enum ExpireOpt {
     Persist,
 }
 
+/// The expiry words of SET and GETEX, parsed the way Redis does: a unit may be repeated (the last
+/// number wins), while two different units, or a unit with KEEPTTL or PERSIST, are a syntax
+/// error. The number itself is only read by [`ExpiryWords::resolve`], when the command uses it.
+#[derive(Debug, Clone, Copy, Default)]
+struct ExpiryWords {
+    /// The unit word and the position of its number.
+    unit: Option<(&'static str, usize)>,
+    keepttl: bool,
+    persist: bool,
+}
+
+impl ExpiryWords {
+    /// Takes the expiry option at `i` if there is one; returns how many arguments it used (0: not
+    /// an expiry option of this command, or not allowed after the options already seen).
+    fn take(&mut self, args: &Args<'_>, i: usize, word: &[u8], for_getex: bool) -> usize {
+        let unit = match word {
+            b"EX" => Some("EX"),
+            b"PX" => Some("PX"),
+            b"EXAT" => Some("EXAT"),
+            b"PXAT" => Some("PXAT"),
+            _ => None,
+        };
+        if let Some(unit) = unit {
+            let same_unit = self.unit.is_none_or(|(u, _)| u == unit);
+            if same_unit && !self.keepttl && !self.persist && i + 1 < args.len() {
+                self.unit = Some((unit, i + 1));
+                return 2;
+            }
+            return 0;
+        }
+        match word {
+            b"KEEPTTL" if !for_getex && self.unit.is_none() => {
+                self.keepttl = true;
+                1
+            }
+            b"PERSIST" if for_getex && self.unit.is_none() => {
+                self.persist = true;
+                1
+            }
+            _ => 0,
+        }
+    }
+
+    /// Reads the number (if a unit was given) and turns the options into an [`ExpireOpt`].
+    fn resolve(&self, args: &Args<'_>, now: u64, cmd: &str) -> Result<ExpireOpt, ErrorReply> {
+        Ok(match self.unit {
+            Some((unit, at)) => ExpireOpt::At(absolute_expiry(unit, args.int(at)?, now, cmd)?),
+            None if self.keepttl => ExpireOpt::KeepTtl,
+            None if self.persist => ExpireOpt::Persist,
+            None => ExpireOpt::None,
+        })
+    }
+}
+
 /// Turns EX/PX/EXAT/PXAT and their number into an absolute time, with Redis's checks.
 fn absolute_expiry(kind: &str, n: i64, now: u64, cmd: &str) -> Result<u64, ErrorReply> {
     let bad = || ErrorReply::invalid_expire(cmd);
@@ -262,7 +316,7 @@ fn get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (mut nx, mut xx, mut get_old) = (false, false, false);
-    let mut expire = ExpireOpt::None;
+    let mut words = ExpiryWords::default();
     let mut i = 3;
     while i < args.len() {
         let word = args.get(i).to_ascii_uppercase();
@@ -270,19 +324,15 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             b"NX" if !xx => nx = true,
             b"XX" if !nx => xx = true,
             b"GET" => get_old = true,
-            b"KEEPTTL" if expire == ExpireOpt::None => expire = ExpireOpt::KeepTtl,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT"
-                if expire == ExpireOpt::None && i + 1 < args.len() =>
-            {
-                let n = args.int(i + 1)?;
-                let kind = std::str::from_utf8(&word).unwrap_or("EX");
-                expire = ExpireOpt::At(absolute_expiry(kind, n, ctx.now, "set")?);
-                i += 1;
-            }
-            _ => return Err(ErrorReply::syntax()),
+            w => match words.take(&args, i, w, false) {
+                0 => return Err(ErrorReply::syntax()),
+                used => i += used - 1,
+            },
         }
         i += 1;
     }
+    // Options first, then the expiry number (as Redis: `SET k v EX abc BOGUS` is a syntax error).
+    let expire = words.resolve(&args, ctx.now, "set")?;
     let key = args.get(1);
     let value = args.get(2);
     let now = ctx.now;
@@ -386,27 +436,24 @@ fn getdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// GETEX. Like Redis, only the option words are checked up front; the expiry number is read
+/// after the key was found and type-checked, so a missing key answers nil and a non-string
+/// WRONGTYPE whatever the number says.
 fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let mut opt = ExpireOpt::None;
+    let mut words = ExpiryWords::default();
     let mut i = 2;
     while i < args.len() {
         let word = args.get(i).to_ascii_uppercase();
-        match word.as_slice() {
-            b"PERSIST" if opt == ExpireOpt::None => opt = ExpireOpt::Persist,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if opt == ExpireOpt::None && i + 1 < args.len() => {
-                let n = args.int(i + 1)?;
-                let kind = std::str::from_utf8(&word).unwrap_or("EX");
-                opt = ExpireOpt::At(absolute_expiry(kind, n, ctx.now, "getex")?);
-                i += 1;
-            }
-            _ => return Err(ErrorReply::syntax()),
+        match words.take(&args, i, &word, true) {
+            0 => return Err(ErrorReply::syntax()),
+            used => i += used,
         }
-        i += 1;
     }
     let now = ctx.now;
     match ctx.db.entry(args.get(1), now) {
         Slot::Occupied(mut o) => {
             let value = as_str(o.get())?.as_bytes().to_vec();
+            let opt = words.resolve(&args, now, "getex")?;
             match opt {
                 ExpireOpt::At(t) if t <= now => {
                     o.remove();
@@ -496,13 +543,20 @@ fn incrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 fn decrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let d = args.int(2)?;
-    let d = d.checked_neg().ok_or_else(ErrorReply::overflow)?;
+    // Negating i64::MIN overflows; Redis refuses it up front with its own text.
+    let d = d
+        .checked_neg()
+        .ok_or_else(|| ErrorReply::err("decrement would overflow"))?;
     incr_by(ctx, args.get(1), d)
 }
 
 fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let delta = args.float(2)?;
     let key = args.get(1);
+    // Redis checks the key's type before it reads the increment.
+    if let Some(e) = ctx.db.get(key, ctx.now) {
+        as_str(e)?;
+    }
+    let delta = args.float(2)?;
     let compute = |cur: f64| -> Result<(f64, Vec<u8>), ErrorReply> {
         let v = cur + delta;
         if v.is_nan() || v.is_infinite() {
@@ -513,7 +567,7 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let text = match ctx.db.entry(key, ctx.now) {
         Slot::Occupied(mut o) => {
             let s = as_str_mut(o.get_mut())?;
-            let cur = parse_f64(s.as_bytes()).ok_or_else(ErrorReply::not_float)?;
+            let cur = parse_stored_float(s.as_bytes()).ok_or_else(ErrorReply::not_float)?;
             let (_, text) = compute(cur)?;
             s.set(text.clone());
             text
@@ -566,6 +620,12 @@ fn getrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     };
     let s = as_str(e)?.as_bytes();
     let len = s.len() as i64;
+    // Both from the end and the start after the end: empty, even where clamping both to the
+    // first byte would select it (Redis: GETRANGE "abc" -1 -5 is "", not "a").
+    if start < 0 && end < 0 && start > end {
+        ctx.w.bulk(b"");
+        return Ok(());
+    }
     let norm = |i: i64| {
         let i = if i < 0 { len + i } else { i };
         i.max(0)
@@ -589,13 +649,17 @@ fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     }
     let offset = offset as usize;
     let data = args.get(3);
-    if !data.is_empty() && offset + data.len() > ctx.max_bulk {
-        return Err(ErrorReply::string_too_long());
-    }
+    let max = ctx.max_bulk;
+    // As in Redis, the type is checked before the size: a non-string key is WRONGTYPE even for
+    // an offset past the limit.
+    let too_long = || offset.saturating_add(data.len()) > max;
     let len = match ctx.db.entry(args.get(1), ctx.now) {
         Slot::Occupied(mut o) => {
             let s = as_str_mut(o.get_mut())?;
             if !data.is_empty() {
+                if too_long() {
+                    return Err(ErrorReply::string_too_long());
+                }
                 s.set_range(offset, data);
             }
             s.len()
@@ -604,6 +668,9 @@ fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             if data.is_empty() {
                 0
             } else {
+                if too_long() {
+                    return Err(ErrorReply::string_too_long());
+                }
                 let mut s = StrValue::new(Vec::new());
                 s.set_range(offset, data);
                 let n = s.len();
@@ -705,6 +772,19 @@ mod tests {
             ),
             (
                 &["DECRBY", "c", "-9223372036854775808"],
+                "-ERR decrement would overflow\r\n",
+            ),
+            (
+                &["DECRBY", "s", "-9223372036854775808"],
+                "-ERR decrement would overflow\r\n",
+            ),
+            (&["SET", "c", "0"], "+OK\r\n"),
+            (
+                &["DECRBY", "c", "9223372036854775807"],
+                ":-9223372036854775807\r\n",
+            ),
+            (
+                &["DECRBY", "c", "2"],
                 "-ERR increment or decrement would overflow\r\n",
             ),
         ]);
@@ -732,6 +812,163 @@ mod tests {
             (&["SETRANGE", "e", "0", ""], ":0\r\n"),
             (&["STRLEN", "s"], ":11\r\n"),
             (&["STRLEN", "none"], ":0\r\n"),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn expiry_options_repeat_like_redis() {
+        let mut t = TestDb::new();
+        t.check(&[
+            // The same unit twice: the last number wins.
+            (&["SET", "k", "v", "EX", "10", "EX", "20"], "+OK\r\n"),
+            (&["TTL", "k"], ":20\r\n"),
+            (&["SET", "k", "v", "EX", "abc", "EX", "30"], "+OK\r\n"),
+            (&["TTL", "k"], ":30\r\n"),
+            (
+                &["SET", "k", "v", "KEEPTTL", "KEEPTTL", "GET", "GET"],
+                "$1\r\nv\r\n",
+            ),
+            (&["TTL", "k"], ":30\r\n"),
+            (&["SET", "k", "v", "NX", "NX"], "$-1\r\n"),
+            // Different units, or a unit with KEEPTTL: syntax errors, before any number.
+            (
+                &["SET", "k", "v", "EX", "10", "PX", "100"],
+                "-ERR syntax error\r\n",
+            ),
+            (
+                &["SET", "k", "v", "PX", "10", "KEEPTTL"],
+                "-ERR syntax error\r\n",
+            ),
+            (
+                &["SET", "k", "v", "KEEPTTL", "EX", "1"],
+                "-ERR syntax error\r\n",
+            ),
+            (
+                &["SET", "k", "v", "EX", "abc", "BOGUS"],
+                "-ERR syntax error\r\n",
+            ),
+            (&["SET", "k", "v", "PERSIST"], "-ERR syntax error\r\n"),
+            (
+                &["SET", "k", "v", "EX", "1", "EX", "abc"],
+                "-ERR value is not an integer or out of range\r\n",
+            ),
+            (&["TTL", "k"], ":30\r\n"),
+            // GETEX: PERSIST may repeat too, but not mix with a unit; no KEEPTTL.
+            (&["GETEX", "k", "PX", "5000", "PX", "9000"], "$1\r\nv\r\n"),
+            (&["PTTL", "k"], ":9000\r\n"),
+            (&["GETEX", "k", "PERSIST", "PERSIST"], "$1\r\nv\r\n"),
+            (&["TTL", "k"], ":-1\r\n"),
+            (
+                &["GETEX", "k", "PERSIST", "EX", "1"],
+                "-ERR syntax error\r\n",
+            ),
+            (&["GETEX", "k", "KEEPTTL"], "-ERR syntax error\r\n"),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn incrbyfloat_reads_back_the_long_decimals_it_writes() {
+        let mut t = TestDb::new();
+        let big = format!("1{}", "0".repeat(300));
+        let big_plus = format!("2{}", "0".repeat(300));
+        t.check(&[
+            (
+                &["INCRBYFLOAT", "f", "1e300"],
+                &format!("${}\r\n{big}\r\n", big.len()),
+            ),
+            (
+                &["INCRBYFLOAT", "f", "1e300"],
+                &format!("${}\r\n{big_plus}\r\n", big.len()),
+            ),
+            (&["SET", "g", &big], "+OK\r\n"),
+            (
+                &["INCRBYFLOAT", "g", "1e300"],
+                &format!("${}\r\n{big_plus}\r\n", big.len()),
+            ),
+            (&["SET", "h", &format!("1{}", "0".repeat(6000))], "+OK\r\n"),
+            (
+                &["INCRBYFLOAT", "h", "1"],
+                "-ERR value is not a valid float\r\n",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn getrange_with_both_ends_negative_and_crossed_is_empty() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["SET", "s", "abc"], "+OK\r\n"),
+            (&["GETRANGE", "s", "-1", "-5"], "$0\r\n\r\n"),
+            (&["GETRANGE", "s", "-1", "-2"], "$0\r\n\r\n"),
+            (&["GETRANGE", "s", "-100", "-50"], "$1\r\na\r\n"),
+            (&["GETRANGE", "s", "-2", "-2"], "$1\r\nb\r\n"),
+            (&["GETRANGE", "s", "-5", "-1"], "$3\r\nabc\r\n"),
+            (&["GETRANGE", "s", "2", "-5"], "$0\r\n\r\n"),
+            (&["GETRANGE", "s", "-1", "0"], "$0\r\n\r\n"),
+            (&["SET", "one", "x"], "+OK\r\n"),
+            (&["GETRANGE", "one", "-1", "-5"], "$0\r\n\r\n"),
+            (&["GETRANGE", "one", "0", "-5"], "$1\r\nx\r\n"),
+        ]);
+    }
+
+    #[test]
+    fn type_checks_come_before_argument_checks() {
+        let mut t = TestDb::new();
+        t.run(&["RPUSH", "l", "x"]);
+        t.check(&[
+            // GETEX reads its number only for an existing string.
+            (&["GETEX", "l", "EX", "0"], WRONGTYPE),
+            (&["GETEX", "l", "EX", "abc"], WRONGTYPE),
+            (&["GETEX", "none", "EX", "abc"], "$-1\r\n"),
+            (&["GETEX", "none", "PX", "0"], "$-1\r\n"),
+            // ... but the option words are checked first.
+            (&["GETEX", "none", "BOGUS"], "-ERR syntax error\r\n"),
+            (&["GETEX", "none", "EX"], "-ERR syntax error\r\n"),
+            (
+                &["GETEX", "none", "EX", "1", "PERSIST"],
+                "-ERR syntax error\r\n",
+            ),
+            (&["SET", "s", "v"], "+OK\r\n"),
+            (
+                &["GETEX", "s", "EX", "abc"],
+                "-ERR value is not an integer or out of range\r\n",
+            ),
+            (
+                &["GETEX", "s", "PX", "0"],
+                "-ERR invalid expire time in 'getex' command\r\n",
+            ),
+            (&["TTL", "s"], ":-1\r\n"),
+            (&["GETEX", "s", "exat", "1"], "$1\r\nv\r\n"),
+            (&["EXISTS", "s"], ":0\r\n"),
+            // SETRANGE: type before size.
+            (&["SETRANGE", "l", "536870912", "x"], WRONGTYPE),
+            (&["SETRANGE", "l", "0", ""], WRONGTYPE),
+            (
+                &["SETRANGE", "n", "536870912", "x"],
+                "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+            ),
+            (&["SETRANGE", "n", "536870912", ""], ":0\r\n"),
+            (&["SET", "s", "abc"], "+OK\r\n"),
+            (&["SETRANGE", "s", "536870912", ""], ":3\r\n"),
+            (
+                &["SETRANGE", "s", "536870911", "xy"],
+                "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+            ),
+            (&["GET", "s"], "$3\r\nabc\r\n"),
+            // INCRBYFLOAT: type before the increment.
+            (&["INCRBYFLOAT", "l", "abc"], WRONGTYPE),
+            (
+                &["INCRBYFLOAT", "s", "1"],
+                "-ERR value is not a valid float\r\n",
+            ),
+            (
+                &["INCRBYFLOAT", "f", "abc"],
+                "-ERR value is not a valid float\r\n",
+            ),
+            (&["EXISTS", "f", "n"], ":0\r\n"),
+            (&["LRANGE", "l", "0", "-1"], "*1\r\n$1\r\nx\r\n"),
         ]);
         t.assert_digest_consistent();
     }

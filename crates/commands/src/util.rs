@@ -1,5 +1,6 @@
 //! Helpers shared by the command families.
 
+use ferrite_protocol::args::parse_f64;
 use ferrite_protocol::{Args, ErrorReply};
 use ferrite_storage::{Entry, HashValue, ListValue, SetValue, StrValue, Value, ZSetValue};
 
@@ -92,6 +93,29 @@ pub fn as_zset_mut(e: &mut Entry) -> Result<&mut ZSetValue, ErrorReply> {
     }
 }
 
+/// Longest stored number INCRBYFLOAT and HINCRBYFLOAT read back (Redis: MAX_LONG_DOUBLE_CHARS).
+pub const MAX_STORED_FLOAT_LEN: usize = 5 * 1024;
+
+/// Reads the number stored in a string or hash field for INCRBYFLOAT / HINCRBYFLOAT.
+///
+/// Same grammar as request arguments ([`parse_f64`]), but longer text is accepted: these commands
+/// write plain decimals without an exponent, so a value of 1e300 is stored as 301 digits and must
+/// read back (Redis reads up to 5 KiB here).
+pub fn parse_stored_float(s: &[u8]) -> Option<f64> {
+    if s.len() <= 256 {
+        return parse_f64(s);
+    }
+    if s.len() > MAX_STORED_FLOAT_LEN
+        || !s
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    let v: f64 = std::str::from_utf8(s).ok()?.parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
 /// Formats an integer as the bytes Redis stores for it.
 pub fn int_bytes(n: i64) -> Vec<u8> {
     itoa::Buffer::new().format(n).as_bytes().to_vec()
@@ -160,6 +184,27 @@ impl ScanOptions<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_floats_may_be_long() {
+        let long = format!("1{}", "0".repeat(300));
+        assert_eq!(parse_stored_float(long.as_bytes()), Some(1e300));
+        let long_frac = format!("0.{}1", "0".repeat(299));
+        assert_eq!(parse_stored_float(long_frac.as_bytes()), Some(1e-300));
+        assert_eq!(parse_stored_float(b"1.5"), Some(1.5));
+        assert_eq!(parse_stored_float(b"inf"), Some(f64::INFINITY));
+        for bad in [
+            format!("1{}x", "0".repeat(300)),
+            format!(" 1{}", "0".repeat(300)),
+            format!("{}nan", "1".repeat(300)),
+            "9".repeat(MAX_STORED_FLOAT_LEN + 1),
+            "9".repeat(400),
+        ] {
+            // 400 nines overflow to infinity: not a finite stored value.
+            assert_eq!(parse_stored_float(bad.as_bytes()), None, "{}", &bad[..10]);
+        }
+        assert_eq!(parse_stored_float(b"abc"), None);
+    }
 
     #[test]
     fn ranges() {
