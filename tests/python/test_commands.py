@@ -165,12 +165,6 @@ def test_incrbyfloat(raw):
     assert raw.execute_command("GET", "f") == "5.6"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: INCRBYFLOAT computes in f64 and prints the shortest round-trip text "
-    "(0.1 + 0.2 -> '0.30000000000000004'); Redis computes in long double and prints %.17Lf "
-    "trimmed, giving '0.3'",
-)
 def test_incrbyfloat_long_double_precision(r):
     r.set("f", "0.1")
     assert r.incrbyfloat("f", 0.2) == 0.3
@@ -1305,11 +1299,6 @@ def test_watch_variants(conn, r, server):
         other.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: a write that leaves a key byte-identical (SET k same-value) does not bump "
-    "the key's version, so WATCH does not notice it; Redis invalidates on every write",
-)
 def test_watch_same_value_write_aborts(conn, server):
     other = server.client()
     try:
@@ -1557,32 +1546,16 @@ def test_float_increments_read_back_their_own_long_results(r):
     assert float(r.hget("h", "f")) == 2e300
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: an unterminated glob class matches '[' literally ('KEYS [abc' finds the "
-    "key '[abc'); Redis's stringmatchlen treats the rest of the pattern as the class ('KEYS [abc' "
-    "finds 'a', not '[abc')",
-)
 def test_glob_unterminated_class(r):
     r.mset({"a": "1", "[abc": "2"})
     assert r.keys("[abc") == ["a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: float arguments are parsed without strtod's hexadecimal form; Redis "
-    "accepts 'ZADD z 0x10 m' (score 16) and 'INCRBYFLOAT k 0x10'",
-)
 def test_hexadecimal_floats(r):
     assert r.execute_command("ZADD", "z", "0x10", "m") == 1
     assert r.zscore("z", "m") == 16.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: a nested MULTI (or WATCH inside MULTI) flags the transaction, so EXEC "
-    "answers EXECABORT; Redis only replies the error and EXEC still runs the queued commands",
-)
 def test_nested_multi_does_not_abort_the_transaction(conn):
     conn("MULTI")
     conn("SET", "a", "1")
@@ -1591,12 +1564,6 @@ def test_nested_multi_does_not_abort_the_transaction(conn):
     assert conn("EXEC") == ["OK"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: server commands other than PING/ECHO/TIME/SELECT (INFO, CONFIG GET, "
-    "CLIENT ID, ...) are refused inside MULTI with 'Command not allowed inside a transaction' "
-    "and abort it; Redis queues and runs them",
-)
 def test_server_commands_inside_multi(conn):
     conn("MULTI")
     assert conn("CLIENT", "ID") == "QUEUED"

@@ -270,12 +270,6 @@ def test_large_bulk_arrives_in_pieces(wire):
     assert wire.read_raw() == b"$300000\r\n" + value + b"\r\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: a connection stops reading while it is blocked writing replies, so a "
-    "client that sends a big pipeline before reading (as redis-py pipelines do) deadlocks once "
-    "both directions' socket buffers are full; Redis keeps reading and buffers the replies",
-)
 def test_big_pipeline_sent_before_reading_any_reply(server):
     s = socket.socket()
     # Small client buffers make the deadlock (if any) reproducible with a few MB of requests.
@@ -354,11 +348,6 @@ def test_protocol_errors_close_only_that_connection(server, name):
         bad.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: lengths with leading zeros ('*01', '$04') are accepted; Redis parses "
-    "them with string2ll and answers 'Protocol error: invalid multibulk/bulk length'",
-)
 @pytest.mark.parametrize(
     "data, expected",
     [
@@ -637,12 +626,6 @@ def test_client_kill_type_normal(server):
     assert_serving(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: CLIENT KILL ignores the TYPE, LADDR and USER filters, so 'CLIENT KILL "
-    "TYPE master' (or pubsub/replica, or LADDR of no connection) kills every other client; "
-    "Redis kills none and replies 0",
-)
 @pytest.mark.parametrize(
     "filters",
     [("TYPE", "master"), ("TYPE", "pubsub"), ("TYPE", "replica"), ("LADDR", "1.2.3.4:5")],
@@ -718,23 +701,12 @@ def test_config_get_set_maxclients(r):
     assert r.config_get("maxclients") == {"maxclients": "10000"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: CONFIG SET of an unknown parameter answers \"ERR CONFIG SET failed "
-    "(possibly related to argument 'nosuch') - Unsupported CONFIG parameter\"; Redis 7.x answers "
-    "\"ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'\"",
-)
 def test_config_set_unknown_parameter_text(r2):
     assert cmd_error(r2, "CONFIG", "SET", "nosuch", "1") == (
         "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'"
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferrite bug: CONFIG SET maxclients abc ends with \"argument 'abc' is not a valid "
-    "number\"; Redis 7.x says \"argument couldn't be parsed into an integer\"",
-)
 def test_config_set_non_numeric_text(r2):
     assert cmd_error(r2, "CONFIG", "SET", "maxclients", "abc") == (
         "ERR CONFIG SET failed (possibly related to argument 'maxclients') - "

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::hash::Hash;
 
 use ferrite_protocol::args::parse_i64;
-use ferrite_protocol::number::format_human_double;
+use ferrite_protocol::number::{decimal_add, format_human_double};
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::{HashValue, Slot, Value};
 use rand::Rng;
@@ -430,18 +430,24 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     if delta.is_infinite() {
         return Err(ErrorReply::err("value is NaN or Infinity"));
     }
+    let delta_text = std::str::from_utf8(args.get(3)).unwrap_or_default();
     let text = update_field(ctx, args.get(1), args.get(2), |old| {
-        let cur = match old {
-            Some(s) => {
-                parse_stored_float(s).ok_or_else(|| ErrorReply::err("hash value is not a float"))?
-            }
-            None => 0.0,
+        let (cur, cur_text) = match old {
+            Some(s) => (
+                parse_stored_float(s)
+                    .ok_or_else(|| ErrorReply::err("hash value is not a float"))?,
+                String::from_utf8_lossy(s).into_owned(),
+            ),
+            None => (0.0, "0".to_string()),
         };
         let v = cur + delta;
         if !v.is_finite() {
             return Err(ErrorReply::nan_or_inf());
         }
-        let text = format_human_double(v).into_bytes();
+        // Exact decimal addition matches Redis's long double results (0.1 + 0.2 = 0.3).
+        let text = decimal_add(&cur_text, delta_text)
+            .unwrap_or_else(|| format_human_double(v))
+            .into_bytes();
         Ok((text.clone(), text))
     })?;
     ctx.w.bulk(&text);
@@ -707,10 +713,7 @@ mod tests {
             (&["HINCRBY", "h", "n"], &arity("hincrby")),
             (&["HINCRBYFLOAT", "h", "f", "1"], "$3\r\n2.5\r\n"),
             (&["HINCRBYFLOAT", "h", "g", "0.1"], "$3\r\n0.1\r\n"),
-            (
-                &["HINCRBYFLOAT", "h", "g", "0.2"],
-                "$19\r\n0.30000000000000004\r\n",
-            ),
+            (&["HINCRBYFLOAT", "h", "g", "0.2"], "$3\r\n0.3\r\n"),
             (&["HINCRBYFLOAT", "h", "e", "5.0e3"], "$4\r\n5000\r\n"),
             (&["HGET", "h", "e"], "$4\r\n5000\r\n"),
             (&["HINCRBYFLOAT", "h", "n", "1.5"], "$4\r\n-0.5\r\n"),

@@ -1,7 +1,7 @@
 //! String commands.
 
 use ferrite_protocol::args::parse_i64;
-use ferrite_protocol::number::format_human_double;
+use ferrite_protocol::number::{decimal_add, format_human_double};
 use ferrite_protocol::{Args, ErrorReply};
 use ferrite_storage::{Slot, StrValue, Value};
 
@@ -557,23 +557,27 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         as_str(e)?;
     }
     let delta = args.float(2)?;
-    let compute = |cur: f64| -> Result<(f64, Vec<u8>), ErrorReply> {
+    let delta_text = std::str::from_utf8(args.get(2)).unwrap_or_default();
+    let compute = |cur: f64, cur_text: &str| -> Result<(f64, Vec<u8>), ErrorReply> {
         let v = cur + delta;
         if v.is_nan() || v.is_infinite() {
             return Err(ErrorReply::nan_or_inf());
         }
-        Ok((v, format_human_double(v).into_bytes()))
+        // Exact decimal addition matches Redis's long double results (0.1 + 0.2 = 0.3).
+        let text = decimal_add(cur_text, delta_text).unwrap_or_else(|| format_human_double(v));
+        Ok((v, text.into_bytes()))
     };
     let text = match ctx.db.entry(key, ctx.now) {
         Slot::Occupied(mut o) => {
             let s = as_str_mut(o.get_mut())?;
             let cur = parse_stored_float(s.as_bytes()).ok_or_else(ErrorReply::not_float)?;
-            let (_, text) = compute(cur)?;
+            let cur_text = String::from_utf8_lossy(s.as_bytes()).into_owned();
+            let (_, text) = compute(cur, &cur_text)?;
             s.set(text.clone());
             text
         }
         Slot::Vacant(v) => {
-            let (_, text) = compute(0.0)?;
+            let (_, text) = compute(0.0, "0")?;
             v.insert(Value::string(text.clone()), None);
             text
         }

@@ -130,7 +130,10 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
             if lower.contains("nan") || lower.contains("inf") {
                 return None;
             }
-            t.parse::<f64>().ok()?
+            match t.parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => parse_hex_float(&lower)?,
+            }
         }
     };
     if v.is_nan() { None } else { Some(v) }
@@ -158,8 +161,45 @@ pub fn parse_memory_size(s: &[u8]) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// strtod's hexadecimal form (`0x10`, `-0x1.8p3`), which Redis accepts for floats.
+fn parse_hex_float(s: &str) -> Option<f64> {
+    let (neg, rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let rest = rest.strip_prefix("0x")?;
+    let (mant, exp) = match rest.split_once('p') {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let mut v = 0f64;
+    for c in int.chars() {
+        v = v * 16.0 + f64::from(c.to_digit(16)?);
+    }
+    let mut scale = 1.0 / 16.0;
+    for c in frac.chars() {
+        v += f64::from(c.to_digit(16)?) * scale;
+        scale /= 16.0;
+    }
+    let v = v * 2f64.powi(exp);
+    Some(if neg { -v } else { v })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_floats() {
+        assert_eq!(super::parse_f64(b"0x10"), Some(16.0));
+        assert_eq!(super::parse_f64(b"-0x1.8p3"), Some(-12.0));
+        assert_eq!(super::parse_f64(b"0x"), None);
+        assert_eq!(super::parse_f64(b"0xg"), None);
+    }
+
     #[test]
     fn memory_sizes() {
         assert_eq!(super::parse_memory_size(b"100"), Some(100));

@@ -38,8 +38,98 @@ pub fn format_human_double(v: f64) -> String {
     format!("{v}")
 }
 
+/// A decimal number as `mantissa × 10^exp`.
+fn parse_decimal(s: &str) -> Option<(i128, i32)> {
+    let (neg, s) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (num, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let digits = int.trim_start_matches('0').len() + frac.len();
+    if digits > 36 || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut m: i128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        m = m.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+    }
+    let exp = exp.checked_sub(i32::try_from(frac.len()).ok()?)?;
+    Some((if neg { -m } else { m }, exp))
+}
+
+/// Adds two decimal numbers the way Redis's INCRBYFLOAT reports the result: computed exactly in
+/// decimal (so 0.1 + 0.2 is 0.3, as Redis's long double arithmetic gives), rounded to 17 decimal
+/// places, without exponent or trailing zeros. `None` when an operand is not a plain decimal
+/// that fits (hexadecimal, or more than 36 significant digits apart): callers then use f64.
+pub fn decimal_add(a: &str, b: &str) -> Option<String> {
+    let (ma, ea) = parse_decimal(a)?;
+    let (mb, eb) = parse_decimal(b)?;
+    let exp = ea.min(eb);
+    let scale = |m: i128, e: i32| -> Option<i128> {
+        let d = u32::try_from(e - exp).ok()?;
+        if d > 38 {
+            return None;
+        }
+        m.checked_mul(10i128.checked_pow(d)?)
+    };
+    let mut m = scale(ma, ea)?.checked_add(scale(mb, eb)?)?;
+    let mut exp = exp;
+    if exp < -17 {
+        let d = u32::try_from(-17 - exp).ok()?;
+        let div = 10i128.checked_pow(d.min(38))?;
+        let (q, r) = (m / div, m % div);
+        m = if r.abs() * 2 >= div {
+            q + m.signum()
+        } else {
+            q
+        };
+        exp = -17;
+    }
+    let neg = m < 0;
+    let digits = m.unsigned_abs().to_string();
+    let mut text = if exp >= 0 {
+        format!("{digits}{}", "0".repeat(exp as usize))
+    } else {
+        let point = exp.unsigned_abs() as usize;
+        let padded = format!("{digits:0>width$}", width = point + 1);
+        let (i, f) = padded.split_at(padded.len() - point);
+        let f = f.trim_end_matches('0');
+        if f.is_empty() {
+            i.to_string()
+        } else {
+            format!("{i}.{f}")
+        }
+    };
+    if neg && text != "0" {
+        text.insert(0, '-');
+    }
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decimal_addition() {
+        use super::decimal_add as add;
+        assert_eq!(add("0.1", "0.2").as_deref(), Some("0.3"));
+        assert_eq!(add("10.5", "0.1").as_deref(), Some("10.6"));
+        assert_eq!(add("5.0e3", "2.0e2").as_deref(), Some("5200"));
+        assert_eq!(add("1", "-1").as_deref(), Some("0"));
+        assert_eq!(add("-0.5", "0.25").as_deref(), Some("-0.25"));
+        assert_eq!(add("1", "1e-20").as_deref(), Some("1"));
+        assert_eq!(add("0", "3.0000000000000000005").as_deref(), Some("3"));
+        assert_eq!(add("0x10", "1"), None);
+        assert_eq!(add("1e300", "1"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -191,7 +191,8 @@ fn parse_len(s: &[u8]) -> Option<i64> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),
     };
-    if digits.is_empty() || digits.len() > 18 {
+    // Like Redis's string2ll: no leading zeros ("0" itself is fine).
+    if digits.is_empty() || digits.len() > 18 || (digits.len() > 1 && digits[0] == b'0') {
         return None;
     }
     let mut v: i64 = 0;
@@ -424,6 +425,8 @@ mod tests {
             (b"*1\r\n$2000\r\n", "invalid bulk length"),
             (b"*1\r\n$-1\r\n", "invalid bulk length"),
             (b"*1\r\n$1\r\nab\r\n", "expected CRLF after bulk string"),
+            (b"*01\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+            (b"*1\r\n$04\r\nPING\r\n", "invalid bulk length"),
             (b"SET \"abc\r\n", "unbalanced quotes in request"),
         ];
         for (input, msg) in cases {

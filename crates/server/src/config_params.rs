@@ -19,7 +19,7 @@ pub struct Param {
 
 fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.parse()
-        .map_err(|_| format!("argument '{v}' is not a valid number"))
+        .map_err(|_| "argument couldn't be parsed into an integer".to_string())
 }
 
 fn boolean(v: &str) -> Result<bool, String> {
@@ -238,7 +238,9 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
             ))
         };
         let Some(p) = PARAMS.iter().find(|p| p.name == name) else {
-            return Err(fail("Unsupported CONFIG parameter".into()));
+            return Err(ErrorReply::err(format!(
+                "Unknown option or number of arguments for CONFIG SET - '{name}'"
+            )));
         };
         let Some(setter) = p.set else {
             return Err(fail("can't set immutable config".into()));

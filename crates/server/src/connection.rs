@@ -137,6 +137,26 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     shared.clients.lock().remove(&id);
 }
 
+/// Writes as much pending output as the socket takes without blocking. Returns false when the
+/// connection is broken.
+fn flush_some(wr: &tokio::net::tcp::WriteHalf<'_>, out: &mut BytesMut, shared: &Shared) -> bool {
+    while !out.is_empty() {
+        match wr.try_write(out) {
+            Ok(0) => return false,
+            Ok(n) => {
+                shared.stats.net_output_bytes.fetch_add(n as u64, Relaxed);
+                out.advance(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The connection loop. Reading and writing are independent: a client that pipelines a huge
+/// batch without reading replies is still read from while its replies wait in `out` (bounded by
+/// `client_output_buffer_limit`), so neither side can block the other.
 async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState) {
     let mut shutdown = shared.shutdown.subscribe();
     let limits = Limits {
@@ -147,20 +167,52 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let info = state.info.clone();
+    let (mut rd, wr) = stream.split();
     loop {
-        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
-            inbuf.reserve(READ_CHUNK);
+        if !flush_some(&wr, &mut out, &shared) {
+            return;
         }
-        let n = tokio::select! {
-            r = stream.read_buf(&mut inbuf) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
+        if out.is_empty() && out.capacity() > 4 * 1024 * 1024 {
+            // Give back memory after a huge reply instead of keeping it for the connection's life.
+            out = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if state.closing && out.is_empty() {
+            drop(wr);
+            let _ = stream.shutdown().await;
+            return;
+        }
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
+            if inbuf.is_empty() && inbuf.capacity() > 4 * 1024 * 1024 {
+                inbuf = BytesMut::with_capacity(READ_CHUNK);
+            } else {
+                inbuf.reserve(READ_CHUNK);
+            }
+        }
+        let reading = !state.closing;
+        tokio::select! {
+            r = rd.read_buf(&mut inbuf), if reading => match r {
+                Ok(0) | Err(_) => {
+                    // The peer is gone (or half-closed): deliver what is pending, then stop.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
+                    return;
+                }
+                Ok(n) => {
+                    shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                    *info.last_active.lock() = Instant::now();
+                }
             },
+            w = wr.writable(), if !out.is_empty() => {
+                if w.is_err() {
+                    return;
+                }
+                continue;
+            }
             _ = info.kill.notified() => return,
-            _ = crate::shared::wait_shutdown(&mut shutdown) => return,
-        };
-        shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
-        *info.last_active.lock() = Instant::now();
+            _ = crate::shared::wait_shutdown(&mut shutdown) => {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
+                return;
+            }
+        }
 
         let mut consumed = 0;
         let mut protocol_error = None;
@@ -177,7 +229,10 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     }
                     let limit = shared.hot.client_output_buffer_limit.load(Relaxed);
                     if limit > 0 && out.len() as u64 > limit {
-                        debug!(bytes = out.len(), "output buffer limit exceeded; closing");
+                        tracing::warn!(
+                            bytes = out.len(),
+                            "client output buffer limit exceeded; closing the connection"
+                        );
                         return;
                     }
                     if info.killed.load(Relaxed) {
@@ -197,26 +252,14 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
         }
-        if !out.is_empty() {
-            shared
-                .stats
-                .net_output_bytes
-                .fetch_add(out.len() as u64, Relaxed);
-            if stream.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-            // Give back memory after a huge reply instead of keeping it for the connection's life.
-            if out.capacity() > 4 * 1024 * 1024 {
-                out = BytesMut::with_capacity(READ_CHUNK);
-            }
-        }
-        if state.closing {
-            let _ = stream.shutdown().await;
+    }
+}
+
+/// Writes all pending output (used when stopping).
+async fn flush_all(wr: &tokio::net::tcp::WriteHalf<'_>, out: &mut BytesMut, shared: &Shared) {
+    while !out.is_empty() {
+        if wr.writable().await.is_err() || !flush_some(wr, out, shared) {
             return;
-        }
-        if inbuf.is_empty() && inbuf.capacity() > 4 * 1024 * 1024 {
-            inbuf = BytesMut::with_capacity(READ_CHUNK);
         }
     }
 }

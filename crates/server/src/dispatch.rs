@@ -44,7 +44,11 @@ pub async fn execute(
         if let Some(s) = sh.cmd_stats.get(index) {
             s.rejected.fetch_add(1, Relaxed);
         }
-        flag_multi_error(st);
+        // As in Redis, a nested MULTI or a WATCH inside MULTI is answered with an error but
+        // does not doom the transaction; other refusals do.
+        if !matches!(spec.name, "multi" | "watch") {
+            flag_multi_error(st);
+        }
         ReplyWriter::new(out, st.proto).error(&e);
         return Flow::Continue;
     }

@@ -32,14 +32,9 @@ pub fn glob_match(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
                     continue;
                 }
                 b'[' => {
-                    if let Some((matched, next)) = class_match(pattern, p, s[i], nocase) {
-                        if matched {
-                            p = next;
-                            i += 1;
-                            continue;
-                        }
-                    } else if eq(b'[', s[i]) {
-                        p += 1;
+                    let (matched, next) = class_match(pattern, p, s[i], nocase);
+                    if matched {
+                        p = next;
                         i += 1;
                         continue;
                     }
@@ -76,8 +71,8 @@ pub fn glob_match(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
 }
 
 /// Matches `c` against the class starting at `pattern[start] == '['`; returns (matched, index
-/// after the class), or None for an unterminated class (then '[' is literal).
-fn class_match(pattern: &[u8], start: usize, c: u8, nocase: bool) -> Option<(bool, usize)> {
+/// after the class). Like Redis, an unterminated class extends to the end of the pattern.
+fn class_match(pattern: &[u8], start: usize, c: u8, nocase: bool) -> (bool, usize) {
     let mut p = start + 1;
     let negate = pattern.get(p) == Some(&b'^');
     if negate {
@@ -87,7 +82,9 @@ fn class_match(pattern: &[u8], start: usize, c: u8, nocase: bool) -> Option<(boo
     let c = norm(c);
     let mut matched = false;
     loop {
-        let &ch = pattern.get(p)?;
+        let Some(&ch) = pattern.get(p) else {
+            return (matched != negate, pattern.len());
+        };
         if ch == b']' {
             break;
         }
@@ -112,7 +109,7 @@ fn class_match(pattern: &[u8], start: usize, c: u8, nocase: bool) -> Option<(boo
             p += 1;
         }
     }
-    Some((matched != negate, p + 1))
+    (matched != negate, p + 1)
 }
 
 #[cfg(test)]
@@ -138,7 +135,8 @@ mod tests {
             ("*a*b*c*", "xxaxxbxxcxx", true),
             ("", "", true),
             ("", "a", false),
-            ("[abc", "[abc", true),
+            ("[abc", "[abc", false),
+            ("[abc", "a", true),
         ];
         for (p, s, want) in cases {
             assert_eq!(

@@ -96,6 +96,12 @@ pub struct KeyspaceStats {
     pub expired_total: AtomicU64,
     /// Keys currently waiting in the change tracker.
     pub dirty_keys: AtomicU64,
+    /// Estimated bytes of those keys.
+    pub dirty_bytes: AtomicU64,
+    /// Unix ms of the oldest undrained change (0 = none).
+    pub dirty_oldest_ms: AtomicU64,
+    /// Flush epoch of the tracker.
+    pub flush_epoch: AtomicU64,
 }
 
 /// Where change tracking stands.
@@ -154,6 +160,18 @@ impl Default for Keyspace {
 }
 
 impl Keyspace {
+    /// Change-tracking lag without taking the lock (as of the last change).
+    pub fn tracking_lag_relaxed(&self) -> TrackingLag {
+        let s = &self.stats;
+        let oldest = s.dirty_oldest_ms.load(Ordering::Relaxed);
+        TrackingLag {
+            keys: s.dirty_keys.load(Ordering::Relaxed),
+            bytes: s.dirty_bytes.load(Ordering::Relaxed),
+            oldest_ms: (oldest != 0).then_some(oldest),
+            flush_epoch: s.flush_epoch.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn new() -> Self {
         let stats = Arc::new(KeyspaceStats::default());
         Keyspace {
@@ -209,6 +227,9 @@ pub struct Occupied<'a> {
     now: u64,
     preserve_modified: bool,
     finished: bool,
+    /// Mutable access was taken: even a write that leaves the content identical (SET k
+    /// same-value) counts as a write for WATCH, as in Redis.
+    touched: bool,
 }
 
 /// A key that does not exist (or has expired).
@@ -240,6 +261,7 @@ impl Occupied<'_> {
     }
 
     pub fn get_mut(&mut self) -> &mut Entry {
+        self.touched = true;
         self.db.table.value_at_mut(self.idx)
     }
 
@@ -291,6 +313,11 @@ impl Drop for Occupied<'_> {
         let kd = e.key_digest(key);
         let size = e.size(key);
         if kd == self.before.kd && size == self.before.size {
+            if self.touched {
+                let version = db.next_version;
+                db.next_version += 1;
+                db.table.value_at_mut(self.idx).version = version;
+            }
             return;
         }
         let expire = e.expire_at;
@@ -385,8 +412,12 @@ impl Db {
         s.used_bytes.store(self.used as u64, Ordering::Relaxed);
         s.keys_with_expiry
             .store(self.expires.len() as u64, Ordering::Relaxed);
-        let dirty = self.tracker.as_ref().map_or(0, |t| t.dirty.len() as u64);
-        s.dirty_keys.store(dirty, Ordering::Relaxed);
+        let lag = self.tracking_lag().unwrap_or_default();
+        s.dirty_keys.store(lag.keys, Ordering::Relaxed);
+        s.dirty_bytes.store(lag.bytes, Ordering::Relaxed);
+        s.dirty_oldest_ms
+            .store(lag.oldest_ms.unwrap_or(0), Ordering::Relaxed);
+        s.flush_epoch.store(lag.flush_epoch, Ordering::Relaxed);
     }
 
     fn account_removed(&mut self, key: &[u8], bucket: usize, before: Before, now: u64) {
@@ -467,6 +498,7 @@ impl Db {
                     now,
                     preserve_modified: false,
                     finished: false,
+                    touched: false,
                 })
             }
             None => Slot::Vacant(Vacant { db: self, key, now }),
@@ -612,6 +644,7 @@ impl Db {
         if self.tracker.is_none() {
             self.tracker = Some(Tracker::default());
         }
+        self.publish_stats();
     }
 
     /// Stops recording and forgets undrained changes.
@@ -727,15 +760,22 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_writes_do_not_bump() {
+    fn unchanged_writes_keep_content_metadata_but_count_for_watch() {
         let ks = Keyspace::new();
         let mut db = ks.lock();
+        db.start_tracking();
         db.set(b"k", Value::string("v"), None, 1);
+        db.drain_changes(10, |_, _| {});
         let v1 = db.get(b"k", 1).unwrap().version();
         db.set(b"k", Value::string("v"), None, 5);
         let e = db.get(b"k", 5).unwrap();
-        assert_eq!(e.version(), v1);
-        assert_eq!(e.modified_ms(), 1);
+        assert!(e.version() > v1, "a write is a write for WATCH");
+        assert_eq!(e.modified_ms(), 1, "content did not change");
+        assert_eq!(db.tracking_lag().unwrap().keys, 0, "nothing to ship");
+        // Reading through the funnel without mutable access changes nothing.
+        let v2 = db.get(b"k", 5).unwrap().version();
+        drop(db.entry(b"k", 6));
+        assert_eq!(db.get(b"k", 6).unwrap().version(), v2);
     }
 
     #[test]

@@ -161,6 +161,10 @@ pub fn client(
 fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorReply> {
     let mut id = None;
     let mut addr = None;
+    let mut laddr = None;
+    let mut user = None;
+    // Every connection is of type "normal"; master/replica/pubsub filters match none.
+    let mut type_matches = true;
     let mut skipme = true;
     if args.len() == 3 {
         addr = Some(args.text(2));
@@ -179,8 +183,22 @@ fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorRep
                 addr = Some(String::from_utf8_lossy(v).into_owned());
             } else if args.is(i, "SKIPME") {
                 skipme = args.is(i + 1, "yes");
-            } else if args.is(i, "TYPE") || args.is(i, "USER") || args.is(i, "LADDR") {
-                // Accepted and ignored: there is one client type and tenants are the users.
+            } else if args.is(i, "TYPE") {
+                let t = String::from_utf8_lossy(v).to_ascii_lowercase();
+                match t.as_str() {
+                    "normal" => {}
+                    "master" | "replica" | "slave" | "pubsub" => type_matches = false,
+                    _ => {
+                        return Err(ErrorReply::err(format!(
+                            "Unknown client type '{}'",
+                            String::from_utf8_lossy(v)
+                        )));
+                    }
+                }
+            } else if args.is(i, "LADDR") {
+                laddr = Some(String::from_utf8_lossy(v).into_owned());
+            } else if args.is(i, "USER") {
+                user = Some(String::from_utf8_lossy(v).into_owned());
             } else {
                 return Err(ErrorReply::syntax());
             }
@@ -190,9 +208,21 @@ fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorRep
             return Err(ErrorReply::syntax());
         }
     }
+    if !type_matches {
+        return Ok(0);
+    }
     let clients: Vec<_> = sh.clients.lock().values().cloned().collect();
     let mut n = 0;
     for c in clients {
+        if laddr.as_ref().is_some_and(|a| *a != c.laddr.to_string()) {
+            continue;
+        }
+        if user
+            .as_ref()
+            .is_some_and(|u| **u != *c.fields.lock().tenant)
+        {
+            continue;
+        }
         if id.is_some_and(|i| i != c.id) {
             continue;
         }

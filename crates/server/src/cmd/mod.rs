@@ -24,6 +24,29 @@ pub use transaction::queueable_in_multi;
 /// Result of a server command: `Err` means nothing was written and the error is the reply.
 pub type ServerResult = Result<Flow, ErrorReply>;
 
+/// Runs a server command queued by MULTI, inside EXEC (only those [`queueable_in_multi`]
+/// allows: synchronous, and none takes a keyspace lock).
+pub fn run_queued(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    name: &str,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    match name {
+        "ping" => connection::ping(st, args, out),
+        "echo" => connection::echo(st, args, out),
+        "time" => connection::time(st, out),
+        "select" => connection::select(st, args, out),
+        "info" => introspection::info(st, sh, args, out),
+        "config" => introspection::config(st, sh, args, out),
+        "client" => client::client(st, sh, args, out),
+        "command" => introspection::command(st, args, out),
+        "tenant.current" | "tenant.info" => tenant::run(st, sh, name, args, out),
+        _ => Err(ErrorReply::err("Command not allowed inside a transaction")),
+    }
+}
+
 /// Runs a command whose handler is [`ferrite_commands::Handler::Server`].
 pub async fn run_server_command(
     st: &mut ClientState,

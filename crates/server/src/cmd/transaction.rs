@@ -16,9 +16,22 @@ use crate::dispatch::{self, Flow};
 use crate::errors;
 use crate::shared::Shared;
 
-/// Server commands that may be queued in MULTI (they run synchronously inside EXEC).
+/// Server commands that may be queued in MULTI. They run synchronously inside EXEC and never
+/// take a keyspace lock (EXEC holds the tenant's).
 pub fn queueable_in_multi(name: &str) -> bool {
-    matches!(name, "ping" | "echo" | "time" | "select")
+    matches!(
+        name,
+        "ping"
+            | "echo"
+            | "time"
+            | "select"
+            | "info"
+            | "config"
+            | "client"
+            | "command"
+            | "tenant.current"
+            | "tenant.info"
+    )
 }
 
 pub fn multi(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
@@ -108,15 +121,15 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         let dirty = watched.iter().any(|w| {
             !Arc::ptr_eq(&w.keyspace, &ks) || db.get(&w.key, now).map(|e| e.version()) != w.version
         });
-        let mut w = ReplyWriter::new(out, st.proto);
         if dirty {
-            w.null_array();
+            ReplyWriter::new(out, st.proto).null_array();
             return Ok(Flow::Continue);
         }
-        w.array(queue.len());
+        ReplyWriter::new(out, st.proto).array(queue.len());
         for q in &queue {
+            let proto = st.proto;
             let Some(spec) = all.get(q.index) else {
-                w.error(&ErrorReply::err("unknown command"));
+                ReplyWriter::new(out, proto).error(&ErrorReply::err("unknown command"));
                 continue;
             };
             let args = q.request.args();
@@ -133,10 +146,11 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                             .filter(|k| !db.contains(k, now))
                             .count() as u64;
                         if let Err(q) = tenant.check_quota(new_keys) {
-                            w.error(&errors::quota(&tenant, &q));
+                            ReplyWriter::new(out, proto).error(&errors::quota(&tenant, &q));
                             continue;
                         }
                     }
+                    let mut w = ReplyWriter::new(out, proto);
                     let mut ctx = Ctx {
                         db: &mut db,
                         w: &mut w,
@@ -151,39 +165,13 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                     };
                     f(&mut ctx, args)
                 }
-                Handler::Server => run_queued_server_command(spec.name, args, &mut w),
+                Handler::Server => super::run_queued(st, sh, spec.name, args, out).map(|_| ()),
             };
             if let Err(e) = result {
-                w.error(&e);
+                ReplyWriter::new(out, proto).error(&e);
             }
         }
     }
     dispatch::free_later(garbage);
     Ok(Flow::Continue)
-}
-
-fn run_queued_server_command(
-    name: &str,
-    args: ferrite_protocol::Args<'_>,
-    w: &mut ReplyWriter<'_>,
-) -> Result<(), ErrorReply> {
-    match name {
-        "ping" if args.len() == 1 => w.simple("PONG"),
-        "ping" => w.bulk(args.get(1)),
-        "echo" => w.bulk(args.get(1)),
-        "time" => {
-            let d = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            w.array(2);
-            w.bulk_int(d.as_secs() as i64);
-            w.bulk_int(i64::from(d.subsec_micros()));
-        }
-        "select" => match args.int(1)? {
-            0 => w.ok(),
-            _ => return Err(ErrorReply::err("DB index is out of range")),
-        },
-        _ => return Err(ErrorReply::err("Command not allowed inside a transaction")),
-    }
-    Ok(())
 }

@@ -15,7 +15,9 @@ use ferrite_client::{ClientError, Connection, value};
 
 use super::source::{Res, connect_options, drain, fail, release_checkpoint};
 use super::stream::Streams;
-use super::{CutoverResult, Migration, MigrationError, MigrationManager, MigrationPhase, MigrationState};
+use super::{
+    CutoverResult, Migration, MigrationError, MigrationManager, MigrationPhase, MigrationState,
+};
 use crate::tenant::TenantState;
 
 /// Steps where a test can park the coordinator (only with `fault_injection` enabled), to inject
@@ -188,8 +190,15 @@ async fn confirm(
         match control.cmd(&["TENANT.IMPORT.PREPARE", import_id]).await {
             Ok(reply) => {
                 let pairs = value::as_pairs(&reply).unwrap_or_default();
-                let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-                let tkeys = get("keys").and_then(|v| value::as_int(&v).ok()).unwrap_or(-1);
+                let get = |name: &str| {
+                    pairs
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                };
+                let tkeys = get("keys")
+                    .and_then(|v| value::as_int(&v).ok())
+                    .unwrap_or(-1);
                 let tdigest = get("digest")
                     .and_then(|v| value::as_string(&v).ok())
                     .unwrap_or_default();
@@ -250,7 +259,9 @@ pub(super) async fn activate(
         }
         match control.cmd(&["TENANT.IMPORT.ACTIVATE", import_id]).await {
             Ok(_) => return Ok(()),
-            Err(ClientError::Server(msg)) if msg.contains("no such import") || msg.contains("is aborted") => {
+            Err(ClientError::Server(msg))
+                if msg.contains("no such import") || msg.contains("is aborted") =>
+            {
                 return Err(Activation::Refused(msg));
             }
             Err(e) => {
@@ -266,7 +277,10 @@ pub(super) async fn activate(
 }
 
 /// CUTOVER RETRY after an unconfirmed activation: asks the target again.
-pub(super) async fn retry_activation(mgr: &MigrationManager, m: &Arc<Migration>) -> Res<CutoverResult> {
+pub(super) async fn retry_activation(
+    mgr: &MigrationManager,
+    m: &Arc<Migration>,
+) -> Res<CutoverResult> {
     let import_id = m
         .progress
         .lock()
@@ -280,7 +294,10 @@ pub(super) async fn retry_activation(mgr: &MigrationManager, m: &Arc<Migration>)
     match activate(mgr, m, &mut control, &import_id, timeout).await {
         Ok(()) => {
             let keys = m.tenant.keyspace().len();
-            let since = m.gate_closed_at.lock().map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+            let since = m
+                .gate_closed_at
+                .lock()
+                .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
             complete(m, keys, since);
             release_checkpoint(m);
             schedule_release(m.clone(), mgr.settings().retention);
@@ -294,7 +311,8 @@ pub(super) async fn retry_activation(mgr: &MigrationManager, m: &Arc<Migration>)
         Err(Activation::Refused(reason)) => {
             m.tenant.set_state(TenantState::Active);
             m.tenant.keyspace().lock().start_tracking();
-            let msg = format!("the target lost the import ({reason}); the source owns the tenant again");
+            let msg =
+                format!("the target lost the import ({reason}); the source owns the tenant again");
             fail_migration(m, &msg);
             Err(fail(msg))
         }
@@ -317,7 +335,8 @@ pub(super) fn schedule_release(m: Arc<Migration>, retention: Duration) {
                 .replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
             drop(frozen);
             tokio::task::spawn_blocking(move || drop(old));
-            m.frozen_released.store(true, std::sync::atomic::Ordering::Relaxed);
+            m.frozen_released
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(migration = %m.id, tenant = %m.tenant.id(), "frozen copy released after retention");
         }
     });

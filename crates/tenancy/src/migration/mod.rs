@@ -55,9 +55,9 @@ use ferrite_protocol::frame::Frame;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, Semaphore, oneshot};
 
+pub use cutover::BREAKPOINTS;
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
 pub use lag::Trend;
-pub use cutover::BREAKPOINTS;
 pub use state::{MigrationPhase, MigrationState};
 
 use crate::registry::Registry;
@@ -557,7 +557,8 @@ impl MigrationManager {
             return Err(MigrationError::SelfTarget);
         }
         let (control, check) = self.connect_checked(tenant, &target, &cfg).await?;
-        self.run_validation(&t, &target, &check, &cfg, false).await?;
+        self.run_validation(&t, &target, &check, &cfg, false)
+            .await?;
         self.supersede_failed(tenant).await;
 
         let n = self.inner.counter.fetch_add(1, Relaxed);
@@ -646,11 +647,8 @@ impl MigrationManager {
     fn snapshot(&self, m: &Migration) -> MigrationStatus {
         let p = self.progress_copy(m);
         let ks = m.tenant.keyspace();
-        let tracking = if p.state.is_active() {
-            ks.lock().tracking_lag()
-        } else {
-            None
-        };
+        // Lock-free: STATUS must not contend with the tenant's commands (or deadlock inside EXEC).
+        let tracking = p.state.is_active().then(|| ks.tracking_lag_relaxed());
         let now = ferrite_storage::now_ms();
         let (lag_keys, lag_bytes, lag_seconds) = match tracking {
             Some(l) => (
@@ -892,7 +890,11 @@ impl MigrationManager {
             .migrations
             .lock()
             .values()
-            .filter(|m| m.tenant.id() == tenant && m.state() == MigrationState::Failed && m.tenant.state() == TenantState::Active)
+            .filter(|m| {
+                m.tenant.id() == tenant
+                    && m.state() == MigrationState::Failed
+                    && m.tenant.state() == TenantState::Active
+            })
             .map(|m| m.id.clone())
             .collect();
         for id in failed {
@@ -903,18 +905,32 @@ impl MigrationManager {
 
     /// CUTOVER RETRY: after an unconfirmed activation, asks the target again; after a failure
     /// before the hand-over, resumes the migration and cuts over once it is live again.
-    pub async fn cutover_retry(&self, id: &str, force: bool) -> Result<CutoverResult, MigrationError> {
+    pub async fn cutover_retry(
+        &self,
+        id: &str,
+        force: bool,
+    ) -> Result<CutoverResult, MigrationError> {
         let m = self.find(id)?;
         match (m.state(), m.tenant.state()) {
-            (MigrationState::Failed, TenantState::Moved) => cutover::retry_activation(self, &m).await,
+            (MigrationState::Failed, TenantState::Moved) => {
+                cutover::retry_activation(self, &m).await
+            }
             (MigrationState::Failed, _) => {
                 self.retry(&m)?;
                 let deadline = Instant::now() + self.settings().sync_timeout;
                 while m.state() != MigrationState::LiveSync {
-                    if matches!(m.state(), MigrationState::Failed | MigrationState::Cancelled) || Instant::now() > deadline {
+                    if matches!(
+                        m.state(),
+                        MigrationState::Failed | MigrationState::Cancelled
+                    ) || Instant::now() > deadline
+                    {
                         return Err(MigrationError::Failed(format!(
                             "retry stopped before live sync: {}",
-                            m.progress.lock().error.clone().unwrap_or_else(|| m.state().name().into())
+                            m.progress
+                                .lock()
+                                .error
+                                .clone()
+                                .unwrap_or_else(|| m.state().name().into())
                         )));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -933,10 +949,21 @@ impl MigrationManager {
     /// Plans a cutover at `at_ms` (Unix ms). Visible in STATUS; cancelled by UNSCHEDULE or
     /// CANCEL. When the time comes, a lag above `cutover_max_lag` is waited out for up to a
     /// minute (unless `force`); the outcome is recorded in STATUS.
-    pub fn schedule_cutover(&self, id: &str, at_ms: u64, force: bool) -> Result<(), MigrationError> {
+    pub fn schedule_cutover(
+        &self,
+        id: &str,
+        at_ms: u64,
+        force: bool,
+    ) -> Result<(), MigrationError> {
         let m = self.find(id)?;
         let st = m.state();
-        if !matches!(st, MigrationState::Queued | MigrationState::Syncing | MigrationState::LiveSync | MigrationState::Paused) {
+        if !matches!(
+            st,
+            MigrationState::Queued
+                | MigrationState::Syncing
+                | MigrationState::LiveSync
+                | MigrationState::Paused
+        ) {
             return Err(MigrationError::WrongState {
                 id: m.id.clone(),
                 state: st.name(),
@@ -960,7 +987,9 @@ impl MigrationManager {
 
     async fn run_scheduled(&self, id: String, generation: u64) {
         let Ok(m) = self.find(&id) else { return };
-        let Some(plan) = *m.schedule.lock() else { return };
+        let Some(plan) = *m.schedule.lock() else {
+            return;
+        };
         let wait = plan.at_ms.saturating_sub(ferrite_storage::now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -982,7 +1011,9 @@ impl MigrationManager {
                     tracing::info!(migration = %id, downtime_ms = r.downtime_ms, "scheduled cutover completed");
                     break;
                 }
-                Some(Err(MigrationError::LagTooHigh { .. })) | None if Instant::now() < deadline => {
+                Some(Err(MigrationError::LagTooHigh { .. })) | None
+                    if Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Some(Err(e)) => {
@@ -990,8 +1021,9 @@ impl MigrationManager {
                     break;
                 }
                 None => {
-                    m.progress.lock().error =
-                        Some("scheduled cutover failed: the migration never reached live sync".into());
+                    m.progress.lock().error = Some(
+                        "scheduled cutover failed: the migration never reached live sync".into(),
+                    );
                     break;
                 }
             }
@@ -1003,7 +1035,12 @@ impl MigrationManager {
 
     /// Fault injection for tests (`tenancy.migration.fault_injection = true`): arm a breakpoint,
     /// release the parked coordinator, or ask where it is parked.
-    pub fn debug(&self, id: &str, op: &str, point: Option<&str>) -> Result<Option<&'static str>, MigrationError> {
+    pub fn debug(
+        &self,
+        id: &str,
+        op: &str,
+        point: Option<&str>,
+    ) -> Result<Option<&'static str>, MigrationError> {
         if !self.settings().fault_injection {
             return Err(MigrationError::Failed(
                 "fault injection is disabled (tenancy.migration.fault_injection = false)".into(),
@@ -1014,7 +1051,12 @@ impl MigrationManager {
             "break" => {
                 let p = point
                     .and_then(|p| BREAKPOINTS.iter().find(|b| **b == p))
-                    .ok_or_else(|| MigrationError::Failed(format!("unknown breakpoint; use one of {}", BREAKPOINTS.join(", "))))?;
+                    .ok_or_else(|| {
+                        MigrationError::Failed(format!(
+                            "unknown breakpoint; use one of {}",
+                            BREAKPOINTS.join(", ")
+                        ))
+                    })?;
                 m.breakpoints.lock().insert(p);
                 Ok(None)
             }

@@ -16,7 +16,9 @@ use ferrite_storage::{Entry, Value, ValueType};
 use super::cutover;
 use super::stream::{MAX_BATCH_BYTES, StreamState, Streams};
 use super::wire::{Chunk, WIRE_VERSION};
-use super::{Migration, MigrationError, MigrationManager, MigrationMode, MigrationPhase, MigrationState};
+use super::{
+    Migration, MigrationError, MigrationManager, MigrationMode, MigrationPhase, MigrationState,
+};
 use crate::tenant::TenantState;
 
 /// Values with more elements (or bytes) than this are sent in chunks.
@@ -70,7 +72,9 @@ fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
         }
         Value::Hash(h) => {
             let mut items = Vec::new();
-            let next = h.scan(pos, CHUNK_ELEMENTS, |f, v| items.push((f.to_vec(), v.to_vec())));
+            let next = h.scan(pos, CHUNK_ELEMENTS, |f, v| {
+                items.push((f.to_vec(), v.to_vec()))
+            });
             (Chunk::Pairs(items), (next != 0).then_some(next))
         }
         Value::Set(s) => {
@@ -108,7 +112,13 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<()>
                 return Ok(());
             }
             let (chunk, next) = read_chunk(e.value(), p);
-            (chunk, next, e.value_type(), e.expire_at().unwrap_or(0), e.modified_ms())
+            (
+                chunk,
+                next,
+                e.value_type(),
+                e.expire_at().unwrap_or(0),
+                e.modified_ms(),
+            )
         };
         let (s, w) = streams.writer(key);
         match first {
@@ -235,7 +245,11 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         .ok_or_else(|| fail("the target did not return an import id"))
 }
 
-async fn run_migration(mgr: &MigrationManager, m: &Arc<Migration>, control: Option<Connection>) -> Res<()> {
+async fn run_migration(
+    mgr: &MigrationManager,
+    m: &Arc<Migration>,
+    control: Option<Connection>,
+) -> Res<()> {
     m.transition(MigrationState::Syncing, "start")?;
     m.set_phase(MigrationPhase::Connecting);
     m.progress.lock().error = None;
@@ -262,7 +276,9 @@ async fn run_migration(mgr: &MigrationManager, m: &Arc<Migration>, control: Opti
             let parallel = m.settings().parallel.clamp(1, 64);
             *cp = Checkpoint {
                 import_id: Some(import_id.clone()),
-                streams: (0..parallel).map(|_| Arc::new(StreamState::default())).collect(),
+                streams: (0..parallel)
+                    .map(|_| Arc::new(StreamState::default()))
+                    .collect(),
                 cursor: 0,
                 snapshot_done: false,
                 epoch,
@@ -278,7 +294,14 @@ async fn run_migration(mgr: &MigrationManager, m: &Arc<Migration>, control: Opti
     }
     let timeout = m.settings().timeout.unwrap_or(mgr.settings().sync_timeout);
     let cp_epoch = m.checkpoint.lock().epoch;
-    let mut streams = Streams::start(m, states, &connect_options(mgr, m), &import_id, timeout, cp_epoch);
+    let mut streams = Streams::start(
+        m,
+        states,
+        &connect_options(mgr, m),
+        &import_id,
+        timeout,
+        cp_epoch,
+    );
     let result = replicate(mgr, m, &mut streams, &mut control, &import_id).await;
     // Keep everything read so far: seal it into the queues that stay with the migration.
     streams.seal_all();
@@ -288,7 +311,10 @@ async fn run_migration(mgr: &MigrationManager, m: &Arc<Migration>, control: Opti
         cp.epoch = streams.epoch;
         cp.streams = streams.states.clone();
     }
-    if m.mode == MigrationMode::Fast && m.tenant.state() == TenantState::Active && m.tenant.gate().is_closed() {
+    if m.mode == MigrationMode::Fast
+        && m.tenant.state() == TenantState::Active
+        && m.tenant.gate().is_closed()
+    {
         m.tenant.gate().open();
     }
     result
@@ -356,7 +382,9 @@ async fn replicate(
     if m.mode == MigrationMode::Fast {
         while drain(m, streams, 100_000).await? > 0 {}
         streams.wait_acked(timeout).await?;
-        return cutover::cutover(mgr, m, streams, control, import_id, true).await.map(|_| ());
+        return cutover::cutover(mgr, m, streams, control, import_id, true)
+            .await
+            .map(|_| ());
     }
     loop {
         checkpoint(m).await?;
@@ -404,10 +432,7 @@ async fn reconfigure(m: &Arc<Migration>, streams: &mut Streams, timeout: Duratio
     streams.stop();
     let states: Vec<Arc<StreamState>> = (0..want)
         .map(|i| {
-            let seq = streams
-                .states
-                .get(i)
-                .map_or(0, |s| s.sealed.load(Relaxed));
+            let seq = streams.states.get(i).map_or(0, |s| s.sealed.load(Relaxed));
             Arc::new(StreamState::starting_at(seq))
         })
         .collect();
@@ -466,7 +491,9 @@ pub(super) async fn abort_target(mgr: &MigrationManager, m: &Migration) -> Optio
                 }
                 Err(e) => tracing::warn!(migration = %m.id, attempt, error = %e, "ABORT failed"),
             },
-            Err(e) => tracing::warn!(migration = %m.id, attempt, error = %e, "cannot reach target to abort"),
+            Err(e) => {
+                tracing::warn!(migration = %m.id, attempt, error = %e, "cannot reach target to abort")
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -150,8 +150,16 @@ pub(super) async fn sender(
         let mut wrote = 0;
         {
             let q = state.queue.lock();
-            for o in q.iter().skip(in_flight).take(WINDOW.saturating_sub(in_flight)) {
-                c.queue(&[b"TENANT.IMPORT.BATCH".as_slice(), import_id.as_bytes(), &o.payload]);
+            for o in q
+                .iter()
+                .skip(in_flight)
+                .take(WINDOW.saturating_sub(in_flight))
+            {
+                c.queue(&[
+                    b"TENANT.IMPORT.BATCH".as_slice(),
+                    import_id.as_bytes(),
+                    &o.payload,
+                ]);
                 m.bytes_sent.fetch_add(o.payload.len() as u64, Relaxed);
                 wrote += 1;
             }
@@ -296,7 +304,9 @@ impl Streams {
         let seq = st.sealed.fetch_add(1, Relaxed) + 1;
         let payload = w.finish(s as u16, seq);
         let len = payload.len() as u64;
-        st.queue.lock().push_back(super::stream::Outgoing { seq, payload, keys });
+        st.queue
+            .lock()
+            .push_back(super::stream::Outgoing { seq, payload, keys });
         st.wake();
         len
     }

@@ -143,7 +143,11 @@ impl MigrationManager {
         let mut conn = match conn {
             Ok(c) => {
                 checks.push(if sel.authentication {
-                    Check { name: "authentication", ok: true, detail: "ok".into() }
+                    Check {
+                        name: "authentication",
+                        ok: true,
+                        detail: "ok".into(),
+                    }
                 } else {
                     skipped("authentication")
                 });
@@ -201,7 +205,10 @@ impl MigrationManager {
             Check {
                 name: "capacity",
                 ok: true,
-                detail: format!("unknown (target does not report free memory; need {})", human_bytes(need)),
+                detail: format!(
+                    "unknown (target does not report free memory; need {})",
+                    human_bytes(need)
+                ),
             }
         } else {
             let free = free as u64;
@@ -237,7 +244,10 @@ impl MigrationManager {
         let payload = vec![b'x'; 1 << 20];
         let cmds: Vec<Vec<&[u8]>> = (0..4).map(|_| vec![&b"ECHO"[..], &payload[..]]).collect();
         let t0 = Instant::now();
-        let ok = conn.pipeline(&cmds).await.is_ok_and(|r| r.iter().all(Result::is_ok));
+        let ok = conn
+            .pipeline(&cmds)
+            .await
+            .is_ok_and(|r| r.iter().all(Result::is_ok));
         let secs = t0.elapsed().as_secs_f64().max(1e-6);
         // Each byte crossed the link twice (there and back).
         let throughput = (8.0 * (1u64 << 20) as f64) / secs;

@@ -65,7 +65,12 @@ pub(super) async fn verify(mgr: &MigrationManager, m: &Migration) -> Res<VerifyR
         .await
         .map_err(|e| fail(format!("target: {e}")))?;
     let pairs = value::as_pairs(&reply).map_err(|e| fail(e.to_string()))?;
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let keys_target = get("activation_keys")
         .and_then(|v| value::as_int(&v).ok())
         .unwrap_or(-1);
@@ -94,7 +99,10 @@ pub(super) async fn verify(mgr: &MigrationManager, m: &Migration) -> Res<VerifyR
         let items = value::as_array(&reply).map_err(|e| fail(e.to_string()))?;
         for ((_, want), got) in part.iter().zip(items) {
             let entry = value::as_array(&got).unwrap_or_default();
-            let modified = entry.first().and_then(|f| value::as_int(f).ok()).unwrap_or(0) as u64;
+            let modified = entry
+                .first()
+                .and_then(|f| value::as_int(f).ok())
+                .unwrap_or(0) as u64;
             let bytes = entry.get(1).and_then(|f| value::as_bytes(f).ok().flatten());
             // Keys the target changed at or after activation no longer reflect the cutover
             // state, and a key absent now was deleted or expired there since (a key missing at
