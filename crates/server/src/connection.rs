@@ -177,7 +177,6 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             out = BytesMut::with_capacity(READ_CHUNK);
         }
         if state.closing && out.is_empty() {
-            drop(wr);
             let _ = stream.shutdown().await;
             return;
         }
