@@ -7,4 +7,5 @@ mod common;
 mod bad_input;
 mod basics;
 mod lifecycle;
+mod metrics_lint;
 mod tenancy;
