@@ -92,6 +92,7 @@ impl Metrics {
         self.with(|| refresh(sh));
         let mut text = self.recorder.handle().render();
         render_commands(sh, &mut text);
+        render_migration_counters(sh, &mut text);
         text
     }
 }
@@ -181,23 +182,10 @@ fn describe() {
         Unit::Seconds,
         "How long the tenant's latest migration has run (or ran)."
     );
-    describe_counter!(
-        names::MIGRATION_KEYS,
-        "Keys the tenant's latest migration has shipped and the target acknowledged."
-    );
-    describe_counter!(
-        names::MIGRATION_BYTES,
-        Unit::Bytes,
-        "Bytes the tenant's latest migration has shipped and the target acknowledged."
-    );
     describe_gauge!(
         names::MIGRATION_DOWNTIME,
         Unit::Seconds,
         "Write pause measured at the tenant's last cutover."
-    );
-    describe_counter!(
-        names::MIGRATION_RECONNECTS,
-        "Reconnections to the target during the tenant's latest migration."
     );
     describe_gauge!(
         names::MIGRATIONS_ACTIVE,
@@ -301,9 +289,6 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
         gauge!(names::MIGRATION_LAG_BYTES, "tenant" => tenant.clone()).set(m.lag_bytes as f64);
         gauge!(names::MIGRATION_LAG_SECONDS, "tenant" => tenant.clone()).set(m.lag_seconds);
         gauge!(names::MIGRATION_DURATION, "tenant" => tenant.clone()).set(m.duration_seconds);
-        counter!(names::MIGRATION_KEYS, "tenant" => tenant.clone()).absolute(m.keys_synced);
-        counter!(names::MIGRATION_BYTES, "tenant" => tenant.clone()).absolute(m.bytes_synced);
-        counter!(names::MIGRATION_RECONNECTS, "tenant" => tenant.clone()).absolute(m.reconnects);
         if let Some(d) = m.downtime_ms {
             gauge!(names::MIGRATION_DOWNTIME, "tenant" => tenant.clone()).set(d / 1000.0);
         }
@@ -410,6 +395,52 @@ fn render_commands(sh: &Shared, out: &mut String) {
         let _ = writeln!(out, "{h}_sum{{cmd=\"{}\"}} {sum}", spec.name);
         let _ = writeln!(out, "{h}_count{{cmd=\"{}\"}} {cumulative}", spec.name);
     }
+}
+
+/// Per-tenant migration counters, rendered directly: they restart from 0 with each new migration
+/// of a tenant (a counter reset, which Prometheus handles), which the recorder's monotonic
+/// `absolute` cannot express.
+fn render_migration_counters(sh: &Shared, out: &mut String) {
+    let cap = sh.config.read().metrics.max_labelled_tenants;
+    let mut latest: std::collections::BTreeMap<String, ferrite_tenancy::MigrationStatus> =
+        std::collections::BTreeMap::new();
+    for m in sh.migrations.status_all() {
+        let newer = latest
+            .get(&m.tenant)
+            .is_none_or(|e| m.started_at >= e.started_at);
+        if newer {
+            latest.insert(m.tenant.clone(), m);
+        }
+    }
+    let series: [(&str, &str, fn(&ferrite_tenancy::MigrationStatus) -> u64); 3] = [
+        (
+            names::MIGRATION_KEYS,
+            "Keys the tenant's latest migration has shipped and the target acknowledged.",
+            |m| m.keys_synced,
+        ),
+        (
+            names::MIGRATION_BYTES,
+            "Bytes the tenant's latest migration has shipped and the target acknowledged.",
+            |m| m.bytes_synced,
+        ),
+        (
+            names::MIGRATION_RECONNECTS,
+            "Reconnections to the target during the tenant's latest migration.",
+            |m| m.reconnects,
+        ),
+    ];
+    for (name, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (tenant, m) in latest.iter().take(cap) {
+            let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {}", escape_label(tenant), get(m));
+        }
+    }
+}
+
+/// Escapes a label value for the text exposition format.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Serves `GET /metrics` until shutdown.
