@@ -7,9 +7,31 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of the `ferrite` binary built for these tests.
-pub fn ferrite_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferrite")
+/// Path of the `ferrite` binary: `FERRITE_BIN` when set (to test another build); else the one
+/// cargo built for this test (tests of the server crate, which owns the binary); else `ferrite`
+/// in the test binary's target directory (`target/<profile>/deps/<test>` →
+/// `target/<profile>/ferrite`), which `cargo build --bins` (scripts/test.sh) puts there for the
+/// other crates' tests.
+pub fn ferrite_bin() -> String {
+    if let Some(p) = std::env::var_os("FERRITE_BIN").filter(|p| !p.is_empty()) {
+        return p.to_string_lossy().into_owned();
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_ferrite") {
+        return p.to_string();
+    }
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary inside target/<profile>/deps");
+    let bin = profile_dir.join(format!("ferrite{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "no ferrite binary at {}: build it first (`cargo build --release --bin ferrite`, same \
+         profile as the tests) or set FERRITE_BIN",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
 }
 
 /// A `ferrite` process; killed on drop.

@@ -93,6 +93,9 @@ pub struct Connection {
     read: BytesMut,
     write: BytesMut,
     resp3: bool,
+    /// Replies are decoded as RESP2 once the handshake fell back to it: the RESP3 decoder reads
+    /// RESP2's null bulk (`$-1`) and null array (`*-1`) as the start of a streamed string.
+    resp2_replies: bool,
     opts: ConnectOptions,
 }
 
@@ -121,6 +124,7 @@ impl Connection {
             read: BytesMut::with_capacity(16 * 1024),
             write: BytesMut::with_capacity(16 * 1024),
             resp3: false,
+            resp2_replies: false,
             opts,
         };
         c.handshake().await?;
@@ -153,6 +157,7 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+        self.resp2_replies = true;
         if let Some(pw) = self.opts.password.clone() {
             let r = match self.opts.tenant.clone() {
                 Some(t) => {
@@ -172,6 +177,24 @@ impl Connection {
                 .await?;
         }
         Ok(())
+    }
+
+    /// True unless the peer closed the connection (or it failed) while it sat idle; checked
+    /// without blocking. A pool calls this before handing out an idle connection, so that
+    /// connections to a server that was restarted are replaced instead of failing a command.
+    /// Unsolicited bytes on an idle connection also count as unusable: the next reply would be
+    /// read out of step.
+    pub fn is_open(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        // A real peek on the (non-blocking) socket rather than tokio's try_read, which answers
+        // from readiness the runtime may not have polled yet right after the peer closed.
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.stream).peek(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Ok(_) | Err(_) => false,
+        }
     }
 
     pub fn is_resp3(&self) -> bool {
@@ -233,11 +256,16 @@ impl Connection {
         let t = self.opts.command_timeout;
         let deadline = tokio::time::Instant::now() + t;
         loop {
-            match decode_reply(&mut self.read) {
+            let decoded = if self.resp2_replies {
+                decode_resp2(&mut self.read)
+            } else {
+                decode_reply(&mut self.read).map_err(|e| e.0)
+            };
+            match decoded {
                 Ok(Some(Frame::Push { .. })) => continue,
                 Ok(Some(f)) => return Ok(f),
                 Ok(None) => {}
-                Err(e) => return Err(ClientError::Protocol(e.0)),
+                Err(e) => return Err(ClientError::Protocol(e)),
             }
             if self.read.capacity() - self.read.len() < 8192 {
                 self.read.reserve(64 * 1024);
@@ -281,6 +309,61 @@ impl Connection {
             out.push(check(self.recv_frame().await?));
         }
         Ok(out)
+    }
+}
+
+/// Deepest nesting accepted in a RESP2 reply (the decoder recurses per level).
+const MAX_DEPTH: usize = 64;
+
+/// Decodes one RESP2 reply from the front of `buf` into the RESP3 frame type used everywhere
+/// else (null bulk and null array become `Null`).
+fn decode_resp2(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
+    use redis_protocol::resp2::types::BytesFrame as F2;
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Refuse pathological nesting at the head of the buffer before the recursive decoder.
+    let mut depth = 0;
+    let mut pos = 0;
+    while buf.get(pos) == Some(&b'*') {
+        depth += 1;
+        if depth > MAX_DEPTH {
+            return Err("reply nests too deeply".into());
+        }
+        match buf[pos..].iter().position(|&c| c == b'\n') {
+            Some(nl) => pos += nl + 1,
+            None => break,
+        }
+    }
+    fn convert(f: F2) -> Frame {
+        match f {
+            F2::SimpleString(data) => Frame::SimpleString {
+                data,
+                attributes: None,
+            },
+            F2::Error(data) => Frame::SimpleError {
+                data,
+                attributes: None,
+            },
+            F2::Integer(data) => Frame::Number {
+                data,
+                attributes: None,
+            },
+            F2::BulkString(data) => Frame::BlobString {
+                data,
+                attributes: None,
+            },
+            F2::Array(items) => Frame::Array {
+                data: items.into_iter().map(convert).collect(),
+                attributes: None,
+            },
+            F2::Null => Frame::Null,
+        }
+    }
+    match redis_protocol::resp2::decode::decode_bytes_mut(buf) {
+        Ok(Some((f, _, _))) => Ok(Some(convert(f))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("invalid RESP2 reply: {e:?}")),
     }
 }
 

@@ -1,4 +1,10 @@
 //! Client errors, with redirects and retryable refusals told apart from other server errors.
+//!
+//! [`Connection`](crate::Connection) returns the bare kinds (`Server`, `Moved`, `Io`, ...), which
+//! the migration code matches on. [`Client`](crate::Client) and [`Pool`](crate::Pool) wrap every
+//! error they return in [`ClientError::Context`], naming the server and the command, so that a
+//! log line says where and what failed; the accessors ([`ClientError::root`],
+//! [`ClientError::code`], [`ClientError::is_connection_error`], ...) look through that wrapper.
 
 use thiserror::Error;
 
@@ -35,6 +41,26 @@ pub enum ClientError {
     Unexpected(String),
     #[error("gave up following redirects after {0} hops")]
     TooManyRedirects(usize),
+    /// No pooled connection became free within the pool's checkout timeout.
+    #[error(
+        "no free connection in the pool for {addr} within {waited_ms} ms (max_size {max_size})"
+    )]
+    PoolTimeout {
+        addr: String,
+        waited_ms: u128,
+        max_size: usize,
+    },
+    /// An error from `error`, while running `command` against `addr`. Added by [`crate::Client`]
+    /// and [`crate::Pool`]; the message of the wrapped error comes first because it is what the
+    /// reader needs most.
+    #[error("{error} (server {addr}, command {command})")]
+    Context {
+        /// The server the command was sent to (the tenant's home at that moment).
+        addr: String,
+        /// The command's name (never its arguments: they may hold values or passwords).
+        command: String,
+        error: Box<ClientError>,
+    },
 }
 
 impl ClientError {
@@ -60,10 +86,57 @@ impl ClientError {
         ClientError::Server(text)
     }
 
+    /// Wraps `self` with the server and command it came from (idempotent: an error that already
+    /// has context keeps its original one).
+    pub fn context(self, addr: &str, command: &str) -> ClientError {
+        match self {
+            e @ ClientError::Context { .. } => e,
+            e => ClientError::Context {
+                addr: addr.to_string(),
+                command: command.to_string(),
+                error: Box::new(e),
+            },
+        }
+    }
+
+    /// The error without its context.
+    pub fn root(&self) -> &ClientError {
+        match self {
+            ClientError::Context { error, .. } => error.root(),
+            e => e,
+        }
+    }
+
+    /// The error without its context, by value.
+    pub fn into_root(self) -> ClientError {
+        match self {
+            ClientError::Context { error, .. } => error.into_root(),
+            e => e,
+        }
+    }
+
+    /// The server the failed command was sent to, when known.
+    pub fn server_addr(&self) -> Option<&str> {
+        match self {
+            ClientError::Context { addr, .. }
+            | ClientError::Connect { addr, .. }
+            | ClientError::Closed(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// The name of the failed command, when known.
+    pub fn command(&self) -> Option<&str> {
+        match self {
+            ClientError::Context { command, .. } => Some(command),
+            _ => None,
+        }
+    }
+
     /// True for failures of the connection itself (worth reconnecting), as opposed to replies.
     pub fn is_connection_error(&self) -> bool {
         matches!(
-            self,
+            self.root(),
             ClientError::Connect { .. }
                 | ClientError::Io(_)
                 | ClientError::Closed(_)
@@ -72,9 +145,30 @@ impl ClientError {
         )
     }
 
+    /// True when the server refused the command without running it and asked for a retry.
+    pub fn is_try_again(&self) -> bool {
+        matches!(self.root(), ClientError::TryAgain(_))
+    }
+
+    /// True for `-MOVED tenant:...` and `-REDIRECT` refusals (the command did not run).
+    pub fn is_redirect(&self) -> bool {
+        matches!(
+            self.root(),
+            ClientError::Moved { .. } | ClientError::Redirect(_)
+        )
+    }
+
+    /// The full text of the server's error reply, if the error is one.
+    pub fn server_message(&self) -> Option<&str> {
+        match self.root() {
+            ClientError::Server(t) | ClientError::TryAgain(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// The error code of a server error (`ERR`, `WRONGTYPE`, ...).
     pub fn code(&self) -> Option<&str> {
-        match self {
+        match self.root() {
             ClientError::Server(t) | ClientError::TryAgain(t) => t.split(' ').next(),
             ClientError::Moved { .. } => Some("MOVED"),
             ClientError::Redirect(_) => Some("REDIRECT"),
@@ -83,9 +177,27 @@ impl ClientError {
     }
 }
 
+/// The name of a command for error context: the first argument, upper-cased, with the
+/// subcommand for container commands (`CLIENT SETNAME`). Never other arguments.
+pub(crate) fn command_name<A: AsRef<[u8]>>(args: &[A]) -> String {
+    let word = |a: &A| String::from_utf8_lossy(a.as_ref()).to_ascii_uppercase();
+    let Some(first) = args.first() else {
+        return "(empty)".into();
+    };
+    let name = word(first);
+    let container = matches!(
+        name.as_str(),
+        "CLIENT" | "CONFIG" | "OBJECT" | "COMMAND" | "MEMORY" | "SCRIPT" | "XINFO" | "XGROUP"
+    );
+    match args.get(1) {
+        Some(sub) if container && sub.as_ref().len() <= 32 => format!("{name} {}", word(sub)),
+        _ => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ClientError;
+    use super::{ClientError, command_name};
 
     #[test]
     fn classifies_replies() {
@@ -108,5 +220,36 @@ mod tests {
             ClientError::from_server_text("MOVED 3999 h:1".into()),
             ClientError::Server(_)
         ));
+    }
+
+    #[test]
+    fn context_names_server_and_command_and_keeps_the_kind() {
+        let e = ClientError::from_server_text("WRONGTYPE Operation against a key".into())
+            .context("127.0.0.1:7000", "LPUSH");
+        assert_eq!(
+            e.to_string(),
+            "WRONGTYPE Operation against a key (server 127.0.0.1:7000, command LPUSH)"
+        );
+        assert_eq!(e.code(), Some("WRONGTYPE"));
+        assert_eq!(e.server_addr(), Some("127.0.0.1:7000"));
+        assert_eq!(e.command(), Some("LPUSH"));
+        assert!(!e.is_connection_error());
+        // Wrapping twice keeps the innermost (first) context.
+        let e = e.context("other:1", "GET");
+        assert_eq!(e.command(), Some("LPUSH"));
+        assert!(matches!(e.into_root(), ClientError::Server(_)));
+
+        let closed = ClientError::Closed("h:1".into()).context("h:1", "GET");
+        assert!(closed.is_connection_error());
+        let again = ClientError::TryAgain("TRYAGAIN x".into()).context("h:1", "SET");
+        assert!(again.is_try_again() && !again.is_redirect());
+    }
+
+    #[test]
+    fn command_names_hide_arguments() {
+        assert_eq!(command_name(&["set", "k", "secret"]), "SET");
+        assert_eq!(command_name(&["client", "setname", "x"]), "CLIENT SETNAME");
+        assert_eq!(command_name(&["AUTH", "acme", "pw"]), "AUTH");
+        assert_eq!(command_name::<&str>(&[]), "(empty)");
     }
 }
