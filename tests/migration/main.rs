@@ -4,11 +4,15 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod proxy;
 mod util;
+mod writers;
 
 mod bad_input;
 mod cancel_pause;
+mod faults;
 mod live;
+mod production;
 
 use std::time::Duration;
 

@@ -54,7 +54,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     srv("tenant.suspend", 2, ADMIN | CONNECTION, "tenancy", "Suspends a tenant: its commands are refused until TENANT.RESUME."),
     srv("tenant.resume", 2, ADMIN | CONNECTION, "tenancy", "Resumes a suspended tenant."),
     srv("tenant.digest", -2, ADMIN | CONNECTION, "tenancy", "Order-independent checksum of a tenant's content, per bucket and combined: TENANT.DIGEST <id> [FULL]."),
-    srv("tenant.migrate", -4, ADMIN | CONNECTION | NO_MULTI, "migration", "Starts moving a tenant to another server: TENANT.MIGRATE <tenant> TARGET <host:port> [MODE live|fast] [PARALLEL n] [BATCH_SIZE n] [TIMEOUT s] [RATE bytes-per-sec] [AUTH password]."),
+    srv("tenant.migrate", -4, ADMIN | CONNECTION | NO_MULTI, "migration", "Starts moving a tenant to another server: TENANT.MIGRATE <tenant> TARGET <host:port> [MODE live|fast] [PARALLEL n] [BATCH_SIZE n] [TIMEOUT s] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]."),
     srv("tenant.migrate.status", 2, ADMIN | CONNECTION, "migration", "Progress, lag and phase of a migration: TENANT.MIGRATE.STATUS <id>|ALL."),
     srv("tenant.migrate.pause", 2, ADMIN | CONNECTION, "migration", "Stops shipping changes (they are still captured): TENANT.MIGRATE.PAUSE <id>."),
     srv("tenant.migrate.resume", 2, ADMIN | CONNECTION, "migration", "Resumes a paused migration: TENANT.MIGRATE.RESUME <id>."),

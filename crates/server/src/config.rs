@@ -145,6 +145,9 @@ pub struct MigrationConfig {
     pub token: String,
     /// How long the source keeps the frozen copy after a cutover.
     pub retention_secs: u64,
+    /// How long a cutover keeps asking the target to activate before it reports the cutover
+    /// incomplete (the tenant then waits, unwritable, for CUTOVER RETRY or CANCEL).
+    pub activation_timeout_ms: u64,
     pub target_validation: TargetValidationConfig,
     pub client_handling: ClientHandlingConfig,
     /// Enables TENANT.MIGRATE.DEBUG breakpoints for fault-injection tests. Never in production.
@@ -163,6 +166,7 @@ impl Default for MigrationConfig {
             batch_size: 1000,
             token: String::new(),
             retention_secs: 3600,
+            activation_timeout_ms: 30_000,
             target_validation: TargetValidationConfig::default(),
             client_handling: ClientHandlingConfig::default(),
             fault_injection: false,
@@ -364,7 +368,7 @@ impl Config {
             cutover_max_lag: m.cutover_max_lag,
             token: (!m.token.is_empty()).then(|| m.token.clone()),
             retention: std::time::Duration::from_secs(m.retention_secs),
-            activation_timeout: std::time::Duration::from_secs(30),
+            activation_timeout: std::time::Duration::from_millis(m.activation_timeout_ms),
             fault_injection: m.fault_injection,
             validation: ferrite_tenancy::migration::validate::ValidationSettings {
                 connectivity: m.target_validation.verify_connectivity,

@@ -47,7 +47,7 @@ macro_rules! param {
     };
 }
 
-pub static PARAMS: [Param; 32] = [
+pub static PARAMS: [Param; 33] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -188,6 +188,14 @@ pub static PARAMS: [Param; 32] = [
         |c| c.tenancy.migration.batch_size.to_string(),
         |c, v| {
             c.tenancy.migration.batch_size = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.activation_timeout_ms",
+        |c| c.tenancy.migration.activation_timeout_ms.to_string(),
+        |c, v| {
+            c.tenancy.migration.activation_timeout_ms = num(v)?;
             Ok(())
         }
     ),

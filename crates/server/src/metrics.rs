@@ -433,14 +433,21 @@ fn render_migration_counters(sh: &Shared, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
         for (tenant, m) in latest.iter().take(cap) {
-            let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {}", escape_label(tenant), get(m));
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\"}} {}",
+                escape_label(tenant),
+                get(m)
+            );
         }
     }
 }
 
 /// Escapes a label value for the text exposition format.
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serves `GET /metrics` until shutdown.

@@ -160,6 +160,7 @@ pub async fn run(
                         ))
                     }
                     b"AUTH" => cfg.auth = Some(args.text(i + 1)),
+                    b"REDIRECT" => cfg.redirect = Some(args.text(i + 1)),
                     b"RATE" => {
                         let r = args.int(i + 1)?;
                         if r < 0 {

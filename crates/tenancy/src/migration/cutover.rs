@@ -39,8 +39,12 @@ pub(super) async fn breakpoint(mgr: &MigrationManager, m: &Migration, point: &'s
         return;
     }
     tracing::warn!(migration = %m.id, point, "parked at a fault-injection breakpoint");
-    *m.parked.lock() = Some(point);
+    // Register for the release before announcing where we are, so a release sent right after
+    // the test sees us parked cannot be missed.
     let release = m.release.notified();
+    tokio::pin!(release);
+    release.as_mut().enable();
+    *m.parked.lock() = Some(point);
     let _ = tokio::time::timeout(Duration::from_secs(60), release).await;
     *m.parked.lock() = None;
 }
@@ -112,9 +116,18 @@ pub(super) async fn cutover(
         }
     };
     breakpoint(mgr, m, "cutover:after_confirm").await;
+    // Last chance to keep the tenant: if the target stopped answering since it confirmed, do
+    // not hand over (that would leave the tenant unwritable until the target comes back).
+    let alive = tokio::time::timeout(Duration::from_millis(500), control.cmd(&["PING"])).await;
+    if !matches!(alive, Ok(Ok(_))) {
+        gate.open();
+        let msg = "cutover aborted, the source still owns the tenant: the target stopped answering after it confirmed".to_string();
+        fail_migration(m, &msg);
+        return Err(fail(msg));
+    }
 
     // Hand over: from here the source answers MOVED; then the target is activated.
-    m.tenant.set_moved(&m.target);
+    m.tenant.set_moved(&m.redirect);
     ks.lock().stop_tracking();
     breakpoint(mgr, m, "cutover:before_activate").await;
     match activate(mgr, m, control, import_id, settings.activation_timeout).await {

@@ -112,6 +112,10 @@ pub struct MigrationConfig {
     pub auth: Option<String>,
     /// Shipping rate limit in bytes per second (0 = none).
     pub rate_bytes_per_sec: u64,
+    /// The address clients are sent to after cutover (`-MOVED tenant:<id> <redirect>`), when it
+    /// differs from the address this server uses to reach the target (a separate migration
+    /// network, a proxy). Defaults to the target address.
+    pub redirect: Option<String>,
 }
 
 impl Default for MigrationConfig {
@@ -123,6 +127,7 @@ impl Default for MigrationConfig {
             timeout: None,
             auth: None,
             rate_bytes_per_sec: 0,
+            redirect: None,
         }
     }
 }
@@ -312,6 +317,8 @@ pub struct Migration {
     pub tenant: Arc<Tenant>,
     pub source: String,
     pub target: String,
+    /// Where clients are sent after cutover (usually the target address).
+    pub redirect: String,
     pub mode: MigrationMode,
     cfg: Mutex<MigrationConfig>,
     progress: Mutex<Progress>,
@@ -565,9 +572,14 @@ impl MigrationManager {
         let id = format!("mig_{}_{n}", self.inner.id_prefix);
         let now = ferrite_storage::now_ms();
         let connect = self.connect_options(&target, &cfg);
+        let redirect = match &cfg.redirect {
+            Some(r) => normalize_addr(r)?,
+            None => target.clone(),
+        };
         let mig = Arc::new(Migration {
             id: id.clone(),
             connect,
+            redirect,
             tenant: t.clone(),
             source: self.inner.self_addr.clone(),
             target: target.clone(),
@@ -1129,7 +1141,10 @@ impl MigrationManager {
         rate: Option<u64>,
     ) -> Result<(), MigrationError> {
         let m = self.find(id)?;
-        if !m.state().is_active() && m.state() != MigrationState::Queued {
+        // A failed migration may be updated too: the settings apply when it is retried.
+        if !m.state().is_active()
+            && !matches!(m.state(), MigrationState::Queued | MigrationState::Failed)
+        {
             return Err(MigrationError::WrongState {
                 id: m.id.clone(),
                 state: m.state().name(),
