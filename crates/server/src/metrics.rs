@@ -412,7 +412,8 @@ fn render_migration_counters(sh: &Shared, out: &mut String) {
             latest.insert(m.tenant.clone(), m);
         }
     }
-    let series: [(&str, &str, fn(&ferrite_tenancy::MigrationStatus) -> u64); 3] = [
+    type Read = fn(&ferrite_tenancy::MigrationStatus) -> u64;
+    let series: [(&str, &str, Read); 3] = [
         (
             names::MIGRATION_KEYS,
             "Keys the tenant's latest migration has shipped and the target acknowledged.",
