@@ -7,9 +7,23 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of the `ferrite` binary built for these tests.
-pub fn ferrite_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferrite")
+/// Path of the `ferrite` binary: the one Cargo built for the server crate's tests; for other
+/// crates' tests (Cargo gives them no `CARGO_BIN_EXE_ferrite`), `$FERRITE_BIN` or the `ferrite`
+/// beside the test executable's profile directory (`target/<profile>/ferrite`, built by
+/// `cargo build --bins` as `scripts/test.sh` does first).
+pub fn ferrite_bin() -> String {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_ferrite") {
+        return p.to_string();
+    }
+    if let Some(p) = std::env::var_os("FERRITE_BIN") {
+        return p.to_string_lossy().into_owned();
+    }
+    // The test runs as target/<profile>/deps/<name>-<hash>.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("ferrite")))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ferrite".to_string())
 }
 
 /// A `ferrite` process; killed on drop.
