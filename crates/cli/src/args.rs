@@ -1,0 +1,237 @@
+//! Command-line arguments: redis-cli's connection flags, then either a command to run once or
+//! nothing (the REPL). `migrate ...` has its own parser, chosen by the first word.
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+const AFTER_HELP: &str = "\
+Without a command, ferrite-cli starts an interactive prompt (or, when standard input is not a
+terminal, runs one command per input line).
+
+Migration commands (run `ferrite-cli migrate --help`):
+  migrate start <tenant> <host:port> [--mode live|fast] [--parallel n] [--batch-size n] [--rate b/s]
+  migrate status [<id>|--all]       migrate watch [<id>|--all] [--interval-ms n] [--timeout-s n]
+  migrate cutover <id> [--force]    migrate verify <id>
+  migrate pause|resume|cancel <id>
+
+Exit codes: 0 success, 1 the command failed (error on stderr), 2 usage error,
+3 cannot connect, 4 `migrate watch` timed out.
+
+Examples:
+  ferrite-cli SET greeting hello
+  ferrite-cli --user acme -a s3cret --raw GET greeting
+  ferrite-cli -p 6380 --json HGETALL user:1
+  ferrite-cli migrate start acme 10.0.0.2:6379 --parallel 8
+  ferrite-cli migrate watch --all";
+
+/// `ferrite-cli [options] [command [args...]]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrite-cli",
+    version,
+    about = "Command-line client for Ferrite (and any Redis-protocol server), with live migration views",
+    disable_help_flag = true,
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Print replies bare, one value per line (no quotes, no types).
+    #[arg(long, conflicts_with = "json")]
+    pub raw: bool,
+
+    /// Print each reply as JSON (maps as objects).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// The command and its arguments; without one, an interactive prompt starts.
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+impl Cli {
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else if self.raw {
+            Format::Raw
+        } else {
+            Format::Pretty
+        }
+    }
+}
+
+/// Where to connect and as whom.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Server hostname.
+    #[arg(short = 'h', long = "host", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Server port.
+    #[arg(short = 'p', long = "port", default_value_t = 6379)]
+    pub port: u16,
+
+    /// Password: the tenant's with --user, otherwise the server's requirepass.
+    #[arg(
+        short = 'a',
+        long = "pass",
+        env = "FERRITE_CLI_AUTH",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// Tenant to act as (AUTH <tenant> <password>); needs -a.
+    #[arg(long = "user", value_name = "TENANT", requires = "password")]
+    pub user: Option<String>,
+
+    /// Speak RESP2.
+    #[arg(short = '2', conflicts_with = "resp3")]
+    pub resp2: bool,
+
+    /// Speak RESP3 (the default; falls back to RESP2 when the server lacks HELLO).
+    #[arg(short = '3')]
+    pub resp3: bool,
+}
+
+impl ConnArgs {
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            // A bare IPv6 address needs brackets before the port.
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `ferrite-cli migrate ...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrite-cli migrate",
+    bin_name = "ferrite-cli migrate",
+    about = "Start, inspect, watch and finish live tenant migrations (run against the source server)"
+)]
+pub struct MigrateCli {
+    /// Print replies as JSON (`watch`: one JSON status list per refresh).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub cmd: MigrateCmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Snapshot, then a live change stream, then a brief cutover.
+    Live,
+    /// Suspend the tenant's writes, copy, switch.
+    Fast,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCmd {
+    /// Start moving a tenant to another server; prints the migration id.
+    Start {
+        /// The tenant to move.
+        tenant: String,
+        /// The target server, host:port.
+        target: String,
+        #[arg(long, value_enum, default_value_t = Mode::Live)]
+        mode: Mode,
+        /// Parallel streams to the target (1-64; server default when omitted).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        parallel: Option<u32>,
+        /// Keys per batch (1-100000; server default when omitted).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch_size: Option<u32>,
+        /// Fail the migration when the target cannot be reached for this many seconds.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+        /// Limit shipping to this many bytes per second (0 = no limit).
+        #[arg(long, value_name = "BYTES_PER_SEC")]
+        rate: Option<u64>,
+        /// The target's password (its requirepass), when no migration token is configured.
+        #[arg(long, value_name = "PASSWORD")]
+        target_password: Option<String>,
+        /// Print only the migration id.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show one migration, or all of them as a table.
+    Status {
+        /// Migration id (all migrations when omitted).
+        #[arg(conflicts_with = "all")]
+        id: Option<String>,
+        /// Show every migration.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Live view of running migrations until they finish (exit 0 when all completed).
+    Watch {
+        /// Migration id (every running migration when omitted).
+        #[arg(conflicts_with = "all")]
+        id: Option<String>,
+        /// Watch every running migration, including ones started while watching.
+        #[arg(long)]
+        all: bool,
+        /// Refresh interval.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+        interval_ms: u64,
+        /// Give up (exit 4) after this many seconds.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_s: Option<u64>,
+    },
+    /// Hand the tenant over to the target (the source answers -MOVED afterwards).
+    Cutover {
+        id: String,
+        /// Cut over even when the lag is above cutover_max_lag.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Compare source and target checksums (exit 0 only when verified).
+    Verify { id: String },
+    /// Stop shipping changes for now (changes are still captured).
+    Pause { id: String },
+    /// Resume a paused migration.
+    Resume { id: String },
+    /// Stop the migration; the source keeps the tenant, the target drops its copy.
+    Cancel { id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+        MigrateCli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_words_are_not_options() {
+        let cli = Cli::try_parse_from(["ferrite-cli", "-p", "7000", "SET", "k", "-1", "--raw"])
+            .expect("parse");
+        assert_eq!(cli.conn.port, 7000);
+        assert_eq!(cli.command, ["SET", "k", "-1", "--raw"]);
+        assert!(!cli.raw);
+    }
+
+    #[test]
+    fn user_needs_password() {
+        assert!(Cli::try_parse_from(["ferrite-cli", "--user", "acme", "PING"]).is_err());
+        assert!(Cli::try_parse_from(["ferrite-cli", "-2", "-3"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ferrite-cli", "--bogus", "PING"]).is_err(),
+            "an unknown flag before the command is a usage error, not a command"
+        );
+    }
+}

@@ -1,0 +1,570 @@
+//! `ferrite-cli migrate ...`: the TENANT.MIGRATE* commands with readable output and exit codes a
+//! script can test (`verify` exits 0 only when the checksums matched).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ferrite_client::{Frame, value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::args::{MigrateCmd, Mode};
+use crate::output::{self, Format};
+use crate::session::{Failure, Session, exit};
+
+/// One migration as TENANT.MIGRATE.STATUS reports it (fields as text, in the server's order).
+#[derive(Debug, Clone)]
+pub struct Status {
+    fields: Vec<(String, String)>,
+    index: HashMap<String, usize>,
+    /// The reply itself, for `--json`.
+    pub frame: Frame,
+}
+
+/// States after which nothing more happens without an operator.
+pub const FINAL_STATES: &[&str] = &["completed", "verified", "failed", "cancelled"];
+
+impl Status {
+    pub fn from_frame(f: &Frame) -> Result<Status, Failure> {
+        let pairs = value::as_pairs(f).map_err(|e| {
+            Failure::command(format!("unexpected TENANT.MIGRATE.STATUS reply: {e}"))
+        })?;
+        let fields: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, field_text(&v)))
+            .collect();
+        let index = fields
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        Ok(Status {
+            fields,
+            index,
+            frame: f.clone(),
+        })
+    }
+
+    /// A field's text ("" when absent).
+    pub fn get(&self, k: &str) -> &str {
+        self.index.get(k).map_or("", |&i| self.fields[i].1.as_str())
+    }
+
+    pub fn num(&self, k: &str) -> f64 {
+        self.get(k).trim_end_matches('%').parse().unwrap_or(0.0)
+    }
+
+    pub fn id(&self) -> &str {
+        self.get("migration_id")
+    }
+
+    pub fn state(&self) -> &str {
+        self.get("state")
+    }
+
+    pub fn is_final(&self) -> bool {
+        FINAL_STATES.contains(&self.state())
+    }
+
+    /// Ended the way the operator wanted.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.state(), "completed" | "verified")
+    }
+
+    /// Time left until the server's estimated completion, as text ("-" when unknown).
+    pub fn eta(&self) -> String {
+        if self.is_final() {
+            return "-".into();
+        }
+        let at = self.get("estimated_completion");
+        match OffsetDateTime::parse(at, &Rfc3339) {
+            Ok(t) => {
+                let left = (t - OffsetDateTime::now_utc()).as_seconds_f64();
+                if left < 1.0 {
+                    "<1s".into()
+                } else {
+                    duration(left)
+                }
+            }
+            Err(_) => "-".into(),
+        }
+    }
+
+    /// The line printed when the migration has ended: id, tenant, [`Status::outcome_detail`].
+    pub fn outcome(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.id(),
+            self.get("tenant"),
+            self.outcome_detail()
+        )
+    }
+
+    /// How the migration ended ("completed: 1,000 keys moved to ...").
+    pub fn outcome_detail(&self) -> String {
+        match self.state() {
+            "completed" | "verified" => {
+                let mut s = format!(
+                    "{}: {} keys moved to {}",
+                    self.state(),
+                    grouped(self.num("keys_synced") as u64),
+                    self.get("target")
+                );
+                if !self.get("downtime_ms").is_empty() {
+                    s.push_str(&format!(", writes paused {} ms", self.get("downtime_ms")));
+                }
+                s.push_str(&format!(
+                    ", took {}",
+                    duration(self.num("duration_seconds"))
+                ));
+                s
+            }
+            "failed" => format!("failed: {}", self.get("error")),
+            "cancelled" => "cancelled; the source keeps the tenant".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A status field as text: strings as they are, numbers and booleans printed.
+fn field_text(f: &Frame) -> String {
+    match f {
+        Frame::Array { .. } | Frame::Set { .. } | Frame::Map { .. } => value::display(f),
+        other => value::as_string(other)
+            .or_else(|_| value::as_int(other).map(|n| n.to_string()))
+            .unwrap_or_else(|_| value::display(other)),
+    }
+}
+
+/// 1234567 → "1,234,567".
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes with a binary unit ("1.5 MiB").
+pub fn bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Seconds as "850ms", "12.3s", "4m05s", "2h03m".
+pub fn duration(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{:.0}ms", secs * 1000.0)
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else if secs < 3600.0 {
+        let s = secs as u64;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let s = secs as u64;
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// Keys per second in short form ("950", "12.3K", "1.2M").
+pub fn rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.1}M", r / 1e6)
+    } else if r >= 1e4 {
+        format!("{:.1}K", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+pub async fn fetch_status(s: &mut Session, id: &str) -> Result<Status, Failure> {
+    let f = s.run(&["TENANT.MIGRATE.STATUS", id]).await?;
+    Status::from_frame(&f)
+}
+
+pub async fn fetch_all(s: &mut Session) -> Result<Vec<Status>, Failure> {
+    let f = s.run(&["TENANT.MIGRATE.STATUS", "ALL"]).await?;
+    let items = value::as_array(&f).map_err(|e| {
+        Failure::command(format!("unexpected TENANT.MIGRATE.STATUS ALL reply: {e}"))
+    })?;
+    items.iter().map(Status::from_frame).collect()
+}
+
+/// Runs one `migrate` subcommand; returns the exit code.
+pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8, Failure> {
+    match cmd {
+        MigrateCmd::Start {
+            tenant,
+            target,
+            mode,
+            parallel,
+            batch_size,
+            timeout,
+            rate: rate_limit,
+            target_password,
+            quiet,
+        } => {
+            let mut args = vec![
+                "TENANT.MIGRATE".to_string(),
+                tenant.clone(),
+                "TARGET".into(),
+                target.clone(),
+                "MODE".into(),
+                match mode {
+                    Mode::Live => "live".into(),
+                    Mode::Fast => "fast".into(),
+                },
+            ];
+            let mut opt = |name: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    args.push(name.into());
+                    args.push(v);
+                }
+            };
+            opt("PARALLEL", parallel.map(|n| n.to_string()));
+            opt("BATCH_SIZE", batch_size.map(|n| n.to_string()));
+            opt("TIMEOUT", timeout.map(|n| n.to_string()));
+            opt("RATE", rate_limit.map(|n| n.to_string()));
+            opt("AUTH", target_password);
+            let f = s.run(&args).await?;
+            let fields = Status::from_frame(&f)?;
+            let id = fields.id();
+            if id.is_empty() {
+                return Err(Failure::command("the server did not return a migration id"));
+            }
+            match format {
+                Format::Json => out!("{}", output::render(&f, Format::Json)),
+                Format::Raw => outln!("{id}"),
+                Format::Pretty if quiet => outln!("{id}"),
+                Format::Pretty => {
+                    outln!(
+                        "Started migration {id}: tenant {tenant} -> {target} ({}, {})",
+                        match mode {
+                            Mode::Live => "live",
+                            Mode::Fast => "fast",
+                        },
+                        fields.state()
+                    );
+                    outln!(
+                        "Follow it with: ferrite-cli -h {} migrate watch {id}",
+                        s.origin.replacen(':', " -p ", 1)
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        MigrateCmd::Status { id: Some(id), .. } => {
+            let st = fetch_status(s, &id).await?;
+            match format {
+                Format::Pretty => out!("{}", block(&st)),
+                other => out!("{}", output::render(&st.frame, other)),
+            }
+            Ok(exit::OK)
+        }
+        MigrateCmd::Status { id: None, .. } => {
+            let all = fetch_all(s).await?;
+            match format {
+                Format::Pretty if all.is_empty() => {
+                    outln!("No migrations on {}.", s.addr())
+                }
+                Format::Pretty => out!("{}", table(&all)),
+                other => {
+                    let frames: Vec<Frame> = all.iter().map(|st| st.frame.clone()).collect();
+                    let list = Frame::Array {
+                        data: frames,
+                        attributes: None,
+                    };
+                    out!("{}", output::render(&list, other));
+                }
+            }
+            Ok(exit::OK)
+        }
+        MigrateCmd::Watch {
+            id,
+            all: _,
+            interval_ms,
+            timeout_s,
+        } => {
+            crate::watch::run(
+                s,
+                id,
+                Duration::from_millis(interval_ms),
+                timeout_s.map(Duration::from_secs),
+                format,
+            )
+            .await
+        }
+        MigrateCmd::Cutover { id, force } => {
+            let mut args = vec!["TENANT.MIGRATE.CUTOVER", id.as_str()];
+            if force {
+                args.push("FORCE");
+            }
+            let f = s.run(&args).await?;
+            let r = Status::from_frame(&f)?;
+            match format {
+                Format::Pretty => outln!(
+                    "Cutover of {id}: {}. {} keys migrated; the tenant's writes were paused for {} ms.",
+                    r.get("status"),
+                    grouped(r.num("keys_migrated") as u64),
+                    r.get("downtime_ms")
+                ),
+                other => out!("{}", output::render(&f, other)),
+            }
+            Ok(exit::OK)
+        }
+        MigrateCmd::Verify { id } => {
+            let f = s.run(&["TENANT.MIGRATE.VERIFY", id.as_str()]).await?;
+            let r = Status::from_frame(&f)?;
+            let verified = r.get("status") == "verified";
+            match format {
+                Format::Pretty => {
+                    outln!("Verification of {id}: {}", r.get("status"));
+                    outln!(
+                        "  keys      source {} · target {}",
+                        grouped(r.num("keys_source") as u64),
+                        grouped(r.num("keys_target") as u64)
+                    );
+                    let checksum = match r.get("checksum_match") {
+                        "1" | "true" => "match",
+                        _ => "MISMATCH",
+                    };
+                    outln!("  checksum  {checksum}");
+                    outln!(
+                        "  sample    {} keys equal ({} skipped: changed on the target since cutover)",
+                        r.get("sample_verified"),
+                        r.get("sample_skipped")
+                    );
+                    let buckets = r.get("mismatched_buckets");
+                    if !matches!(buckets, "" | "[]") {
+                        outln!("  differing digest buckets: {buckets}");
+                    }
+                }
+                other => out!("{}", output::render(&f, other)),
+            }
+            if verified {
+                Ok(exit::OK)
+            } else {
+                eprintln!("verification of {id} failed: status {}", r.get("status"));
+                Ok(exit::FAILED)
+            }
+        }
+        MigrateCmd::Pause { id } => simple(s, "TENANT.MIGRATE.PAUSE", &id, "paused", format).await,
+        MigrateCmd::Resume { id } => {
+            simple(s, "TENANT.MIGRATE.RESUME", &id, "resumed", format).await
+        }
+        MigrateCmd::Cancel { id } => {
+            simple(s, "TENANT.MIGRATE.CANCEL", &id, "cancelled", format).await
+        }
+    }
+}
+
+async fn simple(
+    s: &mut Session,
+    command: &str,
+    id: &str,
+    done: &str,
+    format: Format,
+) -> Result<u8, Failure> {
+    let f = s.run(&[command, id]).await?;
+    match format {
+        Format::Pretty => outln!("Migration {id} {done}."),
+        other => out!("{}", output::render(&f, other)),
+    }
+    Ok(exit::OK)
+}
+
+/// One migration as a block of labelled lines.
+pub fn block(st: &Status) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, text: String| {
+        out.push_str(&format!("  {label:<9} {text}\n"));
+    };
+    let head = format!(
+        "Migration {}: tenant {} -> {} ({}, {} streams x {} keys)\n",
+        st.id(),
+        st.get("tenant"),
+        st.get("target"),
+        st.get("mode"),
+        st.get("parallel"),
+        st.get("batch_size")
+    );
+    line(
+        "state",
+        format!("{} (phase {})", st.state(), st.get("phase")),
+    );
+    line(
+        "progress",
+        format!(
+            "{} · {} / {} keys · {} synced",
+            st.get("progress"),
+            grouped(st.num("keys_synced") as u64),
+            grouped(st.num("keys_total") as u64),
+            bytes(st.num("bytes_synced"))
+        ),
+    );
+    line(
+        "lag",
+        format!(
+            "{} keys · {} · {} s ({})",
+            grouped(st.num("lag_keys") as u64),
+            bytes(st.num("lag_bytes")),
+            st.get("lag_seconds"),
+            st.get("lag_trend")
+        ),
+    );
+    line(
+        "rate",
+        format!("{} keys/s · ETA {}", rate(st.num("keys_per_sec")), st.eta()),
+    );
+    line(
+        "started",
+        format!(
+            "{} · running for {}",
+            st.get("started_at"),
+            duration(st.num("duration_seconds"))
+        ),
+    );
+    if !st.get("downtime_ms").is_empty() {
+        line("downtime", format!("{} ms", st.get("downtime_ms")));
+    }
+    if st.num("reconnects") > 0.0 {
+        line("reconnects", st.get("reconnects").to_string());
+    }
+    if !st.get("error").is_empty() {
+        line("error", st.get("error").to_string());
+    }
+    format!("{head}{out}")
+}
+
+/// Several migrations as a table.
+pub fn table(all: &[Status]) -> String {
+    let header = [
+        "ID", "TENANT", "TARGET", "STATE", "PHASE", "PROGRESS", "KEYS", "LAG KEYS", "LAG",
+        "KEYS/S", "ETA",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for st in all {
+        rows.push(vec![
+            st.id().to_string(),
+            st.get("tenant").to_string(),
+            st.get("target").to_string(),
+            st.state().to_string(),
+            st.get("phase").to_string(),
+            st.get("progress").to_string(),
+            format!(
+                "{}/{}",
+                grouped(st.num("keys_synced") as u64),
+                grouped(st.num("keys_total") as u64)
+            ),
+            grouped(st.num("lag_keys") as u64),
+            format!("{}s", st.get("lag_seconds")),
+            rate(st.num("keys_per_sec")),
+            st.eta(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for st in all.iter().filter(|st| !st.get("error").is_empty()) {
+        out.push_str(&format!("{}: {}\n", st.id(), st.get("error")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(pairs: &[(&str, &str)]) -> Status {
+        let data = pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    Frame::BlobString {
+                        data: k.as_bytes().to_vec().into(),
+                        attributes: None,
+                    },
+                    Frame::BlobString {
+                        data: v.as_bytes().to_vec().into(),
+                        attributes: None,
+                    },
+                )
+            })
+            .collect();
+        Status::from_frame(&Frame::Map {
+            data,
+            attributes: None,
+        })
+        .expect("status")
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(1234567), "1,234,567");
+        assert_eq!(bytes(512.0), "512 B");
+        assert_eq!(bytes(1536.0), "1.5 KiB");
+        assert_eq!(duration(0.25), "250ms");
+        assert_eq!(duration(125.0), "2m05s");
+        assert_eq!(rate(12345.0), "12.3K");
+    }
+
+    #[test]
+    fn blocks_tables_and_outcomes() {
+        let st = status(&[
+            ("migration_id", "mig_1"),
+            ("tenant", "acme"),
+            ("target", "127.0.0.1:7000"),
+            ("state", "failed"),
+            ("phase", "stopped"),
+            ("progress", "40%"),
+            ("keys_synced", "400"),
+            ("keys_total", "1000"),
+            ("error", "target 127.0.0.1:7000 is unreachable"),
+        ]);
+        assert!(st.is_final() && !st.succeeded());
+        assert_eq!(st.num("progress"), 40.0);
+        assert_eq!(
+            st.outcome(),
+            "mig_1 acme failed: target 127.0.0.1:7000 is unreachable"
+        );
+        let b = block(&st);
+        assert!(
+            b.starts_with("Migration mig_1: tenant acme -> 127.0.0.1:7000"),
+            "{b}"
+        );
+        assert!(b.contains("400 / 1,000 keys"), "{b}");
+        let t = table(std::slice::from_ref(&st));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID     TENANT  TARGET"), "{t}");
+        assert!(
+            lines[1].starts_with("mig_1  acme    127.0.0.1:7000  failed"),
+            "{t}"
+        );
+        assert_eq!(st.eta(), "-");
+    }
+}

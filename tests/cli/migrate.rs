@@ -1,0 +1,255 @@
+//! `ferrite-cli migrate ...` during a real migration between two servers: start, a watch whose
+//! piped output shows the live sync, status, cutover, the watch ending with the outcome, verify,
+//! INFO replication on the target; and a cancelled migration making watch exit non-zero.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::Server;
+use crate::{cli, cli_command, cli_ok, run, server, wait_child};
+
+/// Loads `n` string keys as tenant `acme` through the CLI's standard-input mode.
+fn load(s: &Server, tenant: &str, n: usize) {
+    let mut input = String::new();
+    for i in 0..n {
+        input.push_str(&format!("SET key:{i} value-{i}\n"));
+    }
+    let port = s.port.to_string();
+    let r = run(&["-p", &port, "--user", tenant, "-a", "pw"], Some(&input));
+    assert_eq!(r.code, 0, "loading keys: {}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), n);
+}
+
+/// The id from `migrate start`'s "Started migration <id>: ..." line.
+fn started_id(out: &str) -> String {
+    let rest = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Started migration "))
+        .unwrap_or_else(|| panic!("no start line in {out:?}"));
+    rest.split(':').next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn start_watch_cutover_verify() {
+    let src = server(&[]);
+    let dst = server(&[]);
+    cli_ok(&src, &["TENANT.CREATE", "acme", "PASSWORD", "pw"]);
+    load(&src, "acme", 3000);
+
+    let target = dst.addr();
+    let out = cli_ok(
+        &src,
+        &[
+            "migrate",
+            "start",
+            "acme",
+            &target,
+            "--parallel",
+            "2",
+            "--batch-size",
+            "250",
+        ],
+    );
+    let id = started_id(&out);
+    assert!(id.starts_with("mig"), "{out}");
+    assert!(out.contains(&format!("acme -> {target}")), "{out}");
+
+    // Watch every migration, stdout piped: one plain line per migration and refresh.
+    let port = src.port.to_string();
+    let mut watch = cli_command(&[
+        "-p",
+        &port,
+        "migrate",
+        "watch",
+        "--all",
+        "--interval-ms",
+        "100",
+        "--timeout-s",
+        "120",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start watch");
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = watch.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let live_line = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let live = line.contains(&id)
+                    && line.contains("state=live_sync")
+                    && line.contains("phase=live_sync");
+                seen.push(line.clone());
+                if live {
+                    break line;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("watch ended before live_sync: {seen:?}")
+            }
+        }
+        assert!(Instant::now() < deadline, "no live_sync line: {seen:?}");
+    };
+    for field in [
+        " acme ",
+        "phase=live_sync",
+        "progress=100%",
+        "keys=3000/3000",
+        "keys_per_sec=",
+        "lag_keys=",
+        "lag_bytes=",
+        "lag_seconds=",
+        "eta=",
+    ] {
+        assert!(
+            live_line.contains(field),
+            "{field} missing from {live_line}"
+        );
+    }
+
+    // Writes during the live sync are carried over.
+    let as_acme = ["--user", "acme", "-a", "pw"];
+    let mut args = as_acme.to_vec();
+    args.extend(["SET", "during", "live-sync"]);
+    cli_ok(&src, &args);
+
+    let status = cli_ok(&src, &["migrate", "status", &id]);
+    assert!(status.contains("state     live_sync"), "{status}");
+    assert!(status.contains("3,000"), "{status}");
+    let table = cli_ok(&src, &["migrate", "status", "--all"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("live_sync")),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli_ok(&src, &["--json", "migrate", "status", &id]))
+            .expect("json status");
+    assert_eq!(json["tenant"], "acme");
+    assert_eq!(json["keys_total"], 3000);
+
+    let out = cli_ok(&src, &["migrate", "cutover", &id]);
+    assert!(
+        out.starts_with(&format!("Cutover of {id}: completed.")),
+        "{out}"
+    );
+
+    // The watch sees the end, prints the outcome and exits 0.
+    let code = wait_child(&mut watch, Duration::from_secs(30), "migrate watch");
+    let _ = reader.join();
+    seen.extend(rx.try_iter());
+    assert_eq!(code, 0, "watch output: {seen:?}");
+    let outcome = seen.last().cloned().unwrap_or_default();
+    assert!(
+        outcome.starts_with(&format!(
+            "{id} acme completed: 3,001 keys moved to {target}"
+        )),
+        "{seen:?}"
+    );
+
+    let out = cli_ok(&src, &["migrate", "verify", &id]);
+    assert!(
+        out.starts_with(&format!("Verification of {id}: verified")),
+        "{out}"
+    );
+    assert!(out.contains("checksum  match"), "{out}");
+    // Watching a finished migration reports its outcome at once.
+    let out = cli_ok(&src, &["migrate", "watch", &id]);
+    assert!(out.contains(&format!("{id} acme verified")), "{out}");
+
+    let info = cli_ok(&dst, &["INFO", "replication"]);
+    let import = info
+        .lines()
+        .find(|l| l.starts_with("import0:"))
+        .unwrap_or_else(|| panic!("no import line: {info}"));
+    assert!(import.contains("tenant=acme"), "{import}");
+    assert!(import.contains(&format!("migration={id}")), "{import}");
+
+    // The tenant's data now answers from the target; the CLI follows the source's -MOVED.
+    let mut args = as_acme.to_vec();
+    args.extend(["GET", "during"]);
+    assert_eq!(cli_ok(&src, &args), "\"live-sync\"\n");
+    assert_eq!(cli_ok(&dst, &args), "\"live-sync\"\n");
+
+    // Operations that no longer fit the state fail with the server's reason.
+    let r = cli(&src, &["migrate", "cutover", &id]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.starts_with("(error) ERR migration"), "{r:?}");
+}
+
+#[test]
+fn cancelled_migration_makes_watch_fail() {
+    let src = server(&[]);
+    let dst = server(&[]);
+    cli_ok(&src, &["TENANT.CREATE", "beta", "PASSWORD", "pw"]);
+    load(&src, "beta", 200);
+    let id = cli_ok(&src, &["migrate", "start", "beta", &dst.addr(), "--quiet"])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("mig") && !id.contains(' '), "{id}");
+    let state = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = cli_ok(&src, &["--json", "migrate", "status", &id]);
+            let v: serde_json::Value = serde_json::from_str(&out).expect("json status");
+            if v["state"] == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never {want}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    state("live_sync");
+    // A live migration waits for its cutover: watch gives up after its timeout with exit 4.
+    let r = cli(&src, &["migrate", "watch", &id, "--timeout-s", "1"]);
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(r.stderr.contains(&format!("{id} is live_sync")), "{r:?}");
+    assert_eq!(
+        cli_ok(&src, &["migrate", "pause", &id]),
+        format!("Migration {id} paused.\n")
+    );
+    state("paused");
+    assert_eq!(
+        cli_ok(&src, &["migrate", "resume", &id]),
+        format!("Migration {id} resumed.\n")
+    );
+    state("live_sync");
+    let out = cli_ok(&src, &["migrate", "cancel", &id]);
+    assert_eq!(out, format!("Migration {id} cancelled.\n"));
+    let r = cli(
+        &src,
+        &[
+            "migrate",
+            "watch",
+            &id,
+            "--interval-ms",
+            "100",
+            "--timeout-s",
+            "30",
+        ],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains(&format!("{id} beta cancelled")), "{r:?}");
+    let r = cli(&src, &["migrate", "verify", &id]);
+    assert_ne!(r.code, 0, "a cancelled migration does not verify: {r:?}");
+    // Nothing is running now: watch --all has nothing to wait for.
+    assert!(cli_ok(&src, &["migrate", "watch", "--all"]).starts_with("No running migrations"));
+    // A target that does not answer is refused at start.
+    let nowhere = format!("127.0.0.1:{}", crate::free_port());
+    let r = cli(&src, &["migrate", "start", "beta", &nowhere]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(&nowhere), "{r:?}");
+}
