@@ -209,31 +209,6 @@ fn numbered<'a>(
     }
 }
 
-/// Puts map entries back in the order the server sent them: the `redis-protocol` decoder (6.x)
-/// inserts them last to first, and redis-cli users expect the server's order (HELLO, INFO-like
-/// maps, TENANT.MIGRATE.STATUS read top-down). A test of the CLI checks the order end to end.
-pub fn server_order(f: Frame) -> Frame {
-    match f {
-        Frame::Map { data, attributes } => Frame::Map {
-            data: data
-                .into_iter()
-                .rev()
-                .map(|(k, v)| (k, server_order(v)))
-                .collect(),
-            attributes,
-        },
-        Frame::Array { data, attributes } => Frame::Array {
-            data: data.into_iter().map(server_order).collect(),
-            attributes,
-        },
-        Frame::Push { data, attributes } => Frame::Push {
-            data: data.into_iter().map(server_order).collect(),
-            attributes,
-        },
-        other => other,
-    }
-}
-
 /// A RESP3 reply reshaped as the server sends it in RESP2: maps and sets become flat arrays,
 /// doubles and big numbers bulk strings, booleans integers, and `[member, score]` pairs
 /// (sorted-set replies WITHSCORES) one flat list.

@@ -341,7 +341,7 @@ fn run_line(rt: &Runtime, s: &mut Session, args: &[Vec<u8>], format: Format) -> 
             (Step::Continue, true)
         }
         Err(e) => {
-            outln!("(error) {e}");
+            outln!("(error) {}", e.root());
             (Step::Continue, true)
         }
     }
@@ -462,7 +462,7 @@ pub fn from_stdin(rt: &Runtime, mut s: Session, format: Format) -> Result<u8, Fa
                 return Err(Failure::from_client(&e, s.addr()));
             }
             Err(e) => {
-                eprintln!("(error) {e}");
+                eprintln!("(error) {}", e.root());
                 failed = true;
             }
         }

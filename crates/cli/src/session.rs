@@ -43,6 +43,8 @@ impl Failure {
 
     /// Classifies a client error: unreachable or lost server → exit 3, anything else → exit 1.
     pub fn from_client(e: &ClientError, addr: &str) -> Failure {
+        // Users see the server's own text, as with redis-cli (not the client's context).
+        let e = e.root();
         if e.is_connection_error() {
             Failure::new(exit::CONNECT, connection_message(e, addr))
         } else {
@@ -54,7 +56,7 @@ impl Failure {
 /// redis-cli's wording ("Could not connect to Redis at host:port: reason"), for every failure of
 /// the connection itself.
 pub fn connection_message(e: &ClientError, addr: &str) -> String {
-    match e {
+    match e.root() {
         ClientError::Connect { addr, source } => {
             format!("Could not connect to Ferrite at {addr}: {source}")
         }
@@ -123,7 +125,7 @@ impl Session {
 
     /// Runs one command; error replies come back as `Err`.
     pub async fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
-        let f = output::server_order(self.client.cmd(args).await?);
+        let f = self.client.cmd(args).await?;
         Ok(if self.resp2 { output::as_resp2(f) } else { f })
     }
 

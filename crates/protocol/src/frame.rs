@@ -18,9 +18,34 @@ pub fn decode_reply(buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> 
     }
     check_depth(buf)?;
     match redis_protocol::resp3::decode::complete::decode_bytes_mut(buf) {
-        Ok(Some((frame, _, _))) => Ok(Some(frame)),
+        Ok(Some((frame, _, _))) => Ok(Some(server_order(frame))),
         Ok(None) => Ok(None),
         Err(e) => Err(ProtocolError(format!("invalid reply: {e:?}"))),
+    }
+}
+
+/// Puts map entries back in the order the server sent them: the `redis-protocol` decoder (6.x)
+/// inserts them last to first, and users of maps (STATUS fields read top-down, HELLO) expect the
+/// server's order.
+fn server_order(f: Frame) -> Frame {
+    match f {
+        Frame::Map { data, attributes } => Frame::Map {
+            data: data
+                .into_iter()
+                .rev()
+                .map(|(k, v)| (k, server_order(v)))
+                .collect(),
+            attributes,
+        },
+        Frame::Array { data, attributes } => Frame::Array {
+            data: data.into_iter().map(server_order).collect(),
+            attributes,
+        },
+        Frame::Push { data, attributes } => Frame::Push {
+            data: data.into_iter().map(server_order).collect(),
+            attributes,
+        },
+        other => other,
     }
 }
 

@@ -231,7 +231,11 @@ mod tests {
         let Some(Frame::Map { data, .. }) = decode_reply(&mut out).unwrap() else {
             panic!("expected a map")
         };
-        assert_eq!(data.len(), 2);
+        let keys: Vec<_> = data
+            .keys()
+            .map(|k| crate::frame::frame_text(k).unwrap_or_default())
+            .collect();
+        assert_eq!(keys, ["k", "s"], "maps keep the server's order");
         assert!(matches!(
             decode_reply(&mut out).unwrap(),
             Some(Frame::VerbatimString { .. })
