@@ -287,3 +287,85 @@ async fn concurrency_limit_queues_in_order() {
     }
     assert!(started.elapsed() < SHORT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frozen_copy_is_released_after_retention_and_moved_outlives_it() {
+    let src = Server::start();
+    let dst = Server::start();
+    tenant_with_keys(&src, "acme", 3000).await;
+    let mut a = admin(&src).await;
+    ok(
+        &mut a,
+        &["CONFIG", "SET", "tenancy.migration.retention_secs", "1"],
+    )
+    .await;
+    let id = migrate(&mut a, "acme", &dst, &[]).await;
+    wait_state(&mut a, &id, "live_sync", LONG).await;
+    ok(&mut a, &["TENANT.MIGRATE.CUTOVER", &id]).await;
+    // Within the retention the frozen copy is there (VERIFY works on it).
+    let info = fields(&ok(&mut a, &["TENANT.INFO", "acme"]).await);
+    assert_eq!(
+        (info["state"].as_str(), info["keys"].as_str()),
+        ("moved", "3000")
+    );
+    let v = fields(&ok(&mut a, &["TENANT.MIGRATE.VERIFY", &id]).await);
+    assert_eq!(v["status"], "verified", "{v:?}");
+    // After it, the copy is freed but clients are still redirected.
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let info = fields(&ok(&mut a, &["TENANT.INFO", "acme"]).await);
+        if info["keys"] == "0" {
+            assert_eq!(info["state"], "moved");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "frozen copy never released: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut t = tenant_conn(&src, "acme", "pw").await;
+    let e = err(&mut t, &["GET", "k1"]).await;
+    assert!(e.contains(&dst.addr()), "{e}");
+    let e = err(&mut a, &["TENANT.MIGRATE.VERIFY", &id]).await;
+    assert!(e.contains("released"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_authenticate_to_each_other_with_the_migration_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(&cfg, "[tenancy.migration]\ntoken = \"cluster-secret\"\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let src = Server::start_with(&["--config", cfg]);
+    // The target has an admin password the source does not know: the token is enough, and it
+    // only opens the internal import commands.
+    let dst = Server::start_with(&["--config", cfg, "--requirepass", "admin-only"]);
+    tenant_with_keys(&src, "acme", 500).await;
+    let mut a = admin(&src).await;
+    let id = migrate(&mut a, "acme", &dst, &[]).await;
+    wait_state(&mut a, &id, "live_sync", LONG).await;
+    ok(&mut a, &["TENANT.MIGRATE.CUTOVER", &id]).await;
+    let v = fields(&ok(&mut a, &["TENANT.MIGRATE.VERIFY", &id]).await);
+    assert_eq!(v["status"], "verified", "{v:?}");
+    let mut peer = ferrite_client::Connection::connect(
+        ferrite_client::ConnectOptions::new(dst.addr())
+            .tenant("ferrite-migration", "cluster-secret"),
+    )
+    .await
+    .unwrap();
+    let e = err(&mut peer, &["CONFIG", "GET", "port"]).await;
+    assert!(e.contains("no permission"), "{e}");
+    let e = err(&mut peer, &["TENANT.IMPORT.CHECK", "x", "99", "someone"]).await;
+    assert!(
+        e.contains("source speaks v99, target speaks v1"),
+        "an incompatible peer is told both versions: {e}"
+    );
+    assert!(
+        ferrite_client::Connection::connect(
+            ferrite_client::ConnectOptions::new(dst.addr()).tenant("ferrite-migration", "wrong"),
+        )
+        .await
+        .is_err()
+    );
+}

@@ -18,5 +18,8 @@ pub mod testing;
 pub mod util;
 pub mod zsets;
 
+#[cfg(test)]
+mod model_tests;
+
 pub use ctx::{Ctx, Garbage};
 pub use spec::{CmdResult, CommandSpec, Creates, Handler, flags, lookup, lookup_indexed};
