@@ -369,3 +369,47 @@ async fn servers_authenticate_to_each_other_with_the_migration_token() {
         .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flushdb_during_a_migration_reaches_the_target_in_order() {
+    let src = Server::start();
+    let dst = Server::start();
+    tenant_with_keys(&src, "acme", 20_000).await;
+    let mut a = admin(&src).await;
+    // During the snapshot (rate-limited so it is still running).
+    let id = migrate(&mut a, "acme", &dst, &["RATE", "300000"]).await;
+    wait_for(&mut a, &id, SHORT, "snapshot progress", |s| {
+        s["phase"] == "snapshot" && s["keys_synced"].parse::<u64>().unwrap_or(0) > 1000
+    })
+    .await;
+    let mut t = tenant_conn(&src, "acme", "pw").await;
+    ok(&mut t, &["FLUSHDB"]).await;
+    load(
+        &mut t,
+        (0..500)
+            .map(|i| s_(&["SET", &format!("after{i}"), "1"]))
+            .collect(),
+    )
+    .await;
+    ok(&mut a, &["TENANT.MIGRATE.UPDATE", &id, "RATE", "0"]).await;
+    wait_state(&mut a, &id, "live_sync", LONG).await;
+    // And again during live sync.
+    ok(&mut t, &["FLUSHALL"]).await;
+    load(
+        &mut t,
+        (0..300)
+            .map(|i| s_(&["SET", &format!("last{i}"), "2"]))
+            .collect(),
+    )
+    .await;
+    wait_for(&mut a, &id, LONG, "lag drained", |s| s["lag_keys"] == "0").await;
+    ok(&mut a, &["TENANT.MIGRATE.CUTOVER", &id]).await;
+    let v = fields(&ok(&mut a, &["TENANT.MIGRATE.VERIFY", &id]).await);
+    assert_eq!(v["status"], "verified", "{v:?}");
+    let mut d = tenant_conn(&dst, "acme", "pw").await;
+    assert_eq!(value::as_int(&ok(&mut d, &["DBSIZE"]).await).unwrap(), 300);
+    assert_eq!(
+        value::as_string(&ok(&mut d, &["GET", "last7"]).await).unwrap(),
+        "2"
+    );
+}
