@@ -6,31 +6,10 @@ use ferrite_storage::{Slot, ValueType};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
-use crate::spec::{
-    ALL_KEYS, CmdResult, CommandSpec, Creates, Handler, KEY1, KEYS12, NO_KEYS, spec,
-};
+use crate::spec::{ALL_KEYS, CmdResult, CommandSpec, Creates, KEY1, KEYS12, NO_KEYS};
 use crate::util::{parse_cursor, parse_scan_options};
 
-const fn cmd(
-    name: &'static str,
-    arity: i32,
-    flags: u32,
-    keys: (i32, i32, i32),
-    creates: Creates,
-    summary: &'static str,
-    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult,
-) -> CommandSpec {
-    spec(
-        name,
-        arity,
-        flags,
-        keys,
-        creates,
-        "generic",
-        summary,
-        Handler::Data(f),
-    )
-}
+crate::command_family!("generic");
 
 pub const COMMANDS: &[CommandSpec] = &[
     cmd(

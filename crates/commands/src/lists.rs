@@ -8,29 +8,10 @@ use ferrite_storage::{ListValue, Slot, Value};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
-use crate::spec::{CmdResult, CommandSpec, Creates, Handler, KEY1, KEYS12, spec};
+use crate::spec::{CmdResult, CommandSpec, Creates, KEY1, KEYS12};
 use crate::util::{as_list, as_list_mut, index_range};
 
-const fn cmd(
-    name: &'static str,
-    arity: i32,
-    flags: u32,
-    keys: (i32, i32, i32),
-    creates: Creates,
-    summary: &'static str,
-    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult,
-) -> CommandSpec {
-    spec(
-        name,
-        arity,
-        flags,
-        keys,
-        creates,
-        "list",
-        summary,
-        Handler::Data(f),
-    )
-}
+crate::command_family!("list");
 
 const W: u32 = WRITE | DENYOOM;
 

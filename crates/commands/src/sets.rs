@@ -8,29 +8,10 @@ use ferrite_storage::{Db, SetValue, Slot, Value};
 use crate::ctx::Ctx;
 use crate::hashes::{check_repeats, parse_random_count, sample_distinct};
 use crate::spec::flags::*;
-use crate::spec::{ALL_KEYS, CmdResult, CommandSpec, Creates, Handler, KEY1, KEYS12, spec};
+use crate::spec::{ALL_KEYS, CmdResult, CommandSpec, Creates, KEY1, KEYS12};
 use crate::util::{as_set, as_set_mut, parse_cursor, parse_scan_options};
 
-const fn cmd(
-    name: &'static str,
-    arity: i32,
-    flags: u32,
-    keys: (i32, i32, i32),
-    creates: Creates,
-    summary: &'static str,
-    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult,
-) -> CommandSpec {
-    spec(
-        name,
-        arity,
-        flags,
-        keys,
-        creates,
-        "set",
-        summary,
-        Handler::Data(f),
-    )
-}
+crate::command_family!("set");
 
 const R: u32 = READONLY;
 

@@ -169,6 +169,34 @@ pub const fn spec(
     }
 }
 
+/// Defines a family's `cmd(...)` constructor for its command table: a data command of `$group`.
+#[macro_export]
+macro_rules! command_family {
+    ($group:expr) => {
+        #[allow(clippy::too_many_arguments)]
+        const fn cmd(
+            name: &'static str,
+            arity: i32,
+            flags: u32,
+            keys: (i32, i32, i32),
+            creates: $crate::spec::Creates,
+            summary: &'static str,
+            f: fn(&mut $crate::Ctx<'_, '_>, ferrite_protocol::Args<'_>) -> $crate::CmdResult,
+        ) -> $crate::CommandSpec {
+            $crate::spec::spec(
+                name,
+                arity,
+                flags,
+                keys,
+                creates,
+                $group,
+                summary,
+                $crate::Handler::Data(f),
+            )
+        }
+    };
+}
+
 /// Key position shorthands.
 pub const NO_KEYS: (i32, i32, i32) = (0, 0, 0);
 pub const KEY1: (i32, i32, i32) = (1, 1, 1);

@@ -7,29 +7,10 @@ use ferrite_storage::{Slot, StrValue, Value};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
-use crate::spec::{CmdResult, CommandSpec, Creates, Handler, KEY1, spec};
+use crate::spec::{CmdResult, CommandSpec, Creates, KEY1};
 use crate::util::{as_str, as_str_mut, int_bytes, parse_stored_float};
 
-const fn cmd(
-    name: &'static str,
-    arity: i32,
-    flags: u32,
-    keys: (i32, i32, i32),
-    creates: Creates,
-    summary: &'static str,
-    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult,
-) -> CommandSpec {
-    spec(
-        name,
-        arity,
-        flags,
-        keys,
-        creates,
-        "string",
-        summary,
-        Handler::Data(f),
-    )
-}
+crate::command_family!("string");
 
 const W: u32 = WRITE | DENYOOM;
 

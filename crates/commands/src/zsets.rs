@@ -10,29 +10,10 @@ use ferrite_storage::{Slot, Value, ZSetValue};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
-use crate::spec::{CmdResult, CommandSpec, Creates, Handler, KEY1, KEYS12, spec};
+use crate::spec::{CmdResult, CommandSpec, Creates, KEY1, KEYS12};
 use crate::util::{as_zset, as_zset_mut, index_range, parse_cursor, parse_scan_options};
 
-const fn cmd(
-    name: &'static str,
-    arity: i32,
-    flags: u32,
-    keys: (i32, i32, i32),
-    creates: Creates,
-    summary: &'static str,
-    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult,
-) -> CommandSpec {
-    spec(
-        name,
-        arity,
-        flags,
-        keys,
-        creates,
-        "sorted-set",
-        summary,
-        Handler::Data(f),
-    )
-}
+crate::command_family!("sorted-set");
 
 const W: u32 = WRITE | DENYOOM;
 
