@@ -25,6 +25,8 @@ TMUX_STARTED=0
 cleanup() {
   if [ "$TMUX_STARTED" = 1 ]; then
     timeout 10 tmux -L "$TMUX_SOCKET" kill-server 2>/dev/null || true
+    # kill-server leaves the socket file behind.
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$TMUX_SOCKET"
   fi
   if [ -n "$PID" ]; then
     kill "$PID" 2>/dev/null || true
