@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # redis-cli and redis-benchmark against a real ferrite: one-shot commands (raw and formatted
-# output), RESP3 (-3), a script of commands on stdin, mass insertion with --pipe, and a short
-# redis-benchmark run.
+# output), RESP3 (-3), a script of commands on stdin, mass insertion with --pipe, a short
+# redis-benchmark run, and the interactive prompt's argument hints and HELP (redis-cli runs in a
+# tmux session; those checks are skipped, saying so, when tmux is missing).
 #
 # Starts its own server on a free port (--port 0; the port is read from the ready line the server
 # prints) and kills it on exit. The binary is $FERRITE_BIN, else target/debug/ferrite.
@@ -18,7 +19,15 @@ done
 
 WORK=$(mktemp -d)
 PID=
+# A tmux server of our own (its own socket), so that no other tmux session is touched.
+TMUX_SOCKET="ferrite-redis-cli-$$"
+TMUX_STARTED=0
 cleanup() {
+  if [ "$TMUX_STARTED" = 1 ]; then
+    timeout 10 tmux -L "$TMUX_SOCKET" kill-server 2>/dev/null || true
+    # kill-server leaves the socket file behind.
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$TMUX_SOCKET"
+  fi
   if [ -n "$PID" ]; then
     kill "$PID" 2>/dev/null || true
     wait "$PID" 2>/dev/null || true
@@ -185,6 +194,106 @@ if echo "$bench_out" | grep -qiE 'error|ERR '; then
   expect_eq "redis-benchmark printed no errors" "" "$(echo "$bench_out" | grep -iE 'error|ERR ')"
 fi
 expect_eq "server alive after the benchmark" "PONG" "$(cli PING)"
+
+# ---- interactive prompt: argument hints and HELP (tmux) ------------------------------------------
+# redis-cli builds the hint shown after a typed command name, and its HELP text, from COMMAND DOCS;
+# both need a terminal, so redis-cli runs in a detached tmux session and the screen is read back.
+# TENANT.MIGRATE and HELP's summary line cannot come from redis-cli's own built-in help table.
+if command -v tmux >/dev/null; then
+  tmx() { timeout 10 tmux -L "$TMUX_SOCKET" "$@"; }
+  PROMPT="127.0.0.1:$PORT> "
+
+  # start_cli <session> [redis-cli options]: a wide window, so that long hints are not wrapped.
+  start_cli() {
+    local session=$1
+    shift
+    TMUX_STARTED=1
+    tmx new-session -d -s "$session" -x 400 -y 50 \
+      "REDISCLI_HISTFILE=/dev/null redis-cli -h 127.0.0.1 -p $PORT $*"
+    # Bounded wait (5 s) for the prompt.
+    for _ in $(seq 1 50); do
+      tmx capture-pane -t "$session" -p | grep -qF "${PROMPT% }" && return 0
+      sleep 0.1
+    done
+    echo "redis_cli.sh: no redis-cli prompt in tmux session $session within 5 s" >&2
+  }
+
+  # screen_line <session>: the last non-empty line of the screen.
+  screen_line() { tmx capture-pane -t "$1" -p | sed '/^$/d' | tail -n 1; }
+
+  # hint_for <session> <typed text>: types the text without Enter (after clearing the line with
+  # Ctrl-U) and prints the prompt line once something follows the typed text (the hint), or after
+  # 3 s as it is.
+  hint_for() {
+    local session=$1 line=
+    tmx send-keys -t "$session" C-u "$2"
+    for _ in $(seq 1 30); do
+      line=$(screen_line "$session")
+      [[ "$line" == "$PROMPT$2"?* ]] && break
+      sleep 0.1
+    done
+    printf '%s' "$line"
+    tmx send-keys -t "$session" C-u
+  }
+
+  # help_for <session> <command>: runs HELP on a cleared screen and prints what it showed (up to the
+  # next prompt), waiting at most 3 s for the summary line.
+  help_for() {
+    local session=$1 screen=
+    tmx send-keys -t "$session" C-u C-l
+    tmx send-keys -t "$session" "HELP $2" Enter
+    for _ in $(seq 1 30); do
+      screen=$(tmx capture-pane -t "$session" -p)
+      grep -q '^  summary: ' <<<"$screen" && break
+      sleep 0.1
+    done
+    # (tmux drops trailing blanks, so the empty prompt ends without its space)
+    sed '/^$/d' <<<"$screen" | grep -v -F "${PROMPT% }"
+  }
+
+  start_cli hints
+  expect_eq "hint for SET" \
+    "${PROMPT}SET key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]" \
+    "$(hint_for hints "SET ")"
+  expect_eq "hint for ZADD" \
+    "${PROMPT}ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]" \
+    "$(hint_for hints "ZADD ")"
+  expect_eq "hint for TENANT.MIGRATE" \
+    "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|INCREMENTAL] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]" \
+    "$(hint_for hints "TENANT.MIGRATE ")"
+  expect_eq "hint for TENANT.MIGRATE.CUTOVER" \
+    "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE]" \
+    "$(hint_for hints "TENANT.MIGRATE.CUTOVER ")"
+  # A subcommand of a container command (COMMAND DOCS "subcommands").
+  expect_eq "hint for CLIENT LIST" \
+    "${PROMPT}CLIENT LIST [TYPE NORMAL|MASTER] [ID client-id [client-id ...]]" \
+    "$(hint_for hints "CLIENT LIST ")"
+  # Names are case-insensitive for redis-cli's hints too.
+  expect_eq "hint for lower-case lmove" \
+    "${PROMPT}lmove source destination LEFT|RIGHT LEFT|RIGHT" "$(hint_for hints "lmove ")"
+
+  # HELP shows the syntax line and Ferrite's own summary (read back from COMMAND DOCS).
+  set_summary=$(cli COMMAND DOCS set | sed -n 3p)
+  expect_match "COMMAND DOCS set has a summary" "^Sets the string value" "$set_summary"
+  expect_eq "HELP SET" \
+    "$(printf '%s\n' \
+      "  SET key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]" \
+      "  summary: $set_summary" \
+      "  since: 1.0.0" \
+      "  group: string")" \
+    "$(help_for hints SET)"
+  expect_match "HELP TENANT.MIGRATE.STATUS" \
+    $'  TENANT.MIGRATE.STATUS migration-id\\|ALL\n  summary: Progress, lag and phase of a migration' \
+    "$(help_for hints TENANT.MIGRATE.STATUS)"
+
+  # RESP3: COMMAND DOCS is then a map of maps, which redis-cli reads too.
+  start_cli hints3 -3
+  expect_eq "hint for TENANT.MIGRATE.VALIDATE (RESP3)" \
+    "${PROMPT}TENANT.MIGRATE.VALIDATE tenant TARGET host:port [AUTH password]" \
+    "$(hint_for hints3 "TENANT.MIGRATE.VALIDATE ")"
+else
+  echo "skip interactive hint and HELP checks: tmux is not installed (scripts/test.sh installs it)"
+fi
 
 # ---- the server did not log errors or panics ------------------------------------------------------
 if grep -qiE 'panic|ERROR' "$WORK/stderr"; then

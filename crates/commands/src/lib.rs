@@ -5,6 +5,7 @@
 //!
 //! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`].
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
+//! [`syntax`] gives every command's arguments for `COMMAND DOCS`.
 
 pub mod ctx;
 pub mod hashes;
@@ -14,6 +15,7 @@ pub mod server_specs;
 pub mod sets;
 pub mod spec;
 pub mod strings;
+pub mod syntax;
 pub mod testing;
 pub mod util;
 pub mod zsets;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ferrite_commands::spec::{self, CommandSpec};
+use ferrite_commands::syntax::{self, Arg, Subcommand};
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::glob::glob_match;
 
@@ -32,15 +33,81 @@ fn command_info(w: &mut ReplyWriter<'_>, s: &CommandSpec) {
     w.array(0);
 }
 
+/// One command's `COMMAND DOCS` entry: its name, then a map shaped like Redis 7's, with the
+/// argument tree (`redis-cli` builds its hints and `HELP` lines from it) and, for containers
+/// such as CLIENT, the subcommands.
 fn command_docs(w: &mut ReplyWriter<'_>, s: &CommandSpec) {
     w.bulk_str(s.name);
-    w.map(3);
+    let subs: Vec<_> = syntax::subcommands(s.name).collect();
+    doc_map(w, s.summary, s.group, syntax::arguments(s.name), &subs);
+}
+
+fn doc_map(
+    w: &mut ReplyWriter<'_>,
+    summary: &str,
+    group: &str,
+    args: &[Arg],
+    subs: &[&'static Subcommand],
+) {
+    w.map(3 + usize::from(!args.is_empty()) + usize::from(!subs.is_empty()));
     w.bulk_str("summary");
-    w.bulk_str(s.summary);
+    w.bulk_str(summary);
     w.bulk_str("since");
     w.bulk_str("1.0.0");
     w.bulk_str("group");
-    w.bulk_str(s.group);
+    w.bulk_str(group);
+    // Like Redis, a command without arguments has no "arguments" field at all.
+    if !args.is_empty() {
+        w.bulk_str("arguments");
+        doc_args(w, args);
+    }
+    if !subs.is_empty() {
+        w.bulk_str("subcommands");
+        w.map(subs.len());
+        for sub in subs {
+            w.bulk_str(sub.name);
+            doc_map(w, sub.summary, group, syntax::arguments(sub.name), &[]);
+        }
+    }
+}
+
+fn doc_args(w: &mut ReplyWriter<'_>, args: &[Arg]) {
+    w.array(args.len());
+    for a in args {
+        let flags: Vec<&str> = [
+            (a.optional, "optional"),
+            (a.multiple, "multiple"),
+            (a.multiple_token, "multiple_token"),
+        ]
+        .into_iter()
+        .filter_map(|(on, f)| on.then_some(f))
+        .collect();
+        w.map(
+            2 + usize::from(a.token.is_some())
+                + usize::from(!flags.is_empty())
+                + usize::from(!a.args.is_empty()),
+        );
+        w.bulk_str("name");
+        w.bulk_str(&a.name);
+        w.bulk_str("type");
+        w.bulk_str(a.kind.as_str());
+        if let Some(t) = &a.token {
+            w.bulk_str("token");
+            w.bulk_str(t);
+        }
+        // Redis sends the flags as a set of status strings.
+        if !flags.is_empty() {
+            w.bulk_str("flags");
+            w.set(flags.len());
+            for f in flags {
+                w.simple(f);
+            }
+        }
+        if !a.args.is_empty() {
+            w.bulk_str("arguments");
+            doc_args(w, &a.args);
+        }
+    }
 }
 
 pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
