@@ -1,6 +1,7 @@
 """Fixtures for the redis-py suites: real `ferrite` processes, one per test module.
 
-The binary comes from `FERRITE_BIN`, else `target/debug/ferrite` under the repository root. Each
+The binary comes from `FERRITE_BIN`, else `target/release/ferrite` (what scripts/test.sh builds),
+else `target/debug/ferrite`, under the repository root. Each
 server listens on `--port 0`; the port is read from the line
 `Ferrite ready to accept connections on 127.0.0.1:<port>` it prints on stdout.
 Servers are always killed on teardown, also when a test or the start-up fails. Every wait is
@@ -46,7 +47,10 @@ REDIS_SERVER = os.environ.get("FERRITE_TEST_REDIS_SERVER")
 
 
 def ferrite_bin() -> str:
-    return os.environ.get("FERRITE_BIN") or str(ROOT / "target" / "debug" / "ferrite")
+    if os.environ.get("FERRITE_BIN"):
+        return os.environ["FERRITE_BIN"]
+    release = ROOT / "target" / "release" / "ferrite"
+    return str(release if release.exists() else ROOT / "target" / "debug" / "ferrite")
 
 
 def _pdeathsig_setter():

@@ -5,13 +5,15 @@
 # tmux session; those checks are skipped, saying so, when tmux is missing).
 #
 # Starts its own server on a free port (--port 0; the port is read from the ready line the server
-# prints) and kills it on exit. The binary is $FERRITE_BIN, else target/debug/ferrite.
+# prints) and kills it on exit. The binary is $FERRITE_BIN, else target/release/ferrite (what scripts/test.sh builds), else target/debug/ferrite.
 #
 #   FERRITE_BIN=target/debug/ferrite bash tests/shell/redis_cli.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${FERRITE_BIN:-$ROOT/target/debug/ferrite}
+if [ -n "${FERRITE_BIN:-}" ]; then BIN=$FERRITE_BIN
+elif [ -x "$ROOT/target/release/ferrite" ]; then BIN=$ROOT/target/release/ferrite
+else BIN=$ROOT/target/debug/ferrite; fi
 for tool in redis-cli redis-benchmark timeout; do
   command -v "$tool" >/dev/null || { echo "redis_cli.sh: $tool is not installed" >&2; exit 1; }
 done
