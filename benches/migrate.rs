@@ -44,6 +44,8 @@ const POLL: Duration = Duration::from_millis(5);
 /// (the default `cutover_max_lag`, so CUTOVER accepts it) and a lag under 100 ms.
 const CAUGHT_UP_KEYS: u64 = 1000;
 const CAUGHT_UP_SECS: f64 = 0.1;
+/// The key the end-to-end lag probe writes (deleted again before the cutover).
+const PROBE_KEY: &str = "bench:probe";
 
 /// Settings from the environment.
 #[derive(Debug, Clone)]
@@ -133,7 +135,8 @@ impl Json {
     fn n(&mut self, k: &str, v: f64) -> &mut Json {
         self.key(k);
         if v.is_finite() {
-            let _ = write!(self.0, "{}", (v * 1000.0).round() / 1000.0);
+            // Debug keeps the decimal point of whole numbers ("1.0"), so readers see a float.
+            let _ = write!(self.0, "{:?}", (v * 1000.0).round() / 1000.0);
         } else {
             self.0.push_str("null");
         }
@@ -448,7 +451,9 @@ async fn writer(
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         r.rounds_ms.push(ms);
         if ms > SLOW_ROUND_MS {
-            log(format!("writer {which}: a round of {n} SETs took {ms:.1} ms"));
+            log(format!(
+                "writer {which}: a round of {n} SETs took {ms:.1} ms"
+            ));
         }
         r.sent += n;
         match replies {
@@ -593,6 +598,10 @@ struct Timed {
     /// Lag samples (ms, keys) taken while watching live sync.
     lag_ms: Vec<f64>,
     lag_keys: Vec<f64>,
+    /// How long live sync was watched before the cutover.
+    watch_s: f64,
+    /// Probe writes: from the source's reply to the value showing in the target's staged copy.
+    probe_ms: Vec<f64>,
     cutover_call_ms: f64,
     cutover_attempts: u64,
     forced: bool,
@@ -670,13 +679,43 @@ async fn migrate_once(
     }
     out.catchup_s = t1.elapsed().as_secs_f64();
     let ready = t0.elapsed().as_secs_f64();
-    // Steady live sync.
-    let tw = Instant::now();
-    while tw.elapsed() < watch {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        s = status(&mut a, &id).await?;
-        out.lag_ms.push(num(&s, "lag_seconds") * 1000.0);
-        out.lag_keys.push(num(&s, "lag_keys"));
+    // Steady live sync: STATUS's lag (age of the oldest change not yet shipped), and a probe
+    // that measures end to end: write a value on the source, poll the target's staged copy.
+    out.watch_s = watch.as_secs_f64();
+    if !watch.is_zero() {
+        let import_id = s.get("import_id").cloned().unwrap_or_default();
+        let mut t = tenant_conn(&src.addr()).await?;
+        let mut d = admin(dst).await?;
+        let tw = Instant::now();
+        let mut n = 0u64;
+        while tw.elapsed() < watch {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            s = status(&mut a, &id).await?;
+            out.lag_ms.push(num(&s, "lag_seconds") * 1000.0);
+            out.lag_keys.push(num(&s, "lag_keys"));
+            n += 1;
+            let tag = format!("probe-{n}");
+            cmd(&mut t, &["SET", PROBE_KEY, &tag]).await?;
+            let written = Instant::now();
+            loop {
+                let f = cmd(&mut d, &["TENANT.IMPORT.FETCH", &import_id, PROBE_KEY]).await?;
+                let seen = value::as_array(&f)
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                    .and_then(|e| value::as_array(&e).ok())
+                    .and_then(|e| e.get(1).and_then(|b| value::as_bytes(b).ok().flatten()))
+                    .is_some_and(|b| b.windows(tag.len()).any(|w| w == tag.as_bytes()));
+                if seen {
+                    out.probe_ms.push(written.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+                if written.elapsed() > Duration::from_secs(5) {
+                    return Err(format!("{tag} did not reach the target within 5 s"));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        cmd(&mut t, &["DEL", PROBE_KEY]).await?;
     }
     // Cutover: refused while the lag is above cutover_max_lag; retried, then forced.
     let tc = Instant::now();
@@ -731,6 +770,7 @@ fn timed_fields(j: &mut Json, t: &Timed, keys: u64, logical_bytes: f64) {
         .n("downtime_ms", t.downtime_ms)
         .n("total_s", t.total_s)
         .n("total_without_watch_s", t.total_min_s)
+        .n("watch_s", t.watch_s)
         .n("verify_s", t.verify_s)
         .b("verify_ok", t.verify_ok)
         .s(
@@ -744,7 +784,10 @@ fn timed_fields(j: &mut Json, t: &Timed, keys: u64, logical_bytes: f64) {
             .n("lag_max_ms", percentile(&t.lag_ms, 100.0))
             .n("lag_keys_p50", percentile(&t.lag_keys, 50.0))
             .n("lag_keys_max", percentile(&t.lag_keys, 100.0))
-            .i("lag_samples", t.lag_ms.len() as u64);
+            .i("lag_samples", t.lag_ms.len() as u64)
+            .n("probe_p50_ms", percentile(&t.probe_ms, 50.0))
+            .n("probe_p99_ms", percentile(&t.probe_ms, 99.0))
+            .n("probe_max_ms", percentile(&t.probe_ms, 100.0));
     }
 }
 
