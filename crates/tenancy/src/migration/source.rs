@@ -362,6 +362,8 @@ async fn replicate(
             };
             m.checkpoint.lock().cursor = cursor;
             streams.send_full().await?;
+            // Let the tenant's own commands run between batches on this worker thread.
+            tokio::task::yield_now().await;
             if cursor == 0 {
                 break;
             }
