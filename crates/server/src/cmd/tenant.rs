@@ -135,8 +135,18 @@ pub fn run(
             let migrating = crate::hooks::running_migration(sh, id);
             let t = sh
                 .registry
-                .delete(id, force, migrating)
+                .delete(id, force, migrating.clone())
                 .map_err(|e| errors::tenancy(&e))?;
+            if let Some(mid) = migrating {
+                // FORCE while migrating: the migration is cancelled (the target drops what it
+                // staged); it cannot outlive its tenant.
+                let mgr = sh.migrations.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = mgr.cancel(&mid).await {
+                        tracing::warn!(migration = %mid, error = %e, "cancel after TENANT.DELETE FORCE failed");
+                    }
+                });
+            }
             // Connections bound to it are closed (FORCE); their next command would fail anyway.
             for c in sh.clients.lock().values() {
                 if *c.fields.lock().tenant == *id && c.id != st.id {
