@@ -193,3 +193,29 @@ async fn pause_and_resume_keep_capturing_changes() {
     assert_eq!(value::as_int(&ok(&mut t, &["HLEN", "h"]).await).unwrap(), 2);
     assert!(value::as_int(&ok(&mut t, &["TTL", "k4000"]).await).unwrap() > 90_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_migrating_tenant_needs_force_and_cancels_the_migration() {
+    let src = Server::start();
+    let dst = Server::start();
+    setup(&src, "acme", 2000).await;
+    let mut a = admin(&src).await;
+    let id = migrate(&mut a, "acme", &dst, &[]).await;
+    wait_state(&mut a, &id, "live_sync", LONG).await;
+    let e = err(&mut a, &["TENANT.DELETE", "acme"]).await;
+    assert!(e.contains("is being migrated") && e.contains(&id), "{e}");
+    ok(&mut a, &["TENANT.DELETE", "acme", "FORCE"]).await;
+    wait_state(&mut a, &id, "cancelled", SHORT).await;
+    let mut d = admin(&dst).await;
+    let deadline = std::time::Instant::now() + SHORT;
+    while !err(&mut d, &["TENANT.INFO", "acme"])
+        .await
+        .contains("no such tenant")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target kept the staged tenant"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -184,17 +184,17 @@ impl Registry {
             return Err(TenancyError::UnknownTenant(id.into()));
         };
         if !force {
+            if let Some(m) = migrating {
+                return Err(TenancyError::Migrating {
+                    id: id.into(),
+                    migration: m,
+                });
+            }
             let clients = t.stats.clients.load(Relaxed);
             if clients > 0 {
                 return Err(TenancyError::HasClients {
                     id: id.into(),
                     clients,
-                });
-            }
-            if let Some(m) = migrating {
-                return Err(TenancyError::Migrating {
-                    id: id.into(),
-                    migration: m,
                 });
             }
         }
