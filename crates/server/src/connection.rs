@@ -185,6 +185,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     tokio::pin!(killed);
     let shutting_down = crate::shared::wait_shutdown(&mut shutdown);
     tokio::pin!(shutting_down);
+    let mut iterations: u32 = 0;
     loop {
         if !flush_some(&wr, &mut out, &shared) {
             return;
@@ -204,8 +205,28 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 inbuf.reserve(READ_CHUNK);
             }
         }
+        iterations = iterations.wrapping_add(1);
+        if iterations % 64 == 0 {
+            // The select below is biased towards reading, so a client that keeps its socket
+            // readable would never let the kill and shutdown branches be polled: look at their
+            // flags now and then instead.
+            if info.killed.load(Relaxed) {
+                return;
+            }
+            if shared.is_shutting_down() {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    flush_all(&wr, &mut out, &shared),
+                )
+                .await;
+                return;
+            }
+        }
         let reading = !state.closing;
         tokio::select! {
+            // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
+            // every connection): with `biased` they are polled only when nothing can be read.
+            biased;
             r = rd.read_buf(&mut inbuf), if reading => match r {
                 Ok(0) | Err(_) => {
                     // The peer is gone (or half-closed): deliver what is pending, then stop.
