@@ -2,8 +2,8 @@
 # Compares Ferrite with Debian's redis-server under redis-benchmark on this machine.
 #
 # Both servers run with the same settings (loopback, no persistence, quiet logs). For each
-# repetition and each pipeline depth, redis-benchmark runs SET and GET against one server and then
-# the other; the order alternates between repetitions so that neither server systematically gets
+# repetition, pipeline depth and test, redis-benchmark runs against one server and then the other;
+# the order alternates from one measurement to the next so that neither server systematically gets
 # the warmer (or quieter) machine. Each cell of the table is the median over the repetitions.
 #
 #   scripts/bench-server.sh                      # 2M requests per test, 3 repetitions
@@ -71,14 +71,16 @@ wait_ready() { # port name
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --logfile "$work/redis.log" &
-pids+=($!)
+redis_pid=$!
+pids+=("$redis_pid")
 wait_ready "$redis_port" redis-server
 
 ferrite_port=$(free_port)
 # shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
 "$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $FERRITE_ARGS \
     >"$work/ferrite.log" 2>&1 &
-pids+=($!)
+ferrite_pid=$!
+pids+=("$ferrite_pid")
 wait_ready "$ferrite_port" ferrite
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -88,31 +90,57 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "command: redis-benchmark -p PORT -c $CLIENTS -n $REQUESTS -d $DATA_SIZE -t $TESTS [-P N] --csv; repeats $REPEATS"
 echo
 
-# One line per measurement: server pipeline test rps p50 p99
+# One line per measurement: server pipeline test rps p50 p99 cpu-us-per-request
 results=$work/results
 : >"$results"
 
-bench() { # server port pipeline
-    local server=$1 port=$2 pipeline=$3
-    redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$DATA_SIZE" \
-        -t "$TESTS" -P "$pipeline" --csv |
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks_per_sec=$(getconf CLK_TCK)
+
+bench() { # server port pid pipeline test
+    local server=$1 port=$2 pid=$3 pipeline=$4 test=$5 before after line
+    before=$(cpu_ticks "$pid")
+    line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$DATA_SIZE" \
+        -t "$test" -P "$pipeline" --csv |
         tr -d '"\r' |
-        awk -F, -v s="$server" -v p="$pipeline" \
-            'NR > 1 && NF >= 7 { print s, p, $1, $2, $5, $7 }' |
-        tee -a "$results" |
-        awk '{ printf "  %-7s P=%-3s %-4s %12.0f req/s  p50 %s ms  p99 %s ms\n", $1, $2, $3, $4, $5, $6 }'
+        awk -F, 'NR > 1 && NF >= 7 { print $1, $2, $5, $7 }')
+    after=$(cpu_ticks "$pid")
+    # The server's CPU time per request: less sensitive than req/s to what else runs on the
+    # machine (redis-benchmark itself takes most of one core).
+    line="$server $pipeline $line $(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v n="$REQUESTS" \
+        'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
+    echo "$line" >>"$results"
+    awk '{ printf "  %-7s P=%-3s %-4s %12.0f req/s  p50 %s ms  p99 %s ms  server cpu %s us/req\n", $1, $2, $3, $4, $5, $6, $7 }' <<<"$line"
 }
 
+# CPU time stolen by the hypervisor and spent by other processes tells how quiet the machine was.
+cpu_sample() { awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9 }' /proc/stat; }
+read -r total0 steal0 < <(cpu_sample)
+
+# Each test is run against both servers back to back, in an order that alternates from one
+# measurement to the next, so that a change in background load hits both about equally.
+IFS=, read -r -a test_list <<<"$TESTS"
+flip=0
 for rep in $(seq 1 "$REPEATS"); do
-    if ((rep % 2 == 1)); then order="redis ferrite"; else order="ferrite redis"; fi
-    echo "repetition $rep/$REPEATS ($order)"
+    echo "repetition $rep/$REPEATS"
     for pipeline in $PIPELINES; do
-        for server in $order; do
-            if [[ $server == redis ]]; then port=$redis_port; else port=$ferrite_port; fi
-            bench "$server" "$port" "$pipeline"
+        for test in "${test_list[@]}"; do
+            if ((flip % 2 == 0)); then order="redis ferrite"; else order="ferrite redis"; fi
+            flip=$((flip + 1))
+            for server in $order; do
+                if [[ $server == redis ]]; then
+                    bench redis "$redis_port" "$redis_pid" "$pipeline" "$test"
+                else
+                    bench ferrite "$ferrite_port" "$ferrite_pid" "$pipeline" "$test"
+                fi
+            done
         done
     done
 done
+read -r total1 steal1 < <(cpu_sample)
+awk -v t=$((total1 - total0)) -v s=$((steal1 - steal0)) \
+    'BEGIN { printf "cpu time stolen by the hypervisor during the runs: %.1f%%\n", t ? 100 * s / t : 0 }'
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
@@ -124,18 +152,19 @@ import sys
 path, pipelines, tests, repeats = sys.argv[1:5]
 rows = {}
 for line in open(path):
-    server, pipeline, test, rps, p50, p99 = line.split()
-    rows.setdefault((server, int(pipeline), test), []).append((float(rps), float(p50), float(p99)))
+    server, pipeline, test, rps, p50, p99, cpu = line.split()
+    rows.setdefault((server, int(pipeline), test), []).append(
+        (float(rps), float(p50), float(p99), float(cpu)))
 
 def med(server, pipeline, test):
     samples = rows.get((server, pipeline, test))
     if not samples:
         return None
-    return tuple(statistics.median(s[i] for s in samples) for i in range(3))
+    return tuple(statistics.median(s[i] for s in samples) for i in range(4))
 
-print(f"medians of {repeats} runs each")
-print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | Redis p50/p99 ms | Ferrite p50/p99 ms |")
-print("|------|---------:|------------:|--------------:|--------------:|-----------------:|-------------------:|")
+print(f"medians of {repeats} runs each; cpu = server CPU time (user + system) per request")
+print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs |")
+print("|------|---------:|------------:|--------------:|--------------:|-----------------:|-------------------:|-------------:|---------------:|")
 worst = None
 for test in [t.upper() for t in tests.split(",")]:
     for pipeline in [int(p) for p in pipelines.split()]:
@@ -145,7 +174,7 @@ for test in [t.upper() for t in tests.split(",")]:
         ratio = f[0] / r[0]
         worst = ratio if worst is None else min(worst, ratio)
         print(f"| {test} | {pipeline} | {r[0]:,.0f} | {f[0]:,.0f} | {ratio:.2f} | "
-              f"{r[1]:.3f} / {r[2]:.3f} | {f[1]:.3f} / {f[2]:.3f} |")
+              f"{r[1]:.3f} / {r[2]:.3f} | {f[1]:.3f} / {f[2]:.3f} | {r[3]:.2f} | {f[3]:.2f} |")
 if worst is not None:
     print(f"\nlowest ratio: {worst:.2f}")
 EOF
