@@ -87,7 +87,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "redis:   $(redis-server --version | cut -d' ' -f3-4), redis-benchmark $(redis-benchmark --version | cut -d' ' -f2)"
 echo "ferrite: $FERRITE_BIN $FERRITE_ARGS"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "command: redis-benchmark -p PORT -c $CLIENTS -n $REQUESTS -d $DATA_SIZE -t $TESTS [-P N] --csv; repeats $REPEATS"
+echo "command: redis-benchmark -h 127.0.0.1 -p PORT -c $CLIENTS -n $REQUESTS -d $DATA_SIZE -t TEST -P N --csv for TEST in $TESTS, N in $PIPELINES; repeats $REPEATS"
 echo
 
 # One line per measurement: server pipeline test rps p50 p99 cpu-us-per-request
