@@ -107,21 +107,22 @@ pub async fn execute(
 
 /// The clock and the counters of one batch: the requests that one read delivered.
 ///
-/// Reading the clock costs about 50 ns here (a virtual machine), several times what a cached GET
-/// costs, and the shared counters are written by every worker thread, so each update of one
-/// moves a cache line between cores. So a batch reads the wall clock once, each command reads the
+/// Reading the clock costs about 50 ns on the virtual machines we measured (docs/benchmarks.md),
+/// a large part of what a GET costs, and the shared counters are written by every worker thread,
+/// so each update of one moves a cache line between cores. So a batch reads the wall clock once, each command reads the
 /// monotonic clock once (its end is the next command's start), and the counters are added to the
 /// shared ones when the batch ends, before its replies are written, or before a server command
 /// (which may read them) runs.
 pub struct Batch {
-    /// The wall clock then (Unix ms).
+    /// The wall clock (Unix ms) when the batch started.
     started_ms: u64,
     /// When the running command started: the end of the previous one, or the batch start.
     mark: Instant,
-    /// `mark - started` in nanoseconds (summed from the laps: cheaper than subtracting).
+    /// Nanoseconds from the batch start to `mark` (the sum of the laps: cheaper than subtracting
+    /// instants).
     elapsed_nanos: u64,
     /// Commands of this batch not yet added to `commands_processed`.
-    pub commands: u64,
+    commands: u64,
     /// Data commands not yet added to the tenant's `commands`.
     tenant_commands: u64,
     /// Runs not yet added to `cmd_stats`, by command index (a batch rarely has more than two

@@ -322,6 +322,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lock_free_flags_follow_the_settings() {
+        let t = Tenant::new("t", None, TenantLimits::default());
+        let epoch = t.keyspace_epoch();
+        let old = t.keyspace();
+        t.replace_keyspace(Arc::new(Keyspace::new()));
+        assert_ne!(t.keyspace_epoch(), epoch);
+        assert!(!Arc::ptr_eq(&old, &t.keyspace()));
+
+        assert!(!t.has_quota());
+        let keys = TenantLimits {
+            maxkeys: 1,
+            ..TenantLimits::default()
+        };
+        t.set_limits(keys);
+        assert!(t.has_quota());
+        assert!(t.check_quota(2).is_err());
+        t.set_limits(TenantLimits {
+            ops: 5,
+            ..TenantLimits::default()
+        });
+        assert!(!t.has_quota());
+        assert!(t.check_quota(2).is_ok());
+        // The throttle is on with a rate and off again without one.
+        let throttled = (0..20).any(|_| t.admit(Duration::ZERO) != Admission::Now);
+        assert!(throttled);
+        t.set_ops_limit(0);
+        assert!((0..1000).all(|_| t.admit(Duration::ZERO) == Admission::Now));
+    }
+
+    #[test]
     fn ids() {
         assert!(valid_tenant_id(b"acme-corp.eu_1"));
         assert!(!valid_tenant_id(b""));
