@@ -42,6 +42,18 @@ impl<'a> ReplyWriter<'a> {
     }
 
     fn header(&mut self, prefix: u8, n: i64) {
+        // Most lengths and counts have one or two digits: a fixed-size write needs neither
+        // formatting nor a variable-length copy.
+        if (0..10).contains(&n) {
+            self.out.put_slice(&[prefix, b'0' + n as u8, b'\r', b'\n']);
+            return;
+        }
+        if (10..100).contains(&n) {
+            let (tens, ones) = (n / 10, n % 10);
+            self.out
+                .put_slice(&[prefix, b'0' + tens as u8, b'0' + ones as u8, b'\r', b'\n']);
+            return;
+        }
         let mut b = itoa::Buffer::new();
         let s = b.format(n);
         self.out.reserve(s.len() + 3);
@@ -213,6 +225,29 @@ mod tests {
             w.boolean(true);
         });
         assert_eq!(&out[..], b"*2\r\n$1\r\na\r\n$3\r\n1.5\r\n$-1\r\n:1\r\n");
+    }
+
+    #[test]
+    fn headers_of_every_width() {
+        for n in [
+            0i64,
+            1,
+            9,
+            10,
+            42,
+            99,
+            100,
+            12345,
+            -1,
+            -10,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let out = encode(Protocol::Resp2, |w| w.int(n));
+            assert_eq!(&out[..], format!(":{n}\r\n").as_bytes());
+        }
+        let out = encode(Protocol::Resp2, |w| w.bulk(&[b'x'; 10]));
+        assert_eq!(&out[..], b"$10\r\nxxxxxxxxxx\r\n");
     }
 
     #[test]

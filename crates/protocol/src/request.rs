@@ -93,14 +93,20 @@ impl RequestDecoder {
     }
 
     fn decode_multibulk<'a>(&'a mut self, buf: &'a [u8]) -> Result<Next<'a>, ProtocolError> {
-        let Some((line, mut pos)) = read_line(buf, 1) else {
-            if buf.len() > MAX_LINE {
-                return Err(ProtocolError::new("too big mbulk count string"));
+        let (count, mut pos) = match quick_len(buf, 1) {
+            Some(found) => found,
+            None => {
+                let Some((line, pos)) = read_line(buf, 1) else {
+                    if buf.len() > MAX_LINE {
+                        return Err(ProtocolError::new("too big mbulk count string"));
+                    }
+                    return Ok(Next::Incomplete);
+                };
+                let count = parse_len(line)
+                    .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+                (count, pos)
             }
-            return Ok(Next::Incomplete);
         };
-        let count =
-            parse_len(line).ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
         if count <= 0 {
             return Ok(Next::Skip(pos));
         }
@@ -120,13 +126,20 @@ impl RequestDecoder {
                     )));
                 }
             }
-            let Some((line, next)) = read_line(buf, pos + 1) else {
-                if buf.len() - pos > MAX_LINE {
-                    return Err(ProtocolError::new("too big bulk count string"));
+            let (len, next) = match quick_len(buf, pos + 1) {
+                Some(found) => found,
+                None => {
+                    let Some((line, next)) = read_line(buf, pos + 1) else {
+                        if buf.len() - pos > MAX_LINE {
+                            return Err(ProtocolError::new("too big bulk count string"));
+                        }
+                        return Ok(Next::Incomplete);
+                    };
+                    let len =
+                        parse_len(line).ok_or_else(|| ProtocolError::new("invalid bulk length"))?;
+                    (len, next)
                 }
-                return Ok(Next::Incomplete);
             };
-            let len = parse_len(line).ok_or_else(|| ProtocolError::new("invalid bulk length"))?;
             if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
                 return Err(ProtocolError::new("invalid bulk length"));
             }
@@ -183,6 +196,29 @@ fn read_line(buf: &[u8], start: usize) -> Option<(&[u8], usize)> {
     let limit = rest.len().min(MAX_LINE + 2);
     let cr = rest[..limit].windows(2).position(|w| w == b"\r\n")?;
     Some((&rest[..cr], start + cr + 2))
+}
+
+/// The length in a header line at `start` when the line is what every well-formed client sends:
+/// up to 18 digits (no leading zero) and CRLF. Returns the length and the position after the
+/// line; `None` sends the caller to the general path ([`read_line`] and [`parse_len`]), which
+/// handles incomplete, signed and invalid headers. One pass over a few bytes instead of two.
+#[inline]
+fn quick_len(buf: &[u8], start: usize) -> Option<(i64, usize)> {
+    let rest = buf.get(start..)?;
+    let mut v = 0i64;
+    let mut i = 0;
+    while let Some(&d) = rest.get(i) {
+        if !d.is_ascii_digit() || i == 18 {
+            break;
+        }
+        v = v * 10 + i64::from(d - b'0');
+        i += 1;
+    }
+    let leading_zero = i > 1 && rest[0] == b'0';
+    if i == 0 || leading_zero || rest.get(i..i + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some((v, start + i + 2))
 }
 
 /// Parses a length header: an optional `-` and decimal digits, nothing else.
@@ -452,6 +488,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn quick_len_takes_only_plain_lengths() {
+        assert_eq!(quick_len(b"$3\r\nabc", 1), Some((3, 4)));
+        assert_eq!(quick_len(b"0\r\n", 0), Some((0, 3)));
+        assert_eq!(
+            quick_len(b"999999999999999999\r\n", 0),
+            Some((999_999_999_999_999_999, 20))
+        );
+        for general in [
+            &b"9999999999999999999\r\n"[..],
+            b"00\r\n",
+            b"01\r\n",
+            b"-1\r\n",
+            b"3\r",
+            b"3",
+            b"3\n",
+            b"3 \r\n",
+            b"\r\n",
+            b"",
+        ] {
+            assert_eq!(quick_len(general, 0), None, "{general:?}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics_on_garbage(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
@@ -468,6 +528,17 @@ mod tests {
             }
             let got = parse_all(&wire).unwrap();
             proptest::prop_assert_eq!(got, vec![argv]);
+        }
+
+        #[test]
+        fn quick_len_agrees_with_the_general_path(
+            data in proptest::collection::vec(
+                proptest::sample::select(b"0123456789-\r\na".to_vec()), 0..30),
+        ) {
+            if let Some(quick) = quick_len(&data, 0) {
+                let general = read_line(&data, 0).and_then(|(line, next)| Some((parse_len(line)?, next)));
+                proptest::prop_assert_eq!(Some(quick), general);
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info_span};
 
-use crate::dispatch::{self, Flow};
+use crate::dispatch::{self, Batch, Flow};
 use crate::shared::{ClientFields, ClientInfo, Shared};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -59,6 +59,13 @@ pub struct ClientState {
     pub closing: bool,
     pub info: Arc<ClientInfo>,
     pub rng: SmallRng,
+    /// The last command found in the command table (with its index there): looked up again
+    /// only when the name differs, and written to `info.fields.last_cmd` only when it changes.
+    pub last_cmd: Option<(usize, &'static ferrite_commands::spec::CommandSpec)>,
+    /// Clock and counters of the batch being run.
+    pub batch: Batch,
+    /// The tenant's keyspace as fetched during this batch, with the tenant's keyspace epoch then.
+    pub keyspace: Option<(u64, Arc<ferrite_storage::Keyspace>)>,
 }
 
 impl ClientState {
@@ -71,6 +78,7 @@ impl ClientState {
         t.stats.clients.fetch_add(1, Relaxed);
         self.info.fields.lock().tenant = t.id().into();
         self.tenant = t;
+        self.keyspace = None;
         self.watched.clear();
     }
 
@@ -131,6 +139,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         closing: false,
         info: info.clone(),
         rng: SmallRng::from_rng(&mut rand::rng()),
+        last_cmd: None,
+        batch: Batch::default(),
+        keyspace: None,
     };
     let span = info_span!("conn", id, %addr);
     run(stream, shared.clone(), state).instrument(span).await;
@@ -168,6 +179,13 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let info = state.info.clone();
     let (mut rd, wr) = stream.split();
+    // Created once, not per iteration: registering with a Notify (and the shutdown channel, which
+    // every connection shares) on each read costs more than running a GET.
+    let killed = info.kill.notified();
+    tokio::pin!(killed);
+    let shutting_down = crate::shared::wait_shutdown(&mut shutdown);
+    tokio::pin!(shutting_down);
+    let mut iterations: u32 = 0;
     loop {
         if !flush_some(&wr, &mut out, &shared) {
             return;
@@ -187,8 +205,28 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 inbuf.reserve(READ_CHUNK);
             }
         }
+        iterations = iterations.wrapping_add(1);
+        if iterations % 64 == 0 {
+            // The select below is biased towards reading, so a client that keeps its socket
+            // readable would never let the kill and shutdown branches be polled: look at their
+            // flags now and then instead.
+            if info.killed.load(Relaxed) {
+                return;
+            }
+            if shared.is_shutting_down() {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    flush_all(&wr, &mut out, &shared),
+                )
+                .await;
+                return;
+            }
+        }
         let reading = !state.closing;
         tokio::select! {
+            // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
+            // every connection): with `biased` they are polled only when nothing can be read.
+            biased;
             r = rd.read_buf(&mut inbuf), if reading => match r {
                 Ok(0) | Err(_) => {
                     // The peer is gone (or half-closed): deliver what is pending, then stop.
@@ -197,7 +235,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 }
                 Ok(n) => {
                     shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
-                    *info.last_active.lock() = Instant::now();
+                    *info.last_active.lock() = state.batch.start();
                 }
             },
             w = wr.writable(), if !out.is_empty() => {
@@ -206,8 +244,8 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 }
                 continue;
             }
-            _ = info.kill.notified() => return,
-            _ = crate::shared::wait_shutdown(&mut shutdown) => {
+            _ = &mut killed => return,
+            _ = &mut shutting_down => {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
                 return;
             }
@@ -215,6 +253,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
 
         let mut consumed = 0;
         let mut protocol_error = None;
+        let mut stop = false;
         loop {
             match decoder.decode(&inbuf[consumed..]) {
                 Ok(Next::Incomplete) => break,
@@ -232,10 +271,12 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                             bytes = out.len(),
                             "client output buffer limit exceeded; closing the connection"
                         );
-                        return;
+                        stop = true;
+                        break;
                     }
                     if info.killed.load(Relaxed) {
-                        return;
+                        stop = true;
+                        break;
                     }
                 }
                 Err(e) => {
@@ -243,6 +284,12 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     break;
                 }
             }
+        }
+        // Before the replies go out, so that whoever reads a reply also sees it counted.
+        state.batch.flush(&shared, &state.tenant);
+        state.keyspace = None;
+        if stop {
+            return;
         }
         inbuf.advance(consumed);
         if let Some(e) = protocol_error {

@@ -16,6 +16,7 @@ use crate::cmd;
 use crate::connection::{ClientState, Queued};
 use crate::errors;
 use crate::shared::Shared;
+use crate::stats::CommandTally;
 
 /// What the connection should do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +33,26 @@ pub async fn execute(
     args: Args<'_>,
     out: &mut BytesMut,
 ) -> Flow {
-    sh.stats.commands_processed.fetch_add(1, Relaxed);
-    let Some((index, spec)) = lookup_indexed(args.get(0)) else {
+    st.batch.commands += 1;
+    // Clients mostly repeat one command: comparing the name with the previous one is cheaper
+    // than hashing it.
+    let found = match st.last_cmd {
+        Some((i, spec)) if args.get(0).eq_ignore_ascii_case(spec.name.as_bytes()) => {
+            Some((i, spec))
+        }
+        _ => lookup_indexed(args.get(0)),
+    };
+    let Some((index, spec)) = found else {
         let e = ErrorReply::unknown_command(args.get(0), args.tail(1).iter());
         flag_multi_error(st);
         ReplyWriter::new(out, st.proto).error(&e);
         return Flow::Continue;
     };
-    st.info.fields.lock().last_cmd = spec.name;
+    // CLIENT LIST shows the last command; a run of one command takes the lock once.
+    if st.last_cmd.is_none_or(|(i, _)| i != index) {
+        st.info.fields.lock().last_cmd = spec.name;
+        st.last_cmd = Some((index, spec));
+    }
     if let Err(e) = admit(st, sh, spec, &args) {
         if let Some(s) = sh.cmd_stats.get(index) {
             s.rejected.fetch_add(1, Relaxed);
@@ -71,20 +84,124 @@ pub async fn execute(
             return Flow::Continue;
         }
     }
-    let started = Instant::now();
     let before = out.len();
     let flow = match spec.handler {
-        Handler::Server => cmd::run_server_command(st, sh, spec, args, out).await,
+        Handler::Server => {
+            // Server commands read and reset the shared counters (INFO, CONFIG RESETSTAT) and
+            // may bind another tenant: they see every command that ran before them.
+            st.batch.flush(sh, &st.tenant);
+            cmd::run_server_command(st, sh, spec, args, out).await
+        }
         Handler::Data(f) => {
-            run_data(st, sh, spec, f, args, out).await;
+            if let Err(e) = run_data(st, sh, spec, f, args, out).await {
+                ReplyWriter::new(out, st.proto).error(&e);
+            }
             Flow::Continue
         }
     };
     let failed = out.get(before) == Some(&b'-');
-    if let Some(s) = sh.cmd_stats.get(index) {
-        s.record(started.elapsed().as_nanos() as u64, failed);
-    }
+    let nanos = st.batch.lap();
+    st.batch.tally(index, nanos, failed);
     flow
+}
+
+/// The clock and the counters of one batch: the requests that one read delivered.
+///
+/// Reading the clock costs about 50 ns on the virtual machines we measured (docs/benchmarks.md),
+/// a large part of what a GET costs, and the shared counters are written by every worker thread,
+/// so each update of one moves a cache line between cores. So a batch reads the wall clock once, each command reads the
+/// monotonic clock once (its end is the next command's start), and the counters are added to the
+/// shared ones when the batch ends, before its replies are written, or before a server command
+/// (which may read them) runs.
+pub struct Batch {
+    /// The wall clock (Unix ms) when the batch started.
+    started_ms: u64,
+    /// When the running command started: the end of the previous one, or the batch start.
+    mark: Instant,
+    /// Nanoseconds from the batch start to `mark` (the sum of the laps: cheaper than subtracting
+    /// instants).
+    elapsed_nanos: u64,
+    /// Commands of this batch not yet added to `commands_processed`.
+    commands: u64,
+    /// Data commands not yet added to the tenant's `commands`.
+    tenant_commands: u64,
+    /// Runs not yet added to `cmd_stats`, by command index (a batch rarely has more than two
+    /// distinct commands, so a linear search beats a map).
+    tallies: Vec<(usize, CommandTally)>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        let now = Instant::now();
+        Batch {
+            started_ms: ferrite_storage::now_ms(),
+            mark: now,
+            elapsed_nanos: 0,
+            commands: 0,
+            tenant_commands: 0,
+            tallies: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    /// Starts a batch (data has just been read); returns the time.
+    pub fn start(&mut self) -> Instant {
+        let now = Instant::now();
+        self.mark = now;
+        self.elapsed_nanos = 0;
+        self.started_ms = ferrite_storage::now_ms();
+        now
+    }
+
+    /// Unix ms at the start of the running command: the batch's wall clock advanced by the
+    /// monotonic time since (a wall clock step shows from the next batch on).
+    fn now_ms(&self) -> u64 {
+        self.started_ms + self.elapsed_nanos / 1_000_000
+    }
+
+    /// Ends the running command; returns how long it took in nanoseconds.
+    fn lap(&mut self) -> u64 {
+        let now = Instant::now();
+        let nanos = now.saturating_duration_since(self.mark).as_nanos() as u64;
+        self.mark = now;
+        self.elapsed_nanos += nanos;
+        nanos
+    }
+
+    fn tally(&mut self, index: usize, nanos: u64, failed: bool) {
+        if let Some((_, t)) = self.tallies.iter_mut().find(|(i, _)| *i == index) {
+            t.add(nanos, failed);
+            return;
+        }
+        self.tallies.push((index, CommandTally::default()));
+        if let Some((_, t)) = self.tallies.last_mut() {
+            t.add(nanos, failed);
+        }
+    }
+
+    /// Adds the batch's counts to the shared counters. `tenant` is the tenant the batch's data
+    /// commands ran for (the connection's; only server commands rebind it, and they flush first).
+    pub fn flush(&mut self, sh: &Shared, tenant: &Tenant) {
+        if self.commands > 0 {
+            sh.stats
+                .commands_processed
+                .fetch_add(self.commands, Relaxed);
+            self.commands = 0;
+        }
+        if self.tenant_commands > 0 {
+            tenant
+                .stats
+                .commands
+                .fetch_add(self.tenant_commands, Relaxed);
+            self.tenant_commands = 0;
+        }
+        for (index, t) in self.tallies.drain(..) {
+            if let Some(s) = sh.cmd_stats.get(index) {
+                s.add(&t);
+            }
+        }
+    }
 }
 
 fn flag_multi_error(st: &mut ClientState) {
@@ -170,25 +287,21 @@ async fn run_data(
     f: fn(&mut Ctx<'_, '_>, Args<'_>) -> ferrite_commands::CmdResult,
     args: Args<'_>,
     out: &mut BytesMut,
-) {
-    let tenant = st.tenant.clone();
-    let result = run_data_checked(st, sh, &tenant, spec, f, args, out).await;
-    if let Err(e) = result {
-        ReplyWriter::new(out, st.proto).error(&e);
-    }
-}
-
-async fn run_data_checked(
-    st: &mut ClientState,
-    sh: &Arc<Shared>,
-    tenant: &Arc<Tenant>,
-    spec: &CommandSpec,
-    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> ferrite_commands::CmdResult,
-    args: Args<'_>,
-    out: &mut BytesMut,
 ) -> Result<(), ErrorReply> {
+    // Borrowed, not cloned: a refcount update per command is a write to a cache line that every
+    // worker serving this tenant shares.
+    let tenant = &st.tenant;
     check_ownership(st, sh, tenant)?;
-    throttle(sh, tenant).await?;
+    // The throttle, inline: an unthrottled tenant costs one load here.
+    let max_delay = Duration::from_millis(sh.hot.throttle_max_delay_ms.load(Relaxed));
+    let mut waited = match tenant.admit(max_delay) {
+        Admission::Now => false,
+        Admission::After(d) => {
+            tokio::time::sleep(d).await;
+            true
+        }
+        Admission::Refused(d) => return Err(errors::throttled(tenant, d, max_delay)),
+    };
     // Writes hold a permit of the tenant's gate while they run, so that a cutover can pause
     // them and know when the last one finished. The ownership check is repeated after the
     // permit is granted: the cutover may have moved the tenant while we waited.
@@ -197,7 +310,10 @@ async fn run_data_checked(
         let permit = match gate.try_enter() {
             Some(p) => p,
             None => match gate.enter(gate_timeout(sh)).await {
-                Some(p) => p,
+                Some(p) => {
+                    waited = true;
+                    p
+                }
                 None => {
                     check_ownership(st, sh, tenant)?;
                     return Err(ErrorReply::try_again(format!(
@@ -212,13 +328,25 @@ async fn run_data_checked(
     } else {
         None
     };
-    tenant.stats.commands.fetch_add(1, Relaxed);
-    let ks = tenant.keyspace();
+    st.batch.tenant_commands += 1;
+    // The keyspace fetched earlier in this batch is still the tenant's unless it was replaced
+    // since (the epoch says); the cache is dropped at the end of the batch so that an idle
+    // connection never keeps a replaced keyspace alive.
+    let epoch = tenant.keyspace_epoch();
+    let ks = match st.keyspace {
+        Some((e, ref ks)) if e == epoch => ks,
+        _ => &st.keyspace.insert((epoch, tenant.keyspace())).1,
+    };
+    let now = if waited {
+        ferrite_storage::now_ms()
+    } else {
+        st.batch.now_ms()
+    };
     let mut garbage = Garbage::default();
     {
-        let now = ferrite_storage::now_ms();
         let mut db = ks.lock();
-        if spec.has(flags::DENYOOM) {
+        // Counting the keys a write would create costs a lookup; only quotas need it.
+        if spec.has(flags::DENYOOM) && tenant.has_quota() {
             let created = spec.created_keys(&args);
             let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
             tenant

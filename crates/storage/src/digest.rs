@@ -78,10 +78,29 @@ pub fn bucket_of(key: &[u8]) -> usize {
     crc32fast::hash(key) as usize % BUCKETS
 }
 
+/// The element hash of a key's name and its bucket, from one CRC: a write needs both.
+#[inline]
+pub fn name_hash_and_bucket(key: &[u8]) -> (u64, usize) {
+    let crc = crc32fast::hash(key);
+    (finish(crc, key.len() as u64), crc as usize % BUCKETS)
+}
+
 /// Digest of one key from its parts.
 #[inline]
 pub fn key_digest(key: &[u8], type_tag: u64, value_digest: u64, expire_at_ms: u64) -> u64 {
-    let k = hash_bytes(key);
+    key_digest_named(hash_bytes(key), type_tag, value_digest, expire_at_ms)
+}
+
+/// [`key_digest`] with the element hash of the name already computed (see
+/// [`name_hash_and_bucket`]).
+#[inline]
+pub fn key_digest_named(
+    name_hash: u64,
+    type_tag: u64,
+    value_digest: u64,
+    expire_at_ms: u64,
+) -> u64 {
+    let k = name_hash;
     let v = mix64(value_digest.wrapping_add(type_tag.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     let e = mix64(expire_at_ms ^ 0x5851_f42d_4c95_7f2d);
     mix64(
@@ -209,6 +228,18 @@ mod tests {
     #[test]
     fn inverse_is_inverse() {
         assert_eq!(poly::mul(poly::B, poly::B_INV), 1);
+    }
+
+    #[test]
+    fn one_crc_gives_name_hash_and_bucket() {
+        for key in [&b""[..], b"k", b"key:__rand_int__", &[0xff; 300]] {
+            let (name_hash, bucket) = name_hash_and_bucket(key);
+            assert_eq!((name_hash, bucket), (hash_bytes(key), bucket_of(key)));
+            assert_eq!(
+                key_digest_named(name_hash, type_tag::HASH, 7, 1234),
+                key_digest(key, type_tag::HASH, 7, 1234)
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hashlink::LinkedHashMap;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::digest::{Digest, bucket_of, key_digest};
+use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
 use crate::table::Table;
 use crate::value::{Value, ValueType};
 
@@ -76,6 +76,16 @@ impl Entry {
     pub fn key_digest(&self, key: &[u8]) -> u64 {
         key_digest(
             key,
+            self.value.value_type().tag(),
+            self.value.digest(),
+            self.expire_at,
+        )
+    }
+
+    /// [`Entry::key_digest`] from the name's element hash, which a write computes once.
+    fn key_digest_named(&self, name_hash: u64) -> u64 {
+        key_digest_named(
+            name_hash,
             self.value.value_type().tag(),
             self.value.digest(),
             self.expire_at,
@@ -222,6 +232,8 @@ struct Before {
 pub struct Occupied<'a> {
     db: &'a mut Db,
     idx: u32,
+    /// Element hash of the key's name (see [`name_hash_and_bucket`]).
+    name_hash: u64,
     bucket: usize,
     before: Before,
     now: u64,
@@ -310,7 +322,7 @@ impl Drop for Occupied<'_> {
         }
         let key = db.table.key_at(self.idx);
         let e = db.table.value_at(self.idx);
-        let kd = e.key_digest(key);
+        let kd = e.key_digest_named(self.name_hash);
         let size = e.size(key);
         if kd == self.before.kd && size == self.before.size {
             if self.touched {
@@ -373,11 +385,12 @@ impl<'a> Vacant<'a> {
             version,
         };
         entry.set_expire_at(expire_at);
-        let kd = entry.key_digest(self.key);
+        let (name_hash, bucket) = name_hash_and_bucket(self.key);
+        let kd = entry.key_digest_named(name_hash);
         let size = entry.size(self.key);
         let expire = entry.expire_at;
         db.table.insert_new(self.key.into(), entry);
-        db.digest.add(bucket_of(self.key), kd);
+        db.digest.add(bucket, kd);
         db.used += size;
         if expire != 0 {
             db.expires.insert((expire, self.key.into()));
@@ -437,12 +450,12 @@ impl Db {
     fn expire_at_index(&mut self, idx: u32, now: u64) {
         let key = self.table.key_at(idx);
         let e = self.table.value_at(idx);
+        let (name_hash, bucket) = name_hash_and_bucket(key);
         let before = Before {
-            kd: e.key_digest(key),
+            kd: e.key_digest_named(name_hash),
             size: e.size(key),
             expire: e.expire_at,
         };
-        let bucket = bucket_of(key);
         let (key, _) = self.table.remove_at(idx);
         self.account_removed(&key, bucket, before, now);
         self.stats.expired_total.fetch_add(1, Ordering::Relaxed);
@@ -485,15 +498,17 @@ impl Db {
         match idx {
             Some(idx) => {
                 let e = self.table.value_at(idx);
+                let (name_hash, bucket) = name_hash_and_bucket(key);
                 let before = Before {
-                    kd: e.key_digest(key),
+                    kd: e.key_digest_named(name_hash),
                     size: e.size(key),
                     expire: e.expire_at,
                 };
                 Slot::Occupied(Occupied {
                     db: self,
                     idx,
-                    bucket: bucket_of(key),
+                    name_hash,
+                    bucket,
                     before,
                     now,
                     preserve_modified: false,

@@ -1,7 +1,9 @@
 //! One tenant: its keyspace, credentials, ownership state, quotas, throttle and write gate.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::Duration;
 
 use ferrite_storage::Keyspace;
@@ -34,6 +36,7 @@ impl TenantState {
         }
     }
 
+    #[inline]
     fn from_u8(v: u8) -> TenantState {
         match v {
             1 => TenantState::Importing,
@@ -78,10 +81,16 @@ pub struct Tenant {
     id: Arc<str>,
     password: RwLock<Option<String>>,
     keyspace: RwLock<Arc<Keyspace>>,
+    /// Bumped after every keyspace replacement, so a connection may keep the `Arc<Keyspace>` it
+    /// fetched and only fetch it again (an `RwLock` read and two refcount updates on cache lines
+    /// every worker touches) when this has changed.
+    keyspace_epoch: AtomicU64,
     state: AtomicU8,
     /// The server now serving the tenant, when `Moved`.
     moved_to: RwLock<Option<String>>,
     limits: RwLock<TenantLimits>,
+    /// A memory or key quota is set: writes without one skip counting the keys they create.
+    has_quota: AtomicBool,
     throttle: Throttle,
     gate: WriteGate,
     /// Unix ms.
@@ -114,9 +123,11 @@ impl Tenant {
             id: id.into(),
             password: RwLock::new(password),
             keyspace: RwLock::new(Arc::new(Keyspace::new())),
+            keyspace_epoch: AtomicU64::new(0),
             state: AtomicU8::new(TenantState::Active as u8),
             moved_to: RwLock::new(None),
             throttle: Throttle::new(limits.ops),
+            has_quota: AtomicBool::new(limits.maxmemory > 0 || limits.maxkeys > 0),
             limits: RwLock::new(limits),
             gate: WriteGate::default(),
             created_at: ferrite_storage::now_ms(),
@@ -135,9 +146,22 @@ impl Tenant {
 
     /// Replaces the keyspace (activation of an import; release of a frozen copy).
     pub fn replace_keyspace(&self, ks: Arc<Keyspace>) -> Arc<Keyspace> {
-        std::mem::replace(&mut *self.keyspace.write(), ks)
+        let mut slot = self.keyspace.write();
+        let old = std::mem::replace(&mut *slot, ks);
+        // Under the write lock: whoever sees the new epoch also sees the new keyspace.
+        self.keyspace_epoch.fetch_add(1, Release);
+        old
     }
 
+    /// Changes whenever the keyspace is replaced (see [`Tenant::replace_keyspace`]). A holder of
+    /// an `Arc<Keyspace>` fetched under an epoch equal to the current one holds the current
+    /// keyspace.
+    #[inline]
+    pub fn keyspace_epoch(&self) -> u64 {
+        self.keyspace_epoch.load(Acquire)
+    }
+
+    #[inline]
     pub fn state(&self) -> TenantState {
         TenantState::from_u8(self.state.load(std::sync::atomic::Ordering::SeqCst))
     }
@@ -182,7 +206,11 @@ impl Tenant {
     }
 
     pub fn set_limits(&self, l: TenantLimits) {
-        *self.limits.write() = l;
+        let mut limits = self.limits.write();
+        *limits = l;
+        self.has_quota
+            .store(l.maxmemory > 0 || l.maxkeys > 0, Relaxed);
+        drop(limits);
         self.throttle.set_rate(l.ops);
     }
 
@@ -191,6 +219,13 @@ impl Tenant {
         self.throttle.set_rate(ops);
     }
 
+    /// A memory or key quota is set (read without a lock, for the per-write check).
+    #[inline]
+    pub fn has_quota(&self) -> bool {
+        self.has_quota.load(Relaxed)
+    }
+
+    #[inline]
     pub fn gate(&self) -> &WriteGate {
         &self.gate
     }
@@ -199,6 +234,7 @@ impl Tenant {
         self.created_at
     }
 
+    #[inline]
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Relaxed)
     }
@@ -208,6 +244,7 @@ impl Tenant {
     }
 
     /// Asks the throttle for one command.
+    #[inline]
     pub fn admit(&self, max_delay: Duration) -> Admission {
         let a = self.throttle.admit(max_delay);
         match a {
@@ -225,6 +262,9 @@ impl Tenant {
     /// Checks the memory and key quotas before a write that may grow the tenant by `new_keys`
     /// keys. Reads and deletes never call this.
     pub fn check_quota(&self, new_keys: u64) -> Result<(), QuotaExceeded> {
+        if !self.has_quota() {
+            return Ok(());
+        }
         let l = self.limits();
         if l.maxmemory == 0 && l.maxkeys == 0 {
             return Ok(());
@@ -280,6 +320,36 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_free_flags_follow_the_settings() {
+        let t = Tenant::new("t", None, TenantLimits::default());
+        let epoch = t.keyspace_epoch();
+        let old = t.keyspace();
+        t.replace_keyspace(Arc::new(Keyspace::new()));
+        assert_ne!(t.keyspace_epoch(), epoch);
+        assert!(!Arc::ptr_eq(&old, &t.keyspace()));
+
+        assert!(!t.has_quota());
+        let keys = TenantLimits {
+            maxkeys: 1,
+            ..TenantLimits::default()
+        };
+        t.set_limits(keys);
+        assert!(t.has_quota());
+        assert!(t.check_quota(2).is_err());
+        t.set_limits(TenantLimits {
+            ops: 5,
+            ..TenantLimits::default()
+        });
+        assert!(!t.has_quota());
+        assert!(t.check_quota(2).is_ok());
+        // The throttle is on with a rate and off again without one.
+        let throttled = (0..20).any(|_| t.admit(Duration::ZERO) != Admission::Now);
+        assert!(throttled);
+        t.set_ops_limit(0);
+        assert!((0..1000).all(|_| t.admit(Duration::ZERO) == Admission::Now));
+    }
 
     #[test]
     fn ids() {

@@ -1,5 +1,6 @@
 //! Per-tenant operation rate limits. Excess commands are delayed (never dropped) up to a bound.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -9,6 +10,9 @@ use parking_lot::Mutex;
 #[derive(Debug)]
 pub struct Throttle {
     inner: Mutex<State>,
+    /// A rate is set. Read without the lock so that unthrottled tenants (the common case) do
+    /// not serialize every command of every connection on one mutex.
+    limited: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -42,6 +46,7 @@ impl Throttle {
                 rate,
                 tat: Instant::now(),
             }),
+            limited: AtomicBool::new(rate > 0),
         }
     }
 
@@ -53,10 +58,19 @@ impl Throttle {
         let mut s = self.inner.lock();
         s.rate = rate;
         s.tat = Instant::now();
+        self.limited.store(rate > 0, Relaxed);
     }
 
     /// Reserves one operation, waiting at most `max_delay`.
+    #[inline]
     pub fn admit(&self, max_delay: Duration) -> Admission {
+        if !self.limited.load(Relaxed) {
+            return Admission::Now;
+        }
+        self.admit_limited(max_delay)
+    }
+
+    fn admit_limited(&self, max_delay: Duration) -> Admission {
         let mut s = self.inner.lock();
         if s.rate == 0 {
             return Admission::Now;

@@ -111,9 +111,16 @@ fn main() -> ExitCode {
         reload.reload(f).map_err(|e| e.to_string())
     });
 
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One worker thread means one thread running every connection: the current-thread scheduler
+    // does that without the work-stealing machinery (cross-thread queues, parking protocol) that
+    // a one-worker multi-thread runtime still pays for on every wake-up.
+    let mut rt = if cfg.server.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
-    if cfg.server.threads > 0 {
+    if cfg.server.threads > 1 {
         rt.worker_threads(cfg.server.threads);
     }
     let rt = match rt.build() {

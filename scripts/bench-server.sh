@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Compares Ferrite with Debian's redis-server under redis-benchmark on this machine.
+#
+# Both servers run with the same settings (loopback, no persistence, quiet logs). For each
+# repetition, pipeline depth and test, redis-benchmark runs against one server and then the other;
+# the order alternates from one measurement to the next so that neither server systematically gets
+# the warmer (or quieter) machine. Each cell of the table is the median over the repetitions.
+#
+#   scripts/bench-server.sh                      # 2M requests per test, 3 repetitions
+#   REQUESTS=200000 REPEATS=1 scripts/bench-server.sh   # quick check
+#
+# Environment: REQUESTS (default 2000000), CLIENTS (50), REPEATS (3), PIPELINES ("1 16"),
+# TESTS ("set,get"), DATA_SIZE (redis-benchmark's default of 3 bytes), FERRITE_ARGS (extra
+# arguments for ferrite, e.g. "--threads 1"), NO_BUILD=1 to use an existing binary,
+# FERRITE_BIN to pick one.
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-2000000}
+CLIENTS=${CLIENTS:-50}
+REPEATS=${REPEATS:-3}
+PIPELINES=${PIPELINES:-"1 16"}
+TESTS=${TESTS:-set,get}
+DATA_SIZE=${DATA_SIZE:-3}
+FERRITE_ARGS=${FERRITE_ARGS:-}
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+
+for tool in redis-server redis-benchmark redis-cli python3; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "bench-server: '$tool' not found (apt-get install redis-server redis-tools python3)" >&2
+        exit 2
+    fi
+done
+
+if [[ -z "${FERRITE_BIN:-}" ]]; then
+    if [[ "${NO_BUILD:-0}" != 1 ]]; then
+        (cd "$root" && cargo build --release --quiet --bin ferrite)
+    fi
+    FERRITE_BIN=$target/release/ferrite
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_ready() { # port name
+    for _ in $(seq 1 100); do
+        if [[ "$(redis-cli -p "$1" ping 2>/dev/null)" == PONG ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench-server: $2 did not answer PING on port $1" >&2
+    exit 1
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --logfile "$work/redis.log" &
+redis_pid=$!
+pids+=("$redis_pid")
+wait_ready "$redis_port" redis-server
+
+ferrite_port=$(free_port)
+# shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
+"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $FERRITE_ARGS \
+    >"$work/ferrite.log" 2>&1 &
+ferrite_pid=$!
+pids+=("$ferrite_pid")
+wait_ready "$ferrite_port" ferrite
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "redis:   $(redis-server --version | cut -d' ' -f3-4), redis-benchmark $(redis-benchmark --version | cut -d' ' -f2)"
+echo "ferrite: $FERRITE_BIN $FERRITE_ARGS"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "command: redis-benchmark -h 127.0.0.1 -p PORT -c $CLIENTS -n $REQUESTS -d $DATA_SIZE -t TEST -P N --csv for TEST in $TESTS, N in $PIPELINES; repeats $REPEATS"
+echo
+
+# One line per measurement: server pipeline test rps p50 p99 cpu-us-per-request
+results=$work/results
+: >"$results"
+
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks_per_sec=$(getconf CLK_TCK)
+
+bench() { # server port pid pipeline test
+    local server=$1 port=$2 pid=$3 pipeline=$4 test=$5 before after line
+    before=$(cpu_ticks "$pid")
+    line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$DATA_SIZE" \
+        -t "$test" -P "$pipeline" --csv |
+        tr -d '"\r' |
+        awk -F, 'NR > 1 && NF >= 7 { print $1, $2, $5, $7 }')
+    after=$(cpu_ticks "$pid")
+    # The server's CPU time per request: less sensitive than req/s to what else runs on the
+    # machine (redis-benchmark itself takes most of one core).
+    line="$server $pipeline $line $(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v n="$REQUESTS" \
+        'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
+    echo "$line" >>"$results"
+    awk '{ printf "  %-7s P=%-3s %-4s %12.0f req/s  p50 %s ms  p99 %s ms  server cpu %s us/req\n", $1, $2, $3, $4, $5, $6, $7 }' <<<"$line"
+}
+
+# CPU time stolen by the hypervisor and spent by other processes tells how quiet the machine was.
+cpu_sample() { awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9 }' /proc/stat; }
+read -r total0 steal0 < <(cpu_sample)
+
+# Each test is run against both servers back to back, in an order that alternates from one
+# measurement to the next, so that a change in background load hits both about equally.
+IFS=, read -r -a test_list <<<"$TESTS"
+flip=0
+for rep in $(seq 1 "$REPEATS"); do
+    echo "repetition $rep/$REPEATS"
+    for pipeline in $PIPELINES; do
+        for test in "${test_list[@]}"; do
+            if ((flip % 2 == 0)); then order="redis ferrite"; else order="ferrite redis"; fi
+            flip=$((flip + 1))
+            for server in $order; do
+                if [[ $server == redis ]]; then
+                    bench redis "$redis_port" "$redis_pid" "$pipeline" "$test"
+                else
+                    bench ferrite "$ferrite_port" "$ferrite_pid" "$pipeline" "$test"
+                fi
+            done
+        done
+    done
+done
+read -r total1 steal1 < <(cpu_sample)
+awk -v t=$((total1 - total0)) -v s=$((steal1 - steal0)) \
+    'BEGIN { printf "cpu time stolen by the hypervisor during the runs: %.1f%%\n", t ? 100 * s / t : 0 }'
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+# Medians per (server, pipeline, test), then one row per (test, pipeline) with the ratio.
+python3 - "$results" "$PIPELINES" "$TESTS" "$REPEATS" <<'EOF'
+import statistics
+import sys
+
+path, pipelines, tests, repeats = sys.argv[1:5]
+rows = {}
+for line in open(path):
+    server, pipeline, test, rps, p50, p99, cpu = line.split()
+    rows.setdefault((server, int(pipeline), test), []).append(
+        (float(rps), float(p50), float(p99), float(cpu)))
+
+def med(server, pipeline, test):
+    samples = rows.get((server, pipeline, test))
+    if not samples:
+        return None
+    return tuple(statistics.median(s[i] for s in samples) for i in range(4))
+
+print(f"medians of {repeats} runs each; paired = median of the per-repetition ratios (the two runs")
+print("of a pair are back to back, so they share the background load); cpu = server CPU time")
+print("(user + system) per request")
+print()
+print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | paired | Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs |")
+print("|------|---------:|------------:|--------------:|--------------:|-------:|-----------------:|-------------------:|-------------:|---------------:|")
+worst = None
+for test in [t.upper() for t in tests.split(",")]:
+    for pipeline in [int(p) for p in pipelines.split()]:
+        r, f = med("redis", pipeline, test), med("ferrite", pipeline, test)
+        if r is None or f is None:
+            continue
+        ratio = f[0] / r[0]
+        pairs = zip(rows[("redis", pipeline, test)], rows[("ferrite", pipeline, test)])
+        paired = statistics.median(fs[0] / rs[0] for rs, fs in pairs)
+        worst = ratio if worst is None else min(worst, ratio)
+        print(f"| {test} | {pipeline} | {r[0]:,.0f} | {f[0]:,.0f} | {ratio:.2f} | {paired:.2f} | "
+              f"{r[1]:.3f} / {r[2]:.3f} | {f[1]:.3f} / {f[2]:.3f} | {r[3]:.2f} | {f[3]:.2f} |")
+if worst is not None:
+    print(f"\nlowest ratio of medians: {worst:.2f}")
+EOF
