@@ -102,3 +102,18 @@ pub fn display(f: &Frame) -> String {
         other => frame_text(other).unwrap_or_else(|| format!("{other:?}")),
     }
 }
+
+/// The value of `name` among a map reply's pairs (see [`as_pairs`]).
+pub fn field<'a>(pairs: &'a [(String, Frame)], name: &str) -> Option<&'a Frame> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// An integer field of a map reply.
+pub fn field_int(pairs: &[(String, Frame)], name: &str) -> Option<i64> {
+    field(pairs, name).and_then(|v| as_int(v).ok())
+}
+
+/// A text field of a map reply.
+pub fn field_str(pairs: &[(String, Frame)], name: &str) -> Option<String> {
+    field(pairs, name).and_then(|v| as_string(v).ok())
+}

@@ -461,9 +461,7 @@ fn hscan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let h = match ctx.db.get(args.get(1), ctx.now) {
         Some(e) => as_hash(e)?,
         None => {
-            ctx.w.array(2);
-            ctx.w.bulk(b"0");
-            ctx.w.array(0);
+            crate::util::empty_scan_page(ctx.w);
             return Ok(());
         }
     };

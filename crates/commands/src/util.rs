@@ -130,6 +130,13 @@ pub struct ScanOptions<'a> {
     pub novalues: bool,
 }
 
+/// The reply of HSCAN/SSCAN/ZSCAN on a missing key: cursor 0 and no elements.
+pub fn empty_scan_page(w: &mut ferrite_protocol::ReplyWriter<'_>) {
+    w.array(2);
+    w.bulk(b"0");
+    w.array(0);
+}
+
 /// Parses a SCAN cursor (an unsigned 64-bit decimal).
 pub fn parse_cursor(arg: &[u8]) -> Result<u64, ErrorReply> {
     std::str::from_utf8(arg)

@@ -1019,9 +1019,7 @@ fn zscan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let cursor = parse_cursor(args.get(2))?;
     // As in Redis, a missing key answers an empty scan before the options are looked at.
     let Some(e) = ctx.db.get(args.get(1), ctx.now) else {
-        ctx.w.array(2);
-        ctx.w.bulk(b"0");
-        ctx.w.array(0);
+        crate::util::empty_scan_page(ctx.w);
         return Ok(());
     };
     let z = as_zset(e)?;

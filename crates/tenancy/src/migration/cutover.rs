@@ -203,18 +203,8 @@ async fn confirm(
         match control.cmd(&["TENANT.IMPORT.PREPARE", import_id]).await {
             Ok(reply) => {
                 let pairs = value::as_pairs(&reply).unwrap_or_default();
-                let get = |name: &str| {
-                    pairs
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                };
-                let tkeys = get("keys")
-                    .and_then(|v| value::as_int(&v).ok())
-                    .unwrap_or(-1);
-                let tdigest = get("digest")
-                    .and_then(|v| value::as_string(&v).ok())
-                    .unwrap_or_default();
+                let tkeys = value::field_int(&pairs, "keys").unwrap_or(-1);
+                let tdigest = value::field_str(&pairs, "digest").unwrap_or_default();
                 if tkeys == keys as i64 && tdigest == format!("{digest:016x}") {
                     return Ok(keys);
                 }

@@ -240,8 +240,7 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         .map_err(|e| super::classify_target_error(&m.target, e))?;
     value::as_pairs(&reply)
         .ok()
-        .and_then(|p| p.into_iter().find(|(k, _)| k == "import_id"))
-        .and_then(|(_, v)| value::as_string(&v).ok())
+        .and_then(|p| value::field_str(&p, "import_id"))
         .ok_or_else(|| fail("the target did not return an import id"))
 }
 

@@ -83,13 +83,6 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-fn field(pairs: &[(String, Frame)], name: &str) -> Option<i64> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| value::as_int(v).ok())
-}
-
 /// Memory the target must have free for the tenant: its size plus headroom for the staging.
 fn needed_bytes(tenant: &Tenant) -> u64 {
     tenant.keyspace().used_bytes() * 5 / 4
@@ -197,7 +190,7 @@ impl MigrationManager {
         };
 
         // Capacity: the target's available memory against the tenant's size.
-        let free = field(&pairs, "available_memory").unwrap_or(-1);
+        let free = value::field_int(&pairs, "available_memory").unwrap_or(-1);
         let need = needed_bytes(&t);
         checks.push(if !sel.capacity {
             skipped("capacity")
@@ -281,7 +274,7 @@ impl MigrationManager {
         if !self.settings().validation.capacity {
             return Ok(());
         }
-        let free = field(check, "available_memory").unwrap_or(-1);
+        let free = value::field_int(check, "available_memory").unwrap_or(-1);
         let need = needed_bytes(t);
         if free >= 0 && (free as u64) < need {
             return Err(MigrationError::Failed(format!(

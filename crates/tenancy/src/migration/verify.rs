@@ -65,20 +65,10 @@ pub(super) async fn verify(mgr: &MigrationManager, m: &Migration) -> Res<VerifyR
         .await
         .map_err(|e| fail(format!("target: {e}")))?;
     let pairs = value::as_pairs(&reply).map_err(|e| fail(e.to_string()))?;
-    let get = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let keys_target = get("activation_keys")
-        .and_then(|v| value::as_int(&v).ok())
-        .unwrap_or(-1);
-    let activated_at = get("activated_at_ms")
-        .and_then(|v| value::as_int(&v).ok())
-        .unwrap_or(0) as u64;
-    let buckets: Vec<String> = get("activation_buckets")
-        .and_then(|v| value::as_array(&v).ok())
+    let keys_target = value::field_int(&pairs, "activation_keys").unwrap_or(-1);
+    let activated_at = value::field_int(&pairs, "activated_at_ms").unwrap_or(0) as u64;
+    let buckets: Vec<String> = value::field(&pairs, "activation_buckets")
+        .and_then(|v| value::as_array(v).ok())
         .unwrap_or_default()
         .iter()
         .filter_map(|f| value::as_string(f).ok())
