@@ -15,7 +15,7 @@ use hashlink::LinkedHashMap;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
-use crate::table::Table;
+use crate::table::{Pos, ShardedTable};
 use crate::value::{Value, ValueType};
 
 /// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
@@ -143,7 +143,7 @@ struct Tracker {
 
 /// The data of a keyspace, accessed under its lock.
 pub struct Db {
-    table: Table<Entry>,
+    table: ShardedTable<Entry>,
     /// (expire_at, key) for keys with a TTL, soonest first: the active expiry cycle pops from here.
     expires: BTreeSet<(u64, Box<[u8]>)>,
     digest: Digest,
@@ -186,7 +186,7 @@ impl Keyspace {
         let stats = Arc::new(KeyspaceStats::default());
         Keyspace {
             db: Mutex::new(Db {
-                table: Table::new(),
+                table: ShardedTable::new(),
                 expires: BTreeSet::new(),
                 digest: Digest::default(),
                 used: 0,
@@ -231,7 +231,7 @@ struct Before {
 /// A key that exists; changes are accounted when this is dropped.
 pub struct Occupied<'a> {
     db: &'a mut Db,
-    idx: u32,
+    idx: Pos,
     /// Element hash of the key's name (see [`name_hash_and_bucket`]).
     name_hash: u64,
     bucket: usize,
@@ -447,7 +447,7 @@ impl Db {
     }
 
     /// Removes an expired key found at `idx`.
-    fn expire_at_index(&mut self, idx: u32, now: u64) {
+    fn expire_at_index(&mut self, idx: Pos, now: u64) {
         let key = self.table.key_at(idx);
         let e = self.table.value_at(idx);
         let (name_hash, bucket) = name_hash_and_bucket(key);
@@ -462,7 +462,7 @@ impl Db {
     }
 
     /// Looks a key up, deleting it first if it has expired.
-    fn find_live(&mut self, key: &[u8], now: u64) -> Option<u32> {
+    fn find_live(&mut self, key: &[u8], now: u64) -> Option<Pos> {
         let idx = self.table.find(key)?;
         if self.table.value_at(idx).is_expired(now) {
             self.expire_at_index(idx, now);
@@ -494,7 +494,7 @@ impl Db {
         self.slot(idx, key, now)
     }
 
-    fn slot<'a>(&'a mut self, idx: Option<u32>, key: &'a [u8], now: u64) -> Slot<'a> {
+    fn slot<'a>(&'a mut self, idx: Option<Pos>, key: &'a [u8], now: u64) -> Slot<'a> {
         match idx {
             Some(idx) => {
                 let e = self.table.value_at(idx);
@@ -599,7 +599,7 @@ impl Db {
     }
 
     /// Empties the keyspace and returns the old table so the caller can free it outside the lock.
-    pub fn flush(&mut self) -> Table<Entry> {
+    pub fn flush(&mut self) -> ShardedTable<Entry> {
         let old = self.table.take();
         self.expires.clear();
         self.digest = Digest::default();

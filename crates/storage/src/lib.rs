@@ -16,7 +16,7 @@ pub mod value;
 
 pub use digest::Digest;
 pub use keyspace::{Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, TrackingLag, Vacant};
-pub use table::Table;
+pub use table::{ShardedTable, Table};
 pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
 
 /// Current Unix time in milliseconds.
