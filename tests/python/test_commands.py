@@ -1312,6 +1312,43 @@ def test_watch_same_value_write_aborts(conn, server):
         other.close()
 
 
+def test_watch_ignores_writes_that_change_nothing(conn, server):
+    """Redis signals a watched key only when a write changed it: a LREM/SREM/HDEL that matches
+    nothing, or a command that fails with WRONGTYPE, leaves the transaction alone."""
+    other = server.client()
+    try:
+        conn("RPUSH", "l", "a")
+        conn("SADD", "s", "a")
+        conn("HSET", "h", "f", "v")
+        conn("SET", "str", "text")
+        conn("WATCH", "l", "s", "h", "str")
+        assert other.lrem("l", 0, "zz") == 0
+        assert other.srem("s", "zz") == 0
+        assert other.hdel("h", "zz") == 0
+        with pytest.raises(redis.ResponseError):
+            other.lpush("str", "x")
+        with pytest.raises(redis.ResponseError):
+            other.incr("str")
+        conn("MULTI")
+        conn("PING")
+        assert conn("EXEC") == ["PONG"]
+        # A write that does change the list still aborts.
+        conn("WATCH", "l")
+        assert other.lrem("l", 0, "a") == 1
+        conn("MULTI")
+        conn("PING")
+        assert conn("EXEC") is None
+    finally:
+        other.close()
+
+
+def test_unwatch_is_queued_inside_multi(conn):
+    conn("WATCH", "k")
+    conn("MULTI")
+    assert conn("UNWATCH") == "QUEUED"
+    assert conn("EXEC") == ["OK"]
+
+
 def test_redis_py_transaction_with_watch(r, server):
     """redis-py's optimistic-locking idiom: WatchError on a concurrent change, then a retry."""
     other = server.client()

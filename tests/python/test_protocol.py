@@ -669,6 +669,38 @@ def test_command_count_info_docs(raw2):
     assert cmd_error(raw2, "COMMAND", "FOO") == "ERR unknown subcommand 'FOO'. Try COMMAND HELP."
 
 
+def test_command_list_filters_and_subcommand_arity(raw2):
+    assert raw2.execute_command("COMMAND", "LIST", "FILTERBY", "PATTERN", "zad*") == ["zadd"]
+    zset = raw2.execute_command("COMMAND", "LIST", "FILTERBY", "ACLCAT", "sortedset")
+    assert "zadd" in zset and "get" not in zset
+    assert raw2.execute_command("COMMAND", "LIST", "FILTERBY", "MODULE", "nosuch") == []
+    assert cmd_error(raw2, "COMMAND", "LIST", "foo") == "ERR syntax error"
+    get = raw2.execute_command("COMMAND", "INFO", "get")[0]
+    assert {"@string", "@read", "@fast"} <= set(get[6])
+    for args, name in (
+        (("CLIENT", "SETNAME"), "client|setname"),
+        (("CLIENT", "GETNAME", "x"), "client|getname"),
+        (("CLIENT", "ID", "x"), "client|id"),
+        (("COMMAND", "COUNT", "x"), "command|count"),
+    ):
+        assert cmd_error(raw2, *args) == arity(name), args
+
+
+def test_client_list_and_kill_filters(raw2):
+    assert raw2.execute_command("CLIENT", "LIST", "TYPE", "normal")
+    for t in ("master", "replica", "slave", "pubsub"):
+        assert raw2.execute_command("CLIENT", "LIST", "TYPE", t) == "", t
+    assert cmd_error(raw2, "CLIENT", "LIST", "TYPE", "foo") == "ERR Unknown client type 'foo'"
+    assert cmd_error(raw2, "CLIENT", "KILL", "ID", "0") == "ERR client-id should be greater than 0"
+    assert cmd_error(raw2, "CLIENT", "KILL", "ID", "1", "SKIPME", "maybe") == "ERR syntax error"
+
+
+def test_shutdown_option_conflicts_are_refused(raw2):
+    assert cmd_error(raw2, "SHUTDOWN", "SAVE", "NOSAVE") == "ERR syntax error"
+    assert cmd_error(raw2, "SHUTDOWN", "NOW", "ABORT") == "ERR syntax error"
+    assert raw2.execute_command("PING") == "PONG", "the server keeps running"
+
+
 def test_command_docs_resp3_is_a_map(raw3):
     docs = raw3.execute_command("COMMAND", "DOCS", "set")
     assert list(docs) == ["set"]
@@ -698,6 +730,7 @@ def test_config_get_set_maxclients(r):
     )
     assert cmd_error(r, "CONFIG", "GET") == arity("config|get")
     assert cmd_error(r, "CONFIG", "NOPE") == "ERR unknown subcommand 'NOPE'. Try CONFIG HELP."
+    assert any("RESETSTAT" in line for line in r.execute_command("CONFIG", "HELP"))
     assert r.config_get("maxclients") == {"maxclients": "10000"}
 
 

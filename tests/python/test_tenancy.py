@@ -111,3 +111,96 @@ def test_quota_refuses_writes_but_keeps_reads_and_deletes(server, admin):
         assert int(info["rejected_total"]) >= 1
     finally:
         admin.execute_command("TENANT.DELETE", name, "FORCE")
+
+
+def _limited(admin, *limits):
+    name = next(_names)
+    admin.execute_command("TENANT.CREATE", name, "PASSWORD", "pw", *limits)
+    return name
+
+
+def test_every_key_creating_write_respects_maxkeys(server, admin):
+    name = _limited(admin, "MAXKEYS", "3")
+    try:
+        c = connect(server, name, "pw")
+        c.sadd("src", *range(10))
+        c.smove("src", "d1", 1)
+        c.smove("src", "d2", 2)
+        for create in (
+            lambda: c.smove("src", "d3", 3),
+            lambda: c.copy("src", "d3"),
+            lambda: c.sinterstore("d3", ["src"]),
+        ):
+            with pytest.raises(redis.exceptions.ResponseError) as e:
+                create()
+            assert error_text(e.value).startswith("OOM"), error_text(e.value)
+        assert c.dbsize() == 3
+        # A key named twice in one MSET is one new key, not two.
+        c.delete("d2")
+        assert c.execute_command("MSET", "n", "1", "n", "2") is True
+        assert c.get("n") == "2" and c.dbsize() == 3
+    finally:
+        admin.execute_command("TENANT.DELETE", name, "FORCE")
+
+
+def test_maxmemory_counts_the_request_being_written(server, admin):
+    name = _limited(admin, "MAXMEMORY", "1000")
+    try:
+        c = connect(server, name, "pw")
+        with pytest.raises(redis.exceptions.ResponseError) as e:
+            c.set("big", "x" * 5000)
+        text = error_text(e.value)
+        assert text.startswith("OOM") and f"'{name}'" in text, text
+        with pytest.raises(redis.exceptions.ResponseError):
+            c.rpush("l", *(["y" * 10] * 500))
+        assert c.dbsize() == 0, "nothing of a refused write is stored"
+        assert c.set("small", "1") is True
+    finally:
+        admin.execute_command("TENANT.DELETE", name, "FORCE")
+
+
+def test_a_transaction_over_quota_is_refused_whole(server, admin):
+    name = _limited(admin, "MAXKEYS", "1")
+    try:
+        c = connect(server, name, "pw")
+        p = c.pipeline(transaction=True)
+        p.set("a", 1)
+        p.set("b", 1)
+        with pytest.raises(redis.exceptions.ResponseError) as e:
+            p.execute()
+        assert error_text(e.value).startswith("OOM"), error_text(e.value)
+        assert c.dbsize() == 0, "not half-applied"
+        p = c.pipeline(transaction=True)
+        p.set("a", 1)
+        p.get("a")
+        assert p.execute() == [True, "1"]
+    finally:
+        admin.execute_command("TENANT.DELETE", name, "FORCE")
+
+
+def test_transactions_count_against_the_ops_throttle(server, admin):
+    name = _limited(admin, "OPS", "5")
+    try:
+        c = connect(server, name, "pw")
+        p = c.pipeline(transaction=True)
+        for _ in range(100):
+            p.incr("n")
+        with pytest.raises(redis.exceptions.ResponseError) as e:
+            p.execute()
+        assert error_text(e.value).startswith("THROTTLED"), error_text(e.value)
+        assert c.get("n") is None, "a refused transaction runs nothing"
+    finally:
+        admin.execute_command("TENANT.DELETE", name, "FORCE")
+
+
+def test_info_clients_counts_the_tenants_own_connections(server, admin, tenant, other):
+    others = [connect(server, other, "pw2") for _ in range(3)]
+    try:
+        for o in others:
+            o.ping()
+        mine = connect(server, tenant, "pw")
+        assert mine.info("clients")["connected_clients"] == 1
+        assert admin.info("clients")["connected_clients"] >= 5
+    finally:
+        for o in others:
+            o.close()

@@ -71,7 +71,9 @@ pub const COMMANDS: &[CommandSpec] = &[
         3,
         WRITE,
         KEYS12,
-        Creates::SecondKey,
+        // The source disappears as the destination appears: never more keys, so no
+        // quota applies (Redis does not flag RENAME denyoom either).
+        Creates::Nothing,
         "Renames a key, overwriting the destination.",
         rename,
     ),
@@ -80,7 +82,9 @@ pub const COMMANDS: &[CommandSpec] = &[
         3,
         WRITE | FAST,
         KEYS12,
-        Creates::SecondKey,
+        // The source disappears as the destination appears: never more keys, so no
+        // quota applies (Redis does not flag RENAME denyoom either).
+        Creates::Nothing,
         "Renames a key only when the destination does not exist.",
         renamenx,
     ),
@@ -308,7 +312,7 @@ fn rename_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, nx: bool) -> Result<boo
     let (value, expire) = entry.into_parts();
     match ctx.db.entry(dst, now) {
         Slot::Occupied(mut o) => {
-            let old = std::mem::replace(o.get_mut().value_mut(), value);
+            let old = o.swap_value(value);
             o.get_mut().set_expire_at(expire);
             ctx.garbage.defer(old.elements(), old);
         }
@@ -370,7 +374,7 @@ fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let done = match ctx.db.entry(dst, now) {
         Slot::Occupied(_) if !replace => false,
         Slot::Occupied(mut o) => {
-            let old = std::mem::replace(o.get_mut().value_mut(), value);
+            let old = o.swap_value(value);
             o.get_mut().set_expire_at(expire);
             ctx.garbage.defer(old.elements(), old);
             true

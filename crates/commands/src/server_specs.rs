@@ -42,7 +42,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     srv("exec", 1, NO_MULTI, "transactions", "Executes all commands in a transaction."),
     srv("discard", 1, FAST | NO_MULTI, "transactions", "Discards a transaction."),
     spec("watch", -2, FAST | NO_MULTI, ALL_KEYS, Creates::Nothing, "transactions", "Monitors changes to keys to determine the execution of a transaction.", Handler::Server),
-    srv("unwatch", 1, FAST | NO_MULTI, "transactions", "Forgets about watched keys of a transaction."),
+    srv("unwatch", 1, FAST, "transactions", "Forgets about watched keys of a transaction."),
     srv("tenant.create", -2, ADMIN | CONNECTION | NO_MULTI, "tenancy", "Creates a tenant: TENANT.CREATE <id> [PASSWORD pw] [MAXMEMORY bytes] [MAXKEYS n] [OPS n]."),
     srv("tenant.delete", -2, ADMIN | CONNECTION | NO_MULTI, "tenancy", "Deletes a tenant and frees its data: TENANT.DELETE <id> [FORCE]."),
     srv("tenant.list", 1, ADMIN | CONNECTION, "tenancy", "Lists tenants with their state, size, limits and clients."),

@@ -97,7 +97,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     cmd(
         "smove",
         4,
-        WRITE | FAST,
+        WRITE | DENYOOM | FAST,
         KEYS12,
         Creates::SecondKey,
         "Moves a member from one set to another.",
@@ -489,7 +489,7 @@ fn store_op(ctx: &mut Ctx<'_, '_>, args: Args<'_>, op: Op) -> CmdResult {
             ctx.garbage.defer(e.value().elements(), e);
         }
         Slot::Occupied(mut o) => {
-            let old = std::mem::replace(o.get_mut().value_mut(), Value::Set(Box::new(result)));
+            let old = o.swap_value(Value::Set(Box::new(result)));
             o.get_mut().set_expire_at(None);
             ctx.garbage.defer(old.elements(), old);
         }

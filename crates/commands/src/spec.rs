@@ -124,14 +124,50 @@ impl CommandSpec {
             .map(move |i| args.get(i as usize))
     }
 
-    /// The keys this request may create, per [`Creates`].
+    /// The distinct keys this request may create, per [`Creates`].
     pub fn created_keys<'a>(&self, args: &Args<'a>) -> Vec<&'a [u8]> {
         match self.creates {
             Creates::Nothing => Vec::new(),
             Creates::FirstKey => self.keys(args).take(1).collect(),
             Creates::SecondKey => self.keys(args).skip(1).take(1).collect(),
-            Creates::AllKeys => self.keys(args).collect(),
+            Creates::AllKeys => {
+                // `MSET k 1 k 2` creates one key, not two.
+                let mut keys: Vec<_> = self.keys(args).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                keys
+            }
         }
+    }
+
+    /// ACL categories, named as Redis names them (COMMAND INFO, COMMAND LIST FILTERBY ACLCAT).
+    /// Ferrite has no ACLs; the categories describe commands for tools that group them.
+    pub fn acl_categories(&self) -> Vec<&'static str> {
+        let mut v = Vec::with_capacity(4);
+        match self.group {
+            "generic" => v.push("keyspace"),
+            "sorted-set" => v.push("sortedset"),
+            "transactions" => v.push("transaction"),
+            "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration" => {
+                v.push(self.group)
+            }
+            _ => {}
+        }
+        if self.has(flags::WRITE) {
+            v.push("write");
+        }
+        if self.has(flags::READONLY) {
+            v.push("read");
+        }
+        if self.has(flags::ADMIN) {
+            v.extend(["admin", "dangerous"]);
+        }
+        v.push(if self.has(flags::FAST) {
+            "fast"
+        } else {
+            "slow"
+        });
+        v
     }
 
     /// Flag names for COMMAND INFO.
@@ -270,12 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn every_command_that_creates_keys_is_checked_against_quotas() {
+        // The dispatcher checks quotas only for DENYOOM commands.
+        for s in all() {
+            if !matches!(s.creates, Creates::Nothing) {
+                assert!(
+                    s.has(flags::DENYOOM),
+                    "{} creates keys but is not DENYOOM",
+                    s.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn key_positions() {
         let req = OwnedRequest::from_parts(["MSET", "a", "1", "b", "2"]);
         let mset = lookup(b"mset").unwrap();
         let keys: Vec<_> = mset.keys(&req.args()).collect();
         assert_eq!(keys, vec![&b"a"[..], b"b"]);
         assert_eq!(mset.created_keys(&req.args()).len(), 2);
+        let req = OwnedRequest::from_parts(["MSET", "a", "1", "a", "2"]);
+        assert_eq!(mset.created_keys(&req.args()), vec![&b"a"[..]]);
         let req = OwnedRequest::from_parts(["GET", "k"]);
         assert_eq!(lookup(b"GeT").unwrap().keys(&req.args()).count(), 1);
         assert!(lookup(b"nope").is_none());

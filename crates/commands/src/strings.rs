@@ -342,7 +342,7 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             }
             Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => {}
             Slot::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut().value_mut(), value);
+                let old = o.swap_value(value);
                 o.get_mut().set_expire_at(new_expire);
                 ctx.garbage.defer(old.elements(), old);
             }

@@ -858,7 +858,7 @@ fn zrangestore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         let value = Value::ZSet(Box::new(result));
         match ctx.db.entry(dst, now) {
             Slot::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut().value_mut(), value);
+                let old = o.swap_value(value);
                 o.get_mut().set_expire_at(None);
                 ctx.garbage.defer(old.elements(), old);
             }

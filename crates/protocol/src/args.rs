@@ -43,6 +43,11 @@ impl<'a> Args<'a> {
         self.ranges.iter().map(move |&(s, e)| &data[s..e])
     }
 
+    /// The total size of the arguments in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.ranges.iter().map(|&(s, e)| e - s).sum()
+    }
+
     /// Arguments from index `from` on.
     pub fn tail(&self, from: usize) -> Args<'a> {
         Args {

@@ -105,6 +105,17 @@ impl ErrorReply {
         ErrorReply(Cow::Owned(msg))
     }
 
+    /// The error for a subcommand request that matched no form: wrong arity when `known` (upper
+    /// case) names the subcommand, unknown subcommand otherwise, as Redis answers.
+    pub fn bad_subcommand(cmd: &str, sub: &[u8], known: &[&str]) -> Self {
+        let upper = sub.to_ascii_uppercase();
+        if known.iter().any(|k| k.as_bytes() == upper.as_slice()) {
+            Self::wrong_arity(&format!("{cmd}|{}", String::from_utf8_lossy(sub)))
+        } else {
+            Self::unknown_subcommand(sub, cmd)
+        }
+    }
+
     pub fn unknown_subcommand(sub: &[u8], cmd: &str) -> Self {
         ErrorReply(Cow::Owned(format!(
             "ERR unknown subcommand '{}'. Try {} HELP.",

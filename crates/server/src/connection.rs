@@ -214,11 +214,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 return;
             }
             if shared.is_shutting_down() {
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(1),
-                    flush_all(&wr, &mut out, &shared),
-                )
-                .await;
+                flush_before_exit(&wr, &mut out, &shared).await;
                 return;
             }
         }
@@ -246,7 +242,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             }
             _ = &mut killed => return,
             _ = &mut shutting_down => {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
+                flush_before_exit(&wr, &mut out, &shared).await;
                 return;
             }
         }
@@ -299,6 +295,18 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             state.closing = true;
         }
     }
+}
+
+/// Delivers the replies already produced when the server shuts down, for as long as the server
+/// itself waits for its connections (`shutdown_timeout_ms`): a client reading a large pipelined
+/// reply slowly still gets all of it.
+async fn flush_before_exit(
+    wr: &tokio::net::tcp::WriteHalf<'_>,
+    out: &mut BytesMut,
+    shared: &Shared,
+) {
+    let limit = std::time::Duration::from_millis(shared.config.read().server.shutdown_timeout_ms);
+    let _ = tokio::time::timeout(limit, flush_all(wr, out, shared)).await;
 }
 
 /// Writes all pending output (used when stopping).

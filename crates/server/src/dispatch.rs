@@ -262,10 +262,11 @@ pub fn check_ownership(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result
     }
 }
 
-/// Applies the tenant's throttle: waits when allowed, refuses past the configured bound.
-pub async fn throttle(sh: &Shared, tenant: &Tenant) -> Result<(), ErrorReply> {
+/// Applies the tenant's throttle to `n` operations (a transaction's data commands): waits when
+/// allowed, refuses past the configured bound.
+pub async fn throttle(sh: &Shared, tenant: &Tenant, n: u64) -> Result<(), ErrorReply> {
     let max = Duration::from_millis(sh.hot.throttle_max_delay_ms.load(Relaxed));
-    match tenant.admit(max) {
+    match tenant.admit_n(n, max) {
         Admission::Now => Ok(()),
         Admission::After(d) => {
             tokio::time::sleep(d).await;
@@ -350,7 +351,7 @@ async fn run_data(
             let created = spec.created_keys(&args);
             let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
             tenant
-                .check_quota(new_keys)
+                .check_quota(new_keys, args.tail(1).byte_len() as u64)
                 .map_err(|q| errors::quota(tenant, &q))?;
         }
         let mut w = ReplyWriter::new(out, st.proto);

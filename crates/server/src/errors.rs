@@ -46,10 +46,14 @@ pub fn throttled(tenant: &Tenant, wait: Duration, max: Duration) -> ErrorReply {
 
 pub fn quota(tenant: &Tenant, q: &QuotaExceeded) -> ErrorReply {
     match q {
-        QuotaExceeded::Memory { used, limit } => ErrorReply::coded(
+        QuotaExceeded::Memory {
+            used,
+            incoming,
+            limit,
+        } => ErrorReply::coded(
             "OOM",
             format!(
-                "command not allowed when used memory > 'maxmemory' of tenant '{}' (used {used} bytes, limit {limit} bytes)",
+                "command not allowed: tenant '{}' would exceed its maxmemory (used {used} bytes, request {incoming} bytes, limit {limit} bytes)",
                 tenant.id()
             ),
         ),

@@ -1,6 +1,6 @@
-//! INFO: sections of `field:value` lines. Key counts and memory are the bound tenant's for tenant
-//! connections (a tenant must not learn about other tenants), the whole server's for
-//! administrators.
+//! INFO: sections of `field:value` lines. Key counts, memory and connected clients are the bound
+//! tenant's for tenant connections (a tenant must not learn about other tenants), the whole
+//! server's for administrators. Command statistics stay server-wide.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -125,7 +125,12 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             let _ = write!(
                 s,
                 "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\n",
-                sh.client_count(),
+                // A tenant counts its own connections only, as CLIENT LIST shows it.
+                if st.admin {
+                    sh.client_count() as u64
+                } else {
+                    st.tenant.stats.clients.load(Relaxed)
+                },
                 sh.config.read().server.maxclients
             );
         }

@@ -92,6 +92,7 @@ impl Metrics {
         self.with(|| refresh(sh));
         let mut text = self.recorder.handle().render();
         render_commands(sh, &mut text);
+        render_tenants(sh, &mut text);
         render_migration_counters(sh, &mut text);
         text
     }
@@ -135,22 +136,6 @@ fn describe() {
         names::EXPIRED_KEYS,
         "Keys removed because their TTL passed."
     );
-    describe_gauge!(names::TENANT_KEYS, "Keys held by the tenant.");
-    describe_gauge!(
-        names::TENANT_MEMORY,
-        Unit::Bytes,
-        "Estimated bytes held by the tenant."
-    );
-    describe_counter!(names::TENANT_COMMANDS, "Data commands run for the tenant.");
-    describe_counter!(
-        names::TENANT_THROTTLED,
-        "Commands of the tenant delayed by its ops throttle."
-    );
-    describe_counter!(
-        names::TENANT_REJECTED,
-        "Commands of the tenant refused by a quota or the throttle."
-    );
-    describe_gauge!(names::TENANT_CLIENTS, "Connections bound to the tenant.");
     describe_gauge!(
         names::MIGRATION_PROGRESS,
         "Progress of the tenant's latest migration, 0 to 1."
@@ -214,31 +199,11 @@ fn refresh(sh: &Shared) {
     gauge!(names::TENANTS).set(tenants.len() as f64);
     let cap = sh.config.read().metrics.max_labelled_tenants;
     let (mut keys, mut mem, mut expired) = (0u64, 0u64, 0u64);
-    // Per-tenant values; tenants past the cap are summed under "_other" to bound cardinality.
-    let mut other = [0u64; 6];
-    for (i, t) in tenants.iter().enumerate() {
+    for t in &tenants {
         let ks = t.keyspace();
-        let v = [
-            ks.len(),
-            ks.used_bytes(),
-            t.stats.commands.load(Relaxed),
-            t.stats.throttled.load(Relaxed),
-            t.stats.rejected.load(Relaxed),
-            t.stats.clients.load(Relaxed),
-        ];
-        keys += v[0];
-        mem += v[1];
+        keys += ks.len();
+        mem += ks.used_bytes();
         expired += ks.stats().expired_total.load(Relaxed);
-        if i < cap {
-            tenant_series(t.id(), &v);
-        } else {
-            for (o, x) in other.iter_mut().zip(v) {
-                *o += x;
-            }
-        }
-    }
-    if tenants.len() > cap {
-        tenant_series("_other", &other);
     }
     gauge!(names::KEYS).set(keys as f64);
     gauge!(names::MEMORY_USED).set(mem as f64);
@@ -303,14 +268,73 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
     }
 }
 
-fn tenant_series(id: &str, v: &[u64; 6]) {
-    let id = id.to_string();
-    gauge!(names::TENANT_KEYS, "tenant" => id.clone()).set(v[0] as f64);
-    gauge!(names::TENANT_MEMORY, "tenant" => id.clone()).set(v[1] as f64);
-    counter!(names::TENANT_COMMANDS, "tenant" => id.clone()).absolute(v[2]);
-    counter!(names::TENANT_THROTTLED, "tenant" => id.clone()).absolute(v[3]);
-    counter!(names::TENANT_REJECTED, "tenant" => id.clone()).absolute(v[4]);
-    gauge!(names::TENANT_CLIENTS, "tenant" => id).set(v[5] as f64);
+/// Per-tenant series, rendered directly rather than through the recorder: a deleted tenant's
+/// series must vanish at once (the recorder keeps a series until an idle timeout, so tenant churn
+/// would break the label cap), and the `_other` sum must be able to go down when a tenant leaves
+/// it (a counter reset to Prometheus), which the recorder's monotonic `absolute` cannot express.
+fn render_tenants(sh: &Shared, out: &mut String) {
+    let cap = sh.config.read().metrics.max_labelled_tenants;
+    let mut tenants = sh.registry.list();
+    // The oldest tenants hold the labels, so creating a tenant never moves another into `_other`.
+    tenants.sort_by(|a, b| (a.created_at(), a.id()).cmp(&(b.created_at(), b.id())));
+    let mut rows: Vec<(&str, [u64; 6])> = Vec::with_capacity(tenants.len().min(cap) + 1);
+    let mut other = [0u64; 6];
+    for (i, t) in tenants.iter().enumerate() {
+        let ks = t.keyspace();
+        let v = [
+            ks.len(),
+            ks.used_bytes(),
+            t.stats.commands.load(Relaxed),
+            t.stats.throttled.load(Relaxed),
+            t.stats.rejected.load(Relaxed),
+            t.stats.clients.load(Relaxed),
+        ];
+        if i < cap {
+            rows.push((t.id(), v));
+        } else {
+            for (o, x) in other.iter_mut().zip(v) {
+                *o += x;
+            }
+        }
+    }
+    if tenants.len() > cap {
+        rows.push(("_other", other));
+    }
+    let series: [(&str, &str, &str); 6] = [
+        (names::TENANT_KEYS, "gauge", "Keys held by the tenant."),
+        (
+            names::TENANT_MEMORY,
+            "gauge",
+            "Estimated bytes held by the tenant.",
+        ),
+        (
+            names::TENANT_COMMANDS,
+            "counter",
+            "Data commands run for the tenant.",
+        ),
+        (
+            names::TENANT_THROTTLED,
+            "counter",
+            "Commands of the tenant delayed by its ops throttle.",
+        ),
+        (
+            names::TENANT_REJECTED,
+            "counter",
+            "Commands of the tenant refused by a quota or the throttle.",
+        ),
+        (
+            names::TENANT_CLIENTS,
+            "gauge",
+            "Connections bound to the tenant.",
+        ),
+    ];
+    for (j, (name, kind, help)) in series.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (id, v) in &rows {
+            let _ = writeln!(out, "{name}{{tenant=\"{id}\"}} {}", v[j]);
+        }
+    }
 }
 
 fn rss_bytes() -> u64 {

@@ -239,9 +239,10 @@ pub struct Occupied<'a> {
     now: u64,
     preserve_modified: bool,
     finished: bool,
-    /// Mutable access was taken: even a write that leaves the content identical (SET k
-    /// same-value) counts as a write for WATCH, as in Redis.
-    touched: bool,
+    /// The value was replaced whole: SET of the same value still counts as a write for WATCH,
+    /// as in Redis. Other in-place changes that leave the content identical (LREM or SREM that
+    /// match nothing, a command failing with WRONGTYPE after taking mutable access) do not.
+    replaced: bool,
 }
 
 /// A key that does not exist (or has expired).
@@ -273,7 +274,6 @@ impl Occupied<'_> {
     }
 
     pub fn get_mut(&mut self) -> &mut Entry {
-        self.touched = true;
         self.db.table.value_at_mut(self.idx)
     }
 
@@ -283,9 +283,17 @@ impl Occupied<'_> {
 
     /// Replaces value and expiry together (SET semantics).
     pub fn replace(&mut self, value: Value, expire_at: Option<u64>) {
+        self.replaced = true;
         let e = self.get_mut();
         e.value = value;
         e.set_expire_at(expire_at);
+    }
+
+    /// Replaces the value, keeping the expiry, and returns the old one (so that a large value
+    /// can be freed off the lock). Counts as a write for WATCH even when the value is the same.
+    pub fn swap_value(&mut self, value: Value) -> Value {
+        self.replaced = true;
+        std::mem::replace(self.get_mut().value_mut(), value)
     }
 
     /// Keeps the entry's modified time across this change (restoring a migrated key).
@@ -325,7 +333,7 @@ impl Drop for Occupied<'_> {
         let kd = e.key_digest_named(self.name_hash);
         let size = e.size(key);
         if kd == self.before.kd && size == self.before.size {
-            if self.touched {
+            if self.replaced {
                 let version = db.next_version;
                 db.next_version += 1;
                 db.table.value_at_mut(self.idx).version = version;
@@ -513,7 +521,7 @@ impl Db {
                     now,
                     preserve_modified: false,
                     finished: false,
-                    touched: false,
+                    replaced: false,
                 })
             }
             None => Slot::Vacant(Vacant { db: self, key, now }),
@@ -787,10 +795,18 @@ mod tests {
         assert!(e.version() > v1, "a write is a write for WATCH");
         assert_eq!(e.modified_ms(), 1, "content did not change");
         assert_eq!(db.tracking_lag().unwrap().keys, 0, "nothing to ship");
-        // Reading through the funnel without mutable access changes nothing.
+        // Reading through the funnel, even with mutable access, changes nothing.
         let v2 = db.get(b"k", 5).unwrap().version();
         drop(db.entry(b"k", 6));
         assert_eq!(db.get(b"k", 6).unwrap().version(), v2);
+        if let Slot::Occupied(mut o) = db.entry(b"k", 6) {
+            let _ = o.get_mut();
+        }
+        assert_eq!(
+            db.get(b"k", 6).unwrap().version(),
+            v2,
+            "no-op in-place write"
+        );
     }
 
     #[test]

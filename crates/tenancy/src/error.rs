@@ -11,7 +11,7 @@ pub enum TenancyError {
     UnknownTenant(String),
     #[error("tenant '{0}' already exists")]
     AlreadyExists(String),
-    #[error("too many tenants (max_tenants is {0})")]
+    #[error("too many tenants (max_tenants is {0}, the default tenant included)")]
     TooManyTenants(usize),
     #[error("the default tenant cannot be {0}")]
     DefaultTenant(&'static str),

@@ -59,8 +59,16 @@ pub struct TenantLimits {
 /// Why a write was refused by a quota.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuotaExceeded {
-    Memory { used: u64, limit: u64 },
-    Keys { keys: u64, limit: u64 },
+    /// `incoming` is the size of the refused request's arguments.
+    Memory {
+        used: u64,
+        incoming: u64,
+        limit: u64,
+    },
+    Keys {
+        keys: u64,
+        limit: u64,
+    },
 }
 
 /// Counters of a tenant, exported as metrics with a `tenant` label.
@@ -246,7 +254,12 @@ impl Tenant {
     /// Asks the throttle for one command.
     #[inline]
     pub fn admit(&self, max_delay: Duration) -> Admission {
-        let a = self.throttle.admit(max_delay);
+        self.admit_n(1, max_delay)
+    }
+
+    /// Asks the throttle for `n` operations at once (the commands of a transaction).
+    pub fn admit_n(&self, n: u64, max_delay: Duration) -> Admission {
+        let a = self.throttle.admit_n(n, max_delay);
         match a {
             Admission::Now => {}
             Admission::After(_) => {
@@ -260,8 +273,11 @@ impl Tenant {
     }
 
     /// Checks the memory and key quotas before a write that may grow the tenant by `new_keys`
-    /// keys. Reads and deletes never call this.
-    pub fn check_quota(&self, new_keys: u64) -> Result<(), QuotaExceeded> {
+    /// keys and brings `incoming_bytes` of arguments. Counting the arguments refuses the write
+    /// that would cross the limit rather than only the writes after it, so one large SET or
+    /// RPUSH cannot overshoot MAXMEMORY by up to a request's size. Reads and deletes never call
+    /// this.
+    pub fn check_quota(&self, new_keys: u64, incoming_bytes: u64) -> Result<(), QuotaExceeded> {
         if !self.has_quota() {
             return Ok(());
         }
@@ -272,10 +288,11 @@ impl Tenant {
         let ks = self.keyspace.read();
         if l.maxmemory > 0 {
             let used = ks.used_bytes();
-            if used > l.maxmemory {
+            if used.saturating_add(incoming_bytes) > l.maxmemory {
                 self.stats.rejected.fetch_add(1, Relaxed);
                 return Err(QuotaExceeded::Memory {
                     used,
+                    incoming: incoming_bytes,
                     limit: l.maxmemory,
                 });
             }
@@ -337,13 +354,13 @@ mod tests {
         };
         t.set_limits(keys);
         assert!(t.has_quota());
-        assert!(t.check_quota(2).is_err());
+        assert!(t.check_quota(2, 0).is_err());
         t.set_limits(TenantLimits {
             ops: 5,
             ..TenantLimits::default()
         });
         assert!(!t.has_quota());
-        assert!(t.check_quota(2).is_ok());
+        assert!(t.check_quota(2, 0).is_ok());
         // The throttle is on with a rate and off again without one.
         let throttled = (0..20).any(|_| t.admit(Duration::ZERO) != Admission::Now);
         assert!(throttled);
@@ -371,9 +388,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(t.check_quota(2).is_ok());
+        assert!(t.check_quota(2, 0).is_ok());
         assert_eq!(
-            t.check_quota(3),
+            t.check_quota(3, 0),
             Err(QuotaExceeded::Keys { keys: 0, limit: 2 })
         );
         assert!(!t.check_password(b"x"));

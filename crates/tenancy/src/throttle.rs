@@ -64,13 +64,20 @@ impl Throttle {
     /// Reserves one operation, waiting at most `max_delay`.
     #[inline]
     pub fn admit(&self, max_delay: Duration) -> Admission {
+        self.admit_n(1, max_delay)
+    }
+
+    /// Reserves `n` operations at once (a transaction's queued commands), waiting at most
+    /// `max_delay` for the last of them to be due.
+    #[inline]
+    pub fn admit_n(&self, n: u64, max_delay: Duration) -> Admission {
         if !self.limited.load(Relaxed) {
             return Admission::Now;
         }
-        self.admit_limited(max_delay)
+        self.admit_limited(n.max(1), max_delay)
     }
 
-    fn admit_limited(&self, max_delay: Duration) -> Admission {
+    fn admit_limited(&self, n: u64, max_delay: Duration) -> Admission {
         let mut s = self.inner.lock();
         if s.rate == 0 {
             return Admission::Now;
@@ -80,16 +87,18 @@ impl Throttle {
         // Burst tolerance: one second's worth of operations may arrive at once.
         let tolerance = Duration::from_secs(1).saturating_sub(interval);
         let tat = s.tat.max(now);
-        let ahead = tat - now;
+        let cost = interval.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+        // The last of the n operations is due one interval before the new theoretical time.
+        let ahead = (tat + cost - interval) - now;
         if ahead <= tolerance {
-            s.tat = tat + interval;
+            s.tat = tat + cost;
             return Admission::Now;
         }
         let wait = ahead - tolerance;
         if wait > max_delay {
             return Admission::Refused(wait);
         }
-        s.tat = tat + interval;
+        s.tat = tat + cost;
         Admission::After(wait)
     }
 }
@@ -123,5 +132,28 @@ mod tests {
         assert!((95..=105).contains(&now), "now={now}");
         assert!((45..=55).contains(&delayed), "delayed={delayed}");
         assert!(refused >= 240, "refused={refused}");
+    }
+
+    #[test]
+    fn a_batch_costs_its_size() {
+        let t = Throttle::new(100);
+        // A second's burst at once, then the next 50 need about half a second.
+        assert_eq!(t.admit_n(100, Duration::ZERO), Admission::Now);
+        match t.admit_n(50, Duration::from_secs(1)) {
+            Admission::After(d) => assert!(
+                d >= Duration::from_millis(450) && d <= Duration::from_millis(510),
+                "{d:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A batch larger than the burst plus the allowed delay is refused and reserves nothing.
+        assert!(matches!(
+            t.admit_n(1000, Duration::from_secs(1)),
+            Admission::Refused(_)
+        ));
+        assert!(matches!(
+            t.admit_n(1, Duration::from_secs(1)),
+            Admission::After(_)
+        ));
     }
 }

@@ -80,14 +80,11 @@ pub fn client(
         b"LIST" => {
             let mut ids: Option<Vec<u64>> = None;
             let mut i = 2;
+            // Every connection is of type "normal"; master, replica and pubsub match none.
+            let mut type_matches = true;
             while i < args.len() {
                 if args.is(i, "TYPE") && i + 1 < args.len() {
-                    if !(args.is(i + 1, "normal") || args.is(i + 1, "master")) {
-                        return Err(ErrorReply::err(format!(
-                            "Unknown client type '{}'",
-                            args.text(i + 1)
-                        )));
-                    }
+                    type_matches = client_type_is_normal(args.get(i + 1))?;
                     i += 2;
                 } else if args.is(i, "ID") && i + 1 < args.len() {
                     let mut v = Vec::new();
@@ -107,7 +104,7 @@ pub fn client(
             clients.sort_by_key(|c| c.id);
             let mut text = String::new();
             for c in clients {
-                if ids.as_ref().is_some_and(|ids| !ids.contains(&c.id)) {
+                if !type_matches || ids.as_ref().is_some_and(|ids| !ids.contains(&c.id)) {
                     continue;
                 }
                 // A tenant connection sees only its own tenant's clients.
@@ -151,7 +148,16 @@ pub fn client(
                 w.simple(l);
             }
         }
-        _ => return Err(ErrorReply::unknown_subcommand(args.get(1), "CLIENT")),
+        _ => {
+            return Err(ErrorReply::bad_subcommand(
+                "client",
+                args.get(1),
+                &[
+                    "ID", "SETNAME", "GETNAME", "SETINFO", "CAPA", "LIST", "INFO", "KILL",
+                    "NO-EVICT", "NO-TOUCH", "HELP",
+                ],
+            ));
+        }
     }
     Ok(Flow::Continue)
 }
@@ -163,7 +169,6 @@ fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorRep
     let mut addr = None;
     let mut laddr = None;
     let mut user = None;
-    // Every connection is of type "normal"; master/replica/pubsub filters match none.
     let mut type_matches = true;
     let mut skipme = true;
     if args.len() == 3 {
@@ -174,27 +179,20 @@ fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorRep
         while i + 1 < args.len() {
             let v = args.get(i + 1);
             if args.is(i, "ID") {
-                id = Some(
-                    args.int(i + 1)
-                        .map_err(|_| ErrorReply::err("client-id should be greater than 0"))?
-                        as u64,
-                );
+                match args.int(i + 1) {
+                    Ok(n) if n > 0 => id = Some(n as u64),
+                    _ => return Err(ErrorReply::err("client-id should be greater than 0")),
+                }
             } else if args.is(i, "ADDR") {
                 addr = Some(String::from_utf8_lossy(v).into_owned());
             } else if args.is(i, "SKIPME") {
-                skipme = args.is(i + 1, "yes");
+                skipme = match () {
+                    _ if args.is(i + 1, "yes") => true,
+                    _ if args.is(i + 1, "no") => false,
+                    _ => return Err(ErrorReply::syntax()),
+                };
             } else if args.is(i, "TYPE") {
-                let t = String::from_utf8_lossy(v).to_ascii_lowercase();
-                match t.as_str() {
-                    "normal" => {}
-                    "master" | "replica" | "slave" | "pubsub" => type_matches = false,
-                    _ => {
-                        return Err(ErrorReply::err(format!(
-                            "Unknown client type '{}'",
-                            String::from_utf8_lossy(v)
-                        )));
-                    }
-                }
+                type_matches &= client_type_is_normal(v)?;
             } else if args.is(i, "LADDR") {
                 laddr = Some(String::from_utf8_lossy(v).into_owned());
             } else if args.is(i, "USER") {
@@ -239,4 +237,17 @@ fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorRep
         n += 1;
     }
     Ok(n)
+}
+
+/// A `TYPE` filter of CLIENT LIST / CLIENT KILL: every Ferrite connection is a normal client, so
+/// only `normal` matches; the other types Redis knows match nothing; anything else is an error.
+fn client_type_is_normal(t: &[u8]) -> Result<bool, ErrorReply> {
+    match t.to_ascii_lowercase().as_slice() {
+        b"normal" => Ok(true),
+        b"master" | b"replica" | b"slave" | b"pubsub" => Ok(false),
+        _ => Err(ErrorReply::err(format!(
+            "Unknown client type '{}'",
+            String::from_utf8_lossy(t)
+        ))),
+    }
 }

@@ -26,8 +26,11 @@ fn command_info(w: &mut ReplyWriter<'_>, s: &CommandSpec) {
     w.int(i64::from(s.first_key));
     w.int(i64::from(s.last_key));
     w.int(i64::from(s.step));
-    w.set(1);
-    w.simple(&format!("@{}", s.group));
+    let cats = s.acl_categories();
+    w.set(cats.len());
+    for c in cats {
+        w.simple(&format!("@{c}"));
+    }
     w.array(0);
     w.array(0);
     w.array(0);
@@ -124,9 +127,27 @@ pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serv
     match sub.as_slice() {
         b"COUNT" if args.len() == 2 => w.int(all.len() as i64),
         b"LIST" => {
-            w.array(all.len());
-            for s in all {
-                w.bulk_str(s.name);
+            let keep: Box<dyn Fn(&CommandSpec) -> bool> = match args.len() {
+                2 => Box::new(|_| true),
+                5 if args.is(2, "FILTERBY") => {
+                    let value = args.get(4).to_ascii_lowercase();
+                    if args.is(3, "MODULE") {
+                        Box::new(|_| false)
+                    } else if args.is(3, "ACLCAT") {
+                        let cat = String::from_utf8_lossy(&value).into_owned();
+                        Box::new(move |s| s.acl_categories().contains(&cat.as_str()))
+                    } else if args.is(3, "PATTERN") {
+                        Box::new(move |s| glob_match(&value, s.name.as_bytes(), true))
+                    } else {
+                        return Err(ErrorReply::syntax());
+                    }
+                }
+                _ => return Err(ErrorReply::syntax()),
+            };
+            let names: Vec<_> = all.iter().filter(|s| keep(s)).map(|s| s.name).collect();
+            w.array(names.len());
+            for n in names {
+                w.bulk_str(n);
             }
         }
         b"INFO" => {
@@ -189,7 +210,13 @@ pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serv
                 w.simple(l);
             }
         }
-        _ => return Err(ErrorReply::unknown_subcommand(args.get(1), "COMMAND")),
+        _ => {
+            return Err(ErrorReply::bad_subcommand(
+                "command",
+                args.get(1),
+                &["COUNT", "LIST", "INFO", "DOCS", "GETKEYS", "HELP"],
+            ));
+        }
     }
     Ok(Flow::Continue)
 }
@@ -229,13 +256,31 @@ pub fn config(
                 "CONFIG REWRITE is not supported: edit ferrite.toml, which this server does not own",
             ));
         }
-        b"GET" | b"SET" | b"RESETSTAT" | b"REWRITE" => {
-            return Err(ErrorReply::wrong_arity(&format!(
-                "config|{}",
-                String::from_utf8_lossy(&sub).to_ascii_lowercase()
-            )));
+        b"HELP" if args.len() == 2 => {
+            let lines = [
+                "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET <pattern> [<pattern> ...]",
+                "    Return parameters matching the glob-like <pattern>s and their values.",
+                "SET <directive> <value> [<directive> <value> ...]",
+                "    Set the configuration <directive>s to <value>s (ferrite.toml is not rewritten).",
+                "RESETSTAT",
+                "    Reset statistics reported by the INFO command.",
+                "HELP",
+                "    Print this help.",
+            ];
+            let mut w = ReplyWriter::new(out, st.proto);
+            w.array(lines.len());
+            for l in lines {
+                w.simple(l);
+            }
         }
-        _ => return Err(ErrorReply::unknown_subcommand(args.get(1), "CONFIG")),
+        _ => {
+            return Err(ErrorReply::bad_subcommand(
+                "config",
+                args.get(1),
+                &["GET", "SET", "RESETSTAT", "REWRITE", "HELP"],
+            ));
+        }
     }
     Ok(Flow::Continue)
 }
@@ -262,14 +307,23 @@ pub fn shutdown(
     args: Args<'_>,
     _out: &mut BytesMut,
 ) -> ServerResult {
+    // Redis's rules: SAVE and NOSAVE exclude each other, ABORT stands alone. There is nothing to
+    // save (no persistence), so the accepted options change nothing else.
+    let (mut save, mut nosave, mut abort, mut other) = (false, false, false, false);
     for a in args.tail(1).iter() {
         match a.to_ascii_uppercase().as_slice() {
-            b"NOSAVE" | b"SAVE" | b"NOW" | b"FORCE" => {}
-            b"ABORT" => {
-                return Err(ErrorReply::err("No shutdown in progress."));
-            }
+            b"NOSAVE" => nosave = true,
+            b"SAVE" => save = true,
+            b"NOW" | b"FORCE" => other = true,
+            b"ABORT" => abort = true,
             _ => return Err(ErrorReply::syntax()),
         }
+    }
+    if (save && nosave) || (abort && (save || nosave || other)) {
+        return Err(ErrorReply::syntax());
+    }
+    if abort {
+        return Err(ErrorReply::err("No shutdown in progress."));
     }
     tracing::info!("SHUTDOWN requested by a client");
     sh.begin_shutdown();

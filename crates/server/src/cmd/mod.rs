@@ -43,6 +43,8 @@ pub fn run_queued(
         "client" => client::client(st, sh, args, out),
         "command" => introspection::command(st, args, out),
         "tenant.current" | "tenant.info" => tenant::run(st, sh, name, args, out),
+        // EXEC has already consumed the watched keys; queued UNWATCH only answers, as in Redis.
+        "unwatch" => transaction::unwatch(st, out),
         _ => Err(ErrorReply::err("Command not allowed inside a transaction")),
     }
 }

@@ -132,10 +132,21 @@ pub fn run(
                 _ => return Err(ErrorReply::syntax()),
             };
             let id = Registry::validate_id(args.get(1)).map_err(|e| errors::tenancy(&e))?;
+            // A staged import counts as a running migration too: deleting it under the source's
+            // feet breaks the migration (its cutover would then refuse on a digest mismatch).
             let migrating = crate::hooks::running_migration(sh, id);
+            let importing = sh
+                .registry
+                .get(id)
+                .is_some_and(|t| t.state() == TenantState::Importing);
+            let busy = match &migrating {
+                Some(m) => Some(m.clone()),
+                None if importing => Some("an import to this server".to_string()),
+                None => None,
+            };
             let t = sh
                 .registry
-                .delete(id, force, migrating.clone())
+                .delete(id, force, busy)
                 .map_err(|e| errors::tenancy(&e))?;
             if let Some(mid) = migrating {
                 // FORCE while migrating: the migration is cancelled (the target drops what it

@@ -31,6 +31,7 @@ pub fn queueable_in_multi(name: &str) -> bool {
             | "command"
             | "tenant.current"
             | "tenant.info"
+            | "unwatch"
     )
 }
 
@@ -90,15 +91,18 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     }
     let tenant = st.tenant.clone();
     let all = spec::all();
-    let has_data = queue
+    let data_commands = queue
         .iter()
-        .any(|q| matches!(all.get(q.index).map(|s| s.handler), Some(Handler::Data(_))));
+        .filter(|q| matches!(all.get(q.index).map(|s| s.handler), Some(Handler::Data(_))))
+        .count() as u64;
+    let has_data = data_commands > 0;
     let has_write = queue
         .iter()
         .any(|q| all.get(q.index).is_some_and(|s| s.is_write()));
     if has_data {
         dispatch::check_ownership(st, sh, &tenant)?;
-        dispatch::throttle(sh, &tenant).await?;
+        // Each queued command counts against the tenant's rate, as it would outside MULTI.
+        dispatch::throttle(sh, &tenant, data_commands).await?;
     }
     let _permit = if has_write {
         let Some(p) = tenant.gate().enter(dispatch::gate_timeout(sh)).await else {
@@ -125,6 +129,14 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
             ReplyWriter::new(out, st.proto).null_array();
             return Ok(Flow::Continue);
         }
+        // Quotas are checked once for the whole transaction, before anything runs, so that a
+        // transaction is refused whole rather than left half-applied by a later command.
+        if tenant.has_quota() {
+            let (new_keys, bytes) = quota_demand(&queue, all, &mut db, now);
+            tenant
+                .check_quota(new_keys, bytes)
+                .map_err(|q| errors::quota(&tenant, &q))?;
+        }
         ReplyWriter::new(out, st.proto).array(queue.len());
         for q in &queue {
             let proto = st.proto;
@@ -139,17 +151,6 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let result = match spec.handler {
                 Handler::Data(f) => {
-                    if spec.has(flags::DENYOOM) {
-                        let new_keys = spec
-                            .created_keys(&args)
-                            .iter()
-                            .filter(|k| !db.contains(k, now))
-                            .count() as u64;
-                        if let Err(q) = tenant.check_quota(new_keys) {
-                            ReplyWriter::new(out, proto).error(&errors::quota(&tenant, &q));
-                            continue;
-                        }
-                    }
                     let mut w = ReplyWriter::new(out, proto);
                     let mut ctx = Ctx {
                         db: &mut db,
@@ -174,4 +175,32 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     }
     dispatch::free_later(garbage);
     Ok(Flow::Continue)
+}
+
+/// What a transaction's writes ask of the quotas: the distinct keys they may create that do not
+/// exist yet, and the bytes of their arguments. It ignores deletes earlier in the same
+/// transaction, so it may refuse a transaction that would just fit, never admit one that does not.
+fn quota_demand(
+    queue: &[crate::connection::Queued],
+    all: &[spec::CommandSpec],
+    db: &mut ferrite_storage::Db,
+    now: u64,
+) -> (u64, u64) {
+    let mut created: Vec<&[u8]> = Vec::new();
+    let mut bytes = 0u64;
+    for q in queue {
+        let Some(spec) = all.get(q.index) else {
+            continue;
+        };
+        if !spec.has(flags::DENYOOM) {
+            continue;
+        }
+        let args = q.request.args();
+        created.extend(spec.created_keys(&args));
+        bytes += args.tail(1).byte_len() as u64;
+    }
+    created.sort_unstable();
+    created.dedup();
+    let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
+    (new_keys, bytes)
 }
