@@ -83,6 +83,8 @@ async fn cancel_in_every_phase() {
     assert_eq!(st["state"], "queued", "{st:?}");
     ok(&mut a, &["TENANT.MIGRATE.CANCEL", &m2]).await;
     assert_cancelled_cleanly(&src, &dst, "two", &m2, &d2).await;
+    let st = status(&mut a, &m2).await;
+    assert_eq!(st["progress"], "0%", "it never ran: {st:?}");
 
     // Live sync (with changes captured meanwhile).
     ok(&mut a, &["TENANT.MIGRATE.CANCEL", &m1]).await;

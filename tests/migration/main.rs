@@ -13,6 +13,7 @@ mod cancel_pause;
 mod faults;
 mod live;
 mod production;
+mod reporting;
 
 use std::time::Duration;
 

@@ -229,7 +229,7 @@ async fn scheduled_cutover_runs_at_its_time_and_can_be_unscheduled() {
     assert!(e.contains("invalid time"), "{e}");
 }
 
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     // Seconds and milliseconds since the epoch, formatted by hand (UTC).
     let secs = (ms / 1000) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

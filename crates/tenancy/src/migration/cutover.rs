@@ -80,7 +80,9 @@ pub(super) async fn cutover(
 ) -> Res<CutoverResult> {
     let settings = mgr.settings();
     let ks = m.tenant.keyspace();
-    let lag = ks.lock().tracking_lag().map_or(0, |l| l.keys);
+    // Changes not yet read plus batches not yet acknowledged: the same lag STATUS reports.
+    let lag = ks.lock().tracking_lag().map_or(0, |l| l.keys)
+        + super::stream::in_flight(&streams.states).keys;
     if lag > settings.cutover_max_lag && !force {
         return Err(MigrationError::LagTooHigh {
             lag,
@@ -91,7 +93,11 @@ pub(super) async fn cutover(
     m.set_phase(MigrationPhase::Cutover);
     breakpoint(mgr, m, "cutover:before_gate").await;
     let gate = m.tenant.gate();
-    let t0 = Instant::now();
+    // In fast mode the gate has been closed since the copy began: that is the downtime.
+    let t0 = match m.mode {
+        super::MigrationMode::Fast => m.gate_closed_at.lock().unwrap_or_else(Instant::now),
+        _ => Instant::now(),
+    };
     *m.gate_closed_at.lock() = Some(t0);
     gate.close_and_drain().await;
     breakpoint(mgr, m, "cutover:after_gate").await;

@@ -341,6 +341,16 @@ pub struct Migration {
     frozen_released: AtomicBool,
     schedule: Mutex<Option<Scheduled>>,
     schedule_generation: AtomicU64,
+    /// The coordinator has taken a cutover request and is running it.
+    cutover_started: AtomicBool,
+    /// Bytes of the large value being shipped in chunks not yet read (0 = none): lag.
+    large_bytes_left: AtomicU64,
+    /// Read from the keyspace into batch builders, not yet queued: lag too.
+    unsealed_keys: AtomicU64,
+    unsealed_bytes: AtomicU64,
+    unsealed_since_ms: AtomicU64,
+    /// Creation order on this server (ids sort as text, "_10" before "_2").
+    seq: u64,
     breakpoints: Mutex<HashSet<&'static str>>,
     parked: Mutex<Option<&'static str>>,
     release: Notify,
@@ -385,6 +395,9 @@ struct Inner {
     run_id: String,
     id_prefix: String,
     counter: AtomicU64,
+    /// Tenant bytes per second the last complete snapshot from this server achieved: what
+    /// VALIDATE's estimate uses besides the measured link speed.
+    snapshot_rate: Mutex<Option<f64>>,
 }
 
 /// Runs this server's migrations and imports.
@@ -401,7 +414,14 @@ impl MigrationManager {
         run_id: String,
     ) -> MigrationManager {
         let imports = Arc::new(ImportManager::new(registry.clone(), run_id.clone()));
-        let ms = ferrite_storage::now_ms();
+        // Time-based so that ids are never reused across restarts, plus a piece of the random
+        // run id so that two servers started in the same millisecond differ (a reverse
+        // migration's id must not equal the forward one's).
+        let id_prefix = format!(
+            "{}{}",
+            radix36(ferrite_storage::now_ms()),
+            run_id.get(..4).unwrap_or("")
+        );
         MigrationManager {
             inner: Arc::new(Inner {
                 registry,
@@ -411,9 +431,9 @@ impl MigrationManager {
                 migrations: Mutex::new(BTreeMap::new()),
                 self_addr,
                 run_id,
-                // Time-based so that ids are never reused, even across restarts.
-                id_prefix: radix36(ms),
+                id_prefix,
                 counter: AtomicU64::new(1),
+                snapshot_rate: Mutex::new(None),
             }),
         }
     }
@@ -614,6 +634,12 @@ impl MigrationManager {
             frozen_released: AtomicBool::new(false),
             schedule: Mutex::new(None),
             schedule_generation: AtomicU64::new(0),
+            cutover_started: AtomicBool::new(false),
+            large_bytes_left: AtomicU64::new(0),
+            unsealed_keys: AtomicU64::new(0),
+            unsealed_bytes: AtomicU64::new(0),
+            unsealed_since_ms: AtomicU64::new(0),
+            seq: n,
             breakpoints: Mutex::new(HashSet::new()),
             parked: Mutex::new(None),
             release: Notify::new(),
@@ -636,6 +662,15 @@ impl MigrationManager {
         let this = self.clone();
         let m = mig.clone();
         tokio::spawn(async move { source::run(this, m, Some(control)).await });
+        // With a free slot the coordinator starts at once: let the reply say so rather than
+        // "queued" (bounded: a busy machine still gets an answer).
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while mig.state() == MigrationState::Queued
+            && self.inner.slots.available_permits() > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let st = mig.state();
         Ok(MigrationHandle {
             id,
@@ -652,7 +687,8 @@ impl MigrationManager {
 
     /// Status of every migration, oldest first.
     pub fn status_all(&self) -> Vec<MigrationStatus> {
-        let all: Vec<_> = self.inner.migrations.lock().values().cloned().collect();
+        let mut all: Vec<_> = self.inner.migrations.lock().values().cloned().collect();
+        all.sort_by_key(|m| m.seq);
         all.iter().map(|m| self.snapshot(m)).collect()
     }
 
@@ -662,25 +698,78 @@ impl MigrationManager {
         // Lock-free: STATUS must not contend with the tenant's commands (or deadlock inside EXEC).
         let tracking = p.state.is_active().then(|| ks.tracking_lag_relaxed());
         let now = ferrite_storage::now_ms();
+        // After the snapshot, lag is everything the target does not hold yet: changes not read,
+        // batches not acknowledged, and the unread rest of a large value being chunked.
+        let live = p.state.is_active()
+            && !matches!(
+                p.phase,
+                MigrationPhase::Snapshot | MigrationPhase::Connecting | MigrationPhase::Queued
+            );
+        let flight = if live {
+            let mut f = stream::in_flight(&m.checkpoint.lock().streams);
+            let unsealed = m.unsealed_keys.load(Relaxed);
+            if unsealed > 0 {
+                f.keys += unsealed;
+                f.bytes += m.unsealed_bytes.load(Relaxed);
+                let since = m.unsealed_since_ms.load(Relaxed);
+                f.oldest_ms = Some(f.oldest_ms.map_or(since, |t| t.min(since)));
+            }
+            f
+        } else {
+            stream::InFlight::default()
+        };
+        let large = if live {
+            m.large_bytes_left.load(Relaxed)
+        } else {
+            0
+        };
         let (lag_keys, lag_bytes, lag_seconds) = match tracking {
-            Some(l) => (
-                l.keys,
-                l.bytes,
-                l.oldest_ms
-                    .map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0),
-            ),
+            Some(l) => {
+                let oldest = match (l.oldest_ms, flight.oldest_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (
+                    l.keys + flight.keys + u64::from(large > 0),
+                    l.bytes + flight.bytes + large,
+                    oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0),
+                )
+            }
             None => (0, 0, 0.0),
         };
-        let keys_total = m.keys_total.load(Relaxed);
-        let keys_synced = m.keys_synced.load(Relaxed);
+        let acked = m.keys_synced.load(Relaxed);
+        // keys_total: the tenant's keys (at the start while the snapshot runs, as they are now
+        // afterwards); keys_synced: how many of them the target holds up to date. Live changes
+        // re-ship keys, so the acknowledged count alone would pass the total.
+        let (keys_total, keys_synced) = match p.state {
+            MigrationState::Completed | MigrationState::Verified => {
+                (p.keys_migrated, p.keys_migrated)
+            }
+            _ if live => {
+                let total = ks.len();
+                (total, total.saturating_sub(lag_keys))
+            }
+            _ => {
+                let total = m.keys_total.load(Relaxed);
+                (total, acked.min(total))
+            }
+        };
         let (rate, trend, lag_rate) = {
             let mut lt = m.lag.lock();
-            lt.sample(lag_keys, keys_synced);
+            lt.sample(lag_keys, acked);
             (lt.keys_per_sec(), lt.trend(), lt.lag_rate())
         };
         let progress = match p.state {
             MigrationState::Completed | MigrationState::Verified => 100.0,
             MigrationState::Queued => 0.0,
+            // Stopped short: how far the copy got, never "done".
+            MigrationState::Failed | MigrationState::Cancelled => {
+                if keys_total == 0 {
+                    0.0
+                } else {
+                    (keys_synced as f64 / keys_total as f64 * 100.0).min(99.0)
+                }
+            }
             _ => match p.phase {
                 MigrationPhase::Snapshot | MigrationPhase::Connecting | MigrationPhase::Queued => {
                     if keys_total == 0 {
@@ -982,6 +1071,13 @@ impl MigrationManager {
                 op: "schedule a cutover",
             });
         }
+        // A second of slack for clocks and typing; further back is a mistake, not "now".
+        if at_ms + 1000 < ferrite_storage::now_ms() {
+            return Err(MigrationError::Failed(
+                "the scheduled time is in the past; use CUTOVER without SCHEDULED to cut over now"
+                    .into(),
+            ));
+        }
         let generation = m.schedule_generation.fetch_add(1, Relaxed) + 1;
         *m.schedule.lock() = Some(Scheduled { at_ms, force });
         let this = self.clone();
@@ -990,9 +1086,30 @@ impl MigrationManager {
         Ok(())
     }
 
+    /// Withdraws a scheduled cutover: before its time, or after it while its request still waits
+    /// for the coordinator (e.g. behind a large value being shipped). Once the cutover runs it
+    /// can no longer be withdrawn, and saying OK then would be a lie.
     pub fn unschedule_cutover(&self, id: &str) -> Result<(), MigrationError> {
         let m = self.find(id)?;
-        m.schedule_generation.fetch_add(1, Relaxed);
+        if m.schedule.lock().is_none() {
+            return Err(MigrationError::Failed(format!(
+                "migration {id} has no scheduled cutover"
+            )));
+        }
+        {
+            let mut slot = m.cutover.lock();
+            if m.cutover_started.load(Relaxed) {
+                return Err(MigrationError::Failed(format!(
+                    "the scheduled cutover of {id} is already running; it can no longer be withdrawn"
+                )));
+            }
+            m.schedule_generation.fetch_add(1, Relaxed);
+            if let Some(req) = slot.take() {
+                let _ = req.reply.send(Err(MigrationError::Failed(
+                    "the scheduled cutover was withdrawn (UNSCHEDULE)".into(),
+                )));
+            }
+        }
         *m.schedule.lock() = None;
         Ok(())
     }
@@ -1018,6 +1135,10 @@ impl MigrationManager {
                     op: "cut over",
                 })),
             };
+            if m.schedule_generation.load(Relaxed) != generation {
+                // Withdrawn (UNSCHEDULE, CANCEL) while its request waited: nothing to record.
+                return;
+            }
             match outcome {
                 Some(Ok(r)) => {
                     tracing::info!(migration = %id, downtime_ms = r.downtime_ms, "scheduled cutover completed");

@@ -90,36 +90,66 @@ fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
     }
 }
 
+/// Items (or bytes, for a string) in a chunk: how far through a large value shipping is.
+fn chunk_len(c: &Chunk) -> usize {
+    match c {
+        Chunk::Bytes(b) => b.len(),
+        Chunk::Items(v) => v.len(),
+        Chunk::Pairs(v) => v.len(),
+        Chunk::Scored(v) => v.len(),
+    }
+}
+
 /// Ships one large key in chunks, taking the keyspace lock once per chunk. A change meanwhile
-/// marks the key changed, so it is shipped again whole.
-async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<()> {
+/// marks the key changed, so it is shipped again whole. Returns false when PAUSE interrupted it
+/// half way: the caller marks the key changed, so it is shipped again whole after RESUME (the
+/// target's partial copy is replaced then, and a cutover's digest check would catch it if not).
+async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<bool> {
     let ks = m.tenant.keyspace();
     let mut pos: Option<u64> = Some(0);
     let mut first: Option<ValueType> = None;
+    let mut done = 0usize;
     while let Some(p) = pos {
-        let (chunk, next, ty, expire, modified) = {
+        if m.cancel.load(Relaxed) {
+            return Err(fail(CANCELLED));
+        }
+        if m.paused.load(Relaxed) {
+            return Ok(false);
+        }
+        let (chunk, next, ty, expire, modified, left) = {
             let db = ks.lock();
             if let Some(l) = db.tracking_lag() {
                 if l.flush_epoch > streams.epoch {
                     streams.note_epoch(l.flush_epoch);
-                    return Ok(());
+                    return Ok(true);
                 }
             }
             let Some(e) = db.peek(key) else {
-                return Ok(());
+                return Ok(true);
             };
             if first.is_some_and(|t| t != e.value_type()) {
-                return Ok(());
+                return Ok(true);
             }
             let (chunk, next) = read_chunk(e.value(), p);
+            done += chunk_len(&chunk);
+            let total = match e.value() {
+                Value::Str(s) => s.as_bytes().len(),
+                v => v.elements(),
+            }
+            .max(1);
+            let left =
+                e.value().mem_size() as u64 * total.saturating_sub(done) as u64 / total as u64;
             (
                 chunk,
                 next,
                 e.value_type(),
                 e.expire_at().unwrap_or(0),
                 e.modified_ms(),
+                left,
             )
         };
+        // Not yet read from the keyspace: part of the lag STATUS reports.
+        m.large_bytes_left.store(left.max(1), Relaxed);
         let (s, w) = streams.writer(key);
         match first {
             None => w.put_partial(key, ty, expire, modified, &chunk),
@@ -131,20 +161,23 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<()>
         }
         pos = next;
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Ships large keys; if that stops half way, the keys not fully shipped are marked changed again.
+/// Ships large keys; if that stops half way (an error, or PAUSE), the keys not fully shipped are
+/// marked changed again.
 async fn ship_all_large(m: &Migration, streams: &mut Streams, keys: Vec<Vec<u8>>) -> Res<()> {
     for (i, k) in keys.iter().enumerate() {
-        if let Err(e) = ship_large(m, streams, k).await {
+        let shipped = ship_large(m, streams, k).await;
+        m.large_bytes_left.store(0, Relaxed);
+        if !matches!(shipped, Ok(true)) {
             let ks = m.tenant.keyspace();
             let mut db = ks.lock();
             let now = ferrite_storage::now_ms();
             for k in &keys[i..] {
                 db.mark_changed(k, now);
             }
-            return Err(e);
+            return shipped.map(|_| ());
         }
     }
     Ok(())
@@ -288,7 +321,9 @@ async fn run_migration(
     };
     tracing::info!(migration = %m.id, import = %import_id, resumed, "import open on target");
     if m.mode == MigrationMode::Fast {
-        // Fast mode: the tenant's writes wait at the gate (then get TRYAGAIN) during the copy.
+        // Fast mode: the tenant's writes wait at the gate (then get TRYAGAIN) during the copy;
+        // the cutover's downtime counts from here.
+        *m.gate_closed_at.lock() = Some(std::time::Instant::now());
         m.tenant.gate().close_and_drain().await;
     }
     let timeout = m.settings().timeout.unwrap_or(mgr.settings().sync_timeout);
@@ -332,6 +367,8 @@ async fn replicate(
     if !m.checkpoint.lock().snapshot_done {
         m.set_phase(MigrationPhase::Snapshot);
         let mut cursor = m.checkpoint.lock().cursor;
+        // A whole snapshot (not a resumed one) is a measurement of this server's copy speed.
+        let measure = (cursor == 0).then(|| (std::time::Instant::now(), ks.used_bytes()));
         loop {
             checkpoint(m).await?;
             if let Some(e) = streams.error() {
@@ -372,6 +409,13 @@ async fn replicate(
         streams.wait_acked(timeout).await?;
         m.checkpoint.lock().snapshot_done = true;
         tracing::info!(migration = %m.id, keys = m.keys_total.load(Relaxed), "snapshot shipped; live sync");
+        if let Some((t0, bytes)) = measure {
+            let secs = t0.elapsed().as_secs_f64();
+            // Too small a tenant measures start-up costs, not throughput.
+            if bytes >= 1 << 20 && secs > 0.01 {
+                *mgr.inner.snapshot_rate.lock() = Some(bytes as f64 / secs);
+            }
+        }
     }
     m.set_phase(MigrationPhase::LiveSync);
     {
@@ -393,9 +437,19 @@ async fn replicate(
             return Err(fail(e));
         }
         reconfigure(m, streams, timeout).await?;
-        let req = m.cutover.lock().take();
+        let req = {
+            // Taken and marked started under one lock: UNSCHEDULE either withdraws a request
+            // still waiting here or sees that the cutover has begun.
+            let mut slot = m.cutover.lock();
+            let req = slot.take();
+            if req.is_some() {
+                m.cutover_started.store(true, Relaxed);
+            }
+            req
+        };
         if let Some(req) = req {
             let r = cutover::cutover(mgr, m, streams, control, import_id, req.force).await;
+            m.cutover_started.store(false, Relaxed);
             let done = r.is_ok();
             let failed = m.state() == MigrationState::Failed;
             let err = r.as_ref().err().cloned();
@@ -459,11 +513,14 @@ pub(super) async fn drain(m: &Migration, streams: &mut Streams, max: usize) -> R
         if let Some(l) = db.tracking_lag() {
             streams.note_epoch(l.flush_epoch);
         }
-        db.drain_changes(max, |k, e| match e {
+        let n = db.drain_changes(max, |k, e| match e {
             None => streams.del(k),
             Some(e) if is_large(e) => large.push(k.to_vec()),
             Some(e) => streams.put(k, e),
-        })
+        });
+        // Published before the lock is released: STATUS never sees these keys nowhere.
+        streams.publish_unsealed();
+        n
     };
     ship_all_large(m, streams, large).await?;
     if n > 0 {

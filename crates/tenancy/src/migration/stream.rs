@@ -31,6 +31,31 @@ pub(super) struct Outgoing {
     pub seq: u64,
     pub payload: Vec<u8>,
     pub keys: u32,
+    /// Unix ms when the batch was sealed (the age of what is in flight, for `lag_seconds`).
+    pub sealed_ms: u64,
+}
+
+/// What the target has not acknowledged yet across a migration's stream queues.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub keys: u64,
+    pub bytes: u64,
+    /// Seal time of the oldest unacknowledged batch.
+    pub oldest_ms: Option<u64>,
+}
+
+/// Sums the unacknowledged batches of `states` (at most QUEUE_LIMIT per stream: cheap).
+pub(super) fn in_flight(states: &[Arc<StreamState>]) -> InFlight {
+    let mut f = InFlight::default();
+    for st in states {
+        let q = st.queue.lock();
+        for o in q.iter() {
+            f.keys += u64::from(o.keys);
+            f.bytes += o.payload.len() as u64;
+            f.oldest_ms = Some(f.oldest_ms.map_or(o.sealed_ms, |t| t.min(o.sealed_ms)));
+        }
+    }
+    f
 }
 
 /// One stream's state, kept by the migration across reconnects and retries.
@@ -304,11 +329,30 @@ impl Streams {
         let seq = st.sealed.fetch_add(1, Relaxed) + 1;
         let payload = w.finish(s as u16, seq);
         let len = payload.len() as u64;
-        st.queue
-            .lock()
-            .push_back(super::stream::Outgoing { seq, payload, keys });
+        st.queue.lock().push_back(super::stream::Outgoing {
+            seq,
+            payload,
+            keys,
+            sealed_ms: ferrite_storage::now_ms(),
+        });
         st.wake();
         len
+    }
+
+    /// Publishes what sits in the batch builders (read from the keyspace, not yet queued) for
+    /// STATUS: with RATE, the coordinator sleeps between streams while the other builders hold
+    /// changes that are neither captured nor in flight any more.
+    pub fn publish_unsealed(&self) {
+        let (keys, bytes) = self.writers.iter().fold((0u64, 0u64), |(k, b), w| {
+            (k + u64::from(w.keys), b + w.len() as u64)
+        });
+        let m = &self.migration;
+        if keys > 0 && m.unsealed_keys.load(Relaxed) == 0 {
+            m.unsealed_since_ms
+                .store(ferrite_storage::now_ms(), Relaxed);
+        }
+        m.unsealed_bytes.store(bytes, Relaxed);
+        m.unsealed_keys.store(keys, Relaxed);
     }
 
     pub fn seal_all(&mut self) {
@@ -336,6 +380,7 @@ impl Streams {
             let _ = tokio::time::timeout(Duration::from_millis(200), wake).await;
         }
         let len = self.seal(s);
+        self.publish_unsealed();
         self.throttle(len).await;
         Ok(())
     }

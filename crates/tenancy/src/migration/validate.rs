@@ -83,6 +83,33 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// Every check VALIDATE reports, in order. A check that could not run because an earlier one
+/// failed is still listed, as not checked, so the reply always has the same fields.
+const CHECKS: &[&str] = &[
+    "connectivity",
+    "authentication",
+    "version_compatible",
+    "target_tenant",
+    "capacity",
+    "network_latency",
+    "estimated_duration",
+];
+
+fn report_after_failure(mut checks: Vec<Check>) -> ValidationReport {
+    let failed = checks
+        .iter()
+        .find(|c| !c.ok)
+        .map_or("an earlier check", |c| c.name);
+    for name in CHECKS.iter().skip(checks.len()) {
+        checks.push(Check {
+            name,
+            ok: true,
+            detail: format!("not checked ({failed} failed)"),
+        });
+    }
+    ValidationReport { checks }
+}
+
 /// Memory the target must have free for the tenant: its size plus headroom for the staging.
 fn needed_bytes(tenant: &Tenant) -> u64 {
     tenant.keyspace().used_bytes() * 5 / 4
@@ -127,7 +154,7 @@ impl MigrationManager {
             },
         });
         if !reachable {
-            return Ok(ValidationReport { checks });
+            return Ok(report_after_failure(checks));
         }
 
         // Authentication: the handshake the migration itself will do.
@@ -152,7 +179,7 @@ impl MigrationManager {
                     ok: false,
                     detail: format!("failed: {e}"),
                 });
-                return Ok(ValidationReport { checks });
+                return Ok(report_after_failure(checks));
             }
         };
 
@@ -168,24 +195,37 @@ impl MigrationManager {
         let pairs = match check {
             Ok(f) => {
                 checks.push(if sel.version {
-                    Check {
-                        name: "version_compatible",
-                        ok: true,
-                        detail: format!("ok (wire format v{})", super::wire::WIRE_VERSION),
-                    }
+                    version_ok()
                 } else {
                     skipped("version_compatible")
+                });
+                checks.push(Check {
+                    name: "target_tenant",
+                    ok: true,
+                    detail: format!("ok (no tenant '{tenant}' on the target)"),
                 });
                 value::as_pairs(&f).unwrap_or_default()
             }
             Err(e) => {
                 let err = super::classify_target_error(&target, e);
-                checks.push(Check {
-                    name: "version_compatible",
-                    ok: false,
-                    detail: format!("failed: {err}"),
-                });
-                return Ok(ValidationReport { checks });
+                // The target answered the versioned check: it is a compatible Ferrite, and what
+                // it refused is this tenant (already there, being imported, same server).
+                let about_tenant = matches!(&err, MigrationError::Refused { reason, .. } if !reason.contains("wire format"));
+                if about_tenant {
+                    checks.push(version_ok());
+                    checks.push(Check {
+                        name: "target_tenant",
+                        ok: false,
+                        detail: format!("failed: {err}"),
+                    });
+                } else {
+                    checks.push(Check {
+                        name: "version_compatible",
+                        ok: false,
+                        detail: format!("failed: {err}"),
+                    });
+                }
+                return Ok(report_after_failure(checks));
             }
         };
 
@@ -245,14 +285,25 @@ impl MigrationManager {
         // Each byte crossed the link twice (there and back).
         let throughput = (8.0 * (1u64 << 20) as f64) / secs;
         let bytes = t.keyspace().used_bytes() as f64;
+        // The copy is bounded by the slower of the link and this server's own snapshot speed
+        // (reading the keyspace and encoding batches), measured by its last whole snapshot.
+        let copy_rate = *self.inner.snapshot_rate.lock();
+        let rate = copy_rate.map_or(throughput, |r| r.min(throughput));
         checks.push(Check {
             name: "estimated_duration",
             ok,
             detail: if ok {
                 format!(
-                    "{} (measured {}/s to the target)",
-                    human_duration(Duration::from_secs_f64(bytes / throughput)),
-                    human_bytes(throughput as u64)
+                    "{} (measured {}/s to the target; {})",
+                    human_duration(Duration::from_secs_f64(bytes / rate)),
+                    human_bytes(throughput as u64),
+                    match copy_rate {
+                        Some(r) => format!(
+                            "this server's last snapshot copied {}/s",
+                            human_bytes(r as u64)
+                        ),
+                        None => "no snapshot from this server measured yet".into(),
+                    }
                 )
             } else {
                 "unknown (throughput probe failed)".into()
@@ -284,5 +335,13 @@ impl MigrationManager {
             )));
         }
         Ok(())
+    }
+}
+
+fn version_ok() -> Check {
+    Check {
+        name: "version_compatible",
+        ok: true,
+        detail: format!("ok (wire format v{})", super::wire::WIRE_VERSION),
     }
 }
