@@ -731,6 +731,28 @@ def test_config_get_set_maxclients(r):
     assert cmd_error(r, "CONFIG", "GET") == arity("config|get")
     assert cmd_error(r, "CONFIG", "NOPE") == "ERR unknown subcommand 'NOPE'. Try CONFIG HELP."
     assert any("RESETSTAT" in line for line in r.execute_command("CONFIG", "HELP"))
+
+
+@pytest.mark.ferrite_only
+def test_config_set_validates_levels_units_and_duplicates(r):
+    level = r.config_get("loglevel")
+    err = cmd_error(r, "CONFIG", "SET", "loglevel", "bogus")
+    assert err.startswith("ERR CONFIG SET failed (possibly related to argument 'loglevel')"), err
+    assert r.config_get("loglevel") == level, "unchanged"
+    try:
+        assert r.config_set("loglevel", "notice") is True
+        assert r.config_get("loglevel") == {"loglevel": "notice"}
+    finally:
+        r.config_set("loglevel", level["loglevel"])
+    err = cmd_error(r, "CONFIG", "SET", "maxclients", "100", "maxclients", "200")
+    assert err.endswith("duplicate parameter"), err
+    assert r.config_get("maxclients") == {"maxclients": "10000"}, "all or nothing"
+    old = r.config_get("proto-max-bulk-len")["proto-max-bulk-len"]
+    try:
+        assert r.config_set("proto-max-bulk-len", "1mb") is True
+        assert r.config_get("proto-max-bulk-len") == {"proto-max-bulk-len": str(1 << 20)}
+    finally:
+        r.config_set("proto-max-bulk-len", old)
     assert r.config_get("maxclients") == {"maxclients": "10000"}
 
 

@@ -302,11 +302,8 @@ impl Config {
                 format!("'{}' is not one of: text, json", self.log.format),
             );
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return err(
-                "log.level",
-                format!("'{}' is not a log level or filter", self.log.level),
-            );
+        if let Err(e) = log_filter(&self.log.level) {
+            return err("log.level", e);
         }
         if self.metrics.addr != "off" && self.metrics.addr.parse::<std::net::SocketAddr>().is_err()
         {
@@ -436,6 +433,44 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// Reads a log level as Redis names them (`debug`, `verbose`, `notice`, `warning`, `nothing`) or
+/// as tracing does (`trace`, `debug`, `info`, `warn`, `error`, `off`), or a tracing filter whose
+/// every directive ends in such a level (`ferrite_tenancy=debug,info`). Returns the tracing
+/// filter. A bare word that is not a level is refused: tracing would read `debgu` as a target
+/// name and silently log nothing.
+pub fn log_filter(level: &str) -> Result<String, String> {
+    fn one(l: &str) -> Option<&'static str> {
+        Some(match l.to_ascii_lowercase().as_str() {
+            "trace" => "trace",
+            "debug" | "verbose" => "debug",
+            "info" | "notice" => "info",
+            "warn" | "warning" => "warn",
+            "error" => "error",
+            "off" | "nothing" => "off",
+            _ => return None,
+        })
+    }
+    let bad = || {
+        format!(
+            "'{level}' is not a log level (trace, debug, verbose, info, notice, warn, warning, error, off, nothing) or a filter of target=level directives"
+        )
+    };
+    let mut out = Vec::new();
+    for d in level.split(',').map(str::trim) {
+        let directive = match d.split_once('=') {
+            Some((target, l)) if !target.is_empty() => {
+                format!("{target}={}", one(l).ok_or_else(bad)?)
+            }
+            Some(_) => return Err(bad()),
+            None => one(d).ok_or_else(bad)?.to_string(),
+        };
+        out.push(directive);
+    }
+    let filter = out.join(",");
+    tracing_subscriber::EnvFilter::try_new(&filter).map_err(|_| bad())?;
+    Ok(filter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,5 +502,23 @@ mod tests {
 
         let e = Config::parse("[server\n", None).unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+
+        // tracing would take "debgu" for a target name and log nothing: refused.
+        let e = Config::parse("[log]\nlevel = \"debgu\"\n", None).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("log.level", Some(2)), "{e}");
+    }
+
+    #[test]
+    fn log_levels_in_redis_and_tracing_words() {
+        assert_eq!(log_filter("verbose").as_deref(), Ok("debug"));
+        assert_eq!(log_filter("warning").as_deref(), Ok("warn"));
+        assert_eq!(log_filter("nothing").as_deref(), Ok("off"));
+        assert_eq!(
+            log_filter("ferrite_tenancy=debug, notice").as_deref(),
+            Ok("ferrite_tenancy=debug,info")
+        );
+        for bad in ["debgu", "loud", "=debug", "x=loud", ""] {
+            assert!(log_filter(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -22,6 +22,13 @@ fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
         .map_err(|_| "argument couldn't be parsed into an integer".to_string())
 }
 
+/// A size, with Redis's units (`512mb`, `1gb`, `64k`) or plain bytes.
+fn bytes<T: TryFrom<u64>>(v: &str) -> Result<T, String> {
+    ferrite_protocol::args::parse_memory_size(v.as_bytes())
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| "argument must be a memory value".to_string())
+}
+
 fn boolean(v: &str) -> Result<bool, String> {
     match v {
         "yes" | "true" => Ok(true),
@@ -62,11 +69,12 @@ pub static PARAMS: [Param; 33] = [
         "proto-max-bulk-len",
         |c| c.limits.max_bulk_len.to_string(),
         |c, v| {
-            c.limits.max_bulk_len = num(v)?;
+            c.limits.max_bulk_len = bytes(v)?;
             Ok(())
         }
     ),
     param!("loglevel", |c| c.log.level.clone(), |c, v| {
+        crate::config::log_filter(v)?;
         c.log.level = v.to_string();
         Ok(())
     }),
@@ -90,7 +98,7 @@ pub static PARAMS: [Param; 33] = [
         "limits.client_output_buffer_limit",
         |c| c.limits.client_output_buffer_limit.to_string(),
         |c, v| {
-            c.limits.client_output_buffer_limit = num(v)?;
+            c.limits.client_output_buffer_limit = bytes(v)?;
             Ok(())
         }
     ),
@@ -107,7 +115,7 @@ pub static PARAMS: [Param; 33] = [
         "tenancy.default_maxmemory",
         |c| c.tenancy.default_maxmemory.to_string(),
         |c, v| {
-            c.tenancy.default_maxmemory = num(v)?;
+            c.tenancy.default_maxmemory = bytes(v)?;
             Ok(())
         }
     ),
@@ -237,9 +245,16 @@ fn yes_no(b: bool) -> String {
 /// Applies `CONFIG SET name value [name value ...]` atomically: all or nothing.
 pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
     let mut cfg = sh.config.read().clone();
+    let mut seen: Vec<String> = Vec::new();
     for i in (0..pairs.len()).step_by(2) {
         let name = pairs.text(i).to_ascii_lowercase();
         let value = pairs.text(i + 1);
+        if seen.contains(&name) {
+            return Err(ErrorReply::err(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+            )));
+        }
+        seen.push(name.clone());
         let fail = |why: String| {
             ErrorReply::err(format!(
                 "CONFIG SET failed (possibly related to argument '{name}') - {why}"

@@ -95,7 +95,11 @@ fn main() -> ExitCode {
         }
     };
 
-    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Validated when the configuration was loaded; "info" is only a fallback.
+    let filter = ferrite_server::config::log_filter(&cfg.log.level)
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -107,7 +111,8 @@ fn main() -> ExitCode {
         registry.with(fmt).init();
     }
     let set_log_level = Box::new(move |level: &str| {
-        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        let f = ferrite_server::config::log_filter(level)
+            .and_then(|f| EnvFilter::try_new(f).map_err(|e| e.to_string()))?;
         reload.reload(f).map_err(|e| e.to_string())
     });
 
