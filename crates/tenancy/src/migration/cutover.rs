@@ -163,7 +163,7 @@ pub(super) async fn cutover(
     complete(m, keys, downtime_ms);
     release_checkpoint(m);
     tracing::info!(migration = %m.id, tenant = %m.tenant.id(), keys, downtime_ms, "cutover completed");
-    schedule_release(m.clone(), settings.retention);
+    schedule_release(mgr, m.clone());
     Ok(CutoverResult {
         status: "completed",
         downtime_ms,
@@ -309,7 +309,7 @@ pub(super) async fn retry_activation(
                 .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
             complete(m, keys, since);
             release_checkpoint(m);
-            schedule_release(m.clone(), mgr.settings().retention);
+            schedule_release(mgr, m.clone());
             tracing::info!(migration = %m.id, "activation confirmed on retry; cutover completed");
             Ok(CutoverResult {
                 status: "completed",
@@ -333,11 +333,22 @@ pub(super) async fn retry_activation(
     }
 }
 
-/// Frees the frozen copy after the retention period; the MOVED answer stays.
-pub(super) fn schedule_release(m: Arc<Migration>, retention: Duration) {
+/// Frees the frozen copy after the retention period; the MOVED answer stays. The period is
+/// re-read while waiting, so `CONFIG SET tenancy.migration.retention_secs` applies to copies
+/// already kept too.
+pub(super) fn schedule_release(mgr: &MigrationManager, m: Arc<Migration>) {
     let frozen = m.tenant.keyspace();
+    let mgr = mgr.clone();
+    let since = Instant::now();
     tokio::spawn(async move {
-        tokio::time::sleep(retention).await;
+        loop {
+            let retention = mgr.settings().retention;
+            let waited = since.elapsed();
+            if waited >= retention {
+                break;
+            }
+            tokio::time::sleep((retention - waited).min(Duration::from_secs(1))).await;
+        }
         if m.tenant.state() == TenantState::Moved && Arc::ptr_eq(&m.tenant.keyspace(), &frozen) {
             let old = m
                 .tenant

@@ -396,6 +396,13 @@ impl Streams {
         if self.rate == 0 {
             return;
         }
+        // After an idle spell (PAUSE, no changes) the window restarts: otherwise the unused
+        // allowance of the idle time would go out at once as a burst above RATE.
+        let (start, sent) = self.rate_window;
+        let owed = Duration::from_secs_f64(sent as f64 / self.rate as f64);
+        if start.elapsed() > owed + Duration::from_secs(1) {
+            self.rate_window = (Instant::now(), 0);
+        }
         let (start, sent) = &mut self.rate_window;
         *sent += bytes;
         let due = Duration::from_secs_f64(*sent as f64 / self.rate as f64);
