@@ -246,10 +246,22 @@ fn quotas_refuse_writes_but_keep_reads_and_deletes() {
     // Overwriting an existing key creates nothing and is allowed.
     let _: () = t.set("k3", "again").unwrap();
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut t).unwrap(), 10);
-    // Memory: grow one value past the limit, then further growth is refused.
-    let big = "x".repeat(25 * 1024);
+    // Memory: a write that would cross the limit is refused whole, even as the first to do so.
+    let e = err_of(
+        redis::cmd("SET")
+            .arg("k0")
+            .arg("x".repeat(25 * 1024))
+            .query(&mut t),
+    );
+    assert!(e.contains("maxmemory") && e.contains("'small'"), "{e}");
+    let big = "x".repeat(15 * 1024);
     let _: () = t.set("k0", &big).unwrap();
-    let e = err_of(redis::cmd("APPEND").arg("k1").arg("more").query(&mut t));
+    let e = err_of(
+        redis::cmd("APPEND")
+            .arg("k1")
+            .arg("y".repeat(6 * 1024))
+            .query(&mut t),
+    );
     assert!(e.contains("maxmemory") && e.contains("'small'"), "{e}");
     // Reads and deletes still work and nothing stored was lost.
     assert_eq!(t.get::<_, String>("k0").unwrap().len(), big.len());
