@@ -74,6 +74,14 @@ impl<'a> ReplyWriter<'a> {
         self.out.put_slice(b"\r\n");
     }
 
+    /// A `HELP` reply: an array of simple-string lines, as Redis sends them.
+    pub fn help(&mut self, lines: &[&str]) {
+        self.array(lines.len());
+        for l in lines {
+            self.simple(l);
+        }
+    }
+
     pub fn error(&mut self, e: &ErrorReply) {
         let t = e.text();
         self.out.reserve(t.len() + 3);

@@ -142,11 +142,7 @@ pub fn client(
                 "LIST [TYPE normal] [ID id ...], INFO, KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>,",
                 "CAPA redirect (receive -REDIRECT host:port when a tenant moves)",
             ];
-            let mut w = ReplyWriter::new(out, proto);
-            w.array(lines.len());
-            for l in lines {
-                w.simple(l);
-            }
+            ReplyWriter::new(out, proto).help(&lines);
         }
         _ => {
             return Err(ErrorReply::bad_subcommand(

@@ -205,10 +205,7 @@ pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serv
                 "(no subcommand): every command's details",
                 "COUNT, LIST, INFO [<name> ...], DOCS [<name> ...], GETKEYS <full-command>",
             ];
-            w.array(lines.len());
-            for l in lines {
-                w.simple(l);
-            }
+            w.help(&lines);
         }
         _ => {
             return Err(ErrorReply::bad_subcommand(
@@ -268,11 +265,7 @@ pub fn config(
                 "HELP",
                 "    Print this help.",
             ];
-            let mut w = ReplyWriter::new(out, st.proto);
-            w.array(lines.len());
-            for l in lines {
-                w.simple(l);
-            }
+            ReplyWriter::new(out, st.proto).help(&lines);
         }
         _ => {
             return Err(ErrorReply::bad_subcommand(
