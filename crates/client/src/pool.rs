@@ -66,7 +66,8 @@ impl PoolOptions {
         self
     }
 
-    /// Bound on opening one connection (TCP connect; overrides the [`ConnectOptions`] value).
+    /// Bound on opening one connection (TCP connect and handshake; overrides the
+    /// [`ConnectOptions`] value).
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = Some(t);
         self

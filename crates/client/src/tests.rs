@@ -753,3 +753,125 @@ async fn a_server_that_is_down_fails_at_once_but_a_new_home_is_waited_for() {
     let late = late.await.unwrap();
     assert_eq!(late.commands(), ["GET k"]);
 }
+
+#[tokio::test]
+async fn the_handshake_is_bounded_by_the_connect_timeout() {
+    // Accepts and reads, never answers.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = l.accept().await {
+            held.push(sock);
+        }
+    });
+    let t = Instant::now();
+    let e = Client::connect(
+        ConnectOptions::new(&addr)
+            .password("pw")
+            .connect_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(matches!(e.root(), ClientError::Timeout(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "timed out connecting to {addr}: no reply to the handshake (server {addr}, command connect)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_a_redis_server_gets_a_plain_protocol_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let _http = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    for opts in [
+        ConnectOptions::new(&addr),
+        ConnectOptions::new(&addr).resp2().name("x"),
+    ] {
+        let e = Client::connect(opts).await.unwrap_err();
+        assert!(e.is_connection_error(), "{e:?}");
+        assert_eq!(
+            e.root().to_string(),
+            "protocol error: got \"H\" as reply type byte"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replies_are_decoded_in_the_protocol_hello_switched_to() {
+    use std::collections::HashMap;
+    let protos: Arc<parking_lot::Mutex<HashMap<usize, u8>>> = Arc::default();
+    let s = {
+        let protos = protos.clone();
+        FakeServer::start(move |r| {
+            let mut protos = protos.lock();
+            let p = protos.entry(r.conn).or_insert(2);
+            let three = *p == 3;
+            match (r.name().as_str(), r.args.get(1).map(String::as_str)) {
+                ("HELLO", Some("3")) if r.args.len() > 2 => reply("-WRONGPASS nope\r\n"),
+                ("HELLO", Some("3")) => {
+                    *p = 3;
+                    reply("%1\r\n+proto\r\n:3\r\n")
+                }
+                ("HELLO", Some("2")) => {
+                    *p = 2;
+                    reply("*2\r\n+proto\r\n:2\r\n")
+                }
+                ("GET", _) if three => reply("_\r\n"),
+                ("GET", _) => reply("$-1\r\n"),
+                ("MGET", _) if three => reply("*2\r\n_\r\n$1\r\nx\r\n"),
+                ("MGET", _) => reply("*2\r\n$-1\r\n$1\r\nx\r\n"),
+                _ => reply("+OK\r\n"),
+            }
+        })
+        .await
+    };
+    // RESP2 asked for: no HELLO at all.
+    let mut c = Connection::connect(ConnectOptions::new(&s.addr).resp2().name("n"))
+        .await
+        .unwrap();
+    assert!(!c.is_resp3());
+    assert_eq!(s.lines(), ["CLIENT SETNAME n"]);
+    assert_eq!(
+        text(&c.cmd(&["MGET", "a", "b"]).await.unwrap()),
+        "[(nil), x]"
+    );
+    // A failed HELLO 3 changes nothing.
+    assert!(c.cmd(&["HELLO", "3", "AUTH", "u", "bad"]).await.is_err());
+    assert!(matches!(c.cmd(&["GET", "a"]).await.unwrap(), Frame::Null));
+    assert_eq!(text(&c.cmd(&["HELLO", "3"]).await.unwrap()), "{proto: 3}");
+    assert!(c.is_resp3());
+    assert_eq!(
+        text(&c.cmd(&["MGET", "a", "b"]).await.unwrap()),
+        "[(nil), x]"
+    );
+    // Also in the middle of a pipeline.
+    for args in [
+        &["HELLO", "2"][..],
+        &["MGET", "a", "b"],
+        &["HELLO", "3"],
+        &["GET", "a"],
+    ] {
+        c.queue(args);
+    }
+    c.flush().await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(text(&c.recv().await.unwrap()));
+    }
+    assert_eq!(got, ["[proto, 2]", "[(nil), x]", "{proto: 3}", "(nil)"]);
+    assert!(c.is_resp3());
+}
