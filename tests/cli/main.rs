@@ -41,7 +41,9 @@ pub fn server(extra: &[&str]) -> Server {
 #[derive(Debug)]
 pub struct Run {
     pub code: i32,
+    /// Standard output as text (bytes that are not UTF-8 shown as U+FFFD; see `stdout_bytes`).
     pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
     pub stderr: String,
 }
 
@@ -59,14 +61,14 @@ pub fn cli_command(args: &[&str]) -> Command {
 fn collect(
     child: &mut Child,
 ) -> (
-    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<Vec<u8>>,
     std::thread::JoinHandle<String>,
 ) {
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let a = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
         s
     });
     let b = std::thread::spawn(move || {
@@ -99,7 +101,12 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Run {
 }
 
 /// Runs a prepared CLI command, feeding it `stdin`, and waits at most a minute.
-pub fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Run {
+pub fn run_cmd(cmd: Command, stdin: Option<&str>) -> Run {
+    run_cmd_bytes(cmd, stdin.map(str::as_bytes))
+}
+
+/// Like [`run_cmd`], with any bytes on standard input.
+pub fn run_cmd_bytes(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
     let what = format!("{cmd:?}");
     let mut child = cmd
         .stdin(if stdin.is_some() {
@@ -113,16 +120,18 @@ pub fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Run {
         .expect("start ferrite-cli");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin");
-        let input = input.to_string();
+        let input = input.to_vec();
         std::thread::spawn(move || {
-            let _ = pipe.write_all(input.as_bytes());
+            let _ = pipe.write_all(&input);
         });
     }
     let (out, err) = collect(&mut child);
     let code = wait_child(&mut child, Duration::from_secs(60), &what);
+    let stdout_bytes = out.join().unwrap_or_default();
     Run {
         code,
-        stdout: out.join().unwrap_or_default(),
+        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+        stdout_bytes,
         stderr: err.join().unwrap_or_default(),
     }
 }

@@ -140,6 +140,13 @@ fn start_watch_cutover_verify() {
             .expect("json status");
     assert_eq!(json["tenant"], "acme");
     assert_eq!(json["keys_total"], 3000);
+    // Numbers the server sends as text are JSON numbers; text stays text.
+    assert_eq!(json["progress"], 100, "{json}");
+    assert!(json["keys_per_sec"].is_u64(), "{json}");
+    assert!(json["lag_seconds"].is_number(), "{json}");
+    assert!(json["duration_seconds"].is_number(), "{json}");
+    assert_eq!(json["downtime_ms"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["lag_trend"].as_str().map(str::is_empty), Some(false));
 
     let out = cli_ok(&src, &["migrate", "cutover", &id]);
     assert!(
@@ -196,6 +203,40 @@ fn cancelled_migration_makes_watch_fail() {
     let dst = server(&[]);
     cli_ok(&src, &["TENANT.CREATE", "beta", "PASSWORD", "pw"]);
     load(&src, "beta", 200);
+    // Started while nothing runs, `watch --all` waits for a migration instead of ending.
+    let port = src.port.to_string();
+    let mut watch_all = cli_command(&[
+        "-p",
+        &port,
+        "migrate",
+        "watch",
+        "--all",
+        "--interval-ms",
+        "100",
+        "--timeout-s",
+        "120",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start watch --all");
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = watch_all.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("watch --all says it waits");
+    assert!(first.contains("waiting for one to start"), "{first}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        watch_all.try_wait().expect("try_wait").is_none(),
+        "watch --all did not end while nothing was running"
+    );
     let id = cli_ok(&src, &["migrate", "start", "beta", &dst.addr(), "--quiet"])
         .trim()
         .to_string();
@@ -245,11 +286,64 @@ fn cancelled_migration_makes_watch_fail() {
     assert!(r.stdout.contains(&format!("{id} beta cancelled")), "{r:?}");
     let r = cli(&src, &["migrate", "verify", &id]);
     assert_ne!(r.code, 0, "a cancelled migration does not verify: {r:?}");
-    // Nothing is running now: watch --all has nothing to wait for.
-    assert!(cli_ok(&src, &["migrate", "watch", "--all"]).starts_with("No running migrations"));
+    // The `watch --all` started before the migration followed it to its end.
+    let code = wait_child(
+        &mut watch_all,
+        Duration::from_secs(30),
+        "migrate watch --all",
+    );
+    let _ = reader.join();
+    let seen: Vec<String> = rx.try_iter().collect();
+    assert_eq!(code, 1, "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&id) && l.contains("state=live_sync")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with(&format!("{id} beta cancelled"))),
+        "{seen:?}"
+    );
+    // Nothing is running now: plain watch has nothing to wait for; --all waits until its
+    // timeout (exit 4).
+    assert!(cli_ok(&src, &["migrate", "watch"]).starts_with("No running migrations"));
+    assert_eq!(cli_ok(&src, &["--json", "migrate", "watch"]), "[]\n");
+    let r = cli(&src, &["migrate", "watch", "--all", "--timeout-s", "1"]);
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(r.stdout.contains("waiting for one to start"), "{r:?}");
+    assert!(r.stderr.contains("no migration started"), "{r:?}");
     // A target that does not answer is refused at start.
     let nowhere = format!("127.0.0.1:{}", crate::free_port());
     let r = cli(&src, &["migrate", "start", "beta", &nowhere]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains(&nowhere), "{r:?}");
+}
+
+#[test]
+fn the_follow_hint_names_an_ipv6_host_correctly() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let src = server(&["--bind", "::1"]);
+    let dst = server(&[]);
+    let port = src.port.to_string();
+    let on_src = |args: &[&str]| {
+        let mut all = vec!["-h", "::1", "-p", &port];
+        all.extend_from_slice(args);
+        let r = run(&all, None);
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+        r.stdout
+    };
+    on_src(&["TENANT.CREATE", "acme", "PASSWORD", "pw"]);
+    let out = on_src(&["migrate", "start", "acme", &dst.addr()]);
+    let id = started_id(&out);
+    assert!(
+        out.contains(&format!(
+            "Follow it with: ferrite-cli -h ::1 -p {port} migrate watch {id}\n"
+        )),
+        "{out}"
+    );
+    on_src(&["migrate", "cancel", &id]);
 }

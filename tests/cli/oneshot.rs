@@ -3,7 +3,12 @@
 
 use std::collections::HashSet;
 
-use crate::{cli, cli_ok, free_port, run, server};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use crate::{cli, cli_command, cli_ok, free_port, run, run_cmd_bytes, server};
 
 fn lines(s: &str) -> HashSet<&str> {
     s.lines().collect()
@@ -22,6 +27,22 @@ fn strings_numbers_and_nil_in_both_protocols() {
         assert_eq!(cli_ok(&s, &[proto, "GET", "missing"]), "(nil)\n", "{proto}");
         assert_eq!(cli_ok(&s, &[proto, "EXISTS", "greeting"]), "(integer) 1\n");
     }
+    // -2 speaks RESP2 on the wire, -3 (the default) RESP3.
+    for (flags, resp) in [
+        (&["-2"][..], "resp=2"),
+        (&["-3"], "resp=3"),
+        (&[], "resp=3"),
+    ] {
+        let mut args = flags.to_vec();
+        args.extend(["CLIENT", "INFO"]);
+        let info = cli_ok(&s, &args);
+        assert!(
+            info.split_whitespace().any(|f| f == resp),
+            "{flags:?}: {info}"
+        );
+    }
+    // A RESP2 session switched to RESP3 by hand still decodes (and shows RESP2's shapes).
+    assert!(cli_ok(&s, &["-2", "HELLO", "3"]).contains("\"proto\"\n"));
     assert_eq!(
         cli_ok(&s, &["INCRBY", "n", "-5"]),
         "(integer) -5\n",
@@ -72,9 +93,12 @@ fn hashes_as_maps_arrays_raw_and_json() {
         out.starts_with("1) \"f") && out.contains("\n4) \"v"),
         "{out}"
     );
+    // --raw prints RESP3 map entries as `key value` lines, as redis-cli -3 --raw does; RESP2
+    // sends a flat array, one element per line.
     let raw = cli_ok(&s, &["--raw", "HGETALL", "h"]);
-    let raw_lines: Vec<&str> = raw.lines().collect();
-    assert_eq!(raw_lines.len(), 4, "{raw}");
+    assert_eq!(lines(&raw), lines("f1 v1\nf2 v2\n"), "{raw}");
+    let raw = cli_ok(&s, &["-2", "--raw", "HGETALL", "h"]);
+    assert_eq!(raw.lines().count(), 4, "{raw}");
     assert_eq!(lines(&raw), lines("f1\nv1\nf2\nv2\n"));
 
     let json: serde_json::Value =
@@ -131,6 +155,18 @@ fn error_replies_exit_1_on_stderr() {
     let r = cli(&s, &["NOSUCHCOMMAND", "x"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.starts_with("(error) ERR unknown command"), "{r:?}");
+    // --raw prints errors bare, as redis-cli --raw does (still on stderr, still exit 1).
+    let r = cli(&s, &["--raw", "GET"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (1, "", "ERR wrong number of arguments for 'get' command\n"),
+        "{r:?}"
+    );
+    let port = s.port.to_string();
+    let r = run(&["-p", &port, "--raw"], Some("GET\nGET l\n"));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.starts_with("ERR wrong number"), "{r:?}");
+    assert!(r.stderr.contains("\nWRONGTYPE "), "{r:?}");
     // A migration that does not exist is a failed command, not a crash.
     let r = cli(&s, &["migrate", "verify", "mig_nope"]);
     assert_eq!(r.code, 1, "{r:?}");
@@ -261,4 +297,124 @@ fn commands_from_standard_input() {
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(r.stdout, "two words\n");
     assert!(r.stderr.contains("wrong number of arguments"), "{r:?}");
+}
+
+#[test]
+fn binary_values_from_arguments_and_standard_input() {
+    let s = server(&[]);
+    let port = s.port.to_string();
+    let value = b"\xff\x01a\x80 \xc3";
+    let mut set = cli_command(&["-p", &port, "SET"]);
+    set.arg(OsStr::from_bytes(b"bin\xfe"))
+        .arg(OsStr::from_bytes(value));
+    let r = run_cmd_bytes(set, None);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "OK\n"), "{r:?}");
+    let get = |flags: &[&str]| {
+        let mut c = cli_command(&["-p", &port]);
+        c.args(flags).arg("GET").arg(OsStr::from_bytes(b"bin\xfe"));
+        run_cmd_bytes(c, None)
+    };
+    // --raw: the exact bytes.
+    let r = get(&["--raw"]);
+    assert_eq!(r.stdout_bytes, b"\xff\x01a\x80 \xc3\n", "{r:?}");
+    // The default form escapes them, as redis-cli does.
+    assert_eq!(get(&[]).stdout, "\"\\xff\\x01a\\x80 \\xc3\"\n");
+    // JSON cannot hold them: lossy, documented.
+    assert_eq!(
+        get(&["--json"]).stdout,
+        "\"\u{fffd}\\u0001a\u{fffd} \u{fffd}\"\n"
+    );
+
+    // Standard input is read as bytes, line by line: a non-UTF-8 line works, and so do the
+    // lines after it.
+    let mut input = b"SET in \xfe\xfd\nGET in\n".to_vec();
+    input.extend_from_slice(b"SET q1 a\"b c\"\r\nGET q1\nGET bin\xfe\n");
+    let r = run_cmd_bytes(cli_command(&["-p", &port, "--raw"]), Some(&input));
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut want = b"OK\n\xfe\xfd\nOK\nab c\n".to_vec();
+    want.extend_from_slice(value);
+    want.push(b'\n');
+    assert_eq!(r.stdout_bytes, want, "{r:?}");
+}
+
+#[test]
+fn quotes_split_like_redis_cli() {
+    let s = server(&[]);
+    let port = s.port.to_string();
+    let r = run(
+        &["-p", &port],
+        Some("SET q1 a\"b c\"\nGET q1\nSET q2 'x y'z\nSET q3 \"a\"b\nGET q2\n"),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.stdout, "OK\n\"ab c\"\n(nil)\n", "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "Invalid argument(s): SET q2 'x y'z\nInvalid argument(s): SET q3 \"a\"b\n"
+    );
+}
+
+#[test]
+fn a_server_that_wants_a_password_first_accepts_auth_from_standard_input() {
+    let s = server(&["--requirepass", "secret"]);
+    let port = s.port.to_string();
+    let r = run(&["-p", &port], Some("PING\nAUTH secret\nPING\nSET a 1\n"));
+    assert_eq!(r.stdout, "OK\nPONG\nOK\n", "{r:?}");
+    assert_eq!(r.code, 1, "the refused PING counts as a failure: {r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "(error) NOAUTH Authentication required by 127.0.0.1:{port}: type AUTH <password>, \
+             or AUTH <tenant> <password>\n(error) NOAUTH Authentication required.\n"
+        )
+    );
+}
+
+/// A listener on a free port whose connections are handed to `serve` on a thread each.
+fn fake_server(serve: fn(std::net::TcpStream)) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_peer_that_is_not_a_redis_server_is_named_plainly() {
+    let http = fake_server(|mut c| {
+        let mut buf = [0u8; 512];
+        let _ = c.read(&mut buf);
+        let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    let r = run(&["-p", &http.to_string(), "PING"], None);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "Protocol error from 127.0.0.1:{http}: got \"H\" as reply type byte (is it a \
+             Redis-protocol server?)\n"
+        )
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_the_handshake_times_out_with_the_connect_timeout() {
+    let silent = fake_server(|c| {
+        std::thread::sleep(Duration::from_secs(120));
+        drop(c);
+    });
+    let t = Instant::now();
+    let r = run(&["-p", &silent.to_string(), "PING"], None);
+    let took = t.elapsed();
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "Could not connect to Ferrite at 127.0.0.1:{silent}: timed out waiting for its reply\n"
+        )
+    );
+    // The 5 s connect timeout, not the 90 s command timeout.
+    assert!(took < Duration::from_secs(15), "{took:?}");
 }

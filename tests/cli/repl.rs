@@ -179,6 +179,11 @@ fn prompt_replies_completion_auth_history_quit() {
         "(error) ERR wrong number of arguments for 'get' command"
     );
     assert_eq!(t.run("INCR counter"), "(integer) 1");
+    // A secret joined to its option with `=` stays out of the history too.
+    assert_eq!(
+        t.run("ECHO --target-password=hunter2"),
+        "\"--target-password=hunter2\""
+    );
     assert_eq!(t.run("HSET h field value"), "(integer) 1");
 
     // Tab completes command names, in the case they are typed in.
@@ -214,9 +219,35 @@ fn prompt_replies_completion_auth_history_quit() {
     assert!(saved.contains("SET greeting \"hello world\""), "{saved}");
     assert!(saved.contains("hgetall h"), "{saved}");
     assert!(
-        !saved.contains("pw"),
+        !saved.contains("pw") && !saved.contains("hunter2"),
         "passwords stay out of the history: {saved}"
     );
+}
+
+#[test]
+fn the_prompt_opens_on_a_server_that_wants_a_password_first() {
+    let s = server(&["--requirepass", "secret"]);
+    let t = Tmux::start(
+        &format!(
+            "env FERRITE_CLI_HISTFILE=/dev/null {} -p {}",
+            cli_bin(),
+            s.port
+        ),
+        s.port,
+    );
+    let screen = t.screen();
+    assert_eq!(
+        screen
+            .matches("(error) NOAUTH Authentication required by")
+            .count(),
+        1,
+        "{screen}"
+    );
+    assert!(screen.contains("type AUTH <password>"), "{screen}");
+    assert_eq!(t.run("PING"), "(error) NOAUTH Authentication required.");
+    assert_eq!(t.run("AUTH secret"), "OK");
+    assert_eq!(t.run("PING"), "PONG");
+    assert!(t.alive());
 }
 
 #[test]
@@ -236,8 +267,15 @@ fn reconnects_after_the_server_restarts() {
             && out.contains("reconnecting on the next command"),
         "{out}"
     );
-    // While the server is down, commands fail with a clear message and the prompt stays.
+    // While the server is down, commands fail with a clear message and the prompt stays; at
+    // once, not after retrying the refused connect (that is only for following a redirect).
+    let started = Instant::now();
     let out = t.run("PING");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         out.starts_with(&format!("Could not connect to Ferrite at 127.0.0.1:{port}")),
         "{out}"

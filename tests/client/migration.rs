@@ -197,3 +197,82 @@ async fn try_again_on_an_importing_target_waits_for_the_cutover() {
     );
     assert_eq!(value::as_int(&ok(&mut t, &["DBSIZE"]).await).unwrap(), 2001);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_open_across_the_cutover_is_discarded_not_resent() {
+    let src = Server::start();
+    let dst = Server::start();
+    tenant_with_keys(&src, 1000).await;
+    let opts = ConnectOptions::new(src.addr()).tenant("acme", "pw");
+    let mut c = Client::connect(opts.clone()).await.unwrap();
+    c.set("counter", "10").await.unwrap();
+    let mut watcher = Client::connect(opts.clone()).await.unwrap();
+    watcher.cmd(&["WATCH", "counter"]).await.unwrap();
+    let mut piped = Client::connect(opts).await.unwrap();
+    let id = migrate_to_live_sync(&src, &dst).await;
+
+    // MULTI acknowledged and INCRs queued on the source...
+    assert_eq!(value::display(&c.cmd(&["MULTI"]).await.unwrap()), "OK");
+    for _ in 0..3 {
+        assert_eq!(
+            value::display(&c.cmd(&["INCR", "counter"]).await.unwrap()),
+            "QUEUED"
+        );
+    }
+    assert!(c.in_transaction());
+    // ...then the tenant moves before EXEC.
+    cutover(&src, &id).await;
+    let e = c.cmd(&["EXEC"]).await.unwrap_err();
+    assert!(e.is_transaction_discarded(), "{e:?}");
+    let refusal = format!("MOVED tenant:acme {}", dst.addr());
+    assert_eq!(e.server_message(), Some(refusal.as_str()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "transaction discarded because the tenant moved to {} (server replied: {refusal}); \
+             nothing of it ran; start it again (server {}, command EXEC)",
+            dst.addr(),
+            src.addr()
+        )
+    );
+    assert!(!c.in_transaction());
+    assert_eq!((c.addr(), c.redirects()), (dst.addr().as_str(), 1));
+
+    // No INCR ran anywhere: the target has the value from before the transaction, and the next
+    // command goes to the target and works there.
+    let mut t = tenant_conn(&dst, "acme", "pw").await;
+    assert_eq!(
+        value::as_string(&ok(&mut t, &["GET", "counter"]).await).unwrap(),
+        "10"
+    );
+    assert_eq!(c.incr("counter").await.unwrap(), 11);
+    // Run again at the new home, the transaction works.
+    c.cmd(&["MULTI"]).await.unwrap();
+    c.cmd(&["INCR", "counter"]).await.unwrap();
+    let r = c.cmd(&["EXEC"]).await.unwrap();
+    assert_eq!(value::display(&r), "[12]");
+
+    // A watch set before the cutover: the next command is refused, not followed.
+    let e = watcher.cmd(&["GET", "counter"]).await.unwrap_err();
+    assert!(e.is_transaction_discarded(), "{e:?}");
+    assert_eq!(watcher.addr(), dst.addr());
+    assert_eq!(watcher.get("counter").await.unwrap().as_deref(), Some("12"));
+
+    // MULTI ... EXEC as one pipeline: the transaction's refused EXEC is not re-sent alone (the
+    // target would answer `ERR EXEC without MULTI` and the INCRs would be lost); the GET after
+    // it is re-sent at the target.
+    let mut p = Pipeline::new();
+    p.cmd(["MULTI"])
+        .cmd(["INCR", "counter"])
+        .cmd(["EXEC"])
+        .cmd(["GET", "counter"]);
+    let replies = piped.run(&p).await.unwrap();
+    let e = replies[2].as_ref().unwrap_err();
+    assert!(e.is_transaction_discarded(), "{e:?}");
+    assert_eq!(
+        value::display(replies[3].as_ref().unwrap()),
+        "12",
+        "the INCR in the discarded transaction did not run"
+    );
+    assert_eq!(piped.addr(), dst.addr());
+}

@@ -1,6 +1,8 @@
 //! Command-line arguments: redis-cli's connection flags, then either a command to run once or
 //! nothing (the REPL). `migrate ...` has its own parser, chosen by the first word.
 
+use std::ffi::OsString;
+
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
@@ -50,9 +52,14 @@ pub struct Cli {
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
 
-    /// The command and its arguments; without one, an interactive prompt starts.
-    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
-    pub command: Vec<String>,
+    /// The command and its arguments; without one, an interactive prompt starts. Arguments
+    /// are bytes, as the shell passes them (`$'\xff'` is one byte, not UTF-8).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        value_parser = clap::value_parser!(OsString)
+    )]
+    pub command: Vec<OsString>,
 }
 
 impl Cli {
@@ -91,7 +98,7 @@ pub struct ConnArgs {
     #[arg(long = "user", value_name = "TENANT", requires = "password")]
     pub user: Option<String>,
 
-    /// Speak RESP2.
+    /// Speak RESP2 (no HELLO; replies as RESP2 sends them).
     #[arg(short = '2', conflicts_with = "resp3")]
     pub resp2: bool,
 
@@ -108,6 +115,21 @@ impl ConnArgs {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// `-h <host> -p <port>` for an address (`host:port` or `[v6]:port`), to print a command line
+/// that reaches the same server.
+pub fn host_port_flags(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            format!("-h {host} -p {port}")
+        }
+        None => format!("-h {addr}"),
     }
 }
 
@@ -175,10 +197,11 @@ pub enum MigrateCmd {
     },
     /// Live view of running migrations until they finish (exit 0 when all completed).
     Watch {
-        /// Migration id (every running migration when omitted).
+        /// Migration id (every running migration when omitted; ends at once if none is).
         #[arg(conflicts_with = "all")]
         id: Option<String>,
-        /// Watch every running migration, including ones started while watching.
+        /// Watch every running migration, including ones started while watching; with none
+        /// running yet, wait for one (until Ctrl-C or --timeout-s).
         #[arg(long)]
         all: bool,
         /// Refresh interval.
@@ -223,6 +246,31 @@ mod tests {
         assert_eq!(cli.conn.port, 7000);
         assert_eq!(cli.command, ["SET", "k", "-1", "--raw"]);
         assert!(!cli.raw);
+    }
+
+    #[test]
+    fn command_words_may_be_any_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let bin = std::ffi::OsStr::from_bytes(b"\xff\x00a");
+        let cli = Cli::try_parse_from([
+            std::ffi::OsStr::new("ferrite-cli"),
+            std::ffi::OsStr::new("SET"),
+            std::ffi::OsStr::new("k"),
+            bin,
+        ])
+        .expect("non-UTF-8 arguments are accepted");
+        assert_eq!(cli.command[2].as_bytes(), b"\xff\x00a");
+    }
+
+    #[test]
+    fn hints_name_ipv6_hosts_without_brackets() {
+        assert_eq!(host_port_flags("127.0.0.1:6379"), "-h 127.0.0.1 -p 6379");
+        assert_eq!(host_port_flags("[::1]:20106"), "-h ::1 -p 20106");
+        assert_eq!(
+            host_port_flags("[fe80::1%eth0]:7000"),
+            "-h fe80::1%eth0 -p 7000"
+        );
+        assert_eq!(host_port_flags("db.example:1"), "-h db.example -p 1");
     }
 
     #[test]

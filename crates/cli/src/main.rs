@@ -28,6 +28,7 @@ mod session;
 mod watch;
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -51,10 +52,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
+    let raw = cli.format() == Format::Raw;
     let code = match run(cli, &rt) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("{}", f.message);
+            eprintln!("{}", if raw { f.raw_message() } else { &f.message });
             f.code
         }
     };
@@ -68,6 +70,18 @@ pub fn emit(args: std::fmt::Arguments<'_>) {
     let mut stdout = std::io::stdout().lock();
     if stdout
         .write_fmt(args)
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(i32::from(exit::FAILED));
+    }
+}
+
+/// [`emit`] for bytes (replies need not be UTF-8).
+pub fn emit_bytes(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(bytes)
         .and_then(|()| stdout.flush())
         .is_err()
     {
@@ -110,10 +124,11 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<u8, Failure> {
         return rt.block_on(migrate::run(&mut s, m.cmd, format));
     }
     if !cli.command.is_empty() {
+        let args: Vec<&[u8]> = cli.command.iter().map(|a| a.as_bytes()).collect();
         let mut s = rt.block_on(Session::connect(opts, cli.conn.resp2))?;
-        return rt.block_on(one_shot(&mut s, &cli.command, format));
+        return rt.block_on(one_shot(&mut s, &args, format));
     }
-    let s = rt.block_on(Session::connect(opts, cli.conn.resp2))?;
+    let s = rt.block_on(Session::connect_for_auth(opts, cli.conn.resp2))?;
     if std::io::stdin().is_terminal() {
         repl::interactive(rt, s, format)
     } else {
@@ -122,9 +137,9 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<u8, Failure> {
 }
 
 /// Runs one command and prints its reply; an error reply goes to stderr with exit code 1.
-async fn one_shot(s: &mut Session, args: &[String], format: Format) -> Result<u8, Failure> {
+async fn one_shot(s: &mut Session, args: &[&[u8]], format: Format) -> Result<u8, Failure> {
     let reply = s.run(args).await?;
-    out!("{}", render_reply(args, &reply, format));
+    emit_bytes(&render_reply(args, &reply, format));
     Ok(exit::OK)
 }
 
@@ -133,7 +148,7 @@ pub fn render_reply<A: AsRef<[u8]>>(
     args: &[A],
     reply: &ferrite_client::Frame,
     format: Format,
-) -> String {
+) -> Vec<u8> {
     if output::prints_verbatim(args) {
         output::render_verbatim(reply, format)
     } else {

@@ -8,7 +8,7 @@ use ferrite_client::{Frame, value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::args::{MigrateCmd, Mode};
+use crate::args::{MigrateCmd, Mode, host_port_flags};
 use crate::output::{self, Format};
 use crate::session::{Failure, Session, exit};
 
@@ -123,6 +123,67 @@ impl Status {
             "cancelled" => "cancelled; the source keeps the tenant".into(),
             other => other.to_string(),
         }
+    }
+}
+
+/// Fields the server sends as text that are numbers (`progress` with a `%`): `--json` gives
+/// them as JSON numbers (null when empty, e.g. `downtime_ms` before the cutover).
+const NUMERIC_TEXT_FIELDS: &[&str] = &[
+    "progress",
+    "lag_seconds",
+    "keys_per_sec",
+    "downtime_ms",
+    "duration_seconds",
+    "keys_migrated",
+    "keys_source",
+    "keys_target",
+    "sample_skipped",
+];
+
+/// A migration reply in `format`; with `--json`, numbers sent as text become JSON numbers.
+pub fn render(f: &Frame, format: Format) -> Vec<u8> {
+    match format {
+        Format::Json => {
+            let mut v = output::to_json(f);
+            json_numbers(&mut v);
+            output::json_line(&v)
+        }
+        other => output::render(f, other),
+    }
+}
+
+/// Turns the [`NUMERIC_TEXT_FIELDS`] of every object in `v` into numbers.
+fn json_numbers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(json_numbers),
+        Value::Object(map) => {
+            for (k, field) in map.iter_mut() {
+                if !NUMERIC_TEXT_FIELDS.contains(&k.as_str()) {
+                    json_numbers(field);
+                    continue;
+                }
+                let Value::String(text) = field else {
+                    continue;
+                };
+                let t = text.trim().trim_end_matches('%');
+                let number = if t.is_empty() {
+                    Some(Value::Null)
+                } else if let Ok(n) = t.parse::<i64>() {
+                    Some(Value::from(n))
+                } else {
+                    t.parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(Value::Number)
+                };
+                // Anything else (never sent today) stays text rather than being lost.
+                if let Some(n) = number {
+                    *field = n;
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -247,7 +308,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                 return Err(Failure::command("the server did not return a migration id"));
             }
             match format {
-                Format::Json => out!("{}", output::render(&f, Format::Json)),
+                Format::Json => crate::emit_bytes(&render(&f, Format::Json)),
                 Format::Raw => outln!("{id}"),
                 Format::Pretty if quiet => outln!("{id}"),
                 Format::Pretty => {
@@ -260,8 +321,8 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                         fields.state()
                     );
                     outln!(
-                        "Follow it with: ferrite-cli -h {} migrate watch {id}",
-                        s.origin.replacen(':', " -p ", 1)
+                        "Follow it with: ferrite-cli {} migrate watch {id}",
+                        host_port_flags(&s.origin)
                     );
                 }
             }
@@ -271,7 +332,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             let st = fetch_status(s, &id).await?;
             match format {
                 Format::Pretty => out!("{}", block(&st)),
-                other => out!("{}", output::render(&st.frame, other)),
+                other => crate::emit_bytes(&render(&st.frame, other)),
             }
             Ok(exit::OK)
         }
@@ -288,20 +349,21 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                         data: frames,
                         attributes: None,
                     };
-                    out!("{}", output::render(&list, other));
+                    crate::emit_bytes(&render(&list, other));
                 }
             }
             Ok(exit::OK)
         }
         MigrateCmd::Watch {
             id,
-            all: _,
+            all,
             interval_ms,
             timeout_s,
         } => {
             crate::watch::run(
                 s,
                 id,
+                all,
                 Duration::from_millis(interval_ms),
                 timeout_s.map(Duration::from_secs),
                 format,
@@ -322,7 +384,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                     grouped(r.num("keys_migrated") as u64),
                     r.get("downtime_ms")
                 ),
-                other => out!("{}", output::render(&f, other)),
+                other => crate::emit_bytes(&render(&f, other)),
             }
             Ok(exit::OK)
         }
@@ -353,7 +415,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                         outln!("  differing digest buckets: {buckets}");
                     }
                 }
-                other => out!("{}", output::render(&f, other)),
+                other => crate::emit_bytes(&render(&f, other)),
             }
             if verified {
                 Ok(exit::OK)
@@ -382,7 +444,7 @@ async fn simple(
     let f = s.run(&[command, id]).await?;
     match format {
         Format::Pretty => outln!("Migration {id} {done}."),
-        other => out!("{}", output::render(&f, other)),
+        other => crate::emit_bytes(&render(&f, other)),
     }
     Ok(exit::OK)
 }
@@ -520,6 +582,44 @@ mod tests {
             attributes: None,
         })
         .expect("status")
+    }
+
+    #[test]
+    fn json_has_numbers_for_numeric_fields() {
+        let st = status(&[
+            ("migration_id", "mig_1"),
+            ("tenant", "123"),
+            ("progress", "45.5%"),
+            ("keys_per_sec", "14400"),
+            ("lag_seconds", "0.250"),
+            ("downtime_ms", ""),
+            ("lag_trend", "stable"),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(&st.frame, Format::Json)).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "migration_id": "mig_1",
+                "tenant": "123",
+                "progress": 45.5,
+                "keys_per_sec": 14400,
+                "lag_seconds": 0.25,
+                "downtime_ms": null,
+                "lag_trend": "stable",
+            })
+        );
+        let list = Frame::Array {
+            data: vec![st.frame.clone()],
+            attributes: None,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(&list, Format::Json)).expect("json");
+        assert_eq!(v[0]["progress"], 45.5);
+        assert_eq!(
+            render(&st.frame, Format::Raw),
+            output::render(&st.frame, Format::Raw)
+        );
     }
 
     #[test]

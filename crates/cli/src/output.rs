@@ -1,6 +1,11 @@
 //! Turning replies into text the way redis-cli does: the default form (quoted strings,
 //! `(integer) n`, numbered nested arrays, RESP3 maps as `field: value` lines), `--raw` (bare
 //! values, one per line) and `--json`.
+//!
+//! Output is bytes: `--raw` writes values exactly as stored (binary included). The default form
+//! escapes every byte that is not printable ASCII. JSON strings must be Unicode, so `--json`
+//! shows bytes that are not valid UTF-8 as U+FFFD (lossy, in keys and values alike); use `--raw`
+//! to get such values back exactly.
 
 use ferrite_client::{Frame, value};
 
@@ -16,29 +21,33 @@ pub enum Format {
 }
 
 /// Renders a reply in `format`, ending with a newline.
-pub fn render(f: &Frame, format: Format) -> String {
+pub fn render(f: &Frame, format: Format) -> Vec<u8> {
     match format {
         Format::Pretty => {
             let mut out = String::new();
             pretty(f, "", &mut out);
-            out
+            out.into_bytes()
         }
         Format::Raw => {
-            let mut out = raw(f);
-            out.push('\n');
+            let mut out = Vec::new();
+            raw(f, &mut out);
+            out.push(b'\n');
             out
         }
-        Format::Json => {
-            let mut out = to_json(f).to_string();
-            out.push('\n');
-            out
-        }
+        Format::Json => json_line(&to_json(f)),
     }
+}
+
+/// A JSON document on one line.
+pub fn json_line(v: &serde_json::Value) -> Vec<u8> {
+    let mut out = v.to_string().into_bytes();
+    out.push(b'\n');
+    out
 }
 
 /// Renders a reply that redis-cli always shows raw (INFO, CLIENT LIST...): its lines matter, its
 /// quoting would hide them. Non-string replies keep the chosen format.
-pub fn render_verbatim(f: &Frame, format: Format) -> String {
+pub fn render_verbatim(f: &Frame, format: Format) -> Vec<u8> {
     match (f, format) {
         (
             Frame::BlobString { data, .. }
@@ -46,9 +55,16 @@ pub fn render_verbatim(f: &Frame, format: Format) -> String {
             | Frame::VerbatimString { data, .. },
             Format::Pretty | Format::Raw,
         ) => {
-            let mut out = String::from_utf8_lossy(data).replace("\r\n", "\n");
-            if !out.ends_with('\n') {
-                out.push('\n');
+            let mut out = Vec::with_capacity(data.len() + 1);
+            let mut rest: &[u8] = data;
+            while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+                out.extend_from_slice(&rest[..i]);
+                out.push(b'\n');
+                rest = &rest[i + 2..];
+            }
+            out.extend_from_slice(rest);
+            if out.last() != Some(&b'\n') {
+                out.push(b'\n');
             }
             out
         }
@@ -211,10 +227,10 @@ fn numbered<'a>(
 
 /// A RESP3 reply reshaped as the server sends it in RESP2: maps and sets become flat arrays,
 /// doubles and big numbers bulk strings, booleans integers, and `[member, score]` pairs
-/// (sorted-set replies WITHSCORES) one flat list.
+/// (sorted-set replies WITHSCORES) one flat list. RESP2 replies are left as they are.
 ///
-/// `-2` needs this because `ferrite-client` cannot decode RESP2 null replies (`$-1`, `*-1`):
-/// the CLI speaks RESP3 on the wire and shows what RESP2 would have shown.
+/// `-2` speaks RESP2, so its replies are RESP2 already; this keeps them so when the user
+/// switches the connection with `HELLO 3`.
 pub fn as_resp2(f: Frame) -> Frame {
     fn bulk(text: String) -> Frame {
         Frame::BlobString {
@@ -264,36 +280,48 @@ pub fn as_resp2(f: Frame) -> Frame {
     }
 }
 
-/// `--raw`: bare values, aggregates one element per line, maps as key and value lines.
-fn raw(f: &Frame) -> String {
+/// `--raw`: bare values (the exact bytes of strings), aggregates one element per line, map
+/// entries as `key value` lines (as `redis-cli -3 --raw` prints them), errors without
+/// `(error) `.
+fn raw(f: &Frame, out: &mut Vec<u8>) {
+    fn lines<'a>(items: impl Iterator<Item = &'a Frame>, out: &mut Vec<u8>) {
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            raw(item, out);
+        }
+    }
     match f {
         Frame::SimpleString { data, .. }
         | Frame::BlobString { data, .. }
         | Frame::VerbatimString { data, .. }
-        | Frame::BigNumber { data, .. } => String::from_utf8_lossy(data).into_owned(),
-        Frame::SimpleError { .. } | Frame::BlobError { .. } => {
-            value::as_string(f).unwrap_or_default()
-        }
-        Frame::Number { data, .. } => data.to_string(),
-        Frame::Double { .. } => value::display(f),
+        | Frame::BigNumber { data, .. }
+        | Frame::BlobError { data, .. } => out.extend_from_slice(data),
+        Frame::SimpleError { data, .. } => out.extend_from_slice(data.as_bytes()),
+        Frame::Number { data, .. } => out.extend_from_slice(data.to_string().as_bytes()),
+        Frame::Double { .. } => out.extend_from_slice(value::display(f).as_bytes()),
         // As RESP2 sends booleans (`:1`/`:0`), so scripts see the same text on either protocol.
-        Frame::Boolean { data, .. } => if *data { "1" } else { "0" }.to_string(),
-        Frame::Null => String::new(),
-        Frame::Array { data, .. } | Frame::Push { data, .. } => {
-            data.iter().map(raw).collect::<Vec<_>>().join("\n")
+        Frame::Boolean { data, .. } => out.push(if *data { b'1' } else { b'0' }),
+        Frame::Null => {}
+        Frame::Array { data, .. } | Frame::Push { data, .. } => lines(data.iter(), out),
+        Frame::Set { data, .. } => lines(data.iter(), out),
+        Frame::Map { data, .. } => {
+            for (i, (k, v)) in data.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                raw(k, out);
+                out.push(b' ');
+                raw(v, out);
+            }
         }
-        Frame::Set { data, .. } => data.iter().map(raw).collect::<Vec<_>>().join("\n"),
-        Frame::Map { data, .. } => data
-            .iter()
-            .flat_map(|(k, v)| [raw(k), raw(v)])
-            .collect::<Vec<_>>()
-            .join("\n"),
-        other => value::display(other),
+        other => out.extend_from_slice(value::display(other).as_bytes()),
     }
 }
 
 /// A reply as JSON: maps become objects (keys as text), sets and arrays become arrays, errors
-/// become `{"error": text}`.
+/// become `{"error": text}`. Bytes that are not UTF-8 become U+FFFD (see the module docs).
 pub fn to_json(f: &Frame) -> serde_json::Value {
     use serde_json::Value;
     match f {
@@ -347,6 +375,11 @@ fn json_key(k: &Frame) -> String {
 mod tests {
     use super::*;
     use ferrite_client::Frame;
+
+    /// Rendered text (the replies in these tests are UTF-8).
+    fn render(f: &Frame, format: Format) -> String {
+        String::from_utf8(super::render(f, format)).expect("UTF-8")
+    }
 
     fn bulk(s: &str) -> Frame {
         Frame::BlobString {
@@ -462,14 +495,40 @@ mod tests {
     #[test]
     fn raw_and_json() {
         let f = map(vec![(bulk("f1"), bulk("v1")), (bulk("f2"), int(2))]);
-        assert_eq!(render(&f, Format::Raw), "f1\nv1\nf2\n2\n");
+        // As redis-cli -3 --raw: one `key value` line per entry.
+        assert_eq!(render(&f, Format::Raw), "f1 v1\nf2 2\n");
         assert_eq!(render(&f, Format::Json), "{\"f1\":\"v1\",\"f2\":2}\n");
         let a = array(vec![bulk("x"), Frame::Null, int(1)]);
+        assert_eq!(render(&a, Format::Raw), "x\n\n1\n");
         assert_eq!(render(&a, Format::Json), "[\"x\",null,1]\n");
         let nan = Frame::Double {
             data: f64::INFINITY,
             attributes: None,
         };
         assert_eq!(render(&nan, Format::Json), "\"inf\"\n");
+        let err = Frame::SimpleError {
+            data: "ERR no".into(),
+            attributes: None,
+        };
+        assert_eq!(render(&array(vec![err.clone()]), Format::Raw), "ERR no\n");
+        assert_eq!(render(&err, Format::Pretty), "(error) ERR no\n");
+    }
+
+    #[test]
+    fn binary_values() {
+        let bin = Frame::BlobString {
+            data: b"\xff\x00a\r\n".to_vec().into(),
+            attributes: None,
+        };
+        assert_eq!(super::render(&bin, Format::Raw), b"\xff\x00a\r\n\n");
+        assert_eq!(render(&bin, Format::Pretty), "\"\\xff\\x00a\\r\\n\"\n");
+        // JSON: lossy, for keys and values alike.
+        let m = map(vec![(bin.clone(), bin)]);
+        assert_eq!(
+            render(&m, Format::Json),
+            "{\"\u{fffd}\\u0000a\\r\\n\":\"\u{fffd}\\u0000a\\r\\n\"}\n"
+        );
+        let info = bulk("# Server\r\nx:1\r\n");
+        assert_eq!(render_verbatim(&info, Format::Raw), b"# Server\nx:1\n");
     }
 }

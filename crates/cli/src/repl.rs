@@ -18,7 +18,7 @@ use tokio::runtime::Runtime;
 
 use crate::args::MigrateCli;
 use crate::output::Format;
-use crate::session::{Failure, Session, connection_message, exit};
+use crate::session::{Failure, Session, connection_message, error_text, exit};
 
 /// Used when the server does not answer `COMMAND LIST` (e.g. an older Redis).
 #[rustfmt::skip]
@@ -58,115 +58,111 @@ Type a command as you would in redis-cli, e.g. SET greeting hello (Tab completes
   clear                       clear the screen
   quit | exit                 leave (so do Ctrl-D and Ctrl-C)";
 
-/// Splits a line like redis-cli (`sdssplitargs`): words separated by blanks, `"..."` with
-/// escapes (`\n`, `\xHH`...), `'...'` taken literally except `\'`. A closing quote must end the
-/// word.
-pub fn split_args(line: &str) -> Result<Vec<Vec<u8>>, &'static str> {
+/// Splits a line like redis-cli (`sdssplitargs`): words separated by blanks; `"..."` with
+/// escapes (`\n`, `\xHH`...) and `'...'` taken literally except `\'`. A quote may start in the
+/// middle of a word (`a"b c"` is `ab c`), but a closing quote must be followed by a blank or the
+/// end of the line.
+pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
     const BAD: &str = "Invalid argument(s)";
-    let b = line.as_bytes();
+    // C's isspace, which sdssplitargs skips between words and checks after a closing quote.
+    let space = |c: Option<&u8>| c.is_some_and(|c| matches!(c, b' ' | b'\t'..=b'\r'));
+    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16)).map(|d| d as u8);
+    let b = line;
     let mut i = 0;
     let mut out = Vec::new();
     loop {
-        while i < b.len() && b[i].is_ascii_whitespace() {
+        while space(b.get(i)) {
             i += 1;
         }
         if i >= b.len() {
             return Ok(out);
         }
         let mut word = Vec::new();
-        match b[i] {
-            b'"' => {
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return Err(BAD),
-                        Some(b'"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(b'\\') => {
-                            let hex = |c: Option<&u8>| {
-                                c.and_then(|c| (*c as char).to_digit(16)).map(|d| d as u8)
-                            };
-                            match b.get(i + 1) {
-                                Some(b'x') if hex(b.get(i + 2)).is_some() => {
-                                    match (hex(b.get(i + 2)), hex(b.get(i + 3))) {
-                                        (Some(h), Some(l)) => {
-                                            word.push(h * 16 + l);
-                                            i += 4;
-                                        }
-                                        _ => {
-                                            word.push(b'x');
-                                            i += 2;
-                                        }
-                                    }
-                                }
-                                Some(c) => {
-                                    word.push(match c {
-                                        b'n' => b'\n',
-                                        b'r' => b'\r',
-                                        b't' => b'\t',
-                                        b'b' => 0x08,
-                                        b'a' => 0x07,
-                                        other => *other,
-                                    });
-                                    i += 2;
-                                }
-                                None => return Err(BAD),
+        let mut in_double = false;
+        let mut in_single = false;
+        loop {
+            let c = b.get(i).copied();
+            if in_double {
+                match c {
+                    None => return Err(BAD),
+                    Some(b'\\') if b.get(i + 1) == Some(&b'x') => {
+                        match (hex(b.get(i + 2)), hex(b.get(i + 3))) {
+                            (Some(h), Some(l)) => {
+                                word.push(h * 16 + l);
+                                i += 3;
+                            }
+                            _ => {
+                                word.push(b'x');
+                                i += 1;
                             }
                         }
-                        Some(c) => {
-                            word.push(*c);
-                            i += 1;
-                        }
                     }
-                }
-                if b.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    return Err(BAD);
-                }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return Err(BAD),
-                        Some(b'\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(b'\\') if b.get(i + 1) == Some(&b'\'') => {
-                            word.push(b'\'');
-                            i += 2;
-                        }
-                        Some(c) => {
-                            word.push(*c);
-                            i += 1;
-                        }
+                    Some(b'\\') if i + 1 < b.len() => {
+                        i += 1;
+                        word.push(match b[i] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
                     }
+                    Some(b'"') => {
+                        if i + 1 < b.len() && !space(b.get(i + 1)) {
+                            return Err(BAD);
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => word.push(c),
                 }
-                if b.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    return Err(BAD);
+            } else if in_single {
+                match c {
+                    None => return Err(BAD),
+                    Some(b'\\') if b.get(i + 1) == Some(&b'\'') => {
+                        i += 1;
+                        word.push(b'\'');
+                    }
+                    Some(b'\'') => {
+                        if i + 1 < b.len() && !space(b.get(i + 1)) {
+                            return Err(BAD);
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => word.push(c),
+                }
+            } else {
+                match c {
+                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => break,
+                    Some(b'"') => in_double = true,
+                    Some(b'\'') => in_single = true,
+                    Some(c) => word.push(c),
                 }
             }
-            _ => {
-                while i < b.len() && !b[i].is_ascii_whitespace() {
-                    word.push(b[i]);
-                    i += 1;
-                }
-            }
+            i += 1;
         }
         out.push(word);
     }
 }
 
-/// Lines that carry secrets are kept out of the history file (as redis-cli does for AUTH).
+/// Words after which (or `word=` in front of) a line carries a secret.
+const SECRET_WORDS: &[&str] = &[
+    "auth",
+    "password",
+    "requirepass",
+    "--target-password",
+    "migration-token",
+];
+
+/// Lines that carry secrets are kept out of the history file (as redis-cli does for AUTH),
+/// whether the secret follows the word or is joined to it (`--target-password=pw`).
 fn is_sensitive(args: &[Vec<u8>]) -> bool {
     args.iter().any(|a| {
         let w = String::from_utf8_lossy(a).to_ascii_lowercase();
-        matches!(
-            w.as_str(),
-            "auth" | "password" | "requirepass" | "--target-password" | "migration-token"
-        )
+        let word = w.split_once('=').map_or(w.as_str(), |(word, _)| word);
+        SECRET_WORDS.contains(&word)
     })
 }
 
@@ -330,7 +326,7 @@ fn run_line(rt: &Runtime, s: &mut Session, args: &[Vec<u8>], format: Format) -> 
     }
     match r {
         Ok(f) => {
-            out!("{}", crate::render_reply(args, &f, format));
+            crate::emit_bytes(&crate::render_reply(args, &f, format));
             (Step::Continue, false)
         }
         Err(e) if e.is_connection_error() => {
@@ -341,7 +337,7 @@ fn run_line(rt: &Runtime, s: &mut Session, args: &[Vec<u8>], format: Format) -> 
             (Step::Continue, true)
         }
         Err(e) => {
-            outln!("(error) {}", e.root());
+            outln!("{}", error_text(&e, format));
             (Step::Continue, true)
         }
     }
@@ -403,7 +399,7 @@ pub fn interactive(rt: &Runtime, mut s: Session, format: Format) -> Result<u8, F
         if line.trim().is_empty() {
             continue;
         }
-        let args = match split_args(&line) {
+        let args = match split_args(line.as_bytes()) {
             Ok(a) => a,
             Err(msg) => {
                 outln!("{msg}");
@@ -426,20 +422,30 @@ pub fn interactive(rt: &Runtime, mut s: Session, format: Format) -> Result<u8, F
 }
 
 /// Standard input is not a terminal: run one command per line, print replies, exit 1 if any
-/// command failed (3 if the server cannot be reached).
+/// command failed (3 if the server cannot be reached). Lines are bytes: values need not be
+/// UTF-8.
 pub fn from_stdin(rt: &Runtime, mut s: Session, format: Format) -> Result<u8, Failure> {
     use std::io::BufRead;
     let mut failed = false;
-    for line in std::io::stdin().lock().lines() {
-        let line =
-            line.map_err(|e| Failure::new(exit::FAILED, format!("cannot read input: {e}")))?;
-        if line.trim().is_empty() {
+    let mut input = std::io::stdin().lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Failure::new(exit::FAILED, format!("cannot read input: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let args = match split_args(&line) {
+        let args = match split_args(text) {
             Ok(a) => a,
             Err(msg) => {
-                eprintln!("{msg}: {line}");
+                eprintln!("{msg}: {}", String::from_utf8_lossy(text));
                 failed = true;
                 continue;
             }
@@ -457,12 +463,12 @@ pub fn from_stdin(rt: &Runtime, mut s: Session, format: Format) -> Result<u8, Fa
             continue;
         }
         match rt.block_on(s.cmd(&args)) {
-            Ok(f) => out!("{}", crate::render_reply(&args, &f, format)),
+            Ok(f) => crate::emit_bytes(&crate::render_reply(&args, &f, format)),
             Err(e) if e.is_connection_error() => {
                 return Err(Failure::from_client(&e, s.addr()));
             }
             Err(e) => {
-                eprintln!("(error) {}", e.root());
+                eprintln!("{}", error_text(&e, format));
                 failed = true;
             }
         }
@@ -475,7 +481,7 @@ mod tests {
     use super::*;
 
     fn words(line: &str) -> Vec<String> {
-        split_args(line)
+        split_args(line.as_bytes())
             .expect("valid")
             .into_iter()
             .map(|w| String::from_utf8_lossy(&w).into_owned())
@@ -488,18 +494,37 @@ mod tests {
         assert_eq!(words(r#"SET k "a b\n\x41""#), ["SET", "k", "a b\nA"]);
         assert_eq!(words(r#"SET k 'it\'s "x"'"#), ["SET", "k", "it's \"x\""]);
         assert_eq!(words(r#"SET k """#), ["SET", "k", ""]);
-        assert!(split_args(r#"SET k "open"#).is_err());
-        assert!(split_args(r#"SET k "a"b"#).is_err());
+        assert!(split_args(br#"SET k "open"#).is_err());
+        assert!(split_args(br#"SET k "a"b"#).is_err());
         assert!(words("").is_empty());
+        // Quotes may start in the middle of a word; a closing quote must end it.
+        assert_eq!(words(r#"SET q1 a"b c""#), ["SET", "q1", "ab c"]);
+        assert_eq!(words(r#"SET q2 x'y z' w"#), ["SET", "q2", "xy z", "w"]);
+        assert_eq!(words(r#"SET q3 a"b\x41""#), ["SET", "q3", "abA"]);
+        assert!(split_args(br#"SET q1 a"b c"d"#).is_err());
+        assert!(split_args(br#"SET q1 'b c'd"#).is_err());
+        assert!(split_args(br#"SET q1 a"b c"#).is_err());
+        // Escapes at the edges: `\x` without hex digits is `x`; a lone backslash before the
+        // end leaves the quote open.
+        assert_eq!(words(r#"SET k "\xZZ\q""#), ["SET", "k", "xZZq"]);
+        assert!(split_args(br#"SET k "abc\"#).is_err());
+        // Bytes, not UTF-8: a non-UTF-8 byte is an ordinary byte of the word.
+        assert_eq!(
+            split_args(b"SET bin \xff\xfe").unwrap()[2],
+            b"\xff\xfe".to_vec()
+        );
     }
 
     #[test]
     fn secrets_stay_out_of_history() {
-        let s = |l: &str| is_sensitive(&split_args(l).expect("valid"));
+        let s = |l: &str| is_sensitive(&split_args(l.as_bytes()).expect("valid"));
         assert!(s("AUTH acme pw"));
         assert!(s("TENANT.CREATE acme PASSWORD pw"));
         assert!(s("migrate start acme h:1 --target-password x"));
+        assert!(s("migrate start acme h:1 --target-password=x"));
+        assert!(s("migrate start acme h:1 --TARGET-PASSWORD=x --mode live"));
         assert!(!s("SET k v"));
+        assert!(!s("SET password-reset v"));
     }
 
     #[test]

@@ -51,6 +51,21 @@ impl Failure {
             Failure::command(e)
         }
     }
+
+    /// The message without `(error) `, as `--raw` prints errors (like `redis-cli --raw`).
+    pub fn raw_message(&self) -> &str {
+        self.message
+            .strip_prefix("(error) ")
+            .unwrap_or(&self.message)
+    }
+}
+
+/// An error reply as printed in `format`: `(error) ERR ...`, or bare with `--raw`.
+pub fn error_text(e: &ClientError, format: crate::output::Format) -> String {
+    match format {
+        crate::output::Format::Raw => e.root().to_string(),
+        _ => format!("(error) {}", e.root()),
+    }
 }
 
 /// redis-cli's wording ("Could not connect to Redis at host:port: reason"), for every failure of
@@ -60,10 +75,17 @@ pub fn connection_message(e: &ClientError, addr: &str) -> String {
         ClientError::Connect { addr, source } => {
             format!("Could not connect to Ferrite at {addr}: {source}")
         }
+        ClientError::Timeout(what) if what.ends_with("no reply to the handshake") => {
+            format!("Could not connect to Ferrite at {addr}: timed out waiting for its reply")
+        }
         ClientError::Timeout(what) if what.starts_with("connecting") => {
             format!("Could not connect to Ferrite at {addr}: timed out")
         }
         ClientError::Closed(a) => format!("Connection to {a} lost (closed by the server)"),
+        // A peer that does not speak RESP (an HTTP server, TLS...) is the usual cause.
+        ClientError::Protocol(detail) => {
+            format!("Protocol error from {addr}: {detail} (is it a Redis-protocol server?)")
+        }
         other => format!("Connection to {addr} lost: {other}"),
     }
 }
@@ -80,14 +102,18 @@ pub fn options(c: &ConnArgs) -> ConnectOptions {
         (None, Some(p)) => o = o.password(p.clone()),
         _ => {}
     }
-    // `-2` is shown by reshaping RESP3 replies (see `output::as_resp2`): `ferrite-client` fails on
-    // RESP2 null replies, so the wire stays RESP3.
+    if c.resp2 {
+        o = o.resp2();
+    }
     o
 }
 
-/// A connected CLI session.
+/// A CLI session: connected, or (the prompt on a server that wants a password first) waiting
+/// for `AUTH`.
 pub struct Session {
-    client: Client,
+    /// None until a connection could be made (the prompt opens before `AUTH` on a server that
+    /// refuses the handshake without a password); each command tries again.
+    client: Option<Client>,
     /// Where the session was asked to connect (the client's address changes after a redirect).
     pub origin: String,
     pub tenant: Option<String>,
@@ -101,15 +127,8 @@ impl Session {
     /// Connects, or fails with exit code 3 (unreachable) or 1 (refused authentication...).
     pub async fn connect(opts: ConnectOptions, resp2: bool) -> Result<Session, Failure> {
         let origin = opts.addr.clone();
-        let tenant = opts.tenant.clone();
         match Client::connect(opts.clone()).await {
-            Ok(client) => Ok(Session {
-                client,
-                origin,
-                tenant,
-                options: opts,
-                resp2,
-            }),
+            Ok(client) => Ok(Session::new(Some(client), opts, resp2)),
             // The handshake's own NOAUTH text talks about HELLO; say what to do instead.
             Err(e) if e.code() == Some("NOAUTH") => Err(Failure::command(format!(
                 "NOAUTH Authentication required by {origin}: use -a <password>, or --user <tenant> -a <password>"
@@ -118,14 +137,60 @@ impl Session {
         }
     }
 
+    /// Like [`Session::connect`], but a server that wants a password first gives a session
+    /// that is not connected yet, after printing the refusal once: the prompt (or a script on
+    /// standard input) can then send `AUTH`, as with redis-cli.
+    pub async fn connect_for_auth(opts: ConnectOptions, resp2: bool) -> Result<Session, Failure> {
+        match Client::connect(opts.clone()).await {
+            Ok(client) => Ok(Session::new(Some(client), opts, resp2)),
+            Err(e) if e.code() == Some("NOAUTH") => {
+                eprintln!(
+                    "(error) NOAUTH Authentication required by {}: type AUTH <password>, or AUTH <tenant> <password>",
+                    opts.addr
+                );
+                Ok(Session::new(None, opts, resp2))
+            }
+            Err(e) => Err(Failure::from_client(&e, &opts.addr)),
+        }
+    }
+
+    fn new(client: Option<Client>, options: ConnectOptions, resp2: bool) -> Session {
+        Session {
+            client,
+            origin: options.addr.clone(),
+            tenant: options.tenant.clone(),
+            options,
+            resp2,
+        }
+    }
+
     /// The server currently talked to.
     pub fn addr(&self) -> &str {
-        self.client.addr()
+        match &self.client {
+            Some(c) => c.addr(),
+            None => &self.options.addr,
+        }
     }
 
     /// Runs one command; error replies come back as `Err`.
     pub async fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
-        let f = self.client.cmd(args).await?;
+        let client = match &mut self.client {
+            Some(c) => c,
+            None => match Client::connect(self.options.clone()).await {
+                Ok(c) => self.client.insert(c),
+                // The handshake's NOAUTH text is about HELLO; the user's command is what was
+                // refused, with Redis's words for it.
+                Err(e) if e.code() == Some("NOAUTH") => {
+                    return Err(ClientError::Server(
+                        "NOAUTH Authentication required.".into(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let f = client.cmd(args).await?;
+        // A RESP2 connection gets RESP2 replies; this reshapes the RESP3 ones it still gets
+        // after the user switched it with HELLO 3, so `-2` always shows what RESP2 would.
         Ok(if self.resp2 { output::as_resp2(f) } else { f })
     }
 

@@ -1,6 +1,7 @@
 //! `migrate watch`: polls TENANT.MIGRATE.STATUS and shows one progress bar per migration,
 //! redrawn in place (or, when stdout is not a terminal, one plain line per migration and
-//! refresh), until every watched migration has reached a final state.
+//! refresh), until every watched migration has reached a final state. With `--all` it also
+//! waits for a migration to start when none is running yet.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 use ferrite_client::Frame;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::migrate::{Status, bytes, duration, fetch_all, fetch_status, grouped, rate};
-use crate::output::{self, Format};
+use crate::migrate::{self, Status, bytes, duration, fetch_all, fetch_status, grouped, rate};
+use crate::output::Format;
 use crate::session::{Failure, Session, exit};
 
 /// How long polls may keep failing on connection errors before watch gives up (exit 3).
@@ -115,11 +116,14 @@ fn plain_line(elapsed: Duration, st: &Status) -> String {
     )
 }
 
-/// Watches one migration (`id`) or every running one (`None`) until all have ended.
-/// Exit 0 when all completed (or verified), 1 when any failed or was cancelled, 4 on timeout.
+/// Watches one migration (`id`) or every running one (`None`) until all have ended; with
+/// `all`, nothing running yet means waiting for one to start (until Ctrl-C or the timeout)
+/// rather than ending at once. Exit 0 when all completed (or verified), 1 when any failed or was
+/// cancelled, 4 on timeout.
 pub async fn run(
     s: &mut Session,
     id: Option<String>,
+    all: bool,
     interval: Duration,
     timeout: Option<Duration>,
     format: Format,
@@ -137,6 +141,7 @@ pub async fn run(
     // With --all: migrations that had already ended when watching began are not watched.
     let mut ignored: HashSet<String> = HashSet::new();
     let mut first = true;
+    let mut waiting_shown = false;
     let mut failing_since: Option<Instant> = None;
     loop {
         let polled = match &id {
@@ -176,9 +181,41 @@ pub async fn run(
             }
         }
         first = false;
-        if tracked.is_empty() {
-            outln!("No running migrations on {}.", s.addr());
+        if tracked.is_empty() && !all {
+            match view {
+                View::Json => outln!("[]"),
+                _ => outln!("No running migrations on {}.", s.addr()),
+            }
             return Ok(exit::OK);
+        }
+        if tracked.is_empty() {
+            let waiting = format!(
+                "No running migrations on {} yet; waiting for one to start (Ctrl-C to stop).",
+                s.addr()
+            );
+            match &view {
+                View::Live(v) => v.header.set_message(waiting),
+                // One JSON document per refresh, as when migrations are running.
+                View::Json => outln!("[]"),
+                View::Plain if !waiting_shown => outln!("{waiting}"),
+                View::Plain => {}
+            }
+            waiting_shown = true;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                if let View::Live(v) = &view {
+                    v.multi.clear().ok();
+                }
+                return Err(Failure::new(
+                    exit::TIMEOUT,
+                    format!(
+                        "timed out after {}: no migration started on {}",
+                        duration(started.elapsed().as_secs_f64()),
+                        s.addr()
+                    ),
+                ));
+            }
+            tokio::time::sleep(interval).await;
+            continue;
         }
         show(
             &mut view,
@@ -266,7 +303,7 @@ fn show(
                 data: tracked.iter().map(|t| t.last.frame.clone()).collect(),
                 attributes: None,
             };
-            out!("{}", output::render(&list, Format::Json));
+            crate::emit_bytes(&migrate::render(&list, Format::Json));
             for t in tracked.iter_mut() {
                 t.reported |= t.last.is_final();
             }

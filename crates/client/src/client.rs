@@ -15,9 +15,23 @@
 //!   waits (doubling from [`RedirectPolicy::initial_backoff`] up to
 //!   [`RedirectPolicy::max_backoff`]) and sends it again.
 //! - A refused connect while following a redirect (the new home is still starting to listen).
+//!   Any other connect is tried once: a server that is down fails the command at once.
 //!
 //! All of this happens within [`RedirectPolicy::redirect_timeout`] per command; after it the last
 //! refusal is returned (a [`ClientError::TryAgain`] for a tenant that never became active).
+//!
+//! # Transactions
+//!
+//! Nothing is re-sent inside a transaction: after a MULTI was acknowledged (until EXEC or
+//! DISCARD), or while keys are under WATCH. The tenant's new server knows nothing of the
+//! transaction, so a re-sent EXEC would fail there (`ERR EXEC without MULTI`) and the queued
+//! writes would be lost without anyone noticing. Instead, a `-MOVED`/`-REDIRECT`/`-TRYAGAIN` in a
+//! transaction returns [`ClientError::TransactionDiscarded`] (naming the new address and keeping
+//! the server's text); the client leaves the transaction, drops the connection (so the old server
+//! forgets the queued commands and watches) and moves to the new address, so the caller can run
+//! the transaction again from WATCH or MULTI and it goes to the new server. The same error comes
+//! from the first command after the connection of an open transaction was lost, rather than
+//! sending that command outside the transaction on a new connection.
 //!
 //! If the connection breaks *after* a command was sent, the command may or may not have run:
 //! the error is returned and nothing is re-sent (the next call reconnects). The same holds for a
@@ -30,11 +44,15 @@
 //! pipeline *ran* is not re-sent (that would run it after a command that followed it) and gets
 //! its `TryAgain` error in its slot. Commands after a `-MOVED` that still ran cannot belong to
 //! the moved tenant (the source refuses all of them from cutover on), so re-sending the moved
-//! ones after them changes nothing a tenant can observe.
+//! ones after them changes nothing a tenant can observe. A transaction inside a pipeline (MULTI
+//! ... EXEC, or WATCH ... EXEC) is never re-sent in part: if the server refused any of its
+//! commands, those get [`ClientError::TransactionDiscarded`] in their slots and none of it is
+//! sent again.
 //!
 //! Errors returned by a `Client` carry context: [`ClientError::Context`] names the server and the
 //! command.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use ferrite_protocol::frame::Frame;
@@ -42,6 +60,7 @@ use tokio::time::Instant;
 
 use crate::connection::{ConnectOptions, Connection, check};
 use crate::error::{ClientError, command_name};
+use crate::transaction::{TxState, transactions};
 
 /// Redirect and retry policy.
 #[derive(Debug, Clone)]
@@ -130,6 +149,14 @@ pub struct Client {
     /// a call starts means the previous call's future was dropped midway: its reply may still
     /// arrive, so the connection cannot be trusted to be in step.
     in_flight: bool,
+    /// The connection's transaction state; while one is open, refusals are not followed. Set to
+    /// the state a call would lead to before it is sent, so that a call cancelled midway leaves
+    /// the pessimistic state (an open transaction on a connection that will be dropped).
+    tx: TxState,
+    /// An open transaction's connection was dropped while the client followed the tenant for
+    /// other commands of a pipeline: the next call gets this error instead of running outside
+    /// the transaction.
+    tx_lost: Option<ClientError>,
 }
 
 impl std::fmt::Debug for Client {
@@ -168,6 +195,8 @@ impl Client {
             conn: Some(conn),
             redirects: 0,
             in_flight: false,
+            tx: TxState::default(),
+            tx_lost: None,
         })
     }
 
@@ -192,6 +221,13 @@ impl Client {
     /// True when the client has an open connection that is in step (checked without blocking).
     pub fn is_usable(&mut self) -> bool {
         !self.in_flight && self.conn.as_mut().is_some_and(Connection::is_open)
+    }
+
+    /// True inside a transaction: MULTI acknowledged and not yet ended by EXEC or DISCARD, or
+    /// keys under WATCH (also when the next call will report such a transaction as discarded).
+    /// Redirects and TRYAGAIN are not followed then (see the module documentation).
+    pub fn in_transaction(&self) -> bool {
+        self.tx.active() || self.tx_lost.is_some()
     }
 
     /// Starts a call: drops a connection left out of step by a cancelled call.
@@ -227,11 +263,47 @@ impl Client {
         if *hops > self.policy.max_redirects {
             return false;
         }
+        self.rehome(addr);
+        true
+    }
+
+    /// Makes `addr` the tenant's home: the next command connects there.
+    fn rehome(&mut self, addr: String) {
         tracing::debug!(from = %self.opts.addr, to = %addr, "following redirect");
         self.opts.addr = addr;
         self.conn = None;
         self.redirects += 1;
-        true
+    }
+
+    /// Before a call: an open transaction whose connection is gone cannot go on, and its next
+    /// command must not run outside it on a new connection.
+    fn check_transaction(&mut self) -> Result<(), ClientError> {
+        if let Some(e) = self.tx_lost.take() {
+            self.tx = TxState::default();
+            return Err(e);
+        }
+        if self.tx.active() && !self.conn.as_mut().is_some_and(Connection::is_open) {
+            self.tx = TxState::default();
+            self.conn = None;
+            return Err(ClientError::TransactionDiscarded {
+                moved_to: None,
+                cause: format!("the connection to {} was lost", self.opts.addr),
+                from_server: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// A refusal inside a transaction: leave the transaction, drop its connection (the server
+    /// forgets the queued commands and watches with it) and move to the new home, if any.
+    fn discard(&mut self, refusal: &ClientError) -> ClientError {
+        let moved_to = moved_to(refusal);
+        self.tx = TxState::default();
+        self.conn = None;
+        if let Some(addr) = &moved_to {
+            self.rehome(addr.clone());
+        }
+        discarded(moved_to, refusal)
     }
 
     /// Runs a command, following redirects and retrying TRYAGAIN within the policy (see the
@@ -244,38 +316,57 @@ impl Client {
     }
 
     async fn cmd_inner<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
+        self.check_transaction()?;
+        let before = self.tx;
+        self.tx = before.intended(args);
         let deadline = Instant::now() + self.policy.redirect_timeout;
         let mut backoff = self.policy.initial_backoff;
         let mut hops = 0;
         loop {
-            let r = match self.conn().await {
-                Ok(c) => c.cmd(args).await,
-                Err(e) => Err(e),
+            let conn = match self.conn().await {
+                Ok(c) => c,
+                // Nothing was sent, so the transaction state is what it was.
+                Err(e) => {
+                    self.tx = before;
+                    // Connecting to a new home can briefly fail while it activates; retry that,
+                    // but not a server that is simply down.
+                    if hops > 0
+                        && is_refused_connect(&e)
+                        && wait(&mut backoff, deadline, &self.policy).await
+                    {
+                        continue;
+                    }
+                    return Err(e);
+                }
             };
-            match r {
-                Ok(f) => return Ok(f),
+            match conn.cmd(args).await {
+                Err(e) if before.active() && (e.is_redirect() || e.is_try_again()) => {
+                    // Named after the server that refused it, not the new home.
+                    let sent_to = self.opts.addr.clone();
+                    return Err(self.discard(&e).context(&sent_to, &command_name(args)));
+                }
+                // Refused without running: the transaction state is what it was.
                 Err(ClientError::Moved { addr, .. }) | Err(ClientError::Redirect(addr)) => {
                     if !self.follow(addr, &mut hops) {
+                        self.tx = before;
                         return Err(ClientError::TooManyRedirects(hops));
                     }
                 }
                 Err(e @ ClientError::TryAgain(_)) => {
                     if !wait(&mut backoff, deadline, &self.policy).await {
+                        self.tx = before;
                         return Err(e);
                     }
                 }
-                // Connecting to a new home can briefly fail while it activates; retry that too.
-                Err(e) if is_refused_connect(&e) => {
+                // The command's outcome is unknown; an open transaction is reported as
+                // discarded by the next call (`self.tx` holds the intended state).
+                Err(e) if e.is_connection_error() => {
                     self.conn = None;
-                    if !wait(&mut backoff, deadline, &self.policy).await {
-                        return Err(e);
-                    }
-                }
-                Err(e) => {
-                    if e.is_connection_error() {
-                        self.conn = None;
-                    }
                     return Err(e);
+                }
+                r => {
+                    self.tx = before.after(args, &r);
+                    return r;
                 }
             }
         }
@@ -323,9 +414,26 @@ impl Client {
             [one] => command_name(cmds[*one].as_ref()),
             many => format!("pipeline of {} commands", many.len()),
         };
+        let all: Vec<usize> = (0..cmds.len()).collect();
+        let start_addr = self.opts.addr.clone();
+        self.check_transaction()
+            .map_err(|e| e.context(&start_addr, &what(&all)))?;
+        let start = self.tx;
+        // Which commands belong to a transaction: those are never re-sent on their own.
+        let tx_of = transactions(start, cmds);
+        let intended = cmds
+            .iter()
+            .fold(start, |state, cmd| state.intended(cmd.as_ref()));
+        self.tx = intended;
         let mut out: Vec<Option<Result<Frame, ClientError>>> =
             std::iter::repeat_with(|| None).take(cmds.len()).collect();
-        let mut pending: Vec<usize> = (0..cmds.len()).collect();
+        let mut pending = all;
+        // Transactions with a refused command, and the refusal that discarded each.
+        let mut discarded: HashMap<usize, (Option<String>, String)> = HashMap::new();
+        // The connection that ran the first round (and with it every transaction) was dropped.
+        let mut replaced = false;
+        // The refusal that made the client follow the tenant last.
+        let mut followed: Option<ClientError> = None;
         let deadline = Instant::now() + self.policy.redirect_timeout;
         let mut backoff = self.policy.initial_backoff;
         let mut hops = 0;
@@ -333,13 +441,19 @@ impl Client {
             let addr = self.opts.addr.clone();
             let conn = match self.conn().await {
                 Ok(c) => c,
-                Err(e) if is_refused_connect(&e) => {
-                    if !wait(&mut backoff, deadline, &self.policy).await {
-                        return Err(e.context(&addr, &what(&pending)));
+                Err(e) => {
+                    if hops > 0
+                        && is_refused_connect(&e)
+                        && wait(&mut backoff, deadline, &self.policy).await
+                    {
+                        continue;
                     }
-                    continue;
+                    if !replaced {
+                        // Nothing was sent.
+                        self.tx = start;
+                    }
+                    return Err(e.context(&addr, &what(&pending)));
                 }
-                Err(e) => return Err(e.context(&addr, &what(&pending))),
             };
             for &i in &pending {
                 conn.queue(cmds[i].as_ref());
@@ -363,8 +477,23 @@ impl Client {
                 Err(e) => Err(e.context(&addr, &what(&pending))),
             };
             if let Err(e) = received {
+                // Outcomes unknown; an open transaction is reported by the next call.
                 self.conn = None;
                 return Err(e);
+            }
+
+            let refused = |r: &Result<Frame, ClientError>| {
+                r.as_ref()
+                    .is_err_and(|e| e.is_redirect() || e.is_try_again())
+            };
+            for (i, r) in &replies {
+                if let (Some(t), Err(e)) = (tx_of[*i], r) {
+                    if refused(r) {
+                        discarded
+                            .entry(t)
+                            .or_insert_with(|| (moved_to(e), refusal_text(e)));
+                    }
+                }
             }
 
             // Decide, per command, whether it is done or re-sent (see the module docs). Walk
@@ -372,13 +501,21 @@ impl Client {
             let mut ran_later = false;
             let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(replies.len());
             for (i, r) in replies.into_iter().rev() {
-                let outcome = match r {
-                    Err(e @ (ClientError::Moved { .. } | ClientError::Redirect(_))) => {
+                let outcome = match (tx_of[i], r) {
+                    (Some(t), r) if refused(&r) => {
+                        let (to, cause) = discarded[&t].clone();
+                        Outcome::Done(Err(ClientError::TransactionDiscarded {
+                            moved_to: to,
+                            cause,
+                            from_server: true,
+                        }))
+                    }
+                    (None, Err(e @ (ClientError::Moved { .. } | ClientError::Redirect(_)))) => {
                         Outcome::Resend(e)
                     }
-                    Err(e @ ClientError::TryAgain(_)) if !ran_later => Outcome::Resend(e),
-                    Err(e @ ClientError::TryAgain(_)) => Outcome::Done(Err(e)),
-                    other => {
+                    (None, Err(e @ ClientError::TryAgain(_))) if !ran_later => Outcome::Resend(e),
+                    (None, Err(e @ ClientError::TryAgain(_))) => Outcome::Done(Err(e)),
+                    (_, other) => {
                         ran_later = true;
                         Outcome::Done(other)
                     }
@@ -388,7 +525,7 @@ impl Client {
             outcomes.reverse();
             let mut next = Vec::new();
             let mut refusals = Vec::new();
-            let mut moved_to = None;
+            let mut moved: Option<ClientError> = None;
             for (i, outcome) in outcomes {
                 match outcome {
                     Outcome::Done(r) => {
@@ -396,20 +533,38 @@ impl Client {
                         out[i] = Some(r.map_err(|e| e.context(&addr, &name)));
                     }
                     Outcome::Resend(e) => {
-                        if let ClientError::Moved { addr: to, .. } | ClientError::Redirect(to) = &e
-                        {
-                            moved_to.get_or_insert_with(|| to.clone());
+                        if moved.is_none() && e.is_redirect() {
+                            moved = refusal_copy(&e);
                         }
                         next.push(i);
                         refusals.push(e);
                     }
                 }
             }
+            if !replaced && !discarded.is_empty() {
+                // The old server must forget the discarded transactions' queues and watches.
+                self.conn = None;
+                replaced = true;
+                if let Some(to) = discarded.values().find_map(|(to, _)| to.clone()) {
+                    self.rehome(to);
+                }
+            }
             if next.is_empty() {
                 break;
             }
-            let go_on = match moved_to {
-                Some(to) => self.follow(to, &mut hops),
+            let go_on = match moved {
+                Some(e) => {
+                    let to = moved_to(&e).unwrap_or_default();
+                    replaced = true;
+                    followed = Some(e);
+                    // A discarded transaction may have moved the client there already.
+                    if to == self.opts.addr {
+                        hops += 1;
+                        hops <= self.policy.max_redirects
+                    } else {
+                        self.follow(to, &mut hops)
+                    }
+                }
                 None => wait(&mut backoff, deadline, &self.policy).await,
             };
             if !go_on {
@@ -426,11 +581,75 @@ impl Client {
             }
             pending = next;
         }
-        Ok(out
+        let out: Vec<Result<Frame, ClientError>> = out
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(ClientError::Unexpected("no reply".into()))))
-            .collect())
+            .collect();
+
+        // Where the transactions stand now, from the replies in pipeline order.
+        let mut state = cmds
+            .iter()
+            .zip(&out)
+            .fold(start, |state, (cmd, r)| state.after(cmd.as_ref(), r));
+        let last_tx = tx_of.last().copied().flatten();
+        if state.active() && last_tx.is_some_and(|t| discarded.contains_key(&t)) {
+            state = TxState::default();
+        }
+        if state.active() && replaced {
+            // The transaction is still open on a connection the client dropped to follow the
+            // tenant for other commands of the pipeline.
+            state = TxState::default();
+            self.tx_lost = Some(match &followed {
+                Some(e) => discarded_error(moved_to(e), refusal_text(e)),
+                None => ClientError::TransactionDiscarded {
+                    moved_to: None,
+                    cause: format!("the connection to {start_addr} was dropped"),
+                    from_server: false,
+                },
+            });
+        }
+        self.tx = state;
+        Ok(out)
     }
+}
+
+/// The address a `-MOVED`/`-REDIRECT` points to.
+fn moved_to(e: &ClientError) -> Option<String> {
+    match e.root() {
+        ClientError::Moved { addr, .. } | ClientError::Redirect(addr) => Some(addr.clone()),
+        _ => None,
+    }
+}
+
+/// A refusal's text as the server sent it (or the error's own text).
+fn refusal_text(e: &ClientError) -> String {
+    e.refusal_text().unwrap_or_else(|| e.to_string())
+}
+
+/// A copy of a refusal (errors are not `Clone`: some hold an `io::Error`).
+fn refusal_copy(e: &ClientError) -> Option<ClientError> {
+    match e.root() {
+        ClientError::Moved { tenant, addr } => Some(ClientError::Moved {
+            tenant: tenant.clone(),
+            addr: addr.clone(),
+        }),
+        ClientError::Redirect(addr) => Some(ClientError::Redirect(addr.clone())),
+        ClientError::TryAgain(t) => Some(ClientError::TryAgain(t.clone())),
+        _ => None,
+    }
+}
+
+fn discarded_error(moved_to: Option<String>, cause: String) -> ClientError {
+    ClientError::TransactionDiscarded {
+        moved_to,
+        cause,
+        from_server: true,
+    }
+}
+
+/// The error for a transaction discarded by `refusal`.
+fn discarded(moved_to: Option<String>, refusal: &ClientError) -> ClientError {
+    discarded_error(moved_to, refusal_text(refusal))
 }
 
 /// Sleeps for the current backoff and doubles it; false (without sleeping) when that would pass

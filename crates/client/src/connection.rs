@@ -1,10 +1,17 @@
 //! One connection to a server: handshake (HELLO 3 with AUTH, falling back to RESP2), commands,
 //! and explicit send/receive for pipelining.
+//!
+//! Replies are decoded in the protocol the connection speaks at that moment: RESP2 until a
+//! `HELLO 3` succeeds, RESP3 after it, and again RESP2 after a `HELLO 2` (the two decoders differ
+//! on nulls). A `HELLO <version>` is noticed when it is sent, so its own reply is decoded in the
+//! protocol it asked for, also in the middle of a pipeline.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use ferrite_protocol::frame::{Frame, decode_reply, frame_text};
+use ferrite_protocol::frame::{Frame, decode_reply, frame_text, reply_type_error};
+use ferrite_protocol::request::{Limits, Next, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,8 +25,12 @@ pub struct ConnectOptions {
     /// Tenant to bind to (`AUTH <tenant> <password>`); None = the default tenant.
     pub tenant: Option<String>,
     pub password: Option<String>,
-    /// Ask for RESP3 (HELLO 3); RESP2 is used when the server does not support HELLO.
+    /// Ask for RESP3 (HELLO 3); RESP2 is used when the server does not support HELLO. When
+    /// false, no HELLO is sent and the connection speaks RESP2.
     pub resp3: bool,
+    /// Bound on opening a connection: the TCP connect and the handshake (HELLO, AUTH, CLIENT
+    /// SETNAME) together, so that a peer that accepts but never answers fails as fast as one
+    /// that does not accept.
     pub connect_timeout: Duration,
     /// Bound on each command's round trip.
     pub command_timeout: Duration,
@@ -92,10 +103,14 @@ pub struct Connection {
     stream: TcpStream,
     read: BytesMut,
     write: BytesMut,
+    /// The protocol replies arrive in now. It matters for decoding: the RESP3 decoder reads
+    /// RESP2's null bulk (`$-1`) and null array (`*-1`) as the start of a streamed string, and
+    /// the RESP2 decoder knows no maps.
     resp3: bool,
-    /// Replies are decoded as RESP2 once the handshake fell back to it: the RESP3 decoder reads
-    /// RESP2's null bulk (`$-1`) and null array (`*-1`) as the start of a streamed string.
-    resp2_replies: bool,
+    /// One entry per request sent whose reply is not read yet, oldest first: the protocol a
+    /// `HELLO <version>` asks for (its reply comes in that protocol, and so do all later ones if
+    /// it succeeds), `None` for every other request.
+    switches: VecDeque<Option<bool>>,
     opts: ConnectOptions,
 }
 
@@ -109,9 +124,10 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects and authenticates.
+    /// Connects and authenticates, all within [`ConnectOptions::connect_timeout`].
     pub async fn connect(opts: ConnectOptions) -> Result<Connection, ClientError> {
-        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&opts.addr))
+        let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&opts.addr))
             .await
             .map_err(|_| ClientError::Timeout(format!("connecting to {}", opts.addr)))?
             .map_err(|e| ClientError::Connect {
@@ -119,15 +135,25 @@ impl Connection {
                 source: e,
             })?;
         let _ = stream.set_nodelay(true);
+        let addr = opts.addr.clone();
         let mut c = Connection {
             stream,
             read: BytesMut::with_capacity(16 * 1024),
             write: BytesMut::with_capacity(16 * 1024),
+            // Every connection starts in RESP2; HELLO 3 switches it.
             resp3: false,
-            resp2_replies: false,
+            switches: VecDeque::new(),
             opts,
         };
-        c.handshake().await?;
+        // Dropping the handshake midway is fine: the half-open connection is dropped with it.
+        match tokio::time::timeout_at(deadline, c.handshake()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ClientError::Timeout(format!(
+                    "connecting to {addr}: no reply to the handshake"
+                )));
+            }
+        }
         Ok(c)
     }
 
@@ -147,17 +173,13 @@ impl Connection {
                 ]);
             }
             match self.cmd(&args).await {
-                Ok(_) => {
-                    self.resp3 = true;
-                    return self.set_name().await;
-                }
+                Ok(_) => return self.set_name().await,
                 // Servers without HELLO (or RESP3): fall back to RESP2 below.
                 Err(ClientError::Server(msg))
                     if msg.starts_with("ERR unknown command") || msg.starts_with("NOPROTO") => {}
                 Err(e) => return Err(e),
             }
         }
-        self.resp2_replies = true;
         if let Some(pw) = self.opts.password.clone() {
             let r = match self.opts.tenant.clone() {
                 Some(t) => {
@@ -197,6 +219,7 @@ impl Connection {
         }
     }
 
+    /// Whether replies come in RESP3 now (after a successful `HELLO 3`).
     pub fn is_resp3(&self) -> bool {
         self.resp3
     }
@@ -212,6 +235,7 @@ impl Connection {
     /// Queues a command for sending (call [`Connection::flush`] or use [`Connection::send`]).
     pub fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
         encode_command(&mut self.write, args);
+        self.switches.push_back(hello_version(args));
     }
 
     /// Writes everything queued.
@@ -238,8 +262,26 @@ impl Connection {
         self.flush().await
     }
 
-    /// Sends a pre-encoded request.
+    /// Sends pre-encoded requests (RESP multibulk or inline; a `HELLO <version>` among them is
+    /// noticed as with [`Connection::queue`]).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let mut decoder = RequestDecoder::new(Limits {
+            max_bulk_len: usize::MAX,
+            max_args: usize::MAX,
+        });
+        let mut pos = 0;
+        // A malformed tail is left to the server, which answers it with an error and closes.
+        while let Ok(next) = decoder.decode(&bytes[pos..]) {
+            match next {
+                Next::Request(p) => {
+                    let args: Vec<&[u8]> = p.args.iter().collect();
+                    self.switches.push_back(hello_version(&args));
+                    pos += p.consumed;
+                }
+                Next::Skip(n) => pos += n,
+                Next::Incomplete => break,
+            }
+        }
         let t = self.opts.command_timeout;
         match tokio::time::timeout(t, self.stream.write_all(bytes)).await {
             Err(_) => Err(ClientError::Timeout(format!(
@@ -256,14 +298,22 @@ impl Connection {
         let t = self.opts.command_timeout;
         let deadline = tokio::time::Instant::now() + t;
         loop {
-            let decoded = if self.resp2_replies {
-                decode_resp2(&mut self.read)
-            } else {
+            let switch = self.switches.front().copied().flatten();
+            let resp3 = switch.unwrap_or(self.resp3);
+            let decoded = if resp3 {
                 decode_reply(&mut self.read).map_err(|e| e.0)
+            } else {
+                decode_resp2(&mut self.read)
             };
             match decoded {
                 Ok(Some(Frame::Push { .. })) => continue,
-                Ok(Some(f)) => return Ok(f),
+                Ok(Some(f)) => {
+                    self.switches.pop_front();
+                    if switch.is_some() && !is_error(&f) {
+                        self.resp3 = resp3;
+                    }
+                    return Ok(f);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(ClientError::Protocol(e)),
             }
@@ -312,6 +362,22 @@ impl Connection {
     }
 }
 
+/// The protocol a `HELLO <version>` request asks for (true for RESP3), if it is one.
+fn hello_version<A: AsRef<[u8]>>(args: &[A]) -> Option<bool> {
+    if !args.first()?.as_ref().eq_ignore_ascii_case(b"HELLO") {
+        return None;
+    }
+    match args.get(1)?.as_ref() {
+        b"2" => Some(false),
+        b"3" => Some(true),
+        _ => None,
+    }
+}
+
+fn is_error(f: &Frame) -> bool {
+    matches!(f, Frame::SimpleError { .. } | Frame::BlobError { .. })
+}
+
 /// Deepest nesting accepted in a RESP2 reply (the decoder recurses per level).
 const MAX_DEPTH: usize = 64;
 
@@ -319,8 +385,11 @@ const MAX_DEPTH: usize = 64;
 /// else (null bulk and null array become `Null`).
 fn decode_resp2(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
     use redis_protocol::resp2::types::BytesFrame as F2;
-    if buf.is_empty() {
+    let Some(&first) = buf.first() else {
         return Ok(None);
+    };
+    if !matches!(first, b'+' | b'-' | b':' | b'$' | b'*') {
+        return Err(reply_type_error(first));
     }
     // Refuse pathological nesting at the head of the buffer before the recursive decoder.
     let mut depth = 0;
@@ -363,7 +432,7 @@ fn decode_resp2(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
     match redis_protocol::resp2::decode::decode_bytes_mut(buf) {
         Ok(Some((f, _, _))) => Ok(Some(convert(f))),
         Ok(None) => Ok(None),
-        Err(e) => Err(format!("invalid RESP2 reply: {e:?}")),
+        Err(e) => Err(format!("invalid reply: {}", e.details())),
     }
 }
 

@@ -41,6 +41,22 @@ pub enum ClientError {
     Unexpected(String),
     #[error("gave up following redirects after {0} hops")]
     TooManyRedirects(usize),
+    /// The transaction the command belonged to (MULTI ... EXEC, or keys under WATCH) ended
+    /// without running anything: the server refused a command of it with `-MOVED`/`-REDIRECT`
+    /// (the tenant moved) or `-TRYAGAIN` (it is moving), which a client cannot follow inside a
+    /// transaction because the new server knows nothing of it; or its connection was lost. The
+    /// client has left the transaction (and moved to `moved_to`, if given); the caller starts
+    /// the transaction again, from WATCH or MULTI.
+    #[error("{}", discarded_message(.moved_to.as_deref(), .cause, *.from_server))]
+    TransactionDiscarded {
+        /// The tenant's new home, when it moved there; the client's next command goes there.
+        moved_to: Option<String>,
+        /// What ended it: the server's refusal as it sent it (`MOVED tenant:acme
+        /// 10.0.0.2:6379`, `TRYAGAIN ...`) or what happened to the connection.
+        cause: String,
+        /// Whether `cause` is a server's error reply.
+        from_server: bool,
+    },
     /// No pooled connection became free within the pool's checkout timeout.
     #[error(
         "no free connection in the pool for {addr} within {waited_ms} ms (max_size {max_size})"
@@ -61,6 +77,19 @@ pub enum ClientError {
         command: String,
         error: Box<ClientError>,
     },
+}
+
+fn discarded_message(moved_to: Option<&str>, cause: &str, from_server: bool) -> String {
+    const AGAIN: &str = "nothing of it ran; start it again";
+    match (moved_to, from_server) {
+        (Some(addr), _) => format!(
+            "transaction discarded because the tenant moved to {addr} (server replied: {cause}); {AGAIN}"
+        ),
+        (None, true) => format!(
+            "transaction discarded because the tenant is switching servers (server replied: {cause}); {AGAIN}"
+        ),
+        (None, false) => format!("transaction discarded: {cause}; {AGAIN}"),
+    }
 }
 
 impl ClientError {
@@ -158,15 +187,40 @@ impl ClientError {
         )
     }
 
-    /// The full text of the server's error reply, if the error is one.
+    /// True when a transaction was discarded because its tenant moved or its connection was
+    /// lost ([`ClientError::TransactionDiscarded`]): nothing of it ran.
+    pub fn is_transaction_discarded(&self) -> bool {
+        matches!(self.root(), ClientError::TransactionDiscarded { .. })
+    }
+
+    /// The full text of the server's error reply, if the error is one (for a discarded
+    /// transaction, the refusal that discarded it).
     pub fn server_message(&self) -> Option<&str> {
         match self.root() {
             ClientError::Server(t) | ClientError::TryAgain(t) => Some(t),
+            ClientError::TransactionDiscarded {
+                cause,
+                from_server: true,
+                ..
+            } => Some(cause),
             _ => None,
         }
     }
 
-    /// The error code of a server error (`ERR`, `WRONGTYPE`, ...).
+    /// The text of a refusal to run a command (`MOVED`, `REDIRECT`, `TRYAGAIN`) as the server
+    /// sent it.
+    pub(crate) fn refusal_text(&self) -> Option<String> {
+        match self.root() {
+            ClientError::Moved { tenant, addr } => Some(format!("MOVED tenant:{tenant} {addr}")),
+            ClientError::Redirect(addr) => Some(format!("REDIRECT {addr}")),
+            ClientError::TryAgain(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// The error code of a server error (`ERR`, `WRONGTYPE`, ...). None for a discarded
+    /// transaction: its refusal was already handled by the client (see
+    /// [`ClientError::server_message`] for its text).
     pub fn code(&self) -> Option<&str> {
         match self.root() {
             ClientError::Server(t) | ClientError::TryAgain(t) => t.split(' ').next(),

@@ -59,7 +59,16 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub async fn start(handler: impl Fn(&Req) -> Response + Send + Sync + 'static) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_at("127.0.0.1:0", handler).await
+    }
+
+    /// Like [`FakeServer::start`], listening on `addr` (e.g. a port a client was sent to before
+    /// anything listened there).
+    pub async fn start_at(
+        addr: &str,
+        handler: impl Fn(&Req) -> Response + Send + Sync + 'static,
+    ) -> FakeServer {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("local addr").to_string();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (close, _) = watch::channel(0u64);

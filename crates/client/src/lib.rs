@@ -4,7 +4,8 @@
 //!   explicit send/receive for pipelining. Returns bare errors; no redirects.
 //! - [`Client`]: follows `-MOVED tenant:<id> <addr>`/`-REDIRECT <addr>` to the tenant's new
 //!   server and retries `-TRYAGAIN` with bounded backoff, re-sending only commands the server
-//!   refused without running them; pipelines ([`Client::pipeline`], [`Pipeline`]); typed helpers
+//!   refused without running them, and never inside a transaction (MULTI or WATCH), where a
+//!   move ends the transaction with [`ClientError::TransactionDiscarded`]; pipelines ([`Client::pipeline`], [`Pipeline`]); typed helpers
 //!   for common commands (`get`, `set_with`, `hgetall`, `zrange_withscores`, ... in
 //!   [`commands`]); errors with the server and command as context.
 //! - [`Pool`]: a bounded pool of `Client`s with a checkout timeout that replaces broken or
@@ -37,6 +38,7 @@ pub mod commands;
 pub mod connection;
 pub mod error;
 pub mod pool;
+mod transaction;
 pub mod value;
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //!   restart: an idle connection the server closed is dropped at checkout and replaced by a new
 //!   one, without the application doing anything.
 //! - A connection goes back to the pool when its [`PooledClient`] guard is dropped, unless it is
-//!   broken (its last command failed on the connection) or out of step (the guard was dropped
-//!   in the middle of a command); those are discarded.
+//!   broken (its last command failed on the connection), out of step (the guard was dropped
+//!   in the middle of a command) or inside a transaction (MULTI or WATCH not ended); those are
+//!   discarded.
 //! - Every pooled connection is a [`Client`], so it follows `-MOVED`/`-REDIRECT` and retries
 //!   `-TRYAGAIN` on its own; once one of them has followed the tenant, new connections go
 //!   straight to the new home.
@@ -65,7 +66,8 @@ impl PoolOptions {
         self
     }
 
-    /// Bound on opening one connection (TCP connect; overrides the [`ConnectOptions`] value).
+    /// Bound on opening one connection (TCP connect and handshake; overrides the
+    /// [`ConnectOptions`] value).
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = Some(t);
         self
@@ -290,7 +292,8 @@ impl Drop for PooledClient {
                 opts.addr = c.addr().to_string();
             }
         }
-        if c.is_usable() {
+        // A connection left inside a transaction would queue the next user's commands.
+        if c.is_usable() && !c.in_transaction() {
             pool.idle.lock().push(c);
         } else {
             pool.discarded.fetch_add(1, Relaxed);

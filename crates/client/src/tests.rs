@@ -482,3 +482,396 @@ async fn pooled_connections_follow_the_tenant_and_new_ones_start_there() {
     assert_eq!(old.commands(), ["INCR n"]);
     assert_eq!(old.connections(), 1);
 }
+
+/// An old home that holds transactions (MULTI, WATCH, queued INCRs) but refuses every command
+/// of the tenant with `-MOVED` to `to`, as a source does after cutover.
+async fn moved_source(to: String) -> FakeServer {
+    FakeServer::start(move |r| {
+        handshake(r).unwrap_or_else(|| match r.name().as_str() {
+            "MULTI" | "WATCH" | "PING" => reply("+OK\r\n"),
+            "INCR" => reply("+QUEUED\r\n"),
+            _ => reply(format!("-MOVED tenant:acme {to}\r\n")),
+        })
+    })
+    .await
+}
+
+/// A new home with no transaction of ours: EXEC fails as it would there.
+async fn new_home() -> FakeServer {
+    FakeServer::start(|r| {
+        handshake(r).unwrap_or_else(|| match r.name().as_str() {
+            "EXEC" => reply("-ERR EXEC without MULTI\r\n"),
+            "GET" => reply("$1\r\n1\r\n"),
+            "SET" => reply("+OK\r\n"),
+            _ => reply(":1\r\n"),
+        })
+    })
+    .await
+}
+
+fn moved_to(e: &ClientError) -> Option<&str> {
+    match e.root() {
+        ClientError::TransactionDiscarded { moved_to, .. } => moved_to.as_deref(),
+        other => panic!("not a discarded transaction: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_move_inside_multi_discards_the_transaction_and_moves_the_next_command() {
+    let home = new_home().await;
+    let old = moved_source(home.addr.clone()).await;
+    let mut c = Client::connect(ConnectOptions::new(&old.addr).tenant("acme", "pw"))
+        .await
+        .unwrap();
+    c.cmd(&["MULTI"]).await.unwrap();
+    assert!(c.in_transaction());
+    assert_eq!(text(&c.cmd(&["INCR", "n"]).await.unwrap()), "QUEUED");
+    let e = c.cmd(&["EXEC"]).await.unwrap_err();
+    assert!(e.is_transaction_discarded(), "{e:?}");
+    assert!(!e.is_redirect() && !e.is_try_again() && !e.is_connection_error());
+    assert_eq!(moved_to(&e), Some(home.addr.as_str()));
+    let refusal = format!("MOVED tenant:acme {}", home.addr);
+    assert_eq!(e.server_message(), Some(refusal.as_str()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "transaction discarded because the tenant moved to {} (server replied: {refusal}); \
+             nothing of it ran; start it again (server {}, command EXEC)",
+            home.addr, old.addr
+        )
+    );
+    // Nothing of the transaction went to the new home; the client left the transaction and
+    // moved there for the next command.
+    assert!(home.commands().is_empty(), "{:?}", home.commands());
+    assert!(!c.in_transaction());
+    assert_eq!((c.addr(), c.redirects()), (home.addr.as_str(), 1));
+    assert_eq!(c.incr("n").await.unwrap(), 1);
+    assert_eq!(home.commands(), ["INCR n"]);
+    assert_eq!(old.commands(), ["MULTI", "INCR n", "EXEC"]);
+}
+
+#[tokio::test]
+async fn a_move_while_keys_are_watched_is_not_followed() {
+    let home = new_home().await;
+    let old = moved_source(home.addr.clone()).await;
+    let mut c = Client::connect(ConnectOptions::new(&old.addr))
+        .await
+        .unwrap();
+    c.cmd(&["WATCH", "n"]).await.unwrap();
+    assert!(c.in_transaction());
+    let e = c.cmd(&["GET", "n"]).await.unwrap_err();
+    assert_eq!(moved_to(&e), Some(home.addr.as_str()));
+    assert!(home.commands().is_empty());
+    // Out of the transaction now: the same refusal is followed as usual.
+    let old2 = moved_source(home.addr.clone()).await;
+    let mut c = Client::connect(ConnectOptions::new(&old2.addr))
+        .await
+        .unwrap();
+    assert_eq!(c.get("n").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(home.commands(), ["GET n"]);
+}
+
+#[tokio::test]
+async fn try_again_inside_multi_is_not_retried() {
+    let s = FakeServer::start(|r| {
+        handshake(r).unwrap_or_else(|| match r.name().as_str() {
+            "MULTI" => reply("+OK\r\n"),
+            "SET" => reply("+QUEUED\r\n"),
+            "EXEC" => reply("-TRYAGAIN tenant 'acme' is switching servers; retry shortly\r\n"),
+            _ => reply("+PONG\r\n"),
+        })
+    })
+    .await;
+    let mut c = Client::with_policy(ConnectOptions::new(&s.addr), fast_policy(2000))
+        .await
+        .unwrap();
+    c.cmd(&["MULTI"]).await.unwrap();
+    c.cmd(&["SET", "k", "v"]).await.unwrap();
+    let e = c.cmd(&["EXEC"]).await.unwrap_err();
+    assert_eq!(moved_to(&e), None);
+    assert!(
+        e.to_string().starts_with(
+            "transaction discarded because the tenant is switching servers (server replied: \
+             TRYAGAIN tenant 'acme' is switching servers; retry shortly)"
+        ),
+        "{e}"
+    );
+    assert_eq!(s.commands(), ["MULTI", "SET k v", "EXEC"], "EXEC sent once");
+    // The connection that held the transaction was dropped; the next command uses a new one.
+    assert!(!c.in_transaction());
+    c.ping().await.unwrap();
+    assert_eq!((s.connections(), c.addr()), (2, s.addr.as_str()));
+}
+
+#[tokio::test]
+async fn a_lost_connection_inside_multi_is_reported_not_reconnected_around() {
+    let s = FakeServer::start(|r| {
+        handshake(r).unwrap_or_else(|| match r.name().as_str() {
+            "MULTI" => reply("+OK\r\n"),
+            "SET" => reply("+QUEUED\r\n"),
+            "EXEC" => Response::Close,
+            _ => reply("+PONG\r\n"),
+        })
+    })
+    .await;
+    let mut c = Client::connect(ConnectOptions::new(&s.addr)).await.unwrap();
+    c.cmd(&["MULTI"]).await.unwrap();
+    s.close_all();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Sent on a new connection, this SET would run at once instead of at EXEC.
+    let e = c.cmd(&["SET", "k", "v"]).await.unwrap_err();
+    assert!(e.is_transaction_discarded(), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "transaction discarded: the connection to {0} was lost; nothing of it ran; start it \
+             again (server {0}, command SET)",
+            s.addr
+        )
+    );
+    assert_eq!(e.server_message(), None);
+    assert_eq!(s.commands(), ["MULTI"]);
+    c.ping().await.unwrap();
+
+    // A connection lost at EXEC leaves the outcome unknown (an error for EXEC itself), but the
+    // transaction is over either way: the next command runs normally.
+    c.cmd(&["MULTI"]).await.unwrap();
+    c.cmd(&["SET", "k", "v"]).await.unwrap();
+    assert!(c.cmd(&["EXEC"]).await.unwrap_err().is_connection_error());
+    assert!(!c.in_transaction());
+    c.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pipeline_never_resends_part_of_a_transaction() {
+    let home = new_home().await;
+    let old = moved_source(home.addr.clone()).await;
+    let mut c = Client::connect(ConnectOptions::new(&old.addr))
+        .await
+        .unwrap();
+    let mut p = Pipeline::new();
+    p.cmd(["SET", "a", "1"])
+        .cmd(["MULTI"])
+        .cmd(["INCR", "n"])
+        .cmd(["EXEC"])
+        .cmd(["GET", "a"]);
+    let replies = c.run(&p).await.unwrap();
+    assert_eq!(text(replies[0].as_ref().unwrap()), "OK");
+    assert_eq!(text(replies[1].as_ref().unwrap()), "OK");
+    assert_eq!(text(replies[2].as_ref().unwrap()), "QUEUED");
+    let e = replies[3].as_ref().unwrap_err();
+    assert_eq!(moved_to(e), Some(home.addr.as_str()));
+    assert_eq!(e.command(), Some("EXEC"));
+    assert_eq!(text(replies[4].as_ref().unwrap()), "1");
+    // The commands outside the transaction were re-sent in order; nothing of the transaction.
+    assert_eq!(home.commands(), ["SET a 1", "GET a"]);
+    assert_eq!((c.addr(), c.redirects()), (home.addr.as_str(), 1));
+    assert!(!c.in_transaction());
+
+    // A pipeline that leaves a MULTI open on the old server while the client follows the tenant
+    // for an earlier command: the next call reports the transaction as discarded.
+    let old = moved_source(home.addr.clone()).await;
+    let mut c = Client::connect(ConnectOptions::new(&old.addr))
+        .await
+        .unwrap();
+    let replies = c
+        .pipeline(&[vec!["SET", "b", "2"], vec!["MULTI"], vec!["INCR", "n"]])
+        .await
+        .unwrap();
+    assert!(replies.iter().all(Result::is_ok), "{replies:?}");
+    assert_eq!(c.addr(), home.addr);
+    assert!(c.in_transaction());
+    let e = c.cmd(&["EXEC"]).await.unwrap_err();
+    assert_eq!(moved_to(&e), Some(home.addr.as_str()));
+    assert_eq!(home.commands()[2..], ["SET b 2"]);
+    c.cmd(&["PING"]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pooled_connection_left_in_a_transaction_is_not_reused() {
+    let s = FakeServer::start(|r| handshake(r).unwrap_or_else(|| reply("+OK\r\n"))).await;
+    let pool = Pool::new(ConnectOptions::new(&s.addr), PoolOptions::new());
+    {
+        let mut c = pool.get().await.unwrap();
+        c.cmd(&["MULTI"]).await.unwrap();
+    }
+    let st = pool.status();
+    assert_eq!((st.idle, st.discarded), (0, 1), "{st:?}");
+    {
+        let mut c = pool.get().await.unwrap();
+        c.cmd(&["MULTI"]).await.unwrap();
+        c.cmd(&["EXEC"]).await.unwrap();
+    }
+    assert_eq!(pool.status().idle, 1);
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_fails_at_once_but_a_new_home_is_waited_for() {
+    let s = FakeServer::start(|r| handshake(r).unwrap_or_else(|| reply("+PONG\r\n"))).await;
+    let mut c = Client::with_policy(
+        ConnectOptions::new(&s.addr),
+        RedirectPolicy::default().redirect_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    c.ping().await.unwrap();
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let e = c.ping().await.unwrap_err();
+        assert!(e.is_connection_error(), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    // A redirect to an address that starts listening a little later is still followed.
+    let spare = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let old = moved_source(spare.clone()).await;
+    let late = {
+        let spare = spare.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            FakeServer::start_at(&spare, |r| {
+                handshake(r).unwrap_or_else(|| reply("$4\r\nlate\r\n"))
+            })
+            .await
+        })
+    };
+    let mut c = Client::with_policy(ConnectOptions::new(&old.addr), fast_policy(5000))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(c.get("k").await.unwrap().as_deref(), Some("late"));
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    let late = late.await.unwrap();
+    assert_eq!(late.commands(), ["GET k"]);
+}
+
+#[tokio::test]
+async fn the_handshake_is_bounded_by_the_connect_timeout() {
+    // Accepts and reads, never answers.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = l.accept().await {
+            held.push(sock);
+        }
+    });
+    let t = Instant::now();
+    let e = Client::connect(
+        ConnectOptions::new(&addr)
+            .password("pw")
+            .connect_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(matches!(e.root(), ClientError::Timeout(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "timed out connecting to {addr}: no reply to the handshake (server {addr}, command connect)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_a_redis_server_gets_a_plain_protocol_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let _http = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    for opts in [
+        ConnectOptions::new(&addr),
+        ConnectOptions::new(&addr).resp2().name("x"),
+    ] {
+        let e = Client::connect(opts).await.unwrap_err();
+        assert!(e.is_connection_error(), "{e:?}");
+        assert_eq!(
+            e.root().to_string(),
+            "protocol error: got \"H\" as reply type byte"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replies_are_decoded_in_the_protocol_hello_switched_to() {
+    use std::collections::HashMap;
+    let protos: Arc<parking_lot::Mutex<HashMap<usize, u8>>> = Arc::default();
+    let s = {
+        let protos = protos.clone();
+        FakeServer::start(move |r| {
+            let mut protos = protos.lock();
+            let p = protos.entry(r.conn).or_insert(2);
+            let three = *p == 3;
+            match (r.name().as_str(), r.args.get(1).map(String::as_str)) {
+                ("HELLO", Some("3")) if r.args.len() > 2 => reply("-WRONGPASS nope\r\n"),
+                ("HELLO", Some("3")) => {
+                    *p = 3;
+                    reply("%1\r\n+proto\r\n:3\r\n")
+                }
+                ("HELLO", Some("2")) => {
+                    *p = 2;
+                    reply("*2\r\n+proto\r\n:2\r\n")
+                }
+                ("GET", _) if three => reply("_\r\n"),
+                ("GET", _) => reply("$-1\r\n"),
+                ("MGET", _) if three => reply("*2\r\n_\r\n$1\r\nx\r\n"),
+                ("MGET", _) => reply("*2\r\n$-1\r\n$1\r\nx\r\n"),
+                _ => reply("+OK\r\n"),
+            }
+        })
+        .await
+    };
+    // RESP2 asked for: no HELLO at all.
+    let mut c = Connection::connect(ConnectOptions::new(&s.addr).resp2().name("n"))
+        .await
+        .unwrap();
+    assert!(!c.is_resp3());
+    assert_eq!(s.lines(), ["CLIENT SETNAME n"]);
+    assert_eq!(
+        text(&c.cmd(&["MGET", "a", "b"]).await.unwrap()),
+        "[(nil), x]"
+    );
+    // A failed HELLO 3 changes nothing.
+    assert!(c.cmd(&["HELLO", "3", "AUTH", "u", "bad"]).await.is_err());
+    assert!(matches!(c.cmd(&["GET", "a"]).await.unwrap(), Frame::Null));
+    assert_eq!(text(&c.cmd(&["HELLO", "3"]).await.unwrap()), "{proto: 3}");
+    assert!(c.is_resp3());
+    assert_eq!(
+        text(&c.cmd(&["MGET", "a", "b"]).await.unwrap()),
+        "[(nil), x]"
+    );
+    // Also in the middle of a pipeline.
+    for args in [
+        &["HELLO", "2"][..],
+        &["MGET", "a", "b"],
+        &["HELLO", "3"],
+        &["GET", "a"],
+    ] {
+        c.queue(args);
+    }
+    c.flush().await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(text(&c.recv().await.unwrap()));
+    }
+    assert_eq!(got, ["[proto, 2]", "[(nil), x]", "{proto: 3}", "(nil)"]);
+    assert!(c.is_resp3());
+}
