@@ -23,7 +23,19 @@ pub fn decode_reply(buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> 
     match redis_protocol::resp3::decode::complete::decode_bytes_mut(buf) {
         Ok(Some((frame, _, _))) => Ok(Some(server_order(frame))),
         Ok(None) => Ok(None),
-        Err(e) => Err(ProtocolError(format!("invalid reply: {}", e.details()))),
+        Err(e) => {
+            // The decoder's details can embed a Rust Debug value ("parse_as: ParseIntError {
+            // kind: InvalidDigit }"): users get its words, not the struct.
+            let d = e.details();
+            let d = d.split('{').next().unwrap_or("").trim_end();
+            let d = match d {
+                t if t.contains("ParseIntError") || t.contains("ParseFloatError") => {
+                    "malformed number"
+                }
+                t => t,
+            };
+            Err(ProtocolError(format!("invalid reply: {d}")))
+        }
     }
 }
 
