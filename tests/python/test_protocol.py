@@ -1154,3 +1154,14 @@ def test_quit_needs_no_auth(auth_server):
         assert w.read_until_closed() == b"+OK\r\n"
     finally:
         w.close()
+
+
+def test_info_stats_counts_error_replies(r):
+    before = r.info("stats")["total_error_replies"]
+    for args in (("INCR",), ("LPUSH", "k")):
+        with pytest.raises(redis.ResponseError):
+            r.execute_command(*args)
+    r.set("s", "text")
+    with pytest.raises(redis.ResponseError):
+        r.incr("s")
+    assert r.info("stats")["total_error_replies"] == before + 3

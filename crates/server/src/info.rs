@@ -158,9 +158,17 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             } else {
                 st.tenant.keyspace().stats().expired_total.load(Relaxed)
             };
+            // Error replies of known commands (failed while running or refused before); unknown
+            // commands are not counted, as they have no row.
+            let errors: u64 = sh
+                .cmd_stats
+                .by_command
+                .iter()
+                .map(|c| c.failed.load(Relaxed) + c.rejected.load(Relaxed))
+                .sum();
             let _ = write!(
                 s,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_protocol_errors:{}\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\n",
                 t.connections_received.load(Relaxed),
                 t.commands_processed.load(Relaxed),
                 t.ops_per_sec.load(Relaxed),
