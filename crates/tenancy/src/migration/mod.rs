@@ -299,6 +299,8 @@ struct Progress {
 
 struct CutoverRequest {
     force: bool,
+    /// Made by a scheduled cutover (UNSCHEDULE withdraws only those).
+    scheduled: bool,
     reply: oneshot::Sender<Result<CutoverResult, MigrationError>>,
 }
 
@@ -341,8 +343,8 @@ pub struct Migration {
     frozen_released: AtomicBool,
     schedule: Mutex<Option<Scheduled>>,
     schedule_generation: AtomicU64,
-    /// The coordinator has taken a cutover request and is running it.
-    cutover_started: AtomicBool,
+    /// The coordinator is running a cutover that a schedule requested.
+    scheduled_cutover_running: AtomicBool,
     /// Bytes of the large value being shipped in chunks not yet read (0 = none): lag.
     large_bytes_left: AtomicU64,
     /// Read from the keyspace into batch builders, not yet queued: lag too.
@@ -634,7 +636,7 @@ impl MigrationManager {
             frozen_released: AtomicBool::new(false),
             schedule: Mutex::new(None),
             schedule_generation: AtomicU64::new(0),
-            cutover_started: AtomicBool::new(false),
+            scheduled_cutover_running: AtomicBool::new(false),
             large_bytes_left: AtomicU64::new(0),
             unsealed_keys: AtomicU64::new(0),
             unsealed_bytes: AtomicU64::new(0),
@@ -1098,16 +1100,18 @@ impl MigrationManager {
         }
         {
             let mut slot = m.cutover.lock();
-            if m.cutover_started.load(Relaxed) {
+            if m.scheduled_cutover_running.load(Relaxed) {
                 return Err(MigrationError::Failed(format!(
                     "the scheduled cutover of {id} is already running; it can no longer be withdrawn"
                 )));
             }
             m.schedule_generation.fetch_add(1, Relaxed);
-            if let Some(req) = slot.take() {
-                let _ = req.reply.send(Err(MigrationError::Failed(
-                    "the scheduled cutover was withdrawn (UNSCHEDULE)".into(),
-                )));
+            if slot.as_ref().is_some_and(|r| r.scheduled) {
+                if let Some(req) = slot.take() {
+                    let _ = req.reply.send(Err(MigrationError::Failed(
+                        "the scheduled cutover was withdrawn (UNSCHEDULE)".into(),
+                    )));
+                }
             }
         }
         *m.schedule.lock() = None;
@@ -1127,7 +1131,7 @@ impl MigrationManager {
                 return;
             }
             let outcome = match m.state() {
-                MigrationState::LiveSync => Some(self.cutover_with(&id, plan.force).await),
+                MigrationState::LiveSync => Some(self.request_cutover(&id, plan.force, true).await),
                 MigrationState::Syncing | MigrationState::Queued | MigrationState::Paused => None,
                 other => Some(Err(MigrationError::WrongState {
                     id: id.clone(),
@@ -1212,6 +1216,16 @@ impl MigrationManager {
         id: &str,
         force: bool,
     ) -> Result<CutoverResult, MigrationError> {
+        self.request_cutover(id, force, false).await
+    }
+
+    /// Hands a cutover request to the coordinator and waits for its outcome.
+    async fn request_cutover(
+        &self,
+        id: &str,
+        force: bool,
+        scheduled: bool,
+    ) -> Result<CutoverResult, MigrationError> {
         let m = self.find(id)?;
         let st = m.state();
         if st != MigrationState::LiveSync {
@@ -1231,7 +1245,11 @@ impl MigrationManager {
                     op: "cut over",
                 });
             }
-            *slot = Some(CutoverRequest { force, reply: tx });
+            *slot = Some(CutoverRequest {
+                force,
+                scheduled,
+                reply: tx,
+            });
         }
         m.wake.notify_waiters();
         match rx.await {

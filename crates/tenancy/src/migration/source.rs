@@ -442,14 +442,14 @@ async fn replicate(
             // still waiting here or sees that the cutover has begun.
             let mut slot = m.cutover.lock();
             let req = slot.take();
-            if req.is_some() {
-                m.cutover_started.store(true, Relaxed);
+            if req.as_ref().is_some_and(|r| r.scheduled) {
+                m.scheduled_cutover_running.store(true, Relaxed);
             }
             req
         };
         if let Some(req) = req {
             let r = cutover::cutover(mgr, m, streams, control, import_id, req.force).await;
-            m.cutover_started.store(false, Relaxed);
+            m.scheduled_cutover_running.store(false, Relaxed);
             let done = r.is_ok();
             let failed = m.state() == MigrationState::Failed;
             let err = r.as_ref().err().cloned();
