@@ -195,12 +195,12 @@ async fn a_long_outage_fails_cleanly_and_a_retry_resumes() {
     assert!(e.contains("TRYAGAIN"), "{e}");
 
     // Network back; retry resumes from the checkpoint instead of starting over.
-    let synced_before = num(&st, "keys_synced");
+    let synced_before = num(&st, "keys_shipped");
     proxy.refuse(false);
     ok(&mut a, &["TENANT.MIGRATE.UPDATE", &id, "RATE", "0"]).await;
     ok(&mut a, &["TENANT.MIGRATE.RESUME", &id]).await;
     let st = wait_state(&mut a, &id, "live_sync", LONG).await;
-    let total = num(&st, "keys_synced");
+    let total = num(&st, "keys_shipped");
     assert!(
         total < 30_001 + synced_before / 2,
         "the retry re-sent most of what was already acknowledged: {total} keys shipped in all, {synced_before} before the failure"

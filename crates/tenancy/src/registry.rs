@@ -151,12 +151,23 @@ impl Registry {
 
     /// Puts back a record replaced by [`Registry::insert_import`] (the import was abandoned), or
     /// removes the staged tenant when there was none.
-    pub fn restore_after_import(&self, staged: &Arc<Tenant>, previous: Option<Arc<Tenant>>) {
+    ///
+    /// Connections bound to the staged tenant (answered TRYAGAIN while the import ran, or moved
+    /// here by a cutover that was then rolled back) are sent back: the staged record becomes a
+    /// `moved` record pointing at `source`. It leaves the registry all the same, so the target
+    /// ends without the tenant and new connections are refused as for any unknown tenant.
+    pub fn restore_after_import(
+        &self,
+        staged: &Arc<Tenant>,
+        previous: Option<Arc<Tenant>>,
+        source: &str,
+    ) {
         let mut map = self.tenants.write();
         let is_staged = map.get(staged.id()).is_some_and(|t| Arc::ptr_eq(t, staged));
         if !is_staged {
             return;
         }
+        staged.set_moved(source);
         staged.mark_deleted();
         match previous {
             Some(p) => {

@@ -58,6 +58,7 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
         ("phase", s.phase.name().into()),
         ("progress", percent(s.progress)),
         ("keys_synced", s.keys_synced.to_string()),
+        ("keys_shipped", s.keys_shipped.to_string()),
         ("keys_total", s.keys_total.to_string()),
         ("bytes_synced", s.bytes_synced.to_string()),
         ("lag_keys", s.lag_keys.to_string()),
@@ -446,14 +447,7 @@ fn import(
             w.int(seq as i64);
         }
         "tenant.import.resume" => {
-            let imp = imports.get(&args.text(1)).map_err(import_err)?;
-            if imp.state() != ferrite_tenancy::migration::ImportState::Receiving {
-                return Err(import_err(ImportError::WrongState {
-                    id: imp.id.clone(),
-                    state: imp.state().name(),
-                }));
-            }
-            let points = imp.resume_points();
+            let points = imports.resume(&args.text(1)).map_err(import_err)?;
             w.map(points.len());
             for (s, seq) in points {
                 w.bulk_str(&s.to_string());

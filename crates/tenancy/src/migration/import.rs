@@ -255,6 +255,21 @@ impl ImportManager {
         Ok(batch.seq)
     }
 
+    /// Where each stream's applied batches end, for a sender that reconnects. Also the source's
+    /// heartbeat: an import that hears nothing for `sync_timeout_secs` is reaped, and a quiet
+    /// tenant in live sync sends no batches.
+    pub fn resume(&self, id: &str) -> Result<Vec<(u16, u64)>, ImportError> {
+        let import = self.get(id)?;
+        if import.state() != ImportState::Receiving {
+            return Err(ImportError::WrongState {
+                id: id.to_string(),
+                state: import.state().name(),
+            });
+        }
+        import.touch();
+        Ok(import.resume_points())
+    }
+
     /// Key count and digest of the staged data (what the source compares before handing over).
     pub fn prepare(&self, id: &str) -> Result<(u64, Digest), ImportError> {
         let import = self.get(id)?;
@@ -321,7 +336,8 @@ impl ImportManager {
         }
         *state = ImportState::Aborted;
         let previous = import.previous.lock().take();
-        self.registry.restore_after_import(&import.staged, previous);
+        self.registry
+            .restore_after_import(&import.staged, previous, &import.source_addr);
         let ks = import
             .staged
             .replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));

@@ -223,6 +223,9 @@ pub struct MigrationStatus {
     /// Percent, 0–100.
     pub progress: f64,
     pub keys_synced: u64,
+    /// Keys the target has acknowledged in all, changes shipped again included (what a retry or
+    /// a reconnect re-sent shows here, not in `keys_synced`).
+    pub keys_shipped: u64,
     pub keys_total: u64,
     pub bytes_synced: u64,
     pub lag_keys: u64,
@@ -698,15 +701,22 @@ impl MigrationManager {
         let p = self.progress_copy(m);
         let ks = m.tenant.keyspace();
         // Lock-free: STATUS must not contend with the tenant's commands (or deadlock inside EXEC).
-        let tracking = p.state.is_active().then(|| ks.tracking_lag_relaxed());
+        // A failed migration keeps its change capture and queues (its checkpoint): its lag is
+        // what a retry has left to ship.
+        let kept = p.state.is_active() || p.state == MigrationState::Failed;
+        let tracking = kept.then(|| ks.tracking_lag_relaxed());
         let now = ferrite_storage::now_ms();
         // After the snapshot, lag is everything the target does not hold yet: changes not read,
         // batches not acknowledged, and the unread rest of a large value being chunked.
-        let live = p.state.is_active()
-            && !matches!(
-                p.phase,
-                MigrationPhase::Snapshot | MigrationPhase::Connecting | MigrationPhase::Queued
-            );
+        let live = kept
+            && match p.state {
+                // Stopped: its phase says nothing more; the checkpoint says how far it got.
+                MigrationState::Failed => m.checkpoint.lock().snapshot_done,
+                _ => !matches!(
+                    p.phase,
+                    MigrationPhase::Snapshot | MigrationPhase::Connecting | MigrationPhase::Queued
+                ),
+            };
         let flight = if live {
             let mut f = stream::in_flight(&m.checkpoint.lock().streams);
             let unsealed = m.unsealed_keys.load(Relaxed);
@@ -731,9 +741,13 @@ impl MigrationManager {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+                let bytes = l.bytes + flight.bytes + large;
+                // Chunks of a large value carry bytes but count no key of their own: while any
+                // are unacknowledged, at least that key is behind.
+                let keys = l.keys + flight.keys + u64::from(large > 0);
                 (
-                    l.keys + flight.keys + u64::from(large > 0),
-                    l.bytes + flight.bytes + large,
+                    if bytes > 0 { keys.max(1) } else { keys },
+                    bytes,
                     oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0),
                 )
             }
@@ -814,6 +828,7 @@ impl MigrationManager {
             phase: p.phase,
             progress,
             keys_synced,
+            keys_shipped: acked,
             keys_total,
             bytes_synced: m.bytes_synced.load(Relaxed),
             lag_keys,

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ferrite_client::{ConnectOptions, Connection, value};
+use ferrite_client::{ClientError, ConnectOptions, Connection, value};
 use ferrite_storage::{Entry, Value, ValueType};
 
 use super::cutover;
@@ -431,6 +431,7 @@ async fn replicate(
             .await
             .map(|_| ());
     }
+    let mut next_beat = Instant::now() + HEARTBEAT;
     loop {
         checkpoint(m).await?;
         if let Some(e) = streams.error() {
@@ -462,6 +463,10 @@ async fn replicate(
             }
             continue;
         }
+        if Instant::now() >= next_beat {
+            heartbeat(mgr, m, control, import_id, timeout).await?;
+            next_beat = Instant::now() + HEARTBEAT;
+        }
         let max = streams.batch_size * streams.parallel;
         let n = drain(m, streams, max).await?;
         if n == 0 {
@@ -471,6 +476,60 @@ async fn replicate(
             if m.cutover.lock().is_none() && !m.cancel.load(Relaxed) {
                 let _ = tokio::time::timeout(Duration::from_millis(1), wake).await;
             }
+        }
+    }
+}
+
+/// How often live sync proves to the target that the source is alive (the target reaps an
+/// import that hears nothing for its `sync_timeout_secs`; a quiet tenant sends no batches) and
+/// to itself that the target still answers.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// One heartbeat on the control connection (`TENANT.IMPORT.RESUME` refreshes the import).
+/// The target refusing means the import is gone: the migration fails, saying so, and a retry
+/// starts a new one. No answer: the control connection is rebuilt until `timeout` has passed
+/// without one, then the migration fails (a silent partition, where no connection resets,
+/// is caught here rather than after a command timeout).
+async fn heartbeat(
+    mgr: &MigrationManager,
+    m: &Migration,
+    control: &mut Connection,
+    import_id: &str,
+    timeout: Duration,
+) -> Res<()> {
+    let since = Instant::now();
+    loop {
+        if m.cancel.load(Relaxed) {
+            return Err(fail(CANCELLED));
+        }
+        let answer = tokio::time::timeout(
+            HEARTBEAT.max(Duration::from_secs(3)),
+            control.cmd(&["TENANT.IMPORT.RESUME", import_id]),
+        )
+        .await;
+        let last_error = match answer {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(ClientError::Server(msg))) => {
+                return Err(fail(format!(
+                    "the target dropped the import ({msg}); RESUME or CUTOVER RETRY starts a new one"
+                )));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer to a heartbeat".to_string(),
+        };
+        if since.elapsed() >= timeout {
+            return Err(fail(format!(
+                "the target has not answered for {} s (sync timeout): {last_error}",
+                since.elapsed().as_secs()
+            )));
+        }
+        tracing::warn!(migration = %m.id, error = %last_error, "target heartbeat failed; reconnecting the control connection");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let opts = connect_options(mgr, m).connect_timeout(Duration::from_secs(3));
+        if let Ok(Ok(c)) =
+            tokio::time::timeout(Duration::from_secs(5), Connection::connect(opts)).await
+        {
+            *control = c;
         }
     }
 }
