@@ -298,6 +298,12 @@ async fn a_quiet_tenant_keeps_its_import_and_a_lost_import_fails_the_migration()
     let import = st["import_id"].clone();
     let info = fields(&ok(&mut d, &["TENANT.IMPORT.STATUS", &import]).await);
     assert_eq!(info["state"], "receiving", "{info:?}");
+    // Nor does a PAUSE longer than that lose it.
+    ok(&mut a, &["TENANT.MIGRATE.PAUSE", &id]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ok(&mut a, &["TENANT.MIGRATE.RESUME", &id]).await;
+    let info = fields(&ok(&mut d, &["TENANT.IMPORT.STATUS", &import]).await);
+    assert_eq!(info["state"], "receiving", "after a long pause: {info:?}");
 
     // The target drops the import behind the source's back: STATUS says so within seconds.
     ok(&mut d, &["TENANT.IMPORT.ABORT", &import]).await;

@@ -185,11 +185,17 @@ async fn ship_all_large(m: &Migration, streams: &mut Streams, keys: Vec<Vec<u8>>
 
 /// Checks PAUSE / CANCEL; waits while paused (refusing cutover requests meanwhile).
 async fn checkpoint(m: &Migration) -> Res<()> {
+    checkpoint_until(m, None).await
+}
+
+/// Like [`checkpoint`], but a wait while paused ends at `until` (the caller has work to do
+/// even while paused, and checks `paused` again).
+async fn checkpoint_until(m: &Migration, until: Option<Instant>) -> Res<()> {
     loop {
         if m.cancel.load(Relaxed) {
             return Err(fail(CANCELLED));
         }
-        if !m.paused.load(Relaxed) {
+        if !m.paused.load(Relaxed) || until.is_some_and(|u| Instant::now() >= u) {
             return Ok(());
         }
         if let Some(req) = m.cutover.lock().take() {
@@ -433,7 +439,16 @@ async fn replicate(
     }
     let mut next_beat = Instant::now() + HEARTBEAT;
     loop {
-        checkpoint(m).await?;
+        // While paused, wake for the heartbeat too: a long PAUSE must not let the target reap
+        // the import.
+        checkpoint_until(m, Some(next_beat)).await?;
+        if Instant::now() >= next_beat {
+            heartbeat(mgr, m, control, import_id, timeout).await?;
+            next_beat = Instant::now() + HEARTBEAT;
+        }
+        if m.paused.load(Relaxed) {
+            continue;
+        }
         if let Some(e) = streams.error() {
             return Err(fail(e));
         }
@@ -462,10 +477,6 @@ async fn replicate(
                 return Err(err.unwrap_or_else(|| fail("cutover failed")));
             }
             continue;
-        }
-        if Instant::now() >= next_beat {
-            heartbeat(mgr, m, control, import_id, timeout).await?;
-            next_beat = Instant::now() + HEARTBEAT;
         }
         let max = streams.batch_size * streams.parallel;
         let n = drain(m, streams, max).await?;
