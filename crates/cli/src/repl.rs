@@ -58,93 +58,9 @@ Type a command as you would in redis-cli, e.g. SET greeting hello (Tab completes
   clear                       clear the screen
   quit | exit                 leave (so do Ctrl-D and Ctrl-C)";
 
-/// Splits a line like redis-cli (`sdssplitargs`): words separated by blanks; `"..."` with
-/// escapes (`\n`, `\xHH`...) and `'...'` taken literally except `\'`. A quote may start in the
-/// middle of a word (`a"b c"` is `ab c`), but a closing quote must be followed by a blank or the
-/// end of the line.
+/// Splits a line like redis-cli (`sdssplitargs`): the server's own inline-command splitter.
 pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
-    const BAD: &str = "Invalid argument(s)";
-    // C's isspace, which sdssplitargs skips between words and checks after a closing quote.
-    let space = |c: Option<&u8>| c.is_some_and(|c| matches!(c, b' ' | b'\t'..=b'\r'));
-    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16)).map(|d| d as u8);
-    let b = line;
-    let mut i = 0;
-    let mut out = Vec::new();
-    loop {
-        while space(b.get(i)) {
-            i += 1;
-        }
-        if i >= b.len() {
-            return Ok(out);
-        }
-        let mut word = Vec::new();
-        let mut in_double = false;
-        let mut in_single = false;
-        loop {
-            let c = b.get(i).copied();
-            if in_double {
-                match c {
-                    None => return Err(BAD),
-                    Some(b'\\') if b.get(i + 1) == Some(&b'x') => {
-                        match (hex(b.get(i + 2)), hex(b.get(i + 3))) {
-                            (Some(h), Some(l)) => {
-                                word.push(h * 16 + l);
-                                i += 3;
-                            }
-                            _ => {
-                                word.push(b'x');
-                                i += 1;
-                            }
-                        }
-                    }
-                    Some(b'\\') if i + 1 < b.len() => {
-                        i += 1;
-                        word.push(match b[i] {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 0x08,
-                            b'a' => 0x07,
-                            other => other,
-                        });
-                    }
-                    Some(b'"') => {
-                        if i + 1 < b.len() && !space(b.get(i + 1)) {
-                            return Err(BAD);
-                        }
-                        i += 1;
-                        break;
-                    }
-                    Some(c) => word.push(c),
-                }
-            } else if in_single {
-                match c {
-                    None => return Err(BAD),
-                    Some(b'\\') if b.get(i + 1) == Some(&b'\'') => {
-                        i += 1;
-                        word.push(b'\'');
-                    }
-                    Some(b'\'') => {
-                        if i + 1 < b.len() && !space(b.get(i + 1)) {
-                            return Err(BAD);
-                        }
-                        i += 1;
-                        break;
-                    }
-                    Some(c) => word.push(c),
-                }
-            } else {
-                match c {
-                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => break,
-                    Some(b'"') => in_double = true,
-                    Some(b'\'') => in_single = true,
-                    Some(c) => word.push(c),
-                }
-            }
-            i += 1;
-        }
-        out.push(word);
-    }
+    ferrite_protocol::request::split_command_line(line).map_err(|_| "Invalid argument(s)")
 }
 
 /// Words after which (or `word=` in front of) a line carries a secret.

@@ -241,8 +241,18 @@ fn parse_len(s: &[u8]) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
+/// Splits a command line into arguments the way Redis's `sdssplitargs` does (inline commands
+/// here, typed lines in ferrite-cli, as redis-cli does).
+pub fn split_command_line(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let mut out = Vec::new();
+    let mut ranges = Vec::new();
+    split_inline(line, &mut out, &mut ranges)?;
+    Ok(ranges.iter().map(|&(s, e)| out[s..e].to_vec()).collect())
+}
+
 /// Splits an inline command line the way Redis's `sdssplitargs` does: whitespace-separated words,
-/// double quotes with C escapes (`\n`, `\xHH`, ...), single quotes with `\'`.
+/// double quotes with C escapes (`\n`, `\xHH`, ...), single quotes with `\'`. A quote may start
+/// in the middle of a word; a closing quote must be followed by a blank or the end.
 fn split_inline(
     line: &[u8],
     out: &mut Vec<u8>,
