@@ -3,10 +3,12 @@
 //! decides *whether* a command may run (auth, ownership, quotas, write gates) and this crate
 //! decides *what it does*.
 //!
-//! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`].
+//! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`];
+//! [`bitmaps`] works on strings.
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
 //! [`syntax`] gives every command's arguments for `COMMAND DOCS`.
 
+pub mod bitmaps;
 pub mod ctx;
 pub mod hashes;
 pub mod keys;
