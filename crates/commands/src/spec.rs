@@ -251,6 +251,7 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::sets::COMMANDS);
         v.extend_from_slice(crate::zsets::COMMANDS);
         v.extend_from_slice(crate::bitmaps::COMMANDS);
+        v.extend_from_slice(crate::hyperloglog::COMMANDS);
         v
     })
 }

@@ -215,6 +215,12 @@ const SYNTAX: &[(&str, &str)] = &[
     ("bitop", "<AND|OR|XOR|NOT> destkey key [key ...]"),
     // Operations may come in any order and repeat; the notation lists each kind once.
     ("bitfield", "key [GET encoding offset [GET encoding offset ...]] [OVERFLOW <WRAP|SAT|FAIL>] [SET encoding offset value [SET encoding offset value ...]] [INCRBY encoding offset increment [INCRBY encoding offset increment ...]]"),
+    // hyperloglog
+    ("pfadd", "key [element [element ...]]"),
+    ("pfcount", "key [key ...]"),
+    ("pfmerge", "destkey [sourcekey [sourcekey ...]]"),
+    ("pfdebug", "subcommand key"),
+    ("pfselftest", ""),
     ("bitfield_ro", "key [GET encoding offset [GET encoding offset ...]]"),
 ];
 
