@@ -18,7 +18,7 @@ use crate::connection::ClientState;
 use crate::dispatch::Flow;
 use crate::shared::Shared;
 
-pub use connection::COMPAT_VERSION;
+pub use connection::{COMPAT_VERSION, anonymous_access};
 pub use transaction::queueable_in_multi;
 
 /// Result of a server command: `Err` means nothing was written and the error is the reply.
