@@ -4,13 +4,14 @@
 //! decides *what it does*.
 //!
 //! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`];
-//! [`bitmaps`] and [`hyperloglog`] work on strings. [`settings`] holds the server-wide values
+//! [`bitmaps`] and [`hyperloglog`] work on strings, [`geo`] on sorted sets. [`settings`] holds the server-wide values
 //! (CONFIG parameters) that commands read.
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
 //! [`syntax`] gives every command's arguments for `COMMAND DOCS`.
 
 pub mod bitmaps;
 pub mod ctx;
+pub mod geo;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
