@@ -148,9 +148,8 @@ impl CommandSpec {
             "generic" => v.push("keyspace"),
             "sorted-set" => v.push("sortedset"),
             "transactions" => v.push("transaction"),
-            "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration" => {
-                v.push(self.group)
-            }
+            "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration"
+            | "bitmap" | "hyperloglog" | "geo" => v.push(self.group),
             _ => {}
         }
         if self.has(flags::WRITE) {
@@ -251,6 +250,8 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::hashes::COMMANDS);
         v.extend_from_slice(crate::sets::COMMANDS);
         v.extend_from_slice(crate::zsets::COMMANDS);
+        v.extend_from_slice(crate::bitmaps::COMMANDS);
+        v.extend_from_slice(crate::hyperloglog::COMMANDS);
         v
     })
 }

@@ -207,6 +207,21 @@ const SYNTAX: &[(&str, &str)] = &[
     ("zpopmin", "key [count]"),
     ("zpopmax", "key [count]"),
     ("zscan", "key cursor [MATCH pattern] [COUNT count]"),
+    // bitmaps
+    ("setbit", "key offset value"),
+    ("getbit", "key offset"),
+    ("bitcount", "key [start end [BYTE|BIT]]"),
+    ("bitpos", "key bit [start [end [BYTE|BIT]]]"),
+    ("bitop", "<AND|OR|XOR|NOT> destkey key [key ...]"),
+    // Operations may come in any order and repeat; the notation lists each kind once.
+    ("bitfield", "key [GET encoding offset [GET encoding offset ...]] [OVERFLOW <WRAP|SAT|FAIL>] [SET encoding offset value [SET encoding offset value ...]] [INCRBY encoding offset increment [INCRBY encoding offset increment ...]]"),
+    // hyperloglog
+    ("pfadd", "key [element [element ...]]"),
+    ("pfcount", "key [key ...]"),
+    ("pfmerge", "destkey [sourcekey [sourcekey ...]]"),
+    ("pfdebug", "subcommand key"),
+    ("pfselftest", ""),
+    ("bitfield_ro", "key [GET encoding offset [GET encoding offset ...]]"),
 ];
 
 /// A subcommand of a container command, named `container|sub` as in Redis's `COMMAND DOCS`.
