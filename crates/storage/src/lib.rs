@@ -11,6 +11,7 @@
 pub mod digest;
 pub mod glob;
 pub mod keyspace;
+pub mod skiplist;
 pub mod table;
 pub mod value;
 
