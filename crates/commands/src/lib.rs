@@ -5,12 +5,14 @@
 //!
 //! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`].
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
-//! [`syntax`] gives every command's arguments for `COMMAND DOCS`.
+//! [`syntax`] gives every command's arguments for `COMMAND DOCS`. [`Ctx::run`] runs a data command
+//! and publishes its write effects; [`replay`] applies effects back (log loading, tests).
 
 pub mod ctx;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod replay;
 pub mod server_specs;
 pub mod sets;
 pub mod spec;
@@ -21,7 +23,9 @@ pub mod util;
 pub mod zsets;
 
 #[cfg(test)]
+mod effects_tests;
+#[cfg(test)]
 mod model_tests;
 
-pub use ctx::{Ctx, Garbage};
+pub use ctx::{Ctx, DataFn, Garbage};
 pub use spec::{CmdResult, CommandSpec, Creates, Handler, flags, lookup, lookup_indexed};
