@@ -207,6 +207,32 @@ const SYNTAX: &[(&str, &str)] = &[
     ("zpopmin", "key [count]"),
     ("zpopmax", "key [count]"),
     ("zscan", "key cursor [MATCH pattern] [COUNT count]"),
+    // bitmaps
+    ("setbit", "key offset value"),
+    ("getbit", "key offset"),
+    ("bitcount", "key [start end [BYTE|BIT]]"),
+    ("bitpos", "key bit [start [end [BYTE|BIT]]]"),
+    ("bitop", "<AND|OR|XOR|NOT> destkey key [key ...]"),
+    // Operations may come in any order and repeat; the notation lists each kind once.
+    ("bitfield", "key [GET encoding offset [GET encoding offset ...]] [OVERFLOW <WRAP|SAT|FAIL>] [SET encoding offset value [SET encoding offset value ...]] [INCRBY encoding offset increment [INCRBY encoding offset increment ...]]"),
+    // geo
+    ("geoadd", "key [NX|XX] [CH] longitude:double latitude:double member [longitude:double latitude:double member ...]"),
+    ("geopos", "key [member [member ...]]"),
+    ("geodist", "key member1 member2 [M|KM|FT|MI]"),
+    ("geohash", "key [member [member ...]]"),
+    ("geosearch", "key <FROMMEMBER member|FROMLONLAT longitude:double latitude:double> <BYRADIUS radius:double <M|KM|FT|MI>|BYBOX width:double height:double <M|KM|FT|MI>> [ASC|DESC] [COUNT count [ANY]] [WITHCOORD] [WITHDIST] [WITHHASH]"),
+    ("geosearchstore", "destination source <FROMMEMBER member|FROMLONLAT longitude:double latitude:double> <BYRADIUS radius:double <M|KM|FT|MI>|BYBOX width:double height:double <M|KM|FT|MI>> [ASC|DESC] [COUNT count [ANY]] [STOREDIST]"),
+    ("georadius", "key longitude:double latitude:double radius:double <M|KM|FT|MI> [WITHCOORD] [WITHDIST] [WITHHASH] [COUNT count [ANY]] [ASC|DESC] [STORE storekey|STOREDIST storedistkey]"),
+    ("georadius_ro", "key longitude:double latitude:double radius:double <M|KM|FT|MI> [WITHCOORD] [WITHDIST] [WITHHASH] [COUNT count [ANY]] [ASC|DESC]"),
+    ("georadiusbymember", "key member radius:double <M|KM|FT|MI> [WITHCOORD] [WITHDIST] [WITHHASH] [COUNT count [ANY]] [ASC|DESC] [STORE storekey|STOREDIST storedistkey]"),
+    ("georadiusbymember_ro", "key member radius:double <M|KM|FT|MI> [WITHCOORD] [WITHDIST] [WITHHASH] [COUNT count [ANY]] [ASC|DESC]"),
+    // hyperloglog
+    ("pfadd", "key [element [element ...]]"),
+    ("pfcount", "key [key ...]"),
+    ("pfmerge", "destkey [sourcekey [sourcekey ...]]"),
+    ("pfdebug", "subcommand key"),
+    ("pfselftest", ""),
+    ("bitfield_ro", "key [GET encoding offset [GET encoding offset ...]]"),
 ];
 
 /// A subcommand of a container command, named `container|sub` as in Redis's `COMMAND DOCS`.

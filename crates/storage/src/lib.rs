@@ -14,6 +14,7 @@ pub mod digest;
 pub mod effects;
 pub mod glob;
 pub mod keyspace;
+pub mod skiplist;
 pub mod table;
 pub mod value;
 

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLock;
 
+use crate::credential::Credential;
 use crate::error::TenancyError;
 use crate::tenant::{Tenant, TenantLimits, TenantState, valid_tenant_id};
 
@@ -41,7 +42,8 @@ pub struct Registry {
 /// Options of TENANT.CREATE.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
-    pub password: Option<String>,
+    /// The hashed password (`Credential::from_password`); `None`: nobody can AUTH as the tenant.
+    pub credential: Option<Credential>,
     pub maxmemory: Option<u64>,
     pub maxkeys: Option<u64>,
     pub ops: Option<u64>,
@@ -124,7 +126,7 @@ impl Registry {
         if map.len() >= settings.max_tenants {
             return Err(TenancyError::TooManyTenants(settings.max_tenants));
         }
-        let t = Arc::new(Tenant::new(id, opts.password, limits));
+        let t = Arc::new(Tenant::new(id, opts.credential, limits));
         map.insert(id.into(), t.clone());
         Ok(t)
     }
@@ -238,7 +240,7 @@ mod tests {
             .create(
                 "acme",
                 CreateOptions {
-                    password: Some("pw".into()),
+                    credential: Some(Credential::from_password(b"pw")),
                     ..Default::default()
                 },
             )

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
-use ferrite_tenancy::DEFAULT_TENANT;
 use ferrite_tenancy::migration::MIGRATION_USER;
+use ferrite_tenancy::{DEFAULT_TENANT, secrets_equal};
 
 use super::ServerResult;
 use crate::connection::ClientState;
@@ -70,7 +70,7 @@ pub fn authenticate(
     let requirepass = sh.requirepass();
     match user {
         None | Some(b"default") => match requirepass {
-            Some(pw) if pw.as_bytes() == pass => {
+            Some(pw) if secrets_equal(pw.as_bytes(), pass) => {
                 st.authenticated = true;
                 st.admin = true;
                 st.bind_tenant(sh.registry.default_tenant());
@@ -90,7 +90,7 @@ pub fn authenticate(
         },
         Some(user) if user == MIGRATION_USER.as_bytes() => {
             let token = sh.config.read().tenancy.migration.token.clone();
-            if token.is_empty() || token.as_bytes() != pass {
+            if token.is_empty() || !secrets_equal(token.as_bytes(), pass) {
                 return Err(ErrorReply::wrong_pass());
             }
             st.authenticated = true;

@@ -270,8 +270,10 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         "OPS".into(),
         l.ops.to_string(),
     ];
-    if let Some(pw) = t.password() {
-        args.extend(["PASSWORD".into(), pw]);
+    // The salted hash, never the password: the target checks the same password without
+    // learning it.
+    if let Some(c) = t.credential() {
+        args.extend(["CREDENTIAL".into(), c.encode()]);
     }
     let reply = control
         .cmd(&args)
