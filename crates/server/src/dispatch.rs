@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferrite_commands::spec::{CommandSpec, flags};
-use ferrite_commands::{Ctx, Garbage, Handler, lookup_indexed};
+use ferrite_commands::{Ctx, DataFn, Garbage, Handler, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
 use ferrite_storage::Db;
 use ferrite_tenancy::{Admission, Tenant, TenantState, WritePermit};
@@ -409,12 +409,11 @@ impl Exec<'_> {
             max_bulk: self.max_bulk,
             garbage: self.garbage,
         };
-        f(&mut ctx, args)
+        // Runs the command and hands the keyspace's subscribers its effects (write-effects
+        // journal), still under the lock.
+        ctx.run(f, args)
     }
 }
-
-/// A data command's function.
-pub type DataFn = fn(&mut Ctx<'_, '_>, Args<'_>) -> ferrite_commands::CmdResult;
 
 async fn run_data(
     st: &mut ClientState,

@@ -109,6 +109,8 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         }
         ReplyWriter::new(out, st.proto).array(queue.len());
         let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
+        // Subscribers (the append-only log) get the whole transaction in one publication.
+        db.begin_atomic();
         for q in &queue {
             let proto = st.proto;
             let Some(spec) = all.get(q.index) else {
@@ -135,6 +137,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                 ReplyWriter::new(out, proto).error(&e);
             }
         }
+        db.end_atomic(now);
     }
     drop(admitted);
     dispatch::free_later(garbage);
