@@ -326,39 +326,57 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let key = args.get(1);
     let value = args.get(2);
     let now = ctx.now;
-    let slot = ctx.db.entry(key, now);
-    let old: Option<Option<Vec<u8>>> = match (&slot, get_old) {
-        (Slot::Occupied(o), true) => Some(Some(as_str(o.get())?.as_bytes().to_vec())),
-        (Slot::Vacant(_), true) => Some(None),
-        _ => None,
-    };
-    let exists = matches!(slot, Slot::Occupied(_));
-    let proceed = !(nx && exists || xx && !exists);
-    if proceed {
-        let new_expire = match expire {
-            ExpireOpt::At(t) => Some(t),
-            ExpireOpt::KeepTtl => match &slot {
-                Slot::Occupied(o) => o.get().expire_at(),
-                Slot::Vacant(_) => None,
-            },
+    let (old, proceed, removed) = {
+        let slot = ctx.db.entry(key, now);
+        let old: Option<Option<Vec<u8>>> = match (&slot, get_old) {
+            (Slot::Occupied(o), true) => Some(Some(as_str(o.get())?.as_bytes().to_vec())),
+            (Slot::Vacant(_), true) => Some(None),
             _ => None,
         };
-        let value = Value::Str(StrValue::new(value.to_vec()));
-        match slot {
-            Slot::Occupied(o) if new_expire.is_some_and(|t| t <= now) => {
-                let e = o.remove();
-                ctx.garbage.defer(e.value().elements(), e);
-            }
-            Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => {}
-            Slot::Occupied(mut o) => {
-                let old = o.swap_value(value);
-                o.get_mut().set_expire_at(new_expire);
-                ctx.garbage.defer(old.elements(), old);
-            }
-            Slot::Vacant(v) => v.insert(value, new_expire),
+        let exists = matches!(slot, Slot::Occupied(_));
+        let proceed = !(nx && exists || xx && !exists);
+        if proceed {
+            let new_expire = match expire {
+                ExpireOpt::At(t) => Some(t),
+                ExpireOpt::KeepTtl => match &slot {
+                    Slot::Occupied(o) => o.get().expire_at(),
+                    Slot::Vacant(_) => None,
+                },
+                _ => None,
+            };
+            let stored = Value::Str(StrValue::new(value.to_vec()));
+            let removed = match slot {
+                Slot::Occupied(o) if new_expire.is_some_and(|t| t <= now) => {
+                    let e = o.remove();
+                    ctx.garbage.defer(e.value().elements(), e);
+                    true
+                }
+                Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => false,
+                Slot::Occupied(mut o) => {
+                    let old = o.swap_value(stored);
+                    o.get_mut().set_expire_at(new_expire);
+                    ctx.garbage.defer(old.elements(), old);
+                    false
+                }
+                Slot::Vacant(v) => {
+                    v.insert(stored, new_expire);
+                    false
+                }
+            };
+            (old, proceed, removed)
+        } else {
+            drop(slot);
+            (old, proceed, false)
         }
-    } else {
-        drop(slot);
+    };
+    // A relative or second-based expiry is journaled as the absolute millisecond it resolved
+    // to, as Redis propagates SET ... PXAT.
+    if let (true, ExpireOpt::At(t)) = (proceed, expire) {
+        if removed {
+            ctx.propagate(&[b"DEL", key]);
+        } else if t > now {
+            ctx.propagate(&[b"SET", key, value, b"PXAT", t.to_string().as_bytes()]);
+        }
     }
     match old {
         Some(v) => ctx.w.opt_bulk(v.as_deref()),
@@ -392,6 +410,13 @@ fn setex_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, unit: &str, name: &str) 
     let n = args.int(2)?;
     let at = absolute_expiry(unit, n, ctx.now, name)?;
     put(ctx, args.get(1), args.get(3), Some(at));
+    ctx.propagate(&[
+        b"SET",
+        args.get(1),
+        args.get(3),
+        b"PXAT",
+        at.to_string().as_bytes(),
+    ]);
     ctx.w.ok();
     Ok(())
 }
@@ -415,13 +440,20 @@ fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn getdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    match ctx.db.entry(args.get(1), ctx.now) {
+    let removed = match ctx.db.entry(args.get(1), ctx.now) {
         Slot::Occupied(o) => {
             as_str(o.get())?;
             let e = o.remove();
             ctx.w.bulk(as_str(&e)?.as_bytes());
+            true
         }
-        Slot::Vacant(_) => ctx.w.null(),
+        Slot::Vacant(_) => {
+            ctx.w.null();
+            false
+        }
+    };
+    if removed {
+        ctx.propagate(&[b"DEL", args.get(1)]);
     }
     Ok(())
 }
@@ -440,21 +472,43 @@ fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
     }
     let now = ctx.now;
-    match ctx.db.entry(args.get(1), now) {
+    let key = args.get(1);
+    // What to journal: the expiry resolved to an absolute time, as Redis propagates GETEX.
+    let effect: Option<Vec<Vec<u8>>> = match ctx.db.entry(key, now) {
         Slot::Occupied(mut o) => {
             let value = as_str(o.get())?.as_bytes().to_vec();
             let opt = words.resolve(&args, now, "getex")?;
-            match opt {
+            let had_ttl = o.get().expire_at().is_some();
+            let effect = match opt {
                 ExpireOpt::At(t) if t <= now => {
                     o.remove();
+                    Some(vec![b"DEL".to_vec(), key.to_vec()])
                 }
-                ExpireOpt::At(t) => o.get_mut().set_expire_at(Some(t)),
-                ExpireOpt::Persist => o.get_mut().set_expire_at(None),
-                _ => {}
-            }
+                ExpireOpt::At(t) => {
+                    o.get_mut().set_expire_at(Some(t));
+                    Some(vec![
+                        b"PEXPIREAT".to_vec(),
+                        key.to_vec(),
+                        t.to_string().into_bytes(),
+                    ])
+                }
+                ExpireOpt::Persist => {
+                    o.get_mut().set_expire_at(None);
+                    had_ttl.then(|| vec![b"PERSIST".to_vec(), key.to_vec()])
+                }
+                _ => None,
+            };
             ctx.w.bulk(&value);
+            effect
         }
-        Slot::Vacant(_) => ctx.w.null(),
+        Slot::Vacant(_) => {
+            ctx.w.null();
+            None
+        }
+    };
+    if let Some(argv) = effect {
+        let parts: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+        ctx.propagate(&parts);
     }
     Ok(())
 }
@@ -572,6 +626,8 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             text
         }
     };
+    // Float formatting may differ elsewhere: journal the result, as Redis does.
+    ctx.propagate(&[b"SET", key, &text, b"KEEPTTL"]);
     ctx.w.bulk(&text);
     Ok(())
 }
