@@ -56,6 +56,9 @@ pub enum Creates {
     SecondKey,
     /// Every key argument (MSET, MSETNX).
     AllKeys,
+    /// The argument after the last of these option words, if present (GEORADIUS ... STORE key,
+    /// SORT ... STORE key): a destination outside the key positions.
+    KeyAfter(&'static [&'static str]),
 }
 
 /// How a command is run.
@@ -137,6 +140,12 @@ impl CommandSpec {
                 keys.dedup();
                 keys
             }
+            Creates::KeyAfter(tokens) => (1..args.len().saturating_sub(1))
+                .rev()
+                .find(|&i| tokens.iter().any(|t| args.is(i, t)))
+                .map(|i| args.get(i + 1))
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -252,6 +261,8 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::zsets::COMMANDS);
         v.extend_from_slice(crate::bitmaps::COMMANDS);
         v.extend_from_slice(crate::hyperloglog::COMMANDS);
+        v.extend_from_slice(crate::geo::COMMANDS);
+        v.extend_from_slice(crate::zset_algebra::COMMANDS);
         v
     })
 }

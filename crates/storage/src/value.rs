@@ -2,10 +2,11 @@
 //! on every change, so the keyspace can account a write in O(1) whatever the value's size.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Bound;
 
 use crate::digest::{hash_bytes, hash_pair, hash_scored, mix64, poly, type_tag};
+use crate::skiplist::SkipList;
 use crate::table::Table;
 
 /// Rough per-element bookkeeping cost (allocator headers, pointers, table nodes), so that memory
@@ -541,11 +542,12 @@ impl Ord for Score {
     }
 }
 
-/// A sorted set: member → score, plus members ordered by (score, member).
+/// A sorted set: member → score, plus members ordered by (score, member) in a skiplist with
+/// spans, so ranks and range starts are found in O(log n).
 #[derive(Default)]
 pub struct ZSetValue {
     dict: Table<f64>,
-    tree: BTreeSet<(Score, Box<[u8]>)>,
+    list: SkipList,
     bytes: usize,
     sum: u64,
 }
@@ -571,7 +573,7 @@ impl ZSetValue {
                 if o.to_bits() == score.to_bits() {
                     return old;
                 }
-                self.tree.remove(&(Score(o), Box::<[u8]>::from(m)));
+                self.list.remove(o, m);
                 self.sum = self.sum.wrapping_sub(hash_scored(m, o));
                 if let Some(s) = self.dict.get_mut(m) {
                     *s = score;
@@ -582,60 +584,74 @@ impl ZSetValue {
                 self.bytes += 2 * m.len() + 2 * ELEM_OVERHEAD;
             }
         }
-        self.tree.insert((Score(score), m.into()));
+        self.list.insert(score, m);
         self.sum = self.sum.wrapping_add(hash_scored(m, score));
         old
     }
 
     pub fn remove(&mut self, m: &[u8]) -> Option<f64> {
-        let (k, score) = self.dict.remove(m)?;
-        self.tree.remove(&(Score(score), k));
+        let (_, score) = self.dict.remove(m)?;
+        self.list.remove(score, m);
         self.sum = self.sum.wrapping_sub(hash_scored(m, score));
         self.bytes -= 2 * m.len() + 2 * ELEM_OVERHEAD;
         Some(score)
     }
 
     /// Members in order of (score, member).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> {
-        self.tree.iter().map(|(s, m)| (&**m, s.0))
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        self.list.iter()
     }
 
-    /// Members whose score lies within the bounds, in ascending order.
+    /// Members with 0-based ranks in `[start, end)`, ascending (reverse the iterator for
+    /// descending). O(log n + m).
+    pub fn range_by_rank(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        self.list.range(start, end)
+    }
+
+    /// The member at a 0-based rank. O(log n).
+    pub fn get_by_rank(&self, rank: usize) -> Option<(&[u8], f64)> {
+        self.list.get(rank).map(|(s, m)| (m, s))
+    }
+
+    /// How many leading members (in (score, member) order) satisfy `before`, which must hold for
+    /// a prefix of the order and not after it (a range bound). O(log n).
+    pub fn count_before(&self, before: impl FnMut(f64, &[u8]) -> bool) -> usize {
+        self.list.count_before(before)
+    }
+
+    /// Rank bounds `[start, end)` of the members whose score lies within the bounds.
+    pub fn score_rank_range(&self, min: Bound<f64>, max: Bound<f64>) -> (usize, usize) {
+        let start = self.count_before(|s, _| match min {
+            Bound::Included(b) => Score(s) < Score(b),
+            Bound::Excluded(b) => Score(s) <= Score(b),
+            Bound::Unbounded => false,
+        });
+        let end = self.count_before(|s, _| match max {
+            Bound::Included(b) => Score(s) <= Score(b),
+            Bound::Excluded(b) => Score(s) < Score(b),
+            Bound::Unbounded => true,
+        });
+        (start, end.max(start))
+    }
+
+    /// Members whose score lies within the bounds, in ascending order. O(log n + m).
     pub fn range_by_score(
         &self,
         min: Bound<f64>,
         max: Bound<f64>,
-    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> {
-        // (s, "") sorts before every member with score s, so score bounds become element bounds.
-        let key = |s: f64| (Score(s), Box::<[u8]>::default());
-        let lo = match min {
-            Bound::Included(s) => Some(Bound::Included(key(s))),
-            Bound::Excluded(s) if s == f64::INFINITY => None,
-            Bound::Excluded(s) => Some(Bound::Included(key(next_up(s)))),
-            Bound::Unbounded => Some(Bound::Unbounded),
-        };
-        let hi = match max {
-            Bound::Included(s) if s == f64::INFINITY => Some(Bound::Unbounded),
-            Bound::Included(s) => Some(Bound::Excluded(key(next_up(s)))),
-            Bound::Excluded(s) if s == f64::NEG_INFINITY => None,
-            Bound::Excluded(s) => Some(Bound::Excluded(key(s))),
-            Bound::Unbounded => Some(Bound::Unbounded),
-        };
-        let range = match (lo, hi) {
-            (Some(lo), Some(hi)) if bounds_nonempty(&lo, &hi) => Some(self.tree.range((lo, hi))),
-            _ => None,
-        };
-        range.into_iter().flatten().map(|(s, m)| (&**m, s.0))
+    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        let (start, end) = self.score_rank_range(min, max);
+        self.list.range(start, end)
     }
 
-    /// 0-based rank of a member in ascending order.
+    /// 0-based rank of a member in ascending order. O(log n).
     pub fn rank(&self, m: &[u8]) -> Option<usize> {
         let score = *self.dict.get(m)?;
-        Some(
-            self.tree
-                .range(..(Score(score), Box::<[u8]>::from(m)))
-                .count(),
-        )
+        self.list.rank(score, m)
     }
 
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], f64)) -> u64 {
@@ -644,31 +660,6 @@ impl ZSetValue {
 
     pub fn digest(&self) -> u64 {
         mix64(self.sum ^ (self.dict.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
-    }
-}
-
-/// BTreeSet::range panics on inverted bounds; this says whether they are in order.
-fn bounds_nonempty<T: Ord>(lo: &Bound<T>, hi: &Bound<T>) -> bool {
-    match (lo, hi) {
-        (Bound::Unbounded, _) | (_, Bound::Unbounded) => true,
-        (Bound::Included(a), Bound::Included(b)) => a <= b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a < b,
-    }
-}
-
-/// The smallest double greater than `x` (for exclusive lower bounds).
-fn next_up(x: f64) -> f64 {
-    if x.is_nan() || x == f64::INFINITY {
-        return x;
-    }
-    if x == 0.0 {
-        return f64::from_bits(1);
-    }
-    let bits = x.to_bits();
-    if x > 0.0 {
-        f64::from_bits(bits + 1)
-    } else {
-        f64::from_bits(bits - 1)
     }
 }
 
