@@ -8,4 +8,5 @@ mod bad_input;
 mod basics;
 mod lifecycle;
 mod metrics_lint;
+mod rdb_interop;
 mod tenancy;
