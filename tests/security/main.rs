@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod amplification;
 mod credentials;
 mod secure_defaults;
 mod util;

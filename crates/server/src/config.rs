@@ -62,6 +62,9 @@ pub struct LimitsConfig {
     pub max_args: usize,
     /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
     pub client_output_buffer_limit: u64,
+    /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
+    /// reply would take the total past it is disconnected; 0 = no limit.
+    pub maxmemory_clients: u64,
 }
 
 impl Default for LimitsConfig {
@@ -70,6 +73,7 @@ impl Default for LimitsConfig {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: 4 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
+            maxmemory_clients: 1024 * 1024 * 1024,
         }
     }
 }

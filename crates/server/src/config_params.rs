@@ -54,7 +54,7 @@ macro_rules! param {
     };
 }
 
-pub static PARAMS: [Param; 33] = [
+pub static PARAMS: [Param; 34] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -94,6 +94,14 @@ pub static PARAMS: [Param; 33] = [
         }
     ),
     param!("limits.max_args", |c| c.limits.max_args.to_string()),
+    param!(
+        "maxmemory-clients",
+        |c| c.limits.maxmemory_clients.to_string(),
+        |c, v| {
+            c.limits.maxmemory_clients = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!(
         "limits.client_output_buffer_limit",
         |c| c.limits.client_output_buffer_limit.to_string(),

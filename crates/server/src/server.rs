@@ -141,6 +141,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         registry,
         migrations,
         clients: Default::default(),
+        output_bytes: Default::default(),
         next_client_id: 1.into(),
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
