@@ -16,6 +16,7 @@ pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
+pub mod object;
 pub mod server_specs;
 pub mod sets;
 pub mod settings;

@@ -9,13 +9,16 @@
 //! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
 
 pub mod digest;
+pub mod encoding;
 pub mod glob;
 pub mod keyspace;
+mod pack;
 pub mod skiplist;
 pub mod table;
 pub mod value;
 
 pub use digest::Digest;
+pub use encoding::Encoding;
 pub use keyspace::{Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, TrackingLag, Vacant};
 pub use table::{ShardedTable, Table};
 pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
