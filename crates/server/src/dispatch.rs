@@ -363,7 +363,7 @@ async fn run_data(
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
             garbage: &mut garbage,
         };
-        f(&mut ctx, args)?;
+        ctx.run(f, args)?;
     }
     free_later(garbage);
     Ok(())

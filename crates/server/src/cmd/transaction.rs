@@ -138,6 +138,8 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                 .map_err(|q| errors::quota(&tenant, &q))?;
         }
         ReplyWriter::new(out, st.proto).array(queue.len());
+        // Subscribers (the append-only log) get the whole transaction in one publication.
+        db.begin_atomic();
         for q in &queue {
             let proto = st.proto;
             let Some(spec) = all.get(q.index) else {
@@ -164,7 +166,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                             as usize,
                         garbage: &mut garbage,
                     };
-                    f(&mut ctx, args)
+                    ctx.run(f, args)
                 }
                 Handler::Server => super::run_queued(st, sh, spec.name, args, out).map(|_| ()),
             };
@@ -172,6 +174,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                 ReplyWriter::new(out, proto).error(&e);
             }
         }
+        db.end_atomic(now);
     }
     dispatch::free_later(garbage);
     Ok(Flow::Continue)
