@@ -9,4 +9,5 @@ mod basics;
 mod encodings;
 mod lifecycle;
 mod metrics_lint;
+mod rdb_interop;
 mod tenancy;

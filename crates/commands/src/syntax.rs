@@ -217,6 +217,9 @@ const SYNTAX: &[(&str, &str)] = &[
     ("bitop", "<AND|OR|XOR|NOT> destkey key [key ...]"),
     // Operations may come in any order and repeat; the notation lists each kind once.
     ("bitfield", "key [GET encoding offset [GET encoding offset ...]] [OVERFLOW <WRAP|SAT|FAIL>] [SET encoding offset value [SET encoding offset value ...]] [INCRBY encoding offset increment [INCRBY encoding offset increment ...]]"),
+    // serialization
+    ("dump", "key"),
+    ("restore", "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]"),
     // sorted-set algebra
     ("zunion", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>] [WITHSCORES]"),
     ("zinter", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>] [WITHSCORES]"),
