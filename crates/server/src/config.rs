@@ -100,8 +100,15 @@ pub struct ServerConfig {
     /// Address to listen on.
     pub bind: String,
     pub port: u16,
-    /// Password of the administrator (`AUTH <pw>` / `AUTH default <pw>`); empty = none.
+    /// Password of the administrator (`AUTH <pw>` / `AUTH default <pw>`). When set, every
+    /// connection must authenticate (as administrator or as a tenant), as in Redis. Empty: the
+    /// administrator secret is the one in `admin_secret_file`, and unauthenticated connections
+    /// from loopback addresses may use the `default` tenant (never administer).
     pub requirepass: String,
+    /// Where the generated administrator secret is kept when `requirepass` is empty: created at
+    /// first start (random, mode 0600), read on later starts. Empty = `admin.secret` in the data
+    /// directory.
+    pub admin_secret_file: String,
     pub maxclients: usize,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
@@ -115,6 +122,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1".into(),
             port: 6379,
             requirepass: String::new(),
+            admin_secret_file: String::new(),
             maxclients: 10_000,
             threads: 0,
             shutdown_timeout_ms: 10_000,
@@ -460,6 +468,21 @@ impl Config {
                 capacity: m.target_validation.verify_capacity,
                 version: m.target_validation.verify_version,
             },
+        }
+    }
+
+    /// The directory the server keeps its files in (the administrator secret; persistence's
+    /// files).
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from("data")
+    }
+
+    /// Where the generated administrator secret lives (used only without `requirepass`).
+    pub fn admin_secret_path(&self) -> PathBuf {
+        if self.server.admin_secret_file.is_empty() {
+            self.data_dir().join("admin.secret")
+        } else {
+            PathBuf::from(&self.server.admin_secret_file)
         }
     }
 
