@@ -20,6 +20,7 @@ pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
+pub mod object;
 pub mod replay;
 pub mod server_specs;
 pub mod sets;
