@@ -6,6 +6,7 @@ mod common;
 
 mod bad_input;
 mod basics;
+mod encodings;
 mod lifecycle;
 mod metrics_lint;
 mod rdb_interop;

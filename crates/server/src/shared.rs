@@ -40,6 +40,7 @@ impl HotConfig {
             .store(ch.redirect_timeout_ms, Relaxed);
         self.redirect_as_error
             .store(ch.redirect_mode == "error", Relaxed);
+        c.encoding.apply();
     }
 }
 

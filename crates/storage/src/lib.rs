@@ -12,14 +12,17 @@
 
 pub mod digest;
 pub mod effects;
+pub mod encoding;
 pub mod glob;
 pub mod keyspace;
+mod pack;
 pub mod skiplist;
 pub mod table;
 pub mod value;
 
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
+pub use encoding::Encoding;
 pub use keyspace::{Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, TrackingLag, Vacant};
 pub use table::{ShardedTable, Table};
 pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
