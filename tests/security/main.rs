@@ -6,5 +6,6 @@ mod common;
 
 mod amplification;
 mod credentials;
+mod preauth;
 mod secure_defaults;
 mod util;

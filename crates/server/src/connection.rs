@@ -263,6 +263,9 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         let mut protocol_error = None;
         let mut stop = false;
         loop {
+            // Before AUTH, Redis's pre-authentication request limits apply (AUTH may have
+            // succeeded earlier in this batch).
+            decoder.set_authenticated(state.authenticated);
             match decoder.decode(&inbuf[consumed..]) {
                 Ok(Next::Incomplete) => break,
                 Ok(Next::Skip(k)) => consumed += k,
