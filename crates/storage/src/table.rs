@@ -178,6 +178,12 @@ impl<V> Table<V> {
             idx
         } else {
             assert!(self.nodes.len() < NIL as usize, "table is full");
+            if self.nodes.len() == self.nodes.capacity() {
+                // Grow by a quarter, not double: the node array is most of a keyspace's own
+                // memory, and doubling leaves it up to half unused. Growth stays geometric, so
+                // pushes stay O(1) amortized (and large reallocations are page remaps).
+                self.nodes.reserve_exact((self.nodes.len() / 4).max(4));
+            }
             self.nodes.push(Slot::Used(node));
             (self.nodes.len() - 1) as u32
         };
