@@ -265,6 +265,7 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::geo::COMMANDS);
         v.extend_from_slice(crate::zset_algebra::COMMANDS);
         v.extend_from_slice(crate::dump::COMMANDS);
+        v.extend_from_slice(crate::sort::COMMANDS);
         v
     })
 }

@@ -217,6 +217,8 @@ const SYNTAX: &[(&str, &str)] = &[
     ("bitop", "<AND|OR|XOR|NOT> destkey key [key ...]"),
     // Operations may come in any order and repeat; the notation lists each kind once.
     ("bitfield", "key [GET encoding offset [GET encoding offset ...]] [OVERFLOW <WRAP|SAT|FAIL>] [SET encoding offset value [SET encoding offset value ...]] [INCRBY encoding offset increment [INCRBY encoding offset increment ...]]"),
+    ("sort", "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC|DESC] [ALPHA] [STORE destination]"),
+    ("sort_ro", "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC|DESC] [ALPHA]"),
     // serialization
     ("dump", "key"),
     ("restore", "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]"),
