@@ -5,6 +5,7 @@
 mod common;
 
 mod amplification;
+mod connections;
 mod credentials;
 mod preauth;
 mod secure_defaults;

@@ -110,6 +110,9 @@ pub struct ServerConfig {
     /// directory.
     pub admin_secret_file: String,
     pub maxclients: usize,
+    /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
+    /// `timeout`).
+    pub timeout: u64,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
@@ -124,6 +127,7 @@ impl Default for ServerConfig {
             requirepass: String::new(),
             admin_secret_file: String::new(),
             maxclients: 10_000,
+            timeout: 0,
             threads: 0,
             shutdown_timeout_ms: 10_000,
         }

@@ -73,11 +73,15 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 48] = [
+pub static PARAMS: [Param; 49] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
         c.server.requirepass = v.to_string();
+        Ok(())
+    }),
+    param!("timeout", |c| c.server.timeout.to_string(), |c, v| {
+        c.server.timeout = num(v)?;
         Ok(())
     }),
     param!("maxclients", |c| c.server.maxclients.to_string(), |c, v| {

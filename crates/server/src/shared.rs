@@ -108,6 +108,9 @@ pub struct Shared {
     /// Outgoing migrations and incoming imports.
     pub migrations: ferrite_tenancy::MigrationManager,
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    /// Connections admitted and not yet finished: counted when accepted (before the
+    /// connection's task even starts), so a burst of connects cannot pass `maxclients`.
+    pub admitted: Arc<std::sync::atomic::AtomicUsize>,
     /// Unsent reply bytes of every connection (see [`crate::output`]).
     pub output_bytes: Arc<AtomicU64>,
     pub next_client_id: AtomicU64,
