@@ -84,6 +84,22 @@ pub struct TenantStats {
     last_sample: parking_lot::Mutex<(u64, Option<std::time::Instant>)>,
 }
 
+/// Makes a tenant's journaled writes durable before they are acknowledged. Persistence
+/// implements it; a connection asks it once per batch of requests that wrote.
+pub trait Durability: Send + Sync {
+    /// Hands the writes journaled so far to the operating system. Returns the log position to
+    /// wait for with [`Durability::wait_synced`] when the fsync policy says replies wait for the
+    /// disk (`always`), else `None`. An error means the writes are not in the log: they must not
+    /// be acknowledged.
+    fn commit(&self) -> Result<Option<u64>, String>;
+
+    /// Resolves once the log is on disk up to `position` (many callers share one fsync).
+    fn wait_synced(
+        &self,
+        position: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
+}
+
 /// A tenant. Connections hold an `Arc<Tenant>`; its keyspace can be swapped (activation of an
 /// import, release of a frozen copy) without the connections noticing more than a state change.
 pub struct Tenant {
@@ -106,6 +122,8 @@ pub struct Tenant {
     /// Unix ms.
     created_at: u64,
     deleted: AtomicBool,
+    /// Set once by persistence when the tenant's writes are journaled to disk.
+    durability: std::sync::OnceLock<Arc<dyn Durability>>,
     pub stats: TenantStats,
 }
 
@@ -142,12 +160,24 @@ impl Tenant {
             gate: WriteGate::default(),
             created_at: ferrite_storage::now_ms(),
             deleted: AtomicBool::new(false),
+            durability: std::sync::OnceLock::new(),
             stats: TenantStats::default(),
         }
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// What makes this tenant's writes durable, if persistence is on.
+    #[inline]
+    pub fn durability(&self) -> Option<&Arc<dyn Durability>> {
+        self.durability.get()
+    }
+
+    /// Attaches persistence (once); returns false if something was attached already.
+    pub fn set_durability(&self, d: Arc<dyn Durability>) -> bool {
+        self.durability.set(d).is_ok()
     }
 
     pub fn keyspace(&self) -> Arc<Keyspace> {
