@@ -4,7 +4,8 @@
 //! decides *what it does*.
 //!
 //! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`];
-//! [`bitmaps`] and [`hyperloglog`] work on strings, [`geo`] on sorted sets. [`settings`] holds the server-wide values
+//! [`bitmaps`] and [`hyperloglog`] work on strings, [`geo`] on sorted sets;
+//! [`zset_algebra`] combines and samples sorted sets. [`settings`] holds the server-wide values
 //! (CONFIG parameters) that commands read.
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
 //! [`syntax`] gives every command's arguments for `COMMAND DOCS`. [`Ctx::run`] runs a data command
@@ -26,6 +27,7 @@ pub mod strings;
 pub mod syntax;
 pub mod testing;
 pub mod util;
+pub mod zset_algebra;
 pub mod zsets;
 
 #[cfg(test)]

@@ -262,6 +262,7 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::bitmaps::COMMANDS);
         v.extend_from_slice(crate::hyperloglog::COMMANDS);
         v.extend_from_slice(crate::geo::COMMANDS);
+        v.extend_from_slice(crate::zset_algebra::COMMANDS);
         v
     })
 }

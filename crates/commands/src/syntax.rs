@@ -107,6 +107,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("getrange", "key start end"),
     ("substr", "key start end"),
     ("setrange", "key offset value"),
+    ("lcs", "key1:key key2:key [LEN] [IDX] [MINMATCHLEN min-match-len:integer] [WITHMATCHLEN]"),
     // keys
     ("del", "key [key ...]"),
     ("unlink", "key [key ...]"),
@@ -215,6 +216,17 @@ const SYNTAX: &[(&str, &str)] = &[
     ("bitop", "<AND|OR|XOR|NOT> destkey key [key ...]"),
     // Operations may come in any order and repeat; the notation lists each kind once.
     ("bitfield", "key [GET encoding offset [GET encoding offset ...]] [OVERFLOW <WRAP|SAT|FAIL>] [SET encoding offset value [SET encoding offset value ...]] [INCRBY encoding offset increment [INCRBY encoding offset increment ...]]"),
+    // sorted-set algebra
+    ("zunion", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>] [WITHSCORES]"),
+    ("zinter", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>] [WITHSCORES]"),
+    ("zdiff", "numkeys key [key ...] [WITHSCORES]"),
+    ("zunionstore", "destination numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>]"),
+    ("zinterstore", "destination numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>]"),
+    ("zdiffstore", "destination numkeys key [key ...]"),
+    ("zintercard", "numkeys key [key ...] [LIMIT limit]"),
+    ("zrandmember", "key [count [WITHSCORES]]"),
+    ("lmpop", "numkeys key [key ...] <LEFT|RIGHT> [COUNT count]"),
+    ("zmpop", "numkeys key [key ...] <MIN|MAX> [COUNT count]"),
     // geo
     ("geoadd", "key [NX|XX] [CH] longitude:double latitude:double member [longitude:double latitude:double member ...]"),
     ("geopos", "key [member [member ...]]"),
