@@ -15,7 +15,7 @@ cp -r "$src/tests" "$work/tests"
 mkdir -p "$work/src"
 sed -i 's/^    r function flush$/    catch {r function flush}/' "$work/tests/support/server.tcl"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" --port "$port" --metrics-addr off --log-level warn >"$work/ferrite.log" 2>&1 &
+"$bin" --port "$port" --metrics-addr off --log-level warn --dir "$work/data" >"$work/ferrite.log" 2>&1 &
 pid=$!
 for _ in $(seq 50); do
     redis-cli -p "$port" ping >/dev/null 2>&1 && break

@@ -41,17 +41,55 @@ pub struct Server {
     pub metrics_port: Option<u16>,
     /// Lines the server printed on stderr (its log), collected in the background.
     log: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    /// The data directory this server was given (persistence is on by default).
+    pub dir: Option<std::path::PathBuf>,
+    /// A temporary data directory owned by this server, deleted when it is dropped.
+    _temp_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    /// Starts with default settings, a free port and metrics off.
+    /// Starts with default settings, a free port, metrics off and its own temporary data
+    /// directory (deleted when the server is dropped).
     pub fn start() -> Server {
         Server::start_with(&[])
     }
 
     /// Starts with extra command-line arguments (`--port 0` and `--metrics-addr off` are added
-    /// unless given).
+    /// unless given; `--dir <a new temporary directory>` unless `--dir` or `--appendonly` is
+    /// given, so that no two servers share data and no test leaves a directory behind).
     pub fn start_with(extra: &[&str]) -> Server {
+        let temp = (!extra.contains(&"--dir") && !extra.contains(&"--appendonly")).then(|| {
+            tempfile::Builder::new()
+                .prefix("ferrite-test-data-")
+                .tempdir()
+                .expect("temporary data directory")
+        });
+        let mut args: Vec<&str> = extra.to_vec();
+        let temp_path = temp
+            .as_ref()
+            .map(|t| t.path().to_string_lossy().into_owned());
+        if let Some(p) = &temp_path {
+            args.extend(["--dir", p.as_str()]);
+        }
+        let mut s = Server::spawn(&args);
+        s._temp_dir = temp;
+        s
+    }
+
+    /// Starts on the data directory `dir` (which the caller keeps: restart tests start a new
+    /// server on the directory the previous one left), with extra arguments.
+    pub fn start_in(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let d = dir.to_string_lossy().into_owned();
+        let mut args: Vec<&str> = vec!["--dir", d.as_str()];
+        args.extend_from_slice(extra);
+        Server::spawn(&args)
+    }
+
+    fn spawn(extra: &[&str]) -> Server {
+        let dir = extra
+            .windows(2)
+            .find(|w| w[0] == "--dir")
+            .map(|w| std::path::PathBuf::from(w[1]));
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !extra.contains(&"--port") {
             args.extend(["--port".into(), "0".into()]);
@@ -121,6 +159,8 @@ impl Server {
             port,
             metrics_port,
             log,
+            dir,
+            _temp_dir: None,
         }
     }
 

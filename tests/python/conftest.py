@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -95,6 +97,8 @@ class FerriteServer:
         self.stderr_lines: list[str] = []
         self._lines: queue.Queue = queue.Queue()
         self._pumps: list[threading.Thread] = []
+        # Each server keeps its data in its own temporary directory, removed by stop().
+        self.data_dir: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -108,6 +112,9 @@ class FerriteServer:
                 "(cargo build -p ferrite-server --bin ferrite) or set FERRITE_BIN"
             )
         args = [binary, "--port", "0", "--metrics-addr", "off", "--log-level", "warn"]
+        if "--dir" not in self.extra_args and "--appendonly" not in self.extra_args:
+            self.data_dir = tempfile.mkdtemp(prefix="ferrite-test-data-")
+            args += ["--dir", self.data_dir]
         args += self.extra_args
         self._spawn(args)
         deadline = time.monotonic() + START_TIMEOUT
@@ -206,6 +213,9 @@ class FerriteServer:
                 s.close()
             except Exception:
                 pass
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
 
     def panics(self) -> list[str]:
         return [line for line in self.stderr_lines if "panicked" in line]

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,8 +32,11 @@ class Ferrite:
     """A ferrite process on a free loopback port; stop() kills it."""
 
     def __init__(self):
+        # Its own data directory, removed by stop(): servers never share one.
+        self.data_dir = tempfile.mkdtemp(prefix="ferrite-test-data-")
         self.proc = subprocess.Popen(
-            [ferrite_bin(), "--port", "0", "--metrics-addr", "off", "--log-level", "warn"],
+            [ferrite_bin(), "--port", "0", "--metrics-addr", "off", "--log-level", "warn",
+             "--dir", self.data_dir],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -60,6 +64,7 @@ class Ferrite:
     def stop(self):
         self.proc.kill()
         self.proc.wait(timeout=TIMEOUT)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def as_dict(reply):

@@ -39,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BIN" --port 0 --metrics-addr off --log-level warn >"$WORK/stdout" 2>"$WORK/stderr" &
+"$BIN" --port 0 --metrics-addr off --log-level warn --dir "$WORK/data" >"$WORK/stdout" 2>"$WORK/stderr" &
 PID=$!
 
 # Bounded wait (15 s) for "Ferrite ready to accept connections on 127.0.0.1:<port>".

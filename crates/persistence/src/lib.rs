@@ -228,6 +228,7 @@ impl Persistence {
                     t
                 }
             };
+            t.restore_created_at(rec.created_ms);
             match rec.state.as_str() {
                 "moved" => t.set_moved(rec.moved_to.as_deref().unwrap_or_default()),
                 "suspended" => t.set_state(TenantState::Suspended),
@@ -273,15 +274,8 @@ impl Persistence {
         let mut keep_dirs = Vec::new();
         for ((t, rec), load) in to_load.into_iter().zip(loads) {
             let dir = paths::tenant_dir(&root, rec.incarnation, &rec.id);
-            if rec.state == "moved" {
-                // Handed over: the data lives elsewhere now.
-                if dir.exists() {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    summary.dropped_dirs.push(dir);
-                }
-                persistence.attach(&t, rec.incarnation, false, 1, None);
-                continue;
-            }
+            // A moved tenant's data is loaded too, as the frozen copy it was: until the
+            // migration is known to be complete, CANCEL may still give the tenant back here.
             let Some(load) = load else { continue };
             summary.tenants += 1;
             summary.keys += load.keys;
@@ -499,6 +493,23 @@ impl Persistence {
     /// Called about every 100 ms: writes what connections did not (expiries, imports), and
     /// schedules snapshots: recovery of broken logs, compaction by size, the `save` schedule.
     pub fn tick(&self) {
+        // A moved tenant whose frozen copy was released (retention over): its data goes too.
+        let released: Vec<Arc<Tenant>> = self
+            .attached
+            .lock()
+            .values()
+            .filter(|a| {
+                a.tenant.state() == TenantState::Moved
+                    && !Arc::ptr_eq(&a.keyspace, &a.tenant.keyspace())
+            })
+            .map(|a| a.tenant.clone())
+            .collect();
+        for t in released {
+            if let Some(inc) = self.detach(&t) {
+                let _ = std::fs::remove_dir_all(paths::tenant_dir(&self.root, inc, t.id()));
+                tracing::info!(tenant = %t.id(), "removed the data of a tenant handed over to another server");
+            }
+        }
         let list: Vec<(usize, Arc<TenantLog>, bool)> = self
             .attached
             .lock()
@@ -879,10 +890,31 @@ impl TenantStore for Persistence {
             }
         };
         let rec = Self::record_of(t, incarnation);
-        self.catalog
-            .lock()
-            .put_tenant(rec)
-            .map_err(|e| self.catalog_error(e))
+        let replaced = {
+            let mut c = self.catalog.lock();
+            let before = c
+                .tenant(t.id())
+                .map(|r| r.incarnation)
+                .filter(|i| *i != incarnation);
+            c.put_tenant(rec).map_err(|e| self.catalog_error(e))?;
+            before
+        };
+        // An import activated over a `moved` record of the same tenant (it came back): the
+        // record now names the new data; the old copy goes.
+        if let Some(old) = replaced {
+            let stale: Vec<Arc<Tenant>> = self
+                .attached
+                .lock()
+                .values()
+                .filter(|a| a.incarnation == old)
+                .map(|a| a.tenant.clone())
+                .collect();
+            for s in stale {
+                self.detach(&s);
+            }
+            let _ = std::fs::remove_dir_all(paths::tenant_dir(&self.root, old, t.id()));
+        }
+        Ok(())
     }
 
     fn delete(&self, t: &Arc<Tenant>) -> Result<(), String> {
@@ -935,9 +967,7 @@ fn load_all(
     root: &Path,
     tenants: &[(Arc<Tenant>, TenantRecord)],
 ) -> Result<Vec<Option<load::TenantLoad>>, OpenError> {
-    let work: Vec<usize> = (0..tenants.len())
-        .filter(|&i| tenants[i].1.state != "moved")
-        .collect();
+    let work: Vec<usize> = (0..tenants.len()).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(work.len().max(1));
@@ -1101,8 +1131,12 @@ mod tests {
         let away = reg.get("away").unwrap();
         assert_eq!(away.state(), TenantState::Moved);
         assert_eq!(away.moved_to().as_deref(), Some("10.1.2.3:7000"));
-        assert_eq!(away.keyspace().len(), 0);
-        assert!(!p.status().load.dropped_dirs.is_empty());
+        // Kept as the frozen copy (a CANCEL could still give it back) until it is released.
+        assert_eq!(away.keyspace().len(), 1);
+        assert!(
+            !p.status().load.dropped_dirs.is_empty(),
+            "the staged import's data went"
+        );
         p.shutdown();
     }
 

@@ -38,5 +38,7 @@ pub async fn start_for_tests() -> anyhow::Result<ServerHandle> {
     let mut cfg = Config::default();
     cfg.server.port = 0;
     cfg.metrics.addr = "off".into();
+    // In-process servers share one working directory: they keep nothing on disk.
+    cfg.persistence.enabled = false;
     start(cfg, StartOptions::default()).await
 }

@@ -119,8 +119,8 @@ pub struct Tenant {
     has_quota: AtomicBool,
     throttle: Throttle,
     gate: WriteGate,
-    /// Unix ms.
-    created_at: u64,
+    /// Unix ms (restored from disk at startup).
+    created_at: AtomicU64,
     deleted: AtomicBool,
     /// Set once by persistence when the tenant's writes are journaled to disk.
     durability: std::sync::OnceLock<Arc<dyn Durability>>,
@@ -158,7 +158,7 @@ impl Tenant {
             has_quota: AtomicBool::new(limits.maxmemory > 0 || limits.maxkeys > 0),
             limits: RwLock::new(limits),
             gate: WriteGate::default(),
-            created_at: ferrite_storage::now_ms(),
+            created_at: AtomicU64::new(ferrite_storage::now_ms()),
             deleted: AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
             stats: TenantStats::default(),
@@ -272,7 +272,12 @@ impl Tenant {
     }
 
     pub fn created_at(&self) -> u64 {
-        self.created_at
+        self.created_at.load(Relaxed)
+    }
+
+    /// Sets the creation time of a tenant read back from disk.
+    pub fn restore_created_at(&self, ms: u64) {
+        self.created_at.store(ms, Relaxed);
     }
 
     #[inline]
