@@ -82,7 +82,8 @@ ferrite_port=$(free_port)
 persist_args="--appendonly no"
 [[ " $FERRITE_ARGS " == *" --appendonly "* || " $FERRITE_ARGS " == *" --dir "* ]] && persist_args=
 # shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
-"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $persist_args $FERRITE_ARGS \
+"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $persist_args \
+    --admin-secret-file "$work/admin.secret" $FERRITE_ARGS \
     >"$work/ferrite.log" 2>&1 &
 ferrite_pid=$!
 pids+=("$ferrite_pid")

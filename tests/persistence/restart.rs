@@ -1,6 +1,6 @@
 //! What survives a clean restart, the persistence commands and settings, persistence off.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use redis::{Commands, Value};
@@ -294,53 +294,15 @@ fn persistence_can_be_turned_off() {
 #[test]
 fn the_default_directory_is_data_under_the_working_directory() {
     let cwd = data_dir();
-    let start = || {
-        let mut child = Command::new(ferrite_bin())
-            .args([
-                "--port",
-                "0",
-                "--metrics-addr",
-                "off",
-                "--log-level",
-                "warn",
-            ])
-            .current_dir(cwd.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let port = loop {
-            line.clear();
-            let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-            assert!(n > 0, "ferrite exited before it was ready");
-            if let Some(rest) = line
-                .trim()
-                .strip_prefix("Ferrite ready to accept connections on ")
-            {
-                break rest.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-            }
-        };
-        (child, port)
-    };
-    let (mut child, port) = start();
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let s = Server::start_in_dir(cwd.path(), &[]);
+    let mut c = s.conn();
     let _: () = c.set("k", "v").unwrap();
-    let _: Value = redis::cmd("SHUTDOWN").query(&mut c).unwrap_or(Value::Nil);
-    let _ = child.wait();
+    drop(c);
+    shutdown(s, &[]);
     assert!(cwd.path().join("data").join("catalog.fcat").exists());
-    let (mut child, port) = start();
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let s = Server::start_in_dir(cwd.path(), &[]);
+    let mut c = s.conn();
     assert_eq!(c.get::<_, String>("k").unwrap(), "v");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

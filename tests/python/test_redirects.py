@@ -32,11 +32,14 @@ class Ferrite:
     """A ferrite process on a free loopback port; stop() kills it."""
 
     def __init__(self):
-        # Its own data directory, removed by stop(): servers never share one.
-        self.data_dir = tempfile.mkdtemp(prefix="ferrite-test-data-")
+        # Its own directory for the generated administrator secret; the two servers of a test
+        # share a migration token, like the servers of one cluster.
+        self.dir = tempfile.TemporaryDirectory(prefix="ferrite-redirects-")
+        secret_file = os.path.join(self.dir.name, "admin.secret")
         self.proc = subprocess.Popen(
             [ferrite_bin(), "--port", "0", "--metrics-addr", "off", "--log-level", "warn",
-             "--dir", self.data_dir],
+             "--admin-secret-file", secret_file, "--migration-token", "ferrite-redirects-test",
+             "--dir", self.dir.name],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -53,18 +56,20 @@ class Ferrite:
         if self.port is None:
             self.stop()
             pytest.fail("ferrite did not become ready")
+        with open(secret_file) as f:
+            self.admin_secret = f.read().strip()
 
     @property
     def addr(self):
         return f"127.0.0.1:{self.port}"
 
     def admin(self):
-        return redis.Redis(port=self.port, socket_timeout=TIMEOUT)
+        return redis.Redis(port=self.port, password=self.admin_secret, socket_timeout=TIMEOUT)
 
     def stop(self):
         self.proc.kill()
         self.proc.wait(timeout=TIMEOUT)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.dir.cleanup()
 
 
 def as_dict(reply):

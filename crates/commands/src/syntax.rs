@@ -43,6 +43,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("client", ""),
     ("reset", ""),
     ("command", ""),
+    ("object", ""),
     ("config", ""),
     ("info", "[section [section ...]]"),
     ("time", ""),
@@ -220,6 +221,11 @@ const SYNTAX: &[(&str, &str)] = &[
     ("bitop", "<AND|OR|XOR|NOT> destkey key [key ...]"),
     // Operations may come in any order and repeat; the notation lists each kind once.
     ("bitfield", "key [GET encoding offset [GET encoding offset ...]] [OVERFLOW <WRAP|SAT|FAIL>] [SET encoding offset value [SET encoding offset value ...]] [INCRBY encoding offset increment [INCRBY encoding offset increment ...]]"),
+    ("sort", "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC|DESC] [ALPHA] [STORE destination]"),
+    ("sort_ro", "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC|DESC] [ALPHA]"),
+    // serialization
+    ("dump", "key"),
+    ("restore", "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]"),
     // sorted-set algebra
     ("zunion", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>] [WITHSCORES]"),
     ("zinter", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE <SUM|MIN|MAX>] [WITHSCORES]"),
@@ -287,6 +293,11 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
     sub("command|docs", "[command-name [command-name ...]]", "Returns the documentation of commands: summary, group and arguments."),
     sub("command|getkeys", "command [arg [arg ...]]", "Returns the keys of a full command."),
     sub("command|help", "", "Describes the COMMAND subcommands."),
+    sub("object|encoding", "key", "Returns the internal encoding of a value."),
+    sub("object|refcount", "key", "Returns the reference count of a value."),
+    sub("object|idletime", "key", "Returns the seconds since the key was last written."),
+    sub("object|freq", "key", "Refused: Ferrite has no LFU policy, so access frequency is not tracked."),
+    sub("object|help", "", "Describes the OBJECT subcommands."),
     sub("config|get", "parameter [parameter ...]", "Returns configuration parameters matching glob patterns."),
     sub("config|set", "parameter value [parameter value ...]", "Changes configuration parameters at run time."),
     sub("config|resetstat", "", "Resets the per-command statistics."),

@@ -14,14 +14,17 @@
 pub mod codec;
 pub mod digest;
 pub mod effects;
+pub mod encoding;
 pub mod glob;
 pub mod keyspace;
+mod pack;
 pub mod skiplist;
 pub mod table;
 pub mod value;
 
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
+pub use encoding::Encoding;
 pub use keyspace::{
     Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, SnapshotRest, TrackingLag, Vacant,
 };

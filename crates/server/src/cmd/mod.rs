@@ -26,7 +26,7 @@ use crate::connection::ClientState;
 use crate::dispatch::Flow;
 use crate::shared::Shared;
 
-pub use connection::COMPAT_VERSION;
+pub use connection::{COMPAT_VERSION, anonymous_access};
 
 /// Result of a server command: `Err` means nothing was written and the error is the reply.
 pub type ServerResult = Result<Flow, ErrorReply>;
