@@ -17,6 +17,40 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     pub persistence: PersistenceConfig,
     pub encoding: EncodingConfig,
+    pub commands: CommandsConfig,
+}
+
+/// How commands are run and observed: Redis's slow log, latency monitor and the HyperLogLog and
+/// scripting parameters of the same names (with `_` for `-`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Commands that take at least this many microseconds are recorded in the tenant's slow
+    /// log; 0 records every command, a negative value none (Redis: slowlog-log-slower-than).
+    pub slowlog_log_slower_than: i64,
+    /// Entries each tenant's slow log keeps (Redis: slowlog-max-len).
+    pub slowlog_max_len: u64,
+    /// Commands that take at least this many milliseconds are recorded by the latency monitor;
+    /// 0 disables it (Redis: latency-monitor-threshold).
+    pub latency_monitor_threshold: u64,
+    /// A sparse HyperLogLog larger than this many bytes becomes dense (Redis:
+    /// hll-sparse-max-bytes).
+    pub hll_sparse_max_bytes: u64,
+    /// Milliseconds a script may run before other clients get -BUSY (Redis:
+    /// busy-reply-threshold, alias lua-time-limit). Kept for scripting, which is not there yet.
+    pub busy_reply_threshold: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
+            latency_monitor_threshold: 0,
+            hll_sparse_max_bytes: ferrite_commands::settings::DEFAULT_HLL_SPARSE_MAX_BYTES as u64,
+            busy_reply_threshold: 5000,
+        }
+    }
 }
 
 /// Thresholds of the compact encodings (Redis's parameters of the same names, with `_` for

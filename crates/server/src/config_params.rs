@@ -73,7 +73,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 57] = [
+pub static PARAMS: [Param; 64] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -98,6 +98,67 @@ pub static PARAMS: [Param; 57] = [
         Ok(())
     }),
     param!("databases", |_| "1".into()),
+    param!(
+        "slowlog-log-slower-than",
+        |c| c.commands.slowlog_log_slower_than.to_string(),
+        |c, v| {
+            c.commands.slowlog_log_slower_than = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "slowlog-max-len",
+        |c| c.commands.slowlog_max_len.to_string(),
+        |c, v| {
+            c.commands.slowlog_max_len = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "latency-monitor-threshold",
+        |c| c.commands.latency_monitor_threshold.to_string(),
+        |c, v| {
+            c.commands.latency_monitor_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "hll-sparse-max-bytes",
+        |c| c.commands.hll_sparse_max_bytes.to_string(),
+        |c, v| {
+            c.commands.hll_sparse_max_bytes = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "busy-reply-threshold",
+        |c| c.commands.busy_reply_threshold.to_string(),
+        |c, v| {
+            c.commands.busy_reply_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    // The older name of busy-reply-threshold.
+    param!(
+        "lua-time-limit",
+        |c| c.commands.busy_reply_threshold.to_string(),
+        |c, v| {
+            c.commands.busy_reply_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    // Tenant quotas refuse writes past their limit and never evict: Redis's `noeviction`, the
+    // only policy accepted (job-queue libraries check for it).
+    param!("maxmemory-policy", |_| "noeviction".into(), |_, v| {
+        if v.eq_ignore_ascii_case("noeviction") {
+            Ok(())
+        } else {
+            Err(
+                "Ferrite never evicts keys: tenant quotas refuse writes instead (noeviction)"
+                    .into(),
+            )
+        }
+    }),
     param!("save", |c| c.persistence.save.clone(), |c, v| {
         c.persistence.save = v.to_string();
         Ok(())

@@ -117,6 +117,7 @@ pub async fn execute(
     let failed = out.get(before) == Some(&b'-');
     let nanos = st.batch.lap();
     st.batch.tally(index, nanos, failed);
+    sh.diagnostics.observe(st, sh, spec, &args, nanos);
     flow
 }
 

@@ -160,6 +160,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         next_client_id: 1.into(),
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
+        diagnostics: Default::default(),
         started: Instant::now(),
         run_id,
         local_addr: addr,

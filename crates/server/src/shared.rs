@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use ferrite_tenancy::Registry;
@@ -22,6 +22,11 @@ pub struct HotConfig {
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
     pub redirect_as_error: AtomicBool,
+    /// `commands.slowlog_log_slower_than` (µs; negative: off).
+    pub slowlog_slower_than_us: AtomicI64,
+    pub slowlog_max_len: AtomicU64,
+    /// `commands.latency_monitor_threshold` (ms; 0: off).
+    pub latency_threshold_ms: AtomicU64,
 }
 
 impl HotConfig {
@@ -37,6 +42,15 @@ impl HotConfig {
         self.redirect_as_error
             .store(ch.redirect_mode == "error", Relaxed);
         c.encoding.apply();
+        let cmds = &c.commands;
+        self.slowlog_slower_than_us
+            .store(cmds.slowlog_log_slower_than, Relaxed);
+        self.slowlog_max_len.store(cmds.slowlog_max_len, Relaxed);
+        self.latency_threshold_ms
+            .store(cmds.latency_monitor_threshold, Relaxed);
+        ferrite_commands::settings::set_hll_sparse_max_bytes(
+            usize::try_from(cmds.hll_sparse_max_bytes).unwrap_or(usize::MAX),
+        );
     }
 }
 
@@ -109,6 +123,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,
+    /// Per-tenant slow log and latency monitor.
+    pub diagnostics: crate::diagnostics::Diagnostics,
     pub started: Instant,
     pub run_id: String,
     /// Address the listener is bound to (after port 0 was resolved).
