@@ -49,7 +49,8 @@ pub struct Server {
     admin_secret: String,
     /// Lines the server printed on stdout.
     stdout: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
-    /// This server's own directory (its administrator secret file).
+    /// This server's own directory (its administrator secret file, and its data: persistence
+    /// is on by default, and every test server gets a directory of its own).
     data_dir: std::path::PathBuf,
     /// Remove `data_dir` on drop (it was made for this server).
     owns_data_dir: bool,
@@ -86,7 +87,9 @@ impl Server {
     /// server's own (the server creates the secret there; [`Server::conn`] authenticates with
     /// it), and `--migration-token` [`TEST_MIGRATION_TOKEN`] (unless the test chooses how servers
     /// authenticate: `--migration-token`, `--requirepass`, or a `--config` file that sets a
-    /// token).
+    /// token); and `--dir` the same directory (persistence keeps the server's data there)
+    /// unless `--dir` or `--appendonly` is given. No two test servers share data, and none
+    /// leaves a directory behind.
     pub fn start_with(extra: &[&str]) -> Server {
         Server::start_limited(None, extra)
     }
@@ -101,6 +104,9 @@ impl Server {
     fn start_limited(memory_kib: Option<u64>, extra: &[&str]) -> Server {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let data_dir = fresh_data_dir();
+        if !extra.contains(&"--dir") && !extra.contains(&"--appendonly") {
+            args.extend(["--dir".into(), data_dir.to_string_lossy().into_owned()]);
+        }
         if !extra.contains(&"--admin-secret-file") {
             let file = data_dir.join("admin.secret");
             args.extend([
@@ -118,6 +124,26 @@ impl Server {
             args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
         }
         Server::spawn(args, None, data_dir, true, memory_kib)
+    }
+
+    /// Starts on the data directory `dir`, which the caller keeps (restart tests start a new
+    /// server on what the previous one left): its data and its administrator secret live there,
+    /// so [`Server::conn`] works across restarts. `--port 0`, `--metrics-addr off`,
+    /// `--log-level warn` and the test migration token are added unless given.
+    pub fn start_in(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["--dir".into(), dir.to_string_lossy().into_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--admin-secret-file") {
+            let file = dir.join("admin.secret");
+            args.extend([
+                "--admin-secret-file".into(),
+                file.to_string_lossy().into_owned(),
+            ]);
+        }
+        if !extra.contains(&"--migration-token") && !extra.contains(&"--requirepass") {
+            args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
+        }
+        Server::spawn(args, None, dir.to_path_buf(), false)
     }
 
     /// Starts in working directory `dir` with the built-in defaults of everything but `--port 0`,

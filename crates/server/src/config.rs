@@ -15,6 +15,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub tenancy: TenancyConfig,
+    pub persistence: PersistenceConfig,
     pub encoding: EncodingConfig,
     pub commands: CommandsConfig,
 }
@@ -231,6 +232,73 @@ impl Default for MetricsConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Keep data on disk (off: a cache that starts empty).
+    pub enabled: bool,
+    /// Data directory, relative to the working directory; created when missing.
+    pub dir: String,
+    /// `always`, `everysec` or `no` (Redis's appendfsync).
+    pub appendfsync: String,
+    /// Snapshot every tenant after <seconds> if at least <changes> writes happened, as pairs
+    /// (Redis's `save`); empty: only on SAVE/BGSAVE and by log size.
+    pub save: String,
+    /// Compact a tenant's log into a new snapshot once it has grown by this percentage of the
+    /// last snapshot (Redis's auto-aof-rewrite-percentage); 0 = never.
+    pub auto_compact_percentage: u64,
+    /// ... and is at least this many bytes (auto-aof-rewrite-min-size).
+    pub auto_compact_min_size: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: true,
+            dir: "data".into(),
+            appendfsync: "everysec".into(),
+            save: "3600 1 300 100 60 10000".into(),
+            auto_compact_percentage: 100,
+            auto_compact_min_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl PersistenceConfig {
+    /// Parses `save`: pairs of positive numbers.
+    pub fn save_points(&self) -> Result<Vec<(u64, u64)>, String> {
+        let words: Vec<&str> = self.save.split_whitespace().collect();
+        if words.len() % 2 != 0 {
+            return Err(format!(
+                "'{}' is not pairs of <seconds> <changes>",
+                self.save
+            ));
+        }
+        words
+            .chunks(2)
+            .map(|p| match (p[0].parse::<u64>(), p[1].parse::<u64>()) {
+                (Ok(a), Ok(b)) if a > 0 => Ok((a, b)),
+                _ => Err(format!(
+                    "'{}' is not pairs of <seconds> <changes>",
+                    self.save
+                )),
+            })
+            .collect()
+    }
+
+    /// The settings the persistence crate runs with.
+    pub fn settings(&self) -> ferrite_persistence::Settings {
+        ferrite_persistence::Settings {
+            dir: std::path::PathBuf::from(&self.dir),
+            appendfsync: ferrite_persistence::FsyncPolicy::parse(&self.appendfsync)
+                .unwrap_or(ferrite_persistence::FsyncPolicy::Everysec),
+            save: self.save_points().unwrap_or_default(),
+            auto_compact_percentage: self.auto_compact_percentage,
+            auto_compact_min_size: self.auto_compact_min_size,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TenancyConfig {
     pub max_tenants: usize,
     /// Defaults for TENANT.CREATE; 0 = unlimited.
@@ -439,6 +507,19 @@ impl Config {
                 format!("'{}' is not host:port or off", self.metrics.addr),
             );
         }
+        let p = &self.persistence;
+        if ferrite_persistence::FsyncPolicy::parse(&p.appendfsync).is_none() {
+            return err(
+                "persistence.appendfsync",
+                format!("'{}' is not one of: always, everysec, no", p.appendfsync),
+            );
+        }
+        if p.dir.is_empty() {
+            return err("persistence.dir", "must not be empty".into());
+        }
+        if let Err(e) = p.save_points() {
+            return err("persistence.save", e);
+        }
         for (name, v) in self.encoding.by_name() {
             if let Some(l) = ferrite_storage::encoding::limit(name)
                 && (v < l.min || v > l.max)
@@ -514,9 +595,9 @@ impl Config {
     }
 
     /// The directory the server keeps its files in (the administrator secret; persistence's
-    /// files).
+    /// files): `persistence.dir`.
     pub fn data_dir(&self) -> PathBuf {
-        PathBuf::from("data")
+        PathBuf::from(&self.persistence.dir)
     }
 
     /// Where the generated administrator secret lives (used only without `requirepass`).

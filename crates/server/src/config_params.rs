@@ -73,7 +73,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 55] = [
+pub static PARAMS: [Param; 65] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -163,8 +163,75 @@ pub static PARAMS: [Param; 55] = [
             )
         }
     }),
-    param!("save", |_| String::new()),
-    param!("appendonly", |_| "no".into()),
+    param!("save", |c| c.persistence.save.clone(), |c, v| {
+        c.persistence.save = v.to_string();
+        Ok(())
+    }),
+    param!("appendonly", |c| yes_no(c.persistence.enabled)),
+    param!(
+        "appendfsync",
+        |c| c.persistence.appendfsync.clone(),
+        |c, v| {
+            c.persistence.appendfsync = v.to_ascii_lowercase();
+            Ok(())
+        }
+    ),
+    // Redis answers with the absolute path.
+    param!("dir", |c| std::path::absolute(&c.persistence.dir)
+        .map_or_else(
+            |_| c.persistence.dir.clone(),
+            |p| p.display().to_string()
+        )),
+    param!(
+        "auto-aof-rewrite-percentage",
+        |c| c.persistence.auto_compact_percentage.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_percentage = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "auto-aof-rewrite-min-size",
+        |c| c.persistence.auto_compact_min_size.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_min_size = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!("persistence.enabled", |c| yes_no(c.persistence.enabled)),
+    param!("persistence.dir", |c| c.persistence.dir.clone()),
+    param!(
+        "persistence.appendfsync",
+        |c| c.persistence.appendfsync.clone(),
+        |c, v| {
+            c.persistence.appendfsync = v.to_ascii_lowercase();
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.save",
+        |c| c.persistence.save.clone(),
+        |c, v| {
+            c.persistence.save = v.to_string();
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.auto_compact_percentage",
+        |c| c.persistence.auto_compact_percentage.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_percentage = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.auto_compact_min_size",
+        |c| c.persistence.auto_compact_min_size.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_min_size = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!("maxmemory", |_| "0".into()),
     param!("io-threads", |c| c.server.threads.to_string()),
     param!("server.threads", |c| c.server.threads.to_string()),
@@ -392,6 +459,15 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
     }
     sh.hot.load(&cfg);
     sh.migrations.update_settings(cfg.migration_settings());
+    if let Some(p) = &sh.persistence {
+        let next = cfg.persistence.settings();
+        p.update_settings(|s| {
+            s.appendfsync = next.appendfsync;
+            s.save = next.save;
+            s.auto_compact_percentage = next.auto_compact_percentage;
+            s.auto_compact_min_size = next.auto_compact_min_size;
+        });
+    }
     sh.registry.update_settings(|s| {
         s.max_tenants = cfg.tenancy.max_tenants;
         s.default_limits.maxmemory = cfg.tenancy.default_maxmemory;

@@ -302,6 +302,11 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 }
             }
         }
+        // Writes are durable (per the fsync policy) before their replies go out.
+        if let Err(e) = dispatch::commit_writes(&mut state).await {
+            dispatch::abandon_batch(&mut state, &mut out, &e);
+            return;
+        }
         // Before the replies go out, so that whoever reads a reply also sees it counted.
         state.batch.flush(&shared, &state.tenant);
         state.output.sync(&state.tenant, out.len());

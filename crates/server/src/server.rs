@@ -122,6 +122,21 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         },
         throttle_max_delay_ms: config.tenancy.throttle_max_delay_ms,
     }));
+    // The data directory is loaded before anything is served: tenants, their keys, credentials
+    // and moved records are all back when the ready line is printed.
+    let persistence = if config.persistence.enabled {
+        let settings = config.persistence.settings();
+        let reg = registry.clone();
+        let p = tokio::task::spawn_blocking(move || {
+            ferrite_persistence::Persistence::open(settings, &reg)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the data directory failed: {e}"))?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Some(p)
+    } else {
+        None
+    };
     let run_id = format!(
         "{:032x}{:08x}",
         rand::random::<u128>(),
@@ -139,6 +154,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
     let shared = Arc::new(Shared {
         hot,
         registry,
+        persistence,
         migrations,
         clients: Default::default(),
         output_bytes: Default::default(),
@@ -287,6 +303,10 @@ async fn cron(sh: Arc<Shared>) {
             _ = crate::shared::wait_shutdown(&mut shutdown) => return,
         }
         let now = ferrite_storage::now_ms();
+        if let Some(p) = &sh.persistence {
+            // Writes what no connection wrote (expiries, imports), schedules snapshots.
+            p.tick();
+        }
         for t in sh.registry.list() {
             // Only tenants served here expire keys: an import mirrors its source exactly, a moved
             // tenant's frozen copy must stay as it was at cutover, and a tenant whose writes are

@@ -119,6 +119,8 @@ pub struct Shared {
     pub config: RwLock<Config>,
     pub hot: HotConfig,
     pub registry: Arc<Registry>,
+    /// The data directory in use (None: persistence is off).
+    pub persistence: Option<Arc<ferrite_persistence::Persistence>>,
     /// Outgoing migrations and incoming imports.
     pub migrations: ferrite_tenancy::MigrationManager,
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
@@ -176,6 +178,13 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Writes may run: persistence is off or working. While a log cannot be written, writes
+    /// are refused (`-MISCONF`) and reads go on.
+    #[inline]
+    pub fn persistence_ok(&self) -> bool {
+        self.persistence.as_ref().is_none_or(|p| p.writable())
     }
 
     pub fn client_count(&self) -> usize {

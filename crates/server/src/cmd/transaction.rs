@@ -89,6 +89,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     } else {
         None
     };
+    st.batch.wrote |= work.writes;
     let ks = tenant.keyspace();
     let now = ferrite_storage::now_ms();
     let mut garbage = Garbage::default();
