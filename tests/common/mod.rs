@@ -143,7 +143,7 @@ impl Server {
         if !extra.contains(&"--migration-token") && !extra.contains(&"--requirepass") {
             args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
         }
-        Server::spawn(args, None, dir.to_path_buf(), false)
+        Server::spawn(args, None, dir.to_path_buf(), false, None)
     }
 
     /// Starts in working directory `dir` with the built-in defaults of everything but `--port 0`,
