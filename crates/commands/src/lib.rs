@@ -6,13 +6,14 @@
 //! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`];
 //! [`bitmaps`] and [`hyperloglog`] work on strings, [`geo`] on sorted sets;
 //! [`zset_algebra`] combines and samples sorted sets. [`dump`] serializes values as Redis does;
-//! [`sort`] is SORT; [`memory`] is MEMORY and MOVE. [`settings`] holds the server-wide values
+//! [`blocking`] holds the blocking pops (BLPOP, BZPOPMIN...); [`sort`] is SORT; [`memory`] is MEMORY and MOVE. [`settings`] holds the server-wide values
 //! (CONFIG parameters) that commands read.
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
 //! [`syntax`] gives every command's arguments for `COMMAND DOCS`. [`Ctx::run`] runs a data command
 //! and publishes its write effects; [`replay`] applies effects back (log loading, tests).
 
 pub mod bitmaps;
+pub mod blocking;
 pub mod ctx;
 pub mod dump;
 pub mod geo;

@@ -74,6 +74,9 @@ pub struct ClientState {
     /// How long the output buffer may grow while the running command writes (see
     /// [`crate::output`]); data commands write through a writer limited to it.
     pub reply_limit: usize,
+    /// Waiting in a blocking command (BLPOP...): the connection runs nothing else until the
+    /// wait ends (see [`crate::blocking`]).
+    pub blocked: Option<crate::blocking::Blocked>,
 }
 
 impl ClientState {
@@ -133,6 +136,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         last_active: parking_lot::Mutex::new(Instant::now()),
         killed: false.into(),
         kill: tokio::sync::Notify::new(),
+        blocked: parking_lot::Mutex::new(None),
     });
     shared.clients.lock().insert(id, info.clone());
     let state = ClientState {
@@ -153,6 +157,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         keyspace: None,
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
+        blocked: None,
     };
     let span = info_span!("conn", id, %addr);
     run(stream, shared.clone(), state).instrument(span).await;
@@ -197,6 +202,9 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     let shutting_down = crate::shared::wait_shutdown(&mut shutdown);
     tokio::pin!(shutting_down);
     let mut iterations: u32 = 0;
+    // Requests left in `inbuf` when a blocking command ended: run them without waiting for
+    // the socket.
+    let mut resume = false;
     loop {
         if !flush_some(&wr, &mut out, &shared) {
             return;
@@ -230,32 +238,63 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 return;
             }
         }
-        let reading = !state.closing;
-        tokio::select! {
-            // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
-            // every connection): with `biased` they are polled only when nothing can be read.
-            biased;
-            r = rd.read_buf(&mut inbuf), if reading => match r {
-                Ok(0) | Err(_) => {
-                    // The peer is gone (or half-closed): deliver what is pending, then stop.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
-                    return;
-                }
-                Ok(n) => {
-                    shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+        if let Some(mut blocked) = state.blocked.take() {
+            match wait_blocked(
+                &mut blocked,
+                &mut state,
+                &shared,
+                &mut rd,
+                &wr,
+                &mut inbuf,
+                &mut out,
+                &mut killed,
+                &mut shutting_down,
+            )
+            .await
+            {
+                Some(why) => {
+                    if blocked.finish(why, state.proto, &mut out) {
+                        state.blocked = Some(blocked);
+                        continue;
+                    }
+                    // A served pop is a write: it is durable before the reply goes out.
+                    state.batch.wrote = true;
                     *info.last_active.lock() = state.batch.start();
+                    resume = true;
                 }
-            },
-            w = wr.writable(), if !out.is_empty() => {
-                if w.is_err() {
+                None => return,
+            }
+        }
+        let reading = !state.closing;
+        if std::mem::take(&mut resume) {
+            // Run what was read while blocked (or behind the blocking command).
+        } else {
+            tokio::select! {
+                // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
+                // every connection): with `biased` they are polled only when nothing can be read.
+                biased;
+                r = rd.read_buf(&mut inbuf), if reading => match r {
+                    Ok(0) | Err(_) => {
+                        // The peer is gone (or half-closed): deliver what is pending, then stop.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                        *info.last_active.lock() = state.batch.start();
+                    }
+                },
+                w = wr.writable(), if !out.is_empty() => {
+                    if w.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = &mut killed => return,
+                _ = &mut shutting_down => {
+                    flush_before_exit(&wr, &mut out, &shared).await;
                     return;
                 }
-                continue;
-            }
-            _ = &mut killed => return,
-            _ = &mut shutting_down => {
-                flush_before_exit(&wr, &mut out, &shared).await;
-                return;
             }
         }
 
@@ -295,6 +334,10 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                         stop = true;
                         break;
                     }
+                    if state.blocked.is_some() {
+                        // The rest of the input waits until the blocking command ends.
+                        break;
+                    }
                 }
                 Err(e) => {
                     protocol_error = Some(e);
@@ -320,6 +363,71 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             debug!(error = %e, "protocol error; closing");
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
+        }
+    }
+}
+
+/// Bytes a blocked client may send before it is no longer read (Redis keeps reading a blocked
+/// client's socket too; it runs what was sent after the wait).
+const BLOCKED_INPUT_LIMIT: usize = 1024 * 1024;
+
+/// Waits until a blocked client's wait ends; meanwhile delivers pending output and reads the
+/// socket (a client that closes is noticed at once and leaves the queues). `None`: the
+/// connection ends (closed, killed, shutdown; the wait is abandoned when `blocked` drops).
+#[allow(clippy::too_many_arguments)]
+async fn wait_blocked(
+    blocked: &mut crate::blocking::Blocked,
+    state: &mut ClientState,
+    shared: &Arc<Shared>,
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    wr: &tokio::net::tcp::WriteHalf<'_>,
+    inbuf: &mut BytesMut,
+    out: &mut BytesMut,
+    killed: &mut std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    shutting_down: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<crate::blocking::Woken> {
+    use crate::blocking::Woken;
+    let tenant = state.tenant.clone();
+    loop {
+        if !flush_some(wr, out, shared) {
+            return None;
+        }
+        state.output.sync(&state.tenant, out.len());
+        // Registered before the state is looked at, so a cutover in between is not missed.
+        let changed = tenant.state_changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Err(e) = crate::dispatch::check_ownership(state, shared, &tenant) {
+            return Some(Woken::Refused(e));
+        }
+        let deadline = blocked.deadline();
+        let reading = inbuf.len() < BLOCKED_INPUT_LIMIT;
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 && reading {
+            inbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            _ = blocked.woken() => return Some(Woken::Notified),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                return Some(Woken::TimedOut);
+            }
+            _ = &mut changed => continue,
+            r = rd.read_buf(inbuf), if reading => match r {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                }
+            },
+            w = wr.writable(), if !out.is_empty() => {
+                if w.is_err() {
+                    return None;
+                }
+            }
+            _ = killed.as_mut() => return None,
+            _ = shutting_down.as_mut() => {
+                flush_before_exit(wr, out, shared).await;
+                return None;
+            }
         }
     }
 }

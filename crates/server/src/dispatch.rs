@@ -108,7 +108,11 @@ pub async fn execute(
             }
         }
         Handler::Data(f) => {
-            if let Err(e) = run_data(st, sh, spec, f, args, out).await {
+            let result = match ferrite_commands::blocking::attempt_for(index) {
+                Some(attempt) => crate::blocking::run(st, sh, spec, attempt, args, out).await,
+                None => run_data(st, sh, spec, f, args, out).await,
+            };
+            if let Err(e) = result {
                 ReplyWriter::new(out, st.proto).error(&e);
             }
             Flow::Continue
@@ -176,8 +180,13 @@ impl Batch {
 
     /// Unix ms at the start of the running command: the batch's wall clock advanced by the
     /// monotonic time since (a wall clock step shows from the next batch on).
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.started_ms + self.elapsed_nanos / 1_000_000
+    }
+
+    /// Counts a data command against the tenant (added to its counter when the batch ends).
+    pub(crate) fn count_tenant_command(&mut self) {
+        self.tenant_commands += 1;
     }
 
     /// Ends the running command; returns how long it took in nanoseconds.

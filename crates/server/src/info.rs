@@ -124,14 +124,25 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
         "clients" => {
             let _ = write!(
                 s,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n",
                 // A tenant counts its own connections only, as CLIENT LIST shows it.
                 if st.admin {
                     sh.client_count() as u64
                 } else {
                     st.tenant.stats.clients.load(Relaxed)
                 },
-                sh.config.read().server.maxclients
+                sh.config.read().server.maxclients,
+                if st.admin {
+                    sh.stats.blocked_clients.load(Relaxed)
+                } else {
+                    sh.clients
+                        .lock()
+                        .values()
+                        .filter(|c| {
+                            c.blocked.lock().is_some() && *c.fields.lock().tenant == *st.tenant.id()
+                        })
+                        .count() as u64
+                },
             );
         }
         "memory" => {

@@ -8,6 +8,7 @@
 //! - [`connection`]: one client: parse, run in order, write replies; per-connection state.
 //! - [`dispatch`]: the one place that decides whether a command may run (auth, admin, MULTI,
 //!   ownership → MOVED/TRYAGAIN, throttle, write gate, quotas) and runs it.
+//! - [`blocking`]: clients waiting in BLPOP & co. (they hold no lock and no thread).
 //! - [`cmd`]: server-level commands (HELLO, AUTH, CLIENT, CONFIG, INFO, MULTI/EXEC, ...).
 //! - [`errors`]: the one place where typed errors become RESP error text.
 //! - [`info`], [`metrics`], [`stats`]: INFO sections, the Prometheus endpoint, the counters both
@@ -16,6 +17,7 @@
 //! Data commands and their semantics live in `ferrite-commands`, tenancy in `ferrite-tenancy`.
 
 mod admin_secret;
+pub mod blocking;
 pub mod cmd;
 pub mod config;
 pub mod config_params;

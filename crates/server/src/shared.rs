@@ -70,6 +70,8 @@ pub struct ClientInfo {
     /// Set (and `kill` notified) by CLIENT KILL or shutdown.
     pub killed: AtomicBool,
     pub kill: Notify,
+    /// The blocking command it waits in (CLIENT UNBLOCK, CLIENT LIST flags=b).
+    pub blocked: Mutex<Option<Arc<crate::blocking::BlockedClient>>>,
 }
 
 /// The mutable, descriptive part of a connection.
@@ -90,13 +92,18 @@ impl ClientInfo {
         let f = self.fields.lock().clone();
         let idle = self.last_active.lock().elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
             self.id,
             self.addr,
             self.laddr,
             f.name,
             self.created.elapsed().as_secs(),
             idle,
+            if self.blocked.lock().is_some() {
+                "b"
+            } else {
+                "N"
+            },
             f.multi,
             f.last_cmd,
             f.tenant,

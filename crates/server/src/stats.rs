@@ -16,6 +16,8 @@ pub struct ServerStats {
     /// Connections closed because a reply reached an output budget (INFO
     /// `client_output_buffer_limit_disconnections`).
     pub output_limit_disconnects: AtomicU64,
+    /// Clients waiting in a blocking command (INFO `blocked_clients`).
+    pub blocked_clients: AtomicU64,
     /// Commands per second over the last sampling period.
     pub ops_per_sec: AtomicU64,
 }

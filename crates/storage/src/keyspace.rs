@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hashlink::LinkedHashMap;
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::blocking::Blocking;
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
 use crate::table::{Pos, ShardedTable};
@@ -187,6 +188,8 @@ pub struct Db {
     tracker: Option<Tracker>,
     journal: Journal,
     snapshot: Option<Box<SnapshotState>>,
+    /// Clients waiting for keys (see [`crate::blocking`]).
+    blocking: Blocking,
     stats: Arc<KeyspaceStats>,
 }
 
@@ -232,6 +235,7 @@ impl Keyspace {
                 tracker: None,
                 journal: Journal::default(),
                 snapshot: None,
+                blocking: Blocking::default(),
                 stats: stats.clone(),
             }),
             stats,
@@ -370,6 +374,9 @@ impl Drop for Occupied<'_> {
             db.account_removed(&key, self.bucket, self.before, self.now);
             return;
         }
+        if db.blocking.any() {
+            db.blocking.signal(db.table.key_at(self.idx));
+        }
         let key = db.table.key_at(self.idx);
         let e = db.table.value_at(self.idx);
         let kd = e.key_digest_named(self.name_hash);
@@ -451,6 +458,9 @@ impl<'a> Vacant<'a> {
         if let Some(t) = db.tracker.as_mut() {
             t.mark(self.key, size, self.now);
         }
+        if db.blocking.any() {
+            db.blocking.signal(self.key);
+        }
         db.publish_stats();
     }
 }
@@ -488,6 +498,9 @@ impl Db {
 
     fn account_removed(&mut self, key: &[u8], bucket: usize, before: Before, now: u64) {
         self.writes += 1;
+        if self.blocking.any() {
+            self.blocking.signal(key);
+        }
         self.account_gone(key, bucket, before, now);
     }
 
@@ -854,6 +867,11 @@ impl Db {
     #[inline]
     pub fn effects_end(&mut self, mark: EffectMark, now: u64, request: &[&[u8]]) {
         self.journal.end(mark, self.writes, now, request);
+        // After the command's own effects, the clients it made ready (not inside a
+        // transaction: after it, see `end_atomic`).
+        if !self.journal.in_atomic() {
+            self.serve_blocked(now);
+        }
     }
 
     /// Records an effect of the running command in place of its request: a command whose outcome
@@ -871,8 +889,27 @@ impl Db {
         self.journal.begin_atomic();
     }
 
+    /// Ends a transaction started with [`Db::begin_atomic`]; at the outermost level, publishes
+    /// its effects and serves the clients waiting for keys it made ready.
     pub fn end_atomic(&mut self, now: u64) {
         self.journal.end_atomic(now);
+        if !self.journal.in_atomic() {
+            self.serve_blocked(now);
+        }
+    }
+
+    /// A transaction (or script) is running: blocked clients are served when it ends.
+    #[inline]
+    pub fn in_atomic(&self) -> bool {
+        self.journal.in_atomic()
+    }
+
+    pub(crate) fn blocking(&self) -> &Blocking {
+        &self.blocking
+    }
+
+    pub(crate) fn blocking_mut(&mut self) -> &mut Blocking {
+        &mut self.blocking
     }
 
     // -- change tracking ---------------------------------------------------------------------

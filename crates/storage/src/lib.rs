@@ -9,8 +9,11 @@
 //! - [`digest`]: the canonical, order-independent content digest and its buckets.
 //! - [`effects`]: write effects, the deterministic commands each change is published as to the
 //!   keyspace's subscribers (append-only log, migration delta logs).
+//! - [`blocking`]: clients waiting for keys (BLPOP, XREAD BLOCK), served under the lock by the
+//!   write that made their key ready, first blocked first served.
 //! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
 
+pub mod blocking;
 pub mod codec;
 pub mod digest;
 pub mod effects;
@@ -22,6 +25,7 @@ pub mod skiplist;
 pub mod table;
 pub mod value;
 
+pub use blocking::Waiter;
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
 pub use encoding::Encoding;

@@ -135,11 +135,16 @@ pub fn client(
             }
         }
         b"NO-EVICT" | b"NO-TOUCH" if args.len() == 3 => ReplyWriter::new(out, proto).ok(),
+        b"UNBLOCK" if args.len() == 3 || args.len() == 4 => {
+            let n = unblock(st, sh, args)?;
+            ReplyWriter::new(out, proto).int(n);
+        }
         b"HELP" => {
             let lines = [
                 "CLIENT <subcommand> [<arg> ...]. Subcommands are:",
                 "ID, SETNAME <name>, GETNAME, SETINFO <LIB-NAME|LIB-VER> <value>,",
                 "LIST [TYPE normal] [ID id ...], INFO, KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>,",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR] (ends a blocking command of a client)",
                 "CAPA redirect (receive -REDIRECT host:port when a tenant moves)",
             ];
             ReplyWriter::new(out, proto).help(&lines);
@@ -150,12 +155,41 @@ pub fn client(
                 args.get(1),
                 &[
                     "ID", "SETNAME", "GETNAME", "SETINFO", "CAPA", "LIST", "INFO", "KILL",
-                    "NO-EVICT", "NO-TOUCH", "HELP",
+                    "UNBLOCK", "NO-EVICT", "NO-TOUCH", "HELP",
                 ],
             ));
         }
     }
     Ok(Flow::Continue)
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was blocked (and is woken), else 0. A
+/// tenant reaches only its own tenant's clients.
+fn unblock(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<i64, ErrorReply> {
+    let id = args.int(2).map_err(|_| ErrorReply::not_integer())?;
+    let mode = if args.len() == 4 {
+        if args.is(3, "TIMEOUT") {
+            crate::blocking::UnblockMode::Timeout
+        } else if args.is(3, "ERROR") {
+            crate::blocking::UnblockMode::Error
+        } else {
+            return Err(ErrorReply::err(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ));
+        }
+    } else {
+        crate::blocking::UnblockMode::Timeout
+    };
+    let Some(c) = u64::try_from(id)
+        .ok()
+        .and_then(|id| sh.clients.lock().get(&id).cloned())
+    else {
+        return Ok(0);
+    };
+    if !st.admin && *c.fields.lock().tenant != *st.tenant.id() {
+        return Ok(0);
+    }
+    Ok(crate::blocking::request_unblock(&c, mode) as i64)
 }
 
 /// CLIENT KILL <addr> | KILL [ID id] [ADDR addr] [SKIPME yes|no]. Tenants may only kill their
