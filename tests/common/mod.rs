@@ -120,6 +120,12 @@ impl Server {
     /// so [`Server::conn`] works across restarts. `--port 0`, `--metrics-addr off`,
     /// `--log-level warn` and the test migration token are added unless given.
     pub fn start_in(dir: &std::path::Path, extra: &[&str]) -> Server {
+        Server::start_in_wrapped(&[], dir, extra)
+    }
+
+    /// [`Server::start_in`], with the server started through `wrapper` (a command that runs
+    /// the server, such as `prlimit --fsize=N`).
+    pub fn start_in_wrapped(wrapper: &[&str], dir: &std::path::Path, extra: &[&str]) -> Server {
         let mut args: Vec<String> = vec!["--dir".into(), dir.to_string_lossy().into_owned()];
         args.extend(extra.iter().map(|s| s.to_string()));
         if !extra.contains(&"--admin-secret-file") {
@@ -132,7 +138,7 @@ impl Server {
         if !extra.contains(&"--migration-token") && !extra.contains(&"--requirepass") {
             args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
         }
-        Server::spawn(args, None, dir.to_path_buf(), false)
+        Server::spawn_wrapped(wrapper, args, None, dir.to_path_buf(), false)
     }
 
     /// Starts in working directory `dir` with the built-in defaults of everything but `--port 0`,
@@ -145,6 +151,16 @@ impl Server {
     }
 
     fn spawn(
+        args: Vec<String>,
+        cwd: Option<&std::path::Path>,
+        data_dir: std::path::PathBuf,
+        owns_data_dir: bool,
+    ) -> Server {
+        Server::spawn_wrapped(&[], args, cwd, data_dir, owns_data_dir)
+    }
+
+    fn spawn_wrapped(
+        wrapper: &[&str],
         mut args: Vec<String>,
         cwd: Option<&std::path::Path>,
         data_dir: std::path::PathBuf,
@@ -159,7 +175,14 @@ impl Server {
                 args.extend([flag.to_string(), default.to_string()]);
             }
         }
-        let mut command = Command::new(ferrite_bin());
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(ferrite_bin());
+                c
+            }
+            None => Command::new(ferrite_bin()),
+        };
         command
             .args(&args)
             .stdout(Stdio::piped())
