@@ -145,6 +145,9 @@ pub struct ServerConfig {
     /// directory.
     pub admin_secret_file: String,
     pub maxclients: usize,
+    /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
+    /// `timeout`).
+    pub timeout: u64,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
@@ -159,6 +162,7 @@ impl Default for ServerConfig {
             requirepass: String::new(),
             admin_secret_file: String::new(),
             maxclients: 10_000,
+            timeout: 0,
             threads: 0,
             shutdown_timeout_ms: 10_000,
         }
@@ -174,6 +178,9 @@ pub struct LimitsConfig {
     pub max_args: usize,
     /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
     pub client_output_buffer_limit: u64,
+    /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
+    /// reply would take the total past it is disconnected; 0 = no limit.
+    pub maxmemory_clients: u64,
 }
 
 impl Default for LimitsConfig {
@@ -182,6 +189,7 @@ impl Default for LimitsConfig {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: 4 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
+            maxmemory_clients: 1024 * 1024 * 1024,
         }
     }
 }

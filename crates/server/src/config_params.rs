@@ -73,11 +73,15 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 64] = [
+pub static PARAMS: [Param; 65] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
         c.server.requirepass = v.to_string();
+        Ok(())
+    }),
+    param!("timeout", |c| c.server.timeout.to_string(), |c, v| {
+        c.server.timeout = num(v)?;
         Ok(())
     }),
     param!("maxclients", |c| c.server.maxclients.to_string(), |c, v| {
@@ -228,7 +232,6 @@ pub static PARAMS: [Param; 64] = [
             Ok(())
         }
     ),
-    param!("timeout", |_| "0".into()),
     param!("maxmemory", |_| "0".into()),
     param!("io-threads", |c| c.server.threads.to_string()),
     param!("server.threads", |c| c.server.threads.to_string()),
@@ -241,6 +244,14 @@ pub static PARAMS: [Param; 64] = [
         }
     ),
     param!("limits.max_args", |c| c.limits.max_args.to_string()),
+    param!(
+        "maxmemory-clients",
+        |c| c.limits.maxmemory_clients.to_string(),
+        |c, v| {
+            c.limits.maxmemory_clients = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!(
         "limits.client_output_buffer_limit",
         |c| c.limits.client_output_buffer_limit.to_string(),

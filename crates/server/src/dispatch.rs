@@ -410,6 +410,9 @@ pub struct Exec<'a> {
     pub proto: Protocol,
     pub max_bulk: usize,
     pub garbage: &'a mut Garbage,
+    /// Length the output buffer may reach; past it the reply is dropped (see
+    /// [`crate::output`]).
+    pub reply_limit: usize,
 }
 
 impl Exec<'_> {
@@ -425,7 +428,7 @@ impl Exec<'_> {
         out: &mut BytesMut,
     ) -> ferrite_commands::CmdResult {
         let _ = spec;
-        let mut w = ReplyWriter::new(out, self.proto);
+        let mut w = ReplyWriter::limited(out, self.proto, self.reply_limit);
         let mut ctx = Ctx {
             db: self.db,
             w: &mut w,
@@ -485,6 +488,7 @@ async fn run_data(
             proto: st.proto,
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
             garbage: &mut garbage,
+            reply_limit: st.reply_limit,
         };
         st.batch.wrote |= work.writes;
         exec.run(spec, f, args, out)?;

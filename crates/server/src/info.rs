@@ -166,7 +166,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 .sum();
             let _ = write!(
                 s,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n",
                 t.connections_received.load(Relaxed),
                 t.commands_processed.load(Relaxed),
                 t.ops_per_sec.load(Relaxed),
@@ -174,6 +174,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 t.net_output_bytes.load(Relaxed),
                 t.connections_rejected.load(Relaxed),
                 t.protocol_errors.load(Relaxed),
+                t.output_limit_disconnects.load(Relaxed),
             );
         }
         "replication" => {

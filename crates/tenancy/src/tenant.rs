@@ -79,6 +79,8 @@ pub struct TenantStats {
     pub throttled: AtomicU64,
     pub rejected: AtomicU64,
     pub clients: AtomicU64,
+    /// Unsent reply bytes of the tenant's connections (counted by the server).
+    pub output_bytes: AtomicU64,
     /// Commands per second over the last sampling period (see [`Tenant::sample_ops`]).
     pub ops_per_sec: AtomicU64,
     last_sample: parking_lot::Mutex<(u64, Option<std::time::Instant>)>,

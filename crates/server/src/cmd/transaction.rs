@@ -110,6 +110,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         }
         ReplyWriter::new(out, st.proto).array(queue.len());
         let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
+        let reply_limit = st.reply_limit;
         // Subscribers (the append-only log) get the whole transaction in one publication.
         db.begin_atomic();
         for q in &queue {
@@ -129,6 +130,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                         proto,
                         max_bulk,
                         garbage: &mut garbage,
+                        reply_limit,
                     };
                     exec.run(spec, f, args, out)
                 }
