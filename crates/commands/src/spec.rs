@@ -161,7 +161,7 @@ impl CommandSpec {
             "sorted-set" => v.push("sortedset"),
             "transactions" => v.push("transaction"),
             "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration"
-            | "bitmap" | "hyperloglog" | "geo" => v.push(self.group),
+            | "bitmap" | "hyperloglog" | "geo" | "pubsub" => v.push(self.group),
             _ => {}
         }
         if self.has(flags::WRITE) {

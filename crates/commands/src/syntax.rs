@@ -244,6 +244,15 @@ const SYNTAX: &[(&str, &str)] = &[
     ("zrandmember", "key [count [WITHSCORES]]"),
     ("lmpop", "numkeys key [key ...] <LEFT|RIGHT> [COUNT count]"),
     ("zmpop", "numkeys key [key ...] <MIN|MAX> [COUNT count]"),
+    ("subscribe", "channel [channel ...]"),
+    ("unsubscribe", "[channel [channel ...]]"),
+    ("psubscribe", "pattern [pattern ...]"),
+    ("punsubscribe", "[pattern [pattern ...]]"),
+    ("ssubscribe", "shardchannel [shardchannel ...]"),
+    ("sunsubscribe", "[shardchannel [shardchannel ...]]"),
+    ("publish", "channel message"),
+    ("spublish", "shardchannel message"),
+    ("pubsub", ""),
     ("blpop", "key [key ...] timeout:double"),
     ("brpop", "key [key ...] timeout:double"),
     ("blmove", "source destination <LEFT|RIGHT> <LEFT|RIGHT> timeout:double"),
@@ -341,6 +350,12 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
     sub("memory|purge", "", "Asks the allocator to release memory (nothing to do)."),
     sub("memory|help", "", "Describes the MEMORY subcommands."),
     sub("config|rewrite", "", "Refused: the server does not rewrite its configuration file."),
+    sub("pubsub|channels", "[pattern]", "Returns the tenant's active channels."),
+    sub("pubsub|numsub", "[channel [channel ...]]", "Returns a count of subscribers to channels."),
+    sub("pubsub|numpat", "", "Returns a count of unique pattern subscriptions."),
+    sub("pubsub|shardchannels", "[pattern]", "Returns the tenant's active shard channels."),
+    sub("pubsub|shardnumsub", "[shardchannel [shardchannel ...]]", "Returns the count of subscribers of shard channels."),
+    sub("pubsub|help", "", "Describes the PUBSUB subcommands."),
 ];
 
 /// The syntax text of a command (lower-case name), if it has one.

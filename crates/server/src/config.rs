@@ -181,6 +181,9 @@ pub struct LimitsConfig {
     /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
     /// reply would take the total past it is disconnected; 0 = no limit.
     pub maxmemory_clients: u64,
+    /// A subscriber with more undelivered pub/sub messages than this many bytes is
+    /// disconnected (Redis's `client-output-buffer-limit pubsub` hard limit); 0 = no limit.
+    pub pubsub_output_buffer_limit: u64,
 }
 
 impl Default for LimitsConfig {
@@ -190,6 +193,7 @@ impl Default for LimitsConfig {
             max_args: 4 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
             maxmemory_clients: 1024 * 1024 * 1024,
+            pubsub_output_buffer_limit: 32 * 1024 * 1024,
         }
     }
 }

@@ -73,7 +73,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 65] = [
+pub static PARAMS: [Param; 66] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -249,6 +249,14 @@ pub static PARAMS: [Param; 65] = [
         |c| c.limits.maxmemory_clients.to_string(),
         |c, v| {
             c.limits.maxmemory_clients = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "limits.pubsub_output_buffer_limit",
+        |c| c.limits.pubsub_output_buffer_limit.to_string(),
+        |c, v| {
+            c.limits.pubsub_output_buffer_limit = bytes(v)?;
             Ok(())
         }
     ),

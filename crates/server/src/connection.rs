@@ -77,6 +77,8 @@ pub struct ClientState {
     /// Waiting in a blocking command (BLPOP...): the connection runs nothing else until the
     /// wait ends (see [`crate::blocking`]).
     pub blocked: Option<crate::blocking::Blocked>,
+    /// Pub/sub subscriptions and the mailbox their messages arrive in.
+    pub subs: Option<Box<crate::pubsub::Subscriptions>>,
 }
 
 impl ClientState {
@@ -92,6 +94,8 @@ impl ClientState {
         self.tenant = t;
         self.keyspace = None;
         self.watched.clear();
+        // Channels are per tenant: another tenant's connection starts unsubscribed.
+        self.subs = None;
     }
 
     pub fn set_proto(&mut self, p: Protocol) {
@@ -158,6 +162,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
         blocked: None,
+        subs: None,
     };
     let span = info_span!("conn", id, %addr);
     run(stream, shared.clone(), state).instrument(span).await;
@@ -206,6 +211,9 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     // the socket.
     let mut resume = false;
     loop {
+        if state.subs.is_some() && !deliver_messages(&mut state, &shared, &mut out) {
+            return;
+        }
         if !flush_some(&wr, &mut out, &shared) {
             return;
         }
@@ -266,6 +274,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             }
         }
         let reading = !state.closing;
+        let mailbox = state.subs.as_ref().map(|s| (s.mailbox.clone(), s.active()));
         if std::mem::take(&mut resume) {
             // Run what was read while blocked (or behind the blocking command).
         } else {
@@ -295,6 +304,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     flush_before_exit(&wr, &mut out, &shared).await;
                     return;
                 }
+                _ = subscriber_wake(mailbox, &state.tenant) => continue,
             }
         }
 
@@ -364,6 +374,59 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
         }
+    }
+}
+
+/// Moves a subscriber's messages to its output while that is small (the backlog waits in the
+/// mailbox, where the pub/sub limit applies), and ends the subscription with the redirect when
+/// its tenant is no longer served here. Returns false when the connection must be closed at
+/// once (its mailbox passed the limit).
+fn deliver_messages(state: &mut ClientState, shared: &Arc<Shared>, out: &mut BytesMut) -> bool {
+    let Some(subs) = state.subs.as_ref() else {
+        return true;
+    };
+    if subs.mailbox.overflowed() {
+        shared.stats.output_limit_disconnects.fetch_add(1, Relaxed);
+        tracing::warn!("pub/sub output buffer limit reached; closing the subscriber");
+        return false;
+    }
+    if out.len() < crate::output::SMALL_OUTPUT as usize {
+        subs.mailbox.drain_into(out);
+    }
+    if !subs.active() {
+        // Unsubscribed from everything: the mailbox goes once it is empty.
+        if subs.mailbox.is_empty() {
+            state.subs = None;
+        }
+    } else {
+        if let Err(e) = crate::dispatch::check_ownership(state, shared, &state.tenant) {
+            // The client must resubscribe on the tenant's new home: tell it where, and close.
+            state.subs = None;
+            ReplyWriter::new(out, state.proto).error(&e);
+            state.closing = true;
+        }
+    }
+    true
+}
+
+/// Resolves when a subscriber has mail or (while it is subscribed) its tenant's state changed;
+/// never without a mailbox.
+async fn subscriber_wake(mailbox: Option<(Arc<crate::pubsub::Mailbox>, bool)>, tenant: &Tenant) {
+    let Some((m, subscribed)) = mailbox else {
+        return std::future::pending().await;
+    };
+    if !subscribed {
+        return m.wait().await;
+    }
+    let changed = tenant.state_changed().notified();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    if tenant.state() != ferrite_tenancy::TenantState::Active || tenant.is_deleted() {
+        return;
+    }
+    tokio::select! {
+        _ = m.wait() => {}
+        _ = changed => {}
     }
 }
 

@@ -67,6 +67,24 @@ pub async fn execute(
         ReplyWriter::new(out, st.proto).error(&e);
         return Flow::Continue;
     }
+    if crate::pubsub::in_resp2_subscribed_mode(st)
+        && !matches!(
+            spec.name,
+            "subscribe"
+                | "psubscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "sunsubscribe"
+                | "ping"
+                | "quit"
+                | "reset"
+        )
+    {
+        ReplyWriter::new(out, st.proto)
+            .error(&crate::pubsub::not_allowed_in_subscribed_mode(spec.name));
+        return Flow::Continue;
+    }
     if let Some((queue, _)) = st.multi.as_mut() {
         if !matches!(
             spec.name,

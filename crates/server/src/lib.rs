@@ -9,6 +9,7 @@
 //! - [`dispatch`]: the one place that decides whether a command may run (auth, admin, MULTI,
 //!   ownership → MOVED/TRYAGAIN, throttle, write gate, quotas) and runs it.
 //! - [`blocking`]: clients waiting in BLPOP & co. (they hold no lock and no thread).
+//! - [`pubsub`]: per-tenant channels, subscribers' mailboxes, PUBLISH/SUBSCRIBE/PUBSUB.
 //! - [`cmd`]: server-level commands (HELLO, AUTH, CLIENT, CONFIG, INFO, MULTI/EXEC, ...).
 //! - [`errors`]: the one place where typed errors become RESP error text.
 //! - [`info`], [`metrics`], [`stats`]: INFO sections, the Prometheus endpoint, the counters both
@@ -30,6 +31,7 @@ pub mod info;
 pub mod metrics;
 mod migration_info;
 pub mod output;
+pub mod pubsub;
 pub mod server;
 pub mod shared;
 pub mod stats;

@@ -163,6 +163,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
         diagnostics: Default::default(),
+        pubsub: Default::default(),
         started: Instant::now(),
         run_id,
         local_addr: addr,

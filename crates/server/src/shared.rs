@@ -20,6 +20,8 @@ pub struct HotConfig {
     pub client_output_buffer_limit: AtomicU64,
     /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
     pub maxmemory_clients: AtomicU64,
+    /// A subscriber's undelivered messages (bytes; 0 = no limit).
+    pub pubsub_output_buffer_limit: AtomicU64,
     pub throttle_max_delay_ms: AtomicU64,
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
@@ -38,6 +40,9 @@ impl HotConfig {
             .store(c.limits.client_output_buffer_limit, Relaxed);
         self.maxmemory_clients
             .store(c.limits.maxmemory_clients, Relaxed);
+        let pubsub = c.limits.pubsub_output_buffer_limit;
+        self.pubsub_output_buffer_limit
+            .store(if pubsub == 0 { u64::MAX } else { pubsub }, Relaxed);
         self.throttle_max_delay_ms
             .store(c.tenancy.throttle_max_delay_ms, Relaxed);
         let ch = &c.tenancy.migration.client_handling;
@@ -139,6 +144,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,
+    /// Every tenant's pub/sub channels.
+    pub pubsub: crate::pubsub::Hub,
     /// Per-tenant slow log and latency monitor.
     pub diagnostics: crate::diagnostics::Diagnostics,
     pub started: Instant,
