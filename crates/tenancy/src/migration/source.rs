@@ -269,6 +269,8 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         l.maxkeys.to_string(),
         "OPS".into(),
         l.ops.to_string(),
+        "MAXCLIENTS".into(),
+        l.maxclients.to_string(),
     ];
     // The salted hash, never the password: the target checks the same password without
     // learning it.
