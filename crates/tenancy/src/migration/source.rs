@@ -269,9 +269,12 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         l.maxkeys.to_string(),
         "OPS".into(),
         l.ops.to_string(),
-        "MAXCLIENTS".into(),
-        l.maxclients.to_string(),
     ];
+    // Only when set: a tenant without a client limit still migrates to a target that predates
+    // MAXCLIENTS.
+    if l.maxclients > 0 {
+        args.extend(["MAXCLIENTS".into(), l.maxclients.to_string()]);
+    }
     // The salted hash, never the password: the target checks the same password without
     // learning it.
     if let Some(c) = t.credential() {
