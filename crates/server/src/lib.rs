@@ -24,6 +24,7 @@ mod hooks;
 pub mod info;
 pub mod metrics;
 mod migration_info;
+pub mod offload;
 pub mod server;
 pub mod shared;
 pub mod stats;
