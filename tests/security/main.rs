@@ -5,4 +5,5 @@
 mod common;
 
 mod credentials;
+mod secure_defaults;
 mod util;

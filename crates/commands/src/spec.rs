@@ -255,6 +255,7 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::server_specs::COMMANDS);
         v.extend_from_slice(crate::strings::COMMANDS);
         v.extend_from_slice(crate::keys::COMMANDS);
+        v.extend_from_slice(crate::object::COMMANDS);
         v.extend_from_slice(crate::lists::COMMANDS);
         v.extend_from_slice(crate::hashes::COMMANDS);
         v.extend_from_slice(crate::sets::COMMANDS);
@@ -263,6 +264,9 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::hyperloglog::COMMANDS);
         v.extend_from_slice(crate::geo::COMMANDS);
         v.extend_from_slice(crate::zset_algebra::COMMANDS);
+        v.extend_from_slice(crate::dump::COMMANDS);
+        v.extend_from_slice(crate::sort::COMMANDS);
+        v.extend_from_slice(crate::memory::COMMANDS);
         v
     })
 }

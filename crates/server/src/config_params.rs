@@ -54,7 +54,26 @@ macro_rules! param {
     };
 }
 
-pub static PARAMS: [Param; 33] = [
+/// An encoding threshold (`[encoding]` in ferrite.toml), by its Redis name or `ziplist` alias.
+macro_rules! encoding {
+    ($name:expr, $field:ident) => {
+        param!($name, |c| c.encoding.$field.to_string(), |c, v| {
+            let n: i64 = num(v)?;
+            if let Some(l) = ferrite_storage::encoding::limit($name)
+                && (n < l.min || n > l.max)
+            {
+                return Err(format!(
+                    "argument must be between {} and {} inclusive",
+                    l.min, l.max
+                ));
+            }
+            c.encoding.$field = n;
+            Ok(())
+        })
+    };
+}
+
+pub static PARAMS: [Param; 54] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -79,6 +98,67 @@ pub static PARAMS: [Param; 33] = [
         Ok(())
     }),
     param!("databases", |_| "1".into()),
+    param!(
+        "slowlog-log-slower-than",
+        |c| c.commands.slowlog_log_slower_than.to_string(),
+        |c, v| {
+            c.commands.slowlog_log_slower_than = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "slowlog-max-len",
+        |c| c.commands.slowlog_max_len.to_string(),
+        |c, v| {
+            c.commands.slowlog_max_len = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "latency-monitor-threshold",
+        |c| c.commands.latency_monitor_threshold.to_string(),
+        |c, v| {
+            c.commands.latency_monitor_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "hll-sparse-max-bytes",
+        |c| c.commands.hll_sparse_max_bytes.to_string(),
+        |c, v| {
+            c.commands.hll_sparse_max_bytes = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "busy-reply-threshold",
+        |c| c.commands.busy_reply_threshold.to_string(),
+        |c, v| {
+            c.commands.busy_reply_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    // The older name of busy-reply-threshold.
+    param!(
+        "lua-time-limit",
+        |c| c.commands.busy_reply_threshold.to_string(),
+        |c, v| {
+            c.commands.busy_reply_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    // Tenant quotas refuse writes past their limit and never evict: Redis's `noeviction`, the
+    // only policy accepted (job-queue libraries check for it).
+    param!("maxmemory-policy", |_| "noeviction".into(), |_, v| {
+        if v.eq_ignore_ascii_case("noeviction") {
+            Ok(())
+        } else {
+            Err(
+                "Ferrite never evicts keys: tenant quotas refuse writes instead (noeviction)"
+                    .into(),
+            )
+        }
+    }),
     param!("save", |_| String::new()),
     param!("appendonly", |_| "no".into()),
     param!("timeout", |_| "0".into()),
@@ -236,6 +316,20 @@ pub static PARAMS: [Param; 33] = [
             Ok(())
         }
     ),
+    encoding!("hash-max-listpack-entries", hash_max_listpack_entries),
+    encoding!("hash-max-ziplist-entries", hash_max_listpack_entries),
+    encoding!("hash-max-listpack-value", hash_max_listpack_value),
+    encoding!("hash-max-ziplist-value", hash_max_listpack_value),
+    encoding!("set-max-intset-entries", set_max_intset_entries),
+    encoding!("set-max-listpack-entries", set_max_listpack_entries),
+    encoding!("set-max-listpack-value", set_max_listpack_value),
+    encoding!("zset-max-listpack-entries", zset_max_listpack_entries),
+    encoding!("zset-max-ziplist-entries", zset_max_listpack_entries),
+    encoding!("zset-max-listpack-value", zset_max_listpack_value),
+    encoding!("zset-max-ziplist-value", zset_max_listpack_value),
+    encoding!("list-max-listpack-size", list_max_listpack_size),
+    encoding!("list-max-ziplist-size", list_max_listpack_size),
+    encoding!("list-compress-depth", list_compress_depth),
 ];
 
 fn yes_no(b: bool) -> String {

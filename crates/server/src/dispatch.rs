@@ -112,6 +112,7 @@ pub async fn execute(
     let failed = out.get(before) == Some(&b'-');
     let nanos = st.batch.lap();
     st.batch.tally(index, nanos, failed);
+    sh.diagnostics.observe(st, sh, spec, &args, nanos);
     flow
 }
 
@@ -236,6 +237,9 @@ fn admit(
     if spec.has(flags::ADMIN) && !st.admin {
         return Err(errors::no_permission(spec.name));
     }
+    if st.migration_peer && !migration_peer_may_run(spec) {
+        return Err(errors::migration_peer_only(spec.name));
+    }
     if st.multi.is_some() && spec.has(flags::NO_MULTI) {
         return Err(match spec.name {
             "multi" => ErrorReply::err("MULTI calls can not be nested"),
@@ -246,6 +250,14 @@ fn admit(
     }
     let _ = sh;
     Ok(())
+}
+
+/// A peer server logged in with the migration token may run the import commands and manage its
+/// own connection, nothing else: no tenant's data, not even the `default` tenant's.
+fn migration_peer_may_run(spec: &CommandSpec) -> bool {
+    spec.has(flags::NO_AUTH)
+        || spec.name.starts_with("tenant.import.")
+        || matches!(spec.name, "ping" | "echo" | "client" | "command")
 }
 
 /// Refuses a command on a tenant that is not served here right now.

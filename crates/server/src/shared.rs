@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use ferrite_tenancy::Registry;
@@ -22,6 +22,11 @@ pub struct HotConfig {
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
     pub redirect_as_error: AtomicBool,
+    /// `commands.slowlog_log_slower_than` (µs; negative: off).
+    pub slowlog_slower_than_us: AtomicI64,
+    pub slowlog_max_len: AtomicU64,
+    /// `commands.latency_monitor_threshold` (ms; 0: off).
+    pub latency_threshold_ms: AtomicU64,
 }
 
 impl HotConfig {
@@ -36,6 +41,16 @@ impl HotConfig {
             .store(ch.redirect_timeout_ms, Relaxed);
         self.redirect_as_error
             .store(ch.redirect_mode == "error", Relaxed);
+        c.encoding.apply();
+        let cmds = &c.commands;
+        self.slowlog_slower_than_us
+            .store(cmds.slowlog_log_slower_than, Relaxed);
+        self.slowlog_max_len.store(cmds.slowlog_max_len, Relaxed);
+        self.latency_threshold_ms
+            .store(cmds.latency_monitor_threshold, Relaxed);
+        ferrite_commands::settings::set_hll_sparse_max_bytes(
+            usize::try_from(cmds.hll_sparse_max_bytes).unwrap_or(usize::MAX),
+        );
     }
 }
 
@@ -106,13 +121,15 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,
+    /// Per-tenant slow log and latency monitor.
+    pub diagnostics: crate::diagnostics::Diagnostics,
     pub started: Instant,
     pub run_id: String,
     /// Address the listener is bound to (after port 0 was resolved).
     pub local_addr: SocketAddr,
-    /// True when bound to a loopback address (then, without requirepass, unbound connections
-    /// are administrators).
-    pub loopback: bool,
+    /// The administrator secret used while `requirepass` is empty: from
+    /// `server.admin_secret_file` (see [`crate::admin_secret`]) or given by the embedder.
+    pub admin_secret_fallback: Mutex<Option<String>>,
     /// Flips to true when the server starts shutting down.
     pub shutdown: watch::Sender<bool>,
     /// Slots for long commands running on the blocking pool (see [`crate::offload`]).
@@ -124,6 +141,26 @@ pub struct Shared {
 impl Shared {
     pub fn requirepass(&self) -> Option<String> {
         self.config.read().requirepass().map(str::to_string)
+    }
+
+    /// The secret that makes a connection administrator: `requirepass` when set, else the
+    /// generated one (read or created now if the server started with a `requirepass` that was
+    /// cleared since). None only when that file cannot be read or created.
+    pub fn admin_secret(&self) -> Option<String> {
+        if let Some(pw) = self.requirepass() {
+            return Some(pw);
+        }
+        let mut fallback = self.admin_secret_fallback.lock();
+        if fallback.is_none() {
+            let path = self.config.read().admin_secret_path();
+            match crate::admin_secret::load_or_create(&path) {
+                Ok((s, _)) => *fallback = Some(s),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read or create the administrator secret file");
+                }
+            }
+        }
+        fallback.clone()
     }
 
     pub fn begin_shutdown(&self) {

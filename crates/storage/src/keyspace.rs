@@ -92,7 +92,9 @@ impl Entry {
         )
     }
 
-    fn size(&self, key: &[u8]) -> usize {
+    /// Estimated bytes this key takes: entry bookkeeping, name and value (what memory quotas
+    /// and MEMORY USAGE count).
+    pub fn size(&self, key: &[u8]) -> usize {
         ENTRY_OVERHEAD + key.len() + self.value.mem_size()
     }
 }

@@ -12,14 +12,17 @@
 
 pub mod digest;
 pub mod effects;
+pub mod encoding;
 pub mod glob;
 pub mod keyspace;
+mod pack;
 pub mod skiplist;
 pub mod table;
 pub mod value;
 
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
+pub use encoding::Encoding;
 pub use keyspace::{
     Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, TrackingLag, Vacant,
 };

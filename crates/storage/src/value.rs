@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 
 use crate::digest::{hash_bytes, hash_pair, hash_scored, mix64, poly, type_tag};
+use crate::encoding::{self, Encoding};
+use crate::pack;
 use crate::skiplist::SkipList;
 use crate::table::Table;
 
@@ -130,10 +132,21 @@ impl Value {
     pub fn mem_size(&self) -> usize {
         match self {
             Value::Str(s) => s.mem_size(),
-            Value::List(l) => l.bytes + 64,
-            Value::Hash(h) => h.bytes + 64,
-            Value::Set(s) => s.bytes + 64,
-            Value::ZSet(z) => z.bytes + 96,
+            Value::List(l) => l.mem_bytes() + 64,
+            Value::Hash(h) => h.mem_bytes() + 64,
+            Value::Set(s) => s.mem_bytes() + 64,
+            Value::ZSet(z) => z.mem_bytes() + 96,
+        }
+    }
+
+    /// How the value is kept, as OBJECT ENCODING names it.
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            Value::Str(s) => s.encoding(),
+            Value::List(l) => l.encoding(),
+            Value::Hash(h) => h.encoding(),
+            Value::Set(s) => s.encoding(),
+            Value::ZSet(z) => z.encoding(),
         }
     }
 
@@ -197,12 +210,34 @@ impl Value {
 pub struct StrValue {
     data: Vec<u8>,
     crc: u32,
+    /// What Redis would call this string's encoding (it fits in the struct's padding). The bytes
+    /// are kept the same way whatever it says: see [`StrValue::encoding`].
+    enc: Encoding,
 }
+
+/// Longest string Redis embeds in its object header (`OBJ_ENCODING_EMBSTR_SIZE_LIMIT`).
+const EMBSTR_MAX: usize = 44;
 
 impl StrValue {
     pub fn new(data: Vec<u8>) -> Self {
         let crc = crc32fast::hash(&data);
-        StrValue { data, crc }
+        let enc = if encoding::canonical_int(&data).is_some() {
+            Encoding::Int
+        } else if data.len() <= EMBSTR_MAX {
+            Encoding::EmbStr
+        } else {
+            Encoding::Raw
+        };
+        StrValue { data, crc, enc }
+    }
+
+    /// The encoding Redis would report for this string: `int` for a canonical 64-bit integer
+    /// written whole (SET, INCR), `embstr` for other strings of up to 44 bytes written whole,
+    /// `raw` for longer ones and for any string changed in place (APPEND, SETRANGE), as in Redis.
+    /// Ferrite keeps every string as its bytes: an integer form would save nothing for the short
+    /// numbers counters hold, and GET would have to format it on every read.
+    pub fn encoding(&self) -> Encoding {
+        self.enc
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -229,6 +264,7 @@ impl StrValue {
         h.combine(&tail);
         self.crc = h.finalize();
         self.data.extend_from_slice(more);
+        self.enc = Encoding::Raw;
     }
 
     /// Overwrites from `offset`, zero-padding as SETRANGE does.
@@ -239,6 +275,7 @@ impl StrValue {
         }
         self.data[offset..end].copy_from_slice(data);
         self.crc = crc32fast::hash(&self.data);
+        self.enc = Encoding::Raw;
     }
 
     pub fn digest(&self) -> u64 {
@@ -253,10 +290,13 @@ impl StrValue {
 // ---------------------------------------------------------------------------------------------
 // Lists
 
-/// A list with its ordered polynomial digest.
+/// A list with its ordered polynomial digest: packed (`listpack`) while it is within
+/// `list-max-listpack-size`, a deque of elements past it (reported as Redis's `quicklist`; packed
+/// again once it shrinks to half the limit, as Redis 7.2 does).
 #[derive(Clone)]
 pub struct ListValue {
-    items: VecDeque<Box<[u8]>>,
+    repr: ListRepr,
+    /// Estimated bytes of the deque form's elements (unused while packed).
     bytes: usize,
     /// Σ h(eᵢ)·Bⁱ mod P over positions i from the head.
     poly: u64,
@@ -264,10 +304,19 @@ pub struct ListValue {
     pow: u64,
 }
 
+#[derive(Clone)]
+enum ListRepr {
+    Packed { buf: Vec<u8>, len: usize },
+    Deque(VecDeque<Box<[u8]>>),
+}
+
 impl Default for ListValue {
     fn default() -> Self {
         ListValue {
-            items: VecDeque::new(),
+            repr: ListRepr::Packed {
+                buf: Vec::new(),
+                len: 0,
+            },
             bytes: 0,
             poly: 0,
             pow: 1,
@@ -280,127 +329,415 @@ fn elem_poly(e: &[u8]) -> u64 {
     poly::reduce(hash_bytes(e))
 }
 
+/// Start offsets of a packed list's elements (walking backwards or by index needs them).
+fn packed_offsets(buf: &[u8]) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut it = pack::Iter::new(buf);
+    loop {
+        let p = it.pos();
+        if it.next().is_none() {
+            return v;
+        }
+        v.push(p);
+    }
+}
+
 impl ListValue {
     pub fn len(&self) -> usize {
-        self.items.len()
+        match &self.repr {
+            ListRepr::Packed { len, .. } => *len,
+            ListRepr::Deque(d) => d.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            ListRepr::Packed { .. } => Encoding::Listpack,
+            ListRepr::Deque(_) => Encoding::Quicklist,
+        }
+    }
+
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            ListRepr::Packed { buf, .. } => buf.len(),
+            ListRepr::Deque(_) => self.bytes,
+        }
     }
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        self.items.get(i).map(|b| &**b)
+        match &self.repr {
+            ListRepr::Packed { buf, .. } => pack::Iter::new(buf).nth(i),
+            ListRepr::Deque(d) => d.get(i).map(|b| &**b),
+        }
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
-        self.items.iter().map(|b| &**b)
+        self.range(0, usize::MAX)
     }
 
     /// Elements in `[start, end)`.
-    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &[u8]> {
-        let end = end.min(self.items.len());
+    pub fn range(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        let end = end.min(self.len());
         let start = start.min(end);
-        self.items.range(start..end).map(|b| &**b)
+        match &self.repr {
+            ListRepr::Packed { buf, .. } => Either::Left(
+                pack::Iter::new(buf)
+                    .skip(start)
+                    .take(end - start)
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ListRepr::Deque(d) => Either::Right(d.range(start..end).map(|b| &**b)),
+        }
+    }
+
+    /// Whether a packed list of `len` elements in `bytes` bytes is within the limit (`half`:
+    /// within half of it, the condition for packing a deque again).
+    fn fits_packed(len: usize, bytes: usize, half: bool) -> bool {
+        let (max_entries, max_bytes) = encoding::list_max_packed();
+        let (e, b) = if half {
+            (max_entries / 2, max_bytes / 2)
+        } else {
+            (max_entries, max_bytes)
+        };
+        len <= e && bytes <= b
+    }
+
+    /// Before adding `e`: unpacks the list if it would pass the limit.
+    fn make_room(&mut self, e: &[u8]) {
+        if let ListRepr::Packed { buf, len } = &self.repr
+            && !Self::fits_packed(*len + 1, buf.len() + pack::encoded_len(e), false)
+        {
+            let d: VecDeque<Box<[u8]>> = pack::Iter::new(buf).map(Box::from).collect();
+            self.bytes = d.iter().map(|e| e.len() + ELEM_OVERHEAD).sum();
+            self.repr = ListRepr::Deque(d);
+        }
+    }
+
+    /// After removing elements: packs a deque again once it is within half the limit (O(1)
+    /// unless the list is already that small).
+    fn maybe_pack(&mut self) {
+        if let ListRepr::Deque(d) = &self.repr {
+            let len = d.len();
+            let (max_entries, max_bytes) = encoding::list_max_packed();
+            // Every element takes at least one byte more packed than its own length, and
+            // `bytes` counts ELEM_OVERHEAD more: a lower bound of the packed size, for free.
+            let at_least = self.bytes.saturating_sub(len * (ELEM_OVERHEAD - 1));
+            if len > max_entries / 2 || at_least > max_bytes / 2 {
+                return;
+            }
+            let packed: usize = d.iter().map(|e| pack::encoded_len(e)).sum();
+            if packed <= max_bytes / 2 {
+                let mut buf = Vec::with_capacity(packed);
+                for e in d {
+                    pack::put(&mut buf, e);
+                }
+                self.repr = ListRepr::Packed { buf, len };
+                self.bytes = 0;
+            }
+        }
     }
 
     pub fn push_back(&mut self, e: &[u8]) {
         self.poly = poly::add(self.poly, poly::mul(elem_poly(e), self.pow));
         self.pow = poly::mul(self.pow, poly::B);
-        self.bytes += e.len() + ELEM_OVERHEAD;
-        self.items.push_back(e.into());
+        self.make_room(e);
+        match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                pack::put(buf, e);
+                *len += 1;
+            }
+            ListRepr::Deque(d) => {
+                self.bytes += e.len() + ELEM_OVERHEAD;
+                d.push_back(e.into());
+            }
+        }
     }
 
     pub fn push_front(&mut self, e: &[u8]) {
         self.poly = poly::add(elem_poly(e), poly::mul(self.poly, poly::B));
         self.pow = poly::mul(self.pow, poly::B);
-        self.bytes += e.len() + ELEM_OVERHEAD;
-        self.items.push_front(e.into());
+        self.make_room(e);
+        match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                pack::splice(buf, 0, 0, &[e]);
+                *len += 1;
+            }
+            ListRepr::Deque(d) => {
+                self.bytes += e.len() + ELEM_OVERHEAD;
+                d.push_front(e.into());
+            }
+        }
     }
 
     pub fn pop_front(&mut self) -> Option<Box<[u8]>> {
-        let e = self.items.pop_front()?;
+        let e: Box<[u8]> = match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                if *len == 0 {
+                    return None;
+                }
+                let (e, next) = pack::read(buf, 0);
+                let e = Box::from(e);
+                pack::splice(buf, 0, next, &[]);
+                *len -= 1;
+                e
+            }
+            ListRepr::Deque(d) => {
+                let e = d.pop_front()?;
+                self.bytes -= e.len() + ELEM_OVERHEAD;
+                e
+            }
+        };
         self.poly = poly::mul(poly::sub(self.poly, elem_poly(&e)), poly::B_INV);
         self.pow = poly::mul(self.pow, poly::B_INV);
-        self.bytes -= e.len() + ELEM_OVERHEAD;
+        self.maybe_pack();
         Some(e)
     }
 
     pub fn pop_back(&mut self) -> Option<Box<[u8]>> {
-        let e = self.items.pop_back()?;
+        let e: Box<[u8]> = match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                let last = *packed_offsets(buf).last()?;
+                let e = Box::from(pack::read(buf, last).0);
+                buf.truncate(last);
+                *len -= 1;
+                e
+            }
+            ListRepr::Deque(d) => {
+                let e = d.pop_back()?;
+                self.bytes -= e.len() + ELEM_OVERHEAD;
+                e
+            }
+        };
         self.pow = poly::mul(self.pow, poly::B_INV);
         self.poly = poly::sub(self.poly, poly::mul(elem_poly(&e), self.pow));
-        self.bytes -= e.len() + ELEM_OVERHEAD;
+        self.maybe_pack();
         Some(e)
     }
 
     /// Replaces element `i` (which must exist).
     pub fn set(&mut self, i: usize, e: &[u8]) {
-        let old = std::mem::replace(&mut self.items[i], e.into());
+        let old: Box<[u8]> = match &mut self.repr {
+            ListRepr::Packed { buf, .. } => {
+                let from = packed_offsets(buf)[i];
+                let (old, to) = pack::read(buf, from);
+                let old = Box::from(old);
+                pack::splice(buf, from, to, &[e]);
+                old
+            }
+            ListRepr::Deque(d) => {
+                let old = std::mem::replace(&mut d[i], e.into());
+                self.bytes = self.bytes + e.len() - old.len();
+                old
+            }
+        };
         let delta = poly::sub(elem_poly(e), elem_poly(&old));
         self.poly = poly::add(self.poly, poly::mul(delta, poly::pow(poly::B, i as u64)));
-        self.bytes = self.bytes + e.len() - old.len();
+        if let ListRepr::Packed { buf, len } = &self.repr
+            && !Self::fits_packed(*len, buf.len(), false)
+        {
+            let d: VecDeque<Box<[u8]>> = pack::Iter::new(buf).map(Box::from).collect();
+            self.bytes = d.iter().map(|e| e.len() + ELEM_OVERHEAD).sum();
+            self.repr = ListRepr::Deque(d);
+        }
     }
 
     /// Arbitrary edits (LINSERT, LREM, LTRIM): O(n), like the commands themselves.
     pub fn edit<R>(&mut self, f: impl FnOnce(&mut VecDeque<Box<[u8]>>) -> R) -> R {
-        let r = f(&mut self.items);
-        self.recompute();
+        let was_packed = matches!(self.repr, ListRepr::Packed { .. });
+        let mut d = match std::mem::replace(&mut self.repr, ListRepr::Deque(VecDeque::new())) {
+            ListRepr::Packed { buf, .. } => pack::Iter::new(&buf).map(Box::from).collect(),
+            ListRepr::Deque(d) => d,
+        };
+        let r = f(&mut d);
+        self.repr = ListRepr::Deque(d);
+        self.recompute(was_packed);
         r
     }
 
-    fn recompute(&mut self) {
+    /// Recomputes digest and size after an edit, and picks the form: a list that was packed
+    /// stays packed while it fits; a deque is packed once within half the limit.
+    fn recompute(&mut self, was_packed: bool) {
         let mut p = 0u64;
         let mut pw = 1u64;
         let mut bytes = 0;
-        for e in &self.items {
+        let mut packed_bytes = 0;
+        for e in self.iter() {
             p = poly::add(p, poly::mul(elem_poly(e), pw));
             pw = poly::mul(pw, poly::B);
             bytes += e.len() + ELEM_OVERHEAD;
+            packed_bytes += pack::encoded_len(e);
         }
         self.poly = p;
         self.pow = pw;
         self.bytes = bytes;
+        // An edit may leave a list that fits again, or one that no longer does.
+        if let ListRepr::Deque(d) = &self.repr
+            && Self::fits_packed(d.len(), packed_bytes, !was_packed)
+        {
+            let mut buf = Vec::with_capacity(packed_bytes);
+            for e in d {
+                pack::put(&mut buf, e);
+            }
+            self.repr = ListRepr::Packed { buf, len: d.len() };
+            self.bytes = 0;
+        }
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.poly ^ (self.items.len() as u64).rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
+        mix64(self.poly ^ (self.len() as u64).rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Hashes
 
-/// A hash (field → value) with its digest.
-#[derive(Default)]
+/// A hash (field → value) with its digest: packed (`listpack`) while small, a table after.
 pub struct HashValue {
-    table: Table<Box<[u8]>>,
+    repr: HashRepr,
+    /// Estimated bytes of the table form's elements (unused while packed).
     bytes: usize,
     sum: u64,
 }
 
+enum HashRepr {
+    /// Fields and values alternating, in insertion order.
+    Packed {
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Table(Box<Table<Box<[u8]>>>),
+}
+
+impl Default for HashValue {
+    fn default() -> Self {
+        HashValue {
+            repr: HashRepr::Packed {
+                buf: Vec::new(),
+                len: 0,
+            },
+            bytes: 0,
+            sum: 0,
+        }
+    }
+}
+
+/// Position of `field` in a packed hash: (field start, value start, value end).
+fn packed_hash_find(buf: &[u8], field: &[u8]) -> Option<(usize, usize, usize)> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let (f, vs) = pack::read(buf, pos);
+        let (_, ve) = pack::read(buf, vs);
+        if f == field {
+            return Some((pos, vs, ve));
+        }
+        pos = ve;
+    }
+    None
+}
+
+/// The (field, value) pairs of a packed hash.
+fn packed_pairs(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut it = pack::Iter::new(buf);
+    std::iter::from_fn(move || Some((it.next()?, it.next()?)))
+}
+
 impl HashValue {
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.repr {
+            HashRepr::Packed { len, .. } => *len,
+            HashRepr::Table(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            HashRepr::Packed { .. } => Encoding::Listpack,
+            HashRepr::Table(_) => Encoding::HashTable,
+        }
+    }
+
+    /// Estimated heap bytes of the elements and their bookkeeping. A packed form counts its
+    /// buffer's length (its capacity is kept within a quarter of it), so the estimate depends on
+    /// the content only, never on the history of edits.
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => buf.len(),
+            HashRepr::Table(_) => self.bytes,
+        }
     }
 
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
-        self.table.get(field).map(|v| &**v)
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => {
+                packed_hash_find(buf, field).map(|(_, vs, _)| pack::read(buf, vs).0)
+            }
+            HashRepr::Table(t) => t.get(field).map(|v| &**v),
+        }
     }
 
     pub fn contains(&self, field: &[u8]) -> bool {
-        self.table.contains(field)
+        self.get(field).is_some()
+    }
+
+    /// Moves the elements into a table (past `hash-max-listpack-*`; never undone).
+    fn convert_to_table(&mut self) {
+        let HashRepr::Packed { buf, len } = &self.repr else {
+            return;
+        };
+        let mut t = Table::with_capacity(*len + 1);
+        let mut bytes = 0;
+        for (f, v) in packed_pairs(buf) {
+            bytes += f.len() + v.len() + ELEM_OVERHEAD;
+            t.insert_new(f.into(), v.into());
+        }
+        self.bytes = bytes;
+        self.repr = HashRepr::Table(Box::new(t));
     }
 
     /// Sets a field; returns true when the field is new.
     pub fn insert(&mut self, field: &[u8], value: &[u8]) -> bool {
-        match self.table.find(field) {
+        if let HashRepr::Packed { buf, len } = &mut self.repr {
+            let max_value = encoding::hash_max_value();
+            let fits = value.len() <= max_value;
+            match packed_hash_find(buf, field) {
+                Some((_, vs, ve)) if fits => {
+                    let old = pack::read(buf, vs).0;
+                    self.sum = self
+                        .sum
+                        .wrapping_sub(hash_pair(field, old))
+                        .wrapping_add(hash_pair(field, value));
+                    pack::splice(buf, vs, ve, &[value]);
+                    return false;
+                }
+                None if fits && field.len() <= max_value && *len < encoding::hash_max_entries() => {
+                    self.sum = self.sum.wrapping_add(hash_pair(field, value));
+                    pack::put(buf, field);
+                    pack::put(buf, value);
+                    *len += 1;
+                    return true;
+                }
+                _ => self.convert_to_table(),
+            }
+        }
+        let HashRepr::Table(table) = &mut self.repr else {
+            unreachable!("converted above")
+        };
+        match table.find(field) {
             Some(i) => {
-                let old = self.table.value_at_mut(i);
+                let old = table.value_at_mut(i);
                 self.sum = self
                     .sum
                     .wrapping_sub(hash_pair(field, old))
@@ -412,111 +749,379 @@ impl HashValue {
             None => {
                 self.sum = self.sum.wrapping_add(hash_pair(field, value));
                 self.bytes += field.len() + value.len() + ELEM_OVERHEAD;
-                self.table.insert_new(field.into(), value.into());
+                table.insert_new(field.into(), value.into());
                 true
             }
         }
     }
 
     pub fn remove(&mut self, field: &[u8]) -> bool {
-        match self.table.remove(field) {
-            Some((f, v)) => {
-                self.sum = self.sum.wrapping_sub(hash_pair(&f, &v));
-                self.bytes -= f.len() + v.len() + ELEM_OVERHEAD;
-                true
-            }
-            None => false,
+        match &mut self.repr {
+            HashRepr::Packed { buf, len } => match packed_hash_find(buf, field) {
+                Some((fs, vs, ve)) => {
+                    let v = pack::read(buf, vs).0;
+                    self.sum = self.sum.wrapping_sub(hash_pair(field, v));
+                    pack::splice(buf, fs, ve, &[]);
+                    *len -= 1;
+                    true
+                }
+                None => false,
+            },
+            HashRepr::Table(t) => match t.remove(field) {
+                Some((f, v)) => {
+                    self.sum = self.sum.wrapping_sub(hash_pair(&f, &v));
+                    self.bytes -= f.len() + v.len() + ELEM_OVERHEAD;
+                    true
+                }
+                None => false,
+            },
         }
     }
 
+    /// Fields and values (insertion order while packed; table order after).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.table.iter().map(|(k, v)| (k, &**v))
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => Either::Left(packed_pairs(buf)),
+            HashRepr::Table(t) => Either::Right(t.iter().map(|(k, v)| (k, &**v))),
+        }
     }
 
+    /// A cursor walk (see [`Table::scan`]); a packed hash is returned whole, with cursor 0, as
+    /// Redis returns a listpack.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &[u8])) -> u64 {
-        self.table.scan(cursor, count, |k, v| f(k, v))
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => {
+                packed_pairs(buf).for_each(|(k, v)| f(k, v));
+                0
+            }
+            HashRepr::Table(t) => t.scan(cursor, count, |k, v| f(k, v)),
+        }
     }
 
     pub fn random(&self, rng: &mut impl rand::Rng) -> Option<(&[u8], &[u8])> {
-        let i = self.table.random_index(rng)?;
-        Some((self.table.key_at(i), self.table.value_at(i)))
+        match &self.repr {
+            HashRepr::Packed { buf, len } => {
+                if *len == 0 {
+                    return None;
+                }
+                packed_pairs(buf).nth(rng.random_range(0..*len))
+            }
+            HashRepr::Table(t) => {
+                let i = t.random_index(rng)?;
+                Some((t.key_at(i), t.value_at(i)))
+            }
+        }
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.table.len() as u64).rotate_left(40) ^ 0x3c6e_f372_fe94_f82b)
+        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0x3c6e_f372_fe94_f82b)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sets
 
-/// A set of byte strings with its digest.
-#[derive(Default)]
+/// A set of byte strings with its digest: an integer set or packed while small, a table after.
 pub struct SetValue {
-    table: Table<()>,
+    repr: SetRepr,
+    /// Estimated bytes of the table form's elements (unused while compact).
     bytes: usize,
     sum: u64,
 }
 
+enum SetRepr {
+    /// Integers only (each exactly as written: see [`encoding::canonical_int`]), sorted by
+    /// value, each in a slot of `width` bytes: its decimal text right-aligned, spaces before.
+    /// Fixed slots allow binary search; the text gives back the member's own bytes.
+    Ints {
+        buf: Vec<u8>,
+        width: usize,
+    },
+    /// Members in insertion order.
+    Packed {
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Table(Box<Table<()>>),
+}
+
+impl Default for SetValue {
+    fn default() -> Self {
+        SetValue {
+            repr: SetRepr::Ints {
+                buf: Vec::new(),
+                width: 0,
+            },
+            bytes: 0,
+            sum: 0,
+        }
+    }
+}
+
+/// The member in an integer-set slot (its text without the padding).
+#[inline]
+fn int_slot(slot: &[u8]) -> &[u8] {
+    let pad = slot.iter().take_while(|&&c| c == b' ').count();
+    &slot[pad..]
+}
+
+/// Binary search of an integer set: Ok(index) if present, Err(insertion index) if not.
+fn int_search(buf: &[u8], width: usize, x: i64) -> Result<usize, usize> {
+    if width == 0 {
+        return Err(0);
+    }
+    let n = buf.len() / width;
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let v = encoding::canonical_int(int_slot(&buf[mid * width..(mid + 1) * width]))
+            .unwrap_or(i64::MIN);
+        match v.cmp(&x) {
+            Ordering::Equal => return Ok(mid),
+            Ordering::Less => lo = mid + 1,
+            Ordering::Greater => hi = mid,
+        }
+    }
+    Err(lo)
+}
+
+fn pad_into(buf: &mut Vec<u8>, text: &[u8], width: usize) {
+    buf.extend(std::iter::repeat_n(b' ', width - text.len()));
+    buf.extend_from_slice(text);
+}
+
 impl SetValue {
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.repr {
+            SetRepr::Ints { buf, width } => buf.len().checked_div(*width).unwrap_or(0),
+            SetRepr::Packed { len, .. } => *len,
+            SetRepr::Table(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            SetRepr::Ints { .. } => Encoding::Intset,
+            SetRepr::Packed { .. } => Encoding::Listpack,
+            SetRepr::Table(_) => Encoding::HashTable,
+        }
+    }
+
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            SetRepr::Ints { buf, .. } | SetRepr::Packed { buf, .. } => buf.len(),
+            SetRepr::Table(_) => self.bytes,
+        }
     }
 
     pub fn contains(&self, m: &[u8]) -> bool {
-        self.table.contains(m)
+        match &self.repr {
+            SetRepr::Ints { buf, width } => {
+                encoding::canonical_int(m).is_some_and(|x| int_search(buf, *width, x).is_ok())
+            }
+            SetRepr::Packed { buf, .. } => pack::Iter::new(buf).any(|e| e == m),
+            SetRepr::Table(t) => t.contains(m),
+        }
+    }
+
+    /// Converts an integer set to the packed form or a table, whichever `extra` more members
+    /// of at most `longest` bytes allow (Redis's rule; never undone).
+    fn convert(&mut self, extra: usize, longest: usize) {
+        let members: Vec<Box<[u8]>> = self.iter().map(Box::from).collect();
+        let longest = members
+            .iter()
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+            .max(longest);
+        let packed = matches!(self.repr, SetRepr::Ints { .. })
+            && members.len() + extra <= encoding::set_max_listpack_entries()
+            && longest <= encoding::set_max_listpack_value();
+        if packed {
+            let mut buf = Vec::new();
+            for m in &members {
+                pack::put(&mut buf, m);
+            }
+            self.repr = SetRepr::Packed {
+                buf,
+                len: members.len(),
+            };
+        } else {
+            let mut t = Table::with_capacity(members.len() + extra);
+            self.bytes = 0;
+            for m in members {
+                self.bytes += m.len() + ELEM_OVERHEAD;
+                t.insert_new(m, ());
+            }
+            self.repr = SetRepr::Table(Box::new(t));
+        }
     }
 
     /// Adds a member; returns true when it was new.
     pub fn insert(&mut self, m: &[u8]) -> bool {
-        if self.table.contains(m) {
+        if let SetRepr::Ints { buf, width } = &mut self.repr {
+            match encoding::canonical_int(m) {
+                Some(x) => match int_search(buf, *width, x) {
+                    Ok(_) => return false,
+                    Err(at) => {
+                        let len = buf.len().checked_div(*width).unwrap_or(0);
+                        if len < encoding::set_max_intset_entries() {
+                            if m.len() > *width {
+                                // Widen every slot (Redis upgrades an intset's integer size).
+                                let mut wide = Vec::with_capacity((len + 1) * m.len());
+                                for slot in buf.chunks_exact((*width).max(1)) {
+                                    pad_into(&mut wide, int_slot(slot), m.len());
+                                }
+                                *buf = wide;
+                                *width = m.len();
+                            }
+                            let mut slot = Vec::with_capacity(*width);
+                            pad_into(&mut slot, m, *width);
+                            buf.reserve_exact(*width);
+                            buf.splice(at * *width..at * *width, slot);
+                            self.sum = self.sum.wrapping_add(hash_bytes(m));
+                            return true;
+                        }
+                        self.convert(1, m.len());
+                    }
+                },
+                None => self.convert(1, m.len()),
+            }
+        }
+        if let SetRepr::Packed { buf, len } = &mut self.repr {
+            if pack::Iter::new(buf).any(|e| e == m) {
+                return false;
+            }
+            if *len < encoding::set_max_listpack_entries()
+                && m.len() <= encoding::set_max_listpack_value()
+            {
+                pack::put(buf, m);
+                *len += 1;
+                self.sum = self.sum.wrapping_add(hash_bytes(m));
+                return true;
+            }
+            self.convert(1, m.len());
+        }
+        let SetRepr::Table(table) = &mut self.repr else {
+            unreachable!("converted above")
+        };
+        if table.contains(m) {
             return false;
         }
         self.sum = self.sum.wrapping_add(hash_bytes(m));
         self.bytes += m.len() + ELEM_OVERHEAD;
-        self.table.insert_new(m.into(), ());
+        table.insert_new(m.into(), ());
         true
     }
 
     pub fn remove(&mut self, m: &[u8]) -> bool {
-        match self.table.remove(m) {
-            Some((k, ())) => {
-                self.sum = self.sum.wrapping_sub(hash_bytes(&k));
-                self.bytes -= k.len() + ELEM_OVERHEAD;
-                true
+        let removed = match &mut self.repr {
+            SetRepr::Ints { buf, width } => {
+                match encoding::canonical_int(m).map(|x| int_search(buf, *width, x)) {
+                    Some(Ok(i)) => {
+                        buf.drain(i * *width..(i + 1) * *width);
+                        true
+                    }
+                    _ => false,
+                }
             }
-            None => false,
+            SetRepr::Packed { buf, len } => {
+                let mut it = pack::Iter::new(buf);
+                let mut found = None;
+                loop {
+                    let start = it.pos();
+                    match it.next() {
+                        Some(e) if e == m => {
+                            found = Some((start, it.pos()));
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                match found {
+                    Some((from, to)) => {
+                        pack::splice(buf, from, to, &[]);
+                        *len -= 1;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            SetRepr::Table(t) => {
+                let hit = t.remove(m).is_some();
+                if hit {
+                    self.bytes -= m.len() + ELEM_OVERHEAD;
+                }
+                hit
+            }
+        };
+        if removed {
+            self.sum = self.sum.wrapping_sub(hash_bytes(m));
+        }
+        removed
+    }
+
+    /// Members: ascending integers for an integer set, insertion order while packed.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        match &self.repr {
+            SetRepr::Ints { buf, width } => Either::Left(Either::Left(
+                buf.chunks_exact((*width).max(1)).map(int_slot),
+            )),
+            SetRepr::Packed { buf, .. } => Either::Left(Either::Right(pack::Iter::new(buf))),
+            SetRepr::Table(t) => Either::Right(t.iter().map(|(k, ())| k)),
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.table.iter().map(|(k, ())| k)
-    }
-
+    /// A cursor walk (see [`Table::scan`]); a compact set is returned whole, with cursor 0.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
-        self.table.scan(cursor, count, |k, ()| f(k))
+        match &self.repr {
+            SetRepr::Table(t) => t.scan(cursor, count, |k, ()| f(k)),
+            _ => {
+                self.iter().for_each(f);
+                0
+            }
+        }
     }
 
     pub fn random(&self, rng: &mut impl rand::Rng) -> Option<&[u8]> {
-        let i = self.table.random_index(rng)?;
-        Some(self.table.key_at(i))
+        match &self.repr {
+            SetRepr::Table(t) => {
+                let i = t.random_index(rng)?;
+                Some(t.key_at(i))
+            }
+            _ => {
+                let n = self.len();
+                if n == 0 {
+                    return None;
+                }
+                self.iter().nth(rng.random_range(0..n))
+            }
+        }
     }
 
     /// Removes and returns a random member.
     pub fn pop_random(&mut self, rng: &mut impl rand::Rng) -> Option<Box<[u8]>> {
-        let i = self.table.random_index(rng)?;
-        let (k, ()) = self.table.remove_at(i);
-        self.sum = self.sum.wrapping_sub(hash_bytes(&k));
-        self.bytes -= k.len() + ELEM_OVERHEAD;
-        Some(k)
+        let m: Box<[u8]> = match &mut self.repr {
+            SetRepr::Table(t) => {
+                let i = t.random_index(rng)?;
+                let (k, ()) = t.remove_at(i);
+                self.sum = self.sum.wrapping_sub(hash_bytes(&k));
+                self.bytes -= k.len() + ELEM_OVERHEAD;
+                return Some(k);
+            }
+            _ => self.random(rng)?.into(),
+        };
+        self.remove(&m);
+        Some(m)
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.table.len() as u64).rotate_left(40) ^ 0xa54f_f53a_5f1d_36f1)
+        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0xa54f_f53a_5f1d_36f1)
     }
 }
 
@@ -542,85 +1147,237 @@ impl Ord for Score {
     }
 }
 
-/// A sorted set: member → score, plus members ordered by (score, member) in a skiplist with
-/// spans, so ranks and range starts are found in O(log n).
-#[derive(Default)]
+/// A sorted set: packed (`listpack`, ordered by (score, member)) while small; past
+/// `zset-max-listpack-*`, a member → score table plus a skiplist with spans, so ranks and range
+/// starts are found in O(log n).
 pub struct ZSetValue {
-    dict: Table<f64>,
-    list: SkipList,
+    repr: ZRepr,
+    /// Estimated bytes of the full form's elements (unused while packed).
     bytes: usize,
     sum: u64,
 }
 
+enum ZRepr {
+    /// (member, score as 8 little-endian bytes) pairs in (score, member) order.
+    Packed {
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Full(Box<ZFull>),
+}
+
+#[derive(Default)]
+struct ZFull {
+    dict: Table<f64>,
+    list: SkipList,
+}
+
+impl Default for ZSetValue {
+    fn default() -> Self {
+        ZSetValue {
+            repr: ZRepr::Packed {
+                buf: Vec::new(),
+                len: 0,
+            },
+            bytes: 0,
+            sum: 0,
+        }
+    }
+}
+
+#[inline]
+fn score_of(bytes: &[u8]) -> f64 {
+    f64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// Walks a packed sorted set: (member, score, start, end) of each element.
+fn packed_scored(buf: &[u8]) -> impl Iterator<Item = (&[u8], f64, usize, usize)> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        if pos >= buf.len() {
+            return None;
+        }
+        let start = pos;
+        let (m, next) = pack::read(buf, pos);
+        let (s, next) = pack::read(buf, next);
+        pos = next;
+        Some((m, score_of(s), start, next))
+    })
+}
+
+#[inline]
+fn cmp_scored(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
+    Score(s1).cmp(&Score(s2)).then_with(|| m1.cmp(m2))
+}
+
 impl ZSetValue {
     pub fn len(&self) -> usize {
-        self.dict.len()
+        match &self.repr {
+            ZRepr::Packed { len, .. } => *len,
+            ZRepr::Full(f) => f.dict.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dict.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            ZRepr::Packed { .. } => Encoding::Listpack,
+            ZRepr::Full(_) => Encoding::Skiplist,
+        }
+    }
+
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => buf.len(),
+            ZRepr::Full(_) => self.bytes,
+        }
     }
 
     pub fn score(&self, m: &[u8]) -> Option<f64> {
-        self.dict.get(m).copied()
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf)
+                .find(|(x, ..)| *x == m)
+                .map(|(_, s, ..)| s),
+            ZRepr::Full(f) => f.dict.get(m).copied(),
+        }
+    }
+
+    /// Moves the elements into the table + skiplist form (never undone).
+    fn convert_to_full(&mut self) {
+        let ZRepr::Packed { buf, len } = &self.repr else {
+            return;
+        };
+        let mut full = ZFull {
+            dict: Table::with_capacity(*len + 1),
+            list: SkipList::new(),
+        };
+        let mut bytes = 0;
+        for (m, s, ..) in packed_scored(buf) {
+            full.dict.insert_new(m.into(), s);
+            full.list.insert(s, m);
+            bytes += 2 * m.len() + 2 * ELEM_OVERHEAD;
+        }
+        self.bytes = bytes;
+        self.repr = ZRepr::Full(Box::new(full));
     }
 
     /// Sets a member's score; returns the previous score.
     pub fn insert(&mut self, m: &[u8], score: f64) -> Option<f64> {
-        let old = self.dict.get(m).copied();
+        if let ZRepr::Packed { buf, len } = &mut self.repr {
+            let found = packed_scored(buf)
+                .find(|(x, ..)| *x == m)
+                .map(|(_, s, from, to)| (s, from, to));
+            if let Some((o, ..)) = found
+                && o.to_bits() == score.to_bits()
+            {
+                return Some(o);
+            }
+            let size_after = *len + usize::from(found.is_none());
+            if size_after <= encoding::zset_max_entries() && m.len() <= encoding::zset_max_value() {
+                if let Some((o, from, to)) = found {
+                    pack::splice(buf, from, to, &[]);
+                    self.sum = self.sum.wrapping_sub(hash_scored(m, o));
+                } else {
+                    *len += 1;
+                }
+                let at = packed_scored(buf)
+                    .find(|(x, s, ..)| cmp_scored(*s, x, score, m) == Ordering::Greater)
+                    .map_or(buf.len(), |(.., from, _)| from);
+                pack::splice(buf, at, at, &[m, &score.to_le_bytes()]);
+                self.sum = self.sum.wrapping_add(hash_scored(m, score));
+                return found.map(|(o, ..)| o);
+            }
+            self.convert_to_full();
+        }
+        let ZRepr::Full(full) = &mut self.repr else {
+            unreachable!("converted above")
+        };
+        let old = full.dict.get(m).copied();
         match old {
             Some(o) => {
                 if o.to_bits() == score.to_bits() {
                     return old;
                 }
-                self.list.remove(o, m);
+                full.list.remove(o, m);
                 self.sum = self.sum.wrapping_sub(hash_scored(m, o));
-                if let Some(s) = self.dict.get_mut(m) {
+                if let Some(s) = full.dict.get_mut(m) {
                     *s = score;
                 }
             }
             None => {
-                self.dict.insert_new(m.into(), score);
+                full.dict.insert_new(m.into(), score);
                 self.bytes += 2 * m.len() + 2 * ELEM_OVERHEAD;
             }
         }
-        self.list.insert(score, m);
+        full.list.insert(score, m);
         self.sum = self.sum.wrapping_add(hash_scored(m, score));
         old
     }
 
     pub fn remove(&mut self, m: &[u8]) -> Option<f64> {
-        let (_, score) = self.dict.remove(m)?;
-        self.list.remove(score, m);
+        let score = match &mut self.repr {
+            ZRepr::Packed { buf, len } => {
+                let (_, s, from, to) = packed_scored(buf).find(|(x, ..)| *x == m)?;
+                pack::splice(buf, from, to, &[]);
+                *len -= 1;
+                s
+            }
+            ZRepr::Full(full) => {
+                let (_, score) = full.dict.remove(m)?;
+                full.list.remove(score, m);
+                self.bytes -= 2 * m.len() + 2 * ELEM_OVERHEAD;
+                score
+            }
+        };
         self.sum = self.sum.wrapping_sub(hash_scored(m, score));
-        self.bytes -= 2 * m.len() + 2 * ELEM_OVERHEAD;
         Some(score)
     }
 
-    /// Members in order of (score, member).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
-        self.list.iter()
-    }
-
     /// Members with 0-based ranks in `[start, end)`, ascending (reverse the iterator for
-    /// descending). O(log n + m).
+    /// descending). O(log n + m) past the packed form.
     pub fn range_by_rank(
         &self,
         start: usize,
         end: usize,
     ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
-        self.list.range(start, end)
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => Either::Left(
+                packed_scored(buf)
+                    .skip(start)
+                    .take(end.saturating_sub(start))
+                    .map(|(m, s, ..)| (m, s))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ZRepr::Full(f) => Either::Right(f.list.range(start, end)),
+        }
     }
 
-    /// The member at a 0-based rank. O(log n).
+    /// Members in order of (score, member).
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        self.range_by_rank(0, usize::MAX)
+    }
+
+    /// The member at a 0-based rank. O(log n) past the packed form.
     pub fn get_by_rank(&self, rank: usize) -> Option<(&[u8], f64)> {
-        self.list.get(rank).map(|(s, m)| (m, s))
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf).nth(rank).map(|(m, s, ..)| (m, s)),
+            ZRepr::Full(f) => f.list.get(rank).map(|(s, m)| (m, s)),
+        }
     }
 
     /// How many leading members (in (score, member) order) satisfy `before`, which must hold for
-    /// a prefix of the order and not after it (a range bound). O(log n).
-    pub fn count_before(&self, before: impl FnMut(f64, &[u8]) -> bool) -> usize {
-        self.list.count_before(before)
+    /// a prefix of the order and not after it (a range bound). O(log n) past the packed form.
+    pub fn count_before(&self, mut before: impl FnMut(f64, &[u8]) -> bool) -> usize {
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf)
+                .take_while(|(m, s, ..)| before(*s, m))
+                .count(),
+            ZRepr::Full(f) => f.list.count_before(before),
+        }
     }
 
     /// Rank bounds `[start, end)` of the members whose score lies within the bounds.
@@ -645,27 +1402,360 @@ impl ZSetValue {
         max: Bound<f64>,
     ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
         let (start, end) = self.score_rank_range(min, max);
-        self.list.range(start, end)
+        self.range_by_rank(start, end)
     }
 
     /// 0-based rank of a member in ascending order. O(log n).
     pub fn rank(&self, m: &[u8]) -> Option<usize> {
-        let score = *self.dict.get(m)?;
-        self.list.rank(score, m)
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf).position(|(x, ..)| x == m),
+            ZRepr::Full(f) => {
+                let score = *f.dict.get(m)?;
+                f.list.rank(score, m)
+            }
+        }
     }
 
+    /// A cursor walk (see [`Table::scan`]); a packed set is returned whole, with cursor 0.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], f64)) -> u64 {
-        self.dict.scan(cursor, count, |k, s| f(k, *s))
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => {
+                packed_scored(buf).for_each(|(m, s, ..)| f(m, s));
+                0
+            }
+            ZRepr::Full(full) => full.dict.scan(cursor, count, |k, s| f(k, *s)),
+        }
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.dict.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
+        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
     }
+}
+
+/// One of two iterators (the forms of a value walk differently).
+pub enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+impl<T, L: Iterator<Item = T>, R: Iterator<Item = T>> Iterator for Either<L, R> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        match self {
+            Either::Left(l) => l.next(),
+            Either::Right(r) => r.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Either::Left(l) => l.size_hint(),
+            Either::Right(r) => r.size_hint(),
+        }
+    }
+}
+
+impl<T, L, R> DoubleEndedIterator for Either<L, R>
+where
+    L: DoubleEndedIterator<Item = T>,
+    R: DoubleEndedIterator<Item = T>,
+{
+    fn next_back(&mut self) -> Option<T> {
+        match self {
+            Either::Left(l) => l.next_back(),
+            Either::Right(r) => r.next_back(),
+        }
+    }
+}
+
+impl<T, L, R> ExactSizeIterator for Either<L, R>
+where
+    L: ExactSizeIterator<Item = T>,
+    R: ExactSizeIterator<Item = T>,
+{
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Members drawn from a pool larger than the packed limits, some longer than the value
+    /// limit, some integers: every form and every conversion is reached.
+    fn member(k: u16) -> Vec<u8> {
+        match k % 4 {
+            0 | 1 => (i64::from(k) - 300).to_string().into_bytes(),
+            2 => format!("m{k}").into_bytes(),
+            _ if k % 37 == 3 => vec![b'x'; 70 + usize::from(k % 5)],
+            _ => format!("{k:05}").into_bytes(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Hashes against a map, through packed and table forms: lookups, iteration, removal,
+        /// and a digest equal to that of the same content built afresh.
+        #[test]
+        fn hash_matches_model(ops in proptest::collection::vec((0u8..4, 0u16..400, 0u8..3), 0..700)) {
+            let mut h = HashValue::default();
+            let mut m: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut went_table = false;
+            for (op, k, v) in ops {
+                let f = member(k);
+                let val = if v == 2 { vec![b'v'; 80] } else { format!("v{v}").into_bytes() };
+                match op {
+                    0 => { proptest::prop_assert_eq!(h.remove(&f), m.remove(&f).is_some()); }
+                    _ => { proptest::prop_assert_eq!(h.insert(&f, &val), m.insert(f.clone(), val.clone()).is_none()); }
+                }
+                went_table |= h.encoding() == Encoding::HashTable;
+                proptest::prop_assert!(!went_table || h.encoding() == Encoding::HashTable, "never back");
+                proptest::prop_assert_eq!(h.len(), m.len());
+            }
+            for (f, v) in &m {
+                proptest::prop_assert_eq!(h.get(f), Some(&v[..]));
+            }
+            let got: BTreeMap<Vec<u8>, Vec<u8>> = h.iter().map(|(f, v)| (f.to_vec(), v.to_vec())).collect();
+            proptest::prop_assert_eq!(&got, &m);
+            let mut scanned = BTreeMap::new();
+            let mut c = 0;
+            loop {
+                c = h.scan(c, 7, |f, v| { scanned.insert(f.to_vec(), v.to_vec()); });
+                if c == 0 { break; }
+            }
+            proptest::prop_assert_eq!(&scanned, &m);
+            let mut fresh = HashValue::default();
+            for (f, v) in &m {
+                fresh.insert(f, v);
+            }
+            proptest::prop_assert_eq!(h.digest(), fresh.digest());
+            if !m.is_empty() {
+                let (f, v) = h.random(&mut rand::rng()).unwrap();
+                proptest::prop_assert_eq!(m.get(f).map(|x| &x[..]), Some(v));
+            }
+        }
+
+        /// Sets against a set, through the integer set, packed and table forms.
+        #[test]
+        fn set_matches_model(ops in proptest::collection::vec((0u8..4, 0u16..700), 0..1200), ints_only in proptest::bool::ANY) {
+            let mut s = SetValue::default();
+            let mut m: BTreeSet<Vec<u8>> = BTreeSet::new();
+            let mut rng = rand::rng();
+            for (op, k) in ops {
+                let e = if ints_only { (i64::from(k) * 7919 - 2_000_000).to_string().into_bytes() } else { member(k) };
+                match op {
+                    0 => { proptest::prop_assert_eq!(s.remove(&e), m.remove(&e)); }
+                    1 if k % 9 == 0 => {
+                        if let Some(p) = s.pop_random(&mut rng) {
+                            proptest::prop_assert!(m.remove(&*p));
+                        } else {
+                            proptest::prop_assert!(m.is_empty());
+                        }
+                    }
+                    _ => { proptest::prop_assert_eq!(s.insert(&e), m.insert(e.clone())); }
+                }
+                proptest::prop_assert_eq!(s.len(), m.len());
+                if ints_only && s.len() <= 512 {
+                    proptest::prop_assert_eq!(s.encoding(), Encoding::Intset);
+                }
+            }
+            for e in &m {
+                proptest::prop_assert!(s.contains(e));
+            }
+            proptest::prop_assert!(!s.contains(b"-0") && !s.contains(b"007"));
+            let got: Vec<Vec<u8>> = s.iter().map(<[u8]>::to_vec).collect();
+            if s.encoding() == Encoding::Intset {
+                let nums: Vec<i64> = got.iter().map(|g| std::str::from_utf8(g).unwrap().parse().unwrap()).collect();
+                proptest::prop_assert!(nums.windows(2).all(|w| w[0] < w[1]), "intset is sorted");
+            }
+            proptest::prop_assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), m.clone());
+            let mut fresh = SetValue::default();
+            for e in &m {
+                fresh.insert(e);
+            }
+            proptest::prop_assert_eq!(s.digest(), fresh.digest());
+            if !m.is_empty() {
+                proptest::prop_assert!(m.contains(s.random(&mut rng).unwrap()));
+            }
+        }
+
+        /// Sorted sets against an ordered model, through packed and skiplist forms.
+        #[test]
+        fn zset_matches_model(ops in proptest::collection::vec((0u8..4, 0u16..300, -4i8..4), 0..700)) {
+            let mut z = ZSetValue::default();
+            let mut m: BTreeMap<Vec<u8>, f64> = BTreeMap::new();
+            for (op, k, sc) in ops {
+                let e = member(k);
+                let score = f64::from(sc) / 2.0;
+                match op {
+                    0 => { proptest::prop_assert_eq!(z.remove(&e), m.remove(&e)); }
+                    _ => { proptest::prop_assert_eq!(z.insert(&e, score), m.insert(e.clone(), score)); }
+                }
+                proptest::prop_assert_eq!(z.len(), m.len());
+            }
+            let mut want: Vec<(Vec<u8>, f64)> = m.iter().map(|(k, s)| (k.clone(), *s)).collect();
+            want.sort_by(|a, b| Score(a.1).cmp(&Score(b.1)).then_with(|| a.0.cmp(&b.0)));
+            let got: Vec<(Vec<u8>, f64)> = z.iter().map(|(k, s)| (k.to_vec(), s)).collect();
+            proptest::prop_assert_eq!(&got, &want);
+            let back: Vec<(Vec<u8>, f64)> = z.iter().rev().map(|(k, s)| (k.to_vec(), s)).collect();
+            proptest::prop_assert_eq!(back.len(), want.len());
+            for (i, (k, s)) in want.iter().enumerate() {
+                proptest::prop_assert_eq!(z.rank(k), Some(i));
+                proptest::prop_assert_eq!(z.score(k), Some(*s));
+                proptest::prop_assert_eq!(z.get_by_rank(i).map(|(k, s)| (k.to_vec(), s)), Some((k.clone(), *s)));
+            }
+            let (a, b) = z.score_rank_range(Bound::Excluded(-1.0), Bound::Included(1.0));
+            proptest::prop_assert_eq!(b - a, want.iter().filter(|(_, s)| *s > -1.0 && *s <= 1.0).count());
+            proptest::prop_assert_eq!(z.range_by_rank(2, 5).len(), want.len().saturating_sub(2).min(3));
+            let mut fresh = ZSetValue::default();
+            for (k, s) in &m {
+                fresh.insert(k, *s);
+            }
+            proptest::prop_assert_eq!(z.digest(), fresh.digest());
+        }
+    }
+
+    proptest::proptest! {
+        /// Lists against a deque, through the packed form and the deque and back (elements up
+        /// to 3 KiB cross the 8 KiB packed limit quickly; pops bring the list under half of it).
+        #[test]
+        fn list_matches_model(ops in proptest::collection::vec((0u8..7, 0u16..3000), 0..400)) {
+            let mut l = ListValue::default();
+            let mut m: VecDeque<Vec<u8>> = VecDeque::new();
+            let mut forms = BTreeSet::new();
+            for (op, n) in ops {
+                let e = if n % 3 == 0 { vec![b'e'; usize::from(n)] } else { n.to_string().into_bytes() };
+                match op {
+                    0 => { l.push_back(&e); m.push_back(e); }
+                    1 => { l.push_front(&e); m.push_front(e); }
+                    2 => { proptest::prop_assert_eq!(l.pop_front().map(|b| b.to_vec()), m.pop_front()); }
+                    3 => { proptest::prop_assert_eq!(l.pop_back().map(|b| b.to_vec()), m.pop_back()); }
+                    4 if !m.is_empty() => {
+                        let i = usize::from(n) % m.len();
+                        l.set(i, &e);
+                        m[i] = e;
+                    }
+                    5 if !m.is_empty() => {
+                        let i = usize::from(n) % (m.len() + 1);
+                        l.edit(|d| d.insert(i, e.clone().into()));
+                        m.insert(i, e);
+                    }
+                    _ => {
+                        let keep = usize::from(n) % (m.len() + 1);
+                        l.edit(|d| d.truncate(keep));
+                        m.truncate(keep);
+                    }
+                }
+                forms.insert(l.encoding().name());
+                proptest::prop_assert_eq!(l.len(), m.len());
+            }
+            let got: Vec<Vec<u8>> = l.iter().map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(&got, &m.iter().cloned().collect::<Vec<_>>());
+            let back: Vec<Vec<u8>> = l.iter().rev().map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(back, m.iter().rev().cloned().collect::<Vec<_>>());
+            for (i, e) in m.iter().enumerate().step_by(7) {
+                proptest::prop_assert_eq!(l.get(i), Some(&e[..]));
+            }
+            proptest::prop_assert_eq!(l.get(m.len()), None);
+            let mid: Vec<Vec<u8>> = l.range(1, 4).map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(mid, m.iter().skip(1).take(3).cloned().collect::<Vec<_>>());
+            let mut fresh = ListValue::default();
+            for e in &m {
+                fresh.push_back(e);
+            }
+            proptest::prop_assert_eq!(l.digest(), fresh.digest());
+        }
+    }
+
+    #[test]
+    fn lists_pack_unpack_and_pack_again() {
+        let mut l = ListValue::default();
+        for i in 0..100 {
+            l.push_back(format!("element-{i}").as_bytes());
+        }
+        assert_eq!(l.encoding(), Encoding::Listpack);
+        l.push_back(&[b'x'; 9000]);
+        assert_eq!(l.encoding(), Encoding::Quicklist, "past 8 KiB");
+        l.pop_back();
+        assert_eq!(l.encoding(), Encoding::Listpack, "back within half of it");
+        let mut big = ListValue::default();
+        for i in 0..2000 {
+            big.push_front(format!("{i:08}").as_bytes());
+        }
+        assert_eq!(big.encoding(), Encoding::Quicklist);
+        while big.len() > 300 {
+            big.pop_front();
+        }
+        assert_eq!(big.encoding(), Encoding::Listpack);
+        assert_eq!(big.get(0), Some(&b"00000299"[..]));
+    }
+
+    #[test]
+    fn encodings_follow_redis_thresholds() {
+        let mut h = HashValue::default();
+        h.insert(b"f", b"v");
+        assert_eq!(h.encoding(), Encoding::Listpack);
+        h.insert(b"f", &[b'x'; 65]);
+        assert_eq!(h.encoding(), Encoding::HashTable, "value longer than 64");
+        h.remove(b"f");
+        h.insert(b"g", b"v");
+        assert_eq!(h.encoding(), Encoding::HashTable, "never converts back");
+        let mut h = HashValue::default();
+        for i in 0..128 {
+            h.insert(format!("f{i}").as_bytes(), b"v");
+        }
+        assert_eq!(h.encoding(), Encoding::Listpack);
+        h.insert(b"one-more", b"v");
+        assert_eq!(h.encoding(), Encoding::HashTable);
+
+        let mut s = SetValue::default();
+        for i in 0..512 {
+            s.insert(i.to_string().as_bytes());
+        }
+        assert_eq!(s.encoding(), Encoding::Intset);
+        s.insert(b"512");
+        assert_eq!(
+            s.encoding(),
+            Encoding::HashTable,
+            "past set-max-intset-entries"
+        );
+        let mut s = SetValue::default();
+        s.insert(b"1");
+        s.insert(b"01");
+        assert_eq!(
+            s.encoding(),
+            Encoding::Listpack,
+            "01 is not an integer as written"
+        );
+        for i in 0..126 {
+            s.insert(format!("m{i}").as_bytes());
+        }
+        assert_eq!((s.len(), s.encoding()), (128, Encoding::Listpack));
+        s.insert(b"m-last");
+        assert_eq!(s.encoding(), Encoding::HashTable);
+
+        let mut z = ZSetValue::default();
+        z.insert(b"a", 1.0);
+        assert_eq!(z.encoding(), Encoding::Listpack);
+        z.insert(&[b'm'; 65], 1.0);
+        assert_eq!(z.encoding(), Encoding::Skiplist);
+
+        assert_eq!(StrValue::new(b"12345".to_vec()).encoding(), Encoding::Int);
+        assert_eq!(
+            StrValue::new(b"012345".to_vec()).encoding(),
+            Encoding::EmbStr
+        );
+        assert_eq!(StrValue::new(vec![b'a'; 44]).encoding(), Encoding::EmbStr);
+        assert_eq!(StrValue::new(vec![b'a'; 45]).encoding(), Encoding::Raw);
+        let mut a = StrValue::new(b"1".to_vec());
+        a.append(b"2");
+        assert_eq!(
+            a.encoding(),
+            Encoding::Raw,
+            "APPEND makes a raw string, as in Redis"
+        );
+    }
 
     fn list_from(items: &[&str]) -> ListValue {
         let mut l = ListValue::default();

@@ -8,6 +8,7 @@
 
 mod client;
 mod connection;
+mod diagnostics;
 mod introspection;
 mod migrate;
 mod tenant;
@@ -25,7 +26,7 @@ use crate::connection::ClientState;
 use crate::dispatch::Flow;
 use crate::shared::Shared;
 
-pub use connection::COMPAT_VERSION;
+pub use connection::{COMPAT_VERSION, anonymous_access};
 
 /// Result of a server command: `Err` means nothing was written and the error is the reply.
 pub type ServerResult = Result<Flow, ErrorReply>;
@@ -115,6 +116,11 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("info", introspection::info),
     now_in_multi("time", |st, _, _, out| connection::time(st, out)),
     now("shutdown", introspection::shutdown),
+    now_in_multi("slowlog", diagnostics::slowlog),
+    now_in_multi("latency", diagnostics::latency),
+    now_in_multi("acl", diagnostics::acl),
+    now_in_multi("wait", |st, _, args, out| diagnostics::wait(st, args, out)),
+    now_in_multi("swapdb", |st, _, args, out| diagnostics::swapdb(st, args, out)),
     now("multi", |st, _, _, out| transaction::multi(st, out)),
     wait("exec", |st, sh, _, out| Box::pin(transaction::exec(st, sh, out))),
     now("discard", |st, _, _, out| transaction::discard(st, out)),

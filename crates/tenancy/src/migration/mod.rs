@@ -503,10 +503,12 @@ impl MigrationManager {
             .connect_timeout(Duration::from_secs(3))
             .command_timeout(Duration::from_secs(30))
             .name("ferrite-migration");
-        if let Some(token) = &self.inner.settings.read().token {
-            o = o.tenant(MIGRATION_USER, token.clone());
-        } else if let Some(pw) = &cfg.auth {
+        // An AUTH given with the command is what the operator chose for this target; the
+        // cluster's token is the default.
+        if let Some(pw) = &cfg.auth {
             o = o.password(pw.clone());
+        } else if let Some(token) = &self.inner.settings.read().token {
+            o = o.tenant(MIGRATION_USER, token.clone());
         }
         o
     }
