@@ -219,15 +219,24 @@ impl Keyspace {
     }
 
     /// Locks the keyspace, blocking the calling thread until it is this caller's turn. For code
-    /// that is not async; async code waits with [`Keyspace::lock_async`] instead, which leaves
-    /// the thread to other tasks. Never hold a guard across an `.await` other than a keyspace
-    /// operation's own.
+    /// that is not async (tests, the blocking pool); async code must wait with
+    /// [`Keyspace::lock_async`], which leaves the thread to other tasks.
+    ///
+    /// Why async code must not block here: the lock is handed over in arrival order, so the
+    /// next owner may be a connection's task that can only run once a worker thread is free. On
+    /// a multi-threaded runtime this call therefore gives its worker's other tasks to another
+    /// thread while it waits (`block_in_place`); on the current-thread runtime nothing can, and
+    /// blocking its only thread behind a queued task would never end.
     pub fn lock(&self) -> DbGuard<'_> {
-        match self.db.try_lock() {
-            Ok(g) => g,
-            // Outside the task budget: the budget of an async caller's task would otherwise make
-            // the wait return "not yet" forever, since blocking never yields back to tokio.
-            Err(_) => block_on(tokio::task::unconstrained(self.db.lock())),
+        if let Ok(g) = self.db.try_lock() {
+            return g;
+        }
+        // Outside the task budget: the budget of an async caller's task would otherwise make
+        // the wait return "not yet" forever, since blocking never yields back to tokio.
+        let wait = || block_on(tokio::task::unconstrained(self.db.lock()));
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
         }
     }
 

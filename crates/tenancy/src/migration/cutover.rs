@@ -81,7 +81,7 @@ pub(super) async fn cutover(
     let settings = mgr.settings();
     let ks = m.tenant.keyspace();
     // Changes not yet read plus batches not yet acknowledged: the same lag STATUS reports.
-    let lag = ks.lock().tracking_lag().map_or(0, |l| l.keys)
+    let lag = ks.lock_async().await.tracking_lag().map_or(0, |l| l.keys)
         + super::stream::in_flight(&streams.states).keys;
     if lag > settings.cutover_max_lag && !force {
         return Err(MigrationError::LagTooHigh {
@@ -134,7 +134,7 @@ pub(super) async fn cutover(
 
     // Hand over: from here the source answers MOVED; then the target is activated.
     m.tenant.set_moved(&m.redirect);
-    ks.lock().stop_tracking();
+    ks.lock_async().await.stop_tracking();
     breakpoint(mgr, m, "cutover:before_activate").await;
     match activate(mgr, m, control, import_id, settings.activation_timeout).await {
         Ok(()) => {}
@@ -142,7 +142,7 @@ pub(super) async fn cutover(
             // The target says the import is gone or aborted, so it is not serving the tenant:
             // taking the tenant back is safe.
             m.tenant.set_state(TenantState::Active);
-            ks.lock().start_tracking();
+            ks.lock_async().await.start_tracking();
             gate.open();
             let msg = format!("cutover failed, the source still owns the tenant: {reason}");
             fail_migration(m, &msg);
@@ -194,7 +194,7 @@ async fn confirm(
             return Err(e.to_string());
         }
         let (keys, digest, dirty) = {
-            let db = ks.lock();
+            let db = ks.lock_async().await;
             (
                 db.len() as u64,
                 db.digest().combined(),
@@ -319,7 +319,7 @@ pub(super) async fn retry_activation(
         }
         Err(Activation::Refused(reason)) => {
             m.tenant.set_state(TenantState::Active);
-            m.tenant.keyspace().lock().start_tracking();
+            m.tenant.keyspace().lock_async().await.start_tracking();
             let msg =
                 format!("the target lost the import ({reason}); the source owns the tenant again");
             fail_migration(m, &msg);
