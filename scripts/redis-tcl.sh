@@ -21,6 +21,7 @@ sed -i 's/^    ::redis::redis_reset_state \$id$/&\n    if {[info exists ::env(FE
 export FERRITE_TCL_AUTH="tcl-$RANDOM-$RANDOM"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" --port "$port" --metrics-addr off --log-level warn --requirepass "$FERRITE_TCL_AUTH" \
+    --dir "$work/data" \
     >"$work/ferrite.log" 2>&1 &
 pid=$!
 for _ in $(seq 50); do

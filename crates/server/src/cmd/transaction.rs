@@ -86,6 +86,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     } else {
         None
     };
+    st.batch.wrote |= work.writes;
     let ks = tenant.keyspace();
     // A long transaction runs its data commands on the blocking pool. It learns that it is long
     // under the lock; it then gives the lock back, waits for a slot, and starts again (WATCH and
@@ -123,6 +124,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         now,
         proto: st.proto,
         max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
+        reply_limit: st.reply_limit,
         rng: st.rng.clone(),
     };
     let mut i = 0;
@@ -201,6 +203,7 @@ struct Segment {
     now: u64,
     proto: ferrite_protocol::Protocol,
     max_bulk: usize,
+    reply_limit: usize,
     rng: rand::rngs::SmallRng,
 }
 
@@ -233,6 +236,7 @@ impl Segment {
                     proto: self.proto,
                     max_bulk: self.max_bulk,
                     garbage: &mut *garbage,
+                    reply_limit: self.reply_limit,
                 };
                 exec.run(spec, f, q.request.args(), out)
             }))
