@@ -14,6 +14,7 @@
 
 pub mod bitmaps;
 pub mod blocking;
+pub mod cost;
 pub mod ctx;
 pub mod dump;
 pub mod geo;

@@ -227,7 +227,11 @@ pub async fn run(
     } else {
         st.batch.now_ms()
     };
-    let mut db = ks.lock();
+    // As for any data command: an async wait when the tenant is busy, never a blocked worker.
+    let mut db = match ks.try_lock() {
+        Some(db) => db,
+        None => ks.lock_async().await,
+    };
     if spec.has(flags::DENYOOM) && tenant.has_quota() {
         dispatch::check_quota(&tenant, &mut db, now, [(spec, args)])?;
     }
