@@ -884,7 +884,7 @@ mod tests {
         for s in SUBCOMMANDS {
             assert!(seen.insert(s.name), "{} twice", s.name);
         }
-        assert_eq!(subcommands("client").count(), 11);
+        assert_eq!(subcommands("client").count(), 12);
         assert_eq!(subcommands("get").count(), 0);
     }
 
