@@ -95,15 +95,17 @@ impl BlockWriter {
 /// snapshots and logs are deleted. `ks` must be the keyspace `log` is subscribed to.
 pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, String> {
     let started = Instant::now();
-    let (version, generation) = {
+    let (version, generation, libraries) = {
         let mut db = ks.lock();
         let Some(v) = db.open_snapshot() else {
             return Err("a snapshot of this keyspace is already being taken".into());
         };
-        (v, log.rotate_locked())
+        // The function libraries as of the snapshot's version: later changes are in the new log.
+        let libraries = db.scripting().libraries().clone();
+        (v, log.rotate_locked(), libraries)
     };
     let guard = OpenSnapshot { ks };
-    let result = write(ks, log, version, generation);
+    let result = write(ks, log, version, generation, &libraries);
     drop(guard);
     match result {
         Ok((entries, bytes, pre_images)) => {
@@ -131,6 +133,7 @@ fn write(
     log: &TenantLog,
     version: u64,
     generation: u64,
+    libraries: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Result<(u64, u64, u64), String> {
     let dir = &log.dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -162,6 +165,11 @@ fn write(
             },
         );
         end_frame(&mut head, at);
+        if !libraries.is_empty() {
+            let at = begin_frame(&mut head);
+            record::put_libraries(&mut head, libraries);
+            end_frame(&mut head, at);
+        }
         w.out.write_all(&head)?;
         w.bytes += head.len() as u64;
         w.start_block();
@@ -372,6 +380,11 @@ pub fn load(path: &Path, db: &mut Db) -> Result<(FileHeader, u64), LoadError> {
                     }
                 })
                 .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
+            }
+            Some(&record::LIBRARIES) => {
+                let libraries = record::read_libraries(&buf)
+                    .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
+                db.set_libraries(libraries);
             }
             Some(&record::SNAPSHOT_END) => {
                 let total = record::read_snapshot_end(&buf)

@@ -37,7 +37,7 @@ pub struct CommandsConfig {
     /// hll-sparse-max-bytes).
     pub hll_sparse_max_bytes: u64,
     /// Milliseconds a script may run before other clients get -BUSY (Redis:
-    /// busy-reply-threshold, alias lua-time-limit). Kept for scripting, which is not there yet.
+    /// busy-reply-threshold, alias lua-time-limit).
     pub busy_reply_threshold: u64,
 }
 

@@ -140,7 +140,7 @@ pub struct Batch {
     /// Commands of this batch not yet added to `commands_processed`.
     commands: u64,
     /// Data commands not yet added to the tenant's `commands`.
-    tenant_commands: u64,
+    pub(crate) tenant_commands: u64,
     /// A write ran since the last commit: its effects must be durable (per the fsync policy)
     /// before its reply goes out ([`commit_writes`]).
     pub wrote: bool,

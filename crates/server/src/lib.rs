@@ -28,6 +28,7 @@ pub mod info;
 pub mod metrics;
 mod migration_info;
 pub mod output;
+pub mod scripting;
 pub mod server;
 pub mod shared;
 pub mod stats;

@@ -162,6 +162,9 @@ pub mod poly {
 pub struct Digest {
     pub sums: Box<[u64; BUCKETS]>,
     pub counts: Box<[u32; BUCKETS]>,
+    /// Digest of the keyspace's function libraries (0 without any), mixed into
+    /// [`Digest::combined`] so that a copy without them does not compare equal.
+    pub libraries: u64,
 }
 
 impl std::fmt::Debug for Digest {
@@ -175,6 +178,7 @@ impl Default for Digest {
         Digest {
             sums: Box::new([0; BUCKETS]),
             counts: Box::new([0; BUCKETS]),
+            libraries: 0,
         }
     }
 }
@@ -204,9 +208,14 @@ impl Digest {
 
     /// The combined digest of all buckets.
     pub fn combined(&self) -> u64 {
-        (0..BUCKETS).fold(0u64, |acc, b| {
+        let keys = (0..BUCKETS).fold(0u64, |acc, b| {
             mix64(acc.wrapping_add(self.bucket(b)).wrapping_add(b as u64))
-        })
+        });
+        // A tenant without function libraries keeps the digest of its keys alone.
+        match self.libraries {
+            0 => keys,
+            l => mix64(keys ^ l),
+        }
     }
 
     pub fn keys(&self) -> u64 {

@@ -188,6 +188,8 @@ pub struct Db {
     journal: Journal,
     snapshot: Option<Box<SnapshotState>>,
     stats: Arc<KeyspaceStats>,
+    /// Function libraries and the scripting engine (see [`crate::scripting`]).
+    scripting: crate::scripting::Scripting,
 }
 
 /// A keyspace: the data behind one lock, plus lock-free counters.
@@ -233,6 +235,7 @@ impl Keyspace {
                 journal: Journal::default(),
                 snapshot: None,
                 stats: stats.clone(),
+                scripting: Default::default(),
             }),
             stats,
         }
@@ -694,7 +697,11 @@ impl Db {
             _ => old,
         };
         self.expires.clear();
-        self.digest = Digest::default();
+        // FLUSHALL keeps function libraries (FUNCTION FLUSH removes them), as in Redis.
+        self.digest = Digest {
+            libraries: self.digest.libraries,
+            ..Digest::default()
+        };
         self.used = 0;
         self.next_version += 1;
         self.writes += 1;
@@ -745,6 +752,7 @@ impl Db {
         for (k, e) in self.table.iter() {
             d.add(bucket_of(k), e.key_digest(k));
         }
+        d.libraries = self.scripting.digest();
         d
     }
 
@@ -863,6 +871,38 @@ impl Db {
         if self.journal.active() {
             self.journal.propagate(argv);
         }
+    }
+
+    /// Function libraries (tenant data) and the scripting engine.
+    pub fn scripting(&self) -> &crate::scripting::Scripting {
+        &self.scripting
+    }
+
+    /// The scripting part, to take and give back the engine. Libraries change only through
+    /// [`Db::set_libraries`], [`Db::put_library`] and [`Db::remove_library`] (they keep the
+    /// digest).
+    pub fn scripting_mut(&mut self) -> &mut crate::scripting::Scripting {
+        &mut self.scripting
+    }
+
+    /// Replaces every function library (name → code).
+    pub fn set_libraries(&mut self, libraries: std::collections::BTreeMap<String, Vec<u8>>) {
+        self.scripting.set_libraries(libraries);
+        self.digest.libraries = self.scripting.digest();
+    }
+
+    /// Adds or replaces the library `code` declares; false if it declares no name.
+    pub fn put_library(&mut self, code: &[u8]) -> bool {
+        let done = self.scripting.put_library(code);
+        self.digest.libraries = self.scripting.digest();
+        done
+    }
+
+    /// Removes a library; false if there was none of that name.
+    pub fn remove_library(&mut self, name: &str) -> bool {
+        let done = self.scripting.remove_library(name);
+        self.digest.libraries = self.scripting.digest();
+        done
     }
 
     /// Starts a transaction: the effects of its commands are published together by

@@ -10,6 +10,7 @@
 //! - [`effects`]: write effects, the deterministic commands each change is published as to the
 //!   keyspace's subscribers (append-only log, migration delta logs).
 //! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
+//! - [`scripting`]: a keyspace's function libraries (tenant data) and its scripting engine.
 
 pub mod codec;
 pub mod digest;
@@ -18,6 +19,7 @@ pub mod encoding;
 pub mod glob;
 pub mod keyspace;
 mod pack;
+pub mod scripting;
 pub mod skiplist;
 pub mod table;
 pub mod value;

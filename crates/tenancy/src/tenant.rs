@@ -126,6 +126,8 @@ pub struct Tenant {
     deleted: AtomicBool,
     /// Set once by persistence when the tenant's writes are journaled to disk.
     durability: std::sync::OnceLock<Arc<dyn Durability>>,
+    /// The tenant's running script (busy state, kill requests).
+    scripts: crate::scripts::ScriptActivity,
     pub stats: TenantStats,
 }
 
@@ -163,8 +165,14 @@ impl Tenant {
             created_at: AtomicU64::new(ferrite_storage::now_ms()),
             deleted: AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
+            scripts: Default::default(),
             stats: TenantStats::default(),
         }
+    }
+
+    /// The tenant's running script, as its other connections see it.
+    pub fn scripts(&self) -> &crate::scripts::ScriptActivity {
+        &self.scripts
     }
 
     pub fn id(&self) -> &str {
