@@ -124,7 +124,7 @@ pub fn int_bytes(n: i64) -> Vec<u8> {
 /// Parsed `[MATCH pattern] [COUNT n]` (and optionally `[TYPE t]`, `[NOVALUES]`) of the SCAN family.
 #[derive(Debug, Default)]
 pub struct ScanOptions<'a> {
-    pub pattern: Option<&'a [u8]>,
+    pub pattern: Option<ferrite_storage::glob::Glob>,
     pub count: usize,
     pub type_filter: Option<&'a [u8]>,
     pub novalues: bool,
@@ -159,7 +159,7 @@ pub fn parse_scan_options<'a>(
     let mut i = from;
     while i < args.len() {
         if args.is(i, "MATCH") && i + 1 < args.len() {
-            o.pattern = Some(args.get(i + 1));
+            o.pattern = Some(ferrite_storage::glob::Glob::new(args.get(i + 1), false));
             i += 2;
         } else if args.is(i, "COUNT") && i + 1 < args.len() {
             let n = args.int(i + 1)?;
@@ -183,8 +183,7 @@ pub fn parse_scan_options<'a>(
 
 impl ScanOptions<'_> {
     pub fn matches(&self, item: &[u8]) -> bool {
-        self.pattern
-            .is_none_or(|p| p == b"*" || ferrite_storage::glob::glob_match(p, item, false))
+        self.pattern.as_ref().is_none_or(|g| g.matches(item))
     }
 }
 

@@ -117,7 +117,7 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<boo
             return Ok(false);
         }
         let (chunk, next, ty, expire, modified, left) = {
-            let db = ks.lock();
+            let db = ks.lock_async().await;
             if let Some(l) = db.tracking_lag() {
                 if l.flush_epoch > streams.epoch {
                     streams.note_epoch(l.flush_epoch);
@@ -172,7 +172,7 @@ async fn ship_all_large(m: &Migration, streams: &mut Streams, keys: Vec<Vec<u8>>
         m.large_bytes_left.store(0, Relaxed);
         if !matches!(shipped, Ok(true)) {
             let ks = m.tenant.keyspace();
-            let mut db = ks.lock();
+            let mut db = ks.lock_async().await;
             let now = ferrite_storage::now_ms();
             for k in &keys[i..] {
                 db.mark_changed(k, now);
@@ -304,7 +304,7 @@ async fn run_migration(
 
     let ks = m.tenant.keyspace();
     let epoch = {
-        let mut db = ks.lock();
+        let mut db = ks.lock_async().await;
         db.start_tracking();
         db.tracking_lag().map_or(0, |l| l.flush_epoch)
     };
@@ -385,7 +385,7 @@ async fn replicate(
             reconfigure(m, streams, timeout).await?;
             let batch = streams.batch_size;
             cursor = {
-                let mut db = ks.lock();
+                let mut db = ks.lock_async().await;
                 if let Some(l) = db.tracking_lag() {
                     streams.note_epoch(l.flush_epoch);
                 }
@@ -581,7 +581,7 @@ pub(super) async fn drain(m: &Migration, streams: &mut Streams, max: usize) -> R
     let ks = m.tenant.keyspace();
     let mut large = Vec::new();
     let n = {
-        let mut db = ks.lock();
+        let mut db = ks.lock_async().await;
         if let Some(l) = db.tracking_lag() {
             streams.note_epoch(l.flush_epoch);
         }
@@ -652,7 +652,7 @@ async fn finish(mgr: &MigrationManager, m: &Migration, result: Res<()>) {
         }
         if cancelled {
             if !handed_over {
-                m.tenant.keyspace().lock().stop_tracking();
+                m.tenant.keyspace().lock_async().await.stop_tracking();
                 release_checkpoint(m);
                 abort_target(mgr, m).await;
             }
