@@ -10,4 +10,5 @@ mod encodings;
 mod lifecycle;
 mod metrics_lint;
 mod rdb_interop;
+mod scripting;
 mod tenancy;

@@ -249,7 +249,17 @@ fn split_keys<'a>(args: &Args<'a>) -> Result<(Vec<&'a [u8]>, Vec<&'a [u8]>), Err
     Ok((keys, argv))
 }
 
+/// How long a script runs on the connection's worker thread before the rest of it moves to
+/// the blocking pool (most scripts finish well within it).
+const SCRIPT_SLICE: Duration = Duration::from_millis(1);
+
 /// EVAL, EVALSHA, FCALL and their `_RO` forms.
+///
+/// The script starts on the connection's worker with the tenant's keyspace locked. One that
+/// runs past [`SCRIPT_SLICE`] is suspended by its Lua hook and finished on tokio's blocking
+/// pool with the lock (an owned guard) and the engine moved there, so the workers keep serving
+/// every other tenant. It takes no long-work slot: a tenant's endless script must not hold the
+/// slot other tenants' long commands need (it holds only its own tenant, until SCRIPT KILL).
 pub async fn run(
     st: &mut ClientState,
     sh: &Arc<Shared>,
@@ -277,38 +287,82 @@ pub async fn run(
         st.batch.wrote = true;
     }
     let ks = tenant.keyspace();
+    let mut db = or_busy(sh, &tenant, ks.lock_owned()).await?;
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
-    let reply = {
-        let mut db = ks.lock();
-        let mut te = take_engine(&mut db)?;
-        let result = run_locked(
-            &mut db,
-            &mut te,
-            &tenant,
-            &mut st.rng,
-            max_bulk,
-            &mut garbage,
-            st.proto,
-            call,
-            ro_command,
-            &args,
-            &keys,
-            &argv,
-        );
-        put_engine(&mut db, te);
-        result
+    let mut te = take_engine(&mut db)?;
+    let started = start(
+        &mut db,
+        &mut te,
+        &tenant,
+        &mut st.rng,
+        max_bulk,
+        &mut garbage,
+        st.proto,
+        (call, ro_command),
+        &args,
+        (&keys, &argv),
+    );
+    let (reply, calls) = match started {
+        Err(e) => {
+            put_engine(&mut db, te);
+            return Err(e);
+        }
+        Ok(Started::Done(reply, calls)) => {
+            put_engine(&mut db, te);
+            drop(db);
+            (reply, calls)
+        }
+        Ok(Started::Suspended {
+            now,
+            read_only,
+            calls,
+        }) => {
+            let job_tenant = tenant.clone();
+            let mut rng = st.rng.clone();
+            let job = move || {
+                let mut garbage = Garbage::default();
+                let mut host = ScriptHost {
+                    db: &mut db,
+                    tenant: &job_tenant,
+                    now,
+                    rng: &mut rng,
+                    max_bulk,
+                    garbage: &mut garbage,
+                    read_only,
+                    calls,
+                    data: Vec::new(),
+                    ranges: Vec::new(),
+                };
+                let reply = te.engine.resume(&mut host);
+                let calls = host.calls;
+                end_run(&mut db, &job_tenant, now);
+                put_engine(&mut db, te);
+                drop(db);
+                (reply, calls, rng, garbage)
+            };
+            match tokio::task::spawn_blocking(job).await {
+                Ok((reply, calls, rng, more_garbage)) => {
+                    st.rng = rng;
+                    dispatch::free_later(more_garbage);
+                    (reply, calls)
+                }
+                Err(e) => {
+                    tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
+                    tenant.scripts().finish();
+                    return Err(ErrorReply::err("internal error while running the script"));
+                }
+            }
+        }
     };
     drop(admitted);
     dispatch::free_later(garbage);
-    let (reply, calls) = reply?;
     // The commands the script ran count against the tenant's operation rate as if sent alone
     // (the script itself was admitted as one): the next commands wait for them.
     if calls > 1 {
         let _ = tenant.admit_n(calls - 1, Duration::ZERO);
     }
-    let limit = st.reply_limit;
-    if out.len() + reply.len() > limit {
+    if out.len() + reply.len() > st.reply_limit {
         // The connection's output budget (client-output-buffer-limit) applies to a script's
         // reply as to any other.
         return Err(ErrorReply::err(
@@ -319,10 +373,52 @@ pub async fn run(
     Ok(Flow::Continue)
 }
 
-/// Resolves what to run, checks its flags and runs it to the end with the keyspace locked.
-/// Returns the reply and the number of commands the script ran.
+/// Waits for `lock` (a tenant's keyspace lock), or answers `-BUSY` once the script the tenant
+/// runs meanwhile has run for `busy-reply-threshold`. Every command that waits for a tenant's
+/// keyspace waits here, so only that tenant's clients see -BUSY.
+pub async fn or_busy<F: std::future::Future>(
+    sh: &Shared,
+    tenant: &Tenant,
+    lock: F,
+) -> Result<F::Output, ErrorReply> {
+    let mut lock = std::pin::pin!(lock);
+    loop {
+        let wait = match tenant.scripts().running_since() {
+            Some((since, kind)) => {
+                let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
+                let ran = ferrite_storage::now_ms().saturating_sub(since);
+                if ran >= threshold {
+                    return Err(busy_error(kind));
+                }
+                Duration::from_millis(threshold - ran)
+            }
+            // Whatever holds the lock now, a script may start before our turn: look again.
+            None => Duration::from_millis(50),
+        };
+        tokio::select! {
+            biased;
+            guard = &mut lock => return Ok(guard),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How [`start`] left a script.
+enum Started {
+    /// Finished: the reply and the number of commands it ran.
+    Done(BytesMut, u64),
+    /// Suspended after [`SCRIPT_SLICE`]; finish it with `Engine::resume` and [`end_run`].
+    Suspended {
+        now: u64,
+        read_only: bool,
+        calls: u64,
+    },
+}
+
+/// Resolves what to run, checks its flags and runs it for up to [`SCRIPT_SLICE`] with the
+/// keyspace locked.
 #[allow(clippy::too_many_arguments)]
-fn run_locked(
+fn start(
     db: &mut Db,
     te: &mut TenantEngine,
     tenant: &Tenant,
@@ -330,12 +426,10 @@ fn run_locked(
     max_bulk: usize,
     garbage: &mut Garbage,
     proto: Protocol,
-    call: Call,
-    ro_command: bool,
+    (call, ro_command): (Call, bool),
     args: &Args<'_>,
-    keys: &[&[u8]],
-    argv: &[&[u8]],
-) -> Result<(BytesMut, u64), ErrorReply> {
+    (keys, argv): (&[&[u8]], &[&[u8]]),
+) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
     let name_arg = args.get(1);
     let (name, flags) = match call {
@@ -372,6 +466,13 @@ fn run_locked(
         command: args.iter().map(|a| a.to_vec()).collect(),
         started_ms: now,
     });
+    let read_only = ro_command || flags.no_writes;
+    let target = match call {
+        Call::Fcall => Target::Function(&name),
+        Call::Eval | Call::EvalSha => Target::Script(&name),
+    };
+    // The script's writes reach the keyspace's subscribers as one publication.
+    db.begin_atomic();
     let mut host = ScriptHost {
         db,
         tenant,
@@ -379,26 +480,35 @@ fn run_locked(
         rng,
         max_bulk,
         garbage,
-        read_only: ro_command || flags.no_writes,
+        read_only,
         calls: 0,
         data: Vec::new(),
         ranges: Vec::new(),
     };
-    let target = match call {
-        Call::Fcall => Target::Function(&name),
-        Call::Eval | Call::EvalSha => Target::Script(&name),
-    };
-    // The script's writes reach the keyspace's subscribers as one publication.
-    host.db.begin_atomic();
-    let result = engine.run(target, keys, argv, proto, &mut host, None);
-    let reply = match result {
-        Ok(Step::Done(reply)) => Ok(reply),
-        Ok(Step::Suspended) => Ok(engine.resume(&mut host)),
-        Err(RunError::Reply(e)) => Err(e),
-    };
-    host.db.end_atomic(now);
+    let result = engine.run(target, keys, argv, proto, &mut host, Some(SCRIPT_SLICE));
+    let calls = host.calls;
+    let db = host.db;
+    match result {
+        Ok(Step::Done(reply)) => {
+            end_run(db, tenant, now);
+            Ok(Started::Done(reply, calls))
+        }
+        Ok(Step::Suspended) => Ok(Started::Suspended {
+            now,
+            read_only,
+            calls,
+        }),
+        Err(RunError::Reply(e)) => {
+            end_run(db, tenant, now);
+            Err(e)
+        }
+    }
+}
+
+/// A script ended: its effects are published, the tenant is no longer busy.
+fn end_run(db: &mut Db, tenant: &Tenant, now: u64) {
+    db.end_atomic(now);
     tenant.scripts().finish();
-    reply.map(|r| (r, host.calls))
 }
 
 /// Redis's checks of a script's declared flags before it starts (`scriptPrepareForRun`).
@@ -422,26 +532,30 @@ fn check_flags(tenant: &Tenant, flags: &ScriptFlags, ro_command: bool) -> Result
     Ok(())
 }
 
-/// Runs `f` with the tenant's engine, under its keyspace lock.
-fn with_engine<R>(
-    st: &ClientState,
+/// Runs `f` with the tenant's engine under its keyspace lock, admitted like a data command
+/// (`writes`: changes the tenant's libraries, so holds its write gate).
+async fn with_engine<R>(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    writes: bool,
     f: impl FnOnce(&mut Db, &mut TenantEngine) -> Result<R, ErrorReply>,
 ) -> Result<R, ErrorReply> {
-    let ks = st.tenant.keyspace();
-    let mut db = ks.lock();
-    let mut te = take_engine(&mut db)?;
-    let r = f(&mut db, &mut te);
-    put_engine(&mut db, te);
-    r
-}
-
-/// The tenant of a SCRIPT/FUNCTION command that reads or changes its scripts must be served
-/// here (its scripts and libraries are its data).
-async fn admit(st: &mut ClientState, sh: &Arc<Shared>, writes: bool) -> ServerResult {
     let tenant = st.tenant.clone();
     let admitted = dispatch::admit_work(st, sh, &tenant, Work { commands: 1, writes }).await?;
+    if writes {
+        st.batch.wrote = true;
+    }
+    let ks = tenant.keyspace();
+    let mut db = or_busy(sh, &tenant, ks.lock_async()).await?;
+    let mut te = take_engine(&mut db)?;
+    let r = f(&mut db, &mut te);
+    tenant
+        .scripts()
+        .set_function_counts(te.engine.function_counts());
+    put_engine(&mut db, te);
+    drop(db);
     drop(admitted);
-    Ok(Flow::Continue)
+    r
 }
 
 const SCRIPT_HELP: &[&str] = &[
@@ -478,20 +592,21 @@ pub async fn script(
             ReplyWriter::new(out, proto).ok();
         }
         ("load", 3) => {
-            admit(st, sh, false).await?;
-            let (sha, _) = with_engine(st, |_, te| te.engine.load_script(args.get(2), true))?;
+            let (sha, _) =
+                with_engine(st, sh, false, |_, te| te.engine.load_script(args.get(2), true))
+                    .await?;
             ReplyWriter::new(out, proto).bulk_str(&sha);
         }
         ("exists", n) if n >= 3 => {
-            admit(st, sh, false).await?;
-            let found = with_engine(st, |_, te| {
+            let found = with_engine(st, sh, false, |_, te| {
                 Ok((2..n)
                     .map(|i| {
                         let sha = String::from_utf8_lossy(args.get(i));
                         sha.len() == 40 && te.engine.script_exists(&sha)
                     })
                     .collect::<Vec<_>>())
-            })?;
+            })
+            .await?;
             let mut w = ReplyWriter::new(out, proto);
             w.array(found.len());
             for f in found {
@@ -504,11 +619,11 @@ pub async fn script(
                     "SCRIPT FLUSH only support SYNC|ASYNC option",
                 ));
             }
-            admit(st, sh, false).await?;
-            with_engine(st, |_, te| {
+            with_engine(st, sh, false, |_, te| {
                 te.engine.flush_scripts();
                 Ok(())
-            })?;
+            })
+            .await?;
             ReplyWriter::new(out, proto).ok();
         }
         ("debug", _) => return Err(ErrorReply::err("SCRIPT DEBUG is not supported")),
@@ -543,18 +658,6 @@ pub fn busy_error(kind: ScriptKind) -> ErrorReply {
             "Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.",
         ),
     }
-}
-
-/// `-BUSY` if the tenant runs a script that has run for at least `busy-reply-threshold`.
-pub fn check_busy(sh: &Shared, tenant: &Tenant) -> Result<(), ErrorReply> {
-    let Some((since, kind)) = tenant.scripts().running_since() else {
-        return Ok(());
-    };
-    let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
-    if ferrite_storage::now_ms().saturating_sub(since) >= threshold {
-        return Err(busy_error(kind));
-    }
-    Ok(())
 }
 
 const FUNCTION_HELP: &[&str] = &[
@@ -617,8 +720,7 @@ pub async fn function(
             ReplyWriter::new(out, proto).ok();
         }
         "stats" if n == 2 => {
-            admit(st, sh, false).await?;
-            function_stats(st, out)?;
+            function_stats(st, out);
         }
         "load" if n == 3 || n == 4 => {
             let replace = n == 4;
@@ -628,10 +730,8 @@ pub async fn function(
                     String::from_utf8_lossy(args.get(2))
                 )));
             }
-            admit(st, sh, true).await?;
-            st.batch.wrote = true;
             let code = args.get(n - 1);
-            let name = with_engine(st, |db, te| {
+            let name = with_engine(st, sh, true, |db, te| {
                 let name = te.engine.load_library(code, replace)?;
                 let effect = vec![
                     b"FUNCTION".to_vec(),
@@ -641,19 +741,19 @@ pub async fn function(
                 ];
                 store_libraries(db, te, ferrite_storage::now_ms(), vec![effect]);
                 Ok(name)
-            })?;
+            })
+            .await?;
             ReplyWriter::new(out, proto).bulk_str(&name);
         }
         "delete" if n == 3 => {
-            admit(st, sh, true).await?;
-            st.batch.wrote = true;
             let name = String::from_utf8_lossy(args.get(2)).into_owned();
-            with_engine(st, |db, te| {
+            with_engine(st, sh, true, |db, te| {
                 te.engine.delete_library(&name)?;
                 let effect = vec![b"FUNCTION".to_vec(), b"DELETE".to_vec(), name.into_bytes()];
                 store_libraries(db, te, ferrite_storage::now_ms(), vec![effect]);
                 Ok(())
-            })?;
+            })
+            .await?;
             ReplyWriter::new(out, proto).ok();
         }
         "flush" if n == 2 || n == 3 => {
@@ -662,14 +762,13 @@ pub async fn function(
                     "FUNCTION FLUSH only supports SYNC|ASYNC option",
                 ));
             }
-            admit(st, sh, true).await?;
-            st.batch.wrote = true;
-            with_engine(st, |db, te| {
+            with_engine(st, sh, true, |db, te| {
                 te.engine.flush_libraries();
                 let effect = vec![b"FUNCTION".to_vec(), b"FLUSH".to_vec()];
                 store_libraries(db, te, ferrite_storage::now_ms(), vec![effect]);
                 Ok(())
-            })?;
+            })
+            .await?;
             ReplyWriter::new(out, proto).ok();
         }
         "list" => {
@@ -690,18 +789,17 @@ pub async fn function(
                     )));
                 }
             }
-            admit(st, sh, false).await?;
-            let libs = with_engine(st, |_, te| {
+            let libs = with_engine(st, sh, false, |_, te| {
                 Ok(te.engine.libraries(|name| match &pattern {
                     Some(p) => ferrite_storage::glob::glob_match(p, name.as_bytes(), false),
                     None => true,
                 }))
-            })?;
+            })
+            .await?;
             write_library_list(&mut ReplyWriter::new(out, proto), &libs, with_code);
         }
         "dump" if n == 2 => {
-            admit(st, sh, false).await?;
-            let codes = with_engine(st, |_, te| Ok(te.engine.library_codes()))?;
+            let codes = with_engine(st, sh, false, |_, te| Ok(te.engine.library_codes())).await?;
             ReplyWriter::new(out, proto).bulk(&dump_libraries(&codes));
         }
         "restore" if n == 3 || n == 4 => {
@@ -720,9 +818,7 @@ pub async fn function(
                 Restore::Append
             };
             let codes = undump_libraries(args.get(2), sh.hot.max_bulk_len.load(Relaxed))?;
-            admit(st, sh, true).await?;
-            st.batch.wrote = true;
-            with_engine(st, |db, te| {
+            with_engine(st, sh, true, |db, te| {
                 restore_libraries(&mut te.engine, &codes, policy)?;
                 let mut effects = vec![vec![b"FUNCTION".to_vec(), b"FLUSH".to_vec()]];
                 for (_, code) in te.engine.library_codes() {
@@ -735,7 +831,8 @@ pub async fn function(
                 }
                 store_libraries(db, te, ferrite_storage::now_ms(), effects);
                 Ok(())
-            })?;
+            })
+            .await?;
             ReplyWriter::new(out, proto).ok();
         }
         "load" | "delete" | "flush" | "dump" | "restore" | "kill" | "stats" | "help" => {
@@ -785,17 +882,14 @@ fn write_library_list(
     }
 }
 
-fn function_stats(st: &ClientState, out: &mut BytesMut) -> Result<(), ErrorReply> {
-    let running = st.tenant.scripts().running();
-    let (libraries, functions) = match running {
-        // The running script holds the lock: count from the keyspace's data instead of waiting.
-        Some(_) => (0, 0),
-        None => with_engine(st, |_, te| Ok(te.engine.function_counts()))?,
-    };
+/// FUNCTION STATS, without the keyspace lock (a running function holds it).
+fn function_stats(st: &ClientState, out: &mut BytesMut) {
+    let activity = st.tenant.scripts();
+    let (libraries, functions) = activity.function_counts();
     let mut w = ReplyWriter::new(out, st.proto);
     w.map(2);
     w.bulk_str("running_script");
-    match running.filter(|r| r.kind == ScriptKind::Function) {
+    match activity.running().filter(|r| r.kind == ScriptKind::Function) {
         None => w.null(),
         Some(r) => {
             w.map(3);
@@ -818,7 +912,6 @@ fn function_stats(st: &ClientState, out: &mut BytesMut) -> Result<(), ErrorReply
     w.int(libraries as i64);
     w.bulk_str("functions_count");
     w.int(functions as i64);
-    Ok(())
 }
 
 /// FUNCTION RESTORE's policies.

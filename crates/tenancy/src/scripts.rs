@@ -46,6 +46,9 @@ pub struct ScriptActivity {
     kill: AtomicBool,
     wrote: AtomicBool,
     details: Mutex<Option<RunningScript>>,
+    /// Libraries and functions loaded (FUNCTION STATS answers without the keyspace lock).
+    libraries: AtomicU64,
+    functions: AtomicU64,
 }
 
 impl ScriptActivity {
@@ -57,6 +60,17 @@ impl ScriptActivity {
         let started = script.started_ms.max(1);
         *self.details.lock() = Some(script);
         self.started_ms.store(started, Relaxed);
+    }
+
+    /// Records how many libraries and functions the tenant has loaded.
+    pub fn set_function_counts(&self, (libraries, functions): (usize, usize)) {
+        self.libraries.store(libraries as u64, Relaxed);
+        self.functions.store(functions as u64, Relaxed);
+    }
+
+    /// (libraries, functions) as last recorded.
+    pub fn function_counts(&self) -> (u64, u64) {
+        (self.libraries.load(Relaxed), self.functions.load(Relaxed))
     }
 
     /// The script ended.
