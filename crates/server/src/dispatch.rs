@@ -475,7 +475,10 @@ async fn run_data(
         let (mut db, waited) = match ks.try_lock() {
             Some(db) => (db, admitted.waited),
             // Waiting for a tenant that runs a script ends in -BUSY after busy-reply-threshold.
-            None => (crate::scripting::or_busy(sh, tenant, ks.lock_async()).await?, true),
+            None => (
+                crate::scripting::or_busy(sh, tenant, ks.lock_async()).await?,
+                true,
+            ),
         };
         // Commands that may do more work than their request suggests are estimated first (a
         // few lookups); a long one gives the lock back and runs on the blocking pool.

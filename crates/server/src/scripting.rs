@@ -215,7 +215,11 @@ fn server_command(
             w.bulk_int((micros / 1_000_000) as i64);
             w.bulk_int((micros % 1_000_000) as i64);
         }
-        _ => return Err(ErrorReply::err("This Redis command is not allowed from script")),
+        _ => {
+            return Err(ErrorReply::err(
+                "This Redis command is not allowed from script",
+            ));
+        }
     }
     Ok(())
 }
@@ -541,7 +545,16 @@ async fn with_engine<R>(
     f: impl FnOnce(&mut Db, &mut TenantEngine) -> Result<R, ErrorReply>,
 ) -> Result<R, ErrorReply> {
     let tenant = st.tenant.clone();
-    let admitted = dispatch::admit_work(st, sh, &tenant, Work { commands: 1, writes }).await?;
+    let admitted = dispatch::admit_work(
+        st,
+        sh,
+        &tenant,
+        Work {
+            commands: 1,
+            writes,
+        },
+    )
+    .await?;
     if writes {
         st.batch.wrote = true;
     }
@@ -592,9 +605,10 @@ pub async fn script(
             ReplyWriter::new(out, proto).ok();
         }
         ("load", 3) => {
-            let (sha, _) =
-                with_engine(st, sh, false, |_, te| te.engine.load_script(args.get(2), true))
-                    .await?;
+            let (sha, _) = with_engine(st, sh, false, |_, te| {
+                te.engine.load_script(args.get(2), true)
+            })
+            .await?;
             ReplyWriter::new(out, proto).bulk_str(&sha);
         }
         ("exists", n) if n >= 3 => {
@@ -804,7 +818,10 @@ pub async fn function(
         }
         "restore" if n == 3 || n == 4 => {
             let policy = if n == 4 {
-                match String::from_utf8_lossy(args.get(3)).to_ascii_lowercase().as_str() {
+                match String::from_utf8_lossy(args.get(3))
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
                     "flush" => Restore::Flush,
                     "append" => Restore::Append,
                     "replace" => Restore::Replace,
@@ -889,7 +906,10 @@ fn function_stats(st: &ClientState, out: &mut BytesMut) {
     let mut w = ReplyWriter::new(out, st.proto);
     w.map(2);
     w.bulk_str("running_script");
-    match activity.running().filter(|r| r.kind == ScriptKind::Function) {
+    match activity
+        .running()
+        .filter(|r| r.kind == ScriptKind::Function)
+    {
         None => w.null(),
         Some(r) => {
             w.map(3);
@@ -1032,4 +1052,3 @@ fn undump_libraries(payload: &[u8], max_string: u64) -> Result<Vec<Vec<u8>>, Err
     }
     Ok(codes)
 }
-

@@ -61,11 +61,9 @@ impl Scripting {
     /// Order-independent digest of the libraries (0 when there are none, so a tenant without
     /// functions keeps the digest of its keys alone).
     pub fn digest(&self) -> u64 {
-        self.libraries
-            .iter()
-            .fold(0u64, |acc, (name, code)| {
-                acc.wrapping_add(mix64(hash_pair(name.as_bytes(), code)))
-            })
+        self.libraries.iter().fold(0u64, |acc, (name, code)| {
+            acc.wrapping_add(mix64(hash_pair(name.as_bytes(), code)))
+        })
     }
 
     /// Takes the engine out (to run a script while the keyspace is borrowed by the script's

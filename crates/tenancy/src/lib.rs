@@ -98,7 +98,7 @@ pub use migration::{
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
     MigrationStatus, VerifyResult,
 };
-pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
+pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};
 pub use tenant::{Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id};
 pub use throttle::{Admission, Throttle};

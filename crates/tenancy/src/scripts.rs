@@ -164,7 +164,10 @@ mod tests {
         assert!(!a.kill_requested() && a.running_since().is_none());
         a.start(script(ScriptKind::Eval));
         a.mark_wrote();
-        assert_eq!(a.request_kill(ScriptKind::Eval), Err(KillRefused::Unkillable));
+        assert_eq!(
+            a.request_kill(ScriptKind::Eval),
+            Err(KillRefused::Unkillable)
+        );
         a.force_kill();
         assert!(a.kill_requested());
     }
