@@ -18,6 +18,7 @@ pub mod encoding;
 pub mod glob;
 pub mod keyspace;
 mod pack;
+pub mod point_in_time;
 pub mod skiplist;
 pub mod table;
 pub mod value;
@@ -28,6 +29,7 @@ pub use encoding::Encoding;
 pub use keyspace::{
     Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, SnapshotRest, TrackingLag, Vacant,
 };
+pub use point_in_time::PointInTimeCopy;
 pub use table::{ShardedTable, Table};
 pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
 
