@@ -145,12 +145,15 @@ struct Round {
     ms: f64,
 }
 
+/// What one writer did: its rounds and how many SETs it sent.
+type WriterResult = Res<(Vec<Round>, u64)>;
+
 /// A paced write load: `writers` connections, each pipelining the SETs that are due every
 /// millisecond (to random existing keys), until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
     started: Instant,
-    tasks: Vec<tokio::task::JoinHandle<Res<(Vec<Round>, u64)>>>,
+    tasks: Vec<tokio::task::JoinHandle<WriterResult>>,
 }
 
 impl Load {

@@ -130,7 +130,7 @@ mod tests {
         let mut steps = 0;
         loop {
             let more = c.step(3, |k, e| {
-                if let Value::Str(s) = e.value() {
+                if let Value::Str(s) = e.value().to_value() {
                     out.insert(k.to_vec(), s.as_bytes().to_vec());
                 }
             });
@@ -169,7 +169,7 @@ mod tests {
         let live: BTreeMap<Vec<u8>, Vec<u8>> = ks
             .lock()
             .iter()
-            .filter_map(|(k, e)| match e.value() {
+            .filter_map(|(k, e)| match e.value().to_value() {
                 Value::Str(s) => Some((k.to_vec(), s.as_bytes().to_vec())),
                 _ => None,
             })
