@@ -65,8 +65,13 @@ if [[ -z "${FERRITE_BIN:-}" ]]; then
     FERRITE_BIN=$CARGO_TARGET_DIR/release/ferrite
 fi
 log "building the snapshot driver (benches/persistence.rs)"
-cargo bench --quiet -p ferrite-server --bench persistence --no-run 2>/dev/null ||
-    cargo bench -p ferrite-server --bench persistence --no-run
+# Its path from cargo itself: tests/persistence builds a binary of the same name.
+bench_bin=$(cargo bench -p ferrite-server --bench persistence --no-run --message-format=json |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "persistence" and "bench" in m["target"]["kind"]:
+        print(m["executable"])')
 
 work=$(mktemp -d)
 pids=()
@@ -184,8 +189,6 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # 2. Snapshot under load, 3. restart
-bench_bin=$(find "$CARGO_TARGET_DIR/release/deps" -maxdepth 1 -type f -executable -name 'persistence-*' -printf '%T@ %p\n' |
-    sort -n | tail -1 | cut -d' ' -f2)
 [[ -x "$bench_bin" ]] || die "benches/persistence.rs was not built"
 for s in redis ferrite; do
     "start_$s" everysec "$work/$s-snap"
