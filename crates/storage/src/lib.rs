@@ -19,6 +19,7 @@ pub mod encoding;
 pub mod glob;
 pub mod keyspace;
 mod pack;
+pub mod point_in_time;
 pub mod scripting;
 pub mod skiplist;
 pub mod table;
@@ -31,8 +32,12 @@ pub use keyspace::{
     Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest,
     TrackingLag, Vacant,
 };
+pub use point_in_time::PointInTimeCopy;
 pub use table::{ShardedTable, Table};
-pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
+pub use value::{
+    HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,
+    ValueRef, ValueType, ZSetRef, ZSetValue,
+};
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> u64 {

@@ -100,5 +100,7 @@ pub use migration::{
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
 pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};
-pub use tenant::{Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id};
+pub use tenant::{
+    CommandCounters, Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id,
+};
 pub use throttle::{Admission, Throttle};
