@@ -135,12 +135,10 @@ impl Host for ScriptHost<'_> {
             Handler::Data(f) => f,
             Handler::Server => return server_command(spec.name, argv, proto, self.now, out),
         };
-        if spec.is_write() {
-            if self.read_only {
-                return Err(ErrorReply::err(
-                    "Write commands are not allowed from read-only scripts.",
-                ));
-            }
+        if spec.is_write() && self.read_only {
+            return Err(ErrorReply::err(
+                "Write commands are not allowed from read-only scripts.",
+            ));
         }
         self.data.clear();
         self.ranges.clear();
@@ -233,7 +231,10 @@ pub enum Call {
 }
 
 /// `numkeys` and the split of the rest into keys and arguments.
-fn split_keys<'a>(args: &Args<'a>) -> Result<(Vec<&'a [u8]>, Vec<&'a [u8]>), ErrorReply> {
+/// A script's KEYS and ARGV.
+type KeysAndArgs<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+
+fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
     let n = std::str::from_utf8(args.get(2))
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
