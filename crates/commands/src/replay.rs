@@ -105,6 +105,8 @@ impl Replayer {
                 rng: &mut self.rng,
                 max_bulk: self.max_bulk,
                 garbage: &mut garbage,
+                may_block: false,
+                block: None,
             };
             ctx.run(f, args)
         };

@@ -420,6 +420,8 @@ impl Exec<'_> {
             rng: self.rng,
             max_bulk: self.max_bulk,
             garbage: self.garbage,
+            may_block: false,
+            block: None,
         };
         // Runs the command and hands the keyspace's subscribers its effects (write-effects
         // journal), still under the lock.

@@ -5,6 +5,8 @@
 //!   and content digest as it changes.
 //! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
 //!   that keeps expiry index, versions, modified times, memory, digests and change tracking exact.
+//! - [`stream`]: the stream type (entries in packed blocks, consumer groups and their pending
+//!   entries).
 //! - [`digest`]: the canonical, order-independent content digest and its buckets.
 //! - [`effects`]: write effects, the deterministic commands each change is published as to the
 //!   keyspace's subscribers (append-only log, migration delta logs).
@@ -17,6 +19,7 @@ pub mod glob;
 pub mod keyspace;
 mod pack;
 pub mod skiplist;
+pub mod stream;
 pub mod table;
 pub mod value;
 
@@ -25,6 +28,7 @@ pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
 pub use encoding::Encoding;
 pub use keyspace::{Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, TrackingLag, Vacant};
 pub use table::{ShardedTable, Table};
+pub use stream::{StreamId, StreamValue};
 pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
 
 /// Current Unix time in milliseconds.

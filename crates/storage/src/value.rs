@@ -9,6 +9,7 @@ use crate::digest::{hash_bytes, hash_pair, hash_scored, mix64, poly, type_tag};
 use crate::encoding::{self, Encoding};
 use crate::pack;
 use crate::skiplist::SkipList;
+use crate::stream::StreamValue;
 use crate::table::Table;
 
 /// Rough per-element bookkeeping cost (allocator headers, pointers, table nodes), so that memory
@@ -22,6 +23,7 @@ pub enum Value {
     Hash(Box<HashValue>),
     Set(Box<SetValue>),
     ZSet(Box<ZSetValue>),
+    Stream(Box<StreamValue>),
 }
 
 impl std::fmt::Debug for Value {
@@ -43,6 +45,7 @@ pub enum ValueType {
     Hash,
     Set,
     ZSet,
+    Stream,
 }
 
 impl ValueType {
@@ -53,6 +56,7 @@ impl ValueType {
             ValueType::Hash => "hash",
             ValueType::Set => "set",
             ValueType::ZSet => "zset",
+            ValueType::Stream => "stream",
         }
     }
 
@@ -63,6 +67,7 @@ impl ValueType {
             b"hash" => ValueType::Hash,
             b"set" => ValueType::Set,
             b"zset" => ValueType::ZSet,
+            b"stream" => ValueType::Stream,
             _ => return None,
         })
     }
@@ -75,6 +80,7 @@ impl ValueType {
             ValueType::Hash => type_tag::HASH,
             ValueType::Set => type_tag::SET,
             ValueType::ZSet => type_tag::ZSET,
+            ValueType::Stream => type_tag::STREAM,
         }
     }
 
@@ -85,6 +91,7 @@ impl ValueType {
             type_tag::HASH => ValueType::Hash,
             type_tag::SET => ValueType::Set,
             type_tag::ZSET => ValueType::ZSet,
+            type_tag::STREAM => ValueType::Stream,
             _ => return None,
         })
     }
@@ -98,6 +105,7 @@ impl ValueType {
             ValueType::Hash => Value::Hash(Box::default()),
             ValueType::Set => Value::Set(Box::default()),
             ValueType::ZSet => Value::ZSet(Box::default()),
+            ValueType::Stream => Value::Stream(Box::default()),
         }
     }
 }
@@ -110,6 +118,7 @@ impl Value {
             Value::Hash(_) => ValueType::Hash,
             Value::Set(_) => ValueType::Set,
             Value::ZSet(_) => ValueType::ZSet,
+            Value::Stream(_) => ValueType::Stream,
         }
     }
 
@@ -125,6 +134,7 @@ impl Value {
             Value::Hash(h) => h.digest(),
             Value::Set(s) => s.digest(),
             Value::ZSet(z) => z.digest(),
+            Value::Stream(x) => x.digest(),
         }
     }
 
@@ -136,6 +146,7 @@ impl Value {
             Value::Hash(h) => h.mem_bytes() + 64,
             Value::Set(s) => s.mem_bytes() + 64,
             Value::ZSet(z) => z.mem_bytes() + 96,
+            Value::Stream(x) => x.mem_bytes() + 96,
         }
     }
 
@@ -147,6 +158,7 @@ impl Value {
             Value::Hash(h) => h.encoding(),
             Value::Set(s) => s.encoding(),
             Value::ZSet(z) => z.encoding(),
+            Value::Stream(_) => Encoding::Stream,
         }
     }
 
@@ -158,6 +170,7 @@ impl Value {
             Value::Hash(h) => h.len(),
             Value::Set(s) => s.len(),
             Value::ZSet(z) => z.len(),
+            Value::Stream(x) => usize::try_from(x.len()).unwrap_or(usize::MAX),
         }
     }
 
@@ -169,6 +182,8 @@ impl Value {
             Value::Hash(h) => h.is_empty(),
             Value::Set(s) => s.is_empty(),
             Value::ZSet(z) => z.is_empty(),
+            // A stream may exist without entries (XGROUP CREATE MKSTREAM, XDEL of the last).
+            Value::Stream(_) => false,
         }
     }
 
@@ -198,6 +213,7 @@ impl Value {
                 }
                 Value::ZSet(Box::new(n))
             }
+            Value::Stream(x) => Value::Stream(Box::new((**x).clone())),
         }
     }
 }
