@@ -87,7 +87,11 @@ wait_ready "$redis_port" redis-server
 
 ferrite_port=$(free_port)
 # shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
-"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn \
+# Like the redis-server above (no RDB, no AOF): scripts/bench-persistence.sh measures persistence.
+persist_args="--appendonly no"
+[[ " $FERRITE_ARGS " == *" --appendonly "* || " $FERRITE_ARGS " == *" --dir "* ]] && persist_args=
+# shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
+"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $persist_args \
     --admin-secret-file "$work/admin.secret" $FERRITE_ARGS \
     >"$work/ferrite.log" 2>&1 &
 ferrite_pid=$!

@@ -44,25 +44,6 @@ pub struct Ctx<'a, 'w> {
     /// Largest string a command may build (SETRANGE, APPEND): `proto-max-bulk-len`.
     pub max_bulk: usize,
     pub garbage: &'a mut Garbage,
-    /// The command may wait for keys (XREAD BLOCK, ...): false inside MULTI and wherever a
-    /// wait is impossible, where blocking commands answer as if their timeout had passed.
-    pub may_block: bool,
-    /// Set by a blocking command that found nothing to serve and wants to wait (it wrote no
-    /// reply); the caller waits for a write to one of the keys, or the timeout, and runs the
-    /// retry request then.
-    pub block: Option<BlockOn>,
-}
-
-/// A request to wait for keys: what a blocking command leaves in [`Ctx::block`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockOn {
-    /// Keys whose change may let the command proceed.
-    pub keys: Vec<Vec<u8>>,
-    /// The request to run when one of them changed (the original one, with anything that must
-    /// not be re-evaluated resolved, e.g. XREAD's `$`).
-    pub retry: Vec<Vec<u8>>,
-    /// Milliseconds to wait at most (0: no limit).
-    pub timeout_ms: u64,
 }
 
 /// A data command's function.

@@ -4,7 +4,9 @@
 use ferrite_protocol::{Args, ErrorReply};
 use ferrite_rdb::dump::PayloadError;
 use ferrite_storage::stream::StreamItem;
-use ferrite_storage::{HashValue, ListValue, SetValue, Slot, StreamId, StreamValue, Value, ZSetValue};
+use ferrite_storage::{
+    HashValue, ListValue, SetValue, Slot, StreamId, StreamValue, Value, ZSetValue,
+};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -106,7 +108,11 @@ fn stream_to_rdb(x: &StreamValue) -> ferrite_rdb::Stream {
 fn stream_from_rdb(s: ferrite_rdb::Stream) -> Result<StreamValue, &'static str> {
     let mut x = StreamValue::default();
     for e in &s.entries {
-        let fields = e.fields.iter().flat_map(|(f, v)| [&f[..], &v[..]]).collect();
+        let fields = e
+            .fields
+            .iter()
+            .flat_map(|(f, v)| [&f[..], &v[..]])
+            .collect();
         x.apply_item(&StreamItem::Entry {
             id: our_id(e.id),
             fields,

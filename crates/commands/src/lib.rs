@@ -27,8 +27,8 @@ pub mod server_specs;
 pub mod sets;
 pub mod settings;
 pub mod sort;
-pub mod streams;
 pub mod spec;
+pub mod streams;
 pub mod strings;
 pub mod syntax;
 pub mod testing;
@@ -41,5 +41,5 @@ mod effects_tests;
 #[cfg(test)]
 mod model_tests;
 
-pub use ctx::{BlockOn, Ctx, DataFn, Garbage};
+pub use ctx::{Ctx, DataFn, Garbage};
 pub use spec::{CmdResult, CommandSpec, Creates, Handler, flags, lookup, lookup_indexed};

@@ -105,8 +105,6 @@ impl Replayer {
                 rng: &mut self.rng,
                 max_bulk: self.max_bulk,
                 garbage: &mut garbage,
-                may_block: false,
-                block: None,
             };
             ctx.run(f, args)
         };

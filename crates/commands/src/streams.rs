@@ -3,7 +3,7 @@
 //!
 //! Effects: commands whose outcome depends on the clock or on how entries are laid out describe
 //! what they did as deterministic commands, as Redis propagates them: XADD with the id it
-//! generated (and an exact `MAXLEN =`/`MINID =` for an approximate trim), XTRIM with an exact
+//! generated (and an exact `MAXLEN =` for an approximate trim), XTRIM with an exact
 //! trim, XREADGROUP / XCLAIM / XAUTOCLAIM as `XCLAIM ... TIME <ms> RETRYCOUNT <n> FORCE JUSTID
 //! LASTID <id>` per pending entry they created or changed, plus `XGROUP SETID ... ENTRIESREAD`
 //! for the group's last delivered id and `XGROUP CREATECONSUMER` for a consumer they created.
@@ -14,7 +14,7 @@ use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::stream::{AppendError, EntryRef, IdText, Trim};
 use ferrite_storage::{Db, Entry, Slot, StreamId, StreamValue, Value};
 
-use crate::ctx::{BlockOn, Ctx};
+use crate::ctx::Ctx;
 use crate::spec::flags::*;
 use crate::spec::{CmdResult, CommandSpec, Creates, KEY1, NO_KEYS};
 
@@ -73,7 +73,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     cmd(
         "xreadgroup",
         -7,
-        W,
+        WRITE,
         NO_KEYS,
         Creates::Nothing,
         "Delivers entries of streams to a consumer of a group, optionally waiting for them.",
@@ -136,7 +136,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     cmd(
         "xclaim",
         -6,
-        W | FAST,
+        WRITE | FAST,
         KEY1,
         Creates::Nothing,
         "Changes the owner of pending entries of a consumer group.",
@@ -145,7 +145,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     cmd(
         "xautoclaim",
         -6,
-        W | FAST,
+        WRITE | FAST,
         KEY1,
         Creates::Nothing,
         "Claims pending entries idle for long enough, scanning from an id.",
@@ -250,7 +250,10 @@ fn parse_id_full(
     match seq {
         None => Ok((StreamId::new(ms, missing_seq), true)),
         Some(b"*") if star_seq => Ok((StreamId::new(ms, 0), false)),
-        Some(s) => Ok((StreamId::new(ms, parse_u64(s).ok_or_else(invalid_id)?), true)),
+        Some(s) => Ok((
+            StreamId::new(ms, parse_u64(s).ok_or_else(invalid_id)?),
+            true,
+        )),
     }
 }
 
@@ -463,7 +466,11 @@ fn parse_add_trim(args: &Args<'_>, xadd: bool) -> Result<AddTrimArgs, ErrorReply
                 let per_node = ferrite_storage::encoding::limit("stream-node-max-entries")
                     .map_or(100, |l| l.get());
                 let n = per_node.saturating_mul(100);
-                t.limit = if n <= 0 { 10_000 } else { n.min(1_000_000) as u64 };
+                t.limit = if n <= 0 {
+                    10_000
+                } else {
+                    n.min(1_000_000) as u64
+                };
             }
             None => t.limit = 0,
         }
@@ -471,11 +478,12 @@ fn parse_add_trim(args: &Args<'_>, xadd: bool) -> Result<AddTrimArgs, ErrorReply
     Ok(out)
 }
 
-/// `MAXLEN|MINID = <value>` describing the trim's outcome exactly.
+/// `MAXLEN|MINID = <value>` describing the trim's outcome exactly. An approximate trim of
+/// either kind removed entries from the head: `MAXLEN =` what is left says exactly that (a
+/// `MINID` of the first entry left would say nothing about a stream it emptied).
 fn trim_effect(t: &TrimArgs, s: &StreamValue) -> [Vec<u8>; 3] {
     let (word, value) = match t.how {
-        Trim::MaxLen(_) if t.approx => ("MAXLEN", s.len().to_string().into_bytes()),
-        Trim::MinId(_) if t.approx => ("MINID", id_bytes(s.first_id())),
+        _ if t.approx => ("MAXLEN", s.len().to_string().into_bytes()),
         Trim::MaxLen(_) => ("MAXLEN", t.arg.clone()),
         Trim::MinId(_) => ("MINID", t.arg.clone()),
     };
@@ -544,7 +552,9 @@ fn append(
         Some((id, false)) => {
             let last = s.last_id();
             if last.ms == id.ms {
-                last.next().filter(|n| n.ms == id.ms).ok_or_else(too_small)?
+                last.next()
+                    .filter(|n| n.ms == id.ms)
+                    .ok_or_else(too_small)?
             } else {
                 id
             }
@@ -631,7 +641,11 @@ fn range_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, rev: bool) -> CmdResult 
         ctx.w.null_array();
         return Ok(());
     }
-    let take = if count < 0 { usize::MAX } else { count as usize };
+    let take = if count < 0 {
+        usize::MAX
+    } else {
+        count as usize
+    };
     let entries: Vec<EntryRef<'_>> = if rev {
         s.range_rev(start, end).take(take).collect()
     } else {
@@ -754,14 +768,49 @@ enum From {
 }
 
 fn xread(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    read_generic(ctx, args, false)
+    read_or_timeout(ctx, args, false)
 }
 
 fn xreadgroup(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    read_generic(ctx, args, true)
+    read_or_timeout(ctx, args, true)
 }
 
-fn read_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, xreadgroup: bool) -> CmdResult {
+/// XREAD / XREADGROUP as the command table runs them: a read that finds nothing answers as if
+/// its BLOCK timeout had passed (a null array), as Redis does inside MULTI. Waiting for keys is
+/// the server's blocking registry's job, which runs [`read_attempt`] again when a key changes.
+fn read_or_timeout(ctx: &mut Ctx<'_, '_>, args: Args<'_>, xreadgroup: bool) -> CmdResult {
+    if let ReadOutcome::Wait(_) = read_attempt(ctx, args, xreadgroup)? {
+        ctx.w.null_array();
+    }
+    Ok(())
+}
+
+/// What one attempt of XREAD / XREADGROUP did.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// The reply is written (and any change made).
+    Served,
+    /// Nothing to serve and BLOCK was given: nothing was written or changed. The waiter should
+    /// run this request (the original, with `$` resolved to the last id seen now, so entries
+    /// added meanwhile are not missed) when one of the keys changes.
+    Wait(ReadWait),
+}
+
+/// What a blocked XREAD / XREADGROUP waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadWait {
+    pub keys: Vec<Vec<u8>>,
+    pub retry: Vec<Vec<u8>>,
+    /// Milliseconds (0: forever).
+    pub timeout_ms: u64,
+}
+
+/// Runs XREAD (`xreadgroup` false) or XREADGROUP once.
+pub fn read_attempt(
+    ctx: &mut Ctx<'_, '_>,
+    args: Args<'_>,
+    xreadgroup: bool,
+) -> Result<ReadOutcome, ErrorReply> {
     let r = parse_read(&args, xreadgroup)?;
     let n = (args.len() - r.streams_at) / 2;
     let keys: Vec<&[u8]> = (0..n).map(|i| args.get(r.streams_at + i)).collect();
@@ -822,10 +871,6 @@ fn read_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, xreadgroup: bool) -> CmdR
     let count = served.iter().filter(|&&s| s).count();
     if count == 0 {
         if let Some(t) = r.block {
-            if !ctx.may_block {
-                ctx.w.null_array();
-                return Ok(());
-            }
             let mut retry: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
             for (i, f) in froms.iter().enumerate() {
                 if let From::After(id) = f {
@@ -834,15 +879,14 @@ fn read_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, xreadgroup: bool) -> CmdR
             }
             // Wait for a write to one of the keys, then run again with `$` resolved to the last
             // id seen now, so entries added meanwhile are not missed.
-            ctx.block = Some(BlockOn {
+            return Ok(ReadOutcome::Wait(ReadWait {
                 keys: keys.iter().map(|k| k.to_vec()).collect(),
                 retry,
                 timeout_ms: t,
-            });
-            return Ok(());
+            }));
         }
         ctx.w.null_array();
-        return Ok(());
+        return Ok(ReadOutcome::Served);
     }
     if ctx.w.is_resp3() {
         ctx.w.map(count);
@@ -876,7 +920,7 @@ fn read_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, xreadgroup: bool) -> CmdR
             }
         }
     }
-    Ok(())
+    Ok(ReadOutcome::Served)
 }
 
 fn limit(count: usize) -> usize {
@@ -1159,7 +1203,9 @@ fn xgroup(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                 a => parse_strict_id(a)?,
             };
             let created = match ctx.db.entry(key, now) {
-                Slot::Occupied(mut o) => as_stream_mut(o.get_mut())?.create_group(group, id, entries_read),
+                Slot::Occupied(mut o) => {
+                    as_stream_mut(o.get_mut())?.create_group(group, id, entries_read)
+                }
                 Slot::Vacant(v) => {
                     let mut s = StreamValue::default();
                     s.create_group(group, id, entries_read);
@@ -1337,10 +1383,7 @@ fn xpending(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             (Some(first), Some(last)) => {
                 reply_id(w, first);
                 reply_id(w, last);
-                let owners: Vec<_> = g
-                    .consumers()
-                    .filter(|(_, c)| c.pending_len() > 0)
-                    .collect();
+                let owners: Vec<_> = g.consumers().filter(|(_, c)| c.pending_len() > 0).collect();
                 w.array(owners.len());
                 for (name, c) in owners {
                     w.array(2);
@@ -1519,7 +1562,9 @@ fn xclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         s.set_pending(group, id, consumer, delivery, count, now);
         claimed.push(id);
         if wants {
-            effects.push(claim_effect(key, group, consumer, id, delivery, count, group_last));
+            effects.push(claim_effect(
+                key, group, consumer, id, delivery, count, group_last,
+            ));
         }
         moved_last = false;
     }
@@ -1552,8 +1597,12 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let group = args.get(2);
     let consumer = args.get(3);
     let now = ctx.now;
-    let min_idle =
-        int_arg(&args, 4, Some("Invalid min-idle-time argument for XAUTOCLAIM"))?.max(0);
+    let min_idle = int_arg(
+        &args,
+        4,
+        Some("Invalid min-idle-time argument for XAUTOCLAIM"),
+    )?
+    .max(0);
     let start = interval_start(args.get(5))?;
     let mut count: i64 = 100;
     let mut justid = false;
@@ -1593,7 +1642,14 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let next_pending = |s: &StreamValue, from: StreamId| {
         s.group(group)
             .and_then(|g| g.pending_range(from, StreamId::MAX).next())
-            .map(|(id, p)| (id, p.delivery_time(), p.delivery_count(), p.consumer().to_vec()))
+            .map(|(id, p)| {
+                (
+                    id,
+                    p.delivery_time(),
+                    p.delivery_count(),
+                    p.consumer().to_vec(),
+                )
+            })
     };
     while attempts > 0 && left > 0 {
         attempts -= 1;

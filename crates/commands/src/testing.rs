@@ -107,8 +107,6 @@ fn run_locked<S: AsRef<[u8]>>(
                     rng,
                     max_bulk: 512 * 1024 * 1024,
                     garbage: &mut garbage,
-                    may_block: false,
-                    block: None,
                 };
                 ctx.run(f, args)
             }

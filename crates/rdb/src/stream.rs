@@ -391,7 +391,10 @@ fn node(entries: &[StreamEntry]) -> (StreamId, Vec<u8>) {
     lp.int(0);
     for e in entries {
         let same = e.fields.len() == master_fields.len()
-            && e.fields.iter().zip(&master_fields).all(|((f, _), m)| f == m);
+            && e.fields
+                .iter()
+                .zip(&master_fields)
+                .all(|((f, _), m)| f == m);
         lp.int(if same { FLAG_SAME_FIELDS } else { 0 });
         lp.int(e.id.ms.wrapping_sub(master.ms) as i64);
         lp.int(e.id.seq.wrapping_sub(master.seq) as i64);
@@ -422,7 +425,12 @@ fn write_as<W: Write>(e: &mut Encoder<W>, s: &Stream, t: u8) -> Result<()> {
     let mut start = 0;
     let mut bytes = 0;
     for (i, en) in s.entries.iter().enumerate() {
-        let size: usize = en.fields.iter().map(|(f, v)| f.len() + v.len() + 4).sum::<usize>() + 8;
+        let size: usize = en
+            .fields
+            .iter()
+            .map(|(f, v)| f.len() + v.len() + 4)
+            .sum::<usize>()
+            + 8;
         if i > start && (i - start >= NODE_MAX_ENTRIES || bytes + size >= NODE_MAX_BYTES) {
             cuts.push(start..i);
             start = i;
@@ -599,14 +607,32 @@ mod tests {
     fn listpack_encodings_read_back() {
         let mut lp = Listpack::new();
         let ints = [
-            0i64, 127, 128, -1, 4095, -4096, 4096, 32767, -32768, 8388607, -8388608, 1 << 31,
+            0i64,
+            127,
+            128,
+            -1,
+            4095,
+            -4096,
+            4096,
+            32767,
+            -32768,
+            8388607,
+            -8388608,
+            1 << 31,
             i64::MIN,
         ];
         for v in ints {
             lp.int(v);
         }
         let long = vec![b'y'; 20000];
-        for s in [&b""[..], b"abc", &[b'z'; 63][..], &[b'w'; 64][..], &[b'q'; 4095][..], &long] {
+        for s in [
+            &b""[..],
+            b"abc",
+            &[b'z'; 63][..],
+            &[b'w'; 64][..],
+            &[b'q'; 4095][..],
+            &long,
+        ] {
             lp.str(s);
         }
         let elems = packed::listpack(&lp.finish()).unwrap();

@@ -15,6 +15,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub tenancy: TenancyConfig,
+    pub persistence: PersistenceConfig,
     pub encoding: EncodingConfig,
     pub commands: CommandsConfig,
 }
@@ -152,6 +153,9 @@ pub struct ServerConfig {
     /// directory.
     pub admin_secret_file: String,
     pub maxclients: usize,
+    /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
+    /// `timeout`).
+    pub timeout: u64,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
@@ -166,6 +170,7 @@ impl Default for ServerConfig {
             requirepass: String::new(),
             admin_secret_file: String::new(),
             maxclients: 10_000,
+            timeout: 0,
             threads: 0,
             shutdown_timeout_ms: 10_000,
         }
@@ -181,6 +186,9 @@ pub struct LimitsConfig {
     pub max_args: usize,
     /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
     pub client_output_buffer_limit: u64,
+    /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
+    /// reply would take the total past it is disconnected; 0 = no limit.
+    pub maxmemory_clients: u64,
 }
 
 impl Default for LimitsConfig {
@@ -189,6 +197,7 @@ impl Default for LimitsConfig {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: 4 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
+            maxmemory_clients: 1024 * 1024 * 1024,
         }
     }
 }
@@ -225,6 +234,73 @@ impl Default for MetricsConfig {
         MetricsConfig {
             addr: "127.0.0.1:9121".into(),
             max_labelled_tenants: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Keep data on disk (off: a cache that starts empty).
+    pub enabled: bool,
+    /// Data directory, relative to the working directory; created when missing.
+    pub dir: String,
+    /// `always`, `everysec` or `no` (Redis's appendfsync).
+    pub appendfsync: String,
+    /// Snapshot every tenant after <seconds> if at least <changes> writes happened, as pairs
+    /// (Redis's `save`); empty: only on SAVE/BGSAVE and by log size.
+    pub save: String,
+    /// Compact a tenant's log into a new snapshot once it has grown by this percentage of the
+    /// last snapshot (Redis's auto-aof-rewrite-percentage); 0 = never.
+    pub auto_compact_percentage: u64,
+    /// ... and is at least this many bytes (auto-aof-rewrite-min-size).
+    pub auto_compact_min_size: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: true,
+            dir: "data".into(),
+            appendfsync: "everysec".into(),
+            save: "3600 1 300 100 60 10000".into(),
+            auto_compact_percentage: 100,
+            auto_compact_min_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl PersistenceConfig {
+    /// Parses `save`: pairs of positive numbers.
+    pub fn save_points(&self) -> Result<Vec<(u64, u64)>, String> {
+        let words: Vec<&str> = self.save.split_whitespace().collect();
+        if words.len() % 2 != 0 {
+            return Err(format!(
+                "'{}' is not pairs of <seconds> <changes>",
+                self.save
+            ));
+        }
+        words
+            .chunks(2)
+            .map(|p| match (p[0].parse::<u64>(), p[1].parse::<u64>()) {
+                (Ok(a), Ok(b)) if a > 0 => Ok((a, b)),
+                _ => Err(format!(
+                    "'{}' is not pairs of <seconds> <changes>",
+                    self.save
+                )),
+            })
+            .collect()
+    }
+
+    /// The settings the persistence crate runs with.
+    pub fn settings(&self) -> ferrite_persistence::Settings {
+        ferrite_persistence::Settings {
+            dir: std::path::PathBuf::from(&self.dir),
+            appendfsync: ferrite_persistence::FsyncPolicy::parse(&self.appendfsync)
+                .unwrap_or(ferrite_persistence::FsyncPolicy::Everysec),
+            save: self.save_points().unwrap_or_default(),
+            auto_compact_percentage: self.auto_compact_percentage,
+            auto_compact_min_size: self.auto_compact_min_size,
         }
     }
 }
@@ -439,6 +515,19 @@ impl Config {
                 format!("'{}' is not host:port or off", self.metrics.addr),
             );
         }
+        let p = &self.persistence;
+        if ferrite_persistence::FsyncPolicy::parse(&p.appendfsync).is_none() {
+            return err(
+                "persistence.appendfsync",
+                format!("'{}' is not one of: always, everysec, no", p.appendfsync),
+            );
+        }
+        if p.dir.is_empty() {
+            return err("persistence.dir", "must not be empty".into());
+        }
+        if let Err(e) = p.save_points() {
+            return err("persistence.save", e);
+        }
         for (name, v) in self.encoding.by_name() {
             if let Some(l) = ferrite_storage::encoding::limit(name)
                 && (v < l.min || v > l.max)
@@ -514,9 +603,9 @@ impl Config {
     }
 
     /// The directory the server keeps its files in (the administrator secret; persistence's
-    /// files).
+    /// files): `persistence.dir`.
     pub fn data_dir(&self) -> PathBuf {
-        PathBuf::from("data")
+        PathBuf::from(&self.persistence.dir)
     }
 
     /// Where the generated administrator secret lives (used only without `requirepass`).

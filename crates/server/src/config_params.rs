@@ -73,11 +73,15 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 56] = [
+pub static PARAMS: [Param; 67] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
         c.server.requirepass = v.to_string();
+        Ok(())
+    }),
+    param!("timeout", |c| c.server.timeout.to_string(), |c, v| {
+        c.server.timeout = num(v)?;
         Ok(())
     }),
     param!("maxclients", |c| c.server.maxclients.to_string(), |c, v| {
@@ -159,9 +163,75 @@ pub static PARAMS: [Param; 56] = [
             )
         }
     }),
-    param!("save", |_| String::new()),
-    param!("appendonly", |_| "no".into()),
-    param!("timeout", |_| "0".into()),
+    param!("save", |c| c.persistence.save.clone(), |c, v| {
+        c.persistence.save = v.to_string();
+        Ok(())
+    }),
+    param!("appendonly", |c| yes_no(c.persistence.enabled)),
+    param!(
+        "appendfsync",
+        |c| c.persistence.appendfsync.clone(),
+        |c, v| {
+            c.persistence.appendfsync = v.to_ascii_lowercase();
+            Ok(())
+        }
+    ),
+    // Redis answers with the absolute path.
+    param!("dir", |c| std::path::absolute(&c.persistence.dir)
+        .map_or_else(
+            |_| c.persistence.dir.clone(),
+            |p| p.display().to_string()
+        )),
+    param!(
+        "auto-aof-rewrite-percentage",
+        |c| c.persistence.auto_compact_percentage.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_percentage = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "auto-aof-rewrite-min-size",
+        |c| c.persistence.auto_compact_min_size.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_min_size = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!("persistence.enabled", |c| yes_no(c.persistence.enabled)),
+    param!("persistence.dir", |c| c.persistence.dir.clone()),
+    param!(
+        "persistence.appendfsync",
+        |c| c.persistence.appendfsync.clone(),
+        |c, v| {
+            c.persistence.appendfsync = v.to_ascii_lowercase();
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.save",
+        |c| c.persistence.save.clone(),
+        |c, v| {
+            c.persistence.save = v.to_string();
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.auto_compact_percentage",
+        |c| c.persistence.auto_compact_percentage.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_percentage = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.auto_compact_min_size",
+        |c| c.persistence.auto_compact_min_size.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_min_size = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!("maxmemory", |_| "0".into()),
     param!("io-threads", |c| c.server.threads.to_string()),
     param!("server.threads", |c| c.server.threads.to_string()),
@@ -174,6 +244,14 @@ pub static PARAMS: [Param; 56] = [
         }
     ),
     param!("limits.max_args", |c| c.limits.max_args.to_string()),
+    param!(
+        "maxmemory-clients",
+        |c| c.limits.maxmemory_clients.to_string(),
+        |c, v| {
+            c.limits.maxmemory_clients = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!(
         "limits.client_output_buffer_limit",
         |c| c.limits.client_output_buffer_limit.to_string(),
@@ -336,8 +414,8 @@ pub static PARAMS: [Param; 56] = [
         |c| c.encoding.stream_node_max_bytes.to_string(),
         |c, v| {
             let n: u64 = bytes(v)?;
-            c.encoding.stream_node_max_bytes = i64::try_from(n)
-                .map_err(|_| "argument must be a memory value".to_string())?;
+            c.encoding.stream_node_max_bytes =
+                i64::try_from(n).map_err(|_| "argument must be a memory value".to_string())?;
             Ok(())
         }
     ),
@@ -393,6 +471,15 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
     }
     sh.hot.load(&cfg);
     sh.migrations.update_settings(cfg.migration_settings());
+    if let Some(p) = &sh.persistence {
+        let next = cfg.persistence.settings();
+        p.update_settings(|s| {
+            s.appendfsync = next.appendfsync;
+            s.save = next.save;
+            s.auto_compact_percentage = next.auto_compact_percentage;
+            s.auto_compact_min_size = next.auto_compact_min_size;
+        });
+    }
     sh.registry.update_settings(|s| {
         s.max_tenants = cfg.tenancy.max_tenants;
         s.default_limits.maxmemory = cfg.tenancy.default_maxmemory;

@@ -18,6 +18,8 @@ use crate::stats::{CommandStats, ServerStats};
 pub struct HotConfig {
     pub max_bulk_len: AtomicU64,
     pub client_output_buffer_limit: AtomicU64,
+    /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
+    pub maxmemory_clients: AtomicU64,
     pub throttle_max_delay_ms: AtomicU64,
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
@@ -34,6 +36,8 @@ impl HotConfig {
         self.max_bulk_len.store(c.limits.max_bulk_len, Relaxed);
         self.client_output_buffer_limit
             .store(c.limits.client_output_buffer_limit, Relaxed);
+        self.maxmemory_clients
+            .store(c.limits.maxmemory_clients, Relaxed);
         self.throttle_max_delay_ms
             .store(c.tenancy.throttle_max_delay_ms, Relaxed);
         let ch = &c.tenancy.migration.client_handling;
@@ -115,9 +119,16 @@ pub struct Shared {
     pub config: RwLock<Config>,
     pub hot: HotConfig,
     pub registry: Arc<Registry>,
+    /// The data directory in use (None: persistence is off).
+    pub persistence: Option<Arc<ferrite_persistence::Persistence>>,
     /// Outgoing migrations and incoming imports.
     pub migrations: ferrite_tenancy::MigrationManager,
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    /// Connections admitted and not yet finished: counted when accepted (before the
+    /// connection's task even starts), so a burst of connects cannot pass `maxclients`.
+    pub admitted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Unsent reply bytes of every connection (see [`crate::output`]).
+    pub output_bytes: Arc<AtomicU64>,
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,
@@ -167,6 +178,13 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Writes may run: persistence is off or working. While a log cannot be written, writes
+    /// are refused (`-MISCONF`) and reads go on.
+    #[inline]
+    pub fn persistence_ok(&self) -> bool {
+        self.persistence.as_ref().is_none_or(|p| p.writable())
     }
 
     pub fn client_count(&self) -> usize {

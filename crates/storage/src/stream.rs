@@ -782,10 +782,8 @@ impl StreamValue {
         };
         let same = block.same_fields(fields);
         let before = block.buf.capacity();
-        let need = 1
-            + varint_len(id.ms - key.ms)
-            + 10
-            + fields.iter().map(|f| f.len() + 5).sum::<usize>();
+        let need =
+            1 + varint_len(id.ms - key.ms) + 10 + fields.iter().map(|f| f.len() + 5).sum::<usize>();
         if block.buf.capacity() - block.buf.len() < need {
             // Grow by a quarter at least, so the spare room stays small.
             block.buf.reserve_exact(need.max(block.buf.len() / 4));
@@ -795,7 +793,11 @@ impl StreamValue {
         put_varint(&mut block.buf, ms_delta);
         put_varint(
             &mut block.buf,
-            if ms_delta == 0 { id.seq - key.seq } else { id.seq },
+            if ms_delta == 0 {
+                id.seq - key.seq
+            } else {
+                id.seq
+            },
         );
         if same {
             for pair in fields.chunks_exact(2) {
@@ -1129,10 +1131,11 @@ impl StreamValue {
         let old = group_digest(name, g.last_id, g.entries_read);
         g.last_id = last_id;
         g.entries_read = entries_read;
-        self.groups_sum = self
-            .groups_sum
-            .wrapping_sub(old)
-            .wrapping_add(group_digest(name, last_id, entries_read));
+        self.groups_sum = self.groups_sum.wrapping_sub(old).wrapping_add(group_digest(
+            name,
+            last_id,
+            entries_read,
+        ));
         true
     }
 
@@ -1171,9 +1174,7 @@ impl StreamValue {
                 pel: BTreeSet::new(),
             },
         );
-        self.groups_sum = self
-            .groups_sum
-            .wrapping_add(consumer_digest(group, name));
+        self.groups_sum = self.groups_sum.wrapping_add(consumer_digest(group, name));
         self.bytes += CONSUMER_OVERHEAD + name.len();
         true
     }
@@ -1218,9 +1219,7 @@ impl StreamValue {
         if let Some(c) = g.consumers.get_mut(&*n.consumer) {
             c.pel.remove(&id);
         }
-        self.groups_sum = self
-            .groups_sum
-            .wrapping_sub(pending_digest(group, id, &n));
+        self.groups_sum = self.groups_sum.wrapping_sub(pending_digest(group, id, &n));
         self.bytes -= PENDING_OVERHEAD;
         true
     }
@@ -1281,10 +1280,12 @@ impl StreamValue {
     /// and its pending entries, then the stream's metadata. [`StreamValue::apply_item`] of
     /// these, in order, on an empty stream rebuilds an equal stream.
     pub fn items(&self) -> impl Iterator<Item = StreamItem<'_>> {
-        let entries = self.range(StreamId::MIN, StreamId::MAX).map(|e| StreamItem::Entry {
-            id: e.id(),
-            fields: e.fields().flat_map(|(f, v)| [f, v]).collect(),
-        });
+        let entries = self
+            .range(StreamId::MIN, StreamId::MAX)
+            .map(|e| StreamItem::Entry {
+                id: e.id(),
+                fields: e.fields().flat_map(|(f, v)| [f, v]).collect(),
+            });
         let groups = self.groups.iter().flat_map(|(name, g)| {
             let head = std::iter::once(StreamItem::Group {
                 name,
@@ -2035,7 +2036,10 @@ mod tests {
         assert_eq!(id(2, 0).prev(), Some(id(1, u64::MAX)));
         assert_eq!(StreamId::MIN.prev(), None);
         let mut t = IdText::default();
-        assert_eq!(StreamId::MAX.format(&mut t), b"18446744073709551615-18446744073709551615");
+        assert_eq!(
+            StreamId::MAX.format(&mut t),
+            b"18446744073709551615-18446744073709551615"
+        );
         assert_eq!(id(0, 0).format(&mut t), b"0-0");
         assert_eq!(StreamId::from_bytes(id(7, 9).to_bytes()), id(7, 9));
     }
@@ -2054,13 +2058,19 @@ mod tests {
         }
         assert_eq!(s.len(), 250);
         assert_eq!(s.blocks(), 3); // 100 entries per block by default
-        assert_eq!(s.append(id(250, 0), &[b"a", b"b"]), Err(AppendError::IdTooSmall));
+        assert_eq!(
+            s.append(id(250, 0), &[b"a", b"b"]),
+            Err(AppendError::IdTooSmall)
+        );
         let fwd: Vec<_> = s.range(id(99, 0), id(102, 5)).map(|e| e.id()).collect();
         assert_eq!(fwd, vec![id(99, 0), id(100, 0), id(101, 0), id(102, 0)]);
         let rev: Vec<_> = s.range_rev(id(99, 0), id(102, 5)).map(|e| e.id()).collect();
         assert_eq!(rev, vec![id(102, 0), id(101, 0), id(100, 0), id(99, 0)]);
         let e = s.get(id(3, 0)).unwrap();
-        assert_eq!(e.fields().collect::<Vec<_>>(), vec![(&b"other"[..], &b"3"[..])]);
+        assert_eq!(
+            e.fields().collect::<Vec<_>>(),
+            vec![(&b"other"[..], &b"3"[..])]
+        );
         let e = s.get(id(4, 0)).unwrap();
         assert_eq!(
             e.fields().collect::<Vec<_>>(),
@@ -2171,7 +2181,10 @@ mod tests {
         assert_eq!(s.group(b"g").unwrap().pending_len(), 1);
         check_accounting(&s);
         let r = rebuild(&s);
-        assert_eq!(r.group(b"g").unwrap().consumer(b"bob").unwrap().seen_time(), 200);
+        assert_eq!(
+            r.group(b"g").unwrap().consumer(b"bob").unwrap().seen_time(),
+            200
+        );
         assert!(s.destroy_group(b"g"));
         assert_eq!(s.digest(), {
             let mut t = s.clone();

@@ -23,4 +23,7 @@ pub enum TenancyError {
     WrongPass,
     #[error("tenant '{id}' is {state}")]
     WrongState { id: String, state: &'static str },
+    /// The change could not be made durable (persistence failed to write the tenant catalog).
+    #[error("Errors writing the tenant catalog to disk: {0}")]
+    Persist(String),
 }

@@ -33,10 +33,25 @@ impl Default for TenancySettings {
     }
 }
 
+/// Where tenant records are made durable (persistence implements it, see
+/// [`Registry::set_store`]). Each call returns once the change is on disk.
+pub trait TenantStore: Send + Sync {
+    /// A tenant was created, or its credential, limits, state or moved address changed.
+    fn save(&self, t: &Arc<Tenant>) -> Result<(), String>;
+    /// A tenant was deleted, its data with it.
+    fn delete(&self, t: &Arc<Tenant>) -> Result<(), String>;
+    /// An import was staged: its data is journaled, but it is not a tenant of this server until
+    /// [`TenantStore::save`] records it (activation); after a restart it is gone.
+    fn staged(&self, t: &Arc<Tenant>);
+    /// A staged import was abandoned: its data is dropped.
+    fn unstaged(&self, t: &Arc<Tenant>);
+}
+
 /// All tenants, by id.
 pub struct Registry {
     tenants: RwLock<HashMap<Arc<str>, Arc<Tenant>>>,
     settings: RwLock<TenancySettings>,
+    store: RwLock<Option<Arc<dyn TenantStore>>>,
 }
 
 /// Options of TENANT.CREATE.
@@ -54,10 +69,37 @@ impl Registry {
         let reg = Registry {
             tenants: RwLock::new(HashMap::new()),
             settings: RwLock::new(settings),
+            store: RwLock::new(None),
         };
         let default = Arc::new(Tenant::new(DEFAULT_TENANT, None, TenantLimits::default()));
         reg.tenants.write().insert(DEFAULT_TENANT.into(), default);
         reg
+    }
+
+    /// Makes every later tenant change durable through `store` (persistence, at startup).
+    pub fn set_store(&self, store: Arc<dyn TenantStore>) {
+        *self.store.write() = Some(store);
+    }
+
+    fn store(&self) -> Option<Arc<dyn TenantStore>> {
+        self.store.read().clone()
+    }
+
+    /// The one function that makes a tenant's current record (credential, limits, state, moved
+    /// address) durable: call it after every such change; it returns once the record is on disk
+    /// (immediately when persistence is off). The cutover calls it after marking a tenant
+    /// `moved` and before activating the target, so a restarted source never serves it again.
+    pub fn persist(&self, t: &Arc<Tenant>) -> Result<(), TenancyError> {
+        match self.store() {
+            Some(s) => s.save(t).map_err(TenancyError::Persist),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts a tenant read from disk at startup in the registry (replacing one of the same id,
+    /// e.g. the built-in default tenant).
+    pub fn restore(&self, t: Arc<Tenant>) {
+        self.tenants.write().insert(t.id().into(), t);
     }
 
     pub fn settings(&self) -> TenancySettings {
@@ -128,6 +170,18 @@ impl Registry {
         }
         let t = Arc::new(Tenant::new(id, opts.credential, limits));
         map.insert(id.into(), t.clone());
+        drop(map);
+        if let Some(store) = self.store() {
+            if let Err(e) = store.save(&t) {
+                // Not durable: not created.
+                let mut map = self.tenants.write();
+                if map.get(id).is_some_and(|x| Arc::ptr_eq(x, &t)) {
+                    map.remove(id);
+                }
+                t.mark_deleted();
+                return Err(TenancyError::Persist(e));
+            }
+        }
         Ok(t)
     }
 
@@ -148,7 +202,12 @@ impl Registry {
                 self.settings.read().max_tenants,
             ));
         }
-        Ok(map.insert(tenant.id().into(), tenant))
+        let previous = map.insert(tenant.id().into(), tenant.clone());
+        drop(map);
+        if let Some(store) = self.store() {
+            store.staged(&tenant);
+        }
+        Ok(previous)
     }
 
     /// Puts back a record replaced by [`Registry::insert_import`] (the import was abandoned), or
@@ -178,6 +237,10 @@ impl Registry {
             None => {
                 map.remove(staged.id());
             }
+        }
+        drop(map);
+        if let Some(store) = self.store() {
+            store.unstaged(staged);
         }
     }
 
@@ -213,6 +276,12 @@ impl Registry {
         }
         map.remove(id);
         t.mark_deleted();
+        drop(map);
+        if let Some(store) = self.store() {
+            // The tenant is gone from memory either way; a record that could not be removed
+            // from disk would bring it back after a restart, so say so.
+            store.delete(&t).map_err(TenancyError::Persist)?;
+        }
         Ok(t)
     }
 

@@ -11,6 +11,7 @@ mod connection;
 mod diagnostics;
 mod introspection;
 mod migrate;
+mod persistence;
 mod tenant;
 mod transaction;
 
@@ -115,7 +116,11 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("config", introspection::config),
     now_in_multi("info", introspection::info),
     now_in_multi("time", |st, _, _, out| connection::time(st, out)),
-    now("shutdown", introspection::shutdown),
+    wait("shutdown", |st, sh, args, out| Box::pin(introspection::shutdown(st, sh, args, out))),
+    wait("save", |st, sh, _, out| Box::pin(persistence::save(st, sh, out))),
+    now("bgsave", persistence::bgsave),
+    now("bgrewriteaof", |st, sh, _, out| persistence::bgrewriteaof(st, sh, out)),
+    now("lastsave", |st, sh, _, out| persistence::lastsave(st, sh, out)),
     now_in_multi("slowlog", diagnostics::slowlog),
     now_in_multi("latency", diagnostics::latency),
     now_in_multi("acl", diagnostics::acl),

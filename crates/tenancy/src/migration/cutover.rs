@@ -132,16 +132,31 @@ pub(super) async fn cutover(
         return Err(fail(msg));
     }
 
-    // Hand over: from here the source answers MOVED; then the target is activated.
+    // Hand over: from here the source answers MOVED; then the target is activated. The
+    // hand-over is durable first: a source that restarts never serves the tenant again.
     m.tenant.set_moved(&m.redirect);
+    if let Err(e) = mgr.inner.registry.persist(&m.tenant) {
+        m.tenant.set_state(TenantState::Active);
+        gate.open();
+        let msg = format!("cutover aborted, the source still owns the tenant: {e}");
+        fail_migration(m, &msg);
+        return Err(fail(msg));
+    }
     ks.lock().stop_tracking();
     breakpoint(mgr, m, "cutover:before_activate").await;
     match activate(mgr, m, control, import_id, settings.activation_timeout).await {
         Ok(()) => {}
         Err(Activation::Refused(reason)) => {
             // The target says the import is gone or aborted, so it is not serving the tenant:
-            // taking the tenant back is safe.
+            // taking the tenant back is safe (once that is durable; until then it stays moved).
             m.tenant.set_state(TenantState::Active);
+            if let Err(e) = mgr.inner.registry.persist(&m.tenant) {
+                m.tenant.set_moved(&m.redirect);
+                gate.open();
+                let msg = format!("cutover failed and the tenant could not be taken back: {e}");
+                fail_migration(m, &msg);
+                return Err(fail(msg));
+            }
             ks.lock().start_tracking();
             gate.open();
             let msg = format!("cutover failed, the source still owns the tenant: {reason}");
@@ -319,6 +334,14 @@ pub(super) async fn retry_activation(
         }
         Err(Activation::Refused(reason)) => {
             m.tenant.set_state(TenantState::Active);
+            if let Err(e) = mgr.inner.registry.persist(&m.tenant) {
+                m.tenant.set_moved(&m.redirect);
+                let msg = format!(
+                    "the target lost the import but the tenant could not be taken back: {e}"
+                );
+                fail_migration(m, &msg);
+                return Err(fail(msg));
+            }
             m.tenant.keyspace().lock().start_tracking();
             let msg =
                 format!("the target lost the import ({reason}); the source owns the tenant again");

@@ -977,6 +977,12 @@ impl MigrationManager {
             }
             if handed_over {
                 m.tenant.set_state(TenantState::Active);
+                if let Err(e) = self.inner.registry.persist(&m.tenant) {
+                    m.tenant.set_moved(&m.redirect);
+                    return Err(MigrationError::Failed(format!(
+                        "the target dropped the import but the tenant could not be taken back: {e}"
+                    )));
+                }
                 if m.tenant.gate().is_closed() {
                     m.tenant.gate().open();
                 }

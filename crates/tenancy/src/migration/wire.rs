@@ -496,7 +496,8 @@ impl<'a> Reader<'a> {
                 Value::ZSet(Box::new(z))
             }
             ValueType::Stream => {
-                let (x, used) = decode_items(&self.data[self.pos..]).map_err(WireError::Malformed)?;
+                let (x, used) =
+                    decode_items(&self.data[self.pos..]).map_err(WireError::Malformed)?;
                 self.pos += used;
                 Value::Stream(Box::new(x))
             }
