@@ -25,15 +25,51 @@ async fn snapshot(c: &mut ferrite_client::Connection, keys: &[&str]) -> Vec<Stri
 
 async fn group_traffic(t: &mut ferrite_client::Connection, key: &str, round: usize) {
     for i in 0..50 {
-        ok(t, &["XADD", key, "*", "round", &round.to_string(), "i", &i.to_string()]).await;
+        ok(
+            t,
+            &[
+                "XADD",
+                key,
+                "*",
+                "round",
+                &round.to_string(),
+                "i",
+                &i.to_string(),
+            ],
+        )
+        .await;
     }
     let consumer = format!("c{}", round % 3);
     ok(
         t,
-        &["XREADGROUP", "GROUP", "g1", &consumer, "COUNT", "30", "STREAMS", key, ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g1",
+            &consumer,
+            "COUNT",
+            "30",
+            "STREAMS",
+            key,
+            ">",
+        ],
     )
     .await;
-    ok(t, &["XREADGROUP", "GROUP", "g2", "solo", "COUNT", "7", "STREAMS", key, ">"]).await;
+    ok(
+        t,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g2",
+            "solo",
+            "COUNT",
+            "7",
+            "STREAMS",
+            key,
+            ">",
+        ],
+    )
+    .await;
     let pending = ok(t, &["XPENDING", key, "g1", "-", "+", "5"]).await;
     if let Frame::Array { data, .. } = pending {
         for (n, p) in data.iter().enumerate() {
@@ -55,7 +91,11 @@ async fn streams_with_consumer_groups_migrate_live() {
     let src = Server::start();
     let dst = Server::start();
     let mut a = admin(&src).await;
-    ok(&mut a, &["TENANT.CREATE", "acme", "PASSWORD", "pw", "OPS", "0"]).await;
+    ok(
+        &mut a,
+        &["TENANT.CREATE", "acme", "PASSWORD", "pw", "OPS", "0"],
+    )
+    .await;
     let mut t = tenant_conn(&src, "acme", "pw").await;
     // 12k entries: more than one chunk of items, so the stream travels as PUT + APPENDs.
     load(
@@ -71,7 +111,17 @@ async fn streams_with_consumer_groups_migrate_live() {
     }
     ok(
         &mut t,
-        &["XREADGROUP", "GROUP", "g1", "early", "COUNT", "5000", "STREAMS", "big", ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g1",
+            "early",
+            "COUNT",
+            "5000",
+            "STREAMS",
+            "big",
+            ">",
+        ],
     )
     .await;
     ok(&mut t, &["XDEL", "big", "0-1"]).await;
@@ -107,6 +157,14 @@ async fn streams_with_consumer_groups_migrate_live() {
     );
     // The groups keep working on the target.
     ok(&mut t2, &["XADD", "small", "*", "after", "move"]).await;
-    let f = ok(&mut t2, &["XREADGROUP", "GROUP", "g2", "solo", "STREAMS", "small", ">"]).await;
-    assert!(value::display(&f).contains("after"), "{}", value::display(&f));
+    let f = ok(
+        &mut t2,
+        &["XREADGROUP", "GROUP", "g2", "solo", "STREAMS", "small", ">"],
+    )
+    .await;
+    assert!(
+        value::display(&f).contains("after"),
+        "{}",
+        value::display(&f)
+    );
 }

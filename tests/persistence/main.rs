@@ -6,5 +6,8 @@ mod common;
 
 mod util;
 
+mod crash;
+mod cutover;
+mod faults;
 mod restart;
 mod streams;

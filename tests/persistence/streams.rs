@@ -9,23 +9,85 @@ use crate::util::*;
 
 fn traffic(c: &mut redis::Connection, key: &str, round: usize) {
     for i in 0..40 {
-        ok(c, &["XADD", key, "MAXLEN", "~", "150", "*", "r", &round.to_string(), "i", &i.to_string()]);
+        ok(
+            c,
+            &[
+                "XADD",
+                key,
+                "MAXLEN",
+                "~",
+                "150",
+                "*",
+                "r",
+                &round.to_string(),
+                "i",
+                &i.to_string(),
+            ],
+        );
     }
     let consumer = format!("c{}", round % 3);
-    ok(c, &["XREADGROUP", "GROUP", "g1", &consumer, "COUNT", "25", "STREAMS", key, ">"]);
-    ok(c, &["XREADGROUP", "GROUP", "g2", "solo", "NOACK", "COUNT", "3", "STREAMS", key, ">"]);
+    ok(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g1",
+            &consumer,
+            "COUNT",
+            "25",
+            "STREAMS",
+            key,
+            ">",
+        ],
+    );
+    ok(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g2",
+            "solo",
+            "NOACK",
+            "COUNT",
+            "3",
+            "STREAMS",
+            key,
+            ">",
+        ],
+    );
     // History reads and claims change delivery counts and owners.
-    ok(c, &["XREADGROUP", "GROUP", "g1", &consumer, "COUNT", "2", "STREAMS", key, "0"]);
-    ok(c, &["XAUTOCLAIM", key, "g1", "auto", "0", "0", "COUNT", "3"]);
+    ok(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g1",
+            &consumer,
+            "COUNT",
+            "2",
+            "STREAMS",
+            key,
+            "0",
+        ],
+    );
+    ok(
+        c,
+        &["XAUTOCLAIM", key, "g1", "auto", "0", "0", "COUNT", "3"],
+    );
     if let Value::Array(p) = ok(c, &["XPENDING", key, "g1", "-", "+", "4"]) {
         for (n, e) in p.iter().enumerate() {
             let Value::Array(f) = e else { continue };
-            let Value::BulkString(id) = &f[0] else { continue };
+            let Value::BulkString(id) = &f[0] else {
+                continue;
+            };
             let id = String::from_utf8_lossy(id).into_owned();
             if n % 2 == 0 {
                 ok(c, &["XACK", key, "g1", &id]);
             } else {
-                ok(c, &["XCLAIM", key, "g1", "claimer", "0", &id, "RETRYCOUNT", "9"]);
+                ok(
+                    c,
+                    &["XCLAIM", key, "g1", "claimer", "0", &id, "RETRYCOUNT", "9"],
+                );
             }
         }
     }
@@ -57,7 +119,10 @@ fn content(c: &mut redis::Connection, key: &str) -> String {
             other => other.clone(),
         }
     }
-    format!("{:?}", strip(&ok(c, &["XINFO", "STREAM", key, "FULL", "COUNT", "0"])))
+    format!(
+        "{:?}",
+        strip(&ok(c, &["XINFO", "STREAM", key, "FULL", "COUNT", "0"]))
+    )
 }
 
 #[test]
@@ -78,24 +143,50 @@ fn streams_with_groups_survive_snapshot_log_replay_and_restart() {
         traffic(&mut c, "x", round);
     }
     ok(&mut c, &["XDEL", "x", "0-1"]);
-    ok(&mut c, &["XSETID", "empty", "5-5", "ENTRIESADDED", "3", "MAXDELETEDID", "5-1"]);
-    let before = (content(&mut c, "x"), content(&mut c, "empty"), digest(&mut c, "default"));
+    ok(
+        &mut c,
+        &[
+            "XSETID",
+            "empty",
+            "5-5",
+            "ENTRIESADDED",
+            "3",
+            "MAXDELETEDID",
+            "5-1",
+        ],
+    );
+    let before = (
+        content(&mut c, "x"),
+        content(&mut c, "empty"),
+        digest(&mut c, "default"),
+    );
     drop(c);
     sigkill(s);
 
     let s = Server::start_in(dir.path(), &args);
     let mut c = s.conn();
-    let after = (content(&mut c, "x"), content(&mut c, "empty"), digest(&mut c, "default"));
+    let after = (
+        content(&mut c, "x"),
+        content(&mut c, "empty"),
+        digest(&mut c, "default"),
+    );
     assert_eq!(after, before, "after SIGKILL: snapshot + log replay");
     drop(c);
     shutdown(s, &[]);
 
     let s = Server::start_in(dir.path(), &args);
     let mut c = s.conn();
-    let again = (content(&mut c, "x"), content(&mut c, "empty"), digest(&mut c, "default"));
+    let again = (
+        content(&mut c, "x"),
+        content(&mut c, "empty"),
+        digest(&mut c, "default"),
+    );
     assert_eq!(again, before, "after a clean restart");
     // The restored groups go on where they were.
     ok(&mut c, &["XADD", "x", "*", "after", "restart"]);
-    let v = ok(&mut c, &["XREADGROUP", "GROUP", "g1", "c9", "STREAMS", "x", ">"]);
+    let v = ok(
+        &mut c,
+        &["XREADGROUP", "GROUP", "g1", "c9", "STREAMS", "x", ">"],
+    );
     assert!(format!("{v:?}").contains("restart"), "{v:?}");
 }

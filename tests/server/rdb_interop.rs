@@ -237,11 +237,19 @@ fn fill_stream(c: &mut Connection, key: &str) {
         let fields: Vec<(String, String)> = if i % 3 == 0 {
             vec![("n".into(), i.to_string())]
         } else {
-            vec![("n".into(), i.to_string()), ("pad".into(), "x".repeat(i as usize % 50))]
+            vec![
+                ("n".into(), i.to_string()),
+                ("pad".into(), "x".repeat(i as usize % 50)),
+            ]
         };
         let _: String = c.xadd(key, format!("{i}-{}", i % 4), &fields).unwrap();
     }
-    let _: i64 = redis::cmd("XDEL").arg(key).arg("5-1").arg("120-0").query(c).unwrap();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(key)
+        .arg("5-1")
+        .arg("120-0")
+        .query(c)
+        .unwrap();
     let _: () = redis::cmd("XGROUP")
         .arg(["CREATE", key, "g1", "0"])
         .query(c)
@@ -252,11 +260,23 @@ fn fill_stream(c: &mut Connection, key: &str) {
         .unwrap();
     for (group, consumer, count) in [("g1", "alice", 30), ("g1", "bob", 5), ("g2", "carol", 3)] {
         let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg(["GROUP", group, consumer, "COUNT", &count.to_string(), "STREAMS", key, ">"])
+            .arg([
+                "GROUP",
+                group,
+                consumer,
+                "COUNT",
+                &count.to_string(),
+                "STREAMS",
+                key,
+                ">",
+            ])
             .query(c)
             .unwrap();
     }
-    let _: i64 = redis::cmd("XACK").arg([key, "g1", "2-2", "3-3"]).query(c).unwrap();
+    let _: i64 = redis::cmd("XACK")
+        .arg([key, "g1", "2-2", "3-3"])
+        .query(c)
+        .unwrap();
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg([key, "g1", "dave", "0", "4-0", "RETRYCOUNT", "7", "JUSTID"])
         .query(c)
@@ -294,7 +314,10 @@ fn streams_with_consumer_groups_dump_and_restore_both_ways() {
     let (mut r, mut f) = (redis.conn(), ferrite.conn());
     fill_stream(&mut r, "from-redis");
     fill_stream(&mut f, "from-ferrite");
-    for (src, dst, key) in [(&mut r, &mut f, "from-redis"), (&mut f, &mut r, "from-ferrite")] {
+    for (src, dst, key) in [
+        (&mut r, &mut f, "from-redis"),
+        (&mut f, &mut r, "from-ferrite"),
+    ] {
         let payload: Vec<u8> = redis::cmd("DUMP").arg(key).query(src).unwrap();
         let _: String = redis::cmd("RESTORE")
             .arg(key)
@@ -306,7 +329,11 @@ fn streams_with_consumer_groups_dump_and_restore_both_ways() {
     }
     // Both servers built the same stream from the same commands: entries and pending summaries
     // (which do not depend on the clock) are equal.
-    for cmd in [["XRANGE", "-", "+"], ["XPENDING", "g1", ""], ["XPENDING", "g2", ""]] {
+    for cmd in [
+        ["XRANGE", "-", "+"],
+        ["XPENDING", "g1", ""],
+        ["XPENDING", "g2", ""],
+    ] {
         let args: Vec<&str> = cmd.iter().copied().filter(|a| !a.is_empty()).collect();
         let a: redis::Value = redis::cmd(args[0])
             .arg("from-redis")
@@ -324,7 +351,16 @@ fn streams_with_consumer_groups_dump_and_restore_both_ways() {
     for c in [&mut r, &mut f] {
         let _: String = c.xadd("from-redis", "*", &[("new", "1")]).unwrap();
         let v: redis::Value = redis::cmd("XREADGROUP")
-            .arg(["GROUP", "g2", "carol", "COUNT", "1", "STREAMS", "from-redis", ">"])
+            .arg([
+                "GROUP",
+                "g2",
+                "carol",
+                "COUNT",
+                "1",
+                "STREAMS",
+                "from-redis",
+                ">",
+            ])
             .query(c)
             .unwrap();
         assert!(matches!(v, redis::Value::Array(_)), "{v:?}");

@@ -494,9 +494,7 @@ fn stream_commands_journal_explicit_ids_and_claims() {
             format!("XCLAIM x g c 0 {now}-0 TIME {later} RETRYCOUNT 1 FORCE JUSTID LASTID {now}-0"),
             format!("XGROUP SETID x g {now}-0 ENTRIESREAD 1"),
             // Reading the consumer's history delivers the entry again: its count goes up.
-            format!(
-                "XCLAIM x g c 0 {now}-0 TIME {later} RETRYCOUNT 2 FORCE JUSTID LASTID {now}-0"
-            ),
+            format!("XCLAIM x g c 0 {now}-0 TIME {later} RETRYCOUNT 2 FORCE JUSTID LASTID {now}-0"),
         ]
     );
 }

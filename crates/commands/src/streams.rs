@@ -12,7 +12,7 @@
 
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::stream::{AppendError, EntryRef, IdText, Trim};
-use ferrite_storage::{Db, Entry, Slot, StreamId, StreamValue, Value};
+use ferrite_storage::{Db, Entry, Slot, StreamId, StreamValue, Value, ValueRef};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -339,7 +339,7 @@ fn reply_entries<'a>(w: &mut ReplyWriter<'_>, entries: &[EntryRef<'a>]) {
 
 fn as_stream(e: &Entry) -> Result<&StreamValue, ErrorReply> {
     match e.value() {
-        Value::Stream(s) => Ok(s),
+        ValueRef::Stream(s) => Ok(s),
         _ => Err(ErrorReply::wrong_type()),
     }
 }

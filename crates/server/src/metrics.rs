@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use ferrite_commands::spec;
@@ -15,7 +15,7 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::shared::Shared;
@@ -30,6 +30,9 @@ pub mod names {
     pub const NET_INPUT: &str = "ferrite_net_input_bytes_total";
     pub const NET_OUTPUT: &str = "ferrite_net_output_bytes_total";
     pub const PROTOCOL_ERRORS: &str = "ferrite_protocol_errors_total";
+    pub const AUTH_FAILURES: &str = "ferrite_auth_failures_total";
+    pub const AUTH_REFUSED: &str = "ferrite_auth_refused_total";
+    pub const METRICS_REJECTED: &str = "ferrite_metrics_connections_rejected_total";
     pub const KEYS: &str = "ferrite_keys";
     pub const MEMORY_USED: &str = "ferrite_memory_used_bytes";
     pub const MEMORY_RSS: &str = "ferrite_memory_rss_bytes";
@@ -59,6 +62,22 @@ pub mod names {
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
     pub const IMPORTS_ACTIVE: &str = "ferrite_imports_active";
+    pub const PERSISTENCE_ENABLED: &str = "ferrite_persistence_enabled";
+    pub const PERSISTENCE_WRITE_OK: &str = "ferrite_persistence_log_write_ok";
+    pub const PERSISTENCE_FAILING_TENANTS: &str = "ferrite_persistence_failing_tenants";
+    pub const PERSISTENCE_WRITE_ERRORS: &str = "ferrite_persistence_write_errors_total";
+    pub const PERSISTENCE_LOG_WRITES: &str = "ferrite_persistence_log_writes_total";
+    pub const PERSISTENCE_LOG_WRITTEN: &str = "ferrite_persistence_log_written_bytes_total";
+    pub const PERSISTENCE_FSYNCS: &str = "ferrite_persistence_fsyncs_total";
+    pub const PERSISTENCE_FSYNC_SECONDS: &str = "ferrite_persistence_fsync_seconds_total";
+    pub const PERSISTENCE_FSYNC_MAX: &str = "ferrite_persistence_fsync_max_seconds";
+    pub const PERSISTENCE_LOG_BYTES: &str = "ferrite_persistence_log_bytes";
+    pub const PERSISTENCE_SNAPSHOT_BYTES: &str = "ferrite_persistence_snapshot_bytes";
+    pub const PERSISTENCE_SNAPSHOTS: &str = "ferrite_persistence_snapshots_total";
+    pub const PERSISTENCE_SNAPSHOT_FAILURES: &str = "ferrite_persistence_snapshot_failures_total";
+    pub const PERSISTENCE_LAST_SAVE_OK: &str = "ferrite_persistence_last_save_ok";
+    pub const PERSISTENCE_LAST_SAVE: &str = "ferrite_persistence_last_save_timestamp_seconds";
+    pub const PERSISTENCE_CHANGES: &str = "ferrite_persistence_changes_since_save";
 }
 
 /// This server's metrics recorder.
@@ -94,6 +113,7 @@ impl Metrics {
         render_commands(sh, &mut text);
         render_tenants(sh, &mut text);
         render_migration_counters(sh, &mut text);
+        render_persistence_counters(sh, &mut text);
         text
     }
 }
@@ -113,6 +133,18 @@ fn describe() {
     describe_counter!(
         names::CONNECTIONS_REJECTED,
         "Client connections refused because maxclients was reached."
+    );
+    describe_counter!(
+        names::AUTH_FAILURES,
+        "AUTH attempts with a wrong password, secret or token."
+    );
+    describe_counter!(
+        names::AUTH_REFUSED,
+        "AUTH attempts refused unchecked because their address failed too often."
+    );
+    describe_counter!(
+        names::METRICS_REJECTED,
+        "Metrics endpoint connections closed at once because metrics.max_connections were served."
     );
     describe_counter!(names::NET_INPUT, Unit::Bytes, "Bytes read from clients.");
     describe_counter!(names::NET_OUTPUT, Unit::Bytes, "Bytes written to clients.");
@@ -181,6 +213,68 @@ fn describe() {
         names::IMPORTS_ACTIVE,
         "Imports being received from other servers."
     );
+    describe_gauge!(
+        names::PERSISTENCE_ENABLED,
+        "1 when data is kept on disk (persistence.enabled), else 0."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_WRITE_OK,
+        "1 while every tenant's log can be written; 0 while one cannot (writes are refused with MISCONF)."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_FAILING_TENANTS,
+        "Tenants whose log cannot be written right now."
+    );
+    describe_counter!(
+        names::PERSISTENCE_WRITE_ERRORS,
+        "Failed writes or fsyncs of logs and the catalog."
+    );
+    describe_counter!(
+        names::PERSISTENCE_LOG_WRITES,
+        "write() calls that handed log records to the kernel."
+    );
+    describe_counter!(
+        names::PERSISTENCE_LOG_WRITTEN,
+        Unit::Bytes,
+        "Bytes of log records written."
+    );
+    describe_counter!(names::PERSISTENCE_FSYNCS, "fdatasync() calls on logs.");
+    describe_gauge!(
+        names::PERSISTENCE_FSYNC_MAX,
+        Unit::Seconds,
+        "Longest fdatasync() of a log since the server started."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_LOG_BYTES,
+        Unit::Bytes,
+        "Bytes of logs not compacted into a snapshot yet, over all tenants."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_SNAPSHOT_BYTES,
+        Unit::Bytes,
+        "Bytes of the newest snapshots, over all tenants."
+    );
+    describe_counter!(
+        names::PERSISTENCE_SNAPSHOTS,
+        "Tenant snapshots written (SAVE, BGSAVE, BGREWRITEAOF, the save schedule, compaction)."
+    );
+    describe_counter!(
+        names::PERSISTENCE_SNAPSHOT_FAILURES,
+        "Tenant snapshots that failed."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_LAST_SAVE_OK,
+        "1 when the last snapshot of every tenant (SAVE/BGSAVE/BGREWRITEAOF/schedule) succeeded, else 0."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_LAST_SAVE,
+        Unit::Seconds,
+        "Unix time of the last successful snapshot of every tenant (LASTSAVE)."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_CHANGES,
+        "Writes since the last snapshot of every tenant (rdb_changes_since_last_save)."
+    );
 }
 
 /// Copies current values into the recorder.
@@ -193,6 +287,9 @@ fn refresh(sh: &Shared) {
     counter!(names::NET_INPUT).absolute(s.net_input_bytes.load(Relaxed));
     counter!(names::NET_OUTPUT).absolute(s.net_output_bytes.load(Relaxed));
     counter!(names::PROTOCOL_ERRORS).absolute(s.protocol_errors.load(Relaxed));
+    counter!(names::AUTH_FAILURES).absolute(sh.auth_limiter.failures.load(Relaxed));
+    counter!(names::AUTH_REFUSED).absolute(sh.auth_limiter.refused.load(Relaxed));
+    counter!(names::METRICS_REJECTED).absolute(s.metrics_connections_refused.load(Relaxed));
     gauge!(names::MEMORY_RSS).set(rss_bytes() as f64);
 
     let tenants = sh.registry.list();
@@ -209,6 +306,37 @@ fn refresh(sh: &Shared) {
     gauge!(names::MEMORY_USED).set(mem as f64);
     counter!(names::EXPIRED_KEYS).absolute(expired);
     refresh_migrations(sh, cap);
+    refresh_persistence(sh);
+}
+
+/// Persistence series (all server-wide; INFO persistence shows the same values).
+fn refresh_persistence(sh: &Shared) {
+    let Some(p) = &sh.persistence else {
+        gauge!(names::PERSISTENCE_ENABLED).set(0.0);
+        return;
+    };
+    let st = p.status();
+    let stats = p.stats();
+    let (log_bytes, snapshot_bytes) = p.sizes();
+    gauge!(names::PERSISTENCE_ENABLED).set(1.0);
+    gauge!(names::PERSISTENCE_WRITE_OK).set(if p.writable() { 1.0 } else { 0.0 });
+    gauge!(names::PERSISTENCE_FAILING_TENANTS).set(p.failing().len() as f64);
+    counter!(names::PERSISTENCE_WRITE_ERRORS).absolute(stats.write_errors.load(Relaxed));
+    counter!(names::PERSISTENCE_LOG_WRITES).absolute(stats.writes.load(Relaxed));
+    counter!(names::PERSISTENCE_LOG_WRITTEN).absolute(stats.write_bytes.load(Relaxed));
+    counter!(names::PERSISTENCE_FSYNCS).absolute(stats.fsyncs.load(Relaxed));
+    gauge!(names::PERSISTENCE_FSYNC_MAX).set(stats.fsync_max_nanos.load(Relaxed) as f64 / 1e9);
+    gauge!(names::PERSISTENCE_LOG_BYTES).set(log_bytes as f64);
+    gauge!(names::PERSISTENCE_SNAPSHOT_BYTES).set(snapshot_bytes as f64);
+    counter!(names::PERSISTENCE_SNAPSHOTS).absolute(st.snapshots);
+    counter!(names::PERSISTENCE_SNAPSHOT_FAILURES).absolute(st.snapshot_failures);
+    gauge!(names::PERSISTENCE_LAST_SAVE_OK).set(if st.last_save_ok && st.last_rewrite_ok {
+        1.0
+    } else {
+        0.0
+    });
+    gauge!(names::PERSISTENCE_LAST_SAVE).set(st.last_save_unix as f64);
+    gauge!(names::PERSISTENCE_CHANGES).set(p.changes_since_save() as f64);
 }
 
 /// Migration series, per tenant (its latest migration), capped like the tenant series.
@@ -424,6 +552,18 @@ fn render_commands(sh: &Shared, out: &mut String) {
 /// Per-tenant migration counters, rendered directly: they restart from 0 with each new migration
 /// of a tenant (a counter reset, which Prometheus handles), which the recorder's monotonic
 /// `absolute` cannot express.
+/// Counters in seconds (fractional: the recorder's counters are integers).
+fn render_persistence_counters(sh: &Shared, out: &mut String) {
+    let Some(p) = &sh.persistence else {
+        return;
+    };
+    let name = names::PERSISTENCE_FSYNC_SECONDS;
+    let secs = p.stats().fsync_nanos.load(Relaxed) as f64 / 1e9;
+    let _ = writeln!(out, "# HELP {name} Time spent in fdatasync() on logs.");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {secs}");
+}
+
 fn render_migration_counters(sh: &Shared, out: &mut String) {
     let cap = sh.config.read().metrics.max_labelled_tenants;
     let mut latest: std::collections::BTreeMap<String, ferrite_tenancy::MigrationStatus> =
@@ -476,10 +616,17 @@ fn escape_label(v: &str) -> String {
 }
 
 /// Serves `GET /metrics` until shutdown.
+///
+/// At most `metrics.max_connections` connections are served at once; one past that gets a
+/// `503` (written without waiting) and is closed at once, so strangers opening connections
+/// cannot hold the endpoint's sockets or the process's file descriptors. A served connection
+/// must send its request head (at most 8 KiB) and take the whole reply within
+/// `metrics.timeout_ms`, or it is closed: a slow client holds a slot for that long at most.
 pub async fn serve(listener: TcpListener, sh: Arc<Shared>, metrics: Arc<Metrics>) {
     let mut shutdown = sh.shutdown.subscribe();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
-        let (mut stream, peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -490,57 +637,88 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, metrics: Arc<Metrics>
             },
             _ = crate::shared::wait_shutdown(&mut shutdown) => return,
         };
+        let (max, timeout) = {
+            let c = sh.config.read();
+            (
+                c.metrics.max_connections,
+                Duration::from_millis(c.metrics.timeout_ms),
+            )
+        };
+        // The slot is taken here, in the accept loop, so a burst cannot pass the limit.
+        if in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            sh.stats.metrics_connections_refused.fetch_add(1, Relaxed);
+            let _ = stream.try_write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            continue;
+        }
+        let slot = Slot(in_flight.clone());
         let sh = sh.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            // Read the request head (bounded: 8 KiB, 5 s).
-            let head = tokio::time::timeout(Duration::from_secs(5), async {
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            if !matches!(head, Ok(true)) {
-                return;
+            let _slot = slot;
+            if tokio::time::timeout(timeout, exchange(stream, &sh, &metrics))
+                .await
+                .is_err()
+            {
+                debug!(%peer, "metrics connection timed out");
             }
-            let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
-            let mut parts = line.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) =
-                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                    (
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        metrics.render(&sh),
-                    )
-                } else if method == "GET" && path == "/" {
-                    (
-                        "200 OK",
-                        "text/plain; charset=utf-8",
-                        "ferrite: see /metrics\n".to_string(),
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        "text/plain; charset=utf-8",
-                        "not found\n".to_string(),
-                    )
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            if let Err(e) = stream.write_all(resp.as_bytes()).await {
-                debug!(%peer, error = %e, "metrics write failed");
-            }
-            let _ = stream.shutdown().await;
         });
     }
+}
+
+/// One served metrics connection's place among `metrics.max_connections`.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Reads one request head, answers it, closes.
+async fn exchange(mut stream: TcpStream, sh: &Shared, metrics: &Metrics) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) =
+        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics.render(sh),
+            )
+        } else if method == "GET" && path == "/" {
+            (
+                "200 OK",
+                "text/plain; charset=utf-8",
+                "ferrite: see /metrics\n".to_string(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "not found\n".to_string(),
+            )
+        };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = stream.write_all(resp.as_bytes()).await {
+        debug!(error = %e, "metrics write failed");
+    }
+    let _ = stream.shutdown().await;
 }

@@ -119,6 +119,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
             maxmemory: config.tenancy.default_maxmemory,
             maxkeys: config.tenancy.default_maxkeys,
             ops: config.tenancy.default_ops,
+            maxclients: config.tenancy.default_maxclients,
         },
         throttle_max_delay_ms: config.tenancy.throttle_max_delay_ms,
     }));
@@ -163,12 +164,14 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
         diagnostics: Default::default(),
+        auth_limiter: Default::default(),
         started: Instant::now(),
         run_id,
         local_addr: addr,
         admin_secret_fallback: parking_lot::Mutex::new(admin_secret),
         shutdown,
         set_log_level: opts.set_log_level,
+        long_work: tokio::sync::Semaphore::new(crate::offload::long_work_slots()),
         config: parking_lot::RwLock::new(config),
     });
     hooks::on_start(&shared);
@@ -318,8 +321,14 @@ async fn cron(sh: Arc<Shared>) {
             if ks.stats().keys_with_expiry.load(Relaxed) == 0 {
                 continue;
             }
-            // Bounded work per tick so one tenant's mass expiry cannot stall the others.
-            let n = ks.lock().expire_cycle(now, 1000);
+            // Bounded work per tick so one tenant's mass expiry cannot stall the others; a tenant
+            // busy with a long command is skipped this time rather than waited for (this task runs
+            // on a worker thread that serves connections).
+            let Some(mut db) = ks.try_lock() else {
+                continue;
+            };
+            let n = db.expire_cycle(now, 1000);
+            drop(db);
             if n == 1000 {
                 tokio::task::yield_now().await;
             }
@@ -336,6 +345,7 @@ async fn cron(sh: Arc<Shared>) {
                 t.sample_ops();
             }
             close_idle_clients(&sh);
+            sh.auth_limiter.prune(Instant::now());
             // Imports whose source went away for longer than the sync timeout are dropped.
             let idle = sh.migrations.settings().sync_timeout;
             sh.migrations.imports().reap(idle);

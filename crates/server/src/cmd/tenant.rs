@@ -38,7 +38,7 @@ fn count_arg(args: &Args<'_>, i: usize) -> Result<u64, ErrorReply> {
     }
 }
 
-/// Parses `[PASSWORD pw] [MAXMEMORY bytes] [MAXKEYS n] [OPS n]` from `from` on.
+/// Parses `[PASSWORD pw] [MAXMEMORY bytes] [MAXKEYS n] [OPS n] [MAXCLIENTS n]` from `from` on.
 fn parse_options(args: &Args<'_>, from: usize) -> Result<CreateOptions, ErrorReply> {
     let mut o = CreateOptions::default();
     let mut i = from;
@@ -58,6 +58,7 @@ fn parse_options(args: &Args<'_>, from: usize) -> Result<CreateOptions, ErrorRep
             b"MAXMEMORY" => o.maxmemory = Some(size_arg(args, i + 1)?),
             b"MAXKEYS" => o.maxkeys = Some(count_arg(args, i + 1)?),
             b"OPS" => o.ops = Some(count_arg(args, i + 1)?),
+            b"MAXCLIENTS" => o.maxclients = Some(count_arg(args, i + 1)?),
             _ => return Err(ErrorReply::syntax()),
         }
         i += 2;
@@ -78,6 +79,7 @@ fn describe(w: &mut ReplyWriter<'_>, t: &Tenant) {
         ("maxmemory", l.maxmemory.to_string()),
         ("maxkeys", l.maxkeys.to_string()),
         ("ops_limit", l.ops.to_string()),
+        ("maxclients", l.maxclients.to_string()),
         ("ops_per_sec", t.stats.ops_per_sec.load(Relaxed).to_string()),
         (
             "connected_clients",
@@ -166,7 +168,7 @@ pub fn run(
                 }
             }
             if Arc::ptr_eq(&st.tenant, &t) {
-                st.bind_tenant(sh.registry.default_tenant());
+                st.visit_tenant(sh.registry.default_tenant());
             }
             let ks = t.replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
             tokio::task::spawn_blocking(move || drop(ks));
@@ -194,7 +196,9 @@ pub fn run(
         }
         "tenant.use" => {
             let t = tenant_arg(sh, &args, 1)?;
-            st.bind_tenant(t);
+            // The administrator acts inside the tenant without becoming one of its clients:
+            // not counted against its maxclients, not in its CLIENT LIST, not killable by it.
+            st.visit_tenant(t);
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.current" => ReplyWriter::new(out, proto).bulk_str(st.tenant.id()),
@@ -216,6 +220,7 @@ pub fn run(
                 maxmemory: o.maxmemory.unwrap_or(l.maxmemory),
                 maxkeys: o.maxkeys.unwrap_or(l.maxkeys),
                 ops: o.ops.unwrap_or(l.ops),
+                maxclients: o.maxclients.unwrap_or(l.maxclients),
             });
             if o.credential.is_some() {
                 t.set_credential(o.credential);
@@ -246,39 +251,51 @@ pub fn run(
             }
             ReplyWriter::new(out, proto).ok();
         }
-        "tenant.digest" => {
-            let t = tenant_arg(sh, &args, 1)?;
-            let full = match args.len() {
-                2 => false,
-                3 if args.is(2, "FULL") => true,
-                _ => return Err(ErrorReply::syntax()),
-            };
-            let ks = t.keyspace();
-            let (digest, recomputed) = {
-                let db = ks.lock();
-                let d = db.digest().clone();
-                let r = full.then(|| db.recompute_digest());
-                (d, r)
-            };
-            let mut w = ReplyWriter::new(out, proto);
-            w.map(if recomputed.is_some() { 5 } else { 4 });
-            w.bulk_str("tenant");
-            w.bulk_str(t.id());
-            w.bulk_str("keys");
-            w.int(digest.keys() as i64);
-            w.bulk_str("digest");
-            w.bulk_str(&format!("{:016x}", digest.combined()));
-            if let Some(r) = &recomputed {
-                w.bulk_str("recomputed_match");
-                w.boolean(*r == digest);
-            }
-            w.bulk_str("buckets");
-            w.array(BUCKETS);
-            for b in 0..BUCKETS {
-                w.bulk_str(&format!("{:016x}", digest.bucket(b)));
-            }
-        }
         _ => return Err(ErrorReply::err(format!("unknown tenancy command '{name}'"))),
+    }
+    Ok(Flow::Continue)
+}
+
+/// `TENANT.DIGEST <id> [FULL]`: waits for the tenant's keyspace without blocking a thread; the
+/// full recomputation visits every key, so it runs on the blocking pool.
+pub async fn digest(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let proto = st.proto;
+    let t = tenant_arg(sh, &args, 1)?;
+    let full = match args.len() {
+        2 => false,
+        3 if args.is(2, "FULL") => true,
+        _ => return Err(ErrorReply::syntax()),
+    };
+    let ks = t.keyspace();
+    let (digest, recomputed) = if full {
+        crate::offload::run_locked(sh, &ks, |db, _| {
+            (db.digest().clone(), Some(db.recompute_digest()))
+        })
+        .await?
+    } else {
+        (crate::offload::lock(&ks).await.digest().clone(), None)
+    };
+    let mut w = ReplyWriter::new(out, proto);
+    w.map(if recomputed.is_some() { 5 } else { 4 });
+    w.bulk_str("tenant");
+    w.bulk_str(t.id());
+    w.bulk_str("keys");
+    w.int(digest.keys() as i64);
+    w.bulk_str("digest");
+    w.bulk_str(&format!("{:016x}", digest.combined()));
+    if let Some(r) = &recomputed {
+        w.bulk_str("recomputed_match");
+        w.boolean(*r == digest);
+    }
+    w.bulk_str("buckets");
+    w.array(BUCKETS);
+    for b in 0..BUCKETS {
+        w.bulk_str(&format!("{:016x}", digest.bucket(b)));
     }
     Ok(Flow::Continue)
 }

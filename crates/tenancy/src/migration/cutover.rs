@@ -81,7 +81,7 @@ pub(super) async fn cutover(
     let settings = mgr.settings();
     let ks = m.tenant.keyspace();
     // Changes not yet read plus batches not yet acknowledged: the same lag STATUS reports.
-    let lag = ks.lock().tracking_lag().map_or(0, |l| l.keys)
+    let lag = ks.lock_async().await.tracking_lag().map_or(0, |l| l.keys)
         + super::stream::in_flight(&streams.states).keys;
     if lag > settings.cutover_max_lag && !force {
         return Err(MigrationError::LagTooHigh {
@@ -142,7 +142,7 @@ pub(super) async fn cutover(
         fail_migration(m, &msg);
         return Err(fail(msg));
     }
-    ks.lock().stop_tracking();
+    ks.lock_async().await.stop_tracking();
     breakpoint(mgr, m, "cutover:before_activate").await;
     match activate(mgr, m, control, import_id, settings.activation_timeout).await {
         Ok(()) => {}
@@ -157,7 +157,7 @@ pub(super) async fn cutover(
                 fail_migration(m, &msg);
                 return Err(fail(msg));
             }
-            ks.lock().start_tracking();
+            ks.lock_async().await.start_tracking();
             gate.open();
             let msg = format!("cutover failed, the source still owns the tenant: {reason}");
             fail_migration(m, &msg);
@@ -209,7 +209,7 @@ async fn confirm(
             return Err(e.to_string());
         }
         let (keys, digest, dirty) = {
-            let db = ks.lock();
+            let db = ks.lock_async().await;
             (
                 db.len() as u64,
                 db.digest().combined(),
@@ -342,7 +342,7 @@ pub(super) async fn retry_activation(
                 fail_migration(m, &msg);
                 return Err(fail(msg));
             }
-            m.tenant.keyspace().lock().start_tracking();
+            m.tenant.keyspace().lock_async().await.start_tracking();
             let msg =
                 format!("the target lost the import ({reason}); the source owns the tenant again");
             fail_migration(m, &msg);

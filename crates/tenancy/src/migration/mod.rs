@@ -987,7 +987,7 @@ impl MigrationManager {
                     m.tenant.gate().open();
                 }
             }
-            m.tenant.keyspace().lock().stop_tracking();
+            m.tenant.keyspace().lock_async().await.stop_tracking();
             source::release_checkpoint(&m);
             m.transition(MigrationState::Cancelled, "cancel")?;
             m.set_phase(MigrationPhase::Stopped);

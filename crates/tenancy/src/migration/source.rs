@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use ferrite_client::{ClientError, ConnectOptions, Connection, value};
-use ferrite_storage::{Entry, Value, ValueType};
+use ferrite_storage::{Entry, ValueRef, ValueType};
 
 use super::cutover;
 use super::stream::{MAX_BATCH_BYTES, StreamState, Streams};
@@ -53,9 +53,9 @@ fn is_large(e: &Entry) -> bool {
 
 /// Reads the next chunk of a large value at `pos` (an index, byte offset or table cursor).
 /// Returns the chunk and the next position (None when this was the last chunk).
-fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
+fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
     match v {
-        Value::Str(s) => {
+        ValueRef::Str(s) => {
             let b = s.as_bytes();
             let start = (pos as usize).min(b.len());
             let end = (start + CHUNK_BYTES).min(b.len());
@@ -64,30 +64,30 @@ fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
                 (end < b.len()).then_some(end as u64),
             )
         }
-        Value::List(l) => {
+        ValueRef::List(l) => {
             let start = pos as usize;
             let end = (start + CHUNK_ELEMENTS).min(l.len());
             let items = l.range(start, end).map(<[u8]>::to_vec).collect();
             (Chunk::Items(items), (end < l.len()).then_some(end as u64))
         }
-        Value::Hash(h) => {
+        ValueRef::Hash(h) => {
             let mut items = Vec::new();
             let next = h.scan(pos, CHUNK_ELEMENTS, |f, v| {
                 items.push((f.to_vec(), v.to_vec()))
             });
             (Chunk::Pairs(items), (next != 0).then_some(next))
         }
-        Value::Set(s) => {
+        ValueRef::Set(s) => {
             let mut items = Vec::new();
             let next = s.scan(pos, CHUNK_ELEMENTS, |m| items.push(m.to_vec()));
             (Chunk::Items(items), (next != 0).then_some(next))
         }
-        Value::ZSet(z) => {
+        ValueRef::ZSet(z) => {
             let mut items = Vec::new();
             let next = z.scan(pos, CHUNK_ELEMENTS, |m, s| items.push((m.to_vec(), s)));
             (Chunk::Scored(items), (next != 0).then_some(next))
         }
-        Value::Stream(x) => {
+        ValueRef::Stream(x) => {
             // Positions are indexes into the stream's items (entries, groups, consumers,
             // pending entries, metadata).
             let mut buf = Vec::new();
@@ -126,7 +126,7 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<boo
             return Ok(false);
         }
         let (chunk, next, ty, expire, modified, left) = {
-            let db = ks.lock();
+            let db = ks.lock_async().await;
             if let Some(l) = db.tracking_lag() {
                 if l.flush_epoch > streams.epoch {
                     streams.note_epoch(l.flush_epoch);
@@ -142,8 +142,8 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<boo
             let (chunk, next) = read_chunk(e.value(), p);
             done += chunk_len(&chunk);
             let total = match e.value() {
-                Value::Str(s) => s.as_bytes().len(),
-                Value::Stream(x) => x.item_count() as usize,
+                ValueRef::Str(s) => s.as_bytes().len(),
+                ValueRef::Stream(x) => x.item_count() as usize,
                 v => v.elements(),
             }
             .max(1);
@@ -182,7 +182,7 @@ async fn ship_all_large(m: &Migration, streams: &mut Streams, keys: Vec<Vec<u8>>
         m.large_bytes_left.store(0, Relaxed);
         if !matches!(shipped, Ok(true)) {
             let ks = m.tenant.keyspace();
-            let mut db = ks.lock();
+            let mut db = ks.lock_async().await;
             let now = ferrite_storage::now_ms();
             for k in &keys[i..] {
                 db.mark_changed(k, now);
@@ -280,6 +280,11 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         "OPS".into(),
         l.ops.to_string(),
     ];
+    // Only when set: a tenant without a client limit still migrates to a target that predates
+    // MAXCLIENTS.
+    if l.maxclients > 0 {
+        args.extend(["MAXCLIENTS".into(), l.maxclients.to_string()]);
+    }
     // The salted hash, never the password: the target checks the same password without
     // learning it.
     if let Some(c) = t.credential() {
@@ -314,7 +319,7 @@ async fn run_migration(
 
     let ks = m.tenant.keyspace();
     let epoch = {
-        let mut db = ks.lock();
+        let mut db = ks.lock_async().await;
         db.start_tracking();
         db.tracking_lag().map_or(0, |l| l.flush_epoch)
     };
@@ -395,7 +400,7 @@ async fn replicate(
             reconfigure(m, streams, timeout).await?;
             let batch = streams.batch_size;
             cursor = {
-                let mut db = ks.lock();
+                let mut db = ks.lock_async().await;
                 if let Some(l) = db.tracking_lag() {
                     streams.note_epoch(l.flush_epoch);
                 }
@@ -591,7 +596,7 @@ pub(super) async fn drain(m: &Migration, streams: &mut Streams, max: usize) -> R
     let ks = m.tenant.keyspace();
     let mut large = Vec::new();
     let n = {
-        let mut db = ks.lock();
+        let mut db = ks.lock_async().await;
         if let Some(l) = db.tracking_lag() {
             streams.note_epoch(l.flush_epoch);
         }
@@ -662,7 +667,7 @@ async fn finish(mgr: &MigrationManager, m: &Migration, result: Res<()>) {
         }
         if cancelled {
             if !handed_over {
-                m.tenant.keyspace().lock().stop_tracking();
+                m.tenant.keyspace().lock_async().await.stop_tracking();
                 release_checkpoint(m);
                 abort_target(mgr, m).await;
             }

@@ -35,7 +35,7 @@ pub(super) async fn verify(mgr: &MigrationManager, m: &Migration) -> Res<VerifyR
         .ok_or_else(|| fail("no import id recorded"))?;
     let frozen = m.tenant.keyspace();
     let (keys_source, digest, sample) = {
-        let mut db = frozen.lock();
+        let mut db = frozen.lock_async().await;
         let keys = db.len() as u64;
         let digest = db.digest().clone();
         let mut rng = rand::rng();
