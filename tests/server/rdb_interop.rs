@@ -229,71 +229,79 @@ fn payload_errors_match_redis() {
     }
 }
 
+/// Runs a command given as words.
+fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
+    let mut k = redis::cmd(args[0]);
+    for a in &args[1..] {
+        k.arg(*a);
+    }
+    k.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
 /// A stream with everything an RDB stream carries: entries over several blocks (100 per block
-/// on both servers), deleted entries, metadata from XSETID, two consumer groups with pending
-/// entries (one deleted from the stream since), consumers with and without pending entries.
+/// on both servers), deleted entries, metadata, two consumer groups with pending entries (one
+/// deleted from the stream since), consumers with and without pending entries.
 fn fill_stream(c: &mut Connection, key: &str) {
     for i in 1..=250u64 {
-        let fields: Vec<(String, String)> = if i % 3 == 0 {
-            vec![("n".into(), i.to_string())]
+        let id = format!("{i}-{}", i % 4);
+        let n = i.to_string();
+        let pad = "x".repeat(i as usize % 50);
+        if i % 3 == 0 {
+            run(c, &["XADD", key, &id, "n", &n]);
         } else {
-            vec![
-                ("n".into(), i.to_string()),
-                ("pad".into(), "x".repeat(i as usize % 50)),
-            ]
-        };
-        let _: String = c.xadd(key, format!("{i}-{}", i % 4), &fields).unwrap();
+            run(c, &["XADD", key, &id, "n", &n, "pad", &pad]);
+        }
     }
-    let _: i64 = redis::cmd("XDEL")
-        .arg(key)
-        .arg("5-1")
-        .arg("120-0")
-        .query(c)
-        .unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg(["CREATE", key, "g1", "0"])
-        .query(c)
-        .unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg(["CREATE", key, "g2", "100-0", "ENTRIESREAD", "90"])
-        .query(c)
-        .unwrap();
-    for (group, consumer, count) in [("g1", "alice", 30), ("g1", "bob", 5), ("g2", "carol", 3)] {
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg([
+    run(c, &["XDEL", key, "5-1", "120-0"]);
+    run(c, &["XGROUP", "CREATE", key, "g1", "0"]);
+    run(
+        c,
+        &["XGROUP", "CREATE", key, "g2", "100-0", "ENTRIESREAD", "90"],
+    );
+    for (group, consumer, count) in [
+        ("g1", "alice", "30"),
+        ("g1", "bob", "5"),
+        ("g2", "carol", "3"),
+    ] {
+        run(
+            c,
+            &[
+                "XREADGROUP",
                 "GROUP",
                 group,
                 consumer,
                 "COUNT",
-                &count.to_string(),
+                count,
                 "STREAMS",
                 key,
                 ">",
-            ])
-            .query(c)
-            .unwrap();
+            ],
+        );
     }
-    let _: i64 = redis::cmd("XACK")
-        .arg([key, "g1", "2-2", "3-3"])
-        .query(c)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XCLAIM")
-        .arg([key, "g1", "dave", "0", "4-0", "RETRYCOUNT", "7", "JUSTID"])
-        .query(c)
-        .unwrap();
-    let _: i64 = redis::cmd("XGROUP")
-        .arg(["CREATECONSUMER", key, "g2", "idle"])
-        .query(c)
-        .unwrap();
-    let _: i64 = redis::cmd("XDEL").arg(key).arg("10-2").query(c).unwrap();
+    run(c, &["XACK", key, "g1", "2-2", "3-3"]);
+    run(
+        c,
+        &[
+            "XCLAIM",
+            key,
+            "g1",
+            "dave",
+            "0",
+            "4-0",
+            "RETRYCOUNT",
+            "7",
+            "JUSTID",
+        ],
+    );
+    run(c, &["XGROUP", "CREATECONSUMER", key, "g2", "idle"]);
+    run(c, &["XDEL", key, "10-2"]);
 }
 
 /// XINFO STREAM FULL without the radix-tree figures (how each server lays entries out).
 fn stream_content(c: &mut Connection, key: &str) -> Vec<redis::Value> {
-    let info: Vec<redis::Value> = redis::cmd("XINFO")
-        .arg(["STREAM", key, "FULL", "COUNT", "0"])
-        .query(c)
-        .unwrap();
+    let redis::Value::Array(info) = run(c, &["XINFO", "STREAM", key, "FULL", "COUNT", "0"]) else {
+        panic!("XINFO STREAM FULL is not an array");
+    };
     let mut out = Vec::new();
     for pair in info.chunks(2) {
         let name = match &pair[0] {
@@ -314,10 +322,12 @@ fn streams_with_consumer_groups_dump_and_restore_both_ways() {
     let (mut r, mut f) = (redis.conn(), ferrite.conn());
     fill_stream(&mut r, "from-redis");
     fill_stream(&mut f, "from-ferrite");
-    for (src, dst, key) in [
-        (&mut r, &mut f, "from-redis"),
-        (&mut f, &mut r, "from-ferrite"),
-    ] {
+    for redis_to_ferrite in [true, false] {
+        let (src, dst, key) = if redis_to_ferrite {
+            (&mut r, &mut f, "from-redis")
+        } else {
+            (&mut f, &mut r, "from-ferrite")
+        };
         let payload: Vec<u8> = redis::cmd("DUMP").arg(key).query(src).unwrap();
         let _: String = redis::cmd("RESTORE")
             .arg(key)
@@ -349,20 +359,19 @@ fn streams_with_consumer_groups_dump_and_restore_both_ways() {
     }
     // The restored copy keeps working: new entries, reads by group, XINFO.
     for c in [&mut r, &mut f] {
-        let _: String = c.xadd("from-redis", "*", &[("new", "1")]).unwrap();
-        let v: redis::Value = redis::cmd("XREADGROUP")
-            .arg([
-                "GROUP",
-                "g2",
-                "carol",
-                "COUNT",
-                "1",
-                "STREAMS",
-                "from-redis",
-                ">",
-            ])
-            .query(c)
-            .unwrap();
+        run(c, &["XADD", "from-redis", "*", "new", "1"]);
+        let read = [
+            "XREADGROUP",
+            "GROUP",
+            "g2",
+            "carol",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "from-redis",
+            ">",
+        ];
+        let v = run(c, &read);
         assert!(matches!(v, redis::Value::Array(_)), "{v:?}");
     }
 }

@@ -241,36 +241,36 @@ fn stream_command() -> impl Strategy<Value = Vec<String>> {
         1 => (typed("x"), id.clone()).prop_map(|(k, i)| argv(&["XTRIM", &k, "MINID", "~", &i])),
         1 => (typed("x"), id.clone()).prop_map(|(k, i)| argv(&["XDEL", &k, &i])),
         1 => (typed("x"), group.clone()).prop_map(|(k, g)| argv(&[
-            "XGROUP", "CREATE", &k, &g, "0", "MKSTREAM"
+            "XGROUP", "CREATE", &k, g, "0", "MKSTREAM"
         ])),
-        1 => (typed("x"), group.clone()).prop_map(|(k, g)| argv(&["XGROUP", "DESTROY", &k, &g])),
+        1 => (typed("x"), group.clone()).prop_map(|(k, g)| argv(&["XGROUP", "DESTROY", &k, g])),
         1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
-            "XGROUP", "DELCONSUMER", &k, &g, &c
+            "XGROUP", "DELCONSUMER", &k, g, c
         ])),
         1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
-            "XGROUP", "CREATECONSUMER", &k, &g, &c
+            "XGROUP", "CREATECONSUMER", &k, g, c
         ])),
         1 => (typed("x"), group.clone(), id.clone()).prop_map(|(k, g, i)| argv(&[
-            "XGROUP", "SETID", &k, &g, &i
+            "XGROUP", "SETID", &k, g, &i
         ])),
         3 => (typed("x"), group.clone(), consumer.clone(), 1..3u8).prop_map(|(k, g, c, n)| argv(&[
-            "XREADGROUP", "GROUP", &g, &c, "COUNT", &n.to_string(), "STREAMS", &k, ">"
+            "XREADGROUP", "GROUP", g, c, "COUNT", &n.to_string(), "STREAMS", &k, ">"
         ])),
         1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
-            "XREADGROUP", "GROUP", &g, &c, "NOACK", "STREAMS", &k, ">"
+            "XREADGROUP", "GROUP", g, c, "NOACK", "STREAMS", &k, ">"
         ])),
         1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
-            "XREADGROUP", "GROUP", &g, &c, "STREAMS", &k, "0"
+            "XREADGROUP", "GROUP", g, c, "STREAMS", &k, "0"
         ])),
-        1 => (typed("x"), group.clone(), id.clone()).prop_map(|(k, g, i)| argv(&["XACK", &k, &g, &i])),
+        1 => (typed("x"), group.clone(), id.clone()).prop_map(|(k, g, i)| argv(&["XACK", &k, g, &i])),
         1 => (typed("x"), group.clone(), consumer.clone(), id.clone()).prop_map(|(k, g, c, i)| argv(&[
-            "XCLAIM", &k, &g, &c, "5", &i
+            "XCLAIM", &k, g, c, "5", &i
         ])),
         1 => (typed("x"), group.clone(), consumer.clone(), id.clone()).prop_map(|(k, g, c, i)| argv(&[
-            "XCLAIM", &k, &g, &c, "0", &i, "JUSTID"
+            "XCLAIM", &k, g, c, "0", &i, "JUSTID"
         ])),
         1 => (typed("x"), group, consumer).prop_map(|(k, g, c)| argv(&[
-            "XAUTOCLAIM", &k, &g, &c, "10", "0", "COUNT", "2"
+            "XAUTOCLAIM", &k, g, c, "10", "0", "COUNT", "2"
         ])),
         1 => (typed("x"), 6..9u64).prop_map(|(k, ms)| argv(&[
             "XSETID", &k, &format!("{ms}-0"), "ENTRIESADDED", "100", "MAXDELETEDID", "1-0"

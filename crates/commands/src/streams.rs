@@ -626,7 +626,7 @@ fn range_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, rev: bool) -> CmdResult 
     let mut count: i64 = -1;
     let mut j = 4;
     while j < args.len() {
-        if args.is(j, "COUNT") && args.len() - j - 1 >= 1 {
+        if args.is(j, "COUNT") && j + 1 < args.len() {
             count = int_arg(&args, j + 1, None)?.max(0);
             j += 2;
         } else {

@@ -75,7 +75,10 @@ fn read_node(master: StreamId, elems: &[Vec<u8>], out: &mut Vec<StreamEntry>) ->
         let mut fields = Vec::with_capacity(n as usize);
         for i in 0..n as usize {
             let f = if same {
-                master_fields[i].clone()
+                master_fields
+                    .get(i)
+                    .ok_or_else(|| bad("stream listpack: bad master fields"))?
+                    .clone()
             } else {
                 next()?.clone()
             };
