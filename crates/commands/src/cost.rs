@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use ferrite_protocol::Args;
 use ferrite_protocol::args::parse_i64;
-use ferrite_storage::{Db, Value};
+use ferrite_storage::{Db, ValueRef};
 
 use crate::spec::{CommandSpec, all, flags};
 
@@ -147,7 +147,7 @@ fn arg<'a>(args: &Args<'a>, i: usize) -> Option<&'a [u8]> {
 fn elements(db: &Db, key: &[u8]) -> u64 {
     match db.peek(key).map(|e| e.value()) {
         None => 0,
-        Some(Value::Str(s)) => s.len() as u64 / BYTES_PER_UNIT + 1,
+        Some(ValueRef::Str(s)) => s.len() as u64 / BYTES_PER_UNIT + 1,
         Some(v) => v.elements() as u64,
     }
 }
@@ -158,7 +158,7 @@ fn elements_of<'a>(db: &Db, keys: impl Iterator<Item = &'a [u8]>) -> u64 {
 
 fn string_len(db: &Db, key: &[u8]) -> u64 {
     match db.peek(key).map(|e| e.value()) {
-        Some(Value::Str(s)) => s.len() as u64,
+        Some(ValueRef::Str(s)) => s.len() as u64,
         _ => 0,
     }
 }

@@ -369,7 +369,7 @@ fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         ctx.w.int(0);
         return Ok(());
     };
-    let (value, expire) = (e.value().deep_clone(), e.expire_at());
+    let (value, expire) = (e.value().to_value(), e.expire_at());
     let done = match ctx.db.entry(dst, now) {
         Slot::Occupied(_) if !replace => false,
         Slot::Occupied(mut o) => {

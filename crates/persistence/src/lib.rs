@@ -214,6 +214,7 @@ impl Persistence {
                 maxmemory: rec.maxmemory,
                 maxkeys: rec.maxkeys,
                 ops: rec.ops,
+                maxclients: rec.maxclients,
             };
             let t = match registry.get(&rec.id) {
                 // The built-in default tenant exists already: give it its saved settings.
@@ -408,6 +409,7 @@ impl Persistence {
             maxmemory: l.maxmemory,
             maxkeys: l.maxkeys,
             ops: l.ops,
+            maxclients: l.maxclients,
             state: state_name(t.state()).to_string(),
             moved_to: (t.state() == TenantState::Moved)
                 .then(|| t.moved_to())
@@ -1055,6 +1057,7 @@ mod tests {
                     CreateOptions {
                         credential: Some(Credential::from_password(b"pw")),
                         maxkeys: Some(100),
+                        maxclients: Some(7),
                         ..Default::default()
                     },
                 )
@@ -1090,6 +1093,7 @@ mod tests {
         let acme = reg.get("acme").expect("tenant restored");
         assert!(acme.check_password(b"pw"));
         assert_eq!(acme.limits().maxkeys, 100);
+        assert_eq!(acme.limits().maxclients, 7);
         // `gone` expired while the server was down: 1 key fewer, the rest identical.
         assert_eq!(digest(&acme).0, want_acme.0 - 1);
         assert!(acme.keyspace().lock().peek(b"gone").is_none());

@@ -16,7 +16,7 @@ use hashlink::LinkedHashMap;
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
 use crate::table::{Pos, ShardedTable};
-use crate::value::{Value, ValueType};
+use crate::value::{Value, ValueRef, ValueType};
 
 /// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
 pub const ENTRY_OVERHEAD: usize = 96;
@@ -33,8 +33,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn value(&self) -> &Value {
-        &self.value
+    /// The value, as a read-only view (match on [`ValueRef`] as on [`Value`]).
+    pub fn value(&self) -> ValueRef<'_> {
+        self.value.view()
     }
 
     pub fn value_mut(&mut self) -> &mut Value {

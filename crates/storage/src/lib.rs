@@ -30,7 +30,10 @@ pub use keyspace::{
     TrackingLag, Vacant,
 };
 pub use table::{ShardedTable, Table};
-pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
+pub use value::{
+    HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,
+    ValueRef, ValueType, ZSetRef, ZSetValue,
+};
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> u64 {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use ferrite_client::{ClientError, ConnectOptions, Connection, value};
-use ferrite_storage::{Entry, Value, ValueType};
+use ferrite_storage::{Entry, ValueRef, ValueType};
 
 use super::cutover;
 use super::stream::{MAX_BATCH_BYTES, StreamState, Streams};
@@ -53,9 +53,9 @@ fn is_large(e: &Entry) -> bool {
 
 /// Reads the next chunk of a large value at `pos` (an index, byte offset or table cursor).
 /// Returns the chunk and the next position (None when this was the last chunk).
-fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
+fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
     match v {
-        Value::Str(s) => {
+        ValueRef::Str(s) => {
             let b = s.as_bytes();
             let start = (pos as usize).min(b.len());
             let end = (start + CHUNK_BYTES).min(b.len());
@@ -64,25 +64,25 @@ fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
                 (end < b.len()).then_some(end as u64),
             )
         }
-        Value::List(l) => {
+        ValueRef::List(l) => {
             let start = pos as usize;
             let end = (start + CHUNK_ELEMENTS).min(l.len());
             let items = l.range(start, end).map(<[u8]>::to_vec).collect();
             (Chunk::Items(items), (end < l.len()).then_some(end as u64))
         }
-        Value::Hash(h) => {
+        ValueRef::Hash(h) => {
             let mut items = Vec::new();
             let next = h.scan(pos, CHUNK_ELEMENTS, |f, v| {
                 items.push((f.to_vec(), v.to_vec()))
             });
             (Chunk::Pairs(items), (next != 0).then_some(next))
         }
-        Value::Set(s) => {
+        ValueRef::Set(s) => {
             let mut items = Vec::new();
             let next = s.scan(pos, CHUNK_ELEMENTS, |m| items.push(m.to_vec()));
             (Chunk::Items(items), (next != 0).then_some(next))
         }
-        Value::ZSet(z) => {
+        ValueRef::ZSet(z) => {
             let mut items = Vec::new();
             let next = z.scan(pos, CHUNK_ELEMENTS, |m, s| items.push((m.to_vec(), s)));
             (Chunk::Scored(items), (next != 0).then_some(next))
@@ -133,7 +133,7 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<boo
             let (chunk, next) = read_chunk(e.value(), p);
             done += chunk_len(&chunk);
             let total = match e.value() {
-                Value::Str(s) => s.as_bytes().len(),
+                ValueRef::Str(s) => s.as_bytes().len(),
                 v => v.elements(),
             }
             .max(1);
@@ -270,6 +270,11 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         "OPS".into(),
         l.ops.to_string(),
     ];
+    // Only when set: a tenant without a client limit still migrates to a target that predates
+    // MAXCLIENTS.
+    if l.maxclients > 0 {
+        args.extend(["MAXCLIENTS".into(), l.maxclients.to_string()]);
+    }
     // The salted hash, never the password: the target checks the same password without
     // learning it.
     if let Some(c) = t.credential() {
