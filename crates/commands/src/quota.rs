@@ -21,7 +21,7 @@ use ferrite_protocol::Args;
 use ferrite_protocol::args::parse_i64;
 use ferrite_storage::keyspace::ENTRY_OVERHEAD;
 use ferrite_storage::value::{ELEMENT_OVERHEAD, VALUE_HEADER_MAX};
-use ferrite_storage::{Db, Encoding, Value};
+use ferrite_storage::{Db, Encoding, ValueRef};
 
 use crate::cost::numkeys_keys;
 use crate::spec::{CommandSpec, flags};
@@ -149,8 +149,13 @@ impl<'d, 'a> Plan<'d, 'a> {
         if self.written.as_ref().is_some_and(|w| w.contains_key(key)) {
             return None;
         }
-        match self.db.peek(key).map(|e| e.value()) {
-            Some(Value::Str(s)) => Some((s.len() as u64, s.mem_size() as u64 - 16)),
+        let e = self.db.peek(key)?;
+        match e.value() {
+            // The entry's size counts the string's capacity (`StrValue::mem_size`).
+            ValueRef::Str(s) => {
+                let heap = e.size(key).saturating_sub(ENTRY_OVERHEAD + key.len() + 16);
+                Some((s.len() as u64, (heap as u64).max(s.len() as u64)))
+            }
             _ => None,
         }
     }
