@@ -20,6 +20,7 @@ pub mod encoding;
 pub mod glob;
 pub mod keyspace;
 mod pack;
+pub mod point_in_time;
 pub mod skiplist;
 pub mod stream;
 pub mod table;
@@ -32,6 +33,7 @@ pub use keyspace::{
     Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest,
     TrackingLag, Vacant,
 };
+pub use point_in_time::PointInTimeCopy;
 pub use stream::{StreamId, StreamValue};
 pub use table::{ShardedTable, Table};
 pub use value::{
