@@ -158,7 +158,7 @@ impl CommandSpec {
             "sorted-set" => v.push("sortedset"),
             "transactions" => v.push("transaction"),
             "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration"
-            | "bitmap" | "hyperloglog" | "geo" => v.push(self.group),
+            | "bitmap" | "hyperloglog" | "geo" | "stream" => v.push(self.group),
             _ => {}
         }
         if self.has(flags::WRITE) {
@@ -267,6 +267,7 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::dump::COMMANDS);
         v.extend_from_slice(crate::sort::COMMANDS);
         v.extend_from_slice(crate::memory::COMMANDS);
+        v.extend_from_slice(crate::streams::COMMANDS);
         v
     })
 }

@@ -70,6 +70,7 @@ pub mod type_tag {
     pub const HASH: u64 = 3;
     pub const SET: u64 = 4;
     pub const ZSET: u64 = 5;
+    pub const STREAM: u64 = 6;
 }
 
 /// Bucket of a key name.

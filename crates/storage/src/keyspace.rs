@@ -19,7 +19,7 @@ use crate::table::{Pos, ShardedTable};
 use crate::value::{Value, ValueRef, ValueType};
 
 /// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
-const ENTRY_OVERHEAD: usize = 96;
+pub const ENTRY_OVERHEAD: usize = 96;
 
 /// A key's value and metadata.
 pub struct Entry {

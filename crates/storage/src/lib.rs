@@ -5,6 +5,8 @@
 //!   and content digest as it changes.
 //! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
 //!   that keeps expiry index, versions, modified times, memory, digests and change tracking exact.
+//! - [`stream`]: the stream type (entries in packed blocks, consumer groups and their pending
+//!   entries).
 //! - [`codec`]: values as their logical elements (files on disk), whatever their memory layout.
 //! - [`digest`]: the canonical, order-independent content digest and its buckets.
 //! - [`effects`]: write effects, the deterministic commands each change is published as to the
@@ -22,6 +24,7 @@ mod pack;
 pub mod point_in_time;
 pub mod scripting;
 pub mod skiplist;
+pub mod stream;
 pub mod table;
 pub mod value;
 
@@ -33,6 +36,7 @@ pub use keyspace::{
     TrackingLag, Vacant,
 };
 pub use point_in_time::PointInTimeCopy;
+pub use stream::{StreamId, StreamValue};
 pub use table::{ShardedTable, Table};
 pub use value::{
     HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,
