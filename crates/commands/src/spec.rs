@@ -161,7 +161,7 @@ impl CommandSpec {
             "sorted-set" => v.push("sortedset"),
             "transactions" => v.push("transaction"),
             "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration"
-            | "bitmap" | "hyperloglog" | "geo" | "pubsub" => v.push(self.group),
+            | "bitmap" | "hyperloglog" | "geo" | "stream" | "pubsub" => v.push(self.group),
             _ => {}
         }
         if self.has(flags::WRITE) {
@@ -272,6 +272,7 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::memory::COMMANDS);
         v.extend_from_slice(crate::blocking::COMMANDS);
         v.extend_from_slice(crate::blocking::ZSET_COMMANDS);
+        v.extend_from_slice(crate::streams::COMMANDS);
         v
     })
 }

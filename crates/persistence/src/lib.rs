@@ -957,6 +957,33 @@ impl TenantStore for Persistence {
 }
 
 impl Persistence {
+    /// Keeps a migration's record (the migration manager's description of it, opaque here) in
+    /// the catalog, fsynced: the store behind the server's `MigrationRecordSink`. An unchanged
+    /// record writes nothing.
+    pub fn put_migration(&self, id: &str, record: serde_json::Value) -> Result<(), String> {
+        self.catalog
+            .lock()
+            .put_migration(id, record)
+            .map_err(|e| self.catalog_error(e))
+    }
+
+    /// Drops a migration's record (history the operator cleared).
+    pub fn forget_migration(&self, id: &str) -> Result<(), String> {
+        self.catalog
+            .lock()
+            .forget_migration(id)
+            .map_err(|e| self.catalog_error(e))
+    }
+
+    /// The migration records kept, for `MigrationManager::restore` at startup.
+    pub fn migrations(&self) -> Vec<(String, serde_json::Value)> {
+        self.catalog
+            .lock()
+            .migrations()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect()
+    }
+
     fn catalog_error(&self, e: std::io::Error) -> String {
         let msg = format!("catalog {}: {e}", self.root.join(paths::CATALOG).display());
         self.core.note_error(&msg);
@@ -1140,6 +1167,28 @@ mod tests {
         assert!(
             !p.status().load.dropped_dirs.is_empty(),
             "the staged import's data went"
+        );
+        p.shutdown();
+    }
+
+    #[test]
+    fn migration_records_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let p = Persistence::open(settings(dir.path()), &registry()).unwrap();
+            p.put_migration("m1", serde_json::json!({"state": "streaming"}))
+                .unwrap();
+            p.put_migration("m1", serde_json::json!({"state": "completed"}))
+                .unwrap();
+            p.put_migration("m2", serde_json::json!({"state": "failed"}))
+                .unwrap();
+            p.forget_migration("m2").unwrap();
+            p.shutdown();
+        }
+        let p = Persistence::open(settings(dir.path()), &registry()).unwrap();
+        assert_eq!(
+            p.migrations(),
+            vec![("m1".to_string(), serde_json::json!({"state": "completed"}))]
         );
         p.shutdown();
     }

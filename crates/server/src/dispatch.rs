@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use ferrite_commands::quota;
 use ferrite_commands::spec::{CommandSpec, flags};
 use ferrite_commands::{Ctx, DataFn, Garbage, Handler, cost, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
@@ -171,7 +172,7 @@ pub struct Batch {
     /// Commands of this batch not yet added to `commands_processed`.
     commands: u64,
     /// Data commands not yet added to the tenant's `commands`.
-    tenant_commands: u64,
+    pub(crate) tenant_commands: u64,
     /// A write ran since the last commit: its effects must be durable (per the fsync policy)
     /// before its reply goes out ([`commit_writes`]).
     pub wrote: bool,
@@ -425,30 +426,36 @@ pub fn gate_timeout(sh: &Shared) -> Duration {
     Duration::from_millis(sh.hot.redirect_timeout_ms.load(Relaxed))
 }
 
-/// The quota check of every write (single commands and EXEC alike), under the keyspace lock:
-/// the keys the commands may create that do not exist yet, and the bytes of their arguments.
-/// A transaction is checked as a whole before any of it runs, so it is refused whole rather
-/// than left half-applied by a later command. Only called when the tenant has a quota.
+/// The quota check of every write (single commands, EXEC, and each call of a script), under
+/// the keyspace lock: the keys the commands may create that do not exist yet, and an upper bound
+/// of the bytes they may add (`ferrite_commands::quota`: SETRANGE/SETBIT offsets, STORE
+/// destinations, RENAME/COPY, APPEND, RESTORE, packed values converting...), so that no command
+/// takes a tenant past its quota, whatever its request size. A transaction is checked as a
+/// whole before any of it runs, so it is refused whole rather than left half-applied by a later
+/// command. Writes that add nothing (DEL, EXPIRE...) are never refused, so a tenant over its
+/// quota can always free memory. Only called when the tenant has a quota.
 pub fn check_quota<'a>(
     tenant: &Tenant,
     db: &mut Db,
     now: u64,
     commands: impl IntoIterator<Item = (&'a CommandSpec, Args<'a>)>,
 ) -> Result<(), ErrorReply> {
-    let mut created: Vec<&[u8]> = Vec::new();
-    let mut bytes = 0u64;
-    for (spec, args) in commands {
-        if !spec.has(flags::DENYOOM) {
-            continue;
-        }
-        created.extend(spec.created_keys(&args));
-        bytes += args.tail(1).byte_len() as u64;
+    let mut commands = commands.into_iter().peekable();
+    let first = commands.next();
+    let mut plan = if commands.peek().is_none() {
+        quota::Plan::single(db, now)
+    } else {
+        quota::Plan::transaction(db, now)
+    };
+    for (spec, args) in first.into_iter().chain(commands) {
+        plan.add(spec, args);
     }
-    created.sort_unstable();
-    created.dedup();
-    let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
+    let demand = plan.demand();
+    if demand == quota::Demand::default() {
+        return Ok(());
+    }
     tenant
-        .check_quota(new_keys, bytes)
+        .check_quota(demand.keys, demand.bytes)
         .map_err(|q| errors::quota(tenant, &q))
 }
 
@@ -525,7 +532,11 @@ async fn run_data(
     {
         let (mut db, waited) = match ks.try_lock() {
             Some(db) => (db, admitted.waited),
-            None => (ks.lock_async().await, true),
+            // Waiting for a tenant that runs a script ends in -BUSY after busy-reply-threshold.
+            None => (
+                crate::scripting::or_busy(sh, tenant, ks.lock_async()).await?,
+                true,
+            ),
         };
         // Commands that may do more work than their request suggests are estimated first (a
         // few lookups); a long one gives the lock back and runs on the blocking pool.

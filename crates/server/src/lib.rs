@@ -35,6 +35,7 @@ mod migration_info;
 pub mod offload;
 pub mod output;
 pub mod pubsub;
+pub mod scripting;
 pub mod server;
 pub mod shared;
 pub mod stats;

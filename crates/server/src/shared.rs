@@ -31,6 +31,9 @@ pub struct HotConfig {
     pub slowlog_max_len: AtomicU64,
     /// `commands.latency_monitor_threshold` (ms; 0: off).
     pub latency_threshold_ms: AtomicU64,
+    /// `busy-reply-threshold` (ms): a tenant's other connections get -BUSY once its script has
+    /// run this long.
+    pub busy_reply_threshold_ms: AtomicU64,
 }
 
 impl HotConfig {
@@ -57,6 +60,8 @@ impl HotConfig {
         self.slowlog_max_len.store(cmds.slowlog_max_len, Relaxed);
         self.latency_threshold_ms
             .store(cmds.latency_monitor_threshold, Relaxed);
+        self.busy_reply_threshold_ms
+            .store(cmds.busy_reply_threshold, Relaxed);
         ferrite_commands::settings::set_hll_sparse_max_bytes(
             usize::try_from(cmds.hll_sparse_max_bytes).unwrap_or(usize::MAX),
         );

@@ -20,7 +20,7 @@ use crate::table::{Pos, ShardedTable};
 use crate::value::{Value, ValueRef, ValueType};
 
 /// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
-const ENTRY_OVERHEAD: usize = 96;
+pub const ENTRY_OVERHEAD: usize = 96;
 
 /// A key's value and metadata.
 pub struct Entry {
@@ -191,6 +191,8 @@ pub struct Db {
     /// Clients waiting for keys (see [`crate::blocking`]).
     blocking: Blocking,
     stats: Arc<KeyspaceStats>,
+    /// Function libraries and the scripting engine (see [`crate::scripting`]).
+    scripting: crate::scripting::Scripting,
 }
 
 /// A keyspace: the data behind one lock, plus lock-free counters.
@@ -250,6 +252,7 @@ impl Keyspace {
                 snapshot: None,
                 blocking: Blocking::default(),
                 stats: stats.clone(),
+                scripting: Default::default(),
             })),
             stats,
         }
@@ -754,7 +757,11 @@ impl Db {
             _ => old,
         };
         self.expires.clear();
-        self.digest = Digest::default();
+        // FLUSHALL keeps function libraries (FUNCTION FLUSH removes them), as in Redis.
+        self.digest = Digest {
+            libraries: self.digest.libraries,
+            ..Digest::default()
+        };
         self.used = 0;
         self.next_version += 1;
         self.writes += 1;
@@ -805,6 +812,7 @@ impl Db {
         for (k, e) in self.table.iter() {
             d.add(bucket_of(k), e.key_digest(k));
         }
+        d.libraries = self.scripting.digest();
         d
     }
 
@@ -928,6 +936,38 @@ impl Db {
         if self.journal.active() {
             self.journal.propagate(argv);
         }
+    }
+
+    /// Function libraries (tenant data) and the scripting engine.
+    pub fn scripting(&self) -> &crate::scripting::Scripting {
+        &self.scripting
+    }
+
+    /// The scripting part, to take and give back the engine. Libraries change only through
+    /// [`Db::set_libraries`], [`Db::put_library`] and [`Db::remove_library`] (they keep the
+    /// digest).
+    pub fn scripting_mut(&mut self) -> &mut crate::scripting::Scripting {
+        &mut self.scripting
+    }
+
+    /// Replaces every function library (name → code).
+    pub fn set_libraries(&mut self, libraries: std::collections::BTreeMap<String, Vec<u8>>) {
+        self.scripting.set_libraries(libraries);
+        self.digest.libraries = self.scripting.digest();
+    }
+
+    /// Adds or replaces the library `code` declares; false if it declares no name.
+    pub fn put_library(&mut self, code: &[u8]) -> bool {
+        let done = self.scripting.put_library(code);
+        self.digest.libraries = self.scripting.digest();
+        done
+    }
+
+    /// Removes a library; false if there was none of that name.
+    pub fn remove_library(&mut self, name: &str) -> bool {
+        let done = self.scripting.remove_library(name);
+        self.digest.libraries = self.scripting.digest();
+        done
     }
 
     /// Starts a transaction: the effects of its commands are published together by

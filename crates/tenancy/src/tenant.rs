@@ -178,6 +178,8 @@ pub struct Tenant {
     /// Notified whenever the state changes or the tenant is deleted: connections that wait
     /// without running commands (blocked clients, subscribers) learn of a cutover here.
     state_changed: tokio::sync::Notify,
+    /// The tenant's running script (busy state, kill requests).
+    scripts: crate::scripts::ScriptActivity,
     pub stats: TenantStats,
 }
 
@@ -216,8 +218,14 @@ impl Tenant {
             deleted: AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
             state_changed: tokio::sync::Notify::new(),
+            scripts: Default::default(),
             stats: TenantStats::default(),
         }
+    }
+
+    /// The tenant's running script, as its other connections see it.
+    pub fn scripts(&self) -> &crate::scripts::ScriptActivity {
+        &self.scripts
     }
 
     pub fn id(&self) -> &str {

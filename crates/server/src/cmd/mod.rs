@@ -25,6 +25,7 @@ use ferrite_protocol::{Args, ErrorReply};
 
 use crate::connection::ClientState;
 use crate::dispatch::Flow;
+use crate::scripting::{self, Call};
 use crate::shared::Shared;
 
 pub use connection::{COMPAT_VERSION, anonymous_access};
@@ -135,6 +136,14 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("acl", diagnostics::acl),
     now_in_multi("wait", |st, _, args, out| diagnostics::wait(st, args, out)),
     now_in_multi("swapdb", |st, _, args, out| diagnostics::swapdb(st, args, out)),
+    wait("eval", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, false, args, out))),
+    wait("evalsha", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, false, args, out))),
+    wait("eval_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, true, args, out))),
+    wait("evalsha_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, true, args, out))),
+    wait("fcall", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, false, args, out))),
+    wait("fcall_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, true, args, out))),
+    wait("script", |st, sh, args, out| Box::pin(scripting::script(st, sh, args, out))),
+    wait("function", |st, sh, args, out| Box::pin(scripting::function(st, sh, args, out))),
     now("multi", |st, _, _, out| transaction::multi(st, out)),
     wait("exec", |st, sh, _, out| Box::pin(transaction::exec(st, sh, out))),
     now("discard", |st, _, _, out| transaction::discard(st, out)),
