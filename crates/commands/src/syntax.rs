@@ -279,6 +279,31 @@ const SYNTAX: &[(&str, &str)] = &[
     ("pfdebug", "subcommand key"),
     ("pfselftest", ""),
     ("bitfield_ro", "key [GET encoding offset [GET encoding offset ...]]"),
+    // scripting
+    ("eval", "script numkeys [key [key ...]] [arg [arg ...]]"),
+    ("evalsha", "sha1 numkeys [key [key ...]] [arg [arg ...]]"),
+    ("eval_ro", "script numkeys [key [key ...]] [arg [arg ...]]"),
+    ("evalsha_ro", "sha1 numkeys [key [key ...]] [arg [arg ...]]"),
+    ("fcall", "function numkeys [key [key ...]] [arg [arg ...]]"),
+    ("fcall_ro", "function numkeys [key [key ...]] [arg [arg ...]]"),
+    ("script", "subcommand [argument [argument ...]]"),
+    ("function", "subcommand [argument [argument ...]]"),
+    // streams
+    ("xadd", "key [NOMKSTREAM] [MAXLEN|MINID] [=|~] [threshold] [LIMIT count] id field value [field value ...]"),
+    ("xack", "key group id [id ...]"),
+    ("xautoclaim", "key group consumer min-idle-time start [COUNT count] [JUSTID]"),
+    ("xclaim", "key group consumer min-idle-time id [id ...] [IDLE ms] [TIME unix-time-milliseconds] [RETRYCOUNT count] [FORCE] [JUSTID] [LASTID lastid]"),
+    ("xdel", "key id [id ...]"),
+    ("xgroup", "subcommand [argument [argument ...]]"),
+    ("xinfo", "subcommand [argument [argument ...]]"),
+    ("xlen", "key"),
+    ("xpending", "key group [IDLE min-idle-time] [start] [end] [count] [consumer]"),
+    ("xrange", "key start end [COUNT count]"),
+    ("xrevrange", "key end start [COUNT count]"),
+    ("xread", "[COUNT count] [BLOCK milliseconds] STREAMS key [key ...] id [id ...]"),
+    ("xreadgroup", "GROUP group consumer [COUNT count] [BLOCK milliseconds] [NOACK] STREAMS key [key ...] id [id ...]"),
+    ("xsetid", "key last-id [ENTRIESADDED entries-added] [MAXDELETEDID max-deleted-id]"),
+    ("xtrim", "key <MAXLEN|MINID> [=|~] threshold [LIMIT count]"),
 ];
 
 /// A subcommand of a container command, named `container|sub` as in Redis's `COMMAND DOCS`.
