@@ -17,6 +17,8 @@ use ferrite_storage::PointInTimeCopy;
 use ferrite_storage::keyspace::{Db, Slot};
 use ferrite_storage::scripting::library_name;
 
+use ferrite_storage::Value;
+
 use crate::dump::{from_rdb, to_rdb};
 
 /// What to load from a file.
@@ -50,50 +52,91 @@ fn shown(key: &[u8]) -> String {
     if key.len() > 64 { format!("{s}...") } else { s }
 }
 
+/// Keys handed from the reading thread to the inserting one at a time.
+const LOAD_BATCH: usize = 512;
+
+/// A key read and converted, ready to insert.
+type Loaded = (Vec<u8>, Option<u64>, Value);
+
 /// Loads a whole RDB file into `db`, which should be a fresh keyspace nobody else sees: on
 /// `Err` it may hold part of the file and must be dropped. `progress(n)` is called with the
 /// number of keys loaded so far, now and then. Errors are messages for `-ERR`.
+///
+/// Two threads: a scoped thread reads the file and converts values (decoding, LZF, building
+/// the value types: most of the allocation), the caller's thread inserts them into `db` (the
+/// table's cache misses), handing batches over a bounded channel, so memory in flight stays at
+/// a few batches. An error on either side stops both.
 pub fn load(
-    r: impl Read,
+    r: impl Read + Send,
     db: &mut Db,
     opts: LoadOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<LoadReport, String> {
     let chosen = opts.db.unwrap_or(0);
     let mut report = LoadReport::default();
-    let info = file::read(r, opts.max_string, |e: RdbEntry| {
-        if e.db != chosen {
-            if opts.db.is_none() {
-                return Err(ferrite_rdb::RdbError::Refused(format!(
-                    "the file has keys in database {} (a tenant has one database: choose which of the file's databases to load with DB <n>)",
-                    e.db
-                )));
-            }
-            report.other_db_keys += 1;
-            return Ok(());
-        }
-        let value = from_rdb(e.value).map_err(|why| ferrite_rdb::RdbError::AtKey {
-            key: shown(&e.key),
-            source: Box::new(ferrite_rdb::RdbError::Malformed(why)),
-        })?;
-        match db.entry_physical(&e.key, 0) {
-            Slot::Occupied(_) => {
-                return Err(ferrite_rdb::RdbError::AtKey {
+    let refused = |e: ferrite_rdb::RdbError| format!("RDB file refused, nothing was loaded: {e}");
+    let (info, other_db_keys) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Loaded>>(8);
+        let reader = s.spawn(move || {
+            let mut other_db_keys = 0u64;
+            let mut batch = Vec::with_capacity(LOAD_BATCH);
+            // The inserting side hung up: it found an error of its own and reports that one.
+            let hung_up = || ferrite_rdb::RdbError::Refused("stopped".into());
+            let info = file::read(r, opts.max_string, |e: RdbEntry| {
+                if e.db != chosen {
+                    if opts.db.is_none() {
+                        return Err(ferrite_rdb::RdbError::Refused(format!(
+                            "the file has keys in database {} (a tenant has one database: choose which of the file's databases to load with DB <n>)",
+                            e.db
+                        )));
+                    }
+                    other_db_keys += 1;
+                    return Ok(());
+                }
+                let value = from_rdb(e.value).map_err(|why| ferrite_rdb::RdbError::AtKey {
                     key: shown(&e.key),
-                    source: Box::new(ferrite_rdb::RdbError::Malformed(
-                        "the key is in the file twice",
-                    )),
-                });
+                    source: Box::new(ferrite_rdb::RdbError::Malformed(why)),
+                })?;
+                batch.push((e.key, e.expire_at_ms, value));
+                if batch.len() == LOAD_BATCH {
+                    tx.send(std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH)))
+                        .map_err(|_| hung_up())?;
+                }
+                Ok(())
+            })?;
+            if !batch.is_empty() {
+                tx.send(batch).map_err(|_| hung_up())?;
             }
-            Slot::Vacant(v) => v.insert(value, e.expire_at_ms),
+            Ok::<_, ferrite_rdb::RdbError>((info, other_db_keys))
+        });
+        let mut duplicate = None;
+        'batches: for batch in rx {
+            for (key, expire_at, value) in batch {
+                match db.entry_physical(&key, 0) {
+                    Slot::Occupied(_) => {
+                        duplicate = Some(shown(&key));
+                        break 'batches;
+                    }
+                    Slot::Vacant(v) => v.insert(value, expire_at),
+                }
+                report.keys += 1;
+                if report.keys % 65536 == 0 {
+                    progress(report.keys);
+                }
+            }
         }
-        report.keys += 1;
-        if report.keys % 1024 == 0 {
-            progress(report.keys);
+        // Leaving the loop drops the receiver: a reader still going stops at its next send.
+        let read = reader
+            .join()
+            .map_err(|_| "RDB file refused, nothing was loaded: the reader failed".to_string())?;
+        if let Some(key) = duplicate {
+            return Err(format!(
+                "RDB file refused, nothing was loaded: key '{key}' is in the file twice"
+            ));
         }
-        Ok(())
-    })
-    .map_err(|e| format!("RDB file refused, nothing was loaded: {e}"))?;
+        read.map_err(refused)
+    })?;
+    report.other_db_keys = other_db_keys;
     let mut libraries = BTreeMap::new();
     for code in info.functions {
         let Some(name) = library_name(&code) else {

@@ -276,11 +276,21 @@ fn pairs(flat: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// Refuses what Redis refuses on load: empty collections, duplicate members or fields, NaN
 /// scores.
 fn check(v: &Value) -> Result<()> {
-    fn unique<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<()> {
-        let mut seen = HashSet::new();
+    fn unique<'a>(items: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Result<()> {
+        let dup = || RdbError::Malformed("duplicate member");
+        // Small collections (most keys): pairwise, without allocating a set per key.
+        if items.len() <= 16 {
+            for (i, a) in items.clone().enumerate() {
+                if items.clone().skip(i + 1).any(|b| a == b) {
+                    return Err(dup());
+                }
+            }
+            return Ok(());
+        }
+        let mut seen = HashSet::with_capacity(items.len());
         for m in items {
             if !seen.insert(m) {
-                return Err(RdbError::Malformed("duplicate member"));
+                return Err(dup());
             }
         }
         Ok(())

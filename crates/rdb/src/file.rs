@@ -128,6 +128,25 @@ impl<R: Read> Read for HashingReader<R> {
         self.pos += n;
         Ok(n)
     }
+
+    /// The decoder reads a few bytes at a time: served straight from the buffer when they are
+    /// there.
+    #[inline]
+    fn read_exact(&mut self, out: &mut [u8]) -> io::Result<()> {
+        if let Some(src) = self.buf[..self.filled].get(self.pos..self.pos + out.len()) {
+            out.copy_from_slice(src);
+            self.pos += out.len();
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < out.len() {
+            match self.read(&mut out[done..])? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Shortened, printable form of a key for error messages.
