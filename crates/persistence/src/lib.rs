@@ -1027,6 +1027,11 @@ impl Persistence {
             .dir
             .join(format!("{}.tmp", paths::snapshot_file(generation)));
         let written = snapshot::write_file(copy, &tmp, &header, None, &libraries, &|_| {})?;
+        // As snapshot::take does: the next log file exists and is durable before the rotation,
+        // and the switch to it happens on this thread right after it.
+        if let Err(e) = log.prepare_next() {
+            tracing::warn!(tenant = %log.tenant, "cannot prepare the next log file: {e}");
+        }
         let mut fresh_db = fresh.lock();
         let mut db = ks.lock();
         if log.generation() + 1 != generation {
@@ -1049,6 +1054,7 @@ impl Persistence {
         drop(db);
         drop(fresh_db);
         drop(old);
+        let _ = log.flush();
         if !log.snapshot_done(g, written.bytes) {
             tracing::warn!(tenant = %log.tenant, "restored, but the new log could not be started: writes are refused until a snapshot succeeds");
         }

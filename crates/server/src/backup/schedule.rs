@@ -1,8 +1,7 @@
 //! Scheduled backups (`[backup] interval_secs`) and their retention (`[backup] retention`).
 //!
-//! Every `interval_secs` the schedule backs up every tenant served here (active or suspended;
-//! not moved, not being imported, not the empty `default` tenant with no keys... see
-//! [`due_tenants`]) in the native format, one after another, then deletes that tenant's oldest
+//! Every `interval_secs` the schedule backs up every tenant served here ([`due_tenants`]) in
+//! the native format, one after another, then deletes that tenant's oldest
 //! *scheduled* backups beyond `retention`. Backups taken with TENANT.BACKUP are never deleted by
 //! the schedule. A failure is logged and retried at the next interval.
 
@@ -21,7 +20,7 @@ pub fn due_tenants(sh: &Shared) -> Vec<Arc<Tenant>> {
         .list()
         .into_iter()
         .filter(|t| matches!(t.state(), TenantState::Active | TenantState::Suspended))
-        .filter(|t| t.id() != ferrite_tenancy::DEFAULT_TENANT || t.keyspace().len() > 0)
+        .filter(|t| t.id() != ferrite_tenancy::DEFAULT_TENANT || !t.keyspace().is_empty())
         .collect()
 }
 
