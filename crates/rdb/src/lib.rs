@@ -190,6 +190,9 @@ pub enum RdbError {
     /// Redis 7.0 release candidates' function format, which Redis itself refuses.
     #[error("pre-release function library format (RDB_OPCODE_FUNCTION_PRE_GA) is not supported")]
     FunctionPreGa,
+    /// A caller's reason to stop reading (a key it cannot take), as its message.
+    #[error("{0}")]
+    Refused(String),
     /// An error while reading one key's value, with the key (shortened) for the operator.
     #[error("key '{key}': {source}")]
     AtKey {
