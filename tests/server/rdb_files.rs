@@ -354,3 +354,322 @@ fn redis_rdb_file_reads_and_rewrites_exactly() {
     let b = redis_on(dir_b.path(), &[]);
     assert_same_data(&mut ca, &mut b.conn());
 }
+
+/// A map reply (RESP2 flat array or RESP3 map) as text fields.
+fn fields(v: redis::Value) -> BTreeMap<String, String> {
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(n) => n.to_string(),
+        other => format!("{other:?}"),
+    };
+    let pairs: Vec<(redis::Value, redis::Value)> = match v {
+        redis::Value::Map(m) => m,
+        redis::Value::Array(a) => a
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect(),
+        other => panic!("not a map: {other:?}"),
+    };
+    pairs.iter().map(|(k, v)| (text(k), text(v))).collect()
+}
+
+/// Runs a command expected to fail; its error text.
+fn refused(c: &mut Connection, args: &[&str]) -> String {
+    let mut k = redis::cmd(args[0]);
+    for a in &args[1..] {
+        k.arg(*a);
+    }
+    match k.query::<redis::Value>(c) {
+        Ok(v) => panic!("{args:?}: expected an error, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn redis_dump_restores_into_a_tenant_exactly() {
+    let dir = temp_dir();
+    let redis = redis_with_everything(dir.path());
+    let ferrite = crate::common::Server::start();
+    let mut f = ferrite.conn();
+    let rdb = dir.path().join("dump.rdb");
+    // The tenant does not exist yet: the restore creates it.
+    let done = fields(run(
+        &mut f,
+        &["TENANT.RESTORE", "acme", "RDB", path_str(&rdb)],
+    ));
+    let mut r = redis.conn();
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
+    assert_eq!(done["keys"], dbsize.to_string(), "{done:?}");
+    run(&mut f, &["TENANT.USE", "acme"]);
+    assert_same_data(&mut r, &mut f);
+    // The restored data works: functions run, collections take writes.
+    let v: i64 = redis::cmd("FCALL").arg("fa").arg(0).query(&mut f).unwrap();
+    assert_eq!(v, 1);
+    run(&mut f, &["SADD", "set:intset", "hello"]);
+    run(&mut f, &["XADD", "stream:groups", "*", "k", "v"]);
+    // Over a tenant with data: refused without REPLACE, replaces everything with it.
+    run(&mut f, &["TENANT.USE", "default"]);
+    let e = refused(&mut f, &["TENANT.RESTORE", "acme", "RDB", path_str(&rdb)]);
+    assert!(e.contains("REPLACE") || e.contains("BUSYKEY"), "{e}");
+    run(
+        &mut f,
+        &["TENANT.RESTORE", "acme", "RDB", path_str(&rdb), "REPLACE"],
+    );
+    run(&mut f, &["TENANT.USE", "acme"]);
+    assert_same_data(&mut r, &mut f);
+}
+
+#[test]
+fn tenant_rdb_backup_loads_in_redis_server() {
+    let ferrite = crate::common::Server::start();
+    let mut f = ferrite.conn();
+    run(&mut f, &["TENANT.CREATE", "acme"]);
+    run(&mut f, &["TENANT.USE", "acme"]);
+    fill_everything(&mut f, false);
+    run(&mut f, &["TENANT.USE", "default"]);
+    let id = match run(&mut f, &["TENANT.BACKUP", "acme", "FORMAT", "rdb"]) {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let info = fields(run(&mut f, &["TENANT.BACKUP.INFO", &id]));
+    assert_eq!(info["format"], "rdb");
+    let dir = temp_dir();
+    std::fs::copy(&info["path"], dir.path().join("dump.rdb")).unwrap();
+    let redis = redis_on(dir.path(), &[]);
+    let mut r = redis.conn();
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
+    assert_eq!(info["keys"], dbsize.to_string());
+    run(&mut f, &["TENANT.USE", "acme"]);
+    assert_same_data(&mut f, &mut r);
+    // The backup also restores into Ferrite (its recorded digest is verified).
+    run(&mut f, &["TENANT.USE", "default"]);
+    run(
+        &mut f,
+        &["TENANT.RESTORE", "acme", "BACKUP", &id, "AS", "acme2"],
+    );
+    run(&mut f, &["TENANT.USE", "acme2"]);
+    assert_same_data(&mut f, &mut r);
+}
+
+/// A file of a version 10 header, `body` and EOF with a correct checksum.
+fn handmade(body: &[u8]) -> Vec<u8> {
+    let mut b = b"REDIS0010".to_vec();
+    b.extend_from_slice(body);
+    b.push(255);
+    let crc = ferrite_rdb::crc64(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+#[test]
+fn refused_rdb_files_change_nothing() {
+    let ferrite = crate::common::Server::start();
+    let mut f = ferrite.conn();
+    run(&mut f, &["TENANT.CREATE", "acme"]);
+    run(&mut f, &["TENANT.USE", "acme"]);
+    run(&mut f, &["SET", "keep", "me"]);
+    run(&mut f, &["RPUSH", "list", "a", "b"]);
+    run(&mut f, &["TENANT.USE", "default"]);
+    let before = fields(run(&mut f, &["TENANT.DIGEST", "acme"]));
+
+    let dir = temp_dir();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // A real dump with a string key first, so a refusal comes after keys were read.
+    let redis = redis_on(dir.path(), &[]);
+    let mut r = redis.conn();
+    for i in 0..100 {
+        run(&mut r, &["SET", &format!("k{i}"), "v"]);
+    }
+    run(&mut r, &["SAVE"]);
+    let good = std::fs::read(dir.path().join("dump.rdb")).unwrap();
+    let mut flipped = good.clone();
+    let n = flipped.len();
+    flipped[n / 2] ^= 0x20;
+    let string_key = [0u8, 1, b'a', 1, b'v'];
+    let module_aux = [&string_key[..], &[247, 0x81, 1, 2, 3, 4, 5, 6, 7, 8]].concat();
+    let module_value = [
+        &string_key[..],
+        &[7, 2, b'm', b'k', 0x81, 1, 2, 3, 4, 5, 6, 7],
+    ]
+    .concat();
+    let unknown_opcode = [&string_key[..], &[200, 0]].concat();
+    let mut two_dbs = ferrite_rdb::file::Writer::new(Vec::new()).unwrap();
+    for (db, key) in [(0, "zero"), (3, "three")] {
+        two_dbs.select_db(db, 1, 0).unwrap();
+        two_dbs
+            .key(
+                key.as_bytes(),
+                None,
+                &ferrite_rdb::Value::String(b"v".to_vec()),
+            )
+            .unwrap();
+    }
+    let two_dbs = two_dbs.finish().unwrap();
+    let mut bad_lua = ferrite_rdb::file::Writer::new(Vec::new()).unwrap();
+    bad_lua
+        .function(b"#!lua name=bad\nthis is not lua(")
+        .unwrap();
+    bad_lua
+        .key(b"x", None, &ferrite_rdb::Value::String(b"v".to_vec()))
+        .unwrap();
+    let bad_lua = bad_lua.finish().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated",
+            good[..good.len() - 20].to_vec(),
+            "unexpected end",
+        ),
+        ("flipped", flipped, "RDB file refused"),
+        (
+            "module-aux",
+            handmade(&module_aux),
+            "Ferrite loads no modules",
+        ),
+        (
+            "module-value",
+            handmade(&module_value),
+            "key 'mk': value type 7",
+        ),
+        (
+            "unknown",
+            handmade(&unknown_opcode),
+            "unknown RDB opcode or value type 200",
+        ),
+        ("two-dbs", two_dbs.clone(), "DB <n>"),
+        ("bad-lua", bad_lua, "function library does not load"),
+        (
+            "not-rdb",
+            b"hello world, not an rdb".to_vec(),
+            "not an RDB file",
+        ),
+    ];
+    for (name, bytes, why) in cases {
+        let p = write(&format!("{name}.rdb"), &bytes);
+        let e = refused(
+            &mut f,
+            &["TENANT.RESTORE", "acme", "RDB", path_str(&p), "REPLACE"],
+        );
+        assert!(e.contains(why), "{name}: {e}");
+        assert!(e.contains("was not changed"), "{name}: {e}");
+        let now = fields(run(&mut f, &["TENANT.DIGEST", "acme"]));
+        assert_eq!(now, before, "{name}: the tenant changed");
+    }
+    let e = refused(
+        &mut f,
+        &[
+            "TENANT.RESTORE",
+            "acme",
+            "RDB",
+            "/nonexistent/dump.rdb",
+            "REPLACE",
+        ],
+    );
+    assert!(e.contains("/nonexistent/dump.rdb"), "{e}");
+    // DB <n> picks the database: only its keys are loaded.
+    let p = write("two-dbs.rdb", &two_dbs);
+    run(
+        &mut f,
+        &[
+            "TENANT.RESTORE",
+            "acme",
+            "RDB",
+            path_str(&p),
+            "DB",
+            "3",
+            "REPLACE",
+        ],
+    );
+    run(&mut f, &["TENANT.USE", "acme"]);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut f).unwrap();
+    assert_eq!(keys, ["three"]);
+}
+
+/// Files written by old Redis versions (Redis's own test assets, crates/rdb/tests/data): zipmap
+/// and ziplist hashes, ziplist lists and sorted sets, intsets, quicklists of ziplists, RDB
+/// version 4 with text scores, restore into a tenant with the contents Redis's tests expect.
+#[test]
+fn old_encodings_restore_into_a_tenant() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rdb/tests/data");
+    let ferrite = crate::common::Server::start();
+    let mut f = ferrite.conn();
+    let load = |f: &mut Connection, file: &str| {
+        let p = data.join(file);
+        run(f, &["TENANT.USE", "default"]);
+        run(
+            f,
+            &["TENANT.RESTORE", "old", "RDB", path_str(&p), "REPLACE"],
+        );
+        run(f, &["TENANT.USE", "old"]);
+    };
+    load(&mut f, "hash-zipmap.rdb");
+    let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg("hash").query(&mut f).unwrap();
+    assert_eq!(
+        h,
+        [("f1", "v1"), ("f2", "v2")]
+            .map(|(a, b)| (a.into(), b.into()))
+            .into()
+    );
+    load(&mut f, "hash-ziplist.rdb");
+    let n: u64 = redis::cmd("HLEN").arg("hash").query(&mut f).unwrap();
+    assert_eq!(n, 2);
+    load(&mut f, "zset-ziplist.rdb");
+    let n: u64 = redis::cmd("ZCARD").arg("zset").query(&mut f).unwrap();
+    assert_eq!(n, 2);
+    load(&mut f, "list-quicklist.rdb");
+    let first: String = redis::cmd("LINDEX")
+        .arg("list")
+        .arg(0)
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(first, "7");
+    load(&mut f, "encodings.rdb");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut f).unwrap();
+    assert_eq!(keys.len(), 13, "{keys:?}");
+    let l: Vec<String> = redis::cmd("LRANGE")
+        .arg("list_zipped")
+        .arg(0)
+        .arg(-1)
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(l, ["1", "2", "3", "a", "b", "c", "100000", "6000000000"]);
+    let mut s: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("set_zipped_2")
+        .query(&mut f)
+        .unwrap();
+    s.sort();
+    assert_eq!(s, ["100000", "200000", "300000", "400000"]);
+    let z: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg("zset_zipped")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(z, [("a".into(), 1.0), ("b".into(), 2.0), ("c".into(), 3.0)]);
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg("zset")
+        .arg("bbbb")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(score, 5_000_000_000.0);
+    let v: String = redis::cmd("HGET")
+        .arg("hash")
+        .arg("eee")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(v, "5000000000");
+    let c: String = redis::cmd("GET").arg("compressible").query(&mut f).unwrap();
+    assert_eq!(c, "a".repeat(137));
+}

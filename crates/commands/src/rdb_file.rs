@@ -29,6 +29,8 @@ pub struct LoadOptions {
     pub db: Option<u64>,
     /// Longest string accepted (Redis's proto-max-bulk-len is the natural bound).
     pub max_string: u64,
+    /// The keys' modified time (Unix ms): an RDB file does not carry one.
+    pub now_ms: u64,
 }
 
 /// What [`load`] did.
@@ -117,7 +119,7 @@ pub fn load(
                         duplicate = Some(shown(&key));
                         break 'batches;
                     }
-                    Slot::Vacant(v) => v.insert(value, expire_at),
+                    Slot::Vacant(v) => v.insert_with_modified(value, expire_at, opts.now_ms),
                 }
                 report.keys += 1;
                 if report.keys % 65536 == 0 {
@@ -295,6 +297,7 @@ mod tests {
         LoadOptions {
             db: None,
             max_string: 1 << 20,
+            now_ms: 1_700_000_000_000,
         }
     }
 

@@ -84,7 +84,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     srv("tenant.backup.info", 2, ADMIN | CONNECTION, "tenancy", "Describes a backup (path, size, keys, digest, format, time) or its progress: TENANT.BACKUP.INFO <id>."),
     srv("tenant.backup.delete", 2, ADMIN | CONNECTION | NO_MULTI, "tenancy", "Deletes a backup's files: TENANT.BACKUP.DELETE <id>."),
     srv("tenant.backup.jobs", 1, ADMIN | CONNECTION, "tenancy", "Backups and restores running now, with their progress."),
-    srv("tenant.restore", -4, ADMIN | CONNECTION | NO_MULTI, "tenancy", "Replaces a tenant's data with a verified backup or a Redis RDB file: TENANT.RESTORE <tenant> BACKUP <id> [AS <new-tenant>] [REPLACE] | TENANT.RESTORE <tenant> RDB <path> [REPLACE]."),
+    srv("tenant.restore", -4, ADMIN | CONNECTION | NO_MULTI, "tenancy", "Replaces a tenant's data with a verified backup or a Redis RDB file: TENANT.RESTORE <tenant> BACKUP <id> [AS <new-tenant>] [REPLACE] | TENANT.RESTORE <tenant> RDB <path> [DB <n>] [REPLACE]."),
     srv("tenant.digest", -2, ADMIN | CONNECTION, "tenancy", "Order-independent checksum of a tenant's content, per bucket and combined: TENANT.DIGEST <id> [FULL]."),
     srv("tenant.migrate", -4, ADMIN | CONNECTION | NO_MULTI, "migration", "Starts moving a tenant to another server: TENANT.MIGRATE <tenant> TARGET <host:port> [MODE live|fast] [PARALLEL n] [BATCH_SIZE n] [TIMEOUT s] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]."),
     srv("tenant.migrate.status", 2, ADMIN | CONNECTION, "migration", "Progress, lag and phase of a migration: TENANT.MIGRATE.STATUS <id>|ALL."),

@@ -81,7 +81,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.backup.info", "backup-id"),
     ("tenant.backup.delete", "backup-id"),
     ("tenant.backup.jobs", ""),
-    ("tenant.restore", "tenant <BACKUP backup-id [AS new-tenant]|RDB path> [REPLACE]"),
+    ("tenant.restore", "tenant <BACKUP backup-id [AS new-tenant]|RDB path [DB db]> [REPLACE]"),
     // migration
     ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|INCREMENTAL>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
     ("tenant.migrate.status", "<migration-id|ALL>"),

@@ -80,6 +80,23 @@ fn take_engine(db: &mut Db) -> Result<Box<TenantEngine>, ErrorReply> {
     Ok(te)
 }
 
+/// Checks that function libraries load (an RDB file's, before it replaces a tenant's data):
+/// in a throwaway engine, as redis-server refuses a file whose library does not load.
+pub(crate) fn check_libraries<'a>(codes: impl Iterator<Item = &'a [u8]>) -> Result<(), String> {
+    let mut engine = Engine::new(
+        EngineLimits::default(),
+        crate::cmd::COMPAT_VERSION,
+        VERSION_NUM,
+    )
+    .map_err(|e| format!("cannot start the Lua engine: {e}"))?;
+    for code in codes {
+        engine
+            .load_library(code, false)
+            .map_err(|e| format!("function library does not load: {}", e.text()))?;
+    }
+    Ok(())
+}
+
 fn put_engine(db: &mut Db, te: Box<TenantEngine>) {
     db.scripting_mut().put_engine(te);
 }

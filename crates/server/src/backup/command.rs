@@ -31,8 +31,9 @@ use crate::shared::Shared;
 pub enum Source {
     /// A backup of the backup directory, by id.
     Backup(String),
-    /// A Redis RDB file on the server's filesystem.
-    Rdb(PathBuf),
+    /// A Redis RDB file on the server's filesystem, and which of its databases to load (`DB
+    /// <n>`; none: database 0, refusing a file with keys elsewhere).
+    Rdb(PathBuf, Option<u64>),
 }
 
 /// A parsed backup command.
@@ -125,7 +126,7 @@ pub fn parse(name: &str, args: &Args<'_>) -> Result<Request, ErrorReply> {
             if args.len() < 4 {
                 return Err(ErrorReply::syntax());
             }
-            let source = if args.is(2, "BACKUP") {
+            let mut source = if args.is(2, "BACKUP") {
                 Source::Backup(backup_id(args, 3)?)
             } else if args.is(2, "RDB") {
                 let path = std::str::from_utf8(args.get(3))
@@ -133,7 +134,7 @@ pub fn parse(name: &str, args: &Args<'_>) -> Result<Request, ErrorReply> {
                 if path.is_empty() {
                     return Err(ErrorReply::err("the RDB path cannot be empty"));
                 }
-                Source::Rdb(PathBuf::from(path))
+                Source::Rdb(PathBuf::from(path), None)
             } else {
                 return Err(ErrorReply::syntax());
             };
@@ -143,8 +144,20 @@ pub fn parse(name: &str, args: &Args<'_>) -> Result<Request, ErrorReply> {
                 if args.is(i, "REPLACE") {
                     replace = true;
                     i += 1;
+                } else if args.is(i, "DB") && i + 1 < args.len() {
+                    let Source::Rdb(_, db) = &mut source else {
+                        return Err(ErrorReply::err(
+                            "DB is for RDB files: TENANT.RESTORE <tenant> RDB <path> DB <n>",
+                        ));
+                    };
+                    let n = std::str::from_utf8(args.get(i + 1))
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .ok_or_else(|| ErrorReply::err("DB must be a database number"))?;
+                    *db = Some(n);
+                    i += 2;
                 } else if args.is(i, "AS") && i + 1 < args.len() {
-                    if matches!(source, Source::Rdb(_)) {
+                    if matches!(source, Source::Rdb(..)) {
                         // The tenant named is the one written: AS would say it twice.
                         return Err(ErrorReply::err(
                             "AS is for backups: TENANT.RESTORE <tenant> RDB <path> loads into <tenant>",
@@ -401,11 +414,31 @@ mod tests {
             parse_words(&["tenant.restore", "acme", "rdb", "/tmp/dump.rdb"]).unwrap(),
             Request::Restore {
                 tenant: "acme".into(),
-                source: Source::Rdb("/tmp/dump.rdb".into()),
+                source: Source::Rdb("/tmp/dump.rdb".into(), None),
                 as_tenant: None,
                 replace: false
             }
         );
+        assert_eq!(
+            parse_words(&[
+                "tenant.restore",
+                "acme",
+                "rdb",
+                "/tmp/d.rdb",
+                "db",
+                "3",
+                "replace"
+            ])
+            .unwrap(),
+            Request::Restore {
+                tenant: "acme".into(),
+                source: Source::Rdb("/tmp/d.rdb".into(), Some(3)),
+                as_tenant: None,
+                replace: true
+            }
+        );
+        assert!(parse_words(&["tenant.restore", "acme", "RDB", "x", "DB", "-1"]).is_err());
+        assert!(parse_words(&["tenant.restore", "acme", "BACKUP", "b1", "DB", "1"]).is_err());
         assert!(
             parse_words(&["tenant.restore", "acme", "BACKUP", "../../etc"])
                 .unwrap_err()

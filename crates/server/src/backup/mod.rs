@@ -197,7 +197,13 @@ fn write_rdb(
     let written = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        rdb_format::write(opened.copy, &opened.libraries, &mut out, progress)?;
+        rdb_format::write(
+            opened.copy,
+            &opened.libraries,
+            opened.keys,
+            &mut out,
+            progress,
+        )?;
         out.flush()
             .and_then(|()| out.get_ref().sync_all())
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -268,7 +274,7 @@ pub async fn restore(
             }
             (id.clone(), Some(found))
         }
-        command::Source::Rdb(path) => (format!("rdb:{}", path.display()), None),
+        command::Source::Rdb(path, _) => (format!("rdb:{}", path.display()), None),
     };
     replace::destination(sh, &dest, replace_existing)?;
     let job = sh
@@ -288,12 +294,12 @@ pub async fn restore(
                 Format::Native => native::load(&found.path, progress)?.1,
                 Format::Rdb => {
                     progress.set_total(found.meta.keys);
-                    let fresh = rdb_format::load(&found.path, progress)?;
+                    let fresh = rdb_format::load(&found.path, None, progress)?;
                     native::verify(&found.meta, &fresh)?;
                     fresh
                 }
             },
-            (command::Source::Rdb(path), _) => rdb_format::load(path, progress)?,
+            (command::Source::Rdb(path, db), _) => rdb_format::load(path, *db, progress)?,
             (command::Source::Backup(id), None) => {
                 return Err(format!("no such backup '{id}'"));
             }

@@ -1,54 +1,84 @@
 //! Redis RDB files in and out of a tenant: `TENANT.BACKUP <t> FORMAT rdb` and
-//! `TENANT.RESTORE <t> RDB <path>` (and `TENANT.RESTORE <t> BACKUP <id>` of an RDB backup).
+//! `TENANT.RESTORE <t> RDB <path> [DB <n>]` (and `TENANT.RESTORE <t> BACKUP <id>` of an RDB
+//! backup).
 //!
-//! The backup framework calls exactly these two functions; everything about the RDB format
-//! lives behind them (crate `ferrite-rdb` for the encodings, `ferrite_commands::dump` for the
-//! value conversions).
+//! The backup framework calls exactly these two functions; the format is crate `ferrite-rdb`
+//! (`file::read`, `file::Writer`), the conversion between a keyspace and a file is
+//! `ferrite_commands::rdb_file` (values through `ferrite_commands::dump`).
 //!
-//! NOT IMPLEMENTED YET (the rdb engineer fills them in): both answer a clear error, so the
-//! commands refuse cleanly and change nothing.
+//! Databases: a tenant has one database. A file's database 0 is loaded; a file with keys in any
+//! other database is refused unless `DB <n>` names the one to load (the others are skipped), so
+//! no key is dropped without the operator asking for it. Backups are written as database 0.
+//! Function libraries of the file must load (checked in a throwaway Lua engine, as redis-server
+//! refuses a file whose library does not load); they replace the tenant's with its data.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use ferrite_commands::rdb_file::{self, LoadOptions};
 use ferrite_storage::{Keyspace, PointInTimeCopy};
 
 use super::Progress;
 
-/// Writes a whole RDB file (header, aux fields, the function libraries, SELECTDB 0, every entry
-/// the copy hands out with its expiry, EOF and CRC-64) to `out`, which redis-server 7.x must
-/// load. `copy.step(n, |key, entry| ..)` hands out the entries (a key may come twice, once
-/// walked and once as a pre-image, always with the same content: write it once — e.g. remember
-/// the keys of pre-images, or dedupe; see `ferrite_storage::point_in_time`). Keys whose expiry
-/// has passed are handed out too; write them (the recorded key count includes them).
-/// `libraries` are the function libraries at the copy's version. Call `progress.set_done(n)`
-/// with the entries written so far now and then. Returns the number of keys written.
-/// Errors are plain text for `-ERR`. Never panics on any content.
+/// Longest string a file may hold: Redis's `proto-max-bulk-len` default (512 MB), which no
+/// redis-server value exceeds unless its operator raised that limit.
+const MAX_STRING: u64 = 512 * 1024 * 1024;
+
+/// Writes a whole RDB file (aux fields, the function libraries, SELECTDB 0 with `keys_hint` as
+/// the resize hint, every key the copy hands out, once, with its expiry, EOF and CRC-64) to
+/// `out`; redis-server 7.x loads it. Keys whose expiry has passed but that were not reclaimed
+/// yet are written too (the recorded key count includes them; redis-server drops them on
+/// load). Returns the number of keys written.
 pub fn write(
-    copy: PointInTimeCopy,
+    mut copy: PointInTimeCopy,
     libraries: &BTreeMap<String, Vec<u8>>,
+    keys_hint: u64,
     out: &mut dyn Write,
     progress: &Progress,
 ) -> Result<u64, String> {
-    let _ = (copy, libraries, out, progress);
-    Err("RDB backups are not supported yet (FORMAT rdb)".into())
+    progress.set_total(keys_hint);
+    rdb_file::write(
+        &mut copy,
+        libraries,
+        keys_hint,
+        ferrite_storage::now_ms(),
+        out,
+        &mut |n| progress.set_done(n),
+    )
 }
 
-/// Loads the RDB file at `path` into a fresh keyspace nobody else sees (`Keyspace::new()`,
-/// filled through `db.entry_physical(key, 0)` / `Vacant::insert_with_modified`, libraries with
-/// `db.set_libraries`), so that a refused file (bad checksum, module type, unknown opcode,
-/// truncation) leaves nothing half-loaded anywhere: return `Err` and drop it. Keys whose expiry
-/// has passed are kept (as the native loader does) so the digest of a file Ferrite wrote equals
-/// the digest it recorded; the tenant's expiry reclaims them after the restore. Call
-/// `progress.set_total(n)` if the file tells the key count (RDB_OPCODE_RESIZEDB) and
-/// `progress.set_done(n)` as keys load. Never panics on any file content; never trusts a
-/// length beyond the file's size.
-pub fn load(path: &Path, progress: &Progress) -> Result<Arc<Keyspace>, String> {
-    let _ = progress;
-    Err(format!(
-        "loading RDB files is not supported yet ({})",
-        path.display()
-    ))
+/// Loads the RDB file at `path` (its database `db`, or 0 with nothing elsewhere) into a fresh
+/// keyspace nobody else sees; a refused file (bad checksum, truncation, module data, unknown
+/// opcode, a key twice, another database without `DB`, a library that does not load) is
+/// dropped with it, so nothing is half-loaded anywhere. Keys whose expiry has passed are kept
+/// (as the native loader does: the digest of a file Ferrite wrote equals the one it recorded);
+/// the tenant's expiry reclaims them after the restore.
+pub fn load(path: &Path, db: Option<u64>, progress: &Progress) -> Result<Arc<Keyspace>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fresh = Arc::new(Keyspace::new());
+    let opts = LoadOptions {
+        db,
+        max_string: MAX_STRING,
+        now_ms: ferrite_storage::now_ms(),
+    };
+    {
+        let mut guard = fresh.lock();
+        let report = rdb_file::load(file, &mut guard, opts, &mut |n| progress.set_done(n))?;
+        tracing::info!(
+            path = %path.display(),
+            version = report.version,
+            keys = report.keys,
+            skipped_other_db = report.other_db_keys,
+            skipped_empty = report.empty_keys_skipped,
+            functions = report.functions,
+            "RDB file loaded"
+        );
+        crate::scripting::check_libraries(
+            guard.scripting().libraries().values().map(Vec::as_slice),
+        )
+        .map_err(|e| format!("RDB file refused, nothing was loaded: {e}"))?;
+    }
+    Ok(fresh)
 }
