@@ -26,6 +26,7 @@ pub mod memory;
 mod notify;
 pub mod object;
 pub mod quota;
+pub mod rdb_file;
 pub mod replay;
 pub mod server_specs;
 pub mod sets;
