@@ -15,11 +15,22 @@ use hashlink::LinkedHashMap;
 
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
-use crate::table::{Pos, ShardedTable};
+use crate::table::{Pos, ShardedTable, TableKey};
 use crate::value::{Value, ValueRef, ValueType};
 
-/// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
-const ENTRY_OVERHEAD: usize = 96;
+/// Per-key bookkeeping besides the value (the 88-byte table node holding the entry header and a
+/// short key, the node array's growth slack, the bucket index).
+const ENTRY_OVERHEAD: usize = 100;
+
+/// What a key takes outside the node: nothing when the node holds it, else its own allocation
+/// (the bytes plus the allocator's header and rounding).
+fn key_heap_bytes(key: &[u8]) -> usize {
+    if TableKey::is_inline(key) {
+        0
+    } else {
+        key.len() + 16
+    }
+}
 
 /// A key's value and metadata.
 pub struct Entry {
@@ -96,7 +107,7 @@ impl Entry {
     /// Estimated bytes this key takes: entry bookkeeping, name and value (what memory quotas
     /// and MEMORY USAGE count).
     pub fn size(&self, key: &[u8]) -> usize {
-        ENTRY_OVERHEAD + key.len() + self.value.mem_size()
+        ENTRY_OVERHEAD + key_heap_bytes(key) + self.value.mem_size()
     }
 
     /// A copy that owns its value (a snapshot's pre-image).

@@ -29,7 +29,7 @@ pub use keyspace::{
     Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest,
     TrackingLag, Vacant,
 };
-pub use table::{ShardedTable, Table};
+pub use table::{ShardedTable, Table, TableKey};
 pub use value::{
     HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,
     ValueRef, ValueType, ZSetRef, ZSetValue,
