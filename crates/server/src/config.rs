@@ -152,6 +152,13 @@ pub struct ServerConfig {
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
     pub shutdown_timeout_ms: u64,
+    /// Failed AUTH attempts (wrong password, secret or token) one client address may make
+    /// before its attempts are refused for a while: 100 ms after the next failure, doubling
+    /// with each further one up to `auth_block_max_ms` (see [`crate::auth_limit`]). 0 = no
+    /// limit.
+    pub auth_failure_limit: u32,
+    /// The longest an address's AUTH attempts are refused after a failure.
+    pub auth_block_max_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -165,6 +172,8 @@ impl Default for ServerConfig {
             timeout: 0,
             threads: 0,
             shutdown_timeout_ms: 10_000,
+            auth_failure_limit: 10,
+            auth_block_max_ms: 10_000,
         }
     }
 }
@@ -219,6 +228,12 @@ pub struct MetricsConfig {
     pub addr: String,
     /// At most this many tenants get their own `tenant` label; the rest are summed as `_other`.
     pub max_labelled_tenants: usize,
+    /// Connections the endpoint serves at once; more are closed as soon as they are accepted,
+    /// so that strangers cannot hold its sockets (or the process's file descriptors).
+    pub max_connections: usize,
+    /// A connection must send its request and take the whole reply within this many
+    /// milliseconds, or it is closed (slow HTTP clients cannot hold a slot for longer).
+    pub timeout_ms: u64,
 }
 
 impl Default for MetricsConfig {
@@ -226,6 +241,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             addr: "127.0.0.1:9121".into(),
             max_labelled_tenants: 100,
+            max_connections: 16,
+            timeout_ms: 5000,
         }
     }
 }
@@ -305,6 +322,7 @@ pub struct TenancyConfig {
     pub default_maxmemory: u64,
     pub default_maxkeys: u64,
     pub default_ops: u64,
+    pub default_maxclients: u64,
     /// Longest a throttled command waits before it is refused.
     pub throttle_max_delay_ms: u64,
     pub migration: MigrationConfig,
@@ -317,6 +335,7 @@ impl Default for TenancyConfig {
             default_maxmemory: 0,
             default_maxkeys: 0,
             default_ops: 0,
+            default_maxclients: 0,
             throttle_max_delay_ms: 1000,
             migration: MigrationConfig::default(),
         }
@@ -484,6 +503,12 @@ impl Config {
         }
         if self.server.maxclients == 0 {
             return err("server.maxclients", "must be at least 1".into());
+        }
+        if self.metrics.max_connections == 0 {
+            return err("metrics.max_connections", "must be at least 1".into());
+        }
+        if self.metrics.timeout_ms == 0 {
+            return err("metrics.timeout_ms", "must be at least 1".into());
         }
         if self.limits.max_bulk_len < 1024 {
             return err("limits.max_bulk_len", "must be at least 1024".into());

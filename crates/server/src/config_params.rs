@@ -73,7 +73,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 65] = [
+pub static PARAMS: [Param; 70] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -243,6 +243,22 @@ pub static PARAMS: [Param; 65] = [
             Ok(())
         }
     ),
+    param!(
+        "server.auth_failure_limit",
+        |c| c.server.auth_failure_limit.to_string(),
+        |c, v| {
+            c.server.auth_failure_limit = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "server.auth_block_max_ms",
+        |c| c.server.auth_block_max_ms.to_string(),
+        |c, v| {
+            c.server.auth_block_max_ms = num(v)?;
+            Ok(())
+        }
+    ),
     param!("limits.max_args", |c| c.limits.max_args.to_string()),
     param!(
         "maxmemory-clients",
@@ -261,6 +277,22 @@ pub static PARAMS: [Param; 65] = [
         }
     ),
     param!("metrics.addr", |c| c.metrics.addr.clone()),
+    param!(
+        "metrics.max_connections",
+        |c| c.metrics.max_connections.to_string(),
+        |c, v| {
+            c.metrics.max_connections = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "metrics.timeout_ms",
+        |c| c.metrics.timeout_ms.to_string(),
+        |c, v| {
+            c.metrics.timeout_ms = num(v)?;
+            Ok(())
+        }
+    ),
     param!(
         "tenancy.max_tenants",
         |c| c.tenancy.max_tenants.to_string(),
@@ -290,6 +322,14 @@ pub static PARAMS: [Param; 65] = [
         |c| c.tenancy.default_ops.to_string(),
         |c, v| {
             c.tenancy.default_ops = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.default_maxclients",
+        |c| c.tenancy.default_maxclients.to_string(),
+        |c, v| {
+            c.tenancy.default_maxclients = num(v)?;
             Ok(())
         }
     ),
@@ -473,6 +513,7 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
         s.default_limits.maxmemory = cfg.tenancy.default_maxmemory;
         s.default_limits.maxkeys = cfg.tenancy.default_maxkeys;
         s.default_limits.ops = cfg.tenancy.default_ops;
+        s.default_limits.maxclients = cfg.tenancy.default_maxclients;
         s.throttle_max_delay_ms = cfg.tenancy.throttle_max_delay_ms;
     });
     *sh.config.write() = cfg;

@@ -74,21 +74,81 @@ pub struct ClientState {
     /// How long the output buffer may grow while the running command writes (see
     /// [`crate::output`]); data commands write through a writer limited to it.
     pub reply_limit: usize,
+    /// This connection's id within its tenant while it is one of the tenant's clients (see
+    /// [`ClientState::join_tenant`]); mirrored in `info.fields` for CLIENT LIST.
+    tenant_client_id: Option<u64>,
 }
 
 impl ClientState {
-    /// Binds the connection to another tenant, keeping per-tenant client counts right.
-    pub fn bind_tenant(&mut self, t: Arc<Tenant>) {
+    /// Makes the connection one of `t`'s own clients (AUTH as the tenant; an anonymous user of
+    /// `default`): it takes one of the tenant's client slots and gets an id within the tenant.
+    /// False, and nothing changed, when the tenant has `maxclients` clients already. A
+    /// connection that is one of `t`'s clients already keeps its slot and id.
+    #[must_use]
+    pub fn join_tenant(&mut self, t: Arc<Tenant>) -> bool {
+        if self.is_tenant_client() && Arc::ptr_eq(&t, &self.tenant) {
+            return true;
+        }
+        if !t.try_add_client() {
+            return false;
+        }
+        let id = t.stats.connections_received.fetch_add(1, Relaxed) + 1;
+        self.leave_tenant();
+        self.bind(t);
+        self.tenant_client_id = Some(id);
+        self.info.fields.lock().tenant_client_id = Some(id);
+        true
+    }
+
+    /// Binds the connection to `t` without making it one of the tenant's clients: an
+    /// administrator's TENANT.USE, a migration peer, a connection that has not authenticated.
+    /// It takes no slot and the tenant does not see it.
+    pub fn visit_tenant(&mut self, t: Arc<Tenant>) {
+        self.leave_tenant();
+        self.bind(t);
+    }
+
+    /// Whether the connection is one of its tenant's own clients (see [`ClientState::join_tenant`]).
+    #[inline]
+    pub fn is_tenant_client(&self) -> bool {
+        self.tenant_client_id.is_some()
+    }
+
+    /// Gives back the tenant client slot, if the connection holds one.
+    fn leave_tenant(&mut self) {
+        if self.tenant_client_id.take().is_some() {
+            self.info.fields.lock().tenant_client_id = None;
+            self.tenant.remove_client();
+        }
+    }
+
+    fn bind(&mut self, t: Arc<Tenant>) {
         if Arc::ptr_eq(&t, &self.tenant) {
             return;
         }
-        self.tenant.stats.clients.fetch_sub(1, Relaxed);
-        t.stats.clients.fetch_add(1, Relaxed);
         self.output.rebind(&self.tenant, &t);
         self.info.fields.lock().tenant = t.id().into();
         self.tenant = t;
         self.keyspace = None;
         self.watched.clear();
+    }
+
+    /// How this connection sees others in CLIENT LIST / KILL.
+    pub fn viewer(&self) -> crate::shared::Viewer<'_> {
+        crate::shared::Viewer {
+            admin: self.admin,
+            tenant: self.tenant.id(),
+            id: self.id,
+        }
+    }
+
+    /// The connection's own id as it knows it (CLIENT ID, HELLO): within its tenant when it
+    /// is one of the tenant's clients, else the server-wide one.
+    pub fn visible_id(&self) -> u64 {
+        match self.tenant_client_id {
+            Some(id) if !self.admin => id,
+            _ => self.id,
+        }
     }
 
     pub fn set_proto(&mut self, p: Protocol) {
@@ -102,7 +162,7 @@ impl ClientState {
 
 impl Drop for ClientState {
     fn drop(&mut self) {
-        self.tenant.stats.clients.fetch_sub(1, Relaxed);
+        self.leave_tenant();
         self.output.release(&self.tenant);
     }
 }
@@ -115,7 +175,6 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let id = shared.next_client_id.fetch_add(1, Relaxed);
     let tenant = shared.registry.default_tenant();
-    tenant.stats.clients.fetch_add(1, Relaxed);
     let info = Arc::new(ClientInfo {
         id,
         addr,
@@ -129,16 +188,17 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             resp: 2,
             last_cmd: "NULL",
             multi: -1,
+            tenant_client_id: None,
         }),
         last_active: parking_lot::Mutex::new(Instant::now()),
         killed: false.into(),
         kill: tokio::sync::Notify::new(),
     });
     shared.clients.lock().insert(id, info.clone());
-    let state = ClientState {
+    let mut state = ClientState {
         id,
         proto: Protocol::Resp2,
-        authenticated: crate::cmd::anonymous_access(&shared, &addr),
+        authenticated: false,
         admin: false,
         migration_peer: false,
         tenant,
@@ -153,8 +213,25 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         keyspace: None,
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
+        tenant_client_id: None,
     };
     let span = info_span!("conn", id, %addr);
+    if crate::cmd::anonymous_access(&shared, &addr) {
+        // An anonymous user of the `default` tenant is one of its clients, within its
+        // maxclients like any other (Redis refuses connections past maxclients the same way).
+        let default = state.tenant.clone();
+        if !state.join_tenant(default) {
+            drop(state);
+            shared.clients.lock().remove(&id);
+            shared.stats.connections_rejected.fetch_add(1, Relaxed);
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            return;
+        }
+        state.authenticated = true;
+    }
     run(stream, shared.clone(), state).instrument(span).await;
     shared.clients.lock().remove(&id);
 }
@@ -308,7 +385,8 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             return;
         }
         // Before the replies go out, so that whoever reads a reply also sees it counted.
-        state.batch.flush(&shared, &state.tenant);
+        let tenant_client = state.is_tenant_client();
+        state.batch.flush(&shared, &state.tenant, tenant_client);
         state.output.sync(&state.tenant, out.len());
         state.keyspace = None;
         if stop {

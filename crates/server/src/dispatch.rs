@@ -59,6 +59,15 @@ pub async fn execute(
         if let Some(s) = sh.cmd_stats.get(index) {
             s.rejected.fetch_add(1, Relaxed);
         }
+        if st.is_tenant_client() {
+            let per_tenant = st
+                .tenant
+                .stats
+                .command_counters(sh.cmd_stats.by_command.len());
+            if let Some(c) = per_tenant.get(index) {
+                c.rejected.fetch_add(1, Relaxed);
+            }
+        }
         // As in Redis, a nested MULTI or a WATCH inside MULTI is answered with an error but
         // does not doom the transaction; other refusals do.
         if !matches!(spec.name, "multi" | "watch") {
@@ -93,7 +102,7 @@ pub async fn execute(
         Handler::Server => {
             // Server commands read and reset the shared counters (INFO, CONFIG RESETSTAT) and
             // may bind another tenant: they see every command that ran before them.
-            st.batch.flush(sh, &st.tenant);
+            st.batch.flush(sh, &st.tenant, st.is_tenant_client());
             // ... and they may bind another tenant or report what ran: the writes before them
             // are made durable first.
             if let Err(e) = commit_writes(st).await {
@@ -201,8 +210,11 @@ impl Batch {
     }
 
     /// Adds the batch's counts to the shared counters. `tenant` is the tenant the batch's data
-    /// commands ran for (the connection's; only server commands rebind it, and they flush first).
-    pub fn flush(&mut self, sh: &Shared, tenant: &Tenant) {
+    /// commands ran for (the connection's; only server commands rebind it, and they flush first);
+    /// the per-command counts go to its own counters too when the connection is one of its
+    /// clients (`tenant_client`): what an administrator runs inside a tenant is not the
+    /// tenant's to see.
+    pub fn flush(&mut self, sh: &Shared, tenant: &Tenant, tenant_client: bool) {
         if self.commands > 0 {
             sh.stats
                 .commands_processed
@@ -216,9 +228,21 @@ impl Batch {
                 .fetch_add(self.tenant_commands, Relaxed);
             self.tenant_commands = 0;
         }
+        if self.tallies.is_empty() {
+            return;
+        }
+        let per_tenant =
+            tenant_client.then(|| tenant.stats.command_counters(sh.cmd_stats.by_command.len()));
         for (index, t) in self.tallies.drain(..) {
             if let Some(s) = sh.cmd_stats.get(index) {
                 s.add(&t);
+            }
+            if let Some(c) = per_tenant.and_then(|p| p.get(index)) {
+                c.calls.fetch_add(t.calls, Relaxed);
+                c.usec.fetch_add(t.usec, Relaxed);
+                if t.failed > 0 {
+                    c.failed.fetch_add(t.failed, Relaxed);
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 //! - [`server`]: listener, accept loop, maxclients, background work, graceful shutdown;
 //!   [`start`] runs a server inside any tokio runtime (the binary, tests, doctests).
 //! - `admin_secret`: the generated administrator secret used without `requirepass`.
+//! - [`auth_limit`]: failed AUTH attempts limited per client address.
 //! - [`connection`]: one client: parse, run in order, write replies; per-connection state.
 //! - [`dispatch`]: the one place that decides whether a command may run (auth, admin, MULTI,
 //!   ownership → MOVED/TRYAGAIN, throttle, write gate, quotas) and runs it.
@@ -16,6 +17,7 @@
 //! Data commands and their semantics live in `ferrite-commands`, tenancy in `ferrite-tenancy`.
 
 mod admin_secret;
+pub mod auth_limit;
 pub mod cmd;
 pub mod config;
 pub mod config_params;

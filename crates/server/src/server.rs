@@ -119,6 +119,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
             maxmemory: config.tenancy.default_maxmemory,
             maxkeys: config.tenancy.default_maxkeys,
             ops: config.tenancy.default_ops,
+            maxclients: config.tenancy.default_maxclients,
         },
         throttle_max_delay_ms: config.tenancy.throttle_max_delay_ms,
     }));
@@ -163,6 +164,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
         diagnostics: Default::default(),
+        auth_limiter: Default::default(),
         started: Instant::now(),
         run_id,
         local_addr: addr,
@@ -343,6 +345,7 @@ async fn cron(sh: Arc<Shared>) {
                 t.sample_ops();
             }
             close_idle_clients(&sh);
+            sh.auth_limiter.prune(Instant::now());
             // Imports whose source went away for longer than the sync timeout are dropped.
             let idle = sh.migrations.settings().sync_timeout;
             sh.migrations.imports().reap(idle);

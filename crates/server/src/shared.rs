@@ -82,16 +82,50 @@ pub struct ClientFields {
     pub resp: u8,
     pub last_cmd: &'static str,
     pub multi: i64,
+    /// The connection's id as its tenant sees it, when it is one of the tenant's own clients
+    /// (authenticated as the tenant, or an anonymous user of `default`): it holds one of the
+    /// tenant's client slots and the tenant sees it in CLIENT LIST. None for administrators
+    /// (also after TENANT.USE), migration peers and connections that have not authenticated:
+    /// no tenant sees those.
+    pub tenant_client_id: Option<u64>,
+}
+
+/// Who looks at a connection (CLIENT LIST, CLIENT KILL, CLIENT ID): an administrator sees every
+/// connection by its server-wide id; anybody else only the clients of its own tenant (and
+/// itself), by their ids within that tenant, so nothing reveals how many connections other
+/// tenants have or that an administrator is looking.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    pub admin: bool,
+    pub tenant: &'a str,
+    /// The viewer's own server-wide id.
+    pub id: u64,
 }
 
 impl ClientInfo {
-    /// One CLIENT LIST line (without the newline).
-    pub fn describe(&self) -> String {
+    /// Whether `viewer` may see (and kill) this connection.
+    pub fn visible_to(&self, f: &ClientFields, viewer: &Viewer<'_>) -> bool {
+        viewer.admin
+            || self.id == viewer.id
+            || (f.tenant_client_id.is_some() && *f.tenant == *viewer.tenant)
+    }
+
+    /// The id `viewer` knows this connection by.
+    pub fn id_for(&self, f: &ClientFields, viewer: &Viewer<'_>) -> u64 {
+        if viewer.admin {
+            self.id
+        } else {
+            f.tenant_client_id.unwrap_or(self.id)
+        }
+    }
+
+    /// One CLIENT LIST line (without the newline), as `viewer` sees it.
+    pub fn describe(&self, viewer: &Viewer<'_>) -> String {
         let f = self.fields.lock().clone();
         let idle = self.last_active.lock().elapsed().as_secs();
         format!(
             "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
-            self.id,
+            self.id_for(&f, viewer),
             self.addr,
             self.laddr,
             f.name,
@@ -134,6 +168,8 @@ pub struct Shared {
     pub cmd_stats: CommandStats,
     /// Per-tenant slow log and latency monitor.
     pub diagnostics: crate::diagnostics::Diagnostics,
+    /// Failed AUTH attempts per client address.
+    pub auth_limiter: crate::auth_limit::AuthLimiter,
     pub started: Instant,
     pub run_id: String,
     /// Address the listener is bound to (after port 0 was resolved).

@@ -18,6 +18,7 @@ pub mod encoding;
 pub mod glob;
 pub mod keyspace;
 mod pack;
+pub mod point_in_time;
 pub mod skiplist;
 pub mod table;
 pub mod value;
@@ -29,6 +30,7 @@ pub use keyspace::{
     Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest,
     TrackingLag, Vacant,
 };
+pub use point_in_time::PointInTimeCopy;
 pub use table::{ShardedTable, Table, TableKey};
 pub use value::{
     HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,

@@ -97,5 +97,7 @@ pub use migration::{
     MigrationStatus, VerifyResult,
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
-pub use tenant::{Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id};
+pub use tenant::{
+    CommandCounters, Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id,
+};
 pub use throttle::{Admission, Throttle};

@@ -270,6 +270,11 @@ async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) 
         "OPS".into(),
         l.ops.to_string(),
     ];
+    // Only when set: a tenant without a client limit still migrates to a target that predates
+    // MAXCLIENTS.
+    if l.maxclients > 0 {
+        args.extend(["MAXCLIENTS".into(), l.maxclients.to_string()]);
+    }
     // The salted hash, never the password: the target checks the same password without
     // learning it.
     if let Some(c) = t.credential() {
