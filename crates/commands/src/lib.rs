@@ -23,6 +23,7 @@ pub mod keys;
 pub mod lists;
 pub mod memory;
 pub mod object;
+pub mod quota;
 pub mod replay;
 pub mod server_specs;
 pub mod sets;

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use ferrite_commands::quota;
 use ferrite_commands::spec::{CommandSpec, flags};
 use ferrite_commands::{Ctx, DataFn, Garbage, Handler, cost, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
@@ -398,30 +399,36 @@ pub fn gate_timeout(sh: &Shared) -> Duration {
     Duration::from_millis(sh.hot.redirect_timeout_ms.load(Relaxed))
 }
 
-/// The quota check of every write (single commands and EXEC alike), under the keyspace lock:
-/// the keys the commands may create that do not exist yet, and the bytes of their arguments.
-/// A transaction is checked as a whole before any of it runs, so it is refused whole rather
-/// than left half-applied by a later command. Only called when the tenant has a quota.
+/// The quota check of every write (single commands, EXEC, and each call of a script), under
+/// the keyspace lock: the keys the commands may create that do not exist yet, and an upper bound
+/// of the bytes they may add (`ferrite_commands::quota`: SETRANGE/SETBIT offsets, STORE
+/// destinations, RENAME/COPY, APPEND, RESTORE, packed values converting...), so that no command
+/// takes a tenant past its quota, whatever its request size. A transaction is checked as a
+/// whole before any of it runs, so it is refused whole rather than left half-applied by a later
+/// command. Writes that add nothing (DEL, EXPIRE...) are never refused, so a tenant over its
+/// quota can always free memory. Only called when the tenant has a quota.
 pub fn check_quota<'a>(
     tenant: &Tenant,
     db: &mut Db,
     now: u64,
     commands: impl IntoIterator<Item = (&'a CommandSpec, Args<'a>)>,
 ) -> Result<(), ErrorReply> {
-    let mut created: Vec<&[u8]> = Vec::new();
-    let mut bytes = 0u64;
-    for (spec, args) in commands {
-        if !spec.has(flags::DENYOOM) {
-            continue;
-        }
-        created.extend(spec.created_keys(&args));
-        bytes += args.tail(1).byte_len() as u64;
+    let mut commands = commands.into_iter().peekable();
+    let first = commands.next();
+    let mut plan = if commands.peek().is_none() {
+        quota::Plan::single(db, now)
+    } else {
+        quota::Plan::transaction(db, now)
+    };
+    for (spec, args) in first.into_iter().chain(commands) {
+        plan.add(spec, args);
     }
-    created.sort_unstable();
-    created.dedup();
-    let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
+    let demand = plan.demand();
+    if demand == quota::Demand::default() {
+        return Ok(());
+    }
     tenant
-        .check_quota(new_keys, bytes)
+        .check_quota(demand.keys, demand.bytes)
         .map_err(|q| errors::quota(tenant, &q))
 }
 

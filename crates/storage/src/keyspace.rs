@@ -20,11 +20,11 @@ use crate::value::{Value, ValueRef, ValueType};
 
 /// Per-key bookkeeping besides the value (the 88-byte table node holding the entry header and a
 /// short key, the node array's growth slack, the bucket index).
-const ENTRY_OVERHEAD: usize = 100;
+pub const ENTRY_OVERHEAD: usize = 100;
 
 /// What a key takes outside the node: nothing when the node holds it, else its own allocation
-/// (the bytes plus the allocator's header and rounding).
-fn key_heap_bytes(key: &[u8]) -> usize {
+/// (the bytes plus the allocator's header and rounding; at most `key.len() + 16`).
+pub fn key_heap_bytes(key: &[u8]) -> usize {
     if TableKey::is_inline(key) {
         0
     } else {

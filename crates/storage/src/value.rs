@@ -15,6 +15,13 @@ use crate::table::Table;
 /// quotas see collections of many tiny elements as the memory they really take.
 const ELEM_OVERHEAD: usize = 40;
 
+/// The per-element bookkeeping a collection's estimate counts, for callers that bound what a
+/// write may add (memory quotas).
+pub const ELEMENT_OVERHEAD: usize = ELEM_OVERHEAD;
+
+/// The largest fixed part of a value's estimate besides its elements (`Value::mem_size`).
+pub const VALUE_HEADER_MAX: usize = 96;
+
 /// The data types a key can hold.
 pub enum Value {
     Str(StrValue),
