@@ -26,7 +26,8 @@ use ferrite_storage::{Db, Encoding, ValueRef};
 use crate::cost::numkeys_keys;
 use crate::spec::{CommandSpec, flags};
 
-/// What creating one key costs besides its name and content: the entry and the value header.
+/// What creating one key costs besides its name and content: the entry, a long key's allocation
+/// header (`key_heap_bytes` is at most `key.len() + 16`) and the value header.
 pub const KEY_OVERHEAD: u64 = (ENTRY_OVERHEAD + 16 + VALUE_HEADER_MAX) as u64;
 
 /// Per element of a collection: the element's bookkeeping (a packed value converting to the
