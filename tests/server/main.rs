@@ -11,4 +11,5 @@ mod lifecycle;
 mod metrics_lint;
 mod quota;
 mod rdb_interop;
+mod scripting;
 mod tenancy;

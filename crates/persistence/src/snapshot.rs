@@ -79,10 +79,14 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
     if log.flush().is_ok() {
         log.sync();
     }
-    let Some((copy, generation)) = PointInTimeCopy::open_with(ks, |_| log.rotate_locked()) else {
+    // The function libraries as of the copy's version: later changes are in the new log.
+    let opened = PointInTimeCopy::open_with(ks, |db| {
+        (log.rotate_locked(), db.scripting().libraries().clone())
+    });
+    let Some((copy, (generation, libraries))) = opened else {
         return Err("a point-in-time copy of this keyspace is already open".into());
     };
-    let result = write(copy, log, generation);
+    let result = write(copy, log, generation, &libraries);
     match result {
         Ok((entries, bytes, pre_images)) => {
             if !log.snapshot_done(generation, bytes) {
@@ -108,6 +112,7 @@ fn write(
     mut copy: PointInTimeCopy,
     log: &TenantLog,
     generation: u64,
+    libraries: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Result<(u64, u64, u64), String> {
     let version = copy.version();
     let dir = &log.dir;
@@ -140,6 +145,11 @@ fn write(
             },
         );
         end_frame(&mut head, at);
+        if !libraries.is_empty() {
+            let at = begin_frame(&mut head);
+            record::put_libraries(&mut head, libraries);
+            end_frame(&mut head, at);
+        }
         w.out.write_all(&head)?;
         w.bytes += head.len() as u64;
         w.start_block();
@@ -333,6 +343,11 @@ pub fn load(path: &Path, db: &mut Db) -> Result<(FileHeader, u64), LoadError> {
                     }
                 })
                 .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
+            }
+            Some(&record::LIBRARIES) => {
+                let libraries = record::read_libraries(&buf)
+                    .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
+                db.set_libraries(libraries);
             }
             Some(&record::SNAPSHOT_END) => {
                 let total = record::read_snapshot_end(&buf)

@@ -37,7 +37,7 @@ pub struct CommandsConfig {
     /// hll-sparse-max-bytes).
     pub hll_sparse_max_bytes: u64,
     /// Milliseconds a script may run before other clients get -BUSY (Redis:
-    /// busy-reply-threshold, alias lua-time-limit). Kept for scripting, which is not there yet.
+    /// busy-reply-threshold, alias lua-time-limit).
     pub busy_reply_threshold: u64,
 }
 
@@ -67,6 +67,8 @@ pub struct EncodingConfig {
     pub zset_max_listpack_value: i64,
     pub list_max_listpack_size: i64,
     pub list_compress_depth: i64,
+    pub stream_node_max_bytes: i64,
+    pub stream_node_max_entries: i64,
 }
 
 impl Default for EncodingConfig {
@@ -82,13 +84,15 @@ impl Default for EncodingConfig {
             zset_max_listpack_value: d("zset-max-listpack-value"),
             list_max_listpack_size: d("list-max-listpack-size"),
             list_compress_depth: d("list-compress-depth"),
+            stream_node_max_bytes: d("stream-node-max-bytes"),
+            stream_node_max_entries: d("stream-node-max-entries"),
         }
     }
 }
 
 impl EncodingConfig {
     /// Each threshold with its Redis name, for validation and for applying them.
-    pub fn by_name(&self) -> [(&'static str, i64); 9] {
+    pub fn by_name(&self) -> [(&'static str, i64); 11] {
         [
             ("hash-max-listpack-entries", self.hash_max_listpack_entries),
             ("hash-max-listpack-value", self.hash_max_listpack_value),
@@ -99,6 +103,8 @@ impl EncodingConfig {
             ("zset-max-listpack-value", self.zset_max_listpack_value),
             ("list-max-listpack-size", self.list_max_listpack_size),
             ("list-compress-depth", self.list_compress_depth),
+            ("stream-node-max-bytes", self.stream_node_max_bytes),
+            ("stream-node-max-entries", self.stream_node_max_entries),
         ]
     }
 
@@ -115,6 +121,8 @@ impl EncodingConfig {
             "zset-max-listpack-value" => &mut self.zset_max_listpack_value,
             "list-max-listpack-size" => &mut self.list_max_listpack_size,
             "list-compress-depth" => &mut self.list_compress_depth,
+            "stream-node-max-bytes" => &mut self.stream_node_max_bytes,
+            "stream-node-max-entries" => &mut self.stream_node_max_entries,
             _ => return None,
         })
     }
@@ -190,6 +198,9 @@ pub struct LimitsConfig {
     /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
     /// reply would take the total past it is disconnected; 0 = no limit.
     pub maxmemory_clients: u64,
+    /// A subscriber with more undelivered pub/sub messages than this many bytes is
+    /// disconnected (Redis's `client-output-buffer-limit pubsub` hard limit); 0 = no limit.
+    pub pubsub_output_buffer_limit: u64,
 }
 
 impl Default for LimitsConfig {
@@ -199,6 +210,7 @@ impl Default for LimitsConfig {
             max_args: 4 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
             maxmemory_clients: 1024 * 1024 * 1024,
+            pubsub_output_buffer_limit: 32 * 1024 * 1024,
         }
     }
 }

@@ -73,7 +73,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 70] = [
+pub static PARAMS: [Param; 73] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -269,6 +269,14 @@ pub static PARAMS: [Param; 70] = [
         }
     ),
     param!(
+        "limits.pubsub_output_buffer_limit",
+        |c| c.limits.pubsub_output_buffer_limit.to_string(),
+        |c, v| {
+            c.limits.pubsub_output_buffer_limit = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!(
         "limits.client_output_buffer_limit",
         |c| c.limits.client_output_buffer_limit.to_string(),
         |c, v| {
@@ -448,6 +456,18 @@ pub static PARAMS: [Param; 70] = [
     encoding!("list-max-listpack-size", list_max_listpack_size),
     encoding!("list-max-ziplist-size", list_max_listpack_size),
     encoding!("list-compress-depth", list_compress_depth),
+    // A memory value in Redis ("4kb" is accepted).
+    param!(
+        "stream-node-max-bytes",
+        |c| c.encoding.stream_node_max_bytes.to_string(),
+        |c, v| {
+            let n: u64 = bytes(v)?;
+            c.encoding.stream_node_max_bytes =
+                i64::try_from(n).map_err(|_| "argument must be a memory value".to_string())?;
+            Ok(())
+        }
+    ),
+    encoding!("stream-node-max-entries", stream_node_max_entries),
 ];
 
 fn yes_no(b: bool) -> String {

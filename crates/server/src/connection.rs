@@ -74,6 +74,11 @@ pub struct ClientState {
     /// How long the output buffer may grow while the running command writes (see
     /// [`crate::output`]); data commands write through a writer limited to it.
     pub reply_limit: usize,
+    /// Waiting in a blocking command (BLPOP...): the connection runs nothing else until the
+    /// wait ends (see [`crate::blocking`]).
+    pub blocked: Option<crate::blocking::Blocked>,
+    /// Pub/sub subscriptions and the mailbox their messages arrive in.
+    pub subs: Option<Box<crate::pubsub::Subscriptions>>,
     /// This connection's id within its tenant while it is one of the tenant's clients (see
     /// [`ClientState::join_tenant`]); mirrored in `info.fields` for CLIENT LIST.
     tenant_client_id: Option<u64>,
@@ -131,6 +136,8 @@ impl ClientState {
         self.tenant = t;
         self.keyspace = None;
         self.watched.clear();
+        // Channels are per tenant: another tenant's connection starts unsubscribed.
+        self.subs = None;
     }
 
     /// How this connection sees others in CLIENT LIST / KILL.
@@ -193,6 +200,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         last_active: parking_lot::Mutex::new(Instant::now()),
         killed: false.into(),
         kill: tokio::sync::Notify::new(),
+        blocked: parking_lot::Mutex::new(None),
     });
     shared.clients.lock().insert(id, info.clone());
     let mut state = ClientState {
@@ -213,6 +221,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         keyspace: None,
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
+        blocked: None,
+        subs: None,
         tenant_client_id: None,
     };
     let span = info_span!("conn", id, %addr);
@@ -274,7 +284,13 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     let shutting_down = crate::shared::wait_shutdown(&mut shutdown);
     tokio::pin!(shutting_down);
     let mut iterations: u32 = 0;
+    // Requests left in `inbuf` when a blocking command ended: run them without waiting for
+    // the socket.
+    let mut resume = false;
     loop {
+        if state.subs.is_some() && !deliver_messages(&mut state, &shared, &mut out) {
+            return;
+        }
         if !flush_some(&wr, &mut out, &shared) {
             return;
         }
@@ -307,32 +323,65 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 return;
             }
         }
-        let reading = !state.closing;
-        tokio::select! {
-            // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
-            // every connection): with `biased` they are polled only when nothing can be read.
-            biased;
-            r = rd.read_buf(&mut inbuf), if reading => match r {
-                Ok(0) | Err(_) => {
-                    // The peer is gone (or half-closed): deliver what is pending, then stop.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
-                    return;
-                }
-                Ok(n) => {
-                    shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+        if let Some(mut blocked) = state.blocked.take() {
+            match wait_blocked(
+                &mut blocked,
+                &mut state,
+                &shared,
+                &mut rd,
+                &wr,
+                &mut inbuf,
+                &mut out,
+                &mut killed,
+                &mut shutting_down,
+            )
+            .await
+            {
+                Some(why) => {
+                    if blocked.finish(why, state.proto, &mut out) {
+                        state.blocked = Some(blocked);
+                        continue;
+                    }
+                    // A served pop is a write: it is durable before the reply goes out.
+                    state.batch.wrote = true;
                     *info.last_active.lock() = state.batch.start();
+                    resume = true;
                 }
-            },
-            w = wr.writable(), if !out.is_empty() => {
-                if w.is_err() {
+                None => return,
+            }
+        }
+        let reading = !state.closing;
+        let mailbox = state.subs.as_ref().map(|s| (s.mailbox.clone(), s.active()));
+        if std::mem::take(&mut resume) {
+            // Run what was read while blocked (or behind the blocking command).
+        } else {
+            tokio::select! {
+                // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
+                // every connection): with `biased` they are polled only when nothing can be read.
+                biased;
+                r = rd.read_buf(&mut inbuf), if reading => match r {
+                    Ok(0) | Err(_) => {
+                        // The peer is gone (or half-closed): deliver what is pending, then stop.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                        *info.last_active.lock() = state.batch.start();
+                    }
+                },
+                w = wr.writable(), if !out.is_empty() => {
+                    if w.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = &mut killed => return,
+                _ = &mut shutting_down => {
+                    flush_before_exit(&wr, &mut out, &shared).await;
                     return;
                 }
-                continue;
-            }
-            _ = &mut killed => return,
-            _ = &mut shutting_down => {
-                flush_before_exit(&wr, &mut out, &shared).await;
-                return;
+                _ = subscriber_wake(mailbox, &state.tenant) => continue,
             }
         }
 
@@ -372,6 +421,10 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                         stop = true;
                         break;
                     }
+                    if state.blocked.is_some() {
+                        // The rest of the input waits until the blocking command ends.
+                        break;
+                    }
                 }
                 Err(e) => {
                     protocol_error = Some(e);
@@ -398,6 +451,124 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             debug!(error = %e, "protocol error; closing");
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
+        }
+    }
+}
+
+/// Moves a subscriber's messages to its output while that is small (the backlog waits in the
+/// mailbox, where the pub/sub limit applies), and ends the subscription with the redirect when
+/// its tenant is no longer served here. Returns false when the connection must be closed at
+/// once (its mailbox passed the limit).
+fn deliver_messages(state: &mut ClientState, shared: &Arc<Shared>, out: &mut BytesMut) -> bool {
+    let Some(subs) = state.subs.as_ref() else {
+        return true;
+    };
+    if subs.mailbox.overflowed() {
+        shared.stats.output_limit_disconnects.fetch_add(1, Relaxed);
+        tracing::warn!("pub/sub output buffer limit reached; closing the subscriber");
+        return false;
+    }
+    if out.len() < crate::output::SMALL_OUTPUT as usize {
+        subs.mailbox.drain_into(out);
+    }
+    if !subs.active() {
+        // Unsubscribed from everything: the mailbox goes once it is empty.
+        if subs.mailbox.is_empty() {
+            state.subs = None;
+        }
+    } else {
+        if let Err(e) = crate::dispatch::check_ownership(state, shared, &state.tenant) {
+            // The client must resubscribe on the tenant's new home: tell it where, and close.
+            state.subs = None;
+            ReplyWriter::new(out, state.proto).error(&e);
+            state.closing = true;
+        }
+    }
+    true
+}
+
+/// Resolves when a subscriber has mail or (while it is subscribed) its tenant's state changed;
+/// never without a mailbox.
+async fn subscriber_wake(mailbox: Option<(Arc<crate::pubsub::Mailbox>, bool)>, tenant: &Tenant) {
+    let Some((m, subscribed)) = mailbox else {
+        return std::future::pending().await;
+    };
+    if !subscribed {
+        return m.wait().await;
+    }
+    let changed = tenant.state_changed().notified();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    if tenant.state() != ferrite_tenancy::TenantState::Active || tenant.is_deleted() {
+        return;
+    }
+    tokio::select! {
+        _ = m.wait() => {}
+        _ = changed => {}
+    }
+}
+
+/// Bytes a blocked client may send before it is no longer read (Redis keeps reading a blocked
+/// client's socket too; it runs what was sent after the wait).
+const BLOCKED_INPUT_LIMIT: usize = 1024 * 1024;
+
+/// Waits until a blocked client's wait ends; meanwhile delivers pending output and reads the
+/// socket (a client that closes is noticed at once and leaves the queues). `None`: the
+/// connection ends (closed, killed, shutdown; the wait is abandoned when `blocked` drops).
+#[allow(clippy::too_many_arguments)]
+async fn wait_blocked(
+    blocked: &mut crate::blocking::Blocked,
+    state: &mut ClientState,
+    shared: &Arc<Shared>,
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    wr: &tokio::net::tcp::WriteHalf<'_>,
+    inbuf: &mut BytesMut,
+    out: &mut BytesMut,
+    killed: &mut std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    shutting_down: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<crate::blocking::Woken> {
+    use crate::blocking::Woken;
+    let tenant = state.tenant.clone();
+    loop {
+        if !flush_some(wr, out, shared) {
+            return None;
+        }
+        state.output.sync(&state.tenant, out.len());
+        // Registered before the state is looked at, so a cutover in between is not missed.
+        let changed = tenant.state_changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Err(e) = crate::dispatch::check_ownership(state, shared, &tenant) {
+            return Some(Woken::Refused(e));
+        }
+        let deadline = blocked.deadline();
+        let reading = inbuf.len() < BLOCKED_INPUT_LIMIT;
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 && reading {
+            inbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            _ = blocked.woken() => return Some(Woken::Notified),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                return Some(Woken::TimedOut);
+            }
+            _ = &mut changed => continue,
+            r = rd.read_buf(inbuf), if reading => match r {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                }
+            },
+            w = wr.writable(), if !out.is_empty() => {
+                if w.is_err() {
+                    return None;
+                }
+            }
+            _ = killed.as_mut() => return None,
+            _ = shutting_down.as_mut() => {
+                flush_before_exit(wr, out, shared).await;
+                return None;
+            }
         }
     }
 }

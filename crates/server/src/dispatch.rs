@@ -77,6 +77,24 @@ pub async fn execute(
         ReplyWriter::new(out, st.proto).error(&e);
         return Flow::Continue;
     }
+    if crate::pubsub::in_resp2_subscribed_mode(st)
+        && !matches!(
+            spec.name,
+            "subscribe"
+                | "psubscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "sunsubscribe"
+                | "ping"
+                | "quit"
+                | "reset"
+        )
+    {
+        ReplyWriter::new(out, st.proto)
+            .error(&crate::pubsub::not_allowed_in_subscribed_mode(spec.name));
+        return Flow::Continue;
+    }
     if let Some((queue, _)) = st.multi.as_mut() {
         if !matches!(
             spec.name,
@@ -118,7 +136,11 @@ pub async fn execute(
             }
         }
         Handler::Data(f) => {
-            if let Err(e) = run_data(st, sh, index, spec, f, args, out).await {
+            let result = match ferrite_commands::blocking::attempt_for(index) {
+                Some(attempt) => crate::blocking::run(st, sh, spec, attempt, args, out).await,
+                None => run_data(st, sh, index, spec, f, args, out).await,
+            };
+            if let Err(e) = result {
                 ReplyWriter::new(out, st.proto).error(&e);
             }
             Flow::Continue
@@ -150,7 +172,7 @@ pub struct Batch {
     /// Commands of this batch not yet added to `commands_processed`.
     commands: u64,
     /// Data commands not yet added to the tenant's `commands`.
-    tenant_commands: u64,
+    pub(crate) tenant_commands: u64,
     /// A write ran since the last commit: its effects must be durable (per the fsync policy)
     /// before its reply goes out ([`commit_writes`]).
     pub wrote: bool,
@@ -186,8 +208,13 @@ impl Batch {
 
     /// Unix ms at the start of the running command: the batch's wall clock advanced by the
     /// monotonic time since (a wall clock step shows from the next batch on).
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.started_ms + self.elapsed_nanos / 1_000_000
+    }
+
+    /// Counts a data command against the tenant (added to its counter when the batch ends).
+    pub(crate) fn count_tenant_command(&mut self) {
+        self.tenant_commands += 1;
     }
 
     /// Ends the running command; returns how long it took in nanoseconds.
@@ -505,7 +532,11 @@ async fn run_data(
     {
         let (mut db, waited) = match ks.try_lock() {
             Some(db) => (db, admitted.waited),
-            None => (ks.lock_async().await, true),
+            // Waiting for a tenant that runs a script ends in -BUSY after busy-reply-threshold.
+            None => (
+                crate::scripting::or_busy(sh, tenant, ks.lock_async()).await?,
+                true,
+            ),
         };
         // Commands that may do more work than their request suggests are estimated first (a
         // few lookups); a long one gives the lock back and runs on the blocking pool.

@@ -143,7 +143,19 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             };
             let _ = write!(
                 s,
-                "# Clients\r\nconnected_clients:{connected}\r\nmaxclients:{max}\r\nblocked_clients:0\r\ntracking_clients:0\r\n",
+                "# Clients\r\nconnected_clients:{connected}\r\nmaxclients:{max}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n",
+                // A tenant counts its own blocked clients only.
+                if st.admin {
+                    sh.stats.blocked_clients.load(Relaxed)
+                } else {
+                    sh.clients
+                        .lock()
+                        .values()
+                        .filter(|c| {
+                            c.blocked.lock().is_some() && *c.fields.lock().tenant == *st.tenant.id()
+                        })
+                        .count() as u64
+                },
             );
         }
         "memory" => {

@@ -164,6 +164,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
         diagnostics: Default::default(),
+        pubsub: Default::default(),
         auth_limiter: Default::default(),
         started: Instant::now(),
         run_id,
@@ -234,6 +235,11 @@ async fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
     drop(listener);
     let timeout = Duration::from_millis(sh.config.read().server.shutdown_timeout_ms);
     info!("shutting down: no longer accepting connections, finishing in-flight replies");
+    // A running Lua script would keep its connection (and the runtime's blocking pool) alive
+    // forever: stop it, as Redis's SHUTDOWN NOSAVE does (its writes so far stay).
+    for tenant in sh.registry.list() {
+        tenant.scripts().force_kill();
+    }
     let deadline = Instant::now() + timeout;
     while Arc::strong_count(&alive) > 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -20,6 +20,8 @@ pub struct HotConfig {
     pub client_output_buffer_limit: AtomicU64,
     /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
     pub maxmemory_clients: AtomicU64,
+    /// A subscriber's undelivered messages (bytes; 0 = no limit).
+    pub pubsub_output_buffer_limit: AtomicU64,
     pub throttle_max_delay_ms: AtomicU64,
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
@@ -29,6 +31,9 @@ pub struct HotConfig {
     pub slowlog_max_len: AtomicU64,
     /// `commands.latency_monitor_threshold` (ms; 0: off).
     pub latency_threshold_ms: AtomicU64,
+    /// `busy-reply-threshold` (ms): a tenant's other connections get -BUSY once its script has
+    /// run this long.
+    pub busy_reply_threshold_ms: AtomicU64,
 }
 
 impl HotConfig {
@@ -38,6 +43,9 @@ impl HotConfig {
             .store(c.limits.client_output_buffer_limit, Relaxed);
         self.maxmemory_clients
             .store(c.limits.maxmemory_clients, Relaxed);
+        let pubsub = c.limits.pubsub_output_buffer_limit;
+        self.pubsub_output_buffer_limit
+            .store(if pubsub == 0 { u64::MAX } else { pubsub }, Relaxed);
         self.throttle_max_delay_ms
             .store(c.tenancy.throttle_max_delay_ms, Relaxed);
         let ch = &c.tenancy.migration.client_handling;
@@ -52,6 +60,8 @@ impl HotConfig {
         self.slowlog_max_len.store(cmds.slowlog_max_len, Relaxed);
         self.latency_threshold_ms
             .store(cmds.latency_monitor_threshold, Relaxed);
+        self.busy_reply_threshold_ms
+            .store(cmds.busy_reply_threshold, Relaxed);
         ferrite_commands::settings::set_hll_sparse_max_bytes(
             usize::try_from(cmds.hll_sparse_max_bytes).unwrap_or(usize::MAX),
         );
@@ -70,6 +80,8 @@ pub struct ClientInfo {
     /// Set (and `kill` notified) by CLIENT KILL or shutdown.
     pub killed: AtomicBool,
     pub kill: Notify,
+    /// The blocking command it waits in (CLIENT UNBLOCK, CLIENT LIST flags=b).
+    pub blocked: Mutex<Option<Arc<crate::blocking::BlockedClient>>>,
 }
 
 /// The mutable, descriptive part of a connection.
@@ -124,13 +136,18 @@ impl ClientInfo {
         let f = self.fields.lock().clone();
         let idle = self.last_active.lock().elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
             self.id_for(&f, viewer),
             self.addr,
             self.laddr,
             f.name,
             self.created.elapsed().as_secs(),
             idle,
+            if self.blocked.lock().is_some() {
+                "b"
+            } else {
+                "N"
+            },
             f.multi,
             f.last_cmd,
             f.tenant,
@@ -166,6 +183,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,
+    /// Every tenant's pub/sub channels.
+    pub pubsub: crate::pubsub::Hub,
     /// Per-tenant slow log and latency monitor.
     pub diagnostics: crate::diagnostics::Diagnostics,
     /// Failed AUTH attempts per client address.

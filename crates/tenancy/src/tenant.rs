@@ -175,6 +175,11 @@ pub struct Tenant {
     deleted: AtomicBool,
     /// Set once by persistence when the tenant's writes are journaled to disk.
     durability: std::sync::OnceLock<Arc<dyn Durability>>,
+    /// Notified whenever the state changes or the tenant is deleted: connections that wait
+    /// without running commands (blocked clients, subscribers) learn of a cutover here.
+    state_changed: tokio::sync::Notify,
+    /// The tenant's running script (busy state, kill requests).
+    scripts: crate::scripts::ScriptActivity,
     pub stats: TenantStats,
 }
 
@@ -212,8 +217,15 @@ impl Tenant {
             created_at: AtomicU64::new(ferrite_storage::now_ms()),
             deleted: AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
+            state_changed: tokio::sync::Notify::new(),
+            scripts: Default::default(),
             stats: TenantStats::default(),
         }
+    }
+
+    /// The tenant's running script, as its other connections see it.
+    pub fn scripts(&self) -> &crate::scripts::ScriptActivity {
+        &self.scripts
     }
 
     pub fn id(&self) -> &str {
@@ -260,6 +272,13 @@ impl Tenant {
     pub fn set_state(&self, s: TenantState) {
         self.state
             .store(s as u8, std::sync::atomic::Ordering::SeqCst);
+        self.state_changed.notify_waiters();
+    }
+
+    /// Notified after every state change (and deletion). Register (`enable()` the
+    /// `notified()` future) before checking the state, so no change is missed in between.
+    pub fn state_changed(&self) -> &tokio::sync::Notify {
+        &self.state_changed
     }
 
     /// Marks the tenant as served elsewhere.
@@ -359,6 +378,7 @@ impl Tenant {
 
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Relaxed);
+        self.state_changed.notify_waiters();
     }
 
     /// Asks the throttle for one command.

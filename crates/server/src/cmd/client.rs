@@ -144,11 +144,16 @@ pub fn client(
             }
         }
         b"NO-EVICT" | b"NO-TOUCH" if args.len() == 3 => ReplyWriter::new(out, proto).ok(),
+        b"UNBLOCK" if args.len() == 3 || args.len() == 4 => {
+            let n = unblock(st, sh, args)?;
+            ReplyWriter::new(out, proto).int(n);
+        }
         b"HELP" => {
             let lines = [
                 "CLIENT <subcommand> [<arg> ...]. Subcommands are:",
                 "ID, SETNAME <name>, GETNAME, SETINFO <LIB-NAME|LIB-VER> <value>,",
                 "LIST [TYPE normal] [ID id ...], INFO, KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>,",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR] (ends a blocking command of a client)",
                 "CAPA redirect (receive -REDIRECT host:port when a tenant moves)",
             ];
             ReplyWriter::new(out, proto).help(&lines);
@@ -159,12 +164,41 @@ pub fn client(
                 args.get(1),
                 &[
                     "ID", "SETNAME", "GETNAME", "SETINFO", "CAPA", "LIST", "INFO", "KILL",
-                    "NO-EVICT", "NO-TOUCH", "HELP",
+                    "UNBLOCK", "NO-EVICT", "NO-TOUCH", "HELP",
                 ],
             ));
         }
     }
     Ok(Flow::Continue)
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was blocked (and is woken), else 0. A
+/// tenant reaches only its own tenant's clients.
+fn unblock(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<i64, ErrorReply> {
+    let id = args.int(2).map_err(|_| ErrorReply::not_integer())?;
+    let mode = if args.len() == 4 {
+        if args.is(3, "TIMEOUT") {
+            crate::blocking::UnblockMode::Timeout
+        } else if args.is(3, "ERROR") {
+            crate::blocking::UnblockMode::Error
+        } else {
+            return Err(ErrorReply::err(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ));
+        }
+    } else {
+        crate::blocking::UnblockMode::Timeout
+    };
+    // Found by the id the caller knows it by (a tenant's clients have ids within the tenant).
+    let viewer = st.viewer();
+    let found = sh.clients.lock().values().find_map(|c| {
+        let f = c.fields.lock().clone();
+        (c.visible_to(&f, &viewer) && c.id_for(&f, &viewer) as i64 == id).then(|| c.clone())
+    });
+    let Some(c) = found else {
+        return Ok(0);
+    };
+    Ok(crate::blocking::request_unblock(&c, mode) as i64)
 }
 
 /// CLIENT KILL <addr> | KILL [ID id] [ADDR addr] [SKIPME yes|no]. Tenants may only kill their

@@ -19,6 +19,13 @@ pub const COMPAT_VERSION: &str = "7.2.0";
 
 pub fn ping(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
     let mut w = ReplyWriter::new(out, st.proto);
+    if args.len() <= 2 && crate::pubsub::in_resp2_subscribed_mode(st) {
+        // A subscribed RESP2 connection gets PING's answer in the shape of a message.
+        w.array(2);
+        w.bulk(b"pong");
+        w.bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(Flow::Continue);
+    }
     match args.len() {
         1 => w.simple("PONG"),
         2 => w.bulk(args.get(1)),
@@ -255,6 +262,7 @@ pub fn hello(
 pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> ServerResult {
     st.multi = None;
     st.watched.clear();
+    st.subs = None;
     st.capa_redirect = false;
     st.set_proto(Protocol::Resp2);
     // Back to an anonymous user of `default` where those are allowed and `default` has room;

@@ -87,6 +87,14 @@ fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
             let next = z.scan(pos, CHUNK_ELEMENTS, |m, s| items.push((m.to_vec(), s)));
             (Chunk::Scored(items), (next != 0).then_some(next))
         }
+        ValueRef::Stream(x) => {
+            // Positions are indexes into the stream's items (entries, groups, consumers,
+            // pending entries, metadata).
+            let mut buf = Vec::new();
+            let next = x.encode_chunk(pos, CHUNK_ELEMENTS, CHUNK_BYTES, &mut buf);
+            let covered = next.unwrap_or(x.item_count()).saturating_sub(pos) as usize;
+            (Chunk::Stream(buf, covered), next)
+        }
     }
 }
 
@@ -97,6 +105,7 @@ fn chunk_len(c: &Chunk) -> usize {
         Chunk::Items(v) => v.len(),
         Chunk::Pairs(v) => v.len(),
         Chunk::Scored(v) => v.len(),
+        Chunk::Stream(_, n) => *n,
     }
 }
 
@@ -134,6 +143,7 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<boo
             done += chunk_len(&chunk);
             let total = match e.value() {
                 ValueRef::Str(s) => s.as_bytes().len(),
+                ValueRef::Stream(x) => x.item_count() as usize,
                 v => v.elements(),
             }
             .max(1);
