@@ -210,7 +210,9 @@ impl<'d, 'a> Plan<'d, 'a> {
             "rename" | "renamenx" => {
                 let (src, dst) = (args.get(1), args.get(2));
                 let moved = self.size(src);
-                let bytes = dst.len() as u64;
+                // The entry keeps its node and value; only the name changes: a long name takes an
+                // allocation of its own (the source's, if it had one, is freed).
+                let bytes = key_heap_bytes(dst) as u64;
                 (
                     bytes,
                     vec![(dst, grow(moved, bytes, 0)), (src, fresh(0, 0))],
@@ -554,6 +556,14 @@ mod tests {
             vec!["COPY", "big", "c3"],
             vec!["RENAME", "H", &big_member],
             vec!["RENAMENX", "h", "h-renamed"],
+            // Names around the longest a table node holds inline (22 bytes).
+            vec!["RENAME", "h-renamed", "a-name-of-23-bytes-long"],
+            vec![
+                "RENAME",
+                "a-name-of-23-bytes-long",
+                "a-name-of-22-bytes-lon",
+            ],
+            vec!["SET", "a-new-key-of-23-bytes-l", "v"],
             vec!["SORT", "L", "ALPHA", "STORE", "d12"],
             vec!["SORT", "S", "ALPHA", "GET", "#", "GET", "#", "STORE", "d13"],
         ];
