@@ -788,6 +788,54 @@ impl Db {
         old
     }
 
+    /// Replaces every key and function library with `fresh`'s, as one change (a restore from a
+    /// backup): whoever holds the lock next sees the new contents whole. `fresh` is left empty;
+    /// the old table is returned, to be dropped outside the lock.
+    ///
+    /// Like [`Db::flush`] followed by the loads, but in one step: an open point-in-time copy
+    /// keeps the old table (the copy still shows the keyspace at its version); the new entries
+    /// get one version newer than anything handed out before, so a `WATCH` taken before the
+    /// replace fails its `EXEC` and no copy opened before counts them; subscribers get no
+    /// effects (there is no command to replay: whoever journals this keyspace must save the new
+    /// contents themselves, in the same critical section — persistence does, see
+    /// `ferrite_persistence::Persistence::replace_data`); clients blocked on keys the new contents
+    /// hold are served.
+    pub fn replace_contents(&mut self, fresh: &mut Db, now: u64) -> ShardedTable<Entry> {
+        let old = self.flush();
+        let version = self.next_version;
+        self.next_version += 1;
+        let mut table = fresh.table.take();
+        for (_, e) in table.iter_mut() {
+            e.version = version;
+        }
+        self.table = table;
+        self.expires = std::mem::take(&mut fresh.expires);
+        self.used = std::mem::take(&mut fresh.used);
+        let libraries = fresh.scripting.libraries().clone();
+        fresh.set_libraries(Default::default());
+        self.scripting.set_libraries(libraries);
+        // The digest of the contents moved in, libraries included.
+        self.digest = std::mem::take(&mut fresh.digest);
+        self.digest.libraries = self.scripting.digest();
+        fresh.publish_stats();
+        if self.blocking.any() {
+            let waited: Vec<Box<[u8]>> = self
+                .blocking
+                .waited_keys()
+                .filter(|k| self.table.get(k).is_some())
+                .cloned()
+                .collect();
+            for k in waited {
+                self.blocking.signal(&k);
+            }
+        }
+        self.publish_stats();
+        if !self.journal.in_atomic() {
+            self.serve_blocked(now);
+        }
+        old
+    }
+
     /// Deletes up to `max` keys whose time has come; returns how many.
     pub fn expire_cycle(&mut self, now: u64, max: usize) -> usize {
         // One publication for the round rather than one per key.

@@ -510,6 +510,10 @@ impl<V> ShardedTable<V> {
         self.shards.iter().flat_map(Table::iter)
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
+        self.shards.iter_mut().flat_map(Table::iter_mut)
+    }
+
     /// Walks from `cursor` until `f` has been shown at least `count` entries or `count * 10`
     /// buckets were visited; returns the next cursor (0 when the walk is complete).
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &V)) -> u64 {
