@@ -44,7 +44,7 @@ pub use keyspace::{
 };
 pub use point_in_time::PointInTimeCopy;
 pub use stream::{StreamId, StreamValue};
-pub use table::{ShardedTable, Table};
+pub use table::{ShardedTable, Table, TableKey};
 pub use value::{
     HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,
     ValueRef, ValueType, ZSetRef, ZSetValue,

@@ -103,6 +103,15 @@ macro_rules! migration {
     };
 }
 
+/// Backup commands share one module (`crate::backup::command`); each entry names its command.
+macro_rules! backup {
+    ($name:literal) => {
+        wait($name, |st, sh, args, out| {
+            Box::pin(crate::backup::command::run(st, sh, $name, args, out))
+        })
+    };
+}
+
 /// Every server command's handler.
 #[rustfmt::skip]
 pub const SERVER_COMMANDS: &[ServerCommand] = &[
@@ -181,6 +190,12 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     migration!("tenant.import.abort"),
     migration!("tenant.import.status"),
     migration!("tenant.import.fetch"),
+    backup!("tenant.backup"),
+    backup!("tenant.backup.list"),
+    backup!("tenant.backup.info"),
+    backup!("tenant.backup.delete"),
+    backup!("tenant.backup.jobs"),
+    backup!("tenant.restore"),
 ];
 
 /// The handler of the command at `index` of the command table, if it is a server command.
