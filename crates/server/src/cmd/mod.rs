@@ -29,6 +29,7 @@ use crate::scripting::{self, Call};
 use crate::shared::Shared;
 
 pub use connection::{COMPAT_VERSION, anonymous_access};
+pub use introspection::tenant_may_config;
 
 /// Result of a server command: `Err` means nothing was written and the error is the reply.
 pub type ServerResult = Result<Flow, ErrorReply>;
