@@ -54,7 +54,7 @@ macro_rules! param {
     };
 }
 
-pub static PARAMS: [Param; 33] = [
+pub static PARAMS: [Param; 34] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -172,6 +172,14 @@ pub static PARAMS: [Param; 33] = [
         |c| c.tenancy.migration.sync_timeout_secs.to_string(),
         |c, v| {
             c.tenancy.migration.sync_timeout_secs = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.reconnect_timeout_secs",
+        |c| c.tenancy.migration.reconnect_timeout_secs.to_string(),
+        |c, v| {
+            c.tenancy.migration.reconnect_timeout_secs = num(v)?;
             Ok(())
         }
     ),

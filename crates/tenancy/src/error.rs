@@ -23,4 +23,7 @@ pub enum TenancyError {
     WrongPass,
     #[error("tenant '{id}' is {state}")]
     WrongState { id: String, state: &'static str },
+    /// A change that must outlive a restart could not be made durable; it did not happen.
+    #[error("could not record the change of tenant '{id}': {reason}")]
+    NotDurable { id: String, reason: String },
 }

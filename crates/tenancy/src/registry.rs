@@ -36,6 +36,23 @@ impl Default for TenancySettings {
 pub struct Registry {
     tenants: RwLock<HashMap<Arc<str>, Arc<Tenant>>>,
     settings: RwLock<TenancySettings>,
+    journal: RwLock<Option<Arc<dyn OwnershipJournal>>>,
+}
+
+/// A change of who serves a tenant, as a migration makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnershipChange {
+    /// The cutover's hand-over: the tenant is served by `to` from now on (clients get MOVED).
+    Moved { tenant: String, to: String },
+    /// A hand-over undone (the target never activated the tenant): served here again.
+    Reclaimed { tenant: String },
+}
+
+/// Where ownership changes are made durable before they take effect (persistence plugs in
+/// here). An error means the change did not happen: a cutover then fails before it activates
+/// the target.
+pub trait OwnershipJournal: Send + Sync + 'static {
+    fn record(&self, change: &OwnershipChange) -> Result<(), String>;
 }
 
 /// Options of TENANT.CREATE.
@@ -52,10 +69,53 @@ impl Registry {
         let reg = Registry {
             tenants: RwLock::new(HashMap::new()),
             settings: RwLock::new(settings),
+            journal: RwLock::new(None),
         };
         let default = Arc::new(Tenant::new(DEFAULT_TENANT, None, TenantLimits::default()));
         reg.tenants.write().insert(DEFAULT_TENANT.into(), default);
         reg
+    }
+
+    /// Makes ownership changes durable through `journal` from now on.
+    pub fn set_ownership_journal(&self, journal: Arc<dyn OwnershipJournal>) {
+        *self.journal.write() = Some(journal);
+    }
+
+    fn journal(&self, change: OwnershipChange) -> Result<(), TenancyError> {
+        let journal = self.journal.read().clone();
+        match journal {
+            Some(j) => j
+                .record(&change)
+                .map_err(|reason| TenancyError::NotDurable {
+                    id: match change {
+                        OwnershipChange::Moved { tenant, .. }
+                        | OwnershipChange::Reclaimed { tenant } => tenant,
+                    },
+                    reason,
+                }),
+            None => Ok(()),
+        }
+    }
+
+    /// The hand-over of a migration's cutover, the one way a tenant becomes `moved` to another
+    /// server: recorded durably first (an error leaves the tenant as it was, and the cutover
+    /// fails before it activates the target), then the tenant answers MOVED to `to`.
+    pub fn mark_moved(&self, tenant: &Tenant, to: &str) -> Result<(), TenancyError> {
+        self.journal(OwnershipChange::Moved {
+            tenant: tenant.id().into(),
+            to: to.into(),
+        })?;
+        tenant.set_moved(to);
+        Ok(())
+    }
+
+    /// Undoes a hand-over whose target never activated the tenant: served here again.
+    pub fn reclaim(&self, tenant: &Tenant) -> Result<(), TenancyError> {
+        self.journal(OwnershipChange::Reclaimed {
+            tenant: tenant.id().into(),
+        })?;
+        tenant.set_state(TenantState::Active);
+        Ok(())
     }
 
     pub fn settings(&self) -> TenancySettings {
