@@ -199,9 +199,13 @@ fn start_server(config: Option<&std::path::Path>) -> Server {
 }
 
 async fn admin(s: &Server) -> Res<Connection> {
-    Connection::connect(ConnectOptions::new(s.addr()).command_timeout(Duration::from_secs(300)))
-        .await
-        .map_err(|e| format!("admin connection to {}: {e}", s.addr()))
+    Connection::connect(
+        ConnectOptions::new(s.addr())
+            .password(s.admin_secret())
+            .command_timeout(Duration::from_secs(300)),
+    )
+    .await
+    .map_err(|e| format!("admin connection to {}: {e}", s.addr()))
 }
 
 async fn tenant_conn(addr: &str) -> Res<Connection> {

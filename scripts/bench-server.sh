@@ -78,7 +78,8 @@ wait_ready "$redis_port" redis-server
 
 ferrite_port=$(free_port)
 # shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
-"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $FERRITE_ARGS \
+"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn \
+    --admin-secret-file "$work/admin.secret" $FERRITE_ARGS \
     >"$work/ferrite.log" 2>&1 &
 ferrite_pid=$!
 pids+=("$ferrite_pid")

@@ -136,12 +136,21 @@ pub fn run_cmd_bytes(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
     }
 }
 
-/// Runs the CLI against `s` (`-p <port>` first).
+/// Runs the CLI against `s` (`-p <port>` first) as administrator: the server's administrator
+/// secret comes through `FERRITE_CLI_AUTH`, so an `-a` among `args` takes precedence.
 pub fn cli(s: &Server, args: &[&str]) -> Run {
     let port = s.port.to_string();
     let mut all = vec!["-p", port.as_str()];
     all.extend_from_slice(args);
-    run(&all, None)
+    run_cmd(admin_cli_command(s, &all), None)
+}
+
+/// A CLI command (see [`cli_command`]) that authenticates as `s`'s administrator unless `args`
+/// give `-a`.
+pub fn admin_cli_command(s: &Server, args: &[&str]) -> Command {
+    let mut c = cli_command(args);
+    c.env("FERRITE_CLI_AUTH", s.admin_secret());
+    c
 }
 
 /// Like [`cli`], and the command must succeed.

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::common::Server;
-use crate::{cli, cli_command, cli_ok, run, server, wait_child};
+use crate::{admin_cli_command, cli, cli_ok, run, run_cmd, server, wait_child};
 
 /// Loads `n` string keys as tenant `acme` through the CLI's standard-input mode.
 fn load(s: &Server, tenant: &str, n: usize) {
@@ -58,17 +58,20 @@ fn start_watch_cutover_verify() {
 
     // Watch every migration, stdout piped: one plain line per migration and refresh.
     let port = src.port.to_string();
-    let mut watch = cli_command(&[
-        "-p",
-        &port,
-        "migrate",
-        "watch",
-        "--all",
-        "--interval-ms",
-        "100",
-        "--timeout-s",
-        "120",
-    ])
+    let mut watch = admin_cli_command(
+        &src,
+        &[
+            "-p",
+            &port,
+            "migrate",
+            "watch",
+            "--all",
+            "--interval-ms",
+            "100",
+            "--timeout-s",
+            "120",
+        ],
+    )
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -210,17 +213,20 @@ fn cancelled_migration_makes_watch_fail() {
     load(&src, "beta", 200);
     // Started while nothing runs, `watch --all` waits for a migration instead of ending.
     let port = src.port.to_string();
-    let mut watch_all = cli_command(&[
-        "-p",
-        &port,
-        "migrate",
-        "watch",
-        "--all",
-        "--interval-ms",
-        "100",
-        "--timeout-s",
-        "120",
-    ])
+    let mut watch_all = admin_cli_command(
+        &src,
+        &[
+            "-p",
+            &port,
+            "migrate",
+            "watch",
+            "--all",
+            "--interval-ms",
+            "100",
+            "--timeout-s",
+            "120",
+        ],
+    )
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -337,7 +343,7 @@ fn the_follow_hint_names_an_ipv6_host_correctly() {
     let on_src = |args: &[&str]| {
         let mut all = vec!["-h", "::1", "-p", &port];
         all.extend_from_slice(args);
-        let r = run(&all, None);
+        let r = run_cmd(admin_cli_command(&src, &all), None);
         assert_eq!(r.code, 0, "{args:?}: {r:?}");
         r.stdout
     };

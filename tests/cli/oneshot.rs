@@ -270,7 +270,8 @@ fn tenants_authenticate_and_are_isolated() {
 #[test]
 fn requirepass_needs_a_password() {
     let s = server(&["--requirepass", "secret"]);
-    let r = cli(&s, &["PING"]);
+    let port = s.port.to_string();
+    let r = run(&["-p", &port, "PING"], None);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.starts_with("(error) NOAUTH") && r.stderr.contains("-a <password>"),

@@ -163,7 +163,8 @@ fn prompt_replies_completion_auth_history_quit() {
     let history = home.path().join(".ferrite_cli_history");
     let t = Tmux::start(
         &format!(
-            "env -u FERRITE_CLI_HISTFILE -u FERRITE_CLI_AUTH HOME={} {} -p {}",
+            "env -u FERRITE_CLI_HISTFILE FERRITE_CLI_AUTH={} HOME={} {} -p {}",
+            s.admin_secret(),
             home.path().display(),
             cli_bin(),
             s.port

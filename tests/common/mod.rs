@@ -34,6 +34,10 @@ pub fn ferrite_bin() -> String {
     bin.to_string_lossy().into_owned()
 }
 
+/// The migration token every test server gets unless the test says otherwise (see
+/// [`Server::start_with`]): test servers trust each other like the servers of one cluster.
+pub const TEST_MIGRATION_TOKEN: &str = "ferrite-integration-test-token";
+
 /// A `ferrite` process; killed on drop.
 pub struct Server {
     child: Child,
@@ -41,6 +45,34 @@ pub struct Server {
     pub metrics_port: Option<u16>,
     /// Lines the server printed on stderr (its log), collected in the background.
     log: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    /// The secret that makes a connection administrator (`AUTH <secret>`).
+    admin_secret: String,
+    /// Lines the server printed on stdout.
+    stdout: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    /// This server's own directory (its administrator secret file).
+    data_dir: std::path::PathBuf,
+    /// Remove `data_dir` on drop (it was made for this server).
+    owns_data_dir: bool,
+}
+
+/// A fresh directory under the system temp dir for one test server.
+fn fresh_data_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("ferrite-test-{}-{n}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the test server's data directory");
+    dir
+}
+
+/// The value that follows `flag` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.windows(2)
+        .find(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
 }
 
 impl Server {
@@ -49,25 +81,67 @@ impl Server {
         Server::start_with(&[])
     }
 
-    /// Starts with extra command-line arguments (`--port 0` and `--metrics-addr off` are added
-    /// unless given).
+    /// Starts with extra command-line arguments. Added unless given: `--port 0`,
+    /// `--metrics-addr off`, `--log-level warn`, `--admin-secret-file` in a directory of the
+    /// server's own (the server creates the secret there; [`Server::conn`] authenticates with
+    /// it), and `--migration-token` [`TEST_MIGRATION_TOKEN`] (unless the test chooses how servers
+    /// authenticate: `--migration-token`, `--requirepass`, or a `--config` file that sets a
+    /// token).
     pub fn start_with(extra: &[&str]) -> Server {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if !extra.contains(&"--port") {
-            args.extend(["--port".into(), "0".into()]);
+        let data_dir = fresh_data_dir();
+        if !extra.contains(&"--admin-secret-file") {
+            let file = data_dir.join("admin.secret");
+            args.extend([
+                "--admin-secret-file".into(),
+                file.to_string_lossy().into_owned(),
+            ]);
         }
-        if !extra.contains(&"--metrics-addr") {
-            args.extend(["--metrics-addr".into(), "off".into()]);
+        let config_sets_token = flag_value(&args, "--config")
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .is_some_and(|text| text.lines().any(|l| l.trim_start().starts_with("token")));
+        if !extra.contains(&"--migration-token")
+            && !extra.contains(&"--requirepass")
+            && !config_sets_token
+        {
+            args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
         }
-        if !extra.contains(&"--log-level") {
-            args.extend(["--log-level".into(), "warn".into()]);
+        Server::spawn(args, None, data_dir, true)
+    }
+
+    /// Starts in working directory `dir` with the built-in defaults of everything but `--port 0`,
+    /// `--metrics-addr off` and `--log-level warn` (plus `extra`): no administrator secret file
+    /// given, no migration token, as an operator's first `ferrite` does. `dir` is the caller's
+    /// and stays; the administrator secret is read from `dir/data/admin.secret` once ready.
+    pub fn start_in_dir(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        Server::spawn(args, Some(dir), dir.to_path_buf(), false)
+    }
+
+    fn spawn(
+        mut args: Vec<String>,
+        cwd: Option<&std::path::Path>,
+        data_dir: std::path::PathBuf,
+        owns_data_dir: bool,
+    ) -> Server {
+        for (flag, default) in [
+            ("--port", "0"),
+            ("--metrics-addr", "off"),
+            ("--log-level", "warn"),
+        ] {
+            if !args.iter().any(|a| a == flag) {
+                args.extend([flag.to_string(), default.to_string()]);
+            }
         }
-        let mut child = Command::new(ferrite_bin())
+        let mut command = Command::new(ferrite_bin());
+        command
             .args(&args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ferrite");
+            .stderr(Stdio::piped());
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().expect("start ferrite");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
@@ -81,8 +155,11 @@ impl Server {
             .windows(2)
             .any(|w| w[0] == "--metrics-addr" && w[1] == "off");
         let (tx, rx) = std::sync::mpsc::channel();
+        let stdout_lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let stdout_lines2 = stdout_lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                stdout_lines2.lock().push(line.clone());
                 let port_of = |s: &str| {
                     s.trim_end_matches("/metrics")
                         .rsplit(':')
@@ -116,11 +193,27 @@ impl Server {
             }
         }
         let port = port.unwrap_or_else(|| panic!("ferrite did not become ready: {:?}", log.lock()));
+        let secret_file = match flag_value(&args, "--admin-secret-file") {
+            Some(f) => std::path::PathBuf::from(f),
+            None => cwd
+                .unwrap_or(std::path::Path::new("."))
+                .join("data/admin.secret"),
+        };
+        let admin_secret = match flag_value(&args, "--requirepass") {
+            Some(pw) => pw.to_string(),
+            None => std::fs::read_to_string(secret_file)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+        };
         Server {
             child,
             port,
             metrics_port,
             log,
+            stdout: stdout_lines,
+            admin_secret,
+            data_dir,
+            owns_data_dir,
         }
     }
 
@@ -128,20 +221,73 @@ impl Server {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's URL without credentials (an unauthenticated connection).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// A redis-rs connection.
+    /// The URL of an administrator connection (`AUTH <admin secret>` on connect).
+    pub fn admin_url(&self) -> String {
+        format!(
+            "redis://:{}@127.0.0.1:{}/",
+            urlencode(&self.admin_secret),
+            self.port
+        )
+    }
+
+    /// The secret that makes a connection administrator: `--requirepass` when the test gave
+    /// one, else the one the server generated in its own directory.
+    pub fn admin_secret(&self) -> &str {
+        &self.admin_secret
+    }
+
+    /// This server's own directory, removed when the `Server` is dropped.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// A redis-rs administrator connection (authenticated with the administrator secret).
     pub fn conn(&self) -> redis::Connection {
+        let client = redis::Client::open(self.admin_url()).expect("client");
+        client.get_connection().expect("connect")
+    }
+
+    /// A redis-rs administrator connection speaking RESP3.
+    pub fn conn3(&self) -> redis::Connection {
+        let client =
+            redis::Client::open(format!("{}?protocol=resp3", self.admin_url())).expect("client");
+        client.get_connection().expect("connect")
+    }
+
+    /// A redis-rs connection that has not authenticated: with the defaults, a user of the
+    /// `default` tenant without administrator rights.
+    pub fn anon_conn(&self) -> redis::Connection {
         let client = redis::Client::open(self.url()).expect("client");
         client.get_connection().expect("connect")
     }
 
-    /// A redis-rs connection speaking RESP3.
-    pub fn conn3(&self) -> redis::Connection {
-        let client = redis::Client::open(format!("{}?protocol=resp3", self.url())).expect("client");
+    /// A redis-rs connection authenticated as a tenant.
+    pub fn tenant_conn(&self, tenant: &str, password: &str) -> redis::Connection {
+        let url = format!(
+            "redis://{}:{}@127.0.0.1:{}/",
+            urlencode(tenant),
+            urlencode(password),
+            self.port
+        );
+        let client = redis::Client::open(url).expect("client");
         client.get_connection().expect("connect")
+    }
+
+    /// A raw TCP stream to the server that has authenticated as administrator (the `+OK` of
+    /// its AUTH already read).
+    pub fn admin_tcp(&self) -> std::net::TcpStream {
+        use std::io::Write;
+        let mut s = self.tcp();
+        let secret = &self.admin_secret;
+        write!(s, "*2\r\n$4\r\nAUTH\r\n${}\r\n{secret}\r\n", secret.len()).expect("send AUTH");
+        let reply = read_n(&mut s, 5, Duration::from_secs(10));
+        assert_eq!(reply, b"+OK\r\n", "administrator AUTH failed");
+        s
     }
 
     /// A raw TCP stream to the server.
@@ -153,6 +299,11 @@ impl Server {
 
     pub fn log(&self) -> Vec<String> {
         self.log.lock().clone()
+    }
+
+    /// What the server printed on stdout (its ready lines, where the admin secret is).
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().clone()
     }
 
     /// Waits for the process to exit by itself (e.g. after SHUTDOWN).
@@ -192,7 +343,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
+}
+
+/// Percent-encodes what a URL's user or password part cannot carry as is.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Sends raw bytes and reads whatever comes back until the peer closes or `timeout` passes.

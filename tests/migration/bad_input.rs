@@ -14,14 +14,22 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A real redis-server on a free port (killed on drop).
+/// A real redis-server on a free port (killed on drop). It accepts the test servers' migration
+/// token as a user, so that what the source finds out is that it is not a Ferrite server.
 struct Redis(std::process::Child, u16);
 
 impl Redis {
     fn start() -> Redis {
         let port = free_port();
+        let token_user = format!(">{}", crate::common::TEST_MIGRATION_TOKEN);
         let child = Command::new("redis-server")
             .args([
+                "--user",
+                "ferrite-migration",
+                "on",
+                &token_user,
+                "~*",
+                "+@all",
                 "--port",
                 &port.to_string(),
                 "--save",

@@ -7,10 +7,15 @@ use ferrite_client::{ClientError, ConnectOptions, Connection, Frame, value};
 
 use crate::common::Server;
 
+/// An administrator connection (AUTH with the server's administrator secret).
 pub async fn admin(s: &Server) -> Connection {
-    Connection::connect(ConnectOptions::new(s.addr()).command_timeout(Duration::from_secs(120)))
-        .await
-        .expect("admin connection")
+    Connection::connect(
+        ConnectOptions::new(s.addr())
+            .password(s.admin_secret())
+            .command_timeout(Duration::from_secs(120)),
+    )
+    .await
+    .expect("admin connection")
 }
 
 pub async fn tenant_conn(s: &Server, tenant: &str, pw: &str) -> Connection {

@@ -7,6 +7,13 @@ server listens on `--port 0`; the port is read from the line
 Servers are always killed on teardown, also when a test or the start-up fails. Every wait is
 bounded.
 
+Administrator access: each server gets its own temporary directory for its generated
+administrator secret (`--admin-secret-file`), and `FerriteServer.client()` authenticates with it
+(or with `--requirepass` when given), so clients are administrators as before the secure
+defaults; `anon_client()` is a connection that has not authenticated (with the defaults: the
+`default` tenant, no administrator rights). Servers share one migration token, like the servers
+of one cluster, unless the test passes `--requirepass` or `--migration-token`.
+
 Fixtures:
   server      the module's server (a `FerriteServer`)
   r2, r3      redis-py clients speaking RESP2 / RESP3, `decode_responses=True`
@@ -26,9 +33,11 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,6 +53,8 @@ STOP_TIMEOUT = 10.0
 SOCKET_TIMEOUT = 10.0
 
 REDIS_SERVER = os.environ.get("FERRITE_TEST_REDIS_SERVER")
+# What every test server presents to the others for migrations (see the module docstring).
+TEST_MIGRATION_TOKEN = "ferrite-integration-test-token"
 
 
 def ferrite_bin() -> str:
@@ -95,6 +106,9 @@ class FerriteServer:
         self.stderr_lines: list[str] = []
         self._lines: queue.Queue = queue.Queue()
         self._pumps: list[threading.Thread] = []
+        self.data_dir: str | None = None
+        # The secret that makes a connection administrator (None: no such secret).
+        self.admin_secret: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -107,7 +121,12 @@ class FerriteServer:
                 f"ferrite binary not found at {binary}: build it "
                 "(cargo build -p ferrite-server --bin ferrite) or set FERRITE_BIN"
             )
-        args = [binary, "--port", "0", "--metrics-addr", "off", "--log-level", "warn"]
+        self.data_dir = tempfile.mkdtemp(prefix="ferrite-pytest-")
+        secret_file = os.path.join(self.data_dir, "admin.secret")
+        args = [binary, "--port", "0", "--metrics-addr", "off", "--log-level", "warn",
+                "--admin-secret-file", secret_file]
+        if "--requirepass" not in self.extra_args and "--migration-token" not in self.extra_args:
+            args += ["--migration-token", TEST_MIGRATION_TOKEN]
         args += self.extra_args
         self._spawn(args)
         deadline = time.monotonic() + START_TIMEOUT
@@ -134,6 +153,10 @@ class FerriteServer:
                     addr = line[len(READY_PREFIX):].strip()
                     host, _, port = addr.rpartition(":")
                     self.host, self.port = host, int(port)
+                    self.admin_secret = self._requirepass()
+                    if self.admin_secret is None:
+                        with open(secret_file) as f:
+                            self.admin_secret = f.read().strip()
                     return self
         except BaseException:
             self.stop()
@@ -150,6 +173,8 @@ class FerriteServer:
                 args += ["--requirepass", next(it)]
             else:
                 raise RuntimeError(f"no redis-server equivalent for {a}")
+        # Redis's default user needs no password; with requirepass, that is the admin secret.
+        self.admin_secret = self._requirepass()
         self._spawn(args)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -162,6 +187,13 @@ class FerriteServer:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("redis-server did not start")
+
+    def _requirepass(self) -> str | None:
+        args = self.extra_args
+        for i, a in enumerate(args[:-1]):
+            if a == "--requirepass":
+                return args[i + 1]
+        return None
 
     def _spawn(self, args: list[str]):
         self.proc = subprocess.Popen(
@@ -206,6 +238,8 @@ class FerriteServer:
                 s.close()
             except Exception:
                 pass
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def panics(self) -> list[str]:
         return [line for line in self.stderr_lines if "panicked" in line]
@@ -223,6 +257,13 @@ class FerriteServer:
         return (self.host, self.port)
 
     def client(self, protocol: int = 2, raw: bool = False, **kw) -> redis.Redis:
+        """An administrator client, unless `password` (and `username`) say otherwise."""
+        if "password" not in kw and self.admin_secret:
+            kw["password"] = self.admin_secret
+        return self.anon_client(protocol=protocol, raw=raw, **kw)
+
+    def anon_client(self, protocol: int = 2, raw: bool = False, **kw) -> redis.Redis:
+        """A client that authenticates only if `password` is given."""
         kw.setdefault("socket_timeout", SOCKET_TIMEOUT)
         kw.setdefault("socket_connect_timeout", SOCKET_TIMEOUT)
         kw.setdefault("decode_responses", True)

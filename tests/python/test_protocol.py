@@ -148,7 +148,10 @@ def encode(*args) -> bytes:
 
 @pytest.fixture
 def wire(server):
+    """A raw administrator connection (AUTH with the server's administrator secret)."""
     w = Wire(server)
+    if server.admin_secret:
+        assert w.cmd("AUTH", server.admin_secret) == b"+OK\r\n"
     yield w
     w.close()
 

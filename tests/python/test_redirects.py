@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,8 +32,13 @@ class Ferrite:
     """A ferrite process on a free loopback port; stop() kills it."""
 
     def __init__(self):
+        # Its own directory for the generated administrator secret; the two servers of a test
+        # share a migration token, like the servers of one cluster.
+        self.dir = tempfile.TemporaryDirectory(prefix="ferrite-redirects-")
+        secret_file = os.path.join(self.dir.name, "admin.secret")
         self.proc = subprocess.Popen(
-            [ferrite_bin(), "--port", "0", "--metrics-addr", "off", "--log-level", "warn"],
+            [ferrite_bin(), "--port", "0", "--metrics-addr", "off", "--log-level", "warn",
+             "--admin-secret-file", secret_file, "--migration-token", "ferrite-redirects-test"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -49,17 +55,20 @@ class Ferrite:
         if self.port is None:
             self.stop()
             pytest.fail("ferrite did not become ready")
+        with open(secret_file) as f:
+            self.admin_secret = f.read().strip()
 
     @property
     def addr(self):
         return f"127.0.0.1:{self.port}"
 
     def admin(self):
-        return redis.Redis(port=self.port, socket_timeout=TIMEOUT)
+        return redis.Redis(port=self.port, password=self.admin_secret, socket_timeout=TIMEOUT)
 
     def stop(self):
         self.proc.kill()
         self.proc.wait(timeout=TIMEOUT)
+        self.dir.cleanup()
 
 
 def as_dict(reply):

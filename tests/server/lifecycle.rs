@@ -78,7 +78,7 @@ fn metrics_endpoint_serves_prometheus_text() {
 #[test]
 fn shutdown_command_finishes_replies_and_exits() {
     let mut s = Server::start();
-    let mut t = s.tcp();
+    let mut t = s.admin_tcp();
     // A pipeline whose last command is SHUTDOWN: every earlier reply arrives first.
     let got = raw_exchange(
         &mut t,
@@ -108,7 +108,7 @@ fn sigterm_shuts_down_gracefully() {
 #[test]
 fn requirepass_and_admin_rights() {
     let s = Server::start_with(&["--requirepass", "secret"]);
-    let mut c = s.conn();
+    let mut c = s.anon_conn();
     let e = redis::cmd("GET")
         .arg("k")
         .query::<redis::Value>(&mut c)

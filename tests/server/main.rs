@@ -6,6 +6,8 @@ mod common;
 
 mod bad_input;
 mod basics;
+mod encodings;
 mod lifecycle;
 mod metrics_lint;
+mod rdb_interop;
 mod tenancy;

@@ -39,7 +39,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BIN" --port 0 --metrics-addr off --log-level warn >"$WORK/stdout" 2>"$WORK/stderr" &
+# The generated administrator secret goes to $WORK (not ./data); the checks below run as the
+# `default` tenant without AUTH, as a local redis-cli user does, except where they export
+# REDISCLI_AUTH for an administrative command.
+"$BIN" --port 0 --metrics-addr off --log-level warn --admin-secret-file "$WORK/admin.secret" \
+  >"$WORK/stdout" 2>"$WORK/stderr" &
 PID=$!
 
 # Bounded wait (15 s) for "Ferrite ready to accept connections on 127.0.0.1:<port>".
@@ -140,7 +144,12 @@ expect_eq "-3 SMEMBERS of nothing is a set" "(empty set)" "$(cli -3 --no-raw SME
 expect_eq "-3 GET missing is null" "(nil)" "$(cli -3 --no-raw GET nope)"
 expect_eq "-3 HELLO proto" "3" "$(cli -3 HELLO 3 | sed -n 's/^proto //p')"
 expect_eq "-3 HELLO server" "ferrite" "$(cli -3 HELLO 3 | sed -n 's/^server //p')"
-expect_eq "-3 CONFIG GET is a map" '1# "maxclients" => "10000"' "$(cli -3 --no-raw CONFIG GET maxclients)"
+# CONFIG is administrative: the administrator secret through REDISCLI_AUTH, as an operator would.
+expect_eq "-3 CONFIG GET is a map" '1# "maxclients" => "10000"' \
+  "$(REDISCLI_AUTH=$(cat "$WORK/admin.secret") cli -3 --no-raw CONFIG GET maxclients)"
+expect_eq "CONFIG without the administrator secret" \
+  "(error) NOPERM this connection has no permission to run the 'config' command (administrators only)" \
+  "$(cli -3 --no-raw CONFIG GET maxclients)"
 
 # ---- a script of commands on stdin ----------------------------------------------------------------
 cat >"$WORK/script.txt" <<'EOF'

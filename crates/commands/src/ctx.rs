@@ -1,6 +1,6 @@
 //! What a data command runs with.
 
-use ferrite_protocol::ReplyWriter;
+use ferrite_protocol::{Args, ReplyWriter};
 use ferrite_storage::Db;
 use rand::rngs::SmallRng;
 
@@ -44,4 +44,52 @@ pub struct Ctx<'a, 'w> {
     /// Largest string a command may build (SETRANGE, APPEND): `proto-max-bulk-len`.
     pub max_bulk: usize,
     pub garbage: &'a mut Garbage,
+}
+
+/// A data command's function.
+pub type DataFn = fn(&mut Ctx<'_, '_>, Args<'_>) -> crate::CmdResult;
+
+impl Ctx<'_, '_> {
+    /// Runs a data command and hands its write effects to the keyspace's subscribers, still under
+    /// the lock (see `ferrite_storage::effects`). Every execution path runs data commands through
+    /// this, so no write escapes the journal.
+    pub fn run(&mut self, f: DataFn, args: Args<'_>) -> crate::CmdResult {
+        let mark = self.db.effects_begin();
+        let result = f(self, args);
+        if !self.db.wants_effects() {
+            self.db.effects_end(mark, self.now, &[]);
+            return result;
+        }
+        // The request as slices, on the stack for the usual handful of arguments.
+        const INLINE: usize = 8;
+        let mut inline: [&[u8]; INLINE] = [&[]; INLINE];
+        let heap: Vec<&[u8]>;
+        let request: &[&[u8]] = if args.len() <= INLINE {
+            for (slot, a) in inline.iter_mut().zip(args.iter()) {
+                *slot = a;
+            }
+            &inline[..args.len()]
+        } else {
+            heap = args.iter().collect();
+            &heap
+        };
+        self.db.effects_end(mark, self.now, request);
+        result
+    }
+
+    /// Someone subscribes to this keyspace's effects: a command that describes its effects
+    /// itself needs to build them only then.
+    #[inline]
+    pub fn wants_effects(&self) -> bool {
+        self.db.wants_effects()
+    }
+
+    /// Records one effect of the running command in place of its request (Redis's
+    /// `alsoPropagate` with the original suppressed): commands whose outcome depends on the
+    /// clock, randomness or float formatting call this, in order, for what they changed.
+    pub fn propagate(&mut self, argv: &[&[u8]]) {
+        if self.db.wants_effects() {
+            self.db.propagate(argv.iter().map(|a| a.to_vec()).collect());
+        }
+    }
 }

@@ -450,6 +450,8 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             .into_bytes();
         Ok((text.clone(), text))
     })?;
+    // Float formatting may differ elsewhere: journal the result, as Redis does.
+    ctx.propagate(&[b"HSET", args.get(1), args.get(2), &text]);
     ctx.w.bulk(&text);
     Ok(())
 }

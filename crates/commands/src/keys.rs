@@ -443,11 +443,16 @@ fn expire_generic(
         ctx.w.int(0);
         return Ok(());
     }
+    let key = args.get(1);
     if when <= now as i64 {
         let e = o.remove();
         ctx.garbage.defer(e.value().elements(), e);
+        ctx.propagate(&[b"DEL", key]);
     } else {
         o.get_mut().set_expire_at(Some(when as u64));
+        drop(o);
+        // Journaled as the absolute millisecond, whatever the unit and flags were.
+        ctx.propagate(&[b"PEXPIREAT", key, when.to_string().as_bytes()]);
     }
     ctx.w.int(1);
     Ok(())

@@ -3,25 +3,39 @@
 //! decides *whether* a command may run (auth, ownership, quotas, write gates) and this crate
 //! decides *what it does*.
 //!
-//! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`].
+//! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`];
+//! [`bitmaps`] and [`hyperloglog`] work on strings, [`geo`] on sorted sets;
+//! [`zset_algebra`] combines and samples sorted sets. [`dump`] serializes values as Redis does. [`settings`] holds the server-wide values
+//! (CONFIG parameters) that commands read.
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
-//! [`syntax`] gives every command's arguments for `COMMAND DOCS`.
+//! [`syntax`] gives every command's arguments for `COMMAND DOCS`. [`Ctx::run`] runs a data command
+//! and publishes its write effects; [`replay`] applies effects back (log loading, tests).
 
+pub mod bitmaps;
 pub mod ctx;
+pub mod dump;
+pub mod geo;
 pub mod hashes;
+pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
+pub mod object;
+pub mod replay;
 pub mod server_specs;
 pub mod sets;
+pub mod settings;
 pub mod spec;
 pub mod strings;
 pub mod syntax;
 pub mod testing;
 pub mod util;
+pub mod zset_algebra;
 pub mod zsets;
 
 #[cfg(test)]
+mod effects_tests;
+#[cfg(test)]
 mod model_tests;
 
-pub use ctx::{Ctx, Garbage};
+pub use ctx::{Ctx, DataFn, Garbage};
 pub use spec::{CmdResult, CommandSpec, Creates, Handler, flags, lookup, lookup_indexed};

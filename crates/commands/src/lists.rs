@@ -165,6 +165,15 @@ pub const COMMANDS: &[CommandSpec] = &[
          Deletes the list if the last element was popped.",
         rpoplpush,
     ),
+    cmd(
+        "lmpop",
+        -4,
+        WRITE,
+        crate::spec::NO_KEYS,
+        Creates::Nothing,
+        "Returns multiple elements from a list after removing them. Deletes the list if the last element was popped.",
+        lmpop,
+    ),
 ];
 
 /// Which end of a list an operation works on.
@@ -290,6 +299,38 @@ fn lpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 fn rpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     pop_generic(ctx, args, End::Right, "rpop")
+}
+
+/// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT n]: pops from the first existing list (whose
+/// type alone is checked, as in Redis).
+fn lmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (keys, word, count) = crate::zset_algebra::parse_mpop(&args, 1)?;
+    let end = if word.eq_ignore_ascii_case(b"LEFT") {
+        End::Left
+    } else if word.eq_ignore_ascii_case(b"RIGHT") {
+        End::Right
+    } else {
+        return Err(ErrorReply::syntax());
+    };
+    let now = ctx.now;
+    for key in keys.iter() {
+        let Slot::Occupied(mut o) = ctx.db.entry(key, now) else {
+            continue;
+        };
+        let l = as_list_mut(o.get_mut())?;
+        let n = count.min(l.len());
+        let popped: Vec<Box<[u8]>> = std::iter::from_fn(|| pop(l, end)).take(n).collect();
+        drop(o);
+        ctx.w.array(2);
+        ctx.w.bulk(key);
+        ctx.w.array(popped.len());
+        for e in &popped {
+            ctx.w.bulk(e);
+        }
+        return Ok(());
+    }
+    ctx.w.null_array();
+    Ok(())
 }
 
 fn llen(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {

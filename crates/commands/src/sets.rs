@@ -255,12 +255,14 @@ fn spop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     }
     let key = args.get(1);
     if args.len() == 2 {
-        match ctx.db.entry(key, ctx.now) {
-            Slot::Occupied(mut o) => {
-                let m = as_set_mut(o.get_mut())?.pop_random(ctx.rng);
-                ctx.w.opt_bulk(m.as_deref());
-            }
-            Slot::Vacant(_) => ctx.w.null(),
+        let popped = match ctx.db.entry(key, ctx.now) {
+            Slot::Occupied(mut o) => as_set_mut(o.get_mut())?.pop_random(ctx.rng),
+            Slot::Vacant(_) => None,
+        };
+        ctx.w.opt_bulk(popped.as_deref());
+        // Random: journaled as the member it removed.
+        if let Some(m) = popped {
+            ctx.propagate(&[b"SREM", key, &m]);
         }
         return Ok(());
     }
@@ -270,6 +272,7 @@ fn spop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .ok()
         .filter(|n| *n >= 0)
         .ok_or_else(ErrorReply::must_be_positive)? as u64;
+    let journal = ctx.wants_effects();
     let mut o = match ctx.db.entry(key, ctx.now) {
         Slot::Occupied(o) => o,
         Slot::Vacant(_) => {
@@ -286,13 +289,27 @@ fn spop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             ctx.w.bulk(m);
         }
         ctx.garbage.defer(s.len(), e);
+        ctx.propagate(&[b"DEL", key]);
         return Ok(());
     }
     ctx.w.set(count as usize);
+    let mut popped: Vec<Box<[u8]>> = Vec::new();
     for _ in 0..count {
         // count < len, so the set never runs dry here.
         let m = s.pop_random(ctx.rng);
         ctx.w.bulk(m.as_deref().unwrap_or_default());
+        if let (true, Some(m)) = (journal, m) {
+            popped.push(m);
+        }
+    }
+    drop(o);
+    // Random: journaled as the members it removed.
+    if !popped.is_empty() {
+        let mut argv: Vec<&[u8]> = Vec::with_capacity(popped.len() + 2);
+        argv.push(b"SREM");
+        argv.push(key);
+        argv.extend(popped.iter().map(|m| &m[..]));
+        ctx.propagate(&argv);
     }
     Ok(())
 }

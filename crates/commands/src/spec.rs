@@ -56,6 +56,9 @@ pub enum Creates {
     SecondKey,
     /// Every key argument (MSET, MSETNX).
     AllKeys,
+    /// The argument after the last of these option words, if present (GEORADIUS ... STORE key,
+    /// SORT ... STORE key): a destination outside the key positions.
+    KeyAfter(&'static [&'static str]),
 }
 
 /// How a command is run.
@@ -137,6 +140,12 @@ impl CommandSpec {
                 keys.dedup();
                 keys
             }
+            Creates::KeyAfter(tokens) => (1..args.len().saturating_sub(1))
+                .rev()
+                .find(|&i| tokens.iter().any(|t| args.is(i, t)))
+                .map(|i| args.get(i + 1))
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -148,9 +157,8 @@ impl CommandSpec {
             "generic" => v.push("keyspace"),
             "sorted-set" => v.push("sortedset"),
             "transactions" => v.push("transaction"),
-            "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration" => {
-                v.push(self.group)
-            }
+            "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration"
+            | "bitmap" | "hyperloglog" | "geo" => v.push(self.group),
             _ => {}
         }
         if self.has(flags::WRITE) {
@@ -247,10 +255,16 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::server_specs::COMMANDS);
         v.extend_from_slice(crate::strings::COMMANDS);
         v.extend_from_slice(crate::keys::COMMANDS);
+        v.extend_from_slice(crate::object::COMMANDS);
         v.extend_from_slice(crate::lists::COMMANDS);
         v.extend_from_slice(crate::hashes::COMMANDS);
         v.extend_from_slice(crate::sets::COMMANDS);
         v.extend_from_slice(crate::zsets::COMMANDS);
+        v.extend_from_slice(crate::bitmaps::COMMANDS);
+        v.extend_from_slice(crate::hyperloglog::COMMANDS);
+        v.extend_from_slice(crate::geo::COMMANDS);
+        v.extend_from_slice(crate::zset_algebra::COMMANDS);
+        v.extend_from_slice(crate::dump::COMMANDS);
         v
     })
 }

@@ -204,6 +204,15 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Overwrites part of a string value from an offset.",
         setrange,
     ),
+    cmd(
+        "lcs",
+        -3,
+        READONLY,
+        (1, 2, 1),
+        Creates::Nothing,
+        "Finds the longest common substring.",
+        lcs,
+    ),
 ];
 
 /// Expiry options shared by SET and GETEX.
@@ -317,39 +326,57 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let key = args.get(1);
     let value = args.get(2);
     let now = ctx.now;
-    let slot = ctx.db.entry(key, now);
-    let old: Option<Option<Vec<u8>>> = match (&slot, get_old) {
-        (Slot::Occupied(o), true) => Some(Some(as_str(o.get())?.as_bytes().to_vec())),
-        (Slot::Vacant(_), true) => Some(None),
-        _ => None,
-    };
-    let exists = matches!(slot, Slot::Occupied(_));
-    let proceed = !(nx && exists || xx && !exists);
-    if proceed {
-        let new_expire = match expire {
-            ExpireOpt::At(t) => Some(t),
-            ExpireOpt::KeepTtl => match &slot {
-                Slot::Occupied(o) => o.get().expire_at(),
-                Slot::Vacant(_) => None,
-            },
+    let (old, proceed, removed) = {
+        let slot = ctx.db.entry(key, now);
+        let old: Option<Option<Vec<u8>>> = match (&slot, get_old) {
+            (Slot::Occupied(o), true) => Some(Some(as_str(o.get())?.as_bytes().to_vec())),
+            (Slot::Vacant(_), true) => Some(None),
             _ => None,
         };
-        let value = Value::Str(StrValue::new(value.to_vec()));
-        match slot {
-            Slot::Occupied(o) if new_expire.is_some_and(|t| t <= now) => {
-                let e = o.remove();
-                ctx.garbage.defer(e.value().elements(), e);
-            }
-            Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => {}
-            Slot::Occupied(mut o) => {
-                let old = o.swap_value(value);
-                o.get_mut().set_expire_at(new_expire);
-                ctx.garbage.defer(old.elements(), old);
-            }
-            Slot::Vacant(v) => v.insert(value, new_expire),
+        let exists = matches!(slot, Slot::Occupied(_));
+        let proceed = !(nx && exists || xx && !exists);
+        if proceed {
+            let new_expire = match expire {
+                ExpireOpt::At(t) => Some(t),
+                ExpireOpt::KeepTtl => match &slot {
+                    Slot::Occupied(o) => o.get().expire_at(),
+                    Slot::Vacant(_) => None,
+                },
+                _ => None,
+            };
+            let stored = Value::Str(StrValue::new(value.to_vec()));
+            let removed = match slot {
+                Slot::Occupied(o) if new_expire.is_some_and(|t| t <= now) => {
+                    let e = o.remove();
+                    ctx.garbage.defer(e.value().elements(), e);
+                    true
+                }
+                Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => false,
+                Slot::Occupied(mut o) => {
+                    let old = o.swap_value(stored);
+                    o.get_mut().set_expire_at(new_expire);
+                    ctx.garbage.defer(old.elements(), old);
+                    false
+                }
+                Slot::Vacant(v) => {
+                    v.insert(stored, new_expire);
+                    false
+                }
+            };
+            (old, proceed, removed)
+        } else {
+            drop(slot);
+            (old, proceed, false)
         }
-    } else {
-        drop(slot);
+    };
+    // A relative or second-based expiry is journaled as the absolute millisecond it resolved
+    // to, as Redis propagates SET ... PXAT.
+    if let (true, ExpireOpt::At(t)) = (proceed, expire) {
+        if removed {
+            ctx.propagate(&[b"DEL", key]);
+        } else if t > now {
+            ctx.propagate(&[b"SET", key, value, b"PXAT", t.to_string().as_bytes()]);
+        }
     }
     match old {
         Some(v) => ctx.w.opt_bulk(v.as_deref()),
@@ -383,6 +410,13 @@ fn setex_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, unit: &str, name: &str) 
     let n = args.int(2)?;
     let at = absolute_expiry(unit, n, ctx.now, name)?;
     put(ctx, args.get(1), args.get(3), Some(at));
+    ctx.propagate(&[
+        b"SET",
+        args.get(1),
+        args.get(3),
+        b"PXAT",
+        at.to_string().as_bytes(),
+    ]);
     ctx.w.ok();
     Ok(())
 }
@@ -406,13 +440,20 @@ fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn getdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    match ctx.db.entry(args.get(1), ctx.now) {
+    let removed = match ctx.db.entry(args.get(1), ctx.now) {
         Slot::Occupied(o) => {
             as_str(o.get())?;
             let e = o.remove();
             ctx.w.bulk(as_str(&e)?.as_bytes());
+            true
         }
-        Slot::Vacant(_) => ctx.w.null(),
+        Slot::Vacant(_) => {
+            ctx.w.null();
+            false
+        }
+    };
+    if removed {
+        ctx.propagate(&[b"DEL", args.get(1)]);
     }
     Ok(())
 }
@@ -431,21 +472,43 @@ fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
     }
     let now = ctx.now;
-    match ctx.db.entry(args.get(1), now) {
+    let key = args.get(1);
+    // What to journal: the expiry resolved to an absolute time, as Redis propagates GETEX.
+    let effect: Option<Vec<Vec<u8>>> = match ctx.db.entry(key, now) {
         Slot::Occupied(mut o) => {
             let value = as_str(o.get())?.as_bytes().to_vec();
             let opt = words.resolve(&args, now, "getex")?;
-            match opt {
+            let had_ttl = o.get().expire_at().is_some();
+            let effect = match opt {
                 ExpireOpt::At(t) if t <= now => {
                     o.remove();
+                    Some(vec![b"DEL".to_vec(), key.to_vec()])
                 }
-                ExpireOpt::At(t) => o.get_mut().set_expire_at(Some(t)),
-                ExpireOpt::Persist => o.get_mut().set_expire_at(None),
-                _ => {}
-            }
+                ExpireOpt::At(t) => {
+                    o.get_mut().set_expire_at(Some(t));
+                    Some(vec![
+                        b"PEXPIREAT".to_vec(),
+                        key.to_vec(),
+                        t.to_string().into_bytes(),
+                    ])
+                }
+                ExpireOpt::Persist => {
+                    o.get_mut().set_expire_at(None);
+                    had_ttl.then(|| vec![b"PERSIST".to_vec(), key.to_vec()])
+                }
+                _ => None,
+            };
             ctx.w.bulk(&value);
+            effect
         }
-        Slot::Vacant(_) => ctx.w.null(),
+        Slot::Vacant(_) => {
+            ctx.w.null();
+            None
+        }
+    };
+    if let Some(argv) = effect {
+        let parts: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+        ctx.propagate(&parts);
     }
     Ok(())
 }
@@ -563,6 +626,8 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             text
         }
     };
+    // Float formatting may differ elsewhere: journal the result, as Redis does.
+    ctx.propagate(&[b"SET", key, &text, b"KEEPTTL"]);
     ctx.w.bulk(&text);
     Ok(())
 }
@@ -665,6 +730,136 @@ fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
     };
     ctx.w.int(len as i64);
+    Ok(())
+}
+
+/// LCS: the longest common subsequence of two strings, by dynamic programming over a table of
+/// (len(a)+1)·(len(b)+1) counters, which may not exceed `proto-max-bulk-len` bytes (as in Redis).
+fn lcs(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let now = ctx.now;
+    let mut strings: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for (i, s) in strings.iter_mut().enumerate() {
+        match ctx.db.get(args.get(i + 1), now).map(|e| e.value()) {
+            Some(Value::Str(v)) => *s = v.as_bytes().to_vec(),
+            Some(_) => {
+                return Err(ErrorReply::err(
+                    "The specified keys must contain string values",
+                ));
+            }
+            None => {}
+        }
+    }
+    let (mut get_len, mut get_idx, mut with_len, mut min_len) = (false, false, false, 0i64);
+    let mut j = 3;
+    while j < args.len() {
+        let more = args.len() - 1 - j;
+        match args.get(j).to_ascii_uppercase().as_slice() {
+            b"IDX" => get_idx = true,
+            b"LEN" => get_len = true,
+            b"WITHMATCHLEN" => with_len = true,
+            b"MINMATCHLEN" if more > 0 => {
+                min_len = args.int(j + 1)?.max(0);
+                j += 1;
+            }
+            _ => return Err(ErrorReply::syntax()),
+        }
+        j += 1;
+    }
+    if get_len && get_idx {
+        return Err(ErrorReply::err(
+            "If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    let [a, b] = &strings;
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen as u128 + 1) * (blen as u128 + 1);
+    if cells * 4 > ctx.max_bulk as u128 {
+        return Err(ErrorReply::err(
+            "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
+    }
+    let width = blen + 1;
+    let mut t = vec![0u32; cells as usize];
+    for i in 1..=alen {
+        for k in 1..=blen {
+            t[i * width + k] = if a[i - 1] == b[k - 1] {
+                t[(i - 1) * width + k - 1] + 1
+            } else {
+                t[(i - 1) * width + k].max(t[i * width + k - 1])
+            };
+        }
+    }
+    let total = t[alen * width + blen] as usize;
+    if get_len {
+        ctx.w.int(total as i64);
+        return Ok(());
+    }
+    // Walk back from the end, collecting the subsequence and the ranges of matching runs
+    // (Redis's traceback, ranges emitted from the end of the strings).
+    let mut result = vec![0u8; total];
+    let mut idx = total;
+    let mut ranges: Vec<[usize; 4]> = Vec::new();
+    let (mut i, mut k) = (alen, blen);
+    let none = alen;
+    let (mut a_start, mut a_end, mut b_start, mut b_end) = (none, 0, 0, 0);
+    while i > 0 && k > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[k - 1] {
+            result[idx - 1] = a[i - 1];
+            if a_start == none {
+                (a_start, a_end, b_start, b_end) = (i - 1, i - 1, k - 1, k - 1);
+            } else if a_start == i && b_start == k {
+                a_start -= 1;
+                b_start -= 1;
+            } else {
+                emit = true;
+            }
+            if a_start == 0 || b_start == 0 {
+                emit = true;
+            }
+            idx -= 1;
+            i -= 1;
+            k -= 1;
+        } else {
+            if t[(i - 1) * width + k] > t[i * width + k - 1] {
+                i -= 1;
+            } else {
+                k -= 1;
+            }
+            if a_start != none {
+                emit = true;
+            }
+        }
+        if emit {
+            let match_len = a_end - a_start + 1;
+            if min_len == 0 || match_len as i64 >= min_len {
+                ranges.push([a_start, a_end, b_start, b_end]);
+            }
+            a_start = none;
+        }
+    }
+    if !get_idx {
+        ctx.w.bulk(&result);
+        return Ok(());
+    }
+    let w = &mut *ctx.w;
+    w.map(2);
+    w.bulk(b"matches");
+    w.array(ranges.len());
+    for [a0, a1, b0, b1] in ranges {
+        w.array(2 + usize::from(with_len));
+        w.array(2);
+        w.int(a0 as i64);
+        w.int(a1 as i64);
+        w.array(2);
+        w.int(b0 as i64);
+        w.int(b1 as i64);
+        if with_len {
+            w.int((a1 - a0 + 1) as i64);
+        }
+    }
+    w.bulk(b"len");
+    w.int(total as i64);
     Ok(())
 }
 
@@ -989,6 +1184,35 @@ mod tests {
             ),
         ]);
         t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn lcs() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["MSET", "key1", "ohmytext", "key2", "mynewtext"], "+OK\r\n"),
+            (&["LCS", "key1", "key2"], "$6\r\nmytext\r\n"),
+            (&["LCS", "key1", "key2", "LEN"], ":6\r\n"),
+            (
+                &["LCS", "key1", "key2", "IDX"],
+                "*4\r\n$7\r\nmatches\r\n*2\r\n*2\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n*2\r\n*2\r\n:2\r\n:3\r\n*2\r\n:0\r\n:1\r\n$3\r\nlen\r\n:6\r\n",
+            ),
+            (
+                &["LCS", "key1", "key2", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"],
+                "*4\r\n$7\r\nmatches\r\n*1\r\n*3\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n:4\r\n$3\r\nlen\r\n:6\r\n",
+            ),
+            (
+                &["LCS", "key1", "key2", "LEN", "IDX"],
+                "-ERR If you want both the length and indexes, please just use IDX.\r\n",
+            ),
+            (&["LCS", "key1", "none"], "$0\r\n\r\n"),
+            (&["LCS", "key1", "key2", "BOGUS"], "-ERR syntax error\r\n"),
+            (&["RPUSH", "l", "x"], ":1\r\n"),
+            (
+                &["LCS", "key1", "l"],
+                "-ERR The specified keys must contain string values\r\n",
+            ),
+        ]);
     }
 
     #[test]

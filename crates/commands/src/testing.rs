@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use ferrite_protocol::{ErrorReply, OwnedRequest, Protocol, ReplyWriter};
-use ferrite_storage::Keyspace;
+use ferrite_storage::{Db, Keyspace};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
@@ -41,37 +41,23 @@ impl TestDb {
     }
 
     pub fn run_bytes<S: AsRef<[u8]>>(&mut self, argv: &[S]) -> Vec<u8> {
-        let req = OwnedRequest::from_parts(argv.iter().map(|a| a.as_ref()));
-        let args = req.args();
-        let mut out = BytesMut::new();
-        let mut w = ReplyWriter::new(&mut out, self.proto);
-        let result = match lookup(args.get(0)) {
-            None => Err(ErrorReply::unknown_command(
-                args.get(0),
-                args.tail(1).iter(),
-            )),
-            Some(spec) if !spec.arity_ok(args.len()) => Err(ErrorReply::wrong_arity(spec.name)),
-            Some(spec) => match spec.handler {
-                Handler::Data(f) => {
-                    let mut db = self.keyspace.lock();
-                    let mut garbage = Garbage::default();
-                    let mut ctx = Ctx {
-                        db: &mut db,
-                        w: &mut w,
-                        now: self.now,
-                        rng: &mut self.rng,
-                        max_bulk: 512 * 1024 * 1024,
-                        garbage: &mut garbage,
-                    };
-                    f(&mut ctx, args)
-                }
-                Handler::Server => Err(ErrorReply::err("server command in data test harness")),
-            },
-        };
-        if let Err(e) = result {
-            w.error(&e);
-        }
-        out.to_vec()
+        let mut db = self.keyspace.lock();
+        run_locked(&mut db, self.now, self.proto, &mut self.rng, argv)
+    }
+
+    /// Runs commands under one lock, as EXEC does (their effects are published together).
+    pub fn run_transaction<S: AsRef<[u8]>>(&mut self, commands: &[Vec<S>]) -> Vec<String> {
+        let mut db = self.keyspace.lock();
+        db.begin_atomic();
+        let replies = commands
+            .iter()
+            .map(|argv| {
+                let r = run_locked(&mut db, self.now, self.proto, &mut self.rng, argv);
+                String::from_utf8_lossy(&r).into_owned()
+            })
+            .collect();
+        db.end_atomic(self.now);
+        replies
     }
 
     /// Runs a sequence of (argv, expected RESP) pairs, failing with the step that differed.
@@ -91,4 +77,44 @@ impl TestDb {
             "digest drifted from content"
         );
     }
+}
+
+/// Runs one command against a locked keyspace and returns its reply.
+fn run_locked<S: AsRef<[u8]>>(
+    db: &mut Db,
+    now: u64,
+    proto: Protocol,
+    rng: &mut SmallRng,
+    argv: &[S],
+) -> Vec<u8> {
+    let req = OwnedRequest::from_parts(argv.iter().map(|a| a.as_ref()));
+    let args = req.args();
+    let mut out = BytesMut::new();
+    let mut w = ReplyWriter::new(&mut out, proto);
+    let result = match lookup(args.get(0)) {
+        None => Err(ErrorReply::unknown_command(
+            args.get(0),
+            args.tail(1).iter(),
+        )),
+        Some(spec) if !spec.arity_ok(args.len()) => Err(ErrorReply::wrong_arity(spec.name)),
+        Some(spec) => match spec.handler {
+            Handler::Data(f) => {
+                let mut garbage = Garbage::default();
+                let mut ctx = Ctx {
+                    db,
+                    w: &mut w,
+                    now,
+                    rng,
+                    max_bulk: 512 * 1024 * 1024,
+                    garbage: &mut garbage,
+                };
+                ctx.run(f, args)
+            }
+            Handler::Server => Err(ErrorReply::err("server command in data test harness")),
+        },
+    };
+    if let Err(e) = result {
+        w.error(&e);
+    }
+    out.to_vec()
 }

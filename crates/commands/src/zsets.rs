@@ -352,15 +352,17 @@ fn parse_lex_range<'a>(min: &'a [u8], max: &'a [u8]) -> Result<(Lex<'a>, Lex<'a>
 // ---------------------------------------------------------------------------------------------
 // Range selection
 
-/// Members within a lexicographical range. Lex ranges assume all scores are equal; with mixed
-/// scores this walks the (score, member) order exactly as Redis does for small sets: start at the
-/// first member inside the near bound and stop at the first one past the far bound.
-fn lex_range<'s>(
-    z: &'s ZSetValue,
-    min: Lex<'s>,
-    max: Lex<'s>,
-    rev: bool,
-) -> Box<dyn Iterator<Item = (&'s [u8], f64)> + 's> {
+/// Sorted sets up to this size are walked linearly by lex ranges, as Redis walks a listpack (its
+/// encoding up to `zset-max-listpack-entries`, 128 by default); larger ones are searched.
+const LEX_LINEAR_MAX: usize = 128;
+
+/// Rank bounds `[start, end)` of the members within a lexicographical range, walking in the
+/// given direction. Lex ranges assume all scores are equal; then this is exactly the members
+/// inside the range. With mixed scores Redis's result depends on the encoding, and so does this
+/// one's, the same way: a small set is walked from the near end (the first member inside the
+/// near bound up to the first one past the far bound), a large one is searched for both bounds
+/// by descents of the skiplist, O(log n).
+fn lex_ranks(z: &ZSetValue, min: Lex<'_>, max: Lex<'_>, rev: bool) -> (usize, usize) {
     let order = min.cmp_value(max);
     let empty = order == Ordering::Greater
         || (order == Ordering::Equal && (min.exclusive() || max.exclusive()));
@@ -369,59 +371,70 @@ fn lex_range<'s>(
         _ => false,
     };
     if empty || !ends_fit {
-        return Box::new(std::iter::empty());
+        return (0, 0);
     }
-    if rev {
-        Box::new(
-            z.iter()
+    if z.len() <= LEX_LINEAR_MAX {
+        let items: Vec<&[u8]> = z.iter().map(|(m, _)| m).collect();
+        if rev {
+            let Some(last) = items.iter().rposition(|m| max.above(m)) else {
+                return (0, 0);
+            };
+            let inside = items[..=last]
+                .iter()
                 .rev()
-                .skip_while(move |(m, _)| !max.above(m))
-                .take_while(move |(m, _)| min.below(m)),
-        )
+                .take_while(|m| min.below(m))
+                .count();
+            (last + 1 - inside, last + 1)
+        } else {
+            let start = items
+                .iter()
+                .position(|m| min.below(m))
+                .unwrap_or(items.len());
+            let inside = items[start..].iter().take_while(|m| max.above(m)).count();
+            (start, start + inside)
+        }
     } else {
-        Box::new(
-            z.iter()
-                .skip_while(move |(m, _)| !min.below(m))
-                .take_while(move |(m, _)| max.above(m)),
-        )
+        let start = z.count_before(|_, m| !min.below(m));
+        let end = z.count_before(|_, m| max.above(m));
+        (start, end.max(start))
     }
 }
 
-/// `count` members from position `skip` (0-based, in the given direction), walking from whichever
-/// end of the set is nearer.
+/// `count` members from position `skip` (0-based, in the given direction). O(log n + count).
 fn by_rank(z: &ZSetValue, skip: usize, count: usize, rev: bool) -> Vec<(&[u8], f64)> {
     let len = z.len();
     let count = count.min(len.saturating_sub(skip));
-    if skip <= len / 2 {
-        return if rev {
-            z.iter().rev().skip(skip).take(count).collect()
-        } else {
-            z.iter().skip(skip).take(count).collect()
-        };
-    }
-    let from_other_end = len - skip - count;
-    let mut v: Vec<_> = if rev {
-        z.iter().skip(from_other_end).take(count).collect()
+    if rev {
+        z.range_by_rank(len - skip - count, len - skip)
+            .rev()
+            .collect()
     } else {
-        z.iter().rev().skip(from_other_end).take(count).collect()
-    };
-    v.reverse();
-    v
+        z.range_by_rank(skip, skip + count).collect()
+    }
 }
 
-/// Applies `LIMIT offset count`: a negative offset selects nothing and a negative count means
-/// all, as in Redis.
-fn paginate<'s>(
-    it: impl Iterator<Item = (&'s [u8], f64)>,
+/// Applies `LIMIT offset count` to the members with ranks `[start, end)`, walking in the given
+/// direction: a negative offset selects nothing and a negative count means all, as in Redis.
+fn paginate(
+    z: &ZSetValue,
+    (start, end): (usize, usize),
+    rev: bool,
     offset: i64,
     limit: i64,
-) -> Vec<(&'s [u8], f64)> {
+) -> Vec<(&[u8], f64)> {
     if offset < 0 {
         return Vec::new();
     }
-    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-    let take = usize::try_from(limit).unwrap_or(usize::MAX);
-    it.skip(skip).take(take).collect()
+    let n = end - start;
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX).min(n);
+    let take = usize::try_from(limit).unwrap_or(usize::MAX).min(n - skip);
+    if rev {
+        z.range_by_rank(end - skip - take, end - skip)
+            .rev()
+            .collect()
+    } else {
+        z.range_by_rank(start + skip, start + skip + take).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,17 +541,20 @@ impl RangeQuery<'_> {
                 Some((s, e)) => by_rank(z, s, e - s + 1, self.rev),
                 None => Vec::new(),
             },
-            RangeSpec::Score(min, max) => {
-                let it = z.range_by_score(min, max);
-                if self.rev {
-                    paginate(it.rev(), self.offset, self.limit)
-                } else {
-                    paginate(it, self.offset, self.limit)
-                }
-            }
-            RangeSpec::Lex(min, max) => {
-                paginate(lex_range(z, min, max, self.rev), self.offset, self.limit)
-            }
+            RangeSpec::Score(min, max) => paginate(
+                z,
+                z.score_rank_range(min, max),
+                self.rev,
+                self.offset,
+                self.limit,
+            ),
+            RangeSpec::Lex(min, max) => paginate(
+                z,
+                lex_ranks(z, min, max, self.rev),
+                self.rev,
+                self.offset,
+                self.limit,
+            ),
         }
     }
 }
@@ -772,7 +788,7 @@ fn zcard(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn zcount(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (min, max) = parse_score_range(args.get(2), args.get(3))?;
     let n = match ctx.db.get(args.get(1), ctx.now) {
-        Some(e) => as_zset(e)?.range_by_score(min, max).count(),
+        Some(e) => as_zset(e)?.range_by_score(min, max).len(),
         None => 0,
     };
     ctx.w.int(n as i64);
@@ -782,7 +798,10 @@ fn zcount(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn zlexcount(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (min, max) = parse_lex_range(args.get(2), args.get(3))?;
     let n = match ctx.db.get(args.get(1), ctx.now) {
-        Some(e) => lex_range(as_zset(e)?, min, max, false).count(),
+        Some(e) => {
+            let (start, end) = lex_ranks(as_zset(e)?, min, max, false);
+            end - start
+        }
         None => 0,
     };
     ctx.w.int(n as i64);
@@ -957,7 +976,10 @@ fn zremrangebyscore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 fn zremrangebylex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (min, max) = parse_lex_range(args.get(2), args.get(3))?;
-    remove_range(ctx, args.get(1), |z| owned(lex_range(z, min, max, false)))
+    remove_range(ctx, args.get(1), |z| {
+        let (start, end) = lex_ranks(z, min, max, false);
+        owned(z.range_by_rank(start, end))
+    })
 }
 
 fn pop_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, max: bool) -> CmdResult {
@@ -1911,6 +1933,95 @@ mod model {
             s.push_str(&format!("${}\r\n{k}\r\n${}\r\n{sc}\r\n", k.len(), sc.len()));
         }
         s
+    }
+
+    /// A set larger than the linear-walk limit: ranks, rank ranges, score and lex ranges (with
+    /// LIMIT, both directions) and removals by rank and lex, against a model.
+    #[test]
+    fn large_set_ranges_match_model() {
+        let mut t = TestDb::new();
+        let n = 1000usize;
+        let names: Vec<String> = (0..n).map(|i| format!("m{i:04}")).collect();
+        let mut argv = vec!["ZADD".to_string(), "lex".to_string()];
+        let mut scored = vec!["ZADD".to_string(), "sc".to_string()];
+        for (i, k) in names.iter().enumerate() {
+            argv.extend(["0".to_string(), k.clone()]);
+            scored.extend([(i % 50).to_string(), k.clone()]);
+        }
+        t.run(&argv);
+        t.run(&scored);
+        let mut by_score: Vec<(usize, &String)> =
+            names.iter().enumerate().map(|(i, k)| (i % 50, k)).collect();
+        by_score.sort();
+        let flat = |v: &[&String]| {
+            let mut s = format!("*{}\r\n", v.len());
+            for k in v {
+                s.push_str(&format!("${}\r\n{k}\r\n", k.len()));
+            }
+            s
+        };
+        let names_ref: Vec<&String> = names.iter().collect();
+        for i in [0usize, 1, 499, 998, 999] {
+            assert_eq!(t.run(&["ZRANK", "lex", &names[i]]), format!(":{i}\r\n"));
+            assert_eq!(
+                t.run(&["ZREVRANK", "lex", &names[i]]),
+                format!(":{}\r\n", n - 1 - i)
+            );
+        }
+        let pos = by_score
+            .iter()
+            .position(|(_, k)| *k == &names[777])
+            .unwrap();
+        assert_eq!(t.run(&["ZRANK", "sc", &names[777]]), format!(":{pos}\r\n"));
+        assert_eq!(
+            t.run(&["ZRANGE", "lex", "500", "502"]),
+            flat(&names_ref[500..=502])
+        );
+        assert_eq!(
+            t.run(&["ZRANGE", "lex", "-3", "-1", "REV"]),
+            flat(&[&names[2], &names[1], &names[0]])
+        );
+        assert_eq!(
+            t.run(&["ZRANGEBYLEX", "lex", "[m0100", "(m0105"]),
+            flat(&names_ref[100..105])
+        );
+        assert_eq!(
+            t.run(&["ZREVRANGEBYLEX", "lex", "(m0105", "-", "LIMIT", "2", "3"]),
+            flat(&[&names[102], &names[101], &names[100]])
+        );
+        assert_eq!(t.run(&["ZLEXCOUNT", "lex", "(m0100", "[m0899"]), ":799\r\n");
+        let in_score: Vec<&String> = by_score
+            .iter()
+            .filter(|(s, _)| (10..12).contains(s))
+            .map(|(_, k)| *k)
+            .collect();
+        assert_eq!(
+            t.run(&["ZRANGEBYSCORE", "sc", "10", "(12"]),
+            flat(&in_score)
+        );
+        assert_eq!(
+            t.run(&["ZRANGEBYSCORE", "sc", "10", "(12", "LIMIT", "5", "3"]),
+            flat(&in_score[5..8])
+        );
+        let mut rev = in_score.clone();
+        rev.reverse();
+        assert_eq!(
+            t.run(&["ZREVRANGEBYSCORE", "sc", "(12", "10", "LIMIT", "1", "2"]),
+            flat(&rev[1..3])
+        );
+        assert_eq!(
+            t.run(&["ZCOUNT", "sc", "(10", "12"]),
+            format!(":{}\r\n", 40)
+        );
+        assert_eq!(t.run(&["ZREMRANGEBYRANK", "lex", "10", "19"]), ":10\r\n");
+        assert_eq!(t.run(&["ZRANK", "lex", &names[20]]), ":10\r\n");
+        assert_eq!(
+            t.run(&["ZREMRANGEBYLEX", "lex", "[m0000", "[m0009"]),
+            ":10\r\n"
+        );
+        assert_eq!(t.run(&["ZCARD", "lex"]), ":980\r\n");
+        assert_eq!(t.run(&["ZRANGE", "lex", "0", "0"]), flat(&[&names[20]]));
+        t.assert_digest_consistent();
     }
 
     proptest! {

@@ -15,6 +15,83 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub tenancy: TenancyConfig,
+    pub encoding: EncodingConfig,
+}
+
+/// Thresholds of the compact encodings (Redis's parameters of the same names, with `_` for
+/// `-`): a hash, set or sorted set past them is converted to its full structure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncodingConfig {
+    pub hash_max_listpack_entries: i64,
+    pub hash_max_listpack_value: i64,
+    pub set_max_intset_entries: i64,
+    pub set_max_listpack_entries: i64,
+    pub set_max_listpack_value: i64,
+    pub zset_max_listpack_entries: i64,
+    pub zset_max_listpack_value: i64,
+    pub list_max_listpack_size: i64,
+    pub list_compress_depth: i64,
+}
+
+impl Default for EncodingConfig {
+    fn default() -> Self {
+        let d = |name| ferrite_storage::encoding::limit(name).map_or(0, |l| l.default);
+        EncodingConfig {
+            hash_max_listpack_entries: d("hash-max-listpack-entries"),
+            hash_max_listpack_value: d("hash-max-listpack-value"),
+            set_max_intset_entries: d("set-max-intset-entries"),
+            set_max_listpack_entries: d("set-max-listpack-entries"),
+            set_max_listpack_value: d("set-max-listpack-value"),
+            zset_max_listpack_entries: d("zset-max-listpack-entries"),
+            zset_max_listpack_value: d("zset-max-listpack-value"),
+            list_max_listpack_size: d("list-max-listpack-size"),
+            list_compress_depth: d("list-compress-depth"),
+        }
+    }
+}
+
+impl EncodingConfig {
+    /// Each threshold with its Redis name, for validation and for applying them.
+    pub fn by_name(&self) -> [(&'static str, i64); 9] {
+        [
+            ("hash-max-listpack-entries", self.hash_max_listpack_entries),
+            ("hash-max-listpack-value", self.hash_max_listpack_value),
+            ("set-max-intset-entries", self.set_max_intset_entries),
+            ("set-max-listpack-entries", self.set_max_listpack_entries),
+            ("set-max-listpack-value", self.set_max_listpack_value),
+            ("zset-max-listpack-entries", self.zset_max_listpack_entries),
+            ("zset-max-listpack-value", self.zset_max_listpack_value),
+            ("list-max-listpack-size", self.list_max_listpack_size),
+            ("list-compress-depth", self.list_compress_depth),
+        ]
+    }
+
+    /// The field behind a Redis name (or its `ziplist` alias).
+    pub fn field_mut(&mut self, name: &str) -> Option<&mut i64> {
+        let canonical = ferrite_storage::encoding::limit(name)?.name;
+        Some(match canonical {
+            "hash-max-listpack-entries" => &mut self.hash_max_listpack_entries,
+            "hash-max-listpack-value" => &mut self.hash_max_listpack_value,
+            "set-max-intset-entries" => &mut self.set_max_intset_entries,
+            "set-max-listpack-entries" => &mut self.set_max_listpack_entries,
+            "set-max-listpack-value" => &mut self.set_max_listpack_value,
+            "zset-max-listpack-entries" => &mut self.zset_max_listpack_entries,
+            "zset-max-listpack-value" => &mut self.zset_max_listpack_value,
+            "list-max-listpack-size" => &mut self.list_max_listpack_size,
+            "list-compress-depth" => &mut self.list_compress_depth,
+            _ => return None,
+        })
+    }
+
+    /// Makes these thresholds the ones values convert by (process-wide, like Redis's).
+    pub fn apply(&self) {
+        for (name, v) in self.by_name() {
+            if let Some(l) = ferrite_storage::encoding::limit(name) {
+                l.set(v);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,8 +100,15 @@ pub struct ServerConfig {
     /// Address to listen on.
     pub bind: String,
     pub port: u16,
-    /// Password of the administrator (`AUTH <pw>` / `AUTH default <pw>`); empty = none.
+    /// Password of the administrator (`AUTH <pw>` / `AUTH default <pw>`). When set, every
+    /// connection must authenticate (as administrator or as a tenant), as in Redis. Empty: the
+    /// administrator secret is the one in `admin_secret_file`, and unauthenticated connections
+    /// from loopback addresses may use the `default` tenant (never administer).
     pub requirepass: String,
+    /// Where the generated administrator secret is kept when `requirepass` is empty: created at
+    /// first start (random, mode 0600), read on later starts. Empty = `admin.secret` in the data
+    /// directory.
+    pub admin_secret_file: String,
     pub maxclients: usize,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
@@ -38,6 +122,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1".into(),
             port: 6379,
             requirepass: String::new(),
+            admin_secret_file: String::new(),
             maxclients: 10_000,
             threads: 0,
             shutdown_timeout_ms: 10_000,
@@ -318,6 +403,16 @@ impl Config {
                 format!("'{}' is not host:port or off", self.metrics.addr),
             );
         }
+        for (name, v) in self.encoding.by_name() {
+            if let Some(l) = ferrite_storage::encoding::limit(name)
+                && (v < l.min || v > l.max)
+            {
+                return err(
+                    &format!("encoding.{}", name.replace('-', "_")),
+                    format!("must be between {} and {}", l.min, l.max),
+                );
+            }
+        }
         let m = &self.tenancy.migration;
         if !matches!(m.default_mode.as_str(), "live" | "fast" | "incremental") {
             return err(
@@ -390,6 +485,21 @@ impl Config {
                 capacity: m.target_validation.verify_capacity,
                 version: m.target_validation.verify_version,
             },
+        }
+    }
+
+    /// The directory the server keeps its files in (the administrator secret; persistence's
+    /// files).
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from("data")
+    }
+
+    /// Where the generated administrator secret lives (used only without `requirepass`).
+    pub fn admin_secret_path(&self) -> PathBuf {
+        if self.server.admin_secret_file.is_empty() {
+            self.data_dir().join("admin.secret")
+        } else {
+            PathBuf::from(&self.server.admin_secret_file)
         }
     }
 

@@ -54,7 +54,26 @@ macro_rules! param {
     };
 }
 
-pub static PARAMS: [Param; 34] = [
+/// An encoding threshold (`[encoding]` in ferrite.toml), by its Redis name or `ziplist` alias.
+macro_rules! encoding {
+    ($name:expr, $field:ident) => {
+        param!($name, |c| c.encoding.$field.to_string(), |c, v| {
+            let n: i64 = num(v)?;
+            if let Some(l) = ferrite_storage::encoding::limit($name)
+                && (n < l.min || n > l.max)
+            {
+                return Err(format!(
+                    "argument must be between {} and {} inclusive",
+                    l.min, l.max
+                ));
+            }
+            c.encoding.$field = n;
+            Ok(())
+        })
+    };
+}
+
+pub static PARAMS: [Param; 48] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -244,6 +263,20 @@ pub static PARAMS: [Param; 34] = [
             Ok(())
         }
     ),
+    encoding!("hash-max-listpack-entries", hash_max_listpack_entries),
+    encoding!("hash-max-ziplist-entries", hash_max_listpack_entries),
+    encoding!("hash-max-listpack-value", hash_max_listpack_value),
+    encoding!("hash-max-ziplist-value", hash_max_listpack_value),
+    encoding!("set-max-intset-entries", set_max_intset_entries),
+    encoding!("set-max-listpack-entries", set_max_listpack_entries),
+    encoding!("set-max-listpack-value", set_max_listpack_value),
+    encoding!("zset-max-listpack-entries", zset_max_listpack_entries),
+    encoding!("zset-max-ziplist-entries", zset_max_listpack_entries),
+    encoding!("zset-max-listpack-value", zset_max_listpack_value),
+    encoding!("zset-max-ziplist-value", zset_max_listpack_value),
+    encoding!("list-max-listpack-size", list_max_listpack_size),
+    encoding!("list-max-ziplist-size", list_max_listpack_size),
+    encoding!("list-compress-depth", list_compress_depth),
 ];
 
 fn yes_no(b: bool) -> String {

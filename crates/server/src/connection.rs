@@ -41,9 +41,10 @@ pub struct Watched {
 pub struct ClientState {
     pub id: u64,
     pub proto: Protocol,
-    /// Passed AUTH (or no password is required).
+    /// Passed AUTH, or may use the `default` tenant without it (see
+    /// [`crate::cmd::anonymous_access`]).
     pub authenticated: bool,
-    /// May run administrative commands.
+    /// May run administrative commands: only after AUTH with the administrator secret.
     pub admin: bool,
     /// Authenticated as another server of the cluster with the migration token: may run the
     /// internal TENANT.IMPORT.* commands (and nothing administrative).
@@ -125,12 +126,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         kill: tokio::sync::Notify::new(),
     });
     shared.clients.lock().insert(id, info.clone());
-    let no_password = shared.requirepass().is_none();
     let state = ClientState {
         id,
         proto: Protocol::Resp2,
-        authenticated: no_password,
-        admin: no_password && shared.loopback,
+        authenticated: crate::cmd::anonymous_access(&shared, &addr),
+        admin: false,
         migration_peer: false,
         tenant,
         capa_redirect: false,

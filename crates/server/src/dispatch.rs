@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferrite_commands::spec::{CommandSpec, flags};
-use ferrite_commands::{Ctx, Garbage, Handler, lookup_indexed};
-use ferrite_protocol::{Args, ErrorReply, OwnedRequest, ReplyWriter};
-use ferrite_tenancy::{Admission, Tenant, TenantState};
+use ferrite_commands::{Ctx, DataFn, Garbage, Handler, lookup_indexed};
+use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
+use ferrite_storage::Db;
+use ferrite_tenancy::{Admission, Tenant, TenantState, WritePermit};
+use rand::rngs::SmallRng;
 
 use crate::cmd;
 use crate::connection::{ClientState, Queued};
@@ -70,7 +72,9 @@ pub async fn execute(
             spec.name,
             "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
         ) {
-            if matches!(spec.handler, Handler::Server) && !cmd::queueable_in_multi(spec.name) {
+            if matches!(spec.handler, Handler::Server)
+                && !cmd::handler(index).is_some_and(|c| c.in_multi)
+            {
                 flag_multi_error(st);
                 ReplyWriter::new(out, st.proto)
                     .error(&ErrorReply::err("Command not allowed inside a transaction"));
@@ -90,7 +94,13 @@ pub async fn execute(
             // Server commands read and reset the shared counters (INFO, CONFIG RESETSTAT) and
             // may bind another tenant: they see every command that ran before them.
             st.batch.flush(sh, &st.tenant);
-            cmd::run_server_command(st, sh, spec, args, out).await
+            match cmd::run(st, sh, index, args, out).await {
+                Ok(flow) => flow,
+                Err(e) => {
+                    ReplyWriter::new(out, st.proto).error(&e);
+                    Flow::Continue
+                }
+            }
         }
         Handler::Data(f) => {
             if let Err(e) = run_data(st, sh, spec, f, args, out).await {
@@ -226,6 +236,9 @@ fn admit(
     if spec.has(flags::ADMIN) && !st.admin {
         return Err(errors::no_permission(spec.name));
     }
+    if st.migration_peer && !migration_peer_may_run(spec) {
+        return Err(errors::migration_peer_only(spec.name));
+    }
     if st.multi.is_some() && spec.has(flags::NO_MULTI) {
         return Err(match spec.name {
             "multi" => ErrorReply::err("MULTI calls can not be nested"),
@@ -236,6 +249,14 @@ fn admit(
     }
     let _ = sh;
     Ok(())
+}
+
+/// A peer server logged in with the migration token may run the import commands and manage its
+/// own connection, nothing else: no tenant's data, not even the `default` tenant's.
+fn migration_peer_may_run(spec: &CommandSpec) -> bool {
+    spec.has(flags::NO_AUTH)
+        || spec.name.starts_with("tenant.import.")
+        || matches!(spec.name, "ping" | "echo" | "client" | "command")
 }
 
 /// Refuses a command on a tenant that is not served here right now.
@@ -262,40 +283,38 @@ pub fn check_ownership(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result
     }
 }
 
-/// Applies the tenant's throttle to `n` operations (a transaction's data commands): waits when
-/// allowed, refuses past the configured bound.
-pub async fn throttle(sh: &Shared, tenant: &Tenant, n: u64) -> Result<(), ErrorReply> {
-    let max = Duration::from_millis(sh.hot.throttle_max_delay_ms.load(Relaxed));
-    match tenant.admit_n(n, max) {
-        Admission::Now => Ok(()),
-        Admission::After(d) => {
-            tokio::time::sleep(d).await;
-            Ok(())
-        }
-        Admission::Refused(d) => Err(errors::throttled(tenant, d, max)),
-    }
+/// What a unit of work on a tenant's data asks of the tenant: a single data command, or a whole
+/// transaction (later a script), admitted once.
+#[derive(Debug, Clone, Copy)]
+pub struct Work {
+    /// Data commands it runs: each counts against the tenant's throttle, as it would alone.
+    pub commands: u64,
+    /// One of them writes: the work holds the tenant's write gate while it runs.
+    pub writes: bool,
 }
 
-/// How long a write may wait at a closed gate.
-pub fn gate_timeout(sh: &Shared) -> Duration {
-    Duration::from_millis(sh.hot.redirect_timeout_ms.load(Relaxed))
+/// Work a tenant has admitted. Holds the write gate's permit (for writes) until dropped, so a
+/// cutover that closes the gate waits for this work to finish.
+pub struct Admitted<'t> {
+    _permit: Option<WritePermit<'t>>,
+    /// The throttle or the gate made the work wait: the batch's clock is stale.
+    pub waited: bool,
 }
 
-async fn run_data(
-    st: &mut ClientState,
-    sh: &Arc<Shared>,
-    spec: &CommandSpec,
-    f: fn(&mut Ctx<'_, '_>, Args<'_>) -> ferrite_commands::CmdResult,
-    args: Args<'_>,
-    out: &mut BytesMut,
-) -> Result<(), ErrorReply> {
-    // Borrowed, not cloned: a refcount update per command is a write to a cache line that every
-    // worker serving this tenant shares.
-    let tenant = &st.tenant;
+/// The one admission path for work on a tenant's data (single commands and EXEC alike):
+/// ownership (`-MOVED`, `-TRYAGAIN`), the throttle (wait, then refuse), the write gate. The
+/// memory and key quotas are checked by [`check_quota`] under the keyspace lock.
+#[inline]
+pub async fn admit_work<'t>(
+    st: &ClientState,
+    sh: &Shared,
+    tenant: &'t Tenant,
+    work: Work,
+) -> Result<Admitted<'t>, ErrorReply> {
     check_ownership(st, sh, tenant)?;
     // The throttle, inline: an unthrottled tenant costs one load here.
     let max_delay = Duration::from_millis(sh.hot.throttle_max_delay_ms.load(Relaxed));
-    let mut waited = match tenant.admit(max_delay) {
+    let mut waited = match tenant.admit_n(work.commands, max_delay) {
         Admission::Now => false,
         Admission::After(d) => {
             tokio::time::sleep(d).await;
@@ -303,32 +322,126 @@ async fn run_data(
         }
         Admission::Refused(d) => return Err(errors::throttled(tenant, d, max_delay)),
     };
+    if !work.writes {
+        return Ok(Admitted {
+            _permit: None,
+            waited,
+        });
+    }
     // Writes hold a permit of the tenant's gate while they run, so that a cutover can pause
     // them and know when the last one finished. The ownership check is repeated after the
     // permit is granted: the cutover may have moved the tenant while we waited.
-    let _permit = if spec.is_write() {
-        let gate = tenant.gate();
-        let permit = match gate.try_enter() {
-            Some(p) => p,
-            None => match gate.enter(gate_timeout(sh)).await {
-                Some(p) => {
-                    waited = true;
-                    p
-                }
-                None => {
-                    check_ownership(st, sh, tenant)?;
-                    return Err(ErrorReply::try_again(format!(
-                        "tenant '{}' is switching servers; retry shortly",
-                        tenant.id()
-                    )));
-                }
-            },
-        };
-        check_ownership(st, sh, tenant)?;
-        Some(permit)
-    } else {
-        None
+    let gate = tenant.gate();
+    let permit = match gate.try_enter() {
+        Some(p) => p,
+        None => match gate.enter(gate_timeout(sh)).await {
+            Some(p) => {
+                waited = true;
+                p
+            }
+            None => {
+                check_ownership(st, sh, tenant)?;
+                return Err(ErrorReply::try_again(format!(
+                    "tenant '{}' is switching servers; retry shortly",
+                    tenant.id()
+                )));
+            }
+        },
     };
+    check_ownership(st, sh, tenant)?;
+    Ok(Admitted {
+        _permit: Some(permit),
+        waited,
+    })
+}
+
+/// How long a write may wait at a closed gate.
+pub fn gate_timeout(sh: &Shared) -> Duration {
+    Duration::from_millis(sh.hot.redirect_timeout_ms.load(Relaxed))
+}
+
+/// The quota check of every write (single commands and EXEC alike), under the keyspace lock:
+/// the keys the commands may create that do not exist yet, and the bytes of their arguments.
+/// A transaction is checked as a whole before any of it runs, so it is refused whole rather
+/// than left half-applied by a later command. Only called when the tenant has a quota.
+pub fn check_quota<'a>(
+    tenant: &Tenant,
+    db: &mut Db,
+    now: u64,
+    commands: impl IntoIterator<Item = (&'a CommandSpec, Args<'a>)>,
+) -> Result<(), ErrorReply> {
+    let mut created: Vec<&[u8]> = Vec::new();
+    let mut bytes = 0u64;
+    for (spec, args) in commands {
+        if !spec.has(flags::DENYOOM) {
+            continue;
+        }
+        created.extend(spec.created_keys(&args));
+        bytes += args.tail(1).byte_len() as u64;
+    }
+    created.sort_unstable();
+    created.dedup();
+    let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
+    tenant
+        .check_quota(new_keys, bytes)
+        .map_err(|q| errors::quota(tenant, &q))
+}
+
+/// What data commands run with besides their arguments: the locked keyspace, the clock, the
+/// connection's random generator and reply protocol, and the values to free after the lock.
+pub struct Exec<'a> {
+    pub db: &'a mut Db,
+    pub now: u64,
+    pub rng: &'a mut SmallRng,
+    pub proto: Protocol,
+    pub max_bulk: usize,
+    pub garbage: &'a mut Garbage,
+}
+
+impl Exec<'_> {
+    /// Runs one data command and writes its reply into `out`. Every data command runs here,
+    /// alone or inside EXEC (next, inside scripts), while its tenant's keyspace is locked: after
+    /// `f` returns, the command's changes are in the keyspace and no other command has run.
+    #[inline]
+    pub fn run(
+        &mut self,
+        spec: &CommandSpec,
+        f: DataFn,
+        args: Args<'_>,
+        out: &mut BytesMut,
+    ) -> ferrite_commands::CmdResult {
+        let _ = spec;
+        let mut w = ReplyWriter::new(out, self.proto);
+        let mut ctx = Ctx {
+            db: self.db,
+            w: &mut w,
+            now: self.now,
+            rng: self.rng,
+            max_bulk: self.max_bulk,
+            garbage: self.garbage,
+        };
+        // Runs the command and hands the keyspace's subscribers its effects (write-effects
+        // journal), still under the lock.
+        ctx.run(f, args)
+    }
+}
+
+async fn run_data(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    spec: &CommandSpec,
+    f: DataFn,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> Result<(), ErrorReply> {
+    // Borrowed, not cloned: a refcount update per command is a write to a cache line that every
+    // worker serving this tenant shares.
+    let tenant = &st.tenant;
+    let work = Work {
+        commands: 1,
+        writes: spec.is_write(),
+    };
+    let admitted = admit_work(st, sh, tenant, work).await?;
     st.batch.tenant_commands += 1;
     // The keyspace fetched earlier in this batch is still the tenant's unless it was replaced
     // since (the epoch says); the cache is dropped at the end of the batch so that an idle
@@ -338,7 +451,7 @@ async fn run_data(
         Some((e, ref ks)) if e == epoch => ks,
         _ => &st.keyspace.insert((epoch, tenant.keyspace())).1,
     };
-    let now = if waited {
+    let now = if admitted.waited {
         ferrite_storage::now_ms()
     } else {
         st.batch.now_ms()
@@ -346,25 +459,22 @@ async fn run_data(
     let mut garbage = Garbage::default();
     {
         let mut db = ks.lock();
-        // Counting the keys a write would create costs a lookup; only quotas need it.
-        if spec.has(flags::DENYOOM) && tenant.has_quota() {
-            let created = spec.created_keys(&args);
-            let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
-            tenant
-                .check_quota(new_keys, args.tail(1).byte_len() as u64)
-                .map_err(|q| errors::quota(tenant, &q))?;
+        // Only writes can grow a tenant; counting what they would add costs lookups, so only
+        // tenants with a quota pay for it.
+        if spec.is_write() && tenant.has_quota() {
+            check_quota(tenant, &mut db, now, [(spec, args)])?;
         }
-        let mut w = ReplyWriter::new(out, st.proto);
-        let mut ctx = Ctx {
+        let mut exec = Exec {
             db: &mut db,
-            w: &mut w,
             now,
             rng: &mut st.rng,
+            proto: st.proto,
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
             garbage: &mut garbage,
         };
-        f(&mut ctx, args)?;
+        exec.run(spec, f, args, out)?;
     }
+    drop(admitted);
     free_later(garbage);
     Ok(())
 }

@@ -9,6 +9,16 @@ use ferrite_tenancy::{QuotaExceeded, TenancyError, Tenant};
 use crate::connection::ClientState;
 use crate::shared::Shared;
 
+/// A migration-token login ran something other than TENANT.IMPORT.*.
+pub fn migration_peer_only(cmd: &str) -> ErrorReply {
+    ErrorReply::coded(
+        "NOPERM",
+        format!(
+            "this connection has no permission to run the '{cmd}' command (migration peers may only run TENANT.IMPORT.*)"
+        ),
+    )
+}
+
 pub fn no_permission(cmd: &str) -> ErrorReply {
     ErrorReply::coded(
         "NOPERM",

@@ -4,6 +4,7 @@
 //! - [`config`]: `ferrite.toml`, defaults, validation, errors naming key and line.
 //! - [`server`]: listener, accept loop, maxclients, background work, graceful shutdown;
 //!   [`start`] runs a server inside any tokio runtime (the binary, tests, doctests).
+//! - `admin_secret`: the generated administrator secret used without `requirepass`.
 //! - [`connection`]: one client: parse, run in order, write replies; per-connection state.
 //! - [`dispatch`]: the one place that decides whether a command may run (auth, admin, MULTI,
 //!   ownership → MOVED/TRYAGAIN, throttle, write gate, quotas) and runs it.
@@ -14,6 +15,7 @@
 //!
 //! Data commands and their semantics live in `ferrite-commands`, tenancy in `ferrite-tenancy`.
 
+mod admin_secret;
 pub mod cmd;
 pub mod config;
 pub mod config_params;
@@ -32,11 +34,22 @@ pub mod timefmt;
 pub use config::Config;
 pub use server::{ServerHandle, StartOptions, start};
 
+/// The migration token of servers started by [`start_for_tests`]: they trust each other, as
+/// servers of one cluster sharing `tenancy.migration.token` do.
+pub const TEST_MIGRATION_TOKEN: &str = "ferrite-in-process-test-token";
+
 /// Starts a server on a free loopback port with default settings and metrics off: for tests,
-/// examples and doctests.
+/// examples and doctests. It writes no file: its administrator secret is random and kept in
+/// memory ([`ServerHandle::admin_secret`]), and it shares [`TEST_MIGRATION_TOKEN`] with the
+/// other servers started this way so that they can migrate tenants to each other.
 pub async fn start_for_tests() -> anyhow::Result<ServerHandle> {
     let mut cfg = Config::default();
     cfg.server.port = 0;
     cfg.metrics.addr = "off".into();
-    start(cfg, StartOptions::default()).await
+    cfg.tenancy.migration.token = TEST_MIGRATION_TOKEN.into();
+    let opts = StartOptions {
+        admin_secret: Some(admin_secret::generate()),
+        ..StartOptions::default()
+    };
+    start(cfg, opts).await
 }

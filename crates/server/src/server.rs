@@ -23,6 +23,9 @@ use crate::{connection, hooks};
 pub struct StartOptions {
     /// Applies a new log filter (CONFIG SET loglevel).
     pub set_log_level: Option<LogLevelSetter>,
+    /// The administrator secret to use instead of `server.admin_secret_file` when there is no
+    /// `requirepass` (embedding and in-process tests, which should not write files).
+    pub admin_secret: Option<String>,
 }
 
 /// A running server.
@@ -31,6 +34,9 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     /// The Prometheus endpoint, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// The file holding the administrator secret, when the server uses one (no
+    /// `requirepass`), and whether this start created it.
+    pub admin_secret_file: Option<(std::path::PathBuf, bool)>,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -38,6 +44,11 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The secret that makes a connection administrator (`AUTH <secret>`).
+    pub fn admin_secret(&self) -> Option<String> {
+        self.shared.admin_secret()
     }
 
     /// The tenant registry (for embedding and tests).
@@ -69,12 +80,27 @@ impl ServerHandle {
     }
 }
 
-fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 /// Binds and starts serving; returns once the listener is bound.
 pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerHandle> {
+    // Before listening: a server nobody can administer, or that anybody can, must not start.
+    let mut admin_secret_file = None;
+    let admin_secret = match (opts.admin_secret, config.requirepass()) {
+        (_, Some(_)) => None,
+        (Some(s), None) => Some(s),
+        (None, None) => {
+            let path = config.admin_secret_path();
+            let (secret, created) = crate::admin_secret::load_or_create(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read or create the administrator secret file {}: {e} (set \
+                     server.requirepass, or server.admin_secret_file to a writable path)",
+                    path.display()
+                )
+            })?;
+            info!(path = %path.display(), created, "administrator secret file");
+            admin_secret_file = Some((path, created));
+            Some(secret)
+        }
+    };
     let listener = TcpListener::bind(config.listen_addr())
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr()))?;
@@ -121,7 +147,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         started: Instant::now(),
         run_id,
         local_addr: addr,
-        loopback: is_loopback(&addr),
+        admin_secret_fallback: parking_lot::Mutex::new(admin_secret),
         shutdown,
         set_log_level: opts.set_log_level,
         config: parking_lot::RwLock::new(config),
@@ -137,6 +163,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
     Ok(ServerHandle {
         addr,
         metrics_addr,
+        admin_secret_file,
         shared,
         task,
     })

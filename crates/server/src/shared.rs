@@ -36,6 +36,7 @@ impl HotConfig {
             .store(ch.redirect_timeout_ms, Relaxed);
         self.redirect_as_error
             .store(ch.redirect_mode == "error", Relaxed);
+        c.encoding.apply();
     }
 }
 
@@ -110,9 +111,9 @@ pub struct Shared {
     pub run_id: String,
     /// Address the listener is bound to (after port 0 was resolved).
     pub local_addr: SocketAddr,
-    /// True when bound to a loopback address (then, without requirepass, unbound connections
-    /// are administrators).
-    pub loopback: bool,
+    /// The administrator secret used while `requirepass` is empty: from
+    /// `server.admin_secret_file` (see [`crate::admin_secret`]) or given by the embedder.
+    pub admin_secret_fallback: Mutex<Option<String>>,
     /// Flips to true when the server starts shutting down.
     pub shutdown: watch::Sender<bool>,
     /// Applies a new log filter (CONFIG SET loglevel); absent in embedded servers.
@@ -122,6 +123,26 @@ pub struct Shared {
 impl Shared {
     pub fn requirepass(&self) -> Option<String> {
         self.config.read().requirepass().map(str::to_string)
+    }
+
+    /// The secret that makes a connection administrator: `requirepass` when set, else the
+    /// generated one (read or created now if the server started with a `requirepass` that was
+    /// cleared since). None only when that file cannot be read or created.
+    pub fn admin_secret(&self) -> Option<String> {
+        if let Some(pw) = self.requirepass() {
+            return Some(pw);
+        }
+        let mut fallback = self.admin_secret_fallback.lock();
+        if fallback.is_none() {
+            let path = self.config.read().admin_secret_path();
+            match crate::admin_secret::load_or_create(&path) {
+                Ok((s, _)) => *fallback = Some(s),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read or create the administrator secret file");
+                }
+            }
+        }
+        fallback.clone()
     }
 
     pub fn begin_shutdown(&self) {

@@ -15,6 +15,7 @@ use hashlink::LinkedHashMap;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
+use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
 use crate::table::{Pos, ShardedTable};
 use crate::value::{Value, ValueType};
 
@@ -152,7 +153,10 @@ pub struct Db {
     digest: Digest,
     used: usize,
     next_version: u64,
+    /// Changes made by writes (not by expiry): a command whose run moved it wrote something.
+    writes: u64,
     tracker: Option<Tracker>,
+    journal: Journal,
     stats: Arc<KeyspaceStats>,
 }
 
@@ -194,7 +198,9 @@ impl Keyspace {
                 digest: Digest::default(),
                 used: 0,
                 next_version: 1,
+                writes: 0,
                 tracker: None,
+                journal: Journal::default(),
                 stats: stats.clone(),
             }),
             stats,
@@ -344,6 +350,7 @@ impl Drop for Occupied<'_> {
             if self.replaced {
                 let version = db.next_version;
                 db.next_version += 1;
+                db.writes += 1;
                 db.table.value_at_mut(self.idx).version = version;
             }
             return;
@@ -362,6 +369,7 @@ impl Drop for Occupied<'_> {
         }
         let version = db.next_version;
         db.next_version += 1;
+        db.writes += 1;
         let e = db.table.value_at_mut(self.idx);
         e.version = version;
         if !self.preserve_modified {
@@ -394,6 +402,7 @@ impl<'a> Vacant<'a> {
         let db = self.db;
         let version = db.next_version;
         db.next_version += 1;
+        db.writes += 1;
         let mut entry = Entry {
             value,
             expire_at: 0,
@@ -458,6 +467,12 @@ impl Db {
     }
 
     fn account_removed(&mut self, key: &[u8], bucket: usize, before: Before, now: u64) {
+        self.writes += 1;
+        self.account_gone(key, bucket, before, now);
+    }
+
+    /// Accounting of a key that left the table (deleted or expired).
+    fn account_gone(&mut self, key: &[u8], bucket: usize, before: Before, now: u64) {
         self.digest.remove(bucket, before.kd);
         self.used -= before.size;
         if before.expire != 0 {
@@ -481,8 +496,11 @@ impl Db {
             expire: e.expire_at,
         };
         let (key, _) = self.table.remove_at(idx);
-        self.account_removed(&key, bucket, before, now);
+        self.account_gone(&key, bucket, before, now);
         self.stats.expired_total.fetch_add(1, Ordering::Relaxed);
+        if self.journal.active() {
+            self.journal.record_expiry(&key, now);
+        }
     }
 
     /// Looks a key up, deleting it first if it has expired.
@@ -629,6 +647,7 @@ impl Db {
         self.digest = Digest::default();
         self.used = 0;
         self.next_version += 1;
+        self.writes += 1;
         if let Some(t) = self.tracker.as_mut() {
             t.dirty.clear();
             t.bytes = 0;
@@ -640,6 +659,8 @@ impl Db {
 
     /// Deletes up to `max` keys whose time has come; returns how many.
     pub fn expire_cycle(&mut self, now: u64, max: usize) -> usize {
+        // One publication for the round rather than one per key.
+        self.journal.begin_atomic();
         let mut n = 0;
         while n < max {
             let Some((at, key)) = self.expires.first() else {
@@ -658,6 +679,7 @@ impl Db {
             }
             n += 1;
         }
+        self.journal.end_atomic(now);
         n
     }
 
@@ -674,6 +696,63 @@ impl Db {
             d.add(bucket_of(k), e.key_digest(k));
         }
         d
+    }
+
+    // -- write effects -----------------------------------------------------------------------
+
+    /// Subscribes to this keyspace's write effects (see [`crate::effects`]).
+    pub fn subscribe(&mut self, sink: Arc<dyn EffectSink>) -> SinkId {
+        self.journal.subscribe(sink)
+    }
+
+    /// Ends a subscription; returns whether it existed.
+    pub fn unsubscribe(&mut self, id: SinkId) -> bool {
+        self.journal.unsubscribe(id)
+    }
+
+    /// Someone listens to effects: commands that rewrite their effects need only build them then.
+    #[inline]
+    pub fn wants_effects(&self) -> bool {
+        self.journal.active()
+    }
+
+    /// Changes made by writes so far (expiries excluded): a command that moved it wrote.
+    #[inline]
+    pub fn write_count(&self) -> u64 {
+        self.writes
+    }
+
+    /// Starts a command: its effects are collected until [`Db::effects_end`].
+    #[inline]
+    pub fn effects_begin(&mut self) -> EffectMark {
+        self.journal.begin(self.writes)
+    }
+
+    /// Ends a command started with [`Db::effects_begin`] and publishes its effects: what it
+    /// recorded with [`Db::propagate`], else `request` if it changed anything; expiries it caused
+    /// come first, in the order they happened.
+    #[inline]
+    pub fn effects_end(&mut self, mark: EffectMark, now: u64, request: &[&[u8]]) {
+        self.journal.end(mark, self.writes, now, request);
+    }
+
+    /// Records an effect of the running command in place of its request: a command whose outcome
+    /// depends on the clock, randomness or float formatting describes what it did as
+    /// deterministic commands (one call per command, in order). Ignored without subscribers.
+    pub fn propagate(&mut self, argv: OwnedArgv) {
+        if self.journal.active() {
+            self.journal.propagate(argv);
+        }
+    }
+
+    /// Starts a transaction: the effects of its commands are published together by
+    /// [`Db::end_atomic`], so subscribers never see half of it.
+    pub fn begin_atomic(&mut self) {
+        self.journal.begin_atomic();
+    }
+
+    pub fn end_atomic(&mut self, now: u64) {
+        self.journal.end_atomic(now);
     }
 
     // -- change tracking ---------------------------------------------------------------------
@@ -850,5 +929,40 @@ mod tests {
         assert_eq!(db.tracking_lag().unwrap().keys, 0);
         db.flush();
         assert_eq!(db.tracking_lag().unwrap().flush_epoch, 1);
+    }
+
+    #[test]
+    fn effects_reach_subscribers_in_order_and_stop_after_unsubscribe() {
+        use crate::effects::EffectRecorder;
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        let rec = Arc::new(EffectRecorder::default());
+        let id = db.subscribe(rec.clone());
+        assert!(db.wants_effects());
+        // A command that writes is published as its request.
+        let mark = db.effects_begin();
+        db.set(b"k", Value::string("v"), Some(100), 10);
+        db.effects_end(mark, 10, &[b"SET", b"k", b"v"]);
+        // A read that changes nothing publishes nothing.
+        let mark = db.effects_begin();
+        let _ = db.get(b"k", 20);
+        db.effects_end(mark, 20, &[b"GET", b"k"]);
+        // An expiry outside any command is published at once, as DEL.
+        assert!(db.get(b"k", 200).is_none());
+        let got = rec.take();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].1,
+            vec![vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]]
+        );
+        assert_eq!(
+            (got[1].0, got[1].1.clone()),
+            (200, vec![vec![b"DEL".to_vec(), b"k".to_vec()]])
+        );
+        assert!(db.unsubscribe(id));
+        assert!(!db.wants_effects());
+        db.set(b"x", Value::string("1"), Some(5), 0);
+        assert!(db.get(b"x", 10).is_none());
+        assert!(rec.take().is_empty());
     }
 }

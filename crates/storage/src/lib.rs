@@ -6,15 +6,23 @@
 //! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
 //!   that keeps expiry index, versions, modified times, memory, digests and change tracking exact.
 //! - [`digest`]: the canonical, order-independent content digest and its buckets.
+//! - [`effects`]: write effects, the deterministic commands each change is published as to the
+//!   keyspace's subscribers (append-only log, migration delta logs).
 //! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
 
 pub mod digest;
+pub mod effects;
+pub mod encoding;
 pub mod glob;
 pub mod keyspace;
+mod pack;
+pub mod skiplist;
 pub mod table;
 pub mod value;
 
 pub use digest::Digest;
+pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
+pub use encoding::Encoding;
 pub use keyspace::{Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, TrackingLag, Vacant};
 pub use table::{ShardedTable, Table};
 pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};

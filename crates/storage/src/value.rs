@@ -2,10 +2,13 @@
 //! on every change, so the keyspace can account a write in O(1) whatever the value's size.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Bound;
 
 use crate::digest::{hash_bytes, hash_pair, hash_scored, mix64, poly, type_tag};
+use crate::encoding::{self, Encoding};
+use crate::pack;
+use crate::skiplist::SkipList;
 use crate::table::Table;
 
 /// Rough per-element bookkeeping cost (allocator headers, pointers, table nodes), so that memory
@@ -130,9 +133,20 @@ impl Value {
         match self {
             Value::Str(s) => s.mem_size(),
             Value::List(l) => l.bytes + 64,
-            Value::Hash(h) => h.bytes + 64,
-            Value::Set(s) => s.bytes + 64,
-            Value::ZSet(z) => z.bytes + 96,
+            Value::Hash(h) => h.mem_bytes() + 64,
+            Value::Set(s) => s.mem_bytes() + 64,
+            Value::ZSet(z) => z.mem_bytes() + 96,
+        }
+    }
+
+    /// How the value is kept, as OBJECT ENCODING names it.
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            Value::Str(s) => s.encoding(),
+            Value::List(_) => Encoding::Quicklist,
+            Value::Hash(h) => h.encoding(),
+            Value::Set(s) => s.encoding(),
+            Value::ZSet(z) => z.encoding(),
         }
     }
 
@@ -196,12 +210,34 @@ impl Value {
 pub struct StrValue {
     data: Vec<u8>,
     crc: u32,
+    /// What Redis would call this string's encoding (it fits in the struct's padding). The bytes
+    /// are kept the same way whatever it says: see [`StrValue::encoding`].
+    enc: Encoding,
 }
+
+/// Longest string Redis embeds in its object header (`OBJ_ENCODING_EMBSTR_SIZE_LIMIT`).
+const EMBSTR_MAX: usize = 44;
 
 impl StrValue {
     pub fn new(data: Vec<u8>) -> Self {
         let crc = crc32fast::hash(&data);
-        StrValue { data, crc }
+        let enc = if encoding::canonical_int(&data).is_some() {
+            Encoding::Int
+        } else if data.len() <= EMBSTR_MAX {
+            Encoding::EmbStr
+        } else {
+            Encoding::Raw
+        };
+        StrValue { data, crc, enc }
+    }
+
+    /// The encoding Redis would report for this string: `int` for a canonical 64-bit integer
+    /// written whole (SET, INCR), `embstr` for other strings of up to 44 bytes written whole,
+    /// `raw` for longer ones and for any string changed in place (APPEND, SETRANGE), as in Redis.
+    /// Ferrite keeps every string as its bytes: an integer form would save nothing for the short
+    /// numbers counters hold, and GET would have to format it on every read.
+    pub fn encoding(&self) -> Encoding {
+        self.enc
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -228,6 +264,7 @@ impl StrValue {
         h.combine(&tail);
         self.crc = h.finalize();
         self.data.extend_from_slice(more);
+        self.enc = Encoding::Raw;
     }
 
     /// Overwrites from `offset`, zero-padding as SETRANGE does.
@@ -238,6 +275,7 @@ impl StrValue {
         }
         self.data[offset..end].copy_from_slice(data);
         self.crc = crc32fast::hash(&self.data);
+        self.enc = Encoding::Raw;
     }
 
     pub fn digest(&self) -> u64 {
@@ -370,36 +408,142 @@ impl ListValue {
 // ---------------------------------------------------------------------------------------------
 // Hashes
 
-/// A hash (field → value) with its digest.
-#[derive(Default)]
+/// A hash (field → value) with its digest: packed (`listpack`) while small, a table after.
 pub struct HashValue {
-    table: Table<Box<[u8]>>,
+    repr: HashRepr,
+    /// Estimated bytes of the table form's elements (unused while packed).
     bytes: usize,
     sum: u64,
 }
 
+enum HashRepr {
+    /// Fields and values alternating, in insertion order.
+    Packed {
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Table(Box<Table<Box<[u8]>>>),
+}
+
+impl Default for HashValue {
+    fn default() -> Self {
+        HashValue {
+            repr: HashRepr::Packed {
+                buf: Vec::new(),
+                len: 0,
+            },
+            bytes: 0,
+            sum: 0,
+        }
+    }
+}
+
+/// Position of `field` in a packed hash: (field start, value start, value end).
+fn packed_hash_find(buf: &[u8], field: &[u8]) -> Option<(usize, usize, usize)> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let (f, vs) = pack::read(buf, pos);
+        let (_, ve) = pack::read(buf, vs);
+        if f == field {
+            return Some((pos, vs, ve));
+        }
+        pos = ve;
+    }
+    None
+}
+
+/// The (field, value) pairs of a packed hash.
+fn packed_pairs(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut it = pack::Iter::new(buf);
+    std::iter::from_fn(move || Some((it.next()?, it.next()?)))
+}
+
 impl HashValue {
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.repr {
+            HashRepr::Packed { len, .. } => *len,
+            HashRepr::Table(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            HashRepr::Packed { .. } => Encoding::Listpack,
+            HashRepr::Table(_) => Encoding::HashTable,
+        }
+    }
+
+    /// Estimated heap bytes of the elements and their bookkeeping.
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => buf.capacity(),
+            HashRepr::Table(_) => self.bytes,
+        }
     }
 
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
-        self.table.get(field).map(|v| &**v)
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => {
+                packed_hash_find(buf, field).map(|(_, vs, _)| pack::read(buf, vs).0)
+            }
+            HashRepr::Table(t) => t.get(field).map(|v| &**v),
+        }
     }
 
     pub fn contains(&self, field: &[u8]) -> bool {
-        self.table.contains(field)
+        self.get(field).is_some()
+    }
+
+    /// Moves the elements into a table (past `hash-max-listpack-*`; never undone).
+    fn convert_to_table(&mut self) {
+        let HashRepr::Packed { buf, len } = &self.repr else {
+            return;
+        };
+        let mut t = Table::with_capacity(*len + 1);
+        let mut bytes = 0;
+        for (f, v) in packed_pairs(buf) {
+            bytes += f.len() + v.len() + ELEM_OVERHEAD;
+            t.insert_new(f.into(), v.into());
+        }
+        self.bytes = bytes;
+        self.repr = HashRepr::Table(Box::new(t));
     }
 
     /// Sets a field; returns true when the field is new.
     pub fn insert(&mut self, field: &[u8], value: &[u8]) -> bool {
-        match self.table.find(field) {
+        if let HashRepr::Packed { buf, len } = &mut self.repr {
+            let max_value = encoding::hash_max_value();
+            let fits = value.len() <= max_value;
+            match packed_hash_find(buf, field) {
+                Some((_, vs, ve)) if fits => {
+                    let old = pack::read(buf, vs).0;
+                    self.sum = self
+                        .sum
+                        .wrapping_sub(hash_pair(field, old))
+                        .wrapping_add(hash_pair(field, value));
+                    pack::splice(buf, vs, ve, &[value]);
+                    return false;
+                }
+                None if fits && field.len() <= max_value && *len < encoding::hash_max_entries() => {
+                    self.sum = self.sum.wrapping_add(hash_pair(field, value));
+                    pack::put(buf, field);
+                    pack::put(buf, value);
+                    *len += 1;
+                    return true;
+                }
+                _ => self.convert_to_table(),
+            }
+        }
+        let HashRepr::Table(table) = &mut self.repr else {
+            unreachable!("converted above")
+        };
+        match table.find(field) {
             Some(i) => {
-                let old = self.table.value_at_mut(i);
+                let old = table.value_at_mut(i);
                 self.sum = self
                     .sum
                     .wrapping_sub(hash_pair(field, old))
@@ -411,111 +555,379 @@ impl HashValue {
             None => {
                 self.sum = self.sum.wrapping_add(hash_pair(field, value));
                 self.bytes += field.len() + value.len() + ELEM_OVERHEAD;
-                self.table.insert_new(field.into(), value.into());
+                table.insert_new(field.into(), value.into());
                 true
             }
         }
     }
 
     pub fn remove(&mut self, field: &[u8]) -> bool {
-        match self.table.remove(field) {
-            Some((f, v)) => {
-                self.sum = self.sum.wrapping_sub(hash_pair(&f, &v));
-                self.bytes -= f.len() + v.len() + ELEM_OVERHEAD;
-                true
-            }
-            None => false,
+        match &mut self.repr {
+            HashRepr::Packed { buf, len } => match packed_hash_find(buf, field) {
+                Some((fs, vs, ve)) => {
+                    let v = pack::read(buf, vs).0;
+                    self.sum = self.sum.wrapping_sub(hash_pair(field, v));
+                    pack::splice(buf, fs, ve, &[]);
+                    *len -= 1;
+                    true
+                }
+                None => false,
+            },
+            HashRepr::Table(t) => match t.remove(field) {
+                Some((f, v)) => {
+                    self.sum = self.sum.wrapping_sub(hash_pair(&f, &v));
+                    self.bytes -= f.len() + v.len() + ELEM_OVERHEAD;
+                    true
+                }
+                None => false,
+            },
         }
     }
 
+    /// Fields and values (insertion order while packed; table order after).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.table.iter().map(|(k, v)| (k, &**v))
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => Either::Left(packed_pairs(buf)),
+            HashRepr::Table(t) => Either::Right(t.iter().map(|(k, v)| (k, &**v))),
+        }
     }
 
+    /// A cursor walk (see [`Table::scan`]); a packed hash is returned whole, with cursor 0, as
+    /// Redis returns a listpack.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &[u8])) -> u64 {
-        self.table.scan(cursor, count, |k, v| f(k, v))
+        match &self.repr {
+            HashRepr::Packed { buf, .. } => {
+                packed_pairs(buf).for_each(|(k, v)| f(k, v));
+                0
+            }
+            HashRepr::Table(t) => t.scan(cursor, count, |k, v| f(k, v)),
+        }
     }
 
     pub fn random(&self, rng: &mut impl rand::Rng) -> Option<(&[u8], &[u8])> {
-        let i = self.table.random_index(rng)?;
-        Some((self.table.key_at(i), self.table.value_at(i)))
+        match &self.repr {
+            HashRepr::Packed { buf, len } => {
+                if *len == 0 {
+                    return None;
+                }
+                packed_pairs(buf).nth(rng.random_range(0..*len))
+            }
+            HashRepr::Table(t) => {
+                let i = t.random_index(rng)?;
+                Some((t.key_at(i), t.value_at(i)))
+            }
+        }
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.table.len() as u64).rotate_left(40) ^ 0x3c6e_f372_fe94_f82b)
+        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0x3c6e_f372_fe94_f82b)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sets
 
-/// A set of byte strings with its digest.
-#[derive(Default)]
+/// A set of byte strings with its digest: an integer set or packed while small, a table after.
 pub struct SetValue {
-    table: Table<()>,
+    repr: SetRepr,
+    /// Estimated bytes of the table form's elements (unused while compact).
     bytes: usize,
     sum: u64,
 }
 
+enum SetRepr {
+    /// Integers only (each exactly as written: see [`encoding::canonical_int`]), sorted by
+    /// value, each in a slot of `width` bytes: its decimal text right-aligned, spaces before.
+    /// Fixed slots allow binary search; the text gives back the member's own bytes.
+    Ints {
+        buf: Vec<u8>,
+        width: usize,
+    },
+    /// Members in insertion order.
+    Packed {
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Table(Box<Table<()>>),
+}
+
+impl Default for SetValue {
+    fn default() -> Self {
+        SetValue {
+            repr: SetRepr::Ints {
+                buf: Vec::new(),
+                width: 0,
+            },
+            bytes: 0,
+            sum: 0,
+        }
+    }
+}
+
+/// The member in an integer-set slot (its text without the padding).
+#[inline]
+fn int_slot(slot: &[u8]) -> &[u8] {
+    let pad = slot.iter().take_while(|&&c| c == b' ').count();
+    &slot[pad..]
+}
+
+/// Binary search of an integer set: Ok(index) if present, Err(insertion index) if not.
+fn int_search(buf: &[u8], width: usize, x: i64) -> Result<usize, usize> {
+    if width == 0 {
+        return Err(0);
+    }
+    let n = buf.len() / width;
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let v = encoding::canonical_int(int_slot(&buf[mid * width..(mid + 1) * width]))
+            .unwrap_or(i64::MIN);
+        match v.cmp(&x) {
+            Ordering::Equal => return Ok(mid),
+            Ordering::Less => lo = mid + 1,
+            Ordering::Greater => hi = mid,
+        }
+    }
+    Err(lo)
+}
+
+fn pad_into(buf: &mut Vec<u8>, text: &[u8], width: usize) {
+    buf.extend(std::iter::repeat_n(b' ', width - text.len()));
+    buf.extend_from_slice(text);
+}
+
 impl SetValue {
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.repr {
+            SetRepr::Ints { buf, width } => buf.len().checked_div(*width).unwrap_or(0),
+            SetRepr::Packed { len, .. } => *len,
+            SetRepr::Table(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            SetRepr::Ints { .. } => Encoding::Intset,
+            SetRepr::Packed { .. } => Encoding::Listpack,
+            SetRepr::Table(_) => Encoding::HashTable,
+        }
+    }
+
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            SetRepr::Ints { buf, .. } | SetRepr::Packed { buf, .. } => buf.capacity(),
+            SetRepr::Table(_) => self.bytes,
+        }
     }
 
     pub fn contains(&self, m: &[u8]) -> bool {
-        self.table.contains(m)
+        match &self.repr {
+            SetRepr::Ints { buf, width } => {
+                encoding::canonical_int(m).is_some_and(|x| int_search(buf, *width, x).is_ok())
+            }
+            SetRepr::Packed { buf, .. } => pack::Iter::new(buf).any(|e| e == m),
+            SetRepr::Table(t) => t.contains(m),
+        }
+    }
+
+    /// Converts an integer set to the packed form or a table, whichever `extra` more members
+    /// of at most `longest` bytes allow (Redis's rule; never undone).
+    fn convert(&mut self, extra: usize, longest: usize) {
+        let members: Vec<Box<[u8]>> = self.iter().map(Box::from).collect();
+        let longest = members
+            .iter()
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+            .max(longest);
+        let packed = matches!(self.repr, SetRepr::Ints { .. })
+            && members.len() + extra <= encoding::set_max_listpack_entries()
+            && longest <= encoding::set_max_listpack_value();
+        if packed {
+            let mut buf = Vec::new();
+            for m in &members {
+                pack::put(&mut buf, m);
+            }
+            self.repr = SetRepr::Packed {
+                buf,
+                len: members.len(),
+            };
+        } else {
+            let mut t = Table::with_capacity(members.len() + extra);
+            self.bytes = 0;
+            for m in members {
+                self.bytes += m.len() + ELEM_OVERHEAD;
+                t.insert_new(m, ());
+            }
+            self.repr = SetRepr::Table(Box::new(t));
+        }
     }
 
     /// Adds a member; returns true when it was new.
     pub fn insert(&mut self, m: &[u8]) -> bool {
-        if self.table.contains(m) {
+        if let SetRepr::Ints { buf, width } = &mut self.repr {
+            match encoding::canonical_int(m) {
+                Some(x) => match int_search(buf, *width, x) {
+                    Ok(_) => return false,
+                    Err(at) => {
+                        let len = buf.len().checked_div(*width).unwrap_or(0);
+                        if len < encoding::set_max_intset_entries() {
+                            if m.len() > *width {
+                                // Widen every slot (Redis upgrades an intset's integer size).
+                                let mut wide = Vec::with_capacity((len + 1) * m.len());
+                                for slot in buf.chunks_exact((*width).max(1)) {
+                                    pad_into(&mut wide, int_slot(slot), m.len());
+                                }
+                                *buf = wide;
+                                *width = m.len();
+                            }
+                            let mut slot = Vec::with_capacity(*width);
+                            pad_into(&mut slot, m, *width);
+                            buf.reserve_exact(*width);
+                            buf.splice(at * *width..at * *width, slot);
+                            self.sum = self.sum.wrapping_add(hash_bytes(m));
+                            return true;
+                        }
+                        self.convert(1, m.len());
+                    }
+                },
+                None => self.convert(1, m.len()),
+            }
+        }
+        if let SetRepr::Packed { buf, len } = &mut self.repr {
+            if pack::Iter::new(buf).any(|e| e == m) {
+                return false;
+            }
+            if *len < encoding::set_max_listpack_entries()
+                && m.len() <= encoding::set_max_listpack_value()
+            {
+                pack::put(buf, m);
+                *len += 1;
+                self.sum = self.sum.wrapping_add(hash_bytes(m));
+                return true;
+            }
+            self.convert(1, m.len());
+        }
+        let SetRepr::Table(table) = &mut self.repr else {
+            unreachable!("converted above")
+        };
+        if table.contains(m) {
             return false;
         }
         self.sum = self.sum.wrapping_add(hash_bytes(m));
         self.bytes += m.len() + ELEM_OVERHEAD;
-        self.table.insert_new(m.into(), ());
+        table.insert_new(m.into(), ());
         true
     }
 
     pub fn remove(&mut self, m: &[u8]) -> bool {
-        match self.table.remove(m) {
-            Some((k, ())) => {
-                self.sum = self.sum.wrapping_sub(hash_bytes(&k));
-                self.bytes -= k.len() + ELEM_OVERHEAD;
-                true
+        let removed = match &mut self.repr {
+            SetRepr::Ints { buf, width } => {
+                match encoding::canonical_int(m).map(|x| int_search(buf, *width, x)) {
+                    Some(Ok(i)) => {
+                        buf.drain(i * *width..(i + 1) * *width);
+                        true
+                    }
+                    _ => false,
+                }
             }
-            None => false,
+            SetRepr::Packed { buf, len } => {
+                let mut it = pack::Iter::new(buf);
+                let mut found = None;
+                loop {
+                    let start = it.pos();
+                    match it.next() {
+                        Some(e) if e == m => {
+                            found = Some((start, it.pos()));
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                match found {
+                    Some((from, to)) => {
+                        pack::splice(buf, from, to, &[]);
+                        *len -= 1;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            SetRepr::Table(t) => {
+                let hit = t.remove(m).is_some();
+                if hit {
+                    self.bytes -= m.len() + ELEM_OVERHEAD;
+                }
+                hit
+            }
+        };
+        if removed {
+            self.sum = self.sum.wrapping_sub(hash_bytes(m));
+        }
+        removed
+    }
+
+    /// Members: ascending integers for an integer set, insertion order while packed.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        match &self.repr {
+            SetRepr::Ints { buf, width } => Either::Left(Either::Left(
+                buf.chunks_exact((*width).max(1)).map(int_slot),
+            )),
+            SetRepr::Packed { buf, .. } => Either::Left(Either::Right(pack::Iter::new(buf))),
+            SetRepr::Table(t) => Either::Right(t.iter().map(|(k, ())| k)),
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.table.iter().map(|(k, ())| k)
-    }
-
+    /// A cursor walk (see [`Table::scan`]); a compact set is returned whole, with cursor 0.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
-        self.table.scan(cursor, count, |k, ()| f(k))
+        match &self.repr {
+            SetRepr::Table(t) => t.scan(cursor, count, |k, ()| f(k)),
+            _ => {
+                self.iter().for_each(f);
+                0
+            }
+        }
     }
 
     pub fn random(&self, rng: &mut impl rand::Rng) -> Option<&[u8]> {
-        let i = self.table.random_index(rng)?;
-        Some(self.table.key_at(i))
+        match &self.repr {
+            SetRepr::Table(t) => {
+                let i = t.random_index(rng)?;
+                Some(t.key_at(i))
+            }
+            _ => {
+                let n = self.len();
+                if n == 0 {
+                    return None;
+                }
+                self.iter().nth(rng.random_range(0..n))
+            }
+        }
     }
 
     /// Removes and returns a random member.
     pub fn pop_random(&mut self, rng: &mut impl rand::Rng) -> Option<Box<[u8]>> {
-        let i = self.table.random_index(rng)?;
-        let (k, ()) = self.table.remove_at(i);
-        self.sum = self.sum.wrapping_sub(hash_bytes(&k));
-        self.bytes -= k.len() + ELEM_OVERHEAD;
-        Some(k)
+        let m: Box<[u8]> = match &mut self.repr {
+            SetRepr::Table(t) => {
+                let i = t.random_index(rng)?;
+                let (k, ()) = t.remove_at(i);
+                self.sum = self.sum.wrapping_sub(hash_bytes(&k));
+                self.bytes -= k.len() + ELEM_OVERHEAD;
+                return Some(k);
+            }
+            _ => self.random(rng)?.into(),
+        };
+        self.remove(&m);
+        Some(m)
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.table.len() as u64).rotate_left(40) ^ 0xa54f_f53a_5f1d_36f1)
+        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0xa54f_f53a_5f1d_36f1)
     }
 }
 
@@ -541,140 +953,540 @@ impl Ord for Score {
     }
 }
 
-/// A sorted set: member → score, plus members ordered by (score, member).
-#[derive(Default)]
+/// A sorted set: packed (`listpack`, ordered by (score, member)) while small; past
+/// `zset-max-listpack-*`, a member → score table plus a skiplist with spans, so ranks and range
+/// starts are found in O(log n).
 pub struct ZSetValue {
-    dict: Table<f64>,
-    tree: BTreeSet<(Score, Box<[u8]>)>,
+    repr: ZRepr,
+    /// Estimated bytes of the full form's elements (unused while packed).
     bytes: usize,
     sum: u64,
 }
 
+enum ZRepr {
+    /// (member, score as 8 little-endian bytes) pairs in (score, member) order.
+    Packed {
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Full(Box<ZFull>),
+}
+
+#[derive(Default)]
+struct ZFull {
+    dict: Table<f64>,
+    list: SkipList,
+}
+
+impl Default for ZSetValue {
+    fn default() -> Self {
+        ZSetValue {
+            repr: ZRepr::Packed {
+                buf: Vec::new(),
+                len: 0,
+            },
+            bytes: 0,
+            sum: 0,
+        }
+    }
+}
+
+#[inline]
+fn score_of(bytes: &[u8]) -> f64 {
+    f64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// Walks a packed sorted set: (member, score, start, end) of each element.
+fn packed_scored(buf: &[u8]) -> impl Iterator<Item = (&[u8], f64, usize, usize)> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        if pos >= buf.len() {
+            return None;
+        }
+        let start = pos;
+        let (m, next) = pack::read(buf, pos);
+        let (s, next) = pack::read(buf, next);
+        pos = next;
+        Some((m, score_of(s), start, next))
+    })
+}
+
+#[inline]
+fn cmp_scored(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
+    Score(s1).cmp(&Score(s2)).then_with(|| m1.cmp(m2))
+}
+
 impl ZSetValue {
     pub fn len(&self) -> usize {
-        self.dict.len()
+        match &self.repr {
+            ZRepr::Packed { len, .. } => *len,
+            ZRepr::Full(f) => f.dict.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dict.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            ZRepr::Packed { .. } => Encoding::Listpack,
+            ZRepr::Full(_) => Encoding::Skiplist,
+        }
+    }
+
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => buf.capacity(),
+            ZRepr::Full(_) => self.bytes,
+        }
     }
 
     pub fn score(&self, m: &[u8]) -> Option<f64> {
-        self.dict.get(m).copied()
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf)
+                .find(|(x, ..)| *x == m)
+                .map(|(_, s, ..)| s),
+            ZRepr::Full(f) => f.dict.get(m).copied(),
+        }
+    }
+
+    /// Moves the elements into the table + skiplist form (never undone).
+    fn convert_to_full(&mut self) {
+        let ZRepr::Packed { buf, len } = &self.repr else {
+            return;
+        };
+        let mut full = ZFull {
+            dict: Table::with_capacity(*len + 1),
+            list: SkipList::new(),
+        };
+        let mut bytes = 0;
+        for (m, s, ..) in packed_scored(buf) {
+            full.dict.insert_new(m.into(), s);
+            full.list.insert(s, m);
+            bytes += 2 * m.len() + 2 * ELEM_OVERHEAD;
+        }
+        self.bytes = bytes;
+        self.repr = ZRepr::Full(Box::new(full));
     }
 
     /// Sets a member's score; returns the previous score.
     pub fn insert(&mut self, m: &[u8], score: f64) -> Option<f64> {
-        let old = self.dict.get(m).copied();
+        if let ZRepr::Packed { buf, len } = &mut self.repr {
+            let found = packed_scored(buf)
+                .find(|(x, ..)| *x == m)
+                .map(|(_, s, from, to)| (s, from, to));
+            if let Some((o, ..)) = found
+                && o.to_bits() == score.to_bits()
+            {
+                return Some(o);
+            }
+            let size_after = *len + usize::from(found.is_none());
+            if size_after <= encoding::zset_max_entries() && m.len() <= encoding::zset_max_value() {
+                if let Some((o, from, to)) = found {
+                    pack::splice(buf, from, to, &[]);
+                    self.sum = self.sum.wrapping_sub(hash_scored(m, o));
+                } else {
+                    *len += 1;
+                }
+                let at = packed_scored(buf)
+                    .find(|(x, s, ..)| cmp_scored(*s, x, score, m) == Ordering::Greater)
+                    .map_or(buf.len(), |(.., from, _)| from);
+                pack::splice(buf, at, at, &[m, &score.to_le_bytes()]);
+                self.sum = self.sum.wrapping_add(hash_scored(m, score));
+                return found.map(|(o, ..)| o);
+            }
+            self.convert_to_full();
+        }
+        let ZRepr::Full(full) = &mut self.repr else {
+            unreachable!("converted above")
+        };
+        let old = full.dict.get(m).copied();
         match old {
             Some(o) => {
                 if o.to_bits() == score.to_bits() {
                     return old;
                 }
-                self.tree.remove(&(Score(o), Box::<[u8]>::from(m)));
+                full.list.remove(o, m);
                 self.sum = self.sum.wrapping_sub(hash_scored(m, o));
-                if let Some(s) = self.dict.get_mut(m) {
+                if let Some(s) = full.dict.get_mut(m) {
                     *s = score;
                 }
             }
             None => {
-                self.dict.insert_new(m.into(), score);
+                full.dict.insert_new(m.into(), score);
                 self.bytes += 2 * m.len() + 2 * ELEM_OVERHEAD;
             }
         }
-        self.tree.insert((Score(score), m.into()));
+        full.list.insert(score, m);
         self.sum = self.sum.wrapping_add(hash_scored(m, score));
         old
     }
 
     pub fn remove(&mut self, m: &[u8]) -> Option<f64> {
-        let (k, score) = self.dict.remove(m)?;
-        self.tree.remove(&(Score(score), k));
+        let score = match &mut self.repr {
+            ZRepr::Packed { buf, len } => {
+                let (_, s, from, to) = packed_scored(buf).find(|(x, ..)| *x == m)?;
+                pack::splice(buf, from, to, &[]);
+                *len -= 1;
+                s
+            }
+            ZRepr::Full(full) => {
+                let (_, score) = full.dict.remove(m)?;
+                full.list.remove(score, m);
+                self.bytes -= 2 * m.len() + 2 * ELEM_OVERHEAD;
+                score
+            }
+        };
         self.sum = self.sum.wrapping_sub(hash_scored(m, score));
-        self.bytes -= 2 * m.len() + 2 * ELEM_OVERHEAD;
         Some(score)
     }
 
-    /// Members in order of (score, member).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> {
-        self.tree.iter().map(|(s, m)| (&**m, s.0))
+    /// Members with 0-based ranks in `[start, end)`, ascending (reverse the iterator for
+    /// descending). O(log n + m) past the packed form.
+    pub fn range_by_rank(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => Either::Left(
+                packed_scored(buf)
+                    .skip(start)
+                    .take(end.saturating_sub(start))
+                    .map(|(m, s, ..)| (m, s))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ZRepr::Full(f) => Either::Right(f.list.range(start, end)),
+        }
     }
 
-    /// Members whose score lies within the bounds, in ascending order.
+    /// Members in order of (score, member).
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        self.range_by_rank(0, usize::MAX)
+    }
+
+    /// The member at a 0-based rank. O(log n) past the packed form.
+    pub fn get_by_rank(&self, rank: usize) -> Option<(&[u8], f64)> {
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf).nth(rank).map(|(m, s, ..)| (m, s)),
+            ZRepr::Full(f) => f.list.get(rank).map(|(s, m)| (m, s)),
+        }
+    }
+
+    /// How many leading members (in (score, member) order) satisfy `before`, which must hold for
+    /// a prefix of the order and not after it (a range bound). O(log n) past the packed form.
+    pub fn count_before(&self, mut before: impl FnMut(f64, &[u8]) -> bool) -> usize {
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf)
+                .take_while(|(m, s, ..)| before(*s, m))
+                .count(),
+            ZRepr::Full(f) => f.list.count_before(before),
+        }
+    }
+
+    /// Rank bounds `[start, end)` of the members whose score lies within the bounds.
+    pub fn score_rank_range(&self, min: Bound<f64>, max: Bound<f64>) -> (usize, usize) {
+        let start = self.count_before(|s, _| match min {
+            Bound::Included(b) => Score(s) < Score(b),
+            Bound::Excluded(b) => Score(s) <= Score(b),
+            Bound::Unbounded => false,
+        });
+        let end = self.count_before(|s, _| match max {
+            Bound::Included(b) => Score(s) <= Score(b),
+            Bound::Excluded(b) => Score(s) < Score(b),
+            Bound::Unbounded => true,
+        });
+        (start, end.max(start))
+    }
+
+    /// Members whose score lies within the bounds, in ascending order. O(log n + m).
     pub fn range_by_score(
         &self,
         min: Bound<f64>,
         max: Bound<f64>,
-    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> {
-        // (s, "") sorts before every member with score s, so score bounds become element bounds.
-        let key = |s: f64| (Score(s), Box::<[u8]>::default());
-        let lo = match min {
-            Bound::Included(s) => Some(Bound::Included(key(s))),
-            Bound::Excluded(s) if s == f64::INFINITY => None,
-            Bound::Excluded(s) => Some(Bound::Included(key(next_up(s)))),
-            Bound::Unbounded => Some(Bound::Unbounded),
-        };
-        let hi = match max {
-            Bound::Included(s) if s == f64::INFINITY => Some(Bound::Unbounded),
-            Bound::Included(s) => Some(Bound::Excluded(key(next_up(s)))),
-            Bound::Excluded(s) if s == f64::NEG_INFINITY => None,
-            Bound::Excluded(s) => Some(Bound::Excluded(key(s))),
-            Bound::Unbounded => Some(Bound::Unbounded),
-        };
-        let range = match (lo, hi) {
-            (Some(lo), Some(hi)) if bounds_nonempty(&lo, &hi) => Some(self.tree.range((lo, hi))),
-            _ => None,
-        };
-        range.into_iter().flatten().map(|(s, m)| (&**m, s.0))
+    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        let (start, end) = self.score_rank_range(min, max);
+        self.range_by_rank(start, end)
     }
 
-    /// 0-based rank of a member in ascending order.
+    /// 0-based rank of a member in ascending order. O(log n).
     pub fn rank(&self, m: &[u8]) -> Option<usize> {
-        let score = *self.dict.get(m)?;
-        Some(
-            self.tree
-                .range(..(Score(score), Box::<[u8]>::from(m)))
-                .count(),
-        )
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => packed_scored(buf).position(|(x, ..)| x == m),
+            ZRepr::Full(f) => {
+                let score = *f.dict.get(m)?;
+                f.list.rank(score, m)
+            }
+        }
     }
 
+    /// A cursor walk (see [`Table::scan`]); a packed set is returned whole, with cursor 0.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], f64)) -> u64 {
-        self.dict.scan(cursor, count, |k, s| f(k, *s))
+        match &self.repr {
+            ZRepr::Packed { buf, .. } => {
+                packed_scored(buf).for_each(|(m, s, ..)| f(m, s));
+                0
+            }
+            ZRepr::Full(full) => full.dict.scan(cursor, count, |k, s| f(k, *s)),
+        }
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.dict.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
+        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
     }
 }
 
-/// BTreeSet::range panics on inverted bounds; this says whether they are in order.
-fn bounds_nonempty<T: Ord>(lo: &Bound<T>, hi: &Bound<T>) -> bool {
-    match (lo, hi) {
-        (Bound::Unbounded, _) | (_, Bound::Unbounded) => true,
-        (Bound::Included(a), Bound::Included(b)) => a <= b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a < b,
+/// One of two iterators (the forms of a value walk differently).
+pub enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+impl<T, L: Iterator<Item = T>, R: Iterator<Item = T>> Iterator for Either<L, R> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        match self {
+            Either::Left(l) => l.next(),
+            Either::Right(r) => r.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Either::Left(l) => l.size_hint(),
+            Either::Right(r) => r.size_hint(),
+        }
     }
 }
 
-/// The smallest double greater than `x` (for exclusive lower bounds).
-fn next_up(x: f64) -> f64 {
-    if x.is_nan() || x == f64::INFINITY {
-        return x;
+impl<T, L, R> DoubleEndedIterator for Either<L, R>
+where
+    L: DoubleEndedIterator<Item = T>,
+    R: DoubleEndedIterator<Item = T>,
+{
+    fn next_back(&mut self) -> Option<T> {
+        match self {
+            Either::Left(l) => l.next_back(),
+            Either::Right(r) => r.next_back(),
+        }
     }
-    if x == 0.0 {
-        return f64::from_bits(1);
-    }
-    let bits = x.to_bits();
-    if x > 0.0 {
-        f64::from_bits(bits + 1)
-    } else {
-        f64::from_bits(bits - 1)
-    }
+}
+
+impl<T, L, R> ExactSizeIterator for Either<L, R>
+where
+    L: ExactSizeIterator<Item = T>,
+    R: ExactSizeIterator<Item = T>,
+{
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Members drawn from a pool larger than the packed limits, some longer than the value
+    /// limit, some integers: every form and every conversion is reached.
+    fn member(k: u16) -> Vec<u8> {
+        match k % 4 {
+            0 | 1 => (i64::from(k) - 300).to_string().into_bytes(),
+            2 => format!("m{k}").into_bytes(),
+            _ if k % 37 == 3 => vec![b'x'; 70 + usize::from(k % 5)],
+            _ => format!("{k:05}").into_bytes(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Hashes against a map, through packed and table forms: lookups, iteration, removal,
+        /// and a digest equal to that of the same content built afresh.
+        #[test]
+        fn hash_matches_model(ops in proptest::collection::vec((0u8..4, 0u16..400, 0u8..3), 0..700)) {
+            let mut h = HashValue::default();
+            let mut m: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut went_table = false;
+            for (op, k, v) in ops {
+                let f = member(k);
+                let val = if v == 2 { vec![b'v'; 80] } else { format!("v{v}").into_bytes() };
+                match op {
+                    0 => { proptest::prop_assert_eq!(h.remove(&f), m.remove(&f).is_some()); }
+                    _ => { proptest::prop_assert_eq!(h.insert(&f, &val), m.insert(f.clone(), val.clone()).is_none()); }
+                }
+                went_table |= h.encoding() == Encoding::HashTable;
+                proptest::prop_assert!(!went_table || h.encoding() == Encoding::HashTable, "never back");
+                proptest::prop_assert_eq!(h.len(), m.len());
+            }
+            for (f, v) in &m {
+                proptest::prop_assert_eq!(h.get(f), Some(&v[..]));
+            }
+            let got: BTreeMap<Vec<u8>, Vec<u8>> = h.iter().map(|(f, v)| (f.to_vec(), v.to_vec())).collect();
+            proptest::prop_assert_eq!(&got, &m);
+            let mut scanned = BTreeMap::new();
+            let mut c = 0;
+            loop {
+                c = h.scan(c, 7, |f, v| { scanned.insert(f.to_vec(), v.to_vec()); });
+                if c == 0 { break; }
+            }
+            proptest::prop_assert_eq!(&scanned, &m);
+            let mut fresh = HashValue::default();
+            for (f, v) in &m {
+                fresh.insert(f, v);
+            }
+            proptest::prop_assert_eq!(h.digest(), fresh.digest());
+            if !m.is_empty() {
+                let (f, v) = h.random(&mut rand::rng()).unwrap();
+                proptest::prop_assert_eq!(m.get(f).map(|x| &x[..]), Some(v));
+            }
+        }
+
+        /// Sets against a set, through the integer set, packed and table forms.
+        #[test]
+        fn set_matches_model(ops in proptest::collection::vec((0u8..4, 0u16..700), 0..1200), ints_only in proptest::bool::ANY) {
+            let mut s = SetValue::default();
+            let mut m: BTreeSet<Vec<u8>> = BTreeSet::new();
+            let mut rng = rand::rng();
+            for (op, k) in ops {
+                let e = if ints_only { (i64::from(k) * 7919 - 2_000_000).to_string().into_bytes() } else { member(k) };
+                match op {
+                    0 => { proptest::prop_assert_eq!(s.remove(&e), m.remove(&e)); }
+                    1 if k % 9 == 0 => {
+                        if let Some(p) = s.pop_random(&mut rng) {
+                            proptest::prop_assert!(m.remove(&*p));
+                        } else {
+                            proptest::prop_assert!(m.is_empty());
+                        }
+                    }
+                    _ => { proptest::prop_assert_eq!(s.insert(&e), m.insert(e.clone())); }
+                }
+                proptest::prop_assert_eq!(s.len(), m.len());
+                if ints_only && s.len() <= 512 {
+                    proptest::prop_assert_eq!(s.encoding(), Encoding::Intset);
+                }
+            }
+            for e in &m {
+                proptest::prop_assert!(s.contains(e));
+            }
+            proptest::prop_assert!(!s.contains(b"-0") && !s.contains(b"007"));
+            let got: Vec<Vec<u8>> = s.iter().map(<[u8]>::to_vec).collect();
+            if s.encoding() == Encoding::Intset {
+                let nums: Vec<i64> = got.iter().map(|g| std::str::from_utf8(g).unwrap().parse().unwrap()).collect();
+                proptest::prop_assert!(nums.windows(2).all(|w| w[0] < w[1]), "intset is sorted");
+            }
+            proptest::prop_assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), m.clone());
+            let mut fresh = SetValue::default();
+            for e in &m {
+                fresh.insert(e);
+            }
+            proptest::prop_assert_eq!(s.digest(), fresh.digest());
+            if !m.is_empty() {
+                proptest::prop_assert!(m.contains(s.random(&mut rng).unwrap()));
+            }
+        }
+
+        /// Sorted sets against an ordered model, through packed and skiplist forms.
+        #[test]
+        fn zset_matches_model(ops in proptest::collection::vec((0u8..4, 0u16..300, -4i8..4), 0..700)) {
+            let mut z = ZSetValue::default();
+            let mut m: BTreeMap<Vec<u8>, f64> = BTreeMap::new();
+            for (op, k, sc) in ops {
+                let e = member(k);
+                let score = f64::from(sc) / 2.0;
+                match op {
+                    0 => { proptest::prop_assert_eq!(z.remove(&e), m.remove(&e)); }
+                    _ => { proptest::prop_assert_eq!(z.insert(&e, score), m.insert(e.clone(), score)); }
+                }
+                proptest::prop_assert_eq!(z.len(), m.len());
+            }
+            let mut want: Vec<(Vec<u8>, f64)> = m.iter().map(|(k, s)| (k.clone(), *s)).collect();
+            want.sort_by(|a, b| Score(a.1).cmp(&Score(b.1)).then_with(|| a.0.cmp(&b.0)));
+            let got: Vec<(Vec<u8>, f64)> = z.iter().map(|(k, s)| (k.to_vec(), s)).collect();
+            proptest::prop_assert_eq!(&got, &want);
+            let back: Vec<(Vec<u8>, f64)> = z.iter().rev().map(|(k, s)| (k.to_vec(), s)).collect();
+            proptest::prop_assert_eq!(back.len(), want.len());
+            for (i, (k, s)) in want.iter().enumerate() {
+                proptest::prop_assert_eq!(z.rank(k), Some(i));
+                proptest::prop_assert_eq!(z.score(k), Some(*s));
+                proptest::prop_assert_eq!(z.get_by_rank(i).map(|(k, s)| (k.to_vec(), s)), Some((k.clone(), *s)));
+            }
+            let (a, b) = z.score_rank_range(Bound::Excluded(-1.0), Bound::Included(1.0));
+            proptest::prop_assert_eq!(b - a, want.iter().filter(|(_, s)| *s > -1.0 && *s <= 1.0).count());
+            proptest::prop_assert_eq!(z.range_by_rank(2, 5).len(), want.len().saturating_sub(2).min(3));
+            let mut fresh = ZSetValue::default();
+            for (k, s) in &m {
+                fresh.insert(k, *s);
+            }
+            proptest::prop_assert_eq!(z.digest(), fresh.digest());
+        }
+    }
+
+    #[test]
+    fn encodings_follow_redis_thresholds() {
+        let mut h = HashValue::default();
+        h.insert(b"f", b"v");
+        assert_eq!(h.encoding(), Encoding::Listpack);
+        h.insert(b"f", &[b'x'; 65]);
+        assert_eq!(h.encoding(), Encoding::HashTable, "value longer than 64");
+        h.remove(b"f");
+        h.insert(b"g", b"v");
+        assert_eq!(h.encoding(), Encoding::HashTable, "never converts back");
+        let mut h = HashValue::default();
+        for i in 0..128 {
+            h.insert(format!("f{i}").as_bytes(), b"v");
+        }
+        assert_eq!(h.encoding(), Encoding::Listpack);
+        h.insert(b"one-more", b"v");
+        assert_eq!(h.encoding(), Encoding::HashTable);
+
+        let mut s = SetValue::default();
+        for i in 0..512 {
+            s.insert(i.to_string().as_bytes());
+        }
+        assert_eq!(s.encoding(), Encoding::Intset);
+        s.insert(b"512");
+        assert_eq!(
+            s.encoding(),
+            Encoding::HashTable,
+            "past set-max-intset-entries"
+        );
+        let mut s = SetValue::default();
+        s.insert(b"1");
+        s.insert(b"01");
+        assert_eq!(
+            s.encoding(),
+            Encoding::Listpack,
+            "01 is not an integer as written"
+        );
+        for i in 0..126 {
+            s.insert(format!("m{i}").as_bytes());
+        }
+        assert_eq!((s.len(), s.encoding()), (128, Encoding::Listpack));
+        s.insert(b"m-last");
+        assert_eq!(s.encoding(), Encoding::HashTable);
+
+        let mut z = ZSetValue::default();
+        z.insert(b"a", 1.0);
+        assert_eq!(z.encoding(), Encoding::Listpack);
+        z.insert(&[b'm'; 65], 1.0);
+        assert_eq!(z.encoding(), Encoding::Skiplist);
+
+        assert_eq!(StrValue::new(b"12345".to_vec()).encoding(), Encoding::Int);
+        assert_eq!(
+            StrValue::new(b"012345".to_vec()).encoding(),
+            Encoding::EmbStr
+        );
+        assert_eq!(StrValue::new(vec![b'a'; 44]).encoding(), Encoding::EmbStr);
+        assert_eq!(StrValue::new(vec![b'a'; 45]).encoding(), Encoding::Raw);
+        let mut a = StrValue::new(b"1".to_vec());
+        a.append(b"2");
+        assert_eq!(
+            a.encoding(),
+            Encoding::Raw,
+            "APPEND makes a raw string, as in Redis"
+        );
+    }
 
     fn list_from(items: &[&str]) -> ListValue {
         let mut l = ListValue::default();

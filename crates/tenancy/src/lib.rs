@@ -1,6 +1,8 @@
 //! Tenancy for Ferrite: who owns which keyspace, under what limits, and how a tenant moves.
 //!
 //! - [`registry`]: [`Registry`] of [`Tenant`]s; creation, deletion, authentication.
+//! - [`credential`]: [`Credential`], the salted hash kept of a tenant password; constant-time
+//!   secret comparison.
 //! - [`tenant`]: a tenant's keyspace, credentials, ownership [`TenantState`], quotas, stats.
 //! - [`gate`]: [`WriteGate`], which pauses one tenant's writes for a cutover.
 //! - [`throttle`]: per-tenant operation rate limits (delay, then refuse).
@@ -17,7 +19,7 @@
 //! ```
 //! use std::time::Duration;
 //! use ferrite_storage::Value;
-//! use ferrite_tenancy::{CreateOptions, MigrationConfig, MigrationMode, MigrationPhase};
+//! use ferrite_tenancy::{CreateOptions, Credential, MigrationConfig, MigrationMode, MigrationPhase};
 //!
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +27,10 @@
 //! let target = ferrite_server::start_for_tests().await?;
 //! let tenant = source.registry().create(
 //!     "acme-corp",
-//!     CreateOptions { password: Some("s3cret".into()), ..Default::default() },
+//!     CreateOptions {
+//!         credential: Some(Credential::from_password(b"s3cret")),
+//!         ..Default::default()
+//!     },
 //! )?;
 //! {
 //!     let ks = tenant.keyspace();
@@ -75,6 +80,7 @@
 //! # }
 //! ```
 
+pub mod credential;
 pub mod error;
 pub mod gate;
 pub mod migration;
@@ -82,6 +88,7 @@ pub mod registry;
 pub mod tenant;
 pub mod throttle;
 
+pub use credential::{Credential, InvalidCredential, secrets_equal};
 pub use error::TenancyError;
 pub use gate::{WriteGate, WritePermit};
 pub use migration::{

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLock;
 
+use crate::credential::Credential;
 use crate::error::TenancyError;
 use crate::tenant::{Tenant, TenantLimits, TenantState, valid_tenant_id};
 
@@ -58,7 +59,8 @@ pub trait OwnershipJournal: Send + Sync + 'static {
 /// Options of TENANT.CREATE.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
-    pub password: Option<String>,
+    /// The hashed password (`Credential::from_password`); `None`: nobody can AUTH as the tenant.
+    pub credential: Option<Credential>,
     pub maxmemory: Option<u64>,
     pub maxkeys: Option<u64>,
     pub ops: Option<u64>,
@@ -184,7 +186,7 @@ impl Registry {
         if map.len() >= settings.max_tenants {
             return Err(TenancyError::TooManyTenants(settings.max_tenants));
         }
-        let t = Arc::new(Tenant::new(id, opts.password, limits));
+        let t = Arc::new(Tenant::new(id, opts.credential, limits));
         map.insert(id.into(), t.clone());
         Ok(t)
     }
@@ -298,7 +300,7 @@ mod tests {
             .create(
                 "acme",
                 CreateOptions {
-                    password: Some("pw".into()),
+                    credential: Some(Credential::from_password(b"pw")),
                     ..Default::default()
                 },
             )

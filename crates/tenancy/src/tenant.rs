@@ -9,6 +9,7 @@ use std::time::Duration;
 use ferrite_storage::Keyspace;
 use parking_lot::RwLock;
 
+use crate::credential::Credential;
 use crate::gate::WriteGate;
 use crate::throttle::{Admission, Throttle};
 
@@ -87,7 +88,8 @@ pub struct TenantStats {
 /// import, release of a frozen copy) without the connections noticing more than a state change.
 pub struct Tenant {
     id: Arc<str>,
-    password: RwLock<Option<String>>,
+    /// The salted hash of the tenant's password; `None`: nobody can AUTH as the tenant.
+    credential: RwLock<Option<Credential>>,
     keyspace: RwLock<Arc<Keyspace>>,
     /// Bumped after every keyspace replacement, so a connection may keep the `Arc<Keyspace>` it
     /// fetched and only fetch it again (an `RwLock` read and two refcount updates on cache lines
@@ -126,10 +128,10 @@ pub fn valid_tenant_id(id: &[u8]) -> bool {
 }
 
 impl Tenant {
-    pub fn new(id: &str, password: Option<String>, limits: TenantLimits) -> Tenant {
+    pub fn new(id: &str, credential: Option<Credential>, limits: TenantLimits) -> Tenant {
         Tenant {
             id: id.into(),
-            password: RwLock::new(password),
+            credential: RwLock::new(credential),
             keyspace: RwLock::new(Arc::new(Keyspace::new())),
             keyspace_epoch: AtomicU64::new(0),
             state: AtomicU8::new(TenantState::Active as u8),
@@ -189,24 +191,25 @@ impl Tenant {
         self.moved_to.read().clone()
     }
 
+    /// Checks a password against the stored credential (constant time).
     pub fn check_password(&self, pw: &[u8]) -> bool {
-        match &*self.password.read() {
-            Some(p) => constant_time_eq(p.as_bytes(), pw),
+        match &*self.credential.read() {
+            Some(c) => c.verify(pw),
             None => false,
         }
     }
 
     pub fn has_password(&self) -> bool {
-        self.password.read().is_some()
+        self.credential.read().is_some()
     }
 
-    /// The password, for carrying the tenant's settings to a migration target.
-    pub fn password(&self) -> Option<String> {
-        self.password.read().clone()
+    /// The credential, for persistence and for carrying the tenant to a migration target.
+    pub fn credential(&self) -> Option<Credential> {
+        self.credential.read().clone()
     }
 
-    pub fn set_password(&self, pw: Option<String>) {
-        *self.password.write() = pw;
+    pub fn set_credential(&self, c: Option<Credential>) {
+        *self.credential.write() = c;
     }
 
     pub fn limits(&self) -> TenantLimits {
@@ -326,14 +329,6 @@ impl Tenant {
     }
 }
 
-/// Compares secrets in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,7 +389,7 @@ mod tests {
             Err(QuotaExceeded::Keys { keys: 0, limit: 2 })
         );
         assert!(!t.check_password(b"x"));
-        t.set_password(Some("pw".into()));
+        t.set_credential(Some(Credential::from_password(b"pw")));
         assert!(t.check_password(b"pw"));
         assert!(!t.check_password(b"pW"));
     }

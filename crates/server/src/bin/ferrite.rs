@@ -28,6 +28,10 @@ struct Cli {
     /// Administrator password.
     #[arg(long)]
     requirepass: Option<String>,
+    /// File holding the administrator secret (created when missing) when there is no
+    /// requirepass.
+    #[arg(long, value_name = "FILE")]
+    admin_secret_file: Option<String>,
     /// Prometheus endpoint as host:port, or `off`.
     #[arg(long, value_name = "HOST:PORT|off")]
     metrics_addr: Option<String>,
@@ -61,6 +65,9 @@ fn load(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(v) = &cli.requirepass {
         cfg.server.requirepass = v.clone();
+    }
+    if let Some(v) = &cli.admin_secret_file {
+        cfg.server.admin_secret_file = v.clone();
     }
     if let Some(v) = &cli.metrics_addr {
         cfg.metrics.addr = v.clone();
@@ -140,6 +147,7 @@ fn main() -> ExitCode {
             cfg,
             StartOptions {
                 set_log_level: Some(set_log_level),
+                admin_secret: None,
             },
         )
         .await
@@ -150,6 +158,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Where the secret is, never the secret itself (stdout may end up in a log).
+        if let Some((path, created)) = &server.admin_secret_file {
+            let what = if *created { "created" } else { "kept" };
+            println!(
+                "Ferrite administrator secret {what} in {}: AUTH <its content> to administer (e.g. redis-cli -a \"$(cat {})\")",
+                path.display(),
+                path.display()
+            );
+        }
         // Tests and scripts read this line to learn the port when started with --port 0.
         println!("Ferrite ready to accept connections on {}", server.addr);
         if let Some(m) = server.metrics_addr {

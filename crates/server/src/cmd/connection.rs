@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
-use ferrite_tenancy::DEFAULT_TENANT;
 use ferrite_tenancy::migration::MIGRATION_USER;
+use ferrite_tenancy::{DEFAULT_TENANT, secrets_equal};
 
 use super::ServerResult;
 use crate::connection::ClientState;
@@ -59,20 +59,29 @@ pub fn select(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serve
     }
 }
 
-/// Authenticates: `AUTH <password>` (administrator, when requirepass is set), `AUTH default
-/// <password>` (the same), or `AUTH <tenant> <password>` (binds the connection to the tenant).
+/// Whether a connection from `peer` may use the `default` tenant without AUTH: only when no
+/// `requirepass` is set, and only from a loopback address (Redis's protected mode, but tenants
+/// and the administrator can still log in from anywhere). Never administrator rights.
+pub fn anonymous_access(sh: &Shared, peer: &std::net::SocketAddr) -> bool {
+    sh.requirepass().is_none() && peer.ip().to_canonical().is_loopback()
+}
+
+/// Authenticates: `AUTH <secret>` or `AUTH default <secret>` (administrator: `requirepass`, or
+/// the generated administrator secret without it), `AUTH ferrite-migration <token>` (a peer
+/// server: TENANT.IMPORT.* only), or `AUTH <tenant> <password>` (binds the connection to the
+/// tenant). Nothing but the administrator secret makes a connection administrator.
 pub fn authenticate(
     st: &mut ClientState,
     sh: &Shared,
     user: Option<&[u8]>,
     pass: &[u8],
 ) -> Result<(), ErrorReply> {
-    let requirepass = sh.requirepass();
     match user {
-        None | Some(b"default") => match requirepass {
-            Some(pw) if pw.as_bytes() == pass => {
+        None | Some(b"default") => match sh.admin_secret() {
+            Some(secret) if secrets_equal(secret.as_bytes(), pass) => {
                 st.authenticated = true;
                 st.admin = true;
+                st.migration_peer = false;
                 st.bind_tenant(sh.registry.default_tenant());
                 Ok(())
             }
@@ -80,22 +89,17 @@ pub fn authenticate(
             None if user.is_none() => Err(ErrorReply::err(
                 "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
             )),
-            // Without requirepass the default user has no password: any password works.
-            None => {
-                st.authenticated = true;
-                st.admin = sh.loopback;
-                st.bind_tenant(sh.registry.default_tenant());
-                Ok(())
-            }
+            None => Err(ErrorReply::wrong_pass()),
         },
         Some(user) if user == MIGRATION_USER.as_bytes() => {
             let token = sh.config.read().tenancy.migration.token.clone();
-            if token.is_empty() || token.as_bytes() != pass {
+            if token.is_empty() || !secrets_equal(token.as_bytes(), pass) {
                 return Err(ErrorReply::wrong_pass());
             }
             st.authenticated = true;
             st.migration_peer = true;
             st.admin = false;
+            st.bind_tenant(sh.registry.default_tenant());
             Ok(())
         }
         Some(tenant) => {
@@ -107,8 +111,8 @@ pub fn authenticate(
                 .authenticate(tenant, pass)
                 .map_err(|e| errors::tenancy(&e))?;
             st.authenticated = true;
-            // A tenant login is never an administrator, even where unbound connections are.
             st.admin = false;
+            st.migration_peer = false;
             st.bind_tenant(t);
             Ok(())
         }
@@ -198,17 +202,16 @@ pub fn hello(
     Ok(Flow::Continue)
 }
 
-/// RESET: back to a fresh connection (RESP2, default tenant, no transaction, unauthenticated
-/// when a password is required).
+/// RESET: back to a fresh connection (RESP2, default tenant, no transaction, no administrator
+/// rights, unauthenticated unless [`anonymous_access`] allows it).
 pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> ServerResult {
     st.multi = None;
     st.watched.clear();
     st.capa_redirect = false;
     st.set_proto(Protocol::Resp2);
     st.bind_tenant(sh.registry.default_tenant());
-    let no_password = sh.requirepass().is_none();
-    st.authenticated = no_password;
-    st.admin = no_password && sh.loopback;
+    st.authenticated = anonymous_access(sh, &st.info.addr);
+    st.admin = false;
     st.migration_peer = false;
     st.info.fields.lock().name.clear();
     ReplyWriter::new(out, st.proto).simple("RESET");

@@ -10,7 +10,8 @@ use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::digest::BUCKETS;
 use ferrite_tenancy::migration::{BeginRequest, ImportError};
 use ferrite_tenancy::{
-    MigrationConfig, MigrationError, MigrationMode, MigrationStatus, Registry, TenantLimits,
+    Credential, MigrationConfig, MigrationError, MigrationMode, MigrationStatus, Registry,
+    TenantLimits,
 };
 
 use super::ServerResult;
@@ -426,13 +427,21 @@ fn import(
                     .map_err(|_| ErrorReply::err("invalid wire version"))?,
                 source_addr: args.text(4),
                 source_run_id: args.text(5),
-                password: None,
+                credential: None,
                 limits: TenantLimits::default(),
             };
             let mut i = 6;
             while i + 1 < args.len() {
                 match args.get(i).to_ascii_uppercase().as_slice() {
-                    b"PASSWORD" => req.password = Some(args.text(i + 1)),
+                    b"CREDENTIAL" => {
+                        let c = Credential::decode(&args.text(i + 1))
+                            .map_err(|e| ErrorReply::err(e.to_string()))?;
+                        req.credential = Some(c);
+                    }
+                    // Sources from before credentials were hashed send the password itself.
+                    b"PASSWORD" => {
+                        req.credential = Some(Credential::from_password(args.get(i + 1)))
+                    }
                     b"MAXMEMORY" => req.limits.maxmemory = args.int(i + 1)?.max(0) as u64,
                     b"MAXKEYS" => req.limits.maxkeys = args.int(i + 1)?.max(0) as u64,
                     b"OPS" => req.limits.ops = args.int(i + 1)?.max(0) as u64,

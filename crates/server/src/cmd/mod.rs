@@ -1,5 +1,10 @@
 //! Server-level commands: connection state, introspection, configuration, transactions and
 //! tenancy. Data commands live in `ferrite-commands`.
+//!
+//! The command table (`ferrite_commands::spec::all`) describes every command; a command whose
+//! handler is [`Handler::Server`](ferrite_commands::Handler::Server) is run by the entry of the
+//! same name in [`SERVER_COMMANDS`], found by the table index the dispatcher already has (no
+//! string matching per call). A unit test checks that the two lists agree both ways.
 
 mod client;
 mod connection;
@@ -8,87 +13,238 @@ mod migrate;
 mod tenant;
 mod transaction;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
-use ferrite_commands::CommandSpec;
-use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
+use ferrite_commands::Handler;
+use ferrite_protocol::{Args, ErrorReply};
 
 use crate::connection::ClientState;
 use crate::dispatch::Flow;
 use crate::shared::Shared;
 
-pub use connection::COMPAT_VERSION;
-pub use transaction::queueable_in_multi;
+pub use connection::{COMPAT_VERSION, anonymous_access};
 
 /// Result of a server command: `Err` means nothing was written and the error is the reply.
 pub type ServerResult = Result<Flow, ErrorReply>;
 
-/// Runs a server command queued by MULTI, inside EXEC (only those [`queueable_in_multi`]
-/// allows: synchronous, and none takes a keyspace lock).
-pub fn run_queued(
+/// A server command that completes without waiting.
+pub type NowFn = fn(&mut ClientState, &Arc<Shared>, Args<'_>, &mut BytesMut) -> ServerResult;
+
+/// The future of a server command that waits (for a tenant, a migration, a peer).
+pub type Waiting<'a> = Pin<Box<dyn Future<Output = ServerResult> + Send + 'a>>;
+
+/// A server command that waits.
+pub type WaitFn =
+    for<'a> fn(&'a mut ClientState, &'a Arc<Shared>, Args<'a>, &'a mut BytesMut) -> Waiting<'a>;
+
+/// How a server command runs.
+#[derive(Clone, Copy)]
+pub enum Run {
+    Now(NowFn),
+    Wait(WaitFn),
+}
+
+/// The handler of one server command.
+pub struct ServerCommand {
+    /// The command's name in the command table.
+    pub name: &'static str,
+    pub run: Run,
+    /// May be queued by MULTI and run inside EXEC: it completes without waiting and takes no
+    /// keyspace lock (EXEC holds its tenant's).
+    pub in_multi: bool,
+}
+
+const fn now(name: &'static str, f: NowFn) -> ServerCommand {
+    ServerCommand {
+        name,
+        run: Run::Now(f),
+        in_multi: false,
+    }
+}
+
+const fn now_in_multi(name: &'static str, f: NowFn) -> ServerCommand {
+    ServerCommand {
+        name,
+        run: Run::Now(f),
+        in_multi: true,
+    }
+}
+
+const fn wait(name: &'static str, f: WaitFn) -> ServerCommand {
+    ServerCommand {
+        name,
+        run: Run::Wait(f),
+        in_multi: false,
+    }
+}
+
+/// Tenancy commands share one module; each entry names its command for it.
+macro_rules! tenancy {
+    ($name:literal, $ctor:ident) => {
+        $ctor($name, |st, sh, args, out| {
+            tenant::run(st, sh, $name, args, out)
+        })
+    };
+}
+
+/// Migration and import commands share one module; each entry names its command for it.
+macro_rules! migration {
+    ($name:literal) => {
+        wait($name, |st, sh, args, out| {
+            Box::pin(migrate::run(st, sh, $name, args, out))
+        })
+    };
+}
+
+/// Every server command's handler.
+#[rustfmt::skip]
+pub const SERVER_COMMANDS: &[ServerCommand] = &[
+    now_in_multi("ping", |st, _, args, out| connection::ping(st, args, out)),
+    now_in_multi("echo", |st, _, args, out| connection::echo(st, args, out)),
+    now("quit", |st, _, _, out| connection::quit(st, out)),
+    now("hello", |st, sh, args, out| connection::hello(st, sh, args, out)),
+    now("auth", |st, sh, args, out| connection::auth(st, sh, args, out)),
+    now_in_multi("select", |st, _, args, out| connection::select(st, args, out)),
+    now("reset", |st, sh, _, out| connection::reset(st, sh, out)),
+    now_in_multi("client", client::client),
+    now_in_multi("command", |st, _, args, out| introspection::command(st, args, out)),
+    now_in_multi("config", introspection::config),
+    now_in_multi("info", introspection::info),
+    now_in_multi("time", |st, _, _, out| connection::time(st, out)),
+    now("shutdown", introspection::shutdown),
+    now("multi", |st, _, _, out| transaction::multi(st, out)),
+    wait("exec", |st, sh, _, out| Box::pin(transaction::exec(st, sh, out))),
+    now("discard", |st, _, _, out| transaction::discard(st, out)),
+    wait("watch", |st, sh, args, out| Box::pin(transaction::watch(st, sh, args, out))),
+    // EXEC has already consumed the watched keys; a queued UNWATCH only answers, as in Redis.
+    now_in_multi("unwatch", |st, _, _, out| transaction::unwatch(st, out)),
+    tenancy!("tenant.create", now),
+    tenancy!("tenant.delete", now),
+    tenancy!("tenant.list", now),
+    tenancy!("tenant.info", now_in_multi),
+    tenancy!("tenant.use", now),
+    tenancy!("tenant.current", now_in_multi),
+    tenancy!("tenant.throttle", now),
+    tenancy!("tenant.limits", now),
+    tenancy!("tenant.suspend", now),
+    tenancy!("tenant.resume", now),
+    tenancy!("tenant.digest", now),
+    migration!("tenant.migrate"),
+    migration!("tenant.migrate.status"),
+    migration!("tenant.migrate.pause"),
+    migration!("tenant.migrate.resume"),
+    migration!("tenant.migrate.cancel"),
+    migration!("tenant.migrate.cutover"),
+    migration!("tenant.migrate.validate"),
+    migration!("tenant.migrate.debug"),
+    migration!("tenant.migrate.verify"),
+    migration!("tenant.migrate.update"),
+    migration!("tenant.import.check"),
+    migration!("tenant.import.begin"),
+    migration!("tenant.import.batch"),
+    migration!("tenant.import.resume"),
+    migration!("tenant.import.prepare"),
+    migration!("tenant.import.activate"),
+    migration!("tenant.import.abort"),
+    migration!("tenant.import.status"),
+    migration!("tenant.import.fetch"),
+];
+
+/// The handler of the command at `index` of the command table, if it is a server command.
+#[inline]
+pub fn handler(index: usize) -> Option<&'static ServerCommand> {
+    static BY_INDEX: OnceLock<Vec<Option<&'static ServerCommand>>> = OnceLock::new();
+    BY_INDEX
+        .get_or_init(|| {
+            ferrite_commands::spec::all()
+                .iter()
+                .map(|spec| match spec.handler {
+                    Handler::Server => SERVER_COMMANDS.iter().find(|c| c.name == spec.name),
+                    Handler::Data(_) => None,
+                })
+                .collect()
+        })
+        .get(index)
+        .copied()
+        .flatten()
+}
+
+/// Runs the server command at `index` of the command table.
+pub async fn run(
     st: &mut ClientState,
     sh: &Arc<Shared>,
-    name: &str,
+    index: usize,
     args: Args<'_>,
     out: &mut BytesMut,
 ) -> ServerResult {
-    match name {
-        "ping" => connection::ping(st, args, out),
-        "echo" => connection::echo(st, args, out),
-        "time" => connection::time(st, out),
-        "select" => connection::select(st, args, out),
-        "info" => introspection::info(st, sh, args, out),
-        "config" => introspection::config(st, sh, args, out),
-        "client" => client::client(st, sh, args, out),
-        "command" => introspection::command(st, args, out),
-        "tenant.current" | "tenant.info" => tenant::run(st, sh, name, args, out),
-        // EXEC has already consumed the watched keys; queued UNWATCH only answers, as in Redis.
-        "unwatch" => transaction::unwatch(st, out),
+    match handler(index).map(|c| c.run) {
+        Some(Run::Now(f)) => f(st, sh, args, out),
+        Some(Run::Wait(f)) => f(st, sh, args, out).await,
+        None => Err(not_handled(args)),
+    }
+}
+
+/// Runs a server command queued by MULTI, inside EXEC (only those marked `in_multi`: they
+/// complete at once and never take a keyspace lock).
+pub fn run_queued(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    index: usize,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    match handler(index) {
+        Some(ServerCommand {
+            run: Run::Now(f),
+            in_multi: true,
+            ..
+        }) => f(st, sh, args, out),
         _ => Err(ErrorReply::err("Command not allowed inside a transaction")),
     }
 }
 
-/// Runs a command whose handler is [`ferrite_commands::Handler::Server`].
-pub async fn run_server_command(
-    st: &mut ClientState,
-    sh: &Arc<Shared>,
-    spec: &CommandSpec,
-    args: Args<'_>,
-    out: &mut BytesMut,
-) -> Flow {
-    let r = match spec.name {
-        "ping" => connection::ping(st, args, out),
-        "echo" => connection::echo(st, args, out),
-        "quit" => connection::quit(st, out),
-        "hello" => connection::hello(st, sh, args, out),
-        "auth" => connection::auth(st, sh, args, out),
-        "select" => connection::select(st, args, out),
-        "reset" => connection::reset(st, sh, out),
-        "client" => client::client(st, sh, args, out),
-        "command" => introspection::command(st, args, out),
-        "config" => introspection::config(st, sh, args, out),
-        "info" => introspection::info(st, sh, args, out),
-        "time" => connection::time(st, out),
-        "shutdown" => introspection::shutdown(st, sh, args, out),
-        "multi" => transaction::multi(st, out),
-        "discard" => transaction::discard(st, out),
-        "watch" => transaction::watch(st, args, out),
-        "unwatch" => transaction::unwatch(st, out),
-        "exec" => transaction::exec(st, sh, out).await,
-        name if name.starts_with("tenant.migrate") || name.starts_with("tenant.import.") => {
-            migrate::run(st, sh, name, args, out).await
+/// A server command of the table without a handler: a bug the unit test below catches.
+fn not_handled(args: Args<'_>) -> ErrorReply {
+    ErrorReply::err(format!(
+        "command '{}' is not available on this server",
+        String::from_utf8_lossy(args.get(0)).to_lowercase()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_commands::spec::{all, flags};
+
+    #[test]
+    fn every_server_command_of_the_table_has_its_handler_and_no_other() {
+        for (i, spec) in all().iter().enumerate() {
+            match spec.handler {
+                Handler::Server => {
+                    let h = handler(i).unwrap_or_else(|| panic!("{} has no handler", spec.name));
+                    assert_eq!(h.name, spec.name);
+                }
+                Handler::Data(_) => assert!(handler(i).is_none(), "{}", spec.name),
+            }
         }
-        name if name.starts_with("tenant.") => tenant::run(st, sh, name, args, out),
-        other => Err(ErrorReply::err(format!(
-            "command '{other}' is not available on this server"
-        ))),
-    };
-    match r {
-        Ok(flow) => flow,
-        Err(e) => {
-            ReplyWriter::new(out, st.proto).error(&e);
-            Flow::Continue
+        let mut seen = std::collections::HashSet::new();
+        for c in SERVER_COMMANDS {
+            assert!(seen.insert(c.name), "{} has two handlers", c.name);
+            let spec = ferrite_commands::lookup(c.name.as_bytes())
+                .unwrap_or_else(|| panic!("handler {} is not in the command table", c.name));
+            assert!(matches!(spec.handler, Handler::Server), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn commands_queued_in_multi_run_at_once_and_are_allowed_there() {
+        for c in SERVER_COMMANDS.iter().filter(|c| c.in_multi) {
+            assert!(matches!(c.run, Run::Now(_)), "{} waits", c.name);
+            let spec = ferrite_commands::lookup(c.name.as_bytes()).unwrap();
+            assert!(!spec.has(flags::NO_MULTI), "{} is NO_MULTI", c.name);
         }
     }
 }

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use ferrite_protocol::args::parse_memory_size;
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::digest::BUCKETS;
-use ferrite_tenancy::{CreateOptions, Registry, Tenant, TenantLimits, TenantState};
+use ferrite_tenancy::{CreateOptions, Credential, Registry, Tenant, TenantLimits, TenantState};
 
 use super::ServerResult;
 use crate::connection::ClientState;
@@ -52,7 +52,8 @@ fn parse_options(args: &Args<'_>, from: usize) -> Result<CreateOptions, ErrorRep
                 if args.get(i + 1).is_empty() {
                     return Err(ErrorReply::err("the password cannot be empty"));
                 }
-                o.password = Some(args.text(i + 1));
+                // Hashed at once: the password itself is never kept.
+                o.credential = Some(Credential::from_password(args.get(i + 1)));
             }
             b"MAXMEMORY" => o.maxmemory = Some(size_arg(args, i + 1)?),
             b"MAXKEYS" => o.maxkeys = Some(count_arg(args, i + 1)?),
@@ -215,8 +216,8 @@ pub fn run(
                 maxkeys: o.maxkeys.unwrap_or(l.maxkeys),
                 ops: o.ops.unwrap_or(l.ops),
             });
-            if o.password.is_some() {
-                t.set_password(o.password);
+            if o.credential.is_some() {
+                t.set_credential(o.credential);
             }
             ReplyWriter::new(out, proto).ok();
         }

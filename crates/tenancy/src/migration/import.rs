@@ -60,7 +60,8 @@ pub struct BeginRequest {
     pub version: u16,
     pub source_addr: String,
     pub source_run_id: String,
-    pub password: Option<String>,
+    /// The tenant's credential as the source keeps it (never the password).
+    pub credential: Option<crate::Credential>,
     pub limits: TenantLimits,
 }
 
@@ -186,7 +187,7 @@ impl ImportManager {
                 migration: other.migration_id.clone(),
             });
         }
-        let staged = Arc::new(Tenant::new(&req.tenant, req.password.clone(), req.limits));
+        let staged = Arc::new(Tenant::new(&req.tenant, req.credential.clone(), req.limits));
         staged.set_state(TenantState::Importing);
         let previous = self
             .registry

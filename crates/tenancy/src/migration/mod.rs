@@ -264,12 +264,13 @@ impl MigrationManager {
         self.inner.env.claims.lock().get(tenant).cloned()
     }
 
-    /// How this server authenticates to targets.
+    /// How this server authenticates to targets. An AUTH given with the command is what the
+    /// operator chose for this target; the cluster's token is the default.
     fn target_auth(&self, cfg: &MigrationConfig) -> TargetAuth {
-        if let Some(token) = &self.inner.env.settings.read().token {
-            TargetAuth::Token(token.clone())
-        } else if let Some(pw) = &cfg.auth {
+        if let Some(pw) = &cfg.auth {
             TargetAuth::Password(pw.clone())
+        } else if let Some(token) = &self.inner.env.settings.read().token {
+            TargetAuth::Token(token.clone())
         } else {
             TargetAuth::None
         }

@@ -144,8 +144,10 @@ impl Target for RespTarget {
                 "OPS".into(),
                 req.limits.ops.to_string(),
             ];
-            if let Some(pw) = &req.password {
-                args.extend(["PASSWORD".into(), pw.clone()]);
+            // The salted hash, never the password: the target checks the same password without
+            // learning it.
+            if let Some(c) = &req.credential {
+                args.extend(["CREDENTIAL".into(), c.encode()]);
             }
             let reply = self.call(&args).await?;
             value::as_pairs(&reply)

@@ -151,7 +151,7 @@ async fn begin(work: &mut Work, io: &mut Io<'_>) -> Res<String> {
         version: WIRE_VERSION,
         source_addr: io.ctl.info.source.clone(),
         source_run_id: io.ctl.env.run_id.clone(),
-        password: t.password(),
+        credential: t.credential(),
         limits: t.limits(),
     };
     let mut backoff = RECONNECT_BACKOFF.0;

@@ -1,0 +1,290 @@
+//! DUMP and RESTORE with Redis's payloads (crate `ferrite-rdb`): a value dumped here restores in
+//! redis-server and the reverse, for every type and every encoding Redis 7.x writes.
+
+use ferrite_protocol::{Args, ErrorReply};
+use ferrite_rdb::dump::PayloadError;
+use ferrite_storage::{HashValue, ListValue, SetValue, Slot, Value, ZSetValue};
+
+use crate::ctx::Ctx;
+use crate::spec::flags::*;
+use crate::spec::{CmdResult, CommandSpec, Creates, KEY1};
+
+crate::command_family!("generic");
+
+pub const COMMANDS: &[CommandSpec] = &[
+    cmd(
+        "dump",
+        2,
+        READONLY,
+        KEY1,
+        Creates::Nothing,
+        "Returns a serialized representation of the value stored at a key.",
+        dump,
+    ),
+    cmd(
+        "restore",
+        -4,
+        WRITE | DENYOOM,
+        KEY1,
+        Creates::FirstKey,
+        "Creates a key from the serialized representation of a value.",
+        restore,
+    ),
+];
+
+/// A stored value as RDB elements.
+pub fn to_rdb(v: &Value) -> ferrite_rdb::Value {
+    let own = |b: &[u8]| b.to_vec();
+    match v {
+        Value::Str(s) => ferrite_rdb::Value::String(s.as_bytes().to_vec()),
+        Value::List(l) => ferrite_rdb::Value::List(l.iter().map(own).collect()),
+        Value::Set(s) => ferrite_rdb::Value::Set(s.iter().map(own).collect()),
+        Value::Hash(h) => {
+            ferrite_rdb::Value::Hash(h.iter().map(|(f, v)| (own(f), own(v))).collect())
+        }
+        Value::ZSet(z) => ferrite_rdb::Value::ZSet(z.iter().map(|(m, s)| (own(m), s)).collect()),
+    }
+}
+
+/// RDB elements as a stored value.
+pub fn from_rdb(v: ferrite_rdb::Value) -> Value {
+    match v {
+        ferrite_rdb::Value::String(s) => Value::string(s),
+        ferrite_rdb::Value::List(items) => {
+            let mut l = ListValue::default();
+            for e in &items {
+                l.push_back(e);
+            }
+            Value::List(Box::new(l))
+        }
+        ferrite_rdb::Value::Set(items) => {
+            let mut s = SetValue::default();
+            for m in &items {
+                s.insert(m);
+            }
+            Value::Set(Box::new(s))
+        }
+        ferrite_rdb::Value::Hash(items) => {
+            let mut h = HashValue::default();
+            for (f, v) in &items {
+                h.insert(f, v);
+            }
+            Value::Hash(Box::new(h))
+        }
+        ferrite_rdb::Value::ZSet(items) => {
+            let mut z = ZSetValue::default();
+            for (m, s) in &items {
+                z.insert(m, *s);
+            }
+            Value::ZSet(Box::new(z))
+        }
+    }
+}
+
+fn dump(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    match ctx.db.get(args.get(1), ctx.now) {
+        Some(e) => {
+            let payload = ferrite_rdb::dump::dump(&to_rdb(e.value()));
+            ctx.w.bulk(&payload);
+        }
+        None => ctx.w.null(),
+    }
+    Ok(())
+}
+
+fn restore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (mut replace, mut absttl) = (false, false);
+    let (mut idle, mut freq) = (None::<i64>, None::<i64>);
+    let mut j = 4;
+    while j < args.len() {
+        let more = args.len() - j - 1;
+        match args.get(j).to_ascii_uppercase().as_slice() {
+            b"REPLACE" => replace = true,
+            b"ABSTTL" => absttl = true,
+            b"IDLETIME" if more >= 1 && freq.is_none() => {
+                let n = args.int(j + 1)?;
+                if n < 0 {
+                    return Err(ErrorReply::err("Invalid IDLETIME value, must be >= 0"));
+                }
+                idle = Some(n);
+                j += 1;
+            }
+            b"FREQ" if more >= 1 && idle.is_none() => {
+                let n = args.int(j + 1)?;
+                if !(0..=255).contains(&n) {
+                    return Err(ErrorReply::err(
+                        "Invalid FREQ value, must be >= 0 and <= 255",
+                    ));
+                }
+                freq = Some(n);
+                j += 1;
+            }
+            _ => return Err(ErrorReply::syntax()),
+        }
+        j += 1;
+    }
+    let (key, now) = (args.get(1), ctx.now);
+    if !replace && ctx.db.contains(key, now) {
+        return Err(ErrorReply::coded(
+            "BUSYKEY",
+            "Target key name already exists.",
+        ));
+    }
+    let ttl = args.int(2)?;
+    if ttl < 0 {
+        return Err(ErrorReply::err("Invalid TTL value, must be >= 0"));
+    }
+    let value = match ferrite_rdb::dump::restore(args.get(3), ctx.max_bulk as u64) {
+        Ok(v) => from_rdb(v),
+        Err(PayloadError::Footer) => {
+            return Err(ErrorReply::err(
+                "DUMP payload version or checksum are wrong",
+            ));
+        }
+        Err(PayloadError::Value(_)) => return Err(ErrorReply::err("Bad data format")),
+    };
+    // Ferrite keeps no per-key LRU clock or LFU counter: IDLETIME and FREQ are checked and
+    // accepted, as a restore into a server that evicts by neither.
+    let _ = (idle, freq);
+    let expire_at = match ttl {
+        0 => None,
+        t if absttl => Some(t as u64),
+        t => Some((now as i64).saturating_add(t) as u64),
+    };
+    let expired = expire_at.is_some_and(|t| t <= now);
+    let deleted = if replace {
+        match ctx.db.remove(key, now) {
+            Some(old) => {
+                ctx.garbage.defer(old.value().elements(), old);
+                true
+            }
+            None => false,
+        }
+    } else {
+        false
+    };
+    if expired {
+        // Already expired: nothing is created; the only change is the deleted key.
+        if deleted {
+            ctx.propagate(&[b"DEL", key]);
+        }
+        ctx.w.ok();
+        return Ok(());
+    }
+    match ctx.db.entry(key, now) {
+        Slot::Vacant(v) => v.insert(value, expire_at),
+        Slot::Occupied(mut o) => o.replace(value, expire_at),
+    }
+    // A relative TTL depends on the clock: the effect carries the absolute time.
+    if let (Some(at), false) = (expire_at, absttl) {
+        let at = at.to_string();
+        let mut argv: Vec<&[u8]> = vec![b"RESTORE", key, at.as_bytes(), args.get(3), b"ABSTTL"];
+        if replace {
+            argv.push(b"REPLACE");
+        }
+        ctx.propagate(&argv);
+    }
+    ctx.w.ok();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::TestDb;
+
+    #[test]
+    fn dump_restore_every_type() {
+        let mut t = TestDb::new();
+        t.run(&["SET", "s", "hello"]);
+        t.run(&["RPUSH", "l", "a", "b", "1"]);
+        t.run(&["SADD", "st", "x", "y", "7"]);
+        t.run(&["HSET", "h", "f", "v", "g", "12"]);
+        t.run(&["ZADD", "z", "1.5", "a", "-inf", "b"]);
+        for key in ["s", "l", "st", "h", "z"] {
+            let payload = t.run_bytes(&["DUMP", key]);
+            // $<len>\r\n<payload>\r\n
+            let start = payload.iter().position(|&b| b == b'\n').unwrap() + 1;
+            let body = payload[start..payload.len() - 2].to_vec();
+            let copy = format!("{key}-copy");
+            assert_eq!(
+                t.run_bytes(&[
+                    b"RESTORE".to_vec(),
+                    copy.clone().into_bytes(),
+                    b"0".to_vec(),
+                    body.clone()
+                ]),
+                b"+OK\r\n"
+            );
+            assert_eq!(t.run(&["DUMP", &copy]), t.run(&["DUMP", key]));
+            assert_eq!(
+                t.run_bytes(&[
+                    b"RESTORE".to_vec(),
+                    copy.clone().into_bytes(),
+                    b"0".to_vec(),
+                    body.clone()
+                ]),
+                b"-BUSYKEY Target key name already exists.\r\n"
+            );
+            assert_eq!(
+                t.run_bytes(&[
+                    b"RESTORE".to_vec(),
+                    copy.into_bytes(),
+                    b"1000".to_vec(),
+                    body,
+                    b"REPLACE".to_vec()
+                ]),
+                b"+OK\r\n"
+            );
+        }
+        t.check(&[
+            (&["PTTL", "z-copy"], ":1000\r\n"),
+            (&["DUMP", "none"], "$-1\r\n"),
+            (
+                &["RESTORE", "x", "0", "garbage"],
+                "-ERR DUMP payload version or checksum are wrong\r\n",
+            ),
+            (
+                &["RESTORE", "s", "-1", "x"],
+                "-BUSYKEY Target key name already exists.\r\n",
+            ),
+            (
+                &["RESTORE", "x", "-1", "x"],
+                "-ERR Invalid TTL value, must be >= 0\r\n",
+            ),
+            (
+                &["RESTORE", "x", "0", "x", "FREQ", "300"],
+                "-ERR Invalid FREQ value, must be >= 0 and <= 255\r\n",
+            ),
+            (
+                &["RESTORE", "x", "0", "x", "IDLETIME", "-1"],
+                "-ERR Invalid IDLETIME value, must be >= 0\r\n",
+            ),
+            (
+                &["RESTORE", "x", "0", "x", "IDLETIME", "1", "FREQ", "1"],
+                "-ERR syntax error\r\n",
+            ),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    #[test]
+    fn restore_with_past_absttl_creates_nothing() {
+        let mut t = TestDb::new();
+        t.run(&["SET", "s", "hello"]);
+        let payload = t.run_bytes(&["DUMP", "s"]);
+        let start = payload.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let body = payload[start..payload.len() - 2].to_vec();
+        assert_eq!(
+            t.run_bytes(&[
+                b"RESTORE".to_vec(),
+                b"s".to_vec(),
+                b"1".to_vec(),
+                body,
+                b"REPLACE".to_vec(),
+                b"ABSTTL".to_vec()
+            ]),
+            b"+OK\r\n"
+        );
+        assert_eq!(t.run(&["EXISTS", "s"]), ":0\r\n");
+    }
+}

@@ -1,0 +1,140 @@
+//! Redis's RDB encoding of values, independent of any server.
+//!
+//! - [`Decoder`] reads one value of any type Redis 7.0–7.2 writes (plain string/list/set/zset/hash,
+//!   ZSET with string or binary scores, zipmap, ziplist, intset, listpack, quicklist and
+//!   quicklist 2, strings stored as integers or LZF-compressed) into a [`Value`] of logical
+//!   elements. It reads from any [`std::io::Read`], never trusts a length it has not read the
+//!   bytes for (allocation grows with the data actually present), and refuses malformed input
+//!   with [`RdbError`] instead of panicking.
+//! - [`Encoder`] writes a [`Value`] in encodings every redis-server since 2.x loads (plain
+//!   types; Redis converts small ones to its compact encodings on load).
+//! - [`dump`] builds and checks DUMP/RESTORE payloads: the value, the RDB version (2 bytes LE) and
+//!   a CRC-64 (Jones, as Redis) of everything before it (8 bytes LE).
+//!
+//! - [`file::read`] reads whole RDB files (header, aux fields, SELECTDB, expiry opcodes, EOF and
+//!   checksum) with the same decoder; the file writer for backups builds on [`Encoder`].
+//!
+//! Streams and module values are not decoded yet ([`RdbError::Unsupported`]).
+
+mod decode;
+pub mod dump;
+mod encode;
+pub mod file;
+mod lzf;
+mod packed;
+
+pub use decode::Decoder;
+pub use encode::Encoder;
+
+/// The RDB version this crate writes: Redis 7.0's, so that every 7.x server loads what it writes.
+pub const RDB_VERSION: u16 = 10;
+/// The newest RDB version it reads (Redis 7.2).
+pub const MAX_READ_VERSION: u16 = 11;
+
+/// Value type bytes (Redis's `RDB_TYPE_*`).
+pub mod types {
+    pub const STRING: u8 = 0;
+    pub const LIST: u8 = 1;
+    pub const SET: u8 = 2;
+    pub const ZSET: u8 = 3;
+    pub const HASH: u8 = 4;
+    pub const ZSET_2: u8 = 5;
+    pub const MODULE: u8 = 6;
+    pub const MODULE_2: u8 = 7;
+    pub const HASH_ZIPMAP: u8 = 9;
+    pub const LIST_ZIPLIST: u8 = 10;
+    pub const SET_INTSET: u8 = 11;
+    pub const ZSET_ZIPLIST: u8 = 12;
+    pub const HASH_ZIPLIST: u8 = 13;
+    pub const LIST_QUICKLIST: u8 = 14;
+    pub const STREAM_LISTPACKS: u8 = 15;
+    pub const HASH_LISTPACK: u8 = 16;
+    pub const ZSET_LISTPACK: u8 = 17;
+    pub const LIST_QUICKLIST_2: u8 = 18;
+    pub const STREAM_LISTPACKS_2: u8 = 19;
+    /// Redis 7.2.
+    pub const SET_LISTPACK: u8 = 20;
+    /// Redis 7.2.
+    pub const STREAM_LISTPACKS_3: u8 = 21;
+}
+
+/// A value as logical elements (no in-memory encoding). Collections keep the order the payload
+/// had (lists: head to tail; sorted sets: as stored, usually by score).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    String(Vec<u8>),
+    List(Vec<Vec<u8>>),
+    Set(Vec<Vec<u8>>),
+    ZSet(Vec<(Vec<u8>, f64)>),
+    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::String(_) => "string",
+            Value::List(_) => "list",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+            Value::Hash(_) => "hash",
+        }
+    }
+}
+
+/// Why a payload could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RdbError {
+    #[error("unexpected end of data")]
+    Truncated,
+    #[error("malformed data: {0}")]
+    Malformed(&'static str),
+    #[error("value type {0} is not supported")]
+    Unsupported(u8),
+    #[error("string of {0} bytes exceeds the limit")]
+    TooLarge(u64),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, RdbError>;
+
+/// Redis's CRC-64 (Jones polynomial, reflected), as used by DUMP payloads and RDB files.
+pub fn crc64(data: &[u8]) -> u64 {
+    const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+    CRC.checksum(data)
+}
+
+/// An incremental [`crc64`], for files written or read in pieces.
+pub struct Crc64Digest(crc::Digest<'static, u64>);
+
+impl Default for Crc64Digest {
+    fn default() -> Self {
+        static CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+        Crc64Digest(CRC.digest())
+    }
+}
+
+impl Crc64Digest {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finalize(self) -> u64 {
+        self.0.finalize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc64_is_redis_crc64() {
+        // Redis's crc64 test vector (src/crc64.c).
+        assert_eq!(crc64(b"123456789"), 0xe9c6d914c4b8d9ca);
+        let mut d = Crc64Digest::default();
+        d.update(b"1234");
+        d.update(b"56789");
+        assert_eq!(d.finalize(), 0xe9c6d914c4b8d9ca);
+    }
+}

@@ -1,0 +1,243 @@
+//! Encodings of values and the thresholds that choose them (Redis's `*-max-listpack-*` and
+//! `set-max-intset-entries` parameters).
+//!
+//! Small collections are kept in a compact *packed* form (one byte buffer: Redis's `listpack`;
+//! integer-only sets as a sorted fixed-width array: Redis's `intset`) and converted to the full
+//! structure (hash table, skiplist) once they pass a threshold. Like Redis, a collection never
+//! converts back to the compact form when it shrinks. The thresholds are server-wide (CONFIG SET
+//! changes them for values converted from then on), read with relaxed loads on each insert.
+
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+/// The encoding a value is kept in, named as Redis's OBJECT ENCODING names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// A string holding a canonical 64-bit integer (as Redis would store it).
+    Int,
+    /// A short string (up to 44 bytes when written whole, as Redis's embedded strings).
+    EmbStr,
+    /// Any other string.
+    Raw,
+    /// A packed byte buffer of elements (small hashes, sets, sorted sets, lists).
+    Listpack,
+    /// A sorted array of integers (small integer-only sets).
+    Intset,
+    /// A hash table (hashes and sets).
+    HashTable,
+    /// A hash table plus an order-statistics skiplist (sorted sets).
+    Skiplist,
+    /// A list past `list-max-listpack-size`.
+    Quicklist,
+}
+
+impl Encoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Int => "int",
+            Encoding::EmbStr => "embstr",
+            Encoding::Raw => "raw",
+            Encoding::Listpack => "listpack",
+            Encoding::Intset => "intset",
+            Encoding::HashTable => "hashtable",
+            Encoding::Skiplist => "skiplist",
+            Encoding::Quicklist => "quicklist",
+        }
+    }
+}
+
+/// One threshold: its Redis name (and older alias), default and current value.
+pub struct Limit {
+    pub name: &'static str,
+    /// The Redis 6 `ziplist` name CONFIG also accepts, if any.
+    pub alias: Option<&'static str>,
+    pub default: i64,
+    /// Smallest and largest accepted values.
+    pub min: i64,
+    pub max: i64,
+    value: AtomicI64,
+}
+
+impl Limit {
+    const fn new(
+        name: &'static str,
+        alias: Option<&'static str>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Limit {
+        Limit {
+            name,
+            alias,
+            default,
+            min,
+            max,
+            value: AtomicI64::new(default),
+        }
+    }
+
+    pub fn get(&self) -> i64 {
+        self.value.load(Relaxed)
+    }
+
+    /// Sets the value if it is within range; returns false (and changes nothing) otherwise.
+    pub fn set(&self, v: i64) -> bool {
+        if v < self.min || v > self.max {
+            return false;
+        }
+        self.value.store(v, Relaxed);
+        true
+    }
+
+    #[inline]
+    fn get_usize(&self) -> usize {
+        usize::try_from(self.get()).unwrap_or(0)
+    }
+}
+
+/// Every encoding threshold, in the order CONFIG lists them.
+pub static LIMITS: [Limit; 9] = [
+    Limit::new(
+        "hash-max-listpack-entries",
+        Some("hash-max-ziplist-entries"),
+        128,
+        0,
+        i64::MAX,
+    ),
+    Limit::new(
+        "hash-max-listpack-value",
+        Some("hash-max-ziplist-value"),
+        64,
+        0,
+        i64::MAX,
+    ),
+    Limit::new("set-max-intset-entries", None, 512, 0, i64::MAX),
+    Limit::new("set-max-listpack-entries", None, 128, 0, i64::MAX),
+    Limit::new("set-max-listpack-value", None, 64, 0, i64::MAX),
+    Limit::new(
+        "zset-max-listpack-entries",
+        Some("zset-max-ziplist-entries"),
+        128,
+        0,
+        i64::MAX,
+    ),
+    Limit::new(
+        "zset-max-listpack-value",
+        Some("zset-max-ziplist-value"),
+        64,
+        0,
+        i64::MAX,
+    ),
+    // Positive: most entries per packed list; -1..-5: most bytes, 4 KiB · 2^(-n-1).
+    Limit::new(
+        "list-max-listpack-size",
+        Some("list-max-ziplist-size"),
+        -2,
+        -5,
+        i32::MAX as i64,
+    ),
+    // Accepted for compatibility: Ferrite does not compress list nodes.
+    Limit::new("list-compress-depth", None, 0, 0, i32::MAX as i64),
+];
+
+/// The threshold called `name` (Redis name or `ziplist` alias, case-insensitive).
+pub fn limit(name: &str) -> Option<&'static Limit> {
+    LIMITS.iter().find(|l| {
+        l.name.eq_ignore_ascii_case(name) || l.alias.is_some_and(|a| a.eq_ignore_ascii_case(name))
+    })
+}
+
+pub(crate) fn hash_max_entries() -> usize {
+    LIMITS[0].get_usize()
+}
+pub(crate) fn hash_max_value() -> usize {
+    LIMITS[1].get_usize()
+}
+pub(crate) fn set_max_intset_entries() -> usize {
+    LIMITS[2].get_usize()
+}
+pub(crate) fn set_max_listpack_entries() -> usize {
+    LIMITS[3].get_usize()
+}
+pub(crate) fn set_max_listpack_value() -> usize {
+    LIMITS[4].get_usize()
+}
+pub(crate) fn zset_max_entries() -> usize {
+    LIMITS[5].get_usize()
+}
+pub(crate) fn zset_max_value() -> usize {
+    LIMITS[6].get_usize()
+}
+
+/// Whether `s` is exactly how a 64-bit integer is written (no sign but `-`, no leading zeros,
+/// no `-0`): the strings Redis stores as integers, and the only ones an intset may hold, since
+/// the set gives back the very bytes it was given.
+pub fn canonical_int(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, s),
+    };
+    match digits {
+        [] => return None,
+        [b'0'] if !neg => return Some(0),
+        [b'0', ..] => return None,
+        _ => {}
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(c - b'0');
+        v = v.checked_mul(10)?;
+        v = if neg {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_ints_are_exactly_round_trips() {
+        for n in [0i64, 1, -1, 42, -42, i64::MAX, i64::MIN, 1_000_000, -9_999] {
+            assert_eq!(canonical_int(n.to_string().as_bytes()), Some(n));
+        }
+        for bad in [
+            "",
+            "-",
+            "-0",
+            "01",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "abc",
+            "00",
+        ] {
+            assert_eq!(canonical_int(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_by_name_and_alias_with_ranges() {
+        assert_eq!(
+            limit("HASH-MAX-ZIPLIST-ENTRIES").unwrap().name,
+            "hash-max-listpack-entries"
+        );
+        assert_eq!(limit("zset-max-listpack-value").unwrap().default, 64);
+        assert!(limit("nope").is_none());
+        let l = limit("list-max-listpack-size").unwrap();
+        assert!(!l.set(-6));
+        assert_eq!(l.get(), -2, "refused values change nothing");
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs units of Redis's own TCL test suite against a Ferrite started here, and prints per unit
+# how many tests passed and failed. Usage:
+#   scripts/redis-tcl.sh <redis-source-dir> unit/geo [unit/bitops ...]
+# <redis-source-dir> is a Redis 7.0 source tree (Debian's redis source package, or a checkout of
+# the 7.0 branch); it is copied, never changed. The copy is run with --singledb (Ferrite has one
+# database per tenant) and with `FUNCTION FLUSH` made optional until scripting exists.
+set -euo pipefail
+src=${1:?redis source dir}; shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${FERRITE_BIN:-$root/target/release/ferrite}
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+cp -r "$src/tests" "$work/tests"
+mkdir -p "$work/src"
+sed -i 's/^    r function flush$/    catch {r function flush}/' "$work/tests/support/server.tcl"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" --port "$port" --metrics-addr off --log-level warn >"$work/ferrite.log" 2>&1 &
+pid=$!
+for _ in $(seq 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+cd "$work"
+status=0
+for unit in "$@"; do
+    out="$work/$(basename "$unit").out"
+    timeout 900 tclsh tests/test_helper.tcl --host 127.0.0.1 --port "$port" --singledb \
+        --single "$unit" --clients 1 >"$out" 2>&1 || status=1
+    ok=$(grep -c '\[.*ok.*\]: ' "$out" || true)
+    err=$(grep -c '\[.*err.*\]: ' "$out" || true)
+    exc=$(grep -c '\[.*exception.*\]: ' "$out" || true)
+    echo "$unit: ok=$ok err=$err exception=$exc"
+    grep -E '\[.*(err|exception).*\]: ' "$out" | sed 's/\x1b\[[0-9;]*m//g' | sort -u | head -20 || true
+done
+exit $status

@@ -1,0 +1,9 @@
+//! Hostile tenants and strangers (issue 10): one test per finding, each against real `ferrite`
+//! processes with real clients. What each limit is and why is in docs/security.md.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod credentials;
+mod secure_defaults;
+mod util;
