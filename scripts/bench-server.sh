@@ -8,19 +8,28 @@
 #
 #   scripts/bench-server.sh                      # 2M requests per test, 3 repetitions
 #   REQUESTS=200000 REPEATS=1 scripts/bench-server.sh   # quick check
+#   WIDE=1 REQUESTS=500000 scripts/bench-server.sh      # every row of issue 13 (below)
 #
 # Environment: REQUESTS (default 2000000), CLIENTS (50), REPEATS (3), PIPELINES ("1 16"),
-# TESTS ("set,get"), DATA_SIZE (redis-benchmark's default of 3 bytes), FERRITE_ARGS (extra
-# arguments for ferrite, e.g. "--threads 1"), NO_BUILD=1 to use an existing binary,
-# FERRITE_BIN to pick one.
+# TESTS ("set,get"; a test may carry its value size: "set:1024"), DATA_SIZE (redis-benchmark's
+# default of 3 bytes), RANDOM_KEYS (redis-benchmark -r: keys drawn from this many; default none),
+# WIDE=1 (TESTS = set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,
+# lrange_600,mset plus set/get with 1 KiB and 16 KiB values, RANDOM_KEYS=100000),
+# FERRITE_ARGS (extra arguments for ferrite, e.g. "--threads 1"), NO_BUILD=1 to use an existing
+# binary, FERRITE_BIN to pick one.
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-2000000}
 CLIENTS=${CLIENTS:-50}
 REPEATS=${REPEATS:-3}
 PIPELINES=${PIPELINES:-"1 16"}
+if [[ "${WIDE:-0}" == 1 ]]; then
+    TESTS=${TESTS:-set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,lrange_600,mset,set:1024,get:1024,set:16384,get:16384}
+    RANDOM_KEYS=${RANDOM_KEYS:-100000}
+fi
 TESTS=${TESTS:-set,get}
 DATA_SIZE=${DATA_SIZE:-3}
+RANDOM_KEYS=${RANDOM_KEYS:-}
 FERRITE_ARGS=${FERRITE_ARGS:-}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,7 +87,11 @@ wait_ready "$redis_port" redis-server
 
 ferrite_port=$(free_port)
 # shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
-"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn \
+# Like the redis-server above (no RDB, no AOF): scripts/bench-persistence.sh measures persistence.
+persist_args="--appendonly no"
+[[ " $FERRITE_ARGS " == *" --appendonly "* || " $FERRITE_ARGS " == *" --dir "* ]] && persist_args=
+# shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
+"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $persist_args \
     --admin-secret-file "$work/admin.secret" $FERRITE_ARGS \
     >"$work/ferrite.log" 2>&1 &
 ferrite_pid=$!
@@ -89,7 +102,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "redis:   $(redis-server --version | cut -d' ' -f3-4), redis-benchmark $(redis-benchmark --version | cut -d' ' -f2)"
 echo "ferrite: $FERRITE_BIN $FERRITE_ARGS"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "command: redis-benchmark -h 127.0.0.1 -p PORT -c $CLIENTS -n $REQUESTS -d $DATA_SIZE -t TEST -P N --csv for TEST in $TESTS, N in $PIPELINES; repeats $REPEATS"
+echo "command: redis-benchmark -h 127.0.0.1 -p PORT -c $CLIENTS -n $REQUESTS -d SIZE${RANDOM_KEYS:+ -r $RANDOM_KEYS} -t TEST -P N --csv for TEST[:SIZE] in $TESTS (SIZE default $DATA_SIZE), N in $PIPELINES; repeats $REPEATS"
 echo
 
 # One line per measurement: server pipeline test rps p50 p99 cpu-us-per-request
@@ -100,20 +113,34 @@ results=$work/results
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 ticks_per_sec=$(getconf CLK_TCK)
 
-bench() { # server port pid pipeline test
-    local server=$1 port=$2 pid=$3 pipeline=$4 test=$5 before after line
+bench() { # server port pid pipeline test[:size]
+    local server=$1 port=$2 pid=$3 pipeline=$4 case=$5 test size label before after line
+    test=${case%%:*}
+    size=$DATA_SIZE
+    label=${test^^}
+    if [[ $case == *:* ]]; then
+        size=${case#*:}
+        label="${label}_${size}B"
+    fi
     before=$(cpu_ticks "$pid")
-    line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$DATA_SIZE" \
-        -t "$test" -P "$pipeline" --csv |
+    # Only the requested test's line: LRANGE tests also report the LPUSH that fills the list.
+    # shellcheck disable=SC2086 # the -r option is one or no words on purpose
+    line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$size" \
+        ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -t "$test" -P "$pipeline" --csv |
         tr -d '"\r' |
-        awk -F, 'NR > 1 && NF >= 7 { print $1, $2, $5, $7 }')
+        awk -F, -v want="${test^^}" -v label="$label" \
+            'NR > 1 && NF >= 7 { split($1, w, " "); if (w[1] == want) { print label, $2, $5, $7; exit } }')
     after=$(cpu_ticks "$pid")
+    if [[ -z $line ]]; then
+        echo "bench-server: no result for $case from $server" >&2
+        return
+    fi
     # The server's CPU time per request: less sensitive than req/s to what else runs on the
     # machine (redis-benchmark itself takes most of one core).
     line="$server $pipeline $line $(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v n="$REQUESTS" \
         'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
     echo "$line" >>"$results"
-    awk '{ printf "  %-7s P=%-3s %-4s %12.0f req/s  p50 %s ms  p99 %s ms  server cpu %s us/req\n", $1, $2, $3, $4, $5, $6, $7 }' <<<"$line"
+    awk '{ printf "  %-7s P=%-3s %-12s %12.0f req/s  p50 %s ms  p99 %s ms  server cpu %s us/req\n", $1, $2, $3, $4, $5, $6, $7 }' <<<"$line"
 }
 
 # CPU time stolen by the hypervisor and spent by other processes tells how quiet the machine was.
@@ -171,7 +198,11 @@ print()
 print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | paired | Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs |")
 print("|------|---------:|------------:|--------------:|--------------:|-------:|-----------------:|-------------------:|-------------:|---------------:|")
 worst = None
-for test in [t.upper() for t in tests.split(",")]:
+def label(case):
+    test, _, size = case.partition(":")
+    return test.upper() + (f"_{size}B" if size else "")
+
+for test in [label(t) for t in tests.split(",")]:
     for pipeline in [int(p) for p in pipelines.split()]:
         r, f = med("redis", pipeline, test), med("ferrite", pipeline, test)
         if r is None or f is None:

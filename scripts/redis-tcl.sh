@@ -4,7 +4,9 @@
 #   scripts/redis-tcl.sh <redis-source-dir> unit/geo [unit/bitops ...]
 # <redis-source-dir> is a Redis 7.0 source tree (Debian's redis source package, or a checkout of
 # the 7.0 branch); it is copied, never changed. The copy is run with --singledb (Ferrite has one
-# database per tenant) and with `FUNCTION FLUSH` made optional until scripting exists.
+# database per tenant), with `FUNCTION FLUSH` made optional until scripting exists, and with every
+# client authenticating as the administrator first (Ferrite's secure defaults give CONFIG, DEBUG
+# and friends only to the administrator; the suite's client has no AUTH of its own).
 set -euo pipefail
 src=${1:?redis source dir}; shift
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,11 +16,16 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cp -r "$src/tests" "$work/tests"
 mkdir -p "$work/src"
 sed -i 's/^    r function flush$/    catch {r function flush}/' "$work/tests/support/server.tcl"
+# Authenticate each new connection before the suite uses it.
+sed -i 's/^    ::redis::redis_reset_state \$id$/&\n    if {[info exists ::env(FERRITE_TCL_AUTH)]} { set pw $::env(FERRITE_TCL_AUTH); puts -nonewline $fd "*2\\r\\n\\$4\\r\\nAUTH\\r\\n\\$[string length $pw]\\r\\n$pw\\r\\n"; flush $fd; gets $fd }/' "$work/tests/support/redis.tcl"
+export FERRITE_TCL_AUTH="tcl-$RANDOM-$RANDOM"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" --port "$port" --metrics-addr off --log-level warn >"$work/ferrite.log" 2>&1 &
+"$bin" --port "$port" --metrics-addr off --log-level warn --requirepass "$FERRITE_TCL_AUTH" \
+    --dir "$work/data" \
+    >"$work/ferrite.log" 2>&1 &
 pid=$!
 for _ in $(seq 50); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    redis-cli -p "$port" -a "$FERRITE_TCL_AUTH" --no-auth-warning ping >/dev/null 2>&1 && break
     sleep 0.1
 done
 cd "$work"
@@ -27,10 +34,10 @@ for unit in "$@"; do
     out="$work/$(basename "$unit").out"
     timeout 900 tclsh tests/test_helper.tcl --host 127.0.0.1 --port "$port" --singledb \
         --single "$unit" --clients 1 >"$out" 2>&1 || status=1
-    ok=$(grep -c '\[.*ok.*\]: ' "$out" || true)
-    err=$(grep -c '\[.*err.*\]: ' "$out" || true)
-    exc=$(grep -c '\[.*exception.*\]: ' "$out" || true)
+    ok=$(grep -ac '\[.*ok.*\]: ' "$out" || true)
+    err=$(grep -ac '\[.*err.*\]: ' "$out" || true)
+    exc=$(grep -ac '\[.*exception.*\]: ' "$out" || true)
     echo "$unit: ok=$ok err=$err exception=$exc"
-    grep -E '\[.*(err|exception).*\]: ' "$out" | sed 's/\x1b\[[0-9;]*m//g' | sort -u | head -20 || true
+    grep -aE '\[.*(err|exception).*\]: ' "$out" | sed 's/\x1b\[[0-9;]*m//g' | sort -u | head -20 || true
 done
 exit $status

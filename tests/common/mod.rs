@@ -49,7 +49,8 @@ pub struct Server {
     admin_secret: String,
     /// Lines the server printed on stdout.
     stdout: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
-    /// This server's own directory (its administrator secret file).
+    /// This server's own directory (its administrator secret file, and its data: persistence
+    /// is on by default, and every test server gets a directory of its own).
     data_dir: std::path::PathBuf,
     /// Remove `data_dir` on drop (it was made for this server).
     owns_data_dir: bool,
@@ -86,10 +87,26 @@ impl Server {
     /// server's own (the server creates the secret there; [`Server::conn`] authenticates with
     /// it), and `--migration-token` [`TEST_MIGRATION_TOKEN`] (unless the test chooses how servers
     /// authenticate: `--migration-token`, `--requirepass`, or a `--config` file that sets a
-    /// token).
+    /// token); and `--dir` the same directory (persistence keeps the server's data there)
+    /// unless `--dir` or `--appendonly` is given. No two test servers share data, and none
+    /// leaves a directory behind.
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_limited(None, extra)
+    }
+
+    /// Like [`Server::start_with`], with the process's address space limited to `kib` KiB
+    /// (`ulimit -v`): a test that tries to make the server allocate without bound cannot take
+    /// the machine down, and shows a crash as the process dying.
+    pub fn start_with_memory_limit(kib: u64, extra: &[&str]) -> Server {
+        Server::start_limited(Some(kib), extra)
+    }
+
+    fn start_limited(memory_kib: Option<u64>, extra: &[&str]) -> Server {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let data_dir = fresh_data_dir();
+        if !extra.contains(&"--dir") && !extra.contains(&"--appendonly") {
+            args.extend(["--dir".into(), data_dir.to_string_lossy().into_owned()]);
+        }
         if !extra.contains(&"--admin-secret-file") {
             let file = data_dir.join("admin.secret");
             args.extend([
@@ -106,7 +123,27 @@ impl Server {
         {
             args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
         }
-        Server::spawn(args, None, data_dir, true)
+        Server::spawn(args, None, data_dir, true, memory_kib)
+    }
+
+    /// Starts on the data directory `dir`, which the caller keeps (restart tests start a new
+    /// server on what the previous one left): its data and its administrator secret live there,
+    /// so [`Server::conn`] works across restarts. `--port 0`, `--metrics-addr off`,
+    /// `--log-level warn` and the test migration token are added unless given.
+    pub fn start_in(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["--dir".into(), dir.to_string_lossy().into_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--admin-secret-file") {
+            let file = dir.join("admin.secret");
+            args.extend([
+                "--admin-secret-file".into(),
+                file.to_string_lossy().into_owned(),
+            ]);
+        }
+        if !extra.contains(&"--migration-token") && !extra.contains(&"--requirepass") {
+            args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
+        }
+        Server::spawn(args, None, dir.to_path_buf(), false, None)
     }
 
     /// Starts in working directory `dir` with the built-in defaults of everything but `--port 0`,
@@ -115,7 +152,7 @@ impl Server {
     /// and stays; the administrator secret is read from `dir/data/admin.secret` once ready.
     pub fn start_in_dir(dir: &std::path::Path, extra: &[&str]) -> Server {
         let args = extra.iter().map(|s| s.to_string()).collect();
-        Server::spawn(args, Some(dir), dir.to_path_buf(), false)
+        Server::spawn(args, Some(dir), dir.to_path_buf(), false, None)
     }
 
     fn spawn(
@@ -123,6 +160,7 @@ impl Server {
         cwd: Option<&std::path::Path>,
         data_dir: std::path::PathBuf,
         owns_data_dir: bool,
+        memory_kib: Option<u64>,
     ) -> Server {
         for (flag, default) in [
             ("--port", "0"),
@@ -133,7 +171,17 @@ impl Server {
                 args.extend([flag.to_string(), default.to_string()]);
             }
         }
-        let mut command = Command::new(ferrite_bin());
+        let mut command = match memory_kib {
+            None => Command::new(ferrite_bin()),
+            Some(kib) => {
+                // The shell sets the limit and becomes the server (same pid).
+                let mut c = Command::new("sh");
+                c.args(["-c", "ulimit -v \"$1\" && shift && exec \"$@\"", "sh"])
+                    .arg(kib.to_string())
+                    .arg(ferrite_bin());
+                c
+            }
+        };
         command
             .args(&args)
             .stdout(Stdio::piped())
@@ -320,6 +368,33 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's resident memory in KiB (Linux: VmRSS of /proc/<pid>/status).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// CPU time (user + system) the server has used, from /proc/<pid>/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let ticks = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|s| {
+                // Fields after the command name (which is in parentheses and may hold spaces).
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        // USER_HZ is 100 on every Linux configuration that matters here.
+        Duration::from_millis(ticks * 10)
     }
 
     /// Sends SIGTERM.

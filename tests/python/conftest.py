@@ -127,6 +127,9 @@ class FerriteServer:
                 "--admin-secret-file", secret_file]
         if "--requirepass" not in self.extra_args and "--migration-token" not in self.extra_args:
             args += ["--migration-token", TEST_MIGRATION_TOKEN]
+        # Persistence keeps the server's data in the same directory of its own (removed by stop()).
+        if "--dir" not in self.extra_args and "--appendonly" not in self.extra_args:
+            args += ["--dir", self.data_dir]
         args += self.extra_args
         self._spawn(args)
         deadline = time.monotonic() + START_TIMEOUT

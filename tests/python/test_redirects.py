@@ -38,7 +38,8 @@ class Ferrite:
         secret_file = os.path.join(self.dir.name, "admin.secret")
         self.proc = subprocess.Popen(
             [ferrite_bin(), "--port", "0", "--metrics-addr", "off", "--log-level", "warn",
-             "--admin-secret-file", secret_file, "--migration-token", "ferrite-redirects-test"],
+             "--admin-secret-file", secret_file, "--migration-token", "ferrite-redirects-test",
+             "--dir", self.dir.name],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

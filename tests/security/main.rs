@@ -4,6 +4,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod amplification;
+mod connections;
 mod credentials;
+mod preauth;
 mod secure_defaults;
 mod util;

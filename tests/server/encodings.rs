@@ -66,6 +66,20 @@ fn default_thresholds_and_object_encoding() {
     assert_eq!(encoding(&mut c, "h"), "hashtable");
     assert_eq!(encoding(&mut c, "z"), "skiplist");
     assert_eq!(encoding(&mut c, "si"), "hashtable");
+    for i in 0..400 {
+        let _: () = c.rpush("l", format!("element-{i:08}")).unwrap();
+    }
+    assert_eq!(encoding(&mut c, "l"), "listpack", "400 x 17 bytes < 8 KiB");
+    for i in 0..200 {
+        let _: () = c.rpush("l", format!("element-{i:08}")).unwrap();
+    }
+    assert_eq!(encoding(&mut c, "l"), "quicklist");
+    let _: () = c.ltrim("l", 0, 99).unwrap();
+    assert_eq!(
+        encoding(&mut c, "l"),
+        "listpack",
+        "packed again under half the limit"
+    );
     assert!(digest_matches_recomputation(&mut c));
 }
 

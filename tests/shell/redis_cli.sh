@@ -43,6 +43,7 @@ trap 'exit 130' INT TERM
 # `default` tenant without AUTH, as a local redis-cli user does, except where they export
 # REDISCLI_AUTH for an administrative command.
 "$BIN" --port 0 --metrics-addr off --log-level warn --admin-secret-file "$WORK/admin.secret" \
+  --dir "$WORK/data" \
   >"$WORK/stdout" 2>"$WORK/stderr" &
 PID=$!
 

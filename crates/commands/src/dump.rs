@@ -268,6 +268,38 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_ttl_is_journaled_as_absttl() {
+        use std::sync::Arc;
+        let mut t = TestDb::new();
+        t.run(&["SET", "s", "hello"]);
+        let payload = t.run_bytes(&["DUMP", "s"]);
+        let start = payload.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let body = payload[start..payload.len() - 2].to_vec();
+        let recorder = Arc::new(ferrite_storage::EffectRecorder::default());
+        t.keyspace.lock().subscribe(recorder.clone());
+        let reply = t.run_bytes(&[
+            b"RESTORE".to_vec(),
+            b"c".to_vec(),
+            b"5000".to_vec(),
+            body.clone(),
+        ]);
+        assert_eq!(reply, b"+OK\r\n");
+        let batches = recorder.take();
+        let effect = &batches[0].1[0];
+        let at = (t.now + 5000).to_string().into_bytes();
+        assert_eq!(
+            effect,
+            &vec![
+                b"RESTORE".to_vec(),
+                b"c".to_vec(),
+                at,
+                body,
+                b"ABSTTL".to_vec()
+            ]
+        );
+    }
+
+    #[test]
     fn restore_with_past_absttl_creates_nothing() {
         let mut t = TestDb::new();
         t.run(&["SET", "s", "hello"]);

@@ -137,6 +137,80 @@ fn command() -> impl Strategy<Value = Vec<String>> {
         (typed("z"), -5..5i64, val()).prop_map(|(k, s, m)| argv(&["ZADD", &k, &s.to_string(), &m])),
         (typed("z"), val()).prop_map(|(k, m)| argv(&["ZINCRBY", &k, "1.5", &m])),
         typed("z").prop_map(|k| argv(&["ZPOPMIN", &k])),
+        prop_oneof![
+            (typed("s"), 0..64u64, 0..2u8).prop_map(|(k, o, b)| argv(&[
+                "SETBIT",
+                &k,
+                &o.to_string(),
+                &b.to_string()
+            ])),
+            (typed("s"), typed("s"), typed("s"))
+                .prop_map(|(d, a, b)| argv(&["BITOP", "OR", &d, &a, &b])),
+            (typed("s"), 0..3u8).prop_map(|(k, o)| argv(&[
+                "BITFIELD",
+                &k,
+                "OVERFLOW",
+                "SAT",
+                "INCRBY",
+                "i5",
+                &format!("#{o}"),
+                "7"
+            ])),
+            (typed("p"), val()).prop_map(|(k, v)| argv(&["PFADD", &k, &v])),
+            (typed("p"), typed("p"), typed("p"))
+                .prop_map(|(d, a, b)| argv(&["PFMERGE", &d, &a, &b])),
+            (typed("z"), -50..50i64, -50..50i64, val()).prop_map(|(k, lon, lat, m)| argv(&[
+                "GEOADD",
+                &k,
+                &format!("{lon}.25"),
+                &format!("{lat}.5"),
+                &m
+            ])),
+            (typed("z"), typed("z")).prop_map(|(d, s)| argv(&[
+                "GEOSEARCHSTORE",
+                &d,
+                &s,
+                "FROMLONLAT",
+                "0",
+                "0",
+                "BYRADIUS",
+                "3000",
+                "km",
+                "STOREDIST"
+            ])),
+            (typed("z"), typed("z"), typed("t")).prop_map(|(d, a, b)| argv(&[
+                "ZUNIONSTORE",
+                &d,
+                "2",
+                &a,
+                &b,
+                "WEIGHTS",
+                "0.1",
+                "3"
+            ])),
+            (typed("z"), typed("z"), typed("z")).prop_map(|(d, a, b)| argv(&[
+                "ZINTERSTORE",
+                &d,
+                "2",
+                &a,
+                &b,
+                "AGGREGATE",
+                "MAX"
+            ])),
+            (typed("z"), typed("z"), typed("z")).prop_map(|(d, a, b)| argv(&[
+                "ZDIFFSTORE",
+                &d,
+                "2",
+                &a,
+                &b
+            ])),
+            (typed("z"), typed("z"))
+                .prop_map(|(a, b)| argv(&["ZMPOP", "2", &a, &b, "MAX", "COUNT", "2"])),
+            (typed("l"), typed("l")).prop_map(|(a, b)| argv(&["LMPOP", "2", &a, &b, "LEFT"])),
+            (typed("l"), typed("l")).prop_map(|(s, d)| argv(&["SORT", &s, "ALPHA", "STORE", &d])),
+            (typed("t"), typed("l"))
+                .prop_map(|(s, d)| argv(&["SORT", &s, "BY", "nosort", "STORE", &d])),
+        ],
     ]
 }
 
@@ -187,6 +261,20 @@ const DETERMINISTIC: &[&str] = &[
     "ZINCRBY",
     "ZPOPMIN",
     "FLUSHDB",
+    "SETBIT",
+    "BITOP",
+    "BITFIELD",
+    "PFADD",
+    "PFMERGE",
+    "GEOADD",
+    "GEOSEARCHSTORE",
+    "ZUNIONSTORE",
+    "ZINTERSTORE",
+    "ZDIFFSTORE",
+    "ZMPOP",
+    "LMPOP",
+    "SORT",
+    "RESTORE",
 ];
 
 /// Runs `ops` with a recorder subscribed; returns the recorded effects.

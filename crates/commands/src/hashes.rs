@@ -536,6 +536,10 @@ fn hrandfield(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         let n = count.unsigned_abs() as usize;
         w.array(n * per_pick);
         for _ in 0..n {
+            // The reply outgrew the connection's output budget: it will not be sent.
+            if w.is_full() {
+                break;
+            }
             // A stored hash is never empty, so a pick always exists.
             emit(w, h.random(rng).unwrap_or((b"", b"")));
         }

@@ -5,7 +5,8 @@
 //!
 //! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`];
 //! [`bitmaps`] and [`hyperloglog`] work on strings, [`geo`] on sorted sets;
-//! [`zset_algebra`] combines and samples sorted sets. [`dump`] serializes values as Redis does. [`settings`] holds the server-wide values
+//! [`zset_algebra`] combines and samples sorted sets. [`dump`] serializes values as Redis does;
+//! [`sort`] is SORT; [`memory`] is MEMORY and MOVE. [`settings`] holds the server-wide values
 //! (CONFIG parameters) that commands read.
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
 //! [`syntax`] gives every command's arguments for `COMMAND DOCS`. [`Ctx::run`] runs a data command
@@ -19,11 +20,13 @@ pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
+pub mod memory;
 pub mod object;
 pub mod replay;
 pub mod server_specs;
 pub mod sets;
 pub mod settings;
+pub mod sort;
 pub mod spec;
 pub mod strings;
 pub mod syntax;

@@ -341,6 +341,10 @@ fn srandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         let n = count.unsigned_abs() as usize;
         w.array(n);
         for _ in 0..n {
+            // The reply outgrew the connection's output budget: it will not be sent.
+            if w.is_full() {
+                break;
+            }
             // A stored set is never empty, so a pick always exists.
             w.bulk(s.random(rng).unwrap_or_default());
         }

@@ -265,6 +265,8 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::geo::COMMANDS);
         v.extend_from_slice(crate::zset_algebra::COMMANDS);
         v.extend_from_slice(crate::dump::COMMANDS);
+        v.extend_from_slice(crate::sort::COMMANDS);
+        v.extend_from_slice(crate::memory::COMMANDS);
         v
     })
 }

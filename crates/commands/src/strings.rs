@@ -516,6 +516,10 @@ fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn mget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     ctx.w.array(args.len() - 1);
     for key in args.tail(1).iter() {
+        // One key repeated a million times must not build a reply past the output budget.
+        if ctx.w.is_full() {
+            break;
+        }
         match ctx.db.get(key, ctx.now).map(|e| e.value()) {
             Some(Value::Str(s)) => ctx.w.bulk(s.as_bytes()),
             _ => ctx.w.null(),

@@ -435,6 +435,10 @@ fn zrandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             n
         });
         for _ in 0..n {
+            // The reply outgrew the connection's output budget: it will not be sent.
+            if w.is_full() {
+                break;
+            }
             if let Some((m, s)) = z.get_by_rank(ctx.rng.random_range(0..len)) {
                 if withscores && w.is_resp3() {
                     w.array(2);

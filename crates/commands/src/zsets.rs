@@ -6,7 +6,7 @@ use std::ops::Bound;
 use ferrite_protocol::args::parse_f64;
 use ferrite_protocol::number::format_double;
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
-use ferrite_storage::{Slot, Value, ZSetValue};
+use ferrite_storage::{Encoding, Slot, Value, ZSetValue};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -352,16 +352,12 @@ fn parse_lex_range<'a>(min: &'a [u8], max: &'a [u8]) -> Result<(Lex<'a>, Lex<'a>
 // ---------------------------------------------------------------------------------------------
 // Range selection
 
-/// Sorted sets up to this size are walked linearly by lex ranges, as Redis walks a listpack (its
-/// encoding up to `zset-max-listpack-entries`, 128 by default); larger ones are searched.
-const LEX_LINEAR_MAX: usize = 128;
-
 /// Rank bounds `[start, end)` of the members within a lexicographical range, walking in the
 /// given direction. Lex ranges assume all scores are equal; then this is exactly the members
 /// inside the range. With mixed scores Redis's result depends on the encoding, and so does this
-/// one's, the same way: a small set is walked from the near end (the first member inside the
-/// near bound up to the first one past the far bound), a large one is searched for both bounds
-/// by descents of the skiplist, O(log n).
+/// one's, the same way: a packed set (listpack) is walked from the near end (the first member
+/// inside the near bound up to the first one past the far bound), a skiplist is searched for
+/// both bounds by descents, O(log n).
 fn lex_ranks(z: &ZSetValue, min: Lex<'_>, max: Lex<'_>, rev: bool) -> (usize, usize) {
     let order = min.cmp_value(max);
     let empty = order == Ordering::Greater
@@ -373,7 +369,7 @@ fn lex_ranks(z: &ZSetValue, min: Lex<'_>, max: Lex<'_>, rev: bool) -> (usize, us
     if empty || !ends_fit {
         return (0, 0);
     }
-    if z.len() <= LEX_LINEAR_MAX {
+    if z.encoding() == Encoding::Listpack {
         let items: Vec<&[u8]> = z.iter().map(|(m, _)| m).collect();
         if rev {
             let Some(last) = items.iter().rposition(|m| max.above(m)) else {

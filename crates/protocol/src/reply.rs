@@ -3,6 +3,12 @@
 //! Commands describe their reply with calls like `w.map(2); w.bulk(..); w.int(..)`; the writer emits
 //! the RESP3 type or its RESP2 equivalent (maps become flat arrays, doubles become bulk strings,
 //! null becomes `$-1` or `*-1`). Building no intermediate frame tree keeps the hot path cheap.
+//!
+//! A writer may carry a limit on the buffer's length ([`ReplyWriter::limited`]): once the buffer
+//! reaches it, every further write is dropped, so no reply (16M random picks of a 900 KB member,
+//! MGET of one key a million times) can grow a connection's memory past its output-buffer
+//! budget, and loops that could run long ask [`ReplyWriter::is_full`] and stop. The truncated
+//! reply is never sent: the connection closes when it sees the limit reached.
 
 use bytes::{BufMut, BytesMut};
 
@@ -21,11 +27,30 @@ pub enum Protocol {
 pub struct ReplyWriter<'a> {
     out: &'a mut BytesMut,
     proto: Protocol,
+    /// Length of `out` past which nothing more is written (`usize::MAX`: no limit).
+    limit: usize,
 }
 
 impl<'a> ReplyWriter<'a> {
     pub fn new(out: &'a mut BytesMut, proto: Protocol) -> Self {
-        ReplyWriter { out, proto }
+        ReplyWriter {
+            out,
+            proto,
+            limit: usize::MAX,
+        }
+    }
+
+    /// A writer that stops writing once `out` holds `limit` bytes (see the module docs). One
+    /// write may cross the limit; none starts beyond it.
+    pub fn limited(out: &'a mut BytesMut, proto: Protocol, limit: usize) -> Self {
+        ReplyWriter { out, proto, limit }
+    }
+
+    /// The buffer has reached its limit: the reply is being dropped, and a loop producing it
+    /// should stop.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.out.len() >= self.limit
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -42,6 +67,9 @@ impl<'a> ReplyWriter<'a> {
     }
 
     fn header(&mut self, prefix: u8, n: i64) {
+        if self.is_full() {
+            return;
+        }
         // Most lengths and counts have one or two digits: a fixed-size write needs neither
         // formatting nor a variable-length copy.
         if (0..10).contains(&n) {
@@ -63,11 +91,22 @@ impl<'a> ReplyWriter<'a> {
     }
 
     pub fn ok(&mut self) {
-        self.out.put_slice(b"+OK\r\n");
+        self.put(b"+OK\r\n");
+    }
+
+    /// Appends bytes unless the limit is reached.
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if !self.is_full() {
+            self.out.put_slice(bytes);
+        }
     }
 
     /// A simple string; `s` must not contain CR or LF.
     pub fn simple(&mut self, s: &str) {
+        if self.is_full() {
+            return;
+        }
         self.out.reserve(s.len() + 3);
         self.out.put_u8(b'+');
         self.out.put_slice(s.as_bytes());
@@ -83,6 +122,9 @@ impl<'a> ReplyWriter<'a> {
     }
 
     pub fn error(&mut self, e: &ErrorReply) {
+        if self.is_full() {
+            return;
+        }
         let t = e.text();
         self.out.reserve(t.len() + 3);
         self.out.put_u8(b'-');
@@ -95,6 +137,9 @@ impl<'a> ReplyWriter<'a> {
     }
 
     pub fn bulk(&mut self, data: &[u8]) {
+        if self.is_full() {
+            return;
+        }
         self.header(b'$', data.len() as i64);
         self.out.reserve(data.len() + 2);
         self.out.put_slice(data);
@@ -122,16 +167,16 @@ impl<'a> ReplyWriter<'a> {
     /// Null bulk string (`$-1` in RESP2, `_` in RESP3).
     pub fn null(&mut self) {
         match self.proto {
-            Protocol::Resp2 => self.out.put_slice(b"$-1\r\n"),
-            Protocol::Resp3 => self.out.put_slice(b"_\r\n"),
+            Protocol::Resp2 => self.put(b"$-1\r\n"),
+            Protocol::Resp3 => self.put(b"_\r\n"),
         }
     }
 
     /// Null array (`*-1` in RESP2, `_` in RESP3), e.g. an aborted EXEC.
     pub fn null_array(&mut self) {
         match self.proto {
-            Protocol::Resp2 => self.out.put_slice(b"*-1\r\n"),
-            Protocol::Resp3 => self.out.put_slice(b"_\r\n"),
+            Protocol::Resp2 => self.put(b"*-1\r\n"),
+            Protocol::Resp3 => self.put(b"_\r\n"),
         }
     }
 
@@ -169,6 +214,9 @@ impl<'a> ReplyWriter<'a> {
         match self.proto {
             Protocol::Resp2 => self.bulk(s.as_bytes()),
             Protocol::Resp3 => {
+                if self.is_full() {
+                    return;
+                }
                 self.out.put_u8(b',');
                 self.out.put_slice(s.as_bytes());
                 self.out.put_slice(b"\r\n");
@@ -180,7 +228,7 @@ impl<'a> ReplyWriter<'a> {
     pub fn boolean(&mut self, b: bool) {
         match self.proto {
             Protocol::Resp2 => self.int(i64::from(b)),
-            Protocol::Resp3 => self.out.put_slice(if b { b"#t\r\n" } else { b"#f\r\n" }),
+            Protocol::Resp3 => self.put(if b { b"#t\r\n" } else { b"#f\r\n" }),
         }
     }
 
@@ -189,6 +237,9 @@ impl<'a> ReplyWriter<'a> {
         match self.proto {
             Protocol::Resp2 => self.bulk(text.as_bytes()),
             Protocol::Resp3 => {
+                if self.is_full() {
+                    return;
+                }
                 self.header(b'=', text.len() as i64 + 4);
                 self.out.put_slice(b"txt:");
                 self.out.put_slice(text.as_bytes());
@@ -199,7 +250,7 @@ impl<'a> ReplyWriter<'a> {
 
     /// Appends pre-encoded RESP bytes (e.g. a reply captured earlier).
     pub fn raw(&mut self, bytes: &[u8]) {
-        self.out.put_slice(bytes);
+        self.put(bytes);
     }
 
     /// Convenience: a map of string keys to string values.
@@ -221,6 +272,35 @@ mod tests {
         let mut out = BytesMut::new();
         f(&mut ReplyWriter::new(&mut out, proto));
         out
+    }
+
+    #[test]
+    fn a_limited_writer_stops_at_its_limit() {
+        let mut out = BytesMut::new();
+        let mut w = ReplyWriter::limited(&mut out, Protocol::Resp3, 100);
+        w.array(1_000_000);
+        let mut written = 0;
+        for _ in 0..1_000_000 {
+            if w.is_full() {
+                break;
+            }
+            w.bulk(&[b'x'; 30]);
+            written += 1;
+        }
+        assert!(w.is_full());
+        assert_eq!(written, 3, "the write that crosses the limit is the last");
+        // Every kind of write is dropped once full.
+        w.int(5);
+        w.simple("OK");
+        w.error(&ErrorReply::err("x"));
+        w.null();
+        w.double(1.5);
+        w.boolean(true);
+        w.verbatim("text");
+        w.raw(b"+raw\r\n");
+        w.map(3);
+        let len = out.len();
+        assert!((100..100 + 40).contains(&len), "{len}");
     }
 
     #[test]

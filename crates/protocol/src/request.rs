@@ -3,13 +3,23 @@
 //! Requests are flat arrays of bulk strings, so this is a small purpose-built parser rather than the
 //! general RESP decoder: it can refuse a declared length or argument count the moment its header
 //! arrives (before any payload is buffered), and a nested array is a protocol error instead of a
-//! recursion. The parser is stateless: it re-reads headers from the start of the buffer on each
-//! call, which costs O(arguments), never O(payload bytes), because payloads are skipped by length.
+//! recursion. The parser keeps its position in an incomplete request across calls (the argument
+//! it is in, how far it has searched for a line end), so a request that arrives one byte at a
+//! time costs O(bytes) in all, not O(arguments) per read: a 4M-argument request sent slowly
+//! cannot burn a core. Until a connection has authenticated it may only send what Redis allows
+//! since CVE-2021-32675: at most [`UNAUTHENTICATED_MAX_ARGS`] arguments of at most
+//! [`UNAUTHENTICATED_MAX_BULK`] bytes.
 
 use crate::args::Args;
 
 /// Longest header or inline line accepted without a line ending (Redis: PROTO_INLINE_MAX_SIZE).
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Most arguments in one request of a connection that has not authenticated (Redis: 10).
+pub const UNAUTHENTICATED_MAX_ARGS: usize = 10;
+
+/// Largest argument of a connection that has not authenticated (Redis: 16384).
+pub const UNAUTHENTICATED_MAX_BULK: usize = 16 * 1024;
 
 /// Size limits applied while parsing; from the server configuration.
 #[derive(Debug, Clone, Copy)]
@@ -59,23 +69,65 @@ pub enum Next<'a> {
     Request(Parsed<'a>),
 }
 
+/// Where the parser stopped in an incomplete request, so that the next call resumes there
+/// instead of reading the request again from its start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Resume {
+    /// Nothing of the request at the buffer's start has been looked at.
+    #[default]
+    Start,
+    /// The multibulk count line, searched for its end up to `scan`.
+    Count { scan: usize },
+    /// `count` arguments declared, `ranges` holds the ones parsed; the next argument's `$`
+    /// header starts at `pos` and has been searched for its end up to `scan`.
+    ArgHeader {
+        count: usize,
+        pos: usize,
+        scan: usize,
+    },
+    /// An argument of `len` bytes starts at `start`; its bytes and CRLF are awaited.
+    ArgBody {
+        count: usize,
+        start: usize,
+        len: usize,
+    },
+    /// An inline request line, searched for its `\n` up to `scan`.
+    Inline { scan: usize },
+}
+
+/// A length header's search: found (its value, `None` if it is not a valid length, and the
+/// position after its line) or not yet (searched up to the returned position).
+enum Header {
+    Found(Option<i64>, usize),
+    Pending(usize),
+}
+
 /// Parses requests out of a connection's input buffer. Holds reusable scratch space so that a
 /// steady stream of requests allocates nothing.
+///
+/// After [`Next::Incomplete`], the next call must be given the same bytes again, with more
+/// appended (which is what a connection's input buffer does): the decoder resumes where it
+/// stopped.
 #[derive(Debug, Default)]
 pub struct RequestDecoder {
     limits: Limits,
+    /// The connection has not authenticated: Redis's pre-authentication limits apply.
+    unauthenticated: bool,
     /// Argument positions, reused between requests.
     ranges: Vec<(usize, usize)>,
     /// Unescaped bytes of an inline request (quotes and escapes make it differ from the input).
     inline: Vec<u8>,
+    resume: Resume,
 }
 
 impl RequestDecoder {
     pub fn new(limits: Limits) -> Self {
         RequestDecoder {
             limits,
+            unauthenticated: false,
             ranges: Vec::with_capacity(8),
             inline: Vec::new(),
+            resume: Resume::Start,
         }
     }
 
@@ -83,88 +135,146 @@ impl RequestDecoder {
         self.limits
     }
 
+    /// Whether the connection has authenticated; until it has, requests are limited to
+    /// [`UNAUTHENTICATED_MAX_ARGS`] arguments of [`UNAUTHENTICATED_MAX_BULK`] bytes.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.unauthenticated = !authenticated;
+    }
+
+    /// Forgets an incomplete request (the next call starts at the buffer's start).
+    pub fn reset(&mut self) {
+        self.resume = Resume::Start;
+    }
+
     /// Parses the first request in `buf`.
     pub fn decode<'a>(&'a mut self, buf: &'a [u8]) -> Result<Next<'a>, ProtocolError> {
+        // Each path takes the resume state and puts one back only when it returns Incomplete:
+        // after a request, a skip or an error the next call starts afresh.
         match buf.first() {
-            None => Ok(Next::Incomplete),
+            None => {
+                self.resume = Resume::Start;
+                Ok(Next::Incomplete)
+            }
             Some(b'*') => self.decode_multibulk(buf),
             Some(_) => self.decode_inline(buf),
         }
     }
 
     fn decode_multibulk<'a>(&'a mut self, buf: &'a [u8]) -> Result<Next<'a>, ProtocolError> {
-        let (count, mut pos) = match quick_len(buf, 1) {
-            Some(found) => found,
-            None => {
-                let Some((line, pos)) = read_line(buf, 1) else {
-                    if buf.len() > MAX_LINE {
-                        return Err(ProtocolError::new("too big mbulk count string"));
-                    }
-                    return Ok(Next::Incomplete);
-                };
-                let count = parse_len(line)
-                    .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
-                (count, pos)
-            }
-        };
-        if count <= 0 {
-            return Ok(Next::Skip(pos));
+        let mut state = std::mem::take(&mut self.resume);
+        if matches!(state, Resume::Start | Resume::Inline { .. }) {
+            state = Resume::Count { scan: 1 };
         }
-        let count = count as usize;
-        if count > self.limits.max_args {
-            return Err(ProtocolError::new("invalid multibulk length"));
-        }
-        self.ranges.clear();
-        for _ in 0..count {
-            match buf.get(pos) {
-                None => return Ok(Next::Incomplete),
-                Some(b'$') => {}
-                Some(&other) => {
-                    return Err(ProtocolError(format!(
-                        "expected '$', got '{}'",
-                        char::from(other).escape_default()
-                    )));
-                }
-            }
-            let (len, next) = match quick_len(buf, pos + 1) {
-                Some(found) => found,
-                None => {
-                    let Some((line, next)) = read_line(buf, pos + 1) else {
-                        if buf.len() - pos > MAX_LINE {
-                            return Err(ProtocolError::new("too big bulk count string"));
+        loop {
+            match state {
+                Resume::Start | Resume::Inline { .. } => unreachable_state(),
+                Resume::Count { scan } => {
+                    let (count, next) = match find_len(buf, 1, scan) {
+                        Header::Found(count, next) => (count, next),
+                        Header::Pending(scan) => {
+                            if buf.len() > MAX_LINE {
+                                return Err(ProtocolError::new("too big mbulk count string"));
+                            }
+                            self.resume = Resume::Count { scan };
+                            return Ok(Next::Incomplete);
                         }
-                        return Ok(Next::Incomplete);
                     };
-                    let len =
-                        parse_len(line).ok_or_else(|| ProtocolError::new("invalid bulk length"))?;
-                    (len, next)
+                    let count =
+                        count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+                    if count <= 0 {
+                        return Ok(Next::Skip(next));
+                    }
+                    let count = count as usize;
+                    if count > self.limits.max_args {
+                        return Err(ProtocolError::new("invalid multibulk length"));
+                    }
+                    if self.unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
+                        return Err(ProtocolError::new("unauthenticated multibulk length"));
+                    }
+                    self.ranges.clear();
+                    state = Resume::ArgHeader {
+                        count,
+                        pos: next,
+                        scan: next + 1,
+                    };
                 }
-            };
-            if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
-                return Err(ProtocolError::new("invalid bulk length"));
+                Resume::ArgHeader { count, pos, scan } => {
+                    if self.ranges.len() == count {
+                        return Ok(Next::Request(Parsed {
+                            args: Args::new(buf, &self.ranges),
+                            consumed: pos,
+                        }));
+                    }
+                    match buf.get(pos) {
+                        None => {
+                            self.resume = state;
+                            return Ok(Next::Incomplete);
+                        }
+                        Some(b'$') => {}
+                        Some(&other) => {
+                            return Err(ProtocolError(format!(
+                                "expected '$', got '{}'",
+                                char::from(other).escape_default()
+                            )));
+                        }
+                    }
+                    let (len, next) = match find_len(buf, pos + 1, scan) {
+                        Header::Found(len, next) => (len, next),
+                        Header::Pending(scan) => {
+                            if buf.len() - pos > MAX_LINE {
+                                return Err(ProtocolError::new("too big bulk count string"));
+                            }
+                            self.resume = Resume::ArgHeader { count, pos, scan };
+                            return Ok(Next::Incomplete);
+                        }
+                    };
+                    let len = len.ok_or_else(|| ProtocolError::new("invalid bulk length"))?;
+                    if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
+                        return Err(ProtocolError::new("invalid bulk length"));
+                    }
+                    if self.unauthenticated && len as u64 > UNAUTHENTICATED_MAX_BULK as u64 {
+                        return Err(ProtocolError::new("unauthenticated bulk length"));
+                    }
+                    state = Resume::ArgBody {
+                        count,
+                        start: next,
+                        len: len as usize,
+                    };
+                }
+                Resume::ArgBody { count, start, len } => {
+                    let end = start + len;
+                    if buf.len() < end + 2 {
+                        self.resume = state;
+                        return Ok(Next::Incomplete);
+                    }
+                    if &buf[end..end + 2] != b"\r\n" {
+                        return Err(ProtocolError::new("expected CRLF after bulk string"));
+                    }
+                    self.ranges.push((start, end));
+                    state = Resume::ArgHeader {
+                        count,
+                        pos: end + 2,
+                        scan: end + 3,
+                    };
+                }
             }
-            let len = len as usize;
-            let end = next + len;
-            if buf.len() < end + 2 {
-                return Ok(Next::Incomplete);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(ProtocolError::new("expected CRLF after bulk string"));
-            }
-            self.ranges.push((next, end));
-            pos = end + 2;
         }
-        Ok(Next::Request(Parsed {
-            args: Args::new(buf, &self.ranges),
-            consumed: pos,
-        }))
     }
 
     fn decode_inline<'a>(&'a mut self, buf: &'a [u8]) -> Result<Next<'a>, ProtocolError> {
-        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        let from = match std::mem::take(&mut self.resume) {
+            Resume::Inline { scan } => scan.min(buf.len()),
+            _ => 0,
+        };
+        let Some(nl) = buf[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| from + i)
+        else {
             if buf.len() > MAX_LINE {
                 return Err(ProtocolError::new("too big inline request"));
             }
+            self.resume = Resume::Inline { scan: buf.len() };
             return Ok(Next::Incomplete);
         };
         if nl > MAX_LINE {
@@ -190,12 +300,46 @@ impl RequestDecoder {
     }
 }
 
+/// A state the multibulk loop never holds (it starts every request in `Count`).
+#[cold]
+fn unreachable_state() -> ! {
+    unreachable!("the multibulk parser starts in Count")
+}
+
+/// Reads the length header line starting at `start`, searching for its end from `scan` (where
+/// an earlier call stopped; never before `start`), no further than [`MAX_LINE`] bytes.
+#[inline]
+fn find_len(buf: &[u8], start: usize, scan: usize) -> Header {
+    // The common case, a complete plain length: one pass over a few bytes.
+    if scan <= start
+        && let Some((n, next)) = quick_len(buf, start)
+    {
+        return Header::Found(Some(n), next);
+    }
+    match find_line(buf, start, scan) {
+        Ok((line, next)) => Header::Found(parse_len(line), next),
+        Err(scan) => Header::Pending(scan),
+    }
+}
+
+/// Finds the `\r\n`-terminated line starting at `start`, searching from `scan`: the line and
+/// the position after it, or how far the search got.
+fn find_line(buf: &[u8], start: usize, scan: usize) -> Result<(&[u8], usize), usize> {
+    let from = scan.max(start);
+    let limit = buf.len().min(start + MAX_LINE + 2);
+    if from < limit
+        && let Some(cr) = buf[from..limit].windows(2).position(|w| w == b"\r\n")
+    {
+        return Ok((&buf[start..from + cr], from + cr + 2));
+    }
+    // The last byte may be the CR of a CRLF whose LF has not arrived.
+    Err(buf.len().saturating_sub(1).max(start))
+}
+
 /// Finds the `\r\n`-terminated line starting at `start`; returns it and the position after it.
+#[cfg(test)]
 fn read_line(buf: &[u8], start: usize) -> Option<(&[u8], usize)> {
-    let rest = buf.get(start..)?;
-    let limit = rest.len().min(MAX_LINE + 2);
-    let cr = rest[..limit].windows(2).position(|w| w == b"\r\n")?;
-    Some((&rest[..cr], start + cr + 2))
+    find_line(buf, start, start).ok()
 }
 
 /// The length in a header line at `start` when the line is what every well-formed client sends:
@@ -490,6 +634,86 @@ mod tests {
         assert_eq!(parse_all(&mb).unwrap_err().0, "too big mbulk count string");
     }
 
+    /// Feeds `input` the way a connection does: bytes arrive `chunk` at a time, complete
+    /// requests are consumed from the front, the rest is handed again with more appended.
+    fn parse_incrementally(
+        dec: &mut RequestDecoder,
+        input: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            let mut pos = 0;
+            loop {
+                match dec.decode(&buf[pos..])? {
+                    Next::Incomplete => break,
+                    Next::Skip(n) => pos += n,
+                    Next::Request(p) => {
+                        out.push(p.args.iter().map(<[u8]>::to_vec).collect());
+                        pos += p.consumed;
+                    }
+                }
+            }
+            buf.drain(..pos);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_huge_request_sent_one_byte_at_a_time_costs_linear_time() {
+        // 50k arguments one byte at a time: 350k calls. Re-reading the headers on each call
+        // (what the parser did before it kept its position) would be ~10^10 steps.
+        let n = 50_000;
+        let mut wire = format!("*{n}\r\n").into_bytes();
+        for _ in 0..n {
+            wire.extend_from_slice(b"$1\r\na\r\n");
+        }
+        let mut dec = RequestDecoder::new(Limits::default());
+        let started = std::time::Instant::now();
+        let got = parse_incrementally(&mut dec, &wire, 1).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), n);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        // A long header line arriving byte by byte is not searched again from its start.
+        let mut dec = RequestDecoder::new(Limits::default());
+        let mut long = b"*1".to_vec();
+        long.extend(std::iter::repeat_n(b'1', MAX_LINE + 10));
+        let e = parse_incrementally(&mut dec, &long, 1).unwrap_err();
+        assert_eq!(e.0, "too big mbulk count string");
+    }
+
+    #[test]
+    fn unauthenticated_connections_get_redis_limits() {
+        let mut dec = RequestDecoder::new(Limits::default());
+        dec.set_authenticated(false);
+        let e = parse_incrementally(&mut dec, b"*11\r\n", 64).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Protocol error: unauthenticated multibulk length"
+        );
+        let e = parse_incrementally(&mut dec, b"*2\r\n$4\r\nAUTH\r\n$16385\r\n", 64).unwrap_err();
+        assert_eq!(e.to_string(), "Protocol error: unauthenticated bulk length");
+        // Within the limits, and once authenticated, requests are as usual.
+        let ok = parse_incrementally(&mut dec, b"*2\r\n$4\r\nAUTH\r\n$3\r\npw1\r\n", 3).unwrap();
+        assert_eq!(ok, vec![words(&["AUTH", "pw1"])]);
+        dec.set_authenticated(true);
+        let mut big = b"*11\r\n".to_vec();
+        for _ in 0..11 {
+            big.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        assert_eq!(parse_incrementally(&mut dec, &big, 5).unwrap()[0].len(), 11);
+        // An invalid length is reported as invalid first, as Redis does.
+        dec.set_authenticated(false);
+        let e = parse_incrementally(&mut dec, b"*1\r\n$-5\r\n", 64).unwrap_err();
+        assert_eq!(e.0, "invalid bulk length");
+    }
+
     #[test]
     fn skips_empty() {
         assert_eq!(
@@ -538,6 +762,36 @@ mod tests {
             }
             let got = parse_all(&wire).unwrap();
             proptest::prop_assert_eq!(got, vec![argv]);
+        }
+
+        /// Any stream of requests, cut anywhere and fed a piece at a time, parses to the same
+        /// requests as all at once; garbage fails the same way.
+        #[test]
+        fn incremental_parsing_agrees_with_whole_parsing(
+            reqs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..20), 1..6),
+                1..6),
+            inline in proptest::bool::ANY,
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            chunk in 1usize..23,
+        ) {
+            let mut wire = Vec::new();
+            for argv in &reqs {
+                wire.extend(format!("*{}\r\n", argv.len()).bytes());
+                for a in argv {
+                    wire.extend(format!("${}\r\n", a.len()).bytes());
+                    wire.extend(a);
+                    wire.extend(b"\r\n");
+                }
+            }
+            if inline {
+                wire.extend(b"PING x\r\n");
+            }
+            wire.extend(&garbage);
+            let whole = parse_all(&wire);
+            let mut dec = RequestDecoder::new(Limits { max_bulk_len: 1024, max_args: 16 });
+            let pieces = parse_incrementally(&mut dec, &wire, chunk);
+            proptest::prop_assert_eq!(whole, pieces);
         }
 
         #[test]

@@ -15,7 +15,42 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub tenancy: TenancyConfig,
+    pub persistence: PersistenceConfig,
     pub encoding: EncodingConfig,
+    pub commands: CommandsConfig,
+}
+
+/// How commands are run and observed: Redis's slow log, latency monitor and the HyperLogLog and
+/// scripting parameters of the same names (with `_` for `-`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Commands that take at least this many microseconds are recorded in the tenant's slow
+    /// log; 0 records every command, a negative value none (Redis: slowlog-log-slower-than).
+    pub slowlog_log_slower_than: i64,
+    /// Entries each tenant's slow log keeps (Redis: slowlog-max-len).
+    pub slowlog_max_len: u64,
+    /// Commands that take at least this many milliseconds are recorded by the latency monitor;
+    /// 0 disables it (Redis: latency-monitor-threshold).
+    pub latency_monitor_threshold: u64,
+    /// A sparse HyperLogLog larger than this many bytes becomes dense (Redis:
+    /// hll-sparse-max-bytes).
+    pub hll_sparse_max_bytes: u64,
+    /// Milliseconds a script may run before other clients get -BUSY (Redis:
+    /// busy-reply-threshold, alias lua-time-limit). Kept for scripting, which is not there yet.
+    pub busy_reply_threshold: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
+            latency_monitor_threshold: 0,
+            hll_sparse_max_bytes: ferrite_commands::settings::DEFAULT_HLL_SPARSE_MAX_BYTES as u64,
+            busy_reply_threshold: 5000,
+        }
+    }
 }
 
 /// Thresholds of the compact encodings (Redis's parameters of the same names, with `_` for
@@ -110,6 +145,9 @@ pub struct ServerConfig {
     /// directory.
     pub admin_secret_file: String,
     pub maxclients: usize,
+    /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
+    /// `timeout`).
+    pub timeout: u64,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
@@ -124,6 +162,7 @@ impl Default for ServerConfig {
             requirepass: String::new(),
             admin_secret_file: String::new(),
             maxclients: 10_000,
+            timeout: 0,
             threads: 0,
             shutdown_timeout_ms: 10_000,
         }
@@ -139,6 +178,9 @@ pub struct LimitsConfig {
     pub max_args: usize,
     /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
     pub client_output_buffer_limit: u64,
+    /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
+    /// reply would take the total past it is disconnected; 0 = no limit.
+    pub maxmemory_clients: u64,
 }
 
 impl Default for LimitsConfig {
@@ -147,6 +189,7 @@ impl Default for LimitsConfig {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: 4 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
+            maxmemory_clients: 1024 * 1024 * 1024,
         }
     }
 }
@@ -183,6 +226,73 @@ impl Default for MetricsConfig {
         MetricsConfig {
             addr: "127.0.0.1:9121".into(),
             max_labelled_tenants: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Keep data on disk (off: a cache that starts empty).
+    pub enabled: bool,
+    /// Data directory, relative to the working directory; created when missing.
+    pub dir: String,
+    /// `always`, `everysec` or `no` (Redis's appendfsync).
+    pub appendfsync: String,
+    /// Snapshot every tenant after <seconds> if at least <changes> writes happened, as pairs
+    /// (Redis's `save`); empty: only on SAVE/BGSAVE and by log size.
+    pub save: String,
+    /// Compact a tenant's log into a new snapshot once it has grown by this percentage of the
+    /// last snapshot (Redis's auto-aof-rewrite-percentage); 0 = never.
+    pub auto_compact_percentage: u64,
+    /// ... and is at least this many bytes (auto-aof-rewrite-min-size).
+    pub auto_compact_min_size: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: true,
+            dir: "data".into(),
+            appendfsync: "everysec".into(),
+            save: "3600 1 300 100 60 10000".into(),
+            auto_compact_percentage: 100,
+            auto_compact_min_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl PersistenceConfig {
+    /// Parses `save`: pairs of positive numbers.
+    pub fn save_points(&self) -> Result<Vec<(u64, u64)>, String> {
+        let words: Vec<&str> = self.save.split_whitespace().collect();
+        if words.len() % 2 != 0 {
+            return Err(format!(
+                "'{}' is not pairs of <seconds> <changes>",
+                self.save
+            ));
+        }
+        words
+            .chunks(2)
+            .map(|p| match (p[0].parse::<u64>(), p[1].parse::<u64>()) {
+                (Ok(a), Ok(b)) if a > 0 => Ok((a, b)),
+                _ => Err(format!(
+                    "'{}' is not pairs of <seconds> <changes>",
+                    self.save
+                )),
+            })
+            .collect()
+    }
+
+    /// The settings the persistence crate runs with.
+    pub fn settings(&self) -> ferrite_persistence::Settings {
+        ferrite_persistence::Settings {
+            dir: std::path::PathBuf::from(&self.dir),
+            appendfsync: ferrite_persistence::FsyncPolicy::parse(&self.appendfsync)
+                .unwrap_or(ferrite_persistence::FsyncPolicy::Everysec),
+            save: self.save_points().unwrap_or_default(),
+            auto_compact_percentage: self.auto_compact_percentage,
+            auto_compact_min_size: self.auto_compact_min_size,
         }
     }
 }
@@ -403,6 +513,19 @@ impl Config {
                 format!("'{}' is not host:port or off", self.metrics.addr),
             );
         }
+        let p = &self.persistence;
+        if ferrite_persistence::FsyncPolicy::parse(&p.appendfsync).is_none() {
+            return err(
+                "persistence.appendfsync",
+                format!("'{}' is not one of: always, everysec, no", p.appendfsync),
+            );
+        }
+        if p.dir.is_empty() {
+            return err("persistence.dir", "must not be empty".into());
+        }
+        if let Err(e) = p.save_points() {
+            return err("persistence.save", e);
+        }
         for (name, v) in self.encoding.by_name() {
             if let Some(l) = ferrite_storage::encoding::limit(name)
                 && (v < l.min || v > l.max)
@@ -489,9 +612,9 @@ impl Config {
     }
 
     /// The directory the server keeps its files in (the administrator secret; persistence's
-    /// files).
+    /// files): `persistence.dir`.
     pub fn data_dir(&self) -> PathBuf {
-        PathBuf::from("data")
+        PathBuf::from(&self.persistence.dir)
     }
 
     /// Where the generated administrator secret lives (used only without `requirepass`).

@@ -73,11 +73,15 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 48] = [
+pub static PARAMS: [Param; 66] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
         c.server.requirepass = v.to_string();
+        Ok(())
+    }),
+    param!("timeout", |c| c.server.timeout.to_string(), |c, v| {
+        c.server.timeout = num(v)?;
         Ok(())
     }),
     param!("maxclients", |c| c.server.maxclients.to_string(), |c, v| {
@@ -98,9 +102,136 @@ pub static PARAMS: [Param; 48] = [
         Ok(())
     }),
     param!("databases", |_| "1".into()),
-    param!("save", |_| String::new()),
-    param!("appendonly", |_| "no".into()),
-    param!("timeout", |_| "0".into()),
+    param!(
+        "slowlog-log-slower-than",
+        |c| c.commands.slowlog_log_slower_than.to_string(),
+        |c, v| {
+            c.commands.slowlog_log_slower_than = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "slowlog-max-len",
+        |c| c.commands.slowlog_max_len.to_string(),
+        |c, v| {
+            c.commands.slowlog_max_len = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "latency-monitor-threshold",
+        |c| c.commands.latency_monitor_threshold.to_string(),
+        |c, v| {
+            c.commands.latency_monitor_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "hll-sparse-max-bytes",
+        |c| c.commands.hll_sparse_max_bytes.to_string(),
+        |c, v| {
+            c.commands.hll_sparse_max_bytes = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "busy-reply-threshold",
+        |c| c.commands.busy_reply_threshold.to_string(),
+        |c, v| {
+            c.commands.busy_reply_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    // The older name of busy-reply-threshold.
+    param!(
+        "lua-time-limit",
+        |c| c.commands.busy_reply_threshold.to_string(),
+        |c, v| {
+            c.commands.busy_reply_threshold = num(v)?;
+            Ok(())
+        }
+    ),
+    // Tenant quotas refuse writes past their limit and never evict: Redis's `noeviction`, the
+    // only policy accepted (job-queue libraries check for it).
+    param!("maxmemory-policy", |_| "noeviction".into(), |_, v| {
+        if v.eq_ignore_ascii_case("noeviction") {
+            Ok(())
+        } else {
+            Err(
+                "Ferrite never evicts keys: tenant quotas refuse writes instead (noeviction)"
+                    .into(),
+            )
+        }
+    }),
+    param!("save", |c| c.persistence.save.clone(), |c, v| {
+        c.persistence.save = v.to_string();
+        Ok(())
+    }),
+    param!("appendonly", |c| yes_no(c.persistence.enabled)),
+    param!(
+        "appendfsync",
+        |c| c.persistence.appendfsync.clone(),
+        |c, v| {
+            c.persistence.appendfsync = v.to_ascii_lowercase();
+            Ok(())
+        }
+    ),
+    // Redis answers with the absolute path.
+    param!("dir", |c| std::path::absolute(&c.persistence.dir)
+        .map_or_else(
+            |_| c.persistence.dir.clone(),
+            |p| p.display().to_string()
+        )),
+    param!(
+        "auto-aof-rewrite-percentage",
+        |c| c.persistence.auto_compact_percentage.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_percentage = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "auto-aof-rewrite-min-size",
+        |c| c.persistence.auto_compact_min_size.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_min_size = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!("persistence.enabled", |c| yes_no(c.persistence.enabled)),
+    param!("persistence.dir", |c| c.persistence.dir.clone()),
+    param!(
+        "persistence.appendfsync",
+        |c| c.persistence.appendfsync.clone(),
+        |c, v| {
+            c.persistence.appendfsync = v.to_ascii_lowercase();
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.save",
+        |c| c.persistence.save.clone(),
+        |c, v| {
+            c.persistence.save = v.to_string();
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.auto_compact_percentage",
+        |c| c.persistence.auto_compact_percentage.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_percentage = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "persistence.auto_compact_min_size",
+        |c| c.persistence.auto_compact_min_size.to_string(),
+        |c, v| {
+            c.persistence.auto_compact_min_size = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!("maxmemory", |_| "0".into()),
     param!("io-threads", |c| c.server.threads.to_string()),
     param!("server.threads", |c| c.server.threads.to_string()),
@@ -113,6 +244,14 @@ pub static PARAMS: [Param; 48] = [
         }
     ),
     param!("limits.max_args", |c| c.limits.max_args.to_string()),
+    param!(
+        "maxmemory-clients",
+        |c| c.limits.maxmemory_clients.to_string(),
+        |c, v| {
+            c.limits.maxmemory_clients = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!(
         "limits.client_output_buffer_limit",
         |c| c.limits.client_output_buffer_limit.to_string(),
@@ -328,6 +467,15 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
     }
     sh.hot.load(&cfg);
     sh.migrations.update_settings(cfg.migration_settings());
+    if let Some(p) = &sh.persistence {
+        let next = cfg.persistence.settings();
+        p.update_settings(|s| {
+            s.appendfsync = next.appendfsync;
+            s.save = next.save;
+            s.auto_compact_percentage = next.auto_compact_percentage;
+            s.auto_compact_min_size = next.auto_compact_min_size;
+        });
+    }
     sh.registry.update_settings(|s| {
         s.max_tenants = cfg.tenancy.max_tenants;
         s.default_limits.maxmemory = cfg.tenancy.default_maxmemory;

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info_span};
 
 use crate::dispatch::{self, Batch, Flow};
+use crate::output::OutputAccount;
 use crate::shared::{ClientFields, ClientInfo, Shared};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -67,6 +68,12 @@ pub struct ClientState {
     pub batch: Batch,
     /// The tenant's keyspace as fetched during this batch, with the tenant's keyspace epoch then.
     pub keyspace: Option<(u64, Arc<ferrite_storage::Keyspace>)>,
+    /// This connection's unsent replies as counted against the tenant's and the server's
+    /// output budgets.
+    pub output: OutputAccount,
+    /// How long the output buffer may grow while the running command writes (see
+    /// [`crate::output`]); data commands write through a writer limited to it.
+    pub reply_limit: usize,
 }
 
 impl ClientState {
@@ -77,6 +84,7 @@ impl ClientState {
         }
         self.tenant.stats.clients.fetch_sub(1, Relaxed);
         t.stats.clients.fetch_add(1, Relaxed);
+        self.output.rebind(&self.tenant, &t);
         self.info.fields.lock().tenant = t.id().into();
         self.tenant = t;
         self.keyspace = None;
@@ -95,6 +103,7 @@ impl ClientState {
 impl Drop for ClientState {
     fn drop(&mut self) {
         self.tenant.stats.clients.fetch_sub(1, Relaxed);
+        self.output.release(&self.tenant);
     }
 }
 
@@ -142,6 +151,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         last_cmd: None,
         batch: Batch::default(),
         keyspace: None,
+        output: OutputAccount::new(&shared),
+        reply_limit: usize::MAX,
     };
     let span = info_span!("conn", id, %addr);
     run(stream, shared.clone(), state).instrument(span).await;
@@ -190,6 +201,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         if !flush_some(&wr, &mut out, &shared) {
             return;
         }
+        state.output.sync(&state.tenant, out.len());
         if out.is_empty() && out.capacity() > 4 * 1024 * 1024 {
             // Give back memory after a huge reply instead of keeping it for the connection's life.
             out = BytesMut::with_capacity(READ_CHUNK);
@@ -251,23 +263,32 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         let mut protocol_error = None;
         let mut stop = false;
         loop {
+            // Before AUTH, Redis's pre-authentication request limits apply (AUTH may have
+            // succeeded earlier in this batch).
+            decoder.set_authenticated(state.authenticated);
             match decoder.decode(&inbuf[consumed..]) {
                 Ok(Next::Incomplete) => break,
                 Ok(Next::Skip(k)) => consumed += k,
                 Ok(Next::Request(p)) => {
                     consumed += p.consumed;
+                    let (limit, budget) =
+                        state.output.reply_limit(&shared, &state.tenant, out.len());
+                    state.reply_limit = limit;
                     let flow = dispatch::execute(&mut state, &shared, p.args, &mut out).await;
-                    if flow == Flow::Close || state.closing {
-                        state.closing = true;
-                        break;
-                    }
-                    let limit = shared.hot.client_output_buffer_limit.load(Relaxed);
-                    if limit > 0 && out.len() as u64 > limit {
+                    // Reaching the limit means the reply was cut short (the writer dropped the
+                    // rest): it must never be sent. Redis closes such clients too.
+                    if out.len() >= limit {
+                        shared.stats.output_limit_disconnects.fetch_add(1, Relaxed);
                         tracing::warn!(
                             bytes = out.len(),
-                            "client output buffer limit exceeded; closing the connection"
+                            limit = budget.name(),
+                            "output buffer limit reached; closing the connection"
                         );
                         stop = true;
+                        break;
+                    }
+                    if flow == Flow::Close || state.closing {
+                        state.closing = true;
                         break;
                     }
                     if info.killed.load(Relaxed) {
@@ -281,8 +302,14 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 }
             }
         }
+        // Writes are durable (per the fsync policy) before their replies go out.
+        if let Err(e) = dispatch::commit_writes(&mut state).await {
+            dispatch::abandon_batch(&mut state, &mut out, &e);
+            return;
+        }
         // Before the replies go out, so that whoever reads a reply also sees it counted.
         state.batch.flush(&shared, &state.tenant);
+        state.output.sync(&state.tenant, out.len());
         state.keyspace = None;
         if stop {
             return;

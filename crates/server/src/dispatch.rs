@@ -94,6 +94,11 @@ pub async fn execute(
             // Server commands read and reset the shared counters (INFO, CONFIG RESETSTAT) and
             // may bind another tenant: they see every command that ran before them.
             st.batch.flush(sh, &st.tenant);
+            // ... and they may bind another tenant or report what ran: the writes before them
+            // are made durable first.
+            if let Err(e) = commit_writes(st).await {
+                return abandon_batch(st, out, &e);
+            }
             match cmd::run(st, sh, index, args, out).await {
                 Ok(flow) => flow,
                 Err(e) => {
@@ -112,6 +117,7 @@ pub async fn execute(
     let failed = out.get(before) == Some(&b'-');
     let nanos = st.batch.lap();
     st.batch.tally(index, nanos, failed);
+    sh.diagnostics.observe(st, sh, spec, &args, nanos);
     flow
 }
 
@@ -135,6 +141,9 @@ pub struct Batch {
     commands: u64,
     /// Data commands not yet added to the tenant's `commands`.
     tenant_commands: u64,
+    /// A write ran since the last commit: its effects must be durable (per the fsync policy)
+    /// before its reply goes out ([`commit_writes`]).
+    pub wrote: bool,
     /// Runs not yet added to `cmd_stats`, by command index (a batch rarely has more than two
     /// distinct commands, so a linear search beats a map).
     tallies: Vec<(usize, CommandTally)>,
@@ -149,6 +158,7 @@ impl Default for Batch {
             elapsed_nanos: 0,
             commands: 0,
             tenant_commands: 0,
+            wrote: false,
             tallies: Vec::new(),
         }
     }
@@ -312,6 +322,10 @@ pub async fn admit_work<'t>(
     work: Work,
 ) -> Result<Admitted<'t>, ErrorReply> {
     check_ownership(st, sh, tenant)?;
+    // A log that cannot be written refuses writes until it works again; reads go on.
+    if work.writes && !sh.persistence_ok() {
+        return Err(errors::misconf(sh));
+    }
     // The throttle, inline: an unthrottled tenant costs one load here.
     let max_delay = Duration::from_millis(sh.hot.throttle_max_delay_ms.load(Relaxed));
     let mut waited = match tenant.admit_n(work.commands, max_delay) {
@@ -396,6 +410,9 @@ pub struct Exec<'a> {
     pub proto: Protocol,
     pub max_bulk: usize,
     pub garbage: &'a mut Garbage,
+    /// Length the output buffer may reach; past it the reply is dropped (see
+    /// [`crate::output`]).
+    pub reply_limit: usize,
 }
 
 impl Exec<'_> {
@@ -411,7 +428,7 @@ impl Exec<'_> {
         out: &mut BytesMut,
     ) -> ferrite_commands::CmdResult {
         let _ = spec;
-        let mut w = ReplyWriter::new(out, self.proto);
+        let mut w = ReplyWriter::limited(out, self.proto, self.reply_limit);
         let mut ctx = Ctx {
             db: self.db,
             w: &mut w,
@@ -471,12 +488,45 @@ async fn run_data(
             proto: st.proto,
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
             garbage: &mut garbage,
+            reply_limit: st.reply_limit,
         };
+        st.batch.wrote |= work.writes;
         exec.run(spec, f, args, out)?;
     }
     drop(admitted);
     free_later(garbage);
     Ok(())
+}
+
+/// Makes the writes the connection ran since the last call durable, as the fsync policy says,
+/// before their replies are sent: handed to the kernel (one `write` for the whole batch), and
+/// with `always` on disk — the wait is shared with every writer whose data the same fsync
+/// covers. An error means they are not in the log: their replies must not go out.
+pub async fn commit_writes(st: &mut ClientState) -> Result<(), String> {
+    if !std::mem::take(&mut st.batch.wrote) {
+        return Ok(());
+    }
+    let Some(d) = st.tenant.durability().cloned() else {
+        return Ok(());
+    };
+    match d.commit()? {
+        None => Ok(()),
+        Some(position) => d.wait_synced(position).await,
+    }
+}
+
+/// Writes of this batch could not be made durable: none of its replies is sent and the
+/// connection is closed, so no client takes an unlogged write as acknowledged (the outcome is
+/// unknown to it, as after a crash). Later writes are refused with `-MISCONF` until the log
+/// works again.
+pub fn abandon_batch(st: &mut ClientState, out: &mut BytesMut, why: &str) -> Flow {
+    tracing::warn!(
+        error = why,
+        "writes could not be persisted; closing the connection without replying"
+    );
+    out.clear();
+    st.closing = true;
+    Flow::Close
 }
 
 /// Frees large removed values off the async workers.

@@ -80,6 +80,17 @@ pub fn quota(tenant: &Tenant, q: &QuotaExceeded) -> ErrorReply {
 pub fn tenancy(e: &TenancyError) -> ErrorReply {
     match e {
         TenancyError::WrongPass => ErrorReply::wrong_pass(),
+        // A change that could not be made durable was not made (Redis's MISCONF family).
+        TenancyError::Persist(_) => ErrorReply::coded("MISCONF", e),
         other => ErrorReply::err(other),
     }
+}
+
+/// Writes refused while persistence cannot write (Redis's `-MISCONF` for AOF errors).
+pub fn misconf(sh: &Shared) -> ErrorReply {
+    let why = sh
+        .persistence
+        .as_ref()
+        .map_or_else(|| "persistence failed".to_string(), |p| p.error_text());
+    ErrorReply::coded("MISCONF", why)
 }

@@ -4,7 +4,12 @@ use crate::shared::Shared;
 
 pub fn on_start(_sh: &std::sync::Arc<Shared>) {}
 
-pub async fn on_stop(_sh: &std::sync::Arc<Shared>) {}
+pub async fn on_stop(sh: &std::sync::Arc<Shared>) {
+    if let Some(p) = sh.persistence.clone() {
+        // Every acknowledged write is written and fsynced before the process exits.
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    }
+}
 
 /// The id of a migration of `tenant` that has not finished, if any.
 pub fn running_migration(sh: &Shared, tenant: &str) -> Option<String> {

@@ -144,9 +144,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 st.tenant.limits().maxmemory,
             );
         }
-        "persistence" => {
-            s.push_str("# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n");
-        }
+        "persistence" => persistence(sh, &mut s),
         "stats" => {
             let t = &sh.stats;
             let expired: u64 = if st.admin {
@@ -168,7 +166,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 .sum();
             let _ = write!(
                 s,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n",
                 t.connections_received.load(Relaxed),
                 t.commands_processed.load(Relaxed),
                 t.ops_per_sec.load(Relaxed),
@@ -176,6 +174,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 t.net_output_bytes.load(Relaxed),
                 t.connections_rejected.load(Relaxed),
                 t.protocol_errors.load(Relaxed),
+                t.output_limit_disconnects.load(Relaxed),
             );
         }
         "replication" => {
@@ -244,4 +243,73 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
         _ => return None,
     }
     Some(s)
+}
+
+/// `# Persistence`, with Redis's field names where they mean the same thing (a snapshot here is
+/// both Redis's RDB save and its AOF rewrite: it is reported under both names, as what ran).
+/// The data directory is loaded before the server accepts connections, so `loading` is 0.
+fn persistence(sh: &Shared, s: &mut String) {
+    s.push_str("# Persistence\r\nloading:0\r\nasync_loading:0\r\n");
+    let Some(p) = &sh.persistence else {
+        let started = ferrite_storage::now_ms() / 1000 - sh.started.elapsed().as_secs();
+        let _ = write!(
+            s,
+            "rdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{started}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\n"
+        );
+        return;
+    };
+    let st = p.status();
+    let running = |k: ferrite_persistence::SaveKind| {
+        st.save_in_progress
+            .filter(|(kind, _)| *kind == k)
+            .map_or(-1, |(_, t)| t.elapsed().as_secs() as i64)
+    };
+    let ok = |b: bool| if b { "ok" } else { "err" };
+    let (log_bytes, snapshot_bytes) = p.sizes();
+    let stats = p.stats();
+    let _ = write!(
+        s,
+        "rdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\naof_last_rewrite_time_sec:{}\r\naof_current_rewrite_time_sec:{}\r\naof_last_bgrewrite_status:{}\r\naof_rewrites:{}\r\naof_rewrites_consecutive_failures:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_base_size:{}\r\naof_buffer_length:{}\r\n",
+        p.changes_since_save(),
+        u8::from(running(ferrite_persistence::SaveKind::Snapshot) >= 0),
+        st.last_save_unix,
+        ok(st.last_save_ok),
+        st.last_save_secs,
+        running(ferrite_persistence::SaveKind::Snapshot),
+        st.saves,
+        st.load.expired,
+        st.load.keys,
+        u8::from(running(ferrite_persistence::SaveKind::Rewrite) >= 0),
+        u8::from(st.rewrite_scheduled),
+        st.last_rewrite_secs,
+        running(ferrite_persistence::SaveKind::Rewrite),
+        ok(st.last_rewrite_ok),
+        st.rewrites,
+        st.rewrite_failures_in_a_row,
+        ok(p.writable()),
+        log_bytes + snapshot_bytes,
+        snapshot_bytes,
+        p.buffered(),
+    );
+    // Ferrite's own.
+    let _ = write!(
+        s,
+        "appendfsync:{}\r\naof_fsyncs:{}\r\naof_fsync_max_usec:{}\r\nsnapshots:{}\r\nsnapshot_failures:{}\r\ncompactions:{}\r\nload_time_ms:{}\r\nload_torn_tails:{}\r\naof_write_errors:{}\r\n",
+        p.policy().name(),
+        stats.fsyncs.load(Relaxed),
+        stats.fsync_max_nanos.load(Relaxed) / 1000,
+        st.snapshots,
+        st.snapshot_failures,
+        st.compactions,
+        st.load.took_ms,
+        st.load.torn.len(),
+        stats.write_errors.load(Relaxed),
+    );
+    if let Some(e) = p.last_error() {
+        let _ = write!(
+            s,
+            "aof_last_write_error:{}\r\n",
+            e.replace(['\r', '\n'], " ")
+        );
+    }
 }

@@ -20,12 +20,14 @@ pub mod cmd;
 pub mod config;
 pub mod config_params;
 pub mod connection;
+pub mod diagnostics;
 pub mod dispatch;
 pub mod errors;
 mod hooks;
 pub mod info;
 pub mod metrics;
 mod migration_info;
+pub mod output;
 pub mod server;
 pub mod shared;
 pub mod stats;
@@ -47,6 +49,8 @@ pub async fn start_for_tests() -> anyhow::Result<ServerHandle> {
     cfg.server.port = 0;
     cfg.metrics.addr = "off".into();
     cfg.tenancy.migration.token = TEST_MIGRATION_TOKEN.into();
+    // In-process servers share one working directory: they keep nothing on disk.
+    cfg.persistence.enabled = false;
     let opts = StartOptions {
         admin_secret: Some(admin_secret::generate()),
         ..StartOptions::default()

@@ -122,6 +122,21 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         },
         throttle_max_delay_ms: config.tenancy.throttle_max_delay_ms,
     }));
+    // The data directory is loaded before anything is served: tenants, their keys, credentials
+    // and moved records are all back when the ready line is printed.
+    let persistence = if config.persistence.enabled {
+        let settings = config.persistence.settings();
+        let reg = registry.clone();
+        let p = tokio::task::spawn_blocking(move || {
+            ferrite_persistence::Persistence::open(settings, &reg)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the data directory failed: {e}"))?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Some(p)
+    } else {
+        None
+    };
     let run_id = format!(
         "{:032x}{:08x}",
         rand::random::<u128>(),
@@ -139,11 +154,15 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
     let shared = Arc::new(Shared {
         hot,
         registry,
+        persistence,
         migrations,
         clients: Default::default(),
+        output_bytes: Default::default(),
+        admitted: Default::default(),
         next_client_id: 1.into(),
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
+        diagnostics: Default::default(),
         started: Instant::now(),
         run_id,
         local_addr: addr,
@@ -188,7 +207,10 @@ async fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
         };
         sh.stats.connections_received.fetch_add(1, Relaxed);
         let maxclients = sh.config.read().server.maxclients;
-        if sh.client_count() >= maxclients {
+        // The slot is taken here, in the accept loop, not when the connection's task registers
+        // itself: counting registered clients let a burst of connects in before any registered.
+        let slot = AdmittedSlot::take(&sh.admitted);
+        if slot.count > maxclients {
             sh.stats.connections_rejected.fetch_add(1, Relaxed);
             warn!(%peer, maxclients, "refusing connection: max number of clients reached");
             tokio::spawn(async move {
@@ -202,6 +224,7 @@ async fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
         let token = alive.clone();
         tokio::spawn(async move {
             connection::serve(stream, sh).await;
+            drop(slot);
             drop(token);
         });
     }
@@ -223,6 +246,50 @@ async fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
     info!("server stopped");
 }
 
+/// Closes connections that sent nothing for `timeout` seconds (Redis's clientsCron does the
+/// same), so idle connections cannot hold `maxclients` slots forever.
+fn close_idle_clients(sh: &Shared) {
+    let timeout = sh.config.read().server.timeout;
+    if timeout == 0 {
+        return;
+    }
+    let limit = Duration::from_secs(timeout);
+    let idle: Vec<_> = sh
+        .clients
+        .lock()
+        .values()
+        .filter(|c| c.last_active.lock().elapsed() > limit)
+        .cloned()
+        .collect();
+    for c in idle {
+        tracing::debug!(client = c.id, "closing idle connection (timeout)");
+        c.kill();
+    }
+}
+
+/// One admitted connection's place in `Shared::admitted`, given back on drop.
+struct AdmittedSlot {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    /// Admitted connections including this one, when it was taken.
+    count: usize,
+}
+
+impl AdmittedSlot {
+    fn take(counter: &Arc<std::sync::atomic::AtomicUsize>) -> AdmittedSlot {
+        let count = counter.fetch_add(1, Relaxed) + 1;
+        AdmittedSlot {
+            counter: counter.clone(),
+            count,
+        }
+    }
+}
+
+impl Drop for AdmittedSlot {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Periodic work: active expiry every 100 ms, rate sampling every second.
 async fn cron(sh: Arc<Shared>) {
     let mut shutdown = sh.shutdown.subscribe();
@@ -236,6 +303,10 @@ async fn cron(sh: Arc<Shared>) {
             _ = crate::shared::wait_shutdown(&mut shutdown) => return,
         }
         let now = ferrite_storage::now_ms();
+        if let Some(p) = &sh.persistence {
+            // Writes what no connection wrote (expiries, imports), schedules snapshots.
+            p.tick();
+        }
         for t in sh.registry.list() {
             // Only tenants served here expire keys: an import mirrors its source exactly, a moved
             // tenant's frozen copy must stay as it was at cutover, and a tenant whose writes are
@@ -264,6 +335,7 @@ async fn cron(sh: Arc<Shared>) {
             for t in sh.registry.list() {
                 t.sample_ops();
             }
+            close_idle_clients(&sh);
             // Imports whose source went away for longer than the sync timeout are dropped.
             let idle = sh.migrations.settings().sync_timeout;
             sh.migrations.imports().reap(idle);

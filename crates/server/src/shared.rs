@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use ferrite_tenancy::Registry;
@@ -18,10 +18,17 @@ use crate::stats::{CommandStats, ServerStats};
 pub struct HotConfig {
     pub max_bulk_len: AtomicU64,
     pub client_output_buffer_limit: AtomicU64,
+    /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
+    pub maxmemory_clients: AtomicU64,
     pub throttle_max_delay_ms: AtomicU64,
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
     pub redirect_as_error: AtomicBool,
+    /// `commands.slowlog_log_slower_than` (µs; negative: off).
+    pub slowlog_slower_than_us: AtomicI64,
+    pub slowlog_max_len: AtomicU64,
+    /// `commands.latency_monitor_threshold` (ms; 0: off).
+    pub latency_threshold_ms: AtomicU64,
 }
 
 impl HotConfig {
@@ -29,6 +36,8 @@ impl HotConfig {
         self.max_bulk_len.store(c.limits.max_bulk_len, Relaxed);
         self.client_output_buffer_limit
             .store(c.limits.client_output_buffer_limit, Relaxed);
+        self.maxmemory_clients
+            .store(c.limits.maxmemory_clients, Relaxed);
         self.throttle_max_delay_ms
             .store(c.tenancy.throttle_max_delay_ms, Relaxed);
         let ch = &c.tenancy.migration.client_handling;
@@ -37,6 +46,15 @@ impl HotConfig {
         self.redirect_as_error
             .store(ch.redirect_mode == "error", Relaxed);
         c.encoding.apply();
+        let cmds = &c.commands;
+        self.slowlog_slower_than_us
+            .store(cmds.slowlog_log_slower_than, Relaxed);
+        self.slowlog_max_len.store(cmds.slowlog_max_len, Relaxed);
+        self.latency_threshold_ms
+            .store(cmds.latency_monitor_threshold, Relaxed);
+        ferrite_commands::settings::set_hll_sparse_max_bytes(
+            usize::try_from(cmds.hll_sparse_max_bytes).unwrap_or(usize::MAX),
+        );
     }
 }
 
@@ -101,12 +119,21 @@ pub struct Shared {
     pub config: RwLock<Config>,
     pub hot: HotConfig,
     pub registry: Arc<Registry>,
+    /// The data directory in use (None: persistence is off).
+    pub persistence: Option<Arc<ferrite_persistence::Persistence>>,
     /// Outgoing migrations and incoming imports.
     pub migrations: ferrite_tenancy::MigrationManager,
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    /// Connections admitted and not yet finished: counted when accepted (before the
+    /// connection's task even starts), so a burst of connects cannot pass `maxclients`.
+    pub admitted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Unsent reply bytes of every connection (see [`crate::output`]).
+    pub output_bytes: Arc<AtomicU64>,
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,
+    /// Per-tenant slow log and latency monitor.
+    pub diagnostics: crate::diagnostics::Diagnostics,
     pub started: Instant,
     pub run_id: String,
     /// Address the listener is bound to (after port 0 was resolved).
@@ -151,6 +178,13 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Writes may run: persistence is off or working. While a log cannot be written, writes
+    /// are refused (`-MISCONF`) and reads go on.
+    #[inline]
+    pub fn persistence_ok(&self) -> bool {
+        self.persistence.as_ref().is_none_or(|p| p.writable())
     }
 
     pub fn client_count(&self) -> usize {

@@ -13,6 +13,9 @@ pub struct ServerStats {
     pub net_input_bytes: AtomicU64,
     pub net_output_bytes: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Connections closed because a reply reached an output budget (INFO
+    /// `client_output_buffer_limit_disconnections`).
+    pub output_limit_disconnects: AtomicU64,
     /// Commands per second over the last sampling period.
     pub ops_per_sec: AtomicU64,
 }

@@ -135,7 +135,7 @@ pub static LIMITS: [Limit; 9] = [
         -5,
         i32::MAX as i64,
     ),
-    // Accepted for compatibility: Ferrite does not compress list nodes.
+    // Accepted for compatibility: Ferrite does not compress lists.
     Limit::new("list-compress-depth", None, 0, 0, i32::MAX as i64),
 ];
 
@@ -166,6 +166,18 @@ pub(crate) fn zset_max_entries() -> usize {
 }
 pub(crate) fn zset_max_value() -> usize {
     LIMITS[6].get_usize()
+}
+
+/// `list-max-listpack-size` as (most elements, most bytes) of a packed list: a positive value
+/// limits elements; -1..-5 limit bytes to 4 KiB · 2^(-n-1).
+pub(crate) fn list_max_packed() -> (usize, usize) {
+    let v = LIMITS[7].get();
+    if v > 0 {
+        (v as usize, usize::MAX)
+    } else {
+        let shift = (-v).clamp(1, 5) as u32 - 1;
+        (usize::MAX, 4096usize << shift)
+    }
 }
 
 /// Whether `s` is exactly how a 64-bit integer is written (no sign but `-`, no leading zeros,
@@ -239,5 +251,6 @@ mod tests {
         let l = limit("list-max-listpack-size").unwrap();
         assert!(!l.set(-6));
         assert_eq!(l.get(), -2, "refused values change nothing");
+        assert_eq!(list_max_packed(), (usize::MAX, 8192));
     }
 }

@@ -93,9 +93,41 @@ impl Entry {
         )
     }
 
-    fn size(&self, key: &[u8]) -> usize {
+    /// Estimated bytes this key takes: entry bookkeeping, name and value (what memory quotas
+    /// and MEMORY USAGE count).
+    pub fn size(&self, key: &[u8]) -> usize {
         ENTRY_OVERHEAD + key.len() + self.value.mem_size()
     }
+
+    /// A copy that owns its value (a snapshot's pre-image).
+    fn clone_deep(&self) -> Entry {
+        Entry {
+            value: self.value.deep_clone(),
+            expire_at: self.expire_at,
+            modified: self.modified,
+            version: self.version,
+        }
+    }
+}
+
+/// A point-in-time snapshot being taken without stopping writes (see [`Db::open_snapshot`]).
+struct SnapshotState {
+    /// The keyspace version the snapshot shows: entries with a version up to this one.
+    version: u64,
+    /// Entries as they were at `version`, saved by the write funnel just before it changed or
+    /// deleted them.
+    preimages: Vec<(Box<[u8]>, Entry)>,
+    /// Keys whose pre-image was saved, so a key written many times is copied once.
+    captured: std::collections::HashSet<Box<[u8]>, ahash::RandomState>,
+    /// The table a FLUSH emptied while the snapshot was open: the walk goes on there.
+    flushed: Option<ShardedTable<Entry>>,
+}
+
+/// What [`Db::close_snapshot`] hands back: the last pre-images, and a table replaced by FLUSH
+/// during the snapshot (to be dropped outside the lock).
+pub struct SnapshotRest {
+    pub preimages: Vec<(Box<[u8]>, Entry)>,
+    pub flushed: Option<ShardedTable<Entry>>,
 }
 
 /// Counters readable without taking the keyspace lock (INFO, quotas, metrics).
@@ -157,6 +189,7 @@ pub struct Db {
     writes: u64,
     tracker: Option<Tracker>,
     journal: Journal,
+    snapshot: Option<Box<SnapshotState>>,
     stats: Arc<KeyspaceStats>,
 }
 
@@ -201,6 +234,7 @@ impl Keyspace {
                 writes: 0,
                 tracker: None,
                 journal: Journal::default(),
+                snapshot: None,
                 stats: stats.clone(),
             }),
             stats,
@@ -288,6 +322,7 @@ impl Occupied<'_> {
     }
 
     pub fn get_mut(&mut self) -> &mut Entry {
+        self.db.save_preimage(self.idx);
         self.db.table.value_at_mut(self.idx)
     }
 
@@ -324,6 +359,7 @@ impl Occupied<'_> {
     /// Deletes the key and returns its entry.
     pub fn remove(mut self) -> Entry {
         self.finished = true;
+        self.db.save_preimage(self.idx);
         let (key, entry) = self.db.table.remove_at(self.idx);
         self.db
             .account_removed(&key, self.bucket, self.before, self.now);
@@ -485,8 +521,28 @@ impl Db {
         self.publish_stats();
     }
 
+    /// While a snapshot is open, copies the entry at `idx` before the funnel changes it, if the
+    /// snapshot must show it as it is (see [`Db::open_snapshot`]).
+    #[inline]
+    fn save_preimage(&mut self, idx: Pos) {
+        let Some(snap) = self.snapshot.as_deref_mut() else {
+            return;
+        };
+        let e = self.table.value_at(idx);
+        if e.version > snap.version {
+            return;
+        }
+        let key = self.table.key_at(idx);
+        if snap.captured.contains(key) {
+            return;
+        }
+        snap.captured.insert(key.into());
+        snap.preimages.push((key.into(), e.clone_deep()));
+    }
+
     /// Removes an expired key found at `idx`.
     fn expire_at_index(&mut self, idx: Pos, now: u64) {
+        self.save_preimage(idx);
         let key = self.table.key_at(idx);
         let e = self.table.value_at(idx);
         let (name_hash, bucket) = name_hash_and_bucket(key);
@@ -641,8 +697,18 @@ impl Db {
     }
 
     /// Empties the keyspace and returns the old table so the caller can free it outside the lock.
+    /// While a snapshot is open the old table goes to the snapshot instead (its walk continues
+    /// there) and an empty one is returned.
     pub fn flush(&mut self) -> ShardedTable<Entry> {
         let old = self.table.take();
+        let old = match self.snapshot.as_deref_mut() {
+            Some(snap) if snap.flushed.is_none() => {
+                snap.flushed = Some(old);
+                ShardedTable::new()
+            }
+            // A second FLUSH only drops keys written after the snapshot's version.
+            _ => old,
+        };
         self.expires.clear();
         self.digest = Digest::default();
         self.used = 0;
@@ -696,6 +762,76 @@ impl Db {
             d.add(bucket_of(k), e.key_digest(k));
         }
         d
+    }
+
+    // -- point-in-time snapshots ---------------------------------------------------------------
+
+    /// Opens a snapshot of the keyspace as it is now, without copying it and without stopping
+    /// writes: returns its version V (None if one is open already). Walk it with
+    /// [`Db::snapshot_walk`], which shows the entries whose version is at most V; until
+    /// [`Db::close_snapshot`], the write funnel saves the pre-image of any such entry before
+    /// changing or deleting it ([`Db::take_preimages`]), and a FLUSH hands its old table to the
+    /// walk. Walk ∪ pre-images is exactly the keyspace at V (an entry may appear twice, with the
+    /// same content). Open it in the same critical section as anything that must line up with V
+    /// (the log rotation of a compaction).
+    pub fn open_snapshot(&mut self) -> Option<u64> {
+        if self.snapshot.is_some() {
+            return None;
+        }
+        let version = self.current_version();
+        self.snapshot = Some(Box::new(SnapshotState {
+            version,
+            preimages: Vec::new(),
+            captured: Default::default(),
+            flushed: None,
+        }));
+        Some(version)
+    }
+
+    pub fn snapshot_open(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// One step of the snapshot's walk (physical content: expired-but-unreclaimed keys too, with
+    /// their expiry); returns the next cursor, 0 when done. Does nothing without a snapshot.
+    pub fn snapshot_walk(
+        &self,
+        cursor: u64,
+        count: usize,
+        mut f: impl FnMut(&[u8], &Entry),
+    ) -> u64 {
+        let Some(snap) = self.snapshot.as_deref() else {
+            return 0;
+        };
+        let v = snap.version;
+        let table = snap.flushed.as_ref().unwrap_or(&self.table);
+        table.scan(cursor, count, |k, e| {
+            if e.version <= v {
+                f(k, e)
+            }
+        })
+    }
+
+    /// Takes the pre-images saved since the last call.
+    pub fn take_preimages(&mut self) -> Vec<(Box<[u8]>, Entry)> {
+        match self.snapshot.as_deref_mut() {
+            Some(s) => std::mem::take(&mut s.preimages),
+            None => Vec::new(),
+        }
+    }
+
+    /// Ends the snapshot; returns the pre-images not taken yet and the table a FLUSH handed over.
+    pub fn close_snapshot(&mut self) -> SnapshotRest {
+        match self.snapshot.take() {
+            Some(s) => SnapshotRest {
+                preimages: s.preimages,
+                flushed: s.flushed,
+            },
+            None => SnapshotRest {
+                preimages: Vec::new(),
+                flushed: None,
+            },
+        }
     }
 
     // -- write effects -----------------------------------------------------------------------
@@ -964,5 +1100,114 @@ mod tests {
         db.set(b"x", Value::string("1"), Some(5), 0);
         assert!(db.get(b"x", 10).is_none());
         assert!(rec.take().is_empty());
+    }
+
+    /// The content as (key → canonical value and expiry), for comparing snapshots.
+    fn content_of<'a>(
+        entries: impl Iterator<Item = (&'a [u8], &'a Entry)>,
+    ) -> std::collections::BTreeMap<Vec<u8>, (u64, u64)> {
+        entries
+            .map(|(k, e)| (k.to_vec(), (e.key_digest(k), e.expire_at)))
+            .collect()
+    }
+
+    #[derive(Debug, Clone)]
+    enum SnapOp {
+        Set(u8, u8),
+        Del(u8),
+        HashAdd(u8, u8),
+        Expire(u8, u64),
+        Flush,
+        Walk(usize),
+        Advance(u64),
+    }
+
+    fn snap_op() -> impl proptest::strategy::Strategy<Value = SnapOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (0..200u8, any::<u8>()).prop_map(|(k, v)| SnapOp::Set(k, v)),
+            3 => (0..200u8).prop_map(SnapOp::Del),
+            3 => (0..200u8, any::<u8>()).prop_map(|(k, v)| SnapOp::HashAdd(k, v)),
+            2 => (0..200u8, 1..50u64).prop_map(|(k, t)| SnapOp::Expire(k, t)),
+            1 => Just(SnapOp::Flush),
+            6 => (1..40usize).prop_map(SnapOp::Walk),
+            2 => (1..30u64).prop_map(SnapOp::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Walk plus pre-images is exactly the keyspace at the version the snapshot was opened,
+        /// whatever writes, deletes, expiries and flushes run between the walk's steps.
+        #[test]
+        fn snapshot_shows_the_keyspace_at_its_version(
+            setup in proptest::collection::vec(snap_op(), 0..300),
+            during in proptest::collection::vec(snap_op(), 0..300),
+        ) {
+            let ks = Keyspace::new();
+            let mut db = ks.lock();
+            let mut now = 1000u64;
+            let apply = |db: &mut Db, op: &SnapOp, now: &mut u64| match op {
+                SnapOp::Set(k, v) => db.set(&[*k], Value::string(vec![*v]), None, *now),
+                SnapOp::Del(k) => {
+                    db.remove(&[*k], *now);
+                }
+                SnapOp::HashAdd(k, v) => match db.entry(&[*k], *now) {
+                    Slot::Occupied(mut o) => {
+                        if let Value::Hash(h) = o.get_mut().value_mut() {
+                            h.insert(&[*v], b"x");
+                        }
+                    }
+                    Slot::Vacant(slot) => slot.insert(hash_of(&[("f", "v")]), None),
+                },
+                SnapOp::Expire(k, t) => {
+                    if let Slot::Occupied(mut o) = db.entry(&[*k], *now) {
+                        o.get_mut().set_expire_at(Some(*now + t));
+                    }
+                }
+                SnapOp::Flush => drop(db.flush()),
+                SnapOp::Advance(ms) => {
+                    *now += ms;
+                    db.expire_cycle(*now, 5);
+                }
+                SnapOp::Walk(_) => {}
+            };
+            for op in &setup {
+                apply(&mut db, op, &mut now);
+            }
+            let expected = content_of(db.iter());
+            proptest::prop_assert!(db.open_snapshot().is_some());
+            proptest::prop_assert!(db.open_snapshot().is_none(), "one snapshot at a time");
+            let mut seen: std::collections::BTreeMap<Vec<u8>, (u64, u64)> = Default::default();
+            let mut cursor = 0u64;
+            let mut started = false;
+            let record = |seen: &mut std::collections::BTreeMap<Vec<u8>, (u64, u64)>, k: &[u8], e: &Entry| {
+                let v = (e.key_digest(k), e.expire_at);
+                if let Some(old) = seen.insert(k.to_vec(), v) {
+                    assert_eq!(old, v, "duplicates must be equal");
+                }
+            };
+            for op in &during {
+                if let SnapOp::Walk(n) = op {
+                    if !started || cursor != 0 {
+                        started = true;
+                        cursor = db.snapshot_walk(cursor, *n, |k, e| record(&mut seen, k, e));
+                    }
+                }
+                apply(&mut db, op, &mut now);
+                for (k, e) in db.take_preimages() {
+                    record(&mut seen, &k, &e);
+                }
+            }
+            while !started || cursor != 0 {
+                started = true;
+                cursor = db.snapshot_walk(cursor, 16, |k, e| record(&mut seen, k, e));
+            }
+            let rest = db.close_snapshot();
+            for (k, e) in rest.preimages {
+                record(&mut seen, &k, &e);
+            }
+            proptest::prop_assert_eq!(seen, expected);
+            proptest::prop_assert!(!db.snapshot_open());
+        }
     }
 }

@@ -5,11 +5,13 @@
 //!   and content digest as it changes.
 //! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
 //!   that keeps expiry index, versions, modified times, memory, digests and change tracking exact.
+//! - [`codec`]: values as their logical elements (files on disk), whatever their memory layout.
 //! - [`digest`]: the canonical, order-independent content digest and its buckets.
 //! - [`effects`]: write effects, the deterministic commands each change is published as to the
 //!   keyspace's subscribers (append-only log, migration delta logs).
 //! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
 
+pub mod codec;
 pub mod digest;
 pub mod effects;
 pub mod encoding;
@@ -23,7 +25,9 @@ pub mod value;
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
 pub use encoding::Encoding;
-pub use keyspace::{Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, TrackingLag, Vacant};
+pub use keyspace::{
+    Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, SnapshotRest, TrackingLag, Vacant,
+};
 pub use table::{ShardedTable, Table};
 pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
 

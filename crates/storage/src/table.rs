@@ -27,7 +27,9 @@ pub fn hash_key(key: &[u8]) -> u64 {
 }
 
 struct Node<V> {
-    hash: u64,
+    /// The low half of the key's hash: enough to pick a bucket (a table never has 2^32 of them)
+    /// and to skip most non-matching keys; with `next` it fills 8 bytes.
+    hash: u32,
     next: u32,
     key: Box<[u8]>,
     value: V,
@@ -109,7 +111,7 @@ impl<V> Table<V> {
         let mut idx = self.buckets[(hash & self.mask()) as usize];
         while idx != NIL {
             let n = self.node(idx);
-            if n.hash == hash && &*n.key == key {
+            if n.hash == hash as u32 && &*n.key == key {
                 return Some(idx);
             }
             idx = n.next;
@@ -164,7 +166,7 @@ impl<V> Table<V> {
         }
         let b = (hash & self.mask()) as usize;
         let node = Node {
-            hash,
+            hash: hash as u32,
             next: self.buckets[b],
             key,
             value,
@@ -178,6 +180,12 @@ impl<V> Table<V> {
             idx
         } else {
             assert!(self.nodes.len() < NIL as usize, "table is full");
+            if self.nodes.len() == self.nodes.capacity() {
+                // Grow by a quarter, not double: the node array is most of a keyspace's own
+                // memory, and doubling leaves it up to half unused. Growth stays geometric, so
+                // pushes stay O(1) amortized (and large reallocations are page remaps).
+                self.nodes.reserve_exact((self.nodes.len() / 4).max(4));
+            }
             self.nodes.push(Slot::Used(node));
             (self.nodes.len() - 1) as u32
         };
@@ -194,7 +202,7 @@ impl<V> Table<V> {
     /// Removes the entry at a position returned by [`Table::find`].
     pub fn remove_at(&mut self, idx: u32) -> (Box<[u8]>, V) {
         let hash = self.node(idx).hash;
-        let b = (hash & self.mask()) as usize;
+        let b = (u64::from(hash) & self.mask()) as usize;
         let next = self.node(idx).next;
         if self.buckets[b] == idx {
             self.buckets[b] = next;
@@ -235,7 +243,7 @@ impl<V> Table<V> {
         let mask = n as u64 - 1;
         for (i, slot) in self.nodes.iter_mut().enumerate() {
             if let Slot::Used(node) = slot {
-                let b = (node.hash & mask) as usize;
+                let b = (u64::from(node.hash) & mask) as usize;
                 node.next = self.buckets[b];
                 self.buckets[b] = i as u32;
             }
@@ -500,6 +508,12 @@ fn next_cursor(cursor: u64, mask: u64) -> u64 {
 mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn nodes_stay_compact() {
+        // A keyspace entry is 56 bytes: hash, link and key add 24, with no padding.
+        assert_eq!(std::mem::size_of::<Slot<[u64; 7]>>(), 80);
+    }
 
     #[test]
     fn basic_ops() {

@@ -132,7 +132,7 @@ impl Value {
     pub fn mem_size(&self) -> usize {
         match self {
             Value::Str(s) => s.mem_size(),
-            Value::List(l) => l.bytes + 64,
+            Value::List(l) => l.mem_bytes() + 64,
             Value::Hash(h) => h.mem_bytes() + 64,
             Value::Set(s) => s.mem_bytes() + 64,
             Value::ZSet(z) => z.mem_bytes() + 96,
@@ -143,7 +143,7 @@ impl Value {
     pub fn encoding(&self) -> Encoding {
         match self {
             Value::Str(s) => s.encoding(),
-            Value::List(_) => Encoding::Quicklist,
+            Value::List(l) => l.encoding(),
             Value::Hash(h) => h.encoding(),
             Value::Set(s) => s.encoding(),
             Value::ZSet(z) => z.encoding(),
@@ -290,10 +290,13 @@ impl StrValue {
 // ---------------------------------------------------------------------------------------------
 // Lists
 
-/// A list with its ordered polynomial digest.
+/// A list with its ordered polynomial digest: packed (`listpack`) while it is within
+/// `list-max-listpack-size`, a deque of elements past it (reported as Redis's `quicklist`; packed
+/// again once it shrinks to half the limit, as Redis 7.2 does).
 #[derive(Clone)]
 pub struct ListValue {
-    items: VecDeque<Box<[u8]>>,
+    repr: ListRepr,
+    /// Estimated bytes of the deque form's elements (unused while packed).
     bytes: usize,
     /// Σ h(eᵢ)·Bⁱ mod P over positions i from the head.
     poly: u64,
@@ -301,10 +304,19 @@ pub struct ListValue {
     pow: u64,
 }
 
+#[derive(Clone)]
+enum ListRepr {
+    Packed { buf: Vec<u8>, len: usize },
+    Deque(VecDeque<Box<[u8]>>),
+}
+
 impl Default for ListValue {
     fn default() -> Self {
         ListValue {
-            items: VecDeque::new(),
+            repr: ListRepr::Packed {
+                buf: Vec::new(),
+                len: 0,
+            },
             bytes: 0,
             poly: 0,
             pow: 1,
@@ -317,91 +329,271 @@ fn elem_poly(e: &[u8]) -> u64 {
     poly::reduce(hash_bytes(e))
 }
 
+/// Start offsets of a packed list's elements (walking backwards or by index needs them).
+fn packed_offsets(buf: &[u8]) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut it = pack::Iter::new(buf);
+    loop {
+        let p = it.pos();
+        if it.next().is_none() {
+            return v;
+        }
+        v.push(p);
+    }
+}
+
 impl ListValue {
     pub fn len(&self) -> usize {
-        self.items.len()
+        match &self.repr {
+            ListRepr::Packed { len, .. } => *len,
+            ListRepr::Deque(d) => d.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self.repr {
+            ListRepr::Packed { .. } => Encoding::Listpack,
+            ListRepr::Deque(_) => Encoding::Quicklist,
+        }
+    }
+
+    fn mem_bytes(&self) -> usize {
+        match &self.repr {
+            ListRepr::Packed { buf, .. } => buf.len(),
+            ListRepr::Deque(_) => self.bytes,
+        }
     }
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        self.items.get(i).map(|b| &**b)
+        match &self.repr {
+            ListRepr::Packed { buf, .. } => pack::Iter::new(buf).nth(i),
+            ListRepr::Deque(d) => d.get(i).map(|b| &**b),
+        }
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
-        self.items.iter().map(|b| &**b)
+        self.range(0, usize::MAX)
     }
 
     /// Elements in `[start, end)`.
-    pub fn range(&self, start: usize, end: usize) -> impl DoubleEndedIterator<Item = &[u8]> {
-        let end = end.min(self.items.len());
+    pub fn range(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        let end = end.min(self.len());
         let start = start.min(end);
-        self.items.range(start..end).map(|b| &**b)
+        match &self.repr {
+            ListRepr::Packed { buf, .. } => Either::Left(
+                pack::Iter::new(buf)
+                    .skip(start)
+                    .take(end - start)
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ListRepr::Deque(d) => Either::Right(d.range(start..end).map(|b| &**b)),
+        }
+    }
+
+    /// Whether a packed list of `len` elements in `bytes` bytes is within the limit (`half`:
+    /// within half of it, the condition for packing a deque again).
+    fn fits_packed(len: usize, bytes: usize, half: bool) -> bool {
+        let (max_entries, max_bytes) = encoding::list_max_packed();
+        let (e, b) = if half {
+            (max_entries / 2, max_bytes / 2)
+        } else {
+            (max_entries, max_bytes)
+        };
+        len <= e && bytes <= b
+    }
+
+    /// Before adding `e`: unpacks the list if it would pass the limit.
+    fn make_room(&mut self, e: &[u8]) {
+        if let ListRepr::Packed { buf, len } = &self.repr
+            && !Self::fits_packed(*len + 1, buf.len() + pack::encoded_len(e), false)
+        {
+            let d: VecDeque<Box<[u8]>> = pack::Iter::new(buf).map(Box::from).collect();
+            self.bytes = d.iter().map(|e| e.len() + ELEM_OVERHEAD).sum();
+            self.repr = ListRepr::Deque(d);
+        }
+    }
+
+    /// After removing elements: packs a deque again once it is within half the limit (O(1)
+    /// unless the list is already that small).
+    fn maybe_pack(&mut self) {
+        if let ListRepr::Deque(d) = &self.repr {
+            let len = d.len();
+            let (max_entries, max_bytes) = encoding::list_max_packed();
+            // Every element takes at least one byte more packed than its own length, and
+            // `bytes` counts ELEM_OVERHEAD more: a lower bound of the packed size, for free.
+            let at_least = self.bytes.saturating_sub(len * (ELEM_OVERHEAD - 1));
+            if len > max_entries / 2 || at_least > max_bytes / 2 {
+                return;
+            }
+            let packed: usize = d.iter().map(|e| pack::encoded_len(e)).sum();
+            if packed <= max_bytes / 2 {
+                let mut buf = Vec::with_capacity(packed);
+                for e in d {
+                    pack::put(&mut buf, e);
+                }
+                self.repr = ListRepr::Packed { buf, len };
+                self.bytes = 0;
+            }
+        }
     }
 
     pub fn push_back(&mut self, e: &[u8]) {
         self.poly = poly::add(self.poly, poly::mul(elem_poly(e), self.pow));
         self.pow = poly::mul(self.pow, poly::B);
-        self.bytes += e.len() + ELEM_OVERHEAD;
-        self.items.push_back(e.into());
+        self.make_room(e);
+        match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                pack::put(buf, e);
+                *len += 1;
+            }
+            ListRepr::Deque(d) => {
+                self.bytes += e.len() + ELEM_OVERHEAD;
+                d.push_back(e.into());
+            }
+        }
     }
 
     pub fn push_front(&mut self, e: &[u8]) {
         self.poly = poly::add(elem_poly(e), poly::mul(self.poly, poly::B));
         self.pow = poly::mul(self.pow, poly::B);
-        self.bytes += e.len() + ELEM_OVERHEAD;
-        self.items.push_front(e.into());
+        self.make_room(e);
+        match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                pack::splice(buf, 0, 0, &[e]);
+                *len += 1;
+            }
+            ListRepr::Deque(d) => {
+                self.bytes += e.len() + ELEM_OVERHEAD;
+                d.push_front(e.into());
+            }
+        }
     }
 
     pub fn pop_front(&mut self) -> Option<Box<[u8]>> {
-        let e = self.items.pop_front()?;
+        let e: Box<[u8]> = match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                if *len == 0 {
+                    return None;
+                }
+                let (e, next) = pack::read(buf, 0);
+                let e = Box::from(e);
+                pack::splice(buf, 0, next, &[]);
+                *len -= 1;
+                e
+            }
+            ListRepr::Deque(d) => {
+                let e = d.pop_front()?;
+                self.bytes -= e.len() + ELEM_OVERHEAD;
+                e
+            }
+        };
         self.poly = poly::mul(poly::sub(self.poly, elem_poly(&e)), poly::B_INV);
         self.pow = poly::mul(self.pow, poly::B_INV);
-        self.bytes -= e.len() + ELEM_OVERHEAD;
+        self.maybe_pack();
         Some(e)
     }
 
     pub fn pop_back(&mut self) -> Option<Box<[u8]>> {
-        let e = self.items.pop_back()?;
+        let e: Box<[u8]> = match &mut self.repr {
+            ListRepr::Packed { buf, len } => {
+                let last = *packed_offsets(buf).last()?;
+                let e = Box::from(pack::read(buf, last).0);
+                buf.truncate(last);
+                *len -= 1;
+                e
+            }
+            ListRepr::Deque(d) => {
+                let e = d.pop_back()?;
+                self.bytes -= e.len() + ELEM_OVERHEAD;
+                e
+            }
+        };
         self.pow = poly::mul(self.pow, poly::B_INV);
         self.poly = poly::sub(self.poly, poly::mul(elem_poly(&e), self.pow));
-        self.bytes -= e.len() + ELEM_OVERHEAD;
+        self.maybe_pack();
         Some(e)
     }
 
     /// Replaces element `i` (which must exist).
     pub fn set(&mut self, i: usize, e: &[u8]) {
-        let old = std::mem::replace(&mut self.items[i], e.into());
+        let old: Box<[u8]> = match &mut self.repr {
+            ListRepr::Packed { buf, .. } => {
+                let from = packed_offsets(buf)[i];
+                let (old, to) = pack::read(buf, from);
+                let old = Box::from(old);
+                pack::splice(buf, from, to, &[e]);
+                old
+            }
+            ListRepr::Deque(d) => {
+                let old = std::mem::replace(&mut d[i], e.into());
+                self.bytes = self.bytes + e.len() - old.len();
+                old
+            }
+        };
         let delta = poly::sub(elem_poly(e), elem_poly(&old));
         self.poly = poly::add(self.poly, poly::mul(delta, poly::pow(poly::B, i as u64)));
-        self.bytes = self.bytes + e.len() - old.len();
+        if let ListRepr::Packed { buf, len } = &self.repr
+            && !Self::fits_packed(*len, buf.len(), false)
+        {
+            let d: VecDeque<Box<[u8]>> = pack::Iter::new(buf).map(Box::from).collect();
+            self.bytes = d.iter().map(|e| e.len() + ELEM_OVERHEAD).sum();
+            self.repr = ListRepr::Deque(d);
+        }
     }
 
     /// Arbitrary edits (LINSERT, LREM, LTRIM): O(n), like the commands themselves.
     pub fn edit<R>(&mut self, f: impl FnOnce(&mut VecDeque<Box<[u8]>>) -> R) -> R {
-        let r = f(&mut self.items);
-        self.recompute();
+        let was_packed = matches!(self.repr, ListRepr::Packed { .. });
+        let mut d = match std::mem::replace(&mut self.repr, ListRepr::Deque(VecDeque::new())) {
+            ListRepr::Packed { buf, .. } => pack::Iter::new(&buf).map(Box::from).collect(),
+            ListRepr::Deque(d) => d,
+        };
+        let r = f(&mut d);
+        self.repr = ListRepr::Deque(d);
+        self.recompute(was_packed);
         r
     }
 
-    fn recompute(&mut self) {
+    /// Recomputes digest and size after an edit, and picks the form: a list that was packed
+    /// stays packed while it fits; a deque is packed once within half the limit.
+    fn recompute(&mut self, was_packed: bool) {
         let mut p = 0u64;
         let mut pw = 1u64;
         let mut bytes = 0;
-        for e in &self.items {
+        let mut packed_bytes = 0;
+        for e in self.iter() {
             p = poly::add(p, poly::mul(elem_poly(e), pw));
             pw = poly::mul(pw, poly::B);
             bytes += e.len() + ELEM_OVERHEAD;
+            packed_bytes += pack::encoded_len(e);
         }
         self.poly = p;
         self.pow = pw;
         self.bytes = bytes;
+        // An edit may leave a list that fits again, or one that no longer does.
+        if let ListRepr::Deque(d) = &self.repr
+            && Self::fits_packed(d.len(), packed_bytes, !was_packed)
+        {
+            let mut buf = Vec::with_capacity(packed_bytes);
+            for e in d {
+                pack::put(&mut buf, e);
+            }
+            self.repr = ListRepr::Packed { buf, len: d.len() };
+            self.bytes = 0;
+        }
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.poly ^ (self.items.len() as u64).rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
+        mix64(self.poly ^ (self.len() as u64).rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -477,10 +669,12 @@ impl HashValue {
         }
     }
 
-    /// Estimated heap bytes of the elements and their bookkeeping.
+    /// Estimated heap bytes of the elements and their bookkeeping. A packed form counts its
+    /// buffer's length (its capacity is kept within a quarter of it), so the estimate depends on
+    /// the content only, never on the history of edits.
     fn mem_bytes(&self) -> usize {
         match &self.repr {
-            HashRepr::Packed { buf, .. } => buf.capacity(),
+            HashRepr::Packed { buf, .. } => buf.len(),
             HashRepr::Table(_) => self.bytes,
         }
     }
@@ -719,7 +913,7 @@ impl SetValue {
 
     fn mem_bytes(&self) -> usize {
         match &self.repr {
-            SetRepr::Ints { buf, .. } | SetRepr::Packed { buf, .. } => buf.capacity(),
+            SetRepr::Ints { buf, .. } | SetRepr::Packed { buf, .. } => buf.len(),
             SetRepr::Table(_) => self.bytes,
         }
     }
@@ -1037,7 +1231,7 @@ impl ZSetValue {
 
     fn mem_bytes(&self) -> usize {
         match &self.repr {
-            ZRepr::Packed { buf, .. } => buf.capacity(),
+            ZRepr::Packed { buf, .. } => buf.len(),
             ZRepr::Full(_) => self.bytes,
         }
     }
@@ -1420,6 +1614,81 @@ mod tests {
             }
             proptest::prop_assert_eq!(z.digest(), fresh.digest());
         }
+    }
+
+    proptest::proptest! {
+        /// Lists against a deque, through the packed form and the deque and back (elements up
+        /// to 3 KiB cross the 8 KiB packed limit quickly; pops bring the list under half of it).
+        #[test]
+        fn list_matches_model(ops in proptest::collection::vec((0u8..7, 0u16..3000), 0..400)) {
+            let mut l = ListValue::default();
+            let mut m: VecDeque<Vec<u8>> = VecDeque::new();
+            let mut forms = BTreeSet::new();
+            for (op, n) in ops {
+                let e = if n % 3 == 0 { vec![b'e'; usize::from(n)] } else { n.to_string().into_bytes() };
+                match op {
+                    0 => { l.push_back(&e); m.push_back(e); }
+                    1 => { l.push_front(&e); m.push_front(e); }
+                    2 => { proptest::prop_assert_eq!(l.pop_front().map(|b| b.to_vec()), m.pop_front()); }
+                    3 => { proptest::prop_assert_eq!(l.pop_back().map(|b| b.to_vec()), m.pop_back()); }
+                    4 if !m.is_empty() => {
+                        let i = usize::from(n) % m.len();
+                        l.set(i, &e);
+                        m[i] = e;
+                    }
+                    5 if !m.is_empty() => {
+                        let i = usize::from(n) % (m.len() + 1);
+                        l.edit(|d| d.insert(i, e.clone().into()));
+                        m.insert(i, e);
+                    }
+                    _ => {
+                        let keep = usize::from(n) % (m.len() + 1);
+                        l.edit(|d| d.truncate(keep));
+                        m.truncate(keep);
+                    }
+                }
+                forms.insert(l.encoding().name());
+                proptest::prop_assert_eq!(l.len(), m.len());
+            }
+            let got: Vec<Vec<u8>> = l.iter().map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(&got, &m.iter().cloned().collect::<Vec<_>>());
+            let back: Vec<Vec<u8>> = l.iter().rev().map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(back, m.iter().rev().cloned().collect::<Vec<_>>());
+            for (i, e) in m.iter().enumerate().step_by(7) {
+                proptest::prop_assert_eq!(l.get(i), Some(&e[..]));
+            }
+            proptest::prop_assert_eq!(l.get(m.len()), None);
+            let mid: Vec<Vec<u8>> = l.range(1, 4).map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(mid, m.iter().skip(1).take(3).cloned().collect::<Vec<_>>());
+            let mut fresh = ListValue::default();
+            for e in &m {
+                fresh.push_back(e);
+            }
+            proptest::prop_assert_eq!(l.digest(), fresh.digest());
+        }
+    }
+
+    #[test]
+    fn lists_pack_unpack_and_pack_again() {
+        let mut l = ListValue::default();
+        for i in 0..100 {
+            l.push_back(format!("element-{i}").as_bytes());
+        }
+        assert_eq!(l.encoding(), Encoding::Listpack);
+        l.push_back(&[b'x'; 9000]);
+        assert_eq!(l.encoding(), Encoding::Quicklist, "past 8 KiB");
+        l.pop_back();
+        assert_eq!(l.encoding(), Encoding::Listpack, "back within half of it");
+        let mut big = ListValue::default();
+        for i in 0..2000 {
+            big.push_front(format!("{i:08}").as_bytes());
+        }
+        assert_eq!(big.encoding(), Encoding::Quicklist);
+        while big.len() > 300 {
+            big.pop_front();
+        }
+        assert_eq!(big.encoding(), Encoding::Listpack);
+        assert_eq!(big.get(0), Some(&b"00000299"[..]));
     }
 
     #[test]

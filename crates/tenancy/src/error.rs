@@ -23,7 +23,7 @@ pub enum TenancyError {
     WrongPass,
     #[error("tenant '{id}' is {state}")]
     WrongState { id: String, state: &'static str },
-    /// A change that must outlive a restart could not be made durable; it did not happen.
-    #[error("could not record the change of tenant '{id}': {reason}")]
-    NotDurable { id: String, reason: String },
+    /// The change could not be made durable (persistence failed to write the tenant catalog).
+    #[error("Errors writing the tenant catalog to disk: {0}")]
+    Persist(String),
 }

@@ -96,6 +96,6 @@ pub use migration::{
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
     MigrationStatus, VerifyResult,
 };
-pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings};
-pub use tenant::{QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id};
+pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
+pub use tenant::{Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id};
 pub use throttle::{Admission, Throttle};

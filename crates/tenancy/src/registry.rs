@@ -33,27 +33,25 @@ impl Default for TenancySettings {
     }
 }
 
+/// Where tenant records are made durable (persistence implements it, see
+/// [`Registry::set_store`]). Each call returns once the change is on disk.
+pub trait TenantStore: Send + Sync {
+    /// A tenant was created, or its credential, limits, state or moved address changed.
+    fn save(&self, t: &Arc<Tenant>) -> Result<(), String>;
+    /// A tenant was deleted, its data with it.
+    fn delete(&self, t: &Arc<Tenant>) -> Result<(), String>;
+    /// An import was staged: its data is journaled, but it is not a tenant of this server until
+    /// [`TenantStore::save`] records it (activation); after a restart it is gone.
+    fn staged(&self, t: &Arc<Tenant>);
+    /// A staged import was abandoned: its data is dropped.
+    fn unstaged(&self, t: &Arc<Tenant>);
+}
+
 /// All tenants, by id.
 pub struct Registry {
     tenants: RwLock<HashMap<Arc<str>, Arc<Tenant>>>,
     settings: RwLock<TenancySettings>,
-    journal: RwLock<Option<Arc<dyn OwnershipJournal>>>,
-}
-
-/// A change of who serves a tenant, as a migration makes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnershipChange {
-    /// The cutover's hand-over: the tenant is served by `to` from now on (clients get MOVED).
-    Moved { tenant: String, to: String },
-    /// A hand-over undone (the target never activated the tenant): served here again.
-    Reclaimed { tenant: String },
-}
-
-/// Where ownership changes are made durable before they take effect (persistence plugs in
-/// here). An error means the change did not happen: a cutover then fails before it activates
-/// the target.
-pub trait OwnershipJournal: Send + Sync + 'static {
-    fn record(&self, change: &OwnershipChange) -> Result<(), String>;
+    store: RwLock<Option<Arc<dyn TenantStore>>>,
 }
 
 /// Options of TENANT.CREATE.
@@ -71,53 +69,63 @@ impl Registry {
         let reg = Registry {
             tenants: RwLock::new(HashMap::new()),
             settings: RwLock::new(settings),
-            journal: RwLock::new(None),
+            store: RwLock::new(None),
         };
         let default = Arc::new(Tenant::new(DEFAULT_TENANT, None, TenantLimits::default()));
         reg.tenants.write().insert(DEFAULT_TENANT.into(), default);
         reg
     }
 
-    /// Makes ownership changes durable through `journal` from now on.
-    pub fn set_ownership_journal(&self, journal: Arc<dyn OwnershipJournal>) {
-        *self.journal.write() = Some(journal);
+    /// Makes every later tenant change durable through `store` (persistence, at startup).
+    pub fn set_store(&self, store: Arc<dyn TenantStore>) {
+        *self.store.write() = Some(store);
     }
 
-    fn journal(&self, change: OwnershipChange) -> Result<(), TenancyError> {
-        let journal = self.journal.read().clone();
-        match journal {
-            Some(j) => j
-                .record(&change)
-                .map_err(|reason| TenancyError::NotDurable {
-                    id: match change {
-                        OwnershipChange::Moved { tenant, .. }
-                        | OwnershipChange::Reclaimed { tenant } => tenant,
-                    },
-                    reason,
-                }),
+    fn store(&self) -> Option<Arc<dyn TenantStore>> {
+        self.store.read().clone()
+    }
+
+    /// The one function that makes a tenant's current record (credential, limits, state, moved
+    /// address) durable: call it after every such change; it returns once the record is on disk
+    /// (immediately when persistence is off). The cutover calls it after marking a tenant
+    /// `moved` and before activating the target, so a restarted source never serves it again.
+    pub fn persist(&self, t: &Arc<Tenant>) -> Result<(), TenancyError> {
+        match self.store() {
+            Some(s) => s.save(t).map_err(TenancyError::Persist),
             None => Ok(()),
         }
     }
 
     /// The hand-over of a migration's cutover, the one way a tenant becomes `moved` to another
-    /// server: recorded durably first (an error leaves the tenant as it was, and the cutover
-    /// fails before it activates the target), then the tenant answers MOVED to `to`.
-    pub fn mark_moved(&self, tenant: &Tenant, to: &str) -> Result<(), TenancyError> {
-        self.journal(OwnershipChange::Moved {
-            tenant: tenant.id().into(),
-            to: to.into(),
-        })?;
+    /// server: the tenant answers MOVED to `to` once that is durable ([`Registry::persist`]); an
+    /// error leaves it served here (and the cutover fails before it activates the target).
+    /// The cutover's gate is closed meanwhile, so no client sees the moved state undone.
+    pub fn mark_moved(&self, tenant: &Arc<Tenant>, to: &str) -> Result<(), TenancyError> {
+        let before = tenant.state();
         tenant.set_moved(to);
+        if let Err(e) = self.persist(tenant) {
+            tenant.set_state(before);
+            return Err(e);
+        }
         Ok(())
     }
 
-    /// Undoes a hand-over whose target never activated the tenant: served here again.
-    pub fn reclaim(&self, tenant: &Tenant) -> Result<(), TenancyError> {
-        self.journal(OwnershipChange::Reclaimed {
-            tenant: tenant.id().into(),
-        })?;
+    /// Undoes a hand-over whose target never activated the tenant: served here again once that
+    /// is durable; on error it stays moved (a restarted source must not serve a tenant another
+    /// server may be serving).
+    pub fn reclaim(&self, tenant: &Arc<Tenant>) -> Result<(), TenancyError> {
         tenant.set_state(TenantState::Active);
+        if let Err(e) = self.persist(tenant) {
+            tenant.set_state(TenantState::Moved);
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// Puts a tenant read from disk at startup in the registry (replacing one of the same id,
+    /// e.g. the built-in default tenant).
+    pub fn restore(&self, t: Arc<Tenant>) {
+        self.tenants.write().insert(t.id().into(), t);
     }
 
     pub fn settings(&self) -> TenancySettings {
@@ -188,6 +196,18 @@ impl Registry {
         }
         let t = Arc::new(Tenant::new(id, opts.credential, limits));
         map.insert(id.into(), t.clone());
+        drop(map);
+        if let Some(store) = self.store() {
+            if let Err(e) = store.save(&t) {
+                // Not durable: not created.
+                let mut map = self.tenants.write();
+                if map.get(id).is_some_and(|x| Arc::ptr_eq(x, &t)) {
+                    map.remove(id);
+                }
+                t.mark_deleted();
+                return Err(TenancyError::Persist(e));
+            }
+        }
         Ok(t)
     }
 
@@ -208,7 +228,12 @@ impl Registry {
                 self.settings.read().max_tenants,
             ));
         }
-        Ok(map.insert(tenant.id().into(), tenant))
+        let previous = map.insert(tenant.id().into(), tenant.clone());
+        drop(map);
+        if let Some(store) = self.store() {
+            store.staged(&tenant);
+        }
+        Ok(previous)
     }
 
     /// Puts back a record replaced by [`Registry::insert_import`] (the import was abandoned), or
@@ -238,6 +263,10 @@ impl Registry {
             None => {
                 map.remove(staged.id());
             }
+        }
+        drop(map);
+        if let Some(store) = self.store() {
+            store.unstaged(staged);
         }
     }
 
@@ -273,6 +302,12 @@ impl Registry {
         }
         map.remove(id);
         t.mark_deleted();
+        drop(map);
+        if let Some(store) = self.store() {
+            // The tenant is gone from memory either way; a record that could not be removed
+            // from disk would bring it back after a restart, so say so.
+            store.delete(&t).map_err(TenancyError::Persist)?;
+        }
         Ok(t)
     }
 

@@ -79,9 +79,27 @@ pub struct TenantStats {
     pub throttled: AtomicU64,
     pub rejected: AtomicU64,
     pub clients: AtomicU64,
+    /// Unsent reply bytes of the tenant's connections (counted by the server).
+    pub output_bytes: AtomicU64,
     /// Commands per second over the last sampling period (see [`Tenant::sample_ops`]).
     pub ops_per_sec: AtomicU64,
     last_sample: parking_lot::Mutex<(u64, Option<std::time::Instant>)>,
+}
+
+/// Makes a tenant's journaled writes durable before they are acknowledged. Persistence
+/// implements it; a connection asks it once per batch of requests that wrote.
+pub trait Durability: Send + Sync {
+    /// Hands the writes journaled so far to the operating system. Returns the log position to
+    /// wait for with [`Durability::wait_synced`] when the fsync policy says replies wait for the
+    /// disk (`always`), else `None`. An error means the writes are not in the log: they must not
+    /// be acknowledged.
+    fn commit(&self) -> Result<Option<u64>, String>;
+
+    /// Resolves once the log is on disk up to `position` (many callers share one fsync).
+    fn wait_synced(
+        &self,
+        position: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 /// A tenant. Connections hold an `Arc<Tenant>`; its keyspace can be swapped (activation of an
@@ -103,9 +121,11 @@ pub struct Tenant {
     has_quota: AtomicBool,
     throttle: Throttle,
     gate: WriteGate,
-    /// Unix ms.
-    created_at: u64,
+    /// Unix ms (restored from disk at startup).
+    created_at: AtomicU64,
     deleted: AtomicBool,
+    /// Set once by persistence when the tenant's writes are journaled to disk.
+    durability: std::sync::OnceLock<Arc<dyn Durability>>,
     pub stats: TenantStats,
 }
 
@@ -140,14 +160,26 @@ impl Tenant {
             has_quota: AtomicBool::new(limits.maxmemory > 0 || limits.maxkeys > 0),
             limits: RwLock::new(limits),
             gate: WriteGate::default(),
-            created_at: ferrite_storage::now_ms(),
+            created_at: AtomicU64::new(ferrite_storage::now_ms()),
             deleted: AtomicBool::new(false),
+            durability: std::sync::OnceLock::new(),
             stats: TenantStats::default(),
         }
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// What makes this tenant's writes durable, if persistence is on.
+    #[inline]
+    pub fn durability(&self) -> Option<&Arc<dyn Durability>> {
+        self.durability.get()
+    }
+
+    /// Attaches persistence (once); returns false if something was attached already.
+    pub fn set_durability(&self, d: Arc<dyn Durability>) -> bool {
+        self.durability.set(d).is_ok()
     }
 
     pub fn keyspace(&self) -> Arc<Keyspace> {
@@ -242,7 +274,12 @@ impl Tenant {
     }
 
     pub fn created_at(&self) -> u64 {
-        self.created_at
+        self.created_at.load(Relaxed)
+    }
+
+    /// Sets the creation time of a tenant read back from disk.
+    pub fn restore_created_at(&self, ms: u64) {
+        self.created_at.store(ms, Relaxed);
     }
 
     #[inline]

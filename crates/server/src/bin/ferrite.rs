@@ -50,7 +50,26 @@ struct Cli {
     /// Shared secret for migrations between servers.
     #[arg(long)]
     migration_token: Option<String>,
+    /// Data directory (persistence.dir).
+    #[arg(long, value_name = "PATH")]
+    dir: Option<String>,
+    /// When writes are forced to disk: always, everysec or no (persistence.appendfsync).
+    #[arg(long, value_name = "always|everysec|no")]
+    appendfsync: Option<String>,
+    /// Keep data on disk: yes or no (persistence.enabled; `no` runs as a cache).
+    #[arg(long, value_name = "yes|no")]
+    appendonly: Option<String>,
+    /// Checks a data directory (no server is started) and exits: 0 when it loads, 1 when not.
+    #[arg(long, value_name = "DIR")]
+    check_data: Option<std::path::PathBuf>,
+    /// With --check-data: cut a damaged log at its last good record (what follows is lost).
+    #[arg(long, requires = "check_data")]
+    repair: bool,
 }
+
+/// SIGXFSZ (file size limit exceeded) on Linux.
+#[cfg(unix)]
+const SIGXFSZ: i32 = 25;
 
 fn load(cli: &Cli) -> Result<Config, String> {
     let mut cfg = match &cli.config {
@@ -87,13 +106,72 @@ fn load(cli: &Cli) -> Result<Config, String> {
     if let Some(v) = &cli.migration_token {
         cfg.tenancy.migration.token = v.clone();
     }
+    if let Some(v) = &cli.dir {
+        cfg.persistence.dir = v.clone();
+    }
+    if let Some(v) = &cli.appendfsync {
+        cfg.persistence.appendfsync = v.clone();
+    }
+    if let Some(v) = &cli.appendonly {
+        cfg.persistence.enabled = match v.as_str() {
+            "yes" | "true" => true,
+            "no" | "false" => false,
+            other => return Err(format!("--appendonly: '{other}' must be yes or no")),
+        };
+    }
     cfg.validate()
         .map_err(|(key, msg)| format!("command line: `{key}`: {msg}"))?;
     Ok(cfg)
 }
 
+/// `ferrite --check-data <dir> [--repair]`.
+fn check_data(dir: &std::path::Path, repair: bool) -> ExitCode {
+    match ferrite_persistence::check::check(dir, repair) {
+        Ok(report) => {
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.problems == 0 {
+                println!(
+                    "{}: OK{}",
+                    dir.display(),
+                    if report.repaired > 0 {
+                        format!(" ({} problem(s) repaired)", report.repaired)
+                    } else {
+                        String::new()
+                    }
+                );
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "{}: {} problem(s){}",
+                    dir.display(),
+                    report.problems,
+                    if repair {
+                        ""
+                    } else {
+                        "; run again with --repair to fix what can be fixed"
+                    }
+                );
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.check_data {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(EnvFilter::new("warn"))
+            .try_init();
+        return check_data(dir, cli.repair);
+    }
     let cfg = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -172,6 +250,11 @@ fn main() -> ExitCode {
         if let Some(m) = server.metrics_addr {
             println!("Ferrite metrics on http://{m}/metrics");
         }
+        // A file-size limit (RLIMIT_FSIZE) must make a write fail with EFBIG, which the server
+        // handles like a full disk, instead of killing the process with SIGXFSZ.
+        #[cfg(unix)]
+        let _file_size_signal =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ));
         let shared = server.shared().clone();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -294,14 +294,14 @@ pub fn info(
     Ok(Flow::Continue)
 }
 
-pub fn shutdown(
+pub async fn shutdown(
     _st: &mut ClientState,
     sh: &Arc<Shared>,
     args: Args<'_>,
     _out: &mut BytesMut,
 ) -> ServerResult {
-    // Redis's rules: SAVE and NOSAVE exclude each other, ABORT stands alone. There is nothing to
-    // save (no persistence), so the accepted options change nothing else.
+    // Redis's rules: SAVE and NOSAVE exclude each other, ABORT stands alone. NOW and FORCE
+    // change nothing here (there is no replica to wait for; a failed SAVE refuses).
     let (mut save, mut nosave, mut abort, mut other) = (false, false, false, false);
     for a in args.tail(1).iter() {
         match a.to_ascii_uppercase().as_slice() {
@@ -318,6 +318,7 @@ pub fn shutdown(
     if abort {
         return Err(ErrorReply::err("No shutdown in progress."));
     }
+    super::persistence::before_shutdown(sh, save).await?;
     tracing::info!("SHUTDOWN requested by a client");
     sh.begin_shutdown();
     // Like Redis, the connection closes without a reply on success.

@@ -8,8 +8,10 @@
 
 mod client;
 mod connection;
+mod diagnostics;
 mod introspection;
 mod migrate;
+mod persistence;
 mod tenant;
 mod transaction;
 
@@ -114,7 +116,16 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("config", introspection::config),
     now_in_multi("info", introspection::info),
     now_in_multi("time", |st, _, _, out| connection::time(st, out)),
-    now("shutdown", introspection::shutdown),
+    wait("shutdown", |st, sh, args, out| Box::pin(introspection::shutdown(st, sh, args, out))),
+    wait("save", |st, sh, _, out| Box::pin(persistence::save(st, sh, out))),
+    now("bgsave", persistence::bgsave),
+    now("bgrewriteaof", |st, sh, _, out| persistence::bgrewriteaof(st, sh, out)),
+    now("lastsave", |st, sh, _, out| persistence::lastsave(st, sh, out)),
+    now_in_multi("slowlog", diagnostics::slowlog),
+    now_in_multi("latency", diagnostics::latency),
+    now_in_multi("acl", diagnostics::acl),
+    now_in_multi("wait", |st, _, args, out| diagnostics::wait(st, args, out)),
+    now_in_multi("swapdb", |st, _, args, out| diagnostics::swapdb(st, args, out)),
     now("multi", |st, _, _, out| transaction::multi(st, out)),
     wait("exec", |st, sh, _, out| Box::pin(transaction::exec(st, sh, out))),
     now("discard", |st, _, _, out| transaction::discard(st, out)),

@@ -205,6 +205,7 @@ pub fn run(
             }
             let ops = count_arg(&args, 3)?;
             t.set_ops_limit(ops);
+            sh.registry.persist(&t).map_err(|e| errors::tenancy(&e))?;
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.limits" => {
@@ -219,6 +220,7 @@ pub fn run(
             if o.credential.is_some() {
                 t.set_credential(o.credential);
             }
+            sh.registry.persist(&t).map_err(|e| errors::tenancy(&e))?;
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.suspend" | "tenant.resume" => {
@@ -237,6 +239,11 @@ pub fn run(
                 )));
             }
             t.set_state(to);
+            if let Err(e) = sh.registry.persist(&t) {
+                // Not durable: not done (a restart would bring the old state back).
+                t.set_state(from);
+                return Err(errors::tenancy(&e));
+            }
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.digest" => {

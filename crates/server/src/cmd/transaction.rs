@@ -89,6 +89,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     } else {
         None
     };
+    st.batch.wrote |= work.writes;
     let ks = tenant.keyspace();
     let now = ferrite_storage::now_ms();
     let mut garbage = Garbage::default();
@@ -109,6 +110,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         }
         ReplyWriter::new(out, st.proto).array(queue.len());
         let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
+        let reply_limit = st.reply_limit;
         // Subscribers (the append-only log) get the whole transaction in one publication.
         db.begin_atomic();
         for q in &queue {
@@ -128,6 +130,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                         proto,
                         max_bulk,
                         garbage: &mut garbage,
+                        reply_limit,
                     };
                     exec.run(spec, f, args, out)
                 }

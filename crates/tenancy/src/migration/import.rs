@@ -246,9 +246,12 @@ impl ImportManager {
         {
             let mut db = ks.lock();
             let now = now_ms();
+            let mark = db.effects_begin();
             for r in records {
                 apply(&mut db, r, now);
             }
+            // Journaled as the batch itself (persistence replays it with `apply_journaled`).
+            db.effects_end(mark, now, &[IMPORT_EFFECT, payload]);
         }
         applied.insert(batch.stream, batch.seq);
         import.batches.fetch_add(1, Relaxed);
@@ -314,8 +317,16 @@ impl ImportManager {
                 at_ms: now_ms(),
             }
         };
-        *import.activation.lock() = Some(activation.clone());
         import.staged.set_state(TenantState::Active);
+        // Durable before the source hears it is active: a target that restarts after saying
+        // yes must still serve the tenant.
+        if let Err(e) = self.registry.persist(&import.staged) {
+            import.staged.set_state(TenantState::Importing);
+            return Err(ImportError::Invalid(format!(
+                "cannot activate import {id}: {e}"
+            )));
+        }
+        *import.activation.lock() = Some(activation.clone());
         *state = ImportState::Active;
         import.previous.lock().take();
         tracing::info!(import = %import.id, tenant = %import.tenant_id, keys = activation.keys, "import activated: tenant is served here");
@@ -381,6 +392,26 @@ impl ImportManager {
             let _ = self.abort(&id);
         }
     }
+}
+
+/// The name an applied batch is journaled under, as the effect `[IMPORT_EFFECT, batch]`.
+pub const IMPORT_EFFECT: &[u8] = b"TENANT.IMPORT.APPLIED";
+
+/// Applies a batch journaled as `[IMPORT_EFFECT, batch]` again (checksum and version checked):
+/// how persistence replays an import's log.
+pub fn apply_journaled(
+    db: &mut ferrite_storage::Db,
+    batch: &[u8],
+    now: u64,
+) -> Result<(), ImportError> {
+    let batch = Batch::parse(batch).map_err(|e| ImportError::Batch(e.to_string()))?;
+    let records = batch
+        .records()
+        .map_err(|e| ImportError::Batch(e.to_string()))?;
+    for r in records {
+        apply(db, r, now);
+    }
+    Ok(())
 }
 
 /// Applies one record to the staged keyspace.

@@ -11,7 +11,7 @@ use ferrite_storage::{HashValue, Value};
 
 use super::local::{Fault, LocalConnector, LocalTarget};
 use super::*;
-use crate::registry::{CreateOptions, OwnershipChange, OwnershipJournal, TenancySettings};
+use crate::registry::{CreateOptions, TenancySettings, TenantStore};
 
 const TARGET: &str = "10.0.0.2:7000";
 
@@ -620,15 +620,21 @@ async fn a_target_that_loses_the_import_fails_the_migration_and_retry_starts_ove
     );
 }
 
-struct FailingJournal;
+/// A tenant catalog whose disk is full for records of moved tenants.
+struct FailingStore;
 
-impl OwnershipJournal for FailingJournal {
-    fn record(&self, change: &OwnershipChange) -> Result<(), String> {
-        match change {
-            OwnershipChange::Moved { .. } => Err("disk full".into()),
-            OwnershipChange::Reclaimed { .. } => Ok(()),
+impl TenantStore for FailingStore {
+    fn save(&self, t: &Arc<Tenant>) -> Result<(), String> {
+        match t.state() {
+            TenantState::Moved => Err("disk full".into()),
+            _ => Ok(()),
         }
     }
+    fn delete(&self, _: &Arc<Tenant>) -> Result<(), String> {
+        Ok(())
+    }
+    fn staged(&self, _: &Arc<Tenant>) {}
+    fn unstaged(&self, _: &Arc<Tenant>) {}
 }
 
 #[tokio::test(start_paused = true)]
@@ -637,7 +643,7 @@ async fn a_hand_over_that_cannot_be_recorded_fails_the_cutover_before_activation
     let t = tenant(&r, 500, 0);
     let id = start(&r, MigrationConfig::default()).await;
     live(&r, &id).await;
-    r.source.set_ownership_journal(Arc::new(FailingJournal));
+    r.source.set_store(Arc::new(FailingStore));
     let e = r.mgr.cutover(&id).await.unwrap_err().to_string();
     assert!(e.contains("disk full") && e.contains("still owns"), "{e}");
     assert_eq!(t.state(), TenantState::Active);

@@ -1,0 +1,293 @@
+//! State every log shares: the fsync policy, the failure state that refuses writes, counters, and
+//! the fsync thread.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::log::TenantLog;
+
+/// When written data is forced to disk (Redis's `appendfsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before a write is acknowledged; writers waiting together share one fsync.
+    Always,
+    /// Once a second.
+    Everysec,
+    /// When the operating system decides.
+    No,
+}
+
+impl FsyncPolicy {
+    pub fn parse(s: &str) -> Option<FsyncPolicy> {
+        match s.to_ascii_lowercase().as_str() {
+            "always" => Some(FsyncPolicy::Always),
+            "everysec" => Some(FsyncPolicy::Everysec),
+            "no" => Some(FsyncPolicy::No),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Everysec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            FsyncPolicy::Always => 0,
+            FsyncPolicy::Everysec => 1,
+            FsyncPolicy::No => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> FsyncPolicy {
+        match v {
+            0 => FsyncPolicy::Always,
+            2 => FsyncPolicy::No,
+            _ => FsyncPolicy::Everysec,
+        }
+    }
+}
+
+/// Counters for INFO and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Effects published since the last snapshot of everything (Redis's
+    /// `rdb_changes_since_last_save`).
+    pub changes: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_nanos: AtomicU64,
+    /// Longest fsync since start, in nanoseconds.
+    pub fsync_max_nanos: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn record_write(&self, bytes: usize, _took: Duration) {
+        self.writes.fetch_add(1, Relaxed);
+        self.write_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn record_fsync(&self, took: Duration) {
+        let n = took.as_nanos() as u64;
+        self.fsyncs.fetch_add(1, Relaxed);
+        self.fsync_nanos.fetch_add(n, Relaxed);
+        self.fsync_max_nanos.fetch_max(n, Relaxed);
+    }
+}
+
+struct SyncQueue {
+    requested: Vec<Arc<TenantLog>>,
+    stop: bool,
+}
+
+/// Shared by every log of a data directory.
+pub struct Core {
+    policy: AtomicU8,
+    /// Broken logs: tenant → why. While any is broken, writes are refused.
+    failing: Mutex<BTreeMap<String, String>>,
+    failing_count: AtomicUsize,
+    last_error: Mutex<String>,
+    pub stats: Stats,
+    queue: Mutex<SyncQueue>,
+    wake: Condvar,
+    logs: Mutex<Vec<Weak<TenantLog>>>,
+}
+
+impl Core {
+    pub fn new(policy: FsyncPolicy) -> Arc<Core> {
+        Arc::new(Core {
+            policy: AtomicU8::new(policy.to_u8()),
+            failing: Mutex::new(BTreeMap::new()),
+            failing_count: AtomicUsize::new(0),
+            last_error: Mutex::new(String::new()),
+            stats: Stats::default(),
+            queue: Mutex::new(SyncQueue {
+                requested: Vec::new(),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            logs: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        FsyncPolicy::from_u8(self.policy.load(Relaxed))
+    }
+
+    pub fn set_policy(&self, p: FsyncPolicy) {
+        self.policy.store(p.to_u8(), Relaxed);
+        self.wake.notify_all();
+    }
+
+    /// No log is broken: writes may run.
+    #[inline]
+    pub fn writable(&self) -> bool {
+        self.failing_count.load(Relaxed) == 0
+    }
+
+    /// Text of the error refused writes get (after `MISCONF `), as Redis words it.
+    pub fn error_text(&self) -> String {
+        let why = lock(&self.last_error).clone();
+        format!("Errors writing to the AOF file: {why}")
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        let e = lock(&self.last_error).clone();
+        (!e.is_empty()).then_some(e)
+    }
+
+    /// The tenants whose logs are broken, with why.
+    pub fn failing(&self) -> Vec<(String, String)> {
+        lock(&self.failing)
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect()
+    }
+
+    pub fn failed(&self, tenant: &str, why: &str) {
+        self.stats.write_errors.fetch_add(1, Relaxed);
+        *lock(&self.last_error) = why.to_string();
+        let mut f = lock(&self.failing);
+        if f.insert(tenant.to_string(), why.to_string()).is_none() {
+            self.failing_count.store(f.len(), Relaxed);
+        }
+        tracing::error!(
+            tenant,
+            error = why,
+            "persistence: log write failed; refusing writes until a snapshot of the tenant succeeds"
+        );
+    }
+
+    /// A write failure outside any tenant's log (the catalog): counted, not blocking.
+    pub fn note_error(&self, why: &str) {
+        self.stats.write_errors.fetch_add(1, Relaxed);
+        *lock(&self.last_error) = why.to_string();
+    }
+
+    pub fn recovered(&self, tenant: &str) {
+        let mut f = lock(&self.failing);
+        if f.remove(tenant).is_some() {
+            self.failing_count.store(f.len(), Relaxed);
+            tracing::warn!(
+                tenant,
+                "persistence: the tenant's log works again (new snapshot written)"
+            );
+        }
+        if f.is_empty() {
+            lock(&self.last_error).clear();
+        }
+    }
+
+    /// Forgets a tenant's failure (its log was closed).
+    pub fn forget(&self, tenant: &str) {
+        let mut f = lock(&self.failing);
+        if f.remove(tenant).is_some() {
+            self.failing_count.store(f.len(), Relaxed);
+        }
+        if f.is_empty() {
+            lock(&self.last_error).clear();
+        }
+    }
+
+    pub fn register(&self, log: &Arc<TenantLog>) {
+        let mut logs = lock(&self.logs);
+        logs.retain(|w| w.strong_count() > 0);
+        logs.push(Arc::downgrade(log));
+    }
+
+    pub fn logs(&self) -> Vec<Arc<TenantLog>> {
+        lock(&self.logs).iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Asks the fsync thread to sync `log` now (a writer waits under `always`).
+    pub fn request_sync(&self, log: Arc<TenantLog>) {
+        let mut q = lock(&self.queue);
+        if !q.requested.iter().any(|l| Arc::ptr_eq(l, &log)) {
+            q.requested.push(log);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Starts the fsync thread: it syncs requested logs at once (group commit: everything
+    /// written by the time it runs is covered by one fsync per log) and, with `everysec`, every
+    /// log once a second.
+    pub fn spawn_sync_thread(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let core = self.clone();
+        std::thread::Builder::new()
+            .name("ferrite-fsync".into())
+            .spawn(move || core.sync_loop())
+    }
+
+    fn sync_loop(&self) {
+        let mut last_periodic = Instant::now();
+        loop {
+            let (batch, periodic) = {
+                let mut q = lock(&self.queue);
+                loop {
+                    if q.stop {
+                        break;
+                    }
+                    let periodic = self.policy() == FsyncPolicy::Everysec
+                        && last_periodic.elapsed() >= Duration::from_secs(1);
+                    if !q.requested.is_empty() || periodic {
+                        break;
+                    }
+                    let wait = Duration::from_secs(1).saturating_sub(last_periodic.elapsed());
+                    q = match self
+                        .wake
+                        .wait_timeout(q, wait.max(Duration::from_millis(1)))
+                    {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+                let stop = q.stop;
+                let batch = std::mem::take(&mut q.requested);
+                let periodic = self.policy() == FsyncPolicy::Everysec
+                    && last_periodic.elapsed() >= Duration::from_secs(1);
+                if stop {
+                    drop(q);
+                    for l in self.logs() {
+                        l.sync();
+                    }
+                    for l in batch {
+                        l.sync();
+                    }
+                    return;
+                }
+                (batch, periodic)
+            };
+            for l in &batch {
+                l.sync();
+            }
+            if periodic {
+                last_periodic = Instant::now();
+                for l in self.logs() {
+                    if !l.is_closed() {
+                        l.sync();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the fsync thread after a last sync of every log.
+    pub fn stop_sync_thread(&self) {
+        lock(&self.queue).stop = true;
+        self.wake.notify_all();
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning (the data is counters and lists).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

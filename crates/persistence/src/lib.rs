@@ -1,0 +1,1190 @@
+//! Ferrite's persistence: every tenant's data in its own directory, as a point-in-time snapshot
+//! plus an append-only log of the write effects since; a catalog of tenants (credentials as
+//! salted hashes, quotas, throttles, state, moved addresses) and of migrations. Files are
+//! versioned and checksummed per frame ([`format`]); docs/persistence.md explains the layout and
+//! the choices.
+//!
+//! - [`Persistence`]: opens and loads a data directory at startup, attaches every tenant's
+//!   [`log::TenantLog`] (subscribed to its keyspace's effects), makes registry changes durable
+//!   ([`ferrite_tenancy::TenantStore`]), runs snapshots (SAVE, BGSAVE, BGREWRITEAOF, the `save`
+//!   schedule, size-triggered compaction, recovery after a write failure), and reports status.
+//! - [`check`]: verifies a data directory offline and repairs a damaged log by truncating it.
+
+pub mod catalog;
+pub mod check;
+pub mod core;
+pub mod format;
+pub mod load;
+pub mod log;
+pub mod paths;
+pub mod record;
+pub mod snapshot;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ferrite_storage::{Keyspace, SinkId};
+use ferrite_tenancy::{Credential, Registry, Tenant, TenantLimits, TenantState, TenantStore};
+use parking_lot::{Condvar, Mutex};
+
+use crate::catalog::{Catalog, TenantRecord};
+pub use crate::core::FsyncPolicy;
+use crate::log::TenantLog;
+pub use crate::snapshot::{LoadError, SnapshotInfo};
+
+/// Persistence settings (`[persistence]` in ferrite.toml).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub appendfsync: FsyncPolicy,
+    /// Snapshot everything after `seconds` if at least `changes` writes happened (Redis's
+    /// `save`); empty: only on request and by size.
+    pub save: Vec<(u64, u64)>,
+    /// A tenant's log is compacted (a new snapshot replaces it) once it has grown by this
+    /// percentage of the last snapshot's size (Redis's `auto-aof-rewrite-percentage`); 0 = never.
+    pub auto_compact_percentage: u64,
+    /// ... and is at least this large (`auto-aof-rewrite-min-size`).
+    pub auto_compact_min_size: u64,
+}
+
+/// Why a data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot use data directory {path}: {message}")]
+    Dir { path: PathBuf, message: String },
+    #[error(
+        "data directory {0} is in use by another ferrite process (its LOCK file is held); give each server its own --dir"
+    )]
+    Locked(PathBuf),
+    #[error("cannot load {0}")]
+    Load(#[from] LoadError),
+}
+
+/// What kind of full snapshot is running (they do the same work; Redis reports them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveKind {
+    /// SAVE, BGSAVE, the `save` schedule, SHUTDOWN SAVE.
+    Snapshot,
+    /// BGREWRITEAOF.
+    Rewrite,
+}
+
+enum Job {
+    All(SaveKind),
+    /// One tenant (compaction by size, or recovery after a write failure), by attachment key.
+    Tenant(usize),
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    running: Option<SaveKind>,
+    /// One tenant's compaction or recovery is running.
+    running_tenant: bool,
+    stop: bool,
+}
+
+/// What the last load found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSummary {
+    pub tenants: u64,
+    pub keys: u64,
+    pub expired: u64,
+    pub effects: u64,
+    pub replay_errors: u64,
+    pub took_ms: u64,
+    /// Torn tails that were cut off: (file, offset).
+    pub torn: Vec<(PathBuf, u64)>,
+    /// Directories of staged imports or deleted tenants that were removed.
+    pub dropped_dirs: Vec<PathBuf>,
+}
+
+/// Status for INFO persistence and metrics.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub last_save_unix: u64,
+    pub last_save_ok: bool,
+    pub last_save_secs: i64,
+    pub save_in_progress: Option<(SaveKind, Instant)>,
+    pub saves: u64,
+    pub rewrites: u64,
+    pub last_rewrite_ok: bool,
+    pub last_rewrite_secs: i64,
+    pub rewrite_scheduled: bool,
+    pub rewrite_failures_in_a_row: u64,
+    pub changes_at_last_save: u64,
+    pub snapshots: u64,
+    pub snapshot_failures: u64,
+    pub compactions: u64,
+    pub last_snapshot: Option<SnapshotInfo>,
+    pub load: LoadSummary,
+}
+
+struct Attached {
+    tenant: Arc<Tenant>,
+    incarnation: u64,
+    log: Arc<TenantLog>,
+    keyspace: Arc<Keyspace>,
+    sink: SinkId,
+    /// A staged import: journaled, not in the catalog.
+    staged: bool,
+}
+
+/// A data directory in use.
+pub struct Persistence {
+    root: PathBuf,
+    _lock: File,
+    core: Arc<crate::core::Core>,
+    me: Weak<Persistence>,
+    catalog: Mutex<Catalog>,
+    attached: Mutex<HashMap<usize, Attached>>,
+    settings: Mutex<Settings>,
+    jobs: Mutex<Jobs>,
+    jobs_cv: Condvar,
+    status: Mutex<Status>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Earliest next recovery attempt per broken tenant (backoff while the disk stays full).
+    retry_at: Mutex<HashMap<usize, Instant>>,
+    last_tick_save: Mutex<Instant>,
+}
+
+fn key_of(t: &Arc<Tenant>) -> usize {
+    Arc::as_ptr(t) as usize
+}
+
+fn state_name(s: TenantState) -> &'static str {
+    match s {
+        TenantState::Moved => "moved",
+        TenantState::Suspended => "suspended",
+        _ => "active",
+    }
+}
+
+impl Persistence {
+    /// Opens `settings.dir` (creating it), loads every tenant into `registry`, and from then on
+    /// journals their writes and registry changes. Fails (naming file and offset) when a file is
+    /// damaged anywhere but at the torn tail of a log.
+    pub fn open(
+        settings: Settings,
+        registry: &Arc<Registry>,
+    ) -> Result<Arc<Persistence>, OpenError> {
+        let started = Instant::now();
+        let root = settings.dir.clone();
+        let dir_err = |e: std::io::Error| OpenError::Dir {
+            path: root.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(root.join(paths::TENANTS)).map_err(dir_err)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(paths::LOCK))
+            .map_err(dir_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(root)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+        }
+        let (catalog, cat_load) = Catalog::open(&root)?;
+        let core = crate::core::Core::new(settings.appendfsync);
+        let mut summary = LoadSummary::default();
+        if let Some((offset, _)) = cat_load.torn {
+            summary.torn.push((catalog.path().to_path_buf(), offset));
+        }
+
+        // Tenants from the catalog, into the registry.
+        let records: Vec<TenantRecord> = catalog.tenants().cloned().collect();
+        let mut to_load: Vec<(Arc<Tenant>, TenantRecord)> = Vec::new();
+        for rec in &records {
+            let credential = match &rec.credential {
+                Some(c) => Some(Credential::decode(c).map_err(|e| {
+                    OpenError::Load(LoadError::new(
+                        catalog.path(),
+                        format!("tenant '{}': {e}", rec.id),
+                    ))
+                })?),
+                None => None,
+            };
+            let limits = TenantLimits {
+                maxmemory: rec.maxmemory,
+                maxkeys: rec.maxkeys,
+                ops: rec.ops,
+            };
+            let t = match registry.get(&rec.id) {
+                // The built-in default tenant exists already: give it its saved settings.
+                Some(t) if rec.id == ferrite_tenancy::DEFAULT_TENANT => {
+                    t.set_credential(credential);
+                    t.set_limits(limits);
+                    t
+                }
+                _ => {
+                    let t = Arc::new(Tenant::new(&rec.id, credential, limits));
+                    registry.restore(t.clone());
+                    t
+                }
+            };
+            t.restore_created_at(rec.created_ms);
+            match rec.state.as_str() {
+                "moved" => t.set_moved(rec.moved_to.as_deref().unwrap_or_default()),
+                "suspended" => t.set_state(TenantState::Suspended),
+                _ => t.set_state(TenantState::Active),
+            }
+            to_load.push((t, rec.clone()));
+        }
+
+        // Their data, several tenants at a time.
+        let loads = load_all(&root, &to_load)?;
+        let persistence = Arc::new_cyclic(|me| Persistence {
+            root: root.clone(),
+            _lock: lock,
+            core: core.clone(),
+            me: me.clone(),
+            catalog: Mutex::new(catalog),
+            attached: Mutex::new(HashMap::new()),
+            settings: Mutex::new(settings),
+            jobs: Mutex::new(Jobs::default()),
+            jobs_cv: Condvar::new(),
+            status: Mutex::new(Status {
+                last_save_unix: ferrite_storage::now_ms() / 1000,
+                last_save_ok: true,
+                last_save_secs: -1,
+                save_in_progress: None,
+                saves: 0,
+                rewrites: 0,
+                last_rewrite_ok: true,
+                last_rewrite_secs: -1,
+                rewrite_scheduled: false,
+                rewrite_failures_in_a_row: 0,
+                changes_at_last_save: 0,
+                snapshots: 0,
+                snapshot_failures: 0,
+                compactions: 0,
+                last_snapshot: None,
+                load: LoadSummary::default(),
+            }),
+            threads: Mutex::new(Vec::new()),
+            retry_at: Mutex::new(HashMap::new()),
+            last_tick_save: Mutex::new(Instant::now()),
+        });
+        let mut keep_dirs = Vec::new();
+        for ((t, rec), load) in to_load.into_iter().zip(loads) {
+            let dir = paths::tenant_dir(&root, rec.incarnation, &rec.id);
+            // A moved tenant's data is loaded too, as the frozen copy it was: until the
+            // migration is known to be complete, CANCEL may still give the tenant back here.
+            let Some(load) = load else { continue };
+            summary.tenants += 1;
+            summary.keys += load.keys;
+            summary.expired += load.expired;
+            summary.effects += load.effects;
+            summary.replay_errors += load.replay_errors;
+            if let Some((p, off, _)) = &load.torn {
+                summary.torn.push((p.clone(), *off));
+            }
+            let log =
+                persistence.attach(&t, rec.incarnation, false, load.generation, load.last_log);
+            log.sizes.snapshot.store(load.snapshot_bytes, Relaxed);
+            log.sizes.since_snapshot.store(load.log_bytes, Relaxed);
+            keep_dirs.push(dir);
+        }
+        // Directories nothing refers to: staged imports (dropped on restart, as the source
+        // expects), tenants deleted just before a crash.
+        if let Ok(rd) = std::fs::read_dir(root.join(paths::TENANTS)) {
+            for entry in rd.flatten() {
+                let p = entry.path();
+                if !keep_dirs.contains(&p) {
+                    tracing::info!(dir = %p.display(), "removing data of a tenant this server no longer has (a staged import or a deleted tenant)");
+                    let _ = std::fs::remove_dir_all(&p);
+                    summary.dropped_dirs.push(p);
+                }
+            }
+        }
+        // Tenants that exist without a record (the built-in default on a new directory).
+        for t in registry.list() {
+            if persistence.attached.lock().contains_key(&key_of(&t)) {
+                continue;
+            }
+            TenantStore::save(&*persistence, &t).map_err(|e| OpenError::Dir {
+                path: root.clone(),
+                message: e,
+            })?;
+        }
+        summary.took_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            dir = %root.display(),
+            tenants = summary.tenants,
+            keys = summary.keys,
+            expired = summary.expired,
+            effects = summary.effects,
+            took_ms = summary.took_ms,
+            "data loaded"
+        );
+        persistence.status.lock().load = summary;
+        registry.set_store(persistence.clone());
+        persistence.start_threads().map_err(|e| OpenError::Dir {
+            path: root.clone(),
+            message: format!("cannot start persistence threads: {e}"),
+        })?;
+        Ok(persistence)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn start_threads(&self) -> std::io::Result<()> {
+        let sync = self.core.spawn_sync_thread()?;
+        let me = self.me.clone();
+        let jobs = std::thread::Builder::new()
+            .name("ferrite-snapshot".into())
+            .spawn(move || {
+                while let Some(p) = me.upgrade() {
+                    if !p.run_next_job() {
+                        break;
+                    }
+                }
+            })?;
+        let mut t = self.threads.lock();
+        t.push(sync);
+        t.push(jobs);
+        Ok(())
+    }
+
+    /// Journals `t`'s writes from now on: a log in its directory, subscribed to its keyspace.
+    fn attach(
+        &self,
+        t: &Arc<Tenant>,
+        incarnation: u64,
+        staged: bool,
+        generation: u64,
+        last_log: Option<(File, u64)>,
+    ) -> Arc<TenantLog> {
+        let dir = paths::tenant_dir(&self.root, incarnation, t.id());
+        let log = TenantLog::new(
+            self.core.clone(),
+            t.id(),
+            incarnation,
+            dir,
+            generation,
+            last_log,
+        );
+        let ks = t.keyspace();
+        let sink = ks.lock().subscribe(log.clone());
+        t.set_durability(log.clone());
+        self.core.register(&log);
+        self.attached.lock().insert(
+            key_of(t),
+            Attached {
+                tenant: t.clone(),
+                incarnation,
+                log: log.clone(),
+                keyspace: ks,
+                sink,
+                staged,
+            },
+        );
+        log
+    }
+
+    /// Stops journaling `t` and returns its incarnation.
+    fn detach(&self, t: &Arc<Tenant>) -> Option<u64> {
+        let a = self.attached.lock().remove(&key_of(t))?;
+        a.keyspace.lock().unsubscribe(a.sink);
+        a.log.close();
+        self.core.forget(t.id());
+        Some(a.incarnation)
+    }
+
+    fn record_of(t: &Tenant, incarnation: u64) -> TenantRecord {
+        let l = t.limits();
+        TenantRecord {
+            id: t.id().to_string(),
+            incarnation,
+            credential: t.credential().map(|c| c.encode()),
+            maxmemory: l.maxmemory,
+            maxkeys: l.maxkeys,
+            ops: l.ops,
+            state: state_name(t.state()).to_string(),
+            moved_to: (t.state() == TenantState::Moved)
+                .then(|| t.moved_to())
+                .flatten(),
+            created_ms: t.created_at(),
+        }
+    }
+
+    // -- status -------------------------------------------------------------------------------
+
+    /// Writes may run (no log is broken).
+    #[inline]
+    pub fn writable(&self) -> bool {
+        self.core.writable()
+    }
+
+    /// The error refused writes get, after `MISCONF `.
+    pub fn error_text(&self) -> String {
+        self.core.error_text()
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.core.policy()
+    }
+
+    pub fn set_policy(&self, p: FsyncPolicy) {
+        self.core.set_policy(p);
+        self.settings.lock().appendfsync = p;
+    }
+
+    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) {
+        let mut s = self.settings.lock();
+        f(&mut s);
+        self.core.set_policy(s.appendfsync);
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().clone()
+    }
+
+    pub fn stats(&self) -> &crate::core::Stats {
+        &self.core.stats
+    }
+
+    pub fn failing(&self) -> Vec<(String, String)> {
+        self.core.failing()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.core.last_error()
+    }
+
+    /// Effects since the last full snapshot.
+    pub fn changes_since_save(&self) -> u64 {
+        let at = self.status.lock().changes_at_last_save;
+        self.core.stats.changes.load(Relaxed).saturating_sub(at)
+    }
+
+    /// Bytes in log files not compacted yet, and in the newest snapshots, over all tenants.
+    pub fn sizes(&self) -> (u64, u64) {
+        let a = self.attached.lock();
+        a.values().fold((0, 0), |(l, s), x| {
+            (
+                l + x.log.sizes.since_snapshot.load(Relaxed),
+                s + x.log.sizes.snapshot.load(Relaxed),
+            )
+        })
+    }
+
+    /// Bytes published but not yet handed to the kernel.
+    pub fn buffered(&self) -> u64 {
+        let logs: Vec<_> = self
+            .attached
+            .lock()
+            .values()
+            .map(|a| a.log.clone())
+            .collect();
+        logs.iter().map(|l| l.buffered()).sum()
+    }
+
+    // -- the periodic tick ---------------------------------------------------------------------
+
+    /// Called about every 100 ms: writes what connections did not (expiries, imports), and
+    /// schedules snapshots: recovery of broken logs, compaction by size, the `save` schedule.
+    pub fn tick(&self) {
+        // A moved tenant whose frozen copy was released (retention over): its data goes too.
+        let released: Vec<Arc<Tenant>> = self
+            .attached
+            .lock()
+            .values()
+            .filter(|a| {
+                a.tenant.state() == TenantState::Moved
+                    && !Arc::ptr_eq(&a.keyspace, &a.tenant.keyspace())
+            })
+            .map(|a| a.tenant.clone())
+            .collect();
+        for t in released {
+            if let Some(inc) = self.detach(&t) {
+                let _ = std::fs::remove_dir_all(paths::tenant_dir(&self.root, inc, t.id()));
+                tracing::info!(tenant = %t.id(), "removed the data of a tenant handed over to another server");
+            }
+        }
+        let list: Vec<(usize, Arc<TenantLog>, bool)> = self
+            .attached
+            .lock()
+            .iter()
+            .map(|(k, a)| (*k, a.log.clone(), a.tenant.state() == TenantState::Moved))
+            .collect();
+        let settings = self.settings.lock().clone();
+        for (key, log, moved) in list {
+            if log.is_broken() {
+                let mut retry = self.retry_at.lock();
+                let due = retry.get(&key).is_none_or(|t| Instant::now() >= *t);
+                if due && !log.snapshotting.load(SeqCst) {
+                    retry.insert(key, Instant::now() + Duration::from_secs(1));
+                    drop(retry);
+                    self.enqueue(Job::Tenant(key));
+                }
+                continue;
+            }
+            let _ = log.flush();
+            if moved || log.snapshotting.load(SeqCst) {
+                continue;
+            }
+            let since = log.sizes.since_snapshot.load(Relaxed);
+            let base = log.sizes.snapshot.load(Relaxed);
+            if settings.auto_compact_percentage > 0
+                && since >= settings.auto_compact_min_size
+                && since.saturating_mul(100)
+                    >= base.saturating_mul(settings.auto_compact_percentage)
+            {
+                log.snapshotting.store(true, SeqCst);
+                self.enqueue(Job::Tenant(key));
+            }
+        }
+        // Redis's `save` points: after N seconds with at least M changes.
+        if !settings.save.is_empty() {
+            let elapsed = self.last_tick_save.lock().elapsed().as_secs();
+            let changes = self.changes_since_save();
+            let due = settings
+                .save
+                .iter()
+                .any(|(secs, n)| changes >= *n && *n > 0 && elapsed >= *secs);
+            let idle = {
+                let j = self.jobs.lock();
+                j.running.is_none() && !j.queue.iter().any(|x| matches!(x, Job::All(_)))
+            };
+            if due && idle {
+                *self.last_tick_save.lock() = Instant::now();
+                self.enqueue(Job::All(SaveKind::Snapshot));
+            }
+        }
+    }
+
+    fn enqueue(&self, job: Job) {
+        let mut j = self.jobs.lock();
+        j.queue.push_back(job);
+        drop(j);
+        self.jobs_cv.notify_one();
+    }
+
+    /// Runs one job (waiting for one); false when stopping.
+    fn run_next_job(&self) -> bool {
+        let job = {
+            let mut j = self.jobs.lock();
+            loop {
+                if j.stop {
+                    return false;
+                }
+                if let Some(job) = j.queue.pop_front() {
+                    match &job {
+                        Job::All(kind) => {
+                            j.running = Some(*kind);
+                            self.status.lock().save_in_progress = Some((*kind, Instant::now()));
+                        }
+                        Job::Tenant(_) => j.running_tenant = true,
+                    }
+                    break job;
+                }
+                self.jobs_cv.wait_for(&mut j, Duration::from_millis(500));
+            }
+        };
+        match job {
+            Job::All(kind) => {
+                let result = self.snapshot_all();
+                self.finish_save(kind, result);
+                let mut j = self.jobs.lock();
+                j.running = None;
+                let rewrite_waiting = j
+                    .queue
+                    .iter()
+                    .any(|x| matches!(x, Job::All(SaveKind::Rewrite)));
+                drop(j);
+                self.status.lock().rewrite_scheduled = rewrite_waiting;
+            }
+            Job::Tenant(key) => {
+                let target = self
+                    .attached
+                    .lock()
+                    .get(&key)
+                    .map(|a| (a.keyspace.clone(), a.log.clone(), a.tenant.clone()));
+                if let Some((ks, log, tenant)) = target {
+                    let broken = log.is_broken();
+                    if Arc::ptr_eq(&ks, &tenant.keyspace()) && !log.is_closed() {
+                        log.snapshotting.store(true, SeqCst);
+                        match snapshot::take(&ks, &log) {
+                            Ok(info) => {
+                                let mut s = self.status.lock();
+                                s.snapshots += 1;
+                                s.compactions += 1;
+                                s.last_snapshot = Some(info);
+                                if broken {
+                                    self.retry_at.lock().remove(&key);
+                                }
+                            }
+                            Err(e) => {
+                                self.status.lock().snapshot_failures += 1;
+                                if !broken {
+                                    tracing::warn!(tenant = %tenant.id(), error = %e, "compaction failed");
+                                }
+                            }
+                        }
+                    }
+                    log.snapshotting.store(false, SeqCst);
+                }
+                self.jobs.lock().running_tenant = false;
+            }
+        }
+        self.jobs_cv.notify_all();
+        true
+    }
+
+    /// Snapshots every tenant served here (and staged imports); the first error is returned
+    /// after trying them all.
+    fn snapshot_all(&self) -> Result<(), String> {
+        let changes_before = self.core.stats.changes.load(Relaxed);
+        let targets: Vec<(Arc<Keyspace>, Arc<TenantLog>, Arc<Tenant>)> = self
+            .attached
+            .lock()
+            .values()
+            .filter(|a| a.tenant.state() != TenantState::Moved)
+            .map(|a| (a.keyspace.clone(), a.log.clone(), a.tenant.clone()))
+            .collect();
+        let mut first_error = None;
+        for (ks, log, tenant) in targets {
+            if !Arc::ptr_eq(&ks, &tenant.keyspace()) || log.is_closed() {
+                continue;
+            }
+            // A compaction of this tenant may be running on another path (SAVE): wait for it.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while log
+                .snapshotting
+                .compare_exchange(false, true, SeqCst, SeqCst)
+                .is_err()
+            {
+                if Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let r = snapshot::take(&ks, &log);
+            log.snapshotting.store(false, SeqCst);
+            match r {
+                Ok(info) => {
+                    let mut s = self.status.lock();
+                    s.snapshots += 1;
+                    s.last_snapshot = Some(info);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.id(), error = %e, "snapshot failed");
+                    self.status.lock().snapshot_failures += 1;
+                    first_error.get_or_insert(format!("tenant '{}': {e}", tenant.id()));
+                }
+            }
+        }
+        match first_error {
+            None => {
+                self.status.lock().changes_at_last_save = changes_before;
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+
+    fn finish_save(&self, kind: SaveKind, result: Result<(), String>) {
+        let mut s = self.status.lock();
+        let took = s
+            .save_in_progress
+            .take()
+            .map_or(0, |(_, t)| t.elapsed().as_secs() as i64);
+        match kind {
+            SaveKind::Snapshot => {
+                s.last_save_ok = result.is_ok();
+                s.last_save_secs = took;
+                if result.is_ok() {
+                    s.saves += 1;
+                    s.last_save_unix = ferrite_storage::now_ms() / 1000;
+                }
+            }
+            SaveKind::Rewrite => {
+                s.last_rewrite_ok = result.is_ok();
+                s.last_rewrite_secs = took;
+                if result.is_ok() {
+                    s.rewrites += 1;
+                    s.rewrite_failures_in_a_row = 0;
+                } else {
+                    s.rewrite_failures_in_a_row += 1;
+                }
+            }
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "background save failed");
+        }
+    }
+
+    // -- commands ------------------------------------------------------------------------------
+
+    /// SAVE: snapshots everything now and returns when done (blocking: call it off the async
+    /// workers). Writes keep running meanwhile.
+    pub fn save_now(&self) -> Result<(), String> {
+        {
+            let mut j = self.jobs.lock();
+            if j.running.is_some() {
+                return Err("Background save already in progress".into());
+            }
+            j.running = Some(SaveKind::Snapshot);
+            self.status.lock().save_in_progress = Some((SaveKind::Snapshot, Instant::now()));
+        }
+        let result = self.snapshot_all();
+        self.finish_save(SaveKind::Snapshot, result.clone());
+        self.jobs.lock().running = None;
+        self.jobs_cv.notify_all();
+        result
+    }
+
+    /// BGSAVE [SCHEDULE]: the reply text, or the error.
+    pub fn bgsave(&self, schedule: bool) -> Result<&'static str, String> {
+        let mut j = self.jobs.lock();
+        let busy = j.running.is_some() || j.queue.iter().any(|x| matches!(x, Job::All(_)));
+        if j.running == Some(SaveKind::Snapshot)
+            || j.queue
+                .iter()
+                .any(|x| matches!(x, Job::All(SaveKind::Snapshot)))
+        {
+            return Err("Background save already in progress".into());
+        }
+        if busy && !schedule {
+            return Err(
+                "Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible."
+                    .into(),
+            );
+        }
+        j.queue.push_back(Job::All(SaveKind::Snapshot));
+        drop(j);
+        self.jobs_cv.notify_one();
+        Ok(if busy {
+            "Background saving scheduled"
+        } else {
+            "Background saving started"
+        })
+    }
+
+    /// BGREWRITEAOF: compacts every tenant's log into a new snapshot.
+    pub fn bgrewriteaof(&self) -> Result<&'static str, String> {
+        let mut j = self.jobs.lock();
+        if j.running == Some(SaveKind::Rewrite)
+            || j.queue
+                .iter()
+                .any(|x| matches!(x, Job::All(SaveKind::Rewrite)))
+        {
+            return Err("Background append only file rewriting already in progress".into());
+        }
+        let busy = j.running.is_some();
+        j.queue.push_back(Job::All(SaveKind::Rewrite));
+        drop(j);
+        self.jobs_cv.notify_one();
+        if busy {
+            self.status.lock().rewrite_scheduled = true;
+            Ok("Background append only file rewriting scheduled")
+        } else {
+            Ok("Background append only file rewriting started")
+        }
+    }
+
+    /// LASTSAVE: Unix seconds of the last successful full snapshot (or of startup).
+    pub fn lastsave(&self) -> u64 {
+        self.status.lock().last_save_unix
+    }
+
+    /// Waits until no snapshot job is queued or running (tests, shutdown).
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut j = self.jobs.lock();
+        while j.running.is_some() || j.running_tenant || !j.queue.is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.jobs_cv.wait_for(&mut j, Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Writes and fsyncs every log (SHUTDOWN, and before a tenant's activation is confirmed).
+    pub fn flush_all(&self) -> Result<(), String> {
+        let logs: Vec<_> = self
+            .attached
+            .lock()
+            .values()
+            .map(|a| a.log.clone())
+            .collect();
+        let mut first = Ok(());
+        for l in logs {
+            if l.is_closed() {
+                continue;
+            }
+            if let Err(e) = l.flush_and_sync()
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    /// Stops: lets a running snapshot finish, writes and fsyncs every log, stops the threads.
+    pub fn shutdown(&self) {
+        {
+            let mut j = self.jobs.lock();
+            j.queue.clear();
+        }
+        self.wait_idle(Duration::from_secs(600));
+        if let Err(e) = self.flush_all() {
+            tracing::error!(error = %e, "persistence: could not write everything at shutdown");
+        }
+        self.jobs.lock().stop = true;
+        self.jobs_cv.notify_all();
+        self.core.stop_sync_thread();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+        let attached: Vec<_> = self
+            .attached
+            .lock()
+            .values()
+            .map(|a| a.log.clone())
+            .collect();
+        for l in attached {
+            l.close();
+        }
+    }
+}
+
+impl TenantStore for Persistence {
+    fn save(&self, t: &Arc<Tenant>) -> Result<(), String> {
+        let existing = self
+            .attached
+            .lock()
+            .get(&key_of(t))
+            .map(|a| (a.incarnation, a.staged, a.log.clone()));
+        let incarnation = match existing {
+            Some((inc, staged, log)) => {
+                if staged && t.state() != TenantState::Moved {
+                    // An import being activated: its data must be on disk before it counts.
+                    log.flush_and_sync()?;
+                    if let Some(a) = self.attached.lock().get_mut(&key_of(t)) {
+                        a.staged = false;
+                    }
+                }
+                inc
+            }
+            None => {
+                let inc = self
+                    .catalog
+                    .lock()
+                    .new_incarnation()
+                    .map_err(|e| self.catalog_error(e))?;
+                self.attach(t, inc, false, 1, None);
+                inc
+            }
+        };
+        let rec = Self::record_of(t, incarnation);
+        let replaced = {
+            let mut c = self.catalog.lock();
+            let before = c
+                .tenant(t.id())
+                .map(|r| r.incarnation)
+                .filter(|i| *i != incarnation);
+            c.put_tenant(rec).map_err(|e| self.catalog_error(e))?;
+            before
+        };
+        // An import activated over a `moved` record of the same tenant (it came back): the
+        // record now names the new data; the old copy goes.
+        if let Some(old) = replaced {
+            let stale: Vec<Arc<Tenant>> = self
+                .attached
+                .lock()
+                .values()
+                .filter(|a| a.incarnation == old)
+                .map(|a| a.tenant.clone())
+                .collect();
+            for s in stale {
+                self.detach(&s);
+            }
+            let _ = std::fs::remove_dir_all(paths::tenant_dir(&self.root, old, t.id()));
+        }
+        Ok(())
+    }
+
+    fn delete(&self, t: &Arc<Tenant>) -> Result<(), String> {
+        let Some(incarnation) = self.detach(t) else {
+            return Ok(());
+        };
+        self.catalog
+            .lock()
+            .delete_tenant(t.id(), incarnation)
+            .map_err(|e| self.catalog_error(e))?;
+        let dir = paths::tenant_dir(&self.root, incarnation, t.id());
+        // Harmless if it fails: nothing refers to it; the next start removes it.
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted tenant's data");
+        }
+        Ok(())
+    }
+
+    fn staged(&self, t: &Arc<Tenant>) {
+        let inc = match self.catalog.lock().new_incarnation() {
+            Ok(i) => i,
+            Err(e) => {
+                // The import runs in memory; its activation will fail to persist and say so.
+                self.core.note_error(&format!("catalog: {e}"));
+                return;
+            }
+        };
+        self.attach(t, inc, true, 1, None);
+    }
+
+    fn unstaged(&self, t: &Arc<Tenant>) {
+        if let Some(inc) = self.detach(t) {
+            let _ = std::fs::remove_dir_all(paths::tenant_dir(&self.root, inc, t.id()));
+        }
+    }
+}
+
+impl Persistence {
+    fn catalog_error(&self, e: std::io::Error) -> String {
+        let msg = format!("catalog {}: {e}", self.root.join(paths::CATALOG).display());
+        self.core.note_error(&msg);
+        msg
+    }
+}
+
+/// Loads every tenant's directory, in parallel (one thread per core, at most the tenants).
+fn load_all(
+    root: &Path,
+    tenants: &[(Arc<Tenant>, TenantRecord)],
+) -> Result<Vec<Option<load::TenantLoad>>, OpenError> {
+    let work: Vec<usize> = (0..tenants.len()).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(work.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<load::TenantLoad, LoadError>>>> =
+        Mutex::new((0..tenants.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(&idx) = work.get(i) else { break };
+                    let (t, rec) = &tenants[idx];
+                    let dir = paths::tenant_dir(root, rec.incarnation, &rec.id);
+                    let ks = t.keyspace();
+                    let r = {
+                        let mut db = ks.lock();
+                        load::load_tenant(&dir, &rec.id, rec.incarnation, &mut db, true)
+                    };
+                    results.lock()[idx] = Some(r);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(tenants.len());
+    for r in results.into_inner() {
+        match r {
+            None => out.push(None),
+            Some(Ok(l)) => out.push(Some(l)),
+            Some(Err(e)) => return Err(OpenError::Load(e)),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_commands::replay::Replayer;
+    use ferrite_storage::OwnedArgv;
+    use ferrite_tenancy::{CreateOptions, TenancySettings};
+
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            dir: dir.to_path_buf(),
+            appendfsync: FsyncPolicy::Everysec,
+            save: Vec::new(),
+            auto_compact_percentage: 100,
+            auto_compact_min_size: 64 << 20,
+        }
+    }
+
+    /// Runs commands on a tenant as a connection would (effects published to its log).
+    fn run(t: &Tenant, now: u64, cmds: &[&[&str]]) {
+        let ks = t.keyspace();
+        let mut db = ks.lock();
+        let mut r = Replayer::new();
+        for c in cmds {
+            let argv: OwnedArgv = c.iter().map(|a| a.as_bytes().to_vec()).collect();
+            r.apply(&mut db, now, ferrite_storage::Argv::Owned(&argv))
+                .unwrap();
+        }
+    }
+
+    fn digest(t: &Tenant) -> (usize, u64) {
+        let ks = t.keyspace();
+        let db = ks.lock();
+        (db.len(), db.digest().combined())
+    }
+
+    fn registry() -> Arc<Registry> {
+        Arc::new(Registry::new(TenancySettings::default()))
+    }
+
+    #[test]
+    fn tenants_and_data_survive_a_restart_with_snapshots_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = ferrite_storage::now_ms();
+        let (want_acme, want_default) = {
+            let reg = registry();
+            let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+            let acme = reg
+                .create(
+                    "acme",
+                    CreateOptions {
+                        credential: Some(Credential::from_password(b"pw")),
+                        maxkeys: Some(100),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            run(
+                &acme,
+                now,
+                &[
+                    &["SET", "a", "1"],
+                    &["RPUSH", "l", "x", "y"],
+                    &["SADD", "s", "m"],
+                ],
+            );
+            run(&reg.default_tenant(), now, &[&["HSET", "h", "f", "v"]]);
+            p.save_now().unwrap();
+            run(
+                &acme,
+                now + 1,
+                &[
+                    &["INCR", "a"],
+                    &["ZADD", "z", "1.5", "m"],
+                    &["SET", "gone", "x", "PX", "1"],
+                ],
+            );
+            run(&acme, now + 2, &[&["EXPIRE", "l", "1000"]]);
+            p.tick();
+            let w = (digest(&acme), digest(&reg.default_tenant()));
+            p.shutdown();
+            w
+        };
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        let acme = reg.get("acme").expect("tenant restored");
+        assert!(acme.check_password(b"pw"));
+        assert_eq!(acme.limits().maxkeys, 100);
+        // `gone` expired while the server was down: 1 key fewer, the rest identical.
+        assert_eq!(digest(&acme).0, want_acme.0 - 1);
+        assert!(acme.keyspace().lock().peek(b"gone").is_none());
+        assert_eq!(digest(&reg.default_tenant()), want_default);
+        let st = p.status();
+        assert_eq!(st.load.tenants, 2);
+        assert_eq!(st.load.expired, 1);
+        p.shutdown();
+    }
+
+    #[test]
+    fn deleted_moved_and_staged_tenants_come_back_as_they_should() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = ferrite_storage::now_ms();
+        {
+            let reg = registry();
+            let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+            let gone = reg.create("gone", CreateOptions::default()).unwrap();
+            run(&gone, now, &[&["SET", "k", "v"]]);
+            reg.delete("gone", true, None).unwrap();
+            let away = reg.create("away", CreateOptions::default()).unwrap();
+            run(&away, now, &[&["SET", "k", "v"]]);
+            away.set_moved("10.1.2.3:7000");
+            reg.persist(&away).unwrap();
+            let staged = Arc::new(Tenant::new("incoming", None, TenantLimits::default()));
+            staged.set_state(TenantState::Importing);
+            reg.insert_import(staged.clone()).unwrap();
+            run(&staged, now, &[&["SET", "k", "v"]]);
+            p.tick();
+            p.shutdown();
+        }
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        assert!(reg.get("gone").is_none());
+        assert!(
+            reg.get("incoming").is_none(),
+            "a staged import is dropped on restart"
+        );
+        let away = reg.get("away").unwrap();
+        assert_eq!(away.state(), TenantState::Moved);
+        assert_eq!(away.moved_to().as_deref(), Some("10.1.2.3:7000"));
+        // Kept as the frozen copy (a CANCEL could still give it back) until it is released.
+        assert_eq!(away.keyspace().len(), 1);
+        assert!(
+            !p.status().load.dropped_dirs.is_empty(),
+            "the staged import's data went"
+        );
+        p.shutdown();
+    }
+
+    #[test]
+    fn a_second_server_cannot_open_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Persistence::open(settings(dir.path()), &registry()).unwrap();
+        let err = Persistence::open(settings(dir.path()), &registry())
+            .err()
+            .unwrap();
+        assert!(matches!(err, OpenError::Locked(_)), "{err}");
+        p.shutdown();
+    }
+
+    #[test]
+    fn a_snapshot_taken_while_writes_run_reloads_to_the_same_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = ferrite_storage::now_ms();
+        let want = {
+            let reg = registry();
+            let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+            let t = reg.default_tenant();
+            for i in 0..20_000 {
+                let k = format!("k{i}");
+                run(&t, now, &[&["SET", &k, "value"]]);
+            }
+            let writer = {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        let k = format!("k{}", (i * 7919) % 30_000);
+                        run(&t, now, &[&["APPEND", &k, "+"]]);
+                        if i % 100 == 0 {
+                            run(&t, now, &[&["FLUSHDB"]]);
+                        }
+                    }
+                })
+            };
+            p.save_now().unwrap();
+            writer.join().unwrap();
+            p.tick();
+            let w = digest(&t);
+            p.shutdown();
+            w
+        };
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        assert_eq!(digest(&reg.default_tenant()), want);
+        p.shutdown();
+    }
+}

@@ -1,0 +1,455 @@
+//! One tenant's append-only log: the keyspace publishes effects into a buffer under its lock
+//! ([`EffectSink`]); whoever needs them on disk — the connection that wrote, before it replies,
+//! or the periodic tick — hands the buffer to the kernel with one `write`; the fsync thread
+//! makes written bytes durable (every second, or at once for writers waiting under `always`,
+//! many writers sharing one `fdatasync`: group commit).
+//!
+//! Positions (`lsn`) count effect bytes since the log was opened; `written` and `synced` say how
+//! far the kernel and the disk have them. A snapshot *rotates* the log under the keyspace lock:
+//! effects published after that moment go to the next generation's file.
+//!
+//! A failed write or fsync *breaks* the log: what was not written is dropped from the buffer
+//! (the data is still in memory), writes are refused server-wide (`-MISCONF`), and the tick
+//! takes a new snapshot of the tenant — which holds everything the log lost — and continues with
+//! a fresh generation once that succeeded: writes resume by themselves when the disk is back.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use ferrite_storage::{EffectSink, Effects};
+use parking_lot::Mutex;
+
+use crate::core::{Core, FsyncPolicy};
+use crate::format::{Kind, begin_frame, end_frame, put_file_header, put_frame};
+use crate::paths;
+use crate::record::{FileHeader, put_effects, put_log_header};
+
+/// Effects waiting to be written.
+struct Pending {
+    buf: Vec<u8>,
+    /// Generation switches: (offset in `buf`, the generation that starts there).
+    switches: Vec<(usize, u64)>,
+    /// The generation effects published now belong to.
+    generation: u64,
+    /// Bytes ever appended (the position after `buf`).
+    appended: u64,
+    /// Broken: effects are dropped (the recovery snapshot will hold them).
+    broken: bool,
+    /// A recovery snapshot is being written: effects are kept but not written until it is done,
+    /// so the new generation never follows a gap.
+    recovering: bool,
+}
+
+/// The file side, used by one writer at a time.
+struct FileSide {
+    file: Option<Arc<File>>,
+    /// Generation of `file` (or of the file to open on the next write).
+    generation: u64,
+    /// Bytes in the current file.
+    size: u64,
+}
+
+/// Sizes used by the compaction trigger and INFO.
+#[derive(Debug, Default)]
+pub struct LogSizes {
+    /// Bytes of log files written since the last snapshot (all generations not compacted yet).
+    pub since_snapshot: AtomicU64,
+    /// Size of the last snapshot file.
+    pub snapshot: AtomicU64,
+}
+
+/// A tenant's log.
+pub struct TenantLog {
+    pub tenant: String,
+    pub incarnation: u64,
+    pub dir: PathBuf,
+    core: Arc<Core>,
+    me: Weak<TenantLog>,
+    pending: Mutex<Pending>,
+    file: Mutex<FileSide>,
+    written: AtomicU64,
+    synced: AtomicU64,
+    synced_notify: tokio::sync::Notify,
+    broken: AtomicBool,
+    /// The log is closed (tenant deleted, moved away, server stopping): nothing more is written.
+    closed: AtomicBool,
+    pub sizes: LogSizes,
+    /// A snapshot of this tenant is running.
+    pub snapshotting: AtomicBool,
+}
+
+impl TenantLog {
+    /// A log that appends to generation `generation` (existing file or new), with `size` bytes
+    /// in that file already.
+    pub fn new(
+        core: Arc<Core>,
+        tenant: &str,
+        incarnation: u64,
+        dir: PathBuf,
+        generation: u64,
+        existing: Option<(File, u64)>,
+    ) -> Arc<TenantLog> {
+        let (file, size) = match existing {
+            Some((f, size)) => (Some(Arc::new(f)), size),
+            None => (None, 0),
+        };
+        Arc::new_cyclic(|me| TenantLog {
+            tenant: tenant.to_string(),
+            incarnation,
+            dir,
+            core,
+            me: me.clone(),
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(64 * 1024),
+                switches: Vec::new(),
+                generation,
+                appended: 0,
+                broken: false,
+                recovering: false,
+            }),
+            file: Mutex::new(FileSide {
+                file,
+                generation,
+                size,
+            }),
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            synced_notify: tokio::sync::Notify::new(),
+            broken: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            sizes: LogSizes::default(),
+            snapshotting: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(SeqCst)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(SeqCst)
+    }
+
+    pub fn synced(&self) -> u64 {
+        self.synced.load(SeqCst)
+    }
+
+    /// Bytes published but not yet written.
+    pub fn buffered(&self) -> u64 {
+        self.pending.lock().buf.len() as u64
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.pending.lock().generation
+    }
+
+    /// Starts the next generation: effects published from now on go to its file. Call it under
+    /// the keyspace lock, in the same critical section that opens the snapshot. A broken log
+    /// enters recovery: what comes after this point is kept, and written once the snapshot that
+    /// holds everything before it is on disk ([`TenantLog::snapshot_done`]).
+    pub fn rotate_locked(&self) -> u64 {
+        let mut p = self.pending.lock();
+        p.generation += 1;
+        let g = p.generation;
+        if p.broken {
+            p.broken = false;
+            p.recovering = true;
+            p.buf.clear();
+            p.switches.clear();
+        }
+        if !p.recovering {
+            let at = p.buf.len();
+            p.switches.push((at, g));
+        }
+        g
+    }
+
+    /// The snapshot of generation `g` is durable. A recovering log now continues in generation
+    /// `g`; returns false if that failed (the log is broken again).
+    pub fn snapshot_done(&self, g: u64, snapshot_bytes: u64) -> bool {
+        self.sizes.snapshot.store(snapshot_bytes, Relaxed);
+        self.sizes.since_snapshot.store(0, Relaxed);
+        let recovered = {
+            let mut p = self.pending.lock();
+            if p.recovering {
+                p.recovering = false;
+                // The effects kept since the rotation start generation `g`.
+                p.switches.insert(0, (0, g));
+                true
+            } else {
+                false
+            }
+        };
+        if recovered {
+            {
+                // Forget the file of the broken generation: the next write opens `g`'s.
+                let mut f = self.file.lock();
+                f.file = None;
+            }
+            match self.flush() {
+                Ok(()) => {
+                    self.broken.store(false, SeqCst);
+                    self.core.recovered(&self.tenant);
+                    true
+                }
+                Err(_) => false,
+            }
+        } else {
+            true
+        }
+    }
+
+    /// A snapshot failed: a recovering log goes back to broken (the next attempt starts over).
+    pub fn snapshot_failed(&self) {
+        let mut p = self.pending.lock();
+        if p.recovering {
+            p.recovering = false;
+            p.broken = true;
+            p.buf.clear();
+            p.switches.clear();
+        }
+    }
+
+    /// Hands everything published so far to the kernel (one `write` per generation touched).
+    pub fn flush(&self) -> Result<(), String> {
+        if self.closed.load(Relaxed) {
+            return Ok(());
+        }
+        let mut fs = self.file.lock();
+        let (buf, switches, end) = {
+            let mut p = self.pending.lock();
+            if p.broken {
+                return Err(self.core.error_text());
+            }
+            if p.recovering || (p.buf.is_empty() && p.switches.is_empty()) {
+                return if p.recovering {
+                    Err(self.core.error_text())
+                } else {
+                    Ok(())
+                };
+            }
+            let cap = p.buf.capacity().min(1 << 20);
+            let buf = std::mem::replace(&mut p.buf, Vec::with_capacity(cap));
+            let switches = std::mem::take(&mut p.switches);
+            p.appended += buf.len() as u64;
+            (buf, switches, p.appended)
+        };
+        let started = Instant::now();
+        let result = self.write_out(&mut fs, &buf, &switches);
+        self.core.stats.record_write(buf.len(), started.elapsed());
+        match result {
+            Ok(()) => {
+                self.written.store(end, SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                drop(fs);
+                self.fail(&format!("write: {msg}"));
+                Err(self.core.error_text())
+            }
+        }
+    }
+
+    fn write_out(
+        &self,
+        fs: &mut FileSide,
+        buf: &[u8],
+        switches: &[(usize, u64)],
+    ) -> std::io::Result<()> {
+        let mut pos = 0usize;
+        for &(at, generation) in switches {
+            self.write_segment(fs, &buf[pos..at])?;
+            pos = at;
+            // The old generation is complete and durable before the new one gets anything, so
+            // only the newest log of a tenant can ever end torn.
+            if let Some(f) = fs.file.take() {
+                f.sync_data()?;
+            }
+            fs.generation = generation;
+            fs.size = 0;
+        }
+        self.write_segment(fs, &buf[pos..])
+    }
+
+    fn write_segment(&self, fs: &mut FileSide, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if fs.file.is_none() {
+            let (f, size) = self.open_generation(fs.generation)?;
+            fs.file = Some(Arc::new(f));
+            fs.size = size;
+        }
+        if let Some(f) = &fs.file {
+            (&**f).write_all(data)?;
+            fs.size += data.len() as u64;
+            self.sizes
+                .since_snapshot
+                .fetch_add(data.len() as u64, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Opens (creating it with its header if needed) the file of a generation.
+    fn open_generation(&self, generation: u64) -> std::io::Result<(File, u64)> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(paths::log_file(generation));
+        let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = f.metadata()?.len();
+        if size > 0 {
+            return Ok((f, size));
+        }
+        let mut head = Vec::with_capacity(64);
+        put_file_header(&mut head, Kind::Log);
+        let mut h = Vec::new();
+        put_log_header(
+            &mut h,
+            &FileHeader {
+                tenant: self.tenant.clone(),
+                incarnation: self.incarnation,
+                generation,
+                version: 0,
+                created_ms: ferrite_storage::now_ms(),
+            },
+        );
+        put_frame(&mut head, &h);
+        f.write_all(&head)?;
+        // The new file must survive a power loss as a whole: its data, and its name.
+        f.sync_all()?;
+        paths::sync_dir(&self.dir)?;
+        Ok((f, head.len() as u64))
+    }
+
+    /// Makes what was written durable (the fsync thread calls it).
+    pub fn sync(&self) {
+        let (target, file) = {
+            let fs = self.file.lock();
+            (self.written.load(SeqCst), fs.file.clone())
+        };
+        if target <= self.synced.load(SeqCst) {
+            return;
+        }
+        let started = Instant::now();
+        let result = match &file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        };
+        self.core.stats.record_fsync(started.elapsed());
+        match result {
+            Ok(()) => {
+                self.synced.fetch_max(target, SeqCst);
+                self.synced_notify.notify_waiters();
+            }
+            Err(e) => {
+                // After a failed fsync the kernel may have dropped the dirty pages: nothing
+                // written since the last good fsync can be trusted. The recovery snapshot
+                // rewrites it all from memory.
+                self.fail(&format!("fsync: {e}"));
+            }
+        }
+    }
+
+    /// Breaks the log after a failed write or fsync.
+    fn fail(&self, why: &str) {
+        {
+            let mut p = self.pending.lock();
+            p.broken = true;
+            p.recovering = false;
+            p.buf.clear();
+            p.switches.clear();
+        }
+        {
+            let mut f = self.file.lock();
+            f.file = None;
+        }
+        if !self.broken.swap(true, SeqCst) {
+            self.core.failed(&self.tenant, why);
+        }
+        self.synced_notify.notify_waiters();
+    }
+
+    /// Stops writing (tenant deleted or handed over, server stopping).
+    pub fn close(&self) {
+        self.closed.store(true, Relaxed);
+        self.synced_notify.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    /// Writes and fsyncs everything now (shutdown, activation of an import).
+    pub fn flush_and_sync(&self) -> Result<(), String> {
+        self.flush()?;
+        self.sync();
+        if self.is_broken() {
+            return Err(self.core.error_text());
+        }
+        Ok(())
+    }
+
+    fn arc(&self) -> Option<Arc<TenantLog>> {
+        self.me.upgrade()
+    }
+}
+
+impl EffectSink for TenantLog {
+    fn publish(&self, effects: &Effects<'_>) {
+        let mut p = self.pending.lock();
+        if p.broken {
+            return;
+        }
+        let start = begin_frame(&mut p.buf);
+        put_effects(&mut p.buf, effects.now, effects.len(), effects.iter());
+        end_frame(&mut p.buf, start);
+        drop(p);
+        self.core.stats.changes.fetch_add(1, Relaxed);
+    }
+}
+
+impl ferrite_tenancy::Durability for TenantLog {
+    fn commit(&self) -> Result<Option<u64>, String> {
+        self.flush()?;
+        match self.core.policy() {
+            FsyncPolicy::Always => {
+                let target = self.written();
+                if target > self.synced() {
+                    if let Some(me) = self.arc() {
+                        self.core.request_sync(me);
+                    }
+                    return Ok(Some(target));
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn wait_synced(
+        &self,
+        position: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                let notified = self.synced_notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.synced() >= position {
+                    return Ok(());
+                }
+                if self.is_broken() {
+                    return Err(self.core.error_text());
+                }
+                if self.is_closed() {
+                    return Err("the log was closed before the write was durable".into());
+                }
+                notified.await;
+            }
+        })
+    }
+}

@@ -1,0 +1,486 @@
+//! Redis's conversion rules between replies and Lua values, both ways.
+//!
+//! Command reply → Lua (`redisProtocolToLuaType`): integer → number, bulk → string, null bulk
+//! or null array → `false`, array → table, status → `{ok=...}`, error → `{err=...}`; with
+//! `redis.setresp(3)` also map → `{map={...}}`, set → `{set={m=true}}`, null → `nil`, boolean →
+//! boolean, double → `{double=n}`, big number → `{big_number=s}`, verbatim →
+//! `{verbatim_string={format=..., string=...}}`.
+//!
+//! Lua → reply (`luaReplyToRedisReply`): string → bulk, number → integer (truncated toward
+//! zero), `true` → 1 and `false` → null (RESP3 booleans after `setresp(3)`), table with `err` →
+//! error, `ok` → status, `double`, `big_number`, `verbatim_string`, `map`, `set`, otherwise an
+//! array of the elements 1..n up to the first nil; anything else → null.
+
+use bytes::BytesMut;
+use ferrite_protocol::{Protocol, ReplyWriter};
+use mlua::{Lua, Table, Value};
+
+/// Nesting beyond this in a script's reply is an error (a table can contain itself).
+pub const MAX_REPLY_DEPTH: usize = 1000;
+
+/// Why a Lua value could not become a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LuaReply {
+    TooDeep,
+    TooLarge,
+    Lua(String),
+}
+
+impl From<mlua::Error> for LuaReply {
+    fn from(e: mlua::Error) -> Self {
+        LuaReply::Lua(e.to_string())
+    }
+}
+
+/// Writes a script's return value as a reply in the client's protocol. `resp3_script` is the
+/// script's `redis.setresp` choice (it decides how booleans convert). Stops with an error once
+/// the reply passes `max_bytes`.
+pub fn lua_to_reply(
+    value: &Value,
+    out: &mut BytesMut,
+    proto: Protocol,
+    resp3_script: bool,
+    max_bytes: usize,
+) -> Result<(), LuaReply> {
+    let start = out.len();
+    let mut conv = ToReply {
+        proto,
+        resp3_script,
+        limit: start.saturating_add(max_bytes),
+    };
+    conv.value(value, out, 0)
+}
+
+struct ToReply {
+    proto: Protocol,
+    resp3_script: bool,
+    limit: usize,
+}
+
+impl ToReply {
+    fn value(&mut self, v: &Value, out: &mut BytesMut, depth: usize) -> Result<(), LuaReply> {
+        if depth > MAX_REPLY_DEPTH {
+            return Err(LuaReply::TooDeep);
+        }
+        if out.len() > self.limit {
+            return Err(LuaReply::TooLarge);
+        }
+        let mut w = ReplyWriter::new(out, self.proto);
+        match v {
+            Value::String(s) => w.bulk(&s.as_bytes()),
+            Value::Boolean(b) => {
+                if self.resp3_script {
+                    w.boolean(*b)
+                } else if *b {
+                    w.int(1)
+                } else {
+                    w.null()
+                }
+            }
+            Value::Integer(i) => w.int(*i),
+            Value::Number(n) => w.int(truncate(*n)),
+            Value::Table(t) => return self.table(t, out, depth),
+            _ => w.null(),
+        }
+        Ok(())
+    }
+
+    fn table(&mut self, t: &Table, out: &mut BytesMut, depth: usize) -> Result<(), LuaReply> {
+        let mut w = ReplyWriter::new(out, self.proto);
+        if let Value::String(e) = t.raw_get::<Value>("err")? {
+            w.raw(b"-");
+            w.raw(&single_line(&e.as_bytes()));
+            w.raw(b"\r\n");
+            return Ok(());
+        }
+        if let Value::String(s) = t.raw_get::<Value>("ok")? {
+            w.raw(b"+");
+            w.raw(&single_line(&s.as_bytes()));
+            w.raw(b"\r\n");
+            return Ok(());
+        }
+        match t.raw_get::<Value>("double")? {
+            Value::Number(n) => {
+                w.double(n);
+                return Ok(());
+            }
+            Value::Integer(i) => {
+                w.double(i as f64);
+                return Ok(());
+            }
+            _ => {}
+        }
+        if let Value::String(s) = t.raw_get::<Value>("big_number")? {
+            let digits = single_line(&s.as_bytes());
+            match self.proto {
+                Protocol::Resp3 => {
+                    w.raw(b"(");
+                    w.raw(&digits);
+                    w.raw(b"\r\n");
+                }
+                Protocol::Resp2 => w.bulk(&digits),
+            }
+            return Ok(());
+        }
+        if let Value::Table(v) = t.raw_get::<Value>("verbatim_string")? {
+            if let (Value::String(format), Value::String(text)) =
+                (v.raw_get::<Value>("format")?, v.raw_get::<Value>("string")?)
+            {
+                let text = text.as_bytes();
+                match self.proto {
+                    Protocol::Resp3 => {
+                        let format = format.as_bytes();
+                        let mut f = [b' '; 3];
+                        for (d, s) in f.iter_mut().zip(format.iter()) {
+                            *d = *s;
+                        }
+                        w.raw(format!("={}\r\n", text.len() + 4).as_bytes());
+                        w.raw(&f);
+                        w.raw(b":");
+                        w.raw(&text);
+                        w.raw(b"\r\n");
+                    }
+                    Protocol::Resp2 => w.bulk(&text),
+                }
+                return Ok(());
+            }
+        }
+        if let Value::Table(m) = t.raw_get::<Value>("map")? {
+            let pairs: Vec<(Value, Value)> = m.pairs::<Value, Value>().collect::<Result<_, _>>()?;
+            w.map(pairs.len());
+            for (k, v) in &pairs {
+                self.value(k, out, depth + 1)?;
+                self.value(v, out, depth + 1)?;
+            }
+            return Ok(());
+        }
+        if let Value::Table(s) = t.raw_get::<Value>("set")? {
+            let members: Vec<Value> = s
+                .pairs::<Value, Value>()
+                .map(|p| p.map(|(k, _)| k))
+                .collect::<Result<_, _>>()?;
+            w.set(members.len());
+            for m in &members {
+                self.value(m, out, depth + 1)?;
+            }
+            return Ok(());
+        }
+        // An array: elements 1..n up to the first nil (Redis stops there, holes and all).
+        let mut items = Vec::new();
+        loop {
+            let v: Value = t.raw_get(items.len() + 1)?;
+            if v.is_nil() {
+                break;
+            }
+            items.push(v);
+        }
+        w.array(items.len());
+        for v in &items {
+            self.value(v, out, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Lua number → reply integer as Redis's `(long long)` cast does on x86-64: toward zero, and
+/// the "integer indefinite" value (i64::MIN) for NaN, infinities and anything out of range.
+fn truncate(n: f64) -> i64 {
+    if n.is_finite() && n > -9.223_372_036_854_776e18 && n < 9.223_372_036_854_776e18 {
+        n as i64
+    } else {
+        i64::MIN
+    }
+}
+
+/// Status and error texts are one line: CR and LF become spaces (`sdsmapchars`).
+fn single_line(s: &[u8]) -> Vec<u8> {
+    s.iter()
+        .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+        .collect()
+}
+
+/// A command reply (RESP produced by Ferrite's own writer) as a Lua value. The second value is
+/// true when the reply is an error (its `{err=...}` table is then what `redis.call` raises).
+pub fn reply_to_lua(lua: &Lua, reply: &[u8]) -> mlua::Result<(Value, bool)> {
+    let mut p = Parser { buf: reply, pos: 0 };
+    let failed = reply.first() == Some(&b'-');
+    let v = p.value(lua)?;
+    Ok((v, failed))
+}
+
+struct Parser<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn line(&mut self) -> mlua::Result<&[u8]> {
+        let rest = &self.buf[self.pos..];
+        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Err(bad_reply());
+        };
+        self.pos += end + 2;
+        Ok(&rest[..end])
+    }
+
+    fn int(&mut self) -> mlua::Result<i64> {
+        let l = self.line()?;
+        std::str::from_utf8(l)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad_reply)
+    }
+
+    fn bytes(&mut self, n: usize) -> mlua::Result<&[u8]> {
+        let end = self.pos.checked_add(n).ok_or_else(bad_reply)?;
+        if end + 2 > self.buf.len() {
+            return Err(bad_reply());
+        }
+        let s = &self.buf[self.pos..end];
+        self.pos = end + 2;
+        Ok(s)
+    }
+
+    fn value(&mut self, lua: &Lua) -> mlua::Result<Value> {
+        let Some(&kind) = self.buf.get(self.pos) else {
+            return Err(bad_reply());
+        };
+        self.pos += 1;
+        Ok(match kind {
+            b'+' => {
+                let l = self.line()?;
+                let t = lua.create_table_with_capacity(0, 1)?;
+                t.raw_set("ok", lua.create_string(l)?)?;
+                Value::Table(t)
+            }
+            b'-' => {
+                let l = self.line()?;
+                Value::Table(coded_error_table(lua, l)?)
+            }
+            b':' => Value::Number(self.int()? as f64),
+            b'$' => {
+                let n = self.int()?;
+                if n < 0 {
+                    Value::Boolean(false)
+                } else {
+                    Value::String(lua.create_string(self.bytes(n as usize)?)?)
+                }
+            }
+            b'*' => {
+                let n = self.int()?;
+                if n < 0 {
+                    Value::Boolean(false)
+                } else {
+                    let t = lua.create_table_with_capacity(n.min(1 << 16) as usize, 0)?;
+                    for i in 1..=n {
+                        let v = self.value(lua)?;
+                        t.raw_set(i, v)?;
+                    }
+                    Value::Table(t)
+                }
+            }
+            b'%' => {
+                let n = self.int()?;
+                let m = lua.create_table()?;
+                for _ in 0..n {
+                    let k = self.value(lua)?;
+                    let v = self.value(lua)?;
+                    m.raw_set(k, v)?;
+                }
+                wrap(lua, "map", m)?
+            }
+            b'~' => {
+                let n = self.int()?;
+                let s = lua.create_table()?;
+                for _ in 0..n {
+                    let k = self.value(lua)?;
+                    s.raw_set(k, true)?;
+                }
+                wrap(lua, "set", s)?
+            }
+            b'_' => {
+                self.line()?;
+                Value::Nil
+            }
+            b'#' => Value::Boolean(self.line()? == b"t"),
+            b',' => {
+                let l = self.line()?;
+                let d = parse_double(l).ok_or_else(bad_reply)?;
+                let t = lua.create_table_with_capacity(0, 1)?;
+                t.raw_set("double", d)?;
+                Value::Table(t)
+            }
+            b'(' => {
+                let l = self.line()?;
+                let t = lua.create_table_with_capacity(0, 1)?;
+                t.raw_set("big_number", lua.create_string(l)?)?;
+                Value::Table(t)
+            }
+            b'=' => {
+                let n = self.int()?;
+                let body = self.bytes(n.max(0) as usize)?;
+                let (format, text) = if body.len() >= 4 && body[3] == b':' {
+                    (&body[..3], &body[4..])
+                } else {
+                    (&b"txt"[..], body)
+                };
+                let v = lua.create_table_with_capacity(0, 2)?;
+                v.raw_set("format", lua.create_string(format)?)?;
+                v.raw_set("string", lua.create_string(text)?)?;
+                wrap(lua, "verbatim_string", v)?
+            }
+            b'>' => {
+                // Push messages are not replies; read and drop them (never produced here).
+                let n = self.int()?;
+                for _ in 0..n {
+                    self.value(lua)?;
+                }
+                self.value(lua)?
+            }
+            _ => return Err(bad_reply()),
+        })
+    }
+}
+
+fn wrap(lua: &Lua, field: &str, inner: Table) -> mlua::Result<Value> {
+    let t = lua.create_table_with_capacity(0, 1)?;
+    t.raw_set(field, inner)?;
+    Ok(Value::Table(t))
+}
+
+fn parse_double(l: &[u8]) -> Option<f64> {
+    match l {
+        b"inf" => Some(f64::INFINITY),
+        b"-inf" => Some(f64::NEG_INFINITY),
+        b"nan" => Some(f64::NAN),
+        _ => std::str::from_utf8(l).ok()?.parse().ok(),
+    }
+}
+
+fn bad_reply() -> mlua::Error {
+    mlua::Error::runtime("malformed reply from the server")
+}
+
+/// The `{err="CODE message"}` table of an error text, formatted as Redis's
+/// `luaPushErrorBuff`: a text starting with `-` takes its first word as the code, otherwise
+/// the code is `ERR`; CR/LF at either end are trimmed.
+pub fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 1)?;
+    t.raw_set("err", lua.create_string(error_text(text))?)?;
+    Ok(t)
+}
+
+/// The `{err=...}` table of an error that already starts with its code (a command's error
+/// reply, a refusal from the server).
+pub fn coded_error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 1)?;
+    t.raw_set("err", lua.create_string(trim_crlf(text))?)?;
+    Ok(t)
+}
+
+/// The text of an error table for `text` (see [`error_table`]).
+pub fn error_text(text: &[u8]) -> Vec<u8> {
+    let (code, msg): (&[u8], &[u8]) = match text.strip_prefix(b"-") {
+        Some(rest) => match rest.iter().position(|&b| b == b' ') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (b"ERR", rest),
+        },
+        None => (b"ERR", text),
+    };
+    let mut v = Vec::with_capacity(code.len() + msg.len() + 1);
+    v.extend_from_slice(code);
+    v.push(b' ');
+    v.extend_from_slice(trim_crlf(msg));
+    v
+}
+
+fn trim_crlf(s: &[u8]) -> &[u8] {
+    let is = |b: &u8| *b == b'\r' || *b == b'\n';
+    let start = s.iter().position(|b| !is(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !is(b)).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+/// A Lua number as a command argument: Redis formats it with `%.17g` (Lua's own `%.14g` would
+/// lose precision).
+pub fn number_arg(n: f64, buf: &mut Vec<u8>) {
+    if n.fract() == 0.0 && n.abs() < 1e17 {
+        let mut b = itoa::Buffer::new();
+        buf.extend_from_slice(b.format(n as i64).as_bytes());
+        return;
+    }
+    buf.extend_from_slice(format_g17(n).as_bytes());
+}
+
+/// C's `printf("%.17g", n)`.
+pub fn format_g17(n: f64) -> String {
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.into();
+    }
+    if n.is_infinite() {
+        return if n < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    const P: i32 = 17;
+    // 17 significant digits in scientific form, then %g's choice of style.
+    let sci = format!("{:.*e}", (P - 1) as usize, n);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..P).contains(&exp) {
+        let m = strip_zeros(mantissa);
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{m}e{sign}{:02}", exp.abs())
+    } else {
+        let decimals = (P - 1 - exp).max(0) as usize;
+        strip_zeros(&format!("{:.*}", decimals, n)).to_string()
+    }
+}
+
+fn strip_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn g17_matches_c() {
+        for (n, s) in [
+            (1.5, "1.5"),
+            (0.1, "0.10000000000000001"),
+            (-2.25, "-2.25"),
+            (1e20, "1e+20"),
+            (1.0e-5, "1.0000000000000001e-05"),
+            (123456789.125, "123456789.125"),
+            (3.0, "3"),
+            (1e17, "1e+17"),
+        ] {
+            let mut b = Vec::new();
+            number_arg(n, &mut b);
+            assert_eq!(String::from_utf8(b).unwrap(), s, "{n}");
+        }
+    }
+
+    #[test]
+    fn error_texts() {
+        assert_eq!(error_text(b"-XX hey"), b"XX hey");
+        assert_eq!(error_text(b"-OOPS"), b"ERR OOPS");
+        assert_eq!(error_text(b"x\r\n"), b"ERR x");
+        assert_eq!(error_text(b"-MY err\r\n"), b"MY err");
+    }
+
+    #[test]
+    fn truncation_toward_zero() {
+        assert_eq!(truncate(2.7), 2);
+        assert_eq!(truncate(-2.7), -2);
+        assert_eq!(truncate(1e30), i64::MIN);
+        assert_eq!(truncate(f64::NAN), i64::MIN);
+    }
+}

@@ -1,0 +1,396 @@
+//! SLOWLOG, LATENCY, ACL, WAIT and SWAPDB: Redis's diagnostics and compatibility commands, each
+//! scoped to the connection's tenant (a tenant sees only its own slow commands, and itself as
+//! the only user).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferrite_commands::spec;
+use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
+use rand::RngCore;
+
+use super::ServerResult;
+use crate::connection::ClientState;
+use crate::dispatch::Flow;
+use crate::shared::Shared;
+
+pub fn slowlog(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let tenant = st.tenant.id().to_string();
+    let mut w = ReplyWriter::new(out, st.proto);
+    let sub = args.get(1).to_ascii_uppercase();
+    match sub.as_slice() {
+        b"GET" if args.len() <= 3 => {
+            let count = if args.len() == 3 {
+                let n = args.int(2)?;
+                if n < -1 {
+                    return Err(ErrorReply::err(
+                        "count should be greater than or equal to -1",
+                    ));
+                }
+                (n >= 0).then_some(n as usize)
+            } else {
+                Some(10)
+            };
+            let entries = sh.diagnostics.slowlog(&tenant, count);
+            w.array(entries.len());
+            for e in entries {
+                w.array(6);
+                w.int(e.id as i64);
+                w.int(e.time as i64);
+                w.int(e.micros as i64);
+                w.array(e.args.len());
+                for a in &e.args {
+                    w.bulk(a);
+                }
+                w.bulk_str(&e.client_addr);
+                w.bulk_str(&e.client_name);
+            }
+        }
+        b"LEN" if args.len() == 2 => w.int(sh.diagnostics.slowlog_len(&tenant) as i64),
+        b"RESET" if args.len() == 2 => {
+            sh.diagnostics.slowlog_reset(&tenant);
+            w.ok();
+        }
+        b"HELP" if args.len() == 2 => w.help(&[
+            "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+            "HELP",
+            "    Print this help.",
+        ]),
+        _ => {
+            return Err(ErrorReply::bad_subcommand(
+                "slowlog",
+                args.get(1),
+                &["GET", "LEN", "RESET", "HELP"],
+            ));
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+pub fn latency(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let tenant = st.tenant.id().to_string();
+    let mut w = ReplyWriter::new(out, st.proto);
+    let sub = args.get(1).to_ascii_uppercase();
+    match sub.as_slice() {
+        b"LATEST" if args.len() == 2 => {
+            let events = sh.diagnostics.latency(&tenant);
+            w.array(events.len());
+            for (name, e) in events {
+                let (t, ms) = e.samples.back().copied().unwrap_or((0, 0));
+                w.array(4);
+                w.bulk_str(name);
+                w.int(t as i64);
+                w.int(ms as i64);
+                w.int(e.max as i64);
+            }
+        }
+        b"HISTORY" if args.len() == 3 => {
+            let name = args.text(2);
+            let events = sh.diagnostics.latency(&tenant);
+            match events.into_iter().find(|(n, _)| *n == name) {
+                Some((_, e)) => {
+                    w.array(e.samples.len());
+                    for (t, ms) in e.samples {
+                        w.array(2);
+                        w.int(t as i64);
+                        w.int(ms as i64);
+                    }
+                }
+                None => w.array(0),
+            }
+        }
+        b"RESET" => {
+            let names: Vec<String> = args
+                .tail(2)
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            w.int(sh.diagnostics.latency_reset(&tenant, &names) as i64);
+        }
+        b"DOCTOR" if args.len() == 2 => {
+            let threshold = sh
+                .hot
+                .latency_threshold_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let events = sh.diagnostics.latency(&tenant);
+            let text = if threshold == 0 {
+                "I'm sorry, Dave, I can't do that. Latency monitoring is disabled in this Ferrite \
+                 instance. You may use \"CONFIG SET latency-monitor-threshold <milliseconds>.\" \
+                 in order to enable it.\n"
+                    .to_string()
+            } else if events.is_empty() {
+                "Dave, no latency spike was observed during the lifetime of this tenant's \
+                 commands. Nothing to report.\n"
+                    .to_string()
+            } else {
+                let mut t = String::from(
+                    "Dave, I have observed latency spikes in this tenant's commands.\n\n",
+                );
+                for (i, (name, e)) in events.iter().enumerate() {
+                    let avg = e.samples.iter().map(|(_, ms)| ms).sum::<u64>()
+                        / e.samples.len().max(1) as u64;
+                    t.push_str(&format!(
+                        "{}. {}: {} latency spikes (average {}ms, worst {}ms).\n",
+                        i + 1,
+                        name,
+                        e.samples.len(),
+                        avg,
+                        e.max
+                    ));
+                }
+                t.push_str(
+                    "\nI have a few advices for you:\n- Check SLOWLOG GET for the commands \
+                     that took longest; large values and O(N) commands over big collections \
+                     are the usual cause.\n",
+                );
+                t
+            };
+            w.verbatim(&text);
+        }
+        b"HELP" if args.len() == 2 => w.help(&[
+            "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "DOCTOR",
+            "    Return a human readable latency analysis report.",
+            "HISTORY <event>",
+            "    Return time-latency samples for the <event> class.",
+            "LATEST",
+            "    Return the latest latency samples for all events.",
+            "RESET [<event> ...]",
+            "    Reset latency data of one or more <event> classes.",
+            "    (default: reset all data for all event classes)",
+            "HELP",
+            "    Prints this help.",
+        ]),
+        _ => {
+            return Err(ErrorReply::bad_subcommand(
+                "latency",
+                args.get(1),
+                &["LATEST", "HISTORY", "RESET", "DOCTOR", "HELP"],
+            ));
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// WAIT numreplicas timeout: Ferrite has no replicas, so no write is ever acknowledged by one:
+/// the answer is 0 at once (after Redis's argument checks).
+pub fn wait(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
+    args.int(1)?;
+    let timeout = args
+        .int(2)
+        .map_err(|_| ErrorReply::err("timeout is not an integer or out of range"))?;
+    if timeout < 0 {
+        return Err(ErrorReply::err("timeout is negative"));
+    }
+    ReplyWriter::new(out, st.proto).int(0);
+    Ok(Flow::Continue)
+}
+
+/// SWAPDB with one database: swapping database 0 with itself is allowed and changes nothing.
+pub fn swapdb(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
+    let a = args
+        .int(1)
+        .map_err(|_| ErrorReply::err("invalid first DB index"))?;
+    let b = args
+        .int(2)
+        .map_err(|_| ErrorReply::err("invalid second DB index"))?;
+    if a != 0 || b != 0 {
+        return Err(ErrorReply::err("DB index is out of range"));
+    }
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+/// The users a connection may see: a tenant connection only its own tenant; an administrator
+/// every tenant (the administrator itself is Redis's `default` user).
+fn visible_users(st: &ClientState, sh: &Shared) -> Vec<String> {
+    if !st.admin {
+        return vec![st.tenant.id().to_string()];
+    }
+    let mut users: Vec<String> = sh
+        .registry
+        .list()
+        .iter()
+        .map(|t| t.id().to_string())
+        .collect();
+    if !users.iter().any(|u| u == "default") {
+        users.push("default".into());
+    }
+    users.sort();
+    users
+}
+
+fn acl_line(user: &str) -> String {
+    format!("user {user} on sanitize-payload #<hidden> ~* &* +@all")
+}
+
+pub fn acl(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let mut w = ReplyWriter::new(out, st.proto);
+    let sub = args.get(1).to_ascii_uppercase();
+    match sub.as_slice() {
+        b"WHOAMI" if args.len() == 2 => {
+            let me = if st.admin {
+                "default".to_string()
+            } else {
+                st.tenant.id().to_string()
+            };
+            w.bulk_str(&me);
+        }
+        b"USERS" if args.len() == 2 => {
+            let users = visible_users(st, sh);
+            w.array(users.len());
+            for u in users {
+                w.bulk_str(&u);
+            }
+        }
+        b"LIST" if args.len() == 2 => {
+            let users = visible_users(st, sh);
+            w.array(users.len());
+            for u in users {
+                w.bulk_str(&acl_line(&u));
+            }
+        }
+        b"GETUSER" if args.len() == 3 => {
+            let name = args.text(2);
+            if !visible_users(st, sh).contains(&name) {
+                w.null();
+                return Ok(Flow::Continue);
+            }
+            // Password hashes are never shown (Redis shows them; Ferrite keeps tenant
+            // credentials to itself).
+            w.map(6);
+            w.bulk_str("flags");
+            w.array(2);
+            w.bulk_str("on");
+            w.bulk_str("sanitize-payload");
+            w.bulk_str("passwords");
+            w.array(0);
+            w.bulk_str("commands");
+            w.bulk_str("+@all");
+            w.bulk_str("keys");
+            w.bulk_str("~*");
+            w.bulk_str("channels");
+            w.bulk_str("&*");
+            w.bulk_str("selectors");
+            w.array(0);
+        }
+        b"CAT" if args.len() <= 3 => {
+            let all = spec::all();
+            if args.len() == 2 {
+                let mut cats: Vec<&str> = all.iter().flat_map(|s| s.acl_categories()).collect();
+                cats.sort_unstable();
+                cats.dedup();
+                w.array(cats.len());
+                for c in cats {
+                    w.bulk_str(c);
+                }
+            } else {
+                let cat = args.text(2).to_ascii_lowercase();
+                let names: Vec<&str> = all
+                    .iter()
+                    .filter(|s| s.acl_categories().contains(&cat.as_str()))
+                    .map(|s| s.name)
+                    .collect();
+                if names.is_empty() {
+                    return Err(ErrorReply::err(format!(
+                        "Unknown category '{}'",
+                        args.text(2)
+                    )));
+                }
+                w.array(names.len());
+                for n in names {
+                    w.bulk_str(n);
+                }
+            }
+        }
+        b"LOG" if args.len() <= 3 => {
+            // Denied commands and failed logins are not recorded per ACL user yet: the log is
+            // empty, and RESET succeeds.
+            if args.len() == 3 && args.is(2, "RESET") {
+                w.ok();
+            } else {
+                if args.len() == 3 {
+                    let n = args.int(2)?;
+                    if n < 0 {
+                        return Err(ErrorReply::err("value is out of range, must be positive"));
+                    }
+                }
+                w.array(0);
+            }
+        }
+        b"GENPASS" if args.len() <= 3 => {
+            let bits = if args.len() == 3 { args.int(2)? } else { 256 };
+            if !(1..=4096).contains(&bits) {
+                return Err(ErrorReply::err(
+                    "ACL GENPASS argument must be the number of bits for the output password, a positive number up to 4096",
+                ));
+            }
+            let chars = (bits as usize).div_ceil(4);
+            let mut bytes = vec![0u8; chars.div_ceil(2)];
+            rand::rng().fill_bytes(&mut bytes);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            w.bulk_str(&hex[..chars]);
+        }
+        b"SETUSER" | b"DELUSER" | b"LOAD" | b"SAVE" | b"DRYRUN" => {
+            return Err(ErrorReply::err(format!(
+                "ACL {} is not supported: users are tenants, managed with TENANT.CREATE, \
+                 TENANT.LIMITS and TENANT.DELETE",
+                String::from_utf8_lossy(&sub)
+            )));
+        }
+        b"HELP" if args.len() == 2 => w.help(&[
+            "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "CAT [<category>]",
+            "    List all commands that belong to <category>, or all command categories",
+            "    when no category is specified.",
+            "GETUSER <username>",
+            "    Get the user's details (tenants are users).",
+            "LIST",
+            "    Show users in ACL format (a tenant sees only itself).",
+            "USERS",
+            "    List the names of the users.",
+            "WHOAMI",
+            "    Return the current connection username.",
+            "LOG [<count> | RESET]",
+            "    Show the ACL log entries (none are recorded yet).",
+            "GENPASS [<bits>]",
+            "    Generate a secure password.",
+            "HELP",
+            "    Prints this help.",
+        ]),
+        _ => {
+            return Err(ErrorReply::bad_subcommand(
+                "acl",
+                args.get(1),
+                &[
+                    "WHOAMI", "USERS", "LIST", "GETUSER", "CAT", "LOG", "GENPASS", "HELP",
+                ],
+            ));
+        }
+    }
+    Ok(Flow::Continue)
+}
