@@ -131,6 +131,12 @@ impl Server {
     /// so [`Server::conn`] works across restarts. `--port 0`, `--metrics-addr off`,
     /// `--log-level warn` and the test migration token are added unless given.
     pub fn start_in(dir: &std::path::Path, extra: &[&str]) -> Server {
+        Server::start_in_wrapped(&[], dir, extra)
+    }
+
+    /// [`Server::start_in`], with the server started through `wrapper` (a command that runs
+    /// the server, such as `prlimit --fsize=N`).
+    pub fn start_in_wrapped(wrapper: &[&str], dir: &std::path::Path, extra: &[&str]) -> Server {
         let mut args: Vec<String> = vec!["--dir".into(), dir.to_string_lossy().into_owned()];
         args.extend(extra.iter().map(|s| s.to_string()));
         if !extra.contains(&"--admin-secret-file") {
@@ -143,7 +149,7 @@ impl Server {
         if !extra.contains(&"--migration-token") && !extra.contains(&"--requirepass") {
             args.extend(["--migration-token".into(), TEST_MIGRATION_TOKEN.into()]);
         }
-        Server::spawn(args, None, dir.to_path_buf(), false, None)
+        Server::spawn_wrapped(wrapper, args, None, dir.to_path_buf(), false, None)
     }
 
     /// Starts in working directory `dir` with the built-in defaults of everything but `--port 0`,
@@ -156,6 +162,17 @@ impl Server {
     }
 
     fn spawn(
+        args: Vec<String>,
+        cwd: Option<&std::path::Path>,
+        data_dir: std::path::PathBuf,
+        owns_data_dir: bool,
+        memory_kib: Option<u64>,
+    ) -> Server {
+        Server::spawn_wrapped(&[], args, cwd, data_dir, owns_data_dir, memory_kib)
+    }
+
+    fn spawn_wrapped(
+        wrapper: &[&str],
         mut args: Vec<String>,
         cwd: Option<&std::path::Path>,
         data_dir: std::path::PathBuf,
@@ -171,9 +188,8 @@ impl Server {
                 args.extend([flag.to_string(), default.to_string()]);
             }
         }
-        let mut command = match memory_kib {
-            None => Command::new(ferrite_bin()),
-            Some(kib) => {
+        let mut command = match (memory_kib, wrapper.split_first()) {
+            (Some(kib), _) => {
                 // The shell sets the limit and becomes the server (same pid).
                 let mut c = Command::new("sh");
                 c.args(["-c", "ulimit -v \"$1\" && shift && exec \"$@\"", "sh"])
@@ -181,6 +197,12 @@ impl Server {
                     .arg(ferrite_bin());
                 c
             }
+            (None, Some((program, rest))) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(ferrite_bin());
+                c
+            }
+            (None, None) => Command::new(ferrite_bin()),
         };
         command
             .args(&args)

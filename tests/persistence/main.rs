@@ -6,4 +6,7 @@ mod common;
 
 mod util;
 
+mod crash;
+mod cutover;
+mod faults;
 mod restart;

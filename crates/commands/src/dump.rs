@@ -3,7 +3,7 @@
 
 use ferrite_protocol::{Args, ErrorReply};
 use ferrite_rdb::dump::PayloadError;
-use ferrite_storage::{HashValue, ListValue, SetValue, Slot, Value, ZSetValue};
+use ferrite_storage::{HashValue, ListValue, SetValue, Slot, Value, ValueRef, ZSetValue};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -33,16 +33,16 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 /// A stored value as RDB elements.
-pub fn to_rdb(v: &Value) -> ferrite_rdb::Value {
+pub fn to_rdb(v: ValueRef<'_>) -> ferrite_rdb::Value {
     let own = |b: &[u8]| b.to_vec();
     match v {
-        Value::Str(s) => ferrite_rdb::Value::String(s.as_bytes().to_vec()),
-        Value::List(l) => ferrite_rdb::Value::List(l.iter().map(own).collect()),
-        Value::Set(s) => ferrite_rdb::Value::Set(s.iter().map(own).collect()),
-        Value::Hash(h) => {
+        ValueRef::Str(s) => ferrite_rdb::Value::String(s.as_bytes().to_vec()),
+        ValueRef::List(l) => ferrite_rdb::Value::List(l.iter().map(own).collect()),
+        ValueRef::Set(s) => ferrite_rdb::Value::Set(s.iter().map(own).collect()),
+        ValueRef::Hash(h) => {
             ferrite_rdb::Value::Hash(h.iter().map(|(f, v)| (own(f), own(v))).collect())
         }
-        Value::ZSet(z) => ferrite_rdb::Value::ZSet(z.iter().map(|(m, s)| (own(m), s)).collect()),
+        ValueRef::ZSet(z) => ferrite_rdb::Value::ZSet(z.iter().map(|(m, s)| (own(m), s)).collect()),
     }
 }
 

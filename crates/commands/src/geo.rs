@@ -8,7 +8,7 @@ use std::ops::Bound;
 
 use ferrite_protocol::args::parse_f64;
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
-use ferrite_storage::{Slot, Value, ZSetValue};
+use ferrite_storage::{Slot, Value, ZSetRef, ZSetValue};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -463,7 +463,7 @@ struct Point {
 }
 
 /// Members inside the shape, box by box (Redis's membersOfAllNeighbors); stops at `limit`.
-fn search(z: &ZSetValue, shape: &Shape, limit: usize) -> Vec<Point> {
+fn search(z: ZSetRef<'_>, shape: &Shape, limit: usize) -> Vec<Point> {
     let areas = shape.areas();
     let mut found = Vec::new();
     let mut last: Option<usize> = None;
@@ -619,10 +619,7 @@ fn geoadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-fn read_zset<'d>(
-    ctx: &'d mut Ctx<'_, '_>,
-    key: &[u8],
-) -> Result<Option<&'d ZSetValue>, ErrorReply> {
+fn read_zset<'d>(ctx: &'d mut Ctx<'_, '_>, key: &[u8]) -> Result<Option<ZSetRef<'d>>, ErrorReply> {
     match ctx.db.get(key, ctx.now) {
         Some(e) => Ok(Some(as_zset(e)?)),
         None => Ok(None),

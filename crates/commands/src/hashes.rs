@@ -6,7 +6,7 @@ use std::hash::Hash;
 use ferrite_protocol::args::parse_i64;
 use ferrite_protocol::number::{decimal_add, format_human_double};
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
-use ferrite_storage::{HashValue, Slot, Value};
+use ferrite_storage::{HashRef, HashValue, Slot, Value};
 use rand::Rng;
 
 use crate::ctx::Ctx;
@@ -286,7 +286,7 @@ fn hsetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 /// The hash at `key`, None when missing, WRONGTYPE for another type.
-fn read<'d>(ctx: &'d mut Ctx<'_, '_>, key: &[u8]) -> Result<Option<&'d HashValue>, ErrorReply> {
+fn read<'d>(ctx: &'d mut Ctx<'_, '_>, key: &[u8]) -> Result<Option<HashRef<'d>>, ErrorReply> {
     ctx.db.get(key, ctx.now).map(as_hash).transpose()
 }
 
@@ -330,7 +330,7 @@ fn hexists(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn hlen(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let n = read(ctx, args.get(1))?.map_or(0, HashValue::len);
+    let n = read(ctx, args.get(1))?.map_or(0, HashRef::len);
     ctx.w.int(n as i64);
     Ok(())
 }
@@ -355,13 +355,13 @@ fn getall(ctx: &mut Ctx<'_, '_>, args: Args<'_>, part: Part) -> CmdResult {
         Some(e) => Some(as_hash(e)?),
         None => None,
     };
-    let n = h.map_or(0, HashValue::len);
+    let n = h.map_or(0, HashRef::len);
     if part == Part::Both {
         ctx.w.map(n);
     } else {
         ctx.w.array(n);
     }
-    for (f, v) in h.into_iter().flat_map(HashValue::iter) {
+    for (f, v) in h.into_iter().flat_map(HashRef::iter) {
         if part != Part::Values {
             ctx.w.bulk(f);
         }

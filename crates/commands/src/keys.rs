@@ -1,7 +1,7 @@
 //! Generic key commands: existence, type, iteration, renaming, copying, expiry, flushing.
 
 use ferrite_protocol::{Args, ErrorReply};
-use ferrite_storage::glob::glob_match;
+use ferrite_storage::glob::Glob;
 use ferrite_storage::{Slot, ValueType};
 
 use crate::ctx::Ctx;
@@ -258,13 +258,12 @@ fn type_cmd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn keys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let pattern = args.get(1);
-    let all = pattern == b"*";
+    let glob = Glob::new(args.get(1), false);
     let now = ctx.now;
     let found: Vec<&[u8]> = ctx
         .db
         .iter()
-        .filter(|(k, e)| !e.is_expired(now) && (all || glob_match(pattern, k, false)))
+        .filter(|(k, e)| !e.is_expired(now) && glob.matches(k))
         .map(|(k, _)| k)
         .collect();
     ctx.w.array(found.len());
@@ -370,7 +369,7 @@ fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         ctx.w.int(0);
         return Ok(());
     };
-    let (value, expire) = (e.value().deep_clone(), e.expire_at());
+    let (value, expire) = (e.value().to_value(), e.expire_at());
     let done = match ctx.db.entry(dst, now) {
         Slot::Occupied(_) if !replace => false,
         Slot::Occupied(mut o) => {

@@ -13,6 +13,7 @@
 //! and publishes its write effects; [`replay`] applies effects back (log loading, tests).
 
 pub mod bitmaps;
+pub mod cost;
 pub mod ctx;
 pub mod dump;
 pub mod geo;

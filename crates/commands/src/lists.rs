@@ -682,7 +682,7 @@ mod tests {
         t.assert_digest_consistent();
         let db = t.keyspace.lock();
         for (k, e) in db.iter() {
-            if let Value::List(l) = e.value() {
+            if let ferrite_storage::ValueRef::List(l) = e.value() {
                 assert!(!l.is_empty(), "empty list stored at {k:?}");
                 let mut fresh = ListValue::default();
                 for x in l.iter() {

@@ -2,7 +2,7 @@
 //! replies.
 
 use ferrite_protocol::{Args, ErrorReply};
-use ferrite_storage::{Encoding, Value};
+use ferrite_storage::{Encoding, ValueRef};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -65,7 +65,7 @@ fn object(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         ctx.w.bulk(e.value().encoding().name().as_bytes());
     } else if args.is(1, "REFCOUNT") {
         let shared = match e.value() {
-            Value::Str(s) if s.encoding() == Encoding::Int => {
+            ValueRef::Str(s) if s.encoding() == Encoding::Int => {
                 ferrite_storage::encoding::canonical_int(s.as_bytes())
                     .is_some_and(|n| (0..SHARED_INTEGERS).contains(&n))
             }

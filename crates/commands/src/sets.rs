@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use ferrite_protocol::{Args, ErrorReply};
-use ferrite_storage::{Db, SetValue, Slot, Value};
+use ferrite_storage::{Db, SetRef, SetValue, Slot, Value, ValueRef};
 
 use crate::ctx::Ctx;
 use crate::hashes::{check_repeats, parse_random_count, sample_distinct};
@@ -212,8 +212,8 @@ fn smembers(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Some(e) => Some(as_set(e)?),
         None => None,
     };
-    ctx.w.set(s.map_or(0, SetValue::len));
-    for m in s.into_iter().flat_map(SetValue::iter) {
+    ctx.w.set(s.map_or(0, SetRef::len));
+    for m in s.into_iter().flat_map(SetRef::iter) {
         ctx.w.bulk(m);
     }
     Ok(())
@@ -419,33 +419,33 @@ fn check_sets<'a>(
 }
 
 /// The sets at `keys` (None for a missing key), after [`check_sets`].
-fn sets_of<'d>(db: &'d Db, keys: &[&[u8]]) -> Vec<Option<&'d SetValue>> {
+fn sets_of<'d>(db: &'d Db, keys: &[&[u8]]) -> Vec<Option<SetRef<'d>>> {
     keys.iter()
         .map(|k| match db.peek(k).map(|e| e.value()) {
-            Some(Value::Set(s)) => Some(&**s),
+            Some(ValueRef::Set(s)) => Some(s),
             _ => None,
         })
         .collect()
 }
 
 /// Members of the intersection, walking the smallest set and probing the others.
-fn intersection<'d>(sets: &[Option<&'d SetValue>]) -> impl Iterator<Item = &'d [u8]> {
-    let mut present: Vec<&'d SetValue> = sets.iter().flatten().copied().collect();
+fn intersection<'d>(sets: &[Option<SetRef<'d>>]) -> impl Iterator<Item = &'d [u8]> {
+    let mut present: Vec<SetRef<'d>> = sets.iter().flatten().copied().collect();
     if present.len() < sets.len() {
         // A missing key is an empty set.
         present.clear();
     }
     present.sort_by_key(|s| s.len());
     let first = present.first().copied();
-    let rest: Vec<&'d SetValue> = present.into_iter().skip(1).collect();
+    let rest: Vec<SetRef<'d>> = present.into_iter().skip(1).collect();
     first
         .into_iter()
-        .flat_map(SetValue::iter)
+        .flat_map(SetRef::iter)
         .filter(move |m| rest.iter().all(|s| s.contains(m)))
 }
 
 /// The result of `op` over `sets`, borrowing members from them.
-fn combine<'d>(sets: &[Option<&'d SetValue>], op: Op) -> Vec<&'d [u8]> {
+fn combine<'d>(sets: &[Option<SetRef<'d>>], op: Op) -> Vec<&'d [u8]> {
     match op {
         Op::Inter => intersection(sets).collect(),
         Op::Union => {
@@ -460,7 +460,7 @@ fn combine<'d>(sets: &[Option<&'d SetValue>], op: Op) -> Vec<&'d [u8]> {
             let Some(Some(first)) = sets.first() else {
                 return Vec::new();
             };
-            let others: Vec<&SetValue> = sets.iter().skip(1).flatten().copied().collect();
+            let others: Vec<SetRef<'_>> = sets.iter().skip(1).flatten().copied().collect();
             first
                 .iter()
                 .filter(|m| !others.iter().any(|s| s.contains(m)))

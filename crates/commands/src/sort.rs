@@ -5,7 +5,7 @@
 
 use ferrite_protocol::args::parse_f64;
 use ferrite_protocol::{Args, ErrorReply};
-use ferrite_storage::{Db, ListValue, Value};
+use ferrite_storage::{Db, ListValue, Value, ValueRef};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -58,8 +58,8 @@ fn lookup_pattern(db: &Db, now: u64, pattern: &[u8], element: &[u8]) -> Option<V
     key.extend_from_slice(&key_pattern[star + 1..]);
     let entry = db.peek(&key).filter(|e| !e.is_expired(now))?;
     match (entry.value(), arrow) {
-        (Value::Hash(h), Some(i)) => h.get(&pattern[i + 2..]).map(<[u8]>::to_vec),
-        (Value::Str(s), None) => Some(s.as_bytes().to_vec()),
+        (ValueRef::Hash(h), Some(i)) => h.get(&pattern[i + 2..]).map(<[u8]>::to_vec),
+        (ValueRef::Str(s), None) => Some(s.as_bytes().to_vec()),
         _ => None,
     }
 }
@@ -115,9 +115,9 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, read_only: bool) -> CmdRe
     let (mut elements, is_set, is_zset): (Vec<Vec<u8>>, bool, bool) =
         match ctx.db.get(key, now).map(|e| e.value()) {
             None => (Vec::new(), false, false),
-            Some(Value::List(l)) => (l.iter().map(<[u8]>::to_vec).collect(), false, false),
-            Some(Value::Set(s)) => (s.iter().map(<[u8]>::to_vec).collect(), true, false),
-            Some(Value::ZSet(z)) => (z.iter().map(|(m, _)| m.to_vec()).collect(), false, true),
+            Some(ValueRef::List(l)) => (l.iter().map(<[u8]>::to_vec).collect(), false, false),
+            Some(ValueRef::Set(s)) => (s.iter().map(<[u8]>::to_vec).collect(), true, false),
+            Some(ValueRef::ZSet(z)) => (z.iter().map(|(m, _)| m.to_vec()).collect(), false, true),
             Some(_) => return Err(ErrorReply::wrong_type()),
         };
     // A set has no order of its own: sorting it lexicographically keeps the result (and what a

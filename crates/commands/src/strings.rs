@@ -3,7 +3,7 @@
 use ferrite_protocol::args::parse_i64;
 use ferrite_protocol::number::{decimal_add, format_human_double};
 use ferrite_protocol::{Args, ErrorReply};
-use ferrite_storage::{Slot, StrValue, Value};
+use ferrite_storage::{Slot, StrValue, Value, ValueRef};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -521,7 +521,7 @@ fn mget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             break;
         }
         match ctx.db.get(key, ctx.now).map(|e| e.value()) {
-            Some(Value::Str(s)) => ctx.w.bulk(s.as_bytes()),
+            Some(ValueRef::Str(s)) => ctx.w.bulk(s.as_bytes()),
             _ => ctx.w.null(),
         }
     }
@@ -744,7 +744,7 @@ fn lcs(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let mut strings: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     for (i, s) in strings.iter_mut().enumerate() {
         match ctx.db.get(args.get(i + 1), now).map(|e| e.value()) {
-            Some(Value::Str(v)) => *s = v.as_bytes().to_vec(),
+            Some(ValueRef::Str(v)) => *s = v.as_bytes().to_vec(),
             Some(_) => {
                 return Err(ErrorReply::err(
                     "The specified keys must contain string values",

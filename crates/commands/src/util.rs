@@ -2,7 +2,10 @@
 
 use ferrite_protocol::args::parse_f64;
 use ferrite_protocol::{Args, ErrorReply};
-use ferrite_storage::{Entry, HashValue, ListValue, SetValue, StrValue, Value, ZSetValue};
+use ferrite_storage::{
+    Entry, HashRef, HashValue, ListRef, ListValue, SetRef, SetValue, StrRef, StrValue, Value,
+    ValueRef, ZSetRef, ZSetValue,
+};
 
 /// Normalizes Redis-style inclusive indices (negative counts from the end) against `len`.
 /// Returns the inclusive range, or None when it selects nothing.
@@ -22,10 +25,10 @@ pub fn index_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
     Some((s as usize, e as usize))
 }
 
-/// The value as a string, or WRONGTYPE.
-pub fn as_str(e: &Entry) -> Result<&StrValue, ErrorReply> {
+/// The value as a string (a read-only view), or WRONGTYPE.
+pub fn as_str(e: &Entry) -> Result<StrRef<'_>, ErrorReply> {
     match e.value() {
-        Value::Str(s) => Ok(s),
+        ValueRef::Str(s) => Ok(s),
         _ => Err(ErrorReply::wrong_type()),
     }
 }
@@ -37,9 +40,9 @@ pub fn as_str_mut(e: &mut Entry) -> Result<&mut StrValue, ErrorReply> {
     }
 }
 
-pub fn as_list(e: &Entry) -> Result<&ListValue, ErrorReply> {
+pub fn as_list(e: &Entry) -> Result<ListRef<'_>, ErrorReply> {
     match e.value() {
-        Value::List(l) => Ok(l),
+        ValueRef::List(l) => Ok(l),
         _ => Err(ErrorReply::wrong_type()),
     }
 }
@@ -51,9 +54,9 @@ pub fn as_list_mut(e: &mut Entry) -> Result<&mut ListValue, ErrorReply> {
     }
 }
 
-pub fn as_hash(e: &Entry) -> Result<&HashValue, ErrorReply> {
+pub fn as_hash(e: &Entry) -> Result<HashRef<'_>, ErrorReply> {
     match e.value() {
-        Value::Hash(h) => Ok(h),
+        ValueRef::Hash(h) => Ok(h),
         _ => Err(ErrorReply::wrong_type()),
     }
 }
@@ -65,9 +68,9 @@ pub fn as_hash_mut(e: &mut Entry) -> Result<&mut HashValue, ErrorReply> {
     }
 }
 
-pub fn as_set(e: &Entry) -> Result<&SetValue, ErrorReply> {
+pub fn as_set(e: &Entry) -> Result<SetRef<'_>, ErrorReply> {
     match e.value() {
-        Value::Set(s) => Ok(s),
+        ValueRef::Set(s) => Ok(s),
         _ => Err(ErrorReply::wrong_type()),
     }
 }
@@ -79,9 +82,9 @@ pub fn as_set_mut(e: &mut Entry) -> Result<&mut SetValue, ErrorReply> {
     }
 }
 
-pub fn as_zset(e: &Entry) -> Result<&ZSetValue, ErrorReply> {
+pub fn as_zset(e: &Entry) -> Result<ZSetRef<'_>, ErrorReply> {
     match e.value() {
-        Value::ZSet(z) => Ok(z),
+        ValueRef::ZSet(z) => Ok(z),
         _ => Err(ErrorReply::wrong_type()),
     }
 }
@@ -124,7 +127,7 @@ pub fn int_bytes(n: i64) -> Vec<u8> {
 /// Parsed `[MATCH pattern] [COUNT n]` (and optionally `[TYPE t]`, `[NOVALUES]`) of the SCAN family.
 #[derive(Debug, Default)]
 pub struct ScanOptions<'a> {
-    pub pattern: Option<&'a [u8]>,
+    pub pattern: Option<ferrite_storage::glob::Glob>,
     pub count: usize,
     pub type_filter: Option<&'a [u8]>,
     pub novalues: bool,
@@ -159,7 +162,7 @@ pub fn parse_scan_options<'a>(
     let mut i = from;
     while i < args.len() {
         if args.is(i, "MATCH") && i + 1 < args.len() {
-            o.pattern = Some(args.get(i + 1));
+            o.pattern = Some(ferrite_storage::glob::Glob::new(args.get(i + 1), false));
             i += 2;
         } else if args.is(i, "COUNT") && i + 1 < args.len() {
             let n = args.int(i + 1)?;
@@ -183,8 +186,7 @@ pub fn parse_scan_options<'a>(
 
 impl ScanOptions<'_> {
     pub fn matches(&self, item: &[u8]) -> bool {
-        self.pattern
-            .is_none_or(|p| p == b"*" || ferrite_storage::glob::glob_match(p, item, false))
+        self.pattern.as_ref().is_none_or(|g| g.matches(item))
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ferrite_protocol::args::parse_f64;
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
-use ferrite_storage::{Slot, Value, ZSetValue};
+use ferrite_storage::{Slot, Value, ValueRef, ZSetValue};
 use rand::Rng;
 
 use crate::ctx::Ctx;
@@ -133,8 +133,8 @@ impl Source {
 fn read_source(ctx: &mut Ctx<'_, '_>, key: &[u8], index: bool) -> Result<Source, ErrorReply> {
     let members: Vec<(Box<[u8]>, f64)> = match ctx.db.get(key, ctx.now).map(|e| e.value()) {
         None => Vec::new(),
-        Some(Value::ZSet(z)) => z.iter().map(|(m, s)| (Box::from(m), s)).collect(),
-        Some(Value::Set(s)) => s.iter().map(|m| (Box::from(m), 1.0)).collect(),
+        Some(ValueRef::ZSet(z)) => z.iter().map(|(m, s)| (Box::from(m), s)).collect(),
+        Some(ValueRef::Set(s)) => s.iter().map(|m| (Box::from(m), 1.0)).collect(),
         Some(_) => return Err(ErrorReply::wrong_type()),
     };
     let lookup = if index {

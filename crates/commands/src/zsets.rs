@@ -6,7 +6,7 @@ use std::ops::Bound;
 use ferrite_protocol::args::parse_f64;
 use ferrite_protocol::number::format_double;
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
-use ferrite_storage::{Encoding, Slot, Value, ZSetValue};
+use ferrite_storage::{Encoding, Slot, Value, ZSetRef, ZSetValue};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -358,7 +358,7 @@ fn parse_lex_range<'a>(min: &'a [u8], max: &'a [u8]) -> Result<(Lex<'a>, Lex<'a>
 /// one's, the same way: a packed set (listpack) is walked from the near end (the first member
 /// inside the near bound up to the first one past the far bound), a skiplist is searched for
 /// both bounds by descents, O(log n).
-fn lex_ranks(z: &ZSetValue, min: Lex<'_>, max: Lex<'_>, rev: bool) -> (usize, usize) {
+fn lex_ranks(z: ZSetRef<'_>, min: Lex<'_>, max: Lex<'_>, rev: bool) -> (usize, usize) {
     let order = min.cmp_value(max);
     let empty = order == Ordering::Greater
         || (order == Ordering::Equal && (min.exclusive() || max.exclusive()));
@@ -397,7 +397,7 @@ fn lex_ranks(z: &ZSetValue, min: Lex<'_>, max: Lex<'_>, rev: bool) -> (usize, us
 }
 
 /// `count` members from position `skip` (0-based, in the given direction). O(log n + count).
-fn by_rank(z: &ZSetValue, skip: usize, count: usize, rev: bool) -> Vec<(&[u8], f64)> {
+fn by_rank(z: ZSetRef<'_>, skip: usize, count: usize, rev: bool) -> Vec<(&[u8], f64)> {
     let len = z.len();
     let count = count.min(len.saturating_sub(skip));
     if rev {
@@ -412,7 +412,7 @@ fn by_rank(z: &ZSetValue, skip: usize, count: usize, rev: bool) -> Vec<(&[u8], f
 /// Applies `LIMIT offset count` to the members with ranks `[start, end)`, walking in the given
 /// direction: a negative offset selects nothing and a negative count means all, as in Redis.
 fn paginate(
-    z: &ZSetValue,
+    z: ZSetRef<'_>,
     (start, end): (usize, usize),
     rev: bool,
     offset: i64,
@@ -528,7 +528,7 @@ impl RangeQuery<'_> {
         })
     }
 
-    fn select<'s>(&self, z: &'s ZSetValue) -> Vec<(&'s [u8], f64)>
+    fn select<'s>(&self, z: ZSetRef<'s>) -> Vec<(&'s [u8], f64)>
     where
         Self: 's,
     {
@@ -934,12 +934,12 @@ fn zrevrank(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn remove_range(
     ctx: &mut Ctx<'_, '_>,
     key: &[u8],
-    pick: impl FnOnce(&ZSetValue) -> Vec<Box<[u8]>>,
+    pick: impl FnOnce(ZSetRef<'_>) -> Vec<Box<[u8]>>,
 ) -> CmdResult {
     let n = match ctx.db.entry(key, ctx.now) {
         Slot::Occupied(mut o) => {
             let z = as_zset_mut(o.get_mut())?;
-            let doomed = pick(z);
+            let doomed = pick(z.view());
             for m in &doomed {
                 z.remove(m);
             }

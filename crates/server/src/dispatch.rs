@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferrite_commands::spec::{CommandSpec, flags};
-use ferrite_commands::{Ctx, DataFn, Garbage, Handler, lookup_indexed};
+use ferrite_commands::{Ctx, DataFn, Garbage, Handler, cost, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
-use ferrite_storage::Db;
+use ferrite_storage::{Db, Keyspace};
 use ferrite_tenancy::{Admission, Tenant, TenantState, WritePermit};
 use rand::rngs::SmallRng;
 
@@ -108,7 +108,7 @@ pub async fn execute(
             }
         }
         Handler::Data(f) => {
-            if let Err(e) = run_data(st, sh, spec, f, args, out).await {
+            if let Err(e) = run_data(st, sh, index, spec, f, args, out).await {
                 ReplyWriter::new(out, st.proto).error(&e);
             }
             Flow::Continue
@@ -443,10 +443,12 @@ impl Exec<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_data(
     st: &mut ClientState,
     sh: &Arc<Shared>,
-    spec: &CommandSpec,
+    index: usize,
+    spec: &'static CommandSpec,
     f: DataFn,
     args: Args<'_>,
     out: &mut BytesMut,
@@ -468,34 +470,118 @@ async fn run_data(
         Some((e, ref ks)) if e == epoch => ks,
         _ => &st.keyspace.insert((epoch, tenant.keyspace())).1,
     };
-    let now = if admitted.waited {
-        ferrite_storage::now_ms()
-    } else {
-        st.batch.now_ms()
-    };
     let mut garbage = Garbage::default();
     {
-        let mut db = ks.lock();
-        // Only writes can grow a tenant; counting what they would add costs lookups, so only
-        // tenants with a quota pay for it.
-        if spec.is_write() && tenant.has_quota() {
-            check_quota(tenant, &mut db, now, [(spec, args)])?;
-        }
-        let mut exec = Exec {
-            db: &mut db,
-            now,
-            rng: &mut st.rng,
-            proto: st.proto,
-            max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
-            garbage: &mut garbage,
-            reply_limit: st.reply_limit,
+        let (mut db, waited) = match ks.try_lock() {
+            Some(db) => (db, admitted.waited),
+            None => (ks.lock_async().await, true),
         };
+        // Commands that may do more work than their request suggests are estimated first (a
+        // few lookups); a long one gives the lock back and runs on the blocking pool.
+        let long = args.len() as u64 > cost::LONG_WORK
+            || (cost::depends_on_data(index) && cost::estimate(spec, &args, &db) > cost::LONG_WORK);
         st.batch.wrote |= work.writes;
-        exec.run(spec, f, args, out)?;
+        if !long {
+            let now = if waited {
+                ferrite_storage::now_ms()
+            } else {
+                st.batch.now_ms()
+            };
+            // Only writes can grow a tenant; counting what they would add costs lookups, so
+            // only tenants with a quota pay for it.
+            if spec.is_write() && tenant.has_quota() {
+                check_quota(tenant, &mut db, now, [(spec, args)])?;
+            }
+            let mut exec = Exec {
+                db: &mut db,
+                now,
+                rng: &mut st.rng,
+                proto: st.proto,
+                max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
+                garbage: &mut garbage,
+                reply_limit: st.reply_limit,
+            };
+            exec.run(spec, f, args, out)?;
+        } else {
+            drop(db);
+            let ks = ks.clone();
+            let limit = st.reply_limit;
+            run_long(
+                sh,
+                tenant,
+                &ks,
+                &mut st.rng,
+                st.proto,
+                limit,
+                spec,
+                f,
+                args,
+                out,
+            )
+            .await?;
+        }
     }
     drop(admitted);
     free_later(garbage);
     Ok(())
+}
+
+/// Runs a long data command on the blocking pool (see [`crate::offload`]); its admission is the
+/// caller's. The request and the reply buffer move to the job and back.
+#[allow(clippy::too_many_arguments)]
+async fn run_long(
+    sh: &Arc<Shared>,
+    tenant: &Arc<Tenant>,
+    ks: &Arc<Keyspace>,
+    conn_rng: &mut SmallRng,
+    proto: Protocol,
+    reply_limit: usize,
+    spec: &'static CommandSpec,
+    f: DataFn,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> Result<(), ErrorReply> {
+    let tenant = tenant.clone();
+    let request = OwnedRequest::from_args(&args);
+    let mut reply = std::mem::take(out);
+    let mut rng = conn_rng.clone();
+    let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
+    let job = move |db: &mut Db, garbage: &mut Garbage| {
+        let args = request.args();
+        // The clock and the quota are read now that the command's turn has come.
+        let now = ferrite_storage::now_ms();
+        let result = if spec.is_write() && tenant.has_quota() {
+            check_quota(&tenant, db, now, [(spec, args)])
+        } else {
+            Ok(())
+        };
+        let result = result.and_then(|()| {
+            // The reply buffer holds the batch's earlier replies: it must come back even if the
+            // command panics (a bug), so the panic is caught here and answered as an error.
+            let before = reply.len();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut exec = Exec {
+                    db,
+                    now,
+                    rng: &mut rng,
+                    proto,
+                    max_bulk,
+                    garbage,
+                    reply_limit,
+                };
+                exec.run(spec, f, args, &mut reply)
+            }))
+            .unwrap_or_else(|_| {
+                reply.truncate(before);
+                Err(ErrorReply::err("internal error while running the command"))
+            })
+        });
+        (reply, rng, result)
+    };
+    let (reply, rng, result) = crate::offload::run_locked(sh, ks, job).await?;
+    *out = reply;
+    *conn_rng = rng;
+    result
 }
 
 /// Makes the writes the connection ran since the last call durable, as the fsync policy says,

@@ -27,6 +27,7 @@ mod hooks;
 pub mod info;
 pub mod metrics;
 mod migration_info;
+pub mod offload;
 pub mod output;
 pub mod server;
 pub mod shared;

@@ -60,6 +60,22 @@ pub mod names {
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
     pub const IMPORTS_ACTIVE: &str = "ferrite_imports_active";
+    pub const PERSISTENCE_ENABLED: &str = "ferrite_persistence_enabled";
+    pub const PERSISTENCE_WRITE_OK: &str = "ferrite_persistence_log_write_ok";
+    pub const PERSISTENCE_FAILING_TENANTS: &str = "ferrite_persistence_failing_tenants";
+    pub const PERSISTENCE_WRITE_ERRORS: &str = "ferrite_persistence_write_errors_total";
+    pub const PERSISTENCE_LOG_WRITES: &str = "ferrite_persistence_log_writes_total";
+    pub const PERSISTENCE_LOG_WRITTEN: &str = "ferrite_persistence_log_written_bytes_total";
+    pub const PERSISTENCE_FSYNCS: &str = "ferrite_persistence_fsyncs_total";
+    pub const PERSISTENCE_FSYNC_SECONDS: &str = "ferrite_persistence_fsync_seconds_total";
+    pub const PERSISTENCE_FSYNC_MAX: &str = "ferrite_persistence_fsync_max_seconds";
+    pub const PERSISTENCE_LOG_BYTES: &str = "ferrite_persistence_log_bytes";
+    pub const PERSISTENCE_SNAPSHOT_BYTES: &str = "ferrite_persistence_snapshot_bytes";
+    pub const PERSISTENCE_SNAPSHOTS: &str = "ferrite_persistence_snapshots_total";
+    pub const PERSISTENCE_SNAPSHOT_FAILURES: &str = "ferrite_persistence_snapshot_failures_total";
+    pub const PERSISTENCE_LAST_SAVE_OK: &str = "ferrite_persistence_last_save_ok";
+    pub const PERSISTENCE_LAST_SAVE: &str = "ferrite_persistence_last_save_timestamp_seconds";
+    pub const PERSISTENCE_CHANGES: &str = "ferrite_persistence_changes_since_save";
 }
 
 /// This server's metrics recorder.
@@ -95,6 +111,7 @@ impl Metrics {
         render_commands(sh, &mut text);
         render_tenants(sh, &mut text);
         render_migration_counters(sh, &mut text);
+        render_persistence_counters(sh, &mut text);
         text
     }
 }
@@ -187,6 +204,68 @@ fn describe() {
         names::IMPORTS_ACTIVE,
         "Imports being received from other servers."
     );
+    describe_gauge!(
+        names::PERSISTENCE_ENABLED,
+        "1 when data is kept on disk (persistence.enabled), else 0."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_WRITE_OK,
+        "1 while every tenant's log can be written; 0 while one cannot (writes are refused with MISCONF)."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_FAILING_TENANTS,
+        "Tenants whose log cannot be written right now."
+    );
+    describe_counter!(
+        names::PERSISTENCE_WRITE_ERRORS,
+        "Failed writes or fsyncs of logs and the catalog."
+    );
+    describe_counter!(
+        names::PERSISTENCE_LOG_WRITES,
+        "write() calls that handed log records to the kernel."
+    );
+    describe_counter!(
+        names::PERSISTENCE_LOG_WRITTEN,
+        Unit::Bytes,
+        "Bytes of log records written."
+    );
+    describe_counter!(names::PERSISTENCE_FSYNCS, "fdatasync() calls on logs.");
+    describe_gauge!(
+        names::PERSISTENCE_FSYNC_MAX,
+        Unit::Seconds,
+        "Longest fdatasync() of a log since the server started."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_LOG_BYTES,
+        Unit::Bytes,
+        "Bytes of logs not compacted into a snapshot yet, over all tenants."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_SNAPSHOT_BYTES,
+        Unit::Bytes,
+        "Bytes of the newest snapshots, over all tenants."
+    );
+    describe_counter!(
+        names::PERSISTENCE_SNAPSHOTS,
+        "Tenant snapshots written (SAVE, BGSAVE, BGREWRITEAOF, the save schedule, compaction)."
+    );
+    describe_counter!(
+        names::PERSISTENCE_SNAPSHOT_FAILURES,
+        "Tenant snapshots that failed."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_LAST_SAVE_OK,
+        "1 when the last snapshot of every tenant (SAVE/BGSAVE/BGREWRITEAOF/schedule) succeeded, else 0."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_LAST_SAVE,
+        Unit::Seconds,
+        "Unix time of the last successful snapshot of every tenant (LASTSAVE)."
+    );
+    describe_gauge!(
+        names::PERSISTENCE_CHANGES,
+        "Writes since the last snapshot of every tenant (rdb_changes_since_last_save)."
+    );
 }
 
 /// Copies current values into the recorder.
@@ -215,6 +294,37 @@ fn refresh(sh: &Shared) {
     gauge!(names::MEMORY_USED).set(mem as f64);
     counter!(names::EXPIRED_KEYS).absolute(expired);
     refresh_migrations(sh, cap);
+    refresh_persistence(sh);
+}
+
+/// Persistence series (all server-wide; INFO persistence shows the same values).
+fn refresh_persistence(sh: &Shared) {
+    let Some(p) = &sh.persistence else {
+        gauge!(names::PERSISTENCE_ENABLED).set(0.0);
+        return;
+    };
+    let st = p.status();
+    let stats = p.stats();
+    let (log_bytes, snapshot_bytes) = p.sizes();
+    gauge!(names::PERSISTENCE_ENABLED).set(1.0);
+    gauge!(names::PERSISTENCE_WRITE_OK).set(if p.writable() { 1.0 } else { 0.0 });
+    gauge!(names::PERSISTENCE_FAILING_TENANTS).set(p.failing().len() as f64);
+    counter!(names::PERSISTENCE_WRITE_ERRORS).absolute(stats.write_errors.load(Relaxed));
+    counter!(names::PERSISTENCE_LOG_WRITES).absolute(stats.writes.load(Relaxed));
+    counter!(names::PERSISTENCE_LOG_WRITTEN).absolute(stats.write_bytes.load(Relaxed));
+    counter!(names::PERSISTENCE_FSYNCS).absolute(stats.fsyncs.load(Relaxed));
+    gauge!(names::PERSISTENCE_FSYNC_MAX).set(stats.fsync_max_nanos.load(Relaxed) as f64 / 1e9);
+    gauge!(names::PERSISTENCE_LOG_BYTES).set(log_bytes as f64);
+    gauge!(names::PERSISTENCE_SNAPSHOT_BYTES).set(snapshot_bytes as f64);
+    counter!(names::PERSISTENCE_SNAPSHOTS).absolute(st.snapshots);
+    counter!(names::PERSISTENCE_SNAPSHOT_FAILURES).absolute(st.snapshot_failures);
+    gauge!(names::PERSISTENCE_LAST_SAVE_OK).set(if st.last_save_ok && st.last_rewrite_ok {
+        1.0
+    } else {
+        0.0
+    });
+    gauge!(names::PERSISTENCE_LAST_SAVE).set(st.last_save_unix as f64);
+    gauge!(names::PERSISTENCE_CHANGES).set(p.changes_since_save() as f64);
 }
 
 /// Migration series, per tenant (its latest migration), capped like the tenant series.
@@ -431,6 +541,18 @@ fn render_commands(sh: &Shared, out: &mut String) {
 /// Per-tenant migration counters, rendered directly: they restart from 0 with each new migration
 /// of a tenant (a counter reset, which Prometheus handles), which the recorder's monotonic
 /// `absolute` cannot express.
+/// Counters in seconds (fractional: the recorder's counters are integers).
+fn render_persistence_counters(sh: &Shared, out: &mut String) {
+    let Some(p) = &sh.persistence else {
+        return;
+    };
+    let name = names::PERSISTENCE_FSYNC_SECONDS;
+    let secs = p.stats().fsync_nanos.load(Relaxed) as f64 / 1e9;
+    let _ = writeln!(out, "# HELP {name} Time spent in fdatasync() on logs.");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {secs}");
+}
+
 fn render_migration_counters(sh: &Shared, out: &mut String) {
     let cap = sh.config.read().metrics.max_labelled_tenants;
     let mut latest: std::collections::BTreeMap<String, ferrite_tenancy::MigrationStatus> =

@@ -169,6 +169,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         admin_secret_fallback: parking_lot::Mutex::new(admin_secret),
         shutdown,
         set_log_level: opts.set_log_level,
+        long_work: tokio::sync::Semaphore::new(crate::offload::long_work_slots()),
         config: parking_lot::RwLock::new(config),
     });
     hooks::on_start(&shared);
@@ -318,8 +319,14 @@ async fn cron(sh: Arc<Shared>) {
             if ks.stats().keys_with_expiry.load(Relaxed) == 0 {
                 continue;
             }
-            // Bounded work per tick so one tenant's mass expiry cannot stall the others.
-            let n = ks.lock().expire_cycle(now, 1000);
+            // Bounded work per tick so one tenant's mass expiry cannot stall the others; a tenant
+            // busy with a long command is skipped this time rather than waited for (this task runs
+            // on a worker thread that serves connections).
+            let Some(mut db) = ks.try_lock() else {
+                continue;
+            };
+            let n = db.expire_cycle(now, 1000);
+            drop(db);
             if n == 1000 {
                 tokio::task::yield_now().await;
             }

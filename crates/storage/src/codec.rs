@@ -10,7 +10,9 @@
 //! varint  = LEB128, at most 10 bytes
 //! ```
 
-use crate::value::{HashValue, ListValue, SetValue, StrValue, Value, ValueType, ZSetValue};
+use crate::value::{
+    HashValue, ListValue, SetValue, StrValue, Value, ValueRef, ValueType, ZSetValue,
+};
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,30 +39,30 @@ pub fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     buf.extend_from_slice(b);
 }
 
-/// Appends a value's elements.
-pub fn encode_value(buf: &mut Vec<u8>, v: &Value) {
+/// Appends a value's elements (`value.view()` for an owned [`Value`]).
+pub fn encode_value(buf: &mut Vec<u8>, v: ValueRef<'_>) {
     match v {
-        Value::Str(s) => put_bytes(buf, s.as_bytes()),
-        Value::List(l) => {
+        ValueRef::Str(s) => put_bytes(buf, s.as_bytes()),
+        ValueRef::List(l) => {
             put_varint(buf, l.len() as u64);
             for e in l.iter() {
                 put_bytes(buf, e);
             }
         }
-        Value::Hash(h) => {
+        ValueRef::Hash(h) => {
             put_varint(buf, h.len() as u64);
             for (f, val) in h.iter() {
                 put_bytes(buf, f);
                 put_bytes(buf, val);
             }
         }
-        Value::Set(s) => {
+        ValueRef::Set(s) => {
             put_varint(buf, s.len() as u64);
             for m in s.iter() {
                 put_bytes(buf, m);
             }
         }
-        Value::ZSet(z) => {
+        ValueRef::ZSet(z) => {
             put_varint(buf, z.len() as u64);
             for (m, sc) in z.iter() {
                 put_bytes(buf, m);
@@ -206,7 +208,7 @@ mod tests {
 
     fn round_trip(v: &Value) -> Value {
         let mut buf = Vec::new();
-        encode_value(&mut buf, v);
+        encode_value(&mut buf, v.view());
         let mut r = Reader::new(&buf);
         let back = r.value(v.value_type()).unwrap();
         assert!(r.is_empty());

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashlink::LinkedHashMap;
-use parking_lot::{Mutex, MutexGuard};
 
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
 use crate::table::{Pos, ShardedTable};
-use crate::value::{Value, ValueType};
+use crate::value::{Value, ValueRef, ValueType};
 
 /// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
 const ENTRY_OVERHEAD: usize = 96;
@@ -34,8 +33,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn value(&self) -> &Value {
-        &self.value
+    /// The value, as a read-only view (match on [`ValueRef`] as on [`Value`]).
+    pub fn value(&self) -> ValueRef<'_> {
+        self.value.view()
     }
 
     pub fn value_mut(&mut self) -> &mut Value {
@@ -198,10 +198,23 @@ pub struct Db {
 /// One lock per keyspace (not per key shard) keeps multi-key commands and MULTI/EXEC atomic the
 /// simple way, like Redis's single thread; separate tenants have separate keyspaces and so run in
 /// parallel.
+///
+/// The lock is fair (first come, first served) and can be waited for without blocking a thread
+/// ([`Keyspace::lock_async`]): a connection waiting for a busy tenant leaves its worker thread to
+/// other tenants. Its guard can be owned ([`Keyspace::lock_owned`]) and so moved to a thread of
+/// the blocking pool that runs a long command. [`Keyspace::lock`] blocks the calling thread and
+/// is for code that is not async (tests, the blocking pool, short background steps).
 pub struct Keyspace {
-    db: Mutex<Db>,
+    db: Arc<tokio::sync::Mutex<Db>>,
     stats: Arc<KeyspaceStats>,
 }
+
+/// The keyspace's data, locked.
+pub type DbGuard<'a> = tokio::sync::MutexGuard<'a, Db>;
+
+/// The keyspace's data, locked, by a guard that owns a reference to the lock (it can move to
+/// another thread).
+pub type OwnedDbGuard = tokio::sync::OwnedMutexGuard<Db>;
 
 impl Default for Keyspace {
     fn default() -> Self {
@@ -225,7 +238,7 @@ impl Keyspace {
     pub fn new() -> Self {
         let stats = Arc::new(KeyspaceStats::default());
         Keyspace {
-            db: Mutex::new(Db {
+            db: Arc::new(tokio::sync::Mutex::new(Db {
                 table: ShardedTable::new(),
                 expires: BTreeSet::new(),
                 digest: Digest::default(),
@@ -236,14 +249,48 @@ impl Keyspace {
                 journal: Journal::default(),
                 snapshot: None,
                 stats: stats.clone(),
-            }),
+            })),
             stats,
         }
     }
 
-    /// Locks the keyspace. Never hold this across an `.await`.
-    pub fn lock(&self) -> MutexGuard<'_, Db> {
-        self.db.lock()
+    /// Locks the keyspace, blocking the calling thread until it is this caller's turn. For code
+    /// that is not async (tests, the blocking pool); async code must wait with
+    /// [`Keyspace::lock_async`], which leaves the thread to other tasks.
+    ///
+    /// Why async code must not block here: the lock is handed over in arrival order, so the
+    /// next owner may be a connection's task that can only run once a worker thread is free. On
+    /// a multi-threaded runtime this call therefore gives its worker's other tasks to another
+    /// thread while it waits (`block_in_place`); on the current-thread runtime nothing can, and
+    /// blocking its only thread behind a queued task would never end.
+    pub fn lock(&self) -> DbGuard<'_> {
+        if let Ok(g) = self.db.try_lock() {
+            return g;
+        }
+        // Outside the task budget: the budget of an async caller's task would otherwise make
+        // the wait return "not yet" forever, since blocking never yields back to tokio.
+        let wait = || block_on(tokio::task::unconstrained(self.db.lock()));
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+    }
+
+    /// Waits for the lock without blocking the thread, in arrival order.
+    pub async fn lock_async(&self) -> DbGuard<'_> {
+        self.db.lock().await
+    }
+
+    /// Takes the lock if it is free and nobody is waiting for it.
+    #[inline]
+    pub fn try_lock(&self) -> Option<DbGuard<'_>> {
+        self.db.try_lock().ok()
+    }
+
+    /// Waits for the lock like [`Keyspace::lock_async`], returning a guard that can be moved to
+    /// another thread (a long command runs on the blocking pool with it).
+    pub async fn lock_owned(&self) -> OwnedDbGuard {
+        self.db.clone().lock_owned().await
     }
 
     pub fn stats(&self) -> &KeyspaceStats {
@@ -948,6 +995,31 @@ impl Db {
             t.mark(key, size, now);
         }
         self.publish_stats();
+    }
+}
+
+/// Runs a future to completion on the calling thread, parking it while the future waits (only
+/// used to wait for a keyspace lock from code that is not async).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        // A wake before this park leaves a token, so no wake-up is lost; a spurious return
+        // just polls again.
+        std::thread::park();
     }
 }
 

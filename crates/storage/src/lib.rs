@@ -26,10 +26,14 @@ pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
 pub use encoding::Encoding;
 pub use keyspace::{
-    Db, Entry, Keyspace, KeyspaceStats, Occupied, Slot, SnapshotRest, TrackingLag, Vacant,
+    Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest,
+    TrackingLag, Vacant,
 };
 pub use table::{ShardedTable, Table};
-pub use value::{HashValue, ListValue, Score, SetValue, StrValue, Value, ValueType, ZSetValue};
+pub use value::{
+    HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,
+    ValueRef, ValueType, ZSetRef, ZSetValue,
+};
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> u64 {

@@ -117,81 +117,163 @@ impl Value {
         Value::Str(StrValue::new(data.into()))
     }
 
+    /// A read-only view of the value (what a stored key's [`crate::Entry::value`] returns).
+    pub fn view(&self) -> ValueRef<'_> {
+        match self {
+            Value::Str(s) => ValueRef::Str(s.view()),
+            Value::List(l) => ValueRef::List(l.view()),
+            Value::Hash(h) => ValueRef::Hash(h.view()),
+            Value::Set(s) => ValueRef::Set(s.view()),
+            Value::ZSet(z) => ValueRef::ZSet(z.view()),
+        }
+    }
+
     /// Digest of the content (without the key name, type or expiry).
     pub fn digest(&self) -> u64 {
-        match self {
-            Value::Str(s) => s.digest(),
-            Value::List(l) => l.digest(),
-            Value::Hash(h) => h.digest(),
-            Value::Set(s) => s.digest(),
-            Value::ZSet(z) => z.digest(),
-        }
+        self.view().digest()
     }
 
     /// Estimated heap bytes.
     pub fn mem_size(&self) -> usize {
-        match self {
-            Value::Str(s) => s.mem_size(),
-            Value::List(l) => l.mem_bytes() + 64,
-            Value::Hash(h) => h.mem_bytes() + 64,
-            Value::Set(s) => s.mem_bytes() + 64,
-            Value::ZSet(z) => z.mem_bytes() + 96,
-        }
+        self.view().mem_size()
     }
 
     /// How the value is kept, as OBJECT ENCODING names it.
     pub fn encoding(&self) -> Encoding {
-        match self {
-            Value::Str(s) => s.encoding(),
-            Value::List(l) => l.encoding(),
-            Value::Hash(h) => h.encoding(),
-            Value::Set(s) => s.encoding(),
-            Value::ZSet(z) => z.encoding(),
-        }
+        self.view().encoding()
     }
 
     /// Number of elements (1 for strings).
     pub fn elements(&self) -> usize {
-        match self {
-            Value::Str(_) => 1,
-            Value::List(l) => l.len(),
-            Value::Hash(h) => h.len(),
-            Value::Set(s) => s.len(),
-            Value::ZSet(z) => z.len(),
-        }
+        self.view().elements()
     }
 
     /// True for a collection with no elements; Redis deletes such keys.
     pub fn is_empty_collection(&self) -> bool {
-        match self {
-            Value::Str(_) => false,
-            Value::List(l) => l.is_empty(),
-            Value::Hash(h) => h.is_empty(),
-            Value::Set(s) => s.is_empty(),
-            Value::ZSet(z) => z.is_empty(),
-        }
+        self.view().is_empty_collection()
     }
 
     /// Deep copy (COPY, and reading a value out for a migration batch).
     pub fn deep_clone(&self) -> Value {
         match self {
-            Value::Str(s) => Value::Str(s.clone()),
             Value::List(l) => Value::List(Box::new((**l).clone())),
-            Value::Hash(h) => {
+            _ => self.view().to_value(),
+        }
+    }
+}
+
+/// A read-only view of a value of any type, however it is kept: what a stored key's
+/// [`crate::Entry::value`] returns (match on it as on [`Value`]). Views are `Copy` and their
+/// methods take `self`, so what they return borrows the key, not the view.
+#[derive(Clone, Copy)]
+pub enum ValueRef<'a> {
+    Str(StrRef<'a>),
+    List(ListRef<'a>),
+    Hash(HashRef<'a>),
+    Set(SetRef<'a>),
+    ZSet(ZSetRef<'a>),
+}
+
+impl std::fmt::Debug for ValueRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}({} elements)",
+            self.value_type().name(),
+            self.elements()
+        )
+    }
+}
+
+impl<'a> ValueRef<'a> {
+    pub fn value_type(self) -> ValueType {
+        match self {
+            ValueRef::Str(_) => ValueType::String,
+            ValueRef::List(_) => ValueType::List,
+            ValueRef::Hash(_) => ValueType::Hash,
+            ValueRef::Set(_) => ValueType::Set,
+            ValueRef::ZSet(_) => ValueType::ZSet,
+        }
+    }
+
+    /// Digest of the content (without the key name, type or expiry).
+    pub fn digest(self) -> u64 {
+        match self {
+            ValueRef::Str(s) => s.digest(),
+            ValueRef::List(l) => l.digest(),
+            ValueRef::Hash(h) => h.digest(),
+            ValueRef::Set(s) => s.digest(),
+            ValueRef::ZSet(z) => z.digest(),
+        }
+    }
+
+    /// Estimated heap bytes of an owned value with this content.
+    pub fn mem_size(self) -> usize {
+        match self {
+            ValueRef::Str(s) => s.mem_size(),
+            ValueRef::List(l) => l.mem_bytes() + 64,
+            ValueRef::Hash(h) => h.mem_bytes() + 64,
+            ValueRef::Set(s) => s.mem_bytes() + 64,
+            ValueRef::ZSet(z) => z.mem_bytes() + 96,
+        }
+    }
+
+    /// How the value is kept, as OBJECT ENCODING names it.
+    pub fn encoding(self) -> Encoding {
+        match self {
+            ValueRef::Str(s) => s.encoding(),
+            ValueRef::List(l) => l.encoding(),
+            ValueRef::Hash(h) => h.encoding(),
+            ValueRef::Set(s) => s.encoding(),
+            ValueRef::ZSet(z) => z.encoding(),
+        }
+    }
+
+    /// Number of elements (1 for strings).
+    pub fn elements(self) -> usize {
+        match self {
+            ValueRef::Str(_) => 1,
+            ValueRef::List(l) => l.len(),
+            ValueRef::Hash(h) => h.len(),
+            ValueRef::Set(s) => s.len(),
+            ValueRef::ZSet(z) => z.len(),
+        }
+    }
+
+    /// True for a collection with no elements; Redis deletes such keys.
+    pub fn is_empty_collection(self) -> bool {
+        match self {
+            ValueRef::Str(_) => false,
+            _ => self.elements() == 0,
+        }
+    }
+
+    /// An owned copy of the content (COPY, RENAME, reading a value out for a migration batch).
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::List(l) => {
+                let mut n = ListValue::default();
+                for e in l.iter() {
+                    n.push_back(e);
+                }
+                Value::List(Box::new(n))
+            }
+            ValueRef::Hash(h) => {
                 let mut n = HashValue::default();
                 for (f, v) in h.iter() {
                     n.insert(f, v);
                 }
                 Value::Hash(Box::new(n))
             }
-            Value::Set(s) => {
+            ValueRef::Set(s) => {
                 let mut n = SetValue::default();
                 for m in s.iter() {
                     n.insert(m);
                 }
                 Value::Set(Box::new(n))
             }
-            Value::ZSet(z) => {
+            ValueRef::ZSet(z) => {
                 let mut n = ZSetValue::default();
                 for (m, sc) in z.iter() {
                     n.insert(m, sc);
@@ -240,6 +322,14 @@ impl StrValue {
         self.enc
     }
 
+    pub fn view(&self) -> StrRef<'_> {
+        StrRef {
+            data: &self.data,
+            crc: Some(self.crc),
+            enc: self.enc,
+        }
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.data
     }
@@ -279,11 +369,58 @@ impl StrValue {
     }
 
     pub fn digest(&self) -> u64 {
-        mix64((u64::from(self.crc) << 32) ^ self.data.len() as u64 ^ 0x9e37_79b9_7f4a_7c15)
+        self.view().digest()
     }
 
     pub fn mem_size(&self) -> usize {
         self.data.capacity() + 16
+    }
+}
+
+/// A read-only view of a string (see [`ValueRef`]).
+#[derive(Clone, Copy)]
+pub struct StrRef<'a> {
+    data: &'a [u8],
+    /// The CRC-32 of `data` when it is kept (else computed when asked).
+    crc: Option<u32>,
+    enc: Encoding,
+}
+
+impl<'a> StrRef<'a> {
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.data
+    }
+
+    pub fn len(self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// See [`StrValue::encoding`].
+    pub fn encoding(self) -> Encoding {
+        self.enc
+    }
+
+    pub fn digest(self) -> u64 {
+        let crc = self.crc.unwrap_or_else(|| crc32fast::hash(self.data));
+        mix64((u64::from(crc) << 32) ^ self.data.len() as u64 ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Estimated heap bytes of an owned copy.
+    pub fn mem_size(self) -> usize {
+        self.data.len() + 16
+    }
+
+    /// An owned copy, with the same encoding.
+    pub fn to_owned(self) -> StrValue {
+        StrValue {
+            data: self.data.to_vec(),
+            crc: self.crc.unwrap_or_else(|| crc32fast::hash(self.data)),
+            enc: self.enc,
+        }
     }
 }
 
@@ -343,11 +480,19 @@ fn packed_offsets(buf: &[u8]) -> Vec<usize> {
 }
 
 impl ListValue {
-    pub fn len(&self) -> usize {
-        match &self.repr {
-            ListRepr::Packed { len, .. } => *len,
-            ListRepr::Deque(d) => d.len(),
+    pub fn view(&self) -> ListRef<'_> {
+        ListRef {
+            repr: match &self.repr {
+                ListRepr::Packed { buf, len } => ListReprRef::Packed { buf, len: *len },
+                ListRepr::Deque(d) => ListReprRef::Deque(d),
+            },
+            bytes: self.bytes,
+            poly: Some(self.poly),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.view().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -355,28 +500,15 @@ impl ListValue {
     }
 
     pub fn encoding(&self) -> Encoding {
-        match self.repr {
-            ListRepr::Packed { .. } => Encoding::Listpack,
-            ListRepr::Deque(_) => Encoding::Quicklist,
-        }
-    }
-
-    fn mem_bytes(&self) -> usize {
-        match &self.repr {
-            ListRepr::Packed { buf, .. } => buf.len(),
-            ListRepr::Deque(_) => self.bytes,
-        }
+        self.view().encoding()
     }
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        match &self.repr {
-            ListRepr::Packed { buf, .. } => pack::Iter::new(buf).nth(i),
-            ListRepr::Deque(d) => d.get(i).map(|b| &**b),
-        }
+        self.view().get(i)
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
-        self.range(0, usize::MAX)
+        self.view().iter()
     }
 
     /// Elements in `[start, end)`.
@@ -385,18 +517,7 @@ impl ListValue {
         start: usize,
         end: usize,
     ) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
-        let end = end.min(self.len());
-        let start = start.min(end);
-        match &self.repr {
-            ListRepr::Packed { buf, .. } => Either::Left(
-                pack::Iter::new(buf)
-                    .skip(start)
-                    .take(end - start)
-                    .collect::<Vec<_>>()
-                    .into_iter(),
-            ),
-            ListRepr::Deque(d) => Either::Right(d.range(start..end).map(|b| &**b)),
-        }
+        self.view().range(start, end)
     }
 
     /// Whether a packed list of `len` elements in `bytes` bytes is within the limit (`half`:
@@ -593,7 +714,93 @@ impl ListValue {
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.poly ^ (self.len() as u64).rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
+        self.view().digest()
+    }
+}
+
+/// A read-only view of a list (see [`ValueRef`]).
+#[derive(Clone, Copy)]
+pub struct ListRef<'a> {
+    repr: ListReprRef<'a>,
+    /// Estimated bytes of the deque form's elements.
+    bytes: usize,
+    /// The ordered polynomial hash when it is kept (else computed when asked).
+    poly: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum ListReprRef<'a> {
+    Packed { buf: &'a [u8], len: usize },
+    Deque(&'a VecDeque<Box<[u8]>>),
+}
+
+impl<'a> ListRef<'a> {
+    pub fn len(self) -> usize {
+        match self.repr {
+            ListReprRef::Packed { len, .. } => len,
+            ListReprRef::Deque(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encoding(self) -> Encoding {
+        match self.repr {
+            ListReprRef::Packed { .. } => Encoding::Listpack,
+            ListReprRef::Deque(_) => Encoding::Quicklist,
+        }
+    }
+
+    pub(crate) fn mem_bytes(self) -> usize {
+        match self.repr {
+            ListReprRef::Packed { buf, .. } => buf.len(),
+            ListReprRef::Deque(_) => self.bytes,
+        }
+    }
+
+    pub fn get(self, i: usize) -> Option<&'a [u8]> {
+        match self.repr {
+            ListReprRef::Packed { buf, .. } => pack::Iter::new(buf).nth(i),
+            ListReprRef::Deque(d) => d.get(i).map(|b| &**b),
+        }
+    }
+
+    pub fn iter(self) -> impl DoubleEndedIterator<Item = &'a [u8]> + ExactSizeIterator + use<'a> {
+        self.range(0, usize::MAX)
+    }
+
+    /// Elements in `[start, end)`.
+    pub fn range(
+        self,
+        start: usize,
+        end: usize,
+    ) -> impl DoubleEndedIterator<Item = &'a [u8]> + ExactSizeIterator + use<'a> {
+        let end = end.min(self.len());
+        let start = start.min(end);
+        match self.repr {
+            ListReprRef::Packed { buf, .. } => Either::Left(
+                pack::Iter::new(buf)
+                    .skip(start)
+                    .take(end - start)
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ListReprRef::Deque(d) => Either::Right(d.range(start..end).map(|b| &**b)),
+        }
+    }
+
+    pub fn digest(self) -> u64 {
+        let poly = self.poly.unwrap_or_else(|| {
+            let (mut p, mut pw) = (0u64, 1u64);
+            for e in self.iter() {
+                p = poly::add(p, poly::mul(elem_poly(e), pw));
+                pw = poly::mul(pw, poly::B);
+            }
+            p
+        });
+        mix64(poly ^ (self.len() as u64).rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -651,11 +858,19 @@ fn packed_pairs(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 impl HashValue {
-    pub fn len(&self) -> usize {
-        match &self.repr {
-            HashRepr::Packed { len, .. } => *len,
-            HashRepr::Table(t) => t.len(),
+    pub fn view(&self) -> HashRef<'_> {
+        HashRef {
+            repr: match &self.repr {
+                HashRepr::Packed { buf, len } => HashReprRef::Packed { buf, len: *len },
+                HashRepr::Table(t) => HashReprRef::Table(t),
+            },
+            bytes: self.bytes,
+            sum: Some(self.sum),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.view().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -663,29 +878,11 @@ impl HashValue {
     }
 
     pub fn encoding(&self) -> Encoding {
-        match self.repr {
-            HashRepr::Packed { .. } => Encoding::Listpack,
-            HashRepr::Table(_) => Encoding::HashTable,
-        }
-    }
-
-    /// Estimated heap bytes of the elements and their bookkeeping. A packed form counts its
-    /// buffer's length (its capacity is kept within a quarter of it), so the estimate depends on
-    /// the content only, never on the history of edits.
-    fn mem_bytes(&self) -> usize {
-        match &self.repr {
-            HashRepr::Packed { buf, .. } => buf.len(),
-            HashRepr::Table(_) => self.bytes,
-        }
+        self.view().encoding()
     }
 
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
-        match &self.repr {
-            HashRepr::Packed { buf, .. } => {
-                packed_hash_find(buf, field).map(|(_, vs, _)| pack::read(buf, vs).0)
-            }
-            HashRepr::Table(t) => t.get(field).map(|v| &**v),
-        }
+        self.view().get(field)
     }
 
     pub fn contains(&self, field: &[u8]) -> bool {
@@ -780,41 +977,123 @@ impl HashValue {
 
     /// Fields and values (insertion order while packed; table order after).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        match &self.repr {
-            HashRepr::Packed { buf, .. } => Either::Left(packed_pairs(buf)),
-            HashRepr::Table(t) => Either::Right(t.iter().map(|(k, v)| (k, &**v))),
+        self.view().iter()
+    }
+
+    /// A cursor walk (see [`Table::scan`]); a packed hash is returned whole, with cursor 0, as
+    /// Redis returns a listpack.
+    pub fn scan(&self, cursor: u64, count: usize, f: impl FnMut(&[u8], &[u8])) -> u64 {
+        self.view().scan(cursor, count, f)
+    }
+
+    pub fn random(&self, rng: &mut impl rand::Rng) -> Option<(&[u8], &[u8])> {
+        self.view().random(rng)
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.view().digest()
+    }
+}
+
+/// A read-only view of a hash (see [`ValueRef`]).
+#[derive(Clone, Copy)]
+pub struct HashRef<'a> {
+    repr: HashReprRef<'a>,
+    /// Estimated bytes of the table form's elements.
+    bytes: usize,
+    /// The sum of the elements' hashes when it is kept (else computed when asked).
+    sum: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum HashReprRef<'a> {
+    Packed { buf: &'a [u8], len: usize },
+    Table(&'a Table<Box<[u8]>>),
+}
+
+impl<'a> HashRef<'a> {
+    pub fn len(self) -> usize {
+        match self.repr {
+            HashReprRef::Packed { len, .. } => len,
+            HashReprRef::Table(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encoding(self) -> Encoding {
+        match self.repr {
+            HashReprRef::Packed { .. } => Encoding::Listpack,
+            HashReprRef::Table(_) => Encoding::HashTable,
+        }
+    }
+
+    /// Estimated heap bytes of the elements and their bookkeeping. A packed form counts its
+    /// buffer's length (its capacity is kept within a quarter of it), so the estimate depends on
+    /// the content only, never on the history of edits.
+    pub(crate) fn mem_bytes(self) -> usize {
+        match self.repr {
+            HashReprRef::Packed { buf, .. } => buf.len(),
+            HashReprRef::Table(_) => self.bytes,
+        }
+    }
+
+    pub fn get(self, field: &[u8]) -> Option<&'a [u8]> {
+        match self.repr {
+            HashReprRef::Packed { buf, .. } => {
+                packed_hash_find(buf, field).map(|(_, vs, _)| pack::read(buf, vs).0)
+            }
+            HashReprRef::Table(t) => t.get(field).map(|v| &**v),
+        }
+    }
+
+    pub fn contains(self, field: &[u8]) -> bool {
+        self.get(field).is_some()
+    }
+
+    /// Fields and values (insertion order while packed; table order after).
+    pub fn iter(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
+        match self.repr {
+            HashReprRef::Packed { buf, .. } => Either::Left(packed_pairs(buf)),
+            HashReprRef::Table(t) => Either::Right(t.iter().map(|(k, v)| (k, &**v))),
         }
     }
 
     /// A cursor walk (see [`Table::scan`]); a packed hash is returned whole, with cursor 0, as
     /// Redis returns a listpack.
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &[u8])) -> u64 {
-        match &self.repr {
-            HashRepr::Packed { buf, .. } => {
+    pub fn scan(self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &[u8])) -> u64 {
+        match self.repr {
+            HashReprRef::Packed { buf, .. } => {
                 packed_pairs(buf).for_each(|(k, v)| f(k, v));
                 0
             }
-            HashRepr::Table(t) => t.scan(cursor, count, |k, v| f(k, v)),
+            HashReprRef::Table(t) => t.scan(cursor, count, |k, v| f(k, v)),
         }
     }
 
-    pub fn random(&self, rng: &mut impl rand::Rng) -> Option<(&[u8], &[u8])> {
-        match &self.repr {
-            HashRepr::Packed { buf, len } => {
-                if *len == 0 {
+    pub fn random(self, rng: &mut impl rand::Rng) -> Option<(&'a [u8], &'a [u8])> {
+        match self.repr {
+            HashReprRef::Packed { buf, len } => {
+                if len == 0 {
                     return None;
                 }
-                packed_pairs(buf).nth(rng.random_range(0..*len))
+                packed_pairs(buf).nth(rng.random_range(0..len))
             }
-            HashRepr::Table(t) => {
+            HashReprRef::Table(t) => {
                 let i = t.random_index(rng)?;
                 Some((t.key_at(i), t.value_at(i)))
             }
         }
     }
 
-    pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0x3c6e_f372_fe94_f82b)
+    pub fn digest(self) -> u64 {
+        let sum = self.sum.unwrap_or_else(|| {
+            self.iter()
+                .fold(0u64, |s, (f, v)| s.wrapping_add(hash_pair(f, v)))
+        });
+        mix64(sum ^ (self.len() as u64).rotate_left(40) ^ 0x3c6e_f372_fe94_f82b)
     }
 }
 
@@ -891,12 +1170,20 @@ fn pad_into(buf: &mut Vec<u8>, text: &[u8], width: usize) {
 }
 
 impl SetValue {
-    pub fn len(&self) -> usize {
-        match &self.repr {
-            SetRepr::Ints { buf, width } => buf.len().checked_div(*width).unwrap_or(0),
-            SetRepr::Packed { len, .. } => *len,
-            SetRepr::Table(t) => t.len(),
+    pub fn view(&self) -> SetRef<'_> {
+        SetRef {
+            repr: match &self.repr {
+                SetRepr::Ints { buf, width } => SetReprRef::Ints { buf, width: *width },
+                SetRepr::Packed { buf, len } => SetReprRef::Packed { buf, len: *len },
+                SetRepr::Table(t) => SetReprRef::Table(t),
+            },
+            bytes: self.bytes,
+            sum: Some(self.sum),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.view().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -904,28 +1191,11 @@ impl SetValue {
     }
 
     pub fn encoding(&self) -> Encoding {
-        match self.repr {
-            SetRepr::Ints { .. } => Encoding::Intset,
-            SetRepr::Packed { .. } => Encoding::Listpack,
-            SetRepr::Table(_) => Encoding::HashTable,
-        }
-    }
-
-    fn mem_bytes(&self) -> usize {
-        match &self.repr {
-            SetRepr::Ints { buf, .. } | SetRepr::Packed { buf, .. } => buf.len(),
-            SetRepr::Table(_) => self.bytes,
-        }
+        self.view().encoding()
     }
 
     pub fn contains(&self, m: &[u8]) -> bool {
-        match &self.repr {
-            SetRepr::Ints { buf, width } => {
-                encoding::canonical_int(m).is_some_and(|x| int_search(buf, *width, x).is_ok())
-            }
-            SetRepr::Packed { buf, .. } => pack::Iter::new(buf).any(|e| e == m),
-            SetRepr::Table(t) => t.contains(m),
-        }
+        self.view().contains(m)
     }
 
     /// Converts an integer set to the packed form or a table, whichever `extra` more members
@@ -1068,40 +1338,16 @@ impl SetValue {
 
     /// Members: ascending integers for an integer set, insertion order while packed.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        match &self.repr {
-            SetRepr::Ints { buf, width } => Either::Left(Either::Left(
-                buf.chunks_exact((*width).max(1)).map(int_slot),
-            )),
-            SetRepr::Packed { buf, .. } => Either::Left(Either::Right(pack::Iter::new(buf))),
-            SetRepr::Table(t) => Either::Right(t.iter().map(|(k, ())| k)),
-        }
+        self.view().iter()
     }
 
     /// A cursor walk (see [`Table::scan`]); a compact set is returned whole, with cursor 0.
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
-        match &self.repr {
-            SetRepr::Table(t) => t.scan(cursor, count, |k, ()| f(k)),
-            _ => {
-                self.iter().for_each(f);
-                0
-            }
-        }
+    pub fn scan(&self, cursor: u64, count: usize, f: impl FnMut(&[u8])) -> u64 {
+        self.view().scan(cursor, count, f)
     }
 
     pub fn random(&self, rng: &mut impl rand::Rng) -> Option<&[u8]> {
-        match &self.repr {
-            SetRepr::Table(t) => {
-                let i = t.random_index(rng)?;
-                Some(t.key_at(i))
-            }
-            _ => {
-                let n = self.len();
-                if n == 0 {
-                    return None;
-                }
-                self.iter().nth(rng.random_range(0..n))
-            }
-        }
+        self.view().random(rng)
     }
 
     /// Removes and returns a random member.
@@ -1121,7 +1367,108 @@ impl SetValue {
     }
 
     pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0xa54f_f53a_5f1d_36f1)
+        self.view().digest()
+    }
+}
+
+/// A read-only view of a set (see [`ValueRef`]).
+#[derive(Clone, Copy)]
+pub struct SetRef<'a> {
+    repr: SetReprRef<'a>,
+    /// Estimated bytes of the table form's elements.
+    bytes: usize,
+    /// The sum of the members' hashes when it is kept (else computed when asked).
+    sum: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum SetReprRef<'a> {
+    Ints { buf: &'a [u8], width: usize },
+    Packed { buf: &'a [u8], len: usize },
+    Table(&'a Table<()>),
+}
+
+impl<'a> SetRef<'a> {
+    pub fn len(self) -> usize {
+        match self.repr {
+            SetReprRef::Ints { buf, width } => buf.len().checked_div(width).unwrap_or(0),
+            SetReprRef::Packed { len, .. } => len,
+            SetReprRef::Table(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encoding(self) -> Encoding {
+        match self.repr {
+            SetReprRef::Ints { .. } => Encoding::Intset,
+            SetReprRef::Packed { .. } => Encoding::Listpack,
+            SetReprRef::Table(_) => Encoding::HashTable,
+        }
+    }
+
+    pub(crate) fn mem_bytes(self) -> usize {
+        match self.repr {
+            SetReprRef::Ints { buf, .. } | SetReprRef::Packed { buf, .. } => buf.len(),
+            SetReprRef::Table(_) => self.bytes,
+        }
+    }
+
+    pub fn contains(self, m: &[u8]) -> bool {
+        match self.repr {
+            SetReprRef::Ints { buf, width } => {
+                encoding::canonical_int(m).is_some_and(|x| int_search(buf, width, x).is_ok())
+            }
+            SetReprRef::Packed { buf, .. } => pack::Iter::new(buf).any(|e| e == m),
+            SetReprRef::Table(t) => t.contains(m),
+        }
+    }
+
+    /// Members: ascending integers for an integer set, insertion order while packed.
+    pub fn iter(self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        match self.repr {
+            SetReprRef::Ints { buf, width } => {
+                Either::Left(Either::Left(buf.chunks_exact(width.max(1)).map(int_slot)))
+            }
+            SetReprRef::Packed { buf, .. } => Either::Left(Either::Right(pack::Iter::new(buf))),
+            SetReprRef::Table(t) => Either::Right(t.iter().map(|(k, ())| k)),
+        }
+    }
+
+    /// A cursor walk (see [`Table::scan`]); a compact set is returned whole, with cursor 0.
+    pub fn scan(self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+        match self.repr {
+            SetReprRef::Table(t) => t.scan(cursor, count, |k, ()| f(k)),
+            _ => {
+                self.iter().for_each(f);
+                0
+            }
+        }
+    }
+
+    pub fn random(self, rng: &mut impl rand::Rng) -> Option<&'a [u8]> {
+        match self.repr {
+            SetReprRef::Table(t) => {
+                let i = t.random_index(rng)?;
+                Some(t.key_at(i))
+            }
+            _ => {
+                let n = self.len();
+                if n == 0 {
+                    return None;
+                }
+                self.iter().nth(rng.random_range(0..n))
+            }
+        }
+    }
+
+    pub fn digest(self) -> u64 {
+        let sum = self
+            .sum
+            .unwrap_or_else(|| self.iter().fold(0u64, |s, m| s.wrapping_add(hash_bytes(m))));
+        mix64(sum ^ (self.len() as u64).rotate_left(40) ^ 0xa54f_f53a_5f1d_36f1)
     }
 }
 
@@ -1211,11 +1558,19 @@ fn cmp_scored(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
 }
 
 impl ZSetValue {
-    pub fn len(&self) -> usize {
-        match &self.repr {
-            ZRepr::Packed { len, .. } => *len,
-            ZRepr::Full(f) => f.dict.len(),
+    pub fn view(&self) -> ZSetRef<'_> {
+        ZSetRef {
+            repr: match &self.repr {
+                ZRepr::Packed { buf, len } => ZReprRef::Packed { buf, len: *len },
+                ZRepr::Full(f) => ZReprRef::Full(f),
+            },
+            bytes: self.bytes,
+            sum: Some(self.sum),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.view().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1223,26 +1578,11 @@ impl ZSetValue {
     }
 
     pub fn encoding(&self) -> Encoding {
-        match self.repr {
-            ZRepr::Packed { .. } => Encoding::Listpack,
-            ZRepr::Full(_) => Encoding::Skiplist,
-        }
-    }
-
-    fn mem_bytes(&self) -> usize {
-        match &self.repr {
-            ZRepr::Packed { buf, .. } => buf.len(),
-            ZRepr::Full(_) => self.bytes,
-        }
+        self.view().encoding()
     }
 
     pub fn score(&self, m: &[u8]) -> Option<f64> {
-        match &self.repr {
-            ZRepr::Packed { buf, .. } => packed_scored(buf)
-                .find(|(x, ..)| *x == m)
-                .map(|(_, s, ..)| s),
-            ZRepr::Full(f) => f.dict.get(m).copied(),
-        }
+        self.view().score(m)
     }
 
     /// Moves the elements into the table + skiplist form (never undone).
@@ -1343,8 +1683,113 @@ impl ZSetValue {
         start: usize,
         end: usize,
     ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
-        match &self.repr {
-            ZRepr::Packed { buf, .. } => Either::Left(
+        self.view().range_by_rank(start, end)
+    }
+
+    /// Members in order of (score, member).
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        self.view().iter()
+    }
+
+    /// The member at a 0-based rank. O(log n) past the packed form.
+    pub fn get_by_rank(&self, rank: usize) -> Option<(&[u8], f64)> {
+        self.view().get_by_rank(rank)
+    }
+
+    /// See [`ZSetRef::count_before`].
+    pub fn count_before(&self, before: impl FnMut(f64, &[u8]) -> bool) -> usize {
+        self.view().count_before(before)
+    }
+
+    /// Rank bounds `[start, end)` of the members whose score lies within the bounds.
+    pub fn score_rank_range(&self, min: Bound<f64>, max: Bound<f64>) -> (usize, usize) {
+        self.view().score_rank_range(min, max)
+    }
+
+    /// Members whose score lies within the bounds, in ascending order. O(log n + m).
+    pub fn range_by_score(
+        &self,
+        min: Bound<f64>,
+        max: Bound<f64>,
+    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+        self.view().range_by_score(min, max)
+    }
+
+    /// 0-based rank of a member in ascending order. O(log n).
+    pub fn rank(&self, m: &[u8]) -> Option<usize> {
+        self.view().rank(m)
+    }
+
+    /// A cursor walk (see [`Table::scan`]); a packed set is returned whole, with cursor 0.
+    pub fn scan(&self, cursor: u64, count: usize, f: impl FnMut(&[u8], f64)) -> u64 {
+        self.view().scan(cursor, count, f)
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.view().digest()
+    }
+}
+
+/// A read-only view of a sorted set (see [`ValueRef`]).
+#[derive(Clone, Copy)]
+pub struct ZSetRef<'a> {
+    repr: ZReprRef<'a>,
+    /// Estimated bytes of the full form's elements.
+    bytes: usize,
+    /// The sum of the elements' hashes when it is kept (else computed when asked).
+    sum: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum ZReprRef<'a> {
+    Packed { buf: &'a [u8], len: usize },
+    Full(&'a ZFull),
+}
+
+impl<'a> ZSetRef<'a> {
+    pub fn len(self) -> usize {
+        match self.repr {
+            ZReprRef::Packed { len, .. } => len,
+            ZReprRef::Full(f) => f.dict.len(),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encoding(self) -> Encoding {
+        match self.repr {
+            ZReprRef::Packed { .. } => Encoding::Listpack,
+            ZReprRef::Full(_) => Encoding::Skiplist,
+        }
+    }
+
+    pub(crate) fn mem_bytes(self) -> usize {
+        match self.repr {
+            ZReprRef::Packed { buf, .. } => buf.len(),
+            ZReprRef::Full(_) => self.bytes,
+        }
+    }
+
+    pub fn score(self, m: &[u8]) -> Option<f64> {
+        match self.repr {
+            ZReprRef::Packed { buf, .. } => packed_scored(buf)
+                .find(|(x, ..)| *x == m)
+                .map(|(_, s, ..)| s),
+            ZReprRef::Full(f) => f.dict.get(m).copied(),
+        }
+    }
+
+    /// Members with 0-based ranks in `[start, end)`, ascending (reverse the iterator for
+    /// descending). O(log n + m) past the packed form.
+    pub fn range_by_rank(
+        self,
+        start: usize,
+        end: usize,
+    ) -> impl DoubleEndedIterator<Item = (&'a [u8], f64)> + ExactSizeIterator + use<'a> {
+        match self.repr {
+            ZReprRef::Packed { buf, .. } => Either::Left(
                 packed_scored(buf)
                     .skip(start)
                     .take(end.saturating_sub(start))
@@ -1352,36 +1797,38 @@ impl ZSetValue {
                     .collect::<Vec<_>>()
                     .into_iter(),
             ),
-            ZRepr::Full(f) => Either::Right(f.list.range(start, end)),
+            ZReprRef::Full(f) => Either::Right(f.list.range(start, end)),
         }
     }
 
     /// Members in order of (score, member).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+    pub fn iter(
+        self,
+    ) -> impl DoubleEndedIterator<Item = (&'a [u8], f64)> + ExactSizeIterator + use<'a> {
         self.range_by_rank(0, usize::MAX)
     }
 
     /// The member at a 0-based rank. O(log n) past the packed form.
-    pub fn get_by_rank(&self, rank: usize) -> Option<(&[u8], f64)> {
-        match &self.repr {
-            ZRepr::Packed { buf, .. } => packed_scored(buf).nth(rank).map(|(m, s, ..)| (m, s)),
-            ZRepr::Full(f) => f.list.get(rank).map(|(s, m)| (m, s)),
+    pub fn get_by_rank(self, rank: usize) -> Option<(&'a [u8], f64)> {
+        match self.repr {
+            ZReprRef::Packed { buf, .. } => packed_scored(buf).nth(rank).map(|(m, s, ..)| (m, s)),
+            ZReprRef::Full(f) => f.list.get(rank).map(|(s, m)| (m, s)),
         }
     }
 
     /// How many leading members (in (score, member) order) satisfy `before`, which must hold for
     /// a prefix of the order and not after it (a range bound). O(log n) past the packed form.
-    pub fn count_before(&self, mut before: impl FnMut(f64, &[u8]) -> bool) -> usize {
-        match &self.repr {
-            ZRepr::Packed { buf, .. } => packed_scored(buf)
+    pub fn count_before(self, mut before: impl FnMut(f64, &[u8]) -> bool) -> usize {
+        match self.repr {
+            ZReprRef::Packed { buf, .. } => packed_scored(buf)
                 .take_while(|(m, s, ..)| before(*s, m))
                 .count(),
-            ZRepr::Full(f) => f.list.count_before(before),
+            ZReprRef::Full(f) => f.list.count_before(before),
         }
     }
 
     /// Rank bounds `[start, end)` of the members whose score lies within the bounds.
-    pub fn score_rank_range(&self, min: Bound<f64>, max: Bound<f64>) -> (usize, usize) {
+    pub fn score_rank_range(self, min: Bound<f64>, max: Bound<f64>) -> (usize, usize) {
         let start = self.count_before(|s, _| match min {
             Bound::Included(b) => Score(s) < Score(b),
             Bound::Excluded(b) => Score(s) <= Score(b),
@@ -1397,19 +1844,19 @@ impl ZSetValue {
 
     /// Members whose score lies within the bounds, in ascending order. O(log n + m).
     pub fn range_by_score(
-        &self,
+        self,
         min: Bound<f64>,
         max: Bound<f64>,
-    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + ExactSizeIterator {
+    ) -> impl DoubleEndedIterator<Item = (&'a [u8], f64)> + ExactSizeIterator + use<'a> {
         let (start, end) = self.score_rank_range(min, max);
         self.range_by_rank(start, end)
     }
 
     /// 0-based rank of a member in ascending order. O(log n).
-    pub fn rank(&self, m: &[u8]) -> Option<usize> {
-        match &self.repr {
-            ZRepr::Packed { buf, .. } => packed_scored(buf).position(|(x, ..)| x == m),
-            ZRepr::Full(f) => {
+    pub fn rank(self, m: &[u8]) -> Option<usize> {
+        match self.repr {
+            ZReprRef::Packed { buf, .. } => packed_scored(buf).position(|(x, ..)| x == m),
+            ZReprRef::Full(f) => {
                 let score = *f.dict.get(m)?;
                 f.list.rank(score, m)
             }
@@ -1417,18 +1864,22 @@ impl ZSetValue {
     }
 
     /// A cursor walk (see [`Table::scan`]); a packed set is returned whole, with cursor 0.
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], f64)) -> u64 {
-        match &self.repr {
-            ZRepr::Packed { buf, .. } => {
+    pub fn scan(self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], f64)) -> u64 {
+        match self.repr {
+            ZReprRef::Packed { buf, .. } => {
                 packed_scored(buf).for_each(|(m, s, ..)| f(m, s));
                 0
             }
-            ZRepr::Full(full) => full.dict.scan(cursor, count, |k, s| f(k, *s)),
+            ZReprRef::Full(full) => full.dict.scan(cursor, count, |k, s| f(k, *s)),
         }
     }
 
-    pub fn digest(&self) -> u64 {
-        mix64(self.sum ^ (self.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
+    pub fn digest(self) -> u64 {
+        let sum = self.sum.unwrap_or_else(|| {
+            self.iter()
+                .fold(0u64, |s, (m, sc)| s.wrapping_add(hash_scored(m, sc)))
+        });
+        mix64(sum ^ (self.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
     }
 }
 

@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use ferrite_commands::spec::{self, CommandSpec};
 use ferrite_commands::syntax::{self, Arg, Subcommand};
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
-use ferrite_storage::glob::glob_match;
+use ferrite_storage::glob::Glob;
 
 use super::ServerResult;
 use crate::connection::ClientState;
@@ -137,7 +137,8 @@ pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serv
                         let cat = String::from_utf8_lossy(&value).into_owned();
                         Box::new(move |s| s.acl_categories().contains(&cat.as_str()))
                     } else if args.is(3, "PATTERN") {
-                        Box::new(move |s| glob_match(&value, s.name.as_bytes(), true))
+                        let glob = Glob::new(&value, true);
+                        Box::new(move |s| glob.matches(s.name.as_bytes()))
                     } else {
                         return Err(ErrorReply::syntax());
                     }
@@ -229,11 +230,13 @@ pub fn config(
         b"GET" if args.len() >= 3 => {
             let cfg = sh.config.read().clone();
             let mut pairs: Vec<(String, String)> = Vec::new();
+            let globs: Vec<Glob> = args
+                .tail(2)
+                .iter()
+                .map(|pat| Glob::new(&pat.to_ascii_lowercase(), true))
+                .collect();
             for p in &config_params::PARAMS {
-                let matched = args
-                    .tail(2)
-                    .iter()
-                    .any(|pat| glob_match(&pat.to_ascii_lowercase(), p.name.as_bytes(), true));
+                let matched = globs.iter().any(|g| g.matches(p.name.as_bytes()));
                 if matched {
                     pairs.push((p.name.to_string(), (p.get)(&cfg)));
                 }

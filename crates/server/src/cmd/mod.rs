@@ -142,7 +142,7 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     tenancy!("tenant.limits", now),
     tenancy!("tenant.suspend", now),
     tenancy!("tenant.resume", now),
-    tenancy!("tenant.digest", now),
+    wait("tenant.digest", |st, sh, args, out| Box::pin(tenant::digest(st, sh, args, out))),
     migration!("tenant.migrate"),
     migration!("tenant.migrate.status"),
     migration!("tenant.migrate.pause"),

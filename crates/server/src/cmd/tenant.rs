@@ -246,39 +246,51 @@ pub fn run(
             }
             ReplyWriter::new(out, proto).ok();
         }
-        "tenant.digest" => {
-            let t = tenant_arg(sh, &args, 1)?;
-            let full = match args.len() {
-                2 => false,
-                3 if args.is(2, "FULL") => true,
-                _ => return Err(ErrorReply::syntax()),
-            };
-            let ks = t.keyspace();
-            let (digest, recomputed) = {
-                let db = ks.lock();
-                let d = db.digest().clone();
-                let r = full.then(|| db.recompute_digest());
-                (d, r)
-            };
-            let mut w = ReplyWriter::new(out, proto);
-            w.map(if recomputed.is_some() { 5 } else { 4 });
-            w.bulk_str("tenant");
-            w.bulk_str(t.id());
-            w.bulk_str("keys");
-            w.int(digest.keys() as i64);
-            w.bulk_str("digest");
-            w.bulk_str(&format!("{:016x}", digest.combined()));
-            if let Some(r) = &recomputed {
-                w.bulk_str("recomputed_match");
-                w.boolean(*r == digest);
-            }
-            w.bulk_str("buckets");
-            w.array(BUCKETS);
-            for b in 0..BUCKETS {
-                w.bulk_str(&format!("{:016x}", digest.bucket(b)));
-            }
-        }
         _ => return Err(ErrorReply::err(format!("unknown tenancy command '{name}'"))),
+    }
+    Ok(Flow::Continue)
+}
+
+/// `TENANT.DIGEST <id> [FULL]`: waits for the tenant's keyspace without blocking a thread; the
+/// full recomputation visits every key, so it runs on the blocking pool.
+pub async fn digest(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let proto = st.proto;
+    let t = tenant_arg(sh, &args, 1)?;
+    let full = match args.len() {
+        2 => false,
+        3 if args.is(2, "FULL") => true,
+        _ => return Err(ErrorReply::syntax()),
+    };
+    let ks = t.keyspace();
+    let (digest, recomputed) = if full {
+        crate::offload::run_locked(sh, &ks, |db, _| {
+            (db.digest().clone(), Some(db.recompute_digest()))
+        })
+        .await?
+    } else {
+        (crate::offload::lock(&ks).await.digest().clone(), None)
+    };
+    let mut w = ReplyWriter::new(out, proto);
+    w.map(if recomputed.is_some() { 5 } else { 4 });
+    w.bulk_str("tenant");
+    w.bulk_str(t.id());
+    w.bulk_str("keys");
+    w.int(digest.keys() as i64);
+    w.bulk_str("digest");
+    w.bulk_str(&format!("{:016x}", digest.combined()));
+    if let Some(r) = &recomputed {
+        w.bulk_str("recomputed_match");
+        w.boolean(*r == digest);
+    }
+    w.bulk_str("buckets");
+    w.array(BUCKETS);
+    for b in 0..BUCKETS {
+        w.bulk_str(&format!("{:016x}", digest.bucket(b)));
     }
     Ok(Flow::Continue)
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
-use ferrite_commands::spec;
-use ferrite_commands::{Garbage, Handler};
+use ferrite_commands::{Garbage, Handler, cost, spec};
 use ferrite_protocol::{ErrorReply, ReplyWriter};
 
 use super::ServerResult;
-use crate::connection::{ClientState, Watched};
+use crate::connection::{ClientState, Queued, Watched};
 use crate::dispatch::{self, Flow};
+use crate::offload;
 use crate::shared::Shared;
 
 pub fn multi(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
@@ -40,9 +40,9 @@ pub async fn watch(
     out: &mut BytesMut,
 ) -> ServerResult {
     let ks = st.tenant.keyspace();
-    let now = ferrite_storage::now_ms();
     {
-        let mut db = ks.lock();
+        let mut db = offload::lock(&ks).await;
+        let now = ferrite_storage::now_ms();
         for key in args.tail(1).iter() {
             let version = db.get(key, now).map(|e| e.version());
             st.watched.push(Watched {
@@ -73,10 +73,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     }
     let all = spec::all();
     let work = dispatch::Work {
-        commands: queue
-            .iter()
-            .filter(|q| matches!(all.get(q.index).map(|s| s.handler), Some(Handler::Data(_))))
-            .count() as u64,
+        commands: queue.iter().filter(|q| is_data(q)).count() as u64,
         writes: queue
             .iter()
             .any(|q| all.get(q.index).is_some_and(|s| s.is_write())),
@@ -91,10 +88,13 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     };
     st.batch.wrote |= work.writes;
     let ks = tenant.keyspace();
-    let now = ferrite_storage::now_ms();
-    let mut garbage = Garbage::default();
-    {
-        let mut db = ks.lock();
+    // A long transaction runs its data commands on the blocking pool. It learns that it is long
+    // under the lock; it then gives the lock back, waits for a slot, and starts again (WATCH and
+    // quotas are checked when the transaction really runs).
+    let mut slot = None;
+    let (mut db, now) = loop {
+        let mut db = ks.lock_owned().await;
+        let now = ferrite_storage::now_ms();
         let dirty = watched.iter().any(|w| {
             !Arc::ptr_eq(&w.keyspace, &ks) || db.get(&w.key, now).map(|e| e.version()) != w.version
         });
@@ -108,41 +108,145 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                 .filter_map(|q| Some((all.get(q.index)?, q.request.args())));
             dispatch::check_quota(&tenant, &mut db, now, commands)?;
         }
-        ReplyWriter::new(out, st.proto).array(queue.len());
-        let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
-        let reply_limit = st.reply_limit;
-        // Subscribers (the append-only log) get the whole transaction in one publication.
-        db.begin_atomic();
-        for q in &queue {
-            let proto = st.proto;
-            let Some(spec) = all.get(q.index) else {
-                ReplyWriter::new(out, proto).error(&ErrorReply::err("unknown command"));
-                continue;
-            };
-            let args = q.request.args();
-            let result = match spec.handler {
-                Handler::Data(f) => {
-                    tenant.stats.commands.fetch_add(1, Relaxed);
-                    let mut exec = dispatch::Exec {
-                        db: &mut db,
-                        now,
-                        rng: &mut st.rng,
-                        proto,
-                        max_bulk,
-                        garbage: &mut garbage,
-                        reply_limit,
-                    };
-                    exec.run(spec, f, args, out)
-                }
-                Handler::Server => super::run_queued(st, sh, q.index, args, out).map(|_| ()),
+        if slot.is_none() && transaction_work(&queue, &db) > cost::LONG_WORK {
+            drop(db);
+            slot = Some(offload::slot(sh).await?);
+            continue;
+        }
+        break (db, now);
+    };
+    ReplyWriter::new(out, st.proto).array(queue.len());
+    // Subscribers (the append-only log) get the whole transaction in one publication.
+    db.begin_atomic();
+    let mut segment = Segment {
+        queue,
+        tenant: tenant.clone(),
+        now,
+        proto: st.proto,
+        max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
+        reply_limit: st.reply_limit,
+        rng: st.rng.clone(),
+    };
+    let mut i = 0;
+    while i < segment.queue.len() {
+        let q = &segment.queue[i];
+        if !is_data(q) {
+            // Server commands queued in MULTI run here, on the connection's task; they take no
+            // keyspace lock (this transaction holds its tenant's).
+            let result = match all.get(q.index) {
+                Some(_) => super::run_queued(st, sh, q.index, q.request.args(), out),
+                None => Err(ErrorReply::err("unknown command")),
             };
             if let Err(e) = result {
-                ReplyWriter::new(out, proto).error(&e);
+                ReplyWriter::new(out, st.proto).error(&e);
+            }
+            i += 1;
+            continue;
+        }
+        let end = (i..segment.queue.len())
+            .find(|&j| !is_data(&segment.queue[j]))
+            .unwrap_or(segment.queue.len());
+        if slot.is_some() {
+            let mut reply = std::mem::take(out);
+            let job = move |db: &mut ferrite_storage::Db, garbage: &mut Garbage| {
+                segment.run(db, i..end, &mut reply, garbage);
+                (segment, reply)
+            };
+            let (guard, (back, reply), garbage) = offload::run_with(db, job).await?;
+            db = guard;
+            segment = back;
+            *out = reply;
+            dispatch::free_later(garbage);
+        } else {
+            let mut garbage = Garbage::default();
+            segment.run(&mut db, i..end, out, &mut garbage);
+            dispatch::free_later(garbage);
+        }
+        i = end;
+    }
+    db.end_atomic(now);
+    drop(db);
+    st.rng = segment.rng;
+    drop(slot);
+    drop(admitted);
+    Ok(Flow::Continue)
+}
+
+fn is_data(q: &Queued) -> bool {
+    matches!(
+        spec::all().get(q.index).map(|s| s.handler),
+        Some(Handler::Data(_))
+    )
+}
+
+/// The estimated work of a transaction's data commands (see `ferrite_commands::cost`).
+fn transaction_work(queue: &[Queued], db: &ferrite_storage::Db) -> u64 {
+    let all = spec::all();
+    queue
+        .iter()
+        .filter(|q| is_data(q))
+        .map(|q| {
+            let args = q.request.args();
+            match all.get(q.index) {
+                Some(spec) if cost::depends_on_data(q.index) => cost::estimate(spec, &args, db),
+                _ => args.len() as u64,
+            }
+        })
+        .fold(0, u64::saturating_add)
+}
+
+/// A transaction's queued commands and what its data commands run with; it moves to the
+/// blocking pool and back when the transaction is long.
+struct Segment {
+    queue: Vec<Queued>,
+    tenant: Arc<ferrite_tenancy::Tenant>,
+    now: u64,
+    proto: ferrite_protocol::Protocol,
+    max_bulk: usize,
+    reply_limit: usize,
+    rng: rand::rngs::SmallRng,
+}
+
+impl Segment {
+    /// Runs the data commands `range` of the queue, each reply (or error) into `out`.
+    fn run(
+        &mut self,
+        db: &mut ferrite_storage::Db,
+        range: std::ops::Range<usize>,
+        out: &mut BytesMut,
+        garbage: &mut Garbage,
+    ) {
+        let all = spec::all();
+        for q in &self.queue[range] {
+            let Some(spec) = all.get(q.index) else {
+                continue;
+            };
+            let Handler::Data(f) = spec.handler else {
+                continue;
+            };
+            self.tenant.stats.commands.fetch_add(1, Relaxed);
+            let before = out.len();
+            // A panicking command (a bug) must not take the transaction's other replies, nor
+            // the lock it holds, with it: it is answered as an error.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut exec = dispatch::Exec {
+                    db: &mut *db,
+                    now: self.now,
+                    rng: &mut self.rng,
+                    proto: self.proto,
+                    max_bulk: self.max_bulk,
+                    garbage: &mut *garbage,
+                    reply_limit: self.reply_limit,
+                };
+                exec.run(spec, f, q.request.args(), out)
+            }))
+            .unwrap_or_else(|_| {
+                out.truncate(before);
+                Err(ErrorReply::err("internal error while running the command"))
+            });
+            if let Err(e) = result {
+                ReplyWriter::new(out, self.proto).error(&e);
             }
         }
-        db.end_atomic(now);
     }
-    drop(admitted);
-    dispatch::free_later(garbage);
-    Ok(Flow::Continue)
 }

@@ -1052,7 +1052,7 @@ async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
     if tenant.state() != TenantState::Moved && tenant.gate().is_closed() {
         tenant.gate().open();
     }
-    tenant.keyspace().lock().stop_tracking();
+    tenant.keyspace().lock_async().await.stop_tracking();
     let import = io
         .ctl
         .published()
@@ -1172,7 +1172,7 @@ async fn cancel_after_hand_over(work: &mut Work, io: &mut Io<'_>) {
         Ok(Ok(())) | Ok(Err(TargetError::ImportGone(_))) => {
             match io.ctl.env.registry.reclaim(&tenant) {
                 Ok(()) => {
-                    tenant.keyspace().lock().stop_tracking();
+                    tenant.keyspace().lock_async().await.stop_tracking();
                     if tenant.gate().is_closed() {
                         tenant.gate().open();
                     }

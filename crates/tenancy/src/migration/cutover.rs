@@ -109,7 +109,7 @@ pub(super) async fn cutover(
         ));
     }
     io.ctl.handed_over = true;
-    tenant.keyspace().lock().stop_tracking();
+    tenant.keyspace().lock_async().await.stop_tracking();
     // Everything was acknowledged: the streams have nothing left to do.
     if let Some(s) = work.streams.take() {
         let _ = s.stop().await;
@@ -209,7 +209,7 @@ async fn confirm(work: &mut Work, io: &mut Io<'_>, budget: Duration) -> Res<u64>
         send_all(work, io).await?;
         wait_acked(io, budget).await?;
         let (keys, digest, dirty) = {
-            let db = ks.lock();
+            let db = ks.lock_async().await;
             (
                 db.len() as u64,
                 db.digest().combined(),

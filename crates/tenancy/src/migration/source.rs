@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use ferrite_storage::{Entry, Value, ValueType};
+use ferrite_storage::{Entry, ValueRef, ValueType};
 use tokio::time::Instant;
 
 use super::actor::{Checkpoint, Io, Link, PendingCutover, Work};
@@ -99,7 +99,7 @@ pub(super) async fn run(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
     let tenant = io.ctl.info.tenant.clone();
     let ks = tenant.keyspace();
     let epoch = {
-        let mut db = ks.lock();
+        let mut db = ks.lock_async().await;
         db.start_tracking();
         db.tracking_lag().map_or(0, |l| l.flush_epoch)
     };
@@ -196,7 +196,7 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
             cursor = {
                 let s = streams(work)?;
                 let batch = s.batch_size;
-                let mut db = ks.lock();
+                let mut db = ks.lock_async().await;
                 if let Some(l) = db.tracking_lag() {
                     s.note_epoch(l.flush_epoch);
                 }
@@ -450,7 +450,7 @@ pub(super) async fn drain(work: &mut Work, io: &mut Io<'_>, max: usize) -> Res<u
     let mut large = Vec::new();
     let n = {
         let s = streams(work)?;
-        let mut db = ks.lock();
+        let mut db = ks.lock_async().await;
         if let Some(l) = db.tracking_lag() {
             s.note_epoch(l.flush_epoch);
         }
@@ -472,9 +472,9 @@ pub(super) async fn drain(work: &mut Work, io: &mut Io<'_>, max: usize) -> Res<u
 
 /// Reads the next chunk of a large value at `pos` (an index, byte offset or table cursor).
 /// Returns the chunk and the next position (None when this was the last chunk).
-fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
+fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
     match v {
-        Value::Str(s) => {
+        ValueRef::Str(s) => {
             let b = s.as_bytes();
             let start = (pos as usize).min(b.len());
             let end = (start + CHUNK_BYTES).min(b.len());
@@ -483,25 +483,25 @@ fn read_chunk(v: &Value, pos: u64) -> (Chunk, Option<u64>) {
                 (end < b.len()).then_some(end as u64),
             )
         }
-        Value::List(l) => {
+        ValueRef::List(l) => {
             let start = pos as usize;
             let end = (start + CHUNK_ELEMENTS).min(l.len());
             let items = l.range(start, end).map(<[u8]>::to_vec).collect();
             (Chunk::Items(items), (end < l.len()).then_some(end as u64))
         }
-        Value::Hash(h) => {
+        ValueRef::Hash(h) => {
             let mut items = Vec::new();
             let next = h.scan(pos, CHUNK_ELEMENTS, |f, v| {
                 items.push((f.to_vec(), v.to_vec()))
             });
             (Chunk::Pairs(items), (next != 0).then_some(next))
         }
-        Value::Set(s) => {
+        ValueRef::Set(s) => {
             let mut items = Vec::new();
             let next = s.scan(pos, CHUNK_ELEMENTS, |m| items.push(m.to_vec()));
             (Chunk::Items(items), (next != 0).then_some(next))
         }
-        Value::ZSet(z) => {
+        ValueRef::ZSet(z) => {
             let mut items = Vec::new();
             let next = z.scan(pos, CHUNK_ELEMENTS, |m, s| items.push((m.to_vec(), s)));
             (Chunk::Scored(items), (next != 0).then_some(next))
@@ -525,7 +525,7 @@ async fn ship_large(work: &mut Work, io: &mut Io<'_>, key: &[u8]) -> Res<bool> {
         }
         let s = streams(work)?;
         let (stream, next, left) = {
-            let db = ks.lock();
+            let db = ks.lock_async().await;
             if let Some(l) = db.tracking_lag() {
                 if l.flush_epoch > s.epoch {
                     s.note_epoch(l.flush_epoch);
@@ -541,7 +541,7 @@ async fn ship_large(work: &mut Work, io: &mut Io<'_>, key: &[u8]) -> Res<bool> {
             let (chunk, next) = read_chunk(e.value(), p);
             done += chunk.len();
             let total = match e.value() {
-                Value::Str(v) => v.as_bytes().len(),
+                ValueRef::Str(v) => v.as_bytes().len(),
                 v => v.elements(),
             }
             .max(1);
@@ -577,7 +577,7 @@ async fn ship_all_large(work: &mut Work, io: &mut Io<'_>, keys: Vec<Vec<u8>>) ->
         io.ctl.set_large_left(0);
         if !matches!(shipped, Ok(true)) {
             let ks = io.ctl.info.tenant.keyspace();
-            let mut db = ks.lock();
+            let mut db = ks.lock_async().await;
             let now = ferrite_storage::now_ms();
             for k in &keys[i..] {
                 db.mark_changed(k, now);

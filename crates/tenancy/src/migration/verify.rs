@@ -22,7 +22,7 @@ pub(super) async fn verify(
     frozen: &Keyspace,
 ) -> Result<VerifyResult, MigrationError> {
     let (keys_source, digest, sample) = {
-        let mut db = frozen.lock();
+        let mut db = frozen.lock_async().await;
         let keys = db.len() as u64;
         let digest = db.digest().clone();
         let mut rng = rand::rng();

@@ -17,7 +17,7 @@
 //! Records of one key always travel on the same stream ([`route`]), which keeps their order.
 
 use ferrite_storage::{
-    Entry, HashValue, ListValue, SetValue, StrValue, Value, ValueType, ZSetValue,
+    Entry, HashValue, ListValue, SetValue, StrValue, Value, ValueRef, ValueType, ZSetValue,
 };
 
 /// Version this build speaks. A peer with another version is refused with both numbers.
@@ -219,29 +219,29 @@ impl Chunk {
     }
 }
 
-fn encode_value(buf: &mut Vec<u8>, v: &Value) {
+fn encode_value(buf: &mut Vec<u8>, v: ValueRef<'_>) {
     match v {
-        Value::Str(s) => put_bytes(buf, s.as_bytes()),
-        Value::List(l) => {
+        ValueRef::Str(s) => put_bytes(buf, s.as_bytes()),
+        ValueRef::List(l) => {
             put_varint(buf, l.len() as u64);
             for e in l.iter() {
                 put_bytes(buf, e);
             }
         }
-        Value::Hash(h) => {
+        ValueRef::Hash(h) => {
             put_varint(buf, h.len() as u64);
             for (f, val) in h.iter() {
                 put_bytes(buf, f);
                 put_bytes(buf, val);
             }
         }
-        Value::Set(s) => {
+        ValueRef::Set(s) => {
             put_varint(buf, s.len() as u64);
             for m in s.iter() {
                 put_bytes(buf, m);
             }
         }
-        Value::ZSet(z) => {
+        ValueRef::ZSet(z) => {
             put_varint(buf, z.len() as u64);
             for (m, sc) in z.iter() {
                 put_bytes(buf, m);
@@ -253,13 +253,13 @@ fn encode_value(buf: &mut Vec<u8>, v: &Value) {
 
 /// A canonical encoding of a value, independent of the order a server keeps elements in: used to
 /// compare sampled keys between servers, value by value.
-pub fn canonical_value(v: &Value, expire: u64) -> Vec<u8> {
+pub fn canonical_value(v: ValueRef<'_>, expire: u64) -> Vec<u8> {
     let mut buf = Vec::new();
     buf.push(v.value_type().tag() as u8);
     buf.extend_from_slice(&expire.to_le_bytes());
     match v {
-        Value::Str(_) | Value::List(_) => encode_value(&mut buf, v),
-        Value::Hash(h) => {
+        ValueRef::Str(_) | ValueRef::List(_) => encode_value(&mut buf, v),
+        ValueRef::Hash(h) => {
             let mut items: Vec<_> = h.iter().collect();
             items.sort_unstable();
             put_varint(&mut buf, items.len() as u64);
@@ -268,7 +268,7 @@ pub fn canonical_value(v: &Value, expire: u64) -> Vec<u8> {
                 put_bytes(&mut buf, val);
             }
         }
-        Value::Set(s) => {
+        ValueRef::Set(s) => {
             let mut items: Vec<_> = s.iter().collect();
             items.sort_unstable();
             put_varint(&mut buf, items.len() as u64);
@@ -277,7 +277,7 @@ pub fn canonical_value(v: &Value, expire: u64) -> Vec<u8> {
             }
         }
         // Sorted sets iterate in (score, member) order on every server already.
-        Value::ZSet(_) => encode_value(&mut buf, v),
+        ValueRef::ZSet(_) => encode_value(&mut buf, v),
     }
     buf
 }
@@ -556,8 +556,8 @@ mod tests {
         };
         assert_eq!((*key, *expire), (&b"s"[..], 123));
         assert_eq!(
-            canonical_value(value, 0),
-            canonical_value(&Value::string("hello"), 0)
+            canonical_value(value.view(), 0),
+            canonical_value(Value::string("hello").view(), 0)
         );
         assert!(matches!(
             recs[6],
