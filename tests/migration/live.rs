@@ -275,6 +275,12 @@ async fn live_migration_under_writes_is_exact() {
                 break;
             }
             Err(e) if e.to_string().contains("cutover_max_lag") => {
+                let st = status(&mut a, &id).await;
+                // Why a cutover waits, for a failure on a slow machine.
+                eprintln!(
+                    "cutover refused: {e} (lag_keys {}, lag_bytes {})",
+                    st["lag_keys"], st["lag_bytes"]
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("cutover failed: {e}"),
