@@ -6,13 +6,14 @@
 #   scripts/bench-isolation.sh --record          ... and writes it into docs/benchmarks.md
 #   scripts/bench-isolation.sh --wait-quiet      first wait (up to 30 min) for an idle machine
 #   BENCH_KEYS=100000 BENCH_SET=100000 BENCH_SECS=2 scripts/bench-isolation.sh   a quick run
+#   BENCH_VICTIM=GET scripts/bench-isolation.sh the victim sends GET instead of PING
 #   BENCH_SKIP=redis scripts/bench-isolation.sh  only Ferrite (or BENCH_SKIP=ferrite)
 #   BENCH_FERRITE_ARGS="--threads 1" scripts/bench-isolation.sh   Ferrite on one worker thread
 #
 # `cargo bench --bench isolation` (benches/isolation.rs) starts a `ferrite` and a `redis-server`
 # on free loopback ports (stopped on exit), loads a "hot" tenant (Redis: database 0) and, for
 # each scenario, runs its heavy commands in a loop on hot connections while a "victim" tenant
-# (Redis: database 1) sends a GET every millisecond; the victim's latency is measured against
+# (Redis: database 1) sends a PING (BENCH_VICTIM=GET: a GET) every millisecond; the victim's latency is measured against
 # that schedule. FERRITE_BIN picks another ferrite binary (e.g. an older build, to compare).
 # Results: target/bench-isolation/results.jsonl and table.md.
 set -euo pipefail
@@ -69,7 +70,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$RESULTS" "$OUT/table.md" "$(nproc)" "$load_before" "$load_after" "$started" \
   "${BENCH_FERRITE_ARGS:-}" <<'EOF'
-import json, sys
+import json, os, sys
 path, out_path, cores, before, after, started, fargs = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 by = {(r["server"], r["scenario"]): r for r in rows}
@@ -88,7 +89,8 @@ what = {
 k = rows[0]
 lines = [
     f"{cores} cores; load {before} before, {after} after; started {started}"
-    + (f"; ferrite {fargs}" if fargs else ""),
+    + (f"; ferrite {fargs}" if fargs else "")
+    + f"; the victim sends {'GET' if os.environ.get('BENCH_VICTIM') == 'GET' else 'PING'} every ms",
     "",
     "| hot tenant runs | Ferrite victim p50 / p99 / max ms | heavy cmds/s | Redis victim p50 / p99 / max ms | heavy cmds/s |",
     "|---|---:|---:|---:|---:|",

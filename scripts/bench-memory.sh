@@ -134,7 +134,11 @@ measure() {
         redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
             --daemonize no --logfile "$work/redis.log" >/dev/null 2>&1 &
     else
-        "$FERRITE_BIN" --port "$port" --metrics-addr off --log-level warn >"$work/ferrite.log" 2>&1 &
+        # Persistence off (as for the redis-server above) and a fresh data directory per run,
+        # so a shape never starts with the previous shape's keys.
+        rm -rf "$work/ferrite-data"
+        "$FERRITE_BIN" --port "$port" --metrics-addr off --log-level warn --appendonly no \
+            --dir "$work/ferrite-data" >"$work/ferrite.log" 2>&1 &
     fi
     pid=$!
     wait_ready "$port"

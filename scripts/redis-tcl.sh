@@ -2,6 +2,8 @@
 # Runs units of Redis's own TCL test suite against a Ferrite started here, and prints per unit
 # how many tests passed and failed. Usage:
 #   scripts/redis-tcl.sh <redis-source-dir> unit/geo [unit/bitops ...]
+# TCL_ARGS adds options of the suite's test_helper.tcl, e.g. TCL_ARGS="--tags -needs:debug" skips
+# the tests that need DEBUG RELOAD or a runtime `CONFIG SET appendonly yes`.
 # <redis-source-dir> is a Redis 7.0 source tree (Debian's redis source package, or a checkout of
 # the 7.0 branch); it is copied, never changed. The copy is run with --singledb (Ferrite has one
 # database per tenant), with `FUNCTION FLUSH` made optional until scripting exists, and with every
@@ -33,7 +35,7 @@ status=0
 for unit in "$@"; do
     out="$work/$(basename "$unit").out"
     timeout 900 tclsh tests/test_helper.tcl --host 127.0.0.1 --port "$port" --singledb \
-        --single "$unit" --clients 1 >"$out" 2>&1 || status=1
+        --single "$unit" --clients 1 ${TCL_ARGS:-} >"$out" 2>&1 || status=1
     ok=$(grep -ac '\[.*ok.*\]: ' "$out" || true)
     err=$(grep -ac '\[.*err.*\]: ' "$out" || true)
     exc=$(grep -ac '\[.*exception.*\]: ' "$out" || true)

@@ -15,6 +15,7 @@ mod live;
 mod production;
 mod reporting;
 mod responsive;
+mod streams;
 
 use std::time::Duration;
 

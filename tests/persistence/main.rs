@@ -10,3 +10,4 @@ mod crash;
 mod cutover;
 mod faults;
 mod restart;
+mod streams;

@@ -5,8 +5,13 @@
 mod common;
 
 mod amplification;
+mod auth_limit;
 mod connections;
 mod credentials;
+mod info_scoping;
+mod metrics_endpoint;
 mod preauth;
+mod secret_logs;
 mod secure_defaults;
+mod tenant_clients;
 mod util;

@@ -9,5 +9,7 @@ mod basics;
 mod encodings;
 mod lifecycle;
 mod metrics_lint;
+mod quota;
 mod rdb_interop;
+mod scripting;
 mod tenancy;

@@ -54,6 +54,17 @@ impl Ctx<'_, '_> {
     /// the lock (see `ferrite_storage::effects`). Every execution path runs data commands through
     /// this, so no write escapes the journal.
     pub fn run(&mut self, f: DataFn, args: Args<'_>) -> crate::CmdResult {
+        self.run_with(args, f)
+    }
+
+    /// [`Ctx::run`] for a command run by a closure (a blocking command's attempt, which also
+    /// says whether it blocked).
+    #[inline]
+    pub fn run_with(
+        &mut self,
+        args: Args<'_>,
+        f: impl FnOnce(&mut Self, Args<'_>) -> crate::CmdResult,
+    ) -> crate::CmdResult {
         let mark = self.db.effects_begin();
         let result = f(self, args);
         if !self.db.wants_effects() {

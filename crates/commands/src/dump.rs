@@ -3,7 +3,10 @@
 
 use ferrite_protocol::{Args, ErrorReply};
 use ferrite_rdb::dump::PayloadError;
-use ferrite_storage::{HashValue, ListValue, SetValue, Slot, Value, ValueRef, ZSetValue};
+use ferrite_storage::stream::StreamItem;
+use ferrite_storage::{
+    HashValue, ListValue, SetValue, Slot, StreamId, StreamValue, Value, ValueRef, ZSetValue,
+};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -43,41 +46,142 @@ pub fn to_rdb(v: ValueRef<'_>) -> ferrite_rdb::Value {
             ferrite_rdb::Value::Hash(h.iter().map(|(f, v)| (own(f), own(v))).collect())
         }
         ValueRef::ZSet(z) => ferrite_rdb::Value::ZSet(z.iter().map(|(m, s)| (own(m), s)).collect()),
+        ValueRef::Stream(x) => ferrite_rdb::Value::Stream(Box::new(stream_to_rdb(x))),
     }
 }
 
-/// RDB elements as a stored value.
-pub fn from_rdb(v: ferrite_rdb::Value) -> Value {
+fn rdb_id(id: StreamId) -> ferrite_rdb::StreamId {
+    ferrite_rdb::StreamId {
+        ms: id.ms,
+        seq: id.seq,
+    }
+}
+
+fn our_id(id: ferrite_rdb::StreamId) -> StreamId {
+    StreamId::new(id.ms, id.seq)
+}
+
+fn stream_to_rdb(x: &StreamValue) -> ferrite_rdb::Stream {
+    let own = |b: &[u8]| b.to_vec();
+    ferrite_rdb::Stream {
+        entries: x
+            .range(StreamId::MIN, StreamId::MAX)
+            .map(|e| ferrite_rdb::StreamEntry {
+                id: rdb_id(e.id()),
+                fields: e.fields().map(|(f, v)| (own(f), own(v))).collect(),
+            })
+            .collect(),
+        last_id: rdb_id(x.last_id()),
+        first_id: rdb_id(x.first_id()),
+        max_deleted_id: rdb_id(x.max_deleted_id()),
+        entries_added: x.entries_added(),
+        groups: x
+            .groups()
+            .map(|(name, g)| ferrite_rdb::StreamGroup {
+                name: own(name),
+                last_id: rdb_id(g.last_id()),
+                entries_read: g.entries_read_raw(),
+                pending: g
+                    .pending_range(StreamId::MIN, StreamId::MAX)
+                    .map(|(id, p)| ferrite_rdb::StreamPending {
+                        id: rdb_id(id),
+                        delivery_time: p.delivery_time(),
+                        delivery_count: p.delivery_count(),
+                        consumer: own(p.consumer()),
+                    })
+                    .collect(),
+                consumers: g
+                    .consumers()
+                    .map(|(c, v)| ferrite_rdb::StreamConsumer {
+                        name: own(c),
+                        seen_time: v.seen_time(),
+                        active_time: None,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A stream read from RDB, rebuilt item by item (the reader checked its consistency; anything
+/// the stream still refuses is reported).
+fn stream_from_rdb(s: ferrite_rdb::Stream) -> Result<StreamValue, &'static str> {
+    let mut x = StreamValue::default();
+    for e in &s.entries {
+        let fields = e
+            .fields
+            .iter()
+            .flat_map(|(f, v)| [&f[..], &v[..]])
+            .collect();
+        x.apply_item(&StreamItem::Entry {
+            id: our_id(e.id),
+            fields,
+        })?;
+    }
+    for g in &s.groups {
+        x.apply_item(&StreamItem::Group {
+            name: &g.name,
+            last_id: our_id(g.last_id),
+            entries_read: g.entries_read.max(-1),
+        })?;
+        for c in &g.consumers {
+            x.apply_item(&StreamItem::Consumer {
+                group: &g.name,
+                name: &c.name,
+                seen_time: c.seen_time,
+            })?;
+        }
+        for p in &g.pending {
+            x.apply_item(&StreamItem::Pending {
+                group: &g.name,
+                id: our_id(p.id),
+                consumer: &p.consumer,
+                delivery_time: p.delivery_time,
+                delivery_count: p.delivery_count,
+            })?;
+        }
+    }
+    x.apply_item(&StreamItem::Meta {
+        last_id: our_id(s.last_id),
+        max_deleted: our_id(s.max_deleted_id),
+        entries_added: s.entries_added,
+    })?;
+    Ok(x)
+}
+
+/// RDB elements as a stored value (Err for a stream that contradicts itself).
+pub fn from_rdb(v: ferrite_rdb::Value) -> Result<Value, &'static str> {
     match v {
-        ferrite_rdb::Value::String(s) => Value::string(s),
+        ferrite_rdb::Value::String(s) => Ok(Value::string(s)),
         ferrite_rdb::Value::List(items) => {
             let mut l = ListValue::default();
             for e in &items {
                 l.push_back(e);
             }
-            Value::List(Box::new(l))
+            Ok(Value::List(Box::new(l)))
         }
         ferrite_rdb::Value::Set(items) => {
             let mut s = SetValue::default();
             for m in &items {
                 s.insert(m);
             }
-            Value::Set(Box::new(s))
+            Ok(Value::Set(Box::new(s)))
         }
         ferrite_rdb::Value::Hash(items) => {
             let mut h = HashValue::default();
             for (f, v) in &items {
                 h.insert(f, v);
             }
-            Value::Hash(Box::new(h))
+            Ok(Value::Hash(Box::new(h)))
         }
         ferrite_rdb::Value::ZSet(items) => {
             let mut z = ZSetValue::default();
             for (m, s) in &items {
                 z.insert(m, *s);
             }
-            Value::ZSet(Box::new(z))
+            Ok(Value::ZSet(Box::new(z)))
         }
+        ferrite_rdb::Value::Stream(s) => Ok(Value::Stream(Box::new(stream_from_rdb(*s)?))),
     }
 }
 
@@ -135,7 +239,7 @@ fn restore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         return Err(ErrorReply::err("Invalid TTL value, must be >= 0"));
     }
     let value = match ferrite_rdb::dump::restore(args.get(3), ctx.max_bulk as u64) {
-        Ok(v) => from_rdb(v),
+        Ok(v) => from_rdb(v).map_err(|_| ErrorReply::err("Bad data format"))?,
         Err(PayloadError::Footer) => {
             return Err(ErrorReply::err(
                 "DUMP payload version or checksum are wrong",

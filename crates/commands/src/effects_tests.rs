@@ -20,14 +20,21 @@ enum Op {
     ActiveExpire,
 }
 
-/// Keys of one type (`s` strings, `l` lists, `h` hashes, `t` sets, `z` sorted sets), so that
-/// most commands meet a key of their type; generic commands take any key.
+/// Keys of one type (`s` strings, `l` lists, `h` hashes, `t` sets, `z` sorted sets, `x` streams),
+/// so that most commands meet a key of their type; generic commands take any key.
 fn typed(prefix: &'static str) -> impl Strategy<Value = String> {
     (0..3u8).prop_map(move |i| format!("{prefix}{i}"))
 }
 
 fn key() -> impl Strategy<Value = String> {
-    prop_oneof![typed("s"), typed("l"), typed("h"), typed("t"), typed("z")]
+    prop_oneof![
+        typed("s"),
+        typed("l"),
+        typed("h"),
+        typed("t"),
+        typed("z"),
+        typed("x")
+    ]
 }
 
 fn val() -> impl Strategy<Value = String> {
@@ -211,6 +218,63 @@ fn command() -> impl Strategy<Value = Vec<String>> {
             (typed("t"), typed("l"))
                 .prop_map(|(s, d)| argv(&["SORT", &s, "BY", "nosort", "STORE", &d])),
         ],
+        // Streams have many commands that change state in clock-dependent ways: weigh them up.
+        stream_command(),
+        stream_command(),
+        stream_command(),
+    ]
+}
+
+/// Stream commands (keys `x0`..`x2`): generated ids, approximate trims, consumer groups, and
+/// reads and claims that change pending entries at the current time.
+fn stream_command() -> impl Strategy<Value = Vec<String>> {
+    let group = prop_oneof![Just("g1"), Just("g2")];
+    let consumer = prop_oneof![Just("c1"), Just("c2"), Just("c3")];
+    let id = (0..6u64, 0..3u64).prop_map(|(ms, seq)| format!("{ms}-{seq}"));
+    prop_oneof![
+        4 => (typed("x"), val()).prop_map(|(k, v)| argv(&["XADD", &k, "*", "f", &v])),
+        1 => (typed("x"), 1..4u8).prop_map(|(k, n)| argv(&[
+            "XADD", &k, "MAXLEN", "~", &n.to_string(), "*", "f", "v"
+        ])),
+        1 => (typed("x"), id.clone()).prop_map(|(k, i)| argv(&["XADD", &k, &i, "a", "b"])),
+        1 => (typed("x"), 0..4u8).prop_map(|(k, n)| argv(&["XTRIM", &k, "MAXLEN", &n.to_string()])),
+        1 => (typed("x"), id.clone()).prop_map(|(k, i)| argv(&["XTRIM", &k, "MINID", "~", &i])),
+        1 => (typed("x"), id.clone()).prop_map(|(k, i)| argv(&["XDEL", &k, &i])),
+        1 => (typed("x"), group.clone()).prop_map(|(k, g)| argv(&[
+            "XGROUP", "CREATE", &k, g, "0", "MKSTREAM"
+        ])),
+        1 => (typed("x"), group.clone()).prop_map(|(k, g)| argv(&["XGROUP", "DESTROY", &k, g])),
+        1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
+            "XGROUP", "DELCONSUMER", &k, g, c
+        ])),
+        1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
+            "XGROUP", "CREATECONSUMER", &k, g, c
+        ])),
+        1 => (typed("x"), group.clone(), id.clone()).prop_map(|(k, g, i)| argv(&[
+            "XGROUP", "SETID", &k, g, &i
+        ])),
+        3 => (typed("x"), group.clone(), consumer.clone(), 1..3u8).prop_map(|(k, g, c, n)| argv(&[
+            "XREADGROUP", "GROUP", g, c, "COUNT", &n.to_string(), "STREAMS", &k, ">"
+        ])),
+        1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
+            "XREADGROUP", "GROUP", g, c, "NOACK", "STREAMS", &k, ">"
+        ])),
+        1 => (typed("x"), group.clone(), consumer.clone()).prop_map(|(k, g, c)| argv(&[
+            "XREADGROUP", "GROUP", g, c, "STREAMS", &k, "0"
+        ])),
+        1 => (typed("x"), group.clone(), id.clone()).prop_map(|(k, g, i)| argv(&["XACK", &k, g, &i])),
+        1 => (typed("x"), group.clone(), consumer.clone(), id.clone()).prop_map(|(k, g, c, i)| argv(&[
+            "XCLAIM", &k, g, c, "5", &i
+        ])),
+        1 => (typed("x"), group.clone(), consumer.clone(), id.clone()).prop_map(|(k, g, c, i)| argv(&[
+            "XCLAIM", &k, g, c, "0", &i, "JUSTID"
+        ])),
+        1 => (typed("x"), group, consumer).prop_map(|(k, g, c)| argv(&[
+            "XAUTOCLAIM", &k, g, c, "10", "0", "COUNT", "2"
+        ])),
+        1 => (typed("x"), 6..9u64).prop_map(|(k, ms)| argv(&[
+            "XSETID", &k, &format!("{ms}-0"), "ENTRIESADDED", "100", "MAXDELETEDID", "1-0"
+        ])),
     ]
 }
 
@@ -275,6 +339,13 @@ const DETERMINISTIC: &[&str] = &[
     "LMPOP",
     "SORT",
     "RESTORE",
+    "XADD",
+    "XTRIM",
+    "XDEL",
+    "XGROUP",
+    "XACK",
+    "XCLAIM",
+    "XSETID",
 ];
 
 /// Runs `ops` with a recorder subscribed; returns the recorded effects.
@@ -369,6 +440,63 @@ fn random_and_clock_commands_journal_what_they_did() {
     assert_eq!(texts[5], "SET f 0.3 KEEPTTL");
     // SET NX on an existing key changed nothing; GET of a missing key neither.
     assert_eq!(texts.len(), 6, "{texts:?}");
+}
+
+#[test]
+fn stream_commands_journal_explicit_ids_and_claims() {
+    let mut t = TestDb::new();
+    let now = t.now;
+    let ops = vec![
+        Op::Cmd(argv(&["XADD", "x", "*", "f", "v"])),
+        Op::Cmd(argv(&["XADD", "x", "MAXLEN", "~", "5", "*", "f", "w"])),
+        Op::Cmd(argv(&["XGROUP", "CREATE", "x", "g", "0"])),
+        Op::Advance(7),
+        Op::Cmd(argv(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "x",
+            ">",
+        ])),
+        Op::Cmd(argv(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "x",
+            "9-0",
+        ])),
+    ];
+    let batches = run_recorded(&mut t, &ops);
+    let texts: Vec<String> = batches
+        .iter()
+        .flat_map(|(_, e)| e.iter())
+        .map(|a| {
+            a.iter()
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let later = now + 7;
+    assert_eq!(
+        texts,
+        vec![
+            format!("XADD x {now}-0 f v"),
+            format!("XADD x MAXLEN = 2 {now}-1 f w"),
+            "XGROUP CREATE x g 0".to_string(),
+            "XGROUP CREATECONSUMER x g c".to_string(),
+            format!("XCLAIM x g c 0 {now}-0 TIME {later} RETRYCOUNT 1 FORCE JUSTID LASTID {now}-0"),
+            format!("XGROUP SETID x g {now}-0 ENTRIESREAD 1"),
+            // Reading the consumer's history delivers the entry again: its count goes up.
+            format!("XCLAIM x g c 0 {now}-0 TIME {later} RETRYCOUNT 2 FORCE JUSTID LASTID {now}-0"),
+        ]
+    );
 }
 
 #[test]

@@ -5,14 +5,15 @@
 //!
 //! One module per data type: [`strings`], [`keys`], [`lists`], [`hashes`], [`sets`], [`zsets`];
 //! [`bitmaps`] and [`hyperloglog`] work on strings, [`geo`] on sorted sets;
-//! [`zset_algebra`] combines and samples sorted sets. [`dump`] serializes values as Redis does;
-//! [`sort`] is SORT; [`memory`] is MEMORY and MOVE. [`settings`] holds the server-wide values
+//! [`zset_algebra`] combines and samples sorted sets; [`streams`] is the stream type's commands. [`dump`] serializes values as Redis does;
+//! [`blocking`] holds the blocking pops (BLPOP, BZPOPMIN...); [`sort`] is SORT; [`memory`] is MEMORY and MOVE. [`settings`] holds the server-wide values
 //! (CONFIG parameters) that commands read.
 //! Connection- and server-level commands are described in [`server_specs`] and run by the server.
 //! [`syntax`] gives every command's arguments for `COMMAND DOCS`. [`Ctx::run`] runs a data command
 //! and publishes its write effects; [`replay`] applies effects back (log loading, tests).
 
 pub mod bitmaps;
+pub mod blocking;
 pub mod cost;
 pub mod ctx;
 pub mod dump;
@@ -23,12 +24,14 @@ pub mod keys;
 pub mod lists;
 pub mod memory;
 pub mod object;
+pub mod quota;
 pub mod replay;
 pub mod server_specs;
 pub mod sets;
 pub mod settings;
 pub mod sort;
 pub mod spec;
+pub mod streams;
 pub mod strings;
 pub mod syntax;
 pub mod testing;

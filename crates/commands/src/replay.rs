@@ -25,6 +25,33 @@ impl std::fmt::Display for ReplayError {
 
 impl std::error::Error for ReplayError {}
 
+/// Function libraries are tenant data kept by the keyspace (`Db::scripting`) as code; their
+/// effects are `FUNCTION LOAD REPLACE <code>`, `FUNCTION DELETE <name>` and `FUNCTION FLUSH`.
+/// Replaying them changes the kept code only: the tenant's Lua engine recompiles it when a
+/// script next runs.
+fn apply_function(db: &mut Db, argv: Argv<'_>) -> Result<(), String> {
+    let word = |i: usize| argv.get(i).map(|a| a.to_ascii_lowercase());
+    match (word(1).as_deref(), argv.len()) {
+        (Some(b"load"), 4) if word(2).as_deref() == Some(b"replace") => {
+            let code = argv.get(3).unwrap_or_default();
+            if db.put_library(code) {
+                Ok(())
+            } else {
+                Err("library code without a name".into())
+            }
+        }
+        (Some(b"delete"), 3) => {
+            db.remove_library(&String::from_utf8_lossy(argv.get(2).unwrap_or_default()));
+            Ok(())
+        }
+        (Some(b"flush"), 2) => {
+            db.set_libraries(Default::default());
+            Ok(())
+        }
+        _ => Err("unknown FUNCTION effect".into()),
+    }
+}
+
 /// Applies effects with the clock they were recorded with, so lazy expiry decides exactly as it
 /// did then. Keeps its buffers between calls.
 pub struct Replayer {
@@ -76,6 +103,9 @@ impl Replayer {
             command: name.clone(),
             message,
         };
+        if name == "function" {
+            return apply_function(db, argv).map_err(fail);
+        }
         let spec = lookup(argv.name()).ok_or_else(|| fail("unknown command".into()))?;
         let Handler::Data(f) = spec.handler else {
             return Err(fail("not a data command".into()));

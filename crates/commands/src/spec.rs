@@ -32,6 +32,8 @@ pub mod flags {
     pub const CONNECTION: u32 = 1 << 7;
     pub const LOADING: u32 = 1 << 8;
     pub const STALE: u32 = 1 << 9;
+    /// May block the client (BLPOP...): see [`crate::blocking`].
+    pub const BLOCKING: u32 = 1 << 10;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -43,6 +45,7 @@ pub mod flags {
         (NO_MULTI, "no_multi"),
         (LOADING, "loading"),
         (STALE, "stale"),
+        (BLOCKING, "blocking"),
     ];
 }
 
@@ -158,7 +161,7 @@ impl CommandSpec {
             "sorted-set" => v.push("sortedset"),
             "transactions" => v.push("transaction"),
             "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration"
-            | "bitmap" | "hyperloglog" | "geo" => v.push(self.group),
+            | "bitmap" | "hyperloglog" | "geo" | "stream" | "pubsub" => v.push(self.group),
             _ => {}
         }
         if self.has(flags::WRITE) {
@@ -267,6 +270,9 @@ pub fn all() -> &'static [CommandSpec] {
         v.extend_from_slice(crate::dump::COMMANDS);
         v.extend_from_slice(crate::sort::COMMANDS);
         v.extend_from_slice(crate::memory::COMMANDS);
+        v.extend_from_slice(crate::blocking::COMMANDS);
+        v.extend_from_slice(crate::blocking::ZSET_COMMANDS);
+        v.extend_from_slice(crate::streams::COMMANDS);
         v
     })
 }

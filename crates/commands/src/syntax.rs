@@ -65,14 +65,14 @@ const SYNTAX: &[(&str, &str)] = &[
     ("watch", "key [key ...]"),
     ("unwatch", ""),
     // tenancy
-    ("tenant.create", "tenant [PASSWORD password] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec]"),
+    ("tenant.create", "tenant [PASSWORD password] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [MAXCLIENTS count]"),
     ("tenant.delete", "tenant [FORCE]"),
     ("tenant.list", ""),
     ("tenant.info", "tenant"),
     ("tenant.use", "tenant"),
     ("tenant.current", ""),
     ("tenant.throttle", "tenant OPS ops-per-sec"),
-    ("tenant.limits", "tenant [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [PASSWORD password]"),
+    ("tenant.limits", "tenant [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [MAXCLIENTS count] [PASSWORD password]"),
     ("tenant.suspend", "tenant"),
     ("tenant.resume", "tenant"),
     ("tenant.digest", "tenant [FULL]"),
@@ -88,7 +88,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.migrate.verify", "migration-id"),
     ("tenant.migrate.update", "migration-id [PARALLEL streams] [BATCH_SIZE keys] [RATE bytes-per-sec]"),
     ("tenant.import.check", "tenant wire-version source-run-id"),
-    ("tenant.import.begin", "tenant migration-id wire-version source-address source-run-id [PASSWORD password] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec]"),
+    ("tenant.import.begin", "tenant migration-id wire-version source-address source-run-id [PASSWORD password] [CREDENTIAL credential] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [MAXCLIENTS count]"),
     ("tenant.import.batch", "import-id batch"),
     ("tenant.import.resume", "import-id"),
     ("tenant.import.prepare", "import-id"),
@@ -244,6 +244,23 @@ const SYNTAX: &[(&str, &str)] = &[
     ("zrandmember", "key [count [WITHSCORES]]"),
     ("lmpop", "numkeys key [key ...] <LEFT|RIGHT> [COUNT count]"),
     ("zmpop", "numkeys key [key ...] <MIN|MAX> [COUNT count]"),
+    ("subscribe", "channel [channel ...]"),
+    ("unsubscribe", "[channel [channel ...]]"),
+    ("psubscribe", "pattern [pattern ...]"),
+    ("punsubscribe", "[pattern [pattern ...]]"),
+    ("ssubscribe", "shardchannel [shardchannel ...]"),
+    ("sunsubscribe", "[shardchannel [shardchannel ...]]"),
+    ("publish", "channel message"),
+    ("spublish", "shardchannel message"),
+    ("pubsub", ""),
+    ("blpop", "key [key ...] timeout:double"),
+    ("brpop", "key [key ...] timeout:double"),
+    ("blmove", "source destination <LEFT|RIGHT> <LEFT|RIGHT> timeout:double"),
+    ("brpoplpush", "source destination timeout:double"),
+    ("blmpop", "timeout:double numkeys key [key ...] <LEFT|RIGHT> [COUNT count]"),
+    ("bzpopmin", "key [key ...] timeout:double"),
+    ("bzpopmax", "key [key ...] timeout:double"),
+    ("bzmpop", "timeout:double numkeys key [key ...] <MIN|MAX> [COUNT count]"),
     // geo
     ("geoadd", "key [NX|XX] [CH] longitude:double latitude:double member [longitude:double latitude:double member ...]"),
     ("geopos", "key [member [member ...]]"),
@@ -262,6 +279,31 @@ const SYNTAX: &[(&str, &str)] = &[
     ("pfdebug", "subcommand key"),
     ("pfselftest", ""),
     ("bitfield_ro", "key [GET encoding offset [GET encoding offset ...]]"),
+    // scripting
+    ("eval", "script numkeys [key [key ...]] [arg [arg ...]]"),
+    ("evalsha", "sha1 numkeys [key [key ...]] [arg [arg ...]]"),
+    ("eval_ro", "script numkeys [key [key ...]] [arg [arg ...]]"),
+    ("evalsha_ro", "sha1 numkeys [key [key ...]] [arg [arg ...]]"),
+    ("fcall", "function numkeys [key [key ...]] [arg [arg ...]]"),
+    ("fcall_ro", "function numkeys [key [key ...]] [arg [arg ...]]"),
+    ("script", "subcommand [argument [argument ...]]"),
+    ("function", "subcommand [argument [argument ...]]"),
+    // streams
+    ("xadd", "key [NOMKSTREAM] [MAXLEN|MINID] [=|~] [threshold] [LIMIT count] id field value [field value ...]"),
+    ("xack", "key group id [id ...]"),
+    ("xautoclaim", "key group consumer min-idle-time start [COUNT count] [JUSTID]"),
+    ("xclaim", "key group consumer min-idle-time id [id ...] [IDLE ms] [TIME unix-time-milliseconds] [RETRYCOUNT count] [FORCE] [JUSTID] [LASTID lastid]"),
+    ("xdel", "key id [id ...]"),
+    ("xgroup", "subcommand [argument [argument ...]]"),
+    ("xinfo", "subcommand [argument [argument ...]]"),
+    ("xlen", "key"),
+    ("xpending", "key group [IDLE min-idle-time] [start] [end] [count] [consumer]"),
+    ("xrange", "key start end [COUNT count]"),
+    ("xrevrange", "key end start [COUNT count]"),
+    ("xread", "[COUNT count] [BLOCK milliseconds] STREAMS key [key ...] id [id ...]"),
+    ("xreadgroup", "GROUP group consumer [COUNT count] [BLOCK milliseconds] [NOACK] STREAMS key [key ...] id [id ...]"),
+    ("xsetid", "key last-id [ENTRIESADDED entries-added] [MAXDELETEDID max-deleted-id]"),
+    ("xtrim", "key <MAXLEN|MINID> [=|~] threshold [LIMIT count]"),
 ];
 
 /// A subcommand of a container command, named `container|sub` as in Redis's `COMMAND DOCS`.
@@ -291,6 +333,7 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
     sub("client|list", "[TYPE <NORMAL|MASTER>] [ID client-id [client-id ...]]", "Lists connections (a tenant connection sees only its tenant's)."),
     sub("client|info", "", "Describes this connection."),
     sub("client|kill", "<ip:port|[ID client-id] [TYPE <NORMAL|MASTER|SLAVE|REPLICA|PUBSUB>] [USER username] [ADDR ip:port] [LADDR ip:port] [SKIPME <YES|NO>]>", "Closes connections (a tenant connection may close only its tenant's)."),
+    sub("client|unblock", "client-id [TIMEOUT|ERROR]", "Ends the blocking command a client waits in (a tenant connection reaches only its tenant's)."),
     sub("client|no-evict", "<ON|OFF>", "Accepted for compatibility; has no effect."),
     sub("client|no-touch", "<ON|OFF>", "Accepted for compatibility; has no effect."),
     sub("client|help", "", "Describes the CLIENT subcommands."),
@@ -332,6 +375,12 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
     sub("memory|purge", "", "Asks the allocator to release memory (nothing to do)."),
     sub("memory|help", "", "Describes the MEMORY subcommands."),
     sub("config|rewrite", "", "Refused: the server does not rewrite its configuration file."),
+    sub("pubsub|channels", "[pattern]", "Returns the tenant's active channels."),
+    sub("pubsub|numsub", "[channel [channel ...]]", "Returns a count of subscribers to channels."),
+    sub("pubsub|numpat", "", "Returns a count of unique pattern subscriptions."),
+    sub("pubsub|shardchannels", "[pattern]", "Returns the tenant's active shard channels."),
+    sub("pubsub|shardnumsub", "[shardchannel [shardchannel ...]]", "Returns the count of subscribers of shard channels."),
+    sub("pubsub|help", "", "Describes the PUBSUB subcommands."),
 ];
 
 /// The syntax text of a command (lower-case name), if it has one.
@@ -860,7 +909,7 @@ mod tests {
         for s in SUBCOMMANDS {
             assert!(seen.insert(s.name), "{} twice", s.name);
         }
-        assert_eq!(subcommands("client").count(), 11);
+        assert_eq!(subcommands("client").count(), 12);
         assert_eq!(subcommands("get").count(), 0);
     }
 

@@ -29,6 +29,9 @@ pub struct TenantRecord {
     pub maxmemory: u64,
     pub maxkeys: u64,
     pub ops: u64,
+    /// Added after the first catalogs were written: absent = 0 (unlimited).
+    #[serde(default)]
+    pub maxclients: u64,
     /// `active`, `suspended` or `moved`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,10 +371,18 @@ mod tests {
             maxmemory: 1,
             maxkeys: 2,
             ops: 3,
+            maxclients: 4,
             state: state.into(),
             moved_to: (state == "moved").then(|| "10.0.0.1:6379".to_string()),
             created_ms: 9,
         }
+    }
+
+    #[test]
+    fn records_written_before_maxclients_existed_load_as_unlimited() {
+        let old = r#"{"id":"a","incarnation":1,"maxmemory":1,"maxkeys":2,"ops":3,"state":"active","created_ms":9}"#;
+        let r: TenantRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.maxclients, 0);
     }
 
     #[test]
@@ -392,6 +403,7 @@ mod tests {
         assert!(load.torn.is_none());
         assert!(c.tenant("a").is_none());
         assert_eq!(c.tenant("b").unwrap().state, "moved");
+        assert_eq!(c.tenant("b").unwrap().maxclients, 4);
         assert_eq!(c.migrations().count(), 1);
         let next = c.new_incarnation().unwrap();
         assert!(next >= 3, "incarnations are never reused");

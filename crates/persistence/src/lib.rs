@@ -214,6 +214,7 @@ impl Persistence {
                 maxmemory: rec.maxmemory,
                 maxkeys: rec.maxkeys,
                 ops: rec.ops,
+                maxclients: rec.maxclients,
             };
             let t = match registry.get(&rec.id) {
                 // The built-in default tenant exists already: give it its saved settings.
@@ -408,6 +409,7 @@ impl Persistence {
             maxmemory: l.maxmemory,
             maxkeys: l.maxkeys,
             ops: l.ops,
+            maxclients: l.maxclients,
             state: state_name(t.state()).to_string(),
             moved_to: (t.state() == TenantState::Moved)
                 .then(|| t.moved_to())
@@ -955,6 +957,33 @@ impl TenantStore for Persistence {
 }
 
 impl Persistence {
+    /// Keeps a migration's record (the migration manager's description of it, opaque here) in
+    /// the catalog, fsynced: the store behind the server's `MigrationRecordSink`. An unchanged
+    /// record writes nothing.
+    pub fn put_migration(&self, id: &str, record: serde_json::Value) -> Result<(), String> {
+        self.catalog
+            .lock()
+            .put_migration(id, record)
+            .map_err(|e| self.catalog_error(e))
+    }
+
+    /// Drops a migration's record (history the operator cleared).
+    pub fn forget_migration(&self, id: &str) -> Result<(), String> {
+        self.catalog
+            .lock()
+            .forget_migration(id)
+            .map_err(|e| self.catalog_error(e))
+    }
+
+    /// The migration records kept, for `MigrationManager::restore` at startup.
+    pub fn migrations(&self) -> Vec<(String, serde_json::Value)> {
+        self.catalog
+            .lock()
+            .migrations()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect()
+    }
+
     fn catalog_error(&self, e: std::io::Error) -> String {
         let msg = format!("catalog {}: {e}", self.root.join(paths::CATALOG).display());
         self.core.note_error(&msg);
@@ -1055,6 +1084,7 @@ mod tests {
                     CreateOptions {
                         credential: Some(Credential::from_password(b"pw")),
                         maxkeys: Some(100),
+                        maxclients: Some(7),
                         ..Default::default()
                     },
                 )
@@ -1090,6 +1120,7 @@ mod tests {
         let acme = reg.get("acme").expect("tenant restored");
         assert!(acme.check_password(b"pw"));
         assert_eq!(acme.limits().maxkeys, 100);
+        assert_eq!(acme.limits().maxclients, 7);
         // `gone` expired while the server was down: 1 key fewer, the rest identical.
         assert_eq!(digest(&acme).0, want_acme.0 - 1);
         assert!(acme.keyspace().lock().peek(b"gone").is_none());
@@ -1136,6 +1167,28 @@ mod tests {
         assert!(
             !p.status().load.dropped_dirs.is_empty(),
             "the staged import's data went"
+        );
+        p.shutdown();
+    }
+
+    #[test]
+    fn migration_records_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let p = Persistence::open(settings(dir.path()), &registry()).unwrap();
+            p.put_migration("m1", serde_json::json!({"state": "streaming"}))
+                .unwrap();
+            p.put_migration("m1", serde_json::json!({"state": "completed"}))
+                .unwrap();
+            p.put_migration("m2", serde_json::json!({"state": "failed"}))
+                .unwrap();
+            p.forget_migration("m2").unwrap();
+            p.shutdown();
+        }
+        let p = Persistence::open(settings(dir.path()), &registry()).unwrap();
+        assert_eq!(
+            p.migrations(),
+            vec![("m1".to_string(), serde_json::json!({"state": "completed"}))]
         );
         p.shutdown();
     }

@@ -9,6 +9,7 @@
 //! entries         = 0x21 n:u32 entry{n}
 //! entry           = key:bytes type:u8 expire_ms:u64 modified_ms:u64 value   (storage::codec)
 //! snapshot end    = 0x22 entries:varint
+//! libraries       = 0x23 n:varint (name:bytes code:bytes){n}   function libraries (FUNCTION LOAD)
 //! ```
 
 use ferrite_storage::codec::{CodecError, Reader, encode_value, put_bytes, put_varint};
@@ -19,6 +20,7 @@ pub const EFFECTS: u8 = 0x01;
 pub const SNAPSHOT_HEADER: u8 = 0x20;
 pub const ENTRIES: u8 = 0x21;
 pub const SNAPSHOT_END: u8 = 0x22;
+pub const LIBRARIES: u8 = 0x23;
 
 /// The header of a log or snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,36 @@ pub fn read_effects(payload: &[u8]) -> Result<(u64, Vec<OwnedArgv>), CodecError>
         return Err(CodecError("trailing bytes"));
     }
     Ok((now, out))
+}
+
+/// The payload of a [`LIBRARIES`] frame: the tenant's function libraries, name → code.
+pub fn put_libraries(buf: &mut Vec<u8>, libraries: &std::collections::BTreeMap<String, Vec<u8>>) {
+    buf.push(LIBRARIES);
+    put_varint(buf, libraries.len() as u64);
+    for (name, code) in libraries {
+        put_bytes(buf, name.as_bytes());
+        put_bytes(buf, code);
+    }
+}
+
+pub fn read_libraries(
+    payload: &[u8],
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, CodecError> {
+    let mut r = Reader::new(payload);
+    if r.u8()? != LIBRARIES {
+        return Err(CodecError("not a libraries record"));
+    }
+    let n = r.count()?;
+    let mut out = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let name =
+            String::from_utf8(r.bytes()?.to_vec()).map_err(|_| CodecError("library name"))?;
+        out.insert(name, r.bytes()?.to_vec());
+    }
+    if !r.is_empty() {
+        return Err(CodecError("trailing bytes"));
+    }
+    Ok(out)
 }
 
 /// Starts an [`ENTRIES`] payload in `buf` (after a frame header); returns where its count is.

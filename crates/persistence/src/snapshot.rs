@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrite_storage::{Db, Entry, Keyspace, Slot};
+use ferrite_storage::{Db, Keyspace, PointInTimeCopy, Slot};
 
 use crate::format::{FrameError, FrameReader, Kind, begin_frame, end_frame, put_file_header};
 use crate::log::TenantLog;
@@ -36,18 +36,6 @@ pub struct SnapshotInfo {
     pub took_ms: u64,
 }
 
-/// Closes the keyspace's snapshot when the writer stops, whatever happened.
-struct OpenSnapshot<'a> {
-    ks: &'a Keyspace,
-}
-
-impl Drop for OpenSnapshot<'_> {
-    fn drop(&mut self) {
-        let rest = self.ks.lock().close_snapshot();
-        drop(rest);
-    }
-}
-
 /// Writes entries into frames of about [`BLOCK_BYTES`].
 struct BlockWriter {
     out: BufWriter<File>,
@@ -67,17 +55,6 @@ impl BlockWriter {
         self.in_block = 0;
     }
 
-    fn add(&mut self, key: &[u8], e: &Entry) -> std::io::Result<()> {
-        record::put_entry(&mut self.buf, key, e);
-        self.in_block += 1;
-        self.entries += 1;
-        if self.buf.len() >= BLOCK_BYTES || self.in_block == u32::MAX {
-            self.finish_block()?;
-            self.start_block();
-        }
-        Ok(())
-    }
-
     fn finish_block(&mut self) -> std::io::Result<()> {
         if self.in_block == 0 {
             return Ok(());
@@ -95,16 +72,21 @@ impl BlockWriter {
 /// snapshots and logs are deleted. `ks` must be the keyspace `log` is subscribed to.
 pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, String> {
     let started = Instant::now();
-    let (version, generation) = {
-        let mut db = ks.lock();
-        let Some(v) = db.open_snapshot() else {
-            return Err("a snapshot of this keyspace is already being taken".into());
-        };
-        (v, log.rotate_locked())
+    // Make what the current log holds durable now, while writers keep going: the rotation
+    // below must fsync the old log before the new one gets anything (so that only the newest
+    // log can end torn), and that fsync runs in a writer's commit; with this one done first it
+    // only has the last few milliseconds of writes to cover.
+    if log.flush().is_ok() {
+        log.sync();
+    }
+    // The function libraries as of the copy's version: later changes are in the new log.
+    let opened = PointInTimeCopy::open_with(ks, |db| {
+        (log.rotate_locked(), db.scripting().libraries().clone())
+    });
+    let Some((copy, (generation, libraries))) = opened else {
+        return Err("a point-in-time copy of this keyspace is already open".into());
     };
-    let guard = OpenSnapshot { ks };
-    let result = write(ks, log, version, generation);
-    drop(guard);
+    let result = write(copy, log, generation, &libraries);
     match result {
         Ok((entries, bytes, pre_images)) => {
             if !log.snapshot_done(generation, bytes) {
@@ -127,11 +109,12 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
 }
 
 fn write(
-    ks: &Keyspace,
+    mut copy: PointInTimeCopy,
     log: &TenantLog,
-    version: u64,
     generation: u64,
+    libraries: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Result<(u64, u64, u64), String> {
+    let version = copy.version();
     let dir = &log.dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let final_path = dir.join(paths::snapshot_file(generation));
@@ -162,42 +145,30 @@ fn write(
             },
         );
         end_frame(&mut head, at);
+        if !libraries.is_empty() {
+            let at = begin_frame(&mut head);
+            record::put_libraries(&mut head, libraries);
+            end_frame(&mut head, at);
+        }
         w.out.write_all(&head)?;
         w.bytes += head.len() as u64;
         w.start_block();
-        let mut pre_images = 0u64;
-        let mut cursor = 0u64;
+        // Each step's entries are encoded (that is the copy) into `chunk`: the walk's under the
+        // keyspace lock, the pre-images outside it; the file is written outside the lock.
         let mut chunk: Vec<u8> = Vec::new();
         loop {
-            // Copy a step's entries out under the lock (encoding is the copy), write outside.
             chunk.clear();
             let mut chunk_entries = 0u32;
-            let (next, pre) = {
-                let db = ks.lock();
-                let next = db.snapshot_walk(cursor, WALK_STEP, |k, e| {
-                    record::put_entry(&mut chunk, k, e);
-                    chunk_entries += 1;
-                });
-                let mut db = db;
-                (next, db.take_preimages())
-            };
+            let more = copy.step(WALK_STEP, |k, e| {
+                record::put_entry(&mut chunk, k, e);
+                chunk_entries += 1;
+            });
             w.append_encoded(&chunk, chunk_entries)?;
-            for (k, e) in &pre {
-                w.add(k, e)?;
-            }
-            pre_images += pre.len() as u64;
-            drop(pre);
-            cursor = next;
-            if cursor == 0 {
+            if !more {
                 break;
             }
         }
-        let rest = ks.lock().close_snapshot();
-        for (k, e) in &rest.preimages {
-            w.add(k, e)?;
-        }
-        pre_images += rest.preimages.len() as u64;
-        drop(rest);
+        let pre_images = copy.pre_images();
         w.finish_block()?;
         let mut end = Vec::new();
         let at = begin_frame(&mut end);
@@ -372,6 +343,11 @@ pub fn load(path: &Path, db: &mut Db) -> Result<(FileHeader, u64), LoadError> {
                     }
                 })
                 .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
+            }
+            Some(&record::LIBRARIES) => {
+                let libraries = record::read_libraries(&buf)
+                    .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
+                db.set_libraries(libraries);
             }
             Some(&record::SNAPSHOT_END) => {
                 let total = record::read_snapshot_end(&buf)

@@ -45,7 +45,7 @@ impl<R: Read> Decoder<R> {
         })
     }
 
-    fn read_array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub(crate) fn read_array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut b = [0u8; N];
         self.read_exact(&mut b)?;
         Ok(b)
@@ -217,6 +217,9 @@ impl<R: Read> Decoder<R> {
                 }
                 Value::List(items)
             }
+            types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
+                Value::Stream(Box::new(crate::stream::read(self, t)?))
+            }
             other => return Err(RdbError::Unsupported(other)),
         };
         check(&v)?;
@@ -300,6 +303,8 @@ fn check(v: &Value) -> Result<()> {
             unique(h.iter().map(|(f, _)| f.as_slice()))?;
             h.is_empty()
         }
+        // A stream may exist without entries; its reader checked it.
+        Value::Stream(_) => false,
     };
     if empty {
         return Err(RdbError::Malformed("empty collection"));

@@ -58,6 +58,18 @@ impl<W: Write> Encoder<W> {
         self.write_raw_string(s)
     }
 
+    /// Writes bytes as they are (no length).
+    pub(crate) fn write_raw(&mut self, b: &[u8]) -> Result<()> {
+        self.w.write_all(b)?;
+        Ok(())
+    }
+
+    /// Writes a string with its length, never as an integer (what Redis's rdbSaveRawString
+    /// writes for ids and names).
+    pub(crate) fn write_string_raw(&mut self, s: &[u8]) -> Result<()> {
+        self.write_raw_string(s)
+    }
+
     fn write_raw_string(&mut self, s: &[u8]) -> Result<()> {
         self.write_length(s.len() as u64)?;
         self.w.write_all(s)?;
@@ -101,6 +113,10 @@ impl<W: Write> Encoder<W> {
                     self.write_string(f)?;
                     self.write_string(v)?;
                 }
+            }
+            Value::Stream(s) => {
+                self.write_u8(types::STREAM_LISTPACKS_2)?;
+                crate::stream::write(self, s)?;
             }
         }
         Ok(())

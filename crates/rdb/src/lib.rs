@@ -14,7 +14,9 @@
 //! - [`file::read`] reads whole RDB files (header, aux fields, SELECTDB, expiry opcodes, EOF and
 //!   checksum) with the same decoder; the file writer for backups builds on [`Encoder`].
 //!
-//! Streams and module values are not decoded yet ([`RdbError::Unsupported`]).
+//! Streams ([`Stream`]: entries, metadata, consumer groups with their pending entries and
+//! consumers) are read in all three of Redis's stream encodings and written as Redis 7.0 writes
+//! them; module values are not decoded ([`RdbError::Unsupported`]).
 
 mod decode;
 pub mod dump;
@@ -22,6 +24,7 @@ mod encode;
 pub mod file;
 mod lzf;
 mod packed;
+mod stream;
 
 pub use decode::Decoder;
 pub use encode::Encoder;
@@ -67,6 +70,61 @@ pub enum Value {
     Set(Vec<Vec<u8>>),
     ZSet(Vec<(Vec<u8>, f64)>),
     Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    Stream(Box<Stream>),
+}
+
+/// A stream entry id (milliseconds, sequence).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+/// A stream as logical elements: entries in id order, its metadata and consumer groups (by
+/// name, each with its pending entries by id and its consumers by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stream {
+    pub entries: Vec<StreamEntry>,
+    pub last_id: StreamId,
+    pub first_id: StreamId,
+    pub max_deleted_id: StreamId,
+    pub entries_added: u64,
+    pub groups: Vec<StreamGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: StreamId,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamGroup {
+    pub name: Vec<u8>,
+    pub last_id: StreamId,
+    /// The group's read counter, -1 when unknown.
+    pub entries_read: i64,
+    pub pending: Vec<StreamPending>,
+    pub consumers: Vec<StreamConsumer>,
+}
+
+/// A pending entry of a group and the consumer it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPending {
+    pub id: StreamId,
+    /// Unix ms of the last delivery.
+    pub delivery_time: u64,
+    pub delivery_count: u64,
+    pub consumer: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConsumer {
+    pub name: Vec<u8>,
+    /// Unix ms the consumer was last seen.
+    pub seen_time: u64,
+    /// Redis 7.2's last successful read or claim (RDB_TYPE_STREAM_LISTPACKS_3 only).
+    pub active_time: Option<u64>,
 }
 
 impl Value {
@@ -77,6 +135,7 @@ impl Value {
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
             Value::Hash(_) => "hash",
+            Value::Stream(_) => "stream",
         }
     }
 }

@@ -35,10 +35,11 @@ fn text(n: i64) -> Vec<u8> {
 /// Bytes a listpack uses to store an entry's length backwards.
 fn backlen_size(n: usize) -> usize {
     match n {
+        // Redis's lpEncodeBacklen: 16383 takes 3 bytes, and so on.
         0..=127 => 1,
-        128..=16383 => 2,
-        16384..=2097151 => 3,
-        2097152..=268435455 => 4,
+        128..=16382 => 2,
+        16383..=2097150 => 3,
+        2097151..=268435454 => 4,
         _ => 5,
     }
 }

@@ -37,7 +37,7 @@ pub struct CommandsConfig {
     /// hll-sparse-max-bytes).
     pub hll_sparse_max_bytes: u64,
     /// Milliseconds a script may run before other clients get -BUSY (Redis:
-    /// busy-reply-threshold, alias lua-time-limit). Kept for scripting, which is not there yet.
+    /// busy-reply-threshold, alias lua-time-limit).
     pub busy_reply_threshold: u64,
 }
 
@@ -67,6 +67,8 @@ pub struct EncodingConfig {
     pub zset_max_listpack_value: i64,
     pub list_max_listpack_size: i64,
     pub list_compress_depth: i64,
+    pub stream_node_max_bytes: i64,
+    pub stream_node_max_entries: i64,
 }
 
 impl Default for EncodingConfig {
@@ -82,13 +84,15 @@ impl Default for EncodingConfig {
             zset_max_listpack_value: d("zset-max-listpack-value"),
             list_max_listpack_size: d("list-max-listpack-size"),
             list_compress_depth: d("list-compress-depth"),
+            stream_node_max_bytes: d("stream-node-max-bytes"),
+            stream_node_max_entries: d("stream-node-max-entries"),
         }
     }
 }
 
 impl EncodingConfig {
     /// Each threshold with its Redis name, for validation and for applying them.
-    pub fn by_name(&self) -> [(&'static str, i64); 9] {
+    pub fn by_name(&self) -> [(&'static str, i64); 11] {
         [
             ("hash-max-listpack-entries", self.hash_max_listpack_entries),
             ("hash-max-listpack-value", self.hash_max_listpack_value),
@@ -99,6 +103,8 @@ impl EncodingConfig {
             ("zset-max-listpack-value", self.zset_max_listpack_value),
             ("list-max-listpack-size", self.list_max_listpack_size),
             ("list-compress-depth", self.list_compress_depth),
+            ("stream-node-max-bytes", self.stream_node_max_bytes),
+            ("stream-node-max-entries", self.stream_node_max_entries),
         ]
     }
 
@@ -115,6 +121,8 @@ impl EncodingConfig {
             "zset-max-listpack-value" => &mut self.zset_max_listpack_value,
             "list-max-listpack-size" => &mut self.list_max_listpack_size,
             "list-compress-depth" => &mut self.list_compress_depth,
+            "stream-node-max-bytes" => &mut self.stream_node_max_bytes,
+            "stream-node-max-entries" => &mut self.stream_node_max_entries,
             _ => return None,
         })
     }
@@ -152,6 +160,13 @@ pub struct ServerConfig {
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
     pub shutdown_timeout_ms: u64,
+    /// Failed AUTH attempts (wrong password, secret or token) one client address may make
+    /// before its attempts are refused for a while: 100 ms after the next failure, doubling
+    /// with each further one up to `auth_block_max_ms` (see [`crate::auth_limit`]). 0 = no
+    /// limit.
+    pub auth_failure_limit: u32,
+    /// The longest an address's AUTH attempts are refused after a failure.
+    pub auth_block_max_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -165,6 +180,8 @@ impl Default for ServerConfig {
             timeout: 0,
             threads: 0,
             shutdown_timeout_ms: 10_000,
+            auth_failure_limit: 10,
+            auth_block_max_ms: 10_000,
         }
     }
 }
@@ -181,6 +198,9 @@ pub struct LimitsConfig {
     /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
     /// reply would take the total past it is disconnected; 0 = no limit.
     pub maxmemory_clients: u64,
+    /// A subscriber with more undelivered pub/sub messages than this many bytes is
+    /// disconnected (Redis's `client-output-buffer-limit pubsub` hard limit); 0 = no limit.
+    pub pubsub_output_buffer_limit: u64,
 }
 
 impl Default for LimitsConfig {
@@ -190,6 +210,7 @@ impl Default for LimitsConfig {
             max_args: 4 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
             maxmemory_clients: 1024 * 1024 * 1024,
+            pubsub_output_buffer_limit: 32 * 1024 * 1024,
         }
     }
 }
@@ -219,6 +240,12 @@ pub struct MetricsConfig {
     pub addr: String,
     /// At most this many tenants get their own `tenant` label; the rest are summed as `_other`.
     pub max_labelled_tenants: usize,
+    /// Connections the endpoint serves at once; more are closed as soon as they are accepted,
+    /// so that strangers cannot hold its sockets (or the process's file descriptors).
+    pub max_connections: usize,
+    /// A connection must send its request and take the whole reply within this many
+    /// milliseconds, or it is closed (slow HTTP clients cannot hold a slot for longer).
+    pub timeout_ms: u64,
 }
 
 impl Default for MetricsConfig {
@@ -226,6 +253,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             addr: "127.0.0.1:9121".into(),
             max_labelled_tenants: 100,
+            max_connections: 16,
+            timeout_ms: 5000,
         }
     }
 }
@@ -305,6 +334,7 @@ pub struct TenancyConfig {
     pub default_maxmemory: u64,
     pub default_maxkeys: u64,
     pub default_ops: u64,
+    pub default_maxclients: u64,
     /// Longest a throttled command waits before it is refused.
     pub throttle_max_delay_ms: u64,
     pub migration: MigrationConfig,
@@ -317,6 +347,7 @@ impl Default for TenancyConfig {
             default_maxmemory: 0,
             default_maxkeys: 0,
             default_ops: 0,
+            default_maxclients: 0,
             throttle_max_delay_ms: 1000,
             migration: MigrationConfig::default(),
         }
@@ -490,6 +521,12 @@ impl Config {
         }
         if self.server.maxclients == 0 {
             return err("server.maxclients", "must be at least 1".into());
+        }
+        if self.metrics.max_connections == 0 {
+            return err("metrics.max_connections", "must be at least 1".into());
+        }
+        if self.metrics.timeout_ms == 0 {
+            return err("metrics.timeout_ms", "must be at least 1".into());
         }
         if self.limits.max_bulk_len < 1024 {
             return err("limits.max_bulk_len", "must be at least 1024".into());

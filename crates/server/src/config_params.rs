@@ -73,7 +73,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 66] = [
+pub static PARAMS: [Param; 74] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -243,12 +243,36 @@ pub static PARAMS: [Param; 66] = [
             Ok(())
         }
     ),
+    param!(
+        "server.auth_failure_limit",
+        |c| c.server.auth_failure_limit.to_string(),
+        |c, v| {
+            c.server.auth_failure_limit = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "server.auth_block_max_ms",
+        |c| c.server.auth_block_max_ms.to_string(),
+        |c, v| {
+            c.server.auth_block_max_ms = num(v)?;
+            Ok(())
+        }
+    ),
     param!("limits.max_args", |c| c.limits.max_args.to_string()),
     param!(
         "maxmemory-clients",
         |c| c.limits.maxmemory_clients.to_string(),
         |c, v| {
             c.limits.maxmemory_clients = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "limits.pubsub_output_buffer_limit",
+        |c| c.limits.pubsub_output_buffer_limit.to_string(),
+        |c, v| {
+            c.limits.pubsub_output_buffer_limit = bytes(v)?;
             Ok(())
         }
     ),
@@ -261,6 +285,22 @@ pub static PARAMS: [Param; 66] = [
         }
     ),
     param!("metrics.addr", |c| c.metrics.addr.clone()),
+    param!(
+        "metrics.max_connections",
+        |c| c.metrics.max_connections.to_string(),
+        |c, v| {
+            c.metrics.max_connections = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "metrics.timeout_ms",
+        |c| c.metrics.timeout_ms.to_string(),
+        |c, v| {
+            c.metrics.timeout_ms = num(v)?;
+            Ok(())
+        }
+    ),
     param!(
         "tenancy.max_tenants",
         |c| c.tenancy.max_tenants.to_string(),
@@ -290,6 +330,14 @@ pub static PARAMS: [Param; 66] = [
         |c| c.tenancy.default_ops.to_string(),
         |c, v| {
             c.tenancy.default_ops = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.default_maxclients",
+        |c| c.tenancy.default_maxclients.to_string(),
+        |c, v| {
+            c.tenancy.default_maxclients = num(v)?;
             Ok(())
         }
     ),
@@ -416,6 +464,18 @@ pub static PARAMS: [Param; 66] = [
     encoding!("list-max-listpack-size", list_max_listpack_size),
     encoding!("list-max-ziplist-size", list_max_listpack_size),
     encoding!("list-compress-depth", list_compress_depth),
+    // A memory value in Redis ("4kb" is accepted).
+    param!(
+        "stream-node-max-bytes",
+        |c| c.encoding.stream_node_max_bytes.to_string(),
+        |c, v| {
+            let n: u64 = bytes(v)?;
+            c.encoding.stream_node_max_bytes =
+                i64::try_from(n).map_err(|_| "argument must be a memory value".to_string())?;
+            Ok(())
+        }
+    ),
+    encoding!("stream-node-max-entries", stream_node_max_entries),
 ];
 
 fn yes_no(b: bool) -> String {
@@ -481,6 +541,7 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
         s.default_limits.maxmemory = cfg.tenancy.default_maxmemory;
         s.default_limits.maxkeys = cfg.tenancy.default_maxkeys;
         s.default_limits.ops = cfg.tenancy.default_ops;
+        s.default_limits.maxclients = cfg.tenancy.default_maxclients;
         s.throttle_max_delay_ms = cfg.tenancy.throttle_max_delay_ms;
     });
     *sh.config.write() = cfg;

@@ -74,21 +74,88 @@ pub struct ClientState {
     /// How long the output buffer may grow while the running command writes (see
     /// [`crate::output`]); data commands write through a writer limited to it.
     pub reply_limit: usize,
+    /// Waiting in a blocking command (BLPOP...): the connection runs nothing else until the
+    /// wait ends (see [`crate::blocking`]).
+    pub blocked: Option<crate::blocking::Blocked>,
+    /// Pub/sub subscriptions and the mailbox their messages arrive in.
+    pub subs: Option<Box<crate::pubsub::Subscriptions>>,
+    /// This connection's id within its tenant while it is one of the tenant's clients (see
+    /// [`ClientState::join_tenant`]); mirrored in `info.fields` for CLIENT LIST.
+    tenant_client_id: Option<u64>,
 }
 
 impl ClientState {
-    /// Binds the connection to another tenant, keeping per-tenant client counts right.
-    pub fn bind_tenant(&mut self, t: Arc<Tenant>) {
+    /// Makes the connection one of `t`'s own clients (AUTH as the tenant; an anonymous user of
+    /// `default`): it takes one of the tenant's client slots and gets an id within the tenant.
+    /// False, and nothing changed, when the tenant has `maxclients` clients already. A
+    /// connection that is one of `t`'s clients already keeps its slot and id.
+    #[must_use]
+    pub fn join_tenant(&mut self, t: Arc<Tenant>) -> bool {
+        if self.is_tenant_client() && Arc::ptr_eq(&t, &self.tenant) {
+            return true;
+        }
+        if !t.try_add_client() {
+            return false;
+        }
+        let id = t.stats.connections_received.fetch_add(1, Relaxed) + 1;
+        self.leave_tenant();
+        self.bind(t);
+        self.tenant_client_id = Some(id);
+        self.info.fields.lock().tenant_client_id = Some(id);
+        true
+    }
+
+    /// Binds the connection to `t` without making it one of the tenant's clients: an
+    /// administrator's TENANT.USE, a migration peer, a connection that has not authenticated.
+    /// It takes no slot and the tenant does not see it.
+    pub fn visit_tenant(&mut self, t: Arc<Tenant>) {
+        self.leave_tenant();
+        self.bind(t);
+    }
+
+    /// Whether the connection is one of its tenant's own clients (see [`ClientState::join_tenant`]).
+    #[inline]
+    pub fn is_tenant_client(&self) -> bool {
+        self.tenant_client_id.is_some()
+    }
+
+    /// Gives back the tenant client slot, if the connection holds one.
+    fn leave_tenant(&mut self) {
+        if self.tenant_client_id.take().is_some() {
+            self.info.fields.lock().tenant_client_id = None;
+            self.tenant.remove_client();
+        }
+    }
+
+    fn bind(&mut self, t: Arc<Tenant>) {
         if Arc::ptr_eq(&t, &self.tenant) {
             return;
         }
-        self.tenant.stats.clients.fetch_sub(1, Relaxed);
-        t.stats.clients.fetch_add(1, Relaxed);
         self.output.rebind(&self.tenant, &t);
         self.info.fields.lock().tenant = t.id().into();
         self.tenant = t;
         self.keyspace = None;
         self.watched.clear();
+        // Channels are per tenant: another tenant's connection starts unsubscribed.
+        self.subs = None;
+    }
+
+    /// How this connection sees others in CLIENT LIST / KILL.
+    pub fn viewer(&self) -> crate::shared::Viewer<'_> {
+        crate::shared::Viewer {
+            admin: self.admin,
+            tenant: self.tenant.id(),
+            id: self.id,
+        }
+    }
+
+    /// The connection's own id as it knows it (CLIENT ID, HELLO): within its tenant when it
+    /// is one of the tenant's clients, else the server-wide one.
+    pub fn visible_id(&self) -> u64 {
+        match self.tenant_client_id {
+            Some(id) if !self.admin => id,
+            _ => self.id,
+        }
     }
 
     pub fn set_proto(&mut self, p: Protocol) {
@@ -102,7 +169,7 @@ impl ClientState {
 
 impl Drop for ClientState {
     fn drop(&mut self) {
-        self.tenant.stats.clients.fetch_sub(1, Relaxed);
+        self.leave_tenant();
         self.output.release(&self.tenant);
     }
 }
@@ -115,7 +182,6 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let id = shared.next_client_id.fetch_add(1, Relaxed);
     let tenant = shared.registry.default_tenant();
-    tenant.stats.clients.fetch_add(1, Relaxed);
     let info = Arc::new(ClientInfo {
         id,
         addr,
@@ -129,16 +195,18 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             resp: 2,
             last_cmd: "NULL",
             multi: -1,
+            tenant_client_id: None,
         }),
         last_active: parking_lot::Mutex::new(Instant::now()),
         killed: false.into(),
         kill: tokio::sync::Notify::new(),
+        blocked: parking_lot::Mutex::new(None),
     });
     shared.clients.lock().insert(id, info.clone());
-    let state = ClientState {
+    let mut state = ClientState {
         id,
         proto: Protocol::Resp2,
-        authenticated: crate::cmd::anonymous_access(&shared, &addr),
+        authenticated: false,
         admin: false,
         migration_peer: false,
         tenant,
@@ -153,8 +221,27 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         keyspace: None,
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
+        blocked: None,
+        subs: None,
+        tenant_client_id: None,
     };
     let span = info_span!("conn", id, %addr);
+    if crate::cmd::anonymous_access(&shared, &addr) {
+        // An anonymous user of the `default` tenant is one of its clients, within its
+        // maxclients like any other (Redis refuses connections past maxclients the same way).
+        let default = state.tenant.clone();
+        if !state.join_tenant(default) {
+            drop(state);
+            shared.clients.lock().remove(&id);
+            shared.stats.connections_rejected.fetch_add(1, Relaxed);
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            return;
+        }
+        state.authenticated = true;
+    }
     run(stream, shared.clone(), state).instrument(span).await;
     shared.clients.lock().remove(&id);
 }
@@ -197,7 +284,13 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     let shutting_down = crate::shared::wait_shutdown(&mut shutdown);
     tokio::pin!(shutting_down);
     let mut iterations: u32 = 0;
+    // Requests left in `inbuf` when a blocking command ended: run them without waiting for
+    // the socket.
+    let mut resume = false;
     loop {
+        if state.subs.is_some() && !deliver_messages(&mut state, &shared, &mut out) {
+            return;
+        }
         if !flush_some(&wr, &mut out, &shared) {
             return;
         }
@@ -230,32 +323,65 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 return;
             }
         }
-        let reading = !state.closing;
-        tokio::select! {
-            // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
-            // every connection): with `biased` they are polled only when nothing can be read.
-            biased;
-            r = rd.read_buf(&mut inbuf), if reading => match r {
-                Ok(0) | Err(_) => {
-                    // The peer is gone (or half-closed): deliver what is pending, then stop.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
-                    return;
-                }
-                Ok(n) => {
-                    shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+        if let Some(mut blocked) = state.blocked.take() {
+            match wait_blocked(
+                &mut blocked,
+                &mut state,
+                &shared,
+                &mut rd,
+                &wr,
+                &mut inbuf,
+                &mut out,
+                &mut killed,
+                &mut shutting_down,
+            )
+            .await
+            {
+                Some(why) => {
+                    if blocked.finish(why, state.proto, &mut out) {
+                        state.blocked = Some(blocked);
+                        continue;
+                    }
+                    // A served pop is a write: it is durable before the reply goes out.
+                    state.batch.wrote = true;
                     *info.last_active.lock() = state.batch.start();
+                    resume = true;
                 }
-            },
-            w = wr.writable(), if !out.is_empty() => {
-                if w.is_err() {
+                None => return,
+            }
+        }
+        let reading = !state.closing;
+        let mailbox = state.subs.as_ref().map(|s| (s.mailbox.clone(), s.active()));
+        if std::mem::take(&mut resume) {
+            // Run what was read while blocked (or behind the blocking command).
+        } else {
+            tokio::select! {
+                // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
+                // every connection): with `biased` they are polled only when nothing can be read.
+                biased;
+                r = rd.read_buf(&mut inbuf), if reading => match r {
+                    Ok(0) | Err(_) => {
+                        // The peer is gone (or half-closed): deliver what is pending, then stop.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                        *info.last_active.lock() = state.batch.start();
+                    }
+                },
+                w = wr.writable(), if !out.is_empty() => {
+                    if w.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = &mut killed => return,
+                _ = &mut shutting_down => {
+                    flush_before_exit(&wr, &mut out, &shared).await;
                     return;
                 }
-                continue;
-            }
-            _ = &mut killed => return,
-            _ = &mut shutting_down => {
-                flush_before_exit(&wr, &mut out, &shared).await;
-                return;
+                _ = subscriber_wake(mailbox, &state.tenant) => continue,
             }
         }
 
@@ -295,6 +421,10 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                         stop = true;
                         break;
                     }
+                    if state.blocked.is_some() {
+                        // The rest of the input waits until the blocking command ends.
+                        break;
+                    }
                 }
                 Err(e) => {
                     protocol_error = Some(e);
@@ -308,7 +438,8 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             return;
         }
         // Before the replies go out, so that whoever reads a reply also sees it counted.
-        state.batch.flush(&shared, &state.tenant);
+        let tenant_client = state.is_tenant_client();
+        state.batch.flush(&shared, &state.tenant, tenant_client);
         state.output.sync(&state.tenant, out.len());
         state.keyspace = None;
         if stop {
@@ -320,6 +451,124 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             debug!(error = %e, "protocol error; closing");
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
+        }
+    }
+}
+
+/// Moves a subscriber's messages to its output while that is small (the backlog waits in the
+/// mailbox, where the pub/sub limit applies), and ends the subscription with the redirect when
+/// its tenant is no longer served here. Returns false when the connection must be closed at
+/// once (its mailbox passed the limit).
+fn deliver_messages(state: &mut ClientState, shared: &Arc<Shared>, out: &mut BytesMut) -> bool {
+    let Some(subs) = state.subs.as_ref() else {
+        return true;
+    };
+    if subs.mailbox.overflowed() {
+        shared.stats.output_limit_disconnects.fetch_add(1, Relaxed);
+        tracing::warn!("pub/sub output buffer limit reached; closing the subscriber");
+        return false;
+    }
+    if out.len() < crate::output::SMALL_OUTPUT as usize {
+        subs.mailbox.drain_into(out);
+    }
+    if !subs.active() {
+        // Unsubscribed from everything: the mailbox goes once it is empty.
+        if subs.mailbox.is_empty() {
+            state.subs = None;
+        }
+    } else {
+        if let Err(e) = crate::dispatch::check_ownership(state, shared, &state.tenant) {
+            // The client must resubscribe on the tenant's new home: tell it where, and close.
+            state.subs = None;
+            ReplyWriter::new(out, state.proto).error(&e);
+            state.closing = true;
+        }
+    }
+    true
+}
+
+/// Resolves when a subscriber has mail or (while it is subscribed) its tenant's state changed;
+/// never without a mailbox.
+async fn subscriber_wake(mailbox: Option<(Arc<crate::pubsub::Mailbox>, bool)>, tenant: &Tenant) {
+    let Some((m, subscribed)) = mailbox else {
+        return std::future::pending().await;
+    };
+    if !subscribed {
+        return m.wait().await;
+    }
+    let changed = tenant.state_changed().notified();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    if tenant.state() != ferrite_tenancy::TenantState::Active || tenant.is_deleted() {
+        return;
+    }
+    tokio::select! {
+        _ = m.wait() => {}
+        _ = changed => {}
+    }
+}
+
+/// Bytes a blocked client may send before it is no longer read (Redis keeps reading a blocked
+/// client's socket too; it runs what was sent after the wait).
+const BLOCKED_INPUT_LIMIT: usize = 1024 * 1024;
+
+/// Waits until a blocked client's wait ends; meanwhile delivers pending output and reads the
+/// socket (a client that closes is noticed at once and leaves the queues). `None`: the
+/// connection ends (closed, killed, shutdown; the wait is abandoned when `blocked` drops).
+#[allow(clippy::too_many_arguments)]
+async fn wait_blocked(
+    blocked: &mut crate::blocking::Blocked,
+    state: &mut ClientState,
+    shared: &Arc<Shared>,
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    wr: &tokio::net::tcp::WriteHalf<'_>,
+    inbuf: &mut BytesMut,
+    out: &mut BytesMut,
+    killed: &mut std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    shutting_down: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<crate::blocking::Woken> {
+    use crate::blocking::Woken;
+    let tenant = state.tenant.clone();
+    loop {
+        if !flush_some(wr, out, shared) {
+            return None;
+        }
+        state.output.sync(&state.tenant, out.len());
+        // Registered before the state is looked at, so a cutover in between is not missed.
+        let changed = tenant.state_changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Err(e) = crate::dispatch::check_ownership(state, shared, &tenant) {
+            return Some(Woken::Refused(e));
+        }
+        let deadline = blocked.deadline();
+        let reading = inbuf.len() < BLOCKED_INPUT_LIMIT;
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 && reading {
+            inbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            _ = blocked.woken() => return Some(Woken::Notified),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                return Some(Woken::TimedOut);
+            }
+            _ = &mut changed => continue,
+            r = rd.read_buf(inbuf), if reading => match r {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                }
+            },
+            w = wr.writable(), if !out.is_empty() => {
+                if w.is_err() {
+                    return None;
+                }
+            }
+            _ = killed.as_mut() => return None,
+            _ = shutting_down.as_mut() => {
+                flush_before_exit(wr, out, shared).await;
+                return None;
+            }
         }
     }
 }

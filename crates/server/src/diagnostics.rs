@@ -28,6 +28,9 @@ pub struct SlowEntry {
     pub args: Vec<Vec<u8>>,
     pub client_addr: String,
     pub client_name: String,
+    /// Run by a connection that is not one of the tenant's own clients (an administrator after
+    /// TENANT.USE): the tenant sees the command, not who ran it.
+    pub by_visitor: bool,
 }
 
 /// One latency event's history: the worst latency of each second (ms), newest last, and the
@@ -115,6 +118,7 @@ impl Diagnostics {
                 args: entry_args(spec, args),
                 client_addr: addr,
                 client_name: name,
+                by_visitor: !st.is_tenant_client(),
             };
             let mut log = self.slowlog.lock();
             let q = log.entry(tenant.clone()).or_default();

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use ferrite_commands::quota;
 use ferrite_commands::spec::{CommandSpec, flags};
 use ferrite_commands::{Ctx, DataFn, Garbage, Handler, cost, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
@@ -59,12 +60,39 @@ pub async fn execute(
         if let Some(s) = sh.cmd_stats.get(index) {
             s.rejected.fetch_add(1, Relaxed);
         }
+        if st.is_tenant_client() {
+            let per_tenant = st
+                .tenant
+                .stats
+                .command_counters(sh.cmd_stats.by_command.len());
+            if let Some(c) = per_tenant.get(index) {
+                c.rejected.fetch_add(1, Relaxed);
+            }
+        }
         // As in Redis, a nested MULTI or a WATCH inside MULTI is answered with an error but
         // does not doom the transaction; other refusals do.
         if !matches!(spec.name, "multi" | "watch") {
             flag_multi_error(st);
         }
         ReplyWriter::new(out, st.proto).error(&e);
+        return Flow::Continue;
+    }
+    if crate::pubsub::in_resp2_subscribed_mode(st)
+        && !matches!(
+            spec.name,
+            "subscribe"
+                | "psubscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "sunsubscribe"
+                | "ping"
+                | "quit"
+                | "reset"
+        )
+    {
+        ReplyWriter::new(out, st.proto)
+            .error(&crate::pubsub::not_allowed_in_subscribed_mode(spec.name));
         return Flow::Continue;
     }
     if let Some((queue, _)) = st.multi.as_mut() {
@@ -93,7 +121,7 @@ pub async fn execute(
         Handler::Server => {
             // Server commands read and reset the shared counters (INFO, CONFIG RESETSTAT) and
             // may bind another tenant: they see every command that ran before them.
-            st.batch.flush(sh, &st.tenant);
+            st.batch.flush(sh, &st.tenant, st.is_tenant_client());
             // ... and they may bind another tenant or report what ran: the writes before them
             // are made durable first.
             if let Err(e) = commit_writes(st).await {
@@ -108,7 +136,11 @@ pub async fn execute(
             }
         }
         Handler::Data(f) => {
-            if let Err(e) = run_data(st, sh, index, spec, f, args, out).await {
+            let result = match ferrite_commands::blocking::attempt_for(index) {
+                Some(attempt) => crate::blocking::run(st, sh, spec, attempt, args, out).await,
+                None => run_data(st, sh, index, spec, f, args, out).await,
+            };
+            if let Err(e) = result {
                 ReplyWriter::new(out, st.proto).error(&e);
             }
             Flow::Continue
@@ -140,7 +172,7 @@ pub struct Batch {
     /// Commands of this batch not yet added to `commands_processed`.
     commands: u64,
     /// Data commands not yet added to the tenant's `commands`.
-    tenant_commands: u64,
+    pub(crate) tenant_commands: u64,
     /// A write ran since the last commit: its effects must be durable (per the fsync policy)
     /// before its reply goes out ([`commit_writes`]).
     pub wrote: bool,
@@ -176,8 +208,13 @@ impl Batch {
 
     /// Unix ms at the start of the running command: the batch's wall clock advanced by the
     /// monotonic time since (a wall clock step shows from the next batch on).
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.started_ms + self.elapsed_nanos / 1_000_000
+    }
+
+    /// Counts a data command against the tenant (added to its counter when the batch ends).
+    pub(crate) fn count_tenant_command(&mut self) {
+        self.tenant_commands += 1;
     }
 
     /// Ends the running command; returns how long it took in nanoseconds.
@@ -201,8 +238,11 @@ impl Batch {
     }
 
     /// Adds the batch's counts to the shared counters. `tenant` is the tenant the batch's data
-    /// commands ran for (the connection's; only server commands rebind it, and they flush first).
-    pub fn flush(&mut self, sh: &Shared, tenant: &Tenant) {
+    /// commands ran for (the connection's; only server commands rebind it, and they flush first);
+    /// the per-command counts go to its own counters too when the connection is one of its
+    /// clients (`tenant_client`): what an administrator runs inside a tenant is not the
+    /// tenant's to see.
+    pub fn flush(&mut self, sh: &Shared, tenant: &Tenant, tenant_client: bool) {
         if self.commands > 0 {
             sh.stats
                 .commands_processed
@@ -216,9 +256,21 @@ impl Batch {
                 .fetch_add(self.tenant_commands, Relaxed);
             self.tenant_commands = 0;
         }
+        if self.tallies.is_empty() {
+            return;
+        }
+        let per_tenant =
+            tenant_client.then(|| tenant.stats.command_counters(sh.cmd_stats.by_command.len()));
         for (index, t) in self.tallies.drain(..) {
             if let Some(s) = sh.cmd_stats.get(index) {
                 s.add(&t);
+            }
+            if let Some(c) = per_tenant.and_then(|p| p.get(index)) {
+                c.calls.fetch_add(t.calls, Relaxed);
+                c.usec.fetch_add(t.usec, Relaxed);
+                if t.failed > 0 {
+                    c.failed.fetch_add(t.failed, Relaxed);
+                }
             }
         }
     }
@@ -374,30 +426,36 @@ pub fn gate_timeout(sh: &Shared) -> Duration {
     Duration::from_millis(sh.hot.redirect_timeout_ms.load(Relaxed))
 }
 
-/// The quota check of every write (single commands and EXEC alike), under the keyspace lock:
-/// the keys the commands may create that do not exist yet, and the bytes of their arguments.
-/// A transaction is checked as a whole before any of it runs, so it is refused whole rather
-/// than left half-applied by a later command. Only called when the tenant has a quota.
+/// The quota check of every write (single commands, EXEC, and each call of a script), under
+/// the keyspace lock: the keys the commands may create that do not exist yet, and an upper bound
+/// of the bytes they may add (`ferrite_commands::quota`: SETRANGE/SETBIT offsets, STORE
+/// destinations, RENAME/COPY, APPEND, RESTORE, packed values converting...), so that no command
+/// takes a tenant past its quota, whatever its request size. A transaction is checked as a
+/// whole before any of it runs, so it is refused whole rather than left half-applied by a later
+/// command. Writes that add nothing (DEL, EXPIRE...) are never refused, so a tenant over its
+/// quota can always free memory. Only called when the tenant has a quota.
 pub fn check_quota<'a>(
     tenant: &Tenant,
     db: &mut Db,
     now: u64,
     commands: impl IntoIterator<Item = (&'a CommandSpec, Args<'a>)>,
 ) -> Result<(), ErrorReply> {
-    let mut created: Vec<&[u8]> = Vec::new();
-    let mut bytes = 0u64;
-    for (spec, args) in commands {
-        if !spec.has(flags::DENYOOM) {
-            continue;
-        }
-        created.extend(spec.created_keys(&args));
-        bytes += args.tail(1).byte_len() as u64;
+    let mut commands = commands.into_iter().peekable();
+    let first = commands.next();
+    let mut plan = if commands.peek().is_none() {
+        quota::Plan::single(db, now)
+    } else {
+        quota::Plan::transaction(db, now)
+    };
+    for (spec, args) in first.into_iter().chain(commands) {
+        plan.add(spec, args);
     }
-    created.sort_unstable();
-    created.dedup();
-    let new_keys = created.iter().filter(|k| !db.contains(k, now)).count() as u64;
+    let demand = plan.demand();
+    if demand == quota::Demand::default() {
+        return Ok(());
+    }
     tenant
-        .check_quota(new_keys, bytes)
+        .check_quota(demand.keys, demand.bytes)
         .map_err(|q| errors::quota(tenant, &q))
 }
 
@@ -474,7 +532,11 @@ async fn run_data(
     {
         let (mut db, waited) = match ks.try_lock() {
             Some(db) => (db, admitted.waited),
-            None => (ks.lock_async().await, true),
+            // Waiting for a tenant that runs a script ends in -BUSY after busy-reply-threshold.
+            None => (
+                crate::scripting::or_busy(sh, tenant, ks.lock_async()).await?,
+                true,
+            ),
         };
         // Commands that may do more work than their request suggests are estimated first (a
         // few lookups); a long one gives the lock back and runs on the blocking pool.

@@ -56,17 +56,10 @@ pub fn throttled(tenant: &Tenant, wait: Duration, max: Duration) -> ErrorReply {
 
 pub fn quota(tenant: &Tenant, q: &QuotaExceeded) -> ErrorReply {
     match q {
-        QuotaExceeded::Memory {
-            used,
-            incoming,
-            limit,
-        } => ErrorReply::coded(
-            "OOM",
-            format!(
-                "command not allowed: tenant '{}' would exceed its maxmemory (used {used} bytes, request {incoming} bytes, limit {limit} bytes)",
-                tenant.id()
-            ),
-        ),
+        // Redis's own words (clients and tools match on them); the numbers are in TENANT.INFO.
+        QuotaExceeded::Memory { .. } => {
+            ErrorReply::coded("OOM", "command not allowed when used memory > 'maxmemory'.")
+        }
         QuotaExceeded::Keys { keys, limit } => ErrorReply::coded(
             "OOM",
             format!(

@@ -1,6 +1,9 @@
-//! INFO: sections of `field:value` lines. Key counts, memory and connected clients are the bound
-//! tenant's for tenant connections (a tenant must not learn about other tenants), the whole
-//! server's for administrators. Command statistics stay server-wide.
+//! INFO: sections of `field:value` lines. Administrators see the whole server. Anybody else
+//! (tenant connections, anonymous users of `default`) sees its tenant only, under Redis's field
+//! names: its clients, its memory, its keyspace, its commands (`stats`, `commandstats`), and
+//! nothing that depends on other tenants — no process RSS or CPU, no server-wide counters, no
+//! persistence sizes. Fields without a per-tenant value are left out rather than filled with
+//! the server's (docs/security.md lists what a tenant sees).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -122,40 +125,71 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             );
         }
         "clients" => {
+            let server_max = sh.config.read().server.maxclients as u64;
+            // A tenant counts its own clients only, as CLIENT LIST shows them, against the
+            // limit that applies to it.
+            let (connected, max) = if st.admin {
+                (sh.client_count() as u64, server_max)
+            } else {
+                let own = st.tenant.limits().maxclients;
+                (
+                    st.tenant.stats.clients.load(Relaxed),
+                    if own == 0 {
+                        server_max
+                    } else {
+                        own.min(server_max)
+                    },
+                )
+            };
             let _ = write!(
                 s,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\n",
-                // A tenant counts its own connections only, as CLIENT LIST shows it.
+                "# Clients\r\nconnected_clients:{connected}\r\nmaxclients:{max}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n",
+                // A tenant counts its own blocked clients only.
                 if st.admin {
-                    sh.client_count() as u64
+                    sh.stats.blocked_clients.load(Relaxed)
                 } else {
-                    st.tenant.stats.clients.load(Relaxed)
+                    sh.clients
+                        .lock()
+                        .values()
+                        .filter(|c| {
+                            c.blocked.lock().is_some() && *c.fields.lock().tenant == *st.tenant.id()
+                        })
+                        .count() as u64
                 },
-                sh.config.read().server.maxclients
             );
         }
         "memory" => {
             let used = used_memory(st, sh);
             let _ = write!(
                 s,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:system\r\n",
-                human(used),
-                rss_bytes(),
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n",
+                human(used)
+            );
+            // The process's resident memory is everybody's: administrators only.
+            if st.admin {
+                let _ = write!(s, "used_memory_rss:{}\r\n", rss_bytes());
+            }
+            let clients_output = if st.admin {
+                sh.output_bytes.load(Relaxed)
+            } else {
+                st.tenant.stats.output_bytes.load(Relaxed)
+            };
+            let _ = write!(
+                s,
+                "maxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_clients_normal:{clients_output}\r\nmem_allocator:system\r\n",
                 st.tenant.limits().maxmemory,
             );
         }
-        "persistence" => persistence(sh, &mut s),
+        "persistence" => persistence(sh, &mut s, st.admin),
+        "stats" if !st.admin => tenant_stats(st, &mut s),
         "stats" => {
             let t = &sh.stats;
-            let expired: u64 = if st.admin {
-                sh.registry
-                    .list()
-                    .iter()
-                    .map(|t| t.keyspace().stats().expired_total.load(Relaxed))
-                    .sum()
-            } else {
-                st.tenant.keyspace().stats().expired_total.load(Relaxed)
-            };
+            let expired: u64 = sh
+                .registry
+                .list()
+                .iter()
+                .map(|t| t.keyspace().stats().expired_total.load(Relaxed))
+                .sum();
             // Error replies of known commands (failed while running or refused before); unknown
             // commands are not counted, as they have no row.
             let errors: u64 = sh
@@ -166,7 +200,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 .sum();
             let _ = write!(
                 s,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nauth_failures:{}\r\nauth_refused:{}\r\nauth_blocks:{}\r\nmetrics_connections_rejected:{}\r\n",
                 t.connections_received.load(Relaxed),
                 t.commands_processed.load(Relaxed),
                 t.ops_per_sec.load(Relaxed),
@@ -175,6 +209,10 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 t.connections_rejected.load(Relaxed),
                 t.protocol_errors.load(Relaxed),
                 t.output_limit_disconnects.load(Relaxed),
+                sh.auth_limiter.failures.load(Relaxed),
+                sh.auth_limiter.refused.load(Relaxed),
+                sh.auth_limiter.blocks.load(Relaxed),
+                t.metrics_connections_refused.load(Relaxed),
             );
         }
         "replication" => {
@@ -188,6 +226,8 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 s.push_str("\r\n");
             }
         }
+        // The process's CPU time moves with every tenant's load: administrators only.
+        "cpu" if !st.admin => return None,
         "cpu" => {
             let (user, sys) = cpu_seconds();
             let _ = write!(
@@ -218,6 +258,29 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 let _ = write!(s, "tenants:{}\r\n", sh.registry.len());
             }
         }
+        "commandstats" if !st.admin => {
+            s.push_str("# Commandstats\r\n");
+            let counters = st
+                .tenant
+                .stats
+                .command_counters_if_any()
+                .unwrap_or_default();
+            for (spec, c) in spec::all().iter().zip(counters) {
+                let calls = c.calls.load(Relaxed);
+                let rejected = c.rejected.load(Relaxed);
+                if calls == 0 && rejected == 0 {
+                    continue;
+                }
+                write_cmdstat(
+                    &mut s,
+                    spec.name,
+                    calls,
+                    c.usec.load(Relaxed),
+                    rejected,
+                    c.failed.load(Relaxed),
+                );
+            }
+        }
         "commandstats" => {
             s.push_str("# Commandstats\r\n");
             for (spec, stat) in spec::all().iter().zip(&sh.cmd_stats.by_command) {
@@ -226,17 +289,13 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 if calls == 0 && rejected == 0 {
                     continue;
                 }
-                let usec = stat.usec.load(Relaxed);
-                let per = if calls > 0 {
-                    usec as f64 / calls as f64
-                } else {
-                    0.0
-                };
-                let _ = write!(
-                    s,
-                    "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={}\r\n",
+                write_cmdstat(
+                    &mut s,
                     spec.name,
-                    stat.failed.load(Relaxed)
+                    calls,
+                    stat.usec.load(Relaxed),
+                    rejected,
+                    stat.failed.load(Relaxed),
                 );
             }
         }
@@ -245,10 +304,42 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
     Some(s)
 }
 
+fn write_cmdstat(s: &mut String, name: &str, calls: u64, usec: u64, rejected: u64, failed: u64) {
+    let per = if calls > 0 {
+        usec as f64 / calls as f64
+    } else {
+        0.0
+    };
+    let _ = write!(
+        s,
+        "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
+    );
+}
+
+/// `# Stats` for a tenant connection: its own counters under Redis's names.
+fn tenant_stats(st: &ClientState, s: &mut String) {
+    let t = &st.tenant;
+    let (mut commands, mut errors) = (0u64, 0u64);
+    for c in t.stats.command_counters_if_any().unwrap_or_default() {
+        commands += c.calls.load(Relaxed);
+        errors += c.failed.load(Relaxed) + c.rejected.load(Relaxed);
+    }
+    let _ = write!(
+        s,
+        "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{commands}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\n",
+        t.stats.connections_received.load(Relaxed),
+        t.stats.ops_per_sec.load(Relaxed),
+        t.stats.rejected_connections.load(Relaxed),
+        t.keyspace().stats().expired_total.load(Relaxed),
+    );
+}
+
 /// `# Persistence`, with Redis's field names where they mean the same thing (a snapshot here is
 /// both Redis's RDB save and its AOF rewrite: it is reported under both names, as what ran).
 /// The data directory is loaded before the server accepts connections, so `loading` is 0.
-fn persistence(sh: &Shared, s: &mut String) {
+/// Tenants see whether persistence is on and working; sizes, change counts and history are
+/// everybody's data together, for administrators.
+fn persistence(sh: &Shared, s: &mut String, admin: bool) {
     s.push_str("# Persistence\r\nloading:0\r\nasync_loading:0\r\n");
     let Some(p) = &sh.persistence else {
         let started = ferrite_storage::now_ms() / 1000 - sh.started.elapsed().as_secs();
@@ -259,6 +350,17 @@ fn persistence(sh: &Shared, s: &mut String) {
         return;
     };
     let st = p.status();
+    if !admin {
+        let ok = |b: bool| if b { "ok" } else { "err" };
+        let _ = write!(
+            s,
+            "aof_enabled:1\r\nrdb_last_bgsave_status:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\n",
+            ok(st.last_save_ok),
+            ok(p.writable()),
+            p.policy().name(),
+        );
+        return;
+    }
     let running = |k: ferrite_persistence::SaveKind| {
         st.save_in_progress
             .filter(|(kind, _)| *kind == k)

@@ -5,9 +5,12 @@
 //! - [`server`]: listener, accept loop, maxclients, background work, graceful shutdown;
 //!   [`start`] runs a server inside any tokio runtime (the binary, tests, doctests).
 //! - `admin_secret`: the generated administrator secret used without `requirepass`.
+//! - [`auth_limit`]: failed AUTH attempts limited per client address.
 //! - [`connection`]: one client: parse, run in order, write replies; per-connection state.
 //! - [`dispatch`]: the one place that decides whether a command may run (auth, admin, MULTI,
 //!   ownership → MOVED/TRYAGAIN, throttle, write gate, quotas) and runs it.
+//! - [`blocking`]: clients waiting in BLPOP & co. (they hold no lock and no thread).
+//! - [`pubsub`]: per-tenant channels, subscribers' mailboxes, PUBLISH/SUBSCRIBE/PUBSUB.
 //! - [`cmd`]: server-level commands (HELLO, AUTH, CLIENT, CONFIG, INFO, MULTI/EXEC, ...).
 //! - [`errors`]: the one place where typed errors become RESP error text.
 //! - [`info`], [`metrics`], [`stats`]: INFO sections, the Prometheus endpoint, the counters both
@@ -16,6 +19,8 @@
 //! Data commands and their semantics live in `ferrite-commands`, tenancy in `ferrite-tenancy`.
 
 mod admin_secret;
+pub mod auth_limit;
+pub mod blocking;
 pub mod cmd;
 pub mod config;
 pub mod config_params;
@@ -29,6 +34,8 @@ pub mod metrics;
 mod migration_info;
 pub mod offload;
 pub mod output;
+pub mod pubsub;
+pub mod scripting;
 pub mod server;
 pub mod shared;
 pub mod stats;

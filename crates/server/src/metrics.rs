@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use ferrite_commands::spec;
@@ -15,7 +15,7 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::shared::Shared;
@@ -30,6 +30,9 @@ pub mod names {
     pub const NET_INPUT: &str = "ferrite_net_input_bytes_total";
     pub const NET_OUTPUT: &str = "ferrite_net_output_bytes_total";
     pub const PROTOCOL_ERRORS: &str = "ferrite_protocol_errors_total";
+    pub const AUTH_FAILURES: &str = "ferrite_auth_failures_total";
+    pub const AUTH_REFUSED: &str = "ferrite_auth_refused_total";
+    pub const METRICS_REJECTED: &str = "ferrite_metrics_connections_rejected_total";
     pub const KEYS: &str = "ferrite_keys";
     pub const MEMORY_USED: &str = "ferrite_memory_used_bytes";
     pub const MEMORY_RSS: &str = "ferrite_memory_rss_bytes";
@@ -131,6 +134,18 @@ fn describe() {
     describe_counter!(
         names::CONNECTIONS_REJECTED,
         "Client connections refused because maxclients was reached."
+    );
+    describe_counter!(
+        names::AUTH_FAILURES,
+        "AUTH attempts with a wrong password, secret or token."
+    );
+    describe_counter!(
+        names::AUTH_REFUSED,
+        "AUTH attempts refused unchecked because their address failed too often."
+    );
+    describe_counter!(
+        names::METRICS_REJECTED,
+        "Metrics endpoint connections closed at once because metrics.max_connections were served."
     );
     describe_counter!(names::NET_INPUT, Unit::Bytes, "Bytes read from clients.");
     describe_counter!(names::NET_OUTPUT, Unit::Bytes, "Bytes written to clients.");
@@ -278,6 +293,9 @@ fn refresh(sh: &Shared) {
     counter!(names::NET_INPUT).absolute(s.net_input_bytes.load(Relaxed));
     counter!(names::NET_OUTPUT).absolute(s.net_output_bytes.load(Relaxed));
     counter!(names::PROTOCOL_ERRORS).absolute(s.protocol_errors.load(Relaxed));
+    counter!(names::AUTH_FAILURES).absolute(sh.auth_limiter.failures.load(Relaxed));
+    counter!(names::AUTH_REFUSED).absolute(sh.auth_limiter.refused.load(Relaxed));
+    counter!(names::METRICS_REJECTED).absolute(s.metrics_connections_refused.load(Relaxed));
     gauge!(names::MEMORY_RSS).set(rss_bytes() as f64);
 
     let tenants = sh.registry.list();
@@ -605,10 +623,17 @@ fn escape_label(v: &str) -> String {
 }
 
 /// Serves `GET /metrics` until shutdown.
+///
+/// At most `metrics.max_connections` connections are served at once; one past that gets a
+/// `503` (written without waiting) and is closed at once, so strangers opening connections
+/// cannot hold the endpoint's sockets or the process's file descriptors. A served connection
+/// must send its request head (at most 8 KiB) and take the whole reply within
+/// `metrics.timeout_ms`, or it is closed: a slow client holds a slot for that long at most.
 pub async fn serve(listener: TcpListener, sh: Arc<Shared>, metrics: Arc<Metrics>) {
     let mut shutdown = sh.shutdown.subscribe();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
-        let (mut stream, peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -619,57 +644,88 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>, metrics: Arc<Metrics>
             },
             _ = crate::shared::wait_shutdown(&mut shutdown) => return,
         };
+        let (max, timeout) = {
+            let c = sh.config.read();
+            (
+                c.metrics.max_connections,
+                Duration::from_millis(c.metrics.timeout_ms),
+            )
+        };
+        // The slot is taken here, in the accept loop, so a burst cannot pass the limit.
+        if in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            sh.stats.metrics_connections_refused.fetch_add(1, Relaxed);
+            let _ = stream.try_write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            continue;
+        }
+        let slot = Slot(in_flight.clone());
         let sh = sh.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            // Read the request head (bounded: 8 KiB, 5 s).
-            let head = tokio::time::timeout(Duration::from_secs(5), async {
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            if !matches!(head, Ok(true)) {
-                return;
+            let _slot = slot;
+            if tokio::time::timeout(timeout, exchange(stream, &sh, &metrics))
+                .await
+                .is_err()
+            {
+                debug!(%peer, "metrics connection timed out");
             }
-            let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
-            let mut parts = line.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) =
-                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                    (
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        metrics.render(&sh),
-                    )
-                } else if method == "GET" && path == "/" {
-                    (
-                        "200 OK",
-                        "text/plain; charset=utf-8",
-                        "ferrite: see /metrics\n".to_string(),
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        "text/plain; charset=utf-8",
-                        "not found\n".to_string(),
-                    )
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            if let Err(e) = stream.write_all(resp.as_bytes()).await {
-                debug!(%peer, error = %e, "metrics write failed");
-            }
-            let _ = stream.shutdown().await;
         });
     }
+}
+
+/// One served metrics connection's place among `metrics.max_connections`.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Reads one request head, answers it, closes.
+async fn exchange(mut stream: TcpStream, sh: &Shared, metrics: &Metrics) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) =
+        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics.render(sh),
+            )
+        } else if method == "GET" && path == "/" {
+            (
+                "200 OK",
+                "text/plain; charset=utf-8",
+                "ferrite: see /metrics\n".to_string(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "not found\n".to_string(),
+            )
+        };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = stream.write_all(resp.as_bytes()).await {
+        debug!(error = %e, "metrics write failed");
+    }
+    let _ = stream.shutdown().await;
 }

@@ -119,6 +119,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
             maxmemory: config.tenancy.default_maxmemory,
             maxkeys: config.tenancy.default_maxkeys,
             ops: config.tenancy.default_ops,
+            maxclients: config.tenancy.default_maxclients,
         },
         throttle_max_delay_ms: config.tenancy.throttle_max_delay_ms,
     }));
@@ -163,6 +164,8 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
         diagnostics: Default::default(),
+        pubsub: Default::default(),
+        auth_limiter: Default::default(),
         started: Instant::now(),
         run_id,
         local_addr: addr,
@@ -232,6 +235,11 @@ async fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
     drop(listener);
     let timeout = Duration::from_millis(sh.config.read().server.shutdown_timeout_ms);
     info!("shutting down: no longer accepting connections, finishing in-flight replies");
+    // A running Lua script would keep its connection (and the runtime's blocking pool) alive
+    // forever: stop it, as Redis's SHUTDOWN NOSAVE does (its writes so far stay).
+    for tenant in sh.registry.list() {
+        tenant.scripts().force_kill();
+    }
     let deadline = Instant::now() + timeout;
     while Arc::strong_count(&alive) > 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -343,6 +351,7 @@ async fn cron(sh: Arc<Shared>) {
                 t.sample_ops();
             }
             close_idle_clients(&sh);
+            sh.auth_limiter.prune(Instant::now());
             // Imports whose source went away for longer than the sync timeout are dropped.
             let idle = sh.migrations.settings().sync_timeout;
             sh.migrations.imports().reap(idle);

@@ -20,6 +20,8 @@ pub struct HotConfig {
     pub client_output_buffer_limit: AtomicU64,
     /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
     pub maxmemory_clients: AtomicU64,
+    /// A subscriber's undelivered messages (bytes; 0 = no limit).
+    pub pubsub_output_buffer_limit: AtomicU64,
     pub throttle_max_delay_ms: AtomicU64,
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
@@ -29,6 +31,9 @@ pub struct HotConfig {
     pub slowlog_max_len: AtomicU64,
     /// `commands.latency_monitor_threshold` (ms; 0: off).
     pub latency_threshold_ms: AtomicU64,
+    /// `busy-reply-threshold` (ms): a tenant's other connections get -BUSY once its script has
+    /// run this long.
+    pub busy_reply_threshold_ms: AtomicU64,
 }
 
 impl HotConfig {
@@ -38,6 +43,9 @@ impl HotConfig {
             .store(c.limits.client_output_buffer_limit, Relaxed);
         self.maxmemory_clients
             .store(c.limits.maxmemory_clients, Relaxed);
+        let pubsub = c.limits.pubsub_output_buffer_limit;
+        self.pubsub_output_buffer_limit
+            .store(if pubsub == 0 { u64::MAX } else { pubsub }, Relaxed);
         self.throttle_max_delay_ms
             .store(c.tenancy.throttle_max_delay_ms, Relaxed);
         let ch = &c.tenancy.migration.client_handling;
@@ -52,6 +60,8 @@ impl HotConfig {
         self.slowlog_max_len.store(cmds.slowlog_max_len, Relaxed);
         self.latency_threshold_ms
             .store(cmds.latency_monitor_threshold, Relaxed);
+        self.busy_reply_threshold_ms
+            .store(cmds.busy_reply_threshold, Relaxed);
         ferrite_commands::settings::set_hll_sparse_max_bytes(
             usize::try_from(cmds.hll_sparse_max_bytes).unwrap_or(usize::MAX),
         );
@@ -70,6 +80,8 @@ pub struct ClientInfo {
     /// Set (and `kill` notified) by CLIENT KILL or shutdown.
     pub killed: AtomicBool,
     pub kill: Notify,
+    /// The blocking command it waits in (CLIENT UNBLOCK, CLIENT LIST flags=b).
+    pub blocked: Mutex<Option<Arc<crate::blocking::BlockedClient>>>,
 }
 
 /// The mutable, descriptive part of a connection.
@@ -82,21 +94,60 @@ pub struct ClientFields {
     pub resp: u8,
     pub last_cmd: &'static str,
     pub multi: i64,
+    /// The connection's id as its tenant sees it, when it is one of the tenant's own clients
+    /// (authenticated as the tenant, or an anonymous user of `default`): it holds one of the
+    /// tenant's client slots and the tenant sees it in CLIENT LIST. None for administrators
+    /// (also after TENANT.USE), migration peers and connections that have not authenticated:
+    /// no tenant sees those.
+    pub tenant_client_id: Option<u64>,
+}
+
+/// Who looks at a connection (CLIENT LIST, CLIENT KILL, CLIENT ID): an administrator sees every
+/// connection by its server-wide id; anybody else only the clients of its own tenant (and
+/// itself), by their ids within that tenant, so nothing reveals how many connections other
+/// tenants have or that an administrator is looking.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    pub admin: bool,
+    pub tenant: &'a str,
+    /// The viewer's own server-wide id.
+    pub id: u64,
 }
 
 impl ClientInfo {
-    /// One CLIENT LIST line (without the newline).
-    pub fn describe(&self) -> String {
+    /// Whether `viewer` may see (and kill) this connection.
+    pub fn visible_to(&self, f: &ClientFields, viewer: &Viewer<'_>) -> bool {
+        viewer.admin
+            || self.id == viewer.id
+            || (f.tenant_client_id.is_some() && *f.tenant == *viewer.tenant)
+    }
+
+    /// The id `viewer` knows this connection by.
+    pub fn id_for(&self, f: &ClientFields, viewer: &Viewer<'_>) -> u64 {
+        if viewer.admin {
+            self.id
+        } else {
+            f.tenant_client_id.unwrap_or(self.id)
+        }
+    }
+
+    /// One CLIENT LIST line (without the newline), as `viewer` sees it.
+    pub fn describe(&self, viewer: &Viewer<'_>) -> String {
         let f = self.fields.lock().clone();
         let idle = self.last_active.lock().elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
-            self.id,
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} library-name={} library-ver={} resp={} tenant={}",
+            self.id_for(&f, viewer),
             self.addr,
             self.laddr,
             f.name,
             self.created.elapsed().as_secs(),
             idle,
+            if self.blocked.lock().is_some() {
+                "b"
+            } else {
+                "N"
+            },
             f.multi,
             f.last_cmd,
             f.tenant,
@@ -132,8 +183,12 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,
+    /// Every tenant's pub/sub channels.
+    pub pubsub: crate::pubsub::Hub,
     /// Per-tenant slow log and latency monitor.
     pub diagnostics: crate::diagnostics::Diagnostics,
+    /// Failed AUTH attempts per client address.
+    pub auth_limiter: crate::auth_limit::AuthLimiter,
     pub started: Instant,
     pub run_id: String,
     /// Address the listener is bound to (after port 0 was resolved).

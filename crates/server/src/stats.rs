@@ -16,6 +16,11 @@ pub struct ServerStats {
     /// Connections closed because a reply reached an output budget (INFO
     /// `client_output_buffer_limit_disconnections`).
     pub output_limit_disconnects: AtomicU64,
+    /// Clients waiting in a blocking command (INFO `blocked_clients`).
+    pub blocked_clients: AtomicU64,
+    /// Connections to the metrics endpoint closed at once because it served
+    /// `metrics.max_connections` already.
+    pub metrics_connections_refused: AtomicU64,
     /// Commands per second over the last sampling period.
     pub ops_per_sec: AtomicU64,
 }

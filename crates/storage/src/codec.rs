@@ -6,6 +6,7 @@
 //! ```text
 //! value   = string: bytes | list/set: n:varint bytes{n} | hash: n:varint (bytes bytes){n}
 //!         | zset: n:varint (bytes score:f64 LE){n}
+//!         | stream: n:varint item{n}   (crate::stream::encode_item)
 //! bytes   = len:varint data
 //! varint  = LEB128, at most 10 bytes
 //! ```
@@ -69,6 +70,7 @@ pub fn encode_value(buf: &mut Vec<u8>, v: ValueRef<'_>) {
                 buf.extend_from_slice(&sc.to_le_bytes());
             }
         }
+        ValueRef::Stream(x) => x.encode_all(buf),
     }
 }
 
@@ -197,6 +199,12 @@ impl<'a> Reader<'a> {
                     z.insert(m, s);
                 }
                 Value::ZSet(Box::new(z))
+            }
+            ValueType::Stream => {
+                let rest = self.data.get(self.pos..).unwrap_or_default();
+                let (x, used) = crate::stream::decode_items(rest).map_err(CodecError)?;
+                self.pos += used;
+                Value::Stream(Box::new(x))
             }
         })
     }

@@ -70,6 +70,7 @@ pub mod type_tag {
     pub const HASH: u64 = 3;
     pub const SET: u64 = 4;
     pub const ZSET: u64 = 5;
+    pub const STREAM: u64 = 6;
 }
 
 /// Bucket of a key name.
@@ -162,6 +163,9 @@ pub mod poly {
 pub struct Digest {
     pub sums: Box<[u64; BUCKETS]>,
     pub counts: Box<[u32; BUCKETS]>,
+    /// Digest of the keyspace's function libraries (0 without any), mixed into
+    /// [`Digest::combined`] so that a copy without them does not compare equal.
+    pub libraries: u64,
 }
 
 impl std::fmt::Debug for Digest {
@@ -175,6 +179,7 @@ impl Default for Digest {
         Digest {
             sums: Box::new([0; BUCKETS]),
             counts: Box::new([0; BUCKETS]),
+            libraries: 0,
         }
     }
 }
@@ -204,9 +209,14 @@ impl Digest {
 
     /// The combined digest of all buckets.
     pub fn combined(&self) -> u64 {
-        (0..BUCKETS).fold(0u64, |acc, b| {
+        let keys = (0..BUCKETS).fold(0u64, |acc, b| {
             mix64(acc.wrapping_add(self.bucket(b)).wrapping_add(b as u64))
-        })
+        });
+        // A tenant without function libraries keeps the digest of its keys alone.
+        match self.libraries {
+            0 => keys,
+            l => mix64(keys ^ l),
+        }
     }
 
     pub fn keys(&self) -> u64 {

@@ -188,6 +188,11 @@ impl Journal {
         self.publish(now, wrote.then_some(request));
     }
 
+    #[inline]
+    pub(crate) fn in_atomic(&self) -> bool {
+        self.atomic > 0
+    }
+
     pub(crate) fn begin_atomic(&mut self) {
         self.depth += 1;
         self.atomic += 1;

@@ -28,6 +28,8 @@ pub enum Encoding {
     Skiplist,
     /// A list past `list-max-listpack-size`.
     Quicklist,
+    /// A stream (blocks of packed entries in a B-tree).
+    Stream,
 }
 
 impl Encoding {
@@ -41,6 +43,7 @@ impl Encoding {
             Encoding::HashTable => "hashtable",
             Encoding::Skiplist => "skiplist",
             Encoding::Quicklist => "quicklist",
+            Encoding::Stream => "stream",
         }
     }
 }
@@ -95,7 +98,7 @@ impl Limit {
 }
 
 /// Every encoding threshold, in the order CONFIG lists them.
-pub static LIMITS: [Limit; 9] = [
+pub static LIMITS: [Limit; 11] = [
     Limit::new(
         "hash-max-listpack-entries",
         Some("hash-max-ziplist-entries"),
@@ -137,6 +140,9 @@ pub static LIMITS: [Limit; 9] = [
     ),
     // Accepted for compatibility: Ferrite does not compress lists.
     Limit::new("list-compress-depth", None, 0, 0, i32::MAX as i64),
+    // Bytes and entries of a stream block (0: no limit but the 1 GiB a block can hold / none).
+    Limit::new("stream-node-max-bytes", None, 4096, 0, i64::MAX),
+    Limit::new("stream-node-max-entries", None, 100, 0, i64::MAX),
 ];
 
 /// The threshold called `name` (Redis name or `ziplist` alias, case-insensitive).
@@ -166,6 +172,13 @@ pub(crate) fn zset_max_entries() -> usize {
 }
 pub(crate) fn zset_max_value() -> usize {
     LIMITS[6].get_usize()
+}
+
+pub(crate) fn stream_node_max_bytes() -> usize {
+    LIMITS[9].get_usize()
+}
+pub(crate) fn stream_node_max_entries() -> usize {
+    LIMITS[10].get_usize()
 }
 
 /// `list-max-listpack-size` as (most elements, most bytes) of a packed list: a positive value

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashlink::LinkedHashMap;
 
+use crate::blocking::Blocking;
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
 use crate::table::{Pos, ShardedTable};
 use crate::value::{Value, ValueRef, ValueType};
 
 /// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
-const ENTRY_OVERHEAD: usize = 96;
+pub const ENTRY_OVERHEAD: usize = 96;
 
 /// A key's value and metadata.
 pub struct Entry {
@@ -190,7 +191,11 @@ pub struct Db {
     tracker: Option<Tracker>,
     journal: Journal,
     snapshot: Option<Box<SnapshotState>>,
+    /// Clients waiting for keys (see [`crate::blocking`]).
+    blocking: Blocking,
     stats: Arc<KeyspaceStats>,
+    /// Function libraries and the scripting engine (see [`crate::scripting`]).
+    scripting: crate::scripting::Scripting,
 }
 
 /// A keyspace: the data behind one lock, plus lock-free counters.
@@ -248,7 +253,9 @@ impl Keyspace {
                 tracker: None,
                 journal: Journal::default(),
                 snapshot: None,
+                blocking: Blocking::default(),
                 stats: stats.clone(),
+                scripting: Default::default(),
             })),
             stats,
         }
@@ -425,6 +432,9 @@ impl Drop for Occupied<'_> {
             db.account_removed(&key, self.bucket, self.before, self.now);
             return;
         }
+        if db.blocking.any() {
+            db.blocking.signal(db.table.key_at(self.idx));
+        }
         let key = db.table.key_at(self.idx);
         let e = db.table.value_at(self.idx);
         let kd = e.key_digest_named(self.name_hash);
@@ -506,6 +516,9 @@ impl<'a> Vacant<'a> {
         if let Some(t) = db.tracker.as_mut() {
             t.mark(self.key, size, self.now);
         }
+        if db.blocking.any() {
+            db.blocking.signal(self.key);
+        }
         db.publish_stats();
     }
 }
@@ -551,6 +564,9 @@ impl Db {
 
     fn account_removed(&mut self, key: &[u8], bucket: usize, before: Before, now: u64) {
         self.writes += 1;
+        if self.blocking.any() {
+            self.blocking.signal(key);
+        }
         self.account_gone(key, bucket, before, now);
     }
 
@@ -757,7 +773,11 @@ impl Db {
             _ => old,
         };
         self.expires.clear();
-        self.digest = Digest::default();
+        // FLUSHALL keeps function libraries (FUNCTION FLUSH removes them), as in Redis.
+        self.digest = Digest {
+            libraries: self.digest.libraries,
+            ..Digest::default()
+        };
         self.used = 0;
         self.next_version += 1;
         self.writes += 1;
@@ -808,6 +828,7 @@ impl Db {
         for (k, e) in self.table.iter() {
             d.add(bucket_of(k), e.key_digest(k));
         }
+        d.libraries = self.scripting.digest();
         d
     }
 
@@ -917,6 +938,11 @@ impl Db {
     #[inline]
     pub fn effects_end(&mut self, mark: EffectMark, now: u64, request: &[&[u8]]) {
         self.journal.end(mark, self.writes, now, request);
+        // After the command's own effects, the clients it made ready (not inside a
+        // transaction: after it, see `end_atomic`).
+        if !self.journal.in_atomic() {
+            self.serve_blocked(now);
+        }
     }
 
     /// Records an effect of the running command in place of its request: a command whose outcome
@@ -928,14 +954,65 @@ impl Db {
         }
     }
 
+    /// Function libraries (tenant data) and the scripting engine.
+    pub fn scripting(&self) -> &crate::scripting::Scripting {
+        &self.scripting
+    }
+
+    /// The scripting part, to take and give back the engine. Libraries change only through
+    /// [`Db::set_libraries`], [`Db::put_library`] and [`Db::remove_library`] (they keep the
+    /// digest).
+    pub fn scripting_mut(&mut self) -> &mut crate::scripting::Scripting {
+        &mut self.scripting
+    }
+
+    /// Replaces every function library (name → code).
+    pub fn set_libraries(&mut self, libraries: std::collections::BTreeMap<String, Vec<u8>>) {
+        self.scripting.set_libraries(libraries);
+        self.digest.libraries = self.scripting.digest();
+    }
+
+    /// Adds or replaces the library `code` declares; false if it declares no name.
+    pub fn put_library(&mut self, code: &[u8]) -> bool {
+        let done = self.scripting.put_library(code);
+        self.digest.libraries = self.scripting.digest();
+        done
+    }
+
+    /// Removes a library; false if there was none of that name.
+    pub fn remove_library(&mut self, name: &str) -> bool {
+        let done = self.scripting.remove_library(name);
+        self.digest.libraries = self.scripting.digest();
+        done
+    }
+
     /// Starts a transaction: the effects of its commands are published together by
     /// [`Db::end_atomic`], so subscribers never see half of it.
     pub fn begin_atomic(&mut self) {
         self.journal.begin_atomic();
     }
 
+    /// Ends a transaction started with [`Db::begin_atomic`]; at the outermost level, publishes
+    /// its effects and serves the clients waiting for keys it made ready.
     pub fn end_atomic(&mut self, now: u64) {
         self.journal.end_atomic(now);
+        if !self.journal.in_atomic() {
+            self.serve_blocked(now);
+        }
+    }
+
+    /// A transaction (or script) is running: blocked clients are served when it ends.
+    #[inline]
+    pub fn in_atomic(&self) -> bool {
+        self.journal.in_atomic()
+    }
+
+    pub(crate) fn blocking(&self) -> &Blocking {
+        &self.blocking
+    }
+
+    pub(crate) fn blocking_mut(&mut self) -> &mut Blocking {
+        &mut self.blocking
     }
 
     // -- change tracking ---------------------------------------------------------------------

@@ -5,12 +5,18 @@
 //!   and content digest as it changes.
 //! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
 //!   that keeps expiry index, versions, modified times, memory, digests and change tracking exact.
+//! - [`stream`]: the stream type (entries in packed blocks, consumer groups and their pending
+//!   entries).
 //! - [`codec`]: values as their logical elements (files on disk), whatever their memory layout.
 //! - [`digest`]: the canonical, order-independent content digest and its buckets.
 //! - [`effects`]: write effects, the deterministic commands each change is published as to the
 //!   keyspace's subscribers (append-only log, migration delta logs).
+//! - [`blocking`]: clients waiting for keys (BLPOP, XREAD BLOCK), served under the lock by the
+//!   write that made their key ready, first blocked first served.
 //! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
+//! - [`scripting`]: a keyspace's function libraries (tenant data) and its scripting engine.
 
+pub mod blocking;
 pub mod codec;
 pub mod digest;
 pub mod effects;
@@ -18,10 +24,14 @@ pub mod encoding;
 pub mod glob;
 pub mod keyspace;
 mod pack;
+pub mod point_in_time;
+pub mod scripting;
 pub mod skiplist;
+pub mod stream;
 pub mod table;
 pub mod value;
 
+pub use blocking::Waiter;
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
 pub use encoding::Encoding;
@@ -29,6 +39,8 @@ pub use keyspace::{
     Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest,
     TrackingLag, Vacant,
 };
+pub use point_in_time::PointInTimeCopy;
+pub use stream::{StreamId, StreamValue};
 pub use table::{ShardedTable, Table};
 pub use value::{
     HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,

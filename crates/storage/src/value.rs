@@ -9,11 +9,19 @@ use crate::digest::{hash_bytes, hash_pair, hash_scored, mix64, poly, type_tag};
 use crate::encoding::{self, Encoding};
 use crate::pack;
 use crate::skiplist::SkipList;
+use crate::stream::StreamValue;
 use crate::table::Table;
 
 /// Rough per-element bookkeeping cost (allocator headers, pointers, table nodes), so that memory
 /// quotas see collections of many tiny elements as the memory they really take.
 const ELEM_OVERHEAD: usize = 40;
+
+/// The per-element bookkeeping a collection's estimate counts, for callers that bound what a
+/// write may add (memory quotas).
+pub const ELEMENT_OVERHEAD: usize = ELEM_OVERHEAD;
+
+/// The largest fixed part of a value's estimate besides its elements (`Value::mem_size`).
+pub const VALUE_HEADER_MAX: usize = 96;
 
 /// The data types a key can hold.
 pub enum Value {
@@ -22,6 +30,7 @@ pub enum Value {
     Hash(Box<HashValue>),
     Set(Box<SetValue>),
     ZSet(Box<ZSetValue>),
+    Stream(Box<StreamValue>),
 }
 
 impl std::fmt::Debug for Value {
@@ -43,6 +52,7 @@ pub enum ValueType {
     Hash,
     Set,
     ZSet,
+    Stream,
 }
 
 impl ValueType {
@@ -53,6 +63,7 @@ impl ValueType {
             ValueType::Hash => "hash",
             ValueType::Set => "set",
             ValueType::ZSet => "zset",
+            ValueType::Stream => "stream",
         }
     }
 
@@ -63,6 +74,7 @@ impl ValueType {
             b"hash" => ValueType::Hash,
             b"set" => ValueType::Set,
             b"zset" => ValueType::ZSet,
+            b"stream" => ValueType::Stream,
             _ => return None,
         })
     }
@@ -75,6 +87,7 @@ impl ValueType {
             ValueType::Hash => type_tag::HASH,
             ValueType::Set => type_tag::SET,
             ValueType::ZSet => type_tag::ZSET,
+            ValueType::Stream => type_tag::STREAM,
         }
     }
 
@@ -85,6 +98,7 @@ impl ValueType {
             type_tag::HASH => ValueType::Hash,
             type_tag::SET => ValueType::Set,
             type_tag::ZSET => ValueType::ZSet,
+            type_tag::STREAM => ValueType::Stream,
             _ => return None,
         })
     }
@@ -98,6 +112,7 @@ impl ValueType {
             ValueType::Hash => Value::Hash(Box::default()),
             ValueType::Set => Value::Set(Box::default()),
             ValueType::ZSet => Value::ZSet(Box::default()),
+            ValueType::Stream => Value::Stream(Box::default()),
         }
     }
 }
@@ -110,6 +125,7 @@ impl Value {
             Value::Hash(_) => ValueType::Hash,
             Value::Set(_) => ValueType::Set,
             Value::ZSet(_) => ValueType::ZSet,
+            Value::Stream(_) => ValueType::Stream,
         }
     }
 
@@ -125,6 +141,7 @@ impl Value {
             Value::Hash(h) => ValueRef::Hash(h.view()),
             Value::Set(s) => ValueRef::Set(s.view()),
             Value::ZSet(z) => ValueRef::ZSet(z.view()),
+            Value::Stream(x) => ValueRef::Stream(x),
         }
     }
 
@@ -172,6 +189,7 @@ pub enum ValueRef<'a> {
     Hash(HashRef<'a>),
     Set(SetRef<'a>),
     ZSet(ZSetRef<'a>),
+    Stream(&'a StreamValue),
 }
 
 impl std::fmt::Debug for ValueRef<'_> {
@@ -193,6 +211,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::Hash(_) => ValueType::Hash,
             ValueRef::Set(_) => ValueType::Set,
             ValueRef::ZSet(_) => ValueType::ZSet,
+            ValueRef::Stream(_) => ValueType::Stream,
         }
     }
 
@@ -204,6 +223,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::Hash(h) => h.digest(),
             ValueRef::Set(s) => s.digest(),
             ValueRef::ZSet(z) => z.digest(),
+            ValueRef::Stream(x) => x.digest(),
         }
     }
 
@@ -215,6 +235,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::Hash(h) => h.mem_bytes() + 64,
             ValueRef::Set(s) => s.mem_bytes() + 64,
             ValueRef::ZSet(z) => z.mem_bytes() + 96,
+            ValueRef::Stream(x) => x.mem_bytes() + 96,
         }
     }
 
@@ -226,6 +247,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::Hash(h) => h.encoding(),
             ValueRef::Set(s) => s.encoding(),
             ValueRef::ZSet(z) => z.encoding(),
+            ValueRef::Stream(_) => Encoding::Stream,
         }
     }
 
@@ -237,13 +259,15 @@ impl<'a> ValueRef<'a> {
             ValueRef::Hash(h) => h.len(),
             ValueRef::Set(s) => s.len(),
             ValueRef::ZSet(z) => z.len(),
+            ValueRef::Stream(x) => usize::try_from(x.len()).unwrap_or(usize::MAX),
         }
     }
 
     /// True for a collection with no elements; Redis deletes such keys.
     pub fn is_empty_collection(self) -> bool {
         match self {
-            ValueRef::Str(_) => false,
+            // A stream may exist without entries (XGROUP CREATE MKSTREAM, XDEL of the last).
+            ValueRef::Str(_) | ValueRef::Stream(_) => false,
             _ => self.elements() == 0,
         }
     }
@@ -280,6 +304,7 @@ impl<'a> ValueRef<'a> {
                 }
                 Value::ZSet(Box::new(n))
             }
+            ValueRef::Stream(x) => Value::Stream(Box::new(x.clone())),
         }
     }
 }

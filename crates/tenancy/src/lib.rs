@@ -5,6 +5,7 @@
 //!   secret comparison.
 //! - [`tenant`]: a tenant's keyspace, credentials, ownership [`TenantState`], quotas, stats.
 //! - [`gate`]: [`WriteGate`], which pauses one tenant's writes for a cutover.
+//! - [`scripts`]: a tenant's running script as its other connections see it (busy, kill).
 //! - [`throttle`]: per-tenant operation rate limits (delay, then refuse).
 //! - [`migration`]: [`MigrationManager`] (source side: snapshot, change stream, cutover,
 //!   verify), [`ImportManager`] (target side), and the versioned wire format.
@@ -85,6 +86,7 @@ pub mod error;
 pub mod gate;
 pub mod migration;
 pub mod registry;
+pub mod scripts;
 pub mod tenant;
 pub mod throttle;
 
@@ -97,5 +99,8 @@ pub use migration::{
     MigrationStatus, VerifyResult,
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
-pub use tenant::{Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id};
+pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};
+pub use tenant::{
+    CommandCounters, Durability, QuotaExceeded, Tenant, TenantLimits, TenantState, valid_tenant_id,
+};
 pub use throttle::{Admission, Throttle};

@@ -62,6 +62,7 @@ pub struct CreateOptions {
     pub maxmemory: Option<u64>,
     pub maxkeys: Option<u64>,
     pub ops: Option<u64>,
+    pub maxclients: Option<u64>,
 }
 
 impl Registry {
@@ -186,6 +187,7 @@ impl Registry {
             maxmemory: opts.maxmemory.unwrap_or(d.maxmemory),
             maxkeys: opts.maxkeys.unwrap_or(d.maxkeys),
             ops: opts.ops.unwrap_or(d.ops),
+            maxclients: opts.maxclients.unwrap_or(d.maxclients),
         };
         let mut map = self.tenants.write();
         if map.contains_key(id) {

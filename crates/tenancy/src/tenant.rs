@@ -55,6 +55,9 @@ pub struct TenantLimits {
     pub maxkeys: u64,
     /// Commands per second (the throttle).
     pub ops: u64,
+    /// Connections that may be bound to the tenant as its own clients at once (Redis's
+    /// `maxclients`, per tenant). Administrators visiting with TENANT.USE are not counted.
+    pub maxclients: u64,
 }
 
 /// Why a write was refused by a quota.
@@ -78,12 +81,58 @@ pub struct TenantStats {
     pub commands: AtomicU64,
     pub throttled: AtomicU64,
     pub rejected: AtomicU64,
+    /// Connections bound to the tenant as its own clients (see [`Tenant::try_add_client`]).
     pub clients: AtomicU64,
+    /// Connections that became the tenant's clients since the server started. A tenant
+    /// connection's client id, as the tenant sees it, is this count when it joined, so ids
+    /// say nothing about other tenants' connections.
+    pub connections_received: AtomicU64,
+    /// AUTHs refused because the tenant had `maxclients` clients already.
+    pub rejected_connections: AtomicU64,
     /// Unsent reply bytes of the tenant's connections (counted by the server).
     pub output_bytes: AtomicU64,
     /// Commands per second over the last sampling period (see [`Tenant::sample_ops`]).
     pub ops_per_sec: AtomicU64,
     last_sample: parking_lot::Mutex<(u64, Option<std::time::Instant>)>,
+    /// Per-command counters of the tenant's own clients, indexed like the server's command
+    /// table; allocated when the tenant's clients first run a command (INFO commandstats).
+    by_command: std::sync::OnceLock<Box<[CommandCounters]>>,
+}
+
+/// What a tenant's clients did with one command.
+#[derive(Debug, Default)]
+pub struct CommandCounters {
+    pub calls: AtomicU64,
+    /// Microseconds spent running it.
+    pub usec: AtomicU64,
+    /// Runs that answered with an error.
+    pub failed: AtomicU64,
+    /// Refused before running.
+    pub rejected: AtomicU64,
+}
+
+impl TenantStats {
+    /// The per-command counters (`commands` entries, the size of the command table: the same
+    /// for every call in one process), allocated on first use.
+    pub fn command_counters(&self, commands: usize) -> &[CommandCounters] {
+        self.by_command
+            .get_or_init(|| (0..commands).map(|_| CommandCounters::default()).collect())
+    }
+
+    /// The per-command counters, if the tenant's clients ran anything yet.
+    pub fn command_counters_if_any(&self) -> Option<&[CommandCounters]> {
+        self.by_command.get().map(|b| &b[..])
+    }
+
+    /// Zeroes the per-command counters (CONFIG RESETSTAT).
+    pub fn reset_command_counters(&self) {
+        for c in self.command_counters_if_any().unwrap_or_default() {
+            c.calls.store(0, Relaxed);
+            c.usec.store(0, Relaxed);
+            c.failed.store(0, Relaxed);
+            c.rejected.store(0, Relaxed);
+        }
+    }
 }
 
 /// Makes a tenant's journaled writes durable before they are acknowledged. Persistence
@@ -126,6 +175,11 @@ pub struct Tenant {
     deleted: AtomicBool,
     /// Set once by persistence when the tenant's writes are journaled to disk.
     durability: std::sync::OnceLock<Arc<dyn Durability>>,
+    /// Notified whenever the state changes or the tenant is deleted: connections that wait
+    /// without running commands (blocked clients, subscribers) learn of a cutover here.
+    state_changed: tokio::sync::Notify,
+    /// The tenant's running script (busy state, kill requests).
+    scripts: crate::scripts::ScriptActivity,
     pub stats: TenantStats,
 }
 
@@ -163,8 +217,15 @@ impl Tenant {
             created_at: AtomicU64::new(ferrite_storage::now_ms()),
             deleted: AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
+            state_changed: tokio::sync::Notify::new(),
+            scripts: Default::default(),
             stats: TenantStats::default(),
         }
+    }
+
+    /// The tenant's running script, as its other connections see it.
+    pub fn scripts(&self) -> &crate::scripts::ScriptActivity {
+        &self.scripts
     }
 
     pub fn id(&self) -> &str {
@@ -211,6 +272,13 @@ impl Tenant {
     pub fn set_state(&self, s: TenantState) {
         self.state
             .store(s as u8, std::sync::atomic::Ordering::SeqCst);
+        self.state_changed.notify_waiters();
+    }
+
+    /// Notified after every state change (and deletion). Register (`enable()` the
+    /// `notified()` future) before checking the state, so no change is missed in between.
+    pub fn state_changed(&self) -> &tokio::sync::Notify {
+        &self.state_changed
     }
 
     /// Marks the tenant as served elsewhere.
@@ -262,6 +330,27 @@ impl Tenant {
         self.throttle.set_rate(ops);
     }
 
+    /// Takes one of the tenant's client slots: false, and nothing taken, when `maxclients` of
+    /// its clients are connected already. One atomic step, so a burst of AUTHs cannot pass
+    /// the limit. Give the slot back with [`Tenant::remove_client`].
+    pub fn try_add_client(&self) -> bool {
+        let max = self.limits().maxclients;
+        let taken = self
+            .stats
+            .clients
+            .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
+            .is_ok();
+        if !taken {
+            self.stats.rejected_connections.fetch_add(1, Relaxed);
+        }
+        taken
+    }
+
+    /// Gives back a slot taken with [`Tenant::try_add_client`].
+    pub fn remove_client(&self) {
+        self.stats.clients.fetch_sub(1, Relaxed);
+    }
+
     /// A memory or key quota is set (read without a lock, for the per-write check).
     #[inline]
     pub fn has_quota(&self) -> bool {
@@ -289,6 +378,7 @@ impl Tenant {
 
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Relaxed);
+        self.state_changed.notify_waiters();
     }
 
     /// Asks the throttle for one command.
@@ -429,5 +519,33 @@ mod tests {
         t.set_credential(Some(Credential::from_password(b"pw")));
         assert!(t.check_password(b"pw"));
         assert!(!t.check_password(b"pW"));
+    }
+
+    #[test]
+    fn client_slots_hold_exactly_under_contention() {
+        let t = Arc::new(Tenant::new(
+            "t",
+            None,
+            TenantLimits {
+                maxclients: 10,
+                ..Default::default()
+            },
+        ));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || (0..100).filter(|_| t.try_add_client()).count())
+            })
+            .collect();
+        let taken: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(taken, 10);
+        assert_eq!(t.stats.clients.load(Relaxed), 10);
+        assert_eq!(t.stats.rejected_connections.load(Relaxed), 790);
+        t.remove_client();
+        assert!(t.try_add_client());
+        assert!(!t.try_add_client());
+        // Unlimited again: anything goes.
+        t.set_limits(TenantLimits::default());
+        assert!((0..100).all(|_| t.try_add_client()));
     }
 }

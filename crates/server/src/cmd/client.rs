@@ -30,7 +30,8 @@ pub fn client(
     let sub = args.get(1).to_ascii_uppercase();
     let proto = st.proto;
     match sub.as_slice() {
-        b"ID" if args.len() == 2 => ReplyWriter::new(out, proto).int(st.id as i64),
+        // A tenant's connection has an id within its tenant (see `shared::Viewer`).
+        b"ID" if args.len() == 2 => ReplyWriter::new(out, proto).int(st.visible_id() as i64),
         b"SETNAME" if args.len() == 3 => {
             set_name(st, args.get(2))?;
             ReplyWriter::new(out, proto).ok();
@@ -100,24 +101,32 @@ pub fn client(
                     return Err(ErrorReply::syntax());
                 }
             }
-            let mut clients: Vec<_> = sh.clients.lock().values().cloned().collect();
-            clients.sort_by_key(|c| c.id);
+            let clients: Vec<_> = sh.clients.lock().values().cloned().collect();
+            let viewer = st.viewer();
+            // A tenant connection sees only its own tenant's clients, by their ids within it.
+            let mut seen: Vec<(u64, _)> = clients
+                .into_iter()
+                .filter_map(|c| {
+                    let f = c.fields.lock();
+                    let visible = c.visible_to(&f, &viewer);
+                    let id = c.id_for(&f, &viewer);
+                    drop(f);
+                    visible.then_some((id, c))
+                })
+                .collect();
+            seen.sort_by_key(|(id, _)| *id);
             let mut text = String::new();
-            for c in clients {
-                if !type_matches || ids.as_ref().is_some_and(|ids| !ids.contains(&c.id)) {
+            for (id, c) in seen {
+                if !type_matches || ids.as_ref().is_some_and(|ids| !ids.contains(&id)) {
                     continue;
                 }
-                // A tenant connection sees only its own tenant's clients.
-                if !st.admin && *c.fields.lock().tenant != *st.tenant.id() {
-                    continue;
-                }
-                text.push_str(&c.describe());
+                text.push_str(&c.describe(&viewer));
                 text.push('\n');
             }
             ReplyWriter::new(out, proto).verbatim(&text);
         }
         b"INFO" if args.len() == 2 => {
-            let mut text = st.info.describe();
+            let mut text = st.info.describe(&st.viewer());
             text.push('\n');
             ReplyWriter::new(out, proto).verbatim(&text);
         }
@@ -135,11 +144,16 @@ pub fn client(
             }
         }
         b"NO-EVICT" | b"NO-TOUCH" if args.len() == 3 => ReplyWriter::new(out, proto).ok(),
+        b"UNBLOCK" if args.len() == 3 || args.len() == 4 => {
+            let n = unblock(st, sh, args)?;
+            ReplyWriter::new(out, proto).int(n);
+        }
         b"HELP" => {
             let lines = [
                 "CLIENT <subcommand> [<arg> ...]. Subcommands are:",
                 "ID, SETNAME <name>, GETNAME, SETINFO <LIB-NAME|LIB-VER> <value>,",
                 "LIST [TYPE normal] [ID id ...], INFO, KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>,",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR] (ends a blocking command of a client)",
                 "CAPA redirect (receive -REDIRECT host:port when a tenant moves)",
             ];
             ReplyWriter::new(out, proto).help(&lines);
@@ -150,7 +164,7 @@ pub fn client(
                 args.get(1),
                 &[
                     "ID", "SETNAME", "GETNAME", "SETINFO", "CAPA", "LIST", "INFO", "KILL",
-                    "NO-EVICT", "NO-TOUCH", "HELP",
+                    "UNBLOCK", "NO-EVICT", "NO-TOUCH", "HELP",
                 ],
             ));
         }
@@ -158,8 +172,37 @@ pub fn client(
     Ok(Flow::Continue)
 }
 
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was blocked (and is woken), else 0. A
+/// tenant reaches only its own tenant's clients.
+fn unblock(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<i64, ErrorReply> {
+    let id = args.int(2).map_err(|_| ErrorReply::not_integer())?;
+    let mode = if args.len() == 4 {
+        if args.is(3, "TIMEOUT") {
+            crate::blocking::UnblockMode::Timeout
+        } else if args.is(3, "ERROR") {
+            crate::blocking::UnblockMode::Error
+        } else {
+            return Err(ErrorReply::err(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ));
+        }
+    } else {
+        crate::blocking::UnblockMode::Timeout
+    };
+    // Found by the id the caller knows it by (a tenant's clients have ids within the tenant).
+    let viewer = st.viewer();
+    let found = sh.clients.lock().values().find_map(|c| {
+        let f = c.fields.lock().clone();
+        (c.visible_to(&f, &viewer) && c.id_for(&f, &viewer) as i64 == id).then(|| c.clone())
+    });
+    let Some(c) = found else {
+        return Ok(0);
+    };
+    Ok(crate::blocking::request_unblock(&c, mode) as i64)
+}
+
 /// CLIENT KILL <addr> | KILL [ID id] [ADDR addr] [SKIPME yes|no]. Tenants may only kill their
-/// own tenant's connections.
+/// own tenant's clients (by their ids within the tenant), never an administrator's session.
 fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorReply> {
     let mut id = None;
     let mut addr = None;
@@ -206,27 +249,26 @@ fn kill(st: &ClientState, sh: &Shared, args: Args<'_>) -> Result<usize, ErrorRep
         return Ok(0);
     }
     let clients: Vec<_> = sh.clients.lock().values().cloned().collect();
+    let viewer = st.viewer();
     let mut n = 0;
     for c in clients {
+        let f = c.fields.lock().clone();
+        if !c.visible_to(&f, &viewer) {
+            continue;
+        }
         if laddr.as_ref().is_some_and(|a| *a != c.laddr.to_string()) {
             continue;
         }
-        if user
-            .as_ref()
-            .is_some_and(|u| **u != *c.fields.lock().tenant)
-        {
+        if user.as_ref().is_some_and(|u| **u != *f.tenant) {
             continue;
         }
-        if id.is_some_and(|i| i != c.id) {
+        if id.is_some_and(|i| i != c.id_for(&f, &viewer)) {
             continue;
         }
         if addr.as_ref().is_some_and(|a| *a != c.addr.to_string()) {
             continue;
         }
         if skipme && c.id == st.id {
-            continue;
-        }
-        if !st.admin && *c.fields.lock().tenant != *st.tenant.id() {
             continue;
         }
         c.kill();

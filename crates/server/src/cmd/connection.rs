@@ -1,6 +1,7 @@
 //! PING, ECHO, QUIT, HELLO, AUTH, SELECT, RESET, TIME.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
@@ -18,6 +19,13 @@ pub const COMPAT_VERSION: &str = "7.2.0";
 
 pub fn ping(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
     let mut w = ReplyWriter::new(out, st.proto);
+    if args.len() <= 2 && crate::pubsub::in_resp2_subscribed_mode(st) {
+        // A subscribed RESP2 connection gets PING's answer in the shape of a message.
+        w.array(2);
+        w.bulk(b"pong");
+        w.bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(Flow::Continue);
+    }
     match args.len() {
         1 => w.simple("PONG"),
         2 => w.bulk(args.get(1)),
@@ -69,8 +77,51 @@ pub fn anonymous_access(sh: &Shared, peer: &std::net::SocketAddr) -> bool {
 /// Authenticates: `AUTH <secret>` or `AUTH default <secret>` (administrator: `requirepass`, or
 /// the generated administrator secret without it), `AUTH ferrite-migration <token>` (a peer
 /// server: TENANT.IMPORT.* only), or `AUTH <tenant> <password>` (binds the connection to the
-/// tenant). Nothing but the administrator secret makes a connection administrator.
+/// tenant). Nothing but the administrator secret makes a connection administrator. A failed
+/// attempt changes nothing; failures count against the client's address (see
+/// [`crate::auth_limit`]), and an address past its limit is refused before anything is checked.
 pub fn authenticate(
+    st: &mut ClientState,
+    sh: &Shared,
+    user: Option<&[u8]>,
+    pass: &[u8],
+) -> Result<(), ErrorReply> {
+    let ip = st.info.addr.ip();
+    let limited_user = user.unwrap_or(b"default");
+    if let Err(wait) = sh.auth_limiter.admit(ip, limited_user, Instant::now()) {
+        return Err(ErrorReply::err(format!(
+            "too many failed authentication attempts from this address; try again in {:.1} seconds",
+            wait.as_secs_f64().max(0.1)
+        )));
+    }
+    let result = check_credentials(st, sh, user, pass);
+    if let Err(e) = &result
+        && e.code() == "WRONGPASS"
+    {
+        let (limit, max_block) = {
+            let c = sh.config.read();
+            (
+                c.server.auth_failure_limit,
+                Duration::from_millis(c.server.auth_block_max_ms),
+            )
+        };
+        if let Some(block) =
+            sh.auth_limiter
+                .failed(ip, limited_user, limit, max_block, Instant::now())
+        {
+            // Neither the user name nor the password: either may be a secret typed in the
+            // wrong field.
+            tracing::warn!(
+                client_ip = %ip,
+                block_ms = block.as_millis() as u64,
+                "repeated failed AUTH attempts from one address: refusing its AUTH for a while"
+            );
+        }
+    }
+    result
+}
+
+fn check_credentials(
     st: &mut ClientState,
     sh: &Shared,
     user: Option<&[u8]>,
@@ -82,7 +133,7 @@ pub fn authenticate(
                 st.authenticated = true;
                 st.admin = true;
                 st.migration_peer = false;
-                st.bind_tenant(sh.registry.default_tenant());
+                st.visit_tenant(sh.registry.default_tenant());
                 Ok(())
             }
             Some(_) => Err(ErrorReply::wrong_pass()),
@@ -99,7 +150,7 @@ pub fn authenticate(
             st.authenticated = true;
             st.migration_peer = true;
             st.admin = false;
-            st.bind_tenant(sh.registry.default_tenant());
+            st.visit_tenant(sh.registry.default_tenant());
             Ok(())
         }
         Some(tenant) => {
@@ -110,10 +161,14 @@ pub fn authenticate(
                 .registry
                 .authenticate(tenant, pass)
                 .map_err(|e| errors::tenancy(&e))?;
+            // The password was right, but the tenant is full: refused like a connection past
+            // Redis's maxclients, and the connection stays as it was.
+            if !st.join_tenant(t) {
+                return Err(ErrorReply::err("max number of clients reached"));
+            }
             st.authenticated = true;
             st.admin = false;
             st.migration_peer = false;
-            st.bind_tenant(t);
             Ok(())
         }
     }
@@ -190,7 +245,7 @@ pub fn hello(
     w.bulk_str("proto");
     w.int(if proto == Protocol::Resp3 { 3 } else { 2 });
     w.bulk_str("id");
-    w.int(st.id as i64);
+    w.int(st.visible_id() as i64);
     w.bulk_str("mode");
     w.bulk_str("standalone");
     w.bulk_str("role");
@@ -207,10 +262,16 @@ pub fn hello(
 pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> ServerResult {
     st.multi = None;
     st.watched.clear();
+    st.subs = None;
     st.capa_redirect = false;
     st.set_proto(Protocol::Resp2);
-    st.bind_tenant(sh.registry.default_tenant());
-    st.authenticated = anonymous_access(sh, &st.info.addr);
+    // Back to an anonymous user of `default` where those are allowed and `default` has room;
+    // otherwise an unauthenticated connection (as a fresh one past maxclients never is).
+    let default = sh.registry.default_tenant();
+    st.authenticated = anonymous_access(sh, &st.info.addr) && st.join_tenant(default.clone());
+    if !st.authenticated {
+        st.visit_tenant(default);
+    }
     st.admin = false;
     st.migration_peer = false;
     st.info.fields.lock().name.clear();

@@ -47,8 +47,14 @@ pub fn slowlog(
                 for a in &e.args {
                     w.bulk(a);
                 }
-                w.bulk_str(&e.client_addr);
-                w.bulk_str(&e.client_name);
+                // Who ran it is hidden from the tenant when it was not one of its clients.
+                if e.by_visitor && !st.admin {
+                    w.bulk_str("");
+                    w.bulk_str("");
+                } else {
+                    w.bulk_str(&e.client_addr);
+                    w.bulk_str(&e.client_name);
+                }
             }
         }
         b"LEN" if args.len() == 2 => w.int(sh.diagnostics.slowlog_len(&tenant) as i64),

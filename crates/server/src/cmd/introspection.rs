@@ -249,6 +249,9 @@ pub fn config(
         }
         b"RESETSTAT" if args.len() == 2 => {
             sh.cmd_stats.reset();
+            for t in sh.registry.list() {
+                t.stats.reset_command_counters();
+            }
             ReplyWriter::new(out, st.proto).ok();
         }
         b"REWRITE" if args.len() == 2 => {

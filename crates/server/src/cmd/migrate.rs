@@ -445,6 +445,7 @@ fn import(
                     b"MAXMEMORY" => req.limits.maxmemory = args.int(i + 1)?.max(0) as u64,
                     b"MAXKEYS" => req.limits.maxkeys = args.int(i + 1)?.max(0) as u64,
                     b"OPS" => req.limits.ops = args.int(i + 1)?.max(0) as u64,
+                    b"MAXCLIENTS" => req.limits.maxclients = args.int(i + 1)?.max(0) as u64,
                     _ => return Err(ErrorReply::syntax()),
                 }
                 i += 2;

@@ -25,6 +25,7 @@ use ferrite_protocol::{Args, ErrorReply};
 
 use crate::connection::ClientState;
 use crate::dispatch::Flow;
+use crate::scripting::{self, Call};
 use crate::shared::Shared;
 
 pub use connection::{COMPAT_VERSION, anonymous_access};
@@ -111,6 +112,15 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now("auth", |st, sh, args, out| connection::auth(st, sh, args, out)),
     now_in_multi("select", |st, _, args, out| connection::select(st, args, out)),
     now("reset", |st, sh, _, out| connection::reset(st, sh, out)),
+    now("subscribe", crate::pubsub::subscribe_channels),
+    now("unsubscribe", crate::pubsub::unsubscribe_channels),
+    now("psubscribe", crate::pubsub::subscribe_patterns),
+    now("punsubscribe", crate::pubsub::unsubscribe_patterns),
+    now("ssubscribe", crate::pubsub::subscribe_shard),
+    now("sunsubscribe", crate::pubsub::unsubscribe_shard),
+    now_in_multi("publish", crate::pubsub::publish),
+    now_in_multi("spublish", crate::pubsub::spublish),
+    now_in_multi("pubsub", crate::pubsub::pubsub),
     now_in_multi("client", client::client),
     now_in_multi("command", |st, _, args, out| introspection::command(st, args, out)),
     now_in_multi("config", introspection::config),
@@ -126,6 +136,14 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("acl", diagnostics::acl),
     now_in_multi("wait", |st, _, args, out| diagnostics::wait(st, args, out)),
     now_in_multi("swapdb", |st, _, args, out| diagnostics::swapdb(st, args, out)),
+    wait("eval", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, false, args, out))),
+    wait("evalsha", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, false, args, out))),
+    wait("eval_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, true, args, out))),
+    wait("evalsha_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, true, args, out))),
+    wait("fcall", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, false, args, out))),
+    wait("fcall_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, true, args, out))),
+    wait("script", |st, sh, args, out| Box::pin(scripting::script(st, sh, args, out))),
+    wait("function", |st, sh, args, out| Box::pin(scripting::function(st, sh, args, out))),
     now("multi", |st, _, _, out| transaction::multi(st, out)),
     wait("exec", |st, sh, _, out| Box::pin(transaction::exec(st, sh, out))),
     now("discard", |st, _, _, out| transaction::discard(st, out)),

@@ -38,7 +38,7 @@ fn count_arg(args: &Args<'_>, i: usize) -> Result<u64, ErrorReply> {
     }
 }
 
-/// Parses `[PASSWORD pw] [MAXMEMORY bytes] [MAXKEYS n] [OPS n]` from `from` on.
+/// Parses `[PASSWORD pw] [MAXMEMORY bytes] [MAXKEYS n] [OPS n] [MAXCLIENTS n]` from `from` on.
 fn parse_options(args: &Args<'_>, from: usize) -> Result<CreateOptions, ErrorReply> {
     let mut o = CreateOptions::default();
     let mut i = from;
@@ -58,6 +58,7 @@ fn parse_options(args: &Args<'_>, from: usize) -> Result<CreateOptions, ErrorRep
             b"MAXMEMORY" => o.maxmemory = Some(size_arg(args, i + 1)?),
             b"MAXKEYS" => o.maxkeys = Some(count_arg(args, i + 1)?),
             b"OPS" => o.ops = Some(count_arg(args, i + 1)?),
+            b"MAXCLIENTS" => o.maxclients = Some(count_arg(args, i + 1)?),
             _ => return Err(ErrorReply::syntax()),
         }
         i += 2;
@@ -78,6 +79,7 @@ fn describe(w: &mut ReplyWriter<'_>, t: &Tenant) {
         ("maxmemory", l.maxmemory.to_string()),
         ("maxkeys", l.maxkeys.to_string()),
         ("ops_limit", l.ops.to_string()),
+        ("maxclients", l.maxclients.to_string()),
         ("ops_per_sec", t.stats.ops_per_sec.load(Relaxed).to_string()),
         (
             "connected_clients",
@@ -166,7 +168,7 @@ pub fn run(
                 }
             }
             if Arc::ptr_eq(&st.tenant, &t) {
-                st.bind_tenant(sh.registry.default_tenant());
+                st.visit_tenant(sh.registry.default_tenant());
             }
             let ks = t.replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
             tokio::task::spawn_blocking(move || drop(ks));
@@ -194,7 +196,9 @@ pub fn run(
         }
         "tenant.use" => {
             let t = tenant_arg(sh, &args, 1)?;
-            st.bind_tenant(t);
+            // The administrator acts inside the tenant without becoming one of its clients:
+            // not counted against its maxclients, not in its CLIENT LIST, not killable by it.
+            st.visit_tenant(t);
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.current" => ReplyWriter::new(out, proto).bulk_str(st.tenant.id()),
@@ -216,6 +220,7 @@ pub fn run(
                 maxmemory: o.maxmemory.unwrap_or(l.maxmemory),
                 maxkeys: o.maxkeys.unwrap_or(l.maxkeys),
                 ops: o.ops.unwrap_or(l.ops),
+                maxclients: o.maxclients.unwrap_or(l.maxclients),
             });
             if o.credential.is_some() {
                 t.set_credential(o.credential);

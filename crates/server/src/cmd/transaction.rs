@@ -35,13 +35,13 @@ pub fn discard(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
 
 pub async fn watch(
     st: &mut ClientState,
-    _sh: &Arc<Shared>,
+    sh: &Arc<Shared>,
     args: ferrite_protocol::Args<'_>,
     out: &mut BytesMut,
 ) -> ServerResult {
     let ks = st.tenant.keyspace();
     {
-        let mut db = offload::lock(&ks).await;
+        let mut db = crate::scripting::or_busy(sh, &st.tenant, offload::lock(&ks)).await?;
         let now = ferrite_storage::now_ms();
         for key in args.tail(1).iter() {
             let version = db.get(key, now).map(|e| e.version());
@@ -93,7 +93,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     // quotas are checked when the transaction really runs).
     let mut slot = None;
     let (mut db, now) = loop {
-        let mut db = ks.lock_owned().await;
+        let mut db = crate::scripting::or_busy(sh, &tenant, ks.lock_owned()).await?;
         let now = ferrite_storage::now_ms();
         let dirty = watched.iter().any(|w| {
             !Arc::ptr_eq(&w.keyspace, &ks) || db.get(&w.key, now).map(|e| e.version()) != w.version

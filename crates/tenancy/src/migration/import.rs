@@ -481,6 +481,7 @@ fn extend(v: &mut Value, more: Value) {
                 z.insert(e, sc);
             }
         }
+        (Value::Stream(x), Value::Stream(m)) => x.absorb(&m),
         // Types are checked by the caller; a mismatch cannot reach here.
         _ => {}
     }

@@ -144,6 +144,11 @@ impl Target for RespTarget {
                 "OPS".into(),
                 req.limits.ops.to_string(),
             ];
+            // Only when set: a tenant without a client limit still migrates to a target that
+            // predates MAXCLIENTS.
+            if req.limits.maxclients > 0 {
+                args.extend(["MAXCLIENTS".into(), req.limits.maxclients.to_string()]);
+            }
             // The salted hash, never the password: the target checks the same password without
             // learning it.
             if let Some(c) = &req.credential {

@@ -506,6 +506,14 @@ fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
             let next = z.scan(pos, CHUNK_ELEMENTS, |m, s| items.push((m.to_vec(), s)));
             (Chunk::Scored(items), (next != 0).then_some(next))
         }
+        ValueRef::Stream(x) => {
+            // Positions are indexes into the stream's items (entries, groups, consumers,
+            // pending entries, metadata).
+            let mut buf = Vec::new();
+            let next = x.encode_chunk(pos, CHUNK_ELEMENTS, CHUNK_BYTES, &mut buf);
+            let covered = next.unwrap_or(x.item_count()).saturating_sub(pos) as usize;
+            (Chunk::Stream(buf, covered), next)
+        }
     }
 }
 
@@ -542,6 +550,7 @@ async fn ship_large(work: &mut Work, io: &mut Io<'_>, key: &[u8]) -> Res<bool> {
             done += chunk.len();
             let total = match e.value() {
                 ValueRef::Str(v) => v.as_bytes().len(),
+                ValueRef::Stream(x) => x.item_count() as usize,
                 v => v.elements(),
             }
             .max(1);

@@ -10,12 +10,14 @@
 //! key     = bytes
 //! value   = string: bytes | list/set: n:varint bytes{n} | hash: n:varint (bytes bytes){n}
 //!         | zset: n:varint (bytes score:f64){n}
+//!         | stream: n:varint item{n}   (see ferrite_storage::stream::encode_item)
 //! bytes   = len:varint data
 //! ```
 //! The CRC covers everything before it. A value too large for one record is sent as a PUT with
 //! its first chunk followed by APPENDs, so neither side ever holds two copies of a huge value.
 //! Records of one key always travel on the same stream ([`route`]), which keeps their order.
 
+use ferrite_storage::stream::{StreamItem, decode_items, encode_item};
 use ferrite_storage::{
     Entry, HashValue, ListValue, SetValue, StrValue, Value, ValueRef, ValueType, ZSetValue,
 };
@@ -175,6 +177,9 @@ pub enum Chunk {
     Items(Vec<Vec<u8>>),
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
     Scored(Vec<(Vec<u8>, f64)>),
+    /// Stream items, already encoded as `n:varint item{n}` (a chunk that stands alone, see
+    /// `StreamValue::encode_chunk`), and how many positions of the stream they cover.
+    Stream(Vec<u8>, usize),
 }
 
 impl Chunk {
@@ -201,6 +206,7 @@ impl Chunk {
                     buf.extend_from_slice(&s.to_le_bytes());
                 }
             }
+            Chunk::Stream(b, _) => buf.extend_from_slice(b),
         }
     }
 
@@ -211,6 +217,7 @@ impl Chunk {
             Chunk::Items(v) => v.len(),
             Chunk::Pairs(v) => v.len(),
             Chunk::Scored(v) => v.len(),
+            Chunk::Stream(_, n) => *n,
         }
     }
 
@@ -248,6 +255,7 @@ fn encode_value(buf: &mut Vec<u8>, v: ValueRef<'_>) {
                 buf.extend_from_slice(&sc.to_le_bytes());
             }
         }
+        ValueRef::Stream(x) => x.encode_all(buf),
     }
 }
 
@@ -278,6 +286,22 @@ pub fn canonical_value(v: ValueRef<'_>, expire: u64) -> Vec<u8> {
         }
         // Sorted sets iterate in (score, member) order on every server already.
         ValueRef::ZSet(_) => encode_value(&mut buf, v),
+        // Streams iterate in id and name order; consumers' seen times are access metadata
+        // (not digested), so they are left out.
+        ValueRef::Stream(x) => {
+            put_varint(&mut buf, x.item_count());
+            for item in x.items() {
+                let item = match item {
+                    StreamItem::Consumer { group, name, .. } => StreamItem::Consumer {
+                        group,
+                        name,
+                        seen_time: 0,
+                    },
+                    other => other,
+                };
+                encode_item(&mut buf, &item);
+            }
+        }
     }
     buf
 }
@@ -470,6 +494,12 @@ impl<'a> Reader<'a> {
                     z.insert(m, s);
                 }
                 Value::ZSet(Box::new(z))
+            }
+            ValueType::Stream => {
+                let (x, used) =
+                    decode_items(&self.data[self.pos..]).map_err(WireError::Malformed)?;
+                self.pos += used;
+                Value::Stream(Box::new(x))
             }
         })
     }

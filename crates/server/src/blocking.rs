@@ -1,0 +1,296 @@
+//! Blocked clients: BLPOP and the other blocking pops (`ferrite_commands::blocking`).
+//!
+//! A blocking command runs like any data command (admitted by [`dispatch::admit_work`], under
+//! its tenant's lock). When it finds nothing to serve, a [`BlockedClient`] is registered with
+//! the keyspace (`ferrite_storage::blocking`) while the lock is still held, so no write can slip
+//! in between; then the lock and the write gate's permit are given back and the connection task
+//! waits ([`Blocked`], in `connection::run`) holding nothing: no lock, no worker thread, no
+//! permit (a cutover never waits for a blocked client).
+//!
+//! A write that makes one of its keys ready serves it on the writer's side, under the lock, in
+//! blocking order: the attempt runs again for that key and its reply is parked in the
+//! [`BlockedClient`], whose connection is woken. A timeout, CLIENT UNBLOCK, a cutover (the
+//! tenant's state changes: the client gets the redirect), a kill or a closed socket end the
+//! wait: the client leaves the queues under the lock, and if a write served it first, that
+//! reply is delivered instead (a popped value is never lost).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferrite_commands::blocking::{Attempt, AttemptFn, NullReply};
+use ferrite_commands::spec::{CommandSpec, flags};
+use ferrite_commands::{Ctx, Garbage};
+use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
+use ferrite_storage::{Db, Keyspace, Waiter};
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::Notify;
+
+use crate::connection::ClientState;
+use crate::dispatch::{self, Work};
+use crate::shared::Shared;
+
+/// How CLIENT UNBLOCK ends a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnblockMode {
+    /// As if the timeout had passed (the default).
+    Timeout,
+    /// `-UNBLOCKED client unblocked via CLIENT UNBLOCK`.
+    Error,
+}
+
+/// A client waiting for keys, as the keyspace holds it.
+pub struct BlockedClient {
+    keys: Vec<Box<[u8]>>,
+    request: OwnedRequest,
+    attempt: AttemptFn,
+    proto: Protocol,
+    max_bulk: usize,
+    /// Bytes the reply may take (what was left of the connection's output budget).
+    reply_limit: usize,
+    /// The reply written by the write that served it.
+    served: Mutex<Option<BytesMut>>,
+    /// Asked by CLIENT UNBLOCK.
+    unblock: Mutex<Option<UnblockMode>>,
+    /// Wakes the connection (served or asked to unblock); a wake-up before the connection
+    /// waits is kept (one permit).
+    woken: Notify,
+}
+
+impl std::fmt::Debug for BlockedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockedClient")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Waiter for BlockedClient {
+    fn keys(&self) -> &[Box<[u8]>] {
+        &self.keys
+    }
+
+    fn serve(&self, db: &mut Db, key: &[u8], now: u64) -> bool {
+        let mut out = BytesMut::new();
+        let mut w = ReplyWriter::limited(&mut out, self.proto, self.reply_limit);
+        // Pops use no randomness; a generator is required by the context.
+        let mut rng = SmallRng::seed_from_u64(now);
+        let mut garbage = Garbage::default();
+        let mut ctx = Ctx {
+            db,
+            w: &mut w,
+            now,
+            rng: &mut rng,
+            max_bulk: self.max_bulk,
+            garbage: &mut garbage,
+        };
+        let mut served = false;
+        let result = ctx.run_with(self.request.args(), |ctx, args| {
+            served = matches!((self.attempt)(ctx, args, Some(key))?, Attempt::Served);
+            Ok(())
+        });
+        match result {
+            Ok(()) if !served => return false,
+            Ok(()) => {}
+            // An error now (LMOVE's destination holds another type) ends the wait with it,
+            // as in Redis.
+            Err(e) => {
+                out.clear();
+                ReplyWriter::new(&mut out, self.proto).error(&e);
+            }
+        }
+        *self.served.lock() = Some(out);
+        self.woken.notify_one();
+        true
+    }
+}
+
+/// The connection's side of a wait.
+pub struct Blocked {
+    client: Arc<BlockedClient>,
+    waiter: Arc<dyn Waiter>,
+    keyspace: Arc<Keyspace>,
+    deadline: Option<tokio::time::Instant>,
+    on_timeout: NullReply,
+    shared: Arc<Shared>,
+    info: Arc<crate::shared::ClientInfo>,
+    /// Left the queues already (no need to take the lock again when dropped).
+    done: bool,
+}
+
+/// Why a wait ended.
+pub enum Woken {
+    /// A write served it, or CLIENT UNBLOCK asked (look at the client to know which).
+    Notified,
+    TimedOut,
+    /// The tenant is not served here any more (cutover, deletion...): the error to answer.
+    Refused(ErrorReply),
+}
+
+impl Blocked {
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// Resolves when a write served the client or CLIENT UNBLOCK asked it to stop.
+    pub async fn woken(&self) {
+        self.client.woken.notified().await
+    }
+
+    /// The wait is over for `why`: leaves the queues (under the lock) and writes the reply: the
+    /// served one if a write got there first, else the one `why` calls for. Returns whether the
+    /// connection is still blocked (a spurious wake-up).
+    pub fn finish(&mut self, why: Woken, proto: Protocol, out: &mut BytesMut) -> bool {
+        let unblock = match why {
+            Woken::Notified => {
+                let unblock = *self.client.unblock.lock();
+                if self.client.served.lock().is_none() && unblock.is_none() {
+                    return true;
+                }
+                unblock
+            }
+            _ => None,
+        };
+        let served = self.leave();
+        if let Some(reply) = served {
+            out.extend_from_slice(&reply);
+            return false;
+        }
+        let mut w = ReplyWriter::new(out, proto);
+        match why {
+            Woken::Refused(e) => w.error(&e),
+            Woken::TimedOut => self.on_timeout.write(&mut w),
+            Woken::Notified => match unblock {
+                Some(UnblockMode::Error) => w.error(&ErrorReply::coded(
+                    "UNBLOCKED",
+                    "client unblocked via CLIENT UNBLOCK",
+                )),
+                _ => self.on_timeout.write(&mut w),
+            },
+        }
+        false
+    }
+
+    /// Leaves every queue; returns the reply a write parked for it first, if any.
+    fn leave(&mut self) -> Option<BytesMut> {
+        if !self.done {
+            self.done = true;
+            self.keyspace.lock().unblock(&self.waiter);
+            *self.info.blocked.lock() = None;
+            self.shared.stats.blocked_clients.fetch_sub(1, Relaxed);
+        }
+        self.client.served.lock().take()
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        // However the connection ends, the client leaves the queues: no write may serve (pop
+        // for) a connection that is gone.
+        self.leave();
+    }
+}
+
+/// Asks a blocked client to stop waiting (CLIENT UNBLOCK). Returns false if it is not blocked.
+pub fn request_unblock(info: &crate::shared::ClientInfo, mode: UnblockMode) -> bool {
+    let Some(client) = info.blocked.lock().clone() else {
+        return false;
+    };
+    *client.unblock.lock() = Some(mode);
+    client.woken.notify_one();
+    true
+}
+
+/// Runs a blocking command outside MULTI: serves it now, or registers the client as blocked
+/// (`st.blocked`; the connection waits before it reads another request).
+pub async fn run(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    spec: &CommandSpec,
+    attempt: AttemptFn,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> Result<(), ErrorReply> {
+    let tenant = st.tenant.clone();
+    let work = Work {
+        commands: 1,
+        writes: true,
+    };
+    let admitted = dispatch::admit_work(st, sh, &tenant, work).await?;
+    st.batch.count_tenant_command();
+    let ks = tenant.keyspace();
+    let now = if admitted.waited {
+        ferrite_storage::now_ms()
+    } else {
+        st.batch.now_ms()
+    };
+    // As for any data command: an async wait when the tenant is busy, never a blocked worker.
+    let mut db = match ks.try_lock() {
+        Some(db) => db,
+        None => ks.lock_async().await,
+    };
+    if spec.has(flags::DENYOOM) && tenant.has_quota() {
+        dispatch::check_quota(&tenant, &mut db, now, [(spec, args)])?;
+    }
+    st.batch.wrote = true;
+    let before = out.len();
+    let mut garbage = Garbage::default();
+    let mut block = None;
+    {
+        let mut w = ReplyWriter::limited(out, st.proto, st.reply_limit);
+        let mut ctx = Ctx {
+            db: &mut db,
+            w: &mut w,
+            now,
+            rng: &mut st.rng,
+            max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
+            garbage: &mut garbage,
+        };
+        ctx.run_with(args, |ctx, args| {
+            if let Attempt::Block(b) = attempt(ctx, args, None)? {
+                block = Some(b);
+            }
+            Ok(())
+        })?;
+    }
+    if let Some(b) = block {
+        let client = Arc::new(BlockedClient {
+            keys: b.keys,
+            request: OwnedRequest::from_args(&args),
+            attempt,
+            proto: st.proto,
+            max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
+            reply_limit: st.reply_limit.saturating_sub(before),
+            served: Mutex::new(None),
+            unblock: Mutex::new(None),
+            woken: Notify::new(),
+        });
+        let waiter: Arc<dyn Waiter> = client.clone();
+        // Under the same lock as the attempt: a write that comes after it finds the client
+        // in the queue.
+        db.block(waiter.clone());
+        drop(db);
+        *st.info.blocked.lock() = Some(client.clone());
+        sh.stats.blocked_clients.fetch_add(1, Relaxed);
+        st.blocked = Some(Blocked {
+            client,
+            waiter,
+            keyspace: ks.clone(),
+            deadline: b.timeout.map(|t| {
+                tokio::time::Instant::now() + t.min(Duration::from_secs(100 * 365 * 86400))
+            }),
+            on_timeout: b.on_timeout,
+            shared: sh.clone(),
+            info: st.info.clone(),
+            done: false,
+        });
+    } else {
+        drop(db);
+    }
+    drop(admitted);
+    dispatch::free_later(garbage);
+    Ok(())
+}

@@ -1,0 +1,1055 @@
+//! Lua scripts and function libraries for the connection's tenant: EVAL, EVALSHA, EVAL_RO,
+//! EVALSHA_RO, FCALL, FCALL_RO, SCRIPT and FUNCTION.
+//!
+//! Each tenant has its own engine (`ferrite_scripting::Engine`: a Lua state, the EVAL script
+//! cache, compiled functions), kept in its keyspace (`Db::scripting`) and used only under the
+//! keyspace's lock, so a script runs atomically for its tenant while other tenants go on. The
+//! function libraries themselves (name → code) are tenant data kept by the keyspace; the engine
+//! is rebuilt from them when they changed under it (a restart, an import).
+//!
+//! A script reaches the data through [`ScriptHost::call`], which runs every command through the
+//! same funnel as a client's ([`dispatch::Exec::run`]: write effects for the append-only log and
+//! migrations, versions for WATCH, digests) after the same checks (per-command quota, read-only
+//! scripts). The whole script is one publication of effects (`begin_atomic`/`end_atomic`), like a
+//! transaction. While a script runs, the tenant shows it in `Tenant::scripts()`: its other
+//! connections answer `-BUSY` once it has run for `busy-reply-threshold`, SCRIPT KILL and
+//! FUNCTION KILL set the kill flag the script's Lua hook reads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferrite_commands::{Garbage, Handler, lookup};
+use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
+use ferrite_scripting::{
+    Engine, EngineLimits, Host, LogLevel, RunError, ScriptFlags, Step, Target,
+};
+use ferrite_storage::Db;
+use ferrite_tenancy::{KillRefused, RunningScript, ScriptKind, Tenant};
+use rand::rngs::SmallRng;
+
+use crate::cmd::ServerResult;
+use crate::connection::ClientState;
+use crate::dispatch::{self, Flow, Work};
+use crate::shared::Shared;
+
+/// `redis.REDIS_VERSION_NUM` for the version Ferrite reports.
+const VERSION_NUM: u32 = 0x0007_0200;
+
+/// A tenant's engine as its keyspace keeps it, with the version of the libraries it holds.
+struct TenantEngine {
+    libraries_version: u64,
+    engine: Engine,
+}
+
+/// Takes the tenant's engine out of its keyspace (building it, or reloading its libraries if
+/// they changed since it was built). Give it back with [`put_engine`].
+fn take_engine(db: &mut Db) -> Result<Box<TenantEngine>, ErrorReply> {
+    let version = db.scripting().version();
+    let mut te = match db
+        .scripting_mut()
+        .take_engine()
+        .and_then(|e| e.downcast::<TenantEngine>().ok())
+    {
+        Some(te) if te.libraries_version == version => return Ok(te),
+        Some(te) => te,
+        None => {
+            let engine = Engine::new(
+                EngineLimits::default(),
+                crate::cmd::COMPAT_VERSION,
+                VERSION_NUM,
+            )
+            .map_err(|e| ErrorReply::err(format!("cannot start the Lua engine: {e}")))?;
+            Box::new(TenantEngine {
+                libraries_version: u64::MAX,
+                engine,
+            })
+        }
+    };
+    te.engine.flush_libraries();
+    for (name, code) in db.scripting().libraries() {
+        if let Err(e) = te.engine.load_library(code, true) {
+            // Code that loaded once loads again; if not (a newer Lua feature?), the library is
+            // kept as data and its functions are missing rather than the tenant unusable.
+            tracing::warn!(library = %name, error = %e.text(), "cannot load a function library");
+        }
+    }
+    te.libraries_version = version;
+    Ok(te)
+}
+
+fn put_engine(db: &mut Db, te: Box<TenantEngine>) {
+    db.scripting_mut().put_engine(te);
+}
+
+/// Makes the keyspace's libraries those of the engine after FUNCTION LOAD/DELETE/FLUSH/RESTORE,
+/// and publishes the change as effects (`FUNCTION FLUSH`, `FUNCTION LOAD REPLACE code`) so the
+/// append-only log replays it.
+fn store_libraries(db: &mut Db, te: &mut TenantEngine, now: u64, effects: Vec<Vec<Vec<u8>>>) {
+    let libs: BTreeMap<String, Vec<u8>> = te.engine.library_codes().into_iter().collect();
+    db.set_libraries(libs);
+    te.libraries_version = db.scripting().version();
+    db.begin_atomic();
+    for argv in effects {
+        db.propagate(argv);
+    }
+    db.end_atomic(now);
+}
+
+/// What a script reaches the tenant's data through.
+struct ScriptHost<'a> {
+    db: &'a mut Db,
+    tenant: &'a Tenant,
+    now: u64,
+    rng: &'a mut SmallRng,
+    max_bulk: usize,
+    garbage: &'a mut Garbage,
+    /// EVAL_RO, FCALL_RO, or declared `no-writes`.
+    read_only: bool,
+    /// Commands the script ran (charged to the tenant's throttle when it ends).
+    calls: u64,
+    data: Vec<u8>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl Host for ScriptHost<'_> {
+    fn call(
+        &mut self,
+        argv: &[&[u8]],
+        proto: Protocol,
+        out: &mut BytesMut,
+    ) -> Result<(), ErrorReply> {
+        let name = argv.first().copied().unwrap_or_default();
+        let Some(spec) = lookup(name) else {
+            return Err(ErrorReply::err("Unknown Redis command called from script"));
+        };
+        if !spec.arity_ok(argv.len()) {
+            return Err(ErrorReply::err(
+                "Wrong number of args calling Redis command from script",
+            ));
+        }
+        self.calls += 1;
+        let f = match spec.handler {
+            Handler::Data(f) => f,
+            Handler::Server => return server_command(spec.name, argv, proto, self.now, out),
+        };
+        if spec.is_write() && self.read_only {
+            return Err(ErrorReply::err(
+                "Write commands are not allowed from read-only scripts.",
+            ));
+        }
+        self.data.clear();
+        self.ranges.clear();
+        for a in argv {
+            let start = self.data.len();
+            self.data.extend_from_slice(a);
+            self.ranges.push((start, self.data.len()));
+        }
+        let args = Args::new(&self.data, &self.ranges);
+        if spec.is_write() {
+            // Every write of a script is checked like the same command sent alone: a script
+            // cannot grow a tenant past its quota (Redis checks only before the first write;
+            // stopping a script midway is what a failed command does to it anyway).
+            if self.tenant.has_quota() {
+                dispatch::check_quota(self.tenant, self.db, self.now, [(spec, args)])?;
+            }
+            self.tenant.scripts().mark_wrote();
+        }
+        let mut exec = dispatch::Exec {
+            db: self.db,
+            now: self.now,
+            rng: self.rng,
+            proto,
+            max_bulk: self.max_bulk,
+            garbage: self.garbage,
+            // The reply goes to the script, not the client; the script's own reply is limited
+            // by the engine.
+            reply_limit: usize::MAX,
+        };
+        exec.run(spec, f, args, out)
+    }
+
+    fn killed(&self) -> bool {
+        self.tenant.scripts().kill_requested()
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        let tenant = self.tenant.id();
+        match level {
+            LogLevel::Debug => tracing::debug!(tenant, "script: {message}"),
+            LogLevel::Verbose => tracing::debug!(tenant, "script: {message}"),
+            LogLevel::Notice => tracing::info!(tenant, "script: {message}"),
+            LogLevel::Warning => tracing::warn!(tenant, "script: {message}"),
+        }
+    }
+
+    fn command_exists(&self, name: &[u8]) -> bool {
+        lookup(name).is_some()
+    }
+}
+
+/// The server commands a script may call: those that only answer (Redis allows them too).
+fn server_command(
+    name: &str,
+    argv: &[&[u8]],
+    proto: Protocol,
+    now: u64,
+    out: &mut BytesMut,
+) -> Result<(), ErrorReply> {
+    let mut w = ReplyWriter::new(out, proto);
+    match name {
+        "ping" => match argv.get(1) {
+            Some(m) => w.bulk(m),
+            None => w.simple("PONG"),
+        },
+        "echo" => w.bulk(argv.get(1).copied().unwrap_or_default()),
+        "time" => {
+            let micros = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(now * 1000, |d| d.as_micros() as u64);
+            w.array(2);
+            w.bulk_int((micros / 1_000_000) as i64);
+            w.bulk_int((micros % 1_000_000) as i64);
+        }
+        _ => {
+            return Err(ErrorReply::err(
+                "This Redis command is not allowed from script",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which command runs a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Eval,
+    EvalSha,
+    Fcall,
+}
+
+/// `numkeys` and the split of the rest into keys and arguments.
+/// A script's KEYS and ARGV.
+type KeysAndArgs<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+
+fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
+    let n = std::str::from_utf8(args.get(2))
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(ErrorReply::not_integer)?;
+    if n < 0 {
+        return Err(ErrorReply::err("Number of keys can't be negative"));
+    }
+    let rest = args.len() - 3;
+    if n as u64 > rest as u64 {
+        return Err(ErrorReply::err(
+            "Number of keys can't be greater than number of args",
+        ));
+    }
+    let n = n as usize;
+    let keys = (3..3 + n).map(|i| args.get(i)).collect();
+    let argv = (3 + n..args.len()).map(|i| args.get(i)).collect();
+    Ok((keys, argv))
+}
+
+/// How long a script runs on the connection's worker thread before the rest of it moves to
+/// the blocking pool (most scripts finish well within it).
+const SCRIPT_SLICE: Duration = Duration::from_millis(1);
+
+/// EVAL, EVALSHA, FCALL and their `_RO` forms.
+///
+/// The script starts on the connection's worker with the tenant's keyspace locked. One that
+/// runs past [`SCRIPT_SLICE`] is suspended by its Lua hook and finished on tokio's blocking
+/// pool with the lock (an owned guard) and the engine moved there, so the workers keep serving
+/// every other tenant. It takes no long-work slot: a tenant's endless script must not hold the
+/// slot other tenants' long commands need (it holds only its own tenant, until SCRIPT KILL).
+pub async fn run(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    call: Call,
+    ro_command: bool,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let (keys, argv) = split_keys(&args)?;
+    let tenant = st.tenant.clone();
+    // A script that may write holds the tenant's write gate while it runs, like a write
+    // command (a cutover waits for it); the _RO forms do not.
+    let admitted = dispatch::admit_work(
+        st,
+        sh,
+        &tenant,
+        Work {
+            commands: 1,
+            writes: !ro_command,
+        },
+    )
+    .await?;
+    st.batch.tenant_commands += 1;
+    if !ro_command {
+        st.batch.wrote = true;
+    }
+    let ks = tenant.keyspace();
+    let mut db = or_busy(sh, &tenant, ks.lock_owned()).await?;
+    let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
+    let mut garbage = Garbage::default();
+    let mut te = take_engine(&mut db)?;
+    let started = start(
+        &mut db,
+        &mut te,
+        &tenant,
+        &mut st.rng,
+        max_bulk,
+        &mut garbage,
+        st.proto,
+        (call, ro_command),
+        &args,
+        (&keys, &argv),
+    );
+    let (reply, calls) = match started {
+        Err(e) => {
+            put_engine(&mut db, te);
+            return Err(e);
+        }
+        Ok(Started::Done(reply, calls)) => {
+            put_engine(&mut db, te);
+            drop(db);
+            (reply, calls)
+        }
+        Ok(Started::Suspended {
+            now,
+            read_only,
+            calls,
+        }) => {
+            let job_tenant = tenant.clone();
+            let mut rng = st.rng.clone();
+            let job = move || {
+                let mut garbage = Garbage::default();
+                let mut host = ScriptHost {
+                    db: &mut db,
+                    tenant: &job_tenant,
+                    now,
+                    rng: &mut rng,
+                    max_bulk,
+                    garbage: &mut garbage,
+                    read_only,
+                    calls,
+                    data: Vec::new(),
+                    ranges: Vec::new(),
+                };
+                let reply = te.engine.resume(&mut host);
+                let calls = host.calls;
+                end_run(&mut db, &job_tenant, now);
+                put_engine(&mut db, te);
+                drop(db);
+                (reply, calls, rng, garbage)
+            };
+            match tokio::task::spawn_blocking(job).await {
+                Ok((reply, calls, rng, more_garbage)) => {
+                    st.rng = rng;
+                    dispatch::free_later(more_garbage);
+                    (reply, calls)
+                }
+                Err(e) => {
+                    tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
+                    tenant.scripts().finish();
+                    return Err(ErrorReply::err("internal error while running the script"));
+                }
+            }
+        }
+    };
+    drop(admitted);
+    dispatch::free_later(garbage);
+    // The commands the script ran count against the tenant's operation rate as if sent alone
+    // (the script itself was admitted as one): the next commands wait for them.
+    if calls > 1 {
+        let _ = tenant.admit_n(calls - 1, Duration::ZERO);
+    }
+    if out.len() + reply.len() > st.reply_limit {
+        // The connection's output budget (client-output-buffer-limit) applies to a script's
+        // reply as to any other.
+        return Err(ErrorReply::err(
+            "script reply exceeds the client output buffer limit",
+        ));
+    }
+    out.extend_from_slice(&reply);
+    Ok(Flow::Continue)
+}
+
+/// Waits for `lock` (a tenant's keyspace lock), or answers `-BUSY` once the script the tenant
+/// runs meanwhile has run for `busy-reply-threshold`. Every command that waits for a tenant's
+/// keyspace waits here, so only that tenant's clients see -BUSY.
+pub async fn or_busy<F: std::future::Future>(
+    sh: &Shared,
+    tenant: &Tenant,
+    lock: F,
+) -> Result<F::Output, ErrorReply> {
+    let mut lock = std::pin::pin!(lock);
+    loop {
+        let wait = match tenant.scripts().running_since() {
+            Some((since, kind)) => {
+                let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
+                let ran = ferrite_storage::now_ms().saturating_sub(since);
+                if ran >= threshold {
+                    return Err(busy_error(kind));
+                }
+                Duration::from_millis(threshold - ran)
+            }
+            // Whatever holds the lock now, a script may start before our turn: look again.
+            None => Duration::from_millis(50),
+        };
+        tokio::select! {
+            biased;
+            guard = &mut lock => return Ok(guard),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How [`start`] left a script.
+enum Started {
+    /// Finished: the reply and the number of commands it ran.
+    Done(BytesMut, u64),
+    /// Suspended after [`SCRIPT_SLICE`]; finish it with `Engine::resume` and [`end_run`].
+    Suspended {
+        now: u64,
+        read_only: bool,
+        calls: u64,
+    },
+}
+
+/// Resolves what to run, checks its flags and runs it for up to [`SCRIPT_SLICE`] with the
+/// keyspace locked.
+#[allow(clippy::too_many_arguments)]
+fn start(
+    db: &mut Db,
+    te: &mut TenantEngine,
+    tenant: &Tenant,
+    rng: &mut SmallRng,
+    max_bulk: usize,
+    garbage: &mut Garbage,
+    proto: Protocol,
+    (call, ro_command): (Call, bool),
+    args: &Args<'_>,
+    (keys, argv): (&[&[u8]], &[&[u8]]),
+) -> Result<Started, ErrorReply> {
+    let engine = &mut te.engine;
+    let name_arg = args.get(1);
+    let (name, flags) = match call {
+        Call::Eval => engine.load_script(name_arg, false)?,
+        Call::EvalSha => {
+            let sha = String::from_utf8_lossy(name_arg).to_ascii_lowercase();
+            match engine.script_flags(&sha) {
+                Some(f) if sha.len() == 40 => (sha, f),
+                _ => {
+                    return Err(ErrorReply::coded(
+                        "NOSCRIPT",
+                        "No matching script. Please use EVAL.",
+                    ));
+                }
+            }
+        }
+        Call::Fcall => {
+            let name = String::from_utf8_lossy(name_arg).into_owned();
+            match engine.function_flags(&name) {
+                Some(f) => (name, f),
+                None => return Err(ErrorReply::err("Function not found")),
+            }
+        }
+    };
+    check_flags(tenant, &flags, ro_command)?;
+    let now = ferrite_storage::now_ms();
+    let kind = match call {
+        Call::Fcall => ScriptKind::Function,
+        Call::Eval | Call::EvalSha => ScriptKind::Eval,
+    };
+    tenant.scripts().start(RunningScript {
+        kind,
+        name: name.clone(),
+        command: args.iter().map(|a| a.to_vec()).collect(),
+        started_ms: now,
+    });
+    let read_only = ro_command || flags.no_writes;
+    let target = match call {
+        Call::Fcall => Target::Function(&name),
+        Call::Eval | Call::EvalSha => Target::Script(&name),
+    };
+    // The script's writes reach the keyspace's subscribers as one publication.
+    db.begin_atomic();
+    let mut host = ScriptHost {
+        db,
+        tenant,
+        now,
+        rng,
+        max_bulk,
+        garbage,
+        read_only,
+        calls: 0,
+        data: Vec::new(),
+        ranges: Vec::new(),
+    };
+    let result = engine.run(target, keys, argv, proto, &mut host, Some(SCRIPT_SLICE));
+    let calls = host.calls;
+    let db = host.db;
+    match result {
+        Ok(Step::Done(reply)) => {
+            end_run(db, tenant, now);
+            Ok(Started::Done(reply, calls))
+        }
+        Ok(Step::Suspended) => Ok(Started::Suspended {
+            now,
+            read_only,
+            calls,
+        }),
+        Err(RunError::Reply(e)) => {
+            end_run(db, tenant, now);
+            Err(e)
+        }
+    }
+}
+
+/// A script ended: its effects are published, the tenant is no longer busy.
+fn end_run(db: &mut Db, tenant: &Tenant, now: u64) {
+    db.end_atomic(now);
+    tenant.scripts().finish();
+}
+
+/// Redis's checks of a script's declared flags before it starts (`scriptPrepareForRun`).
+fn check_flags(tenant: &Tenant, flags: &ScriptFlags, ro_command: bool) -> Result<(), ErrorReply> {
+    if flags.compat {
+        return Ok(());
+    }
+    if !flags.no_writes {
+        if ro_command {
+            return Err(ErrorReply::err(
+                "Can not execute a script with write flag using *_ro command.",
+            ));
+        }
+        if !flags.allow_oom && tenant.check_quota(0, 0).is_err() {
+            return Err(ErrorReply::coded(
+                "OOM",
+                "allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` with the tenant's engine under its keyspace lock, admitted like a data command
+/// (`writes`: changes the tenant's libraries, so holds its write gate).
+async fn with_engine<R>(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    writes: bool,
+    f: impl FnOnce(&mut Db, &mut TenantEngine) -> Result<R, ErrorReply>,
+) -> Result<R, ErrorReply> {
+    let tenant = st.tenant.clone();
+    let admitted = dispatch::admit_work(
+        st,
+        sh,
+        &tenant,
+        Work {
+            commands: 1,
+            writes,
+        },
+    )
+    .await?;
+    if writes {
+        st.batch.wrote = true;
+    }
+    let ks = tenant.keyspace();
+    let mut db = or_busy(sh, &tenant, ks.lock_async()).await?;
+    let mut te = take_engine(&mut db)?;
+    let r = f(&mut db, &mut te);
+    tenant
+        .scripts()
+        .set_function_counts(te.engine.function_counts());
+    put_engine(&mut db, te);
+    drop(db);
+    drop(admitted);
+    r
+}
+
+const SCRIPT_HELP: &[&str] = &[
+    "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "EXISTS <sha1> [<sha1> ...]",
+    "    Return information about the existence of the scripts in the script cache.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Flush the Lua scripts cache. Very dangerous on replicas.",
+    "    When called without the optional mode argument, the behavior is determined by the",
+    "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    "    * ASYNC: Asynchronously flush the scripts cache.",
+    "    * SYNC: Synchronously flush the scripts cache.",
+    "KILL",
+    "    Kill the currently executing Lua script.",
+    "LOAD <script>",
+    "    Load a script into the scripts cache without executing it.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// SCRIPT LOAD/EXISTS/FLUSH/KILL/HELP.
+pub async fn script(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let sub = String::from_utf8_lossy(args.get(1)).to_ascii_lowercase();
+    let proto = st.proto;
+    match (sub.as_str(), args.len()) {
+        ("help", 2) => ReplyWriter::new(out, proto).help(SCRIPT_HELP),
+        ("kill", 2) => {
+            kill(&st.tenant, ScriptKind::Eval)?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        ("load", 3) => {
+            let (sha, _) = with_engine(st, sh, false, |_, te| {
+                te.engine.load_script(args.get(2), true)
+            })
+            .await?;
+            ReplyWriter::new(out, proto).bulk_str(&sha);
+        }
+        ("exists", n) if n >= 3 => {
+            let found = with_engine(st, sh, false, |_, te| {
+                Ok((2..n)
+                    .map(|i| {
+                        let sha = String::from_utf8_lossy(args.get(i));
+                        sha.len() == 40 && te.engine.script_exists(&sha)
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+            let mut w = ReplyWriter::new(out, proto);
+            w.array(found.len());
+            for f in found {
+                w.int(f as i64);
+            }
+        }
+        ("flush", 2 | 3) => {
+            if args.len() == 3 && !(args.is(2, "async") || args.is(2, "sync")) {
+                return Err(ErrorReply::err(
+                    "SCRIPT FLUSH only support SYNC|ASYNC option",
+                ));
+            }
+            with_engine(st, sh, false, |_, te| {
+                te.engine.flush_scripts();
+                Ok(())
+            })
+            .await?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        ("debug", _) => return Err(ErrorReply::err("SCRIPT DEBUG is not supported")),
+        _ => {
+            return Err(ErrorReply::unknown_subcommand(args.get(1), "SCRIPT"));
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// SCRIPT KILL / FUNCTION KILL, with Redis's refusals. Takes no lock: the script holds it.
+fn kill(tenant: &Tenant, kind: ScriptKind) -> Result<(), ErrorReply> {
+    tenant.scripts().request_kill(kind).map_err(|e| match e {
+        KillRefused::NotBusy => ErrorReply::coded("NOTBUSY", "No scripts in execution right now."),
+        KillRefused::Unkillable => ErrorReply::coded(
+            "UNKILLABLE",
+            "Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
+        ),
+        KillRefused::WrongKind(running) => busy_error(running),
+    })
+}
+
+/// `-BUSY` for a script of `kind` (Redis's shared.slowevalerr / slowscripterr).
+pub fn busy_error(kind: ScriptKind) -> ErrorReply {
+    match kind {
+        ScriptKind::Eval => ErrorReply::coded(
+            "BUSY",
+            "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+        ),
+        ScriptKind::Function => ErrorReply::coded(
+            "BUSY",
+            "Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.",
+        ),
+    }
+}
+
+const FUNCTION_HELP: &[&str] = &[
+    "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "LOAD [REPLACE] <FUNCTION CODE>",
+    "    Create a new library with the given library name and code.",
+    "DELETE <LIBRARY NAME>",
+    "    Delete the given library.",
+    "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+    "    Return general information on all the libraries:",
+    "    * Library name",
+    "    * The engine used to run the Library",
+    "    * Library description",
+    "    * Functions list",
+    "    * Library code (if WITHCODE is given)",
+    "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+    "STATS",
+    "    Return information about the current function running:",
+    "    * Function name",
+    "    * Command used to run the function",
+    "    * Duration in MS that the function is running",
+    "    If no function is running, return nil",
+    "    In addition, returns a list of available engines.",
+    "KILL",
+    "    Kill the current running function.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Delete all the libraries.",
+    "    When called without the optional mode argument, the behavior is determined by the",
+    "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    "    * ASYNC: Asynchronously flush the libraries.",
+    "    * SYNC: Synchronously flush the libraries.",
+    "DUMP",
+    "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE command",
+    "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+    "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+    "    control how to handle existing libraries (default APPEND):",
+    "    * FLUSH: delete all existing libraries.",
+    "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+    "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+    "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+    "      in case of functions name collision with another library).",
+    "HELP",
+    "    Print this help.",
+];
+
+/// FUNCTION LOAD/LIST/DELETE/FLUSH/DUMP/RESTORE/KILL/STATS/HELP.
+pub async fn function(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let sub = String::from_utf8_lossy(args.get(1)).to_ascii_lowercase();
+    let proto = st.proto;
+    let n = args.len();
+    match sub.as_str() {
+        "help" if n == 2 => ReplyWriter::new(out, proto).help(FUNCTION_HELP),
+        "kill" if n == 2 => {
+            kill(&st.tenant, ScriptKind::Function)?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "stats" if n == 2 => {
+            function_stats(st, out);
+        }
+        "load" if n == 3 || n == 4 => {
+            let replace = n == 4;
+            if replace && !args.is(2, "replace") {
+                return Err(ErrorReply::err(format!(
+                    "Unknown option given: {}",
+                    String::from_utf8_lossy(args.get(2))
+                )));
+            }
+            let code = args.get(n - 1);
+            let name = with_engine(st, sh, true, |db, te| {
+                let name = te.engine.load_library(code, replace)?;
+                let effect = vec![
+                    b"FUNCTION".to_vec(),
+                    b"LOAD".to_vec(),
+                    b"REPLACE".to_vec(),
+                    code.to_vec(),
+                ];
+                store_libraries(db, te, ferrite_storage::now_ms(), vec![effect]);
+                Ok(name)
+            })
+            .await?;
+            ReplyWriter::new(out, proto).bulk_str(&name);
+        }
+        "delete" if n == 3 => {
+            let name = String::from_utf8_lossy(args.get(2)).into_owned();
+            with_engine(st, sh, true, |db, te| {
+                te.engine.delete_library(&name)?;
+                let effect = vec![b"FUNCTION".to_vec(), b"DELETE".to_vec(), name.into_bytes()];
+                store_libraries(db, te, ferrite_storage::now_ms(), vec![effect]);
+                Ok(())
+            })
+            .await?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "flush" if n == 2 || n == 3 => {
+            if n == 3 && !(args.is(2, "async") || args.is(2, "sync")) {
+                return Err(ErrorReply::err(
+                    "FUNCTION FLUSH only supports SYNC|ASYNC option",
+                ));
+            }
+            with_engine(st, sh, true, |db, te| {
+                te.engine.flush_libraries();
+                let effect = vec![b"FUNCTION".to_vec(), b"FLUSH".to_vec()];
+                store_libraries(db, te, ferrite_storage::now_ms(), vec![effect]);
+                Ok(())
+            })
+            .await?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "list" => {
+            let mut with_code = false;
+            let mut pattern: Option<Vec<u8>> = None;
+            let mut i = 2;
+            while i < n {
+                if args.is(i, "withcode") && !with_code {
+                    with_code = true;
+                    i += 1;
+                } else if args.is(i, "libraryname") && pattern.is_none() && i + 1 < n {
+                    pattern = Some(args.get(i + 1).to_vec());
+                    i += 2;
+                } else {
+                    return Err(ErrorReply::err(format!(
+                        "Unknown argument {}",
+                        String::from_utf8_lossy(args.get(i))
+                    )));
+                }
+            }
+            let libs = with_engine(st, sh, false, |_, te| {
+                Ok(te.engine.libraries(|name| match &pattern {
+                    Some(p) => ferrite_storage::glob::glob_match(p, name.as_bytes(), false),
+                    None => true,
+                }))
+            })
+            .await?;
+            write_library_list(&mut ReplyWriter::new(out, proto), &libs, with_code);
+        }
+        "dump" if n == 2 => {
+            let codes = with_engine(st, sh, false, |_, te| Ok(te.engine.library_codes())).await?;
+            ReplyWriter::new(out, proto).bulk(&dump_libraries(&codes));
+        }
+        "restore" if n == 3 || n == 4 => {
+            let policy = if n == 4 {
+                match String::from_utf8_lossy(args.get(3))
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "flush" => Restore::Flush,
+                    "append" => Restore::Append,
+                    "replace" => Restore::Replace,
+                    _ => {
+                        return Err(ErrorReply::err(
+                            "Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+                        ));
+                    }
+                }
+            } else {
+                Restore::Append
+            };
+            let codes = undump_libraries(args.get(2), sh.hot.max_bulk_len.load(Relaxed))?;
+            with_engine(st, sh, true, |db, te| {
+                restore_libraries(&mut te.engine, &codes, policy)?;
+                let mut effects = vec![vec![b"FUNCTION".to_vec(), b"FLUSH".to_vec()]];
+                for (_, code) in te.engine.library_codes() {
+                    effects.push(vec![
+                        b"FUNCTION".to_vec(),
+                        b"LOAD".to_vec(),
+                        b"REPLACE".to_vec(),
+                        code,
+                    ]);
+                }
+                store_libraries(db, te, ferrite_storage::now_ms(), effects);
+                Ok(())
+            })
+            .await?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "load" | "delete" | "flush" | "dump" | "restore" | "kill" | "stats" | "help" => {
+            return Err(ErrorReply::err(format!(
+                "unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+                String::from_utf8_lossy(args.get(1))
+            )));
+        }
+        _ => return Err(ErrorReply::unknown_subcommand(args.get(1), "FUNCTION")),
+    }
+    Ok(Flow::Continue)
+}
+
+fn write_library_list(
+    w: &mut ReplyWriter<'_>,
+    libs: &[ferrite_scripting::LibraryInfo],
+    with_code: bool,
+) {
+    w.array(libs.len());
+    for lib in libs {
+        w.map(if with_code { 4 } else { 3 });
+        w.bulk_str("library_name");
+        w.bulk_str(&lib.name);
+        w.bulk_str("engine");
+        w.bulk_str(lib.engine);
+        w.bulk_str("functions");
+        w.array(lib.functions.len());
+        for (name, description, flags) in &lib.functions {
+            w.map(3);
+            w.bulk_str("name");
+            w.bulk_str(name);
+            w.bulk_str("description");
+            match description {
+                Some(d) => w.bulk_str(d),
+                None => w.null(),
+            }
+            w.bulk_str("flags");
+            w.set(flags.len());
+            for f in flags {
+                w.bulk_str(f);
+            }
+        }
+        if with_code {
+            w.bulk_str("library_code");
+            w.bulk(&lib.code);
+        }
+    }
+}
+
+/// FUNCTION STATS, without the keyspace lock (a running function holds it).
+fn function_stats(st: &ClientState, out: &mut BytesMut) {
+    let activity = st.tenant.scripts();
+    let (libraries, functions) = activity.function_counts();
+    let mut w = ReplyWriter::new(out, st.proto);
+    w.map(2);
+    w.bulk_str("running_script");
+    match activity
+        .running()
+        .filter(|r| r.kind == ScriptKind::Function)
+    {
+        None => w.null(),
+        Some(r) => {
+            w.map(3);
+            w.bulk_str("name");
+            w.bulk_str(&r.name);
+            w.bulk_str("command");
+            w.array(r.command.len());
+            for a in &r.command {
+                w.bulk(a);
+            }
+            w.bulk_str("duration_ms");
+            w.int(ferrite_storage::now_ms().saturating_sub(r.started_ms) as i64);
+        }
+    }
+    w.bulk_str("engines");
+    w.map(1);
+    w.bulk_str("LUA");
+    w.map(2);
+    w.bulk_str("libraries_count");
+    w.int(libraries as i64);
+    w.bulk_str("functions_count");
+    w.int(functions as i64);
+}
+
+/// FUNCTION RESTORE's policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restore {
+    Flush,
+    Append,
+    Replace,
+}
+
+/// Applies a restore all or nothing: on any error the libraries are as before.
+fn restore_libraries(
+    engine: &mut Engine,
+    codes: &[Vec<u8>],
+    policy: Restore,
+) -> Result<(), ErrorReply> {
+    let before = engine.library_codes();
+    let result = (|| {
+        if policy == Restore::Flush {
+            engine.flush_libraries();
+        }
+        for code in codes {
+            engine.load_library(code, policy != Restore::Append)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        engine.flush_libraries();
+        for (_, code) in &before {
+            let _ = engine.load_library(code, true);
+        }
+    }
+    result
+}
+
+/// RDB opcode of a function library in a FUNCTION DUMP payload (`RDB_OPCODE_FUNCTION2`).
+const RDB_OPCODE_FUNCTION2: u8 = 245;
+
+/// FUNCTION DUMP's payload, as Redis 7 writes it: each library as `RDB_OPCODE_FUNCTION2` and its
+/// code as an RDB string, then the RDB version and a CRC-64 (the DUMP footer).
+fn dump_libraries(codes: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, code) in codes {
+        out.push(RDB_OPCODE_FUNCTION2);
+        rdb_len(&mut out, code.len() as u64);
+        out.extend_from_slice(code);
+    }
+    out.extend_from_slice(&ferrite_rdb::RDB_VERSION.to_le_bytes());
+    let crc = ferrite_rdb::crc64(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// RDB length encoding.
+fn rdb_len(out: &mut Vec<u8>, n: u64) {
+    if n < 1 << 6 {
+        out.push(n as u8);
+    } else if n < 1 << 14 {
+        out.push(0x40 | (n >> 8) as u8);
+        out.push(n as u8);
+    } else if n <= u32::MAX as u64 {
+        out.push(0x80);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// Reads a slice and counts what was read (the RDB decoder owns its reader).
+struct Counted<'a> {
+    data: &'a [u8],
+    read: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl std::io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::io::Read::read(&mut self.data, buf)?;
+        self.read.set(self.read.get() + n);
+        Ok(n)
+    }
+}
+
+/// The libraries' code from a FUNCTION DUMP payload (Redis's or ours).
+fn undump_libraries(payload: &[u8], max_string: u64) -> Result<Vec<Vec<u8>>, ErrorReply> {
+    let bad = || ErrorReply::err("payload version or checksum are wrong");
+    if payload.len() < 10 {
+        return Err(bad());
+    }
+    let (body, footer) = payload.split_at(payload.len() - 10);
+    let version = u16::from_le_bytes([footer[0], footer[1]]);
+    if version > ferrite_rdb::MAX_READ_VERSION {
+        return Err(bad());
+    }
+    let mut crc_bytes = [0u8; 8];
+    crc_bytes.copy_from_slice(&footer[2..]);
+    if ferrite_rdb::crc64(&payload[..payload.len() - 8]) != u64::from_le_bytes(crc_bytes) {
+        return Err(bad());
+    }
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let mut decoder = ferrite_rdb::Decoder::new(
+        Counted {
+            data: body,
+            read: read.clone(),
+        },
+        max_string,
+    );
+    let mut codes = Vec::new();
+    while read.get() < body.len() {
+        let op = decoder.read_u8().map_err(|_| bad())?;
+        if op != RDB_OPCODE_FUNCTION2 {
+            return Err(ErrorReply::err("given type is not a function"));
+        }
+        let code = decoder
+            .read_string()
+            .map_err(|_| ErrorReply::err("failed loading the library payload"))?;
+        codes.push(code);
+    }
+    Ok(codes)
+}

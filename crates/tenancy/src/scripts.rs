@@ -1,0 +1,174 @@
+//! A tenant's running script, as the tenant's other connections see it: Redis's "busy script"
+//! state (`-BUSY` after `busy-reply-threshold`), SCRIPT KILL / FUNCTION KILL and FUNCTION STATS.
+//! The script itself holds the tenant's keyspace lock; this is read without it.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+/// Which command runs the script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptKind {
+    /// EVAL, EVALSHA and their _RO forms (killed by SCRIPT KILL).
+    Eval,
+    /// FCALL, FCALL_RO (killed by FUNCTION KILL).
+    Function,
+}
+
+/// Why a kill request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillRefused {
+    /// No script is running.
+    NotBusy,
+    /// The script already wrote: killing it would leave a half-applied script.
+    Unkillable,
+    /// A function is running and SCRIPT KILL was asked (or an EVAL and FUNCTION KILL).
+    WrongKind(ScriptKind),
+}
+
+/// What FUNCTION STATS shows of the running script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningScript {
+    pub kind: ScriptKind,
+    /// The function's name, or the script's SHA1.
+    pub name: String,
+    /// The command and its arguments as sent (FCALL name numkeys ...).
+    pub command: Vec<Vec<u8>>,
+    pub started_ms: u64,
+}
+
+/// The running script of one tenant (at most one: it holds the tenant's lock).
+#[derive(Debug, Default)]
+pub struct ScriptActivity {
+    /// Unix ms when the running script started; 0 when none runs.
+    started_ms: AtomicU64,
+    kind: AtomicU8,
+    kill: AtomicBool,
+    wrote: AtomicBool,
+    details: Mutex<Option<RunningScript>>,
+    /// Libraries and functions loaded (FUNCTION STATS answers without the keyspace lock).
+    libraries: AtomicU64,
+    functions: AtomicU64,
+}
+
+impl ScriptActivity {
+    /// A script starts (its runner holds the tenant's keyspace lock).
+    pub fn start(&self, script: RunningScript) {
+        self.kill.store(false, Relaxed);
+        self.wrote.store(false, Relaxed);
+        self.kind.store(script.kind as u8, Relaxed);
+        let started = script.started_ms.max(1);
+        *self.details.lock() = Some(script);
+        self.started_ms.store(started, Relaxed);
+    }
+
+    /// Records how many libraries and functions the tenant has loaded.
+    pub fn set_function_counts(&self, (libraries, functions): (usize, usize)) {
+        self.libraries.store(libraries as u64, Relaxed);
+        self.functions.store(functions as u64, Relaxed);
+    }
+
+    /// (libraries, functions) as last recorded.
+    pub fn function_counts(&self) -> (u64, u64) {
+        (self.libraries.load(Relaxed), self.functions.load(Relaxed))
+    }
+
+    /// The script ended.
+    pub fn finish(&self) {
+        self.started_ms.store(0, Relaxed);
+        *self.details.lock() = None;
+        self.kill.store(false, Relaxed);
+    }
+
+    /// When the running script started and which kind it is, if one runs.
+    pub fn running_since(&self) -> Option<(u64, ScriptKind)> {
+        match self.started_ms.load(Relaxed) {
+            0 => None,
+            t => Some((t, self.kind())),
+        }
+    }
+
+    fn kind(&self) -> ScriptKind {
+        if self.kind.load(Relaxed) == ScriptKind::Function as u8 {
+            ScriptKind::Function
+        } else {
+            ScriptKind::Eval
+        }
+    }
+
+    /// The running script, for FUNCTION STATS.
+    pub fn running(&self) -> Option<RunningScript> {
+        self.details.lock().clone()
+    }
+
+    /// The script ran a write command: it can no longer be killed.
+    pub fn mark_wrote(&self) {
+        self.wrote.store(true, Relaxed);
+    }
+
+    /// SCRIPT KILL (`kind` Eval) or FUNCTION KILL (`kind` Function), as Redis decides them.
+    pub fn request_kill(&self, kind: ScriptKind) -> Result<(), KillRefused> {
+        let Some((_, running)) = self.running_since() else {
+            return Err(KillRefused::NotBusy);
+        };
+        if self.wrote.load(Relaxed) {
+            return Err(KillRefused::Unkillable);
+        }
+        if running != kind {
+            return Err(KillRefused::WrongKind(running));
+        }
+        self.kill.store(true, Relaxed);
+        Ok(())
+    }
+
+    /// Stops the running script whatever it did (SHUTDOWN NOSAVE).
+    pub fn force_kill(&self) {
+        if self.running_since().is_some() {
+            self.kill.store(true, Relaxed);
+        }
+    }
+
+    /// The running script was asked to stop (its Lua hook reads this).
+    pub fn kill_requested(&self) -> bool {
+        self.kill.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(kind: ScriptKind) -> RunningScript {
+        RunningScript {
+            kind,
+            name: "f".into(),
+            command: vec![b"FCALL".to_vec()],
+            started_ms: 100,
+        }
+    }
+
+    #[test]
+    fn kill_rules_are_redis_s() {
+        let a = ScriptActivity::default();
+        assert_eq!(a.request_kill(ScriptKind::Eval), Err(KillRefused::NotBusy));
+        a.start(script(ScriptKind::Function));
+        assert_eq!(a.running_since(), Some((100, ScriptKind::Function)));
+        assert_eq!(
+            a.request_kill(ScriptKind::Eval),
+            Err(KillRefused::WrongKind(ScriptKind::Function))
+        );
+        assert!(!a.kill_requested());
+        assert_eq!(a.request_kill(ScriptKind::Function), Ok(()));
+        assert!(a.kill_requested());
+        a.finish();
+        assert!(!a.kill_requested() && a.running_since().is_none());
+        a.start(script(ScriptKind::Eval));
+        a.mark_wrote();
+        assert_eq!(
+            a.request_kill(ScriptKind::Eval),
+            Err(KillRefused::Unkillable)
+        );
+        a.force_kill();
+        assert!(a.kill_requested());
+    }
+}

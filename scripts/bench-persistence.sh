@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# The persistence benchmark: Ferrite with its append-only logs and snapshots against Debian's
+# redis-server with `appendonly yes`, the same `appendfsync` policy, in the same run.
+#
+#   scripts/bench-persistence.sh                  full run, prints the table
+#   scripts/bench-persistence.sh --record         ... and writes it into docs/benchmarks.md
+#   REQUESTS=100000 KEYS=100000 scripts/bench-persistence.sh     a quick run
+#
+# 1. Throughput: for each policy in POLICIES ("everysec always"), a fresh redis-server
+#    (`--appendonly yes --appendfsync <policy>`, its default save points) and a fresh ferrite
+#    (`--appendfsync <policy>`, persistence on as by default, its default snapshot triggers),
+#    each in its own directory of the same filesystem; redis-benchmark -c CLIENTS -n REQUESTS -t
+#    set,get -P 1 and -P 16 against one and then the other, alternating which goes first; the
+#    median of REPEATS runs.
+# 2. Snapshot under load (`cargo bench --bench persistence`, benches/persistence.rs): KEYS keys
+#    of VALUE bytes, then RATE paced SETs/s to random keys while idle and while a BGSAVE runs on
+#    each server (policy everysec): BGSAVE duration, extra memory, write p99 during it vs idle.
+# 3. Restart: BGREWRITEAOF on both (each compacts its own files), SHUTDOWN, start again on the
+#    same directory; time from exec to the first PONG (redis-server answers -LOADING until it
+#    has loaded; ferrite accepts connections only once loaded), and DBSIZE afterwards.
+#
+# Every server listens on a free loopback port and is stopped on exit. Results go to
+# target/bench-persistence/{results,table.md}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+record=0
+for a in "$@"; do
+    case $a in
+    --record) record=1 ;;
+    *)
+        echo "usage: $0 [--record]" >&2
+        exit 2
+        ;;
+    esac
+done
+
+REQUESTS=${REQUESTS:-1000000}
+CLIENTS=${CLIENTS:-50}
+REPEATS=${REPEATS:-3}
+POLICIES=${POLICIES:-"everysec always"}
+PIPELINES=${PIPELINES:-"1 16"}
+KEYS=${KEYS:-1000000}
+VALUE=${VALUE:-100}
+RATE=${RATE:-20000}
+OUT=${BENCH_OUT:-$ROOT/target/bench-persistence}
+mkdir -p "$OUT"
+results=$OUT/results
+: >"$results"
+
+log() { printf '[bench-persistence] %s\n' "$*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
+
+for tool in redis-server redis-cli redis-benchmark python3; do
+    command -v $tool >/dev/null || die "$tool is missing (apt-get install redis-server redis-tools python3)"
+done
+
+if [[ -z "${FERRITE_BIN:-}" ]]; then
+    cargo build --release --quiet --bin ferrite
+    FERRITE_BIN=$CARGO_TARGET_DIR/release/ferrite
+fi
+log "building the snapshot driver (benches/persistence.rs)"
+# Its path from cargo itself: tests/persistence builds a binary of the same name.
+bench_bin=$(cargo bench -p ferrite-server --bench persistence --no-run --message-format=json |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "persistence" and "bench" in m["target"]["kind"]:
+        print(m["executable"])')
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+now_ns() { date +%s%N; }
+
+# Waits for PONG (not -LOADING); sets ready_secs to the seconds since $3 (ns) when it came.
+ready_secs=
+wait_pong() { # port auth start_ns
+    local port=$1 auth=$2 start=$3
+    for _ in $(seq 1 60000); do
+        # shellcheck disable=SC2086 # auth is zero or three words on purpose
+        if [[ "$(redis-cli -p "$port" $auth ping 2>/dev/null)" == PONG ]]; then
+            ready_secs=$(python3 -c "print(round(($(now_ns) - $start) / 1e9, 3))")
+            return 0
+        fi
+        sleep 0.005
+    done
+    die "no PONG on port $port"
+}
+
+# Server state: port, pid, auth words for redis-cli, directory.
+declare -A port pid auth dir
+
+start_redis() { # policy dir
+    local p
+    p=$(free_port)
+    mkdir -p "$2"
+    local t0
+    t0=$(now_ns)
+    redis-server --port "$p" --bind 127.0.0.1 --dir "$2" --appendonly yes --appendfsync "$1" \
+        --daemonize no --logfile "$2/redis.log" &
+    pid[redis]=$!
+    pids+=("${pid[redis]}")
+    port[redis]=$p
+    auth[redis]=""
+    dir[redis]=$2
+    wait_pong "$p" "" "$t0"
+}
+
+start_ferrite() { # policy dir
+    local p
+    p=$(free_port)
+    mkdir -p "$2"
+    local t0
+    t0=$(now_ns)
+    "$FERRITE_BIN" --port "$p" --metrics-addr off --log-level warn --dir "$2" --appendfsync "$1" \
+        --admin-secret-file "$work/ferrite.secret" >>"$2.log" 2>&1 &
+    pid[ferrite]=$!
+    pids+=("${pid[ferrite]}")
+    port[ferrite]=$p
+    for _ in $(seq 1 1000); do
+        [[ -s "$work/ferrite.secret" ]] && break
+        sleep 0.01
+    done
+    auth[ferrite]="-a $(cat "$work/ferrite.secret") --no-auth-warning"
+    dir[ferrite]=$2
+    wait_pong "$p" "${auth[ferrite]}" "$t0"
+}
+
+stop() { # server
+    local s=$1
+    # shellcheck disable=SC2086
+    redis-cli -p "${port[$s]}" ${auth[$s]} shutdown >/dev/null 2>&1 || true
+    wait "${pid[$s]}" 2>/dev/null || true
+}
+
+cli() { # server args...
+    local s=$1
+    shift
+    # shellcheck disable=SC2086
+    redis-cli -p "${port[$s]}" ${auth[$s]} "$@"
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" | tee "$OUT/machine"
+echo "redis: $(redis-server --version | cut -d' ' -f3-4); filesystem of the data: $(df -T "$work" | awk 'NR == 2 { print $2 }')" | tee -a "$OUT/machine"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine"
+
+# ---------------------------------------------------------------------------------------------
+# 1. Throughput
+for policy in $POLICIES; do
+    start_redis "$policy" "$work/redis-$policy"
+    start_ferrite "$policy" "$work/ferrite-$policy"
+    n=0
+    for rep in $(seq 1 "$REPEATS"); do
+        for pl in $PIPELINES; do
+            order="redis ferrite"
+            ((n++ % 2)) && order="ferrite redis"
+            for s in $order; do
+                redis-benchmark -h 127.0.0.1 -p "${port[$s]}" ${auth[$s]:+-a "$(cat "$work/ferrite.secret")"} \
+                    -c "$CLIENTS" -n "$REQUESTS" -t set,get -P "$pl" --csv 2>/dev/null |
+                    tr -d '"\r' |
+                    awk -F, -v s="$s" -v pol="$policy" -v pl="$pl" -v rep="$rep" \
+                        'NR > 1 && NF >= 7 { print "tput", pol, s, pl, $1, $2, $7, rep }' |
+                    tee -a "$results"
+            done
+        done
+    done
+    # Both must have logged what they acknowledged: the AOF / logs exist and hold data.
+    [[ -n "$(find "$work/redis-$policy" -name '*.aof*' -size +0 | head -1)" ]] || die "redis wrote no AOF"
+    [[ -n "$(find "$work/ferrite-$policy" -name '*.flog' -size +1k | head -1)" ]] || die "ferrite wrote no log"
+    stop redis
+    stop ferrite
+done
+
+# ---------------------------------------------------------------------------------------------
+# 2. Snapshot under load, 3. restart
+[[ -x "$bench_bin" ]] || die "benches/persistence.rs was not built"
+for s in redis ferrite; do
+    "start_$s" everysec "$work/$s-snap"
+    log "$s: $KEYS keys, snapshot under $RATE writes/s"
+    password=""
+    [[ $s == ferrite ]] && password=$(cat "$work/ferrite.secret")
+    json=$(BENCH_ADDR="127.0.0.1:${port[$s]}" BENCH_PID="${pid[$s]}" BENCH_PASSWORD="$password" \
+        BENCH_KEYS=$KEYS BENCH_VALUE=$VALUE BENCH_RATE=$RATE "$bench_bin" --bench)
+    echo "snap $s $json" | tee -a "$results"
+    # Compact (each server's own way), then restart on the same files.
+    cli "$s" bgrewriteaof >/dev/null
+    for _ in $(seq 1 6000); do
+        [[ "$(cli "$s" info persistence | tr -d '\r' | grep -c -E '^(aof_rewrite_in_progress|aof_rewrite_scheduled|rdb_bgsave_in_progress):1')" == 0 ]] && break
+        sleep 0.05
+    done
+    sleep 0.5
+    keys_before=$(cli "$s" dbsize)
+    disk=$(du -sb "${dir[$s]}" | cut -f1)
+    stop "$s"
+    "start_$s" everysec "$work/$s-snap"
+    secs=$ready_secs
+    keys_after=$(cli "$s" dbsize)
+    [[ "$keys_after" == "$keys_before" ]] || die "$s: $keys_before keys before the restart, $keys_after after"
+    echo "load $s $secs $keys_after $disk" | tee -a "$results"
+    stop "$s"
+done
+
+# ---------------------------------------------------------------------------------------------
+# The table
+python3 - "$results" "$OUT/machine" "$KEYS" "$VALUE" "$RATE" "$REQUESTS" "$CLIENTS" "$REPEATS" >"$OUT/table.md" <<'EOF'
+import json, statistics, sys
+results, machine, keys, value, rate, requests, clients, repeats = sys.argv[1:]
+tput, snap, load = {}, {}, {}
+for line in open(results):
+    w = line.split()
+    if w[0] == "tput":
+        _, pol, s, pl, test, rps = w[:6]
+        tput.setdefault((pol, pl, test), {}).setdefault(s, []).append(float(rps))
+    elif w[0] == "snap":
+        snap[w[1]] = json.loads(line.split(" ", 2)[2])
+    elif w[0] == "load":
+        load[w[1]] = (float(w[2]), int(w[3]), int(w[4]))
+out = []
+out.append(" ".join(l.strip() for l in open(machine)) + "\n")
+out.append(f"Throughput: `redis-benchmark -c {clients} -n {requests} -t set,get -P N`, median of {repeats}.\n")
+out.append("| appendfsync | pipeline | test | redis-server (req/s) | ferrite (req/s) | ferrite / redis |")
+out.append("|---|---|---|---:|---:|---:|")
+for (pol, pl, test), by in sorted(tput.items(), key=lambda kv: (kv[0][0] != "everysec", int(kv[0][1]), kv[0][2])):
+    r = statistics.median(by.get("redis", [float("nan")]))
+    f = statistics.median(by.get("ferrite", [float("nan")]))
+    out.append(f"| {pol} | {pl} | {test} | {r:,.0f} | {f:,.0f} | {f / r:.2f}× |")
+out.append("")
+out.append(f"Snapshot of {int(keys):,} keys of {value} bytes while {int(rate):,} SETs/s run (appendfsync everysec):\n")
+out.append("| | redis-server (BGSAVE, fork) | ferrite (BGSAVE, no fork) |")
+out.append("|---|---:|---:|")
+def g(s, k, unit="", fmt="{:,.3f}"):
+    v = snap.get(s, {}).get(k)
+    return "—" if v is None or isinstance(v, str) and not v else (fmt.format(v) if not isinstance(v, str) else v) + unit
+rows = [("duration", "snapshot_secs", " s", "{:,.2f}"),
+        ("server RSS before", "rss_before_mb", " MB", "{:,.0f}"),
+        ("extra RSS of the server process (peak)", "rss_extra_mb", " MB", "{:,.1f}"),
+        ("pages copied by the fork (Redis's `rdb_last_cow_size`)", "cow_mb", " MB", "{:,.1f}"),
+        ("write p50 idle", "idle_p50_ms", " ms", "{:,.3f}"),
+        ("write p99 idle", "idle_p99_ms", " ms", "{:,.3f}"),
+        ("write p99 during the snapshot", "snapshot_p99_ms", " ms", "{:,.3f}"),
+        ("write max during the snapshot", "snapshot_max_ms", " ms", "{:,.3f}"),
+        ("writes/s achieved during it", "snapshot_rate", "", "{:,.0f}")]
+for label, k, unit, fmt in rows:
+    out.append(f"| {label} | {g('redis', k, unit, fmt)} | {g('ferrite', k, unit, fmt)} |")
+for s in ("redis", "ferrite"):
+    d = snap.get(s, {})
+    if d.get("idle_p99_ms") and d.get("snapshot_p99_ms"):
+        out.append(f"| {s}: p99 during / idle | {d['snapshot_p99_ms'] / d['idle_p99_ms']:.2f}× | |" if s == "redis"
+                   else f"| {s}: p99 during / idle | | {d['snapshot_p99_ms'] / d['idle_p99_ms']:.2f}× |")
+out.append("")
+out.append("Restart after BGREWRITEAOF (each server loading its own compacted files), exec to first PONG:\n")
+out.append("| | keys | on disk | load time | keys/s |")
+out.append("|---|---:|---:|---:|---:|")
+for s in ("redis", "ferrite"):
+    if s in load:
+        secs, n, disk = load[s]
+        out.append(f"| {s} | {n:,} | {disk / 1e6:,.0f} MB | {secs:.2f} s | {n / secs:,.0f} |")
+if "redis" in load and "ferrite" in load:
+    out.append(f"\nFerrite loads {load['redis'][0] / load['ferrite'][0]:.2f}× as fast as redis-server.")
+print("\n".join(out))
+EOF
+cat "$OUT/table.md"
+
+if [[ $record == 1 ]]; then
+    python3 - "$ROOT/docs/benchmarks.md" "$OUT/table.md" <<'EOF'
+import datetime, sys
+doc, table_path = sys.argv[1:]
+begin, end = "<!-- bench-persistence:begin -->", "<!-- bench-persistence:end -->"
+block = (f"{begin}\n_Recorded {datetime.date.today()} by `scripts/bench-persistence.sh --record`._\n\n"
+         f"{open(table_path).read()}{end}")
+text = open(doc).read()
+if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    text = head + block + rest.split(end, 1)[1]
+else:
+    text = text.rstrip("\n") + "\n\n## Persistence\n\n" + block + "\n"
+open(doc, "w").write(text)
+print(f"recorded in {doc}", file=sys.stderr)
+EOF
+fi

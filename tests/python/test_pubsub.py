@@ -1,0 +1,238 @@
+"""Pub/sub through redis-py and raw sockets: SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE and their
+UNSUBSCRIBEs, PUBLISH/SPUBLISH, PUBSUB, RESP2 and RESP3 push forms, the RESP2 subscribed mode,
+per-tenant channels, a slow subscriber cut off by the pub/sub output limit, and subscribers of a
+tenant that is cut over."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+
+import pytest
+import redis
+
+TIMEOUT = 10.0
+
+
+def read_exact(s: socket.socket, want: bytes) -> bytes:
+    got = b""
+    deadline = time.monotonic() + TIMEOUT
+    while len(got) < len(want) and time.monotonic() < deadline:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def get_message(p, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = p.get_message(timeout=0.1)
+        if m is not None:
+            return m
+    return None
+
+
+def test_subscribe_and_publish(r, server):
+    p = r.pubsub()
+    p.subscribe("news")
+    assert get_message(p)["type"] == "subscribe"
+    p.psubscribe("n*")
+    assert get_message(p)["type"] == "psubscribe"
+    assert r.publish("news", "hello") == 2
+    m1, m2 = get_message(p), get_message(p)
+    assert {m1["type"], m2["type"]} == {"message", "pmessage"}
+    pm = m1 if m1["type"] == "pmessage" else m2
+    assert pm["pattern"] == "n*" and pm["channel"] == "news" and pm["data"] == "hello"
+    assert r.publish("other", "x") == 0
+    assert r.publish("nothing-here", "x") == 1, "the pattern matches"
+    assert get_message(p)["channel"] == "nothing-here"
+    p.unsubscribe("news")
+    assert get_message(p)["type"] == "unsubscribe"
+    p.punsubscribe()
+    assert get_message(p)["type"] == "punsubscribe"
+    assert r.publish("news", "gone") == 0
+    p.close()
+
+
+def test_pubsub_introspection(r2, server):
+    p = r2.pubsub()
+    p.subscribe("a", "b")
+    p.psubscribe("x*", "y*")
+    get_message(p), get_message(p), get_message(p), get_message(p)
+    assert sorted(r2.pubsub_channels()) == ["a", "b"]
+    assert r2.pubsub_channels("a*") == ["a"]
+    assert r2.pubsub_numsub("a", "zzz") == [("a", 1), ("zzz", 0)]
+    assert r2.pubsub_numpat() == 2
+    assert r2.execute_command("PUBSUB", "SHARDCHANNELS") == []
+    with pytest.raises(redis.ResponseError, match="unknown subcommand"):
+        r2.execute_command("PUBSUB", "NOPE")
+    p.close()
+
+
+def test_resp2_wire_forms_and_subscribed_mode(server):
+    s = server.sock()
+    s.sendall(b"SUBSCRIBE ch\r\n")
+    assert read_exact(s, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n") == b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+    s.sendall(b"GET k\r\n")
+    want = (b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / "
+            b"RESET are allowed in this context\r\n")
+    assert read_exact(s, want) == want
+    s.sendall(b"PING\r\n")
+    assert read_exact(s, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n") == b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+    server.client().publish("ch", "hi")
+    want = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
+    assert read_exact(s, want) == want
+    s.sendall(b"UNSUBSCRIBE\r\nPING\r\n")
+    want = b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n+PONG\r\n"
+    assert read_exact(s, want) == want
+    s.sendall(b"UNSUBSCRIBE\r\n")
+    want = b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"
+    assert read_exact(s, want) == want
+    s.close()
+
+
+def test_resp3_push_forms_and_any_command(server):
+    s = server.sock()
+    s.sendall(b"HELLO 3\r\n")
+    time.sleep(0.1)
+    s.recv(65536)
+    s.sendall(b"SUBSCRIBE ch\r\nPSUBSCRIBE c?\r\nSSUBSCRIBE sh\r\nGET k\r\nPUBLISH ch m\r\nSPUBLISH sh n\r\n")
+    want = (b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+            b">3\r\n$10\r\npsubscribe\r\n$2\r\nc?\r\n:2\r\n"
+            b">3\r\n$10\r\nssubscribe\r\n$2\r\nsh\r\n:1\r\n"
+            b"_\r\n"
+            # A connection publishing to itself gets the messages before the count, as in Redis.
+            b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nm\r\n"
+            b">4\r\n$8\r\npmessage\r\n$2\r\nc?\r\n$2\r\nch\r\n$1\r\nm\r\n"
+            b":2\r\n"
+            b">3\r\n$8\r\nsmessage\r\n$2\r\nsh\r\n$1\r\nn\r\n"
+            b":1\r\n")
+    assert read_exact(s, want) == want
+    s.close()
+
+
+def test_shard_channels_are_a_separate_namespace(r2):
+    p = r2.pubsub()
+    p.execute_command("SSUBSCRIBE", "s1")
+    time.sleep(0.1)
+    assert r2.execute_command("PUBSUB", "SHARDCHANNELS") == ["s1"]
+    assert r2.execute_command("PUBSUB", "SHARDNUMSUB", "s1", "x") == ["s1", 1, "x", 0]
+    assert r2.pubsub_channels() == []
+    assert r2.publish("s1", "plain") == 0
+    assert r2.execute_command("SPUBLISH", "s1", "sharded") == 1
+    p.close()
+
+
+def test_publish_inside_multi(r2):
+    p = r2.pubsub()
+    p.subscribe("t")
+    get_message(p)
+    tx = r2.pipeline(transaction=True)
+    tx.publish("t", "one")
+    tx.set("k", "v")
+    assert tx.execute() == [1, True]
+    assert get_message(p)["data"] == "one"
+    p.close()
+
+
+_names = (f"ps{n}" for n in itertools.count())
+
+
+@pytest.fixture
+def two_tenants(admin):
+    a, b = next(_names), next(_names)
+    for t in (a, b):
+        admin.execute_command("TENANT.CREATE", t, "PASSWORD", "pw")
+    yield a, b
+    for t in (a, b):
+        admin.execute_command("TENANT.DELETE", t, "FORCE")
+
+
+@pytest.mark.ferrite_only
+def test_tenants_never_see_each_others_channels(server, two_tenants):
+    a, b = two_tenants
+    ca = redis.Redis(port=server.port, username=a, password="pw", decode_responses=True)
+    cb = redis.Redis(port=server.port, username=b, password="pw", decode_responses=True)
+    p = ca.pubsub()
+    p.subscribe("secret")
+    p.psubscribe("*")
+    get_message(p), get_message(p)
+    assert cb.publish("secret", "from b") == 0
+    assert cb.pubsub_channels() == []
+    assert cb.pubsub_numsub("secret") == [("secret", 0)]
+    assert cb.pubsub_numpat() == 0
+    assert get_message(p, timeout=0.3) is None, "nothing crossed tenants"
+    assert ca.publish("secret", "from a") == 2
+    assert get_message(p)["data"] == "from a"
+    p.close()
+
+
+@pytest.mark.ferrite_only
+def test_a_slow_subscriber_is_cut_off(server, admin):
+    admin.config_set("limits.pubsub_output_buffer_limit", str(1024 * 1024))
+    try:
+        s = server.sock()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"SUBSCRIBE flood\r\n")
+        deadline = time.monotonic() + TIMEOUT
+        while admin.pubsub_numsub("flood")[0][1] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        before = int(admin.info("stats")["client_output_buffer_limit_disconnections"])
+        payload = "x" * 10_000
+        start = time.monotonic()
+        # 50 MB published to a subscriber that never reads: it must be cut off, and the
+        # publisher never waits for it.
+        p = admin.pipeline(transaction=False)
+        for _ in range(5000):
+            p.publish("flood", payload)
+        counts = p.execute()
+        assert time.monotonic() - start < 20
+        assert counts[-1] == 0, "the subscriber is gone"
+        deadline = time.monotonic() + TIMEOUT
+        while admin.pubsub_numsub("flood")[0][1] != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        after = int(admin.info("stats")["client_output_buffer_limit_disconnections"])
+        assert after == before + 1
+        s.close()
+    finally:
+        admin.config_set("limits.pubsub_output_buffer_limit", str(32 * 1024 * 1024))
+    assert admin.ping()
+
+
+def test_the_default_pubsub_limit_is_redis_hard_limit(admin):
+    assert admin.config_get("limits.pubsub_output_buffer_limit") == {
+        "limits.pubsub_output_buffer_limit": str(32 * 1024 * 1024)
+    }
+
+
+@pytest.mark.ferrite_only
+def test_subscribers_of_a_tenant_that_is_cut_over_get_the_redirect():
+    from test_redirects import Ferrite, Migration
+
+    src, dst = Ferrite(), Ferrite()
+    try:
+        m = Migration(src, dst)
+        s = socket.create_connection(("127.0.0.1", src.port), timeout=TIMEOUT)
+        s.sendall(b"AUTH acme pw\r\nSUBSCRIBE news\r\n")
+        want = b"+OK\r\n*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+        assert read_exact(s, want) == want
+        m.cutover()
+        want = f"-MOVED tenant:acme {dst.addr}\r\n".encode()
+        assert read_exact(s, want) == want
+        assert s.recv(100) == b"", "closed: the client resubscribes on the new home"
+        s.close()
+        d = redis.Redis(port=dst.port, username="acme", password="pw", decode_responses=True)
+        p = d.pubsub()
+        p.subscribe("news")
+        get_message(p)
+        assert d.publish("news", "moved") == 1
+        assert get_message(p)["data"] == "moved"
+        p.close()
+    finally:
+        src.stop()
+        dst.stop()
