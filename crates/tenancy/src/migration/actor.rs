@@ -297,8 +297,12 @@ impl Control {
         self.publish_flight();
     }
 
-    pub fn set_large_left(&mut self, bytes: u64) {
-        self.publish(|p| p.large_bytes_left = bytes);
+    /// Large values not read to their end yet (see [`Published::large_keys_left`]).
+    pub fn set_large_left(&mut self, keys: u64, bytes: u64) {
+        self.publish(|p| {
+            p.large_keys_left = keys;
+            p.large_bytes_left = bytes;
+        });
     }
 
     fn publish_flight(&mut self) {
@@ -653,9 +657,10 @@ impl Control {
                 }
                 if !force {
                     let max = self.env.settings.read().cutover_max_lag;
-                    let lag = super::status::lag(&self.info, &self.status.borrow()).0;
-                    if lag > max {
-                        refuse(MigrationError::LagTooHigh { lag, max }, reply);
+                    if let Err(e) =
+                        super::cutover::lag_allows(&self.info, &self.status.borrow(), max)
+                    {
+                        refuse(e, reply);
                         return;
                     }
                 }
@@ -790,7 +795,9 @@ impl Control {
                 tracing::info!(migration = %self.info.id, downtime_ms = r.downtime_ms, "scheduled cutover completed");
                 self.unschedule();
             }
-            Err(MigrationError::LagTooHigh { .. }) if now < s.at_ms + SCHEDULE_PATIENCE_MS => {
+            Err(MigrationError::LagTooHigh { .. } | MigrationError::LargeValuesPending { .. })
+                if now < s.at_ms + SCHEDULE_PATIENCE_MS =>
+            {
                 s.next_try_ms = now + 500;
             }
             Err(e) => {
@@ -1003,7 +1010,7 @@ async fn finish(work: &mut Work, io: &mut Io<'_>, result: Result<(), MigrationEr
         io.ctl.on_event(ev);
     }
     io.ctl.forget_links();
-    io.ctl.set_large_left(0);
+    io.ctl.set_large_left(0, 0);
     work.permit = None;
     let tenant = io.ctl.info.tenant.clone();
     let shutting_down = io.inbox.requests.is_closed();

@@ -158,6 +158,10 @@ pub enum MigrationError {
         "lag is {lag} keys, above cutover_max_lag ({max}); wait, throttle the tenant, or use FORCE"
     )]
     LagTooHigh { lag: u64, max: u64 },
+    #[error(
+        "{keys} large value(s) still being copied ({bytes} bytes left); wait, or use FORCE (the rest is then copied with the tenant's writes held)"
+    )]
+    LargeValuesPending { keys: u64, bytes: u64 },
     #[error("{0}")]
     Failed(String),
     #[error("MODE {0} is not supported by this server")]

@@ -21,6 +21,7 @@ use super::actor::{Io, PendingCutover, Work};
 use super::api::{CutoverResult, MigrationError, MigrationMode};
 use super::source::{drain, send_all};
 use super::state::{MigrationPhase, MigrationState};
+use super::status::{Info, Published};
 use super::target::TargetError;
 
 type Res<T> = Result<T, MigrationError>;
@@ -42,6 +43,23 @@ pub const BREAKPOINTS: &[&str] = &[
 /// How long the target may take to show it is still there after it confirmed.
 const LIVENESS_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Whether the lag lets a cutover (without FORCE) start: at most `max` keys behind, and no
+/// large value still being copied in chunks (the drain would copy the rest of it with the
+/// tenant's writes held at the gate).
+pub(super) fn lag_allows(info: &Info, p: &Published, max: u64) -> Res<()> {
+    if p.large_keys_left > 0 {
+        return Err(MigrationError::LargeValuesPending {
+            keys: p.large_keys_left,
+            bytes: p.large_bytes_left,
+        });
+    }
+    let lag = super::status::lag(info, p).0;
+    if lag > max {
+        return Err(MigrationError::LagTooHigh { lag, max });
+    }
+    Ok(())
+}
+
 /// The cutover. Before the hand-over, any failure (or CANCEL) reopens the gate and leaves the
 /// source the owner; live sync goes on unless the migration failed.
 pub(super) async fn cutover(
@@ -53,13 +71,7 @@ pub(super) async fn cutover(
     let tenant = io.ctl.info.tenant.clone();
     let fast = io.ctl.info.mode == MigrationMode::Fast;
     if !req.force {
-        let lag = super::status::lag(&io.ctl.info, &io.ctl.published()).0;
-        if lag > settings.cutover_max_lag {
-            return Err(MigrationError::LagTooHigh {
-                lag,
-                max: settings.cutover_max_lag,
-            });
-        }
+        lag_allows(&io.ctl.info, &io.ctl.published(), settings.cutover_max_lag)?;
     }
     if req.retry || fast {
         // A retry waits for broken links to come back (the reconnect timeout still applies).

@@ -8,6 +8,7 @@
 //! or marked changed again, so a retry resumes from there against the same import instead of
 //! starting over.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use ferrite_storage::{Entry, ValueRef, ValueType};
@@ -444,30 +445,66 @@ pub(super) async fn send_all(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
     Ok(())
 }
 
-/// Ships up to `max` changed keys (oldest first); returns how many.
+/// Large values drained from change capture, in order, with their size when drained; the
+/// first is the one being sent.
+type LargeQueue = VecDeque<(Vec<u8>, u64)>;
+
+/// Ships up to `max` changed keys (oldest first), then the large values among them (and the
+/// small changes that happen meanwhile); returns how many changed keys were taken.
 pub(super) async fn drain(work: &mut Work, io: &mut Io<'_>, max: usize) -> Res<usize> {
-    let ks = io.ctl.info.tenant.keyspace();
-    let mut large = Vec::new();
-    let n = {
-        let s = streams(work)?;
-        let mut db = ks.lock_async().await;
-        if let Some(l) = db.tracking_lag() {
-            s.note_epoch(l.flush_epoch);
-        }
-        let n = db.drain_changes(max, |k, e| match e {
-            None => s.del(k),
-            Some(e) if is_large(e) => large.push(k.to_vec()),
-            Some(e) => s.put(k, e),
-        });
-        // Published before the lock is released: STATUS never sees these keys nowhere.
-        io.ctl.set_unsealed(s.unsealed());
-        n
-    };
+    let mut large = LargeQueue::new();
+    let n = read_changes(work, io, max, &mut large).await?;
     ship_all_large(work, io, large).await?;
     if n > 0 {
         send_all(work, io).await?;
     }
     Ok(n)
+}
+
+/// Takes up to `max` changed keys from change capture into the batch builders; large values
+/// join `large` instead (once: a value already waiting there is read whole when its turn
+/// comes). Returns how many changed keys were taken.
+async fn read_changes(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    max: usize,
+    large: &mut LargeQueue,
+) -> Res<usize> {
+    let ks = io.ctl.info.tenant.keyspace();
+    let s = streams(work)?;
+    let mut db = ks.lock_async().await;
+    if let Some(l) = db.tracking_lag() {
+        s.note_epoch(l.flush_epoch);
+    }
+    // The front is being sent: a change to it meanwhile queues it again, to be sent whole.
+    let waiting = |q: &LargeQueue, k: &[u8]| q.iter().skip(1).any(|(x, _)| x.as_slice() == k);
+    let n = db.drain_changes(max, |k, e| match e {
+        None => s.del(k),
+        Some(e) if is_large(e) => {
+            if !waiting(large, k) {
+                large.push_back((k.to_vec(), e.value().mem_size() as u64));
+            }
+        }
+        Some(e) => s.put(k, e),
+    });
+    // Published before the lock is released: STATUS never sees these keys nowhere.
+    io.ctl.set_unsealed(s.unsealed());
+    publish_large(io, large, None);
+    Ok(n)
+}
+
+/// Publishes the large values not read to their end: `front_left` is what is left of the
+/// first one (None: all of it).
+fn publish_large(io: &mut Io<'_>, large: &LargeQueue, front_left: Option<u64>) {
+    let bytes = large
+        .iter()
+        .enumerate()
+        .map(|(i, (_, size))| match (i, front_left) {
+            (0, Some(left)) => left,
+            _ => (*size).max(1),
+        })
+        .sum();
+    io.ctl.set_large_left(large.len() as u64, bytes);
 }
 
 /// Reads the next chunk of a large value at `pos` (an index, byte offset or table cursor).
@@ -517,11 +554,18 @@ fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
     }
 }
 
-/// Ships one large key in chunks, taking the keyspace lock once per chunk. A change meanwhile
-/// marks the key changed, so it is shipped again whole. Returns false when PAUSE interrupted
-/// it half way: the caller marks the key changed, so it is shipped again whole after RESUME (the
-/// target's partial copy is replaced then, and a cutover's digest check would catch it if not).
-async fn ship_large(work: &mut Work, io: &mut Io<'_>, key: &[u8]) -> Res<bool> {
+/// Ships the first large key of `large` in chunks, taking the keyspace lock once per chunk. A
+/// change meanwhile marks the key changed, so it is shipped again whole. Each time a batch of
+/// chunks goes out, the small changes made meanwhile are taken too (large values found among
+/// them join `large`): a large value in transit does not hold back the rest of the tenant.
+/// Returns false when PAUSE interrupted it half way: the caller marks the key changed, so it
+/// is shipped again whole after RESUME (the target's partial copy is replaced then, and a
+/// cutover's digest check would catch it if not).
+async fn ship_large(work: &mut Work, io: &mut Io<'_>, large: &mut LargeQueue) -> Res<bool> {
+    let Some((key, _)) = large.front().cloned() else {
+        return Ok(true);
+    };
+    let key = key.as_slice();
     let ks = io.ctl.info.tenant.keyspace();
     let mut pos: Option<u64> = Some(0);
     let mut first: Option<ValueType> = None;
@@ -566,9 +610,16 @@ async fn ship_large(work: &mut Work, io: &mut Io<'_>, key: &[u8]) -> Res<bool> {
             (stream, next, left)
         };
         // Not yet read from the keyspace: part of the lag STATUS reports.
-        io.ctl.set_large_left(left.max(1));
+        publish_large(io, large, Some(left.max(1)));
         if streams(work)?.is_full(stream) {
             send(work, io, stream).await?;
+            let max = {
+                let s = streams(work)?;
+                s.batch_size * s.parallel
+            };
+            if read_changes(work, io, max, large).await? > 0 {
+                send_full(work, io).await?;
+            }
         }
         if next.is_some() {
             io.breakpoint("large:chunk").await?;
@@ -580,19 +631,23 @@ async fn ship_large(work: &mut Work, io: &mut Io<'_>, key: &[u8]) -> Res<bool> {
 
 /// Ships large keys; if that stops half way (an error, or PAUSE), the keys not fully shipped
 /// are marked changed again.
-async fn ship_all_large(work: &mut Work, io: &mut Io<'_>, keys: Vec<Vec<u8>>) -> Res<()> {
-    for (i, k) in keys.iter().enumerate() {
-        let shipped = ship_large(work, io, k).await;
-        io.ctl.set_large_left(0);
+async fn ship_all_large(work: &mut Work, io: &mut Io<'_>, mut large: LargeQueue) -> Res<()> {
+    while !large.is_empty() {
+        let shipped = ship_large(work, io, &mut large).await;
         if !matches!(shipped, Ok(true)) {
+            // Interrupted: whatever was not read to its end goes back to change capture.
             let ks = io.ctl.info.tenant.keyspace();
             let mut db = ks.lock_async().await;
             let now = ferrite_storage::now_ms();
-            for k in &keys[i..] {
+            for (k, _) in &large {
                 db.mark_changed(k, now);
             }
+            drop(db);
+            io.ctl.set_large_left(0, 0);
             return shipped.map(|_| ());
         }
+        large.pop_front();
+        publish_large(io, &large, None);
     }
     Ok(())
 }

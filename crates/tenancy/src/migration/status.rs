@@ -58,7 +58,9 @@ pub(super) struct Published {
     pub reconnects: u64,
     /// Sealed or being built, not acknowledged.
     pub in_flight: InFlight,
-    /// The unread rest of a large value being sent in chunks.
+    /// Large values drained from change capture and not yet read to their end (the one being
+    /// sent in chunks and those waiting behind it), and their unread bytes.
+    pub large_keys_left: u64,
     pub large_bytes_left: u64,
     pub snapshot_done: bool,
     pub parallel: usize,
@@ -95,6 +97,7 @@ impl Published {
             bytes_sent: 0,
             reconnects: 0,
             in_flight: InFlight::default(),
+            large_keys_left: 0,
             large_bytes_left: 0,
             snapshot_done: false,
             parallel,
@@ -155,19 +158,19 @@ pub(super) fn lag(info: &Info, p: &Published) -> (u64, u64, Option<u64>) {
     }
     // Lock-free: STATUS must not contend with the tenant's commands (or deadlock inside EXEC).
     let l = info.tenant.keyspace().tracking_lag_relaxed();
-    let (flight, large) = if lag_is_live(p) {
-        (p.in_flight, p.large_bytes_left)
+    let (flight, large, large_keys) = if lag_is_live(p) {
+        (p.in_flight, p.large_bytes_left, p.large_keys_left)
     } else {
-        (InFlight::default(), 0)
+        (InFlight::default(), 0, 0)
     };
     let oldest = match (l.oldest_ms, flight.oldest_ms) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
     let bytes = l.bytes + flight.bytes + large;
-    // Chunks of a large value carry bytes but count no key of their own: while any are
-    // unacknowledged, at least that key is behind.
-    let keys = l.keys + flight.keys + u64::from(large > 0);
+    // Chunks of a large value carry bytes but count no key of their own: each large value not
+    // read to its end yet is a key behind.
+    let keys = l.keys + flight.keys + large_keys.max(u64::from(large > 0));
     (if bytes > 0 { keys.max(1) } else { keys }, bytes, oldest)
 }
 
