@@ -89,6 +89,34 @@ def test_latency_monitor(tunable, r):
 
 
 @pytest.mark.ferrite_only
+def test_slowlog_ids_do_not_count_other_tenants_commands(server, tunable):
+    """Ids are per tenant: gaps between a tenant's ids would otherwise tell it how many slow
+    commands the other tenants ran."""
+    admin = tunable
+    a, b = next(_names), next(_names)
+    for t in (a, b):
+        admin.execute_command("TENANT.CREATE", t, "PASSWORD", "pw")
+    try:
+        admin.config_set("slowlog-log-slower-than", 0)
+        ca = server.anon_client(username=a, password="pw")
+        cb = server.anon_client(username=b, password="pw")
+        ca.set("first", "1")
+        for i in range(50):
+            cb.set(f"other-{i}", "1")
+        ca.set("second", "1")
+        ids = {e[3][1]: e[0] for e in ca.execute_command("SLOWLOG", "GET", "-1") if len(e[3]) > 1}
+        assert ids["first"] + 1 == ids["second"], ids
+        # RESET empties the log; ids keep counting (as in Redis).
+        ca.execute_command("SLOWLOG", "RESET")
+        ca.set("third", "1")
+        after = {e[3][1]: e[0] for e in ca.execute_command("SLOWLOG", "GET", "-1") if len(e[3]) > 1}
+        assert after["third"] > ids["second"]
+    finally:
+        for t in (a, b):
+            admin.execute_command("TENANT.DELETE", t, "FORCE")
+
+
+@pytest.mark.ferrite_only
 def test_a_tenant_sees_only_its_own_slowlog_and_itself(server, tunable):
     admin = tunable
     a, b = next(_names), next(_names)

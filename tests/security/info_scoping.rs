@@ -58,6 +58,7 @@ fn a_tenant_sees_only_its_own_info() {
             "tenants:",
             "auth_failures",
             "aof_current_size",
+            "process_id",
         ] {
             assert!(!text.contains(leak), "INFO {form} shows {leak}:\n{text}");
         }
@@ -90,6 +91,7 @@ fn a_tenant_sees_only_its_own_info() {
         "used_memory_rss",
         "used_cpu_sys",
         "cmdstat_keys",
+        "process_id:",
     ] {
         assert!(all.contains(want), "administrator INFO lacks {want}");
     }

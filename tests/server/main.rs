@@ -10,6 +10,7 @@ mod encodings;
 mod lifecycle;
 mod metrics_lint;
 mod quota;
+mod rdb_files;
 mod rdb_interop;
 mod scripting;
 mod tenancy;

@@ -12,13 +12,18 @@ use redis::{Commands, Connection};
 use crate::common::Server;
 
 /// A redis-server process on a free loopback port; killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
 }
 
 impl RedisServer {
-    fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts with extra arguments (e.g. `--dir <d> --dbfilename <f>`).
+    pub(crate) fn start_with(extra: &[&str]) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -26,13 +31,18 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let server = RedisServer { child, port };
+        let mut server = RedisServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            // E.g. it refused to load its RDB file (see its --logfile).
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server {extra:?} exited at startup: {status}");
+            }
             if let Ok(mut c) = server.try_conn() {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
                     return server;
@@ -48,7 +58,7 @@ impl RedisServer {
         client.get_connection_with_timeout(Duration::from_secs(5))
     }
 
-    fn conn(&self) -> Connection {
+    pub(crate) fn conn(&self) -> Connection {
         self.try_conn().expect("connect to redis-server")
     }
 }
@@ -121,7 +131,7 @@ fn fill(c: &mut Connection) -> Vec<&'static str> {
 }
 
 /// A key's content in a comparable form (sets and hashes sorted).
-fn content(c: &mut Connection, key: &str) -> Vec<Vec<u8>> {
+pub(crate) fn content(c: &mut Connection, key: &str) -> Vec<Vec<u8>> {
     let t: String = redis::cmd("TYPE").arg(key).query(c).unwrap();
     let mut v: Vec<Vec<u8>> = match t.as_str() {
         "string" => vec![c.get(key).unwrap()],
@@ -230,7 +240,7 @@ fn payload_errors_match_redis() {
 }
 
 /// Runs a command given as words.
-fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
+pub(crate) fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
     let mut k = redis::cmd(args[0]);
     for a in &args[1..] {
         k.arg(*a);
@@ -241,7 +251,7 @@ fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
 /// A stream with everything an RDB stream carries: entries over several blocks (100 per block
 /// on both servers), deleted entries, metadata, two consumer groups with pending entries (one
 /// deleted from the stream since), consumers with and without pending entries.
-fn fill_stream(c: &mut Connection, key: &str) {
+pub(crate) fn fill_stream(c: &mut Connection, key: &str) {
     for i in 1..=250u64 {
         let id = format!("{i}-{}", i % 4);
         let n = i.to_string();
@@ -298,7 +308,7 @@ fn fill_stream(c: &mut Connection, key: &str) {
 }
 
 /// XINFO STREAM FULL without the radix-tree figures (how each server lays entries out).
-fn stream_content(c: &mut Connection, key: &str) -> Vec<redis::Value> {
+pub(crate) fn stream_content(c: &mut Connection, key: &str) -> Vec<redis::Value> {
     let redis::Value::Array(info) = run(c, &["XINFO", "STREAM", key, "FULL", "COUNT", "0"]) else {
         panic!("XINFO STREAM FULL is not an array");
     };

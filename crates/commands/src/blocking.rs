@@ -1,4 +1,5 @@
-//! Blocking pops: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP.
+//! Blocking commands: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP,
+//! and XREAD / XREADGROUP with BLOCK (their attempts are `streams::read_attempt`).
 //!
 //! Each command is an *attempt* ([`AttemptFn`]): it serves the client now if one of its keys
 //! has something, or says which keys to wait for and how long ([`Attempt::Block`]). The
@@ -47,6 +48,9 @@ pub struct BlockOn {
     pub timeout: Option<Duration>,
     /// The reply when it times out (and inside MULTI).
     pub on_timeout: NullReply,
+    /// The request to attempt again when a key is ready, if not the original one (XREAD's `$`
+    /// resolved to the last id seen when it blocked, so entries added meanwhile are served).
+    pub retry: Option<OwnedRequest>,
 }
 
 /// The reply of a blocking command that timed out.
@@ -183,11 +187,24 @@ const ATTEMPTS: &[(&str, AttemptFn)] = &[
     ("bzpopmin", attempt_bzpopmin),
     ("bzpopmax", attempt_bzpopmax),
     ("bzmpop", attempt_bzmpop),
+    ("xread", attempt_xread),
+    ("xreadgroup", attempt_xreadgroup),
 ];
 
-/// The attempt of the command at `index` in [`crate::spec::all`], if it is a blocking command
-/// (looked up by position, built once).
-pub fn attempt_for(index: usize) -> Option<AttemptFn> {
+/// The attempt of the command at `index` in [`crate::spec::all`] if this request may block:
+/// the blocking pops always, XREAD / XREADGROUP only with BLOCK (without it they are plain
+/// reads, which the server may run off the I/O threads when long).
+pub fn attempt_for(index: usize, args: &Args<'_>) -> Option<AttemptFn> {
+    let f = attempt_at(index)?;
+    let stream = |xreadgroup| crate::streams::read_blocks(args, xreadgroup);
+    match args.get(0) {
+        n if n.eq_ignore_ascii_case(b"xread") => stream(false).then_some(f),
+        n if n.eq_ignore_ascii_case(b"xreadgroup") => stream(true).then_some(f),
+        _ => Some(f),
+    }
+}
+
+fn attempt_at(index: usize) -> Option<AttemptFn> {
     static BY_INDEX: OnceLock<Vec<Option<AttemptFn>>> = OnceLock::new();
     BY_INDEX
         .get_or_init(|| {
@@ -245,6 +262,7 @@ fn block_on(keys: Args<'_>, timeout: Option<Duration>, on_timeout: NullReply) ->
         keys: v,
         timeout,
         on_timeout,
+        retry: None,
     })
 }
 
@@ -356,6 +374,7 @@ fn bmove(
         keys: vec![src.into()],
         timeout,
         on_timeout: NullReply::Bulk,
+        retry: None,
     }))
 }
 
@@ -502,6 +521,54 @@ fn attempt_bzpopmax(
     r: Option<&[u8]>,
 ) -> Result<Attempt, ErrorReply> {
     bzpop(ctx, a, r, true)
+}
+
+// -- streams -------------------------------------------------------------------------------------
+
+fn stream_attempt(
+    ctx: &mut Ctx<'_, '_>,
+    args: Args<'_>,
+    ready: Option<&[u8]>,
+    xreadgroup: bool,
+) -> Result<Attempt, ErrorReply> {
+    use crate::streams::{ReadOutcome, read_attempt, serve_ready};
+    let outcome = match ready {
+        Some(key) => serve_ready(ctx, args, xreadgroup, key)?,
+        None => read_attempt(ctx, args, xreadgroup)?,
+    };
+    Ok(match outcome {
+        ReadOutcome::Served => Attempt::Served,
+        ReadOutcome::Wait(w) => {
+            let mut keys: Vec<Box<[u8]>> = Vec::with_capacity(w.keys.len());
+            for k in w.keys {
+                if !keys.iter().any(|x| **x == *k) {
+                    keys.push(k.into());
+                }
+            }
+            Attempt::Block(BlockOn {
+                keys,
+                timeout: (w.timeout_ms > 0).then(|| Duration::from_millis(w.timeout_ms)),
+                on_timeout: NullReply::Array,
+                retry: Some(OwnedRequest::from_parts(w.retry)),
+            })
+        }
+    })
+}
+
+fn attempt_xread(
+    ctx: &mut Ctx<'_, '_>,
+    a: Args<'_>,
+    r: Option<&[u8]>,
+) -> Result<Attempt, ErrorReply> {
+    stream_attempt(ctx, a, r, false)
+}
+
+fn attempt_xreadgroup(
+    ctx: &mut Ctx<'_, '_>,
+    a: Args<'_>,
+    r: Option<&[u8]>,
+) -> Result<Attempt, ErrorReply> {
+    stream_attempt(ctx, a, r, true)
 }
 
 // -- the table's data functions (no blocking) ----------------------------------------------------
@@ -703,11 +770,35 @@ mod tests {
     }
 
     #[test]
+    fn xread_blocks_only_with_block() {
+        for name in ["xread", "xreadgroup"] {
+            let idx = crate::spec::all()
+                .iter()
+                .position(|s| s.name == name)
+                .unwrap();
+            let plain = OwnedRequest::from_parts([name, "GROUP", "g", "c", "STREAMS", "s", ">"]);
+            assert!(attempt_for(idx, &plain.args()).is_none(), "{name}");
+            let blocking = OwnedRequest::from_parts([
+                name, "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">",
+            ]);
+            let blocks = attempt_for(idx, &blocking.args()).is_some();
+            // XREAD refuses GROUP: a request the read itself answers with its error.
+            assert_eq!(blocks, name == "xreadgroup", "{name}");
+        }
+        let idx = crate::spec::all()
+            .iter()
+            .position(|s| s.name == "xread")
+            .unwrap();
+        let req = OwnedRequest::from_parts(["XREAD", "BLOCK", "10", "STREAMS", "s", "$"]);
+        assert!(attempt_for(idx, &req.args()).is_some());
+    }
+
+    #[test]
     fn every_blocking_command_has_an_attempt() {
         for (i, s) in crate::spec::all().iter().enumerate() {
             assert_eq!(
                 s.has(BLOCKING),
-                attempt_for(i).is_some(),
+                attempt_at(i).is_some(),
                 "{}: the BLOCKING flag and the attempt table disagree",
                 s.name
             );

@@ -25,6 +25,7 @@ pub mod lists;
 pub mod memory;
 pub mod object;
 pub mod quota;
+pub mod rdb_file;
 pub mod replay;
 pub mod server_specs;
 pub mod sets;

@@ -63,7 +63,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     cmd(
         "xread",
         -4,
-        READONLY,
+        READONLY | BLOCKING,
         NO_KEYS,
         Creates::Nothing,
         "Returns entries newer than the given ids from streams, optionally waiting for them.",
@@ -73,7 +73,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     cmd(
         "xreadgroup",
         -7,
-        WRITE,
+        WRITE | BLOCKING,
         NO_KEYS,
         Creates::Nothing,
         "Delivers entries of streams to a consumer of a group, optionally waiting for them.",
@@ -921,6 +921,64 @@ pub fn read_attempt(
         }
     }
     Ok(ReadOutcome::Served)
+}
+
+/// Does this XREAD / XREADGROUP ask to wait (BLOCK given)? Requests that do not are plain
+/// reads; a malformed one is answered by the read itself.
+pub fn read_blocks(args: &Args<'_>, xreadgroup: bool) -> bool {
+    parse_read(args, xreadgroup).is_ok_and(|r| r.block.is_some())
+}
+
+/// Serves a blocked XREAD / XREADGROUP (`args`: the request [`ReadWait::retry`] gave) after a
+/// write made `key` ready, as Redis 7.0 serves a blocked reader: only from that stream (its
+/// other keys are not looked at). A blocked XREAD keeps waiting while the key is missing or of
+/// another type; a blocked XREADGROUP is answered `-UNBLOCKED the stream key no longer exists`
+/// (deleted, or of another type) or `-NOGROUP ...` (its group was destroyed, or the key renamed
+/// over by a stream without it).
+pub fn serve_ready(
+    ctx: &mut Ctx<'_, '_>,
+    args: Args<'_>,
+    xreadgroup: bool,
+    key: &[u8],
+) -> Result<ReadOutcome, ErrorReply> {
+    let r = parse_read(&args, xreadgroup)?;
+    let n = (args.len() - r.streams_at) / 2;
+    let Some(i) = (0..n).find(|&i| args.get(r.streams_at + i) == key) else {
+        return read_attempt(ctx, args, xreadgroup);
+    };
+    let stream = match ctx.db.get(key, ctx.now) {
+        Some(e) => as_stream(e).ok(),
+        None => None,
+    };
+    match (stream, r.group) {
+        (None, Some(_)) => {
+            return Err(ErrorReply::coded(
+                "UNBLOCKED",
+                "the stream key no longer exists",
+            ));
+        }
+        (Some(s), Some((group, _))) if s.group(group).is_none() => {
+            return Err(ErrorReply::coded(
+                "NOGROUP",
+                "the consumer group this client was blocked on no longer exists",
+            ));
+        }
+        (None, None) => {
+            // Keep waiting, with the same request.
+            return Ok(ReadOutcome::Wait(ReadWait {
+                keys: vec![key.to_vec()],
+                retry: args.iter().map(<[u8]>::to_vec).collect(),
+                timeout_ms: r.block.unwrap_or(0),
+            }));
+        }
+        _ => {}
+    }
+    let one = ferrite_protocol::OwnedRequest::from_parts(
+        (0..r.streams_at)
+            .map(|j| args.get(j))
+            .chain([key, args.get(r.streams_at + n + i)]),
+    );
+    read_attempt(ctx, one.args(), xreadgroup)
 }
 
 fn limit(count: usize) -> usize {

@@ -1204,6 +1204,57 @@ mod tests {
         p.shutdown();
     }
 
+    /// The snapshot thread creates (and fsyncs) the next generation's log file, so that the
+    /// first writer after the rotation does not pay for it inside its commit.
+    #[test]
+    fn the_next_log_file_exists_before_any_write_after_a_snapshot() {
+        use crate::paths::TenantFile;
+        let dir = tempfile::tempdir().unwrap();
+        let now = ferrite_storage::now_ms();
+        let generations = |pick: fn(&TenantFile) -> Option<u64>| -> Vec<u64> {
+            let mut found = Vec::new();
+            for tenant_dir in std::fs::read_dir(dir.path().join(paths::TENANTS)).unwrap() {
+                for f in std::fs::read_dir(tenant_dir.unwrap().path()).unwrap() {
+                    let name = f.unwrap().file_name();
+                    if let Some(g) = pick(&paths::classify(&name.to_string_lossy())) {
+                        found.push(g);
+                    }
+                }
+            }
+            found
+        };
+        let want = {
+            let reg = registry();
+            let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+            let t = reg.default_tenant();
+            run(&t, now, &[&["SET", "k", "v"]]);
+            p.save_now().unwrap();
+            let snapshots = generations(|f| match f {
+                TenantFile::Snapshot(g) => Some(*g),
+                _ => None,
+            });
+            let logs = generations(|f| match f {
+                TenantFile::Log(g) => Some(*g),
+                _ => None,
+            });
+            let newest = snapshots.iter().copied().max().expect("a snapshot file");
+            assert!(
+                logs.contains(&newest),
+                "no log of generation {newest} before any write: {logs:?}"
+            );
+            // The data written after the snapshot lands in that log and survives a restart.
+            run(&t, now, &[&["SET", "after", "1"]]);
+            p.tick();
+            let w = digest(&t);
+            p.shutdown();
+            w
+        };
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        assert_eq!(digest(&reg.default_tenant()), want);
+        p.shutdown();
+    }
+
     #[test]
     fn a_snapshot_taken_while_writes_run_reloads_to_the_same_content() {
         let dir = tempfile::tempdir().unwrap();

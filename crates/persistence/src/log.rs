@@ -51,6 +51,9 @@ struct FileSide {
     generation: u64,
     /// Bytes in the current file.
     size: u64,
+    /// The next generation's file, created and made durable by the snapshot thread before the
+    /// rotation ([`TenantLog::prepare_next`]), so that no writer's commit pays for creating it.
+    prepared: Option<(u64, File, u64)>,
 }
 
 /// Sizes used by the compaction trigger and INFO.
@@ -115,6 +118,7 @@ impl TenantLog {
                 file,
                 generation,
                 size,
+                prepared: None,
             }),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
@@ -145,6 +149,18 @@ impl TenantLog {
 
     pub fn generation(&self) -> u64 {
         self.pending.lock().generation
+    }
+
+    /// Creates the file of the generation the next [`TenantLog::rotate_locked`] starts, with its
+    /// header, and makes it and its name durable — the two fsyncs that a writer's commit would
+    /// otherwise do at the first write after the rotation (outside any lock; the snapshot
+    /// thread calls it). A file of a generation that never starts is harmless: the loader skips
+    /// empty logs and the next snapshot's cleanup deletes it.
+    pub fn prepare_next(&self) -> std::io::Result<()> {
+        let next = self.pending.lock().generation + 1;
+        let (f, size) = self.open_generation(next)?;
+        self.file.lock().prepared = Some((next, f, size));
+        Ok(())
     }
 
     /// Starts the next generation: effects published from now on go to its file. Call it under
@@ -281,7 +297,10 @@ impl TenantLog {
             return Ok(());
         }
         if fs.file.is_none() {
-            let (f, size) = self.open_generation(fs.generation)?;
+            let (f, size) = match fs.prepared.take() {
+                Some((g, f, size)) if g == fs.generation => (f, size),
+                _ => self.open_generation(fs.generation)?,
+            };
             fs.file = Some(Arc::new(f));
             fs.size = size;
         }

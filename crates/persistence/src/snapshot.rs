@@ -79,6 +79,11 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
     if log.flush().is_ok() {
         log.sync();
     }
+    // The next log file exists and is durable before writers switch to it (a failure here is
+    // not fatal: the first write after the rotation creates the file as before).
+    if let Err(e) = log.prepare_next() {
+        tracing::warn!(tenant = %log.tenant, "cannot prepare the next log file: {e}");
+    }
     // The function libraries as of the copy's version: later changes are in the new log.
     let opened = PointInTimeCopy::open_with(ks, |db| {
         (log.rotate_locked(), db.scripting().libraries().clone())
@@ -86,6 +91,10 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
     let Some((copy, (generation, libraries))) = opened else {
         return Err("a point-in-time copy of this keyspace is already open".into());
     };
+    // Switch files here rather than in the next writer's commit: the old log's last
+    // milliseconds are fsynced on this thread (writers of the tenant still wait for the file
+    // lock meanwhile, but no longer for the file creation's fsyncs too).
+    let _ = log.flush();
     let result = write(copy, log, generation, &libraries);
     match result {
         Ok((entries, bytes, pre_images)) => {

@@ -307,7 +307,7 @@ fn check(v: &Value) -> Result<()> {
         Value::Stream(_) => false,
     };
     if empty {
-        return Err(RdbError::Malformed("empty collection"));
+        return Err(RdbError::EmptyKey);
     }
     Ok(())
 }

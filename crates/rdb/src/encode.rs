@@ -79,27 +79,31 @@ impl<W: Write> Encoder<W> {
     /// Writes a value's type byte and body, in encodings every Redis 7.x loads (it converts small
     /// collections to its compact encodings itself).
     pub fn write_value(&mut self, v: &Value) -> Result<()> {
+        self.write_u8(value_type(v))?;
+        self.write_body(v)
+    }
+
+    /// Writes a key of a file: the value's type byte, the key, then the value's body.
+    pub fn write_value_with_key(&mut self, key: &[u8], v: &Value) -> Result<()> {
+        self.write_u8(value_type(v))?;
+        self.write_string(key)?;
+        self.write_body(v)
+    }
+
+    pub(crate) fn inner(&self) -> &W {
+        &self.w
+    }
+
+    fn write_body(&mut self, v: &Value) -> Result<()> {
         match v {
-            Value::String(s) => {
-                self.write_u8(types::STRING)?;
-                self.write_string(s)?;
-            }
-            Value::List(items) => {
-                self.write_u8(types::LIST)?;
-                self.write_length(items.len() as u64)?;
-                for e in items {
-                    self.write_string(e)?;
-                }
-            }
-            Value::Set(items) => {
-                self.write_u8(types::SET)?;
+            Value::String(s) => self.write_string(s)?,
+            Value::List(items) | Value::Set(items) => {
                 self.write_length(items.len() as u64)?;
                 for e in items {
                     self.write_string(e)?;
                 }
             }
             Value::ZSet(items) => {
-                self.write_u8(types::ZSET_2)?;
                 self.write_length(items.len() as u64)?;
                 for (m, s) in items {
                     self.write_string(m)?;
@@ -107,19 +111,27 @@ impl<W: Write> Encoder<W> {
                 }
             }
             Value::Hash(items) => {
-                self.write_u8(types::HASH)?;
                 self.write_length(items.len() as u64)?;
                 for (f, v) in items {
                     self.write_string(f)?;
                     self.write_string(v)?;
                 }
             }
-            Value::Stream(s) => {
-                self.write_u8(types::STREAM_LISTPACKS_2)?;
-                crate::stream::write(self, s)?;
-            }
+            Value::Stream(s) => crate::stream::write(self, s)?,
         }
         Ok(())
+    }
+}
+
+/// The type byte a value is written with.
+fn value_type(v: &Value) -> u8 {
+    match v {
+        Value::String(_) => types::STRING,
+        Value::List(_) => types::LIST,
+        Value::Set(_) => types::SET,
+        Value::ZSet(_) => types::ZSET_2,
+        Value::Hash(_) => types::HASH,
+        Value::Stream(_) => types::STREAM_LISTPACKS_2,
     }
 }
 

@@ -11,8 +11,8 @@
 //! - [`dump`] builds and checks DUMP/RESTORE payloads: the value, the RDB version (2 bytes LE) and
 //!   a CRC-64 (Jones, as Redis) of everything before it (8 bytes LE).
 //!
-//! - [`file::read`] reads whole RDB files (header, aux fields, SELECTDB, expiry opcodes, EOF and
-//!   checksum) with the same decoder; the file writer for backups builds on [`Encoder`].
+//! - [`file::read`] reads whole RDB files (header, aux fields, function libraries, SELECTDB,
+//!   expiry opcodes, EOF and checksum) with the same decoder; [`file::Writer`] writes them.
 //!
 //! Streams ([`Stream`]: entries, metadata, consumer groups with their pending entries and
 //! consumers) are read in all three of Redis's stream encodings and written as Redis 7.0 writes
@@ -59,6 +59,33 @@ pub mod types {
     pub const SET_LISTPACK: u8 = 20;
     /// Redis 7.2.
     pub const STREAM_LISTPACKS_3: u8 = 21;
+    /// Redis 7.4 hashes with field expirations (release candidate and final forms).
+    pub const HASH_METADATA_PRE_GA: u8 = 22;
+    pub const HASH_LISTPACK_EX_PRE_GA: u8 = 23;
+    pub const HASH_METADATA: u8 = 24;
+    pub const HASH_LISTPACK_EX: u8 = 25;
+
+    /// What a value type byte is, for error messages.
+    pub fn describe(t: u8) -> &'static str {
+        match t {
+            STRING => "string",
+            LIST | LIST_ZIPLIST | LIST_QUICKLIST | LIST_QUICKLIST_2 => "list",
+            SET | SET_INTSET | SET_LISTPACK => "set",
+            ZSET | ZSET_2 | ZSET_ZIPLIST | ZSET_LISTPACK => "sorted set",
+            HASH | HASH_ZIPMAP | HASH_ZIPLIST | HASH_LISTPACK => "hash",
+            STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 => "stream",
+            MODULE | MODULE_2 => "module value: Ferrite loads no Redis modules",
+            HASH_METADATA_PRE_GA | HASH_LISTPACK_EX_PRE_GA | HASH_METADATA | HASH_LISTPACK_EX => {
+                "hash with field expirations, Redis 7.4"
+            }
+            _ => "unknown",
+        }
+    }
+
+    /// Whether `t` is a value type byte of any Redis version (Redis's `rdbIsObjectType`).
+    pub fn is_value_type(t: u8) -> bool {
+        t <= MODULE_2 || (HASH_ZIPMAP..=HASH_LISTPACK_EX).contains(&t)
+    }
 }
 
 /// A value as logical elements (no in-memory encoding). Collections keep the order the payload
@@ -147,8 +174,32 @@ pub enum RdbError {
     Truncated,
     #[error("malformed data: {0}")]
     Malformed(&'static str),
-    #[error("value type {0} is not supported")]
+    /// An empty list, set, sorted set or hash (Redis refuses it in a DUMP payload and skips
+    /// such keys when loading a file).
+    #[error("malformed data: empty collection")]
+    EmptyKey,
+    #[error("value type {0} ({desc}) is not supported", desc = types::describe(*.0))]
     Unsupported(u8),
+    /// A file opcode this reader does not know (neither an opcode nor a value type Redis 7.x
+    /// writes).
+    #[error("unknown RDB opcode or value type {0}")]
+    UnknownOpcode(u8),
+    /// Data only a Redis module can read (module auxiliary data, module values).
+    #[error("the file holds data of a Redis module ({0}); Ferrite loads no modules")]
+    Module(&'static str),
+    /// Redis 7.0 release candidates' function format, which Redis itself refuses.
+    #[error("pre-release function library format (RDB_OPCODE_FUNCTION_PRE_GA) is not supported")]
+    FunctionPreGa,
+    /// A caller's reason to stop reading (a key it cannot take), as its message.
+    #[error("{0}")]
+    Refused(String),
+    /// An error while reading one key's value, with the key (shortened) for the operator.
+    #[error("key '{key}': {source}")]
+    AtKey {
+        key: String,
+        #[source]
+        source: Box<RdbError>,
+    },
     #[error("string of {0} bytes exceeds the limit")]
     TooLarge(u64),
     #[error("I/O error: {0}")]

@@ -1,4 +1,5 @@
-//! Blocked clients: BLPOP and the other blocking pops (`ferrite_commands::blocking`).
+//! Blocked clients: BLPOP and the other blocking pops, XREAD / XREADGROUP with BLOCK
+//! (`ferrite_commands::blocking`).
 //!
 //! A blocking command runs like any data command (admitted by [`dispatch::admit_work`], under
 //! its tenant's lock). When it finds nothing to serve, a [`BlockedClient`] is registered with
@@ -217,7 +218,8 @@ pub async fn run(
     let tenant = st.tenant.clone();
     let work = Work {
         commands: 1,
-        writes: true,
+        // XREAD is a read: it waits for no permit of the write gate.
+        writes: spec.is_write(),
     };
     let admitted = dispatch::admit_work(st, sh, &tenant, work).await?;
     st.batch.count_tenant_command();
@@ -227,15 +229,16 @@ pub async fn run(
     } else {
         st.batch.now_ms()
     };
-    // As for any data command: an async wait when the tenant is busy, never a blocked worker.
+    // As for any data command: an async wait when the tenant is busy, never a blocked worker,
+    // and -BUSY while a script runs past busy-reply-threshold.
     let mut db = match ks.try_lock() {
         Some(db) => db,
-        None => ks.lock_async().await,
+        None => crate::scripting::or_busy(sh, &tenant, ks.lock_async()).await?,
     };
     if spec.has(flags::DENYOOM) && tenant.has_quota() {
         dispatch::check_quota(&tenant, &mut db, now, [(spec, args)])?;
     }
-    st.batch.wrote = true;
+    st.batch.wrote |= work.writes;
     let before = out.len();
     let mut garbage = Garbage::default();
     let mut block = None;
@@ -259,7 +262,7 @@ pub async fn run(
     if let Some(b) = block {
         let client = Arc::new(BlockedClient {
             keys: b.keys,
-            request: OwnedRequest::from_args(&args),
+            request: b.retry.unwrap_or_else(|| OwnedRequest::from_args(&args)),
             attempt,
             proto: st.proto,
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,

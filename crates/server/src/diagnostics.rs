@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use ferrite_commands::spec::{CommandSpec, flags};
 use ferrite_protocol::Args;
@@ -41,10 +41,17 @@ pub struct LatencyEvent {
     pub max: u64,
 }
 
+/// One tenant's slow log. Ids count that tenant's slow commands only: a server-wide counter
+/// would let a tenant see, from the gaps between its ids, how many slow commands the others ran.
+#[derive(Default)]
+struct TenantSlowLog {
+    entries: VecDeque<SlowEntry>,
+    next_id: u64,
+}
+
 #[derive(Default)]
 pub struct Diagnostics {
-    slowlog: Mutex<HashMap<Arc<str>, VecDeque<SlowEntry>>>,
-    next_slow_id: AtomicU64,
+    slowlog: Mutex<HashMap<Arc<str>, TenantSlowLog>>,
     latency: Mutex<HashMap<Arc<str>, HashMap<&'static str, LatencyEvent>>>,
 }
 
@@ -111,8 +118,10 @@ impl Diagnostics {
         if slow {
             let max = sh.hot.slowlog_max_len.load(Relaxed) as usize;
             let (addr, name) = (st.info.addr.to_string(), st.info.fields.lock().name.clone());
+            let mut log = self.slowlog.lock();
+            let q = log.entry(tenant.clone()).or_default();
             let entry = SlowEntry {
-                id: self.next_slow_id.fetch_add(1, Relaxed),
+                id: q.next_id,
                 time: now,
                 micros,
                 args: entry_args(spec, args),
@@ -120,10 +129,9 @@ impl Diagnostics {
                 client_name: name,
                 by_visitor: !st.is_tenant_client(),
             };
-            let mut log = self.slowlog.lock();
-            let q = log.entry(tenant.clone()).or_default();
-            q.push_front(entry);
-            q.truncate(max);
+            q.next_id += 1;
+            q.entries.push_front(entry);
+            q.entries.truncate(max);
         }
         if late {
             let event = if spec.has(flags::FAST) {
@@ -153,18 +161,25 @@ impl Diagnostics {
         let Some(q) = log.get(tenant) else {
             return Vec::new();
         };
-        q.iter()
+        q.entries
+            .iter()
             .take(count.unwrap_or(usize::MAX))
             .cloned()
             .collect()
     }
 
     pub fn slowlog_len(&self, tenant: &str) -> usize {
-        self.slowlog.lock().get(tenant).map_or(0, VecDeque::len)
+        self.slowlog
+            .lock()
+            .get(tenant)
+            .map_or(0, |q| q.entries.len())
     }
 
+    /// Empties a tenant's slow log; its ids keep counting (as Redis's do after SLOWLOG RESET).
     pub fn slowlog_reset(&self, tenant: &str) {
-        self.slowlog.lock().remove(tenant);
+        if let Some(q) = self.slowlog.lock().get_mut(tenant) {
+            q.entries.clear();
+        }
     }
 
     /// A tenant's latency events, by name.

@@ -136,7 +136,7 @@ pub async fn execute(
             }
         }
         Handler::Data(f) => {
-            let result = match ferrite_commands::blocking::attempt_for(index) {
+            let result = match ferrite_commands::blocking::attempt_for(index, &args) {
                 Some(attempt) => crate::blocking::run(st, sh, spec, attempt, args, out).await,
                 None => run_data(st, sh, index, spec, f, args, out).await,
             };

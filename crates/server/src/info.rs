@@ -112,13 +112,19 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
     match name {
         "server" => {
             let up = sh.started.elapsed().as_secs();
+            // The process id is the host's business: administrators only (a tenant's clients
+            // can still tell the server by run_id).
+            let pid = if st.admin {
+                format!("process_id:{}\r\n", std::process::id())
+            } else {
+                String::new()
+            };
             let _ = write!(
                 s,
-                "# Server\r\nredis_version:{COMPAT_VERSION}\r\nferrite_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n",
+                "# Server\r\nredis_version:{COMPAT_VERSION}\r\nferrite_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\n{pid}run_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
                 std::env::consts::ARCH,
-                std::process::id(),
                 sh.run_id,
                 sh.local_addr.port(),
                 up / 86400,

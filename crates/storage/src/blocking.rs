@@ -69,6 +69,15 @@ impl Blocking {
             self.ready.push_back(key.into());
         }
     }
+
+    /// Marks every waited-for key ready (FLUSHALL deleted them all: a blocked XREADGROUP must
+    /// learn that its stream is gone).
+    pub(crate) fn signal_all(&mut self) {
+        let keys: Vec<Box<[u8]>> = self.queues.keys().cloned().collect();
+        for key in keys {
+            self.signal(&key);
+        }
+    }
 }
 
 impl Db {

@@ -773,6 +773,9 @@ impl Db {
             _ => old,
         };
         self.expires.clear();
+        if self.blocking.any() {
+            self.blocking.signal_all();
+        }
         // FLUSHALL keeps function libraries (FUNCTION FLUSH removes them), as in Redis.
         self.digest = Digest {
             libraries: self.digest.libraries,
