@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what the tests need (idempotently),
 # then unit tests, doctests and integration tests (cargo), the redis-py suite (pytest), the
-# redis-cli suite, and the Prometheus rule tests.
+# redis-cli suite, BullMQ (tests/node: installs its npm packages into tests/node/node_modules),
+# and the Prometheus rule tests.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    cargo tests only (no installs)
@@ -61,6 +62,9 @@ log "redis-cli suite"
 for t in tests/shell/*.sh; do
   bash "$t"
 done
+
+log "third-party applications (BullMQ from npm, tests/node)"
+bash tests/node/run.sh
 
 if ls deploy/prometheus/*.yml >/dev/null 2>&1; then
   log "promtool"

@@ -398,6 +398,57 @@ fn wait_busy(c: &mut redis::Connection) -> String {
     }
 }
 
+/// The default busy-reply-threshold (5000 ms, as Redis): the script's own tenant waits, then
+/// gets -BUSY once the script has run 5 s; other tenants are served at once throughout.
+#[test]
+fn the_default_busy_threshold_is_five_seconds_and_never_stalls_other_tenants() {
+    let s = Server::start();
+    let threshold: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("busy-reply-threshold")
+        .query(&mut s.conn())
+        .unwrap();
+    assert_eq!(threshold, vec!["busy-reply-threshold", "5000"]);
+    create(&s, &["hot", "PASSWORD", "ph"]);
+    create(&s, &["calm", "PASSWORD", "pc"]);
+    let mut calm = tenant_conn(&s, "calm", "pc");
+    let _: () = calm.set("k", "calm").unwrap();
+    let mut hot = tenant_conn(&s, "hot", "ph");
+    let _: () = hot.set("k", "hot").unwrap();
+
+    let started = Instant::now();
+    let looping = eval_in_background(tenant_conn(&s, "hot", "ph"), "while true do end");
+    std::thread::sleep(Duration::from_millis(300));
+    // The hot tenant's GET waits for the script, until the threshold makes it -BUSY.
+    let waiter = {
+        let mut c = tenant_conn(&s, "hot", "ph");
+        std::thread::spawn(move || {
+            let r = c.get::<_, Value>("k").map_err(|e| text_of(&e));
+            (r, started.elapsed())
+        })
+    };
+    // Meanwhile the calm tenant is served at once, again and again.
+    while started.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        assert_eq!(calm.get::<_, String>("k").unwrap(), "calm");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "calm tenant waited {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (r, at) = waiter.join().unwrap();
+    assert!(matches!(&r, Err(e) if e.starts_with("BUSY")), "{r:?}");
+    assert!(
+        at >= Duration::from_millis(4500) && at < Duration::from_secs(9),
+        "-BUSY after {at:?}, want about 5 s"
+    );
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut hot).unwrap();
+    assert!(looping.join().unwrap().is_err());
+    assert_eq!(hot.get::<_, String>("k").unwrap(), "hot");
+}
+
 #[test]
 fn a_busy_script_blocks_only_its_tenant_and_script_kill_stops_it() {
     let s = Server::start();

@@ -66,7 +66,17 @@ impl Ctx<'_, '_> {
         f: impl FnOnce(&mut Self, Args<'_>) -> crate::CmdResult,
     ) -> crate::CmdResult {
         let mark = self.db.effects_begin();
+        let notifying = self.db.notifying();
+        if notifying {
+            self.db.clear_key_changes();
+        }
         let result = f(self, args);
+        if notifying {
+            // Keyspace notifications, from what the funnel saw the command change (before the
+            // clients it made ready are served: their events follow).
+            let log = self.db.take_key_changes();
+            crate::notify::announce(self.db, args, &log);
+        }
         if !self.db.wants_effects() {
             self.db.effects_end(mark, self.now, &[]);
             return result;

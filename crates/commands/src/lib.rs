@@ -23,6 +23,7 @@ pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
 pub mod memory;
+mod notify;
 pub mod object;
 pub mod quota;
 pub mod rdb_file;

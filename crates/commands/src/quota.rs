@@ -19,15 +19,16 @@ use std::collections::HashMap;
 
 use ferrite_protocol::Args;
 use ferrite_protocol::args::parse_i64;
-use ferrite_storage::keyspace::ENTRY_OVERHEAD;
+use ferrite_storage::keyspace::{ENTRY_OVERHEAD, key_heap_bytes};
 use ferrite_storage::value::{ELEMENT_OVERHEAD, VALUE_HEADER_MAX};
 use ferrite_storage::{Db, Encoding, ValueRef};
 
 use crate::cost::numkeys_keys;
 use crate::spec::{CommandSpec, flags};
 
-/// What creating one key costs besides its name and content: the entry and the value header.
-pub const KEY_OVERHEAD: u64 = (ENTRY_OVERHEAD + VALUE_HEADER_MAX) as u64;
+/// What creating one key costs besides its name and content: the entry, a long key's allocation
+/// header (`key_heap_bytes` is at most `key.len() + 16`) and the value header.
+pub const KEY_OVERHEAD: u64 = (ENTRY_OVERHEAD + 16 + VALUE_HEADER_MAX) as u64;
 
 /// Per element of a collection: the element's bookkeeping (a packed value converting to the
 /// full encoding pays it for every element it holds; a sorted set stores members twice).
@@ -153,7 +154,9 @@ impl<'d, 'a> Plan<'d, 'a> {
         match e.value() {
             // The entry's size counts the string's capacity (`StrValue::mem_size`).
             ValueRef::Str(s) => {
-                let heap = e.size(key).saturating_sub(ENTRY_OVERHEAD + key.len() + 16);
+                let heap = e
+                    .size(key)
+                    .saturating_sub(ENTRY_OVERHEAD + key_heap_bytes(key) + 16);
                 Some((s.len() as u64, (heap as u64).max(s.len() as u64)))
             }
             _ => None,
@@ -207,7 +210,9 @@ impl<'d, 'a> Plan<'d, 'a> {
             "rename" | "renamenx" => {
                 let (src, dst) = (args.get(1), args.get(2));
                 let moved = self.size(src);
-                let bytes = dst.len() as u64;
+                // The entry keeps its node and value; only the name changes: a long name takes an
+                // allocation of its own (the source's, if it had one, is freed).
+                let bytes = key_heap_bytes(dst) as u64;
                 (
                     bytes,
                     vec![(dst, grow(moved, bytes, 0)), (src, fresh(0, 0))],
@@ -551,6 +556,14 @@ mod tests {
             vec!["COPY", "big", "c3"],
             vec!["RENAME", "H", &big_member],
             vec!["RENAMENX", "h", "h-renamed"],
+            // Names around the longest a table node holds inline (22 bytes).
+            vec!["RENAME", "h-renamed", "a-name-of-23-bytes-long"],
+            vec![
+                "RENAME",
+                "a-name-of-23-bytes-long",
+                "a-name-of-22-bytes-lon",
+            ],
+            vec!["SET", "a-new-key-of-23-bytes-l", "v"],
             vec!["SORT", "L", "ALPHA", "STORE", "d12"],
             vec!["SORT", "S", "ALPHA", "GET", "#", "GET", "#", "STORE", "d13"],
         ];

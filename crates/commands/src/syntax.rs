@@ -76,6 +76,12 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.suspend", "tenant"),
     ("tenant.resume", "tenant"),
     ("tenant.digest", "tenant [FULL]"),
+    ("tenant.backup", "tenant [NAME name] [FORMAT <NATIVE|RDB>]"),
+    ("tenant.backup.list", "[tenant]"),
+    ("tenant.backup.info", "backup-id"),
+    ("tenant.backup.delete", "backup-id"),
+    ("tenant.backup.jobs", ""),
+    ("tenant.restore", "tenant <BACKUP backup-id [AS new-tenant]|RDB path> [REPLACE]"),
     // migration
     ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|INCREMENTAL>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
     ("tenant.migrate.status", "<migration-id|ALL>"),

@@ -957,6 +957,120 @@ impl TenantStore for Persistence {
 }
 
 impl Persistence {
+    /// Replaces `t`'s data with what the private keyspace `fresh` holds (a restore from a
+    /// backup), atomically for clients and on disk: the fresh contents are written first as
+    /// the tenant's next snapshot (`.tmp`, fsynced, outside any lock), then, in one critical
+    /// section of the tenant's keyspace, the log is rotated, the snapshot renamed into place
+    /// (directory fsynced) and the keyspace's contents swapped ([`ferrite_storage::Db::replace_contents`]).
+    /// A crash before the rename leaves the old data (nobody saw the new); after it, the new
+    /// snapshot plus the new log are the tenant. Writes keep running during the slow part;
+    /// they wait only for the rename. `fresh` is left empty. Blocking: call it off the async
+    /// workers.
+    pub fn replace_data(&self, t: &Arc<Tenant>, fresh: &Arc<Keyspace>) -> Result<(), String> {
+        let target = self
+            .attached
+            .lock()
+            .get(&key_of(t))
+            .map(|a| (a.keyspace.clone(), a.log.clone()));
+        let Some((ks, log)) = target else {
+            return Err(format!(
+                "tenant '{}' is not journaled by this server's persistence",
+                t.id()
+            ));
+        };
+        if !Arc::ptr_eq(&ks, &t.keyspace()) || log.is_closed() {
+            return Err(format!("tenant '{}' is being handed over", t.id()));
+        }
+        // No compaction of this tenant meanwhile: it would rotate the log under us.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while log
+            .snapshotting
+            .compare_exchange(false, true, SeqCst, SeqCst)
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err("a snapshot of this tenant has been running for 10 minutes".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let r = self.replace_with_snapshot(&ks, &log, fresh);
+        log.snapshotting.store(false, SeqCst);
+        r
+    }
+
+    fn replace_with_snapshot(
+        &self,
+        ks: &Arc<Keyspace>,
+        log: &Arc<TenantLog>,
+        fresh: &Arc<Keyspace>,
+    ) -> Result<(), String> {
+        if log.flush().is_ok() {
+            log.sync();
+        }
+        // Only the keyspace's critical sections rotate the log, and we hold `snapshotting`:
+        // the generation the rotation below will start is known now (checked under the lock).
+        let generation = log.generation() + 1;
+        let Some((copy, libraries)) = ferrite_storage::PointInTimeCopy::open_with(fresh, |db| {
+            db.scripting().libraries().clone()
+        }) else {
+            return Err("the restored data is being copied by something else".into());
+        };
+        let header = record::FileHeader {
+            tenant: log.tenant.clone(),
+            incarnation: log.incarnation,
+            generation,
+            version: copy.version(),
+            created_ms: ferrite_storage::now_ms(),
+        };
+        let final_path = log.dir.join(paths::snapshot_file(generation));
+        let tmp = log
+            .dir
+            .join(format!("{}.tmp", paths::snapshot_file(generation)));
+        let written = snapshot::write_file(copy, &tmp, &header, None, &libraries, &|_| {})?;
+        // As snapshot::take does: the next log file exists and is durable before the rotation,
+        // and the switch to it happens on this thread right after it.
+        if let Err(e) = log.prepare_next() {
+            tracing::warn!(tenant = %log.tenant, "cannot prepare the next log file: {e}");
+        }
+        let mut fresh_db = fresh.lock();
+        let mut db = ks.lock();
+        if log.generation() + 1 != generation {
+            drop(db);
+            let _ = std::fs::remove_file(&tmp);
+            return Err("the tenant's log moved on during the restore; try again".into());
+        }
+        let g = log.rotate_locked();
+        // The rotation alone changes nothing (the next log continues the old data), so a
+        // failure here leaves the tenant as it was.
+        if let Err(e) = std::fs::rename(&tmp, &final_path).and_then(|()| paths::sync_dir(&log.dir))
+        {
+            drop(db);
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&final_path);
+            let _ = paths::sync_dir(&log.dir);
+            return Err(format!("cannot put {} in place: {e}", final_path.display()));
+        }
+        let old = db.replace_contents(&mut fresh_db, ferrite_storage::now_ms());
+        drop(db);
+        drop(fresh_db);
+        drop(old);
+        let _ = log.flush();
+        if !log.snapshot_done(g, written.bytes) {
+            tracing::warn!(tenant = %log.tenant, "restored, but the new log could not be started: writes are refused until a snapshot succeeds");
+        }
+        snapshot::remove_older(&log.dir, g);
+        let mut s = self.status.lock();
+        s.snapshots += 1;
+        s.last_snapshot = Some(SnapshotInfo {
+            generation: g,
+            entries: written.entries,
+            bytes: written.bytes,
+            pre_images: 0,
+            took_ms: 0,
+        });
+        Ok(())
+    }
+
     /// Keeps a migration's record (the migration manager's description of it, opaque here) in
     /// the catalog, fsynced: the store behind the server's `MigrationRecordSink`. An unchanged
     /// record writes nothing.

@@ -10,6 +10,8 @@
 //! entry           = key:bytes type:u8 expire_ms:u64 modified_ms:u64 value   (storage::codec)
 //! snapshot end    = 0x22 entries:varint
 //! libraries       = 0x23 n:varint (name:bytes code:bytes){n}   function libraries (FUNCTION LOAD)
+//! backup info     = 0x24 description:bytes    a backup's JSON description (second frame of a
+//!                                             backup file; see ferrite-server's `backup`)
 //! ```
 
 use ferrite_storage::codec::{CodecError, Reader, encode_value, put_bytes, put_varint};
@@ -21,6 +23,7 @@ pub const SNAPSHOT_HEADER: u8 = 0x20;
 pub const ENTRIES: u8 = 0x21;
 pub const SNAPSHOT_END: u8 = 0x22;
 pub const LIBRARIES: u8 = 0x23;
+pub const BACKUP_INFO: u8 = 0x24;
 
 /// The header of a log or snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +150,24 @@ pub fn read_libraries(
     Ok(out)
 }
 
+/// The payload of a [`BACKUP_INFO`] frame.
+pub fn put_backup_info(buf: &mut Vec<u8>, description: &[u8]) {
+    buf.push(BACKUP_INFO);
+    put_bytes(buf, description);
+}
+
+pub fn read_backup_info(payload: &[u8]) -> Result<&[u8], CodecError> {
+    let mut r = Reader::new(payload);
+    if r.u8()? != BACKUP_INFO {
+        return Err(CodecError("not a backup description"));
+    }
+    let d = r.bytes()?;
+    if !r.is_empty() {
+        return Err(CodecError("trailing bytes"));
+    }
+    Ok(d)
+}
+
 /// Starts an [`ENTRIES`] payload in `buf` (after a frame header); returns where its count is.
 pub fn begin_entries(buf: &mut Vec<u8>) -> usize {
     buf.push(ENTRIES);
@@ -265,6 +286,7 @@ mod tests {
             let _ = read_entries(&data, |_| {});
             let _ = read_header(&data, LOG_HEADER);
             let _ = read_header(&data, SNAPSHOT_HEADER);
+            let _ = read_backup_info(&data);
         }
     }
 }

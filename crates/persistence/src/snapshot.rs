@@ -118,18 +118,56 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
 }
 
 fn write(
-    mut copy: PointInTimeCopy,
+    copy: PointInTimeCopy,
     log: &TenantLog,
     generation: u64,
     libraries: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Result<(u64, u64, u64), String> {
-    let version = copy.version();
     let dir = &log.dir;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let final_path = dir.join(paths::snapshot_file(generation));
     let tmp = dir.join(format!("{}.tmp", paths::snapshot_file(generation)));
-    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
-    let file = File::create(&tmp).map_err(|e| fail("cannot create", e))?;
+    let header = FileHeader {
+        tenant: log.tenant.clone(),
+        incarnation: log.incarnation,
+        generation,
+        version: copy.version(),
+        created_ms: ferrite_storage::now_ms(),
+    };
+    let written = write_file(copy, &tmp, &header, None, libraries, &|_| {})?;
+    std::fs::rename(&tmp, &final_path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot rename {}: {e}", tmp.display())
+    })?;
+    paths::sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    Ok((written.entries, written.bytes, written.pre_images))
+}
+
+/// What [`write_file`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub entries: u64,
+    pub bytes: u64,
+    pub pre_images: u64,
+}
+
+/// Writes everything `copy` hands out to `path` in the snapshot format (header, an optional
+/// [`record::BACKUP_INFO`] frame, the libraries, entries, end record) and fsyncs it; the file is
+/// removed if anything fails. The caller renames it into place (tenant snapshots) or keeps it
+/// where it is (backups). `progress` gets the number of entries written so far after each step.
+/// The directory is created if missing.
+pub fn write_file(
+    mut copy: PointInTimeCopy,
+    path: &Path,
+    header: &FileHeader,
+    info: Option<&[u8]>,
+    libraries: &std::collections::BTreeMap<String, Vec<u8>>,
+    progress: &dyn Fn(u64),
+) -> Result<Written, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    let file = File::create(path).map_err(|e| fail("cannot create", e))?;
     let mut w = BlockWriter {
         out: BufWriter::with_capacity(1 << 20, file),
         buf: Vec::with_capacity(BLOCK_BYTES + 64 * 1024),
@@ -143,17 +181,13 @@ fn write(
         let mut head = Vec::new();
         put_file_header(&mut head, Kind::Snapshot);
         let at = begin_frame(&mut head);
-        record::put_snapshot_header(
-            &mut head,
-            &FileHeader {
-                tenant: log.tenant.clone(),
-                incarnation: log.incarnation,
-                generation,
-                version,
-                created_ms: ferrite_storage::now_ms(),
-            },
-        );
+        record::put_snapshot_header(&mut head, header);
         end_frame(&mut head, at);
+        if let Some(info) = info {
+            let at = begin_frame(&mut head);
+            record::put_backup_info(&mut head, info);
+            end_frame(&mut head, at);
+        }
         if !libraries.is_empty() {
             let at = begin_frame(&mut head);
             record::put_libraries(&mut head, libraries);
@@ -173,6 +207,7 @@ fn write(
                 chunk_entries += 1;
             });
             w.append_encoded(&chunk, chunk_entries)?;
+            progress(w.entries);
             if !more {
                 break;
             }
@@ -189,22 +224,18 @@ fn write(
         w.out.get_ref().sync_all()?;
         Ok(pre_images)
     })();
-    let pre_images = match outcome {
-        Ok(n) => n,
+    match outcome {
+        Ok(pre_images) => Ok(Written {
+            entries: w.entries,
+            bytes: w.bytes,
+            pre_images,
+        }),
         Err(e) => {
             drop(w);
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fail("cannot write", e));
+            let _ = std::fs::remove_file(path);
+            Err(fail("cannot write", e))
         }
-    };
-    let (entries, bytes) = (w.entries, w.bytes);
-    drop(w);
-    std::fs::rename(&tmp, &final_path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot rename {}: {e}", tmp.display())
-    })?;
-    paths::sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
-    Ok((entries, bytes, pre_images))
+    }
 }
 
 impl BlockWriter {
@@ -309,6 +340,15 @@ impl LoadError {
 /// Loads a snapshot into `db` (which may already hold keys: duplicates replace them). Returns
 /// its header and the number of entries.
 pub fn load(path: &Path, db: &mut Db) -> Result<(FileHeader, u64), LoadError> {
+    load_counting(path, db, &|_| {})
+}
+
+/// [`load`], telling `progress` how many entries were loaded so far after each frame.
+pub fn load_counting(
+    path: &Path,
+    db: &mut Db,
+    progress: &dyn Fn(u64),
+) -> Result<(FileHeader, u64), LoadError> {
     let file = File::open(path).map_err(|e| LoadError::new(path, e.to_string()))?;
     let size = file
         .metadata()
@@ -352,7 +392,10 @@ pub fn load(path: &Path, db: &mut Db) -> Result<(FileHeader, u64), LoadError> {
                     }
                 })
                 .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
+                progress(entries);
             }
+            // A backup's description (see `read_backup_info`): not data.
+            Some(&record::BACKUP_INFO) => {}
             Some(&record::LIBRARIES) => {
                 let libraries = record::read_libraries(&buf)
                     .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
@@ -382,4 +425,30 @@ pub fn load(path: &Path, db: &mut Db) -> Result<(FileHeader, u64), LoadError> {
             }
         }
     }
+}
+
+/// Reads the header and the [`record::BACKUP_INFO`] payload of a file written by [`write_file`]
+/// with one (a backup), checking both frames' checksums; the rest of the file is not read.
+pub fn read_backup_info(path: &Path) -> Result<(FileHeader, Vec<u8>), LoadError> {
+    let file = File::open(path).map_err(|e| LoadError::new(path, e.to_string()))?;
+    let size = file
+        .metadata()
+        .map_err(|e| LoadError::new(path, e.to_string()))?
+        .len();
+    let damaged = |e: FrameError| LoadError::frame(path, e);
+    let mut r = FrameReader::open(BufReader::new(file), size, Kind::Snapshot).map_err(damaged)?;
+    let mut buf = Vec::new();
+    let at = r
+        .next_frame(&mut buf)
+        .map_err(damaged)?
+        .ok_or_else(|| LoadError::new(path, "no header"))?;
+    let header = record::read_header(&buf, record::SNAPSHOT_HEADER)
+        .map_err(|e| LoadError::corrupt(path, at, format!("header: {e}")))?;
+    let at = r
+        .next_frame(&mut buf)
+        .map_err(damaged)?
+        .ok_or_else(|| LoadError::new(path, "no backup description"))?;
+    let info = record::read_backup_info(&buf)
+        .map_err(|e| LoadError::corrupt(path, at, format!("backup description: {e}")))?;
+    Ok((header, info.to_vec()))
 }

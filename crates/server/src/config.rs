@@ -16,6 +16,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub tenancy: TenancyConfig,
     pub persistence: PersistenceConfig,
+    pub backup: BackupConfig,
     pub encoding: EncodingConfig,
     pub commands: CommandsConfig,
 }
@@ -287,6 +288,29 @@ impl Default for PersistenceConfig {
             save: "3600 1 300 100 60 10000".into(),
             auto_compact_percentage: 100,
             auto_compact_min_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[backup]`: where TENANT.BACKUP writes, and scheduled backups (docs/backup.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Directory of backup files; empty = `backups` under the data directory.
+    pub dir: String,
+    /// Back up every tenant every this many seconds (native format); 0 = no scheduled backups.
+    pub interval_secs: u64,
+    /// Scheduled backups kept per tenant (older ones are deleted); 0 = keep them all. Backups
+    /// taken with TENANT.BACKUP are never deleted by the schedule.
+    pub retention: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: String::new(),
+            interval_secs: 0,
+            retention: 7,
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use crate::shared::Shared;
 
-pub fn on_start(_sh: &std::sync::Arc<Shared>) {}
+pub fn on_start(sh: &std::sync::Arc<Shared>) {
+    tokio::spawn(crate::backup::schedule::run(sh.clone()));
+}
 
 pub async fn on_stop(sh: &std::sync::Arc<Shared>) {
     if let Some(p) = sh.persistence.clone() {

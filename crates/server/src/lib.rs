@@ -20,6 +20,7 @@
 
 mod admin_secret;
 pub mod auth_limit;
+pub mod backup;
 pub mod blocking;
 pub mod cmd;
 pub mod config;

@@ -616,3 +616,31 @@ pub fn pubsub(
     }
     Ok(Flow::Continue)
 }
+
+/// Publishes a tenant's keyspace notifications on its own channels (see
+/// `ferrite_storage::notify`).
+struct KeyspacePublisher {
+    shared: std::sync::Weak<Shared>,
+    tenant: Arc<str>,
+}
+
+impl ferrite_storage::notify::Publisher for KeyspacePublisher {
+    fn publish(&self, channel: &[u8], message: &[u8]) {
+        if let Some(sh) = self.shared.upgrade() {
+            sh.pubsub
+                .publish(&self.tenant, Kind::Plain, channel, message);
+        }
+    }
+}
+
+/// CONFIG SET notify-keyspace-events for one tenant: takes effect for its next change (no lock
+/// is taken, so it also works inside MULTI).
+pub fn set_keyspace_events(sh: &Arc<Shared>, tenant: &ferrite_tenancy::Tenant, flags: u32) {
+    let publisher: Option<Arc<dyn ferrite_storage::notify::Publisher>> = (flags != 0).then(|| {
+        Arc::new(KeyspacePublisher {
+            shared: Arc::downgrade(sh),
+            tenant: tenant.id().into(),
+        }) as Arc<dyn ferrite_storage::notify::Publisher>
+    });
+    tenant.keyspace().key_events().configure(flags, publisher);
+}

@@ -173,6 +173,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         shutdown,
         set_log_level: opts.set_log_level,
         long_work: tokio::sync::Semaphore::new(crate::offload::long_work_slots()),
+        backup_jobs: Default::default(),
         config: parking_lot::RwLock::new(config),
     });
     hooks::on_start(&shared);

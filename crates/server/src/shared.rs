@@ -198,6 +198,8 @@ pub struct Shared {
     pub admin_secret_fallback: Mutex<Option<String>>,
     /// Flips to true when the server starts shutting down.
     pub shutdown: watch::Sender<bool>,
+    /// Backups and restores running now, with their progress (see [`crate::backup`]).
+    pub backup_jobs: Arc<crate::backup::Jobs>,
     /// Slots for long commands running on the blocking pool (see [`crate::offload`]).
     pub long_work: tokio::sync::Semaphore,
     /// Applies a new log filter (CONFIG SET loglevel); absent in embedded servers.

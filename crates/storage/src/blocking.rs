@@ -59,6 +59,11 @@ impl Blocking {
         !self.queues.is_empty()
     }
 
+    /// The keys somebody waits for.
+    pub(crate) fn waited_keys(&self) -> impl Iterator<Item = &Box<[u8]>> {
+        self.queues.keys()
+    }
+
     /// Marks `key` ready if somebody waits for it.
     pub(crate) fn signal(&mut self, key: &[u8]) {
         if self.queues.contains_key(key)

@@ -16,11 +16,22 @@ use hashlink::LinkedHashMap;
 use crate::blocking::Blocking;
 use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
-use crate::table::{Pos, ShardedTable};
+use crate::table::{Pos, ShardedTable, TableKey};
 use crate::value::{Value, ValueRef, ValueType};
 
-/// Per-key bookkeeping besides key and value bytes (table node, entry header, allocator).
-pub const ENTRY_OVERHEAD: usize = 96;
+/// Per-key bookkeeping besides the value (the 88-byte table node holding the entry header and a
+/// short key, the node array's growth slack, the bucket index).
+pub const ENTRY_OVERHEAD: usize = 100;
+
+/// What a key takes outside the node: nothing when the node holds it, else its own allocation
+/// (the bytes plus the allocator's header and rounding; at most `key.len() + 16`).
+pub fn key_heap_bytes(key: &[u8]) -> usize {
+    if TableKey::is_inline(key) {
+        0
+    } else {
+        key.len() + 16
+    }
+}
 
 /// A key's value and metadata.
 pub struct Entry {
@@ -97,7 +108,7 @@ impl Entry {
     /// Estimated bytes this key takes: entry bookkeeping, name and value (what memory quotas
     /// and MEMORY USAGE count).
     pub fn size(&self, key: &[u8]) -> usize {
-        ENTRY_OVERHEAD + key.len() + self.value.mem_size()
+        ENTRY_OVERHEAD + key_heap_bytes(key) + self.value.mem_size()
     }
 
     /// A copy that owns its value (a snapshot's pre-image).
@@ -196,6 +207,10 @@ pub struct Db {
     stats: Arc<KeyspaceStats>,
     /// Function libraries and the scripting engine (see [`crate::scripting`]).
     scripting: crate::scripting::Scripting,
+    /// Keyspace notifications (see [`crate::notify`]): the setting, shared with the
+    /// [`Keyspace`], and the keys the running command changed while it is on.
+    pub(crate) key_events: Arc<crate::notify::KeyEvents>,
+    pub(crate) key_changes: Vec<(Box<[u8]>, crate::notify::KeyChange)>,
 }
 
 /// A keyspace: the data behind one lock, plus lock-free counters.
@@ -212,6 +227,7 @@ pub struct Db {
 pub struct Keyspace {
     db: Arc<tokio::sync::Mutex<Db>>,
     stats: Arc<KeyspaceStats>,
+    key_events: Arc<crate::notify::KeyEvents>,
 }
 
 /// The keyspace's data, locked.
@@ -242,6 +258,7 @@ impl Keyspace {
 
     pub fn new() -> Self {
         let stats = Arc::new(KeyspaceStats::default());
+        let key_events = Arc::new(crate::notify::KeyEvents::default());
         Keyspace {
             db: Arc::new(tokio::sync::Mutex::new(Db {
                 table: ShardedTable::new(),
@@ -256,9 +273,17 @@ impl Keyspace {
                 blocking: Blocking::default(),
                 stats: stats.clone(),
                 scripting: Default::default(),
+                key_events: key_events.clone(),
+                key_changes: Vec::new(),
             })),
             stats,
+            key_events,
         }
+    }
+
+    /// Keyspace notifications: set without the lock (CONFIG SET notify-keyspace-events).
+    pub fn key_events(&self) -> &Arc<crate::notify::KeyEvents> {
+        &self.key_events
     }
 
     /// Locks the keyspace, blocking the calling thread until it is this caller's turn. For code
@@ -445,6 +470,10 @@ impl Drop for Occupied<'_> {
                 db.next_version += 1;
                 db.writes += 1;
                 db.table.value_at_mut(self.idx).version = version;
+                if db.key_events.active() {
+                    let key: Box<[u8]> = db.table.key_at(self.idx).into();
+                    db.note_change(&key, crate::notify::KeyChange::Modified);
+                }
             }
             return;
         }
@@ -471,6 +500,10 @@ impl Drop for Occupied<'_> {
         let key = db.table.key_at(self.idx);
         if let Some(t) = db.tracker.as_mut() {
             t.mark(key, size, self.now);
+        }
+        if db.key_events.active() {
+            let key: Box<[u8]> = key.into();
+            db.note_change(&key, crate::notify::KeyChange::Modified);
         }
         db.publish_stats();
     }
@@ -519,6 +552,7 @@ impl<'a> Vacant<'a> {
         if db.blocking.any() {
             db.blocking.signal(self.key);
         }
+        db.note_change(self.key, crate::notify::KeyChange::Created);
         db.publish_stats();
     }
 }
@@ -567,6 +601,7 @@ impl Db {
         if self.blocking.any() {
             self.blocking.signal(key);
         }
+        self.note_change(key, crate::notify::KeyChange::Deleted);
         self.account_gone(key, bucket, before, now);
     }
 
@@ -619,6 +654,10 @@ impl Db {
         self.stats.expired_total.fetch_add(1, Ordering::Relaxed);
         if self.journal.active() {
             self.journal.record_expiry(&key, now);
+        }
+        if self.key_events.active() {
+            self.key_events
+                .emit(crate::notify::class::EXPIRED, "expired", &key);
         }
     }
 
@@ -790,6 +829,54 @@ impl Db {
             t.flush_epoch += 1;
         }
         self.publish_stats();
+        old
+    }
+
+    /// Replaces every key and function library with `fresh`'s, as one change (a restore from a
+    /// backup): whoever holds the lock next sees the new contents whole. `fresh` is left empty;
+    /// the old table is returned, to be dropped outside the lock.
+    ///
+    /// Like [`Db::flush`] followed by the loads, but in one step: an open point-in-time copy
+    /// keeps the old table (the copy still shows the keyspace at its version); the new entries
+    /// get one version newer than anything handed out before, so a `WATCH` taken before the
+    /// replace fails its `EXEC` and no copy opened before counts them; subscribers get no
+    /// effects (there is no command to replay: whoever journals this keyspace must save the new
+    /// contents themselves, in the same critical section — persistence does, see
+    /// `ferrite_persistence::Persistence::replace_data`); clients blocked on keys the new contents
+    /// hold are served.
+    pub fn replace_contents(&mut self, fresh: &mut Db, now: u64) -> ShardedTable<Entry> {
+        let old = self.flush();
+        let version = self.next_version;
+        self.next_version += 1;
+        let mut table = fresh.table.take();
+        for (_, e) in table.iter_mut() {
+            e.version = version;
+        }
+        self.table = table;
+        self.expires = std::mem::take(&mut fresh.expires);
+        self.used = std::mem::take(&mut fresh.used);
+        let libraries = fresh.scripting.libraries().clone();
+        fresh.set_libraries(Default::default());
+        self.scripting.set_libraries(libraries);
+        // The digest of the contents moved in, libraries included.
+        self.digest = std::mem::take(&mut fresh.digest);
+        self.digest.libraries = self.scripting.digest();
+        fresh.publish_stats();
+        if self.blocking.any() {
+            let waited: Vec<Box<[u8]>> = self
+                .blocking
+                .waited_keys()
+                .filter(|k| self.table.get(k).is_some())
+                .cloned()
+                .collect();
+            for k in waited {
+                self.blocking.signal(&k);
+            }
+        }
+        self.publish_stats();
+        if !self.journal.in_atomic() {
+            self.serve_blocked(now);
+        }
         old
     }
 

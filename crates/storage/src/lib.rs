@@ -13,6 +13,8 @@
 //!   keyspace's subscribers (append-only log, migration delta logs).
 //! - [`blocking`]: clients waiting for keys (BLPOP, XREAD BLOCK), served under the lock by the
 //!   write that made their key ready, first blocked first served.
+//! - [`notify`]: keyspace notifications (`notify-keyspace-events`): changed keys logged by the
+//!   funnel, published as Redis's events.
 //! - [`glob`]: Redis glob-style pattern matching for KEYS and SCAN MATCH.
 //! - [`scripting`]: a keyspace's function libraries (tenant data) and its scripting engine.
 
@@ -23,6 +25,7 @@ pub mod effects;
 pub mod encoding;
 pub mod glob;
 pub mod keyspace;
+pub mod notify;
 mod pack;
 pub mod point_in_time;
 pub mod scripting;
@@ -41,7 +44,7 @@ pub use keyspace::{
 };
 pub use point_in_time::PointInTimeCopy;
 pub use stream::{StreamId, StreamValue};
-pub use table::{ShardedTable, Table};
+pub use table::{ShardedTable, Table, TableKey};
 pub use value::{
     HashRef, HashValue, ListRef, ListValue, Score, SetRef, SetValue, StrRef, StrValue, Value,
     ValueRef, ValueType, ZSetRef, ZSetValue,

@@ -26,12 +26,87 @@ pub fn hash_key(key: &[u8]) -> u64 {
     hasher().hash_one(key)
 }
 
+/// Longest key a node holds inside itself.
+pub const INLINE_KEY: usize = 22;
+
+/// A key as a table node holds it: up to [`INLINE_KEY`] bytes inside the node (most keys, fields
+/// and members are that short, and an allocation of their own would cost a 32-byte malloc chunk
+/// where the node grows by 8), longer ones in their own allocation. Both forms are 24 bytes.
+pub enum TableKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl TableKey {
+    pub fn new(key: &[u8]) -> TableKey {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            TableKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            TableKey::Heap(key.into())
+        }
+    }
+
+    /// Keeps a long key's allocation; copies a short one into the node.
+    pub fn from_boxed(key: Box<[u8]>) -> TableKey {
+        if key.len() <= INLINE_KEY {
+            TableKey::new(&key)
+        } else {
+            TableKey::Heap(key)
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            TableKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            TableKey::Heap(b) => b,
+        }
+    }
+
+    /// Whether the key has no allocation of its own (memory estimates).
+    pub fn is_inline(key: &[u8]) -> bool {
+        key.len() <= INLINE_KEY
+    }
+}
+
+impl std::ops::Deref for TableKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl From<&[u8]> for TableKey {
+    fn from(k: &[u8]) -> TableKey {
+        TableKey::new(k)
+    }
+}
+
+impl From<Box<[u8]>> for TableKey {
+    fn from(k: Box<[u8]>) -> TableKey {
+        TableKey::from_boxed(k)
+    }
+}
+
+impl From<TableKey> for Box<[u8]> {
+    fn from(k: TableKey) -> Box<[u8]> {
+        match k {
+            TableKey::Heap(b) => b,
+            inline => inline.as_bytes().into(),
+        }
+    }
+}
+
 struct Node<V> {
     /// The low half of the key's hash: enough to pick a bucket (a table never has 2^32 of them)
     /// and to skip most non-matching keys; with `next` it fills 8 bytes.
     hash: u32,
     next: u32,
-    key: Box<[u8]>,
+    key: TableKey,
     value: V,
 }
 
@@ -150,17 +225,17 @@ impl<V> Table<V> {
         if let Some(i) = self.find_hashed(key, hash) {
             return Some(std::mem::replace(&mut self.node_mut(i).value, value));
         }
-        self.insert_new_hashed(key.into(), hash, value);
+        self.insert_new_hashed(TableKey::new(key), hash, value);
         None
     }
 
     /// Inserts a key known to be absent; returns its position.
-    pub fn insert_new(&mut self, key: Box<[u8]>, value: V) -> u32 {
+    pub fn insert_new(&mut self, key: TableKey, value: V) -> u32 {
         let hash = hash_key(&key);
         self.insert_new_hashed(key, hash, value)
     }
 
-    pub(crate) fn insert_new_hashed(&mut self, key: Box<[u8]>, hash: u64, value: V) -> u32 {
+    pub(crate) fn insert_new_hashed(&mut self, key: TableKey, hash: u64, value: V) -> u32 {
         if self.len >= self.buckets.len() {
             self.resize(self.buckets.len() * 2);
         }
@@ -194,13 +269,13 @@ impl<V> Table<V> {
         idx
     }
 
-    pub fn remove(&mut self, key: &[u8]) -> Option<(Box<[u8]>, V)> {
+    pub fn remove(&mut self, key: &[u8]) -> Option<(TableKey, V)> {
         let i = self.find(key)?;
         Some(self.remove_at(i))
     }
 
     /// Removes the entry at a position returned by [`Table::find`].
-    pub fn remove_at(&mut self, idx: u32) -> (Box<[u8]>, V) {
+    pub fn remove_at(&mut self, idx: u32) -> (TableKey, V) {
         let hash = self.node(idx).hash;
         let b = (u64::from(hash) & self.mask()) as usize;
         let next = self.node(idx).next;
@@ -410,7 +485,7 @@ impl<V> ShardedTable<V> {
     }
 
     /// Inserts a key known to be absent; returns its position.
-    pub fn insert_new(&mut self, key: Box<[u8]>, value: V) -> Pos {
+    pub fn insert_new(&mut self, key: TableKey, value: V) -> Pos {
         let hash = hash_key(&key);
         let shard = Self::shard_of(hash);
         let idx = self.shards[shard].insert_new_hashed(key, hash, value);
@@ -421,7 +496,7 @@ impl<V> ShardedTable<V> {
         }
     }
 
-    pub fn remove_at(&mut self, p: Pos) -> (Box<[u8]>, V) {
+    pub fn remove_at(&mut self, p: Pos) -> (TableKey, V) {
         self.len -= 1;
         self.shards[usize::from(p.shard)].remove_at(p.idx)
     }
@@ -433,6 +508,10 @@ impl<V> ShardedTable<V> {
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
         self.shards.iter().flat_map(Table::iter)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
+        self.shards.iter_mut().flat_map(Table::iter_mut)
     }
 
     /// Walks from `cursor` until `f` has been shown at least `count` entries or `count * 10`
@@ -511,8 +590,9 @@ mod tests {
 
     #[test]
     fn nodes_stay_compact() {
-        // A keyspace entry is 56 bytes: hash, link and key add 24, with no padding.
-        assert_eq!(std::mem::size_of::<Slot<[u64; 7]>>(), 80);
+        // A keyspace entry is 56 bytes: hash, link and key add 32, with no padding.
+        assert_eq!(std::mem::size_of::<TableKey>(), 24);
+        assert_eq!(std::mem::size_of::<Slot<[u64; 7]>>(), 88);
     }
 
     #[test]
@@ -564,7 +644,7 @@ mod tests {
     fn sharded_scan_and_random_cover_everything() {
         let mut t = ShardedTable::new();
         for i in 0..20_000u32 {
-            t.insert_new(i.to_le_bytes().into(), i);
+            t.insert_new(i.to_le_bytes()[..].into(), i);
         }
         let mut seen = HashSet::new();
         let mut c = 0;
@@ -598,7 +678,7 @@ mod tests {
         fn sharded_scan_guarantee_under_writes(ops in proptest::collection::vec((0u8..3, 0u16..3000), 0..3000), stable in 1u16..600) {
             let mut t = ShardedTable::new();
             for i in 0..stable {
-                t.insert_new(format!("stable{}", i).into_bytes().into(), ());
+                t.insert_new(format!("stable{}", i).as_bytes().into(), ());
             }
             let mut seen = HashSet::new();
             let mut c = 0u64;
@@ -610,7 +690,7 @@ mod tests {
                     match (op, t.find(k.as_bytes())) {
                         (0, Some(p)) => { t.remove_at(p); }
                         (0, None) => {}
-                        (_, None) => { t.insert_new(k.into_bytes().into(), ()); }
+                        (_, None) => { t.insert_new(k.as_bytes().into(), ()); }
                         (_, Some(_)) => {}
                     }
                 }

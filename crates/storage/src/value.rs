@@ -1250,7 +1250,7 @@ impl SetValue {
             self.bytes = 0;
             for m in members {
                 self.bytes += m.len() + ELEM_OVERHEAD;
-                t.insert_new(m, ());
+                t.insert_new(m.into(), ());
             }
             self.repr = SetRepr::Table(Box::new(t));
         }
@@ -1383,7 +1383,7 @@ impl SetValue {
                 let (k, ()) = t.remove_at(i);
                 self.sum = self.sum.wrapping_sub(hash_bytes(&k));
                 self.bytes -= k.len() + ELEM_OVERHEAD;
-                return Some(k);
+                return Some(k.into());
             }
             _ => self.random(rng)?.into(),
         };

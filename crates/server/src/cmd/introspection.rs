@@ -219,6 +219,40 @@ pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serv
     Ok(Flow::Continue)
 }
 
+/// Parameters that belong to the connection's tenant rather than to the server: CONFIG GET/SET
+/// reads and changes the bound tenant's (an administrator's: the tenant it is bound to), and a
+/// tenant may run CONFIG for these alone ([`tenant_may_config`]).
+const TENANT_PARAMS: &[&str] = &["notify-keyspace-events"];
+
+/// May a connection that is not an administrator run this CONFIG? Only GET and SET that name
+/// per-tenant parameters and nothing else (a GET pattern must not match a server parameter).
+pub fn tenant_may_config(args: &Args<'_>) -> bool {
+    let sub = args.get(1).to_ascii_uppercase();
+    let tenant_only = |name: &[u8]| {
+        let g = Glob::new(&name.to_ascii_lowercase(), true);
+        TENANT_PARAMS.iter().any(|p| g.matches(p.as_bytes()))
+            && !config_params::PARAMS
+                .iter()
+                .any(|p| g.matches(p.name.as_bytes()))
+    };
+    match sub.as_slice() {
+        b"GET" if args.len() >= 3 => args.tail(2).iter().all(tenant_only),
+        b"SET" if args.len() >= 4 && args.len() % 2 == 0 => {
+            (2..args.len()).step_by(2).all(|i| tenant_only(args.get(i)))
+        }
+        _ => false,
+    }
+}
+
+fn tenant_param(st: &ClientState, name: &str) -> String {
+    match name {
+        "notify-keyspace-events" => {
+            ferrite_storage::notify::format_flags(st.tenant.keyspace().key_events().flags())
+        }
+        _ => String::new(),
+    }
+}
+
 pub fn config(
     st: &mut ClientState,
     sh: &Arc<Shared>,
@@ -235,16 +269,48 @@ pub fn config(
                 .iter()
                 .map(|pat| Glob::new(&pat.to_ascii_lowercase(), true))
                 .collect();
-            for p in &config_params::PARAMS {
-                let matched = globs.iter().any(|g| g.matches(p.name.as_bytes()));
-                if matched {
-                    pairs.push((p.name.to_string(), (p.get)(&cfg)));
+            if st.admin {
+                for p in &config_params::PARAMS {
+                    let matched = globs.iter().any(|g| g.matches(p.name.as_bytes()));
+                    if matched {
+                        pairs.push((p.name.to_string(), (p.get)(&cfg)));
+                    }
+                }
+            }
+            for name in TENANT_PARAMS {
+                if globs.iter().any(|g| g.matches(name.as_bytes())) {
+                    pairs.push((name.to_string(), tenant_param(st, name)));
                 }
             }
             ReplyWriter::new(out, st.proto).str_map(&pairs);
         }
         b"SET" if args.len() >= 4 && args.len() % 2 == 0 => {
-            config_params::set(sh, args.tail(2))?;
+            // The tenant's parameters are checked first and applied only if the server's
+            // succeed: all or nothing.
+            let mut server_pairs: Vec<&[u8]> = Vec::new();
+            let mut events = None;
+            for i in (2..args.len()).step_by(2) {
+                let name = args.text(i).to_ascii_lowercase();
+                if TENANT_PARAMS.contains(&name.as_str()) {
+                    let flags =
+                        ferrite_storage::notify::parse_flags(&args.text(i + 1)).map_err(|why| {
+                            ErrorReply::err(format!(
+                                "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                            ))
+                        })?;
+                    events = Some(flags);
+                } else {
+                    server_pairs.push(args.get(i));
+                    server_pairs.push(args.get(i + 1));
+                }
+            }
+            if !server_pairs.is_empty() {
+                let req = ferrite_protocol::OwnedRequest::from_parts(&server_pairs);
+                config_params::set(sh, req.args())?;
+            }
+            if let Some(flags) = events {
+                crate::pubsub::set_keyspace_events(sh, &st.tenant, flags);
+            }
             ReplyWriter::new(out, st.proto).ok();
         }
         b"RESETSTAT" if args.len() == 2 => {

@@ -29,6 +29,7 @@ use crate::scripting::{self, Call};
 use crate::shared::Shared;
 
 pub use connection::{COMPAT_VERSION, anonymous_access};
+pub use introspection::tenant_may_config;
 
 /// Result of a server command: `Err` means nothing was written and the error is the reply.
 pub type ServerResult = Result<Flow, ErrorReply>;
@@ -98,6 +99,15 @@ macro_rules! migration {
     ($name:literal) => {
         wait($name, |st, sh, args, out| {
             Box::pin(migrate::run(st, sh, $name, args, out))
+        })
+    };
+}
+
+/// Backup commands share one module (`crate::backup::command`); each entry names its command.
+macro_rules! backup {
+    ($name:literal) => {
+        wait($name, |st, sh, args, out| {
+            Box::pin(crate::backup::command::run(st, sh, $name, args, out))
         })
     };
 }
@@ -180,6 +190,12 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     migration!("tenant.import.abort"),
     migration!("tenant.import.status"),
     migration!("tenant.import.fetch"),
+    backup!("tenant.backup"),
+    backup!("tenant.backup.list"),
+    backup!("tenant.backup.info"),
+    backup!("tenant.backup.delete"),
+    backup!("tenant.backup.jobs"),
+    backup!("tenant.restore"),
 ];
 
 /// The handler of the command at `index` of the command table, if it is a server command.

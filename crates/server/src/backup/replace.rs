@@ -1,0 +1,98 @@
+//! The one way a tenant's whole data is replaced by freshly loaded data (a restore), and the
+//! checks that decide whether a tenant may be replaced.
+//!
+//! Atomic for clients: the swap happens in one critical section of the tenant's keyspace lock
+//! ([`ferrite_storage::Db::replace_contents`]), so a command sees the old data or the new, never
+//! a mix; a WATCH taken before fails its EXEC; clients blocked on keys the new data holds are
+//! served; the digest is the new data's. Durable: with persistence on, the new data is written
+//! as the tenant's next snapshot before the swap and put in place in the same critical section
+//! as the swap and a log rotation ([`ferrite_persistence::Persistence::replace_data`]), so after
+//! a restart the tenant is the restored data plus what was written after it — never the old
+//! data, never a mix.
+
+use std::sync::Arc;
+
+use ferrite_protocol::ErrorReply;
+use ferrite_storage::Keyspace;
+use ferrite_tenancy::{CreateOptions, Registry, Tenant, TenantState};
+
+use crate::errors;
+use crate::shared::Shared;
+
+/// Replaces `tenant`'s data with what `fresh` (a keyspace nobody else uses) holds; `fresh` is
+/// left empty. Waits without holding a worker thread.
+pub async fn replace_keyspace(
+    sh: &Arc<Shared>,
+    tenant: &Arc<Tenant>,
+    fresh: Arc<Keyspace>,
+) -> Result<(), String> {
+    let persistence = sh.persistence.clone();
+    let tenant = tenant.clone();
+    tokio::task::spawn_blocking(move || match persistence {
+        Some(p) => p.replace_data(&tenant, &fresh),
+        None => {
+            let ks = tenant.keyspace();
+            let mut fresh_db = fresh.lock();
+            let old = ks
+                .lock()
+                .replace_contents(&mut fresh_db, ferrite_storage::now_ms());
+            drop(fresh_db);
+            drop(old);
+            Ok(())
+        }
+    })
+    .await
+    .map_err(|e| format!("the restore stopped: {e}"))?
+}
+
+/// The tenant a restore writes to, if it may: `Ok(Some(t))` to replace `t`'s data, `Ok(None)`
+/// when there is no such tenant (the restore creates it). Refused: a tenant served elsewhere
+/// (moved), being imported or migrated, or holding keys without `replace`.
+pub fn destination(
+    sh: &Shared,
+    id: &str,
+    replace: bool,
+) -> Result<Option<Arc<Tenant>>, ErrorReply> {
+    let id = Registry::validate_id(id.as_bytes()).map_err(|e| errors::tenancy(&e))?;
+    let Some(t) = sh.registry.get(id) else {
+        return Ok(None);
+    };
+    match t.state() {
+        TenantState::Moved => {
+            let to = t.moved_to().unwrap_or_else(|| "another server".into());
+            return Err(ErrorReply::err(format!(
+                "tenant '{id}' has moved to {to}: restore it there, or here as a new tenant with AS <new-tenant>"
+            )));
+        }
+        TenantState::Importing => {
+            return Err(ErrorReply::err(format!(
+                "tenant '{id}' is being imported by a migration: restore after it is activated or aborted"
+            )));
+        }
+        TenantState::Active | TenantState::Suspended => {}
+    }
+    if let Some(m) = crate::hooks::running_migration(sh, id) {
+        return Err(ErrorReply::err(format!(
+            "tenant '{id}' is being migrated ({m}): cancel the migration or wait for it to end"
+        )));
+    }
+    let keys = t.keyspace().len();
+    if keys > 0 && !replace {
+        return Err(ErrorReply::coded(
+            "BUSYKEY",
+            format!("tenant '{id}' holds {keys} keys: add REPLACE to replace them"),
+        ));
+    }
+    Ok(Some(t))
+}
+
+/// Creates the tenant a restore writes to (AS a new tenant, or a tenant this server does not
+/// have), with the server's default limits and no password, as TENANT.CREATE <id> would.
+pub fn create(sh: &Shared, id: &str) -> Result<Arc<Tenant>, ErrorReply> {
+    let t = sh
+        .registry
+        .create(id, CreateOptions::default())
+        .map_err(|e| errors::tenancy(&e))?;
+    tracing::info!(tenant = id, "tenant created for a restore");
+    Ok(t)
+}
