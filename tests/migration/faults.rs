@@ -180,7 +180,7 @@ async fn a_long_outage_fails_cleanly_and_a_retry_resumes() {
     proxy.refuse(true);
     proxy.cut();
     let st = wait_state(&mut a, &id, "failed", SHORT).await;
-    assert!(st["error"].contains("sync timeout"), "{st:?}");
+    assert!(st["error"].contains("reconnect timeout"), "{st:?}");
     // The source is untouched: active, same content, serving.
     let info = fields(&ok(&mut a, &["TENANT.INFO", "acme"]).await);
     assert_eq!(info["state"], "active");

@@ -274,7 +274,18 @@ async fn live_migration_under_writes_is_exact() {
                 cut = Some(fields(&r));
                 break;
             }
-            Err(e) if e.to_string().contains("cutover_max_lag") => {
+            // Refused while the source is behind (lag above cutover_max_lag, or a large value
+            // still being copied in chunks): wait and ask again.
+            Err(e)
+                if e.to_string().contains("cutover_max_lag")
+                    || e.to_string().contains("still being copied") =>
+            {
+                let st = status(&mut a, &id).await;
+                // Why a cutover waits, for a failure on a slow machine.
+                eprintln!(
+                    "cutover refused: {e} (lag_keys {}, lag_bytes {})",
+                    st["lag_keys"], st["lag_bytes"]
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("cutover failed: {e}"),

@@ -14,6 +14,7 @@ mod faults;
 mod live;
 mod production;
 mod reporting;
+mod responsive;
 mod streams;
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! A small TCP proxy between the source and the target, to inject real network faults: cut every
-//! connection, refuse new ones, add latency, limit bandwidth. Counts the bytes it forwards.
+//! connection, refuse new ones, stall (a silent partition: nothing moves, nothing closes), add
+//! latency, limit bandwidth. Counts the bytes it forwards.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -11,6 +12,8 @@ use tokio::sync::watch;
 
 struct Controls {
     refuse: AtomicBool,
+    /// Nothing is forwarded (bytes wait in the kernel's buffers, connections stay open).
+    stall: AtomicBool,
     latency_ms: AtomicU64,
     /// Bytes per second per direction per connection; 0 = unlimited.
     bandwidth: AtomicU64,
@@ -41,6 +44,7 @@ impl Proxy {
         let (generation, _) = watch::channel(0u64);
         let ctl = Arc::new(Controls {
             refuse: AtomicBool::new(false),
+            stall: AtomicBool::new(false),
             latency_ms: AtomicU64::new(0),
             bandwidth: AtomicU64::new(0),
             generation,
@@ -57,17 +61,25 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(&target).await else {
-                    continue;
-                };
-                c.connections.fetch_add(1, Relaxed);
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let my_gen = *c.generation.borrow();
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, c.clone(), my_gen));
-                tokio::spawn(pump(sr, cw, c.clone(), my_gen));
+                let c = c.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    // A stalled network completes no new connection either.
+                    while c.stall.load(Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let Ok(server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    c.connections.fetch_add(1, Relaxed);
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let my_gen = *c.generation.borrow();
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pump(cr, sw, c.clone(), my_gen));
+                    tokio::spawn(pump(sr, cw, c.clone(), my_gen));
+                });
             }
         });
         Proxy { addr, ctl, task }
@@ -80,6 +92,11 @@ impl Proxy {
 
     pub fn refuse(&self, on: bool) {
         self.ctl.refuse.store(on, Relaxed);
+    }
+
+    /// A silent partition: nothing is forwarded and nothing is closed until it is lifted.
+    pub fn stall(&self, on: bool) {
+        self.ctl.stall.store(on, Relaxed);
     }
 
     pub fn latency(&self, d: Duration) {
@@ -110,6 +127,10 @@ async fn pump(
     loop {
         if *gen_rx.borrow() != my_gen {
             return;
+        }
+        if c.stall.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         }
         let n = tokio::select! {
             r = from.read(&mut buf) => match r {

@@ -385,7 +385,12 @@ pub struct MigrationConfig {
     pub max_concurrent: usize,
     /// `live`, `fast` or `incremental`.
     pub default_mode: String,
+    /// Target side: an import whose source sends nothing (not even its heartbeat) this long is
+    /// dropped.
     pub sync_timeout_secs: u64,
+    /// Source side: a migration whose target stays unreachable this long fails (its checkpoint
+    /// kept for RESUME); `TENANT.MIGRATE ... TIMEOUT` overrides it.
+    pub reconnect_timeout_secs: u64,
     /// Most undelivered changed keys a cutover accepts without FORCE.
     pub cutover_max_lag: u64,
     pub parallel_sync: usize,
@@ -411,6 +416,7 @@ impl Default for MigrationConfig {
             max_concurrent: 5,
             default_mode: "live".into(),
             sync_timeout_secs: 3600,
+            reconnect_timeout_secs: 60,
             cutover_max_lag: 1000,
             parallel_sync: 4,
             batch_size: 1000,
@@ -607,6 +613,13 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if m.reconnect_timeout_secs == 0 {
+            return err(
+                "tenancy.migration.reconnect_timeout_secs",
+                "must be at least 1 (a migration would fail at the first dropped connection)"
+                    .into(),
+            );
+        }
         if m.parallel_sync == 0 || m.parallel_sync > 64 {
             return err(
                 "tenancy.migration.parallel_sync",
@@ -641,6 +654,10 @@ impl Config {
             enabled: m.enabled,
             max_concurrent: m.max_concurrent,
             sync_timeout: std::time::Duration::from_secs(m.sync_timeout_secs),
+            reconnect_timeout: std::time::Duration::from_secs(m.reconnect_timeout_secs),
+            redirect_timeout: std::time::Duration::from_millis(
+                m.client_handling.redirect_timeout_ms,
+            ),
             cutover_max_lag: m.cutover_max_lag,
             token: (!m.token.is_empty()).then(|| m.token.clone()),
             retention: std::time::Duration::from_secs(m.retention_secs),

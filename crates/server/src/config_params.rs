@@ -73,7 +73,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 73] = [
+pub static PARAMS: [Param; 74] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -378,6 +378,14 @@ pub static PARAMS: [Param; 73] = [
         |c| c.tenancy.migration.sync_timeout_secs.to_string(),
         |c, v| {
             c.tenancy.migration.sync_timeout_secs = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.reconnect_timeout_secs",
+        |c| c.tenancy.migration.reconnect_timeout_secs.to_string(),
+        |c, v| {
+            c.tenancy.migration.reconnect_timeout_secs = num(v)?;
             Ok(())
         }
     ),

@@ -58,6 +58,7 @@ pub mod names {
     pub const MIGRATION_KEYS: &str = "ferrite_tenant_migration_keys_total";
     pub const MIGRATION_BYTES: &str = "ferrite_tenant_migration_bytes_total";
     pub const MIGRATION_DOWNTIME: &str = "ferrite_tenant_migration_cutover_downtime_seconds";
+    pub const MIGRATION_UNREACHABLE: &str = "ferrite_tenant_migration_target_unreachable_seconds";
     pub const MIGRATION_RECONNECTS: &str = "ferrite_tenant_migration_reconnects_total";
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
@@ -203,6 +204,11 @@ fn describe() {
         names::MIGRATION_DOWNTIME,
         Unit::Seconds,
         "Write pause measured at the tenant's last cutover."
+    );
+    describe_gauge!(
+        names::MIGRATION_UNREACHABLE,
+        Unit::Seconds,
+        "How long the target of the tenant's running migration has been unreachable (0 while every link works)."
     );
     describe_gauge!(
         names::MIGRATIONS_ACTIVE,
@@ -382,6 +388,7 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
         gauge!(names::MIGRATION_LAG_BYTES, "tenant" => tenant.clone()).set(m.lag_bytes as f64);
         gauge!(names::MIGRATION_LAG_SECONDS, "tenant" => tenant.clone()).set(m.lag_seconds);
         gauge!(names::MIGRATION_DURATION, "tenant" => tenant.clone()).set(m.duration_seconds);
+        gauge!(names::MIGRATION_UNREACHABLE, "tenant" => tenant.clone()).set(m.unreachable_seconds);
         if let Some(d) = m.downtime_ms {
             gauge!(names::MIGRATION_DOWNTIME, "tenant" => tenant.clone()).set(d / 1000.0);
         }

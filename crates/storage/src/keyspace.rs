@@ -157,6 +157,9 @@ pub struct KeyspaceStats {
     pub dirty_oldest_ms: AtomicU64,
     /// Flush epoch of the tracker.
     pub flush_epoch: AtomicU64,
+    /// Woken (one permit kept) when change tracking records a change, so a consumer waits for
+    /// changes instead of polling.
+    pub changes: tokio::sync::Notify,
 }
 
 /// Where change tracking stands.
@@ -336,6 +339,11 @@ impl Keyspace {
 
     pub fn used_bytes(&self) -> u64 {
         self.stats.used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Notified whenever change tracking records a change (see [`KeyspaceStats::changes`]).
+    pub fn changes(&self) -> &tokio::sync::Notify {
+        &self.stats.changes
     }
 }
 
@@ -566,7 +574,15 @@ impl Tracker {
 }
 
 impl Db {
+    /// Publishes the counters after a change, and wakes the change consumer if tracking.
     fn publish_stats(&self) {
+        self.publish_counters();
+        if self.tracker.is_some() {
+            self.stats.changes.notify_one();
+        }
+    }
+
+    fn publish_counters(&self) {
         let s = &self.stats;
         s.keys.store(self.table.len() as u64, Ordering::Relaxed);
         s.used_bytes.store(self.used as u64, Ordering::Relaxed);
@@ -1135,7 +1151,7 @@ impl Db {
             f(&key, self.table.get(&key));
             n += 1;
         }
-        self.publish_stats();
+        self.publish_counters();
         n
     }
 

@@ -97,6 +97,32 @@ impl Registry {
         }
     }
 
+    /// The hand-over of a migration's cutover, the one way a tenant becomes `moved` to another
+    /// server: the tenant answers MOVED to `to` once that is durable ([`Registry::persist`]); an
+    /// error leaves it served here (and the cutover fails before it activates the target).
+    /// The cutover's gate is closed meanwhile, so no client sees the moved state undone.
+    pub fn mark_moved(&self, tenant: &Arc<Tenant>, to: &str) -> Result<(), TenancyError> {
+        let before = tenant.state();
+        tenant.set_moved(to);
+        if let Err(e) = self.persist(tenant) {
+            tenant.set_state(before);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Undoes a hand-over whose target never activated the tenant: served here again once that
+    /// is durable; on error it stays moved (a restarted source must not serve a tenant another
+    /// server may be serving).
+    pub fn reclaim(&self, tenant: &Arc<Tenant>) -> Result<(), TenancyError> {
+        tenant.set_state(TenantState::Active);
+        if let Err(e) = self.persist(tenant) {
+            tenant.set_state(TenantState::Moved);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Puts a tenant read from disk at startup in the registry (replacing one of the same id,
     /// e.g. the built-in default tenant).
     pub fn restore(&self, t: Arc<Tenant>) {

@@ -73,6 +73,15 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
             s.estimated_completion.map(rfc3339_ms).unwrap_or_default(),
         ),
         ("error", s.error.clone().unwrap_or_default()),
+        ("last_error", s.last_error.clone().unwrap_or_default()),
+        (
+            "last_error_at",
+            s.last_error_at.map(rfc3339_ms).unwrap_or_default(),
+        ),
+        (
+            "target_unreachable_seconds",
+            format!("{:.1}", s.unreachable_seconds),
+        ),
         ("parallel", s.parallel.to_string()),
         ("batch_size", s.batch_size.to_string()),
         (
@@ -234,6 +243,7 @@ pub async fn run(
                     ))
                 })?;
                 mgr.schedule_cutover(&id, at, force_at(4)?)
+                    .await
                     .map_err(migration_err)?;
                 let mut w = ReplyWriter::new(out, proto);
                 w.map(2);
@@ -243,7 +253,7 @@ pub async fn run(
                 w.bulk_str(&rfc3339_ms(at));
                 return Ok(Flow::Continue);
             } else if args.len() == 3 && args.is(2, "UNSCHEDULE") {
-                mgr.unschedule_cutover(&id).map_err(migration_err)?;
+                mgr.unschedule_cutover(&id).await.map_err(migration_err)?;
                 ReplyWriter::new(out, proto).ok();
                 return Ok(Flow::Continue);
             } else {
@@ -288,6 +298,7 @@ pub async fn run(
             let point = (args.len() > 3).then(|| args.text(3));
             let parked = mgr
                 .debug(&args.text(1), &op, point.as_deref())
+                .await
                 .map_err(migration_err)?;
             let mut w = ReplyWriter::new(out, proto);
             match op.as_str() {
@@ -340,6 +351,7 @@ pub async fn run(
                 i += 2;
             }
             mgr.update(&args.text(1), parallel, batch, rate)
+                .await
                 .map_err(migration_err)?;
             ReplyWriter::new(out, proto).ok();
         }

@@ -1,28 +1,38 @@
-//! Cutover: gate the tenant's writes, drain, confirm, hand over, activate, reopen. And what
-//! follows: the frozen copy's retention, retrying an unconfirmed activation, and test
-//! breakpoints.
+//! Cutover: gate the tenant's writes, drain, confirm, hand over, activate, reopen. And retrying
+//! an unconfirmed activation.
 //!
-//! Ordering is what keeps a tenant writable on at most one server: the source marks the tenant
-//! `moved` *before* it asks the target to activate. If the activation cannot be confirmed, the
-//! tenant stays unwritable everywhere (clients bounce between MOVED and TRYAGAIN) until CUTOVER
-//! RETRY confirms it, or CANCEL gets the target to drop the import (then the source takes it
-//! back). It is never taken back while the target might be serving it.
+//! Ordering is what keeps a tenant writable on at most one server: the source records the
+//! hand-over (durably, through [`crate::Registry::mark_moved`]) *before* it asks the target to
+//! activate. If the activation cannot be confirmed, the tenant stays unwritable everywhere
+//! (clients bounce between MOVED and TRYAGAIN) until CUTOVER RETRY confirms it, or CANCEL gets
+//! the target to drop the import (then the source takes it back). It is never taken back while
+//! the target might be serving it.
+//!
+//! The gate is closed only while nothing slow is left: a large value is never copied whole
+//! behind it (the run finishes shipping it before it starts a cutover), and the drain is
+//! aborted, reopening the gate, as soon as a stream's connection breaks or when the target
+//! acknowledges nothing for `redirect_timeout_ms` (the time a writer waits at the gate anyway).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrite_client::{ClientError, Connection, value};
+use tokio::time::Instant;
 
-use super::source::{Res, connect_options, drain, fail, release_checkpoint};
-use super::stream::Streams;
-use super::{
-    CutoverResult, Migration, MigrationError, MigrationManager, MigrationPhase, MigrationState,
-};
-use crate::tenant::TenantState;
+use super::actor::{Io, PendingCutover, Work};
+use super::api::{CutoverResult, MigrationError, MigrationMode};
+use super::source::{drain, send_all};
+use super::state::{MigrationPhase, MigrationState};
+use super::status::{Info, Published};
+use super::target::TargetError;
 
-/// Steps where a test can park the coordinator (only with `fault_injection` enabled), to inject
-/// a real fault (cut the network, kill the target) at that exact moment.
+type Res<T> = Result<T, MigrationError>;
+
+/// Steps where a test can park the actor (only with `fault_injection` enabled), to inject a
+/// real fault (cut the network, kill the target) at that exact moment. The actor answers
+/// requests while parked.
 pub const BREAKPOINTS: &[&str] = &[
+    "run:connecting",
+    "snapshot:batch",
+    "large:chunk",
     "cutover:before_gate",
     "cutover:after_gate",
     "cutover:before_confirm",
@@ -30,155 +40,120 @@ pub const BREAKPOINTS: &[&str] = &[
     "cutover:before_activate",
 ];
 
-/// Parks at `point` if a test armed it, until released (or for at most 60 s).
-pub(super) async fn breakpoint(mgr: &MigrationManager, m: &Migration, point: &'static str) {
-    if !mgr.settings().fault_injection {
-        return;
-    }
-    if !m.breakpoints.lock().remove(point) {
-        return;
-    }
-    tracing::warn!(migration = %m.id, point, "parked at a fault-injection breakpoint");
-    // Register for the release before announcing where we are, so a release sent right after
-    // the test sees us parked cannot be missed.
-    let release = m.release.notified();
-    tokio::pin!(release);
-    release.as_mut().enable();
-    *m.parked.lock() = Some(point);
-    let _ = tokio::time::timeout(Duration::from_secs(60), release).await;
-    *m.parked.lock() = None;
-}
+/// How long the target may take to show it is still there after it confirmed.
+const LIVENESS_TIMEOUT: Duration = Duration::from_millis(500);
 
-pub(super) fn fail_migration(m: &Migration, msg: &str) {
-    let mut p = m.progress.lock();
-    p.state = MigrationState::Failed;
-    p.phase = MigrationPhase::Stopped;
-    p.error = Some(msg.to_string());
-    p.finished = Some(Instant::now());
-}
-
-pub(super) fn complete(m: &Migration, keys: u64, downtime_ms: f64) {
-    let mut p = m.progress.lock();
-    p.state = MigrationState::Completed;
-    p.phase = MigrationPhase::Done;
-    p.completed_at = Some(ferrite_storage::now_ms());
-    p.finished = Some(Instant::now());
-    p.downtime_ms = Some(downtime_ms);
-    p.keys_migrated = keys;
-    p.error = None;
-}
-
-/// The cutover. On any failure before the hand-over the source keeps the tenant (gate reopened,
-/// live sync goes on when the streams still work).
-pub(super) async fn cutover(
-    mgr: &MigrationManager,
-    m: &Arc<Migration>,
-    streams: &mut Streams,
-    control: &mut Connection,
-    import_id: &str,
-    force: bool,
-) -> Res<CutoverResult> {
-    let settings = mgr.settings();
-    let ks = m.tenant.keyspace();
-    // Changes not yet read plus batches not yet acknowledged: the same lag STATUS reports.
-    let lag = ks.lock_async().await.tracking_lag().map_or(0, |l| l.keys)
-        + super::stream::in_flight(&streams.states).keys;
-    if lag > settings.cutover_max_lag && !force {
-        return Err(MigrationError::LagTooHigh {
-            lag,
-            max: settings.cutover_max_lag,
+/// Whether the lag lets a cutover (without FORCE) start: at most `max` keys behind, and no
+/// large value still being copied in chunks (the drain would copy the rest of it with the
+/// tenant's writes held at the gate).
+pub(super) fn lag_allows(info: &Info, p: &Published, max: u64) -> Res<()> {
+    if p.large_keys_left > 0 {
+        return Err(MigrationError::LargeValuesPending {
+            keys: p.large_keys_left,
+            bytes: p.large_bytes_left,
         });
     }
-    m.transition(MigrationState::CuttingOver, "cut over")?;
-    m.set_phase(MigrationPhase::Cutover);
-    breakpoint(mgr, m, "cutover:before_gate").await;
-    let gate = m.tenant.gate();
-    // In fast mode the gate has been closed since the copy began: that is the downtime.
-    let t0 = match m.mode {
-        super::MigrationMode::Fast => m.gate_closed_at.lock().unwrap_or_else(Instant::now),
-        _ => Instant::now(),
-    };
-    *m.gate_closed_at.lock() = Some(t0);
-    gate.close_and_drain().await;
-    breakpoint(mgr, m, "cutover:after_gate").await;
+    let lag = super::status::lag(info, p).0;
+    if lag > max {
+        return Err(MigrationError::LagTooHigh { lag, max });
+    }
+    Ok(())
+}
 
-    // Drain and confirm: the target must hold exactly what the source holds.
-    let confirmed = confirm(mgr, m, streams, control, import_id).await;
-    let keys = match confirmed {
-        Ok(keys) => keys,
-        Err(reason) => {
+/// The cutover. Before the hand-over, any failure (or CANCEL) reopens the gate and leaves the
+/// source the owner; live sync goes on unless the migration failed.
+pub(super) async fn cutover(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    req: &PendingCutover,
+) -> Res<CutoverResult> {
+    let settings = io.ctl.env.settings.read().clone();
+    let tenant = io.ctl.info.tenant.clone();
+    let fast = io.ctl.info.mode == MigrationMode::Fast;
+    if !req.force {
+        lag_allows(&io.ctl.info, &io.ctl.published(), settings.cutover_max_lag)?;
+    }
+    if req.retry || fast {
+        // A retry waits for broken links to come back (the reconnect timeout still applies).
+        io.wait(|c| c.links_up()).await?;
+    } else if !io.ctl.links_up() {
+        return Err(abort(
+            io,
+            "a link to the target is down (reconnecting); CUTOVER RETRY waits for it",
+        ));
+    }
+    io.ctl.transition(MigrationState::CuttingOver, "cut over")?;
+    io.ctl.set_phase(MigrationPhase::Cutover);
+    io.ctl.handed_over = false;
+    let confirmed = gate_and_confirm(work, io, fast, &settings).await;
+    let (t0, keys) = match confirmed {
+        Ok(done) => done,
+        Err(e) => {
             // Nothing was handed over: the source keeps the tenant.
-            gate.open();
-            let msg = format!("cutover aborted, the source still owns the tenant: {reason}");
-            tracing::warn!(migration = %m.id, error = %reason, "cutover aborted");
-            if streams.error().is_some() {
-                fail_migration(m, &msg);
-            } else {
-                m.set_phase(MigrationPhase::LiveSync);
-                m.transition(MigrationState::LiveSync, "resume after a refused cutover")?;
-                m.progress.lock().error = Some(msg.clone());
-            }
-            return Err(fail(msg));
+            tenant.gate().open();
+            return Err(match e {
+                MigrationError::Cancelled => MigrationError::Cancelled,
+                MigrationError::Failed(reason) if io.ctl.state() == MigrationState::CuttingOver => {
+                    abort(io, &reason)
+                }
+                other => {
+                    if io.ctl.state() == MigrationState::CuttingOver {
+                        abort(io, &other.to_string())
+                    } else {
+                        other
+                    }
+                }
+            });
         }
     };
-    breakpoint(mgr, m, "cutover:after_confirm").await;
-    // Last chance to keep the tenant: if the target stopped answering since it confirmed, do
-    // not hand over (that would leave the tenant unwritable until the target comes back).
-    let alive = tokio::time::timeout(Duration::from_millis(500), control.cmd(&["PING"])).await;
-    if !matches!(alive, Ok(Ok(_))) {
-        gate.open();
-        let msg = "cutover aborted, the source still owns the tenant: the target stopped answering after it confirmed".to_string();
-        fail_migration(m, &msg);
-        return Err(fail(msg));
-    }
 
-    // Hand over: from here the source answers MOVED; then the target is activated. The
-    // hand-over is durable first: a source that restarts never serves the tenant again.
-    m.tenant.set_moved(&m.redirect);
-    if let Err(e) = mgr.inner.registry.persist(&m.tenant) {
-        m.tenant.set_state(TenantState::Active);
-        gate.open();
-        let msg = format!("cutover aborted, the source still owns the tenant: {e}");
-        fail_migration(m, &msg);
-        return Err(fail(msg));
+    // Hand over: from here the source answers MOVED; then the target is activated.
+    if let Err(e) = io
+        .ctl
+        .env
+        .registry
+        .mark_moved(&tenant, &io.ctl.info.redirect)
+    {
+        tenant.gate().open();
+        return Err(abort(
+            io,
+            &format!("the hand-over could not be recorded: {e}"),
+        ));
     }
-    ks.lock_async().await.stop_tracking();
-    breakpoint(mgr, m, "cutover:before_activate").await;
-    match activate(mgr, m, control, import_id, settings.activation_timeout).await {
-        Ok(()) => {}
-        Err(Activation::Refused(reason)) => {
+    io.ctl.handed_over = true;
+    tenant.keyspace().lock_async().await.stop_tracking();
+    // Everything was acknowledged: the streams have nothing left to do.
+    if let Some(s) = work.streams.take() {
+        let _ = s.stop().await;
+    }
+    io.ctl.forget_links();
+    io.ctl.clear_interrupts();
+    // A breakpoint here cannot be interrupted by CANCEL (refused after the hand-over).
+    let _ = io.breakpoint("cutover:before_activate").await;
+    let import = io.ctl.published().import_id.clone().unwrap_or_default();
+    match activate(work, io, &import, settings.activation_timeout).await {
+        Activation::Confirmed => {}
+        Activation::Refused(reason) => {
             // The target says the import is gone or aborted, so it is not serving the tenant:
-            // taking the tenant back is safe (once that is durable; until then it stays moved).
-            m.tenant.set_state(TenantState::Active);
-            if let Err(e) = mgr.inner.registry.persist(&m.tenant) {
-                m.tenant.set_moved(&m.redirect);
-                gate.open();
-                let msg = format!("cutover failed and the tenant could not be taken back: {e}");
-                fail_migration(m, &msg);
-                return Err(fail(msg));
-            }
-            ks.lock_async().await.start_tracking();
-            gate.open();
-            let msg = format!("cutover failed, the source still owns the tenant: {reason}");
-            fail_migration(m, &msg);
-            return Err(fail(msg));
+            // taking the tenant back is safe.
+            return Err(take_back(io, &reason, "cutover failed"));
         }
-        Err(Activation::Unconfirmed(reason)) => {
-            gate.open();
+        Activation::Unconfirmed(reason) => {
+            tenant.gate().open();
             let msg = format!(
                 "cutover incomplete: the source handed the tenant over but the target did not confirm activation ({reason}); clients get MOVED/TRYAGAIN until TENANT.MIGRATE.CUTOVER {} RETRY succeeds (or CANCEL makes the target drop it and the source take it back)",
-                m.id
+                io.ctl.info.id
             );
-            fail_migration(m, &msg);
-            return Err(fail(msg));
+            io.ctl.fail(&msg);
+            return Err(MigrationError::Failed(msg));
         }
     }
-    gate.open();
+    tenant.gate().open();
     let downtime_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    complete(m, keys, downtime_ms);
-    release_checkpoint(m);
-    tracing::info!(migration = %m.id, tenant = %m.tenant.id(), keys, downtime_ms, "cutover completed");
-    schedule_release(mgr, m.clone());
+    io.ctl.complete(keys, downtime_ms);
+    work.frozen = Some(tenant.keyspace());
+    work.checkpoint = Default::default();
+    tracing::info!(migration = %io.ctl.info.id, tenant = %tenant.id(), keys, downtime_ms, "cutover completed");
     Ok(CutoverResult {
         status: "completed",
         downtime_ms,
@@ -186,28 +161,65 @@ pub(super) async fn cutover(
     })
 }
 
-/// Drains every change, waits for acknowledgements and compares key count and digest with the
-/// target. Returns the key count, or why the target could not confirm.
-async fn confirm(
-    mgr: &MigrationManager,
-    m: &Arc<Migration>,
-    streams: &mut Streams,
-    control: &mut Connection,
-    import_id: &str,
-) -> Result<u64, String> {
-    let ks = m.tenant.keyspace();
+/// Back to live sync after a cutover that did not hand over, saying why.
+fn abort(io: &mut Io<'_>, reason: &str) -> MigrationError {
+    let msg = format!("cutover aborted, the source still owns the tenant: {reason}");
+    tracing::warn!(migration = %io.ctl.info.id, error = %reason, "cutover aborted");
+    if io.ctl.state() == MigrationState::CuttingOver {
+        io.ctl.publish(|p| p.state = MigrationState::LiveSync);
+        io.ctl.set_phase(MigrationPhase::LiveSync);
+    }
+    io.ctl.note_error(&msg);
+    MigrationError::Failed(msg)
+}
+
+/// Gates the writes, drains and has the target confirm. Returns when the gate closed (the
+/// downtime's start) and the confirmed key count.
+async fn gate_and_confirm(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    fast: bool,
+    settings: &super::api::MigrationSettings,
+) -> Res<(Instant, u64)> {
+    let tenant = io.ctl.info.tenant.clone();
+    io.breakpoint("cutover:before_gate").await?;
+    // In fast mode the gate has been closed since the copy began: that is the downtime.
+    let t0 = match (fast, io.ctl.gate_closed_at) {
+        (true, Some(t)) => t,
+        _ => Instant::now(),
+    };
+    io.ctl.gate_closed_at = Some(t0);
+    io.until(tenant.gate().close_and_drain()).await?;
+    io.breakpoint("cutover:after_gate").await?;
+    let keys = confirm(work, io, settings.redirect_timeout).await?;
+    io.breakpoint("cutover:after_confirm").await?;
+    // Last chance to keep the tenant: if the target stopped answering since it confirmed, do
+    // not hand over (that would leave the tenant unwritable until the target comes back).
+    let import = io.ctl.published().import_id.clone().unwrap_or_default();
+    let alive = io
+        .until(tokio::time::timeout(
+            LIVENESS_TIMEOUT,
+            work.target.resume(&import),
+        ))
+        .await?;
+    if !matches!(alive, Ok(Ok(_))) {
+        return Err(MigrationError::Failed(
+            "the target stopped answering after it confirmed".into(),
+        ));
+    }
+    Ok((t0, keys))
+}
+
+/// Drains every change, waits for acknowledgements (aborting when a link breaks or nothing is
+/// acknowledged for `budget`) and compares key count and digest with the target.
+async fn confirm(work: &mut Work, io: &mut Io<'_>, budget: Duration) -> Res<u64> {
+    let ks = io.ctl.info.tenant.keyspace();
+    let import = io.ctl.published().import_id.clone().unwrap_or_default();
     let mut last = String::from("no attempt");
     for _attempt in 0..5 {
-        loop {
-            match drain(m, streams, 100_000).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        if let Err(e) = streams.wait_acked(Duration::from_secs(10)).await {
-            return Err(e.to_string());
-        }
+        while drain(work, io, 100_000).await? > 0 {}
+        send_all(work, io).await?;
+        wait_acked(io, budget).await?;
         let (keys, digest, dirty) = {
             let db = ks.lock_async().await;
             (
@@ -220,167 +232,176 @@ async fn confirm(
             // A read expired a key meanwhile; drain it too.
             continue;
         }
-        breakpoint(mgr, m, "cutover:before_confirm").await;
-        match control.cmd(&["TENANT.IMPORT.PREPARE", import_id]).await {
-            Ok(reply) => {
-                let pairs = value::as_pairs(&reply).unwrap_or_default();
-                let tkeys = value::field_int(&pairs, "keys").unwrap_or(-1);
-                let tdigest = value::field_str(&pairs, "digest").unwrap_or_default();
-                if tkeys == keys as i64 && tdigest == format!("{digest:016x}") {
-                    return Ok(keys);
-                }
+        io.breakpoint("cutover:before_confirm").await?;
+        let answer = io
+            .until(tokio::time::timeout(budget, work.target.prepare(&import)))
+            .await?;
+        match answer {
+            Ok(Ok(p)) if p.keys == keys && p.digest == digest => return Ok(keys),
+            Ok(Ok(p)) => {
                 last = format!(
-                    "target does not match the source (source {keys} keys, digest {digest:016x}; target {tkeys} keys, digest {tdigest})"
+                    "target does not match the source (source {keys} keys, digest {digest:016x}; target {} keys, digest {:016x})",
+                    p.keys, p.digest
                 );
             }
-            Err(e) if e.is_connection_error() => {
-                // One reconnect attempt: the data streams are healthy, the control link broke.
-                match Connection::connect(connect_options(mgr, m)).await {
-                    Ok(c) => {
-                        *control = c;
-                        last = format!("target connection dropped during confirmation: {e}");
-                    }
-                    Err(e2) => return Err(format!("target did not confirm: {e2}")),
-                }
+            Ok(Err(e)) => {
+                return Err(MigrationError::Failed(format!(
+                    "target did not confirm: {e}"
+                )));
             }
-            Err(e) => return Err(format!("target did not confirm: {e}")),
+            Err(_) => {
+                return Err(MigrationError::Failed(format!(
+                    "target did not confirm within {} ms",
+                    budget.as_millis()
+                )));
+            }
         }
     }
-    Err(last)
+    Err(MigrationError::Failed(last))
 }
 
-/// How an activation attempt ended when it did not succeed.
+/// How long a stream may take to reconnect during a drain (a connection that was cut while
+/// idle is reopened at once, and its batches resent) before the cutover gives up on it.
+const DRAIN_RECONNECT_GRACE: Duration = Duration::from_millis(500);
+
+/// Waits until every batch is acknowledged. Gives up when a link stays down longer than a quick
+/// reconnect takes, or when no acknowledgement arrives for `budget`.
+async fn wait_acked(io: &mut Io<'_>, budget: Duration) -> Res<()> {
+    let mut acked = io.ctl.keys_acked();
+    let mut progress = Instant::now();
+    let grace = DRAIN_RECONNECT_GRACE.min(budget);
+    loop {
+        if io.ctl.flight_empty() {
+            return Ok(());
+        }
+        if let Some(down) = io.ctl.down_for().filter(|d| *d >= grace) {
+            let why = io
+                .ctl
+                .published()
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "a link to the target broke".into());
+            return Err(MigrationError::Failed(format!(
+                "a link to the target has been down for {} ms during the drain ({why})",
+                down.as_millis()
+            )));
+        }
+        if progress.elapsed() >= budget {
+            return Err(MigrationError::Failed(format!(
+                "the target acknowledged nothing for {} ms during the drain",
+                budget.as_millis()
+            )));
+        }
+        let mut left = budget.saturating_sub(progress.elapsed());
+        if let Some(down) = io.ctl.down_for() {
+            left = left.min(grace.saturating_sub(down));
+        }
+        let before = acked;
+        let links_up = io.ctl.links_up();
+        io.serve(tokio::time::sleep(left), move |c| {
+            c.flight_empty() || c.links_up() != links_up || c.keys_acked() != before
+        })
+        .await?;
+        let now_acked = io.ctl.keys_acked();
+        if now_acked != acked {
+            acked = now_acked;
+            progress = Instant::now();
+        }
+    }
+}
+
+/// How an activation attempt ended.
 pub(super) enum Activation {
+    Confirmed,
     /// The target refused in a way that proves the tenant is not active there.
     Refused(String),
     /// The target could not be reached (or answered oddly) for the whole timeout.
     Unconfirmed(String),
 }
 
-pub(super) async fn activate(
-    mgr: &MigrationManager,
-    m: &Migration,
-    control: &mut Connection,
-    import_id: &str,
-    timeout: Duration,
-) -> Result<(), Activation> {
+async fn activate(work: &mut Work, io: &mut Io<'_>, import: &str, timeout: Duration) -> Activation {
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(20);
-    let mut reconnect = false;
     loop {
-        if reconnect {
-            match Connection::connect(connect_options(mgr, m)).await {
-                Ok(c) => *control = c,
-                Err(e) => {
-                    if Instant::now() >= deadline {
-                        return Err(Activation::Unconfirmed(e.to_string()));
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = io
+            .until(tokio::time::timeout(left, work.target.activate(import)))
+            .await;
+        let err = match attempt {
+            Ok(Ok(Ok(()))) => return Activation::Confirmed,
+            Ok(Ok(Err(TargetError::ImportGone(msg)))) => return Activation::Refused(msg),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(_)) => format!("no answer within {} ms", timeout.as_millis()),
+            // Interrupted (the server stopping): unconfirmed.
+            Err(e) => return Activation::Unconfirmed(e.to_string()),
+        };
+        if Instant::now() + backoff >= deadline {
+            return Activation::Unconfirmed(err);
         }
-        match control.cmd(&["TENANT.IMPORT.ACTIVATE", import_id]).await {
-            Ok(_) => return Ok(()),
-            Err(ClientError::Server(msg))
-                if msg.contains("no such import") || msg.contains("is aborted") =>
-            {
-                return Err(Activation::Refused(msg));
-            }
-            Err(e) => {
-                if Instant::now() >= deadline {
-                    return Err(Activation::Unconfirmed(e.to_string()));
-                }
-                reconnect = e.is_connection_error();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+        if let Err(e) = io.sleep(backoff).await {
+            return Activation::Unconfirmed(e.to_string());
         }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
+/// The target lost the import after the hand-over: the tenant is served here again.
+fn take_back(io: &mut Io<'_>, reason: &str, what: &str) -> MigrationError {
+    let tenant = io.ctl.info.tenant.clone();
+    let msg = match io.ctl.env.registry.reclaim(&tenant) {
+        Ok(()) => {
+            tenant.keyspace().lock().start_tracking();
+            tenant.gate().open();
+            io.ctl.handed_over = false;
+            format!("{what}, the source still owns the tenant: {reason}")
+        }
+        Err(e) => {
+            tenant.gate().open();
+            format!(
+                "{what}: the target lost the import ({reason}) but taking the tenant back could not be recorded ({e}); it stays unwritable until CANCEL"
+            )
+        }
+    };
+    io.ctl.fail(&msg);
+    MigrationError::Failed(msg)
+}
+
 /// CUTOVER RETRY after an unconfirmed activation: asks the target again.
-pub(super) async fn retry_activation(
-    mgr: &MigrationManager,
-    m: &Arc<Migration>,
-) -> Res<CutoverResult> {
-    let import_id = m
-        .progress
-        .lock()
+pub(super) async fn retry_activation(work: &mut Work, io: &mut Io<'_>) -> Res<CutoverResult> {
+    let import = io
+        .ctl
+        .published()
         .import_id
         .clone()
-        .ok_or_else(|| fail("no import id recorded"))?;
-    let mut control = Connection::connect(connect_options(mgr, m))
-        .await
-        .map_err(|e| fail(format!("the target is still unreachable: {e}")))?;
-    let timeout = mgr.settings().activation_timeout;
-    match activate(mgr, m, &mut control, &import_id, timeout).await {
-        Ok(()) => {
-            let keys = m.tenant.keyspace().len();
-            let since = m
+        .ok_or_else(|| MigrationError::Failed("no import id recorded".into()))?;
+    let timeout = io.ctl.env.settings.read().activation_timeout;
+    match activate(work, io, &import, timeout).await {
+        Activation::Confirmed => {
+            let tenant = io.ctl.info.tenant.clone();
+            let keys = tenant.keyspace().len();
+            let since = io
+                .ctl
                 .gate_closed_at
-                .lock()
                 .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
-            complete(m, keys, since);
-            release_checkpoint(m);
-            schedule_release(mgr, m.clone());
-            tracing::info!(migration = %m.id, "activation confirmed on retry; cutover completed");
+            io.ctl.complete(keys, since);
+            work.frozen = Some(tenant.keyspace());
+            work.checkpoint = Default::default();
+            tracing::info!(migration = %io.ctl.info.id, "activation confirmed on retry; cutover completed");
             Ok(CutoverResult {
                 status: "completed",
                 downtime_ms: since,
                 keys_migrated: keys,
             })
         }
-        Err(Activation::Refused(reason)) => {
-            m.tenant.set_state(TenantState::Active);
-            if let Err(e) = mgr.inner.registry.persist(&m.tenant) {
-                m.tenant.set_moved(&m.redirect);
-                let msg = format!(
-                    "the target lost the import but the tenant could not be taken back: {e}"
-                );
-                fail_migration(m, &msg);
-                return Err(fail(msg));
-            }
-            m.tenant.keyspace().lock_async().await.start_tracking();
-            let msg =
-                format!("the target lost the import ({reason}); the source owns the tenant again");
-            fail_migration(m, &msg);
-            Err(fail(msg))
-        }
-        Err(Activation::Unconfirmed(reason)) => {
+        Activation::Refused(reason) => Err(take_back(
+            io,
+            &format!("the target lost the import ({reason})"),
+            "activation refused",
+        )),
+        Activation::Unconfirmed(reason) => {
             let msg = format!("activation still unconfirmed: {reason}");
-            m.progress.lock().error = Some(msg.clone());
-            Err(fail(msg))
+            io.ctl.note_error(&msg);
+            Err(MigrationError::Failed(msg))
         }
     }
-}
-
-/// Frees the frozen copy after the retention period; the MOVED answer stays. The period is
-/// re-read while waiting, so `CONFIG SET tenancy.migration.retention_secs` applies to copies
-/// already kept too.
-pub(super) fn schedule_release(mgr: &MigrationManager, m: Arc<Migration>) {
-    let frozen = m.tenant.keyspace();
-    let mgr = mgr.clone();
-    let since = Instant::now();
-    tokio::spawn(async move {
-        loop {
-            let retention = mgr.settings().retention;
-            let waited = since.elapsed();
-            if waited >= retention {
-                break;
-            }
-            tokio::time::sleep((retention - waited).min(Duration::from_secs(1))).await;
-        }
-        if m.tenant.state() == TenantState::Moved && Arc::ptr_eq(&m.tenant.keyspace(), &frozen) {
-            let old = m
-                .tenant
-                .replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
-            drop(frozen);
-            tokio::task::spawn_blocking(move || drop(old));
-            m.frozen_released
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(migration = %m.id, tenant = %m.tenant.id(), "frozen copy released after retention");
-        }
-    });
 }

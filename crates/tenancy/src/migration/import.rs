@@ -89,7 +89,8 @@ pub struct Import {
     pub records: AtomicU64,
     pub bytes: AtomicU64,
     pub started: Instant,
-    last_activity: Mutex<Instant>,
+    /// Tokio's clock, so that a test under a paused clock can run the reaper's real default.
+    last_activity: Mutex<tokio::time::Instant>,
     activation: Mutex<Option<Activation>>,
 }
 
@@ -115,7 +116,7 @@ impl Import {
     }
 
     fn touch(&self) {
-        *self.last_activity.lock() = Instant::now();
+        *self.last_activity.lock() = tokio::time::Instant::now();
     }
 }
 
@@ -213,7 +214,7 @@ impl ImportManager {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             started: Instant::now(),
-            last_activity: Mutex::new(Instant::now()),
+            last_activity: Mutex::new(tokio::time::Instant::now()),
             activation: Mutex::new(None),
         });
         imports.insert(id, import.clone());

@@ -4,9 +4,14 @@
 //! switches on change capture, walks the keyspace by cursor and ships it in checksummed batches
 //! over `PARALLEL` pipelined connections ([`wire`]), then ships changed keys as they happen.
 //! At cutover it gates that tenant's writes, drains the last changes, has the target confirm
-//! (same key count and digest), marks the tenant `moved` here and activates it there. The target
-//! side is an [`ImportManager`]. Both keep digests, so [`MigrationManager::verify`] compares
-//! checksums in O(buckets) plus a sample of keys value by value.
+//! (same key count and digest), records the tenant `moved` here and activates it there. The
+//! target side is an [`ImportManager`]. Both keep digests, so [`MigrationManager::verify`]
+//! compares checksums in O(buckets) plus a sample of keys value by value.
+//!
+//! Each migration is one task, its actor ([`actor`]), which owns its state; the manager sends it
+//! requests and reads what it publishes, so every operator command is answered at once whatever
+//! the target does. The target is reached through the [`Target`] trait: over RESP
+//! ([`resp::RespTarget`]) or in-process ([`local::LocalTarget`], which the unit tests use).
 //!
 //! ```no_run
 //! # async fn demo(manager: &ferrite_tenancy::MigrationManager) -> Result<(), Box<dyn std::error::Error>> {
@@ -35,374 +40,123 @@
 //! ```
 //! A doctest that runs this against two in-process servers lives in the crate docs.
 
+mod actor;
+mod api;
 mod cutover;
 pub mod import;
 pub mod lag;
+pub mod local;
+pub mod record;
+pub mod resp;
 mod source;
 pub mod state;
+mod status;
 mod stream;
+pub mod target;
+#[cfg(test)]
+mod tests;
 pub mod validate;
 mod verify;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
-use ferrite_client::{ClientError, ConnectOptions, Connection};
-use ferrite_protocol::frame::Frame;
+use ferrite_client::{ClientError, ConnectOptions};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+pub use api::{
+    CutoverResult, MIGRATION_USER, MigrationConfig, MigrationError, MigrationHandle, MigrationMode,
+    MigrationSettings, MigrationStatus, VerifyResult,
+};
 pub use cutover::BREAKPOINTS;
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
 pub use lag::Trend;
+pub use record::{MigrationRecord, MigrationRecordSink};
 pub use state::{MigrationPhase, MigrationState};
+pub use stream::RECONNECT_BACKOFF;
+pub use target::{Connector, Target, TargetAuth, TargetError};
+
+use actor::{Actor, Control, DebugOp, Inbox, Request, Work};
+use status::{Info, Published};
 
 use crate::registry::Registry;
-use crate::tenant::{Tenant, TenantState};
+use crate::tenant::{Tenant, TenantLimits, TenantState};
 
-/// User name servers use with the shared migration token (`AUTH ferrite-migration <token>`).
-pub const MIGRATION_USER: &str = "ferrite-migration";
+/// How long a request may wait for a migration's answer before it is reported as not
+/// responding (the actor answers at once; this only bounds a wait that should never happen).
+/// An accepted CUTOVER is exempt: it answers when the cutover has run.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How a tenant is moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MigrationMode {
-    /// Snapshot, live change stream, brief cutover.
-    #[default]
-    Live,
-    /// Suspend the tenant's writes, copy, switch.
-    Fast,
-    /// Move key patterns one at a time.
-    Incremental,
+/// What the manager shares with every migration's task.
+pub(crate) struct Env {
+    pub registry: Arc<Registry>,
+    pub imports: Arc<ImportManager>,
+    pub settings: RwLock<MigrationSettings>,
+    pub slots: Arc<Semaphore>,
+    /// Address clients use to reach this server (for self-migration checks and STATUS).
+    pub self_addr: String,
+    pub run_id: String,
+    /// Tenant bytes per second the last complete snapshot from this server achieved: what
+    /// VALIDATE's estimate uses besides the measured link speed.
+    pub snapshot_rate: Mutex<Option<f64>>,
+    pub sink: RwLock<Option<Arc<dyn MigrationRecordSink>>>,
+    /// The one unfinished migration of each tenant (tenant → migration id).
+    claims: Mutex<HashMap<String, String>>,
 }
 
-impl MigrationMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            MigrationMode::Live => "live",
-            MigrationMode::Fast => "fast",
-            MigrationMode::Incremental => "incremental",
+impl Env {
+    /// Makes `info` the tenant's unfinished migration, unless another one is.
+    fn claim(&self, info: &Info) -> Result<(), MigrationError> {
+        let mut claims = self.claims.lock();
+        match claims.get(info.tenant.id()) {
+            Some(other) if *other != info.id => Err(MigrationError::TenantBusy {
+                tenant: info.tenant.id().into(),
+                migration: other.clone(),
+            }),
+            _ => {
+                claims.insert(info.tenant.id().into(), info.id.clone());
+                Ok(())
+            }
         }
     }
 
-    pub fn parse(s: &str) -> Option<MigrationMode> {
-        match s.to_ascii_lowercase().as_str() {
-            "live" => Some(MigrationMode::Live),
-            "fast" => Some(MigrationMode::Fast),
-            "incremental" => Some(MigrationMode::Incremental),
-            _ => None,
-        }
-    }
-}
-
-/// Options of one migration (TENANT.MIGRATE arguments).
-#[derive(Debug, Clone)]
-pub struct MigrationConfig {
-    pub mode: MigrationMode,
-    /// Parallel streams to the target.
-    pub parallel: usize,
-    /// Keys per batch.
-    pub batch_size: usize,
-    /// How long the migration may go without reaching the target before it fails (overrides
-    /// `sync_timeout_secs`).
-    pub timeout: Option<Duration>,
-    /// Password for the target (its requirepass) when no migration token is configured.
-    pub auth: Option<String>,
-    /// Shipping rate limit in bytes per second (0 = none).
-    pub rate_bytes_per_sec: u64,
-    /// The address clients are sent to after cutover (`-MOVED tenant:<id> <redirect>`), when it
-    /// differs from the address this server uses to reach the target (a separate migration
-    /// network, a proxy). Defaults to the target address.
-    pub redirect: Option<String>,
-}
-
-impl Default for MigrationConfig {
-    fn default() -> Self {
-        MigrationConfig {
-            mode: MigrationMode::Live,
-            parallel: 4,
-            batch_size: 1000,
-            timeout: None,
-            auth: None,
-            rate_bytes_per_sec: 0,
-            redirect: None,
+    fn release_claim(&self, info: &Info) {
+        let mut claims = self.claims.lock();
+        if claims.get(info.tenant.id()) == Some(&info.id) {
+            claims.remove(info.tenant.id());
         }
     }
 }
 
-/// Server-wide migration settings (`[tenancy.migration]`).
-#[derive(Debug, Clone)]
-pub struct MigrationSettings {
-    pub enabled: bool,
-    pub max_concurrent: usize,
-    pub sync_timeout: Duration,
-    /// Most undelivered changed keys a cutover accepts without FORCE.
-    pub cutover_max_lag: u64,
-    pub token: Option<String>,
-    /// How long the source keeps its frozen copy after cutover.
-    pub retention: Duration,
-    /// How long the activation of the target may be retried before the cutover is declared
-    /// failed (the tenant then waits for CUTOVER RETRY).
-    pub activation_timeout: Duration,
-    /// Allows TENANT.MIGRATE.DEBUG breakpoints (tests only).
-    pub fault_injection: bool,
-    /// Which pre-migration checks run.
-    pub validation: validate::ValidationSettings,
+/// The manager's handle on one migration.
+#[derive(Clone)]
+struct Entry {
+    info: Arc<Info>,
+    requests: mpsc::Sender<Request>,
+    status: watch::Receiver<Published>,
+    target: Arc<dyn Target>,
 }
 
-impl Default for MigrationSettings {
-    fn default() -> Self {
-        MigrationSettings {
-            enabled: true,
-            max_concurrent: 5,
-            sync_timeout: Duration::from_secs(3600),
-            cutover_max_lag: 1000,
-            token: None,
-            retention: Duration::from_secs(3600),
-            activation_timeout: Duration::from_secs(30),
-            fault_injection: false,
-            validation: validate::ValidationSettings::default(),
+impl Entry {
+    fn wrong_state(&self, op: &'static str) -> MigrationError {
+        MigrationError::WrongState {
+            id: self.info.id.clone(),
+            state: self.status.borrow().state.name(),
+            op,
         }
-    }
-}
-
-/// Why a migration command failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MigrationError {
-    #[error("migrations are disabled on this server (tenancy.migration.enabled = false)")]
-    Disabled,
-    #[error("no such migration '{0}'")]
-    UnknownMigration(String),
-    #[error("no such tenant '{0}'")]
-    UnknownTenant(String),
-    #[error("tenant '{tenant}' is {state}; only an active tenant can be migrated")]
-    TenantNotActive { tenant: String, state: &'static str },
-    #[error("tenant '{tenant}' is already being migrated ({migration})")]
-    TenantBusy { tenant: String, migration: String },
-    #[error("cannot migrate a tenant to the server it is on")]
-    SelfTarget,
-    #[error("invalid target address '{0}': use host:port")]
-    BadTarget(String),
-    #[error("target {addr} is unreachable: {reason}")]
-    Unreachable { addr: String, reason: String },
-    #[error("target {addr} refused authentication: {reason}")]
-    Auth { addr: String, reason: String },
-    #[error("target {addr} is not a Ferrite server (it answered: {reply})")]
-    NotFerrite { addr: String, reply: String },
-    #[error("target {addr} refused the import: {reason}")]
-    Refused { addr: String, reason: String },
-    #[error("migration {id} is {state}: cannot {op}")]
-    WrongState {
-        id: String,
-        state: &'static str,
-        op: &'static str,
-    },
-    #[error(
-        "lag is {lag} keys, above cutover_max_lag ({max}); wait, throttle the tenant, or use FORCE"
-    )]
-    LagTooHigh { lag: u64, max: u64 },
-    #[error("{0}")]
-    Failed(String),
-    #[error("MODE {0} is not supported by this server")]
-    UnsupportedMode(&'static str),
-}
-
-/// What TENANT.MIGRATE.STATUS reports.
-#[derive(Debug, Clone)]
-pub struct MigrationStatus {
-    pub id: String,
-    pub tenant: String,
-    pub source: String,
-    pub target: String,
-    pub mode: MigrationMode,
-    pub state: MigrationState,
-    pub phase: MigrationPhase,
-    /// Percent, 0–100.
-    pub progress: f64,
-    pub keys_synced: u64,
-    /// Keys the target has acknowledged in all, changes shipped again included (what a retry or
-    /// a reconnect re-sent shows here, not in `keys_synced`).
-    pub keys_shipped: u64,
-    pub keys_total: u64,
-    pub bytes_synced: u64,
-    pub lag_keys: u64,
-    pub lag_bytes: u64,
-    pub lag_seconds: f64,
-    pub lag_trend: Trend,
-    pub keys_per_sec: f64,
-    /// Unix ms.
-    pub started_at: u64,
-    pub estimated_completion: Option<u64>,
-    pub completed_at: Option<u64>,
-    pub downtime_ms: Option<f64>,
-    pub error: Option<String>,
-    pub parallel: usize,
-    pub batch_size: usize,
-    pub import_id: Option<String>,
-    /// Unix ms of a scheduled cutover.
-    pub scheduled_cutover: Option<u64>,
-    /// The fault-injection breakpoint the coordinator is parked at (tests only).
-    pub parked_at: Option<&'static str>,
-    /// Seconds since the migration started (until it finished).
-    pub duration_seconds: f64,
-    /// Bytes sent to the target, including resends after reconnects.
-    pub bytes_sent: u64,
-    pub reconnects: u64,
-}
-
-/// Result of a cutover.
-#[derive(Debug, Clone)]
-pub struct CutoverResult {
-    pub status: &'static str,
-    /// Measured time the tenant's writes were paused, in milliseconds.
-    pub downtime_ms: f64,
-    pub keys_migrated: u64,
-}
-
-/// Result of VERIFY.
-#[derive(Debug, Clone)]
-pub struct VerifyResult {
-    pub keys_source: u64,
-    pub keys_target: u64,
-    pub checksum_match: bool,
-    /// Sampled keys that matched value by value, and how many were compared.
-    pub sample_matched: u64,
-    pub sample_compared: u64,
-    /// Sampled keys skipped because the target changed them after cutover.
-    pub sample_skipped: u64,
-    pub mismatched_buckets: Vec<usize>,
-    pub status: &'static str,
-}
-
-/// Handle returned by [`MigrationManager::migrate`].
-#[derive(Debug, Clone)]
-pub struct MigrationHandle {
-    pub id: String,
-    pub state: MigrationState,
-    pub progress: f64,
-}
-
-/// Mutable bookkeeping of a migration.
-#[derive(Debug)]
-struct Progress {
-    state: MigrationState,
-    phase: MigrationPhase,
-    error: Option<String>,
-    import_id: Option<String>,
-    started_at: u64,
-    started: Instant,
-    completed_at: Option<u64>,
-    finished: Option<Instant>,
-    downtime_ms: Option<f64>,
-    keys_migrated: u64,
-}
-
-struct CutoverRequest {
-    force: bool,
-    /// Made by a scheduled cutover (UNSCHEDULE withdraws only those).
-    scheduled: bool,
-    reply: oneshot::Sender<Result<CutoverResult, MigrationError>>,
-}
-
-/// A cutover planned for a given time.
-#[derive(Debug, Clone, Copy)]
-struct Scheduled {
-    at_ms: u64,
-    force: bool,
-}
-
-/// One migration (source side).
-pub struct Migration {
-    pub id: String,
-    /// How to reach the target (fixed when the migration is created).
-    connect: ConnectOptions,
-    pub tenant: Arc<Tenant>,
-    pub source: String,
-    pub target: String,
-    /// Where clients are sent after cutover (usually the target address).
-    pub redirect: String,
-    pub mode: MigrationMode,
-    cfg: Mutex<MigrationConfig>,
-    progress: Mutex<Progress>,
-    keys_total: AtomicU64,
-    keys_synced: AtomicU64,
-    bytes_synced: AtomicU64,
-    bytes_sent: AtomicU64,
-    reconnects: AtomicU64,
-    lag: Mutex<lag::LagTracker>,
-    paused: AtomicBool,
-    cancel: AtomicBool,
-    wake: Notify,
-    cutover: Mutex<Option<CutoverRequest>>,
-    /// Signalled when the coordinator task ends.
-    finished: Notify,
-    task_done: AtomicBool,
-    checkpoint: Mutex<source::Checkpoint>,
-    /// When the cutover closed the gate (for the downtime of a retried activation).
-    gate_closed_at: Mutex<Option<Instant>>,
-    frozen_released: AtomicBool,
-    schedule: Mutex<Option<Scheduled>>,
-    schedule_generation: AtomicU64,
-    /// The coordinator is running a cutover that a schedule requested.
-    scheduled_cutover_running: AtomicBool,
-    /// Bytes of the large value being shipped in chunks not yet read (0 = none): lag.
-    large_bytes_left: AtomicU64,
-    /// Read from the keyspace into batch builders, not yet queued: lag too.
-    unsealed_keys: AtomicU64,
-    unsealed_bytes: AtomicU64,
-    unsealed_since_ms: AtomicU64,
-    /// Creation order on this server (ids sort as text, "_10" before "_2").
-    seq: u64,
-    breakpoints: Mutex<HashSet<&'static str>>,
-    parked: Mutex<Option<&'static str>>,
-    release: Notify,
-}
-
-impl Migration {
-    pub fn state(&self) -> MigrationState {
-        self.progress.lock().state
-    }
-
-    /// Moves to `next` if the lifecycle allows it.
-    fn transition(&self, next: MigrationState, op: &'static str) -> Result<(), MigrationError> {
-        let mut p = self.progress.lock();
-        if !p.state.can_become(next) {
-            return Err(MigrationError::WrongState {
-                id: self.id.clone(),
-                state: p.state.name(),
-                op,
-            });
-        }
-        p.state = next;
-        Ok(())
-    }
-
-    fn set_phase(&self, phase: MigrationPhase) {
-        self.progress.lock().phase = phase;
-    }
-
-    fn settings(&self) -> MigrationConfig {
-        self.cfg.lock().clone()
     }
 }
 
 struct Inner {
-    registry: Arc<Registry>,
-    imports: Arc<ImportManager>,
-    settings: RwLock<MigrationSettings>,
-    migrations: Mutex<BTreeMap<String, Arc<Migration>>>,
-    slots: Arc<Semaphore>,
-    /// Address clients use to reach this server (for self-migration checks and STATUS).
-    self_addr: String,
-    run_id: String,
+    env: Arc<Env>,
+    migrations: Mutex<BTreeMap<String, Entry>>,
+    connector: Arc<dyn Connector>,
     id_prefix: String,
     counter: AtomicU64,
-    /// Tenant bytes per second the last complete snapshot from this server achieved: what
-    /// VALIDATE's estimate uses besides the measured link speed.
-    snapshot_rate: Mutex<Option<f64>>,
 }
 
 /// Runs this server's migrations and imports.
@@ -418,6 +172,23 @@ impl MigrationManager {
         self_addr: String,
         run_id: String,
     ) -> MigrationManager {
+        Self::with_connector(
+            registry,
+            settings,
+            self_addr,
+            run_id,
+            Arc::new(resp::RespConnector),
+        )
+    }
+
+    /// A manager that reaches targets through `connector` (in-process ones in tests).
+    pub fn with_connector(
+        registry: Arc<Registry>,
+        settings: MigrationSettings,
+        self_addr: String,
+        run_id: String,
+        connector: Arc<dyn Connector>,
+    ) -> MigrationManager {
         let imports = Arc::new(ImportManager::new(registry.clone(), run_id.clone()));
         // Time-based so that ids are never reused across restarts, plus a piece of the random
         // run id so that two servers started in the same millisecond differ (a reverse
@@ -429,46 +200,57 @@ impl MigrationManager {
         );
         MigrationManager {
             inner: Arc::new(Inner {
-                registry,
-                imports,
-                slots: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
-                settings: RwLock::new(settings),
+                env: Arc::new(Env {
+                    registry,
+                    imports,
+                    slots: Arc::new(Semaphore::new(settings.max_concurrent)),
+                    settings: RwLock::new(settings),
+                    self_addr,
+                    run_id,
+                    snapshot_rate: Mutex::new(None),
+                    sink: RwLock::new(None),
+                    claims: Mutex::new(HashMap::new()),
+                }),
                 migrations: Mutex::new(BTreeMap::new()),
-                self_addr,
-                run_id,
+                connector,
                 id_prefix,
                 counter: AtomicU64::new(1),
-                snapshot_rate: Mutex::new(None),
             }),
         }
     }
 
     pub fn imports(&self) -> &Arc<ImportManager> {
-        &self.inner.imports
+        &self.inner.env.imports
     }
 
     pub fn settings(&self) -> MigrationSettings {
-        self.inner.settings.read().clone()
+        self.inner.env.settings.read().clone()
     }
 
     /// Applies new settings (CONFIG SET). A larger `max_concurrent` frees queued migrations.
     pub fn update_settings(&self, s: MigrationSettings) {
-        let old = self.inner.settings.read().max_concurrent;
+        let env = &self.inner.env;
+        let old = env.settings.read().max_concurrent;
         if s.max_concurrent > old {
-            self.inner.slots.add_permits(s.max_concurrent - old);
+            env.slots.add_permits(s.max_concurrent - old);
         } else if s.max_concurrent < old {
             let shrink = old - s.max_concurrent;
-            let slots = self.inner.slots.clone();
+            let slots = env.slots.clone();
             tokio::spawn(async move {
                 if let Ok(p) = slots.acquire_many(shrink as u32).await {
                     p.forget();
                 }
             });
         }
-        *self.inner.settings.write() = s;
+        *env.settings.write() = s;
     }
 
-    fn find(&self, id: &str) -> Result<Arc<Migration>, MigrationError> {
+    /// Hands every later change of a migration's state to `sink` (persistence).
+    pub fn set_record_sink(&self, sink: Arc<dyn MigrationRecordSink>) {
+        *self.inner.env.sink.write() = Some(sink);
+    }
+
+    fn entry(&self, id: &str) -> Result<Entry, MigrationError> {
         self.inner
             .migrations
             .lock()
@@ -479,89 +261,45 @@ impl MigrationManager {
 
     /// The unfinished migration of `tenant`, if any.
     pub fn running_for(&self, tenant: &str) -> Option<String> {
-        self.inner
-            .migrations
-            .lock()
-            .values()
-            .find(|m| {
-                m.tenant.id() == tenant
-                    && matches!(
-                        m.state(),
-                        MigrationState::Queued
-                            | MigrationState::Syncing
-                            | MigrationState::LiveSync
-                            | MigrationState::Paused
-                            | MigrationState::CuttingOver
-                    )
-            })
-            .map(|m| m.id.clone())
+        self.inner.env.claims.lock().get(tenant).cloned()
     }
 
-    /// Connection options for reaching a target.
+    /// How this server authenticates to targets. An AUTH given with the command is what the
+    /// operator chose for this target; the cluster's token is the default.
+    fn target_auth(&self, cfg: &MigrationConfig) -> TargetAuth {
+        if let Some(pw) = &cfg.auth {
+            TargetAuth::Password(pw.clone())
+        } else if let Some(token) = &self.inner.env.settings.read().token {
+            TargetAuth::Token(token.clone())
+        } else {
+            TargetAuth::None
+        }
+    }
+
+    /// Connection options for reaching a target directly (VALIDATE's probes).
     pub(crate) fn connect_options(&self, target: &str, cfg: &MigrationConfig) -> ConnectOptions {
         let mut o = ConnectOptions::new(target)
-            .connect_timeout(Duration::from_secs(3))
+            .connect_timeout(resp::CONNECT_TIMEOUT)
             .command_timeout(Duration::from_secs(30))
             .name("ferrite-migration");
-        // An AUTH given with the command is what the operator chose for this target; the
-        // cluster's token is the default.
-        if let Some(pw) = &cfg.auth {
-            o = o.password(pw.clone());
-        } else if let Some(token) = &self.inner.settings.read().token {
-            o = o.tenant(MIGRATION_USER, token.clone());
+        match self.target_auth(cfg) {
+            TargetAuth::Token(t) => o = o.tenant(MIGRATION_USER, t),
+            TargetAuth::Password(p) => o = o.password(p),
+            TargetAuth::None => {}
         }
         o
     }
 
-    /// Connects to a target and checks that it is a compatible Ferrite that can take the
-    /// tenant. Returns the connection and the target's CHECK reply.
-    async fn connect_checked(
-        &self,
-        tenant: &str,
-        target: &str,
-        cfg: &MigrationConfig,
-    ) -> Result<(Connection, Vec<(String, Frame)>), MigrationError> {
-        let opts = self.connect_options(target, cfg);
-        let mut conn = Connection::connect(opts).await.map_err(|e| match e {
-            ClientError::Server(msg)
-                if msg.contains("WRONGPASS") || msg.contains("NOAUTH") || msg.contains("AUTH") =>
-            {
-                MigrationError::Auth {
-                    addr: target.into(),
-                    reason: msg,
-                }
-            }
-            other => MigrationError::Unreachable {
-                addr: target.into(),
-                reason: other.to_string(),
-            },
-        })?;
-        let reply = conn
-            .cmd(&[
-                "TENANT.IMPORT.CHECK",
-                tenant,
-                &wire::WIRE_VERSION.to_string(),
-                &self.inner.run_id,
-            ])
-            .await
-            .map_err(|e| classify_target_error(target, e))?;
-        let pairs =
-            ferrite_client::value::as_pairs(&reply).map_err(|e| MigrationError::NotFerrite {
-                addr: target.into(),
-                reply: e.to_string(),
-            })?;
-        Ok((conn, pairs))
-    }
-
     /// Starts migrating `tenant` to `target`. Validation errors (unknown tenant, unreachable or
-    /// incompatible target, wrong password, migrating to itself, a second migration) are returned
-    /// here and leave nothing behind.
+    /// incompatible target, wrong password, migrating to itself, a second migration) are
+    /// returned here and leave nothing behind.
     pub async fn migrate(
         &self,
         tenant: &str,
         target: &str,
         cfg: MigrationConfig,
     ) -> Result<MigrationHandle, MigrationError> {
+        let env = self.inner.env.clone();
         let settings = self.settings();
         if !settings.enabled {
             return Err(MigrationError::Disabled);
@@ -569,8 +307,7 @@ impl MigrationManager {
         if cfg.mode == MigrationMode::Incremental {
             return Err(MigrationError::UnsupportedMode("incremental"));
         }
-        let t = self
-            .inner
+        let t = env
             .registry
             .get(tenant)
             .ok_or_else(|| MigrationError::UnknownTenant(tenant.into()))?;
@@ -587,98 +324,50 @@ impl MigrationManager {
             });
         }
         let target = normalize_addr(target)?;
-        if same_endpoint(&target, &self.inner.self_addr) {
+        if same_endpoint(&target, &env.self_addr) {
             return Err(MigrationError::SelfTarget);
         }
-        let (control, check) = self.connect_checked(tenant, &target, &cfg).await?;
-        self.run_validation(&t, &target, &check, &cfg, false)
-            .await?;
-        self.supersede_failed(tenant).await;
-
-        let n = self.inner.counter.fetch_add(1, Relaxed);
-        let id = format!("mig_{}_{n}", self.inner.id_prefix);
-        let now = ferrite_storage::now_ms();
-        let connect = self.connect_options(&target, &cfg);
         let redirect = match &cfg.redirect {
             Some(r) => normalize_addr(r)?,
             None => target.clone(),
         };
-        let mig = Arc::new(Migration {
+        let conn = self
+            .inner
+            .connector
+            .connect(&target, self.target_auth(&cfg));
+        let check = conn
+            .check(tenant, &env.run_id)
+            .await
+            .map_err(|e| classify_target_error(&target, e))?;
+        self.run_validation(&t, &check)?;
+        self.supersede_failed(tenant).await;
+
+        let n = self.inner.counter.fetch_add(1, Relaxed);
+        let id = format!("mig_{}_{n}", self.inner.id_prefix);
+        let info = Arc::new(Info {
             id: id.clone(),
-            connect,
-            redirect,
             tenant: t.clone(),
-            source: self.inner.self_addr.clone(),
+            source: env.self_addr.clone(),
             target: target.clone(),
+            redirect,
             mode: cfg.mode,
-            cfg: Mutex::new(cfg),
-            progress: Mutex::new(Progress {
-                state: MigrationState::Queued,
-                phase: MigrationPhase::Queued,
-                error: None,
-                import_id: None,
-                started_at: now,
-                started: Instant::now(),
-                completed_at: None,
-                finished: None,
-                downtime_ms: None,
-                keys_migrated: 0,
-            }),
-            keys_total: AtomicU64::new(t.keyspace().len()),
-            keys_synced: AtomicU64::new(0),
-            bytes_synced: AtomicU64::new(0),
-            bytes_sent: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
-            lag: Mutex::new(lag::LagTracker::default()),
-            paused: AtomicBool::new(false),
-            cancel: AtomicBool::new(false),
-            wake: Notify::new(),
-            cutover: Mutex::new(None),
-            finished: Notify::new(),
-            task_done: AtomicBool::new(false),
-            checkpoint: Mutex::new(source::Checkpoint::default()),
-            gate_closed_at: Mutex::new(None),
-            frozen_released: AtomicBool::new(false),
-            schedule: Mutex::new(None),
-            schedule_generation: AtomicU64::new(0),
-            scheduled_cutover_running: AtomicBool::new(false),
-            large_bytes_left: AtomicU64::new(0),
-            unsealed_keys: AtomicU64::new(0),
-            unsealed_bytes: AtomicU64::new(0),
-            unsealed_since_ms: AtomicU64::new(0),
             seq: n,
-            breakpoints: Mutex::new(HashSet::new()),
-            parked: Mutex::new(None),
-            release: Notify::new(),
         });
-        {
-            // Re-check under the lock so two concurrent MIGRATEs of one tenant cannot both pass.
-            let mut all = self.inner.migrations.lock();
-            if let Some(other) = all.values().find(|m| {
-                m.tenant.id() == tenant && m.state().is_active()
-                    || m.tenant.id() == tenant && m.state() == MigrationState::Queued
-            }) {
-                return Err(MigrationError::TenantBusy {
-                    tenant: tenant.into(),
-                    migration: other.id.clone(),
-                });
-            }
-            all.insert(id.clone(), mig.clone());
-        }
+        // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
+        env.claim(&info)?;
+        let published = Published::new(t.keyspace().len(), cfg.parallel, cfg.batch_size);
+        let mut status = self.spawn(info, cfg, published, conn, false);
         tracing::info!(migration = %id, tenant, target = %target, "migration created");
-        let this = self.clone();
-        let m = mig.clone();
-        tokio::spawn(async move { source::run(this, m, Some(control)).await });
-        // With a free slot the coordinator starts at once: let the reply say so rather than
+        // With a free slot the actor starts at once: let the reply say so rather than
         // "queued" (bounded: a busy machine still gets an answer).
-        let deadline = Instant::now() + Duration::from_millis(200);
-        while mig.state() == MigrationState::Queued
-            && self.inner.slots.available_permits() > 0
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        if env.slots.available_permits() > 0 {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                status.wait_for(|p| p.state != MigrationState::Queued),
+            )
+            .await;
         }
-        let st = mig.state();
+        let st = status.borrow().state;
         Ok(MigrationHandle {
             id,
             state: st,
@@ -686,326 +375,112 @@ impl MigrationManager {
         })
     }
 
-    /// Status of one migration.
+    /// Starts the actor of a migration and registers it.
+    fn spawn(
+        &self,
+        info: Arc<Info>,
+        cfg: MigrationConfig,
+        published: Published,
+        target: Arc<dyn Target>,
+        restored: bool,
+    ) -> watch::Receiver<Published> {
+        let (status_tx, status_rx) = watch::channel(published);
+        let (req_tx, req_rx) = mpsc::channel(64);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let mut ctl = Control::new(info.clone(), self.inner.env.clone(), cfg, status_tx, ev_tx);
+        ctl.restored = restored;
+        let actor = Actor {
+            inbox: Inbox {
+                requests: req_rx,
+                events: ev_rx,
+            },
+            ctl,
+            work: Work {
+                target: target.clone(),
+                checkpoint: Default::default(),
+                streams: None,
+                permit: None,
+                frozen: None,
+                rate: Default::default(),
+            },
+        };
+        self.inner.migrations.lock().insert(
+            info.id.clone(),
+            Entry {
+                info,
+                requests: req_tx,
+                status: status_rx.clone(),
+                target,
+            },
+        );
+        tokio::spawn(actor.run());
+        status_rx
+    }
+
+    /// Status of one migration (never waits on the migration).
     pub async fn status(&self, id: &str) -> Result<MigrationStatus, MigrationError> {
-        let m = self.find(id)?;
-        Ok(self.snapshot(&m))
+        let e = self.entry(id)?;
+        let p = e.status.borrow().clone();
+        Ok(status::compose(&e.info, &p))
     }
 
     /// Status of every migration, oldest first.
     pub fn status_all(&self) -> Vec<MigrationStatus> {
-        let mut all: Vec<_> = self.inner.migrations.lock().values().cloned().collect();
-        all.sort_by_key(|m| m.seq);
-        all.iter().map(|m| self.snapshot(m)).collect()
+        let mut all: Vec<Entry> = self.inner.migrations.lock().values().cloned().collect();
+        all.sort_by_key(|e| e.info.seq);
+        all.iter()
+            .map(|e| {
+                let p = e.status.borrow().clone();
+                status::compose(&e.info, &p)
+            })
+            .collect()
     }
 
-    fn snapshot(&self, m: &Migration) -> MigrationStatus {
-        let p = self.progress_copy(m);
-        let ks = m.tenant.keyspace();
-        // Lock-free: STATUS must not contend with the tenant's commands (or deadlock inside EXEC).
-        // A failed migration keeps its change capture and queues (its checkpoint): its lag is
-        // what a retry has left to ship.
-        let kept = p.state.is_active() || p.state == MigrationState::Failed;
-        let tracking = kept.then(|| ks.tracking_lag_relaxed());
-        let now = ferrite_storage::now_ms();
-        // After the snapshot, lag is everything the target does not hold yet: changes not read,
-        // batches not acknowledged, and the unread rest of a large value being chunked.
-        let live = kept
-            && match p.state {
-                // Stopped: its phase says nothing more; the checkpoint says how far it got.
-                MigrationState::Failed => m.checkpoint.lock().snapshot_done,
-                _ => !matches!(
-                    p.phase,
-                    MigrationPhase::Snapshot | MigrationPhase::Connecting | MigrationPhase::Queued
-                ),
-            };
-        let flight = if live {
-            let mut f = stream::in_flight(&m.checkpoint.lock().streams);
-            let unsealed = m.unsealed_keys.load(Relaxed);
-            if unsealed > 0 {
-                f.keys += unsealed;
-                f.bytes += m.unsealed_bytes.load(Relaxed);
-                let since = m.unsealed_since_ms.load(Relaxed);
-                f.oldest_ms = Some(f.oldest_ms.map_or(since, |t| t.min(since)));
-            }
-            f
-        } else {
-            stream::InFlight::default()
-        };
-        let large = if live {
-            m.large_bytes_left.load(Relaxed)
-        } else {
-            0
-        };
-        let (lag_keys, lag_bytes, lag_seconds) = match tracking {
-            Some(l) => {
-                let oldest = match (l.oldest_ms, flight.oldest_ms) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let bytes = l.bytes + flight.bytes + large;
-                // Chunks of a large value carry bytes but count no key of their own: while any
-                // are unacknowledged, at least that key is behind.
-                let keys = l.keys + flight.keys + u64::from(large > 0);
-                (
-                    if bytes > 0 { keys.max(1) } else { keys },
-                    bytes,
-                    oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0),
-                )
-            }
-            None => (0, 0, 0.0),
-        };
-        let acked = m.keys_synced.load(Relaxed);
-        // keys_total: the tenant's keys (at the start while the snapshot runs, as they are now
-        // afterwards); keys_synced: how many of them the target holds up to date. Live changes
-        // re-ship keys, so the acknowledged count alone would pass the total.
-        let (keys_total, keys_synced) = match p.state {
-            MigrationState::Completed | MigrationState::Verified => {
-                (p.keys_migrated, p.keys_migrated)
-            }
-            _ if live => {
-                let total = ks.len();
-                (total, total.saturating_sub(lag_keys))
-            }
-            _ => {
-                let total = m.keys_total.load(Relaxed);
-                (total, acked.min(total))
-            }
-        };
-        let (rate, trend, lag_rate) = {
-            let mut lt = m.lag.lock();
-            lt.sample(lag_keys, acked);
-            (lt.keys_per_sec(), lt.trend(), lt.lag_rate())
-        };
-        let progress = match p.state {
-            MigrationState::Completed | MigrationState::Verified => 100.0,
-            MigrationState::Queued => 0.0,
-            // Stopped short: how far the copy got, never "done".
-            MigrationState::Failed | MigrationState::Cancelled => {
-                if keys_total == 0 {
-                    0.0
-                } else {
-                    (keys_synced as f64 / keys_total as f64 * 100.0).min(99.0)
-                }
-            }
-            _ => match p.phase {
-                MigrationPhase::Snapshot | MigrationPhase::Connecting | MigrationPhase::Queued => {
-                    if keys_total == 0 {
-                        0.0
-                    } else {
-                        (keys_synced as f64 / keys_total as f64 * 100.0).min(99.0)
-                    }
-                }
-                _ if lag_keys == 0 => 100.0,
-                _ => {
-                    let base = keys_total.max(1) as f64;
-                    (100.0 * base / (base + lag_keys as f64)).min(99.9)
-                }
-            },
-        };
-        let estimated_completion = match (p.state, p.phase) {
-            (MigrationState::Syncing, MigrationPhase::Snapshot) if rate > 0.0 => {
-                let left = keys_total.saturating_sub(keys_synced) as f64;
-                Some(now + (left / rate * 1000.0) as u64)
-            }
-            (MigrationState::LiveSync, _) if lag_keys == 0 => Some(now),
-            (MigrationState::LiveSync, _) if lag_rate < 0.0 => {
-                Some(now + (lag_keys as f64 / -lag_rate * 1000.0) as u64)
-            }
-            (MigrationState::Completed | MigrationState::Verified, _) => p.completed_at,
-            _ => None,
-        };
-        let cfg = m.settings();
-        let duration = match p.finished {
-            Some(f) => f.duration_since(p.started),
-            None => p.started.elapsed(),
-        };
-        MigrationStatus {
-            id: m.id.clone(),
-            tenant: m.tenant.id().to_string(),
-            source: m.source.clone(),
-            target: m.target.clone(),
-            mode: m.mode,
-            state: p.state,
-            phase: p.phase,
-            progress,
-            keys_synced,
-            keys_shipped: acked,
-            keys_total,
-            bytes_synced: m.bytes_synced.load(Relaxed),
-            lag_keys,
-            lag_bytes,
-            lag_seconds,
-            lag_trend: trend,
-            keys_per_sec: rate,
-            started_at: p.started_at,
-            estimated_completion,
-            completed_at: p.completed_at,
-            downtime_ms: p.downtime_ms,
-            error: p.error,
-            parallel: cfg.parallel,
-            batch_size: cfg.batch_size,
-            import_id: p.import_id,
-            scheduled_cutover: m.schedule.lock().map(|s| s.at_ms),
-            parked_at: *m.parked.lock(),
-            duration_seconds: duration.as_secs_f64(),
-            bytes_sent: m.bytes_sent.load(Relaxed),
-            reconnects: m.reconnects.load(Relaxed),
+    /// Sends a request to a migration's actor and waits for its answer. A migration whose
+    /// actor has ended (cancelled) is answered from what it last published.
+    async fn ask<T>(
+        &self,
+        id: &str,
+        op: &'static str,
+        make: impl FnOnce(actor::Reply<T>) -> Request,
+        bounded: bool,
+    ) -> Result<T, MigrationError> {
+        let e = self.entry(id)?;
+        let (tx, rx) = oneshot::channel();
+        let sent = tokio::time::timeout(ANSWER_TIMEOUT, e.requests.send(make(tx))).await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(e.wrong_state(op)),
+            Err(_) => return Err(MigrationError::NotResponding(id.into())),
         }
-    }
-
-    fn progress_copy(&self, m: &Migration) -> Progress {
-        let p = m.progress.lock();
-        Progress {
-            state: p.state,
-            phase: p.phase,
-            error: p.error.clone(),
-            import_id: p.import_id.clone(),
-            started_at: p.started_at,
-            started: p.started,
-            completed_at: p.completed_at,
-            finished: p.finished,
-            downtime_ms: p.downtime_ms,
-            keys_migrated: p.keys_migrated,
-        }
+        let answer = if bounded {
+            match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+                Ok(a) => a,
+                Err(_) => return Err(MigrationError::NotResponding(id.into())),
+            }
+        } else {
+            rx.await
+        };
+        answer.unwrap_or_else(|_| Err(e.wrong_state(op)))
     }
 
     /// Stops shipping; changes keep being captured.
     pub async fn pause(&self, id: &str) -> Result<(), MigrationError> {
-        let m = self.find(id)?;
-        m.transition(MigrationState::Paused, "pause")?;
-        m.paused.store(true, Relaxed);
-        m.wake.notify_waiters();
-        Ok(())
+        self.ask(id, "pause", Request::Pause, true).await
     }
 
     /// Resumes shipping after PAUSE; on a failed migration, retries it from its checkpoint.
     pub async fn resume(&self, id: &str) -> Result<(), MigrationError> {
-        let m = self.find(id)?;
-        if m.state() == MigrationState::Failed {
-            return self.retry(&m);
-        }
-        if m.state() != MigrationState::Paused {
-            return Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: m.state().name(),
-                op: "resume",
-            });
-        }
-        let next = if m.progress.lock().phase == MigrationPhase::Snapshot {
-            MigrationState::Syncing
-        } else {
-            MigrationState::LiveSync
-        };
-        m.transition(next, "resume")?;
-        m.paused.store(false, Relaxed);
-        m.wake.notify_waiters();
-        Ok(())
+        self.ask(id, "resume", Request::Resume, true).await
     }
 
-    /// Restarts a failed migration from its checkpoint (same import on the target when it still
-    /// has it: only what was not acknowledged is sent again).
-    fn retry(&self, m: &Arc<Migration>) -> Result<(), MigrationError> {
-        if m.tenant.state() != TenantState::Active {
-            return Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: "failed after hand-over",
-                op: "resume (use TENANT.MIGRATE.CUTOVER <id> RETRY)",
-            });
-        }
-        if !m.task_done.load(Relaxed) {
-            return Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: "failed (still stopping)",
-                op: "resume",
-            });
-        }
-        if let Some(other) = self.running_for(m.tenant.id()) {
-            return Err(MigrationError::TenantBusy {
-                tenant: m.tenant.id().into(),
-                migration: other,
-            });
-        }
-        m.transition(MigrationState::Queued, "retry")?;
-        m.set_phase(MigrationPhase::Queued);
-        m.paused.store(false, Relaxed);
-        m.cancel.store(false, Relaxed);
-        tracing::info!(migration = %m.id, "retrying from the checkpoint");
-        let this = self.clone();
-        let mm = m.clone();
-        tokio::spawn(async move { source::run(this, mm, None).await });
-        Ok(())
-    }
-
-    /// Cancels a migration before cutover: the source stays the owner, untouched, and the target
-    /// drops everything it staged. On a migration whose activation was never confirmed, the
-    /// target is asked to drop the import; only if it does does the source take the tenant back.
+    /// Cancels a migration before its hand-over: the source stays the owner, untouched, and the
+    /// target is asked to drop what it staged (now if it answers, else in the background until
+    /// it does or its own reaper drops it). On a migration whose activation was never
+    /// confirmed, the target is asked to drop the import; only if it does does the source take
+    /// the tenant back.
     pub async fn cancel(&self, id: &str) -> Result<(), MigrationError> {
-        let m = self.find(id)?;
-        let st = m.state();
-        if !st.can_become(MigrationState::Cancelled) {
-            return Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: st.name(),
-                op: "cancel",
-            });
-        }
-        self.unschedule_cutover(id).ok();
-        m.cancel.store(true, Relaxed);
-        m.wake.notify_waiters();
-        m.release.notify_waiters();
-        if st == MigrationState::Failed || m.task_done.load(Relaxed) {
-            // No coordinator is running: clean up here.
-            let handed_over = m.tenant.state() == TenantState::Moved;
-            if let Some(refusal) = source::abort_target(self, &m).await {
-                if handed_over && refusal.contains("is active") {
-                    // The target did activate: the migration actually completed.
-                    let keys = m.tenant.keyspace().len();
-                    cutover::complete(&m, keys, 0.0);
-                    source::release_checkpoint(&m);
-                    return Err(MigrationError::WrongState {
-                        id: m.id.clone(),
-                        state: "completed (the target confirmed it owns the tenant)",
-                        op: "cancel",
-                    });
-                }
-                if handed_over {
-                    return Err(MigrationError::Failed(format!(
-                        "cannot cancel: the target did not drop the import ({refusal}); the tenant stays handed over"
-                    )));
-                }
-            }
-            if handed_over {
-                m.tenant.set_state(TenantState::Active);
-                if let Err(e) = self.inner.registry.persist(&m.tenant) {
-                    m.tenant.set_moved(&m.redirect);
-                    return Err(MigrationError::Failed(format!(
-                        "the target dropped the import but the tenant could not be taken back: {e}"
-                    )));
-                }
-                if m.tenant.gate().is_closed() {
-                    m.tenant.gate().open();
-                }
-            }
-            m.tenant.keyspace().lock_async().await.stop_tracking();
-            source::release_checkpoint(&m);
-            m.transition(MigrationState::Cancelled, "cancel")?;
-            m.set_phase(MigrationPhase::Stopped);
-            return Ok(());
-        }
-        let wait = m.finished.notified();
-        tokio::pin!(wait);
-        wait.as_mut().enable();
-        if !m.task_done.load(Relaxed) {
-            let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
-        }
-        match m.state() {
-            MigrationState::Cancelled => Ok(()),
-            other => Err(MigrationError::Failed(format!(
-                "cancel did not complete: migration is {}",
-                other.name()
-            ))),
-        }
+        self.ask(id, "cancel", Request::Cancel, true).await
     }
 
     /// Cancels failed migrations of `tenant` before a new one starts (they would hold its change
@@ -1016,215 +491,16 @@ impl MigrationManager {
             .migrations
             .lock()
             .values()
-            .filter(|m| {
-                m.tenant.id() == tenant
-                    && m.state() == MigrationState::Failed
-                    && m.tenant.state() == TenantState::Active
+            .filter(|e| {
+                e.info.tenant.id() == tenant
+                    && e.status.borrow().state == MigrationState::Failed
+                    && e.info.tenant.state() == TenantState::Active
             })
-            .map(|m| m.id.clone())
+            .map(|e| e.info.id.clone())
             .collect();
         for id in failed {
             tracing::info!(migration = %id, "superseded by a new migration of the tenant; cancelling");
             let _ = self.cancel(&id).await;
-        }
-    }
-
-    /// CUTOVER RETRY: after an unconfirmed activation, asks the target again; after a failure
-    /// before the hand-over, resumes the migration and cuts over once it is live again.
-    pub async fn cutover_retry(
-        &self,
-        id: &str,
-        force: bool,
-    ) -> Result<CutoverResult, MigrationError> {
-        let m = self.find(id)?;
-        match (m.state(), m.tenant.state()) {
-            (MigrationState::Failed, TenantState::Moved) => {
-                cutover::retry_activation(self, &m).await
-            }
-            (MigrationState::Failed, _) => {
-                self.retry(&m)?;
-                let deadline = Instant::now() + self.settings().sync_timeout;
-                while m.state() != MigrationState::LiveSync {
-                    if matches!(
-                        m.state(),
-                        MigrationState::Failed | MigrationState::Cancelled
-                    ) || Instant::now() > deadline
-                    {
-                        return Err(MigrationError::Failed(format!(
-                            "retry stopped before live sync: {}",
-                            m.progress
-                                .lock()
-                                .error
-                                .clone()
-                                .unwrap_or_else(|| m.state().name().into())
-                        )));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                self.cutover_with(id, force).await
-            }
-            (MigrationState::LiveSync, _) => self.cutover_with(id, force).await,
-            (other, _) => Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: other.name(),
-                op: "retry the cutover",
-            }),
-        }
-    }
-
-    /// Plans a cutover at `at_ms` (Unix ms). Visible in STATUS; cancelled by UNSCHEDULE or
-    /// CANCEL. When the time comes, a lag above `cutover_max_lag` is waited out for up to a
-    /// minute (unless `force`); the outcome is recorded in STATUS.
-    pub fn schedule_cutover(
-        &self,
-        id: &str,
-        at_ms: u64,
-        force: bool,
-    ) -> Result<(), MigrationError> {
-        let m = self.find(id)?;
-        let st = m.state();
-        if !matches!(
-            st,
-            MigrationState::Queued
-                | MigrationState::Syncing
-                | MigrationState::LiveSync
-                | MigrationState::Paused
-        ) {
-            return Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: st.name(),
-                op: "schedule a cutover",
-            });
-        }
-        // A second of slack for clocks and typing; further back is a mistake, not "now".
-        if at_ms + 1000 < ferrite_storage::now_ms() {
-            return Err(MigrationError::Failed(
-                "the scheduled time is in the past; use CUTOVER without SCHEDULED to cut over now"
-                    .into(),
-            ));
-        }
-        let generation = m.schedule_generation.fetch_add(1, Relaxed) + 1;
-        *m.schedule.lock() = Some(Scheduled { at_ms, force });
-        let this = self.clone();
-        let id = id.to_string();
-        tokio::spawn(async move { this.run_scheduled(id, generation).await });
-        Ok(())
-    }
-
-    /// Withdraws a scheduled cutover: before its time, or after it while its request still waits
-    /// for the coordinator (e.g. behind a large value being shipped). Once the cutover runs it
-    /// can no longer be withdrawn, and saying OK then would be a lie.
-    pub fn unschedule_cutover(&self, id: &str) -> Result<(), MigrationError> {
-        let m = self.find(id)?;
-        if m.schedule.lock().is_none() {
-            return Err(MigrationError::Failed(format!(
-                "migration {id} has no scheduled cutover"
-            )));
-        }
-        {
-            let mut slot = m.cutover.lock();
-            if m.scheduled_cutover_running.load(Relaxed) {
-                return Err(MigrationError::Failed(format!(
-                    "the scheduled cutover of {id} is already running; it can no longer be withdrawn"
-                )));
-            }
-            m.schedule_generation.fetch_add(1, Relaxed);
-            if slot.as_ref().is_some_and(|r| r.scheduled) {
-                if let Some(req) = slot.take() {
-                    let _ = req.reply.send(Err(MigrationError::Failed(
-                        "the scheduled cutover was withdrawn (UNSCHEDULE)".into(),
-                    )));
-                }
-            }
-        }
-        *m.schedule.lock() = None;
-        Ok(())
-    }
-
-    async fn run_scheduled(&self, id: String, generation: u64) {
-        let Ok(m) = self.find(&id) else { return };
-        let Some(plan) = *m.schedule.lock() else {
-            return;
-        };
-        let wait = plan.at_ms.saturating_sub(ferrite_storage::now_ms());
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if m.schedule_generation.load(Relaxed) != generation {
-                return;
-            }
-            let outcome = match m.state() {
-                MigrationState::LiveSync => Some(self.request_cutover(&id, plan.force, true).await),
-                MigrationState::Syncing | MigrationState::Queued | MigrationState::Paused => None,
-                other => Some(Err(MigrationError::WrongState {
-                    id: id.clone(),
-                    state: other.name(),
-                    op: "cut over",
-                })),
-            };
-            if m.schedule_generation.load(Relaxed) != generation {
-                // Withdrawn (UNSCHEDULE, CANCEL) while its request waited: nothing to record.
-                return;
-            }
-            match outcome {
-                Some(Ok(r)) => {
-                    tracing::info!(migration = %id, downtime_ms = r.downtime_ms, "scheduled cutover completed");
-                    break;
-                }
-                Some(Err(MigrationError::LagTooHigh { .. })) | None
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Some(Err(e)) => {
-                    m.progress.lock().error = Some(format!("scheduled cutover failed: {e}"));
-                    break;
-                }
-                None => {
-                    m.progress.lock().error = Some(
-                        "scheduled cutover failed: the migration never reached live sync".into(),
-                    );
-                    break;
-                }
-            }
-        }
-        if m.schedule_generation.load(Relaxed) == generation {
-            *m.schedule.lock() = None;
-        }
-    }
-
-    /// Fault injection for tests (`tenancy.migration.fault_injection = true`): arm a breakpoint,
-    /// release the parked coordinator, or ask where it is parked.
-    pub fn debug(
-        &self,
-        id: &str,
-        op: &str,
-        point: Option<&str>,
-    ) -> Result<Option<&'static str>, MigrationError> {
-        if !self.settings().fault_injection {
-            return Err(MigrationError::Failed(
-                "fault injection is disabled (tenancy.migration.fault_injection = false)".into(),
-            ));
-        }
-        let m = self.find(id)?;
-        match op {
-            "break" => {
-                let p = point
-                    .and_then(|p| BREAKPOINTS.iter().find(|b| **b == p))
-                    .ok_or_else(|| {
-                        MigrationError::Failed(format!(
-                            "unknown breakpoint; use one of {}",
-                            BREAKPOINTS.join(", ")
-                        ))
-                    })?;
-                m.breakpoints.lock().insert(p);
-                Ok(None)
-            }
-            "continue" => {
-                m.release.notify_waiters();
-                Ok(None)
-            }
-            _ => Ok(*m.parked.lock()),
         }
     }
 
@@ -1239,93 +515,205 @@ impl MigrationManager {
         id: &str,
         force: bool,
     ) -> Result<CutoverResult, MigrationError> {
-        self.request_cutover(id, force, false).await
+        self.ask(
+            id,
+            "cut over",
+            |reply| Request::Cutover {
+                force,
+                retry: false,
+                reply,
+            },
+            false,
+        )
+        .await
     }
 
-    /// Hands a cutover request to the coordinator and waits for its outcome.
-    async fn request_cutover(
+    /// CUTOVER RETRY: after an unconfirmed activation, asks the target again; after a failure
+    /// before the hand-over, resumes the migration and cuts over once it is live again (waiting
+    /// for broken links to come back rather than refusing).
+    pub async fn cutover_retry(
         &self,
         id: &str,
         force: bool,
-        scheduled: bool,
     ) -> Result<CutoverResult, MigrationError> {
-        let m = self.find(id)?;
-        let st = m.state();
-        if st != MigrationState::LiveSync {
-            return Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: st.name(),
-                op: "cut over",
-            });
-        }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut slot = m.cutover.lock();
-            if slot.is_some() {
-                return Err(MigrationError::WrongState {
-                    id: m.id.clone(),
-                    state: "cutting_over",
-                    op: "cut over",
-                });
-            }
-            *slot = Some(CutoverRequest {
+        self.ask(
+            id,
+            "retry the cutover",
+            |reply| Request::Cutover {
                 force,
-                scheduled,
-                reply: tx,
-            });
+                retry: true,
+                reply,
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Plans a cutover at `at_ms` (Unix ms). Visible in STATUS; withdrawn by UNSCHEDULE or
+    /// CANCEL. When the time comes, a lag above `cutover_max_lag` is waited out for up to a
+    /// minute (unless `force`); the outcome is recorded in STATUS.
+    pub async fn schedule_cutover(
+        &self,
+        id: &str,
+        at_ms: u64,
+        force: bool,
+    ) -> Result<(), MigrationError> {
+        self.ask(
+            id,
+            "schedule a cutover",
+            |reply| Request::Schedule {
+                at_ms,
+                force,
+                reply,
+            },
+            true,
+        )
+        .await
+    }
+
+    /// Withdraws a scheduled cutover: before its time, or after it while its request still
+    /// waits (e.g. behind a large value being shipped). Once the cutover runs it can no longer
+    /// be withdrawn, and saying OK then would be a lie.
+    pub async fn unschedule_cutover(&self, id: &str) -> Result<(), MigrationError> {
+        self.ask(id, "unschedule a cutover", Request::Unschedule, true)
+            .await
+    }
+
+    /// Fault injection for tests (`tenancy.migration.fault_injection = true`): arm a breakpoint,
+    /// release the parked actor, or ask where it is parked.
+    pub async fn debug(
+        &self,
+        id: &str,
+        op: &str,
+        point: Option<&str>,
+    ) -> Result<Option<&'static str>, MigrationError> {
+        if !self.settings().fault_injection {
+            return Err(MigrationError::Failed(
+                "fault injection is disabled (tenancy.migration.fault_injection = false)".into(),
+            ));
         }
-        m.wake.notify_waiters();
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(MigrationError::Failed(
-                m.progress
-                    .lock()
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "the migration stopped during cutover".into()),
-            )),
-        }
+        let op = match op {
+            "break" => DebugOp::Break(
+                point
+                    .and_then(|p| BREAKPOINTS.iter().find(|b| **b == p))
+                    .ok_or_else(|| {
+                        MigrationError::Failed(format!(
+                            "unknown breakpoint; use one of {}",
+                            BREAKPOINTS.join(", ")
+                        ))
+                    })?,
+            ),
+            "continue" => DebugOp::Continue,
+            _ => {
+                // Where it is parked: what it published, without asking.
+                return Ok(self.entry(id)?.status.borrow().parked_at);
+            }
+        };
+        self.ask(id, "debug", |reply| Request::Debug(op, reply), true)
+            .await
     }
 
     /// Compares the target (as it was at activation) with the source's frozen copy: digests per
     /// bucket, and a sample of keys value by value.
     pub async fn verify(&self, id: &str) -> Result<VerifyResult, MigrationError> {
-        let m = self.find(id)?;
-        verify::verify(self, &m).await
+        let e = self.entry(id)?;
+        let p = e.status.borrow().clone();
+        if !matches!(
+            p.state,
+            MigrationState::Completed | MigrationState::Verified
+        ) {
+            return Err(e.wrong_state("verify"));
+        }
+        if p.frozen_released {
+            return Err(MigrationError::Failed(
+                "the frozen copy was released after the retention period; nothing to verify against"
+                    .into(),
+            ));
+        }
+        let import = p
+            .import_id
+            .clone()
+            .ok_or_else(|| MigrationError::Failed("no import id recorded".into()))?;
+        let r = verify::verify(&*e.target, &import, &e.info.tenant.keyspace()).await?;
+        if r.status == "verified" {
+            self.ask(id, "verify", Request::Verified, true).await?;
+        }
+        Ok(r)
     }
 
     /// Changes PARALLEL, BATCH_SIZE or RATE of a running migration.
-    pub fn update(
+    pub async fn update(
         &self,
         id: &str,
         parallel: Option<usize>,
         batch_size: Option<usize>,
         rate: Option<u64>,
     ) -> Result<(), MigrationError> {
-        let m = self.find(id)?;
-        // A failed migration may be updated too: the settings apply when it is retried.
-        if !m.state().is_active()
-            && !matches!(m.state(), MigrationState::Queued | MigrationState::Failed)
-        {
-            return Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: m.state().name(),
-                op: "update",
+        self.ask(
+            id,
+            "update",
+            |reply| Request::Update {
+                parallel,
+                batch_size,
+                rate,
+                reply,
+            },
+            true,
+        )
+        .await
+    }
+
+    /// Brings back migrations persistence kept (after a restart): finished ones as history; one
+    /// that was running as `failed`, since its change capture and queues are gone. Its
+    /// recorded hand-over, if any, can still be completed (CUTOVER RETRY) or undone (CANCEL).
+    pub fn restore(&self, records: Vec<MigrationRecord>) {
+        for r in records {
+            if self.inner.migrations.lock().contains_key(&r.id) {
+                continue;
+            }
+            self.inner.counter.fetch_max(r.seq + 1, Relaxed);
+            let tenant = self.inner.env.registry.get(&r.tenant).unwrap_or_else(|| {
+                // A tenant deleted since: shown, never touched.
+                Arc::new(Tenant::new(&r.tenant, None, TenantLimits::default()))
             });
+            let info = Arc::new(Info {
+                id: r.id.clone(),
+                tenant,
+                source: r.source.clone(),
+                target: r.target.clone(),
+                redirect: r.redirect.clone(),
+                mode: r.mode,
+                seq: r.seq,
+            });
+            let mut p = Published::new(0, 0, 0);
+            p.state = r.state;
+            p.base_phase = match r.state {
+                MigrationState::Completed | MigrationState::Verified => MigrationPhase::Done,
+                _ => MigrationPhase::Stopped,
+            };
+            p.error = r.error.clone();
+            p.import_id = r.import_id.clone();
+            p.started_at_ms = r.started_at_ms;
+            p.completed_at_ms = r.completed_at_ms;
+            p.downtime_ms = r.downtime_ms;
+            p.keys_migrated = r.keys_migrated;
+            p.bytes_acked = r.bytes_synced;
+            p.finished = Some(tokio::time::Instant::now());
+            // Nothing of the source's copy survived the restart.
+            p.frozen_released = true;
+            if r.state.is_active() || r.state == MigrationState::Queued {
+                p.state = MigrationState::Failed;
+                p.error = Some(
+                    "interrupted by a restart of this server; start a new migration of the tenant (CUTOVER RETRY or CANCEL if it had been handed over)"
+                        .into(),
+                );
+            }
+            let target = self
+                .inner
+                .connector
+                .connect(&r.target, self.target_auth(&MigrationConfig::default()));
+            self.spawn(info, MigrationConfig::default(), p, target, true);
         }
-        let mut c = m.cfg.lock();
-        if let Some(p) = parallel {
-            c.parallel = p;
-        }
-        if let Some(b) = batch_size {
-            c.batch_size = b;
-        }
-        if let Some(r) = rate {
-            c.rate_bytes_per_sec = r;
-        }
-        drop(c);
-        m.wake.notify_waiters();
-        Ok(())
     }
 }
 
@@ -1377,16 +765,20 @@ fn same_endpoint(a: &str, b: &str) -> bool {
     }
 }
 
-/// Maps a target's error reply to a migration error.
-fn classify_target_error(addr: &str, e: ClientError) -> MigrationError {
+/// Maps a target's refusal to a migration error.
+fn classify_target_error(addr: &str, e: TargetError) -> MigrationError {
     match e {
-        ClientError::Server(msg) if msg.starts_with("ERR unknown command") => {
+        TargetError::Unreachable(reason) => MigrationError::Unreachable {
+            addr: addr.into(),
+            reason,
+        },
+        TargetError::Refused(msg) if msg.starts_with("ERR unknown command") => {
             MigrationError::NotFerrite {
                 addr: addr.into(),
                 reply: msg,
             }
         }
-        ClientError::Server(msg)
+        TargetError::Refused(msg)
             if msg.starts_with("NOAUTH")
                 || msg.starts_with("NOPERM")
                 || msg.starts_with("WRONGPASS") =>
@@ -1396,10 +788,19 @@ fn classify_target_error(addr: &str, e: ClientError) -> MigrationError {
                 reason: msg,
             }
         }
-        ClientError::Server(msg) => MigrationError::Refused {
+        TargetError::Refused(msg)
+        | TargetError::ImportGone(msg)
+        | TargetError::ImportActive(msg) => MigrationError::Refused {
             addr: addr.into(),
             reason: msg.strip_prefix("ERR ").unwrap_or(&msg).to_string(),
         },
+    }
+}
+
+/// Maps an error of a direct connection (VALIDATE) to a migration error.
+fn classify_client_error(addr: &str, e: ClientError) -> MigrationError {
+    match e {
+        ClientError::Server(msg) => classify_target_error(addr, TargetError::Refused(msg)),
         other if other.is_connection_error() => MigrationError::Unreachable {
             addr: addr.into(),
             reason: other.to_string(),
@@ -1411,8 +812,17 @@ fn classify_target_error(addr: &str, e: ClientError) -> MigrationError {
     }
 }
 
+/// Unix milliseconds as RFC 3339 (e.g. `2026-11-21T10:35:00.123Z`).
+pub fn rfc3339_ms(ms: u64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[cfg(test)]
-mod tests {
+mod helper_tests {
     use super::*;
 
     #[test]

@@ -1,54 +1,510 @@
-//! The source side of a migration: the coordinator task that reads the keyspace (snapshot by
-//! cursor, then changed keys) and feeds the streams.
+//! A run of a migration on the source: open the import, then the snapshot by cursor, then live
+//! sync (changed keys as they happen, large values in chunks, a heartbeat) until a cutover
+//! completes. Everything here runs inside the migration's actor and waits only through
+//! [`Io`], so requests are answered throughout.
 //!
 //! Checkpoints: the snapshot cursor, the stream queues (every sealed, unacknowledged batch) and
-//! change capture all live in the [`Migration`]. If the coordinator stops on an error, whatever
-//! it had read is either sealed into a queue or marked changed again, so a retry resumes from
-//! there against the same import instead of starting over.
+//! change capture outlive a failed run. Whatever a run had read is either sealed into a queue
+//! or marked changed again, so a retry resumes from there against the same import instead of
+//! starting over.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::time::Duration;
 
-use ferrite_client::{ClientError, ConnectOptions, Connection, value};
 use ferrite_storage::{Entry, ValueRef, ValueType};
+use tokio::time::Instant;
 
+use super::actor::{Checkpoint, Io, Link, PendingCutover, Work};
+use super::api::{MigrationError, MigrationMode};
 use super::cutover;
-use super::stream::{MAX_BATCH_BYTES, StreamState, Streams};
+use super::import::BeginRequest;
+use super::state::{MigrationPhase, MigrationState};
+use super::stream::{MAX_BATCH_BYTES, RECONNECT_BACKOFF, StreamQueues, Streams};
+use super::target::TargetError;
 use super::wire::{Chunk, WIRE_VERSION};
-use super::{
-    Migration, MigrationError, MigrationManager, MigrationMode, MigrationPhase, MigrationState,
-};
-use crate::tenant::TenantState;
+
+type Res<T> = Result<T, MigrationError>;
+
+fn fail(msg: impl Into<String>) -> MigrationError {
+    MigrationError::Failed(msg.into())
+}
 
 /// Values with more elements (or bytes) than this are sent in chunks.
 const CHUNK_ELEMENTS: usize = 4096;
 const CHUNK_BYTES: usize = MAX_BATCH_BYTES;
 
-/// Stops the coordinator: cancel requested (not an error).
-pub(super) const CANCELLED: &str = "\u{0}cancelled";
+/// How often live sync proves to the target that the source is alive (the target reaps an
+/// import that hears nothing for its `sync_timeout_secs`; a quiet tenant sends no batches) and
+/// to itself that the target and the import still are.
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A heartbeat without an answer within this marks the control link down.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub(super) type Res<T> = Result<T, MigrationError>;
-
-pub(super) fn fail(msg: impl Into<String>) -> MigrationError {
-    MigrationError::Failed(msg.into())
+/// RATE: bytes per second over a window that restarts after an idle spell.
+#[derive(Default)]
+pub(super) struct RateLimiter {
+    rate: u64,
+    window: Option<(Instant, u64)>,
 }
 
-/// Where a migration can resume from.
-#[derive(Default)]
-pub(super) struct Checkpoint {
-    /// The import on the target the queues belong to.
-    pub import_id: Option<String>,
-    pub streams: Vec<Arc<StreamState>>,
-    /// Next snapshot cursor (every key before it is sealed into a queue or marked changed).
-    pub cursor: u64,
-    pub snapshot_done: bool,
-    /// Flush epoch the target knows about.
-    pub epoch: u64,
+impl RateLimiter {
+    /// How long to wait after sending `bytes` at `rate` (0 = unlimited).
+    fn after(&mut self, rate: u64, bytes: u64) -> Duration {
+        if rate != self.rate {
+            self.rate = rate;
+            self.window = None;
+        }
+        if rate == 0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let (start, sent) = self.window.get_or_insert((now, 0));
+        // After an idle spell (PAUSE, no changes) the window restarts: otherwise the unused
+        // allowance of the idle time would go out at once as a burst above RATE.
+        let owed = Duration::from_secs_f64(*sent as f64 / rate as f64);
+        if now.duration_since(*start) > owed + Duration::from_secs(1) {
+            *start = now;
+            *sent = 0;
+        }
+        *sent += bytes;
+        let due = Duration::from_secs_f64(*sent as f64 / rate as f64);
+        let elapsed = now.duration_since(*start);
+        if elapsed > Duration::from_secs(10) {
+            self.window = Some((now, 0));
+        }
+        due.saturating_sub(elapsed)
+    }
 }
 
 fn is_large(e: &Entry) -> bool {
     e.value().elements() > CHUNK_ELEMENTS || e.value().mem_size() > CHUNK_BYTES
+}
+
+/// Entry point of a run (first one and retries). Ok once the cutover completed.
+pub(super) async fn run(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
+    let slots = io.ctl.env.slots.clone();
+    let permit = io
+        .until(slots.acquire_owned())
+        .await?
+        .map_err(|_| fail("the migration slots are gone (server stopping)"))?;
+    work.permit = Some(permit);
+    io.ctl.transition(MigrationState::Syncing, "start")?;
+    io.ctl.publish(|p| {
+        p.base_phase = MigrationPhase::Connecting;
+        p.error = None;
+    });
+    io.breakpoint("run:connecting").await?;
+    let import_id = begin(work, io).await?;
+    io.ctl.publish(|p| p.import_id = Some(import_id.clone()));
+
+    let tenant = io.ctl.info.tenant.clone();
+    let ks = tenant.keyspace();
+    let epoch = {
+        let mut db = ks.lock_async().await;
+        db.start_tracking();
+        db.tracking_lag().map_or(0, |l| l.flush_epoch)
+    };
+    let resumed = work.checkpoint.import_id.as_deref() == Some(import_id.as_str());
+    if !resumed {
+        // A new import (first run, or the target lost the old one): start from scratch.
+        let parallel = io.ctl.cfg.parallel.clamp(1, 64);
+        work.checkpoint = Checkpoint {
+            import_id: Some(import_id.clone()),
+            queues: StreamQueues::new(parallel),
+            cursor: 0,
+            scanned: false,
+            snapshot_done: false,
+            epoch,
+        };
+        io.ctl.reset_flight(parallel);
+        let keys = ks.len();
+        io.ctl.publish(|p| {
+            p.keys_at_start = keys;
+            p.snapshot_done = false;
+        });
+    }
+    tracing::info!(migration = %io.ctl.info.id, import = %import_id, resumed, "import open on target");
+    if io.ctl.info.mode == MigrationMode::Fast {
+        // Fast mode: the tenant's writes wait at the gate (then get TRYAGAIN) during the copy;
+        // the cutover's downtime counts from here.
+        io.ctl.gate_closed_at = Some(Instant::now());
+        io.until(tenant.gate().close_and_drain()).await?;
+    }
+    let queues = std::mem::take(&mut work.checkpoint.queues);
+    work.streams = Some(Streams::start(
+        &work.target,
+        &import_id,
+        queues,
+        io.ctl.cfg.batch_size,
+        work.checkpoint.epoch,
+        &io.ctl.events_tx,
+        &io.ctl.cancel,
+    ));
+    replicate(work, io, &import_id).await
+}
+
+/// Opens the import, retrying an unreachable target (the reconnect timeout applies).
+async fn begin(work: &mut Work, io: &mut Io<'_>) -> Res<String> {
+    let t = io.ctl.info.tenant.clone();
+    let req = BeginRequest {
+        tenant: t.id().to_string(),
+        migration_id: io.ctl.info.id.clone(),
+        version: WIRE_VERSION,
+        source_addr: io.ctl.info.source.clone(),
+        source_run_id: io.ctl.env.run_id.clone(),
+        credential: t.credential(),
+        limits: t.limits(),
+    };
+    let mut backoff = RECONNECT_BACKOFF.0;
+    loop {
+        match io.until(work.target.begin(&req)).await? {
+            Ok(id) => {
+                io.ctl.link_up(Link::Control);
+                return Ok(id);
+            }
+            Err(e) if e.is_unreachable() => {
+                io.ctl.link_down(Link::Control, &e.to_string());
+                io.sleep(backoff).await?;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF.1);
+            }
+            Err(e) => {
+                return Err(super::classify_target_error(&io.ctl.info.target, e));
+            }
+        }
+    }
+}
+
+fn streams(work: &mut Work) -> Res<&mut Streams> {
+    work.streams
+        .as_mut()
+        .ok_or_else(|| fail("internal: no streams"))
+}
+
+/// Snapshot (from the checkpoint cursor), then live sync until a cutover completes.
+async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()> {
+    let tenant = io.ctl.info.tenant.clone();
+    let ks = tenant.keyspace();
+    if !work.checkpoint.snapshot_done {
+        io.ctl.set_phase(MigrationPhase::Snapshot);
+        let mut cursor = work.checkpoint.cursor;
+        // A whole snapshot (not a resumed one) is a measurement of this server's copy speed.
+        let measure =
+            (cursor == 0 && !work.checkpoint.scanned).then(|| (Instant::now(), ks.used_bytes()));
+        let mut next_beat = Instant::now() + HEARTBEAT;
+        while !work.checkpoint.scanned {
+            paused(work, io, import_id, &mut next_beat).await?;
+            reconfigure(work, io).await?;
+            cursor = {
+                let s = streams(work)?;
+                let batch = s.batch_size;
+                let mut db = ks.lock_async().await;
+                if let Some(l) = db.tracking_lag() {
+                    s.note_epoch(l.flush_epoch);
+                }
+                let mut large: Vec<Vec<u8>> = Vec::new();
+                let next = db.scan_physical(cursor, batch, |k, e| {
+                    if is_large(e) {
+                        large.push(k.to_vec());
+                    } else {
+                        s.put(k, e);
+                    }
+                });
+                // Large values go through change capture: live sync ships them in chunks.
+                let now = ferrite_storage::now_ms();
+                for k in &large {
+                    db.mark_changed(k, now);
+                }
+                io.ctl.set_unsealed(s.unsealed());
+                next
+            };
+            work.checkpoint.cursor = cursor;
+            work.checkpoint.scanned = cursor == 0;
+            send_full(work, io).await?;
+            io.breakpoint("snapshot:batch").await?;
+            // Let the tenant's own commands run between batches on this worker thread.
+            tokio::task::yield_now().await;
+        }
+        send_all(work, io).await?;
+        // Live sync starts once the target has acknowledged the whole snapshot.
+        io.wait(|c| c.flight_empty()).await?;
+        work.checkpoint.snapshot_done = true;
+        io.ctl.publish(|p| p.snapshot_done = true);
+        tracing::info!(migration = %io.ctl.info.id, keys = ks.len(), "snapshot shipped; live sync");
+        if let Some((t0, bytes)) = measure {
+            let secs = t0.elapsed().as_secs_f64();
+            // Too small a tenant measures start-up costs, not throughput.
+            if bytes >= 1 << 20 && secs > 0.01 {
+                *io.ctl.env.snapshot_rate.lock() = Some(bytes as f64 / secs);
+            }
+        }
+    }
+    io.ctl.set_phase(MigrationPhase::LiveSync);
+    if io.ctl.state() == MigrationState::Syncing {
+        io.ctl.publish(|p| p.state = MigrationState::LiveSync);
+    }
+    if io.ctl.info.mode == MigrationMode::Fast {
+        while drain(work, io, 100_000).await? > 0 {}
+        io.wait(|c| c.flight_empty()).await?;
+        let req = PendingCutover {
+            force: true,
+            retry: false,
+            scheduled: false,
+            reply: None,
+        };
+        return cutover::cutover(work, io, &req).await.map(|_| ());
+    }
+    let mut next_beat = Instant::now() + HEARTBEAT;
+    loop {
+        paused(work, io, import_id, &mut next_beat).await?;
+        if Instant::now() >= next_beat {
+            next_beat = heartbeat(work, io, import_id).await?;
+        }
+        reconfigure(work, io).await?;
+        if let Some(req) = io.ctl.pending_cutover.take() {
+            io.ctl.running_scheduled = req.scheduled;
+            let r = cutover::cutover(work, io, &req).await;
+            io.ctl.running_scheduled = false;
+            if req.scheduled {
+                io.ctl.scheduled_outcome(&r);
+            }
+            let done = r.is_ok();
+            let stop = match &r {
+                Err(MigrationError::Cancelled) => Some(MigrationError::Cancelled),
+                Err(e) if io.ctl.state() == MigrationState::Failed => Some(e.clone()),
+                _ => None,
+            };
+            if let Some(reply) = req.reply {
+                let _ = reply.send(r);
+            }
+            if done {
+                return Ok(());
+            }
+            if let Some(e) = stop {
+                return Err(e);
+            }
+            continue;
+        }
+        let max = {
+            let s = streams(work)?;
+            s.batch_size * s.parallel
+        };
+        if drain(work, io, max).await? == 0 {
+            // Nothing changed: wait for a change, a request or the next heartbeat.
+            let changed = ks.changes();
+            io.serve(
+                tokio::time::timeout_at(next_beat, changed.notified()),
+                |c| c.pending_cutover.is_some() || c.is_paused(),
+            )
+            .await?;
+        }
+    }
+}
+
+/// While paused: wait (answering requests), keeping the heartbeat going so that a long PAUSE
+/// does not let the target reap the import.
+async fn paused(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    import: &str,
+    next_beat: &mut Instant,
+) -> Res<()> {
+    io.poll()?;
+    while io.ctl.is_paused() {
+        let beat = *next_beat;
+        io.serve(tokio::time::sleep_until(beat), |c| !c.is_paused())
+            .await?;
+        if io.ctl.is_paused() && Instant::now() >= *next_beat {
+            *next_beat = heartbeat(work, io, import).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One heartbeat (`TENANT.IMPORT.RESUME` refreshes the import); returns when the next is due.
+/// The target refusing means the import is gone: the migration fails, saying so, and a retry
+/// starts a new one. No answer marks the control link down (the reconnect timeout then
+/// applies, and catches a silent partition where no connection resets).
+async fn heartbeat(work: &mut Work, io: &mut Io<'_>, import: &str) -> Res<Instant> {
+    let answer = io
+        .until(tokio::time::timeout(
+            HEARTBEAT_TIMEOUT,
+            work.target.resume(import),
+        ))
+        .await?;
+    match answer {
+        Ok(Ok(_)) => {
+            io.ctl.link_up(Link::Control);
+            Ok(Instant::now() + HEARTBEAT)
+        }
+        Ok(Err(TargetError::ImportGone(msg))) => Err(fail(format!(
+            "the target dropped the import ({msg}); RESUME or CUTOVER RETRY starts a new one"
+        ))),
+        Ok(Err(e)) if !e.is_unreachable() => {
+            Err(fail(format!("the target refused the heartbeat: {e}")))
+        }
+        Ok(Err(e)) => {
+            io.ctl.link_down(Link::Control, &e.to_string());
+            Ok(Instant::now() + Duration::from_millis(500))
+        }
+        Err(_) => {
+            io.ctl.link_down(
+                Link::Control,
+                &format!(
+                    "no answer to a heartbeat within {} s",
+                    HEARTBEAT_TIMEOUT.as_secs()
+                ),
+            );
+            Ok(Instant::now() + Duration::from_millis(500))
+        }
+    }
+}
+
+/// Applies UPDATE PARALLEL: waits until everything sent is acknowledged, then re-routes keys
+/// over the new number of streams (sequence numbers continue per stream index).
+async fn reconfigure(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
+    let want = io.ctl.cfg.parallel.clamp(1, 64);
+    {
+        let s = streams(work)?;
+        s.batch_size = io.ctl.cfg.batch_size.max(1);
+        if want == s.parallel {
+            return Ok(());
+        }
+    }
+    send_all(work, io).await?;
+    io.wait(|c| c.flight_empty()).await?;
+    let Some(old) = work.streams.take() else {
+        return Ok(());
+    };
+    let epoch = old.epoch;
+    let (kept, _) = old.stop().await;
+    let queues = StreamQueues {
+        queues: (0..want).map(|_| Default::default()).collect(),
+        sealed: (0..want)
+            .map(|i| kept.sealed.get(i).copied().unwrap_or(0))
+            .collect(),
+    };
+    io.ctl.reset_flight(want);
+    let import = work.checkpoint.import_id.clone().unwrap_or_default();
+    work.streams = Some(Streams::start(
+        &work.target,
+        &import,
+        queues,
+        io.ctl.cfg.batch_size,
+        epoch,
+        &io.ctl.events_tx,
+        &io.ctl.cancel,
+    ));
+    tracing::info!(migration = %io.ctl.info.id, parallel = want, "streams reconfigured");
+    Ok(())
+}
+
+/// Seals stream `s`'s batch and hands it to its sender once there is room (back-pressure),
+/// then honours RATE.
+pub(super) async fn send(work: &mut Work, io: &mut Io<'_>, s: usize) -> Res<()> {
+    let room = {
+        let st = streams(work)?;
+        if st.is_empty(s) {
+            return Ok(());
+        }
+        st.reserve(s)
+    };
+    let permit = io
+        .until(room)
+        .await?
+        .map_err(|_| fail("internal: a stream sender stopped"))?;
+    let st = streams(work)?;
+    let Some((batch, meta)) = st.seal(s) else {
+        return Ok(());
+    };
+    let unsealed = st.unsealed();
+    io.ctl.sealed(s, meta);
+    io.ctl.set_unsealed(unsealed);
+    permit.send(batch);
+    let pause = work.rate.after(io.ctl.cfg.rate_bytes_per_sec, meta.bytes);
+    if !pause.is_zero() {
+        io.sleep(pause).await?;
+    }
+    Ok(())
+}
+
+async fn send_full(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
+    let parallel = streams(work)?.parallel;
+    for s in 0..parallel {
+        if streams(work)?.is_full(s) {
+            send(work, io, s).await?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn send_all(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
+    let parallel = streams(work)?.parallel;
+    for s in 0..parallel {
+        send(work, io, s).await?;
+    }
+    Ok(())
+}
+
+/// Large values drained from change capture, in order, with their size when drained; the
+/// first is the one being sent.
+type LargeQueue = VecDeque<(Vec<u8>, u64)>;
+
+/// Ships up to `max` changed keys (oldest first), then the large values among them (and the
+/// small changes that happen meanwhile); returns how many changed keys were taken.
+pub(super) async fn drain(work: &mut Work, io: &mut Io<'_>, max: usize) -> Res<usize> {
+    let mut large = LargeQueue::new();
+    let n = read_changes(work, io, max, &mut large).await?;
+    ship_all_large(work, io, large).await?;
+    if n > 0 {
+        send_all(work, io).await?;
+    }
+    Ok(n)
+}
+
+/// Takes up to `max` changed keys from change capture into the batch builders; large values
+/// join `large` instead (once: a value already waiting there is read whole when its turn
+/// comes). Returns how many changed keys were taken.
+async fn read_changes(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    max: usize,
+    large: &mut LargeQueue,
+) -> Res<usize> {
+    let ks = io.ctl.info.tenant.keyspace();
+    let s = streams(work)?;
+    let mut db = ks.lock_async().await;
+    if let Some(l) = db.tracking_lag() {
+        s.note_epoch(l.flush_epoch);
+    }
+    // The front is being sent: a change to it meanwhile queues it again, to be sent whole.
+    let waiting = |q: &LargeQueue, k: &[u8]| q.iter().skip(1).any(|(x, _)| x.as_slice() == k);
+    let n = db.drain_changes(max, |k, e| match e {
+        None => s.del(k),
+        Some(e) if is_large(e) => {
+            if !waiting(large, k) {
+                large.push_back((k.to_vec(), e.value().mem_size() as u64));
+            }
+        }
+        Some(e) => s.put(k, e),
+    });
+    // Published before the lock is released: STATUS never sees these keys nowhere.
+    io.ctl.set_unsealed(s.unsealed());
+    publish_large(io, large, None);
+    Ok(n)
+}
+
+/// Publishes the large values not read to their end: `front_left` is what is left of the
+/// first one (None: all of it).
+fn publish_large(io: &mut Io<'_>, large: &LargeQueue, front_left: Option<u64>) {
+    let bytes = large
+        .iter()
+        .enumerate()
+        .map(|(i, (_, size))| match (i, front_left) {
+            (0, Some(left)) => left,
+            _ => (*size).max(1),
+        })
+        .sum();
+    io.ctl.set_large_left(large.len() as u64, bytes);
 }
 
 /// Reads the next chunk of a large value at `pos` (an index, byte offset or table cursor).
@@ -98,38 +554,33 @@ fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
     }
 }
 
-/// Items (or bytes, for a string) in a chunk: how far through a large value shipping is.
-fn chunk_len(c: &Chunk) -> usize {
-    match c {
-        Chunk::Bytes(b) => b.len(),
-        Chunk::Items(v) => v.len(),
-        Chunk::Pairs(v) => v.len(),
-        Chunk::Scored(v) => v.len(),
-        Chunk::Stream(_, n) => *n,
-    }
-}
-
-/// Ships one large key in chunks, taking the keyspace lock once per chunk. A change meanwhile
-/// marks the key changed, so it is shipped again whole. Returns false when PAUSE interrupted it
-/// half way: the caller marks the key changed, so it is shipped again whole after RESUME (the
-/// target's partial copy is replaced then, and a cutover's digest check would catch it if not).
-async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<bool> {
-    let ks = m.tenant.keyspace();
+/// Ships the first large key of `large` in chunks, taking the keyspace lock once per chunk. A
+/// change meanwhile marks the key changed, so it is shipped again whole. Each time a batch of
+/// chunks goes out, the small changes made meanwhile are taken too (large values found among
+/// them join `large`): a large value in transit does not hold back the rest of the tenant.
+/// Returns false when PAUSE interrupted it half way: the caller marks the key changed, so it
+/// is shipped again whole after RESUME (the target's partial copy is replaced then, and a
+/// cutover's digest check would catch it if not).
+async fn ship_large(work: &mut Work, io: &mut Io<'_>, large: &mut LargeQueue) -> Res<bool> {
+    let Some((key, _)) = large.front().cloned() else {
+        return Ok(true);
+    };
+    let key = key.as_slice();
+    let ks = io.ctl.info.tenant.keyspace();
     let mut pos: Option<u64> = Some(0);
     let mut first: Option<ValueType> = None;
     let mut done = 0usize;
     while let Some(p) = pos {
-        if m.cancel.load(Relaxed) {
-            return Err(fail(CANCELLED));
-        }
-        if m.paused.load(Relaxed) {
+        io.poll()?;
+        if io.ctl.is_paused() {
             return Ok(false);
         }
-        let (chunk, next, ty, expire, modified, left) = {
+        let s = streams(work)?;
+        let (stream, next, left) = {
             let db = ks.lock_async().await;
             if let Some(l) = db.tracking_lag() {
-                if l.flush_epoch > streams.epoch {
-                    streams.note_epoch(l.flush_epoch);
+                if l.flush_epoch > s.epoch {
+                    s.note_epoch(l.flush_epoch);
                     return Ok(true);
                 }
             }
@@ -140,553 +591,63 @@ async fn ship_large(m: &Migration, streams: &mut Streams, key: &[u8]) -> Res<boo
                 return Ok(true);
             }
             let (chunk, next) = read_chunk(e.value(), p);
-            done += chunk_len(&chunk);
+            done += chunk.len();
             let total = match e.value() {
-                ValueRef::Str(s) => s.as_bytes().len(),
+                ValueRef::Str(v) => v.as_bytes().len(),
                 ValueRef::Stream(x) => x.item_count() as usize,
                 v => v.elements(),
             }
             .max(1);
             let left =
                 e.value().mem_size() as u64 * total.saturating_sub(done) as u64 / total as u64;
-            (
-                chunk,
-                next,
-                e.value_type(),
-                e.expire_at().unwrap_or(0),
-                e.modified_ms(),
-                left,
-            )
+            let ty = e.value_type();
+            let (stream, w) = s.writer(key);
+            match first {
+                None => w.put_partial(key, ty, e.expire_at().unwrap_or(0), e.modified_ms(), &chunk),
+                Some(_) => w.append(key, ty, &chunk),
+            }
+            first = Some(ty);
+            (stream, next, left)
         };
         // Not yet read from the keyspace: part of the lag STATUS reports.
-        m.large_bytes_left.store(left.max(1), Relaxed);
-        let (s, w) = streams.writer(key);
-        match first {
-            None => w.put_partial(key, ty, expire, modified, &chunk),
-            Some(_) => w.append(key, ty, &chunk),
+        publish_large(io, large, Some(left.max(1)));
+        if streams(work)?.is_full(stream) {
+            send(work, io, stream).await?;
+            let max = {
+                let s = streams(work)?;
+                s.batch_size * s.parallel
+            };
+            if read_changes(work, io, max, large).await? > 0 {
+                send_full(work, io).await?;
+            }
         }
-        first = Some(ty);
-        if streams.is_full(s) {
-            streams.send(s).await?;
+        if next.is_some() {
+            io.breakpoint("large:chunk").await?;
         }
         pos = next;
     }
     Ok(true)
 }
 
-/// Ships large keys; if that stops half way (an error, or PAUSE), the keys not fully shipped are
-/// marked changed again.
-async fn ship_all_large(m: &Migration, streams: &mut Streams, keys: Vec<Vec<u8>>) -> Res<()> {
-    for (i, k) in keys.iter().enumerate() {
-        let shipped = ship_large(m, streams, k).await;
-        m.large_bytes_left.store(0, Relaxed);
+/// Ships large keys; if that stops half way (an error, or PAUSE), the keys not fully shipped
+/// are marked changed again.
+async fn ship_all_large(work: &mut Work, io: &mut Io<'_>, mut large: LargeQueue) -> Res<()> {
+    while !large.is_empty() {
+        let shipped = ship_large(work, io, &mut large).await;
         if !matches!(shipped, Ok(true)) {
-            let ks = m.tenant.keyspace();
+            // Interrupted: whatever was not read to its end goes back to change capture.
+            let ks = io.ctl.info.tenant.keyspace();
             let mut db = ks.lock_async().await;
             let now = ferrite_storage::now_ms();
-            for k in &keys[i..] {
+            for (k, _) in &large {
                 db.mark_changed(k, now);
             }
+            drop(db);
+            io.ctl.set_large_left(0, 0);
             return shipped.map(|_| ());
         }
+        large.pop_front();
+        publish_large(io, &large, None);
     }
     Ok(())
-}
-
-/// Checks PAUSE / CANCEL; waits while paused (refusing cutover requests meanwhile).
-async fn checkpoint(m: &Migration) -> Res<()> {
-    checkpoint_until(m, None).await
-}
-
-/// Like [`checkpoint`], but a wait while paused ends at `until` (the caller has work to do
-/// even while paused, and checks `paused` again).
-async fn checkpoint_until(m: &Migration, until: Option<Instant>) -> Res<()> {
-    loop {
-        if m.cancel.load(Relaxed) {
-            return Err(fail(CANCELLED));
-        }
-        if !m.paused.load(Relaxed) || until.is_some_and(|u| Instant::now() >= u) {
-            return Ok(());
-        }
-        if let Some(req) = m.cutover.lock().take() {
-            let _ = req.reply.send(Err(MigrationError::WrongState {
-                id: m.id.clone(),
-                state: "paused",
-                op: "cut over",
-            }));
-        }
-        let wake = m.wake.notified();
-        tokio::pin!(wake);
-        wake.as_mut().enable();
-        if m.cancel.load(Relaxed) || !m.paused.load(Relaxed) {
-            continue;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(200), wake).await;
-    }
-}
-
-/// Entry point of the coordinator task (first run and retries).
-pub(super) async fn run(mgr: MigrationManager, m: Arc<Migration>, control: Option<Connection>) {
-    m.task_done.store(false, Relaxed);
-    let slots = mgr.inner.slots.clone();
-    let permit = tokio::select! {
-        p = slots.acquire_owned() => p.ok(),
-        _ = wait_cancel(&m) => None,
-    };
-    let result = match permit {
-        Some(_) if m.cancel.load(Relaxed) => Err(fail(CANCELLED)),
-        Some(permit) => {
-            let r = run_migration(&mgr, &m, control).await;
-            drop(permit);
-            r
-        }
-        None => Err(fail(CANCELLED)),
-    };
-    finish(&mgr, &m, result).await;
-    m.task_done.store(true, Relaxed);
-    m.finished.notify_waiters();
-}
-
-async fn wait_cancel(m: &Migration) {
-    loop {
-        let wake = m.wake.notified();
-        tokio::pin!(wake);
-        wake.as_mut().enable();
-        if m.cancel.load(Relaxed) {
-            return;
-        }
-        wake.await;
-    }
-}
-
-pub(super) fn connect_options(_mgr: &MigrationManager, m: &Migration) -> ConnectOptions {
-    m.connect.clone()
-}
-
-async fn begin(mgr: &MigrationManager, m: &Migration, control: &mut Connection) -> Res<String> {
-    let t = &m.tenant;
-    let l = t.limits();
-    let mut args: Vec<String> = vec![
-        "TENANT.IMPORT.BEGIN".into(),
-        t.id().into(),
-        m.id.clone(),
-        WIRE_VERSION.to_string(),
-        m.source.clone(),
-        mgr.inner.run_id.clone(),
-        "MAXMEMORY".into(),
-        l.maxmemory.to_string(),
-        "MAXKEYS".into(),
-        l.maxkeys.to_string(),
-        "OPS".into(),
-        l.ops.to_string(),
-    ];
-    // Only when set: a tenant without a client limit still migrates to a target that predates
-    // MAXCLIENTS.
-    if l.maxclients > 0 {
-        args.extend(["MAXCLIENTS".into(), l.maxclients.to_string()]);
-    }
-    // The salted hash, never the password: the target checks the same password without
-    // learning it.
-    if let Some(c) = t.credential() {
-        args.extend(["CREDENTIAL".into(), c.encode()]);
-    }
-    let reply = control
-        .cmd(&args)
-        .await
-        .map_err(|e| super::classify_target_error(&m.target, e))?;
-    value::as_pairs(&reply)
-        .ok()
-        .and_then(|p| value::field_str(&p, "import_id"))
-        .ok_or_else(|| fail("the target did not return an import id"))
-}
-
-async fn run_migration(
-    mgr: &MigrationManager,
-    m: &Arc<Migration>,
-    control: Option<Connection>,
-) -> Res<()> {
-    m.transition(MigrationState::Syncing, "start")?;
-    m.set_phase(MigrationPhase::Connecting);
-    m.progress.lock().error = None;
-    let mut control = match control {
-        Some(c) => c,
-        None => Connection::connect(connect_options(mgr, m))
-            .await
-            .map_err(|e| super::classify_target_error(&m.target, e))?,
-    };
-    let import_id = begin(mgr, m, &mut control).await?;
-    m.progress.lock().import_id = Some(import_id.clone());
-
-    let ks = m.tenant.keyspace();
-    let epoch = {
-        let mut db = ks.lock_async().await;
-        db.start_tracking();
-        db.tracking_lag().map_or(0, |l| l.flush_epoch)
-    };
-    let (states, resumed) = {
-        let mut cp = m.checkpoint.lock();
-        let resumed = cp.import_id.as_deref() == Some(import_id.as_str());
-        if !resumed {
-            // A new import (first run, or the target lost the old one): start from scratch.
-            let parallel = m.settings().parallel.clamp(1, 64);
-            *cp = Checkpoint {
-                import_id: Some(import_id.clone()),
-                streams: (0..parallel)
-                    .map(|_| Arc::new(StreamState::default()))
-                    .collect(),
-                cursor: 0,
-                snapshot_done: false,
-                epoch,
-            };
-            m.keys_total.store(ks.len(), Relaxed);
-        }
-        (cp.streams.clone(), resumed)
-    };
-    tracing::info!(migration = %m.id, import = %import_id, resumed, "import open on target");
-    if m.mode == MigrationMode::Fast {
-        // Fast mode: the tenant's writes wait at the gate (then get TRYAGAIN) during the copy;
-        // the cutover's downtime counts from here.
-        *m.gate_closed_at.lock() = Some(std::time::Instant::now());
-        m.tenant.gate().close_and_drain().await;
-    }
-    let timeout = m.settings().timeout.unwrap_or(mgr.settings().sync_timeout);
-    let cp_epoch = m.checkpoint.lock().epoch;
-    let mut streams = Streams::start(
-        m,
-        states,
-        &connect_options(mgr, m),
-        &import_id,
-        timeout,
-        cp_epoch,
-    );
-    let result = replicate(mgr, m, &mut streams, &mut control, &import_id).await;
-    // Keep everything read so far: seal it into the queues that stay with the migration.
-    streams.seal_all();
-    streams.stop();
-    {
-        let mut cp = m.checkpoint.lock();
-        cp.epoch = streams.epoch;
-        cp.streams = streams.states.clone();
-    }
-    if m.mode == MigrationMode::Fast
-        && m.tenant.state() == TenantState::Active
-        && m.tenant.gate().is_closed()
-    {
-        m.tenant.gate().open();
-    }
-    result
-}
-
-/// Snapshot (from the checkpoint cursor), then live sync until a cutover completes.
-async fn replicate(
-    mgr: &MigrationManager,
-    m: &Arc<Migration>,
-    streams: &mut Streams,
-    control: &mut Connection,
-    import_id: &str,
-) -> Res<()> {
-    let ks = m.tenant.keyspace();
-    let timeout = m.settings().timeout.unwrap_or(mgr.settings().sync_timeout);
-    if !m.checkpoint.lock().snapshot_done {
-        m.set_phase(MigrationPhase::Snapshot);
-        let mut cursor = m.checkpoint.lock().cursor;
-        // A whole snapshot (not a resumed one) is a measurement of this server's copy speed.
-        let measure = (cursor == 0).then(|| (std::time::Instant::now(), ks.used_bytes()));
-        loop {
-            checkpoint(m).await?;
-            if let Some(e) = streams.error() {
-                return Err(fail(e));
-            }
-            reconfigure(m, streams, timeout).await?;
-            let batch = streams.batch_size;
-            cursor = {
-                let mut db = ks.lock_async().await;
-                if let Some(l) = db.tracking_lag() {
-                    streams.note_epoch(l.flush_epoch);
-                }
-                let mut large: Vec<Vec<u8>> = Vec::new();
-                let next = db.scan_physical(cursor, batch, |k, e| {
-                    if is_large(e) {
-                        large.push(k.to_vec());
-                    } else {
-                        streams.put(k, e);
-                    }
-                });
-                // Large values go through change capture: live sync ships them in chunks.
-                let now = ferrite_storage::now_ms();
-                for k in &large {
-                    db.mark_changed(k, now);
-                }
-                next
-            };
-            m.checkpoint.lock().cursor = cursor;
-            streams.send_full().await?;
-            // Let the tenant's own commands run between batches on this worker thread.
-            tokio::task::yield_now().await;
-            if cursor == 0 {
-                break;
-            }
-        }
-        streams.send_all().await?;
-        // Live sync starts once the target has acknowledged the whole snapshot.
-        streams.wait_acked(timeout).await?;
-        m.checkpoint.lock().snapshot_done = true;
-        tracing::info!(migration = %m.id, keys = m.keys_total.load(Relaxed), "snapshot shipped; live sync");
-        if let Some((t0, bytes)) = measure {
-            let secs = t0.elapsed().as_secs_f64();
-            // Too small a tenant measures start-up costs, not throughput.
-            if bytes >= 1 << 20 && secs > 0.01 {
-                *mgr.inner.snapshot_rate.lock() = Some(bytes as f64 / secs);
-            }
-        }
-    }
-    m.set_phase(MigrationPhase::LiveSync);
-    {
-        let mut p = m.progress.lock();
-        if p.state == MigrationState::Syncing {
-            p.state = MigrationState::LiveSync;
-        }
-    }
-    if m.mode == MigrationMode::Fast {
-        while drain(m, streams, 100_000).await? > 0 {}
-        streams.wait_acked(timeout).await?;
-        return cutover::cutover(mgr, m, streams, control, import_id, true)
-            .await
-            .map(|_| ());
-    }
-    let mut next_beat = Instant::now() + HEARTBEAT;
-    loop {
-        // While paused, wake for the heartbeat too: a long PAUSE must not let the target reap
-        // the import.
-        checkpoint_until(m, Some(next_beat)).await?;
-        if Instant::now() >= next_beat {
-            heartbeat(mgr, m, control, import_id, timeout).await?;
-            next_beat = Instant::now() + HEARTBEAT;
-        }
-        if m.paused.load(Relaxed) {
-            continue;
-        }
-        if let Some(e) = streams.error() {
-            return Err(fail(e));
-        }
-        reconfigure(m, streams, timeout).await?;
-        let req = {
-            // Taken and marked started under one lock: UNSCHEDULE either withdraws a request
-            // still waiting here or sees that the cutover has begun.
-            let mut slot = m.cutover.lock();
-            let req = slot.take();
-            if req.as_ref().is_some_and(|r| r.scheduled) {
-                m.scheduled_cutover_running.store(true, Relaxed);
-            }
-            req
-        };
-        if let Some(req) = req {
-            let r = cutover::cutover(mgr, m, streams, control, import_id, req.force).await;
-            m.scheduled_cutover_running.store(false, Relaxed);
-            let done = r.is_ok();
-            let failed = m.state() == MigrationState::Failed;
-            let err = r.as_ref().err().cloned();
-            let _ = req.reply.send(r);
-            if done {
-                return Ok(());
-            }
-            if failed {
-                return Err(err.unwrap_or_else(|| fail("cutover failed")));
-            }
-            continue;
-        }
-        let max = streams.batch_size * streams.parallel;
-        let n = drain(m, streams, max).await?;
-        if n == 0 {
-            let wake = m.wake.notified();
-            tokio::pin!(wake);
-            wake.as_mut().enable();
-            if m.cutover.lock().is_none() && !m.cancel.load(Relaxed) {
-                let _ = tokio::time::timeout(Duration::from_millis(1), wake).await;
-            }
-        }
-    }
-}
-
-/// How often live sync proves to the target that the source is alive (the target reaps an
-/// import that hears nothing for its `sync_timeout_secs`; a quiet tenant sends no batches) and
-/// to itself that the target still answers.
-const HEARTBEAT: Duration = Duration::from_secs(2);
-
-/// One heartbeat on the control connection (`TENANT.IMPORT.RESUME` refreshes the import).
-/// The target refusing means the import is gone: the migration fails, saying so, and a retry
-/// starts a new one. No answer: the control connection is rebuilt until `timeout` has passed
-/// without one, then the migration fails (a silent partition, where no connection resets,
-/// is caught here rather than after a command timeout).
-async fn heartbeat(
-    mgr: &MigrationManager,
-    m: &Migration,
-    control: &mut Connection,
-    import_id: &str,
-    timeout: Duration,
-) -> Res<()> {
-    let since = Instant::now();
-    loop {
-        if m.cancel.load(Relaxed) {
-            return Err(fail(CANCELLED));
-        }
-        let answer = tokio::time::timeout(
-            HEARTBEAT.max(Duration::from_secs(3)),
-            control.cmd(&["TENANT.IMPORT.RESUME", import_id]),
-        )
-        .await;
-        let last_error = match answer {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(ClientError::Server(msg))) => {
-                return Err(fail(format!(
-                    "the target dropped the import ({msg}); RESUME or CUTOVER RETRY starts a new one"
-                )));
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer to a heartbeat".to_string(),
-        };
-        if since.elapsed() >= timeout {
-            return Err(fail(format!(
-                "the target has not answered for {} s (sync timeout): {last_error}",
-                since.elapsed().as_secs()
-            )));
-        }
-        tracing::warn!(migration = %m.id, error = %last_error, "target heartbeat failed; reconnecting the control connection");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let opts = connect_options(mgr, m).connect_timeout(Duration::from_secs(3));
-        if let Ok(Ok(c)) =
-            tokio::time::timeout(Duration::from_secs(5), Connection::connect(opts)).await
-        {
-            *control = c;
-        }
-    }
-}
-
-/// Applies UPDATE PARALLEL: waits until everything sent is acknowledged, then re-routes keys
-/// over the new number of streams (sequence numbers continue per stream index).
-async fn reconfigure(m: &Arc<Migration>, streams: &mut Streams, timeout: Duration) -> Res<()> {
-    let want = m.settings().parallel.clamp(1, 64);
-    if want == streams.parallel {
-        return Ok(());
-    }
-    streams.send_all().await?;
-    streams.wait_acked(timeout).await?;
-    streams.stop();
-    let states: Vec<Arc<StreamState>> = (0..want)
-        .map(|i| {
-            let seq = streams.states.get(i).map_or(0, |s| s.sealed.load(Relaxed));
-            Arc::new(StreamState::starting_at(seq))
-        })
-        .collect();
-    let import_id = m.checkpoint.lock().import_id.clone().unwrap_or_default();
-    let opts = streams_options(m);
-    let epoch = streams.epoch;
-    *streams = Streams::start(m, states.clone(), &opts, &import_id, timeout, epoch);
-    m.checkpoint.lock().streams = states;
-    tracing::info!(migration = %m.id, parallel = want, "streams reconfigured");
-    Ok(())
-}
-
-fn streams_options(m: &Arc<Migration>) -> ConnectOptions {
-    m.connect.clone()
-}
-
-/// Ships up to `max` changed keys (oldest first); returns how many.
-pub(super) async fn drain(m: &Migration, streams: &mut Streams, max: usize) -> Res<usize> {
-    let ks = m.tenant.keyspace();
-    let mut large = Vec::new();
-    let n = {
-        let mut db = ks.lock_async().await;
-        if let Some(l) = db.tracking_lag() {
-            streams.note_epoch(l.flush_epoch);
-        }
-        let n = db.drain_changes(max, |k, e| match e {
-            None => streams.del(k),
-            Some(e) if is_large(e) => large.push(k.to_vec()),
-            Some(e) => streams.put(k, e),
-        });
-        // Published before the lock is released: STATUS never sees these keys nowhere.
-        streams.publish_unsealed();
-        n
-    };
-    ship_all_large(m, streams, large).await?;
-    if n > 0 {
-        streams.send_all().await?;
-    }
-    Ok(n)
-}
-
-/// Tells the target to drop the import (best effort, a few tries). Returns the target's answer
-/// when it refused (e.g. because the import is already active).
-pub(super) async fn abort_target(mgr: &MigrationManager, m: &Migration) -> Option<String> {
-    let import_id = m.progress.lock().import_id.clone()?;
-    let opts = connect_options(mgr, m)
-        .connect_timeout(Duration::from_secs(2))
-        .command_timeout(Duration::from_secs(10));
-    for attempt in 0..3 {
-        match Connection::connect(opts.clone()).await {
-            Ok(mut c) => match c.cmd(&["TENANT.IMPORT.ABORT", &import_id]).await {
-                Ok(_) => return None,
-                Err(ferrite_client::ClientError::Server(msg)) => {
-                    if msg.contains("no such import") {
-                        return None;
-                    }
-                    tracing::warn!(migration = %m.id, error = %msg, "target refused ABORT");
-                    return Some(msg);
-                }
-                Err(e) => tracing::warn!(migration = %m.id, attempt, error = %e, "ABORT failed"),
-            },
-            Err(e) => {
-                tracing::warn!(migration = %m.id, attempt, error = %e, "cannot reach target to abort")
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Some("the target could not be reached".into())
-}
-
-/// Drops the checkpoint and change capture (after a cancel or a completion).
-pub(super) fn release_checkpoint(m: &Migration) {
-    let mut cp = m.checkpoint.lock();
-    for s in &cp.streams {
-        s.stop.store(true, Relaxed);
-        s.notify.notify_waiters();
-    }
-    *cp = Checkpoint::default();
-}
-
-/// Ends the coordinator. Cancel: the source keeps serving as before and the target drops what it
-/// staged. Failure: the source keeps serving as before; the checkpoint (change capture, queues,
-/// the staged import on the target) is kept so the migration can be retried, until CANCEL.
-async fn finish(mgr: &MigrationManager, m: &Migration, result: Res<()>) {
-    let handed_over = m.tenant.state() == TenantState::Moved;
-    if let Err(e) = result {
-        let cancelled = matches!(&e, MigrationError::Failed(msg) if msg == CANCELLED);
-        if !handed_over && m.tenant.gate().is_closed() {
-            m.tenant.gate().open();
-        }
-        if cancelled {
-            if !handed_over {
-                m.tenant.keyspace().lock_async().await.stop_tracking();
-                release_checkpoint(m);
-                abort_target(mgr, m).await;
-            }
-            let mut p = m.progress.lock();
-            p.state = MigrationState::Cancelled;
-            p.phase = MigrationPhase::Stopped;
-            p.finished = Some(std::time::Instant::now());
-            tracing::info!(migration = %m.id, "migration cancelled; source unchanged, target cleaned up");
-        } else if m.state() != MigrationState::Failed {
-            cutover::fail_migration(m, &e.to_string());
-            tracing::warn!(migration = %m.id, error = %e, "migration failed; checkpoint kept for a retry");
-        }
-    }
-    // Wake a CUTOVER caller that is still waiting.
-    if let Some(req) = m.cutover.lock().take() {
-        let _ = req.reply.send(Err(MigrationError::WrongState {
-            id: m.id.clone(),
-            state: m.state().name(),
-            op: "cut over",
-        }));
-    }
 }

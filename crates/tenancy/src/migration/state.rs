@@ -83,17 +83,21 @@ pub enum MigrationPhase {
     Connecting,
     Snapshot,
     LiveSync,
+    /// A link to the target is down and being reopened (the state says whether the snapshot or
+    /// live sync was running); STATUS `error` says why and for how long.
+    Reconnecting,
     Cutover,
     Done,
     Stopped,
 }
 
 impl MigrationPhase {
-    pub const ALL: [MigrationPhase; 7] = [
+    pub const ALL: [MigrationPhase; 8] = [
         MigrationPhase::Queued,
         MigrationPhase::Connecting,
         MigrationPhase::Snapshot,
         MigrationPhase::LiveSync,
+        MigrationPhase::Reconnecting,
         MigrationPhase::Cutover,
         MigrationPhase::Done,
         MigrationPhase::Stopped,
@@ -105,6 +109,7 @@ impl MigrationPhase {
             MigrationPhase::Connecting => "connecting",
             MigrationPhase::Snapshot => "snapshot",
             MigrationPhase::LiveSync => "live_sync",
+            MigrationPhase::Reconnecting => "reconnecting",
             MigrationPhase::Cutover => "cutover",
             MigrationPhase::Done => "done",
             MigrationPhase::Stopped => "stopped",

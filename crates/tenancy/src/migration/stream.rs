@@ -1,288 +1,321 @@
-//! The transport of a migration: one queue and one sender task per stream.
+//! The transport of a migration: per stream, a batch builder on the actor's side and a sender
+//! task that owns the stream's connection and its queue of unacknowledged batches.
 //!
-//! A stream's queue holds every sealed batch the target has not acknowledged yet, whether sent
-//! or not. It belongs to the migration (not to the sender task), so when a connection drops the
-//! sender resumes from the target's last applied batch, and when the whole migration fails and is
-//! retried, nothing the source had read is lost: the new senders resend what is still queued.
-//! Sequence numbers per stream let the target skip batches it has already applied.
+//! The actor seals batches and hands them to the sender through a bounded channel (that is the
+//! back-pressure). The sender writes up to [`WINDOW`] of them pipelined, reconnects with the
+//! default backoff ([`RECONNECT_BACKOFF`]) when the link breaks and then resends only what the
+//! target has not applied, and reports what happens as [`LinkEvent`]s. It never decides that
+//! the migration has failed: the actor does, from those events. Stopped (its cancellation
+//! token), a sender returns its queue, so that nothing read from the keyspace is lost when a
+//! failed migration is retried later.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrite_client::{ClientError, ConnectOptions, Connection, value};
 use ferrite_storage::Entry;
-use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use super::target::{BatchLink, Target, TargetError};
 use super::wire::{BatchWriter, route};
-use super::{Migration, MigrationError};
 
 /// A batch is sealed at this many bytes even if it has fewer keys than BATCH_SIZE.
 pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
-/// Batches in flight per stream (sent, not yet acknowledged).
-const WINDOW: usize = 8;
-/// Sealed batches a stream may hold before the coordinator waits (bounds source memory).
-const QUEUE_LIMIT: usize = WINDOW + 4;
+/// Batches in flight per stream (written, not yet acknowledged).
+pub(super) const WINDOW: usize = 8;
+/// Sealed batches waiting in a stream's channel beyond the window (bounds source memory).
+const CHANNEL: usize = 4;
+/// Reconnect backoff: the first retry after `.0`, doubling up to `.1` (the default an operator
+/// meets; a unit test runs with it).
+pub const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_secs(1));
+/// A link that acknowledges nothing for this long while batches are in flight is treated as
+/// broken and reopened (a slow link still acknowledges within it; a silent partition is usually
+/// caught sooner by the control link's heartbeat).
+pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A sealed batch on its way to the target.
 pub(super) struct Outgoing {
     pub seq: u64,
     pub payload: Vec<u8>,
-    pub keys: u32,
-    /// Unix ms when the batch was sealed (the age of what is in flight, for `lag_seconds`).
+}
+
+/// What a sealed batch carries, kept by the actor until the target acknowledges it (the lag
+/// STATUS reports).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BatchMeta {
+    pub seq: u64,
+    pub keys: u64,
+    pub bytes: u64,
+    /// Unix ms when the batch was sealed.
     pub sealed_ms: u64,
 }
 
-/// What the target has not acknowledged yet across a migration's stream queues.
+/// What the target has not acknowledged yet.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct InFlight {
     pub keys: u64,
     pub bytes: u64,
-    /// Seal time of the oldest unacknowledged batch.
+    /// Unix ms of the oldest part.
     pub oldest_ms: Option<u64>,
 }
 
-/// Sums the unacknowledged batches of `states` (at most QUEUE_LIMIT per stream: cheap).
-pub(super) fn in_flight(states: &[Arc<StreamState>]) -> InFlight {
-    let mut f = InFlight::default();
-    for st in states {
-        let q = st.queue.lock();
-        for o in q.iter() {
-            f.keys += u64::from(o.keys);
-            f.bytes += o.payload.len() as u64;
-            f.oldest_ms = Some(f.oldest_ms.map_or(o.sealed_ms, |t| t.min(o.sealed_ms)));
-        }
-    }
-    f
+/// What a sender reports to the actor.
+#[derive(Debug)]
+pub(super) enum LinkEvent {
+    /// Bytes written to the target's socket.
+    Sent { bytes: u64 },
+    /// The target has applied every batch of `stream` up to `seq`.
+    Acked { stream: u16, seq: u64 },
+    /// The stream's link is open.
+    Up { stream: u16 },
+    /// The stream's link failed or could not be opened; the sender keeps retrying.
+    Down { stream: u16, error: String },
+    /// The target refused the stream (the sender stops retrying).
+    Refused { stream: u16, error: TargetError },
 }
 
-/// One stream's state, kept by the migration across reconnects and retries.
-#[derive(Default)]
-pub(super) struct StreamState {
-    /// Last sequence number assigned to a sealed batch.
-    pub sealed: AtomicU64,
-    /// Last sequence number the target acknowledged.
-    pub acked: AtomicU64,
-    /// Sealed batches not yet acknowledged, oldest first.
-    pub queue: Mutex<VecDeque<Outgoing>>,
-    /// Why the sender gave up, if it did.
-    pub error: Mutex<Option<String>>,
-    /// Woken on acknowledgements, new batches, errors and stop.
-    pub notify: Notify,
-    pub stop: AtomicBool,
-}
-
-impl StreamState {
-    /// Continues the numbering of an earlier stream (after UPDATE PARALLEL).
-    pub fn starting_at(seq: u64) -> StreamState {
-        let s = StreamState::default();
-        s.sealed.store(seq, Relaxed);
-        s.acked.store(seq, Relaxed);
-        s
-    }
-
-    fn wake(&self) {
-        self.notify.notify_waiters();
-    }
-}
-
-/// Connects a stream and learns the last batch the target applied on it.
-async fn connect_stream(
-    opts: &ConnectOptions,
-    import_id: &str,
+/// Sends one stream's batches until stopped; returns the batches not acknowledged.
+async fn sender(
     index: u16,
-) -> Result<(Connection, u64), ClientError> {
-    let mut conn = Connection::connect(opts.clone()).await?;
-    let reply = conn.cmd(&["TENANT.IMPORT.RESUME", import_id]).await?;
-    let mut last = 0;
-    for (k, v) in value::as_pairs(&reply)? {
-        if k == index.to_string() {
-            last = value::as_int(&v)? as u64;
-        }
-    }
-    Ok((conn, last))
-}
-
-/// Sends a stream's queue pipelined (up to WINDOW unacknowledged); reconnects with backoff when
-/// the connection drops and resends from the target's last applied batch; gives up (recording
-/// why) after `timeout` without a working connection or on a refusal.
-pub(super) async fn sender(
-    index: u16,
-    state: Arc<StreamState>,
-    opts: ConnectOptions,
-    import_id: String,
-    m: Arc<Migration>,
-    timeout: Duration,
-) {
-    let mut conn: Option<Connection> = None;
-    // Batches of the queue already written to the current connection.
-    let mut in_flight = 0usize;
-    let mut down_since: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(50);
-    let give_up = |e: String| {
-        *state.error.lock() = Some(e);
-        state.wake();
+    target: Arc<dyn Target>,
+    import: String,
+    mut queue: VecDeque<Outgoing>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    stop: CancellationToken,
+) -> VecDeque<Outgoing> {
+    let report = |e: LinkEvent| {
+        let _ = events.send(e);
     };
-    loop {
-        if state.stop.load(Relaxed) {
-            return;
-        }
-        let Some(c) = conn.as_mut() else {
-            match connect_stream(&opts, &import_id, index).await {
-                Ok((c, last)) => {
-                    let mut q = state.queue.lock();
-                    while q.front().is_some_and(|o| o.seq <= last) {
-                        if let Some(o) = q.pop_front() {
-                            ack(&m, &state, &o);
-                        }
+    let mut link: Option<Box<dyn BatchLink>> = None;
+    // Batches at the front of `queue` written to the current link.
+    let mut written = 0usize;
+    let mut backoff = RECONNECT_BACKOFF.0;
+    let mut ack_deadline: Option<Instant> = None;
+    'run: loop {
+        let Some(l) = link.as_mut() else {
+            let opened = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'run,
+                r = target.open_stream(&import, index) => r,
+            };
+            match opened {
+                Ok(l) => {
+                    let last = l.resume_point();
+                    let before = queue.len();
+                    while queue.front().is_some_and(|o| o.seq <= last) {
+                        queue.pop_front();
                     }
-                    drop(q);
-                    if state.acked.load(Relaxed) < last {
-                        state.acked.store(last, Relaxed);
+                    if queue.len() < before || last > 0 {
+                        report(LinkEvent::Acked {
+                            stream: index,
+                            seq: last,
+                        });
                     }
-                    if down_since.take().is_some() {
-                        tracing::info!(migration = %m.id, stream = index, "stream reconnected; resuming after batch {last}");
-                    }
-                    in_flight = 0;
-                    backoff = Duration::from_millis(50);
-                    conn = Some(c);
+                    report(LinkEvent::Up { stream: index });
+                    written = 0;
+                    backoff = RECONNECT_BACKOFF.0;
+                    ack_deadline = None;
+                    link = Some(l);
                 }
-                Err(e) if !e.is_connection_error() => {
-                    give_up(format!("target refused stream {index}: {e}"));
-                    return;
+                Err(e) if e.is_unreachable() => {
+                    report(LinkEvent::Down {
+                        stream: index,
+                        error: e.to_string(),
+                    });
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break 'run,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF.1);
                 }
                 Err(e) => {
-                    let since = *down_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= timeout {
-                        give_up(format!(
-                            "lost the connection to the target for {} s (sync timeout): {e}",
-                            since.elapsed().as_secs()
-                        ));
-                        return;
-                    }
-                    tracing::warn!(migration = %m.id, stream = index, error = %e, "target connection failed; retrying");
-                    m.reconnects.fetch_add(1, Relaxed);
-                    let wake = state.notify.notified();
-                    let _ = tokio::time::timeout(backoff, wake).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    report(LinkEvent::Refused {
+                        stream: index,
+                        error: e,
+                    });
+                    stop.cancelled().await;
+                    break 'run;
                 }
             }
             continue;
         };
-        // Write what fits in the window.
-        let mut wrote = 0;
-        {
-            let q = state.queue.lock();
-            for o in q
-                .iter()
-                .skip(in_flight)
-                .take(WINDOW.saturating_sub(in_flight))
-            {
-                c.queue(&[
-                    b"TENANT.IMPORT.BATCH".as_slice(),
-                    import_id.as_bytes(),
-                    &o.payload,
-                ]);
-                m.bytes_sent.fetch_add(o.payload.len() as u64, Relaxed);
-                wrote += 1;
-            }
-        }
-        if wrote > 0 {
-            if c.flush().await.is_err() {
-                m.reconnects.fetch_add(1, Relaxed);
-                down_since.get_or_insert_with(Instant::now);
-                conn = None;
+        if written < queue.len().min(WINDOW) {
+            if written == 0 && !l.is_open() {
+                // Closed while idle: reopen rather than lose the batch on it.
+                report(LinkEvent::Down {
+                    stream: index,
+                    error: "the connection was closed while idle".into(),
+                });
+                link = None;
                 continue;
             }
-            in_flight += wrote;
-        }
-        if in_flight == 0 {
-            // Nothing to send: wait for a batch (or stop).
-            let wake = state.notify.notified();
-            tokio::pin!(wake);
-            wake.as_mut().enable();
-            if state.queue.lock().is_empty() && !state.stop.load(Relaxed) {
-                let _ = tokio::time::timeout(Duration::from_millis(100), wake).await;
+            let wrote = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'run,
+                r = l.batch(&queue[written].payload) => r,
+            };
+            match wrote {
+                Ok(()) => {
+                    report(LinkEvent::Sent {
+                        bytes: queue[written].payload.len() as u64,
+                    });
+                    written += 1;
+                    ack_deadline.get_or_insert_with(|| Instant::now() + ACK_TIMEOUT);
+                }
+                Err(e) => {
+                    report(LinkEvent::Down {
+                        stream: index,
+                        error: e.to_string(),
+                    });
+                    link = None;
+                }
             }
             continue;
         }
-        match c.recv().await {
-            Ok(_) => {
-                let done = state.queue.lock().pop_front();
-                if let Some(o) = done {
-                    ack(&m, &state, &o);
+        let far = Instant::now() + Duration::from_secs(86_400);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break 'run,
+            acked = l.ack(), if written > 0 => match acked {
+                Ok(seq) => {
+                    while queue.front().is_some_and(|o| o.seq <= seq) {
+                        queue.pop_front();
+                        written = written.saturating_sub(1);
+                    }
+                    report(LinkEvent::Acked { stream: index, seq });
+                    ack_deadline = (written > 0).then(|| Instant::now() + ACK_TIMEOUT);
                 }
-                in_flight -= 1;
-            }
-            Err(e) if e.is_connection_error() => {
-                tracing::warn!(migration = %m.id, stream = index, error = %e, "target connection lost; will resume");
-                m.reconnects.fetch_add(1, Relaxed);
-                down_since.get_or_insert_with(Instant::now);
-                conn = None;
-            }
-            Err(e) => {
-                give_up(format!("target rejected a batch on stream {index}: {e}"));
-                return;
+                Err(e) if e.is_unreachable() => {
+                    report(LinkEvent::Down { stream: index, error: e.to_string() });
+                    link = None;
+                }
+                Err(e) => {
+                    report(LinkEvent::Refused { stream: index, error: e });
+                    stop.cancelled().await;
+                    break 'run;
+                }
+            },
+            next = rx.recv(), if queue.len() < WINDOW => match next {
+                Some(b) => queue.push_back(b),
+                None => break 'run,
+            },
+            _ = tokio::time::sleep_until(ack_deadline.unwrap_or(far)), if ack_deadline.is_some() => {
+                report(LinkEvent::Down {
+                    stream: index,
+                    error: format!("no acknowledgement for {} s", ACK_TIMEOUT.as_secs()),
+                });
+                link = None;
             }
         }
     }
+    // Whatever is still in the channel was read from the keyspace too: keep it.
+    rx.close();
+    while let Ok(b) = rx.try_recv() {
+        queue.push_back(b);
+    }
+    queue
 }
 
-fn ack(m: &Migration, state: &StreamState, o: &Outgoing) {
-    state.acked.store(o.seq, Relaxed);
-    m.keys_synced.fetch_add(u64::from(o.keys), Relaxed);
-    m.bytes_synced.fetch_add(o.payload.len() as u64, Relaxed);
-    state.wake();
-}
-
-/// The coordinator's side: batch builders per stream, sealing and queueing, backpressure.
+/// One run's streams, on the actor's side: batch builders, sealing, the senders' channels.
 pub(super) struct Streams {
     pub parallel: usize,
     pub batch_size: usize,
     writers: Vec<BatchWriter>,
-    pub states: Vec<Arc<StreamState>>,
+    txs: Vec<mpsc::Sender<Outgoing>>,
+    handles: Vec<JoinHandle<VecDeque<Outgoing>>>,
+    /// Last sequence number sealed per stream.
+    pub sealed: Vec<u64>,
+    stop: CancellationToken,
     /// Flush epoch of the source keyspace the target has been told about.
     pub epoch: u64,
-    rate: u64,
-    rate_window: (Instant, u64),
-    migration: Arc<Migration>,
+}
+
+/// What stays with a migration between runs: every batch not acknowledged, per stream, and the
+/// numbering.
+#[derive(Default)]
+pub(super) struct StreamQueues {
+    pub queues: Vec<VecDeque<Outgoing>>,
+    pub sealed: Vec<u64>,
+}
+
+impl StreamQueues {
+    pub fn new(parallel: usize) -> StreamQueues {
+        StreamQueues {
+            queues: (0..parallel).map(|_| VecDeque::new()).collect(),
+            sealed: vec![0; parallel],
+        }
+    }
 }
 
 impl Streams {
-    /// Builds the coordinator side over existing stream states and starts their senders.
+    /// Starts a sender per stream over the queues kept from an earlier run.
     pub fn start(
-        m: &Arc<Migration>,
-        states: Vec<Arc<StreamState>>,
-        opts: &ConnectOptions,
-        import_id: &str,
-        timeout: Duration,
+        target: &Arc<dyn Target>,
+        import: &str,
+        kept: StreamQueues,
+        batch_size: usize,
         epoch: u64,
+        events: &mpsc::UnboundedSender<LinkEvent>,
+        parent: &CancellationToken,
     ) -> Streams {
-        for (i, st) in states.iter().enumerate() {
-            st.stop.store(false, Relaxed);
-            *st.error.lock() = None;
-            tokio::spawn(sender(
+        let stop = parent.child_token();
+        let parallel = kept.queues.len().max(1);
+        let mut txs = Vec::with_capacity(parallel);
+        let mut handles = Vec::with_capacity(parallel);
+        for (i, queue) in kept.queues.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(CHANNEL);
+            txs.push(tx);
+            handles.push(tokio::spawn(sender(
                 i as u16,
-                st.clone(),
-                opts.clone(),
-                import_id.to_string(),
-                m.clone(),
-                timeout,
-            ));
+                target.clone(),
+                import.to_string(),
+                queue,
+                rx,
+                events.clone(),
+                stop.clone(),
+            )));
         }
-        let cfg = m.settings();
         Streams {
-            parallel: states.len(),
-            batch_size: cfg.batch_size.max(1),
-            writers: states.iter().map(|_| BatchWriter::new()).collect(),
-            states,
+            parallel,
+            batch_size: batch_size.max(1),
+            writers: (0..parallel).map(|_| BatchWriter::new()).collect(),
+            txs,
+            handles,
+            sealed: kept.sealed,
+            stop,
             epoch,
-            rate: cfg.rate_bytes_per_sec,
-            rate_window: (Instant::now(), 0),
-            migration: m.clone(),
         }
+    }
+
+    /// Stops the senders and collects what they had not delivered, sealing what the builders
+    /// hold after it (in sequence order). Returns the queues and the sealed metadata of the
+    /// batches sealed here.
+    pub async fn stop(mut self) -> (StreamQueues, Vec<(usize, BatchMeta)>) {
+        self.stop.cancel();
+        let mut queues = Vec::with_capacity(self.parallel);
+        for h in std::mem::take(&mut self.handles) {
+            queues.push(h.await.unwrap_or_default());
+        }
+        let mut metas = Vec::new();
+        for (s, queue) in queues.iter_mut().enumerate() {
+            if let Some((o, meta)) = self.seal(s) {
+                queue.push_back(o);
+                metas.push((s, meta));
+            }
+        }
+        (
+            StreamQueues {
+                queues,
+                sealed: self.sealed.clone(),
+            },
+            metas,
+        )
     }
 
     /// Tells the target about a flush of the source keyspace before anything read after it.
@@ -313,154 +346,45 @@ impl Streams {
         w.records() as usize >= self.batch_size || w.len() >= MAX_BATCH_BYTES
     }
 
-    pub fn error(&self) -> Option<String> {
-        self.states.iter().find_map(|s| s.error.lock().clone())
+    pub fn is_empty(&self, s: usize) -> bool {
+        self.writers[s].is_empty()
     }
 
-    /// Seals stream `s`'s batch into its queue without waiting (used when stopping, so that
-    /// nothing read from the keyspace is dropped).
-    pub fn seal(&mut self, s: usize) -> u64 {
+    /// Keys and bytes in the builders (read from the keyspace, not sealed yet).
+    pub fn unsealed(&self) -> (u64, u64) {
+        self.writers.iter().fold((0, 0), |(k, b), w| {
+            (k + u64::from(w.keys), b + w.len() as u64)
+        })
+    }
+
+    /// Seals stream `s`'s builder into a batch.
+    pub fn seal(&mut self, s: usize) -> Option<(Outgoing, BatchMeta)> {
         if self.writers[s].is_empty() {
-            return 0;
+            return None;
         }
         let w = std::mem::take(&mut self.writers[s]);
-        let keys = w.keys;
-        let st = &self.states[s];
-        let seq = st.sealed.fetch_add(1, Relaxed) + 1;
+        let keys = u64::from(w.keys);
+        self.sealed[s] += 1;
+        let seq = self.sealed[s];
         let payload = w.finish(s as u16, seq);
-        let len = payload.len() as u64;
-        st.queue.lock().push_back(super::stream::Outgoing {
+        let meta = BatchMeta {
             seq,
-            payload,
             keys,
+            bytes: payload.len() as u64,
             sealed_ms: ferrite_storage::now_ms(),
-        });
-        st.wake();
-        len
+        };
+        Some((Outgoing { seq, payload }, meta))
     }
 
-    /// Publishes what sits in the batch builders (read from the keyspace, not yet queued) for
-    /// STATUS: with RATE, the coordinator sleeps between streams while the other builders hold
-    /// changes that are neither captured nor in flight any more.
-    pub fn publish_unsealed(&self) {
-        let (keys, bytes) = self.writers.iter().fold((0u64, 0u64), |(k, b), w| {
-            (k + u64::from(w.keys), b + w.len() as u64)
-        });
-        let m = &self.migration;
-        if keys > 0 && m.unsealed_keys.load(Relaxed) == 0 {
-            m.unsealed_since_ms
-                .store(ferrite_storage::now_ms(), Relaxed);
-        }
-        m.unsealed_bytes.store(bytes, Relaxed);
-        m.unsealed_keys.store(keys, Relaxed);
-    }
-
-    pub fn seal_all(&mut self) {
-        for s in 0..self.parallel {
-            self.seal(s);
-        }
-    }
-
-    /// Seals and queues stream `s`'s batch, waiting while the stream is QUEUE_LIMIT batches behind.
-    pub async fn send(&mut self, s: usize) -> Result<(), MigrationError> {
-        if self.writers[s].is_empty() {
-            return Ok(());
-        }
-        loop {
-            let st = self.states[s].clone();
-            let wake = st.notify.notified();
-            tokio::pin!(wake);
-            wake.as_mut().enable();
-            if let Some(e) = self.error() {
-                return Err(MigrationError::Failed(e));
-            }
-            if st.queue.lock().len() < QUEUE_LIMIT {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), wake).await;
-        }
-        let len = self.seal(s);
-        self.publish_unsealed();
-        self.throttle(len).await;
-        Ok(())
-    }
-
-    /// RATE and BATCH_SIZE from the migration's current settings (UPDATE takes effect here).
-    async fn throttle(&mut self, bytes: u64) {
-        let cfg = self.migration.settings();
-        self.batch_size = cfg.batch_size.max(1);
-        if cfg.rate_bytes_per_sec != self.rate {
-            self.rate = cfg.rate_bytes_per_sec;
-            self.rate_window = (Instant::now(), 0);
-        }
-        if self.rate == 0 {
-            return;
-        }
-        // After an idle spell (PAUSE, no changes) the window restarts: otherwise the unused
-        // allowance of the idle time would go out at once as a burst above RATE.
-        let (start, sent) = self.rate_window;
-        let owed = Duration::from_secs_f64(sent as f64 / self.rate as f64);
-        if start.elapsed() > owed + Duration::from_secs(1) {
-            self.rate_window = (Instant::now(), 0);
-        }
-        let (start, sent) = &mut self.rate_window;
-        *sent += bytes;
-        let due = Duration::from_secs_f64(*sent as f64 / self.rate as f64);
-        let elapsed = start.elapsed();
-        if due > elapsed {
-            tokio::time::sleep(due - elapsed).await;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            self.rate_window = (Instant::now(), 0);
-        }
-    }
-
-    pub async fn send_full(&mut self) -> Result<(), MigrationError> {
-        for s in 0..self.parallel {
-            if self.is_full(s) {
-                self.send(s).await?;
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn send_all(&mut self) -> Result<(), MigrationError> {
-        for s in 0..self.parallel {
-            self.send(s).await?;
-        }
-        Ok(())
-    }
-
-    /// Waits until the target has acknowledged everything sealed.
-    pub async fn wait_acked(&self, timeout: Duration) -> Result<(), MigrationError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        for (s, st) in self.states.iter().enumerate() {
-            loop {
-                let wake = st.notify.notified();
-                tokio::pin!(wake);
-                wake.as_mut().enable();
-                if let Some(e) = self.error() {
-                    return Err(MigrationError::Failed(e));
-                }
-                if st.acked.load(Relaxed) >= st.sealed.load(Relaxed) {
-                    break;
-                }
-                if tokio::time::timeout_at(deadline, wake).await.is_err() {
-                    return Err(MigrationError::Failed(format!(
-                        "the target did not acknowledge stream {s} within {} ms",
-                        timeout.as_millis()
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Stops the senders (their queues stay with the migration).
-    pub fn stop(&self) {
-        for s in &self.states {
-            s.stop.store(true, Relaxed);
-            s.wake();
-        }
+    /// A free place in stream `s`'s channel (the back-pressure; cancel-safe). Owned, so that the
+    /// batch can be sealed after the place is certain: an interrupted wait loses nothing.
+    pub fn reserve(
+        &self,
+        s: usize,
+    ) -> impl std::future::Future<
+        Output = Result<mpsc::OwnedPermit<Outgoing>, mpsc::error::SendError<()>>,
+    > + Send
+    + 'static {
+        self.txs[s].clone().reserve_owned()
     }
 }

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use ferrite_client::{Connection, value};
-use ferrite_protocol::frame::Frame;
 
+use super::target::TargetCheck;
 use super::{MigrationConfig, MigrationError, MigrationManager, normalize_addr};
 use crate::tenant::Tenant;
 
@@ -125,6 +125,7 @@ impl MigrationManager {
     ) -> Result<ValidationReport, MigrationError> {
         let t = self
             .inner
+            .env
             .registry
             .get(tenant)
             .ok_or_else(|| MigrationError::UnknownTenant(tenant.into()))?;
@@ -189,7 +190,7 @@ impl MigrationManager {
                 "TENANT.IMPORT.CHECK",
                 tenant,
                 &super::wire::WIRE_VERSION.to_string(),
-                &self.inner.run_id,
+                &self.inner.env.run_id,
             ])
             .await;
         let pairs = match check {
@@ -207,7 +208,7 @@ impl MigrationManager {
                 value::as_pairs(&f).unwrap_or_default()
             }
             Err(e) => {
-                let err = super::classify_target_error(&target, e);
+                let err = super::classify_client_error(&target, e);
                 // The target answered the versioned check: it is a compatible Ferrite, and what
                 // it refused is this tenant (already there, being imported, same server).
                 let about_tenant = matches!(&err, MigrationError::Refused { reason, .. } if !reason.contains("wire format"));
@@ -287,7 +288,7 @@ impl MigrationManager {
         let bytes = t.keyspace().used_bytes() as f64;
         // The copy is bounded by the slower of the link and this server's own snapshot speed
         // (reading the keyspace and encoding batches), measured by its last whole snapshot.
-        let copy_rate = *self.inner.snapshot_rate.lock();
+        let copy_rate = *self.inner.env.snapshot_rate.lock();
         let rate = copy_rate.map_or(throughput, |r| r.min(throughput));
         checks.push(Check {
             name: "estimated_duration",
@@ -314,23 +315,22 @@ impl MigrationManager {
 
     /// The checks TENANT.MIGRATE runs first: capacity (connectivity, authentication and version
     /// were established by connecting); refuses naming the failing check.
-    pub(super) async fn run_validation(
+    pub(super) fn run_validation(
         &self,
         t: &Tenant,
-        _target: &str,
-        check: &[(String, Frame)],
-        _cfg: &MigrationConfig,
-        _strict: bool,
+        check: &TargetCheck,
     ) -> Result<(), MigrationError> {
         if !self.settings().validation.capacity {
             return Ok(());
         }
-        let free = value::field_int(check, "available_memory").unwrap_or(-1);
+        let Some(free) = check.available_memory else {
+            return Ok(());
+        };
         let need = needed_bytes(t);
-        if free >= 0 && (free as u64) < need {
+        if free < need {
             return Err(MigrationError::Failed(format!(
                 "target validation failed: capacity: insufficient ({} free, need {})",
-                human_bytes(free as u64),
+                human_bytes(free),
                 human_bytes(need)
             )));
         }

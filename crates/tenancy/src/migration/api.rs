@@ -1,0 +1,259 @@
+//! The public types of migrations: options, settings, errors and what STATUS, CUTOVER and
+//! VERIFY report.
+
+use std::time::Duration;
+
+use super::lag::Trend;
+use super::state::{MigrationPhase, MigrationState};
+use super::validate;
+
+/// User name servers use with the shared migration token (`AUTH ferrite-migration <token>`).
+pub const MIGRATION_USER: &str = "ferrite-migration";
+
+/// How a tenant is moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationMode {
+    /// Snapshot, live change stream, brief cutover.
+    #[default]
+    Live,
+    /// Suspend the tenant's writes, copy, switch.
+    Fast,
+    /// Move key patterns one at a time.
+    Incremental,
+}
+
+impl MigrationMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationMode::Live => "live",
+            MigrationMode::Fast => "fast",
+            MigrationMode::Incremental => "incremental",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MigrationMode> {
+        match s.to_ascii_lowercase().as_str() {
+            "live" => Some(MigrationMode::Live),
+            "fast" => Some(MigrationMode::Fast),
+            "incremental" => Some(MigrationMode::Incremental),
+            _ => None,
+        }
+    }
+}
+
+/// Options of one migration (TENANT.MIGRATE arguments).
+#[derive(Debug, Clone)]
+pub struct MigrationConfig {
+    pub mode: MigrationMode,
+    /// Parallel streams to the target.
+    pub parallel: usize,
+    /// Keys per batch.
+    pub batch_size: usize,
+    /// How long the migration keeps reconnecting to an unreachable target before it fails
+    /// (overrides `reconnect_timeout_secs`).
+    pub timeout: Option<Duration>,
+    /// Password for the target (its requirepass) when no migration token is configured.
+    pub auth: Option<String>,
+    /// Shipping rate limit in bytes per second (0 = none).
+    pub rate_bytes_per_sec: u64,
+    /// The address clients are sent to after cutover (`-MOVED tenant:<id> <redirect>`), when it
+    /// differs from the address this server uses to reach the target (a separate migration
+    /// network, a proxy). Defaults to the target address.
+    pub redirect: Option<String>,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            mode: MigrationMode::Live,
+            parallel: 4,
+            batch_size: 1000,
+            timeout: None,
+            auth: None,
+            rate_bytes_per_sec: 0,
+            redirect: None,
+        }
+    }
+}
+
+/// Server-wide migration settings (`[tenancy.migration]`).
+#[derive(Debug, Clone)]
+pub struct MigrationSettings {
+    pub enabled: bool,
+    pub max_concurrent: usize,
+    /// Target side: an import whose source stays silent this long is dropped.
+    pub sync_timeout: Duration,
+    /// Source side: how long a migration keeps reconnecting to a target that is unreachable
+    /// (refusing connections, not answering, links broken) before it fails with the last error.
+    /// The checkpoint is kept, so RESUME continues from it.
+    pub reconnect_timeout: Duration,
+    /// How long a write waits at a closed gate before `-TRYAGAIN`; also how long a cutover's
+    /// drain may go without an acknowledgement before it is aborted (the gate reopens).
+    pub redirect_timeout: Duration,
+    /// Most undelivered changed keys a cutover accepts without FORCE.
+    pub cutover_max_lag: u64,
+    pub token: Option<String>,
+    /// How long the source keeps its frozen copy after cutover.
+    pub retention: Duration,
+    /// How long the activation of the target may be retried before the cutover is declared
+    /// failed (the tenant then waits for CUTOVER RETRY).
+    pub activation_timeout: Duration,
+    /// Allows TENANT.MIGRATE.DEBUG breakpoints (tests only).
+    pub fault_injection: bool,
+    /// Which pre-migration checks run.
+    pub validation: validate::ValidationSettings,
+}
+
+impl Default for MigrationSettings {
+    fn default() -> Self {
+        MigrationSettings {
+            enabled: true,
+            max_concurrent: 5,
+            sync_timeout: Duration::from_secs(3600),
+            reconnect_timeout: Duration::from_secs(60),
+            redirect_timeout: Duration::from_millis(5000),
+            cutover_max_lag: 1000,
+            token: None,
+            retention: Duration::from_secs(3600),
+            activation_timeout: Duration::from_secs(30),
+            fault_injection: false,
+            validation: validate::ValidationSettings::default(),
+        }
+    }
+}
+
+/// Why a migration command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrationError {
+    #[error("migrations are disabled on this server (tenancy.migration.enabled = false)")]
+    Disabled,
+    #[error("no such migration '{0}'")]
+    UnknownMigration(String),
+    #[error("no such tenant '{0}'")]
+    UnknownTenant(String),
+    #[error("tenant '{tenant}' is {state}; only an active tenant can be migrated")]
+    TenantNotActive { tenant: String, state: &'static str },
+    #[error("tenant '{tenant}' is already being migrated ({migration})")]
+    TenantBusy { tenant: String, migration: String },
+    #[error("cannot migrate a tenant to the server it is on")]
+    SelfTarget,
+    #[error("invalid target address '{0}': use host:port")]
+    BadTarget(String),
+    #[error("target {addr} is unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("target {addr} refused authentication: {reason}")]
+    Auth { addr: String, reason: String },
+    #[error("target {addr} is not a Ferrite server (it answered: {reply})")]
+    NotFerrite { addr: String, reply: String },
+    #[error("target {addr} refused the import: {reason}")]
+    Refused { addr: String, reason: String },
+    #[error("migration {id} is {state}: cannot {op}")]
+    WrongState {
+        id: String,
+        state: &'static str,
+        op: &'static str,
+    },
+    #[error(
+        "lag is {lag} keys, above cutover_max_lag ({max}); wait, throttle the tenant, or use FORCE"
+    )]
+    LagTooHigh { lag: u64, max: u64 },
+    #[error(
+        "{keys} large value(s) still being copied ({bytes} bytes left); wait, or use FORCE (the rest is then copied with the tenant's writes held)"
+    )]
+    LargeValuesPending { keys: u64, bytes: u64 },
+    #[error("{0}")]
+    Failed(String),
+    #[error("MODE {0} is not supported by this server")]
+    UnsupportedMode(&'static str),
+    /// Stopped by CANCEL (or by the deletion of its tenant): not a failure.
+    #[error("the migration was cancelled")]
+    Cancelled,
+    /// The migration's task did not answer in time (never expected: it answers every request
+    /// at once; this bounds the wait if it ever did not).
+    #[error("migration {0} did not answer in time; try again")]
+    NotResponding(String),
+}
+
+/// What TENANT.MIGRATE.STATUS reports.
+#[derive(Debug, Clone)]
+pub struct MigrationStatus {
+    pub id: String,
+    pub tenant: String,
+    pub source: String,
+    pub target: String,
+    pub mode: MigrationMode,
+    pub state: MigrationState,
+    pub phase: MigrationPhase,
+    /// Percent, 0–100.
+    pub progress: f64,
+    pub keys_synced: u64,
+    /// Keys the target has acknowledged in all, changes shipped again included (what a retry or
+    /// a reconnect re-sent shows here, not in `keys_synced`).
+    pub keys_shipped: u64,
+    pub keys_total: u64,
+    pub bytes_synced: u64,
+    pub lag_keys: u64,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    pub lag_trend: Trend,
+    pub keys_per_sec: f64,
+    /// Unix ms.
+    pub started_at: u64,
+    pub estimated_completion: Option<u64>,
+    pub completed_at: Option<u64>,
+    pub downtime_ms: Option<f64>,
+    /// What is wrong: the failure of a failed migration, a refused cutover, or, while the
+    /// target is unreachable, that (with its cause, since when, and when it gives up).
+    pub error: Option<String>,
+    /// The latest error met, even if since recovered from (a stream's lost connection, a
+    /// refused cutover), and when it began (Unix ms).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+    /// How long the target has been unreachable (0 while every link works).
+    pub unreachable_seconds: f64,
+    pub parallel: usize,
+    pub batch_size: usize,
+    pub import_id: Option<String>,
+    /// Unix ms of a scheduled cutover.
+    pub scheduled_cutover: Option<u64>,
+    /// The fault-injection breakpoint the coordinator is parked at (tests only).
+    pub parked_at: Option<&'static str>,
+    /// Seconds since the migration started (until it finished).
+    pub duration_seconds: f64,
+    /// Bytes sent to the target, including resends after reconnects.
+    pub bytes_sent: u64,
+    pub reconnects: u64,
+}
+
+/// Result of a cutover.
+#[derive(Debug, Clone)]
+pub struct CutoverResult {
+    pub status: &'static str,
+    /// Measured time the tenant's writes were paused, in milliseconds.
+    pub downtime_ms: f64,
+    pub keys_migrated: u64,
+}
+
+/// Result of VERIFY.
+#[derive(Debug, Clone)]
+pub struct VerifyResult {
+    pub keys_source: u64,
+    pub keys_target: u64,
+    pub checksum_match: bool,
+    /// Sampled keys that matched value by value, and how many were compared.
+    pub sample_matched: u64,
+    pub sample_compared: u64,
+    /// Sampled keys skipped because the target changed them after cutover.
+    pub sample_skipped: u64,
+    pub mismatched_buckets: Vec<usize>,
+    pub status: &'static str,
+}
+
+/// Handle returned by [`MigrationManager::migrate`].
+#[derive(Debug, Clone)]
+pub struct MigrationHandle {
+    pub id: String,
+    pub state: MigrationState,
+    pub progress: f64,
+}

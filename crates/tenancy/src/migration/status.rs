@@ -1,0 +1,269 @@
+//! What a migration publishes, and STATUS composed from it.
+//!
+//! The actor owns the migration and publishes a [`Published`] snapshot through a `watch`
+//! channel whenever something changes (and at least every [`super::actor::TICK`]); STATUS reads
+//! the latest one and never waits on the actor. The one figure added at read time is what change
+//! capture holds, read lock-free from the tenant's keyspace, so that a write is lag the moment it
+//! is acknowledged to its client.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::api::{MigrationMode, MigrationStatus};
+use super::lag::Trend;
+use super::state::{MigrationPhase, MigrationState};
+use super::stream::InFlight;
+use crate::tenant::Tenant;
+
+/// What does not change during a migration.
+pub(super) struct Info {
+    pub id: String,
+    pub tenant: Arc<Tenant>,
+    pub source: String,
+    pub target: String,
+    /// Where clients are sent after cutover (usually the target address).
+    pub redirect: String,
+    pub mode: MigrationMode,
+    /// Creation order on this server (ids sort as text, "_10" before "_2").
+    pub seq: u64,
+}
+
+/// A migration as its actor last published it.
+#[derive(Debug, Clone)]
+pub(super) struct Published {
+    pub state: MigrationState,
+    /// What the run is doing (without the overlay of a link being down: see [`Self::phase`]).
+    pub base_phase: MigrationPhase,
+    /// A failure, a refused cutover or a scheduled cutover that could not run.
+    pub error: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<u64>,
+    /// Since when a link to the target has been down (monotonic, and Unix ms for display).
+    pub unreachable_since: Option<(Instant, u64)>,
+    /// The give-up time of the current outage (reconnect timeout).
+    pub reconnect_timeout_secs: u64,
+    pub import_id: Option<String>,
+    pub started_at_ms: u64,
+    pub started: Instant,
+    pub finished: Option<Instant>,
+    pub completed_at_ms: Option<u64>,
+    pub downtime_ms: Option<f64>,
+    pub keys_migrated: u64,
+    /// The tenant's key count when the snapshot started.
+    pub keys_at_start: u64,
+    pub keys_acked: u64,
+    pub bytes_acked: u64,
+    pub bytes_sent: u64,
+    pub reconnects: u64,
+    /// Sealed or being built, not acknowledged.
+    pub in_flight: InFlight,
+    /// Large values drained from change capture and not yet read to their end (the one being
+    /// sent in chunks and those waiting behind it), and their unread bytes.
+    pub large_keys_left: u64,
+    pub large_bytes_left: u64,
+    pub snapshot_done: bool,
+    pub parallel: usize,
+    pub batch_size: usize,
+    pub scheduled_cutover_ms: Option<u64>,
+    pub parked_at: Option<&'static str>,
+    pub frozen_released: bool,
+    pub keys_per_sec: f64,
+    pub lag_trend: Trend,
+    /// Lag keys per second of change (negative: shrinking).
+    pub lag_rate: f64,
+}
+
+impl Published {
+    pub fn new(keys: u64, parallel: usize, batch_size: usize) -> Published {
+        Published {
+            state: MigrationState::Queued,
+            base_phase: MigrationPhase::Queued,
+            error: None,
+            last_error: None,
+            last_error_at_ms: None,
+            unreachable_since: None,
+            reconnect_timeout_secs: 0,
+            import_id: None,
+            started_at_ms: ferrite_storage::now_ms(),
+            started: Instant::now(),
+            finished: None,
+            completed_at_ms: None,
+            downtime_ms: None,
+            keys_migrated: 0,
+            keys_at_start: keys,
+            keys_acked: 0,
+            bytes_acked: 0,
+            bytes_sent: 0,
+            reconnects: 0,
+            in_flight: InFlight::default(),
+            large_keys_left: 0,
+            large_bytes_left: 0,
+            snapshot_done: false,
+            parallel,
+            batch_size,
+            scheduled_cutover_ms: None,
+            parked_at: None,
+            frozen_released: false,
+            keys_per_sec: 0.0,
+            lag_trend: Trend::Stable,
+            lag_rate: 0.0,
+        }
+    }
+
+    /// The phase STATUS shows: `reconnecting` while a link is down during a run.
+    pub fn phase(&self) -> MigrationPhase {
+        let running = matches!(
+            self.base_phase,
+            MigrationPhase::Connecting | MigrationPhase::Snapshot | MigrationPhase::LiveSync
+        );
+        if running && self.unreachable_since.is_some() && self.state.is_active() {
+            MigrationPhase::Reconnecting
+        } else {
+            self.base_phase
+        }
+    }
+
+    /// What STATUS `error` says: a stored failure, or while retrying, the outage.
+    pub fn error_text(&self) -> Option<String> {
+        if let (Some((since, at_ms)), true) = (self.unreachable_since, self.state.is_active()) {
+            let secs = since.elapsed().as_secs();
+            return Some(format!(
+                "the target has been unreachable for {secs} s (since {}): {}; reconnecting, gives up after {} s",
+                crate::migration::rfc3339_ms(at_ms),
+                self.last_error.as_deref().unwrap_or("no answer"),
+                self.reconnect_timeout_secs
+            ));
+        }
+        self.error.clone()
+    }
+}
+
+/// Whether lag counts everything the target has not acknowledged (after the snapshot) or is
+/// still the snapshot's progress.
+fn lag_is_live(p: &Published) -> bool {
+    let kept = p.state.is_active() || p.state == MigrationState::Failed;
+    kept && match p.state {
+        // Stopped: its phase says nothing more; the checkpoint says how far it got.
+        MigrationState::Failed => p.snapshot_done,
+        _ => p.snapshot_done && p.base_phase != MigrationPhase::Queued,
+    }
+}
+
+/// Lag as STATUS and CUTOVER see it: (keys, bytes, oldest unacknowledged change in Unix ms).
+pub(super) fn lag(info: &Info, p: &Published) -> (u64, u64, Option<u64>) {
+    let kept = p.state.is_active() || p.state == MigrationState::Failed;
+    if !kept {
+        return (0, 0, None);
+    }
+    // Lock-free: STATUS must not contend with the tenant's commands (or deadlock inside EXEC).
+    let l = info.tenant.keyspace().tracking_lag_relaxed();
+    let (flight, large, large_keys) = if lag_is_live(p) {
+        (p.in_flight, p.large_bytes_left, p.large_keys_left)
+    } else {
+        (InFlight::default(), 0, 0)
+    };
+    let oldest = match (l.oldest_ms, flight.oldest_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let bytes = l.bytes + flight.bytes + large;
+    // Chunks of a large value carry bytes but count no key of their own: each large value not
+    // read to its end yet is a key behind.
+    let keys = l.keys + flight.keys + large_keys.max(u64::from(large > 0));
+    (if bytes > 0 { keys.max(1) } else { keys }, bytes, oldest)
+}
+
+/// STATUS of one migration.
+pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
+    let now = ferrite_storage::now_ms();
+    let live = lag_is_live(p);
+    let (lag_keys, lag_bytes, oldest) = lag(info, p);
+    let lag_seconds = oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0);
+    let acked = p.keys_acked;
+    // keys_total: the tenant's keys (at the start while the snapshot runs, as they are now
+    // afterwards); keys_synced: how many of them the target holds up to date. Live changes
+    // re-ship keys, so the acknowledged count alone would pass the total.
+    let (keys_total, keys_synced) = match p.state {
+        MigrationState::Completed | MigrationState::Verified => (p.keys_migrated, p.keys_migrated),
+        _ if live => {
+            let total = info.tenant.keyspace().len();
+            (total, total.saturating_sub(lag_keys))
+        }
+        _ => (p.keys_at_start, acked.min(p.keys_at_start)),
+    };
+    let copied = |synced: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            (synced as f64 / total as f64 * 100.0).min(99.0)
+        }
+    };
+    let progress = match p.state {
+        MigrationState::Completed | MigrationState::Verified => 100.0,
+        MigrationState::Queued => 0.0,
+        // Stopped short: how far the copy got, never "done".
+        MigrationState::Failed | MigrationState::Cancelled => copied(keys_synced, keys_total),
+        _ if !live => copied(keys_synced, keys_total),
+        _ if lag_keys == 0 => 100.0,
+        _ => {
+            let base = keys_total.max(1) as f64;
+            (100.0 * base / (base + lag_keys as f64)).min(99.9)
+        }
+    };
+    let rate = p.keys_per_sec;
+    let estimated_completion = match (p.state, p.base_phase) {
+        (MigrationState::Syncing, MigrationPhase::Snapshot) if rate > 0.0 => {
+            let left = keys_total.saturating_sub(keys_synced) as f64;
+            Some(now + (left / rate * 1000.0) as u64)
+        }
+        (MigrationState::LiveSync, _) if lag_keys == 0 => Some(now),
+        (MigrationState::LiveSync, _) if p.lag_rate < 0.0 => {
+            Some(now + (lag_keys as f64 / -p.lag_rate * 1000.0) as u64)
+        }
+        (MigrationState::Completed | MigrationState::Verified, _) => p.completed_at_ms,
+        _ => None,
+    };
+    let duration = match p.finished {
+        Some(f) => f.duration_since(p.started),
+        None => p.started.elapsed(),
+    };
+    MigrationStatus {
+        id: info.id.clone(),
+        tenant: info.tenant.id().to_string(),
+        source: info.source.clone(),
+        target: info.target.clone(),
+        mode: info.mode,
+        state: p.state,
+        phase: p.phase(),
+        progress,
+        keys_synced,
+        keys_shipped: acked,
+        keys_total,
+        bytes_synced: p.bytes_acked,
+        lag_keys,
+        lag_bytes,
+        lag_seconds,
+        lag_trend: p.lag_trend,
+        keys_per_sec: rate,
+        started_at: p.started_at_ms,
+        estimated_completion,
+        completed_at: p.completed_at_ms,
+        downtime_ms: p.downtime_ms,
+        error: p.error_text(),
+        last_error: p.last_error.clone(),
+        last_error_at: p.last_error_at_ms,
+        unreachable_seconds: p
+            .unreachable_since
+            .filter(|_| p.state.is_active())
+            .map_or(0.0, |(since, _)| since.elapsed().as_secs_f64()),
+        parallel: p.parallel,
+        batch_size: p.batch_size,
+        import_id: p.import_id.clone(),
+        scheduled_cutover: p.scheduled_cutover_ms,
+        parked_at: p.parked_at,
+        duration_seconds: duration.as_secs_f64(),
+        bytes_sent: p.bytes_sent,
+        reconnects: p.reconnects,
+    }
+}

@@ -1,0 +1,890 @@
+//! The migration state machine against the in-process target ([`super::local`]): no sockets,
+//! faults switched on at an exact step (breakpoints), and tokio's paused clock, so the real
+//! default timeouts (reconnect, activation, the target's reaper, the drain's redirect timeout,
+//! the reconnect backoff) run in milliseconds.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrite_storage::{HashValue, Value};
+
+use super::local::{Fault, LocalConnector, LocalTarget};
+use super::*;
+use crate::registry::{CreateOptions, TenancySettings, TenantStore};
+
+const TARGET: &str = "10.0.0.2:7000";
+
+struct Rig {
+    source: Arc<Registry>,
+    mgr: MigrationManager,
+    target: Arc<LocalTarget>,
+}
+
+fn rig(settings: MigrationSettings) -> Rig {
+    let source = Arc::new(Registry::new(TenancySettings::default()));
+    let connector = Arc::new(LocalConnector::default());
+    let target = LocalTarget::new(TARGET);
+    connector.add(target.clone());
+    let mgr = MigrationManager::with_connector(
+        source.clone(),
+        settings,
+        "10.0.0.1:7000".into(),
+        "5000000000000000000000000000000000000001".into(),
+        connector,
+    );
+    Rig {
+        source,
+        mgr,
+        target,
+    }
+}
+
+fn with_breakpoints() -> MigrationSettings {
+    MigrationSettings {
+        fault_injection: true,
+        ..Default::default()
+    }
+}
+
+/// A tenant of `keys` small strings, plus a hash of `big` fields (shipped in chunks when large).
+fn tenant(r: &Rig, keys: usize, big: usize) -> Arc<Tenant> {
+    let t = r.source.create("acme", CreateOptions::default()).unwrap();
+    let ks = t.keyspace();
+    let mut db = ks.lock();
+    for i in 0..keys {
+        db.set(
+            format!("k{i}").as_bytes(),
+            Value::string(format!("v{i}")),
+            None,
+            1,
+        );
+    }
+    if big > 0 {
+        let mut h = HashValue::default();
+        for i in 0..big {
+            h.insert(format!("f{i}").as_bytes(), format!("{i}").as_bytes());
+        }
+        db.set(b"big", Value::Hash(Box::new(h)), None, 1);
+    }
+    drop(db);
+    t
+}
+
+fn write(t: &Tenant, key: &str, value: &str) {
+    let ks = t.keyspace();
+    ks.lock().set(
+        key.as_bytes(),
+        Value::string(value),
+        None,
+        ferrite_storage::now_ms(),
+    );
+}
+
+fn digest(ks: &ferrite_storage::Keyspace) -> (usize, u64) {
+    let db = ks.lock();
+    (db.len(), db.digest().combined())
+}
+
+/// The target's copy of the tenant (staged or active).
+fn target_copy(r: &Rig) -> Option<Arc<Tenant>> {
+    r.target.server().registry.get("acme")
+}
+
+async fn start(r: &Rig, cfg: MigrationConfig) -> String {
+    r.mgr.migrate("acme", TARGET, cfg).await.unwrap().id
+}
+
+/// Polls STATUS (every 10 ms of the clock) until `pred` holds, for at most `within`.
+async fn until(
+    r: &Rig,
+    id: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&MigrationStatus) -> bool,
+) -> MigrationStatus {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let s = r.mgr.status(id).await.unwrap();
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn live(r: &Rig, id: &str) -> MigrationStatus {
+    until(r, id, Duration::from_secs(60), "live sync", |s| {
+        s.state == MigrationState::LiveSync && s.lag_keys == 0
+    })
+    .await
+}
+
+/// Arms `point` and waits until the actor is parked there.
+async fn park(r: &Rig, id: &str, point: &str) {
+    r.mgr.debug(id, "break", Some(point)).await.unwrap();
+    until(r, id, Duration::from_secs(60), point, |s| {
+        s.parked_at == Some(point_static(point))
+    })
+    .await;
+}
+
+fn point_static(p: &str) -> &'static str {
+    BREAKPOINTS.iter().find(|b| **b == p).copied().unwrap()
+}
+
+/// Awaits an operator command, which must answer within one second (of the clock, and of real
+/// time).
+async fn answers<T>(what: &str, f: impl Future<Output = T>) -> T {
+    let t0 = std::time::Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(1), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not answer within 1 s"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "{what} took {:?}",
+        t0.elapsed()
+    );
+    out
+}
+
+/// After a CANCEL: cancelled, the source untouched and writable, change capture off.
+async fn cancelled_cleanly(r: &Rig, id: &str, t: &Tenant, before: (usize, u64)) {
+    let s = r.mgr.status(id).await.unwrap();
+    assert_eq!(s.state, MigrationState::Cancelled, "{s:?}");
+    assert_eq!(t.state(), TenantState::Active);
+    assert!(!t.gate().is_closed(), "the gate is open again");
+    assert!(!t.keyspace().lock().is_tracking(), "change capture stopped");
+    assert_eq!(digest(&t.keyspace()), before, "source unchanged");
+    assert_eq!(r.mgr.running_for("acme"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_migration_copies_everything_then_cuts_over_and_verifies() {
+    let r = rig(MigrationSettings::default());
+    let t = tenant(&r, 3000, 10_000);
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    for i in 0..200 {
+        write(&t, &format!("k{i}"), "changed");
+        write(&t, &format!("new{i}"), "x");
+    }
+    t.keyspace().lock().remove(b"k2999", 0);
+    until(&r, &id, Duration::from_secs(30), "changes shipped", |s| {
+        s.lag_keys == 0
+    })
+    .await;
+    let source = digest(&t.keyspace());
+    let result = r.mgr.cutover(&id).await.unwrap();
+    assert_eq!(result.keys_migrated, source.0 as u64);
+    assert_eq!(t.state(), TenantState::Moved);
+    let copy = target_copy(&r).unwrap();
+    assert_eq!(copy.state(), TenantState::Active);
+    assert_eq!(digest(&copy.keyspace()), source);
+    let v = r.mgr.verify(&id).await.unwrap();
+    assert_eq!(v.status, "verified", "{v:?}");
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_eq!(s.state, MigrationState::Verified);
+    assert_eq!(s.progress, 100.0);
+}
+
+/// One phase of the matrix: every operator command answers within a second, then CANCEL
+/// succeeds and leaves the source as it was.
+async fn commands_answer_then_cancel(
+    r: &Rig,
+    id: &str,
+    t: &Tenant,
+    before: (usize, u64),
+    phase: &str,
+) {
+    let s = answers(&format!("{phase}: STATUS"), r.mgr.status(id))
+        .await
+        .unwrap();
+    assert!(s.state.is_active(), "{phase}: {s:?}");
+    let paused = answers(&format!("{phase}: PAUSE"), r.mgr.pause(id)).await;
+    // Paused (or already cutting over), a CUTOVER is refused: the refusal answers at once too.
+    let refused = answers(&format!("{phase}: CUTOVER"), r.mgr.cutover(id)).await;
+    assert!(refused.is_err(), "{phase}: {refused:?}");
+    if paused.is_ok() {
+        answers(&format!("{phase}: RESUME"), r.mgr.resume(id))
+            .await
+            .unwrap();
+    }
+    answers(
+        &format!("{phase}: UPDATE"),
+        r.mgr.update(id, None, Some(500), Some(0)),
+    )
+    .await
+    .unwrap();
+    answers(&format!("{phase}: CANCEL"), r.mgr.cancel(id))
+        .await
+        .unwrap_or_else(|e| panic!("{phase}: CANCEL failed: {e}"));
+    cancelled_cleanly(r, id, t, before).await;
+}
+
+/// Drives a migration to `phase`, then breaks the target with `fault`.
+async fn reach(r: &Rig, phase: &str, fault: Fault) -> String {
+    let cfg = MigrationConfig {
+        parallel: 2,
+        batch_size: 100,
+        ..Default::default()
+    };
+    let id = start(r, cfg).await;
+    match phase {
+        "connecting" => {
+            // Queued (no free slot) until the breakpoint is armed, then let it run.
+            r.mgr
+                .debug(&id, "break", Some("run:connecting"))
+                .await
+                .unwrap();
+            let mut s = r.mgr.settings();
+            s.max_concurrent = 5;
+            r.mgr.update_settings(s);
+            park(r, &id, "run:connecting").await;
+        }
+        "snapshot" => park(r, &id, "snapshot:batch").await,
+        "large value" => park(r, &id, "large:chunk").await,
+        "live sync" => {
+            live(r, &id).await;
+        }
+        "cutover drain" => {
+            live(r, &id).await;
+            let t = r.source.get("acme").unwrap();
+            for i in 0..500 {
+                write(&t, &format!("k{i}"), "during");
+            }
+            r.mgr
+                .debug(&id, "break", Some("cutover:after_gate"))
+                .await
+                .unwrap();
+            let mgr = r.mgr.clone();
+            let idc = id.clone();
+            tokio::spawn(async move { mgr.cutover_with(&idc, true).await });
+            until(r, &id, Duration::from_secs(60), "parked", |s| {
+                s.parked_at == Some("cutover:after_gate")
+            })
+            .await;
+        }
+        other => panic!("unknown phase {other}"),
+    }
+    r.target.set_fault(fault);
+    r.target.cut();
+    if phase != "live sync" {
+        r.mgr.debug(&id, "continue", None).await.unwrap();
+    }
+    // Let the actor meet the fault.
+    tokio::task::yield_now().await;
+    id
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_command_answers_within_a_second_in_every_phase_whatever_the_target_does() {
+    for fault in [
+        Fault::Refuse,
+        Fault::Partition,
+        Fault::Delay(Duration::from_secs(3)),
+    ] {
+        for phase in [
+            "connecting",
+            "snapshot",
+            "large value",
+            "live sync",
+            "cutover drain",
+        ] {
+            let r = rig(MigrationSettings {
+                max_concurrent: if phase == "connecting" { 0 } else { 5 },
+                ..with_breakpoints()
+            });
+            let t = tenant(&r, 2000, 10_000);
+            let before = digest(&t.keyspace());
+            let id = reach(&r, phase, fault).await;
+            let label = format!("{phase}, target {fault:?}");
+            let before = if phase == "cutover drain" {
+                digest(&t.keyspace())
+            } else {
+                before
+            };
+            commands_answer_then_cancel(&r, &id, &t, before, &label).await;
+            // The staged import is dropped once the target is reachable again.
+            r.target.set_fault(Fault::None);
+            let server = r.target.server();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while server.registry.get("acme").is_some() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{label}: the target kept the staged import"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_target_shows_reconnecting_with_its_cause_and_fails_after_the_default_timeout() {
+    let r = rig(with_breakpoints());
+    let t = tenant(&r, 5000, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    park(&r, &id, "snapshot:batch").await;
+    r.target.set_fault(Fault::Refuse);
+    r.target.cut();
+    let killed = tokio::time::Instant::now();
+    r.mgr.debug(&id, "continue", None).await.unwrap();
+    let s = until(&r, &id, Duration::from_secs(5), "reconnecting", |s| {
+        s.phase == MigrationPhase::Reconnecting
+    })
+    .await;
+    assert_eq!(s.state, MigrationState::Syncing);
+    let err = s.error.clone().unwrap_or_default();
+    assert!(err.contains("Connection refused"), "{s:?}");
+    assert!(err.contains("gives up after 60 s"), "{s:?}");
+    assert!(s.last_error_at.is_some());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_eq!(s.phase, MigrationPhase::Reconnecting, "{s:?}");
+    assert!(s.unreachable_seconds >= 29.0, "{s:?}");
+    assert!(s.reconnects > 10, "{s:?}");
+    // The default reconnect timeout (60 s): still retrying just before, failed just after.
+    let s = until(&r, &id, Duration::from_secs(40), "failed", |s| {
+        s.state == MigrationState::Failed
+    })
+    .await;
+    let after = killed.elapsed();
+    assert!(
+        after >= Duration::from_secs(60) && after < Duration::from_secs(62),
+        "gave up after {after:?}"
+    );
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("reconnect timeout"),
+        "{s:?}"
+    );
+    assert_eq!(s.unreachable_seconds, 0.0);
+    assert_eq!(t.state(), TenantState::Active);
+    assert!(!t.gate().is_closed());
+    // Back, RESUME continues from the checkpoint on the same import.
+    r.target.set_fault(Fault::None);
+    let import = s.import_id.clone();
+    r.mgr.resume(&id).await.unwrap();
+    let s = live(&r, &id).await;
+    assert_eq!(s.import_id, import, "same import");
+    assert!(
+        s.keys_shipped < 5000 + 2000,
+        "resumed, not restarted: {} keys shipped",
+        s.keys_shipped
+    );
+    r.mgr.cutover(&id).await.unwrap();
+    assert_eq!(
+        digest(&target_copy(&r).unwrap().keyspace()),
+        digest(&t.keyspace())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_reconnect_backoff_doubles_from_50_ms_to_1_s() {
+    let r = rig(MigrationSettings::default());
+    tenant(&r, 100, 0);
+    let cfg = MigrationConfig {
+        parallel: 1,
+        ..Default::default()
+    };
+    let id = start(&r, cfg).await;
+    live(&r, &id).await;
+    r.target.set_fault(Fault::Refuse);
+    r.target.cut();
+    let t = r.source.get("acme").unwrap();
+    write(&t, "wake", "the stream");
+    // Let the stream notice (its next batch fails), then count its attempts for 10 s.
+    until(&r, &id, Duration::from_secs(5), "reconnecting", |s| {
+        s.phase == MigrationPhase::Reconnecting
+    })
+    .await;
+    let before = r.target.stream_opens();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let attempts = r.target.stream_opens() - before;
+    // One stream: after 50, 100, 200, 400 and 800 ms, then every second: 5 + 8 in 10 s.
+    assert!(
+        (12..=14).contains(&attempts),
+        "{attempts} attempts to reopen the stream in 10 s"
+    );
+    let (initial, max) = RECONNECT_BACKOFF;
+    assert_eq!(
+        (initial, max),
+        (Duration::from_millis(50), Duration::from_secs(1))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_activation_gives_up_after_the_default_activation_timeout_and_retry_completes()
+ {
+    let r = rig(with_breakpoints());
+    let t = tenant(&r, 1000, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    r.mgr
+        .debug(&id, "break", Some("cutover:before_activate"))
+        .await
+        .unwrap();
+    let mgr = r.mgr.clone();
+    let idc = id.clone();
+    let cut = tokio::spawn(async move { mgr.cutover(&idc).await });
+    until(&r, &id, Duration::from_secs(10), "parked", |s| {
+        s.parked_at == Some("cutover:before_activate")
+    })
+    .await;
+    r.target.set_fault(Fault::Refuse);
+    let t0 = tokio::time::Instant::now();
+    r.mgr.debug(&id, "continue", None).await.unwrap();
+    // Handed over: CANCEL is refused at once while the activation is being retried.
+    let e = answers("CANCEL while activating", r.mgr.cancel(&id)).await;
+    assert!(e.is_err(), "{e:?}");
+    let e = cut.await.unwrap().unwrap_err().to_string();
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(29) && waited <= Duration::from_secs(31),
+        "the default activation timeout is 30 s: {waited:?}"
+    );
+    assert!(e.contains("RETRY"), "{e}");
+    assert_eq!(t.state(), TenantState::Moved, "never writable on both");
+    assert_eq!(
+        target_copy(&r).unwrap().state(),
+        TenantState::Importing,
+        "never active on the target"
+    );
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_eq!(s.state, MigrationState::Failed);
+    r.target.set_fault(Fault::None);
+    let done = r.mgr.cutover_retry(&id, false).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(target_copy(&r).unwrap().state(), TenantState::Active);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_partition_during_the_drain_aborts_within_the_default_redirect_timeout() {
+    let r = rig(with_breakpoints());
+    let t = tenant(&r, 1000, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    for i in 0..300 {
+        write(&t, &format!("k{i}"), "late");
+    }
+    r.mgr
+        .debug(&id, "break", Some("cutover:after_gate"))
+        .await
+        .unwrap();
+    let mgr = r.mgr.clone();
+    let idc = id.clone();
+    let cut = tokio::spawn(async move { mgr.cutover_with(&idc, true).await });
+    until(&r, &id, Duration::from_secs(10), "parked", |s| {
+        s.parked_at == Some("cutover:after_gate")
+    })
+    .await;
+    assert!(t.gate().is_closed());
+    r.target.set_fault(Fault::Partition);
+    // Changes the drain must ship (written past the gate, as an in-flight write would be).
+    for i in 300..600 {
+        write(&t, &format!("k{i}"), "late");
+    }
+    let t0 = tokio::time::Instant::now();
+    r.mgr.debug(&id, "continue", None).await.unwrap();
+    let e = cut.await.unwrap().unwrap_err().to_string();
+    let held = t0.elapsed();
+    assert!(e.contains("the source still owns the tenant"), "{e}");
+    assert!(
+        held <= Duration::from_millis(5_100),
+        "the gate stayed closed {held:?} (redirect_timeout_ms is 5000)"
+    );
+    assert!(!t.gate().is_closed());
+    assert_eq!(t.state(), TenantState::Active);
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_eq!(s.state, MigrationState::LiveSync, "{s:?}");
+    // Network back: RETRY waits for the links and completes.
+    r.target.set_fault(Fault::None);
+    r.target.cut();
+    let done = r.mgr.cutover_retry(&id, false).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(
+        digest(&target_copy(&r).unwrap().keyspace()),
+        digest(&t.keyspace())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_during_the_drain_aborts_at_once_and_retry_is_not_flaky() {
+    let r = rig(with_breakpoints());
+    let t = tenant(&r, 1000, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    for round in 0..3 {
+        for i in 0..300 {
+            write(&t, &format!("k{i}"), &format!("round{round}"));
+        }
+        r.mgr
+            .debug(&id, "break", Some("cutover:after_gate"))
+            .await
+            .unwrap();
+        let mgr = r.mgr.clone();
+        let idc = id.clone();
+        let cut = tokio::spawn(async move { mgr.cutover_with(&idc, true).await });
+        until(&r, &id, Duration::from_secs(10), "parked", |s| {
+            s.parked_at == Some("cutover:after_gate")
+        })
+        .await;
+        r.target.set_fault(Fault::Refuse);
+        r.target.cut();
+        let t0 = tokio::time::Instant::now();
+        r.mgr.debug(&id, "continue", None).await.unwrap();
+        let e = cut.await.unwrap().unwrap_err().to_string();
+        assert!(
+            t0.elapsed() <= Duration::from_secs(1),
+            "round {round}: the gate stayed closed {:?}: {e}",
+            t0.elapsed()
+        );
+        assert!(!t.gate().is_closed());
+        r.target.set_fault(Fault::None);
+    }
+    let done = r.mgr.cutover_retry(&id, false).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(
+        digest(&target_copy(&r).unwrap().keyspace()),
+        digest(&t.keyspace())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_sync_timeout_reaps_a_silent_import_but_not_a_live_one() {
+    // A live migration's heartbeat keeps its import for hours of a quiet tenant.
+    let r = rig(MigrationSettings::default());
+    tenant(&r, 100, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    let imports = r.target.server().imports.clone();
+    let sync_timeout = MigrationSettings::default().sync_timeout;
+    assert_eq!(sync_timeout, Duration::from_secs(3600));
+    for _ in 0..(2 * 3600 / 60) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        imports.reap(sync_timeout);
+    }
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_eq!(s.state, MigrationState::LiveSync, "{s:?}");
+    let import = s.import_id.clone().unwrap();
+    assert_eq!(
+        imports.get(&import).unwrap().state(),
+        ImportState::Receiving
+    );
+    // The source goes silent (its task stopped by a partition the other way round): reaped
+    // after the default, not before.
+    r.target.set_fault(Fault::Partition);
+    tokio::time::sleep(Duration::from_secs(3590)).await;
+    imports.reap(sync_timeout);
+    assert_eq!(
+        imports.get(&import).unwrap().state(),
+        ImportState::Receiving
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    imports.reap(sync_timeout);
+    assert_eq!(imports.get(&import).unwrap().state(), ImportState::Aborted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_that_loses_the_import_fails_the_migration_and_retry_starts_over() {
+    let r = rig(MigrationSettings::default());
+    let t = tenant(&r, 2000, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    let first = live(&r, &id).await.import_id;
+    r.target.restart();
+    let s = until(&r, &id, Duration::from_secs(10), "failed", |s| {
+        s.state == MigrationState::Failed
+    })
+    .await;
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("dropped the import"),
+        "{s:?}"
+    );
+    let done = r.mgr.cutover_retry(&id, false).await.unwrap();
+    assert_eq!(done.status, "completed");
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_ne!(s.import_id, first, "a new import");
+    assert_eq!(
+        digest(&target_copy(&r).unwrap().keyspace()),
+        digest(&t.keyspace())
+    );
+}
+
+/// A tenant catalog whose disk is full for records of moved tenants.
+struct FailingStore;
+
+impl TenantStore for FailingStore {
+    fn save(&self, t: &Arc<Tenant>) -> Result<(), String> {
+        match t.state() {
+            TenantState::Moved => Err("disk full".into()),
+            _ => Ok(()),
+        }
+    }
+    fn delete(&self, _: &Arc<Tenant>) -> Result<(), String> {
+        Ok(())
+    }
+    fn staged(&self, _: &Arc<Tenant>) {}
+    fn unstaged(&self, _: &Arc<Tenant>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_over_that_cannot_be_recorded_fails_the_cutover_before_activation() {
+    let r = rig(MigrationSettings::default());
+    let t = tenant(&r, 500, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    r.source.set_store(Arc::new(FailingStore));
+    let e = r.mgr.cutover(&id).await.unwrap_err().to_string();
+    assert!(e.contains("disk full") && e.contains("still owns"), "{e}");
+    assert_eq!(t.state(), TenantState::Active);
+    assert!(!t.gate().is_closed());
+    assert_eq!(target_copy(&r).unwrap().state(), TenantState::Importing);
+    assert_eq!(
+        r.mgr.status(&id).await.unwrap().state,
+        MigrationState::LiveSync
+    );
+}
+
+#[derive(Default)]
+struct Recorder(parking_lot::Mutex<Vec<MigrationRecord>>);
+
+impl MigrationRecordSink for Recorder {
+    fn record(&self, r: &MigrationRecord) {
+        self.0.lock().push(r.clone());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_follow_every_state_and_a_restart_brings_a_running_one_back_failed() {
+    let r = rig(MigrationSettings::default());
+    tenant(&r, 100, 0);
+    let sink = Arc::new(Recorder::default());
+    r.mgr.set_record_sink(sink.clone());
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    r.mgr.cutover(&id).await.unwrap();
+    let states: Vec<MigrationState> = sink.0.lock().iter().map(|r| r.state).collect();
+    assert!(states.ends_with(&[
+        MigrationState::LiveSync,
+        MigrationState::CuttingOver,
+        MigrationState::Completed
+    ]));
+    let done = sink.0.lock().last().cloned().unwrap();
+    assert_eq!(done.keys_migrated, 100);
+    assert!(done.downtime_ms.is_some());
+
+    // Another server restarts with a running record and a finished one.
+    let r2 = rig(MigrationSettings::default());
+    tenant(&r2, 10, 0);
+    let mut running = done.clone();
+    running.id = "mig_old_7".into();
+    running.state = MigrationState::LiveSync;
+    running.seq = 7;
+    r2.mgr.restore(vec![done.clone(), running]);
+    let s = r2.mgr.status("mig_old_7").await.unwrap();
+    assert_eq!(s.state, MigrationState::Failed);
+    assert!(s.error.unwrap().contains("restart"));
+    let e = r2.mgr.resume("mig_old_7").await.unwrap_err().to_string();
+    assert!(e.contains("start a new one"), "{e}");
+    assert_eq!(
+        r2.mgr.status(&done.id).await.unwrap().state,
+        MigrationState::Completed
+    );
+    // A new migration of the tenant is allowed and listed after the restored ones.
+    let id2 = start(&r2, MigrationConfig::default()).await;
+    let all: Vec<String> = r2.mgr.status_all().into_iter().map(|s| s.id).collect();
+    assert_eq!(all.last(), Some(&id2));
+    r2.mgr.cancel(&id2).await.unwrap();
+    assert_eq!(
+        r2.mgr.status("mig_old_7").await.unwrap().state,
+        MigrationState::Cancelled,
+        "superseded by the new migration"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_holds_shipping_and_a_scheduled_cutover_runs_at_its_time() {
+    let r = rig(MigrationSettings::default());
+    let t = tenant(&r, 1000, 0);
+    let id = start(&r, MigrationConfig::default()).await;
+    live(&r, &id).await;
+    r.mgr.pause(&id).await.unwrap();
+    for i in 0..100 {
+        write(&t, &format!("p{i}"), "while paused");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_eq!((s.state, s.lag_keys), (MigrationState::Paused, 100));
+    let e = r.mgr.cutover(&id).await.unwrap_err().to_string();
+    assert!(e.contains("is paused"), "{e}");
+    r.mgr.resume(&id).await.unwrap();
+    until(&r, &id, Duration::from_secs(10), "drained", |s| {
+        s.lag_keys == 0
+    })
+    .await;
+    let at = ferrite_storage::now_ms() + 2000;
+    r.mgr.schedule_cutover(&id, at, false).await.unwrap();
+    assert_eq!(r.mgr.status(&id).await.unwrap().scheduled_cutover, Some(at));
+    // The wall clock decides when it is due; wait for it in real time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while r.mgr.status(&id).await.unwrap().state != MigrationState::Completed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scheduled cutover never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(t.state(), TenantState::Moved);
+}
+
+/// Every operator command on a migration in `state`: each answers (done or refused) within a
+/// second. Returns which of PAUSE, RESUME, UPDATE and CUTOVER were accepted.
+async fn every_command(r: &Rig, id: &str, state: &str) -> [bool; 4] {
+    answers(&format!("{state}: STATUS"), r.mgr.status(id))
+        .await
+        .unwrap();
+    let pause = answers(&format!("{state}: PAUSE"), r.mgr.pause(id)).await;
+    // Accepted cutovers may take their time: only those refused must answer at once, and no
+    // state below is one where a cutover can start.
+    let cutover = answers(&format!("{state}: CUTOVER"), r.mgr.cutover(id)).await;
+    let resume = answers(&format!("{state}: RESUME"), r.mgr.resume(id)).await;
+    let update = answers(
+        &format!("{state}: UPDATE"),
+        r.mgr.update(id, None, None, Some(0)),
+    )
+    .await;
+    let unschedule = answers(
+        &format!("{state}: UNSCHEDULE"),
+        r.mgr.unschedule_cutover(id),
+    )
+    .await;
+    assert!(unschedule.is_err(), "{state}: nothing was scheduled");
+    [
+        pause.is_ok(),
+        resume.is_ok(),
+        update.is_ok(),
+        cutover.is_ok(),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_command_answers_within_a_second_in_every_state() {
+    // Queued: no free slot.
+    let r = rig(MigrationSettings {
+        max_concurrent: 0,
+        ..with_breakpoints()
+    });
+    let t = tenant(&r, 500, 0);
+    let before = digest(&t.keyspace());
+    let id = start(&r, MigrationConfig::default()).await;
+    assert_eq!(
+        r.mgr.status(&id).await.unwrap().state,
+        MigrationState::Queued
+    );
+    assert_eq!(
+        every_command(&r, &id, "queued").await,
+        [false, false, true, false]
+    );
+    answers("queued: CANCEL", r.mgr.cancel(&id)).await.unwrap();
+    cancelled_cleanly(&r, &id, &t, before).await;
+    // Cancelled: everything refused, at once.
+    assert_eq!(
+        every_command(&r, &id, "cancelled").await,
+        [false, false, false, false]
+    );
+    assert!(
+        answers("cancelled: CANCEL", r.mgr.cancel(&id))
+            .await
+            .is_err()
+    );
+
+    // Paused, cutting over (parked before the target confirms), failed, completed, verified.
+    let r = rig(with_breakpoints());
+    let t = tenant(&r, 500, 0);
+    let id = start(
+        &r,
+        MigrationConfig {
+            timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+    )
+    .await;
+    live(&r, &id).await;
+    r.mgr.pause(&id).await.unwrap();
+    // PAUSE refused (paused already), RESUME accepted: live again.
+    assert_eq!(
+        every_command(&r, &id, "paused").await,
+        [false, true, true, false]
+    );
+    r.mgr
+        .debug(&id, "break", Some("cutover:before_confirm"))
+        .await
+        .unwrap();
+    let mgr = r.mgr.clone();
+    let idc = id.clone();
+    let cut = tokio::spawn(async move { mgr.cutover(&idc).await });
+    until(&r, &id, Duration::from_secs(10), "parked", |s| {
+        s.parked_at == Some("cutover:before_confirm")
+    })
+    .await;
+    assert_eq!(
+        every_command(&r, &id, "cutting_over").await,
+        [false, false, true, false]
+    );
+    r.mgr.debug(&id, "continue", None).await.unwrap();
+    cut.await.unwrap().unwrap();
+    assert_eq!(
+        every_command(&r, &id, "completed").await,
+        [false, false, false, false]
+    );
+    assert!(
+        answers("completed: CANCEL", r.mgr.cancel(&id))
+            .await
+            .is_err()
+    );
+    r.mgr.verify(&id).await.unwrap();
+    assert_eq!(
+        every_command(&r, &id, "verified").await,
+        [false, false, false, false]
+    );
+    assert_eq!(t.state(), TenantState::Moved);
+
+    let r = rig(with_breakpoints());
+    let t = tenant(&r, 500, 0);
+    let before = digest(&t.keyspace());
+    let id = start(
+        &r,
+        MigrationConfig {
+            timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+    )
+    .await;
+    live(&r, &id).await;
+    r.target.set_fault(Fault::Refuse);
+    r.target.cut();
+    until(&r, &id, Duration::from_secs(10), "failed", |s| {
+        s.state == MigrationState::Failed
+    })
+    .await;
+    // RESUME is accepted (a retry; the target still refuses, so it fails again).
+    let accepted = every_command(&r, &id, "failed").await;
+    assert_eq!(accepted, [false, true, true, false]);
+    until(&r, &id, Duration::from_secs(10), "failed again", |s| {
+        s.state == MigrationState::Failed
+    })
+    .await;
+    answers("failed: CANCEL", r.mgr.cancel(&id)).await.unwrap();
+    cancelled_cleanly(&r, &id, &t, before).await;
+}
