@@ -8,3 +8,5 @@ mod util;
 
 mod adversarial;
 mod basics;
+mod rollback;
+mod schedule;

@@ -179,6 +179,47 @@ mod tests {
     }
 
     #[test]
+    fn a_replace_during_a_copy_leaves_the_copy_at_its_version_and_bumps_every_version() {
+        let ks = Arc::new(Keyspace::new());
+        for i in 0..40 {
+            set(&ks, &format!("k{i}"), "old");
+        }
+        let expected: BTreeMap<Vec<u8>, Vec<u8>> = (0..40)
+            .map(|i| (format!("k{i}").into_bytes(), b"old".to_vec()))
+            .collect();
+        let watched = ks.lock().peek(b"k1").map(|e| e.version());
+        let fresh = Keyspace::new();
+        for i in 0..25 {
+            set(&fresh, &format!("k{i}"), "new");
+        }
+        fresh.lock().set(
+            b"ttl",
+            Value::Str(StrValue::new(b"t".to_vec())),
+            Some(u64::MAX / 2),
+            0,
+        );
+        let fresh_digest = fresh.lock().digest().clone();
+        let mut c = PointInTimeCopy::open(&ks).expect("open");
+        let got = copy_all(&mut c, |step| {
+            if step == 2 {
+                let mut f = fresh.lock();
+                let old = ks.lock().replace_contents(&mut f, 0);
+                assert_eq!(old.len(), 0, "an open copy keeps the old table");
+            }
+        });
+        assert_eq!(got, expected, "the copy shows the keyspace at its version");
+        let db = ks.lock();
+        assert_eq!(db.len(), 26);
+        assert_eq!(*db.digest(), fresh_digest);
+        assert_eq!(db.recompute_digest(), fresh_digest);
+        assert_eq!(db.keys_with_expiry(), 1);
+        assert!(db.peek(b"k1").map(|e| e.version()) > watched, "WATCH sees a change");
+        drop(db);
+        assert!(fresh.lock().is_empty());
+        assert_eq!(fresh.lock().recompute_digest(), *fresh.lock().digest());
+    }
+
+    #[test]
     fn dropping_an_unfinished_copy_closes_it() {
         let ks = Arc::new(Keyspace::new());
         for i in 0..20 {

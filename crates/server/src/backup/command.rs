@@ -204,8 +204,9 @@ pub async fn run(
         }
         Request::List { tenant } => {
             let dir = store::dir(sh);
+            let only = tenant.clone();
             let (found, bad) =
-                tokio::task::spawn_blocking(move || store::list(&dir, tenant.as_deref()))
+                tokio::task::spawn_blocking(move || store::list(&dir, only.as_deref()))
                     .await
                     .map_err(|e| ErrorReply::err(format!("cannot list backups: {e}")))?;
             let running: Vec<Arc<Job>> = sh
@@ -213,6 +214,7 @@ pub async fn run(
                 .list()
                 .into_iter()
                 .filter(|j| j.kind == JobKind::Backup)
+                .filter(|j| tenant.as_deref().is_none_or(|t| j.tenant == t))
                 .collect();
             let mut w = ReplyWriter::new(out, proto);
             w.array(found.len() + bad.len() + running.len());
