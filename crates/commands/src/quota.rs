@@ -152,7 +152,8 @@ impl<'d, 'a> Plan<'d, 'a> {
         }
         let e = self.db.peek(key)?;
         match e.value() {
-            // The entry's size counts the string's capacity (`StrValue::mem_size`).
+            // The entry's size counts a string's buffer as its length + 16, or nothing while
+            // the string is kept inside the value (`StrRef::mem_size`): capacity is the length.
             ValueRef::Str(s) => {
                 let heap = e
                     .size(key)

@@ -312,14 +312,34 @@ impl<'a> ValueRef<'a> {
 // ---------------------------------------------------------------------------------------------
 // Strings
 
+/// Longest string kept inside the value itself, with no allocation of its own (the value stays
+/// 32 bytes either way; a heap string of this size would take a 32-byte malloc chunk).
+pub const INLINE_STR: usize = 25;
+
 /// A string value with its CRC kept current.
 #[derive(Clone)]
 pub struct StrValue {
-    data: Vec<u8>,
-    crc: u32,
-    /// What Redis would call this string's encoding (it fits in the struct's padding). The bytes
-    /// are kept the same way whatever it says: see [`StrValue::encoding`].
-    enc: Encoding,
+    repr: StrRepr,
+}
+
+/// The two layouts of a string; each variant carries the CRC and the encoding Redis would report
+/// so that the whole value is 32 bytes (the tag, length, encoding and 25 bytes fill what a
+/// `Vec`, CRC and encoding take).
+#[derive(Clone)]
+enum StrRepr {
+    Inline {
+        len: u8,
+        enc: Encoding,
+        bytes: [u8; INLINE_STR],
+        crc: u32,
+    },
+    Heap {
+        data: Vec<u8>,
+        crc: u32,
+        /// What Redis would call this string's encoding. The bytes are kept the same way
+        /// whatever it says: see [`StrValue::encoding`].
+        enc: Encoding,
+    },
 }
 
 /// Longest string Redis embeds in its object header (`OBJ_ENCODING_EMBSTR_SIZE_LIMIT`).
@@ -335,36 +355,89 @@ impl StrValue {
         } else {
             Encoding::Raw
         };
-        StrValue { data, crc, enc }
+        StrValue::with(data, crc, enc)
+    }
+
+    /// Keeps `data` inline when it is short enough (its allocation is freed), else as it is.
+    fn with(data: Vec<u8>, crc: u32, enc: Encoding) -> Self {
+        let repr = if data.len() <= INLINE_STR {
+            let mut bytes = [0u8; INLINE_STR];
+            bytes[..data.len()].copy_from_slice(&data);
+            StrRepr::Inline {
+                len: data.len() as u8,
+                enc,
+                bytes,
+                crc,
+            }
+        } else {
+            StrRepr::Heap { data, crc, enc }
+        };
+        StrValue { repr }
+    }
+
+    fn crc(&self) -> u32 {
+        match &self.repr {
+            StrRepr::Inline { crc, .. } | StrRepr::Heap { crc, .. } => *crc,
+        }
+    }
+
+    /// The bytes as a growable buffer (an inline string moves to the heap, with room for
+    /// `extra` more bytes), and the CRC and encoding to update.
+    fn heap_mut(&mut self, extra: usize) -> (&mut Vec<u8>, &mut u32, &mut Encoding) {
+        if let StrRepr::Inline {
+            len,
+            enc,
+            bytes,
+            crc,
+        } = &self.repr
+        {
+            let mut data = Vec::with_capacity(usize::from(*len) + extra);
+            data.extend_from_slice(&bytes[..usize::from(*len)]);
+            self.repr = StrRepr::Heap {
+                data,
+                crc: *crc,
+                enc: *enc,
+            };
+        }
+        match &mut self.repr {
+            StrRepr::Heap { data, crc, enc } => (data, crc, enc),
+            StrRepr::Inline { .. } => unreachable!("moved to the heap above"),
+        }
     }
 
     /// The encoding Redis would report for this string: `int` for a canonical 64-bit integer
     /// written whole (SET, INCR), `embstr` for other strings of up to 44 bytes written whole,
     /// `raw` for longer ones and for any string changed in place (APPEND, SETRANGE), as in Redis.
-    /// Ferrite keeps every string as its bytes: an integer form would save nothing for the short
-    /// numbers counters hold, and GET would have to format it on every read.
+    /// Ferrite keeps every string as its bytes (short ones inside the value): an integer form
+    /// would save nothing for the short numbers counters hold, and GET would have to format it
+    /// on every read.
     pub fn encoding(&self) -> Encoding {
-        self.enc
+        match &self.repr {
+            StrRepr::Inline { enc, .. } | StrRepr::Heap { enc, .. } => *enc,
+        }
     }
 
     pub fn view(&self) -> StrRef<'_> {
         StrRef {
-            data: &self.data,
-            crc: Some(self.crc),
-            enc: self.enc,
+            data: self.as_bytes(),
+            crc: Some(self.crc()),
+            enc: self.encoding(),
         }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.data
+        match &self.repr {
+            StrRepr::Inline { len, bytes, .. } => &bytes[..usize::from(*len)],
+            StrRepr::Heap { data, .. } => data,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.as_bytes().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.as_bytes().is_empty()
     }
 
     pub fn set(&mut self, data: Vec<u8>) {
@@ -373,32 +446,68 @@ impl StrValue {
 
     /// Appends in place; the CRC is extended, not recomputed.
     pub fn append(&mut self, more: &[u8]) {
-        let mut h = crc32fast::Hasher::new_with_initial_len(self.crc, self.data.len() as u64);
+        let old_len = self.len();
+        let mut h = crc32fast::Hasher::new_with_initial_len(self.crc(), old_len as u64);
         let mut tail = crc32fast::Hasher::new();
         tail.update(more);
         h.combine(&tail);
-        self.crc = h.finalize();
-        self.data.extend_from_slice(more);
-        self.enc = Encoding::Raw;
+        let new_crc = h.finalize();
+        if old_len + more.len() <= INLINE_STR
+            && let StrRepr::Inline {
+                len,
+                enc,
+                bytes,
+                crc,
+            } = &mut self.repr
+        {
+            bytes[old_len..old_len + more.len()].copy_from_slice(more);
+            *len = (old_len + more.len()) as u8;
+            *crc = new_crc;
+            *enc = Encoding::Raw;
+            return;
+        }
+        let (data, crc, enc) = self.heap_mut(more.len());
+        data.extend_from_slice(more);
+        *crc = new_crc;
+        *enc = Encoding::Raw;
     }
 
     /// Overwrites from `offset`, zero-padding as SETRANGE does.
     pub fn set_range(&mut self, offset: usize, data: &[u8]) {
         let end = offset + data.len();
-        if self.data.len() < end {
-            self.data.resize(end, 0);
+        if end <= INLINE_STR
+            && let StrRepr::Inline {
+                len,
+                enc,
+                bytes,
+                crc,
+            } = &mut self.repr
+        {
+            // SETRANGE past the end zero-pads.
+            bytes[usize::from(*len)..].fill(0);
+            bytes[offset..end].copy_from_slice(data);
+            *len = (*len).max(end as u8);
+            *crc = crc32fast::hash(&bytes[..usize::from(*len)]);
+            *enc = Encoding::Raw;
+            return;
         }
-        self.data[offset..end].copy_from_slice(data);
-        self.crc = crc32fast::hash(&self.data);
-        self.enc = Encoding::Raw;
+        let extra = end.saturating_sub(self.len());
+        let (buf, crc, enc) = self.heap_mut(extra);
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        buf[offset..end].copy_from_slice(data);
+        *crc = crc32fast::hash(buf);
+        *enc = Encoding::Raw;
     }
 
     pub fn digest(&self) -> u64 {
         self.view().digest()
     }
 
+    /// Estimated heap bytes (the keyspace's estimate, [`StrRef::mem_size`]).
     pub fn mem_size(&self) -> usize {
-        self.data.capacity() + 16
+        self.view().mem_size()
     }
 }
 
@@ -434,18 +543,21 @@ impl<'a> StrRef<'a> {
         mix64((u64::from(crc) << 32) ^ self.data.len() as u64 ^ 0x9e37_79b9_7f4a_7c15)
     }
 
-    /// Estimated heap bytes of an owned copy.
+    /// Estimated heap bytes of an owned copy: none for a string kept inside the value, else its
+    /// buffer (length, not capacity, so that the estimate depends only on the content) and the
+    /// allocator's header.
     pub fn mem_size(self) -> usize {
-        self.data.len() + 16
+        if self.data.len() <= INLINE_STR {
+            0
+        } else {
+            self.data.len() + 16
+        }
     }
 
     /// An owned copy, with the same encoding.
     pub fn to_owned(self) -> StrValue {
-        StrValue {
-            data: self.data.to_vec(),
-            crc: self.crc.unwrap_or_else(|| crc32fast::hash(self.data)),
-            enc: self.enc,
-        }
+        let crc = self.crc.unwrap_or_else(|| crc32fast::hash(self.data));
+        StrValue::with(self.data.to_vec(), crc, self.enc)
     }
 }
 
@@ -2322,5 +2434,44 @@ mod tests {
         s.set_range(0, b"J");
         assert_eq!(s.as_bytes(), b"Jello world");
         assert_eq!(s.digest(), StrValue::new(b"Jello world".to_vec()).digest());
+    }
+
+    #[test]
+    fn strings_stay_32_bytes() {
+        // Short strings live in the 32 bytes a heap string's Vec, CRC and encoding take, and a
+        // value of any type stays 32 bytes (the keyspace entry is 56).
+        assert_eq!(std::mem::size_of::<StrValue>(), 32);
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+    }
+
+    proptest::proptest! {
+        /// Strings against a byte vector, across the inline limit both ways: content, digest
+        /// (equal to the same bytes written whole), estimate (0 inline, else length + 16).
+        #[test]
+        fn string_matches_model(
+            start in proptest::collection::vec(0u8..4, 0..40),
+            ops in proptest::collection::vec((0u8..2, 0usize..40, proptest::collection::vec(0u8..4, 0..12)), 0..12),
+        ) {
+            let mut s = StrValue::new(start.clone());
+            let mut model = start;
+            for (op, at, bytes) in ops {
+                if op == 0 {
+                    s.append(&bytes);
+                    model.extend_from_slice(&bytes);
+                } else if !bytes.is_empty() {
+                    s.set_range(at, &bytes);
+                    if model.len() < at + bytes.len() {
+                        model.resize(at + bytes.len(), 0);
+                    }
+                    model[at..at + bytes.len()].copy_from_slice(&bytes);
+                }
+                proptest::prop_assert_eq!(s.as_bytes(), &model[..]);
+                let fresh = StrValue::new(model.clone());
+                proptest::prop_assert_eq!(s.digest(), fresh.digest());
+                proptest::prop_assert_eq!(s.view().mem_size(), fresh.view().mem_size());
+                let expected = if model.len() <= INLINE_STR { 0 } else { model.len() + 16 };
+                proptest::prop_assert_eq!(fresh.view().mem_size(), expected);
+            }
+        }
     }
 }
