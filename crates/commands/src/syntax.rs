@@ -47,6 +47,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("config", ""),
     ("info", "[section [section ...]]"),
     ("time", ""),
+    ("monitor", ""),
     ("shutdown", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
     ("save", ""),
     ("bgsave", "[SCHEDULE]"),

@@ -102,6 +102,7 @@ pub async fn execute(
         ) {
             if matches!(spec.handler, Handler::Server)
                 && !cmd::handler(index).is_some_and(|c| c.in_multi)
+                && crate::scripting::script_call(spec.name).is_none()
             {
                 flag_multi_error(st);
                 ReplyWriter::new(out, st.proto)
@@ -146,6 +147,7 @@ pub async fn execute(
             Flow::Continue
         }
     };
+    crate::pubsub::feed_monitors(sh, st, spec, &args);
     let failed = out.get(before) == Some(&b'-');
     let nanos = st.batch.lap();
     st.batch.tally(index, nanos, failed);

@@ -33,6 +33,8 @@ use crate::shared::Shared;
 #[derive(Default)]
 pub struct Hub {
     tenants: RwLock<HashMap<Arc<str>, Arc<TenantChannels>>>,
+    /// Connections in MONITOR mode.
+    monitors: Arc<Monitors>,
 }
 
 impl Hub {
@@ -238,6 +240,8 @@ impl Mailbox {
 /// A connection's subscriptions (dropped: unsubscribed from everything).
 pub struct Subscriptions {
     pub mailbox: Arc<Mailbox>,
+    /// In MONITOR mode: the registry its mailbox is in.
+    monitor: Option<Arc<Monitors>>,
     tenant: Arc<TenantChannels>,
     channels: HashSet<Box<[u8]>>,
     patterns: HashSet<Box<[u8]>>,
@@ -252,12 +256,15 @@ impl Subscriptions {
 
     /// Subscribed to anything at all (RESP2 connections then run only pub/sub commands).
     pub fn active(&self) -> bool {
-        self.count() + self.shard.len() > 0
+        self.count() + self.shard.len() > 0 || self.monitor.is_some()
     }
 }
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
+        if let Some(m) = self.monitor.take() {
+            m.remove(&self.mailbox);
+        }
         let mut inner = self.tenant.inner.lock();
         for c in &self.channels {
             remove(&mut inner.channels, c, &self.mailbox);
@@ -296,6 +303,7 @@ fn subs<'a>(st: &'a mut ClientState, sh: &Shared) -> &'a mut Subscriptions {
                 overflowed: AtomicBool::new(false),
                 notify: Notify::new(),
             }),
+            monitor: None,
             tenant: sh.pubsub.of(&tenant),
             channels: HashSet::new(),
             patterns: HashSet::new(),
@@ -643,4 +651,132 @@ pub fn set_keyspace_events(sh: &Arc<Shared>, tenant: &ferrite_tenancy::Tenant, f
         }) as Arc<dyn ferrite_storage::notify::Publisher>
     });
     tenant.keyspace().key_events().configure(flags, publisher);
+}
+
+// -- MONITOR ------------------------------------------------------------------------------------
+
+/// Connections in MONITOR mode. A tenant's monitor sees the commands of its tenant's own clients
+/// (never an administrator's visit); an administrator's sees every connection's, with the
+/// tenant named. Each line goes to the monitor's mailbox, under the pub/sub output limit.
+#[derive(Default)]
+pub struct Monitors {
+    count: std::sync::atomic::AtomicUsize,
+    list: Mutex<Vec<(Arc<Mailbox>, Option<Arc<str>>)>>,
+}
+
+impl Monitors {
+    fn add(&self, mailbox: Arc<Mailbox>, tenant: Option<Arc<str>>) {
+        let mut l = self.list.lock();
+        l.push((mailbox, tenant));
+        self.count.store(l.len(), Relaxed);
+    }
+
+    fn remove(&self, mailbox: &Arc<Mailbox>) {
+        let mut l = self.list.lock();
+        l.retain(|(m, _)| !Arc::ptr_eq(m, mailbox));
+        self.count.store(l.len(), Relaxed);
+    }
+}
+
+/// MONITOR: the connection receives a line per command run from now on.
+pub fn monitor(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    _args: Args<'_>,
+    out: &mut BytesMut,
+) -> ServerResult {
+    let filter = (!st.admin).then(|| Arc::<str>::from(st.tenant.id()));
+    let subs = subs(st, sh);
+    if subs.monitor.is_none() {
+        let monitors = sh.pubsub.monitors.clone();
+        monitors.add(subs.mailbox.clone(), filter);
+        subs.monitor = Some(monitors);
+    }
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+/// Arguments MONITOR shows as `(redacted)`, as Redis does: AUTH's, HELLO's after AUTH.
+fn redacted(args: &Args<'_>, i: usize) -> bool {
+    let name = args.get(0);
+    if name.eq_ignore_ascii_case(b"auth") {
+        return i >= 1;
+    }
+    if name.eq_ignore_ascii_case(b"hello") {
+        return (2..args.len()).any(|j| args.get(j).eq_ignore_ascii_case(b"AUTH") && (i == j + 1 || i == j + 2));
+    }
+    false
+}
+
+/// Redis's sdscatrepr: a quoted string with C escapes.
+fn repr(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    for &c in s {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            7 => out.extend_from_slice(b"\\a"),
+            8 => out.extend_from_slice(b"\\b"),
+            0x20..=0x7e => out.push(c),
+            _ => out.extend_from_slice(format!("\\x{c:02x}").as_bytes()),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Sends a command that just ran to the monitors allowed to see it (administrative commands are
+/// never shown, as in Redis). Costs one load when nobody monitors.
+pub fn feed_monitors(
+    sh: &Shared,
+    st: &ClientState,
+    spec: &ferrite_commands::spec::CommandSpec,
+    args: &Args<'_>,
+) {
+    if sh.pubsub.monitors.count.load(Relaxed) == 0
+        || spec.has(ferrite_commands::spec::flags::ADMIN)
+    {
+        return;
+    }
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let mut body = Vec::with_capacity(64);
+    for i in 0..args.len() {
+        if i > 0 {
+            body.push(b' ');
+        }
+        if redacted(args, i) {
+            body.extend_from_slice(b"\"(redacted)\"");
+        } else {
+            repr(&mut body, args.get(i));
+        }
+    }
+    let head = format!(
+        "+{}.{:06} [0 {}",
+        micros / 1_000_000,
+        micros % 1_000_000,
+        st.info.addr
+    );
+    let tenant = st.tenant.id();
+    let own = [head.as_bytes(), b"] ", &body, b"\r\n"].concat();
+    let admin = [
+        head.as_bytes(),
+        b" tenant=",
+        tenant.as_bytes(),
+        b"] ",
+        &body,
+        b"\r\n",
+    ]
+    .concat();
+    let tenant_client = st.is_tenant_client();
+    for (m, filter) in sh.pubsub.monitors.list.lock().iter() {
+        match filter {
+            None => m.deliver(&admin),
+            Some(t) if tenant_client && **t == *tenant => m.deliver(&own),
+            Some(_) => {}
+        }
+    }
 }

@@ -324,6 +324,7 @@ pub async fn run(
         (call, ro_command),
         &args,
         (&keys, &argv),
+        Some(SCRIPT_SLICE),
     );
     let (reply, calls) = match started {
         Err(e) => {
@@ -395,6 +396,67 @@ pub async fn run(
     Ok(Flow::Continue)
 }
 
+/// EVAL, EVALSHA, FCALL and their `_RO` forms by command name: how they run.
+pub fn script_call(name: &str) -> Option<(Call, bool)> {
+    Some(match name {
+        "eval" => (Call::Eval, false),
+        "evalsha" => (Call::EvalSha, false),
+        "eval_ro" => (Call::Eval, true),
+        "evalsha_ro" => (Call::EvalSha, true),
+        "fcall" => (Call::Fcall, false),
+        "fcall_ro" => (Call::Fcall, true),
+        _ => return None,
+    })
+}
+
+/// A script queued by MULTI, run by EXEC under the transaction's lock, to its end (as in Redis:
+/// atomic with the rest of the transaction). EXEC runs a transaction that holds a script on the
+/// blocking pool, so an endless script blocks no I/O thread; the tenant shows busy meanwhile
+/// (other clients get -BUSY, SCRIPT KILL stops it). Its reply, or its error, goes to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_in_transaction(
+    db: &mut Db,
+    tenant: &Tenant,
+    rng: &mut SmallRng,
+    max_bulk: usize,
+    garbage: &mut Garbage,
+    proto: Protocol,
+    call: (Call, bool),
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> Result<(), ErrorReply> {
+    let (keys, argv) = split_keys(&args)?;
+    let mut te = take_engine(db)?;
+    let started = start(
+        db,
+        &mut te,
+        tenant,
+        rng,
+        max_bulk,
+        garbage,
+        proto,
+        call,
+        &args,
+        (&keys, &argv),
+        None,
+    );
+    put_engine(db, te);
+    match started? {
+        Started::Done(reply, calls) => {
+            if calls > 1 {
+                let _ = tenant.admit_n(calls - 1, Duration::ZERO);
+            }
+            out.extend_from_slice(&reply);
+            Ok(())
+        }
+        // Not asked to suspend: never happens.
+        Started::Suspended { now, .. } => {
+            end_run(db, tenant, now);
+            Err(ErrorReply::err("internal error while running the script"))
+        }
+    }
+}
+
 /// Waits for `lock` (a tenant's keyspace lock), or answers `-BUSY` once the script the tenant
 /// runs meanwhile has run for `busy-reply-threshold`. Every command that waits for a tenant's
 /// keyspace waits here, so only that tenant's clients see -BUSY.
@@ -451,6 +513,7 @@ fn start(
     (call, ro_command): (Call, bool),
     args: &Args<'_>,
     (keys, argv): (&[&[u8]], &[&[u8]]),
+    slice: Option<Duration>,
 ) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
     let name_arg = args.get(1);
@@ -507,7 +570,7 @@ fn start(
         data: Vec::new(),
         ranges: Vec::new(),
     };
-    let result = engine.run(target, keys, argv, proto, &mut host, Some(SCRIPT_SLICE));
+    let result = engine.run(target, keys, argv, proto, &mut host, slice);
     let calls = host.calls;
     let db = host.db;
     match result {

@@ -136,6 +136,7 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("config", introspection::config),
     now_in_multi("info", introspection::info),
     now_in_multi("time", |st, _, _, out| connection::time(st, out)),
+    now("monitor", crate::pubsub::monitor),
     wait("shutdown", |st, sh, args, out| Box::pin(introspection::shutdown(st, sh, args, out))),
     wait("save", |st, sh, _, out| Box::pin(persistence::save(st, sh, out))),
     now("bgsave", persistence::bgsave),

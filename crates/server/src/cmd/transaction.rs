@@ -73,10 +73,13 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     }
     let all = spec::all();
     let work = dispatch::Work {
-        commands: queue.iter().filter(|q| is_data(q)).count() as u64,
-        writes: queue
-            .iter()
-            .any(|q| all.get(q.index).is_some_and(|s| s.is_write())),
+        commands: queue.iter().filter(|q| under_lock(q)).count() as u64,
+        // A script that may write (not _RO) holds the write gate, as when sent alone.
+        writes: queue.iter().any(|q| {
+            all.get(q.index).is_some_and(|s| {
+                s.is_write() || script_of(q).is_some_and(|(_, read_only)| !read_only)
+            })
+        }),
     };
     // The transaction is admitted once, as a whole, by the same code as a single command: a
     // transaction of server commands only (PING, INFO...) does not touch the tenant's data.
@@ -130,7 +133,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     let mut i = 0;
     while i < segment.queue.len() {
         let q = &segment.queue[i];
-        if !is_data(q) {
+        if !under_lock(q) {
             // Server commands queued in MULTI run here, on the connection's task; they take no
             // keyspace lock (this transaction holds its tenant's).
             let result = match all.get(q.index) {
@@ -144,7 +147,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
             continue;
         }
         let end = (i..segment.queue.len())
-            .find(|&j| !is_data(&segment.queue[j]))
+            .find(|&j| !under_lock(&segment.queue[j]))
             .unwrap_or(segment.queue.len());
         if slot.is_some() {
             let mut reply = std::mem::take(out);
@@ -179,14 +182,28 @@ fn is_data(q: &Queued) -> bool {
     )
 }
 
+/// EVAL, EVALSHA, FCALL (and _RO) queued in MULTI: how it runs.
+fn script_of(q: &Queued) -> Option<(crate::scripting::Call, bool)> {
+    crate::scripting::script_call(spec::all().get(q.index)?.name)
+}
+
+/// Runs under the transaction's keyspace lock: a data command or a script.
+fn under_lock(q: &Queued) -> bool {
+    is_data(q) || script_of(q).is_some()
+}
+
 /// The estimated work of a transaction's data commands (see `ferrite_commands::cost`).
 fn transaction_work(queue: &[Queued], db: &ferrite_storage::Db) -> u64 {
     let all = spec::all();
     queue
         .iter()
-        .filter(|q| is_data(q))
+        .filter(|q| under_lock(q))
         .map(|q| {
             let args = q.request.args();
+            // A script may run for any time: the transaction leaves the I/O threads.
+            if script_of(q).is_some() {
+                return cost::LONG_WORK + 1;
+            }
             match all.get(q.index) {
                 Some(spec) if cost::depends_on_data(q.index) => cost::estimate(spec, &args, db),
                 _ => args.len() as u64,
@@ -221,6 +238,24 @@ impl Segment {
             let Some(spec) = all.get(q.index) else {
                 continue;
             };
+            if let Some(call) = script_of(q) {
+                self.tenant.stats.commands.fetch_add(1, Relaxed);
+                let result = crate::scripting::run_in_transaction(
+                    db,
+                    &self.tenant,
+                    &mut self.rng,
+                    self.max_bulk,
+                    garbage,
+                    self.proto,
+                    call,
+                    q.request.args(),
+                    out,
+                );
+                if let Err(e) = result {
+                    ReplyWriter::new(out, self.proto).error(&e);
+                }
+                continue;
+            }
             let Handler::Data(f) = spec.handler else {
                 continue;
             };
