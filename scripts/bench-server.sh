@@ -15,6 +15,9 @@
 # default of 3 bytes), RANDOM_KEYS (redis-benchmark -r: keys drawn from this many; default none),
 # WIDE=1 (TESTS = set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,
 # lrange_600,mset plus set/get with 1 KiB and 16 KiB values, RANDOM_KEYS=100000),
+# COMMANDS=1 (TESTS = evalsha,publish,publish:100,xadd,blpop: issue 14's rows — EVALSHA of a
+# small script, PUBLISH to 1 and to 100 subscribers (redis-cli processes), XADD, and a BLPOP/LPUSH
+# ping-pong: one client blocks in BLPOP, another pushes, round trip after round trip),
 # FERRITE_ARGS (extra arguments for ferrite, e.g. "--threads 1"), NO_BUILD=1 to use an existing
 # binary, FERRITE_BIN to pick one.
 set -euo pipefail
@@ -26,6 +29,9 @@ PIPELINES=${PIPELINES:-"1 16"}
 if [[ "${WIDE:-0}" == 1 ]]; then
     TESTS=${TESTS:-set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,lrange_600,mset,set:1024,get:1024,set:16384,get:16384}
     RANDOM_KEYS=${RANDOM_KEYS:-100000}
+fi
+if [[ "${COMMANDS:-0}" == 1 ]]; then
+    TESTS=${TESTS:-evalsha,publish,publish:100,xadd,blpop}
 fi
 TESTS=${TESTS:-set,get}
 DATA_SIZE=${DATA_SIZE:-3}
@@ -98,6 +104,14 @@ ferrite_pid=$!
 pids+=("$ferrite_pid")
 wait_ready "$ferrite_port" ferrite
 
+# The EVALSHA row's script, loaded on both servers (same SHA1).
+script_sha=
+if [[ ",$TESTS," == *,evalsha,* ]]; then
+    for port in "$redis_port" "$ferrite_port"; do
+        script_sha=$(redis-cli -h 127.0.0.1 -p "$port" script load "return redis.call('INCR', KEYS[1])")
+    done
+fi
+
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis:   $(redis-server --version | cut -d' ' -f3-4), redis-benchmark $(redis-benchmark --version | cut -d' ' -f2)"
 echo "ferrite: $FERRITE_BIN $FERRITE_ARGS"
@@ -113,6 +127,71 @@ results=$work/results
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 ticks_per_sec=$(getconf CLK_TCK)
 
+# Waits until `count` clients are subscribed to bench:channel.
+wait_subscribers() { # port count
+    for _ in $(seq 1 200); do
+        if [[ "$(redis-cli -h 127.0.0.1 -p "$1" pubsub numsub bench:channel | tail -1)" -ge $2 ]]; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "bench-server: subscribers did not subscribe on port $1" >&2
+    exit 1
+}
+
+# BLPOP/LPUSH ping-pong: `pipeline` pairs of connections; in each pair one connection blocks in
+# BLPOP on its own list and the other pushes to it, then the next round trip starts. Prints
+# "BLPOP rps p50-ms p99-ms" like the redis-benchmark rows.
+cat >"$work/pingpong.py" <<'PY'
+import socket, statistics, sys, time
+port, requests, pairs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+rounds = max(1000, requests // 100)
+def conn():
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+def cmd(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+def read_reply(s, buf):
+    # Enough of RESP for these replies: +OK / :n / *2 of two bulks.
+    while True:
+        if buf.startswith(b"*2\r\n"):
+            parts = buf.split(b"\r\n")
+            if len(parts) >= 6:
+                used = sum(len(p) + 2 for p in parts[:5])
+                return buf[used:]
+        elif b"\r\n" in buf and not buf.startswith(b"*"):
+            return buf[buf.index(b"\r\n") + 2:]
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("connection closed")
+        buf += chunk
+pairs = [(conn(), conn(), f"bench:pingpong:{i}") for i in range(pairs)]
+for popper, pusher, key in pairs:
+    popper.sendall(cmd("DEL", key)); read_reply(popper, b"")
+lat = []
+start = time.perf_counter()
+for _ in range(rounds // len(pairs)):
+    t0 = time.perf_counter()
+    for popper, pusher, key in pairs:
+        popper.sendall(cmd("BLPOP", key, "0"))
+    time.sleep(0)
+    for popper, pusher, key in pairs:
+        pusher.sendall(cmd("LPUSH", key, "x"))
+    for popper, pusher, key in pairs:
+        read_reply(pusher, b"")
+        read_reply(popper, b"")
+    lat.append((time.perf_counter() - t0) * 1000)
+elapsed = time.perf_counter() - start
+lat.sort()
+n = len(lat) * len(pairs)
+print("BLPOP", n / elapsed, f"{lat[len(lat) // 2]:.3f}", f"{lat[int(len(lat) * 0.99)]:.3f}")
+PY
+
 bench() { # server port pid pipeline test[:size]
     local server=$1 port=$2 pid=$3 pipeline=$4 case=$5 test size label before after line
     test=${case%%:*}
@@ -122,15 +201,49 @@ bench() { # server port pid pipeline test[:size]
         size=${case#*:}
         label="${label}_${size}B"
     fi
+    # Issue 14's command rows run a command line of their own instead of a built-in test.
+    local command=() subscribers=()
+    case $test in
+        evalsha) command=(EVALSHA "$script_sha" 1 "bench:counter:__rand_int__") ;;
+        xadd) command=(XADD bench:stream '*' field value) ;;
+        publish)
+            [[ $case == *:* ]] || size=1
+            label=PUBLISH_${size}SUBS
+            for _ in $(seq 1 "$size"); do
+                redis-cli -h 127.0.0.1 -p "$port" subscribe bench:channel >/dev/null 2>&1 &
+                subscribers+=($!)
+            done
+            wait_subscribers "$port" "$size"
+            command=(PUBLISH bench:channel hello)
+            size=$DATA_SIZE
+            ;;
+    esac
     before=$(cpu_ticks "$pid")
-    # Only the requested test's line: LRANGE tests also report the LPUSH that fills the list.
-    # shellcheck disable=SC2086 # the -r option is one or no words on purpose
-    line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$size" \
-        ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -t "$test" -P "$pipeline" --csv |
-        tr -d '"\r' |
-        awk -F, -v want="${test^^}" -v label="$label" \
-            'NR > 1 && NF >= 7 { split($1, w, " "); if (w[1] == want) { print label, $2, $5, $7; exit } }')
+    if [[ $test == blpop ]]; then
+        # A client library round trip in Python on both servers: the ratio, not the rate, counts.
+        line=$(python3 "$work/pingpong.py" "$port" "$REQUESTS" "$pipeline")
+    elif ((${#command[@]})); then
+        # shellcheck disable=SC2086 # the -r option is one or no words on purpose
+        line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" \
+            ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -P "$pipeline" --csv "${command[@]}" |
+            tr -d '"\r' |
+            awk -F, -v want="${command[0]}" -v label="$label" \
+                'NR > 1 && NF >= 7 { split($1, w, " "); if (w[1] == want) { print label, $2, $5, $7; exit } }')
+    else
+        # Only the requested test's line: LRANGE tests also report the LPUSH that fills the list.
+        # shellcheck disable=SC2086 # the -r option is one or no words on purpose
+        line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$size" \
+            ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -t "$test" -P "$pipeline" --csv |
+            tr -d '"\r' |
+            awk -F, -v want="${test^^}" -v label="$label" \
+                'NR > 1 && NF >= 7 { split($1, w, " "); if (w[1] == want) { print label, $2, $5, $7; exit } }')
+    fi
     after=$(cpu_ticks "$pid")
+    for sub in "${subscribers[@]}"; do
+        kill "$sub" 2>/dev/null || true
+        wait "$sub" 2>/dev/null || true
+    done
+    [[ $test == xadd ]] && redis-cli -h 127.0.0.1 -p "$port" del bench:stream >/dev/null
     if [[ -z $line ]]; then
         echo "bench-server: no result for $case from $server" >&2
         return
@@ -200,6 +313,8 @@ print("|------|---------:|------------:|--------------:|--------------:|-------:
 worst = None
 def label(case):
     test, _, size = case.partition(":")
+    if test == "publish":
+        return f"PUBLISH_{size or 1}SUBS"
     return test.upper() + (f"_{size}B" if size else "")
 
 for test in [label(t) for t in tests.split(",")]:

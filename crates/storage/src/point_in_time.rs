@@ -215,8 +215,9 @@ mod tests {
         assert_eq!(db.keys_with_expiry(), 1);
         assert!(db.peek(b"k1").map(|e| e.version()) > watched, "WATCH sees a change");
         drop(db);
-        assert!(fresh.lock().is_empty());
-        assert_eq!(fresh.lock().recompute_digest(), *fresh.lock().digest());
+        let emptied = fresh.lock();
+        assert!(emptied.is_empty());
+        assert_eq!(emptied.recompute_digest(), *emptied.digest());
     }
 
     #[test]
