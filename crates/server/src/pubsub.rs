@@ -661,19 +661,26 @@ pub fn set_keyspace_events(sh: &Arc<Shared>, tenant: &ferrite_tenancy::Tenant, f
 #[derive(Default)]
 pub struct Monitors {
     count: std::sync::atomic::AtomicUsize,
-    list: Mutex<Vec<(Arc<Mailbox>, Option<Arc<str>>)>>,
+    list: Mutex<Vec<Monitor>>,
+}
+
+/// One connection in MONITOR mode.
+struct Monitor {
+    mailbox: Arc<Mailbox>,
+    /// The tenant whose commands it sees; `None` for an administrator (every tenant's).
+    tenant: Option<Arc<str>>,
 }
 
 impl Monitors {
     fn add(&self, mailbox: Arc<Mailbox>, tenant: Option<Arc<str>>) {
         let mut l = self.list.lock();
-        l.push((mailbox, tenant));
+        l.push(Monitor { mailbox, tenant });
         self.count.store(l.len(), Relaxed);
     }
 
     fn remove(&self, mailbox: &Arc<Mailbox>) {
         let mut l = self.list.lock();
-        l.retain(|(m, _)| !Arc::ptr_eq(m, mailbox));
+        l.retain(|m| !Arc::ptr_eq(&m.mailbox, mailbox));
         self.count.store(l.len(), Relaxed);
     }
 }
@@ -728,15 +735,18 @@ fn repr(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// Sends a command that just ran to the monitors allowed to see it (administrative commands are
-/// never shown, as in Redis). Costs one load when nobody monitors.
+/// Sends a command that just ran to the monitors allowed to see it (administrative and tenancy
+/// commands are never shown, as Redis hides administrative ones). Costs one load when nobody monitors.
 pub fn feed_monitors(
     sh: &Shared,
     st: &ClientState,
     spec: &ferrite_commands::spec::CommandSpec,
     args: &Args<'_>,
 ) {
-    if sh.pubsub.monitors.count.load(Relaxed) == 0 || spec.has(ferrite_commands::spec::flags::ADMIN)
+    // Tenancy commands carry passwords and migration tokens: shown to nobody, like ADMIN ones.
+    if sh.pubsub.monitors.count.load(Relaxed) == 0
+        || spec.has(ferrite_commands::spec::flags::ADMIN)
+        || spec.group == "tenancy"
     {
         return;
     }
@@ -772,10 +782,10 @@ pub fn feed_monitors(
     ]
     .concat();
     let tenant_client = st.is_tenant_client();
-    for (m, filter) in sh.pubsub.monitors.list.lock().iter() {
-        match filter {
-            None => m.deliver(&admin),
-            Some(t) if tenant_client && **t == *tenant => m.deliver(&own),
+    for m in sh.pubsub.monitors.list.lock().iter() {
+        match &m.tenant {
+            None => m.mailbox.deliver(&admin),
+            Some(t) if tenant_client && **t == *tenant => m.mailbox.deliver(&own),
             Some(_) => {}
         }
     }
