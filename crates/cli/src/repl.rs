@@ -476,6 +476,10 @@ mod tests {
         assert_eq!(start, 8);
         let names: Vec<&str> = c.iter().map(|p| p.display.as_str()).collect();
         assert_eq!(names, ["start", "status"]);
+        let (start, c) = h.complete("BACKUP RE", 9, &ctx).expect("complete");
+        assert_eq!(start, 7);
+        let names: Vec<&str> = c.iter().map(|p| p.display.as_str()).collect();
+        assert_eq!(names, ["RESTORE"]);
         let (_, c) = h.complete("SET ke", 6, &ctx).expect("complete");
         assert!(c.is_empty(), "arguments are not completed");
     }
