@@ -292,19 +292,37 @@ fn errors_and_usage() {
     assert!(r.stderr.contains("no such backup 'nope'"), "{r:?}");
 }
 
-/// In a terminal, `create` and `restore` draw their bar while they wait and clear it before
-/// printing the result (the same lines as without a terminal).
+/// Loads `n` string keys into `tenant` quickly (pipelines of 10,000 SETs).
+fn load_fast(s: &Server, tenant: &str, n: usize) {
+    let mut c = s.tenant_conn(tenant, "pw");
+    let mut i = 0;
+    while i < n {
+        let mut p = redis::pipe();
+        for k in i..n.min(i + 10_000) {
+            p.cmd("SET")
+                .arg(format!("key:{k}"))
+                .arg(format!("value-{k}"))
+                .ignore();
+        }
+        p.query::<()>(&mut c).expect("load keys");
+        i += 10_000;
+    }
+}
+
+/// In a terminal, `create` and `restore` draw their bar while they wait (from
+/// TENANT.BACKUP.JOBS, with the key counts) and clear it before printing the result (the same
+/// lines as without a terminal).
 #[test]
 fn progress_bar_in_a_terminal_leaves_the_result() {
     let s = server(&[]);
     cli_ok(&s, &["TENANT.CREATE", "acme", "PASSWORD", "pw"]);
-    load(&s, "acme", 2000);
+    load_fast(&s, "acme", 500_000);
     let tmux = TmuxServer {
         socket: format!("ferrite-cli-backup-test-{}", std::process::id()),
     };
     let script = format!(
         "export FERRITE_CLI_AUTH='{secret}' FERRITE_CLI_HISTFILE=/dev/null; \
-         {bin} -p {port} backup create acme --name tty1; echo EXIT1=$?; \
+         {bin} -p {port} backup create acme --name tty1 --format rdb; echo EXIT1=$?; \
          {bin} -p {port} backup restore acme tty1 --as tty2; echo EXIT2=$?; sleep 60",
         secret = s.admin_secret(),
         bin = cli_bin(),
@@ -322,25 +340,41 @@ fn progress_bar_in_a_terminal_leaves_the_result() {
         &script,
     ]);
     assert!(started.status.success(), "tmux: {started:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Lines of the screen that showed the backup's bar with its key counts.
+    let mut bars = Vec::new();
     let screen = loop {
         let out = tmux.run(&["capture-pane", "-p", "-t", "main"]);
         let screen = String::from_utf8_lossy(&out.stdout).into_owned();
         if screen.contains("EXIT2=") {
             break screen;
         }
+        if let Some(bar) = screen
+            .lines()
+            .find(|l| l.contains("Backing up acme") && l.contains("/500,000 keys"))
+        {
+            bars.push(bar.to_string());
+        }
         assert!(Instant::now() < deadline, "no result; screen:\n{screen}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     };
+    assert!(
+        !bars.is_empty(),
+        "the backup's bar never showed; the end:\n{screen}"
+    );
+    assert!(
+        bars.iter().all(|b| b.contains("% · writing · ")),
+        "{bars:?}"
+    );
     let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(
-        lines[0].starts_with("Created backup tty1 of tenant acme: 2,000 keys"),
+        lines[0].starts_with("Created backup tty1 of tenant acme: 500,000 keys"),
         "{screen}"
     );
     assert!(lines[1].starts_with("Restore it with: "), "{screen}");
     assert_eq!(lines[2], "EXIT1=0", "{screen}");
     assert!(
-        lines[3].starts_with("Restored backup tty1 into tenant tty2: 2,000 keys"),
+        lines[3].starts_with("Restored backup tty1 into tenant tty2: 500,000 keys"),
         "{screen}"
     );
     assert_eq!(lines[4], "EXIT2=0", "{screen}");
@@ -348,7 +382,7 @@ fn progress_bar_in_a_terminal_leaves_the_result() {
         !screen.contains("Backing up") && !screen.contains("Restoring"),
         "the bar was not cleared: {screen}"
     );
-    assert_eq!(as_admin_in(&s, "tty2", &["DBSIZE"]), ["2000"]);
+    assert_eq!(as_admin_in(&s, "tty2", &["DBSIZE"]), ["500000"]);
 }
 
 /// A tmux server of the test's own (its own socket), killed when the test ends.
