@@ -1,10 +1,11 @@
 //! End-to-end tests of `ferrite-cli`, driven as a user would: one-shot commands and their exit
-//! codes, the interactive prompt inside tmux, and the migration subcommands against two real
-//! `ferrite` processes.
+//! codes, the interactive prompt inside tmux, the migration subcommands against two real
+//! `ferrite` processes, and the backup subcommands.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backup;
 mod migrate;
 mod oneshot;
 mod repl;

@@ -1,5 +1,6 @@
 //! Command-line arguments: redis-cli's connection flags, then either a command to run once or
-//! nothing (the REPL). `migrate ...` has its own parser, chosen by the first word.
+//! nothing (the REPL). `migrate ...` and `backup ...` have parsers of their own, chosen by the
+//! first word.
 
 use std::ffi::OsString;
 
@@ -17,6 +18,12 @@ Migration commands (run `ferrite-cli migrate --help`):
   migrate cutover <id> [--force]    migrate verify <id>
   migrate pause|resume|cancel <id>
 
+Backup commands (run `ferrite-cli backup --help`):
+  backup create <tenant> [--name id] [--format native|rdb]   backup list [<tenant>]
+  backup restore <tenant> <id> [--as <new-tenant>] [--replace]
+  backup restore <tenant> --rdb <path> [--db n] [--replace]
+  backup info <id>                  backup delete <id>
+
 Exit codes: 0 success, 1 the command failed (error on stderr), 2 usage error,
 3 cannot connect, 4 `migrate watch` timed out.
 
@@ -25,7 +32,8 @@ Examples:
   ferrite-cli --user acme -a s3cret --raw GET greeting
   ferrite-cli -p 6380 --json HGETALL user:1
   ferrite-cli migrate start acme 10.0.0.2:6379 --parallel 8
-  ferrite-cli migrate watch --all";
+  ferrite-cli migrate watch --all
+  ferrite-cli backup create acme && ferrite-cli backup list acme";
 
 /// `ferrite-cli [options] [command [args...]]`.
 #[derive(Debug, Parser)]
@@ -228,6 +236,83 @@ pub enum MigrateCmd {
     Cancel { id: String },
 }
 
+/// `ferrite-cli backup ...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrite-cli backup",
+    bin_name = "ferrite-cli backup",
+    about = "Back up tenants, list and inspect backups, restore and delete them (as administrator)"
+)]
+pub struct BackupCli {
+    /// Print replies as JSON objects (`list`: an array of them).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub cmd: BackupCmd,
+}
+
+/// The file format of a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackupFormat {
+    /// Ferrite's own checksummed format.
+    Native,
+    /// A Redis RDB file that redis-server loads.
+    Rdb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Back up a tenant while it keeps serving (waits until the file is complete; prints the id).
+    Create {
+        /// The tenant to back up.
+        tenant: String,
+        /// The backup's id (default: backup_<yyyymmddThhmmssZ>_<tenant>).
+        #[arg(long, value_name = "ID")]
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t = BackupFormat::Native)]
+        format: BackupFormat,
+        /// Print only the backup id.
+        #[arg(short, long)]
+        quiet: bool,
+        /// No progress bar (there is none anyway when stdout is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// List backups (of one tenant), oldest first, with the ones being written.
+    List {
+        /// Only this tenant's backups.
+        tenant: Option<String>,
+    },
+    /// Show one backup.
+    Info { id: String },
+    /// Replace a tenant's data with a backup of it (or with a Redis RDB file on the server).
+    Restore {
+        /// The tenant the backup is of (and, without --as, the one whose data is replaced).
+        tenant: String,
+        /// The backup id.
+        #[arg(required_unless_present = "rdb")]
+        id: Option<String>,
+        /// Restore into this tenant instead (created if missing).
+        #[arg(long = "as", value_name = "TENANT", conflicts_with = "rdb")]
+        as_tenant: Option<String>,
+        /// Replace the data of a destination that holds keys.
+        #[arg(long)]
+        replace: bool,
+        /// Load this Redis RDB file (a path on the server) into <TENANT> instead of a backup.
+        #[arg(long, value_name = "PATH", conflicts_with = "id")]
+        rdb: Option<String>,
+        /// With --rdb: the file's database to load (default 0, refusing keys elsewhere).
+        #[arg(long, value_name = "N", requires = "rdb", conflicts_with = "id")]
+        db: Option<u64>,
+        /// No progress bar (there is none anyway when stdout is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Delete a backup's files.
+    Delete { id: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +322,70 @@ mod tests {
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
         MigrateCli::command().debug_assert();
+        BackupCli::command().debug_assert();
+    }
+
+    #[test]
+    fn backup_arguments() {
+        let parse = |words: &[&str]| BackupCli::try_parse_from(words).map(|b| b.cmd);
+        match parse(&[
+            "backup",
+            "restore",
+            "acme",
+            "b1",
+            "--as",
+            "acme2",
+            "--replace",
+        ]) {
+            Ok(BackupCmd::Restore {
+                tenant,
+                id,
+                as_tenant,
+                replace,
+                rdb,
+                ..
+            }) => {
+                assert_eq!(tenant, "acme");
+                assert_eq!(id.as_deref(), Some("b1"));
+                assert_eq!(as_tenant.as_deref(), Some("acme2"));
+                assert!(replace && rdb.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&[
+                "backup",
+                "restore",
+                "acme",
+                "--rdb",
+                "/tmp/d.rdb",
+                "--db",
+                "2"
+            ]),
+            Ok(BackupCmd::Restore {
+                id: None,
+                db: Some(2),
+                ..
+            })
+        ));
+        // A restore needs a backup or a file, not both; --as and --db fit only one of them.
+        assert!(parse(&["backup", "restore", "acme"]).is_err());
+        assert!(parse(&["backup", "restore", "acme", "b1", "--rdb", "/x"]).is_err());
+        assert!(parse(&["backup", "restore", "acme", "--rdb", "/x", "--as", "b"]).is_err());
+        assert!(parse(&["backup", "restore", "acme", "b1", "--db", "1"]).is_err());
+        assert!(matches!(
+            parse(&[
+                "backup", "create", "acme", "--format", "rdb", "--name", "n1", "-q"
+            ]),
+            Ok(BackupCmd::Create {
+                format: BackupFormat::Rdb,
+                quiet: true,
+                ..
+            })
+        ));
+        assert!(parse(&["backup", "create", "acme", "--format", "tar"]).is_err());
+        assert!(BackupCli::try_parse_from(["backup", "--json", "list"]).is_ok_and(|b| b.json));
+        assert!(BackupCli::try_parse_from(["backup", "list", "--json"]).is_ok_and(|b| b.json));
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! - [`repl`]: the interactive prompt (history, completion, reconnects) and line splitting.
 //! - [`migrate`]: `migrate start|status|cutover|verify|pause|resume|cancel`.
 //! - [`watch`]: `migrate watch`, the live progress view.
+//! - [`backup`]: `backup create|list|info|restore|delete`.
+//! - [`progress`]: progress bars for commands that reply when their work is done (TENANT.BACKUP,
+//!   TENANT.RESTORE), drawn from TENANT.BACKUP.JOBS polled on a second connection.
 
 /// `print!` that ends the program quietly (exit 1) when stdout is gone, e.g. piped into `head`,
 /// where `print!` would panic.
@@ -21,8 +24,10 @@ macro_rules! outln {
 }
 
 mod args;
+mod backup;
 mod migrate;
 mod output;
+mod progress;
 mod repl;
 mod session;
 mod watch;
@@ -33,7 +38,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use crate::args::{Cli, MigrateCli};
+use crate::args::{BackupCli, Cli, MigrateCli};
 use crate::output::Format;
 use crate::session::{Failure, Session, exit};
 
@@ -122,6 +127,19 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<u8, Failure> {
         let mut s = rt.block_on(Session::connect(opts, cli.conn.resp2))?;
         let format = if m.json { Format::Json } else { format };
         return rt.block_on(migrate::run(&mut s, m.cmd, format));
+    }
+    if cli
+        .command
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("backup"))
+    {
+        let b = match BackupCli::try_parse_from(&cli.command) {
+            Ok(b) => b,
+            Err(e) => return Ok(usage_code(e, BackupCli::command())),
+        };
+        let mut s = rt.block_on(Session::connect(opts, cli.conn.resp2))?;
+        let format = if b.json { Format::Json } else { format };
+        return rt.block_on(backup::run(&mut s, b.cmd, format));
     }
     if !cli.command.is_empty() {
         let args: Vec<&[u8]> = cli.command.iter().map(|a| a.as_bytes()).collect();

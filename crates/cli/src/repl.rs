@@ -16,7 +16,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use tokio::runtime::Runtime;
 
-use crate::args::MigrateCli;
+use crate::args::{BackupCli, MigrateCli};
 use crate::output::Format;
 use crate::session::{Failure, Session, connection_message, error_text, exit};
 
@@ -45,15 +45,18 @@ const BUILTIN_COMMANDS: &[&str] = &[
 ];
 
 /// Words the CLI handles itself.
-const LOCAL_COMMANDS: &[&str] = &["clear", "exit", "help", "migrate", "quit"];
+const LOCAL_COMMANDS: &[&str] = &["backup", "clear", "exit", "help", "migrate", "quit"];
 
 const MIGRATE_SUBCOMMANDS: &[&str] = &[
     "cancel", "cutover", "pause", "resume", "start", "status", "verify", "watch",
 ];
 
+const BACKUP_SUBCOMMANDS: &[&str] = &["create", "delete", "info", "list", "restore"];
+
 const HELP: &str = "\
 Type a command as you would in redis-cli, e.g. SET greeting hello (Tab completes command names).
   migrate start|status|watch|cutover|verify|pause|resume|cancel ...   migrations (migrate --help)
+  backup create|list|info|restore|delete ...   backups (backup --help)
   AUTH <tenant> <password>    reconnect as a tenant
   clear                       clear the screen
   quit | exit                 leave (so do Ctrl-D and Ctrl-C)";
@@ -112,7 +115,8 @@ async fn command_names(s: &mut Session) -> Vec<String> {
     names
 }
 
-/// Completes the command name (first word) and `migrate`'s subcommand (second word).
+/// Completes the command name (first word) and `migrate`'s or `backup`'s subcommand (second
+/// word).
 struct CommandHelper {
     /// Lower-case names, sorted.
     commands: Vec<String>,
@@ -136,6 +140,7 @@ impl Completer for CommandHelper {
         let pool: Vec<&str> = match earlier.as_slice() {
             [] => self.commands.iter().map(String::as_str).collect(),
             [first] if first.eq_ignore_ascii_case("migrate") => MIGRATE_SUBCOMMANDS.to_vec(),
+            [first] if first.eq_ignore_ascii_case("backup") => BACKUP_SUBCOMMANDS.to_vec(),
             _ => return Ok((pos, Vec::new())),
         };
         if prefix.is_empty() {
@@ -190,6 +195,35 @@ enum Step {
     Quit,
 }
 
+/// Parses a `migrate ...` or `backup ...` line with its own parser (`P`) and runs it; usage
+/// errors are printed with the usage and the prompt goes on.
+fn run_subcommands<P: Parser + CommandFactory, F>(args: &[Vec<u8>], run: F) -> (Step, bool)
+where
+    F: FnOnce(P) -> Result<u8, Failure>,
+{
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    match P::try_parse_from(words) {
+        Ok(parsed) => match run(parsed) {
+            Ok(code) => (Step::Continue, code != exit::OK),
+            Err(f) => {
+                eprintln!("{}", f.message);
+                (Step::Continue, true)
+            }
+        },
+        Err(e) => {
+            let failed = e.use_stderr();
+            let _ = e.print();
+            if failed && !e.to_string().contains("Usage:") {
+                eprintln!("\n{}", P::command().render_usage());
+            }
+            (Step::Continue, failed)
+        }
+    }
+}
+
 /// Runs one line (shared by the prompt and stdin mode). Returns whether the line failed.
 fn run_line(rt: &Runtime, s: &mut Session, args: &[Vec<u8>], format: Format) -> (Step, bool) {
     let word = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
@@ -204,33 +238,16 @@ fn run_line(rt: &Runtime, s: &mut Session, args: &[Vec<u8>], format: Format) -> 
             return (Step::Continue, false);
         }
         "migrate" => {
-            let words: Vec<String> = std::iter::once("migrate".to_string())
-                .chain(
-                    args[1..]
-                        .iter()
-                        .map(|a| String::from_utf8_lossy(a).into_owned()),
-                )
-                .collect();
-            return match MigrateCli::try_parse_from(words) {
-                Ok(m) => {
-                    let format = if m.json { Format::Json } else { format };
-                    match rt.block_on(crate::migrate::run(s, m.cmd, format)) {
-                        Ok(code) => (Step::Continue, code != exit::OK),
-                        Err(f) => {
-                            eprintln!("{}", f.message);
-                            (Step::Continue, true)
-                        }
-                    }
-                }
-                Err(e) => {
-                    let failed = e.use_stderr();
-                    let _ = e.print();
-                    if failed && !e.to_string().contains("Usage:") {
-                        eprintln!("\n{}", MigrateCli::command().render_usage());
-                    }
-                    (Step::Continue, failed)
-                }
-            };
+            return run_subcommands::<MigrateCli, _>(args, |m| {
+                let format = if m.json { Format::Json } else { format };
+                rt.block_on(crate::migrate::run(s, m.cmd, format))
+            });
+        }
+        "backup" => {
+            return run_subcommands::<BackupCli, _>(args, |b| {
+                let format = if b.json { Format::Json } else { format };
+                rt.block_on(crate::backup::run(s, b.cmd, format))
+            });
         }
         "auth" if matches!(args.len(), 2 | 3) => return (Step::Continue, reauth(rt, s, args)),
         _ => {}
@@ -370,7 +387,7 @@ pub fn from_stdin(rt: &Runtime, mut s: Session, format: Format) -> Result<u8, Fa
         if matches!(word.as_str(), "quit" | "exit") && args.len() == 1 {
             break;
         }
-        if word == "migrate" || word == "auth" {
+        if matches!(word.as_str(), "migrate" | "backup" | "auth") {
             let (step, f) = run_line(rt, &mut s, &args, format);
             failed |= f;
             if let Step::Quit = step {
@@ -459,6 +476,10 @@ mod tests {
         assert_eq!(start, 8);
         let names: Vec<&str> = c.iter().map(|p| p.display.as_str()).collect();
         assert_eq!(names, ["start", "status"]);
+        let (start, c) = h.complete("BACKUP RE", 9, &ctx).expect("complete");
+        assert_eq!(start, 7);
+        let names: Vec<&str> = c.iter().map(|p| p.display.as_str()).collect();
+        assert_eq!(names, ["RESTORE"]);
         let (_, c) = h.complete("SET ke", 6, &ctx).expect("complete");
         assert!(c.is_empty(), "arguments are not completed");
     }
