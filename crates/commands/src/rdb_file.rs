@@ -60,6 +60,17 @@ const LOAD_BATCH: usize = 512;
 /// A key read and converted, ready to insert.
 type Loaded = (Vec<u8>, Option<u64>, Value);
 
+/// What the reading thread hands the inserting one.
+enum Loading {
+    /// The file announces this many keys in the chosen database (`RESIZEDB`).
+    Reserve(usize),
+    Keys(Vec<Loaded>),
+}
+
+/// The most keys a `RESIZEDB` hint reserves room for (about 1 GB of table); past it the table
+/// grows as keys arrive.
+const MAX_RESERVE: u64 = 16 << 20;
+
 /// Loads a whole RDB file into `db`, which should be a fresh keyspace nobody else sees: on
 /// `Err` it may hold part of the file and must be dropped. `progress(n)` is called with the
 /// number of keys loaded so far, now and then. Errors are messages for `-ERR`.
@@ -78,13 +89,21 @@ pub fn load(
     let mut report = LoadReport::default();
     let refused = |e: ferrite_rdb::RdbError| format!("RDB file refused, nothing was loaded: {e}");
     let (info, other_db_keys) = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Loaded>>(8);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Loading>(8);
         let reader = s.spawn(move || {
             let mut other_db_keys = 0u64;
             let mut batch = Vec::with_capacity(LOAD_BATCH);
             // The inserting side hung up: it found an error of its own and reports that one.
             let hung_up = || ferrite_rdb::RdbError::Refused("stopped".into());
-            let info = file::read(r, opts.max_string, |e: RdbEntry| {
+            // The chosen database's key count, as the file announces it: the inserting side
+            // sizes the table once (capped: a forged count must not allocate on its own).
+            let hint_tx = tx.clone();
+            let resize = |db: u64, keys: u64| {
+                if db == chosen {
+                    let _ = hint_tx.send(Loading::Reserve(keys.min(MAX_RESERVE) as usize));
+                }
+            };
+            let info = file::read_hinted(r, opts.max_string, resize, |e: RdbEntry| {
                 if e.db != chosen {
                     if opts.db.is_none() {
                         return Err(ferrite_rdb::RdbError::Refused(format!(
@@ -101,18 +120,28 @@ pub fn load(
                 })?;
                 batch.push((e.key, e.expire_at_ms, value));
                 if batch.len() == LOAD_BATCH {
-                    tx.send(std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH)))
-                        .map_err(|_| hung_up())?;
+                    tx.send(Loading::Keys(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(LOAD_BATCH),
+                    )))
+                    .map_err(|_| hung_up())?;
                 }
                 Ok(())
             })?;
             if !batch.is_empty() {
-                tx.send(batch).map_err(|_| hung_up())?;
+                tx.send(Loading::Keys(batch)).map_err(|_| hung_up())?;
             }
             Ok::<_, ferrite_rdb::RdbError>((info, other_db_keys))
         });
         let mut duplicate = None;
-        'batches: for batch in rx {
+        'batches: for message in rx {
+            let batch = match message {
+                Loading::Reserve(keys) => {
+                    db.reserve(keys);
+                    continue;
+                }
+                Loading::Keys(batch) => batch,
+            };
             for (key, expire_at, value) in batch {
                 match db.entry_physical(&key, 0) {
                     Slot::Occupied(_) => {

@@ -134,6 +134,11 @@ struct Attached {
     staged: bool,
 }
 
+/// A tenant's contents before a restore replaced them ([`Persistence::replace_data`]), handed
+/// back so that the caller frees them off its reply path: freeing a million keys takes about as
+/// long as loading them.
+pub type OldContents = ferrite_storage::table::ShardedTable<ferrite_storage::Entry>;
+
 /// A data directory in use.
 pub struct Persistence {
     root: PathBuf,
@@ -966,7 +971,11 @@ impl Persistence {
     /// snapshot plus the new log are the tenant. Writes keep running during the slow part;
     /// they wait only for the rename. `fresh` is left empty. Blocking: call it off the async
     /// workers.
-    pub fn replace_data(&self, t: &Arc<Tenant>, fresh: &Arc<Keyspace>) -> Result<(), String> {
+    pub fn replace_data(
+        &self,
+        t: &Arc<Tenant>,
+        fresh: &Arc<Keyspace>,
+    ) -> Result<OldContents, String> {
         let target = self
             .attached
             .lock()
@@ -1003,7 +1012,7 @@ impl Persistence {
         ks: &Arc<Keyspace>,
         log: &Arc<TenantLog>,
         fresh: &Arc<Keyspace>,
-    ) -> Result<(), String> {
+    ) -> Result<OldContents, String> {
         if log.flush().is_ok() {
             log.sync();
         }
@@ -1053,7 +1062,6 @@ impl Persistence {
         let old = db.replace_contents(&mut fresh_db, ferrite_storage::now_ms());
         drop(db);
         drop(fresh_db);
-        drop(old);
         let _ = log.flush();
         if !log.snapshot_done(g, written.bytes) {
             tracing::warn!(tenant = %log.tenant, "restored, but the new log could not be started: writes are refused until a snapshot succeeds");
@@ -1068,7 +1076,7 @@ impl Persistence {
             pre_images: 0,
             took_ms: 0,
         });
-        Ok(())
+        Ok(old)
     }
 
     /// Keeps a migration's record (the migration manager's description of it, opaque here) in

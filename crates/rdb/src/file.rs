@@ -166,6 +166,17 @@ fn key_for_error(key: &[u8]) -> String {
 pub fn read<R: Read>(
     r: R,
     max_string: u64,
+    f: impl FnMut(Entry) -> Result<()>,
+) -> Result<FileInfo> {
+    read_hinted(r, max_string, |_, _| {}, f)
+}
+
+/// [`read`], also telling `resize(db, keys)` each database's key count as the file announces it
+/// (`RESIZEDB`, before that database's keys), so a loader can size its table once.
+pub fn read_hinted<R: Read>(
+    r: R,
+    max_string: u64,
+    mut resize: impl FnMut(u64, u64),
     mut f: impl FnMut(Entry) -> Result<()>,
 ) -> Result<FileInfo> {
     let mut d = Decoder::new(HashingReader::new(r), max_string);
@@ -191,8 +202,9 @@ pub fn read<R: Read>(
             opcode::EOF => break,
             opcode::SELECTDB => db = d.read_length()?,
             opcode::RESIZEDB => {
+                let keys = d.read_length()?;
                 d.read_length()?;
-                d.read_length()?;
+                resize(db, keys);
             }
             opcode::SLOT_INFO => {
                 for _ in 0..3 {

@@ -742,6 +742,11 @@ impl Db {
         self.table.is_empty()
     }
 
+    /// Makes room for `additional` more keys (a bulk load that knows how many are coming).
+    pub fn reserve(&mut self, additional: usize) {
+        self.table.reserve(additional);
+    }
+
     pub fn used_bytes(&self) -> usize {
         self.used
     }

@@ -157,6 +157,16 @@ impl<V> Table<V> {
         self.len == 0
     }
 
+    /// Makes room for `additional` more keys at once: one bucket array and one node array of
+    /// the final size instead of a doubling (a copy of every node) each time it fills.
+    pub fn reserve(&mut self, additional: usize) {
+        let want = self.len + additional;
+        self.nodes.reserve(want.saturating_sub(self.nodes.len()));
+        if want > self.buckets.len() {
+            self.resize(want.next_power_of_two());
+        }
+    }
+
     #[inline]
     fn mask(&self) -> u64 {
         self.buckets.len() as u64 - 1
@@ -450,6 +460,16 @@ impl<V> ShardedTable<V> {
         (hash >> INNER_BITS) as usize
     }
 
+    /// Makes room for `additional` more keys spread evenly over the shards (as hashed keys
+    /// are), with a little slack for the unevenness; a load that knows its key count (an RDB
+    /// file's RESIZEDB) then never copies a shard's nodes to grow it.
+    pub fn reserve(&mut self, additional: usize) {
+        let per_shard = additional / SHARDS + additional / SHARDS / 8 + 1;
+        for shard in &mut self.shards {
+            shard.reserve(per_shard);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -593,6 +613,38 @@ mod tests {
         // A keyspace entry is 56 bytes: hash, link and key add 32, with no padding.
         assert_eq!(std::mem::size_of::<TableKey>(), 24);
         assert_eq!(std::mem::size_of::<Slot<[u64; 7]>>(), 88);
+    }
+
+    #[test]
+    fn a_reserved_table_takes_its_keys_without_moving_its_nodes() {
+        let n = 100_000;
+        let mut t: ShardedTable<u64> = ShardedTable::new();
+        t.insert_new(b"before"[..].into(), 7);
+        t.reserve(n);
+        let capacities: Vec<(usize, usize)> = t
+            .shards
+            .iter()
+            .map(|s| (s.nodes.capacity(), s.buckets.len()))
+            .collect();
+        for i in 0..n as u64 {
+            t.insert_new(format!("key:{i}").as_bytes().into(), i);
+        }
+        let grown = t
+            .shards
+            .iter()
+            .zip(&capacities)
+            .filter(|(s, (nodes, buckets))| {
+                s.nodes.capacity() != *nodes || s.buckets.len() != *buckets
+            })
+            .count();
+        // Hashing spreads keys evenly enough that the 1/8 slack covers (almost) every shard.
+        assert!(grown * 50 <= SHARDS, "{grown} of {SHARDS} shards grew");
+        assert_eq!(t.len(), n + 1);
+        for i in (0..n as u64).step_by(997) {
+            let pos = t.find(format!("key:{i}").as_bytes()).expect("present");
+            assert_eq!(*t.value_at(pos), i);
+        }
+        assert!(t.find(b"before").is_some());
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub fn load(path: &Path, progress: &Progress) -> Result<(BackupMeta, Arc<Keyspac
     let fresh = Arc::new(Keyspace::new());
     {
         let mut db = fresh.lock();
+        // The recorded count sizes the table once (capped: the file's word is checked later).
+        db.reserve(meta.keys.min(16 << 20) as usize);
         snapshot::load_counting(path, &mut db, &|n| progress.set_done(n))
             .map_err(|e| e.to_string())?;
     }

@@ -28,7 +28,7 @@ pub async fn replace_keyspace(
 ) -> Result<(), String> {
     let persistence = sh.persistence.clone();
     let tenant = tenant.clone();
-    tokio::task::spawn_blocking(move || match persistence {
+    let old = tokio::task::spawn_blocking(move || match persistence {
         Some(p) => p.replace_data(&tenant, &fresh),
         None => {
             let ks = tenant.keyspace();
@@ -37,12 +37,14 @@ pub async fn replace_keyspace(
                 .lock()
                 .replace_contents(&mut fresh_db, ferrite_storage::now_ms());
             drop(fresh_db);
-            drop(old);
-            Ok(())
+            Ok(old)
         }
     })
     .await
-    .map_err(|e| format!("the restore stopped: {e}"))?
+    .map_err(|e| format!("the restore stopped: {e}"))??;
+    // The old contents are nobody's now: freed in the background, after the reply.
+    tokio::task::spawn_blocking(move || drop(old));
+    Ok(())
 }
 
 /// The tenant a restore writes to, if it may: `Ok(Some(t))` to replace `t`'s data, `Ok(None)`
