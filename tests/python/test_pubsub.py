@@ -204,6 +204,65 @@ def test_a_slow_subscriber_is_cut_off(server, admin):
     assert admin.ping()
 
 
+@pytest.mark.ferrite_only
+def test_a_subscriber_above_the_soft_limit_for_its_seconds_is_cut_off(server, admin):
+    # Hard limit off: only the soft one (100 KB for more than 1 s) can cut the subscriber off.
+    admin.config_set("client-output-buffer-limit", "pubsub 0 100kb 1")
+    try:
+        assert admin.config_get("limits.pubsub_output_buffer_soft_limit") == {
+            "limits.pubsub_output_buffer_soft_limit": str(100 * 1024)}
+        s = server.sock()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"SUBSCRIBE soft\r\n")
+        deadline = time.monotonic() + TIMEOUT
+        while admin.pubsub_numsub("soft")[0][1] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        before = int(admin.info("stats")["client_output_buffer_limit_disconnections"])
+        payload = "x" * 10_000
+        # Above the soft limit but for less than its second: still subscribed.
+        p = admin.pipeline(transaction=False)
+        for _ in range(500):
+            p.publish("soft", payload)
+        assert p.execute()[-1] == 1
+        assert admin.pubsub_numsub("soft")[0][1] == 1
+        # Still above it more than a second later: the next message cuts it off.
+        time.sleep(1.3)
+        deadline = time.monotonic() + TIMEOUT
+        while admin.publish("soft", payload) != 0:
+            assert time.monotonic() < deadline, "never cut off"
+            time.sleep(0.05)
+        after = int(admin.info("stats")["client_output_buffer_limit_disconnections"])
+        assert after == before + 1
+        s.close()
+    finally:
+        admin.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+    assert admin.config_get("client-output-buffer-limit") == {
+        "client-output-buffer-limit":
+            "normal 1073741824 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"}
+
+
+@pytest.mark.ferrite_only
+def test_client_output_buffer_limit_config_syntax(admin):
+    original = admin.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+    try:
+        admin.config_set("client-output-buffer-limit", "normal 512mb 0 0 replica 1mb 1mb 10")
+        got = admin.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+        assert got.startswith("normal 536870912 0 0 slave 1048576 1048576 10 pubsub ")
+        assert admin.config_get("limits.client_output_buffer_limit") == {
+            "limits.client_output_buffer_limit": "536870912"}
+        for bad, why in (("pubsub 1mb", "Wrong number of arguments"),
+                         ("nosuch 1 1 1", "Invalid client class"),
+                         ("pubsub x 1 1", "Error in hard, soft or soft_seconds"),
+                         ("pubsub 1mb 1mb 10 normal 1mb 1mb 10", "only a hard limit")):
+            with pytest.raises(redis.ResponseError, match=why):
+                admin.config_set("client-output-buffer-limit", bad)
+            # A refused value changes nothing, not even its valid classes.
+            assert admin.config_get("client-output-buffer-limit")["client-output-buffer-limit"] == got
+    finally:
+        admin.config_set("client-output-buffer-limit", original)
+
+
 def test_the_default_pubsub_limit_is_redis_hard_limit(admin):
     assert admin.config_get("limits.pubsub_output_buffer_limit") == {
         "limits.pubsub_output_buffer_limit": str(32 * 1024 * 1024)

@@ -202,6 +202,13 @@ pub struct LimitsConfig {
     /// A subscriber with more undelivered pub/sub messages than this many bytes is
     /// disconnected (Redis's `client-output-buffer-limit pubsub` hard limit); 0 = no limit.
     pub pubsub_output_buffer_limit: u64,
+    /// A subscriber that stays above this many undelivered bytes for longer than
+    /// `pubsub_output_buffer_soft_seconds` is disconnected (Redis's soft limit); 0 = none.
+    pub pubsub_output_buffer_soft_limit: u64,
+    pub pubsub_output_buffer_soft_seconds: u64,
+    /// The `replica` class of `client-output-buffer-limit` ("hard soft seconds"): kept so that
+    /// CONFIG GET answers what CONFIG SET set; Ferrite has no replicas for it to apply to.
+    pub replica_output_buffer_limit: String,
 }
 
 impl Default for LimitsConfig {
@@ -212,6 +219,9 @@ impl Default for LimitsConfig {
             client_output_buffer_limit: 1024 * 1024 * 1024,
             maxmemory_clients: 1024 * 1024 * 1024,
             pubsub_output_buffer_limit: 32 * 1024 * 1024,
+            pubsub_output_buffer_soft_limit: 8 * 1024 * 1024,
+            pubsub_output_buffer_soft_seconds: 60,
+            replica_output_buffer_limit: "268435456 67108864 60".into(),
         }
     }
 }

@@ -37,6 +37,57 @@ fn boolean(v: &str) -> Result<bool, String> {
     }
 }
 
+/// Redis's `client-output-buffer-limit`: `<class> <hard> <soft> <seconds>` for the classes
+/// normal (Ferrite: `limits.client_output_buffer_limit`, a hard limit only), replica/slave
+/// (kept, no replicas here) and pubsub (`limits.pubsub_output_buffer_*`).
+fn client_output_buffer_limit_get(c: &Config) -> String {
+    let l = &c.limits;
+    format!(
+        "normal {} 0 0 slave {} pubsub {} {} {}",
+        l.client_output_buffer_limit,
+        l.replica_output_buffer_limit,
+        l.pubsub_output_buffer_limit,
+        l.pubsub_output_buffer_soft_limit,
+        l.pubsub_output_buffer_soft_seconds
+    )
+}
+
+fn client_output_buffer_limit_set(c: &mut Config, v: &str) -> Result<(), String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    if words.is_empty() || words.len() % 4 != 0 {
+        return Err("Wrong number of arguments in buffer limit configuration.".into());
+    }
+    // Every class is checked before any is changed: a bad one changes nothing.
+    let mut limits = c.limits.clone();
+    for w in words.chunks_exact(4) {
+        let bad = || "Error in hard, soft or soft_seconds setting in buffer limit configuration.";
+        let hard: u64 = bytes(w[1]).map_err(|_| bad())?;
+        let soft: u64 = bytes(w[2]).map_err(|_| bad())?;
+        let seconds: u64 = w[3].parse().map_err(|_| bad())?;
+        match w[0].to_ascii_lowercase().as_str() {
+            "normal" => {
+                if soft != 0 || seconds != 0 {
+                    return Err("Ferrite has only a hard limit for normal clients: use 'normal <hard> 0 0'.".into());
+                }
+                limits.client_output_buffer_limit = hard;
+            }
+            "slave" | "replica" => {
+                limits.replica_output_buffer_limit = format!("{hard} {soft} {seconds}");
+            }
+            "pubsub" => {
+                limits.pubsub_output_buffer_limit = hard;
+                limits.pubsub_output_buffer_soft_limit = soft;
+                limits.pubsub_output_buffer_soft_seconds = seconds;
+            }
+            _ => {
+                return Err("Invalid client class specified in buffer limit configuration.".into());
+            }
+        }
+    }
+    c.limits = limits;
+    Ok(())
+}
+
 macro_rules! param {
     ($name:expr, $get:expr) => {
         Param {
@@ -73,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 74] = [
+pub static PARAMS: [Param; 77] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -275,6 +326,27 @@ pub static PARAMS: [Param; 74] = [
             c.limits.pubsub_output_buffer_limit = bytes(v)?;
             Ok(())
         }
+    ),
+    param!(
+        "limits.pubsub_output_buffer_soft_limit",
+        |c| c.limits.pubsub_output_buffer_soft_limit.to_string(),
+        |c, v| {
+            c.limits.pubsub_output_buffer_soft_limit = bytes(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "limits.pubsub_output_buffer_soft_seconds",
+        |c| c.limits.pubsub_output_buffer_soft_seconds.to_string(),
+        |c, v| {
+            c.limits.pubsub_output_buffer_soft_seconds = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "client-output-buffer-limit",
+        client_output_buffer_limit_get,
+        client_output_buffer_limit_set
     ),
     param!(
         "limits.client_output_buffer_limit",

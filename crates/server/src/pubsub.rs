@@ -7,8 +7,9 @@
 //! appends it to each receiver's mailbox (under the tenant's channel lock, so every subscriber
 //! sees the messages of a channel in publication order) and wakes the connection, which moves
 //! the mail to its output when what it has is small. A subscriber whose mailbox passes
-//! `limits.pubsub_output_buffer_limit` (Redis's `client-output-buffer-limit pubsub`, 32 MB)
-//! is disconnected: a slow reader costs bounded memory and never slows the publisher.
+//! `limits.pubsub_output_buffer_limit` (Redis's `client-output-buffer-limit pubsub` hard
+//! limit, 32 MB), or stays above the soft limit (8 MB) for more than its seconds (60), is
+//! disconnected: a slow reader costs bounded memory and never slows the publisher.
 //!
 //! When its tenant stops being served here (cutover, deletion) a subscribed connection gets
 //! the redirect (`-MOVED tenant:<id> <addr>`) and is closed, so the client resubscribes on the
@@ -27,7 +28,7 @@ use tokio::sync::Notify;
 use crate::cmd::ServerResult;
 use crate::connection::ClientState;
 use crate::dispatch::{self, Flow};
-use crate::shared::Shared;
+use crate::shared::{PubsubLimits, Shared};
 
 /// Every tenant's channels.
 #[derive(Default)]
@@ -173,8 +174,11 @@ impl TenantChannels {
 pub struct Mailbox {
     resp3: AtomicBool,
     queue: Mutex<BytesMut>,
-    /// Bytes the queue may hold; past it the subscriber is disconnected.
-    limit: AtomicU64,
+    /// What the queue may hold: past the hard limit, or past the soft one for long enough, the
+    /// subscriber is disconnected.
+    limits: Arc<PubsubLimits>,
+    /// When the queue went above the soft limit (Unix ms; 0 = it is not above it).
+    over_soft_since_ms: AtomicU64,
     overflowed: AtomicBool,
     notify: Notify,
 }
@@ -202,12 +206,28 @@ impl Mailbox {
         if self.overflowed.load(Relaxed) {
             return true;
         }
-        if len as u64 > self.limit.load(Relaxed) {
+        let len = len as u64;
+        let hard = self.limits.hard.load(Relaxed);
+        let soft = self.limits.soft.load(Relaxed);
+        let mut over = hard != 0 && len > hard;
+        if soft != 0 && len > soft {
+            // As Redis: the first time above the soft limit starts the clock; still above it
+            // more than `soft_seconds` later, the subscriber is cut off.
+            let now = ferrite_storage::now_ms().max(1);
+            let since = self.over_soft_since_ms.load(Relaxed);
+            if since == 0 {
+                self.over_soft_since_ms.store(now, Relaxed);
+            } else if now - since.min(now) > self.limits.soft_seconds.load(Relaxed) * 1000 {
+                over = true;
+            }
+        } else {
+            self.over_soft_since_ms.store(0, Relaxed);
+        }
+        if over {
             self.overflowed.store(true, Relaxed);
             self.notify.notify_one();
-            return true;
         }
-        false
+        over
     }
 
     /// Resolves when mail arrived (or the limit was passed).
@@ -299,7 +319,8 @@ fn subs<'a>(st: &'a mut ClientState, sh: &Shared) -> &'a mut Subscriptions {
             mailbox: Arc::new(Mailbox {
                 resp3: AtomicBool::new(proto == Protocol::Resp3),
                 queue: Mutex::new(BytesMut::new()),
-                limit: AtomicU64::new(sh.hot.pubsub_output_buffer_limit.load(Relaxed)),
+                limits: sh.hot.pubsub_limits.clone(),
+                over_soft_since_ms: AtomicU64::new(0),
                 overflowed: AtomicBool::new(false),
                 notify: Notify::new(),
             }),

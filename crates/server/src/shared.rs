@@ -13,6 +13,15 @@ use tokio::sync::{Notify, watch};
 use crate::config::Config;
 use crate::stats::{CommandStats, ServerStats};
 
+/// `client-output-buffer-limit pubsub` (bytes; 0 = no limit), read by every subscriber's
+/// mailbox at each delivery, so that CONFIG SET applies to existing subscribers as in Redis.
+#[derive(Debug, Default)]
+pub struct PubsubLimits {
+    pub hard: AtomicU64,
+    pub soft: AtomicU64,
+    pub soft_seconds: AtomicU64,
+}
+
 /// Settings read on every command, kept in atomics so the hot path takes no lock.
 #[derive(Debug, Default)]
 pub struct HotConfig {
@@ -20,8 +29,8 @@ pub struct HotConfig {
     pub client_output_buffer_limit: AtomicU64,
     /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
     pub maxmemory_clients: AtomicU64,
-    /// A subscriber's undelivered messages (bytes; 0 = no limit).
-    pub pubsub_output_buffer_limit: AtomicU64,
+    /// A subscriber's undelivered messages: `client-output-buffer-limit pubsub`.
+    pub pubsub_limits: Arc<PubsubLimits>,
     pub throttle_max_delay_ms: AtomicU64,
     pub redirect_timeout_ms: AtomicU64,
     /// `redirect_mode = "error"`: moved tenants get a plain error instead of -MOVED.
@@ -43,9 +52,16 @@ impl HotConfig {
             .store(c.limits.client_output_buffer_limit, Relaxed);
         self.maxmemory_clients
             .store(c.limits.maxmemory_clients, Relaxed);
-        let pubsub = c.limits.pubsub_output_buffer_limit;
-        self.pubsub_output_buffer_limit
-            .store(if pubsub == 0 { u64::MAX } else { pubsub }, Relaxed);
+        let l = &c.limits;
+        self.pubsub_limits
+            .hard
+            .store(l.pubsub_output_buffer_limit, Relaxed);
+        self.pubsub_limits
+            .soft
+            .store(l.pubsub_output_buffer_soft_limit, Relaxed);
+        self.pubsub_limits
+            .soft_seconds
+            .store(l.pubsub_output_buffer_soft_seconds, Relaxed);
         self.throttle_max_delay_ms
             .store(c.tenancy.throttle_max_delay_ms, Relaxed);
         let ch = &c.tenancy.migration.client_handling;
