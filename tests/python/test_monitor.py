@@ -130,3 +130,31 @@ def test_monitor_is_refused_inside_multi(r2):
         r2.execute_command("MONITOR")
     with pytest.raises(redis.exceptions.ExecAbortError):
         r2.execute_command("EXEC")
+
+
+@pytest.mark.ferrite_only
+def test_a_monitor_that_never_reads_is_cut_off_at_the_pubsub_limit(server, admin):
+    t = next(_names)
+    admin.execute_command("TENANT.CREATE", t, "PASSWORD", "pw")
+    admin.config_set("limits.pubsub_output_buffer_limit", str(1024 * 1024))
+    try:
+        mon = _monitor_socket(server, t, "pw")
+        mon.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        before = int(admin.info("stats")["client_output_buffer_limit_disconnections"])
+        c = redis.Redis(port=server.port, username=t, password="pw", socket_timeout=TIMEOUT)
+        payload = b"x" * 10_000
+        p = c.pipeline(transaction=False)
+        for i in range(2000):  # about 20 MB of monitor lines
+            p.set(f"k{i % 10}", payload)
+        p.execute()
+        deadline = time.monotonic() + TIMEOUT
+        while int(admin.info("stats")["client_output_buffer_limit_disconnections"]) == before:
+            assert time.monotonic() < deadline, "the monitor was never cut off"
+            time.sleep(0.05)
+        # The tenant's own clients, and everyone else, carry on.
+        assert c.get("k1") == payload
+        assert admin.ping()
+        mon.close()
+    finally:
+        admin.config_set("limits.pubsub_output_buffer_limit", str(32 * 1024 * 1024))
+        admin.execute_command("TENANT.DELETE", t, "FORCE")

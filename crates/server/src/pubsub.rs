@@ -682,7 +682,9 @@ pub fn set_keyspace_events(sh: &Arc<Shared>, tenant: &ferrite_tenancy::Tenant, f
 #[derive(Default)]
 pub struct Monitors {
     count: std::sync::atomic::AtomicUsize,
-    list: Mutex<Vec<Monitor>>,
+    /// Read on every command while anyone monitors (shared, so commands of different tenants
+    /// do not serialize on it); written only when a monitor starts or ends.
+    list: RwLock<Vec<Monitor>>,
 }
 
 /// One connection in MONITOR mode.
@@ -694,13 +696,13 @@ struct Monitor {
 
 impl Monitors {
     fn add(&self, mailbox: Arc<Mailbox>, tenant: Option<Arc<str>>) {
-        let mut l = self.list.lock();
+        let mut l = self.list.write();
         l.push(Monitor { mailbox, tenant });
         self.count.store(l.len(), Relaxed);
     }
 
     fn remove(&self, mailbox: &Arc<Mailbox>) {
-        let mut l = self.list.lock();
+        let mut l = self.list.write();
         l.retain(|m| !Arc::ptr_eq(&m.mailbox, mailbox));
         self.count.store(l.len(), Relaxed);
     }
@@ -771,6 +773,17 @@ pub fn feed_monitors(
     {
         return;
     }
+    let tenant = st.tenant.id();
+    let tenant_client = st.is_tenant_client();
+    let monitors = sh.pubsub.monitors.list.read();
+    let sees = |m: &Monitor| match &m.tenant {
+        None => true,
+        Some(t) => tenant_client && **t == *tenant,
+    };
+    // Another tenant's monitor costs this command a look at the list, never the formatting.
+    if !monitors.iter().any(sees) {
+        return;
+    }
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
@@ -791,7 +804,6 @@ pub fn feed_monitors(
         micros % 1_000_000,
         st.info.addr
     );
-    let tenant = st.tenant.id();
     let own = [head.as_bytes(), b"] ", &body, b"\r\n"].concat();
     let admin = [
         head.as_bytes(),
@@ -802,12 +814,8 @@ pub fn feed_monitors(
         b"\r\n",
     ]
     .concat();
-    let tenant_client = st.is_tenant_client();
-    for m in sh.pubsub.monitors.list.lock().iter() {
-        match &m.tenant {
-            None => m.mailbox.deliver(&admin),
-            Some(t) if tenant_client && **t == *tenant => m.mailbox.deliver(&own),
-            Some(_) => {}
-        }
+    for m in monitors.iter().filter(|m| sees(m)) {
+        m.mailbox
+            .deliver(if m.tenant.is_none() { &admin } else { &own });
     }
 }
