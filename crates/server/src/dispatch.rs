@@ -95,6 +95,28 @@ pub async fn execute(
             .error(&crate::pubsub::not_allowed_in_subscribed_mode(spec.name));
         return Flow::Continue;
     }
+    // While the tenant's script has run past busy-reply-threshold, its other clients may only
+    // run what Redis flags allow-busy (SCRIPT KILL, MULTI, ...); refused commands doom a
+    // transaction being queued, and a refused EXEC discards it (Redis's rejectCommand).
+    if let Some(e) = crate::scripting::refuse_while_busy(sh, &st.tenant, spec.name, &args) {
+        if let Some(s) = sh.cmd_stats.get(index) {
+            s.rejected.fetch_add(1, Relaxed);
+        }
+        let e = if spec.name == "exec" {
+            st.multi = None;
+            st.watched.clear();
+            st.info.fields.lock().multi = -1;
+            ErrorReply::coded(
+                "EXECABORT",
+                format_args!("Transaction discarded because of: {}", e.text()),
+            )
+        } else {
+            flag_multi_error(st);
+            e
+        };
+        ReplyWriter::new(out, st.proto).error(&e);
+        return Flow::Continue;
+    }
     if let Some((queue, _)) = st.multi.as_mut() {
         if !matches!(
             spec.name,

@@ -487,6 +487,31 @@ pub async fn or_busy<F: std::future::Future>(
     }
 }
 
+/// `-BUSY` if `tenant` runs a script that has run for `busy-reply-threshold` and the command
+/// `name` is not one Redis 7.0 flags allow-busy (AUTH, HELLO, MULTI, DISCARD, WATCH, UNWATCH,
+/// RESET, QUIT, SHUTDOWN, SCRIPT KILL, FUNCTION KILL, FUNCTION STATS). Ferrite's operator
+/// commands (TENANT.*) are never refused: a tenant's script must not lock out its operator.
+pub fn refuse_while_busy(
+    sh: &Shared,
+    tenant: &Tenant,
+    name: &str,
+    args: &Args<'_>,
+) -> Option<ErrorReply> {
+    let (since, kind) = tenant.scripts().running_since()?;
+    let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
+    if ferrite_storage::now_ms().saturating_sub(since) < threshold {
+        return None;
+    }
+    let allowed = match name {
+        "auth" | "hello" | "multi" | "discard" | "watch" | "unwatch" | "reset" | "quit"
+        | "shutdown" => true,
+        "script" => args.len() == 2 && args.is(1, "kill"),
+        "function" => args.len() == 2 && (args.is(1, "kill") || args.is(1, "stats")),
+        _ => name.starts_with("tenant."),
+    };
+    (!allowed).then(|| busy_error(kind))
+}
+
 /// How [`start`] left a script.
 enum Started {
     /// Finished: the reply and the number of commands it ran.
