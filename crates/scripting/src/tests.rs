@@ -56,6 +56,7 @@ impl Host for FakeHost {
                 w.bulk(b"v");
             }
             ("exists", 2) => w.boolean(self.data.contains_key(argv[1])),
+            ("lpush", n) if n >= 3 => w.int(n as i64 - 2),
             ("incrbyfloat", 3) => w.double(1.5),
             ("lrange", 4) => {
                 w.array(3);
@@ -316,6 +317,24 @@ fn errors_read_as_redis_writes_them() {
             .starts_with("-ERR Error compiling script (new function): user_script:1:")
     );
     assert!(eval("redis.setresp(4)").starts_with("-ERR RESP version must be 2 or 3. script:"));
+}
+
+/// Redis's Lua allows 8000 values on a C function's stack (LUAI_MAXCSTACK): `unpack` of 7999
+/// values (plus the table) fits, whether returned or passed on to redis.call; 8000 do not.
+#[test]
+fn unpack_takes_as_many_values_as_redis_s() {
+    let fill = |n: u32| format!("local a = {{}} for i = 1, {n} do a[i] = 1 end ");
+    assert_eq!(eval(&(fill(7999) + "return #{unpack(a)}")), ":7999\r\n");
+    assert_eq!(
+        eval(&(fill(7999) + "return redis.call('lpush', 'l', unpack(a))")),
+        ":7999\r\n"
+    );
+    assert_eq!(eval(&(fill(3) + "return {unpack(a, 2)}")), "*2\r\n:1\r\n:1\r\n");
+    assert!(
+        eval(&(fill(8000) + "return #{unpack(a)}")).contains("too many results to unpack"),
+        "{}",
+        eval(&(fill(8000) + "return #{unpack(a)}"))
+    );
 }
 
 #[test]
