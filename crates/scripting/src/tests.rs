@@ -605,6 +605,39 @@ fn a_killed_script_stops_even_inside_pcall() {
     );
 }
 
+/// FUNCTION KILL, then FUNCTION LOAD REPLACE of the same library: the load runs (the kill
+/// belonged to the killed function only), and so does the function after it.
+#[test]
+fn a_kill_does_not_outlive_the_killed_function() {
+    let mut e = engine();
+    let mut h = FakeHost::default();
+    let lib = "#!lua name=test\nlocal a = 1 while a > 0 do a = a + 1 if a > 100000 then a = 1 break end end\n\
+               redis.register_function('Loop', function() while true do end end)\n\
+               redis.register_function('one', function() return 1 end)";
+    e.load_library(lib.as_bytes(), false).unwrap();
+    h.kill.store(true, Ordering::Relaxed);
+    let r = match e.run(Target::Function("loop"), &[], &[], Protocol::Resp2, &mut h, None) {
+        Ok(Step::Done(r)) => String::from_utf8_lossy(&r).into_owned(),
+        Ok(Step::Suspended) => panic!("suspended without a deadline"),
+        Err(crate::RunError::Reply(err)) => format!("-{}", err.text()),
+    };
+    assert!(r.starts_with("-ERR Script killed by user"), "{r}");
+    h.kill.store(false, Ordering::Relaxed);
+    for _ in 0..2 {
+        assert_eq!(e.load_library(lib.as_bytes(), true).unwrap(), "test");
+    }
+    match e.run(Target::Function("ONE"), &[], &[], Protocol::Resp2, &mut h, None) {
+        Ok(Step::Done(r)) => assert_eq!(&r[..], b":1\r\n"),
+        _ => panic!("FCALL ONE (case-insensitive) did not run"),
+    }
+    let names: Vec<String> = e.libraries(|_| true)[0]
+        .functions
+        .iter()
+        .map(|f| f.0.clone())
+        .collect();
+    assert_eq!(names, ["Loop", "one"]);
+}
+
 #[test]
 fn the_cache_is_bounded() {
     let mut e = Engine::new(

@@ -255,7 +255,14 @@ fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
     let n = std::str::from_utf8(args.get(2))
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(ErrorReply::not_integer)?;
+        .ok_or_else(|| {
+            // FCALL words it its own way (functions.c), EVAL as any integer argument.
+            if args.get(0).len() >= 5 && args.get(0)[..5].eq_ignore_ascii_case(b"fcall") {
+                ErrorReply::err("Bad number of keys provided")
+            } else {
+                ErrorReply::not_integer()
+            }
+        })?;
     if n < 0 {
         return Err(ErrorReply::err("Number of keys can't be negative"));
     }
@@ -842,14 +849,17 @@ pub async fn function(
         "stats" if n == 2 => {
             function_stats(st, out);
         }
-        "load" if n == 3 || n == 4 => {
-            let replace = n == 4;
-            if replace && !args.is(2, "replace") {
-                return Err(ErrorReply::err(format!(
-                    "Unknown option given: {}",
-                    String::from_utf8_lossy(args.get(2))
-                )));
+        "load" if n >= 3 => {
+            // Every argument before the code is an option; REPLACE is the only one.
+            for i in 2..n - 1 {
+                if !args.is(i, "replace") {
+                    return Err(ErrorReply::err(format!(
+                        "Unknown option given: {}",
+                        String::from_utf8_lossy(args.get(i))
+                    )));
+                }
             }
+            let replace = n > 3;
             let code = args.get(n - 1);
             let name = with_engine(st, sh, true, |db, te| {
                 let name = te.engine.load_library(code, replace)?;
@@ -899,7 +909,10 @@ pub async fn function(
                 if args.is(i, "withcode") && !with_code {
                     with_code = true;
                     i += 1;
-                } else if args.is(i, "libraryname") && pattern.is_none() && i + 1 < n {
+                } else if args.is(i, "libraryname") && pattern.is_none() {
+                    if i + 1 >= n {
+                        return Err(ErrorReply::err("library name argument was not given"));
+                    }
                     pattern = Some(args.get(i + 1).to_vec());
                     i += 2;
                 } else {
@@ -1060,6 +1073,14 @@ fn restore_libraries(
             engine.flush_libraries();
         }
         for code in codes {
+            if policy == Restore::Append {
+                // Redis's libraryJoin words this without quotes (FUNCTION LOAD quotes the name).
+                if let Ok((name, _)) = ferrite_scripting::functions::parse_library_header(code) {
+                    if !engine.libraries(|n| n == name).is_empty() {
+                        return Err(ErrorReply::err(format!("Library {name} already exists")));
+                    }
+                }
+            }
             engine.load_library(code, policy != Restore::Append)?;
         }
         Ok(())
