@@ -29,8 +29,51 @@ pub enum Flow {
     Close,
 }
 
-/// Runs one request and writes its reply into `out`.
+/// Runs one request and writes its reply into `out`, unless CLIENT REPLY drops it (as in
+/// Redis, the replies of the pub/sub commands are pushes and always go out).
 pub async fn execute(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> Flow {
+    use crate::connection::ReplyMode;
+    let before = out.len();
+    let flow = execute_command(st, sh, args, out).await;
+    let drop_reply = match st.reply_mode {
+        ReplyMode::On => false,
+        ReplyMode::Off => true,
+        ReplyMode::Skip => {
+            st.reply_mode = ReplyMode::On;
+            true
+        }
+        // CLIENT REPLY SKIP just ran (it has no reply): the next command's is dropped.
+        ReplyMode::SkipNext => {
+            st.reply_mode = ReplyMode::Skip;
+            true
+        }
+    };
+    if drop_reply && out.len() > before && !pushes_reply(args.get(0)) {
+        out.truncate(before);
+    }
+    flow
+}
+
+/// The pub/sub commands, whose replies Redis sends as pushes (never dropped by CLIENT REPLY).
+fn pushes_reply(name: &[u8]) -> bool {
+    [
+        &b"subscribe"[..],
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+        b"ssubscribe",
+        b"sunsubscribe",
+    ]
+    .iter()
+    .any(|c| name.eq_ignore_ascii_case(c))
+}
+
+async fn execute_command(
     st: &mut ClientState,
     sh: &Arc<Shared>,
     args: Args<'_>,
