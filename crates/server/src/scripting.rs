@@ -147,6 +147,22 @@ impl Host for ScriptHost<'_> {
                 "Wrong number of args calling Redis command from script",
             ));
         }
+        // Redis 7.0 refuses the blocking commands it flags `noscript` (BLMPOP and BZMPOP are
+        // not: they run without blocking, as in MULTI), and XREAD / XREADGROUP given BLOCK.
+        if matches!(
+            spec.name,
+            "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax"
+        ) {
+            return Err(ErrorReply::err(
+                "This Redis command is not allowed from script",
+            ));
+        }
+        if matches!(spec.name, "xread" | "xreadgroup") && blocking_read(argv) {
+            return Err(ErrorReply::err(format_args!(
+                "{} command is not allowed with BLOCK option from scripts",
+                String::from_utf8_lossy(name)
+            )));
+        }
         self.calls += 1;
         let f = match spec.handler {
             Handler::Data(f) => f,
@@ -205,6 +221,15 @@ impl Host for ScriptHost<'_> {
     fn command_exists(&self, name: &[u8]) -> bool {
         lookup(name).is_some()
     }
+}
+
+/// XREAD / XREADGROUP with a BLOCK option (before STREAMS, with its argument).
+fn blocking_read(argv: &[&[u8]]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+        .enumerate()
+        .any(|(i, a)| a.eq_ignore_ascii_case(b"block") && i + 2 < argv.len())
 }
 
 /// The server commands a script may call: those that only answer (Redis allows them too).
