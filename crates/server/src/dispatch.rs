@@ -40,6 +40,15 @@ pub async fn execute(
     use crate::connection::ReplyMode;
     let before = out.len();
     let flow = execute_command(st, sh, args, out).await;
+    // INFO errorstats: every error reply, by code, for the server and for the tenant of one of
+    // its own clients.
+    if out.get(before) == Some(&b'-') {
+        let reply = &out[before + 1..];
+        sh.cmd_stats.errors.count(reply);
+        if st.is_tenant_client() {
+            st.tenant.stats.errors.count(reply);
+        }
+    }
     let drop_reply = match st.reply_mode {
         ReplyMode::On => false,
         ReplyMode::Off => true,

@@ -97,7 +97,11 @@ pub(crate) fn check_libraries<'a>(codes: impl Iterator<Item = &'a [u8]>) -> Resu
     Ok(())
 }
 
-fn put_engine(db: &mut Db, te: Box<TenantEngine>) {
+/// Also records the size of the EVAL cache for INFO (which does not take the lock).
+fn put_engine(db: &mut Db, tenant: &Tenant, te: Box<TenantEngine>) {
+    tenant
+        .scripts()
+        .set_cached_scripts(te.engine.cache_stats().0);
     db.scripting_mut().put_engine(te);
 }
 
@@ -360,11 +364,11 @@ pub async fn run(
     );
     let (reply, calls) = match started {
         Err(e) => {
-            put_engine(&mut db, te);
+            put_engine(&mut db, &tenant, te);
             return Err(e);
         }
         Ok(Started::Done(reply, calls)) => {
-            put_engine(&mut db, te);
+            put_engine(&mut db, &tenant, te);
             drop(db);
             (reply, calls)
         }
@@ -392,7 +396,7 @@ pub async fn run(
                 let reply = te.engine.resume(&mut host);
                 let calls = host.calls;
                 end_run(&mut db, &job_tenant, now);
-                put_engine(&mut db, te);
+                put_engine(&mut db, &job_tenant, te);
                 drop(db);
                 (reply, calls, rng, garbage)
             };
@@ -472,7 +476,7 @@ pub fn run_in_transaction(
         (&keys, &argv),
         None,
     );
-    put_engine(db, te);
+    put_engine(db, tenant, te);
     match started? {
         Started::Done(reply, calls) => {
             if calls > 1 {
@@ -703,7 +707,7 @@ async fn with_engine<R>(
     tenant
         .scripts()
         .set_function_counts(te.engine.function_counts());
-    put_engine(&mut db, te);
+    put_engine(&mut db, &tenant, te);
     drop(db);
     drop(admitted);
     r
