@@ -68,3 +68,20 @@ def test_a_tenant_sees_its_own_errors_only(server, admin):
     finally:
         for t in (a, b):
             admin.execute_command("TENANT.DELETE", t, "FORCE")
+
+
+def test_the_error_of_a_blocked_command_is_counted(server, admin):
+    from helpers import Conn, wait_until
+
+    admin.execute_command("CONFIG", "RESETSTAT")
+    admin.execute_command("XGROUP", "CREATE", "mystream", "mygroup", "$", "MKSTREAM")
+    c = Conn(server.client())
+    c.send("XREADGROUP", "GROUP", "mygroup", "Alice", "BLOCK", 0, "STREAMS", "mystream", ">")
+    wait_until(lambda: admin.info("clients")["blocked_clients"] == 1, what="blocked")
+    admin.execute_command("XGROUP", "DESTROY", "mystream", "mygroup")
+    with pytest.raises(redis.ResponseError) as ei:
+        c.read()
+    assert str(ei.value).startswith("NOGROUP")
+    assert errorstats(admin)["NOGROUP"] == 1
+    stat = admin.info("commandstats")["cmdstat_xreadgroup"]
+    assert (stat["calls"], stat["rejected_calls"], stat["failed_calls"]) == (1, 0, 1)

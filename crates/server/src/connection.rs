@@ -353,9 +353,17 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             .await
             {
                 Some(why) => {
+                    let before = out.len();
                     if blocked.finish(why, state.proto, &mut out) {
                         state.blocked = Some(blocked);
                         continue;
+                    }
+                    // The blocking command's reply (-NOGROUP, -UNBLOCKED...) is written only now.
+                    if out.get(before) == Some(&b'-') {
+                        dispatch::count_error(&state, &shared, &out[before..]);
+                        if let Some((index, _)) = state.last_cmd {
+                            dispatch::count_failed(&state, &shared, index);
+                        }
                     }
                     // A served pop is a write: it is durable before the reply goes out.
                     state.batch.wrote = true;

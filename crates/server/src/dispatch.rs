@@ -40,15 +40,7 @@ pub async fn execute(
     use crate::connection::ReplyMode;
     let before = out.len();
     let flow = execute_command(st, sh, args, out).await;
-    // INFO errorstats: every error reply, by code, for the server and for the tenant of one of
-    // its own clients.
-    if out.get(before) == Some(&b'-') {
-        let reply = &out[before + 1..];
-        sh.cmd_stats.errors.count(reply);
-        if st.is_tenant_client() {
-            st.tenant.stats.errors.count(reply);
-        }
-    }
+    count_error(st, sh, &out[before..]);
     let drop_reply = match st.reply_mode {
         ReplyMode::On => false,
         ReplyMode::Off => true,
@@ -66,6 +58,34 @@ pub async fn execute(
         out.truncate(before);
     }
     flow
+}
+
+/// INFO errorstats: counts `reply` if it is an error, by code, for the server and for the
+/// tenant of one of its own clients.
+pub fn count_error(st: &ClientState, sh: &Shared, reply: &[u8]) {
+    if let Some(text) = reply.strip_prefix(b"-") {
+        sh.cmd_stats.errors.count(text);
+        if st.is_tenant_client() {
+            st.tenant.stats.errors.count(text);
+        }
+    }
+}
+
+/// A command that already counted as a call failed afterwards (a blocking command answered
+/// with an error when its wait ended): its `failed_calls`, for the server and the tenant.
+pub fn count_failed(st: &ClientState, sh: &Shared, index: usize) {
+    if let Some(s) = sh.cmd_stats.get(index) {
+        s.failed.fetch_add(1, Relaxed);
+    }
+    if st.is_tenant_client() {
+        let per_tenant = st
+            .tenant
+            .stats
+            .command_counters(sh.cmd_stats.by_command.len());
+        if let Some(c) = per_tenant.get(index) {
+            c.failed.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// The pub/sub commands, whose replies Redis sends as pushes (never dropped by CLIENT REPLY).
