@@ -56,3 +56,19 @@ def test_unpack_of_7999_values(r2):
     assert len(r2.execute_command("EVAL", fill + "return {unpack(a)}", 0)) == 7999
     assert "too many results to unpack" in cmd_error(
         r2, "EVAL", fill + "a[8000] = 1 return {unpack(a)}", 0)
+
+
+def test_sort_by_constant_is_ordered_for_scripts(r2):
+    members = "a b c d e f g h i l m n o p q r s t u v z aa aaa azz".split()
+    r2.sadd("myset", *members)
+    assert r2.execute_command("EVAL", "return redis.call('sort',KEYS[1],'by','_')", 1,
+                              "myset") == sorted(members)
+    r2.delete("myset")
+    r2.sadd("myset", "c", "a", "b")
+    assert r2.execute_command(
+        "EVAL", "return redis.call('sort',KEYS[1],'by','_','get','#','get','_:*')", 1,
+        "myset") == ["a", None, "b", None, "c", None]
+    # Lists keep their own order.
+    r2.rpush("l", "b", "a")
+    assert r2.execute_command("EVAL", "return redis.call('sort',KEYS[1],'by','_')", 1, "l") == \
+        ["b", "a"]

@@ -570,6 +570,8 @@ pub struct Exec<'a> {
     /// Length the output buffer may reach; past it the reply is dropped (see
     /// [`crate::output`]).
     pub reply_limit: usize,
+    /// The command is a script's `redis.call` (see `Ctx::from_script`).
+    pub from_script: bool,
 }
 
 impl Exec<'_> {
@@ -593,6 +595,7 @@ impl Exec<'_> {
             rng: self.rng,
             max_bulk: self.max_bulk,
             garbage: self.garbage,
+            from_script: self.from_script,
         };
         // Runs the command and hands the keyspace's subscribers its effects (write-effects
         // journal), still under the lock.
@@ -661,6 +664,7 @@ async fn run_data(
                 max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
                 garbage: &mut garbage,
                 reply_limit: st.reply_limit,
+                from_script: false,
             };
             exec.run(spec, f, args, out)?;
         } else {
@@ -729,6 +733,7 @@ async fn run_long(
                     max_bulk,
                     garbage,
                     reply_limit,
+                    from_script: false,
                 };
                 exec.run(spec, f, args, &mut reply)
             }))

@@ -204,6 +204,7 @@ impl Host for ScriptHost<'_> {
             // The reply goes to the script, not the client; the script's own reply is limited
             // by the engine.
             reply_limit: usize::MAX,
+            from_script: true,
         };
         exec.run(spec, f, args, out)
     }
