@@ -329,7 +329,10 @@ fn unpack_takes_as_many_values_as_redis_s() {
         eval(&(fill(7999) + "return redis.call('lpush', 'l', unpack(a))")),
         ":7999\r\n"
     );
-    assert_eq!(eval(&(fill(3) + "return {unpack(a, 2)}")), "*2\r\n:1\r\n:1\r\n");
+    assert_eq!(
+        eval(&(fill(3) + "return {unpack(a, 2)}")),
+        "*2\r\n:1\r\n:1\r\n"
+    );
     assert!(
         eval(&(fill(8000) + "return #{unpack(a)}")).contains("too many results to unpack"),
         "{}",
@@ -616,7 +619,14 @@ fn a_kill_does_not_outlive_the_killed_function() {
                redis.register_function('one', function() return 1 end)";
     e.load_library(lib.as_bytes(), false).unwrap();
     h.kill.store(true, Ordering::Relaxed);
-    let r = match e.run(Target::Function("loop"), &[], &[], Protocol::Resp2, &mut h, None) {
+    let r = match e.run(
+        Target::Function("loop"),
+        &[],
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
         Ok(Step::Done(r)) => String::from_utf8_lossy(&r).into_owned(),
         Ok(Step::Suspended) => panic!("suspended without a deadline"),
         Err(crate::RunError::Reply(err)) => format!("-{}", err.text()),
@@ -626,7 +636,14 @@ fn a_kill_does_not_outlive_the_killed_function() {
     for _ in 0..2 {
         assert_eq!(e.load_library(lib.as_bytes(), true).unwrap(), "test");
     }
-    match e.run(Target::Function("ONE"), &[], &[], Protocol::Resp2, &mut h, None) {
+    match e.run(
+        Target::Function("ONE"),
+        &[],
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
         Ok(Step::Done(r)) => assert_eq!(&r[..], b":1\r\n"),
         _ => panic!("FCALL ONE (case-insensitive) did not run"),
     }

@@ -61,7 +61,9 @@ fn command_keys<'a>(s: &CommandSpec, args: &Args<'a>) -> Option<Result<Vec<&'a [
             if rest == 0 || rest % 2 != 0 {
                 return Some(Err(()));
             }
-            Ok((streams + 1..streams + 1 + rest / 2).map(|i| args.get(i)).collect())
+            Ok((streams + 1..streams + 1 + rest / 2)
+                .map(|i| args.get(i))
+                .collect())
         }
         _ => return None,
     })
