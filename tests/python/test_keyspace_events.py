@@ -73,6 +73,28 @@ def test_events_of_each_family(server, admin, events_off):
     assert nothing_more(p)
 
 
+def test_stream_consumer_events(server, admin, events_off):
+    # unit/pubsub "Keyspace notifications: stream events test": XREADGROUP, XCLAIM and
+    # XAUTOCLAIM announce the consumers they create, and only those.
+    admin.config_set("notify-keyspace-events", "Kt")
+    c = server.client(decode_responses=True)
+    p = c.pubsub()
+    p.psubscribe("*")
+    messages(p, 1, timeout=0.2)
+    c.execute_command("XGROUP", "CREATE", "mystream", "mygroup", "$", "MKSTREAM")
+    c.execute_command("XGROUP", "CREATECONSUMER", "mystream", "mygroup", "Bob")
+    sid = c.xadd("mystream", {"field1": "A"}, id="1")
+    c.execute_command("XREADGROUP", "GROUP", "mygroup", "Alice", "STREAMS", "mystream", ">")
+    c.execute_command("XCLAIM", "mystream", "mygroup", "Mike", 0, sid, "FORCE")
+    c.execute_command("XGROUP", "DELCONSUMER", "mystream", "mygroup", "Lee")
+    c.execute_command("XAUTOCLAIM", "mystream", "mygroup", "Bob", 0, sid)
+    c.execute_command("XGROUP", "DELCONSUMER", "mystream", "mygroup", "Bob")
+    events = [data for _, data in messages(p, 6)]
+    assert events == ["xgroup-create", "xgroup-createconsumer", "xadd", "xgroup-createconsumer",
+                      "xgroup-createconsumer", "xgroup-delconsumer"]
+    assert nothing_more(p)
+
+
 def test_keyspace_channel_and_expired(server, admin, events_off):
     admin.config_set("notify-keyspace-events", "Kx$")
     c = server.client(decode_responses=True)

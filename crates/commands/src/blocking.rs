@@ -763,6 +763,7 @@ mod tests {
             rng: &mut rng,
             max_bulk: 1 << 20,
             garbage: &mut garbage,
+            from_script: false,
         };
         let r = attempt_blpop(&mut ctx, req.args(), Some(b"b")).unwrap();
         assert!(matches!(r, Attempt::Served));

@@ -44,6 +44,9 @@ pub struct Ctx<'a, 'w> {
     /// Largest string a command may build (SETRANGE, APPEND): `proto-max-bulk-len`.
     pub max_bulk: usize,
     pub garbage: &'a mut Garbage,
+    /// Called by a script (`redis.call`): SORT of a set BY a constant sorts lexicographically,
+    /// as Redis does for scripts, so a script sees a deterministic order.
+    pub from_script: bool,
 }
 
 /// A data command's function.

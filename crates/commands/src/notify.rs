@@ -3,9 +3,9 @@
 //! create, modify or delete (`ferrite_storage::notify`). A key the command did not change gets no
 //! event, as in Redis (an SREM of a missing member announces nothing).
 //!
-//! Not announced: `keymiss` (`m`), `evicted` (Ferrite never evicts), `xtrim` after an XADD
-//! that trimmed, and the `xgroup-createconsumer` that XREADGROUP/XCLAIM/XAUTOCLAIM send when they
-//! create a consumer.
+//! Not announced: `keymiss` (`m`), `evicted` (Ferrite never evicts) and `xtrim` after an XADD
+//! that trimmed. The `xgroup-createconsumer` that XREADGROUP/XCLAIM/XAUTOCLAIM send when they
+//! create a consumer is emitted by the stream commands themselves.
 
 use ferrite_protocol::Args;
 use ferrite_storage::Db;

@@ -135,6 +135,7 @@ impl Replayer {
                 rng: &mut self.rng,
                 max_bulk: self.max_bulk,
                 garbage: &mut garbage,
+                from_script: false,
             };
             ctx.run(f, args)
         };

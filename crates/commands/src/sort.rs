@@ -122,7 +122,8 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, read_only: bool) -> CmdRe
         };
     // A set has no order of its own: sorting it lexicographically keeps the result (and what a
     // stored copy replays to) deterministic, as Redis does for STORE.
-    if dontsort && is_set && store.is_some() {
+    // Scripts get the same order (Redis: STORE or CLIENT_SCRIPT).
+    if dontsort && is_set && (store.is_some() || ctx.from_script) {
         dontsort = false;
         alpha = true;
         by = None;

@@ -1028,6 +1028,17 @@ fn setid_effect(key: &[u8], group: &[u8], s: &StreamValue) -> Option<Vec<Vec<u8>
     ])
 }
 
+/// `xgroup-createconsumer` for a consumer a read or a claim created.
+fn announce_consumer(events: Option<&ferrite_storage::notify::KeyEvents>, key: &[u8]) {
+    if let Some(ev) = events {
+        ev.emit(
+            ferrite_storage::notify::class::STREAM,
+            "xgroup-createconsumer",
+            key,
+        );
+    }
+}
+
 fn createconsumer_effect(key: &[u8], group: &[u8], consumer: &[u8]) -> Vec<Vec<u8>> {
     vec![
         b"XGROUP".to_vec(),
@@ -1051,12 +1062,14 @@ fn serve_group(
     let now = ctx.now;
     let wants = ctx.db.wants_effects();
     let mut effects: Vec<Vec<Vec<u8>>> = Vec::new();
+    let events = ctx.db.notifying().then(|| ctx.db.key_events().clone());
     let Slot::Occupied(mut o) = ctx.db.entry(key, now) else {
         ctx.w.array(0);
         return Ok(());
     };
     let s = as_stream_mut(o.get_mut())?;
     if s.create_consumer(group, consumer, now) {
+        announce_consumer(events.as_deref(), key);
         effects.push(createconsumer_effect(key, group, consumer));
     } else {
         s.touch_consumer(group, consumer, now);
@@ -1565,6 +1578,9 @@ fn xclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let wants = ctx.db.wants_effects();
     let mut effects: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut claimed: Vec<StreamId> = Vec::new();
+    // XREADGROUP, XCLAIM and XAUTOCLAIM announce the consumers they create (Redis 7.0's
+    // streamCreateConsumer): emitted at once, as nothing else of theirs is announced.
+    let events = ctx.db.notifying().then(|| ctx.db.key_events().clone());
     let Slot::Occupied(mut o) = ctx.db.entry(key, now) else {
         return Err(no_such_key_or_group(key, group));
     };
@@ -1605,7 +1621,9 @@ fn xclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             None => continue,
         };
         if !consumer_ready {
-            if !s.create_consumer(group, consumer, now) {
+            if s.create_consumer(group, consumer, now) {
+                announce_consumer(events.as_deref(), key);
+            } else {
                 s.touch_consumer(group, consumer, now);
             }
             consumer_ready = true;
@@ -1689,6 +1707,9 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let mut effects: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut claimed: Vec<StreamId> = Vec::new();
     let mut deleted: Vec<StreamId> = Vec::new();
+    // XREADGROUP, XCLAIM and XAUTOCLAIM announce the consumers they create (Redis 7.0's
+    // streamCreateConsumer): emitted at once, as nothing else of theirs is announced.
+    let events = ctx.db.notifying().then(|| ctx.db.key_events().clone());
     let Slot::Occupied(mut o) = ctx.db.entry(key, now) else {
         return Err(no_such_key_or_group(key, group));
     };
@@ -1731,7 +1752,9 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             continue;
         }
         if !consumer_ready {
-            if !s.create_consumer(group, consumer, now) {
+            if s.create_consumer(group, consumer, now) {
+                announce_consumer(events.as_deref(), key);
+            } else {
                 s.touch_consumer(group, consumer, now);
             }
             consumer_ready = true;

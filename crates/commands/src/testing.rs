@@ -107,6 +107,7 @@ fn run_locked<S: AsRef<[u8]>>(
                     rng,
                     max_bulk: 512 * 1024 * 1024,
                     garbage: &mut garbage,
+                    from_script: false,
                 };
                 ctx.run(f, args)
             }

@@ -119,10 +119,14 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// Longest text read as a double: Redis's MAX_LONG_DOUBLE_CHARS (its strtod takes any length;
+/// DBL_MAX written out in full is 309 digits plus decimals).
+const MAX_FLOAT_CHARS: usize = 5 * 1024;
+
 /// Parses a double the way Redis does (`strtod` on the whole string): decimal or exponent forms,
 /// `inf`/`-inf`/`+inf`; no spaces, no NaN.
 pub fn parse_f64(s: &[u8]) -> Option<f64> {
-    if s.is_empty() || s.len() > 256 || s[0].is_ascii_whitespace() {
+    if s.is_empty() || s.len() > MAX_FLOAT_CHARS || s[0].is_ascii_whitespace() {
         return None;
     }
     let t = std::str::from_utf8(s).ok()?;
@@ -256,5 +260,9 @@ mod tests {
         for s in ["", "nan", " 1", "1x", "abc"] {
             assert_eq!(parse_f64(s.as_bytes()), None, "{s:?}");
         }
+        // DBL_MAX written out (unit/type/zset "zset score double range").
+        let dbl_max = format!("{:.17}", f64::MAX);
+        assert_eq!(dbl_max.len(), 309 + 18);
+        assert_eq!(parse_f64(dbl_max.as_bytes()), Some(f64::MAX));
     }
 }

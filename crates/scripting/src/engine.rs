@@ -297,6 +297,15 @@ impl Engine {
         &self.runner
     }
 
+    /// Puts the count hook back if a kill left the every-instruction kill hook installed, so
+    /// the next script or library load does not die of the previous script's kill.
+    pub(crate) fn clear_kill(&self) -> mlua::Result<()> {
+        if self.state.killed.replace(false) {
+            install_hook(&self.lua, &self.state, &self.loading)?;
+        }
+        Ok(())
+    }
+
     /// Switches the globals scripts see to the library-loading API (`loading`) and back.
     pub(crate) fn set_phase(&self, loading: bool) {
         let _ = self.phase.call::<()>(loading);
@@ -452,9 +461,7 @@ impl Engine {
             )
         };
         self.state.resp3.set(false);
-        if self.state.killed.replace(false) {
-            install_hook(&self.lua, &self.state, &self.loading).map_err(setup_error)?;
-        }
+        self.clear_kill().map_err(setup_error)?;
         let state = self.state.clone();
         let runner = self.runner.clone();
         let max_reply = self.limits.max_reply;

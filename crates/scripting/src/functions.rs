@@ -21,6 +21,9 @@ pub type FunctionFlags = ScriptFlags;
 
 /// A registered function.
 pub(crate) struct Registered {
+    /// The name as registered (the map's key is its lower case: FCALL finds functions
+    /// case-insensitively, as Redis's function dictionary does).
+    pub(crate) name: String,
     pub(crate) func: Function,
     pub(crate) library: String,
     pub(crate) description: Option<String>,
@@ -42,13 +45,13 @@ pub struct LibraryInfo {
 pub(crate) struct Libraries {
     /// Library name → its full code (with the shebang line).
     pub(crate) code: BTreeMap<String, Vec<u8>>,
-    /// Function name → the function.
+    /// Function name in lower case → the function.
     pub(crate) functions: BTreeMap<String, Registered>,
 }
 
 impl Libraries {
     pub(crate) fn function(&self, name: &str) -> Option<&Registered> {
-        self.functions.get(name)
+        self.functions.get(&name.to_ascii_lowercase())
     }
 }
 
@@ -68,15 +71,20 @@ pub fn parse_library_header(code: &[u8]) -> Result<(String, usize), ErrorReply> 
     let Some(end) = code.iter().position(|&b| b == b'\n') else {
         return Err(ErrorReply::err("Invalid library metadata"));
     };
-    let line = String::from_utf8_lossy(&code[..end]);
-    let mut parts = line.split_ascii_whitespace();
+    // Split as Redis's sdssplitargs does: `name="foo"` is `name=foo`.
+    let Ok(parts) = ferrite_protocol::request::split_command_line(&code[..end]) else {
+        return Err(ErrorReply::err("Invalid library metadata"));
+    };
+    let mut parts = parts
+        .into_iter()
+        .map(|p| String::from_utf8_lossy(&p).into_owned());
     let Some(first) = parts.next() else {
         return Err(ErrorReply::err("Invalid library metadata"));
     };
-    let engine = &first[2..];
+    let engine = first.get(2..).unwrap_or_default().to_string();
     let mut name = None;
     for part in parts {
-        if part.len() >= 5 && part[..5].eq_ignore_ascii_case("name=") {
+        if part.len() >= 5 && part.as_bytes()[..5].eq_ignore_ascii_case(b"name=") {
             if name.is_some() {
                 return Err(ErrorReply::err(
                     "Invalid metadata value, name argument was given multiple times",
@@ -119,7 +127,7 @@ impl Engine {
         let registered = self.run_library(&code[header..])?;
         // Names must not clash with another library's functions.
         for (f, ..) in &registered {
-            if let Some(other) = self.libraries.functions.get(f) {
+            if let Some(other) = self.libraries.function(f) {
                 if other.library != name {
                     return Err(ErrorReply::err(format!("Function {f} already exists")));
                 }
@@ -128,8 +136,9 @@ impl Engine {
         self.libraries.functions.retain(|_, r| r.library != name);
         for (fname, func, description, flags) in registered {
             self.libraries.functions.insert(
-                fname,
+                fname.to_ascii_lowercase(),
                 Registered {
+                    name: fname,
                     func,
                     library: name.clone(),
                     description,
@@ -156,6 +165,12 @@ impl Engine {
                     crate::engine::error_text(&e)
                 ))
             })?;
+        self.clear_kill().map_err(|e| {
+            ErrorReply::err(format!(
+                "Error registering functions: {}",
+                crate::engine::error_text(&e)
+            ))
+        })?;
         *self.loading().borrow_mut() = Loading {
             active: true,
             functions: Vec::new(),
@@ -232,7 +247,7 @@ impl Engine {
                     .functions
                     .iter()
                     .filter(|(_, r)| &r.library == name)
-                    .map(|(f, r)| (f.clone(), r.description.clone(), r.flags.names()))
+                    .map(|(_, r)| (r.name.clone(), r.description.clone(), r.flags.names()))
                     .collect(),
                 code: code.clone(),
             })
@@ -286,8 +301,9 @@ pub(crate) fn register_function(
         _ => return fail("wrong number of arguments to redis.register_function"),
     };
     if !valid_name(&name) {
+        // Redis 7.0 says "Library names" for function names too.
         return fail(
-            "Function names can only contain letters, numbers, or underscores(_) and must be at least one character long",
+            "Library names can only contain letters, numbers, or underscores(_) and must be at least one character long",
         );
     }
     let mut l = loading.borrow_mut();
@@ -380,6 +396,10 @@ mod tests {
             parse_library_header(b"#!lua name=mylib\nreturn").unwrap(),
             ("mylib".to_string(), 16)
         );
+        assert_eq!(
+            parse_library_header(b"#!lua name=\"foo\"\nreturn").unwrap(),
+            ("foo".to_string(), 16)
+        );
         for (code, err) in [
             (&b"return 1"[..], "ERR Missing library metadata"),
             (b"#!lua name=x", "ERR Invalid library metadata"),
@@ -393,6 +413,7 @@ mod tests {
                 "ERR Invalid metadata value given: foo=bar",
             ),
             (b"#!js name=x\n", "ERR Engine 'js' not found"),
+            (b"#!lua name=\"x\n", "ERR Invalid library metadata"),
             (
                 b"#!lua name=a-b\n",
                 "ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long",

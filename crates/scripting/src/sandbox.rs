@@ -120,7 +120,9 @@ do
   G.ipairs = function(t) local a, b, c = ipairs(unproxy(t)) return a, b, c end
   local unpack = unpack
   local function pass(...) return ... end
-  G.unpack = function(t, i, j) return pass(unpack(unproxy(t), i, j)) end
+  -- Only the arguments given are passed on: unpack's results share the C stack limit
+  -- (LUAI_MAXCSTACK, 8000) with its arguments, so `unpack(t)` of 7999 values fits, as in Redis.
+  G.unpack = function(t, ...) return pass(unpack(unproxy(t), ...)) end
   local rawget = rawget_
   G.rawget = function(t, k) local v = rawget(unproxy(t), k) return v end
   local rawset = rawset_

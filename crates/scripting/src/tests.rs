@@ -56,6 +56,7 @@ impl Host for FakeHost {
                 w.bulk(b"v");
             }
             ("exists", 2) => w.boolean(self.data.contains_key(argv[1])),
+            ("lpush", n) if n >= 3 => w.int(n as i64 - 2),
             ("incrbyfloat", 3) => w.double(1.5),
             ("lrange", 4) => {
                 w.array(3);
@@ -316,6 +317,27 @@ fn errors_read_as_redis_writes_them() {
             .starts_with("-ERR Error compiling script (new function): user_script:1:")
     );
     assert!(eval("redis.setresp(4)").starts_with("-ERR RESP version must be 2 or 3. script:"));
+}
+
+/// Redis's Lua allows 8000 values on a C function's stack (LUAI_MAXCSTACK): `unpack` of 7999
+/// values (plus the table) fits, whether returned or passed on to redis.call; 8000 do not.
+#[test]
+fn unpack_takes_as_many_values_as_redis_s() {
+    let fill = |n: u32| format!("local a = {{}} for i = 1, {n} do a[i] = 1 end ");
+    assert_eq!(eval(&(fill(7999) + "return #{unpack(a)}")), ":7999\r\n");
+    assert_eq!(
+        eval(&(fill(7999) + "return redis.call('lpush', 'l', unpack(a))")),
+        ":7999\r\n"
+    );
+    assert_eq!(
+        eval(&(fill(3) + "return {unpack(a, 2)}")),
+        "*2\r\n:1\r\n:1\r\n"
+    );
+    assert!(
+        eval(&(fill(8000) + "return #{unpack(a)}")).contains("too many results to unpack"),
+        "{}",
+        eval(&(fill(8000) + "return #{unpack(a)}"))
+    );
 }
 
 #[test]
@@ -584,6 +606,53 @@ fn a_killed_script_stops_even_inside_pcall() {
         eval_with(&mut e, &mut h, "return 1", &[], Protocol::Resp2),
         ":1\r\n"
     );
+}
+
+/// FUNCTION KILL, then FUNCTION LOAD REPLACE of the same library: the load runs (the kill
+/// belonged to the killed function only), and so does the function after it.
+#[test]
+fn a_kill_does_not_outlive_the_killed_function() {
+    let mut e = engine();
+    let mut h = FakeHost::default();
+    let lib = "#!lua name=test\nlocal a = 1 while a > 0 do a = a + 1 if a > 100000 then a = 1 break end end\n\
+               redis.register_function('Loop', function() while true do end end)\n\
+               redis.register_function('one', function() return 1 end)";
+    e.load_library(lib.as_bytes(), false).unwrap();
+    h.kill.store(true, Ordering::Relaxed);
+    let r = match e.run(
+        Target::Function("loop"),
+        &[],
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
+        Ok(Step::Done(r)) => String::from_utf8_lossy(&r).into_owned(),
+        Ok(Step::Suspended) => panic!("suspended without a deadline"),
+        Err(crate::RunError::Reply(err)) => format!("-{}", err.text()),
+    };
+    assert!(r.starts_with("-ERR Script killed by user"), "{r}");
+    h.kill.store(false, Ordering::Relaxed);
+    for _ in 0..2 {
+        assert_eq!(e.load_library(lib.as_bytes(), true).unwrap(), "test");
+    }
+    match e.run(
+        Target::Function("ONE"),
+        &[],
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
+        Ok(Step::Done(r)) => assert_eq!(&r[..], b":1\r\n"),
+        _ => panic!("FCALL ONE (case-insensitive) did not run"),
+    }
+    let names: Vec<String> = e.libraries(|_| true)[0]
+        .functions
+        .iter()
+        .map(|f| f.0.clone())
+        .collect();
+    assert_eq!(names, ["Loop", "one"]);
 }
 
 #[test]

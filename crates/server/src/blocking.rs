@@ -87,6 +87,7 @@ impl Waiter for BlockedClient {
             rng: &mut rng,
             max_bulk: self.max_bulk,
             garbage: &mut garbage,
+            from_script: false,
         };
         let mut served = false;
         let result = ctx.run_with(self.request.args(), |ctx, args| {
@@ -251,6 +252,7 @@ pub async fn run(
             rng: &mut st.rng,
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
             garbage: &mut garbage,
+            from_script: false,
         };
         ctx.run_with(args, |ctx, args| {
             if let Attempt::Block(b) = attempt(ctx, args, None)? {

@@ -38,6 +38,18 @@ pub struct Watched {
     pub version: Option<u64>,
 }
 
+/// CLIENT REPLY's state, as Redis's CLIENT_REPLY_OFF / _SKIP_NEXT / _SKIP flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    /// CLIENT REPLY OFF: no command replies until CLIENT REPLY ON.
+    Off,
+    /// CLIENT REPLY SKIP is running: the next command's reply is dropped.
+    SkipNext,
+    /// The command running now is the one after CLIENT REPLY SKIP: its reply is dropped.
+    Skip,
+}
+
 /// The per-connection state commands read and change.
 pub struct ClientState {
     pub id: u64,
@@ -79,6 +91,8 @@ pub struct ClientState {
     pub blocked: Option<crate::blocking::Blocked>,
     /// Pub/sub subscriptions and the mailbox their messages arrive in.
     pub subs: Option<Box<crate::pubsub::Subscriptions>>,
+    /// CLIENT REPLY: which command replies are dropped (pub/sub messages never are).
+    pub reply_mode: ReplyMode,
     /// This connection's id within its tenant while it is one of the tenant's clients (see
     /// [`ClientState::join_tenant`]); mirrored in `info.fields` for CLIENT LIST.
     tenant_client_id: Option<u64>,
@@ -223,6 +237,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         reply_limit: usize::MAX,
         blocked: None,
         subs: None,
+        reply_mode: ReplyMode::On,
         tenant_client_id: None,
     };
     let span = info_span!("conn", id, %addr);
@@ -338,9 +353,17 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             .await
             {
                 Some(why) => {
+                    let before = out.len();
                     if blocked.finish(why, state.proto, &mut out) {
                         state.blocked = Some(blocked);
                         continue;
+                    }
+                    // The blocking command's reply (-NOGROUP, -UNBLOCKED...) is written only now.
+                    if out.get(before) == Some(&b'-') {
+                        dispatch::count_error(&state, &shared, &out[before..]);
+                        if let Some((index, _)) = state.last_cmd {
+                            dispatch::count_failed(&state, &shared, index);
+                        }
                     }
                     // A served pop is a write: it is durable before the reply goes out.
                     state.batch.wrote = true;

@@ -29,8 +29,80 @@ pub enum Flow {
     Close,
 }
 
-/// Runs one request and writes its reply into `out`.
+/// Runs one request and writes its reply into `out`, unless CLIENT REPLY drops it (as in
+/// Redis, the replies of the pub/sub commands are pushes and always go out).
 pub async fn execute(
+    st: &mut ClientState,
+    sh: &Arc<Shared>,
+    args: Args<'_>,
+    out: &mut BytesMut,
+) -> Flow {
+    use crate::connection::ReplyMode;
+    let before = out.len();
+    let flow = execute_command(st, sh, args, out).await;
+    count_error(st, sh, &out[before..]);
+    let drop_reply = match st.reply_mode {
+        ReplyMode::On => false,
+        ReplyMode::Off => true,
+        ReplyMode::Skip => {
+            st.reply_mode = ReplyMode::On;
+            true
+        }
+        // CLIENT REPLY SKIP just ran (it has no reply): the next command's is dropped.
+        ReplyMode::SkipNext => {
+            st.reply_mode = ReplyMode::Skip;
+            true
+        }
+    };
+    if drop_reply && out.len() > before && !pushes_reply(args.get(0)) {
+        out.truncate(before);
+    }
+    flow
+}
+
+/// INFO errorstats: counts `reply` if it is an error, by code, for the server and for the
+/// tenant of one of its own clients.
+pub fn count_error(st: &ClientState, sh: &Shared, reply: &[u8]) {
+    if let Some(text) = reply.strip_prefix(b"-") {
+        sh.cmd_stats.errors.count(text);
+        if st.is_tenant_client() {
+            st.tenant.stats.errors.count(text);
+        }
+    }
+}
+
+/// A command that already counted as a call failed afterwards (a blocking command answered
+/// with an error when its wait ended): its `failed_calls`, for the server and the tenant.
+pub fn count_failed(st: &ClientState, sh: &Shared, index: usize) {
+    if let Some(s) = sh.cmd_stats.get(index) {
+        s.failed.fetch_add(1, Relaxed);
+    }
+    if st.is_tenant_client() {
+        let per_tenant = st
+            .tenant
+            .stats
+            .command_counters(sh.cmd_stats.by_command.len());
+        if let Some(c) = per_tenant.get(index) {
+            c.failed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The pub/sub commands, whose replies Redis sends as pushes (never dropped by CLIENT REPLY).
+fn pushes_reply(name: &[u8]) -> bool {
+    [
+        &b"subscribe"[..],
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+        b"ssubscribe",
+        b"sunsubscribe",
+    ]
+    .iter()
+    .any(|c| name.eq_ignore_ascii_case(c))
+}
+
+async fn execute_command(
     st: &mut ClientState,
     sh: &Arc<Shared>,
     args: Args<'_>,
@@ -93,6 +165,28 @@ pub async fn execute(
     {
         ReplyWriter::new(out, st.proto)
             .error(&crate::pubsub::not_allowed_in_subscribed_mode(spec.name));
+        return Flow::Continue;
+    }
+    // While the tenant's script has run past busy-reply-threshold, its other clients may only
+    // run what Redis flags allow-busy (SCRIPT KILL, MULTI, ...); refused commands doom a
+    // transaction being queued, and a refused EXEC discards it (Redis's rejectCommand).
+    if let Some(e) = crate::scripting::refuse_while_busy(sh, &st.tenant, spec.name, &args) {
+        if let Some(s) = sh.cmd_stats.get(index) {
+            s.rejected.fetch_add(1, Relaxed);
+        }
+        let e = if spec.name == "exec" {
+            st.multi = None;
+            st.watched.clear();
+            st.info.fields.lock().multi = -1;
+            ErrorReply::coded(
+                "EXECABORT",
+                format_args!("Transaction discarded because of: {}", e.text()),
+            )
+        } else {
+            flag_multi_error(st);
+            e
+        };
+        ReplyWriter::new(out, st.proto).error(&e);
         return Flow::Continue;
     }
     if let Some((queue, _)) = st.multi.as_mut() {
@@ -476,6 +570,8 @@ pub struct Exec<'a> {
     /// Length the output buffer may reach; past it the reply is dropped (see
     /// [`crate::output`]).
     pub reply_limit: usize,
+    /// The command is a script's `redis.call` (see `Ctx::from_script`).
+    pub from_script: bool,
 }
 
 impl Exec<'_> {
@@ -499,6 +595,7 @@ impl Exec<'_> {
             rng: self.rng,
             max_bulk: self.max_bulk,
             garbage: self.garbage,
+            from_script: self.from_script,
         };
         // Runs the command and hands the keyspace's subscribers its effects (write-effects
         // journal), still under the lock.
@@ -567,6 +664,7 @@ async fn run_data(
                 max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
                 garbage: &mut garbage,
                 reply_limit: st.reply_limit,
+                from_script: false,
             };
             exec.run(spec, f, args, out)?;
         } else {
@@ -635,6 +733,7 @@ async fn run_long(
                     max_bulk,
                     garbage,
                     reply_limit,
+                    from_script: false,
                 };
                 exec.run(spec, f, args, &mut reply)
             }))

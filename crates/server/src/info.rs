@@ -35,6 +35,7 @@ pub fn render(st: &ClientState, sh: &Shared, requested: &[String]) -> String {
     if requested.iter().any(|s| s == "all" || s == "everything") {
         wanted.extend(DEFAULT_SECTIONS);
         wanted.push("commandstats");
+        wanted.push("errorstats");
     }
     for s in requested {
         if !matches!(s.as_str(), "default" | "all" | "everything") {
@@ -182,8 +183,9 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             };
             let _ = write!(
                 s,
-                "maxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_clients_normal:{clients_output}\r\nmem_allocator:system\r\n",
+                "maxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_clients_normal:{clients_output}\r\nmem_allocator:system\r\nnumber_of_cached_scripts:{}\r\n",
                 st.tenant.limits().maxmemory,
+                st.tenant.scripts().cached_scripts(),
             );
         }
         "persistence" => persistence(sh, &mut s, st.admin),
@@ -303,6 +305,18 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                     rejected,
                     stat.failed.load(Relaxed),
                 );
+            }
+        }
+        "errorstats" => {
+            // A tenant's clients see their own errors only, as for commandstats.
+            s.push_str("# Errorstats\r\n");
+            let counts = if st.admin {
+                sh.cmd_stats.errors.snapshot()
+            } else {
+                st.tenant.stats.errors.snapshot()
+            };
+            for (code, n) in counts {
+                let _ = write!(s, "errorstat_{code}:count={n}\r\n");
             }
         }
         _ => return None,

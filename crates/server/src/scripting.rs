@@ -97,7 +97,11 @@ pub(crate) fn check_libraries<'a>(codes: impl Iterator<Item = &'a [u8]>) -> Resu
     Ok(())
 }
 
-fn put_engine(db: &mut Db, te: Box<TenantEngine>) {
+/// Also records the size of the EVAL cache for INFO (which does not take the lock).
+fn put_engine(db: &mut Db, tenant: &Tenant, te: Box<TenantEngine>) {
+    tenant
+        .scripts()
+        .set_cached_scripts(te.engine.cache_stats().0);
     db.scripting_mut().put_engine(te);
 }
 
@@ -147,6 +151,22 @@ impl Host for ScriptHost<'_> {
                 "Wrong number of args calling Redis command from script",
             ));
         }
+        // Redis 7.0 refuses the blocking commands it flags `noscript` (BLMPOP and BZMPOP are
+        // not: they run without blocking, as in MULTI), and XREAD / XREADGROUP given BLOCK.
+        if matches!(
+            spec.name,
+            "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax"
+        ) {
+            return Err(ErrorReply::err(
+                "This Redis command is not allowed from script",
+            ));
+        }
+        if matches!(spec.name, "xread" | "xreadgroup") && blocking_read(argv) {
+            return Err(ErrorReply::err(format_args!(
+                "{} command is not allowed with BLOCK option from scripts",
+                String::from_utf8_lossy(name)
+            )));
+        }
         self.calls += 1;
         let f = match spec.handler {
             Handler::Data(f) => f,
@@ -184,6 +204,7 @@ impl Host for ScriptHost<'_> {
             // The reply goes to the script, not the client; the script's own reply is limited
             // by the engine.
             reply_limit: usize::MAX,
+            from_script: true,
         };
         exec.run(spec, f, args, out)
     }
@@ -205,6 +226,15 @@ impl Host for ScriptHost<'_> {
     fn command_exists(&self, name: &[u8]) -> bool {
         lookup(name).is_some()
     }
+}
+
+/// XREAD / XREADGROUP with a BLOCK option (before STREAMS, with its argument).
+fn blocking_read(argv: &[&[u8]]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+        .enumerate()
+        .any(|(i, a)| a.eq_ignore_ascii_case(b"block") && i + 2 < argv.len())
 }
 
 /// The server commands a script may call: those that only answer (Redis allows them too).
@@ -255,7 +285,14 @@ fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
     let n = std::str::from_utf8(args.get(2))
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(ErrorReply::not_integer)?;
+        .ok_or_else(|| {
+            // FCALL words it its own way (functions.c), EVAL as any integer argument.
+            if args.get(0).len() >= 5 && args.get(0)[..5].eq_ignore_ascii_case(b"fcall") {
+                ErrorReply::err("Bad number of keys provided")
+            } else {
+                ErrorReply::not_integer()
+            }
+        })?;
     if n < 0 {
         return Err(ErrorReply::err("Number of keys can't be negative"));
     }
@@ -328,11 +365,11 @@ pub async fn run(
     );
     let (reply, calls) = match started {
         Err(e) => {
-            put_engine(&mut db, te);
+            put_engine(&mut db, &tenant, te);
             return Err(e);
         }
         Ok(Started::Done(reply, calls)) => {
-            put_engine(&mut db, te);
+            put_engine(&mut db, &tenant, te);
             drop(db);
             (reply, calls)
         }
@@ -360,7 +397,7 @@ pub async fn run(
                 let reply = te.engine.resume(&mut host);
                 let calls = host.calls;
                 end_run(&mut db, &job_tenant, now);
-                put_engine(&mut db, te);
+                put_engine(&mut db, &job_tenant, te);
                 drop(db);
                 (reply, calls, rng, garbage)
             };
@@ -440,7 +477,7 @@ pub fn run_in_transaction(
         (&keys, &argv),
         None,
     );
-    put_engine(db, te);
+    put_engine(db, tenant, te);
     match started? {
         Started::Done(reply, calls) => {
             if calls > 1 {
@@ -485,6 +522,31 @@ pub async fn or_busy<F: std::future::Future>(
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// `-BUSY` if `tenant` runs a script that has run for `busy-reply-threshold` and the command
+/// `name` is not one Redis 7.0 flags allow-busy (AUTH, HELLO, MULTI, DISCARD, WATCH, UNWATCH,
+/// RESET, QUIT, SHUTDOWN, SCRIPT KILL, FUNCTION KILL, FUNCTION STATS). Ferrite's operator
+/// commands (TENANT.*) are never refused: a tenant's script must not lock out its operator.
+pub fn refuse_while_busy(
+    sh: &Shared,
+    tenant: &Tenant,
+    name: &str,
+    args: &Args<'_>,
+) -> Option<ErrorReply> {
+    let (since, kind) = tenant.scripts().running_since()?;
+    let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
+    if ferrite_storage::now_ms().saturating_sub(since) < threshold {
+        return None;
+    }
+    let allowed = match name {
+        "auth" | "hello" | "multi" | "discard" | "watch" | "unwatch" | "reset" | "quit"
+        | "shutdown" => true,
+        "script" => args.len() == 2 && args.is(1, "kill"),
+        "function" => args.len() == 2 && (args.is(1, "kill") || args.is(1, "stats")),
+        _ => name.starts_with("tenant."),
+    };
+    (!allowed).then(|| busy_error(kind))
 }
 
 /// How [`start`] left a script.
@@ -646,7 +708,7 @@ async fn with_engine<R>(
     tenant
         .scripts()
         .set_function_counts(te.engine.function_counts());
-    put_engine(&mut db, te);
+    put_engine(&mut db, &tenant, te);
     drop(db);
     drop(admitted);
     r
@@ -817,14 +879,17 @@ pub async fn function(
         "stats" if n == 2 => {
             function_stats(st, out);
         }
-        "load" if n == 3 || n == 4 => {
-            let replace = n == 4;
-            if replace && !args.is(2, "replace") {
-                return Err(ErrorReply::err(format!(
-                    "Unknown option given: {}",
-                    String::from_utf8_lossy(args.get(2))
-                )));
+        "load" if n >= 3 => {
+            // Every argument before the code is an option; REPLACE is the only one.
+            for i in 2..n - 1 {
+                if !args.is(i, "replace") {
+                    return Err(ErrorReply::err(format!(
+                        "Unknown option given: {}",
+                        String::from_utf8_lossy(args.get(i))
+                    )));
+                }
             }
+            let replace = n > 3;
             let code = args.get(n - 1);
             let name = with_engine(st, sh, true, |db, te| {
                 let name = te.engine.load_library(code, replace)?;
@@ -874,7 +939,10 @@ pub async fn function(
                 if args.is(i, "withcode") && !with_code {
                     with_code = true;
                     i += 1;
-                } else if args.is(i, "libraryname") && pattern.is_none() && i + 1 < n {
+                } else if args.is(i, "libraryname") && pattern.is_none() {
+                    if i + 1 >= n {
+                        return Err(ErrorReply::err("library name argument was not given"));
+                    }
                     pattern = Some(args.get(i + 1).to_vec());
                     i += 2;
                 } else {
@@ -1035,6 +1103,14 @@ fn restore_libraries(
             engine.flush_libraries();
         }
         for code in codes {
+            if policy == Restore::Append {
+                // Redis's libraryJoin words this without quotes (FUNCTION LOAD quotes the name).
+                if let Ok((name, _)) = ferrite_scripting::functions::parse_library_header(code) {
+                    if !engine.libraries(|n| n == name).is_empty() {
+                        return Err(ErrorReply::err(format!("Library {name} already exists")));
+                    }
+                }
+            }
             engine.load_library(code, policy != Restore::Append)?;
         }
         Ok(())

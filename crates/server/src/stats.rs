@@ -124,12 +124,15 @@ impl CommandTally {
 #[derive(Debug)]
 pub struct CommandStats {
     pub by_command: Vec<CommandStat>,
+    /// Every error reply by its code (INFO errorstats of an administrator).
+    pub errors: ferrite_tenancy::tenant::ErrorCounts,
 }
 
 impl Default for CommandStats {
     fn default() -> Self {
         CommandStats {
             by_command: spec::all().iter().map(|_| CommandStat::default()).collect(),
+            errors: Default::default(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl CommandStats {
     }
 
     pub fn reset(&self) {
+        self.errors.reset();
         for s in &self.by_command {
             s.calls.store(0, Relaxed);
             s.usec.store(0, Relaxed);

@@ -49,6 +49,8 @@ pub struct ScriptActivity {
     /// Libraries and functions loaded (FUNCTION STATS answers without the keyspace lock).
     libraries: AtomicU64,
     functions: AtomicU64,
+    /// Scripts in the EVAL cache (INFO memory `number_of_cached_scripts`, without the lock).
+    cached_scripts: AtomicU64,
 }
 
 impl ScriptActivity {
@@ -66,6 +68,16 @@ impl ScriptActivity {
     pub fn set_function_counts(&self, (libraries, functions): (usize, usize)) {
         self.libraries.store(libraries as u64, Relaxed);
         self.functions.store(functions as u64, Relaxed);
+    }
+
+    /// Records how many scripts the tenant's EVAL cache holds.
+    pub fn set_cached_scripts(&self, n: usize) {
+        self.cached_scripts.store(n as u64, Relaxed);
+    }
+
+    /// Scripts in the EVAL cache as last recorded.
+    pub fn cached_scripts(&self) -> u64 {
+        self.cached_scripts.load(Relaxed)
     }
 
     /// (libraries, functions) as last recorded.

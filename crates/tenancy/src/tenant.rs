@@ -97,6 +97,43 @@ pub struct TenantStats {
     /// Per-command counters of the tenant's own clients, indexed like the server's command
     /// table; allocated when the tenant's clients first run a command (INFO commandstats).
     by_command: std::sync::OnceLock<Box<[CommandCounters]>>,
+    /// Error replies to the tenant's own clients by error code (INFO errorstats).
+    pub errors: ErrorCounts,
+}
+
+/// Error replies counted by their code (`ERR`, `WRONGTYPE`, ...), as Redis's INFO errorstats.
+/// At most [`ErrorCounts::MAX_CODES`] distinct codes are kept (a script can make up any code
+/// with `redis.error_reply`); replies with further codes are not counted by code.
+#[derive(Debug, Default)]
+pub struct ErrorCounts(parking_lot::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl ErrorCounts {
+    pub const MAX_CODES: usize = 128;
+
+    /// Counts one error reply; `reply` is its text without the leading `-`.
+    pub fn count(&self, reply: &[u8]) {
+        let end = reply
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+            .unwrap_or(reply.len());
+        let code = String::from_utf8_lossy(&reply[..end]);
+        let mut m = self.0.lock();
+        if let Some(n) = m.get_mut(code.as_ref()) {
+            *n += 1;
+        } else if m.len() < Self::MAX_CODES {
+            m.insert(code.into_owned(), 1);
+        }
+    }
+
+    /// (code, count) in code order.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// CONFIG RESETSTAT.
+    pub fn reset(&self) {
+        self.0.lock().clear();
+    }
 }
 
 /// What a tenant's clients did with one command.
@@ -124,8 +161,9 @@ impl TenantStats {
         self.by_command.get().map(|b| &b[..])
     }
 
-    /// Zeroes the per-command counters (CONFIG RESETSTAT).
+    /// Zeroes the per-command counters and the error counts (CONFIG RESETSTAT).
     pub fn reset_command_counters(&self) {
+        self.errors.reset();
         for c in self.command_counters_if_any().unwrap_or_default() {
             c.calls.store(0, Relaxed);
             c.usec.store(0, Relaxed);

@@ -144,6 +144,21 @@ pub fn client(
             }
         }
         b"NO-EVICT" | b"NO-TOUCH" if args.len() == 3 => ReplyWriter::new(out, proto).ok(),
+        b"REPLY" if args.len() == 3 => {
+            use crate::connection::ReplyMode;
+            if args.is(2, "on") {
+                st.reply_mode = ReplyMode::On;
+                ReplyWriter::new(out, proto).ok();
+            } else if args.is(2, "off") {
+                st.reply_mode = ReplyMode::Off;
+            } else if args.is(2, "skip") {
+                if st.reply_mode != ReplyMode::Off {
+                    st.reply_mode = ReplyMode::SkipNext;
+                }
+            } else {
+                return Err(ErrorReply::syntax());
+            }
+        }
         b"UNBLOCK" if args.len() == 3 || args.len() == 4 => {
             let n = unblock(st, sh, args)?;
             ReplyWriter::new(out, proto).int(n);
@@ -154,6 +169,7 @@ pub fn client(
                 "ID, SETNAME <name>, GETNAME, SETINFO <LIB-NAME|LIB-VER> <value>,",
                 "LIST [TYPE normal] [ID id ...], INFO, KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>,",
                 "UNBLOCK <clientid> [TIMEOUT|ERROR] (ends a blocking command of a client)",
+                "REPLY (ON|OFF|SKIP) (turn this connection's replies on or off, or skip the next one)",
                 "CAPA redirect (receive -REDIRECT host:port when a tenant moves)",
             ];
             ReplyWriter::new(out, proto).help(&lines);
@@ -164,7 +180,7 @@ pub fn client(
                 args.get(1),
                 &[
                     "ID", "SETNAME", "GETNAME", "SETINFO", "CAPA", "LIST", "INFO", "KILL",
-                    "UNBLOCK", "NO-EVICT", "NO-TOUCH", "HELP",
+                    "UNBLOCK", "NO-EVICT", "NO-TOUCH", "REPLY", "HELP",
                 ],
             ));
         }

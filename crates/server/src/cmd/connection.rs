@@ -264,6 +264,7 @@ pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> Serv
     st.watched.clear();
     st.subs = None;
     st.capa_redirect = false;
+    st.reply_mode = crate::connection::ReplyMode::On;
     st.set_proto(Protocol::Resp2);
     // Back to an anonymous user of `default` where those are allowed and `default` has room;
     // otherwise an unauthenticated connection (as a fresh one past maxclients never is).

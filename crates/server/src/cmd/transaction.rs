@@ -272,6 +272,7 @@ impl Segment {
                     max_bulk: self.max_bulk,
                     garbage: &mut *garbage,
                     reply_limit: self.reply_limit,
+                    from_script: false,
                 };
                 exec.run(spec, f, q.request.args(), out)
             }))

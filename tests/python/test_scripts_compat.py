@@ -1,0 +1,74 @@
+"""Scripts as Redis 7.0 runs them (unit/scripting of Redis's suite): blocking commands are refused
+inside scripts, XREAD/XREADGROUP with BLOCK too, and `unpack` takes as many values as Redis's Lua
+allows (LUAI_MAXCSTACK)."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import cmd_error
+
+NOT_ALLOWED = "This Redis command is not allowed from script"
+
+
+@pytest.mark.parametrize("call", [
+    "redis.pcall('blpop','x',0)",
+    "redis.pcall('brpop','empty_list',0)",
+    "redis.pcall('brpoplpush','empty_list1','empty_list2',0)",
+    "redis.pcall('blmove','empty_list1','empty_list2','LEFT','LEFT',0)",
+    "redis.pcall('bzpopmin','empty_zset',0)",
+    "redis.pcall('bzpopmax','empty_zset',0)",
+])
+def test_blocking_commands_are_not_allowed_from_scripts(r2, call):
+    r2.rpush("x", "a")
+    assert NOT_ALLOWED in cmd_error(r2, "EVAL", f"return {call}", 0)
+    # Not run either: the list keeps its element.
+    assert r2.lrange("x", 0, -1) == ["a"]
+
+
+def test_blmpop_and_bzmpop_run_without_blocking_in_scripts(r2):
+    # Redis 7.0 does not flag them noscript: they answer at once, as inside MULTI.
+    r2.rpush("l", "a")
+    assert r2.execute_command("EVAL", "return redis.call('blmpop',0,1,KEYS[1],'LEFT')", 1, "l") \
+        == ["l", ["a"]]
+    assert r2.execute_command("EVAL", "return redis.call('bzmpop',0,1,KEYS[1],'MIN')", 1, "z") \
+        is None
+
+
+def test_xread_with_block_is_not_allowed_from_scripts(r2):
+    r2.execute_command("XGROUP", "CREATE", "s", "g", "$", "MKSTREAM")
+    assert r2.execute_command("EVAL", "return redis.pcall('xread','STREAMS','s','$')", 1, "s") \
+        is None
+    assert cmd_error(r2, "EVAL", "return redis.pcall('xread','BLOCK',0,'STREAMS','s','$')", 1,
+                     "s") == "ERR xread command is not allowed with BLOCK option from scripts"
+    assert r2.execute_command(
+        "EVAL", "return redis.pcall('xreadgroup','group','g','c','STREAMS','s','>')", 1, "s") \
+        is None
+    assert cmd_error(
+        r2, "EVAL", "return redis.pcall('xreadgroup','group','g','c','BLOCK',0,'STREAMS','s','>')",
+        1, "s") == "ERR xreadgroup command is not allowed with BLOCK option from scripts"
+
+
+def test_unpack_of_7999_values(r2):
+    fill = "local a = {} for i = 1, 7999 do a[i] = 1 end "
+    assert r2.execute_command("EVAL", fill + "return redis.call('lpush', KEYS[1], unpack(a))",
+                              1, "l") == 7999
+    assert len(r2.execute_command("EVAL", fill + "return {unpack(a)}", 0)) == 7999
+    assert "too many results to unpack" in cmd_error(
+        r2, "EVAL", fill + "a[8000] = 1 return {unpack(a)}", 0)
+
+
+def test_sort_by_constant_is_ordered_for_scripts(r2):
+    members = "a b c d e f g h i l m n o p q r s t u v z aa aaa azz".split()
+    r2.sadd("myset", *members)
+    assert r2.execute_command("EVAL", "return redis.call('sort',KEYS[1],'by','_')", 1,
+                              "myset") == sorted(members)
+    r2.delete("myset")
+    r2.sadd("myset", "c", "a", "b")
+    assert r2.execute_command(
+        "EVAL", "return redis.call('sort',KEYS[1],'by','_','get','#','get','_:*')", 1,
+        "myset") == ["a", None, "b", None, "c", None]
+    # Lists keep their own order.
+    r2.rpush("l", "b", "a")
+    assert r2.execute_command("EVAL", "return redis.call('sort',KEYS[1],'by','_')", 1, "l") == \
+        ["b", "a"]
