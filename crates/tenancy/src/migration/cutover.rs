@@ -271,12 +271,7 @@ enum Confirmed {
 /// (the gate closed since the copy began) large values are copied here; otherwise they are
 /// handed back to be copied with the gate open. A digest that does not match while large values
 /// travel as effects sends them all whole (when in doubt, the whole value).
-async fn confirm(
-    work: &mut Work,
-    io: &mut Io<'_>,
-    budget: Duration,
-    fast: bool,
-) -> Res<Confirmed> {
+async fn confirm(work: &mut Work, io: &mut Io<'_>, budget: Duration, fast: bool) -> Res<Confirmed> {
     let ks = io.ctl.info.tenant.keyspace();
     let import = io.ctl.published().import_id.clone().unwrap_or_default();
     let mut last = String::from("no attempt");

@@ -97,21 +97,34 @@ enum Reach<'a> {
     Unknown,
 }
 
-fn reach<'a>(argv: &Argv<'a>) -> Reach<'a> {
-    let name = argv.name().to_ascii_lowercase();
-    match name.as_slice() {
-        b"flushall" | b"flushdb" => return Reach::Flush,
-        b"function" => return Reach::Nothing,
-        b"swapdb" => return Reach::Unknown,
-        _ => {}
+/// What an effect does to keys, from its name alone: `None` when it touches keys among its
+/// arguments (see [`reach`]).
+fn reach_by_name(name: &[u8]) -> Option<Reach<'static>> {
+    if name.eq_ignore_ascii_case(b"flushall") || name.eq_ignore_ascii_case(b"flushdb") {
+        Some(Reach::Flush)
+    } else if name.eq_ignore_ascii_case(b"function") {
+        Some(Reach::Nothing)
+    } else if name.eq_ignore_ascii_case(b"swapdb") || ferrite_commands::spec::lookup(name).is_none()
+    {
+        Some(Reach::Unknown)
+    } else {
+        None
     }
-    let Some(spec) = ferrite_commands::spec::lookup(&name) else {
+}
+
+fn reach<'a>(argv: &Argv<'a>) -> Reach<'a> {
+    if let Some(r) = reach_by_name(argv.name()) {
+        return r;
+    }
+    let Some(spec) = ferrite_commands::spec::lookup(argv.name()) else {
         return Reach::Unknown;
     };
     let Some(key) = argv.get(1) else {
         return Reach::Args;
     };
-    if spec.first_key != 1 || spec.last_key != 1 {
+    // SORT ... STORE reads other keys (BY/GET patterns): its result depends on them, and they
+    // may not have reached the target in the same state yet.
+    if spec.first_key != 1 || spec.last_key != 1 || spec.name.starts_with("sort") {
         return Reach::Args;
     }
     // GEORADIUS ... STORE other: the spec's one key, plus a key it creates.
@@ -227,7 +240,14 @@ impl EffectSink for DeltaLog {
             // Cheap first: an effect none of whose arguments names a tracked key cannot touch
             // one, unless its keys are not among its arguments at all (a flush).
             let named = argv.iter().skip(1).any(|a| keys.contains_key(a));
-            let r = reach(&argv);
+            let r = if named {
+                reach(&argv)
+            } else {
+                match reach_by_name(argv.name()) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            };
             match r {
                 Reach::Flush => {
                     keys.clear();
@@ -305,6 +325,7 @@ mod tests {
             r(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "o"]),
             "Args"
         );
+        assert_eq!(r(&["SORT", "l", "BY", "w_*", "STORE", "l"]), "Args");
         assert_eq!(r(&["FLUSHALL"]), "Flush");
         assert_eq!(r(&["flushdb", "ASYNC"]), "Flush");
         assert_eq!(r(&["FUNCTION", "FLUSH"]), "Nothing");
@@ -339,7 +360,11 @@ mod tests {
         assert_eq!(log.take(b"other", 10), Pending::Untracked);
         // Changed without an effect (a write outside the command path): whole.
         assert_eq!(log.take(b"big", 1 << 20), Pending::Whole);
-        assert_eq!(log.pending_bytes(), 1 << 20, "a key to copy whole weighs its size");
+        assert_eq!(
+            log.pending_bytes(),
+            1 << 20,
+            "a key to copy whole weighs its size"
+        );
         // Copied again: effects resume; cheaper whole when the log outgrows the value.
         log.track(b"big", 100);
         publish(&log, 8, &[argv(&["HSET", "big", "f", &"x".repeat(500)])]);
@@ -363,10 +388,7 @@ mod tests {
         publish(
             &log,
             1,
-            &[
-                argv(&["SADD", "a", "m"]),
-                argv(&["SMOVE", "a", "x", "m"]),
-            ],
+            &[argv(&["SADD", "a", "m"]), argv(&["SMOVE", "a", "x", "m"])],
         );
         assert_eq!(log.take(b"a", 1 << 20), Pending::Whole);
         publish(&log, 2, &[argv(&["RENAME", "x", "b"])]);

@@ -1014,10 +1014,7 @@ async fn hot_large_collections_ship_their_effects_not_the_whole_value() {
         sent < 20 * written as u64 && sent < 400_000,
         "{sent} bytes sent for {written} bytes of writes (a whole re-copy would be {data})"
     );
-    assert_same_keys(
-        &t.keyspace(),
-        &target_copy(&r).unwrap().keyspace(),
-    );
+    assert_same_keys(&t.keyspace(), &target_copy(&r).unwrap().keyspace());
     let done = r.mgr.cutover(&id).await.unwrap();
     assert!(done.downtime_ms < 5.0 || cfg!(debug_assertions), "{done:?}");
     assert_same_keys(&t.keyspace(), &target_copy(&r).unwrap().keyspace());

@@ -501,7 +501,10 @@ mod tests {
         w.append(b"l", ValueType::List, &Chunk::Items(vec![b"c".to_vec()]));
         w.del(b"gone");
         w.flush(1, 4);
-        w.effects(b"h", &[(77, vec![b"HSET".to_vec(), b"h".to_vec(), b"g".to_vec()])]);
+        w.effects(
+            b"h",
+            &[(77, vec![b"HSET".to_vec(), b"h".to_vec(), b"g".to_vec()])],
+        );
         let bytes = w.finish(3, 42);
         let b = Batch::parse(&bytes).unwrap();
         assert_eq!((b.stream, b.seq, b.count), (3, 42, 8));
