@@ -29,16 +29,10 @@ fn rollback_after_cutover_restores_the_backup_as_a_new_tenant() {
         ok(&mut w, &["SET", &format!("after-backup:{i}"), "x"]);
     }
     let info = fields(ok(&mut a, &["TENANT.BACKUP.INFO", &id]));
-    assert_eq!(
-        (info["keys"].parse::<u64>().unwrap(), info["digest"].clone()),
-        recorded
-    );
+    assert_eq!((info["keys"].parse::<u64>().unwrap(), info["digest"].clone()), recorded);
 
     // 2. Migrate live and cut over.
-    let reply = map_of(ok(
-        &mut a,
-        &["TENANT.MIGRATE", "acme", "TARGET", &dst.addr()],
-    ));
+    let reply = map_of(ok(&mut a, &["TENANT.MIGRATE", "acme", "TARGET", &dst.addr()]));
     let mid = text(&reply["migration_id"]);
     wait_until("live sync", Duration::from_secs(60), || {
         text(&map_of(ok(&mut a, &["TENANT.MIGRATE.STATUS", &mid]))["state"]) == "live_sync"
@@ -69,26 +63,13 @@ fn rollback_after_cutover_restores_the_backup_as_a_new_tenant() {
 
     // 4. Roll back on the original server: over the moved tenant it is refused, clearly...
     let e = err(&mut a, &["TENANT.RESTORE", "acme", "BACKUP", &id]);
-    assert!(
-        e.contains("has moved to") && e.contains("AS <new-tenant>"),
-        "{e}"
-    );
-    let e = err(
-        &mut a,
-        &["TENANT.RESTORE", "acme", "BACKUP", &id, "REPLACE"],
-    );
+    assert!(e.contains("has moved to") && e.contains("AS <new-tenant>"), "{e}");
+    let e = err(&mut a, &["TENANT.RESTORE", "acme", "BACKUP", &id, "REPLACE"]);
     assert!(e.contains("has moved to"), "{e}");
     // ...and as a new tenant it is the backed-up data exactly.
     let done = fields(ok(
         &mut a,
-        &[
-            "TENANT.RESTORE",
-            "acme",
-            "BACKUP",
-            &id,
-            "AS",
-            "acme-rollback",
-        ],
+        &["TENANT.RESTORE", "acme", "BACKUP", &id, "AS", "acme-rollback"],
     ));
     assert_eq!(done["digest"], recorded.1);
     assert_eq!(digest_checked(&mut a, "acme-rollback"), recorded);

@@ -5,10 +5,7 @@ use std::time::Duration;
 use crate::common::Server;
 use crate::util::*;
 
-fn listed(
-    c: &mut redis::Connection,
-    tenant: &str,
-) -> Vec<std::collections::BTreeMap<String, String>> {
+fn listed(c: &mut redis::Connection, tenant: &str) -> Vec<std::collections::BTreeMap<String, String>> {
     match ok(c, &["TENANT.BACKUP.LIST", tenant]) {
         redis::Value::Array(a) => a.into_iter().map(fields).collect(),
         other => panic!("{other:?}"),
@@ -52,29 +49,17 @@ fn scheduled_backups_run_every_interval_and_keep_the_newest_retention() {
             .count()
             <= 2
     });
-    let scheduled: Vec<_> = now
-        .iter()
-        .filter(|b| b.get("scheduled").is_some_and(|s| s == "1"))
-        .collect();
+    let scheduled: Vec<_> = now.iter().filter(|b| b.get("scheduled").is_some_and(|s| s == "1")).collect();
     assert!(scheduled.len() <= 2, "retention 2: {now:?}");
     assert!(now.iter().any(|b| b["id"] == manual), "{now:?}");
     for b in &scheduled {
-        assert!(
-            b["id"].starts_with("backup_") && b["id"].ends_with("_acme"),
-            "{b:?}"
-        );
-        assert!(
-            b["path"].starts_with(&backups.display().to_string()),
-            "{b:?}"
-        );
+        assert!(b["id"].starts_with("backup_") && b["id"].ends_with("_acme"), "{b:?}");
+        assert!(b["path"].starts_with(&backups.display().to_string()), "{b:?}");
         // Each is a complete, restorable backup.
         assert_eq!(b["keys"], digest(&mut c, "acme").0.to_string());
     }
     let newest = scheduled.last().expect("a scheduled backup")["id"].clone();
-    ok(
-        &mut c,
-        &["TENANT.RESTORE", "acme", "BACKUP", &newest, "AS", "copy"],
-    );
+    ok(&mut c, &["TENANT.RESTORE", "acme", "BACKUP", &newest, "AS", "copy"]);
     assert_eq!(digest_checked(&mut c, "copy").1, digest(&mut c, "acme").1);
 }
 
@@ -87,10 +72,7 @@ fn by_default_nothing_is_scheduled_and_backups_go_under_the_data_directory() {
     ok(&mut c, &["TENANT.CREATE", "acme"]);
     fill(&mut c, "acme", 10);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        listed(&mut c, "acme").is_empty(),
-        "interval_secs = 0 schedules nothing"
-    );
+    assert!(listed(&mut c, "acme").is_empty(), "interval_secs = 0 schedules nothing");
     let id = text(&ok(&mut c, &["TENANT.BACKUP", "acme"]));
     let info = fields(ok(&mut c, &["TENANT.BACKUP.INFO", &id]));
     assert_eq!(

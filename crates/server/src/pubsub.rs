@@ -703,8 +703,7 @@ fn redacted(args: &Args<'_>, i: usize) -> bool {
         return i >= 1;
     }
     if name.eq_ignore_ascii_case(b"hello") {
-        return (2..args.len())
-            .any(|j| args.get(j).eq_ignore_ascii_case(b"AUTH") && (i == j + 1 || i == j + 2));
+        return (2..args.len()).any(|j| args.get(j).eq_ignore_ascii_case(b"AUTH") && (i == j + 1 || i == j + 2));
     }
     false
 }
@@ -736,7 +735,8 @@ pub fn feed_monitors(
     spec: &ferrite_commands::spec::CommandSpec,
     args: &Args<'_>,
 ) {
-    if sh.pubsub.monitors.count.load(Relaxed) == 0 || spec.has(ferrite_commands::spec::flags::ADMIN)
+    if sh.pubsub.monitors.count.load(Relaxed) == 0
+        || spec.has(ferrite_commands::spec::flags::ADMIN)
     {
         return;
     }

@@ -213,10 +213,7 @@ mod tests {
         assert_eq!(*db.digest(), fresh_digest);
         assert_eq!(db.recompute_digest(), fresh_digest);
         assert_eq!(db.keys_with_expiry(), 1);
-        assert!(
-            db.peek(b"k1").map(|e| e.version()) > watched,
-            "WATCH sees a change"
-        );
+        assert!(db.peek(b"k1").map(|e| e.version()) > watched, "WATCH sees a change");
         drop(db);
         let emptied = fresh.lock();
         assert!(emptied.is_empty());
