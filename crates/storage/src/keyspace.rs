@@ -1322,6 +1322,37 @@ mod tests {
     }
 
     #[test]
+    fn keys_changed_by_effects_weigh_nothing_and_a_whole_read_clears_their_mark() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        db.start_tracking();
+        db.set(b"big", Value::string("x".repeat(1000)), None, 10);
+        assert!(db.tracking_lag().unwrap().bytes >= 1000);
+        // Read whole (a migration's copy): its mark goes.
+        db.unmark_changed(b"big");
+        assert_eq!(db.tracking_lag().unwrap().keys, 0);
+        assert_eq!(db.tracking_lag().unwrap().bytes, 0);
+        db.count_changes_by_effects(b"big", true);
+        db.set(b"big", Value::string("y".repeat(1000)), None, 11);
+        let lag = db.tracking_lag().unwrap();
+        assert_eq!(
+            (lag.keys, lag.bytes),
+            (1, 0),
+            "its effects are counted elsewhere"
+        );
+        db.drain_changes(10, |_, _| {});
+        db.count_changes_by_effects(b"big", false);
+        db.set(b"big", Value::string("z".repeat(1000)), None, 12);
+        assert!(db.tracking_lag().unwrap().bytes >= 1000);
+        db.drain_changes(10, |_, _| {});
+        // A flush forgets them.
+        db.count_changes_by_effects(b"big", true);
+        db.flush();
+        db.set(b"big", Value::string("w".repeat(1000)), None, 13);
+        assert!(db.tracking_lag().unwrap().bytes >= 1000);
+    }
+
+    #[test]
     fn tracking_records_distinct_keys_oldest_first() {
         let ks = Keyspace::new();
         let mut db = ks.lock();

@@ -173,11 +173,12 @@ impl DeltaLog {
         had
     }
 
-    /// Forgets every key (a new import, a flush: the target has none of them).
-    pub fn clear(&self) {
+    /// Forgets every key (a new import, a flush: the target has none of them); returns them.
+    pub fn clear(&self) -> Vec<Box<[u8]>> {
         let mut keys = self.keys.lock();
-        keys.clear();
+        let gone = keys.drain().map(|(k, _)| k).collect();
         self.publish_pending(&keys);
+        gone
     }
 
     /// Marks every tracked key to be shipped whole (the target's copy is in doubt); returns

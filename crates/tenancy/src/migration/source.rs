@@ -102,12 +102,14 @@ pub(super) async fn run(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
     let tenant = io.ctl.info.tenant.clone();
     let ks = tenant.keyspace();
     let resumed = work.checkpoint.import_id.as_deref() == Some(import_id.as_str());
-    if !resumed {
-        // A new import holds none of the large values copied before.
-        io.ctl.info.delta.clear();
-    }
     let epoch = {
         let mut db = ks.lock_async().await;
+        if !resumed {
+            // A new import holds none of the large values copied before.
+            for k in io.ctl.info.delta.clear() {
+                db.count_changes_by_effects(&k, false);
+            }
+        }
         db.start_tracking();
         // Change capture and the delta log start in the same instant.
         if work.subscription.is_none() {
