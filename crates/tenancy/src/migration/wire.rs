@@ -181,13 +181,11 @@ impl BatchWriter {
     }
 }
 
-/// Some elements of a value, copied out under the keyspace lock for chunked sending.
+/// Some elements of a value, encoded for chunked sending (see `source::copy_chunks`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
+    /// Part of a string.
     Bytes(Vec<u8>),
-    Items(Vec<Vec<u8>>),
-    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
-    Scored(Vec<(Vec<u8>, f64)>),
     /// Elements already encoded in the value layout (`n:varint element{n}`; for streams a chunk
     /// that stands alone, see `StreamValue::encode_chunk`), and how many elements (positions of
     /// a stream) they cover.
@@ -198,26 +196,6 @@ impl Chunk {
     fn encode(&self, buf: &mut Vec<u8>) {
         match self {
             Chunk::Bytes(b) => put_bytes(buf, b),
-            Chunk::Items(v) => {
-                put_varint(buf, v.len() as u64);
-                for i in v {
-                    put_bytes(buf, i);
-                }
-            }
-            Chunk::Pairs(v) => {
-                put_varint(buf, v.len() as u64);
-                for (a, b) in v {
-                    put_bytes(buf, a);
-                    put_bytes(buf, b);
-                }
-            }
-            Chunk::Scored(v) => {
-                put_varint(buf, v.len() as u64);
-                for (m, s) in v {
-                    put_bytes(buf, m);
-                    buf.extend_from_slice(&s.to_le_bytes());
-                }
-            }
             Chunk::Encoded(b, _) => buf.extend_from_slice(b),
         }
     }
@@ -226,9 +204,6 @@ impl Chunk {
     pub fn len(&self) -> usize {
         match self {
             Chunk::Bytes(b) => b.len(),
-            Chunk::Items(v) => v.len(),
-            Chunk::Pairs(v) => v.len(),
-            Chunk::Scored(v) => v.len(),
             Chunk::Encoded(_, n) => *n,
         }
     }
@@ -498,7 +473,10 @@ mod tests {
         for (k, e) in db.iter() {
             w.put(k, e);
         }
-        w.append(b"l", ValueType::List, &Chunk::Items(vec![b"c".to_vec()]));
+        let mut more = Vec::new();
+        put_varint(&mut more, 1);
+        put_bytes(&mut more, b"c");
+        w.append(b"l", ValueType::List, &Chunk::Encoded(more, 1));
         w.del(b"gone");
         w.flush(1, 4);
         w.effects(
