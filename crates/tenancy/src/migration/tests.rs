@@ -1089,16 +1089,46 @@ async fn multi_key_effects_deletes_renames_type_changes_expiry_and_flushes_stay_
 
 #[tokio::test(start_paused = true)]
 async fn a_large_value_that_must_go_whole_at_cutover_is_copied_with_the_gate_open() {
-    let r = rig(MigrationSettings::default());
+    let r = rig(with_breakpoints());
     let t = large_tenant(&r, 20_000);
     let id = start(&r, MigrationConfig::default()).await;
     live(&r, &id).await;
     run(&t, &["HSET", "big", "a", "1"]);
     caught_up(&r, &id).await;
-    // Right before the cutover: effects on two keys, and one the log cannot reproduce alone.
+    r.mgr
+        .debug(&id, "break", Some("cutover:after_gate"))
+        .await
+        .unwrap();
+    let mgr = r.mgr.clone();
+    let idc = id.clone();
+    let cut = tokio::spawn(async move { mgr.cutover(&idc).await });
+    until(&r, &id, Duration::from_secs(10), "parked", |s| {
+        s.parked_at == Some("cutover:after_gate")
+    })
+    .await;
+    assert!(t.gate().is_closed());
+    // Written past the gate (as in-flight writes are): an effect to ship, and one the log
+    // cannot reproduce alone, so `set` must be copied whole.
     run(&t, &["HSET", "big", "b", "2"]);
     run(&t, &["SMOVE", "set", "other", "s1"]);
-    let done = r.mgr.cutover(&id).await.unwrap();
+    r.mgr
+        .debug(&id, "break", Some("large:chunk"))
+        .await
+        .unwrap();
+    r.mgr.debug(&id, "continue", None).await.unwrap();
+    until(&r, &id, Duration::from_secs(10), "copying whole", |s| {
+        s.parked_at == Some("large:chunk")
+    })
+    .await;
+    assert!(
+        !t.gate().is_closed(),
+        "a large value is copied whole with the gate open"
+    );
+    // Writes go on meanwhile, to the value being copied too.
+    run(&t, &["SADD", "set", "during-copy"]);
+    run(&t, &["HSET", "big", "c", "3"]);
+    r.mgr.debug(&id, "continue", None).await.unwrap();
+    let done = cut.await.unwrap().unwrap();
     assert_eq!(done.status, "completed");
     assert!(done.downtime_ms < 5.0 || cfg!(debug_assertions), "{done:?}");
     assert_same_keys(&t.keyspace(), &target_copy(&r).unwrap().keyspace());
