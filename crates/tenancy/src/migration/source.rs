@@ -597,7 +597,7 @@ fn publish_large(io: &mut Io<'_>, large: &LargeQueue, front_left: Option<u64>) {
 /// A large value read whole, as the chunks it is sent in: strings by `CHUNK_BYTES`, other
 /// values by `CHUNK_ELEMENTS` elements (or about `CHUNK_BYTES`), already encoded in the wire's
 /// value layout (`ferrite_storage::codec`).
-fn copy_chunks(v: ValueRef<'_>) -> Vec<Chunk> {
+pub(super) fn copy_chunks(v: ValueRef<'_>) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut body = Vec::new();
     let mut n = 0usize;

@@ -1151,3 +1151,39 @@ async fn pause_in_the_middle_of_a_large_copy_copies_it_again_whole() {
     assert_same_keys(&t.keyspace(), &target_copy(&r).unwrap().keyspace());
     r.mgr.cutover(&id).await.unwrap();
 }
+
+/// How long a large value's consistent read holds the tenant's lock (`source::copy_chunks`):
+/// `cargo test --release -p ferrite-tenancy --lib timing_of_a_large_copy -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing_of_a_large_copy() {
+    let ks = ferrite_storage::Keyspace::new();
+    let mut db = ks.lock();
+    let mut h = HashValue::default();
+    for i in 0..1_000_000 {
+        h.insert(
+            format!("field:{i:08}").as_bytes(),
+            format!("value-{i:08}").as_bytes(),
+        );
+    }
+    db.set(b"hash", Value::Hash(Box::new(h)), None, 1);
+    let mut l = ferrite_storage::ListValue::default();
+    let mut z = ferrite_storage::ZSetValue::default();
+    for i in 0..1_000_000 {
+        l.push_back(format!("item:{i:08}").as_bytes());
+        z.insert(format!("member:{i:08}").as_bytes(), i as f64);
+    }
+    db.set(b"list", Value::List(Box::new(l)), None, 1);
+    db.set(b"zset", Value::ZSet(Box::new(z)), None, 1);
+    for key in [&b"hash"[..], b"list", b"zset"] {
+        let e = db.peek(key).unwrap();
+        let t0 = std::time::Instant::now();
+        let chunks = super::source::copy_chunks(e.value());
+        eprintln!(
+            "{}: 1M elements read in {:?} ({} chunks)",
+            String::from_utf8_lossy(key),
+            t0.elapsed(),
+            chunks.len()
+        );
+    }
+}
