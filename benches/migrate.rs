@@ -16,6 +16,10 @@
 //! - `heavy`: like `load` at BENCH_HEAVY_RATE (100k) writes/s: does the migration complete?
 //! - `cutovers`: a tenant of BENCH_CUTOVER_KEYS keys moved back and forth BENCH_CUTOVERS times
 //!   under BENCH_RATE writes/s; downtime and verify time per migration.
+//! - `hot` (not in the default list): hot large collections — a hash of BENCH_HOT_FIELDS (1M)
+//!   fields, a sorted set and a list of a tenth of that, under BENCH_HOT_RATE (1000) HSET/s plus
+//!   as many ZINCRBY and RPUSH+LPOP: how long after the snapshot until `lag_bytes` < 1 MB, the
+//!   worst lag after that, bytes sent against data + changes, `downtime_ms`, VERIFY.
 //!
 //! Also: BENCH_VALUE (100), BENCH_MIGRATE_ARGS (extra TENANT.MIGRATE arguments, e.g.
 //! "PARALLEL 8"), BENCH_PAUSE_SECS (sleep before migrating, printing both pids, so that `perf
@@ -970,6 +974,147 @@ async fn cutovers(o: &Opts) -> Res<()> {
     }
 }
 
+/// Hot large collections: see the module documentation (`hot`).
+async fn hot(fields_n: u64, rate: u64, steady: Duration) -> Res<()> {
+    log(format!(
+        "scenario hot: a {fields_n}-field hash (and a sorted set and a list of {}) under {rate} HSET/s",
+        fields_n / 10
+    ));
+    let src = start_server(None);
+    let dst = start_server(None);
+    let mut a = admin(&src).await?;
+    cmd(&mut a, &["TENANT.CREATE", TENANT, "PASSWORD", PASSWORD]).await?;
+    let mut c = tenant_conn(&src.addr()).await?;
+    let mut data = 0u64;
+    let small = (fields_n / 10).max(1000);
+    let mut batch: Vec<Vec<String>> = Vec::new();
+    for start in (0..fields_n).step_by(1000) {
+        let mut h = vec!["HSET".to_string(), "hot:hash".into()];
+        for i in start..(start + 1000).min(fields_n) {
+            let (f, v) = (format!("field:{i:08}"), format!("value-{i:08}"));
+            data += (f.len() + v.len()) as u64;
+            h.extend([f, v]);
+        }
+        batch.push(h);
+        if start < small {
+            let mut z = vec!["ZADD".to_string(), "hot:zset".into()];
+            let mut l = vec!["RPUSH".to_string(), "hot:list".into()];
+            for i in start..(start + 1000).min(small) {
+                let (m, e) = (format!("member:{i:08}"), format!("item:{i:08}"));
+                data += (m.len() + 8 + e.len()) as u64;
+                z.extend([i.to_string(), m]);
+                l.push(e);
+            }
+            batch.push(z);
+            batch.push(l);
+        }
+        if batch.len() >= 50 {
+            c.pipeline(&std::mem::take(&mut batch))
+                .await
+                .map_err(|e| format!("load: {e}"))?;
+        }
+    }
+    c.pipeline(&batch).await.map_err(|e| format!("load: {e}"))?;
+    log(format!("loaded {data} bytes of elements"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (stop, changes, addr) = (stop.clone(), changes.clone(), src.addr());
+        tokio::spawn(async move {
+            let Ok(mut c) = tenant_conn(&addr).await else {
+                return;
+            };
+            let tick = Duration::from_millis(10);
+            let per_tick = (rate / 100).max(1);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let mut cmds: Vec<Vec<String>> = Vec::new();
+                for _ in 0..per_tick {
+                    n += 1;
+                    let f = format!("field:{:08}", n.wrapping_mul(7919) % fields_n);
+                    cmds.push(vec!["HSET".into(), "hot:hash".into(), f, format!("v{n}")]);
+                    let m = format!("member:{:08}", n.wrapping_mul(104_729) % small);
+                    cmds.push(vec!["ZINCRBY".into(), "hot:zset".into(), "1".into(), m]);
+                    cmds.push(vec!["RPUSH".into(), "hot:list".into(), format!("new:{n}")]);
+                    cmds.push(vec!["LPOP".into(), "hot:list".into()]);
+                }
+                let bytes: usize = cmds.iter().flatten().map(String::len).sum();
+                changes.fetch_add(bytes as u64, Ordering::Relaxed);
+                let _ = c.pipeline(&cmds).await;
+                tokio::time::sleep(tick.saturating_sub(t0.elapsed())).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dst_addr = dst.addr();
+    let t0 = Instant::now();
+    let id = fields(&cmd(&mut a, &["TENANT.MIGRATE", TENANT, "TARGET", &dst_addr]).await?)
+        .get("migration_id")
+        .cloned()
+        .ok_or("TENANT.MIGRATE returned no migration_id")?;
+    let mut s = status(&mut a, &id).await?;
+    while s.get("state").map(String::as_str) != Some("live_sync") {
+        if t0.elapsed() > Duration::from_secs(600) {
+            return Err(format!("no live sync after 600 s: {s:?}"));
+        }
+        tokio::time::sleep(POLL).await;
+        s = status(&mut a, &id).await?;
+    }
+    let snapshot_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    while num(&s, "lag_bytes") >= (1u64 << 20) as f64 {
+        if t1.elapsed() > Duration::from_secs(300) {
+            return Err(format!("lag_bytes not under 1 MB after 300 s: {s:?}"));
+        }
+        tokio::time::sleep(POLL).await;
+        s = status(&mut a, &id).await?;
+    }
+    let converge_s = t1.elapsed().as_secs_f64();
+    log(format!(
+        "{id}: lag under 1 MB {converge_s:.2} s after the snapshot"
+    ));
+    let mut worst = 0f64;
+    let tw = Instant::now();
+    while tw.elapsed() < steady {
+        s = status(&mut a, &id).await?;
+        worst = worst.max(num(&s, "lag_bytes"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.await;
+    while num(&s, "lag_keys") > 0.0 {
+        tokio::time::sleep(POLL).await;
+        s = status(&mut a, &id).await?;
+    }
+    let sent = num(&s, "bytes_sent");
+    let changed = changes.load(Ordering::Relaxed) as f64;
+    let cut = fields(&cmd(&mut a, &["TENANT.MIGRATE.CUTOVER", &id]).await?);
+    let v = fields(&cmd(&mut a, &["TENANT.MIGRATE.VERIFY", &id]).await?);
+    let mut j = Json::new("hot");
+    j.i("hash_fields", fields_n)
+        .i("zset_members", small)
+        .i("list_items", small)
+        .i("hset_per_s", rate)
+        .n("data_mb", mb(data as f64))
+        .n("changes_mb", mb(changed))
+        .n("bytes_sent_mb", mb(sent))
+        .n(
+            "sent_over_data_plus_changes",
+            sent / (data as f64 + changed),
+        )
+        .n("snapshot_s", snapshot_s)
+        .n("lag_under_1mb_after_snapshot_s", converge_s)
+        .n("lag_bytes_max_after", worst)
+        .n("downtime_ms", num(&cut, "downtime_ms"))
+        .b(
+            "verify_ok",
+            v.get("status").map(String::as_str) == Some("verified"),
+        );
+    j.print();
+    Ok(())
+}
+
 async fn run(o: Opts) -> bool {
     log(format!("{o:?}"));
     let mut ok = true;
@@ -980,8 +1125,16 @@ async fn run(o: Opts) -> bool {
             "load" => single(&o, "load", false, o.rate).await,
             "heavy" => single(&o, "heavy", false, o.heavy_rate).await,
             "cutovers" => cutovers(&o).await,
+            "hot" => {
+                hot(
+                    env_u64("BENCH_HOT_FIELDS", 1_000_000),
+                    env_u64("BENCH_HOT_RATE", 1000),
+                    o.steady,
+                )
+                .await
+            }
             other => Err(format!(
-                "unknown scenario '{other}' (idle, mixed, load, heavy, cutovers)"
+                "unknown scenario '{other}' (idle, mixed, load, heavy, cutovers, hot)"
             )),
         };
         if let Err(e) = r {

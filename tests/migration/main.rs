@@ -11,6 +11,7 @@ mod writers;
 mod bad_input;
 mod cancel_pause;
 mod faults;
+mod hot;
 mod live;
 mod production;
 mod reporting;

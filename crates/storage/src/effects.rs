@@ -163,6 +163,11 @@ impl Journal {
         self.pending.push(argv);
     }
 
+    pub(crate) fn discard_pending(&mut self) {
+        self.pending.clear();
+        self.rewritten = false;
+    }
+
     pub(crate) fn begin(&mut self, writes: u64) -> EffectMark {
         self.depth += 1;
         self.rewritten = false;

@@ -7,7 +7,7 @@
 //! updates the digest buckets, memory total, expiry index, version, modified time and the change
 //! tracker. Nothing else writes to the table, so these can never drift from the content.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -187,6 +187,10 @@ struct Tracker {
     dirty: LinkedHashMap<Box<[u8]>, DirtyMark>,
     bytes: usize,
     flush_epoch: u64,
+    /// Keys whose changes the consumer ships as their effects rather than whole (a migration's
+    /// delta log): they count as changed keys but weigh nothing here, the consumer counts its
+    /// own log. Forgotten at a flush (the keys are gone) and when tracking stops.
+    by_effects: HashSet<Box<[u8]>>,
 }
 
 /// The data of a keyspace, accessed under its lock.
@@ -562,6 +566,11 @@ impl Tracker {
         if self.dirty.contains_key(key) {
             return;
         }
+        let bytes = if !self.by_effects.is_empty() && self.by_effects.contains(key) {
+            0
+        } else {
+            bytes
+        };
         self.bytes += bytes;
         self.dirty.insert(
             key.into(),
@@ -832,6 +841,7 @@ impl Db {
             t.dirty.clear();
             t.bytes = 0;
             t.flush_epoch += 1;
+            t.by_effects.clear();
         }
         self.publish_stats();
         old
@@ -1040,6 +1050,14 @@ impl Db {
         }
     }
 
+    /// Drops what the running command recorded so far (its rewrites with [`Db::propagate`], the
+    /// expiries it caused), so that [`Db::effects_end`] publishes its request: for a command
+    /// that runs other commands as a whole (a migration batch replaying effects), whose request
+    /// alone reproduces all of it.
+    pub fn discard_propagated(&mut self) {
+        self.journal.discard_pending();
+    }
+
     /// Records an effect of the running command in place of its request: a command whose outcome
     /// depends on the clock, randomness or float formatting describes what it did as
     /// deterministic commands (one call per command, in order). Ignored without subscribers.
@@ -1158,6 +1176,30 @@ impl Db {
         }
         self.publish_counters();
         n
+    }
+
+    /// Says whether changes of `key` are shipped as their effects: a changed key then weighs
+    /// nothing in [`TrackingLag::bytes`] (the consumer counts its effect log instead). A no-op
+    /// when not tracking; forgotten at a flush and when tracking stops.
+    pub fn count_changes_by_effects(&mut self, key: &[u8], on: bool) {
+        let Some(t) = self.tracker.as_mut() else {
+            return;
+        };
+        if on {
+            t.by_effects.insert(key.into());
+        } else {
+            t.by_effects.remove(key);
+        }
+    }
+
+    /// Forgets that `key` changed (its consumer just read it whole, in the same lock hold).
+    pub fn unmark_changed(&mut self, key: &[u8]) {
+        if let Some(t) = self.tracker.as_mut() {
+            if let Some(m) = t.dirty.remove(key) {
+                t.bytes -= m.bytes;
+            }
+        }
+        self.publish_counters();
     }
 
     /// Marks a key changed without changing it (so a consumer re-reads it).
@@ -1282,6 +1324,37 @@ mod tests {
             v2,
             "no-op in-place write"
         );
+    }
+
+    #[test]
+    fn keys_changed_by_effects_weigh_nothing_and_a_whole_read_clears_their_mark() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        db.start_tracking();
+        db.set(b"big", Value::string("x".repeat(1000)), None, 10);
+        assert!(db.tracking_lag().unwrap().bytes >= 1000);
+        // Read whole (a migration's copy): its mark goes.
+        db.unmark_changed(b"big");
+        assert_eq!(db.tracking_lag().unwrap().keys, 0);
+        assert_eq!(db.tracking_lag().unwrap().bytes, 0);
+        db.count_changes_by_effects(b"big", true);
+        db.set(b"big", Value::string("y".repeat(1000)), None, 11);
+        let lag = db.tracking_lag().unwrap();
+        assert_eq!(
+            (lag.keys, lag.bytes),
+            (1, 0),
+            "its effects are counted elsewhere"
+        );
+        db.drain_changes(10, |_, _| {});
+        db.count_changes_by_effects(b"big", false);
+        db.set(b"big", Value::string("z".repeat(1000)), None, 12);
+        assert!(db.tracking_lag().unwrap().bytes >= 1000);
+        db.drain_changes(10, |_, _| {});
+        // A flush forgets them.
+        db.count_changes_by_effects(b"big", true);
+        db.flush();
+        db.set(b"big", Value::string("w".repeat(1000)), None, 13);
+        assert!(db.tracking_lag().unwrap().bytes >= 1000);
     }
 
     #[test]

@@ -934,7 +934,21 @@ pub(super) struct Work {
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The source's copy, kept read-only after cutover for VERIFY and released after retention.
     pub frozen: Option<Arc<ferrite_storage::Keyspace>>,
+    /// The delta log's subscription to the tenant's keyspace effects (`super::delta`): taken
+    /// with change capture and kept, like it, across a failure (part of the checkpoint).
+    pub subscription: Option<ferrite_storage::SinkId>,
     pub rate: source::RateLimiter,
+}
+
+impl Work {
+    /// Stops change capture and the delta log's subscription, and forgets what it tracked.
+    pub fn stop_capture(&mut self, db: &mut ferrite_storage::Db, delta: &super::delta::DeltaLog) {
+        db.stop_tracking();
+        if let Some(id) = self.subscription.take() {
+            db.unsubscribe(id);
+        }
+        delta.clear();
+    }
 }
 
 /// Where a failed migration resumes from.
@@ -1059,7 +1073,11 @@ async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
     if tenant.state() != TenantState::Moved && tenant.gate().is_closed() {
         tenant.gate().open();
     }
-    tenant.keyspace().lock_async().await.stop_tracking();
+    {
+        let ks = tenant.keyspace();
+        let mut db = ks.lock_async().await;
+        work.stop_capture(&mut db, &io.ctl.info.delta);
+    }
     let import = io
         .ctl
         .published()
@@ -1179,7 +1197,11 @@ async fn cancel_after_hand_over(work: &mut Work, io: &mut Io<'_>) {
         Ok(Ok(())) | Ok(Err(TargetError::ImportGone(_))) => {
             match io.ctl.env.registry.reclaim(&tenant) {
                 Ok(()) => {
-                    tenant.keyspace().lock_async().await.stop_tracking();
+                    {
+                        let ks = tenant.keyspace();
+                        let mut db = ks.lock_async().await;
+                        work.stop_capture(&mut db, &io.ctl.info.delta);
+                    }
                     if tenant.gate().is_closed() {
                         tenant.gate().open();
                     }

@@ -9,7 +9,9 @@
 //! the target might be serving it.
 //!
 //! The gate is closed only while nothing slow is left: a large value is never copied whole
-//! behind it (the run finishes shipping it before it starts a cutover), and the drain is
+//! behind it (the run finishes shipping it before it starts a cutover; a large value already
+//! copied ships the effects that changed it, `super::delta`; one that must be copied whole
+//! again is copied with the gate reopened, then the gate closes again), and the drain is
 //! aborted, reopening the gate, as soon as a stream's connection breaks or when the target
 //! acknowledges nothing for `redirect_timeout_ms` (the time a writer waits at the gate anyway).
 
@@ -19,7 +21,7 @@ use tokio::time::Instant;
 
 use super::actor::{Io, PendingCutover, Work};
 use super::api::{CutoverResult, MigrationError, MigrationMode};
-use super::source::{drain, send_all};
+use super::source::{copy_whole, drain, drain_gated, send_all};
 use super::state::{MigrationPhase, MigrationState};
 use super::status::{Info, Published};
 use super::target::TargetError;
@@ -86,7 +88,7 @@ pub(super) async fn cutover(
     io.ctl.set_phase(MigrationPhase::Cutover);
     io.ctl.handed_over = false;
     let confirmed = gate_and_confirm(work, io, fast, &settings).await;
-    let (t0, keys) = match confirmed {
+    let (closed, keys) = match confirmed {
         Ok(done) => done,
         Err(e) => {
             // Nothing was handed over: the source keeps the tenant.
@@ -121,7 +123,11 @@ pub(super) async fn cutover(
         ));
     }
     io.ctl.handed_over = true;
-    tenant.keyspace().lock_async().await.stop_tracking();
+    {
+        let ks = tenant.keyspace();
+        let mut db = ks.lock_async().await;
+        work.stop_capture(&mut db, &io.ctl.info.delta);
+    }
     // Everything was acknowledged: the streams have nothing left to do.
     if let Some(s) = work.streams.take() {
         let _ = s.stop().await;
@@ -149,7 +155,7 @@ pub(super) async fn cutover(
         }
     }
     tenant.gate().open();
-    let downtime_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let downtime_ms = closed.total().as_secs_f64() * 1000.0;
     io.ctl.complete(keys, downtime_ms);
     work.frozen = Some(tenant.keyspace());
     work.checkpoint = Default::default();
@@ -173,14 +179,30 @@ fn abort(io: &mut Io<'_>, reason: &str) -> MigrationError {
     MigrationError::Failed(msg)
 }
 
-/// Gates the writes, drains and has the target confirm. Returns when the gate closed (the
-/// downtime's start) and the confirmed key count.
+/// How long the gate was closed during one cutover, over every time it closed.
+struct Closed {
+    before: Duration,
+    since: Instant,
+}
+
+impl Closed {
+    fn total(&self) -> Duration {
+        self.before + self.since.elapsed()
+    }
+}
+
+/// A cutover reopens its gate to copy large values whole at most this many times.
+const COPY_ROUNDS: usize = 3;
+
+/// Gates the writes, drains and has the target confirm. A large value that must be copied whole
+/// (its effects could not bring the target up to date) is copied with the gate open, then the
+/// gate closes again. Returns the gate's closed time and the confirmed key count.
 async fn gate_and_confirm(
     work: &mut Work,
     io: &mut Io<'_>,
     fast: bool,
     settings: &super::api::MigrationSettings,
-) -> Res<(Instant, u64)> {
+) -> Res<(Closed, u64)> {
     let tenant = io.ctl.info.tenant.clone();
     io.breakpoint("cutover:before_gate").await?;
     // In fast mode the gate has been closed since the copy began: that is the downtime.
@@ -188,10 +210,36 @@ async fn gate_and_confirm(
         (true, Some(t)) => t,
         _ => Instant::now(),
     };
+    let mut closed = Closed {
+        before: Duration::ZERO,
+        since: t0,
+    };
     io.ctl.gate_closed_at = Some(t0);
     io.until(tenant.gate().close_and_drain()).await?;
     io.breakpoint("cutover:after_gate").await?;
-    let keys = confirm(work, io, settings.redirect_timeout).await?;
+    let mut round = 0;
+    let keys = loop {
+        match confirm(work, io, settings.redirect_timeout, fast).await? {
+            Confirmed::Keys(keys) => break keys,
+            Confirmed::CopyFirst(large) if round < COPY_ROUNDS => {
+                round += 1;
+                tracing::info!(migration = %io.ctl.info.id, keys = large.len(), round, "reopening the gate to copy large values whole");
+                closed.before += closed.since.elapsed();
+                tenant.gate().open();
+                copy_whole(work, io, large).await?;
+                io.wait(|c| c.flight_empty()).await?;
+                closed.since = Instant::now();
+                io.ctl.gate_closed_at = Some(closed.since);
+                io.until(tenant.gate().close_and_drain()).await?;
+            }
+            Confirmed::CopyFirst(large) => {
+                return Err(MigrationError::Failed(format!(
+                    "{} large value(s) kept needing a whole copy ({COPY_ROUNDS} rounds); try again when the writes to them slow down",
+                    large.len()
+                )));
+            }
+        }
+    };
     io.breakpoint("cutover:after_confirm").await?;
     // Last chance to keep the tenant: if the target stopped answering since it confirmed, do
     // not hand over (that would leave the tenant unwritable until the target comes back).
@@ -207,17 +255,40 @@ async fn gate_and_confirm(
             "the target stopped answering after it confirmed".into(),
         ));
     }
-    Ok((t0, keys))
+    Ok((closed, keys))
+}
+
+/// What a confirmation found.
+enum Confirmed {
+    /// The target holds exactly what the source holds: this many keys.
+    Keys(u64),
+    /// These large keys must first be copied whole (not with the gate closed).
+    CopyFirst(Vec<Vec<u8>>),
 }
 
 /// Drains every change, waits for acknowledgements (aborting when a link breaks or nothing is
-/// acknowledged for `budget`) and compares key count and digest with the target.
-async fn confirm(work: &mut Work, io: &mut Io<'_>, budget: Duration) -> Res<u64> {
+/// acknowledged for `budget`) and compares key count and digest with the target. In fast mode
+/// (the gate closed since the copy began) large values are copied here; otherwise they are
+/// handed back to be copied with the gate open. A digest that does not match while large values
+/// travel as effects sends them all whole (when in doubt, the whole value).
+async fn confirm(work: &mut Work, io: &mut Io<'_>, budget: Duration, fast: bool) -> Res<Confirmed> {
     let ks = io.ctl.info.tenant.keyspace();
     let import = io.ctl.published().import_id.clone().unwrap_or_default();
     let mut last = String::from("no attempt");
     for _attempt in 0..5 {
-        while drain(work, io, 100_000).await? > 0 {}
+        if fast {
+            while drain(work, io, 100_000).await? > 0 {}
+        } else {
+            loop {
+                let (n, large) = drain_gated(work, io, 100_000).await?;
+                if !large.is_empty() {
+                    return Ok(Confirmed::CopyFirst(large));
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
         send_all(work, io).await?;
         wait_acked(io, budget).await?;
         let (keys, digest, dirty) = {
@@ -237,12 +308,26 @@ async fn confirm(work: &mut Work, io: &mut Io<'_>, budget: Duration) -> Res<u64>
             .until(tokio::time::timeout(budget, work.target.prepare(&import)))
             .await?;
         match answer {
-            Ok(Ok(p)) if p.keys == keys && p.digest == digest => return Ok(keys),
+            Ok(Ok(p)) if p.keys == keys && p.digest == digest => {
+                return Ok(Confirmed::Keys(keys));
+            }
             Ok(Ok(p)) => {
                 last = format!(
                     "target does not match the source (source {keys} keys, digest {digest:016x}; target {} keys, digest {:016x})",
                     p.keys, p.digest
                 );
+                // Values kept up to date by their effects are the first suspects: send them
+                // whole (they are marked changed; the next drain hands them back to be copied).
+                let suspects = io.ctl.info.delta.invalidate_all();
+                if !suspects.is_empty() {
+                    tracing::warn!(migration = %io.ctl.info.id, keys = suspects.len(), "{last}; sending the large values whole");
+                    let mut db = ks.lock_async().await;
+                    let now = ferrite_storage::now_ms();
+                    for k in &suspects {
+                        db.count_changes_by_effects(k, false);
+                        db.mark_changed(k, now);
+                    }
+                }
             }
             Ok(Err(e)) => {
                 return Err(MigrationError::Failed(format!(

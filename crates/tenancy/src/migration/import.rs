@@ -243,20 +243,35 @@ impl ImportManager {
             return Ok(batch.seq);
         }
         let ks = import.staged.keyspace();
-        {
+        let failed = {
             let mut db = ks.lock();
             let now = now_ms();
             let mark = db.effects_begin();
-            for r in records {
-                apply(&mut db, r, now);
-            }
-            // Journaled as the batch itself (persistence replays it with `apply_journaled`).
+            let mut replayer = None;
+            let failed = records
+                .into_iter()
+                .try_for_each(|r| apply(&mut db, r, now, &mut replayer))
+                .err();
+            // Journaled as the batch itself (persistence replays it with `apply_journaled`),
+            // not as what replaying its effects recorded.
+            db.discard_propagated();
             db.effects_end(mark, now, &[IMPORT_EFFECT, payload]);
-        }
+            failed
+        };
+        // Applied, even if only partly: effects are not idempotent, a resent batch must not run
+        // again.
         applied.insert(batch.stream, batch.seq);
+        drop(applied);
         import.batches.fetch_add(1, Relaxed);
         import.records.fetch_add(u64::from(batch.count), Relaxed);
         import.bytes.fetch_add(payload.len() as u64, Relaxed);
+        if let Some(e) = failed {
+            // The staged copy no longer follows the source: drop it rather than ever activate
+            // it wrong; the source sees the import gone and starts a new one.
+            tracing::error!(import = %id, error = %e, "an effect could not be applied; dropping the import");
+            let _ = self.abort(id);
+            return Err(ImportError::Batch(format!("{e}; the import was dropped")));
+        }
         Ok(batch.seq)
     }
 
@@ -408,14 +423,21 @@ pub fn apply_journaled(
     let records = batch
         .records()
         .map_err(|e| ImportError::Batch(e.to_string()))?;
+    let mut replayer = None;
     for r in records {
-        apply(db, r, now);
+        apply(db, r, now, &mut replayer).map_err(ImportError::Batch)?;
     }
     Ok(())
 }
 
-/// Applies one record to the staged keyspace.
-fn apply(db: &mut ferrite_storage::Db, r: Record<'_>, now: u64) {
+/// Applies one record to the staged keyspace. Effects run with the clock they ran with on the
+/// source, so lazy expiry decides as it did there.
+fn apply(
+    db: &mut ferrite_storage::Db,
+    r: Record<'_>,
+    now: u64,
+    replayer: &mut Option<ferrite_commands::replay::Replayer>,
+) -> Result<(), String> {
     match r {
         Record::Put {
             key,
@@ -454,7 +476,14 @@ fn apply(db: &mut ferrite_storage::Db, r: Record<'_>, now: u64) {
                 db.entry_physical(&k, now).occupied().map(|o| o.remove());
             }
         }
+        Record::Effect { now, argv, .. } => {
+            return replayer
+                .get_or_insert_with(ferrite_commands::replay::Replayer::new)
+                .apply(db, now, ferrite_storage::Argv::Borrowed(&argv))
+                .map_err(|e| e.to_string());
+        }
     }
+    Ok(())
 }
 
 /// Adds the elements of `more` to `v` (same type).

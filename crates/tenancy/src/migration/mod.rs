@@ -43,6 +43,7 @@
 mod actor;
 mod api;
 mod cutover;
+mod delta;
 pub mod import;
 pub mod lag;
 pub mod local;
@@ -352,6 +353,7 @@ impl MigrationManager {
             redirect,
             mode: cfg.mode,
             seq: n,
+            delta: Default::default(),
         });
         // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
         env.claim(&info)?;
@@ -401,6 +403,7 @@ impl MigrationManager {
                 streams: None,
                 permit: None,
                 frozen: None,
+                subscription: None,
                 rate: Default::default(),
             },
         };
@@ -684,6 +687,7 @@ impl MigrationManager {
                 redirect: r.redirect.clone(),
                 mode: r.mode,
                 seq: r.seq,
+                delta: Default::default(),
             });
             let mut p = Published::new(0, 0, 0);
             p.state = r.state;

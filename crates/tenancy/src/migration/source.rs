@@ -11,12 +11,14 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use ferrite_storage::{Entry, ValueRef, ValueType};
+use ferrite_storage::codec::{put_bytes, put_varint};
+use ferrite_storage::{Db, Entry, ValueRef};
 use tokio::time::Instant;
 
 use super::actor::{Checkpoint, Io, Link, PendingCutover, Work};
 use super::api::{MigrationError, MigrationMode};
 use super::cutover;
+use super::delta::{DeltaLog, Pending};
 use super::import::BeginRequest;
 use super::state::{MigrationPhase, MigrationState};
 use super::stream::{MAX_BATCH_BYTES, RECONNECT_BACKOFF, StreamQueues, Streams};
@@ -99,12 +101,22 @@ pub(super) async fn run(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
 
     let tenant = io.ctl.info.tenant.clone();
     let ks = tenant.keyspace();
+    let resumed = work.checkpoint.import_id.as_deref() == Some(import_id.as_str());
     let epoch = {
         let mut db = ks.lock_async().await;
+        if !resumed {
+            // A new import holds none of the large values copied before.
+            for k in io.ctl.info.delta.clear() {
+                db.count_changes_by_effects(&k, false);
+            }
+        }
         db.start_tracking();
+        // Change capture and the delta log start in the same instant.
+        if work.subscription.is_none() {
+            work.subscription = Some(db.subscribe(io.ctl.info.delta.clone()));
+        }
         db.tracking_lag().map_or(0, |l| l.flush_epoch)
     };
-    let resumed = work.checkpoint.import_id.as_deref() == Some(import_id.as_str());
     if !resumed {
         // A new import (first run, or the target lost the old one): start from scratch.
         let parallel = io.ctl.cfg.parallel.clamp(1, 64);
@@ -198,9 +210,7 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
                 let s = streams(work)?;
                 let batch = s.batch_size;
                 let mut db = ks.lock_async().await;
-                if let Some(l) = db.tracking_lag() {
-                    s.note_epoch(l.flush_epoch);
-                }
+                note_flush(s, &db, &io.ctl.info.delta);
                 let mut large: Vec<Vec<u8>> = Vec::new();
                 let next = db.scan_physical(cursor, batch, |k, e| {
                     if is_large(e) {
@@ -449,11 +459,23 @@ pub(super) async fn send_all(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
 /// first is the one being sent.
 type LargeQueue = VecDeque<(Vec<u8>, u64)>;
 
+/// Notes a flush of the keyspace (FLUSHALL, or a restore replacing it) that the streams have not
+/// sent yet: a FLUSH record goes out on every stream, and the delta log forgets every key (the
+/// target deletes its copies; keys written since are new keys).
+fn note_flush(s: &mut Streams, db: &Db, delta: &DeltaLog) {
+    if let Some(l) = db.tracking_lag() {
+        if l.flush_epoch > s.epoch {
+            delta.clear();
+        }
+        s.note_epoch(l.flush_epoch);
+    }
+}
+
 /// Ships up to `max` changed keys (oldest first), then the large values among them (and the
 /// small changes that happen meanwhile); returns how many changed keys were taken.
 pub(super) async fn drain(work: &mut Work, io: &mut Io<'_>, max: usize) -> Res<usize> {
     let mut large = LargeQueue::new();
-    let n = read_changes(work, io, max, &mut large).await?;
+    let n = read_changes(work, io, max, &mut large, None).await?;
     ship_all_large(work, io, large).await?;
     if n > 0 {
         send_all(work, io).await?;
@@ -461,32 +483,97 @@ pub(super) async fn drain(work: &mut Work, io: &mut Io<'_>, max: usize) -> Res<u
     Ok(n)
 }
 
+/// Like [`drain`], for a cutover with the gate closed: large values that must be copied whole
+/// are not copied (that would hold the gate for the copy) but left marked changed and returned,
+/// for the cutover to copy with the gate open. Their effects (the usual case) are shipped.
+pub(super) async fn drain_gated(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    max: usize,
+) -> Res<(usize, Vec<Vec<u8>>)> {
+    let mut large = LargeQueue::new();
+    let n = read_changes(work, io, max, &mut large, None).await?;
+    if !large.is_empty() {
+        let ks = io.ctl.info.tenant.keyspace();
+        let mut db = ks.lock_async().await;
+        let now = ferrite_storage::now_ms();
+        for (k, _) in &large {
+            db.mark_changed(k, now);
+        }
+        drop(db);
+        io.ctl.set_large_left(0, 0);
+    }
+    if n > 0 {
+        send_all(work, io).await?;
+    }
+    Ok((n, large.into_iter().map(|(k, _)| k).collect()))
+}
+
+/// Copies `keys` whole now (the cutover does this with the gate open, then closes it again).
+pub(super) async fn copy_whole(work: &mut Work, io: &mut Io<'_>, keys: Vec<Vec<u8>>) -> Res<()> {
+    let mut large = LargeQueue::new();
+    {
+        let ks = io.ctl.info.tenant.keyspace();
+        let db = ks.lock_async().await;
+        for k in keys {
+            let size = db.peek(&k).map_or(0, |e| e.value().mem_size() as u64);
+            large.push_back((k, size));
+        }
+    }
+    ship_all_large(work, io, large).await?;
+    send_all(work, io).await
+}
+
 /// Takes up to `max` changed keys from change capture into the batch builders; large values
 /// join `large` instead (once: a value already waiting there is read whole when its turn
-/// comes). Returns how many changed keys were taken.
+/// comes). A large value already copied ships the effects that changed it since
+/// ([`super::delta`]), unless its whole value is cheaper or its effects cannot be trusted.
+/// `copying` is a large value whose copy is going out: it stays marked changed (its effects
+/// must follow the whole copy). Returns how many changed keys were taken.
 async fn read_changes(
     work: &mut Work,
     io: &mut Io<'_>,
     max: usize,
     large: &mut LargeQueue,
+    copying: Option<&[u8]>,
 ) -> Res<usize> {
     let ks = io.ctl.info.tenant.keyspace();
+    let delta = io.ctl.info.delta.clone();
     let s = streams(work)?;
     let mut db = ks.lock_async().await;
-    if let Some(l) = db.tracking_lag() {
-        s.note_epoch(l.flush_epoch);
-    }
+    note_flush(s, &db, &delta);
+    let mut later: Vec<Vec<u8>> = Vec::new();
+    let mut untrack: Vec<Vec<u8>> = Vec::new();
     // The front is being sent: a change to it meanwhile queues it again, to be sent whole.
     let waiting = |q: &LargeQueue, k: &[u8]| q.iter().skip(1).any(|(x, _)| x.as_slice() == k);
     let n = db.drain_changes(max, |k, e| match e {
-        None => s.del(k),
-        Some(e) if is_large(e) => {
-            if !waiting(large, k) {
+        _ if copying == Some(k) => later.push(k.to_vec()),
+        None => {
+            s.del(k);
+            untrack.push(k.to_vec());
+        }
+        Some(_) if waiting(large, k) => {}
+        Some(e) => match delta.take(k, e.value().mem_size()) {
+            Pending::Effects(list) => s.writer(k).1.effects(k, &list),
+            Pending::Whole | Pending::Untracked if is_large(e) => {
                 large.push_back((k.to_vec(), e.value().mem_size() as u64));
             }
-        }
-        Some(e) => s.put(k, e),
+            Pending::Whole => {
+                s.put(k, e);
+                untrack.push(k.to_vec());
+            }
+            Pending::Untracked => s.put(k, e),
+        },
     });
+    for k in &untrack {
+        if delta.forget(k) {
+            db.count_changes_by_effects(k, false);
+        }
+    }
+    let now = ferrite_storage::now_ms();
+    for k in &later {
+        db.mark_changed(k, now);
+    }
     // Published before the lock is released: STATUS never sees these keys nowhere.
     io.ctl.set_unsealed(s.unsealed());
     publish_large(io, large, None);
@@ -507,130 +594,167 @@ fn publish_large(io: &mut Io<'_>, large: &LargeQueue, front_left: Option<u64>) {
     io.ctl.set_large_left(large.len() as u64, bytes);
 }
 
-/// Reads the next chunk of a large value at `pos` (an index, byte offset or table cursor).
-/// Returns the chunk and the next position (None when this was the last chunk).
-fn read_chunk(v: ValueRef<'_>, pos: u64) -> (Chunk, Option<u64>) {
+/// A large value read whole, as the chunks it is sent in: strings by `CHUNK_BYTES`, other
+/// values by `CHUNK_ELEMENTS` elements (or about `CHUNK_BYTES`), already encoded in the wire's
+/// value layout (`ferrite_storage::codec`).
+pub(super) fn copy_chunks(v: ValueRef<'_>) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut body = Vec::new();
+    let mut n = 0usize;
+    let cut = |body: &mut Vec<u8>, n: &mut usize, out: &mut Vec<Chunk>| {
+        let mut b = Vec::with_capacity(body.len() + 10);
+        put_varint(&mut b, *n as u64);
+        b.extend_from_slice(body);
+        out.push(Chunk::Encoded(b, *n));
+        body.clear();
+        *n = 0;
+    };
+    macro_rules! each {
+        ($iter:expr, |$b:ident, $item:pat_param| $enc:expr) => {{
+            for $item in $iter {
+                let $b = &mut body;
+                $enc;
+                n += 1;
+                if n >= CHUNK_ELEMENTS || body.len() >= CHUNK_BYTES {
+                    cut(&mut body, &mut n, &mut out);
+                }
+            }
+            if n > 0 || out.is_empty() {
+                cut(&mut body, &mut n, &mut out);
+            }
+        }};
+    }
     match v {
         ValueRef::Str(s) => {
             let b = s.as_bytes();
-            let start = (pos as usize).min(b.len());
-            let end = (start + CHUNK_BYTES).min(b.len());
-            (
-                Chunk::Bytes(b[start..end].to_vec()),
-                (end < b.len()).then_some(end as u64),
-            )
+            out.extend(b.chunks(CHUNK_BYTES).map(|c| Chunk::Bytes(c.to_vec())));
+            if out.is_empty() {
+                out.push(Chunk::Bytes(Vec::new()));
+            }
         }
-        ValueRef::List(l) => {
-            let start = pos as usize;
-            let end = (start + CHUNK_ELEMENTS).min(l.len());
-            let items = l.range(start, end).map(<[u8]>::to_vec).collect();
-            (Chunk::Items(items), (end < l.len()).then_some(end as u64))
-        }
-        ValueRef::Hash(h) => {
-            let mut items = Vec::new();
-            let next = h.scan(pos, CHUNK_ELEMENTS, |f, v| {
-                items.push((f.to_vec(), v.to_vec()))
-            });
-            (Chunk::Pairs(items), (next != 0).then_some(next))
-        }
-        ValueRef::Set(s) => {
-            let mut items = Vec::new();
-            let next = s.scan(pos, CHUNK_ELEMENTS, |m| items.push(m.to_vec()));
-            (Chunk::Items(items), (next != 0).then_some(next))
-        }
-        ValueRef::ZSet(z) => {
-            let mut items = Vec::new();
-            let next = z.scan(pos, CHUNK_ELEMENTS, |m, s| items.push((m.to_vec(), s)));
-            (Chunk::Scored(items), (next != 0).then_some(next))
-        }
+        ValueRef::List(l) => each!(l.iter(), |b, x| put_bytes(b, x)),
+        ValueRef::Hash(h) => each!(h.iter(), |b, (f, x)| {
+            put_bytes(b, f);
+            put_bytes(b, x)
+        }),
+        ValueRef::Set(s) => each!(s.iter(), |b, m| put_bytes(b, m)),
+        ValueRef::ZSet(z) => each!(z.iter(), |b, (m, sc)| {
+            put_bytes(b, m);
+            b.extend_from_slice(&sc.to_le_bytes())
+        }),
         ValueRef::Stream(x) => {
             // Positions are indexes into the stream's items (entries, groups, consumers,
-            // pending entries, metadata).
-            let mut buf = Vec::new();
-            let next = x.encode_chunk(pos, CHUNK_ELEMENTS, CHUNK_BYTES, &mut buf);
-            let covered = next.unwrap_or(x.item_count()).saturating_sub(pos) as usize;
-            (Chunk::Stream(buf, covered), next)
+            // pending entries, metadata); each chunk stands alone.
+            let mut pos = 0;
+            loop {
+                let mut buf = Vec::new();
+                let next = x.encode_chunk(pos, CHUNK_ELEMENTS, CHUNK_BYTES, &mut buf);
+                let covered = next.unwrap_or(x.item_count()).saturating_sub(pos) as usize;
+                out.push(Chunk::Encoded(buf, covered));
+                match next {
+                    Some(p) if p > pos => pos = p,
+                    _ => break,
+                }
+            }
         }
     }
+    out
 }
 
-/// Ships the first large key of `large` in chunks, taking the keyspace lock once per chunk. A
-/// change meanwhile marks the key changed, so it is shipped again whole. Each time a batch of
-/// chunks goes out, the small changes made meanwhile are taken too (large values found among
-/// them join `large`): a large value in transit does not hold back the rest of the tenant.
-/// Returns false when PAUSE interrupted it half way: the caller marks the key changed, so it
-/// is shipped again whole after RESUME (the target's partial copy is replaced then, and a
-/// cutover's digest check would catch it if not).
+/// Ships the first large key of `large`: read whole in one hold of the keyspace lock (a
+/// consistent copy, taken in the same hold that starts the delta log of its later effects and
+/// clears its change mark), then sent in chunks without the lock. Each time a batch of chunks
+/// goes out, the small changes made meanwhile are taken too (large values found among them
+/// join `large`; the value being sent stays marked changed, its effects follow the copy): a
+/// large value in transit does not hold back the rest of the tenant. Returns false when PAUSE
+/// interrupted it half way: the caller forgets its delta log and marks it changed, so it is
+/// copied again whole after RESUME (replacing the target's partial copy).
 async fn ship_large(work: &mut Work, io: &mut Io<'_>, large: &mut LargeQueue) -> Res<bool> {
     let Some((key, _)) = large.front().cloned() else {
         return Ok(true);
     };
     let key = key.as_slice();
     let ks = io.ctl.info.tenant.keyspace();
-    let mut pos: Option<u64> = Some(0);
-    let mut first: Option<ValueType> = None;
-    let mut done = 0usize;
-    while let Some(p) = pos {
+    let delta = io.ctl.info.delta.clone();
+    io.poll()?;
+    if io.ctl.is_paused() {
+        return Ok(false);
+    }
+    let (chunks, ty, expire, modified, epoch) = {
+        let s = streams(work)?;
+        let mut db = ks.lock_async().await;
+        note_flush(s, &db, &delta);
+        let e = match db.peek(key) {
+            Some(e) if is_large(e) => e,
+            other => {
+                // Deleted or small by now: sent as it is, with the same hold's consistency.
+                match other {
+                    Some(e) => s.put(key, e),
+                    None => s.del(key),
+                }
+                db.unmark_changed(key);
+                if delta.forget(key) {
+                    db.count_changes_by_effects(key, false);
+                }
+                io.ctl.set_unsealed(s.unsealed());
+                return Ok(true);
+            }
+        };
+        let chunks = copy_chunks(e.value());
+        let meta = (
+            e.value_type(),
+            e.expire_at().unwrap_or(0),
+            e.modified_ms(),
+            e.value().mem_size(),
+        );
+        // Everything changed so far is in the copy; effects from here on go to the delta log.
+        db.unmark_changed(key);
+        delta.track(key, meta.3);
+        db.count_changes_by_effects(key, true);
+        (chunks, meta.0, meta.1, meta.2, s.epoch)
+    };
+    let mut left: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let total = left.max(1);
+    let size = large.front().map_or(0, |(_, s)| *s);
+    let count = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
         io.poll()?;
         if io.ctl.is_paused() {
             return Ok(false);
         }
         let s = streams(work)?;
-        let (stream, next, left) = {
-            let db = ks.lock_async().await;
-            if let Some(l) = db.tracking_lag() {
-                if l.flush_epoch > s.epoch {
-                    s.note_epoch(l.flush_epoch);
-                    return Ok(true);
-                }
-            }
-            let Some(e) = db.peek(key) else {
-                return Ok(true);
-            };
-            if first.is_some_and(|t| t != e.value_type()) {
-                return Ok(true);
-            }
-            let (chunk, next) = read_chunk(e.value(), p);
-            done += chunk.len();
-            let total = match e.value() {
-                ValueRef::Str(v) => v.as_bytes().len(),
-                ValueRef::Stream(x) => x.item_count() as usize,
-                v => v.elements(),
-            }
-            .max(1);
-            let left =
-                e.value().mem_size() as u64 * total.saturating_sub(done) as u64 / total as u64;
-            let ty = e.value_type();
-            let (stream, w) = s.writer(key);
-            match first {
-                None => w.put_partial(key, ty, e.expire_at().unwrap_or(0), e.modified_ms(), &chunk),
-                Some(_) => w.append(key, ty, &chunk),
-            }
-            first = Some(ty);
-            (stream, next, left)
-        };
-        // Not yet read from the keyspace: part of the lag STATUS reports.
-        publish_large(io, large, Some(left.max(1)));
+        if s.epoch != epoch {
+            // Flushed meanwhile: the FLUSH record is out, the rest of the copy is void.
+            return Ok(true);
+        }
+        let (stream, w) = s.writer(key);
+        if i == 0 {
+            w.put_partial(key, ty, expire, modified, &chunk);
+        } else {
+            w.append(key, ty, &chunk);
+        }
+        left = left.saturating_sub(chunk.len() as u64);
+        // Not yet sent: part of the lag STATUS reports.
+        publish_large(io, large, Some((size * left / total).max(1)));
         if streams(work)?.is_full(stream) {
             send(work, io, stream).await?;
             let max = {
                 let s = streams(work)?;
                 s.batch_size * s.parallel
             };
-            if read_changes(work, io, max, large).await? > 0 {
+            if read_changes(work, io, max, large, Some(key)).await? > 0 {
                 send_full(work, io).await?;
             }
         }
-        if next.is_some() {
+        if i + 1 < count {
             io.breakpoint("large:chunk").await?;
         }
-        pos = next;
     }
     Ok(true)
 }
 
 /// Ships large keys; if that stops half way (an error, or PAUSE), the keys not fully shipped
-/// are marked changed again.
+/// are marked changed again (the interrupted one to be copied whole again).
 async fn ship_all_large(work: &mut Work, io: &mut Io<'_>, mut large: LargeQueue) -> Res<()> {
     while !large.is_empty() {
         let shipped = ship_large(work, io, &mut large).await;
@@ -639,6 +763,11 @@ async fn ship_all_large(work: &mut Work, io: &mut Io<'_>, mut large: LargeQueue)
             let ks = io.ctl.info.tenant.keyspace();
             let mut db = ks.lock_async().await;
             let now = ferrite_storage::now_ms();
+            if let Some((k, _)) = large.front() {
+                if io.ctl.info.delta.forget(k) {
+                    db.count_changes_by_effects(k, false);
+                }
+            }
             for (k, _) in &large {
                 db.mark_changed(k, now);
             }

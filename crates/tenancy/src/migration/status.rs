@@ -27,6 +27,8 @@ pub(super) struct Info {
     pub mode: MigrationMode,
     /// Creation order on this server (ids sort as text, "_10" before "_2").
     pub seq: u64,
+    /// Effects of writes to the large keys already copied (see [`super::delta`]).
+    pub delta: Arc<super::delta::DeltaLog>,
 }
 
 /// A migration as its actor last published it.
@@ -167,7 +169,14 @@ pub(super) fn lag(info: &Info, p: &Published) -> (u64, u64, Option<u64>) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let bytes = l.bytes + flight.bytes + large;
+    // Large keys already copied count their pending effects (or their size, when they must be
+    // copied whole again), not their size at each change.
+    let effects = if lag_is_live(p) {
+        info.delta.pending_bytes()
+    } else {
+        0
+    };
+    let bytes = l.bytes + flight.bytes + large + effects;
     // Chunks of a large value carry bytes but count no key of their own: each large value not
     // read to its end yet is a key behind.
     let keys = l.keys + flight.keys + large_keys.max(u64::from(large > 0));

@@ -1,4 +1,4 @@
-//! The migration wire format, version 1: batches of records carried as one bulk argument of
+//! The migration wire format, version 2: batches of records carried as one bulk argument of
 //! `TENANT.IMPORT.BATCH`.
 //!
 //! ```text
@@ -7,23 +7,28 @@
 //!         | APPEND 0x02 key type:u8 value          (elements added to an existing value)
 //!         | DEL    0x03 key
 //!         | FLUSH  0x04 stream:u16 parallel:u16    (delete staged keys routed to this stream)
+//!         | EFFECT 0x05 key now_ms:u64 n:varint bytes{n}   (version 2: a write's effect on a
+//!                                                  large key, its argv, replayed with the
+//!                                                  source's clock)
 //! key     = bytes
-//! value   = string: bytes | list/set: n:varint bytes{n} | hash: n:varint (bytes bytes){n}
-//!         | zset: n:varint (bytes score:f64){n}
-//!         | stream: n:varint item{n}   (see ferrite_storage::stream::encode_item)
+//! value   = ferrite_storage::codec's value layout: string: bytes | list/set: n:varint bytes{n}
+//!         | hash: n:varint (bytes bytes){n} | zset: n:varint (bytes score:f64){n}
+//!         | stream: n:varint item{n}
 //! bytes   = len:varint data
 //! ```
 //! The CRC covers everything before it. A value too large for one record is sent as a PUT with
-//! its first chunk followed by APPENDs, so neither side ever holds two copies of a huge value.
-//! Records of one key always travel on the same stream ([`route`]), which keeps their order.
+//! its first chunk followed by APPENDs, so the target never holds two copies of a huge value;
+//! once it is there, what changes it travels as EFFECT records (`super::delta`). Records of one
+//! key always travel on the same stream ([`route`]), which keeps their order. Values are encoded
+//! and decoded by `ferrite_storage::codec`, the same layout persistence uses.
 
-use ferrite_storage::stream::{StreamItem, decode_items, encode_item};
-use ferrite_storage::{
-    Entry, HashValue, ListValue, SetValue, StrValue, Value, ValueRef, ValueType, ZSetValue,
-};
+use ferrite_storage::codec::{self, CodecError, encode_value, put_bytes, put_varint};
+use ferrite_storage::stream::{StreamItem, encode_item};
+use ferrite_storage::{Entry, OwnedArgv, Value, ValueRef, ValueType};
 
 /// Version this build speaks. A peer with another version is refused with both numbers.
-pub const WIRE_VERSION: u16 = 1;
+/// Version 2 added EFFECT records.
+pub const WIRE_VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"FMB1";
 const HEADER: usize = 4 + 2 + 2 + 8 + 4;
 
@@ -31,6 +36,7 @@ const PUT: u8 = 1;
 const APPEND: u8 = 2;
 const DEL: u8 = 3;
 const FLUSH: u8 = 4;
+const EFFECT: u8 = 5;
 
 /// The stream a key's records travel on.
 pub fn route(key: &[u8], parallel: usize) -> usize {
@@ -47,19 +53,6 @@ pub enum WireError {
     Version { theirs: u16, ours: u16 },
     #[error("malformed batch: {0}")]
     Malformed(&'static str),
-}
-
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
-    put_varint(buf, b.len() as u64);
-    buf.extend_from_slice(b);
 }
 
 /// Builds one batch.
@@ -150,6 +143,24 @@ impl BatchWriter {
         self.keys += 1;
     }
 
+    /// The effects that changed `key` since it was last shipped, in order, each with the clock
+    /// it ran with. Counted as one key.
+    pub fn effects(&mut self, key: &[u8], list: &[(u64, OwnedArgv)]) {
+        for (now, argv) in list {
+            self.buf.push(EFFECT);
+            put_bytes(&mut self.buf, key);
+            self.buf.extend_from_slice(&now.to_le_bytes());
+            put_varint(&mut self.buf, argv.len() as u64);
+            for a in argv {
+                put_bytes(&mut self.buf, a);
+            }
+            self.records += 1;
+        }
+        if !list.is_empty() {
+            self.keys += 1;
+        }
+    }
+
     pub fn flush(&mut self, stream: u16, parallel: u16) {
         self.buf.push(FLUSH);
         self.buf.extend_from_slice(&stream.to_le_bytes());
@@ -170,43 +181,22 @@ impl BatchWriter {
     }
 }
 
-/// Some elements of a value, copied out under the keyspace lock for chunked sending.
+/// Some elements of a value, encoded for chunked sending (see `source::copy_chunks`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
+    /// Part of a string.
     Bytes(Vec<u8>),
-    Items(Vec<Vec<u8>>),
-    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
-    Scored(Vec<(Vec<u8>, f64)>),
-    /// Stream items, already encoded as `n:varint item{n}` (a chunk that stands alone, see
-    /// `StreamValue::encode_chunk`), and how many positions of the stream they cover.
-    Stream(Vec<u8>, usize),
+    /// Elements already encoded in the value layout (`n:varint element{n}`; for streams a chunk
+    /// that stands alone, see `StreamValue::encode_chunk`), and how many elements (positions of
+    /// a stream) they cover.
+    Encoded(Vec<u8>, usize),
 }
 
 impl Chunk {
     fn encode(&self, buf: &mut Vec<u8>) {
         match self {
             Chunk::Bytes(b) => put_bytes(buf, b),
-            Chunk::Items(v) => {
-                put_varint(buf, v.len() as u64);
-                for i in v {
-                    put_bytes(buf, i);
-                }
-            }
-            Chunk::Pairs(v) => {
-                put_varint(buf, v.len() as u64);
-                for (a, b) in v {
-                    put_bytes(buf, a);
-                    put_bytes(buf, b);
-                }
-            }
-            Chunk::Scored(v) => {
-                put_varint(buf, v.len() as u64);
-                for (m, s) in v {
-                    put_bytes(buf, m);
-                    buf.extend_from_slice(&s.to_le_bytes());
-                }
-            }
-            Chunk::Stream(b, _) => buf.extend_from_slice(b),
+            Chunk::Encoded(b, _) => buf.extend_from_slice(b),
         }
     }
 
@@ -214,48 +204,12 @@ impl Chunk {
     pub fn len(&self) -> usize {
         match self {
             Chunk::Bytes(b) => b.len(),
-            Chunk::Items(v) => v.len(),
-            Chunk::Pairs(v) => v.len(),
-            Chunk::Scored(v) => v.len(),
-            Chunk::Stream(_, n) => *n,
+            Chunk::Encoded(_, n) => *n,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-fn encode_value(buf: &mut Vec<u8>, v: ValueRef<'_>) {
-    match v {
-        ValueRef::Str(s) => put_bytes(buf, s.as_bytes()),
-        ValueRef::List(l) => {
-            put_varint(buf, l.len() as u64);
-            for e in l.iter() {
-                put_bytes(buf, e);
-            }
-        }
-        ValueRef::Hash(h) => {
-            put_varint(buf, h.len() as u64);
-            for (f, val) in h.iter() {
-                put_bytes(buf, f);
-                put_bytes(buf, val);
-            }
-        }
-        ValueRef::Set(s) => {
-            put_varint(buf, s.len() as u64);
-            for m in s.iter() {
-                put_bytes(buf, m);
-            }
-        }
-        ValueRef::ZSet(z) => {
-            put_varint(buf, z.len() as u64);
-            for (m, sc) in z.iter() {
-                put_bytes(buf, m);
-                buf.extend_from_slice(&sc.to_le_bytes());
-            }
-        }
-        ValueRef::Stream(x) => x.encode_all(buf),
     }
 }
 
@@ -328,6 +282,11 @@ pub enum Record<'a> {
         stream: u16,
         parallel: u16,
     },
+    Effect {
+        key: &'a [u8],
+        now: u64,
+        argv: Vec<&'a [u8]>,
+    },
 }
 
 /// A verified batch.
@@ -393,115 +352,49 @@ struct Reader<'a> {
     pos: usize,
 }
 
-const BAD: WireError = WireError::Malformed("truncated record");
+fn malformed(e: CodecError) -> WireError {
+    WireError::Malformed(e.0)
+}
 
 impl<'a> Reader<'a> {
-    fn u8(&mut self) -> Result<u8, WireError> {
-        let b = *self.data.get(self.pos).ok_or(BAD)?;
-        self.pos += 1;
-        Ok(b)
+    /// Runs `f` on a `ferrite_storage::codec::Reader` at the current position.
+    fn codec<T>(
+        &mut self,
+        f: impl FnOnce(&mut codec::Reader<'a>) -> Result<T, CodecError>,
+    ) -> Result<T, WireError> {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let mut r = codec::Reader::new(rest);
+        let out = f(&mut r).map_err(malformed)?;
+        self.pos += r.position();
+        Ok(out)
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).ok_or(BAD)?;
-        let s = self.data.get(self.pos..end).ok_or(BAD)?;
-        self.pos = end;
-        Ok(s)
+    fn u8(&mut self) -> Result<u8, WireError> {
+        self.codec(|r| r.u8())
     }
 
     fn u16(&mut self) -> Result<u16, WireError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        self.codec(|r| r.u16())
     }
 
     fn u64(&mut self) -> Result<u64, WireError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    fn varint(&mut self) -> Result<u64, WireError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(WireError::Malformed("varint too long"))
+        self.codec(|r| r.u64())
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
-        let n = self.varint()?;
-        let n = usize::try_from(n).map_err(|_| BAD)?;
-        self.take(n)
+        self.codec(|r| r.bytes())
     }
 
-    /// A count that cannot exceed the bytes left (each element takes at least one byte), so a
-    /// corrupt count cannot make us allocate more than the batch size.
     fn count(&mut self) -> Result<usize, WireError> {
-        let n = self.varint()?;
-        if n > (self.data.len() - self.pos) as u64 {
-            return Err(BAD);
-        }
-        Ok(n as usize)
+        self.codec(|r| r.count())
     }
 
     fn ty(&mut self) -> Result<ValueType, WireError> {
-        ValueType::from_tag(u64::from(self.u8()?)).ok_or(WireError::Malformed("unknown type"))
+        self.codec(|r| r.value_type())
     }
 
     fn value(&mut self, ty: ValueType) -> Result<Value, WireError> {
-        Ok(match ty {
-            ValueType::String => Value::Str(StrValue::new(self.bytes()?.to_vec())),
-            ValueType::List => {
-                let n = self.count()?;
-                let mut l = ListValue::default();
-                for _ in 0..n {
-                    l.push_back(self.bytes()?);
-                }
-                Value::List(Box::new(l))
-            }
-            ValueType::Hash => {
-                let n = self.count()?;
-                let mut h = HashValue::default();
-                for _ in 0..n {
-                    let f = self.bytes()?;
-                    let v = self.bytes()?;
-                    h.insert(f, v);
-                }
-                Value::Hash(Box::new(h))
-            }
-            ValueType::Set => {
-                let n = self.count()?;
-                let mut s = SetValue::default();
-                for _ in 0..n {
-                    s.insert(self.bytes()?);
-                }
-                Value::Set(Box::new(s))
-            }
-            ValueType::ZSet => {
-                let n = self.count()?;
-                let mut z = ZSetValue::default();
-                for _ in 0..n {
-                    let m = self.bytes()?;
-                    let s = f64::from_bits(self.u64()?);
-                    if s.is_nan() {
-                        return Err(WireError::Malformed("NaN score"));
-                    }
-                    z.insert(m, s);
-                }
-                Value::ZSet(Box::new(z))
-            }
-            ValueType::Stream => {
-                let (x, used) =
-                    decode_items(&self.data[self.pos..]).map_err(WireError::Malformed)?;
-                self.pos += used;
-                Value::Stream(Box::new(x))
-            }
-        })
+        self.codec(|r| r.value(ty))
     }
 
     fn record(&mut self) -> Result<Record<'a>, WireError> {
@@ -531,6 +424,19 @@ impl<'a> Reader<'a> {
                 stream: self.u16()?,
                 parallel: self.u16()?,
             }),
+            EFFECT => {
+                let key = self.bytes()?;
+                let now = self.u64()?;
+                let n = self.count()?;
+                let mut argv = Vec::with_capacity(n);
+                for _ in 0..n {
+                    argv.push(self.bytes()?);
+                }
+                if argv.is_empty() {
+                    return Err(WireError::Malformed("empty effect"));
+                }
+                Ok(Record::Effect { key, now, argv })
+            }
             _ => Err(WireError::Malformed("unknown record tag")),
         }
     }
@@ -539,7 +445,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrite_storage::Keyspace;
+    use ferrite_storage::{HashValue, Keyspace, ListValue, ZSetValue};
 
     fn sample_keyspace() -> Keyspace {
         let ks = Keyspace::new();
@@ -567,14 +473,26 @@ mod tests {
         for (k, e) in db.iter() {
             w.put(k, e);
         }
-        w.append(b"l", ValueType::List, &Chunk::Items(vec![b"c".to_vec()]));
+        let mut more = Vec::new();
+        put_varint(&mut more, 1);
+        put_bytes(&mut more, b"c");
+        w.append(b"l", ValueType::List, &Chunk::Encoded(more, 1));
         w.del(b"gone");
         w.flush(1, 4);
+        w.effects(
+            b"h",
+            &[(77, vec![b"HSET".to_vec(), b"h".to_vec(), b"g".to_vec()])],
+        );
         let bytes = w.finish(3, 42);
         let b = Batch::parse(&bytes).unwrap();
-        assert_eq!((b.stream, b.seq, b.count), (3, 42, 7));
+        assert_eq!((b.stream, b.seq, b.count), (3, 42, 8));
         let recs = b.records().unwrap();
-        assert_eq!(recs.len(), 7);
+        assert_eq!(recs.len(), 8);
+        let Record::Effect { key, now, argv } = &recs[7] else {
+            panic!("{:?}", recs[7])
+        };
+        assert_eq!((*key, *now), (&b"h"[..], 77));
+        assert_eq!(argv, &vec![&b"HSET"[..], b"h", b"g"]);
         let Record::Put {
             key, expire, value, ..
         } = &recs
@@ -616,7 +534,7 @@ mod tests {
         let e = Batch::parse(&bytes).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "incompatible migration wire format: batch speaks v9, this server speaks v1"
+            "incompatible migration wire format: batch speaks v9, this server speaks v2"
         );
         assert!(Batch::parse(b"junk").is_err());
     }
@@ -624,7 +542,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let mut framed = b"FMB1\x01\x00\x00\x00".to_vec();
+            let mut framed = b"FMB1\x02\x00\x00\x00".to_vec();
             framed.extend_from_slice(&1u64.to_le_bytes());
             framed.extend_from_slice(&5u32.to_le_bytes());
             framed.extend_from_slice(&data);
