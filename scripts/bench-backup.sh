@@ -18,38 +18,16 @@
 # Every server listens on a free loopback port and is stopped on exit. Results go to
 # target/bench-backup/table.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-
-record=0
-for a in "$@"; do
-    case $a in
-    --record) record=1 ;;
-    *)
-        echo "usage: $0 [--record]" >&2
-        exit 2
-        ;;
-    esac
-done
+BENCH_NAME=bench-backup
+source "$(dirname "$0")/lib/bench.sh"
 
 KEYS=${KEYS:-1000000}
 WINDOW=${WINDOW:-5}
 OUT=${BENCH_OUT:-$ROOT/target/bench-backup}
 mkdir -p "$OUT"
 
-log() { printf '[bench-backup] %s\n' "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
-for tool in redis-cli python3; do
-    command -v $tool >/dev/null || die "$tool is missing (apt-get install redis-tools python3)"
-done
-if [[ -z "${FERRITE_BIN:-}" ]]; then
-    cargo build --release --quiet --bin ferrite
-    FERRITE_BIN=$CARGO_TARGET_DIR/release/ferrite
-fi
+need_tools redis-cli python3
+ferrite_bin
 
 work=$(mktemp -d)
 fpid=
@@ -60,15 +38,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 pass=bench-backup-secret
 "$FERRITE_BIN" --port "$port" --bind 127.0.0.1 --dir "$work/data" --requirepass "$pass" \
     --metrics-addr off --log-level warn >"$work/ferrite.log" 2>&1 &
 fpid=$!
-for _ in $(seq 1 600); do
-    [[ "$(redis-cli -p "$port" -a "$pass" --no-auth-warning ping 2>/dev/null)" == PONG ]] && break
-    sleep 0.05
-done
+wait_pong "$port" -a "$pass" --no-auth-warning
 fcli() { redis-cli -p "$port" -a "$pass" --no-auth-warning "$@"; }
 [[ "$(fcli tenant.create bench PASSWORD benchpw)" == OK ]] || die "TENANT.CREATE failed"
 

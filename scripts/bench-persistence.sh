@@ -22,20 +22,8 @@
 # Every server listens on a free loopback port and is stopped on exit. Results go to
 # target/bench-persistence/{results,table.md}.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-
-record=0
-for a in "$@"; do
-    case $a in
-    --record) record=1 ;;
-    *)
-        echo "usage: $0 [--record]" >&2
-        exit 2
-        ;;
-    esac
-done
+BENCH_NAME=bench-persistence
+source "$(dirname "$0")/lib/bench.sh"
 
 REQUESTS=${REQUESTS:-1000000}
 CLIENTS=${CLIENTS:-50}
@@ -50,20 +38,8 @@ mkdir -p "$OUT"
 results=$OUT/results
 : >"$results"
 
-log() { printf '[bench-persistence] %s\n' "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
-
-for tool in redis-server redis-cli redis-benchmark python3; do
-    command -v $tool >/dev/null || die "$tool is missing (apt-get install redis-server redis-tools python3)"
-done
-
-if [[ -z "${FERRITE_BIN:-}" ]]; then
-    cargo build --release --quiet --bin ferrite
-    FERRITE_BIN=$CARGO_TARGET_DIR/release/ferrite
-fi
+need_tools redis-server redis-cli redis-benchmark python3
+ferrite_bin
 log "building the snapshot driver (benches/persistence.rs)"
 # Its path from cargo itself: tests/persistence builds a binary of the same name.
 bench_bin=$(cargo bench -p ferrite-server --bench persistence --no-run --message-format=json |
@@ -83,14 +59,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 now_ns() { date +%s%N; }
 
 # Waits for PONG (not -LOADING); sets ready_secs to the seconds since $3 (ns) when it came.
 ready_secs=
-wait_pong() { # port auth start_ns
+wait_loaded() { # port auth start_ns
     local port=$1 auth=$2 start=$3
     for _ in $(seq 1 60000); do
         # shellcheck disable=SC2086 # auth is zero or three words on purpose
@@ -119,7 +92,7 @@ start_redis() { # policy dir
     port[redis]=$p
     auth[redis]=""
     dir[redis]=$2
-    wait_pong "$p" "" "$t0"
+    wait_loaded "$p" "" "$t0"
 }
 
 start_ferrite() { # policy dir
@@ -139,7 +112,7 @@ start_ferrite() { # policy dir
     done
     auth[ferrite]="-a $(cat "$work/ferrite.secret") --no-auth-warning"
     dir[ferrite]=$2
-    wait_pong "$p" "${auth[ferrite]}" "$t0"
+    wait_loaded "$p" "${auth[ferrite]}" "$t0"
 }
 
 stop() { # server

@@ -20,20 +20,8 @@
 # Every server listens on a free loopback port and is stopped on exit. Results go to
 # target/bench-rdb/{results,table.md}.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-
-record=0
-for a in "$@"; do
-    case $a in
-    --record) record=1 ;;
-    *)
-        echo "usage: $0 [--record]" >&2
-        exit 2
-        ;;
-    esac
-done
+BENCH_NAME=bench-rdb
+source "$(dirname "$0")/lib/bench.sh"
 
 KEYS=${KEYS:-1000000}
 REPEATS=${REPEATS:-3}
@@ -42,20 +30,8 @@ mkdir -p "$OUT"
 results=$OUT/results
 : >"$results"
 
-log() { printf '[bench-rdb] %s\n' "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
-
-for tool in redis-server redis-cli python3; do
-    command -v $tool >/dev/null || die "$tool is missing (apt-get install redis-server redis-tools python3)"
-done
-
-if [[ -z "${FERRITE_BIN:-}" ]]; then
-    cargo build --release --quiet --bin ferrite
-    FERRITE_BIN=$CARGO_TARGET_DIR/release/ferrite
-fi
+need_tools redis-server redis-cli python3
+ferrite_bin
 
 work=$(mktemp -d)
 pids=()
@@ -67,21 +43,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 now_ns() { date +%s%N; }
-wait_pong() { # port [auth words...]
-    local port=$1
-    shift
-    for _ in $(seq 1 60000); do
-        if [[ "$(redis-cli -p "$port" "$@" ping 2>/dev/null)" == PONG ]]; then
-            return 0
-        fi
-        sleep 0.01
-    done
-    die "no PONG on port $port"
-}
 median() { python3 -c 'import sys, statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
 # 1. The file.

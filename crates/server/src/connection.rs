@@ -362,7 +362,12 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     if out.get(before) == Some(&b'-') {
                         dispatch::count_error(&state, &shared, &out[before..]);
                         if let Some((index, _)) = state.last_cmd {
-                            dispatch::count_failed(&state, &shared, index);
+                            dispatch::count_outcome(
+                                &state,
+                                &shared,
+                                index,
+                                dispatch::Outcome::Failed,
+                            );
                         }
                     }
                     // A served pop is a write: it is durable before the reply goes out.

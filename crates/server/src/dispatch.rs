@@ -71,11 +71,25 @@ pub fn count_error(st: &ClientState, sh: &Shared, reply: &[u8]) {
     }
 }
 
-/// A command that already counted as a call failed afterwards (a blocking command answered
-/// with an error when its wait ended): its `failed_calls`, for the server and the tenant.
-pub fn count_failed(st: &ClientState, sh: &Shared, index: usize) {
+/// How a command went wrong, as INFO commandstats counts it.
+#[derive(Clone, Copy)]
+pub enum Outcome {
+    /// Refused before running (`rejected_calls`).
+    Rejected,
+    /// Counted as a call, then answered with an error (`failed_calls`), e.g. a blocking
+    /// command whose wait ended in an error.
+    Failed,
+}
+
+/// Counts `outcome` for command `index`: for the server and, for the tenant's own clients,
+/// for the tenant.
+pub fn count_outcome(st: &ClientState, sh: &Shared, index: usize, outcome: Outcome) {
     if let Some(s) = sh.cmd_stats.get(index) {
-        s.failed.fetch_add(1, Relaxed);
+        match outcome {
+            Outcome::Rejected => &s.rejected,
+            Outcome::Failed => &s.failed,
+        }
+        .fetch_add(1, Relaxed);
     }
     if st.is_tenant_client() {
         let per_tenant = st
@@ -83,7 +97,11 @@ pub fn count_failed(st: &ClientState, sh: &Shared, index: usize) {
             .stats
             .command_counters(sh.cmd_stats.by_command.len());
         if let Some(c) = per_tenant.get(index) {
-            c.failed.fetch_add(1, Relaxed);
+            match outcome {
+                Outcome::Rejected => &c.rejected,
+                Outcome::Failed => &c.failed,
+            }
+            .fetch_add(1, Relaxed);
         }
     }
 }
@@ -129,18 +147,7 @@ async fn execute_command(
         st.last_cmd = Some((index, spec));
     }
     if let Err(e) = admit(st, sh, spec, &args) {
-        if let Some(s) = sh.cmd_stats.get(index) {
-            s.rejected.fetch_add(1, Relaxed);
-        }
-        if st.is_tenant_client() {
-            let per_tenant = st
-                .tenant
-                .stats
-                .command_counters(sh.cmd_stats.by_command.len());
-            if let Some(c) = per_tenant.get(index) {
-                c.rejected.fetch_add(1, Relaxed);
-            }
-        }
+        count_outcome(st, sh, index, Outcome::Rejected);
         // As in Redis, a nested MULTI or a WATCH inside MULTI is answered with an error but
         // does not doom the transaction; other refusals do.
         if !matches!(spec.name, "multi" | "watch") {
@@ -171,9 +178,7 @@ async fn execute_command(
     // run what Redis flags allow-busy (SCRIPT KILL, MULTI, ...); refused commands doom a
     // transaction being queued, and a refused EXEC discards it (Redis's rejectCommand).
     if let Some(e) = crate::scripting::refuse_while_busy(sh, &st.tenant, spec.name, &args) {
-        if let Some(s) = sh.cmd_stats.get(index) {
-            s.rejected.fetch_add(1, Relaxed);
-        }
+        count_outcome(st, sh, index, Outcome::Rejected);
         let e = if spec.name == "exec" {
             st.multi = None;
             st.watched.clear();
