@@ -138,7 +138,8 @@ impl EncodingConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Debug by hand (below): it must never print `requirepass`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -168,6 +169,41 @@ pub struct ServerConfig {
     pub auth_failure_limit: u32,
     /// The longest an address's AUTH attempts are refused after a failure.
     pub auth_block_max_ms: u64,
+}
+
+/// What a secret shows in `{:?}`: whether it is set, never its value.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() { "" } else { "<redacted>" }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a new field cannot be forgotten here.
+        let ServerConfig {
+            bind,
+            port,
+            requirepass,
+            admin_secret_file,
+            maxclients,
+            timeout,
+            threads,
+            shutdown_timeout_ms,
+            auth_failure_limit,
+            auth_block_max_ms,
+        } = self;
+        f.debug_struct("ServerConfig")
+            .field("bind", bind)
+            .field("port", port)
+            .field("requirepass", &redacted(requirepass))
+            .field("admin_secret_file", admin_secret_file)
+            .field("maxclients", maxclients)
+            .field("timeout", timeout)
+            .field("threads", threads)
+            .field("shutdown_timeout_ms", shutdown_timeout_ms)
+            .field("auth_failure_limit", auth_failure_limit)
+            .field("auth_block_max_ms", auth_block_max_ms)
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -388,7 +424,8 @@ impl Default for TenancyConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Debug by hand (below): it must never print `token`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MigrationConfig {
     pub enabled: bool,
@@ -417,6 +454,43 @@ pub struct MigrationConfig {
     pub client_handling: ClientHandlingConfig,
     /// Enables TENANT.MIGRATE.DEBUG breakpoints for fault-injection tests. Never in production.
     pub fault_injection: bool,
+}
+
+impl std::fmt::Debug for MigrationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let MigrationConfig {
+            enabled,
+            max_concurrent,
+            default_mode,
+            sync_timeout_secs,
+            reconnect_timeout_secs,
+            cutover_max_lag,
+            parallel_sync,
+            batch_size,
+            token,
+            retention_secs,
+            activation_timeout_ms,
+            target_validation,
+            client_handling,
+            fault_injection,
+        } = self;
+        f.debug_struct("MigrationConfig")
+            .field("enabled", enabled)
+            .field("max_concurrent", max_concurrent)
+            .field("default_mode", default_mode)
+            .field("sync_timeout_secs", sync_timeout_secs)
+            .field("reconnect_timeout_secs", reconnect_timeout_secs)
+            .field("cutover_max_lag", cutover_max_lag)
+            .field("parallel_sync", parallel_sync)
+            .field("batch_size", batch_size)
+            .field("token", &redacted(token))
+            .field("retention_secs", retention_secs)
+            .field("activation_timeout_ms", activation_timeout_ms)
+            .field("target_validation", target_validation)
+            .field("client_handling", client_handling)
+            .field("fault_injection", fault_injection)
+            .finish()
+    }
 }
 
 impl Default for MigrationConfig {
@@ -795,6 +869,16 @@ pub fn log_filter(level: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let mut c = Config::default();
+        c.server.requirepass = "sekrit-admin-pass".into();
+        c.tenancy.migration.token = "sekrit-migration-token".into();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
 
     #[test]
     fn shipped_file_equals_embedded_defaults() {

@@ -41,8 +41,8 @@ impl MigrationMode {
     }
 }
 
-/// Options of one migration (TENANT.MIGRATE arguments).
-#[derive(Debug, Clone)]
+/// Options of one migration (TENANT.MIGRATE arguments). Debug by hand: never prints `auth`.
+#[derive(Clone)]
 pub struct MigrationConfig {
     pub mode: MigrationMode,
     /// Parallel streams to the target.
@@ -62,6 +62,35 @@ pub struct MigrationConfig {
     pub redirect: Option<String>,
 }
 
+/// What a secret shows in `{:?}`: whether it is set, never its value.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for MigrationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a new field cannot be forgotten here.
+        let MigrationConfig {
+            mode,
+            parallel,
+            batch_size,
+            timeout,
+            auth,
+            rate_bytes_per_sec,
+            redirect,
+        } = self;
+        f.debug_struct("MigrationConfig")
+            .field("mode", mode)
+            .field("parallel", parallel)
+            .field("batch_size", batch_size)
+            .field("timeout", timeout)
+            .field("auth", &redacted(auth))
+            .field("rate_bytes_per_sec", rate_bytes_per_sec)
+            .field("redirect", redirect)
+            .finish()
+    }
+}
+
 impl Default for MigrationConfig {
     fn default() -> Self {
         MigrationConfig {
@@ -77,7 +106,8 @@ impl Default for MigrationConfig {
 }
 
 /// Server-wide migration settings (`[tenancy.migration]`).
-#[derive(Debug, Clone)]
+/// Debug by hand: never prints `token`.
+#[derive(Clone)]
 pub struct MigrationSettings {
     pub enabled: bool,
     pub max_concurrent: usize,
@@ -102,6 +132,37 @@ pub struct MigrationSettings {
     pub fault_injection: bool,
     /// Which pre-migration checks run.
     pub validation: validate::ValidationSettings,
+}
+
+impl std::fmt::Debug for MigrationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let MigrationSettings {
+            enabled,
+            max_concurrent,
+            sync_timeout,
+            reconnect_timeout,
+            redirect_timeout,
+            cutover_max_lag,
+            token,
+            retention,
+            activation_timeout,
+            fault_injection,
+            validation,
+        } = self;
+        f.debug_struct("MigrationSettings")
+            .field("enabled", enabled)
+            .field("max_concurrent", max_concurrent)
+            .field("sync_timeout", sync_timeout)
+            .field("reconnect_timeout", reconnect_timeout)
+            .field("redirect_timeout", redirect_timeout)
+            .field("cutover_max_lag", cutover_max_lag)
+            .field("token", &redacted(token))
+            .field("retention", retention)
+            .field("activation_timeout", activation_timeout)
+            .field("fault_injection", fault_injection)
+            .field("validation", validation)
+            .finish()
+    }
 }
 
 impl Default for MigrationSettings {
@@ -256,4 +317,24 @@ pub struct MigrationHandle {
     pub id: String,
     pub state: MigrationState,
     pub progress: f64,
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let config = MigrationConfig {
+            auth: Some("sekrit-target-pass".into()),
+            ..MigrationConfig::default()
+        };
+        let settings = MigrationSettings {
+            token: Some("sekrit-migration-token".into()),
+            ..MigrationSettings::default()
+        };
+        let shown = format!("{config:?} {settings:#?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        assert_eq!(shown.matches("<redacted>").count(), 2, "{shown}");
+    }
 }
