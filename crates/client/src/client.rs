@@ -655,10 +655,14 @@ fn discarded(moved_to: Option<String>, refusal: &ClientError) -> ClientError {
 /// Sleeps for the current backoff and doubles it; false (without sleeping) when that would pass
 /// the deadline.
 async fn wait(backoff: &mut Duration, deadline: Instant, policy: &RedirectPolicy) -> bool {
-    if Instant::now() + *backoff > deadline {
+    let now = Instant::now();
+    if now >= deadline {
         return false;
     }
-    tokio::time::sleep(*backoff).await;
+    // The last wait is cut short at the deadline, so that a command is retried once more at
+    // its end: the whole redirect_timeout is used (giving up when the next backoff would not
+    // fit ended the retries up to half the timeout early).
+    tokio::time::sleep((*backoff).min(deadline - now)).await;
     *backoff = (*backoff * 2).min(policy.max_backoff);
     true
 }
