@@ -48,34 +48,7 @@ fcli() { redis-cli -p "$port" -a "$pass" --no-auth-warning "$@"; }
 [[ "$(fcli tenant.create bench PASSWORD benchpw)" == OK ]] || die "TENANT.CREATE failed"
 
 log "filling tenant bench with $KEYS keys"
-python3 - "$KEYS" <<'EOF' | redis-cli -p "$port" --user bench -a benchpw --no-auth-warning --pipe >/dev/null
-import sys
-n = int(sys.argv[1])
-out = sys.stdout.buffer
-def cmd(*args):
-    parts = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    out.write(b"".join(parts))
-for i in range(n):
-    key = "key:%08d" % i
-    kind = i % 20
-    if kind < 14:
-        cmd("SET", key, ("v%d-" % i) * (1 + i % 12))
-    elif kind == 14:
-        cmd("HSET", key, *[x for f in range(8) for x in ("field%d" % f, "value-%d-%d" % (i, f))])
-    elif kind == 15:
-        cmd("RPUSH", key, *["item-%d-%d" % (i, e) for e in range(8)])
-    elif kind == 16:
-        cmd("SADD", key, *[i + e * 1000 for e in range(8)])
-    elif kind == 17:
-        cmd("SADD", key, *["m-%d-%d" % (i, e) for e in range(8)])
-    else:
-        cmd("ZADD", key, *[x for e in range(8) for x in (e * 1.5 + i % 100, "z-%d-%d" % (i, e))])
-    if i % 10 == 3:
-        cmd("PEXPIRE", key, 86_400_000 + i)
-EOF
+python3 "$ROOT/scripts/lib/fill_mixed.py" "$KEYS" | redis-cli -p "$port" --user bench -a benchpw --no-auth-warning --pipe >/dev/null
 
 python3 - "$port" "$pass" "$KEYS" "$WINDOW" "$OUT/table.md" <<'EOF'
 import os, random, socket, statistics, sys, threading, time
