@@ -386,19 +386,7 @@ pub fn table(all: &[Record]) -> String {
             ],
         });
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = crate::output::columns(header.len(), &rows);
     for r in all.iter().filter(|r| !r.text("error").is_empty()) {
         out.push_str(&format!(
             "{}: {} ({})\n",

@@ -538,19 +538,7 @@ pub fn table(all: &[Status]) -> String {
             st.eta(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = crate::output::columns(header.len(), &rows);
     for st in all.iter().filter(|st| !st.get("error").is_empty()) {
         out.push_str(&format!("{}: {}\n", st.id(), st.get("error")));
     }

@@ -371,6 +371,24 @@ fn json_key(k: &Frame) -> String {
     }
 }
 
+/// Rows of `width` cells as left-aligned columns two spaces apart, one line per row.
+pub fn columns(width: usize, rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..width)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
