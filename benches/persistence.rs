@@ -264,6 +264,11 @@ async fn run(o: &Opts) -> Res<String> {
     put("idle_rate", format!("{:.0}", sent as f64 / secs));
     put("idle_p50_ms", format!("{:.3}", percentile(&idle, 50.0)));
     put("idle_p99_ms", format!("{:.3}", percentile(&idle, 99.0)));
+    log(format!(
+        "idle: p50 {:.3} ms, p99 {:.3} ms",
+        percentile(&idle, 50.0),
+        percentile(&idle, 99.0)
+    ));
 
     log("BGSAVE under the same load");
     let load = Load::start(o).await?;
