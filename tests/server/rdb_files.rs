@@ -633,7 +633,13 @@ fn an_rdb_restore_over_a_tenant_is_what_a_restart_loads() {
         run(&mut f, &["TENANT.USE", "default"]);
         let e = refused(
             &mut f,
-            &["TENANT.RESTORE", "acme", "RDB", path_str(&truncated), "REPLACE"],
+            &[
+                "TENANT.RESTORE",
+                "acme",
+                "RDB",
+                path_str(&truncated),
+                "REPLACE",
+            ],
         );
         assert!(e.contains("was not changed"), "{e}");
         assert_eq!(tmp_files(data.path()), Vec::<std::path::PathBuf>::new());

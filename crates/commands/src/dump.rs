@@ -153,9 +153,9 @@ fn stream_from_rdb(s: ferrite_rdb::Stream) -> Result<StreamValue, &'static str> 
 pub fn from_rdb(v: ferrite_rdb::Value) -> Result<Value, &'static str> {
     match v {
         ferrite_rdb::Value::String(s) => Ok(Value::string(s)),
-        ferrite_rdb::Value::List(items) => Ok(Value::List(Box::new(ListValue::from_elements(
-            &items,
-        )))),
+        ferrite_rdb::Value::List(items) => {
+            Ok(Value::List(Box::new(ListValue::from_elements(&items))))
+        }
         ferrite_rdb::Value::Set(items) => Ok(Value::Set(Box::new(SetValue::from_members(&items)))),
         ferrite_rdb::Value::Hash(items) => Ok(Value::Hash(Box::new(HashValue::from_pairs(&items)))),
         ferrite_rdb::Value::ZSet(items) => {

@@ -76,6 +76,11 @@ impl LoadSink for NoSink {
     }
 }
 
+/// Keys whose place in the table is brought into the cache together before they are inserted
+/// (`Db::warm`): enough for their cache misses to overlap, few enough that what they bring in
+/// is still in the first-level cache when the inserts use it.
+const WARM_AHEAD: usize = 32;
+
 /// Keys handed from the reading thread to the inserting one at a time.
 const LOAD_BATCH: usize = 512;
 
@@ -187,26 +192,37 @@ pub fn load(
                 }
                 Loading::Keys(batch) => batch,
             };
-            for (at, expire_at, value) in batch.keys {
-                let key = &batch.names[at];
-                match db.entry_physical(key, 0) {
-                    Slot::Occupied(_) => {
-                        duplicate = Some(shown(key));
-                        break 'batches;
-                    }
-                    // (An empty collection is not inserted: the sink must not get it either.)
-                    Slot::Vacant(_) if value.is_empty_collection() => continue,
-                    Slot::Vacant(v) => {
-                        if let Err(e) = sink.key(key, expire_at, &value) {
-                            sink_error = Some(e);
+            let mut keys = batch.keys.into_iter();
+            let mut chunk = Vec::with_capacity(WARM_AHEAD);
+            loop {
+                chunk.clear();
+                chunk.extend(keys.by_ref().take(WARM_AHEAD));
+                if chunk.is_empty() {
+                    break;
+                }
+                db.warm(chunk.iter().map(|(at, ..)| &batch.names[at.clone()]));
+                for (at, expire_at, value) in chunk.drain(..) {
+                    let key = &batch.names[at];
+                    match db.entry_physical(key, 0) {
+                        Slot::Occupied(_) => {
+                            duplicate = Some(shown(key));
                             break 'batches;
                         }
-                        v.insert_with_modified(value, expire_at, opts.now_ms)
+                        // (An empty collection is not inserted: the sink must not get it
+                        // either.)
+                        Slot::Vacant(_) if value.is_empty_collection() => continue,
+                        Slot::Vacant(v) => {
+                            if let Err(e) = sink.key(key, expire_at, &value) {
+                                sink_error = Some(e);
+                                break 'batches;
+                            }
+                            v.insert_with_modified(value, expire_at, opts.now_ms)
+                        }
                     }
-                }
-                report.keys += 1;
-                if report.keys % 65536 == 0 {
-                    progress(report.keys);
+                    report.keys += 1;
+                    if report.keys % 65536 == 0 {
+                        progress(report.keys);
+                    }
                 }
             }
         }
@@ -396,7 +412,14 @@ mod tests {
         let before = ks.lock().digest().combined();
         let bytes = file_of(&ks);
         let fresh = Keyspace::new();
-        let report = load(bytes.as_slice(), &mut fresh.lock(), opts(), &mut NoSink, &mut |_| {}).unwrap();
+        let report = load(
+            bytes.as_slice(),
+            &mut fresh.lock(),
+            opts(),
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(report.keys, 8);
         assert_eq!(report.functions, 1);
         assert_eq!(fresh.lock().digest().combined(), before);
@@ -425,14 +448,28 @@ mod tests {
     fn other_databases_need_a_choice() {
         let bytes = file_with(&[(0, "a"), (3, "b"), (3, "c")]);
         let fresh = Keyspace::new();
-        let e = load(bytes.as_slice(), &mut fresh.lock(), opts(), &mut NoSink, &mut |_| {}).unwrap_err();
+        let e = load(
+            bytes.as_slice(),
+            &mut fresh.lock(),
+            opts(),
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(e.contains("DB <n>"), "{e}");
         let fresh = Keyspace::new();
         let three = LoadOptions {
             db: Some(3),
             ..opts()
         };
-        let r = load(bytes.as_slice(), &mut fresh.lock(), three, &mut NoSink, &mut |_| {}).unwrap();
+        let r = load(
+            bytes.as_slice(),
+            &mut fresh.lock(),
+            three,
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!((r.keys, r.other_db_keys), (2, 1));
         assert_eq!(fresh.lock().len(), 2);
     }
@@ -493,7 +530,14 @@ mod tests {
         assert!(copy.pre_images() > 0);
         assert_eq!(n, 2000);
         let fresh = Keyspace::new();
-        load(out.as_slice(), &mut fresh.lock(), opts(), &mut NoSink, &mut |_| {}).unwrap();
+        load(
+            out.as_slice(),
+            &mut fresh.lock(),
+            opts(),
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap();
         let mut db = fresh.lock();
         assert_eq!(db.len(), 2000);
         // The file shows the keyspace as it was when the copy opened.

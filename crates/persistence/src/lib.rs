@@ -1555,7 +1555,11 @@ mod tests {
             let reg = registry();
             let p = Persistence::open(settings(dir.path()), &reg).unwrap();
             let acme = reg.create("acme", CreateOptions::default()).unwrap();
-            run(&acme, now, &[&["SET", "old", "1"], &["SET", "shared", "old"]]);
+            run(
+                &acme,
+                now,
+                &[&["SET", "old", "1"], &["SET", "shared", "old"]],
+            );
             let cmds: &[&[&str]] = &[
                 &["SET", "shared", "new"],
                 &["RPUSH", "l", "a", "b"],
@@ -1609,7 +1613,9 @@ mod tests {
         let mut r = p.begin_replace(&acme).unwrap();
         for i in 0..5000 {
             let v = ferrite_storage::Value::string(vec![b'x'; 100]);
-            r.writer().entry(format!("k{i}").as_bytes(), &v, None, now).unwrap();
+            r.writer()
+                .entry(format!("k{i}").as_bytes(), &v, None, now)
+                .unwrap();
         }
         assert_eq!(tmp_files(dir.path()).len(), 1);
         drop(r);
@@ -1653,12 +1659,52 @@ mod tests {
                 created_ms: now,
                 keys,
             };
-            snapshot::write_file(copy, &path, &header, None, &Default::default(), &|_| {})
-                .unwrap();
+            snapshot::write_file(copy, &path, &header, None, &Default::default(), &|_| {}).unwrap();
             let loaded = Keyspace::new();
             let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
             assert_eq!((h.keys, n), (keys, 2));
             assert_eq!(loaded.lock().digest().combined(), want, "{keys:?}");
         }
+    }
+
+    /// A snapshot larger than the write-back step (its data is written to disk by the helper
+    /// thread while it is being written) loads back whole.
+    #[test]
+    fn a_snapshot_bigger_than_the_write_back_step_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.fsnp");
+        let header = record::FileHeader {
+            tenant: "t".into(),
+            incarnation: 1,
+            generation: 1,
+            version: 0,
+            created_ms: 0,
+            keys: None,
+        };
+        let mut w = snapshot::SnapshotWriter::create(&path, header, None).unwrap();
+        assert!(w.set_keys(200_000));
+        let fresh = Keyspace::new();
+        {
+            let mut db = fresh.lock();
+            for i in 0..200_000u32 {
+                let key = format!("key:{i:012}");
+                let value = ferrite_storage::Value::string(format!("{i:0100}"));
+                w.entry(key.as_bytes(), &value, None, 7).unwrap();
+                if let ferrite_storage::Slot::Vacant(v) = db.entry_physical(key.as_bytes(), 0) {
+                    v.insert_with_modified(value, None, 7);
+                }
+            }
+        }
+        // The header went out with the first frame: too late to change the count now.
+        assert!(!w.set_keys(1));
+        let written = w.finish().unwrap();
+        assert!(written.bytes > 16 << 20, "{written:?}");
+        let loaded = Keyspace::new();
+        let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
+        assert_eq!((h.keys, n), (Some(200_000), 200_000));
+        assert_eq!(
+            loaded.lock().digest().combined(),
+            fresh.lock().digest().combined()
+        );
     }
 }

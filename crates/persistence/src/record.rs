@@ -344,11 +344,20 @@ mod tests {
         old.extend_from_slice(&[3, 7, 99]);
         old.extend_from_slice(&5u64.to_le_bytes());
         let h = read_header(&old, SNAPSHOT_HEADER).unwrap();
-        assert_eq!((h.tenant.as_str(), h.generation, h.version), ("acme", 7, 99));
+        assert_eq!(
+            (h.tenant.as_str(), h.generation, h.version),
+            ("acme", 7, 99)
+        );
         assert_eq!(h.keys, None);
         // What this build writes is the same bytes plus the count at the end.
         let mut new = Vec::new();
-        put_snapshot_header(&mut new, &FileHeader { keys: Some(300), ..h });
+        put_snapshot_header(
+            &mut new,
+            &FileHeader {
+                keys: Some(300),
+                ..h
+            },
+        );
         assert_eq!(new[..old.len()], old[..]);
         assert_eq!(new.len(), old.len() + 2);
         // A damaged count (a varint that never ends) is an error, not a guess.

@@ -183,7 +183,78 @@ pub struct SnapshotWriter {
     in_block: u32,
     entries: u64,
     bytes: u64,
+    /// Bytes written since the last write-back was asked for.
+    unsynced: u64,
+    write_back: WriteBack,
     finished: bool,
+}
+
+/// Writes a file's data to disk while it is still being written: every [`WRITE_BACK_BYTES`]
+/// the writer asks a helper thread, which has its own handle of the file, to `fdatasync` it,
+/// and goes on writing. The kernel would otherwise hold the whole file in memory until the
+/// final fsync, which then waits for all of it; this way that fsync has only the last few
+/// megabytes left. Durability is unchanged: the final `sync_all` is still what makes the file
+/// durable.
+struct WriteBack {
+    /// Asks for one `fdatasync` (a request while one runs is dropped: that one or the next
+    /// covers it). `None` once finished, or when the helper could not be started.
+    ask: Option<std::sync::mpsc::SyncSender<()>>,
+    helper: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+/// How much written data makes [`WriteBack`] start writing it to disk.
+const WRITE_BACK_BYTES: u64 = 16 << 20;
+
+impl WriteBack {
+    fn start(file: &File) -> WriteBack {
+        let Ok(handle) = file.try_clone() else {
+            return WriteBack {
+                ask: None,
+                helper: None,
+            };
+        };
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let helper = std::thread::Builder::new()
+            .name("snapshot-sync".into())
+            .spawn(move || {
+                for () in asked {
+                    handle.sync_data()?;
+                }
+                Ok(())
+            });
+        match helper {
+            Ok(h) => WriteBack {
+                ask: Some(ask),
+                helper: Some(h),
+            },
+            Err(_) => WriteBack {
+                ask: None,
+                helper: None,
+            },
+        }
+    }
+
+    fn ask(&self) {
+        if let Some(ask) = &self.ask {
+            let _ = ask.try_send(());
+        }
+    }
+
+    /// Stops the helper; its error, if a write-back failed.
+    fn stop(&mut self) -> std::io::Result<()> {
+        self.ask = None;
+        match self.helper.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(std::io::Error::other("the write-back thread failed")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WriteBack {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
 }
 
 impl SnapshotWriter {
@@ -198,6 +269,7 @@ impl SnapshotWriter {
         }
         let file =
             File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let write_back = WriteBack::start(&file);
         let mut w = SnapshotWriter {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, file),
@@ -208,6 +280,8 @@ impl SnapshotWriter {
             in_block: 0,
             entries: 0,
             bytes: 0,
+            unsynced: 0,
+            write_back,
             finished: false,
         };
         w.start_block();
@@ -295,6 +369,7 @@ impl SnapshotWriter {
             .flush_block()
             .and_then(|()| self.write(&end))
             .and_then(|()| self.out.flush())
+            .and_then(|()| self.write_back.stop())
             .and_then(|()| self.out.get_ref().sync_all());
         done.map_err(|e| self.failed(e))?;
         self.finished = true;
@@ -327,6 +402,13 @@ impl SnapshotWriter {
         end_frame(&mut self.buf, self.frame_at);
         self.out.write_all(&self.buf)?;
         self.bytes += self.buf.len() as u64;
+        self.unsynced += self.buf.len() as u64;
+        if self.unsynced >= WRITE_BACK_BYTES {
+            // What the buffer holds goes to the kernel first, so the write-back covers it.
+            self.out.flush()?;
+            self.write_back.ask();
+            self.unsynced = 0;
+        }
         self.start_block();
         Ok(())
     }
@@ -471,16 +553,27 @@ pub fn load_counting(
                 Decoded::Libraries(libraries) => db.set_libraries(libraries),
                 Decoded::Entries { payload, entries } => {
                     inserted += entries.len() as u64;
-                    for e in entries {
-                        let key = &payload[e.key_at];
-                        match db.entry_physical(key, 0) {
-                            // A key written during the snapshot is there twice, equal: keep one.
-                            Slot::Occupied(mut o) => {
-                                o.replace(e.value, e.expire);
-                                o.set_modified(e.modified);
-                            }
-                            Slot::Vacant(v) => {
-                                v.insert_with_modified(e.value, e.expire, e.modified)
+                    let mut entries = entries.into_iter();
+                    let mut chunk = Vec::with_capacity(WARM_AHEAD);
+                    loop {
+                        chunk.clear();
+                        chunk.extend(entries.by_ref().take(WARM_AHEAD));
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        db.warm(chunk.iter().map(|e| &payload[e.key_at.clone()]));
+                        for e in chunk.drain(..) {
+                            let key = &payload[e.key_at];
+                            match db.entry_physical(key, 0) {
+                                // A key written during the snapshot is there twice, equal:
+                                // keep one.
+                                Slot::Occupied(mut o) => {
+                                    o.replace(e.value, e.expire);
+                                    o.set_modified(e.modified);
+                                }
+                                Slot::Vacant(v) => {
+                                    v.insert_with_modified(e.value, e.expire, e.modified)
+                                }
                             }
                         }
                     }
@@ -494,6 +587,11 @@ pub fn load_counting(
             .map_err(|_| LoadError::new(path, "the thread reading the file failed"))?
     })
 }
+
+/// Keys whose place in the table is brought into the cache together before they are inserted
+/// (`Db::warm`): enough for their cache misses to overlap, few enough that what they bring in
+/// is still in the first-level cache when the inserts use it.
+const WARM_AHEAD: usize = 32;
 
 /// Frames decoded and not yet inserted, at most: memory in flight stays at a few
 /// [`BLOCK_BYTES`] frames and their values.

@@ -278,8 +278,8 @@ pub async fn restore(
     };
     // With persistence on, a restore of an RDB file into a tenant that is here writes the
     // tenant's next snapshot while the file loads (one pass over the data instead of two).
-    let streamed_into = replace::destination(sh, &dest, replace_existing)?
-        .filter(|_| sh.persistence.is_some());
+    let streamed_into =
+        replace::destination(sh, &dest, replace_existing)?.filter(|_| sh.persistence.is_some());
     let job = sh
         .backup_jobs
         .start(JobKind::Restore, &label, &dest)

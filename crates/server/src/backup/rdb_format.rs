@@ -88,9 +88,7 @@ pub fn load(
                 &mut no_sink
             }
         };
-        let report = rdb_file::load(file, &mut guard, opts, sink, &mut |n| {
-            progress.set_done(n)
-        })?;
+        let report = rdb_file::load(file, &mut guard, opts, sink, &mut |n| progress.set_done(n))?;
         tracing::info!(
             path = %path.display(),
             version = report.version,
