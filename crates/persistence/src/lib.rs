@@ -1627,13 +1627,16 @@ mod tests {
         r.writer()
             .entry(b"a", &ferrite_storage::Value::string("1"), None, now)
             .unwrap();
-        let e = p.finish_replace(&acme, r, &fresh).unwrap_err();
+        let Err(e) = p.finish_replace(&acme, r, &fresh) else {
+            panic!("a writer short of the data's keys was accepted");
+        };
         assert!(e.contains("1 keys, the data 2"), "{e}");
         assert_eq!(digest(&acme), before);
         assert!(tmp_files(dir.path()).is_empty());
         // Snapshots were given back: SAVE works and the data reloads.
         p.save_now().unwrap();
         p.shutdown();
+        drop(p);
         let reg = registry();
         let p = Persistence::open(settings(dir.path()), &reg).unwrap();
         assert_eq!(digest(&reg.get("acme").unwrap()), before);
