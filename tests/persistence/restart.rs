@@ -340,3 +340,56 @@ fn two_servers_cannot_share_a_directory() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("in use by another ferrite"), "{e}");
 }
+
+/// A snapshot whose header claims an absurd key count (a damaged or forged file; the count is
+/// the optional field added after the first release) still loads, and nothing is sized by that
+/// count: under a 1.5 GiB address-space limit (where reserving the table for the 16M keys of the
+/// loader's absolute cap would already fail), the server starts and holds exactly the file's
+/// keys. A snapshot with no count at all (as written before the field existed) loads too.
+#[test]
+fn a_forged_or_missing_key_count_in_a_snapshot_loads_and_reserves_nothing_for_it() {
+    use ferrite_persistence::format::put_frame;
+    use ferrite_persistence::record::{self, FileHeader};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Server::start_in(dir.path(), &[]);
+        let mut c = s.conn();
+        for i in 0..1000 {
+            let _: () = c.set(format!("k{i}"), "v").unwrap();
+        }
+        let _: Value = redis::cmd("SAVE").query(&mut c).unwrap();
+    }
+    let snap = walk(dir.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "fsnap"))
+        .expect("a snapshot");
+    let original = std::fs::read(&snap).unwrap();
+    // File header (8 bytes), then the first frame: len, !len, crc (12 bytes), the header record.
+    let len = u32::from_le_bytes(original[8..12].try_into().unwrap()) as usize;
+    let header = record::read_header(&original[20..20 + len], record::SNAPSHOT_HEADER).unwrap();
+    assert_eq!(header.keys, Some(1000), "this build writes the count");
+    let with_count = |keys: Option<u64>| {
+        let mut payload = Vec::new();
+        record::put_snapshot_header(
+            &mut payload,
+            &FileHeader {
+                keys,
+                ..header.clone()
+            },
+        );
+        let mut out = original[..8].to_vec();
+        put_frame(&mut out, &payload);
+        out.extend_from_slice(&original[20 + len..]);
+        out
+    };
+    for keys in [Some(u64::MAX >> 1), None] {
+        std::fs::write(&snap, with_count(keys)).unwrap();
+        let dir_arg = dir.path().to_string_lossy().into_owned();
+        let s = Server::start_with_memory_limit(1536 * 1024, &["--dir", &dir_arg]);
+        let mut c = s.conn();
+        let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+        assert_eq!(n, 1000, "{keys:?}");
+        let v: String = c.get("k999").unwrap();
+        assert_eq!(v, "v");
+    }
+}

@@ -596,6 +596,73 @@ fn refused_rdb_files_change_nothing() {
     assert_eq!(keys, ["three"]);
 }
 
+/// Every `.tmp` file under `dir` (snapshots being written).
+fn tmp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(tmp_files(&p));
+        } else if p.to_string_lossy().ends_with(".tmp") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// With persistence on (the default), a restore of an RDB file over a tenant that is here
+/// writes the tenant's snapshot while the file loads: after a restart (the server killed, no
+/// SAVE) the tenant is exactly the file's data plus what was written after the restore; a
+/// refused file changes nothing on disk either (no snapshot left behind, the old data
+/// reloads).
+#[test]
+fn an_rdb_restore_over_a_tenant_is_what_a_restart_loads() {
+    let dir = temp_dir();
+    let redis = redis_with_everything(dir.path());
+    let rdb = dir.path().join("dump.rdb");
+    let good = std::fs::read(&rdb).unwrap();
+    let truncated = dir.path().join("truncated.rdb");
+    std::fs::write(&truncated, &good[..good.len() - 20]).unwrap();
+    let data = temp_dir();
+    {
+        let ferrite = crate::common::Server::start_in(data.path(), &[]);
+        let mut f = ferrite.conn();
+        run(&mut f, &["TENANT.CREATE", "acme"]);
+        run(&mut f, &["TENANT.USE", "acme"]);
+        run(&mut f, &["SET", "old", "1"]);
+        run(&mut f, &["TENANT.USE", "default"]);
+        let e = refused(
+            &mut f,
+            &[
+                "TENANT.RESTORE",
+                "acme",
+                "RDB",
+                path_str(&truncated),
+                "REPLACE",
+            ],
+        );
+        assert!(e.contains("was not changed"), "{e}");
+        assert_eq!(tmp_files(data.path()), Vec::<std::path::PathBuf>::new());
+        run(
+            &mut f,
+            &["TENANT.RESTORE", "acme", "RDB", path_str(&rdb), "REPLACE"],
+        );
+        assert_eq!(tmp_files(data.path()), Vec::<std::path::PathBuf>::new());
+        run(&mut f, &["TENANT.USE", "acme"]);
+        run(&mut f, &["SET", "after", "1"]);
+        // Dropped: killed without a SAVE.
+    }
+    let ferrite = crate::common::Server::start_in(data.path(), &[]);
+    let mut f = ferrite.conn();
+    run(&mut f, &["TENANT.USE", "acme"]);
+    let after: Option<String> = redis::cmd("GET").arg("after").query(&mut f).unwrap();
+    assert_eq!(after.as_deref(), Some("1"));
+    let old: Option<String> = redis::cmd("GET").arg("old").query(&mut f).unwrap();
+    assert_eq!(old, None);
+    run(&mut f, &["DEL", "after"]);
+    assert_same_data(&mut redis.conn(), &mut f);
+}
+
 /// Files written by old Redis versions (Redis's own test assets, crates/rdb/tests/data): zipmap
 /// and ziplist hashes, ziplist lists and sorted sets, intsets, quicklists of ziplists, RDB
 /// version 4 with text scores, restore into a tenant with the contents Redis's tests expect.

@@ -154,32 +154,12 @@ pub fn from_rdb(v: ferrite_rdb::Value) -> Result<Value, &'static str> {
     match v {
         ferrite_rdb::Value::String(s) => Ok(Value::string(s)),
         ferrite_rdb::Value::List(items) => {
-            let mut l = ListValue::default();
-            for e in &items {
-                l.push_back(e);
-            }
-            Ok(Value::List(Box::new(l)))
+            Ok(Value::List(Box::new(ListValue::from_elements(&items))))
         }
-        ferrite_rdb::Value::Set(items) => {
-            let mut s = SetValue::default();
-            for m in &items {
-                s.insert(m);
-            }
-            Ok(Value::Set(Box::new(s)))
-        }
-        ferrite_rdb::Value::Hash(items) => {
-            let mut h = HashValue::default();
-            for (f, v) in &items {
-                h.insert(f, v);
-            }
-            Ok(Value::Hash(Box::new(h)))
-        }
+        ferrite_rdb::Value::Set(items) => Ok(Value::Set(Box::new(SetValue::from_members(&items)))),
+        ferrite_rdb::Value::Hash(items) => Ok(Value::Hash(Box::new(HashValue::from_pairs(&items)))),
         ferrite_rdb::Value::ZSet(items) => {
-            let mut z = ZSetValue::default();
-            for (m, s) in &items {
-                z.insert(m, *s);
-            }
-            Ok(Value::ZSet(Box::new(z)))
+            Ok(Value::ZSet(Box::new(ZSetValue::from_scored(&items))))
         }
         ferrite_rdb::Value::Stream(s) => Ok(Value::Stream(Box::new(stream_from_rdb(*s)?))),
     }

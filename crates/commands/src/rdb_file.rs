@@ -54,17 +54,58 @@ fn shown(key: &[u8]) -> String {
     if key.len() > 64 { format!("{s}...") } else { s }
 }
 
+/// Where a load also hands every key it loads, as it loads it: a restore writes the tenant's
+/// durable snapshot this way, in the same pass as the load instead of a second one.
+pub trait LoadSink {
+    /// The file announces `keys` keys in the chosen database (`RESIZEDB`, before them): a hint,
+    /// which may be wrong.
+    fn expect_keys(&mut self, keys: u64);
+    /// One key loaded (with its expiry, Unix ms), in the order they are inserted. An error
+    /// stops the load.
+    fn key(&mut self, key: &[u8], expire_at: Option<u64>, value: &Value) -> Result<(), String>;
+}
+
+/// A [`LoadSink`] that keeps nothing.
+pub struct NoSink;
+
+impl LoadSink for NoSink {
+    fn expect_keys(&mut self, _keys: u64) {}
+
+    fn key(&mut self, _: &[u8], _: Option<u64>, _: &Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Keys whose place in the table is brought into the cache together before they are inserted
+/// (`Db::warm`): enough for their cache misses to overlap, few enough that what they bring in
+/// is still in the first-level cache when the inserts use it.
+const WARM_AHEAD: usize = 32;
+
 /// Keys handed from the reading thread to the inserting one at a time.
 const LOAD_BATCH: usize = 512;
 
-/// A key read and converted, ready to insert.
-type Loaded = (Vec<u8>, Option<u64>, Value);
+/// Keys read and converted, ready to insert: the names one after the other in one buffer
+/// (freed at once by the inserting thread instead of one allocation per key crossing threads),
+/// each entry with its name's place in it, its expiry and its value.
+struct Batch {
+    names: Vec<u8>,
+    keys: Vec<(std::ops::Range<usize>, Option<u64>, Value)>,
+}
+
+impl Batch {
+    fn with_capacity() -> Batch {
+        Batch {
+            names: Vec::with_capacity(LOAD_BATCH * 16),
+            keys: Vec::with_capacity(LOAD_BATCH),
+        }
+    }
+}
 
 /// What the reading thread hands the inserting one.
 enum Loading {
     /// The file announces this many keys in the chosen database (`RESIZEDB`).
-    Reserve(usize),
-    Keys(Vec<Loaded>),
+    Reserve(u64),
+    Keys(Batch),
 }
 
 /// The most keys a `RESIZEDB` hint reserves room for (about 1 GB of table); past it the table
@@ -72,17 +113,20 @@ enum Loading {
 const MAX_RESERVE: u64 = 16 << 20;
 
 /// Loads a whole RDB file into `db`, which should be a fresh keyspace nobody else sees: on
-/// `Err` it may hold part of the file and must be dropped. `progress(n)` is called with the
-/// number of keys loaded so far, now and then. Errors are messages for `-ERR`.
+/// `Err` it may hold part of the file and must be dropped. Every key inserted is also handed
+/// to `sink` (nothing else is: keys of other databases and empty collections are not).
+/// `progress(n)` is called with the number of keys loaded so far, now and then. Errors are
+/// messages for `-ERR`.
 ///
 /// Two threads: a scoped thread reads the file and converts values (decoding, LZF, building
-/// the value types: most of the allocation), the caller's thread inserts them into `db` (the
-/// table's cache misses), handing batches over a bounded channel, so memory in flight stays at
-/// a few batches. An error on either side stops both.
+/// the value types: most of the allocation), the caller's thread hands them to `sink` and
+/// inserts them into `db` (the table's cache misses), batches going over a bounded channel, so
+/// memory in flight stays at a few batches. An error on either side stops both.
 pub fn load(
     r: impl Read + Send,
     db: &mut Db,
     opts: LoadOptions,
+    sink: &mut dyn LoadSink,
     progress: &mut dyn FnMut(u64),
 ) -> Result<LoadReport, String> {
     let chosen = opts.db.unwrap_or(0);
@@ -92,7 +136,7 @@ pub fn load(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Loading>(8);
         let reader = s.spawn(move || {
             let mut other_db_keys = 0u64;
-            let mut batch = Vec::with_capacity(LOAD_BATCH);
+            let mut batch = Batch::with_capacity();
             // The inserting side hung up: it found an error of its own and reports that one.
             let hung_up = || ferrite_rdb::RdbError::Refused("stopped".into());
             // The chosen database's key count, as the file announces it: the inserting side
@@ -100,7 +144,7 @@ pub fn load(
             let hint_tx = tx.clone();
             let resize = |db: u64, keys: u64| {
                 if db == chosen {
-                    let _ = hint_tx.send(Loading::Reserve(keys.min(MAX_RESERVE) as usize));
+                    let _ = hint_tx.send(Loading::Reserve(keys));
                 }
             };
             let info = file::read_hinted(r, opts.max_string, resize, |e: RdbEntry| {
@@ -118,41 +162,67 @@ pub fn load(
                     key: shown(&e.key),
                     source: Box::new(ferrite_rdb::RdbError::Malformed(why)),
                 })?;
-                batch.push((e.key, e.expire_at_ms, value));
-                if batch.len() == LOAD_BATCH {
+                let at = batch.names.len();
+                batch.names.extend_from_slice(&e.key);
+                batch
+                    .keys
+                    .push((at..batch.names.len(), e.expire_at_ms, value));
+                if batch.keys.len() == LOAD_BATCH {
                     tx.send(Loading::Keys(std::mem::replace(
                         &mut batch,
-                        Vec::with_capacity(LOAD_BATCH),
+                        Batch::with_capacity(),
                     )))
                     .map_err(|_| hung_up())?;
                 }
                 Ok(())
             })?;
-            if !batch.is_empty() {
+            if !batch.keys.is_empty() {
                 tx.send(Loading::Keys(batch)).map_err(|_| hung_up())?;
             }
             Ok::<_, ferrite_rdb::RdbError>((info, other_db_keys))
         });
         let mut duplicate = None;
+        let mut sink_error = None;
         'batches: for message in rx {
             let batch = match message {
                 Loading::Reserve(keys) => {
-                    db.reserve(keys);
+                    sink.expect_keys(keys);
+                    db.reserve(keys.min(MAX_RESERVE) as usize);
                     continue;
                 }
                 Loading::Keys(batch) => batch,
             };
-            for (key, expire_at, value) in batch {
-                match db.entry_physical(&key, 0) {
-                    Slot::Occupied(_) => {
-                        duplicate = Some(shown(&key));
-                        break 'batches;
-                    }
-                    Slot::Vacant(v) => v.insert_with_modified(value, expire_at, opts.now_ms),
+            let mut keys = batch.keys.into_iter();
+            let mut chunk = Vec::with_capacity(WARM_AHEAD);
+            loop {
+                chunk.clear();
+                chunk.extend(keys.by_ref().take(WARM_AHEAD));
+                if chunk.is_empty() {
+                    break;
                 }
-                report.keys += 1;
-                if report.keys % 65536 == 0 {
-                    progress(report.keys);
+                db.warm(chunk.iter().map(|(at, ..)| &batch.names[at.clone()]));
+                for (at, expire_at, value) in chunk.drain(..) {
+                    let key = &batch.names[at];
+                    match db.entry_physical(key, 0) {
+                        Slot::Occupied(_) => {
+                            duplicate = Some(shown(key));
+                            break 'batches;
+                        }
+                        // (An empty collection is not inserted: the sink must not get it
+                        // either.)
+                        Slot::Vacant(_) if value.is_empty_collection() => continue,
+                        Slot::Vacant(v) => {
+                            if let Err(e) = sink.key(key, expire_at, &value) {
+                                sink_error = Some(e);
+                                break 'batches;
+                            }
+                            v.insert_with_modified(value, expire_at, opts.now_ms)
+                        }
+                    }
+                    report.keys += 1;
+                    if report.keys % 65536 == 0 {
+                        progress(report.keys);
+                    }
                 }
             }
         }
@@ -160,6 +230,9 @@ pub fn load(
         let read = reader
             .join()
             .map_err(|_| "RDB file refused, nothing was loaded: the reader failed".to_string())?;
+        if let Some(e) = sink_error {
+            return Err(e);
+        }
         if let Some(key) = duplicate {
             return Err(format!(
                 "RDB file refused, nothing was loaded: key '{key}' is in the file twice"
@@ -339,7 +412,14 @@ mod tests {
         let before = ks.lock().digest().combined();
         let bytes = file_of(&ks);
         let fresh = Keyspace::new();
-        let report = load(bytes.as_slice(), &mut fresh.lock(), opts(), &mut |_| {}).unwrap();
+        let report = load(
+            bytes.as_slice(),
+            &mut fresh.lock(),
+            opts(),
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(report.keys, 8);
         assert_eq!(report.functions, 1);
         assert_eq!(fresh.lock().digest().combined(), before);
@@ -368,14 +448,28 @@ mod tests {
     fn other_databases_need_a_choice() {
         let bytes = file_with(&[(0, "a"), (3, "b"), (3, "c")]);
         let fresh = Keyspace::new();
-        let e = load(bytes.as_slice(), &mut fresh.lock(), opts(), &mut |_| {}).unwrap_err();
+        let e = load(
+            bytes.as_slice(),
+            &mut fresh.lock(),
+            opts(),
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(e.contains("DB <n>"), "{e}");
         let fresh = Keyspace::new();
         let three = LoadOptions {
             db: Some(3),
             ..opts()
         };
-        let r = load(bytes.as_slice(), &mut fresh.lock(), three, &mut |_| {}).unwrap();
+        let r = load(
+            bytes.as_slice(),
+            &mut fresh.lock(),
+            three,
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!((r.keys, r.other_db_keys), (2, 1));
         assert_eq!(fresh.lock().len(), 2);
     }
@@ -387,6 +481,7 @@ mod tests {
             bytes.as_slice(),
             &mut Keyspace::new().lock(),
             opts(),
+            &mut NoSink,
             &mut |_| {},
         )
         .unwrap_err();
@@ -398,6 +493,7 @@ mod tests {
             bytes.as_slice(),
             &mut Keyspace::new().lock(),
             opts(),
+            &mut NoSink,
             &mut |_| {},
         )
         .unwrap_err();
@@ -434,7 +530,14 @@ mod tests {
         assert!(copy.pre_images() > 0);
         assert_eq!(n, 2000);
         let fresh = Keyspace::new();
-        load(out.as_slice(), &mut fresh.lock(), opts(), &mut |_| {}).unwrap();
+        load(
+            out.as_slice(),
+            &mut fresh.lock(),
+            opts(),
+            &mut NoSink,
+            &mut |_| {},
+        )
+        .unwrap();
         let mut db = fresh.lock();
         assert_eq!(db.len(), 2000);
         // The file shows the keyspace as it was when the copy opened.

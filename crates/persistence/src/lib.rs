@@ -139,6 +139,35 @@ struct Attached {
 /// long as loading them.
 pub type OldContents = ferrite_storage::table::ShardedTable<ferrite_storage::Entry>;
 
+/// A replacement of a tenant's data in progress ([`Persistence::begin_replace`]): the tenant's
+/// next snapshot being written while the new data loads. Dropped unfinished (the load failed),
+/// it removes that file and lets the tenant's snapshots run again; the tenant is unchanged.
+pub struct Replacement {
+    ks: Arc<Keyspace>,
+    /// The log generation the new snapshot starts.
+    generation: u64,
+    writer: snapshot::SnapshotWriter,
+    /// Holds the tenant's `snapshotting` flag until the replacement ends.
+    claim: SnapshotClaim,
+}
+
+impl Replacement {
+    /// Where the loader puts every key it loads, as it loads it (the header's key count can
+    /// still be set until the first entries are written).
+    pub fn writer(&mut self) -> &mut snapshot::SnapshotWriter {
+        &mut self.writer
+    }
+}
+
+/// A tenant's `snapshotting` flag, taken: no other snapshot of it runs until this is dropped.
+struct SnapshotClaim(Arc<TenantLog>);
+
+impl Drop for SnapshotClaim {
+    fn drop(&mut self) {
+        self.0.snapshotting.store(false, SeqCst);
+    }
+}
+
 /// A data directory in use.
 pub struct Persistence {
     root: PathBuf,
@@ -963,19 +992,44 @@ impl TenantStore for Persistence {
 
 impl Persistence {
     /// Replaces `t`'s data with what the private keyspace `fresh` holds (a restore from a
-    /// backup), atomically for clients and on disk: the fresh contents are written first as
-    /// the tenant's next snapshot (`.tmp`, fsynced, outside any lock), then, in one critical
-    /// section of the tenant's keyspace, the log is rotated, the snapshot renamed into place
-    /// (directory fsynced) and the keyspace's contents swapped ([`ferrite_storage::Db::replace_contents`]).
-    /// A crash before the rename leaves the old data (nobody saw the new); after it, the new
-    /// snapshot plus the new log are the tenant. Writes keep running during the slow part;
-    /// they wait only for the rename. `fresh` is left empty. Blocking: call it off the async
-    /// workers.
+    /// backup), atomically for clients and on disk: [`Persistence::begin_replace`], `fresh`'s
+    /// contents written into its snapshot, [`Persistence::finish_replace`]. `fresh` is left
+    /// empty. Blocking: call it off the async workers.
     pub fn replace_data(
         &self,
         t: &Arc<Tenant>,
         fresh: &Arc<Keyspace>,
     ) -> Result<OldContents, String> {
+        let mut replacement = self.begin_replace(t)?;
+        let Some(mut copy) = ferrite_storage::PointInTimeCopy::open(fresh) else {
+            return Err("the restored data is being copied by something else".into());
+        };
+        let writer = replacement.writer();
+        writer.set_keys(fresh.len());
+        let mut chunk = Vec::new();
+        loop {
+            chunk.clear();
+            let mut n = 0u32;
+            let more = copy.step(1024, |k, e| {
+                record::put_entry(&mut chunk, k, e);
+                n += 1;
+            });
+            writer.append_encoded(&chunk, n)?;
+            if !more {
+                break;
+            }
+        }
+        drop(copy);
+        self.finish_replace(t, replacement, fresh)
+    }
+
+    /// Starts replacing `t`'s data with data still to be loaded (a restore): from here until
+    /// the returned [`Replacement`] is finished or dropped, no snapshot of `t` runs, and the
+    /// loader hands every key it loads to [`Replacement::writer`], which writes them as the
+    /// tenant's next snapshot (`.tmp`) while the load goes on, instead of writing them in a
+    /// second pass afterwards. Writes to `t` keep running meanwhile (to its old data and log).
+    /// Blocking.
+    pub fn begin_replace(&self, t: &Arc<Tenant>) -> Result<Replacement, String> {
         let target = self
             .attached
             .lock()
@@ -1002,51 +1056,100 @@ impl Persistence {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let r = self.replace_with_snapshot(&ks, &log, fresh);
-        log.snapshotting.store(false, SeqCst);
-        r
-    }
-
-    fn replace_with_snapshot(
-        &self,
-        ks: &Arc<Keyspace>,
-        log: &Arc<TenantLog>,
-        fresh: &Arc<Keyspace>,
-    ) -> Result<OldContents, String> {
+        let claim = SnapshotClaim(log);
+        let log = &claim.0;
         if log.flush().is_ok() {
             log.sync();
         }
         // Only the keyspace's critical sections rotate the log, and we hold `snapshotting`:
-        // the generation the rotation below will start is known now (checked under the lock).
+        // the generation the rotation at the end will start is known now (checked again then).
         let generation = log.generation() + 1;
-        let Some((copy, libraries)) = ferrite_storage::PointInTimeCopy::open_with(fresh, |db| {
-            db.scripting().libraries().clone()
-        }) else {
-            return Err("the restored data is being copied by something else".into());
-        };
         let header = record::FileHeader {
             tenant: log.tenant.clone(),
             incarnation: log.incarnation,
             generation,
-            version: copy.version(),
+            // Not a copy of a keyspace at a version: data loaded from elsewhere.
+            version: 0,
             created_ms: ferrite_storage::now_ms(),
+            keys: None,
         };
+        let tmp = log
+            .dir
+            .join(format!("{}.tmp", paths::snapshot_file(generation)));
+        let writer = snapshot::SnapshotWriter::create(&tmp, header, None)?;
+        Ok(Replacement {
+            ks,
+            generation,
+            writer,
+            claim,
+        })
+    }
+
+    /// Ends a replacement begun with [`Persistence::begin_replace`]: `fresh` (a keyspace nobody
+    /// else uses) must hold exactly what was handed to the writer. Its libraries complete the
+    /// snapshot, which is fsynced; then, in one critical section of the tenant's keyspace, the
+    /// log is rotated, the snapshot renamed into place (directory fsynced) and the keyspace's
+    /// contents swapped ([`ferrite_storage::Db::replace_contents`]). A crash before the rename
+    /// leaves the old data (nobody saw the new); after it, the new snapshot plus the new log
+    /// are the tenant. `fresh` is left empty; the old contents are returned, to be freed
+    /// outside any lock.
+    pub fn finish_replace(
+        &self,
+        t: &Arc<Tenant>,
+        replacement: Replacement,
+        fresh: &Arc<Keyspace>,
+    ) -> Result<OldContents, String> {
+        let (keys, libraries) = {
+            let db = fresh.lock();
+            (db.len() as u64, db.scripting().libraries().clone())
+        };
+        let Replacement {
+            ks,
+            generation,
+            mut writer,
+            claim,
+        } = replacement;
+        if writer.entries() != keys {
+            return Err(format!(
+                "the snapshot of the restored data has {} keys, the data {keys}",
+                writer.entries()
+            ));
+        }
+        writer.libraries(&libraries)?;
+        let written = writer.finish()?;
+        let log = &claim.0;
         let final_path = log.dir.join(paths::snapshot_file(generation));
         let tmp = log
             .dir
             .join(format!("{}.tmp", paths::snapshot_file(generation)));
-        let written = snapshot::write_file(copy, &tmp, &header, None, &libraries, &|_| {})?;
         // As snapshot::take does: the next log file exists and is durable before the rotation,
         // and the switch to it happens on this thread right after it.
         if let Err(e) = log.prepare_next() {
             tracing::warn!(tenant = %log.tenant, "cannot prepare the next log file: {e}");
         }
+        // (The attachment is checked before the keyspace locks are taken: never the other
+        // way round.)
+        let attached = self
+            .attached
+            .lock()
+            .get(&key_of(t))
+            .is_some_and(|a| Arc::ptr_eq(&a.log, log));
         let mut fresh_db = fresh.lock();
         let mut db = ks.lock();
         if log.generation() + 1 != generation {
             drop(db);
             let _ = std::fs::remove_file(&tmp);
             return Err("the tenant's log moved on during the restore; try again".into());
+        }
+        // The load took a while: the tenant may have been handed over, or deleted and created
+        // again, meanwhile (its keyspace and log are then others).
+        if !attached || !Arc::ptr_eq(&ks, &t.keyspace()) || log.is_closed() {
+            drop(db);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!(
+                "tenant '{}' changed during the restore (handed over, or deleted); nothing was replaced",
+                t.id()
+            ));
         }
         let g = log.rotate_locked();
         // The rotation alone changes nothing (the next log continues the old data), so a
@@ -1412,5 +1515,199 @@ mod tests {
         let p = Persistence::open(settings(dir.path()), &reg).unwrap();
         assert_eq!(digest(&reg.default_tenant()), want);
         p.shutdown();
+    }
+
+    /// A fresh keyspace holding `cmds` (not journaled: the data a restore loads).
+    fn fresh_with(now: u64, cmds: &[&[&str]]) -> Arc<Keyspace> {
+        let t = Tenant::new("scratch", None, TenantLimits::default());
+        run(&t, now, cmds);
+        t.keyspace()
+    }
+
+    fn tmp_files(dir: &Path) -> Vec<PathBuf> {
+        walk(dir)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+            .collect()
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// The restore path: the new data's snapshot is written while it "loads" (keys handed to
+    /// the writer one by one), then swapped in; after a restart the tenant is the new data plus
+    /// what was written after the swap, never the old data.
+    #[test]
+    fn a_replacement_written_while_loading_is_what_a_restart_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = ferrite_storage::now_ms();
+        let want = {
+            let reg = registry();
+            let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+            let acme = reg.create("acme", CreateOptions::default()).unwrap();
+            run(
+                &acme,
+                now,
+                &[&["SET", "old", "1"], &["SET", "shared", "old"]],
+            );
+            let cmds: &[&[&str]] = &[
+                &["SET", "shared", "new"],
+                &["RPUSH", "l", "a", "b"],
+                &["HSET", "h", "f", "v"],
+                &["SET", "ttl", "x", "PX", "100000"],
+            ];
+            let fresh = fresh_with(now, cmds);
+            let mut r = p.begin_replace(&acme).unwrap();
+            // Writes to the tenant keep running while it loads; they are replaced too.
+            run(&acme, now, &[&["SET", "during", "1"]]);
+            r.writer().set_keys(4);
+            {
+                let db = fresh.lock();
+                for (k, e) in db.iter() {
+                    r.writer()
+                        .entry(k, &e.value().to_value(), e.expire_at(), e.modified_ms())
+                        .unwrap();
+                }
+            }
+            let want_digest = fresh.lock().digest().combined();
+            let old = p.finish_replace(&acme, r, &fresh).unwrap();
+            assert_eq!(old.len(), 3);
+            assert_eq!(digest(&acme), (4, want_digest));
+            assert!(fresh.lock().is_empty());
+            assert!(tmp_files(dir.path()).is_empty());
+            run(&acme, now, &[&["SET", "after", "1"]]);
+            let w = digest(&acme);
+            p.shutdown();
+            w
+        };
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        let acme = reg.get("acme").unwrap();
+        assert_eq!(digest(&acme), want);
+        assert!(acme.keyspace().lock().peek(b"old").is_none());
+        assert!(acme.keyspace().lock().peek(b"during").is_none());
+        p.shutdown();
+    }
+
+    /// A load that fails (the replacement is dropped unfinished) leaves the tenant and its
+    /// files as they were, and the tenant's snapshots run again afterwards.
+    #[test]
+    fn an_abandoned_replacement_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = ferrite_storage::now_ms();
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        let acme = reg.create("acme", CreateOptions::default()).unwrap();
+        run(&acme, now, &[&["SET", "old", "1"]]);
+        let before = digest(&acme);
+        let mut r = p.begin_replace(&acme).unwrap();
+        for i in 0..5000 {
+            let v = ferrite_storage::Value::string(vec![b'x'; 100]);
+            r.writer()
+                .entry(format!("k{i}").as_bytes(), &v, None, now)
+                .unwrap();
+        }
+        assert_eq!(tmp_files(dir.path()).len(), 1);
+        drop(r);
+        assert!(tmp_files(dir.path()).is_empty());
+        assert_eq!(digest(&acme), before);
+        // A writer that disagrees with the data it claims to hold is refused, nothing swapped.
+        let mut r = p.begin_replace(&acme).unwrap();
+        let fresh = fresh_with(now, &[&["SET", "a", "1"], &["SET", "b", "2"]]);
+        r.writer()
+            .entry(b"a", &ferrite_storage::Value::string("1"), None, now)
+            .unwrap();
+        let Err(e) = p.finish_replace(&acme, r, &fresh) else {
+            panic!("a writer short of the data's keys was accepted");
+        };
+        assert!(e.contains("1 keys, the data 2"), "{e}");
+        assert_eq!(digest(&acme), before);
+        assert!(tmp_files(dir.path()).is_empty());
+        // Snapshots were given back: SAVE works and the data reloads.
+        p.save_now().unwrap();
+        p.shutdown();
+        drop(p);
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        assert_eq!(digest(&reg.get("acme").unwrap()), before);
+        p.shutdown();
+    }
+
+    /// Snapshots carry their key count; files without one (written before it existed) and
+    /// files whose count is forged still load, the forged one without reserving for it.
+    #[test]
+    fn snapshots_load_with_without_and_with_a_forged_key_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = ferrite_storage::now_ms();
+        let ks = fresh_with(now, &[&["SET", "a", "1"], &["SADD", "s", "x", "y"]]);
+        let want = ks.lock().digest().combined();
+        for keys in [Some(2), None, Some(u64::MAX), Some(0)] {
+            let path = dir.path().join("snap.fsnp");
+            let copy = ferrite_storage::PointInTimeCopy::open(&ks).unwrap();
+            let header = record::FileHeader {
+                tenant: "t".into(),
+                incarnation: 1,
+                generation: 1,
+                version: copy.version(),
+                created_ms: now,
+                keys,
+            };
+            snapshot::write_file(copy, &path, &header, None, &Default::default(), &|_| {}).unwrap();
+            let loaded = Keyspace::new();
+            let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
+            assert_eq!((h.keys, n), (keys, 2));
+            assert_eq!(loaded.lock().digest().combined(), want, "{keys:?}");
+        }
+    }
+
+    /// A snapshot larger than the write-back step (its data is written to disk by the helper
+    /// thread while it is being written) loads back whole.
+    #[test]
+    fn a_snapshot_bigger_than_the_write_back_step_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.fsnp");
+        let header = record::FileHeader {
+            tenant: "t".into(),
+            incarnation: 1,
+            generation: 1,
+            version: 0,
+            created_ms: 0,
+            keys: None,
+        };
+        let mut w = snapshot::SnapshotWriter::create(&path, header, None).unwrap();
+        assert!(w.set_keys(200_000));
+        let fresh = Keyspace::new();
+        {
+            let mut db = fresh.lock();
+            for i in 0..200_000u32 {
+                let key = format!("key:{i:012}");
+                let value = ferrite_storage::Value::string(format!("{i:0100}"));
+                w.entry(key.as_bytes(), &value, None, 7).unwrap();
+                if let ferrite_storage::Slot::Vacant(v) = db.entry_physical(key.as_bytes(), 0) {
+                    v.insert_with_modified(value, None, 7);
+                }
+            }
+        }
+        // The header went out with the first frame: too late to change the count now.
+        assert!(!w.set_keys(1));
+        let written = w.finish().unwrap();
+        assert!(written.bytes > 16 << 20, "{written:?}");
+        let loaded = Keyspace::new();
+        let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
+        assert_eq!((h.keys, n), (Some(200_000), 200_000));
+        assert_eq!(
+            loaded.lock().digest().combined(),
+            fresh.lock().digest().combined()
+        );
     }
 }

@@ -334,6 +334,7 @@ impl TenantLog {
                 generation,
                 version: 0,
                 created_ms: ferrite_storage::now_ms(),
+                keys: None,
             },
         );
         put_frame(&mut head, &h);

@@ -5,7 +5,7 @@
 //! effects         = 0x01 now_ms:u64 n:varint argv{n}           one command / transaction
 //! argv            = argc:varint bytes{argc}
 //! snapshot header = 0x20 tenant:bytes incarnation:varint generation:varint version:varint
-//!                   created_ms:u64
+//!                   created_ms:u64 [keys:varint]
 //! entries         = 0x21 n:u32 entry{n}
 //! entry           = key:bytes type:u8 expire_ms:u64 modified_ms:u64 value   (storage::codec)
 //! snapshot end    = 0x22 entries:varint
@@ -13,6 +13,13 @@
 //! backup info     = 0x24 description:bytes    a backup's JSON description (second frame of a
 //!                                             backup file; see ferrite-server's `backup`)
 //! ```
+//!
+//! `keys` (the number of keys the snapshot holds, so that a loader sizes its table once) was
+//! added to the snapshot header after the format's first release, as an optional trailing field:
+//! files written before it end their header at `created_ms` and still load (without the hint),
+//! and a reader from before it, which ignores what follows `created_ms`, still loads files that
+//! carry it. The file format version therefore stays 1. A loader treats the count as a hint
+//! only, never trusted past what the file's size can hold ([`reservation`]).
 
 use ferrite_storage::codec::{CodecError, Reader, encode_value, put_bytes, put_varint};
 use ferrite_storage::{Argv, Entry, OwnedArgv, Value, ValueType};
@@ -34,6 +41,25 @@ pub struct FileHeader {
     /// Snapshots: the keyspace version they show.
     pub version: u64,
     pub created_ms: u64,
+    /// Snapshots: the number of keys they hold, when the writer said (see the module docs);
+    /// always `None` for logs.
+    pub keys: Option<u64>,
+}
+
+/// The fewest bytes one entry takes in an [`ENTRIES`] frame: a key's length (1), the type (1),
+/// expiry and modified time (16) and the shortest value (an empty string's length, 1).
+pub const MIN_ENTRY_BYTES: u64 = 19;
+
+/// The most keys a snapshot's key count makes a loader reserve room for (about 1.5 GB of
+/// table); past it the table grows as keys arrive.
+pub const MAX_RESERVE: u64 = 16 << 20;
+
+/// How many keys a loader may reserve room for when a file of `file_size` bytes announces
+/// `keys`: never more than the file can hold (each entry takes at least [`MIN_ENTRY_BYTES`]),
+/// nor [`MAX_RESERVE`]; so a forged count costs at most a table proportional to the file.
+pub fn reservation(keys: Option<u64>, file_size: u64) -> usize {
+    let most = (file_size / MIN_ENTRY_BYTES).min(MAX_RESERVE);
+    keys.unwrap_or(0).min(most) as usize
 }
 
 pub fn put_log_header(buf: &mut Vec<u8>, h: &FileHeader) {
@@ -51,6 +77,9 @@ pub fn put_snapshot_header(buf: &mut Vec<u8>, h: &FileHeader) {
     put_varint(buf, h.generation);
     put_varint(buf, h.version);
     buf.extend_from_slice(&h.created_ms.to_le_bytes());
+    if let Some(keys) = h.keys {
+        put_varint(buf, keys);
+    }
 }
 
 pub fn read_header(payload: &[u8], tag: u8) -> Result<FileHeader, CodecError> {
@@ -67,12 +96,19 @@ pub fn read_header(payload: &[u8], tag: u8) -> Result<FileHeader, CodecError> {
         0
     };
     let created_ms = r.u64()?;
+    // Optional (see the module docs): absent in files written before it existed.
+    let keys = if tag == SNAPSHOT_HEADER && !r.is_empty() {
+        Some(r.varint()?)
+    } else {
+        None
+    };
     Ok(FileHeader {
         tenant,
         incarnation,
         generation,
         version,
         created_ms,
+        keys,
     })
 }
 
@@ -190,9 +226,27 @@ pub fn put_entry(buf: &mut Vec<u8>, key: &[u8], e: &Entry) {
     encode_value(buf, e.value());
 }
 
+/// Appends one entry to an [`ENTRIES`] payload from an owned value (a loader writing what it
+/// loads; [`put_entry`] writes a keyspace's entries).
+pub fn put_value_entry(
+    buf: &mut Vec<u8>,
+    key: &[u8],
+    value: &Value,
+    expire_at: Option<u64>,
+    modified_ms: u64,
+) {
+    put_bytes(buf, key);
+    buf.push(value.value_type().tag() as u8);
+    buf.extend_from_slice(&expire_at.unwrap_or(0).to_le_bytes());
+    buf.extend_from_slice(&modified_ms.to_le_bytes());
+    encode_value(buf, value.view());
+}
+
 /// One decoded entry.
 pub struct LoadedEntry<'a> {
     pub key: &'a [u8],
+    /// Where `key` is in the payload (a reader that keeps the payload refers to it by this).
+    pub key_at: std::ops::Range<usize>,
     pub value: Value,
     pub expire: Option<u64>,
     pub modified: u64,
@@ -213,12 +267,14 @@ pub fn read_entries<'a>(
     }
     for _ in 0..n {
         let key = r.bytes()?;
+        let key_end = r.position();
         let ty: ValueType = r.value_type()?;
         let expire = r.u64()?;
         let modified = r.u64()?;
         let value = r.value(ty)?;
         f(LoadedEntry {
             key,
+            key_at: key_end - key.len()..key_end,
             value,
             expire: (expire != 0).then_some(expire),
             modified,
@@ -268,6 +324,7 @@ mod tests {
             generation: 7,
             version: 99,
             created_ms: 5,
+            keys: Some(1_000_000),
         };
         let mut buf = Vec::new();
         put_snapshot_header(&mut buf, &h);
@@ -275,8 +332,49 @@ mod tests {
         let mut buf = Vec::new();
         put_log_header(&mut buf, &h);
         let back = read_header(&buf, LOG_HEADER).unwrap();
-        assert_eq!((back.generation, back.version), (7, 0));
+        assert_eq!((back.generation, back.version, back.keys), (7, 0, None));
         assert!(read_header(&buf, SNAPSHOT_HEADER).is_err());
+    }
+
+    /// A snapshot header as the first release wrote it (no key count), byte for byte.
+    #[test]
+    fn a_snapshot_header_without_a_key_count_still_reads() {
+        let mut old = vec![SNAPSHOT_HEADER, 4];
+        old.extend_from_slice(b"acme");
+        old.extend_from_slice(&[3, 7, 99]);
+        old.extend_from_slice(&5u64.to_le_bytes());
+        let h = read_header(&old, SNAPSHOT_HEADER).unwrap();
+        assert_eq!(
+            (h.tenant.as_str(), h.generation, h.version),
+            ("acme", 7, 99)
+        );
+        assert_eq!(h.keys, None);
+        // What this build writes is the same bytes plus the count at the end.
+        let mut new = Vec::new();
+        put_snapshot_header(
+            &mut new,
+            &FileHeader {
+                keys: Some(300),
+                ..h
+            },
+        );
+        assert_eq!(new[..old.len()], old[..]);
+        assert_eq!(new.len(), old.len() + 2);
+        // A damaged count (a varint that never ends) is an error, not a guess.
+        let mut bad = old.clone();
+        bad.extend_from_slice(&[0xff; 11]);
+        assert!(read_header(&bad, SNAPSHOT_HEADER).is_err());
+    }
+
+    #[test]
+    fn a_forged_key_count_reserves_no_more_than_the_file_holds() {
+        assert_eq!(reservation(None, 1 << 30), 0);
+        assert_eq!(reservation(Some(1000), 1 << 30), 1000);
+        // A 1 KB file claiming 2^64-1 keys: room for the 53 entries 1 KB can hold.
+        assert_eq!(reservation(Some(u64::MAX), 1024), 1024 / 19);
+        // A huge file: never past MAX_RESERVE.
+        assert_eq!(reservation(Some(u64::MAX), u64::MAX), MAX_RESERVE as usize);
+        assert_eq!(reservation(Some(5), 0), 0);
     }
 
     proptest::proptest! {

@@ -36,38 +36,6 @@ pub struct SnapshotInfo {
     pub took_ms: u64,
 }
 
-/// Writes entries into frames of about [`BLOCK_BYTES`].
-struct BlockWriter {
-    out: BufWriter<File>,
-    buf: Vec<u8>,
-    frame_at: usize,
-    count_at: usize,
-    in_block: u32,
-    entries: u64,
-    bytes: u64,
-}
-
-impl BlockWriter {
-    fn start_block(&mut self) {
-        self.buf.clear();
-        self.frame_at = begin_frame(&mut self.buf);
-        self.count_at = record::begin_entries(&mut self.buf);
-        self.in_block = 0;
-    }
-
-    fn finish_block(&mut self) -> std::io::Result<()> {
-        if self.in_block == 0 {
-            return Ok(());
-        }
-        record::end_entries(&mut self.buf, self.count_at, self.in_block);
-        end_frame(&mut self.buf, self.frame_at);
-        self.out.write_all(&self.buf)?;
-        self.bytes += self.buf.len() as u64;
-        self.in_block = 0;
-        Ok(())
-    }
-}
-
 /// Takes a snapshot of `ks` (journaled by `log`) and makes it the tenant's base: older
 /// snapshots and logs are deleted. `ks` must be the keyspace `log` is subscribed to.
 pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, String> {
@@ -86,16 +54,20 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
     }
     // The function libraries as of the copy's version: later changes are in the new log.
     let opened = PointInTimeCopy::open_with(ks, |db| {
-        (log.rotate_locked(), db.scripting().libraries().clone())
+        (
+            log.rotate_locked(),
+            db.scripting().libraries().clone(),
+            db.len() as u64,
+        )
     });
-    let Some((copy, (generation, libraries))) = opened else {
+    let Some((copy, (generation, libraries, keys))) = opened else {
         return Err("a point-in-time copy of this keyspace is already open".into());
     };
     // Switch files here rather than in the next writer's commit: the old log's last
     // milliseconds are fsynced on this thread (writers of the tenant still wait for the file
     // lock meanwhile, but no longer for the file creation's fsyncs too).
     let _ = log.flush();
-    let result = write(copy, log, generation, &libraries);
+    let result = write(copy, log, generation, keys, &libraries);
     match result {
         Ok((entries, bytes, pre_images)) => {
             if !log.snapshot_done(generation, bytes) {
@@ -121,6 +93,7 @@ fn write(
     copy: PointInTimeCopy,
     log: &TenantLog,
     generation: u64,
+    keys: u64,
     libraries: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Result<(u64, u64, u64), String> {
     let dir = &log.dir;
@@ -132,6 +105,8 @@ fn write(
         generation,
         version: copy.version(),
         created_ms: ferrite_storage::now_ms(),
+        // The keys at the copy's version: what the walk and the pre-images hand out, once each.
+        keys: Some(keys),
     };
     let written = write_file(copy, &tmp, &header, None, libraries, &|_| {})?;
     std::fs::rename(&tmp, &final_path).map_err(|e| {
@@ -163,99 +138,312 @@ pub fn write_file(
     libraries: &std::collections::BTreeMap<String, Vec<u8>>,
     progress: &dyn Fn(u64),
 ) -> Result<Written, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut w = SnapshotWriter::create(path, header.clone(), info)?;
+    w.libraries(libraries)?;
+    // Each step's entries are encoded (that is the copy) into `chunk`: the walk's under the
+    // keyspace lock, the pre-images outside it; the file is written outside the lock.
+    let mut chunk: Vec<u8> = Vec::new();
+    loop {
+        chunk.clear();
+        let mut chunk_entries = 0u32;
+        let more = copy.step(WALK_STEP, |k, e| {
+            record::put_entry(&mut chunk, k, e);
+            chunk_entries += 1;
+        });
+        w.append_encoded(&chunk, chunk_entries)?;
+        progress(w.entries);
+        if !more {
+            break;
+        }
     }
-    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
-    let file = File::create(path).map_err(|e| fail("cannot create", e))?;
-    let mut w = BlockWriter {
-        out: BufWriter::with_capacity(1 << 20, file),
-        buf: Vec::with_capacity(BLOCK_BYTES + 64 * 1024),
-        frame_at: 0,
-        count_at: 0,
-        in_block: 0,
-        entries: 0,
-        bytes: 0,
-    };
-    let outcome = (|| -> std::io::Result<u64> {
-        let mut head = Vec::new();
-        put_file_header(&mut head, Kind::Snapshot);
-        let at = begin_frame(&mut head);
-        record::put_snapshot_header(&mut head, header);
-        end_frame(&mut head, at);
-        if let Some(info) = info {
-            let at = begin_frame(&mut head);
-            record::put_backup_info(&mut head, info);
-            end_frame(&mut head, at);
-        }
-        if !libraries.is_empty() {
-            let at = begin_frame(&mut head);
-            record::put_libraries(&mut head, libraries);
-            end_frame(&mut head, at);
-        }
-        w.out.write_all(&head)?;
-        w.bytes += head.len() as u64;
-        w.start_block();
-        // Each step's entries are encoded (that is the copy) into `chunk`: the walk's under the
-        // keyspace lock, the pre-images outside it; the file is written outside the lock.
-        let mut chunk: Vec<u8> = Vec::new();
-        loop {
-            chunk.clear();
-            let mut chunk_entries = 0u32;
-            let more = copy.step(WALK_STEP, |k, e| {
-                record::put_entry(&mut chunk, k, e);
-                chunk_entries += 1;
+    let mut written = w.finish()?;
+    written.pre_images = copy.pre_images();
+    Ok(written)
+}
+
+/// A snapshot file being written, entry by entry: the file header and the header frame (with
+/// an optional [`record::BACKUP_INFO`] frame), then entries in frames of about
+/// [`BLOCK_BYTES`], libraries, and the end record that counts the entries; [`finish`] fsyncs
+/// it. The header is written with the first frame of entries, so a key count learnt after
+/// [`create`] but before the first [`BLOCK_BYTES`] of entries ([`set_keys`]) still goes into
+/// it. Dropped unfinished (an error anywhere, the caller's included), the file is removed.
+///
+/// [`create`]: SnapshotWriter::create
+/// [`finish`]: SnapshotWriter::finish
+/// [`set_keys`]: SnapshotWriter::set_keys
+pub struct SnapshotWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    /// The header and backup description until they are written.
+    head: Option<(FileHeader, Option<Vec<u8>>)>,
+    /// The entries frame being filled.
+    buf: Vec<u8>,
+    frame_at: usize,
+    count_at: usize,
+    in_block: u32,
+    entries: u64,
+    bytes: u64,
+    /// Bytes written since the last write-back was asked for.
+    unsynced: u64,
+    write_back: WriteBack,
+    finished: bool,
+}
+
+/// Writes a file's data to disk while it is still being written: every [`WRITE_BACK_BYTES`]
+/// the writer asks a helper thread, which has its own handle of the file, to `fdatasync` it,
+/// and goes on writing. The kernel would otherwise hold the whole file in memory until the
+/// final fsync, which then waits for all of it; this way that fsync has only the last few
+/// megabytes left. Durability is unchanged: the final `sync_all` is still what makes the file
+/// durable.
+struct WriteBack {
+    /// Asks for one `fdatasync` (a request while one runs is dropped: that one or the next
+    /// covers it). `None` once finished, or when the helper could not be started.
+    ask: Option<std::sync::mpsc::SyncSender<()>>,
+    helper: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+/// How much written data makes [`WriteBack`] start writing it to disk.
+const WRITE_BACK_BYTES: u64 = 16 << 20;
+
+impl WriteBack {
+    fn start(file: &File) -> WriteBack {
+        let Ok(handle) = file.try_clone() else {
+            return WriteBack {
+                ask: None,
+                helper: None,
+            };
+        };
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let helper = std::thread::Builder::new()
+            .name("snapshot-sync".into())
+            .spawn(move || {
+                for () in asked {
+                    handle.sync_data()?;
+                }
+                Ok(())
             });
-            w.append_encoded(&chunk, chunk_entries)?;
-            progress(w.entries);
-            if !more {
-                break;
-            }
+        match helper {
+            Ok(h) => WriteBack {
+                ask: Some(ask),
+                helper: Some(h),
+            },
+            Err(_) => WriteBack {
+                ask: None,
+                helper: None,
+            },
         }
-        let pre_images = copy.pre_images();
-        w.finish_block()?;
-        let mut end = Vec::new();
-        let at = begin_frame(&mut end);
-        record::put_snapshot_end(&mut end, w.entries);
-        end_frame(&mut end, at);
-        w.out.write_all(&end)?;
-        w.bytes += end.len() as u64;
-        w.out.flush()?;
-        w.out.get_ref().sync_all()?;
-        Ok(pre_images)
-    })();
-    match outcome {
-        Ok(pre_images) => Ok(Written {
-            entries: w.entries,
-            bytes: w.bytes,
-            pre_images,
-        }),
-        Err(e) => {
-            drop(w);
-            let _ = std::fs::remove_file(path);
-            Err(fail("cannot write", e))
+    }
+
+    fn ask(&self) {
+        if let Some(ask) = &self.ask {
+            let _ = ask.try_send(());
+        }
+    }
+
+    /// Stops the helper; its error, if a write-back failed.
+    fn stop(&mut self) -> std::io::Result<()> {
+        self.ask = None;
+        match self.helper.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(std::io::Error::other("the write-back thread failed")),
+            None => Ok(()),
         }
     }
 }
 
-impl BlockWriter {
-    /// Adds entries already encoded with `record::put_entry`.
-    fn append_encoded(&mut self, chunk: &[u8], n: u32) -> std::io::Result<()> {
+impl Drop for WriteBack {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl SnapshotWriter {
+    /// Creates (truncates) the file at `path`, and its directory if missing.
+    pub fn create(
+        path: &Path,
+        header: FileHeader,
+        info: Option<&[u8]>,
+    ) -> Result<SnapshotWriter, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let file =
+            File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let write_back = WriteBack::start(&file);
+        let mut w = SnapshotWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            head: Some((header, info.map(<[u8]>::to_vec))),
+            buf: Vec::with_capacity(BLOCK_BYTES + 64 * 1024),
+            frame_at: 0,
+            count_at: 0,
+            in_block: 0,
+            entries: 0,
+            bytes: 0,
+            unsynced: 0,
+            write_back,
+            finished: false,
+        };
+        w.start_block();
+        Ok(w)
+    }
+
+    /// The header's key count (a hint for loaders), if the header is not written yet; false
+    /// when it was (the count is then whatever [`create`](SnapshotWriter::create) got).
+    pub fn set_keys(&mut self, keys: u64) -> bool {
+        match &mut self.head {
+            Some((h, _)) => {
+                h.keys = Some(keys);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Entries added so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Adds one entry: `key` with `value`, its expiry and modified time.
+    pub fn entry(
+        &mut self,
+        key: &[u8],
+        value: &ferrite_storage::Value,
+        expire_at: Option<u64>,
+        modified_ms: u64,
+    ) -> Result<(), String> {
+        if self.in_block == u32::MAX {
+            self.flush_block().map_err(|e| self.failed(e))?;
+        }
+        record::put_value_entry(&mut self.buf, key, value, expire_at, modified_ms);
+        self.in_block += 1;
+        self.entries += 1;
+        if self.buf.len() >= BLOCK_BYTES {
+            self.flush_block().map_err(|e| self.failed(e))?;
+        }
+        Ok(())
+    }
+
+    /// Adds `n` entries already encoded with [`record::put_entry`].
+    pub(crate) fn append_encoded(&mut self, chunk: &[u8], n: u32) -> Result<(), String> {
         if n == 0 {
             return Ok(());
         }
         if self.in_block.checked_add(n).is_none() {
-            self.finish_block()?;
-            self.start_block();
+            self.flush_block().map_err(|e| self.failed(e))?;
         }
         self.buf.extend_from_slice(chunk);
         self.in_block += n;
         self.entries += u64::from(n);
         if self.buf.len() >= BLOCK_BYTES {
-            self.finish_block()?;
-            self.start_block();
+            self.flush_block().map_err(|e| self.failed(e))?;
         }
         Ok(())
+    }
+
+    /// Adds the function libraries (nothing when there are none).
+    pub fn libraries(
+        &mut self,
+        libraries: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), String> {
+        if libraries.is_empty() {
+            return Ok(());
+        }
+        let mut frame = Vec::new();
+        let at = begin_frame(&mut frame);
+        record::put_libraries(&mut frame, libraries);
+        end_frame(&mut frame, at);
+        self.flush_block()
+            .and_then(|()| self.write(&frame))
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Writes the end record and fsyncs the file.
+    pub fn finish(mut self) -> Result<Written, String> {
+        let mut end = Vec::new();
+        let at = begin_frame(&mut end);
+        record::put_snapshot_end(&mut end, self.entries);
+        end_frame(&mut end, at);
+        let done = self
+            .flush_block()
+            .and_then(|()| self.write(&end))
+            .and_then(|()| self.out.flush())
+            .and_then(|()| self.write_back.stop())
+            .and_then(|()| self.out.get_ref().sync_all());
+        done.map_err(|e| self.failed(e))?;
+        self.finished = true;
+        Ok(Written {
+            entries: self.entries,
+            bytes: self.bytes,
+            pre_images: 0,
+        })
+    }
+
+    fn failed(&self, e: std::io::Error) -> String {
+        format!("cannot write {}: {e}", self.path.display())
+    }
+
+    fn start_block(&mut self) {
+        self.buf.clear();
+        self.frame_at = begin_frame(&mut self.buf);
+        self.count_at = record::begin_entries(&mut self.buf);
+        self.in_block = 0;
+    }
+
+    /// Writes the entries gathered so far as one frame (the header first if it is not written
+    /// yet) and starts the next.
+    fn flush_block(&mut self) -> std::io::Result<()> {
+        self.write_head()?;
+        if self.in_block == 0 {
+            return Ok(());
+        }
+        record::end_entries(&mut self.buf, self.count_at, self.in_block);
+        end_frame(&mut self.buf, self.frame_at);
+        self.out.write_all(&self.buf)?;
+        self.bytes += self.buf.len() as u64;
+        self.unsynced += self.buf.len() as u64;
+        if self.unsynced >= WRITE_BACK_BYTES {
+            // What the buffer holds goes to the kernel first, so the write-back covers it.
+            self.out.flush()?;
+            self.write_back.ask();
+            self.unsynced = 0;
+        }
+        self.start_block();
+        Ok(())
+    }
+
+    fn write_head(&mut self) -> std::io::Result<()> {
+        let Some((header, info)) = self.head.take() else {
+            return Ok(());
+        };
+        let mut head = Vec::new();
+        put_file_header(&mut head, Kind::Snapshot);
+        let at = begin_frame(&mut head);
+        record::put_snapshot_header(&mut head, &header);
+        end_frame(&mut head, at);
+        if let Some(info) = info {
+            let at = begin_frame(&mut head);
+            record::put_backup_info(&mut head, &info);
+            end_frame(&mut head, at);
+        }
+        self.write(&head)
+    }
+
+    /// Writes a whole frame (after the header).
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_head()?;
+        self.out.write_all(bytes)?;
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -344,16 +532,104 @@ pub fn load(path: &Path, db: &mut Db) -> Result<(FileHeader, u64), LoadError> {
 }
 
 /// [`load`], telling `progress` how many entries were loaded so far after each frame.
+///
+/// Two threads: a scoped thread reads the file, checks each frame's checksum and decodes its
+/// entries into values (the reading, hashing and allocating), the caller's thread inserts them
+/// into `db` (the table's cache misses), [`IN_FLIGHT`] frames at most between them. The
+/// table is sized once from the header's key count when the file has one (capped by
+/// [`record::reservation`]: a forged count cannot allocate more than the file could fill).
 pub fn load_counting(
     path: &Path,
     db: &mut Db,
     progress: &dyn Fn(u64),
+) -> Result<(FileHeader, u64), LoadError> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(IN_FLIGHT);
+        let reader = s.spawn(move || read_frames(path, &tx));
+        let mut inserted = 0u64;
+        for decoded in rx {
+            match decoded {
+                Decoded::Reserve(keys) => db.reserve(keys),
+                Decoded::Libraries(libraries) => db.set_libraries(libraries),
+                Decoded::Entries { payload, entries } => {
+                    inserted += entries.len() as u64;
+                    let mut entries = entries.into_iter();
+                    let mut chunk = Vec::with_capacity(WARM_AHEAD);
+                    loop {
+                        chunk.clear();
+                        chunk.extend(entries.by_ref().take(WARM_AHEAD));
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        db.warm(chunk.iter().map(|e| &payload[e.key_at.clone()]));
+                        for e in chunk.drain(..) {
+                            let key = &payload[e.key_at];
+                            match db.entry_physical(key, 0) {
+                                // A key written during the snapshot is there twice, equal:
+                                // keep one.
+                                Slot::Occupied(mut o) => {
+                                    o.replace(e.value, e.expire);
+                                    o.set_modified(e.modified);
+                                }
+                                Slot::Vacant(v) => {
+                                    v.insert_with_modified(e.value, e.expire, e.modified)
+                                }
+                            }
+                        }
+                    }
+                    progress(inserted);
+                }
+            }
+        }
+        // The channel ends when the reader is done, successfully or not: its result says which.
+        reader
+            .join()
+            .map_err(|_| LoadError::new(path, "the thread reading the file failed"))?
+    })
+}
+
+/// Keys whose place in the table is brought into the cache together before they are inserted
+/// (`Db::warm`): enough for their cache misses to overlap, few enough that what they bring in
+/// is still in the first-level cache when the inserts use it.
+const WARM_AHEAD: usize = 32;
+
+/// Frames decoded and not yet inserted, at most: memory in flight stays at a few
+/// [`BLOCK_BYTES`] frames and their values.
+const IN_FLIGHT: usize = 4;
+
+/// What the reading thread of [`load_counting`] hands the inserting one.
+enum Decoded {
+    /// Room for this many keys (the header's count, capped).
+    Reserve(usize),
+    /// One entries frame: its payload (the keys are read from it in place) and its entries.
+    Entries {
+        payload: Vec<u8>,
+        entries: Vec<DecodedEntry>,
+    },
+    Libraries(std::collections::BTreeMap<String, Vec<u8>>),
+}
+
+struct DecodedEntry {
+    /// The key's bytes in the frame's payload.
+    key_at: std::ops::Range<usize>,
+    value: ferrite_storage::Value,
+    expire: Option<u64>,
+    modified: u64,
+}
+
+/// The reading side of [`load_counting`]: every frame of the file, checked and decoded, sent to
+/// `tx` in order. Returns the header and the entry count once the end record agrees with it. A
+/// closed channel (the inserting side stopped) ends it early; that side then reports.
+fn read_frames(
+    path: &Path,
+    tx: &std::sync::mpsc::SyncSender<Decoded>,
 ) -> Result<(FileHeader, u64), LoadError> {
     let file = File::open(path).map_err(|e| LoadError::new(path, e.to_string()))?;
     let size = file
         .metadata()
         .map_err(|e| LoadError::new(path, e.to_string()))?
         .len();
+    let stopped = || LoadError::new(path, "loading stopped");
     // A snapshot is renamed into place only once complete: a torn one is corrupt too.
     let damaged = |e: FrameError| LoadError::frame(path, e);
     let mut r = FrameReader::open(
@@ -369,6 +645,10 @@ pub fn load_counting(
         .ok_or_else(|| LoadError::new(path, "no header"))?;
     let header = record::read_header(&buf, record::SNAPSHOT_HEADER)
         .map_err(|e| LoadError::corrupt(path, at, format!("header: {e}")))?;
+    let reserve = record::reservation(header.keys, size);
+    if reserve > 0 {
+        tx.send(Decoded::Reserve(reserve)).map_err(|_| stopped())?;
+    }
     let mut entries = 0u64;
     loop {
         let Some(at) = r.next_frame(&mut buf).map_err(damaged)? else {
@@ -380,26 +660,30 @@ pub fn load_counting(
         };
         match buf.first() {
             Some(&record::ENTRIES) => {
-                let now = 0;
+                let mut decoded = Vec::new();
                 entries += record::read_entries(&buf, |e| {
-                    match db.entry_physical(e.key, now) {
-                        // A key written during the snapshot is there twice, equal: keep one.
-                        Slot::Occupied(mut o) => {
-                            o.replace(e.value, e.expire);
-                            o.set_modified(e.modified);
-                        }
-                        Slot::Vacant(v) => v.insert_with_modified(e.value, e.expire, e.modified),
-                    }
+                    decoded.push(DecodedEntry {
+                        key_at: e.key_at,
+                        value: e.value,
+                        expire: e.expire,
+                        modified: e.modified,
+                    })
                 })
                 .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
-                progress(entries);
+                let payload = std::mem::take(&mut buf);
+                tx.send(Decoded::Entries {
+                    payload,
+                    entries: decoded,
+                })
+                .map_err(|_| stopped())?;
             }
             // A backup's description (see `read_backup_info`): not data.
             Some(&record::BACKUP_INFO) => {}
             Some(&record::LIBRARIES) => {
                 let libraries = record::read_libraries(&buf)
                     .map_err(|e| LoadError::corrupt(path, at, format!("{e}")))?;
-                db.set_libraries(libraries);
+                tx.send(Decoded::Libraries(libraries))
+                    .map_err(|_| stopped())?;
             }
             Some(&record::SNAPSHOT_END) => {
                 let total = record::read_snapshot_end(&buf)

@@ -52,7 +52,9 @@ pub fn listpack(b: &[u8]) -> Result<Vec<Vec<u8>>> {
         return Err(bad("listpack size differs from its header"));
     }
     let declared = u16::from_le_bytes([header[4], header[5]]);
-    let mut out = Vec::new();
+    // Sized from the header's count (each element takes at least 2 bytes of the blob, so a
+    // forged count allocates no more than the blob could hold).
+    let mut out = Vec::with_capacity(usize::from(declared).min(b.len() / 2));
     let mut p = 6;
     loop {
         let first = *b.get(p).ok_or_else(|| bad("listpack without terminator"))?;
@@ -108,7 +110,8 @@ pub fn ziplist(b: &[u8]) -> Result<Vec<Vec<u8>>> {
         return Err(bad("ziplist size differs from its header"));
     }
     let declared = u16::from_le_bytes([header[8], header[9]]);
-    let mut out = Vec::new();
+    // As in `listpack`: an element takes at least 2 bytes.
+    let mut out = Vec::with_capacity(usize::from(declared).min(b.len() / 2));
     let mut p = 10;
     loop {
         let first = *b.get(p).ok_or_else(|| bad("ziplist without terminator"))?;

@@ -161,44 +161,41 @@ impl<'a> Reader<'a> {
     pub fn value(&mut self, ty: ValueType) -> Result<Value, CodecError> {
         Ok(match ty {
             ValueType::String => Value::Str(StrValue::new(self.bytes()?.to_vec())),
+            // Collections are built in one go from their elements (one allocation of the
+            // packed form at its final size, not one per element).
             ValueType::List => {
                 let n = self.count()?;
-                let mut l = ListValue::default();
-                for _ in 0..n {
-                    l.push_back(self.bytes()?);
-                }
-                Value::List(Box::new(l))
+                let items = (0..n)
+                    .map(|_| self.bytes())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Value::List(Box::new(ListValue::from_elements(&items)))
             }
             ValueType::Hash => {
                 let n = self.count()?;
-                let mut h = HashValue::default();
-                for _ in 0..n {
-                    let f = self.bytes()?;
-                    let v = self.bytes()?;
-                    h.insert(f, v);
-                }
-                Value::Hash(Box::new(h))
+                let pairs = (0..n)
+                    .map(|_| Ok((self.bytes()?, self.bytes()?)))
+                    .collect::<Result<Vec<_>, CodecError>>()?;
+                Value::Hash(Box::new(HashValue::from_pairs(&pairs)))
             }
             ValueType::Set => {
                 let n = self.count()?;
-                let mut s = SetValue::default();
-                for _ in 0..n {
-                    s.insert(self.bytes()?);
-                }
-                Value::Set(Box::new(s))
+                let members = (0..n)
+                    .map(|_| self.bytes())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Value::Set(Box::new(SetValue::from_members(&members)))
             }
             ValueType::ZSet => {
                 let n = self.count()?;
-                let mut z = ZSetValue::default();
+                let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     let m = self.bytes()?;
                     let s = f64::from_bits(self.u64()?);
                     if s.is_nan() {
                         return Err(CodecError("NaN score"));
                     }
-                    z.insert(m, s);
+                    items.push((m, s));
                 }
-                Value::ZSet(Box::new(z))
+                Value::ZSet(Box::new(ZSetValue::from_scored(&items)))
             }
             ValueType::Stream => {
                 let rest = self.data.get(self.pos..).unwrap_or_default();

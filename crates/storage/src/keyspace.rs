@@ -756,6 +756,13 @@ impl Db {
         self.table.reserve(additional);
     }
 
+    /// Brings into the cache where each of `keys` would be (see
+    /// [`crate::table::ShardedTable::warm`]): a bulk loader calls it for a batch of keys before
+    /// inserting them, so that the batch's cache misses overlap.
+    pub fn warm<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
+        self.table.warm(keys);
+    }
+
     pub fn used_bytes(&self) -> usize {
         self.used
     }

@@ -192,6 +192,18 @@ impl<V> Table<V> {
         self.find_hashed(key, hash_key(key))
     }
 
+    /// Reads the bucket `hash` falls in and the first node of its chain, and uses neither: see
+    /// [`ShardedTable::warm`]. Returns something of what it read, so the reads are not optimized
+    /// away.
+    #[inline]
+    pub(crate) fn warm_hashed(&self, hash: u64) -> u32 {
+        let head = self.buckets[(hash & self.mask()) as usize];
+        match self.nodes.get(head as usize) {
+            Some(Slot::Used(n)) => n.hash,
+            _ => head,
+        }
+    }
+
     pub(crate) fn find_hashed(&self, key: &[u8], hash: u64) -> Option<u32> {
         let mut idx = self.buckets[(hash & self.mask()) as usize];
         while idx != NIL {
@@ -486,6 +498,20 @@ impl<V> ShardedTable<V> {
             shard: shard as u16,
             idx,
         })
+    }
+
+    /// Brings into the cache where each of `keys` would be found (its bucket and the first node
+    /// there), without looking anything up. A loader that calls it for a batch of keys before
+    /// inserting them has the batch's cache misses overlap — the reads are independent, so the
+    /// processor issues them together — instead of paying them one after another in the
+    /// lookups, which each wait for their bucket before reading a node.
+    pub fn warm<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
+        let mut seen = 0u32;
+        for key in keys {
+            let hash = hash_key(key);
+            seen ^= self.shards[Self::shard_of(hash)].warm_hashed(hash);
+        }
+        std::hint::black_box(seen);
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&V> {

@@ -704,6 +704,23 @@ impl ListValue {
         }
     }
 
+    /// A list of `items`, head first: what pushing them one by one gives, with the packed form
+    /// allocated once at its final size (loaders; a push grows the buffer by exactly what it
+    /// adds, a reallocation per element).
+    pub fn from_elements<E: AsRef<[u8]>>(items: &[E]) -> ListValue {
+        let mut l = ListValue::default();
+        let bytes: usize = items.iter().map(|e| pack::encoded_len(e.as_ref())).sum();
+        if let ListRepr::Packed { buf, .. } = &mut l.repr
+            && Self::fits_packed(items.len(), bytes, false)
+        {
+            buf.reserve_exact(bytes);
+        }
+        for e in items {
+            l.push_back(e.as_ref());
+        }
+        l
+    }
+
     pub fn push_back(&mut self, e: &[u8]) {
         self.poly = poly::add(self.poly, poly::mul(elem_poly(e), self.pow));
         self.pow = poly::mul(self.pow, poly::B);
@@ -1041,6 +1058,30 @@ impl HashValue {
         self.repr = HashRepr::Table(Box::new(t));
     }
 
+    /// A hash of `pairs` (a field given twice keeps its last value): what inserting them one by
+    /// one gives, with the packed form allocated once at its final size (loaders).
+    pub fn from_pairs<F: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(F, V)]) -> HashValue {
+        let mut h = HashValue::default();
+        let max_value = encoding::hash_max_value();
+        let packed = pairs.len() <= encoding::hash_max_entries()
+            && pairs
+                .iter()
+                .all(|(f, v)| f.as_ref().len() <= max_value && v.as_ref().len() <= max_value);
+        if let HashRepr::Packed { buf, .. } = &mut h.repr
+            && packed
+        {
+            let bytes = pairs
+                .iter()
+                .map(|(f, v)| pack::encoded_len(f.as_ref()) + pack::encoded_len(v.as_ref()))
+                .sum();
+            buf.reserve_exact(bytes);
+        }
+        for (f, v) in pairs {
+            h.insert(f.as_ref(), v.as_ref());
+        }
+        h
+    }
+
     /// Sets a field; returns true when the field is new.
     pub fn insert(&mut self, field: &[u8], value: &[u8]) -> bool {
         if let HashRepr::Packed { buf, len } = &mut self.repr {
@@ -1366,6 +1407,37 @@ impl SetValue {
             }
             self.repr = SetRepr::Table(Box::new(t));
         }
+    }
+
+    /// A set of `members` (duplicates counted once): what adding them one by one gives, built
+    /// in one pass when they are all integers that fit an integer set (sorted, slots as wide as
+    /// the longest), and with the packed form allocated once otherwise (loaders).
+    pub fn from_members<M: AsRef<[u8]>>(members: &[M]) -> SetValue {
+        let mut s = SetValue::default();
+        if members.len() <= encoding::set_max_intset_entries() {
+            let ints: Option<Vec<(i64, &[u8])>> = members
+                .iter()
+                .map(|m| encoding::canonical_int(m.as_ref()).map(|x| (x, m.as_ref())))
+                .collect();
+            if let Some(mut ints) = ints {
+                // The canonical text of equal integers is equal: dropping equal values drops
+                // duplicate members.
+                ints.sort_unstable_by_key(|&(x, _)| x);
+                ints.dedup_by_key(|&mut (x, _)| x);
+                let width = ints.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
+                let mut buf = Vec::with_capacity(ints.len() * width);
+                for (_, m) in &ints {
+                    pad_into(&mut buf, m, width);
+                    s.sum = s.sum.wrapping_add(hash_bytes(m));
+                }
+                s.repr = SetRepr::Ints { buf, width };
+                return s;
+            }
+        }
+        for m in members {
+            s.insert(m.as_ref());
+        }
+        s
     }
 
     /// Adds a member; returns true when it was new.
@@ -1741,6 +1813,47 @@ impl ZSetValue {
         self.repr = ZRepr::Full(Box::new(full));
     }
 
+    /// A sorted set of `items` (a member given twice keeps its last score): what inserting them
+    /// one by one gives, built in one pass (sorted, then packed once) when it stays packed
+    /// (loaders; an insert into the packed form moves the elements after it).
+    pub fn from_scored<M: AsRef<[u8]>>(items: &[(M, f64)]) -> ZSetValue {
+        let mut z = ZSetValue::default();
+        let packed = items.len() <= encoding::zset_max_entries()
+            && items
+                .iter()
+                .all(|(m, s)| m.as_ref().len() <= encoding::zset_max_value() && !s.is_nan());
+        if !packed {
+            for (m, s) in items {
+                z.insert(m.as_ref(), *s);
+            }
+            return z;
+        }
+        // The last occurrence of each member (at most zset-max-listpack-entries of them).
+        let mut last: Vec<(&[u8], f64)> = Vec::with_capacity(items.len());
+        for (i, (m, s)) in items.iter().enumerate() {
+            let m = m.as_ref();
+            if !items[i + 1..].iter().any(|(later, _)| later.as_ref() == m) {
+                last.push((m, *s));
+            }
+        }
+        last.sort_by(|a, b| cmp_scored(a.1, a.0, b.1, b.0));
+        let bytes = last
+            .iter()
+            .map(|(m, _)| pack::encoded_len(m) + pack::encoded_len(&[0; 8]))
+            .sum();
+        let mut buf = Vec::with_capacity(bytes);
+        for (m, s) in &last {
+            pack::put(&mut buf, m);
+            pack::put(&mut buf, &s.to_le_bytes());
+            z.sum = z.sum.wrapping_add(hash_scored(m, *s));
+        }
+        z.repr = ZRepr::Packed {
+            buf,
+            len: last.len(),
+        };
+        z
+    }
+
     /// Sets a member's score; returns the previous score.
     pub fn insert(&mut self, m: &[u8], score: f64) -> Option<f64> {
         if let ZRepr::Packed { buf, len } = &mut self.repr {
@@ -2079,6 +2192,64 @@ mod tests {
             2 => format!("m{k}").into_bytes(),
             _ if k % 37 == 3 => vec![b'x'; 70 + usize::from(k % 5)],
             _ => format!("{k:05}").into_bytes(),
+        }
+    }
+
+    proptest::proptest! {
+        /// The loaders' one-pass constructors give exactly what element-by-element building
+        /// gives: same encoding, same elements in the same order, same digest. Elements come
+        /// from small alphabets so that duplicates, integers (canonical or not, like "007"),
+        /// -0.0 against 0.0 and every form (intset, packed, table) all occur.
+        #[test]
+        fn bulk_constructors_equal_building_one_by_one(
+            picks in proptest::collection::vec((0u8..40, 0u8..6), 0..200),
+        ) {
+            let elem = |p: u8| -> Vec<u8> {
+                match p % 4 {
+                    0 => (i64::from(p) * 1000 - 7000).to_string().into_bytes(),
+                    1 => format!("m{p}").into_bytes(),
+                    2 if p == 2 => b"007".to_vec(),
+                    2 => "x".repeat(usize::from(p) * 3).into_bytes(),
+                    _ => p.to_string().into_bytes(),
+                }
+            };
+            let score = |q: u8| [0.0, -0.0, 1.5, -3.0, 1e300, f64::INFINITY][usize::from(q)];
+            let elems: Vec<Vec<u8>> = picks.iter().map(|&(p, _)| elem(p)).collect();
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                picks.iter().map(|&(p, q)| (elem(p), elem(q.wrapping_mul(7)))).collect();
+            let scored: Vec<(Vec<u8>, f64)> =
+                picks.iter().map(|&(p, q)| (elem(p), score(q))).collect();
+            for n in [0, 1, 3, 8, 40, elems.len()] {
+                let n = n.min(elems.len());
+                let mut l = ListValue::default();
+                elems[..n].iter().for_each(|e| l.push_back(e));
+                let bulk = ListValue::from_elements(&elems[..n]);
+                proptest::prop_assert_eq!(bulk.encoding(), l.encoding());
+                proptest::prop_assert!(bulk.iter().eq(l.iter()));
+                proptest::prop_assert_eq!(bulk.digest(), l.digest());
+                let mut s = SetValue::default();
+                elems[..n].iter().for_each(|e| { s.insert(e); });
+                let bulk = SetValue::from_members(&elems[..n]);
+                proptest::prop_assert_eq!(bulk.encoding(), s.encoding());
+                proptest::prop_assert!(bulk.iter().eq(s.iter()));
+                proptest::prop_assert_eq!(bulk.digest(), s.digest());
+                let mut h = HashValue::default();
+                pairs[..n].iter().for_each(|(f, v)| { h.insert(f, v); });
+                let bulk = HashValue::from_pairs(&pairs[..n]);
+                proptest::prop_assert_eq!(bulk.encoding(), h.encoding());
+                proptest::prop_assert!(bulk.iter().eq(h.iter()));
+                proptest::prop_assert_eq!(bulk.digest(), h.digest());
+                let mut z = ZSetValue::default();
+                scored[..n].iter().for_each(|(m, sc)| { z.insert(m, *sc); });
+                let bulk = ZSetValue::from_scored(&scored[..n]);
+                proptest::prop_assert_eq!(bulk.encoding(), z.encoding());
+                let a: Vec<(Vec<u8>, u64)> =
+                    bulk.iter().map(|(m, s)| (m.to_vec(), s.to_bits())).collect();
+                let b: Vec<(Vec<u8>, u64)> =
+                    z.iter().map(|(m, s)| (m.to_vec(), s.to_bits())).collect();
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(bulk.digest(), z.digest());
+            }
         }
     }
 

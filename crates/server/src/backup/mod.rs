@@ -276,7 +276,10 @@ pub async fn restore(
         }
         command::Source::Rdb(path, _) => (format!("rdb:{}", path.display()), None),
     };
-    replace::destination(sh, &dest, replace_existing)?;
+    // With persistence on, a restore of an RDB file into a tenant that is here writes the
+    // tenant's next snapshot while the file loads (one pass over the data instead of two).
+    let streamed_into =
+        replace::destination(sh, &dest, replace_existing)?.filter(|_| sh.persistence.is_some());
     let job = sh
         .backup_jobs
         .start(JobKind::Restore, &label, &dest)
@@ -286,30 +289,42 @@ pub async fn restore(
                 j.id
             ))
         })?;
+    let persistence = sh.persistence.clone();
+    let stream_to = streamed_into.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let progress = &job.job.progress;
         progress.set_phase("loading");
-        let fresh = match (&source, backup) {
+        let begin = || match (&persistence, &stream_to) {
+            (Some(p), Some(t)) => p.begin_replace(t).map(Some),
+            _ => Ok(None),
+        };
+        let (fresh, replacement) = match (&source, backup) {
             (command::Source::Backup(_), Some(found)) => match found.meta.format {
-                Format::Native => native::load(&found.path, progress)?.1,
+                Format::Native => (native::load(&found.path, progress)?.1, None),
                 Format::Rdb => {
                     progress.set_total(found.meta.keys);
-                    let fresh = rdb_format::load(&found.path, None, progress)?;
+                    let mut replacement = begin()?;
+                    let fresh =
+                        rdb_format::load(&found.path, None, replacement.as_mut(), progress)?;
                     native::verify(&found.meta, &fresh)?;
-                    fresh
+                    (fresh, replacement)
                 }
             },
-            (command::Source::Rdb(path, db), _) => rdb_format::load(path, *db, progress)?,
+            (command::Source::Rdb(path, db), _) => {
+                let mut replacement = begin()?;
+                let fresh = rdb_format::load(path, *db, replacement.as_mut(), progress)?;
+                (fresh, replacement)
+            }
             (command::Source::Backup(id), None) => {
                 return Err(format!("no such backup '{id}'"));
             }
         };
         progress.set_phase("replacing");
-        Ok::<_, String>((fresh, job))
+        Ok::<_, String>((fresh, replacement, job))
     })
     .await
     .map_err(|e| ErrorReply::err(format!("the restore stopped: {e}")))?;
-    let (fresh, job) = loaded.map_err(|e| {
+    let (fresh, replacement, job) = loaded.map_err(|e| {
         ErrorReply::err(format!(
             "restore from {label} refused: {e}; tenant '{dest}' was not changed"
         ))
@@ -326,7 +341,18 @@ pub async fn restore(
         Some(t) => (t, false),
         None => (replace::create(sh, &dest)?, true),
     };
-    if let Err(e) = replace::replace_keyspace(sh, &t, fresh).await {
+    let replaced = match (replacement, &streamed_into) {
+        // Still the tenant whose snapshot was written while loading.
+        (Some(r), Some(s)) if Arc::ptr_eq(s, &t) => {
+            replace::finish_replacement(sh, &t, fresh, r).await
+        }
+        (r, _) => {
+            // (Another tenant now: the snapshot written for the first is dropped.)
+            drop(r);
+            replace::replace_keyspace(sh, &t, fresh).await
+        }
+    };
+    if let Err(e) = replaced {
         if created {
             let _ = sh.registry.delete(&dest, true, None);
         }

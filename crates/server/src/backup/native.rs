@@ -30,6 +30,7 @@ pub fn write(
         generation: 0,
         version: opened.copy.version(),
         created_ms: meta.created_ms,
+        keys: Some(meta.keys),
     };
     let written = snapshot::write_file(
         opened.copy,
@@ -72,8 +73,13 @@ pub fn load(path: &Path, progress: &Progress) -> Result<(BackupMeta, Arc<Keyspac
     let fresh = Arc::new(Keyspace::new());
     {
         let mut db = fresh.lock();
-        // The recorded count sizes the table once (capped: the file's word is checked later).
-        db.reserve(meta.keys.min(16 << 20) as usize);
+        // The recorded count sizes the table once (capped by what the file can hold: the
+        // file's word is checked later).
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        db.reserve(ferrite_persistence::record::reservation(
+            Some(meta.keys),
+            size,
+        ));
         snapshot::load_counting(path, &mut db, &|n| progress.set_done(n))
             .map_err(|e| e.to_string())?;
     }

@@ -17,8 +17,10 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrite_commands::rdb_file::{self, LoadOptions};
-use ferrite_storage::{Keyspace, PointInTimeCopy};
+use ferrite_commands::rdb_file::{self, LoadOptions, LoadSink, NoSink};
+use ferrite_persistence::Replacement;
+use ferrite_persistence::snapshot::SnapshotWriter;
+use ferrite_storage::{Keyspace, PointInTimeCopy, Value};
 
 use super::Progress;
 
@@ -54,8 +56,15 @@ pub fn write(
 /// opcode, a key twice, another database without `DB`, a library that does not load) is
 /// dropped with it, so nothing is half-loaded anywhere. Keys whose expiry has passed are kept
 /// (as the native loader does: the digest of a file Ferrite wrote equals the one it recorded);
-/// the tenant's expiry reclaims them after the restore.
-pub fn load(path: &Path, db: Option<u64>, progress: &Progress) -> Result<Arc<Keyspace>, String> {
+/// the tenant's expiry reclaims them after the restore. With `replacement` (persistence on,
+/// replacing an existing tenant's data), every key loaded is also written into the tenant's
+/// next snapshot as it loads ([`replace::finish_replacement`](super::replace) puts it in place).
+pub fn load(
+    path: &Path,
+    db: Option<u64>,
+    replacement: Option<&mut Replacement>,
+    progress: &Progress,
+) -> Result<Arc<Keyspace>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let fresh = Arc::new(Keyspace::new());
     let opts = LoadOptions {
@@ -65,7 +74,21 @@ pub fn load(path: &Path, db: Option<u64>, progress: &Progress) -> Result<Arc<Key
     };
     {
         let mut guard = fresh.lock();
-        let report = rdb_file::load(file, &mut guard, opts, &mut |n| progress.set_done(n))?;
+        let (mut snapshot_sink, mut no_sink);
+        let sink: &mut dyn LoadSink = match replacement {
+            Some(r) => {
+                snapshot_sink = SnapshotSink {
+                    writer: r.writer(),
+                    modified_ms: opts.now_ms,
+                };
+                &mut snapshot_sink
+            }
+            None => {
+                no_sink = NoSink;
+                &mut no_sink
+            }
+        };
+        let report = rdb_file::load(file, &mut guard, opts, sink, &mut |n| progress.set_done(n))?;
         tracing::info!(
             path = %path.display(),
             version = report.version,
@@ -81,4 +104,21 @@ pub fn load(path: &Path, db: Option<u64>, progress: &Progress) -> Result<Arc<Key
         .map_err(|e| format!("RDB file refused, nothing was loaded: {e}"))?;
     }
     Ok(fresh)
+}
+
+/// Writes each key a load inserts into the tenant's next snapshot, with the modified time the
+/// load gives it.
+struct SnapshotSink<'a> {
+    writer: &'a mut SnapshotWriter,
+    modified_ms: u64,
+}
+
+impl LoadSink for SnapshotSink<'_> {
+    fn expect_keys(&mut self, keys: u64) {
+        self.writer.set_keys(keys);
+    }
+
+    fn key(&mut self, key: &[u8], expire_at: Option<u64>, value: &Value) -> Result<(), String> {
+        self.writer.entry(key, value, expire_at, self.modified_ms)
+    }
 }

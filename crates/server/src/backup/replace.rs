@@ -8,10 +8,12 @@
 //! as the tenant's next snapshot before the swap and put in place in the same critical section
 //! as the swap and a log rotation ([`ferrite_persistence::Persistence::replace_data`]), so after
 //! a restart the tenant is the restored data plus what was written after it — never the old
-//! data, never a mix.
+//! data, never a mix. An RDB restore into a tenant that exists writes that snapshot while the
+//! file loads ([`finish_replacement`]) rather than in a second pass over the loaded data.
 
 use std::sync::Arc;
 
+use ferrite_persistence::{OldContents, Replacement};
 use ferrite_protocol::ErrorReply;
 use ferrite_storage::Keyspace;
 use ferrite_tenancy::{CreateOptions, Registry, Tenant, TenantState};
@@ -28,7 +30,7 @@ pub async fn replace_keyspace(
 ) -> Result<(), String> {
     let persistence = sh.persistence.clone();
     let tenant = tenant.clone();
-    let old = tokio::task::spawn_blocking(move || match persistence {
+    swap_off_thread(move || match persistence {
         Some(p) => p.replace_data(&tenant, &fresh),
         None => {
             let ks = tenant.keyspace();
@@ -41,8 +43,34 @@ pub async fn replace_keyspace(
         }
     })
     .await
-    .map_err(|e| format!("the restore stopped: {e}"))??;
-    // The old contents are nobody's now: freed in the background, after the reply.
+}
+
+/// [`replace_keyspace`] for data whose durable snapshot was written while it loaded:
+/// `replacement` was begun for `tenant` ([`Persistence::begin_replace`]) and got every key
+/// `fresh` holds. Only the swap (and the snapshot's fsync and rename) is left to do.
+///
+/// [`Persistence::begin_replace`]: ferrite_persistence::Persistence::begin_replace
+pub async fn finish_replacement(
+    sh: &Arc<Shared>,
+    tenant: &Arc<Tenant>,
+    fresh: Arc<Keyspace>,
+    replacement: Replacement,
+) -> Result<(), String> {
+    let Some(persistence) = sh.persistence.clone() else {
+        return Err("persistence is off".into());
+    };
+    let tenant = tenant.clone();
+    swap_off_thread(move || persistence.finish_replace(&tenant, replacement, &fresh)).await
+}
+
+/// Runs a swap on the blocking pool; the old contents it returns are nobody's then, and are
+/// freed in the background, after the reply.
+async fn swap_off_thread(
+    swap: impl FnOnce() -> Result<OldContents, String> + Send + 'static,
+) -> Result<(), String> {
+    let old = tokio::task::spawn_blocking(swap)
+        .await
+        .map_err(|e| format!("the restore stopped: {e}"))??;
     tokio::task::spawn_blocking(move || drop(old));
     Ok(())
 }
