@@ -434,9 +434,14 @@ impl Engine {
         }
         let (func, name, is_eval) = match target {
             Target::Script(sha) => {
-                let sha = sha.to_ascii_lowercase();
+                // Clients send the SHA1 as SCRIPT LOAD answered it, in lower case.
+                let sha = if sha.bytes().any(|b| b.is_ascii_uppercase()) {
+                    std::borrow::Cow::Owned(sha.to_ascii_lowercase())
+                } else {
+                    std::borrow::Cow::Borrowed(sha)
+                };
                 self.clock += 1;
-                let Some(s) = self.scripts.get_mut(&sha) else {
+                let Some(s) = self.scripts.get_mut(sha.as_ref()) else {
                     return Err(ErrorReply::coded(
                         "NOSCRIPT",
                         "No matching script. Please use EVAL.",
@@ -444,7 +449,7 @@ impl Engine {
                     .into());
                 };
                 s.used = self.clock;
-                (s.func.clone(), sha, true)
+                (s.func.clone(), sha.into_owned(), true)
             }
             Target::Function(name) => {
                 let Some(f) = self.libraries.function(name) else {
