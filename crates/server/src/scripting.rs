@@ -167,6 +167,9 @@ impl Host for ScriptHost<'_> {
                 String::from_utf8_lossy(name)
             )));
         }
+        // The one place every `redis.call`/`redis.pcall` passes, with the command resolved and
+        // before it runs: per-call permission checks (ACL rules) belong here, refusing with an
+        // `Err` like the checks above.
         self.calls += 1;
         let f = match spec.handler {
             Handler::Data(f) => f,
