@@ -171,6 +171,38 @@ def test_tenants_never_see_each_others_channels(server, two_tenants):
 
 
 @pytest.mark.ferrite_only
+def test_a_publisher_follows_new_subscribers_and_its_tenant(server, two_tenants):
+    """A connection keeps its tenant's channels between PUBLISHes: a subscriber that arrives
+    later is reached, a rebinding (TENANT.USE) publishes to the new tenant's channels, and a
+    pipelined burst arrives whole and in order (the subscriber writes it in few sends)."""
+    a, b = two_tenants
+    pub = server.client(decode_responses=True)
+    pub.execute_command("TENANT.USE", a)
+    assert pub.publish("ch", "early") == 0, "nobody has subscribed in the tenant yet"
+    sa = redis.Redis(port=server.port, username=a, password="pw", decode_responses=True)
+    p = sa.pubsub()
+    p.subscribe("ch")
+    assert get_message(p)["type"] == "subscribe"
+    assert pub.publish("ch", "one") == 1
+    assert get_message(p)["data"] == "one"
+    pub.execute_command("TENANT.USE", b)
+    assert pub.publish("ch", "to b") == 0
+    assert get_message(p, timeout=0.3) is None, "b's channel is not a's"
+    pub.execute_command("TENANT.USE", a)
+    pipe = pub.pipeline(transaction=False)
+    for i in range(500):
+        pipe.publish("ch", str(i))
+    assert pipe.execute() == [1] * 500
+    got = []
+    for _ in range(500):
+        m = get_message(p)
+        assert m is not None, f"only {len(got)} of 500 messages arrived"
+        got.append(m["data"])
+    assert got == [str(i) for i in range(500)]
+    p.close()
+
+
+@pytest.mark.ferrite_only
 def test_a_slow_subscriber_is_cut_off(server, admin):
     admin.config_set("limits.pubsub_output_buffer_limit", str(1024 * 1024))
     try:

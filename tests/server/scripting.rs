@@ -595,6 +595,194 @@ fn hostile_scripts_are_contained() {
     assert_eq!(pong, "PONG");
 }
 
+/// The fast paths of a script call (KEYS/ARGV and command replies built in the Lua heap
+/// without mlua's per-call protection when the heap has room for them, no counter flush before
+/// EVALSHA, the running-script record refilled in place): the same replies, errors and limits
+/// as the protected path, at the default limits.
+#[test]
+fn script_fast_paths_keep_replies_errors_and_limits() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('INCR', KEYS[1])")
+        .query(&mut c)
+        .unwrap();
+    // A pipeline of EVALSHA: every call runs, in order, and INFO counts every one.
+    let mut p = redis::pipe();
+    for i in 0..200 {
+        // Upper-case SHA1s are found too.
+        let sha = if i % 2 == 0 {
+            sha.clone()
+        } else {
+            sha.to_uppercase()
+        };
+        p.cmd("EVALSHA").arg(sha).arg(1).arg("n");
+    }
+    let replies: Vec<i64> = p.query(&mut c).unwrap();
+    assert_eq!(replies, (1..=200).collect::<Vec<i64>>());
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
+    assert!(stats.contains("cmdstat_evalsha:calls=200,"), "{stats}");
+
+    // A script that fails midway keeps what it wrote before the failing command (no rollback,
+    // as in Redis) and answers that command's error; the engine goes on.
+    let e = err_of(
+        redis::cmd("EVAL")
+            .arg("redis.call('INCR', KEYS[1]) redis.call('LPUSH', KEYS[1], 'x') return 1")
+            .arg(1)
+            .arg("n")
+            .query(&mut c),
+    );
+    assert!(e.starts_with("WRONGTYPE"), "{e}");
+    assert_eq!(c.get::<_, i64>("n").unwrap(), 201);
+    // redis.pcall turns the same failure into a value.
+    assert_eq!(
+        eval(
+            &mut c,
+            "local r = redis.pcall('LPUSH', KEYS[1], 'x') return r['err']",
+            &["n"],
+            &[]
+        ),
+        Value::BulkString(
+            b"WRONGTYPE Operation against a key holding the wrong kind of value".to_vec()
+        )
+    );
+
+    // Arguments and command replies too large for the heap's headroom take the protected path:
+    // within the Lua heap limit (64 MB by default) they work...
+    let big = "x".repeat(20 << 20);
+    assert_eq!(
+        eval(&mut c, "return #ARGV[1]", &[], &[&big]),
+        Value::Int(20 << 20)
+    );
+    let _: () = c.set("big", &big).unwrap();
+    assert_eq!(
+        eval(&mut c, "return #redis.call('GET', KEYS[1])", &["big"], &[]),
+        Value::Int(20 << 20)
+    );
+    // ... and past it they fail with Lua's "not enough memory", leaving the engine usable.
+    let e = err_of(
+        redis::cmd("EVAL")
+            .arg(
+                "local a = redis.call('GET', KEYS[1]) local b = redis.call('GET', KEYS[1]) \
+                 local d = redis.call('GET', KEYS[1]) local e = redis.call('GET', KEYS[1]) \
+                 return #a + #b + #d + #e",
+            )
+            .arg(1)
+            .arg("big")
+            .query(&mut c),
+    );
+    assert!(e.contains("not enough memory"), "{e}");
+    let e = err_of(
+        redis::cmd("EVAL")
+            .arg("return #ARGV[1] + #ARGV[2] + #ARGV[3] + #ARGV[4]")
+            .arg(0)
+            .arg(&big)
+            .arg(&big)
+            .arg(&big)
+            .arg(&big)
+            .query(&mut c),
+    );
+    assert!(e.contains("not enough memory"), "{e}");
+    assert_eq!(eval(&mut c, "return 7", &[], &[]), Value::Int(7));
+
+    // A script's reply larger than the connection's output limit is refused, as any reply.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("limits.client_output_buffer_limit")
+        .arg(1 << 20)
+        .query(&mut c)
+        .unwrap();
+    let e = err_of(
+        redis::cmd("EVAL")
+            .arg("return string.rep('x', 2 * 1024 * 1024)")
+            .arg(0)
+            .query(&mut c),
+    );
+    assert!(e.contains("output buffer limit"), "{e}");
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+/// The `command` array of FUNCTION STATS's running script, if one is shown.
+fn running_command(stats: &Value) -> Option<Vec<Vec<u8>>> {
+    let pairs: Vec<(&Value, &Value)> = match stats {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|p| Some((p.first()?, p.get(1)?)))
+            .collect(),
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+        _ => return None,
+    };
+    for (k, v) in pairs {
+        if matches!(k, Value::BulkString(name) if name.as_slice() == b"command") {
+            let Value::Array(items) = v else { return None };
+            return Some(
+                items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::BulkString(b) => Some(b.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(found) = running_command(v) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// FUNCTION STATS shows exactly the running function's command, after a longer one ran before
+/// (the record is refilled in place between scripts), and nothing once it ended.
+#[test]
+fn function_stats_shows_the_running_command_after_a_longer_one() {
+    let s = Server::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg(100)
+        .query(&mut s.conn())
+        .unwrap();
+    let mut c = s.conn();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(
+            "#!lua name=stats\n\
+             redis.register_function('count', function(k, a) return #k + #a end)\n\
+             redis.register_function('spin', function() while true do end end)",
+        )
+        .query(&mut c)
+        .unwrap();
+    let n: i64 = redis::cmd("FCALL")
+        .arg(&["count", "3", "a", "b", "c", "d", "e", "f"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 6);
+    let mut caller = s.conn();
+    let spinning = std::thread::spawn(move || {
+        redis::cmd("FCALL")
+            .arg(&["spin", "0"])
+            .query::<Value>(&mut caller)
+            .map_err(|e| text_of(&e))
+    });
+    wait_busy(&mut c);
+    let stats: Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
+    assert_eq!(
+        running_command(&stats),
+        Some(vec![b"FCALL".to_vec(), b"spin".to_vec(), b"0".to_vec()]),
+        "{stats:?}"
+    );
+    let _: () = redis::cmd("FUNCTION").arg("KILL").query(&mut c).unwrap();
+    assert!(spinning.join().unwrap().is_err());
+    let stats: Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
+    assert_eq!(running_command(&stats), None, "{stats:?}");
+}
+
 #[test]
 fn script_writes_reach_watch_and_functions_are_tenant_data() {
     let s = Server::start();

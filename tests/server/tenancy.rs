@@ -354,6 +354,61 @@ fn throttle_delays_then_refuses() {
     }
 }
 
+/// A connection keeps its tenant's lock from one data command of a pipelined batch to the next
+/// (`dispatch::Held`), but never while it waits: a pipeline paced by the throttle (the default
+/// `throttle_max_delay_ms`) leaves the tenant's data to others between its commands, and every
+/// one of its writes lands, in order.
+#[test]
+fn a_pipeline_waiting_at_the_throttle_holds_no_lock() {
+    let s = Server::start();
+    let mut adm = admin(&s);
+    create(&mut adm, &["paced", "PASSWORD", "pw"]);
+    let _: () = redis::cmd("TENANT.THROTTLE")
+        .arg("paced")
+        .arg("OPS")
+        .arg(20)
+        .query(&mut adm)
+        .unwrap();
+    let port = s.port;
+    let started = Instant::now();
+    let pipeline = std::thread::spawn(move || {
+        let url = format!("redis://paced:pw@127.0.0.1:{port}/");
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let mut p = redis::pipe();
+        for _ in 0..50 {
+            p.cmd("INCR").arg("n");
+        }
+        let replies: Vec<i64> = p.query(&mut c).unwrap();
+        replies
+    });
+    // 20 ops/s after a one-second burst: the pipeline's last 30 commands are paced over about
+    // 1.5 s. Meanwhile the administrator's TENANT.DIGEST, which takes the tenant's lock and is
+    // not throttled, is answered at once, again and again.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = 0;
+    while !pipeline.is_finished() && answered < 8 {
+        let t = Instant::now();
+        let _ = digest(&mut adm, "paced");
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "TENANT.DIGEST waited {:?} behind a paced pipeline",
+            t.elapsed()
+        );
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        answered >= 3,
+        "the pipeline ended too early to tell ({answered} digests)"
+    );
+    assert_eq!(pipeline.join().unwrap(), (1..=50).collect::<Vec<i64>>());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 fn digest(c: &mut redis::Connection, tenant: &str) -> (String, Vec<String>) {
     let v: std::collections::HashMap<String, Value> =
         redis::cmd("TENANT.DIGEST").arg(tenant).query(c).unwrap();

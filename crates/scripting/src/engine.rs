@@ -16,6 +16,7 @@ use sha1::{Digest, Sha1};
 
 use crate::convert::{self, LuaReply};
 use crate::functions::{Libraries, Loading};
+use crate::headroom::{self, strings_bound};
 use crate::rand48::Rand48;
 use crate::sandbox;
 use crate::shebang::{ScriptFlags, parse_shebang};
@@ -134,6 +135,9 @@ struct RunState {
     in_run: Cell<bool>,
     /// Reused buffer for command replies.
     reply: RefCell<BytesMut>,
+    /// The heap's memory limit ([`EngineLimits::memory`]), for the callbacks that lift it
+    /// while they build a value of bounded size (see `headroom`).
+    memory_limit: Cell<usize>,
     rand: RefCell<Rand48>,
 }
 
@@ -223,6 +227,7 @@ impl Engine {
             killed: Cell::new(false),
             in_run: Cell::new(false),
             reply: RefCell::new(BytesMut::new()),
+            memory_limit: Cell::new(limits.memory),
             rand: RefCell::new(Rand48::default()),
         });
         let redis = redis_table(&lua, &state, version, version_num)?;
@@ -268,6 +273,7 @@ impl Engine {
     pub fn set_limits(&mut self, limits: EngineLimits) {
         self.limits = limits;
         let _ = self.lua.set_memory_limit(limits.memory);
+        self.state.memory_limit.set(limits.memory);
         self.evict(0);
     }
 
@@ -428,9 +434,14 @@ impl Engine {
         }
         let (func, name, is_eval) = match target {
             Target::Script(sha) => {
-                let sha = sha.to_ascii_lowercase();
+                // Clients send the SHA1 as SCRIPT LOAD answered it, in lower case.
+                let sha = if sha.bytes().any(|b| b.is_ascii_uppercase()) {
+                    std::borrow::Cow::Owned(sha.to_ascii_lowercase())
+                } else {
+                    std::borrow::Cow::Borrowed(sha)
+                };
                 self.clock += 1;
-                let Some(s) = self.scripts.get_mut(&sha) else {
+                let Some(s) = self.scripts.get_mut(sha.as_ref()) else {
                     return Err(ErrorReply::coded(
                         "NOSCRIPT",
                         "No matching script. Please use EVAL.",
@@ -438,7 +449,7 @@ impl Engine {
                     .into());
                 };
                 s.used = self.clock;
-                (s.func.clone(), sha, true)
+                (s.func.clone(), sha.into_owned(), true)
             }
             Target::Function(name) => {
                 let Some(f) = self.libraries.function(name) else {
@@ -447,18 +458,25 @@ impl Engine {
                 (f.func.clone(), name.to_string(), false)
             }
         };
-        let keys = self.array(keys).map_err(setup_error)?;
-        let args = self.array(args).map_err(setup_error)?;
-        let call_args = if is_eval {
-            self.globals.raw_set("KEYS", keys).map_err(setup_error)?;
-            self.globals.raw_set("ARGV", args).map_err(setup_error)?;
-            (Value::Function(func), Value::Nil, Value::Nil)
-        } else {
-            (
-                Value::Function(func),
-                Value::Table(keys),
-                Value::Table(args),
-            )
+        let call_args = {
+            // KEYS and ARGV are copies of the request, whose size is known: built without
+            // mlua's per-call protection when the heap has room for them.
+            let bytes = keys.iter().chain(args).map(|a| a.len()).sum();
+            let bound = strings_bound(keys.len() + args.len(), bytes).saturating_add(256);
+            let _lifted = headroom::lift(&self.lua, self.limits.memory, bound);
+            let keys = self.array(keys).map_err(setup_error)?;
+            let args = self.array(args).map_err(setup_error)?;
+            if is_eval {
+                self.globals.raw_set("KEYS", keys).map_err(setup_error)?;
+                self.globals.raw_set("ARGV", args).map_err(setup_error)?;
+                (Value::Function(func), Value::Nil, Value::Nil)
+            } else {
+                (
+                    Value::Function(func),
+                    Value::Table(keys),
+                    Value::Table(args),
+                )
+            }
         };
         self.state.resp3.set(false);
         self.clear_kill().map_err(setup_error)?;
@@ -825,10 +843,19 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
         let called = state
             .with_host(|h| h.call(&argv, proto, &mut reply))
             .unwrap_or_else(|| Err(ErrorReply::err("no script is running")));
-        let result = match called {
-            Ok(()) => convert::reply_to_lua(lua, &reply),
-            Err(e) => convert::coded_error_table(lua, e.text().as_bytes())
-                .map(|t| (Value::Table(t), true)),
+        let result = {
+            // The reply's Lua value is bounded by the reply's length: built without mlua's
+            // per-call protection when the heap has room for it.
+            let len = match &called {
+                Ok(()) => reply.len(),
+                Err(e) => e.text().len(),
+            };
+            let _lifted = headroom::lift(lua, state.memory_limit.get(), headroom::reply_bound(len));
+            match called {
+                Ok(()) => convert::reply_to_lua(lua, &reply),
+                Err(e) => convert::coded_error_table(lua, e.text().as_bytes())
+                    .map(|t| (Value::Table(t), true)),
+            }
         };
         // Keep a modest buffer for the next call; a huge reply's buffer is freed.
         if reply.capacity() <= 64 << 10 {

@@ -15,6 +15,7 @@
 mod convert;
 mod engine;
 pub mod functions;
+mod headroom;
 mod libs;
 mod rand48;
 mod sandbox;

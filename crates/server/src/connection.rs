@@ -80,6 +80,10 @@ pub struct ClientState {
     pub batch: Batch,
     /// The tenant's keyspace as fetched during this batch, with the tenant's keyspace epoch then.
     pub keyspace: Option<(u64, Arc<ferrite_storage::Keyspace>)>,
+    /// The tenant's keyspace lock, kept from one data command (or script) of a batch to the
+    /// next (see [`crate::dispatch::Held`]); released at the end of the batch and before
+    /// anything that may wait or take the lock itself.
+    pub held: Option<crate::dispatch::Held>,
     /// This connection's unsent replies as counted against the tenant's and the server's
     /// output budgets.
     pub output: OutputAccount,
@@ -91,6 +95,10 @@ pub struct ClientState {
     pub blocked: Option<crate::blocking::Blocked>,
     /// Pub/sub subscriptions and the mailbox their messages arrive in.
     pub subs: Option<Box<crate::pubsub::Subscriptions>>,
+    /// The tenant's channels as PUBLISH last found them in the server's hub (which keeps a
+    /// tenant's channels for good once created); forgotten when the connection binds another
+    /// tenant.
+    pub channels: Option<Arc<crate::pubsub::TenantChannels>>,
     /// CLIENT REPLY: which command replies are dropped (pub/sub messages never are).
     pub reply_mode: ReplyMode,
     /// This connection's id within its tenant while it is one of the tenant's clients (see
@@ -149,9 +157,11 @@ impl ClientState {
         self.info.fields.lock().tenant = t.id().into();
         self.tenant = t;
         self.keyspace = None;
+        self.held = None;
         self.watched.clear();
         // Channels are per tenant: another tenant's connection starts unsubscribed.
         self.subs = None;
+        self.channels = None;
     }
 
     /// How this connection sees others in CLIENT LIST / KILL.
@@ -233,10 +243,12 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         last_cmd: None,
         batch: Batch::default(),
         keyspace: None,
+        held: None,
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
         blocked: None,
         subs: None,
+        channels: None,
         reply_mode: ReplyMode::On,
         tenant_client_id: None,
     };
@@ -409,7 +421,15 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     flush_before_exit(&wr, &mut out, &shared).await;
                     return;
                 }
-                _ = subscriber_wake(mailbox, &state.tenant) => continue,
+                _ = subscriber_wake(mailbox, &state.tenant) => {
+                    // Mail arrived. Like Redis, which writes a subscriber's messages once per
+                    // turn of its event loop, let the connections that are ready meanwhile (more
+                    // publishers) run first: one write then carries everything they published,
+                    // instead of one write per message (perf: 0.7 extra sends per PUBLISH to one
+                    // subscriber, against 0.06 for redis-server).
+                    tokio::task::yield_now().await;
+                    continue;
+                }
             }
         }
 
@@ -460,6 +480,8 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 }
             }
         }
+        // The batch is over: other connections get their turn at the tenant.
+        state.held = None;
         // Writes are durable (per the fsync policy) before their replies go out.
         if let Err(e) = dispatch::commit_writes(&mut state).await {
             dispatch::abandon_batch(&mut state, &mut out, &e);

@@ -219,13 +219,30 @@ async fn execute_command(
     let before = out.len();
     let flow = match spec.handler {
         Handler::Server => {
+            // Server commands may wait, or take the tenant's lock themselves (EXEC, WATCH):
+            // only those that run like data commands keep it.
+            let like_data = cmd::handler(index).is_some_and(|c| c.like_data);
+            if !like_data {
+                st.held = None;
+            }
             // Server commands read and reset the shared counters (INFO, CONFIG RESETSTAT) and
-            // may bind another tenant: they see every command that ran before them.
-            st.batch.flush(sh, &st.tenant, st.is_tenant_client());
+            // may bind another tenant: they see every command that ran before them. Those that
+            // run like data commands (PUBLISH, scripts) leave the counts to the batch's end.
+            if !like_data {
+                st.batch.flush(sh, &st.tenant, st.is_tenant_client());
+            }
             // ... and they may bind another tenant or report what ran: the writes before them
-            // are made durable first.
-            if let Err(e) = commit_writes(st).await {
-                return abandon_batch(st, out, &e);
+            // are made durable first. A script needs not (its writes and those before it are
+            // made durable at the batch's end, as data commands'); PUBLISH does, so that no
+            // subscriber hears of a write that is not yet durable. Waiting for durability holds
+            // no lock.
+            if crate::scripting::script_call(spec.name).is_none() {
+                if st.batch.wrote {
+                    st.held = None;
+                }
+                if let Err(e) = commit_writes(st).await {
+                    return abandon_batch(st, out, &e);
+                }
             }
             match cmd::run(st, sh, index, args, out).await {
                 Ok(flow) => flow,
@@ -237,7 +254,10 @@ async fn execute_command(
         }
         Handler::Data(f) => {
             let result = match ferrite_commands::blocking::attempt_for(index, &args) {
-                Some(attempt) => crate::blocking::run(st, sh, spec, attempt, args, out).await,
+                Some(attempt) => {
+                    st.held = None;
+                    crate::blocking::run(st, sh, spec, attempt, args, out).await
+                }
                 None => run_data(st, sh, index, spec, f, args, out).await,
             };
             if let Err(e) = result {
@@ -563,6 +583,85 @@ pub fn check_quota<'a>(
         .map_err(|q| errors::quota(tenant, &q))
 }
 
+/// A tenant's keyspace lock kept between the data commands (and scripts) of one batch.
+///
+/// With several worker threads, the connections of one busy tenant take turns at its lock, and
+/// the lock is fair: each release with a waiter hands it to that waiter, whose thread must wake
+/// up before anything runs, while the releasing connection's next command queues behind it.
+/// Taking the lock once for a run of pipelined commands turns a hand-over per command into one
+/// per batch (the work of Redis's event loop turn). It is given back at the end of the batch,
+/// after [`Held::MAX_COMMANDS`] commands, before any command that is not a data command or a
+/// script, and before any wait (throttle, write gate): no connection ever waits for anything
+/// while it holds a tenant's lock.
+pub struct Held {
+    /// The tenant's keyspace epoch when the lock was taken (a replaced keyspace is not kept).
+    epoch: u64,
+    /// In a mutex only so that `ClientState` stays `Sync` (commands' futures hold a
+    /// `&ClientState` across awaits; `Db` is not `Sync`): the guard is only ever moved in and
+    /// out whole, never locked.
+    guard: parking_lot::Mutex<ferrite_storage::OwnedDbGuard>,
+    /// Commands run under this hold.
+    commands: u32,
+}
+
+impl Held {
+    /// Commands one hold may serve before the lock is given back (other connections of the
+    /// tenant queue meanwhile; a batch is usually 1-16 commands).
+    pub const MAX_COMMANDS: u32 = 32;
+
+    /// The kept lock, if it is still the tenant's current keyspace's.
+    pub fn take(held: &mut Option<Held>, epoch: u64) -> Option<Held> {
+        held.take().filter(|h| h.epoch == epoch)
+    }
+
+    /// Keeps `guard` for the next command of the batch, unless this hold served its share.
+    pub fn keep(
+        slot: &mut Option<Held>,
+        epoch: u64,
+        guard: ferrite_storage::OwnedDbGuard,
+        previous: Option<u32>,
+    ) {
+        let commands = previous.unwrap_or(0) + 1;
+        if commands < Self::MAX_COMMANDS {
+            *slot = Some(Held {
+                epoch,
+                guard: parking_lot::Mutex::new(guard),
+                commands,
+            });
+        }
+    }
+
+    pub fn commands(&self) -> u32 {
+        self.commands
+    }
+
+    pub fn into_guard(self) -> ferrite_storage::OwnedDbGuard {
+        self.guard.into_inner()
+    }
+}
+
+/// [`admit_work`] for a connection that may hold its tenant's lock (`held`): if admission has
+/// to wait (throttle, closed write gate), the lock is released first, so a cutover waiting for
+/// that lock is never held up by a connection that waits for the cutover.
+pub async fn admit_holding<'t>(
+    st: &ClientState,
+    sh: &Shared,
+    tenant: &'t Tenant,
+    work: Work,
+    held: &mut Option<Held>,
+) -> Result<Admitted<'t>, ErrorReply> {
+    let mut admit = std::pin::pin!(admit_work(st, sh, tenant, work));
+    if held.is_some() {
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(admit.as_mut().poll(cx))).await;
+        match first {
+            std::task::Poll::Ready(r) => return r,
+            std::task::Poll::Pending => *held = None,
+        }
+    }
+    admit.await
+}
+
 /// What data commands run with besides their arguments: the locked keyspace, the clock, the
 /// connection's random generator and reply protocol, and the values to free after the lock.
 pub struct Exec<'a> {
@@ -625,25 +724,31 @@ async fn run_data(
         commands: 1,
         writes: spec.is_write(),
     };
-    let admitted = admit_work(st, sh, tenant, work).await?;
+    let epoch = tenant.keyspace_epoch();
+    let mut held = Held::take(&mut st.held, epoch);
+    let admitted = admit_holding(st, sh, tenant, work, &mut held).await?;
     st.batch.tenant_commands += 1;
     // The keyspace fetched earlier in this batch is still the tenant's unless it was replaced
     // since (the epoch says); the cache is dropped at the end of the batch so that an idle
     // connection never keeps a replaced keyspace alive.
-    let epoch = tenant.keyspace_epoch();
     let ks = match st.keyspace {
         Some((e, ref ks)) if e == epoch => ks,
         _ => &st.keyspace.insert((epoch, tenant.keyspace())).1,
     };
     let mut garbage = Garbage::default();
     {
-        let (mut db, waited) = match ks.try_lock() {
-            Some(db) => (db, admitted.waited),
-            // Waiting for a tenant that runs a script ends in -BUSY after busy-reply-threshold.
-            None => (
-                crate::scripting::or_busy(sh, tenant, ks.lock_async()).await?,
-                true,
-            ),
+        let previous = held.as_ref().map(Held::commands);
+        let (mut db, waited) = match held {
+            Some(h) => (h.into_guard(), admitted.waited),
+            None => match ks.try_lock_owned() {
+                Some(db) => (db, admitted.waited),
+                // Waiting for a tenant that runs a script ends in -BUSY after
+                // busy-reply-threshold.
+                None => (
+                    crate::scripting::or_busy(sh, tenant, ks.lock_owned()).await?,
+                    true,
+                ),
+            },
         };
         // Commands that may do more work than their request suggests are estimated first (a
         // few lookups); a long one gives the lock back and runs on the blocking pool.
@@ -671,7 +776,10 @@ async fn run_data(
                 reply_limit: st.reply_limit,
                 from_script: false,
             };
-            exec.run(spec, f, args, out)?;
+            let result = exec.run(spec, f, args, out);
+            // Kept for the batch's next command (given back when the batch ends).
+            Held::keep(&mut st.held, epoch, db, previous);
+            result?;
         } else {
             drop(db);
             let ks = ks.clone();

@@ -51,7 +51,8 @@ impl Hub {
             .clone()
     }
 
-    /// The tenant's channels if anybody ever subscribed.
+    /// The tenant's channels if anybody ever subscribed. Once created they stay the tenant's
+    /// for the server's life (a connection may keep them, see `ClientState::channels`).
     fn existing(&self, tenant: &str) -> Option<Arc<TenantChannels>> {
         self.tenants.read().get(tenant).cloned()
     }
@@ -524,9 +525,15 @@ fn publish_generic(
     kind: Kind,
 ) -> ServerResult {
     dispatch::check_ownership(st, sh, &st.tenant)?;
-    let n = sh
-        .pubsub
-        .publish(st.tenant.id(), kind, args.get(1), args.get(2));
+    // The hub's map is shared by every connection: looked up once per connection, not per
+    // message (a read lock and a reference count are writes to cache lines all cores share).
+    if st.channels.is_none() {
+        st.channels = sh.pubsub.existing(st.tenant.id());
+    }
+    let n = match &st.channels {
+        Some(channels) => channels.publish(kind, args.get(1), args.get(2)),
+        None => 0,
+    };
     // A connection that publishes to a channel it is subscribed to gets the message first, as
     // in Redis (delivery there is synchronous).
     if let Some(s) = st.subs.as_ref() {

@@ -27,12 +27,12 @@ use ferrite_scripting::{
     Engine, EngineLimits, Host, LogLevel, RunError, ScriptFlags, Step, Target,
 };
 use ferrite_storage::Db;
-use ferrite_tenancy::{KillRefused, RunningScript, ScriptKind, Tenant};
+use ferrite_tenancy::{KillRefused, ScriptKind, Tenant};
 use rand::rngs::SmallRng;
 
 use crate::cmd::ServerResult;
 use crate::connection::ClientState;
-use crate::dispatch::{self, Flow, Work};
+use crate::dispatch::{self, Flow, Held, Work};
 use crate::shared::Shared;
 
 /// `redis.REDIS_VERSION_NUM` for the version Ferrite reports.
@@ -167,6 +167,9 @@ impl Host for ScriptHost<'_> {
                 String::from_utf8_lossy(name)
             )));
         }
+        // The one place every `redis.call`/`redis.pcall` passes, with the command resolved and
+        // before it runs: per-call permission checks (ACL rules) belong here, refusing with an
+        // `Err` like the checks above.
         self.calls += 1;
         let f = match spec.handler {
             Handler::Data(f) => f,
@@ -329,9 +332,11 @@ pub async fn run(
 ) -> ServerResult {
     let (keys, argv) = split_keys(&args)?;
     let tenant = st.tenant.clone();
+    let epoch = tenant.keyspace_epoch();
+    let mut held = Held::take(&mut st.held, epoch);
     // A script that may write holds the tenant's write gate while it runs, like a write
     // command (a cutover waits for it); the _RO forms do not.
-    let admitted = dispatch::admit_work(
+    let admitted = dispatch::admit_holding(
         st,
         sh,
         &tenant,
@@ -339,6 +344,7 @@ pub async fn run(
             commands: 1,
             writes: !ro_command,
         },
+        &mut held,
     )
     .await?;
     st.batch.tenant_commands += 1;
@@ -346,7 +352,17 @@ pub async fn run(
         st.batch.wrote = true;
     }
     let ks = tenant.keyspace();
-    let mut db = or_busy(sh, &tenant, ks.lock_owned()).await?;
+    // A free lock is taken at once; only a wait goes through `or_busy` (whose timer costs a
+    // clock read and a registration with the runtime's timer on every call).
+    let previous = held.as_ref().map(Held::commands);
+    let mut db = match held {
+        // The lock the batch's previous command kept (see `dispatch::Held`).
+        Some(h) => h.into_guard(),
+        None => match ks.try_lock_owned() {
+            Some(db) => db,
+            None => or_busy(sh, &tenant, ks.lock_owned()).await?,
+        },
+    };
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
     let mut te = take_engine(&mut db)?;
@@ -370,7 +386,8 @@ pub async fn run(
         }
         Ok(Started::Done(reply, calls)) => {
             put_engine(&mut db, &tenant, te);
-            drop(db);
+            // Kept for the batch's next command (given back when the batch ends).
+            Held::keep(&mut st.held, epoch, db, previous);
             (reply, calls)
         }
         Ok(Started::Suspended {
@@ -607,12 +624,7 @@ fn start(
         Call::Fcall => ScriptKind::Function,
         Call::Eval | Call::EvalSha => ScriptKind::Eval,
     };
-    tenant.scripts().start(RunningScript {
-        kind,
-        name: name.clone(),
-        command: args.iter().map(|a| a.to_vec()).collect(),
-        started_ms: now,
-    });
+    tenant.scripts().start_with(kind, &name, args.iter(), now);
     let read_only = ro_command || flags.no_writes;
     let target = match call {
         Call::Fcall => Target::Function(&name),

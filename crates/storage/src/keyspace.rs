@@ -323,6 +323,13 @@ impl Keyspace {
         self.db.try_lock().ok()
     }
 
+    /// Takes the lock like [`Keyspace::try_lock`], returning a guard that can be moved to
+    /// another thread (see [`Keyspace::lock_owned`]).
+    #[inline]
+    pub fn try_lock_owned(&self) -> Option<OwnedDbGuard> {
+        self.db.clone().try_lock_owned().ok()
+    }
+
     /// Waits for the lock like [`Keyspace::lock_async`], returning a guard that can be moved to
     /// another thread (a long command runs on the blocking pool with it).
     pub async fn lock_owned(&self) -> OwnedDbGuard {

@@ -45,6 +45,7 @@ pub struct ScriptActivity {
     kind: AtomicU8,
     kill: AtomicBool,
     wrote: AtomicBool,
+    /// The running script's record (kept, and refilled in place, between scripts).
     details: Mutex<Option<RunningScript>>,
     /// Libraries and functions loaded (FUNCTION STATS answers without the keyspace lock).
     libraries: AtomicU64,
@@ -56,12 +57,53 @@ pub struct ScriptActivity {
 impl ScriptActivity {
     /// A script starts (its runner holds the tenant's keyspace lock).
     pub fn start(&self, script: RunningScript) {
+        self.start_with(
+            script.kind,
+            &script.name,
+            script.command.iter().map(Vec::as_slice),
+            script.started_ms,
+        );
+    }
+
+    /// A script starts, described by borrowed parts: the record FUNCTION STATS reads is kept
+    /// between scripts and refilled in place, so starting a script allocates nothing once the
+    /// record has grown to the usual size (scripts start at every EVALSHA).
+    pub fn start_with<'a>(
+        &self,
+        kind: ScriptKind,
+        name: &str,
+        command: impl Iterator<Item = &'a [u8]>,
+        started_ms: u64,
+    ) {
         self.kill.store(false, Relaxed);
         self.wrote.store(false, Relaxed);
-        self.kind.store(script.kind as u8, Relaxed);
-        let started = script.started_ms.max(1);
-        *self.details.lock() = Some(script);
-        self.started_ms.store(started, Relaxed);
+        self.kind.store(kind as u8, Relaxed);
+        {
+            let mut details = self.details.lock();
+            let record = details.get_or_insert_with(|| RunningScript {
+                kind,
+                name: String::new(),
+                command: Vec::new(),
+                started_ms,
+            });
+            record.kind = kind;
+            record.name.clear();
+            record.name.push_str(name);
+            record.started_ms = started_ms;
+            let mut n = 0;
+            for (i, arg) in command.enumerate() {
+                match record.command.get_mut(i) {
+                    Some(slot) => {
+                        slot.clear();
+                        slot.extend_from_slice(arg);
+                    }
+                    None => record.command.push(arg.to_vec()),
+                }
+                n = i + 1;
+            }
+            record.command.truncate(n);
+        }
+        self.started_ms.store(started_ms.max(1), Relaxed);
     }
 
     /// Records how many libraries and functions the tenant has loaded.
@@ -85,10 +127,10 @@ impl ScriptActivity {
         (self.libraries.load(Relaxed), self.functions.load(Relaxed))
     }
 
-    /// The script ended.
+    /// The script ended. Its record stays allocated for the next one (see
+    /// [`ScriptActivity::start_with`]); nobody reads it while no script runs.
     pub fn finish(&self) {
         self.started_ms.store(0, Relaxed);
-        *self.details.lock() = None;
         self.kill.store(false, Relaxed);
     }
 
@@ -110,7 +152,13 @@ impl ScriptActivity {
 
     /// The running script, for FUNCTION STATS.
     pub fn running(&self) -> Option<RunningScript> {
-        self.details.lock().clone()
+        // Read under the record's lock, which `start_with` fills before it marks the script
+        // running: a record seen while `started_ms` is set is the running script's.
+        let details = self.details.lock();
+        if self.started_ms.load(Relaxed) == 0 {
+            return None;
+        }
+        details.clone()
     }
 
     /// The script ran a write command: it can no longer be killed.
@@ -150,6 +198,38 @@ impl ScriptActivity {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_record_is_refilled_in_place_and_shows_only_the_running_script() {
+        let a = ScriptActivity::default();
+        assert_eq!(a.running(), None);
+        let long: Vec<&[u8]> = vec![b"EVALSHA", b"abc", b"2", b"k1", b"k2", b"arg"];
+        a.start_with(ScriptKind::Eval, "abc", long.iter().copied(), 7);
+        let r = a.running().unwrap();
+        assert_eq!(
+            (r.kind, r.name.as_str(), r.started_ms),
+            (ScriptKind::Eval, "abc", 7)
+        );
+        assert_eq!(
+            r.command,
+            long.iter().map(|a| a.to_vec()).collect::<Vec<_>>()
+        );
+        a.finish();
+        assert_eq!(a.running(), None);
+        // A shorter command after a longer one: no leftovers of the first.
+        let short: Vec<&[u8]> = vec![b"FCALL", b"f", b"0"];
+        a.start_with(ScriptKind::Function, "f", short.iter().copied(), 9);
+        let r = a.running().unwrap();
+        assert_eq!(
+            (r.kind, r.name.as_str(), r.started_ms),
+            (ScriptKind::Function, "f", 9)
+        );
+        assert_eq!(
+            r.command,
+            vec![b"FCALL".to_vec(), b"f".to_vec(), b"0".to_vec()]
+        );
+        assert_eq!(a.running_since(), Some((9, ScriptKind::Function)));
+    }
+
     fn script(kind: ScriptKind) -> RunningScript {
         RunningScript {
             kind,
@@ -174,6 +254,7 @@ mod tests {
         assert!(a.kill_requested());
         a.finish();
         assert!(!a.kill_requested() && a.running_since().is_none());
+        assert_eq!(a.running(), None);
         a.start(script(ScriptKind::Eval));
         a.mark_wrote();
         assert_eq!(

@@ -59,6 +59,11 @@ pub struct ServerCommand {
     /// May be queued by MULTI and run inside EXEC: it completes without waiting and takes no
     /// keyspace lock (EXEC holds its tenant's).
     pub in_multi: bool,
+    /// Runs like a data command of the connection's tenant (PUBLISH, EVAL and the like): it
+    /// reads and resets no counters and binds no other tenant, so the batch's counts need not
+    /// reach the shared counters before it runs (see `dispatch::Batch`); they are added when
+    /// the batch ends, as for data commands. Every other server command sees them first.
+    pub like_data: bool,
 }
 
 const fn now(name: &'static str, f: NowFn) -> ServerCommand {
@@ -66,6 +71,7 @@ const fn now(name: &'static str, f: NowFn) -> ServerCommand {
         name,
         run: Run::Now(f),
         in_multi: false,
+        like_data: false,
     }
 }
 
@@ -74,6 +80,7 @@ const fn now_in_multi(name: &'static str, f: NowFn) -> ServerCommand {
         name,
         run: Run::Now(f),
         in_multi: true,
+        like_data: false,
     }
 }
 
@@ -82,6 +89,15 @@ const fn wait(name: &'static str, f: WaitFn) -> ServerCommand {
         name,
         run: Run::Wait(f),
         in_multi: false,
+        like_data: false,
+    }
+}
+
+/// A server command that runs like a data command (see [`ServerCommand::like_data`]).
+const fn like_data(c: ServerCommand) -> ServerCommand {
+    ServerCommand {
+        like_data: true,
+        ..c
     }
 }
 
@@ -128,8 +144,8 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now("punsubscribe", crate::pubsub::unsubscribe_patterns),
     now("ssubscribe", crate::pubsub::subscribe_shard),
     now("sunsubscribe", crate::pubsub::unsubscribe_shard),
-    now_in_multi("publish", crate::pubsub::publish),
-    now_in_multi("spublish", crate::pubsub::spublish),
+    like_data(now_in_multi("publish", crate::pubsub::publish)),
+    like_data(now_in_multi("spublish", crate::pubsub::spublish)),
     now_in_multi("pubsub", crate::pubsub::pubsub),
     now_in_multi("client", client::client),
     now_in_multi("command", |st, _, args, out| introspection::command(st, args, out)),
@@ -147,12 +163,12 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("acl", diagnostics::acl),
     now_in_multi("wait", |st, _, args, out| diagnostics::wait(st, args, out)),
     now_in_multi("swapdb", |st, _, args, out| diagnostics::swapdb(st, args, out)),
-    wait("eval", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, false, args, out))),
-    wait("evalsha", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, false, args, out))),
-    wait("eval_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, true, args, out))),
-    wait("evalsha_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, true, args, out))),
-    wait("fcall", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, false, args, out))),
-    wait("fcall_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, true, args, out))),
+    like_data(wait("eval", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, false, args, out)))),
+    like_data(wait("evalsha", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, false, args, out)))),
+    like_data(wait("eval_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, true, args, out)))),
+    like_data(wait("evalsha_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, true, args, out)))),
+    like_data(wait("fcall", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, false, args, out)))),
+    like_data(wait("fcall_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, true, args, out)))),
     wait("script", |st, sh, args, out| Box::pin(scripting::script(st, sh, args, out))),
     wait("function", |st, sh, args, out| Box::pin(scripting::function(st, sh, args, out))),
     now("multi", |st, _, _, out| transaction::multi(st, out)),
