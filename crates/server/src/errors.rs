@@ -87,3 +87,38 @@ pub fn misconf(sh: &Shared) -> ErrorReply {
         .map_or_else(|| "persistence failed".to_string(), |p| p.error_text());
     ErrorReply::coded("MISCONF", why)
 }
+
+/// A command refused by the connection's ACL user's rules (Redis 7.2's texts; 7.0's suite
+/// matches `*NOPERM*<command>*`, `*NOPERM*key*`, `*NOPERM*channel*`).
+pub fn acl_denied(user: &str, denied: &ferrite_tenancy::acl::Denied) -> ErrorReply {
+    use ferrite_tenancy::acl::Denied;
+    match denied {
+        Denied::Command(cmd) => ErrorReply::coded(
+            "NOPERM",
+            format!("User {user} has no permissions to run the '{cmd}' command"),
+        ),
+        Denied::Key(_) => ErrorReply::coded("NOPERM", "No permissions to access a key"),
+        Denied::Channel(_) => ErrorReply::coded("NOPERM", "No permissions to access a channel"),
+    }
+}
+
+/// ACL DRYRUN's answer for a refused command (Redis's verbose texts, a plain string).
+pub fn acl_denied_verbose(denied: &ferrite_tenancy::acl::Denied) -> String {
+    use ferrite_tenancy::acl::Denied;
+    match denied {
+        Denied::Command(cmd) => format!("This user has no permissions to run the '{cmd}' command"),
+        Denied::Key(k) => format!(
+            "This user has no permissions to access the '{}' key",
+            String::from_utf8_lossy(k)
+        ),
+        Denied::Channel(c) => format!(
+            "This user has no permissions to access the '{}' channel",
+            String::from_utf8_lossy(c)
+        ),
+    }
+}
+
+/// ACL SETUSER/DELUSER refusals.
+pub fn acl(e: &ferrite_tenancy::acl::AclError) -> ErrorReply {
+    ErrorReply::err(e)
+}

@@ -35,6 +35,9 @@ pub struct RunningScript {
     /// The command and its arguments as sent (FCALL name numkeys ...).
     pub command: Vec<Vec<u8>>,
     pub started_ms: u64,
+    /// The keyspace's write version when it started: a WATCH that arrives while it runs
+    /// (and holds the lock) treats keys written or removed after it as changed.
+    pub keyspace_version: u64,
 }
 
 /// The running script of one tenant (at most one: it holds the tenant's lock).
@@ -156,6 +159,7 @@ mod tests {
             name: "f".into(),
             command: vec![b"FCALL".to_vec()],
             started_ms: 100,
+            keyspace_version: 7,
         }
     }
 
