@@ -60,6 +60,7 @@ def test_commands_keys_and_whoami(server, admin, user):
                           "+acl|whoami")
     c = login(server, user, "pw")
     assert c("ACL", "WHOAMI") == user
+    assert any(cl.get("user") == user for cl in admin.client_list())
     assert c("SET", "k1", "v") == "OK"
     assert c("GET", "k1") == "v"
     assert noperm(c.error("SET", "other", "v"), "key")

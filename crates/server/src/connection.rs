@@ -190,6 +190,16 @@ impl ClientState {
         self.subs = None;
     }
 
+    /// Authenticates the connection as one of its tenant's ACL users (or as none of them);
+    /// mirrored in `info.fields` for CLIENT LIST's `user=`.
+    pub fn set_acl_user(&mut self, user: Option<Arc<ferrite_tenancy::acl::AclUser>>) {
+        if self.acl_user.is_none() && user.is_none() {
+            return;
+        }
+        self.info.fields.lock().acl_user = user.as_ref().map(|u| u.name().into());
+        self.acl_user = user;
+    }
+
     /// How this connection sees others in CLIENT LIST / KILL.
     pub fn viewer(&self) -> crate::shared::Viewer<'_> {
         crate::shared::Viewer {
@@ -246,6 +256,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             last_cmd: "NULL",
             multi: -1,
             tenant_client_id: None,
+            acl_user: None,
         }),
         last_active: parking_lot::Mutex::new(Instant::now()),
         killed: false.into(),

@@ -120,6 +120,8 @@ pub struct ClientFields {
     /// (also after TENANT.USE), migration peers and connections that have not authenticated:
     /// no tenant sees those.
     pub tenant_client_id: Option<u64>,
+    /// The tenant's ACL user it authenticated as (CLIENT LIST `user=`; else the tenant's name).
+    pub acl_user: Option<Arc<str>>,
 }
 
 /// Who looks at a connection (CLIENT LIST, CLIENT KILL, CLIENT ID): an administrator sees every
@@ -170,7 +172,7 @@ impl ClientInfo {
             },
             f.multi,
             f.last_cmd,
-            f.tenant,
+            f.acl_user.as_deref().unwrap_or(&f.tenant),
             f.lib_name,
             f.lib_ver,
             f.resp,

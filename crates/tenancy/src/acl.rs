@@ -471,8 +471,8 @@ impl Rules {
         if self.nopass {
             parts.push("nopass".into());
         }
-        parts.extend(self.passwords.iter().map(|_| "#<hidden>".to_string()));
         parts.push("sanitize-payload".into());
+        parts.extend(self.passwords.iter().map(|_| "#<hidden>".to_string()));
         parts.extend(self.key_tokens());
         parts.extend(self.channel_tokens());
         parts.extend(self.command_rules.iter().cloned());

@@ -133,7 +133,7 @@ fn check_credentials(
                 st.authenticated = true;
                 st.admin = true;
                 st.migration_peer = false;
-                st.acl_user = None;
+                st.set_acl_user(None);
                 st.visit_tenant(sh.registry.default_tenant());
                 Ok(())
             }
@@ -151,7 +151,7 @@ fn check_credentials(
             st.authenticated = true;
             st.migration_peer = true;
             st.admin = false;
-            st.acl_user = None;
+            st.set_acl_user(None);
             st.visit_tenant(sh.registry.default_tenant());
             Ok(())
         }
@@ -184,7 +184,7 @@ fn check_credentials(
             st.authenticated = true;
             st.admin = false;
             st.migration_peer = false;
-            st.acl_user = user;
+            st.set_acl_user(user);
             Ok(())
         }
     }
@@ -319,7 +319,7 @@ pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> Serv
     }
     st.admin = false;
     st.migration_peer = false;
-    st.acl_user = None;
+    st.set_acl_user(None);
     st.info.fields.lock().name.clear();
     ReplyWriter::new(out, st.proto).simple("RESET");
     Ok(Flow::Continue)
