@@ -453,6 +453,22 @@ pub fn check_acl(
         .map_err(|d| errors::acl_denied(user.name(), &d))
 }
 
+/// [`check_acl`] for a command queued in MULTI, at EXEC (Redis's wording for rules that
+/// changed since it was queued).
+pub fn check_acl_at_exec(
+    user: &ferrite_tenancy::acl::AclUser,
+    index: usize,
+    spec: &CommandSpec,
+    args: &Args<'_>,
+) -> Result<(), ErrorReply> {
+    if spec.has(flags::NO_AUTH) {
+        return Ok(());
+    }
+    user.rules()
+        .check(index, spec, args)
+        .map_err(|d| errors::acl_denied_at_exec(&d))
+}
+
 /// A peer server logged in with the migration token may run the import commands and manage its
 /// own connection, nothing else: no tenant's data, not even the `default` tenant's.
 fn migration_peer_may_run(spec: &CommandSpec) -> bool {

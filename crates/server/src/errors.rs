@@ -102,6 +102,23 @@ pub fn acl_denied(user: &str, denied: &ferrite_tenancy::acl::Denied) -> ErrorRep
     }
 }
 
+/// A queued command the user's rules refuse at EXEC (they changed since it was queued):
+/// Redis's text.
+pub fn acl_denied_at_exec(denied: &ferrite_tenancy::acl::Denied) -> ErrorReply {
+    use ferrite_tenancy::acl::Denied;
+    let reason = match denied {
+        Denied::Command(_) => "no permission to execute the command or subcommand",
+        Denied::Key(_) => "no permission to touch the specified keys",
+        Denied::Channel(_) => "no permission to access one of the channels used as arguments",
+    };
+    ErrorReply::coded(
+        "NOPERM",
+        format!(
+            "ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: {reason}"
+        ),
+    )
+}
+
 /// ACL DRYRUN's answer for a refused command (Redis's verbose texts, a plain string).
 pub fn acl_denied_verbose(denied: &ferrite_tenancy::acl::Denied) -> String {
     use ferrite_tenancy::acl::Denied;

@@ -169,7 +169,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
             let result = match all.get(q.index) {
                 Some(s) => match &st.acl_user {
                     // The user's rules may have changed since the command was queued.
-                    Some(user) => dispatch::check_acl(user, q.index, s, &q.request.args()),
+                    Some(user) => dispatch::check_acl_at_exec(user, q.index, s, &q.request.args()),
                     None => Ok(()),
                 }
                 .and_then(|()| super::run_queued(st, sh, q.index, q.request.args(), out)),
@@ -300,7 +300,8 @@ impl Segment {
         {
             if let Some(user) = &self.caller.user {
                 // The user's rules may have changed since the command was queued.
-                if let Err(e) = dispatch::check_acl(user, q.index, spec, &q.request.args()) {
+                if let Err(e) = dispatch::check_acl_at_exec(user, q.index, spec, &q.request.args())
+                {
                     ReplyWriter::new(out, self.proto).error(&e);
                     return;
                 }
