@@ -3,7 +3,7 @@ SKIP drops the next command's; pub/sub confirmations and messages are pushes and
 
 from __future__ import annotations
 
-from helpers import Conn
+from helpers import Conn, wait_until
 
 
 def test_off_drops_replies_until_on(server):
@@ -46,3 +46,20 @@ def test_reset_turns_replies_back_on(server):
     c.send("CLIENT", "REPLY", "OFF")
     c.send("SET", "a", "1")
     assert c("RESET") == "RESET"
+
+
+def test_off_drops_the_late_reply_of_a_blocked_command(server, admin):
+    c = Conn(server.client())
+    c.send("CLIENT", "REPLY", "OFF")
+    c.send("BLPOP", "reply-off-list", 0)
+
+    def blocked():
+        return any(cl.get("cmd") == "blpop" and "b" in cl.get("flags", "")
+                   for cl in admin.client_list())
+
+    wait_until(blocked, what="BLPOP to block")
+    assert admin.lpush("reply-off-list", "x") == 1
+    wait_until(lambda: not blocked(), what="BLPOP to be served")
+    # The first reply is ON's own OK, not BLPOP's.
+    assert c("CLIENT", "REPLY", "ON") == "OK"
+    assert admin.exists("reply-off-list") == 0

@@ -165,6 +165,18 @@ def test_incrbyfloat(raw):
     assert raw.execute_command("GET", "f") == "5.6"
 
 
+def test_incrbyfloat_gives_no_negative_zero(raw):
+    # Redis's "No negative zero" (unit/type/incr): 1/41, then -1/41, is 0.
+    raw.execute_command("INCRBYFLOAT", "nz", repr(1 / 41))
+    assert raw.execute_command("INCRBYFLOAT", "nz", repr(-1 / 41)) == "0"
+    assert raw.execute_command("GET", "nz") == "0"
+    assert raw.execute_command("INCRBYFLOAT", "nz2", "-0") == "0"
+    assert raw.execute_command("INCRBYFLOAT", "nz2", "-0.0") == "0"
+    raw.execute_command("SET", "nz3", "-0")
+    assert raw.execute_command("INCRBYFLOAT", "nz3", "0") == "0"
+    assert raw.execute_command("HINCRBYFLOAT", "nzh", "f", "-0") == "0"
+
+
 def test_incrbyfloat_long_double_precision(r):
     r.set("f", "0.1")
     assert r.incrbyfloat("f", 0.2) == 0.3

@@ -85,3 +85,23 @@ def test_the_error_of_a_blocked_command_is_counted(server, admin):
     assert errorstats(admin)["NOGROUP"] == 1
     stat = admin.info("commandstats")["cmdstat_xreadgroup"]
     assert (stat["calls"], stat["rejected_calls"], stat["failed_calls"]) == (1, 0, 1)
+
+
+def test_errors_inside_exec_and_scripts_are_counted(admin):
+    # As Redis's "errorstats: failed call within MULTI/EXEC" and "... within LUA": an error inside
+    # EXEC's reply counts; a failed call inside a script counts once, whether the script caught
+    # it (pcall) or raised it (call).
+    admin.execute_command("CONFIG", "RESETSTAT")
+    admin.set("s", "v")
+    pipe = admin.pipeline(transaction=True)
+    pipe.set("a", "b")
+    pipe.lpush("s", "x")
+    pipe.execute(raise_on_error=False)
+    assert errorstats(admin) == {"WRONGTYPE": 1}
+    assert admin.eval("redis.pcall('LPUSH', 's', 'x') return 1", 0) == 1
+    assert errorstats(admin) == {"WRONGTYPE": 2}
+    fail(admin, "EVAL", "return redis.call('LPUSH', 's', 'x')", 0)
+    assert errorstats(admin) == {"WRONGTYPE": 3}
+    fail(admin, "EVAL", "return redis.call('NOSUCHCOMMAND')", 0)
+    assert errorstats(admin) == {"WRONGTYPE": 3, "ERR": 1}
+    assert admin.info("stats")["total_error_replies"] == 4

@@ -100,3 +100,33 @@ def test_a_busy_function_names_function_kill(server, busy_threshold):
     assert stats[1][1] == "loop"
     kill_and_join(c, runner, "FUNCTION")
     c("FUNCTION", "FLUSH")
+
+
+def test_watch_is_allowed_while_busy(server, busy_threshold):
+    # WATCH is allow-busy in Redis: it answers at once, and a transaction on keys the script
+    # did not touch runs after the script ends.
+    runner = start_endless(server, "EVAL", "while true do end", 0)
+    c = Conn(server.client())
+    first_busy(c, "PING")
+    assert c("WATCH", "watched-while-busy") == "OK"
+    kill_and_join(c, runner)
+    assert c("MULTI") == "OK"
+    assert c("SET", "watched-while-busy", "1") == "QUEUED"
+    assert c("EXEC") == ["OK"]
+
+
+def test_watch_while_busy_sees_the_scripts_writes(server, admin, busy_threshold):
+    # A script that writes the watched key after the WATCH (it runs a second or two, then
+    # writes) aborts the transaction, as in Redis.
+    script = ("local stop = tonumber(redis.call('TIME')[1]) + 1 "
+              "while tonumber(redis.call('TIME')[1]) <= stop do end "
+              "redis.call('SET', KEYS[1], 'by-script') return 1")
+    runner = start_endless(server, "EVAL", script, 1, "written-while-busy")
+    c = Conn(server.client())
+    first_busy(c, "PING")
+    assert c("WATCH", "written-while-busy") == "OK"
+    assert runner.read() == 1
+    assert c("MULTI") == "OK"
+    assert c("SET", "written-while-busy", "by-transaction") == "QUEUED"
+    assert c("EXEC") is None
+    assert admin.get("written-while-busy") == "by-script"

@@ -5,6 +5,7 @@ allows (LUAI_MAXCSTACK)."""
 from __future__ import annotations
 
 import pytest
+import redis
 
 from helpers import cmd_error
 
@@ -72,3 +73,25 @@ def test_sort_by_constant_is_ordered_for_scripts(r2):
     r2.rpush("l", "b", "a")
     assert r2.execute_command("EVAL", "return redis.call('sort',KEYS[1],'by','_')", 1, "l") == \
         ["b", "a"]
+
+
+def test_min_replicas_to_write_refuses_writes(admin):
+    # Redis's "not enough good replicas" (unit/scripting): Ferrite has no replicas, so any
+    # min-replicas-to-write above 0 refuses writes; reads and no-writes scripts go on.
+    admin.set("x", "some value")
+    admin.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redis.ResponseError, match="Not enough good replicas to write"):
+            admin.set("x", "other")
+        assert admin.get("x") == "some value"
+        assert admin.eval("#!lua flags=no-writes\nreturn redis.call('get','x')", 1, "x") == \
+            "some value"
+        assert admin.eval("return redis.call('get','x')", 1, "x") == "some value"
+        with pytest.raises(redis.ResponseError, match="Not enough good replicas to write"):
+            admin.eval("#!lua\nreturn redis.call('get','x')", 1, "x")
+        with pytest.raises(redis.ResponseError, match="Not enough good replicas to write"):
+            admin.eval("return redis.call('set','x', 1)", 1, "x")
+        assert admin.get("x") == "some value"
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+    assert admin.set("x", "after") is True

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acl_users;
 mod amplification;
 mod auth_limit;
 mod connections;

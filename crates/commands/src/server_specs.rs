@@ -55,6 +55,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     srv("slowlog", -2, CONNECTION | LOADING | STALE, "server", "The slow log of the connection's tenant: GET, LEN, RESET, HELP."),
     srv("latency", -2, CONNECTION | LOADING | STALE, "server", "The latency monitor of the connection's tenant: LATEST, HISTORY, RESET, DOCTOR, HELP."),
     srv("acl", -2, CONNECTION, "server", "Users (tenants) and command categories: WHOAMI, LIST, USERS, GETUSER, CAT, LOG, GENPASS, HELP."),
+    srv("cluster", -2, CONNECTION, "server", "Redis Cluster commands: Ferrite is no cluster node, so every one answers that cluster support is disabled (as a standalone Redis does)."),
     srv("wait", 3, CONNECTION, "generic", "Waits for replicas to acknowledge writes; with no replicas answers 0 at once."),
     srv("swapdb", 3, WRITE | FAST | CONNECTION, "server", "Swaps two databases (only database 0 exists: SWAPDB 0 0)."),
     srv("eval", -3, 0, "scripting", "Runs a Lua script: EVAL script numkeys [key ...] [arg ...]."),

@@ -130,6 +130,73 @@ impl CommandSpec {
             .map(move |i| args.get(i as usize))
     }
 
+    /// The keys of a full command whose keys the command table's positions cannot describe, found
+    /// as Redis's getkeys procedures find them: after a count (EVAL, FCALL, ZUNIONSTORE, LMPOP, ...),
+    /// after STREAMS (XREAD), or SORT's key and STORE destination. `None`: the table's positions
+    /// apply; `Some(Err)`: the arguments name no keys.
+    #[allow(clippy::result_unit_err)]
+    pub fn special_keys<'a>(&self, args: &Args<'a>) -> Option<Result<Vec<&'a [u8]>, ()>> {
+        let s = self;
+        let counted = |at: usize, before: &[usize]| -> Result<Vec<&'a [u8]>, ()> {
+            let n = std::str::from_utf8(args.get(at))
+                .ok()
+                .and_then(|t| t.parse::<usize>().ok())
+                .filter(|&n| n > 0 && n <= args.len().saturating_sub(at + 1))
+                .ok_or(())?;
+            let mut keys: Vec<_> = before.iter().map(|&i| args.get(i)).collect();
+            keys.extend((at + 1..at + 1 + n).map(|i| args.get(i)));
+            Ok(keys)
+        };
+        Some(match s.name {
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => counted(2, &[]),
+            "zunionstore" | "zinterstore" | "zdiffstore" => counted(2, &[1]),
+            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => {
+                counted(1, &[])
+            }
+            "blmpop" | "bzmpop" => counted(2, &[]),
+            "sort" | "sort_ro" => {
+                let mut keys = vec![args.get(1)];
+                let mut i = 2;
+                while i < args.len() {
+                    if args.is(i, "limit") {
+                        i += 2;
+                    } else if args.is(i, "get") || args.is(i, "by") {
+                        i += 1;
+                    } else if args.is(i, "store") && i + 1 < args.len() && s.name == "sort" {
+                        // Only the last STORE counts.
+                        keys.truncate(1);
+                        keys.push(args.get(i + 1));
+                    }
+                    i += 1;
+                }
+                Ok(keys)
+            }
+            "xread" | "xreadgroup" => {
+                let Some(streams) = (1..args.len()).find(|&i| args.is(i, "streams")) else {
+                    return Some(Err(()));
+                };
+                let rest = args.len() - streams - 1;
+                if rest == 0 || rest % 2 != 0 {
+                    return Some(Err(()));
+                }
+                Ok((streams + 1..streams + 1 + rest / 2)
+                    .map(|i| args.get(i))
+                    .collect())
+            }
+            _ => return None,
+        })
+    }
+
+    /// Every key a request names, for permission checks (ACL key patterns): the special forms
+    /// of [`CommandSpec::special_keys`], else the table's positions.
+    pub fn request_keys<'a>(&self, args: &Args<'a>) -> Vec<&'a [u8]> {
+        match self.special_keys(args) {
+            Some(Ok(keys)) => keys,
+            Some(Err(())) => Vec::new(),
+            None => self.keys(args).collect(),
+        }
+    }
+
     /// The distinct keys this request may create, per [`Creates`].
     pub fn created_keys<'a>(&self, args: &Args<'a>) -> Vec<&'a [u8]> {
         match self.creates {
@@ -153,7 +220,7 @@ impl CommandSpec {
     }
 
     /// ACL categories, named as Redis names them (COMMAND INFO, COMMAND LIST FILTERBY ACLCAT).
-    /// Ferrite has no ACLs; the categories describe commands for tools that group them.
+    /// ACL users' `+@category` rules use them (`ferrite_tenancy::acl`).
     pub fn acl_categories(&self) -> Vec<&'static str> {
         let mut v = Vec::with_capacity(4);
         match self.group {
@@ -161,7 +228,9 @@ impl CommandSpec {
             "sorted-set" => v.push("sortedset"),
             "transactions" => v.push("transaction"),
             "string" | "list" | "hash" | "set" | "connection" | "tenancy" | "migration"
-            | "bitmap" | "hyperloglog" | "geo" | "stream" | "pubsub" => v.push(self.group),
+            | "bitmap" | "hyperloglog" | "geo" | "stream" | "pubsub" | "scripting" => {
+                v.push(self.group)
+            }
             _ => {}
         }
         if self.has(flags::WRITE) {
@@ -172,6 +241,9 @@ impl CommandSpec {
         }
         if self.has(flags::ADMIN) {
             v.extend(["admin", "dangerous"]);
+        }
+        if self.has(flags::BLOCKING) {
+            v.push("blocking");
         }
         v.push(if self.has(flags::FAST) {
             "fast"

@@ -58,6 +58,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("slowlog", ""),
     ("latency", ""),
     ("acl", ""),
+    ("cluster", "subcommand [arg [arg ...]]"),
     ("wait", "numreplicas timeout"),
     ("swapdb", "index1:integer index2:integer"),
     ("multi", ""),

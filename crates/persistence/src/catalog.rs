@@ -37,6 +37,17 @@ pub struct TenantRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_to: Option<String>,
     pub created_ms: u64,
+    /// The tenant's ACL users (ACL SETUSER), each as its name and rule tokens (passwords only as
+    /// salted hashes). Added later: absent = none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl_users: Vec<AclUserRecord>,
+}
+
+/// One ACL user of a tenant (`ferrite_tenancy::acl::UserRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclUserRecord {
+    pub name: String,
+    pub rules: Vec<String>,
 }
 
 /// One catalog record.
@@ -375,6 +386,10 @@ mod tests {
             state: state.into(),
             moved_to: (state == "moved").then(|| "10.0.0.1:6379".to_string()),
             created_ms: 9,
+            acl_users: vec![AclUserRecord {
+                name: "bob".into(),
+                rules: vec!["reset".into(), "on".into(), "~x*".into()],
+            }],
         }
     }
 
@@ -383,6 +398,7 @@ mod tests {
         let old = r#"{"id":"a","incarnation":1,"maxmemory":1,"maxkeys":2,"ops":3,"state":"active","created_ms":9}"#;
         let r: TenantRecord = serde_json::from_str(old).unwrap();
         assert_eq!(r.maxclients, 0);
+        assert!(r.acl_users.is_empty(), "and without ACL users");
     }
 
     #[test]
@@ -404,6 +420,10 @@ mod tests {
         assert!(c.tenant("a").is_none());
         assert_eq!(c.tenant("b").unwrap().state, "moved");
         assert_eq!(c.tenant("b").unwrap().maxclients, 4);
+        assert_eq!(
+            c.tenant("b").unwrap().acl_users,
+            rec("b", 0, "moved").acl_users
+        );
         assert_eq!(c.migrations().count(), 1);
         let next = c.new_incarnation().unwrap();
         assert!(next >= 3, "incarnations are never reused");

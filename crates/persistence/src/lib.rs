@@ -31,7 +31,7 @@ use ferrite_storage::{Keyspace, SinkId};
 use ferrite_tenancy::{Credential, Registry, Tenant, TenantLimits, TenantState, TenantStore};
 use parking_lot::{Condvar, Mutex};
 
-use crate::catalog::{Catalog, TenantRecord};
+use crate::catalog::{AclUserRecord, Catalog, TenantRecord};
 pub use crate::core::FsyncPolicy;
 use crate::log::TenantLog;
 pub use crate::snapshot::{LoadError, SnapshotInfo};
@@ -264,6 +264,20 @@ impl Persistence {
                 }
             };
             t.restore_created_at(rec.created_ms);
+            let users: Vec<ferrite_tenancy::acl::UserRecord> = rec
+                .acl_users
+                .iter()
+                .map(|u| ferrite_tenancy::acl::UserRecord {
+                    name: u.name.clone(),
+                    tokens: u.rules.clone(),
+                })
+                .collect();
+            t.acl().restore(&users).map_err(|e| {
+                OpenError::Load(LoadError::new(
+                    catalog.path(),
+                    format!("tenant '{}': {e}", rec.id),
+                ))
+            })?;
             match rec.state.as_str() {
                 "moved" => t.set_moved(rec.moved_to.as_deref().unwrap_or_default()),
                 "suspended" => t.set_state(TenantState::Suspended),
@@ -449,6 +463,15 @@ impl Persistence {
                 .then(|| t.moved_to())
                 .flatten(),
             created_ms: t.created_at(),
+            acl_users: t
+                .acl()
+                .records()
+                .into_iter()
+                .map(|u| AclUserRecord {
+                    name: u.name,
+                    rules: u.tokens,
+                })
+                .collect(),
         }
     }
 

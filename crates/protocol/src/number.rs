@@ -86,7 +86,11 @@ pub fn decimal_add(a: &str, b: &str) -> Option<String> {
         let d = u32::try_from(-17 - exp).ok()?;
         let div = 10i128.checked_pow(d.min(38))?;
         let (q, r) = (m / div, m % div);
-        m = if r.abs() * 2 >= div {
+        // Ties go to the even neighbour: Redis rounds a long double, which almost never lies
+        // exactly halfway, so a decimal tie is as likely to fall either way there; half-even
+        // is what makes 1/41 - 1/41 come back as 0, as Redis's "No negative zero" test wants.
+        let twice = r.abs() * 2;
+        m = if twice > div || (twice == div && q % 2 != 0) {
             q + m.signum()
         } else {
             q
@@ -128,6 +132,16 @@ mod tests {
         assert_eq!(add("0", "3.0000000000000000005").as_deref(), Some("3"));
         assert_eq!(add("0x10", "1"), None);
         assert_eq!(add("1e300", "1"), None);
+        // Redis's "No negative zero": 1/41, then -1/41 as Tcl prints them.
+        let third = add("0", "0.024390243902439025").unwrap();
+        assert_eq!(add(&third, "-0.024390243902439025").as_deref(), Some("0"));
+        assert_eq!(add("-0", "0").as_deref(), Some("0"));
+        assert_eq!(add("0", "-0").as_deref(), Some("0"));
+        assert_eq!(add("-0.000000000000000004", "0").as_deref(), Some("0"));
+        assert_eq!(
+            add("0.000000000000000015", "0").as_deref(),
+            Some("0.00000000000000002")
+        );
     }
 
     use super::*;

@@ -56,8 +56,9 @@ pub trait Host {
     fn killed(&self) -> bool;
     /// `redis.log`.
     fn log(&mut self, level: LogLevel, message: &str);
-    /// The command exists (`redis.acl_check_cmd`; Ferrite has no ACL rules inside a tenant).
-    fn command_exists(&self, name: &[u8]) -> bool;
+    /// `redis.acl_check_cmd`: whether the user running the script may run this command with
+    /// these arguments (its ACL rules: command, keys, channels); `None` for an unknown command.
+    fn acl_check(&self, argv: &[&[u8]]) -> Option<bool>;
 }
 
 /// Limits of one engine.
@@ -1059,24 +1060,39 @@ fn redis_table(
     redis.raw_set(
         "acl_check_cmd",
         lua.create_function(move |_, args: MultiValue| {
-            let name = match args.front() {
-                Some(Value::String(s)) => s.as_bytes().to_vec(),
-                _ => {
-                    return Err(mlua::Error::runtime(
-                        "Please specify at least one argument for this redis lib call",
-                    ));
+            if args.is_empty() {
+                return Err(mlua::Error::runtime(
+                    "Please specify at least one argument for this redis lib call",
+                ));
+            }
+            // The arguments as redis.call takes them: strings, numbers as %.17g.
+            let mut argv: Vec<Vec<u8>> = Vec::with_capacity(args.len());
+            for a in args.iter() {
+                match a {
+                    Value::String(s) => argv.push(s.as_bytes().to_vec()),
+                    Value::Integer(i) => {
+                        let mut b = Vec::new();
+                        convert::number_arg(*i as f64, &mut b);
+                        argv.push(b);
+                    }
+                    Value::Number(n) => {
+                        let mut b = Vec::new();
+                        convert::number_arg(*n, &mut b);
+                        argv.push(b);
+                    }
+                    _ => {
+                        return Err(mlua::Error::runtime(
+                            "Lua redis lib command arguments must be strings or integers",
+                        ));
+                    }
                 }
-            };
-            // Ferrite has no ACL rules within a tenant: every existing command is allowed.
-            if acl_state
-                .with_host(|h| h.command_exists(&name))
-                .unwrap_or(false)
-            {
-                Ok(true)
-            } else {
-                Err(mlua::Error::runtime(
+            }
+            let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+            match acl_state.with_host(|h| h.acl_check(&argv)).flatten() {
+                Some(allowed) => Ok(allowed),
+                None => Err(mlua::Error::runtime(
                     "Invalid command passed to redis.acl_check_cmd()",
-                ))
+                )),
             }
         })?,
     )?;

@@ -82,8 +82,14 @@ impl Host for FakeHost {
         self.logs.push((level, message.to_string()));
     }
 
-    fn command_exists(&self, name: &[u8]) -> bool {
-        matches!(name, b"get" | b"set" | b"GET" | b"SET")
+    /// GET is allowed, SET only on keys starting with "x", anything else is unknown.
+    fn acl_check(&self, argv: &[&[u8]]) -> Option<bool> {
+        let name = argv.first()?.to_ascii_lowercase();
+        match name.as_slice() {
+            b"get" => Some(true),
+            b"set" => Some(argv.get(1).is_some_and(|k| k.starts_with(b"x"))),
+            _ => None,
+        }
     }
 }
 
@@ -469,6 +475,17 @@ fn libraries_answer_as_in_redis() {
     assert_eq!(eval("return redis.replicate_commands()"), ":1\r\n");
     assert_eq!(eval("return redis.REDIS_VERSION"), "$6\r\n7.0.15\r\n");
     assert_eq!(eval("return redis.acl_check_cmd('get')"), ":1\r\n");
+    // The host's answer for the whole request (command and keys), false as nil.
+    assert_eq!(eval("return redis.acl_check_cmd('set', 'xa', 1)"), ":1\r\n");
+    assert_eq!(
+        eval("return redis.acl_check_cmd('SET', 'ya', 1)"),
+        "$-1\r\n"
+    );
+    assert!(
+        eval("return redis.acl_check_cmd('nosuch')")
+            .contains("Invalid command passed to redis.acl_check_cmd()")
+    );
+    assert!(eval("return redis.acl_check_cmd()").contains("Please specify at least one argument"));
     let mut e = engine();
     let mut h = FakeHost::default();
     eval_with(

@@ -121,6 +121,9 @@ pub struct Blocked {
     info: Arc<crate::shared::ClientInfo>,
     /// Left the queues already (no need to take the lock again when dropped).
     done: bool,
+    /// CLIENT REPLY OFF (or SKIP) was in force when the command blocked: its late reply is
+    /// dropped like any other reply of that command.
+    pub drop_reply: bool,
 }
 
 /// Why a wait ended.
@@ -291,6 +294,7 @@ pub async fn run(
             shared: sh.clone(),
             info: st.info.clone(),
             done: false,
+            drop_reply: false,
         });
     } else {
         drop(db);

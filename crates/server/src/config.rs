@@ -40,6 +40,10 @@ pub struct CommandsConfig {
     /// Milliseconds a script may run before other clients get -BUSY (Redis:
     /// busy-reply-threshold, alias lua-time-limit).
     pub busy_reply_threshold: u64,
+    /// Redis's min-replicas-to-write: writes need this many connected replicas. Ferrite has
+    /// none, so any value above 0 refuses writes with `-NOREPLICAS` (as a Redis primary whose
+    /// replicas are all gone); 0, the default, never does.
+    pub min_replicas_to_write: u64,
 }
 
 impl Default for CommandsConfig {
@@ -50,6 +54,7 @@ impl Default for CommandsConfig {
             latency_monitor_threshold: 0,
             hll_sparse_max_bytes: ferrite_commands::settings::DEFAULT_HLL_SPARSE_MAX_BYTES as u64,
             busy_reply_threshold: 5000,
+            min_replicas_to_write: 0,
         }
     }
 }

@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 77] = [
+pub static PARAMS: [Param; 79] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -193,6 +193,18 @@ pub static PARAMS: [Param; 77] = [
             Ok(())
         }
     ),
+    param!(
+        "min-replicas-to-write",
+        |c| c.commands.min_replicas_to_write.to_string(),
+        |c, v| {
+            c.commands.min_replicas_to_write = num(v)?;
+            Ok(())
+        }
+    ),
+    // Replicas' lag: accepted for tools that set it (Ferrite has no replicas).
+    param!("min-replicas-max-lag", |_| "10".into(), |_, v| {
+        num::<u64>(v).map(|_| ())
+    }),
     // The older name of busy-reply-threshold.
     param!(
         "lua-time-limit",

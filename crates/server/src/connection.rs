@@ -36,6 +36,34 @@ pub struct Watched {
     pub keyspace: Arc<ferrite_storage::Keyspace>,
     pub key: Box<[u8]>,
     pub version: Option<u64>,
+    /// WATCH ran while a busy script held the keyspace (WATCH is allow-busy, as in Redis), so
+    /// the key's state then is unknown: it counts as changed if it was written, or any key was
+    /// removed, after the script started at this write version. (Redis would count only the
+    /// script's changes after the WATCH; this may abort a transaction Redis would run, never
+    /// run one Redis would abort.)
+    pub during_script: Option<u64>,
+}
+
+impl Watched {
+    /// Whether the key changed since it was watched, as EXEC sees it (under the lock of `ks`).
+    pub fn changed(
+        &self,
+        ks: &Arc<ferrite_storage::Keyspace>,
+        db: &mut ferrite_storage::Db,
+        now: u64,
+    ) -> bool {
+        if !Arc::ptr_eq(&self.keyspace, ks) {
+            return true;
+        }
+        let current = db.get(&self.key, now).map(|e| e.version());
+        match self.during_script {
+            None => current != self.version,
+            Some(since) => match current {
+                Some(v) => v > since,
+                None => db.removed_since(since),
+            },
+        }
+    }
 }
 
 /// CLIENT REPLY's state, as Redis's CLIENT_REPLY_OFF / _SKIP_NEXT / _SKIP flags.
@@ -64,6 +92,14 @@ pub struct ClientState {
     pub migration_peer: bool,
     /// The tenant every key command is scoped to.
     pub tenant: Arc<Tenant>,
+    /// Authenticated as one of the tenant's ACL users (ACL SETUSER): every command, queued
+    /// command and script call is checked against its rules as well (see
+    /// [`crate::dispatch::check_acl`]). None for the tenant itself, administrators and
+    /// anonymous users, which the rules do not limit.
+    pub acl_user: Option<Arc<ferrite_tenancy::acl::AclUser>>,
+    /// The running command's error reply was counted for INFO errorstats already (a script
+    /// that ends with the error of a call it made, counted when the call failed).
+    pub error_counted: bool,
     /// Declared `CLIENT CAPA redirect`: gets `-REDIRECT host:port` instead of tenant MOVED.
     pub capa_redirect: bool,
     /// Commands queued since MULTI, and whether one of them was refused while queuing.
@@ -164,6 +200,16 @@ impl ClientState {
         self.channels = None;
     }
 
+    /// Authenticates the connection as one of its tenant's ACL users (or as none of them);
+    /// mirrored in `info.fields` for CLIENT LIST's `user=`.
+    pub fn set_acl_user(&mut self, user: Option<Arc<ferrite_tenancy::acl::AclUser>>) {
+        if self.acl_user.is_none() && user.is_none() {
+            return;
+        }
+        self.info.fields.lock().acl_user = user.as_ref().map(|u| u.name().into());
+        self.acl_user = user;
+    }
+
     /// How this connection sees others in CLIENT LIST / KILL.
     pub fn viewer(&self) -> crate::shared::Viewer<'_> {
         crate::shared::Viewer {
@@ -220,6 +266,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             last_cmd: "NULL",
             multi: -1,
             tenant_client_id: None,
+            acl_user: None,
         }),
         last_active: parking_lot::Mutex::new(Instant::now()),
         killed: false.into(),
@@ -250,6 +297,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         subs: None,
         channels: None,
         reply_mode: ReplyMode::On,
+        acl_user: None,
+        error_counted: false,
         tenant_client_id: None,
     };
     let span = info_span!("conn", id, %addr);
@@ -381,6 +430,10 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                                 dispatch::Outcome::Failed,
                             );
                         }
+                    }
+                    // CLIENT REPLY OFF/SKIP when it blocked: counted, not sent (as in Redis).
+                    if blocked.drop_reply {
+                        out.truncate(before);
                     }
                     // A served pop is a write: it is durable before the reply goes out.
                     state.batch.wrote = true;

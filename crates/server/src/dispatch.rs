@@ -40,7 +40,9 @@ pub async fn execute(
     use crate::connection::ReplyMode;
     let before = out.len();
     let flow = execute_command(st, sh, args, out).await;
-    count_error(st, sh, &out[before..]);
+    if !std::mem::take(&mut st.error_counted) {
+        count_error(st, sh, &out[before..]);
+    }
     let drop_reply = match st.reply_mode {
         ReplyMode::On => false,
         ReplyMode::Off => true,
@@ -54,8 +56,12 @@ pub async fn execute(
             true
         }
     };
-    if drop_reply && out.len() > before && !pushes_reply(args.get(0)) {
+    if drop_reply && !pushes_reply(args.get(0)) {
         out.truncate(before);
+        // A command that blocked replies later: that reply is dropped too.
+        if let Some(b) = st.blocked.as_mut() {
+            b.drop_reply = true;
+        }
     }
     flow
 }
@@ -146,7 +152,13 @@ async fn execute_command(
         st.info.fields.lock().last_cmd = spec.name;
         st.last_cmd = Some((index, spec));
     }
-    if let Err(e) = admit(st, sh, spec, &args) {
+    // ACL DELUSER removed the user this connection authenticated as: it is closed, as Redis
+    // closes such connections.
+    if st.acl_user.as_ref().is_some_and(|u| u.is_deleted()) {
+        st.closing = true;
+        return Flow::Close;
+    }
+    if let Err(e) = admit(st, sh, index, spec, &args) {
         count_outcome(st, sh, index, Outcome::Rejected);
         // As in Redis, a nested MULTI or a WATCH inside MULTI is answered with an error but
         // does not doom the transaction; other refusals do.
@@ -407,6 +419,7 @@ fn flag_multi_error(st: &mut ClientState) {
 fn admit(
     st: &ClientState,
     sh: &Shared,
+    index: usize,
     spec: &CommandSpec,
     args: &Args<'_>,
 ) -> Result<(), ErrorReply> {
@@ -425,6 +438,9 @@ fn admit(
     if st.migration_peer && !migration_peer_may_run(spec) {
         return Err(errors::migration_peer_only(spec.name));
     }
+    if let Some(user) = &st.acl_user {
+        check_acl(user, index, spec, args)?;
+    }
     if st.multi.is_some() && spec.has(flags::NO_MULTI) {
         return Err(match spec.name {
             "multi" => ErrorReply::err("MULTI calls can not be nested"),
@@ -435,6 +451,42 @@ fn admit(
     }
     let _ = sh;
     Ok(())
+}
+
+/// The rules of an ACL user (ACL SETUSER inside a tenant) for one command: a request, a command
+/// queued by MULTI (checked when queued and again at EXEC, as in Redis) and each call of a
+/// script. They only narrow what the connection may do anyway (its tenant's data, no
+/// administration: checked before). AUTH, HELLO and RESET are always allowed (Redis's
+/// `no-auth` commands), so a user can always log in as somebody else.
+#[inline]
+pub fn check_acl(
+    user: &ferrite_tenancy::acl::AclUser,
+    index: usize,
+    spec: &CommandSpec,
+    args: &Args<'_>,
+) -> Result<(), ErrorReply> {
+    if spec.has(flags::NO_AUTH) {
+        return Ok(());
+    }
+    user.rules()
+        .check(index, spec, args)
+        .map_err(|d| errors::acl_denied(user.name(), &d))
+}
+
+/// [`check_acl`] for a command queued in MULTI, at EXEC (Redis's wording for rules that
+/// changed since it was queued).
+pub fn check_acl_at_exec(
+    user: &ferrite_tenancy::acl::AclUser,
+    index: usize,
+    spec: &CommandSpec,
+    args: &Args<'_>,
+) -> Result<(), ErrorReply> {
+    if spec.has(flags::NO_AUTH) {
+        return Ok(());
+    }
+    user.rules()
+        .check(index, spec, args)
+        .map_err(|d| errors::acl_denied_at_exec(&d))
 }
 
 /// A peer server logged in with the migration token may run the import commands and manage its
@@ -724,6 +776,9 @@ async fn run_data(
         commands: 1,
         writes: spec.is_write(),
     };
+    if work.writes {
+        sh.check_replicas()?;
+    }
     let epoch = tenant.keyspace_epoch();
     let mut held = Held::take(&mut st.held, epoch);
     let admitted = admit_holding(st, sh, tenant, work, &mut held).await?;

@@ -87,3 +87,55 @@ pub fn misconf(sh: &Shared) -> ErrorReply {
         .map_or_else(|| "persistence failed".to_string(), |p| p.error_text());
     ErrorReply::coded("MISCONF", why)
 }
+
+/// A command refused by the connection's ACL user's rules (Redis 7.2's texts; 7.0's suite
+/// matches `*NOPERM*<command>*`, `*NOPERM*key*`, `*NOPERM*channel*`).
+pub fn acl_denied(user: &str, denied: &ferrite_tenancy::acl::Denied) -> ErrorReply {
+    use ferrite_tenancy::acl::Denied;
+    match denied {
+        Denied::Command(cmd) => ErrorReply::coded(
+            "NOPERM",
+            format!("User {user} has no permissions to run the '{cmd}' command"),
+        ),
+        Denied::Key(_) => ErrorReply::coded("NOPERM", "No permissions to access a key"),
+        Denied::Channel(_) => ErrorReply::coded("NOPERM", "No permissions to access a channel"),
+    }
+}
+
+/// A queued command the user's rules refuse at EXEC (they changed since it was queued):
+/// Redis's text.
+pub fn acl_denied_at_exec(denied: &ferrite_tenancy::acl::Denied) -> ErrorReply {
+    use ferrite_tenancy::acl::Denied;
+    let reason = match denied {
+        Denied::Command(_) => "no permission to execute the command or subcommand",
+        Denied::Key(_) => "no permission to touch the specified keys",
+        Denied::Channel(_) => "no permission to access one of the channels used as arguments",
+    };
+    ErrorReply::coded(
+        "NOPERM",
+        format!(
+            "ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: {reason}"
+        ),
+    )
+}
+
+/// ACL DRYRUN's answer for a refused command (Redis's verbose texts, a plain string).
+pub fn acl_denied_verbose(denied: &ferrite_tenancy::acl::Denied) -> String {
+    use ferrite_tenancy::acl::Denied;
+    match denied {
+        Denied::Command(cmd) => format!("This user has no permissions to run the '{cmd}' command"),
+        Denied::Key(k) => format!(
+            "This user has no permissions to access the '{}' key",
+            String::from_utf8_lossy(k)
+        ),
+        Denied::Channel(c) => format!(
+            "This user has no permissions to access the '{}' channel",
+            String::from_utf8_lossy(c)
+        ),
+    }
+}
+
+/// ACL SETUSER/DELUSER refusals.
+pub fn acl(e: &ferrite_tenancy::acl::AclError) -> ErrorReply {
+    ErrorReply::err(e)
+}

@@ -198,14 +198,9 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 .iter()
                 .map(|t| t.keyspace().stats().expired_total.load(Relaxed))
                 .sum();
-            // Error replies of known commands (failed while running or refused before); unknown
-            // commands are not counted, as they have no row.
-            let errors: u64 = sh
-                .cmd_stats
-                .by_command
-                .iter()
-                .map(|c| c.failed.load(Relaxed) + c.rejected.load(Relaxed))
-                .sum();
+            // Every error reply, as errorstats counts them (also those of unknown commands, and
+            // those inside EXEC's reply and of a script's calls), as Redis counts them.
+            let errors: u64 = sh.cmd_stats.errors.total();
             let _ = write!(
                 s,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nauth_failures:{}\r\nauth_refused:{}\r\nauth_blocks:{}\r\nmetrics_connections_rejected:{}\r\n",
@@ -339,11 +334,11 @@ fn write_cmdstat(s: &mut String, name: &str, calls: u64, usec: u64, rejected: u6
 /// `# Stats` for a tenant connection: its own counters under Redis's names.
 fn tenant_stats(st: &ClientState, s: &mut String) {
     let t = &st.tenant;
-    let (mut commands, mut errors) = (0u64, 0u64);
+    let mut commands = 0u64;
     for c in t.stats.command_counters_if_any().unwrap_or_default() {
         commands += c.calls.load(Relaxed);
-        errors += c.failed.load(Relaxed) + c.rejected.load(Relaxed);
     }
+    let errors = t.stats.errors.total();
     let _ = write!(
         s,
         "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{commands}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\n",

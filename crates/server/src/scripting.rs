@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferrite_commands::{Garbage, Handler, lookup};
+use ferrite_commands::{Garbage, Handler, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
 use ferrite_scripting::{
     Engine, EngineLimits, Host, LogLevel, RunError, ScriptFlags, Step, Target,
@@ -133,6 +133,63 @@ struct ScriptHost<'a> {
     calls: u64,
     data: Vec<u8>,
     ranges: Vec<(usize, usize)>,
+    caller: &'a mut Caller,
+}
+
+/// Who runs a script, as its calls need to know: the connection's ACL user, whose rules every
+/// call is checked against (and `redis.acl_check_cmd` asks about), and where the calls' error
+/// replies are counted (INFO errorstats counts each failed call, as Redis does).
+pub struct Caller {
+    pub user: Option<Arc<ferrite_tenancy::acl::AclUser>>,
+    shared: Arc<Shared>,
+    /// The connection is one of the tenant's clients: its errors count for the tenant too.
+    tenant_client: bool,
+    /// The error text of the last failed call. A script that ends with it (`redis.call`
+    /// raised it) has its error counted once, as Redis does (see [`Caller::counted`]).
+    last_error: Option<Vec<u8>>,
+}
+
+impl Caller {
+    pub fn of(st: &ClientState, sh: &Arc<Shared>) -> Caller {
+        Caller {
+            user: st.acl_user.clone(),
+            shared: sh.clone(),
+            tenant_client: st.is_tenant_client(),
+            last_error: None,
+        }
+    }
+
+    /// Counts an error reply (without its `-`) of a call the script made.
+    fn count(&mut self, tenant: &Tenant, text: &[u8]) {
+        self.shared.cmd_stats.errors.count(text);
+        if self.tenant_client {
+            tenant.stats.errors.count(text);
+        }
+        self.last_error = Some(text.split(|&b| b == b'\r').next().unwrap_or(text).to_vec());
+    }
+
+    /// Counts the reply of a command EXEC ran if it is an error, unless it is a script's error
+    /// its failed call counted already.
+    pub fn count_exec_reply(&mut self, tenant: &Tenant, reply: &[u8]) {
+        if let Some(text) = reply.strip_prefix(b"-") {
+            if !self.counted(reply) {
+                self.shared.cmd_stats.errors.count(text);
+                if self.tenant_client {
+                    tenant.stats.errors.count(text);
+                }
+            }
+        }
+        self.last_error = None;
+    }
+
+    /// Whether a script's error reply (`-...`) is the error of its last failed call, which
+    /// [`Caller::count`] counted already.
+    pub fn counted(&self, reply: &[u8]) -> bool {
+        match (&self.last_error, reply.strip_prefix(b"-")) {
+            (Some(last), Some(text)) => text.starts_with(last),
+            _ => false,
+        }
+    }
 }
 
 impl Host for ScriptHost<'_> {
@@ -142,8 +199,60 @@ impl Host for ScriptHost<'_> {
         proto: Protocol,
         out: &mut BytesMut,
     ) -> Result<(), ErrorReply> {
+        let result = self.call_checked(argv, proto, out);
+        match &result {
+            Err(e) => self.caller.count(self.tenant, e.text().as_bytes()),
+            Ok(()) => {
+                if let Some(text) = out.strip_prefix(b"-") {
+                    self.caller.count(self.tenant, text);
+                }
+            }
+        }
+        result
+    }
+
+    fn killed(&self) -> bool {
+        self.tenant.scripts().kill_requested()
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        let tenant = self.tenant.id();
+        match level {
+            LogLevel::Debug => tracing::debug!(tenant, "script: {message}"),
+            LogLevel::Verbose => tracing::debug!(tenant, "script: {message}"),
+            LogLevel::Notice => tracing::info!(tenant, "script: {message}"),
+            LogLevel::Warning => tracing::warn!(tenant, "script: {message}"),
+        }
+    }
+
+    fn acl_check(&self, argv: &[&[u8]]) -> Option<bool> {
+        let (index, spec) = lookup_indexed(argv.first()?)?;
+        let Some(user) = &self.caller.user else {
+            return Some(true);
+        };
+        let data: Vec<u8> = argv.concat();
+        let mut ranges = Vec::with_capacity(argv.len());
+        let mut at = 0;
+        for a in argv {
+            ranges.push((at, at + a.len()));
+            at += a.len();
+        }
+        let args = Args::new(&data, &ranges);
+        Some(dispatch::check_acl(user, index, spec, &args).is_ok())
+    }
+}
+
+impl ScriptHost<'_> {
+    /// `redis.call`'s checks (Redis's scriptCall order: unknown command, arity, not allowed
+    /// from scripts, ACL, read-only script, quota), then the command.
+    fn call_checked(
+        &mut self,
+        argv: &[&[u8]],
+        proto: Protocol,
+        out: &mut BytesMut,
+    ) -> Result<(), ErrorReply> {
         let name = argv.first().copied().unwrap_or_default();
-        let Some(spec) = lookup(name) else {
+        let Some((index, spec)) = lookup_indexed(name) else {
             return Err(ErrorReply::err("Unknown Redis command called from script"));
         };
         if !spec.arity_ok(argv.len()) {
@@ -167,9 +276,17 @@ impl Host for ScriptHost<'_> {
                 String::from_utf8_lossy(name)
             )));
         }
-        // The one place every `redis.call`/`redis.pcall` passes, with the command resolved and
-        // before it runs: per-call permission checks (ACL rules) belong here, refusing with an
-        // `Err` like the checks above.
+        self.data.clear();
+        self.ranges.clear();
+        for a in argv {
+            let start = self.data.len();
+            self.data.extend_from_slice(a);
+            self.ranges.push((start, self.data.len()));
+        }
+        if let Some(user) = &self.caller.user {
+            let args = Args::new(&self.data, &self.ranges);
+            dispatch::check_acl(user, index, spec, &args)?;
+        }
         self.calls += 1;
         let f = match spec.handler {
             Handler::Data(f) => f,
@@ -180,12 +297,8 @@ impl Host for ScriptHost<'_> {
                 "Write commands are not allowed from read-only scripts.",
             ));
         }
-        self.data.clear();
-        self.ranges.clear();
-        for a in argv {
-            let start = self.data.len();
-            self.data.extend_from_slice(a);
-            self.ranges.push((start, self.data.len()));
+        if spec.is_write() {
+            self.caller.shared.check_replicas()?;
         }
         let args = Args::new(&self.data, &self.ranges);
         if spec.is_write() {
@@ -210,24 +323,6 @@ impl Host for ScriptHost<'_> {
             from_script: true,
         };
         exec.run(spec, f, args, out)
-    }
-
-    fn killed(&self) -> bool {
-        self.tenant.scripts().kill_requested()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        let tenant = self.tenant.id();
-        match level {
-            LogLevel::Debug => tracing::debug!(tenant, "script: {message}"),
-            LogLevel::Verbose => tracing::debug!(tenant, "script: {message}"),
-            LogLevel::Notice => tracing::info!(tenant, "script: {message}"),
-            LogLevel::Warning => tracing::warn!(tenant, "script: {message}"),
-        }
-    }
-
-    fn command_exists(&self, name: &[u8]) -> bool {
-        lookup(name).is_some()
     }
 }
 
@@ -366,6 +461,7 @@ pub async fn run(
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
     let mut te = take_engine(&mut db)?;
+    let mut caller = Caller::of(st, sh);
     let started = start(
         &mut db,
         &mut te,
@@ -378,6 +474,7 @@ pub async fn run(
         &args,
         (&keys, &argv),
         Some(SCRIPT_SLICE),
+        &mut caller,
     );
     let (reply, calls) = match started {
         Err(e) => {
@@ -397,6 +494,7 @@ pub async fn run(
         }) => {
             let job_tenant = tenant.clone();
             let mut rng = st.rng.clone();
+            let mut job_caller = caller;
             let job = move || {
                 let mut garbage = Garbage::default();
                 let mut host = ScriptHost {
@@ -410,17 +508,19 @@ pub async fn run(
                     calls,
                     data: Vec::new(),
                     ranges: Vec::new(),
+                    caller: &mut job_caller,
                 };
                 let reply = te.engine.resume(&mut host);
                 let calls = host.calls;
                 end_run(&mut db, &job_tenant, now);
                 put_engine(&mut db, &job_tenant, te);
                 drop(db);
-                (reply, calls, rng, garbage)
+                (reply, calls, rng, garbage, job_caller)
             };
             match tokio::task::spawn_blocking(job).await {
-                Ok((reply, calls, rng, more_garbage)) => {
+                Ok((reply, calls, rng, more_garbage, back)) => {
                     st.rng = rng;
+                    caller = back;
                     dispatch::free_later(more_garbage);
                     (reply, calls)
                 }
@@ -446,6 +546,8 @@ pub async fn run(
             "script reply exceeds the client output buffer limit",
         ));
     }
+    // An error raised by a call the script made was counted when the call failed.
+    st.error_counted = caller.counted(&reply);
     out.extend_from_slice(&reply);
     Ok(Flow::Continue)
 }
@@ -478,6 +580,7 @@ pub fn run_in_transaction(
     call: (Call, bool),
     args: Args<'_>,
     out: &mut BytesMut,
+    caller: &mut Caller,
 ) -> Result<(), ErrorReply> {
     let (keys, argv) = split_keys(&args)?;
     let mut te = take_engine(db)?;
@@ -493,6 +596,7 @@ pub fn run_in_transaction(
         &args,
         (&keys, &argv),
         None,
+        caller,
     );
     put_engine(db, tenant, te);
     match started? {
@@ -593,6 +697,7 @@ fn start(
     args: &Args<'_>,
     (keys, argv): (&[&[u8]], &[&[u8]]),
     slice: Option<Duration>,
+    caller: &mut Caller,
 ) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
     let name_arg = args.get(1);
@@ -619,12 +724,19 @@ fn start(
         }
     };
     check_flags(tenant, &flags, ro_command)?;
+    // A script that declares it may write is refused up front, as Redis does; one without
+    // flags (compat) only when it writes.
+    if !flags.compat && !flags.no_writes {
+        caller.shared.check_replicas()?;
+    }
     let now = ferrite_storage::now_ms();
     let kind = match call {
         Call::Fcall => ScriptKind::Function,
         Call::Eval | Call::EvalSha => ScriptKind::Eval,
     };
-    tenant.scripts().start_with(kind, &name, args.iter(), now);
+    tenant
+        .scripts()
+        .start_with(kind, &name, args.iter(), now, db.current_version());
     let read_only = ro_command || flags.no_writes;
     let target = match call {
         Call::Fcall => Target::Function(&name),
@@ -643,6 +755,7 @@ fn start(
         calls: 0,
         data: Vec::new(),
         ranges: Vec::new(),
+        caller,
     };
     let result = engine.run(target, keys, argv, proto, &mut host, slice);
     let calls = host.calls;

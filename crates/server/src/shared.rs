@@ -43,6 +43,8 @@ pub struct HotConfig {
     /// `busy-reply-threshold` (ms): a tenant's other connections get -BUSY once its script has
     /// run this long.
     pub busy_reply_threshold_ms: AtomicU64,
+    /// `min-replicas-to-write`: above 0, writes are refused (Ferrite has no replicas).
+    pub min_replicas_to_write: AtomicU64,
 }
 
 impl HotConfig {
@@ -78,6 +80,8 @@ impl HotConfig {
             .store(cmds.latency_monitor_threshold, Relaxed);
         self.busy_reply_threshold_ms
             .store(cmds.busy_reply_threshold, Relaxed);
+        self.min_replicas_to_write
+            .store(cmds.min_replicas_to_write, Relaxed);
         ferrite_commands::settings::set_hll_sparse_max_bytes(
             usize::try_from(cmds.hll_sparse_max_bytes).unwrap_or(usize::MAX),
         );
@@ -116,6 +120,8 @@ pub struct ClientFields {
     /// (also after TENANT.USE), migration peers and connections that have not authenticated:
     /// no tenant sees those.
     pub tenant_client_id: Option<u64>,
+    /// The tenant's ACL user it authenticated as (CLIENT LIST `user=`; else the tenant's name).
+    pub acl_user: Option<Arc<str>>,
 }
 
 /// Who looks at a connection (CLIENT LIST, CLIENT KILL, CLIENT ID): an administrator sees every
@@ -166,7 +172,7 @@ impl ClientInfo {
             },
             f.multi,
             f.last_cmd,
-            f.tenant,
+            f.acl_user.as_deref().unwrap_or(&f.tenant),
             f.lib_name,
             f.lib_ver,
             f.resp,
@@ -264,6 +270,19 @@ impl Shared {
 
     pub fn client_count(&self) -> usize {
         self.clients.lock().len()
+    }
+
+    /// `-NOREPLICAS` when `min-replicas-to-write` asks for replicas: Ferrite has none, so a
+    /// write may not run (Redis's checkGoodReplicasStatus).
+    #[inline]
+    pub fn check_replicas(&self) -> Result<(), ferrite_protocol::ErrorReply> {
+        if self.hot.min_replicas_to_write.load(Relaxed) > 0 {
+            return Err(ferrite_protocol::ErrorReply::coded(
+                "NOREPLICAS",
+                "Not enough good replicas to write.",
+            ));
+        }
+        Ok(())
     }
 
     /// The address clients should use to reach this server.

@@ -201,6 +201,10 @@ pub struct Db {
     digest: Digest,
     used: usize,
     next_version: u64,
+    /// The write version of the last removal of a key (delete, expiry, flush): a WATCH that
+    /// could not read a key's state (a busy script held the lock) learns from it whether the
+    /// key may have been removed since (see [`Db::removed_since`]).
+    last_removal: u64,
     /// Changes made by writes (not by expiry): a command whose run moved it wrote something.
     writes: u64,
     tracker: Option<Tracker>,
@@ -270,6 +274,7 @@ impl Keyspace {
                 digest: Digest::default(),
                 used: 0,
                 next_version: 1,
+                last_removal: 0,
                 writes: 0,
                 tracker: None,
                 journal: Journal::default(),
@@ -628,6 +633,7 @@ impl Db {
         if before.expire != 0 {
             self.expires.remove(&(before.expire, key.into()));
         }
+        self.last_removal = self.next_version;
         self.next_version += 1;
         if let Some(t) = self.tracker.as_mut() {
             t.mark(key, before.size, now);
@@ -783,6 +789,11 @@ impl Db {
         self.next_version - 1
     }
 
+    /// Whether any key was removed (deleted, expired, flushed) after write version `version`.
+    pub fn removed_since(&self, version: u64) -> bool {
+        self.last_removal > version
+    }
+
     /// One step of a cursor walk over live keys; see [`Table::scan`] for the guarantee.
     pub fn scan(
         &self,
@@ -849,6 +860,7 @@ impl Db {
             ..Digest::default()
         };
         self.used = 0;
+        self.last_removal = self.next_version;
         self.next_version += 1;
         self.writes += 1;
         if let Some(t) = self.tracker.as_mut() {

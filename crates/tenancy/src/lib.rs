@@ -1,6 +1,7 @@
 //! Tenancy for Ferrite: who owns which keyspace, under what limits, and how a tenant moves.
 //!
 //! - [`registry`]: [`Registry`] of [`Tenant`]s; creation, deletion, authentication.
+//! - [`acl`]: ACL users inside a tenant (ACL SETUSER rules, checked per command).
 //! - [`credential`]: [`Credential`], the salted hash kept of a tenant password; constant-time
 //!   secret comparison.
 //! - [`tenant`]: a tenant's keyspace, credentials, ownership [`TenantState`], quotas, stats.
@@ -81,6 +82,7 @@
 //! # }
 //! ```
 
+pub mod acl;
 pub mod credential;
 pub mod error;
 pub mod gate;

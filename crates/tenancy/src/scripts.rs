@@ -35,6 +35,9 @@ pub struct RunningScript {
     /// The command and its arguments as sent (FCALL name numkeys ...).
     pub command: Vec<Vec<u8>>,
     pub started_ms: u64,
+    /// The keyspace's write version when it started: a WATCH that arrives while it runs
+    /// (and holds the lock) treats keys written or removed after it as changed.
+    pub keyspace_version: u64,
 }
 
 /// The running script of one tenant (at most one: it holds the tenant's lock).
@@ -62,6 +65,7 @@ impl ScriptActivity {
             &script.name,
             script.command.iter().map(Vec::as_slice),
             script.started_ms,
+            script.keyspace_version,
         );
     }
 
@@ -74,6 +78,7 @@ impl ScriptActivity {
         name: &str,
         command: impl Iterator<Item = &'a [u8]>,
         started_ms: u64,
+        keyspace_version: u64,
     ) {
         self.kill.store(false, Relaxed);
         self.wrote.store(false, Relaxed);
@@ -85,11 +90,13 @@ impl ScriptActivity {
                 name: String::new(),
                 command: Vec::new(),
                 started_ms,
+                keyspace_version,
             });
             record.kind = kind;
             record.name.clear();
             record.name.push_str(name);
             record.started_ms = started_ms;
+            record.keyspace_version = keyspace_version;
             let mut n = 0;
             for (i, arg) in command.enumerate() {
                 match record.command.get_mut(i) {
@@ -236,6 +243,7 @@ mod tests {
             name: "f".into(),
             command: vec![b"FCALL".to_vec()],
             started_ms: 100,
+            keyspace_version: 7,
         }
     }
 

@@ -105,7 +105,12 @@ pub struct TenantStats {
 /// At most [`ErrorCounts::MAX_CODES`] distinct codes are kept (a script can make up any code
 /// with `redis.error_reply`); replies with further codes are not counted by code.
 #[derive(Debug, Default)]
-pub struct ErrorCounts(parking_lot::Mutex<std::collections::BTreeMap<String, u64>>);
+pub struct ErrorCounts {
+    by_code: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Every error reply counted, also those past [`ErrorCounts::MAX_CODES`] codes (INFO
+    /// `total_error_replies`, Redis's stat_total_error_replies).
+    total: AtomicU64,
+}
 
 impl ErrorCounts {
     pub const MAX_CODES: usize = 128;
@@ -117,7 +122,8 @@ impl ErrorCounts {
             .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
             .unwrap_or(reply.len());
         let code = String::from_utf8_lossy(&reply[..end]);
-        let mut m = self.0.lock();
+        self.total.fetch_add(1, Relaxed);
+        let mut m = self.by_code.lock();
         if let Some(n) = m.get_mut(code.as_ref()) {
             *n += 1;
         } else if m.len() < Self::MAX_CODES {
@@ -127,12 +133,23 @@ impl ErrorCounts {
 
     /// (code, count) in code order.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
-        self.0.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.by_code
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Every error reply counted since the last reset.
+    pub fn total(&self) -> u64 {
+        self.total.load(Relaxed)
     }
 
     /// CONFIG RESETSTAT.
     pub fn reset(&self) {
-        self.0.lock().clear();
+        let mut m = self.by_code.lock();
+        m.clear();
+        self.total.store(0, Relaxed);
     }
 }
 
@@ -218,6 +235,8 @@ pub struct Tenant {
     state_changed: tokio::sync::Notify,
     /// The tenant's running script (busy state, kill requests).
     scripts: crate::scripts::ScriptActivity,
+    /// ACL users created inside the tenant (ACL SETUSER); part of its catalog record.
+    acl: crate::acl::AclUsers,
     pub stats: TenantStats,
 }
 
@@ -257,6 +276,7 @@ impl Tenant {
             durability: std::sync::OnceLock::new(),
             state_changed: tokio::sync::Notify::new(),
             scripts: Default::default(),
+            acl: Default::default(),
             stats: TenantStats::default(),
         }
     }
@@ -268,6 +288,11 @@ impl Tenant {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The tenant's ACL users (ACL SETUSER inside the tenant).
+    pub fn acl(&self) -> &crate::acl::AclUsers {
+        &self.acl
     }
 
     /// What makes this tenant's writes durable, if persistence is on.

@@ -133,6 +133,7 @@ fn check_credentials(
                 st.authenticated = true;
                 st.admin = true;
                 st.migration_peer = false;
+                st.set_acl_user(None);
                 st.visit_tenant(sh.registry.default_tenant());
                 Ok(())
             }
@@ -150,17 +151,31 @@ fn check_credentials(
             st.authenticated = true;
             st.migration_peer = true;
             st.admin = false;
+            st.set_acl_user(None);
             st.visit_tenant(sh.registry.default_tenant());
             Ok(())
         }
-        Some(tenant) => {
-            if tenant == DEFAULT_TENANT.as_bytes() {
+        Some(name) => {
+            if name == DEFAULT_TENANT.as_bytes() {
                 return Err(ErrorReply::wrong_pass());
             }
-            let t = sh
-                .registry
-                .authenticate(tenant, pass)
-                .map_err(|e| errors::tenancy(&e))?;
+            let (t, user) = match resolve_user(sh, name) {
+                Login::Tenant => {
+                    let t = sh
+                        .registry
+                        .authenticate(name, pass)
+                        .map_err(|e| errors::tenancy(&e))?;
+                    (t, None)
+                }
+                Login::AclUser(t, user) => {
+                    let u = t
+                        .acl()
+                        .authenticate(&user, pass)
+                        .ok_or_else(ErrorReply::wrong_pass)?;
+                    (t, Some(u))
+                }
+                Login::Unknown => return Err(ErrorReply::wrong_pass()),
+            };
             // The password was right, but the tenant is full: refused like a connection past
             // Redis's maxclients, and the connection stays as it was.
             if !st.join_tenant(t) {
@@ -169,9 +184,38 @@ fn check_credentials(
             st.authenticated = true;
             st.admin = false;
             st.migration_peer = false;
+            st.set_acl_user(user);
             Ok(())
         }
     }
+}
+
+/// Who an AUTH user name names (besides the administrator and the migration peer).
+enum Login {
+    /// A tenant (`AUTH <tenant> <password>`).
+    Tenant,
+    /// An ACL user of a tenant: `<tenant>:<user>`, or a plain name that is no tenant's, which
+    /// names a user of the `default` tenant (where Redis's own users live).
+    AclUser(Arc<ferrite_tenancy::Tenant>, String),
+    Unknown,
+}
+
+/// Tenant ids never contain ':' (`valid_tenant_id`) and ACL user names may not, so
+/// `<tenant>:<user>` is unambiguous; a tenant's own name always means the tenant.
+fn resolve_user(sh: &Shared, name: &[u8]) -> Login {
+    let Ok(name) = std::str::from_utf8(name) else {
+        return Login::Unknown;
+    };
+    if let Some((tenant, user)) = name.split_once(':') {
+        return match sh.registry.get(tenant) {
+            Some(t) => Login::AclUser(t, user.to_string()),
+            None => Login::Unknown,
+        };
+    }
+    if sh.registry.get(name).is_some() {
+        return Login::Tenant;
+    }
+    Login::AclUser(sh.registry.default_tenant(), name.to_string())
 }
 
 pub fn auth(st: &mut ClientState, sh: &Shared, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
@@ -275,6 +319,7 @@ pub fn reset(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) -> Serv
     }
     st.admin = false;
     st.migration_peer = false;
+    st.set_acl_user(None);
     st.info.fields.lock().name.clear();
     ReplyWriter::new(out, st.proto).simple("RESET");
     Ok(Flow::Continue)

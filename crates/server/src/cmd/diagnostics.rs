@@ -12,6 +12,7 @@ use rand::RngCore;
 use super::ServerResult;
 use crate::connection::ClientState;
 use crate::dispatch::Flow;
+use crate::errors;
 use crate::shared::Shared;
 
 pub fn slowlog(
@@ -226,27 +227,52 @@ pub fn swapdb(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serve
     Ok(Flow::Continue)
 }
 
-/// The users a connection may see: a tenant connection only its own tenant; an administrator
-/// every tenant (the administrator itself is Redis's `default` user).
+/// The users a connection may see: a tenant connection its own tenant and the tenant's ACL
+/// users; an administrator every tenant (the administrator itself is Redis's `default` user)
+/// and the ACL users of the tenant it is bound to. ACL users are named as their tenant knows
+/// them (`bob`; AUTH names a user of another tenant than `default` as `<tenant>:bob`).
 fn visible_users(st: &ClientState, sh: &Shared) -> Vec<String> {
-    if !st.admin {
-        return vec![st.tenant.id().to_string()];
-    }
-    let mut users: Vec<String> = sh
-        .registry
-        .list()
-        .iter()
-        .map(|t| t.id().to_string())
-        .collect();
-    if !users.iter().any(|u| u == "default") {
-        users.push("default".into());
-    }
+    let mut users: Vec<String> = if st.admin {
+        let mut v: Vec<String> = sh
+            .registry
+            .list()
+            .iter()
+            .map(|t| t.id().to_string())
+            .collect();
+        v.push("default".into());
+        v
+    } else {
+        vec![st.tenant.id().to_string()]
+    };
+    users.extend(st.tenant.acl().names());
     users.sort();
+    users.dedup();
     users
 }
 
-fn acl_line(user: &str) -> String {
-    format!("user {user} on sanitize-payload #<hidden> ~* &* +@all")
+/// The bound tenant's ACL user `name`, if it is one the connection may see.
+fn acl_user(st: &ClientState, name: &str) -> Option<Arc<ferrite_tenancy::acl::AclUser>> {
+    st.tenant.acl().get(name)
+}
+
+fn acl_line(st: &ClientState, user: &str) -> String {
+    match acl_user(st, user) {
+        Some(u) => format!("user {user} {}", u.rules().describe()),
+        None => format!("user {user} on sanitize-payload #<hidden> ~* &* +@all"),
+    }
+}
+
+/// ACL SETUSER and DELUSER change the tenant's record: only while it is served here and not
+/// being migrated (a migration ships the users when it starts).
+fn acl_may_change(st: &ClientState, sh: &Shared) -> Result<(), ErrorReply> {
+    crate::dispatch::check_ownership(st, sh, &st.tenant)?;
+    if let Some(m) = crate::hooks::running_migration(sh, st.tenant.id()) {
+        return Err(ErrorReply::err(format!(
+            "tenant '{}' is being migrated ({m}); change its ACL users when the migration ends",
+            st.tenant.id()
+        )));
+    }
+    Ok(())
 }
 
 pub fn acl(
@@ -259,10 +285,10 @@ pub fn acl(
     let sub = args.get(1).to_ascii_uppercase();
     match sub.as_slice() {
         b"WHOAMI" if args.len() == 2 => {
-            let me = if st.admin {
-                "default".to_string()
-            } else {
-                st.tenant.id().to_string()
+            let me = match (&st.acl_user, st.admin) {
+                (Some(u), _) => u.name().to_string(),
+                (None, true) => "default".to_string(),
+                (None, false) => st.tenant.id().to_string(),
             };
             w.bulk_str(&me);
         }
@@ -277,11 +303,49 @@ pub fn acl(
             let users = visible_users(st, sh);
             w.array(users.len());
             for u in users {
-                w.bulk_str(&acl_line(&u));
+                w.bulk_str(&acl_line(st, &u));
             }
         }
         b"GETUSER" if args.len() == 3 => {
             let name = args.text(2);
+            if let Some(u) = acl_user(st, &name) {
+                // Password hashes are never shown (Redis shows them; Ferrite keeps
+                // credentials to itself): one "#<hidden>" per password.
+                let r = u.rules();
+                w.map(6);
+                w.bulk_str("flags");
+                let mut flags = vec![if r.enabled() { "on" } else { "off" }];
+                if r.nopass() {
+                    flags.push("nopass");
+                }
+                flags.push("sanitize-payload");
+                w.array(flags.len());
+                for f in flags {
+                    w.bulk_str(f);
+                }
+                w.bulk_str("passwords");
+                w.array(r.password_count());
+                for _ in 0..r.password_count() {
+                    w.bulk_str("#<hidden>");
+                }
+                w.bulk_str("commands");
+                w.bulk_str(&r.command_rules());
+                w.bulk_str("keys");
+                w.bulk_str(&r.key_tokens().join(" "));
+                w.bulk_str("channels");
+                let channels = r.channel_tokens();
+                w.bulk_str(
+                    if channels == ["resetchannels"] {
+                        String::new()
+                    } else {
+                        channels.join(" ")
+                    }
+                    .as_str(),
+                );
+                w.bulk_str("selectors");
+                w.array(0);
+                return Ok(Flow::Continue);
+            }
             if !visible_users(st, sh).contains(&name) {
                 w.null();
                 return Ok(Flow::Continue);
@@ -303,6 +367,81 @@ pub fn acl(
             w.bulk_str("&*");
             w.bulk_str("selectors");
             w.array(0);
+        }
+        b"SETUSER" if args.len() >= 3 => {
+            acl_may_change(st, sh)?;
+            let name = std::str::from_utf8(args.get(2))
+                .map_err(|_| ErrorReply::err("Usernames must be valid UTF-8"))?;
+            let rules: Vec<String> = (3..args.len())
+                .map(|i| {
+                    std::str::from_utf8(args.get(i))
+                        .map(str::to_string)
+                        .map_err(|_| {
+                            ErrorReply::err(format!(
+                                "Error in ACL SETUSER modifier '{}': Syntax error",
+                                args.text(i)
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+            let undo = st
+                .tenant
+                .acl()
+                .set_user(name, &rules)
+                .map_err(|e| errors::acl(&e))?;
+            if let Err(e) = sh.registry.persist(&st.tenant) {
+                st.tenant.acl().undo(undo);
+                return Err(errors::tenancy(&e));
+            }
+            w.ok();
+        }
+        b"DELUSER" if args.len() >= 3 => {
+            acl_may_change(st, sh)?;
+            let mut undo = Vec::new();
+            for i in 2..args.len() {
+                let name = args.text(i);
+                if name == "default" {
+                    for u in undo.into_iter().rev() {
+                        st.tenant.acl().undo(u);
+                    }
+                    return Err(ErrorReply::err("The 'default' user cannot be removed"));
+                }
+                if let Some(u) = st.tenant.acl().delete(&name) {
+                    undo.push(u);
+                }
+            }
+            if !undo.is_empty() {
+                if let Err(e) = sh.registry.persist(&st.tenant) {
+                    for u in undo.into_iter().rev() {
+                        st.tenant.acl().undo(u);
+                    }
+                    return Err(errors::tenancy(&e));
+                }
+            }
+            w.int(undo.len() as i64);
+        }
+        b"DRYRUN" if args.len() >= 4 => {
+            let name = args.text(2);
+            let user = acl_user(st, &name);
+            if user.is_none() && !visible_users(st, sh).contains(&name) {
+                return Err(ErrorReply::err(format!("User '{name}' not found")));
+            }
+            let inner = args.tail(3);
+            let Some((index, spec)) = ferrite_commands::lookup_indexed(inner.get(0)) else {
+                return Err(ErrorReply::err(format!(
+                    "Command '{}' not found",
+                    inner.text(0)
+                )));
+            };
+            if !spec.arity_ok(inner.len()) {
+                return Err(ErrorReply::wrong_arity(spec.name));
+            }
+            // Tenants and the administrator are not limited by ACL rules.
+            match user.map(|u| u.rules().check(index, spec, &inner)) {
+                Some(Err(d)) => w.bulk_str(&errors::acl_denied_verbose(&d)),
+                _ => w.ok(),
+            }
         }
         b"CAT" if args.len() <= 3 => {
             let all = spec::all();
@@ -361,9 +500,10 @@ pub fn acl(
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             w.bulk_str(&hex[..chars]);
         }
-        b"SETUSER" | b"DELUSER" | b"LOAD" | b"SAVE" | b"DRYRUN" => {
+        b"LOAD" | b"SAVE" => {
             return Err(ErrorReply::err(format!(
-                "ACL {} is not supported: users are tenants, managed with TENANT.CREATE, \
+                "ACL {} is not supported: ACL users live in their tenant's record (persisted \
+                 with the tenant catalog); tenants are managed with TENANT.CREATE, \
                  TENANT.LIMITS and TENANT.DELETE",
                 String::from_utf8_lossy(&sub)
             )));
@@ -375,6 +515,12 @@ pub fn acl(
             "    when no category is specified.",
             "GETUSER <username>",
             "    Get the user's details (tenants are users).",
+            "SETUSER <username> <attribute> [<attribute> ...]",
+            "    Create or modify an ACL user of the connection's tenant.",
+            "DELUSER <username> [<username> ...]",
+            "    Delete ACL users of the connection's tenant.",
+            "DRYRUN <username> <command> [<arg> ...]",
+            "    Check whether the user may run the command.",
             "LIST",
             "    Show users in ACL format (a tenant sees only itself).",
             "USERS",
@@ -393,7 +539,8 @@ pub fn acl(
                 "acl",
                 args.get(1),
                 &[
-                    "WHOAMI", "USERS", "LIST", "GETUSER", "CAT", "LOG", "GENPASS", "HELP",
+                    "WHOAMI", "USERS", "LIST", "GETUSER", "SETUSER", "DELUSER", "DRYRUN", "CAT",
+                    "LOG", "GENPASS", "HELP",
                 ],
             ));
         }

@@ -14,61 +14,6 @@ use crate::dispatch::Flow;
 use crate::shared::Shared;
 use crate::{config_params, info};
 
-/// The keys of a full command whose keys the command table's positions cannot describe, found
-/// as Redis's getkeys procedures find them: after a count (EVAL, FCALL, ZUNIONSTORE, LMPOP, ...),
-/// after STREAMS (XREAD), or SORT's key and STORE destination. `None`: the table's positions
-/// apply; `Some(Err)`: the arguments name no keys.
-fn command_keys<'a>(s: &CommandSpec, args: &Args<'a>) -> Option<Result<Vec<&'a [u8]>, ()>> {
-    let counted = |at: usize, before: &[usize]| -> Result<Vec<&'a [u8]>, ()> {
-        let n = std::str::from_utf8(args.get(at))
-            .ok()
-            .and_then(|t| t.parse::<usize>().ok())
-            .filter(|&n| n > 0 && n <= args.len().saturating_sub(at + 1))
-            .ok_or(())?;
-        let mut keys: Vec<_> = before.iter().map(|&i| args.get(i)).collect();
-        keys.extend((at + 1..at + 1 + n).map(|i| args.get(i)));
-        Ok(keys)
-    };
-    Some(match s.name {
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => counted(2, &[]),
-        "zunionstore" | "zinterstore" | "zdiffstore" => counted(2, &[1]),
-        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => {
-            counted(1, &[])
-        }
-        "blmpop" | "bzmpop" => counted(2, &[]),
-        "sort" | "sort_ro" => {
-            let mut keys = vec![args.get(1)];
-            let mut i = 2;
-            while i < args.len() {
-                if args.is(i, "limit") {
-                    i += 2;
-                } else if args.is(i, "get") || args.is(i, "by") {
-                    i += 1;
-                } else if args.is(i, "store") && i + 1 < args.len() && s.name == "sort" {
-                    // Only the last STORE counts.
-                    keys.truncate(1);
-                    keys.push(args.get(i + 1));
-                }
-                i += 1;
-            }
-            Ok(keys)
-        }
-        "xread" | "xreadgroup" => {
-            let Some(streams) = (1..args.len()).find(|&i| args.is(i, "streams")) else {
-                return Some(Err(()));
-            };
-            let rest = args.len() - streams - 1;
-            if rest == 0 || rest % 2 != 0 {
-                return Some(Err(()));
-            }
-            Ok((streams + 1..streams + 1 + rest / 2)
-                .map(|i| args.get(i))
-                .collect())
-        }
-        _ => return None,
-    })
-}
-
 fn command_info(w: &mut ReplyWriter<'_>, s: &CommandSpec) {
     w.array(10);
     w.bulk_str(s.name);
@@ -246,7 +191,7 @@ pub fn command(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> Serv
                     "Invalid number of arguments specified for command",
                 ));
             }
-            let keys = match command_keys(s, &inner) {
+            let keys = match s.special_keys(&inner) {
                 Some(Ok(keys)) => keys,
                 // EVAL and FCALL may have no keys (Redis: no-mandatory-keys).
                 Some(Err(())) if s.name.starts_with("eval") || s.name.starts_with("fcall") => {

@@ -429,6 +429,7 @@ fn import(
                 source_run_id: args.text(5),
                 credential: None,
                 limits: TenantLimits::default(),
+                acl_users: Vec::new(),
             };
             let mut i = 6;
             while i + 1 < args.len() {
@@ -446,6 +447,10 @@ fn import(
                     b"MAXKEYS" => req.limits.maxkeys = args.int(i + 1)?.max(0) as u64,
                     b"OPS" => req.limits.ops = args.int(i + 1)?.max(0) as u64,
                     b"MAXCLIENTS" => req.limits.maxclients = args.int(i + 1)?.max(0) as u64,
+                    b"ACLUSER" => req.acl_users.push(
+                        ferrite_tenancy::acl::decode_record(&args.text(i + 1))
+                            .map_err(|e| ErrorReply::err(e.to_string()))?,
+                    ),
                     _ => return Err(ErrorReply::syntax()),
                 }
                 i += 2;

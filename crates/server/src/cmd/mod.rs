@@ -161,6 +161,11 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("slowlog", diagnostics::slowlog),
     now_in_multi("latency", diagnostics::latency),
     now_in_multi("acl", diagnostics::acl),
+    // Clients probe CLUSTER INFO to learn whether a server is a cluster node: a standalone
+    // Redis answers this (and a script calling CLUSTER is refused: not allowed from scripts).
+    now_in_multi("cluster", |_, _, _, _| {
+        Err(ErrorReply::err("This instance has cluster support disabled"))
+    }),
     now_in_multi("wait", |st, _, args, out| diagnostics::wait(st, args, out)),
     now_in_multi("swapdb", |st, _, args, out| diagnostics::swapdb(st, args, out)),
     like_data(wait("eval", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, false, args, out)))),

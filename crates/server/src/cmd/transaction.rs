@@ -40,16 +40,33 @@ pub async fn watch(
     out: &mut BytesMut,
 ) -> ServerResult {
     let ks = st.tenant.keyspace();
-    {
-        let mut db = crate::scripting::or_busy(sh, &st.tenant, offload::lock(&ks)).await?;
-        let now = ferrite_storage::now_ms();
-        for key in args.tail(1).iter() {
-            let version = db.get(key, now).map(|e| e.version());
-            st.watched.push(Watched {
-                keyspace: ks.clone(),
-                key: key.into(),
-                version,
-            });
+    match crate::scripting::or_busy(sh, &st.tenant, offload::lock(&ks)).await {
+        Ok(mut db) => {
+            let now = ferrite_storage::now_ms();
+            for key in args.tail(1).iter() {
+                let version = db.get(key, now).map(|e| e.version());
+                st.watched.push(Watched {
+                    keyspace: ks.clone(),
+                    key: key.into(),
+                    version,
+                    during_script: None,
+                });
+            }
+        }
+        // A busy script holds the keyspace: WATCH is allowed anyway (allow-busy in Redis), and
+        // judged at EXEC against the keyspace's version when the script started.
+        Err(busy) => {
+            let Some(script) = st.tenant.scripts().running() else {
+                return Err(busy);
+            };
+            for key in args.tail(1).iter() {
+                st.watched.push(Watched {
+                    keyspace: ks.clone(),
+                    key: key.into(),
+                    version: None,
+                    during_script: Some(script.keyspace_version),
+                });
+            }
         }
     }
     ReplyWriter::new(out, st.proto).ok();
@@ -72,6 +89,19 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         return Err(ErrorReply::exec_abort());
     }
     let all = spec::all();
+    // min-replicas-to-write refuses a transaction with a write command, discarding it (Redis
+    // refuses such an EXEC).
+    if queue
+        .iter()
+        .any(|q| is_data(q) && all.get(q.index).is_some_and(|s| s.is_write()))
+    {
+        if let Err(e) = sh.check_replicas() {
+            return Err(ErrorReply::coded(
+                "EXECABORT",
+                format_args!("Transaction discarded because of: {}", e.text()),
+            ));
+        }
+    }
     let work = dispatch::Work {
         commands: queue.iter().filter(|q| under_lock(q)).count() as u64,
         // A script that may write (not _RO) holds the write gate, as when sent alone.
@@ -98,9 +128,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     let (mut db, now) = loop {
         let mut db = crate::scripting::or_busy(sh, &tenant, ks.lock_owned()).await?;
         let now = ferrite_storage::now_ms();
-        let dirty = watched.iter().any(|w| {
-            !Arc::ptr_eq(&w.keyspace, &ks) || db.get(&w.key, now).map(|e| e.version()) != w.version
-        });
+        let dirty = watched.iter().any(|w| w.changed(&ks, &mut db, now));
         if dirty {
             ReplyWriter::new(out, st.proto).null_array();
             return Ok(Flow::Continue);
@@ -129,6 +157,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
         reply_limit: st.reply_limit,
         rng: st.rng.clone(),
+        caller: crate::scripting::Caller::of(st, sh),
     };
     let mut i = 0;
     while i < segment.queue.len() {
@@ -136,13 +165,21 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
         if !under_lock(q) {
             // Server commands queued in MULTI run here, on the connection's task; they take no
             // keyspace lock (this transaction holds its tenant's).
+            let before = out.len();
             let result = match all.get(q.index) {
-                Some(_) => super::run_queued(st, sh, q.index, q.request.args(), out),
+                Some(s) => match &st.acl_user {
+                    // The user's rules may have changed since the command was queued.
+                    Some(user) => dispatch::check_acl_at_exec(user, q.index, s, &q.request.args()),
+                    None => Ok(()),
+                }
+                .and_then(|()| super::run_queued(st, sh, q.index, q.request.args(), out)),
                 None => Err(ErrorReply::err("unknown command")),
             };
             if let Err(e) = result {
                 ReplyWriter::new(out, st.proto).error(&e);
             }
+            // INFO errorstats counts the errors inside EXEC's reply, as Redis does.
+            dispatch::count_error(st, sh, &out[before..]);
             i += 1;
             continue;
         }
@@ -222,6 +259,9 @@ struct Segment {
     max_bulk: usize,
     reply_limit: usize,
     rng: rand::rngs::SmallRng,
+    /// The connection's ACL user (each command is checked again at EXEC, as in Redis) and
+    /// where error replies are counted.
+    caller: crate::scripting::Caller,
 }
 
 impl Segment {
@@ -234,10 +274,38 @@ impl Segment {
         garbage: &mut Garbage,
     ) {
         let all = spec::all();
-        for q in &self.queue[range] {
+        // Taken out while its commands run with `self`, and put back.
+        let queue = std::mem::take(&mut self.queue);
+        for q in &queue[range] {
             let Some(spec) = all.get(q.index) else {
                 continue;
             };
+            let before = out.len();
+            self.run_one(db, q, spec, out, garbage);
+            // INFO errorstats counts the errors inside EXEC's reply, as Redis does.
+            self.caller.count_exec_reply(&self.tenant, &out[before..]);
+        }
+        self.queue = queue;
+    }
+
+    /// Runs one queued data command or script, its reply (or error) into `out`.
+    fn run_one(
+        &mut self,
+        db: &mut ferrite_storage::Db,
+        q: &Queued,
+        spec: &'static ferrite_commands::spec::CommandSpec,
+        out: &mut BytesMut,
+        garbage: &mut Garbage,
+    ) {
+        {
+            if let Some(user) = &self.caller.user {
+                // The user's rules may have changed since the command was queued.
+                if let Err(e) = dispatch::check_acl_at_exec(user, q.index, spec, &q.request.args())
+                {
+                    ReplyWriter::new(out, self.proto).error(&e);
+                    return;
+                }
+            }
             if let Some(call) = script_of(q) {
                 self.tenant.stats.commands.fetch_add(1, Relaxed);
                 let result = crate::scripting::run_in_transaction(
@@ -250,14 +318,15 @@ impl Segment {
                     call,
                     q.request.args(),
                     out,
+                    &mut self.caller,
                 );
                 if let Err(e) = result {
                     ReplyWriter::new(out, self.proto).error(&e);
                 }
-                continue;
+                return;
             }
             let Handler::Data(f) = spec.handler else {
-                continue;
+                return;
             };
             self.tenant.stats.commands.fetch_add(1, Relaxed);
             let before = out.len();

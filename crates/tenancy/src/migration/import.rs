@@ -63,6 +63,8 @@ pub struct BeginRequest {
     /// The tenant's credential as the source keeps it (never the password).
     pub credential: Option<crate::Credential>,
     pub limits: TenantLimits,
+    /// The tenant's ACL users (passwords as salted hashes), which move with it.
+    pub acl_users: Vec<crate::acl::UserRecord>,
 }
 
 /// The target's digest and key count at the moment it took ownership.
@@ -188,6 +190,11 @@ impl ImportManager {
             });
         }
         let staged = Arc::new(Tenant::new(&req.tenant, req.credential.clone(), req.limits));
+        // Checked by the server when it parsed the request; a bad record refuses the import.
+        staged
+            .acl()
+            .restore(&req.acl_users)
+            .map_err(|e| ImportError::Invalid(e.to_string()))?;
         staged.set_state(TenantState::Importing);
         let previous = self
             .registry

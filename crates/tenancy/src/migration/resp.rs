@@ -154,6 +154,10 @@ impl Target for RespTarget {
             if let Some(c) = &req.credential {
                 args.extend(["CREDENTIAL".into(), c.encode()]);
             }
+            // Only when there are any (targets that predate ACL users still take the rest).
+            for u in &req.acl_users {
+                args.extend(["ACLUSER".into(), crate::acl::encode_record(u)]);
+            }
             let reply = self.call(&args).await?;
             value::as_pairs(&reply)
                 .ok()

@@ -166,6 +166,7 @@ async fn begin(work: &mut Work, io: &mut Io<'_>) -> Res<String> {
         source_run_id: io.ctl.env.run_id.clone(),
         credential: t.credential(),
         limits: t.limits(),
+        acl_users: t.acl().records(),
     };
     let mut backoff = RECONNECT_BACKOFF.0;
     loop {
