@@ -13,10 +13,10 @@ Without a command, ferrite-cli starts an interactive prompt (or, when standard i
 terminal, runs one command per input line).
 
 Migration commands (run `ferrite-cli migrate --help`):
-  migrate start <tenant> <host:port> [--mode live|fast] [--parallel n] [--batch-size n] [--rate b/s]
+  migrate start <tenant> <host:port> [--mode live|fast|continuous] [--parallel n] [--batch-size n] [--rate b/s]
   migrate status [<id>|--all]       migrate watch [<id>|--all] [--interval-ms n] [--timeout-s n]
   migrate cutover <id> [--force]    migrate verify <id>
-  migrate pause|resume|cancel <id>
+  migrate pause|resume|cancel <id>  migrate stop <id> [--immediate]
 
 Backup commands (run `ferrite-cli backup --help`):
   backup create <tenant> [--name id] [--format native|rdb]   backup list [<tenant>]
@@ -163,6 +163,19 @@ pub enum Mode {
     Live,
     /// Suspend the tenant's writes, copy, switch.
     Fast,
+    /// Snapshot, then keep the target in sync until `migrate stop` (or a cutover).
+    Continuous,
+}
+
+impl Mode {
+    /// The server's name for it (TENANT.MIGRATE ... MODE).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Fast => "fast",
+            Mode::Continuous => "continuous",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +247,14 @@ pub enum MigrateCmd {
     Resume { id: String },
     /// Stop the migration; the source keeps the tenant, the target drops its copy.
     Cancel { id: String },
+    /// End a continuous sync; the source keeps the tenant, the target keeps its copy.
+    Stop {
+        id: String,
+        /// Stop now and list what the target may be missing (default: graceful, the target
+        /// consistent as of a reported instant).
+        #[arg(long)]
+        immediate: bool,
+    },
 }
 
 /// `ferrite-cli backup ...`.

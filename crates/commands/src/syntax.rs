@@ -84,11 +84,12 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.backup.jobs", ""),
     ("tenant.restore", "tenant <BACKUP backup-id [AS new-tenant]|RDB path [DB db]> [REPLACE]"),
     // migration
-    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|INCREMENTAL>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
+    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|CONTINUOUS|INCREMENTAL>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
     ("tenant.migrate.status", "<migration-id|ALL>"),
     ("tenant.migrate.pause", "migration-id"),
     ("tenant.migrate.resume", "migration-id"),
     ("tenant.migrate.cancel", "migration-id"),
+    ("tenant.migrate.stop", "migration-id <GRACEFUL|IMMEDIATE>"),
     ("tenant.migrate.cutover", "migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE]"),
     ("tenant.migrate.validate", "tenant TARGET host:port [AUTH password]"),
     ("tenant.migrate.debug", "migration-id <BREAK breakpoint|CONTINUE|WAITING>"),
@@ -101,6 +102,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.import.prepare", "import-id"),
     ("tenant.import.activate", "import-id"),
     ("tenant.import.abort", "import-id"),
+    ("tenant.import.stop", "import-id"),
     ("tenant.import.status", "import-id"),
     // The keys named here are the imported tenant's, not keys of this command's keyspace.
     ("tenant.import.fetch", "import-id key:string [key:string ...]"),

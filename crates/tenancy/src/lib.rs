@@ -96,7 +96,7 @@ pub use gate::{WriteGate, WritePermit};
 pub use migration::{
     CutoverResult, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
-    MigrationStatus, VerifyResult,
+    MigrationStatus, StopMode, StopResult, VerifyResult,
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
 pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};

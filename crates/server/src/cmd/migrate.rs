@@ -11,7 +11,7 @@ use ferrite_storage::digest::BUCKETS;
 use ferrite_tenancy::migration::{BeginRequest, ImportError};
 use ferrite_tenancy::{
     Credential, MigrationConfig, MigrationError, MigrationMode, MigrationStatus, Registry,
-    TenantLimits,
+    StopMode, StopResult, TenantLimits,
 };
 
 use super::ServerResult;
@@ -96,6 +96,27 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
             "scheduled_cutover",
             s.scheduled_cutover.map(rfc3339_ms).unwrap_or_default(),
         ),
+        (
+            "catch_up_seconds",
+            s.catch_up_seconds
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_default(),
+        ),
+        (
+            "consistent_as_of",
+            s.stop
+                .as_ref()
+                .and_then(|r| r.consistent_as_of)
+                .map(rfc3339_ms)
+                .unwrap_or_default(),
+        ),
+        (
+            "possibly_missing_keys",
+            s.stop
+                .as_ref()
+                .map(|r| r.missing_keys.to_string())
+                .unwrap_or_default(),
+        ),
     ];
     w.map(fields.len());
     for (k, v) in fields {
@@ -111,11 +132,39 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 | "batch_size"
                 | "bytes_sent"
                 | "reconnects"
+                | "possibly_missing_keys"
         );
         match v.parse::<i64>() {
             Ok(n) if numeric => w.int(n),
             _ => w.bulk_str(&v),
         }
+    }
+}
+
+/// STOP's reply: what the target's copy holds.
+fn write_stop(w: &mut ReplyWriter<'_>, r: &StopResult) {
+    w.map(8);
+    w.bulk_str("status");
+    w.bulk_str("stopped");
+    w.bulk_str("mode");
+    w.bulk_str(r.mode.name());
+    w.bulk_str("consistent_as_of");
+    w.bulk_str(&r.consistent_as_of.map(rfc3339_ms).unwrap_or_default());
+    w.bulk_str("keys");
+    w.int(r.keys as i64);
+    w.bulk_str("digest");
+    w.bulk_str(&r.digest.map(|d| format!("{d:016x}")).unwrap_or_default());
+    w.bulk_str("possibly_missing_keys");
+    w.int(r.missing_keys as i64);
+    w.bulk_str("possibly_missing_sample");
+    w.array(r.missing_sample.len());
+    for k in &r.missing_sample {
+        w.bulk(k);
+    }
+    w.bulk_str("target_copy");
+    match &r.target_kept {
+        Ok(()) => w.bulk_str("kept"),
+        Err(why) => w.bulk_str(&format!("not confirmed: {why}")),
     }
 }
 
@@ -158,7 +207,7 @@ pub async fn run(
                     b"MODE" => {
                         cfg.mode = MigrationMode::parse(&args.text(i + 1)).ok_or_else(|| {
                             ErrorReply::err(format!(
-                                "invalid MODE '{}': use live, fast or incremental",
+                                "invalid MODE '{}': use live, fast, continuous or incremental",
                                 args.text(i + 1)
                             ))
                         })?;
@@ -216,6 +265,15 @@ pub async fn run(
         "tenant.migrate.resume" => {
             mgr.resume(&args.text(1)).await.map_err(migration_err)?;
             ReplyWriter::new(out, proto).ok();
+        }
+        "tenant.migrate.stop" => {
+            let mode = match args.len() {
+                3 if args.is(2, "GRACEFUL") => StopMode::Graceful,
+                3 if args.is(2, "IMMEDIATE") => StopMode::Immediate,
+                _ => return Err(ErrorReply::syntax()),
+            };
+            let r = mgr.stop(&args.text(1), mode).await.map_err(migration_err)?;
+            write_stop(&mut ReplyWriter::new(out, proto), &r);
         }
         "tenant.migrate.cancel" => {
             mgr.cancel(&args.text(1)).await.map_err(migration_err)?;
@@ -390,13 +448,14 @@ fn import(
             if args.text(3) == sh.run_id {
                 return Err(import_err(ImportError::SameServer));
             }
-            let state = match sh.registry.get(&tenant) {
-                None => "absent",
-                Some(t) => t.state().name(),
-            };
-            if !matches!(state, "absent" | "moved") {
+            // A stopped copy (an ended continuous sync) gives way to a new import.
+            if let Some(state) = imports.blocking_state(&tenant) {
                 return Err(import_err(ImportError::TenantExists { tenant, state }));
             }
+            let state = match sh.registry.get(&tenant) {
+                Some(t) if imports.stopped_for(&tenant).is_none() => t.state().name(),
+                _ => "absent",
+            };
             let used: u64 = sh
                 .registry
                 .list()
@@ -493,6 +552,10 @@ fn import(
             w.bulk_str(&format!("{:016x}", a.digest.combined()));
             w.bulk_str("activated_at_ms");
             w.int(a.at_ms as i64);
+        }
+        "tenant.import.stop" => {
+            imports.stop(&args.text(1)).map_err(import_err)?;
+            w.ok();
         }
         "tenant.import.abort" => {
             imports.abort(&args.text(1)).map_err(import_err)?;

@@ -40,6 +40,10 @@ pub enum ImportState {
     Receiving,
     Active,
     Aborted,
+    /// Its source stopped a continuous sync: the copy is kept as it is (the tenant stays
+    /// unservable here), never reaped, until TENANT.IMPORT.ABORT or a new import of the tenant
+    /// replaces it.
+    Stopped,
 }
 
 impl ImportState {
@@ -48,6 +52,7 @@ impl ImportState {
             ImportState::Receiving => "receiving",
             ImportState::Active => "active",
             ImportState::Aborted => "aborted",
+            ImportState::Stopped => "stopped",
         }
     }
 }
@@ -169,6 +174,11 @@ impl ImportManager {
         }
         Registry::validate_id(req.tenant.as_bytes())
             .map_err(|e| ImportError::Invalid(e.to_string()))?;
+        // A stopped copy of the tenant (an ended continuous sync) gives way to the new import.
+        if let Some(stopped) = self.stopped_for(&req.tenant) {
+            tracing::info!(import = %stopped.id, tenant = %req.tenant, "a new import replaces the stopped copy");
+            self.abort(&stopped.id)?;
+        }
         let mut imports = self.imports.lock();
         // A retry of the same migration resumes its import.
         if let Some(existing) = imports
@@ -315,10 +325,10 @@ impl ImportManager {
                     .activation()
                     .ok_or_else(|| ImportError::Invalid("activation record missing".into()));
             }
-            ImportState::Aborted => {
+            ImportState::Aborted | ImportState::Stopped => {
                 return Err(ImportError::WrongState {
                     id: id.to_string(),
-                    state: "aborted",
+                    state: state.name(),
                 });
             }
             ImportState::Receiving => {}
@@ -348,6 +358,44 @@ impl ImportManager {
         Ok(activation)
     }
 
+    /// The state of `tenant` here when it stands in the way of a new import of it (TENANT.IMPORT.CHECK):
+    /// None when it is absent, `moved` away, or a stopped copy (which a new import replaces).
+    pub fn blocking_state(&self, tenant: &str) -> Option<&'static str> {
+        let t = self.registry.get(tenant)?;
+        if t.state() == TenantState::Moved || self.stopped_for(tenant).is_some() {
+            return None;
+        }
+        Some(t.state().name())
+    }
+
+    /// The stopped import holding `tenant` here, if any.
+    pub fn stopped_for(&self, tenant: &str) -> Option<Arc<Import>> {
+        self.imports
+            .lock()
+            .values()
+            .find(|i| i.tenant_id == tenant && i.state() == ImportState::Stopped)
+            .cloned()
+    }
+
+    /// Keeps a receiving import as a stopped copy (its source stopped a continuous sync).
+    /// Idempotent.
+    pub fn stop(&self, id: &str) -> Result<(), ImportError> {
+        let import = self.get(id)?;
+        let mut state = import.state.lock();
+        match *state {
+            ImportState::Stopped => Ok(()),
+            ImportState::Receiving => {
+                *state = ImportState::Stopped;
+                tracing::info!(import = %import.id, tenant = %import.tenant_id, "import stopped by its source; the copy is kept");
+                Ok(())
+            }
+            other => Err(ImportError::WrongState {
+                id: id.to_string(),
+                state: other.name(),
+            }),
+        }
+    }
+
     /// Drops the staged data and puts back what was there before. Idempotent.
     pub fn abort(&self, id: &str) -> Result<(), ImportError> {
         let import = self.get(id)?;
@@ -360,7 +408,7 @@ impl ImportManager {
                     state: "active",
                 });
             }
-            ImportState::Receiving => {}
+            ImportState::Receiving | ImportState::Stopped => {}
         }
         *state = ImportState::Aborted;
         let previous = import.previous.lock().take();

@@ -52,6 +52,7 @@ pub mod resp;
 mod source;
 pub mod state;
 mod status;
+mod stop;
 mod stream;
 pub mod target;
 #[cfg(test)]
@@ -70,8 +71,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use api::{
-    CutoverResult, MIGRATION_USER, MigrationConfig, MigrationError, MigrationHandle, MigrationMode,
-    MigrationSettings, MigrationStatus, VerifyResult,
+    CutoverResult, MIGRATION_USER, MISSING_SAMPLE, MigrationConfig, MigrationError,
+    MigrationHandle, MigrationMode, MigrationSettings, MigrationStatus, StopMode, StopResult,
+    VerifyResult,
 };
 pub use cutover::BREAKPOINTS;
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
@@ -405,6 +407,7 @@ impl MigrationManager {
                 frozen: None,
                 subscription: None,
                 rate: Default::default(),
+                probe: None,
             },
         };
         self.inner.migrations.lock().insert(
@@ -614,6 +617,19 @@ impl MigrationManager {
         };
         self.ask(id, "debug", |reply| Request::Debug(op, reply), true)
             .await
+    }
+
+    /// Ends a continuous sync (see [`StopMode`]); the source stays the owner, untouched, and the
+    /// target keeps its copy as a stopped import. GRACEFUL answers once the target confirmed
+    /// one consistency point (bounded by the drain's budget); IMMEDIATE at once.
+    pub async fn stop(&self, id: &str, mode: StopMode) -> Result<StopResult, MigrationError> {
+        self.ask(
+            id,
+            "stop",
+            |reply| Request::Stop(mode, reply),
+            mode == StopMode::Immediate,
+        )
+        .await
     }
 
     /// Compares the target (as it was at activation) with the source's frozen copy: digests per

@@ -229,6 +229,13 @@ impl Target for RespTarget {
         })
     }
 
+    fn stop<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()> {
+        Box::pin(async move {
+            self.call(&["TENANT.IMPORT.STOP", import]).await?;
+            Ok(())
+        })
+    }
+
     fn report<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ImportReport> {
         Box::pin(async move {
             let reply = self.call(&["TENANT.IMPORT.STATUS", import]).await?;

@@ -270,6 +270,11 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
             next_beat = heartbeat(work, io, import_id).await?;
         }
         reconfigure(work, io).await?;
+        if io.ctl.pending_stop == Some(super::api::StopMode::Graceful) {
+            // Ends the run (Err(Stopped)) once the point is confirmed; a refused stop goes on.
+            super::stop::graceful(work, io, import_id).await?;
+            continue;
+        }
         if let Some(req) = io.ctl.pending_cutover.take() {
             io.ctl.running_scheduled = req.scheduled;
             let r = cutover::cutover(work, io, &req).await;
@@ -303,7 +308,7 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
             let changed = ks.changes();
             io.serve(
                 tokio::time::timeout_at(next_beat, changed.notified()),
-                |c| c.pending_cutover.is_some() || c.is_paused(),
+                |c| c.pending_cutover.is_some() || c.is_paused() || c.pending_stop.is_some(),
             )
             .await?;
         }
@@ -577,7 +582,29 @@ async fn read_changes(
     // Published before the lock is released: STATUS never sees these keys nowhere.
     io.ctl.set_unsealed(s.unsealed());
     publish_large(io, large, None);
+    if let Some(point) = work.probe.as_mut() {
+        *point = Some(super::stop::Point::of(&db));
+    }
     Ok(n)
+}
+
+/// Takes every changed key in one lock hold and ships it (a graceful STOP's last drain):
+/// returns the point the target will hold once it acknowledges everything, or None when large
+/// values had to be copied whole (in holds of their own, so no single instant describes the
+/// copy; the caller tries again).
+pub(super) async fn drain_to_point(
+    work: &mut Work,
+    io: &mut Io<'_>,
+) -> Res<Option<super::stop::Point>> {
+    let mut large = LargeQueue::new();
+    work.probe = Some(None);
+    let read = read_changes(work, io, usize::MAX, &mut large, None).await;
+    let point = work.probe.take().flatten();
+    read?;
+    let whole = !large.is_empty();
+    ship_all_large(work, io, large).await?;
+    send_all(work, io).await?;
+    Ok(point.filter(|_| !whole))
 }
 
 /// Publishes the large values not read to their end: `front_left` is what is left of the

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::api::{MigrationMode, MigrationStatus};
+use super::api::{MigrationMode, MigrationStatus, StopResult};
 use super::lag::Trend;
 use super::state::{MigrationPhase, MigrationState};
 use super::stream::InFlight;
@@ -74,6 +74,8 @@ pub(super) struct Published {
     pub lag_trend: Trend,
     /// Lag keys per second of change (negative: shrinking).
     pub lag_rate: f64,
+    /// What STOP left on the target (a stopped continuous sync).
+    pub stop: Option<StopResult>,
 }
 
 impl Published {
@@ -110,6 +112,7 @@ impl Published {
             keys_per_sec: 0.0,
             lag_trend: Trend::Stable,
             lag_rate: 0.0,
+            stop: None,
         }
     }
 
@@ -274,5 +277,22 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         duration_seconds: duration.as_secs_f64(),
         bytes_sent: p.bytes_sent,
         reconnects: p.reconnects,
+        catch_up_seconds: catch_up_seconds(p, live, lag_keys),
+        stop: p.stop.clone(),
+    }
+}
+
+/// The lag view's ETA: how long until the target has caught up at the current trend, while
+/// changes are being shipped (live sync, a graceful stop's drain).
+fn catch_up_seconds(p: &Published, live: bool, lag_keys: u64) -> Option<f64> {
+    if !live || !matches!(p.state, MigrationState::LiveSync | MigrationState::Stopping) {
+        return None;
+    }
+    if lag_keys == 0 {
+        Some(0.0)
+    } else if p.lag_rate < 0.0 {
+        Some(lag_keys as f64 / -p.lag_rate)
+    } else {
+        None
     }
 }

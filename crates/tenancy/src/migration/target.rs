@@ -105,6 +105,9 @@ pub trait Target: Send + Sync + 'static {
     fn activate<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()>;
     /// Drops the import (idempotent; `ImportActive` once activated).
     fn abort<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()>;
+    /// Keeps the import's copy as it is, as a stopped import the reaper leaves alone (a stopped
+    /// continuous sync; idempotent).
+    fn stop<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()>;
     /// The activation record (VERIFY).
     fn report<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ImportReport>;
     /// Modified time and canonical value of keys in the imported tenant (VERIFY).
