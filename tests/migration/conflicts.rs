@@ -38,7 +38,11 @@ async fn get(c: &mut ferrite_client::Connection, k: &str) -> Option<String> {
 }
 
 /// Writes `w:<n % 50>` on the source until `stop`; returns the last value written per key.
-async fn source_writer(addr: String, tenant: String, stop: Arc<AtomicBool>) -> HashMap<String, String> {
+async fn source_writer(
+    addr: String,
+    tenant: String,
+    stop: Arc<AtomicBool>,
+) -> HashMap<String, String> {
     let mut c = Client::connect(ConnectOptions::new(addr).tenant(&tenant, "pw"))
         .await
         .expect("writer connects");
@@ -70,10 +74,18 @@ async fn each_policy_decides_every_key_both_sides_wrote() {
         let mut t = tenant_conn(&src, &tenant, "pw").await;
         load(
             &mut t,
-            (0..KEYS).map(|i| s(&["SET", &format!("k{i}"), "src0"])).collect(),
+            (0..KEYS)
+                .map(|i| s(&["SET", &format!("k{i}"), "src0"]))
+                .collect(),
         )
         .await;
-        let id = migrate(&mut a, &tenant, &dst, &["MODE", "continuous", "CONFLICT", p]).await;
+        let id = migrate(
+            &mut a,
+            &tenant,
+            &dst,
+            &["MODE", "continuous", "CONFLICT", p],
+        )
+        .await;
         ids.insert(p, (tenant, id));
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -189,17 +201,43 @@ async fn conflict_needs_continuous_mode_and_a_known_policy_and_blocks_cutover() 
     let mut a = admin(&src).await;
     ok(&mut a, &["TENANT.CREATE", "acme", "PASSWORD", "pw"]).await;
     let addr = dst.addr();
-    let e = err(&mut a, &["TENANT.MIGRATE", "acme", "TARGET", &addr, "CONFLICT", "source_wins"]).await;
+    let e = err(
+        &mut a,
+        &[
+            "TENANT.MIGRATE",
+            "acme",
+            "TARGET",
+            &addr,
+            "CONFLICT",
+            "source_wins",
+        ],
+    )
+    .await;
     assert!(e.contains("MODE continuous"), "{e}");
     let e = err(
         &mut a,
-        &["TENANT.MIGRATE", "acme", "TARGET", &addr, "MODE", "continuous", "CONFLICT", "manual"],
+        &[
+            "TENANT.MIGRATE",
+            "acme",
+            "TARGET",
+            &addr,
+            "MODE",
+            "continuous",
+            "CONFLICT",
+            "manual",
+        ],
     )
     .await;
     assert!(e.contains("source_wins, target_wins or newest_wins"), "{e}");
     let all = value::as_array(&ok(&mut a, &["TENANT.MIGRATE.STATUS", "ALL"]).await).unwrap();
     assert!(all.is_empty(), "refused migrations leave nothing behind");
-    let id = migrate(&mut a, "acme", &dst, &["MODE", "continuous", "CONFLICT", "newest_wins"]).await;
+    let id = migrate(
+        &mut a,
+        "acme",
+        &dst,
+        &["MODE", "continuous", "CONFLICT", "newest_wins"],
+    )
+    .await;
     wait_state(&mut a, &id, "live_sync", LONG).await;
     let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id]).await;
     assert!(e.contains("CONFLICT"), "{e}");

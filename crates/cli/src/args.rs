@@ -13,7 +13,7 @@ Without a command, ferrite-cli starts an interactive prompt (or, when standard i
 terminal, runs one command per input line).
 
 Migration commands (run `ferrite-cli migrate --help`):
-  migrate start <tenant> <host:port> [--mode live|fast|continuous] [--parallel n] [--batch-size n] [--rate b/s]
+  migrate start <tenant> <host:port> [--mode live|fast|continuous] [--conflict source-wins|target-wins|newest-wins] [--parallel n] [--batch-size n] [--rate b/s]
   migrate status [<id>|--all]       migrate watch [<id>|--all] [--interval-ms n] [--timeout-s n]
   migrate cutover <id> [--force]    migrate verify <id>
   migrate pause|resume|cancel <id>  migrate stop <id> [--immediate]
@@ -167,6 +167,27 @@ pub enum Mode {
     Continuous,
 }
 
+/// TENANT.MIGRATE ... CONFLICT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Conflict {
+    /// The source's change overwrites the target's.
+    SourceWins,
+    /// The target's change is kept.
+    TargetWins,
+    /// The later change by modification time (the source's within a second of clock skew).
+    NewestWins,
+}
+
+impl Conflict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Conflict::SourceWins => "source_wins",
+            Conflict::TargetWins => "target_wins",
+            Conflict::NewestWins => "newest_wins",
+        }
+    }
+}
+
 impl Mode {
     /// The server's name for it (TENANT.MIGRATE ... MODE).
     pub fn name(self) -> &'static str {
@@ -200,6 +221,10 @@ pub enum MigrateCmd {
         /// Limit shipping to this many bytes per second (0 = no limit).
         #[arg(long, value_name = "BYTES_PER_SEC")]
         rate: Option<u64>,
+        /// With --mode continuous: serve the target's copy (reads and writes) while it is
+        /// synced, and resolve keys both sides changed this way.
+        #[arg(long, value_enum)]
+        conflict: Option<Conflict>,
         /// The target's password (its requirepass), when no migration token is configured.
         #[arg(long, value_name = "PASSWORD")]
         target_password: Option<String>,

@@ -288,6 +288,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             batch_size,
             timeout,
             rate: rate_limit,
+            conflict,
             target_password,
             quiet,
         } => {
@@ -310,6 +311,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             opt("TIMEOUT", timeout.map(|n| n.to_string()));
             opt("RATE", rate_limit.map(|n| n.to_string()));
             opt("AUTH", target_password);
+            opt("CONFLICT", conflict.map(|c| c.name().to_string()));
             let f = s.run(&args).await?;
             let fields = Status::from_frame(&f)?;
             let id = fields.id();
@@ -454,11 +456,16 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                             r.get("possibly_missing_sample")
                         );
                     } else {
+                        // No digest when the target takes writes too (CONFLICT): the
+                        // copies differ by design.
+                        let digest = match r.get("digest") {
+                            "" => String::new(),
+                            d => format!(", digest {d}"),
+                        };
                         outln!(
-                            "  the target's copy is consistent as of {} ({} keys, digest {})",
+                            "  the target's copy is consistent as of {} ({} keys{digest})",
                             r.get("consistent_as_of"),
-                            grouped(r.num("keys") as u64),
-                            r.get("digest")
+                            grouped(r.num("keys") as u64)
                         );
                     }
                     outln!("  target copy: {}", r.get("target_copy"));
@@ -532,6 +539,20 @@ pub fn block(st: &Status) -> String {
         line(
             "catch-up",
             format!("{} to catch up", duration(st.num("catch_up_seconds"))),
+        );
+    }
+    if !st.get("conflict_policy").is_empty() {
+        line(
+            "conflicts",
+            format!(
+                "{} ({}){}",
+                st.get("conflicts"),
+                st.get("conflict_policy"),
+                match st.get("conflict_sample") {
+                    "" => String::new(),
+                    keys => format!(" · latest: {keys}"),
+                }
+            ),
         );
     }
     if !st.get("consistent_as_of").is_empty() {

@@ -87,7 +87,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     srv("tenant.backup.jobs", 1, ADMIN | CONNECTION, "tenancy", "Backups and restores running now, with their progress."),
     srv("tenant.restore", -4, ADMIN | CONNECTION | NO_MULTI, "tenancy", "Replaces a tenant's data with a verified backup or a Redis RDB file: TENANT.RESTORE <tenant> BACKUP <id> [AS <new-tenant>] [REPLACE] | TENANT.RESTORE <tenant> RDB <path> [DB <n>] [REPLACE]."),
     srv("tenant.digest", -2, ADMIN | CONNECTION, "tenancy", "Order-independent checksum of a tenant's content, per bucket and combined: TENANT.DIGEST <id> [FULL]."),
-    srv("tenant.migrate", -4, ADMIN | CONNECTION | NO_MULTI, "migration", "Starts moving a tenant to another server: TENANT.MIGRATE <tenant> TARGET <host:port> [MODE live|fast|continuous] [PARALLEL n] [BATCH_SIZE n] [TIMEOUT s] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]."),
+    srv("tenant.migrate", -4, ADMIN | CONNECTION | NO_MULTI, "migration", "Starts moving a tenant to another server: TENANT.MIGRATE <tenant> TARGET <host:port> [MODE live|fast|continuous] [CONFLICT source_wins|target_wins|newest_wins] [PARALLEL n] [BATCH_SIZE n] [TIMEOUT s] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]."),
     srv("tenant.migrate.status", 2, ADMIN | CONNECTION, "migration", "Progress, lag and phase of a migration: TENANT.MIGRATE.STATUS <id>|ALL."),
     srv("tenant.migrate.pause", 2, ADMIN | CONNECTION, "migration", "Stops shipping changes (they are still captured): TENANT.MIGRATE.PAUSE <id>."),
     srv("tenant.migrate.resume", 2, ADMIN | CONNECTION, "migration", "Resumes a paused migration: TENANT.MIGRATE.RESUME <id>."),

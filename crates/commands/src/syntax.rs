@@ -84,7 +84,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.backup.jobs", ""),
     ("tenant.restore", "tenant <BACKUP backup-id [AS new-tenant]|RDB path [DB db]> [REPLACE]"),
     // migration
-    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|CONTINUOUS|INCREMENTAL>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
+    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|CONTINUOUS|INCREMENTAL>] [CONFLICT <SOURCE_WINS|TARGET_WINS|NEWEST_WINS>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
     ("tenant.migrate.status", "<migration-id|ALL>"),
     ("tenant.migrate.pause", "migration-id"),
     ("tenant.migrate.resume", "migration-id"),
@@ -96,7 +96,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.migrate.verify", "migration-id"),
     ("tenant.migrate.update", "migration-id [PARALLEL streams] [BATCH_SIZE keys] [RATE bytes-per-sec]"),
     ("tenant.import.check", "tenant wire-version source-run-id"),
-    ("tenant.import.begin", "tenant migration-id wire-version source-address source-run-id [PASSWORD password] [CREDENTIAL credential] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [MAXCLIENTS count]"),
+    ("tenant.import.begin", "tenant migration-id wire-version source-address source-run-id [PASSWORD password] [CREDENTIAL credential] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [MAXCLIENTS count] [CONFLICT policy]"),
     ("tenant.import.batch", "import-id batch"),
     ("tenant.import.resume", "import-id"),
     ("tenant.import.prepare", "import-id"),

@@ -61,6 +61,7 @@ pub mod names {
     pub const MIGRATION_DOWNTIME: &str = "ferrite_tenant_migration_cutover_downtime_seconds";
     pub const MIGRATION_UNREACHABLE: &str = "ferrite_tenant_migration_target_unreachable_seconds";
     pub const MIGRATION_RECONNECTS: &str = "ferrite_tenant_migration_reconnects_total";
+    pub const MIGRATION_CONFLICTS: &str = "ferrite_tenant_migration_conflicts_total";
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
     pub const IMPORTS_ACTIVE: &str = "ferrite_imports_active";
@@ -601,7 +602,7 @@ fn render_migration_counters(sh: &Shared, out: &mut String) {
         }
     }
     type Read = fn(&ferrite_tenancy::MigrationStatus) -> u64;
-    let series: [(&str, &str, Read); 3] = [
+    let series: [(&str, &str, Read); 4] = [
         (
             names::MIGRATION_KEYS,
             "Keys the tenant's latest migration has shipped and the target acknowledged.",
@@ -616,6 +617,11 @@ fn render_migration_counters(sh: &Shared, out: &mut String) {
             names::MIGRATION_RECONNECTS,
             "Reconnections to the target during the tenant's latest migration.",
             |m| m.reconnects,
+        ),
+        (
+            names::MIGRATION_CONFLICTS,
+            "Keys both sides changed that the tenant's latest sync resolved by its CONFLICT policy (as of the target's last report).",
+            |m| m.conflicts,
         ),
     ];
     for (name, help, get) in series {

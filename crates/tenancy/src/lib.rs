@@ -94,7 +94,7 @@ pub use credential::{Credential, InvalidCredential, secrets_equal};
 pub use error::TenancyError;
 pub use gate::{WriteGate, WritePermit};
 pub use migration::{
-    CutoverResult, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
+    ConflictPolicy, CutoverResult, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
     MigrationStatus, StopMode, StopResult, VerifyResult,
 };

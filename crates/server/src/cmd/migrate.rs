@@ -10,8 +10,8 @@ use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::digest::BUCKETS;
 use ferrite_tenancy::migration::{BeginRequest, ImportError};
 use ferrite_tenancy::{
-    Credential, MigrationConfig, MigrationError, MigrationMode, MigrationStatus, Registry,
-    StopMode, StopResult, TenantLimits,
+    ConflictPolicy, Credential, MigrationConfig, MigrationError, MigrationMode, MigrationStatus,
+    Registry, StopMode, StopResult, TenantLimits,
 };
 
 use super::ServerResult;
@@ -111,6 +111,21 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 .unwrap_or_default(),
         ),
         (
+            "conflict_policy",
+            s.conflict_policy
+                .map(|p| p.name().to_string())
+                .unwrap_or_default(),
+        ),
+        ("conflicts", s.conflicts.to_string()),
+        (
+            "conflict_sample",
+            s.conflict_sample
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
             "possibly_missing_keys",
             s.stop
                 .as_ref()
@@ -133,12 +148,21 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 | "bytes_sent"
                 | "reconnects"
                 | "possibly_missing_keys"
+                | "conflicts"
         );
         match v.parse::<i64>() {
             Ok(n) if numeric => w.int(n),
             _ => w.bulk_str(&v),
         }
     }
+}
+
+fn conflict_arg(s: &str) -> Result<ConflictPolicy, ErrorReply> {
+    ConflictPolicy::parse(s).ok_or_else(|| {
+        ErrorReply::err(format!(
+            "invalid CONFLICT '{s}': use source_wins, target_wins or newest_wins"
+        ))
+    })
 }
 
 /// STOP's reply: what the target's copy holds.
@@ -221,6 +245,7 @@ pub async fn run(
                     }
                     b"AUTH" => cfg.auth = Some(args.text(i + 1)),
                     b"REDIRECT" => cfg.redirect = Some(args.text(i + 1)),
+                    b"CONFLICT" => cfg.conflict = Some(conflict_arg(&args.text(i + 1))?),
                     b"RATE" => {
                         let r = args.int(i + 1)?;
                         if r < 0 {
@@ -488,6 +513,7 @@ fn import(
                 source_run_id: args.text(5),
                 credential: None,
                 limits: TenantLimits::default(),
+                conflict: None,
             };
             let mut i = 6;
             while i + 1 < args.len() {
@@ -497,6 +523,7 @@ fn import(
                             .map_err(|e| ErrorReply::err(e.to_string()))?;
                         req.credential = Some(c);
                     }
+                    b"CONFLICT" => req.conflict = Some(conflict_arg(&args.text(i + 1))?),
                     // Sources from before credentials were hashed send the password itself.
                     b"PASSWORD" => {
                         req.credential = Some(Credential::from_password(args.get(i + 1)))
@@ -564,7 +591,17 @@ fn import(
         "tenant.import.status" => {
             let imp = imports.get(&args.text(1)).map_err(import_err)?;
             let act = imp.activation();
-            w.map(11);
+            w.map(14);
+            w.bulk_str("conflict_policy");
+            w.bulk_str(imp.conflict.map_or("", |p| p.name()));
+            w.bulk_str("conflicts");
+            w.int(imp.conflicts.count() as i64);
+            w.bulk_str("conflict_sample");
+            let sample = imp.conflicts.sample();
+            w.array(sample.len());
+            for k in &sample {
+                w.bulk(k);
+            }
             w.bulk_str("import_id");
             w.bulk_str(&imp.id);
             w.bulk_str("tenant");

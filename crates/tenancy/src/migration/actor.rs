@@ -545,7 +545,9 @@ impl Control {
                 force,
                 reply,
             } => {
-                let r = if !matches!(
+                let r = if let Some(e) = self.conflict_forbids_cutover() {
+                    Err(e)
+                } else if !matches!(
                     self.state(),
                     MigrationState::Queued
                         | MigrationState::Syncing
@@ -674,6 +676,19 @@ impl Control {
         }
     }
 
+    /// A sync whose target takes writes (CONFLICT) cannot be cut over: the two copies differ
+    /// by design, so the cutover's confirmation (same keys, same digest) cannot hold, and
+    /// handing over would silently drop what the policy kept on either side.
+    fn conflict_forbids_cutover(&self) -> Option<MigrationError> {
+        self.cfg.conflict.map(|p| {
+            MigrationError::Failed(format!(
+                "migration {} syncs with CONFLICT {}: its target takes writes too, so the copies differ by design and cannot be confirmed equal; STOP it instead",
+                self.info.id,
+                p.name()
+            ))
+        })
+    }
+
     fn unschedule(&mut self) {
         self.schedule = None;
         self.withdraw_scheduled_request();
@@ -693,6 +708,10 @@ impl Control {
     /// CUTOVER and CUTOVER RETRY: refused at once when they cannot run; otherwise left for the
     /// run to start at its next chance (never while a large value is being copied).
     fn request_cutover(&mut self, force: bool, retry: bool, reply: Reply<CutoverResult>) {
+        if let Some(e) = self.conflict_forbids_cutover() {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let st = self.state();
         let handed_over = self.info.tenant.state() == TenantState::Moved;
         let refuse = |e: MigrationError, reply: Reply<CutoverResult>| {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::conflict::ConflictPolicy;
 use super::lag::Trend;
 use super::state::{MigrationPhase, MigrationState};
 use super::validate;
@@ -65,6 +66,10 @@ pub struct MigrationConfig {
     /// differs from the address this server uses to reach the target (a separate migration
     /// network, a proxy). Defaults to the target address.
     pub redirect: Option<String>,
+    /// MODE continuous only: the target's copy is served (read and written) while it is synced,
+    /// and this decides keys both sides changed (see [`super::conflict`]). None: the target's
+    /// copy stays an import its clients cannot use.
+    pub conflict: Option<ConflictPolicy>,
 }
 
 /// What a secret shows in `{:?}`: whether it is set, never its value.
@@ -83,6 +88,7 @@ impl std::fmt::Debug for MigrationConfig {
             auth,
             rate_bytes_per_sec,
             redirect,
+            conflict,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("mode", mode)
@@ -92,6 +98,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("auth", &redacted(auth))
             .field("rate_bytes_per_sec", rate_bytes_per_sec)
             .field("redirect", redirect)
+            .field("conflict", conflict)
             .finish()
     }
 }
@@ -106,6 +113,7 @@ impl Default for MigrationConfig {
             auth: None,
             rate_bytes_per_sec: 0,
             redirect: None,
+            conflict: None,
         }
     }
 }
@@ -299,6 +307,10 @@ pub struct MigrationStatus {
     pub catch_up_seconds: Option<f64>,
     /// What STOP left on the target (a stopped continuous sync).
     pub stop: Option<StopResult>,
+    pub conflict_policy: Option<ConflictPolicy>,
+    /// Conflicts the target resolved (as of its last heartbeat), and the latest keys involved.
+    pub conflicts: u64,
+    pub conflict_sample: Vec<Vec<u8>>,
 }
 
 /// How TENANT.MIGRATE.STOP ends a continuous sync.

@@ -134,7 +134,14 @@ mod tests {
             assert_eq!(ConflictPolicy::parse(p.name()), Some(p));
             assert_eq!(ConflictPolicy::parse(&p.name().to_uppercase()), Some(p));
         }
-        for bad in ["", "source", "newest", "manual", "source_wins ", "last_wins"] {
+        for bad in [
+            "",
+            "source",
+            "newest",
+            "manual",
+            "source_wins ",
+            "last_wins",
+        ] {
             assert_eq!(ConflictPolicy::parse(bad), None, "{bad:?}");
         }
     }
@@ -161,7 +168,12 @@ mod tests {
     fn the_log_counts_every_conflict_and_keeps_the_latest_names() {
         let log = ConflictLog::default();
         for i in 0..25u32 {
-            log.note("imp_1", ConflictPolicy::TargetWins, format!("k{i}").as_bytes(), i % 5 == 0);
+            log.note(
+                "imp_1",
+                ConflictPolicy::TargetWins,
+                format!("k{i}").as_bytes(),
+                i % 5 == 0,
+            );
         }
         assert_eq!(log.count(), 25);
         assert_eq!(log.source_won(), 5);

@@ -274,16 +274,20 @@ impl Target for LocalTarget {
         Box::pin(async move {
             let s = self.enter().await?;
             let i = s.imports.get(import).map_err(import_error)?;
-            Ok(match i.activation() {
+            let mut report = match i.activation() {
                 Some(a) => ImportReport {
                     activation_keys: Some(a.keys),
                     activated_at_ms: a.at_ms,
                     buckets: (0..ferrite_storage::digest::BUCKETS)
                         .map(|b| a.digest.bucket(b))
                         .collect(),
+                    ..Default::default()
                 },
                 None => ImportReport::default(),
-            })
+            };
+            report.conflicts = i.conflicts.count();
+            report.conflict_sample = i.conflicts.sample();
+            Ok(report)
         })
     }
 

@@ -42,6 +42,7 @@
 
 mod actor;
 mod api;
+pub mod conflict;
 mod cutover;
 mod delta;
 pub mod import;
@@ -75,6 +76,7 @@ pub use api::{
     MigrationHandle, MigrationMode, MigrationSettings, MigrationStatus, StopMode, StopResult,
     VerifyResult,
 };
+pub use conflict::ConflictPolicy;
 pub use cutover::BREAKPOINTS;
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
 pub use lag::Trend;
@@ -310,6 +312,12 @@ impl MigrationManager {
         if cfg.mode == MigrationMode::Incremental {
             return Err(MigrationError::UnsupportedMode("incremental"));
         }
+        if cfg.conflict.is_some() && cfg.mode != MigrationMode::Continuous {
+            return Err(MigrationError::Failed(format!(
+                "CONFLICT applies to MODE continuous (a sync whose target takes writes too), not MODE {}",
+                cfg.mode.name()
+            )));
+        }
         let t = env
             .registry
             .get(tenant)
@@ -356,6 +364,7 @@ impl MigrationManager {
             mode: cfg.mode,
             seq: n,
             delta: Default::default(),
+            conflict: cfg.conflict,
         });
         // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
         env.claim(&info)?;
@@ -704,6 +713,7 @@ impl MigrationManager {
                 mode: r.mode,
                 seq: r.seq,
                 delta: Default::default(),
+                conflict: None,
             });
             let mut p = Published::new(0, 0, 0);
             p.state = r.state;

@@ -154,6 +154,9 @@ impl Target for RespTarget {
             if let Some(c) = &req.credential {
                 args.extend(["CREDENTIAL".into(), c.encode()]);
             }
+            if let Some(p) = req.conflict {
+                args.extend(["CONFLICT".into(), p.name().into()]);
+            }
             let reply = self.call(&args).await?;
             value::as_pairs(&reply)
                 .ok()
@@ -248,10 +251,19 @@ impl Target for RespTarget {
                 .filter_map(|f| value::as_string(f).ok())
                 .filter_map(|s| u64::from_str_radix(&s, 16).ok())
                 .collect();
+            // Targets from before conflict policies report none.
+            let conflict_sample = value::field(&pairs, "conflict_sample")
+                .and_then(|v| value::as_array(v).ok())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|f| value::as_bytes(f).ok().flatten())
+                .collect();
             Ok(ImportReport {
                 activation_keys: u64::try_from(keys).ok(),
                 activated_at_ms: value::field_int(&pairs, "activated_at_ms").unwrap_or(0) as u64,
                 buckets,
+                conflicts: value::field_int(&pairs, "conflicts").unwrap_or(0).max(0) as u64,
+                conflict_sample,
             })
         })
     }

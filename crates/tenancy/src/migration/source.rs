@@ -166,6 +166,7 @@ async fn begin(work: &mut Work, io: &mut Io<'_>) -> Res<String> {
         source_run_id: io.ctl.env.run_id.clone(),
         credential: t.credential(),
         limits: t.limits(),
+        conflict: io.ctl.cfg.conflict,
     };
     let mut backoff = RECONNECT_BACKOFF.0;
     loop {
@@ -349,6 +350,9 @@ async fn heartbeat(work: &mut Work, io: &mut Io<'_>, import: &str) -> Res<Instan
     match answer {
         Ok(Ok(_)) => {
             io.ctl.link_up(Link::Control);
+            if io.ctl.cfg.conflict.is_some() {
+                report_conflicts(work, io, import).await?;
+            }
             Ok(Instant::now() + HEARTBEAT)
         }
         Ok(Err(TargetError::ImportGone(msg))) => Err(fail(format!(
@@ -372,6 +376,24 @@ async fn heartbeat(work: &mut Work, io: &mut Io<'_>, import: &str) -> Res<Instan
             Ok(Instant::now() + Duration::from_millis(500))
         }
     }
+}
+
+/// Brings the conflicts the target resolved into STATUS (a sync whose target takes writes).
+/// Best effort: an unanswered report leaves the last figures.
+async fn report_conflicts(work: &mut Work, io: &mut Io<'_>, import: &str) -> Res<()> {
+    let answer = io
+        .until(tokio::time::timeout(
+            HEARTBEAT_TIMEOUT,
+            work.target.report(import),
+        ))
+        .await?;
+    if let Ok(Ok(r)) = answer {
+        io.ctl.publish(|p| {
+            p.conflicts = r.conflicts;
+            p.conflict_sample = r.conflict_sample;
+        });
+    }
+    Ok(())
 }
 
 /// Applies UPDATE PARALLEL: waits until everything sent is acknowledged, then re-routes keys
@@ -736,8 +758,13 @@ async fn ship_large(work: &mut Work, io: &mut Io<'_>, large: &mut LargeQueue) ->
         );
         // Everything changed so far is in the copy; effects from here on go to the delta log.
         db.unmark_changed(key);
-        delta.track(key, meta.3);
-        db.count_changes_by_effects(key, true);
+        // A target that takes writes may hold its own version of the value, on which the
+        // source's effects would not give the source's value: such a value goes whole each
+        // time it changes (a conflict then replaces or keeps it as a whole).
+        if io.ctl.cfg.conflict.is_none() {
+            delta.track(key, meta.3);
+            db.count_changes_by_effects(key, true);
+        }
         (chunks, meta.0, meta.1, meta.2, s.epoch)
     };
     let mut left: u64 = chunks.iter().map(|c| c.len() as u64).sum();

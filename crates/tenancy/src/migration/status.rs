@@ -29,6 +29,8 @@ pub(super) struct Info {
     pub seq: u64,
     /// Effects of writes to the large keys already copied (see [`super::delta`]).
     pub delta: Arc<super::delta::DeltaLog>,
+    /// MODE continuous with CONFLICT: the target takes writes too.
+    pub conflict: Option<super::conflict::ConflictPolicy>,
 }
 
 /// A migration as its actor last published it.
@@ -76,6 +78,9 @@ pub(super) struct Published {
     pub lag_rate: f64,
     /// What STOP left on the target (a stopped continuous sync).
     pub stop: Option<StopResult>,
+    /// Conflicts the target reported at the last heartbeat, and the latest keys involved.
+    pub conflicts: u64,
+    pub conflict_sample: Vec<Vec<u8>>,
 }
 
 impl Published {
@@ -113,6 +118,8 @@ impl Published {
             lag_trend: Trend::Stable,
             lag_rate: 0.0,
             stop: None,
+            conflicts: 0,
+            conflict_sample: Vec::new(),
         }
     }
 
@@ -279,6 +286,9 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         reconnects: p.reconnects,
         catch_up_seconds: catch_up_seconds(p, live, lag_keys),
         stop: p.stop.clone(),
+        conflict_policy: info.conflict,
+        conflicts: p.conflicts,
+        conflict_sample: p.conflict_sample.clone(),
     }
 }
 

@@ -88,6 +88,22 @@ pub(super) async fn graceful(work: &mut Work, io: &mut Io<'_>, import: &str) -> 
             last = e.to_string();
             break;
         }
+        if io.ctl.cfg.conflict.is_some() {
+            // The target takes writes too: the copies differ by design, so the point is
+            // confirmed by every change up to it being applied (by the policy), not by digest.
+            tracing::info!(migration = %io.ctl.info.id, at_ms = point.at_ms, "graceful stop: every change up to the point applied");
+            io.ctl.stop_point = Some(StopResult {
+                mode: StopMode::Graceful,
+                consistent_as_of: Some(point.at_ms),
+                keys: point.keys,
+                digest: None,
+                missing_keys: 0,
+                missing_bytes: 0,
+                missing_sample: Vec::new(),
+                target_kept: Ok(()),
+            });
+            return Err(MigrationError::Stopped);
+        }
         let answer = io
             .until(tokio::time::timeout(budget, work.target.prepare(import)))
             .await?;

@@ -76,6 +76,10 @@ pub struct ImportReport {
     pub activated_at_ms: u64,
     /// The activation digest per bucket.
     pub buckets: Vec<u64>,
+    /// Conflicts resolved so far (a continuous sync whose target takes writes), and the latest
+    /// keys involved.
+    pub conflicts: u64,
+    pub conflict_sample: Vec<Vec<u8>>,
 }
 
 /// A migration target.

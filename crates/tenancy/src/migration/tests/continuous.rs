@@ -252,3 +252,121 @@ async fn a_continuous_sync_cuts_over_like_a_live_one() {
         "{e}"
     );
 }
+
+/// A hash of `n` fields `f<i>` = `<tag><i>`.
+fn hash_of(n: usize, tag: &str) -> Value {
+    let mut h = ferrite_storage::HashValue::default();
+    for i in 0..n {
+        h.insert(format!("f{i}").as_bytes(), format!("{tag}{i}").as_bytes());
+    }
+    Value::Hash(Box::new(h))
+}
+
+fn set_at(t: &Tenant, key: &str, v: Value, at_ms: u64) {
+    t.keyspace().lock().set(key.as_bytes(), v, None, at_ms);
+}
+
+fn canonical(t: &Tenant, key: &str) -> Option<Vec<u8>> {
+    let ks = t.keyspace();
+    let db = ks.lock();
+    db.peek(key.as_bytes())
+        .map(|e| crate::migration::wire::canonical_value(e.value(), e.expire_at().unwrap_or(0)))
+}
+
+/// What `v` looks like in [`canonical`] (the time it was written does not show).
+fn canonical_of(v: Value) -> Option<Vec<u8>> {
+    let tmp = Tenant::new("tmp", None, Default::default());
+    set_at(&tmp, "v", v, 1);
+    canonical(&tmp, "v")
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_conflict_policy_decides_keys_both_sides_changed_large_values_included() {
+    use crate::migration::conflict::{CLOCK_SKEW_TOLERANCE_MS, ConflictPolicy};
+    for policy in ConflictPolicy::ALL {
+        let r = rig(MigrationSettings::default());
+        let t = tenant(&r, 100, 0);
+        set_at(&t, "big", hash_of(10_000, "src0-"), 1);
+        let id = start(
+            &r,
+            MigrationConfig {
+                conflict: Some(policy),
+                ..continuous()
+            },
+        )
+        .await;
+        live(&r, &id).await;
+        let copy = target_copy(&r).unwrap();
+        assert_eq!(
+            copy.state(),
+            TenantState::Active,
+            "{policy:?}: served while synced"
+        );
+        // The target's clients write k0..k9 and replace the large value, now.
+        let now = ferrite_storage::now_ms();
+        for i in 0..10 {
+            set_at(&copy, &format!("k{i}"), Value::string("dst"), now);
+        }
+        set_at(&copy, "big", hash_of(10, "dst-"), now);
+        set_at(&copy, "only-dst", Value::string("mine"), now);
+        // The source writes them too: k0..k4 and the large value newer than the target's write,
+        // k5..k9 older by more than the clock-skew tolerance; k20 only on the source.
+        let newer = now + 5_000;
+        let older = now - 2 * CLOCK_SKEW_TOLERANCE_MS;
+        for i in 0..5 {
+            set_at(&t, &format!("k{i}"), Value::string("src-newer"), newer);
+        }
+        for i in 5..10 {
+            set_at(&t, &format!("k{i}"), Value::string("src-older"), older);
+        }
+        set_at(&t, "big", hash_of(10_000, "src1-"), newer);
+        set_at(&t, "k20", Value::string("src-only"), newer);
+        until(&r, &id, Duration::from_secs(60), "changes shipped", |s| {
+            s.lag_keys == 0
+        })
+        .await;
+        let import = r.mgr.status(&id).await.unwrap().import_id.unwrap();
+        let imp = r.target.server().imports.get(&import).unwrap();
+        assert_eq!(imp.conflicts.count(), 11, "{policy:?}");
+        let source_wins = |newer_side: bool| match policy {
+            ConflictPolicy::SourceWins => true,
+            ConflictPolicy::TargetWins => false,
+            ConflictPolicy::NewestWins => newer_side,
+        };
+        for i in 0..10 {
+            let k = format!("k{i}");
+            let want = if source_wins(i < 5) {
+                canonical(&t, &k)
+            } else {
+                canonical_of(Value::string("dst"))
+            };
+            assert_eq!(canonical(&copy, &k), want, "{policy:?} {k}");
+        }
+        let big_want = if source_wins(true) {
+            canonical(&t, "big")
+        } else {
+            canonical_of(hash_of(10, "dst-"))
+        };
+        assert_eq!(canonical(&copy, "big"), big_want, "{policy:?} big");
+        assert_eq!(canonical(&copy, "k20"), canonical(&t, "k20"), "no conflict");
+        assert!(
+            canonical(&copy, "only-dst").is_some(),
+            "the target's own key stays"
+        );
+        // The source learns the count at the next heartbeat.
+        let s = until(
+            &r,
+            &id,
+            Duration::from_secs(10),
+            "conflicts reported",
+            |s| s.conflicts == 11,
+        )
+        .await;
+        assert_eq!(s.conflict_policy, Some(policy));
+        assert!(!s.conflict_sample.is_empty());
+        // Such a sync is not cut over.
+        let e = r.mgr.cutover(&id).await.unwrap_err();
+        assert!(e.to_string().contains("CONFLICT"), "{e}");
+        r.mgr.stop(&id, StopMode::Immediate).await.unwrap();
+    }
+}
