@@ -171,19 +171,23 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Conflict {
     /// The source's change overwrites the target's.
-    SourceWins,
+    #[value(name = "source-wins")]
+    Source,
     /// The target's change is kept.
-    TargetWins,
+    #[value(name = "target-wins")]
+    Target,
     /// The later change by modification time (the source's within a second of clock skew).
-    NewestWins,
+    #[value(name = "newest-wins")]
+    Newest,
 }
 
 impl Conflict {
+    /// The server's name for it (TENANT.MIGRATE ... CONFLICT).
     pub fn name(self) -> &'static str {
         match self {
-            Conflict::SourceWins => "source_wins",
-            Conflict::TargetWins => "target_wins",
-            Conflict::NewestWins => "newest_wins",
+            Conflict::Source => "source_wins",
+            Conflict::Target => "target_wins",
+            Conflict::Newest => "newest_wins",
         }
     }
 }
