@@ -358,3 +358,86 @@ fn the_follow_hint_names_an_ipv6_host_correctly() {
     );
     on_src(&["migrate", "cancel", &id]);
 }
+
+#[test]
+fn a_continuous_sync_is_started_shown_and_stopped() {
+    let src = server(&[]);
+    let dst = server(&[]);
+    cli_ok(&src, &["TENANT.CREATE", "gamma", "PASSWORD", "pw"]);
+    load(&src, "gamma", 300);
+    let r = cli(
+        &src,
+        &[
+            "migrate",
+            "start",
+            "gamma",
+            &dst.addr(),
+            "--conflict",
+            "source-wins",
+        ],
+    );
+    assert_ne!(r.code, 0, "CONFLICT needs --mode continuous: {r:?}");
+    assert!(r.stderr.contains("MODE continuous"), "{r:?}");
+    let r = cli(
+        &src,
+        &[
+            "migrate",
+            "start",
+            "gamma",
+            &dst.addr(),
+            "--conflict",
+            "manual",
+        ],
+    );
+    assert_eq!(r.code, 2, "an unknown policy is a usage error: {r:?}");
+    let id = cli_ok(
+        &src,
+        &[
+            "migrate",
+            "start",
+            "gamma",
+            &dst.addr(),
+            "--mode",
+            "continuous",
+            "--conflict",
+            "newest-wins",
+            "-q",
+        ],
+    )
+    .trim()
+    .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&cli_ok(&src, &["--json", "migrate", "status", &id]))
+                .expect("json status");
+        if v["state"] == "live_sync" && v["lag_keys"] == 0 {
+            assert_eq!(v["mode"], "continuous");
+            assert_eq!(v["conflict_policy"], "newest_wins");
+            assert_eq!(v["catch_up_seconds"], 0.0, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let block = cli_ok(&src, &["migrate", "status", &id]);
+    assert!(
+        block.contains("catch-up") && block.contains("conflicts"),
+        "{block}"
+    );
+    let out = cli_ok(&src, &["migrate", "stop", &id]);
+    assert!(
+        out.starts_with(&format!(
+            "Sync {id} stopped (graceful); the source keeps the tenant."
+        )),
+        "{out}"
+    );
+    assert!(out.contains("consistent as of"), "{out}");
+    assert!(out.contains("target copy: kept"), "{out}");
+    let r = cli(&src, &["migrate", "watch", &id, "--timeout-s", "10"]);
+    assert_eq!(r.code, 0, "stopped is a successful end: {r:?}");
+    assert!(r.stdout.contains("consistent as of"), "{r:?}");
+    let r = cli(&src, &["migrate", "stop", &id, "--immediate"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("is stopped"), "{r:?}");
+}

@@ -10,6 +10,8 @@ mod writers;
 
 mod bad_input;
 mod cancel_pause;
+mod conflicts;
+mod continuous;
 mod faults;
 mod hot;
 mod live;

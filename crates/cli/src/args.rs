@@ -13,10 +13,10 @@ Without a command, ferrite-cli starts an interactive prompt (or, when standard i
 terminal, runs one command per input line).
 
 Migration commands (run `ferrite-cli migrate --help`):
-  migrate start <tenant> <host:port> [--mode live|fast] [--parallel n] [--batch-size n] [--rate b/s]
+  migrate start <tenant> <host:port> [--mode live|fast|continuous] [--conflict source-wins|target-wins|newest-wins] [--parallel n] [--batch-size n] [--rate b/s]
   migrate status [<id>|--all]       migrate watch [<id>|--all] [--interval-ms n] [--timeout-s n]
   migrate cutover <id> [--force]    migrate verify <id>
-  migrate pause|resume|cancel <id>
+  migrate pause|resume|cancel <id>  migrate stop <id> [--immediate]
 
 Backup commands (run `ferrite-cli backup --help`):
   backup create <tenant> [--name id] [--format native|rdb]   backup list [<tenant>]
@@ -163,6 +163,44 @@ pub enum Mode {
     Live,
     /// Suspend the tenant's writes, copy, switch.
     Fast,
+    /// Snapshot, then keep the target in sync until `migrate stop` (or a cutover).
+    Continuous,
+}
+
+/// TENANT.MIGRATE ... CONFLICT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Conflict {
+    /// The source's change overwrites the target's.
+    #[value(name = "source-wins")]
+    Source,
+    /// The target's change is kept.
+    #[value(name = "target-wins")]
+    Target,
+    /// The later change by modification time (the source's within a second of clock skew).
+    #[value(name = "newest-wins")]
+    Newest,
+}
+
+impl Conflict {
+    /// The server's name for it (TENANT.MIGRATE ... CONFLICT).
+    pub fn name(self) -> &'static str {
+        match self {
+            Conflict::Source => "source_wins",
+            Conflict::Target => "target_wins",
+            Conflict::Newest => "newest_wins",
+        }
+    }
+}
+
+impl Mode {
+    /// The server's name for it (TENANT.MIGRATE ... MODE).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Fast => "fast",
+            Mode::Continuous => "continuous",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +225,10 @@ pub enum MigrateCmd {
         /// Limit shipping to this many bytes per second (0 = no limit).
         #[arg(long, value_name = "BYTES_PER_SEC")]
         rate: Option<u64>,
+        /// With --mode continuous: serve the target's copy (reads and writes) while it is
+        /// synced, and resolve keys both sides changed this way.
+        #[arg(long, value_enum)]
+        conflict: Option<Conflict>,
         /// The target's password (its requirepass), when no migration token is configured.
         #[arg(long, value_name = "PASSWORD")]
         target_password: Option<String>,
@@ -234,6 +276,14 @@ pub enum MigrateCmd {
     Resume { id: String },
     /// Stop the migration; the source keeps the tenant, the target drops its copy.
     Cancel { id: String },
+    /// End a continuous sync; the source keeps the tenant, the target keeps its copy.
+    Stop {
+        id: String,
+        /// Stop now and list what the target may be missing (default: graceful, the target
+        /// consistent as of a reported instant).
+        #[arg(long)]
+        immediate: bool,
+    },
 }
 
 /// `ferrite-cli backup ...`.

@@ -8,7 +8,7 @@ use ferrite_client::{Frame, value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::args::{MigrateCmd, Mode, host_port_flags};
+use crate::args::{MigrateCmd, host_port_flags};
 use crate::output::{self, Format};
 use crate::session::{Failure, Session, exit};
 
@@ -22,7 +22,7 @@ pub struct Status {
 }
 
 /// States after which nothing more happens without an operator.
-pub const FINAL_STATES: &[&str] = &["completed", "verified", "failed", "cancelled"];
+pub const FINAL_STATES: &[&str] = &["completed", "verified", "failed", "cancelled", "stopped"];
 
 impl Status {
     pub fn from_frame(f: &Frame) -> Result<Status, Failure> {
@@ -68,7 +68,7 @@ impl Status {
 
     /// Ended the way the operator wanted.
     pub fn succeeded(&self) -> bool {
-        matches!(self.state(), "completed" | "verified")
+        matches!(self.state(), "completed" | "verified" | "stopped")
     }
 
     /// Time left until the server's estimated completion, as text ("-" when unknown).
@@ -121,6 +121,17 @@ impl Status {
             }
             "failed" => format!("failed: {}", self.get("error")),
             "cancelled" => "cancelled; the source keeps the tenant".into(),
+            "stopped" => match self.get("consistent_as_of") {
+                "" => format!(
+                    "stopped; the source keeps the tenant, the copy on {} may miss {} key(s)",
+                    self.get("target"),
+                    self.get("possibly_missing_keys")
+                ),
+                at => format!(
+                    "stopped; the source keeps the tenant, the copy on {} is consistent as of {at}",
+                    self.get("target")
+                ),
+            },
             other => other.to_string(),
         }
     }
@@ -131,6 +142,7 @@ impl Status {
 const NUMERIC_TEXT_FIELDS: &[&str] = &[
     "progress",
     "lag_seconds",
+    "catch_up_seconds",
     "keys_per_sec",
     "downtime_ms",
     "duration_seconds",
@@ -276,6 +288,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             batch_size,
             timeout,
             rate: rate_limit,
+            conflict,
             target_password,
             quiet,
         } => {
@@ -285,10 +298,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                 "TARGET".into(),
                 target.clone(),
                 "MODE".into(),
-                match mode {
-                    Mode::Live => "live".into(),
-                    Mode::Fast => "fast".into(),
-                },
+                mode.name().into(),
             ];
             let mut opt = |name: &str, v: Option<String>| {
                 if let Some(v) = v {
@@ -301,6 +311,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             opt("TIMEOUT", timeout.map(|n| n.to_string()));
             opt("RATE", rate_limit.map(|n| n.to_string()));
             opt("AUTH", target_password);
+            opt("CONFLICT", conflict.map(|c| c.name().to_string()));
             let f = s.run(&args).await?;
             let fields = Status::from_frame(&f)?;
             let id = fields.id();
@@ -314,10 +325,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                 Format::Pretty => {
                     outln!(
                         "Started migration {id}: tenant {tenant} -> {target} ({}, {})",
-                        match mode {
-                            Mode::Live => "live",
-                            Mode::Fast => "fast",
-                        },
+                        mode.name(),
                         fields.state()
                     );
                     outln!(
@@ -431,6 +439,41 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
         MigrateCmd::Cancel { id } => {
             simple(s, "TENANT.MIGRATE.CANCEL", &id, "cancelled", format).await
         }
+        MigrateCmd::Stop { id, immediate } => {
+            let how = if immediate { "IMMEDIATE" } else { "GRACEFUL" };
+            let f = s.run(&["TENANT.MIGRATE.STOP", id.as_str(), how]).await?;
+            let r = Status::from_frame(&f)?;
+            match format {
+                Format::Pretty => {
+                    outln!(
+                        "Sync {id} stopped ({}); the source keeps the tenant.",
+                        r.get("mode")
+                    );
+                    if r.get("consistent_as_of").is_empty() {
+                        outln!(
+                            "  the target may be missing {} key(s): {}",
+                            grouped(r.num("possibly_missing_keys") as u64),
+                            r.get("possibly_missing_sample")
+                        );
+                    } else {
+                        // No digest when the target takes writes too (CONFLICT): the
+                        // copies differ by design.
+                        let digest = match r.get("digest") {
+                            "" => String::new(),
+                            d => format!(", digest {d}"),
+                        };
+                        outln!(
+                            "  the target's copy is consistent as of {} ({} keys{digest})",
+                            r.get("consistent_as_of"),
+                            grouped(r.num("keys") as u64)
+                        );
+                    }
+                    outln!("  target copy: {}", r.get("target_copy"));
+                }
+                other => crate::emit_bytes(&render(&f, other)),
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -492,6 +535,37 @@ pub fn block(st: &Status) -> String {
         "rate",
         format!("{} keys/s · ETA {}", rate(st.num("keys_per_sec")), st.eta()),
     );
+    if !st.get("catch_up_seconds").is_empty() {
+        line(
+            "catch-up",
+            format!("{} to catch up", duration(st.num("catch_up_seconds"))),
+        );
+    }
+    if !st.get("conflict_policy").is_empty() {
+        line(
+            "conflicts",
+            format!(
+                "{} ({}){}",
+                st.get("conflicts"),
+                st.get("conflict_policy"),
+                match st.get("conflict_sample") {
+                    "" => String::new(),
+                    keys => format!(" · latest: {keys}"),
+                }
+            ),
+        );
+    }
+    if !st.get("consistent_as_of").is_empty() {
+        line(
+            "copy",
+            format!("consistent as of {}", st.get("consistent_as_of")),
+        );
+    } else if st.state() == "stopped" {
+        line(
+            "copy",
+            format!("may miss {} key(s)", st.get("possibly_missing_keys")),
+        );
+    }
     line(
         "started",
         format!(

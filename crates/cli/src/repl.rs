@@ -37,7 +37,7 @@ const BUILTIN_COMMANDS: &[&str] = &[
     "srandmember", "srem", "sscan", "strlen", "sunion", "sunionstore", "tenant.create",
     "tenant.delete", "tenant.digest", "tenant.info", "tenant.list", "tenant.migrate",
     "tenant.migrate.cancel", "tenant.migrate.cutover", "tenant.migrate.pause",
-    "tenant.migrate.resume", "tenant.migrate.status", "tenant.migrate.update",
+    "tenant.migrate.resume", "tenant.migrate.status", "tenant.migrate.stop", "tenant.migrate.update",
     "tenant.migrate.verify", "tenant.use", "time", "touch", "ttl", "type", "unlink", "zadd",
     "zcard", "zcount", "zincrby", "zmscore", "zpopmax", "zpopmin", "zrandmember", "zrange",
     "zrangebyscore", "zrank", "zrem", "zremrangebyrank", "zremrangebyscore", "zrevrange",

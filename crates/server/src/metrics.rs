@@ -54,12 +54,14 @@ pub mod names {
     pub const MIGRATION_LAG_SECONDS: &str = "ferrite_tenant_migration_lag_seconds";
     pub const MIGRATION_PHASE: &str = "ferrite_tenant_migration_phase";
     pub const MIGRATION_STATE: &str = "ferrite_tenant_migration_state";
+    pub const MIGRATION_MODE: &str = "ferrite_tenant_migration_mode";
     pub const MIGRATION_DURATION: &str = "ferrite_tenant_migration_duration_seconds";
     pub const MIGRATION_KEYS: &str = "ferrite_tenant_migration_keys_total";
     pub const MIGRATION_BYTES: &str = "ferrite_tenant_migration_bytes_total";
     pub const MIGRATION_DOWNTIME: &str = "ferrite_tenant_migration_cutover_downtime_seconds";
     pub const MIGRATION_UNREACHABLE: &str = "ferrite_tenant_migration_target_unreachable_seconds";
     pub const MIGRATION_RECONNECTS: &str = "ferrite_tenant_migration_reconnects_total";
+    pub const MIGRATION_CONFLICTS: &str = "ferrite_tenant_migration_conflicts_total";
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
     pub const IMPORTS_ACTIVE: &str = "ferrite_imports_active";
@@ -194,6 +196,10 @@ fn describe() {
     describe_gauge!(
         names::MIGRATION_STATE,
         "1 for the state of the tenant's latest migration, 0 for the others."
+    );
+    describe_gauge!(
+        names::MIGRATION_MODE,
+        "1 for the mode of the tenant's latest migration (live, fast, continuous, incremental), 0 for the others."
     );
     describe_gauge!(
         names::MIGRATION_DURATION,
@@ -347,7 +353,7 @@ fn refresh_persistence(sh: &Shared) {
 
 /// Migration series, per tenant (its latest migration), capped like the tenant series.
 fn refresh_migrations(sh: &Shared, cap: usize) {
-    use ferrite_tenancy::{MigrationPhase, MigrationState};
+    use ferrite_tenancy::{MigrationMode, MigrationPhase, MigrationState};
     let all = sh.migrations.status_all();
     gauge!(names::MIGRATIONS_ACTIVE).set(all.iter().filter(|m| m.state.is_active()).count() as f64);
     gauge!(names::MIGRATIONS_FAILED).set(
@@ -371,7 +377,7 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
             *e = m;
         }
     }
-    const STATES: [MigrationState; 9] = [
+    const STATES: [MigrationState; 11] = [
         MigrationState::Queued,
         MigrationState::Syncing,
         MigrationState::LiveSync,
@@ -381,6 +387,14 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
         MigrationState::Verified,
         MigrationState::Failed,
         MigrationState::Cancelled,
+        MigrationState::Stopping,
+        MigrationState::Stopped,
+    ];
+    const MODES: [MigrationMode; 4] = [
+        MigrationMode::Live,
+        MigrationMode::Fast,
+        MigrationMode::Continuous,
+        MigrationMode::Incremental,
     ];
     for (tenant, m) in latest.into_iter().take(cap) {
         gauge!(names::MIGRATION_PROGRESS, "tenant" => tenant.clone()).set(m.progress / 100.0);
@@ -399,6 +413,10 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
         for s in STATES {
             let v = if s == m.state { 1.0 } else { 0.0 };
             gauge!(names::MIGRATION_STATE, "tenant" => tenant.clone(), "state" => s.name()).set(v);
+        }
+        for mode in MODES {
+            let v = if mode == m.mode { 1.0 } else { 0.0 };
+            gauge!(names::MIGRATION_MODE, "tenant" => tenant.clone(), "mode" => mode.name()).set(v);
         }
     }
 }
@@ -584,7 +602,7 @@ fn render_migration_counters(sh: &Shared, out: &mut String) {
         }
     }
     type Read = fn(&ferrite_tenancy::MigrationStatus) -> u64;
-    let series: [(&str, &str, Read); 3] = [
+    let series: [(&str, &str, Read); 4] = [
         (
             names::MIGRATION_KEYS,
             "Keys the tenant's latest migration has shipped and the target acknowledged.",
@@ -599,6 +617,11 @@ fn render_migration_counters(sh: &Shared, out: &mut String) {
             names::MIGRATION_RECONNECTS,
             "Reconnections to the target during the tenant's latest migration.",
             |m| m.reconnects,
+        ),
+        (
+            names::MIGRATION_CONFLICTS,
+            "Keys both sides changed that the tenant's latest sync resolved by its CONFLICT policy (as of the target's last report).",
+            |m| m.conflicts,
         ),
     ];
     for (name, help, get) in series {

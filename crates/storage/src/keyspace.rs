@@ -1218,6 +1218,14 @@ impl Db {
         }
     }
 
+    /// Since when `key` has been marked changed (its oldest change not drained or unmarked), if
+    /// it is.
+    pub fn changed_since(&self, key: &[u8]) -> Option<u64> {
+        self.tracker
+            .as_ref()
+            .and_then(|t| t.dirty.get(key).map(|m| m.since_ms))
+    }
+
     /// Forgets that `key` changed (its consumer just read it whole, in the same lock hold).
     pub fn unmark_changed(&mut self, key: &[u8]) {
         if let Some(t) = self.tracker.as_mut() {

@@ -96,9 +96,9 @@ pub use credential::{Credential, InvalidCredential, secrets_equal};
 pub use error::TenancyError;
 pub use gate::{WriteGate, WritePermit};
 pub use migration::{
-    CutoverResult, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
+    ConflictPolicy, CutoverResult, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
-    MigrationStatus, VerifyResult,
+    MigrationStatus, StopMode, StopResult, VerifyResult,
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
 pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};

@@ -10,8 +10,8 @@ use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::digest::BUCKETS;
 use ferrite_tenancy::migration::{BeginRequest, ImportError};
 use ferrite_tenancy::{
-    Credential, MigrationConfig, MigrationError, MigrationMode, MigrationStatus, Registry,
-    TenantLimits,
+    ConflictPolicy, Credential, MigrationConfig, MigrationError, MigrationMode, MigrationStatus,
+    Registry, StopMode, StopResult, TenantLimits,
 };
 
 use super::ServerResult;
@@ -96,6 +96,42 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
             "scheduled_cutover",
             s.scheduled_cutover.map(rfc3339_ms).unwrap_or_default(),
         ),
+        (
+            "catch_up_seconds",
+            s.catch_up_seconds
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_default(),
+        ),
+        (
+            "consistent_as_of",
+            s.stop
+                .as_ref()
+                .and_then(|r| r.consistent_as_of)
+                .map(rfc3339_ms)
+                .unwrap_or_default(),
+        ),
+        (
+            "conflict_policy",
+            s.conflict_policy
+                .map(|p| p.name().to_string())
+                .unwrap_or_default(),
+        ),
+        ("conflicts", s.conflicts.to_string()),
+        (
+            "conflict_sample",
+            s.conflict_sample
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            "possibly_missing_keys",
+            s.stop
+                .as_ref()
+                .map(|r| r.missing_keys.to_string())
+                .unwrap_or_default(),
+        ),
     ];
     w.map(fields.len());
     for (k, v) in fields {
@@ -111,11 +147,48 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 | "batch_size"
                 | "bytes_sent"
                 | "reconnects"
+                | "possibly_missing_keys"
+                | "conflicts"
         );
         match v.parse::<i64>() {
             Ok(n) if numeric => w.int(n),
             _ => w.bulk_str(&v),
         }
+    }
+}
+
+fn conflict_arg(s: &str) -> Result<ConflictPolicy, ErrorReply> {
+    ConflictPolicy::parse(s).ok_or_else(|| {
+        ErrorReply::err(format!(
+            "invalid CONFLICT '{s}': use source_wins, target_wins or newest_wins"
+        ))
+    })
+}
+
+/// STOP's reply: what the target's copy holds.
+fn write_stop(w: &mut ReplyWriter<'_>, r: &StopResult) {
+    w.map(8);
+    w.bulk_str("status");
+    w.bulk_str("stopped");
+    w.bulk_str("mode");
+    w.bulk_str(r.mode.name());
+    w.bulk_str("consistent_as_of");
+    w.bulk_str(&r.consistent_as_of.map(rfc3339_ms).unwrap_or_default());
+    w.bulk_str("keys");
+    w.int(r.keys as i64);
+    w.bulk_str("digest");
+    w.bulk_str(&r.digest.map(|d| format!("{d:016x}")).unwrap_or_default());
+    w.bulk_str("possibly_missing_keys");
+    w.int(r.missing_keys as i64);
+    w.bulk_str("possibly_missing_sample");
+    w.array(r.missing_sample.len());
+    for k in &r.missing_sample {
+        w.bulk(k);
+    }
+    w.bulk_str("target_copy");
+    match &r.target_kept {
+        Ok(()) => w.bulk_str("kept"),
+        Err(why) => w.bulk_str(&format!("not confirmed: {why}")),
     }
 }
 
@@ -158,7 +231,7 @@ pub async fn run(
                     b"MODE" => {
                         cfg.mode = MigrationMode::parse(&args.text(i + 1)).ok_or_else(|| {
                             ErrorReply::err(format!(
-                                "invalid MODE '{}': use live, fast or incremental",
+                                "invalid MODE '{}': use live, fast, continuous or incremental",
                                 args.text(i + 1)
                             ))
                         })?;
@@ -172,6 +245,7 @@ pub async fn run(
                     }
                     b"AUTH" => cfg.auth = Some(args.text(i + 1)),
                     b"REDIRECT" => cfg.redirect = Some(args.text(i + 1)),
+                    b"CONFLICT" => cfg.conflict = Some(conflict_arg(&args.text(i + 1))?),
                     b"RATE" => {
                         let r = args.int(i + 1)?;
                         if r < 0 {
@@ -216,6 +290,15 @@ pub async fn run(
         "tenant.migrate.resume" => {
             mgr.resume(&args.text(1)).await.map_err(migration_err)?;
             ReplyWriter::new(out, proto).ok();
+        }
+        "tenant.migrate.stop" => {
+            let mode = match args.len() {
+                3 if args.is(2, "GRACEFUL") => StopMode::Graceful,
+                3 if args.is(2, "IMMEDIATE") => StopMode::Immediate,
+                _ => return Err(ErrorReply::syntax()),
+            };
+            let r = mgr.stop(&args.text(1), mode).await.map_err(migration_err)?;
+            write_stop(&mut ReplyWriter::new(out, proto), &r);
         }
         "tenant.migrate.cancel" => {
             mgr.cancel(&args.text(1)).await.map_err(migration_err)?;
@@ -390,13 +473,14 @@ fn import(
             if args.text(3) == sh.run_id {
                 return Err(import_err(ImportError::SameServer));
             }
-            let state = match sh.registry.get(&tenant) {
-                None => "absent",
-                Some(t) => t.state().name(),
-            };
-            if !matches!(state, "absent" | "moved") {
+            // A stopped copy (an ended continuous sync) gives way to a new import.
+            if let Some(state) = imports.blocking_state(&tenant) {
                 return Err(import_err(ImportError::TenantExists { tenant, state }));
             }
+            let state = match sh.registry.get(&tenant) {
+                Some(t) if imports.stopped_for(&tenant).is_none() => t.state().name(),
+                _ => "absent",
+            };
             let used: u64 = sh
                 .registry
                 .list()
@@ -430,6 +514,7 @@ fn import(
                 credential: None,
                 limits: TenantLimits::default(),
                 acl_users: Vec::new(),
+                conflict: None,
             };
             let mut i = 6;
             while i + 1 < args.len() {
@@ -439,6 +524,7 @@ fn import(
                             .map_err(|e| ErrorReply::err(e.to_string()))?;
                         req.credential = Some(c);
                     }
+                    b"CONFLICT" => req.conflict = Some(conflict_arg(&args.text(i + 1))?),
                     // Sources from before credentials were hashed send the password itself.
                     b"PASSWORD" => {
                         req.credential = Some(Credential::from_password(args.get(i + 1)))
@@ -499,6 +585,10 @@ fn import(
             w.bulk_str("activated_at_ms");
             w.int(a.at_ms as i64);
         }
+        "tenant.import.stop" => {
+            imports.stop(&args.text(1)).map_err(import_err)?;
+            w.ok();
+        }
         "tenant.import.abort" => {
             imports.abort(&args.text(1)).map_err(import_err)?;
             w.ok();
@@ -506,7 +596,17 @@ fn import(
         "tenant.import.status" => {
             let imp = imports.get(&args.text(1)).map_err(import_err)?;
             let act = imp.activation();
-            w.map(11);
+            w.map(14);
+            w.bulk_str("conflict_policy");
+            w.bulk_str(imp.conflict.map_or("", |p| p.name()));
+            w.bulk_str("conflicts");
+            w.int(imp.conflicts.count() as i64);
+            w.bulk_str("conflict_sample");
+            let sample = imp.conflicts.sample();
+            w.array(sample.len());
+            for k in &sample {
+                w.bulk(k);
+            }
             w.bulk_str("import_id");
             w.bulk_str(&imp.id);
             w.bulk_str("tenant");

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{CutoverResult, MigrationConfig, MigrationError};
+use super::api::{CutoverResult, MigrationConfig, MigrationError, StopMode, StopResult};
 use super::lag::LagTracker;
 use super::record::MigrationRecord;
 use super::state::{MigrationPhase, MigrationState};
@@ -59,6 +59,8 @@ pub(super) enum Request {
     Debug(DebugOp, Reply<Option<&'static str>>),
     /// VERIFY found both sides equal.
     Verified(Reply<()>),
+    /// TENANT.MIGRATE.STOP of a continuous sync.
+    Stop(StopMode, Reply<StopResult>),
 }
 
 /// TENANT.MIGRATE.DEBUG.
@@ -114,6 +116,12 @@ pub(super) struct Control {
     pub running_scheduled: bool,
     pub pending_cancel: Vec<Reply<()>>,
     pub pending_activation_retry: Option<Reply<CutoverResult>>,
+    /// A STOP the run has to carry out (GRACEFUL: at its next chance in live sync; IMMEDIATE:
+    /// it interrupts the run), and who waits for its result.
+    pub pending_stop: Option<StopMode>,
+    pub stop_replies: Vec<Reply<StopResult>>,
+    /// The confirmed consistency point a graceful stop reached (then the run ends).
+    pub stop_point: Option<StopResult>,
     interrupt: Option<MigrationError>,
     /// A failure that ends the run whatever it is doing (a stream the target refused): raised
     /// by every wait until the run has ended.
@@ -159,6 +167,9 @@ impl Control {
             running_scheduled: false,
             pending_cancel: Vec::new(),
             pending_activation_retry: None,
+            pending_stop: None,
+            stop_replies: Vec::new(),
+            stop_point: None,
             interrupt: None,
             fatal: None,
             breakpoints: HashSet::new(),
@@ -432,7 +443,10 @@ impl Control {
         match req {
             Request::Pause(reply) => {
                 let r = match self.state() {
-                    MigrationState::Syncing | MigrationState::LiveSync => {
+                    // A pending graceful STOP needs shipping to go on (it would wait for RESUME).
+                    MigrationState::Syncing | MigrationState::LiveSync
+                        if self.pending_stop.is_none() =>
+                    {
                         self.publish(|p| p.state = MigrationState::Paused);
                         if let Some(c) = self.pending_cutover.take_if(|c| !c.scheduled) {
                             if let Some(r) = c.reply {
@@ -460,6 +474,11 @@ impl Control {
                     _ => Err(self.wrong_state("resume")),
                 };
                 let _ = reply.send(r);
+            }
+            Request::Cancel(reply) if self.pending_stop.is_some() => {
+                // The stop ends the sync leaving the source untouched, as CANCEL would; only
+                // what the target keeps differs, and that was the operator's first choice.
+                let _ = reply.send(Err(self.wrong_state("cancel while a STOP is under way")));
             }
             Request::Cancel(reply) => match self.state() {
                 MigrationState::Queued
@@ -526,7 +545,9 @@ impl Control {
                 force,
                 reply,
             } => {
-                let r = if !matches!(
+                let r = if let Some(e) = self.conflict_forbids_cutover() {
+                    Err(e)
+                } else if !matches!(
                     self.state(),
                     MigrationState::Queued
                         | MigrationState::Syncing
@@ -585,7 +606,87 @@ impl Control {
                 let r = self.transition(MigrationState::Verified, "verify");
                 let _ = reply.send(r);
             }
+            Request::Stop(mode, reply) => self.request_stop(mode, reply),
         }
+    }
+
+    /// STOP: refused at once when it cannot run; IMMEDIATE interrupts the run wherever it
+    /// waits; GRACEFUL is left for live sync to carry out at its next chance. A second STOP
+    /// joins the first (IMMEDIATE overtakes a GRACEFUL one still looking for its point).
+    fn request_stop(&mut self, mode: StopMode, reply: Reply<StopResult>) {
+        let refuse = |e: MigrationError, reply: Reply<StopResult>| {
+            let _ = reply.send(Err(e));
+        };
+        if self.info.mode != super::api::MigrationMode::Continuous {
+            return refuse(
+                MigrationError::Failed(format!(
+                    "migration {} is MODE {}: STOP ends a continuous sync (MODE continuous); use TENANT.MIGRATE.CANCEL",
+                    self.info.id,
+                    self.info.mode.name()
+                )),
+                reply,
+            );
+        }
+        let st = self.state();
+        if self.info.tenant.state() == TenantState::Moved {
+            // Handed over (cut over, or its activation unconfirmed): nothing left to stop here.
+            return refuse(self.wrong_state("stop"), reply);
+        }
+        if self.pending_cutover.as_ref().is_some_and(|c| !c.scheduled) {
+            return refuse(self.wrong_state("stop while a cutover is pending"), reply);
+        }
+        match (st, mode) {
+            (MigrationState::LiveSync | MigrationState::Stopping, StopMode::Graceful) => {
+                self.pending_stop.get_or_insert(StopMode::Graceful);
+                self.stop_replies.push(reply);
+            }
+            (
+                MigrationState::Queued
+                | MigrationState::Syncing
+                | MigrationState::Paused
+                | MigrationState::Failed,
+                StopMode::Graceful,
+            ) => refuse(
+                MigrationError::Failed(format!(
+                    "migration {} is {}: a graceful stop needs live sync (the target has no complete copy to make consistent{}); STOP IMMEDIATE stops now",
+                    self.info.id,
+                    st.name(),
+                    if st == MigrationState::Paused {
+                        ", and a paused sync ships nothing: RESUME first"
+                    } else {
+                        ""
+                    }
+                )),
+                reply,
+            ),
+            (
+                MigrationState::Queued
+                | MigrationState::Syncing
+                | MigrationState::LiveSync
+                | MigrationState::Paused
+                | MigrationState::Failed
+                | MigrationState::Stopping,
+                StopMode::Immediate,
+            ) => {
+                self.pending_stop = Some(StopMode::Immediate);
+                self.stop_replies.push(reply);
+                self.interrupt(MigrationError::Stopped);
+            }
+            _ => refuse(self.wrong_state("stop"), reply),
+        }
+    }
+
+    /// A sync whose target takes writes (CONFLICT) cannot be cut over: the two copies differ
+    /// by design, so the cutover's confirmation (same keys, same digest) cannot hold, and
+    /// handing over would silently drop what the policy kept on either side.
+    fn conflict_forbids_cutover(&self) -> Option<MigrationError> {
+        self.cfg.conflict.map(|p| {
+            MigrationError::Failed(format!(
+                "migration {} syncs with CONFLICT {}: its target takes writes too, so the copies differ by design and cannot be confirmed equal; STOP it instead",
+                self.info.id,
+                p.name()
+            ))
+        })
     }
 
     fn unschedule(&mut self) {
@@ -607,6 +708,10 @@ impl Control {
     /// CUTOVER and CUTOVER RETRY: refused at once when they cannot run; otherwise left for the
     /// run to start at its next chance (never while a large value is being copied).
     fn request_cutover(&mut self, force: bool, retry: bool, reply: Reply<CutoverResult>) {
+        if let Some(e) = self.conflict_forbids_cutover() {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let st = self.state();
         let handed_over = self.info.tenant.state() == TenantState::Moved;
         let refuse = |e: MigrationError, reply: Reply<CutoverResult>| {
@@ -938,6 +1043,10 @@ pub(super) struct Work {
     /// with change capture and kept, like it, across a failure (part of the checkpoint).
     pub subscription: Option<ferrite_storage::SinkId>,
     pub rate: source::RateLimiter,
+    /// A graceful STOP looking for its consistency point: `Some(None)` asks the next read of
+    /// change capture to record, in the same lock hold, the instant, key count and digest it
+    /// left the tenant at (`super::stop`).
+    pub probe: Option<Option<super::stop::Point>>,
 }
 
 impl Work {
@@ -990,8 +1099,9 @@ impl Actor {
                 MigrationState::Completed | MigrationState::Verified => {
                     retain(&mut self.work, &mut io).await
                 }
-                // Cancelled is final: later requests are answered from what was published.
-                MigrationState::Cancelled => false,
+                // Cancelled and stopped are final: later requests are answered from what was
+                // published.
+                MigrationState::Cancelled | MigrationState::Stopped => false,
                 other => {
                     // Runs end in one of the states above; anything else is a bug, reported.
                     io.ctl.fail(&format!(
@@ -1038,6 +1148,10 @@ async fn finish(work: &mut Work, io: &mut Io<'_>, result: Result<(), MigrationEr
         }
         Err(MigrationError::Cancelled) => {
             cancel_cleanup(work, io).await;
+            !shutting_down
+        }
+        Err(MigrationError::Stopped) => {
+            super::stop::conclude(work, io).await;
             !shutting_down
         }
         Err(e) => {
@@ -1171,6 +1285,10 @@ async fn failed(work: &mut Work, io: &mut Io<'_>) -> bool {
                 cancel_cleanup(work, io).await;
                 !shutting_down
             }
+        }
+        Err(MigrationError::Stopped) => {
+            super::stop::conclude(work, io).await;
+            true
         }
         Err(_) => true,
         Ok(()) => {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::conflict::ConflictPolicy;
 use super::lag::Trend;
 use super::state::{MigrationPhase, MigrationState};
 use super::validate;
@@ -20,6 +21,9 @@ pub enum MigrationMode {
     Fast,
     /// Move key patterns one at a time.
     Incremental,
+    /// Snapshot, then keep the target in sync indefinitely (a warm copy) until STOP or a
+    /// cutover; the target's copy stays importing (unservable) meanwhile.
+    Continuous,
 }
 
 impl MigrationMode {
@@ -28,6 +32,7 @@ impl MigrationMode {
             MigrationMode::Live => "live",
             MigrationMode::Fast => "fast",
             MigrationMode::Incremental => "incremental",
+            MigrationMode::Continuous => "continuous",
         }
     }
 
@@ -36,6 +41,7 @@ impl MigrationMode {
             "live" => Some(MigrationMode::Live),
             "fast" => Some(MigrationMode::Fast),
             "incremental" => Some(MigrationMode::Incremental),
+            "continuous" => Some(MigrationMode::Continuous),
             _ => None,
         }
     }
@@ -60,6 +66,10 @@ pub struct MigrationConfig {
     /// differs from the address this server uses to reach the target (a separate migration
     /// network, a proxy). Defaults to the target address.
     pub redirect: Option<String>,
+    /// MODE continuous only: the target's copy is served (read and written) while it is synced,
+    /// and this decides keys both sides changed (see [`super::conflict`]). None: the target's
+    /// copy stays an import its clients cannot use.
+    pub conflict: Option<ConflictPolicy>,
 }
 
 /// What a secret shows in `{:?}`: whether it is set, never its value.
@@ -78,6 +88,7 @@ impl std::fmt::Debug for MigrationConfig {
             auth,
             rate_bytes_per_sec,
             redirect,
+            conflict,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("mode", mode)
@@ -87,6 +98,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("auth", &redacted(auth))
             .field("rate_bytes_per_sec", rate_bytes_per_sec)
             .field("redirect", redirect)
+            .field("conflict", conflict)
             .finish()
     }
 }
@@ -101,6 +113,7 @@ impl Default for MigrationConfig {
             auth: None,
             rate_bytes_per_sec: 0,
             redirect: None,
+            conflict: None,
         }
     }
 }
@@ -230,6 +243,10 @@ pub enum MigrationError {
     /// Stopped by CANCEL (or by the deletion of its tenant): not a failure.
     #[error("the migration was cancelled")]
     Cancelled,
+    /// Ended by TENANT.MIGRATE.STOP (a continuous sync): not a failure. Internal: what STOP
+    /// answers is a [`StopResult`].
+    #[error("the sync was stopped")]
+    Stopped,
     /// The migration's task did not answer in time (never expected: it answers every request
     /// at once; this bounds the wait if it ever did not).
     #[error("migration {0} did not answer in time; try again")]
@@ -285,6 +302,57 @@ pub struct MigrationStatus {
     /// Bytes sent to the target, including resends after reconnects.
     pub bytes_sent: u64,
     pub reconnects: u64,
+    /// Seconds until the target catches up at the current trend (lag shrinking; 0 when caught
+    /// up); None while the lag grows or holds, or when nothing is being synced.
+    pub catch_up_seconds: Option<f64>,
+    /// What STOP left on the target (a stopped continuous sync).
+    pub stop: Option<StopResult>,
+    pub conflict_policy: Option<ConflictPolicy>,
+    /// Conflicts the target resolved (as of its last heartbeat), and the latest keys involved.
+    pub conflicts: u64,
+    pub conflict_sample: Vec<Vec<u8>>,
+}
+
+/// How TENANT.MIGRATE.STOP ends a continuous sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Finish the batches under way, bring the target to one confirmed point, then stop.
+    Graceful,
+    /// Stop now; report what the target may be missing.
+    Immediate,
+}
+
+impl StopMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopMode::Graceful => "graceful",
+            StopMode::Immediate => "immediate",
+        }
+    }
+}
+
+/// Most key names a STOP IMMEDIATE lists among those the target may be missing.
+pub const MISSING_SAMPLE: usize = 100;
+
+/// What STOP did and what the target's copy holds.
+#[derive(Debug, Clone)]
+pub struct StopResult {
+    pub mode: StopMode,
+    /// Graceful: the instant (Unix ms) at which the target's copy equals the source's, confirmed
+    /// by the target's key count and digest.
+    pub consistent_as_of: Option<u64>,
+    /// Graceful: key count and combined digest of the source at that instant (what the target
+    /// confirmed).
+    pub keys: u64,
+    pub digest: Option<u64>,
+    /// Immediate: changed keys whose latest change the target may not have (not shipped, or
+    /// shipped and not acknowledged), their bytes, and up to [`MISSING_SAMPLE`] of their names.
+    pub missing_keys: u64,
+    pub missing_bytes: u64,
+    pub missing_sample: Vec<Vec<u8>>,
+    /// Whether the target confirmed it keeps the copy as a stopped import (else its reaper
+    /// drops the import after `sync_timeout_secs`), with the reason when it did not.
+    pub target_kept: Result<(), String>,
 }
 
 /// Result of a cutover.

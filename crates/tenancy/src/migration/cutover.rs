@@ -351,7 +351,7 @@ const DRAIN_RECONNECT_GRACE: Duration = Duration::from_millis(500);
 
 /// Waits until every batch is acknowledged. Gives up when a link stays down longer than a quick
 /// reconnect takes, or when no acknowledgement arrives for `budget`.
-async fn wait_acked(io: &mut Io<'_>, budget: Duration) -> Res<()> {
+pub(super) async fn wait_acked(io: &mut Io<'_>, budget: Duration) -> Res<()> {
     let mut acked = io.ctl.keys_acked();
     let mut progress = Instant::now();
     let grace = DRAIN_RECONNECT_GRACE.min(budget);

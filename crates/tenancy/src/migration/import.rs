@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ferrite_storage::{Digest, Slot, Value, now_ms};
 use parking_lot::Mutex;
 
+use super::conflict::{ConflictLog, ConflictPolicy};
 use super::wire::{Batch, Record, WIRE_VERSION, canonical_value, route};
 use crate::registry::Registry;
 use crate::tenant::{Tenant, TenantLimits, TenantState};
@@ -40,6 +41,10 @@ pub enum ImportState {
     Receiving,
     Active,
     Aborted,
+    /// Its source stopped a continuous sync: the copy is kept as it is (the tenant stays
+    /// unservable here), never reaped, until TENANT.IMPORT.ABORT or a new import of the tenant
+    /// replaces it.
+    Stopped,
 }
 
 impl ImportState {
@@ -48,6 +53,7 @@ impl ImportState {
             ImportState::Receiving => "receiving",
             ImportState::Active => "active",
             ImportState::Aborted => "aborted",
+            ImportState::Stopped => "stopped",
         }
     }
 }
@@ -65,6 +71,9 @@ pub struct BeginRequest {
     pub limits: TenantLimits,
     /// The tenant's ACL users (passwords as salted hashes), which move with it.
     pub acl_users: Vec<crate::acl::UserRecord>,
+    /// A continuous sync whose target takes writes too: the staged tenant is served from the
+    /// start, and this decides keys both sides changed.
+    pub conflict: Option<ConflictPolicy>,
 }
 
 /// The target's digest and key count at the moment it took ownership.
@@ -94,6 +103,11 @@ pub struct Import {
     /// Tokio's clock, so that a test under a paused clock can run the reaper's real default.
     last_activity: Mutex<tokio::time::Instant>,
     activation: Mutex<Option<Activation>>,
+    /// Set: the staged tenant is served while synced, and the policy decides conflicts.
+    pub conflict: Option<ConflictPolicy>,
+    pub conflicts: ConflictLog,
+    /// Large values whose first chunk lost a conflict: their later chunks are dropped too.
+    skipping: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Import {
@@ -171,6 +185,11 @@ impl ImportManager {
         }
         Registry::validate_id(req.tenant.as_bytes())
             .map_err(|e| ImportError::Invalid(e.to_string()))?;
+        // A stopped copy of the tenant (an ended continuous sync) gives way to the new import.
+        if let Some(stopped) = self.stopped_for(&req.tenant) {
+            tracing::info!(import = %stopped.id, tenant = %req.tenant, "a new import replaces the stopped copy");
+            self.abort(&stopped.id)?;
+        }
         let mut imports = self.imports.lock();
         // A retry of the same migration resumes its import.
         if let Some(existing) = imports
@@ -195,7 +214,14 @@ impl ImportManager {
             .acl()
             .restore(&req.acl_users)
             .map_err(|e| ImportError::Invalid(e.to_string()))?;
-        staged.set_state(TenantState::Importing);
+        if req.conflict.is_some() {
+            // Served (read and written) while synced; the keyspace records what its own
+            // clients change, which is what makes a change from the source a conflict.
+            staged.set_state(TenantState::Active);
+            staged.keyspace().lock().start_tracking();
+        } else {
+            staged.set_state(TenantState::Importing);
+        }
         let previous = self
             .registry
             .insert_import(staged.clone())
@@ -223,6 +249,9 @@ impl ImportManager {
             started: Instant::now(),
             last_activity: Mutex::new(tokio::time::Instant::now()),
             activation: Mutex::new(None),
+            conflict: req.conflict,
+            conflicts: ConflictLog::default(),
+            skipping: Mutex::new(Default::default()),
         });
         imports.insert(id, import.clone());
         tracing::info!(import = %import.id, tenant = %import.tenant_id, migration = %import.migration_id, source = %import.source_addr, "import opened");
@@ -255,10 +284,18 @@ impl ImportManager {
             let now = now_ms();
             let mark = db.effects_begin();
             let mut replayer = None;
-            let failed = records
-                .into_iter()
-                .try_for_each(|r| apply(&mut db, r, now, &mut replayer))
-                .err();
+            let failed = match import.conflict {
+                None => records
+                    .into_iter()
+                    .try_for_each(|r| apply(&mut db, r, now, &mut replayer))
+                    .err(),
+                Some(policy) => records
+                    .into_iter()
+                    .try_for_each(|r| {
+                        apply_resolving(&import, policy, &mut db, r, now, &mut replayer)
+                    })
+                    .err(),
+            };
             // Journaled as the batch itself (persistence replays it with `apply_journaled`),
             // not as what replaying its effects recorded.
             db.discard_propagated();
@@ -322,10 +359,10 @@ impl ImportManager {
                     .activation()
                     .ok_or_else(|| ImportError::Invalid("activation record missing".into()));
             }
-            ImportState::Aborted => {
+            ImportState::Aborted | ImportState::Stopped => {
                 return Err(ImportError::WrongState {
                     id: id.to_string(),
-                    state: "aborted",
+                    state: state.name(),
                 });
             }
             ImportState::Receiving => {}
@@ -355,6 +392,44 @@ impl ImportManager {
         Ok(activation)
     }
 
+    /// The state of `tenant` here when it stands in the way of a new import of it (TENANT.IMPORT.CHECK):
+    /// None when it is absent, `moved` away, or a stopped copy (which a new import replaces).
+    pub fn blocking_state(&self, tenant: &str) -> Option<&'static str> {
+        let t = self.registry.get(tenant)?;
+        if t.state() == TenantState::Moved || self.stopped_for(tenant).is_some() {
+            return None;
+        }
+        Some(t.state().name())
+    }
+
+    /// The stopped import holding `tenant` here, if any.
+    pub fn stopped_for(&self, tenant: &str) -> Option<Arc<Import>> {
+        self.imports
+            .lock()
+            .values()
+            .find(|i| i.tenant_id == tenant && i.state() == ImportState::Stopped)
+            .cloned()
+    }
+
+    /// Keeps a receiving import as a stopped copy (its source stopped a continuous sync).
+    /// Idempotent.
+    pub fn stop(&self, id: &str) -> Result<(), ImportError> {
+        let import = self.get(id)?;
+        let mut state = import.state.lock();
+        match *state {
+            ImportState::Stopped => Ok(()),
+            ImportState::Receiving => {
+                *state = ImportState::Stopped;
+                tracing::info!(import = %import.id, tenant = %import.tenant_id, "import stopped by its source; the copy is kept");
+                Ok(())
+            }
+            other => Err(ImportError::WrongState {
+                id: id.to_string(),
+                state: other.name(),
+            }),
+        }
+    }
+
     /// Drops the staged data and puts back what was there before. Idempotent.
     pub fn abort(&self, id: &str) -> Result<(), ImportError> {
         let import = self.get(id)?;
@@ -367,7 +442,7 @@ impl ImportManager {
                     state: "active",
                 });
             }
-            ImportState::Receiving => {}
+            ImportState::Receiving | ImportState::Stopped => {}
         }
         *state = ImportState::Aborted;
         let previous = import.previous.lock().take();
@@ -414,6 +489,77 @@ impl ImportManager {
             let _ = self.abort(&id);
         }
     }
+}
+
+/// Applies one record of a sync whose target takes writes: a change to a key the target's own
+/// clients changed since the sync last wrote it is a conflict, which `policy` decides (see
+/// [`super::conflict`]). Whatever the sync writes is unmarked, so only the target's own writes
+/// stay marked.
+fn apply_resolving(
+    import: &Import,
+    policy: ConflictPolicy,
+    db: &mut ferrite_storage::Db,
+    r: Record<'_>,
+    now: u64,
+    replayer: &mut Option<ferrite_commands::replay::Replayer>,
+) -> Result<(), String> {
+    // The target's own write to `key`: when (its last write; when it deleted the key, its
+    // oldest unsynced change), if it made one since the sync last wrote the key.
+    let local = |db: &ferrite_storage::Db, key: &[u8]| {
+        db.changed_since(key)
+            .map(|since| db.peek(key).map_or(since, |e| e.modified_ms().max(since)))
+    };
+    let (key, source_ms) = match &r {
+        Record::Append { key, .. } => {
+            if import.skipping.lock().contains(*key) {
+                return Ok(());
+            }
+            let key = key.to_vec();
+            apply(db, r, now, replayer)?;
+            db.unmark_changed(&key);
+            return Ok(());
+        }
+        Record::Flush { stream, parallel } => {
+            let (stream, parallel) = (usize::from(*stream), usize::from(*parallel));
+            let keys: Vec<Box<[u8]>> = db
+                .iter()
+                .filter(|(k, _)| route(k, parallel) == stream)
+                .map(|(k, _)| k.into())
+                .collect();
+            for k in keys {
+                if let Some(at) = local(db, &k) {
+                    // A flush carries no time: it counts as made now.
+                    let won = policy.source_wins(now, at);
+                    import.conflicts.note(&import.id, policy, &k, won);
+                    if !won {
+                        continue;
+                    }
+                }
+                db.entry_physical(&k, now).occupied().map(|o| o.remove());
+                db.unmark_changed(&k);
+            }
+            return Ok(());
+        }
+        Record::Put { key, modified, .. } => (key.to_vec(), *modified),
+        Record::Effect { key, now: at, .. } => (key.to_vec(), *at),
+        // A deletion carries no time: it counts as made when it arrives.
+        Record::Del { key } => (key.to_vec(), now),
+    };
+    let is_put = matches!(r, Record::Put { .. });
+    if let Some(at) = local(db, &key) {
+        let won = policy.source_wins(source_ms, at);
+        import.conflicts.note(&import.id, policy, &key, won);
+        if !won {
+            if is_put {
+                import.skipping.lock().insert(key);
+            }
+            return Ok(());
+        }
+    }
+    import.skipping.lock().remove(&key);
+    apply(db, r, now, replayer)?;
+    db.unmark_changed(&key);
+    Ok(())
 }
 
 /// The name an applied batch is journaled under, as the effect `[IMPORT_EFFECT, batch]`.

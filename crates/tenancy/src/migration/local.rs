@@ -17,7 +17,6 @@ use super::target::{
     TargetFuture,
 };
 use crate::registry::{Registry, TenancySettings};
-use crate::tenant::TenantState;
 
 /// A network fault between the source and an in-process target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -184,16 +183,14 @@ impl Target for LocalTarget {
                     ImportError::SameServer
                 )));
             }
-            if let Some(t) = s.registry.get(tenant) {
-                if t.state() != TenantState::Moved {
-                    return Err(TargetError::Refused(format!(
-                        "ERR {}",
-                        ImportError::TenantExists {
-                            tenant: tenant.into(),
-                            state: t.state().name()
-                        }
-                    )));
-                }
+            if let Some(state) = s.imports.blocking_state(tenant) {
+                return Err(TargetError::Refused(format!(
+                    "ERR {}",
+                    ImportError::TenantExists {
+                        tenant: tenant.into(),
+                        state
+                    }
+                )));
             }
             Ok(TargetCheck::default())
         })
@@ -266,20 +263,31 @@ impl Target for LocalTarget {
         })
     }
 
+    fn stop<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()> {
+        Box::pin(async move {
+            let s = self.enter().await?;
+            s.imports.stop(import).map_err(import_error)
+        })
+    }
+
     fn report<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ImportReport> {
         Box::pin(async move {
             let s = self.enter().await?;
             let i = s.imports.get(import).map_err(import_error)?;
-            Ok(match i.activation() {
+            let mut report = match i.activation() {
                 Some(a) => ImportReport {
                     activation_keys: Some(a.keys),
                     activated_at_ms: a.at_ms,
                     buckets: (0..ferrite_storage::digest::BUCKETS)
                         .map(|b| a.digest.bucket(b))
                         .collect(),
+                    ..Default::default()
                 },
                 None => ImportReport::default(),
-            })
+            };
+            report.conflicts = i.conflicts.count();
+            report.conflict_sample = i.conflicts.sample();
+            Ok(report)
         })
     }
 

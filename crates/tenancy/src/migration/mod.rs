@@ -42,6 +42,7 @@
 
 mod actor;
 mod api;
+pub mod conflict;
 mod cutover;
 mod delta;
 pub mod import;
@@ -52,6 +53,7 @@ pub mod resp;
 mod source;
 pub mod state;
 mod status;
+mod stop;
 mod stream;
 pub mod target;
 #[cfg(test)]
@@ -70,9 +72,11 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use api::{
-    CutoverResult, MIGRATION_USER, MigrationConfig, MigrationError, MigrationHandle, MigrationMode,
-    MigrationSettings, MigrationStatus, VerifyResult,
+    CutoverResult, MIGRATION_USER, MISSING_SAMPLE, MigrationConfig, MigrationError,
+    MigrationHandle, MigrationMode, MigrationSettings, MigrationStatus, StopMode, StopResult,
+    VerifyResult,
 };
+pub use conflict::ConflictPolicy;
 pub use cutover::BREAKPOINTS;
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
 pub use lag::Trend;
@@ -308,6 +312,12 @@ impl MigrationManager {
         if cfg.mode == MigrationMode::Incremental {
             return Err(MigrationError::UnsupportedMode("incremental"));
         }
+        if cfg.conflict.is_some() && cfg.mode != MigrationMode::Continuous {
+            return Err(MigrationError::Failed(format!(
+                "CONFLICT applies to MODE continuous (a sync whose target takes writes too), not MODE {}",
+                cfg.mode.name()
+            )));
+        }
         let t = env
             .registry
             .get(tenant)
@@ -354,6 +364,7 @@ impl MigrationManager {
             mode: cfg.mode,
             seq: n,
             delta: Default::default(),
+            conflict: cfg.conflict,
         });
         // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
         env.claim(&info)?;
@@ -405,6 +416,7 @@ impl MigrationManager {
                 frozen: None,
                 subscription: None,
                 rate: Default::default(),
+                probe: None,
             },
         };
         self.inner.migrations.lock().insert(
@@ -616,6 +628,19 @@ impl MigrationManager {
             .await
     }
 
+    /// Ends a continuous sync (see [`StopMode`]); the source stays the owner, untouched, and the
+    /// target keeps its copy as a stopped import. GRACEFUL answers once the target confirmed
+    /// one consistency point (bounded by the drain's budget); IMMEDIATE at once.
+    pub async fn stop(&self, id: &str, mode: StopMode) -> Result<StopResult, MigrationError> {
+        self.ask(
+            id,
+            "stop",
+            |reply| Request::Stop(mode, reply),
+            mode == StopMode::Immediate,
+        )
+        .await
+    }
+
     /// Compares the target (as it was at activation) with the source's frozen copy: digests per
     /// bucket, and a sample of keys value by value.
     pub async fn verify(&self, id: &str) -> Result<VerifyResult, MigrationError> {
@@ -688,6 +713,7 @@ impl MigrationManager {
                 mode: r.mode,
                 seq: r.seq,
                 delta: Default::default(),
+                conflict: None,
             });
             let mut p = Published::new(0, 0, 0);
             p.state = r.state;

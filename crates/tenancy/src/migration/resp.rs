@@ -158,6 +158,9 @@ impl Target for RespTarget {
             for u in &req.acl_users {
                 args.extend(["ACLUSER".into(), crate::acl::encode_record(u)]);
             }
+            if let Some(p) = req.conflict {
+                args.extend(["CONFLICT".into(), p.name().into()]);
+            }
             let reply = self.call(&args).await?;
             value::as_pairs(&reply)
                 .ok()
@@ -233,6 +236,13 @@ impl Target for RespTarget {
         })
     }
 
+    fn stop<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()> {
+        Box::pin(async move {
+            self.call(&["TENANT.IMPORT.STOP", import]).await?;
+            Ok(())
+        })
+    }
+
     fn report<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ImportReport> {
         Box::pin(async move {
             let reply = self.call(&["TENANT.IMPORT.STATUS", import]).await?;
@@ -245,10 +255,19 @@ impl Target for RespTarget {
                 .filter_map(|f| value::as_string(f).ok())
                 .filter_map(|s| u64::from_str_radix(&s, 16).ok())
                 .collect();
+            // Targets from before conflict policies report none.
+            let conflict_sample = value::field(&pairs, "conflict_sample")
+                .and_then(|v| value::as_array(v).ok())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|f| value::as_bytes(f).ok().flatten())
+                .collect();
             Ok(ImportReport {
                 activation_keys: u64::try_from(keys).ok(),
                 activated_at_ms: value::field_int(&pairs, "activated_at_ms").unwrap_or(0) as u64,
                 buckets,
+                conflicts: value::field_int(&pairs, "conflicts").unwrap_or(0).max(0) as u64,
+                conflict_sample,
             })
         })
     }

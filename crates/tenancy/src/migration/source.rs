@@ -167,6 +167,7 @@ async fn begin(work: &mut Work, io: &mut Io<'_>) -> Res<String> {
         credential: t.credential(),
         limits: t.limits(),
         acl_users: t.acl().records(),
+        conflict: io.ctl.cfg.conflict,
     };
     let mut backoff = RECONNECT_BACKOFF.0;
     loop {
@@ -271,6 +272,11 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
             next_beat = heartbeat(work, io, import_id).await?;
         }
         reconfigure(work, io).await?;
+        if io.ctl.pending_stop == Some(super::api::StopMode::Graceful) {
+            // Ends the run (Err(Stopped)) once the point is confirmed; a refused stop goes on.
+            super::stop::graceful(work, io, import_id).await?;
+            continue;
+        }
         if let Some(req) = io.ctl.pending_cutover.take() {
             io.ctl.running_scheduled = req.scheduled;
             let r = cutover::cutover(work, io, &req).await;
@@ -304,7 +310,7 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
             let changed = ks.changes();
             io.serve(
                 tokio::time::timeout_at(next_beat, changed.notified()),
-                |c| c.pending_cutover.is_some() || c.is_paused(),
+                |c| c.pending_cutover.is_some() || c.is_paused() || c.pending_stop.is_some(),
             )
             .await?;
         }
@@ -345,6 +351,9 @@ async fn heartbeat(work: &mut Work, io: &mut Io<'_>, import: &str) -> Res<Instan
     match answer {
         Ok(Ok(_)) => {
             io.ctl.link_up(Link::Control);
+            if io.ctl.cfg.conflict.is_some() {
+                report_conflicts(work, io, import).await?;
+            }
             Ok(Instant::now() + HEARTBEAT)
         }
         Ok(Err(TargetError::ImportGone(msg))) => Err(fail(format!(
@@ -368,6 +377,24 @@ async fn heartbeat(work: &mut Work, io: &mut Io<'_>, import: &str) -> Res<Instan
             Ok(Instant::now() + Duration::from_millis(500))
         }
     }
+}
+
+/// Brings the conflicts the target resolved into STATUS (a sync whose target takes writes).
+/// Best effort: an unanswered report leaves the last figures.
+async fn report_conflicts(work: &mut Work, io: &mut Io<'_>, import: &str) -> Res<()> {
+    let answer = io
+        .until(tokio::time::timeout(
+            HEARTBEAT_TIMEOUT,
+            work.target.report(import),
+        ))
+        .await?;
+    if let Ok(Ok(r)) = answer {
+        io.ctl.publish(|p| {
+            p.conflicts = r.conflicts;
+            p.conflict_sample = r.conflict_sample;
+        });
+    }
+    Ok(())
 }
 
 /// Applies UPDATE PARALLEL: waits until everything sent is acknowledged, then re-routes keys
@@ -578,7 +605,29 @@ async fn read_changes(
     // Published before the lock is released: STATUS never sees these keys nowhere.
     io.ctl.set_unsealed(s.unsealed());
     publish_large(io, large, None);
+    if let Some(point) = work.probe.as_mut() {
+        *point = Some(super::stop::Point::of(&db));
+    }
     Ok(n)
+}
+
+/// Takes every changed key in one lock hold and ships it (a graceful STOP's last drain):
+/// returns the point the target will hold once it acknowledges everything, or None when large
+/// values had to be copied whole (in holds of their own, so no single instant describes the
+/// copy; the caller tries again).
+pub(super) async fn drain_to_point(
+    work: &mut Work,
+    io: &mut Io<'_>,
+) -> Res<Option<super::stop::Point>> {
+    let mut large = LargeQueue::new();
+    work.probe = Some(None);
+    let read = read_changes(work, io, usize::MAX, &mut large, None).await;
+    let point = work.probe.take().flatten();
+    read?;
+    let whole = !large.is_empty();
+    ship_all_large(work, io, large).await?;
+    send_all(work, io).await?;
+    Ok(point.filter(|_| !whole))
 }
 
 /// Publishes the large values not read to their end: `front_left` is what is left of the
@@ -710,8 +759,13 @@ async fn ship_large(work: &mut Work, io: &mut Io<'_>, large: &mut LargeQueue) ->
         );
         // Everything changed so far is in the copy; effects from here on go to the delta log.
         db.unmark_changed(key);
-        delta.track(key, meta.3);
-        db.count_changes_by_effects(key, true);
+        // A target that takes writes may hold its own version of the value, on which the
+        // source's effects would not give the source's value: such a value goes whole each
+        // time it changes (a conflict then replaces or keeps it as a whole).
+        if io.ctl.cfg.conflict.is_none() {
+            delta.track(key, meta.3);
+            db.count_changes_by_effects(key, true);
+        }
         (chunks, meta.0, meta.1, meta.2, s.epoch)
     };
     let mut left: u64 = chunks.iter().map(|c| c.len() as u64).sum();

@@ -6,6 +6,10 @@
 //!              ▼  │        ▼   │ (cutover refused or rolled back)
 //!            paused     cutting_over ─▶ completed ─▶ verified
 //! any running state ─▶ failed ─▶ syncing (retry)      any state before cutover ─▶ cancelled
+//!
+//! continuous syncs, TENANT.MIGRATE.STOP:
+//! live_sync ─▶ stopping ─▶ stopped          (GRACEFUL; a refused stop goes back to live_sync)
+//! queued | syncing | live_sync | paused | failed ─▶ stopped          (IMMEDIATE)
 //! ```
 //! Every change goes through [`MigrationState::can_become`], so an operation that does not fit
 //! the current state is refused with an error naming the state.
@@ -31,6 +35,11 @@ pub enum MigrationState {
     Failed,
     /// Stopped by CANCEL; the source owns the tenant, the target holds nothing.
     Cancelled,
+    /// STOP GRACEFUL of a continuous sync: bringing the target to one confirmed point.
+    Stopping,
+    /// A continuous sync ended by STOP: the source owns the tenant, untouched; the target keeps
+    /// its copy as a stopped import (STATUS says as of when, or what it may miss).
+    Stopped,
 }
 
 impl MigrationState {
@@ -45,6 +54,8 @@ impl MigrationState {
             MigrationState::Verified => "verified",
             MigrationState::Failed => "failed",
             MigrationState::Cancelled => "cancelled",
+            MigrationState::Stopping => "stopping",
+            MigrationState::Stopped => "stopped",
         }
     }
 
@@ -53,26 +64,36 @@ impl MigrationState {
         use MigrationState::*;
         matches!(
             (self, next),
-            (Queued, Syncing | Cancelled | Failed)
-                | (Syncing, LiveSync | Paused | Failed | Cancelled)
-                | (LiveSync, Paused | CuttingOver | Failed | Cancelled)
-                | (Paused, Syncing | LiveSync | Failed | Cancelled)
+            (Queued, Syncing | Cancelled | Failed | Stopped)
+                | (Syncing, LiveSync | Paused | Failed | Cancelled | Stopped)
+                | (
+                    LiveSync,
+                    Paused | CuttingOver | Failed | Cancelled | Stopping | Stopped
+                )
+                | (Paused, Syncing | LiveSync | Failed | Cancelled | Stopped)
+                | (Stopping, Stopped | LiveSync | Failed)
                 | (CuttingOver, Completed | LiveSync | Failed)
                 | (Completed, Verified | Completed)
                 | (Verified, Verified)
-                | (Failed, Syncing | Queued | Cancelled | Completed | LiveSync)
+                | (
+                    Failed,
+                    Syncing | Queued | Cancelled | Completed | LiveSync | Stopped
+                )
         )
     }
 
     /// Still running (occupies a concurrency slot, holds change capture).
     pub fn is_active(self) -> bool {
         use MigrationState::*;
-        matches!(self, Syncing | LiveSync | Paused | CuttingOver)
+        matches!(self, Syncing | LiveSync | Paused | CuttingOver | Stopping)
     }
 
     /// Finished for good.
     pub fn is_terminal(self) -> bool {
-        matches!(self, MigrationState::Verified | MigrationState::Cancelled)
+        matches!(
+            self,
+            MigrationState::Verified | MigrationState::Cancelled | MigrationState::Stopped
+        )
     }
 }
 
@@ -148,5 +169,16 @@ mod tests {
         );
         assert!(Failed.can_become(Syncing), "retry");
         assert!(!Verified.can_become(Failed));
+        assert!(LiveSync.can_become(Stopping), "STOP GRACEFUL");
+        assert!(Stopping.can_become(Stopped));
+        assert!(Stopping.can_become(LiveSync), "a refused graceful stop");
+        assert!(Paused.can_become(Stopped), "STOP IMMEDIATE");
+        assert!(!Stopped.can_become(Syncing), "stopped is final");
+        assert!(
+            !Completed.can_become(Stopped),
+            "a cut-over sync is not stopped"
+        );
+        assert!(!Stopping.can_become(CuttingOver));
+        assert!(Stopped.is_terminal() && Stopping.is_active());
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::api::{MigrationMode, MigrationStatus};
+use super::api::{MigrationMode, MigrationStatus, StopResult};
 use super::lag::Trend;
 use super::state::{MigrationPhase, MigrationState};
 use super::stream::InFlight;
@@ -29,6 +29,8 @@ pub(super) struct Info {
     pub seq: u64,
     /// Effects of writes to the large keys already copied (see [`super::delta`]).
     pub delta: Arc<super::delta::DeltaLog>,
+    /// MODE continuous with CONFLICT: the target takes writes too.
+    pub conflict: Option<super::conflict::ConflictPolicy>,
 }
 
 /// A migration as its actor last published it.
@@ -74,6 +76,11 @@ pub(super) struct Published {
     pub lag_trend: Trend,
     /// Lag keys per second of change (negative: shrinking).
     pub lag_rate: f64,
+    /// What STOP left on the target (a stopped continuous sync).
+    pub stop: Option<StopResult>,
+    /// Conflicts the target reported at the last heartbeat, and the latest keys involved.
+    pub conflicts: u64,
+    pub conflict_sample: Vec<Vec<u8>>,
 }
 
 impl Published {
@@ -110,6 +117,9 @@ impl Published {
             keys_per_sec: 0.0,
             lag_trend: Trend::Stable,
             lag_rate: 0.0,
+            stop: None,
+            conflicts: 0,
+            conflict_sample: Vec::new(),
         }
     }
 
@@ -274,5 +284,25 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         duration_seconds: duration.as_secs_f64(),
         bytes_sent: p.bytes_sent,
         reconnects: p.reconnects,
+        catch_up_seconds: catch_up_seconds(p, live, lag_keys),
+        stop: p.stop.clone(),
+        conflict_policy: info.conflict,
+        conflicts: p.conflicts,
+        conflict_sample: p.conflict_sample.clone(),
+    }
+}
+
+/// The lag view's ETA: how long until the target has caught up at the current trend, while
+/// changes are being shipped (live sync, a graceful stop's drain).
+fn catch_up_seconds(p: &Published, live: bool, lag_keys: u64) -> Option<f64> {
+    if !live || !matches!(p.state, MigrationState::LiveSync | MigrationState::Stopping) {
+        return None;
+    }
+    if lag_keys == 0 {
+        Some(0.0)
+    } else if p.lag_rate < 0.0 {
+        Some(lag_keys as f64 / -p.lag_rate)
+    } else {
+        None
     }
 }

@@ -76,6 +76,10 @@ pub struct ImportReport {
     pub activated_at_ms: u64,
     /// The activation digest per bucket.
     pub buckets: Vec<u64>,
+    /// Conflicts resolved so far (a continuous sync whose target takes writes), and the latest
+    /// keys involved.
+    pub conflicts: u64,
+    pub conflict_sample: Vec<Vec<u8>>,
 }
 
 /// A migration target.
@@ -105,6 +109,9 @@ pub trait Target: Send + Sync + 'static {
     fn activate<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()>;
     /// Drops the import (idempotent; `ImportActive` once activated).
     fn abort<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()>;
+    /// Keeps the import's copy as it is, as a stopped import the reaper leaves alone (a stopped
+    /// continuous sync; idempotent).
+    fn stop<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()>;
     /// The activation record (VERIFY).
     fn report<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ImportReport>;
     /// Modified time and canonical value of keys in the imported tenant (VERIFY).

@@ -1187,3 +1187,6 @@ fn timing_of_a_large_copy() {
         );
     }
 }
+
+/// Continuous syncs: STOP GRACEFUL/IMMEDIATE, a cutover of a continuous sync.
+mod continuous;
