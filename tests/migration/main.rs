@@ -10,9 +10,11 @@ mod writers;
 
 mod bad_input;
 mod cancel_pause;
+mod dns;
 mod faults;
 mod hot;
 mod live;
+mod orchestration;
 mod production;
 mod reporting;
 mod responsive;

@@ -94,9 +94,9 @@ pub use credential::{Credential, InvalidCredential, secrets_equal};
 pub use error::TenancyError;
 pub use gate::{WriteGate, WritePermit};
 pub use migration::{
-    CutoverResult, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
-    MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
-    MigrationStatus, VerifyResult,
+    AfterRequires, Approval, CutoverResult, GroupOp, GroupOutcome, ImportManager,
+    MigrationConfig, MigrationError, MigrationHandle, MigrationManager, MigrationMode,
+    MigrationPhase, MigrationSettings, MigrationState, MigrationStatus, Priority, VerifyResult,
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
 pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};

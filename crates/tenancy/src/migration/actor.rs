@@ -59,6 +59,8 @@ pub(super) enum Request {
     Debug(DebugOp, Reply<Option<&'static str>>),
     /// VERIFY found both sides equal.
     Verified(Reply<()>),
+    /// APPROVE, REJECT, PRIORITY, AFTER (see [`super::schedule`]).
+    Admission(super::schedule::AdmissionRequest),
 }
 
 /// TENANT.MIGRATE.DEBUG.
@@ -131,6 +133,10 @@ pub(super) struct Control {
     pub events_tx: mpsc::UnboundedSender<LinkEvent>,
     recorded: Option<MigrationState>,
     next_tick: Instant,
+    /// Dependencies and approval it waits for before taking a slot.
+    pub admission: super::schedule::Admission,
+    /// Bytes per second sent (STATUS `bytes_per_sec`, the aggregate view).
+    throughput: super::schedule::ByteRate,
 }
 
 /// Why a wait ended early.
@@ -170,6 +176,8 @@ impl Control {
             events_tx,
             recorded: None,
             next_tick: Instant::now() + TICK,
+            admission: Default::default(),
+            throughput: Default::default(),
         }
     }
 
@@ -463,6 +471,9 @@ impl Control {
             }
             Request::Cancel(reply) => match self.state() {
                 MigrationState::Queued
+                | MigrationState::Waiting
+                | MigrationState::AwaitingApproval
+                | MigrationState::Approved
                 | MigrationState::Syncing
                 | MigrationState::LiveSync
                 | MigrationState::Paused
@@ -494,7 +505,8 @@ impl Control {
                 let st = self.state();
                 // A failed migration may be updated too: the settings apply when it is retried.
                 let r = if st.is_active()
-                    || matches!(st, MigrationState::Queued | MigrationState::Failed)
+                    || st.is_pending()
+                    || st == MigrationState::Failed
                 {
                     if let Some(p) = parallel {
                         self.cfg.parallel = p;
@@ -506,9 +518,11 @@ impl Control {
                         self.cfg.rate_bytes_per_sec = r;
                     }
                     let (p, b) = (self.cfg.parallel, self.cfg.batch_size);
+                    let own_rate = self.cfg.rate_bytes_per_sec;
                     self.publish(|s| {
                         s.parallel = p;
                         s.batch_size = b;
+                        s.rate_bytes_per_sec = own_rate;
                     });
                     Ok(())
                 } else {
@@ -529,6 +543,9 @@ impl Control {
                 let r = if !matches!(
                     self.state(),
                     MigrationState::Queued
+                        | MigrationState::Waiting
+                        | MigrationState::AwaitingApproval
+                        | MigrationState::Approved
                         | MigrationState::Syncing
                         | MigrationState::LiveSync
                         | MigrationState::Paused
@@ -585,6 +602,7 @@ impl Control {
                 let r = self.transition(MigrationState::Verified, "verify");
                 let _ = reply.send(r);
             }
+            Request::Admission(req) => super::schedule::handle(self, req),
         }
     }
 
@@ -750,6 +768,9 @@ impl Control {
             }
         }
         self.run_schedule();
+        let sent = self.status.borrow().bytes_sent;
+        let bytes_per_sec = self.throughput.sample(sent);
+        self.publish(|p| p.bytes_per_sec = bytes_per_sec);
     }
 
     fn run_schedule(&mut self) {
@@ -767,9 +788,9 @@ impl Control {
                     reply: None,
                 });
             }
-            MigrationState::Queued | MigrationState::Syncing | MigrationState::Paused
-                if now < s.at_ms + SCHEDULE_PATIENCE_MS => {}
-            MigrationState::Queued | MigrationState::Syncing | MigrationState::Paused => {
+            st if (st.is_pending() || matches!(st, MigrationState::Syncing | MigrationState::Paused))
+                && now < s.at_ms + SCHEDULE_PATIENCE_MS => {}
+            st if st.is_pending() || matches!(st, MigrationState::Syncing | MigrationState::Paused) => {
                 self.unschedule();
                 self.note_error("scheduled cutover failed: the migration never reached live sync");
             }
@@ -931,7 +952,7 @@ pub(super) struct Work {
     pub checkpoint: Checkpoint,
     pub streams: Option<Streams>,
     /// The concurrency slot, held while a run goes on.
-    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub permit: Option<super::schedule::SlotPermit>,
     /// The source's copy, kept read-only after cutover for VERIFY and released after retention.
     pub frozen: Option<Arc<ferrite_storage::Keyspace>>,
     /// The delta log's subscription to the tenant's keyspace effects (`super::delta`): taken
@@ -983,7 +1004,10 @@ impl Actor {
             };
             let go_on = match io.ctl.state() {
                 MigrationState::Queued => {
-                    let result = source::run(&mut self.work, &mut io).await;
+                    let result = match super::schedule::admit(&mut io).await {
+                        Ok(()) => source::run(&mut self.work, &mut io).await,
+                        Err(e) => Err(e),
+                    };
                     finish(&mut self.work, &mut io, result).await
                 }
                 MigrationState::Failed => failed(&mut self.work, &mut io).await,

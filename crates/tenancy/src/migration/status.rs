@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::api::{MigrationMode, MigrationStatus};
+use super::api::{Approval, MigrationMode, MigrationStatus, Priority};
 use super::lag::Trend;
 use super::state::{MigrationPhase, MigrationState};
 use super::stream::InFlight;
@@ -74,6 +74,17 @@ pub(super) struct Published {
     pub lag_trend: Trend,
     /// Lag keys per second of change (negative: shrinking).
     pub lag_rate: f64,
+    /// Bytes per second sent, over the last few seconds.
+    pub bytes_per_sec: f64,
+    pub priority: Priority,
+    /// Its own RATE (bytes per second, 0 = none), before the server-wide bandwidth share.
+    pub rate_bytes_per_sec: u64,
+    /// The dependencies it still waits for (state `waiting`).
+    pub waiting_for: Vec<String>,
+    /// Set when it needs an approval: pending, then who decided what and when.
+    pub approval: Option<Approval>,
+    /// VALIDATE's report while it awaits approval: (check, detail), `result` last.
+    pub plan: Vec<(String, String)>,
 }
 
 impl Published {
@@ -110,6 +121,12 @@ impl Published {
             keys_per_sec: 0.0,
             lag_trend: Trend::Stable,
             lag_rate: 0.0,
+            bytes_per_sec: 0.0,
+            priority: Priority::Normal,
+            rate_bytes_per_sec: 0,
+            waiting_for: Vec::new(),
+            approval: None,
+            plan: Vec::new(),
         }
     }
 
@@ -210,7 +227,7 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
     };
     let progress = match p.state {
         MigrationState::Completed | MigrationState::Verified => 100.0,
-        MigrationState::Queued => 0.0,
+        st if st.is_pending() => 0.0,
         // Stopped short: how far the copy got, never "done".
         MigrationState::Failed | MigrationState::Cancelled => copied(keys_synced, keys_total),
         _ if !live => copied(keys_synced, keys_total),
@@ -274,5 +291,15 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         duration_seconds: duration.as_secs_f64(),
         bytes_sent: p.bytes_sent,
         reconnects: p.reconnects,
+        bytes_per_sec: p.bytes_per_sec,
+        priority: p.priority,
+        // Filled in by the manager, which knows the group and the bandwidth shares.
+        group: None,
+        queue_position: None,
+        waiting_for: p.waiting_for.clone(),
+        rate_limit: p.rate_bytes_per_sec,
+        approval: p.approval.clone(),
+        plan: p.plan.clone(),
+        dns: None,
     }
 }
