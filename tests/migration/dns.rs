@@ -161,7 +161,12 @@ fn source_for(dns: &DnsServer, secret: &str, dir: &Path) -> Server {
         ),
     )
     .expect("config");
-    Server::start_with(&["--config", &path.display().to_string()])
+    Server::start_with(&[
+        "--config",
+        &path.display().to_string(),
+        "--log-level",
+        "info",
+    ])
 }
 
 async fn tenant(s: &Server, keys: usize) {
@@ -183,10 +188,7 @@ fn s_(v: &[&str]) -> Vec<String> {
 
 /// A migration whose clients are sent to 127.0.0.2 (the target's port): what the DNS name must
 /// point at after the cutover, distinct from the source's 127.0.0.1.
-async fn live_migration(
-    a: &mut ferrite_client::Connection,
-    dst: &Server,
-) -> String {
+async fn live_migration(a: &mut ferrite_client::Connection, dst: &Server) -> String {
     let redirect = format!("127.0.0.2:{}", dst.port);
     let id = migrate(a, "acme", dst, &["REDIRECT", &redirect]).await;
     wait_state(a, &id, "live_sync", LONG).await;
@@ -219,7 +221,9 @@ async fn cutover_dns_points_the_name_at_the_target_on_bind_and_knot() {
         let v = fields(&ok(&mut a, &["TENANT.MIGRATE.VERIFY", &id]).await);
         assert_eq!(v["status"], "verified", "{kind:?}: {v:?}");
         assert!(
-            src.log().iter().any(|l| l.contains("DNS name pointed at the target")),
+            src.log()
+                .iter()
+                .any(|l| l.contains("DNS name pointed at the target")),
             "{kind:?}: logged"
         );
     }
@@ -240,7 +244,16 @@ async fn a_failed_dns_update_aborts_the_cutover_or_warns() {
     let id = live_migration(&mut a, &dst).await;
 
     // Bad input changes nothing.
-    let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "DNS", "acme.elsewhere.example"]).await;
+    let e = err(
+        &mut a,
+        &[
+            "TENANT.MIGRATE.CUTOVER",
+            &id,
+            "DNS",
+            "acme.elsewhere.example",
+        ],
+    )
+    .await;
     assert!(e.contains("is not in the zone"), "{e}");
     let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "DNS", NAME, "NOW"]).await;
     assert!(e.contains("syntax"), "{e}");
@@ -262,7 +275,12 @@ async fn a_failed_dns_update_aborts_the_cutover_or_warns() {
     .await;
     let e = err(
         &mut a,
-        &["CONFIG", "SET", "tenancy.migration.dns.on_failure", "ignore"],
+        &[
+            "CONFIG",
+            "SET",
+            "tenancy.migration.dns.on_failure",
+            "ignore",
+        ],
     )
     .await;
     assert!(e.contains("not one of: abort, warn"), "{e}");
@@ -289,7 +307,11 @@ async fn a_cutover_refused_after_the_update_points_the_name_back() {
     let mut a = admin(&src).await;
     let id = live_migration(&mut a, &dst).await;
     // Shipping crawls and any lag refuses the cutover, after the DNS update went through.
-    ok(&mut a, &["CONFIG", "SET", "tenancy.migration.cutover_max_lag", "0"]).await;
+    ok(
+        &mut a,
+        &["CONFIG", "SET", "tenancy.migration.cutover_max_lag", "0"],
+    )
+    .await;
     ok(&mut a, &["TENANT.MIGRATE.UPDATE", &id, "RATE", "1"]).await;
     let mut t = tenant_conn(&src, "acme", "pw").await;
     for i in 0..200 {
@@ -299,7 +321,11 @@ async fn a_cutover_refused_after_the_update_points_the_name_back() {
     let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "DNS", NAME]).await;
     assert!(e.contains("lag is"), "{e}");
     assert!(e.contains("pointed back at this server"), "{e}");
-    assert_eq!(dig(dns.port, NAME), "127.0.0.1", "the source's address again");
+    assert_eq!(
+        dig(dns.port, NAME),
+        "127.0.0.1",
+        "the source's address again"
+    );
     assert_eq!(status(&mut a, &id).await["state"], "live_sync");
     ok(&mut t, &["SET", "writable", "here"]).await;
 }

@@ -11,10 +11,10 @@ use crate::util::*;
 use crate::{LONG, SHORT};
 
 /// A tenant with `keys` keys of `size`-byte values.
-async fn tenant_with(s: &Server, tenant: &str, keys: usize, size: usize) {
-    let mut a = admin(s).await;
+async fn tenant_with(server: &Server, tenant: &str, keys: usize, size: usize) {
+    let mut a = admin(server).await;
     ok(&mut a, &["TENANT.CREATE", tenant, "PASSWORD", "pw"]).await;
-    let mut t = tenant_conn(s, tenant, "pw").await;
+    let mut t = tenant_conn(server, tenant, "pw").await;
     let filler = "x".repeat(size);
     load(
         &mut t,
@@ -69,7 +69,14 @@ async fn the_queue_starts_higher_priorities_first() {
     let before = count_all(&mut a).await;
     let e = err(
         &mut a,
-        &["TENANT.MIGRATE", "low", "TARGET", &dst.addr(), "PRIORITY", "urgent"],
+        &[
+            "TENANT.MIGRATE",
+            "low",
+            "TARGET",
+            &dst.addr(),
+            "PRIORITY",
+            "urgent",
+        ],
     )
     .await;
     assert!(e.contains("invalid PRIORITY 'urgent'"), "{e}");
@@ -86,7 +93,11 @@ async fn the_queue_starts_higher_priorities_first() {
     let high = migrate(&mut a, "high", &dst, &["PRIORITY", "high"]).await;
     let late = migrate(&mut a, "late", &dst, &[]).await;
     // Raised while queued: ahead of the older normal one, behind the older high one.
-    ok(&mut a, &["TENANT.MIGRATE.UPDATE", &late, "PRIORITY", "high"]).await;
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.UPDATE", &late, "PRIORITY", "high"],
+    )
+    .await;
     let e = err(&mut a, &["TENANT.MIGRATE.UPDATE", &late, "PRIORITY", "max"]).await;
     assert!(e.contains("invalid PRIORITY"), "{e}");
     assert_eq!(status(&mut a, &late).await["priority"], "high");
@@ -189,7 +200,14 @@ async fn after_waits_for_its_dependencies_and_refuses_cycles() {
     let before = count_all(&mut a).await;
     let e = err(
         &mut a,
-        &["TENANT.MIGRATE", "stray", "TARGET", &dst.addr(), "AFTER", "mig_nope"],
+        &[
+            "TENANT.MIGRATE",
+            "stray",
+            "TARGET",
+            &dst.addr(),
+            "AFTER",
+            "mig_nope",
+        ],
     )
     .await;
     assert!(e.contains("no such migration 'mig_nope'"), "{e}");
@@ -213,7 +231,10 @@ async fn after_waits_for_its_dependencies_and_refuses_cycles() {
     assert_eq!(st["waiting_for"], reference, "{st:?}");
     let st = wait_state(&mut a, &orders, "waiting", SHORT).await;
     assert_eq!(st["waiting_for"], format!("{reference} {customers}"));
-    assert_eq!(st["parallel"], "2", "options after AFTER still apply: {st:?}");
+    assert_eq!(
+        st["parallel"], "2",
+        "options after AFTER still apply: {st:?}"
+    );
 
     // customers → orders → customers would never start.
     let e = err(
@@ -222,15 +243,33 @@ async fn after_waits_for_its_dependencies_and_refuses_cycles() {
     )
     .await;
     assert!(e.contains("cycle"), "{e}");
-    assert!(e.contains(&format!("{customers} → {orders} → {customers}")), "{e}");
-    let e = err(&mut a, &["TENANT.MIGRATE.UPDATE", &customers, "AFTER", &customers]).await;
+    assert!(
+        e.contains(&format!("{customers} → {orders} → {customers}")),
+        "{e}"
+    );
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.UPDATE", &customers, "AFTER", &customers],
+    )
+    .await;
     assert!(e.contains("cycle"), "{e}");
-    let e = err(&mut a, &["TENANT.MIGRATE.UPDATE", &customers, "AFTER", "mig_nope"]).await;
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.UPDATE", &customers, "AFTER", "mig_nope"],
+    )
+    .await;
     assert!(e.contains("no such migration"), "{e}");
     // Refusals changed nothing.
     assert_eq!(status(&mut a, &customers).await["waiting_for"], reference);
-    let e = err(&mut a, &["TENANT.MIGRATE.UPDATE", &reference, "AFTER", &orders]).await;
-    assert!(e.contains(&format!("{reference} → {orders} → {reference}")), "{e}");
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.UPDATE", &reference, "AFTER", &orders],
+    )
+    .await;
+    assert!(
+        e.contains(&format!("{reference} → {orders} → {reference}")),
+        "{e}"
+    );
 
     stays(&mut a, &customers, "waiting", Duration::from_millis(500)).await;
     // The default (after_requires = completed): a cutover releases the dependents.
@@ -240,7 +279,11 @@ async fn after_waits_for_its_dependencies_and_refuses_cycles() {
     assert_eq!(st["state"], "waiting");
     assert_eq!(st["waiting_for"], customers, "{st:?}");
     // Only a migration still waiting takes new dependencies.
-    let e = err(&mut a, &["TENANT.MIGRATE.UPDATE", &customers, "AFTER", &reference]).await;
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.UPDATE", &customers, "AFTER", &reference],
+    )
+    .await;
     assert!(e.contains("only while waiting"), "{e}");
     ok(&mut a, &["TENANT.MIGRATE.CUTOVER", &customers]).await;
     wait_state(&mut a, &orders, "live_sync", LONG).await;
@@ -279,7 +322,14 @@ async fn a_cancelled_dependency_fails_its_dependents_with_the_reason() {
     }
     let e = err(
         &mut a,
-        &["TENANT.MIGRATE", "base", "TARGET", &dst.addr(), "AFTER", &mid],
+        &[
+            "TENANT.MIGRATE",
+            "base",
+            "TARGET",
+            &dst.addr(),
+            "AFTER",
+            &mid,
+        ],
     )
     .await;
     assert!(e.contains("failed: it will never complete"), "{e}");
@@ -315,7 +365,9 @@ async fn after_requires_verified_waits_for_verify() {
 }
 
 /// A group reply: the totals as text, and the members' STATUS.
-fn group_reply(f: &ferrite_client::Frame) -> (HashMap<String, String>, Vec<HashMap<String, String>>) {
+fn group_reply(
+    f: &ferrite_client::Frame,
+) -> (HashMap<String, String>, Vec<HashMap<String, String>>) {
     let pairs = value::as_pairs(f).expect("map");
     let mut totals = HashMap::new();
     let mut members = Vec::new();
@@ -346,7 +398,14 @@ async fn groups_report_totals_and_roll_out_in_phases() {
     }
     let e = err(
         &mut a,
-        &["TENANT.MIGRATE", "eu", "TARGET", &dst.addr(), "GROUP", "wave one"],
+        &[
+            "TENANT.MIGRATE",
+            "eu",
+            "TARGET",
+            &dst.addr(),
+            "GROUP",
+            "wave one",
+        ],
     )
     .await;
     assert!(e.contains("invalid GROUP"), "{e}");
@@ -391,17 +450,25 @@ async fn groups_report_totals_and_roll_out_in_phases() {
     let r = fields(&ok(&mut a, &["TENANT.MIGRATE.CUTOVER", "GROUP", "wave1"]).await);
     assert!(r[&eu].starts_with("completed"), "{r:?}");
     assert!(r[&us].contains("is paused: cannot cut over"), "{r:?}");
-    assert!(r[&apac].contains(&format!("the rollout stopped at {us}")), "{r:?}");
+    assert!(
+        r[&apac].contains(&format!("the rollout stopped at {us}")),
+        "{r:?}"
+    );
     assert_eq!(status(&mut a, &apac).await["state"], "live_sync");
     ok(&mut a, &["TENANT.MIGRATE.RESUME", &us]).await;
     wait_state(&mut a, &us, "live_sync", SHORT).await;
     let r = fields(&ok(&mut a, &["TENANT.MIGRATE.CUTOVER", "GROUP", "wave1"]).await);
     assert_eq!(r[&eu], "already completed", "{r:?}");
-    assert!(r[&us].starts_with("completed") && r[&apac].starts_with("completed"), "{r:?}");
-    let (totals, _) =
-        group_reply(&ok(&mut a, &["TENANT.MIGRATE.STATUS", "GROUP", "wave1"]).await);
+    assert!(
+        r[&us].starts_with("completed") && r[&apac].starts_with("completed"),
+        "{r:?}"
+    );
+    let (totals, _) = group_reply(&ok(&mut a, &["TENANT.MIGRATE.STATUS", "GROUP", "wave1"]).await);
     assert_eq!(totals["state_completed"], "3", "{totals:?}");
-    assert_eq!(totals["estimated_completion"], "", "nothing left: {totals:?}");
+    assert_eq!(
+        totals["estimated_completion"], "",
+        "nothing left: {totals:?}"
+    );
     for m in [&eu, &us, &apac] {
         verified(&mut a, m).await;
     }
@@ -410,12 +477,16 @@ async fn groups_report_totals_and_roll_out_in_phases() {
     assert!(r.values().all(|v| v.contains("cannot cancel")), "{r:?}");
     assert_eq!(status(&mut a, &solo).await["state"], "live_sync");
     let e = err(&mut a, &["TENANT.MIGRATE.PAUSE", "GROUP"]).await;
-    assert!(e.contains("syntax") || e.contains("no such migration"), "{e}");
+    assert!(
+        e.contains("syntax") || e.contains("no such migration"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn approval_shows_the_plan_and_records_who_decided() {
-    let src = Server::start();
+    // Info level: the test reads the log.
+    let src = Server::start_with(&["--log-level", "info"]);
     let dst = Server::start();
     let mut a = admin(&src).await;
     for t in ["asked", "rejected", "by-config"] {
@@ -430,10 +501,19 @@ async fn approval_shows_the_plan_and_records_who_decided() {
     assert!(st["plan"].contains("connectivity: ok"), "{st:?}");
     assert!(st["plan"].contains("capacity: ok"), "{st:?}");
     assert!(st["plan"].ends_with("result: ok"), "{st:?}");
-    stays(&mut a, &asked, "awaiting_approval", Duration::from_millis(500)).await;
+    stays(
+        &mut a,
+        &asked,
+        "awaiting_approval",
+        Duration::from_millis(500),
+    )
+    .await;
     let mut d = admin(&dst).await;
     let e = err(&mut d, &["TENANT.INFO", "asked"]).await;
-    assert!(e.contains("no such tenant"), "nothing staged before approval: {e}");
+    assert!(
+        e.contains("no such tenant"),
+        "nothing staged before approval: {e}"
+    );
 
     ok(&mut a, &["CLIENT", "SETNAME", "alice"]).await;
     ok(&mut a, &["TENANT.MIGRATE.APPROVE", &asked]).await;
@@ -444,7 +524,9 @@ async fn approval_shows_the_plan_and_records_who_decided() {
     let e = err(&mut a, &["TENANT.MIGRATE.APPROVE", &asked]).await;
     assert!(e.contains("is live_sync: cannot approve"), "{e}");
     assert!(
-        src.log().iter().any(|l| l.contains("approval decided") && l.contains("alice@")),
+        src.log()
+            .iter()
+            .any(|l| l.contains("approval decided") && l.contains("alice@")),
         "the decision is logged"
     );
 
@@ -456,7 +538,11 @@ async fn approval_shows_the_plan_and_records_who_decided() {
     wait_state(&mut a, &dependent, "waiting", SHORT).await;
     ok(
         &mut a,
-        &["TENANT.MIGRATE.REJECT", &rejected, "wrong maintenance window"],
+        &[
+            "TENANT.MIGRATE.REJECT",
+            &rejected,
+            "wrong maintenance window",
+        ],
     )
     .await;
     let st = wait_state(&mut a, &rejected, "cancelled", SHORT).await;
@@ -473,14 +559,18 @@ async fn approval_shows_the_plan_and_records_who_decided() {
         st["error"].starts_with(&format!("dependency {rejected} was rejected by alice@")),
         "{st:?}"
     );
-    assert!(st["error"].ends_with(": wrong maintenance window"), "{st:?}");
+    assert!(
+        st["error"].ends_with(": wrong maintenance window"),
+        "{st:?}"
+    );
     let e = err(&mut a, &["TENANT.MIGRATE.REJECT", &asked, "a", "b"]).await;
     assert!(e.contains("syntax"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn contention_slows_the_lowest_priority_first_and_lets_go_highest_first() {
-    let src = Server::start();
+    // Info level: the test reads the log.
+    let src = Server::start_with(&["--log-level", "info"]);
     let dst = Server::start();
     let mut a = admin(&src).await;
     tenant_with(&src, "bulk-low", 2000, 50).await;
@@ -497,7 +587,12 @@ async fn contention_slows_the_lowest_priority_first_and_lets_go_highest_first() 
     assert_eq!(status(&mut a, &low).await["throttle"], "100%");
     let e = err(
         &mut a,
-        &["CONFIG", "SET", "tenancy.migration.contention.cpu_percent", "150"],
+        &[
+            "CONFIG",
+            "SET",
+            "tenancy.migration.contention.cpu_percent",
+            "150",
+        ],
     )
     .await;
     assert!(e.contains("at most 100"), "{e}");
@@ -521,13 +616,19 @@ async fn contention_slows_the_lowest_priority_first_and_lets_go_highest_first() 
         s["throttle"] != "100%"
     })
     .await;
-    assert!(st["rate_limit"] != "0", "a throttled migration has a limit: {st:?}");
+    assert!(
+        st["rate_limit"] != "0",
+        "a throttled migration has a limit: {st:?}"
+    );
     assert_eq!(status(&mut a, &high).await["throttle"], "100%", "low first");
     wait_for(&mut a, &low, SHORT, "low at its minimum", |s| {
         s["throttle"] == "3.1%"
     })
     .await;
-    wait_for(&mut a, &high, SHORT, "then high", |s| s["throttle"] != "100%").await;
+    wait_for(&mut a, &high, SHORT, "then high", |s| {
+        s["throttle"] != "100%"
+    })
+    .await;
     let (totals, _) = group_reply(&ok(&mut a, &["TENANT.MIGRATE.STATUS", "ALL"]).await);
     assert!(!totals["load_p99_ms"].is_empty(), "{totals:?}");
     assert!(
@@ -539,13 +640,19 @@ async fn contention_slows_the_lowest_priority_first_and_lets_go_highest_first() 
 
     // Back under 70% of a generous threshold: high recovers first, then low, step by step.
     config_set(&mut a, "tenancy.migration.contention.p99_ms", "10000").await;
-    wait_for(&mut a, &high, SHORT, "high back", |s| s["throttle"] == "100%").await;
+    wait_for(&mut a, &high, SHORT, "high back", |s| {
+        s["throttle"] == "100%"
+    })
+    .await;
     assert_ne!(status(&mut a, &low).await["throttle"], "100%", "high first");
     wait_for(&mut a, &low, SHORT, "low back", |s| s["throttle"] == "100%").await;
 
     // Switched off, every factor is back to 1 at once.
     config_set(&mut a, "tenancy.migration.contention.p99_ms", "0.000001").await;
-    wait_for(&mut a, &low, SHORT, "slowed again", |s| s["throttle"] != "100%").await;
+    wait_for(&mut a, &low, SHORT, "slowed again", |s| {
+        s["throttle"] != "100%"
+    })
+    .await;
     config_set(&mut a, "tenancy.migration.contention.enabled", "no").await;
     wait_for(&mut a, &low, SHORT, "released", |s| s["throttle"] == "100%").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -337,7 +337,10 @@ fn metrics_pass_promtool_and_cover_the_alert_rules() {
     // The aggregate view: counts by state, what is left, the contention throttle (nothing is
     // loaded here: every priority at full speed).
     assert_eq!(must(&sp, "ferrite_migrations_known", &[]), 1.0);
-    assert_eq!(must(&sp, "ferrite_migrations", &[("state", "syncing")]), 1.0);
+    assert_eq!(
+        must(&sp, "ferrite_migrations", &[("state", "syncing")]),
+        1.0
+    );
     assert_eq!(must(&sp, "ferrite_migrations", &[("state", "queued")]), 0.0);
     assert!(must(&sp, "ferrite_migrations_keys_remaining", &[]) > 0.0);
     for p in ["low", "normal", "high"] {
@@ -416,9 +419,16 @@ fn metrics_pass_promtool_and_cover_the_alert_rules() {
     );
     assert!(shipped >= KEYS as f64, "keys shipped {shipped}");
     assert_eq!(must(&sp, "ferrite_migrations_active", &[]), 0.0);
-    assert_eq!(must(&sp, "ferrite_migrations", &[("state", "completed")]), 1.0);
+    assert_eq!(
+        must(&sp, "ferrite_migrations", &[("state", "completed")]),
+        1.0
+    );
     assert_eq!(must(&sp, "ferrite_migrations_keys_remaining", &[]), 0.0);
-    assert_eq!(must(&sp, "ferrite_migrations_eta_seconds", &[]), 0.0, "nothing left");
+    assert_eq!(
+        must(&sp, "ferrite_migrations_eta_seconds", &[]),
+        0.0,
+        "nothing left"
+    );
     assert_eq!(
         must(&dp, "ferrite_tenant_keys", &[("tenant", "acme")]),
         KEYS as f64

@@ -148,9 +148,7 @@ pub async fn run(
     loop {
         let polled = match &id {
             Some(id) => fetch_status(s, id).await.map(|st| (vec![st], None)),
-            None => fetch_all(s)
-                .await
-                .map(|o| (o.migrations.clone(), Some(o))),
+            None => fetch_all(s).await.map(|o| (o.migrations.clone(), Some(o))),
         };
         let (statuses, overview) = match polled {
             Ok(v) => {

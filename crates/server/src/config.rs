@@ -464,6 +464,8 @@ pub struct MigrationConfig {
     pub after_requires: String,
     /// Where CUTOVER DNS sends its signed dynamic update.
     pub dns: DnsConfig,
+    /// When running migrations slow down for this server's own clients.
+    pub contention: ContentionConfig,
 }
 
 impl std::fmt::Debug for MigrationConfig {
@@ -487,6 +489,7 @@ impl std::fmt::Debug for MigrationConfig {
             require_approval,
             after_requires,
             dns,
+            contention,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("enabled", enabled)
@@ -507,6 +510,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("require_approval", require_approval)
             .field("after_requires", after_requires)
             .field("dns", dns)
+            .field("contention", contention)
             .finish()
     }
 }
@@ -532,6 +536,7 @@ impl Default for MigrationConfig {
             require_approval: false,
             after_requires: "completed".into(),
             dns: DnsConfig::default(),
+            contention: ContentionConfig::default(),
         }
     }
 }
@@ -704,6 +709,30 @@ impl DnsConfig {
     }
 }
 
+/// `[tenancy.migration.contention]`: automatic contention management.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentionConfig {
+    pub enabled: bool,
+    /// Threshold on this server's p99 command latency over the window, in milliseconds.
+    pub p99_ms: f64,
+    /// Threshold on this process's CPU use, in percent of all cores.
+    pub cpu_percent: f64,
+    /// The window latency and CPU are measured over.
+    pub window_secs: u64,
+}
+
+impl Default for ContentionConfig {
+    fn default() -> Self {
+        ContentionConfig {
+            enabled: true,
+            p99_ms: 10.0,
+            cpu_percent: 90.0,
+            window_secs: 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientHandlingConfig {
@@ -861,6 +890,25 @@ impl Config {
                 ),
             );
         }
+        let c = &m.contention;
+        if !(c.p99_ms.is_finite() && c.p99_ms > 0.0) {
+            return err(
+                "tenancy.migration.contention.p99_ms",
+                "must be a number above 0".into(),
+            );
+        }
+        if !(c.cpu_percent.is_finite() && c.cpu_percent > 0.0 && c.cpu_percent <= 100.0) {
+            return err(
+                "tenancy.migration.contention.cpu_percent",
+                "must be above 0 and at most 100".into(),
+            );
+        }
+        if c.window_secs == 0 || c.window_secs > 3600 {
+            return err(
+                "tenancy.migration.contention.window_secs",
+                "must be between 1 and 3600".into(),
+            );
+        }
         if let Err((key, why)) = m.dns.check() {
             return err(key, why);
         }
@@ -931,6 +979,12 @@ impl Config {
             after_requires: ferrite_tenancy::AfterRequires::parse(&m.after_requires)
                 .unwrap_or_default(),
             dns: m.dns.settings(),
+            contention: ferrite_tenancy::ContentionSettings {
+                enabled: m.contention.enabled,
+                p99: m.contention.p99_ms / 1000.0,
+                cpu: m.contention.cpu_percent / 100.0,
+                window: std::time::Duration::from_secs(m.contention.window_secs),
+            },
             validation: ferrite_tenancy::migration::validate::ValidationSettings {
                 connectivity: m.target_validation.verify_connectivity,
                 authentication: m.target_validation.verify_authentication,

@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 81] = [
+pub static PARAMS: [Param; 84] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -482,6 +482,30 @@ pub static PARAMS: [Param; 81] = [
         |c| yes_no(c.tenancy.migration.require_approval),
         |c, v| {
             c.tenancy.migration.require_approval = boolean(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.contention.enabled",
+        |c| yes_no(c.tenancy.migration.contention.enabled),
+        |c, v| {
+            c.tenancy.migration.contention.enabled = boolean(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.contention.p99_ms",
+        |c| c.tenancy.migration.contention.p99_ms.to_string(),
+        |c, v| {
+            c.tenancy.migration.contention.p99_ms = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.contention.cpu_percent",
+        |c| c.tenancy.migration.contention.cpu_percent.to_string(),
+        |c, v| {
+            c.tenancy.migration.contention.cpu_percent = num(v)?;
             Ok(())
         }
     ),

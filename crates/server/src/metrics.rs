@@ -62,7 +62,8 @@ pub mod names {
     pub const MIGRATION_RECONNECTS: &str = "ferrite_tenant_migration_reconnects_total";
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
-    pub const MIGRATIONS_TOTAL: &str = "ferrite_migrations_total";
+    pub const MIGRATIONS_KNOWN: &str = "ferrite_migrations_known";
+    pub const MIGRATIONS_THROTTLE: &str = "ferrite_migrations_throttle_ratio";
     pub const MIGRATIONS_BY_STATE: &str = "ferrite_migrations";
     pub const MIGRATIONS_KEYS_RATE: &str = "ferrite_migrations_keys_per_second";
     pub const MIGRATIONS_BYTES_RATE: &str = "ferrite_migrations_bytes_per_second";
@@ -222,8 +223,12 @@ fn describe() {
     );
     describe_gauge!(names::MIGRATIONS_FAILED, "Migrations in state failed.");
     describe_gauge!(
-        names::MIGRATIONS_TOTAL,
+        names::MIGRATIONS_KNOWN,
         "Migrations this server knows (every state, history included)."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_THROTTLE,
+        "Share of their speed contention management leaves running migrations, by priority (1: not slowed down)."
     );
     describe_gauge!(
         names::MIGRATIONS_BY_STATE,
@@ -383,7 +388,11 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
     let all = sh.migrations.status_all();
     gauge!(names::MIGRATIONS_ACTIVE).set(all.iter().filter(|m| m.state.is_active()).count() as f64);
     let totals = ferrite_tenancy::migration::Totals::of(&all);
-    gauge!(names::MIGRATIONS_TOTAL).set(totals.migrations as f64);
+    gauge!(names::MIGRATIONS_KNOWN).set(totals.migrations as f64);
+    let (_, factors) = sh.migrations.contention();
+    for (p, f) in ferrite_tenancy::Priority::ALL.iter().zip(factors) {
+        gauge!(names::MIGRATIONS_THROTTLE, "priority" => p.name()).set(f);
+    }
     for (state, n) in &totals.by_state {
         gauge!(names::MIGRATIONS_BY_STATE, "state" => state.name()).set(*n as f64);
     }

@@ -94,9 +94,10 @@ pub use credential::{Credential, InvalidCredential, secrets_equal};
 pub use error::TenancyError;
 pub use gate::{WriteGate, WritePermit};
 pub use migration::{
-    AfterRequires, Approval, CutoverResult, GroupOp, GroupOutcome, ImportManager,
-    MigrationConfig, MigrationError, MigrationHandle, MigrationManager, MigrationMode,
-    MigrationPhase, MigrationSettings, MigrationState, MigrationStatus, Priority, VerifyResult,
+    AfterRequires, Approval, ContentionSettings, CutoverResult, GroupOp, GroupOutcome,
+    ImportManager, MigrationConfig, MigrationError, MigrationHandle, MigrationManager,
+    MigrationMode, MigrationPhase, MigrationSettings, MigrationState, MigrationStatus, Priority,
+    VerifyResult,
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
 pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};

@@ -51,8 +51,17 @@ fn priority(args: &Args<'_>, i: usize) -> Result<Priority, ErrorReply> {
 
 /// The options TENANT.MIGRATE and TENANT.MIGRATE.UPDATE know: where the ids of AFTER end.
 const OPTION_WORDS: &[&str] = &[
-    "MODE", "PARALLEL", "BATCH_SIZE", "TIMEOUT", "AUTH", "REDIRECT", "RATE", "PRIORITY",
-    "AFTER", "GROUP", "APPROVAL",
+    "MODE",
+    "PARALLEL",
+    "BATCH_SIZE",
+    "TIMEOUT",
+    "AUTH",
+    "REDIRECT",
+    "RATE",
+    "PRIORITY",
+    "AFTER",
+    "GROUP",
+    "APPROVAL",
 ];
 
 /// AFTER's ids, from `i` up to the next option word (at least one).
@@ -157,6 +166,7 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
             s.scheduled_cutover.map(rfc3339_ms).unwrap_or_default(),
         ),
         ("dns", s.dns.clone().unwrap_or_default()),
+        ("throttle", percent(s.throttle * 100.0)),
         ("priority", s.priority.name().into()),
         (
             "queue_position",
@@ -352,8 +362,30 @@ pub async fn run(
             if args.is(1, "ALL") && args.len() == 2 {
                 let all = mgr.status_all();
                 let totals = ferrite_tenancy::migration::Totals::of(&all);
-                w.map(1 + totals.fields().len());
+                let (load, factors) = mgr.contention();
+                w.map(6 + totals.fields().len());
                 write_totals_fields(&mut w, &totals);
+                // Contention management: what it measured last and what it did about it.
+                w.bulk_str("load_p99_ms");
+                w.bulk_str(
+                    &load
+                        .and_then(|l| l.p99)
+                        .map(|p| format!("{:.3}", p * 1000.0))
+                        .unwrap_or_default(),
+                );
+                w.bulk_str("load_cpu_percent");
+                w.bulk_str(
+                    &load
+                        .map(|l| format!("{:.1}", l.cpu * 100.0))
+                        .unwrap_or_default(),
+                );
+                for (name, f) in ["throttle_low", "throttle_normal", "throttle_high"]
+                    .iter()
+                    .zip(factors)
+                {
+                    w.bulk_str(name);
+                    w.bulk_str(&percent(f * 100.0));
+                }
                 w.bulk_str("migrations");
                 w.array(all.len());
                 for s in &all {

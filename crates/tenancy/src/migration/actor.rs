@@ -504,10 +504,7 @@ impl Control {
             } => {
                 let st = self.state();
                 // A failed migration may be updated too: the settings apply when it is retried.
-                let r = if st.is_active()
-                    || st.is_pending()
-                    || st == MigrationState::Failed
-                {
+                let r = if st.is_active() || st.is_pending() || st == MigrationState::Failed {
                     if let Some(p) = parallel {
                         self.cfg.parallel = p;
                     }
@@ -770,7 +767,14 @@ impl Control {
         self.run_schedule();
         let sent = self.status.borrow().bytes_sent;
         let bytes_per_sec = self.throughput.sample(sent);
-        self.publish(|p| p.bytes_per_sec = bytes_per_sec);
+        let throttle = self.env.slots.factor(self.cfg.priority);
+        self.publish(|p| {
+            p.bytes_per_sec = bytes_per_sec;
+            p.throttle = throttle;
+            if throttle >= 1.0 && bytes_per_sec > 0.0 {
+                p.free_rate = bytes_per_sec;
+            }
+        });
     }
 
     fn run_schedule(&mut self) {
@@ -788,9 +792,12 @@ impl Control {
                     reply: None,
                 });
             }
-            st if (st.is_pending() || matches!(st, MigrationState::Syncing | MigrationState::Paused))
+            st if (st.is_pending()
+                || matches!(st, MigrationState::Syncing | MigrationState::Paused))
                 && now < s.at_ms + SCHEDULE_PATIENCE_MS => {}
-            st if st.is_pending() || matches!(st, MigrationState::Syncing | MigrationState::Paused) => {
+            st if st.is_pending()
+                || matches!(st, MigrationState::Syncing | MigrationState::Paused) =>
+            {
                 self.unschedule();
                 self.note_error("scheduled cutover failed: the migration never reached live sync");
             }

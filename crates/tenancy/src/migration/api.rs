@@ -232,6 +232,34 @@ pub struct MigrationSettings {
     pub after_requires: AfterRequires,
     /// Where CUTOVER DNS sends its signed update.
     pub dns: super::dns::DnsSettings,
+    /// When running migrations slow down for the source's own clients.
+    pub contention: ContentionSettings,
+}
+
+/// Automatic contention management (`[tenancy.migration.contention]`): when this server's
+/// command latency (p99 over `window`, from its own histogram) or its CPU crosses a threshold,
+/// running migrations slow down, lowest priority first; they speed up again, highest first, once
+/// both are back under 70% of their thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentionSettings {
+    pub enabled: bool,
+    /// p99 of command latency, in seconds.
+    pub p99: f64,
+    /// This process's CPU time over wall time, as a fraction of all cores (0.9 = 90%).
+    pub cpu: f64,
+    /// The window latency and CPU are measured over.
+    pub window: Duration,
+}
+
+impl Default for ContentionSettings {
+    fn default() -> Self {
+        ContentionSettings {
+            enabled: true,
+            p99: 0.010,
+            cpu: 0.90,
+            window: Duration::from_secs(5),
+        }
+    }
 }
 
 impl std::fmt::Debug for MigrationSettings {
@@ -252,6 +280,7 @@ impl std::fmt::Debug for MigrationSettings {
             require_approval,
             after_requires,
             dns,
+            contention,
         } = self;
         f.debug_struct("MigrationSettings")
             .field("enabled", enabled)
@@ -269,6 +298,7 @@ impl std::fmt::Debug for MigrationSettings {
             .field("require_approval", require_approval)
             .field("after_requires", after_requires)
             .field("dns", dns)
+            .field("contention", contention)
             .finish()
     }
 }
@@ -291,6 +321,7 @@ impl Default for MigrationSettings {
             require_approval: false,
             after_requires: AfterRequires::Completed,
             dns: Default::default(),
+            contention: ContentionSettings::default(),
         }
     }
 }
@@ -418,6 +449,8 @@ pub struct MigrationStatus {
     pub plan: Vec<(String, String)>,
     /// What CUTOVER DNS did: the record set, or why it could not be.
     pub dns: Option<String>,
+    /// The share of its speed contention management leaves it (1.0: not slowed down).
+    pub throttle: f64,
 }
 
 /// An approval a migration needed, and who decided it and when.

@@ -72,14 +72,15 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use api::{
-    AfterRequires, Approval, CutoverResult, MIGRATION_USER, MigrationConfig, MigrationError,
-    MigrationHandle, MigrationMode, MigrationSettings, MigrationStatus, Priority, VerifyResult,
+    AfterRequires, Approval, ContentionSettings, CutoverResult, MIGRATION_USER, MigrationConfig,
+    MigrationError, MigrationHandle, MigrationMode, MigrationSettings, MigrationStatus, Priority,
+    VerifyResult,
 };
 pub use cutover::BREAKPOINTS;
-pub use schedule::{GroupOp, GroupOutcome, TotalValue, Totals};
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
 pub use lag::Trend;
 pub use record::{MigrationRecord, MigrationRecordSink};
+pub use schedule::{GroupOp, GroupOutcome, Load, TotalValue, Totals};
 pub use state::{MigrationPhase, MigrationState};
 pub use stream::RECONNECT_BACKOFF;
 pub use target::{Connector, Target, TargetAuth, TargetError};
@@ -168,6 +169,8 @@ struct Inner {
     after: Mutex<HashMap<String, Vec<String>>>,
     /// What CUTOVER DNS did for each migration (STATUS `dns`).
     dns: Mutex<HashMap<String, String>>,
+    /// The last load contention management was told of.
+    load: Mutex<Option<schedule::Load>>,
 }
 
 /// Runs this server's migrations and imports.
@@ -228,6 +231,7 @@ impl MigrationManager {
                 counter: AtomicU64::new(1),
                 after: Mutex::new(HashMap::new()),
                 dns: Mutex::new(HashMap::new()),
+                load: Mutex::new(None),
             }),
         }
     }
@@ -489,9 +493,11 @@ impl MigrationManager {
         s.queue_position = self.inner.env.slots.position(&e.info.id);
         s.dns = self.inner.dns.lock().get(&e.info.id).cloned();
         let total = self.inner.env.settings.read().max_bandwidth;
-        s.rate_limit = schedule::combine_rates(
+        s.rate_limit = schedule::rate_limit(
             p.rate_bytes_per_sec,
             self.inner.env.slots.share(&e.info.id, total),
+            p.throttle,
+            p.free_rate,
         );
         s
     }

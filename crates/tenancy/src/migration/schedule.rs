@@ -23,10 +23,10 @@ use super::actor::{Control, Io, Reply, Request};
 use super::api::{
     AfterRequires, Approval, MigrationConfig, MigrationError, MigrationStatus, Priority,
 };
-use super::{Entry, MigrationManager};
 use super::state::MigrationState;
 use super::status::Published;
 use super::validate::ValidationReport;
+use super::{Entry, MigrationManager};
 
 // -- slots ---------------------------------------------------------------------------------
 
@@ -41,6 +41,25 @@ struct SlotState {
     /// Migrations holding a slot, and their priority (their bandwidth weight).
     holders: HashMap<String, Priority>,
     waiting: Vec<Waiter>,
+    /// Contention management's factor per priority (low, normal, high): the share of their
+    /// speed running migrations of that priority keep (1.0: not slowed down).
+    factors: [f64; 3],
+}
+
+/// The lowest contention factor: a migration keeps at least 1/32 of its speed (and at least
+/// [`MIN_THROTTLED_RATE`]), so that it still finishes.
+const MIN_FACTOR: f64 = 1.0 / 32.0;
+/// Bytes per second a throttled migration may always ship.
+const MIN_THROTTLED_RATE: u64 = 32 * 1024;
+/// What a factor applies to for a migration that never shipped unthrottled.
+const DEFAULT_FREE_RATE: f64 = 8.0 * 1024.0 * 1024.0;
+
+fn slot(p: Priority) -> usize {
+    match p {
+        Priority::Low => 0,
+        Priority::Normal => 1,
+        Priority::High => 2,
+    }
 }
 
 struct Waiter {
@@ -74,6 +93,7 @@ impl Slots {
                 limit,
                 holders: HashMap::new(),
                 waiting: Vec::new(),
+                factors: [1.0; 3],
             }),
         })
     }
@@ -151,6 +171,47 @@ impl Slots {
                 .filter(|w| !w.grant.is_closed() && (w.priority, std::cmp::Reverse(w.seq)) > key)
                 .count(),
         )
+    }
+
+    /// The contention factor of `priority` now.
+    pub fn factor(&self, priority: Priority) -> f64 {
+        self.state.lock().factors[slot(priority)]
+    }
+
+    /// All three factors (low, normal, high).
+    pub fn factors(&self) -> [f64; 3] {
+        self.state.lock().factors
+    }
+
+    /// One step of contention management. Over the threshold: halve the factor of the lowest
+    /// priority that has running migrations and is not at the minimum yet. Well under it: double
+    /// the factor of the highest priority that is slowed down. Returns the change made.
+    pub fn contend(&self, over: bool, under: bool) -> Option<(Priority, f64)> {
+        let mut st = self.state.lock();
+        if over {
+            for p in Priority::ALL {
+                let running = st.holders.values().any(|h| *h == p);
+                let f = &mut st.factors[slot(p)];
+                if running && *f > MIN_FACTOR {
+                    *f = (*f / 2.0).max(MIN_FACTOR);
+                    return Some((p, *f));
+                }
+            }
+        } else if under {
+            for p in Priority::ALL.iter().rev() {
+                let f = &mut st.factors[slot(*p)];
+                if *f < 1.0 {
+                    *f = (*f * 2.0).min(1.0);
+                    return Some((*p, *f));
+                }
+            }
+        }
+        None
+    }
+
+    /// Contention management switched off: every migration at full speed.
+    pub fn uncontend(&self) {
+        self.state.lock().factors = [1.0; 3];
     }
 
     fn release(self: &Arc<Self>, id: &str) {
@@ -293,7 +354,8 @@ pub(super) async fn admit(io: &mut Io<'_>) -> Result<(), MigrationError> {
     if !io.ctl.admission.needs_approval || approved {
         return Ok(());
     }
-    io.ctl.transition(MigrationState::AwaitingApproval, "await approval")?;
+    io.ctl
+        .transition(MigrationState::AwaitingApproval, "await approval")?;
     if let Some(planner) = io.ctl.admission.planner.take() {
         let plan = match io.until(planner()).await? {
             Ok(report) => {
@@ -404,12 +466,31 @@ pub(super) fn handle(ctl: &mut Control, req: AdmissionRequest) {
     }
 }
 
-/// The rate a migration ships at: the lower of its own RATE and its share of the server's
-/// `max_bandwidth` (0 = no limit).
+/// The rate a migration ships at: the lowest of its own RATE, its share of the server's
+/// `max_bandwidth` and what contention management leaves it (0 = no limit).
 pub(super) fn effective_rate(ctl: &Control) -> u64 {
     let own = ctl.cfg.rate_bytes_per_sec;
     let total = ctl.env.settings.read().max_bandwidth;
-    combine_rates(own, ctl.env.slots.share(&ctl.info.id, total))
+    let share = ctl.env.slots.share(&ctl.info.id, total);
+    let factor = ctl.env.slots.factor(ctl.cfg.priority);
+    let free_rate = ctl.published().free_rate;
+    rate_limit(own, share, factor, free_rate)
+}
+
+/// The limit of a migration (0 = none) from its RATE, its bandwidth share, its contention
+/// factor and the speed it had unthrottled.
+pub(super) fn rate_limit(own: u64, share: u64, factor: f64, free_rate: f64) -> u64 {
+    let throttled = if factor >= 1.0 {
+        0
+    } else {
+        let reference = if free_rate > 0.0 {
+            free_rate
+        } else {
+            DEFAULT_FREE_RATE
+        };
+        ((reference * factor) as u64).max(MIN_THROTTLED_RATE)
+    };
+    combine_rates(combine_rates(own, share), throttled)
 }
 
 /// The lower of two limits where 0 means none.
@@ -463,9 +544,7 @@ pub(super) fn find_cycle(
 
 /// A GROUP name: printable, without spaces, at most 128 bytes (it appears in replies and logs).
 pub(super) fn check_group_name(name: &str) -> Result<(), MigrationError> {
-    let fine = !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_graphic());
+    let fine = !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_graphic());
     if fine {
         Ok(())
     } else {
@@ -489,9 +568,7 @@ impl MigrationManager {
         for id in after {
             let e = self.entry(id)?;
             if out.iter().any(|(o, _)| o == id) {
-                return Err(MigrationError::Failed(format!(
-                    "AFTER names {id} twice"
-                )));
+                return Err(MigrationError::Failed(format!("AFTER names {id} twice")));
             }
             let st = e.status.borrow().state;
             if matches!(st, MigrationState::Failed | MigrationState::Cancelled) {
@@ -533,8 +610,11 @@ impl MigrationManager {
     /// APPROVE: a migration awaiting approval goes on (to a slot); `by` says who decided.
     pub async fn approve(&self, id: &str, by: &str) -> Result<(), MigrationError> {
         let by = by.to_string();
-        self.admission(id, "approve", |reply| AdmissionRequest::Approve { by, reply })
-            .await
+        self.admission(id, "approve", |reply| AdmissionRequest::Approve {
+            by,
+            reply,
+        })
+        .await
     }
 
     /// REJECT: a migration awaiting approval ends as cancelled, with who and why in STATUS.
@@ -611,7 +691,11 @@ impl MigrationManager {
 
     /// PAUSE, RESUME or CANCEL of every migration of `group`: each answers for itself (a
     /// member the operation does not fit says why; the others still get it).
-    pub async fn for_group(&self, group: &str, op: GroupOp) -> Result<GroupOutcome, MigrationError> {
+    pub async fn for_group(
+        &self,
+        group: &str,
+        op: GroupOp,
+    ) -> Result<GroupOutcome, MigrationError> {
         let mut out = Vec::new();
         for id in self.group_members(group)? {
             let r = match op {
@@ -662,6 +746,46 @@ impl MigrationManager {
             }
         }
         Ok(out)
+    }
+}
+
+/// What the source's own measurements said last (STATUS ALL shows it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Load {
+    /// p99 of command latency over the window, in seconds (None: too few commands to say).
+    pub p99: Option<f64>,
+    /// CPU time over wall time, as a fraction of all cores.
+    pub cpu: f64,
+}
+
+impl MigrationManager {
+    /// Contention management: the server's latency and CPU over the last window. Called about
+    /// once a second; each call makes at most one step (see [`Slots::contend`]).
+    pub fn observe_load(&self, load: Load) {
+        let settings = self.settings().contention;
+        *self.inner.load.lock() = Some(load);
+        let slots = &self.inner.env.slots;
+        if !settings.enabled {
+            slots.uncontend();
+            return;
+        }
+        let latency_over = load.p99.is_some_and(|p| p > settings.p99);
+        let over = latency_over || load.cpu > settings.cpu;
+        let under =
+            load.p99.is_none_or(|p| p < settings.p99 * 0.7) && load.cpu < settings.cpu * 0.7;
+        if let Some((priority, factor)) = slots.contend(over, under) {
+            let p99_ms = load.p99.map(|p| p * 1000.0);
+            if over {
+                tracing::info!(priority = priority.name(), factor, p99_ms = ?p99_ms, cpu = load.cpu, "contention: slowing migrations down");
+            } else {
+                tracing::info!(priority = priority.name(), factor, p99_ms = ?p99_ms, cpu = load.cpu, "contention over: speeding migrations up");
+            }
+        }
+    }
+
+    /// The last load measured and the contention factors (low, normal, high).
+    pub fn contention(&self) -> (Option<Load>, [f64; 3]) {
+        (*self.inner.load.lock(), self.inner.env.slots.factors())
     }
 }
 
@@ -900,7 +1024,59 @@ mod tests {
         assert_eq!(slots.share("n", 700), 200);
         slots.set_priority("l", Priority::High);
         assert_eq!(slots.share("l", 1000), 400);
-        assert_eq!(slots.share("l", 1), 1, "never 0, which would mean unlimited");
+        assert_eq!(
+            slots.share("l", 1),
+            1,
+            "never 0, which would mean unlimited"
+        );
+    }
+
+    #[test]
+    fn contention_slows_the_lowest_priority_first_and_frees_the_highest_first() {
+        let slots = Slots::new(3);
+        let _h = slots.acquire("h", Priority::High, 1);
+        let _l = slots.acquire("l", Priority::Low, 2);
+        // Over the threshold: low goes down to the minimum before high is touched; normal has
+        // nothing running and is left alone.
+        for want in [0.5, 0.25, 0.125, 0.0625, MIN_FACTOR] {
+            assert_eq!(slots.contend(true, false), Some((Priority::Low, want)));
+        }
+        assert_eq!(slots.contend(true, false), Some((Priority::High, 0.5)));
+        assert_eq!(slots.factors(), [MIN_FACTOR, 1.0, 0.5]);
+        // Neither over nor well under: nothing changes.
+        assert_eq!(slots.contend(false, false), None);
+        // Well under: high recovers first, then low step by step.
+        assert_eq!(slots.contend(false, true), Some((Priority::High, 1.0)));
+        assert_eq!(slots.contend(false, true), Some((Priority::Low, 0.0625)));
+        for _ in 0..4 {
+            slots.contend(false, true);
+        }
+        assert_eq!(slots.factors(), [1.0; 3]);
+        assert_eq!(slots.contend(false, true), None);
+        slots.contend(true, false);
+        slots.uncontend();
+        assert_eq!(slots.factors(), [1.0; 3]);
+    }
+
+    #[test]
+    fn a_throttled_migration_keeps_a_share_of_its_free_speed() {
+        assert_eq!(rate_limit(0, 0, 1.0, 5e6), 0, "not throttled: no limit");
+        assert_eq!(rate_limit(0, 0, 0.5, 4e6), 2_000_000);
+        assert_eq!(
+            rate_limit(1_000_000, 0, 0.5, 4e6),
+            1_000_000,
+            "RATE is lower"
+        );
+        assert_eq!(
+            rate_limit(0, 0, MIN_FACTOR, 1e5),
+            MIN_THROTTLED_RATE,
+            "the floor"
+        );
+        assert_eq!(
+            rate_limit(0, 0, 0.5, 0.0),
+            (DEFAULT_FREE_RATE * 0.5) as u64,
+            "never measured unthrottled"
+        );
     }
 
     #[test]
@@ -920,7 +1096,10 @@ mod tests {
             find_cycle("a", &["c".into()], &deps).as_deref(),
             Some("a → c → b → a")
         );
-        assert_eq!(find_cycle("a", &["a".into()], &deps).as_deref(), Some("a → a"));
+        assert_eq!(
+            find_cycle("a", &["a".into()], &deps).as_deref(),
+            Some("a → a")
+        );
         assert_eq!(find_cycle("d", &["c".into()], &deps), None);
     }
 }

@@ -64,8 +64,10 @@ impl MigrationState {
         use MigrationState::*;
         matches!(
             (self, next),
-            (Queued, Syncing | Waiting | AwaitingApproval | Cancelled | Failed)
-                | (Waiting, Queued | Cancelled | Failed)
+            (
+                Queued,
+                Syncing | Waiting | AwaitingApproval | Cancelled | Failed
+            ) | (Waiting, Queued | Cancelled | Failed)
                 | (AwaitingApproval, Approved | Cancelled | Failed)
                 | (Approved, Syncing | Cancelled | Failed)
                 | (Syncing, LiveSync | Paused | Failed | Cancelled)
@@ -184,7 +186,10 @@ mod tests {
         assert!(Failed.can_become(Syncing), "retry");
         assert!(!Verified.can_become(Failed));
         assert!(Queued.can_become(Waiting));
-        assert!(Waiting.can_become(Queued), "dependencies done: wait for a slot");
+        assert!(
+            Waiting.can_become(Queued),
+            "dependencies done: wait for a slot"
+        );
         assert!(
             !Waiting.can_become(Syncing),
             "a slot is taken only from queued or approved"

@@ -76,6 +76,11 @@ pub(super) struct Published {
     pub lag_rate: f64,
     /// Bytes per second sent, over the last few seconds.
     pub bytes_per_sec: f64,
+    /// Bytes per second it sent while contention management left it alone: what a throttle
+    /// factor is applied to.
+    pub free_rate: f64,
+    /// The contention factor of its priority (1.0: not slowed down).
+    pub throttle: f64,
     pub priority: Priority,
     /// Its own RATE (bytes per second, 0 = none), before the server-wide bandwidth share.
     pub rate_bytes_per_sec: u64,
@@ -122,6 +127,8 @@ impl Published {
             lag_trend: Trend::Stable,
             lag_rate: 0.0,
             bytes_per_sec: 0.0,
+            free_rate: 0.0,
+            throttle: 1.0,
             priority: Priority::Normal,
             rate_bytes_per_sec: 0,
             waiting_for: Vec::new(),
@@ -301,5 +308,6 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         approval: p.approval.clone(),
         plan: p.plan.clone(),
         dns: None,
+        throttle: p.throttle,
     }
 }
