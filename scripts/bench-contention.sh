@@ -12,8 +12,9 @@
 #    10,000 keys.
 # 2. Idle: redis-benchmark (GET and SET of the bystander's keys, CLIENTS connections, pipeline 1,
 #    REQUESTS requests) against the source: its p50/p99 are the baseline.
-# 3. For each of contention on (the source's p99_ms threshold set to THRESHOLD_FACTOR times the
-#    idle p99 the server measured, at least P99_FLOOR_MS) and off: TENANT.MIGRATE mover, the same
+# 3. For each of contention on (thresholds from the idle run as the source measured it: p99_ms =
+#    THRESHOLD_FACTOR × its p99 bucket, at least P99_FLOOR_MS; cpu_percent = THRESHOLD_FACTOR ×
+#    its CPU, at least 5; window_secs = 2) and off: TENANT.MIGRATE mover, the same
 #    redis-benchmark while the snapshot runs, then the migration is waited for until live_sync
 #    (its duration recorded: it must still finish), cancelled, and the next run starts from the
 #    same data.
@@ -44,10 +45,11 @@ trap 'exit 130' INT TERM
 
 token=bench-contention-token
 pass=bench-contention-secret
+printf '[tenancy.migration.contention]\nwindow_secs = 2\n' >"$work/ferrite.toml"
 start() { # name port
-    "$FERRITE_BIN" --port "$2" --bind 127.0.0.1 --dir "$work/$1" --appendonly no \
+    "$FERRITE_BIN" --config "$work/ferrite.toml" --port "$2" --bind 127.0.0.1 --dir "$work/$1" --appendonly no \
         --requirepass "$pass" --migration-token "$token" --metrics-addr off \
-        --log-level warn >"$work/$1.log" 2>&1 &
+        --log-level info >"$work/$1.log" 2>&1 &
     pids+=($!)
     wait_pong "$2" -a "$pass" --no-auth-warning
 }
@@ -86,19 +88,21 @@ print(dict(zip(l[0::2], l[1::2])).get("state", "?"))'
 log "idle"
 read -r idle50 idle99 idlerps < <(bench)
 # What the server itself measured meanwhile (its histogram's p99 bucket bound).
-server_idle=$(scli TENANT.MIGRATE.STATUS ALL | python3 -c '
+read -r server_idle server_cpu < <(scli TENANT.MIGRATE.STATUS ALL | python3 -c '
 import sys
 l = sys.stdin.read().split("\n")
 d = dict(zip(l[0::2], l[1::2]))
-print(d.get("load_p99_ms") or "0")')
+print(d.get("load_p99_ms") or "0", d.get("load_cpu_percent") or "0")')
 threshold=$(python3 -c "print(max($P99_FLOOR_MS, $server_idle * $THRESHOLD_FACTOR))")
-log "idle: p50 ${idle50} ms, p99 ${idle99} ms (server-side p99 bucket ${server_idle} ms; threshold ${threshold} ms)"
+cpu_threshold=$(python3 -c "print(round(min(100, max(5, $server_cpu * $THRESHOLD_FACTOR)), 1))")
+log "idle: p50 ${idle50} ms, p99 ${idle99} ms (the source measured: p99 bucket ${server_idle} ms, CPU ${server_cpu}%; thresholds ${threshold} ms, ${cpu_threshold}%)"
 
 results=()
 for mode in on off; do
     if [[ $mode == on ]]; then
         scli CONFIG SET tenancy.migration.contention.enabled yes >/dev/null
         scli CONFIG SET tenancy.migration.contention.p99_ms "$threshold" >/dev/null
+        scli CONFIG SET tenancy.migration.contention.cpu_percent "$cpu_threshold" >/dev/null
     else
         scli CONFIG SET tenancy.migration.contention.enabled no >/dev/null
     fi
@@ -120,18 +124,19 @@ for mode in on off; do
 done
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
+throttle_steps=$(grep -c "slowing migrations down" "$work/source.log" || true)
 python3 - "$OUT/table.md" "$idle50" "$idle99" "$idlerps" "$threshold" "$load" "$MOVER_KEYS" \
-    "$CLIENTS" "${results[@]}" <<'EOF'
+    "$CLIENTS" "$cpu_threshold" "$throttle_steps" "${results[@]}" <<'EOF'
 import os, sys
-out, i50, i99, irps, threshold, load, keys, clients = sys.argv[1:9]
-runs = [r.split() for r in sys.argv[9:]]
+out, i50, i99, irps, threshold, load, keys, clients, cpu_threshold, steps = sys.argv[1:11]
+runs = [r.split() for r in sys.argv[11:]]
 lines = [
     f"| run | bystander p50 | bystander p99 | p99 / idle | requests/s | mover's snapshot ({int(keys):,} keys) |",
     "|---|---|---|---|---|---|",
     f"| idle (no migration) | {float(i50):.3f} ms | {float(i99):.3f} ms | 1.00× | {float(irps):,.0f} | – |",
 ]
 for mode, p50, p99, rps, took in runs:
-    label = (f"migrating, contention management on (p99_ms = {float(threshold):.3f})"
+    label = (f"migrating, contention management on (p99_ms = {float(threshold):.3f}, cpu_percent = {cpu_threshold}; {steps} slow-down steps)"
              if mode == "on" else "migrating, contention management off")
     lines.append(f"| {label} | {float(p50):.3f} ms | {float(p99):.3f} ms | "
                  f"{float(p99) / max(float(i99), 1e-9):.2f}× | {float(rps):,.0f} | {float(took):.1f} s |")
