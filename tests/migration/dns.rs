@@ -26,7 +26,7 @@ enum Kind {
 struct DnsServer {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for DnsServer {
@@ -136,14 +136,14 @@ fn start(kind: Kind, secret: &str) -> Option<DnsServer> {
     let server = DnsServer {
         child,
         port,
-        _dir: dir,
+        dir,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while dig(port, NAME) != BEFORE {
         assert!(
             Instant::now() < deadline,
             "{kind:?} did not serve the zone: {}",
-            std::fs::read_to_string(server._dir.path().join("server.log")).unwrap_or_default()
+            std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
