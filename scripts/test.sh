@@ -26,6 +26,10 @@ install_deps() {
   command -v promtool >/dev/null || need+=(prometheus)
   command -v tmux >/dev/null || need+=(tmux)
   command -v nc >/dev/null || need+=(netcat-openbsd)
+  # CUTOVER DNS tests start a real named (bind9) and knotd; dnsutils brings nsupdate and dig.
+  command -v named >/dev/null || [ -x /usr/sbin/named ] || need+=(bind9)
+  command -v knotd >/dev/null || [ -x /usr/sbin/knotd ] || need+=(knot)
+  command -v dig >/dev/null || need+=(dnsutils)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -104,6 +104,24 @@ fn start_watch_cutover_verify() {
         }
         assert!(Instant::now() < deadline, "no live_sync line: {seen:?}");
     };
+    // Each refresh starts with the totals of every migration (the dashboard's top line).
+    let totals = seen
+        .iter()
+        .rev()
+        .find(|l| l.contains("] totals "))
+        .unwrap_or_else(|| panic!("no totals line: {seen:?}"));
+    for field in [
+        "migrations=1",
+        "running=1",
+        "queued=0",
+        "waiting=0",
+        "keys=3000/3000",
+        "keys_per_sec=",
+        "bytes_per_sec=",
+        "eta=",
+    ] {
+        assert!(totals.contains(field), "{field} missing from {totals}");
+    }
     for field in [
         " acme ",
         "phase=live_sync",
@@ -133,6 +151,17 @@ fn start_watch_cutover_verify() {
     assert!(status.contains("3,001"), "{status}");
     let table = cli_ok(&src, &["migrate", "status", "--all"]);
     assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains("Totals: migrations=1 running=1 queued=0"),
+        "{table}"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&cli_ok(&src, &["--json", "migrate", "status", "--all"]))
+            .expect("json status --all");
+    assert_eq!(all["migrations_total"], 1, "{all}");
+    assert_eq!(all["state_live_sync"], 1, "{all}");
+    assert!(all["bytes_per_sec"].is_number(), "{all}");
+    assert_eq!(all["migrations"][0]["tenant"], "acme", "{all}");
     assert!(
         table
             .lines()

@@ -334,6 +334,21 @@ fn metrics_pass_promtool_and_cover_the_alert_rules() {
         must(&samples(&dst_page), "ferrite_imports_active", &[]),
         1.0
     );
+    // The aggregate view: counts by state, what is left, the contention throttle (nothing is
+    // loaded here: every priority at full speed).
+    assert_eq!(must(&sp, "ferrite_migrations_known", &[]), 1.0);
+    assert_eq!(
+        must(&sp, "ferrite_migrations", &[("state", "syncing")]),
+        1.0
+    );
+    assert_eq!(must(&sp, "ferrite_migrations", &[("state", "queued")]), 0.0);
+    assert!(must(&sp, "ferrite_migrations_keys_remaining", &[]) > 0.0);
+    for p in ["low", "normal", "high"] {
+        assert_eq!(
+            must(&sp, "ferrite_migrations_throttle_ratio", &[("priority", p)]),
+            1.0
+        );
+    }
 
     // Live sync, with a few writes shipped as changes.
     wait_for(&mut adm, &id, "live_sync", |s| s["state"] == "live_sync");
@@ -404,6 +419,16 @@ fn metrics_pass_promtool_and_cover_the_alert_rules() {
     );
     assert!(shipped >= KEYS as f64, "keys shipped {shipped}");
     assert_eq!(must(&sp, "ferrite_migrations_active", &[]), 0.0);
+    assert_eq!(
+        must(&sp, "ferrite_migrations", &[("state", "completed")]),
+        1.0
+    );
+    assert_eq!(must(&sp, "ferrite_migrations_keys_remaining", &[]), 0.0);
+    assert_eq!(
+        must(&sp, "ferrite_migrations_eta_seconds", &[]),
+        0.0,
+        "nothing left"
+    );
     assert_eq!(
         must(&dp, "ferrite_tenant_keys", &[("tenant", "acme")]),
         KEYS as f64

@@ -29,6 +29,10 @@ impl Status {
         let pairs = value::as_pairs(f).map_err(|e| {
             Failure::command(format!("unexpected TENANT.MIGRATE.STATUS reply: {e}"))
         })?;
+        Ok(Status::from_pairs(pairs, f.clone()))
+    }
+
+    fn from_pairs(pairs: Vec<(String, Frame)>, frame: Frame) -> Status {
         let fields: Vec<(String, String)> = pairs
             .into_iter()
             .map(|(k, v)| (k, field_text(&v)))
@@ -38,11 +42,11 @@ impl Status {
             .enumerate()
             .map(|(i, (k, _))| (k.clone(), i))
             .collect();
-        Ok(Status {
+        Status {
             fields,
             index,
-            frame: f.clone(),
-        })
+            frame,
+        }
     }
 
     /// A field's text ("" when absent).
@@ -144,6 +148,7 @@ const NUMERIC_TEXT_FIELDS: &[&str] = &[
     "lag_seconds",
     "catch_up_seconds",
     "keys_per_sec",
+    "bytes_per_sec",
     "downtime_ms",
     "duration_seconds",
     "keys_migrated",
@@ -269,12 +274,71 @@ pub async fn fetch_status(s: &mut Session, id: &str) -> Result<Status, Failure> 
     Status::from_frame(&f)
 }
 
-pub async fn fetch_all(s: &mut Session) -> Result<Vec<Status>, Failure> {
+/// TENANT.MIGRATE.STATUS ALL (or GROUP): the totals, and every migration's STATUS.
+pub struct Overview {
+    /// The aggregate fields (`migrations_total`, `state_<state>`, `keys_per_sec`,
+    /// `bytes_per_sec`, `estimated_completion`…), read like one migration's.
+    pub totals: Status,
+    pub migrations: Vec<Status>,
+    /// The reply itself, for `--json`.
+    pub frame: Frame,
+}
+
+impl Overview {
+    pub fn from_frame(f: &Frame) -> Result<Overview, Failure> {
+        let bad = |e: ferrite_client::ClientError| {
+            Failure::command(format!("unexpected TENANT.MIGRATE.STATUS ALL reply: {e}"))
+        };
+        let mut totals = Vec::new();
+        let mut migrations = Vec::new();
+        for (k, v) in value::as_pairs(f).map_err(bad)? {
+            if k == "migrations" {
+                for item in value::as_array(&v).map_err(bad)? {
+                    migrations.push(Status::from_frame(&item)?);
+                }
+            } else {
+                totals.push((k, v));
+            }
+        }
+        Ok(Overview {
+            totals: Status::from_pairs(totals, f.clone()),
+            migrations,
+            frame: f.clone(),
+        })
+    }
+
+    /// Migrations in `states`, from the per-state counts.
+    pub fn count(&self, states: &[&str]) -> u64 {
+        states
+            .iter()
+            .map(|s| self.totals.num(&format!("state_{s}")) as u64)
+            .sum()
+    }
+
+    /// The totals on one line: counts by stage, keys, rates and the ETA of everything.
+    pub fn totals_line(&self) -> String {
+        format!(
+            "migrations={} running={} queued={} waiting={} awaiting_approval={} completed={} failed={} cancelled={} keys={}/{} keys_per_sec={} bytes_per_sec={} eta={}",
+            self.totals.get("migrations_total"),
+            self.count(&["syncing", "live_sync", "paused", "cutting_over"]),
+            self.count(&["queued", "approved"]),
+            self.count(&["waiting"]),
+            self.count(&["awaiting_approval"]),
+            self.count(&["completed", "verified"]),
+            self.count(&["failed"]),
+            self.count(&["cancelled"]),
+            self.totals.get("keys_synced"),
+            self.totals.get("keys_total"),
+            self.totals.get("keys_per_sec"),
+            self.totals.get("bytes_per_sec"),
+            self.totals.eta()
+        )
+    }
+}
+
+pub async fn fetch_all(s: &mut Session) -> Result<Overview, Failure> {
     let f = s.run(&["TENANT.MIGRATE.STATUS", "ALL"]).await?;
-    let items = value::as_array(&f).map_err(|e| {
-        Failure::command(format!("unexpected TENANT.MIGRATE.STATUS ALL reply: {e}"))
-    })?;
-    items.iter().map(Status::from_frame).collect()
+    Overview::from_frame(&f)
 }
 
 /// Runs one `migrate` subcommand; returns the exit code.
@@ -345,20 +409,16 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             Ok(exit::OK)
         }
         MigrateCmd::Status { id: None, .. } => {
-            let all = fetch_all(s).await?;
+            let overview = fetch_all(s).await?;
             match format {
-                Format::Pretty if all.is_empty() => {
+                Format::Pretty if overview.migrations.is_empty() => {
                     outln!("No migrations on {}.", s.addr())
                 }
-                Format::Pretty => out!("{}", table(&all)),
-                other => {
-                    let frames: Vec<Frame> = all.iter().map(|st| st.frame.clone()).collect();
-                    let list = Frame::Array {
-                        data: frames,
-                        attributes: None,
-                    };
-                    crate::emit_bytes(&render(&list, other));
+                Format::Pretty => {
+                    out!("{}", table(&overview.migrations));
+                    outln!("Totals: {}", overview.totals_line());
                 }
+                other => crate::emit_bytes(&render(&overview.frame, other)),
             }
             Ok(exit::OK)
         }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use ferrite_client::Frame;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::migrate::{self, Status, bytes, duration, fetch_all, fetch_status, grouped, rate};
+use crate::migrate::{
+    self, Overview, Status, bytes, duration, fetch_all, fetch_status, grouped, rate,
+};
 use crate::output::Format;
 use crate::session::{Failure, Session, exit};
 
@@ -145,10 +147,10 @@ pub async fn run(
     let mut failing_since: Option<Instant> = None;
     loop {
         let polled = match &id {
-            Some(id) => fetch_status(s, id).await.map(|st| vec![st]),
-            None => fetch_all(s).await,
+            Some(id) => fetch_status(s, id).await.map(|st| (vec![st], None)),
+            None => fetch_all(s).await.map(|o| (o.migrations.clone(), Some(o))),
         };
-        let statuses = match polled {
+        let (statuses, overview) = match polled {
             Ok(v) => {
                 failing_since = None;
                 v
@@ -223,6 +225,7 @@ pub async fn run(
             interval,
             started.elapsed(),
             &mut tracked,
+            overview.as_ref(),
         );
         if tracked.iter().all(|t| t.last.is_final()) {
             return Ok(finish(view, &tracked));
@@ -251,18 +254,39 @@ pub async fn run(
     }
 }
 
+/// The dashboard's totals (`--all`): counts by stage, summed rates, the ETA of everything.
+fn totals_summary(o: &Overview) -> String {
+    format!(
+        "{} migrations · {} running · {} queued · {} waiting · {} awaiting approval · {} done · {} failed · {} keys/s · {}/s · ETA {}",
+        o.totals.get("migrations_total"),
+        o.count(&["syncing", "live_sync", "paused", "cutting_over"]),
+        o.count(&["queued", "approved"]),
+        o.count(&["waiting"]),
+        o.count(&["awaiting_approval"]),
+        o.count(&["completed", "verified"]),
+        o.count(&["failed"]),
+        rate(o.totals.num("keys_per_sec")),
+        bytes(o.totals.num("bytes_per_sec")),
+        o.totals.eta()
+    )
+}
+
 fn show(
     view: &mut View,
     addr: &str,
     interval: Duration,
     elapsed: Duration,
     tracked: &mut [Tracked],
+    overview: Option<&Overview>,
 ) {
     match view {
         View::Live(v) => {
             let running = tracked.iter().filter(|t| !t.last.is_final()).count();
+            let totals = overview
+                .map(|o| format!("\n{}", totals_summary(o)))
+                .unwrap_or_default();
             v.header.set_message(format!(
-                "Migrations on {addr} · {running} running · refresh every {} ms · {}",
+                "Migrations on {addr} · {running} running · refresh every {} ms · {}{totals}",
                 interval.as_millis(),
                 duration(elapsed.as_secs_f64())
             ));
@@ -287,6 +311,13 @@ fn show(
             }
         }
         View::Plain => {
+            if let Some(o) = overview {
+                outln!(
+                    "[{:>7.1}s] totals {}",
+                    elapsed.as_secs_f64(),
+                    o.totals_line()
+                );
+            }
             for t in tracked.iter_mut() {
                 if t.reported {
                     continue;

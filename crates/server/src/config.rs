@@ -459,6 +459,18 @@ pub struct MigrationConfig {
     pub client_handling: ClientHandlingConfig,
     /// Enables TENANT.MIGRATE.DEBUG breakpoints for fault-injection tests. Never in production.
     pub fault_injection: bool,
+    /// Bytes per second all running migrations ship together (0 = no limit), shared by the
+    /// weight of their PRIORITY (high 4, normal 2, low 1).
+    pub max_bandwidth_bytes_per_sec: u64,
+    /// Every migration waits in `awaiting_approval` with its plan until TENANT.MIGRATE.APPROVE.
+    pub require_approval: bool,
+    /// `completed` or `verified`: what a migration named by AFTER must reach before its
+    /// dependents start.
+    pub after_requires: String,
+    /// Where CUTOVER DNS sends its signed dynamic update.
+    pub dns: DnsConfig,
+    /// When running migrations slow down for this server's own clients.
+    pub contention: ContentionConfig,
 }
 
 impl std::fmt::Debug for MigrationConfig {
@@ -478,6 +490,11 @@ impl std::fmt::Debug for MigrationConfig {
             target_validation,
             client_handling,
             fault_injection,
+            max_bandwidth_bytes_per_sec,
+            require_approval,
+            after_requires,
+            dns,
+            contention,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("enabled", enabled)
@@ -494,6 +511,11 @@ impl std::fmt::Debug for MigrationConfig {
             .field("target_validation", target_validation)
             .field("client_handling", client_handling)
             .field("fault_injection", fault_injection)
+            .field("max_bandwidth_bytes_per_sec", max_bandwidth_bytes_per_sec)
+            .field("require_approval", require_approval)
+            .field("after_requires", after_requires)
+            .field("dns", dns)
+            .field("contention", contention)
             .finish()
     }
 }
@@ -515,6 +537,11 @@ impl Default for MigrationConfig {
             target_validation: TargetValidationConfig::default(),
             client_handling: ClientHandlingConfig::default(),
             fault_injection: false,
+            max_bandwidth_bytes_per_sec: 0,
+            require_approval: false,
+            after_requires: "completed".into(),
+            dns: DnsConfig::default(),
+            contention: ContentionConfig::default(),
         }
     }
 }
@@ -535,6 +562,178 @@ impl Default for TargetValidationConfig {
             verify_authentication: true,
             verify_capacity: true,
             verify_version: true,
+        }
+    }
+}
+
+/// `[tenancy.migration.dns]`: the DNS server CUTOVER DNS updates (RFC 2136, signed with TSIG).
+/// Debug by hand (below): it must never print `key_secret`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// The zone's primary server, an IP address; empty: CUTOVER DNS is refused.
+    pub server: String,
+    pub port: u16,
+    /// The zone the names are in.
+    pub zone: String,
+    /// The TSIG key's name, algorithm (`hmac-sha256`, `hmac-sha384`, `hmac-sha512`) and secret
+    /// (base64, as `tsig-keygen` and `keymgr` print it).
+    pub key_name: String,
+    pub key_algorithm: String,
+    pub key_secret: String,
+    /// TTL of the record set, in seconds.
+    pub ttl: u32,
+    /// `abort`: a failed update stops the cutover before the hand-over; `warn`: the cutover goes
+    /// on and the failure is reported.
+    pub on_failure: String,
+    /// How long to wait for the server's answer (it is asked twice).
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            server: String::new(),
+            port: 53,
+            zone: String::new(),
+            key_name: String::new(),
+            key_algorithm: "hmac-sha256".into(),
+            key_secret: String::new(),
+            ttl: 60,
+            on_failure: "abort".into(),
+            timeout_ms: 2000,
+        }
+    }
+}
+
+impl std::fmt::Debug for DnsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DnsConfig {
+            server,
+            port,
+            zone,
+            key_name,
+            key_algorithm,
+            key_secret,
+            ttl,
+            on_failure,
+            timeout_ms,
+        } = self;
+        f.debug_struct("DnsConfig")
+            .field("server", server)
+            .field("port", port)
+            .field("zone", zone)
+            .field("key_name", key_name)
+            .field("key_algorithm", key_algorithm)
+            .field("key_secret", &redacted(key_secret))
+            .field("ttl", ttl)
+            .field("on_failure", on_failure)
+            .field("timeout_ms", timeout_ms)
+            .finish()
+    }
+}
+
+impl DnsConfig {
+    /// The settings the tenancy crate runs with (checked by `validate` first).
+    fn settings(&self) -> ferrite_tenancy::migration::dns::DnsSettings {
+        use ferrite_tenancy::migration::dns::{DnsSettings, OnDnsFailure};
+        DnsSettings {
+            server: self
+                .server
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, self.port)),
+            zone: self.zone.clone(),
+            key_name: self.key_name.clone(),
+            key_algorithm: self.key_algorithm.clone(),
+            key_secret: data_encoding::BASE64
+                .decode(self.key_secret.trim().as_bytes())
+                .unwrap_or_default(),
+            ttl: self.ttl,
+            on_failure: OnDnsFailure::parse(&self.on_failure).unwrap_or_default(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+        }
+    }
+
+    /// The first thing wrong, as (key, message).
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        use ferrite_tenancy::migration::dns::{OnDnsFailure, algorithm};
+        if OnDnsFailure::parse(&self.on_failure).is_none() {
+            return Err((
+                "tenancy.migration.dns.on_failure",
+                format!("'{}' is not one of: abort, warn", self.on_failure),
+            ));
+        }
+        if algorithm(&self.key_algorithm).is_none() {
+            return Err((
+                "tenancy.migration.dns.key_algorithm",
+                format!(
+                    "'{}' is not one of: hmac-sha256, hmac-sha384, hmac-sha512",
+                    self.key_algorithm
+                ),
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err((
+                "tenancy.migration.dns.timeout_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.server.is_empty() {
+            return Ok(());
+        }
+        if self.server.parse::<std::net::IpAddr>().is_err() {
+            return Err((
+                "tenancy.migration.dns.server",
+                format!("'{}' is not an IP address", self.server),
+            ));
+        }
+        if self.port == 0 {
+            return Err(("tenancy.migration.dns.port", "must not be 0".into()));
+        }
+        if self.zone.is_empty() {
+            return Err((
+                "tenancy.migration.dns.zone",
+                "must be set when server is".into(),
+            ));
+        }
+        if self.key_name.is_empty() {
+            return Err((
+                "tenancy.migration.dns.key_name",
+                "must be set when server is: updates are signed with TSIG".into(),
+            ));
+        }
+        match data_encoding::BASE64.decode(self.key_secret.trim().as_bytes()) {
+            Ok(k) if !k.is_empty() => Ok(()),
+            // Never echo the secret in the error.
+            _ => Err((
+                "tenancy.migration.dns.key_secret",
+                "must be the key's secret in base64 (as tsig-keygen prints it)".into(),
+            )),
+        }
+    }
+}
+
+/// `[tenancy.migration.contention]`: automatic contention management.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentionConfig {
+    pub enabled: bool,
+    /// Threshold on this server's p99 command latency over the window, in milliseconds.
+    pub p99_ms: f64,
+    /// Threshold on this process's CPU use, in percent of all cores.
+    pub cpu_percent: f64,
+    /// The window latency and CPU are measured over.
+    pub window_secs: u64,
+}
+
+impl Default for ContentionConfig {
+    fn default() -> Self {
+        ContentionConfig {
+            enabled: true,
+            p99_ms: 10.0,
+            cpu_percent: 90.0,
+            window_secs: 5,
         }
     }
 }
@@ -696,6 +895,34 @@ impl Config {
                 ),
             );
         }
+        let c = &m.contention;
+        if !(c.p99_ms.is_finite() && c.p99_ms > 0.0) {
+            return err(
+                "tenancy.migration.contention.p99_ms",
+                "must be a number above 0".into(),
+            );
+        }
+        if !(c.cpu_percent.is_finite() && c.cpu_percent > 0.0 && c.cpu_percent <= 100.0) {
+            return err(
+                "tenancy.migration.contention.cpu_percent",
+                "must be above 0 and at most 100".into(),
+            );
+        }
+        if c.window_secs == 0 || c.window_secs > 3600 {
+            return err(
+                "tenancy.migration.contention.window_secs",
+                "must be between 1 and 3600".into(),
+            );
+        }
+        if let Err((key, why)) = m.dns.check() {
+            return err(key, why);
+        }
+        if ferrite_tenancy::AfterRequires::parse(&m.after_requires).is_none() {
+            return err(
+                "tenancy.migration.after_requires",
+                format!("'{}' is not one of: completed, verified", m.after_requires),
+            );
+        }
         if m.max_concurrent == 0 {
             return err(
                 "tenancy.migration.max_concurrent",
@@ -752,6 +979,17 @@ impl Config {
             retention: std::time::Duration::from_secs(m.retention_secs),
             activation_timeout: std::time::Duration::from_millis(m.activation_timeout_ms),
             fault_injection: m.fault_injection,
+            max_bandwidth: m.max_bandwidth_bytes_per_sec,
+            require_approval: m.require_approval,
+            after_requires: ferrite_tenancy::AfterRequires::parse(&m.after_requires)
+                .unwrap_or_default(),
+            dns: m.dns.settings(),
+            contention: ferrite_tenancy::ContentionSettings {
+                enabled: m.contention.enabled,
+                p99: m.contention.p99_ms / 1000.0,
+                cpu: m.contention.cpu_percent / 100.0,
+                window: std::time::Duration::from_secs(m.contention.window_secs),
+            },
             validation: ferrite_tenancy::migration::validate::ValidationSettings {
                 connectivity: m.target_validation.verify_connectivity,
                 authentication: m.target_validation.verify_authentication,

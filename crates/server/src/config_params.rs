@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 79] = [
+pub static PARAMS: [Param; 86] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -478,6 +478,62 @@ pub static PARAMS: [Param; 79] = [
         |c| c.tenancy.migration.cutover_max_lag.to_string(),
         |c, v| {
             c.tenancy.migration.cutover_max_lag = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.max_bandwidth_bytes_per_sec",
+        |c| c.tenancy.migration.max_bandwidth_bytes_per_sec.to_string(),
+        |c, v| {
+            c.tenancy.migration.max_bandwidth_bytes_per_sec = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.require_approval",
+        |c| yes_no(c.tenancy.migration.require_approval),
+        |c, v| {
+            c.tenancy.migration.require_approval = boolean(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.contention.enabled",
+        |c| yes_no(c.tenancy.migration.contention.enabled),
+        |c, v| {
+            c.tenancy.migration.contention.enabled = boolean(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.contention.p99_ms",
+        |c| c.tenancy.migration.contention.p99_ms.to_string(),
+        |c, v| {
+            c.tenancy.migration.contention.p99_ms = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.contention.cpu_percent",
+        |c| c.tenancy.migration.contention.cpu_percent.to_string(),
+        |c, v| {
+            c.tenancy.migration.contention.cpu_percent = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.dns.on_failure",
+        |c| c.tenancy.migration.dns.on_failure.clone(),
+        |c, v| {
+            c.tenancy.migration.dns.on_failure = v.to_string();
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.after_requires",
+        |c| c.tenancy.migration.after_requires.clone(),
+        |c, v| {
+            c.tenancy.migration.after_requires = v.to_string();
             Ok(())
         }
     ),

@@ -26,6 +26,7 @@ pub mod cmd;
 pub mod config;
 pub mod config_params;
 pub mod connection;
+pub mod contention;
 pub mod diagnostics;
 pub mod dispatch;
 pub mod errors;

@@ -64,6 +64,13 @@ pub mod names {
     pub const MIGRATION_CONFLICTS: &str = "ferrite_tenant_migration_conflicts_total";
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
+    pub const MIGRATIONS_KNOWN: &str = "ferrite_migrations_known";
+    pub const MIGRATIONS_THROTTLE: &str = "ferrite_migrations_throttle_ratio";
+    pub const MIGRATIONS_BY_STATE: &str = "ferrite_migrations";
+    pub const MIGRATIONS_KEYS_RATE: &str = "ferrite_migrations_keys_per_second";
+    pub const MIGRATIONS_BYTES_RATE: &str = "ferrite_migrations_bytes_per_second";
+    pub const MIGRATIONS_KEYS_REMAINING: &str = "ferrite_migrations_keys_remaining";
+    pub const MIGRATIONS_ETA: &str = "ferrite_migrations_eta_seconds";
     pub const IMPORTS_ACTIVE: &str = "ferrite_imports_active";
     pub const PERSISTENCE_ENABLED: &str = "ferrite_persistence_enabled";
     pub const PERSISTENCE_WRITE_OK: &str = "ferrite_persistence_log_write_ok";
@@ -222,6 +229,36 @@ fn describe() {
     );
     describe_gauge!(names::MIGRATIONS_FAILED, "Migrations in state failed.");
     describe_gauge!(
+        names::MIGRATIONS_KNOWN,
+        "Migrations this server knows (every state, history included)."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_THROTTLE,
+        "Share of their speed contention management leaves running migrations, by priority (1: not slowed down)."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_BY_STATE,
+        "Migrations in each state (label state)."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_KEYS_RATE,
+        "Keys per second all running migrations ship together."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_BYTES_RATE,
+        Unit::Bytes,
+        "Bytes per second all running migrations send together."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_KEYS_REMAINING,
+        "Keys the queued and running migrations have yet to copy."
+    );
+    describe_gauge!(
+        names::MIGRATIONS_ETA,
+        Unit::Seconds,
+        "Seconds until the queued and running migrations have copied everything at the current total rate (-1: unknown, nothing moves; 0: nothing left)."
+    );
+    describe_gauge!(
         names::IMPORTS_ACTIVE,
         "Imports being received from other servers."
     );
@@ -356,6 +393,27 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
     use ferrite_tenancy::{MigrationMode, MigrationPhase, MigrationState};
     let all = sh.migrations.status_all();
     gauge!(names::MIGRATIONS_ACTIVE).set(all.iter().filter(|m| m.state.is_active()).count() as f64);
+    let totals = ferrite_tenancy::migration::Totals::of(&all);
+    gauge!(names::MIGRATIONS_KNOWN).set(totals.migrations as f64);
+    let (_, factors) = sh.migrations.contention();
+    for (p, f) in ferrite_tenancy::Priority::ALL.iter().zip(factors) {
+        gauge!(names::MIGRATIONS_THROTTLE, "priority" => p.name()).set(f);
+    }
+    for (state, n) in &totals.by_state {
+        gauge!(names::MIGRATIONS_BY_STATE, "state" => state.name()).set(*n as f64);
+    }
+    gauge!(names::MIGRATIONS_KEYS_RATE).set(totals.keys_per_sec);
+    gauge!(names::MIGRATIONS_BYTES_RATE).set(totals.bytes_per_sec);
+    gauge!(names::MIGRATIONS_KEYS_REMAINING).set(totals.keys_remaining as f64);
+    let unfinished = totals
+        .by_state
+        .iter()
+        .any(|(s, n)| *n > 0 && (s.is_active() || s.is_pending()));
+    gauge!(names::MIGRATIONS_ETA).set(match totals.estimated_completion {
+        Some(at) => at.saturating_sub(ferrite_storage::now_ms()) as f64 / 1000.0,
+        None if unfinished => -1.0,
+        None => 0.0,
+    });
     gauge!(names::MIGRATIONS_FAILED).set(
         all.iter()
             .filter(|m| m.state == MigrationState::Failed)
@@ -377,19 +435,6 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
             *e = m;
         }
     }
-    const STATES: [MigrationState; 11] = [
-        MigrationState::Queued,
-        MigrationState::Syncing,
-        MigrationState::LiveSync,
-        MigrationState::Paused,
-        MigrationState::CuttingOver,
-        MigrationState::Completed,
-        MigrationState::Verified,
-        MigrationState::Failed,
-        MigrationState::Cancelled,
-        MigrationState::Stopping,
-        MigrationState::Stopped,
-    ];
     const MODES: [MigrationMode; 4] = [
         MigrationMode::Live,
         MigrationMode::Fast,
@@ -410,7 +455,7 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
             let v = if p == m.phase { 1.0 } else { 0.0 };
             gauge!(names::MIGRATION_PHASE, "tenant" => tenant.clone(), "phase" => p.name()).set(v);
         }
-        for s in STATES {
+        for s in MigrationState::ALL {
             let v = if s == m.state { 1.0 } else { 0.0 };
             gauge!(names::MIGRATION_STATE, "tenant" => tenant.clone(), "state" => s.name()).set(v);
         }

@@ -307,6 +307,7 @@ async fn cron(sh: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sample = Instant::now();
     let mut last_commands = 0u64;
+    let mut load = crate::contention::LoadSampler::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -353,6 +354,8 @@ async fn cron(sh: Arc<Shared>) {
             }
             close_idle_clients(&sh);
             sh.auth_limiter.prune(Instant::now());
+            let window = sh.migrations.settings().contention.window;
+            sh.migrations.observe_load(load.sample(&sh, window));
             // Imports whose source went away for longer than the sync timeout are dropped.
             let idle = sh.migrations.settings().sync_timeout;
             sh.migrations.imports().reap(idle);

@@ -96,9 +96,10 @@ pub use credential::{Credential, InvalidCredential, secrets_equal};
 pub use error::TenancyError;
 pub use gate::{WriteGate, WritePermit};
 pub use migration::{
-    ConflictPolicy, CutoverResult, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
+    AfterRequires, Approval, ConflictPolicy, ContentionSettings, CutoverResult, GroupOp,
+    GroupOutcome, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
-    MigrationStatus, StopMode, StopResult, VerifyResult,
+    MigrationStatus, Priority, StopMode, StopResult, VerifyResult,
 };
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
 pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};

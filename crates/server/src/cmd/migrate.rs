@@ -10,8 +10,8 @@ use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::digest::BUCKETS;
 use ferrite_tenancy::migration::{BeginRequest, ImportError};
 use ferrite_tenancy::{
-    ConflictPolicy, Credential, MigrationConfig, MigrationError, MigrationMode, MigrationStatus,
-    Registry, StopMode, StopResult, TenantLimits,
+    ConflictPolicy, Credential, GroupOp, GroupOutcome, MigrationConfig, MigrationError,
+    MigrationMode, MigrationStatus, Priority, Registry, StopMode, StopResult, TenantLimits,
 };
 
 use super::ServerResult;
@@ -36,6 +36,75 @@ fn positive(args: &Args<'_>, i: usize, max: i64) -> Result<i64, ErrorReply> {
             "{} must be between 1 and {max}",
             args.text(i - 1).to_ascii_uppercase()
         ))),
+    }
+}
+
+/// PRIORITY's argument.
+fn priority(args: &Args<'_>, i: usize) -> Result<Priority, ErrorReply> {
+    Priority::parse(&args.text(i)).ok_or_else(|| {
+        ErrorReply::err(format!(
+            "invalid PRIORITY '{}': use high, normal or low",
+            args.text(i)
+        ))
+    })
+}
+
+/// The options TENANT.MIGRATE and TENANT.MIGRATE.UPDATE know: where the ids of AFTER end.
+const OPTION_WORDS: &[&str] = &[
+    "MODE",
+    "PARALLEL",
+    "BATCH_SIZE",
+    "TIMEOUT",
+    "AUTH",
+    "REDIRECT",
+    "RATE",
+    "PRIORITY",
+    "AFTER",
+    "GROUP",
+    "APPROVAL",
+];
+
+/// AFTER's ids, from `i` up to the next option word (at least one).
+fn after_ids(args: &Args<'_>, i: usize) -> Result<(Vec<String>, usize), ErrorReply> {
+    let mut j = i;
+    let mut ids = Vec::new();
+    while j < args.len() {
+        let word = args.text(j);
+        if OPTION_WORDS.iter().any(|o| o.eq_ignore_ascii_case(&word)) {
+            break;
+        }
+        ids.push(word);
+        j += 1;
+    }
+    if ids.is_empty() {
+        return Err(ErrorReply::err(
+            "AFTER needs at least one migration id".to_string(),
+        ));
+    }
+    Ok((ids, j))
+}
+
+/// Who an operator is, for the approval record: the connection's CLIENT SETNAME name (when it
+/// set one) and its address.
+fn operator(st: &ClientState) -> String {
+    let name = st.info.fields.lock().name.clone();
+    if name.is_empty() {
+        format!("admin@{}", st.info.addr)
+    } else {
+        format!("{name}@{}", st.info.addr)
+    }
+}
+
+/// The answer of an operation on a group: each member's id and `OK` (or what it did) or its
+/// error.
+fn write_group_outcome(w: &mut ReplyWriter<'_>, outcome: &GroupOutcome) {
+    w.map(outcome.len());
+    for (id, r) in outcome {
+        w.bulk_str(id);
+        match r {
+            Ok(text) => w.bulk_str(text),
+            Err(e) => w.bulk_str(&format!("ERR {e}")),
+        }
     }
 }
 
@@ -132,6 +201,53 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 .map(|r| r.missing_keys.to_string())
                 .unwrap_or_default(),
         ),
+        ("dns", s.dns.clone().unwrap_or_default()),
+        ("throttle", percent(s.throttle * 100.0)),
+        ("priority", s.priority.name().into()),
+        (
+            "queue_position",
+            s.queue_position.map(|n| n.to_string()).unwrap_or_default(),
+        ),
+        ("group", s.group.clone().unwrap_or_default()),
+        ("waiting_for", s.waiting_for.join(" ")),
+        ("rate_limit", s.rate_limit.to_string()),
+        (
+            "approval",
+            s.approval
+                .as_ref()
+                .map(|a| a.decision.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "approval_by",
+            s.approval
+                .as_ref()
+                .and_then(|a| a.by.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "approval_at",
+            s.approval
+                .as_ref()
+                .and_then(|a| a.at_ms)
+                .map(rfc3339_ms)
+                .unwrap_or_default(),
+        ),
+        (
+            "approval_reason",
+            s.approval
+                .as_ref()
+                .and_then(|a| a.reason.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "plan",
+            s.plan
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
     ];
     w.map(fields.len());
     for (k, v) in fields {
@@ -149,6 +265,7 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 | "reconnects"
                 | "possibly_missing_keys"
                 | "conflicts"
+                | "rate_limit"
         );
         match v.parse::<i64>() {
             Ok(n) if numeric => w.int(n),
@@ -192,6 +309,31 @@ fn write_stop(w: &mut ReplyWriter<'_>, r: &StopResult) {
     }
 }
 
+/// STATUS GROUP: the group's totals, then every member's STATUS.
+fn write_group(w: &mut ReplyWriter<'_>, group: &str, members: &[MigrationStatus]) {
+    let totals = ferrite_tenancy::migration::Totals::of(members);
+    w.map(2 + totals.fields().len());
+    w.bulk_str("group");
+    w.bulk_str(group);
+    write_totals_fields(w, &totals);
+    w.bulk_str("migrations");
+    w.array(members.len());
+    for s in members {
+        write_status(w, s);
+    }
+}
+
+/// The aggregate fields (of a group, or of every migration).
+fn write_totals_fields(w: &mut ReplyWriter<'_>, totals: &ferrite_tenancy::migration::Totals) {
+    for (k, v) in totals.fields() {
+        w.bulk_str(&k);
+        match v {
+            ferrite_tenancy::migration::TotalValue::Count(n) => w.int(n as i64),
+            ferrite_tenancy::migration::TotalValue::Text(t) => w.bulk_str(&t),
+        }
+    }
+}
+
 pub async fn run(
     st: &mut ClientState,
     sh: &Arc<Shared>,
@@ -224,10 +366,26 @@ pub async fn run(
             }
             let mut i = 4;
             while i < args.len() {
+                match args.get(i).to_ascii_uppercase().as_slice() {
+                    b"APPROVAL" => {
+                        cfg.approval = true;
+                        i += 1;
+                        continue;
+                    }
+                    b"AFTER" => {
+                        let (ids, next) = after_ids(&args, i + 1)?;
+                        cfg.after.extend(ids);
+                        i = next;
+                        continue;
+                    }
+                    _ => {}
+                }
                 if i + 1 >= args.len() {
                     return Err(ErrorReply::syntax());
                 }
                 match args.get(i).to_ascii_uppercase().as_slice() {
+                    b"PRIORITY" => cfg.priority = priority(&args, i + 1)?,
+                    b"GROUP" => cfg.group = Some(args.text(i + 1)),
                     b"MODE" => {
                         cfg.mode = MigrationMode::parse(&args.text(i + 1)).ok_or_else(|| {
                             ErrorReply::err(format!(
@@ -271,24 +429,87 @@ pub async fn run(
             w.bulk_str(&percent(h.progress));
         }
         "tenant.migrate.status" => {
+            if args.len() > 3 || (args.len() == 3 && !args.is(1, "GROUP")) {
+                return Err(ErrorReply::syntax());
+            }
             let mut w = ReplyWriter::new(out, proto);
-            if args.is(1, "ALL") {
+            if args.is(1, "ALL") && args.len() == 2 {
                 let all = mgr.status_all();
+                let totals = ferrite_tenancy::migration::Totals::of(&all);
+                let (load, factors) = mgr.contention();
+                w.map(6 + totals.fields().len());
+                write_totals_fields(&mut w, &totals);
+                // Contention management: what it measured last and what it did about it.
+                w.bulk_str("load_p99_ms");
+                w.bulk_str(
+                    &load
+                        .and_then(|l| l.p99)
+                        .map(|p| format!("{:.3}", p * 1000.0))
+                        .unwrap_or_default(),
+                );
+                w.bulk_str("load_cpu_percent");
+                w.bulk_str(
+                    &load
+                        .map(|l| format!("{:.1}", l.cpu * 100.0))
+                        .unwrap_or_default(),
+                );
+                for (name, f) in ["throttle_low", "throttle_normal", "throttle_high"]
+                    .iter()
+                    .zip(factors)
+                {
+                    w.bulk_str(name);
+                    w.bulk_str(&percent(f * 100.0));
+                }
+                w.bulk_str("migrations");
                 w.array(all.len());
                 for s in &all {
                     write_status(&mut w, s);
                 }
+            } else if args.is(1, "GROUP") {
+                if args.len() != 3 {
+                    return Err(ErrorReply::syntax());
+                }
+                let group = args.text(2);
+                let members = mgr.status_group(&group).map_err(migration_err)?;
+                write_group(&mut w, &group, &members);
             } else {
                 let s = mgr.status(&args.text(1)).await.map_err(migration_err)?;
                 write_status(&mut w, &s);
             }
         }
-        "tenant.migrate.pause" => {
-            mgr.pause(&args.text(1)).await.map_err(migration_err)?;
+        "tenant.migrate.pause" | "tenant.migrate.resume" | "tenant.migrate.cancel" => {
+            let op = match name {
+                "tenant.migrate.pause" => GroupOp::Pause,
+                "tenant.migrate.resume" => GroupOp::Resume,
+                _ => GroupOp::Cancel,
+            };
+            if args.len() == 3 && args.is(1, "GROUP") {
+                let outcome = mgr
+                    .for_group(&args.text(2), op)
+                    .await
+                    .map_err(migration_err)?;
+                write_group_outcome(&mut ReplyWriter::new(out, proto), &outcome);
+                return Ok(Flow::Continue);
+            }
+            if args.len() != 2 {
+                return Err(ErrorReply::syntax());
+            }
+            let id = args.text(1);
+            match op {
+                GroupOp::Pause => mgr.pause(&id).await,
+                GroupOp::Resume => mgr.resume(&id).await,
+                GroupOp::Cancel => mgr.cancel(&id).await,
+            }
+            .map_err(migration_err)?;
             ReplyWriter::new(out, proto).ok();
         }
-        "tenant.migrate.resume" => {
-            mgr.resume(&args.text(1)).await.map_err(migration_err)?;
+        "tenant.migrate.approve" => {
+            if args.len() != 2 {
+                return Err(ErrorReply::syntax());
+            }
+            mgr.approve(&args.text(1), &operator(st))
+                .await
+                .map_err(migration_err)?;
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.migrate.stop" => {
@@ -300,9 +521,49 @@ pub async fn run(
             let r = mgr.stop(&args.text(1), mode).await.map_err(migration_err)?;
             write_stop(&mut ReplyWriter::new(out, proto), &r);
         }
-        "tenant.migrate.cancel" => {
-            mgr.cancel(&args.text(1)).await.map_err(migration_err)?;
+        "tenant.migrate.reject" => {
+            let reason = match args.len() {
+                2 => None,
+                3 => Some(args.text(2)),
+                _ => return Err(ErrorReply::syntax()),
+            };
+            mgr.reject(&args.text(1), &operator(st), reason)
+                .await
+                .map_err(migration_err)?;
             ReplyWriter::new(out, proto).ok();
+        }
+        "tenant.migrate.cutover" if args.is(1, "GROUP") => {
+            let force = match args.len() {
+                3 => false,
+                4 if args.is(3, "FORCE") => true,
+                _ => return Err(ErrorReply::syntax()),
+            };
+            let outcome = mgr
+                .cutover_group(&args.text(2), force)
+                .await
+                .map_err(migration_err)?;
+            write_group_outcome(&mut ReplyWriter::new(out, proto), &outcome);
+        }
+        "tenant.migrate.cutover" if args.len() >= 4 && args.is(2, "DNS") => {
+            let force = match args.len() {
+                4 => false,
+                5 if args.is(4, "FORCE") => true,
+                _ => return Err(ErrorReply::syntax()),
+            };
+            let (r, dns) = mgr
+                .cutover_dns(&args.text(1), &args.text(3), force)
+                .await
+                .map_err(migration_err)?;
+            let mut w = ReplyWriter::new(out, proto);
+            w.map(4);
+            w.bulk_str("status");
+            w.bulk_str(r.status);
+            w.bulk_str("downtime_ms");
+            w.bulk_str(&format!("{:.3}", r.downtime_ms));
+            w.bulk_str("keys_migrated");
+            w.int(r.keys_migrated as i64);
+            w.bulk_str("dns");
+            w.bulk_str(&dns.text());
         }
         "tenant.migrate.cutover" => {
             let id = args.text(1);
@@ -414,12 +675,20 @@ pub async fn run(
         }
         "tenant.migrate.update" => {
             let (mut parallel, mut batch, mut rate) = (None, None, None);
+            let (mut new_priority, mut after) = (None, None);
             let mut i = 2;
             while i < args.len() {
+                if args.is(i, "AFTER") {
+                    let (ids, next) = after_ids(&args, i + 1)?;
+                    after = Some(ids);
+                    i = next;
+                    continue;
+                }
                 if i + 1 >= args.len() {
                     return Err(ErrorReply::syntax());
                 }
                 match args.get(i).to_ascii_uppercase().as_slice() {
+                    b"PRIORITY" => new_priority = Some(priority(&args, i + 1)?),
                     b"PARALLEL" => parallel = Some(positive(&args, i + 1, 64)? as usize),
                     b"BATCH_SIZE" => batch = Some(positive(&args, i + 1, 100_000)? as usize),
                     b"RATE" => {
@@ -433,9 +702,20 @@ pub async fn run(
                 }
                 i += 2;
             }
-            mgr.update(&args.text(1), parallel, batch, rate)
-                .await
-                .map_err(migration_err)?;
+            let id = args.text(1);
+            // AFTER first: it is the one that can be refused for what it says (a cycle, an
+            // unknown id, a migration no longer waiting), and then nothing has changed.
+            if let Some(after) = after {
+                mgr.set_after(&id, after).await.map_err(migration_err)?;
+            }
+            if let Some(p) = new_priority {
+                mgr.set_priority(&id, p).await.map_err(migration_err)?;
+            }
+            if parallel.is_some() || batch.is_some() || rate.is_some() {
+                mgr.update(&id, parallel, batch, rate)
+                    .await
+                    .map_err(migration_err)?;
+            }
             ReplyWriter::new(out, proto).ok();
         }
         _ => {

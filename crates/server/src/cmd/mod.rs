@@ -204,6 +204,8 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     migration!("tenant.migrate.debug"),
     migration!("tenant.migrate.verify"),
     migration!("tenant.migrate.update"),
+    migration!("tenant.migrate.approve"),
+    migration!("tenant.migrate.reject"),
     migration!("tenant.import.check"),
     migration!("tenant.import.begin"),
     migration!("tenant.import.batch"),

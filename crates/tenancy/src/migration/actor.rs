@@ -61,6 +61,8 @@ pub(super) enum Request {
     Verified(Reply<()>),
     /// TENANT.MIGRATE.STOP of a continuous sync.
     Stop(StopMode, Reply<StopResult>),
+    /// APPROVE, REJECT, PRIORITY, AFTER (see [`super::schedule`]).
+    Admission(super::schedule::AdmissionRequest),
 }
 
 /// TENANT.MIGRATE.DEBUG.
@@ -139,6 +141,10 @@ pub(super) struct Control {
     pub events_tx: mpsc::UnboundedSender<LinkEvent>,
     recorded: Option<MigrationState>,
     next_tick: Instant,
+    /// Dependencies and approval it waits for before taking a slot.
+    pub admission: super::schedule::Admission,
+    /// Bytes per second sent (STATUS `bytes_per_sec`, the aggregate view).
+    throughput: super::schedule::ByteRate,
 }
 
 /// Why a wait ended early.
@@ -181,6 +187,8 @@ impl Control {
             events_tx,
             recorded: None,
             next_tick: Instant::now() + TICK,
+            admission: Default::default(),
+            throughput: Default::default(),
         }
     }
 
@@ -482,6 +490,9 @@ impl Control {
             }
             Request::Cancel(reply) => match self.state() {
                 MigrationState::Queued
+                | MigrationState::Waiting
+                | MigrationState::AwaitingApproval
+                | MigrationState::Approved
                 | MigrationState::Syncing
                 | MigrationState::LiveSync
                 | MigrationState::Paused
@@ -512,9 +523,7 @@ impl Control {
             } => {
                 let st = self.state();
                 // A failed migration may be updated too: the settings apply when it is retried.
-                let r = if st.is_active()
-                    || matches!(st, MigrationState::Queued | MigrationState::Failed)
-                {
+                let r = if st.is_active() || st.is_pending() || st == MigrationState::Failed {
                     if let Some(p) = parallel {
                         self.cfg.parallel = p;
                     }
@@ -525,9 +534,11 @@ impl Control {
                         self.cfg.rate_bytes_per_sec = r;
                     }
                     let (p, b) = (self.cfg.parallel, self.cfg.batch_size);
+                    let own_rate = self.cfg.rate_bytes_per_sec;
                     self.publish(|s| {
                         s.parallel = p;
                         s.batch_size = b;
+                        s.rate_bytes_per_sec = own_rate;
                     });
                     Ok(())
                 } else {
@@ -550,6 +561,9 @@ impl Control {
                 } else if !matches!(
                     self.state(),
                     MigrationState::Queued
+                        | MigrationState::Waiting
+                        | MigrationState::AwaitingApproval
+                        | MigrationState::Approved
                         | MigrationState::Syncing
                         | MigrationState::LiveSync
                         | MigrationState::Paused
@@ -607,6 +621,7 @@ impl Control {
                 let _ = reply.send(r);
             }
             Request::Stop(mode, reply) => self.request_stop(mode, reply),
+            Request::Admission(req) => super::schedule::handle(self, req),
         }
     }
 
@@ -855,6 +870,16 @@ impl Control {
             }
         }
         self.run_schedule();
+        let sent = self.status.borrow().bytes_sent;
+        let bytes_per_sec = self.throughput.sample(sent);
+        let throttle = self.env.slots.factor(self.cfg.priority);
+        self.publish(|p| {
+            p.bytes_per_sec = bytes_per_sec;
+            p.throttle = throttle;
+            if throttle >= 1.0 && bytes_per_sec > 0.0 {
+                p.free_rate = bytes_per_sec;
+            }
+        });
     }
 
     fn run_schedule(&mut self) {
@@ -872,9 +897,12 @@ impl Control {
                     reply: None,
                 });
             }
-            MigrationState::Queued | MigrationState::Syncing | MigrationState::Paused
-                if now < s.at_ms + SCHEDULE_PATIENCE_MS => {}
-            MigrationState::Queued | MigrationState::Syncing | MigrationState::Paused => {
+            st if (st.is_pending()
+                || matches!(st, MigrationState::Syncing | MigrationState::Paused))
+                && now < s.at_ms + SCHEDULE_PATIENCE_MS => {}
+            st if st.is_pending()
+                || matches!(st, MigrationState::Syncing | MigrationState::Paused) =>
+            {
                 self.unschedule();
                 self.note_error("scheduled cutover failed: the migration never reached live sync");
             }
@@ -1036,7 +1064,7 @@ pub(super) struct Work {
     pub checkpoint: Checkpoint,
     pub streams: Option<Streams>,
     /// The concurrency slot, held while a run goes on.
-    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub permit: Option<super::schedule::SlotPermit>,
     /// The source's copy, kept read-only after cutover for VERIFY and released after retention.
     pub frozen: Option<Arc<ferrite_storage::Keyspace>>,
     /// The delta log's subscription to the tenant's keyspace effects (`super::delta`): taken
@@ -1092,7 +1120,10 @@ impl Actor {
             };
             let go_on = match io.ctl.state() {
                 MigrationState::Queued => {
-                    let result = source::run(&mut self.work, &mut io).await;
+                    let result = match super::schedule::admit(&mut io).await {
+                        Ok(()) => source::run(&mut self.work, &mut io).await,
+                        Err(e) => Err(e),
+                    };
                     finish(&mut self.work, &mut io, result).await
                 }
                 MigrationState::Failed => failed(&mut self.work, &mut io).await,

@@ -47,6 +47,74 @@ impl MigrationMode {
     }
 }
 
+/// How a migration ranks against the others: which queued one takes a free slot under
+/// `max_concurrent` first, and its share of `max_bandwidth_bytes_per_sec` while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Some(Priority::Low),
+            "normal" => Some(Priority::Normal),
+            "high" => Some(Priority::High),
+            _ => None,
+        }
+    }
+
+    /// Its weight in the bandwidth share: a high migration gets four times what a low one gets.
+    pub fn weight(self) -> u64 {
+        match self {
+            Priority::Low => 1,
+            Priority::Normal => 2,
+            Priority::High => 4,
+        }
+    }
+}
+
+/// Which state of a dependency (`AFTER`) lets its dependents start
+/// (`tenancy.migration.after_requires`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfterRequires {
+    /// The dependency has cut over.
+    #[default]
+    Completed,
+    /// The dependency has cut over and VERIFY found both sides equal.
+    Verified,
+}
+
+impl AfterRequires {
+    pub fn name(self) -> &'static str {
+        match self {
+            AfterRequires::Completed => "completed",
+            AfterRequires::Verified => "verified",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AfterRequires> {
+        match s.to_ascii_lowercase().as_str() {
+            "completed" => Some(AfterRequires::Completed),
+            "verified" => Some(AfterRequires::Verified),
+            _ => None,
+        }
+    }
+}
+
 /// Options of one migration (TENANT.MIGRATE arguments). Debug by hand: never prints `auth`.
 #[derive(Clone)]
 pub struct MigrationConfig {
@@ -70,6 +138,17 @@ pub struct MigrationConfig {
     /// and this decides keys both sides changed (see [`super::conflict`]). None: the target's
     /// copy stays an import its clients cannot use.
     pub conflict: Option<ConflictPolicy>,
+    /// PRIORITY: queue order and bandwidth weight.
+    pub priority: Priority,
+    /// AFTER: migrations that must have completed (or been verified, per
+    /// `after_requires`) before this one starts.
+    pub after: Vec<String>,
+    /// GROUP: a name shared by migrations operated together (STATUS, PAUSE, RESUME, CANCEL and
+    /// CUTOVER by group).
+    pub group: Option<String>,
+    /// APPROVAL: wait in `awaiting_approval` with VALIDATE's report as the plan until APPROVE
+    /// (also when `require_approval` is set for every migration).
+    pub approval: bool,
 }
 
 /// What a secret shows in `{:?}`: whether it is set, never its value.
@@ -89,6 +168,10 @@ impl std::fmt::Debug for MigrationConfig {
             rate_bytes_per_sec,
             redirect,
             conflict,
+            priority,
+            after,
+            group,
+            approval,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("mode", mode)
@@ -99,6 +182,10 @@ impl std::fmt::Debug for MigrationConfig {
             .field("rate_bytes_per_sec", rate_bytes_per_sec)
             .field("redirect", redirect)
             .field("conflict", conflict)
+            .field("priority", priority)
+            .field("after", after)
+            .field("group", group)
+            .field("approval", approval)
             .finish()
     }
 }
@@ -114,6 +201,10 @@ impl Default for MigrationConfig {
             rate_bytes_per_sec: 0,
             redirect: None,
             conflict: None,
+            priority: Priority::Normal,
+            after: Vec::new(),
+            group: None,
+            approval: false,
         }
     }
 }
@@ -145,6 +236,43 @@ pub struct MigrationSettings {
     pub fault_injection: bool,
     /// Which pre-migration checks run.
     pub validation: validate::ValidationSettings,
+    /// Bytes per second all running migrations ship together (0 = no limit), shared among them
+    /// by the weight of their priority.
+    pub max_bandwidth: u64,
+    /// Every migration waits for APPROVE in `awaiting_approval` before it starts.
+    pub require_approval: bool,
+    /// What a dependency (`AFTER`) must reach before its dependents start.
+    pub after_requires: AfterRequires,
+    /// Where CUTOVER DNS sends its signed update.
+    pub dns: super::dns::DnsSettings,
+    /// When running migrations slow down for the source's own clients.
+    pub contention: ContentionSettings,
+}
+
+/// Automatic contention management (`[tenancy.migration.contention]`): when this server's
+/// command latency (p99 over `window`, from its own histogram) or its CPU crosses a threshold,
+/// running migrations slow down, lowest priority first; they speed up again, highest first, once
+/// both are back under 70% of their thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentionSettings {
+    pub enabled: bool,
+    /// p99 of command latency, in seconds.
+    pub p99: f64,
+    /// This process's CPU time over wall time, as a fraction of all cores (0.9 = 90%).
+    pub cpu: f64,
+    /// The window latency and CPU are measured over.
+    pub window: Duration,
+}
+
+impl Default for ContentionSettings {
+    fn default() -> Self {
+        ContentionSettings {
+            enabled: true,
+            p99: 0.010,
+            cpu: 0.90,
+            window: Duration::from_secs(5),
+        }
+    }
 }
 
 impl std::fmt::Debug for MigrationSettings {
@@ -161,6 +289,11 @@ impl std::fmt::Debug for MigrationSettings {
             activation_timeout,
             fault_injection,
             validation,
+            max_bandwidth,
+            require_approval,
+            after_requires,
+            dns,
+            contention,
         } = self;
         f.debug_struct("MigrationSettings")
             .field("enabled", enabled)
@@ -174,6 +307,11 @@ impl std::fmt::Debug for MigrationSettings {
             .field("activation_timeout", activation_timeout)
             .field("fault_injection", fault_injection)
             .field("validation", validation)
+            .field("max_bandwidth", max_bandwidth)
+            .field("require_approval", require_approval)
+            .field("after_requires", after_requires)
+            .field("dns", dns)
+            .field("contention", contention)
             .finish()
     }
 }
@@ -192,6 +330,11 @@ impl Default for MigrationSettings {
             activation_timeout: Duration::from_secs(30),
             fault_injection: false,
             validation: validate::ValidationSettings::default(),
+            max_bandwidth: 0,
+            require_approval: false,
+            after_requires: AfterRequires::Completed,
+            dns: Default::default(),
+            contention: ContentionSettings::default(),
         }
     }
 }
@@ -204,6 +347,10 @@ pub enum MigrationError {
     Disabled,
     #[error("no such migration '{0}'")]
     UnknownMigration(String),
+    #[error("AFTER would make a cycle: {0}")]
+    DependencyCycle(String),
+    #[error("no migration in group '{0}'")]
+    UnknownGroup(String),
     #[error("no such tenant '{0}'")]
     UnknownTenant(String),
     #[error("tenant '{tenant}' is {state}; only an active tenant can be migrated")]
@@ -311,6 +458,25 @@ pub struct MigrationStatus {
     /// Conflicts the target resolved (as of its last heartbeat), and the latest keys involved.
     pub conflicts: u64,
     pub conflict_sample: Vec<Vec<u8>>,
+    /// Bytes per second sent to the target over the last few seconds.
+    pub bytes_per_sec: f64,
+    pub priority: Priority,
+    pub group: Option<String>,
+    /// Its place in the queue for a slot (1 = next), while it waits for one.
+    pub queue_position: Option<usize>,
+    /// The dependencies (`AFTER`) it still waits for (state `waiting`).
+    pub waiting_for: Vec<String>,
+    /// Bytes per second it may ship now: the lower of its RATE and its share of
+    /// `max_bandwidth_bytes_per_sec` (0 = no limit).
+    pub rate_limit: u64,
+    /// Whether it needs an approval, and the decision once made.
+    pub approval: Option<Approval>,
+    /// VALIDATE's report, shown while it awaits approval: (check, detail), `result` last.
+    pub plan: Vec<(String, String)>,
+    /// What CUTOVER DNS did: the record set, or why it could not be.
+    pub dns: Option<String>,
+    /// The share of its speed contention management leaves it (1.0: not slowed down).
+    pub throttle: f64,
 }
 
 /// How TENANT.MIGRATE.STOP ends a continuous sync.
@@ -353,6 +519,17 @@ pub struct StopResult {
     /// Whether the target confirmed it keeps the copy as a stopped import (else its reaper
     /// drops the import after `sync_timeout_secs`), with the reason when it did not.
     pub target_kept: Result<(), String>,
+}
+
+/// An approval a migration needed, and who decided it and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// `pending`, `approved` or `rejected`.
+    pub decision: &'static str,
+    pub by: Option<String>,
+    /// Unix ms.
+    pub at_ms: Option<u64>,
+    pub reason: Option<String>,
 }
 
 /// Result of a cutover.

@@ -45,11 +45,13 @@ mod api;
 pub mod conflict;
 mod cutover;
 mod delta;
+pub mod dns;
 pub mod import;
 pub mod lag;
 pub mod local;
 pub mod record;
 pub mod resp;
+mod schedule;
 mod source;
 pub mod state;
 mod status;
@@ -69,11 +71,12 @@ use std::time::Duration;
 
 use ferrite_client::{ClientError, ConnectOptions};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use api::{
-    CutoverResult, MIGRATION_USER, MISSING_SAMPLE, MigrationConfig, MigrationError,
-    MigrationHandle, MigrationMode, MigrationSettings, MigrationStatus, StopMode, StopResult,
+    AfterRequires, Approval, ContentionSettings, CutoverResult, MIGRATION_USER, MISSING_SAMPLE,
+    MigrationConfig, MigrationError, MigrationHandle, MigrationMode, MigrationSettings,
+    MigrationStatus, Priority, StopMode, StopResult,
     VerifyResult,
 };
 pub use conflict::ConflictPolicy;
@@ -81,6 +84,7 @@ pub use cutover::BREAKPOINTS;
 pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
 pub use lag::Trend;
 pub use record::{MigrationRecord, MigrationRecordSink};
+pub use schedule::{GroupOp, GroupOutcome, Load, TotalValue, Totals};
 pub use state::{MigrationPhase, MigrationState};
 pub use stream::RECONNECT_BACKOFF;
 pub use target::{Connector, Target, TargetAuth, TargetError};
@@ -101,7 +105,8 @@ pub(crate) struct Env {
     pub registry: Arc<Registry>,
     pub imports: Arc<ImportManager>,
     pub settings: RwLock<MigrationSettings>,
-    pub slots: Arc<Semaphore>,
+    /// The `max_concurrent` slots, by priority, and the bandwidth shares of their holders.
+    pub slots: Arc<schedule::Slots>,
     /// Address clients use to reach this server (for self-migration checks and STATUS).
     pub self_addr: String,
     pub run_id: String,
@@ -144,6 +149,8 @@ struct Entry {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<Published>,
     target: Arc<dyn Target>,
+    /// GROUP given at creation.
+    group: Option<String>,
 }
 
 impl Entry {
@@ -162,6 +169,12 @@ struct Inner {
     connector: Arc<dyn Connector>,
     id_prefix: String,
     counter: AtomicU64,
+    /// What each migration was told to wait for (AFTER), to refuse a change that makes a cycle.
+    after: Mutex<HashMap<String, Vec<String>>>,
+    /// What CUTOVER DNS did for each migration (STATUS `dns`).
+    dns: Mutex<HashMap<String, String>>,
+    /// The last load contention management was told of.
+    load: Mutex<Option<schedule::Load>>,
 }
 
 /// Runs this server's migrations and imports.
@@ -208,7 +221,7 @@ impl MigrationManager {
                 env: Arc::new(Env {
                     registry,
                     imports,
-                    slots: Arc::new(Semaphore::new(settings.max_concurrent)),
+                    slots: schedule::Slots::new(settings.max_concurrent),
                     settings: RwLock::new(settings),
                     self_addr,
                     run_id,
@@ -220,6 +233,9 @@ impl MigrationManager {
                 connector,
                 id_prefix,
                 counter: AtomicU64::new(1),
+                after: Mutex::new(HashMap::new()),
+                dns: Mutex::new(HashMap::new()),
+                load: Mutex::new(None),
             }),
         }
     }
@@ -232,22 +248,13 @@ impl MigrationManager {
         self.inner.env.settings.read().clone()
     }
 
-    /// Applies new settings (CONFIG SET). A larger `max_concurrent` frees queued migrations.
+    /// Applies new settings (CONFIG SET). A larger `max_concurrent` starts queued migrations;
+    /// a smaller one lets running ones finish.
     pub fn update_settings(&self, s: MigrationSettings) {
         let env = &self.inner.env;
-        let old = env.settings.read().max_concurrent;
-        if s.max_concurrent > old {
-            env.slots.add_permits(s.max_concurrent - old);
-        } else if s.max_concurrent < old {
-            let shrink = old - s.max_concurrent;
-            let slots = env.slots.clone();
-            tokio::spawn(async move {
-                if let Ok(p) = slots.acquire_many(shrink as u32).await {
-                    p.forget();
-                }
-            });
-        }
+        let limit = s.max_concurrent;
         *env.settings.write() = s;
+        env.slots.set_limit(limit);
     }
 
     /// Hands every later change of a migration's state to `sink` (persistence).
@@ -351,6 +358,10 @@ impl MigrationManager {
             .await
             .map_err(|e| classify_target_error(&target, e))?;
         self.run_validation(&t, &check)?;
+        let after = self.dependencies_of(&cfg.after)?;
+        if let Some(g) = &cfg.group {
+            schedule::check_group_name(g)?;
+        }
         self.supersede_failed(tenant).await;
 
         let n = self.inner.counter.fetch_add(1, Relaxed);
@@ -368,12 +379,34 @@ impl MigrationManager {
         });
         // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
         env.claim(&info)?;
-        let published = Published::new(t.keyspace().len(), cfg.parallel, cfg.batch_size);
-        let mut status = self.spawn(info, cfg, published, conn, false);
-        tracing::info!(migration = %id, tenant, target = %target, "migration created");
+        let mut published = Published::new(t.keyspace().len(), cfg.parallel, cfg.batch_size);
+        published.priority = cfg.priority;
+        published.rate_bytes_per_sec = cfg.rate_bytes_per_sec;
+        let needs_approval = cfg.approval || settings.require_approval;
+        if needs_approval {
+            published.approval = Some(Approval {
+                decision: "pending",
+                by: None,
+                at_ms: None,
+                reason: None,
+            });
+        }
+        let admission = schedule::Admission {
+            after,
+            needs_approval,
+            planner: needs_approval.then(|| self.planner(tenant, &target, &cfg)),
+        };
+        self.inner
+            .after
+            .lock()
+            .insert(id.clone(), cfg.after.clone());
+        let group = cfg.group.clone();
+        let (priority, after_ids) = (cfg.priority, cfg.after.clone());
+        let mut status = self.spawn_with(info, cfg, published, conn, false, admission, group);
+        tracing::info!(migration = %id, tenant, target = %target, priority = priority.name(), after = ?after_ids, needs_approval, "migration created");
         // With a free slot the actor starts at once: let the reply say so rather than
         // "queued" (bounded: a busy machine still gets an answer).
-        if env.slots.available_permits() > 0 {
+        if env.slots.has_room() {
             let _ = tokio::time::timeout(
                 Duration::from_millis(200),
                 status.wait_for(|p| p.state != MigrationState::Queued),
@@ -397,11 +430,35 @@ impl MigrationManager {
         target: Arc<dyn Target>,
         restored: bool,
     ) -> watch::Receiver<Published> {
+        self.spawn_with(
+            info,
+            cfg,
+            published,
+            target,
+            restored,
+            Default::default(),
+            None,
+        )
+    }
+
+    /// [`Self::spawn`] with what the migration waits for before it starts, and its group.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_with(
+        &self,
+        info: Arc<Info>,
+        cfg: MigrationConfig,
+        published: Published,
+        target: Arc<dyn Target>,
+        restored: bool,
+        admission: schedule::Admission,
+        group: Option<String>,
+    ) -> watch::Receiver<Published> {
         let (status_tx, status_rx) = watch::channel(published);
         let (req_tx, req_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let mut ctl = Control::new(info.clone(), self.inner.env.clone(), cfg, status_tx, ev_tx);
         ctl.restored = restored;
+        ctl.admission = admission;
         let actor = Actor {
             inbox: Inbox {
                 requests: req_rx,
@@ -426,6 +483,7 @@ impl MigrationManager {
                 requests: req_tx,
                 status: status_rx.clone(),
                 target,
+                group,
             },
         );
         tokio::spawn(actor.run());
@@ -435,20 +493,32 @@ impl MigrationManager {
     /// Status of one migration (never waits on the migration).
     pub async fn status(&self, id: &str) -> Result<MigrationStatus, MigrationError> {
         let e = self.entry(id)?;
+        Ok(self.compose(&e))
+    }
+
+    /// STATUS of one entry: what its actor published, plus what the manager knows (its group,
+    /// its bandwidth share now).
+    fn compose(&self, e: &Entry) -> MigrationStatus {
         let p = e.status.borrow().clone();
-        Ok(status::compose(&e.info, &p))
+        let mut s = status::compose(&e.info, &p);
+        s.group = e.group.clone();
+        s.queue_position = self.inner.env.slots.position(&e.info.id);
+        s.dns = self.inner.dns.lock().get(&e.info.id).cloned();
+        let total = self.inner.env.settings.read().max_bandwidth;
+        s.rate_limit = schedule::rate_limit(
+            p.rate_bytes_per_sec,
+            self.inner.env.slots.share(&e.info.id, total),
+            p.throttle,
+            p.free_rate,
+        );
+        s
     }
 
     /// Status of every migration, oldest first.
     pub fn status_all(&self) -> Vec<MigrationStatus> {
         let mut all: Vec<Entry> = self.inner.migrations.lock().values().cloned().collect();
         all.sort_by_key(|e| e.info.seq);
-        all.iter()
-            .map(|e| {
-                let p = e.status.borrow().clone();
-                status::compose(&e.info, &p)
-            })
-            .collect()
+        all.iter().map(|e| self.compose(e)).collect()
     }
 
     /// Sends a request to a migration's actor and waits for its answer. A migration whose
@@ -731,7 +801,7 @@ impl MigrationManager {
             p.finished = Some(tokio::time::Instant::now());
             // Nothing of the source's copy survived the restart.
             p.frozen_released = true;
-            if r.state.is_active() || r.state == MigrationState::Queued {
+            if r.state.is_active() || r.state.is_pending() {
                 p.state = MigrationState::Failed;
                 p.error = Some(
                     "interrupted by a restart of this server; start a new migration of the tenant (CUTOVER RETRY or CANCEL if it had been handed over)"

@@ -85,8 +85,9 @@ fn is_large(e: &Entry) -> bool {
 /// Entry point of a run (first one and retries). Ok once the cutover completed.
 pub(super) async fn run(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
     let slots = io.ctl.env.slots.clone();
+    let (id, priority, seq) = (io.ctl.info.id.clone(), io.ctl.cfg.priority, io.ctl.info.seq);
     let permit = io
-        .until(slots.acquire_owned())
+        .until(slots.acquire(&id, priority, seq))
         .await?
         .map_err(|_| fail("the migration slots are gone (server stopping)"))?;
     work.permit = Some(permit);
@@ -458,7 +459,9 @@ pub(super) async fn send(work: &mut Work, io: &mut Io<'_>, s: usize) -> Res<()> 
     io.ctl.sealed(s, meta);
     io.ctl.set_unsealed(unsealed);
     permit.send(batch);
-    let pause = work.rate.after(io.ctl.cfg.rate_bytes_per_sec, meta.bytes);
+    let pause = work
+        .rate
+        .after(super::schedule::effective_rate(io.ctl), meta.bytes);
     if !pause.is_zero() {
         io.sleep(pause).await?;
     }

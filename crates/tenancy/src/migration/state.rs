@@ -1,6 +1,8 @@
 //! The lifecycle of a migration: states and the transitions allowed between them.
 //!
 //! ```text
+//! (queued ─▶ waiting ─▶ queued) ─▶ (awaiting_approval ─▶ approved) ─▶ syncing: AFTER and
+//!                                                                  APPROVAL, when asked for
 //! queued ─▶ syncing ─▶ live_sync ⇄ paused
 //!              │  ▲        │   ▲
 //!              ▼  │        ▼   │ (cutover refused or rolled back)
@@ -19,6 +21,12 @@
 pub enum MigrationState {
     /// Waiting for a slot under `max_concurrent`.
     Queued,
+    /// Waiting for its dependencies (`AFTER`) to complete; STATUS `waiting_for` names them.
+    Waiting,
+    /// Its plan (VALIDATE's report) is ready; waiting for APPROVE or REJECT.
+    AwaitingApproval,
+    /// Approved; waiting for a slot under `max_concurrent`.
+    Approved,
     /// Copying the snapshot.
     Syncing,
     /// Snapshot done; shipping changes as they happen.
@@ -46,6 +54,9 @@ impl MigrationState {
     pub fn name(self) -> &'static str {
         match self {
             MigrationState::Queued => "queued",
+            MigrationState::Waiting => "waiting",
+            MigrationState::AwaitingApproval => "awaiting_approval",
+            MigrationState::Approved => "approved",
             MigrationState::Syncing => "syncing",
             MigrationState::LiveSync => "live_sync",
             MigrationState::Paused => "paused",
@@ -64,7 +75,12 @@ impl MigrationState {
         use MigrationState::*;
         matches!(
             (self, next),
-            (Queued, Syncing | Cancelled | Failed | Stopped)
+            (
+                Queued,
+                Syncing | Waiting | AwaitingApproval | Cancelled | Failed | Stopped
+            ) | (Waiting, Queued | Cancelled | Failed | Stopped)
+                | (AwaitingApproval, Approved | Cancelled | Failed | Stopped)
+                | (Approved, Syncing | Cancelled | Failed | Stopped)
                 | (Syncing, LiveSync | Paused | Failed | Cancelled | Stopped)
                 | (
                     LiveSync,
@@ -87,6 +103,29 @@ impl MigrationState {
         use MigrationState::*;
         matches!(self, Syncing | LiveSync | Paused | CuttingOver | Stopping)
     }
+
+    /// Created and not started yet: waiting for a slot, its dependencies or an approval.
+    pub fn is_pending(self) -> bool {
+        use MigrationState::*;
+        matches!(self, Queued | Waiting | AwaitingApproval | Approved)
+    }
+
+    pub const ALL: [MigrationState; 14] = [
+        MigrationState::Queued,
+        MigrationState::Waiting,
+        MigrationState::AwaitingApproval,
+        MigrationState::Approved,
+        MigrationState::Syncing,
+        MigrationState::LiveSync,
+        MigrationState::Paused,
+        MigrationState::CuttingOver,
+        MigrationState::Completed,
+        MigrationState::Verified,
+        MigrationState::Failed,
+        MigrationState::Cancelled,
+        MigrationState::Stopping,
+        MigrationState::Stopped,
+    ];
 
     /// Finished for good.
     pub fn is_terminal(self) -> bool {
@@ -180,5 +219,18 @@ mod tests {
         );
         assert!(!Stopping.can_become(CuttingOver));
         assert!(Stopped.is_terminal() && Stopping.is_active());
+        assert!(Queued.can_become(Waiting));
+        assert!(
+            Waiting.can_become(Queued),
+            "dependencies done: wait for a slot"
+        );
+        assert!(
+            !Waiting.can_become(Syncing),
+            "a slot is taken only from queued or approved"
+        );
+        assert!(AwaitingApproval.can_become(Approved));
+        assert!(AwaitingApproval.can_become(Cancelled), "REJECT");
+        assert!(!AwaitingApproval.can_become(Syncing), "not without APPROVE");
+        assert!(Approved.can_become(Syncing));
     }
 }

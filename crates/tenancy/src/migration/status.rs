@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::api::{MigrationMode, MigrationStatus, StopResult};
+use super::api::{Approval, MigrationMode, MigrationStatus, Priority, StopResult};
 use super::lag::Trend;
 use super::state::{MigrationPhase, MigrationState};
 use super::stream::InFlight;
@@ -81,6 +81,22 @@ pub(super) struct Published {
     /// Conflicts the target reported at the last heartbeat, and the latest keys involved.
     pub conflicts: u64,
     pub conflict_sample: Vec<Vec<u8>>,
+    /// Bytes per second sent, over the last few seconds.
+    pub bytes_per_sec: f64,
+    /// Bytes per second it sent while contention management left it alone: what a throttle
+    /// factor is applied to.
+    pub free_rate: f64,
+    /// The contention factor of its priority (1.0: not slowed down).
+    pub throttle: f64,
+    pub priority: Priority,
+    /// Its own RATE (bytes per second, 0 = none), before the server-wide bandwidth share.
+    pub rate_bytes_per_sec: u64,
+    /// The dependencies it still waits for (state `waiting`).
+    pub waiting_for: Vec<String>,
+    /// Set when it needs an approval: pending, then who decided what and when.
+    pub approval: Option<Approval>,
+    /// VALIDATE's report while it awaits approval: (check, detail), `result` last.
+    pub plan: Vec<(String, String)>,
 }
 
 impl Published {
@@ -120,6 +136,14 @@ impl Published {
             stop: None,
             conflicts: 0,
             conflict_sample: Vec::new(),
+            bytes_per_sec: 0.0,
+            free_rate: 0.0,
+            throttle: 1.0,
+            priority: Priority::Normal,
+            rate_bytes_per_sec: 0,
+            waiting_for: Vec::new(),
+            approval: None,
+            plan: Vec::new(),
         }
     }
 
@@ -220,7 +244,7 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
     };
     let progress = match p.state {
         MigrationState::Completed | MigrationState::Verified => 100.0,
-        MigrationState::Queued => 0.0,
+        st if st.is_pending() => 0.0,
         // Stopped short: how far the copy got, never "done".
         MigrationState::Failed | MigrationState::Cancelled => copied(keys_synced, keys_total),
         _ if !live => copied(keys_synced, keys_total),
@@ -289,6 +313,17 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         conflict_policy: info.conflict,
         conflicts: p.conflicts,
         conflict_sample: p.conflict_sample.clone(),
+        bytes_per_sec: p.bytes_per_sec,
+        priority: p.priority,
+        // Filled in by the manager, which knows the group and the bandwidth shares.
+        group: None,
+        queue_position: None,
+        waiting_for: p.waiting_for.clone(),
+        rate_limit: p.rate_bytes_per_sec,
+        approval: p.approval.clone(),
+        plan: p.plan.clone(),
+        dns: None,
+        throttle: p.throttle,
     }
 }
 
