@@ -12,6 +12,7 @@ mod bad_input;
 mod cancel_pause;
 mod faults;
 mod hot;
+mod incremental;
 mod live;
 mod production;
 mod reporting;

@@ -277,6 +277,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             timeout,
             rate: rate_limit,
             target_password,
+            patterns,
             quiet,
         } => {
             let mut args = vec![
@@ -288,8 +289,13 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                 match mode {
                     Mode::Live => "live".into(),
                     Mode::Fast => "fast".into(),
+                    Mode::Incremental => "incremental".into(),
                 },
             ];
+            if !patterns.is_empty() {
+                args.push("PATTERNS".into());
+                args.extend(patterns.iter().cloned());
+            }
             let mut opt = |name: &str, v: Option<String>| {
                 if let Some(v) = v {
                     args.push(name.into());
@@ -317,6 +323,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                         match mode {
                             Mode::Live => "live",
                             Mode::Fast => "fast",
+                            Mode::Incremental => "incremental",
                         },
                         fields.state()
                     );
@@ -370,26 +377,41 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             )
             .await
         }
-        MigrateCmd::Cutover { id, force } => {
+        MigrateCmd::Cutover { id, force, pattern } => {
             let mut args = vec!["TENANT.MIGRATE.CUTOVER", id.as_str()];
+            if let Some(p) = &pattern {
+                args.extend(["PATTERN", p.as_str()]);
+            }
             if force {
                 args.push("FORCE");
             }
             let f = s.run(&args).await?;
             let r = Status::from_frame(&f)?;
             match format {
-                Format::Pretty => outln!(
-                    "Cutover of {id}: {}. {} keys migrated; the tenant's writes were paused for {} ms.",
-                    r.get("status"),
-                    grouped(r.num("keys_migrated") as u64),
-                    r.get("downtime_ms")
-                ),
+                Format::Pretty => match &pattern {
+                    Some(p) => outln!(
+                        "Cutover of {id}, pattern '{p}': {}. {} keys migrated; writes to the pattern's keys were paused for {} ms.",
+                        r.get("status"),
+                        grouped(r.num("keys_migrated") as u64),
+                        r.get("downtime_ms")
+                    ),
+                    None => outln!(
+                        "Cutover of {id}: {}. {} keys migrated; the tenant's writes were paused for {} ms.",
+                        r.get("status"),
+                        grouped(r.num("keys_migrated") as u64),
+                        r.get("downtime_ms")
+                    ),
+                },
                 other => crate::emit_bytes(&render(&f, other)),
             }
             Ok(exit::OK)
         }
-        MigrateCmd::Verify { id } => {
-            let f = s.run(&["TENANT.MIGRATE.VERIFY", id.as_str()]).await?;
+        MigrateCmd::Verify { id, pattern } => {
+            let mut args = vec!["TENANT.MIGRATE.VERIFY", id.as_str()];
+            if let Some(p) = &pattern {
+                args.extend(["PATTERN", p.as_str()]);
+            }
+            let f = s.run(&args).await?;
             let r = Status::from_frame(&f)?;
             let verified = r.get("status") == "verified";
             match format {
@@ -413,6 +435,10 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                     let buckets = r.get("mismatched_buckets");
                     if !matches!(buckets, "" | "[]") {
                         outln!("  differing digest buckets: {buckets}");
+                    }
+                    let patterns = r.get("mismatched_patterns");
+                    if !matches!(patterns, "" | "[]") {
+                        outln!("  differing patterns: {patterns}");
                     }
                 }
                 other => crate::emit_bytes(&render(&f, other)),

@@ -84,15 +84,15 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.backup.jobs", ""),
     ("tenant.restore", "tenant <BACKUP backup-id [AS new-tenant]|RDB path [DB db]> [REPLACE]"),
     // migration
-    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|INCREMENTAL>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
+    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|INCREMENTAL>] [PATTERNS pattern [pattern ...]] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]"),
     ("tenant.migrate.status", "<migration-id|ALL>"),
     ("tenant.migrate.pause", "migration-id"),
     ("tenant.migrate.resume", "migration-id"),
     ("tenant.migrate.cancel", "migration-id"),
-    ("tenant.migrate.cutover", "migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE]"),
+    ("tenant.migrate.cutover", "migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]]"),
     ("tenant.migrate.validate", "tenant TARGET host:port [AUTH password]"),
     ("tenant.migrate.debug", "migration-id <BREAK breakpoint|CONTINUE|WAITING>"),
-    ("tenant.migrate.verify", "migration-id"),
+    ("tenant.migrate.verify", "migration-id [PATTERN pattern]"),
     ("tenant.migrate.update", "migration-id [PARALLEL streams] [BATCH_SIZE keys] [RATE bytes-per-sec]"),
     ("tenant.import.check", "tenant wire-version source-run-id"),
     ("tenant.import.begin", "tenant migration-id wire-version source-address source-run-id [PASSWORD password] [CREDENTIAL credential] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [MAXCLIENTS count]"),
@@ -102,6 +102,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.import.activate", "import-id"),
     ("tenant.import.abort", "import-id"),
     ("tenant.import.status", "import-id"),
+    ("tenant.import.pattern", "import-id <DIGEST|ACTIVATE|ACTIVATED> index [pattern [pattern ...]]"),
     // The keys named here are the imported tenant's, not keys of this command's keyspace.
     ("tenant.import.fetch", "import-id key:string [key:string ...]"),
     // strings

@@ -97,7 +97,8 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
             s.scheduled_cutover.map(rfc3339_ms).unwrap_or_default(),
         ),
     ];
-    w.map(fields.len());
+    let patterns = !s.patterns.is_empty();
+    w.map(fields.len() + usize::from(patterns));
     for (k, v) in fields {
         w.bulk_str(k);
         let numeric = matches!(
@@ -117,6 +118,31 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
             _ => w.bulk_str(&v),
         }
     }
+    if patterns {
+        // `MODE incremental`: each pattern and where its keys are served, in order.
+        w.bulk_str("patterns");
+        w.map(s.patterns.len());
+        for (p, owner) in &s.patterns {
+            w.bulk_str(p);
+            w.bulk_str(owner);
+        }
+    }
+}
+
+/// The option names of TENANT.MIGRATE, where a PATTERNS list ends.
+fn is_migrate_option(arg: &[u8]) -> bool {
+    [
+        &b"MODE"[..],
+        b"PARALLEL",
+        b"BATCH_SIZE",
+        b"TIMEOUT",
+        b"AUTH",
+        b"REDIRECT",
+        b"RATE",
+        b"PATTERNS",
+    ]
+    .iter()
+    .any(|o| arg.eq_ignore_ascii_case(o))
 }
 
 pub async fn run(
@@ -155,6 +181,19 @@ pub async fn run(
                     return Err(ErrorReply::syntax());
                 }
                 match args.get(i).to_ascii_uppercase().as_slice() {
+                    // PATTERNS takes every argument up to the next option name.
+                    b"PATTERNS" => {
+                        let mut j = i + 1;
+                        while j < args.len() && !is_migrate_option(args.get(j)) {
+                            cfg.patterns.push(args.get(j).to_vec());
+                            j += 1;
+                        }
+                        if j == i + 1 {
+                            return Err(ErrorReply::syntax());
+                        }
+                        i = j;
+                        continue;
+                    }
                     b"MODE" => {
                         cfg.mode = MigrationMode::parse(&args.text(i + 1)).ok_or_else(|| {
                             ErrorReply::err(format!(
@@ -230,7 +269,9 @@ pub async fn run(
                     _ => Err(ErrorReply::syntax()),
                 }
             };
-            let r = if args.len() >= 3 && args.is(2, "RETRY") {
+            let r = if args.len() >= 4 && args.is(2, "PATTERN") {
+                mgr.cutover_pattern(&id, args.get(3), force_at(4)?).await
+            } else if args.len() >= 3 && args.is(2, "RETRY") {
                 mgr.cutover_retry(&id, force_at(3)?).await
             } else if args.len() >= 3 && args.is(2, "SCHEDULED") {
                 if args.len() < 4 {
@@ -308,9 +349,14 @@ pub async fn run(
             }
         }
         "tenant.migrate.verify" => {
-            let r = mgr.verify(&args.text(1)).await.map_err(migration_err)?;
+            let r = match args.len() {
+                2 => mgr.verify(&args.text(1)).await,
+                4 if args.is(2, "PATTERN") => mgr.verify_pattern(&args.text(1), args.get(3)).await,
+                _ => return Err(ErrorReply::syntax()),
+            }
+            .map_err(migration_err)?;
             let mut w = ReplyWriter::new(out, proto);
-            w.map(7);
+            w.map(8);
             w.bulk_str("keys_source");
             w.int(r.keys_source as i64);
             w.bulk_str("keys_target");
@@ -325,6 +371,11 @@ pub async fn run(
             w.array(r.mismatched_buckets.len());
             for b in &r.mismatched_buckets {
                 w.int(*b as i64);
+            }
+            w.bulk_str("mismatched_patterns");
+            w.array(r.mismatched_patterns.len());
+            for p in &r.mismatched_patterns {
+                w.bulk_str(p);
             }
             w.bulk_str("status");
             w.bulk_str(r.status);
@@ -535,6 +586,34 @@ fn import(
                     }
                 }
                 None => w.array(0),
+            }
+        }
+        "tenant.import.pattern" => {
+            let import = args.text(1);
+            let index = usize::try_from(args.int(3)?)
+                .map_err(|_| ErrorReply::err("pattern index out of range"))?;
+            let patterns: Vec<Vec<u8>> = args.tail(4).iter().map(<[u8]>::to_vec).collect();
+            let (keys, digest, at) = match args.get(2).to_ascii_uppercase().as_slice() {
+                b"DIGEST" => imports
+                    .pattern_digest(&import, &patterns, index)
+                    .map(|(k, d)| (k, d, None)),
+                b"ACTIVATE" => imports
+                    .activate_pattern(&import, &patterns, index)
+                    .map(|a| (a.keys, a.digest, Some(a.at_ms))),
+                b"ACTIVATED" if patterns.is_empty() => imports
+                    .pattern_activation(&import, index)
+                    .map(|a| (a.keys, a.digest, Some(a.at_ms))),
+                _ => return Err(ErrorReply::syntax()),
+            }
+            .map_err(import_err)?;
+            w.map(2 + usize::from(at.is_some()));
+            w.bulk_str("keys");
+            w.int(keys as i64);
+            w.bulk_str("digest");
+            w.bulk_str(&format!("{digest:016x}"));
+            if let Some(at) = at {
+                w.bulk_str("activated_at_ms");
+                w.int(at as i64);
             }
         }
         "tenant.import.fetch" => {

@@ -60,6 +60,9 @@ pub struct MigrationConfig {
     /// differs from the address this server uses to reach the target (a separate migration
     /// network, a proxy). Defaults to the target address.
     pub redirect: Option<String>,
+    /// `MODE incremental`: the key patterns, moved one at a time (`PATTERNS`), in the order
+    /// that decides which pattern owns a key (see [`crate::patterns`]).
+    pub patterns: Vec<Vec<u8>>,
 }
 
 /// What a secret shows in `{:?}`: whether it is set, never its value.
@@ -78,6 +81,7 @@ impl std::fmt::Debug for MigrationConfig {
             auth,
             rate_bytes_per_sec,
             redirect,
+            patterns,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("mode", mode)
@@ -87,6 +91,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("auth", &redacted(auth))
             .field("rate_bytes_per_sec", rate_bytes_per_sec)
             .field("redirect", redirect)
+            .field("patterns", &patterns.len())
             .finish()
     }
 }
@@ -101,6 +106,7 @@ impl Default for MigrationConfig {
             auth: None,
             rate_bytes_per_sec: 0,
             redirect: None,
+            patterns: Vec::new(),
         }
     }
 }
@@ -227,6 +233,9 @@ pub enum MigrationError {
     Failed(String),
     #[error("MODE {0} is not supported by this server")]
     UnsupportedMode(&'static str),
+    /// A PATTERNS list, or a pattern named in CUTOVER/VERIFY, that cannot be used.
+    #[error("{0}")]
+    Patterns(String),
     /// Stopped by CANCEL (or by the deletion of its tenant): not a failure.
     #[error("the migration was cancelled")]
     Cancelled,
@@ -285,6 +294,9 @@ pub struct MigrationStatus {
     /// Bytes sent to the target, including resends after reconnects.
     pub bytes_sent: u64,
     pub reconnects: u64,
+    /// `MODE incremental`: each pattern, in order, and where its keys are served
+    /// (`here`, `gated`, `handing_over`, `moved`).
+    pub patterns: Vec<(String, &'static str)>,
 }
 
 /// Result of a cutover.
@@ -308,6 +320,8 @@ pub struct VerifyResult {
     /// Sampled keys skipped because the target changed them after cutover.
     pub sample_skipped: u64,
     pub mismatched_buckets: Vec<usize>,
+    /// `MODE incremental`: the patterns whose keys differ (compared by key count and digest).
+    pub mismatched_patterns: Vec<String>,
     pub status: &'static str,
 }
 

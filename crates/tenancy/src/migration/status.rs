@@ -29,6 +29,27 @@ pub(super) struct Info {
     pub seq: u64,
     /// Effects of writes to the large keys already copied (see [`super::delta`]).
     pub delta: Arc<super::delta::DeltaLog>,
+    /// `MODE incremental`: the patterns as [`crate::patterns::normalize`] returned them.
+    pub patterns: Vec<Vec<u8>>,
+}
+
+impl Info {
+    /// `MODE incremental`: the split the source serves the tenant by (each pattern `here`
+    /// before its cutover).
+    pub fn split(&self) -> Option<crate::patterns::PatternSplit> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        match self.tenant.split() {
+            Some(s) if s.migration == self.id => Some((*s).clone()),
+            _ => Some(crate::patterns::PatternSplit::new(
+                &self.id,
+                &self.redirect,
+                self.patterns.clone(),
+                crate::patterns::Owner::Here,
+            )),
+        }
+    }
 }
 
 /// A migration as its actor last published it.
@@ -274,5 +295,30 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         duration_seconds: duration.as_secs_f64(),
         bytes_sent: p.bytes_sent,
         reconnects: p.reconnects,
+        patterns: pattern_owners(info, p),
     }
+}
+
+/// Each pattern of an incremental migration and where its keys are served.
+fn pattern_owners(info: &Info, p: &Published) -> Vec<(String, &'static str)> {
+    let Some(split) = info.split() else {
+        return Vec::new();
+    };
+    let done = matches!(
+        p.state,
+        MigrationState::Completed | MigrationState::Verified
+    );
+    split
+        .owners()
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let owner = if done {
+                crate::patterns::Owner::There
+            } else {
+                *o
+            };
+            (split.name(i), owner.name())
+        })
+        .collect()
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::import::{BeginRequest, Fetched};
+use super::import::{BeginRequest, Fetched, PatternActivation};
 
 /// The future every [`Target`] call returns.
 pub type TargetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, TargetError>> + Send + 'a>>;
@@ -113,6 +113,28 @@ pub trait Target: Send + Sync + 'static {
         import: &'a str,
         keys: &'a [Vec<u8>],
     ) -> TargetFuture<'a, Vec<Option<Fetched>>>;
+    /// Incremental mode: key count and digest of the keys pattern `index` of `patterns` owns in
+    /// the staged data.
+    fn pattern_prepare<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+    ) -> TargetFuture<'a, Prepared>;
+    /// Incremental mode: serve pattern `index` there from now on (idempotent); returns what
+    /// the pattern held at activation.
+    fn pattern_activate<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation>;
+    /// Incremental mode: what pattern `index` held when it was activated (VERIFY).
+    fn pattern_report<'a>(
+        &'a self,
+        import: &'a str,
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation>;
 }
 
 /// One stream's connection to the target: batches written in order, acknowledged in order.
