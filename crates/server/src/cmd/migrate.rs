@@ -156,7 +156,7 @@ pub async fn run(
         if !(st.admin || st.migration_peer) {
             return Err(errors::no_permission(name));
         }
-        return import(st, sh, name, args, out);
+        return import(st, sh, name, args, out).await;
     }
     let mgr = &sh.migrations;
     let proto = st.proto;
@@ -415,7 +415,32 @@ pub async fn run(
     Ok(Flow::Continue)
 }
 
-fn import(
+/// Runs an import step that takes the imported tenant's keyspace lock (blocking) on the blocking
+/// pool when that tenant already serves clients here (an incremental migration after its first
+/// pattern; VERIFY after activation): its connections wait for the same lock asynchronously,
+/// and a worker thread blocked here may be the one that must run the task the lock was handed
+/// to. Otherwise it runs here, as it always has.
+fn serves_clients(imports: &ferrite_tenancy::ImportManager, id: &str) -> bool {
+    imports
+        .get(id)
+        .is_ok_and(|i| i.tenant().state() == ferrite_tenancy::TenantState::Active)
+}
+
+async fn import_step<T: Send + 'static>(
+    imports: &Arc<ferrite_tenancy::ImportManager>,
+    id: &str,
+    f: impl FnOnce(&ferrite_tenancy::ImportManager) -> T + Send + 'static,
+) -> Result<T, ErrorReply> {
+    if !serves_clients(imports, id) {
+        return Ok(f(imports));
+    }
+    let imports = imports.clone();
+    tokio::task::spawn_blocking(move || f(&imports))
+        .await
+        .map_err(|_| ErrorReply::err("internal error: the import step failed"))
+}
+
+async fn import(
     st: &mut ClientState,
     sh: &Arc<Shared>,
     name: &str,
@@ -425,6 +450,7 @@ fn import(
     let imports = sh.migrations.imports();
     let proto = st.proto;
     let mut w = ReplyWriter::new(out, proto);
+    let id = args.text(1);
     match name {
         "tenant.import.check" => {
             let tenant = args.text(1);
@@ -514,9 +540,15 @@ fn import(
             w.bulk_str(imp.state().name());
         }
         "tenant.import.batch" => {
-            let seq = imports
-                .apply_batch(&args.text(1), args.get(2))
-                .map_err(import_err)?;
+            let seq = if serves_clients(imports, &id) {
+                let payload = args.get(2).to_vec();
+                let step = id.clone();
+                import_step(imports, &id, move |i| i.apply_batch(&step, &payload)).await?
+            } else {
+                // The usual case: no copy of the batch, no thread hop.
+                imports.apply_batch(&id, args.get(2))
+            }
+            .map_err(import_err)?;
             w.int(seq as i64);
         }
         "tenant.import.resume" => {
@@ -528,7 +560,10 @@ fn import(
             }
         }
         "tenant.import.prepare" => {
-            let (keys, digest) = imports.prepare(&args.text(1)).map_err(import_err)?;
+            let step = id.clone();
+            let (keys, digest) = import_step(imports, &id, move |i| i.prepare(&step))
+                .await?
+                .map_err(import_err)?;
             w.map(2);
             w.bulk_str("keys");
             w.int(keys as i64);
@@ -536,7 +571,10 @@ fn import(
             w.bulk_str(&format!("{:016x}", digest.combined()));
         }
         "tenant.import.activate" => {
-            let a = imports.activate(&args.text(1)).map_err(import_err)?;
+            let step = id.clone();
+            let a = import_step(imports, &id, move |i| i.activate(&step))
+                .await?
+                .map_err(import_err)?;
             w.map(3);
             w.bulk_str("keys");
             w.int(a.keys as i64);
@@ -592,14 +630,27 @@ fn import(
             let import = args.text(1);
             let index = usize::try_from(args.int(3)?)
                 .map_err(|_| ErrorReply::err("pattern index out of range"))?;
-            let patterns: Vec<Vec<u8>> = args.tail(4).iter().map(<[u8]>::to_vec).collect();
-            let (keys, digest, at) = match args.get(2).to_ascii_uppercase().as_slice() {
-                b"DIGEST" => imports
-                    .pattern_digest(&import, &patterns, index)
-                    .map(|(k, d)| (k, d, None)),
-                b"ACTIVATE" => imports
-                    .activate_pattern(&import, &patterns, index)
-                    .map(|a| (a.keys, a.digest, Some(a.at_ms))),
+            let op = args.get(2).to_ascii_uppercase();
+            // DIGEST <index> <alive-after-ms> <pattern>...; the others <index> <pattern>...
+            let first = if op == b"DIGEST" { 5 } else { 4 };
+            let patterns: Vec<Vec<u8>> = args.tail(first).iter().map(<[u8]>::to_vec).collect();
+            let (keys, digest, at) = match op.as_slice() {
+                b"DIGEST" => {
+                    let after = u64::try_from(args.int(4)?)
+                        .map_err(|_| ErrorReply::err("invalid time"))?;
+                    import_step(imports, &id, move |i| {
+                        i.pattern_digest(&import, &patterns, index, after)
+                            .map(|(k, d)| (k, d, None))
+                    })
+                    .await?
+                }
+                b"ACTIVATE" => {
+                    import_step(imports, &id, move |i| {
+                        i.activate_pattern(&import, &patterns, index)
+                            .map(|a| (a.keys, a.digest, Some(a.at_ms)))
+                    })
+                    .await?
+                }
                 b"ACTIVATED" if patterns.is_empty() => imports
                     .pattern_activation(&import, index)
                     .map(|a| (a.keys, a.digest, Some(a.at_ms))),
@@ -617,8 +668,14 @@ fn import(
             }
         }
         "tenant.import.fetch" => {
-            let keys: Vec<&[u8]> = args.tail(2).iter().collect();
-            let vals = imports.fetch(&args.text(1), &keys).map_err(import_err)?;
+            let keys: Vec<Vec<u8>> = args.tail(2).iter().map(<[u8]>::to_vec).collect();
+            let step = id.clone();
+            let vals = import_step(imports, &id, move |i| {
+                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                i.fetch(&step, &keys)
+            })
+            .await?
+            .map_err(import_err)?;
             w.array(vals.len());
             for v in vals {
                 match v {

@@ -427,18 +427,20 @@ impl ImportManager {
     }
 
     /// Incremental mode: key count and digest of the keys pattern `index` of `patterns` owns in
-    /// the staged data (what the source compares before handing the pattern over).
+    /// the staged data, of those alive after `alive_after` (what the source compares before
+    /// handing the pattern over, with the same cutoff).
     pub fn pattern_digest(
         &self,
         id: &str,
         patterns: &[Vec<u8>],
         index: usize,
+        alive_after: u64,
     ) -> Result<(u64, u64), ImportError> {
         let import = self.receiving(id)?;
         let split = self.split_for(&import, patterns, index)?;
         let ks = import.staged.keyspace();
         let db = ks.lock();
-        Ok(split.digest_of(index, &db, now_ms()))
+        Ok(split.digest_of(index, &db, alive_after))
     }
 
     /// Incremental mode: serves pattern `index` here from now on. The first activated pattern

@@ -264,12 +264,13 @@ impl Target for LocalTarget {
         import: &'a str,
         patterns: &'a [Vec<u8>],
         index: usize,
+        alive_after: u64,
     ) -> TargetFuture<'a, Prepared> {
         Box::pin(async move {
             let s = self.enter().await?;
             let (keys, digest) = s
                 .imports
-                .pattern_digest(import, patterns, index)
+                .pattern_digest(import, patterns, index, alive_after)
                 .map_err(import_error)?;
             Ok(Prepared { keys, digest })
         })

@@ -40,6 +40,10 @@ type Res<T> = Result<T, MigrationError>;
 
 /// Changed keys taken per drain step; a step that takes fewer has emptied change capture.
 const DRAIN_STEP: usize = 100_000;
+/// A pattern's confirmation compares the keys living at least this long (ms) on both servers:
+/// a key that expires sooner may already be gone from one of them when it computes its digest
+/// (and it is about to be gone from both anyway).
+const CONFIRM_EXPIRY_MARGIN_MS: u64 = 5_000;
 /// A confirmation that finds the pattern's digests differ drains again this many times.
 const CONFIRM_ATTEMPTS: usize = 5;
 
@@ -103,9 +107,13 @@ pub(super) async fn cutover(
             }
         }
     };
-    if let Err(e) = io.breakpoint("cutover:after_confirm").await {
-        install(&tenant, &base);
-        return Err(unwind(io, e));
+    // (Not after an unconfirmed activation: the target may serve the pattern already, so
+    // there is no going back to `here`.)
+    if keys.is_some() {
+        if let Err(e) = io.breakpoint("cutover:after_confirm").await {
+            install(&tenant, &base);
+            return Err(unwind(io, e));
+        }
     }
     install(&tenant, &base.with(index, Owner::Handing));
     if last {
@@ -190,16 +198,19 @@ async fn gate_and_confirm(
         while drain(work, io, DRAIN_STEP).await? >= DRAIN_STEP {}
         send_all(work, io).await?;
         wait_acked(io, budget).await?;
+        // Both sides leave out the keys that expire within CONFIRM_EXPIRY_MARGIN: either may
+        // have expired them by the time it computes (its own clock runs on).
+        let alive_after = ferrite_storage::now_ms() + CONFIRM_EXPIRY_MARGIN_MS;
         let (keys, digest) = {
             let db = ks.lock_async().await;
-            gated.digest_of(index, &db, ferrite_storage::now_ms())
+            gated.digest_of(index, &db, alive_after)
         };
         io.breakpoint("cutover:before_confirm").await?;
         let answer = io
             .until(tokio::time::timeout(
                 budget,
                 work.target
-                    .pattern_prepare(&import, gated.patterns(), index),
+                    .pattern_prepare(&import, gated.patterns(), index, alive_after),
             ))
             .await?;
         match answer {

@@ -97,7 +97,8 @@ impl RespTarget {
     }
 }
 
-/// `TENANT.IMPORT.PATTERN <import> <op> <index> [<pattern> ...]`.
+/// `TENANT.IMPORT.PATTERN <import> <op> <index> [<pattern> ...]` (DIGEST has the time keys
+/// must outlive before the patterns).
 fn pattern_args(import: &str, op: &str, index: usize, patterns: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut args: Vec<Vec<u8>> = vec![
         b"TENANT.IMPORT.PATTERN".to_vec(),
@@ -265,11 +266,13 @@ impl Target for RespTarget {
         import: &'a str,
         patterns: &'a [Vec<u8>],
         index: usize,
+        alive_after: u64,
     ) -> TargetFuture<'a, Prepared> {
         Box::pin(async move {
-            let reply = self
-                .call(&pattern_args(import, "DIGEST", index, patterns))
-                .await?;
+            let mut args = pattern_args(import, "DIGEST", index, &[]);
+            args.push(alive_after.to_string().into_bytes());
+            args.extend(patterns.iter().cloned());
+            let reply = self.call(&args).await?;
             prepared(&reply)
         })
     }

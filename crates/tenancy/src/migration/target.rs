@@ -114,12 +114,13 @@ pub trait Target: Send + Sync + 'static {
         keys: &'a [Vec<u8>],
     ) -> TargetFuture<'a, Vec<Option<Fetched>>>;
     /// Incremental mode: key count and digest of the keys pattern `index` of `patterns` owns in
-    /// the staged data.
+    /// the staged data, of those alive after `alive_after` (Unix ms).
     fn pattern_prepare<'a>(
         &'a self,
         import: &'a str,
         patterns: &'a [Vec<u8>],
         index: usize,
+        alive_after: u64,
     ) -> TargetFuture<'a, Prepared>;
     /// Incremental mode: serve pattern `index` there from now on (idempotent); returns what
     /// the pattern held at activation.
