@@ -389,7 +389,10 @@ fn incremental_cutover_by_pattern_and_per_key_redirects() {
         if status.contains("live_sync") {
             break;
         }
-        assert!(Instant::now() < deadline, "never reached live sync: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "never reached live sync: {status}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = cli_ok(&src, &["migrate", "cutover", &id, "--pattern", "key:1*"]);
@@ -410,7 +413,9 @@ fn incremental_cutover_by_pattern_and_per_key_redirects() {
     assert_eq!(r.code, 0, "{r:?}");
     let on_target = dst.port.to_string();
     let r = run(
-        &["-p", &on_target, "--user", "acme", "-a", "pw", "GET", "key:1new"],
+        &[
+            "-p", &on_target, "--user", "acme", "-a", "pw", "GET", "key:1new",
+        ],
         None,
     );
     assert_eq!(r.stdout.trim(), "written-through-the-cli", "{r:?}");

@@ -27,7 +27,12 @@ async fn load_base(s: &Server) {
         cmds.push(s_(&["SET", &format!("user:{i}"), &format!("u-{i}")]));
     }
     for i in 0..ORDERS {
-        cmds.push(s_(&["HSET", &format!("order:{i}"), "amount", &i.to_string()]));
+        cmds.push(s_(&[
+            "HSET",
+            &format!("order:{i}"),
+            "amount",
+            &i.to_string(),
+        ]));
     }
     for i in 0..MISC {
         cmds.push(s_(&["RPUSH", &format!("misc:{i}"), "a", &i.to_string()]));
@@ -97,7 +102,15 @@ async fn cut_pattern(a: &mut Connection, id: &str, pattern: &str) -> HashMap<Str
 fn redis_cli(s: &Server, args: &[&str]) -> String {
     let port = s.addr().rsplit(':').next().unwrap_or_default().to_string();
     let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port, "--no-auth-warning", "--user", "acme", "--pass", "pw"])
+        .args([
+            "-p",
+            &port,
+            "--no-auth-warning",
+            "--user",
+            "acme",
+            "--pass",
+            "pw",
+        ])
         .args(args)
         .output()
         .expect("redis-cli is installed (scripts/test.sh installs redis-tools)");
@@ -179,7 +192,10 @@ async fn incremental_migration_moves_pattern_by_pattern_under_writes() {
     let mut on_dst = tenant_conn(&dst, "acme", "pw").await;
     match on_src.cmd(&["GET", "user:7"]).await {
         Err(ClientError::KeyMoved { tenant, addr }) => {
-            assert_eq!((tenant.as_str(), addr.as_str()), ("acme", dst.addr().as_str()));
+            assert_eq!(
+                (tenant.as_str(), addr.as_str()),
+                ("acme", dst.addr().as_str())
+            );
         }
         other => panic!("GET of a moved key on the source: {other:?}"),
     }
@@ -217,9 +233,11 @@ async fn incremental_migration_moves_pattern_by_pattern_under_writes() {
     ok(&mut on_src, &["SET", "user:1", "changed"]).await;
     let e = err(&mut on_src, &["EXEC"]).await;
     assert!(e.starts_with("CROSSSLOT"), "{e}");
-    assert!(value::as_opt_string(&ok(&mut on_src, &["GET", "order:1:note"]).await)
-        .unwrap()
-        .is_none());
+    assert!(
+        value::as_opt_string(&ok(&mut on_src, &["GET", "order:1:note"]).await)
+            .unwrap()
+            .is_none()
+    );
     // A script reaching an undeclared key on the other server fails that call.
     let e = err(
         &mut on_src,
@@ -241,7 +259,11 @@ async fn incremental_migration_moves_pattern_by_pattern_under_writes() {
         .unwrap();
     let v = c.cmd(&["GET", "user:9"]).await.unwrap();
     assert_eq!(value::as_string(&v).unwrap(), "u-9");
-    assert_eq!(c.addr(), src.addr(), "a per-key redirect does not move the client");
+    assert_eq!(
+        c.addr(),
+        src.addr(),
+        "a per-key redirect does not move the client"
+    );
     c.cmd(&["SET", "user:new", "on-target"]).await.unwrap();
     let v = ok(&mut on_dst, &["GET", "user:new"]).await;
     assert_eq!(value::as_string(&v).unwrap(), "on-target");
@@ -254,12 +276,20 @@ async fn incremental_migration_moves_pattern_by_pattern_under_writes() {
     assert_eq!(v["status"], "verified", "{v:?}");
     assert_eq!(v["keys_source"], USERS.to_string());
     assert_eq!(v["keys_target"], USERS.to_string());
-    let e = err(&mut a, &["TENANT.MIGRATE.VERIFY", &id, "PATTERN", "order:*"]).await;
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.VERIFY", &id, "PATTERN", "order:*"],
+    )
+    .await;
     assert!(e.contains("has not moved yet"), "{e}");
     // Once a pattern is served by the target, CANCEL would lose its writes: refused.
     let e = err(&mut a, &["TENANT.MIGRATE.CANCEL", &id]).await;
     assert!(e.contains("partly handed over"), "{e}");
-    let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "PATTERN", "user:*"]).await;
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.CUTOVER", &id, "PATTERN", "user:*"],
+    )
+    .await;
     assert!(e.contains("already moved"), "{e}");
 
     // The rest, the last one completing the migration.
@@ -364,7 +394,11 @@ async fn incremental_arguments_are_checked() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let id = fields(&ok(&mut a, &args).await)["migration_id"].clone();
     wait_state(&mut a, &id, "live_sync", LONG).await;
-    let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "PATTERN", "nope:*"]).await;
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.CUTOVER", &id, "PATTERN", "nope:*"],
+    )
+    .await;
     assert!(e.contains("has no pattern 'nope:*'"), "{e}");
     let e = err(&mut a, &["TENANT.MIGRATE.VERIFY", &id, "PATTERN", "nope:*"]).await;
     assert!(e.contains("has no pattern"), "{e}");

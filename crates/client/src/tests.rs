@@ -218,9 +218,16 @@ async fn a_per_key_move_sends_only_that_command_elsewhere() {
     assert_eq!(c.addr(), source.addr, "the client stays at its home");
     assert_eq!(c.get("stays").await.unwrap().as_deref(), Some("here!"));
     assert_eq!(c.get("moved:2").await.unwrap().as_deref(), Some("there!"));
-    assert_eq!(source.commands(), ["GET moved:1", "GET stays", "GET moved:2"]);
+    assert_eq!(
+        source.commands(),
+        ["GET moved:1", "GET stays", "GET moved:2"]
+    );
     assert_eq!(target.commands(), ["GET moved:1", "GET moved:2"]);
-    assert_eq!(target.connections(), 1, "one connection kept for per-key redirects");
+    assert_eq!(
+        target.connections(),
+        1,
+        "one connection kept for per-key redirects"
+    );
     assert_eq!(
         target.lines().first().map(String::as_str),
         Some("HELLO 3 AUTH acme pw"),

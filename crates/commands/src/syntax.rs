@@ -102,7 +102,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.import.activate", "import-id"),
     ("tenant.import.abort", "import-id"),
     ("tenant.import.status", "import-id"),
-    ("tenant.import.pattern", "import-id <DIGEST|ACTIVATE|ACTIVATED> index [arg [arg ...]]"),
+    ("tenant.import.pattern", "import-id <DIGEST|ACTIVATE|HOLD|RELEASE|ACTIVATED> index [arg [arg ...]]"),
     // The keys named here are the imported tenant's, not keys of this command's keyspace.
     ("tenant.import.fetch", "import-id key:string [key:string ...]"),
     // strings

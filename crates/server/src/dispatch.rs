@@ -620,7 +620,9 @@ async fn admit_keys<'t>(
                     waited,
                 });
             }
-            Placement::There { key } => return Err(errors::key_moved(st, sh, tenant, &split, &key)),
+            Placement::There { key } => {
+                return Err(errors::key_moved(st, sh, tenant, &split, &key));
+            }
             Placement::Cross { here, there } => {
                 return Err(errors::cross_server(tenant, &split, here, there));
             }

@@ -69,7 +69,12 @@ pub fn key_moved(
 }
 
 /// Keys on both servers of an incremental migration (Redis's `-CROSSSLOT`, per server).
-pub fn cross_server(tenant: &Tenant, split: &PatternSplit, here: usize, there: usize) -> ErrorReply {
+pub fn cross_server(
+    tenant: &Tenant,
+    split: &PatternSplit,
+    here: usize,
+    there: usize,
+) -> ErrorReply {
     ErrorReply::coded(
         "CROSSSLOT",
         format!(

@@ -706,7 +706,11 @@ async fn with_engine<R>(
             commands: 1,
             writes,
             // Function libraries belong to the whole keyspace.
-            keys: if writes { Keys::Whole } else { Keys::Listed(&[]) },
+            keys: if writes {
+                Keys::Whole
+            } else {
+                Keys::Listed(&[])
+            },
         },
     )
     .await?;

@@ -277,7 +277,12 @@ mod tests {
 
     fn split(patterns: &[&str]) -> PatternSplit {
         let list: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
-        PatternSplit::new("mig_1", "10.0.0.2:6379", normalize(&list).unwrap(), Owner::Here)
+        PatternSplit::new(
+            "mig_1",
+            "10.0.0.2:6379",
+            normalize(&list).unwrap(),
+            Owner::Here,
+        )
     }
 
     fn place(s: &PatternSplit, keys: &[&str], write: bool) -> Placement {
@@ -293,7 +298,11 @@ mod tests {
         // Also matches the second pattern, but the first one in order wins.
         assert_eq!(s.pattern_of(b"user:admin:7"), 0);
         assert_eq!(s.pattern_of(b"order:9"), 2);
-        assert_eq!(s.pattern_of(b"session:x"), 3, "unmatched keys: the implicit *");
+        assert_eq!(
+            s.pattern_of(b"session:x"),
+            3,
+            "unmatched keys: the implicit *"
+        );
         assert_eq!(s.pattern_of(b""), 3);
     }
 
@@ -311,7 +320,10 @@ mod tests {
             normalize(&v(&["*", "a*"])),
             Err(PatternError::AfterStar { .. })
         ));
-        assert!(matches!(normalize(&v(&[""])), Err(PatternError::TooLong(1))));
+        assert!(matches!(
+            normalize(&v(&[""])),
+            Err(PatternError::TooLong(1))
+        ));
         let long = "x".repeat(MAX_PATTERN_LEN + 1);
         assert!(matches!(
             normalize(&v(&["a", &long])),
@@ -337,7 +349,11 @@ mod tests {
 
         let gated = s.with(0, Owner::Gated);
         assert!(gated.is_split());
-        assert_eq!(place(&gated, &["user:1"], false), Placement::Here, "reads go on");
+        assert_eq!(
+            place(&gated, &["user:1"], false),
+            Placement::Here,
+            "reads go on"
+        );
         assert_eq!(place(&gated, &["user:1"], true), Placement::Wait);
         assert_eq!(place(&gated, &["order:1"], true), Placement::Here);
         assert_eq!(gated.place(None, false), Placement::Here);
@@ -372,7 +388,12 @@ mod tests {
             Placement::Cross { here: 1, there: 0 }
         );
         assert!(!moved.all_there());
-        assert!(moved.with(1, Owner::There).with(2, Owner::There).all_there());
+        assert!(
+            moved
+                .with(1, Owner::There)
+                .with(2, Owner::There)
+                .all_there()
+        );
     }
 
     #[test]
@@ -392,7 +413,11 @@ mod tests {
         assert_ne!(s.digest_of(0, &db, 0), before);
         let other = s.digest_of(2, &db, 0);
         db.set(b"user:2", Value::string("new"), None, 0);
-        assert_eq!(s.digest_of(2, &db, 0), other, "another pattern's keys do not count");
+        assert_eq!(
+            s.digest_of(2, &db, 0),
+            other,
+            "another pattern's keys do not count"
+        );
         // Keys expiring by `alive_after` are left out; later ones and persistent ones count.
         let with_all = s.digest_of(2, &db, 1_000);
         db.set(b"x2", Value::string("soon"), Some(1_000), 0);

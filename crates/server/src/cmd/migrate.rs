@@ -636,8 +636,8 @@ async fn import(
             let patterns: Vec<Vec<u8>> = args.tail(first).iter().map(<[u8]>::to_vec).collect();
             let (keys, digest, at) = match op.as_slice() {
                 b"DIGEST" => {
-                    let after = u64::try_from(args.int(4)?)
-                        .map_err(|_| ErrorReply::err("invalid time"))?;
+                    let after =
+                        u64::try_from(args.int(4)?).map_err(|_| ErrorReply::err("invalid time"))?;
                     import_step(imports, &id, move |i| {
                         i.pattern_digest(&import, &patterns, index, after)
                             .map(|(k, d)| (k, d, None))
@@ -648,6 +648,14 @@ async fn import(
                     import_step(imports, &id, move |i| {
                         i.activate_pattern(&import, &patterns, index)
                             .map(|a| (a.keys, a.digest, Some(a.at_ms)))
+                    })
+                    .await?
+                }
+                b"HOLD" | b"RELEASE" => {
+                    let hold = op == b"HOLD";
+                    import_step(imports, &id, move |i| {
+                        i.hold_pattern(&import, &patterns, index, hold)
+                            .map(|()| (0, 0, None))
                     })
                     .await?
                 }

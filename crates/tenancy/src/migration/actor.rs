@@ -621,9 +621,12 @@ impl Control {
     /// `MODE incremental`: some pattern is served by the target, or being handed over to it.
     pub fn patterns_handed_over(&self) -> bool {
         self.info.split().is_some_and(|s| {
-            s.owners()
-                .iter()
-                .any(|o| matches!(o, crate::patterns::Owner::There | crate::patterns::Owner::Handing))
+            s.owners().iter().any(|o| {
+                matches!(
+                    o,
+                    crate::patterns::Owner::There | crate::patterns::Owner::Handing
+                )
+            })
         })
     }
 

@@ -482,6 +482,40 @@ impl ImportManager {
         Ok(digest)
     }
 
+    /// Incremental mode: the last pattern is being handed over as a whole-tenant cutover (the
+    /// source answers MOVED for every key before it activates the pattern here): with `hold`,
+    /// the pattern's keys wait here (then TRYAGAIN) instead of being sent back to the source;
+    /// without, they are sent back again (the cutover was aborted). A tenant not yet visible
+    /// here is left as it is (its clients get TRYAGAIN anyway).
+    pub fn hold_pattern(
+        &self,
+        id: &str,
+        patterns: &[Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> Result<(), ImportError> {
+        let import = self.receiving(id)?;
+        if import.staged.split().is_none() {
+            return Ok(());
+        }
+        let split = self.split_for(&import, patterns, index)?;
+        let (from, to) = if hold {
+            (
+                crate::patterns::Owner::There,
+                crate::patterns::Owner::Handing,
+            )
+        } else {
+            (
+                crate::patterns::Owner::Handing,
+                crate::patterns::Owner::There,
+            )
+        };
+        if split.owners()[index] == from {
+            import.staged.set_split(Some(split.with(index, to)));
+        }
+        Ok(())
+    }
+
     /// Incremental mode: what pattern `index` held when it was activated.
     pub fn pattern_activation(
         &self,

@@ -290,6 +290,21 @@ impl Target for LocalTarget {
         })
     }
 
+    fn pattern_hold<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> TargetFuture<'a, ()> {
+        Box::pin(async move {
+            let s = self.enter().await?;
+            s.imports
+                .hold_pattern(import, patterns, index, hold)
+                .map_err(import_error)
+        })
+    }
+
     fn pattern_report<'a>(
         &'a self,
         import: &'a str,

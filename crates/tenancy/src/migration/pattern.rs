@@ -79,11 +79,11 @@ pub(super) async fn cutover(
     }
     if !io.ctl.links_up() {
         return Err(MigrationError::Failed(
-            "a link to the target is down (reconnecting); the source still owns the pattern"
-                .into(),
+            "a link to the target is down (reconnecting); the source still owns the pattern".into(),
         ));
     }
-    io.ctl.transition(MigrationState::CuttingOver, "cut over a pattern")?;
+    io.ctl
+        .transition(MigrationState::CuttingOver, "cut over a pattern")?;
     io.ctl.set_phase(MigrationPhase::Cutover);
     // What the split goes back to when the cutover does not hand the pattern over.
     let base = before.with(index, Owner::Here);
@@ -299,6 +299,36 @@ async fn complete(
     settings: &MigrationSettings,
 ) -> Res<CutoverResult> {
     let tenant = io.ctl.info.tenant.clone();
+    let import = io.ctl.published().import_id.clone().unwrap_or_default();
+    // From the hand-over on, the source sends every client to the target before the target
+    // serves the last pattern: the target must make them wait for it rather than send them
+    // back (they would bounce between the two).
+    let budget = settings.redirect_timeout;
+    let held = io
+        .until(tokio::time::timeout(
+            budget,
+            work.target
+                .pattern_hold(&import, base.patterns(), index, true),
+        ))
+        .await;
+    match held {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            install(&tenant, base);
+            return Err(abort(
+                io,
+                &format!("the target refused to hold the last pattern: {e}"),
+            ));
+        }
+        Ok(Err(_)) => {
+            install(&tenant, base);
+            return Err(abort(io, "the target did not answer before the hand-over"));
+        }
+        Err(e) => {
+            install(&tenant, base);
+            return Err(unwind(io, e));
+        }
+    }
     if let Err(e) = io
         .ctl
         .env
@@ -306,6 +336,13 @@ async fn complete(
         .mark_moved(&tenant, &io.ctl.info.redirect)
     {
         install(&tenant, base);
+        // Best effort: the target sends the pattern's clients back here again.
+        let _ = tokio::time::timeout(
+            budget,
+            work.target
+                .pattern_hold(&import, base.patterns(), index, false),
+        )
+        .await;
         return Err(abort(
             io,
             &format!("the hand-over could not be recorded: {e}"),
@@ -323,10 +360,9 @@ async fn complete(
     io.ctl.forget_links();
     io.ctl.clear_interrupts();
     let _ = io.breakpoint("cutover:before_activate").await;
-    let import = io.ctl.published().import_id.clone().unwrap_or_default();
     // The last pattern first (the target records its digest for VERIFY), then the import.
-    let pattern = activate_pattern(work, io, &import, base, index, settings.activation_timeout)
-        .await;
+    let pattern =
+        activate_pattern(work, io, &import, base, index, settings.activation_timeout).await;
     let activation = match pattern {
         Ok(_) => activate(work, io, &import, settings.activation_timeout).await,
         Err(NotActivated::Refused(r)) => Activation::Refused(r),

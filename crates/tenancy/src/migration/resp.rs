@@ -291,6 +291,21 @@ impl Target for RespTarget {
         })
     }
 
+    fn pattern_hold<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> TargetFuture<'a, ()> {
+        Box::pin(async move {
+            let op = if hold { "HOLD" } else { "RELEASE" };
+            self.call(&pattern_args(import, op, index, patterns))
+                .await?;
+            Ok(())
+        })
+    }
+
     fn pattern_report<'a>(
         &'a self,
         import: &'a str,

@@ -130,6 +130,15 @@ pub trait Target: Send + Sync + 'static {
         patterns: &'a [Vec<u8>],
         index: usize,
     ) -> TargetFuture<'a, PatternActivation>;
+    /// Incremental mode: while the last pattern is handed over, its keys wait there instead of
+    /// being sent back (`hold`), or are sent back again (the cutover was aborted).
+    fn pattern_hold<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> TargetFuture<'a, ()>;
     /// Incremental mode: what pattern `index` held when it was activated (VERIFY).
     fn pattern_report<'a>(
         &'a self,

@@ -1232,7 +1232,11 @@ async fn incremental_lost_pattern_activation_is_retried_never_doubly_served() {
     assert!(e.contains("did not confirm"), "{e}");
     assert_eq!(t.active_split().unwrap().owner_of(b"k15"), Owner::Handing);
     let staged = target_copy(&r).unwrap();
-    assert_eq!(staged.state(), TenantState::Importing, "never served by the target");
+    assert_eq!(
+        staged.state(),
+        TenantState::Importing,
+        "never served by the target"
+    );
     assert!(staged.active_split().is_none());
 
     // The target is back: the same cutover completes the hand-over.
@@ -1255,14 +1259,20 @@ async fn incremental_lost_pattern_activation_is_retried_never_doubly_served() {
     assert_eq!(split.owner_of(b"k15"), Owner::Here);
     assert_eq!(split.owner_of(b"k25"), Owner::There);
     let v = r.mgr.verify_pattern(&id, b"k1*").await.unwrap();
-    assert_eq!((v.status, v.keys_source, v.keys_target), ("verified", 11, 11));
+    assert_eq!(
+        (v.status, v.keys_source, v.keys_target),
+        ("verified", 11, 11)
+    );
 
     // A key not moved yet still changes on the source and is shipped.
     write(&t, "k25", "changed");
     let done = r.mgr.cutover_pattern(&id, b"*", false).await.unwrap();
     assert_eq!(done.status, "completed");
     assert_eq!(t.state(), TenantState::Moved);
-    assert!(on_target.active_split().is_none(), "whole again on the target");
+    assert!(
+        on_target.active_split().is_none(),
+        "whole again on the target"
+    );
     let kd = |ks: &ferrite_storage::Keyspace| ks.lock().peek(b"k25").map(|e| e.key_digest(b"k25"));
     assert_eq!(kd(&on_target.keyspace()), kd(&t.keyspace()));
     assert_eq!(digest(&on_target.keyspace()), digest(&t.keyspace()));

@@ -111,11 +111,7 @@ pub(super) async fn verify_patterns(
             .map_err(|e| fail(format!("target: {e}")))?;
         let (keys, digest) = {
             let db = source.lock_async().await;
-            split.digest_of(
-                i,
-                &db,
-                theirs.at_ms + crate::patterns::VERIFY_HORIZON_MS,
-            )
+            split.digest_of(i, &db, theirs.at_ms + crate::patterns::VERIFY_HORIZON_MS)
         };
         keys_source += keys;
         keys_target += theirs.keys;
@@ -133,6 +129,10 @@ pub(super) async fn verify_patterns(
         sample_skipped: 0,
         mismatched_buckets: Vec::new(),
         mismatched_patterns,
-        status: if checksum_match { "verified" } else { "mismatch" },
+        status: if checksum_match {
+            "verified"
+        } else {
+            "mismatch"
+        },
     })
 }
