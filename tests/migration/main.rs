@@ -15,6 +15,7 @@ mod continuous;
 mod dns;
 mod faults;
 mod hot;
+mod incremental;
 mod live;
 mod orchestration;
 mod production;

@@ -165,6 +165,8 @@ pub enum Mode {
     Fast,
     /// Snapshot, then keep the target in sync until `migrate stop` (or a cutover).
     Continuous,
+    /// Sync everything, then move key patterns one at a time (`--patterns`, `cutover --pattern`).
+    Incremental,
 }
 
 /// TENANT.MIGRATE ... CONFLICT.
@@ -199,6 +201,7 @@ impl Mode {
             Mode::Live => "live",
             Mode::Fast => "fast",
             Mode::Continuous => "continuous",
+            Mode::Incremental => "incremental",
         }
     }
 }
@@ -232,6 +235,10 @@ pub enum MigrateCmd {
         /// The target's password (its requirepass), when no migration token is configured.
         #[arg(long, value_name = "PASSWORD")]
         target_password: Option<String>,
+        /// `--mode incremental`: the key patterns, moved one at a time; a key belongs to the
+        /// first that matches it, keys matching none to an implicit last `*`.
+        #[arg(long, value_name = "GLOB", num_args = 1..)]
+        patterns: Vec<String>,
         /// Print only the migration id.
         #[arg(short, long)]
         quiet: bool,
@@ -267,9 +274,18 @@ pub enum MigrateCmd {
         /// Cut over even when the lag is above cutover_max_lag.
         #[arg(long)]
         force: bool,
+        /// Incremental migrations: hand over only this pattern's keys (the last one completes
+        /// the migration).
+        #[arg(long, value_name = "GLOB")]
+        pattern: Option<String>,
     },
     /// Compare source and target checksums (exit 0 only when verified).
-    Verify { id: String },
+    Verify {
+        id: String,
+        /// Incremental migrations: verify only this (moved) pattern's keys.
+        #[arg(long, value_name = "GLOB")]
+        pattern: Option<String>,
+    },
     /// Stop shipping changes for now (changes are still captured).
     Pause { id: String },
     /// Resume a paused migration.

@@ -354,6 +354,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             rate: rate_limit,
             conflict,
             target_password,
+            patterns,
             quiet,
         } => {
             let mut args = vec![
@@ -364,6 +365,10 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                 "MODE".into(),
                 mode.name().into(),
             ];
+            if !patterns.is_empty() {
+                args.push("PATTERNS".into());
+                args.extend(patterns.iter().cloned());
+            }
             let mut opt = |name: &str, v: Option<String>| {
                 if let Some(v) = v {
                     args.push(name.into());
@@ -438,26 +443,41 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             )
             .await
         }
-        MigrateCmd::Cutover { id, force } => {
+        MigrateCmd::Cutover { id, force, pattern } => {
             let mut args = vec!["TENANT.MIGRATE.CUTOVER", id.as_str()];
+            if let Some(p) = &pattern {
+                args.extend(["PATTERN", p.as_str()]);
+            }
             if force {
                 args.push("FORCE");
             }
             let f = s.run(&args).await?;
             let r = Status::from_frame(&f)?;
             match format {
-                Format::Pretty => outln!(
-                    "Cutover of {id}: {}. {} keys migrated; the tenant's writes were paused for {} ms.",
-                    r.get("status"),
-                    grouped(r.num("keys_migrated") as u64),
-                    r.get("downtime_ms")
-                ),
+                Format::Pretty => match &pattern {
+                    Some(p) => outln!(
+                        "Cutover of {id}, pattern '{p}': {}. {} keys migrated; writes to the pattern's keys were paused for {} ms.",
+                        r.get("status"),
+                        grouped(r.num("keys_migrated") as u64),
+                        r.get("downtime_ms")
+                    ),
+                    None => outln!(
+                        "Cutover of {id}: {}. {} keys migrated; the tenant's writes were paused for {} ms.",
+                        r.get("status"),
+                        grouped(r.num("keys_migrated") as u64),
+                        r.get("downtime_ms")
+                    ),
+                },
                 other => crate::emit_bytes(&render(&f, other)),
             }
             Ok(exit::OK)
         }
-        MigrateCmd::Verify { id } => {
-            let f = s.run(&["TENANT.MIGRATE.VERIFY", id.as_str()]).await?;
+        MigrateCmd::Verify { id, pattern } => {
+            let mut args = vec!["TENANT.MIGRATE.VERIFY", id.as_str()];
+            if let Some(p) = &pattern {
+                args.extend(["PATTERN", p.as_str()]);
+            }
+            let f = s.run(&args).await?;
             let r = Status::from_frame(&f)?;
             let verified = r.get("status") == "verified";
             match format {
@@ -481,6 +501,10 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                     let buckets = r.get("mismatched_buckets");
                     if !matches!(buckets, "" | "[]") {
                         outln!("  differing digest buckets: {buckets}");
+                    }
+                    let patterns = r.get("mismatched_patterns");
+                    if !matches!(patterns, "" | "[]") {
+                        outln!("  differing patterns: {patterns}");
                     }
                 }
                 other => crate::emit_bytes(&render(&f, other)),

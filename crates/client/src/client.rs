@@ -10,6 +10,10 @@
 //!   (it answers so for every command of that tenant from the moment of cutover). The client
 //!   connects to `addr` with the same credentials and sends the command there, at most
 //!   [`RedirectPolicy::max_redirects`] hops per command.
+//! - `-MOVED tenant:<id>:key <addr>`: an incremental migration moved the key pattern of this
+//!   command's keys to `addr`; the tenant's other keys are still served here. The command is
+//!   sent to `addr` on a second connection (same credentials, kept for the next such command)
+//!   and the client stays at its home. A pipeline follows it by moving, as for `-MOVED`.
 //! - `-TRYAGAIN ...`: the tenant is being imported on this server (a client that reached the
 //!   target before the cutover), or a write waited too long at the cutover gate. The client
 //!   waits (doubling from [`RedirectPolicy::initial_backoff`] up to
@@ -157,6 +161,10 @@ pub struct Client {
     /// other commands of a pipeline: the next call gets this error instead of running outside
     /// the transaction.
     tx_lost: Option<ClientError>,
+    /// A connection to the other server of an incremental migration, kept for the commands
+    /// whose keys are redirected there one by one (`-MOVED tenant:<id>:key <addr>`), while the
+    /// client itself stays at its home.
+    side: Option<(String, Connection)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -197,6 +205,7 @@ impl Client {
             in_flight: false,
             tx: TxState::default(),
             tx_lost: None,
+            side: None,
         })
     }
 
@@ -234,6 +243,7 @@ impl Client {
     fn begin(&mut self) {
         if self.in_flight {
             self.conn = None;
+            self.side = None;
         }
         self.in_flight = true;
     }
@@ -255,6 +265,29 @@ impl Client {
         self.conn
             .as_mut()
             .ok_or_else(|| ClientError::Closed(self.opts.addr.clone()))
+    }
+
+    /// The connection to `addr` for a command whose keys were redirected there (see `side`).
+    async fn side_conn(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
+        if self
+            .side
+            .as_mut()
+            .is_some_and(|(a, c)| a != addr || !c.is_open())
+        {
+            self.side = None;
+        }
+        if self.side.is_none() {
+            let mut opts = self.opts.clone();
+            opts.addr = addr.to_string();
+            let conn = Connection::connect(opts.clone())
+                .await
+                .map_err(|e| handshake_context(e, &opts))?;
+            self.side = Some((addr.to_string(), conn));
+        }
+        self.side
+            .as_mut()
+            .map(|(_, c)| c)
+            .ok_or_else(|| ClientError::Closed(addr.to_string()))
     }
 
     /// Moves to `addr` after a redirect; false when the hop limit is reached.
@@ -322,8 +355,15 @@ impl Client {
         let deadline = Instant::now() + self.policy.redirect_timeout;
         let mut backoff = self.policy.initial_backoff;
         let mut hops = 0;
+        // Where this command's keys were redirected (`-MOVED tenant:<id>:key`), if elsewhere
+        // than the client's home.
+        let mut keys_at: Option<String> = None;
         loop {
-            let conn = match self.conn().await {
+            let conn = match keys_at.clone() {
+                None => self.conn().await,
+                Some(addr) => self.side_conn(&addr).await,
+            };
+            let conn = match conn {
                 Ok(c) => c,
                 // Nothing was sent, so the transaction state is what it was.
                 Err(e) => {
@@ -345,8 +385,19 @@ impl Client {
                     let sent_to = self.opts.addr.clone();
                     return Err(self.discard(&e).context(&sent_to, &command_name(args)));
                 }
+                // This command only goes to `addr`; the client stays at its home.
+                Err(ClientError::KeyMoved { addr, .. }) => {
+                    hops += 1;
+                    if hops > self.policy.max_redirects {
+                        self.tx = before;
+                        return Err(ClientError::TooManyRedirects(hops));
+                    }
+                    self.redirects += 1;
+                    keys_at = (addr != self.opts.addr).then_some(addr);
+                }
                 // Refused without running: the transaction state is what it was.
                 Err(ClientError::Moved { addr, .. }) | Err(ClientError::Redirect(addr)) => {
+                    keys_at = None;
                     if !self.follow(addr, &mut hops) {
                         self.tx = before;
                         return Err(ClientError::TooManyRedirects(hops));
@@ -361,7 +412,11 @@ impl Client {
                 // The command's outcome is unknown; an open transaction is reported as
                 // discarded by the next call (`self.tx` holds the intended state).
                 Err(e) if e.is_connection_error() => {
-                    self.conn = None;
+                    if keys_at.is_some() {
+                        self.side = None;
+                    } else {
+                        self.conn = None;
+                    }
                     return Err(e);
                 }
                 r => {
@@ -510,9 +565,14 @@ impl Client {
                             from_server: true,
                         }))
                     }
-                    (None, Err(e @ (ClientError::Moved { .. } | ClientError::Redirect(_)))) => {
-                        Outcome::Resend(e)
-                    }
+                    (
+                        None,
+                        Err(
+                            e @ (ClientError::Moved { .. }
+                            | ClientError::KeyMoved { .. }
+                            | ClientError::Redirect(_)),
+                        ),
+                    ) => Outcome::Resend(e),
                     (None, Err(e @ ClientError::TryAgain(_))) if !ran_later => Outcome::Resend(e),
                     (None, Err(e @ ClientError::TryAgain(_))) => Outcome::Done(Err(e)),
                     (_, other) => {
@@ -616,7 +676,9 @@ impl Client {
 /// The address a `-MOVED`/`-REDIRECT` points to.
 fn moved_to(e: &ClientError) -> Option<String> {
     match e.root() {
-        ClientError::Moved { addr, .. } | ClientError::Redirect(addr) => Some(addr.clone()),
+        ClientError::Moved { addr, .. }
+        | ClientError::KeyMoved { addr, .. }
+        | ClientError::Redirect(addr) => Some(addr.clone()),
         _ => None,
     }
 }
@@ -630,6 +692,10 @@ fn refusal_text(e: &ClientError) -> String {
 fn refusal_copy(e: &ClientError) -> Option<ClientError> {
     match e.root() {
         ClientError::Moved { tenant, addr } => Some(ClientError::Moved {
+            tenant: tenant.clone(),
+            addr: addr.clone(),
+        }),
+        ClientError::KeyMoved { tenant, addr } => Some(ClientError::KeyMoved {
             tenant: tenant.clone(),
             addr: addr.clone(),
         }),

@@ -28,6 +28,10 @@ pub enum ClientError {
     /// `-MOVED tenant:<id> <addr>`: the tenant now lives at `addr`.
     #[error("tenant '{tenant}' moved to {addr}")]
     Moved { tenant: String, addr: String },
+    /// `-MOVED tenant:<id>:key <addr>`: this command's keys are served by `addr` (an incremental
+    /// migration moved their pattern there); the tenant's other keys stay where they were.
+    #[error("the keys of tenant '{tenant}' in this command are served by {addr}")]
+    KeyMoved { tenant: String, addr: String },
     /// `-REDIRECT <addr>` (Valkey 8 style, after CLIENT CAPA redirect).
     #[error("redirected to {0}")]
     Redirect(String),
@@ -98,6 +102,15 @@ impl ClientError {
         if let Some(rest) = text.strip_prefix("MOVED ") {
             let mut parts = rest.split_whitespace();
             if let (Some(target), Some(addr)) = (parts.next(), parts.next()) {
+                if let Some(tenant) = target
+                    .strip_prefix("tenant:")
+                    .and_then(|t| t.strip_suffix(":key"))
+                {
+                    return ClientError::KeyMoved {
+                        tenant: tenant.to_string(),
+                        addr: addr.to_string(),
+                    };
+                }
                 if let Some(tenant) = target.strip_prefix("tenant:") {
                     return ClientError::Moved {
                         tenant: tenant.to_string(),
@@ -183,7 +196,7 @@ impl ClientError {
     pub fn is_redirect(&self) -> bool {
         matches!(
             self.root(),
-            ClientError::Moved { .. } | ClientError::Redirect(_)
+            ClientError::Moved { .. } | ClientError::KeyMoved { .. } | ClientError::Redirect(_)
         )
     }
 
@@ -212,6 +225,9 @@ impl ClientError {
     pub(crate) fn refusal_text(&self) -> Option<String> {
         match self.root() {
             ClientError::Moved { tenant, addr } => Some(format!("MOVED tenant:{tenant} {addr}")),
+            ClientError::KeyMoved { tenant, addr } => {
+                Some(format!("MOVED tenant:{tenant}:key {addr}"))
+            }
             ClientError::Redirect(addr) => Some(format!("REDIRECT {addr}")),
             ClientError::TryAgain(t) => Some(t.clone()),
             _ => None,
@@ -224,7 +240,7 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self.root() {
             ClientError::Server(t) | ClientError::TryAgain(t) => t.split(' ').next(),
-            ClientError::Moved { .. } => Some("MOVED"),
+            ClientError::Moved { .. } | ClientError::KeyMoved { .. } => Some("MOVED"),
             ClientError::Redirect(_) => Some("REDIRECT"),
             _ => None,
         }
@@ -269,6 +285,12 @@ mod tests {
             ClientError::from_server_text("TRYAGAIN later".into()),
             ClientError::TryAgain(_)
         ));
+        match ClientError::from_server_text("MOVED tenant:acme:key 10.0.0.2:6379".into()) {
+            ClientError::KeyMoved { tenant, addr } => {
+                assert_eq!((tenant.as_str(), addr.as_str()), ("acme", "10.0.0.2:6379"));
+            }
+            other => panic!("{other:?}"),
+        }
         // A cluster-style MOVED (slot number) is not a tenant redirect.
         assert!(matches!(
             ClientError::from_server_text("MOVED 3999 h:1".into()),

@@ -189,6 +189,53 @@ async fn moved_and_redirect_are_followed_with_the_same_credentials() {
     assert_eq!(c.redirects(), 2);
 }
 
+/// `-MOVED tenant:<id>:key`: only that command goes to the other server (on a connection kept
+/// for the next such command); the client stays at its home for the others.
+#[tokio::test]
+async fn a_per_key_move_sends_only_that_command_elsewhere() {
+    let target = FakeServer::start(|r| {
+        handshake(r).unwrap_or_else(|| match r.line().as_str() {
+            "GET moved:1" | "GET moved:2" => reply("$6\r\nthere!\r\n"),
+            // A key the target does not serve is sent back, per key.
+            _ => reply("-MOVED tenant:acme:key 127.0.0.1:1\r\n"),
+        })
+    })
+    .await;
+    let source = {
+        let to = target.addr.clone();
+        FakeServer::start(move |r| {
+            handshake(r).unwrap_or_else(|| match r.line().as_str() {
+                "GET moved:1" | "GET moved:2" => reply(format!("-MOVED tenant:acme:key {to}\r\n")),
+                _ => reply("$5\r\nhere!\r\n"),
+            })
+        })
+        .await
+    };
+    let mut c = Client::connect(ConnectOptions::new(&source.addr).tenant("acme", "pw"))
+        .await
+        .unwrap();
+    assert_eq!(c.get("moved:1").await.unwrap().as_deref(), Some("there!"));
+    assert_eq!(c.addr(), source.addr, "the client stays at its home");
+    assert_eq!(c.get("stays").await.unwrap().as_deref(), Some("here!"));
+    assert_eq!(c.get("moved:2").await.unwrap().as_deref(), Some("there!"));
+    assert_eq!(
+        source.commands(),
+        ["GET moved:1", "GET stays", "GET moved:2"]
+    );
+    assert_eq!(target.commands(), ["GET moved:1", "GET moved:2"]);
+    assert_eq!(
+        target.connections(),
+        1,
+        "one connection kept for per-key redirects"
+    );
+    assert_eq!(
+        target.lines().first().map(String::as_str),
+        Some("HELLO 3 AUTH acme pw"),
+        "with the same credentials"
+    );
+    assert_eq!(c.redirects(), 2);
+}
+
 #[tokio::test]
 async fn redirect_loops_end_with_too_many_redirects() {
     let port = Arc::new(parking_lot::Mutex::new(String::new()));

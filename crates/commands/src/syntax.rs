@@ -85,7 +85,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.backup.jobs", ""),
     ("tenant.restore", "tenant <BACKUP backup-id [AS new-tenant]|RDB path [DB db]> [REPLACE]"),
     // migration
-    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|CONTINUOUS|INCREMENTAL>] [CONFLICT <SOURCE_WINS|TARGET_WINS|NEWEST_WINS>] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY <HIGH|NORMAL|LOW>] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL]"),
+    ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|CONTINUOUS|INCREMENTAL>] [CONFLICT <SOURCE_WINS|TARGET_WINS|NEWEST_WINS>] [PATTERNS pattern [pattern ...]] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY <HIGH|NORMAL|LOW>] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL]"),
     ("tenant.migrate.status", "<migration-id|ALL|GROUP group>"),
     ("tenant.migrate.pause", "<migration-id|GROUP group>"),
     ("tenant.migrate.resume", "<migration-id|GROUP group>"),
@@ -93,10 +93,10 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.migrate.stop", "migration-id <GRACEFUL|IMMEDIATE>"),
     ("tenant.migrate.approve", "migration-id"),
     ("tenant.migrate.reject", "migration-id [reason]"),
-    ("tenant.migrate.cutover", "<migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|DNS dns-name [FORCE]]|GROUP group [FORCE]>"),
+    ("tenant.migrate.cutover", "<migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]|DNS dns-name [FORCE]]|GROUP group [FORCE]>"),
     ("tenant.migrate.validate", "tenant TARGET host:port [AUTH password]"),
     ("tenant.migrate.debug", "migration-id <BREAK breakpoint|CONTINUE|WAITING>"),
-    ("tenant.migrate.verify", "migration-id"),
+    ("tenant.migrate.verify", "migration-id [PATTERN pattern]"),
     ("tenant.migrate.update", "migration-id [PARALLEL streams] [BATCH_SIZE keys] [RATE bytes-per-sec] [PRIORITY <HIGH|NORMAL|LOW>] [AFTER migration-id [migration-id ...]]"),
     ("tenant.import.check", "tenant wire-version source-run-id"),
     ("tenant.import.begin", "tenant migration-id wire-version source-address source-run-id [PASSWORD password] [CREDENTIAL credential] [MAXMEMORY bytes] [MAXKEYS count] [OPS ops-per-sec] [MAXCLIENTS count] [CONFLICT policy]"),
@@ -107,6 +107,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.import.abort", "import-id"),
     ("tenant.import.stop", "import-id"),
     ("tenant.import.status", "import-id"),
+    ("tenant.import.pattern", "import-id <DIGEST|ACTIVATE|HOLD|RELEASE|ACTIVATED> index [arg [arg ...]]"),
     // The keys named here are the imported tenant's, not keys of this command's keyspace.
     ("tenant.import.fetch", "import-id key:string [key:string ...]"),
     // strings

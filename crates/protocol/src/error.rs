@@ -136,6 +136,12 @@ impl ErrorReply {
         ErrorReply(Cow::Owned(format!("MOVED tenant:{tenant} {addr}")))
     }
 
+    /// `-MOVED tenant:<id>:key <host:port>`: this command's keys are served by another server
+    /// (an incremental migration moved their pattern); the tenant's other keys are still here.
+    pub fn moved_key(tenant: &str, addr: &str) -> Self {
+        ErrorReply(Cow::Owned(format!("MOVED tenant:{tenant}:key {addr}")))
+    }
+
     /// `-REDIRECT <host:port>` for clients that declared `CLIENT CAPA redirect` (Valkey 8).
     pub fn redirect(addr: &str) -> Self {
         ErrorReply(Cow::Owned(format!("REDIRECT {addr}")))

@@ -119,6 +119,9 @@ pub struct Blocked {
     on_timeout: NullReply,
     shared: Arc<Shared>,
     info: Arc<crate::shared::ClientInfo>,
+    /// The command's keys: an incremental migration may move their pattern while the client
+    /// waits (it then gets the redirect, as for a cutover).
+    keys: Vec<Vec<u8>>,
     /// Left the queues already (no need to take the lock again when dropped).
     done: bool,
     /// CLIENT REPLY OFF (or SKIP) was in force when the command blocked: its late reply is
@@ -138,6 +141,27 @@ pub enum Woken {
 impl Blocked {
     pub fn deadline(&self) -> Option<tokio::time::Instant> {
         self.deadline
+    }
+
+    /// The answer for a client whose keys' pattern an incremental migration moved to the other
+    /// server while it waited (`None`: its keys are still served here).
+    pub fn refused_by_split(
+        &self,
+        st: &ClientState,
+        sh: &Shared,
+        tenant: &ferrite_tenancy::Tenant,
+    ) -> Option<ErrorReply> {
+        let split = tenant.active_split()?;
+        let mut keys = self.keys.iter().map(Vec::as_slice);
+        match split.place(Some(&mut keys), false) {
+            ferrite_tenancy::Placement::There { key } => {
+                Some(crate::errors::key_moved(st, sh, tenant, &split, &key))
+            }
+            ferrite_tenancy::Placement::Cross { here, there } => {
+                Some(crate::errors::cross_server(tenant, &split, here, there))
+            }
+            _ => None,
+        }
     }
 
     /// Resolves when a write served the client or CLIENT UNBLOCK asked it to stop.
@@ -224,6 +248,7 @@ pub async fn run(
         commands: 1,
         // XREAD is a read: it waits for no permit of the write gate.
         writes: spec.is_write(),
+        keys: dispatch::Keys::Command(spec, args),
     };
     let admitted = dispatch::admit_work(st, sh, &tenant, work).await?;
     st.batch.count_tenant_command();
@@ -293,6 +318,7 @@ pub async fn run(
             on_timeout: b.on_timeout,
             shared: sh.clone(),
             info: st.info.clone(),
+            keys: spec.keys(&args).map(<[u8]>::to_vec).collect(),
             done: false,
             drop_reply: false,
         });

@@ -644,6 +644,9 @@ async fn wait_blocked(
         if let Err(e) = crate::dispatch::check_ownership(state, shared, &tenant) {
             return Some(Woken::Refused(e));
         }
+        if let Some(e) = blocked.refused_by_split(state, shared, &tenant) {
+            return Some(Woken::Refused(e));
+        }
         let deadline = blocked.deadline();
         let reading = inbuf.len() < BLOCKED_INPUT_LIMIT;
         if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 && reading {

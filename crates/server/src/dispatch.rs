@@ -12,7 +12,7 @@ use ferrite_commands::spec::{CommandSpec, flags};
 use ferrite_commands::{Ctx, DataFn, Garbage, Handler, cost, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, OwnedRequest, Protocol, ReplyWriter};
 use ferrite_storage::{Db, Keyspace};
-use ferrite_tenancy::{Admission, Tenant, TenantState, WritePermit};
+use ferrite_tenancy::{Admission, PatternSplit, Placement, Tenant, TenantState, WritePermit};
 use rand::rngs::SmallRng;
 
 use crate::cmd;
@@ -523,12 +523,67 @@ pub fn check_ownership(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result
 
 /// What a unit of work on a tenant's data asks of the tenant: a single data command, or a whole
 /// transaction (later a script), admitted once.
-#[derive(Debug, Clone, Copy)]
-pub struct Work {
+#[derive(Clone, Copy)]
+pub struct Work<'k> {
     /// Data commands it runs: each counts against the tenant's throttle, as it would alone.
     pub commands: u64,
     /// One of them writes: the work holds the tenant's write gate while it runs.
     pub writes: bool,
+    /// The keys it names, placed on a server while an incremental migration has split the
+    /// tenant's keyspace (looked at only then).
+    pub keys: Keys<'k>,
+}
+
+/// The keys a unit of work names.
+#[derive(Clone, Copy)]
+pub enum Keys<'k> {
+    /// One data command: its keys by the command table's key positions; a command without key
+    /// positions (KEYS, SCAN, DBSIZE, FLUSHDB...) sees or changes the whole keyspace.
+    Command(&'k CommandSpec, Args<'k>),
+    /// Exactly these keys (a script's declared keys).
+    Listed(&'k [&'k [u8]]),
+    /// A transaction's queued commands, all of them.
+    Queued(&'k [Queued]),
+    /// The whole keyspace (a change of the tenant's function libraries).
+    Whole,
+}
+
+impl Keys<'_> {
+    /// Where the work runs while the tenant's keyspace is split (see
+    /// `ferrite_tenancy::patterns`): a command without keys counts as the whole keyspace.
+    pub(crate) fn place(&self, split: &PatternSplit, write: bool) -> Placement {
+        let (whole, keys): (bool, Vec<&[u8]>) = match *self {
+            Keys::Command(spec, _) if spec.first_key <= 0 => (true, Vec::new()),
+            Keys::Command(spec, args) => (false, spec.keys(&args).collect()),
+            Keys::Listed(keys) => (false, keys.to_vec()),
+            Keys::Whole => (true, Vec::new()),
+            Keys::Queued(queue) => {
+                let all = ferrite_commands::spec::all();
+                let mut whole = false;
+                let mut keys = Vec::new();
+                for q in queue {
+                    let Some(spec) = all.get(q.index) else {
+                        continue;
+                    };
+                    let args = q.request.args();
+                    if crate::scripting::script_call(spec.name).is_some() {
+                        keys.extend(crate::scripting::declared_keys(&args));
+                    } else if matches!(spec.handler, Handler::Data(_)) {
+                        whole |= spec.first_key <= 0;
+                        keys.extend(spec.keys(&args));
+                    }
+                }
+                (whole, keys)
+            }
+        };
+        if whole {
+            match split.place(None, write) {
+                Placement::Here => {}
+                other => return other,
+            }
+        }
+        split.place(Some(&mut keys.into_iter()), write)
+    }
 }
 
 /// Work a tenant has admitted. Holds the write gate's permit (for writes) until dropped, so a
@@ -540,14 +595,16 @@ pub struct Admitted<'t> {
 }
 
 /// The one admission path for work on a tenant's data (single commands and EXEC alike):
-/// ownership (`-MOVED`, `-TRYAGAIN`), the throttle (wait, then refuse), the write gate. The
+/// ownership (`-MOVED`, `-TRYAGAIN`), the throttle (wait, then refuse), the write gate, and
+/// while an incremental migration splits the tenant, the ownership of each key
+/// ([`admit_keys`]: `-MOVED tenant:<id>:key`, `-CROSSSLOT`, a wait during a pattern's cutover). The
 /// memory and key quotas are checked by [`check_quota`] under the keyspace lock.
 #[inline]
 pub async fn admit_work<'t>(
     st: &ClientState,
     sh: &Shared,
     tenant: &'t Tenant,
-    work: Work,
+    work: Work<'_>,
 ) -> Result<Admitted<'t>, ErrorReply> {
     check_ownership(st, sh, tenant)?;
     // A log that cannot be written refuses writes until it works again; reads go on.
@@ -565,6 +622,9 @@ pub async fn admit_work<'t>(
         Admission::Refused(d) => return Err(errors::throttled(tenant, d, max_delay)),
     };
     if !work.writes {
+        if tenant.active_split().is_some() {
+            return admit_keys(st, sh, tenant, work, None, waited).await;
+        }
         return Ok(Admitted {
             _permit: None,
             waited,
@@ -591,10 +651,114 @@ pub async fn admit_work<'t>(
         },
     };
     check_ownership(st, sh, tenant)?;
+    // Read after the permit was granted (the gate's handshake): a pattern cutover that gated
+    // these keys afterwards waits for this write at its barrier.
+    if tenant.active_split().is_some() {
+        return admit_keys(st, sh, tenant, work, Some(permit), waited).await;
+    }
     Ok(Admitted {
         _permit: Some(permit),
         waited,
     })
+}
+
+/// The per-key ownership check, while an incremental migration has split the tenant's keyspace
+/// between two servers: run here, wait while the keys' pattern is being cut over (without the
+/// gate's permit, which the cutover's barrier waits for), redirect when every key has moved, or
+/// refuse keys on both servers.
+async fn admit_keys<'t>(
+    st: &ClientState,
+    sh: &Shared,
+    tenant: &'t Tenant,
+    work: Work<'_>,
+    mut permit: Option<WritePermit<'t>>,
+    mut waited: bool,
+) -> Result<Admitted<'t>, ErrorReply> {
+    let deadline = tokio::time::Instant::now() + gate_timeout(sh);
+    loop {
+        let changed = tenant.split_changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let Some(split) = tenant.active_split() else {
+            return Ok(Admitted {
+                _permit: permit,
+                waited,
+            });
+        };
+        match work.keys.place(&split, work.writes) {
+            Placement::Here => {
+                return Ok(Admitted {
+                    _permit: permit,
+                    waited,
+                });
+            }
+            Placement::There { key } => {
+                return Err(errors::key_moved(st, sh, tenant, &split, &key));
+            }
+            Placement::Cross { here, there } => {
+                return Err(errors::cross_server(tenant, &split, here, there));
+            }
+            Placement::Whole => {
+                let name = match work.keys {
+                    Keys::Command(spec, _) => spec.name,
+                    _ => "the transaction",
+                };
+                return Err(errors::whole_keyspace_split(name, tenant, &split));
+            }
+            Placement::Wait => {
+                drop(permit.take());
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return Err(ErrorReply::try_again(format!(
+                        "tenant '{}': the keys' pattern is being handed over to {}; retry shortly",
+                        tenant.id(),
+                        split.peer
+                    )));
+                }
+                waited = true;
+                check_ownership(st, sh, tenant)?;
+                if work.writes {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match tenant.gate().enter(left).await {
+                        Some(p) => permit = Some(p),
+                        None => {
+                            return Err(ErrorReply::try_again(format!(
+                                "tenant '{}' is switching servers; retry shortly",
+                                tenant.id()
+                            )));
+                        }
+                    }
+                    check_ownership(st, sh, tenant)?;
+                }
+            }
+        }
+    }
+}
+
+/// A call a script makes while an incremental migration splits its tenant: the script was
+/// admitted on its declared keys, so a key it did not declare is placed here. It cannot be
+/// redirected or wait under the lock: a key on the other server, or being cut over, fails the
+/// call (as Redis Cluster fails a script that reaches a key of another node).
+pub fn place_script_call(
+    tenant: &Tenant,
+    split: &PatternSplit,
+    spec: &CommandSpec,
+    args: Args<'_>,
+) -> Result<(), ErrorReply> {
+    match Keys::Command(spec, args).place(split, spec.is_write()) {
+        Placement::Here => Ok(()),
+        Placement::Wait => Err(ErrorReply::try_again(format!(
+            "Script attempted to access a key whose pattern is being handed over to {} (tenant '{}'); declare the keys the script uses, or retry shortly",
+            split.peer,
+            tenant.id()
+        ))),
+        Placement::There { key } => Err(errors::script_key_elsewhere(
+            tenant,
+            split,
+            split.pattern_of(&key),
+        )),
+        Placement::Cross { there, .. } => Err(errors::script_key_elsewhere(tenant, split, there)),
+        Placement::Whole => Err(errors::whole_keyspace_split(spec.name, tenant, split)),
+    }
 }
 
 /// How long a write may wait at a closed gate.
@@ -775,6 +939,7 @@ async fn run_data(
     let work = Work {
         commands: 1,
         writes: spec.is_write(),
+        keys: Keys::Command(spec, args),
     };
     if work.writes {
         sh.check_replicas()?;

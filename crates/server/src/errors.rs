@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use ferrite_protocol::ErrorReply;
-use ferrite_tenancy::{QuotaExceeded, TenancyError, Tenant};
+use ferrite_tenancy::{PatternSplit, QuotaExceeded, TenancyError, Tenant};
 
 use crate::connection::ClientState;
 use crate::shared::Shared;
@@ -39,6 +39,85 @@ pub fn moved(st: &ClientState, sh: &Shared, tenant: &Tenant) -> ErrorReply {
     } else {
         ErrorReply::moved_tenant(tenant.id(), &addr)
     }
+}
+
+/// The answer to a command whose keys all belong to patterns an incremental migration has
+/// moved to the other server: `-MOVED tenant:<id>:key <addr>`, a redirect for this command only
+/// (ferrite-client sends it there and stays where it is; the tenant's other keys are still
+/// served here). Clients that do not know the form see a plain error naming the address.
+pub fn key_moved(
+    st: &ClientState,
+    sh: &Shared,
+    tenant: &Tenant,
+    split: &PatternSplit,
+    key: &[u8],
+) -> ErrorReply {
+    let addr = &split.peer;
+    if sh.hot.redirect_as_error.load(Relaxed) {
+        return ErrorReply::err(format!(
+            "key '{}' of tenant '{}' is served by {addr} (pattern '{}' has moved there)",
+            printable(key),
+            tenant.id(),
+            split.name(split.pattern_of(key))
+        ));
+    }
+    if st.capa_redirect {
+        ErrorReply::redirect(addr)
+    } else {
+        ErrorReply::moved_key(tenant.id(), addr)
+    }
+}
+
+/// Keys on both servers of an incremental migration (Redis's `-CROSSSLOT`, per server).
+pub fn cross_server(
+    tenant: &Tenant,
+    split: &PatternSplit,
+    here: usize,
+    there: usize,
+) -> ErrorReply {
+    ErrorReply::coded(
+        "CROSSSLOT",
+        format!(
+            "Keys in request don't belong to the same server: tenant '{}' is migrating pattern by pattern ({}); pattern '{}' is served by {} and pattern '{}' by this server",
+            tenant.id(),
+            split.migration,
+            split.name(there),
+            split.peer,
+            split.name(here)
+        ),
+    )
+}
+
+/// A command without keys (KEYS, SCAN, DBSIZE, FLUSHDB...) while the keyspace is split.
+pub fn whole_keyspace_split(command: &str, tenant: &Tenant, split: &PatternSplit) -> ErrorReply {
+    ErrorReply::coded(
+        "CROSSSLOT",
+        format!(
+            "'{command}' needs the whole keyspace, which is split between this server and {} while tenant '{}' migrates pattern by pattern ({}); run it after the migration completes",
+            split.peer,
+            tenant.id(),
+            split.migration
+        ),
+    )
+}
+
+/// A script reached (without declaring it) a key served by the other server.
+pub fn script_key_elsewhere(tenant: &Tenant, split: &PatternSplit, pattern: usize) -> ErrorReply {
+    ErrorReply::err(format!(
+        "Script attempted to access a key of tenant '{}' served by {} (pattern '{}' has moved there, {}); declare the keys the script uses",
+        tenant.id(),
+        split.peer,
+        split.name(pattern),
+        split.migration
+    ))
+}
+
+/// A key as error text: one line, printable, bounded.
+fn printable(key: &[u8]) -> String {
+    String::from_utf8_lossy(&key[..key.len().min(128)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 pub fn throttled(tenant: &Tenant, wait: Duration, max: Duration) -> ErrorReply {

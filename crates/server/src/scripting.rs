@@ -32,7 +32,7 @@ use rand::rngs::SmallRng;
 
 use crate::cmd::ServerResult;
 use crate::connection::ClientState;
-use crate::dispatch::{self, Flow, Held, Work};
+use crate::dispatch::{self, Flow, Held, Keys, Work};
 use crate::shared::Shared;
 
 /// `redis.REDIS_VERSION_NUM` for the version Ferrite reports.
@@ -301,6 +301,9 @@ impl ScriptHost<'_> {
             self.caller.shared.check_replicas()?;
         }
         let args = Args::new(&self.data, &self.ranges);
+        if let Some(split) = self.tenant.active_split() {
+            dispatch::place_script_call(self.tenant, &split, spec, args)?;
+        }
         if spec.is_write() {
             // Every write of a script is checked like the same command sent alone: a script
             // cannot grow a tenant past its quota (Redis checks only before the first write;
@@ -379,6 +382,12 @@ pub enum Call {
 /// A script's KEYS and ARGV.
 type KeysAndArgs<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
 
+/// The keys a script call declares (EVAL/FCALL `numkeys key...`); none when malformed (the call
+/// itself then fails with the reason).
+pub fn declared_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
+    split_keys(args).map(|(keys, _)| keys).unwrap_or_default()
+}
+
 fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
     let n = std::str::from_utf8(args.get(2))
         .ok()
@@ -438,6 +447,7 @@ pub async fn run(
         Work {
             commands: 1,
             writes: !ro_command,
+            keys: Keys::Listed(&keys),
         },
         &mut held,
     )
@@ -820,6 +830,12 @@ async fn with_engine<R>(
         Work {
             commands: 1,
             writes,
+            // Function libraries belong to the whole keyspace.
+            keys: if writes {
+                Keys::Whole
+            } else {
+                Keys::Listed(&[])
+            },
         },
     )
     .await?;

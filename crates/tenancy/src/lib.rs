@@ -6,6 +6,8 @@
 //!   secret comparison.
 //! - [`tenant`]: a tenant's keyspace, credentials, ownership [`TenantState`], quotas, stats.
 //! - [`gate`]: [`WriteGate`], which pauses one tenant's writes for a cutover.
+//! - [`patterns`]: [`PatternSplit`], which key patterns an incremental migration has moved, and
+//!   the rule that places a command's keys on one server (or refuses it).
 //! - [`scripts`]: a tenant's running script as its other connections see it (busy, kill).
 //! - [`throttle`]: per-tenant operation rate limits (delay, then refuse).
 //! - [`migration`]: [`MigrationManager`] (source side: snapshot, change stream, cutover,
@@ -87,6 +89,7 @@ pub mod credential;
 pub mod error;
 pub mod gate;
 pub mod migration;
+pub mod patterns;
 pub mod registry;
 pub mod scripts;
 pub mod tenant;
@@ -101,6 +104,7 @@ pub use migration::{
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
     MigrationStatus, Priority, StopMode, StopResult, VerifyResult,
 };
+pub use patterns::{Owner, PatternSplit, Placement};
 pub use registry::{CreateOptions, DEFAULT_TENANT, Registry, TenancySettings, TenantStore};
 pub use scripts::{KillRefused, RunningScript, ScriptActivity, ScriptKind};
 pub use tenant::{

@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 
 use crate::credential::Credential;
 use crate::gate::WriteGate;
+use crate::patterns::PatternSplit;
 use crate::throttle::{Admission, Throttle};
 
 /// Where a tenant's data is served from, as seen by this server.
@@ -237,6 +238,14 @@ pub struct Tenant {
     scripts: crate::scripts::ScriptActivity,
     /// ACL users created inside the tenant (ACL SETUSER); part of its catalog record.
     acl: crate::acl::AclUsers,
+    /// Per-key ownership while an incremental migration moves the tenant pattern by pattern
+    /// (`None` otherwise). Replaced whole on every change; read only when `split_active`.
+    split: RwLock<Option<Arc<PatternSplit>>>,
+    /// Some pattern is not served here plainly: the admission must place each command's keys.
+    /// One load on the hot path for every other tenant.
+    split_active: AtomicBool,
+    /// Notified after every change of the split: writes waiting for a pattern's cutover.
+    split_changed: tokio::sync::Notify,
     pub stats: TenantStats,
 }
 
@@ -277,8 +286,47 @@ impl Tenant {
             state_changed: tokio::sync::Notify::new(),
             scripts: Default::default(),
             acl: Default::default(),
+            split: RwLock::new(None),
+            split_active: AtomicBool::new(false),
+            split_changed: tokio::sync::Notify::new(),
             stats: TenantStats::default(),
         }
+    }
+
+    /// The split of an incremental migration, when some pattern is not served here plainly
+    /// (one atomic load otherwise).
+    #[inline]
+    pub fn active_split(&self) -> Option<Arc<PatternSplit>> {
+        // SeqCst, as the write gate's handshake: a write that entered the gate and then read
+        // "not split" was counted in flight before a cutover's barrier closed the gate.
+        if !self.split_active.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        self.split.read().clone()
+    }
+
+    /// The split of an incremental migration, whatever its owners (STATUS).
+    pub fn split(&self) -> Option<Arc<PatternSplit>> {
+        self.split.read().clone()
+    }
+
+    /// Installs (or removes) the split and wakes the commands waiting for it to change.
+    pub fn set_split(&self, split: Option<PatternSplit>) {
+        let active = split.as_ref().is_some_and(PatternSplit::is_split);
+        let mut slot = self.split.write();
+        *slot = split.map(Arc::new);
+        // Under the write lock: a reader that sees the flag set finds the split it goes with.
+        self.split_active
+            .store(active, std::sync::atomic::Ordering::SeqCst);
+        drop(slot);
+        self.split_changed.notify_waiters();
+        self.state_changed.notify_waiters();
+    }
+
+    /// Notified after every change of the split. Register (`enable()`) before placing keys, so
+    /// that no change is missed in between.
+    pub fn split_changed(&self) -> &tokio::sync::Notify {
+        &self.split_changed
     }
 
     /// The tenant's running script, as its other connections see it.

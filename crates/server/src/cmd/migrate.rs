@@ -249,7 +249,8 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 .join("; "),
         ),
     ];
-    w.map(fields.len());
+    let patterns = !s.patterns.is_empty();
+    w.map(fields.len() + usize::from(patterns));
     for (k, v) in fields {
         w.bulk_str(k);
         let numeric = matches!(
@@ -272,6 +273,31 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
             _ => w.bulk_str(&v),
         }
     }
+    if patterns {
+        // `MODE incremental`: each pattern and where its keys are served, in order.
+        w.bulk_str("patterns");
+        w.map(s.patterns.len());
+        for (p, owner) in &s.patterns {
+            w.bulk_str(p);
+            w.bulk_str(owner);
+        }
+    }
+}
+
+/// The option names of TENANT.MIGRATE, where a PATTERNS list ends.
+fn is_migrate_option(arg: &[u8]) -> bool {
+    [
+        &b"MODE"[..],
+        b"PARALLEL",
+        b"BATCH_SIZE",
+        b"TIMEOUT",
+        b"AUTH",
+        b"REDIRECT",
+        b"RATE",
+        b"PATTERNS",
+    ]
+    .iter()
+    .any(|o| arg.eq_ignore_ascii_case(o))
 }
 
 fn conflict_arg(s: &str) -> Result<ConflictPolicy, ErrorReply> {
@@ -345,7 +371,7 @@ pub async fn run(
         if !(st.admin || st.migration_peer) {
             return Err(errors::no_permission(name));
         }
-        return import(st, sh, name, args, out);
+        return import(st, sh, name, args, out).await;
     }
     let mgr = &sh.migrations;
     let proto = st.proto;
@@ -386,6 +412,19 @@ pub async fn run(
                 match args.get(i).to_ascii_uppercase().as_slice() {
                     b"PRIORITY" => cfg.priority = priority(&args, i + 1)?,
                     b"GROUP" => cfg.group = Some(args.text(i + 1)),
+                    // PATTERNS takes every argument up to the next option name.
+                    b"PATTERNS" => {
+                        let mut j = i + 1;
+                        while j < args.len() && !is_migrate_option(args.get(j)) {
+                            cfg.patterns.push(args.get(j).to_vec());
+                            j += 1;
+                        }
+                        if j == i + 1 {
+                            return Err(ErrorReply::syntax());
+                        }
+                        i = j;
+                        continue;
+                    }
                     b"MODE" => {
                         cfg.mode = MigrationMode::parse(&args.text(i + 1)).ok_or_else(|| {
                             ErrorReply::err(format!(
@@ -574,7 +613,9 @@ pub async fn run(
                     _ => Err(ErrorReply::syntax()),
                 }
             };
-            let r = if args.len() >= 3 && args.is(2, "RETRY") {
+            let r = if args.len() >= 4 && args.is(2, "PATTERN") {
+                mgr.cutover_pattern(&id, args.get(3), force_at(4)?).await
+            } else if args.len() >= 3 && args.is(2, "RETRY") {
                 mgr.cutover_retry(&id, force_at(3)?).await
             } else if args.len() >= 3 && args.is(2, "SCHEDULED") {
                 if args.len() < 4 {
@@ -652,9 +693,14 @@ pub async fn run(
             }
         }
         "tenant.migrate.verify" => {
-            let r = mgr.verify(&args.text(1)).await.map_err(migration_err)?;
+            let r = match args.len() {
+                2 => mgr.verify(&args.text(1)).await,
+                4 if args.is(2, "PATTERN") => mgr.verify_pattern(&args.text(1), args.get(3)).await,
+                _ => return Err(ErrorReply::syntax()),
+            }
+            .map_err(migration_err)?;
             let mut w = ReplyWriter::new(out, proto);
-            w.map(7);
+            w.map(8);
             w.bulk_str("keys_source");
             w.int(r.keys_source as i64);
             w.bulk_str("keys_target");
@@ -669,6 +715,11 @@ pub async fn run(
             w.array(r.mismatched_buckets.len());
             for b in &r.mismatched_buckets {
                 w.int(*b as i64);
+            }
+            w.bulk_str("mismatched_patterns");
+            w.array(r.mismatched_patterns.len());
+            for p in &r.mismatched_patterns {
+                w.bulk_str(p);
             }
             w.bulk_str("status");
             w.bulk_str(r.status);
@@ -727,7 +778,32 @@ pub async fn run(
     Ok(Flow::Continue)
 }
 
-fn import(
+/// Runs an import step that takes the imported tenant's keyspace lock (blocking) on the blocking
+/// pool when that tenant already serves clients here (an incremental migration after its first
+/// pattern; VERIFY after activation): its connections wait for the same lock asynchronously,
+/// and a worker thread blocked here may be the one that must run the task the lock was handed
+/// to. Otherwise it runs here, as it always has.
+fn serves_clients(imports: &ferrite_tenancy::ImportManager, id: &str) -> bool {
+    imports
+        .get(id)
+        .is_ok_and(|i| i.tenant().state() == ferrite_tenancy::TenantState::Active)
+}
+
+async fn import_step<T: Send + 'static>(
+    imports: &Arc<ferrite_tenancy::ImportManager>,
+    id: &str,
+    f: impl FnOnce(&ferrite_tenancy::ImportManager) -> T + Send + 'static,
+) -> Result<T, ErrorReply> {
+    if !serves_clients(imports, id) {
+        return Ok(f(imports));
+    }
+    let imports = imports.clone();
+    tokio::task::spawn_blocking(move || f(&imports))
+        .await
+        .map_err(|_| ErrorReply::err("internal error: the import step failed"))
+}
+
+async fn import(
     st: &mut ClientState,
     sh: &Arc<Shared>,
     name: &str,
@@ -737,6 +813,7 @@ fn import(
     let imports = sh.migrations.imports();
     let proto = st.proto;
     let mut w = ReplyWriter::new(out, proto);
+    let id = args.text(1);
     match name {
         "tenant.import.check" => {
             let tenant = args.text(1);
@@ -834,9 +911,15 @@ fn import(
             w.bulk_str(imp.state().name());
         }
         "tenant.import.batch" => {
-            let seq = imports
-                .apply_batch(&args.text(1), args.get(2))
-                .map_err(import_err)?;
+            let seq = if serves_clients(imports, &id) {
+                let payload = args.get(2).to_vec();
+                let step = id.clone();
+                import_step(imports, &id, move |i| i.apply_batch(&step, &payload)).await?
+            } else {
+                // The usual case: no copy of the batch, no thread hop.
+                imports.apply_batch(&id, args.get(2))
+            }
+            .map_err(import_err)?;
             w.int(seq as i64);
         }
         "tenant.import.resume" => {
@@ -848,7 +931,10 @@ fn import(
             }
         }
         "tenant.import.prepare" => {
-            let (keys, digest) = imports.prepare(&args.text(1)).map_err(import_err)?;
+            let step = id.clone();
+            let (keys, digest) = import_step(imports, &id, move |i| i.prepare(&step))
+                .await?
+                .map_err(import_err)?;
             w.map(2);
             w.bulk_str("keys");
             w.int(keys as i64);
@@ -856,7 +942,10 @@ fn import(
             w.bulk_str(&format!("{:016x}", digest.combined()));
         }
         "tenant.import.activate" => {
-            let a = imports.activate(&args.text(1)).map_err(import_err)?;
+            let step = id.clone();
+            let a = import_step(imports, &id, move |i| i.activate(&step))
+                .await?
+                .map_err(import_err)?;
             w.map(3);
             w.bulk_str("keys");
             w.int(a.keys as i64);
@@ -922,9 +1011,64 @@ fn import(
                 None => w.array(0),
             }
         }
+        "tenant.import.pattern" => {
+            let import = args.text(1);
+            let index = usize::try_from(args.int(3)?)
+                .map_err(|_| ErrorReply::err("pattern index out of range"))?;
+            let op = args.get(2).to_ascii_uppercase();
+            // DIGEST <index> <alive-after-ms> <pattern>...; the others <index> <pattern>...
+            let first = if op == b"DIGEST" { 5 } else { 4 };
+            let patterns: Vec<Vec<u8>> = args.tail(first).iter().map(<[u8]>::to_vec).collect();
+            let (keys, digest, at) = match op.as_slice() {
+                b"DIGEST" => {
+                    let after =
+                        u64::try_from(args.int(4)?).map_err(|_| ErrorReply::err("invalid time"))?;
+                    import_step(imports, &id, move |i| {
+                        i.pattern_digest(&import, &patterns, index, after)
+                            .map(|(k, d)| (k, d, None))
+                    })
+                    .await?
+                }
+                b"ACTIVATE" => {
+                    import_step(imports, &id, move |i| {
+                        i.activate_pattern(&import, &patterns, index)
+                            .map(|a| (a.keys, a.digest, Some(a.at_ms)))
+                    })
+                    .await?
+                }
+                b"HOLD" | b"RELEASE" => {
+                    let hold = op == b"HOLD";
+                    import_step(imports, &id, move |i| {
+                        i.hold_pattern(&import, &patterns, index, hold)
+                            .map(|()| (0, 0, None))
+                    })
+                    .await?
+                }
+                b"ACTIVATED" if patterns.is_empty() => imports
+                    .pattern_activation(&import, index)
+                    .map(|a| (a.keys, a.digest, Some(a.at_ms))),
+                _ => return Err(ErrorReply::syntax()),
+            }
+            .map_err(import_err)?;
+            w.map(2 + usize::from(at.is_some()));
+            w.bulk_str("keys");
+            w.int(keys as i64);
+            w.bulk_str("digest");
+            w.bulk_str(&format!("{digest:016x}"));
+            if let Some(at) = at {
+                w.bulk_str("activated_at_ms");
+                w.int(at as i64);
+            }
+        }
         "tenant.import.fetch" => {
-            let keys: Vec<&[u8]> = args.tail(2).iter().collect();
-            let vals = imports.fetch(&args.text(1), &keys).map_err(import_err)?;
+            let keys: Vec<Vec<u8>> = args.tail(2).iter().map(<[u8]>::to_vec).collect();
+            let step = id.clone();
+            let vals = import_step(imports, &id, move |i| {
+                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                i.fetch(&step, &keys)
+            })
+            .await?
+            .map_err(import_err)?;
             w.array(vals.len());
             for v in vals {
                 match v {

@@ -215,6 +215,7 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     migration!("tenant.import.abort"),
     migration!("tenant.import.stop"),
     migration!("tenant.import.status"),
+    migration!("tenant.import.pattern"),
     migration!("tenant.import.fetch"),
     backup!("tenant.backup"),
     backup!("tenant.backup.list"),

@@ -110,6 +110,7 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
                 s.is_write() || script_of(q).is_some_and(|(_, read_only)| !read_only)
             })
         }),
+        keys: dispatch::Keys::Queued(&queue),
     };
     // The transaction is admitted once, as a whole, by the same code as a single command: a
     // transaction of server commands only (PING, INFO...) does not touch the tenant's data.

@@ -63,6 +63,12 @@ pub(super) enum Request {
     Stop(StopMode, Reply<StopResult>),
     /// APPROVE, REJECT, PRIORITY, AFTER (see [`super::schedule`]).
     Admission(super::schedule::AdmissionRequest),
+    /// `MODE incremental`: CUTOVER <id> PATTERN <glob> (the pattern's index in the list).
+    PatternCutover {
+        index: usize,
+        force: bool,
+        reply: Reply<CutoverResult>,
+    },
 }
 
 /// TENANT.MIGRATE.DEBUG.
@@ -78,6 +84,13 @@ pub(super) struct PendingCutover {
     /// Made by a scheduled cutover (UNSCHEDULE withdraws only those).
     pub scheduled: bool,
     pub reply: Option<Reply<CutoverResult>>,
+}
+
+/// `MODE incremental`: a pattern's cutover the run will start at its next chance.
+pub(super) struct PendingPattern {
+    pub index: usize,
+    pub force: bool,
+    pub reply: Reply<CutoverResult>,
 }
 
 /// A cutover planned for a given time.
@@ -114,6 +127,8 @@ pub(super) struct Control {
     lag: LagTracker,
     schedule: Option<Schedule>,
     pub pending_cutover: Option<PendingCutover>,
+    /// `MODE incremental`: a requested pattern cutover.
+    pub pending_pattern: Option<PendingPattern>,
     /// The running cutover was requested by the schedule.
     pub running_scheduled: bool,
     pub pending_cancel: Vec<Reply<()>>,
@@ -170,6 +185,7 @@ impl Control {
             lag: LagTracker::default(),
             schedule: None,
             pending_cutover: None,
+            pending_pattern: None,
             running_scheduled: false,
             pending_cancel: Vec::new(),
             pending_activation_retry: None,
@@ -488,6 +504,15 @@ impl Control {
                 // what the target keeps differs, and that was the operator's first choice.
                 let _ = reply.send(Err(self.wrong_state("cancel while a STOP is under way")));
             }
+            // Once a pattern was handed over, the target's clients may have written its keys:
+            // going back would lose those writes.
+            Request::Cancel(reply) if self.patterns_handed_over() => {
+                let _ = reply.send(Err(MigrationError::WrongState {
+                    id: self.info.id.clone(),
+                    state: "partly handed over (some patterns are served by the target)",
+                    op: "cancel (cut over the remaining patterns; migrate back afterwards if needed)",
+                }));
+            }
             Request::Cancel(reply) => match self.state() {
                 MigrationState::Queued
                 | MigrationState::Waiting
@@ -622,6 +647,11 @@ impl Control {
             }
             Request::Stop(mode, reply) => self.request_stop(mode, reply),
             Request::Admission(req) => super::schedule::handle(self, req),
+            Request::PatternCutover {
+                index,
+                force,
+                reply,
+            } => self.request_pattern_cutover(index, force, reply),
         }
     }
 
@@ -702,6 +732,76 @@ impl Control {
                 p.name()
             ))
         })
+    }
+
+
+    /// `MODE incremental`: some pattern is served by the target, or being handed over to it.
+    pub fn patterns_handed_over(&self) -> bool {
+        self.info.split().is_some_and(|s| {
+            s.owners().iter().any(|o| {
+                matches!(
+                    o,
+                    crate::patterns::Owner::There | crate::patterns::Owner::Handing
+                )
+            })
+        })
+    }
+
+    /// CUTOVER <id> PATTERN <glob>: refused at once when it cannot run (as CUTOVER is), else
+    /// left for the run to start at its next chance.
+    fn request_pattern_cutover(&mut self, index: usize, force: bool, reply: Reply<CutoverResult>) {
+        let refuse = |e: MigrationError, reply: Reply<CutoverResult>| {
+            let _ = reply.send(Err(e));
+        };
+        if self.state() != MigrationState::LiveSync {
+            refuse(self.wrong_state("cut over a pattern"), reply);
+            return;
+        }
+        if self.pending_pattern.is_some() {
+            refuse(
+                MigrationError::WrongState {
+                    id: self.info.id.clone(),
+                    state: "cutting_over",
+                    op: "cut over a pattern",
+                },
+                reply,
+            );
+            return;
+        }
+        if let Some(split) = self.info.split() {
+            if split.owners().get(index) == Some(&crate::patterns::Owner::There) {
+                refuse(
+                    MigrationError::Patterns(format!(
+                        "pattern '{}' has already moved to {}",
+                        split.name(index),
+                        self.info.redirect
+                    )),
+                    reply,
+                );
+                return;
+            }
+        }
+        if !self.links_up() {
+            refuse(
+                MigrationError::Failed(
+                    "cannot cut over while the target is unreachable; the source still owns the pattern".into(),
+                ),
+                reply,
+            );
+            return;
+        }
+        if !force {
+            let max = self.env.settings.read().cutover_max_lag;
+            if let Err(e) = super::cutover::lag_allows(&self.info, &self.status.borrow(), max) {
+                refuse(e, reply);
+                return;
+            }
+        }
+        self.pending_pattern = Some(PendingPattern {
+            index,
+            force,
+            reply,
+        });
     }
 
     fn unschedule(&mut self) {
@@ -1196,6 +1296,9 @@ async fn finish(work: &mut Work, io: &mut Io<'_>, result: Result<(), MigrationEr
                 io.ctl.fail(&msg);
             }
             let err = io.ctl.published().error.clone().unwrap_or_default();
+            if let Some(c) = io.ctl.pending_pattern.take() {
+                let _ = c.reply.send(Err(MigrationError::Failed(err.clone())));
+            }
             if let Some(c) = io.ctl.pending_cutover.take() {
                 if let Some(r) = c.reply {
                     let _ = r.send(Err(MigrationError::Failed(if c.retry {
@@ -1267,6 +1370,9 @@ async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
     }
     if let Some(r) = io.ctl.pending_activation_retry.take() {
         let _ = r.send(Err(MigrationError::Cancelled));
+    }
+    if let Some(c) = io.ctl.pending_pattern.take() {
+        let _ = c.reply.send(Err(MigrationError::Cancelled));
     }
 }
 

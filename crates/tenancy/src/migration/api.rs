@@ -149,6 +149,9 @@ pub struct MigrationConfig {
     /// APPROVAL: wait in `awaiting_approval` with VALIDATE's report as the plan until APPROVE
     /// (also when `require_approval` is set for every migration).
     pub approval: bool,
+    /// `MODE incremental`: the key patterns, moved one at a time (`PATTERNS`), in the order
+    /// that decides which pattern owns a key (see [`crate::patterns`]).
+    pub patterns: Vec<Vec<u8>>,
 }
 
 /// What a secret shows in `{:?}`: whether it is set, never its value.
@@ -172,6 +175,7 @@ impl std::fmt::Debug for MigrationConfig {
             after,
             group,
             approval,
+            patterns,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("mode", mode)
@@ -186,6 +190,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("after", after)
             .field("group", group)
             .field("approval", approval)
+            .field("patterns", &patterns.len())
             .finish()
     }
 }
@@ -205,6 +210,7 @@ impl Default for MigrationConfig {
             after: Vec::new(),
             group: None,
             approval: false,
+            patterns: Vec::new(),
         }
     }
 }
@@ -387,6 +393,9 @@ pub enum MigrationError {
     Failed(String),
     #[error("MODE {0} is not supported by this server")]
     UnsupportedMode(&'static str),
+    /// A PATTERNS list, or a pattern named in CUTOVER/VERIFY, that cannot be used.
+    #[error("{0}")]
+    Patterns(String),
     /// Stopped by CANCEL (or by the deletion of its tenant): not a failure.
     #[error("the migration was cancelled")]
     Cancelled,
@@ -477,6 +486,9 @@ pub struct MigrationStatus {
     pub dns: Option<String>,
     /// The share of its speed contention management leaves it (1.0: not slowed down).
     pub throttle: f64,
+    /// `MODE incremental`: each pattern, in order, and where its keys are served
+    /// (`here`, `gated`, `handing_over`, `moved`).
+    pub patterns: Vec<(String, &'static str)>,
 }
 
 /// How TENANT.MIGRATE.STOP ends a continuous sync.
@@ -553,6 +565,8 @@ pub struct VerifyResult {
     /// Sampled keys skipped because the target changed them after cutover.
     pub sample_skipped: u64,
     pub mismatched_buckets: Vec<usize>,
+    /// `MODE incremental`: the patterns whose keys differ (compared by key count and digest).
+    pub mismatched_patterns: Vec<String>,
     pub status: &'static str,
 }
 

@@ -168,7 +168,7 @@ pub(super) async fn cutover(
 }
 
 /// Back to live sync after a cutover that did not hand over, saying why.
-fn abort(io: &mut Io<'_>, reason: &str) -> MigrationError {
+pub(super) fn abort(io: &mut Io<'_>, reason: &str) -> MigrationError {
     let msg = format!("cutover aborted, the source still owns the tenant: {reason}");
     tracing::warn!(migration = %io.ctl.info.id, error = %reason, "cutover aborted");
     if io.ctl.state() == MigrationState::CuttingOver {
@@ -404,7 +404,12 @@ pub(super) enum Activation {
     Unconfirmed(String),
 }
 
-async fn activate(work: &mut Work, io: &mut Io<'_>, import: &str, timeout: Duration) -> Activation {
+pub(super) async fn activate(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    import: &str,
+    timeout: Duration,
+) -> Activation {
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -431,7 +436,7 @@ async fn activate(work: &mut Work, io: &mut Io<'_>, import: &str, timeout: Durat
 }
 
 /// The target lost the import after the hand-over: the tenant is served here again.
-fn take_back(io: &mut Io<'_>, reason: &str, what: &str) -> MigrationError {
+pub(super) fn take_back(io: &mut Io<'_>, reason: &str, what: &str) -> MigrationError {
     let tenant = io.ctl.info.tenant.clone();
     let msg = match io.ctl.env.registry.reclaim(&tenant) {
         Ok(()) => {

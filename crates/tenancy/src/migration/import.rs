@@ -84,6 +84,15 @@ pub struct Activation {
     pub at_ms: u64,
 }
 
+/// What the target recorded when it activated one pattern of an incremental import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatternActivation {
+    pub keys: u64,
+    pub digest: u64,
+    /// Unix ms.
+    pub at_ms: u64,
+}
+
 /// One import.
 pub struct Import {
     pub id: String,
@@ -108,6 +117,10 @@ pub struct Import {
     pub conflicts: ConflictLog,
     /// Large values whose first chunk lost a conflict: their later chunks are dropped too.
     skipping: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// Incremental mode: per pattern (by index), when it was activated here and the key count
+    /// and digest it had then, over the keys living past `VERIFY_HORIZON_MS` (for VERIFY).
+    /// Non-empty means clients may have written here: the import can no longer be dropped.
+    pattern_activations: Mutex<BTreeMap<usize, PatternActivation>>,
 }
 
 impl Import {
@@ -252,6 +265,7 @@ impl ImportManager {
             conflict: req.conflict,
             conflicts: ConflictLog::default(),
             skipping: Mutex::new(Default::default()),
+            pattern_activations: Mutex::new(BTreeMap::new()),
         });
         imports.insert(id, import.clone());
         tracing::info!(import = %import.id, tenant = %import.tenant_id, migration = %import.migration_id, source = %import.source_addr, "import opened");
@@ -279,6 +293,14 @@ impl ImportManager {
             return Ok(batch.seq);
         }
         let ks = import.staged.keyspace();
+        // Incremental mode: keys of patterns already served here belong to this server's
+        // clients; the source no longer sends them, and a record that still named one must not
+        // overwrite what a client wrote.
+        let split = import.staged.active_split();
+        let sent_by_source = |r: &Record<'_>| match (&split, record_key(r)) {
+            (Some(s), Some(k)) => s.owner_of(k) != crate::patterns::Owner::Here,
+            _ => true,
+        };
         let failed = {
             let mut db = ks.lock();
             let now = now_ms();
@@ -287,10 +309,12 @@ impl ImportManager {
             let failed = match import.conflict {
                 None => records
                     .into_iter()
+                    .filter(sent_by_source)
                     .try_for_each(|r| apply(&mut db, r, now, &mut replayer))
                     .err(),
                 Some(policy) => records
                     .into_iter()
+                    .filter(sent_by_source)
                     .try_for_each(|r| {
                         apply_resolving(&import, policy, &mut db, r, now, &mut replayer)
                     })
@@ -377,6 +401,8 @@ impl ImportManager {
             }
         };
         import.staged.set_state(TenantState::Active);
+        // Incremental mode: the last pattern is here too; the tenant is whole again.
+        import.staged.set_split(None);
         // Durable before the source hears it is active: a target that restarts after saying
         // yes must still serve the tenant.
         if let Err(e) = self.registry.persist(&import.staged) {
@@ -444,6 +470,14 @@ impl ImportManager {
             }
             ImportState::Receiving | ImportState::Stopped => {}
         }
+        if !import.pattern_activations.lock().is_empty() {
+            // Clients have been writing the moved patterns here: dropping them would lose
+            // acknowledged writes.
+            return Err(ImportError::WrongState {
+                id: id.to_string(),
+                state: "partly active (incremental migration: some patterns are served here)",
+            });
+        }
         *state = ImportState::Aborted;
         let previous = import.previous.lock().take();
         self.registry
@@ -473,6 +507,152 @@ impl ImportManager {
                 })
             })
             .collect())
+    }
+
+    /// Incremental mode: key count and digest of the keys pattern `index` of `patterns` owns in
+    /// the staged data, of those alive after `alive_after` (what the source compares before
+    /// handing the pattern over, with the same cutoff).
+    pub fn pattern_digest(
+        &self,
+        id: &str,
+        patterns: &[Vec<u8>],
+        index: usize,
+        alive_after: u64,
+    ) -> Result<(u64, u64), ImportError> {
+        let import = self.receiving(id)?;
+        let split = self.split_for(&import, patterns, index)?;
+        let ks = import.staged.keyspace();
+        let db = ks.lock();
+        Ok(split.digest_of(index, &db, alive_after))
+    }
+
+    /// Incremental mode: serves pattern `index` here from now on. The first activated pattern
+    /// makes the tenant visible here, with the patterns not yet activated answered with a
+    /// redirect to the source. Records (and returns) what the pattern held (see
+    /// `pattern_activations`). Idempotent.
+    pub fn activate_pattern(
+        &self,
+        id: &str,
+        patterns: &[Vec<u8>],
+        index: usize,
+    ) -> Result<PatternActivation, ImportError> {
+        let import = self.receiving(id)?;
+        let split = self.split_for(&import, patterns, index)?;
+        let mut recorded = import.pattern_activations.lock();
+        if let Some(r) = recorded.get(&index) {
+            return Ok(*r);
+        }
+        let at_ms = now_ms();
+        let digest = {
+            let ks = import.staged.keyspace();
+            let db = ks.lock();
+            let (keys, digest) =
+                split.digest_of(index, &db, at_ms + crate::patterns::VERIFY_HORIZON_MS);
+            PatternActivation {
+                keys,
+                digest,
+                at_ms,
+            }
+        };
+        let split = split.with(index, crate::patterns::Owner::Here);
+        // The split first: no client sees the tenant active without it.
+        import.staged.set_split(Some(split));
+        if import.staged.state() == TenantState::Importing {
+            import.staged.set_state(TenantState::Active);
+        }
+        recorded.insert(index, digest);
+        tracing::info!(import = %import.id, tenant = %import.tenant_id, pattern = %String::from_utf8_lossy(&patterns[index]), keys = digest.keys, "pattern activated: its keys are served here");
+        Ok(digest)
+    }
+
+    /// Incremental mode: the last pattern is being handed over as a whole-tenant cutover (the
+    /// source answers MOVED for every key before it activates the pattern here): with `hold`,
+    /// the pattern's keys wait here (then TRYAGAIN) instead of being sent back to the source;
+    /// without, they are sent back again (the cutover was aborted). A tenant not yet visible
+    /// here is left as it is (its clients get TRYAGAIN anyway).
+    pub fn hold_pattern(
+        &self,
+        id: &str,
+        patterns: &[Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> Result<(), ImportError> {
+        let import = self.receiving(id)?;
+        if import.staged.split().is_none() {
+            return Ok(());
+        }
+        let split = self.split_for(&import, patterns, index)?;
+        let (from, to) = if hold {
+            (
+                crate::patterns::Owner::There,
+                crate::patterns::Owner::Handing,
+            )
+        } else {
+            (
+                crate::patterns::Owner::Handing,
+                crate::patterns::Owner::There,
+            )
+        };
+        if split.owners()[index] == from {
+            import.staged.set_split(Some(split.with(index, to)));
+        }
+        Ok(())
+    }
+
+    /// Incremental mode: what pattern `index` held when it was activated.
+    pub fn pattern_activation(
+        &self,
+        id: &str,
+        index: usize,
+    ) -> Result<PatternActivation, ImportError> {
+        let import = self.get(id)?;
+        import
+            .pattern_activations
+            .lock()
+            .get(&index)
+            .copied()
+            .ok_or_else(|| ImportError::Invalid(format!("pattern {index} was never activated")))
+    }
+
+    fn receiving(&self, id: &str) -> Result<Arc<Import>, ImportError> {
+        let import = self.get(id)?;
+        if import.state() != ImportState::Receiving {
+            return Err(ImportError::WrongState {
+                id: id.to_string(),
+                state: import.state().name(),
+            });
+        }
+        import.touch();
+        Ok(import)
+    }
+
+    /// The staged tenant's split (created with every pattern served by the source), checked
+    /// against the pattern list the source sent.
+    fn split_for(
+        &self,
+        import: &Import,
+        patterns: &[Vec<u8>],
+        index: usize,
+    ) -> Result<crate::patterns::PatternSplit, ImportError> {
+        let list = crate::patterns::normalize(patterns)
+            .map_err(|e| ImportError::Invalid(e.to_string()))?;
+        if list.len() != patterns.len() || index >= list.len() {
+            return Err(ImportError::Invalid(format!(
+                "pattern index {index} out of range, or the list does not end with '*'"
+            )));
+        }
+        match import.staged.split() {
+            Some(s) if s.patterns() != list.as_slice() => Err(ImportError::Invalid(
+                "the pattern list differs from the one already activated".into(),
+            )),
+            Some(s) => Ok((*s).clone()),
+            None => Ok(crate::patterns::PatternSplit::new(
+                &import.migration_id,
+                &import.source_addr,
+                list,
+                crate::patterns::Owner::There,
+            )),
+        }
     }
 
     /// Aborts imports that have received nothing for `idle` (their source is gone).
@@ -560,6 +740,17 @@ fn apply_resolving(
     apply(db, r, now, replayer)?;
     db.unmark_changed(&key);
     Ok(())
+}
+
+/// The key a record writes, if it names one.
+fn record_key<'a>(r: &Record<'a>) -> Option<&'a [u8]> {
+    match r {
+        Record::Put { key, .. }
+        | Record::Append { key, .. }
+        | Record::Del { key }
+        | Record::Effect { key, .. } => Some(*key),
+        _ => None,
+    }
 }
 
 /// The name an applied batch is journaled under, as the effect `[IMPORT_EFFECT, batch]`.

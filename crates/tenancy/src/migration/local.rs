@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::import::{BeginRequest, Fetched, ImportError, ImportManager};
+use super::import::{BeginRequest, Fetched, ImportError, ImportManager, PatternActivation};
 use super::target::{
     BatchLink, Connector, ImportReport, Prepared, Target, TargetAuth, TargetCheck, TargetError,
     TargetFuture,
@@ -253,6 +253,65 @@ impl Target for LocalTarget {
         Box::pin(async move {
             let s = self.enter().await?;
             s.imports.activate(import).map(|_| ()).map_err(import_error)
+        })
+    }
+
+    fn pattern_prepare<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        alive_after: u64,
+    ) -> TargetFuture<'a, Prepared> {
+        Box::pin(async move {
+            let s = self.enter().await?;
+            let (keys, digest) = s
+                .imports
+                .pattern_digest(import, patterns, index, alive_after)
+                .map_err(import_error)?;
+            Ok(Prepared { keys, digest })
+        })
+    }
+
+    fn pattern_activate<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation> {
+        Box::pin(async move {
+            let s = self.enter().await?;
+            s.imports
+                .activate_pattern(import, patterns, index)
+                .map_err(import_error)
+        })
+    }
+
+    fn pattern_hold<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> TargetFuture<'a, ()> {
+        Box::pin(async move {
+            let s = self.enter().await?;
+            s.imports
+                .hold_pattern(import, patterns, index, hold)
+                .map_err(import_error)
+        })
+    }
+
+    fn pattern_report<'a>(
+        &'a self,
+        import: &'a str,
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation> {
+        Box::pin(async move {
+            let s = self.enter().await?;
+            s.imports
+                .pattern_activation(import, index)
+                .map_err(import_error)
         })
     }
 

@@ -49,6 +49,7 @@ pub mod dns;
 pub mod import;
 pub mod lag;
 pub mod local;
+mod pattern;
 pub mod record;
 pub mod resp;
 mod schedule;
@@ -81,7 +82,9 @@ pub use api::{
 };
 pub use conflict::ConflictPolicy;
 pub use cutover::BREAKPOINTS;
-pub use import::{Activation, BeginRequest, Import, ImportError, ImportManager, ImportState};
+pub use import::{
+    Activation, BeginRequest, Import, ImportError, ImportManager, ImportState, PatternActivation,
+};
 pub use lag::Trend;
 pub use record::{MigrationRecord, MigrationRecordSink};
 pub use schedule::{GroupOp, GroupOutcome, Load, TotalValue, Totals};
@@ -316,8 +319,24 @@ impl MigrationManager {
         if !settings.enabled {
             return Err(MigrationError::Disabled);
         }
-        if cfg.mode == MigrationMode::Incremental {
-            return Err(MigrationError::UnsupportedMode("incremental"));
+        let mut cfg = cfg;
+        match (cfg.mode, cfg.patterns.is_empty()) {
+            (MigrationMode::Incremental, true) => {
+                return Err(MigrationError::Patterns(
+                    "MODE incremental needs PATTERNS <glob> [<glob> ...]".into(),
+                ));
+            }
+            (MigrationMode::Incremental, false) => {
+                cfg.patterns = crate::patterns::normalize(&cfg.patterns)
+                    .map_err(|e| MigrationError::Patterns(e.to_string()))?;
+            }
+            (mode, false) => {
+                return Err(MigrationError::Patterns(format!(
+                    "PATTERNS applies to MODE incremental only, not MODE {}",
+                    mode.name()
+                )));
+            }
+            (_, true) => {}
         }
         if cfg.conflict.is_some() && cfg.mode != MigrationMode::Continuous {
             return Err(MigrationError::Failed(format!(
@@ -376,6 +395,7 @@ impl MigrationManager {
             seq: n,
             delta: Default::default(),
             conflict: cfg.conflict,
+            patterns: cfg.patterns.clone(),
         });
         // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
         env.claim(&info)?;
@@ -600,6 +620,7 @@ impl MigrationManager {
         id: &str,
         force: bool,
     ) -> Result<CutoverResult, MigrationError> {
+        self.refuse_whole_cutover(id)?;
         self.ask(
             id,
             "cut over",
@@ -609,6 +630,111 @@ impl MigrationManager {
                 reply,
             },
             false,
+        )
+        .await
+    }
+
+    /// An incremental migration moves pattern by pattern: a whole-tenant cutover is refused.
+    fn refuse_whole_cutover(&self, id: &str) -> Result<(), MigrationError> {
+        let e = self.entry(id)?;
+        if e.info.mode == MigrationMode::Incremental {
+            return Err(MigrationError::Patterns(format!(
+                "migration {id} is incremental: cut it over pattern by pattern with TENANT.MIGRATE.CUTOVER {id} PATTERN <glob> (the last pattern's cutover completes it)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `MODE incremental`: hands the keys of one pattern over to the target (pattern-scoped
+    /// gate, drain, that pattern's key count and digest confirmed on both sides, hand-over,
+    /// activation there). The last pattern's cutover completes the migration.
+    pub async fn cutover_pattern(
+        &self,
+        id: &str,
+        pattern: &[u8],
+        force: bool,
+    ) -> Result<CutoverResult, MigrationError> {
+        let index = self.pattern_index(id, pattern)?;
+        self.ask(
+            id,
+            "cut over a pattern",
+            |reply| Request::PatternCutover {
+                index,
+                force,
+                reply,
+            },
+            false,
+        )
+        .await
+    }
+
+    /// The index of `pattern` in an incremental migration's list.
+    fn pattern_index(&self, id: &str, pattern: &[u8]) -> Result<usize, MigrationError> {
+        let e = self.entry(id)?;
+        if e.info.mode != MigrationMode::Incremental {
+            return Err(MigrationError::Patterns(format!(
+                "migration {id} is not incremental: PATTERN applies to MODE incremental only"
+            )));
+        }
+        e.info
+            .patterns
+            .iter()
+            .position(|p| p.as_slice() == pattern)
+            .ok_or_else(|| {
+                let list: Vec<String> = e
+                    .info
+                    .patterns
+                    .iter()
+                    .map(|p| format!("'{}'", String::from_utf8_lossy(p)))
+                    .collect();
+                MigrationError::Patterns(format!(
+                    "migration {id} has no pattern '{}'; its patterns are {}",
+                    String::from_utf8_lossy(pattern),
+                    list.join(", ")
+                ))
+            })
+    }
+
+    /// VERIFY of one pattern of an incremental migration, once that pattern has moved: the
+    /// keys it owns here against what the target recorded when it activated them.
+    pub async fn verify_pattern(
+        &self,
+        id: &str,
+        pattern: &[u8],
+    ) -> Result<VerifyResult, MigrationError> {
+        let index = self.pattern_index(id, pattern)?;
+        let e = self.entry(id)?;
+        let p = e.status.borrow().clone();
+        let done = matches!(
+            p.state,
+            MigrationState::Completed | MigrationState::Verified
+        );
+        let split = e
+            .info
+            .split()
+            .ok_or_else(|| MigrationError::Failed("no pattern list recorded".into()))?;
+        if !done && split.owners().get(index) != Some(&crate::patterns::Owner::There) {
+            return Err(MigrationError::Patterns(format!(
+                "pattern '{}' has not moved yet: VERIFY PATTERN compares a moved pattern",
+                split.name(index)
+            )));
+        }
+        if p.frozen_released {
+            return Err(MigrationError::Failed(
+                "the frozen copy was released after the retention period; nothing to verify against"
+                    .into(),
+            ));
+        }
+        let import = p
+            .import_id
+            .clone()
+            .ok_or_else(|| MigrationError::Failed("no import id recorded".into()))?;
+        verify::verify_patterns(
+            &*e.target,
+            &import,
+            &e.info.tenant.keyspace(),
+            &split,
+            &[index],
         )
         .await
     }
@@ -643,6 +769,7 @@ impl MigrationManager {
         at_ms: u64,
         force: bool,
     ) -> Result<(), MigrationError> {
+        self.refuse_whole_cutover(id)?;
         self.ask(
             id,
             "schedule a cutover",
@@ -732,7 +859,22 @@ impl MigrationManager {
             .import_id
             .clone()
             .ok_or_else(|| MigrationError::Failed("no import id recorded".into()))?;
-        let r = verify::verify(&*e.target, &import, &e.info.tenant.keyspace()).await?;
+        let r = match e.info.split() {
+            // Incremental: each pattern against what the target held when it took it over
+            // (the target's clients wrote the earlier patterns since).
+            Some(split) => {
+                let all: Vec<usize> = (0..split.patterns().len()).collect();
+                verify::verify_patterns(
+                    &*e.target,
+                    &import,
+                    &e.info.tenant.keyspace(),
+                    &split,
+                    &all,
+                )
+                .await?
+            }
+            None => verify::verify(&*e.target, &import, &e.info.tenant.keyspace()).await?,
+        };
         if r.status == "verified" {
             self.ask(id, "verify", Request::Verified, true).await?;
         }
@@ -784,6 +926,7 @@ impl MigrationManager {
                 seq: r.seq,
                 delta: Default::default(),
                 conflict: None,
+                patterns: Vec::new(),
             });
             let mut p = Published::new(0, 0, 0);
             p.state = r.state;

@@ -12,7 +12,7 @@ use ferrite_client::{ClientError, ConnectOptions, Connection, Frame, value};
 use parking_lot::Mutex;
 
 use super::MIGRATION_USER;
-use super::import::{BeginRequest, Fetched};
+use super::import::{BeginRequest, Fetched, PatternActivation};
 use super::target::{
     BatchLink, Connector, ImportReport, Prepared, Target, TargetAuth, TargetCheck, TargetError,
     TargetFuture,
@@ -95,6 +95,45 @@ impl RespTarget {
             Err(e) => Err(classify(e)),
         }
     }
+}
+
+/// `TENANT.IMPORT.PATTERN <import> <op> <index> [<pattern> ...]` (DIGEST has the time keys
+/// must outlive before the patterns).
+fn pattern_args(import: &str, op: &str, index: usize, patterns: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut args: Vec<Vec<u8>> = vec![
+        b"TENANT.IMPORT.PATTERN".to_vec(),
+        import.as_bytes().to_vec(),
+        op.as_bytes().to_vec(),
+        index.to_string().into_bytes(),
+    ];
+    args.extend(patterns.iter().cloned());
+    args
+}
+
+/// A `keys`/`digest` map (PREPARE and the pattern commands).
+fn prepared(reply: &Frame) -> Result<Prepared, TargetError> {
+    let pairs = value::as_pairs(reply).map_err(bad_reply)?;
+    let keys = value::field_int(&pairs, "keys").ok_or_else(|| bad_reply("no keys"))?;
+    let digest = value::field_str(&pairs, "digest")
+        .and_then(|d| u64::from_str_radix(&d, 16).ok())
+        .ok_or_else(|| bad_reply("no digest"))?;
+    Ok(Prepared {
+        keys: keys.max(0) as u64,
+        digest,
+    })
+}
+
+/// A pattern's activation record: `keys`, `digest`, `activated_at_ms`.
+fn pattern_activation(reply: &Frame) -> Result<PatternActivation, TargetError> {
+    let p = prepared(reply)?;
+    let pairs = value::as_pairs(reply).map_err(bad_reply)?;
+    let at = value::field_int(&pairs, "activated_at_ms")
+        .ok_or_else(|| bad_reply("no activation time"))?;
+    Ok(PatternActivation {
+        keys: p.keys,
+        digest: p.digest,
+        at_ms: at.max(0) as u64,
+    })
 }
 
 fn bad_reply(e: impl std::fmt::Display) -> TargetError {
@@ -226,6 +265,64 @@ impl Target for RespTarget {
         Box::pin(async move {
             self.call(&["TENANT.IMPORT.ACTIVATE", import]).await?;
             Ok(())
+        })
+    }
+
+    fn pattern_prepare<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        alive_after: u64,
+    ) -> TargetFuture<'a, Prepared> {
+        Box::pin(async move {
+            let mut args = pattern_args(import, "DIGEST", index, &[]);
+            args.push(alive_after.to_string().into_bytes());
+            args.extend(patterns.iter().cloned());
+            let reply = self.call(&args).await?;
+            prepared(&reply)
+        })
+    }
+
+    fn pattern_activate<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation> {
+        Box::pin(async move {
+            let reply = self
+                .call(&pattern_args(import, "ACTIVATE", index, patterns))
+                .await?;
+            pattern_activation(&reply)
+        })
+    }
+
+    fn pattern_hold<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> TargetFuture<'a, ()> {
+        Box::pin(async move {
+            let op = if hold { "HOLD" } else { "RELEASE" };
+            self.call(&pattern_args(import, op, index, patterns))
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn pattern_report<'a>(
+        &'a self,
+        import: &'a str,
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation> {
+        Box::pin(async move {
+            let reply = self
+                .call(&pattern_args(import, "ACTIVATED", index, &[]))
+                .await?;
+            pattern_activation(&reply)
         })
     }
 

@@ -302,6 +302,23 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
             }
             continue;
         }
+        if let Some(req) = io.ctl.pending_pattern.take() {
+            let r = super::pattern::cutover(work, io, req.index, req.force).await;
+            let done = r.as_ref().is_ok_and(|c| c.status == "completed");
+            let stop = match &r {
+                Err(MigrationError::Cancelled) => Some(MigrationError::Cancelled),
+                Err(e) if io.ctl.state() == MigrationState::Failed => Some(e.clone()),
+                _ => None,
+            };
+            let _ = req.reply.send(r);
+            if done {
+                return Ok(());
+            }
+            if let Some(e) = stop {
+                return Err(e);
+            }
+            continue;
+        }
         let max = {
             let s = streams(work)?;
             s.batch_size * s.parallel
@@ -311,7 +328,12 @@ async fn replicate(work: &mut Work, io: &mut Io<'_>, import_id: &str) -> Res<()>
             let changed = ks.changes();
             io.serve(
                 tokio::time::timeout_at(next_beat, changed.notified()),
-                |c| c.pending_cutover.is_some() || c.is_paused() || c.pending_stop.is_some(),
+                |c| {
+                    c.pending_cutover.is_some()
+                        || c.pending_pattern.is_some()
+                        || c.is_paused()
+                        || c.pending_stop.is_some()
+                },
             )
             .await?;
         }
@@ -577,7 +599,16 @@ async fn read_changes(
     let mut untrack: Vec<Vec<u8>> = Vec::new();
     // The front is being sent: a change to it meanwhile queues it again, to be sent whole.
     let waiting = |q: &LargeQueue, k: &[u8]| q.iter().skip(1).any(|(x, _)| x.as_slice() == k);
+    // `MODE incremental`: keys of a pattern the target serves now change only there (here
+    // only by expiry); shipping them would overwrite what the target's clients wrote.
+    let split = io.ctl.info.tenant.active_split();
+    let moved = |k: &[u8]| {
+        split
+            .as_ref()
+            .is_some_and(|s| s.owner_of(k) == crate::patterns::Owner::There)
+    };
     let n = db.drain_changes(max, |k, e| match e {
+        _ if moved(k) => {}
         _ if copying == Some(k) => later.push(k.to_vec()),
         None => {
             s.del(k);

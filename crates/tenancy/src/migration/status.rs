@@ -31,6 +31,27 @@ pub(super) struct Info {
     pub delta: Arc<super::delta::DeltaLog>,
     /// MODE continuous with CONFLICT: the target takes writes too.
     pub conflict: Option<super::conflict::ConflictPolicy>,
+    /// `MODE incremental`: the patterns as [`crate::patterns::normalize`] returned them.
+    pub patterns: Vec<Vec<u8>>,
+}
+
+impl Info {
+    /// `MODE incremental`: the split the source serves the tenant by (each pattern `here`
+    /// before its cutover).
+    pub fn split(&self) -> Option<crate::patterns::PatternSplit> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        match self.tenant.split() {
+            Some(s) if s.migration == self.id => Some((*s).clone()),
+            _ => Some(crate::patterns::PatternSplit::new(
+                &self.id,
+                &self.redirect,
+                self.patterns.clone(),
+                crate::patterns::Owner::Here,
+            )),
+        }
+    }
 }
 
 /// A migration as its actor last published it.
@@ -324,6 +345,7 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         plan: p.plan.clone(),
         dns: None,
         throttle: p.throttle,
+        patterns: pattern_owners(info, p),
     }
 }
 
@@ -340,4 +362,28 @@ fn catch_up_seconds(p: &Published, live: bool, lag_keys: u64) -> Option<f64> {
     } else {
         None
     }
+}
+
+/// Each pattern of an incremental migration and where its keys are served.
+fn pattern_owners(info: &Info, p: &Published) -> Vec<(String, &'static str)> {
+    let Some(split) = info.split() else {
+        return Vec::new();
+    };
+    let done = matches!(
+        p.state,
+        MigrationState::Completed | MigrationState::Verified
+    );
+    split
+        .owners()
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let owner = if done {
+                crate::patterns::Owner::There
+            } else {
+                *o
+            };
+            (split.name(i), owner.name())
+        })
+        .collect()
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::import::{BeginRequest, Fetched};
+use super::import::{BeginRequest, Fetched, PatternActivation};
 
 /// The future every [`Target`] call returns.
 pub type TargetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, TargetError>> + Send + 'a>>;
@@ -120,6 +120,38 @@ pub trait Target: Send + Sync + 'static {
         import: &'a str,
         keys: &'a [Vec<u8>],
     ) -> TargetFuture<'a, Vec<Option<Fetched>>>;
+    /// Incremental mode: key count and digest of the keys pattern `index` of `patterns` owns in
+    /// the staged data, of those alive after `alive_after` (Unix ms).
+    fn pattern_prepare<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        alive_after: u64,
+    ) -> TargetFuture<'a, Prepared>;
+    /// Incremental mode: serve pattern `index` there from now on (idempotent); returns what
+    /// the pattern held at activation.
+    fn pattern_activate<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation>;
+    /// Incremental mode: while the last pattern is handed over, its keys wait there instead of
+    /// being sent back (`hold`), or are sent back again (the cutover was aborted).
+    fn pattern_hold<'a>(
+        &'a self,
+        import: &'a str,
+        patterns: &'a [Vec<u8>],
+        index: usize,
+        hold: bool,
+    ) -> TargetFuture<'a, ()>;
+    /// Incremental mode: what pattern `index` held when it was activated (VERIFY).
+    fn pattern_report<'a>(
+        &'a self,
+        import: &'a str,
+        index: usize,
+    ) -> TargetFuture<'a, PatternActivation>;
 }
 
 /// One stream's connection to the target: batches written in order, acknowledged in order.

@@ -1190,3 +1190,95 @@ fn timing_of_a_large_copy() {
 
 /// Continuous syncs: STOP GRACEFUL/IMMEDIATE, a cutover of a continuous sync.
 mod continuous;
+/// `MODE incremental` with the target lost while a pattern is handed over: the pattern stays
+/// writable nowhere (waiting on the source, not served by the target), CANCEL is refused, and
+/// the same CUTOVER PATTERN completes the hand-over once the target is back. Then the last
+/// pattern completes the migration and VERIFY compares every pattern.
+#[tokio::test(start_paused = true)]
+async fn incremental_lost_pattern_activation_is_retried_never_doubly_served() {
+    use crate::patterns::Owner;
+    let r = rig(with_breakpoints());
+    let t = tenant(&r, 100, 0);
+    let cfg = MigrationConfig {
+        mode: MigrationMode::Incremental,
+        patterns: vec![b"k1*".to_vec()],
+        ..Default::default()
+    };
+    let id = start(&r, cfg).await;
+    live(&r, &id).await;
+    let s = r.mgr.status(&id).await.unwrap();
+    assert_eq!(
+        s.patterns,
+        [("k1*".to_string(), "here"), ("*".to_string(), "here")]
+    );
+    r.mgr
+        .debug(&id, "break", Some("cutover:before_activate"))
+        .await
+        .unwrap();
+    let mgr = r.mgr.clone();
+    let idc = id.clone();
+    let cut = tokio::spawn(async move { mgr.cutover_pattern(&idc, b"k1*", false).await });
+    until(&r, &id, Duration::from_secs(10), "parked", |s| {
+        s.parked_at == Some("cutover:before_activate")
+    })
+    .await;
+    // Handing over: the pattern's keys wait on the source, the others are served there.
+    let split = t.active_split().expect("split while handing over");
+    assert_eq!(split.owner_of(b"k15"), Owner::Handing);
+    assert_eq!(split.owner_of(b"k25"), Owner::Here);
+    r.target.set_fault(Fault::Refuse);
+    r.mgr.debug(&id, "continue", None).await.unwrap();
+    let e = answers("CANCEL while handing over", r.mgr.cancel(&id)).await;
+    assert!(e.is_err(), "{e:?}");
+    let e = cut.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("did not confirm"), "{e}");
+    assert_eq!(t.active_split().unwrap().owner_of(b"k15"), Owner::Handing);
+    let staged = target_copy(&r).unwrap();
+    assert_eq!(
+        staged.state(),
+        TenantState::Importing,
+        "never served by the target"
+    );
+    assert!(staged.active_split().is_none());
+
+    // The target is back: the same cutover completes the hand-over.
+    r.target.set_fault(Fault::None);
+    let mut moved = None;
+    for _ in 0..200 {
+        match r.mgr.cutover_pattern(&id, b"k1*", false).await {
+            Ok(done) => {
+                moved = Some(done);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(moved.expect("pattern moved").status, "pattern_moved");
+    assert_eq!(t.active_split().unwrap().owner_of(b"k15"), Owner::There);
+    let on_target = target_copy(&r).unwrap();
+    assert_eq!(on_target.state(), TenantState::Active);
+    let split = on_target.active_split().unwrap();
+    assert_eq!(split.owner_of(b"k15"), Owner::Here);
+    assert_eq!(split.owner_of(b"k25"), Owner::There);
+    let v = r.mgr.verify_pattern(&id, b"k1*").await.unwrap();
+    assert_eq!(
+        (v.status, v.keys_source, v.keys_target),
+        ("verified", 11, 11)
+    );
+
+    // A key not moved yet still changes on the source and is shipped.
+    write(&t, "k25", "changed");
+    let done = r.mgr.cutover_pattern(&id, b"*", false).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(t.state(), TenantState::Moved);
+    assert!(
+        on_target.active_split().is_none(),
+        "whole again on the target"
+    );
+    let kd = |ks: &ferrite_storage::Keyspace| ks.lock().peek(b"k25").map(|e| e.key_digest(b"k25"));
+    assert_eq!(kd(&on_target.keyspace()), kd(&t.keyspace()));
+    assert_eq!(digest(&on_target.keyspace()), digest(&t.keyspace()));
+    let v = r.mgr.verify(&id).await.unwrap();
+    assert_eq!(v.status, "verified", "{v:?}");
+    assert_eq!(v.keys_source, 100);
+}
