@@ -863,7 +863,7 @@ pub async fn admit_holding<'t>(
     st: &ClientState,
     sh: &Shared,
     tenant: &'t Tenant,
-    work: Work,
+    work: Work<'_>,
     held: &mut Option<Held>,
 ) -> Result<Admitted<'t>, ErrorReply> {
     let mut admit = std::pin::pin!(admit_work(st, sh, tenant, work));
