@@ -1659,7 +1659,8 @@ mod tests {
         // Snapshots were given back: SAVE works and the data reloads.
         p.save_now().unwrap();
         p.shutdown();
-        drop(p);
+        // Everything holding the first server's persistence goes (it keeps the directory's lock).
+        drop((p, reg, acme));
         let reg = registry();
         let p = Persistence::open(settings(dir.path()), &reg).unwrap();
         assert_eq!(digest(&reg.get("acme").unwrap()), before);
