@@ -652,27 +652,32 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
     );
 
     // Arguments and command replies too large for the heap's headroom take the protected path:
-    // within the Lua heap limit (64 MB by default) they work...
-    let big = "x".repeat(20 << 20);
+    // within the Lua heap limit (64 MB by default) they work... (Lua interns every string, so
+    // the four values differ, or they would take the heap's room once.)
+    let bigs: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|fill| fill.repeat(20 << 20))
+        .collect();
     assert_eq!(
-        eval(&mut c, "return #ARGV[1]", &[], &[&big]),
+        eval(&mut c, "return #ARGV[1]", &[], &[&bigs[0]]),
         Value::Int(20 << 20)
     );
-    let _: () = c.set("big", &big).unwrap();
+    for (i, big) in bigs.iter().enumerate() {
+        let _: () = c.set(format!("big{i}"), big).unwrap();
+    }
     assert_eq!(
-        eval(&mut c, "return #redis.call('GET', KEYS[1])", &["big"], &[]),
+        eval(&mut c, "return #redis.call('GET', KEYS[1])", &["big0"], &[]),
         Value::Int(20 << 20)
     );
     // ... and past it they fail with Lua's "not enough memory", leaving the engine usable.
     let e = err_of(
         redis::cmd("EVAL")
             .arg(
-                "local a = redis.call('GET', KEYS[1]) local b = redis.call('GET', KEYS[1]) \
-                 local d = redis.call('GET', KEYS[1]) local e = redis.call('GET', KEYS[1]) \
-                 return #a + #b + #d + #e",
+                "local t = {} for i = 1, 4 do t[i] = redis.call('GET', KEYS[i]) end \
+                 return #t[1] + #t[2] + #t[3] + #t[4]",
             )
-            .arg(1)
-            .arg("big")
+            .arg(4)
+            .arg(&["big0", "big1", "big2", "big3"])
             .query(&mut c),
     );
     assert!(e.contains("not enough memory"), "{e}");
@@ -680,10 +685,7 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
         redis::cmd("EVAL")
             .arg("return #ARGV[1] + #ARGV[2] + #ARGV[3] + #ARGV[4]")
             .arg(0)
-            .arg(&big)
-            .arg(&big)
-            .arg(&big)
-            .arg(&big)
+            .arg(&bigs)
             .query(&mut c),
     );
     assert!(e.contains("not enough memory"), "{e}");
