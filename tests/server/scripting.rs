@@ -651,6 +651,27 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
         )
     );
 
+    // A script's reply larger than the connection's output limit is refused, as any reply.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("limits.client_output_buffer_limit")
+        .arg(1 << 20)
+        .query(&mut c)
+        .unwrap();
+    let e = err_of(
+        redis::cmd("EVAL")
+            .arg("return string.rep('x', 2 * 1024 * 1024)")
+            .arg(0)
+            .query(&mut c),
+    );
+    assert!(e.contains("output buffer limit"), "{e}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("limits.client_output_buffer_limit")
+        .arg(1u64 << 30)
+        .query(&mut c)
+        .unwrap();
+
     // Arguments and command replies too large for the heap's headroom take the protected path:
     // within the Lua heap limit (64 MB by default) they work... (Lua interns every string, so
     // the four values differ, or they would take the heap's room once.)
@@ -691,20 +712,6 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
     assert!(e.contains("not enough memory"), "{e}");
     assert_eq!(eval(&mut c, "return 7", &[], &[]), Value::Int(7));
 
-    // A script's reply larger than the connection's output limit is refused, as any reply.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("limits.client_output_buffer_limit")
-        .arg(1 << 20)
-        .query(&mut c)
-        .unwrap();
-    let e = err_of(
-        redis::cmd("EVAL")
-            .arg("return string.rep('x', 2 * 1024 * 1024)")
-            .arg(0)
-            .query(&mut c),
-    );
-    assert!(e.contains("output buffer limit"), "{e}");
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
 }
