@@ -651,44 +651,6 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
         )
     );
 
-    // Arguments and command replies too large for the heap's headroom take the protected path:
-    // within the Lua heap limit (64 MB by default) they work...
-    let big = "x".repeat(20 << 20);
-    assert_eq!(
-        eval(&mut c, "return #ARGV[1]", &[], &[&big]),
-        Value::Int(20 << 20)
-    );
-    let _: () = c.set("big", &big).unwrap();
-    assert_eq!(
-        eval(&mut c, "return #redis.call('GET', KEYS[1])", &["big"], &[]),
-        Value::Int(20 << 20)
-    );
-    // ... and past it they fail with Lua's "not enough memory", leaving the engine usable.
-    let e = err_of(
-        redis::cmd("EVAL")
-            .arg(
-                "local a = redis.call('GET', KEYS[1]) local b = redis.call('GET', KEYS[1]) \
-                 local d = redis.call('GET', KEYS[1]) local e = redis.call('GET', KEYS[1]) \
-                 return #a + #b + #d + #e",
-            )
-            .arg(1)
-            .arg("big")
-            .query(&mut c),
-    );
-    assert!(e.contains("not enough memory"), "{e}");
-    let e = err_of(
-        redis::cmd("EVAL")
-            .arg("return #ARGV[1] + #ARGV[2] + #ARGV[3] + #ARGV[4]")
-            .arg(0)
-            .arg(&big)
-            .arg(&big)
-            .arg(&big)
-            .arg(&big)
-            .query(&mut c),
-    );
-    assert!(e.contains("not enough memory"), "{e}");
-    assert_eq!(eval(&mut c, "return 7", &[], &[]), Value::Int(7));
-
     // A script's reply larger than the connection's output limit is refused, as any reply.
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -703,6 +665,53 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
             .query(&mut c),
     );
     assert!(e.contains("output buffer limit"), "{e}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("limits.client_output_buffer_limit")
+        .arg(1u64 << 30)
+        .query(&mut c)
+        .unwrap();
+
+    // Arguments and command replies too large for the heap's headroom take the protected path:
+    // within the Lua heap limit (64 MB by default) they work... (Lua interns every string, so
+    // the four values differ, or they would take the heap's room once.)
+    let bigs: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|fill| fill.repeat(20 << 20))
+        .collect();
+    assert_eq!(
+        eval(&mut c, "return #ARGV[1]", &[], &[&bigs[0]]),
+        Value::Int(20 << 20)
+    );
+    for (i, big) in bigs.iter().enumerate() {
+        let _: () = c.set(format!("big{i}"), big).unwrap();
+    }
+    assert_eq!(
+        eval(&mut c, "return #redis.call('GET', KEYS[1])", &["big0"], &[]),
+        Value::Int(20 << 20)
+    );
+    // ... and past it they fail with Lua's "not enough memory", leaving the engine usable.
+    let e = err_of(
+        redis::cmd("EVAL")
+            .arg(
+                "local t = {} for i = 1, 4 do t[i] = redis.call('GET', KEYS[i]) end \
+                 return #t[1] + #t[2] + #t[3] + #t[4]",
+            )
+            .arg(4)
+            .arg(&["big0", "big1", "big2", "big3"])
+            .query(&mut c),
+    );
+    assert!(e.contains("not enough memory"), "{e}");
+    let e = err_of(
+        redis::cmd("EVAL")
+            .arg("return #ARGV[1] + #ARGV[2] + #ARGV[3] + #ARGV[4]")
+            .arg(0)
+            .arg(&bigs)
+            .query(&mut c),
+    );
+    assert!(e.contains("not enough memory"), "{e}");
+    assert_eq!(eval(&mut c, "return 7", &[], &[]), Value::Int(7));
+
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
 }
