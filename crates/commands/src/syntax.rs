@@ -1093,7 +1093,8 @@ mod tests {
         let mode = &parse(syntax("tenant.migrate").unwrap()).unwrap()[2];
         assert_eq!(mode.token.as_deref(), Some("MODE"));
         assert_eq!((mode.kind, mode.optional), (ArgType::OneOf, true));
-        assert_eq!(mode.args.len(), 3);
+        // live, fast, continuous, incremental
+        assert_eq!(mode.args.len(), 4);
         // Names with a colon that is not a type stay names; a type after a colon is one.
         let target = &parse(syntax("tenant.migrate").unwrap()).unwrap()[1];
         assert_eq!(*target, token("host:port", ArgType::String, "TARGET"));
