@@ -271,10 +271,10 @@ if command -v tmux >/dev/null; then
     "${PROMPT}ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]" \
     "$(hint_for hints "ZADD ")"
   expect_eq "hint for TENANT.MIGRATE" \
-    "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|INCREMENTAL] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port]" \
+    "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|INCREMENTAL] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY HIGH|NORMAL|LOW] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL]" \
     "$(hint_for hints "TENANT.MIGRATE ")"
   expect_eq "hint for TENANT.MIGRATE.CUTOVER" \
-    "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE]" \
+    "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|DNS dns-name [FORCE]]|GROUP group [FORCE]" \
     "$(hint_for hints "TENANT.MIGRATE.CUTOVER ")"
   # A subcommand of a container command (COMMAND DOCS "subcommands").
   expect_eq "hint for CLIENT LIST" \
@@ -295,7 +295,7 @@ if command -v tmux >/dev/null; then
       "  group: string")" \
     "$(help_for hints SET)"
   expect_match "HELP TENANT.MIGRATE.STATUS" \
-    $'  TENANT.MIGRATE.STATUS migration-id\\|ALL\n  summary: Progress, lag and phase of a migration' \
+    $'  TENANT.MIGRATE.STATUS migration-id\\|ALL\\|GROUP group\n  summary: Progress, lag and phase of a migration' \
     "$(help_for hints TENANT.MIGRATE.STATUS)"
 
   # RESP3: COMMAND DOCS is then a map of maps, which redis-cli reads too.
