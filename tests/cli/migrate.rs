@@ -513,7 +513,7 @@ fn incremental_cutover_by_pattern_and_per_key_redirects() {
 
     let port = src.port.to_string();
     let as_tenant = |args: &[&str]| {
-        let mut all = vec!["-p", port.as_str(), "--user", "acme", "-a", "pw"];
+        let mut all = vec!["-p", port.as_str(), "--user", "acme", "-a", "pw", "--raw"];
         all.extend_from_slice(args);
         run(&all, None)
     };
@@ -526,7 +526,7 @@ fn incremental_cutover_by_pattern_and_per_key_redirects() {
     let on_target = dst.port.to_string();
     let r = run(
         &[
-            "-p", &on_target, "--user", "acme", "-a", "pw", "GET", "key:1new",
+            "-p", &on_target, "--user", "acme", "-a", "pw", "--raw", "GET", "key:1new",
         ],
         None,
     );

@@ -212,11 +212,7 @@ impl PatternSplit {
     /// - a key being handed over, or a write to a gated key → [`Placement::Wait`];
     /// - without keys: refused while any pattern is there ([`Placement::Whole`]), waits while a
     ///   pattern is being handed over (or gated, for a write).
-    pub fn place<'k>(
-        &self,
-        keys: Option<&mut dyn Iterator<Item = &'k [u8]>>,
-        write: bool,
-    ) -> Placement {
+    pub fn place(&self, keys: Option<&mut dyn Iterator<Item = &[u8]>>, write: bool) -> Placement {
         let Some(keys) = keys else {
             if self.owners.contains(&Owner::There) {
                 return Placement::Whole;
