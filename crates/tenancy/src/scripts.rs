@@ -210,7 +210,7 @@ mod tests {
         let a = ScriptActivity::default();
         assert_eq!(a.running(), None);
         let long: Vec<&[u8]> = vec![b"EVALSHA", b"abc", b"2", b"k1", b"k2", b"arg"];
-        a.start_with(ScriptKind::Eval, "abc", long.iter().copied(), 7);
+        a.start_with(ScriptKind::Eval, "abc", long.iter().copied(), 7, 0);
         let r = a.running().unwrap();
         assert_eq!(
             (r.kind, r.name.as_str(), r.started_ms),
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(a.running(), None);
         // A shorter command after a longer one: no leftovers of the first.
         let short: Vec<&[u8]> = vec![b"FCALL", b"f", b"0"];
-        a.start_with(ScriptKind::Function, "f", short.iter().copied(), 9);
+        a.start_with(ScriptKind::Function, "f", short.iter().copied(), 9, 0);
         let r = a.running().unwrap();
         assert_eq!(
             (r.kind, r.name.as_str(), r.started_ms),
