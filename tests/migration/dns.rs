@@ -133,11 +133,7 @@ fn start(kind: Kind, secret: &str) -> Option<DnsServer> {
         .stderr(log)
         .spawn()
         .expect("start the DNS server");
-    let server = DnsServer {
-        child,
-        port,
-        dir,
-    };
+    let server = DnsServer { child, port, dir };
     let deadline = Instant::now() + Duration::from_secs(20);
     while dig(port, NAME) != BEFORE {
         assert!(
