@@ -1071,6 +1071,7 @@ mod tests {
                 (ArgType::Block, Some("RETRY")),
                 (ArgType::Block, Some("SCHEDULED")),
                 (ArgType::PureToken, Some("UNSCHEDULE")),
+                (ArgType::Block, Some("PATTERN")),
             ]
         );
         assert_eq!(choice.args[2].args[0].name, "rfc3339-time");
