@@ -734,7 +734,6 @@ impl Control {
         })
     }
 
-
     /// `MODE incremental`: some pattern is served by the target, or being handed over to it.
     pub fn patterns_handed_over(&self) -> bool {
         self.info.split().is_some_and(|s| {

@@ -77,8 +77,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use api::{
     AfterRequires, Approval, ContentionSettings, CutoverResult, MIGRATION_USER, MISSING_SAMPLE,
     MigrationConfig, MigrationError, MigrationHandle, MigrationMode, MigrationSettings,
-    MigrationStatus, Priority, StopMode, StopResult,
-    VerifyResult,
+    MigrationStatus, Priority, StopMode, StopResult, VerifyResult,
 };
 pub use conflict::ConflictPolicy;
 pub use cutover::BREAKPOINTS;
