@@ -93,7 +93,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.migrate.stop", "migration-id <GRACEFUL|IMMEDIATE>"),
     ("tenant.migrate.approve", "migration-id"),
     ("tenant.migrate.reject", "migration-id [reason]"),
-    ("tenant.migrate.cutover", "<migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]|DNS dns-name [FORCE]]|GROUP group [FORCE]>"),
+    ("tenant.migrate.cutover", "<migration-id|GROUP group> [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]|DNS dns-name [FORCE]]"),
     ("tenant.migrate.validate", "tenant TARGET host:port [AUTH password]"),
     ("tenant.migrate.debug", "migration-id <BREAK breakpoint|CONTINUE|WAITING>"),
     ("tenant.migrate.verify", "migration-id [PATTERN pattern]"),
@@ -1072,6 +1072,7 @@ mod tests {
                 (ArgType::Block, Some("SCHEDULED")),
                 (ArgType::PureToken, Some("UNSCHEDULE")),
                 (ArgType::Block, Some("PATTERN")),
+                (ArgType::Block, Some("DNS")),
             ]
         );
         assert_eq!(choice.args[2].args[0].name, "rfc3339-time");
