@@ -271,10 +271,10 @@ if command -v tmux >/dev/null; then
     "${PROMPT}ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]" \
     "$(hint_for hints "ZADD ")"
   expect_eq "hint for TENANT.MIGRATE" \
-    "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|INCREMENTAL] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY HIGH|NORMAL|LOW] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL]" \
+    "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|CONTINUOUS|INCREMENTAL] [CONFLICT SOURCE_WINS|TARGET_WINS|NEWEST_WINS] [PATTERNS pattern [pattern ...]] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY HIGH|NORMAL|LOW] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL]" \
     "$(hint_for hints "TENANT.MIGRATE ")"
   expect_eq "hint for TENANT.MIGRATE.CUTOVER" \
-    "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|DNS dns-name [FORCE]]|GROUP group [FORCE]" \
+    "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id|GROUP group [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]|DNS dns-name [FORCE]]" \
     "$(hint_for hints "TENANT.MIGRATE.CUTOVER ")"
   # A subcommand of a container command (COMMAND DOCS "subcommands").
   expect_eq "hint for CLIENT LIST" \
