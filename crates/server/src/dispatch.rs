@@ -465,12 +465,7 @@ pub fn check_acl(
     spec: &CommandSpec,
     args: &Args<'_>,
 ) -> Result<(), ErrorReply> {
-    if spec.has(flags::NO_AUTH) {
-        return Ok(());
-    }
-    user.rules()
-        .check(index, spec, args)
-        .map_err(|d| errors::acl_denied(user.name(), &d))
+    acl_rules(user, index, spec, args).map_err(|d| errors::acl_denied(user.name(), &d))
 }
 
 /// [`check_acl`] for a command queued in MULTI, at EXEC (Redis's wording for rules that
@@ -481,12 +476,21 @@ pub fn check_acl_at_exec(
     spec: &CommandSpec,
     args: &Args<'_>,
 ) -> Result<(), ErrorReply> {
+    acl_rules(user, index, spec, args).map_err(|d| errors::acl_denied_at_exec(&d))
+}
+
+/// The one rule check behind both: Redis's `no-auth` commands always pass.
+#[inline]
+fn acl_rules(
+    user: &ferrite_tenancy::acl::AclUser,
+    index: usize,
+    spec: &CommandSpec,
+    args: &Args<'_>,
+) -> Result<(), ferrite_tenancy::acl::Denied> {
     if spec.has(flags::NO_AUTH) {
         return Ok(());
     }
-    user.rules()
-        .check(index, spec, args)
-        .map_err(|d| errors::acl_denied_at_exec(&d))
+    user.rules().check(index, spec, args)
 }
 
 /// A peer server logged in with the migration token may run the import commands and manage its

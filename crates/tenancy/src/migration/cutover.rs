@@ -122,18 +122,7 @@ pub(super) async fn cutover(
             &format!("the hand-over could not be recorded: {e}"),
         ));
     }
-    io.ctl.handed_over = true;
-    {
-        let ks = tenant.keyspace();
-        let mut db = ks.lock_async().await;
-        work.stop_capture(&mut db, &io.ctl.info.delta);
-    }
-    // Everything was acknowledged: the streams have nothing left to do.
-    if let Some(s) = work.streams.take() {
-        let _ = s.stop().await;
-    }
-    io.ctl.forget_links();
-    io.ctl.clear_interrupts();
+    release_after_hand_over(work, io, &tenant).await;
     // A breakpoint here cannot be interrupted by CANCEL (refused after the hand-over).
     let _ = io.breakpoint("cutover:before_activate").await;
     let import = io.ctl.published().import_id.clone().unwrap_or_default();
@@ -168,6 +157,27 @@ pub(super) async fn cutover(
 }
 
 /// Back to live sync after a cutover that did not hand over, saying why.
+/// After the hand-over is recorded (whole tenant, or its last pattern): the source stops
+/// capturing changes and closes its streams (everything was acknowledged), and CANCEL can no
+/// longer interrupt what follows.
+pub(super) async fn release_after_hand_over(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    tenant: &crate::Tenant,
+) {
+    io.ctl.handed_over = true;
+    {
+        let ks = tenant.keyspace();
+        let mut db = ks.lock_async().await;
+        work.stop_capture(&mut db, &io.ctl.info.delta);
+    }
+    if let Some(s) = work.streams.take() {
+        let _ = s.stop().await;
+    }
+    io.ctl.forget_links();
+    io.ctl.clear_interrupts();
+}
+
 pub(super) fn abort(io: &mut Io<'_>, reason: &str) -> MigrationError {
     let msg = format!("cutover aborted, the source still owns the tenant: {reason}");
     tracing::warn!(migration = %io.ctl.info.id, error = %reason, "cutover aborted");

@@ -348,17 +348,7 @@ async fn complete(
             &format!("the hand-over could not be recorded: {e}"),
         ));
     }
-    io.ctl.handed_over = true;
-    {
-        let ks = tenant.keyspace();
-        let mut db = ks.lock_async().await;
-        work.stop_capture(&mut db, &io.ctl.info.delta);
-    }
-    if let Some(s) = work.streams.take() {
-        let _ = s.stop().await;
-    }
-    io.ctl.forget_links();
-    io.ctl.clear_interrupts();
+    super::cutover::release_after_hand_over(work, io, &tenant).await;
     let _ = io.breakpoint("cutover:before_activate").await;
     // The last pattern first (the target records its digest for VERIFY), then the import.
     let pattern =
