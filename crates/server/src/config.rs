@@ -886,11 +886,14 @@ impl Config {
             }
         }
         let m = &self.tenancy.migration;
-        if !matches!(m.default_mode.as_str(), "live" | "fast" | "incremental") {
+        if !matches!(
+            m.default_mode.as_str(),
+            "live" | "fast" | "incremental" | "continuous"
+        ) {
             return err(
                 "tenancy.migration.default_mode",
                 format!(
-                    "'{}' is not one of: live, fast, incremental",
+                    "'{}' is not one of: live, fast, incremental, continuous",
                     m.default_mode
                 ),
             );
@@ -1154,6 +1157,18 @@ mod tests {
         // tracing would take "debgu" for a target name and log nothing: refused.
         let e = Config::parse("[log]\nlevel = \"debgu\"\n", None).unwrap_err();
         assert_eq!((e.key.as_str(), e.line), ("log.level", Some(2)), "{e}");
+    }
+
+    #[test]
+    fn every_migration_mode_can_be_the_default() {
+        for mode in ["live", "fast", "incremental", "continuous"] {
+            let text = format!("[tenancy.migration]\ndefault_mode = \"{mode}\"\n");
+            let cfg = Config::parse(&text, None).unwrap();
+            assert_eq!(cfg.tenancy.migration.default_mode, mode);
+        }
+        let e = Config::parse("[tenancy.migration]\ndefault_mode = \"slow\"\n", None).unwrap_err();
+        assert_eq!(e.key, "tenancy.migration.default_mode");
+        assert!(e.message.contains("continuous"), "{e}");
     }
 
     #[test]
