@@ -181,3 +181,53 @@ fn backups_and_restores_are_not_allowed_in_transactions() {
     assert!(e.contains("not allowed") || e.contains("MULTI"), "{e}");
     let _ = cmd(&mut c, &["DISCARD"]);
 }
+
+/// The digest check after a restore: an RDB backup whose description beside it (`.rdb.json`,
+/// which no checksum covers) no longer matches its data — another key count, another digest —
+/// is refused after loading, and nothing is created or changed.
+#[test]
+fn a_backup_that_does_not_load_to_its_recorded_digest_is_refused() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &["TENANT.CREATE", "acme"]);
+    fill(&mut c, "acme", 100);
+    ok(
+        &mut c,
+        &["TENANT.BACKUP", "acme", "NAME", "r1", "FORMAT", "rdb"],
+    );
+    let info = fields(ok(&mut c, &["TENANT.BACKUP.INFO", "r1"]));
+    let meta_path = format!("{}.json", info["path"]);
+    let meta = std::fs::read_to_string(&meta_path).unwrap();
+    let digest = &info["digest"];
+    // The same digest with its first hex digit changed.
+    let other_digest = match digest.strip_prefix('0') {
+        Some(rest) => format!("1{rest}"),
+        None => format!("0{}", &digest[1..]),
+    };
+    let keys = format!("\"keys\": {}", info["keys"]);
+    assert!(
+        meta.contains(&keys) && meta.contains(digest.as_str()),
+        "{meta}"
+    );
+    for (what, forged) in [
+        ("digest", meta.replace(digest.as_str(), &other_digest)),
+        ("keys", meta.replace(&keys, "\"keys\": 1")),
+    ] {
+        std::fs::write(&meta_path, &forged).unwrap();
+        let e = err(
+            &mut c,
+            &["TENANT.RESTORE", "acme", "BACKUP", "r1", "AS", "fresh"],
+        );
+        assert!(
+            e.contains("does not load to what it recorded") && e.contains("was not changed"),
+            "{what}: {e}"
+        );
+        assert!(err(&mut c, &["TENANT.INFO", "fresh"]).contains("no such tenant"));
+    }
+    std::fs::write(&meta_path, &meta).unwrap();
+    ok(
+        &mut c,
+        &["TENANT.RESTORE", "acme", "BACKUP", "r1", "AS", "fresh"],
+    );
+    assert_eq!(&digest_checked(&mut c, "fresh").1, digest);
+}

@@ -214,3 +214,76 @@ fn restore_over_a_live_tenant_is_atomic_and_what_restarts_is_the_restored_data()
     assert_eq!(digest_checked(&mut c, "acme"), now);
     assert_eq!(contents(&mut c, "acme"), expected);
 }
+
+/// A backup does not pause its tenant: while the file is being written (the job listed as
+/// `writing`), a client's writes are answered, and none of them is in the backup, which
+/// restores to exactly the digest the tenant had when it was taken.
+#[test]
+fn writes_are_answered_while_a_backup_is_written_and_none_is_in_it() {
+    const KEYS: usize = 400_000;
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &["TENANT.CREATE", "acme", "PASSWORD", "pw"]);
+    let mut w = s.tenant_conn("acme", "pw");
+    for start in (0..KEYS).step_by(10_000) {
+        let mut p = redis::pipe();
+        for k in start..(start + 10_000).min(KEYS) {
+            p.cmd("SET")
+                .arg(format!("key:{k}"))
+                .arg(format!("value-{k}"))
+                .ignore();
+        }
+        p.query::<()>(&mut w).unwrap();
+    }
+    let at_start = digest_checked(&mut c, "acme");
+    let mut backer = s.conn();
+    let backup = std::thread::spawn(move || {
+        text(&ok(
+            &mut backer,
+            &["TENANT.BACKUP", "acme", "NAME", "during"],
+        ))
+    });
+    let writing = |c: &mut redis::Connection| match ok(c, &["TENANT.BACKUP.JOBS"]) {
+        redis::Value::Array(jobs) => jobs
+            .into_iter()
+            .map(fields)
+            .any(|j| j["id"] == "during" && j["phase"] == "writing"),
+        other => panic!("{other:?}"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // Writes answered while the backup was still being written after them.
+    let mut answered_during = 0;
+    let mut n = 0;
+    while !backup.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the backup hangs");
+        if !writing(&mut c) {
+            continue;
+        }
+        ok(&mut w, &["SET", &format!("key:{n}"), "changed"]);
+        ok(&mut w, &["SET", &format!("new:{n}"), "x"]);
+        n += 1;
+        if writing(&mut c) {
+            answered_during += 1;
+        }
+    }
+    assert_eq!(backup.join().unwrap(), "during");
+    assert!(
+        answered_during > 0,
+        "no write was answered while the backup was written"
+    );
+    let info = fields(ok(&mut c, &["TENANT.BACKUP.INFO", "during"]));
+    assert_eq!(
+        (info["keys"].parse::<u64>().unwrap(), info["digest"].clone()),
+        at_start
+    );
+    ok(
+        &mut c,
+        &["TENANT.RESTORE", "acme", "BACKUP", "during", "AS", "snap"],
+    );
+    assert_eq!(digest_checked(&mut c, "snap"), at_start);
+    ok(&mut c, &["TENANT.USE", "snap"]);
+    assert_eq!(text(&ok(&mut c, &["GET", "key:0"])), "value-0");
+    assert_eq!(ok(&mut c, &["EXISTS", "new:0"]), redis::Value::Int(0));
+    ok(&mut c, &["TENANT.USE", "default"]);
+    assert_ne!(digest(&mut c, "acme"), at_start);
+}

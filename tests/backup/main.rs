@@ -10,3 +10,4 @@ mod adversarial;
 mod basics;
 mod rollback;
 mod schedule;
+mod sync_copy;

@@ -98,3 +98,66 @@ fn by_default_nothing_is_scheduled_and_backups_go_under_the_data_directory() {
         s.data_dir().join("backups").join(format!("{id}.fbak"))
     );
 }
+
+/// What an operator meets turning the schedule on: the shipped ferrite.toml with only
+/// `interval_secs` set (1 s here, to see rounds quickly). The defaults do the rest: backups of
+/// every tenant under `<data dir>/backups`, and the newest 7 scheduled ones kept per tenant.
+#[test]
+fn the_shipped_settings_with_an_interval_keep_seven_per_tenant_under_the_data_directory() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ferrite.toml"))
+            .unwrap();
+    assert!(shipped.contains("\ninterval_secs = 0\n") && shipped.contains("\nretention = 7\n"));
+    let conf = tempfile::tempdir().unwrap();
+    let file = conf.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        shipped.replace("\ninterval_secs = 0\n", "\ninterval_secs = 1\n"),
+    )
+    .unwrap();
+    let s = Server::start_with(&["--config", &file.to_string_lossy()]);
+    let mut c = s.conn();
+    ok(&mut c, &["TENANT.CREATE", "acme"]);
+    fill(&mut c, "acme", 50);
+    // Ten rounds: the first three are deleted by retention.
+    let mut seen = Vec::<String>::new();
+    wait_until("ten scheduled rounds", Duration::from_secs(60), || {
+        for b in listed(&mut c, "acme") {
+            if b.get("scheduled").is_some_and(|s| s == "1") && !seen.contains(&b["id"]) {
+                seen.push(b["id"].clone());
+            }
+        }
+        seen.len() >= 10
+    });
+    seen.sort();
+    let mut now = Vec::new();
+    wait_until("retention", Duration::from_secs(10), || {
+        now = listed(&mut c, "acme");
+        // (A round in progress lists its backup as running.)
+        now.retain(|b| b["status"] == "complete");
+        now.len() == 7
+    });
+    let kept: Vec<String> = now.iter().map(|b| b["id"].clone()).collect();
+    for old in &seen[..3] {
+        assert!(!kept.contains(old), "{old} kept: {kept:?}");
+        assert!(
+            !s.data_dir()
+                .join("backups")
+                .join(format!("{old}.fbak"))
+                .exists()
+        );
+    }
+    for b in &now {
+        assert_eq!(b["scheduled"], "1", "{b:?}");
+        assert_eq!(b["format"], "native", "{b:?}");
+        assert_eq!(
+            std::path::PathBuf::from(&b["path"]),
+            s.data_dir()
+                .join("backups")
+                .join(format!("{}.fbak", b["id"])),
+            "{b:?}"
+        );
+    }
+    // `default` has no keys: it is not backed up.
+    assert!(listed(&mut c, "default").is_empty());
+}

@@ -195,6 +195,22 @@ fn create_list_info_restore_as_new_tenant_delete() {
         as_admin_in(&s, "acme2", &["DBSIZE", "GET after"]),
         ["3001", "backup"]
     );
+    // restore --rdb: any RDB file on the server (here the RDB backup's own file).
+    let rdb = json(&cli_ok(&s, &["--json", "backup", "info", "as-rdb"]))["path"]
+        .as_str()
+        .expect("path")
+        .to_string();
+    let j = json(&cli_ok(
+        &s,
+        &["backup", "restore", "acme3", "--rdb", &rdb, "--json"],
+    ));
+    assert_eq!(j["tenant"], "acme3");
+    assert_eq!(j["source"], format!("rdb:{rdb}"));
+    assert_eq!(j["keys"], 3001);
+    assert_eq!(
+        as_admin_in(&s, "acme3", &["DBSIZE", "GET after"]),
+        ["3001", "backup"]
+    );
 
     // delete: gone from info and list; deleting again fails with the server's error.
     assert_eq!(

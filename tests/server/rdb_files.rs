@@ -740,3 +740,135 @@ fn old_encodings_restore_into_a_tenant() {
     let c: String = redis::cmd("GET").arg("compressible").query(&mut f).unwrap();
     assert_eq!(c, "a".repeat(137));
 }
+
+/// An RDB restore's progress has real totals while it runs: TENANT.BACKUP.JOBS shows the bytes
+/// of the file read against its size from the start, and the keys loaded against the count
+/// redis-server announced for the database (RESIZEDB) — what `ferrite-cli backup restore
+/// --rdb` draws its bar from.
+#[test]
+fn an_rdb_restore_shows_its_progress_against_the_file_size_and_key_count() {
+    const KEYS: u64 = 2_000_000;
+    let dir = temp_dir();
+    let redis = redis_on(dir.path(), &["--enable-debug-command", "yes"]);
+    let mut r = redis.conn();
+    run(
+        &mut r,
+        &["DEBUG", "POPULATE", &KEYS.to_string(), "key", "100"],
+    );
+    run(&mut r, &["SAVE"]);
+    let rdb = dir.path().join("dump.rdb");
+    let size = std::fs::metadata(&rdb).unwrap().len();
+    let ferrite = crate::common::Server::start();
+    let mut f = ferrite.conn();
+    let path = path_str(&rdb).to_string();
+    let mut restorer = ferrite.conn();
+    let restore = std::thread::spawn(move || {
+        fields(run(&mut restorer, &["TENANT.RESTORE", "big", "RDB", &path]))
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen: Vec<BTreeMap<String, String>> = Vec::new();
+    while !restore.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the restore hangs");
+        let redis::Value::Array(jobs) = run(&mut f, &["TENANT.BACKUP.JOBS"]) else {
+            panic!("JOBS is not an array");
+        };
+        seen.extend(
+            jobs.into_iter()
+                .map(fields)
+                .filter(|j| j["kind"] == "restore" && j["tenant"] == "big"),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let done = restore.join().unwrap();
+    assert_eq!(done["keys"], KEYS.to_string());
+    let loading: Vec<_> = seen.iter().filter(|j| j["phase"] == "loading").collect();
+    assert!(!loading.is_empty(), "the restore was never seen loading");
+    let mut last_bytes = 0;
+    for j in &loading {
+        let n = |k: &str| j[k].parse::<u64>().unwrap();
+        assert_eq!(n("total_bytes"), size, "{j:?}");
+        assert!(
+            n("done_bytes") <= size && n("done_bytes") >= last_bytes,
+            "{j:?}"
+        );
+        last_bytes = n("done_bytes");
+        // The count comes with the first database's header, right after the file's header.
+        assert!(n("total_keys") == KEYS || n("done_bytes") < 4096, "{j:?}");
+        assert!(n("done_keys") <= KEYS, "{j:?}");
+    }
+    assert!(
+        loading.iter().any(|j| j["total_keys"] == KEYS.to_string()),
+        "{loading:?}"
+    );
+}
+
+/// Limits of an RDB file, tested as an adversary: a string whose length field claims more than
+/// the 512 MB limit (or a terabyte) is refused before anything is allocated for it; a forged
+/// RESIZEDB count (2^60 keys) sizes nothing beyond the capped reservation and the file's one
+/// key loads; a file that stops in the middle of a long string is refused as truncated. In each
+/// refused case the tenant is unchanged.
+#[test]
+fn rdb_files_claiming_huge_sizes_are_refused_clearly() {
+    let ferrite = crate::common::Server::start();
+    let mut f = ferrite.conn();
+    run(&mut f, &["TENANT.CREATE", "acme"]);
+    run(&mut f, &["TENANT.USE", "acme"]);
+    run(&mut f, &["SET", "keep", "me"]);
+    run(&mut f, &["TENANT.USE", "default"]);
+    let before = fields(run(&mut f, &["TENANT.DIGEST", "acme"]));
+    let dir = temp_dir();
+    // A string key "k" whose value's 64-bit length field (0x81) claims `n` bytes.
+    let claiming = |n: u64| {
+        let mut body = vec![0u8, 1, b'k', 0x81];
+        body.extend_from_slice(&n.to_be_bytes());
+        body.extend_from_slice(b"short");
+        handmade(&body)
+    };
+    let limit = 512u64 * 1024 * 1024;
+    for (name, bytes, why) in [
+        (
+            "over-limit",
+            claiming(limit + 1),
+            format!("string of {} bytes exceeds the limit", limit + 1),
+        ),
+        (
+            "terabyte",
+            claiming(1 << 40),
+            format!("string of {} bytes exceeds the limit", 1u64 << 40),
+        ),
+        // At the limit it is read, and the file ends first.
+        ("at-limit", claiming(limit), "unexpected end".to_string()),
+    ] {
+        let p = dir.path().join(format!("{name}.rdb"));
+        std::fs::write(&p, bytes).unwrap();
+        let e = refused(
+            &mut f,
+            &["TENANT.RESTORE", "acme", "RDB", path_str(&p), "REPLACE"],
+        );
+        assert!(
+            e.contains(&why) && e.contains("was not changed"),
+            "{name}: {e}"
+        );
+        assert_eq!(
+            fields(run(&mut f, &["TENANT.DIGEST", "acme"])),
+            before,
+            "{name}"
+        );
+    }
+    // SELECTDB 0, RESIZEDB claiming 2^60 keys (0x81: a 64-bit length) and 0 expires, one key.
+    let mut body = vec![254u8, 0, 251, 0x81];
+    body.extend_from_slice(&(1u64 << 60).to_be_bytes());
+    body.extend_from_slice(&[0, 0, 1, b'k', 1, b'v']);
+    let p = dir.path().join("forged-count.rdb");
+    std::fs::write(&p, handmade(&body)).unwrap();
+    let done = fields(run(
+        &mut f,
+        &["TENANT.RESTORE", "forged", "RDB", path_str(&p)],
+    ));
+    assert_eq!(done["keys"], "1");
+    assert!(
+        ferrite.log().iter().all(|l| !l.contains("panicked")),
+        "{:?}",
+        ferrite.log()
+    );
+}

@@ -63,22 +63,44 @@ pub fn parse_jobs(f: &Frame) -> Vec<Record> {
         .collect()
 }
 
-/// What the bar shows for `job` (None: not listed yet, or already gone): the keys done and
-/// expected when the total is known, and the text after the bar.
+/// What the bar shows for `job` (None: not listed yet, or already gone): how far it is, as
+/// (done, total), when a total is known, and the text after the bar. A restore of an RDB file
+/// goes by the bytes of the file read (known from the start, and counted smoothly), with the
+/// keys loaded beside them; other jobs go by keys.
 pub fn describe(job: Option<&Record>) -> (Option<(u64, u64)>, String) {
     let Some(job) = job else {
         return (None, "waiting for the server".into());
     };
     let phase = job.text("phase");
     let done = job.int("done_keys").unwrap_or(0);
-    match job.int("total_keys").unwrap_or(0) {
-        // The total is 0 until known (and for an empty tenant): no bar then, just a count.
-        0 if done == 0 => (None, phase),
-        0 => (None, format!("{phase} · {} keys", grouped(done))),
-        total => (
-            Some((done.min(total), total)),
-            format!("{phase} · {}/{} keys", grouped(done), grouped(total)),
-        ),
+    let keys = match job.int("total_keys").unwrap_or(0) {
+        // The total is 0 until known (and for an empty tenant): just a count then.
+        0 if done == 0 => None,
+        0 => Some(format!("{} keys", grouped(done))),
+        total => Some(format!("{}/{} keys", grouped(done), grouped(total))),
+    };
+    let with_keys = |rest: String| match &keys {
+        Some(k) => format!("{phase} · {k}{rest}"),
+        None if rest.is_empty() => phase.clone(),
+        None => format!("{phase}{rest}"),
+    };
+    match (
+        job.int("total_bytes").unwrap_or(0),
+        job.int("total_keys").unwrap_or(0),
+    ) {
+        (0, 0) => (None, with_keys(String::new())),
+        (0, total) => (Some((done.min(total), total)), with_keys(String::new())),
+        (size, _) => {
+            let read = job.int("done_bytes").unwrap_or(0).min(size);
+            (
+                Some((read, size)),
+                with_keys(format!(
+                    " · {}/{} read",
+                    crate::migrate::bytes(read as f64),
+                    crate::migrate::bytes(size as f64)
+                )),
+            )
+        }
     }
 }
 
@@ -278,6 +300,35 @@ mod tests {
         assert_eq!(
             describe(Some(&loading)),
             (None, "loading · 5,000 keys".into())
+        );
+        // A restore of an RDB file: by bytes read, from the start (its keys beside them).
+        let from_rdb = job(&[
+            ("phase", "loading"),
+            ("done_keys", "0"),
+            ("total_keys", "0"),
+            ("done_bytes", "1048576"),
+            ("total_bytes", "4194304"),
+        ]);
+        assert_eq!(
+            describe(Some(&from_rdb)),
+            (
+                Some((1_048_576, 4_194_304)),
+                "loading · 1.0 MiB/4.0 MiB read".into()
+            )
+        );
+        let announced = job(&[
+            ("phase", "loading"),
+            ("done_keys", "65536"),
+            ("total_keys", "100000"),
+            ("done_bytes", "3145728"),
+            ("total_bytes", "4194304"),
+        ]);
+        assert_eq!(
+            describe(Some(&announced)),
+            (
+                Some((3_145_728, 4_194_304)),
+                "loading · 65,536/100,000 keys · 3.0 MiB/4.0 MiB read".into()
+            )
         );
         // Never past the end, whatever the counters say.
         let over = job(&[("phase", "x"), ("done_keys", "12"), ("total_keys", "10")]);

@@ -31,7 +31,15 @@ pub struct LoadOptions {
     pub max_string: u64,
     /// The keys' modified time (Unix ms): an RDB file does not carry one.
     pub now_ms: u64,
+    /// The file's size, when known: a `RESIZEDB` count sizes the table only as far as a file
+    /// that size can hold keys ([`MIN_KEY_BYTES`] each), so a forged count in a small file
+    /// reserves nothing on its own.
+    pub file_size: Option<u64>,
 }
+
+/// The fewest bytes a key takes in an RDB file: its type, its name's length (an empty name),
+/// its value's length (an empty string).
+pub const MIN_KEY_BYTES: u64 = 3;
 
 /// What [`load`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -187,7 +195,8 @@ pub fn load(
             let batch = match message {
                 Loading::Reserve(keys) => {
                     sink.expect_keys(keys);
-                    db.reserve(keys.min(MAX_RESERVE) as usize);
+                    let fits = opts.file_size.map_or(u64::MAX, |s| s / MIN_KEY_BYTES);
+                    db.reserve(keys.min(MAX_RESERVE).min(fits) as usize);
                     continue;
                 }
                 Loading::Keys(batch) => batch,
@@ -400,6 +409,7 @@ mod tests {
             db: None,
             max_string: 1 << 20,
             now_ms: 1_700_000_000_000,
+            file_size: None,
         }
     }
 

@@ -552,6 +552,41 @@ mod tests {
         ));
     }
 
+    /// What Redis 7.2 writes that 7.0 does not: RDB version 11, small sets as listpacks
+    /// (`RDB_TYPE_SET_LISTPACK`, members strings and integers alike). No redis-server 7.2 is
+    /// installed for the tests, so the bytes are made here, as 7.2's `rdbSaveObject` lays them
+    /// out: the type, the key, the listpack as one string.
+    #[test]
+    fn redis_7_2_files_with_listpack_sets_are_read() {
+        // ["a", 5, -1, 1000, "hello"]: str6, uint7, int13 (-1), int13 (1000), str6.
+        let mut lp_body = vec![0x81, b'a', 2, 0x05, 1, 0xDF, 0xFF, 2, 0xC3, 0xE8, 2];
+        lp_body.extend_from_slice(&[0x85, b'h', b'e', b'l', b'l', b'o', 6, 0xFF]);
+        let mut lp = ((lp_body.len() + 6) as u32).to_le_bytes().to_vec();
+        lp.extend_from_slice(&5u16.to_le_bytes());
+        lp.extend_from_slice(&lp_body);
+        let mut body = vec![opcode::SELECTDB, 0, types::SET_LISTPACK, 1, b's'];
+        body.push(lp.len() as u8);
+        body.extend_from_slice(&lp);
+        let mut bytes = file(&body);
+        bytes[..9].copy_from_slice(b"REDIS0011");
+        let n = bytes.len();
+        let crc = crate::crc64(&bytes[..n - 8]);
+        bytes[n - 8..].copy_from_slice(&crc.to_le_bytes());
+        let (info, back) = read_all(&bytes).unwrap();
+        assert_eq!(info.version, 11);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].key, b"s");
+        let members: Vec<&[u8]> = match &back[0].value {
+            Value::Set(m) => m.iter().map(Vec::as_slice).collect(),
+            other => panic!("not a set: {other:?}"),
+        };
+        assert_eq!(
+            members,
+            [&b"a"[..], b"5", b"-1", b"1000", b"hello"],
+            "members in listpack order"
+        );
+    }
+
     #[test]
     fn empty_keys_are_skipped_slot_info_is_ignored() {
         // An empty plain list "e" with a TTL (skipped, TTL not carried over), then SLOT_INFO,

@@ -326,7 +326,7 @@ fn describe(w: &mut ReplyWriter<'_>, f: &Found) {
 
 /// A running job as a map.
 fn describe_job(w: &mut ReplyWriter<'_>, j: &Job) {
-    w.map(8);
+    w.map(10);
     w.bulk_str("id");
     w.bulk_str(&j.id);
     w.bulk_str("kind");
@@ -341,6 +341,10 @@ fn describe_job(w: &mut ReplyWriter<'_>, j: &Job) {
     w.int(j.progress.done.load(Relaxed) as i64);
     w.bulk_str("total_keys");
     w.int(j.progress.total.load(Relaxed) as i64);
+    w.bulk_str("done_bytes");
+    w.int(j.progress.done_bytes.load(Relaxed) as i64);
+    w.bulk_str("total_bytes");
+    w.int(j.progress.total_bytes.load(Relaxed) as i64);
     w.bulk_str("elapsed_ms");
     w.int(j.started.elapsed().as_millis() as i64);
 }

@@ -31,9 +31,14 @@ impl JobKind {
 pub struct Progress {
     /// Entries written (backup) or loaded (restore) so far.
     pub done: AtomicU64,
-    /// Entries expected (the key count at the copy's version, or the backup's recorded count);
-    /// 0 while unknown (an RDB file says how many keys it has only as it goes).
+    /// Entries expected (the key count at the copy's version, the backup's recorded count, or
+    /// the count an RDB file announces for the database loaded, `RESIZEDB`); 0 while unknown
+    /// (an RDB file without that announcement, as Redis before 3.2 wrote).
     pub total: AtomicU64,
+    /// Bytes of the file read so far and the file's size (restores of an RDB file: its size is
+    /// a total known from the start, whatever the file announces); 0 and 0 otherwise.
+    pub done_bytes: AtomicU64,
+    pub total_bytes: AtomicU64,
     phase: Mutex<&'static str>,
 }
 
@@ -42,6 +47,8 @@ impl Progress {
         Progress {
             done: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            done_bytes: AtomicU64::new(0),
+            total_bytes: AtomicU64::new(0),
             phase: Mutex::new("starting"),
         }
     }

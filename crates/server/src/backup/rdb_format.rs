@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use ferrite_commands::rdb_file::{self, LoadOptions, LoadSink, NoSink};
 use ferrite_persistence::Replacement;
@@ -66,11 +67,22 @@ pub fn load(
     progress: &Progress,
 ) -> Result<Arc<Keyspace>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    progress.done_bytes.store(0, Relaxed);
+    progress.total_bytes.store(size, Relaxed);
+    let file = CountingReader {
+        inner: file,
+        progress,
+    };
     let fresh = Arc::new(Keyspace::new());
     let opts = LoadOptions {
         db,
         max_string: MAX_STRING,
         now_ms: ferrite_storage::now_ms(),
+        file_size: Some(size),
     };
     {
         let mut guard = fresh.lock();
@@ -88,7 +100,13 @@ pub fn load(
                 &mut no_sink
             }
         };
-        let report = rdb_file::load(file, &mut guard, opts, sink, &mut |n| progress.set_done(n))?;
+        let mut sink = AnnouncedTotal {
+            inner: sink,
+            progress,
+        };
+        let report = rdb_file::load(file, &mut guard, opts, &mut sink, &mut |n| {
+            progress.set_done(n)
+        })?;
         tracing::info!(
             path = %path.display(),
             version = report.version,
@@ -120,5 +138,97 @@ impl LoadSink for SnapshotSink<'_> {
 
     fn key(&mut self, key: &[u8], expire_at: Option<u64>, value: &Value) -> Result<(), String> {
         self.writer.entry(key, value, expire_at, self.modified_ms)
+    }
+}
+
+/// The file being loaded, counting the bytes read into the job's progress (`done_bytes` of
+/// `total_bytes`): a restore's progress has a real total from the start, even for a file that
+/// does not announce its key count.
+struct CountingReader<'a> {
+    inner: std::fs::File,
+    progress: &'a Progress,
+}
+
+impl std::io::Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.done_bytes.fetch_add(n as u64, Relaxed);
+        Ok(n)
+    }
+}
+
+/// Takes the key count the file announces for the database loaded (`RESIZEDB`) as the job's
+/// total when none is known yet (an RDB backup's recorded count is kept), and passes
+/// everything on to `inner`.
+struct AnnouncedTotal<'a, 'b> {
+    inner: &'b mut dyn LoadSink,
+    progress: &'a Progress,
+}
+
+impl LoadSink for AnnouncedTotal<'_, '_> {
+    fn expect_keys(&mut self, keys: u64) {
+        if self.progress.total.load(Relaxed) == 0 {
+            self.progress.set_total(keys);
+        }
+        self.inner.expect_keys(keys);
+    }
+
+    fn key(&mut self, key: &[u8], expire_at: Option<u64>, value: &Value) -> Result<(), String> {
+        self.inner.key(key, expire_at, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RDB file of `n` string keys in database 0, announcing its count (`RESIZEDB`) or not.
+    fn file(dir: &Path, name: &str, n: u64, announce: bool) -> std::path::PathBuf {
+        let mut w = ferrite_rdb::file::Writer::new(Vec::new()).unwrap();
+        if announce {
+            w.select_db(0, n, 0).unwrap();
+        }
+        for i in 0..n {
+            w.key(
+                format!("key:{i}").as_bytes(),
+                None,
+                &ferrite_rdb::Value::String(vec![b'v'; 100]),
+            )
+            .unwrap();
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_rdb_restore_reports_keys_against_the_announced_count_and_bytes_against_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), "announced.rdb", 100_000, true);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let progress = Progress::new();
+        let ks = load(&path, None, None, &progress).unwrap();
+        assert_eq!(ks.len(), 100_000);
+        assert_eq!(progress.total.load(Relaxed), 100_000);
+        assert_eq!(progress.done.load(Relaxed), 100_000);
+        assert_eq!(progress.total_bytes.load(Relaxed), size);
+        assert_eq!(progress.done_bytes.load(Relaxed), size);
+
+        // Without the announcement (Redis before 3.2) the bytes are still a real total.
+        let path = file(dir.path(), "silent.rdb", 1000, false);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let progress = Progress::new();
+        load(&path, None, None, &progress).unwrap();
+        assert_eq!(progress.total.load(Relaxed), 0);
+        assert_eq!(progress.done.load(Relaxed), 1000);
+        assert_eq!(progress.total_bytes.load(Relaxed), size);
+        assert_eq!(progress.done_bytes.load(Relaxed), size);
+
+        // An RDB backup's recorded count stays the total.
+        let path = file(dir.path(), "backup.rdb", 10, true);
+        let progress = Progress::new();
+        progress.set_total(12);
+        load(&path, None, None, &progress).unwrap();
+        assert_eq!(progress.total.load(Relaxed), 12);
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use ferrite_persistence::{OldContents, Replacement};
 use ferrite_protocol::ErrorReply;
 use ferrite_storage::Keyspace;
+use ferrite_tenancy::migration::ImportState;
 use ferrite_tenancy::{CreateOptions, Registry, Tenant, TenantState};
 
 use crate::errors;
@@ -77,7 +78,8 @@ async fn swap_off_thread(
 
 /// The tenant a restore writes to, if it may: `Ok(Some(t))` to replace `t`'s data, `Ok(None)`
 /// when there is no such tenant (the restore creates it). Refused: a tenant served elsewhere
-/// (moved), being imported or migrated, or holding keys without `replace`.
+/// (moved), being imported or migrated, the copy of a continuous sync (served or stopped), or
+/// holding keys without `replace`.
 pub fn destination(
     sh: &Shared,
     id: &str,
@@ -100,6 +102,21 @@ pub fn destination(
             )));
         }
         TenantState::Active | TenantState::Suspended => {}
+    }
+    // The served copy of a continuous sync (MODE continuous CONFLICT ...) is active here but
+    // still the sync's: what the source ships next would land on the restored data, and a
+    // STOP or ABORT would drop it. A stopped copy is still the import's too.
+    if let Some(import) = sh.migrations.imports().holding(id) {
+        let (src, imp) = (&import.source_addr, &import.id);
+        return Err(ErrorReply::err(match import.state() {
+            ImportState::Stopped => format!(
+                "tenant '{id}' is the stopped copy of a continuous sync from {src} (import {imp}): drop it with TENANT.IMPORT.ABORT {imp} first, or restore here as a new tenant with AS <new-tenant>"
+            ),
+            _ => format!(
+                "tenant '{id}' is the copy of a sync still running from {src} (migration {}, import {imp}; served here while it syncs): stop the sync on the source (TENANT.MIGRATE.STOP) and drop the copy (TENANT.IMPORT.ABORT {imp}) first, or restore here as a new tenant with AS <new-tenant>",
+                import.migration_id
+            ),
+        }));
     }
     if let Some(m) = crate::hooks::running_migration(sh, id) {
         return Err(ErrorReply::err(format!(

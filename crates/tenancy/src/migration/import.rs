@@ -437,6 +437,21 @@ impl ImportManager {
             .cloned()
     }
 
+    /// The import whose copy `tenant` is here, while that copy is still the import's: being
+    /// received (served or not) or kept after its source stopped a continuous sync. None once
+    /// it is activated (the tenant is this server's then) or aborted. What a restore or any
+    /// other wholesale replacement of the tenant's data must not write over.
+    pub fn holding(&self, tenant: &str) -> Option<Arc<Import>> {
+        self.imports
+            .lock()
+            .values()
+            .find(|i| {
+                i.tenant_id == tenant
+                    && matches!(i.state(), ImportState::Receiving | ImportState::Stopped)
+            })
+            .cloned()
+    }
+
     /// Keeps a receiving import as a stopped copy (its source stopped a continuous sync).
     /// Idempotent.
     pub fn stop(&self, id: &str) -> Result<(), ImportError> {
