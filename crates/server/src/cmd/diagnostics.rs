@@ -483,11 +483,8 @@ pub fn acl(
                 return Ok(Flow::Continue);
             }
             let count = if args.len() == 3 {
-                let n = args.int(2)?;
-                if n < 0 {
-                    return Err(ErrorReply::err("value is out of range, must be positive"));
-                }
-                usize::try_from(n).unwrap_or(usize::MAX)
+                // As in Redis, a negative count shows nothing.
+                usize::try_from(args.int(2)?.max(0)).unwrap_or(usize::MAX)
             } else {
                 10
             };
