@@ -246,12 +246,16 @@ def test_logins_naming_no_tenant_are_for_administrators_only(server, log_admin):
         anon("AUTH", "no-such-tenant:bob", "wrong")
     with pytest.raises(redis.RedisError):
         anon("AUTH", "not-the-admin-secret")
+    # A password typed before its user name is a plain name that is nobody's.
+    with pytest.raises(redis.AuthenticationError):
+        anon("AUTH", "s3cret-typed-first", "bob")
     seen = [(e["reason"], e["username"]) for e in entries(log_admin)]
-    assert ("auth", "no-such-tenant:bob") in seen and ("auth", "default") in seen
+    assert seen == [("auth", "s3cret-typed-first"), ("auth", "default"),
+                    ("auth", "no-such-tenant:bob")], seen
     # A client of `default` that is no administrator sees neither, nor can it erase them.
     assert entries(server.anon_client()) == []
     server.anon_client().execute_command("ACL", "LOG", "RESET")
-    assert len(entries(log_admin)) == 2
+    assert len(entries(log_admin)) == 3
 
 
 @pytest.mark.ferrite_only

@@ -3,11 +3,13 @@
 //!
 //! Failed logins are logged for the tenant they tried: `AUTH <tenant> <wrong>` and
 //! `AUTH <tenant>:<user> <wrong>` for that tenant, `AUTH <user> <wrong>` (a user of `default`)
-//! for `default`. Failed logins that name no tenant's user — the administrator's secret, the
-//! migration peer's token, `<unknown-tenant>:<user>` — are logged in `default`'s log as well but
-//! shown only to administrators (they reveal who probes the server, and a client of `default`
-//! is no administrator). Failed logins are rate-limited per address before they reach the log
-//! ([`crate::auth_limit`]).
+//! for `default` when `default` has that user. Failed logins that name no tenant's user — the
+//! administrator's secret, the migration peer's token, `<unknown-tenant>:<user>`, a plain name
+//! that is nobody's (perhaps a password typed in the wrong field) — are logged in `default`'s
+//! log as well but shown only to administrators (they reveal who probes the server, and a
+//! client of `default` is no administrator). Failed logins are rate-limited per address before
+//! they reach the log ([`crate::auth_limit`]): an address past its limit is refused unchecked,
+//! and nothing is logged.
 //!
 //! The log is in memory only (as Redis's) and bounded: at most `acllog-max-len` entries per
 //! tenant, each field at most [`MAX_FIELD`] bytes, and only tenants that exist have one

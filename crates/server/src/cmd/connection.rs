@@ -193,9 +193,9 @@ fn check_credentials(
 }
 
 /// Logs a failed login in the ACL log of the tenant it tried (see [`crate::acl_log`]): the
-/// tenant for its own name and for `<tenant>:<user>`, `default` for a plain user name; failed
-/// logins as the administrator, the migration peer or a user of an unknown tenant are logged
-/// in `default`'s log for administrators only.
+/// tenant for its own name and for `<tenant>:<user>`, `default` for the plain name of one of its
+/// users; failed logins as the administrator, the migration peer, a user of an unknown tenant or
+/// a plain name that is nobody's are logged in `default`'s log for administrators only.
 fn log_failed_login(st: &ClientState, sh: &Shared, command: &[u8], user: Option<&[u8]>) {
     let (tenant, username, admin_only): (Arc<str>, &[u8], bool) = match user {
         None => (DEFAULT_TENANT.into(), b"default", true),
@@ -204,14 +204,14 @@ fn log_failed_login(st: &ClientState, sh: &Shared, command: &[u8], user: Option<
         }
         Some(name) => match resolve_user(sh, name) {
             Login::Tenant => (String::from_utf8_lossy(name).into(), name, false),
-            Login::AclUser(t, _) => {
+            Login::AclUser(t, user) => match name.iter().position(|&b| b == b':') {
                 // Named as its tenant knows it: `bob`, not `<tenant>:bob`.
-                let user = match name.iter().position(|&b| b == b':') {
-                    Some(i) => &name[i + 1..],
-                    None => name,
-                };
-                (t.id().into(), user, false)
-            }
+                Some(i) => (t.id().into(), &name[i + 1..], false),
+                // A plain name that is no user of `default` may be anything typed in the wrong
+                // field (a password before its user name): not for `default`'s clients to see.
+                None if t.acl().get(&user).is_none() => (DEFAULT_TENANT.into(), name, true),
+                None => (t.id().into(), name, false),
+            },
             Login::Unknown => (DEFAULT_TENANT.into(), name, true),
         },
     };
