@@ -79,6 +79,16 @@ def test_refused_command_key_and_channel_are_logged(server, log_admin, user):
     assert log_admin.exists("k1") == 0
 
 
+def test_resp3_entries_are_maps_with_a_double_age(server, log_admin, user, raw3):
+    c = login(server, user)
+    c.error("GET", "other")
+    [e] = raw3.execute_command("ACL", "LOG")
+    assert isinstance(e, dict)
+    e = {(k.decode() if isinstance(k, bytes) else k): v for k, v in e.items()}
+    assert isinstance(e["age-seconds"], float) and isinstance(e["count"], int)
+    assert e["reason"] in ("key", b"key")
+
+
 @pytest.mark.redis72
 def test_entries_carry_redis_7_2_ids_and_timestamps(server, log_admin, user):
     c = login(server, user)
