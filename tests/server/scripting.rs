@@ -626,6 +626,8 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
         .query(&mut c)
         .unwrap();
     assert!(stats.contains("cmdstat_evalsha:calls=200,"), "{stats}");
+    // ... and the commands the scripts ran, as Redis counts them.
+    assert!(stats.contains("cmdstat_incr:calls=200,"), "{stats}");
 
     // A script that fails midway keeps what it wrote before the failing command (no rollback,
     // as in Redis) and answers that command's error; the engine goes on.

@@ -31,6 +31,8 @@ pub struct CommandsConfig {
     pub slowlog_log_slower_than: i64,
     /// Entries each tenant's slow log keeps (Redis: slowlog-max-len).
     pub slowlog_max_len: u64,
+    /// Entries each tenant's ACL log keeps (Redis: acllog-max-len); 0 keeps none.
+    pub acllog_max_len: u64,
     /// Commands that take at least this many milliseconds are recorded by the latency monitor;
     /// 0 disables it (Redis: latency-monitor-threshold).
     pub latency_monitor_threshold: u64,
@@ -51,6 +53,7 @@ impl Default for CommandsConfig {
         CommandsConfig {
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
+            acllog_max_len: 128,
             latency_monitor_threshold: 0,
             hll_sparse_max_bytes: ferrite_commands::settings::DEFAULT_HLL_SPARSE_MAX_BYTES as u64,
             busy_reply_threshold: 5000,

@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 86] = [
+pub static PARAMS: [Param; 87] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -166,6 +166,14 @@ pub static PARAMS: [Param; 86] = [
         |c| c.commands.slowlog_max_len.to_string(),
         |c, v| {
             c.commands.slowlog_max_len = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "acllog-max-len",
+        |c| c.commands.acllog_max_len.to_string(),
+        |c, v| {
+            c.commands.acllog_max_len = num(v)?;
             Ok(())
         }
     ),

@@ -182,6 +182,12 @@ impl Diagnostics {
         }
     }
 
+    /// Drops a tenant's slow log and latency events (TENANT.DELETE).
+    pub fn forget(&self, tenant: &str) {
+        self.slowlog.lock().remove(tenant);
+        self.latency.lock().remove(tenant);
+    }
+
     /// A tenant's latency events, by name.
     pub fn latency(&self, tenant: &str) -> Vec<(&'static str, LatencyEvent)> {
         let all = self.latency.lock();

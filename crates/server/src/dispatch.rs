@@ -15,6 +15,7 @@ use ferrite_storage::{Db, Keyspace};
 use ferrite_tenancy::{Admission, PatternSplit, Placement, Tenant, TenantState, WritePermit};
 use rand::rngs::SmallRng;
 
+use crate::acl_log::Context as AclContext;
 use crate::cmd;
 use crate::connection::{ClientState, Queued};
 use crate::errors;
@@ -360,14 +361,7 @@ impl Batch {
     }
 
     fn tally(&mut self, index: usize, nanos: u64, failed: bool) {
-        if let Some((_, t)) = self.tallies.iter_mut().find(|(i, _)| *i == index) {
-            t.add(nanos, failed);
-            return;
-        }
-        self.tallies.push((index, CommandTally::default()));
-        if let Some((_, t)) = self.tallies.last_mut() {
-            t.add(nanos, failed);
-        }
+        tally(&mut self.tallies, index, nanos, failed);
     }
 
     /// Adds the batch's counts to the shared counters. `tenant` is the tenant the batch's data
@@ -392,18 +386,45 @@ impl Batch {
         if self.tallies.is_empty() {
             return;
         }
-        let per_tenant =
-            tenant_client.then(|| tenant.stats.command_counters(sh.cmd_stats.by_command.len()));
-        for (index, t) in self.tallies.drain(..) {
-            if let Some(s) = sh.cmd_stats.get(index) {
-                s.add(&t);
-            }
-            if let Some(c) = per_tenant.and_then(|p| p.get(index)) {
-                c.calls.fetch_add(t.calls, Relaxed);
-                c.usec.fetch_add(t.usec, Relaxed);
-                if t.failed > 0 {
-                    c.failed.fetch_add(t.failed, Relaxed);
-                }
+        add_tallies(sh, tenant_client.then_some(tenant), self.tallies.drain(..));
+    }
+}
+
+/// Counts one run of command `index` in `tallies` (runs counted locally before
+/// [`add_tallies`]; a batch or a script rarely runs more than a few distinct commands, so a
+/// linear search beats a map).
+pub(crate) fn tally(
+    tallies: &mut Vec<(usize, CommandTally)>,
+    index: usize,
+    nanos: u64,
+    failed: bool,
+) {
+    if let Some((_, t)) = tallies.iter_mut().find(|(i, _)| *i == index) {
+        t.add(nanos, failed);
+        return;
+    }
+    let mut t = CommandTally::default();
+    t.add(nanos, failed);
+    tallies.push((index, t));
+}
+
+/// Adds runs counted locally to INFO commandstats: the server's, and `tenant`'s when given (the
+/// runs were made by one of its own clients).
+pub(crate) fn add_tallies(
+    sh: &Shared,
+    tenant: Option<&Tenant>,
+    tallies: impl Iterator<Item = (usize, CommandTally)>,
+) {
+    let per_tenant = tenant.map(|t| t.stats.command_counters(sh.cmd_stats.by_command.len()));
+    for (index, t) in tallies {
+        if let Some(s) = sh.cmd_stats.get(index) {
+            s.add(&t);
+        }
+        if let Some(c) = per_tenant.and_then(|p| p.get(index)) {
+            c.calls.fetch_add(t.calls, Relaxed);
+            c.usec.fetch_add(t.usec, Relaxed);
+            if t.failed > 0 {
+                c.failed.fetch_add(t.failed, Relaxed);
             }
         }
     }
@@ -439,7 +460,12 @@ fn admit(
         return Err(errors::migration_peer_only(spec.name));
     }
     if let Some(user) = &st.acl_user {
-        check_acl(user, index, spec, args)?;
+        let context = if st.multi.is_some() {
+            AclContext::Multi
+        } else {
+            AclContext::Toplevel
+        };
+        check_acl(user, index, spec, args, Audit::of(st, sh, context))?;
     }
     if st.multi.is_some() && spec.has(flags::NO_MULTI) {
         return Err(match spec.name {
@@ -449,23 +475,59 @@ fn admit(
             _ => ErrorReply::err("Command not allowed inside a transaction"),
         });
     }
-    let _ = sh;
     Ok(())
+}
+
+/// Where an ACL denial is logged (ACL LOG): the tenant's log, the connection, and whether it was
+/// a request, a command of a transaction or a script's call.
+#[derive(Clone, Copy)]
+pub struct Audit<'a> {
+    pub shared: &'a Shared,
+    pub tenant: &'a str,
+    pub client: &'a crate::shared::ClientInfo,
+    pub context: AclContext,
+}
+
+impl<'a> Audit<'a> {
+    pub fn of(st: &'a ClientState, sh: &'a Shared, context: AclContext) -> Self {
+        Audit {
+            shared: sh,
+            tenant: st.tenant.id(),
+            client: &st.info,
+            context,
+        }
+    }
+
+    fn record(&self, user: &str, denied: &ferrite_tenancy::acl::Denied) {
+        crate::acl_log::log_denied(
+            self.shared,
+            self.tenant,
+            self.client,
+            user,
+            denied,
+            self.context,
+        );
+    }
 }
 
 /// The rules of an ACL user (ACL SETUSER inside a tenant) for one command: a request, a command
 /// queued by MULTI (checked when queued and again at EXEC, as in Redis) and each call of a
 /// script. They only narrow what the connection may do anyway (its tenant's data, no
 /// administration: checked before). AUTH, HELLO and RESET are always allowed (Redis's
-/// `no-auth` commands), so a user can always log in as somebody else.
+/// `no-auth` commands), so a user can always log in as somebody else. A refusal is logged in
+/// the tenant's ACL log.
 #[inline]
 pub fn check_acl(
     user: &ferrite_tenancy::acl::AclUser,
     index: usize,
     spec: &CommandSpec,
     args: &Args<'_>,
+    audit: Audit<'_>,
 ) -> Result<(), ErrorReply> {
-    acl_rules(user, index, spec, args).map_err(|d| errors::acl_denied(user.name(), &d))
+    acl_rules(user, index, spec, args).map_err(|d| {
+        audit.record(user.name(), &d);
+        errors::acl_denied(user.name(), &d)
+    })
 }
 
 /// [`check_acl`] for a command queued in MULTI, at EXEC (Redis's wording for rules that
@@ -475,13 +537,18 @@ pub fn check_acl_at_exec(
     index: usize,
     spec: &CommandSpec,
     args: &Args<'_>,
+    audit: Audit<'_>,
 ) -> Result<(), ErrorReply> {
-    acl_rules(user, index, spec, args).map_err(|d| errors::acl_denied_at_exec(&d))
+    acl_rules(user, index, spec, args).map_err(|d| {
+        audit.record(user.name(), &d);
+        errors::acl_denied_at_exec(&d)
+    })
 }
 
-/// The one rule check behind both: Redis's `no-auth` commands always pass.
+/// The one rule check behind both (and `redis.acl_check_cmd`, which logs nothing): Redis's
+/// `no-auth` commands always pass.
 #[inline]
-fn acl_rules(
+pub fn acl_rules(
     user: &ferrite_tenancy::acl::AclUser,
     index: usize,
     spec: &CommandSpec,

@@ -18,6 +18,7 @@
 //!
 //! Data commands and their semantics live in `ferrite-commands`, tenancy in `ferrite-tenancy`.
 
+pub mod acl_log;
 mod admin_secret;
 pub mod auth_limit;
 pub mod backup;

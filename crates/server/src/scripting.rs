@@ -30,6 +30,7 @@ use ferrite_storage::Db;
 use ferrite_tenancy::{KillRefused, ScriptKind, Tenant};
 use rand::rngs::SmallRng;
 
+use crate::acl_log::Context as AclContext;
 use crate::cmd::ServerResult;
 use crate::connection::ClientState;
 use crate::dispatch::{self, Flow, Held, Keys, Work};
@@ -131,22 +132,46 @@ struct ScriptHost<'a> {
     read_only: bool,
     /// Commands the script ran (charged to the tenant's throttle when it ends).
     calls: u64,
+    /// The command (by index) the running call got to run, past every check: INFO
+    /// commandstats counts it as a run, or else as a rejection.
+    ran: Option<usize>,
     data: Vec<u8>,
     ranges: Vec<(usize, usize)>,
     caller: &'a mut Caller,
 }
 
 /// Who runs a script, as its calls need to know: the connection's ACL user, whose rules every
-/// call is checked against (and `redis.acl_check_cmd` asks about), and where the calls' error
-/// replies are counted (INFO errorstats counts each failed call, as Redis does).
+/// call is checked against (and `redis.acl_check_cmd` asks about; a refusal is logged in the
+/// tenant's ACL log with the connection's description), where the calls' error replies are
+/// counted (INFO errorstats counts each failed call, as Redis does), and the calls themselves
+/// (INFO commandstats counts a script's `redis.call('set', ...)` as a SET, as Redis does: added
+/// when the caller is dropped, once the script or the transaction ended).
 pub struct Caller {
     pub user: Option<Arc<ferrite_tenancy::acl::AclUser>>,
     shared: Arc<Shared>,
     /// The connection is one of the tenant's clients: its errors count for the tenant too.
     tenant_client: bool,
+    /// The connection's tenant, whose per-command counters the calls go to when the connection
+    /// is one of its clients.
+    tenant: Arc<Tenant>,
+    client: Arc<crate::shared::ClientInfo>,
     /// The error text of the last failed call. A script that ends with it (`redis.call`
     /// raised it) has its error counted once, as Redis does (see [`Caller::counted`]).
     last_error: Option<Vec<u8>>,
+    /// The calls that ran, by command index, not yet added to INFO commandstats.
+    tallies: Vec<(usize, crate::stats::CommandTally)>,
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        if !self.tallies.is_empty() {
+            dispatch::add_tallies(
+                &self.shared,
+                self.tenant_client.then_some(&*self.tenant),
+                self.tallies.drain(..),
+            );
+        }
+    }
 }
 
 impl Caller {
@@ -155,7 +180,37 @@ impl Caller {
             user: st.acl_user.clone(),
             shared: sh.clone(),
             tenant_client: st.is_tenant_client(),
+            tenant: st.tenant.clone(),
+            client: st.info.clone(),
             last_error: None,
+            tallies: Vec::new(),
+        }
+    }
+
+    /// Where an ACL refusal of one of the script's calls (or of a command EXEC runs) is logged.
+    pub fn audit<'a>(&'a self, tenant: &'a Tenant, context: AclContext) -> dispatch::Audit<'a> {
+        dispatch::Audit {
+            shared: &self.shared,
+            tenant: tenant.id(),
+            client: &self.client,
+            context,
+        }
+    }
+
+    /// A call refused before it ran (arity, ACL, read-only script, quota...): INFO
+    /// commandstats' `rejected_calls`, as Redis's scriptCall counts it.
+    fn count_rejected(&self, index: usize) {
+        if let Some(s) = self.shared.cmd_stats.get(index) {
+            s.rejected.fetch_add(1, Relaxed);
+        }
+        if self.tenant_client {
+            let per_tenant = self
+                .tenant
+                .stats
+                .command_counters(self.shared.cmd_stats.by_command.len());
+            if let Some(c) = per_tenant.get(index) {
+                c.rejected.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -199,14 +254,28 @@ impl Host for ScriptHost<'_> {
         proto: Protocol,
         out: &mut BytesMut,
     ) -> Result<(), ErrorReply> {
+        let started = std::time::Instant::now();
+        self.ran = None;
         let result = self.call_checked(argv, proto, out);
-        match &result {
-            Err(e) => self.caller.count(self.tenant, e.text().as_bytes()),
-            Ok(()) => {
-                if let Some(text) = out.strip_prefix(b"-") {
-                    self.caller.count(self.tenant, text);
-                }
+        let failed = match &result {
+            Err(e) => {
+                self.caller.count(self.tenant, e.text().as_bytes());
+                true
             }
+            Ok(()) => match out.strip_prefix(b"-") {
+                Some(text) => {
+                    self.caller.count(self.tenant, text);
+                    true
+                }
+                None => false,
+            },
+        };
+        // INFO commandstats: the call as a run of its command, or a rejection.
+        if let Some(index) = self.ran.take() {
+            let nanos = started.elapsed().as_nanos() as u64;
+            dispatch::tally(&mut self.caller.tallies, index, nanos, failed);
+        } else if let Some((index, _)) = argv.first().and_then(|name| lookup_indexed(name)) {
+            self.caller.count_rejected(index);
         }
         result
     }
@@ -238,7 +307,7 @@ impl Host for ScriptHost<'_> {
             at += a.len();
         }
         let args = Args::new(&data, &ranges);
-        Some(dispatch::check_acl(user, index, spec, &args).is_ok())
+        Some(dispatch::acl_rules(user, index, spec, &args).is_ok())
     }
 }
 
@@ -285,12 +354,16 @@ impl ScriptHost<'_> {
         }
         if let Some(user) = &self.caller.user {
             let args = Args::new(&self.data, &self.ranges);
-            dispatch::check_acl(user, index, spec, &args)?;
+            let audit = self.caller.audit(self.tenant, AclContext::Lua);
+            dispatch::check_acl(user, index, spec, &args, audit)?;
         }
         self.calls += 1;
         let f = match spec.handler {
             Handler::Data(f) => f,
-            Handler::Server => return server_command(spec.name, argv, proto, self.now, out),
+            Handler::Server => {
+                self.ran = Some(index);
+                return server_command(spec.name, argv, proto, self.now, out);
+            }
         };
         if spec.is_write() && self.read_only {
             return Err(ErrorReply::err(
@@ -325,6 +398,7 @@ impl ScriptHost<'_> {
             reply_limit: usize::MAX,
             from_script: true,
         };
+        self.ran = Some(index);
         exec.run(spec, f, args, out)
     }
 }
@@ -516,6 +590,7 @@ pub async fn run(
                     garbage: &mut garbage,
                     read_only,
                     calls,
+                    ran: None,
                     data: Vec::new(),
                     ranges: Vec::new(),
                     caller: &mut job_caller,
@@ -763,6 +838,7 @@ fn start(
         garbage,
         read_only,
         calls: 0,
+        ran: None,
         data: Vec::new(),
         ranges: Vec::new(),
         caller,

@@ -164,6 +164,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         stats: ServerStats::default(),
         cmd_stats: CommandStats::default(),
         diagnostics: Default::default(),
+        acl_log: Default::default(),
         pubsub: Default::default(),
         auth_limiter: Default::default(),
         started: Instant::now(),

@@ -38,6 +38,8 @@ pub struct HotConfig {
     /// `commands.slowlog_log_slower_than` (µs; negative: off).
     pub slowlog_slower_than_us: AtomicI64,
     pub slowlog_max_len: AtomicU64,
+    /// `commands.acllog_max_len`: entries each tenant's ACL log keeps.
+    pub acllog_max_len: AtomicU64,
     /// `commands.latency_monitor_threshold` (ms; 0: off).
     pub latency_threshold_ms: AtomicU64,
     /// `busy-reply-threshold` (ms): a tenant's other connections get -BUSY once its script has
@@ -76,6 +78,7 @@ impl HotConfig {
         self.slowlog_slower_than_us
             .store(cmds.slowlog_log_slower_than, Relaxed);
         self.slowlog_max_len.store(cmds.slowlog_max_len, Relaxed);
+        self.acllog_max_len.store(cmds.acllog_max_len, Relaxed);
         self.latency_threshold_ms
             .store(cmds.latency_monitor_threshold, Relaxed);
         self.busy_reply_threshold_ms
@@ -180,6 +183,30 @@ impl ClientInfo {
         )
     }
 
+    /// The connection as an entry of `tenant`'s ACL log shows it: its CLIENT LIST line as the
+    /// tenant sees it when it is one of the tenant's clients; otherwise (a failed login from a
+    /// connection of another tenant, or not yet authenticated) only its addresses and ages, so
+    /// that the entry tells the tenant nothing about other tenants or the server.
+    pub fn describe_to_tenant(&self, tenant: &str) -> String {
+        let viewer = Viewer {
+            admin: false,
+            tenant,
+            id: self.id,
+        };
+        let f = self.fields.lock().clone();
+        if f.tenant_client_id.is_some() && *f.tenant == *tenant {
+            return self.describe(&viewer);
+        }
+        format!(
+            "id=0 addr={} laddr={} fd=-1 name= age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user= library-name= library-ver= resp={} tenant={tenant}",
+            self.addr,
+            self.laddr,
+            self.created.elapsed().as_secs(),
+            f.last_cmd,
+            f.resp,
+        )
+    }
+
     pub fn kill(&self) {
         self.killed.store(true, Relaxed);
         self.kill.notify_one();
@@ -209,6 +236,8 @@ pub struct Shared {
     pub pubsub: crate::pubsub::Hub,
     /// Per-tenant slow log and latency monitor.
     pub diagnostics: crate::diagnostics::Diagnostics,
+    /// Per-tenant ACL log (ACL LOG).
+    pub acl_log: crate::acl_log::AclLog,
     /// Failed AUTH attempts per client address.
     pub auth_limiter: crate::auth_limit::AuthLimiter,
     pub started: Instant,

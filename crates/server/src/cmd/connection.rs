@@ -83,6 +83,7 @@ pub fn anonymous_access(sh: &Shared, peer: &std::net::SocketAddr) -> bool {
 pub fn authenticate(
     st: &mut ClientState,
     sh: &Shared,
+    command: &[u8],
     user: Option<&[u8]>,
     pass: &[u8],
 ) -> Result<(), ErrorReply> {
@@ -98,6 +99,7 @@ pub fn authenticate(
     if let Err(e) = &result
         && e.code() == "WRONGPASS"
     {
+        log_failed_login(st, sh, command, user);
         let (limit, max_block) = {
             let c = sh.config.read();
             (
@@ -190,6 +192,39 @@ fn check_credentials(
     }
 }
 
+/// Logs a failed login in the ACL log of the tenant it tried (see [`crate::acl_log`]): the
+/// tenant for its own name and for `<tenant>:<user>`, `default` for the plain name of one of its
+/// users; failed logins as the administrator, the migration peer, a user of an unknown tenant or
+/// a plain name that is nobody's are logged in `default`'s log for administrators only.
+fn log_failed_login(st: &ClientState, sh: &Shared, command: &[u8], user: Option<&[u8]>) {
+    let (tenant, username, admin_only): (Arc<str>, &[u8], bool) = match user {
+        None => (DEFAULT_TENANT.into(), b"default", true),
+        Some(name) if name == b"default" || name == MIGRATION_USER.as_bytes() => {
+            (DEFAULT_TENANT.into(), name, true)
+        }
+        Some(name) => match resolve_user(sh, name) {
+            Login::Tenant => (String::from_utf8_lossy(name).into(), name, false),
+            Login::AclUser(t, user) => match name.iter().position(|&b| b == b':') {
+                // Named as its tenant knows it: `bob`, not `<tenant>:bob`.
+                Some(i) => (t.id().into(), &name[i + 1..], false),
+                // A plain name that is no user of `default` may be anything typed in the wrong
+                // field (a password before its user name): not for `default`'s clients to see.
+                None if t.acl().get(&user).is_none() => (DEFAULT_TENANT.into(), name, true),
+                None => (t.id().into(), name, false),
+            },
+            Login::Unknown => (DEFAULT_TENANT.into(), name, true),
+        },
+    };
+    let context = if st.multi.is_some() {
+        crate::acl_log::Context::Multi
+    } else {
+        crate::acl_log::Context::Toplevel
+    };
+    crate::acl_log::log_failed_login(
+        sh, &tenant, admin_only, &st.info, username, command, context,
+    );
+}
+
 /// Who an AUTH user name names (besides the administrator and the migration peer).
 enum Login {
     /// A tenant (`AUTH <tenant> <password>`).
@@ -220,8 +255,8 @@ fn resolve_user(sh: &Shared, name: &[u8]) -> Login {
 
 pub fn auth(st: &mut ClientState, sh: &Shared, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
     match args.len() {
-        2 => authenticate(st, sh, None, args.get(1))?,
-        3 => authenticate(st, sh, Some(args.get(1)), args.get(2))?,
+        2 => authenticate(st, sh, args.get(0), None, args.get(1))?,
+        3 => authenticate(st, sh, args.get(0), Some(args.get(1)), args.get(2))?,
         _ => return Err(ErrorReply::syntax()),
     }
     ReplyWriter::new(out, st.proto).ok();
@@ -268,7 +303,7 @@ pub fn hello(
         }
     }
     if let Some((user, pass)) = creds {
-        authenticate(st, sh, Some(user), pass)?;
+        authenticate(st, sh, args.get(0), Some(user), pass)?;
     }
     if !st.authenticated {
         return Err(ErrorReply::coded(

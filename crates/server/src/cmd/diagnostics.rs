@@ -3,6 +3,7 @@
 //! the only user).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use ferrite_commands::spec;
@@ -473,18 +474,48 @@ pub fn acl(
             }
         }
         b"LOG" if args.len() <= 3 => {
-            // Denied commands and failed logins are not recorded per ACL user yet: the log is
-            // empty, and RESET succeeds.
+            // The connection's tenant's log (see crate::acl_log); entries about logins that
+            // named no tenant are shown to administrators only.
+            let tenant = st.tenant.id();
             if args.len() == 3 && args.is(2, "RESET") {
+                sh.acl_log.reset(tenant, st.admin);
                 w.ok();
+                return Ok(Flow::Continue);
+            }
+            let count = if args.len() == 3 {
+                // As in Redis, a negative count shows nothing.
+                usize::try_from(args.int(2)?.max(0)).unwrap_or(usize::MAX)
             } else {
-                if args.len() == 3 {
-                    let n = args.int(2)?;
-                    if n < 0 {
-                        return Err(ErrorReply::err("value is out of range, must be positive"));
-                    }
-                }
-                w.array(0);
+                10
+            };
+            let max_len =
+                usize::try_from(sh.hot.acllog_max_len.load(Relaxed)).unwrap_or(usize::MAX);
+            let entries = sh.acl_log.entries(tenant, count, st.admin, max_len);
+            let now = ferrite_storage::now_ms();
+            w.array(entries.len());
+            for e in entries {
+                let d = &e.denial;
+                w.map(10);
+                w.bulk_str("count");
+                w.int(e.count as i64);
+                w.bulk_str("reason");
+                w.bulk_str(d.reason.name());
+                w.bulk_str("context");
+                w.bulk_str(d.context.name());
+                w.bulk_str("object");
+                w.bulk(&d.object);
+                w.bulk_str("username");
+                w.bulk_str(&d.username);
+                w.bulk_str("age-seconds");
+                w.double(now.saturating_sub(e.updated_ms) as f64 / 1000.0);
+                w.bulk_str("client-info");
+                w.bulk_str(&d.client_info);
+                w.bulk_str("entry-id");
+                w.int(e.entry_id as i64);
+                w.bulk_str("timestamp-created");
+                w.int(e.created_ms as i64);
+                w.bulk_str("timestamp-last-updated");
+                w.int(e.updated_ms as i64);
             }
         }
         b"GENPASS" if args.len() <= 3 => {
@@ -528,7 +559,8 @@ pub fn acl(
             "WHOAMI",
             "    Return the current connection username.",
             "LOG [<count> | RESET]",
-            "    Show the ACL log entries (none are recorded yet).",
+            "    Show the ACL log entries: the connection's tenant's refused commands, keys and",
+            "    channels, and failed logins.",
             "GENPASS [<bits>]",
             "    Generate a secure password.",
             "HELP",

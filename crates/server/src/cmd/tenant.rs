@@ -110,6 +110,13 @@ fn describe(w: &mut ReplyWriter<'_>, t: &Tenant) {
     }
 }
 
+/// Drops what the server keeps about a tenant by its name besides its record: its slow log,
+/// latency events and ACL log (a new tenant of the same name must not see them).
+fn forget_diagnostics(sh: &Shared, id: &str) {
+    sh.diagnostics.forget(id);
+    sh.acl_log.forget(id);
+}
+
 pub fn run(
     st: &mut ClientState,
     sh: &Arc<Shared>,
@@ -125,6 +132,9 @@ pub fn run(
             sh.registry
                 .create(id, opts)
                 .map_err(|e| errors::tenancy(&e))?;
+            // A command of a deleted tenant of the same name that finished after TENANT.DELETE
+            // may have logged something since: the new tenant starts with empty logs.
+            forget_diagnostics(sh, id);
             tracing::info!(tenant = id, "tenant created");
             ReplyWriter::new(out, proto).ok();
         }
@@ -172,6 +182,7 @@ pub fn run(
             }
             let ks = t.replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
             tokio::task::spawn_blocking(move || drop(ks));
+            forget_diagnostics(sh, id);
             tracing::info!(tenant = id, force, "tenant deleted");
             ReplyWriter::new(out, proto).ok();
         }

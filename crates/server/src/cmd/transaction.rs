@@ -11,6 +11,7 @@ use ferrite_commands::{Garbage, Handler, cost, spec};
 use ferrite_protocol::{ErrorReply, ReplyWriter};
 
 use super::ServerResult;
+use crate::acl_log::Context as AclContext;
 use crate::connection::{ClientState, Queued, Watched};
 use crate::dispatch::{self, Flow};
 use crate::offload;
@@ -170,7 +171,13 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
             let result = match all.get(q.index) {
                 Some(s) => match &st.acl_user {
                     // The user's rules may have changed since the command was queued.
-                    Some(user) => dispatch::check_acl_at_exec(user, q.index, s, &q.request.args()),
+                    Some(user) => dispatch::check_acl_at_exec(
+                        user,
+                        q.index,
+                        s,
+                        &q.request.args(),
+                        dispatch::Audit::of(st, sh, AclContext::Multi),
+                    ),
                     None => Ok(()),
                 }
                 .and_then(|()| super::run_queued(st, sh, q.index, q.request.args(), out)),
@@ -301,7 +308,9 @@ impl Segment {
         {
             if let Some(user) = &self.caller.user {
                 // The user's rules may have changed since the command was queued.
-                if let Err(e) = dispatch::check_acl_at_exec(user, q.index, spec, &q.request.args())
+                let audit = self.caller.audit(&self.tenant, AclContext::Multi);
+                if let Err(e) =
+                    dispatch::check_acl_at_exec(user, q.index, spec, &q.request.args(), audit)
                 {
                     ReplyWriter::new(out, self.proto).error(&e);
                     return;
