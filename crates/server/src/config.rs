@@ -471,6 +471,9 @@ pub struct MigrationConfig {
     pub dns: DnsConfig,
     /// When running migrations slow down for this server's own clients.
     pub contention: ContentionConfig,
+    /// Finished migrations whose records are kept (STATUS after a restart); the oldest beyond
+    /// are dropped from the catalog. Unfinished ones are always kept.
+    pub history_max: usize,
 }
 
 impl std::fmt::Debug for MigrationConfig {
@@ -495,6 +498,7 @@ impl std::fmt::Debug for MigrationConfig {
             after_requires,
             dns,
             contention,
+            history_max,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("enabled", enabled)
@@ -516,6 +520,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("after_requires", after_requires)
             .field("dns", dns)
             .field("contention", contention)
+            .field("history_max", history_max)
             .finish()
     }
 }
@@ -542,6 +547,7 @@ impl Default for MigrationConfig {
             after_requires: "completed".into(),
             dns: DnsConfig::default(),
             contention: ContentionConfig::default(),
+            history_max: ferrite_tenancy::migration::DEFAULT_HISTORY_MAX,
         }
     }
 }
@@ -987,6 +993,7 @@ impl Config {
             after_requires: ferrite_tenancy::AfterRequires::parse(&m.after_requires)
                 .unwrap_or_default(),
             dns: m.dns.settings(),
+            history_max: m.history_max,
             contention: ferrite_tenancy::ContentionSettings {
                 enabled: m.contention.enabled,
                 p99: m.contention.p99_ms / 1000.0,

@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 86] = [
+pub static PARAMS: [Param; 87] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -558,6 +558,14 @@ pub static PARAMS: [Param; 86] = [
         |c| c.tenancy.migration.activation_timeout_ms.to_string(),
         |c, v| {
             c.tenancy.migration.activation_timeout_ms = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.history_max",
+        |c| c.tenancy.migration.history_max.to_string(),
+        |c, v| {
+            c.tenancy.migration.history_max = num(v)?;
             Ok(())
         }
     ),
