@@ -80,6 +80,7 @@ pub(super) fn start_again(ctl: &mut Control) {
         p.completed_at_ms = None;
         p.keys_migrated = 0;
         p.bytes_acked = 0;
+        p.interrupted_by_restart = false;
     });
     tracing::info!(migration = %ctl.info.id, "interrupted by a restart: starting again from scratch");
 }
@@ -198,6 +199,7 @@ impl MigrationManager {
             needs_password,
             stale_import: r.import_id.clone(),
         });
+        p.interrupted_by_restart = restart.is_some();
         let group = r.orchestration.group.clone();
         self.inner
             .after

@@ -286,6 +286,8 @@ fn dependencies(ctl: &Control) -> Dependencies {
         match p.state {
             MigrationState::Verified => {}
             MigrationState::Completed if need == AfterRequires::Completed => {}
+            // RESUME may still complete it (see `super::restart`).
+            MigrationState::Failed if p.interrupted_by_restart => waiting.push(id.clone()),
             MigrationState::Failed => {
                 return Dependencies::Broken(format!(
                     "dependency {id} failed: {}",
