@@ -315,3 +315,127 @@ impl MigrationRecordSink for MigrationStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FsyncPolicy, Settings};
+    use ferrite_tenancy::{Registry, TenancySettings};
+
+    fn record(id: &str, seq: u64, state: MigrationState) -> MigrationRecord {
+        MigrationRecord {
+            id: id.into(),
+            tenant: "acme".into(),
+            source: "10.0.0.1:6379".into(),
+            target: "10.0.0.2:6379".into(),
+            redirect: "10.0.0.3:6379".into(),
+            mode: MigrationMode::Incremental,
+            state,
+            error: Some("why".into()),
+            import_id: Some("imp_1".into()),
+            started_at_ms: 5,
+            completed_at_ms: None,
+            downtime_ms: Some(1.5),
+            keys_migrated: 7,
+            bytes_synced: 8,
+            seq,
+            settings: RecordedSettings {
+                patterns: vec![b"user:*".to_vec(), b"\xff*".to_vec()],
+                conflict: Some(ConflictPolicy::NewestWins),
+                parallel: 3,
+                batch_size: 17,
+                rate_bytes_per_sec: 1000,
+                timeout_ms: Some(9000),
+                auth: RecordedAuth::Password,
+            },
+            orchestration: RecordedOrchestration {
+                priority: Priority::High,
+                group: Some("g".into()),
+                after: vec!["mig_a".into()],
+                needs_approval: true,
+                approval: Some(Approval {
+                    decision: "approved",
+                    by: Some("alice@1.2.3.4:5".into()),
+                    at_ms: Some(77),
+                    reason: None,
+                }),
+                plan: vec![("connectivity".into(), "ok".into())],
+            },
+            patterns_moved: vec![0],
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_never_hold_a_password() {
+        let r = record("m1", 4, MigrationState::LiveSync);
+        let json = encode(&r);
+        assert_eq!(decode(&json).unwrap(), r);
+        let text = json.to_string();
+        assert!(text.contains("\"auth\":\"password\""), "{text}");
+        assert_eq!(json["v"], 2);
+    }
+
+    #[test]
+    fn a_version_1_record_loads_with_default_settings() {
+        let old = serde_json::json!({
+            "id": "m1", "tenant": "acme", "source": "a:1", "target": "b:2", "redirect": "b:2",
+            "mode": "live", "state": "completed", "started_at_ms": 1, "seq": 3,
+            "keys_migrated": 10, "bytes_synced": 20
+        });
+        let r = decode(&old).unwrap();
+        assert_eq!(r.state, MigrationState::Completed);
+        assert_eq!(r.settings, RecordedSettings::default());
+        assert_eq!(r.orchestration.priority, Priority::Normal);
+        assert!(r.patterns_moved.is_empty());
+        // A record from a newer server, or with an unknown state, is refused (not guessed).
+        let mut newer = old.clone();
+        newer["v"] = 3.into();
+        assert!(decode(&newer).is_err());
+        let mut bad = old;
+        bad["state"] = "dancing".into();
+        assert!(decode(&bad).unwrap_err().contains("dancing"));
+    }
+
+    fn settings(dir: &std::path::Path) -> Settings {
+        Settings {
+            dir: dir.to_path_buf(),
+            appendfsync: FsyncPolicy::Everysec,
+            save: Vec::new(),
+            auto_compact_percentage: 100,
+            auto_compact_min_size: 64 << 20,
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_newest_finished_records_and_every_unfinished_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Registry::new(TenancySettings::default()));
+        {
+            let p = Persistence::open(settings(dir.path()), &registry).unwrap();
+            let store = MigrationStore::new(p.clone());
+            store.settings_changed(&MigrationSettings {
+                history_max: 3,
+                ..Default::default()
+            });
+            store.record(&record("running", 1, MigrationState::LiveSync));
+            for i in 2..10 {
+                store.record(&record(&format!("done{i}"), i, MigrationState::Cancelled));
+            }
+            store.record(&record("queued", 10, MigrationState::Queued));
+            p.shutdown();
+        }
+        let p = Persistence::open(settings(dir.path()), &registry).unwrap();
+        let store = MigrationStore::new(p.clone());
+        let mut ids: Vec<String> = store.load().into_iter().map(|r| r.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["done7", "done8", "done9", "queued", "running"]);
+        // Lowering the bound drops more at once; the default (1000) keeps all of them.
+        store.settings_changed(&MigrationSettings {
+            history_max: 1,
+            ..Default::default()
+        });
+        assert_eq!(store.load().len(), 3);
+        assert_eq!(MigrationSettings::default().history_max, 1000);
+        p.shutdown();
+    }
+}

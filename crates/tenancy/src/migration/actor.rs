@@ -228,9 +228,7 @@ impl Control {
         let state = self.status.borrow().state;
         if self.recorded != Some(state) {
             self.recorded = Some(state);
-            if let Some(sink) = self.env.sink.read().clone() {
-                sink.record(&self.record());
-            }
+            self.persist_record();
         }
     }
 
@@ -252,6 +250,13 @@ impl Control {
 
     /// Hands the record to persistence now, whatever changed (orchestration decisions).
     pub fn persist_record(&self) {
+        if self
+            .env
+            .recording_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         if let Some(sink) = self.env.sink.read().clone() {
             sink.record(&self.record());
         }
@@ -260,6 +265,13 @@ impl Control {
     /// Hands the record to persistence and waits until it is durable (a pattern handed over
     /// must never be served here again, even after a crash).
     pub fn persist_record_durably(&self) -> Result<(), MigrationError> {
+        if self
+            .env
+            .recording_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(MigrationError::Failed("the server is stopping".into()));
+        }
         match self.env.sink.read().clone() {
             Some(sink) => sink.record_durably(&self.record()).map_err(|e| {
                 MigrationError::Failed(format!("the hand-over could not be recorded: {e}"))

@@ -120,6 +120,9 @@ pub(crate) struct Env {
     /// VALIDATE's estimate uses besides the measured link speed.
     pub snapshot_rate: Mutex<Option<f64>>,
     pub sink: RwLock<Option<Arc<dyn MigrationRecordSink>>>,
+    /// The server is stopping: what the migrations publish from now on (pending ones ending
+    /// as their manager goes away) is not their state after a restart, so it is not recorded.
+    pub recording_stopped: std::sync::atomic::AtomicBool,
     /// The one unfinished migration of each tenant (tenant → migration id).
     claims: Mutex<HashMap<String, String>>,
 }
@@ -233,6 +236,7 @@ impl MigrationManager {
                     run_id,
                     snapshot_rate: Mutex::new(None),
                     sink: RwLock::new(None),
+                    recording_stopped: Default::default(),
                     claims: Mutex::new(HashMap::new()),
                 }),
                 migrations: Mutex::new(BTreeMap::new()),
@@ -264,6 +268,14 @@ impl MigrationManager {
         }
         *env.settings.write() = s;
         env.slots.set_limit(limit);
+    }
+
+    /// The server is stopping: records nothing more (see [`Env::recording_stopped`]).
+    pub fn stop_recording(&self) {
+        self.inner
+            .env
+            .recording_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Hands every later change of a migration's state to `sink` (persistence).
@@ -487,6 +499,8 @@ impl MigrationManager {
         ctl.restored = restored;
         ctl.restart = restart;
         ctl.admission = admission;
+        // On disk from its creation (a queued one may not change state before a restart).
+        ctl.publish(|_| {});
         let actor = Actor {
             inbox: Inbox {
                 requests: req_rx,
