@@ -409,9 +409,9 @@ mod tests {
     #[test]
     fn history_keeps_the_newest_finished_records_and_every_unfinished_one() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Arc::new(Registry::new(TenancySettings::default()));
+        let registry = || Arc::new(Registry::new(TenancySettings::default()));
         {
-            let p = Persistence::open(settings(dir.path()), &registry).unwrap();
+            let p = Persistence::open(settings(dir.path()), &registry()).unwrap();
             let store = MigrationStore::new(p.clone());
             store.settings_changed(&MigrationSettings {
                 history_max: 3,
@@ -422,9 +422,11 @@ mod tests {
                 store.record(&record(&format!("done{i}"), i, MigrationState::Cancelled));
             }
             store.record(&record("queued", 10, MigrationState::Queued));
+            // (The store holds the persistence, and with it the directory's lock.)
+            drop(store);
             p.shutdown();
         }
-        let p = Persistence::open(settings(dir.path()), &registry).unwrap();
+        let p = Persistence::open(settings(dir.path()), &registry()).unwrap();
         let store = MigrationStore::new(p.clone());
         let mut ids: Vec<String> = store.load().into_iter().map(|r| r.id).collect();
         ids.sort();
