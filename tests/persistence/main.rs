@@ -9,5 +9,6 @@ mod util;
 mod crash;
 mod cutover;
 mod faults;
+mod migrations;
 mod restart;
 mod streams;

@@ -88,7 +88,7 @@ const SYNTAX: &[(&str, &str)] = &[
     ("tenant.migrate", "tenant TARGET host:port [MODE <LIVE|FAST|CONTINUOUS|INCREMENTAL>] [CONFLICT <SOURCE_WINS|TARGET_WINS|NEWEST_WINS>] [PATTERNS pattern [pattern ...]] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY <HIGH|NORMAL|LOW>] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL]"),
     ("tenant.migrate.status", "<migration-id|ALL|GROUP group>"),
     ("tenant.migrate.pause", "<migration-id|GROUP group>"),
-    ("tenant.migrate.resume", "<migration-id|GROUP group>"),
+    ("tenant.migrate.resume", "<migration-id [AUTH password]|GROUP group>"),
     ("tenant.migrate.cancel", "<migration-id|GROUP group>"),
     ("tenant.migrate.stop", "migration-id <GRACEFUL|IMMEDIATE>"),
     ("tenant.migrate.approve", "migration-id"),

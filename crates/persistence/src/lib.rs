@@ -16,6 +16,7 @@ pub mod core;
 pub mod format;
 pub mod load;
 pub mod log;
+pub mod migrations;
 pub mod paths;
 pub mod record;
 pub mod snapshot;
@@ -1221,6 +1222,11 @@ impl Persistence {
             .lock()
             .forget_migration(id)
             .map_err(|e| self.catalog_error(e))
+    }
+
+    /// Whether the catalog keeps a record of migration `id`.
+    pub fn has_migration(&self, id: &str) -> bool {
+        self.catalog.lock().migrations().any(|(k, _)| k == id)
     }
 
     /// The migration records kept, for `MigrationManager::restore` at startup.

@@ -474,6 +474,9 @@ pub struct MigrationConfig {
     pub dns: DnsConfig,
     /// When running migrations slow down for this server's own clients.
     pub contention: ContentionConfig,
+    /// Finished migrations whose records are kept (STATUS after a restart); the oldest beyond
+    /// are dropped from the catalog. Unfinished ones are always kept.
+    pub history_max: usize,
 }
 
 impl std::fmt::Debug for MigrationConfig {
@@ -498,6 +501,7 @@ impl std::fmt::Debug for MigrationConfig {
             after_requires,
             dns,
             contention,
+            history_max,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("enabled", enabled)
@@ -519,6 +523,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("after_requires", after_requires)
             .field("dns", dns)
             .field("contention", contention)
+            .field("history_max", history_max)
             .finish()
     }
 }
@@ -545,6 +550,7 @@ impl Default for MigrationConfig {
             after_requires: "completed".into(),
             dns: DnsConfig::default(),
             contention: ContentionConfig::default(),
+            history_max: ferrite_tenancy::migration::DEFAULT_HISTORY_MAX,
         }
     }
 }
@@ -990,6 +996,7 @@ impl Config {
             after_requires: ferrite_tenancy::AfterRequires::parse(&m.after_requires)
                 .unwrap_or_default(),
             dns: m.dns.settings(),
+            history_max: m.history_max,
             contention: ferrite_tenancy::ContentionSettings {
                 enabled: m.contention.enabled,
                 p99: m.contention.p99_ms / 1000.0,

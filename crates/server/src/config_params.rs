@@ -570,6 +570,14 @@ pub static PARAMS: [Param; 87] = [
         }
     ),
     param!(
+        "tenancy.migration.history_max",
+        |c| c.tenancy.migration.history_max.to_string(),
+        |c, v| {
+            c.tenancy.migration.history_max = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
         "tenancy.migration.retention_secs",
         |c| c.tenancy.migration.retention_secs.to_string(),
         |c, v| {

@@ -7,6 +7,8 @@ pub fn on_start(sh: &std::sync::Arc<Shared>) {
 }
 
 pub async fn on_stop(sh: &std::sync::Arc<Shared>) {
+    // Migrations ending because the server stops are not ended: their records stay as they were.
+    sh.migrations.stop_recording();
     if let Some(p) = sh.persistence.clone() {
         // Every acknowledged write is written and fsynced before the process exits.
         let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;

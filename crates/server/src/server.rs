@@ -149,6 +149,15 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         addr.to_string(),
         run_id.clone(),
     );
+    if let Some(p) = &persistence {
+        // Every later change of a migration is recorded; those recorded before the restart
+        // come back (finished as history, unfinished per `ferrite_tenancy::migration::restart`).
+        let store = Arc::new(ferrite_persistence::migrations::MigrationStore::new(
+            p.clone(),
+        ));
+        migrations.set_record_sink(store.clone());
+        migrations.restore(store.load());
+    }
     let hot = HotConfig::default();
     hot.load(&config);
     let (shutdown, _) = watch::channel(false);

@@ -530,6 +530,15 @@ pub async fn run(
                 write_group_outcome(&mut ReplyWriter::new(out, proto), &outcome);
                 return Ok(Flow::Continue);
             }
+            // RESUME <id> AUTH <password>: a migration interrupted by a restart that had used
+            // AUTH (the password is never kept on disk).
+            if matches!(op, GroupOp::Resume) && args.len() == 4 && args.is(2, "AUTH") {
+                mgr.resume_with_auth(&args.text(1), args.text(3))
+                    .await
+                    .map_err(migration_err)?;
+                ReplyWriter::new(out, proto).ok();
+                return Ok(Flow::Continue);
+            }
             if args.len() != 2 {
                 return Err(ErrorReply::syntax());
             }

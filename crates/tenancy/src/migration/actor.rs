@@ -36,6 +36,9 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, MigrationError>>;
 pub(super) enum Request {
     Pause(Reply<()>),
     Resume(Reply<()>),
+    /// RESUME <id> AUTH <password> of a migration restored after a restart: the connection to
+    /// its target with the password given again (it is never kept on disk).
+    ResumeWith(Arc<dyn super::target::Target>, Reply<()>),
     Cancel(Reply<()>),
     Update {
         parallel: Option<usize>,
@@ -151,6 +154,12 @@ pub(super) struct Control {
     pub gate_closed_at: Option<Instant>,
     /// Brought back by [`super::MigrationManager::restore`] after a restart: nothing to resume.
     pub restored: bool,
+    /// A restored migration RESUME can start again from scratch (see [`super::restart`]).
+    pub restart: Option<super::restart::Restart>,
+    /// The connection RESUME ... AUTH gave, installed when the run starts again.
+    pub replacement_target: Option<Arc<dyn super::target::Target>>,
+    /// The import a restarted run must drop on the target before it opens a clean one.
+    pub stale_import: Option<String>,
     /// Parent of every sender's token: cancelled when the migration ends for good.
     pub cancel: CancellationToken,
     pub events_tx: mpsc::UnboundedSender<LinkEvent>,
@@ -199,6 +208,9 @@ impl Control {
             handed_over: false,
             gate_closed_at: None,
             restored: false,
+            restart: None,
+            replacement_target: None,
+            stale_import: None,
             cancel: CancellationToken::new(),
             events_tx,
             recorded: None,
@@ -216,9 +228,7 @@ impl Control {
         let state = self.status.borrow().state;
         if self.recorded != Some(state) {
             self.recorded = Some(state);
-            if let Some(sink) = self.env.sink.read().clone() {
-                sink.record(&self.record());
-            }
+            self.persist_record();
         }
     }
 
@@ -227,7 +237,47 @@ impl Control {
     }
 
     pub fn record(&self) -> MigrationRecord {
-        MigrationRecord::of(&self.info, &self.status.borrow())
+        let mut r = MigrationRecord::of(&self.info, &self.status.borrow())
+            .with_config(&self.cfg, self.admission.needs_approval);
+        r.orchestration.after = self
+            .admission
+            .after
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        r
+    }
+
+    /// Hands the record to persistence now, whatever changed (orchestration decisions).
+    pub fn persist_record(&self) {
+        if self
+            .env
+            .recording_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        if let Some(sink) = self.env.sink.read().clone() {
+            sink.record(&self.record());
+        }
+    }
+
+    /// Hands the record to persistence and waits until it is durable (a pattern handed over
+    /// must never be served here again, even after a crash).
+    pub fn persist_record_durably(&self) -> Result<(), MigrationError> {
+        if self
+            .env
+            .recording_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(MigrationError::Failed("the server is stopping".into()));
+        }
+        match self.env.sink.read().clone() {
+            Some(sink) => sink.record_durably(&self.record()).map_err(|e| {
+                MigrationError::Failed(format!("the hand-over could not be recorded: {e}"))
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn state(&self) -> MigrationState {
@@ -496,6 +546,23 @@ impl Control {
                     }
                     MigrationState::Failed => self.retry(),
                     _ => Err(self.wrong_state("resume")),
+                };
+                let _ = reply.send(r);
+            }
+            Request::ResumeWith(target, reply) => {
+                let r = match (self.state(), &self.restart) {
+                    (MigrationState::Failed, Some(_)) => {
+                        self.replacement_target = Some(target);
+                        let r = self.retry();
+                        if r.is_err() {
+                            self.replacement_target = None;
+                        }
+                        r
+                    }
+                    _ => Err(MigrationError::Failed(
+                        "AUTH applies to RESUME of a migration interrupted by a restart of this server"
+                            .into(),
+                    )),
                 };
                 let _ = reply.send(r);
             }
@@ -906,10 +973,7 @@ impl Control {
     /// still has it: only what was not acknowledged is sent again).
     pub fn retry(&mut self) -> Result<(), MigrationError> {
         if self.restored {
-            return Err(MigrationError::Failed(format!(
-                "migration {} was interrupted by a restart of this server and has nothing to resume from; start a new one with TENANT.MIGRATE (it replaces this one)",
-                self.info.id
-            )));
+            super::restart::may_start_again(self)?;
         }
         if self.info.tenant.state() != TenantState::Active {
             return Err(MigrationError::WrongState {
@@ -919,6 +983,9 @@ impl Control {
             });
         }
         self.env.claim(&self.info)?;
+        if self.restored {
+            super::restart::start_again(self);
+        }
         self.publish(|p| {
             p.state = MigrationState::Queued;
             p.base_phase = MigrationPhase::Queued;
@@ -1428,6 +1495,9 @@ async fn failed(work: &mut Work, io: &mut Io<'_>) -> bool {
         }
         Err(_) => true,
         Ok(()) => {
+            if let Some(target) = io.ctl.replacement_target.take() {
+                work.target = target;
+            }
             if let Some(reply) = io.ctl.pending_activation_retry.take() {
                 let r = cutover::retry_activation(work, io).await;
                 let _ = reply.send(r);

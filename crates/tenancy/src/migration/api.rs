@@ -253,6 +253,9 @@ pub struct MigrationSettings {
     pub dns: super::dns::DnsSettings,
     /// When running migrations slow down for the source's own clients.
     pub contention: ContentionSettings,
+    /// Finished migrations whose records persistence keeps (the oldest beyond are dropped;
+    /// unfinished ones are always kept).
+    pub history_max: usize,
 }
 
 /// Automatic contention management (`[tenancy.migration.contention]`): when this server's
@@ -300,6 +303,7 @@ impl std::fmt::Debug for MigrationSettings {
             after_requires,
             dns,
             contention,
+            history_max,
         } = self;
         f.debug_struct("MigrationSettings")
             .field("enabled", enabled)
@@ -318,6 +322,7 @@ impl std::fmt::Debug for MigrationSettings {
             .field("after_requires", after_requires)
             .field("dns", dns)
             .field("contention", contention)
+            .field("history_max", history_max)
             .finish()
     }
 }
@@ -341,9 +346,13 @@ impl Default for MigrationSettings {
             after_requires: AfterRequires::Completed,
             dns: Default::default(),
             contention: ContentionSettings::default(),
+            history_max: DEFAULT_HISTORY_MAX,
         }
     }
 }
+
+/// Default of `history_max`.
+pub const DEFAULT_HISTORY_MAX: usize = 1000;
 
 /// Why a migration command failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

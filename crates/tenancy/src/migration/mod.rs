@@ -52,6 +52,7 @@ pub mod local;
 mod pattern;
 pub mod record;
 pub mod resp;
+mod restart;
 mod schedule;
 mod source;
 pub mod state;
@@ -75,9 +76,10 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use api::{
-    AfterRequires, Approval, ContentionSettings, CutoverResult, MIGRATION_USER, MISSING_SAMPLE,
-    MigrationConfig, MigrationError, MigrationHandle, MigrationMode, MigrationSettings,
-    MigrationStatus, Priority, StopMode, StopResult, VerifyResult,
+    AfterRequires, Approval, ContentionSettings, CutoverResult, DEFAULT_HISTORY_MAX,
+    MIGRATION_USER, MISSING_SAMPLE, MigrationConfig, MigrationError, MigrationHandle,
+    MigrationMode, MigrationSettings, MigrationStatus, Priority, StopMode, StopResult,
+    VerifyResult,
 };
 pub use conflict::ConflictPolicy;
 pub use cutover::BREAKPOINTS;
@@ -85,7 +87,9 @@ pub use import::{
     Activation, BeginRequest, Import, ImportError, ImportManager, ImportState, PatternActivation,
 };
 pub use lag::Trend;
-pub use record::{MigrationRecord, MigrationRecordSink};
+pub use record::{
+    MigrationRecord, MigrationRecordSink, RecordedAuth, RecordedOrchestration, RecordedSettings,
+};
 pub use schedule::{GroupOp, GroupOutcome, Load, TotalValue, Totals};
 pub use state::{MigrationPhase, MigrationState};
 pub use stream::RECONNECT_BACKOFF;
@@ -95,7 +99,7 @@ use actor::{Actor, Control, DebugOp, Inbox, Request, Work};
 use status::{Info, Published};
 
 use crate::registry::Registry;
-use crate::tenant::{Tenant, TenantLimits, TenantState};
+use crate::tenant::TenantState;
 
 /// How long a request may wait for a migration's answer before it is reported as not
 /// responding (the actor answers at once; this only bounds a wait that should never happen).
@@ -116,6 +120,9 @@ pub(crate) struct Env {
     /// VALIDATE's estimate uses besides the measured link speed.
     pub snapshot_rate: Mutex<Option<f64>>,
     pub sink: RwLock<Option<Arc<dyn MigrationRecordSink>>>,
+    /// The server is stopping: what the migrations publish from now on (pending ones ending
+    /// as their manager goes away) is not their state after a restart, so it is not recorded.
+    pub recording_stopped: std::sync::atomic::AtomicBool,
     /// The one unfinished migration of each tenant (tenant → migration id).
     claims: Mutex<HashMap<String, String>>,
 }
@@ -229,6 +236,7 @@ impl MigrationManager {
                     run_id,
                     snapshot_rate: Mutex::new(None),
                     sink: RwLock::new(None),
+                    recording_stopped: Default::default(),
                     claims: Mutex::new(HashMap::new()),
                 }),
                 migrations: Mutex::new(BTreeMap::new()),
@@ -255,12 +263,24 @@ impl MigrationManager {
     pub fn update_settings(&self, s: MigrationSettings) {
         let env = &self.inner.env;
         let limit = s.max_concurrent;
+        if let Some(sink) = env.sink.read().clone() {
+            sink.settings_changed(&s);
+        }
         *env.settings.write() = s;
         env.slots.set_limit(limit);
     }
 
+    /// The server is stopping: records nothing more (see [`Env::recording_stopped`]).
+    pub fn stop_recording(&self) {
+        self.inner
+            .env
+            .recording_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Hands every later change of a migration's state to `sink` (persistence).
     pub fn set_record_sink(&self, sink: Arc<dyn MigrationRecordSink>) {
+        sink.settings_changed(&self.settings());
         *self.inner.env.sink.write() = Some(sink);
     }
 
@@ -440,27 +460,8 @@ impl MigrationManager {
         })
     }
 
-    /// Starts the actor of a migration and registers it.
-    fn spawn(
-        &self,
-        info: Arc<Info>,
-        cfg: MigrationConfig,
-        published: Published,
-        target: Arc<dyn Target>,
-        restored: bool,
-    ) -> watch::Receiver<Published> {
-        self.spawn_with(
-            info,
-            cfg,
-            published,
-            target,
-            restored,
-            Default::default(),
-            None,
-        )
-    }
-
-    /// [`Self::spawn`] with what the migration waits for before it starts, and its group.
+    /// Starts the actor of a migration and registers it, with what it waits for before it
+    /// starts, and its group.
     #[allow(clippy::too_many_arguments)]
     fn spawn_with(
         &self,
@@ -472,12 +473,34 @@ impl MigrationManager {
         admission: schedule::Admission,
         group: Option<String>,
     ) -> watch::Receiver<Published> {
+        self.spawn_with_restart(
+            info, cfg, published, target, restored, admission, group, None,
+        )
+    }
+
+    /// [`Self::spawn_with`], for a migration restored after a restart that RESUME may start
+    /// again (see [`restart`]).
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_with_restart(
+        &self,
+        info: Arc<Info>,
+        cfg: MigrationConfig,
+        published: Published,
+        target: Arc<dyn Target>,
+        restored: bool,
+        admission: schedule::Admission,
+        group: Option<String>,
+        restart: Option<restart::Restart>,
+    ) -> watch::Receiver<Published> {
         let (status_tx, status_rx) = watch::channel(published);
         let (req_tx, req_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let mut ctl = Control::new(info.clone(), self.inner.env.clone(), cfg, status_tx, ev_tx);
         ctl.restored = restored;
+        ctl.restart = restart;
         ctl.admission = admission;
+        // On disk from its creation (a queued one may not change state before a restart).
+        ctl.publish(|_| {});
         let actor = Actor {
             inbox: Inbox {
                 requests: req_rx,
@@ -576,6 +599,31 @@ impl MigrationManager {
     /// Resumes shipping after PAUSE; on a failed migration, retries it from its checkpoint.
     pub async fn resume(&self, id: &str) -> Result<(), MigrationError> {
         self.ask(id, "resume", Request::Resume, true).await
+    }
+
+    /// RESUME <id> AUTH <password>: starts a migration interrupted by a restart again, reaching
+    /// its target with `password` (a password given with TENANT.MIGRATE is never kept on disk).
+    pub async fn resume_with_auth(&self, id: &str, password: String) -> Result<(), MigrationError> {
+        let e = self.entry(id)?;
+        let cfg = MigrationConfig {
+            auth: Some(password),
+            ..Default::default()
+        };
+        let target = self
+            .inner
+            .connector
+            .connect(&e.info.target, self.target_auth(&cfg));
+        self.ask(
+            id,
+            "resume",
+            |reply| Request::ResumeWith(target.clone(), reply),
+            true,
+        )
+        .await?;
+        if let Some(entry) = self.inner.migrations.lock().get_mut(id) {
+            entry.target = target;
+        }
+        Ok(())
     }
 
     /// Cancels a migration before its hand-over: the source stays the owner, untouched, and the
@@ -902,59 +950,18 @@ impl MigrationManager {
         .await
     }
 
-    /// Brings back migrations persistence kept (after a restart): finished ones as history; one
-    /// that was running as `failed`, since its change capture and queues are gone. Its
-    /// recorded hand-over, if any, can still be completed (CUTOVER RETRY) or undone (CANCEL).
+    /// Brings back migrations persistence kept (after a restart); see [`restart`] for what
+    /// each state comes back as.
     pub fn restore(&self, records: Vec<MigrationRecord>) {
+        let mut records = records;
+        // Dependencies (AFTER) were created before what waits for them.
+        records.sort_by_key(|r| r.seq);
         for r in records {
             if self.inner.migrations.lock().contains_key(&r.id) {
                 continue;
             }
             self.inner.counter.fetch_max(r.seq + 1, Relaxed);
-            let tenant = self.inner.env.registry.get(&r.tenant).unwrap_or_else(|| {
-                // A tenant deleted since: shown, never touched.
-                Arc::new(Tenant::new(&r.tenant, None, TenantLimits::default()))
-            });
-            let info = Arc::new(Info {
-                id: r.id.clone(),
-                tenant,
-                source: r.source.clone(),
-                target: r.target.clone(),
-                redirect: r.redirect.clone(),
-                mode: r.mode,
-                seq: r.seq,
-                delta: Default::default(),
-                conflict: None,
-                patterns: Vec::new(),
-            });
-            let mut p = Published::new(0, 0, 0);
-            p.state = r.state;
-            p.base_phase = match r.state {
-                MigrationState::Completed | MigrationState::Verified => MigrationPhase::Done,
-                _ => MigrationPhase::Stopped,
-            };
-            p.error = r.error.clone();
-            p.import_id = r.import_id.clone();
-            p.started_at_ms = r.started_at_ms;
-            p.completed_at_ms = r.completed_at_ms;
-            p.downtime_ms = r.downtime_ms;
-            p.keys_migrated = r.keys_migrated;
-            p.bytes_acked = r.bytes_synced;
-            p.finished = Some(tokio::time::Instant::now());
-            // Nothing of the source's copy survived the restart.
-            p.frozen_released = true;
-            if r.state.is_active() || r.state.is_pending() {
-                p.state = MigrationState::Failed;
-                p.error = Some(
-                    "interrupted by a restart of this server; start a new migration of the tenant (CUTOVER RETRY or CANCEL if it had been handed over)"
-                        .into(),
-                );
-            }
-            let target = self
-                .inner
-                .connector
-                .connect(&r.target, self.target_auth(&MigrationConfig::default()));
-            self.spawn(info, MigrationConfig::default(), p, target, true);
+            self.restore_one(r);
         }
     }
 }

@@ -119,12 +119,19 @@ pub(super) async fn cutover(
     if last {
         return complete(work, io, &base, index, keys, gated_at, &settings).await;
     }
+    // Durable before the target may serve the pattern: a restart of this server keeps
+    // redirecting its keys and never serves them as writable again.
+    if let Err(e) = io.ctl.persist_record_durably() {
+        install(&tenant, &base);
+        return Err(unwind(io, e));
+    }
     let import = io.ctl.published().import_id.clone().unwrap_or_default();
     let _ = io.breakpoint("cutover:before_activate").await;
     match activate_pattern(work, io, &import, &base, index, settings.activation_timeout).await {
         Ok(there) => {
             install(&tenant, &base.with(index, Owner::There));
             io.ctl.publish(|p| p.state = MigrationState::LiveSync);
+            io.ctl.persist_record();
             io.ctl.set_phase(MigrationPhase::LiveSync);
             let downtime_ms = gated_at.elapsed().as_secs_f64() * 1000.0;
             tracing::info!(migration = %io.ctl.info.id, pattern = %name, keys = there.0, downtime_ms, "pattern cut over: its keys are served by the target");

@@ -7,9 +7,11 @@
 //! and queues did not survive); a hand-over that was recorded before the restart can then still
 //! be completed with CUTOVER RETRY or undone with CANCEL.
 
-use super::api::MigrationMode;
+use super::api::{Approval, MigrationConfig, MigrationMode, Priority};
+use super::conflict::ConflictPolicy;
 use super::state::MigrationState;
 use super::status::{Info, Published};
+use crate::patterns::Owner;
 
 /// A migration as persistence keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,13 @@ pub struct MigrationRecord {
     pub bytes_synced: u64,
     /// Creation order on the server.
     pub seq: u64,
+    /// How it was started (RESUME after a restart starts it again the same way).
+    pub settings: RecordedSettings,
+    /// Priority, group, dependencies and approval.
+    pub orchestration: RecordedOrchestration,
+    /// `MODE incremental`: the patterns handed over to the target (by index into
+    /// `settings.patterns`); a restart keeps redirecting their keys.
+    pub patterns_moved: Vec<usize>,
 }
 
 impl MigrationRecord {
@@ -53,11 +62,155 @@ impl MigrationRecord {
             keys_migrated: p.keys_migrated,
             bytes_synced: p.bytes_acked,
             seq: info.seq,
+            settings: RecordedSettings {
+                patterns: info.patterns.clone(),
+                conflict: info.conflict,
+                parallel: p.parallel,
+                batch_size: p.batch_size,
+                rate_bytes_per_sec: p.rate_bytes_per_sec,
+                timeout_ms: None,
+                auth: RecordedAuth::Default,
+            },
+            orchestration: RecordedOrchestration {
+                priority: p.priority,
+                group: None,
+                after: Vec::new(),
+                needs_approval: false,
+                approval: p.approval.clone(),
+                plan: p.plan.clone(),
+            },
+            patterns_moved: moved_patterns(info),
         }
     }
+
+    /// Adds what only the migration's configuration knows.
+    pub(super) fn with_config(mut self, cfg: &MigrationConfig, needs_approval: bool) -> Self {
+        self.settings.timeout_ms = cfg.timeout.map(|t| t.as_millis() as u64);
+        if cfg.auth.is_some() {
+            self.settings.auth = RecordedAuth::Password;
+        }
+        self.orchestration.group = cfg.group.clone();
+        self.orchestration.needs_approval = needs_approval;
+        self
+    }
+
+    /// The configuration to start it again with (the password, never recorded, is `auth`).
+    pub(super) fn config(&self, auth: Option<String>) -> MigrationConfig {
+        let s = &self.settings;
+        let o = &self.orchestration;
+        let d = MigrationConfig::default();
+        MigrationConfig {
+            mode: self.mode,
+            parallel: if s.parallel == 0 {
+                d.parallel
+            } else {
+                s.parallel
+            },
+            batch_size: if s.batch_size == 0 {
+                d.batch_size
+            } else {
+                s.batch_size
+            },
+            timeout: s.timeout_ms.map(std::time::Duration::from_millis),
+            auth,
+            rate_bytes_per_sec: s.rate_bytes_per_sec,
+            redirect: Some(self.redirect.clone()),
+            conflict: s.conflict,
+            priority: o.priority,
+            after: o.after.clone(),
+            group: o.group.clone(),
+            approval: o.needs_approval,
+            patterns: s.patterns.clone(),
+        }
+    }
+}
+
+/// The patterns of an incremental migration that this server no longer serves (handed over, or
+/// being handed over: the target may serve them already).
+fn moved_patterns(info: &Info) -> Vec<usize> {
+    let Some(split) = info.split() else {
+        return Vec::new();
+    };
+    split
+        .owners()
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Owner::There | Owner::Handing))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Receives every change of a migration's state (persistence keeps the history).
 pub trait MigrationRecordSink: Send + Sync + 'static {
     fn record(&self, record: &MigrationRecord);
+
+    /// Like [`Self::record`], for a record that must be durable before the migration goes on
+    /// (a pattern handed over): an error stops that step.
+    fn record_durably(&self, record: &MigrationRecord) -> Result<(), String> {
+        self.record(record);
+        Ok(())
+    }
+
+    /// The migration settings, when the sink is installed and on every change (CONFIG SET):
+    /// `history_max` bounds the finished records kept.
+    fn settings_changed(&self, _settings: &super::api::MigrationSettings) {}
+}
+
+/// How a migration authenticated to its target. The password itself is never recorded: a
+/// migration restored after a restart that used one is resumed with
+/// `TENANT.MIGRATE.RESUME <id> AUTH <password>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordedAuth {
+    /// No AUTH given: the cluster's migration token (from the config) or nothing.
+    #[default]
+    Default,
+    /// AUTH <password> was given with TENANT.MIGRATE.
+    Password,
+}
+
+impl RecordedAuth {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordedAuth::Default => "default",
+            RecordedAuth::Password => "password",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordedAuth> {
+        match s {
+            "default" => Some(RecordedAuth::Default),
+            "password" => Some(RecordedAuth::Password),
+            _ => None,
+        }
+    }
+}
+
+/// What a migration was started with, so that RESUME after a restart starts it again the same
+/// way (records written before these existed restore the defaults).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecordedSettings {
+    /// `MODE incremental`: the patterns, normalized.
+    pub patterns: Vec<Vec<u8>>,
+    pub conflict: Option<ConflictPolicy>,
+    pub parallel: usize,
+    pub batch_size: usize,
+    pub rate_bytes_per_sec: u64,
+    /// TIMEOUT given with the command (ms).
+    pub timeout_ms: Option<u64>,
+    pub auth: RecordedAuth,
+}
+
+/// Its place among the other migrations (see [`super::schedule`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecordedOrchestration {
+    pub priority: Priority,
+    pub group: Option<String>,
+    /// AFTER: the migrations it waits for.
+    pub after: Vec<String>,
+    /// It waits for an APPROVE before it starts.
+    pub needs_approval: bool,
+    /// The decision, who took it and when.
+    pub approval: Option<Approval>,
+    /// The plan shown while it awaits approval.
+    pub plan: Vec<(String, String)>,
 }

@@ -286,6 +286,8 @@ fn dependencies(ctl: &Control) -> Dependencies {
         match p.state {
             MigrationState::Verified => {}
             MigrationState::Completed if need == AfterRequires::Completed => {}
+            // RESUME may still complete it (see `super::restart`).
+            MigrationState::Failed if p.interrupted_by_restart => waiting.push(id.clone()),
             MigrationState::Failed => {
                 return Dependencies::Broken(format!(
                     "dependency {id} failed: {}",
@@ -373,6 +375,7 @@ pub(super) async fn admit(io: &mut Io<'_>) -> Result<(), MigrationError> {
             Err(e) => vec![("result".into(), format!("failed: {e}"))],
         };
         io.ctl.publish(|p| p.plan = plan);
+        io.ctl.persist_record();
     }
     tracing::info!(migration = %io.ctl.info.id, "plan ready; awaiting approval");
     io.wait(|c| c.state() != MigrationState::AwaitingApproval)
@@ -445,6 +448,7 @@ pub(super) fn handle(ctl: &mut Control, req: AdmissionRequest) {
                 ctl.cfg.priority = priority;
                 ctl.env.slots.set_priority(&ctl.info.id, priority);
                 ctl.publish(|p| p.priority = priority);
+                ctl.persist_record();
                 tracing::info!(migration = %ctl.info.id, priority = priority.name(), "priority changed");
                 Ok(())
             };
@@ -453,6 +457,7 @@ pub(super) fn handle(ctl: &mut Control, req: AdmissionRequest) {
         AdmissionRequest::After { after, reply } => {
             let r = if st == MigrationState::Waiting {
                 ctl.admission.after = after;
+                ctl.persist_record();
                 Ok(())
             } else {
                 Err(MigrationError::WrongState {

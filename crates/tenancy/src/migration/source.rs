@@ -97,6 +97,7 @@ pub(super) async fn run(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
         p.error = None;
     });
     io.breakpoint("run:connecting").await?;
+    super::restart::drop_stale_import(work, io).await?;
     let import_id = begin(work, io).await?;
     io.ctl.publish(|p| p.import_id = Some(import_id.clone()));
 

@@ -118,6 +118,9 @@ pub(super) struct Published {
     pub approval: Option<Approval>,
     /// VALIDATE's report while it awaits approval: (check, detail), `result` last.
     pub plan: Vec<(String, String)>,
+    /// Failed because a restart of this server interrupted it, and RESUME can start it again:
+    /// what waits for it (AFTER) keeps waiting.
+    pub interrupted_by_restart: bool,
 }
 
 impl Published {
@@ -165,6 +168,7 @@ impl Published {
             waiting_for: Vec::new(),
             approval: None,
             plan: Vec::new(),
+            interrupted_by_restart: false,
         }
     }
 

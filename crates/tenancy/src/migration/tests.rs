@@ -12,6 +12,8 @@ use ferrite_storage::{HashValue, Value};
 use super::local::{Fault, LocalConnector, LocalTarget};
 use super::*;
 use crate::registry::{CreateOptions, TenancySettings, TenantStore};
+#[allow(unused_imports)]
+use crate::tenant::{Tenant, TenantLimits};
 
 const TARGET: &str = "10.0.0.2:7000";
 
@@ -693,9 +695,8 @@ async fn records_follow_every_state_and_a_restart_brings_a_running_one_back_fail
     r2.mgr.restore(vec![done.clone(), running]);
     let s = r2.mgr.status("mig_old_7").await.unwrap();
     assert_eq!(s.state, MigrationState::Failed);
-    assert!(s.error.unwrap().contains("restart"));
-    let e = r2.mgr.resume("mig_old_7").await.unwrap_err().to_string();
-    assert!(e.contains("start a new one"), "{e}");
+    let why = s.error.unwrap();
+    assert!(why.contains("restart") && why.contains("RESUME"), "{why}");
     assert_eq!(
         r2.mgr.status(&done.id).await.unwrap().state,
         MigrationState::Completed
@@ -1281,4 +1282,83 @@ async fn incremental_lost_pattern_activation_is_retried_never_doubly_served() {
     let v = r.mgr.verify(&id).await.unwrap();
     assert_eq!(v.status, "verified", "{v:?}");
     assert_eq!(v.keys_source, 100);
+}
+
+/// A source "restarts" (a new manager over the tenant as loaded from disk) while its migration
+/// is in live sync: the migration comes back failed with the reason; RESUME starts it again
+/// from scratch under the same id with its original settings, dropping the target's stale
+/// import (which still holds a key the source deleted since), and it completes with the target
+/// equal to the source.
+#[tokio::test(start_paused = true)]
+async fn resume_after_a_restart_starts_again_from_scratch_with_a_clean_copy() {
+    let r = rig(MigrationSettings::default());
+    tenant(&r, 200, 0);
+    let sink = Arc::new(Recorder::default());
+    r.mgr.set_record_sink(sink.clone());
+    let id = start(
+        &r,
+        MigrationConfig {
+            parallel: 3,
+            batch_size: 17,
+            priority: Priority::High,
+            group: Some("wave1".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    live(&r, &id).await;
+    r.mgr.pause(&id).await.unwrap();
+    let rec = sink.0.lock().last().cloned().unwrap();
+    assert_eq!(rec.settings.parallel, 3);
+    assert_eq!(rec.settings.batch_size, 17);
+    assert_eq!(rec.orchestration.group.as_deref(), Some("wave1"));
+    let stale = rec.import_id.clone().unwrap();
+
+    // The restarted source: the tenant as loaded from disk, changed since (k0 deleted, one
+    // key added), and a new manager reaching the same target.
+    let source2 = Arc::new(Registry::new(TenancySettings::default()));
+    let r2 = {
+        let connector = Arc::new(LocalConnector::default());
+        connector.add(r.target.clone());
+        let mgr = MigrationManager::with_connector(
+            source2.clone(),
+            MigrationSettings::default(),
+            "10.0.0.1:7000".into(),
+            "6000000000000000000000000000000000000002".into(),
+            connector,
+        );
+        Rig {
+            source: source2,
+            mgr,
+            target: r.target.clone(),
+        }
+    };
+    let t2 = tenant(&r2, 200, 0);
+    t2.keyspace()
+        .lock()
+        .remove(b"k0", ferrite_storage::now_ms());
+    write(&t2, "after-restart", "x");
+    r2.mgr.restore(vec![rec]);
+    let s = r2.mgr.status(&id).await.unwrap();
+    assert_eq!(s.state, MigrationState::Failed);
+    assert!(s.error.as_deref().unwrap().contains("RESUME"), "{s:?}");
+    assert_eq!(s.group.as_deref(), Some("wave1"));
+
+    r2.mgr.resume(&id).await.unwrap();
+    let s = live(&r2, &id).await;
+    assert_eq!(s.parallel, 3, "original settings");
+    assert_eq!(s.priority, Priority::High);
+    let import = r2.mgr.status(&id).await.unwrap().import_id.unwrap();
+    assert_ne!(import, stale, "a new import, not the stale one");
+    let done = r2.mgr.cutover(&id).await.unwrap();
+    assert_eq!(done.status, "completed");
+    let copy = target_copy(&r2).unwrap();
+    assert_eq!(digest(&copy.keyspace()), digest(&t2.keyspace()));
+    assert!(
+        !copy
+            .keyspace()
+            .lock()
+            .contains(b"k0", ferrite_storage::now_ms()),
+        "clean copy"
+    );
 }
