@@ -153,14 +153,10 @@ fn stream_from_rdb(s: ferrite_rdb::Stream) -> Result<StreamValue, &'static str> 
 pub fn from_rdb(v: ferrite_rdb::Value) -> Result<Value, &'static str> {
     match v {
         ferrite_rdb::Value::String(s) => Ok(Value::string(s)),
-        ferrite_rdb::Value::List(items) => {
-            Ok(Value::List(Box::new(ListValue::from_elements(&items))))
-        }
-        ferrite_rdb::Value::Set(items) => Ok(Value::Set(Box::new(SetValue::from_members(&items)))),
-        ferrite_rdb::Value::Hash(items) => Ok(Value::Hash(Box::new(HashValue::from_pairs(&items)))),
-        ferrite_rdb::Value::ZSet(items) => {
-            Ok(Value::ZSet(Box::new(ZSetValue::from_scored(&items))))
-        }
+        ferrite_rdb::Value::List(items) => Ok(Value::List(ListValue::from_elements(&items))),
+        ferrite_rdb::Value::Set(items) => Ok(Value::Set(SetValue::from_members(&items))),
+        ferrite_rdb::Value::Hash(items) => Ok(Value::Hash(HashValue::from_pairs(&items))),
+        ferrite_rdb::Value::ZSet(items) => Ok(Value::ZSet(ZSetValue::from_scored(&items))),
         ferrite_rdb::Value::Stream(s) => Ok(Value::Stream(Box::new(stream_from_rdb(*s)?))),
     }
 }

@@ -611,7 +611,7 @@ fn geoadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Slot::Vacant(v) => {
             let mut z = ZSetValue::default();
             let n = apply(&mut z);
-            v.insert(Value::ZSet(Box::new(z)), None);
+            v.insert(Value::ZSet(z), None);
             n
         }
     };
@@ -940,7 +940,7 @@ fn georadius_generic(
         for p in &points {
             z.insert(&p.member, if storedist { p.dist } else { p.score });
         }
-        let value = Value::ZSet(Box::new(z));
+        let value = Value::ZSet(z);
         match ctx.db.entry(dst, now) {
             Slot::Occupied(mut o) => {
                 let old = o.swap_value(value);

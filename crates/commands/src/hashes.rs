@@ -248,7 +248,7 @@ fn set_pairs(ctx: &mut Ctx<'_, '_>, args: Args<'_>, name: &str) -> Result<i64, E
         Slot::Vacant(v) => {
             let mut h = HashValue::default();
             let n = pairs.filter(|(f, v)| h.insert(f, v)).count();
-            v.insert(Value::Hash(Box::new(h)), None);
+            v.insert(Value::Hash(h), None);
             n
         }
     };
@@ -277,7 +277,7 @@ fn hsetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Slot::Vacant(v) => {
             let mut h = HashValue::default();
             h.insert(field, value);
-            v.insert(Value::Hash(Box::new(h)), None);
+            v.insert(Value::Hash(h), None);
             true
         }
     };
@@ -403,7 +403,7 @@ fn update_field<T>(
             let (r, new) = f(None)?;
             let mut h = HashValue::default();
             h.insert(field, &new);
-            v.insert(Value::Hash(Box::new(h)), None);
+            v.insert(Value::Hash(h), None);
             Ok(r)
         }
     }

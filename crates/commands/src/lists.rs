@@ -234,7 +234,7 @@ fn push_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, end: End, only_existing: 
                 push(&mut l, end, e);
             }
             let n = l.len();
-            v.insert(Value::List(Box::new(l)), None);
+            v.insert(Value::List(l), None);
             n
         }
     };
@@ -645,7 +645,7 @@ fn move_generic(ctx: &mut Ctx<'_, '_>, src: &[u8], dst: &[u8], from: End, to: En
         Slot::Vacant(v) => {
             let mut l = ListValue::default();
             l.push_back(&e);
-            v.insert(Value::List(Box::new(l)), None);
+            v.insert(Value::List(l), None);
         }
     }
     ctx.w.bulk(&e);
@@ -691,7 +691,7 @@ mod tests {
                 assert_eq!(l.digest(), fresh.digest(), "list digest of {k:?}");
                 assert_eq!(
                     e.value().mem_size(),
-                    Value::List(Box::new(fresh)).mem_size(),
+                    Value::List(fresh).mem_size(),
                     "list size of {k:?}"
                 );
             }

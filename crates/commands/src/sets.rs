@@ -187,7 +187,7 @@ fn sadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Slot::Vacant(v) => {
             let mut s = SetValue::default();
             let n = members.iter().filter(|m| s.insert(m)).count();
-            v.insert(Value::Set(Box::new(s)), None);
+            v.insert(Value::Set(s), None);
             n
         }
     };
@@ -390,7 +390,7 @@ fn smove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Slot::Vacant(v) => {
             let mut s = SetValue::default();
             s.insert(member);
-            v.insert(Value::Set(Box::new(s)), None);
+            v.insert(Value::Set(s), None);
         }
     }
     ctx.w.int(1);
@@ -510,11 +510,11 @@ fn store_op(ctx: &mut Ctx<'_, '_>, args: Args<'_>, op: Op) -> CmdResult {
             ctx.garbage.defer(e.value().elements(), e);
         }
         Slot::Occupied(mut o) => {
-            let old = o.swap_value(Value::Set(Box::new(result)));
+            let old = o.swap_value(Value::Set(result));
             o.get_mut().set_expire_at(None);
             ctx.garbage.defer(old.elements(), old);
         }
-        Slot::Vacant(v) => v.insert(Value::Set(Box::new(result)), None),
+        Slot::Vacant(v) => v.insert(Value::Set(result), None),
     }
     ctx.w.int(n as i64);
     Ok(())

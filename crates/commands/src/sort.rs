@@ -211,7 +211,7 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, read_only: bool) -> CmdRe
                 for v in &out {
                     l.push_back(v.as_deref().unwrap_or_default());
                 }
-                ctx.db.set(dst, Value::List(Box::new(l)), None, now);
+                ctx.db.set(dst, Value::List(l), None, now);
             }
             ctx.w.int(n as i64);
         }

@@ -346,7 +346,7 @@ pub(crate) fn store_zset(ctx: &mut Ctx<'_, '_>, dst: &[u8], z: ZSetValue) {
         }
         return;
     }
-    let value = Value::ZSet(Box::new(z));
+    let value = Value::ZSet(z);
     match ctx.db.entry(dst, now) {
         Slot::Occupied(mut o) => {
             let old = o.swap_value(value);

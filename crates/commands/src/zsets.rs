@@ -702,7 +702,7 @@ fn zadd_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, force_incr: bool) -> CmdR
                 for &(score, m) in &pairs {
                     add_one(&mut z, score, m, f, &mut out)?;
                 }
-                v.insert(Value::ZSet(Box::new(z)), None);
+                v.insert(Value::ZSet(z), None);
             }
         }
     }
@@ -870,7 +870,7 @@ fn zrangestore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             ctx.garbage.defer(old.value().elements(), old);
         }
     } else {
-        let value = Value::ZSet(Box::new(result));
+        let value = Value::ZSet(result);
         match ctx.db.entry(dst, now) {
             Slot::Occupied(mut o) => {
                 let old = o.swap_value(value);

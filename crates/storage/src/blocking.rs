@@ -248,7 +248,7 @@ mod tests {
                 for i in items {
                     l.push_back(i.as_bytes());
                 }
-                v.insert(Value::List(Box::new(l)), None);
+                v.insert(Value::List(l), None);
             }
         }
     }

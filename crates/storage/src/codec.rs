@@ -168,21 +168,21 @@ impl<'a> Reader<'a> {
                 let items = (0..n)
                     .map(|_| self.bytes())
                     .collect::<Result<Vec<_>, _>>()?;
-                Value::List(Box::new(ListValue::from_elements(&items)))
+                Value::List(ListValue::from_elements(&items))
             }
             ValueType::Hash => {
                 let n = self.count()?;
                 let pairs = (0..n)
                     .map(|_| Ok((self.bytes()?, self.bytes()?)))
                     .collect::<Result<Vec<_>, CodecError>>()?;
-                Value::Hash(Box::new(HashValue::from_pairs(&pairs)))
+                Value::Hash(HashValue::from_pairs(&pairs))
             }
             ValueType::Set => {
                 let n = self.count()?;
                 let members = (0..n)
                     .map(|_| self.bytes())
                     .collect::<Result<Vec<_>, _>>()?;
-                Value::Set(Box::new(SetValue::from_members(&members)))
+                Value::Set(SetValue::from_members(&members))
             }
             ValueType::ZSet => {
                 let n = self.count()?;
@@ -195,7 +195,7 @@ impl<'a> Reader<'a> {
                     }
                     items.push((m, s));
                 }
-                Value::ZSet(Box::new(ZSetValue::from_scored(&items)))
+                Value::ZSet(ZSetValue::from_scored(&items))
             }
             ValueType::Stream => {
                 let rest = self.data.get(self.pos..).unwrap_or_default();
@@ -234,10 +234,10 @@ mod tests {
         z.insert(b"y", f64::INFINITY);
         for v in [
             Value::string("hello"),
-            Value::List(Box::new(l)),
-            Value::Hash(Box::new(h)),
-            Value::Set(Box::new(s)),
-            Value::ZSet(Box::new(z)),
+            Value::List(l),
+            Value::Hash(h),
+            Value::Set(s),
+            Value::ZSet(z),
         ] {
             assert_eq!(round_trip(&v).digest(), v.digest());
         }

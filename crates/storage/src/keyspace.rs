@@ -1281,7 +1281,7 @@ mod tests {
         for (f, v) in pairs {
             h.insert(f.as_bytes(), v.as_bytes());
         }
-        Value::Hash(Box::new(h))
+        Value::Hash(h)
     }
 
     #[test]

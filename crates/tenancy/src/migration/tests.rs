@@ -67,7 +67,7 @@ fn tenant(r: &Rig, keys: usize, big: usize) -> Arc<Tenant> {
         for i in 0..big {
             h.insert(format!("f{i}").as_bytes(), format!("{i}").as_bytes());
         }
-        db.set(b"big", Value::Hash(Box::new(h)), None, 1);
+        db.set(b"big", Value::Hash(h), None, 1);
     }
     drop(db);
     t
@@ -955,9 +955,9 @@ fn large_tenant(r: &Rig, n: usize) -> Arc<Tenant> {
         z.insert(format!("m{i}").as_bytes(), i as f64);
         s.insert(format!("s{i}").as_bytes());
     }
-    db.set(b"list", Value::List(Box::new(l)), None, 1);
-    db.set(b"zset", Value::ZSet(Box::new(z)), None, 1);
-    db.set(b"set", Value::Set(Box::new(s)), None, 1);
+    db.set(b"list", Value::List(l), None, 1);
+    db.set(b"zset", Value::ZSet(z), None, 1);
+    db.set(b"set", Value::Set(s), None, 1);
     drop(db);
     t
 }
@@ -1167,15 +1167,15 @@ fn timing_of_a_large_copy() {
             format!("value-{i:08}").as_bytes(),
         );
     }
-    db.set(b"hash", Value::Hash(Box::new(h)), None, 1);
+    db.set(b"hash", Value::Hash(h), None, 1);
     let mut l = ferrite_storage::ListValue::default();
     let mut z = ferrite_storage::ZSetValue::default();
     for i in 0..1_000_000 {
         l.push_back(format!("item:{i:08}").as_bytes());
         z.insert(format!("member:{i:08}").as_bytes(), i as f64);
     }
-    db.set(b"list", Value::List(Box::new(l)), None, 1);
-    db.set(b"zset", Value::ZSet(Box::new(z)), None, 1);
+    db.set(b"list", Value::List(l), None, 1);
+    db.set(b"zset", Value::ZSet(z), None, 1);
     for key in [&b"hash"[..], b"list", b"zset"] {
         let e = db.peek(key).unwrap();
         let t0 = std::time::Instant::now();

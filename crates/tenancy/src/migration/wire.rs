@@ -454,13 +454,13 @@ mod tests {
         let mut l = ListValue::default();
         l.push_back(b"a");
         l.push_back(b"b");
-        db.set(b"l", Value::List(Box::new(l)), None, 2);
+        db.set(b"l", Value::List(l), None, 2);
         let mut h = HashValue::default();
         h.insert(b"f", b"v");
-        db.set(b"h", Value::Hash(Box::new(h)), None, 3);
+        db.set(b"h", Value::Hash(h), None, 3);
         let mut z = ZSetValue::default();
         z.insert(b"m", -1.5);
-        db.set(b"z", Value::ZSet(Box::new(z)), None, 4);
+        db.set(b"z", Value::ZSet(z), None, 4);
         drop(db);
         ks
     }

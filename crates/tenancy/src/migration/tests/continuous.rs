@@ -259,7 +259,7 @@ fn hash_of(n: usize, tag: &str) -> Value {
     for i in 0..n {
         h.insert(format!("f{i}").as_bytes(), format!("{tag}{i}").as_bytes());
     }
-    Value::Hash(Box::new(h))
+    Value::Hash(h)
 }
 
 fn set_at(t: &Tenant, key: &str, v: Value, at_ms: u64) {
