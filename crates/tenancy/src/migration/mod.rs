@@ -52,6 +52,7 @@ pub mod local;
 mod pattern;
 pub mod record;
 pub mod resp;
+mod rollback;
 mod schedule;
 mod source;
 pub mod state;
@@ -75,9 +76,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use api::{
-    AfterRequires, Approval, ContentionSettings, CutoverResult, MIGRATION_USER, MISSING_SAMPLE,
-    MigrationConfig, MigrationError, MigrationHandle, MigrationMode, MigrationSettings,
-    MigrationStatus, Priority, StopMode, StopResult, VerifyResult,
+    AfterRequires, Approval, BackupStatus, ContentionSettings, CutoverResult, MIGRATION_USER,
+    MISSING_SAMPLE, MigrationConfig, MigrationError, MigrationHandle, MigrationMode,
+    MigrationSettings, MigrationStatus, Priority, StopMode, StopResult, VerifyResult,
 };
 pub use conflict::ConflictPolicy;
 pub use cutover::BREAKPOINTS;
@@ -177,6 +178,9 @@ struct Inner {
     dns: Mutex<HashMap<String, String>>,
     /// The last load contention management was told of.
     load: Mutex<Option<schedule::Load>>,
+    /// On a new owner: the reverse stream (migration id) that keeps the old source of each
+    /// import (by id) up to date as a backup, and when its retention ends (Unix ms).
+    backups: Mutex<HashMap<String, (String, u64)>>,
 }
 
 /// Runs this server's migrations and imports.
@@ -238,6 +242,7 @@ impl MigrationManager {
                 after: Mutex::new(HashMap::new()),
                 dns: Mutex::new(HashMap::new()),
                 load: Mutex::new(None),
+                backups: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -353,6 +358,11 @@ impl MigrationManager {
                 state: t.state().name(),
             });
         }
+        // A new migration of the tenant from here ends the backup its last one keeps on the
+        // old source (the reverse stream holds the tenant's one-migration claim).
+        if cfg.backup_of.is_none() {
+            self.end_backups_of_tenant(tenant).await;
+        }
         if let Some(m) = self.running_for(tenant) {
             return Err(MigrationError::TenantBusy {
                 tenant: tenant.into(),
@@ -395,6 +405,12 @@ impl MigrationManager {
             delta: Default::default(),
             conflict: cfg.conflict,
             patterns: cfg.patterns.clone(),
+            // A reverse stream keeps no backup of its own.
+            backup_retention: match &cfg.backup_of {
+                Some(_) => Duration::ZERO,
+                None => cfg.retention.unwrap_or(settings.rollback_retention),
+            },
+            backup_of: cfg.backup_of.clone(),
         });
         // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
         env.claim(&info)?;
@@ -926,6 +942,9 @@ impl MigrationManager {
                 delta: Default::default(),
                 conflict: None,
                 patterns: Vec::new(),
+                // The backup copy does not survive a restart of the old source.
+                backup_retention: Duration::ZERO,
+                backup_of: None,
             });
             let mut p = Published::new(0, 0, 0);
             p.state = r.state;
