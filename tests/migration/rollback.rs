@@ -40,6 +40,38 @@ async fn refused_write(server: &Server) -> String {
     e.to_lowercase()
 }
 
+fn scrape(s: &Server) -> String {
+    use std::io::{Read, Write};
+    let port = s.metrics_port.expect("metrics port");
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    t.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send request");
+    let mut resp = String::new();
+    t.read_to_string(&mut resp).expect("read response");
+    resp
+}
+
+/// Waits until the old source's /metrics shows `line` (series are refreshed on a timer).
+async fn wait_metric(s: &Server, line: &str) {
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let page = scrape(s);
+        if page.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{line}' in /metrics:\n{}",
+            page.lines()
+                .filter(|l| l.contains("backup"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// CUTOVER, asked again while writers keep the lag above the limit.
 async fn cut_over(a: &mut Connection, id: &str) {
     let deadline = Instant::now() + LONG;
@@ -161,13 +193,19 @@ async fn rollback_under_writers_keeps_every_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn finalize_ends_the_stream_and_frees_the_copy() {
-    let src = Server::start();
+    let src = Server::start_with(&["--metrics-addr", "127.0.0.1:0"]);
     let dst = Server::start();
     tenant_with_keys(&src, "acme", 3000).await;
     let mut a = admin(&src).await;
     let id = cut_over_with_backup(&mut a, &dst.addr(), &[]).await;
     let st = wait_backup(&mut a, &id, "streaming", LONG).await;
     let back = st["backup_migration"].clone();
+    wait_metric(
+        &src,
+        "ferrite_tenant_migration_backup_state{tenant=\"acme\",state=\"streaming\"} 1",
+    )
+    .await;
+    assert!(scrape(&src).contains("ferrite_tenant_migration_backup_lag_seconds{tenant=\"acme\"}"));
     // Writes on the new owner reach the backup.
     let mut on_dst = tenant_conn(&dst, "acme", "pw").await;
     ok(&mut on_dst, &["SET", "after-cutover", "1"]).await;
@@ -176,6 +214,11 @@ async fn finalize_ends_the_stream_and_frees_the_copy() {
     let st = status(&mut a, &id).await;
     assert_eq!(st["backup_state"], "ended", "{st:?}");
     assert_eq!(st["state"], "completed");
+    wait_metric(
+        &src,
+        "ferrite_tenant_migration_backup_state{tenant=\"acme\",state=\"ended\"} 1",
+    )
+    .await;
     // The stream on the new owner is over, and the copy here is gone (the frozen one too).
     let mut b = admin(&dst).await;
     let bs = status(&mut b, &back).await;
@@ -287,7 +330,7 @@ async fn dropped_link_breaks_the_backup_and_rollback_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_the_new_owner_refuses_rollback_and_leaves_no_second_writer() {
-    let src = Server::start();
+    let src = Server::start_with(&["--metrics-addr", "127.0.0.1:0"]);
     let mut dst = Server::start();
     tenant_with_keys(&src, "acme", 2000).await;
     let mut a = admin(&src).await;
@@ -298,6 +341,11 @@ async fn sigkill_of_the_new_owner_refuses_rollback_and_leaves_no_second_writer()
     assert!(!st["backup_error"].is_empty(), "{st:?}");
     let e = err(&mut a, &["TENANT.MIGRATE.ROLLBACK", &id]).await;
     assert!(e.contains("broken"), "{e}");
+    wait_metric(
+        &src,
+        "ferrite_tenant_migration_backup_state{tenant=\"acme\",state=\"broken\"} 1",
+    )
+    .await;
     // The old source does not take writes for a tenant it handed over.
     let e = refused_write(&src).await;
     assert!(e.contains("moved") && e.contains(&dst.addr()), "{e}");

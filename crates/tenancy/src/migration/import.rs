@@ -209,6 +209,26 @@ impl ImportManager {
             tracing::info!(import = %stopped.id, tenant = %req.tenant, "a new import replaces the stopped copy");
             self.abort(&stopped.id)?;
         }
+        // So does a backup copy (the old source after a cutover) when another migration of
+        // the tenant comes here: that one is the tenant's new move, and ends the backup.
+        if !req.backup {
+            let backups: Vec<String> = self
+                .imports
+                .lock()
+                .values()
+                .filter(|i| {
+                    i.backup
+                        && i.tenant_id == req.tenant
+                        && i.migration_id != req.migration_id
+                        && i.state() == ImportState::Receiving
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            for id in backups {
+                tracing::info!(import = %id, tenant = %req.tenant, "a new import of the tenant replaces its backup copy");
+                self.abort(&id)?;
+            }
+        }
         let mut imports = self.imports.lock();
         // A retry of the same migration resumes its import.
         if let Some(existing) = imports

@@ -358,12 +358,12 @@ impl MigrationManager {
                 state: t.state().name(),
             });
         }
-        // A new migration of the tenant from here ends the backup its last one keeps on the
-        // old source (the reverse stream holds the tenant's one-migration claim).
-        if cfg.backup_of.is_none() {
-            self.end_backups_of_tenant(tenant).await;
-        }
-        if let Some(m) = self.running_for(tenant) {
+        // The reverse stream of a backup (see `rollback`) holds the tenant's claim; a new
+        // migration of the tenant ends it once the new one has passed its checks.
+        if let Some(m) = self
+            .running_for(tenant)
+            .filter(|m| cfg.backup_of.is_some() || !self.is_backup_stream(m))
+        {
             return Err(MigrationError::TenantBusy {
                 tenant: tenant.into(),
                 migration: m,
@@ -391,6 +391,9 @@ impl MigrationManager {
             schedule::check_group_name(g)?;
         }
         self.supersede_failed(tenant).await;
+        if cfg.backup_of.is_none() {
+            self.end_backups_of_tenant(tenant).await;
+        }
 
         let n = self.inner.counter.fetch_add(1, Relaxed);
         let id = format!("mig_{}_{n}", self.inner.id_prefix);

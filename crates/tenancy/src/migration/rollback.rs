@@ -527,27 +527,33 @@ impl MigrationManager {
         Ok(backup_view(&self.compose(&e), until_ms))
     }
 
+    /// Whether migration `id` is the reverse stream of a backup.
+    pub(super) fn is_backup_stream(&self, id: &str) -> bool {
+        self.entry(id).is_ok_and(|e| e.info.backup_of.is_some())
+    }
+
     /// Ends the reverse streams of `tenant` kept from here: a new migration of the tenant
     /// supersedes them.
     pub(super) async fn end_backups_of_tenant(&self, tenant: &str) {
-        let imports: Vec<String> = self
+        let streams: Vec<String> = self
             .inner
-            .backups
+            .migrations
             .lock()
-            .iter()
-            .filter(|(_, (id, _))| {
-                self.inner.migrations.lock().get(id).is_some_and(|e| {
-                    let st = e.status.borrow().state;
-                    e.info.tenant.id() == tenant
-                        && !st.is_terminal()
-                        && st != MigrationState::Completed
-                })
+            .values()
+            .filter(|e| {
+                let st = e.status.borrow().state;
+                e.info.backup_of.is_some()
+                    && e.info.tenant.id() == tenant
+                    && !st.is_terminal()
+                    && st != MigrationState::Completed
             })
-            .map(|(import, _)| import.clone())
+            .map(|e| e.info.id.clone())
             .collect();
-        for import in imports {
-            tracing::info!(import = %import, tenant, "a new migration of the tenant ends its backup");
-            let _ = self.backup_end(&import).await;
+        for id in streams {
+            tracing::info!(migration = %id, tenant, "a new migration of the tenant ends its backup stream");
+            if let Err(e) = self.cancel(&id).await {
+                tracing::warn!(migration = %id, error = %e, "cannot end the backup's stream");
+            }
         }
     }
 
