@@ -403,3 +403,23 @@ async fn sigkill_of_the_old_source_leaves_the_new_owner_serving_with_the_backup_
     assert_eq!(bs["state"], "cancelled", "{bs:?}");
     wait_state(&mut b, &next, "live_sync", LONG).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_without_a_shared_token_get_no_backup_and_say_why() {
+    let src = Server::start();
+    // The target takes imports with its requirepass (AUTH on TENANT.MIGRATE), and has no token
+    // to log in to the source with.
+    let dst = Server::start_with(&["--requirepass", "secret"]);
+    tenant_with_keys(&src, "acme", 100).await;
+    let mut a = admin(&src).await;
+    let id = cut_over_with_backup(&mut a, &dst.addr(), &["AUTH", "secret"]).await;
+    let st = wait_backup(&mut a, &id, "ended", SHORT).await;
+    assert!(
+        st["backup_error"].contains("shared tenancy.migration.token"),
+        "{st:?}"
+    );
+    let e = err(&mut a, &["TENANT.MIGRATE.ROLLBACK", &id]).await;
+    assert!(e.contains("ended"), "{e}");
+    let e = refused_write(&src).await;
+    assert!(e.contains("moved") && e.contains(&dst.addr()), "{e}");
+}

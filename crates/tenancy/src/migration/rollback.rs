@@ -186,6 +186,17 @@ pub(super) async fn serve_backup(work: &mut Work, io: &mut Io<'_>) -> Result<(),
                     }
                 });
             }
+            Ok(Err(e)) if !started && e.to_string().contains("refused authentication") => {
+                // Servers without a shared migration token (the forward migration used the
+                // target's password): the new owner cannot log in here, and never will.
+                let msg = format!(
+                    "no backup: the new owner cannot authenticate to this server ({e}); servers need a shared tenancy.migration.token for backups"
+                );
+                tracing::warn!(migration = %io.ctl.info.id, error = %msg, "backup not started");
+                drop_copy_here(io);
+                publish(io, "ended", Some(msg), None);
+                return Ok(());
+            }
             Ok(Err(e)) => {
                 let msg = if started {
                     format!("the new owner answered: {e}")
