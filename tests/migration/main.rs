@@ -21,6 +21,7 @@ mod orchestration;
 mod production;
 mod reporting;
 mod responsive;
+mod rollback;
 mod streams;
 
 use std::time::Duration;

@@ -17,6 +17,7 @@ Migration commands (run `ferrite-cli migrate --help`):
   migrate status [<id>|--all]       migrate watch [<id>|--all] [--interval-ms n] [--timeout-s n]
   migrate cutover <id> [--force]    migrate verify <id>
   migrate pause|resume|cancel <id>  migrate stop <id> [--immediate]
+  migrate rollback <id>             migrate finalize <id>   (start --retention s: the backup's life)
 
 Backup commands (run `ferrite-cli backup --help`):
   backup create <tenant> [--name id] [--format native|rdb]   backup list [<tenant>]
@@ -239,6 +240,10 @@ pub enum MigrateCmd {
         /// first that matches it, keys matching none to an implicit last `*`.
         #[arg(long, value_name = "GLOB", num_args = 1..)]
         patterns: Vec<String>,
+        /// How long the old source stays a backup after the cutover, for `migrate rollback`
+        /// (0: no backup; server default rollback_retention_secs when omitted).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
+        retention: Option<u64>,
         /// Print only the migration id.
         #[arg(short, long)]
         quiet: bool,
@@ -300,6 +305,11 @@ pub enum MigrateCmd {
         #[arg(long)]
         immediate: bool,
     },
+    /// After a cutover: move the tenant back to this server (the old source, kept up to date
+    /// as a backup), with a cutover's guarantees.
+    Rollback { id: String },
+    /// After a cutover: declare the migration final (ends the backup, frees the old copies).
+    Finalize { id: String },
 }
 
 /// `ferrite-cli backup ...`.

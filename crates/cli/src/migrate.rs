@@ -22,7 +22,14 @@ pub struct Status {
 }
 
 /// States after which nothing more happens without an operator.
-pub const FINAL_STATES: &[&str] = &["completed", "verified", "failed", "cancelled", "stopped"];
+pub const FINAL_STATES: &[&str] = &[
+    "completed",
+    "verified",
+    "failed",
+    "cancelled",
+    "stopped",
+    "rolled_back",
+];
 
 impl Status {
     pub fn from_frame(f: &Frame) -> Result<Status, Failure> {
@@ -72,7 +79,10 @@ impl Status {
 
     /// Ended the way the operator wanted.
     pub fn succeeded(&self) -> bool {
-        matches!(self.state(), "completed" | "verified" | "stopped")
+        matches!(
+            self.state(),
+            "completed" | "verified" | "stopped" | "rolled_back"
+        )
     }
 
     /// Time left until the server's estimated completion, as text ("-" when unknown).
@@ -355,6 +365,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             conflict,
             target_password,
             patterns,
+            retention,
             quiet,
         } => {
             let mut args = vec![
@@ -381,6 +392,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             opt("RATE", rate_limit.map(|n| n.to_string()));
             opt("AUTH", target_password);
             opt("CONFLICT", conflict.map(|c| c.name().to_string()));
+            opt("RETENTION", retention.map(|n| n.to_string()));
             let f = s.run(&args).await?;
             let fields = Status::from_frame(&f)?;
             let id = fields.id();
@@ -558,6 +570,30 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             }
             Ok(exit::OK)
         }
+        MigrateCmd::Rollback { id } => {
+            let f = s.run(&["TENANT.MIGRATE.ROLLBACK", id.as_str()]).await?;
+            let r = Status::from_frame(&f)?;
+            match format {
+                Format::Pretty => outln!(
+                    "Migration {id} {}: this server owns the tenant again ({} keys); its writes were paused for {} ms on the new owner.",
+                    r.get("status").replace('_', " "),
+                    grouped(r.num("keys") as u64),
+                    r.get("downtime_ms")
+                ),
+                other => crate::emit_bytes(&render(&f, other)),
+            }
+            Ok(exit::OK)
+        }
+        MigrateCmd::Finalize { id } => {
+            simple(
+                s,
+                "TENANT.MIGRATE.FINALIZE",
+                &id,
+                "finalized (backup ended, old copies released)",
+                format,
+            )
+            .await
+        }
     }
 }
 
@@ -649,6 +685,27 @@ pub fn block(st: &Status) -> String {
             "copy",
             format!("may miss {} key(s)", st.get("possibly_missing_keys")),
         );
+    }
+    if !st.get("backup_state").is_empty() {
+        // After a cutover: the old source as a backup, for ROLLBACK.
+        let mut text = st.get("backup_state").to_string();
+        if st.get("backup_state") == "streaming" {
+            text.push_str(&format!(
+                " · lag {} s · {} records · {}",
+                st.get("backup_lag_seconds"),
+                grouped(st.num("backup_lag_records") as u64),
+                bytes(st.num("backup_lag_bytes"))
+            ));
+        }
+        if !st.get("backup_until").is_empty()
+            && !matches!(st.get("backup_state"), "ended" | "rolled_back")
+        {
+            text.push_str(&format!(" · until {}", st.get("backup_until")));
+        }
+        if !st.get("backup_error").is_empty() {
+            text.push_str(&format!(" · {}", st.get("backup_error")));
+        }
+        line("backup", text);
     }
     line(
         "started",
@@ -812,5 +869,41 @@ mod tests {
             "{t}"
         );
         assert_eq!(st.eta(), "-");
+    }
+
+    #[test]
+    fn blocks_show_the_backup_after_a_cutover() {
+        let mut pairs = vec![
+            ("migration_id", "mig_2"),
+            ("tenant", "acme"),
+            ("target", "127.0.0.1:7000"),
+            ("state", "completed"),
+            ("phase", "done"),
+            ("backup_state", "streaming"),
+            ("backup_lag_seconds", "0.250"),
+            ("backup_lag_records", "1200"),
+            ("backup_lag_bytes", "2048"),
+            ("backup_until", "2026-12-04T14:00:00.000Z"),
+        ];
+        let b = block(&status(&pairs));
+        assert!(
+            b.contains("backup    streaming · lag 0.250 s · 1,200 records"),
+            "{b}"
+        );
+        assert!(b.contains("until 2026-12-04T14:00:00.000Z"), "{b}");
+        pairs[5] = ("backup_state", "broken");
+        pairs.push(("backup_error", "the new owner did not answer within 5 s"));
+        let b = block(&status(&pairs));
+        assert!(
+            b.contains(
+                "backup    broken · until 2026-12-04T14:00:00.000Z · the new owner did not answer"
+            ),
+            "{b}"
+        );
+        let done = status(&[("migration_id", "mig_2"), ("state", "rolled_back")]);
+        assert!(done.is_final() && done.succeeded());
+        // No backup line when the migration keeps none.
+        let none = status(&[("migration_id", "mig_3"), ("state", "completed")]);
+        assert!(!block(&none).contains("backup"));
     }
 }

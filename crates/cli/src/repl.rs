@@ -38,7 +38,7 @@ const BUILTIN_COMMANDS: &[&str] = &[
     "tenant.delete", "tenant.digest", "tenant.info", "tenant.list", "tenant.migrate",
     "tenant.migrate.approve", "tenant.migrate.cancel", "tenant.migrate.cutover",
     "tenant.migrate.pause", "tenant.migrate.reject", "tenant.migrate.resume",
-    "tenant.migrate.status", "tenant.migrate.stop", "tenant.migrate.update",
+    "tenant.migrate.status", "tenant.migrate.stop", "tenant.migrate.rollback", "tenant.migrate.finalize", "tenant.migrate.update",
     "tenant.migrate.verify", "tenant.use", "time", "touch", "ttl", "type", "unlink", "zadd",
     "zcard", "zcount", "zincrby", "zmscore", "zpopmax", "zpopmin", "zrandmember", "zrange",
     "zrangebyscore", "zrank", "zrem", "zremrangebyrank", "zremrangebyscore", "zrevrange",

@@ -75,6 +75,10 @@ struct SettingsJson {
     timeout_ms: Option<u64>,
     /// `default` or `password` (the password itself is never written).
     auth: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup_of: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -132,6 +136,8 @@ pub fn encode(r: &MigrationRecord) -> serde_json::Value {
             rate_bytes_per_sec: s.rate_bytes_per_sec,
             timeout_ms: s.timeout_ms,
             auth: s.auth.name().into(),
+            retention_ms: s.retention_ms,
+            backup_of: s.backup_of.clone(),
         },
         orchestration: OrchestrationJson {
             priority: o.priority.name().into(),
@@ -211,6 +217,8 @@ pub fn decode(v: &serde_json::Value) -> Result<MigrationRecord, String> {
             rate_bytes_per_sec: s.rate_bytes_per_sec,
             timeout_ms: s.timeout_ms,
             auth: RecordedAuth::parse(&s.auth).unwrap_or_default(),
+            retention_ms: s.retention_ms,
+            backup_of: s.backup_of,
         },
         orchestration: RecordedOrchestration {
             priority: Priority::parse(&o.priority).unwrap_or_default(),
@@ -226,7 +234,10 @@ pub fn decode(v: &serde_json::Value) -> Result<MigrationRecord, String> {
 
 /// Finished: nothing will change it but a VERIFY (history).
 fn finished(state: &str) -> bool {
-    matches!(state, "completed" | "verified" | "cancelled" | "stopped")
+    matches!(
+        state,
+        "completed" | "verified" | "cancelled" | "stopped" | "rolled_back"
+    )
 }
 
 /// The migration manager's record sink: every record into the catalog (fsynced), and the
@@ -347,6 +358,8 @@ mod tests {
                 rate_bytes_per_sec: 1000,
                 timeout_ms: Some(9000),
                 auth: RecordedAuth::Password,
+                retention_ms: Some(0),
+                backup_of: Some("imp_1".into()),
             },
             orchestration: RecordedOrchestration {
                 priority: Priority::High,

@@ -455,6 +455,10 @@ pub struct MigrationConfig {
     pub token: String,
     /// How long the source keeps the frozen copy after a cutover.
     pub retention_secs: u64,
+    /// How long the old source stays a backup after a cutover (the new owner streams the
+    /// tenant's changes back, so TENANT.MIGRATE.ROLLBACK is instant) unless TENANT.MIGRATE says
+    /// RETENTION; 0 turns backups off.
+    pub rollback_retention_secs: u64,
     /// How long a cutover keeps asking the target to activate before it reports the cutover
     /// incomplete (the tenant then waits, unwritable, for CUTOVER RETRY or CANCEL).
     pub activation_timeout_ms: u64,
@@ -492,6 +496,7 @@ impl std::fmt::Debug for MigrationConfig {
             batch_size,
             token,
             retention_secs,
+            rollback_retention_secs,
             activation_timeout_ms,
             target_validation,
             client_handling,
@@ -514,6 +519,7 @@ impl std::fmt::Debug for MigrationConfig {
             .field("batch_size", batch_size)
             .field("token", &redacted(token))
             .field("retention_secs", retention_secs)
+            .field("rollback_retention_secs", rollback_retention_secs)
             .field("activation_timeout_ms", activation_timeout_ms)
             .field("target_validation", target_validation)
             .field("client_handling", client_handling)
@@ -541,6 +547,7 @@ impl Default for MigrationConfig {
             batch_size: 1000,
             token: String::new(),
             retention_secs: 3600,
+            rollback_retention_secs: 3600,
             activation_timeout_ms: 30_000,
             target_validation: TargetValidationConfig::default(),
             client_handling: ClientHandlingConfig::default(),
@@ -989,6 +996,7 @@ impl Config {
             cutover_max_lag: m.cutover_max_lag,
             token: (!m.token.is_empty()).then(|| m.token.clone()),
             retention: std::time::Duration::from_secs(m.retention_secs),
+            rollback_retention: std::time::Duration::from_secs(m.rollback_retention_secs),
             activation_timeout: std::time::Duration::from_millis(m.activation_timeout_ms),
             fault_injection: m.fault_injection,
             max_bandwidth: m.max_bandwidth_bytes_per_sec,

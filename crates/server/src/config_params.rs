@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 87] = [
+pub static PARAMS: [Param; 89] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -582,6 +582,14 @@ pub static PARAMS: [Param; 87] = [
         |c| c.tenancy.migration.retention_secs.to_string(),
         |c, v| {
             c.tenancy.migration.retention_secs = num(v)?;
+            Ok(())
+        }
+    ),
+    param!(
+        "tenancy.migration.rollback_retention_secs",
+        |c| c.tenancy.migration.rollback_retention_secs.to_string(),
+        |c, v| {
+            c.tenancy.migration.rollback_retention_secs = num(v)?;
             Ok(())
         }
     ),

@@ -62,6 +62,8 @@ pub mod names {
     pub const MIGRATION_UNREACHABLE: &str = "ferrite_tenant_migration_target_unreachable_seconds";
     pub const MIGRATION_RECONNECTS: &str = "ferrite_tenant_migration_reconnects_total";
     pub const MIGRATION_CONFLICTS: &str = "ferrite_tenant_migration_conflicts_total";
+    pub const MIGRATION_BACKUP_STATE: &str = "ferrite_tenant_migration_backup_state";
+    pub const MIGRATION_BACKUP_LAG_SECONDS: &str = "ferrite_tenant_migration_backup_lag_seconds";
     pub const MIGRATIONS_ACTIVE: &str = "ferrite_migrations_active";
     pub const MIGRATIONS_FAILED: &str = "ferrite_migrations_failed";
     pub const MIGRATIONS_KNOWN: &str = "ferrite_migrations_known";
@@ -222,6 +224,15 @@ fn describe() {
         names::MIGRATION_UNREACHABLE,
         Unit::Seconds,
         "How long the target of the tenant's running migration has been unreachable (0 while every link works)."
+    );
+    describe_gauge!(
+        names::MIGRATION_BACKUP_STATE,
+        "On the old source after a cutover: 1 for the state of the backup the new owner keeps up to date (starting, streaming, broken, ended, rolled_back), 0 for the others."
+    );
+    describe_gauge!(
+        names::MIGRATION_BACKUP_LAG_SECONDS,
+        Unit::Seconds,
+        "On the old source after a cutover: age of the oldest change of the new owner not yet in the backup."
     );
     describe_gauge!(
         names::MIGRATIONS_ACTIVE,
@@ -462,6 +473,15 @@ fn refresh_migrations(sh: &Shared, cap: usize) {
         for mode in MODES {
             let v = if mode == m.mode { 1.0 } else { 0.0 };
             gauge!(names::MIGRATION_MODE, "tenant" => tenant.clone(), "mode" => mode.name()).set(v);
+        }
+        if let Some(b) = &m.backup {
+            for state in ferrite_tenancy::BackupStatus::STATES {
+                let v = if state == b.state { 1.0 } else { 0.0 };
+                gauge!(names::MIGRATION_BACKUP_STATE, "tenant" => tenant.clone(), "state" => state)
+                    .set(v);
+            }
+            gauge!(names::MIGRATION_BACKUP_LAG_SECONDS, "tenant" => tenant.clone())
+                .set(b.lag_seconds);
         }
     }
 }

@@ -99,8 +99,8 @@ pub use credential::{Credential, InvalidCredential, secrets_equal};
 pub use error::TenancyError;
 pub use gate::{WriteGate, WritePermit};
 pub use migration::{
-    AfterRequires, Approval, ConflictPolicy, ContentionSettings, CutoverResult, GroupOp,
-    GroupOutcome, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
+    AfterRequires, Approval, BackupStatus, ConflictPolicy, ContentionSettings, CutoverResult,
+    GroupOp, GroupOutcome, ImportManager, MigrationConfig, MigrationError, MigrationHandle,
     MigrationManager, MigrationMode, MigrationPhase, MigrationSettings, MigrationState,
     MigrationStatus, Priority, StopMode, StopResult, VerifyResult,
 };

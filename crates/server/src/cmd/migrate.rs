@@ -248,6 +248,59 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
+        // After a cutover: the old source as a backup (empty when it keeps none).
+        (
+            "backup_state",
+            s.backup
+                .as_ref()
+                .map(|b| b.state)
+                .unwrap_or_default()
+                .into(),
+        ),
+        (
+            "backup_migration",
+            s.backup
+                .as_ref()
+                .and_then(|b| b.migration_id.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "backup_lag_seconds",
+            s.backup
+                .as_ref()
+                .map(|b| format!("{:.3}", b.lag_seconds))
+                .unwrap_or_default(),
+        ),
+        (
+            "backup_lag_records",
+            s.backup
+                .as_ref()
+                .map(|b| b.lag_records.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "backup_lag_bytes",
+            s.backup
+                .as_ref()
+                .map(|b| b.lag_bytes.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "backup_until",
+            s.backup
+                .as_ref()
+                .filter(|b| b.until_ms > 0)
+                .map(|b| rfc3339_ms(b.until_ms))
+                .unwrap_or_default(),
+        ),
+        (
+            "backup_error",
+            s.backup
+                .as_ref()
+                .and_then(|b| b.error.clone())
+                .unwrap_or_default(),
+        ),
+        ("backup_of", s.backup_of.clone().unwrap_or_default()),
     ];
     let patterns = !s.patterns.is_empty();
     w.map(fields.len() + usize::from(patterns));
@@ -267,6 +320,8 @@ fn write_status(w: &mut ReplyWriter<'_>, s: &MigrationStatus) {
                 | "possibly_missing_keys"
                 | "conflicts"
                 | "rate_limit"
+                | "backup_lag_records"
+                | "backup_lag_bytes"
         );
         match v.parse::<i64>() {
             Ok(n) if numeric => w.int(n),
@@ -295,6 +350,7 @@ fn is_migrate_option(arg: &[u8]) -> bool {
         b"REDIRECT",
         b"RATE",
         b"PATTERNS",
+        b"RETENTION",
     ]
     .iter()
     .any(|o| arg.eq_ignore_ascii_case(o))
@@ -443,6 +499,16 @@ pub async fn run(
                     b"AUTH" => cfg.auth = Some(args.text(i + 1)),
                     b"REDIRECT" => cfg.redirect = Some(args.text(i + 1)),
                     b"CONFLICT" => cfg.conflict = Some(conflict_arg(&args.text(i + 1))?),
+                    // 0 turns the backup off; at most 30 days, as TIMEOUT.
+                    b"RETENTION" => {
+                        let secs = args.int(i + 1)?;
+                        if !(0..=86_400 * 30).contains(&secs) {
+                            return Err(ErrorReply::err(
+                                "RETENTION must be between 0 (no backup) and 2592000 seconds",
+                            ));
+                        }
+                        cfg.retention = Some(Duration::from_secs(secs as u64));
+                    }
                     b"RATE" => {
                         let r = args.int(i + 1)?;
                         if r < 0 {
@@ -549,6 +615,27 @@ pub async fn run(
                 GroupOp::Cancel => mgr.cancel(&id).await,
             }
             .map_err(migration_err)?;
+            ReplyWriter::new(out, proto).ok();
+        }
+        "tenant.migrate.rollback" => {
+            if args.len() != 2 {
+                return Err(ErrorReply::syntax());
+            }
+            let r = mgr.rollback(&args.text(1)).await.map_err(migration_err)?;
+            let mut w = ReplyWriter::new(out, proto);
+            w.map(3);
+            w.bulk_str("status");
+            w.bulk_str(r.status);
+            w.bulk_str("downtime_ms");
+            w.bulk_str(&format!("{:.3}", r.downtime_ms));
+            w.bulk_str("keys");
+            w.int(r.keys_migrated as i64);
+        }
+        "tenant.migrate.finalize" => {
+            if args.len() != 2 {
+                return Err(ErrorReply::syntax());
+            }
+            mgr.finalize(&args.text(1)).await.map_err(migration_err)?;
             ReplyWriter::new(out, proto).ok();
         }
         "tenant.migrate.approve" => {
@@ -881,6 +968,7 @@ async fn import(
                 limits: TenantLimits::default(),
                 acl_users: Vec::new(),
                 conflict: None,
+                backup: false,
             };
             let mut i = 6;
             while i + 1 < args.len() {
@@ -891,6 +979,7 @@ async fn import(
                         req.credential = Some(c);
                     }
                     b"CONFLICT" => req.conflict = Some(conflict_arg(&args.text(i + 1))?),
+                    b"BACKUP" => req.backup = args.is(i + 1, "1"),
                     // Sources from before credentials were hashed send the password itself.
                     b"PASSWORD" => {
                         req.credential = Some(Credential::from_password(args.get(i + 1)))
@@ -970,6 +1059,41 @@ async fn import(
         "tenant.import.abort" => {
             imports.abort(&args.text(1)).map_err(import_err)?;
             w.ok();
+        }
+        "tenant.import.backup" => {
+            let mgr = &sh.migrations;
+            let r = match (args.len(), args.text(2).to_ascii_uppercase().as_str()) {
+                (5, "START") => {
+                    let secs = args.int(4)?;
+                    if secs <= 0 {
+                        return Err(ErrorReply::must_be_positive());
+                    }
+                    mgr.backup_start(&id, &args.text(3), Duration::from_secs(secs as u64))
+                        .await
+                }
+                (3, "STATUS") => mgr.backup_status(&id),
+                (3, "CUTOVER") => mgr.backup_cutover(&id).await,
+                (3, "END") => mgr.backup_end(&id).await,
+                _ => return Err(ErrorReply::syntax()),
+            }
+            .map_err(migration_err)?;
+            w.map(8);
+            w.bulk_str("backup_state");
+            w.bulk_str(r.state);
+            w.bulk_str("backup_migration");
+            w.bulk_str(r.migration_id.as_deref().unwrap_or_default());
+            w.bulk_str("backup_lag_seconds");
+            w.bulk_str(&format!("{:.3}", r.lag_seconds));
+            w.bulk_str("backup_lag_records");
+            w.int(r.lag_records as i64);
+            w.bulk_str("backup_lag_bytes");
+            w.int(r.lag_bytes as i64);
+            w.bulk_str("backup_until_ms");
+            w.int(r.until_ms as i64);
+            w.bulk_str("backup_error");
+            w.bulk_str(r.error.as_deref().unwrap_or_default());
+            w.bulk_str("downtime_ms");
+            w.bulk_str(&r.downtime_ms.map(|d| format!("{d:.3}")).unwrap_or_default());
         }
         "tenant.import.status" => {
             let imp = imports.get(&args.text(1)).map_err(import_err)?;

@@ -72,6 +72,8 @@ pub(super) enum Request {
         force: bool,
         reply: Reply<CutoverResult>,
     },
+    /// After the cutover, on the old source: ROLLBACK or FINALIZE of its backup.
+    Backup(super::rollback::BackupRequest),
 }
 
 /// TENANT.MIGRATE.DEBUG.
@@ -169,6 +171,8 @@ pub(super) struct Control {
     pub admission: super::schedule::Admission,
     /// Bytes per second sent (STATUS `bytes_per_sec`, the aggregate view).
     throughput: super::schedule::ByteRate,
+    /// A ROLLBACK or FINALIZE the backup's loop carries out at its next chance.
+    pub pending_backup: Option<super::rollback::BackupRequest>,
 }
 
 /// Why a wait ended early.
@@ -217,6 +221,7 @@ impl Control {
             next_tick: Instant::now() + TICK,
             admission: Default::default(),
             throughput: Default::default(),
+            pending_backup: None,
         }
     }
 
@@ -339,6 +344,17 @@ impl Control {
             p.error = None;
             p.scheduled_cutover_ms = None;
         });
+        let retention = self.info.backup_retention;
+        if !retention.is_zero() {
+            // The old source as a backup (super::rollback): started by the actor's next loop.
+            self.publish(|p| {
+                p.backup = Some(super::api::BackupStatus {
+                    state: "starting",
+                    until_ms: ferrite_storage::now_ms() + retention.as_millis() as u64,
+                    ..Default::default()
+                })
+            });
+        }
         self.schedule = None;
         self.env.release_claim(&self.info);
     }
@@ -719,6 +735,7 @@ impl Control {
                 force,
                 reply,
             } => self.request_pattern_cutover(index, force, reply),
+            Request::Backup(req) => super::rollback::request(self, req),
         }
     }
 
@@ -1293,9 +1310,9 @@ impl Actor {
                     finish(&mut self.work, &mut io, result).await
                 }
                 MigrationState::Failed => failed(&mut self.work, &mut io).await,
-                MigrationState::Completed | MigrationState::Verified => {
-                    retain(&mut self.work, &mut io).await
-                }
+                MigrationState::Completed
+                | MigrationState::Verified
+                | MigrationState::RolledBack => retain(&mut self.work, &mut io).await,
                 // Cancelled and stopped are final: later requests are answered from what was
                 // published.
                 MigrationState::Cancelled | MigrationState::Stopped => false,
@@ -1569,6 +1586,9 @@ async fn cancel_after_hand_over(work: &mut Work, io: &mut Io<'_>) {
 /// After cutover: the frozen copy is kept for `retention_secs` (re-read while waiting, so
 /// CONFIG SET applies to copies already kept), then released; the MOVED answer stays.
 async fn retain(work: &mut Work, io: &mut Io<'_>) -> bool {
+    if super::rollback::serve_backup(work, io).await.is_err() {
+        return !io.inbox.requests.is_closed();
+    }
     let since = io.ctl.published().finished.unwrap_or_else(Instant::now);
     while !io.ctl.published().frozen_released {
         let retention = io.ctl.env.settings.read().retention;
@@ -1592,14 +1612,14 @@ async fn retain(work: &mut Work, io: &mut Io<'_>) -> bool {
     false
 }
 
-fn release_frozen(work: &mut Work, io: &mut Io<'_>) {
+pub(super) fn release_frozen(work: &mut Work, io: &mut Io<'_>) {
     let tenant = &io.ctl.info.tenant;
     if let Some(frozen) = work.frozen.take() {
         if tenant.state() == TenantState::Moved && Arc::ptr_eq(&tenant.keyspace(), &frozen) {
             let old = tenant.replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
             drop(frozen);
             tokio::task::spawn_blocking(move || drop(old));
-            tracing::info!(migration = %io.ctl.info.id, tenant = %tenant.id(), "frozen copy released after retention");
+            tracing::info!(migration = %io.ctl.info.id, tenant = %tenant.id(), "frozen copy released");
         }
     }
     io.ctl.publish(|p| p.frozen_released = true);

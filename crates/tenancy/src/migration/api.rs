@@ -152,6 +152,14 @@ pub struct MigrationConfig {
     /// `MODE incremental`: the key patterns, moved one at a time (`PATTERNS`), in the order
     /// that decides which pattern owns a key (see [`crate::patterns`]).
     pub patterns: Vec<Vec<u8>>,
+    /// `RETENTION <secs>`: how long the old source is kept as a backup after the cutover (the
+    /// new owner streams the tenant's changes back to it, so ROLLBACK is instant); `Some(0)`
+    /// turns the backup off. `None`: `rollback_retention_secs`.
+    pub retention: Option<Duration>,
+    /// Set on the new owner only: this migration is the reverse stream that keeps the old source
+    /// of import `backup_of` up to date (TENANT.IMPORT.BACKUP START), never one an operator
+    /// started.
+    pub backup_of: Option<String>,
 }
 
 /// What a secret shows in `{:?}`: whether it is set, never its value.
@@ -176,6 +184,8 @@ impl std::fmt::Debug for MigrationConfig {
             group,
             approval,
             patterns,
+            retention,
+            backup_of,
         } = self;
         f.debug_struct("MigrationConfig")
             .field("mode", mode)
@@ -190,6 +200,8 @@ impl std::fmt::Debug for MigrationConfig {
             .field("after", after)
             .field("group", group)
             .field("approval", approval)
+            .field("retention", retention)
+            .field("backup_of", backup_of)
             .field("patterns", &patterns.len())
             .finish()
     }
@@ -211,6 +223,8 @@ impl Default for MigrationConfig {
             group: None,
             approval: false,
             patterns: Vec::new(),
+            retention: None,
+            backup_of: None,
         }
     }
 }
@@ -235,6 +249,10 @@ pub struct MigrationSettings {
     pub token: Option<String>,
     /// How long the source keeps its frozen copy after cutover.
     pub retention: Duration,
+    /// How long the old source stays a backup after a cutover (the new owner streams the
+    /// tenant's changes back so ROLLBACK is instant) unless the migration says `RETENTION`;
+    /// zero: no backup.
+    pub rollback_retention: Duration,
     /// How long the activation of the target may be retried before the cutover is declared
     /// failed (the tenant then waits for CUTOVER RETRY).
     pub activation_timeout: Duration,
@@ -295,6 +313,7 @@ impl std::fmt::Debug for MigrationSettings {
             cutover_max_lag,
             token,
             retention,
+            rollback_retention,
             activation_timeout,
             fault_injection,
             validation,
@@ -314,6 +333,7 @@ impl std::fmt::Debug for MigrationSettings {
             .field("cutover_max_lag", cutover_max_lag)
             .field("token", &redacted(token))
             .field("retention", retention)
+            .field("rollback_retention", rollback_retention)
             .field("activation_timeout", activation_timeout)
             .field("fault_injection", fault_injection)
             .field("validation", validation)
@@ -338,6 +358,9 @@ impl Default for MigrationSettings {
             cutover_max_lag: 1000,
             token: None,
             retention: Duration::from_secs(3600),
+            // In-process targets (unit tests) have no reverse stream; the server's
+            // configuration turns backups on by default (`rollback_retention_secs`).
+            rollback_retention: Duration::ZERO,
             activation_timeout: Duration::from_secs(30),
             fault_injection: false,
             validation: validate::ValidationSettings::default(),
@@ -498,6 +521,39 @@ pub struct MigrationStatus {
     /// `MODE incremental`: each pattern, in order, and where its keys are served
     /// (`here`, `gated`, `handing_over`, `moved`).
     pub patterns: Vec<(String, &'static str)>,
+    /// After a cutover with a backup: the reverse stream from the new owner (see
+    /// [`BackupStatus`]).
+    pub backup: Option<BackupStatus>,
+    /// On the new owner: the import whose old source this migration keeps up to date.
+    pub backup_of: Option<String>,
+}
+
+/// The old source as a backup after a cutover, as its STATUS shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackupStatus {
+    /// `starting` (the new owner copies the tenant back), `streaming`, `broken` (see `error`),
+    /// `ended` (FINALIZE, the retention, or a later migration of the tenant), `rolled_back`.
+    pub state: &'static str,
+    /// The new owner's migration that streams the changes back.
+    pub migration_id: Option<String>,
+    pub lag_seconds: f64,
+    pub lag_records: u64,
+    pub lag_bytes: u64,
+    /// Unix ms when the retention ends the backup.
+    pub until_ms: u64,
+    pub error: Option<String>,
+    /// A ROLLBACK's answer: how long the new owner paused the tenant's writes.
+    pub downtime_ms: Option<f64>,
+}
+
+impl BackupStatus {
+    pub const STATES: [&'static str; 5] =
+        ["starting", "streaming", "broken", "ended", "rolled_back"];
+
+    /// Whether the backup is over (nothing more will be streamed).
+    pub fn is_over(&self) -> bool {
+        matches!(self.state, "ended" | "rolled_back")
+    }
 }
 
 /// How TENANT.MIGRATE.STOP ends a continuous sync.

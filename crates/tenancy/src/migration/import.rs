@@ -74,6 +74,10 @@ pub struct BeginRequest {
     /// A continuous sync whose target takes writes too: the staged tenant is served from the
     /// start, and this decides keys both sides changed.
     pub conflict: Option<ConflictPolicy>,
+    /// The new owner's reverse stream after a cutover (the old source as a backup): the staged
+    /// copy replaces this server's `moved` record only when it is activated (ROLLBACK); until
+    /// then clients keep getting the same MOVED answer.
+    pub backup: bool,
 }
 
 /// The target's digest and key count at the moment it took ownership.
@@ -121,6 +125,8 @@ pub struct Import {
     /// and digest it had then, over the keys living past `VERIFY_HORIZON_MS` (for VERIFY).
     /// Non-empty means clients may have written here: the import can no longer be dropped.
     pattern_activations: Mutex<BTreeMap<usize, PatternActivation>>,
+    /// A backup copy on the old source after a cutover (see [`BeginRequest::backup`]).
+    pub backup: bool,
 }
 
 impl Import {
@@ -203,6 +209,26 @@ impl ImportManager {
             tracing::info!(import = %stopped.id, tenant = %req.tenant, "a new import replaces the stopped copy");
             self.abort(&stopped.id)?;
         }
+        // So does a backup copy (the old source after a cutover) when another migration of
+        // the tenant comes here: that one is the tenant's new move, and ends the backup.
+        if !req.backup {
+            let backups: Vec<String> = self
+                .imports
+                .lock()
+                .values()
+                .filter(|i| {
+                    i.backup
+                        && i.tenant_id == req.tenant
+                        && i.migration_id != req.migration_id
+                        && i.state() == ImportState::Receiving
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            for id in backups {
+                tracing::info!(import = %id, tenant = %req.tenant, "a new import of the tenant replaces its backup copy");
+                self.abort(&id)?;
+            }
+        }
         let mut imports = self.imports.lock();
         // A retry of the same migration resumes its import.
         if let Some(existing) = imports
@@ -227,7 +253,22 @@ impl ImportManager {
             .acl()
             .restore(&req.acl_users)
             .map_err(|e| ImportError::Invalid(e.to_string()))?;
-        if req.conflict.is_some() {
+        if req.backup {
+            // The old source after a cutover: its clients keep being sent to the new owner
+            // until ROLLBACK activates this copy.
+            let moved_to = self
+                .registry
+                .get(&req.tenant)
+                .filter(|t| t.state() == TenantState::Moved)
+                .and_then(|t| t.moved_to())
+                .ok_or_else(|| {
+                    ImportError::Invalid(format!(
+                        "no moved record of tenant '{}' here: only the server a tenant moved away from keeps it as a backup",
+                        req.tenant
+                    ))
+                })?;
+            staged.set_moved(&moved_to);
+        } else if req.conflict.is_some() {
             // Served (read and written) while synced; the keyspace records what its own
             // clients change, which is what makes a change from the source a conflict.
             staged.set_state(TenantState::Active);
@@ -266,6 +307,7 @@ impl ImportManager {
             conflicts: ConflictLog::default(),
             skipping: Mutex::new(Default::default()),
             pattern_activations: Mutex::new(BTreeMap::new()),
+            backup: req.backup,
         });
         imports.insert(id, import.clone());
         tracing::info!(import = %import.id, tenant = %import.tenant_id, migration = %import.migration_id, source = %import.source_addr, "import opened");
@@ -400,13 +442,15 @@ impl ImportManager {
                 at_ms: now_ms(),
             }
         };
+        // Importing, or moved for a backup copy (which answers MOVED until now).
+        let before = import.staged.state();
         import.staged.set_state(TenantState::Active);
         // Incremental mode: the last pattern is here too; the tenant is whole again.
         import.staged.set_split(None);
         // Durable before the source hears it is active: a target that restarts after saying
         // yes must still serve the tenant.
         if let Err(e) = self.registry.persist(&import.staged) {
-            import.staged.set_state(TenantState::Importing);
+            import.staged.set_state(before);
             return Err(ImportError::Invalid(format!(
                 "cannot activate import {id}: {e}"
             )));

@@ -53,6 +53,7 @@ mod pattern;
 pub mod record;
 pub mod resp;
 mod restart;
+mod rollback;
 mod schedule;
 mod source;
 pub mod state;
@@ -76,7 +77,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use api::{
-    AfterRequires, Approval, ContentionSettings, CutoverResult, DEFAULT_HISTORY_MAX,
+    AfterRequires, Approval, BackupStatus, ContentionSettings, CutoverResult, DEFAULT_HISTORY_MAX,
     MIGRATION_USER, MISSING_SAMPLE, MigrationConfig, MigrationError, MigrationHandle,
     MigrationMode, MigrationSettings, MigrationStatus, Priority, StopMode, StopResult,
     VerifyResult,
@@ -184,6 +185,9 @@ struct Inner {
     dns: Mutex<HashMap<String, String>>,
     /// The last load contention management was told of.
     load: Mutex<Option<schedule::Load>>,
+    /// On a new owner: the reverse stream (migration id) that keeps the old source of each
+    /// import (by id) up to date as a backup, and when its retention ends (Unix ms).
+    backups: Mutex<HashMap<String, (String, u64)>>,
 }
 
 /// Runs this server's migrations and imports.
@@ -246,6 +250,7 @@ impl MigrationManager {
                 after: Mutex::new(HashMap::new()),
                 dns: Mutex::new(HashMap::new()),
                 load: Mutex::new(None),
+                backups: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -373,7 +378,12 @@ impl MigrationManager {
                 state: t.state().name(),
             });
         }
-        if let Some(m) = self.running_for(tenant) {
+        // The reverse stream of a backup (see `rollback`) holds the tenant's claim; a new
+        // migration of the tenant ends it once the new one has passed its checks.
+        if let Some(m) = self
+            .running_for(tenant)
+            .filter(|m| cfg.backup_of.is_some() || !self.is_backup_stream(m))
+        {
             return Err(MigrationError::TenantBusy {
                 tenant: tenant.into(),
                 migration: m,
@@ -401,6 +411,9 @@ impl MigrationManager {
             schedule::check_group_name(g)?;
         }
         self.supersede_failed(tenant).await;
+        if cfg.backup_of.is_none() {
+            self.end_backups_of_tenant(tenant).await;
+        }
 
         let n = self.inner.counter.fetch_add(1, Relaxed);
         let id = format!("mig_{}_{n}", self.inner.id_prefix);
@@ -415,6 +428,12 @@ impl MigrationManager {
             delta: Default::default(),
             conflict: cfg.conflict,
             patterns: cfg.patterns.clone(),
+            // A reverse stream keeps no backup of its own.
+            backup_retention: match &cfg.backup_of {
+                Some(_) => Duration::ZERO,
+                None => cfg.retention.unwrap_or(settings.rollback_retention),
+            },
+            backup_of: cfg.backup_of.clone(),
         });
         // One unfinished migration per tenant: two concurrent MIGRATEs cannot both pass.
         env.claim(&info)?;

@@ -70,6 +70,8 @@ impl MigrationRecord {
                 rate_bytes_per_sec: p.rate_bytes_per_sec,
                 timeout_ms: None,
                 auth: RecordedAuth::Default,
+                retention_ms: None,
+                backup_of: info.backup_of.clone(),
             },
             orchestration: RecordedOrchestration {
                 priority: p.priority,
@@ -86,6 +88,8 @@ impl MigrationRecord {
     /// Adds what only the migration's configuration knows.
     pub(super) fn with_config(mut self, cfg: &MigrationConfig, needs_approval: bool) -> Self {
         self.settings.timeout_ms = cfg.timeout.map(|t| t.as_millis() as u64);
+        self.settings.retention_ms = cfg.retention.map(|t| t.as_millis() as u64);
+        self.settings.backup_of = cfg.backup_of.clone();
         if cfg.auth.is_some() {
             self.settings.auth = RecordedAuth::Password;
         }
@@ -121,6 +125,9 @@ impl MigrationRecord {
             group: o.group.clone(),
             approval: o.needs_approval,
             patterns: s.patterns.clone(),
+            retention: s.retention_ms.map(std::time::Duration::from_millis),
+            // A reverse stream is never started again (see `backup_of`).
+            backup_of: None,
         }
     }
 }
@@ -198,6 +205,11 @@ pub struct RecordedSettings {
     /// TIMEOUT given with the command (ms).
     pub timeout_ms: Option<u64>,
     pub auth: RecordedAuth,
+    /// RETENTION given with the command (ms; `Some(0)`: no backup after the cutover).
+    pub retention_ms: Option<u64>,
+    /// On a new owner: this migration was the reverse stream keeping the old source of this
+    /// import up to date (never started by an operator, so never started again by RESUME).
+    pub backup_of: Option<String>,
 }
 
 /// Its place among the other migrations (see [`super::schedule`]).

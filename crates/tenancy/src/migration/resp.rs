@@ -200,6 +200,9 @@ impl Target for RespTarget {
             if let Some(p) = req.conflict {
                 args.extend(["CONFLICT".into(), p.name().into()]);
             }
+            if req.backup {
+                args.extend(["BACKUP".into(), "1".into()]);
+            }
             let reply = self.call(&args).await?;
             value::as_pairs(&reply)
                 .ok()
@@ -257,6 +260,38 @@ impl Target for RespTarget {
             Ok(Prepared {
                 keys: keys.max(0) as u64,
                 digest,
+            })
+        })
+    }
+
+    fn backup<'a>(
+        &'a self,
+        import: &'a str,
+        op: &'a [String],
+    ) -> TargetFuture<'a, super::api::BackupStatus> {
+        Box::pin(async move {
+            let mut args: Vec<&str> = vec!["TENANT.IMPORT.BACKUP", import];
+            args.extend(op.iter().map(String::as_str));
+            let reply = self.call(&args).await?;
+            let pairs = value::as_pairs(&reply).map_err(bad_reply)?;
+            let state = value::field_str(&pairs, "backup_state").unwrap_or_default();
+            let state = super::api::BackupStatus::STATES
+                .iter()
+                .find(|s| **s == state)
+                .copied()
+                .ok_or_else(|| bad_reply(format!("unknown backup_state '{state}'")))?;
+            let f = |name: &str| value::field_str(&pairs, name).filter(|v| !v.is_empty());
+            Ok(super::api::BackupStatus {
+                state,
+                migration_id: f("backup_migration"),
+                lag_seconds: f("backup_lag_seconds")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0),
+                lag_records: value::field_int(&pairs, "backup_lag_records").unwrap_or(0) as u64,
+                lag_bytes: value::field_int(&pairs, "backup_lag_bytes").unwrap_or(0) as u64,
+                until_ms: value::field_int(&pairs, "backup_until_ms").unwrap_or(0) as u64,
+                error: f("backup_error"),
+                downtime_ms: f("downtime_ms").and_then(|v| v.parse().ok()),
             })
         })
     }

@@ -20,6 +20,7 @@
 //!   fresh copy would overwrite it (see docs/migration.md).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::actor::{Control, Io, Work};
 use super::api::{MigrationConfig, MigrationError};
@@ -136,6 +137,10 @@ impl MigrationManager {
             delta: Default::default(),
             conflict: r.settings.conflict,
             patterns: r.settings.patterns.clone(),
+            // The backup copy (rollback after cutover) does not survive a restart of the old
+            // source, and a restarted new owner's reverse stream is gone with its memory.
+            backup_retention: Duration::ZERO,
+            backup_of: None,
         });
         let moved_patterns = restore_split(&info, &r);
         let active = live.is_some() && tenant.state() == TenantState::Active;
@@ -169,12 +174,17 @@ impl MigrationManager {
         // Nothing of the source's copy survived the restart.
         p.frozen_released = true;
         let interrupted = r.state.is_active() || r.state.is_pending();
-        let startable = active && !moved_patterns;
+        let reverse_stream = r.settings.backup_of.clone();
+        let startable = active && !moved_patterns && reverse_stream.is_none();
         if interrupted || r.state == MigrationState::Failed {
             p.state = MigrationState::Failed;
         }
         if interrupted {
-            let next = if !active {
+            let next = if let Some(import) = &reverse_stream {
+                format!(
+                    "it was the backup stream to the old source of import {import}, which does not survive a restart (the old source reports its backup broken; FINALIZE there drops its copy)"
+                )
+            } else if !active {
                 "CUTOVER RETRY or CANCEL (the hand-over had been recorded)".to_string()
             } else if moved_patterns {
                 "the patterns handed over stay with the target (RESUME cannot start it again)"

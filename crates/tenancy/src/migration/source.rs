@@ -170,6 +170,7 @@ async fn begin(work: &mut Work, io: &mut Io<'_>) -> Res<String> {
         limits: t.limits(),
         acl_users: t.acl().records(),
         conflict: io.ctl.cfg.conflict,
+        backup: io.ctl.info.backup_of.is_some(),
     };
     let mut backoff = RECONNECT_BACKOFF.0;
     loop {

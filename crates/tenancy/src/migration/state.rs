@@ -12,6 +12,9 @@
 //! continuous syncs, TENANT.MIGRATE.STOP:
 //! live_sync ─▶ stopping ─▶ stopped          (GRACEFUL; a refused stop goes back to live_sync)
 //! queued | syncing | live_sync | paused | failed ─▶ stopped          (IMMEDIATE)
+//!
+//! the old source as a backup after cutover, TENANT.MIGRATE.ROLLBACK:
+//! completed | verified ─▶ rolled_back   (the new owner handed the tenant back)
 //! ```
 //! Every change goes through [`MigrationState::can_become`], so an operation that does not fit
 //! the current state is refused with an error naming the state.
@@ -48,6 +51,9 @@ pub enum MigrationState {
     /// A continuous sync ended by STOP: the source owns the tenant, untouched; the target keeps
     /// its copy as a stopped import (STATUS says as of when, or what it may miss).
     Stopped,
+    /// TENANT.MIGRATE.ROLLBACK: the new owner handed the tenant back; this server (the old
+    /// source) owns it again, with every write the new owner acknowledged.
+    RolledBack,
 }
 
 impl MigrationState {
@@ -67,6 +73,7 @@ impl MigrationState {
             MigrationState::Cancelled => "cancelled",
             MigrationState::Stopping => "stopping",
             MigrationState::Stopped => "stopped",
+            MigrationState::RolledBack => "rolled_back",
         }
     }
 
@@ -89,8 +96,8 @@ impl MigrationState {
                 | (Paused, Syncing | LiveSync | Failed | Cancelled | Stopped)
                 | (Stopping, Stopped | LiveSync | Failed)
                 | (CuttingOver, Completed | LiveSync | Failed)
-                | (Completed, Verified | Completed)
-                | (Verified, Verified)
+                | (Completed, Verified | Completed | RolledBack)
+                | (Verified, Verified | RolledBack)
                 | (
                     Failed,
                     Syncing | Queued | Cancelled | Completed | LiveSync | Stopped
@@ -110,7 +117,7 @@ impl MigrationState {
         matches!(self, Queued | Waiting | AwaitingApproval | Approved)
     }
 
-    pub const ALL: [MigrationState; 14] = [
+    pub const ALL: [MigrationState; 15] = [
         MigrationState::Queued,
         MigrationState::Waiting,
         MigrationState::AwaitingApproval,
@@ -125,13 +132,17 @@ impl MigrationState {
         MigrationState::Cancelled,
         MigrationState::Stopping,
         MigrationState::Stopped,
+        MigrationState::RolledBack,
     ];
 
     /// Finished for good.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            MigrationState::Verified | MigrationState::Cancelled | MigrationState::Stopped
+            MigrationState::Verified
+                | MigrationState::Cancelled
+                | MigrationState::Stopped
+                | MigrationState::RolledBack
         )
     }
 }
@@ -232,5 +243,12 @@ mod tests {
         assert!(AwaitingApproval.can_become(Cancelled), "REJECT");
         assert!(!AwaitingApproval.can_become(Syncing), "not without APPROVE");
         assert!(Approved.can_become(Syncing));
+        assert!(Completed.can_become(RolledBack), "ROLLBACK");
+        assert!(Verified.can_become(RolledBack), "ROLLBACK after VERIFY");
+        assert!(
+            !LiveSync.can_become(RolledBack),
+            "only a cut-over migration rolls back"
+        );
+        assert!(!RolledBack.can_become(Completed) && RolledBack.is_terminal());
     }
 }

@@ -33,6 +33,11 @@ pub(super) struct Info {
     pub conflict: Option<super::conflict::ConflictPolicy>,
     /// `MODE incremental`: the patterns as [`crate::patterns::normalize`] returned them.
     pub patterns: Vec<Vec<u8>>,
+    /// How long the old source stays a backup after the cutover (zero: none), fixed at
+    /// creation so that a migration knows from the start whether it will have one.
+    pub backup_retention: std::time::Duration,
+    /// On the new owner: the import whose old source this migration keeps up to date.
+    pub backup_of: Option<String>,
 }
 
 impl Info {
@@ -121,6 +126,8 @@ pub(super) struct Published {
     /// Failed because a restart of this server interrupted it, and RESUME can start it again:
     /// what waits for it (AFTER) keeps waiting.
     pub interrupted_by_restart: bool,
+    /// After the cutover, while the old source is kept as a backup (see [`super::rollback`]).
+    pub backup: Option<super::api::BackupStatus>,
 }
 
 impl Published {
@@ -169,6 +176,7 @@ impl Published {
             approval: None,
             plan: Vec::new(),
             interrupted_by_restart: false,
+            backup: None,
         }
     }
 
@@ -253,7 +261,9 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
     // afterwards); keys_synced: how many of them the target holds up to date. Live changes
     // re-ship keys, so the acknowledged count alone would pass the total.
     let (keys_total, keys_synced) = match p.state {
-        MigrationState::Completed | MigrationState::Verified => (p.keys_migrated, p.keys_migrated),
+        MigrationState::Completed | MigrationState::Verified | MigrationState::RolledBack => {
+            (p.keys_migrated, p.keys_migrated)
+        }
         _ if live => {
             let total = info.tenant.keyspace().len();
             (total, total.saturating_sub(lag_keys))
@@ -268,7 +278,7 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         }
     };
     let progress = match p.state {
-        MigrationState::Completed | MigrationState::Verified => 100.0,
+        MigrationState::Completed | MigrationState::Verified | MigrationState::RolledBack => 100.0,
         st if st.is_pending() => 0.0,
         // Stopped short: how far the copy got, never "done".
         MigrationState::Failed | MigrationState::Cancelled => copied(keys_synced, keys_total),
@@ -289,7 +299,9 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         (MigrationState::LiveSync, _) if p.lag_rate < 0.0 => {
             Some(now + (lag_keys as f64 / -p.lag_rate * 1000.0) as u64)
         }
-        (MigrationState::Completed | MigrationState::Verified, _) => p.completed_at_ms,
+        (MigrationState::Completed | MigrationState::Verified | MigrationState::RolledBack, _) => {
+            p.completed_at_ms
+        }
         _ => None,
     };
     let duration = match p.finished {
@@ -350,6 +362,8 @@ pub(super) fn compose(info: &Info, p: &Published) -> MigrationStatus {
         dns: None,
         throttle: p.throttle,
         patterns: pattern_owners(info, p),
+        backup: p.backup.clone(),
+        backup_of: info.backup_of.clone(),
     }
 }
 

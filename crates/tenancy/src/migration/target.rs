@@ -114,6 +114,21 @@ pub trait Target: Send + Sync + 'static {
     fn stop<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ()>;
     /// The activation record (VERIFY).
     fn report<'a>(&'a self, import: &'a str) -> TargetFuture<'a, ImportReport>;
+    /// The old source as a backup after a cutover: `TENANT.IMPORT.BACKUP <import> <op...>` on
+    /// the new owner (`START <addr> <secs>`, `STATUS`, `CUTOVER`, `END`), answered with the
+    /// backup's state. Targets without reverse streams (in-process ones) refuse.
+    fn backup<'a>(
+        &'a self,
+        import: &'a str,
+        op: &'a [String],
+    ) -> TargetFuture<'a, super::api::BackupStatus> {
+        let _ = (import, op);
+        Box::pin(async {
+            Err(TargetError::Refused(
+                "ERR this target keeps no backups".into(),
+            ))
+        })
+    }
     /// Modified time and canonical value of keys in the imported tenant (VERIFY).
     fn fetch<'a>(
         &'a self,
