@@ -12,8 +12,8 @@ use ferrite_storage::{HashValue, Value};
 use super::local::{Fault, LocalConnector, LocalTarget};
 use super::*;
 use crate::registry::{CreateOptions, TenancySettings, TenantStore};
-#[allow(unused_imports)]
-use crate::tenant::{Tenant, TenantLimits};
+// (Tenant for this module and its children, which import `super::*`.)
+use crate::tenant::Tenant;
 
 const TARGET: &str = "10.0.0.2:7000";
 
