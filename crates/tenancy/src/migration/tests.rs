@@ -12,8 +12,8 @@ use ferrite_storage::{HashValue, Value};
 use super::local::{Fault, LocalConnector, LocalTarget};
 use super::*;
 use crate::registry::{CreateOptions, TenancySettings, TenantStore};
-#[allow(unused_imports)]
-use crate::tenant::{Tenant, TenantLimits};
+// (Tenant for this module and its children, which import `super::*`.)
+use crate::tenant::Tenant;
 
 const TARGET: &str = "10.0.0.2:7000";
 
@@ -1361,4 +1361,43 @@ async fn resume_after_a_restart_starts_again_from_scratch_with_a_clean_copy() {
             .contains(b"k0", ferrite_storage::now_ms()),
         "clean copy"
     );
+}
+
+/// A migration started with AUTH is restored without the password (never on disk): RESUME
+/// asks for it, RESUME ... AUTH starts it again; AUTH on a migration the restart did not
+/// interrupt is refused.
+#[tokio::test(start_paused = true)]
+async fn resume_after_a_restart_asks_again_for_a_password_given_with_auth() {
+    let r = rig(MigrationSettings::default());
+    tenant(&r, 50, 0);
+    let sink = Arc::new(Recorder::default());
+    r.mgr.set_record_sink(sink.clone());
+    let id = start(
+        &r,
+        MigrationConfig {
+            auth: Some("s3cret".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    live(&r, &id).await;
+    r.mgr.pause(&id).await.unwrap();
+    let rec = sink.0.lock().last().cloned().unwrap();
+    assert_eq!(rec.settings.auth, RecordedAuth::Password);
+    assert!(!format!("{rec:?}").contains("s3cret"), "never recorded");
+
+    let r2 = rig(MigrationSettings::default());
+    tenant(&r2, 50, 0);
+    r2.mgr.restore(vec![rec]);
+    let e = r2.mgr.resume(&id).await.unwrap_err().to_string();
+    assert!(e.contains("AUTH <password>"), "{e}");
+    r2.mgr.resume_with_auth(&id, "s3cret".into()).await.unwrap();
+    live(&r2, &id).await;
+    let e = r2
+        .mgr
+        .resume_with_auth(&id, "again".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("interrupted by a restart"), "{e}");
 }
