@@ -220,7 +220,7 @@ if command -v tmux >/dev/null; then
     local session=$1
     shift
     TMUX_STARTED=1
-    tmx new-session -d -s "$session" -x 400 -y 50 \
+    tmx new-session -d -s "$session" -x 500 -y 50 \
       "REDISCLI_HISTFILE=/dev/null redis-cli -h 127.0.0.1 -p $PORT $*"
     # Bounded wait (5 s) for the prompt.
     for _ in $(seq 1 50); do
@@ -271,7 +271,7 @@ if command -v tmux >/dev/null; then
     "${PROMPT}ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]" \
     "$(hint_for hints "ZADD ")"
   expect_eq "hint for TENANT.MIGRATE" \
-    "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|CONTINUOUS|INCREMENTAL] [CONFLICT SOURCE_WINS|TARGET_WINS|NEWEST_WINS] [PATTERNS pattern [pattern ...]] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY HIGH|NORMAL|LOW] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL]" \
+    "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|CONTINUOUS|INCREMENTAL] [CONFLICT SOURCE_WINS|TARGET_WINS|NEWEST_WINS] [PATTERNS pattern [pattern ...]] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY HIGH|NORMAL|LOW] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL] [RETENTION seconds]" \
     "$(hint_for hints "TENANT.MIGRATE ")"
   expect_eq "hint for TENANT.MIGRATE.CUTOVER" \
     "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id|GROUP group [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]|DNS dns-name [FORCE]]" \
