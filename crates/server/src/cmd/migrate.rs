@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
+use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
 use ferrite_storage::digest::BUCKETS;
 use ferrite_tenancy::migration::{BeginRequest, ImportError};
 use ferrite_tenancy::{
-    ConflictPolicy, Credential, GroupOp, GroupOutcome, MigrationConfig, MigrationError,
-    MigrationMode, MigrationStatus, Priority, Registry, StopMode, StopResult, TenantLimits,
+    ConflictPolicy, Credential, CutoverResult, GroupOp, GroupOutcome, MigrationConfig,
+    MigrationError, MigrationMode, MigrationStatus, Priority, Registry, StopMode, StopResult,
+    TenantLimits,
 };
 
 use super::ServerResult;
@@ -622,14 +623,7 @@ pub async fn run(
                 return Err(ErrorReply::syntax());
             }
             let r = mgr.rollback(&args.text(1)).await.map_err(migration_err)?;
-            let mut w = ReplyWriter::new(out, proto);
-            w.map(3);
-            w.bulk_str("status");
-            w.bulk_str(r.status);
-            w.bulk_str("downtime_ms");
-            w.bulk_str(&format!("{:.3}", r.downtime_ms));
-            w.bulk_str("keys");
-            w.int(r.keys_migrated as i64);
+            write_cutover_result(out, proto, &r, "keys");
         }
         "tenant.migrate.finalize" => {
             if args.len() != 2 {
@@ -741,14 +735,7 @@ pub async fn run(
                 mgr.cutover_with(&id, force_at(2)?).await
             };
             let r = r.map_err(migration_err)?;
-            let mut w = ReplyWriter::new(out, proto);
-            w.map(3);
-            w.bulk_str("status");
-            w.bulk_str(r.status);
-            w.bulk_str("downtime_ms");
-            w.bulk_str(&format!("{:.3}", r.downtime_ms));
-            w.bulk_str("keys_migrated");
-            w.int(r.keys_migrated as i64);
+            write_cutover_result(out, proto, &r, "keys_migrated");
         }
         "tenant.migrate.validate" => {
             let tenant = Registry::validate_id(args.get(1)).map_err(|e| errors::tenancy(&e))?;
@@ -1225,4 +1212,17 @@ fn available_memory() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// A cutover's reply, and a rollback's (the reverse stream's cutover): status, downtime and the
+/// keys it moved, under `keys_label` (`keys_migrated` for CUTOVER, `keys` for ROLLBACK).
+fn write_cutover_result(out: &mut BytesMut, proto: Protocol, r: &CutoverResult, keys_label: &str) {
+    let mut w = ReplyWriter::new(out, proto);
+    w.map(3);
+    w.bulk_str("status");
+    w.bulk_str(r.status);
+    w.bulk_str("downtime_ms");
+    w.bulk_str(&format!("{:.3}", r.downtime_ms));
+    w.bulk_str(keys_label);
+    w.int(r.keys_migrated as i64);
 }

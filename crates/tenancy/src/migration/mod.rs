@@ -125,7 +125,8 @@ pub(crate) struct Env {
     /// as their manager goes away) is not their state after a restart, so it is not recorded.
     pub recording_stopped: std::sync::atomic::AtomicBool,
     /// The one unfinished migration of each tenant (tenant → migration id).
-    claims: Mutex<HashMap<String, String>>,
+    /// Tenant → (migration id, whether it is a backup's reverse stream).
+    claims: Mutex<HashMap<String, (String, bool)>>,
 }
 
 impl Env {
@@ -133,12 +134,15 @@ impl Env {
     fn claim(&self, info: &Info) -> Result<(), MigrationError> {
         let mut claims = self.claims.lock();
         match claims.get(info.tenant.id()) {
-            Some(other) if *other != info.id => Err(MigrationError::TenantBusy {
+            Some((other, _)) if *other != info.id => Err(MigrationError::TenantBusy {
                 tenant: info.tenant.id().into(),
                 migration: other.clone(),
             }),
             _ => {
-                claims.insert(info.tenant.id().into(), info.id.clone());
+                claims.insert(
+                    info.tenant.id().into(),
+                    (info.id.clone(), info.backup_of.is_some()),
+                );
                 Ok(())
             }
         }
@@ -146,7 +150,10 @@ impl Env {
 
     fn release_claim(&self, info: &Info) {
         let mut claims = self.claims.lock();
-        if claims.get(info.tenant.id()) == Some(&info.id) {
+        if claims
+            .get(info.tenant.id())
+            .is_some_and(|(id, _)| *id == info.id)
+        {
             claims.remove(info.tenant.id());
         }
     }
@@ -300,7 +307,21 @@ impl MigrationManager {
 
     /// The unfinished migration of `tenant`, if any.
     pub fn running_for(&self, tenant: &str) -> Option<String> {
-        self.inner.env.claims.lock().get(tenant).cloned()
+        self.inner
+            .env
+            .claims
+            .lock()
+            .get(tenant)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// The tenant's unfinished migration if it is a backup's reverse stream (claimed from the
+    /// moment it is created, before it is listed).
+    fn backup_stream_claiming(&self, tenant: &str) -> Option<String> {
+        match self.inner.env.claims.lock().get(tenant) {
+            Some((id, true)) => Some(id.clone()),
+            _ => None,
+        }
     }
 
     /// How this server authenticates to targets. An AUTH given with the command is what the
@@ -380,10 +401,9 @@ impl MigrationManager {
         }
         // The reverse stream of a backup (see `rollback`) holds the tenant's claim; a new
         // migration of the tenant ends it once the new one has passed its checks.
-        if let Some(m) = self
-            .running_for(tenant)
-            .filter(|m| cfg.backup_of.is_some() || !self.is_backup_stream(m))
-        {
+        if let Some(m) = self.running_for(tenant).filter(|m| {
+            cfg.backup_of.is_some() || self.backup_stream_claiming(tenant) != Some(m.clone())
+        }) {
             return Err(MigrationError::TenantBusy {
                 tenant: tenant.into(),
                 migration: m,
@@ -412,7 +432,15 @@ impl MigrationManager {
         }
         self.supersede_failed(tenant).await;
         if cfg.backup_of.is_none() {
-            self.end_backups_of_tenant(tenant).await;
+            // A reverse stream that the old source started moments ago may not be listed yet:
+            // end what is listed until the tenant's claim is no backup's (bounded).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.backup_stream_claiming(tenant).is_some()
+                && tokio::time::Instant::now() < deadline
+            {
+                self.end_backups_of_tenant(tenant).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
 
         let n = self.inner.counter.fetch_add(1, Relaxed);

@@ -538,11 +538,6 @@ impl MigrationManager {
         Ok(backup_view(&self.compose(&e), until_ms))
     }
 
-    /// Whether migration `id` is the reverse stream of a backup.
-    pub(super) fn is_backup_stream(&self, id: &str) -> bool {
-        self.entry(id).is_ok_and(|e| e.info.backup_of.is_some())
-    }
-
     /// Ends the reverse streams of `tenant` kept from here: a new migration of the tenant
     /// supersedes them.
     pub(super) async fn end_backups_of_tenant(&self, tenant: &str) {
