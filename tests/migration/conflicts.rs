@@ -21,18 +21,6 @@ const KEYS: usize = 100;
 /// while the sync is paused, then the target, more than the clock-skew tolerance later.
 const HALF: usize = 25;
 
-fn scrape(s: &Server) -> String {
-    use std::io::{Read, Write};
-    let port = s.metrics_port.expect("metrics port");
-    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    t.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send request");
-    let mut resp = String::new();
-    t.read_to_string(&mut resp).expect("read response");
-    resp
-}
-
 async fn get(c: &mut ferrite_client::Connection, k: &str) -> Option<String> {
     value::as_opt_string(&ok(c, &["GET", k]).await).unwrap()
 }

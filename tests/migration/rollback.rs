@@ -40,18 +40,6 @@ async fn refused_write(server: &Server) -> String {
     e.to_lowercase()
 }
 
-fn scrape(s: &Server) -> String {
-    use std::io::{Read, Write};
-    let port = s.metrics_port.expect("metrics port");
-    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    t.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send request");
-    let mut resp = String::new();
-    t.read_to_string(&mut resp).expect("read response");
-    resp
-}
-
 /// Waits until the old source's /metrics shows `line` (series are refreshed on a timer).
 async fn wait_metric(s: &Server, line: &str) {
     let deadline = Instant::now() + SHORT;

@@ -609,6 +609,18 @@ pub struct Approval {
     pub reason: Option<String>,
 }
 
+impl Approval {
+    /// Waiting for APPROVE or REJECT: nobody has decided yet.
+    pub fn pending() -> Approval {
+        Approval {
+            decision: "pending",
+            by: None,
+            at_ms: None,
+            reason: None,
+        }
+    }
+}
+
 /// Result of a cutover.
 #[derive(Debug, Clone)]
 pub struct CutoverResult {

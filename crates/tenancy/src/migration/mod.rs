@@ -470,12 +470,7 @@ impl MigrationManager {
         published.rate_bytes_per_sec = cfg.rate_bytes_per_sec;
         let needs_approval = cfg.approval || settings.require_approval;
         if needs_approval {
-            published.approval = Some(Approval {
-                decision: "pending",
-                by: None,
-                at_ms: None,
-                reason: None,
-            });
+            published.approval = Some(Approval::pending());
         }
         let admission = schedule::Admission {
             after,

@@ -244,12 +244,7 @@ impl MigrationManager {
         p.state = MigrationState::Queued;
         p.base_phase = MigrationPhase::Queued;
         if r.state == MigrationState::AwaitingApproval || p.approval.is_none() && needs_approval {
-            p.approval = Some(super::Approval {
-                decision: "pending",
-                by: None,
-                at_ms: None,
-                reason: None,
-            });
+            p.approval = Some(super::Approval::pending());
         }
         let admission = schedule::Admission {
             after,
