@@ -182,6 +182,16 @@ def test_acllog_max_len_bounds_the_log(server, log_admin, user):
     assert log_admin.config_get("acllog-max-len") == {"acllog-max-len": "2"}
 
 
+def test_the_default_acllog_max_len_keeps_the_newest_128(server, log_admin, user):
+    assert log_admin.config_get("acllog-max-len") == {"acllog-max-len": "128"}
+    c = login(server, user)
+    for i in range(140):
+        c.error("GET", f"other{i}")
+    objects = [e["object"] for e in entries(log_admin, 1000)]
+    assert len(objects) == 128
+    assert objects[0] == "other139" and objects[-1] == "other12"
+
+
 def test_script_calls_count_in_commandstats(server, log_admin, r):
     log_admin.config_resetstat()
     assert r.eval("redis.call('set', KEYS[1], 'a'); return redis.call('set', KEYS[1], 'b')",
