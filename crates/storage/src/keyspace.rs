@@ -14,113 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hashlink::LinkedHashMap;
 
 use crate::blocking::Blocking;
-use crate::digest::{Digest, bucket_of, key_digest, key_digest_named, name_hash_and_bucket};
+use crate::digest::{Digest, bucket_of, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
-use crate::table::{Pos, ShardedTable, TableKey};
-use crate::value::{Value, ValueRef, ValueType};
+use crate::table::{Pos, ShardedTable};
+use crate::value::Value;
 
-/// Per-key bookkeeping besides the value (the 88-byte table node holding the entry header and a
-/// short key, the node array's growth slack, the bucket index).
-pub const ENTRY_OVERHEAD: usize = 100;
-
-/// What a key takes outside the node: nothing when the node holds it, else its own allocation
-/// (the bytes plus the allocator's header and rounding; at most `key.len() + 16`).
-pub fn key_heap_bytes(key: &[u8]) -> usize {
-    if TableKey::is_inline(key) {
-        0
-    } else {
-        key.len() + 16
-    }
-}
-
-/// A key's value and metadata.
-pub struct Entry {
-    value: Value,
-    /// Absolute expiry in Unix milliseconds; 0 when the key does not expire.
-    expire_at: u64,
-    /// Unix milliseconds of the last change (kept across migrations; used to resolve conflicts).
-    modified: u64,
-    /// Keyspace-wide write counter value at the last change (WATCH compares it).
-    version: u64,
-}
-
-impl Entry {
-    /// The value, as a read-only view (match on [`ValueRef`] as on [`Value`]).
-    pub fn value(&self) -> ValueRef<'_> {
-        self.value.view()
-    }
-
-    pub fn value_mut(&mut self) -> &mut Value {
-        &mut self.value
-    }
-
-    pub fn value_type(&self) -> ValueType {
-        self.value.value_type()
-    }
-
-    pub fn expire_at(&self) -> Option<u64> {
-        (self.expire_at != 0).then_some(self.expire_at)
-    }
-
-    /// Sets or clears the absolute expiry (Unix ms). A time of 0 is treated as 1 ms (already past).
-    pub fn set_expire_at(&mut self, at: Option<u64>) {
-        self.expire_at = at.map_or(0, |t| t.max(1));
-    }
-
-    pub fn modified_ms(&self) -> u64 {
-        self.modified
-    }
-
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// Takes the entry apart into its value and expiry (RENAME moves a key this way).
-    pub fn into_parts(self) -> (Value, Option<u64>) {
-        let at = self.expire_at();
-        (self.value, at)
-    }
-
-    pub fn is_expired(&self, now: u64) -> bool {
-        self.expire_at != 0 && self.expire_at <= now
-    }
-
-    /// Digest of this key (name, type, value, expiry).
-    pub fn key_digest(&self, key: &[u8]) -> u64 {
-        key_digest(
-            key,
-            self.value.value_type().tag(),
-            self.value.digest(),
-            self.expire_at,
-        )
-    }
-
-    /// [`Entry::key_digest`] from the name's element hash, which a write computes once.
-    fn key_digest_named(&self, name_hash: u64) -> u64 {
-        key_digest_named(
-            name_hash,
-            self.value.value_type().tag(),
-            self.value.digest(),
-            self.expire_at,
-        )
-    }
-
-    /// Estimated bytes this key takes: entry bookkeeping, name and value (what memory quotas
-    /// and MEMORY USAGE count).
-    pub fn size(&self, key: &[u8]) -> usize {
-        ENTRY_OVERHEAD + key_heap_bytes(key) + self.value.mem_size()
-    }
-
-    /// A copy that owns its value (a snapshot's pre-image).
-    fn clone_deep(&self) -> Entry {
-        Entry {
-            value: self.value.deep_clone(),
-            expire_at: self.expire_at,
-            modified: self.modified,
-            version: self.version,
-        }
-    }
-}
+pub use crate::entry::{ENTRY_OVERHEAD, Entry, key_heap_bytes};
 
 /// A point-in-time snapshot being taken without stopping writes (see [`Db::open_snapshot`]).
 struct SnapshotState {
@@ -428,9 +327,7 @@ impl Occupied<'_> {
     /// Replaces value and expiry together (SET semantics).
     pub fn replace(&mut self, value: Value, expire_at: Option<u64>) {
         self.replaced = true;
-        let e = self.get_mut();
-        e.value = value;
-        e.set_expire_at(expire_at);
+        self.get_mut().replace(value, expire_at);
     }
 
     /// Replaces the value, keeping the expiry, and returns the old one (so that a large value
@@ -447,7 +344,7 @@ impl Occupied<'_> {
 
     /// Sets the modified time explicitly (restoring a migrated key).
     pub fn set_modified(&mut self, ms: u64) {
-        self.get_mut().modified = ms;
+        self.get_mut().set_modified(ms);
         self.preserve_modified = true;
     }
 
@@ -455,9 +352,9 @@ impl Occupied<'_> {
     pub fn remove(mut self) -> Entry {
         self.finished = true;
         self.db.save_preimage(self.idx);
-        let (key, entry) = self.db.table.remove_at(self.idx);
+        let entry = self.db.table.remove_at(self.idx);
         self.db
-            .account_removed(&key, self.bucket, self.before, self.now);
+            .account_removed(entry.key(), self.bucket, self.before, self.now);
         entry
     }
 }
@@ -468,11 +365,13 @@ impl Drop for Occupied<'_> {
             return;
         }
         let db = &mut *self.db;
-        if db.table.value_at(self.idx).value.is_empty_collection() {
-            let (key, _) = db.table.remove_at(self.idx);
-            db.account_removed(&key, self.bucket, self.before, self.now);
+        if db.table.value_at(self.idx).value().is_empty_collection() {
+            let entry = db.table.remove_at(self.idx);
+            db.account_removed(entry.key(), self.bucket, self.before, self.now);
             return;
         }
+        // A writer may have opened a compact entry (`Entry::value_mut`): put it back.
+        db.table.value_at_mut(self.idx).settle();
         if db.blocking.any() {
             db.blocking.signal(db.table.key_at(self.idx));
         }
@@ -485,7 +384,7 @@ impl Drop for Occupied<'_> {
                 let version = db.next_version;
                 db.next_version += 1;
                 db.writes += 1;
-                db.table.value_at_mut(self.idx).version = version;
+                db.table.value_at_mut(self.idx).set_version(version);
                 if db.key_events.active() {
                     let key: Box<[u8]> = db.table.key_at(self.idx).into();
                     db.note_change(&key, crate::notify::KeyChange::Modified);
@@ -493,7 +392,7 @@ impl Drop for Occupied<'_> {
             }
             return;
         }
-        let expire = e.expire_at;
+        let expire = e.expire_raw();
         db.digest.replace(self.bucket, self.before.kd, kd);
         db.used = db.used + size - self.before.size;
         if expire != self.before.expire {
@@ -509,9 +408,9 @@ impl Drop for Occupied<'_> {
         db.next_version += 1;
         db.writes += 1;
         let e = db.table.value_at_mut(self.idx);
-        e.version = version;
+        e.set_version(version);
         if !self.preserve_modified {
-            e.modified = self.now;
+            e.set_modified(self.now);
         }
         let key = db.table.key_at(self.idx);
         if let Some(t) = db.tracker.as_mut() {
@@ -545,18 +444,12 @@ impl<'a> Vacant<'a> {
         let version = db.next_version;
         db.next_version += 1;
         db.writes += 1;
-        let mut entry = Entry {
-            value,
-            expire_at: 0,
-            modified,
-            version,
-        };
-        entry.set_expire_at(expire_at);
+        let expire = expire_at.map_or(0, |t| t.max(1));
+        let entry = Entry::new(self.key, value, expire, modified, version);
         let (name_hash, bucket) = name_hash_and_bucket(self.key);
         let kd = entry.key_digest_named(name_hash);
         let size = entry.size(self.key);
-        let expire = entry.expire_at;
-        db.table.insert_new(self.key.into(), entry);
+        db.table.insert_new(entry);
         db.digest.add(bucket, kd);
         db.used += size;
         if expire != 0 {
@@ -649,7 +542,7 @@ impl Db {
             return;
         };
         let e = self.table.value_at(idx);
-        if e.version > snap.version {
+        if e.version() > snap.version {
             return;
         }
         let key = self.table.key_at(idx);
@@ -669,17 +562,18 @@ impl Db {
         let before = Before {
             kd: e.key_digest_named(name_hash),
             size: e.size(key),
-            expire: e.expire_at,
+            expire: e.expire_raw(),
         };
-        let (key, _) = self.table.remove_at(idx);
-        self.account_gone(&key, bucket, before, now);
+        let entry = self.table.remove_at(idx);
+        let key = entry.key();
+        self.account_gone(key, bucket, before, now);
         self.stats.expired_total.fetch_add(1, Ordering::Relaxed);
         if self.journal.active() {
-            self.journal.record_expiry(&key, now);
+            self.journal.record_expiry(key, now);
         }
         if self.key_events.active() {
             self.key_events
-                .emit(crate::notify::class::EXPIRED, "expired", &key);
+                .emit(crate::notify::class::EXPIRED, "expired", key);
         }
     }
 
@@ -724,7 +618,7 @@ impl Db {
                 let before = Before {
                     kd: e.key_digest_named(name_hash),
                     size: e.size(key),
-                    expire: e.expire_at,
+                    expire: e.expire_raw(),
                 };
                 Slot::Occupied(Occupied {
                     db: self,
@@ -890,8 +784,8 @@ impl Db {
         let version = self.next_version;
         self.next_version += 1;
         let mut table = fresh.table.take();
-        for (_, e) in table.iter_mut() {
-            e.version = version;
+        for e in table.values_mut() {
+            e.set_version(version);
         }
         self.table = table;
         self.expires = std::mem::take(&mut fresh.expires);
@@ -1005,7 +899,7 @@ impl Db {
         let v = snap.version;
         let table = snap.flushed.as_ref().unwrap_or(&self.table);
         table.scan(cursor, count, |k, e| {
-            if e.version <= v {
+            if e.version() <= v {
                 f(k, e)
             }
         })
@@ -1458,7 +1352,7 @@ mod tests {
         entries: impl Iterator<Item = (&'a [u8], &'a Entry)>,
     ) -> std::collections::BTreeMap<Vec<u8>, (u64, u64)> {
         entries
-            .map(|(k, e)| (k.to_vec(), (e.key_digest(k), e.expire_at)))
+            .map(|(k, e)| (k.to_vec(), (e.key_digest(k), e.expire_raw())))
             .collect()
     }
 
@@ -1532,7 +1426,7 @@ mod tests {
             let mut cursor = 0u64;
             let mut started = false;
             let record = |seen: &mut std::collections::BTreeMap<Vec<u8>, (u64, u64)>, k: &[u8], e: &Entry| {
-                let v = (e.key_digest(k), e.expire_at);
+                let v = (e.key_digest(k), e.expire_raw());
                 if let Some(old) = seen.insert(k.to_vec(), v) {
                     assert_eq!(old, v, "duplicates must be equal");
                 }

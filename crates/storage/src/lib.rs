@@ -3,6 +3,8 @@
 //! - [`table`]: the hash table with a SCAN-stable cursor, used for keys and collection members.
 //! - [`value`]: strings, lists, hashes, sets and sorted sets, each maintaining its size estimate
 //!   and content digest as it changes.
+//! - [`entry`]: a key's [`Entry`] as the table holds it: one allocation with the key, its
+//!   metadata and (for strings and packed collections) the value's bytes.
 //! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
 //!   that keeps expiry index, versions, modified times, memory, digests and change tracking exact.
 //! - [`stream`]: the stream type (entries in packed blocks, consumer groups and their pending
@@ -23,6 +25,7 @@ pub mod codec;
 pub mod digest;
 pub mod effects;
 pub mod encoding;
+pub mod entry;
 pub mod glob;
 pub mod keyspace;
 pub mod notify;
@@ -38,9 +41,10 @@ pub use blocking::Waiter;
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
 pub use encoding::Encoding;
+pub use entry::Entry;
 pub use keyspace::{
-    Db, DbGuard, Entry, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest,
-    TrackingLag, Vacant,
+    Db, DbGuard, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest, TrackingLag,
+    Vacant,
 };
 pub use point_in_time::PointInTimeCopy;
 pub use stream::{StreamId, StreamValue};

@@ -14,7 +14,7 @@ pub(crate) fn encoded_len(e: &[u8]) -> usize {
     len_of_len(e.len()) + e.len()
 }
 
-fn len_of_len(mut n: usize) -> usize {
+pub(crate) fn len_of_len(mut n: usize) -> usize {
     let mut k = 1;
     while n >= 0x80 {
         n >>= 7;
@@ -23,7 +23,7 @@ fn len_of_len(mut n: usize) -> usize {
     k
 }
 
-fn put_len(buf: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn put_len(buf: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         buf.push((n as u8) | 0x80);
         n >>= 7;
@@ -120,12 +120,28 @@ impl Packed {
         p
     }
 
+    /// A read-only view of the same bytes (what a view of the collection is built from).
+    #[inline]
+    pub(crate) fn as_ref(&self) -> PackedRef<'_> {
+        PackedRef(&self.0)
+    }
+
+    /// A packed form holding a copy of `bytes` (header and body), as [`Packed::bytes`] gave them.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Packed {
+        debug_assert!(bytes.len() >= HEADER);
+        Packed(bytes.into())
+    }
+
+    /// The whole allocation: header and body (a compact entry keeps them inside its own).
+    #[inline]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Number of elements.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&self.0[..4]);
-        u32::from_le_bytes(b) as usize
+        self.as_ref().len()
     }
 
     #[inline]
@@ -137,9 +153,7 @@ impl Packed {
     /// The collection's digest sum (what its full form keeps in a field).
     #[inline]
     pub(crate) fn sum(&self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[4..HEADER]);
-        u64::from_le_bytes(b)
+        self.as_ref().sum()
     }
 
     #[inline]
@@ -151,11 +165,6 @@ impl Packed {
     #[inline]
     pub(crate) fn body(&self) -> &[u8] {
         &self.0[HEADER..]
-    }
-
-    /// Bytes of the allocation (header and body).
-    pub(crate) fn alloc_len(&self) -> usize {
-        self.0.len()
     }
 
     /// Edits the buffer as a `Vec` (no copy: a boxed slice is a `Vec` whose capacity is its
@@ -208,6 +217,44 @@ impl Packed {
     }
 }
 
+/// The bytes of a [`Packed`] form wherever they are kept: in the value's own allocation, or
+/// inside a compact keyspace entry (`crate::entry`), which holds them next to its key.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedRef<'a>(&'a [u8]);
+
+impl<'a> PackedRef<'a> {
+    /// Bytes that [`Packed::bytes`] gave (a header, then the body).
+    #[inline]
+    pub(crate) fn new(bytes: &'a [u8]) -> PackedRef<'a> {
+        debug_assert!(bytes.len() >= HEADER);
+        PackedRef(bytes)
+    }
+
+    #[inline]
+    pub(crate) fn len(self) -> usize {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.0[..4]);
+        u32::from_le_bytes(b) as usize
+    }
+
+    #[inline]
+    pub(crate) fn sum(self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[4..HEADER]);
+        u64::from_le_bytes(b)
+    }
+
+    #[inline]
+    pub(crate) fn body(self) -> &'a [u8] {
+        &self.0[HEADER..]
+    }
+
+    #[inline]
+    pub(crate) fn alloc_len(self) -> usize {
+        self.0.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,7 +275,7 @@ mod tests {
     fn packed_header_and_edits() {
         let mut p = Packed::default();
         assert_eq!(
-            (p.len(), p.sum(), p.body(), p.alloc_len()),
+            (p.len(), p.sum(), p.body(), p.as_ref().alloc_len()),
             (0, 0, &[][..], HEADER)
         );
         p.put(b"ab");
@@ -254,7 +301,7 @@ mod tests {
         p.truncate(2);
         assert_eq!(p.body(), &b"\x01q"[..]);
         assert_eq!(
-            (p.len(), p.sum(), p.alloc_len()),
+            (p.len(), p.sum(), p.as_ref().alloc_len()),
             (2, u64::MAX - 1, HEADER + 2)
         );
         let mut b = Packed::start(4);

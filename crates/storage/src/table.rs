@@ -9,6 +9,10 @@
 //! returned twice around a resize, never missed.
 //!
 //! Nodes live in one `Vec` and chain by index, so a resize relinks `u32`s without moving entries.
+//!
+//! A node holds its key beside its value ([`TableKey`], for the members of hashes, sets and
+//! sorted sets) or finds it inside the value ([`KeyInValue`]: the keyspace's entries own their
+//! key, so a keyspace node is 16 bytes — hash, link and the entry's pointer).
 
 use std::sync::OnceLock;
 
@@ -101,38 +105,93 @@ impl From<TableKey> for Box<[u8]> {
     }
 }
 
-struct Node<V> {
+/// Where a table node finds its key: beside the value ([`TableKey`]) or inside it
+/// ([`KeyInValue`]).
+pub trait NodeKey<V> {
+    fn of<'a>(&'a self, value: &'a V) -> &'a [u8];
+}
+
+impl<V> NodeKey<V> for TableKey {
+    #[inline]
+    fn of<'a>(&'a self, _: &'a V) -> &'a [u8] {
+        self.as_bytes()
+    }
+}
+
+/// A value that holds its own key (a keyspace entry: key and value in one allocation).
+pub trait OwnsKey {
+    fn key(&self) -> &[u8];
+}
+
+/// The node key of a table whose values own their keys: nothing is stored beside the value.
+/// The key must never change while the value is in the table (its hash placed it).
+pub struct KeyInValue;
+
+impl<V: OwnsKey> NodeKey<V> for KeyInValue {
+    #[inline]
+    fn of<'a>(&'a self, value: &'a V) -> &'a [u8] {
+        value.key()
+    }
+}
+
+struct Node<V, K> {
     /// The low half of the key's hash: enough to pick a bucket (a table never has 2^32 of them)
     /// and to skip most non-matching keys; with `next` it fills 8 bytes.
     hash: u32,
     next: u32,
-    key: TableKey,
+    key: K,
     value: V,
 }
 
-enum Slot<V> {
-    Used(Node<V>),
+impl<V, K: NodeKey<V>> Node<V, K> {
+    #[inline]
+    fn key(&self) -> &[u8] {
+        self.key.of(&self.value)
+    }
+}
+
+enum Slot<V, K> {
+    Used(Node<V, K>),
     /// A free slot, linking to the next free one.
     Free(u32),
 }
 
 /// Chained hash table keyed by byte strings. See the module docs for the cursor guarantee.
-pub struct Table<V> {
+pub struct Table<V, K = TableKey> {
     /// Head node index per bucket (`NIL` when empty). Length is a power of two.
     buckets: Vec<u32>,
-    nodes: Vec<Slot<V>>,
+    nodes: Vec<Slot<V, K>>,
     /// Head of the free-slot list inside `nodes`.
     free: u32,
     len: usize,
 }
 
-impl<V> Default for Table<V> {
+impl<V, K: NodeKey<V>> Default for Table<V, K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<V> Table<V> {
+impl<V> Table<V, TableKey> {
+    /// Inserts or replaces; returns the previous value.
+    pub fn insert(&mut self, key: &[u8], value: V) -> Option<V> {
+        let hash = hash_key(key);
+        if let Some(i) = self.find_hashed(key, hash) {
+            return Some(std::mem::replace(&mut self.node_mut(i).value, value));
+        }
+        self.insert_new_hashed(TableKey::new(key), hash, value);
+        None
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
+        self.nodes.iter_mut().filter_map(|s| match s {
+            Slot::Used(n) => Some((&*n.key, &mut n.value)),
+            Slot::Free(_) => None,
+        })
+    }
+}
+
+impl<V, K: NodeKey<V>> Table<V, K> {
     pub fn new() -> Self {
         Table {
             buckets: vec![NIL; MIN_BUCKETS],
@@ -172,14 +231,14 @@ impl<V> Table<V> {
         self.buckets.len() as u64 - 1
     }
 
-    fn node(&self, idx: u32) -> &Node<V> {
+    fn node(&self, idx: u32) -> &Node<V, K> {
         match &self.nodes[idx as usize] {
             Slot::Used(n) => n,
             Slot::Free(_) => unreachable!("table chain points at a free slot"),
         }
     }
 
-    fn node_mut(&mut self, idx: u32) -> &mut Node<V> {
+    fn node_mut(&mut self, idx: u32) -> &mut Node<V, K> {
         match &mut self.nodes[idx as usize] {
             Slot::Used(n) => n,
             Slot::Free(_) => unreachable!("table chain points at a free slot"),
@@ -208,7 +267,7 @@ impl<V> Table<V> {
         let mut idx = self.buckets[(hash & self.mask()) as usize];
         while idx != NIL {
             let n = self.node(idx);
-            if n.hash == hash as u32 && &*n.key == key {
+            if n.hash == hash as u32 && n.key() == key {
                 return Some(idx);
             }
             idx = n.next;
@@ -230,7 +289,7 @@ impl<V> Table<V> {
     }
 
     pub fn key_at(&self, idx: u32) -> &[u8] {
-        &self.node(idx).key
+        self.node(idx).key()
     }
 
     pub fn value_at(&self, idx: u32) -> &V {
@@ -241,23 +300,13 @@ impl<V> Table<V> {
         &mut self.node_mut(idx).value
     }
 
-    /// Inserts or replaces; returns the previous value.
-    pub fn insert(&mut self, key: &[u8], value: V) -> Option<V> {
-        let hash = hash_key(key);
-        if let Some(i) = self.find_hashed(key, hash) {
-            return Some(std::mem::replace(&mut self.node_mut(i).value, value));
-        }
-        self.insert_new_hashed(TableKey::new(key), hash, value);
-        None
-    }
-
     /// Inserts a key known to be absent; returns its position.
-    pub fn insert_new(&mut self, key: TableKey, value: V) -> u32 {
-        let hash = hash_key(&key);
+    pub fn insert_new(&mut self, key: K, value: V) -> u32 {
+        let hash = hash_key(key.of(&value));
         self.insert_new_hashed(key, hash, value)
     }
 
-    pub(crate) fn insert_new_hashed(&mut self, key: TableKey, hash: u64, value: V) -> u32 {
+    pub(crate) fn insert_new_hashed(&mut self, key: K, hash: u64, value: V) -> u32 {
         if self.len >= self.buckets.len() {
             self.resize(self.buckets.len() * 2);
         }
@@ -291,13 +340,13 @@ impl<V> Table<V> {
         idx
     }
 
-    pub fn remove(&mut self, key: &[u8]) -> Option<(TableKey, V)> {
+    pub fn remove(&mut self, key: &[u8]) -> Option<(K, V)> {
         let i = self.find(key)?;
         Some(self.remove_at(i))
     }
 
     /// Removes the entry at a position returned by [`Table::find`].
-    pub fn remove_at(&mut self, idx: u32) -> (TableKey, V) {
+    pub fn remove_at(&mut self, idx: u32) -> (K, V) {
         let hash = self.node(idx).hash;
         let b = (u64::from(hash) & self.mask()) as usize;
         let next = self.node(idx).next;
@@ -362,20 +411,21 @@ impl<V> Table<V> {
     }
 
     /// Removes everything, returning the old contents so the caller can drop them outside a lock.
-    pub fn take(&mut self) -> Table<V> {
+    pub fn take(&mut self) -> Table<V, K> {
         std::mem::take(self)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
         self.nodes.iter().filter_map(|s| match s {
-            Slot::Used(n) => Some((&*n.key, &n.value)),
+            Slot::Used(n) => Some((n.key(), &n.value)),
             Slot::Free(_) => None,
         })
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
+    /// The values, to change what is not the key.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.nodes.iter_mut().filter_map(|s| match s {
-            Slot::Used(n) => Some((&*n.key, &mut n.value)),
+            Slot::Used(n) => Some(&mut n.value),
             Slot::Free(_) => None,
         })
     }
@@ -386,7 +436,7 @@ impl<V> Table<V> {
         let mut idx = self.buckets[(cursor & mask) as usize];
         while idx != NIL {
             let n = self.node(idx);
-            f(&n.key, &n.value);
+            f(n.key(), &n.value);
             idx = n.next;
         }
         next_cursor(cursor, mask)
@@ -447,19 +497,20 @@ pub struct Pos {
 /// shrinks on its own, so a resize (a pass over one sub-table's entries) stalls its owner for a
 /// sixty-fourth of what resizing one big table would: about 0.4 ms instead of 26 ms at two
 /// million keys. The cursor is the sub-table's number in the top bits and that sub-table's own
-/// reverse-binary cursor below, so SCAN keeps its guarantee.
+/// reverse-binary cursor below, so SCAN keeps its guarantee. Its values own their keys
+/// ([`OwnsKey`]): a node is the value and 8 bytes of hash and link.
 pub struct ShardedTable<V> {
-    shards: Vec<Table<V>>,
+    shards: Vec<Table<V, KeyInValue>>,
     len: usize,
 }
 
-impl<V> Default for ShardedTable<V> {
+impl<V: OwnsKey> Default for ShardedTable<V> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<V> ShardedTable<V> {
+impl<V: OwnsKey> ShardedTable<V> {
     pub fn new() -> Self {
         ShardedTable {
             shards: (0..SHARDS).map(|_| Table::new()).collect(),
@@ -530,11 +581,11 @@ impl<V> ShardedTable<V> {
         self.shards[usize::from(p.shard)].value_at_mut(p.idx)
     }
 
-    /// Inserts a key known to be absent; returns its position.
-    pub fn insert_new(&mut self, key: TableKey, value: V) -> Pos {
-        let hash = hash_key(&key);
+    /// Inserts a value whose key is known to be absent; returns its position.
+    pub fn insert_new(&mut self, value: V) -> Pos {
+        let hash = hash_key(value.key());
         let shard = Self::shard_of(hash);
-        let idx = self.shards[shard].insert_new_hashed(key, hash, value);
+        let idx = self.shards[shard].insert_new_hashed(KeyInValue, hash, value);
         self.len += 1;
         Pos {
             shard: shard as u16,
@@ -542,9 +593,9 @@ impl<V> ShardedTable<V> {
         }
     }
 
-    pub fn remove_at(&mut self, p: Pos) -> (TableKey, V) {
+    pub fn remove_at(&mut self, p: Pos) -> V {
         self.len -= 1;
-        self.shards[usize::from(p.shard)].remove_at(p.idx)
+        self.shards[usize::from(p.shard)].remove_at(p.idx).1
     }
 
     /// Removes everything, returning the old contents (to be dropped outside a lock).
@@ -556,8 +607,9 @@ impl<V> ShardedTable<V> {
         self.shards.iter().flat_map(Table::iter)
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
-        self.shards.iter_mut().flat_map(Table::iter_mut)
+    /// The values, to change what is not the key.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.shards.iter_mut().flat_map(Table::values_mut)
     }
 
     /// Walks from `cursor` until `f` has been shown at least `count` entries or `count * 10`
@@ -634,18 +686,33 @@ mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
 
+    /// A value owning its key, as a keyspace entry does.
+    struct Kv<T>(TableKey, T);
+
+    impl<T> OwnsKey for Kv<T> {
+        fn key(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    fn kv<T>(key: &[u8], value: T) -> Kv<T> {
+        Kv(key.into(), value)
+    }
+
     #[test]
     fn nodes_stay_compact() {
-        // A keyspace entry is 56 bytes: hash, link and key add 32, with no padding.
+        // A member's node: hash, link and key add 32 to the value, with no padding.
         assert_eq!(std::mem::size_of::<TableKey>(), 24);
-        assert_eq!(std::mem::size_of::<Slot<[u64; 7]>>(), 88);
+        assert_eq!(std::mem::size_of::<Slot<[u64; 7], TableKey>>(), 88);
+        // A keyspace node: hash, link and the entry's pointer, the free-slot tag in its niche.
+        assert_eq!(std::mem::size_of::<Slot<Box<u64>, KeyInValue>>(), 16);
     }
 
     #[test]
     fn a_reserved_table_takes_its_keys_without_moving_its_nodes() {
         let n = 100_000;
-        let mut t: ShardedTable<u64> = ShardedTable::new();
-        t.insert_new(b"before"[..].into(), 7);
+        let mut t: ShardedTable<Kv<u64>> = ShardedTable::new();
+        t.insert_new(kv(b"before", 7));
         t.reserve(n);
         let capacities: Vec<(usize, usize)> = t
             .shards
@@ -653,7 +720,7 @@ mod tests {
             .map(|s| (s.nodes.capacity(), s.buckets.len()))
             .collect();
         for i in 0..n as u64 {
-            t.insert_new(format!("key:{i}").as_bytes().into(), i);
+            t.insert_new(kv(format!("key:{i}").as_bytes(), i));
         }
         let grown = t
             .shards
@@ -668,7 +735,7 @@ mod tests {
         assert_eq!(t.len(), n + 1);
         for i in (0..n as u64).step_by(997) {
             let pos = t.find(format!("key:{i}").as_bytes()).expect("present");
-            assert_eq!(*t.value_at(pos), i);
+            assert_eq!(t.value_at(pos).1, i);
         }
         assert!(t.find(b"before").is_some());
     }
@@ -722,7 +789,7 @@ mod tests {
     fn sharded_scan_and_random_cover_everything() {
         let mut t = ShardedTable::new();
         for i in 0..20_000u32 {
-            t.insert_new(i.to_le_bytes()[..].into(), i);
+            t.insert_new(kv(&i.to_le_bytes(), i));
         }
         let mut seen = HashSet::new();
         let mut c = 0;
@@ -740,7 +807,7 @@ mod tests {
         for _ in 0..100 {
             let p = t.random_index(&mut rng).unwrap();
             let k: [u8; 4] = t.key_at(p).try_into().unwrap();
-            assert_eq!(*t.value_at(p), u32::from_le_bytes(k));
+            assert_eq!(t.value_at(p).1, u32::from_le_bytes(k));
         }
         for i in 0..20_000u32 {
             let p = t.find(&i.to_le_bytes()).unwrap();
@@ -756,7 +823,7 @@ mod tests {
         fn sharded_scan_guarantee_under_writes(ops in proptest::collection::vec((0u8..3, 0u16..3000), 0..3000), stable in 1u16..600) {
             let mut t = ShardedTable::new();
             for i in 0..stable {
-                t.insert_new(format!("stable{}", i).as_bytes().into(), ());
+                t.insert_new(kv(format!("stable{}", i).as_bytes(), ()));
             }
             let mut seen = HashSet::new();
             let mut c = 0u64;
@@ -768,7 +835,7 @@ mod tests {
                     match (op, t.find(k.as_bytes())) {
                         (0, Some(p)) => { t.remove_at(p); }
                         (0, None) => {}
-                        (_, None) => { t.insert_new(k.as_bytes().into(), ()); }
+                        (_, None) => { t.insert_new(kv(k.as_bytes(), ())); }
                         (_, Some(_)) => {}
                     }
                 }

@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use crate::digest::{hash_bytes, hash_pair, hash_scored, mix64, poly, type_tag};
 use crate::encoding::{self, Encoding};
-use crate::pack::{self, Packed};
+use crate::pack::{self, Packed, PackedRef};
 use crate::skiplist::SkipList;
 use crate::stream::StreamValue;
 use crate::table::Table;
@@ -187,6 +187,108 @@ impl Value {
             Value::List(l) => Value::List(l.clone()),
             _ => self.view().to_value(),
         }
+    }
+}
+
+/// The packed forms a compact keyspace entry (`crate::entry`) keeps inside its own allocation,
+/// next to its key: a small collection's [`Packed`] bytes and which collection they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PackedKind {
+    List,
+    Hash,
+    SetInts,
+    Set,
+    ZSet,
+}
+
+impl Value {
+    /// A small collection's one buffer (header and elements), if the value is packed.
+    pub(crate) fn packed(&self) -> Option<(PackedKind, &[u8])> {
+        let (kind, p) = match self {
+            Value::List(ListValue(ListRepr::Packed(p))) => (PackedKind::List, p),
+            Value::Hash(HashValue(HashRepr::Packed(p))) => (PackedKind::Hash, p),
+            Value::Set(SetValue(SetRepr::Ints(p))) => (PackedKind::SetInts, p),
+            Value::Set(SetValue(SetRepr::Packed(p))) => (PackedKind::Set, p),
+            Value::ZSet(ZSetValue(ZRepr::Packed(p))) => (PackedKind::ZSet, p),
+            _ => return None,
+        };
+        Some((kind, p.bytes()))
+    }
+
+    /// The value whose [`Value::packed`] buffer is `bytes`.
+    pub(crate) fn from_packed(kind: PackedKind, bytes: &[u8]) -> Value {
+        let p = Packed::from_bytes(bytes);
+        match kind {
+            PackedKind::List => Value::List(ListValue(ListRepr::Packed(p))),
+            PackedKind::Hash => Value::Hash(HashValue(HashRepr::Packed(p))),
+            PackedKind::SetInts => Value::Set(SetValue(SetRepr::Ints(p))),
+            PackedKind::Set => Value::Set(SetValue(SetRepr::Packed(p))),
+            PackedKind::ZSet => Value::ZSet(ZSetValue(ZRepr::Packed(p))),
+        }
+    }
+
+    /// A string's bytes, CRC and encoding (a compact entry keeps them next to its key).
+    pub(crate) fn str_parts(&self) -> Option<(&[u8], u32, Encoding)> {
+        match self {
+            Value::Str(s) => Some((s.as_bytes(), s.crc(), s.encoding())),
+            _ => None,
+        }
+    }
+
+    /// The string whose [`Value::str_parts`] these are.
+    pub(crate) fn from_str_parts(data: &[u8], crc: u32, enc: Encoding) -> Value {
+        Value::Str(StrValue::with(data.to_vec(), crc, enc))
+    }
+}
+
+impl<'a> ValueRef<'a> {
+    /// The view of a packed buffer kept in a compact entry.
+    pub(crate) fn of_packed(kind: PackedKind, bytes: &'a [u8]) -> ValueRef<'a> {
+        let p = PackedRef::new(bytes);
+        match kind {
+            PackedKind::List => ValueRef::List(ListRef::packed(p)),
+            PackedKind::Hash => ValueRef::Hash(HashRef::packed(p)),
+            PackedKind::SetInts => ValueRef::Set(SetRef::ints(p)),
+            PackedKind::Set => ValueRef::Set(SetRef::packed(p)),
+            PackedKind::ZSet => ValueRef::ZSet(ZSetRef::packed(p)),
+        }
+    }
+
+    /// The view of a string kept in a compact entry.
+    pub(crate) fn of_str(data: &'a [u8], crc: u32, enc: Encoding) -> ValueRef<'a> {
+        ValueRef::Str(StrRef {
+            data,
+            crc: Some(crc),
+            enc,
+        })
+    }
+
+    /// Bytes of a packed form's buffer (header and elements), if the value is packed.
+    pub(crate) fn packed_len(self) -> Option<usize> {
+        let bytes = match self {
+            ValueRef::List(ListRef {
+                repr: ListReprRef::Packed { .. },
+                bytes,
+                ..
+            })
+            | ValueRef::Hash(HashRef {
+                repr: HashReprRef::Packed { .. },
+                bytes,
+                ..
+            })
+            | ValueRef::Set(SetRef {
+                repr: SetReprRef::Ints { .. } | SetReprRef::Packed { .. },
+                bytes,
+                ..
+            })
+            | ValueRef::ZSet(ZSetRef {
+                repr: ZReprRef::Packed { .. },
+                bytes,
+                ..
+            }) => bytes,
+            _ => return None,
+        };
+        Some(bytes)
     }
 }
 
@@ -370,7 +472,7 @@ impl StrValue {
     }
 
     /// Keeps `data` inline when it is short enough (its allocation is freed), else as it is.
-    fn with(data: Vec<u8>, crc: u32, enc: Encoding) -> Self {
+    pub(crate) fn with(data: Vec<u8>, crc: u32, enc: Encoding) -> Self {
         let repr = if data.len() <= INLINE_STR {
             let mut bytes = [0u8; INLINE_STR];
             bytes[..data.len()].copy_from_slice(&data);
@@ -386,7 +488,7 @@ impl StrValue {
         StrValue { repr }
     }
 
-    fn crc(&self) -> u32 {
+    pub(crate) fn crc(&self) -> u32 {
         match &self.repr {
             StrRepr::Inline { crc, .. } | StrRepr::Heap { crc, .. } => *crc,
         }
@@ -647,14 +749,7 @@ fn pack_list(d: &ListDeque, packed_bytes: usize) -> Packed {
 impl ListValue {
     pub fn view(&self) -> ListRef<'_> {
         match &self.0 {
-            ListRepr::Packed(p) => ListRef {
-                repr: ListReprRef::Packed {
-                    buf: p.body(),
-                    len: p.len(),
-                },
-                bytes: p.alloc_len(),
-                poly: Some(p.sum()),
-            },
+            ListRepr::Packed(p) => ListRef::packed(p.as_ref()),
             ListRepr::Deque(d) => ListRef {
                 repr: ListReprRef::Deque(&d.items),
                 bytes: d.bytes,
@@ -936,6 +1031,18 @@ enum ListReprRef<'a> {
 }
 
 impl<'a> ListRef<'a> {
+    /// The view of a packed list's bytes (in its own allocation or a compact entry's).
+    pub(crate) fn packed(p: PackedRef<'a>) -> Self {
+        ListRef {
+            repr: ListReprRef::Packed {
+                buf: p.body(),
+                len: p.len(),
+            },
+            bytes: p.alloc_len(),
+            poly: Some(p.sum()),
+        }
+    }
+
     pub fn len(self) -> usize {
         match self.repr {
             ListReprRef::Packed { len, .. } => len,
@@ -1056,14 +1163,7 @@ fn packed_pairs(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 impl HashValue {
     pub fn view(&self) -> HashRef<'_> {
         match &self.0 {
-            HashRepr::Packed(p) => HashRef {
-                repr: HashReprRef::Packed {
-                    buf: p.body(),
-                    len: p.len(),
-                },
-                bytes: p.alloc_len(),
-                sum: Some(p.sum()),
-            },
+            HashRepr::Packed(p) => HashRef::packed(p.as_ref()),
             HashRepr::Table(t) => HashRef {
                 repr: HashReprRef::Table(&t.table),
                 bytes: t.bytes,
@@ -1261,6 +1361,18 @@ enum HashReprRef<'a> {
 }
 
 impl<'a> HashRef<'a> {
+    /// The view of a packed hash's bytes (in its own allocation or a compact entry's).
+    pub(crate) fn packed(p: PackedRef<'a>) -> Self {
+        HashRef {
+            repr: HashReprRef::Packed {
+                buf: p.body(),
+                len: p.len(),
+            },
+            bytes: p.alloc_len(),
+            sum: Some(p.sum()),
+        }
+    }
+
     pub fn len(self) -> usize {
         match self.repr {
             HashReprRef::Packed { len, .. } => len,
@@ -1380,7 +1492,7 @@ impl Default for SetValue {
 
 /// The slot width of an integer set (0 when empty).
 #[inline]
-fn int_width(p: &Packed) -> usize {
+fn int_width(p: PackedRef<'_>) -> usize {
     p.body().len().checked_div(p.len()).unwrap_or(0)
 }
 
@@ -1427,22 +1539,8 @@ fn set_max_listpack_entries() -> usize {
 impl SetValue {
     pub fn view(&self) -> SetRef<'_> {
         match &self.0 {
-            SetRepr::Ints(p) => SetRef {
-                repr: SetReprRef::Ints {
-                    buf: p.body(),
-                    width: int_width(p),
-                },
-                bytes: p.alloc_len(),
-                sum: Some(p.sum()),
-            },
-            SetRepr::Packed(p) => SetRef {
-                repr: SetReprRef::Packed {
-                    buf: p.body(),
-                    len: p.len(),
-                },
-                bytes: p.alloc_len(),
-                sum: Some(p.sum()),
-            },
+            SetRepr::Ints(p) => SetRef::ints(p.as_ref()),
+            SetRepr::Packed(p) => SetRef::packed(p.as_ref()),
             SetRepr::Table(t) => SetRef {
                 repr: SetReprRef::Table(&t.table),
                 bytes: t.bytes,
@@ -1476,7 +1574,7 @@ impl SetValue {
             }
             return;
         };
-        let width = int_width(ints);
+        let width = int_width(ints.as_ref());
         let slots = ints.body().chunks_exact(width.max(1)).map(int_slot);
         let longest = slots
             .clone()
@@ -1534,7 +1632,7 @@ impl SetValue {
         if let SetRepr::Ints(p) = &mut self.0 {
             match encoding::canonical_int(m) {
                 Some(x) => {
-                    let width = int_width(p);
+                    let width = int_width(p.as_ref());
                     match int_search(p.body(), width, x) {
                         Ok(_) => return false,
                         Err(at) => {
@@ -1591,7 +1689,7 @@ impl SetValue {
     pub fn remove(&mut self, m: &[u8]) -> bool {
         let p = match &mut self.0 {
             SetRepr::Ints(p) => {
-                let width = int_width(p);
+                let width = int_width(p.as_ref());
                 match encoding::canonical_int(m).map(|x| int_search(p.body(), width, x)) {
                     Some(Ok(i)) => p.splice_raw(i * width, (i + 1) * width, &[]),
                     _ => return false,
@@ -1696,6 +1794,30 @@ enum SetReprRef<'a> {
 }
 
 impl<'a> SetRef<'a> {
+    /// The view of an integer set's bytes (in its own allocation or a compact entry's).
+    pub(crate) fn ints(p: PackedRef<'a>) -> Self {
+        SetRef {
+            repr: SetReprRef::Ints {
+                buf: p.body(),
+                width: int_width(p),
+            },
+            bytes: p.alloc_len(),
+            sum: Some(p.sum()),
+        }
+    }
+
+    /// The view of a packed set's bytes (in its own allocation or a compact entry's).
+    pub(crate) fn packed(p: PackedRef<'a>) -> Self {
+        SetRef {
+            repr: SetReprRef::Packed {
+                buf: p.body(),
+                len: p.len(),
+            },
+            bytes: p.alloc_len(),
+            sum: Some(p.sum()),
+        }
+    }
+
     pub fn len(self) -> usize {
         match self.repr {
             SetReprRef::Ints { buf, width } => buf.len().checked_div(width).unwrap_or(0),
@@ -1861,14 +1983,7 @@ fn zset_max_entries() -> usize {
 impl ZSetValue {
     pub fn view(&self) -> ZSetRef<'_> {
         match &self.0 {
-            ZRepr::Packed(p) => ZSetRef {
-                repr: ZReprRef::Packed {
-                    buf: p.body(),
-                    len: p.len(),
-                },
-                bytes: p.alloc_len(),
-                sum: Some(p.sum()),
-            },
+            ZRepr::Packed(p) => ZSetRef::packed(p.as_ref()),
             ZRepr::Full(f) => ZSetRef {
                 repr: ZReprRef::Full(f),
                 bytes: f.bytes,
@@ -2094,6 +2209,18 @@ enum ZReprRef<'a> {
 }
 
 impl<'a> ZSetRef<'a> {
+    /// The view of a packed sorted set's bytes (in its own allocation or a compact entry's).
+    pub(crate) fn packed(p: PackedRef<'a>) -> Self {
+        ZSetRef {
+            repr: ZReprRef::Packed {
+                buf: p.body(),
+                len: p.len(),
+            },
+            bytes: p.alloc_len(),
+            sum: Some(p.sum()),
+        }
+    }
+
     pub fn len(self) -> usize {
         match self.repr {
             ZReprRef::Packed { len, .. } => len,

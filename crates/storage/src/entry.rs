@@ -1,0 +1,773 @@
+//! A key's entry as the keyspace's table holds it: one allocation per key.
+//!
+//! An [`Entry`] is one pointer (the table node adds 8 bytes of hash and link). It points at one
+//! of two forms, told apart by their first byte:
+//!
+//! - **compact** (strings of up to [`COMPACT_STR_MAX`] bytes, packed collections): one byte
+//!   string holding the metadata, the key and the value's bytes —
+//!   `flags | version (6) | modified (6) | [expiry (8)] | key length, key | value length, value`
+//!   (lengths as LEB128). A string's value is its CRC-32 (4 bytes) and its bytes; a packed
+//!   collection's is its [`crate::pack::Packed`] buffer (count, digest sum, elements). A key of
+//!   16 bytes with a 100-byte string takes 135 bytes, one 144-byte malloc chunk; Redis spends
+//!   about 72 bytes per key on its bookkeeping before the string.
+//! - **open** (everything else, and any entry a writer is changing): a box of the metadata, the
+//!   [`Value`] and the key ([`TableKey`]).
+//!
+//! Readers get views ([`Entry::value`]) of either form. A writer's [`Entry::value_mut`] opens a
+//! compact entry (its value becomes a [`Value`] it can change in place); the keyspace's write
+//! funnel settles it back into the compact form when the write ends (`Occupied`'s drop calls
+//! [`Entry::settle`]). A full collection or a long string stays open, so changing it costs no
+//! copy; a small one is copied twice per write, which is about what editing its packed buffer
+//! (kept at its exact size, reallocated on every edit) already cost.
+//!
+//! Version and modified time are kept in 48 bits in the compact form (2^48 writes, and
+//! milliseconds until the year 10889); an entry whose stamps do not fit stays open rather than
+//! lose bits.
+
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+
+use crate::digest::{key_digest, key_digest_named};
+use crate::encoding::Encoding;
+use crate::pack;
+use crate::table::{OwnsKey, TableKey};
+use crate::value::{PackedKind, Value, ValueRef, ValueType};
+
+/// Longest string kept in a compact entry. Longer strings stay open: a write to a compact string
+/// copies it twice, and past this the copies would cost more than the ~100 bytes per key saved.
+pub const COMPACT_STR_MAX: usize = 1024;
+
+/// What a key costs in its table besides its entry: the 16-byte node (hash, link, pointer) with
+/// the node array's growth slack (it grows by a quarter: ~12% unused on average) and the 4-byte
+/// bucket of a power-of-two bucket array at 50–100% load.
+pub const NODE_OVERHEAD: usize = 24;
+
+/// The malloc chunk an allocation of `n` bytes takes (glibc: 8 bytes of header, rounded up to 16,
+/// at least 32).
+pub const fn malloc_chunk(n: usize) -> usize {
+    let c = (n + 8 + 15) & !15;
+    if c < 32 { 32 } else { c }
+}
+
+/// Per-key bookkeeping of an open entry besides its key's own allocation and its value's
+/// estimate: the table's share and the entry's box. It is also the most any entry costs besides
+/// those (a compact entry is never bigger than the open one with the same content), which is
+/// what memory quotas bound a new key by.
+pub const ENTRY_OVERHEAD: usize = NODE_OVERHEAD + malloc_chunk(std::mem::size_of::<Open>());
+
+/// What a key takes outside an open entry's box: nothing when the box holds it, else its own
+/// allocation (the bytes plus the allocator's header and rounding; at most `key.len() + 16`).
+pub fn key_heap_bytes(key: &[u8]) -> usize {
+    if TableKey::is_inline(key) {
+        0
+    } else {
+        key.len() + 16
+    }
+}
+
+/// First byte of an open entry's box. A compact entry's first byte (its flags) has a kind in
+/// its low bits, which is never 0.
+const OPEN: u8 = 0;
+const KIND_MASK: u8 = 0x07;
+const KIND_STR: u8 = 1;
+const KIND_LIST: u8 = 2;
+const KIND_HASH: u8 = 3;
+const KIND_SET_INTS: u8 = 4;
+const KIND_SET: u8 = 5;
+const KIND_ZSET: u8 = 6;
+/// The compact entry has an expiry (8 bytes after the stamps).
+const HAS_EXPIRE: u8 = 0x08;
+/// A compact string's encoding (as OBJECT ENCODING names it) in bits 4–5.
+const ENC_SHIFT: u32 = 4;
+/// Largest version or modified time the compact form holds (48 bits).
+const STAMP_MAX: u64 = (1 << 48) - 1;
+/// Flags, version and modified time.
+const FIXED: usize = 13;
+/// Bytes of a compact string's CRC, before its bytes.
+const CRC: usize = 4;
+
+/// An entry's open form.
+#[repr(C)]
+struct Open {
+    /// Always [`OPEN`]: the first byte (`repr(C)`) of either form says which it is.
+    tag: u8,
+    /// Absolute expiry in Unix milliseconds; 0 when the key does not expire.
+    expire_at: u64,
+    /// Unix milliseconds of the last change (kept across migrations; used to resolve conflicts).
+    modified: u64,
+    /// Keyspace-wide write counter value at the last change (WATCH compares it).
+    version: u64,
+    value: Value,
+    key: TableKey,
+}
+
+/// A key's value and metadata, and the key itself: a pointer to its compact or open form (see
+/// the module docs). Entries are only made by the keyspace.
+pub struct Entry {
+    /// A compact form (a `Box<[u8]>` of the length [`compact_len`] reads from it) or a
+    /// `Box<Open>`, owned by this entry alone; its first byte says which.
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: an `Entry` owns its allocation exclusively, like the `Box<[u8]>` or `Box<Open>` it was
+// made from, and gives shared access only through `&self` and mutable access only through
+// `&mut self`; what it holds (bytes, `Value`, `TableKey`) is `Send` and `Sync` (checked below).
+unsafe impl Send for Entry {}
+// SAFETY: see `Send`: `&Entry` only reads.
+unsafe impl Sync for Entry {}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Value>();
+    send_sync::<TableKey>();
+};
+
+/// The metadata of a compact entry and where its parts are.
+struct Compact<'a> {
+    flags: u8,
+    bytes: &'a [u8],
+}
+
+impl<'a> Compact<'a> {
+    fn stamp(&self, at: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b[..6].copy_from_slice(&self.bytes[at..at + 6]);
+        u64::from_le_bytes(b)
+    }
+
+    fn version(&self) -> u64 {
+        self.stamp(1)
+    }
+
+    fn modified(&self) -> u64 {
+        self.stamp(7)
+    }
+
+    fn expire_at(&self) -> u64 {
+        if self.flags & HAS_EXPIRE == 0 {
+            return 0;
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.bytes[FIXED..FIXED + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    fn key_at(&self) -> usize {
+        FIXED + if self.flags & HAS_EXPIRE != 0 { 8 } else { 0 }
+    }
+
+    fn key(&self) -> &'a [u8] {
+        pack::read(self.bytes, self.key_at()).0
+    }
+
+    fn payload(&self) -> &'a [u8] {
+        let (_, next) = pack::read(self.bytes, self.key_at());
+        pack::read(self.bytes, next).0
+    }
+
+    fn value(&self) -> ValueRef<'a> {
+        let payload = self.payload();
+        match packed_kind(self.flags) {
+            Some(kind) => ValueRef::of_packed(kind, payload),
+            None => {
+                let (crc, data) = payload.split_at(CRC);
+                let mut b = [0u8; CRC];
+                b.copy_from_slice(crc);
+                ValueRef::of_str(data, u32::from_le_bytes(b), str_encoding(self.flags))
+            }
+        }
+    }
+
+    fn owned_value(&self) -> Value {
+        let payload = self.payload();
+        match packed_kind(self.flags) {
+            Some(kind) => Value::from_packed(kind, payload),
+            None => {
+                let (crc, data) = payload.split_at(CRC);
+                let mut b = [0u8; CRC];
+                b.copy_from_slice(crc);
+                Value::from_str_parts(data, u32::from_le_bytes(b), str_encoding(self.flags))
+            }
+        }
+    }
+}
+
+fn packed_kind(flags: u8) -> Option<PackedKind> {
+    Some(match flags & KIND_MASK {
+        KIND_LIST => PackedKind::List,
+        KIND_HASH => PackedKind::Hash,
+        KIND_SET_INTS => PackedKind::SetInts,
+        KIND_SET => PackedKind::Set,
+        KIND_ZSET => PackedKind::ZSet,
+        _ => return None,
+    })
+}
+
+fn kind_flags(kind: PackedKind) -> u8 {
+    match kind {
+        PackedKind::List => KIND_LIST,
+        PackedKind::Hash => KIND_HASH,
+        PackedKind::SetInts => KIND_SET_INTS,
+        PackedKind::Set => KIND_SET,
+        PackedKind::ZSet => KIND_ZSET,
+    }
+}
+
+fn str_encoding(flags: u8) -> Encoding {
+    match (flags >> ENC_SHIFT) & 3 {
+        0 => Encoding::Int,
+        1 => Encoding::EmbStr,
+        _ => Encoding::Raw,
+    }
+}
+
+fn encoding_flags(enc: Encoding) -> u8 {
+    let code = match enc {
+        Encoding::Int => 0,
+        Encoding::EmbStr => 1,
+        _ => 2,
+    };
+    code << ENC_SHIFT
+}
+
+/// Bytes of a compact entry with a key of `key_len` bytes and a value of `payload_len`.
+fn compact_len(key_len: usize, payload_len: usize, has_expire: bool) -> usize {
+    FIXED
+        + if has_expire { 8 } else { 0 }
+        + pack::len_of_len(key_len)
+        + key_len
+        + pack::len_of_len(payload_len)
+        + payload_len
+}
+
+/// The length of the compact form at `p`, read from its flags and its two length prefixes.
+///
+/// # Safety
+/// `p` must point at a live compact form built by [`Entry::compact`]: then its flags say
+/// whether the 8 expiry bytes are there, and each length prefix is followed by that many bytes,
+/// so every byte read here lies inside the allocation and was initialized when it was built.
+unsafe fn compact_len_at(p: *const u8) -> usize {
+    // SAFETY: (for every read below) see the function's contract.
+    let flags = unsafe { *p };
+    let mut at = FIXED + if flags & HAS_EXPIRE != 0 { 8 } else { 0 };
+    for _ in 0..2 {
+        let mut n = 0usize;
+        let mut shift = 0;
+        loop {
+            // SAFETY: see the function's contract.
+            let b = unsafe { *p.add(at) };
+            at += 1;
+            n |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        at += n;
+    }
+    at
+}
+
+/// The size of a compact entry's value (CRC and bytes, or the packed buffer), if a value with
+/// this content is kept compact.
+fn compact_payload_len(value: ValueRef<'_>) -> Option<usize> {
+    match value {
+        ValueRef::Str(s) if s.len() <= COMPACT_STR_MAX => Some(CRC + s.len()),
+        ValueRef::Str(_) => None,
+        v => v.packed_len(),
+    }
+}
+
+impl Entry {
+    /// A new entry, compact when its value allows. `expire_at` is 0 for no expiry.
+    pub(crate) fn new(
+        key: &[u8],
+        value: Value,
+        expire_at: u64,
+        modified: u64,
+        version: u64,
+    ) -> Entry {
+        if let Some(e) = Entry::compact(key, &value, expire_at, modified, version) {
+            return e;
+        }
+        Entry::open_from(Open {
+            tag: OPEN,
+            expire_at,
+            modified,
+            version,
+            value,
+            key: TableKey::new(key),
+        })
+    }
+
+    fn open_from(open: Open) -> Entry {
+        Entry {
+            ptr: NonNull::from(Box::leak(Box::new(open))).cast(),
+        }
+    }
+
+    /// The compact form of this content, if it has one.
+    fn compact(
+        key: &[u8],
+        value: &Value,
+        expire_at: u64,
+        modified: u64,
+        version: u64,
+    ) -> Option<Entry> {
+        if version > STAMP_MAX || modified > STAMP_MAX {
+            return None;
+        }
+        let crc;
+        let (flags, head, body): (u8, &[u8], &[u8]) =
+            if let Some((data, c, enc)) = value.str_parts() {
+                if data.len() > COMPACT_STR_MAX {
+                    return None;
+                }
+                crc = c.to_le_bytes();
+                (KIND_STR | encoding_flags(enc), &crc, data)
+            } else {
+                let (kind, bytes) = value.packed()?;
+                (kind_flags(kind), &[], bytes)
+            };
+        let has_expire = expire_at != 0;
+        let payload_len = head.len() + body.len();
+        let len = compact_len(key.len(), payload_len, has_expire);
+        let mut buf = Vec::with_capacity(len);
+        buf.push(flags | if has_expire { HAS_EXPIRE } else { 0 });
+        buf.extend_from_slice(&version.to_le_bytes()[..6]);
+        buf.extend_from_slice(&modified.to_le_bytes()[..6]);
+        if has_expire {
+            buf.extend_from_slice(&expire_at.to_le_bytes());
+        }
+        pack::put_len(&mut buf, key.len());
+        buf.extend_from_slice(key);
+        pack::put_len(&mut buf, payload_len);
+        buf.extend_from_slice(head);
+        buf.extend_from_slice(body);
+        debug_assert_eq!(buf.len(), len);
+        let bytes: Box<[u8]> = buf.into_boxed_slice();
+        Some(Entry {
+            ptr: NonNull::from(Box::leak(bytes)).cast(),
+        })
+    }
+
+    #[inline]
+    fn is_open(&self) -> bool {
+        // SAFETY: both forms are at least one byte long and start with an initialized byte
+        // (`Open::tag`, first in its `repr(C)` layout, or a compact form's flags).
+        unsafe { *self.ptr.as_ptr() == OPEN }
+    }
+
+    #[inline]
+    fn as_open(&self) -> Option<&Open> {
+        // SAFETY: an entry whose first byte is `OPEN` was made from a `Box<Open>`, which it
+        // owns; `&self` lends it for reading.
+        self.is_open()
+            .then(|| unsafe { &*self.ptr.as_ptr().cast::<Open>() })
+    }
+
+    #[inline]
+    fn as_open_mut(&mut self) -> Option<&mut Open> {
+        // SAFETY: as in `as_open`; `&mut self` lends it exclusively.
+        self.is_open()
+            .then(|| unsafe { &mut *self.ptr.as_ptr().cast::<Open>() })
+    }
+
+    #[inline]
+    fn compact_bytes(&self) -> &[u8] {
+        debug_assert!(!self.is_open());
+        let p = self.ptr.as_ptr();
+        // SAFETY: not open, so `p` is a compact form built by `Entry::compact` (the contract of
+        // `compact_len_at`), owned by this entry: a `Box<[u8]>` of exactly that length.
+        unsafe { std::slice::from_raw_parts(p, compact_len_at(p)) }
+    }
+
+    #[inline]
+    fn compact_bytes_mut(&mut self) -> &mut [u8] {
+        debug_assert!(!self.is_open());
+        let p = self.ptr.as_ptr();
+        // SAFETY: as in `compact_bytes`; `&mut self` gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(p, compact_len_at(p)) }
+    }
+
+    #[inline]
+    fn as_compact(&self) -> Compact<'_> {
+        let bytes = self.compact_bytes();
+        Compact {
+            flags: bytes[0],
+            bytes,
+        }
+    }
+
+    /// The open form, opening a compact entry first (its value becomes a [`Value`]).
+    fn open(&mut self) -> &mut Open {
+        if !self.is_open() {
+            let c = self.as_compact();
+            let open = Open {
+                tag: OPEN,
+                expire_at: c.expire_at(),
+                modified: c.modified(),
+                version: c.version(),
+                value: c.owned_value(),
+                key: TableKey::new(c.key()),
+            };
+            *self = Entry::open_from(open);
+        }
+        match self.as_open_mut() {
+            Some(o) => o,
+            None => unreachable!("opened above"),
+        }
+    }
+
+    /// Puts an open entry back into the compact form if its value allows (the write funnel does,
+    /// when a write ends).
+    pub(crate) fn settle(&mut self) {
+        let Some(o) = self.as_open() else {
+            return;
+        };
+        if let Some(compact) = Entry::compact(&o.key, &o.value, o.expire_at, o.modified, o.version)
+        {
+            *self = compact;
+        }
+    }
+
+    /// Whether the entry is in its compact form (tests and memory checks).
+    pub fn is_compact(&self) -> bool {
+        !self.is_open()
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        match self.as_open() {
+            Some(o) => &o.key,
+            None => self.as_compact().key(),
+        }
+    }
+
+    /// The value, as a read-only view (match on [`ValueRef`] as on [`Value`]).
+    pub fn value(&self) -> ValueRef<'_> {
+        match self.as_open() {
+            Some(o) => o.value.view(),
+            None => self.as_compact().value(),
+        }
+    }
+
+    /// The value, to change in place. A compact entry is opened for it; the write funnel
+    /// settles it again when the write ends.
+    pub fn value_mut(&mut self) -> &mut Value {
+        &mut self.open().value
+    }
+
+    pub fn value_type(&self) -> ValueType {
+        match self.as_open() {
+            Some(o) => o.value.value_type(),
+            None => match packed_kind(self.as_compact().flags) {
+                None => ValueType::String,
+                Some(PackedKind::List) => ValueType::List,
+                Some(PackedKind::Hash) => ValueType::Hash,
+                Some(PackedKind::Set | PackedKind::SetInts) => ValueType::Set,
+                Some(PackedKind::ZSet) => ValueType::ZSet,
+            },
+        }
+    }
+
+    /// Absolute expiry (Unix ms), 0 when the key does not expire.
+    pub(crate) fn expire_raw(&self) -> u64 {
+        match self.as_open() {
+            Some(o) => o.expire_at,
+            None => self.as_compact().expire_at(),
+        }
+    }
+
+    pub fn expire_at(&self) -> Option<u64> {
+        let at = self.expire_raw();
+        (at != 0).then_some(at)
+    }
+
+    /// Sets or clears the absolute expiry (Unix ms). A time of 0 is treated as 1 ms (already past).
+    pub fn set_expire_at(&mut self, at: Option<u64>) {
+        let at = at.map_or(0, |t| t.max(1));
+        if !self.is_open() {
+            let had = self.as_compact().flags & HAS_EXPIRE != 0;
+            if had && at != 0 {
+                self.compact_bytes_mut()[FIXED..FIXED + 8].copy_from_slice(&at.to_le_bytes());
+                return;
+            }
+            if !had && at == 0 {
+                return;
+            }
+        }
+        // The compact form changes length: open it (the funnel settles it).
+        self.open().expire_at = at;
+    }
+
+    pub fn modified_ms(&self) -> u64 {
+        match self.as_open() {
+            Some(o) => o.modified,
+            None => self.as_compact().modified(),
+        }
+    }
+
+    pub(crate) fn set_modified(&mut self, ms: u64) {
+        if !self.is_open() && ms <= STAMP_MAX {
+            self.compact_bytes_mut()[7..13].copy_from_slice(&ms.to_le_bytes()[..6]);
+        } else {
+            self.open().modified = ms;
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        match self.as_open() {
+            Some(o) => o.version,
+            None => self.as_compact().version(),
+        }
+    }
+
+    pub(crate) fn set_version(&mut self, version: u64) {
+        if !self.is_open() && version <= STAMP_MAX {
+            self.compact_bytes_mut()[1..7].copy_from_slice(&version.to_le_bytes()[..6]);
+        } else {
+            self.open().version = version;
+        }
+    }
+
+    /// Replaces value and expiry together, keeping the key, version and modified time (the
+    /// funnel updates those): builds the new form directly, with no opening.
+    pub(crate) fn replace(&mut self, value: Value, expire_at: Option<u64>) {
+        let at = expire_at.map_or(0, |t| t.max(1));
+        let fresh = Entry::new(self.key(), value, at, self.modified_ms(), self.version());
+        *self = fresh;
+    }
+
+    /// Takes the entry apart into its value and expiry (RENAME moves a key this way).
+    pub fn into_parts(mut self) -> (Value, Option<u64>) {
+        self.open();
+        let this = ManuallyDrop::new(self);
+        // SAFETY: opened above, so `ptr` is a `Box<Open>` this entry owns; `ManuallyDrop`
+        // keeps the entry's own drop from freeing it a second time.
+        let open = unsafe { Box::from_raw(this.ptr.as_ptr().cast::<Open>()) };
+        let at = (open.expire_at != 0).then_some(open.expire_at);
+        (open.value, at)
+    }
+
+    pub fn is_expired(&self, now: u64) -> bool {
+        let at = self.expire_raw();
+        at != 0 && at <= now
+    }
+
+    /// Digest of this key (name, type, value, expiry).
+    pub fn key_digest(&self, key: &[u8]) -> u64 {
+        let v = self.value();
+        key_digest(key, v.value_type().tag(), v.digest(), self.expire_raw())
+    }
+
+    /// [`Entry::key_digest`] from the name's element hash, which a write computes once.
+    pub(crate) fn key_digest_named(&self, name_hash: u64) -> u64 {
+        let v = self.value();
+        key_digest_named(
+            name_hash,
+            v.value_type().tag(),
+            v.digest(),
+            self.expire_raw(),
+        )
+    }
+
+    /// Estimated bytes this key takes: its share of the table, and its entry (the compact
+    /// form's malloc chunk, or the open form's box, key and value). What memory quotas, INFO
+    /// memory and MEMORY USAGE count. It depends on the content only, not on whether a writer
+    /// has the entry open.
+    pub fn size(&self, key: &[u8]) -> usize {
+        Entry::estimate(key, self.value(), self.expire_raw() != 0)
+    }
+
+    /// [`Entry::size`] of an entry with this content.
+    pub fn estimate(key: &[u8], value: ValueRef<'_>, has_expire: bool) -> usize {
+        match compact_payload_len(value) {
+            Some(payload) => {
+                NODE_OVERHEAD + malloc_chunk(compact_len(key.len(), payload, has_expire))
+            }
+            None => ENTRY_OVERHEAD + key_heap_bytes(key) + value.mem_size(),
+        }
+    }
+
+    /// A copy that owns its value (a snapshot's pre-image).
+    pub(crate) fn clone_deep(&self) -> Entry {
+        match self.as_open() {
+            Some(o) => Entry::open_from(Open {
+                tag: OPEN,
+                expire_at: o.expire_at,
+                modified: o.modified,
+                version: o.version,
+                value: o.value.deep_clone(),
+                key: TableKey::new(&o.key),
+            }),
+            None => {
+                let bytes: Box<[u8]> = self.compact_bytes().into();
+                Entry {
+                    ptr: NonNull::from(Box::leak(bytes)).cast(),
+                }
+            }
+        }
+    }
+}
+
+impl OwnsKey for Entry {
+    #[inline]
+    fn key(&self) -> &[u8] {
+        Entry::key(self)
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let p = self.ptr.as_ptr();
+        if self.is_open() {
+            // SAFETY: an open entry owns the `Box<Open>` it was made from; this is its only free.
+            drop(unsafe { Box::from_raw(p.cast::<Open>()) });
+        } else {
+            // SAFETY: a compact entry owns the `Box<[u8]>` it was made from, whose length
+            // `compact_len_at` reads back (its contract holds: built by `Entry::compact`).
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, compact_len_at(p)))
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &String::from_utf8_lossy(self.key()))
+            .field("value", &self.value())
+            .field("expire_at", &self.expire_at())
+            .field("compact", &self.is_compact())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{HashValue, ListValue, SetValue, ZSetValue};
+
+    fn samples() -> Vec<Value> {
+        let mut hash = HashValue::default();
+        hash.insert(b"field", b"value");
+        let mut list = ListValue::default();
+        list.push_back(b"a");
+        list.push_back(b"bb");
+        let mut ints = SetValue::default();
+        ints.insert(b"12");
+        ints.insert(b"-7");
+        let mut set = SetValue::default();
+        set.insert(b"member");
+        let mut zset = ZSetValue::default();
+        zset.insert(b"m", 1.5);
+        let mut big_hash = HashValue::default();
+        for i in 0..1000 {
+            big_hash.insert(format!("f{i}").as_bytes(), b"v");
+        }
+        vec![
+            Value::string(""),
+            Value::string("12345"),
+            Value::string(vec![b'x'; 100]),
+            Value::string(vec![b'y'; COMPACT_STR_MAX]),
+            Value::string(vec![b'z'; COMPACT_STR_MAX + 1]),
+            Value::Hash(hash),
+            Value::List(list),
+            Value::Set(ints),
+            Value::Set(set),
+            Value::ZSet(zset),
+            Value::Hash(big_hash),
+        ]
+    }
+
+    #[test]
+    fn both_forms_show_the_same_content_and_estimate() {
+        for key in [&b"k"[..], b"key:000000000001", &[b'L'; 300]] {
+            for value in samples() {
+                for expire in [0, 1_700_000_000_123] {
+                    let want_digest = crate::digest::key_digest(
+                        key,
+                        value.value_type().tag(),
+                        value.digest(),
+                        expire,
+                    );
+                    let want_enc = value.encoding();
+                    let compactable = value
+                        .str_parts()
+                        .is_some_and(|s| s.0.len() <= COMPACT_STR_MAX)
+                        || value.packed().is_some();
+                    let mut e = Entry::new(key, value.deep_clone(), expire, 42, 7);
+                    assert_eq!(e.is_compact(), compactable, "{e:?}");
+                    let size = e.size(key);
+                    for _ in 0..2 {
+                        assert_eq!(e.key(), key);
+                        assert_eq!(e.key_digest(key), want_digest);
+                        assert_eq!(e.value().encoding(), want_enc);
+                        assert_eq!(e.expire_raw(), expire);
+                        assert_eq!((e.modified_ms(), e.version()), (42, 7));
+                        assert_eq!(
+                            e.size(key),
+                            size,
+                            "the estimate does not depend on the form"
+                        );
+                        let c = e.clone_deep();
+                        assert_eq!(
+                            (c.key_digest(key), c.is_compact()),
+                            (want_digest, e.is_compact())
+                        );
+                        // Open it (as a writer does), then look again; then settle.
+                        let _ = e.value_mut();
+                        assert!(!e.is_compact());
+                        assert_eq!(e.key_digest(key), want_digest);
+                        assert_eq!(e.size(key), size);
+                        e.settle();
+                        assert_eq!(e.is_compact(), compactable);
+                    }
+                    let (v, at) = e.into_parts();
+                    assert_eq!((v.encoding(), at.unwrap_or(0)), (want_enc, expire));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_changes_in_place_and_across_forms() {
+        let mut e = Entry::new(b"k", Value::string("v"), 0, 1, 1);
+        e.set_version(STAMP_MAX);
+        e.set_modified(123);
+        assert!(e.is_compact());
+        assert_eq!((e.version(), e.modified_ms()), (STAMP_MAX, 123));
+        // Setting an expiry changes the compact form's length: it opens, then settles.
+        e.set_expire_at(Some(99));
+        assert_eq!(e.expire_at(), Some(99));
+        e.settle();
+        assert!(e.is_compact());
+        assert_eq!((e.expire_at(), e.version()), (Some(99), STAMP_MAX));
+        e.set_expire_at(Some(100));
+        assert!(e.is_compact(), "same length: written in place");
+        e.set_expire_at(None);
+        e.settle();
+        assert_eq!((e.expire_at(), e.is_compact()), (None, true));
+        // Stamps past 48 bits are never cut: the entry stays open.
+        e.set_version(STAMP_MAX + 1);
+        e.settle();
+        assert!(!e.is_compact());
+        assert_eq!(e.version(), STAMP_MAX + 1);
+        e.replace(Value::string("w"), Some(5));
+        assert_eq!(
+            (e.value().digest(), e.expire_at(), e.version()),
+            (Value::string("w").digest(), Some(5), STAMP_MAX + 1)
+        );
+    }
+
+    #[test]
+    fn a_short_string_key_fits_a_144_byte_chunk() {
+        let key = b"key:000000000001";
+        let e = Entry::new(key, Value::string(vec![b'v'; 100]), 0, 1_764_800_000_000, 1);
+        assert_eq!(e.compact_bytes().len(), 135);
+        assert_eq!(e.size(key), NODE_OVERHEAD + 144);
+        assert!(e.size(key) <= ENTRY_OVERHEAD + 16 + 100 + 16);
+    }
+}
