@@ -535,8 +535,41 @@ impl Entry {
     /// funnel updates those): builds the new form directly, with no opening.
     pub(crate) fn replace(&mut self, value: Value, expire_at: Option<u64>) {
         let at = expire_at.map_or(0, |t| t.max(1));
+        if self.overwrite_str(&value, at) {
+            return;
+        }
         let fresh = Entry::new(self.key(), value, at, self.modified_ms(), self.version());
         *self = fresh;
+    }
+
+    /// Writes a string over a compact entry of the same length, in place: a SET of a value as
+    /// long as the one it replaces costs no allocation. Same total length and same key mean the
+    /// same value length, so only the flags, the expiry and the value's bytes change.
+    fn overwrite_str(&mut self, value: &Value, expire_at: u64) -> bool {
+        if self.is_open() {
+            return false;
+        }
+        let Some((data, crc, enc)) = value.str_parts() else {
+            return false;
+        };
+        let c = self.as_compact();
+        let has_expire = c.flags & HAS_EXPIRE != 0;
+        let len = c.bytes.len();
+        if has_expire != (expire_at != 0)
+            || data.len() > COMPACT_STR_MAX
+            || compact_len(c.key().len(), CRC + data.len(), has_expire) != len
+        {
+            return false;
+        }
+        let bytes = self.compact_bytes_mut();
+        bytes[0] = KIND_STR | encoding_flags(enc) | if has_expire { HAS_EXPIRE } else { 0 };
+        if has_expire {
+            bytes[FIXED..FIXED + 8].copy_from_slice(&expire_at.to_le_bytes());
+        }
+        let start = len - data.len() - CRC;
+        bytes[start..start + CRC].copy_from_slice(&crc.to_le_bytes());
+        bytes[start + CRC..].copy_from_slice(data);
+        true
     }
 
     /// Takes the entry apart into its value and expiry (RENAME moves a key this way).
@@ -760,6 +793,46 @@ mod tests {
             (e.value().digest(), e.expire_at(), e.version()),
             (Value::string("w").digest(), Some(5), STAMP_MAX + 1)
         );
+    }
+
+    #[test]
+    fn replacing_keeps_key_and_stamps_in_place_or_not() {
+        let key = b"key:1";
+        let mut packed = HashValue::default();
+        packed.insert(b"f", b"0123456");
+        let values = [
+            Value::string("abc"),
+            Value::string("xyz"),
+            Value::string("1234"),
+            Value::string("12345"),
+            Value::Hash(packed),
+            Value::string(vec![b'q'; 11]),
+            Value::string(vec![b'r'; 2000]),
+            Value::string("def"),
+        ];
+        for expire in [None, Some(77)] {
+            let mut e = Entry::new(key, Value::string("abc"), 0, 5, 9);
+            for v in &values {
+                let want = (
+                    v.value_type(),
+                    v.digest(),
+                    v.encoding(),
+                    Entry::estimate(key, v.view(), expire.is_some()),
+                );
+                e.replace(v.deep_clone(), expire);
+                let got = (
+                    e.value_type(),
+                    e.value().digest(),
+                    e.value().encoding(),
+                    e.size(key),
+                );
+                assert_eq!(got, want);
+                assert_eq!(
+                    (e.key(), e.expire_at(), e.modified_ms(), e.version()),
+                    (&key[..], expire, 5, 9)
+                );
+            }
+        }
     }
 
     #[test]
