@@ -1211,6 +1211,45 @@ mod tests {
         assert_eq!(db.digest().combined(), Digest::default().combined());
     }
 
+    /// Writers open compact entries (`Entry::value_mut`); the funnel settles them back, and the
+    /// memory total is always the sum of the entries' estimates, whatever form each is in.
+    #[test]
+    fn writes_leave_small_keys_compact_and_memory_exact() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        let total = |db: &Db| -> usize { db.iter().map(|(k, e)| e.size(k)).sum() };
+        db.set(b"s", Value::string("abc"), None, 1);
+        db.set(b"h", hash_of(&[("f", "v")]), Some(1000), 1);
+        db.set(b"long", Value::string(vec![b'x'; 5000]), None, 1);
+        for (i, now) in (2..40u64).enumerate() {
+            if let Slot::Occupied(mut o) = db.entry(b"h", now) {
+                if let Value::Hash(h) = o.get_mut().value_mut() {
+                    h.insert(format!("f{i}").as_bytes(), b"value");
+                }
+            }
+            if let Slot::Occupied(mut o) = db.entry(b"s", now) {
+                if let Value::Str(s) = o.get_mut().value_mut() {
+                    s.append(b"+");
+                }
+                if i % 5 == 0 {
+                    o.get_mut().set_expire_at(Some(10_000 + now));
+                }
+            }
+            db.set(b"s2", Value::string(format!("{i:03}")), None, now);
+            assert_eq!(db.used_bytes(), total(&db), "after write {i}");
+            assert_eq!(*db.digest(), db.recompute_digest());
+        }
+        for k in [&b"s"[..], b"h", b"s2"] {
+            assert!(db.peek(k).unwrap().is_compact(), "{k:?}");
+        }
+        assert!(!db.peek(b"long").unwrap().is_compact());
+        assert_eq!(db.get(b"s", 50).unwrap().value().digest(), {
+            Value::string(format!("abc{}", "+".repeat(38))).digest()
+        });
+        assert_eq!(db.get(b"h", 50).unwrap().value().elements(), 39);
+        assert!(db.get(b"h", 50).unwrap().expire_at().is_some());
+    }
+
     #[test]
     fn expiry_is_lazy_and_active() {
         let ks = Keyspace::new();
