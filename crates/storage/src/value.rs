@@ -7,8 +7,8 @@ use std::ops::Bound;
 
 use crate::digest::{hash_bytes, hash_pair, hash_scored, mix64, poly, type_tag};
 use crate::encoding::{self, Encoding};
+use crate::ordtree::{self, OrdTree};
 use crate::pack::{self, Packed};
-use crate::skiplist::SkipList;
 use crate::stream::StreamValue;
 use crate::table::Table;
 
@@ -1804,7 +1804,8 @@ impl Ord for Score {
 
 /// A sorted set: packed (`listpack`, ordered by (score, member); one allocation with the count
 /// and digest in its header) while small; past `zset-max-listpack-*`, a member → score table
-/// plus a skiplist with spans, so ranks and range starts are found in O(log n).
+/// plus an order-statistics B-tree ([`OrdTree`]), so ranks and range starts are found in
+/// O(log n). OBJECT ENCODING calls the full form `skiplist`, Redis's name for it.
 pub struct ZSetValue(ZRepr);
 
 enum ZRepr {
@@ -1816,8 +1817,8 @@ enum ZRepr {
 #[derive(Default)]
 struct ZFull {
     dict: Table<f64>,
-    list: SkipList,
-    /// Estimated bytes of the elements.
+    tree: OrdTree,
+    /// Estimated bytes of the elements (see [`zset_element_bytes`]).
     bytes: usize,
     sum: u64,
 }
@@ -1851,6 +1852,16 @@ fn packed_scored(buf: &[u8]) -> impl Iterator<Item = (&[u8], f64, usize, usize)>
 #[inline]
 fn cmp_scored(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
     Score(s1).cmp(&Score(s2)).then_with(|| m1.cmp(m2))
+}
+
+/// The estimated bytes one element of a full sorted set takes: its member → score table entry
+/// (counted like a set's member) and its place in the tree (a share of the nodes, plus the
+/// member's own allocation when it is too long to sit in the leaf).
+fn zset_element_bytes(m: &[u8]) -> usize {
+    m.len()
+        + ELEM_OVERHEAD
+        + OrdTree::node_bytes_per_element()
+        + ordtree::member_heap_bytes(m.len())
 }
 
 /// `zset-max-listpack-entries`, within what a packed form counts.
@@ -1893,21 +1904,21 @@ impl ZSetValue {
         self.view().score(m)
     }
 
-    /// Moves the elements into the table + skiplist form (never undone).
+    /// Moves the elements into the table + tree form (never undone).
     fn convert_to_full(&mut self) {
         let ZRepr::Packed(p) = &self.0 else {
             return;
         };
         let mut full = ZFull {
             dict: Table::with_capacity(p.len() + 1),
-            list: SkipList::new(),
+            tree: OrdTree::new(),
             bytes: 0,
             sum: p.sum(),
         };
         for (m, s, ..) in packed_scored(p.body()) {
             full.dict.insert_new(m.into(), s);
-            full.list.insert(s, m);
-            full.bytes += 2 * m.len() + 2 * ELEM_OVERHEAD;
+            full.tree.insert(s, m);
+            full.bytes += zset_element_bytes(m);
         }
         self.0 = ZRepr::Full(Box::new(full));
     }
@@ -1988,7 +1999,7 @@ impl ZSetValue {
                 if o.to_bits() == score.to_bits() {
                     return old;
                 }
-                full.list.remove(o, m);
+                full.tree.remove(o, m);
                 full.sum = full.sum.wrapping_sub(hash_scored(m, o));
                 if let Some(s) = full.dict.get_mut(m) {
                     *s = score;
@@ -1996,10 +2007,10 @@ impl ZSetValue {
             }
             None => {
                 full.dict.insert_new(m.into(), score);
-                full.bytes += 2 * m.len() + 2 * ELEM_OVERHEAD;
+                full.bytes += zset_element_bytes(m);
             }
         }
-        full.list.insert(score, m);
+        full.tree.insert(score, m);
         full.sum = full.sum.wrapping_add(hash_scored(m, score));
         old
     }
@@ -2015,8 +2026,8 @@ impl ZSetValue {
             }
             ZRepr::Full(full) => {
                 let (_, score) = full.dict.remove(m)?;
-                full.list.remove(score, m);
-                full.bytes -= 2 * m.len() + 2 * ELEM_OVERHEAD;
+                full.tree.remove(score, m);
+                full.bytes -= zset_element_bytes(m);
                 full.sum = full.sum.wrapping_sub(hash_scored(m, score));
                 Some(score)
             }
@@ -2113,11 +2124,11 @@ impl<'a> ZSetRef<'a> {
     }
 
     /// Estimated heap bytes (see [`HashRef::mem_bytes`]); the full form's box also holds the
-    /// skiplist's head.
+    /// tree's arenas and root leaf.
     pub(crate) fn mem_bytes(self) -> usize {
         match self.repr {
             ZReprRef::Packed { .. } => self.bytes + PACKED_CHUNK,
-            ZReprRef::Full(_) => self.bytes + FULL_HEADER + 32,
+            ZReprRef::Full(_) => self.bytes + FULL_HEADER + 64,
         }
     }
 
@@ -2146,7 +2157,7 @@ impl<'a> ZSetRef<'a> {
                     .collect::<Vec<_>>()
                     .into_iter(),
             ),
-            ZReprRef::Full(f) => Either::Right(f.list.range(start, end)),
+            ZReprRef::Full(f) => Either::Right(f.tree.range(start, end)),
         }
     }
 
@@ -2161,7 +2172,7 @@ impl<'a> ZSetRef<'a> {
     pub fn get_by_rank(self, rank: usize) -> Option<(&'a [u8], f64)> {
         match self.repr {
             ZReprRef::Packed { buf, .. } => packed_scored(buf).nth(rank).map(|(m, s, ..)| (m, s)),
-            ZReprRef::Full(f) => f.list.get(rank).map(|(s, m)| (m, s)),
+            ZReprRef::Full(f) => f.tree.get(rank).map(|(s, m)| (m, s)),
         }
     }
 
@@ -2172,7 +2183,7 @@ impl<'a> ZSetRef<'a> {
             ZReprRef::Packed { buf, .. } => packed_scored(buf)
                 .take_while(|(m, s, ..)| before(*s, m))
                 .count(),
-            ZReprRef::Full(f) => f.list.count_before(before),
+            ZReprRef::Full(f) => f.tree.count_before(before),
         }
     }
 
@@ -2207,7 +2218,7 @@ impl<'a> ZSetRef<'a> {
             ZReprRef::Packed { buf, .. } => packed_scored(buf).position(|(x, ..)| x == m),
             ZReprRef::Full(f) => {
                 let score = *f.dict.get(m)?;
-                f.list.rank(score, m)
+                f.tree.rank(score, m)
             }
         }
     }
