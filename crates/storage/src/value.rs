@@ -10,7 +10,7 @@ use crate::encoding::{self, Encoding};
 use crate::ordtree::{self, OrdTree};
 use crate::pack::{self, Packed};
 use crate::stream::StreamValue;
-use crate::table::Table;
+use crate::table::{Table, TableKey};
 
 /// What a packed collection's one allocation costs besides its bytes: glibc's chunk header (8)
 /// and rounding to 16 (8 on average), and the chunks its reallocations leave free between
@@ -1855,10 +1855,18 @@ fn cmp_scored(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
 }
 
 /// The estimated bytes one element of a full sorted set takes: its member → score table entry
-/// (counted like a set's member) and its place in the tree (a share of the nodes, plus the
-/// member's own allocation when it is too long to sit in the leaf).
+/// (a set's member: the member's length stands for the table's slack, unless the member is too
+/// long for the node and has an allocation of its own) and its place in the tree (a share of
+/// the nodes, plus the member's allocation when it is too long to sit in the leaf). Measured
+/// against the RSS growth of one set of 1M 13-byte members (estimate/RSS 1.06) and of 300k
+/// 47-byte members (0.95).
 fn zset_element_bytes(m: &[u8]) -> usize {
-    m.len()
+    let in_table = if TableKey::is_inline(m) {
+        m.len()
+    } else {
+        ordtree::member_heap_bytes(m.len())
+    };
+    in_table
         + ELEM_OVERHEAD
         + OrdTree::node_bytes_per_element()
         + ordtree::member_heap_bytes(m.len())
