@@ -264,7 +264,8 @@ pub struct OrdTree {
     root: u32,
     /// Inner levels above the leaves.
     height: usize,
-    first: u32,
+    /// The last leaf (where a walk to the end stops). The first never moves: a split keeps the
+    /// left half in place and a merge keeps the left leaf.
     last: u32,
     len: usize,
 }
@@ -290,7 +291,6 @@ impl OrdTree {
             free_inners: Vec::new(),
             root: 0,
             height: 0,
-            first: 0,
             last: 0,
             len: 0,
         }
@@ -866,7 +866,8 @@ mod tests {
             let mut inners = 0;
             let n = self.check_node(self.root, self.height, None, None, &mut leaves, &mut inners);
             assert_eq!(n, self.len);
-            let (mut x, mut prev, mut linked) = (self.first, NIL, Vec::new());
+            assert_eq!(leaves[0], 0, "the first leaf never moves");
+            let (mut x, mut prev, mut linked) = (leaves[0], NIL, Vec::new());
             while x != NIL {
                 assert_eq!(self.leaf(x).prev, prev);
                 linked.push(x);
