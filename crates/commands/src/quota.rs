@@ -311,7 +311,7 @@ impl<'d, 'a> Plan<'d, 'a> {
                     payload_len.saturating_mul(RESTORE_EXPANSION) + key.len() as u64 + KEY_OVERHEAD;
                 (bytes, vec![(key, fresh(bytes, payload_len))])
             }
-            // Sorted-set members are stored twice (dictionary and skiplist).
+            // Sorted-set members are stored twice (member table and order-statistics tree).
             "zadd" | "zincrby" | "geoadd" => {
                 let bytes = 2 * payload + KEY_OVERHEAD + self.conversion(key);
                 (bytes, vec![(key, grow(self.size(key), bytes, argc))])

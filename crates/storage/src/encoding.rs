@@ -3,9 +3,11 @@
 //!
 //! Small collections are kept in a compact *packed* form (one byte buffer: Redis's `listpack`;
 //! integer-only sets as a sorted fixed-width array: Redis's `intset`) and converted to the full
-//! structure (hash table, skiplist) once they pass a threshold. Like Redis, a collection never
-//! converts back to the compact form when it shrinks. The thresholds are server-wide (CONFIG SET
-//! changes them for values converted from then on), read with relaxed loads on each insert.
+//! structure (hash table; for sorted sets a table plus an order-statistics tree, which OBJECT
+//! ENCODING calls `skiplist` as Redis does) once they pass a threshold. Like Redis, a collection
+//! never converts back to the compact form when it shrinks. The thresholds are server-wide
+//! (CONFIG SET changes them for values converted from then on), read with relaxed loads on each
+//! insert.
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
@@ -24,7 +26,8 @@ pub enum Encoding {
     Intset,
     /// A hash table (hashes and sets).
     HashTable,
-    /// A hash table plus an order-statistics skiplist (sorted sets).
+    /// A hash table plus an order-statistics tree (sorted sets; Redis keeps a skiplist, whose
+    /// name OBJECT ENCODING reports).
     Skiplist,
     /// A list past `list-max-listpack-size`.
     Quicklist,
