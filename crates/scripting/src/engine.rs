@@ -136,6 +136,10 @@ struct RunState {
     in_run: Cell<bool>,
     /// Reused buffer for command replies.
     reply: RefCell<BytesMut>,
+    /// Reused buffers for a command's arguments (`redis.call`): their bytes one after the
+    /// other, and where each ends. A call costs no allocation once they have grown.
+    arg_bytes: RefCell<Vec<u8>>,
+    arg_ends: RefCell<Vec<usize>>,
     /// The heap's memory limit ([`EngineLimits::memory`]), for the callbacks that lift it
     /// while they build a value of bounded size (see `headroom`).
     memory_limit: Cell<usize>,
@@ -154,6 +158,8 @@ impl RunState {
 }
 
 struct CachedScript {
+    /// Its SHA1 (the cache key), shared with every run's error messages without a copy.
+    sha: Rc<str>,
     func: Function,
     flags: ScriptFlags,
     body_len: usize,
@@ -166,8 +172,6 @@ struct CachedScript {
 /// One tenant's Lua engine.
 pub struct Engine {
     lua: Lua,
-    /// The real globals table behind the read-only proxy (KEYS/ARGV are set here).
-    globals: Table,
     /// The globals' read-only proxy (the environment scripts and libraries run in).
     env: Table,
     /// `run(f, keys, args)`: calls a script under Redis's error handler.
@@ -228,6 +232,8 @@ impl Engine {
             killed: Cell::new(false),
             in_run: Cell::new(false),
             reply: RefCell::new(BytesMut::new()),
+            arg_bytes: RefCell::new(Vec::new()),
+            arg_ends: RefCell::new(Vec::new()),
             memory_limit: Cell::new(limits.memory),
             rand: RefCell::new(Rand48::default()),
         });
@@ -242,7 +248,9 @@ impl Engine {
                 crate::functions::register_function(&loading, args)
             })?
         };
-        let (globals, env, runner, phase): (Table, Table, Function, Function) = lua
+        // The real globals table (where the runner sets KEYS/ARGV), the read-only proxy
+        // scripts see, the runner, the phase switch.
+        let (_globals, env, runner, phase): (Table, Table, Function, Function) = lua
             .load(sandbox::SETUP)
             .set_name("=[sandbox]")
             .call((error_message, register))?;
@@ -250,7 +258,6 @@ impl Engine {
         lua.set_memory_limit(limits.memory)?;
         Ok(Engine {
             lua,
-            globals,
             env,
             runner,
             phase,
@@ -349,6 +356,7 @@ impl Engine {
         self.scripts.insert(
             sha.clone(),
             CachedScript {
+                sha: Rc::from(sha.as_str()),
                 func,
                 flags,
                 body_len: body.len(),
@@ -404,7 +412,10 @@ impl Engine {
 
     /// The flags of a cached script, if cached (`sha` in any case).
     pub fn script_flags(&self, sha: &str) -> Option<ScriptFlags> {
-        self.scripts.get(&sha.to_ascii_lowercase()).map(|s| s.flags)
+        if sha.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.script_flags(&sha.to_ascii_lowercase());
+        }
+        self.scripts.get(sha).map(|s| s.flags)
     }
 
     pub fn script_exists(&self, sha: &str) -> bool {
@@ -450,13 +461,13 @@ impl Engine {
                     .into());
                 };
                 s.used = self.clock;
-                (s.func.clone(), sha.into_owned(), true)
+                (s.func.clone(), s.sha.clone(), true)
             }
             Target::Function(name) => {
                 let Some(f) = self.libraries.function(name) else {
                     return Err(ErrorReply::err("Function not found").into());
                 };
-                (f.func.clone(), name.to_string(), false)
+                (f.func.clone(), Rc::<str>::from(name), false)
             }
         };
         let call_args = {
@@ -467,17 +478,13 @@ impl Engine {
             let _lifted = headroom::lift(&self.lua, self.limits.memory, bound);
             let keys = self.array(keys).map_err(setup_error)?;
             let args = self.array(args).map_err(setup_error)?;
-            if is_eval {
-                self.globals.raw_set("KEYS", keys).map_err(setup_error)?;
-                self.globals.raw_set("ARGV", args).map_err(setup_error)?;
-                (Value::Function(func), Value::Nil, Value::Nil)
-            } else {
-                (
-                    Value::Function(func),
-                    Value::Table(keys),
-                    Value::Table(args),
-                )
-            }
+            // The runner sets KEYS/ARGV as globals for EVAL (see `sandbox::SETUP`).
+            (
+                Value::Function(func),
+                Value::Table(keys),
+                Value::Table(args),
+                is_eval,
+            )
         };
         self.state.resp3.set(false);
         self.clear_kill().map_err(setup_error)?;
@@ -554,7 +561,8 @@ impl Engine {
     fn array(&self, items: &[&[u8]]) -> mlua::Result<Table> {
         let t = self.lua.create_table_with_capacity(items.len(), 0)?;
         for (i, item) in items.iter().enumerate() {
-            t.raw_set(i + 1, self.lua.create_string(item)?)?;
+            // Pushed straight from the bytes (no handle to a Lua string of its own).
+            t.raw_seti(i + 1, mlua::LuaString::wrap(item))?;
         }
         Ok(t)
     }
@@ -788,24 +796,17 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
             )?;
             return Ok((Value::Table(t), true));
         }
-        // The arguments as bytes: strings as they are, numbers as %.17g.
-        let mut numbers: Vec<Vec<u8>> = Vec::new();
-        let mut slots: Vec<Option<usize>> = Vec::with_capacity(args.len());
+        // The arguments as bytes (strings as they are, numbers as %.17g), one after the other
+        // in buffers the engine keeps, so a call allocates nothing once they have grown.
+        let mut bytes = std::mem::take(&mut *state.arg_bytes.borrow_mut());
+        let mut ends = std::mem::take(&mut *state.arg_ends.borrow_mut());
+        bytes.clear();
+        ends.clear();
         for a in args.iter() {
             match a {
-                Value::String(_) => slots.push(None),
-                Value::Integer(i) => {
-                    let mut b = Vec::new();
-                    convert::number_arg(*i as f64, &mut b);
-                    numbers.push(b);
-                    slots.push(Some(numbers.len() - 1));
-                }
-                Value::Number(n) => {
-                    let mut b = Vec::new();
-                    convert::number_arg(*n, &mut b);
-                    numbers.push(b);
-                    slots.push(Some(numbers.len() - 1));
-                }
+                Value::String(s) => bytes.extend_from_slice(&s.as_bytes()),
+                Value::Integer(i) => convert::number_arg(*i as f64, &mut bytes),
+                Value::Number(n) => convert::number_arg(*n, &mut bytes),
                 _ => {
                     let t = convert::error_table(
                         lua,
@@ -814,26 +815,30 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
                     return Ok((Value::Table(t), true));
                 }
             }
+            ends.push(bytes.len());
         }
-        let strings: Vec<mlua::BorrowedBytes> = args
-            .iter()
-            .filter_map(|a| match a {
-                Value::String(s) => Some(s.as_bytes()),
-                _ => None,
-            })
-            .collect();
-        let mut si = 0;
-        let argv: Vec<&[u8]> = slots
-            .iter()
-            .map(|slot| match slot {
-                Some(n) => numbers[*n].as_slice(),
-                None => {
-                    let s: &[u8] = &strings[si];
-                    si += 1;
-                    s
-                }
-            })
-            .collect();
+        // The slices: on the stack for the usual few arguments.
+        let mut inline: [&[u8]; 16] = [&[]; 16];
+        let many: Vec<&[u8]>;
+        let argv: &[&[u8]] = if ends.len() <= inline.len() {
+            let mut start = 0;
+            for (slot, &end) in inline.iter_mut().zip(&ends) {
+                *slot = &bytes[start..end];
+                start = end;
+            }
+            &inline[..ends.len()]
+        } else {
+            let mut start = 0;
+            many = ends
+                .iter()
+                .map(|&end| {
+                    let a = &bytes[start..end];
+                    start = end;
+                    a
+                })
+                .collect();
+            &many
+        };
         let proto = if state.resp3.get() {
             Protocol::Resp3
         } else {
@@ -842,7 +847,7 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
         let mut reply = std::mem::take(&mut *state.reply.borrow_mut());
         reply.clear();
         let called = state
-            .with_host(|h| h.call(&argv, proto, &mut reply))
+            .with_host(|h| h.call(argv, proto, &mut reply))
             .unwrap_or_else(|| Err(ErrorReply::err("no script is running")));
         let result = {
             // The reply's Lua value is bounded by the reply's length: built without mlua's
@@ -858,9 +863,13 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
                     .map(|t| (Value::Table(t), true)),
             }
         };
-        // Keep a modest buffer for the next call; a huge reply's buffer is freed.
+        // Keep modest buffers for the next call; a huge reply's or argument's is freed.
         if reply.capacity() <= 64 << 10 {
             *state.reply.borrow_mut() = reply;
+        }
+        if bytes.capacity() <= 64 << 10 {
+            *state.arg_bytes.borrow_mut() = bytes;
+            *state.arg_ends.borrow_mut() = ends;
         }
         result
     }
