@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::c_int;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use sha1::{Digest, Sha1};
 
 use crate::convert::{self, LuaReply};
 use crate::functions::{Libraries, Loading};
-use crate::headroom::{self, strings_bound};
+use crate::headroom;
 use crate::rand48::Rand48;
 use crate::sandbox;
 use crate::shebang::{ScriptFlags, parse_shebang};
@@ -470,22 +471,14 @@ impl Engine {
                 (f.func.clone(), Rc::<str>::from(name), false)
             }
         };
-        let call_args = {
-            // KEYS and ARGV are copies of the request, whose size is known: built without
-            // mlua's per-call protection when the heap has room for them.
-            let bytes = keys.iter().chain(args).map(|a| a.len()).sum();
-            let bound = strings_bound(keys.len() + args.len(), bytes).saturating_add(256);
-            let _lifted = headroom::lift(&self.lua, self.limits.memory, bound);
-            let keys = self.array(keys).map_err(setup_error)?;
-            let args = self.array(args).map_err(setup_error)?;
-            // The runner sets KEYS/ARGV as globals for EVAL (see `sandbox::SETUP`).
-            (
-                Value::Function(func),
-                Value::Table(keys),
-                Value::Table(args),
-                is_eval,
-            )
-        };
+        let (keys, args) = self.key_and_arg_tables(keys, args).map_err(setup_error)?;
+        // The runner sets KEYS/ARGV as globals for EVAL (see `sandbox::SETUP`).
+        let call_args = (
+            Value::Function(func),
+            Value::Table(keys),
+            Value::Table(args),
+            is_eval,
+        );
         self.state.resp3.set(false);
         self.clear_kill().map_err(setup_error)?;
         let state = self.state.clone();
@@ -558,13 +551,72 @@ impl Engine {
         }
     }
 
-    fn array(&self, items: &[&[u8]]) -> mlua::Result<Table> {
-        let t = self.lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, item) in items.iter().enumerate() {
-            // Pushed straight from the bytes (no handle to a Lua string of its own).
-            t.raw_seti(i + 1, mlua::LuaString::wrap(item))?;
+    /// KEYS and ARGV (or a function's keys and arguments) as two Lua arrays of strings, built
+    /// straight from the request's bytes with plain C API calls: no handle per string and no
+    /// protected call per element (mlua protects each call that may allocate while a memory
+    /// limit is set). Their size is known, so when the heap has room for twice their bound they
+    /// are built with the limit lifted (see `headroom`) and unprotected, as mlua itself does
+    /// without a limit; otherwise in one protected call, under the limit.
+    fn key_and_arg_tables(&self, keys: &[&[u8]], args: &[&[u8]]) -> mlua::Result<(Table, Table)> {
+        let fits = |items: &[&[u8]]| c_int::try_from(items.len()).is_ok();
+        if !fits(keys) || !fits(args) {
+            return Err(mlua::Error::runtime("too many keys or arguments"));
         }
-        Ok(t)
+        let bytes = keys.iter().chain(args).map(|a| a.len()).sum();
+        let bound = headroom::strings_bound(keys.len() + args.len(), bytes).saturating_add(256);
+        let lifted = headroom::lift(&self.lua, self.limits.memory, bound);
+        if lifted.is_some() || self.limits.memory == 0 {
+            // SAFETY: no allocation can fail while the limit is lifted (or without one), so
+            // these C API calls raise no Lua error and need no protected call: the same
+            // reasoning as mlua's own unprotected path when no limit is set. They call no
+            // metamethods (raw sets) and no Lua code; a collection step they trigger runs no
+            // finalizer a script could have set (scripts cannot create userdata with `__gc`).
+            // The stack has room for the two tables and one string pushed at a time, and the
+            // two tables are popped into handles before the lock on the state is released.
+            return self.lua.exec_raw_lua(|raw| unsafe {
+                let state = raw.state();
+                if mlua::ffi::lua_checkstack(state, 3) == 0 {
+                    return Err(mlua::Error::StackError);
+                }
+                push_string_arrays(state, keys, args);
+                let (Value::Table(a), Value::Table(k)) = (raw.pop_value(), raw.pop_value()) else {
+                    return Err(mlua::Error::runtime("KEYS/ARGV are not tables"));
+                };
+                Ok((k, a))
+            });
+        }
+        // SAFETY: the closure runs inside a Lua protected call (`exec_raw`), so an allocation
+        // error raised by these C API calls unwinds to that call, not past it; the closure
+        // holds only references and integers (nothing whose destructor a longjmp could skip).
+        // It makes room on the stack first and leaves exactly the two tables, which `exec_raw`
+        // returns.
+        unsafe {
+            self.lua.exec_raw::<(Table, Table)>((), |state| {
+                mlua::ffi::luaL_checkstack(state, 3, c"KEYS/ARGV".as_ptr());
+                push_string_arrays(state, keys, args);
+            })
+        }
+    }
+}
+
+/// Pushes `keys` and then `args` as two new Lua arrays of strings.
+///
+/// # Safety
+///
+/// `state` must have room for three more stack slots, the lengths must fit a C int, and the
+/// caller must either be inside a protected call or know that no allocation can fail.
+unsafe fn push_string_arrays(state: *mut mlua::ffi::lua_State, keys: &[&[u8]], args: &[&[u8]]) {
+    use mlua::ffi;
+    for items in [keys, args] {
+        // SAFETY: as the caller promised (room on the stack, lengths that fit, errors caught
+        // or impossible); the table is at the top when each string is set into it.
+        unsafe {
+            ffi::lua_createtable(state, items.len() as c_int, 0);
+            for (i, item) in items.iter().enumerate() {
+                ffi::lua_pushlstring(state, item.as_ptr().cast(), item.len());
+                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+            }
+        }
     }
 }
 

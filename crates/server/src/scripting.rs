@@ -553,6 +553,8 @@ pub async fn run(
     let mut garbage = Garbage::default();
     let mut te = take_engine(&mut db)?;
     let mut caller = Caller::of(st, sh);
+    // The script's calls are counted with the batch's runs (see `Batch::lend_tallies`).
+    caller.tallies = st.batch.lend_tallies();
     let started = start(
         &mut db,
         &mut te,
@@ -624,6 +626,7 @@ pub async fn run(
             }
         }
     };
+    st.batch.return_tallies(std::mem::take(&mut caller.tallies));
     drop(admitted);
     dispatch::free_later(garbage);
     // The commands the script ran count against the tenant's operation rate as if sent alone
