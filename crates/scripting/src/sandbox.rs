@@ -83,27 +83,6 @@ local function pcall_result(ok, ...)
 end
 G.pcall = function(...) return pcall_result(pcall_(...)) end
 
--- unpack(t, i, j) of a range past what the Lua stack can hold is refused before Lua 5.1's
--- luaB_unpack sees it: that function computes the count `j - i + 1` in a C int, which overflows
--- for ranges like (-2, 2^31 - 1) (undefined behaviour; in practice a crash of the whole
--- server). Same message as Lua's own refusal; smaller ranges go to the original unchanged.
-do
-  local unpack_, tonumber_ = unpack, tonumber
-  -- The arguments go on as given (no added nils: the values unpack may return are limited by
-  -- the stack its arguments share).
-  G.unpack = function(t, ...)
-    if type(t) == 'table' then
-      local i, j = ...
-      local first = (i == nil) and 1 or tonumber_(i)
-      local last = (j == nil) and #t or tonumber_(j)
-      if first and last and last - first >= 8000 then
-        error('too many results to unpack', 0)
-      end
-    end
-    return unpack_(t, ...)
-  end
-end
-
 -- No binary chunks: hand-made bytecode could corrupt the VM.
 do
   local loadstring = loadstring
