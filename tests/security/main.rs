@@ -10,6 +10,7 @@ mod auth_limit;
 mod connections;
 mod credentials;
 mod info_scoping;
+mod lua_crashes;
 mod metrics_endpoint;
 mod preauth;
 mod secret_logs;

@@ -19,7 +19,13 @@ impl std::error::Error for ErrorReply {}
 impl ErrorReply {
     /// An error with an explicit code, e.g. `ErrorReply::coded("OOM", "...")`.
     pub fn coded(code: &str, msg: impl fmt::Display) -> Self {
-        ErrorReply(Cow::Owned(format!("{code} {msg}")))
+        let mut text = format!("{code} {msg}");
+        // An error reply is one protocol line: a CR or LF in an echoed argument would end it
+        // early and let the rest be read as another reply. Redis replaces them with spaces.
+        if text.contains(['\r', '\n']) {
+            text = text.replace(['\r', '\n'], " ");
+        }
+        ErrorReply(Cow::Owned(text))
     }
 
     /// A generic `ERR <msg>` error.
@@ -190,5 +196,10 @@ mod tests {
         );
         assert_eq!(ErrorReply::moved_tenant("acme", "h:1").code(), "MOVED");
         assert_eq!(ErrorReply::from("x\r\ny".to_string()).text(), "x  y");
+        // An argument echoed into an error cannot end the line (FUNCTION LIST "X\r\n+INJECTED").
+        assert_eq!(
+            ErrorReply::err(format_args!("Unknown argument {}", "X\r\n+INJECTED")).text(),
+            "ERR Unknown argument X  +INJECTED"
+        );
     }
 }

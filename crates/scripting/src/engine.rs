@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::c_int;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use sha1::{Digest, Sha1};
 
 use crate::convert::{self, LuaReply};
 use crate::functions::{Libraries, Loading};
-use crate::headroom::{self, strings_bound};
+use crate::headroom;
 use crate::rand48::Rand48;
 use crate::sandbox;
 use crate::shebang::{ScriptFlags, parse_shebang};
@@ -136,6 +137,10 @@ struct RunState {
     in_run: Cell<bool>,
     /// Reused buffer for command replies.
     reply: RefCell<BytesMut>,
+    /// Reused buffers for a command's arguments (`redis.call`): their bytes one after the
+    /// other, and where each ends. A call costs no allocation once they have grown.
+    arg_bytes: RefCell<Vec<u8>>,
+    arg_ends: RefCell<Vec<usize>>,
     /// The heap's memory limit ([`EngineLimits::memory`]), for the callbacks that lift it
     /// while they build a value of bounded size (see `headroom`).
     memory_limit: Cell<usize>,
@@ -154,6 +159,8 @@ impl RunState {
 }
 
 struct CachedScript {
+    /// Its SHA1 (the cache key), shared with every run's error messages without a copy.
+    sha: Rc<str>,
     func: Function,
     flags: ScriptFlags,
     body_len: usize,
@@ -166,8 +173,6 @@ struct CachedScript {
 /// One tenant's Lua engine.
 pub struct Engine {
     lua: Lua,
-    /// The real globals table behind the read-only proxy (KEYS/ARGV are set here).
-    globals: Table,
     /// The globals' read-only proxy (the environment scripts and libraries run in).
     env: Table,
     /// `run(f, keys, args)`: calls a script under Redis's error handler.
@@ -228,6 +233,8 @@ impl Engine {
             killed: Cell::new(false),
             in_run: Cell::new(false),
             reply: RefCell::new(BytesMut::new()),
+            arg_bytes: RefCell::new(Vec::new()),
+            arg_ends: RefCell::new(Vec::new()),
             memory_limit: Cell::new(limits.memory),
             rand: RefCell::new(Rand48::default()),
         });
@@ -242,7 +249,9 @@ impl Engine {
                 crate::functions::register_function(&loading, args)
             })?
         };
-        let (globals, env, runner, phase): (Table, Table, Function, Function) = lua
+        // The real globals table (where the runner sets KEYS/ARGV), the read-only proxy
+        // scripts see, the runner, the phase switch.
+        let (_globals, env, runner, phase): (Table, Table, Function, Function) = lua
             .load(sandbox::SETUP)
             .set_name("=[sandbox]")
             .call((error_message, register))?;
@@ -250,7 +259,6 @@ impl Engine {
         lua.set_memory_limit(limits.memory)?;
         Ok(Engine {
             lua,
-            globals,
             env,
             runner,
             phase,
@@ -349,6 +357,7 @@ impl Engine {
         self.scripts.insert(
             sha.clone(),
             CachedScript {
+                sha: Rc::from(sha.as_str()),
                 func,
                 flags,
                 body_len: body.len(),
@@ -404,7 +413,10 @@ impl Engine {
 
     /// The flags of a cached script, if cached (`sha` in any case).
     pub fn script_flags(&self, sha: &str) -> Option<ScriptFlags> {
-        self.scripts.get(&sha.to_ascii_lowercase()).map(|s| s.flags)
+        if sha.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.script_flags(&sha.to_ascii_lowercase());
+        }
+        self.scripts.get(sha).map(|s| s.flags)
     }
 
     pub fn script_exists(&self, sha: &str) -> bool {
@@ -450,35 +462,23 @@ impl Engine {
                     .into());
                 };
                 s.used = self.clock;
-                (s.func.clone(), sha.into_owned(), true)
+                (s.func.clone(), s.sha.clone(), true)
             }
             Target::Function(name) => {
                 let Some(f) = self.libraries.function(name) else {
                     return Err(ErrorReply::err("Function not found").into());
                 };
-                (f.func.clone(), name.to_string(), false)
+                (f.func.clone(), Rc::<str>::from(name), false)
             }
         };
-        let call_args = {
-            // KEYS and ARGV are copies of the request, whose size is known: built without
-            // mlua's per-call protection when the heap has room for them.
-            let bytes = keys.iter().chain(args).map(|a| a.len()).sum();
-            let bound = strings_bound(keys.len() + args.len(), bytes).saturating_add(256);
-            let _lifted = headroom::lift(&self.lua, self.limits.memory, bound);
-            let keys = self.array(keys).map_err(setup_error)?;
-            let args = self.array(args).map_err(setup_error)?;
-            if is_eval {
-                self.globals.raw_set("KEYS", keys).map_err(setup_error)?;
-                self.globals.raw_set("ARGV", args).map_err(setup_error)?;
-                (Value::Function(func), Value::Nil, Value::Nil)
-            } else {
-                (
-                    Value::Function(func),
-                    Value::Table(keys),
-                    Value::Table(args),
-                )
-            }
-        };
+        let (keys, args) = self.key_and_arg_tables(keys, args).map_err(setup_error)?;
+        // The runner sets KEYS/ARGV as globals for EVAL (see `sandbox::SETUP`).
+        let call_args = (
+            Value::Function(func),
+            Value::Table(keys),
+            Value::Table(args),
+            is_eval,
+        );
         self.state.resp3.set(false);
         self.clear_kill().map_err(setup_error)?;
         let state = self.state.clone();
@@ -551,12 +551,72 @@ impl Engine {
         }
     }
 
-    fn array(&self, items: &[&[u8]]) -> mlua::Result<Table> {
-        let t = self.lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, item) in items.iter().enumerate() {
-            t.raw_set(i + 1, self.lua.create_string(item)?)?;
+    /// KEYS and ARGV (or a function's keys and arguments) as two Lua arrays of strings, built
+    /// straight from the request's bytes with plain C API calls: no handle per string and no
+    /// protected call per element (mlua protects each call that may allocate while a memory
+    /// limit is set). Their size is known, so when the heap has room for twice their bound they
+    /// are built with the limit lifted (see `headroom`) and unprotected, as mlua itself does
+    /// without a limit; otherwise in one protected call, under the limit.
+    fn key_and_arg_tables(&self, keys: &[&[u8]], args: &[&[u8]]) -> mlua::Result<(Table, Table)> {
+        let fits = |items: &[&[u8]]| c_int::try_from(items.len()).is_ok();
+        if !fits(keys) || !fits(args) {
+            return Err(mlua::Error::runtime("too many keys or arguments"));
         }
-        Ok(t)
+        let bytes = keys.iter().chain(args).map(|a| a.len()).sum();
+        let bound = headroom::strings_bound(keys.len() + args.len(), bytes).saturating_add(256);
+        let lifted = headroom::lift(&self.lua, self.limits.memory, bound);
+        if lifted.is_some() || self.limits.memory == 0 {
+            // SAFETY: no allocation can fail while the limit is lifted (or without one), so
+            // these C API calls raise no Lua error and need no protected call: the same
+            // reasoning as mlua's own unprotected path when no limit is set. They call no
+            // metamethods (raw sets) and no Lua code; a collection step they trigger runs no
+            // finalizer a script could have set (scripts cannot create userdata with `__gc`).
+            // The stack has room for the two tables and one string pushed at a time, and the
+            // two tables are popped into handles before the lock on the state is released.
+            return self.lua.exec_raw_lua(|raw| unsafe {
+                let state = raw.state();
+                if mlua::ffi::lua_checkstack(state, 3) == 0 {
+                    return Err(mlua::Error::StackError);
+                }
+                push_string_arrays(state, keys, args);
+                let (Value::Table(a), Value::Table(k)) = (raw.pop_value(), raw.pop_value()) else {
+                    return Err(mlua::Error::runtime("KEYS/ARGV are not tables"));
+                };
+                Ok((k, a))
+            });
+        }
+        // SAFETY: the closure runs inside a Lua protected call (`exec_raw`), so an allocation
+        // error raised by these C API calls unwinds to that call, not past it; the closure
+        // holds only references and integers (nothing whose destructor a longjmp could skip).
+        // It makes room on the stack first and leaves exactly the two tables, which `exec_raw`
+        // returns.
+        unsafe {
+            self.lua.exec_raw::<(Table, Table)>((), |state| {
+                mlua::ffi::luaL_checkstack(state, 3, c"KEYS/ARGV".as_ptr());
+                push_string_arrays(state, keys, args);
+            })
+        }
+    }
+}
+
+/// Pushes `keys` and then `args` as two new Lua arrays of strings.
+///
+/// # Safety
+///
+/// `state` must have room for three more stack slots, the lengths must fit a C int, and the
+/// caller must either be inside a protected call or know that no allocation can fail.
+unsafe fn push_string_arrays(state: *mut mlua::ffi::lua_State, keys: &[&[u8]], args: &[&[u8]]) {
+    use mlua::ffi;
+    for items in [keys, args] {
+        // SAFETY: as the caller promised (room on the stack, lengths that fit, errors caught
+        // or impossible); the table is at the top when each string is set into it.
+        unsafe {
+            ffi::lua_createtable(state, items.len() as c_int, 0);
+            for (i, item) in items.iter().enumerate() {
+                ffi::lua_pushlstring(state, item.as_ptr().cast(), item.len());
+                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+            }
+        }
     }
 }
 
@@ -788,24 +848,17 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
             )?;
             return Ok((Value::Table(t), true));
         }
-        // The arguments as bytes: strings as they are, numbers as %.17g.
-        let mut numbers: Vec<Vec<u8>> = Vec::new();
-        let mut slots: Vec<Option<usize>> = Vec::with_capacity(args.len());
+        // The arguments as bytes (strings as they are, numbers as %.17g), one after the other
+        // in buffers the engine keeps, so a call allocates nothing once they have grown.
+        let mut bytes = std::mem::take(&mut *state.arg_bytes.borrow_mut());
+        let mut ends = std::mem::take(&mut *state.arg_ends.borrow_mut());
+        bytes.clear();
+        ends.clear();
         for a in args.iter() {
             match a {
-                Value::String(_) => slots.push(None),
-                Value::Integer(i) => {
-                    let mut b = Vec::new();
-                    convert::number_arg(*i as f64, &mut b);
-                    numbers.push(b);
-                    slots.push(Some(numbers.len() - 1));
-                }
-                Value::Number(n) => {
-                    let mut b = Vec::new();
-                    convert::number_arg(*n, &mut b);
-                    numbers.push(b);
-                    slots.push(Some(numbers.len() - 1));
-                }
+                Value::String(s) => bytes.extend_from_slice(&s.as_bytes()),
+                Value::Integer(i) => convert::number_arg(*i as f64, &mut bytes),
+                Value::Number(n) => convert::number_arg(*n, &mut bytes),
                 _ => {
                     let t = convert::error_table(
                         lua,
@@ -814,26 +867,30 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
                     return Ok((Value::Table(t), true));
                 }
             }
+            ends.push(bytes.len());
         }
-        let strings: Vec<mlua::BorrowedBytes> = args
-            .iter()
-            .filter_map(|a| match a {
-                Value::String(s) => Some(s.as_bytes()),
-                _ => None,
-            })
-            .collect();
-        let mut si = 0;
-        let argv: Vec<&[u8]> = slots
-            .iter()
-            .map(|slot| match slot {
-                Some(n) => numbers[*n].as_slice(),
-                None => {
-                    let s: &[u8] = &strings[si];
-                    si += 1;
-                    s
-                }
-            })
-            .collect();
+        // The slices: on the stack for the usual few arguments.
+        let mut inline: [&[u8]; 16] = [&[]; 16];
+        let many: Vec<&[u8]>;
+        let argv: &[&[u8]] = if ends.len() <= inline.len() {
+            let mut start = 0;
+            for (slot, &end) in inline.iter_mut().zip(&ends) {
+                *slot = &bytes[start..end];
+                start = end;
+            }
+            &inline[..ends.len()]
+        } else {
+            let mut start = 0;
+            many = ends
+                .iter()
+                .map(|&end| {
+                    let a = &bytes[start..end];
+                    start = end;
+                    a
+                })
+                .collect();
+            &many
+        };
         let proto = if state.resp3.get() {
             Protocol::Resp3
         } else {
@@ -842,7 +899,7 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
         let mut reply = std::mem::take(&mut *state.reply.borrow_mut());
         reply.clear();
         let called = state
-            .with_host(|h| h.call(&argv, proto, &mut reply))
+            .with_host(|h| h.call(argv, proto, &mut reply))
             .unwrap_or_else(|| Err(ErrorReply::err("no script is running")));
         let result = {
             // The reply's Lua value is bounded by the reply's length: built without mlua's
@@ -858,9 +915,13 @@ fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(V
                     .map(|t| (Value::Table(t), true)),
             }
         };
-        // Keep a modest buffer for the next call; a huge reply's buffer is freed.
+        // Keep modest buffers for the next call; a huge reply's or argument's is freed.
         if reply.capacity() <= 64 << 10 {
             *state.reply.borrow_mut() = reply;
+        }
+        if bytes.capacity() <= 64 << 10 {
+            *state.arg_bytes.borrow_mut() = bytes;
+            *state.arg_ends.borrow_mut() = ends;
         }
         result
     }

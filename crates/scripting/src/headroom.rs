@@ -9,7 +9,8 @@
 //! and its command together (building KEYS and ARGV alone was 17% of the server's samples).
 //!
 //! A step whose allocations are bounded in advance (the KEYS/ARGV tables of a request that is
-//! already in memory, the Lua value of a command reply of known length) therefore runs with the
+//! already in memory, built with plain C API calls by `Engine::key_and_arg_tables`; the Lua
+//! value of a command reply of known length) therefore runs with the
 //! limit lifted when the heap cannot pass the limit even if the step allocates its whole bound.
 //! Otherwise it runs protected, with the limit, as before: a step that would pass the limit
 //! still fails with "not enough memory". No Lua code runs while the limit is lifted (only C API

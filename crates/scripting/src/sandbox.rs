@@ -223,10 +223,13 @@ end
 -- The thread's globals are the proxy: code compiled at run time (loadstring) is confined too.
 setfenv(0, PG)
 
--- Runs a script function under the error handler: f() for EVAL (KEYS/ARGV are globals),
--- f(keys, args) for functions. Returns ok, result-or-error.
-local function run(f, keys, args)
-  if keys == nil then
+-- Runs a script function under the error handler: f() for EVAL with KEYS/ARGV set as globals
+-- here (a Lua rawset costs far less than setting them from Rust), f(keys, args) for functions.
+-- Returns ok, result-or-error.
+local function run(f, keys, args, eval)
+  if eval then
+    rawset_(G, 'KEYS', keys)
+    rawset_(G, 'ARGV', args)
     local ok, r = xpcall_(f, handler)
     return ok, r
   end

@@ -346,6 +346,23 @@ fn unpack_takes_as_many_values_as_redis_s() {
     );
 }
 
+/// Ranges whose count overflows a C int (Lua 5.1's luaB_unpack crashed the server on them) are
+/// refused with Lua's message (crates/lua-src carries Redis's fix, CVE-2025-46817); empty and small ranges, nil slots included, are unpack's own.
+#[test]
+fn unpack_of_a_huge_range_is_refused_not_a_crash() {
+    for range in ["-2, 2147483647", "0, 2147483647", "-2147483648, -2"] {
+        let reply = eval(&format!("return {{unpack({{1,2,3}}, {range})}}"));
+        assert!(
+            reply.contains("too many results to unpack"),
+            "{range}: {reply}"
+        );
+    }
+    assert_eq!(eval("return {unpack({1,2,3}, -1, -2)}"), "*0\r\n");
+    assert_eq!(eval("return {unpack({1,2,3}, 1, -1)}"), "*0\r\n");
+    assert_eq!(eval("return select('#', unpack({1,2,3}, -1, 5))"), ":7\r\n");
+    assert_eq!(eval("return {unpack({1,2,3}, '2')}"), "*2\r\n:2\r\n:3\r\n");
+}
+
 #[test]
 fn sandbox_is_redis_7s() {
     assert!(eval("return a").starts_with(

@@ -364,6 +364,17 @@ impl Batch {
         tally(&mut self.tallies, index, nanos, failed);
     }
 
+    /// The batch's uncounted runs, lent to a script's [`crate::scripting::Caller`] so its
+    /// calls are counted with the batch's (added to the shared counters once per batch, not
+    /// once per script). Give them back with [`Batch::return_tallies`].
+    pub(crate) fn lend_tallies(&mut self) -> Vec<(usize, CommandTally)> {
+        std::mem::take(&mut self.tallies)
+    }
+
+    pub(crate) fn return_tallies(&mut self, tallies: Vec<(usize, CommandTally)>) {
+        self.tallies = tallies;
+    }
+
     /// Adds the batch's counts to the shared counters. `tenant` is the tenant the batch's data
     /// commands ran for (the connection's; only server commands rebind it, and they flush first);
     /// the per-command counts go to its own counters too when the connection is one of its

@@ -15,6 +15,7 @@
 //! connections answer `-BUSY` once it has run for `busy-reply-threshold`, SCRIPT KILL and
 //! FUNCTION KILL set the kill flag the script's Lua hook reads.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -43,6 +44,10 @@ const VERSION_NUM: u32 = 0x0007_0200;
 struct TenantEngine {
     libraries_version: u64,
     engine: Engine,
+    /// The script host's argument buffers (`ScriptHost::data`/`ranges`), kept from one script
+    /// to the next so a call allocates nothing once they have grown.
+    call_data: Vec<u8>,
+    call_ranges: Vec<(usize, usize)>,
 }
 
 /// Takes the tenant's engine out of its keyspace (building it, or reloading its libraries if
@@ -66,6 +71,8 @@ fn take_engine(db: &mut Db) -> Result<Box<TenantEngine>, ErrorReply> {
             Box::new(TenantEngine {
                 libraries_version: u64::MAX,
                 engine,
+                call_data: Vec::new(),
+                call_ranges: Vec::new(),
             })
         }
     };
@@ -546,6 +553,8 @@ pub async fn run(
     let mut garbage = Garbage::default();
     let mut te = take_engine(&mut db)?;
     let mut caller = Caller::of(st, sh);
+    // The script's calls are counted with the batch's runs (see `Batch::lend_tallies`).
+    caller.tallies = st.batch.lend_tallies();
     let started = start(
         &mut db,
         &mut te,
@@ -617,6 +626,7 @@ pub async fn run(
             }
         }
     };
+    st.batch.return_tallies(std::mem::take(&mut caller.tallies));
     drop(admitted);
     dispatch::free_later(garbage);
     // The commands the script ran count against the tenant's operation rate as if sent alone
@@ -786,13 +796,26 @@ fn start(
 ) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
     let name_arg = args.get(1);
-    let (name, flags) = match call {
-        Call::Eval => engine.load_script(name_arg, false)?,
+    // An EVALSHA's SHA1 in lower case, as the cache keys it (on the stack: no allocation).
+    let mut sha_buf = [0u8; 40];
+    let (name, flags): (Cow<'_, str>, ScriptFlags) = match call {
+        Call::Eval => {
+            let (sha, flags) = engine.load_script(name_arg, false)?;
+            (Cow::Owned(sha), flags)
+        }
         Call::EvalSha => {
-            let sha = String::from_utf8_lossy(name_arg).to_ascii_lowercase();
-            match engine.script_flags(&sha) {
-                Some(f) if sha.len() == 40 => (sha, f),
-                _ => {
+            let found = if name_arg.len() == sha_buf.len() {
+                sha_buf.copy_from_slice(name_arg);
+                sha_buf.make_ascii_lowercase();
+                std::str::from_utf8(&sha_buf)
+                    .ok()
+                    .and_then(|sha| Some((sha, engine.script_flags(sha)?)))
+            } else {
+                None
+            };
+            match found {
+                Some((sha, f)) => (Cow::Borrowed(sha), f),
+                None => {
                     return Err(ErrorReply::coded(
                         "NOSCRIPT",
                         "No matching script. Please use EVAL.",
@@ -803,7 +826,7 @@ fn start(
         Call::Fcall => {
             let name = String::from_utf8_lossy(name_arg).into_owned();
             match engine.function_flags(&name) {
-                Some(f) => (name, f),
+                Some(f) => (Cow::Owned(name), f),
                 None => return Err(ErrorReply::err("Function not found")),
             }
         }
@@ -839,13 +862,18 @@ fn start(
         read_only,
         calls: 0,
         ran: None,
-        data: Vec::new(),
-        ranges: Vec::new(),
+        data: std::mem::take(&mut te.call_data),
+        ranges: std::mem::take(&mut te.call_ranges),
         caller,
     };
-    let result = engine.run(target, keys, argv, proto, &mut host, slice);
+    let result = te.engine.run(target, keys, argv, proto, &mut host, slice);
     let calls = host.calls;
     let db = host.db;
+    // Modest buffers are kept for the next script; a huge argument's is freed.
+    if host.data.capacity() <= 64 << 10 {
+        te.call_data = host.data;
+        te.call_ranges = host.ranges;
+    }
     match result {
         Ok(Step::Done(reply)) => {
             end_run(db, tenant, now);
