@@ -1211,6 +1211,30 @@ mod tests {
     }
 
     #[test]
+    fn default_workers_leave_one_core() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The default an operator meets: `threads = 0` in ferrite.toml and in the defaults.
+        let shipped = Config::parse(include_str!("../../../ferrite.toml"), None).unwrap();
+        assert_eq!(shipped.server.threads, 0);
+        for cfg in [shipped.server, ServerConfig::default()] {
+            assert_eq!(
+                cfg.workers(),
+                cores.saturating_sub(1).max(1),
+                "{cores} cores"
+            );
+            assert!(cfg.workers() >= 1);
+        }
+        // An explicit count is taken as it is, also above the number of cores.
+        for n in [1, 2, cores, cores + 3] {
+            let cfg = ServerConfig {
+                threads: n,
+                ..ServerConfig::default()
+            };
+            assert_eq!(cfg.workers(), n);
+        }
+    }
+
+    #[test]
     fn log_levels_in_redis_and_tracing_words() {
         assert_eq!(log_filter("verbose").as_deref(), Ok("debug"));
         assert_eq!(log_filter("warning").as_deref(), Ok("warn"));
