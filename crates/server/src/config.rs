@@ -166,7 +166,7 @@ pub struct ServerConfig {
     /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
     /// `timeout`).
     pub timeout: u64,
-    /// Worker threads; 0 = all cores but one, at least one (see [`ServerConfig::workers`]).
+    /// Worker threads; 0 = one per core.
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
     pub shutdown_timeout_ms: u64,
@@ -182,27 +182,6 @@ pub struct ServerConfig {
 /// What a secret shows in `{:?}`: whether it is set, never its value.
 fn redacted(secret: &str) -> &'static str {
     if secret.is_empty() { "" } else { "<redacted>" }
-}
-
-impl ServerConfig {
-    /// How many worker threads serve connections: `threads`, or for 0 all cores but one (at
-    /// least one). The core left over is not idle: without pipelining most of a request's CPU
-    /// time is the kernel's (TCP receive and send, wake-ups), and the blocking pool (long
-    /// commands, suspended scripts), the persistence threads and clients on the same machine
-    /// need it too. On two cores a second worker measured worse, not better: two workers plus
-    /// the kernel's and the clients' work are more runnable threads than cores, and each request
-    /// then cost 1.1-1.7 µs more server CPU (wake-ups of the idle worker, preemption), 0.08 more
-    /// context switches per request (docs/benchmarks.md, "What limits each row"). With one
-    /// worker the server runs tokio's current-thread scheduler (see `bin/ferrite.rs`).
-    pub fn workers(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .saturating_sub(1)
-                .max(1),
-            n => n,
-        }
-    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -1208,30 +1187,6 @@ mod tests {
         let e = Config::parse("[tenancy.migration]\ndefault_mode = \"slow\"\n", None).unwrap_err();
         assert_eq!(e.key, "tenancy.migration.default_mode");
         assert!(e.message.contains("continuous"), "{e}");
-    }
-
-    #[test]
-    fn default_workers_leave_one_core() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // The default an operator meets: `threads = 0` in ferrite.toml and in the defaults.
-        let shipped = Config::parse(include_str!("../../../ferrite.toml"), None).unwrap();
-        assert_eq!(shipped.server.threads, 0);
-        for cfg in [shipped.server, ServerConfig::default()] {
-            assert_eq!(
-                cfg.workers(),
-                cores.saturating_sub(1).max(1),
-                "{cores} cores"
-            );
-            assert!(cfg.workers() >= 1);
-        }
-        // An explicit count is taken as it is, also above the number of cores.
-        for n in [1, 2, cores, cores + 3] {
-            let cfg = ServerConfig {
-                threads: n,
-                ..ServerConfig::default()
-            };
-            assert_eq!(cfg.workers(), n);
-        }
     }
 
     #[test]
