@@ -82,12 +82,17 @@ impl<'a> ReplyWriter<'a> {
                 .put_slice(&[prefix, b'0' + tens as u8, b'0' + ones as u8, b'\r', b'\n']);
             return;
         }
+        // Longer ones (a growing list's length, a counter) are assembled on the stack and
+        // appended in one copy: three appends cost twice the instructions (callgrind, RPUSH).
         let mut b = itoa::Buffer::new();
-        let s = b.format(n);
-        self.out.reserve(s.len() + 3);
-        self.out.put_u8(prefix);
-        self.out.put_slice(s.as_bytes());
-        self.out.put_slice(b"\r\n");
+        let digits = b.format(n).as_bytes();
+        // The prefix, at most 20 characters (i64::MIN) and CRLF.
+        let mut line = [0u8; 23];
+        let end = digits.len() + 1;
+        line[0] = prefix;
+        line[1..end].copy_from_slice(digits);
+        line[end..end + 2].copy_from_slice(b"\r\n");
+        self.out.put_slice(&line[..end + 2]);
     }
 
     pub fn ok(&mut self) {
