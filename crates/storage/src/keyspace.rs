@@ -142,6 +142,10 @@ pub struct SnapshotRest {
     pub flushed: Option<ShardedTable<Entry>>,
 }
 
+/// How long [`Keyspace::lock_when_free`] waits for a moment when the lock is free before it
+/// queues: a keyspace busy without a break for this long would otherwise starve the walk.
+pub const FREE_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Counters readable without taking the keyspace lock (INFO, quotas, metrics).
 #[derive(Default, Debug)]
 pub struct KeyspaceStats {
@@ -314,6 +318,27 @@ impl Keyspace {
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
+        }
+    }
+
+    /// Locks the keyspace for a background thread (a snapshot's walk) without ever queueing
+    /// ahead of connections: it takes the lock only when it is free and nobody waits, offering
+    /// the core in between, and queues like [`Keyspace::lock`] only after [`FREE_WAIT_LIMIT`].
+    ///
+    /// Why: the lock is handed over in arrival order, so a thread waiting in the queue owns the
+    /// lock from the moment it is released until the scheduler runs it — on a busy machine a
+    /// whole time slice (about 4 ms), during which every connection of the tenant waits
+    /// behind it (this was the write p99 during a snapshot, docs/benchmarks.md).
+    pub fn lock_when_free(&self) -> DbGuard<'_> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(g) = self.try_lock() {
+                return g;
+            }
+            if started.elapsed() >= FREE_WAIT_LIMIT {
+                return self.lock();
+            }
+            std::thread::yield_now();
         }
     }
 
