@@ -1301,6 +1301,40 @@ mod tests {
     use super::*;
     use crate::value::HashValue;
 
+    /// The snapshot's walk never takes the lock ahead of a connection waiting for it, even one
+    /// that came after the walk started waiting (a queued walk would), and still gets it once
+    /// the keyspace has a free moment.
+    #[test]
+    fn lock_when_free_never_goes_ahead_of_a_queued_waiter() {
+        use std::sync::Mutex as StdMutex;
+        use std::time::Duration;
+        let ks = std::sync::Arc::new(Keyspace::new());
+        let order = std::sync::Arc::new(StdMutex::new(Vec::new()));
+        let held = ks.lock();
+        let walk = {
+            let (ks, order) = (ks.clone(), order.clone());
+            std::thread::spawn(move || {
+                let _g = ks.lock_when_free();
+                order.lock().unwrap().push("walk");
+            })
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        let queued = {
+            let (ks, order) = (ks.clone(), order.clone());
+            std::thread::spawn(move || {
+                let _g = ks.lock();
+                order.lock().unwrap().push("queued");
+                std::thread::sleep(Duration::from_millis(5));
+            })
+        };
+        // Time for the waiter to queue, within FREE_WAIT_LIMIT (the walk is still only trying).
+        std::thread::sleep(Duration::from_millis(35));
+        drop(held);
+        queued.join().unwrap();
+        walk.join().unwrap();
+        assert_eq!(*order.lock().unwrap(), vec!["queued", "walk"]);
+    }
+
     fn hash_of(pairs: &[(&str, &str)]) -> Value {
         let mut h = HashValue::default();
         for (f, v) in pairs {
