@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -27,6 +27,13 @@ use crate::core::{Core, FsyncPolicy};
 use crate::format::{Kind, begin_frame, end_frame, put_file_header, put_frame};
 use crate::paths;
 use crate::record::{FileHeader, put_effects, put_log_header};
+
+/// After a commit covered by another one's write, this many commits that had to write
+/// themselves stop the waiting ([`TenantLog::sharing`]).
+const GROUP_WRITE_MAX: u32 = 16;
+/// One commit in this many waits for the other queued connections even when that has not
+/// paid off lately.
+const GROUP_WRITE_PROBE: u32 = 32;
 
 /// Effects waiting to be written.
 struct Pending {
@@ -81,6 +88,12 @@ pub struct TenantLog {
     synced: AtomicU64,
     /// `Pending::lost.1`, readable without the lock (0: nothing was ever lost).
     lost_upto: AtomicU64,
+    /// How much group writes paid off lately: set to [`GROUP_WRITE_MAX`] by a commit another
+    /// one's write covered, lowered by one for each commit that had to write.
+    sharing: AtomicU32,
+    /// Commits so far (every [`GROUP_WRITE_PROBE`]th waits whatever `sharing` says, so that a
+    /// load that becomes concurrent is noticed).
+    commits: AtomicU32,
     synced_notify: tokio::sync::Notify,
     broken: AtomicBool,
     /// The log is closed (tenant deleted, moved away, server stopping): nothing more is written.
@@ -129,6 +142,8 @@ impl TenantLog {
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             lost_upto: AtomicU64::new(0),
+            sharing: AtomicU32::new(0),
+            commits: AtomicU32::new(0),
             synced_notify: tokio::sync::Notify::new(),
             broken: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -470,12 +485,27 @@ impl ferrite_tenancy::Durability for TenantLog {
         TenantLog::journaled(self)
     }
 
+    fn group_write(&self) -> bool {
+        self.sharing.load(Relaxed) > 0
+            || self
+                .commits
+                .fetch_add(1, Relaxed)
+                .is_multiple_of(GROUP_WRITE_PROBE)
+    }
+
     fn commit(&self, position: u64) -> Result<Option<u64>, String> {
         if self.is_closed() {
             return Ok(None);
         }
         if self.written() < position {
+            let _ = self
+                .sharing
+                .fetch_update(Relaxed, Relaxed, |s| s.checked_sub(1));
             self.flush()?;
+        } else {
+            if self.sharing.load(Relaxed) < GROUP_WRITE_MAX {
+                self.sharing.store(GROUP_WRITE_MAX, Relaxed);
+            }
         }
         // Another connection's write may have taken these effects and failed.
         if !self.covers(position) {

@@ -1163,7 +1163,9 @@ async fn run_long(
 /// worker run their batches ([`RunQueuedFirst`]); the first of them to go on then hands
 /// everything journaled meanwhile to the kernel in one `write`, and the others find theirs
 /// written. Redis writes its AOF buffer once per event-loop pass the same way; without it, each
-/// SET at -P1 paid a `write` of its own.
+/// SET at -P1 paid a `write` of its own. The log says when the wait is worth it
+/// (`Durability::group_write`): a lone writer would pay a task switch (and tokio waking the
+/// other worker, a futex call per SET) for nothing.
 pub async fn commit_writes(st: &mut ClientState) -> Result<(), String> {
     if !std::mem::take(&mut st.batch.wrote) {
         return Ok(());
@@ -1172,7 +1174,9 @@ pub async fn commit_writes(st: &mut ClientState) -> Result<(), String> {
         return Ok(());
     };
     let position = d.journaled();
-    RunQueuedFirst(false).await;
+    if d.group_write() {
+        RunQueuedFirst(false).await;
+    }
     match d.commit(position)? {
         None => Ok(()),
         Some(position) => d.wait_synced(position).await,

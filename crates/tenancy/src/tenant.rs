@@ -199,6 +199,11 @@ pub trait Durability: Send + Sync {
     /// position that covers them.
     fn journaled(&self) -> u64;
 
+    /// Whether waiting for the other queued connections before committing has lately paid off
+    /// (their commits found their records written by a shared write). A lone writer does not
+    /// wait: the wait would cost it a task switch and nothing else.
+    fn group_write(&self) -> bool;
+
     /// Makes sure the log up to `position` (from [`Durability::journaled`]) was handed to the
     /// operating system: by one write of everything pending, unless another connection's write
     /// already covered it (group write). Returns the position to wait for with
