@@ -208,11 +208,15 @@ impl Core {
     }
 
     /// Asks the fsync thread to sync `log` now (a writer waits under `always`).
+    ///
+    /// A request already queued covers this one (the fsync thread syncs whatever was written by
+    /// the time it takes the queue), so only a new one wakes the thread.
     pub fn request_sync(&self, log: Arc<TenantLog>) {
         let mut q = lock(&self.queue);
-        if !q.requested.iter().any(|l| Arc::ptr_eq(l, &log)) {
-            q.requested.push(log);
+        if q.requested.iter().any(|l| Arc::ptr_eq(l, &log)) {
+            return;
         }
+        q.requested.push(log);
         drop(q);
         self.wake.notify_one();
     }

@@ -1385,6 +1385,44 @@ mod tests {
         p.shutdown();
     }
 
+    /// Group write: one `write` hands the records of every connection journaled before it to
+    /// the kernel; a connection whose records it covered commits without a write of its own,
+    /// and one whose records came after it gets its own.
+    #[test]
+    fn one_write_covers_the_commits_of_every_connection_journaled_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let reg = registry();
+            let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+            let t = reg.default_tenant();
+            let d = t.durability().expect("journaled").clone();
+            let writes = || p.core.stats.writes.load(Relaxed);
+            let now = ferrite_storage::now_ms();
+            let before = d.journaled();
+            run(&t, now, &[&["SET", "a", "1"]]);
+            let first = d.journaled();
+            run(&t, now, &[&["SET", "b", "2"], &["SET", "c", "3"]]);
+            let second = d.journaled();
+            assert!(before < first && first < second);
+            let w0 = writes();
+            // The second connection commits first: its write carries the first one's records.
+            assert_eq!(d.commit(second), Ok(None));
+            assert_eq!(writes(), w0 + 1);
+            assert_eq!(d.commit(first), Ok(None));
+            assert_eq!(writes(), w0 + 1, "covered: no write of its own");
+            run(&t, now, &[&["SET", "d", "4"]]);
+            let third = d.journaled();
+            assert_eq!(d.commit(third), Ok(None));
+            assert_eq!(writes(), w0 + 2);
+            p.shutdown();
+        }
+        // What the commits acknowledged is in the file: a restart loads all four keys.
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        assert_eq!(reg.default_tenant().keyspace().len(), 4);
+        p.shutdown();
+    }
+
     #[test]
     fn deleted_moved_and_staged_tenants_come_back_as_they_should() {
         let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -27,6 +27,13 @@ use crate::core::{Core, FsyncPolicy};
 use crate::format::{Kind, begin_frame, end_frame, put_file_header, put_frame};
 use crate::paths;
 use crate::record::{FileHeader, put_effects, put_log_header};
+
+/// After a commit covered by another one's write, this many commits that had to write
+/// themselves stop the waiting ([`TenantLog::sharing`]).
+const GROUP_WRITE_MAX: u32 = 16;
+/// One commit in this many waits for the other queued connections even when that has not
+/// paid off lately.
+const GROUP_WRITE_PROBE: u32 = 32;
 
 /// Effects waiting to be written.
 struct Pending {
@@ -42,6 +49,9 @@ struct Pending {
     /// A recovery snapshot is being written: effects are kept but not written until it is done,
     /// so the new generation never follows a gap.
     recovering: bool,
+    /// Positions in `(lost.0, lost.1]` were dropped by the last failure (a failed write or
+    /// fsync, a failed recovery): they are not in the log, even once `written` has passed them.
+    lost: (u64, u64),
 }
 
 /// The file side, used by one writer at a time.
@@ -76,6 +86,14 @@ pub struct TenantLog {
     file: Mutex<FileSide>,
     written: AtomicU64,
     synced: AtomicU64,
+    /// `Pending::lost.1`, readable without the lock (0: nothing was ever lost).
+    lost_upto: AtomicU64,
+    /// How much group writes paid off lately: set to [`GROUP_WRITE_MAX`] by a commit another
+    /// one's write covered, lowered by one for each commit that had to write.
+    sharing: AtomicU32,
+    /// Commits so far (every [`GROUP_WRITE_PROBE`]th waits whatever `sharing` says, so that a
+    /// load that becomes concurrent is noticed).
+    commits: AtomicU32,
     synced_notify: tokio::sync::Notify,
     broken: AtomicBool,
     /// The log is closed (tenant deleted, moved away, server stopping): nothing more is written.
@@ -113,6 +131,7 @@ impl TenantLog {
                 appended: 0,
                 broken: false,
                 recovering: false,
+                lost: (0, 0),
             }),
             file: Mutex::new(FileSide {
                 file,
@@ -122,6 +141,9 @@ impl TenantLog {
             }),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
+            lost_upto: AtomicU64::new(0),
+            sharing: AtomicU32::new(0),
+            commits: AtomicU32::new(0),
             synced_notify: tokio::sync::Notify::new(),
             broken: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -225,9 +247,37 @@ impl TenantLog {
         if p.recovering {
             p.recovering = false;
             p.broken = true;
-            p.buf.clear();
-            p.switches.clear();
+            let from = p.appended;
+            self.drop_pending(&mut p, from);
         }
+    }
+
+    /// Drops the effects not written yet, and remembers that the positions from `from` to the
+    /// end of them are lost (a connection waiting for one of them gets an error, not a reply).
+    fn drop_pending(&self, p: &mut Pending, from: u64) {
+        p.appended += p.buf.len() as u64;
+        p.buf.clear();
+        p.switches.clear();
+        p.lost = (from.min(p.appended), p.appended);
+        self.lost_upto.store(p.appended, SeqCst);
+    }
+
+    /// The position just past everything published so far.
+    pub fn journaled(&self) -> u64 {
+        let p = self.pending.lock();
+        p.appended + p.buf.len() as u64
+    }
+
+    /// Whether the log holds everything up to `position`, as far as the kernel is concerned.
+    fn covers(&self, position: u64) -> bool {
+        if self.written() < position {
+            return false;
+        }
+        if position <= self.lost_upto.load(SeqCst) {
+            let (from, upto) = self.pending.lock().lost;
+            return !(from < position && position <= upto);
+        }
+        true
     }
 
     /// Hands everything published so far to the kernel (one `write` per generation touched).
@@ -263,9 +313,9 @@ impl TenantLog {
                 Ok(())
             }
             Err(e) => {
-                let msg = e.to_string();
-                drop(fs);
-                self.fail(&format!("write: {msg}"));
+                // Nothing of this buffer can be trusted to be in the file (a part may be).
+                let from = end - buf.len() as u64;
+                self.fail_locked(&mut fs, from, &format!("write: {e}"));
                 Err(self.core.error_text())
             }
         }
@@ -369,24 +419,22 @@ impl TenantLog {
                 // After a failed fsync the kernel may have dropped the dirty pages: nothing
                 // written since the last good fsync can be trusted. The recovery snapshot
                 // rewrites it all from memory.
-                self.fail(&format!("fsync: {e}"));
+                let mut fs = self.file.lock();
+                self.fail_locked(&mut fs, self.synced(), &format!("fsync: {e}"));
             }
         }
     }
 
-    /// Breaks the log after a failed write or fsync.
-    fn fail(&self, why: &str) {
+    /// Breaks the log after a failed write or fsync: positions from `from` on are lost. Called
+    /// with the file side locked, so no other write goes to the file after the failed one.
+    fn fail_locked(&self, fs: &mut FileSide, from: u64, why: &str) {
         {
             let mut p = self.pending.lock();
             p.broken = true;
             p.recovering = false;
-            p.buf.clear();
-            p.switches.clear();
+            self.drop_pending(&mut p, from);
         }
-        {
-            let mut f = self.file.lock();
-            f.file = None;
-        }
+        fs.file = None;
         if !self.broken.swap(true, SeqCst) {
             self.core.failed(&self.tenant, why);
         }
@@ -433,18 +481,42 @@ impl EffectSink for TenantLog {
 }
 
 impl ferrite_tenancy::Durability for TenantLog {
-    fn commit(&self) -> Result<Option<u64>, String> {
-        self.flush()?;
+    fn journaled(&self) -> u64 {
+        TenantLog::journaled(self)
+    }
+
+    fn group_write(&self) -> bool {
+        self.sharing.load(Relaxed) > 0
+            || self
+                .commits
+                .fetch_add(1, Relaxed)
+                .is_multiple_of(GROUP_WRITE_PROBE)
+    }
+
+    fn commit(&self, position: u64) -> Result<Option<u64>, String> {
+        if self.is_closed() {
+            return Ok(None);
+        }
+        if self.written() < position {
+            let _ = self
+                .sharing
+                .fetch_update(Relaxed, Relaxed, |s| s.checked_sub(1));
+            self.flush()?;
+        } else {
+            if self.sharing.load(Relaxed) < GROUP_WRITE_MAX {
+                self.sharing.store(GROUP_WRITE_MAX, Relaxed);
+            }
+        }
+        // Another connection's write may have taken these effects and failed.
+        if !self.covers(position) {
+            return Err(self.core.error_text());
+        }
         match self.core.policy() {
-            FsyncPolicy::Always => {
-                let target = self.written();
-                if target > self.synced() {
-                    if let Some(me) = self.arc() {
-                        self.core.request_sync(me);
-                    }
-                    return Ok(Some(target));
+            FsyncPolicy::Always if position > self.synced() => {
+                if let Some(me) = self.arc() {
+                    self.core.request_sync(me);
                 }
-                Ok(None)
+                Ok(Some(position))
             }
             _ => Ok(None),
         }
@@ -460,7 +532,11 @@ impl ferrite_tenancy::Durability for TenantLog {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 if self.synced() >= position {
-                    return Ok(());
+                    return if self.covers(position) {
+                        Ok(())
+                    } else {
+                        Err(self.core.error_text())
+                    };
                 }
                 if self.is_broken() {
                     return Err(self.core.error_text());

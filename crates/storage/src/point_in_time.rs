@@ -76,7 +76,8 @@ impl PointInTimeCopy {
             return false;
         }
         let (next, pre) = {
-            let mut db = self.ks.lock();
+            // Never queued ahead of the tenant's connections (see `lock_when_free`).
+            let mut db = self.ks.lock_when_free();
             let next = db.snapshot_walk(self.cursor, count.max(1), &mut f);
             (next, db.take_preimages())
         };

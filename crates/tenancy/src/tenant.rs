@@ -194,11 +194,23 @@ impl TenantStats {
 /// Makes a tenant's journaled writes durable before they are acknowledged. Persistence
 /// implements it; a connection asks it once per batch of requests that wrote.
 pub trait Durability: Send + Sync {
-    /// Hands the writes journaled so far to the operating system. Returns the log position to
-    /// wait for with [`Durability::wait_synced`] when the fsync policy says replies wait for the
-    /// disk (`always`), else `None`. An error means the writes are not in the log: they must not
+    /// The log position just past everything journaled so far. Writes are journaled under the
+    /// keyspace lock while they run, so a connection that asks after its writes ran gets a
+    /// position that covers them.
+    fn journaled(&self) -> u64;
+
+    /// Whether waiting for the other queued connections before committing has lately paid off
+    /// (their commits found their records written by a shared write). A lone writer does not
+    /// wait: the wait would cost it a task switch and nothing else.
+    fn group_write(&self) -> bool;
+
+    /// Makes sure the log up to `position` (from [`Durability::journaled`]) was handed to the
+    /// operating system: by one write of everything pending, unless another connection's write
+    /// already covered it (group write). Returns the position to wait for with
+    /// [`Durability::wait_synced`] when the fsync policy says replies wait for the disk
+    /// (`always`), else `None`. An error means the writes may not be in the log: they must not
     /// be acknowledged.
-    fn commit(&self) -> Result<Option<u64>, String>;
+    fn commit(&self, position: u64) -> Result<Option<u64>, String>;
 
     /// Resolves once the log is on disk up to `position` (many callers share one fsync).
     fn wait_synced(
