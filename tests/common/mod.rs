@@ -458,6 +458,27 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The whole HTTP response (status line and headers included) to `GET /metrics` on `port`;
+/// a read error ends the response where it stopped (a refused scrape may be closed early).
+pub fn metrics_response(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    t.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send request");
+    let mut resp = String::new();
+    let _ = t.read_to_string(&mut resp);
+    resp
+}
+
+/// The /metrics page (body only) of a server started with a metrics address.
+pub fn scrape(s: &Server) -> String {
+    let resp = metrics_response(s.metrics_port.expect("metrics port"));
+    resp.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
 /// Sends raw bytes and reads whatever comes back until the peer closes or `timeout` passes.
 pub fn raw_exchange(stream: &mut std::net::TcpStream, data: &[u8], timeout: Duration) -> Vec<u8> {
     use std::io::{Read, Write};

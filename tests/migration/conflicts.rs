@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferrite_client::{Client, ConnectOptions, value};
 
-use crate::common::Server;
+use crate::common::{Server, scrape};
 use crate::util::*;
 use crate::{LONG, SHORT};
 

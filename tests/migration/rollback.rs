@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferrite_client::{ConnectOptions, Connection, value};
 
-use crate::common::Server;
+use crate::common::{Server, scrape};
 use crate::proxy::Proxy;
 use crate::util::*;
 use crate::writers::{Model, check_model, writer};

@@ -122,16 +122,3 @@ pub fn s(v: &[&str]) -> Vec<String> {
 pub fn digest_of(f: &Frame) -> String {
     fields(f)["digest"].clone()
 }
-
-/// The server's /metrics response (status line and headers included).
-pub fn scrape(s: &Server) -> String {
-    use std::io::{Read, Write};
-    let port = s.metrics_port.expect("metrics port");
-    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    t.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send request");
-    let mut resp = String::new();
-    t.read_to_string(&mut resp).expect("read response");
-    resp
-}

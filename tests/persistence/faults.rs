@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::Commands;
 
-use crate::common::{Server, ferrite_bin};
+use crate::common::{Server, ferrite_bin, scrape};
 use crate::crash::walk_files;
 use crate::util::*;
 

@@ -120,21 +120,6 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// `GET /metrics` of a server started with `--metrics-addr 127.0.0.1:0`.
-pub fn scrape(s: &Server) -> String {
-    use std::io::{Read, Write};
-    let port = s.metrics_port.expect("metrics port");
-    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    t.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send request");
-    let mut resp = String::new();
-    t.read_to_string(&mut resp).expect("read response");
-    resp.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 /// The value of an unlabelled series on a /metrics page.
 pub fn metric(page: &str, name: &str) -> Option<f64> {
     page.lines()

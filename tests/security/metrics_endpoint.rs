@@ -1,21 +1,13 @@
 //! The metrics endpoint serves a bounded number of connections, each for a bounded time
 //! (defaults: `metrics.max_connections 16`, `metrics.timeout_ms 5000`).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::Server;
 
-fn scrape(port: u16) -> String {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    out
-}
+use crate::common::metrics_response as scrape;
 
 /// Strangers open 40 connections to the metrics endpoint and send nothing. 16 are held (until
 /// the 5 s timeout closes them), the other 24 are answered `503` and closed at once; the

@@ -4,7 +4,7 @@
 //! or panel silently watches a name that does not exist.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,13 +28,7 @@ fn start() -> Server {
 
 /// `GET /metrics`; panics unless the answer is 200 with a body.
 fn scrape(s: &Server) -> String {
-    let port = s.metrics_port.expect("metrics port");
-    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    t.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send request");
-    let mut resp = String::new();
-    t.read_to_string(&mut resp).expect("read response");
+    let resp = crate::common::metrics_response(s.metrics_port.expect("metrics port"));
     let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP head");
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(!body.is_empty(), "empty /metrics page");
