@@ -24,6 +24,7 @@
 
 use std::cmp::Ordering;
 
+use crate::table::{INLINE_KEY, TableKey};
 use crate::value::Score;
 
 /// Elements per leaf at most.
@@ -39,42 +40,11 @@ const INNER_MIN: usize = INNER_CAP / 4;
 const MAX_HEIGHT: usize = 16;
 const NIL: u32 = u32::MAX;
 
-/// Longest member kept inside a leaf (24 bytes either way, like a table key).
-pub const INLINE_MEMBER: usize = 22;
+/// Longest member kept inside a leaf: a member is held as a table key is (24 bytes either way).
+pub const INLINE_MEMBER: usize = INLINE_KEY;
 
 /// A member as a node holds it: short ones inline, long ones in their own allocation.
-enum Member {
-    Inline { len: u8, bytes: [u8; INLINE_MEMBER] },
-    Heap(Box<[u8]>),
-}
-
-impl Member {
-    const EMPTY: Member = Member::Inline {
-        len: 0,
-        bytes: [0; INLINE_MEMBER],
-    };
-
-    fn new(m: &[u8]) -> Member {
-        if m.len() <= INLINE_MEMBER {
-            let mut bytes = [0u8; INLINE_MEMBER];
-            bytes[..m.len()].copy_from_slice(m);
-            Member::Inline {
-                len: m.len() as u8,
-                bytes,
-            }
-        } else {
-            Member::Heap(m.into())
-        }
-    }
-
-    #[inline]
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Member::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Member::Heap(b) => b,
-        }
-    }
-}
+type Member = TableKey;
 
 /// What a member costs outside its node: nothing inline, else its allocation (glibc: an 8-byte
 /// header, rounded up to 16, at least 32).

@@ -42,6 +42,12 @@ pub enum TableKey {
 }
 
 impl TableKey {
+    /// The empty key (a placeholder in fixed arrays of keys; allocates nothing).
+    pub const EMPTY: TableKey = TableKey::Inline {
+        len: 0,
+        bytes: [0; INLINE_KEY],
+    };
+
     pub fn new(key: &[u8]) -> TableKey {
         if key.len() <= INLINE_KEY {
             let mut bytes = [0u8; INLINE_KEY];
