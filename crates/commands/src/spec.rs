@@ -349,8 +349,11 @@ pub fn all() -> &'static [CommandSpec] {
     })
 }
 
-fn index() -> &'static HashMap<&'static [u8], usize> {
-    static INDEX: OnceLock<HashMap<&'static [u8], usize>> = OnceLock::new();
+/// Command name → position in [`all`]. aHash rather than SipHash: every request and every
+/// `redis.call` looks its name up here, and a fixed table (nothing is ever inserted from the
+/// network) cannot be flooded with chosen collisions.
+fn index() -> &'static HashMap<&'static [u8], usize, ahash::RandomState> {
+    static INDEX: OnceLock<HashMap<&'static [u8], usize, ahash::RandomState>> = OnceLock::new();
     INDEX.get_or_init(|| {
         all()
             .iter()

@@ -918,6 +918,7 @@ LUA_API int lua_gc (lua_State *L, int what, int data) {
     }
     case LUA_GCCOLLECT: {
       luaC_fullgc(L);
+      luaM_freecache(g);  /* Ferrite: give the cached small blocks back (lmem.c) */
       break;
     }
     case LUA_GCCOUNT: {
@@ -1022,6 +1023,7 @@ LUA_API lua_Alloc lua_getallocf (lua_State *L, void **ud) {
 
 LUA_API void lua_setallocf (lua_State *L, lua_Alloc f, void *ud) {
   lua_lock(L);
+  luaM_freecache(G(L));  /* Ferrite: cached blocks go back to their allocator */
   G(L)->ud = ud;
   G(L)->frealloc = f;
   lua_unlock(L);

@@ -15,6 +15,15 @@
 
 #define MEMERRMSG	"not enough memory"
 
+/*
+** Ferrite: blocks of up to LUAI_BLOCKCACHE_MAX bytes that Lua frees are kept per
+** global state, by size (8-byte classes), for its next allocations of that class, up
+** to LUAI_BLOCKCACHE_LIMIT bytes in all (see lmem.c).
+*/
+#define LUAI_BLOCKCACHE_MAX	256
+#define LUAI_BLOCKCACHE_CLASSES	(LUAI_BLOCKCACHE_MAX / 8)
+#define LUAI_BLOCKCACHE_LIMIT	(64 * 1024)
+
 
 #define luaM_reallocv(L,b,on,n,e) \
 	((cast(size_t, (n)+1) <= MAX_SIZET/(e)) ?  /* +1 to avoid warnings */ \
@@ -41,6 +50,8 @@
 LUAI_FUNC void *luaM_realloc_ (lua_State *L, void *block, size_t oldsize,
                                                           size_t size);
 LUAI_FUNC void *luaM_toobig (lua_State *L);
+struct global_State;
+LUAI_FUNC void luaM_freecache (struct global_State *g);
 LUAI_FUNC void *luaM_growaux_ (lua_State *L, void *block, int *size,
                                size_t size_elem, int limit,
                                const char *errormsg);

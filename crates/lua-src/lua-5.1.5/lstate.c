@@ -112,6 +112,7 @@ static void close_state (lua_State *L) {
   luaZ_freebuffer(L, &g->buff);
   freestack(L, L);
   lua_assert(g->totalbytes == sizeof(LG));
+  luaM_freecache(g);  /* Ferrite: the cached small blocks (lmem.c) */
   (*g->frealloc)(g->ud, fromstate(L), state_size(LG), 0);
 }
 
@@ -179,6 +180,8 @@ LUA_API lua_State *lua_newstate (lua_Alloc f, void *ud) {
   g->gcstepmul = LUAI_GCMUL;
   g->gcdept = 0;
   for (i=0; i<NUM_TAGS; i++) g->mt[i] = NULL;
+  for (i=0; i<LUAI_BLOCKCACHE_CLASSES; i++) g->blockcache[i] = NULL;
+  g->blockcache_bytes = 0;
   if (luaD_rawrunprotected(L, f_luaopen, NULL) != 0) {
     /* memory allocation error: free partial state */
     close_state(L);

@@ -91,6 +91,9 @@ typedef struct global_State {
   UpVal uvhead;  /* head of double-linked list of all open upvalues */
   struct Table *mt[NUM_TAGS];  /* metatables for basic types */
   TString *tmname[TM_N];  /* array with tag-method names */
+  /* Ferrite: small freed blocks kept for reuse (see lmem.c) */
+  void *blockcache[LUAI_BLOCKCACHE_CLASSES];
+  size_t blockcache_bytes;  /* bytes held in `blockcache' */
 } global_State;
 
 

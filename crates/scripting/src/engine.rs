@@ -181,7 +181,10 @@ pub struct Engine {
     phase: Function,
     state: Rc<RunState>,
     loading: Rc<RefCell<Loading>>,
-    scripts: HashMap<String, CachedScript>,
+    /// By SHA1. aHash rather than the standard SipHash: EVALSHA looks its script up twice per
+    /// call (its flags, then the run), ~260 instructions each with SipHash; aHash keeps
+    /// per-process random keys, so the tenant's own cache stays resistant to chosen collisions.
+    scripts: HashMap<String, CachedScript, ahash::RandomState>,
     cache_bytes: usize,
     clock: u64,
     limits: EngineLimits,
@@ -264,7 +267,7 @@ impl Engine {
             phase,
             state,
             loading,
-            scripts: HashMap::new(),
+            scripts: HashMap::default(),
             cache_bytes: 0,
             clock: 0,
             limits,

@@ -837,3 +837,64 @@ fn function_libraries() {
     );
     assert_eq!(e.function_counts(), (0, 0));
 }
+
+/// Lua's cache of freed small blocks (`lmem.c` in `crates/lua-src`): bounded, given back by a
+/// full collection, and given back when the heap limit refuses an allocation, so a full cache
+/// never makes a script fail that fits under the limit.
+#[test]
+fn freed_small_blocks_are_cached_within_bounds_and_given_back_at_the_limit() {
+    const CACHE_LIMIT: usize = 64 * 1024;
+    let mut e = engine();
+    let mut h = FakeHost::default();
+    let mut run = |e: &mut Engine, body: &str| eval_with(e, &mut h, body, &[], Protocol::Resp2);
+    // Bytes the allocator holds for Lua beyond what Lua counts as live (the cache, plus the
+    // rounding of small blocks to their size class).
+    let count = "return collectgarbage('count') * 1024";
+    let held_beyond_live = |e: &mut Engine, reply: String| {
+        let live: usize = reply.trim_start_matches(':').trim().parse().expect(&reply);
+        e.used_memory() - live
+    };
+    let big = "local s = string.rep('x', 30000) return #s";
+    // Load every script first (compiling allocates), then empty the cache.
+    assert_eq!(run(&mut e, big), ":30000\r\n");
+    run(&mut e, count);
+    // Two completed collection cycles after the tables are dropped (the cycle under way when
+    // they were made may keep them).
+    let fill = "local keep = {} for i = 1, 5000 do keep[i] = {} end keep = nil local cycles = 0 \
+                for i = 1, 100000 do if collectgarbage('step') then cycles = cycles + 1 \
+                if cycles == 2 then break end end end return cycles";
+    assert_eq!(run(&mut e, fill), ":2\r\n");
+    let collect = "collectgarbage('collect') return collectgarbage('count') * 1024";
+    let r = run(&mut e, collect);
+    let empty = held_beyond_live(&mut e, r);
+
+    // 5,000 freed tables: far more than the cache may keep.
+    assert_eq!(run(&mut e, fill), ":2\r\n");
+    let r = run(&mut e, count);
+    let cached = held_beyond_live(&mut e, r).saturating_sub(empty);
+    assert!(
+        (CACHE_LIMIT / 2..=CACHE_LIMIT + 4096).contains(&cached),
+        "cached {cached} bytes"
+    );
+
+    // The limit leaves less room than the string needs unless the cache is given back.
+    let limits = EngineLimits {
+        memory: e.used_memory() + 24 * 1024,
+        ..e.limits()
+    };
+    e.set_limits(limits);
+    assert_eq!(run(&mut e, big), ":30000\r\n");
+    assert!(e.used_memory() <= limits.memory);
+    // Beyond what the limit allows, the script still fails as it did.
+    assert!(run(&mut e, "return #string.rep('x', 200000)").contains("not enough memory"));
+
+    // A full collection gives the cache back.
+    e.set_limits(EngineLimits::default());
+    assert_eq!(run(&mut e, fill), ":2\r\n");
+    let r = run(&mut e, collect);
+    let after = held_beyond_live(&mut e, r);
+    assert!(
+        after <= empty + 4096,
+        "{after} held after a collection, {empty} before"
+    );
+}
