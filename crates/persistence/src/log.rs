@@ -684,10 +684,11 @@ mod tests {
                     p.appended += buf.len() as u64;
                     (buf, p.appended)
                 };
-                let mut fs = under_way.take().expect("still held");
-                log.write_out(&mut fs, &buf, &[]).expect("write");
-                log.written.store(end, SeqCst);
-                drop(fs);
+                {
+                    let mut fs = under_way.take().expect("still held");
+                    log.write_out(&mut fs, &buf, &[]).expect("write");
+                    log.written.store(end, SeqCst);
+                }
                 log.written_notify.notify_waiters();
                 tokio::time::timeout(Duration::from_secs(10), wait)
                     .await
