@@ -98,6 +98,8 @@ pub struct Core {
     pub stats: Stats,
     queue: Mutex<SyncQueue>,
     wake: Condvar,
+    /// Times the fsync thread woke from its wait (for the tests: it must not poll).
+    wakeups: AtomicU64,
     logs: Mutex<Vec<Weak<TenantLog>>>,
 }
 
@@ -114,6 +116,7 @@ impl Core {
                 stop: false,
             }),
             wake: Condvar::new(),
+            wakeups: AtomicU64::new(0),
             logs: Mutex::new(Vec::new()),
         })
     }
@@ -123,7 +126,12 @@ impl Core {
     }
 
     pub fn set_policy(&self, p: FsyncPolicy) {
-        self.policy.store(p.to_u8(), Relaxed);
+        {
+            // Under the queue's lock, so that the fsync thread, which reads the policy under it
+            // before sleeping without a timeout, cannot miss the change.
+            let _queue = lock(&self.queue);
+            self.policy.store(p.to_u8(), Relaxed);
+        }
         self.wake.notify_all();
     }
 
@@ -245,14 +253,23 @@ impl Core {
                     if !q.requested.is_empty() || periodic {
                         break;
                     }
-                    let wait = Duration::from_secs(1).saturating_sub(last_periodic.elapsed());
-                    q = match self
-                        .wake
-                        .wait_timeout(q, wait.max(Duration::from_millis(1)))
-                    {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
+                    // Only `everysec` has a deadline. With `always` and `no` the thread sleeps
+                    // until a writer asks or the policy changes (both notify): a timeout there
+                    // used to wake it every millisecond, a futex call and a context switch each
+                    // that the workers paid for on a small machine.
+                    q = if self.policy() == FsyncPolicy::Everysec {
+                        let wait = Duration::from_secs(1).saturating_sub(last_periodic.elapsed());
+                        match self
+                            .wake
+                            .wait_timeout(q, wait.max(Duration::from_millis(1)))
+                        {
+                            Ok((g, _)) => g,
+                            Err(p) => p.into_inner().0,
+                        }
+                    } else {
+                        self.wake.wait(q).unwrap_or_else(|p| p.into_inner())
                     };
+                    self.wakeups.fetch_add(1, Relaxed);
                 }
                 let stop = q.stop;
                 let batch = std::mem::take(&mut q.requested);
@@ -294,4 +311,44 @@ impl Core {
 /// Locks a std mutex, ignoring poisoning (the data is counters and lists).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `cond` every 10 ms for at most `limit`.
+    fn eventually(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    #[test]
+    fn the_fsync_thread_sleeps_without_work_under_always_and_no_and_hears_a_policy_change() {
+        for idle_policy in [FsyncPolicy::Always, FsyncPolicy::No] {
+            let core = Core::new(idle_policy);
+            let thread = core.spawn_sync_thread().expect("spawn the fsync thread");
+            // The old timeout (a second minus the time since the last periodic round, at least
+            // a millisecond) woke it once after a second and then every millisecond: about 300
+            // times here. Sleeping until asked wakes it never.
+            std::thread::sleep(Duration::from_millis(1300));
+            assert_eq!(core.wakeups.load(Relaxed), 0, "{idle_policy:?}");
+            // A switch to everysec must not be missed: the thread takes up its once-a-second
+            // round (woken by the change, then by its own deadline).
+            core.set_policy(FsyncPolicy::Everysec);
+            assert!(
+                eventually(Duration::from_secs(10), || core.wakeups.load(Relaxed) >= 2),
+                "{idle_policy:?} -> everysec: {} wakeups",
+                core.wakeups.load(Relaxed)
+            );
+            core.stop_sync_thread();
+            thread.join().expect("the fsync thread stops");
+        }
+    }
 }

@@ -95,6 +95,9 @@ pub struct TenantLog {
     /// load that becomes concurrent is noticed).
     commits: AtomicU32,
     synced_notify: tokio::sync::Notify,
+    /// Notified after every write of the log (and when it breaks or closes): connections whose
+    /// records another connection was writing wait here ([`TenantLog::flush_unless_busy`]).
+    written_notify: tokio::sync::Notify,
     broken: AtomicBool,
     /// The log is closed (tenant deleted, moved away, server stopping): nothing more is written.
     closed: AtomicBool,
@@ -145,6 +148,7 @@ impl TenantLog {
             sharing: AtomicU32::new(0),
             commits: AtomicU32::new(0),
             synced_notify: tokio::sync::Notify::new(),
+            written_notify: tokio::sync::Notify::new(),
             broken: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sizes: LogSizes::default(),
@@ -182,6 +186,8 @@ impl TenantLog {
         let next = self.pending.lock().generation + 1;
         let (f, size) = self.open_generation(next)?;
         self.file.lock().prepared = Some((next, f, size));
+        // A connection that found the file locked waits for this (see `flush_unless_busy`).
+        self.written_notify.notify_waiters();
         Ok(())
     }
 
@@ -224,7 +230,8 @@ impl TenantLog {
         };
         if recovered {
             {
-                // Forget the file of the broken generation: the next write opens `g`'s.
+                // Forget the file of the broken generation: the next write opens `g`'s (the
+                // flush below tells the connections that found the file locked).
                 let mut f = self.file.lock();
                 f.file = None;
             }
@@ -285,7 +292,28 @@ impl TenantLog {
         if self.closed.load(Relaxed) {
             return Ok(());
         }
-        let mut fs = self.file.lock();
+        let result = self.flush_locked(&mut self.file.lock());
+        self.written_notify.notify_waiters();
+        result
+    }
+
+    /// [`TenantLog::flush`], unless another thread is writing the log right now: `None` then
+    /// (wait for [`TenantLog::written_notify`] and look again). A connection must not block its
+    /// worker thread on the file lock: behind a `write` the disk makes slow, or the rotation's
+    /// `fdatasync`, every connection of that worker would wait — and on a busy machine the
+    /// lock's spinning gives the core away (`sched_yield`) for a whole time slice.
+    fn flush_unless_busy(&self) -> Option<Result<(), String>> {
+        if self.closed.load(Relaxed) {
+            return Some(Ok(()));
+        }
+        let mut fs = self.file.try_lock()?;
+        let result = self.flush_locked(&mut fs);
+        drop(fs);
+        self.written_notify.notify_waiters();
+        Some(result)
+    }
+
+    fn flush_locked(&self, fs: &mut FileSide) -> Result<(), String> {
         let (buf, switches, end) = {
             let mut p = self.pending.lock();
             if p.broken {
@@ -305,7 +333,7 @@ impl TenantLog {
             (buf, switches, p.appended)
         };
         let started = Instant::now();
-        let result = self.write_out(&mut fs, &buf, &switches);
+        let result = self.write_out(fs, &buf, &switches);
         self.core.stats.record_write(buf.len(), started.elapsed());
         match result {
             Ok(()) => {
@@ -315,7 +343,7 @@ impl TenantLog {
             Err(e) => {
                 // Nothing of this buffer can be trusted to be in the file (a part may be).
                 let from = end - buf.len() as u64;
-                self.fail_locked(&mut fs, from, &format!("write: {e}"));
+                self.fail_locked(fs, from, &format!("write: {e}"));
                 Err(self.core.error_text())
             }
         }
@@ -401,6 +429,8 @@ impl TenantLog {
             let fs = self.file.lock();
             (self.written.load(SeqCst), fs.file.clone())
         };
+        // A connection that found the file locked waits for this (see `flush_unless_busy`).
+        self.written_notify.notify_waiters();
         if target <= self.synced.load(SeqCst) {
             return;
         }
@@ -439,12 +469,14 @@ impl TenantLog {
             self.core.failed(&self.tenant, why);
         }
         self.synced_notify.notify_waiters();
+        self.written_notify.notify_waiters();
     }
 
     /// Stops writing (tenant deleted or handed over, server stopping).
     pub fn close(&self) {
         self.closed.store(true, Relaxed);
         self.synced_notify.notify_waiters();
+        self.written_notify.notify_waiters();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -501,25 +533,20 @@ impl ferrite_tenancy::Durability for TenantLog {
             let _ = self
                 .sharing
                 .fetch_update(Relaxed, Relaxed, |s| s.checked_sub(1));
-            self.flush()?;
-        } else {
-            if self.sharing.load(Relaxed) < GROUP_WRITE_MAX {
-                self.sharing.store(GROUP_WRITE_MAX, Relaxed);
+            match self.flush_unless_busy() {
+                Some(result) => result?,
+                // Another connection is writing (perhaps these records too): wait for it in
+                // `wait_synced` without holding up the worker thread.
+                None => return Ok(Some(position)),
             }
+        } else if self.sharing.load(Relaxed) < GROUP_WRITE_MAX {
+            self.sharing.store(GROUP_WRITE_MAX, Relaxed);
         }
         // Another connection's write may have taken these effects and failed.
         if !self.covers(position) {
             return Err(self.core.error_text());
         }
-        match self.core.policy() {
-            FsyncPolicy::Always if position > self.synced() => {
-                if let Some(me) = self.arc() {
-                    self.core.request_sync(me);
-                }
-                Ok(Some(position))
-            }
-            _ => Ok(None),
-        }
+        Ok(self.ask_sync(position).then_some(position))
     }
 
     fn wait_synced(
@@ -527,11 +554,37 @@ impl ferrite_tenancy::Durability for TenantLog {
         position: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
+            // Handed to the kernel: by the write under way when `commit` was called, or else by
+            // this connection once the file is free.
+            while self.written() < position {
+                let written = self.written_notify.notified();
+                tokio::pin!(written);
+                written.as_mut().enable();
+                if self.is_broken() {
+                    return Err(self.core.error_text());
+                }
+                if self.is_closed() {
+                    return Err("the log was closed before the write was durable".into());
+                }
+                if self.written() >= position {
+                    break;
+                }
+                match self.flush_unless_busy() {
+                    Some(result) => result?,
+                    None => written.await,
+                }
+            }
+            if !self.covers(position) {
+                return Err(self.core.error_text());
+            }
+            // Asked by `commit` already when the records were written then; asking again is
+            // harmless (a queued request covers it).
+            self.ask_sync(position);
             loop {
                 let notified = self.synced_notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.synced() >= position {
+                if self.synced() >= position || self.core.policy() != FsyncPolicy::Always {
                     return if self.covers(position) {
                         Ok(())
                     } else {
@@ -547,5 +600,107 @@ impl ferrite_tenancy::Durability for TenantLog {
                 notified.await;
             }
         })
+    }
+}
+
+impl TenantLog {
+    /// With `always`, asks the fsync thread to sync the log up to `position` if it is not yet;
+    /// whether the reply must wait for it.
+    fn ask_sync(&self, position: u64) -> bool {
+        if self.core.policy() != FsyncPolicy::Always || position <= self.synced() {
+            return false;
+        }
+        if let Some(me) = self.arc() {
+            self.core.request_sync(me);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ferrite_storage::{EffectSink, Effects};
+    use ferrite_tenancy::Durability;
+
+    use super::*;
+
+    fn publish_set(log: &TenantLog, key: &str) {
+        let argv = vec![vec![
+            b"SET".to_vec(),
+            key.as_bytes().to_vec(),
+            b"v".to_vec(),
+        ]];
+        log.publish(&Effects::new(1, &argv));
+    }
+
+    /// A connection whose records another connection is writing does not block its worker
+    /// thread on the file lock: its commit returns at once, and its wait ends when that write
+    /// is done (here the write covers its records), with `always` only once the records are on
+    /// disk.
+    #[test]
+    fn a_commit_waits_for_a_write_under_way_without_blocking() {
+        for policy in [FsyncPolicy::Everysec, FsyncPolicy::Always] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let core = Core::new(policy);
+            let fsync_thread = core.spawn_sync_thread().expect("fsync thread");
+            let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+            publish_set(&log, "a");
+            let position = Durability::journaled(&*log);
+
+            // Another connection is in the middle of a write.
+            let mut under_way = Some(log.file.lock());
+            let (done, committed) = std::sync::mpsc::channel();
+            let result = std::thread::scope(|s| {
+                s.spawn(|| done.send(Durability::commit(&*log, position)));
+                let result = committed.recv_timeout(Duration::from_secs(10));
+                if result.is_err() {
+                    // Let the blocked commit go, so that the test fails instead of hanging.
+                    under_way = None;
+                }
+                result
+            });
+            let result = result.expect("the commit returned while another write was under way");
+            assert_eq!(result, Ok(Some(position)), "{policy:?}");
+            assert!(log.written() < position);
+
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let wait = Durability::wait_synced(&*log, position);
+                tokio::pin!(wait);
+                let early = tokio::time::timeout(Duration::from_millis(50), wait.as_mut()).await;
+                assert!(
+                    early.is_err(),
+                    "{policy:?}: the wait ended before the write"
+                );
+                // The write under way takes the records and ends.
+                let (buf, end) = {
+                    let mut p = log.pending.lock();
+                    let buf = std::mem::take(&mut p.buf);
+                    p.appended += buf.len() as u64;
+                    (buf, p.appended)
+                };
+                {
+                    let mut fs = under_way.take().expect("still held");
+                    log.write_out(&mut fs, &buf, &[]).expect("write");
+                    log.written.store(end, SeqCst);
+                }
+                log.written_notify.notify_waiters();
+                tokio::time::timeout(Duration::from_secs(10), wait)
+                    .await
+                    .expect("the wait ends once the write is done")
+                    .expect("the records are in the log");
+            });
+            assert!(log.written() >= position);
+            if policy == FsyncPolicy::Always {
+                assert!(log.synced() >= position, "replied before the fsync");
+            }
+            core.stop_sync_thread();
+            fsync_thread.join().expect("the fsync thread stops");
+        }
     }
 }

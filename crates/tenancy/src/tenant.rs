@@ -208,11 +208,14 @@ pub trait Durability: Send + Sync {
     /// operating system: by one write of everything pending, unless another connection's write
     /// already covered it (group write). Returns the position to wait for with
     /// [`Durability::wait_synced`] when the fsync policy says replies wait for the disk
-    /// (`always`), else `None`. An error means the writes may not be in the log: they must not
-    /// be acknowledged.
+    /// (`always`) or when another connection is writing the log right now (it never blocks the
+    /// thread for that), else `None`. An error means the writes may not be in the log: they
+    /// must not be acknowledged.
     fn commit(&self, position: u64) -> Result<Option<u64>, String>;
 
-    /// Resolves once the log is on disk up to `position` (many callers share one fsync).
+    /// Resolves once the log holds everything up to `position` as the fsync policy requires:
+    /// written (writing it when the file is free), and with `always` on disk (many callers share
+    /// one fsync).
     fn wait_synced(
         &self,
         position: u64,
