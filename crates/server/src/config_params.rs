@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 89] = [
+pub static PARAMS: [Param; 90] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -222,14 +222,14 @@ pub static PARAMS: [Param; 89] = [
             Ok(())
         }
     ),
-    // Tenant quotas refuse writes past their limit and never evict: Redis's `noeviction`, the
-    // only policy accepted (job-queue libraries check for it).
+    // Tenant quotas and the server-wide maxmemory refuse writes past their limit and never
+    // evict: Redis's `noeviction`, the only policy accepted (job-queue libraries check for it).
     param!("maxmemory-policy", |_| "noeviction".into(), |_, v| {
         if v.eq_ignore_ascii_case("noeviction") {
             Ok(())
         } else {
             Err(
-                "Ferrite never evicts keys: tenant quotas refuse writes instead (noeviction)"
+                "Ferrite never evicts keys: maxmemory and tenant quotas refuse writes instead (noeviction)"
                     .into(),
             )
         }
@@ -303,7 +303,19 @@ pub static PARAMS: [Param; 89] = [
             Ok(())
         }
     ),
-    param!("maxmemory", |_| "0".into()),
+    // The server-wide cap on tenant data (policy noeviction), on top of tenant quotas.
+    param!("maxmemory", |c| c.limits.maxmemory.to_string(), |c, v| {
+        c.limits.maxmemory = bytes(v)?;
+        Ok(())
+    }),
+    param!(
+        "limits.maxmemory",
+        |c| c.limits.maxmemory.to_string(),
+        |c, v| {
+            c.limits.maxmemory = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!("io-threads", |c| c.server.threads.to_string()),
     param!("server.threads", |c| c.server.threads.to_string()),
     param!(

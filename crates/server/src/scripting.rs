@@ -388,8 +388,9 @@ impl ScriptHost<'_> {
             // Every write of a script is checked like the same command sent alone: a script
             // cannot grow a tenant past its quota (Redis checks only before the first write;
             // stopping a script midway is what a failed command does to it anyway).
-            if self.tenant.has_quota() {
-                dispatch::check_quota(self.tenant, self.db, self.now, [(spec, args)])?;
+            let sh = &self.caller.shared;
+            if dispatch::quota_applies(sh, self.tenant) {
+                dispatch::check_quota(sh, self.tenant, self.db, self.now, [(spec, args)])?;
             }
             self.tenant.scripts().mark_wrote();
         }
@@ -831,7 +832,7 @@ fn start(
             }
         }
     };
-    check_flags(tenant, &flags, ro_command)?;
+    check_flags(&caller.shared, tenant, db, &flags, ro_command)?;
     // A script that declares it may write is refused up front, as Redis does; one without
     // flags (compat) only when it writes.
     if !flags.compat && !flags.no_writes {
@@ -898,7 +899,13 @@ fn end_run(db: &mut Db, tenant: &Tenant, now: u64) {
 }
 
 /// Redis's checks of a script's declared flags before it starts (`scriptPrepareForRun`).
-fn check_flags(tenant: &Tenant, flags: &ScriptFlags, ro_command: bool) -> Result<(), ErrorReply> {
+fn check_flags(
+    sh: &Shared,
+    tenant: &Tenant,
+    db: &Db,
+    flags: &ScriptFlags,
+    ro_command: bool,
+) -> Result<(), ErrorReply> {
     if flags.compat {
         return Ok(());
     }
@@ -908,7 +915,7 @@ fn check_flags(tenant: &Tenant, flags: &ScriptFlags, ro_command: bool) -> Result
                 "Can not execute a script with write flag using *_ro command.",
             ));
         }
-        if !flags.allow_oom && tenant.check_quota(0, 0).is_err() {
+        if !flags.allow_oom && dispatch::out_of_memory(sh, tenant, db) {
             return Err(ErrorReply::coded(
                 "OOM",
                 "allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
