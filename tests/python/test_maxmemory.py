@@ -7,6 +7,8 @@ cap. The tests that run without `ferrite_only` also pass against redis-server.""
 from __future__ import annotations
 
 import itertools
+import socket
+import time
 
 import pytest
 import redis
@@ -175,3 +177,30 @@ def test_eviction_policies_are_refused_with_a_reason(admin):
     assert text.startswith("ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy')")
     assert "never evicts" in text, text
     assert admin.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+
+
+@pytest.mark.ferrite_only
+def test_unread_replies_count_against_the_cap(server, admin, r2, capped):
+    # A client that asks for large replies and never reads them holds server memory: it counts
+    # (INFO mem_clients_normal, as Redis's used_memory counts client buffers).
+    r2.set("v", "x" * (1 << 20))
+    hog = socket.create_connection(server.addr, timeout=10)
+    try:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.sendall(b"AUTH %s\r\n" % server.admin_secret.encode())
+        hog.sendall(b"GET v\r\n" * 40)
+        deadline = time.monotonic() + 10
+        while admin.info("memory")["mem_clients_normal"] < (16 << 20):
+            assert time.monotonic() < deadline, admin.info("memory")
+            time.sleep(0.05)
+        mem = admin.info("memory")
+        # Room for the data and half the unsent replies: the unsent replies take it over.
+        capped(mem["used_memory"] + mem["mem_clients_normal"] // 2)
+        assert cmd_error(r2, "SET", "k", "1") == OOM
+    finally:
+        hog.close()
+    deadline = time.monotonic() + 10
+    while admin.info("memory")["mem_clients_normal"] > (1 << 20):
+        assert time.monotonic() < deadline, admin.info("memory")
+        time.sleep(0.05)
+    assert r2.set("k", "1") is True

@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 90] = [
+pub static PARAMS: [Param; 91] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -144,6 +144,22 @@ pub static PARAMS: [Param; 90] = [
         |c| c.limits.max_bulk_len.to_string(),
         |c, v| {
             c.limits.max_bulk_len = bytes(v)?;
+            Ok(())
+        }
+    ),
+    // Accepted with Redis's bounds (1 MB at least) and kept: Ferrite's request parser bounds a
+    // request by proto-max-bulk-len and limits.max_args, not by a query buffer size.
+    param!(
+        "client-query-buffer-limit",
+        |c| c.limits.client_query_buffer_limit.to_string(),
+        |c, v| {
+            let n: u64 = bytes(v)?;
+            if n < 1024 * 1024 {
+                return Err(
+                    "argument must be between 1048576 and 9223372036854775807 inclusive".into(),
+                );
+            }
+            c.limits.client_query_buffer_limit = n;
             Ok(())
         }
     ),

@@ -855,13 +855,16 @@ pub fn quota_applies(sh: &Shared, tenant: &Tenant) -> bool {
     tenant.has_quota() || sh.hot.maxmemory.load(Relaxed) != 0
 }
 
-/// The data of every tenant together, with the locked tenant's counted exactly (`db`: its
-/// keyspace, whose published counters lag until the lock is released).
+/// What the server-wide `maxmemory` caps: the data of every tenant together, with the locked
+/// tenant's counted exactly (`db`: its keyspace, whose published counters lag until the lock
+/// is released), plus every connection's unsent replies (INFO `mem_clients_normal`), so that
+/// clients that do not read their large replies cannot take the memory writes are refused.
 fn server_used_bytes(sh: &Shared, tenant: &Tenant, db: &Db) -> u64 {
     sh.registry
         .used_bytes()
         .saturating_sub(tenant.used_bytes())
         .saturating_add(db.used_bytes() as u64)
+        .saturating_add(sh.output_bytes.load(Relaxed))
 }
 
 /// The server-wide `maxmemory` (policy `noeviction`): refuses a write that brings `incoming`

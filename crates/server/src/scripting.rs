@@ -336,16 +336,9 @@ impl ScriptHost<'_> {
                 "Wrong number of args calling Redis command from script",
             ));
         }
-        // Redis 7.0 refuses the blocking commands it flags `noscript` (BLMPOP and BZMPOP are
-        // not: they run without blocking, as in MULTI), and XREAD / XREADGROUP given BLOCK.
-        if matches!(
-            spec.name,
-            "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax"
-        ) {
-            return Err(ErrorReply::err(
-                "This Redis command is not allowed from script",
-            ));
-        }
+        // As in Redis 7.2, blocking commands run without blocking, as in MULTI (7.0 refused
+        // BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BZPOPMIN and BZPOPMAX); XREAD / XREADGROUP given
+        // BLOCK are still refused.
         if matches!(spec.name, "xread" | "xreadgroup") && blocking_read(argv) {
             return Err(ErrorReply::err(format_args!(
                 "{} command is not allowed with BLOCK option from scripts",
@@ -435,6 +428,14 @@ fn server_command(
             None => w.simple("PONG"),
         },
         "echo" => w.bulk(argv.get(1).copied().unwrap_or_default()),
+        "select" => {
+            crate::cmd::connection::check_select(argv.get(1).copied().unwrap_or_default())?;
+            w.ok();
+        }
+        "wait" => w.int(crate::cmd::diagnostics::wait_answer(
+            argv.get(1).copied().unwrap_or_default(),
+            argv.get(2).copied().unwrap_or_default(),
+        )?),
         "time" => {
             let micros = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
