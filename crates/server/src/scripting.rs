@@ -362,6 +362,23 @@ impl ScriptHost<'_> {
             Handler::Data(f) => f,
             Handler::Server => {
                 self.ran = Some(index);
+                if let Some(kind) = match spec.name {
+                    "publish" => Some(crate::pubsub::Kind::Plain),
+                    "spublish" => Some(crate::pubsub::Kind::Shard),
+                    _ => None,
+                } {
+                    // As in Redis, a script may publish (to its tenant's channels); the
+                    // script's own connection, if subscribed, gets the message after the
+                    // script's reply.
+                    let n = self.caller.shared.pubsub.publish(
+                        self.tenant.id(),
+                        kind,
+                        argv.get(1).copied().unwrap_or_default(),
+                        argv.get(2).copied().unwrap_or_default(),
+                    );
+                    ReplyWriter::new(out, proto).int(n as i64);
+                    return Ok(());
+                }
                 return server_command(spec.name, argv, proto, self.now, out);
             }
         };
