@@ -4,14 +4,14 @@
 #   scripts/redis-tcl.sh <redis-source-dir> unit/geo [unit/bitops ...]
 # TCL_ARGS adds options of the suite's test_helper.tcl, e.g. TCL_ARGS="--tags -needs:debug" skips
 # the tests that need DEBUG RELOAD or a runtime `CONFIG SET appendonly yes`.
-# <redis-source-dir> is a Redis 7.0 source tree (Debian's redis source package, or a checkout of
-# the 7.0 branch); it is copied, never changed. The copy is run with --singledb (Ferrite has one
+# <redis-source-dir> is a Redis 7.0 or 7.2 source tree (Debian's redis source package, or
+# `git archive 7.2.6` of redis/redis); it is copied, never changed. The copy is run with --singledb (Ferrite has one
 # database per tenant), with `FUNCTION FLUSH` made optional until scripting exists, and with every
 # client authenticating as the administrator first (Ferrite's secure defaults give CONFIG, DEBUG
 # and friends only to the administrator; the suite's client has no AUTH of its own).
 # TCL_OUT=<dir> keeps each unit's full output there (<unit>.out). TCL_TARGET=redis runs the same
-# copy of the suite, with the same options, against a redis-server (REDIS_BIN, default
-# redis-server, started without persistence) instead: the baseline the Ferrite counts compare with.
+# copy of the suite, with the same options, against a redis-server (REDIS_SERVER or REDIS_BIN,
+# default redis-server, started without persistence) instead: the baseline the Ferrite counts compare with.
 # Two runs at the same time need different `--baseport`s in TCL_ARGS (the suite's own port).
 set -euo pipefail
 src=${1:?redis source dir}; shift
@@ -34,7 +34,7 @@ start_server() {
     rm -rf "$work/data"
     if [ "${TCL_TARGET:-ferrite}" = redis ]; then
         mkdir -p "$work/data"
-        "${REDIS_BIN:-redis-server}" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        "${REDIS_SERVER:-${REDIS_BIN:-redis-server}}" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
             --daemonize no --dir "$work/data" >"$work/server.log" 2>&1 &
     else
         "$bin" --port "$port" --metrics-addr off --log-level warn --requirepass "$FERRITE_TCL_AUTH" \

@@ -1621,3 +1621,20 @@ def test_server_commands_inside_multi(conn):
     reply = conn("EXEC")
     assert isinstance(reply[0], int)
     assert reply[1].startswith("# Keyspace")
+
+
+def test_list_max_listpack_size_takes_any_int_as_redis(admin, r2):
+    # Redis 7.2's unit/type/list: 0 counts as 1 element, below -5 as -5 (64 KB).
+    try:
+        assert admin.config_set("list-max-listpack-size", 0) is True
+        r2.rpush("l0", "a")
+        assert r2.object("encoding", "l0") == "listpack"
+        r2.rpush("l0", "b")
+        assert r2.object("encoding", "l0") == "quicklist"
+        assert admin.config_set("list-max-listpack-size", -6) is True
+        r2.rpush("l6", "x" * 60000)
+        assert r2.object("encoding", "l6") == "listpack"
+        r2.rpush("l6", "x" * 5536)
+        assert r2.object("encoding", "l6") == "quicklist"
+    finally:
+        admin.config_set("list-max-listpack-size", -2)

@@ -138,6 +138,30 @@ def test_publish_inside_multi(r2):
     p.close()
 
 
+def test_scripts_and_functions_publish(r2):
+    p = r2.pubsub()
+    p.subscribe("t")
+    get_message(p)
+    p.execute_command("SSUBSCRIBE", "s")
+    get_message(p)
+    assert r2.eval("return redis.call('publish', KEYS[1], ARGV[1])", 1, "t", "from-lua") == 1
+    assert get_message(p)["data"] == "from-lua"
+    assert r2.eval("return redis.pcall('spublish', KEYS[1], 'sharded')", 1, "s") == 1
+    m = get_message(p)
+    assert m["type"] == "smessage" and m["data"] == "sharded"
+    assert r2.eval("return redis.call('publish', 'nobody', 'x')", 0) == 0
+    r2.execute_command(
+        "FUNCTION", "LOAD", "REPLACE",
+        "#!lua name=pslib\nredis.register_function('pub', function(keys, args)"
+        " return redis.call('publish', keys[1], args[1]) end)")
+    try:
+        assert r2.execute_command("FCALL", "pub", 1, "t", "from-function") == 1
+        assert get_message(p)["data"] == "from-function"
+    finally:
+        r2.execute_command("FUNCTION", "DELETE", "pslib")
+    p.close()
+
+
 _names = (f"ps{n}" for n in itertools.count())
 
 

@@ -178,3 +178,23 @@ def test_xadd_respects_the_tenant_memory_quota(server, admin):
         c.xadd("s", {"payload": "fits again"})
     finally:
         admin.execute_command("TENANT.DELETE", name, "FORCE")
+
+
+@pytest.mark.redis72
+def test_xsetid_never_goes_below_the_max_deleted_id(r2):
+    for i in (1, 2, 3):
+        r2.xadd("x", {"f": i}, id=f"1-{i}")
+    r2.xdel("x", "1-2", "1-3")
+    assert r2.xinfo_stream("x")["max-deleted-entry-id"] == "1-3"
+    assert cmd_error(r2, "XSETID", "x", "1-2") == \
+        "ERR The ID specified in XSETID is smaller than current max_deleted_entry_id"
+    assert r2.execute_command("XSETID", "x", "1-3") == "OK"
+
+
+@pytest.mark.redis72
+def test_unbalanced_stream_lists_name_the_command(r2):
+    r2.xgroup_create("s", "g", id="$", mkstream=True)
+    assert cmd_error(r2, "XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", "s") == \
+        "ERR Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified."
+    assert cmd_error(r2, "XREAD", "COUNT", "1", "STREAMS", "s") == \
+        "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified."

@@ -724,9 +724,12 @@ fn parse_read<'a>(args: &Args<'a>, xreadgroup: bool) -> Result<ReadArgs<'a>, Err
         } else if args.is(i, "STREAMS") && more > 0 {
             r.streams_at = i + 1;
             if (args.len() - r.streams_at) % 2 != 0 {
-                return Err(ErrorReply::err(
-                    "Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
-                ));
+                // Redis 7.2's text, naming the command.
+                return Err(ErrorReply::err(if xreadgroup {
+                    "Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified."
+                } else {
+                    "Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified."
+                }));
             }
             break;
         } else if args.is(i, "GROUP") && more >= 2 {
@@ -1363,6 +1366,12 @@ fn xsetid(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         return Err(ErrorReply::no_such_key());
     };
     let s = as_stream_mut(o.get_mut())?;
+    // Redis 7.2: the last id never goes below an id already deleted.
+    if id < s.max_deleted_id() {
+        return Err(ErrorReply::err(
+            "The ID specified in XSETID is smaller than current max_deleted_entry_id",
+        ));
+    }
     if let Some(top) = s.last_entry_id() {
         if id < top {
             return Err(ErrorReply::err(

@@ -264,8 +264,8 @@ pub async fn run(
         Some(db) => db,
         None => crate::scripting::or_busy(sh, &tenant, ks.lock_async()).await?,
     };
-    if spec.has(flags::DENYOOM) && tenant.has_quota() {
-        dispatch::check_quota(&tenant, &mut db, now, [(spec, args)])?;
+    if spec.has(flags::DENYOOM) && dispatch::quota_applies(sh, &tenant) {
+        dispatch::check_quota(sh, &tenant, &mut db, now, [(spec, args)])?;
     }
     st.batch.wrote |= work.writes;
     let before = out.len();

@@ -238,6 +238,13 @@ pub struct LimitsConfig {
     pub max_bulk_len: u64,
     /// Most arguments in one request.
     pub max_args: usize,
+    /// The server-wide cap on tenant data (Redis's `maxmemory`, policy `noeviction`): a write
+    /// that would take the data of all tenants together past it is refused with Redis's `-OOM`,
+    /// on top of each tenant's own quota; reads and deletes keep working. 0 = no cap.
+    pub maxmemory: u64,
+    /// Redis's `client-query-buffer-limit`: kept so that CONFIG GET answers what CONFIG SET set
+    /// (Redis's suite sets it); Ferrite bounds requests by `max_bulk_len` and `max_args`.
+    pub client_query_buffer_limit: u64,
     /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
     pub client_output_buffer_limit: u64,
     /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
@@ -260,6 +267,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: 4 * 1024 * 1024,
+            maxmemory: 0,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
             client_output_buffer_limit: 1024 * 1024 * 1024,
             maxmemory_clients: 1024 * 1024 * 1024,
             pubsub_output_buffer_limit: 32 * 1024 * 1024,

@@ -124,7 +124,7 @@ macro_rules! encoding {
     };
 }
 
-pub static PARAMS: [Param; 89] = [
+pub static PARAMS: [Param; 91] = [
     param!("bind", |c| c.server.bind.clone()),
     param!("port", |c| c.server.port.to_string()),
     param!("requirepass", |c| c.server.requirepass.clone(), |c, v| {
@@ -144,6 +144,22 @@ pub static PARAMS: [Param; 89] = [
         |c| c.limits.max_bulk_len.to_string(),
         |c, v| {
             c.limits.max_bulk_len = bytes(v)?;
+            Ok(())
+        }
+    ),
+    // Accepted with Redis's bounds (1 MB at least) and kept: Ferrite's request parser bounds a
+    // request by proto-max-bulk-len and limits.max_args, not by a query buffer size.
+    param!(
+        "client-query-buffer-limit",
+        |c| c.limits.client_query_buffer_limit.to_string(),
+        |c, v| {
+            let n: u64 = bytes(v)?;
+            if n < 1024 * 1024 {
+                return Err(
+                    "argument must be between 1048576 and 9223372036854775807 inclusive".into(),
+                );
+            }
+            c.limits.client_query_buffer_limit = n;
             Ok(())
         }
     ),
@@ -222,14 +238,14 @@ pub static PARAMS: [Param; 89] = [
             Ok(())
         }
     ),
-    // Tenant quotas refuse writes past their limit and never evict: Redis's `noeviction`, the
-    // only policy accepted (job-queue libraries check for it).
+    // Tenant quotas and the server-wide maxmemory refuse writes past their limit and never
+    // evict: Redis's `noeviction`, the only policy accepted (job-queue libraries check for it).
     param!("maxmemory-policy", |_| "noeviction".into(), |_, v| {
         if v.eq_ignore_ascii_case("noeviction") {
             Ok(())
         } else {
             Err(
-                "Ferrite never evicts keys: tenant quotas refuse writes instead (noeviction)"
+                "Ferrite never evicts keys: maxmemory and tenant quotas refuse writes instead (noeviction)"
                     .into(),
             )
         }
@@ -303,7 +319,19 @@ pub static PARAMS: [Param; 89] = [
             Ok(())
         }
     ),
-    param!("maxmemory", |_| "0".into()),
+    // The server-wide cap on tenant data (policy noeviction), on top of tenant quotas.
+    param!("maxmemory", |c| c.limits.maxmemory.to_string(), |c, v| {
+        c.limits.maxmemory = bytes(v)?;
+        Ok(())
+    }),
+    param!(
+        "limits.maxmemory",
+        |c| c.limits.maxmemory.to_string(),
+        |c, v| {
+            c.limits.maxmemory = bytes(v)?;
+            Ok(())
+        }
+    ),
     param!("io-threads", |c| c.server.threads.to_string()),
     param!("server.threads", |c| c.server.threads.to_string()),
     param!(

@@ -848,15 +848,58 @@ pub fn gate_timeout(sh: &Shared) -> Duration {
     Duration::from_millis(sh.hot.redirect_timeout_ms.load(Relaxed))
 }
 
+/// Whether writes must have what they add counted ([`check_quota`]): the tenant has a quota, or
+/// the server has a `maxmemory`. Counting costs lookups, so only then is it done.
+#[inline]
+pub fn quota_applies(sh: &Shared, tenant: &Tenant) -> bool {
+    tenant.has_quota() || sh.hot.maxmemory.load(Relaxed) != 0
+}
+
+/// What the server-wide `maxmemory` caps: the data of every tenant together, with the locked
+/// tenant's counted exactly (`db`: its keyspace, whose published counters lag until the lock
+/// is released), plus every connection's unsent replies (INFO `mem_clients_normal`), so that
+/// clients that do not read their large replies cannot take the memory writes are refused.
+fn server_used_bytes(sh: &Shared, tenant: &Tenant, db: &Db) -> u64 {
+    sh.registry
+        .used_bytes()
+        .saturating_sub(tenant.used_bytes())
+        .saturating_add(db.used_bytes() as u64)
+        .saturating_add(sh.output_bytes.load(Relaxed))
+}
+
+/// The server-wide `maxmemory` (policy `noeviction`): refuses a write that brings `incoming`
+/// bytes when the data of all tenants together would exceed it.
+fn check_server_memory(
+    sh: &Shared,
+    tenant: &Tenant,
+    db: &Db,
+    incoming: u64,
+) -> Result<(), ErrorReply> {
+    let cap = sh.hot.maxmemory.load(Relaxed);
+    if cap == 0 || server_used_bytes(sh, tenant, db).saturating_add(incoming) <= cap {
+        return Ok(());
+    }
+    tenant.stats.rejected.fetch_add(1, Relaxed);
+    Err(errors::out_of_memory())
+}
+
+/// Redis's check before a script that may write starts (`deny-oom` scripts): is the tenant at
+/// or past its quota, or the server past its `maxmemory`?
+pub fn out_of_memory(sh: &Shared, tenant: &Tenant, db: &Db) -> bool {
+    let cap = sh.hot.maxmemory.load(Relaxed);
+    tenant.check_quota(0, 0).is_err() || (cap != 0 && server_used_bytes(sh, tenant, db) > cap)
+}
+
 /// The quota check of every write (single commands, EXEC, and each call of a script), under
-/// the keyspace lock: the keys the commands may create that do not exist yet, and an upper bound
+/// the keyspace lock, against the tenant's quotas and the server-wide `maxmemory`: the keys the commands may create that do not exist yet, and an upper bound
 /// of the bytes they may add (`ferrite_commands::quota`: SETRANGE/SETBIT offsets, STORE
 /// destinations, RENAME/COPY, APPEND, RESTORE, packed values converting...), so that no command
 /// takes a tenant past its quota, whatever its request size. A transaction is checked as a
 /// whole before any of it runs, so it is refused whole rather than left half-applied by a later
 /// command. Writes that add nothing (DEL, EXPIRE...) are never refused, so a tenant over its
-/// quota can always free memory. Only called when the tenant has a quota.
+/// quota can always free memory. Only called when [`quota_applies`].
 pub fn check_quota<'a>(
+    sh: &Shared,
     tenant: &Tenant,
     db: &mut Db,
     now: u64,
@@ -878,7 +921,8 @@ pub fn check_quota<'a>(
     }
     tenant
         .check_quota(demand.keys, demand.bytes)
-        .map_err(|q| errors::quota(tenant, &q))
+        .map_err(|q| errors::quota(tenant, &q))?;
+    check_server_memory(sh, tenant, db, demand.bytes)
 }
 
 /// A tenant's keyspace lock kept between the data commands (and scripts) of one batch.
@@ -1065,8 +1109,8 @@ async fn run_data(
             };
             // Only writes can grow a tenant; counting what they would add costs lookups, so
             // only tenants with a quota pay for it.
-            if spec.is_write() && tenant.has_quota() {
-                check_quota(tenant, &mut db, now, [(spec, args)])?;
+            if spec.is_write() && quota_applies(sh, tenant) {
+                check_quota(sh, tenant, &mut db, now, [(spec, args)])?;
             }
             let mut exec = Exec {
                 db: &mut db,
@@ -1126,12 +1170,13 @@ async fn run_long(
     let mut reply = std::mem::take(out);
     let mut rng = conn_rng.clone();
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
+    let shared = sh.clone();
     let job = move |db: &mut Db, garbage: &mut Garbage| {
         let args = request.args();
         // The clock and the quota are read now that the command's turn has come.
         let now = ferrite_storage::now_ms();
-        let result = if spec.is_write() && tenant.has_quota() {
-            check_quota(&tenant, db, now, [(spec, args)])
+        let result = if spec.is_write() && quota_applies(&shared, &tenant) {
+            check_quota(&shared, &tenant, db, now, [(spec, args)])
         } else {
             Ok(())
         };

@@ -133,12 +133,15 @@ pub fn throttled(tenant: &Tenant, wait: Duration, max: Duration) -> ErrorReply {
     )
 }
 
+/// Redis's own words for a write refused by a memory limit (clients and tools match on them);
+/// the numbers are in TENANT.INFO and INFO memory.
+pub fn out_of_memory() -> ErrorReply {
+    ErrorReply::coded("OOM", "command not allowed when used memory > 'maxmemory'.")
+}
+
 pub fn quota(tenant: &Tenant, q: &QuotaExceeded) -> ErrorReply {
     match q {
-        // Redis's own words (clients and tools match on them); the numbers are in TENANT.INFO.
-        QuotaExceeded::Memory { .. } => {
-            ErrorReply::coded("OOM", "command not allowed when used memory > 'maxmemory'.")
-        }
+        QuotaExceeded::Memory { .. } => out_of_memory(),
         QuotaExceeded::Keys { keys, limit } => ErrorReply::coded(
             "OOM",
             format!(

@@ -61,11 +61,7 @@ pub fn render(st: &ClientState, sh: &Shared, requested: &[String]) -> String {
 
 fn used_memory(st: &ClientState, sh: &Shared) -> u64 {
     if st.admin {
-        sh.registry
-            .list()
-            .iter()
-            .map(|t| t.keyspace().used_bytes())
-            .sum()
+        sh.registry.used_bytes()
     } else {
         st.tenant.keyspace().used_bytes()
     }
@@ -184,7 +180,12 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             let _ = write!(
                 s,
                 "maxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_clients_normal:{clients_output}\r\nmem_allocator:system\r\nnumber_of_cached_scripts:{}\r\n",
-                st.tenant.limits().maxmemory,
+                // The administrator's is the server-wide cap; a tenant's, its own quota.
+                if st.admin {
+                    sh.hot.maxmemory.load(Relaxed)
+                } else {
+                    st.tenant.limits().maxmemory
+                },
                 st.tenant.scripts().cached_scripts(),
             );
         }

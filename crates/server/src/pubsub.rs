@@ -535,7 +535,8 @@ fn publish_generic(
         None => 0,
     };
     // A connection that publishes to a channel it is subscribed to gets the message first, as
-    // in Redis (delivery there is synchronous).
+    // in Redis 7.0 (delivery there is synchronous; 7.2 sends it after the reply, which matters
+    // inside EXEC: docs/redis-compat.md, the pubsub row of the TCL suite).
     if let Some(s) = st.subs.as_ref() {
         s.mailbox.drain_into(out);
     }

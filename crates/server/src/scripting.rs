@@ -336,16 +336,9 @@ impl ScriptHost<'_> {
                 "Wrong number of args calling Redis command from script",
             ));
         }
-        // Redis 7.0 refuses the blocking commands it flags `noscript` (BLMPOP and BZMPOP are
-        // not: they run without blocking, as in MULTI), and XREAD / XREADGROUP given BLOCK.
-        if matches!(
-            spec.name,
-            "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax"
-        ) {
-            return Err(ErrorReply::err(
-                "This Redis command is not allowed from script",
-            ));
-        }
+        // As in Redis 7.2, blocking commands run without blocking, as in MULTI (7.0 refused
+        // BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BZPOPMIN and BZPOPMAX); XREAD / XREADGROUP given
+        // BLOCK are still refused.
         if matches!(spec.name, "xread" | "xreadgroup") && blocking_read(argv) {
             return Err(ErrorReply::err(format_args!(
                 "{} command is not allowed with BLOCK option from scripts",
@@ -369,6 +362,23 @@ impl ScriptHost<'_> {
             Handler::Data(f) => f,
             Handler::Server => {
                 self.ran = Some(index);
+                if let Some(kind) = match spec.name {
+                    "publish" => Some(crate::pubsub::Kind::Plain),
+                    "spublish" => Some(crate::pubsub::Kind::Shard),
+                    _ => None,
+                } {
+                    // As in Redis, a script may publish (to its tenant's channels); the
+                    // script's own connection, if subscribed, gets the message after the
+                    // script's reply.
+                    let n = self.caller.shared.pubsub.publish(
+                        self.tenant.id(),
+                        kind,
+                        argv.get(1).copied().unwrap_or_default(),
+                        argv.get(2).copied().unwrap_or_default(),
+                    );
+                    ReplyWriter::new(out, proto).int(n as i64);
+                    return Ok(());
+                }
                 return server_command(spec.name, argv, proto, self.now, out);
             }
         };
@@ -388,8 +398,9 @@ impl ScriptHost<'_> {
             // Every write of a script is checked like the same command sent alone: a script
             // cannot grow a tenant past its quota (Redis checks only before the first write;
             // stopping a script midway is what a failed command does to it anyway).
-            if self.tenant.has_quota() {
-                dispatch::check_quota(self.tenant, self.db, self.now, [(spec, args)])?;
+            let sh = &self.caller.shared;
+            if dispatch::quota_applies(sh, self.tenant) {
+                dispatch::check_quota(sh, self.tenant, self.db, self.now, [(spec, args)])?;
             }
             self.tenant.scripts().mark_wrote();
         }
@@ -434,6 +445,14 @@ fn server_command(
             None => w.simple("PONG"),
         },
         "echo" => w.bulk(argv.get(1).copied().unwrap_or_default()),
+        "select" => {
+            crate::cmd::connection::check_select(argv.get(1).copied().unwrap_or_default())?;
+            w.ok();
+        }
+        "wait" => w.int(crate::cmd::diagnostics::wait_answer(
+            argv.get(1).copied().unwrap_or_default(),
+            argv.get(2).copied().unwrap_or_default(),
+        )?),
         "time" => {
             let micros = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -831,7 +850,7 @@ fn start(
             }
         }
     };
-    check_flags(tenant, &flags, ro_command)?;
+    check_flags(&caller.shared, tenant, db, &flags, ro_command)?;
     // A script that declares it may write is refused up front, as Redis does; one without
     // flags (compat) only when it writes.
     if !flags.compat && !flags.no_writes {
@@ -898,7 +917,13 @@ fn end_run(db: &mut Db, tenant: &Tenant, now: u64) {
 }
 
 /// Redis's checks of a script's declared flags before it starts (`scriptPrepareForRun`).
-fn check_flags(tenant: &Tenant, flags: &ScriptFlags, ro_command: bool) -> Result<(), ErrorReply> {
+fn check_flags(
+    sh: &Shared,
+    tenant: &Tenant,
+    db: &Db,
+    flags: &ScriptFlags,
+    ro_command: bool,
+) -> Result<(), ErrorReply> {
     if flags.compat {
         return Ok(());
     }
@@ -908,7 +933,7 @@ fn check_flags(tenant: &Tenant, flags: &ScriptFlags, ro_command: bool) -> Result
                 "Can not execute a script with write flag using *_ro command.",
             ));
         }
-        if !flags.allow_oom && tenant.check_quota(0, 0).is_err() {
+        if !flags.allow_oom && dispatch::out_of_memory(sh, tenant, db) {
             return Err(ErrorReply::coded(
                 "OOM",
                 "allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",

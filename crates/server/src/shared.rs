@@ -27,6 +27,8 @@ pub struct PubsubLimits {
 pub struct HotConfig {
     pub max_bulk_len: AtomicU64,
     pub client_output_buffer_limit: AtomicU64,
+    /// `maxmemory`: the server-wide cap on all tenants' data together; 0 = no cap.
+    pub maxmemory: AtomicU64,
     /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
     pub maxmemory_clients: AtomicU64,
     /// A subscriber's undelivered messages: `client-output-buffer-limit pubsub`.
@@ -56,6 +58,7 @@ impl HotConfig {
             .store(c.limits.client_output_buffer_limit, Relaxed);
         self.maxmemory_clients
             .store(c.limits.maxmemory_clients, Relaxed);
+        self.maxmemory.store(c.limits.maxmemory, Relaxed);
         let l = &c.limits;
         self.pubsub_limits
             .hard

@@ -138,7 +138,8 @@ pub static LIMITS: [Limit; 11] = [
         "list-max-listpack-size",
         Some("list-max-ziplist-size"),
         -2,
-        -5,
+        // Redis accepts any int: below -5 counts as -5, 0 as 1 (`list_max_packed`).
+        i32::MIN as i64,
         i32::MAX as i64,
     ),
     // Accepted for compatibility: Ferrite does not compress lists.
@@ -185,11 +186,12 @@ pub(crate) fn stream_node_max_entries() -> usize {
 }
 
 /// `list-max-listpack-size` as (most elements, most bytes) of a packed list: a positive value
-/// limits elements; -1..-5 limit bytes to 4 KiB · 2^(-n-1).
+/// limits elements (0 counts as 1, as in Redis); -1..-5 limit bytes to 4 KiB · 2^(-n-1), and
+/// anything below -5 counts as -5.
 pub(crate) fn list_max_packed() -> (usize, usize) {
     let v = LIMITS[7].get();
-    if v > 0 {
-        (v as usize, usize::MAX)
+    if v >= 0 {
+        (v.max(1) as usize, usize::MAX)
     } else {
         let shift = (-v).clamp(1, 5) as u32 - 1;
         (usize::MAX, 4096usize << shift)
@@ -265,8 +267,9 @@ mod tests {
         assert_eq!(limit("zset-max-listpack-value").unwrap().default, 64);
         assert!(limit("nope").is_none());
         let l = limit("list-max-listpack-size").unwrap();
-        assert!(!l.set(-6));
-        assert_eq!(l.get(), -2, "refused values change nothing");
+        assert_eq!(l.get(), -2);
         assert_eq!(list_max_packed(), (usize::MAX, 8192));
+        assert!(!l.set(i32::MIN as i64 - 1));
+        assert_eq!(l.get(), -2, "refused values change nothing");
     }
 }

@@ -166,6 +166,16 @@ impl Registry {
         self.tenants.read().len()
     }
 
+    /// The data of all tenants together, in the keyspaces' own accounting (what the
+    /// administrator's INFO `used_memory` reports and the server-wide `maxmemory` caps).
+    pub fn used_bytes(&self) -> u64 {
+        self.tenants
+            .read()
+            .values()
+            .map(|t| t.used_bytes())
+            .fold(0u64, u64::saturating_add)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

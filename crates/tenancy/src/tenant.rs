@@ -373,6 +373,11 @@ impl Tenant {
         self.keyspace.read().clone()
     }
 
+    /// The bytes of the tenant's data (its keyspace's accounting), without cloning the keyspace.
+    pub fn used_bytes(&self) -> u64 {
+        self.keyspace.read().used_bytes()
+    }
+
     /// Replaces the keyspace (activation of an import; release of a frozen copy).
     pub fn replace_keyspace(&self, ks: Arc<Keyspace>) -> Arc<Keyspace> {
         let mut slot = self.keyspace.write();

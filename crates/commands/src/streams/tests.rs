@@ -47,7 +47,7 @@ fn core_commands_answer_as_redis() {
         (&["XREAD", "COUNT", "1", "STREAMS", "s", "nope", "0", "0"], "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n7-0\r\n*2\r\n$1\r\ne\r\n$1\r\n5\r\n"),
         (&["XREAD", "STREAMS", "s", "$"], "*-1\r\n"),
         (&["XREAD", "STREAMS", "s"], "-ERR wrong number of arguments for 'xread' command\r\n"),
-        (&["XREAD", "STREAMS", "s", "s", "0"], "-ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.\r\n"),
+        (&["XREAD", "STREAMS", "s", "s", "0"], "-ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.\r\n"),
         (&["XSETID", "s", "5-0"], "-ERR The ID specified in XSETID is smaller than the target stream top item\r\n"),
         (&["XSETID", "s", "100-0", "ENTRIESADDED", "1", "MAXDELETEDID", "0-0"], "+OK\r\n"),
         (&["XSETID", "s", "100-0", "ENTRIESADDED", "5", "MAXDELETEDID", "200-0"], "-ERR The ID specified in XSETID is smaller than the provided max_deleted_entry_id\r\n"),

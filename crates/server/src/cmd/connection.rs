@@ -57,13 +57,17 @@ pub fn time(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
 }
 
 pub fn select(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
-    match args.int(1) {
-        Ok(0) => {
-            ReplyWriter::new(out, st.proto).ok();
-            Ok(Flow::Continue)
-        }
-        Ok(_) => Err(ErrorReply::err("DB index is out of range")),
-        Err(e) => Err(e),
+    check_select(args.get(1))?;
+    ReplyWriter::new(out, st.proto).ok();
+    Ok(Flow::Continue)
+}
+
+/// SELECT with one database, from a client or a script: 0 is the only index.
+pub fn check_select(index: &[u8]) -> Result<(), ErrorReply> {
+    match ferrite_protocol::args::parse_i64(index) {
+        Some(0) => Ok(()),
+        Some(_) => Err(ErrorReply::err("DB index is out of range")),
+        None => Err(ErrorReply::not_integer()),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use ferrite_commands::spec;
+use ferrite_protocol::args::parse_i64;
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use rand::RngCore;
 
@@ -202,15 +203,21 @@ pub fn latency(
 /// WAIT numreplicas timeout: Ferrite has no replicas, so no write is ever acknowledged by one:
 /// the answer is 0 at once (after Redis's argument checks).
 pub fn wait(st: &mut ClientState, args: Args<'_>, out: &mut BytesMut) -> ServerResult {
-    args.int(1)?;
-    let timeout = args
-        .int(2)
-        .map_err(|_| ErrorReply::err("timeout is not an integer or out of range"))?;
+    let acked = wait_answer(args.get(1), args.get(2))?;
+    ReplyWriter::new(out, st.proto).int(acked);
+    Ok(Flow::Continue)
+}
+
+/// WAIT's answer, from a client or a script (Redis 7.2 lets scripts call it; it never blocks
+/// there): Ferrite has no replicas, so none acknowledges, at once.
+pub fn wait_answer(numreplicas: &[u8], timeout: &[u8]) -> Result<i64, ErrorReply> {
+    parse_i64(numreplicas).ok_or_else(ErrorReply::not_integer)?;
+    let timeout = parse_i64(timeout)
+        .ok_or_else(|| ErrorReply::err("timeout is not an integer or out of range"))?;
     if timeout < 0 {
         return Err(ErrorReply::err("timeout is negative"));
     }
-    ReplyWriter::new(out, st.proto).int(0);
-    Ok(Flow::Continue)
+    Ok(0)
 }
 
 /// SWAPDB with one database: swapping database 0 with itself is allowed and changes nothing.

@@ -7,8 +7,8 @@
 //! string matching per call). A unit test checks that the two lists agree both ways.
 
 mod client;
-mod connection;
-mod diagnostics;
+pub(crate) mod connection;
+pub(crate) mod diagnostics;
 mod introspection;
 mod migrate;
 mod persistence;

@@ -135,11 +135,11 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
             ReplyWriter::new(out, st.proto).null_array();
             return Ok(Flow::Continue);
         }
-        if work.writes && tenant.has_quota() {
+        if work.writes && dispatch::quota_applies(sh, &tenant) {
             let commands = queue
                 .iter()
                 .filter_map(|q| Some((all.get(q.index)?, q.request.args())));
-            dispatch::check_quota(&tenant, &mut db, now, commands)?;
+            dispatch::check_quota(sh, &tenant, &mut db, now, commands)?;
         }
         if slot.is_none() && transaction_work(&queue, &db) > cost::LONG_WORK {
             drop(db);
