@@ -596,6 +596,51 @@ impl Entry {
         key_digest(key, v.value_type().tag(), v.digest(), self.expire_raw())
     }
 
+    /// [`Entry::key_digest_named`], and the element sum it hashed the elements for when this is
+    /// a compact collection that leaves its sum out: a write hands it to
+    /// [`Entry::open_with_sum`], so that opening does not hash them again.
+    pub(crate) fn key_digest_and_sum(&self, name_hash: u64) -> (u64, Option<u64>) {
+        if !self.is_open() {
+            let c = self.as_compact();
+            if let Some(kind) = packed_kind(c.flags) {
+                let p = PackedRef::from_compact(c.payload());
+                if p.sum().is_none() {
+                    let sum = ValueRef::of_packed(kind, p).element_sum();
+                    let v = ValueRef::of_packed(kind, p.with_sum(sum));
+                    let kd = key_digest_named(
+                        name_hash,
+                        v.value_type().tag(),
+                        v.digest(),
+                        c.expire_at(),
+                    );
+                    return (kd, Some(sum));
+                }
+            }
+        }
+        (self.key_digest_named(name_hash), None)
+    }
+
+    /// Opens a compact collection whose element sum is known: `sum` must be what
+    /// [`Entry::key_digest_and_sum`] gave for this entry, unchanged since.
+    pub(crate) fn open_with_sum(&mut self, sum: u64) {
+        if self.is_open() {
+            return;
+        }
+        let c = self.as_compact();
+        let Some(kind) = packed_kind(c.flags) else {
+            return;
+        };
+        let open = Open {
+            tag: OPEN,
+            expire_at: c.expire_at(),
+            modified: c.modified(),
+            version: c.version(),
+            value: Value::from_packed(kind, PackedRef::from_compact(c.payload()).with_sum(sum)),
+            key: TableKey::new(c.key()),
+        };
+        *self = Entry::open_from(open);
+    }
+
     /// [`Entry::key_digest`] from the name's element hash, which a write computes once.
     pub(crate) fn key_digest_named(&self, name_hash: u64) -> u64 {
         let v = self.value();
@@ -782,6 +827,38 @@ mod tests {
                     let (v, at) = e.into_parts();
                     assert_eq!((v.encoding(), at.unwrap_or(0)), (want_enc, expire));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_known_sum_opens_a_collection_as_hashing_its_elements_does() {
+        for value in samples() {
+            let key = b"key:1";
+            let name_hash = crate::digest::name_hash_and_bucket(key).0;
+            let e = Entry::new(key, value.deep_clone(), 77, 1, 2);
+            let (kd, sum) = e.key_digest_and_sum(name_hash);
+            assert_eq!(kd, e.key_digest_named(name_hash));
+            let sumless =
+                e.is_compact() && value.packed().is_some() && value.elements() <= pack::SUMLESS_MAX;
+            assert_eq!(sum.is_some(), sumless, "{e:?}");
+            if let Some(sum) = sum {
+                assert_eq!(sum, value.view().element_sum());
+                let mut opened = Entry::new(key, value.deep_clone(), 77, 1, 2);
+                opened.open_with_sum(sum);
+                assert!(!opened.is_compact());
+                assert_eq!(opened.key_digest_named(name_hash), kd);
+                // The open value keeps its sum through a change, as one opened by hashing does.
+                let mut hashed = Entry::new(key, value.deep_clone(), 77, 1, 2);
+                for x in [&mut opened, &mut hashed] {
+                    if let Value::Hash(h) = x.value_mut() {
+                        h.insert(b"new", b"field");
+                    }
+                }
+                assert_eq!(
+                    opened.key_digest_named(name_hash),
+                    hashed.key_digest_named(name_hash)
+                );
             }
         }
     }

@@ -296,6 +296,15 @@ impl<'a> PackedRef<'a> {
         self.len
     }
 
+    /// The same content with its digest sum known (computed from the elements by the caller).
+    #[inline]
+    pub(crate) fn with_sum(self, sum: u64) -> PackedRef<'a> {
+        PackedRef {
+            sum: Some(sum),
+            ..self
+        }
+    }
+
     /// The digest sum, if these bytes keep it.
     #[inline]
     pub(crate) fn sum(self) -> Option<u64> {
