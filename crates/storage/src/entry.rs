@@ -29,7 +29,7 @@ use std::ptr::NonNull;
 
 use crate::digest::{key_digest, key_digest_named};
 use crate::encoding::Encoding;
-use crate::pack;
+use crate::pack::{self, PackedRef};
 use crate::table::{OwnsKey, TableKey};
 use crate::value::{PackedKind, Value, ValueRef, ValueType};
 
@@ -168,7 +168,7 @@ impl<'a> Compact<'a> {
     fn value(&self) -> ValueRef<'a> {
         let payload = self.payload();
         match packed_kind(self.flags) {
-            Some(kind) => ValueRef::of_packed(kind, payload),
+            Some(kind) => ValueRef::of_packed(kind, PackedRef::from_compact(payload)),
             None => {
                 let (crc, data) = payload.split_at(CRC);
                 let mut b = [0u8; CRC];
@@ -181,7 +181,7 @@ impl<'a> Compact<'a> {
     fn owned_value(&self) -> Value {
         let payload = self.payload();
         match packed_kind(self.flags) {
-            Some(kind) => Value::from_packed(kind, payload),
+            Some(kind) => Value::from_packed(kind, PackedRef::from_compact(payload)),
             None => {
                 let (crc, data) = payload.split_at(CRC);
                 let mut b = [0u8; CRC];
@@ -274,7 +274,9 @@ fn compact_payload_len(value: ValueRef<'_>) -> Option<usize> {
     match value {
         ValueRef::Str(s) if s.len() <= COMPACT_STR_MAX => Some(CRC + s.len()),
         ValueRef::Str(_) => None,
-        v => v.packed_len(),
+        v => v
+            .packed_len()
+            .map(|bytes| pack::compact_len(v.elements(), bytes - pack::HEADER)),
     }
 }
 
@@ -317,20 +319,16 @@ impl Entry {
         if version > STAMP_MAX || modified > STAMP_MAX {
             return None;
         }
-        let crc;
-        let (flags, head, body): (u8, &[u8], &[u8]) =
-            if let Some((data, c, enc)) = value.str_parts() {
-                if data.len() > COMPACT_STR_MAX {
-                    return None;
-                }
-                crc = c.to_le_bytes();
-                (KIND_STR | encoding_flags(enc), &crc, data)
-            } else {
-                let (kind, bytes) = value.packed()?;
-                (kind_flags(kind), &[], bytes)
-            };
+        let (flags, payload_len) = if let Some((data, _, enc)) = value.str_parts() {
+            if data.len() > COMPACT_STR_MAX {
+                return None;
+            }
+            (KIND_STR | encoding_flags(enc), CRC + data.len())
+        } else {
+            let (kind, p) = value.packed()?;
+            (kind_flags(kind), pack::compact_len(p.len(), p.body().len()))
+        };
         let has_expire = expire_at != 0;
-        let payload_len = head.len() + body.len();
         let len = compact_len(key.len(), payload_len, has_expire);
         let mut buf = Vec::with_capacity(len);
         buf.push(flags | if has_expire { HAS_EXPIRE } else { 0 });
@@ -342,8 +340,12 @@ impl Entry {
         pack::put_len(&mut buf, key.len());
         buf.extend_from_slice(key);
         pack::put_len(&mut buf, payload_len);
-        buf.extend_from_slice(head);
-        buf.extend_from_slice(body);
+        if let Some((data, crc, _)) = value.str_parts() {
+            buf.extend_from_slice(&crc.to_le_bytes());
+            buf.extend_from_slice(data);
+        } else if let Some((kind, p)) = value.packed() {
+            p.put_compact(&mut buf, || ValueRef::of_packed(kind, p).element_sum());
+        }
         debug_assert_eq!(buf.len(), len);
         let bytes: Box<[u8]> = buf.into_boxed_slice();
         Some(Entry {
@@ -594,6 +596,51 @@ impl Entry {
         key_digest(key, v.value_type().tag(), v.digest(), self.expire_raw())
     }
 
+    /// [`Entry::key_digest_named`], and the element sum it hashed the elements for when this is
+    /// a compact collection that leaves its sum out: a write hands it to
+    /// [`Entry::open_with_sum`], so that opening does not hash them again.
+    pub(crate) fn key_digest_and_sum(&self, name_hash: u64) -> (u64, Option<u64>) {
+        if !self.is_open() {
+            let c = self.as_compact();
+            if let Some(kind) = packed_kind(c.flags) {
+                let p = PackedRef::from_compact(c.payload());
+                if p.sum().is_none() {
+                    let sum = ValueRef::of_packed(kind, p).element_sum();
+                    let v = ValueRef::of_packed(kind, p.with_sum(sum));
+                    let kd = key_digest_named(
+                        name_hash,
+                        v.value_type().tag(),
+                        v.digest(),
+                        c.expire_at(),
+                    );
+                    return (kd, Some(sum));
+                }
+            }
+        }
+        (self.key_digest_named(name_hash), None)
+    }
+
+    /// Opens a compact collection whose element sum is known: `sum` must be what
+    /// [`Entry::key_digest_and_sum`] gave for this entry, unchanged since.
+    pub(crate) fn open_with_sum(&mut self, sum: u64) {
+        if self.is_open() {
+            return;
+        }
+        let c = self.as_compact();
+        let Some(kind) = packed_kind(c.flags) else {
+            return;
+        };
+        let open = Open {
+            tag: OPEN,
+            expire_at: c.expire_at(),
+            modified: c.modified(),
+            version: c.version(),
+            value: Value::from_packed(kind, PackedRef::from_compact(c.payload()).with_sum(sum)),
+            key: TableKey::new(c.key()),
+        };
+        *self = Entry::open_from(open);
+    }
+
     /// [`Entry::key_digest`] from the name's element hash, which a write computes once.
     pub(crate) fn key_digest_named(&self, name_hash: u64) -> u64 {
         let v = self.value();
@@ -696,6 +743,21 @@ mod tests {
         set.insert(b"member");
         let mut zset = ZSetValue::default();
         zset.insert(b"m", 1.5);
+        // Packed past `pack::SUMLESS_MAX` elements: the compact form keeps the sum.
+        let mut hash20 = HashValue::default();
+        let mut zset9 = ZSetValue::default();
+        let mut list12 = ListValue::default();
+        let mut ints12 = SetValue::default();
+        for i in 0..20i64 {
+            hash20.insert(format!("f{i}").as_bytes(), b"v");
+            if i < 9 {
+                zset9.insert(format!("m{i}").as_bytes(), (i - 4) as f64 * 1e3);
+            }
+            if i < 12 {
+                list12.push_back(format!("e{i}").as_bytes());
+                ints12.insert(format!("{}", i * 1000 - 5000).as_bytes());
+            }
+        }
         let mut big_hash = HashValue::default();
         for i in 0..1000 {
             big_hash.insert(format!("f{i}").as_bytes(), b"v");
@@ -711,6 +773,10 @@ mod tests {
             Value::Set(ints),
             Value::Set(set),
             Value::ZSet(zset),
+            Value::Hash(hash20),
+            Value::ZSet(zset9),
+            Value::List(list12),
+            Value::Set(ints12),
             Value::Hash(big_hash),
         ]
     }
@@ -761,6 +827,38 @@ mod tests {
                     let (v, at) = e.into_parts();
                     assert_eq!((v.encoding(), at.unwrap_or(0)), (want_enc, expire));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_known_sum_opens_a_collection_as_hashing_its_elements_does() {
+        for value in samples() {
+            let key = b"key:1";
+            let name_hash = crate::digest::name_hash_and_bucket(key).0;
+            let e = Entry::new(key, value.deep_clone(), 77, 1, 2);
+            let (kd, sum) = e.key_digest_and_sum(name_hash);
+            assert_eq!(kd, e.key_digest_named(name_hash));
+            let sumless =
+                e.is_compact() && value.packed().is_some() && value.elements() <= pack::SUMLESS_MAX;
+            assert_eq!(sum.is_some(), sumless, "{e:?}");
+            if let Some(sum) = sum {
+                assert_eq!(sum, value.view().element_sum());
+                let mut opened = Entry::new(key, value.deep_clone(), 77, 1, 2);
+                opened.open_with_sum(sum);
+                assert!(!opened.is_compact());
+                assert_eq!(opened.key_digest_named(name_hash), kd);
+                // The open value keeps its sum through a change, as one opened by hashing does.
+                let mut hashed = Entry::new(key, value.deep_clone(), 77, 1, 2);
+                for x in [&mut opened, &mut hashed] {
+                    if let Value::Hash(h) = x.value_mut() {
+                        h.insert(b"new", b"field");
+                    }
+                }
+                assert_eq!(
+                    opened.key_digest_named(name_hash),
+                    hashed.key_digest_named(name_hash)
+                );
             }
         }
     }

@@ -310,6 +310,9 @@ pub struct Occupied<'a> {
     /// as in Redis. Other in-place changes that leave the content identical (LREM or SREM that
     /// match nothing, a command failing with WRONGTYPE after taking mutable access) do not.
     replaced: bool,
+    /// The element sum the digest before the write hashed a compact collection's elements for
+    /// (one that leaves its sum out): the first mutable access opens the entry with it.
+    open_sum: Option<u64>,
 }
 
 /// A key that does not exist (or has expired).
@@ -342,7 +345,11 @@ impl Occupied<'_> {
 
     pub fn get_mut(&mut self) -> &mut Entry {
         self.db.save_preimage(self.idx);
-        self.db.table.value_at_mut(self.idx)
+        let e = self.db.table.value_at_mut(self.idx);
+        if let Some(sum) = self.open_sum.take() {
+            e.open_with_sum(sum);
+        }
+        e
     }
 
     pub fn key(&self) -> &[u8] {
@@ -352,6 +359,8 @@ impl Occupied<'_> {
     /// Replaces value and expiry together (SET semantics).
     pub fn replace(&mut self, value: Value, expire_at: Option<u64>) {
         self.replaced = true;
+        // The old value is not changed but replaced: no need to open it.
+        self.open_sum = None;
         self.get_mut().replace(value, expire_at);
     }
 
@@ -395,15 +404,19 @@ impl Drop for Occupied<'_> {
             db.account_removed(entry.key(), self.bucket, self.before, self.now);
             return;
         }
-        // A writer may have opened a compact entry (`Entry::value_mut`): put it back.
-        db.table.value_at_mut(self.idx).settle();
         if db.blocking.any() {
             db.blocking.signal(db.table.key_at(self.idx));
         }
-        let key = db.table.key_at(self.idx);
+        // The digest before settling: an open entry's collection keeps its digest sum, which a
+        // compact one of a few elements leaves out (and would recompute). Neither depends on
+        // the form, nor does the size.
         let e = db.table.value_at(self.idx);
         let kd = e.key_digest_named(self.name_hash);
-        let size = e.size(key);
+        let size = e.size(e.key());
+        // A writer may have opened a compact entry (`Entry::value_mut`): put it back.
+        db.table.value_at_mut(self.idx).settle();
+        let key = db.table.key_at(self.idx);
+        let e = db.table.value_at(self.idx);
         if kd == self.before.kd && size == self.before.size {
             if self.replaced {
                 let version = db.next_version;
@@ -640,8 +653,9 @@ impl Db {
             Some(idx) => {
                 let e = self.table.value_at(idx);
                 let (name_hash, bucket) = name_hash_and_bucket(key);
+                let (kd, open_sum) = e.key_digest_and_sum(name_hash);
                 let before = Before {
-                    kd: e.key_digest_named(name_hash),
+                    kd,
                     size: e.size(key),
                     expire: e.expire_raw(),
                 };
@@ -655,6 +669,7 @@ impl Db {
                     preserve_modified: false,
                     finished: false,
                     replaced: false,
+                    open_sum,
                 })
             }
             None => Slot::Vacant(Vacant { db: self, key, now }),
@@ -1280,7 +1295,41 @@ mod tests {
         db.set(b"s", Value::string("abc"), None, 1);
         db.set(b"h", hash_of(&[("f", "v")]), Some(1000), 1);
         db.set(b"long", Value::string(vec![b'x'; 5000]), None, 1);
+        let mut z = crate::value::ZSetValue::default();
+        z.insert(b"m0", 1.0);
+        db.set(b"z", Value::ZSet(z), None, 1);
+        db.set(b"h5", hash_of(&[("x", "y")]), None, 1);
         for (i, now) in (2..40u64).enumerate() {
+            // A small sorted set (integer and fractional scores, up to 12 members: with and
+            // without its digest sum in the compact form) written, re-expired and replaced
+            // through the funnel, which opens it with the sum the digest before computed.
+            if let Slot::Occupied(mut o) = db.entry(b"z", now) {
+                if let Value::ZSet(z) = o.get_mut().value_mut() {
+                    z.insert(
+                        format!("m{}", i % 12).as_bytes(),
+                        i as f64 * 3.0 - 20.5 + (i % 2) as f64 / 2.0,
+                    );
+                    if i % 3 == 0 {
+                        z.remove(format!("m{}", (i + 5) % 12).as_bytes());
+                    }
+                }
+            }
+            if i % 7 == 0
+                && let Slot::Occupied(mut o) = db.entry(b"z", now)
+            {
+                o.get_mut().set_expire_at(Some(20_000 + now));
+            }
+            if i % 4 == 0
+                && let Slot::Occupied(mut o) = db.entry(b"h5", now)
+            {
+                let fields: Vec<(String, String)> =
+                    (0..=i).map(|j| (format!("f{j}"), format!("{j}"))).collect();
+                let fields: Vec<(&str, &str)> = fields
+                    .iter()
+                    .map(|(f, v)| (f.as_str(), v.as_str()))
+                    .collect();
+                o.replace(hash_of(&fields), None);
+            }
             if let Slot::Occupied(mut o) = db.entry(b"h", now) {
                 if let Value::Hash(h) = o.get_mut().value_mut() {
                     h.insert(format!("f{i}").as_bytes(), b"value");
@@ -1298,7 +1347,7 @@ mod tests {
             assert_eq!(db.used_bytes(), total(&db), "after write {i}");
             assert_eq!(*db.digest(), db.recompute_digest());
         }
-        for k in [&b"s"[..], b"h", b"s2"] {
+        for k in [&b"s"[..], b"h", b"s2", b"z", b"h5"] {
             assert!(db.peek(k).unwrap().is_compact(), "{k:?}");
         }
         assert!(!db.peek(b"long").unwrap().is_compact());

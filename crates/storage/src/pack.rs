@@ -123,25 +123,15 @@ impl Packed {
     /// A read-only view of the same bytes (what a view of the collection is built from).
     #[inline]
     pub(crate) fn as_ref(&self) -> PackedRef<'_> {
-        PackedRef(&self.0)
-    }
-
-    /// A packed form holding a copy of `bytes` (header and body), as [`Packed::bytes`] gave them.
-    pub(crate) fn from_bytes(bytes: &[u8]) -> Packed {
-        debug_assert!(bytes.len() >= HEADER);
-        Packed(bytes.into())
-    }
-
-    /// The whole allocation: header and body (a compact entry keeps them inside its own).
-    #[inline]
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
+        PackedRef::new(&self.0)
     }
 
     /// Number of elements.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.as_ref().len()
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.0[..4]);
+        u32::from_le_bytes(b) as usize
     }
 
     #[inline]
@@ -153,7 +143,9 @@ impl Packed {
     /// The collection's digest sum (what its full form keeps in a field).
     #[inline]
     pub(crate) fn sum(&self) -> u64 {
-        self.as_ref().sum()
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[4..HEADER]);
+        u64::from_le_bytes(b)
     }
 
     #[inline]
@@ -217,41 +209,118 @@ impl Packed {
     }
 }
 
-/// The bytes of a [`Packed`] form wherever they are kept: in the value's own allocation, or
-/// inside a compact keyspace entry (`crate::entry`), which holds them next to its key.
+/// Most elements a compact keyspace entry's packed form holds without its digest sum: up to
+/// this many, the entry leaves the sum's 8 bytes out and it is recomputed from the elements when
+/// asked (at most this many element hashes: a write reads its key's digest before and after);
+/// past it the sum is kept, so a write to a larger packed collection never rehashes it whole.
+pub(crate) const SUMLESS_MAX: usize = 8;
+
+/// Bytes of a packed form of `count` elements and a `body_len`-byte body inside a compact
+/// keyspace entry ([`PackedRef::put_compact`]): the count as LEB128, the sum when kept, the body.
+pub(crate) fn compact_len(count: usize, body_len: usize) -> usize {
+    len_of_len(count) + if count > SUMLESS_MAX { 8 } else { 0 } + body_len
+}
+
+/// A LEB128 length at `pos` and the position after it (in bytes this module wrote).
+#[inline]
+fn read_len(buf: &[u8], mut pos: usize) -> (usize, usize) {
+    let mut n = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = buf[pos];
+        pos += 1;
+        n |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return (n, pos);
+        }
+        shift += 7;
+    }
+}
+
+/// A packed form wherever it is kept: in the value's own allocation ([`Packed`]: a fixed header,
+/// then the body), or inside a compact keyspace entry (`crate::entry`), which holds it next to
+/// its key in fewer bytes ([`PackedRef::put_compact`]).
 #[derive(Clone, Copy)]
-pub(crate) struct PackedRef<'a>(&'a [u8]);
+pub(crate) struct PackedRef<'a> {
+    len: usize,
+    /// The digest sum, when the bytes keep it (else the view computes it from the elements).
+    sum: Option<u64>,
+    body: &'a [u8],
+}
 
 impl<'a> PackedRef<'a> {
     /// Bytes that [`Packed::bytes`] gave (a header, then the body).
     #[inline]
     pub(crate) fn new(bytes: &'a [u8]) -> PackedRef<'a> {
         debug_assert!(bytes.len() >= HEADER);
-        PackedRef(bytes)
+        let mut count = [0u8; 4];
+        count.copy_from_slice(&bytes[..4]);
+        let mut sum = [0u8; 8];
+        sum.copy_from_slice(&bytes[4..HEADER]);
+        PackedRef {
+            len: u32::from_le_bytes(count) as usize,
+            sum: Some(u64::from_le_bytes(sum)),
+            body: &bytes[HEADER..],
+        }
+    }
+
+    /// Bytes that [`PackedRef::put_compact`] wrote.
+    #[inline]
+    pub(crate) fn from_compact(bytes: &'a [u8]) -> PackedRef<'a> {
+        let (len, mut at) = read_len(bytes, 0);
+        let sum = (len > SUMLESS_MAX).then(|| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            at += 8;
+            u64::from_le_bytes(b)
+        });
+        PackedRef {
+            len,
+            sum,
+            body: &bytes[at..],
+        }
+    }
+
+    /// Writes the compact-entry form: [`compact_len`] bytes. `sum` must be the digest sum of the
+    /// elements (it is kept only past [`SUMLESS_MAX`] elements).
+    pub(crate) fn put_compact(self, buf: &mut Vec<u8>, sum: impl FnOnce() -> u64) {
+        put_len(buf, self.len);
+        if self.len > SUMLESS_MAX {
+            buf.extend_from_slice(&self.sum.unwrap_or_else(sum).to_le_bytes());
+        }
+        buf.extend_from_slice(self.body);
     }
 
     #[inline]
     pub(crate) fn len(self) -> usize {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&self.0[..4]);
-        u32::from_le_bytes(b) as usize
+        self.len
     }
 
+    /// The same content with its digest sum known (computed from the elements by the caller).
     #[inline]
-    pub(crate) fn sum(self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[4..HEADER]);
-        u64::from_le_bytes(b)
+    pub(crate) fn with_sum(self, sum: u64) -> PackedRef<'a> {
+        PackedRef {
+            sum: Some(sum),
+            ..self
+        }
+    }
+
+    /// The digest sum, if these bytes keep it.
+    #[inline]
+    pub(crate) fn sum(self) -> Option<u64> {
+        self.sum
     }
 
     #[inline]
     pub(crate) fn body(self) -> &'a [u8] {
-        &self.0[HEADER..]
+        self.body
     }
 
+    /// The length of the [`Packed`] allocation holding this content (header and body), whichever
+    /// form these bytes are: what estimates count, so that they depend on the content only.
     #[inline]
     pub(crate) fn alloc_len(self) -> usize {
-        self.0.len()
+        HEADER + self.body.len()
     }
 }
 
@@ -269,6 +338,31 @@ mod tests {
         let all: Vec<&[u8]> = Iter::new(&b).collect();
         assert_eq!(all, vec![&b"a"[..], b"", &long[..], b"xyz"]);
         assert_eq!(encoded_len(&long), 302);
+    }
+
+    #[test]
+    fn the_compact_form_keeps_the_sum_only_past_sumless_max() {
+        for count in [0, 1, SUMLESS_MAX, SUMLESS_MAX + 1, 200] {
+            let mut buf = Packed::start(2 * count);
+            for _ in 0..count {
+                put(&mut buf, b"x");
+            }
+            let p = Packed::finish(buf, count, 0xfeed_beef_0000_0001);
+            let mut out = Vec::new();
+            p.as_ref()
+                .put_compact(&mut out, || unreachable!("a Packed keeps its sum"));
+            assert_eq!(out.len(), compact_len(count, p.body().len()));
+            let back = PackedRef::from_compact(&out);
+            let kept = (count > SUMLESS_MAX).then_some(0xfeed_beef_0000_0001);
+            assert_eq!(
+                (back.len(), back.sum(), back.body(), back.alloc_len()),
+                (count, kept, p.body(), p.as_ref().alloc_len())
+            );
+            // A sum left out is asked for when writing the form with the sum.
+            let mut again = Vec::new();
+            back.put_compact(&mut again, || 0xfeed_beef_0000_0001);
+            assert_eq!(again, out);
+        }
     }
 
     #[test]

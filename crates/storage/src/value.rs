@@ -202,8 +202,8 @@ pub(crate) enum PackedKind {
 }
 
 impl Value {
-    /// A small collection's one buffer (header and elements), if the value is packed.
-    pub(crate) fn packed(&self) -> Option<(PackedKind, &[u8])> {
+    /// A small collection's packed form, if the value is packed.
+    pub(crate) fn packed(&self) -> Option<(PackedKind, PackedRef<'_>)> {
         let (kind, p) = match self {
             Value::List(ListValue(ListRepr::Packed(p))) => (PackedKind::List, p),
             Value::Hash(HashValue(HashRepr::Packed(p))) => (PackedKind::Hash, p),
@@ -212,12 +212,18 @@ impl Value {
             Value::ZSet(ZSetValue(ZRepr::Packed(p))) => (PackedKind::ZSet, p),
             _ => return None,
         };
-        Some((kind, p.bytes()))
+        Some((kind, p.as_ref()))
     }
 
-    /// The value whose [`Value::packed`] buffer is `bytes`.
-    pub(crate) fn from_packed(kind: PackedKind, bytes: &[u8]) -> Value {
-        let p = Packed::from_bytes(bytes);
+    /// The value whose [`Value::packed`] form is `packed` (its own copy, with the digest sum in
+    /// its header, computed from the elements when `packed` leaves it out).
+    pub(crate) fn from_packed(kind: PackedKind, packed: PackedRef<'_>) -> Value {
+        let sum = packed
+            .sum()
+            .unwrap_or_else(|| ValueRef::of_packed(kind, packed).element_sum());
+        let mut buf = Packed::start(packed.body().len());
+        buf.extend_from_slice(packed.body());
+        let p = Packed::finish(buf, packed.len(), sum);
         match kind {
             PackedKind::List => Value::List(ListValue(ListRepr::Packed(p))),
             PackedKind::Hash => Value::Hash(HashValue(HashRepr::Packed(p))),
@@ -242,9 +248,8 @@ impl Value {
 }
 
 impl<'a> ValueRef<'a> {
-    /// The view of a packed buffer kept in a compact entry.
-    pub(crate) fn of_packed(kind: PackedKind, bytes: &'a [u8]) -> ValueRef<'a> {
-        let p = PackedRef::new(bytes);
+    /// The view of a packed form kept in a compact entry.
+    pub(crate) fn of_packed(kind: PackedKind, p: PackedRef<'a>) -> ValueRef<'a> {
         match kind {
             PackedKind::List => ValueRef::List(ListRef::packed(p)),
             PackedKind::Hash => ValueRef::Hash(HashRef::packed(p)),
@@ -261,6 +266,19 @@ impl<'a> ValueRef<'a> {
             crc: Some(crc),
             enc,
         })
+    }
+
+    /// The sum (a list's polynomial) of a collection's element hashes that its digest mixes
+    /// with its length: kept, or computed from the elements. 0 for strings and streams, whose
+    /// digests are not sums.
+    pub(crate) fn element_sum(self) -> u64 {
+        match self {
+            ValueRef::List(l) => l.element_sum(),
+            ValueRef::Hash(h) => h.element_sum(),
+            ValueRef::Set(s) => s.element_sum(),
+            ValueRef::ZSet(z) => z.element_sum(),
+            ValueRef::Str(_) | ValueRef::Stream(_) => 0,
+        }
     }
 
     /// Bytes of a packed form's buffer (header and elements), if the value is packed.
@@ -1039,7 +1057,7 @@ impl<'a> ListRef<'a> {
                 len: p.len(),
             },
             bytes: p.alloc_len(),
-            poly: Some(p.sum()),
+            poly: p.sum(),
         }
     }
 
@@ -1101,15 +1119,20 @@ impl<'a> ListRef<'a> {
         }
     }
 
-    pub fn digest(self) -> u64 {
-        let poly = self.poly.unwrap_or_else(|| {
+    /// The ordered polynomial of the element hashes: kept, or computed.
+    fn element_sum(self) -> u64 {
+        self.poly.unwrap_or_else(|| {
             let (mut p, mut pw) = (0u64, 1u64);
             for e in self.iter() {
                 p = poly::add(p, poly::mul(elem_poly(e), pw));
                 pw = poly::mul(pw, poly::B);
             }
             p
-        });
+        })
+    }
+
+    pub fn digest(self) -> u64 {
+        let poly = self.element_sum();
         mix64(poly ^ (self.len() as u64).rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
     }
 }
@@ -1369,7 +1392,7 @@ impl<'a> HashRef<'a> {
                 len: p.len(),
             },
             bytes: p.alloc_len(),
-            sum: Some(p.sum()),
+            sum: p.sum(),
         }
     }
 
@@ -1450,11 +1473,16 @@ impl<'a> HashRef<'a> {
         }
     }
 
-    pub fn digest(self) -> u64 {
-        let sum = self.sum.unwrap_or_else(|| {
+    /// The sum of the element hashes: kept, or computed.
+    fn element_sum(self) -> u64 {
+        self.sum.unwrap_or_else(|| {
             self.iter()
                 .fold(0u64, |s, (f, v)| s.wrapping_add(hash_pair(f, v)))
-        });
+        })
+    }
+
+    pub fn digest(self) -> u64 {
+        let sum = self.element_sum();
         mix64(sum ^ (self.len() as u64).rotate_left(40) ^ 0x3c6e_f372_fe94_f82b)
     }
 }
@@ -1802,7 +1830,7 @@ impl<'a> SetRef<'a> {
                 width: int_width(p),
             },
             bytes: p.alloc_len(),
-            sum: Some(p.sum()),
+            sum: p.sum(),
         }
     }
 
@@ -1814,7 +1842,7 @@ impl<'a> SetRef<'a> {
                 len: p.len(),
             },
             bytes: p.alloc_len(),
-            sum: Some(p.sum()),
+            sum: p.sum(),
         }
     }
 
@@ -1894,10 +1922,14 @@ impl<'a> SetRef<'a> {
         }
     }
 
+    /// The sum of the member hashes: kept, or computed.
+    fn element_sum(self) -> u64 {
+        self.sum
+            .unwrap_or_else(|| self.iter().fold(0u64, |s, m| s.wrapping_add(hash_bytes(m))))
+    }
+
     pub fn digest(self) -> u64 {
-        let sum = self
-            .sum
-            .unwrap_or_else(|| self.iter().fold(0u64, |s, m| s.wrapping_add(hash_bytes(m))));
+        let sum = self.element_sum();
         mix64(sum ^ (self.len() as u64).rotate_left(40) ^ 0xa54f_f53a_5f1d_36f1)
     }
 }
@@ -1931,7 +1963,7 @@ impl Ord for Score {
 pub struct ZSetValue(ZRepr);
 
 enum ZRepr {
-    /// (member, score as 8 little-endian bytes) pairs in (score, member) order.
+    /// (member, score as [`score_bytes`] writes it) pairs in (score, member) order.
     Packed(Packed),
     Full(Box<ZFull>),
 }
@@ -1951,9 +1983,39 @@ impl Default for ZSetValue {
     }
 }
 
+/// Largest magnitude of an integer score kept in fewer than 8 bytes: every integer up to it is
+/// an exact `f64`, so the short form gives back the very score that was written.
+const SHORT_SCORE_MAX: f64 = (1u64 << 53) as f64;
+
+/// A packed sorted set's score: an integer (most scores are: counters, timestamps, ranks) in the
+/// fewest little-endian two's-complement bytes that hold it (0 to 7: a 3-byte score where the
+/// `f64` took 8), anything else (fractions, infinities, -0, integers past 2^53) as the `f64`'s
+/// 8 bytes. The length tells the forms apart. Returns the bytes and how many are used.
+fn score_bytes(score: f64) -> ([u8; 8], usize) {
+    let is_short_int = score.fract() == 0.0
+        && score.abs() < SHORT_SCORE_MAX
+        && !(score == 0.0 && score.is_sign_negative());
+    if !is_short_int {
+        return (score.to_le_bytes(), 8);
+    }
+    let i = score as i64;
+    // Bytes beyond the sign: the fewest n with i == sign-extension of its low n bytes.
+    let significant = 64 - (if i < 0 { !i } else { i }).leading_zeros() as usize;
+    let n = if i == 0 { 0 } else { significant / 8 + 1 };
+    (i.to_le_bytes(), n.min(7))
+}
+
+/// The score [`score_bytes`] wrote.
 #[inline]
 fn score_of(bytes: &[u8]) -> f64 {
-    f64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+    if let Ok(b) = <[u8; 8]>::try_from(bytes) {
+        return f64::from_le_bytes(b);
+    }
+    let negative = bytes.last().is_some_and(|b| b & 0x80 != 0);
+    let mut b = [if negative { 0xff } else { 0 }; 8];
+    let n = bytes.len().min(7);
+    b[..n].copy_from_slice(&bytes[..n]);
+    i64::from_le_bytes(b) as f64
 }
 
 /// Walks a packed sorted set: (member, score, start, end) of each element.
@@ -2072,13 +2134,14 @@ impl ZSetValue {
         last.sort_by(|a, b| cmp_scored(a.1, a.0, b.1, b.0));
         let bytes = last
             .iter()
-            .map(|(m, _)| pack::encoded_len(m) + pack::encoded_len(&[0; 8]))
+            .map(|(m, s)| pack::encoded_len(m) + 1 + score_bytes(*s).1)
             .sum();
         let mut buf = Packed::start(bytes);
         let mut sum = 0u64;
         for (m, s) in &last {
             pack::put(&mut buf, m);
-            pack::put(&mut buf, &s.to_le_bytes());
+            let (score, n) = score_bytes(*s);
+            pack::put(&mut buf, &score[..n]);
             sum = sum.wrapping_add(hash_scored(m, *s));
         }
         ZSetValue(ZRepr::Packed(Packed::finish(buf, last.len(), sum)))
@@ -2107,7 +2170,8 @@ impl ZSetValue {
                 let at = packed_scored(p.body())
                     .find(|(x, s, ..)| cmp_scored(*s, x, score, m) == Ordering::Greater)
                     .map_or(p.body().len(), |(.., from, _)| from);
-                p.splice(at, at, &[m, &score.to_le_bytes()]);
+                let (bytes, n) = score_bytes(score);
+                p.splice(at, at, &[m, &bytes[..n]]);
                 p.set_sum(sum.wrapping_add(hash_scored(m, score)));
                 return found.map(|(o, ..)| o);
             }
@@ -2236,7 +2300,7 @@ impl<'a> ZSetRef<'a> {
                 len: p.len(),
             },
             bytes: p.alloc_len(),
-            sum: Some(p.sum()),
+            sum: p.sum(),
         }
     }
 
@@ -2369,11 +2433,16 @@ impl<'a> ZSetRef<'a> {
         }
     }
 
-    pub fn digest(self) -> u64 {
-        let sum = self.sum.unwrap_or_else(|| {
+    /// The sum of the element hashes: kept, or computed.
+    fn element_sum(self) -> u64 {
+        self.sum.unwrap_or_else(|| {
             self.iter()
                 .fold(0u64, |s, (m, sc)| s.wrapping_add(hash_scored(m, sc)))
-        });
+        })
+    }
+
+    pub fn digest(self) -> u64 {
+        let sum = self.element_sum();
         mix64(sum ^ (self.len() as u64).rotate_left(40) ^ 0x1f83_d9ab_fb41_bd6b)
     }
 }
@@ -2428,6 +2497,58 @@ mod tests {
     use super::*;
 
     use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn packed_scores_round_trip_and_integers_are_short() {
+        let mut scores = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            127.0,
+            128.0,
+            -128.0,
+            -129.0,
+            200_004.0,
+            1.5,
+            -2.25,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            SHORT_SCORE_MAX,
+            -SHORT_SCORE_MAX,
+            SHORT_SCORE_MAX - 1.0,
+            1.0 - SHORT_SCORE_MAX,
+        ];
+        for shift in 0..64 {
+            let p = (1u64 << shift) as f64;
+            scores.extend([p, -p, p - 1.0, 1.0 - p, p + 1.0]);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let bits = f64::from_bits(x);
+            if !bits.is_nan() {
+                scores.push(bits);
+            }
+            scores.push((x as i64 >> (x % 60)) as f64);
+        }
+        for s in scores {
+            let (bytes, n) = score_bytes(s);
+            let back = score_of(&bytes[..n]);
+            assert_eq!(back.to_bits(), s.to_bits(), "{s} through {n} bytes");
+            let short =
+                s.fract() == 0.0 && s.abs() < SHORT_SCORE_MAX && s.to_bits() != (-0.0f64).to_bits();
+            assert_eq!(n < 8, short, "{s}");
+        }
+        assert_eq!(score_bytes(0.0).1, 0);
+        assert_eq!(score_bytes(-1.0).1, 1);
+        assert_eq!(score_bytes(127.0).1, 1);
+        assert_eq!(score_bytes(128.0).1, 2);
+        assert_eq!(score_bytes(200_004.0).1, 3);
+        assert_eq!(score_bytes(SHORT_SCORE_MAX - 1.0).1, 7);
+    }
 
     /// Members drawn from a pool larger than the packed limits, some longer than the value
     /// limit, some integers: every form and every conversion is reached.
