@@ -550,9 +550,9 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     break;
                 }
             }
-            if ran < ahead.requests.len() {
-                // The requests decoded after the last one run are decoded again later (the
-                // decoder resumes only where its last call stopped).
+            if ran < ahead.requests.len() || state.authenticated != authenticated {
+                // What follows the last request run is decoded again: later (the decoder
+                // resumes only where its last call stopped), or now under the new limits.
                 decoder.reset();
                 if state.closing || state.blocked.is_some() {
                     break;
@@ -853,5 +853,98 @@ async fn flush_all(wr: &tokio::net::tcp::WriteHalf<'_>, out: &mut BytesMut, shar
         if wr.writable().await.is_err() || !flush_some(wr, out, shared) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> RequestDecoder {
+        RequestDecoder::new(Limits::default())
+    }
+
+    fn words(a: &Ahead, inbuf: &[u8]) -> Vec<Vec<String>> {
+        a.requests
+            .iter()
+            .map(|&r| match a.args(inbuf, r) {
+                Some(args) => args
+                    .iter()
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect(),
+                None => vec![],
+            })
+            .collect()
+    }
+
+    /// A round keeps every request's arguments (multibulk ones as positions in the buffer,
+    /// inline ones copied, empty lines as skips) and where each ends; it stops at the first
+    /// incomplete request, which the decoder then resumes.
+    #[test]
+    fn a_round_decodes_every_complete_request_in_order() {
+        let inbuf = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nSET \"b c\" d\r\n\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET";
+        let mut d = decoder();
+        let mut a = Ahead::default();
+        assert!(a.decode(&mut d, inbuf, 0).is_none());
+        assert_eq!(
+            words(&a, inbuf),
+            vec![
+                vec!["GET".to_string(), "a".into()],
+                vec!["SET".into(), "b c".into(), "d".into()],
+                vec![],
+                vec!["PING".into()],
+            ]
+        );
+        let ends: Vec<usize> = a.requests.iter().map(|r| r.end).collect();
+        assert_eq!(ends, vec![20, 33, 35, 49]);
+        assert!(!a.full());
+        // The incomplete GET, completed: decoded from where the round stopped.
+        let mut more = inbuf.to_vec();
+        more.extend_from_slice(b"\r\n$1\r\nz\r\n");
+        assert!(a.decode(&mut d, &more, 49).is_none());
+        assert_eq!(words(&a, &more), vec![vec!["GET".to_string(), "z".into()]]);
+        assert_eq!(a.requests[0].end, more.len());
+    }
+
+    /// A protocol error ends the round after the requests before it, which still run.
+    #[test]
+    fn a_protocol_error_is_returned_after_the_requests_before_it() {
+        let inbuf = b"*1\r\n$4\r\nPING\r\n*1\r\n+PING\r\n*1\r\n$4\r\nPING\r\n";
+        let mut a = Ahead::default();
+        let e = a.decode(&mut decoder(), inbuf, 0);
+        assert_eq!(e.map(|e| e.0), Some("expected '$', got '+'".to_string()));
+        assert_eq!(words(&a, inbuf), vec![vec!["PING".to_string()]]);
+    }
+
+    /// A round holds at most `ROUND` requests; the rest of a longer pipeline is the next round's.
+    #[test]
+    fn a_round_stops_at_its_size() {
+        let one = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let inbuf = one.repeat(Ahead::ROUND + 3);
+        let mut d = decoder();
+        let mut a = Ahead::default();
+        assert!(a.decode(&mut d, &inbuf, 0).is_none());
+        assert!(a.full());
+        assert_eq!(a.requests.len(), Ahead::ROUND);
+        let end = a.requests[Ahead::ROUND - 1].end;
+        assert_eq!(end, one.len() * Ahead::ROUND);
+        assert!(a.decode(&mut d, &inbuf, end).is_none());
+        assert_eq!(a.requests.len(), 3);
+        assert_eq!(a.all(&inbuf).count(), 3);
+    }
+
+    /// The memory of a request with very many arguments is given back after its batch.
+    #[test]
+    fn a_huge_request_does_not_keep_its_memory() {
+        let n = Ahead::KEEP + 1;
+        let mut inbuf = format!("*{n}\r\n").into_bytes();
+        for _ in 0..n {
+            inbuf.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        let mut a = Ahead::default();
+        assert!(a.decode(&mut decoder(), &inbuf, 0).is_none());
+        assert_eq!(a.all(&inbuf).next().map(|args| args.len()), Some(n));
+        a.shrink();
+        assert_eq!(a.ranges.capacity(), 0);
     }
 }
