@@ -938,9 +938,8 @@ impl Held {
     }
 }
 
-/// Most keys one round warms (an MSET of ten keys per request pipelined sixteen deep names
-/// 160; the rest are looked up cold).
-const WARM_KEYS: usize = 128;
+/// Most keys one round warms (a round is at most 32 requests).
+const WARM_KEYS: usize = 64;
 
 /// Brings the keys of a pipelined batch's data commands into the cache before the batch runs
 /// (see `ferrite_storage::table::ShardedTable::warm`): with random keys, each lookup would
@@ -951,24 +950,22 @@ const WARM_KEYS: usize = 128;
 /// wait: admission gives it back before the throttle or the write gate makes the command wait).
 /// A batch that starts with anything but a data command with keys is not warmed, nor one
 /// queued by MULTI or sent before AUTH.
-pub fn warm_batch<'a>(st: &mut ClientState, requests: impl Iterator<Item = Args<'a>> + Clone) {
+pub fn warm_batch<'a>(st: &mut ClientState, mut requests: impl Iterator<Item = Args<'a>>) {
     if st.multi.is_some() || !st.authenticated {
         return;
     }
-    let mut last: Option<&'static CommandSpec> = st.last_cmd.map(|(_, spec)| spec);
-    let mut spec_of = move |args: &Args<'_>| -> Option<&'static CommandSpec> {
-        let name = args.get(0);
-        let spec = match last {
-            Some(spec) if name.eq_ignore_ascii_case(spec.name.as_bytes()) => spec,
-            _ => lookup_indexed(name)?.1,
-        };
-        last = Some(spec);
-        (matches!(spec.handler, Handler::Data(_)) && spec.first_key > 0).then_some(spec)
-    };
-    let Some(first) = requests.clone().next() else {
+    let Some(first) = requests.next() else {
         return;
     };
-    if spec_of(&first).is_none() {
+    let name = first.get(0);
+    let spec = match st.last_cmd {
+        Some((_, spec)) if name.eq_ignore_ascii_case(spec.name.as_bytes()) => spec,
+        _ => match lookup_indexed(name) {
+            Some((_, spec)) => spec,
+            None => return,
+        },
+    };
+    if !matches!(spec.handler, Handler::Data(_)) || spec.first_key <= 0 {
         return;
     }
     let tenant = &st.tenant;
@@ -977,23 +974,30 @@ pub fn warm_batch<'a>(st: &mut ClientState, requests: impl Iterator<Item = Args<
         Some((e, ref ks)) if e == epoch => ks,
         _ => &st.keyspace.insert((epoch, tenant.keyspace())).1,
     };
-    // Collected first (the requests of one key repeat it: warmed once), then warmed together.
+    // The first request's keys, then each later request's second argument: the key of almost
+    // every data command, found without looking the command up (which would cost more than
+    // the warming saves). Where it is not a key, an unrelated bucket is prefetched, which
+    // costs a prefetch and changes nothing. Runs of one key (a pipeline of LPUSHes to one
+    // list) are warmed once.
     let mut keys: [&[u8]; WARM_KEYS] = [&[]; WARM_KEYS];
     let mut n = 0;
-    'requests: for args in requests {
-        let Some(spec) = spec_of(&args) else {
-            continue;
-        };
-        for key in spec.keys(&args) {
-            if n > 0 && keys[n - 1] == key {
-                continue;
-            }
-            if n == WARM_KEYS {
-                break 'requests;
-            }
-            keys[n] = key;
-            n += 1;
+    for key in spec.keys(&first).take(WARM_KEYS) {
+        keys[n] = key;
+        n += 1;
+    }
+    for args in requests {
+        if n == WARM_KEYS {
+            break;
         }
+        if args.len() < 2 {
+            continue;
+        }
+        let key = args.get(1);
+        if n > 0 && keys[n - 1] == key {
+            continue;
+        }
+        keys[n] = key;
+        n += 1;
     }
     let keys = keys[..n].iter().copied();
     // A round after the first of a long pipeline may still hold the lock.
