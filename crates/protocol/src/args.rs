@@ -22,6 +22,12 @@ impl<'a> Args<'a> {
         Args { data, ranges }
     }
 
+    /// The bytes the arguments are in, and where each one is in them (what [`Args::new`] was
+    /// given): to keep a request's arguments as positions while its bytes stay put.
+    pub fn parts(&self) -> (&'a [u8], &'a [(usize, usize)]) {
+        (self.data, self.ranges)
+    }
+
     pub fn len(&self) -> usize {
         self.ranges.len()
     }

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use ferrite_protocol::request::Next;
-use ferrite_protocol::{ErrorReply, Limits, OwnedRequest, Protocol, ReplyWriter, RequestDecoder};
+use ferrite_protocol::{
+    Args, ErrorReply, Limits, OwnedRequest, Protocol, ReplyWriter, RequestDecoder,
+};
 use ferrite_tenancy::Tenant;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -349,6 +351,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         max_args: shared.config.read().limits.max_args,
     };
     let mut decoder = RequestDecoder::new(limits);
+    let mut ahead = Ahead::default();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let info = state.info.clone();
@@ -498,50 +501,77 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         let mut consumed = 0;
         let mut protocol_error = None;
         let mut stop = false;
-        loop {
-            // Before AUTH, Redis's pre-authentication request limits apply (AUTH may have
-            // succeeded earlier in this batch).
-            decoder.set_authenticated(state.authenticated);
-            match decoder.decode(&inbuf[consumed..]) {
-                Ok(Next::Incomplete) => break,
-                Ok(Next::Skip(k)) => consumed += k,
-                Ok(Next::Request(p)) => {
-                    consumed += p.consumed;
-                    let (limit, budget) =
-                        state.output.reply_limit(&shared, &state.tenant, out.len());
-                    state.reply_limit = limit;
-                    let flow = dispatch::execute(&mut state, &shared, p.args, &mut out).await;
-                    // Reaching the limit means the reply was cut short (the writer dropped the
-                    // rest): it must never be sent. Redis closes such clients too.
-                    if out.len() >= limit {
-                        shared.stats.output_limit_disconnects.fetch_add(1, Relaxed);
-                        tracing::warn!(
-                            bytes = out.len(),
-                            limit = budget.name(),
-                            "output buffer limit reached; closing the connection"
-                        );
-                        stop = true;
-                        break;
-                    }
-                    if flow == Flow::Close || state.closing {
-                        state.closing = true;
-                        break;
-                    }
-                    if info.killed.load(Relaxed) {
-                        stop = true;
-                        break;
-                    }
-                    if state.blocked.is_some() {
-                        // The rest of the input waits until the blocking command ends.
-                        break;
-                    }
+        // Decoded a round of requests at a time (see `Ahead`), warmed, then run in order.
+        'rounds: loop {
+            // Before AUTH, Redis's pre-authentication request limits apply: a round is decoded
+            // with the connection's state at its start, and what follows a command that changed
+            // it (AUTH, HELLO, RESET) is decoded again.
+            let authenticated = state.authenticated;
+            decoder.set_authenticated(authenticated);
+            let round_error = ahead.decode(&mut decoder, &inbuf, consumed);
+            if ahead.requests.len() > 1 {
+                dispatch::warm_batch(&mut state, ahead.all(&inbuf));
+            }
+            let mut ran = 0;
+            for &request in &ahead.requests {
+                ran += 1;
+                consumed = request.end;
+                let Some(args) = ahead.args(&inbuf, request) else {
+                    continue; // an empty request, skipped like Redis
+                };
+                let (limit, budget) = state.output.reply_limit(&shared, &state.tenant, out.len());
+                state.reply_limit = limit;
+                let flow = dispatch::execute(&mut state, &shared, args, &mut out).await;
+                // Reaching the limit means the reply was cut short (the writer dropped the
+                // rest): it must never be sent. Redis closes such clients too.
+                if out.len() >= limit {
+                    shared.stats.output_limit_disconnects.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        bytes = out.len(),
+                        limit = budget.name(),
+                        "output buffer limit reached; closing the connection"
+                    );
+                    stop = true;
+                    break 'rounds;
                 }
-                Err(e) => {
-                    protocol_error = Some(e);
+                if flow == Flow::Close || state.closing {
+                    state.closing = true;
+                    break;
+                }
+                if info.killed.load(Relaxed) {
+                    stop = true;
+                    break 'rounds;
+                }
+                if state.blocked.is_some() {
+                    // The rest of the input waits until the blocking command ends.
+                    break;
+                }
+                if state.authenticated != authenticated {
                     break;
                 }
             }
+            if ran < ahead.requests.len() || state.authenticated != authenticated {
+                // What follows the last request run is decoded again: later (the decoder
+                // resumes only where its last call stopped), or now under the new limits.
+                decoder.reset();
+                if state.closing || state.blocked.is_some() {
+                    break;
+                }
+                continue;
+            }
+            if state.closing || state.blocked.is_some() {
+                break;
+            }
+            match round_error {
+                Some(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+                None if ahead.full() => continue,
+                None => break,
+            }
         }
+        ahead.shrink();
         // The batch is over: other connections get their turn at the tenant.
         state.held = None;
         // Writes are durable (per the fsync policy) before their replies go out.
@@ -563,6 +593,123 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             debug!(error = %e, "protocol error; closing");
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
+        }
+    }
+}
+
+/// The requests of a round: up to [`Ahead::ROUND`] complete requests decoded from the input
+/// buffer before any of them runs, so that the keys they name can be brought into the cache
+/// together ([`dispatch::warm_batch`]) instead of each lookup waiting for its own cache misses
+/// (the -P16 rows of issue 13). Their arguments are positions in the input buffer, which does
+/// not change while they run.
+#[derive(Default)]
+struct Ahead {
+    /// The round's requests in order.
+    requests: Vec<Decoded>,
+    /// The arguments of all of them, as positions in the input buffer (or in `inline`).
+    ranges: Vec<(usize, usize)>,
+    /// The arguments of inline requests (`PING\r\n`), whose quotes and escapes make them
+    /// differ from the input.
+    inline: Vec<u8>,
+}
+
+/// One request of a round.
+#[derive(Clone, Copy)]
+struct Decoded {
+    /// Its arguments: a range of [`Ahead::ranges`]; None for an empty request (skipped, as in
+    /// Redis).
+    args: Option<(usize, usize)>,
+    /// Its arguments are in [`Ahead::inline`], not in the input buffer.
+    inline: bool,
+    /// Where it ends in the input buffer.
+    end: usize,
+}
+
+impl Ahead {
+    /// Requests decoded per round: about a pipelined batch (redis-benchmark -P16 sends 16),
+    /// and what one hold of the keyspace lock serves ([`dispatch::Held::MAX_COMMANDS`]).
+    const ROUND: usize = 32;
+    /// Argument positions and inline bytes kept between rounds; a request with more gets
+    /// memory of its own, given back after its batch.
+    const KEEP: usize = 4096;
+
+    /// Decodes the complete requests of `inbuf` from `at` on, up to [`Ahead::ROUND`] of them.
+    /// A protocol error ends the round: it is returned, to be answered after the requests
+    /// before it have run.
+    fn decode(
+        &mut self,
+        decoder: &mut RequestDecoder,
+        inbuf: &[u8],
+        mut at: usize,
+    ) -> Option<ferrite_protocol::ProtocolError> {
+        self.requests.clear();
+        self.ranges.clear();
+        self.inline.clear();
+        while self.requests.len() < Self::ROUND {
+            let inline = inbuf.get(at).is_some_and(|&b| b != b'*');
+            match decoder.decode(&inbuf[at..]) {
+                Ok(Next::Incomplete) => break,
+                Ok(Next::Skip(k)) => {
+                    at += k;
+                    self.requests.push(Decoded {
+                        args: None,
+                        inline: false,
+                        end: at,
+                    });
+                }
+                Ok(Next::Request(p)) => {
+                    let first = self.ranges.len();
+                    let (data, ranges) = p.args.parts();
+                    // Multibulk arguments are in the buffer (from `at` on); inline ones in the
+                    // decoder's scratch, which the next request overwrites: copied.
+                    let base = if inline {
+                        let base = self.inline.len();
+                        self.inline.extend_from_slice(data);
+                        base
+                    } else {
+                        at
+                    };
+                    self.ranges
+                        .extend(ranges.iter().map(|&(s, e)| (base + s, base + e)));
+                    at += p.consumed;
+                    self.requests.push(Decoded {
+                        args: Some((first, self.ranges.len())),
+                        inline,
+                        end: at,
+                    });
+                }
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+
+    /// Whether the round stopped at its size rather than at the end of the input.
+    fn full(&self) -> bool {
+        self.requests.len() == Self::ROUND
+    }
+
+    /// The arguments of one of the round's requests.
+    fn args<'a>(&'a self, inbuf: &'a [u8], request: Decoded) -> Option<Args<'a>> {
+        let (from, to) = request.args?;
+        let data = if request.inline { &self.inline } else { inbuf };
+        Some(Args::new(data, &self.ranges[from..to]))
+    }
+
+    /// The round's requests.
+    fn all<'a>(&'a self, inbuf: &'a [u8]) -> impl Iterator<Item = Args<'a>> + Clone {
+        self.requests
+            .iter()
+            .filter_map(move |&r| self.args(inbuf, r))
+    }
+
+    /// Gives back the memory of a request with very many arguments.
+    fn shrink(&mut self) {
+        if self.ranges.capacity() > Self::KEEP {
+            self.ranges = Vec::new();
+        }
+        if self.inline.capacity() > Self::KEEP {
+            self.inline = Vec::new();
         }
     }
 }
@@ -706,5 +853,98 @@ async fn flush_all(wr: &tokio::net::tcp::WriteHalf<'_>, out: &mut BytesMut, shar
         if wr.writable().await.is_err() || !flush_some(wr, out, shared) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> RequestDecoder {
+        RequestDecoder::new(Limits::default())
+    }
+
+    fn words(a: &Ahead, inbuf: &[u8]) -> Vec<Vec<String>> {
+        a.requests
+            .iter()
+            .map(|&r| match a.args(inbuf, r) {
+                Some(args) => args
+                    .iter()
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect(),
+                None => vec![],
+            })
+            .collect()
+    }
+
+    /// A round keeps every request's arguments (multibulk ones as positions in the buffer,
+    /// inline ones copied, empty lines as skips) and where each ends; it stops at the first
+    /// incomplete request, which the decoder then resumes.
+    #[test]
+    fn a_round_decodes_every_complete_request_in_order() {
+        let inbuf = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nSET \"b c\" d\r\n\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET";
+        let mut d = decoder();
+        let mut a = Ahead::default();
+        assert!(a.decode(&mut d, inbuf, 0).is_none());
+        assert_eq!(
+            words(&a, inbuf),
+            vec![
+                vec!["GET".to_string(), "a".into()],
+                vec!["SET".into(), "b c".into(), "d".into()],
+                vec![],
+                vec!["PING".into()],
+            ]
+        );
+        let ends: Vec<usize> = a.requests.iter().map(|r| r.end).collect();
+        assert_eq!(ends, vec![20, 33, 35, 49]);
+        assert!(!a.full());
+        // The incomplete GET, completed: decoded from where the round stopped.
+        let mut more = inbuf.to_vec();
+        more.extend_from_slice(b"\r\n$1\r\nz\r\n");
+        assert!(a.decode(&mut d, &more, 49).is_none());
+        assert_eq!(words(&a, &more), vec![vec!["GET".to_string(), "z".into()]]);
+        assert_eq!(a.requests[0].end, more.len());
+    }
+
+    /// A protocol error ends the round after the requests before it, which still run.
+    #[test]
+    fn a_protocol_error_is_returned_after_the_requests_before_it() {
+        let inbuf = b"*1\r\n$4\r\nPING\r\n*1\r\n+PING\r\n*1\r\n$4\r\nPING\r\n";
+        let mut a = Ahead::default();
+        let e = a.decode(&mut decoder(), inbuf, 0);
+        assert_eq!(e.map(|e| e.0), Some("expected '$', got '+'".to_string()));
+        assert_eq!(words(&a, inbuf), vec![vec!["PING".to_string()]]);
+    }
+
+    /// A round holds at most `ROUND` requests; the rest of a longer pipeline is the next round's.
+    #[test]
+    fn a_round_stops_at_its_size() {
+        let one = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let inbuf = one.repeat(Ahead::ROUND + 3);
+        let mut d = decoder();
+        let mut a = Ahead::default();
+        assert!(a.decode(&mut d, &inbuf, 0).is_none());
+        assert!(a.full());
+        assert_eq!(a.requests.len(), Ahead::ROUND);
+        let end = a.requests[Ahead::ROUND - 1].end;
+        assert_eq!(end, one.len() * Ahead::ROUND);
+        assert!(a.decode(&mut d, &inbuf, end).is_none());
+        assert_eq!(a.requests.len(), 3);
+        assert_eq!(a.all(&inbuf).count(), 3);
+    }
+
+    /// The memory of a request with very many arguments is given back after its batch.
+    #[test]
+    fn a_huge_request_does_not_keep_its_memory() {
+        let n = Ahead::KEEP + 1;
+        let mut inbuf = format!("*{n}\r\n").into_bytes();
+        for _ in 0..n {
+            inbuf.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        let mut a = Ahead::default();
+        assert!(a.decode(&mut decoder(), &inbuf, 0).is_none());
+        assert_eq!(a.all(&inbuf).next().map(|args| args.len()), Some(n));
+        a.shrink();
+        assert_eq!(a.ranges.capacity(), 0);
     }
 }

@@ -696,6 +696,12 @@ impl OwnsKey for Entry {
     fn key(&self) -> &[u8] {
         Entry::key(self)
     }
+
+    /// The allocation: a compact entry's key is in its first bytes.
+    #[inline]
+    fn home(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
 }
 
 impl Drop for Entry {

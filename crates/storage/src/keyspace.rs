@@ -705,7 +705,8 @@ impl Db {
 
     /// Brings into the cache where each of `keys` would be (see
     /// [`crate::table::ShardedTable::warm`]): a bulk loader calls it for a batch of keys before
-    /// inserting them, so that the batch's cache misses overlap.
+    /// inserting them, a connection for the keys of a pipelined batch before running it, so
+    /// that the batch's cache misses overlap.
     pub fn warm<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
         self.table.warm(keys);
     }
