@@ -166,7 +166,8 @@ pub struct ServerConfig {
     /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
     /// `timeout`).
     pub timeout: u64,
-    /// Worker threads; 0 = one per core.
+    /// Worker threads; 0 = automatic: one per core but one, at least one
+    /// ([`ServerConfig::worker_threads`]).
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
     pub shutdown_timeout_ms: u64,
@@ -1029,6 +1030,15 @@ impl Config {
         }
     }
 
+    /// The worker threads to run: `server.threads`, or for 0 [`auto_worker_threads`] of this
+    /// machine's cores.
+    pub fn worker_threads(&self) -> usize {
+        match self.server.threads {
+            0 => auto_worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            n => n,
+        }
+    }
+
     /// The directory the server keeps its files in (the administrator secret; persistence's
     /// files): `persistence.dir`.
     pub fn data_dir(&self) -> PathBuf {
@@ -1106,6 +1116,18 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
 /// every directive ends in such a level (`ferrite_tenancy=debug,info`). Returns the tracing
 /// filter. A bare word that is not a level is refused: tracing would read `debgu` as a target
 /// name and silently log nothing.
+/// The default worker count for a machine of `cores` cores: all but one, at least one. The
+/// core left over runs what is not a worker: the kernel's network work for the connections
+/// (at one request per read and write it is most of a request's cost), the fsync and snapshot
+/// threads, long commands on the blocking pool, and often the clients themselves. Measured on
+/// 2 cores (docs/benchmarks.md, "What limits each row"): one worker needed about 1 µs less
+/// server CPU per SET than two with 50 clients not pipelined (fewer wake-ups and
+/// preemptions), and a migration no longer holds the worker for long (its drain yields it), so
+/// with one worker other tenants are not paused by a cutover.
+pub fn auto_worker_threads(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
+}
+
 pub fn log_filter(level: &str) -> Result<String, String> {
     fn one(l: &str) -> Option<&'static str> {
         Some(match l.to_ascii_lowercase().as_str() {
@@ -1158,6 +1180,21 @@ mod tests {
         let text = include_str!("../../../ferrite.toml");
         let cfg = Config::parse(text, None).unwrap();
         assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn automatic_workers_leave_one_core_but_never_none() {
+        assert_eq!(auto_worker_threads(0), 1);
+        assert_eq!(auto_worker_threads(1), 1);
+        assert_eq!(auto_worker_threads(2), 1);
+        assert_eq!(auto_worker_threads(4), 3);
+        assert_eq!(auto_worker_threads(64), 63);
+        let mut cfg = Config::default();
+        assert_eq!(cfg.server.threads, 0, "the default is automatic");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(cfg.worker_threads(), auto_worker_threads(cores));
+        cfg.server.threads = 3;
+        assert_eq!(cfg.worker_threads(), 3, "a set count is used as given");
     }
 
     #[test]

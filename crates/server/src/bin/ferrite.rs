@@ -41,7 +41,7 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
-    /// Worker threads (0 = one per core).
+    /// Worker threads (0 = one per core but one, at least one).
     #[arg(long)]
     threads: Option<usize>,
     /// Maximum simultaneous clients.
@@ -204,14 +204,15 @@ fn main() -> ExitCode {
     // One worker thread means one thread running every connection: the current-thread scheduler
     // does that without the work-stealing machinery (cross-thread queues, parking protocol) that
     // a one-worker multi-thread runtime still pays for on every wake-up.
-    let mut rt = if cfg.server.threads == 1 {
+    let workers = cfg.worker_threads();
+    let mut rt = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
     rt.enable_all();
-    if cfg.server.threads > 1 {
-        rt.worker_threads(cfg.server.threads);
+    if workers > 1 {
+        rt.worker_threads(workers);
     }
     let rt = match rt.build() {
         Ok(rt) => rt,

@@ -110,12 +110,7 @@ pub(super) async fn cutover(
     };
 
     // Hand over: from here the source answers MOVED; then the target is activated.
-    if let Err(e) = io
-        .ctl
-        .env
-        .registry
-        .mark_moved(&tenant, &io.ctl.info.redirect)
-    {
+    if let Err(e) = record_hand_over(io, &tenant).await {
         tenant.gate().open();
         return Err(abort(
             io,
@@ -154,6 +149,30 @@ pub(super) async fn cutover(
         downtime_ms,
         keys_migrated: keys,
     })
+}
+
+/// Records the hand-over ([`crate::Registry::mark_moved`]: moved, and the tenant catalog
+/// written and fsynced) on the blocking pool. An fsync can take tens of milliseconds on a busy
+/// disk, during which a runtime worker would serve no connection; with one worker no tenant
+/// at all. Not interruptible, as before: CANCEL waits until it is recorded or refused.
+pub(super) async fn record_hand_over(
+    io: &Io<'_>,
+    tenant: &std::sync::Arc<crate::Tenant>,
+) -> Result<(), crate::TenancyError> {
+    let registry = io.ctl.env.registry.clone();
+    let (moving, to) = (tenant.clone(), io.ctl.info.redirect.clone());
+    let before = tenant.state();
+    match tokio::task::spawn_blocking(move || registry.mark_moved(&moving, &to)).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            // The write never finished: served here, as when it fails (the target is not
+            // activated yet).
+            tenant.set_state(before);
+            Err(crate::TenancyError::Persist(format!(
+                "the catalog write stopped: {e}"
+            )))
+        }
+    }
 }
 
 /// Back to live sync after a cutover that did not hand over, saying why.

@@ -336,12 +336,7 @@ async fn complete(
             return Err(unwind(io, e));
         }
     }
-    if let Err(e) = io
-        .ctl
-        .env
-        .registry
-        .mark_moved(&tenant, &io.ctl.info.redirect)
-    {
+    if let Err(e) = super::cutover::record_hand_over(io, &tenant).await {
         install(&tenant, base);
         // Best effort: the target sends the pattern's clients back here again.
         let _ = tokio::time::timeout(

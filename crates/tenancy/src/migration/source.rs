@@ -579,13 +579,54 @@ pub(super) async fn copy_whole(work: &mut Work, io: &mut Io<'_>, keys: Vec<Vec<u
     send_all(work, io).await
 }
 
+/// Changed keys taken from change capture per hold of the tenant's lock. The migration runs
+/// on a runtime worker like the connections: with one worker (`threads = 1`, or a one-core
+/// machine) a drain of 100,000 changes in one hold kept every other tenant waiting for the
+/// worker for the whole drain (a cutover's drain, under the gate, most of all). In holds of
+/// this many keys (well under a millisecond each) the worker serves other connections between
+/// them.
+const DRAIN_HOLD_KEYS: usize = 1_000;
+
 /// Takes up to `max` changed keys from change capture into the batch builders; large values
 /// join `large` instead (once: a value already waiting there is read whole when its turn
 /// comes). A large value already copied ships the effects that changed it since
 /// ([`super::delta`]), unless its whole value is cheaper or its effects cannot be trusted.
 /// `copying` is a large value whose copy is going out: it stays marked changed (its effects
 /// must follow the whole copy). Returns how many changed keys were taken.
+///
+/// The keys are taken in holds of [`DRAIN_HOLD_KEYS`], each ending as the one hold did (every
+/// key taken is in a builder or `large`, STATUS published), then full builders are sent and the
+/// worker is yielded. Change capture gives each changed key once, oldest first, so splitting
+/// the holds loses and repeats nothing; a change made between two holds is taken by a later
+/// one (or the next drain), as a change made after the one hold was. A graceful STOP's
+/// consistency point (`work.probe`) describes one instant, so that drain stays one hold.
 async fn read_changes(
+    work: &mut Work,
+    io: &mut Io<'_>,
+    max: usize,
+    large: &mut LargeQueue,
+    copying: Option<&[u8]>,
+) -> Res<usize> {
+    let hold = if work.probe.is_some() {
+        max
+    } else {
+        DRAIN_HOLD_KEYS
+    };
+    let mut taken = 0;
+    loop {
+        let step = (max - taken).min(hold);
+        let n = read_changes_held(work, io, step, large, copying).await?;
+        taken += n;
+        if n < step || taken >= max {
+            return Ok(taken);
+        }
+        send_full(work, io).await?;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// [`read_changes`] in one hold of the tenant's lock.
+async fn read_changes_held(
     work: &mut Work,
     io: &mut Io<'_>,
     max: usize,
