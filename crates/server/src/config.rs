@@ -166,8 +166,7 @@ pub struct ServerConfig {
     /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
     /// `timeout`).
     pub timeout: u64,
-    /// Worker threads; 0 = automatic: one per core but one, at least one
-    /// ([`ServerConfig::worker_threads`]).
+    /// Worker threads; 0 = automatic: one per core ([`Config::worker_threads`]).
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
     pub shutdown_timeout_ms: u64,
@@ -1111,23 +1110,20 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// The default worker count for a machine of `cores` cores: one per core. One worker fewer
+/// (one on 2 cores) was measured to cost about 1 µs less server CPU per unpipelined SET
+/// (docs/benchmarks.md, "What limits each row") but is not the default: with the old
+/// current-thread scheduler for one worker it hung the server, and a one-worker
+/// multi-thread runtime has not been measured.
+pub fn auto_worker_threads(cores: usize) -> usize {
+    cores.max(1)
+}
+
 /// Reads a log level as Redis names them (`debug`, `verbose`, `notice`, `warning`, `nothing`) or
 /// as tracing does (`trace`, `debug`, `info`, `warn`, `error`, `off`), or a tracing filter whose
 /// every directive ends in such a level (`ferrite_tenancy=debug,info`). Returns the tracing
 /// filter. A bare word that is not a level is refused: tracing would read `debgu` as a target
 /// name and silently log nothing.
-/// The default worker count for a machine of `cores` cores: all but one, at least one. The
-/// core left over runs what is not a worker: the kernel's network work for the connections
-/// (at one request per read and write it is most of a request's cost), the fsync and snapshot
-/// threads, long commands on the blocking pool, and often the clients themselves. Measured on
-/// 2 cores (docs/benchmarks.md, "What limits each row"): one worker needed about 1 µs less
-/// server CPU per SET than two with 50 clients not pipelined (fewer wake-ups and
-/// preemptions), and a migration no longer holds the worker for long (its drain yields it), so
-/// with one worker other tenants are not paused by a cutover.
-pub fn auto_worker_threads(cores: usize) -> usize {
-    cores.saturating_sub(1).max(1)
-}
-
 pub fn log_filter(level: &str) -> Result<String, String> {
     fn one(l: &str) -> Option<&'static str> {
         Some(match l.to_ascii_lowercase().as_str() {
@@ -1183,12 +1179,11 @@ mod tests {
     }
 
     #[test]
-    fn automatic_workers_leave_one_core_but_never_none() {
+    fn automatic_workers_are_one_per_core_and_never_none() {
         assert_eq!(auto_worker_threads(0), 1);
         assert_eq!(auto_worker_threads(1), 1);
-        assert_eq!(auto_worker_threads(2), 1);
-        assert_eq!(auto_worker_threads(4), 3);
-        assert_eq!(auto_worker_threads(64), 63);
+        assert_eq!(auto_worker_threads(2), 2);
+        assert_eq!(auto_worker_threads(64), 64);
         let mut cfg = Config::default();
         assert_eq!(cfg.server.threads, 0, "the default is automatic");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -7,8 +7,7 @@
 //! commands run at once (one core is left to the workers), first come, first served; a tenant
 //! whose long command waits for a slot does not hold its keyspace meanwhile.
 //!
-//! This works the same on the current-thread runtime (`threads = 1`), where `block_in_place`
-//! is not available: the blocking pool has its own threads either way.
+//! This needs no `block_in_place`: the blocking pool has its own threads.
 
 use std::sync::Arc;
 

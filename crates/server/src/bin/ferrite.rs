@@ -41,7 +41,7 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
-    /// Worker threads (0 = one per core but one, at least one).
+    /// Worker threads (0 = one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Maximum simultaneous clients.
@@ -201,19 +201,15 @@ fn main() -> ExitCode {
         reload.reload(f).map_err(|e| e.to_string())
     });
 
-    // One worker thread means one thread running every connection: the current-thread scheduler
-    // does that without the work-stealing machinery (cross-thread queues, parking protocol) that
-    // a one-worker multi-thread runtime still pays for on every wake-up.
+    // Always the multi-thread scheduler, even for one worker: code that is not async takes a
+    // tenant's keyspace lock with `Keyspace::lock`, which on this scheduler hands the worker's
+    // other tasks to another thread while it waits (`block_in_place`). The current-thread
+    // scheduler cannot, so a wait behind a task of the same thread never ended (a blocked
+    // client leaving its queues while a restore held the lock hung the server).
     let workers = cfg.worker_threads();
-    let mut rt = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
-    if workers > 1 {
-        rt.worker_threads(workers);
-    }
+    rt.worker_threads(workers);
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
