@@ -34,18 +34,8 @@ pub(crate) fn put_len(buf: &mut Vec<u8>, mut n: usize) {
 /// The element at `pos` and the position after it. `pos` must be the start of an element of a
 /// buffer built by [`put`] (positions never come from outside the value).
 #[inline]
-pub(crate) fn read(buf: &[u8], mut pos: usize) -> (&[u8], usize) {
-    let mut n = 0usize;
-    let mut shift = 0;
-    loop {
-        let b = buf[pos];
-        pos += 1;
-        n |= usize::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
+pub(crate) fn read(buf: &[u8], pos: usize) -> (&[u8], usize) {
+    let (n, pos) = read_len(buf, pos);
     (&buf[pos..pos + n], pos + n)
 }
 
