@@ -211,20 +211,29 @@ pub(crate) fn compact_len(count: usize, body_len: usize) -> usize {
     len_of_len(count) + if count > SUMLESS_MAX { 8 } else { 0 } + body_len
 }
 
-/// A LEB128 length at `pos` and the position after it (in bytes this module wrote).
+/// A LEB128 number at `pos` of a buffer this crate wrote, and the position after it (the
+/// packed forms' lengths, the stream blocks' varints).
 #[inline]
-fn read_len(buf: &[u8], mut pos: usize) -> (usize, usize) {
-    let mut n = 0usize;
+pub(crate) fn read_leb128(buf: &[u8], mut pos: usize) -> (u64, usize) {
+    let mut v = 0u64;
     let mut shift = 0;
     loop {
         let b = buf[pos];
         pos += 1;
-        n |= usize::from(b & 0x7f) << shift;
+        v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
-            return (n, pos);
+            return (v, pos);
         }
         shift += 7;
     }
+}
+
+/// A LEB128 length at `pos` and the position after it (in bytes this module wrote, from a
+/// `usize`, so it fits one).
+#[inline]
+fn read_len(buf: &[u8], pos: usize) -> (usize, usize) {
+    let (n, pos) = read_leb128(buf, pos);
+    (n as usize, pos)
 }
 
 /// A packed form wherever it is kept: in the value's own allocation ([`Packed`]: a fixed header,

@@ -166,18 +166,8 @@ fn put_elem(buf: &mut Vec<u8>, e: &[u8]) {
 /// Reads a varint at `pos` of a block's buffer. Blocks are only ever written by this module, so
 /// positions and lengths are trusted (bytes from outside come in through [`decode_item`]).
 #[inline]
-fn read_varint(buf: &[u8], mut pos: usize) -> (u64, usize) {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = buf[pos];
-        pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return (v, pos);
-        }
-        shift += 7;
-    }
+fn read_varint(buf: &[u8], pos: usize) -> (u64, usize) {
+    crate::pack::read_leb128(buf, pos)
 }
 
 #[inline]
