@@ -7,6 +7,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The worker count `FERRITE_TEST_THREADS` asks every test server to run with, if set.
+pub fn test_threads() -> Option<String> {
+    std::env::var("FERRITE_TEST_THREADS")
+        .ok()
+        .filter(|n| !n.is_empty())
+}
+
 /// Path of the `ferrite` binary: `FERRITE_BIN` when set (to test another build); else the one
 /// cargo built for this test (tests of the server crate, which owns the binary); else `ferrite`
 /// in the test binary's target directory (`target/<profile>/deps/<test>` →
@@ -187,6 +194,13 @@ impl Server {
             if !args.iter().any(|a| a == flag) {
                 args.extend([flag.to_string(), default.to_string()]);
             }
+        }
+        // FERRITE_TEST_THREADS=N runs a whole suite's servers with `--threads N` (e.g. 1: the
+        // current-thread runtime) unless a test picks its own count.
+        if let Some(n) = test_threads()
+            && !args.iter().any(|a| a == "--threads")
+        {
+            args.extend(["--threads".to_string(), n]);
         }
         let mut command = match (memory_kib, wrapper.split_first()) {
             (Some(kib), _) => {

@@ -131,6 +131,10 @@ class FerriteServer:
         if "--dir" not in self.extra_args and "--appendonly" not in self.extra_args:
             args += ["--dir", self.data_dir]
         args += self.extra_args
+        # FERRITE_TEST_THREADS=N runs the suite's servers with `--threads N` (e.g. 1: the
+        # current-thread runtime) unless a test picks its own count.
+        if os.environ.get("FERRITE_TEST_THREADS") and "--threads" not in args:
+            args += ["--threads", os.environ["FERRITE_TEST_THREADS"]]
         self._spawn(args)
         deadline = time.monotonic() + START_TIMEOUT
         try:

@@ -39,7 +39,10 @@ class Ferrite:
         self.proc = subprocess.Popen(
             [ferrite_bin(), "--port", "0", "--metrics-addr", "off", "--log-level", "warn",
              "--admin-secret-file", secret_file, "--migration-token", "ferrite-redirects-test",
-             "--dir", self.dir.name],
+             "--dir", self.dir.name]
+            # As conftest.py: FERRITE_TEST_THREADS=N runs the servers with `--threads N`.
+            + (["--threads", os.environ["FERRITE_TEST_THREADS"]]
+               if os.environ.get("FERRITE_TEST_THREADS") else []),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -443,8 +443,13 @@ impl Persistence {
     /// Stops journaling `t` and returns its incarnation.
     fn detach(&self, t: &Arc<Tenant>) -> Option<u64> {
         let a = self.attached.lock().remove(&key_of(t))?;
-        a.keyspace.lock().unsubscribe(a.sink);
+        // Called from async tasks (TENANT.DELETE, an import's end): never a blocking wait for
+        // a busy tenant's lock. The closed log drops what is published until then.
         a.log.close();
+        let sink = a.sink;
+        a.keyspace.lock_later(move |db| {
+            db.unsubscribe(sink);
+        });
         self.core.forget(t.id());
         Some(a.incarnation)
     }

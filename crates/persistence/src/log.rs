@@ -501,7 +501,9 @@ impl TenantLog {
 impl EffectSink for TenantLog {
     fn publish(&self, effects: &Effects<'_>) {
         let mut p = self.pending.lock();
-        if p.broken {
+        // Closed: detached from its tenant, which may still publish until its keyspace lock
+        // is free to unsubscribe (`Persistence::detach`).
+        if p.broken || self.is_closed() {
             return;
         }
         let start = begin_frame(&mut p.buf);

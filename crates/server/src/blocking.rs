@@ -16,7 +16,8 @@
 //! reply is delivered instead (a popped value is never lost).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -59,6 +60,9 @@ pub struct BlockedClient {
     /// Wakes the connection (served or asked to unblock); a wake-up before the connection
     /// waits is kept (one permit).
     woken: Notify,
+    /// The connection is gone (its task was dropped while it waited): a write that reaches
+    /// this waiter before it has left the queues takes it off them without popping for it.
+    gone: AtomicBool,
 }
 
 impl std::fmt::Debug for BlockedClient {
@@ -75,6 +79,9 @@ impl Waiter for BlockedClient {
     }
 
     fn serve(&self, db: &mut Db, key: &[u8], now: u64) -> bool {
+        if self.gone.load(Acquire) {
+            return true;
+        }
         let mut out = BytesMut::new();
         let mut w = ReplyWriter::limited(&mut out, self.proto, self.reply_limit);
         // Pops use no randomness; a generator is required by the context.
@@ -169,10 +176,11 @@ impl Blocked {
         self.client.woken.notified().await
     }
 
-    /// The wait is over for `why`: leaves the queues (under the lock) and writes the reply: the
-    /// served one if a write got there first, else the one `why` calls for. Returns whether the
-    /// connection is still blocked (a spurious wake-up).
-    pub fn finish(&mut self, why: Woken, proto: Protocol, out: &mut BytesMut) -> bool {
+    /// The wait is over for `why`: leaves the queues (under the lock, waited for without
+    /// holding the thread) and writes the reply: the served one if a write got there first,
+    /// else the one `why` calls for. Returns whether the connection is still blocked (a
+    /// spurious wake-up).
+    pub async fn finish(&mut self, why: Woken, proto: Protocol, out: &mut BytesMut) -> bool {
         let unblock = match why {
             Woken::Notified => {
                 let unblock = *self.client.unblock.lock();
@@ -183,8 +191,11 @@ impl Blocked {
             }
             _ => None,
         };
-        let served = self.leave();
-        if let Some(reply) = served {
+        if !self.done {
+            self.keyspace.lock_async().await.unblock(&self.waiter);
+            self.left();
+        }
+        if let Some(reply) = self.client.served.lock().take() {
             out.extend_from_slice(&reply);
             return false;
         }
@@ -203,23 +214,30 @@ impl Blocked {
         false
     }
 
-    /// Leaves every queue; returns the reply a write parked for it first, if any.
-    fn leave(&mut self) -> Option<BytesMut> {
-        if !self.done {
-            self.done = true;
-            self.keyspace.lock().unblock(&self.waiter);
-            *self.info.blocked.lock() = None;
-            self.shared.stats.blocked_clients.fetch_sub(1, Relaxed);
-        }
-        self.client.served.lock().take()
+    /// The client is no longer blocked (it left the queues, or will without it).
+    fn left(&mut self) {
+        self.done = true;
+        *self.info.blocked.lock() = None;
+        self.shared.stats.blocked_clients.fetch_sub(1, Relaxed);
     }
 }
 
 impl Drop for Blocked {
     fn drop(&mut self) {
         // However the connection ends, the client leaves the queues: no write may serve (pop
-        // for) a connection that is gone.
-        self.leave();
+        // for) a connection that is gone. Drop cannot wait for the lock, and a blocking wait
+        // could hang the only worker thread (`Keyspace::lock`): marked gone, the waiter is
+        // taken off its queues by the next write to one of its keys without popping for it,
+        // or by `lock_later` (at once when the lock is free, else by a task that waits).
+        if self.done {
+            return;
+        }
+        self.client.gone.store(true, Release);
+        self.left();
+        let waiter = self.waiter.clone();
+        self.keyspace.lock_later(move |db| {
+            db.unblock(&waiter);
+        });
     }
 }
 
@@ -300,6 +318,7 @@ pub async fn run(
             served: Mutex::new(None),
             unblock: Mutex::new(None),
             woken: Notify::new(),
+            gone: AtomicBool::new(false),
         });
         let waiter: Arc<dyn Waiter> = client.clone();
         // Under the same lock as the attempt: a write that comes after it finds the client

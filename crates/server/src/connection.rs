@@ -427,7 +427,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             {
                 Some(why) => {
                     let before = out.len();
-                    if blocked.finish(why, state.proto, &mut out) {
+                    if blocked.finish(why, state.proto, &mut out).await {
                         state.blocked = Some(blocked);
                         continue;
                     }

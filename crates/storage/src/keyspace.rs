@@ -198,18 +198,31 @@ impl Keyspace {
         &self.key_events
     }
 
-    /// Locks the keyspace, blocking the calling thread until it is this caller's turn. For code
-    /// that is not async (tests, the blocking pool); async code must wait with
-    /// [`Keyspace::lock_async`], which leaves the thread to other tasks.
+    /// Locks the keyspace, blocking the calling thread until it is this caller's turn. For
+    /// threads that are not the runtime's async workers: tests, the blocking pool, the
+    /// persistence and snapshot threads. Async code waits with [`Keyspace::lock_async`] or
+    /// [`Keyspace::lock_owned`], which leave the thread to other tasks, or moves its work to the
+    /// blocking pool.
     ///
     /// Why async code must not block here: the lock is handed over in arrival order, so the
-    /// next owner may be a connection's task that can only run once a worker thread is free. On
-    /// a multi-threaded runtime this call therefore gives its worker's other tasks to another
-    /// thread while it waits (`block_in_place`); on the current-thread runtime nothing can, and
-    /// blocking its only thread behind a queued task would never end.
+    /// next owner may be a connection's task that can only run once its worker thread is free.
+    /// On the multi-thread scheduler this call gives the worker's other tasks to another thread
+    /// while it waits (`block_in_place`), a safety net that costs a thread hand-over; the
+    /// current-thread scheduler (one worker, [`mark_async_worker`]) has no other thread, and
+    /// blocking its only thread behind a task of that thread never ends. So a contended call
+    /// on such a worker is a bug: debug builds panic, release builds log it before waiting.
     pub fn lock(&self) -> DbGuard<'_> {
         if let Ok(g) = self.db.try_lock() {
             return g;
+        }
+        if ASYNC_WORKER.get() {
+            debug_assert!(
+                false,
+                "Keyspace::lock waited on the current-thread runtime's worker"
+            );
+            tracing::error!(
+                "a keyspace lock was waited for on the only async worker thread: this can hang the server"
+            );
         }
         // Outside the task budget: the budget of an async caller's task would otherwise make
         // the wait return "not yet" forever, since blocking never yields back to tokio.
@@ -217,6 +230,23 @@ impl Keyspace {
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
+        }
+    }
+
+    /// Runs `f` under the lock for a caller that must not wait (a `Drop`, a hook called from
+    /// an async task): now if the lock is free, else from a task that waits for it without
+    /// holding a thread (on the caller's runtime), else, outside any runtime, by waiting here.
+    /// For clean-ups whose moment does not matter (leaving queues, ending a subscription).
+    pub fn lock_later(self: &Arc<Self>, f: impl FnOnce(&mut Db) + Send + 'static) {
+        if let Some(mut db) = self.try_lock() {
+            return f(&mut db);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let ks = self.clone();
+                rt.spawn(async move { f(&mut *ks.lock_async().await) });
+            }
+            Err(_) => f(&mut self.lock()),
         }
     }
 
@@ -1181,6 +1211,18 @@ impl Db {
     }
 }
 
+thread_local! {
+    /// This thread is the only worker of a current-thread runtime (see [`mark_async_worker`]).
+    static ASYNC_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as the only worker of a current-thread runtime (the thread that
+/// runs its `block_on`), so [`Keyspace::lock`] can tell a wait that may never end from a wait
+/// of the blocking pool or of a background thread.
+pub fn mark_async_worker() {
+    ASYNC_WORKER.set(true);
+}
+
 /// Runs a future to completion on the calling thread, parking it while the future waits (only
 /// used to wait for a keyspace lock from code that is not async).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -1214,6 +1256,45 @@ mod tests {
     /// The snapshot's walk never takes the lock ahead of a connection waiting for it, even one
     /// that came after the walk started waiting (a queued walk would), and still gets it once
     /// the keyspace has a free moment.
+    #[test]
+    fn lock_later_runs_at_once_when_free_and_after_the_holder_without_blocking() {
+        use std::sync::atomic::AtomicUsize;
+        let ks = Arc::new(Keyspace::new());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        ks.lock_later(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "free: ran at once");
+        // One thread: the holder is a task of the same thread, as on the one-worker runtime.
+        // A blocking wait here would never end; `lock_later` must leave it to a task.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let held = ks.lock_async().await;
+            let (r, k) = (ran.clone(), ks.clone());
+            let waiter = tokio::spawn(async move {
+                let _g = k.lock_async().await;
+                r.fetch_add(10, Ordering::SeqCst);
+            });
+            tokio::task::yield_now().await;
+            let r = ran.clone();
+            ks.lock_later(move |_| {
+                r.fetch_add(100, Ordering::SeqCst);
+            });
+            assert_eq!(ran.load(Ordering::SeqCst), 1, "busy: not run yet, and not blocked");
+            drop(held);
+            waiter.await.unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while ran.load(Ordering::SeqCst) != 111 && std::time::Instant::now() < deadline {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 111, "ran after the queued waiter");
+    }
+
     #[test]
     fn lock_when_free_never_goes_ahead_of_a_queued_waiter() {
         use std::sync::Mutex as StdMutex;

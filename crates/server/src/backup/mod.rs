@@ -330,7 +330,7 @@ pub async fn restore(
         ))
     })?;
     let (keys, digest) = {
-        let db = fresh.lock();
+        let db = fresh.lock_async().await;
         (
             db.digest().keys(),
             BackupMeta::digest_hex(db.digest().combined()),

@@ -201,15 +201,22 @@ fn main() -> ExitCode {
         reload.reload(f).map_err(|e| e.to_string())
     });
 
-    // Always the multi-thread scheduler, even for one worker: code that is not async takes a
-    // tenant's keyspace lock with `Keyspace::lock`, which on this scheduler hands the worker's
-    // other tasks to another thread while it waits (`block_in_place`). The current-thread
-    // scheduler cannot, so a wait behind a task of the same thread never ended (a blocked
-    // client leaving its queues while a restore held the lock hung the server).
+    // One worker runs on tokio's current-thread scheduler: its tasks wake each other without
+    // cross-thread notifications (no eventfd write, no futex) and the tenant's data, Lua
+    // states and connections stay in one core's cache. That is safe because no async task
+    // blocks its thread waiting for a keyspace lock (`Keyspace::lock` is only for other
+    // threads; this thread is marked so a violation is reported). More workers run on the
+    // multi-thread scheduler.
     let workers = cfg.worker_threads();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = if workers == 1 {
+        ferrite_storage::keyspace::mark_async_worker();
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.worker_threads(workers);
+        rt
+    };
     rt.enable_all();
-    rt.worker_threads(workers);
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {

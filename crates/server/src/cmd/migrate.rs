@@ -862,22 +862,16 @@ pub async fn run(
 }
 
 /// Runs an import step that takes the imported tenant's keyspace lock (blocking) on the blocking
-/// pool when that tenant already serves clients here (an incremental migration after its first
-/// pattern; VERIFY after activation): its connections wait for the same lock asynchronously,
-/// and a worker thread blocked here may be the one that must run the task the lock was handed
-/// to. Otherwise it runs here, as it always has.
-fn serves_clients(imports: &ferrite_tenancy::ImportManager, id: &str) -> bool {
-    imports
-        .get(id)
-        .is_ok_and(|i| i.tenant().state() == ferrite_tenancy::TenantState::Active)
-}
-
+/// pool when that wait could be long or endless (`ImportManager::step_may_wait`: the tenant
+/// already serves clients here, or its lock is busy): its connections wait for the same lock
+/// asynchronously, and a worker thread blocked here may be the one that must run the task the
+/// lock was handed to. Otherwise (the usual case) it runs here: no copy, no thread hop.
 async fn import_step<T: Send + 'static>(
     imports: &Arc<ferrite_tenancy::ImportManager>,
     id: &str,
     f: impl FnOnce(&ferrite_tenancy::ImportManager) -> T + Send + 'static,
 ) -> Result<T, ErrorReply> {
-    if !serves_clients(imports, id) {
+    if !imports.step_may_wait(id) {
         return Ok(f(imports));
     }
     let imports = imports.clone();
@@ -996,7 +990,7 @@ async fn import(
             w.bulk_str(imp.state().name());
         }
         "tenant.import.batch" => {
-            let seq = if serves_clients(imports, &id) {
+            let seq = if imports.step_may_wait(&id) {
                 let payload = args.get(2).to_vec();
                 let step = id.clone();
                 import_step(imports, &id, move |i| i.apply_batch(&step, &payload)).await?

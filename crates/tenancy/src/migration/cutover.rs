@@ -126,7 +126,7 @@ pub(super) async fn cutover(
         Activation::Refused(reason) => {
             // The target says the import is gone or aborted, so it is not serving the tenant:
             // taking the tenant back is safe.
-            return Err(take_back(io, &reason, "cutover failed"));
+            return Err(take_back(io, &reason, "cutover failed").await);
         }
         Activation::Unconfirmed(reason) => {
             tenant.gate().open();
@@ -465,11 +465,11 @@ pub(super) async fn activate(
 }
 
 /// The target lost the import after the hand-over: the tenant is served here again.
-pub(super) fn take_back(io: &mut Io<'_>, reason: &str, what: &str) -> MigrationError {
+pub(super) async fn take_back(io: &mut Io<'_>, reason: &str, what: &str) -> MigrationError {
     let tenant = io.ctl.info.tenant.clone();
     let msg = match io.ctl.env.registry.reclaim(&tenant) {
         Ok(()) => {
-            tenant.keyspace().lock().start_tracking();
+            tenant.keyspace().lock_async().await.start_tracking();
             tenant.gate().open();
             io.ctl.handed_over = false;
             format!("{what}, the source still owns the tenant: {reason}")
@@ -516,7 +516,8 @@ pub(super) async fn retry_activation(work: &mut Work, io: &mut Io<'_>) -> Res<Cu
             io,
             &format!("the target lost the import ({reason})"),
             "activation refused",
-        )),
+        )
+        .await),
         Activation::Unconfirmed(reason) => {
             let msg = format!("activation still unconfirmed: {reason}");
             io.ctl.note_error(&msg);

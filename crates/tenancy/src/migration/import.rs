@@ -385,6 +385,18 @@ impl ImportManager {
         Ok(batch.seq)
     }
 
+    /// Whether an import step (which takes the staged tenant's lock with
+    /// [`ferrite_storage::Keyspace::lock`]) must leave the async worker for the blocking pool:
+    /// the tenant serves clients (conflict resolution, incremental mode: a client's batch may
+    /// hold the lock), or its lock is taken or awaited right now. A step started while the
+    /// lock is free and nobody waits for it, with no await in between, cannot wait for a task
+    /// of its own thread: none can queue before the step ends, so it may run on the worker.
+    pub fn step_may_wait(&self, id: &str) -> bool {
+        self.get(id).is_ok_and(|i| {
+            i.staged.state() == TenantState::Active || i.staged.keyspace().try_lock().is_none()
+        })
+    }
+
     /// Where each stream's applied batches end, for a sender that reconnects. Also the source's
     /// heartbeat: an import that hears nothing for `sync_timeout_secs` is reaped, and a quiet
     /// tenant in live sync sends no batches.

@@ -363,7 +363,7 @@ async fn complete(
     match activation {
         Activation::Confirmed => {}
         Activation::Refused(reason) => {
-            let e = take_back(io, &reason, "cutover failed");
+            let e = take_back(io, &reason, "cutover failed").await;
             install(&tenant, base);
             return Err(e);
         }
