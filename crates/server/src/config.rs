@@ -166,7 +166,7 @@ pub struct ServerConfig {
     /// Close a connection idle (nothing received) for this many seconds; 0 = never (Redis's
     /// `timeout`).
     pub timeout: u64,
-    /// Worker threads; 0 = automatic: one per core ([`Config::worker_threads`]).
+    /// Worker threads; 0 = automatic: all cores but one, at least one ([`Config::worker_threads`]).
     pub threads: usize,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
     pub shutdown_timeout_ms: u64,
@@ -1110,13 +1110,16 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
-/// The default worker count for a machine of `cores` cores: one per core. One worker fewer
-/// (one on 2 cores) was measured to cost about 1 µs less server CPU per unpipelined SET
-/// (docs/benchmarks.md, "What limits each row") but is not the default: with the old
-/// current-thread scheduler for one worker it hung the server, and a one-worker
-/// multi-thread runtime has not been measured.
+/// The default worker count for a machine of `cores` cores: all cores but one, at least one.
+/// At P=1 most of a request's cost is the kernel's network work, done on the cores of the
+/// sending and receiving threads, and a server also runs its fsync, snapshot and blocking-pool
+/// threads: a spare core takes those instead of preempting a worker. One worker (2 cores) runs
+/// on the current-thread scheduler, which needs less CPU per request than one or two workers
+/// on the multi-thread scheduler (docs/benchmarks.md, "What limits each row", 2026-12-04
+/// 21:00); long commands, scripts past their slice and migration drains leave the worker, so
+/// one busy tenant does not stall the others.
 pub fn auto_worker_threads(cores: usize) -> usize {
-    cores.max(1)
+    cores.saturating_sub(1).max(1)
 }
 
 /// Reads a log level as Redis names them (`debug`, `verbose`, `notice`, `warning`, `nothing`) or
@@ -1179,11 +1182,12 @@ mod tests {
     }
 
     #[test]
-    fn automatic_workers_are_one_per_core_and_never_none() {
+    fn automatic_workers_are_all_cores_but_one_and_never_none() {
         assert_eq!(auto_worker_threads(0), 1);
         assert_eq!(auto_worker_threads(1), 1);
-        assert_eq!(auto_worker_threads(2), 2);
-        assert_eq!(auto_worker_threads(64), 64);
+        assert_eq!(auto_worker_threads(2), 1, "one worker: the current-thread scheduler");
+        assert_eq!(auto_worker_threads(3), 2);
+        assert_eq!(auto_worker_threads(64), 63);
         let mut cfg = Config::default();
         assert_eq!(cfg.server.threads, 0, "the default is automatic");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -41,7 +41,7 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
-    /// Worker threads (0 = one per core).
+    /// Worker threads (0 = all cores but one, at least one; one runs on the current-thread scheduler).
     #[arg(long)]
     threads: Option<usize>,
     /// Maximum simultaneous clients.
