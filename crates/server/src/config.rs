@@ -1185,7 +1185,11 @@ mod tests {
     fn automatic_workers_are_all_cores_but_one_and_never_none() {
         assert_eq!(auto_worker_threads(0), 1);
         assert_eq!(auto_worker_threads(1), 1);
-        assert_eq!(auto_worker_threads(2), 1, "one worker: the current-thread scheduler");
+        assert_eq!(
+            auto_worker_threads(2),
+            1,
+            "one worker: the current-thread scheduler"
+        );
         assert_eq!(auto_worker_threads(3), 2);
         assert_eq!(auto_worker_threads(64), 63);
         let mut cfg = Config::default();

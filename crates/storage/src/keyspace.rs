@@ -1284,7 +1284,11 @@ mod tests {
             ks.lock_later(move |_| {
                 r.fetch_add(100, Ordering::SeqCst);
             });
-            assert_eq!(ran.load(Ordering::SeqCst), 1, "busy: not run yet, and not blocked");
+            assert_eq!(
+                ran.load(Ordering::SeqCst),
+                1,
+                "busy: not run yet, and not blocked"
+            );
             drop(held);
             waiter.await.unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -1292,7 +1296,11 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        assert_eq!(ran.load(Ordering::SeqCst), 111, "ran after the queued waiter");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            111,
+            "ran after the queued waiter"
+        );
     }
 
     #[test]
