@@ -691,6 +691,77 @@ mod tests {
         log.publish(&Effects::new(1, &argv));
     }
 
+    /// Under `always` a commit runs the fsync itself (no fsync thread is started here), and
+    /// only then may the reply go; a commit that finds an fsync running waits for it instead of
+    /// running its own; writers on several threads all end with their records on disk.
+    #[test]
+    fn under_always_the_writer_runs_the_fsync_itself_or_waits_for_the_running_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let core = Core::new(FsyncPolicy::Always);
+        let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+        publish_set(&log, "a");
+        let position = Durability::journaled(&*log);
+        assert_eq!(Durability::commit(&*log, position), Ok(None));
+        assert!(log.synced() >= position, "acknowledged before its fsync");
+        assert_eq!(core.stats.fsyncs.load(Relaxed), 1);
+
+        // Another fsync is running: a commit does not start a second one; its wait ends once
+        // the running one ended and its records are on disk.
+        publish_set(&log, "b");
+        let position = Durability::journaled(&*log);
+        log.syncing.store(true, SeqCst);
+        assert_eq!(Durability::commit(&*log, position), Ok(Some(position)));
+        assert!(log.synced() < position);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let wait = Durability::wait_synced(&*log, position);
+            tokio::pin!(wait);
+            let early = tokio::time::timeout(Duration::from_millis(50), wait.as_mut()).await;
+            assert!(early.is_err(), "the wait ended while the other fsync ran");
+            log.syncing.store(false, SeqCst);
+            log.synced_notify.notify_waiters();
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .expect("the wait ends after the running fsync")
+                .expect("the records are in the log");
+        });
+        assert!(log.synced() >= position);
+
+        let threads = 4;
+        let per_thread = 200;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let log = &log;
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .expect("runtime");
+                    for i in 0..per_thread {
+                        publish_set(log, &format!("k{t}-{i}"));
+                        let position = Durability::journaled(&**log);
+                        let committed = Durability::commit(&**log, position).expect("commit");
+                        if let Some(p) = committed {
+                            rt.block_on(async {
+                                tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    Durability::wait_synced(&**log, p),
+                                )
+                                .await
+                                .expect("a wait ends")
+                                .expect("the records are in the log")
+                            });
+                        }
+                        assert!(log.synced() >= position, "acknowledged before its fsync");
+                    }
+                });
+            }
+        });
+    }
+
     /// A connection whose records another connection is writing does not block its worker
     /// thread on the file lock: its commit returns at once, and its wait ends when that write
     /// is done (here the write covers its records), with `always` only once the records are on
