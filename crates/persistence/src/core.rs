@@ -83,8 +83,8 @@ impl Stats {
     }
 }
 
+/// What the fsync thread waits on.
 struct SyncQueue {
-    requested: Vec<Arc<TenantLog>>,
     stop: bool,
 }
 
@@ -111,10 +111,7 @@ impl Core {
             failing_count: AtomicUsize::new(0),
             last_error: Mutex::new(String::new()),
             stats: Stats::default(),
-            queue: Mutex::new(SyncQueue {
-                requested: Vec::new(),
-                stop: false,
-            }),
+            queue: Mutex::new(SyncQueue { stop: false }),
             wake: Condvar::new(),
             wakeups: AtomicU64::new(0),
             logs: Mutex::new(Vec::new()),
@@ -215,23 +212,8 @@ impl Core {
         lock(&self.logs).iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Asks the fsync thread to sync `log` now (a writer waits under `always`).
-    ///
-    /// A request already queued covers this one (the fsync thread syncs whatever was written by
-    /// the time it takes the queue), so only a new one wakes the thread.
-    pub fn request_sync(&self, log: Arc<TenantLog>) {
-        let mut q = lock(&self.queue);
-        if q.requested.iter().any(|l| Arc::ptr_eq(l, &log)) {
-            return;
-        }
-        q.requested.push(log);
-        drop(q);
-        self.wake.notify_one();
-    }
-
-    /// Starts the fsync thread: it syncs requested logs at once (group commit: everything
-    /// written by the time it runs is covered by one fsync per log) and, with `everysec`, every
-    /// log once a second.
+    /// Starts the fsync thread: with `everysec`, it syncs every log once a second. (Under
+    /// `always` the writers that wait for an fsync run it themselves: `TenantLog::sync_here`.)
     pub fn spawn_sync_thread(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
         let core = self.clone();
         std::thread::Builder::new()
@@ -242,21 +224,21 @@ impl Core {
     fn sync_loop(&self) {
         let mut last_periodic = Instant::now();
         loop {
-            let (batch, periodic) = {
+            let stop = {
                 let mut q = lock(&self.queue);
                 loop {
                     if q.stop {
                         break;
                     }
-                    let periodic = self.policy() == FsyncPolicy::Everysec
-                        && last_periodic.elapsed() >= Duration::from_secs(1);
-                    if !q.requested.is_empty() || periodic {
+                    if self.policy() == FsyncPolicy::Everysec
+                        && last_periodic.elapsed() >= Duration::from_secs(1)
+                    {
                         break;
                     }
                     // Only `everysec` has a deadline. With `always` and `no` the thread sleeps
-                    // until a writer asks or the policy changes (both notify): a timeout there
-                    // used to wake it every millisecond, a futex call and a context switch each
-                    // that the workers paid for on a small machine.
+                    // until the policy changes or the server stops (both notify): a timeout
+                    // there used to wake it every millisecond, a futex call and a context
+                    // switch each that the workers paid for on a small machine.
                     q = if self.policy() == FsyncPolicy::Everysec {
                         let wait = Duration::from_secs(1).saturating_sub(last_periodic.elapsed());
                         match self
@@ -271,31 +253,18 @@ impl Core {
                     };
                     self.wakeups.fetch_add(1, Relaxed);
                 }
-                let stop = q.stop;
-                let batch = std::mem::take(&mut q.requested);
-                let periodic = self.policy() == FsyncPolicy::Everysec
-                    && last_periodic.elapsed() >= Duration::from_secs(1);
-                if stop {
-                    drop(q);
-                    for l in self.logs() {
-                        l.sync();
-                    }
-                    for l in batch {
-                        l.sync();
-                    }
-                    return;
-                }
-                (batch, periodic)
+                q.stop
             };
-            for l in &batch {
-                l.sync();
-            }
-            if periodic {
-                last_periodic = Instant::now();
+            if stop {
                 for l in self.logs() {
-                    if !l.is_closed() {
-                        l.sync();
-                    }
+                    l.sync();
+                }
+                return;
+            }
+            last_periodic = Instant::now();
+            for l in self.logs() {
+                if !l.is_closed() {
+                    l.sync();
                 }
             }
         }
