@@ -92,9 +92,16 @@ fn pipelined_large_values_arrive_intact_however_the_input_is_cut() {
         let writer = send_in_pieces(stream, wire, pieces);
         let got = read_n(&mut reader, expected.len(), Duration::from_secs(60));
         writer.join().expect("writer thread");
-        assert_eq!(got.len(), expected.len(), "round {round}: replies cut short");
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "round {round}: replies cut short"
+        );
         if let Some(at) = got.iter().zip(&expected).position(|(a, b)| a != b) {
-            panic!("round {round}: replies differ at byte {at} of {}", expected.len());
+            panic!(
+                "round {round}: replies differ at byte {at} of {}",
+                expected.len()
+            );
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
