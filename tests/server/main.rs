@@ -7,6 +7,7 @@ mod common;
 mod bad_input;
 mod basics;
 mod encodings;
+mod large_values;
 mod lifecycle;
 mod metrics_lint;
 mod quota;

@@ -344,7 +344,7 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                 },
                 _ => None,
             };
-            let stored = Value::Str(StrValue::new(value.to_vec()));
+            let stored = Value::Str(StrValue::from_slice(value));
             let removed = match slot {
                 Slot::Occupied(o) if new_expire.is_some_and(|t| t <= now) => {
                     let e = o.remove();
@@ -390,7 +390,7 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 fn put(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], expire: Option<u64>) {
     ctx.db.set(
         key,
-        Value::Str(StrValue::new(value.to_vec())),
+        Value::Str(StrValue::from_slice(value)),
         expire,
         ctx.now,
     );

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info_span};
 
 use crate::dispatch::{self, Batch, Flow};
+use crate::input::ReadRoom;
 use crate::output::OutputAccount;
 use crate::shared::{ClientFields, ClientInfo, Shared};
 
@@ -352,7 +353,8 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     };
     let mut decoder = RequestDecoder::new(limits);
     let mut ahead = Ahead::default();
-    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut room = ReadRoom::default();
+    let mut inbuf = room.buffer();
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let info = state.info.clone();
     let (mut rd, wr) = stream.split();
@@ -382,22 +384,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             let _ = stream.shutdown().await;
             return;
         }
-        if inbuf.is_empty() {
-            // Everything read was consumed: the next read starts at the beginning of the
-            // allocation again (this copies nothing). Otherwise the space consumed requests
-            // left behind is lost to reads until a `reserve` moves the unread rest back, and
-            // with requests of about the buffer's size (16 KB values) that rest is most of a
-            // request: one extra copy of every value (callgrind, SET of 16 KB values: 16k of
-            // 47k instructions per request were that copy).
-            let _ = inbuf.try_reclaim(inbuf.capacity() + 1);
-        }
-        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
-            if inbuf.is_empty() && inbuf.capacity() > 4 * 1024 * 1024 {
-                inbuf = BytesMut::with_capacity(READ_CHUNK);
-            } else {
-                inbuf.reserve(READ_CHUNK);
-            }
-        }
+        room.prepare(&mut inbuf);
         iterations = iterations.wrapping_add(1);
         if iterations % 64 == 0 {
             // The select below is biased towards reading, so a client that keeps its socket
@@ -456,6 +443,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             }
         }
         let reading = !state.closing;
+        let offered = ReadRoom::offered(&inbuf);
         let mailbox = state.subs.as_ref().map(|s| (s.mailbox.clone(), s.active()));
         if std::mem::take(&mut resume) {
             // Run what was read while blocked (or behind the blocking command).
@@ -471,6 +459,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                         return;
                     }
                     Ok(n) => {
+                        room.observe(offered, n);
                         shared.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
                         *info.last_active.lock() = state.batch.start();
                     }

@@ -9,6 +9,7 @@
 //! - [`connection`]: one client: parse, run in order, write replies; per-connection state.
 //! - [`dispatch`]: the one place that decides whether a command may run (auth, admin, MULTI,
 //!   ownership → MOVED/TRYAGAIN, throttle, write gate, quotas) and runs it.
+//! - [`input`]: how much a connection reads from its socket at a time.
 //! - [`blocking`]: clients waiting in BLPOP & co. (they hold no lock and no thread).
 //! - [`pubsub`]: per-tenant channels, subscribers' mailboxes, PUBLISH/SUBSCRIBE/PUBSUB.
 //! - [`cmd`]: server-level commands (HELLO, AUTH, CLIENT, CONFIG, INFO, MULTI/EXEC, ...).
@@ -33,6 +34,7 @@ pub mod dispatch;
 pub mod errors;
 mod hooks;
 pub mod info;
+pub mod input;
 pub mod metrics;
 mod migration_info;
 pub mod offload;

@@ -479,14 +479,37 @@ const EMBSTR_MAX: usize = 44;
 impl StrValue {
     pub fn new(data: Vec<u8>) -> Self {
         let crc = crc32fast::hash(&data);
-        let enc = if encoding::canonical_int(&data).is_some() {
+        let enc = StrValue::encoding_of(&data);
+        StrValue::with(data, crc, enc)
+    }
+
+    /// A copy of `data`; a short one is kept inline without a heap allocation (SET of a short
+    /// value: no allocation to make and free again).
+    pub fn from_slice(data: &[u8]) -> Self {
+        if data.len() > INLINE_STR {
+            return StrValue::new(data.to_vec());
+        }
+        let mut bytes = [0u8; INLINE_STR];
+        bytes[..data.len()].copy_from_slice(data);
+        StrValue {
+            repr: StrRepr::Inline {
+                len: data.len() as u8,
+                enc: StrValue::encoding_of(data),
+                bytes,
+                crc: crc32fast::hash(data),
+            },
+        }
+    }
+
+    /// The encoding Redis would report for a string of these bytes.
+    fn encoding_of(data: &[u8]) -> Encoding {
+        if encoding::canonical_int(data).is_some() {
             Encoding::Int
         } else if data.len() <= EMBSTR_MAX {
             Encoding::EmbStr
         } else {
             Encoding::Raw
-        };
-        StrValue::with(data, crc, enc)
+        }
     }
 
     /// Keeps `data` inline when it is short enough (its allocation is freed), else as it is.
@@ -2911,6 +2934,28 @@ mod tests {
             Encoding::Raw,
             "APPEND makes a raw string, as in Redis"
         );
+    }
+
+    /// A string made from a slice is the string made from a copy of it: same bytes, CRC,
+    /// digest and encoding, inline or not, integer or not, at every length around the bounds.
+    #[test]
+    fn from_slice_is_new_of_a_copy() {
+        for len in 0..=(EMBSTR_MAX + 2) {
+            for data in [vec![b'7'; len], vec![b'x'; len], vec![b'0'; len]] {
+                let a = StrValue::from_slice(&data);
+                let b = StrValue::new(data.clone());
+                assert_eq!(a.as_bytes(), &data[..]);
+                assert_eq!(a.as_bytes(), b.as_bytes());
+                assert_eq!(a.crc(), b.crc(), "len {len}");
+                assert_eq!(a.digest(), b.digest(), "len {len}");
+                assert_eq!(a.encoding(), b.encoding(), "len {len}");
+                assert_eq!(
+                    matches!(a.repr, StrRepr::Inline { .. }),
+                    len <= INLINE_STR,
+                    "len {len}"
+                );
+            }
+        }
     }
 
     fn list_from(items: &[&str]) -> ListValue {
