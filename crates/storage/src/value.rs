@@ -478,7 +478,7 @@ const EMBSTR_MAX: usize = 44;
 
 impl StrValue {
     pub fn new(data: Vec<u8>) -> Self {
-        let crc = crc32fast::hash(&data);
+        let crc = crate::digest::crc32(&data);
         let enc = if encoding::canonical_int(&data).is_some() {
             Encoding::Int
         } else if data.len() <= EMBSTR_MAX {
@@ -579,7 +579,7 @@ impl StrValue {
     pub fn append(&mut self, more: &[u8]) {
         let old_len = self.len();
         let mut h = crc32fast::Hasher::new_with_initial_len(self.crc(), old_len as u64);
-        let mut tail = crc32fast::Hasher::new();
+        let mut tail = crate::digest::crc_hasher();
         tail.update(more);
         h.combine(&tail);
         let new_crc = h.finalize();
@@ -618,7 +618,7 @@ impl StrValue {
             bytes[usize::from(*len)..].fill(0);
             bytes[offset..end].copy_from_slice(data);
             *len = (*len).max(end as u8);
-            *crc = crc32fast::hash(&bytes[..usize::from(*len)]);
+            *crc = crate::digest::crc32(&bytes[..usize::from(*len)]);
             *enc = Encoding::Raw;
             return;
         }
@@ -628,7 +628,7 @@ impl StrValue {
             buf.resize(end, 0);
         }
         buf[offset..end].copy_from_slice(data);
-        *crc = crc32fast::hash(buf);
+        *crc = crate::digest::crc32(buf);
         *enc = Encoding::Raw;
     }
 
@@ -670,7 +670,7 @@ impl<'a> StrRef<'a> {
     }
 
     pub fn digest(self) -> u64 {
-        let crc = self.crc.unwrap_or_else(|| crc32fast::hash(self.data));
+        let crc = self.crc.unwrap_or_else(|| crate::digest::crc32(self.data));
         mix64((u64::from(crc) << 32) ^ self.data.len() as u64 ^ 0x9e37_79b9_7f4a_7c15)
     }
 
@@ -687,7 +687,7 @@ impl<'a> StrRef<'a> {
 
     /// An owned copy, with the same encoding.
     pub fn to_owned(self) -> StrValue {
-        let crc = self.crc.unwrap_or_else(|| crc32fast::hash(self.data));
+        let crc = self.crc.unwrap_or_else(|| crate::digest::crc32(self.data));
         StrValue::with(self.data.to_vec(), crc, self.enc)
     }
 }
