@@ -483,11 +483,21 @@ impl Entry {
         !self.is_open()
     }
 
-    /// The key.
+    /// The key. Every lookup compares keys, so a compact entry's is read without finding where
+    /// its value ends.
+    #[inline]
     pub fn key(&self) -> &[u8] {
-        match self.as_open() {
-            Some(o) => &o.key,
-            None => self.as_compact().key(),
+        if let Some(o) = self.as_open() {
+            return &o.key;
+        }
+        let p = self.ptr.as_ptr();
+        // SAFETY: not open, so `p` is a live compact form built by `Entry::compact` (the
+        // contract of `layout_at`): its flags say where the key's length prefix is, and that
+        // many key bytes follow it inside the allocation, which `&self` lends for reading.
+        unsafe {
+            let at = FIXED + if *p & HAS_EXPIRE != 0 { 8 } else { 0 };
+            let (len, start) = read_len_at(p, at);
+            std::slice::from_raw_parts(p.add(start), len)
         }
     }
 
