@@ -123,6 +123,9 @@ pub struct ClientState {
     /// next (see [`crate::dispatch::Held`]); released at the end of the batch and before
     /// anything that may wait or take the lock itself.
     pub held: Option<crate::dispatch::Held>,
+    /// What the last rounds' warming learnt: whose keys were all one key (see
+    /// [`crate::dispatch::warm_batch`]).
+    pub warm_memo: crate::dispatch::WarmMemo,
     /// This connection's unsent replies as counted against the tenant's and the server's
     /// output budgets.
     pub output: OutputAccount,
@@ -294,6 +297,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         batch: Batch::default(),
         keyspace: None,
         held: None,
+        warm_memo: Default::default(),
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
         blocked: None,

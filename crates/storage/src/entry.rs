@@ -122,10 +122,17 @@ const _: () = {
     send_sync::<TableKey>();
 };
 
-/// The metadata of a compact entry and where its parts are.
+/// The metadata of a compact entry and where its parts are (found in one walk of its two
+/// length prefixes, [`layout_at`]: every read of a key or a value used to walk them again).
 struct Compact<'a> {
     flags: u8,
     bytes: &'a [u8],
+    /// Where the key's bytes start, and their length.
+    key_at: usize,
+    key_len: usize,
+    /// Where the value's bytes (a string's CRC and bytes, or the packed buffer) start; they run
+    /// to the end.
+    payload_at: usize,
 }
 
 impl<'a> Compact<'a> {
@@ -152,17 +159,12 @@ impl<'a> Compact<'a> {
         u64::from_le_bytes(b)
     }
 
-    fn key_at(&self) -> usize {
-        FIXED + if self.flags & HAS_EXPIRE != 0 { 8 } else { 0 }
-    }
-
     fn key(&self) -> &'a [u8] {
-        pack::read(self.bytes, self.key_at()).0
+        &self.bytes[self.key_at..self.key_at + self.key_len]
     }
 
     fn payload(&self) -> &'a [u8] {
-        let (_, next) = pack::read(self.bytes, self.key_at());
-        pack::read(self.bytes, next).0
+        &self.bytes[self.payload_at..]
     }
 
     fn value(&self) -> ValueRef<'a> {
@@ -240,32 +242,66 @@ fn compact_len(key_len: usize, payload_len: usize, has_expire: bool) -> usize {
         + payload_len
 }
 
-/// The length of the compact form at `p`, read from its flags and its two length prefixes.
+/// Where the parts of a compact form are: the key's start and length, the value's start, and
+/// the form's whole length.
+#[derive(Clone, Copy)]
+struct Layout {
+    key_at: usize,
+    key_len: usize,
+    payload_at: usize,
+    len: usize,
+}
+
+/// The layout of the compact form at `p`, read from its flags and its two length prefixes.
 ///
 /// # Safety
 /// `p` must point at a live compact form built by [`Entry::compact`]: then its flags say
 /// whether the 8 expiry bytes are there, and each length prefix is followed by that many bytes,
 /// so every byte read here lies inside the allocation and was initialized when it was built.
-unsafe fn compact_len_at(p: *const u8) -> usize {
+unsafe fn layout_at(p: *const u8) -> Layout {
     // SAFETY: (for every read below) see the function's contract.
     let flags = unsafe { *p };
-    let mut at = FIXED + if flags & HAS_EXPIRE != 0 { 8 } else { 0 };
-    for _ in 0..2 {
-        let mut n = 0usize;
-        let mut shift = 0;
-        loop {
-            // SAFETY: see the function's contract.
-            let b = unsafe { *p.add(at) };
-            at += 1;
-            n |= usize::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
-        at += n;
+    let at = FIXED + if flags & HAS_EXPIRE != 0 { 8 } else { 0 };
+    // SAFETY: the key's length prefix is at `at` (the contract).
+    let (key_len, key_at) = unsafe { read_len_at(p, at) };
+    // SAFETY: the value's length prefix follows the key's bytes (the contract).
+    let (payload_len, payload_at) = unsafe { read_len_at(p, key_at + key_len) };
+    Layout {
+        key_at,
+        key_len,
+        payload_at,
+        len: payload_at + payload_len,
     }
-    at
+}
+
+/// The LEB128 length at `p + at` and the position after it.
+///
+/// # Safety
+/// `p + at` must be a length prefix of a live compact form (see [`layout_at`]).
+#[inline]
+unsafe fn read_len_at(p: *const u8, mut at: usize) -> (usize, usize) {
+    let mut n = 0usize;
+    let mut shift = 0;
+    loop {
+        // SAFETY: a prefix's bytes lie inside the form, up to the one without the high bit
+        // (the function's contract).
+        let b = unsafe { *p.add(at) };
+        at += 1;
+        n |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return (n, at);
+        }
+        shift += 7;
+    }
+}
+
+/// The length of the compact form at `p`.
+///
+/// # Safety
+/// As for [`layout_at`].
+unsafe fn compact_len_at(p: *const u8) -> usize {
+    // SAFETY: the same contract.
+    unsafe { layout_at(p) }.len
 }
 
 /// The size of a compact entry's value (CRC and bytes, or the packed buffer), if a value with
@@ -394,10 +430,19 @@ impl Entry {
 
     #[inline]
     fn as_compact(&self) -> Compact<'_> {
-        let bytes = self.compact_bytes();
+        debug_assert!(!self.is_open());
+        let p = self.ptr.as_ptr();
+        // SAFETY: not open, so `p` is a compact form built by `Entry::compact` (the contract of
+        // `layout_at`), owned by this entry: a `Box<[u8]>` of exactly `layout.len` bytes.
+        let layout = unsafe { layout_at(p) };
+        // SAFETY: as above; `&self` lends it for reading.
+        let bytes = unsafe { std::slice::from_raw_parts(p, layout.len) };
         Compact {
             flags: bytes[0],
             bytes,
+            key_at: layout.key_at,
+            key_len: layout.key_len,
+            payload_at: layout.payload_at,
         }
     }
 
@@ -438,11 +483,21 @@ impl Entry {
         !self.is_open()
     }
 
-    /// The key.
+    /// The key. Every lookup compares keys, so a compact entry's is read without finding where
+    /// its value ends.
+    #[inline]
     pub fn key(&self) -> &[u8] {
-        match self.as_open() {
-            Some(o) => &o.key,
-            None => self.as_compact().key(),
+        if let Some(o) = self.as_open() {
+            return &o.key;
+        }
+        let p = self.ptr.as_ptr();
+        // SAFETY: not open, so `p` is a live compact form built by `Entry::compact` (the
+        // contract of `layout_at`): its flags say where the key's length prefix is, and that
+        // many key bytes follow it inside the allocation, which `&self` lends for reading.
+        unsafe {
+            let at = FIXED + if *p & HAS_EXPIRE != 0 { 8 } else { 0 };
+            let (len, start) = read_len_at(p, at);
+            std::slice::from_raw_parts(p.add(start), len)
         }
     }
 
@@ -599,25 +654,57 @@ impl Entry {
     /// [`Entry::key_digest_named`], and the element sum it hashed the elements for when this is
     /// a compact collection that leaves its sum out: a write hands it to
     /// [`Entry::open_with_sum`], so that opening does not hash them again.
+    #[cfg(test)]
     pub(crate) fn key_digest_and_sum(&self, name_hash: u64) -> (u64, Option<u64>) {
-        if !self.is_open() {
-            let c = self.as_compact();
-            if let Some(kind) = packed_kind(c.flags) {
-                let p = PackedRef::from_compact(c.payload());
-                if p.sum().is_none() {
-                    let sum = ValueRef::of_packed(kind, p).element_sum();
-                    let v = ValueRef::of_packed(kind, p.with_sum(sum));
-                    let kd = key_digest_named(
-                        name_hash,
-                        v.value_type().tag(),
-                        v.digest(),
-                        c.expire_at(),
-                    );
-                    return (kd, Some(sum));
-                }
+        let (kd, _, sum) = self.digest_size_and_sum(name_hash, self.key());
+        (kd, sum)
+    }
+
+    /// What the write funnel reads of a key before and after a write: its digest
+    /// ([`Entry::key_digest_named`]), its [`Entry::size`] and, for a compact collection that
+    /// leaves its element sum out, that sum (see [`Entry::open_with_sum`]) — from one view of
+    /// the value (reading them one by one viewed it four times: about 200 instructions of a
+    /// write to a large collection).
+    pub(crate) fn digest_size_and_sum(
+        &self,
+        name_hash: u64,
+        key: &[u8],
+    ) -> (u64, usize, Option<u64>) {
+        let (v, expire, size) = match self.as_open() {
+            Some(o) => {
+                let v = o.value.view();
+                (v, o.expire_at, Entry::estimate(key, v, o.expire_at != 0))
             }
-        }
-        (self.key_digest_named(name_hash), None)
+            None => {
+                let c = self.as_compact();
+                // What `estimate` computes from a compact value's content is this form's
+                // length (`Entry::compact` built it from the same lengths).
+                let size = NODE_OVERHEAD + malloc_chunk(c.bytes.len());
+                if let Some(kind) = packed_kind(c.flags) {
+                    let p = PackedRef::from_compact(c.payload());
+                    if p.sum().is_none() {
+                        let sum = ValueRef::of_packed(kind, p).element_sum();
+                        let v = ValueRef::of_packed(kind, p.with_sum(sum));
+                        let kd = key_digest_named(
+                            name_hash,
+                            v.value_type().tag(),
+                            v.digest(),
+                            c.expire_at(),
+                        );
+                        return (kd, size, Some(sum));
+                    }
+                }
+                (c.value(), c.expire_at(), size)
+            }
+        };
+        let kd = key_digest_named(name_hash, v.value_type().tag(), v.digest(), expire);
+        (kd, size, None)
+    }
+
+    /// [`Entry::key_digest_named`] and [`Entry::size`] (see [`Entry::digest_size_and_sum`]).
+    pub(crate) fn digest_and_size(&self, name_hash: u64, key: &[u8]) -> (u64, usize) {
+        let (kd, size, _) = self.digest_size_and_sum(name_hash, key);
+        (kd, size)
     }
 
     /// Opens a compact collection whose element sum is known: `sum` must be what
@@ -641,7 +728,9 @@ impl Entry {
         *self = Entry::open_from(open);
     }
 
-    /// [`Entry::key_digest`] from the name's element hash, which a write computes once.
+    /// [`Entry::key_digest`] from the name's element hash (the write funnel reads it with the
+    /// size: [`Entry::digest_and_size`]).
+    #[cfg(test)]
     pub(crate) fn key_digest_named(&self, name_hash: u64) -> u64 {
         let v = self.value();
         key_digest_named(
@@ -657,6 +746,11 @@ impl Entry {
     /// memory and MEMORY USAGE count. It depends on the content only, not on whether a writer
     /// has the entry open.
     pub fn size(&self, key: &[u8]) -> usize {
+        if !self.is_open() {
+            // What `estimate` computes from a compact value's content is this form's length
+            // (`Entry::compact` built it from the same lengths): read, not recomputed.
+            return NODE_OVERHEAD + malloc_chunk(self.as_compact().bytes.len());
+        }
         Entry::estimate(key, self.value(), self.expire_raw() != 0)
     }
 
@@ -806,6 +900,11 @@ mod tests {
                     let mut e = Entry::new(key, value.deep_clone(), expire, 42, 7);
                     assert_eq!(e.is_compact(), compactable, "{e:?}");
                     let size = e.size(key);
+                    assert_eq!(
+                        size,
+                        Entry::estimate(key, e.value(), expire != 0),
+                        "a compact entry's size is its length"
+                    );
                     for _ in 0..2 {
                         assert_eq!(e.key(), key);
                         assert_eq!(e.key_digest(key), want_digest);

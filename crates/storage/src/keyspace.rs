@@ -441,8 +441,7 @@ impl Drop for Occupied<'_> {
         // compact one of a few elements leaves out (and would recompute). Neither depends on
         // the form, nor does the size.
         let e = db.table.value_at(self.idx);
-        let kd = e.key_digest_named(self.name_hash);
-        let size = e.size(e.key());
+        let (kd, size) = e.digest_and_size(self.name_hash, db.table.key_at(self.idx));
         // A writer may have opened a compact entry (`Entry::value_mut`): put it back.
         db.table.value_at_mut(self.idx).settle();
         let key = db.table.key_at(self.idx);
@@ -515,8 +514,7 @@ impl<'a> Vacant<'a> {
         let expire = expire_at.map_or(0, |t| t.max(1));
         let entry = Entry::new(self.key, value, expire, modified, version);
         let (name_hash, bucket) = name_hash_and_bucket(self.key);
-        let kd = entry.key_digest_named(name_hash);
-        let size = entry.size(self.key);
+        let (kd, size) = entry.digest_and_size(name_hash, self.key);
         db.table.insert_new(entry);
         db.digest.add(bucket, kd);
         db.used += size;
@@ -627,9 +625,10 @@ impl Db {
         let key = self.table.key_at(idx);
         let e = self.table.value_at(idx);
         let (name_hash, bucket) = name_hash_and_bucket(key);
+        let (kd, size) = e.digest_and_size(name_hash, key);
         let before = Before {
-            kd: e.key_digest_named(name_hash),
-            size: e.size(key),
+            kd,
+            size,
             expire: e.expire_raw(),
         };
         let entry = self.table.remove_at(idx);
@@ -683,10 +682,10 @@ impl Db {
             Some(idx) => {
                 let e = self.table.value_at(idx);
                 let (name_hash, bucket) = name_hash_and_bucket(key);
-                let (kd, open_sum) = e.key_digest_and_sum(name_hash);
+                let (kd, size, open_sum) = e.digest_size_and_sum(name_hash, key);
                 let before = Before {
                     kd,
-                    size: e.size(key),
+                    size,
                     expire: e.expire_raw(),
                 };
                 Slot::Occupied(Occupied {

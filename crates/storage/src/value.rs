@@ -478,7 +478,7 @@ const EMBSTR_MAX: usize = 44;
 
 impl StrValue {
     pub fn new(data: Vec<u8>) -> Self {
-        let crc = crc32fast::hash(&data);
+        let crc = crate::digest::crc32(&data);
         let enc = StrValue::encoding_of(&data);
         StrValue::with(data, crc, enc)
     }
@@ -496,7 +496,7 @@ impl StrValue {
                 len: data.len() as u8,
                 enc: StrValue::encoding_of(data),
                 bytes,
-                crc: crc32fast::hash(data),
+                crc: crate::digest::crc32(data),
             },
         }
     }
@@ -602,7 +602,7 @@ impl StrValue {
     pub fn append(&mut self, more: &[u8]) {
         let old_len = self.len();
         let mut h = crc32fast::Hasher::new_with_initial_len(self.crc(), old_len as u64);
-        let mut tail = crc32fast::Hasher::new();
+        let mut tail = crate::digest::crc_hasher();
         tail.update(more);
         h.combine(&tail);
         let new_crc = h.finalize();
@@ -641,7 +641,7 @@ impl StrValue {
             bytes[usize::from(*len)..].fill(0);
             bytes[offset..end].copy_from_slice(data);
             *len = (*len).max(end as u8);
-            *crc = crc32fast::hash(&bytes[..usize::from(*len)]);
+            *crc = crate::digest::crc32(&bytes[..usize::from(*len)]);
             *enc = Encoding::Raw;
             return;
         }
@@ -651,7 +651,7 @@ impl StrValue {
             buf.resize(end, 0);
         }
         buf[offset..end].copy_from_slice(data);
-        *crc = crc32fast::hash(buf);
+        *crc = crate::digest::crc32(buf);
         *enc = Encoding::Raw;
     }
 
@@ -693,7 +693,7 @@ impl<'a> StrRef<'a> {
     }
 
     pub fn digest(self) -> u64 {
-        let crc = self.crc.unwrap_or_else(|| crc32fast::hash(self.data));
+        let crc = self.crc.unwrap_or_else(|| crate::digest::crc32(self.data));
         mix64((u64::from(crc) << 32) ^ self.data.len() as u64 ^ 0x9e37_79b9_7f4a_7c15)
     }
 
@@ -710,7 +710,7 @@ impl<'a> StrRef<'a> {
 
     /// An owned copy, with the same encoding.
     pub fn to_owned(self) -> StrValue {
-        let crc = self.crc.unwrap_or_else(|| crc32fast::hash(self.data));
+        let crc = self.crc.unwrap_or_else(|| crate::digest::crc32(self.data));
         StrValue::with(self.data.to_vec(), crc, self.enc)
     }
 }
