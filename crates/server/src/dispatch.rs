@@ -1030,8 +1030,8 @@ impl WarmMemo {
 
 /// Brings the keys of a pipelined batch's data commands into the cache before the batch runs
 /// (see `ferrite_storage::table::ShardedTable::warm`): with random keys, each lookup would
-/// otherwise wait for its bucket, its node and its entry in turn, three cache misses per
-/// command (about a quarter of a SET's or GET's CPU at -P16 with 100k keys). The warming reads
+/// otherwise wait for its bucket (sometimes a child bucket too) and its entry in turn, two or
+/// three cache misses per command, one after another. The warming reads
 /// the table, so it takes the tenant's keyspace lock — only if it is free — and keeps it for
 /// the batch's first command ([`Held`], with the same budget and the same release before any
 /// wait: admission gives it back before the throttle or the write gate makes the command wait).

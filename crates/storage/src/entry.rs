@@ -37,10 +37,10 @@ use crate::value::{PackedKind, Value, ValueRef, ValueType};
 /// copies it twice, and past this the copies would cost more than the ~100 bytes per key saved.
 pub const COMPACT_STR_MAX: usize = 1024;
 
-/// What a key costs in its table besides its entry: the 16-byte node (hash, link, pointer) with
-/// the node array's growth slack (it grows by a quarter: ~12% unused on average) and the 4-byte
-/// bucket of a power-of-two bucket array at 50–100% load.
-pub const NODE_OVERHEAD: usize = 24;
+/// What a key costs in its table besides its entry: its share of the 64-byte buckets of seven
+/// pointers (`table::ShardedTable`), 11.7–12.7 bytes between 8 and 16 keys per home bucket
+/// with the chains' child buckets and the array's slack (checked by the table's tests).
+pub const NODE_OVERHEAD: usize = 12;
 
 /// The malloc chunk an allocation of `n` bytes takes (glibc: 8 bytes of header, rounded up to 16,
 /// at least 32).

@@ -9,12 +9,16 @@
 //! returned twice around a resize, never missed.
 //!
 //! Nodes live in one `Vec` and chain by index, so a resize relinks `u32`s without moving entries.
-//!
 //! A node holds its key beside its value ([`TableKey`], for the members of hashes, sets and
-//! sorted sets) or finds it inside the value ([`KeyInValue`]: the keyspace's entries own their
-//! key, so a keyspace node is 16 bytes — hash, link and the entry's pointer).
+//! sorted sets).
+//!
+//! The keyspace uses [`ShardedTable`] instead: 64 sub-tables of buckets that point straight at
+//! the entries, which own their keys ([`OwnsKey`]); see `buckets` for their layout and why.
 
 use std::sync::OnceLock;
+
+mod buckets;
+use buckets::BucketTable;
 
 const MIN_BUCKETS: usize = 4;
 const NIL: u32 = u32::MAX;
@@ -111,8 +115,7 @@ impl From<TableKey> for Box<[u8]> {
     }
 }
 
-/// Where a table node finds its key: beside the value ([`TableKey`]) or inside it
-/// ([`KeyInValue`]).
+/// Where a table node finds its key (beside the value: [`TableKey`]).
 pub trait NodeKey<V> {
     fn of<'a>(&'a self, value: &'a V) -> &'a [u8];
 }
@@ -124,13 +127,14 @@ impl<V> NodeKey<V> for TableKey {
     }
 }
 
-/// A value that holds its own key (a keyspace entry: key and value in one allocation).
+/// A value that holds its own key (a keyspace entry: key and value in one allocation). The key
+/// must never change while the value is in a table (its hash placed it).
 pub trait OwnsKey {
     fn key(&self) -> &[u8];
 
     /// Where the value's own memory starts (its key's bytes are found from there): what
     /// [`ShardedTable::warm`] brings into the cache last. A value held inline has none apart
-    /// from the node.
+    /// from its bucket.
     #[inline]
     fn home(&self) -> *const u8 {
         (self as *const Self).cast()
@@ -149,17 +153,6 @@ fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-/// The node key of a table whose values own their keys: nothing is stored beside the value.
-/// The key must never change while the value is in the table (its hash placed it).
-pub struct KeyInValue;
-
-impl<V: OwnsKey> NodeKey<V> for KeyInValue {
-    #[inline]
-    fn of<'a>(&'a self, value: &'a V) -> &'a [u8] {
-        value.key()
-    }
 }
 
 struct Node<V, K> {
@@ -277,25 +270,6 @@ impl<V, K: NodeKey<V>> Table<V, K> {
     #[inline]
     pub fn find(&self, key: &[u8]) -> Option<u32> {
         self.find_hashed(key, hash_key(key))
-    }
-
-    /// Where the bucket `hash` falls in is (see [`ShardedTable::warm`]).
-    #[inline]
-    fn bucket_addr(&self, hash: u64) -> *const u8 {
-        self.buckets
-            .as_ptr()
-            .wrapping_add((hash & self.mask()) as usize)
-            .cast()
-    }
-
-    /// The first node of the chain of the bucket `hash` falls in, if any.
-    #[inline]
-    fn head(&self, hash: u64) -> Option<&Node<V, K>> {
-        let head = self.buckets[(hash & self.mask()) as usize];
-        match self.nodes.get(head as usize) {
-            Some(Slot::Used(n)) => Some(n),
-            _ => None,
-        }
     }
 
     pub(crate) fn find_hashed(&self, key: &[u8], hash: u64) -> Option<u32> {
@@ -526,21 +500,40 @@ const SHARDS: usize = 1 << SHARD_BITS;
 /// Low cursor bits used by a sub-table's own cursor; the top bits name the sub-table.
 const INNER_BITS: u32 = 64 - SHARD_BITS;
 
-/// Where an entry of a [`ShardedTable`] is. Valid until the next insert or remove.
+/// Where an entry of a [`ShardedTable`] is. Valid until the next insert or remove (a removal
+/// moves another entry of the same chain into the hole).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pos {
     shard: u16,
-    idx: u32,
+    cell: u8,
+    bucket: u32,
 }
 
-/// A table split into independent sub-tables by the top bits of each key's hash. Each grows and
-/// shrinks on its own, so a resize (a pass over one sub-table's entries) stalls its owner for a
-/// sixty-fourth of what resizing one big table would: about 0.4 ms instead of 26 ms at two
-/// million keys. The cursor is the sub-table's number in the top bits and that sub-table's own
-/// reverse-binary cursor below, so SCAN keeps its guarantee. Its values own their keys
-/// ([`OwnsKey`]): a node is the value and 8 bytes of hash and link.
+impl Pos {
+    #[inline]
+    fn new(shard: usize, (bucket, cell): buckets::Spot) -> Pos {
+        Pos {
+            shard: shard as u16,
+            cell,
+            bucket,
+        }
+    }
+
+    #[inline]
+    fn spot(self) -> buckets::Spot {
+        (self.bucket, self.cell)
+    }
+}
+
+/// The keyspace's table: split into independent sub-tables by the top bits of each key's hash,
+/// each a table of 64-byte buckets of seven pointers to entries (see `buckets`: about 12 bytes
+/// per key, and a lookup reads its bucket and then its entry). Each sub-table grows and shrinks
+/// on its own, so a resize (a pass over one sub-table's entries) stalls its owner for a
+/// sixty-fourth of what resizing one big table would. The cursor is the sub-table's number in
+/// the top bits and that sub-table's own reverse-binary cursor below, so SCAN keeps its
+/// guarantee. Its values own their keys ([`OwnsKey`]).
 pub struct ShardedTable<V> {
-    shards: Vec<Table<V, KeyInValue>>,
+    shards: Vec<BucketTable<V>>,
     len: usize,
 }
 
@@ -553,7 +546,7 @@ impl<V: OwnsKey> Default for ShardedTable<V> {
 impl<V: OwnsKey> ShardedTable<V> {
     pub fn new() -> Self {
         ShardedTable {
-            shards: (0..SHARDS).map(|_| Table::new()).collect(),
+            shards: (0..SHARDS).map(|_| BucketTable::default()).collect(),
             len: 0,
         }
     }
@@ -565,9 +558,12 @@ impl<V: OwnsKey> ShardedTable<V> {
 
     /// Makes room for `additional` more keys spread evenly over the shards (as hashed keys
     /// are), with a little slack for the unevenness; a load that knows its key count (an RDB
-    /// file's RESIZEDB) then never copies a shard's nodes to grow it.
+    /// file's RESIZEDB) then never resizes a shard.
     pub fn reserve(&mut self, additional: usize) {
-        let per_shard = additional / SHARDS + additional / SHARDS / 8 + 1;
+        let per_shard = additional / SHARDS;
+        // Shard sizes vary by about the square root of their mean; three of those is slack
+        // enough.
+        let per_shard = per_shard + 3 * per_shard.isqrt() + 1;
         for shard in &mut self.shards {
             shard.reserve(per_shard);
         }
@@ -581,43 +577,55 @@ impl<V: OwnsKey> ShardedTable<V> {
         self.len == 0
     }
 
+    /// Bytes the table itself holds (its buckets, with unused capacity), for memory checks.
+    pub fn heap_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(BucketTable::heap_bytes)
+            .sum::<usize>()
+            + self.shards.capacity() * std::mem::size_of::<BucketTable<V>>()
+    }
+
     #[inline]
     pub fn find(&self, key: &[u8]) -> Option<Pos> {
         let hash = hash_key(key);
         let shard = Self::shard_of(hash);
-        self.shards[shard].find_hashed(key, hash).map(|idx| Pos {
-            shard: shard as u16,
-            idx,
-        })
+        self.shards[shard]
+            .find_hashed(key, hash)
+            .map(|spot| Pos::new(shard, spot))
     }
 
-    /// Brings into the cache what looking up each of `keys` will read — its bucket, the first
-    /// node there and that node's value — without looking anything up. A lookup waits for each
-    /// of these in turn (the bucket names the node, the node points at the value), so a batch of
-    /// lookups of keys that are not in the cache pays three cache misses per key, one after
-    /// another. Warming the batch first issues each stage's reads for up to [`WARM_GROUP`] keys
-    /// at once (software prefetches, which do not wait), so their misses overlap: a bulk loader
-    /// calls it before inserting a chunk of keys, a connection before running a pipelined batch.
+    /// Brings into the cache what looking up each of `keys` will read — its home bucket, then
+    /// the entries there whose hash tag matches (or, when none does, the bucket's child) —
+    /// without looking anything up. A lookup waits for each of these in turn (the bucket names
+    /// the entry), so a batch of lookups of keys that are not in the cache pays two or three
+    /// cache misses per key, one after another. Warming the batch first issues each stage's
+    /// reads for up to [`WARM_GROUP`] keys at once (software prefetches, which do not wait), so
+    /// their misses overlap: a bulk loader calls it before inserting a chunk of keys, a
+    /// connection before running a pipelined batch.
     pub fn warm<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
         let mut hashes = [0u64; WARM_GROUP];
+        let mut next = [None; WARM_GROUP];
         let mut keys = keys.peekable();
         while keys.peek().is_some() {
             let mut n = 0;
             for (slot, key) in hashes.iter_mut().zip(&mut keys) {
                 let hash = hash_key(key);
                 *slot = hash;
-                prefetch(self.shards[Self::shard_of(hash)].bucket_addr(hash));
+                if let Some(addr) = self.shards[Self::shard_of(hash)].home_addr(hash) {
+                    prefetch(addr);
+                }
                 n += 1;
             }
-            let hashes = &hashes[..n];
-            for &hash in hashes {
-                if let Some(node) = self.shards[Self::shard_of(hash)].head(hash) {
-                    prefetch((node as *const Node<V, KeyInValue>).cast());
-                }
+            for (i, &hash) in hashes[..n].iter().enumerate() {
+                let shard = &self.shards[Self::shard_of(hash)];
+                next[i] = shard
+                    .home_bucket(hash)
+                    .and_then(|b| shard.warm_bucket(b, hash));
             }
-            for &hash in hashes {
-                if let Some(node) = self.shards[Self::shard_of(hash)].head(hash) {
-                    prefetch(node.value.home());
+            for (b, &hash) in next[..n].iter().zip(&hashes[..n]) {
+                if let Some(b) = *b {
+                    self.shards[Self::shard_of(hash)].warm_bucket(b, hash);
                 }
             }
         }
@@ -628,32 +636,30 @@ impl<V: OwnsKey> ShardedTable<V> {
     }
 
     pub fn key_at(&self, p: Pos) -> &[u8] {
-        self.shards[usize::from(p.shard)].key_at(p.idx)
+        self.value_at(p).key()
     }
 
     pub fn value_at(&self, p: Pos) -> &V {
-        self.shards[usize::from(p.shard)].value_at(p.idx)
+        self.shards[usize::from(p.shard)].value_at(p.spot())
     }
 
     pub fn value_at_mut(&mut self, p: Pos) -> &mut V {
-        self.shards[usize::from(p.shard)].value_at_mut(p.idx)
+        self.shards[usize::from(p.shard)].value_at_mut(p.spot())
     }
 
     /// Inserts a value whose key is known to be absent; returns its position.
     pub fn insert_new(&mut self, value: V) -> Pos {
         let hash = hash_key(value.key());
         let shard = Self::shard_of(hash);
-        let idx = self.shards[shard].insert_new_hashed(KeyInValue, hash, value);
+        let spot = self.shards[shard].insert_new_hashed(hash, value);
         self.len += 1;
-        Pos {
-            shard: shard as u16,
-            idx,
-        }
+        Pos::new(shard, spot)
     }
 
     pub fn remove_at(&mut self, p: Pos) -> V {
+        let v = self.shards[usize::from(p.shard)].remove_at(p.spot());
         self.len -= 1;
-        self.shards[usize::from(p.shard)].remove_at(p.idx).1
+        v
     }
 
     /// Removes everything, returning the old contents (to be dropped outside a lock).
@@ -662,12 +668,15 @@ impl<V: OwnsKey> ShardedTable<V> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
-        self.shards.iter().flat_map(Table::iter)
+        self.shards
+            .iter()
+            .flat_map(BucketTable::values)
+            .map(|v| (v.key(), v))
     }
 
     /// The values, to change what is not the key.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.shards.iter_mut().flat_map(Table::values_mut)
+        self.shards.iter_mut().flat_map(BucketTable::values_mut)
     }
 
     /// Walks from `cursor` until `f` has been shown at least `count` entries or `count * 10`
@@ -687,9 +696,9 @@ impl<V: OwnsKey> ShardedTable<V> {
                 continue;
             }
             loop {
-                inner = t.scan_step(inner, |k, v| {
+                inner = t.scan_step(inner, |v| {
                     seen += 1;
-                    f(k, v)
+                    f(v.key(), v)
                 });
                 visits += 1;
                 if inner == 0 {
@@ -719,10 +728,7 @@ impl<V: OwnsKey> ShardedTable<V> {
         let mut r = rng.random_range(0..self.len);
         for (i, t) in self.shards.iter().enumerate() {
             if r < t.len() {
-                return t.random_index(rng).map(|idx| Pos {
-                    shard: i as u16,
-                    idx,
-                });
+                return t.random_index(rng).map(|spot| Pos::new(i, spot));
             }
             r -= t.len();
         }
@@ -762,33 +768,26 @@ mod tests {
         // A member's node: hash, link and key add 32 to the value, with no padding.
         assert_eq!(std::mem::size_of::<TableKey>(), 24);
         assert_eq!(std::mem::size_of::<Slot<[u64; 7], TableKey>>(), 88);
-        // A keyspace node: hash, link and the entry's pointer, the free-slot tag in its niche.
-        assert_eq!(std::mem::size_of::<Slot<Box<u64>, KeyInValue>>(), 16);
     }
 
     #[test]
-    fn a_reserved_table_takes_its_keys_without_moving_its_nodes() {
+    fn a_reserved_table_takes_its_keys_without_moving_its_buckets() {
         let n = 100_000;
         let mut t: ShardedTable<Kv<u64>> = ShardedTable::new();
         t.insert_new(kv(b"before", 7));
         t.reserve(n);
-        let capacities: Vec<(usize, usize)> = t
-            .shards
-            .iter()
-            .map(|s| (s.nodes.capacity(), s.buckets.len()))
-            .collect();
+        let homes: Vec<usize> = t.shards.iter().map(|s| s.shape().0).collect();
         for i in 0..n as u64 {
             t.insert_new(kv(format!("key:{i}").as_bytes(), i));
         }
         let grown = t
             .shards
             .iter()
-            .zip(&capacities)
-            .filter(|(s, (nodes, buckets))| {
-                s.nodes.capacity() != *nodes || s.buckets.len() != *buckets
-            })
+            .zip(&homes)
+            .filter(|(s, home)| s.shape().0 != **home)
             .count();
-        // Hashing spreads keys evenly enough that the 1/8 slack covers (almost) every shard.
+        // Hashing spreads keys evenly enough that the slack covers (almost) every shard: no
+        // shard is rehashed (its child buckets may still grow their array, a copy).
         assert!(grown * 50 <= SHARDS, "{grown} of {SHARDS} shards grew");
         assert_eq!(t.len(), n + 1);
         for i in (0..n as u64).step_by(997) {
@@ -955,6 +954,181 @@ mod tests {
                 let key: [u8; 2] = t.key_at(i).try_into().unwrap();
                 proptest::prop_assert!(m.contains_key(&u16::from_be_bytes(key)));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod sharded_tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    /// A keyspace entry's shape: one pointer to an allocation holding the key.
+    struct Boxed(Box<(TableKey, u64)>);
+
+    impl OwnsKey for Boxed {
+        fn key(&self) -> &[u8] {
+            &self.0.0
+        }
+    }
+
+    fn boxed(key: &[u8], v: u64) -> Boxed {
+        Boxed(Box::new((key.into(), v)))
+    }
+
+    /// The table's own bytes per key at the sizes bench-memory measures (200,000 and 1,000,000
+    /// keys: 256 and 1,024 home buckets per shard) and just after a doubling (the worst case),
+    /// inserted one by one and loaded after a `reserve`; `entry::NODE_OVERHEAD` is their
+    /// estimate.
+    #[test]
+    fn a_key_costs_about_twelve_bytes_of_table() {
+        for (n, reserve, most) in [
+            (200_000, false, 13.0),
+            (200_000, true, 13.5),
+            (1_000_000, false, 12.3),
+            (1_000_000, true, 12.8),
+            // 8.0 keys per home bucket: just after the shards doubled.
+            (525_000, false, 13.6),
+        ] {
+            let mut t = ShardedTable::new();
+            if reserve {
+                t.reserve(n);
+            }
+            for i in 0..n as u64 {
+                t.insert_new(boxed(format!("key:{i:012}").as_bytes(), i));
+            }
+            let per_key = t.heap_bytes() as f64 / n as f64;
+            eprintln!("{n} keys (reserved: {reserve}): {per_key:.2} bytes of table per key");
+            assert!(
+                (9.0..most).contains(&per_key),
+                "{n} keys (reserved: {reserve}): {per_key:.2} bytes per key"
+            );
+            assert!(
+                (per_key - crate::entry::NODE_OVERHEAD as f64).abs() < 2.5,
+                "{per_key:.2} vs the estimate"
+            );
+            for i in (0..n as u64).step_by(7919) {
+                let p = t.find(format!("key:{i:012}").as_bytes()).expect("present");
+                assert_eq!(t.value_at(p).0.1, i);
+            }
+        }
+    }
+
+    /// RANDOMKEY's sampling stays uniform: every key is drawn about as often, chained or not.
+    #[test]
+    fn random_index_is_uniform() {
+        let n = 2_000u64;
+        let mut t = ShardedTable::new();
+        for i in 0..n {
+            t.insert_new(boxed(&i.to_le_bytes(), i));
+        }
+        let draws = 400_000u64;
+        let mut counts = vec![0u64; n as usize];
+        let mut rng = rand::rng();
+        for _ in 0..draws {
+            let p = t.random_index(&mut rng).expect("not empty");
+            counts[t.value_at(p).0.1 as usize] += 1;
+        }
+        // 200 expected per key, standard deviation about 14: all within 6 of those.
+        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*lo > 110 && *hi < 290, "min {lo}, max {hi}");
+        let chi2: f64 = counts
+            .iter()
+            .map(|&c| (c as f64 - 200.0).powi(2) / 200.0)
+            .sum();
+        // 1999 degrees of freedom: mean 1999, standard deviation about 63.
+        assert!(chi2 < 2400.0, "chi-square {chi2}");
+    }
+
+    /// Every key present for a whole scan is returned while the table grows from empty to many
+    /// times its size and shrinks back (every resize happening between two scan steps).
+    #[test]
+    fn scan_guarantee_across_growth_and_shrinking() {
+        let mut t = ShardedTable::new();
+        for i in 0..300u32 {
+            t.insert_new(boxed(format!("stable{i}").as_bytes(), 0));
+        }
+        let mut seen = HashSet::new();
+        let mut c = 0;
+        let mut next = 0u32;
+        let mut steps = 0;
+        loop {
+            c = t.scan(c, 3, |k, _| {
+                seen.insert(k.to_vec());
+            });
+            steps += 1;
+            if steps < 40 {
+                for _ in 0..2000 {
+                    t.insert_new(boxed(format!("grow{next}").as_bytes(), 0));
+                    next += 1;
+                }
+            } else if next > 0 {
+                for _ in 0..2000.min(next) {
+                    next -= 1;
+                    let p = t.find(format!("grow{next}").as_bytes()).expect("present");
+                    t.remove_at(p);
+                }
+            }
+            if c == 0 {
+                break;
+            }
+            assert!(steps < 1_000_000, "scan does not end");
+        }
+        for i in 0..300u32 {
+            assert!(
+                seen.contains(format!("stable{i}").as_bytes()),
+                "missed stable{i}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The table against a model, with few keys per shard (long chains at small sizes,
+        /// every shape of chain removal) and the shards' invariants checked after each step.
+        #[test]
+        fn matches_a_model(ops in proptest::collection::vec((0u8..3, 0u16..2000), 0..4000)) {
+            let mut t: ShardedTable<Boxed> = ShardedTable::new();
+            let mut m: HashMap<u16, u64> = HashMap::new();
+            for (step, (op, k)) in ops.into_iter().enumerate() {
+                let key = k.to_be_bytes();
+                match (op, t.find(&key)) {
+                    (0, Some(p)) => {
+                        let v = t.remove_at(p);
+                        proptest::prop_assert_eq!(Some(v.0.1), m.remove(&k));
+                    }
+                    (0, None) => proptest::prop_assert!(!m.contains_key(&k)),
+                    (_, Some(p)) => {
+                        t.value_at_mut(p).0.1 += 1;
+                        *m.get_mut(&k).expect("in the model") += 1;
+                    }
+                    (_, None) => {
+                        t.insert_new(boxed(&key, 0));
+                        m.insert(k, 0);
+                    }
+                }
+                proptest::prop_assert_eq!(t.len(), m.len());
+                if step % 64 == 0 {
+                    for s in &t.shards {
+                        s.check();
+                    }
+                }
+            }
+            for s in &t.shards {
+                s.check();
+            }
+            for (k, v) in &m {
+                let p = t.find(&k.to_be_bytes());
+                proptest::prop_assert!(p.is_some());
+                proptest::prop_assert_eq!(t.value_at(p.unwrap()).0.1, *v);
+            }
+            proptest::prop_assert_eq!(t.iter().count(), m.len());
+            let mut seen = HashSet::new();
+            let mut c = 0;
+            loop {
+                c = t.scan(c, 4, |k, _| { seen.insert(k.to_vec()); });
+                if c == 0 { break; }
+            }
+            proptest::prop_assert_eq!(seen.len(), m.len());
         }
     }
 }
