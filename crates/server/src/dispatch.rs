@@ -1422,3 +1422,36 @@ pub fn free_later(garbage: Garbage) {
         tokio::task::spawn_blocking(move || drop(garbage));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WarmMemo;
+
+    /// A round of one key is remembered only when it had several requests; the rounds that
+    /// start with it are warmed by it alone, but never more than `RECHECK` in a row, and a
+    /// round that names several keys (or another first key) is collected whole again.
+    #[test]
+    fn the_warming_memo_covers_only_rounds_of_its_one_key_and_rechecks() {
+        let mut memo = WarmMemo::default();
+        assert!(!memo.covers(b"mylist"), "nothing learnt yet");
+        memo.learn(&[b"mylist"], 1);
+        assert!(!memo.covers(b"mylist"), "a lone request is not a pipeline");
+        memo.learn(&[b"mylist"], 16);
+        for _ in 0..WarmMemo::RECHECK {
+            assert!(memo.covers(b"mylist"));
+        }
+        assert!(
+            !memo.covers(b"mylist"),
+            "every RECHECK-th round is collected whole"
+        );
+        memo.learn(&[b"mylist"], 16);
+        assert!(!memo.covers(b"other"));
+        assert!(memo.covers(b"mylist"));
+        memo.learn(&[b"mylist", b"other"], 16);
+        assert!(!memo.covers(b"mylist"), "a round of two keys is forgotten");
+        memo.learn(&[&[]], 16);
+        assert!(!memo.covers(b""), "an empty key is never remembered");
+        memo.learn(&[&[b'k'; 300][..]], 16);
+        assert!(!memo.covers(&[b'k'; 300]), "a long key is not copied");
+    }
+}
