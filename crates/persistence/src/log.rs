@@ -693,6 +693,33 @@ mod tests {
         log.publish(&Effects::new(1, &argv));
     }
 
+    /// Checks that a writer's `wait_synced` for `position` is still waiting after 50 ms, then runs
+    /// `release` (what the wait is held by ends) and checks the wait ends with the records in the
+    /// log within 10 s. `messages`: the assertion texts for a wait that ended early and one that
+    /// did not end.
+    fn wait_held_until(
+        log: &TenantLog,
+        position: u64,
+        messages: (&str, &str),
+        release: impl FnOnce(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let wait = Durability::wait_synced(log, position);
+            tokio::pin!(wait);
+            let early = tokio::time::timeout(Duration::from_millis(50), wait.as_mut()).await;
+            assert!(early.is_err(), "{}", messages.0);
+            release();
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .expect(messages.1)
+                .expect("the records are in the log");
+        });
+    }
+
     /// Under `always` a commit runs the fsync itself (no fsync thread is started here), and
     /// only then may the reply go; a commit that finds an fsync running waits for it instead of
     /// running its own; writers on several threads all end with their records on disk.
@@ -714,22 +741,18 @@ mod tests {
         log.syncing.store(true, SeqCst);
         assert_eq!(Durability::commit(&*log, position), Ok(Some(position)));
         assert!(log.synced() < position);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let wait = Durability::wait_synced(&*log, position);
-            tokio::pin!(wait);
-            let early = tokio::time::timeout(Duration::from_millis(50), wait.as_mut()).await;
-            assert!(early.is_err(), "the wait ended while the other fsync ran");
-            log.syncing.store(false, SeqCst);
-            log.synced_notify.notify_waiters();
-            tokio::time::timeout(Duration::from_secs(10), wait)
-                .await
-                .expect("the wait ends after the running fsync")
-                .expect("the records are in the log");
-        });
+        wait_held_until(
+            &log,
+            position,
+            (
+                "the wait ended while the other fsync ran",
+                "the wait ends after the running fsync",
+            ),
+            || {
+                log.syncing.store(false, SeqCst);
+                log.synced_notify.notify_waiters();
+            },
+        );
         assert!(log.synced() >= position);
 
         let threads = 4;
@@ -794,36 +817,27 @@ mod tests {
             assert_eq!(result, Ok(Some(position)), "{policy:?}");
             assert!(log.written() < position);
 
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let wait = Durability::wait_synced(&*log, position);
-                tokio::pin!(wait);
-                let early = tokio::time::timeout(Duration::from_millis(50), wait.as_mut()).await;
-                assert!(
-                    early.is_err(),
-                    "{policy:?}: the wait ended before the write"
-                );
-                // The write under way takes the records and ends.
-                let (buf, end) = {
-                    let mut p = log.pending.lock();
-                    let buf = std::mem::take(&mut p.buf);
-                    p.appended += buf.len() as u64;
-                    (buf, p.appended)
-                };
-                {
-                    let mut fs = under_way.take().expect("still held");
-                    log.write_out(&mut fs, &buf, &[]).expect("write");
-                    log.written.store(end, SeqCst);
-                }
-                log.written_notify.notify_waiters();
-                tokio::time::timeout(Duration::from_secs(10), wait)
-                    .await
-                    .expect("the wait ends once the write is done")
-                    .expect("the records are in the log");
-            });
+            let early = format!("{policy:?}: the wait ended before the write");
+            wait_held_until(
+                &log,
+                position,
+                (&early, "the wait ends once the write is done"),
+                || {
+                    // The write under way takes the records and ends.
+                    let (buf, end) = {
+                        let mut p = log.pending.lock();
+                        let buf = std::mem::take(&mut p.buf);
+                        p.appended += buf.len() as u64;
+                        (buf, p.appended)
+                    };
+                    {
+                        let mut fs = under_way.take().expect("still held");
+                        log.write_out(&mut fs, &buf, &[]).expect("write");
+                        log.written.store(end, SeqCst);
+                    }
+                    log.written_notify.notify_waiters();
+                },
+            );
             assert!(log.written() >= position);
             if policy == FsyncPolicy::Always {
                 assert!(log.synced() >= position, "replied before the fsync");
