@@ -76,7 +76,7 @@ def test_a_transaction_is_refused_whole(admin, r2, capped):
     capped(1)
     with pytest.raises(redis.ResponseError) as e:
         p.execute()
-    # Redis refuses the SET as it is queued (EXECABORT follows), Ferrite the EXEC: OOM either way.
+    # Redis and Ferrite refuse the SET as it is queued (EXECABORT follows; redis-py raises the OOM).
     text = error_text(e.value)
     assert text.startswith("OOM") and "command not allowed when used memory > 'maxmemory'" in text
     assert r2.exists("a") == 0, "not half-applied"

@@ -11,6 +11,8 @@ use redis::Value;
 use crate::common::Server;
 
 const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+/// A transaction refused whole at EXEC, as Redis refuses it.
+const EXEC_OOM: &str = "EXECABORT Transaction discarded because of: OOM command not allowed when used memory > 'maxmemory'.";
 const LIMIT: u64 = 1024 * 1024;
 
 struct Tenant {
@@ -123,14 +125,28 @@ fn compressed_dump(n: usize) -> Vec<u8> {
     body
 }
 
-/// Runs `commands` in MULTI/EXEC and returns EXEC's answer.
+/// Runs `commands` in MULTI/EXEC and returns EXEC's answer or, when a command was refused as
+/// it was queued (EXEC then answers EXECABORT), that refusal, as redis-py reports it.
 fn transaction(c: &mut redis::Connection, commands: &[redis::Cmd]) -> redis::RedisResult<Value> {
     let _: () = redis::cmd("MULTI").query(c)?;
+    let mut refused = None;
     for cmd in commands {
-        let queued: String = cmd.query(c)?;
-        assert_eq!(queued, "QUEUED");
+        match cmd.query::<String>(c) {
+            Ok(queued) => assert_eq!(queued, "QUEUED"),
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
+        }
     }
-    redis::cmd("EXEC").query(c)
+    let exec = redis::cmd("EXEC").query(c);
+    match (refused, exec) {
+        (Some(queued), Err(e)) => {
+            assert!(oom_text(&e).starts_with("EXECABORT"), "{e}");
+            Err(queued)
+        }
+        (Some(queued), Ok(v)) => panic!("EXEC ran {v:?} after {queued}"),
+        (None, exec) => exec,
+    }
 }
 
 /// The error line as the server sent it.
@@ -353,7 +369,7 @@ fn a_transaction_is_bounded_as_a_whole() {
         })
         .collect();
     let e = transaction(&mut t.c, &setranges).unwrap_err();
-    assert_eq!(oom_text(&e), OOM);
+    assert_eq!(oom_text(&e), EXEC_OOM);
     assert_eq!(t.digest(), before, "a refused EXEC changed the data");
     // A key grown by an earlier command of the transaction counts as grown: SET 400 KB then
     // COPY it twice.
@@ -364,7 +380,7 @@ fn a_transaction_is_bounded_as_a_whole() {
     let mut copy_c = redis::cmd("COPY");
     copy_c.arg("a").arg("c");
     let e = transaction(&mut t.c, &[set, copy_b, copy_c]).unwrap_err();
-    assert_eq!(oom_text(&e), OOM);
+    assert_eq!(oom_text(&e), EXEC_OOM);
     // A STORE of a set the same transaction filled.
     let members: Vec<String> = (0..3000).map(|i| format!("{i:0100}")).collect();
     let mut sadd = redis::cmd("SADD");
@@ -374,7 +390,7 @@ fn a_transaction_is_bounded_as_a_whole() {
     let mut d2 = redis::cmd("SUNIONSTORE");
     d2.arg("d2").arg("s");
     let e = transaction(&mut t.c, &[sadd, d1, d2]).unwrap_err();
-    assert_eq!(oom_text(&e), OOM);
+    assert_eq!(oom_text(&e), EXEC_OOM);
     assert_eq!(t.digest(), before);
     assert!(t.used() <= LIMIT);
     // RENAME inside MULTI, to long names.
@@ -390,6 +406,7 @@ fn a_transaction_is_bounded_as_a_whole() {
             .arg(format!("{i}{}", "n".repeat(400 * 1024)));
         cmds.extend([set, rename]);
     }
+    // The names are held by the queue already: the third RENAME is refused as it is queued.
     let e = transaction(&mut t.c, &cmds).unwrap_err();
     assert_eq!(oom_text(&e), OOM);
     assert_eq!(t.digest(), before);
@@ -400,4 +417,45 @@ fn a_transaction_is_bounded_as_a_whole() {
     strlen.arg("k");
     let v = transaction(&mut t.c, &[setrange, strlen]).unwrap();
     assert_eq!(v, Value::Array(vec![Value::Int(1001), Value::Int(1001)]));
+}
+
+#[test]
+fn a_queued_transaction_is_held_to_the_quota() {
+    let s = Server::start();
+    let mut t = Tenant::new(&s);
+    let before = t.digest();
+    // 300 SETs of 64 KiB (19 MiB) queued and never executed: the queue is the tenant's memory
+    // too, so queuing stops at the quota instead of holding 19 times it.
+    let value = vec![b'q'; 64 * 1024];
+    let _: () = redis::cmd("MULTI").query(&mut t.c).unwrap();
+    let mut queued = 0;
+    let mut refused = 0;
+    for i in 0..300 {
+        match t.run(&[b"SET", format!("k{i}").as_bytes(), &value]) {
+            Ok(v) => {
+                assert_eq!(v, Value::SimpleString("QUEUED".into()));
+                queued += 1;
+            }
+            Err(e) => {
+                assert_eq!(oom_text(&e), OOM);
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        queued < 16,
+        "{queued} SETs of 64 KiB queued under a 1 MiB quota"
+    );
+    assert_eq!(queued + refused, 300);
+    let e = t.run(&[b"EXEC"]).unwrap_err();
+    assert!(oom_text(&e).starts_with("EXECABORT"), "{e}");
+    assert_eq!(t.digest(), before);
+    // The next transaction starts with an empty queue and runs.
+    let _: () = redis::cmd("MULTI").query(&mut t.c).unwrap();
+    assert_eq!(
+        t.ok(&[b"SET", b"a", &value]),
+        Value::SimpleString("QUEUED".into())
+    );
+    assert_eq!(t.ok(&[b"EXEC"]), Value::Array(vec![Value::Okay]));
+    assert!(t.used() <= LIMIT);
 }

@@ -524,6 +524,13 @@ impl OwnedRequest {
         OwnedRequest { data, ranges }
     }
 
+    /// Heap and inline bytes this copy holds.
+    pub fn mem_size(&self) -> usize {
+        size_of::<Self>()
+            + self.data.capacity()
+            + self.ranges.capacity() * size_of::<(usize, usize)>()
+    }
+
     /// Builds a request from separate parts (tests, internal callers).
     pub fn from_parts<I, T>(parts: I) -> Self
     where

@@ -107,6 +107,10 @@ pub struct ClientState {
     pub capa_redirect: bool,
     /// Commands queued since MULTI, and whether one of them was refused while queuing.
     pub multi: Option<(Vec<Queued>, bool)>,
+    /// Bytes held by the copies of the commands queued since MULTI: they count against the
+    /// tenant's memory quota and the server's `maxmemory` while queued
+    /// ([`crate::dispatch::admit_queued`]).
+    pub multi_bytes: u64,
     pub watched: Vec<Watched>,
     /// Close after writing the pending replies.
     pub closing: bool,
@@ -289,6 +293,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         tenant,
         capa_redirect: false,
         multi: None,
+        multi_bytes: 0,
         watched: Vec::new(),
         closing: false,
         info: info.clone(),

@@ -207,27 +207,35 @@ async fn execute_command(
         ReplyWriter::new(out, st.proto).error(&e);
         return Flow::Continue;
     }
-    if let Some((queue, _)) = st.multi.as_mut() {
-        if !matches!(
+    if st.multi.is_some()
+        && !matches!(
             spec.name,
             "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
-        ) {
-            if matches!(spec.handler, Handler::Server)
-                && !cmd::handler(index).is_some_and(|c| c.in_multi)
-                && crate::scripting::script_call(spec.name).is_none()
-            {
-                flag_multi_error(st);
-                ReplyWriter::new(out, st.proto)
-                    .error(&ErrorReply::err("Command not allowed inside a transaction"));
-                return Flow::Continue;
-            }
-            queue.push(Queued {
-                index,
-                request: OwnedRequest::from_args(&args),
-            });
-            ReplyWriter::new(out, st.proto).simple("QUEUED");
+        )
+    {
+        if matches!(spec.handler, Handler::Server)
+            && !cmd::handler(index).is_some_and(|c| c.in_multi)
+            && crate::scripting::script_call(spec.name).is_none()
+        {
+            flag_multi_error(st);
+            ReplyWriter::new(out, st.proto)
+                .error(&ErrorReply::err("Command not allowed inside a transaction"));
             return Flow::Continue;
         }
+        let request = OwnedRequest::from_args(&args);
+        let queued = st.multi_bytes + request.mem_size() as u64;
+        if let Err(e) = admit_queued(sh, &st.tenant, queued) {
+            count_outcome(st, sh, index, Outcome::Rejected);
+            flag_multi_error(st);
+            ReplyWriter::new(out, st.proto).error(&e);
+            return Flow::Continue;
+        }
+        if let Some((queue, _)) = st.multi.as_mut() {
+            queue.push(Queued { index, request });
+        }
+        st.multi_bytes = queued;
+        ReplyWriter::new(out, st.proto).simple("QUEUED");
+        return Flow::Continue;
     }
     let before = out.len();
     let flow = match spec.handler {
@@ -881,6 +889,31 @@ fn check_server_memory(
     }
     tenant.stats.rejected.fetch_add(1, Relaxed);
     Err(errors::out_of_memory())
+}
+
+/// A command being queued in MULTI, whose copy brings the transaction's queue to `queued`
+/// bytes: refused (and the transaction doomed) when the queue would take the tenant past its
+/// memory quota, or the server past `maxmemory`, with the tenant's data. A queue can grow
+/// without bound, so Redis refuses every queued command once memory is over `maxmemory`; here
+/// the queue itself counts, so that a tenant cannot hold more than its quota in a transaction
+/// it never executes.
+fn admit_queued(sh: &Shared, tenant: &Tenant, queued: u64) -> Result<(), ErrorReply> {
+    if !quota_applies(sh, tenant) {
+        return Ok(());
+    }
+    tenant
+        .check_quota(0, queued)
+        .map_err(|q| errors::quota(tenant, &q))?;
+    let cap = sh.hot.maxmemory.load(Relaxed);
+    let used = sh
+        .registry
+        .used_bytes()
+        .saturating_add(sh.output_bytes.load(Relaxed));
+    if cap != 0 && used.saturating_add(queued) > cap {
+        tenant.stats.rejected.fetch_add(1, Relaxed);
+        return Err(errors::out_of_memory());
+    }
+    Ok(())
 }
 
 /// Redis's check before a script that may write starts (`deny-oom` scripts): is the tenant at

@@ -19,6 +19,7 @@ use crate::shared::Shared;
 
 pub fn multi(st: &mut ClientState, out: &mut BytesMut) -> ServerResult {
     st.multi = Some((Vec::new(), false));
+    st.multi_bytes = 0;
     st.info.fields.lock().multi = 0;
     ReplyWriter::new(out, st.proto).ok();
     Ok(Flow::Continue)
@@ -139,7 +140,13 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
             let commands = queue
                 .iter()
                 .filter_map(|q| Some((all.get(q.index)?, q.request.args())));
-            dispatch::check_quota(sh, &tenant, &mut db, now, commands)?;
+            // Refused whole, before any of it runs; Redis answers a refused EXEC this way.
+            dispatch::check_quota(sh, &tenant, &mut db, now, commands).map_err(|e| {
+                ErrorReply::coded(
+                    "EXECABORT",
+                    format_args!("Transaction discarded because of: {}", e.text()),
+                )
+            })?;
         }
         if slot.is_none() && transaction_work(&queue, &db) > cost::LONG_WORK {
             drop(db);
