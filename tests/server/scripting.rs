@@ -674,9 +674,9 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
         .query(&mut c)
         .unwrap();
 
-    // Arguments and command replies too large for the heap's headroom take the protected path:
-    // within the Lua heap limit (64 MB by default) they work... (Lua interns every string, so
-    // the four values differ, or they would take the heap's room once.)
+    // Large arguments and command replies: within the Lua heap limit (64 MB by default) they
+    // work... (Lua interns every string, so the four values differ, or they would take the
+    // heap's room once.)
     let bigs: Vec<String> = ["a", "b", "c", "d"]
         .iter()
         .map(|fill| fill.repeat(20 << 20))

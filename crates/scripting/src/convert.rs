@@ -276,7 +276,10 @@ struct RawParser<'a> {
 impl RawParser<'_> {
     fn line(&mut self) -> Result<&[u8], BadReply> {
         let rest = self.buf.get(self.pos..).ok_or(BadReply::Malformed)?;
-        let end = rest.windows(2).position(|w| w == b"\r\n").ok_or(BadReply::Malformed)?;
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or(BadReply::Malformed)?;
         self.pos += end + 2;
         rest.get(..end).ok_or(BadReply::Malformed)
     }
@@ -389,7 +392,8 @@ impl RawParser<'_> {
                 }
                 b'=' => {
                     let n = self.int()?;
-                    let body = self.bytes(usize::try_from(n.max(0)).map_err(|_| BadReply::Malformed)?)?;
+                    let body =
+                        self.bytes(usize::try_from(n.max(0)).map_err(|_| BadReply::Malformed)?)?;
                     let (format, text) = if body.len() >= 4 && body[3] == b':' {
                         (&body[..3], &body[4..])
                     } else {

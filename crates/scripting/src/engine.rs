@@ -128,8 +128,8 @@ struct RunState {
     host: Cell<Option<*mut (dyn Host + 'static)>>,
     /// The coroutine's yielder, valid only while the coroutine runs.
     yielder: Cell<*const Yielder<(), ()>>,
-    /// Suspend at the first hook after this instant.
-    suspend_at: Cell<Option<Instant>>,
+    /// When to suspend the run (see [`Suspend`]).
+    suspend: Cell<Suspend>,
     /// Command replies are asked for in RESP3 (`redis.setresp(3)`).
     resp3: Cell<bool>,
     /// The kill error was raised: keep raising it at every instruction.
@@ -146,6 +146,18 @@ struct RunState {
     /// runner fetches them), as bytes one after the other and where each ends.
     request: RefCell<Request>,
     rand: RefCell<Rand48>,
+}
+
+/// When the hook suspends a run.
+#[derive(Debug, Clone, Copy)]
+enum Suspend {
+    Never,
+    /// After this long; the clock is first read by the first hook (which comes after
+    /// [`HOOK_EVERY`] instructions, a few microseconds), so the many runs that never reach a
+    /// hook read no clock for it.
+    After(Duration),
+    /// At the first hook after this instant.
+    At(Instant),
 }
 
 /// A run's keys and arguments, kept for `fetch_request`.
@@ -198,6 +210,9 @@ pub struct Engine {
     clock: u64,
     limits: EngineLimits,
     stack: Option<DefaultStack>,
+    /// A finished run's reply buffer, given back by the caller ([`Engine::recycle`]) for the
+    /// next run's reply: a run then allocates no reply buffer.
+    spare_reply: Option<BytesMut>,
     running: Option<Invocation>,
     pub(crate) libraries: Libraries,
 }
@@ -240,7 +255,7 @@ impl Engine {
         let state = Rc::new(RunState {
             host: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
-            suspend_at: Cell::new(None),
+            suspend: Cell::new(Suspend::Never),
             resp3: Cell::new(false),
             killed: Cell::new(false),
             in_run: Cell::new(false),
@@ -282,6 +297,7 @@ impl Engine {
             clock: 0,
             limits,
             stack: None,
+            spare_reply: None,
             running: None,
             libraries: Libraries::default(),
         })
@@ -507,11 +523,12 @@ impl Engine {
         let runner = self.runner.clone();
         let lua = self.lua.clone();
         let max_reply = self.limits.max_reply;
+        let mut out = self.spare_reply.take().unwrap_or_default();
+        out.clear();
         let body = move |y: &Yielder<(), ()>, (): ()| -> BytesMut {
             state.yielder.set(y as *const _);
             let result = call_runner(&lua, &runner, &func, is_eval);
             state.yielder.set(std::ptr::null());
-            let mut out = BytesMut::new();
             finish(result, &name, proto, state.resp3.get(), max_reply, &mut out);
             out
         };
@@ -524,14 +541,14 @@ impl Engine {
             co: Coroutine::with_stack(stack, body),
         });
         self.state
-            .suspend_at
-            .set(suspend_after.map(|d| Instant::now() + d));
+            .suspend
+            .set(suspend_after.map_or(Suspend::Never, Suspend::After));
         Ok(self.drive(host))
     }
 
     /// Continues a suspended run to its end (no further suspension).
     pub fn resume(&mut self, host: &mut dyn Host) -> BytesMut {
-        self.state.suspend_at.set(None);
+        self.state.suspend.set(Suspend::Never);
         match self.drive(host) {
             Step::Done(reply) => reply,
             // Cannot happen without a suspension deadline; answer rather than loop.
@@ -540,6 +557,14 @@ impl Engine {
                 out.extend_from_slice(b"-ERR script suspended twice\r\n");
                 out
             }
+        }
+    }
+
+    /// Gives a run's reply buffer back once its bytes were copied out, for the next run's
+    /// reply (a large one is not kept).
+    pub fn recycle(&mut self, reply: BytesMut) {
+        if reply.capacity() <= 64 << 10 {
+            self.spare_reply = Some(reply);
         }
     }
 
@@ -853,10 +878,18 @@ fn hook(lua: &Lua, state: &RunState, loading: &RefCell<Loading>) -> mlua::Result
             "Script killed by user with SCRIPT KILL...",
         ));
     }
-    if let Some(at) = state.suspend_at.get() {
+    let at = match state.suspend.get() {
+        Suspend::Never => None,
+        Suspend::After(d) => {
+            state.suspend.set(Suspend::At(Instant::now() + d));
+            None
+        }
+        Suspend::At(at) => Some(at),
+    };
+    if let Some(at) = at {
         let y = state.yielder.get();
         if !y.is_null() && Instant::now() >= at {
-            state.suspend_at.set(None);
+            state.suspend.set(Suspend::Never);
             // SAFETY: the yielder pointer is set by the coroutine body while it runs and this
             // hook runs on that coroutine's stack; suspending returns control to the resume
             // in `Engine::drive`, and the coroutine is resumed later from the same point.

@@ -656,7 +656,14 @@ fn the_memory_limit_holds_for_replies_and_keys() {
     let big: Vec<Vec<u8>> = (b'a'..=b'c').map(|c| vec![c; 4 << 20]).collect();
     let keys: Vec<&[u8]> = big.iter().map(Vec::as_slice).collect();
     let (sha, _) = e.load_script(b"return #KEYS", false).unwrap();
-    let r = match e.run(Target::Script(&sha), &keys, &[], Protocol::Resp2, &mut h, None) {
+    let r = match e.run(
+        Target::Script(&sha),
+        &keys,
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
         Ok(Step::Done(r)) => String::from_utf8_lossy(&r).into_owned(),
         other => panic!("{:?}", other.map(|_| ())),
     };
@@ -664,7 +671,14 @@ fn the_memory_limit_holds_for_replies_and_keys() {
     assert!(within(e.used_memory()), "{}", e.used_memory());
     // And the engine still runs scripts (with keys that fit).
     let small: Vec<&[u8]> = vec![b"a", b"b"];
-    match e.run(Target::Script(&sha), &small, &[], Protocol::Resp2, &mut h, None) {
+    match e.run(
+        Target::Script(&sha),
+        &small,
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
         Ok(Step::Done(r)) => assert_eq!(&r[..], b":2\r\n"),
         other => panic!("{:?}", other.map(|_| ())),
     }

@@ -488,6 +488,20 @@ pub fn declared_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
     split_keys(args).map(|(keys, _)| keys).unwrap_or_default()
 }
 
+/// The first key a script call declares (`EVALSHA sha 1 key ...`), if any, without allocating:
+/// what `dispatch::warm_batch` warms for each request of a pipelined round.
+pub fn first_declared_key<'a>(args: &Args<'a>) -> Option<&'a [u8]> {
+    let count = args.get(2);
+    // A count of keys: digits, not 0 (a malformed one fails in the call itself).
+    if count.is_empty() || count.len() > 10 || !count.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if count.iter().all(|&b| b == b'0') || args.len() < 4 {
+        return None;
+    }
+    Some(args.get(3))
+}
+
 fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
     let n = std::str::from_utf8(args.get(2))
         .ok()
@@ -588,16 +602,19 @@ pub async fn run(
         Some(SCRIPT_SLICE),
         &mut caller,
     );
-    let (reply, calls) = match started {
+    let (delivered, calls) = match started {
         Err(e) => {
             put_engine(&mut db, &tenant, te);
             return Err(e);
         }
         Ok(Started::Done(reply, calls)) => {
+            let delivered = deliver(st, &caller, &reply, out);
+            // The reply's buffer serves the engine's next run.
+            te.engine.recycle(reply);
             put_engine(&mut db, &tenant, te);
             // Kept for the batch's next command (given back when the batch ends).
             Held::keep(&mut st.held, epoch, db, previous);
-            (reply, calls)
+            (delivered, calls)
         }
         Ok(Started::Suspended {
             now,
@@ -635,7 +652,7 @@ pub async fn run(
                     st.rng = rng;
                     caller = back;
                     dispatch::free_later(more_garbage);
-                    (reply, calls)
+                    (deliver(st, &caller, &reply, out), calls)
                 }
                 Err(e) => {
                     tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
@@ -653,17 +670,27 @@ pub async fn run(
     if calls > 1 {
         let _ = tenant.admit_n(calls - 1, Duration::ZERO);
     }
+    delivered?;
+    Ok(Flow::Continue)
+}
+
+/// Adds a script's reply to the connection's output, within its output budget
+/// (client-output-buffer-limit applies to a script's reply as to any other).
+fn deliver(
+    st: &mut ClientState,
+    caller: &Caller,
+    reply: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), ErrorReply> {
     if out.len() + reply.len() > st.reply_limit {
-        // The connection's output budget (client-output-buffer-limit) applies to a script's
-        // reply as to any other.
         return Err(ErrorReply::err(
             "script reply exceeds the client output buffer limit",
         ));
     }
     // An error raised by a call the script made was counted when the call failed.
-    st.error_counted = caller.counted(&reply);
-    out.extend_from_slice(&reply);
-    Ok(Flow::Continue)
+    st.error_counted = caller.counted(reply);
+    out.extend_from_slice(reply);
+    Ok(())
 }
 
 /// EVAL, EVALSHA, FCALL and their `_RO` forms by command name: how they run.
