@@ -574,13 +574,23 @@ pub async fn run(
     // A free lock is taken at once; only a wait goes through `or_busy` (whose timer costs a
     // clock read and a registration with the runtime's timer on every call).
     let previous = held.as_ref().map(Held::commands);
+    let mut waited = admitted.waited;
     let mut db = match held {
         // The lock the batch's previous command kept (see `dispatch::Held`).
         Some(h) => h.into_guard(),
         None => match ks.try_lock_owned() {
             Some(db) => db,
-            None => or_busy(sh, &tenant, ks.lock_owned()).await?,
+            None => {
+                waited = true;
+                or_busy(sh, &tenant, ks.lock_owned()).await?
+            }
         },
+    };
+    // The batch's clock (no clock read) unless admission or the lock made it wait.
+    let now = if waited {
+        ferrite_storage::now_ms()
+    } else {
+        st.batch.now_ms()
     };
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
@@ -599,7 +609,7 @@ pub async fn run(
         (call, ro_command),
         &args,
         (&keys, &argv),
-        Some(SCRIPT_SLICE),
+        (now, Some(SCRIPT_SLICE)),
         &mut caller,
     );
     let (delivered, calls) = match started {
@@ -736,7 +746,7 @@ pub fn run_in_transaction(
         call,
         &args,
         (&keys, &argv),
-        None,
+        (ferrite_storage::now_ms(), None),
         caller,
     );
     put_engine(db, tenant, te);
@@ -837,7 +847,7 @@ fn start(
     (call, ro_command): (Call, bool),
     args: &Args<'_>,
     (keys, argv): (&[&[u8]], &[&[u8]]),
-    slice: Option<Duration>,
+    (now, slice): (u64, Option<Duration>),
     caller: &mut Caller,
 ) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
@@ -883,7 +893,6 @@ fn start(
     if !flags.compat && !flags.no_writes {
         caller.shared.check_replicas()?;
     }
-    let now = ferrite_storage::now_ms();
     let kind = match call {
         Call::Fcall => ScriptKind::Function,
         Call::Eval | Call::EvalSha => ScriptKind::Eval,
