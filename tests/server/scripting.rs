@@ -629,6 +629,36 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
     // ... and the commands the scripts ran, as Redis counts them.
     assert!(stats.contains("cmdstat_incr:calls=200,"), "{stats}");
 
+    // A pipelined round of script calls is warmed by each call's first declared key: counts of
+    // every form (none, zero, leading zeros, not a number, negative, more keys than given)
+    // answer as they do alone.
+    let mut p = redis::pipe();
+    p.cmd("EVALSHA").arg(&sha).arg(1).arg("w1");
+    p.cmd("EVAL").arg("return #KEYS").arg(0);
+    p.cmd("EVAL")
+        .arg("return KEYS[2]")
+        .arg("02")
+        .arg("w1")
+        .arg("w2");
+    p.cmd("EVAL").arg("return 1").arg("x");
+    p.cmd("EVAL").arg("return 1").arg(-1);
+    p.cmd("EVAL").arg("return 1").arg(3).arg("w1");
+    p.cmd("FCALL").arg("nosuch").arg(1).arg("w1");
+    p.cmd("EVALSHA").arg(&sha).arg(1).arg("w1");
+    let replies: Vec<Value> = p.ignore_errors().query(&mut c).unwrap();
+    let texts: Vec<String> = replies.iter().map(|v| format!("{v:?}")).collect();
+    assert_eq!(replies[0], Value::Int(1), "{texts:?}");
+    assert_eq!(replies[1], Value::Int(0), "{texts:?}");
+    assert_eq!(replies[2], Value::BulkString(b"w2".to_vec()), "{texts:?}");
+    assert!(texts[3].contains("not an integer"), "{texts:?}");
+    assert!(texts[4].contains("can't be negative"), "{texts:?}");
+    assert!(
+        texts[5].contains("greater than number of args"),
+        "{texts:?}"
+    );
+    assert!(texts[6].contains("Function not found"), "{texts:?}");
+    assert_eq!(replies[7], Value::Int(2), "{texts:?}");
+
     // A script that fails midway keeps what it wrote before the failing command (no rollback,
     // as in Redis) and answers that command's error; the engine goes on.
     let e = err_of(
@@ -674,9 +704,9 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
         .query(&mut c)
         .unwrap();
 
-    // Arguments and command replies too large for the heap's headroom take the protected path:
-    // within the Lua heap limit (64 MB by default) they work... (Lua interns every string, so
-    // the four values differ, or they would take the heap's room once.)
+    // Large arguments and command replies: within the Lua heap limit (64 MB by default) they
+    // work... (Lua interns every string, so the four values differ, or they would take the
+    // heap's room once.)
     let bigs: Vec<String> = ["a", "b", "c", "d"]
         .iter()
         .map(|fill| fill.repeat(20 << 20))

@@ -11,9 +11,11 @@
 //! error, `ok` → status, `double`, `big_number`, `verbatim_string`, `map`, `set`, otherwise an
 //! array of the elements 1..n up to the first nil; anything else → null.
 
+use std::ffi::c_int;
+
 use bytes::BytesMut;
 use ferrite_protocol::{Protocol, ReplyWriter};
-use mlua::{Lua, Table, Value};
+use mlua::{Lua, Table, Value, ffi};
 
 /// Nesting beyond this in a script's reply is an error (a table can contain itself).
 pub const MAX_REPLY_DEPTH: usize = 1000;
@@ -199,153 +201,239 @@ fn single_line(s: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// A command reply (RESP produced by Ferrite's own writer) as a Lua value. The second value is
-/// true when the reply is an error (its `{err=...}` table is then what `redis.call` raises).
-pub fn reply_to_lua(lua: &Lua, reply: &[u8]) -> mlua::Result<(Value, bool)> {
-    let mut p = Parser { buf: reply, pos: 0 };
-    let failed = reply.first() == Some(&b'-');
-    let v = p.value(lua)?;
-    Ok((v, failed))
+/// Why a command reply could not become a Lua value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadReply {
+    /// Not well-formed RESP (never produced by Ferrite's own writer).
+    Malformed,
+    /// Nested deeper than the Lua stack can hold.
+    TooDeep,
 }
 
-struct Parser<'a> {
+/// Pushes a command reply (RESP produced by Ferrite's own writer) onto the Lua stack as the value
+/// Redis gives scripts. Returns whether the reply is an error (its `{err=...}` table is then what
+/// `redis.call` raises).
+///
+/// # Safety
+///
+/// `l` must be a Lua state on which raising an error is allowed: this runs inside a Lua C
+/// function (`redis.call`), so an allocation that fails under the heap limit raises Lua's memory
+/// error (a `longjmp` to the script's protected call), and so does a nesting that does not fit
+/// the stack. Everything here and in the caller's frame is plain data (slices, integers), so
+/// such a jump skips no destructor. Only `reply`'s bytes are read; nothing else runs meanwhile
+/// (no Lua code: raw sets call no metamethods).
+pub unsafe fn push_reply(l: *mut ffi::lua_State, reply: &[u8]) -> Result<bool, BadReply> {
+    let mut p = RawParser { buf: reply, pos: 0 };
+    let failed = reply.first() == Some(&b'-');
+    // SAFETY: as the caller promised.
+    unsafe { p.value(l, 0)? };
+    Ok(failed)
+}
+
+/// Pushes `s` as a Lua string.
+///
+/// # Safety
+///
+/// As [`push_reply`]; the stack must have room for one more value.
+pub(crate) unsafe fn push_bytes(l: *mut ffi::lua_State, s: &[u8]) {
+    // SAFETY: a valid pointer and length (an empty slice's dangling pointer is never read).
+    unsafe { ffi::lua_pushlstring_(l, s.as_ptr().cast(), s.len()) }
+}
+
+/// Sets `t[key] = <top of the stack>` (popping it) in the table just below it.
+///
+/// # Safety
+///
+/// As [`push_reply`]; the table at -2, the stack with room for one more value.
+unsafe fn set_field(l: *mut ffi::lua_State, key: &[u8]) {
+    // SAFETY: as the caller promised; the key goes below the value, then both are set raw.
+    unsafe {
+        push_bytes(l, key);
+        ffi::lua_insert(l, -2);
+        ffi::lua_rawset(l, -3);
+    }
+}
+
+/// A reply's text line as `{field = line}`.
+///
+/// # Safety
+///
+/// As [`push_reply`].
+unsafe fn push_wrapped_line(l: *mut ffi::lua_State, field: &[u8], line: &[u8]) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        ffi::lua_createtable(l, 0, 1);
+        push_bytes(l, line);
+        set_field(l, field);
+    }
+}
+
+struct RawParser<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-impl Parser<'_> {
-    fn line(&mut self) -> mlua::Result<&[u8]> {
-        let rest = &self.buf[self.pos..];
-        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
-            return Err(bad_reply());
-        };
+impl RawParser<'_> {
+    fn line(&mut self) -> Result<&[u8], BadReply> {
+        let rest = self.buf.get(self.pos..).ok_or(BadReply::Malformed)?;
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or(BadReply::Malformed)?;
         self.pos += end + 2;
-        Ok(&rest[..end])
+        rest.get(..end).ok_or(BadReply::Malformed)
     }
 
-    fn int(&mut self) -> mlua::Result<i64> {
+    fn int(&mut self) -> Result<i64, BadReply> {
         let l = self.line()?;
         std::str::from_utf8(l)
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(bad_reply)
+            .ok_or(BadReply::Malformed)
     }
 
-    fn bytes(&mut self, n: usize) -> mlua::Result<&[u8]> {
-        let end = self.pos.checked_add(n).ok_or_else(bad_reply)?;
-        if end + 2 > self.buf.len() {
-            return Err(bad_reply());
+    fn bytes(&mut self, n: usize) -> Result<&[u8], BadReply> {
+        let end = self.pos.checked_add(n).ok_or(BadReply::Malformed)?;
+        let s = self.buf.get(self.pos..end).ok_or(BadReply::Malformed)?;
+        if self.buf.get(end..end.saturating_add(2)) != Some(b"\r\n") {
+            return Err(BadReply::Malformed);
         }
-        let s = &self.buf[self.pos..end];
         self.pos = end + 2;
         Ok(s)
     }
 
-    fn value(&mut self, lua: &Lua) -> mlua::Result<Value> {
-        let Some(&kind) = self.buf.get(self.pos) else {
-            return Err(bad_reply());
-        };
+    /// Pushes one value (exactly one more slot on the stack when it returns `Ok`).
+    ///
+    /// # Safety
+    ///
+    /// As [`push_reply`].
+    unsafe fn value(&mut self, l: *mut ffi::lua_State, depth: usize) -> Result<(), BadReply> {
+        let &kind = self.buf.get(self.pos).ok_or(BadReply::Malformed)?;
         self.pos += 1;
-        Ok(match kind {
-            b'+' => {
-                let l = self.line()?;
-                let t = lua.create_table_with_capacity(0, 1)?;
-                t.raw_set("ok", lua.create_string(l)?)?;
-                Value::Table(t)
+        // SAFETY: as the caller promised. A C function starts with LUA_MINSTACK (20) free slots
+        // and a level takes at most two while the next is built (a table, a key) and four at
+        // its own (a table, a key, a value, a wrapper), so the first levels fit; deeper ones
+        // make room first, and a nesting that does not fit is refused before a slot past the
+        // stack is written. (Not asked at the first levels: a call with close to LUAI_MAXCSTACK
+        // arguments has its LUA_MINSTACK slots but no more.)
+        unsafe {
+            if depth >= 4 && ffi::lua_checkstack(l, 4) == 0 {
+                return Err(BadReply::TooDeep);
             }
-            b'-' => {
-                let l = self.line()?;
-                Value::Table(coded_error_table(lua, l)?)
-            }
-            b':' => Value::Number(self.int()? as f64),
-            b'$' => {
-                let n = self.int()?;
-                if n < 0 {
-                    Value::Boolean(false)
-                } else {
-                    Value::String(lua.create_string(self.bytes(n as usize)?)?)
+            match kind {
+                b'+' => {
+                    let line = self.line()?;
+                    push_wrapped_line(l, b"ok", line);
                 }
-            }
-            b'*' => {
-                let n = self.int()?;
-                if n < 0 {
-                    Value::Boolean(false)
-                } else {
-                    let t = lua.create_table_with_capacity(n.min(1 << 16) as usize, 0)?;
-                    for i in 1..=n {
-                        let v = self.value(lua)?;
-                        t.raw_set(i, v)?;
+                b'-' => {
+                    let line = self.line()?;
+                    push_wrapped_line(l, b"err", trim_crlf(line));
+                }
+                b':' => ffi::lua_pushnumber(l, self.int()? as f64),
+                b'$' => {
+                    let n = self.int()?;
+                    if n < 0 {
+                        ffi::lua_pushboolean(l, 0);
+                    } else {
+                        let b = self.bytes(usize::try_from(n).map_err(|_| BadReply::Malformed)?)?;
+                        push_bytes(l, b);
                     }
-                    Value::Table(t)
                 }
-            }
-            b'%' => {
-                let n = self.int()?;
-                let m = lua.create_table()?;
-                for _ in 0..n {
-                    let k = self.value(lua)?;
-                    let v = self.value(lua)?;
-                    m.raw_set(k, v)?;
+                b'*' => {
+                    let n = self.int()?;
+                    if n < 0 {
+                        ffi::lua_pushboolean(l, 0);
+                    } else {
+                        let n = c_int::try_from(n).map_err(|_| BadReply::Malformed)?;
+                        ffi::lua_createtable(l, n.min(1 << 16), 0);
+                        for i in 1..=n {
+                            self.value(l, depth + 1)?;
+                            ffi::lua_rawseti_(l, -2, i);
+                        }
+                    }
                 }
-                wrap(lua, "map", m)?
-            }
-            b'~' => {
-                let n = self.int()?;
-                let s = lua.create_table()?;
-                for _ in 0..n {
-                    let k = self.value(lua)?;
-                    s.raw_set(k, true)?;
+                b'%' => {
+                    let n = self.int()?;
+                    ffi::lua_createtable(l, 0, 0);
+                    for _ in 0..n {
+                        self.value(l, depth + 1)?;
+                        self.value(l, depth + 1)?;
+                        ffi::lua_rawset(l, -3);
+                    }
+                    self.wrap(l, b"map");
                 }
-                wrap(lua, "set", s)?
-            }
-            b'_' => {
-                self.line()?;
-                Value::Nil
-            }
-            b'#' => Value::Boolean(self.line()? == b"t"),
-            b',' => {
-                let l = self.line()?;
-                let d = parse_double(l).ok_or_else(bad_reply)?;
-                let t = lua.create_table_with_capacity(0, 1)?;
-                t.raw_set("double", d)?;
-                Value::Table(t)
-            }
-            b'(' => {
-                let l = self.line()?;
-                let t = lua.create_table_with_capacity(0, 1)?;
-                t.raw_set("big_number", lua.create_string(l)?)?;
-                Value::Table(t)
-            }
-            b'=' => {
-                let n = self.int()?;
-                let body = self.bytes(n.max(0) as usize)?;
-                let (format, text) = if body.len() >= 4 && body[3] == b':' {
-                    (&body[..3], &body[4..])
-                } else {
-                    (&b"txt"[..], body)
-                };
-                let v = lua.create_table_with_capacity(0, 2)?;
-                v.raw_set("format", lua.create_string(format)?)?;
-                v.raw_set("string", lua.create_string(text)?)?;
-                wrap(lua, "verbatim_string", v)?
-            }
-            b'>' => {
-                // Push messages are not replies; read and drop them (never produced here).
-                let n = self.int()?;
-                for _ in 0..n {
-                    self.value(lua)?;
+                b'~' => {
+                    let n = self.int()?;
+                    ffi::lua_createtable(l, 0, 0);
+                    for _ in 0..n {
+                        self.value(l, depth + 1)?;
+                        ffi::lua_pushboolean(l, 1);
+                        ffi::lua_rawset(l, -3);
+                    }
+                    self.wrap(l, b"set");
                 }
-                self.value(lua)?
+                b'_' => {
+                    self.line()?;
+                    ffi::lua_pushnil(l);
+                }
+                b'#' => {
+                    let t = self.line()? == b"t";
+                    ffi::lua_pushboolean(l, c_int::from(t));
+                }
+                b',' => {
+                    let d = parse_double(self.line()?).ok_or(BadReply::Malformed)?;
+                    ffi::lua_createtable(l, 0, 1);
+                    ffi::lua_pushnumber(l, d);
+                    set_field(l, b"double");
+                }
+                b'(' => {
+                    let line = self.line()?;
+                    push_wrapped_line(l, b"big_number", line);
+                }
+                b'=' => {
+                    let n = self.int()?;
+                    let body =
+                        self.bytes(usize::try_from(n.max(0)).map_err(|_| BadReply::Malformed)?)?;
+                    let (format, text) = if body.len() >= 4 && body[3] == b':' {
+                        (&body[..3], &body[4..])
+                    } else {
+                        (&b"txt"[..], body)
+                    };
+                    ffi::lua_createtable(l, 0, 2);
+                    push_bytes(l, format);
+                    set_field(l, b"format");
+                    push_bytes(l, text);
+                    set_field(l, b"string");
+                    self.wrap(l, b"verbatim_string");
+                }
+                b'>' => {
+                    // Push messages are not replies; read and drop them (never produced here).
+                    let n = self.int()?;
+                    for _ in 0..n {
+                        self.value(l, depth + 1)?;
+                        ffi::lua_settop(l, -2);
+                    }
+                    self.value(l, depth + 1)?;
+                }
+                _ => return Err(BadReply::Malformed),
             }
-            _ => return Err(bad_reply()),
-        })
+        }
+        Ok(())
     }
-}
 
-fn wrap(lua: &Lua, field: &str, inner: Table) -> mlua::Result<Value> {
-    let t = lua.create_table_with_capacity(0, 1)?;
-    t.raw_set(field, inner)?;
-    Ok(Value::Table(t))
+    /// Replaces the value on top with `{field = value}`.
+    ///
+    /// # Safety
+    ///
+    /// As [`push_reply`].
+    unsafe fn wrap(&self, l: *mut ffi::lua_State, field: &[u8]) {
+        // SAFETY: as the caller promised: the inner table on top, room made by `value`.
+        unsafe {
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_insert(l, -2);
+            set_field(l, field);
+        }
+    }
 }
 
 fn parse_double(l: &[u8]) -> Option<f64> {
@@ -357,24 +445,12 @@ fn parse_double(l: &[u8]) -> Option<f64> {
     }
 }
 
-fn bad_reply() -> mlua::Error {
-    mlua::Error::runtime("malformed reply from the server")
-}
-
 /// The `{err="CODE message"}` table of an error text, formatted as Redis's
 /// `luaPushErrorBuff`: a text starting with `-` takes its first word as the code, otherwise
 /// the code is `ERR`; CR/LF at either end are trimmed.
 pub fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 1)?;
     t.raw_set("err", lua.create_string(error_text(text))?)?;
-    Ok(t)
-}
-
-/// The `{err=...}` table of an error that already starts with its code (a command's error
-/// reply, a refusal from the server).
-pub fn coded_error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 1)?;
-    t.raw_set("err", lua.create_string(trim_crlf(text))?)?;
     Ok(t)
 }
 

@@ -12,12 +12,13 @@ use bytes::BytesMut;
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use ferrite_protocol::{ErrorReply, Protocol};
-use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
+use mlua::{
+    Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState, ffi,
+};
 use sha1::{Digest, Sha1};
 
 use crate::convert::{self, LuaReply};
 use crate::functions::{Libraries, Loading};
-use crate::headroom;
 use crate::rand48::Rand48;
 use crate::sandbox;
 use crate::shebang::{ScriptFlags, parse_shebang};
@@ -127,8 +128,8 @@ struct RunState {
     host: Cell<Option<*mut (dyn Host + 'static)>>,
     /// The coroutine's yielder, valid only while the coroutine runs.
     yielder: Cell<*const Yielder<(), ()>>,
-    /// Suspend at the first hook after this instant.
-    suspend_at: Cell<Option<Instant>>,
+    /// When to suspend the run (see [`Suspend`]).
+    suspend: Cell<Suspend>,
     /// Command replies are asked for in RESP3 (`redis.setresp(3)`).
     resp3: Cell<bool>,
     /// The kill error was raised: keep raising it at every instruction.
@@ -141,10 +142,30 @@ struct RunState {
     /// other, and where each ends. A call costs no allocation once they have grown.
     arg_bytes: RefCell<Vec<u8>>,
     arg_ends: RefCell<Vec<usize>>,
-    /// The heap's memory limit ([`EngineLimits::memory`]), for the callbacks that lift it
-    /// while they build a value of bounded size (see `headroom`).
-    memory_limit: Cell<usize>,
+    /// The KEYS and ARGV of the run being started (copied: a run may be suspended before its
+    /// runner fetches them), as bytes one after the other and where each ends.
+    request: RefCell<Request>,
     rand: RefCell<Rand48>,
+}
+
+/// When the hook suspends a run.
+#[derive(Debug, Clone, Copy)]
+enum Suspend {
+    Never,
+    /// After this long; the clock is first read by the first hook (which comes after
+    /// [`HOOK_EVERY`] instructions, a few microseconds), so the many runs that never reach a
+    /// hook read no clock for it.
+    After(Duration),
+    /// At the first hook after this instant.
+    At(Instant),
+}
+
+/// A run's keys and arguments, kept for `fetch_request`.
+#[derive(Default)]
+struct Request {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    keys: usize,
 }
 
 impl RunState {
@@ -189,6 +210,9 @@ pub struct Engine {
     clock: u64,
     limits: EngineLimits,
     stack: Option<DefaultStack>,
+    /// A finished run's reply buffer, given back by the caller ([`Engine::recycle`]) for the
+    /// next run's reply: a run then allocates no reply buffer.
+    spare_reply: Option<BytesMut>,
     running: Option<Invocation>,
     pub(crate) libraries: Libraries,
 }
@@ -231,14 +255,14 @@ impl Engine {
         let state = Rc::new(RunState {
             host: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
-            suspend_at: Cell::new(None),
+            suspend: Cell::new(Suspend::Never),
             resp3: Cell::new(false),
             killed: Cell::new(false),
             in_run: Cell::new(false),
             reply: RefCell::new(BytesMut::new()),
             arg_bytes: RefCell::new(Vec::new()),
             arg_ends: RefCell::new(Vec::new()),
-            memory_limit: Cell::new(limits.memory),
+            request: RefCell::new(Request::default()),
             rand: RefCell::new(Rand48::default()),
         });
         let redis = redis_table(&lua, &state, version, version_num)?;
@@ -246,6 +270,7 @@ impl Engine {
         install_math_random(&lua, &state)?;
         let error_message = lua.create_function(|_, v: Value| Ok(coded_message(&v)))?;
         let loading = Rc::new(RefCell::new(Loading::default()));
+        let fetch = c_closure(&lua, &state, fetch_request)?;
         let register = {
             let loading = loading.clone();
             lua.create_function(move |_, args: MultiValue| {
@@ -257,7 +282,7 @@ impl Engine {
         let (_globals, env, runner, phase): (Table, Table, Function, Function) = lua
             .load(sandbox::SETUP)
             .set_name("=[sandbox]")
-            .call((error_message, register))?;
+            .call((error_message, register, fetch))?;
         install_hook(&lua, &state, &loading)?;
         lua.set_memory_limit(limits.memory)?;
         Ok(Engine {
@@ -272,6 +297,7 @@ impl Engine {
             clock: 0,
             limits,
             stack: None,
+            spare_reply: None,
             running: None,
             libraries: Libraries::default(),
         })
@@ -285,7 +311,6 @@ impl Engine {
     pub fn set_limits(&mut self, limits: EngineLimits) {
         self.limits = limits;
         let _ = self.lua.set_memory_limit(limits.memory);
-        self.state.memory_limit.set(limits.memory);
         self.evict(0);
     }
 
@@ -474,24 +499,36 @@ impl Engine {
                 (f.func.clone(), Rc::<str>::from(name), false)
             }
         };
-        let (keys, args) = self.key_and_arg_tables(keys, args).map_err(setup_error)?;
-        // The runner sets KEYS/ARGV as globals for EVAL (see `sandbox::SETUP`).
-        let call_args = (
-            Value::Function(func),
-            Value::Table(keys),
-            Value::Table(args),
-            is_eval,
-        );
+        if c_int::try_from(keys.len()).is_err() || c_int::try_from(args.len()).is_err() {
+            return Err(ErrorReply::err("too many keys or arguments").into());
+        }
+        {
+            // The runner fetches them as KEYS and ARGV (see `fetch_request`).
+            let request = &mut *self.state.request.borrow_mut();
+            if request.bytes.capacity() > 64 << 10 {
+                // A huge request's buffer is not kept.
+                *request = Request::default();
+            }
+            request.bytes.clear();
+            request.ends.clear();
+            for item in keys.iter().chain(args) {
+                request.bytes.extend_from_slice(item);
+                request.ends.push(request.bytes.len());
+            }
+            request.keys = keys.len();
+        }
         self.state.resp3.set(false);
         self.clear_kill().map_err(setup_error)?;
         let state = self.state.clone();
         let runner = self.runner.clone();
+        let lua = self.lua.clone();
         let max_reply = self.limits.max_reply;
+        let mut out = self.spare_reply.take().unwrap_or_default();
+        out.clear();
         let body = move |y: &Yielder<(), ()>, (): ()| -> BytesMut {
             state.yielder.set(y as *const _);
-            let result = runner.call::<(bool, Value)>(call_args);
+            let result = call_runner(&lua, &runner, &func, is_eval);
             state.yielder.set(std::ptr::null());
-            let mut out = BytesMut::new();
             finish(result, &name, proto, state.resp3.get(), max_reply, &mut out);
             out
         };
@@ -504,14 +541,14 @@ impl Engine {
             co: Coroutine::with_stack(stack, body),
         });
         self.state
-            .suspend_at
-            .set(suspend_after.map(|d| Instant::now() + d));
+            .suspend
+            .set(suspend_after.map_or(Suspend::Never, Suspend::After));
         Ok(self.drive(host))
     }
 
     /// Continues a suspended run to its end (no further suspension).
     pub fn resume(&mut self, host: &mut dyn Host) -> BytesMut {
-        self.state.suspend_at.set(None);
+        self.state.suspend.set(Suspend::Never);
         match self.drive(host) {
             Step::Done(reply) => reply,
             // Cannot happen without a suspension deadline; answer rather than loop.
@@ -520,6 +557,14 @@ impl Engine {
                 out.extend_from_slice(b"-ERR script suspended twice\r\n");
                 out
             }
+        }
+    }
+
+    /// Gives a run's reply buffer back once its bytes were copied out, for the next run's
+    /// reply (a large one is not kept).
+    pub fn recycle(&mut self, reply: BytesMut) {
+        if reply.capacity() <= 64 << 10 {
+            self.spare_reply = Some(reply);
         }
     }
 
@@ -549,78 +594,133 @@ impl Engine {
                 if let Some(done) = self.running.take() {
                     self.stack = Some(done.co.into_stack());
                 }
+                // Lua 5.1 does not collect when an allocation fails: a script stopped at the
+                // memory limit leaves a heap full of its garbage, on which the next script (or
+                // its compilation) would fail too. A full collection now, only then.
+                let limit = self.limits.memory;
+                if limit > 0 && self.lua.used_memory() > limit / 4 * 3 {
+                    let _ = self.lua.gc_collect();
+                }
                 Step::Done(reply)
             }
         }
     }
+}
 
-    /// KEYS and ARGV (or a function's keys and arguments) as two Lua arrays of strings, built
-    /// straight from the request's bytes with plain C API calls: no handle per string and no
-    /// protected call per element (mlua protects each call that may allocate while a memory
-    /// limit is set). Their size is known, so when the heap has room for twice their bound they
-    /// are built with the limit lifted (see `headroom`) and unprotected, as mlua itself does
-    /// without a limit; otherwise in one protected call, under the limit.
-    fn key_and_arg_tables(&self, keys: &[&[u8]], args: &[&[u8]]) -> mlua::Result<(Table, Table)> {
-        let fits = |items: &[&[u8]]| c_int::try_from(items.len()).is_ok();
-        if !fits(keys) || !fits(args) {
-            return Err(mlua::Error::runtime("too many keys or arguments"));
-        }
-        let bytes = keys.iter().chain(args).map(|a| a.len()).sum();
-        let bound = headroom::strings_bound(keys.len() + args.len(), bytes).saturating_add(256);
-        let lifted = headroom::lift(&self.lua, self.limits.memory, bound);
-        if lifted.is_some() || self.limits.memory == 0 {
-            // SAFETY: no allocation can fail while the limit is lifted (or without one), so
-            // these C API calls raise no Lua error and need no protected call: the same
-            // reasoning as mlua's own unprotected path when no limit is set. They call no
-            // metamethods (raw sets) and no Lua code; a collection step they trigger runs no
-            // finalizer a script could have set (scripts cannot create userdata with `__gc`).
-            // The stack has room for the two tables and one string pushed at a time, and the
-            // two tables are popped into handles before the lock on the state is released.
-            return self.lua.exec_raw_lua(|raw| unsafe {
-                let state = raw.state();
-                if mlua::ffi::lua_checkstack(state, 3) == 0 {
-                    return Err(mlua::Error::StackError);
-                }
-                push_string_arrays(state, keys, args);
-                let (Value::Table(a), Value::Table(k)) = (raw.pop_value(), raw.pop_value()) else {
-                    return Err(mlua::Error::runtime("KEYS/ARGV are not tables"));
-                };
-                Ok((k, a))
-            });
-        }
-        // SAFETY: the closure runs inside a Lua protected call (`exec_raw`), so an allocation
-        // error raised by these C API calls unwinds to that call, not past it; the closure
-        // holds only references and integers (nothing whose destructor a longjmp could skip).
-        // It makes room on the stack first and leaves exactly the two tables, which `exec_raw`
-        // returns.
+/// Calls the runner (`sandbox::SETUP`'s `run`) on `func` with plain C API calls: `mlua`'s
+/// `Function::call` costs a handle per argument and result and an error-traceback handler the
+/// runner does not need (it runs the script under Redis's own handler).
+fn call_runner(
+    lua: &Lua,
+    runner: &Function,
+    func: &Function,
+    is_eval: bool,
+) -> mlua::Result<(bool, Value)> {
+    lua.exec_raw_lua(|raw| {
+        // SAFETY: the stack is checked for room first (four slots pushed, two results). The
+        // pushes allocate nothing (references to live values, a boolean), so nothing raises
+        // outside the protected call; everything the call raises is caught by `lua_pcall`. The
+        // stack is left as found.
         unsafe {
-            self.lua.exec_raw::<(Table, Table)>((), |state| {
-                mlua::ffi::luaL_checkstack(state, 3, c"KEYS/ARGV".as_ptr());
-                push_string_arrays(state, keys, args);
-            })
+            let l = raw.state();
+            if ffi::lua_checkstack(l, 5) == 0 {
+                return Err(mlua::Error::StackError);
+            }
+            let base = ffi::lua_gettop(l);
+            raw.push(runner)?;
+            raw.push(func)?;
+            ffi::lua_pushboolean(l, c_int::from(is_eval));
+            // `request`: the runner fetches this run's KEYS and ARGV.
+            ffi::lua_pushboolean(l, 1);
+            let status = ffi::lua_pcall(l, 3, 2, 0);
+            let result = if status == 0 {
+                let value = raw.pop_value();
+                let ok = ffi::lua_toboolean(l, -1) != 0;
+                Ok((ok, value))
+            } else {
+                // Only the runner's own steps fail here (the script runs under its handler):
+                // fetching KEYS/ARGV past the heap's limit.
+                let message = match raw.pop_value() {
+                    Value::String(s) => s.to_string_lossy(),
+                    _ => "error in the script runner".to_string(),
+                };
+                Err(if status == ffi::LUA_ERRMEM {
+                    mlua::Error::MemoryError(message)
+                } else {
+                    mlua::Error::RuntimeError(message)
+                })
+            };
+            ffi::lua_settop(l, base);
+            result
         }
+    })
+}
+
+/// A Lua C closure of `f` with the engine's `RunState` as its one upvalue.
+fn c_closure(lua: &Lua, state: &Rc<RunState>, f: ffi::lua_CFunction) -> mlua::Result<Function> {
+    let state_ptr = Rc::as_ptr(state).cast_mut().cast::<std::ffi::c_void>();
+    // SAFETY: in a protected call (an allocation error is caught by it); pushes the state's
+    // address as the closure's one upvalue and the closure, which `exec_raw` returns. The
+    // state outlives the closure: the engine keeps its `Rc<RunState>` and drops its Lua state
+    // (and with it the closure) first.
+    unsafe {
+        lua.exec_raw::<Function>((), |l| {
+            ffi::lua_pushlightuserdata(l, state_ptr);
+            ffi::lua_pushcclosure(l, f, 1);
+        })
     }
 }
 
-/// Pushes `keys` and then `args` as two new Lua arrays of strings.
+/// The `RunState` a C closure made by [`c_closure`] carries.
 ///
 /// # Safety
 ///
-/// `state` must have room for three more stack slots, the lengths must fit a C int, and the
-/// caller must either be inside a protected call or know that no allocation can fail.
-unsafe fn push_string_arrays(state: *mut mlua::ffi::lua_State, keys: &[&[u8]], args: &[&[u8]]) {
-    use mlua::ffi;
-    for items in [keys, args] {
-        // SAFETY: as the caller promised (room on the stack, lengths that fit, errors caught
-        // or impossible); the table is at the top when each string is set into it.
-        unsafe {
-            ffi::lua_createtable(state, items.len() as c_int, 0);
-            for (i, item) in items.iter().enumerate() {
-                ffi::lua_pushlstring(state, item.as_ptr().cast(), item.len());
-                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+/// `l` must be running such a closure.
+unsafe fn closure_state<'a>(l: *mut ffi::lua_State) -> &'a RunState {
+    // SAFETY: the upvalue is the `RunState` the engine keeps alive while its Lua state lives;
+    // only shared references to it are made (its fields are cells).
+    unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) }
+}
+
+/// The runner's `fetch()`: the run's KEYS and ARGV as two new Lua arrays of strings
+/// (`luaCreateArray`), built inside the runner's protected call: past the heap's memory limit
+/// an allocation raises Lua's memory error, which that call catches.
+///
+/// # Safety
+///
+/// Called by Lua as a closure made by [`c_closure`]. The request's bytes are read through a
+/// pointer taken before the first push (no borrow guard is alive when a push raises, so the
+/// `longjmp` skips no destructor); nothing changes them while this runs (no Rust code runs).
+unsafe extern "C-unwind" fn fetch_request(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as this function's contract says.
+    let state = unsafe { closure_state(l) };
+    let (bytes, ends, keys) = {
+        let request = state.request.borrow();
+        (
+            (request.bytes.as_ptr(), request.bytes.len()),
+            (request.ends.as_ptr(), request.ends.len()),
+            request.keys,
+        )
+    };
+    // SAFETY: the pointers describe the request's buffers, unchanged while this runs; the
+    // stack has LUA_MINSTACK free slots in a C function and at most three are used at once
+    // (two tables and a string); counts fit a C int (`Engine::run` checks them).
+    unsafe {
+        let bytes = std::slice::from_raw_parts(bytes.0, bytes.1);
+        let ends = std::slice::from_raw_parts(ends.0, ends.1);
+        let keys = keys.min(ends.len());
+        let mut start = 0;
+        for (first, last) in [(0, keys), (keys, ends.len())] {
+            ffi::lua_createtable(l, (last - first) as c_int, 0);
+            for (i, &end) in ends[first..last].iter().enumerate() {
+                let item = bytes.get(start..end).unwrap_or_default();
+                convert::push_bytes(l, item);
+                ffi::lua_rawseti_(l, -2, i as c_int + 1);
+                start = end;
             }
         }
     }
+    2
 }
 
 impl Drop for Engine {
@@ -705,23 +805,10 @@ fn format_lua_number(n: f64) -> String {
     }
 }
 
-/// An error value for the error handler: its text, and whether it already carries its code
-/// (a failed command's error, raised by `redis.call`).
+/// An error value for the error handler: its text, and whether it already carries its code.
+/// Rust errors raised through mlua (`redis.log`'s, `redis.setresp`'s...) never do: a failed
+/// command's error is raised by `redis.call` as Redis's `{err=...}` table itself.
 fn coded_message(v: &Value) -> (Option<String>, bool) {
-    fn command_error(e: &mlua::Error) -> Option<String> {
-        match e {
-            mlua::Error::ExternalError(x) => x.downcast_ref::<CommandError>().map(|c| c.0.clone()),
-            mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
-                command_error(cause)
-            }
-            _ => None,
-        }
-    }
-    if let Value::Error(e) = v {
-        if let Some(text) = command_error(e) {
-            return (Some(text), true);
-        }
-    }
     (error_message(v), false)
 }
 
@@ -791,10 +878,18 @@ fn hook(lua: &Lua, state: &RunState, loading: &RefCell<Loading>) -> mlua::Result
             "Script killed by user with SCRIPT KILL...",
         ));
     }
-    if let Some(at) = state.suspend_at.get() {
+    let at = match state.suspend.get() {
+        Suspend::Never => None,
+        Suspend::After(d) => {
+            state.suspend.set(Suspend::At(Instant::now() + d));
+            None
+        }
+        Suspend::At(at) => Some(at),
+    };
+    if let Some(at) = at {
         let y = state.yielder.get();
         if !y.is_null() && Instant::now() >= at {
-            state.suspend_at.set(None);
+            state.suspend.set(Suspend::Never);
             // SAFETY: the yielder pointer is set by the coroutine body while it runs and this
             // hook runs on that coroutine's stack; suspending returns control to the resume
             // in `Engine::drive`, and the coroutine is resumed later from the same point.
@@ -804,129 +899,194 @@ fn hook(lua: &Lua, state: &RunState, loading: &RefCell<Loading>) -> mlua::Result
     Ok(VmState::Continue)
 }
 
-/// A failed command inside a script: `redis.call` raises it; Redis raises the error table
-/// `{err=...}`, which the error handler rebuilds from this (mlua raises Rust errors as
-/// userdata).
-#[derive(Debug)]
-struct CommandError(String);
+/// `redis.call` and `redis.pcall` as plain Lua C functions (Redis's `luaRedisCallCommand`):
+/// the arguments are read straight off the Lua stack, the command runs through the host, and
+/// its reply is pushed as Lua values, with no mlua handle per argument or value and no
+/// protected call per allocation (they cost more than the command itself: EVALSHA of a
+/// one-`redis.call` script spent ~2,500 instructions in mlua's callback machinery).
+///
+/// Lua code calls these only from inside a protected call (every script run, library load and
+/// test goes through one), so a Lua error raised here — a failed `redis.call`, or the heap's
+/// memory limit refusing an allocation while the reply is built — unwinds (`longjmp`) to the
+/// script's own `pcall`/error handler, as in Redis.
+///
+/// # Safety (the `longjmp`)
+///
+/// Lua raises errors with `longjmp`, which skips the frames in between without running their
+/// destructors. So the work is split in two: [`run_call`] does everything that owns Rust values
+/// (argument buffers, the host's command, borrows of the shared state) and may panic (caught),
+/// and returns with all of it dropped; only then are Lua API calls that may raise made, from
+/// frames holding plain data (a slice of the kept reply buffer, integers).
+fn call_function(lua: &Lua, state: &Rc<RunState>, raise: bool) -> mlua::Result<Function> {
+    c_closure(lua, state, if raise { redis_call } else { redis_pcall })
+}
 
-impl std::fmt::Display for CommandError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as a C closure made by `call_function`.
+    unsafe { command(l, true) }
+}
+
+unsafe extern "C-unwind" fn redis_pcall(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as a C closure made by `call_function`.
+    unsafe { command(l, false) }
+}
+
+/// The body of `redis.call` (`raise`) and `redis.pcall`.
+///
+/// # Safety
+///
+/// Called by Lua with the closure `call_function` made (its upvalue is a live `RunState`).
+unsafe fn command(l: *mut ffi::lua_State, raise: bool) -> c_int {
+    // SAFETY: as this function's contract says.
+    let state = unsafe { closure_state(l) };
+    // Phase one: Rust values, the command, panics caught. Leaves the reply (or the refusal, as
+    // an error reply) in `state.reply` and drops everything else.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `l` is the calling state; only its arguments are read.
+        unsafe { run_call(l, state) }
+    }));
+    if ran.is_err() {
+        let mut reply = state.reply.borrow_mut();
+        reply.clear();
+        reply.extend_from_slice(b"-ERR internal error while running the command\r\n");
+    }
+    // Phase two: plain data only. The reply's bytes stay where they are (no Rust code runs
+    // until this function returns, so nothing touches the buffer meanwhile).
+    let (ptr, len) = {
+        let reply = state.reply.borrow();
+        (reply.as_ptr(), reply.len())
+    };
+    // SAFETY: `ptr`/`len` describe the kept reply buffer, unchanged until the next call; the
+    // stack is grown by `push_reply` as it goes; errors it raises are caught by the script's
+    // protected call and skip only frames without destructors (see `call_function`).
+    unsafe {
+        let reply = std::slice::from_raw_parts(ptr, len);
+        let base = ffi::lua_gettop(l);
+        match convert::push_reply(l, reply) {
+            Ok(true) if raise => ffi::lua_error(l),
+            Ok(_) => 1,
+            // Back to the arguments (the C function's LUA_MINSTACK free slots are there again)
+            // before the message is pushed.
+            Err(e) => {
+                ffi::lua_settop(l, base);
+                convert::push_bytes(
+                    l,
+                    match e {
+                        convert::BadReply::Malformed => b"malformed reply from the server",
+                        convert::BadReply::TooDeep => b"reached lua stack limit",
+                    },
+                );
+                ffi::lua_error(l)
+            }
+        }
     }
 }
 
-impl std::error::Error for CommandError {}
-
-/// `redis.call` (`raise`) or `redis.pcall`: runs the command through the host and converts the
-/// reply; a failure is raised (call) or returned as `{err=...}` (pcall).
-fn command_fn(lua: &Lua, state: &Rc<RunState>, raise: bool) -> mlua::Result<Function> {
-    let state = state.clone();
-    lua.create_function(move |lua, args: MultiValue| {
-        let (v, failed) = run_command(lua, &state, args)?;
-        if failed && raise {
-            if let Value::Table(t) = &v {
-                if let Ok(Value::String(s)) = t.raw_get::<Value>("err") {
-                    return Err(mlua::Error::external(CommandError(s.to_string_lossy())));
+/// Phase one of `redis.call`: checks, the arguments as bytes, the command through the host.
+/// Leaves its reply — or the refusal, as an error reply — in `state.reply`.
+///
+/// # Safety
+///
+/// `l` is the state that called `redis.call`; its stack holds the arguments. Only API calls
+/// that cannot raise are made (type checks, reading strings and numbers in place).
+unsafe fn run_call(l: *mut ffi::lua_State, state: &RunState) {
+    let mut reply = state.reply.borrow_mut();
+    if reply.capacity() > 64 << 10 {
+        // A huge reply's buffer is not kept.
+        *reply = BytesMut::new();
+    }
+    reply.clear();
+    let refuse = |reply: &mut BytesMut, text: &[u8]| {
+        reply.extend_from_slice(text);
+        reply.extend_from_slice(b"\r\n");
+    };
+    if !state.in_run.get() {
+        return refuse(
+            &mut reply,
+            b"-ERR redis.call/pcall can only be called inside a script invocation",
+        );
+    }
+    // SAFETY: reading the calling function's own stack slots.
+    let n = unsafe { ffi::lua_gettop(l) };
+    if n < 1 {
+        return refuse(
+            &mut reply,
+            b"-ERR Please specify at least one argument for this redis lib call",
+        );
+    }
+    // The arguments as bytes (strings as they are, numbers as %.17g), one after the other in
+    // buffers the engine keeps, so a call allocates nothing once they have grown.
+    let mut bytes = state.arg_bytes.borrow_mut();
+    let mut ends = state.arg_ends.borrow_mut();
+    if bytes.capacity() > 64 << 10 {
+        *bytes = Vec::new();
+    }
+    bytes.clear();
+    ends.clear();
+    for i in 1..=n {
+        // SAFETY: `i` is a valid index of the calling function's arguments. Strings are read
+        // in place (`lua_tolstring` of a string allocates nothing); numbers are read as
+        // numbers and formatted here, so no conversion allocates in the Lua heap.
+        unsafe {
+            match ffi::lua_type(l, i) {
+                ffi::LUA_TSTRING => {
+                    let mut len = 0usize;
+                    let p = ffi::lua_tolstring(l, i, &mut len);
+                    if !p.is_null() {
+                        bytes.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), len));
+                    }
                 }
-            }
-        }
-        Ok(v)
-    })
-}
-
-fn run_command(lua: &Lua, state: &RunState, args: MultiValue) -> mlua::Result<(Value, bool)> {
-    {
-        if !state.in_run.get() {
-            let t = convert::error_table(
-                lua,
-                b"-ERR redis.call/pcall can only be called inside a script invocation",
-            )?;
-            return Ok((Value::Table(t), true));
-        }
-        if args.is_empty() {
-            let t = convert::error_table(
-                lua,
-                b"Please specify at least one argument for this redis lib call",
-            )?;
-            return Ok((Value::Table(t), true));
-        }
-        // The arguments as bytes (strings as they are, numbers as %.17g), one after the other
-        // in buffers the engine keeps, so a call allocates nothing once they have grown.
-        let mut bytes = std::mem::take(&mut *state.arg_bytes.borrow_mut());
-        let mut ends = std::mem::take(&mut *state.arg_ends.borrow_mut());
-        bytes.clear();
-        ends.clear();
-        for a in args.iter() {
-            match a {
-                Value::String(s) => bytes.extend_from_slice(&s.as_bytes()),
-                Value::Integer(i) => convert::number_arg(*i as f64, &mut bytes),
-                Value::Number(n) => convert::number_arg(*n, &mut bytes),
+                ffi::LUA_TNUMBER => convert::number_arg(ffi::lua_tonumber(l, i), &mut bytes),
                 _ => {
-                    let t = convert::error_table(
-                        lua,
+                    return refuse(
+                        &mut reply,
                         b"-ERR Lua redis lib command arguments must be strings or integers",
-                    )?;
-                    return Ok((Value::Table(t), true));
+                    );
                 }
             }
-            ends.push(bytes.len());
         }
-        // The slices: on the stack for the usual few arguments.
-        let mut inline: [&[u8]; 16] = [&[]; 16];
-        let many: Vec<&[u8]>;
-        let argv: &[&[u8]] = if ends.len() <= inline.len() {
-            let mut start = 0;
-            for (slot, &end) in inline.iter_mut().zip(&ends) {
-                *slot = &bytes[start..end];
+        ends.push(bytes.len());
+    }
+    // The slices: on the stack for the usual few arguments.
+    let mut inline: [&[u8]; 16] = [&[]; 16];
+    let many: Vec<&[u8]>;
+    let argv: &[&[u8]] = if ends.len() <= inline.len() {
+        let mut start = 0;
+        for (slot, &end) in inline.iter_mut().zip(ends.iter()) {
+            *slot = &bytes[start..end];
+            start = end;
+        }
+        &inline[..ends.len()]
+    } else {
+        let mut start = 0;
+        many = ends
+            .iter()
+            .map(|&end| {
+                let a = &bytes[start..end];
                 start = end;
-            }
-            &inline[..ends.len()]
-        } else {
-            let mut start = 0;
-            many = ends
-                .iter()
-                .map(|&end| {
-                    let a = &bytes[start..end];
-                    start = end;
-                    a
-                })
-                .collect();
-            &many
-        };
-        let proto = if state.resp3.get() {
-            Protocol::Resp3
-        } else {
-            Protocol::Resp2
-        };
-        let mut reply = std::mem::take(&mut *state.reply.borrow_mut());
+                a
+            })
+            .collect();
+        &many
+    };
+    let proto = if state.resp3.get() {
+        Protocol::Resp3
+    } else {
+        Protocol::Resp2
+    };
+    let called = state
+        .with_host(|h| h.call(argv, proto, &mut reply))
+        .unwrap_or_else(|| Err(ErrorReply::err("no script is running")));
+    if let Err(e) = called {
+        // A refusal before the command ran reaches the script as a command error would.
         reply.clear();
-        let called = state
-            .with_host(|h| h.call(argv, proto, &mut reply))
-            .unwrap_or_else(|| Err(ErrorReply::err("no script is running")));
-        let result = {
-            // The reply's Lua value is bounded by the reply's length: built without mlua's
-            // per-call protection when the heap has room for it.
-            let len = match &called {
-                Ok(()) => reply.len(),
-                Err(e) => e.text().len(),
-            };
-            let _lifted = headroom::lift(lua, state.memory_limit.get(), headroom::reply_bound(len));
-            match called {
-                Ok(()) => convert::reply_to_lua(lua, &reply),
-                Err(e) => convert::coded_error_table(lua, e.text().as_bytes())
-                    .map(|t| (Value::Table(t), true)),
-            }
-        };
-        // Keep modest buffers for the next call; a huge reply's or argument's is freed.
-        if reply.capacity() <= 64 << 10 {
-            *state.reply.borrow_mut() = reply;
-        }
-        if bytes.capacity() <= 64 << 10 {
-            *state.arg_bytes.borrow_mut() = bytes;
-            *state.arg_ends.borrow_mut() = ends;
-        }
-        result
+        reply.extend_from_slice(b"-");
+        reply.extend(
+            e.text()
+                .bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        reply.extend_from_slice(b"\r\n");
     }
 }
 
@@ -939,8 +1099,8 @@ fn redis_table(
     version_num: u32,
 ) -> mlua::Result<Table> {
     let redis = lua.create_table()?;
-    redis.raw_set("call", command_fn(lua, state, true)?)?;
-    redis.raw_set("pcall", command_fn(lua, state, false)?)?;
+    redis.raw_set("call", call_function(lua, state, true)?)?;
+    redis.raw_set("pcall", call_function(lua, state, false)?)?;
     // Log levels.
     for (name, level) in [
         ("LOG_DEBUG", 0),

@@ -179,7 +179,7 @@ impl Engine {
         self.set_phase(true);
         let result = self
             .load_runner()
-            .call::<(bool, Value)>((func, Value::Nil, Value::Nil));
+            .call::<(bool, Value)>((func, false, false));
         self.set_phase(false);
         let loading = std::mem::take(&mut *self.loading().borrow_mut());
         match result {

@@ -15,7 +15,6 @@
 mod convert;
 mod engine;
 pub mod functions;
-mod headroom;
 mod libs;
 mod rand48;
 mod sandbox;

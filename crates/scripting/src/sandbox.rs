@@ -20,7 +20,7 @@
 /// runner that calls a script under Redis's error handler, and `redis.call`/`redis.pcall`'s
 /// Lua halves.
 pub const SETUP: &str = r#"
-local error_message, register_function = ...
+local error_message, register_function, fetch = ...
 local G = _G
 local setfenv = setfenv
 local string_lib = string
@@ -225,8 +225,12 @@ setfenv(0, PG)
 
 -- Runs a script function under the error handler: f() for EVAL with KEYS/ARGV set as globals
 -- here (a Lua rawset costs far less than setting them from Rust), f(keys, args) for functions.
+-- With `request`, the keys and arguments are the run's, fetched from the engine (`fetch`
+-- builds them inside this protected call); FUNCTION LOAD runs a library's body without.
 -- Returns ok, result-or-error.
-local function run(f, keys, args, eval)
+local function run(f, eval, request)
+  local keys, args
+  if request then keys, args = fetch() end
   if eval then
     rawset_(G, 'KEYS', keys)
     rawset_(G, 'ARGV', args)

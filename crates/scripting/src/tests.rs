@@ -58,6 +58,19 @@ impl Host for FakeHost {
             ("exists", 2) => w.boolean(self.data.contains_key(argv[1])),
             ("lpush", n) if n >= 3 => w.int(n as i64 - 2),
             ("incrbyfloat", 3) => w.double(1.5),
+            // `bigreply n size`: an array of n bulk strings of size bytes each.
+            ("bigreply", 3) => {
+                let n: usize = String::from_utf8_lossy(argv[1]).parse().unwrap_or(0);
+                let size: usize = String::from_utf8_lossy(argv[2]).parse().unwrap_or(0);
+                let item = vec![b'x'; size];
+                w.array(n);
+                for i in 0..n {
+                    // Distinct strings (Lua interns equal ones).
+                    let mut v = item.clone();
+                    v.extend_from_slice(i.to_string().as_bytes());
+                    w.bulk(&v);
+                }
+            }
             ("lrange", 4) => {
                 w.array(3);
                 w.bulk(b"a");
@@ -590,6 +603,85 @@ fn runaway_scripts_are_contained() {
         Protocol::Resp2,
     );
     assert_eq!(r, "-ERR script reply is larger than 1048576 bytes\r\n");
+}
+
+/// The heap's memory limit holds where values are built outside Lua code: a command's reply
+/// (`redis.call`, `redis.pcall`) and KEYS/ARGV. Past it the script fails with Lua's "not enough
+/// memory", the engine keeps working, and the heap stays within the limit (give or take the
+/// few bytes mlua lets past it to raise its own error values).
+#[test]
+fn the_memory_limit_holds_for_replies_and_keys() {
+    let limits = EngineLimits {
+        memory: 8 << 20,
+        ..EngineLimits::default()
+    };
+    let within = |used: usize| used <= limits.memory + 1024;
+    let mut e = Engine::new(limits, "7.0.15", 0).unwrap();
+    let mut h = FakeHost::default();
+    // A reply of 16 MiB in 100,000 strings: refused while it is built, by either call.
+    for call in ["redis.call", "redis.pcall"] {
+        let r = eval_with(
+            &mut e,
+            &mut h,
+            &format!("return #{call}('bigreply', '100000', '160')"),
+            &[],
+            Protocol::Resp2,
+        );
+        assert!(r.contains("not enough memory"), "{call}: {r}");
+        assert!(within(e.used_memory()), "{}", e.used_memory());
+    }
+    // Replies that fit, kept until the heap is full: the same error, raised where the script
+    // allocates.
+    let r = eval_with(
+        &mut e,
+        &mut h,
+        "local keep = {} for i = 1, 1000 do keep[i] = redis.call('bigreply', '1000', '100') end",
+        &[],
+        Protocol::Resp2,
+    );
+    assert!(r.contains("not enough memory"), "{r}");
+    // Within the limit, the same call works.
+    assert_eq!(
+        eval_with(
+            &mut e,
+            &mut h,
+            "return #redis.call('bigreply', '1000', '100')",
+            &[],
+            Protocol::Resp2
+        ),
+        ":1000\r\n"
+    );
+    // KEYS and ARGV larger than the heap: refused, nothing crashes.
+    // (Distinct: Lua would store equal strings once.)
+    let big: Vec<Vec<u8>> = (b'a'..=b'c').map(|c| vec![c; 4 << 20]).collect();
+    let keys: Vec<&[u8]> = big.iter().map(Vec::as_slice).collect();
+    let (sha, _) = e.load_script(b"return #KEYS", false).unwrap();
+    let r = match e.run(
+        Target::Script(&sha),
+        &keys,
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
+        Ok(Step::Done(r)) => String::from_utf8_lossy(&r).into_owned(),
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert!(r.contains("not enough memory"), "{r}");
+    assert!(within(e.used_memory()), "{}", e.used_memory());
+    // And the engine still runs scripts (with keys that fit).
+    let small: Vec<&[u8]> = vec![b"a", b"b"];
+    match e.run(
+        Target::Script(&sha),
+        &small,
+        &[],
+        Protocol::Resp2,
+        &mut h,
+        None,
+    ) {
+        Ok(Step::Done(r)) => assert_eq!(&r[..], b":2\r\n"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
 }
 
 #[test]

@@ -192,7 +192,11 @@ impl Blocked {
             _ => None,
         };
         if !self.done {
-            self.keyspace.lock_async().await.unblock(&self.waiter);
+            // A write that served the client took it off every queue already (`Waiter::serve`
+            // returned true): only a wait that ended otherwise takes the lock to leave them.
+            if self.client.served.lock().is_none() {
+                self.keyspace.lock_async().await.unblock(&self.waiter);
+            }
             self.left();
         }
         if let Some(reply) = self.client.served.lock().take() {

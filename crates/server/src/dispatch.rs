@@ -1086,6 +1086,22 @@ pub fn warm_batch<'a>(st: &mut ClientState, mut requests: impl Iterator<Item = A
             None => return,
         },
     };
+    if crate::scripting::script_call(spec.name).is_some() {
+        // EVALSHA, FCALL...: keys after a count; each request's first key is warmed (a round of
+        // one script on random keys otherwise waits for each lookup's cache misses in turn).
+        let mut keys: [&[u8]; WARM_KEYS] = [&[]; WARM_KEYS];
+        let mut n = 0;
+        for key in std::iter::once(first)
+            .chain(requests)
+            .filter_map(|args| crate::scripting::first_declared_key(&args))
+            .take(WARM_KEYS)
+        {
+            keys[n] = key;
+            n += 1;
+        }
+        warm_keys(st, keys[..n].iter().copied());
+        return;
+    }
     if !matches!(spec.handler, Handler::Data(_)) || spec.first_key <= 0 {
         return;
     }

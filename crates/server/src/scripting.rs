@@ -488,6 +488,20 @@ pub fn declared_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
     split_keys(args).map(|(keys, _)| keys).unwrap_or_default()
 }
 
+/// The first key a script call declares (`EVALSHA sha 1 key ...`), if any, without allocating:
+/// what `dispatch::warm_batch` warms for each request of a pipelined round.
+pub fn first_declared_key<'a>(args: &Args<'a>) -> Option<&'a [u8]> {
+    let count = args.get(2);
+    // A count of keys: digits, not 0 (a malformed one fails in the call itself).
+    if count.is_empty() || count.len() > 10 || !count.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if count.iter().all(|&b| b == b'0') || args.len() < 4 {
+        return None;
+    }
+    Some(args.get(3))
+}
+
 fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
     let n = std::str::from_utf8(args.get(2))
         .ok()
@@ -560,13 +574,23 @@ pub async fn run(
     // A free lock is taken at once; only a wait goes through `or_busy` (whose timer costs a
     // clock read and a registration with the runtime's timer on every call).
     let previous = held.as_ref().map(Held::commands);
+    let mut waited = admitted.waited;
     let mut db = match held {
         // The lock the batch's previous command kept (see `dispatch::Held`).
         Some(h) => h.into_guard(),
         None => match ks.try_lock_owned() {
             Some(db) => db,
-            None => or_busy(sh, &tenant, ks.lock_owned()).await?,
+            None => {
+                waited = true;
+                or_busy(sh, &tenant, ks.lock_owned()).await?
+            }
         },
+    };
+    // The batch's clock (no clock read) unless admission or the lock made it wait.
+    let now = if waited {
+        ferrite_storage::now_ms()
+    } else {
+        st.batch.now_ms()
     };
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
@@ -585,19 +609,22 @@ pub async fn run(
         (call, ro_command),
         &args,
         (&keys, &argv),
-        Some(SCRIPT_SLICE),
+        (now, Some(SCRIPT_SLICE)),
         &mut caller,
     );
-    let (reply, calls) = match started {
+    let (delivered, calls) = match started {
         Err(e) => {
             put_engine(&mut db, &tenant, te);
             return Err(e);
         }
         Ok(Started::Done(reply, calls)) => {
+            let delivered = deliver(st, &caller, &reply, out);
+            // The reply's buffer serves the engine's next run.
+            te.engine.recycle(reply);
             put_engine(&mut db, &tenant, te);
             // Kept for the batch's next command (given back when the batch ends).
             Held::keep(&mut st.held, epoch, db, previous);
-            (reply, calls)
+            (delivered, calls)
         }
         Ok(Started::Suspended {
             now,
@@ -635,7 +662,7 @@ pub async fn run(
                     st.rng = rng;
                     caller = back;
                     dispatch::free_later(more_garbage);
-                    (reply, calls)
+                    (deliver(st, &caller, &reply, out), calls)
                 }
                 Err(e) => {
                     tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
@@ -653,17 +680,27 @@ pub async fn run(
     if calls > 1 {
         let _ = tenant.admit_n(calls - 1, Duration::ZERO);
     }
+    delivered?;
+    Ok(Flow::Continue)
+}
+
+/// Adds a script's reply to the connection's output, within its output budget
+/// (client-output-buffer-limit applies to a script's reply as to any other).
+fn deliver(
+    st: &mut ClientState,
+    caller: &Caller,
+    reply: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), ErrorReply> {
     if out.len() + reply.len() > st.reply_limit {
-        // The connection's output budget (client-output-buffer-limit) applies to a script's
-        // reply as to any other.
         return Err(ErrorReply::err(
             "script reply exceeds the client output buffer limit",
         ));
     }
     // An error raised by a call the script made was counted when the call failed.
-    st.error_counted = caller.counted(&reply);
-    out.extend_from_slice(&reply);
-    Ok(Flow::Continue)
+    st.error_counted = caller.counted(reply);
+    out.extend_from_slice(reply);
+    Ok(())
 }
 
 /// EVAL, EVALSHA, FCALL and their `_RO` forms by command name: how they run.
@@ -709,7 +746,7 @@ pub fn run_in_transaction(
         call,
         &args,
         (&keys, &argv),
-        None,
+        (ferrite_storage::now_ms(), None),
         caller,
     );
     put_engine(db, tenant, te);
@@ -810,7 +847,7 @@ fn start(
     (call, ro_command): (Call, bool),
     args: &Args<'_>,
     (keys, argv): (&[&[u8]], &[&[u8]]),
-    slice: Option<Duration>,
+    (now, slice): (u64, Option<Duration>),
     caller: &mut Caller,
 ) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
@@ -856,7 +893,6 @@ fn start(
     if !flags.compat && !flags.no_writes {
         caller.shared.check_replicas()?;
     }
-    let now = ferrite_storage::now_ms();
     let kind = match call {
         Call::Fcall => ScriptKind::Function,
         Call::Eval | Call::EvalSha => ScriptKind::Eval,
