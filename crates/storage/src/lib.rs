@@ -28,6 +28,7 @@ pub mod encoding;
 pub mod entry;
 pub mod glob;
 pub mod keyspace;
+mod list;
 pub mod notify;
 pub mod ordtree;
 mod pack;
