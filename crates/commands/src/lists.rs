@@ -489,14 +489,7 @@ fn linsert(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let reply = match found {
         None => -1,
         Some(p) => {
-            let at = p + usize::from(after);
-            if at == 0 {
-                l.push_front(elem);
-            } else if at == l.len() {
-                l.push_back(elem);
-            } else {
-                l.edit(|items| items.insert(at, elem.into()));
-            }
+            l.insert(p + usize::from(after), elem);
             l.len() as i64
         }
     };

@@ -1,17 +1,32 @@
-//! Lists: packed (`listpack`) while small, a deque of packed nodes (`quicklist`) past
-//! `list-max-listpack-size`.
+//! Lists: packed (`listpack`: one allocation, the count and digest in its header) while within
+//! `list-max-listpack-size`, and past it a deque of packed nodes (Redis's `quicklist`), each node
+//! filled up to the same limit, so that a push writes into an end node and a pop takes from one
+//! without an allocation per element.
+//!
+//! A node keeps its entries in the middle of its buffer (a gap on both sides), so pushing at
+//! either end writes in place; each entry is its length (LEB128), its bytes and its length again,
+//! written backwards, so that the tail node is read from its end as easily as from its start.
+//! Both forms keep the list's ordered polynomial digest Σ h(eᵢ)·Bⁱ (the same value whatever the
+//! form, so a conversion never changes TENANT.DIGEST) and a size estimate that depends on the
+//! content only.
 
 use std::collections::VecDeque;
 
 use crate::digest::{hash_bytes, mix64, poly};
 use crate::encoding::{self, Encoding};
 use crate::pack::{self, Packed, PackedRef};
-use crate::value::{ELEM_OVERHEAD, Either, FULL_HEADER, PACKED_CHUNK};
+use crate::value::{Either, FULL_HEADER, PACKED_CHUNK};
 
-/// A list with its ordered polynomial digest: packed (`listpack`, one allocation with the count
-/// and digest in its header) while it is within `list-max-listpack-size`, a deque of elements
-/// past it (reported as Redis's `quicklist`; packed again once it shrinks to half the limit, as
-/// Redis 7.2 does).
+/// Redis's `SIZE_SAFETY_LIMIT`: with an entry-count limit (a positive `list-max-listpack-size`),
+/// a packed list or node still holds at most this many bytes.
+const SIZE_SAFETY_LIMIT: usize = 8192;
+
+/// What an element of a quicklist costs besides its encoded entry, on average: nodes filled to
+/// within one entry of the limit and their 40-byte headers (measured against the RSS growth of
+/// one list of a million elements by `scripts/bench-memory.sh`, shape `list1m`).
+const QUICK_ELEM_SLACK: usize = 1;
+
+/// A list (see the module docs).
 #[derive(Clone)]
 pub struct ListValue(ListRepr);
 
@@ -19,18 +34,30 @@ pub struct ListValue(ListRepr);
 enum ListRepr {
     /// The header's sum is the ordered polynomial hash; Bⁿ is computed from the count.
     Packed(Packed),
-    Deque(Box<ListDeque>),
+    Quick(Box<Quick>),
 }
 
+/// The quicklist form: nodes of entries, head first.
 #[derive(Clone)]
-struct ListDeque {
-    items: VecDeque<Box<[u8]>>,
-    /// Estimated bytes of the elements.
+struct Quick {
+    nodes: VecDeque<Node>,
+    /// Elements over all nodes.
+    len: usize,
+    /// Estimated bytes of the elements: Σ (entry bytes + [`QUICK_ELEM_SLACK`]).
     bytes: usize,
     /// Σ h(eᵢ)·Bⁱ mod P over positions i from the head.
     poly: u64,
     /// Bⁿ mod P for n = len.
     pow: u64,
+}
+
+/// A packed node: entries in `buf[lo..hi]`, free room before and after them.
+#[derive(Clone)]
+struct Node {
+    buf: Box<[u8]>,
+    lo: usize,
+    hi: usize,
+    count: usize,
 }
 
 impl Default for ListValue {
@@ -43,6 +70,472 @@ impl Default for ListValue {
 fn elem_poly(e: &[u8]) -> u64 {
     poly::reduce(hash_bytes(e))
 }
+
+/// The most elements and bytes a packed list or a quicklist node holds, from
+/// `list-max-listpack-size` (a count limit keeps Redis's 8 KiB safety limit on bytes).
+fn limits() -> (usize, usize) {
+    let (entries, bytes) = encoding::list_max_packed();
+    (
+        entries.min(pack::MAX_COUNT),
+        bytes.min(if entries == usize::MAX {
+            usize::MAX
+        } else {
+            SIZE_SAFETY_LIMIT
+        }),
+    )
+}
+
+/// Bytes of `e`'s entry in a node: its length, its bytes and its length again.
+#[inline]
+fn entry_len(e: &[u8]) -> usize {
+    2 * pack::len_of_len(e.len()) + e.len()
+}
+
+/// Writes `e`'s entry into `dst` (exactly [`entry_len`] bytes).
+#[inline]
+fn write_entry(dst: &mut [u8], e: &[u8]) {
+    let k = pack::len_of_len(e.len());
+    let mut n = e.len();
+    for (i, b) in dst[..k].iter_mut().enumerate() {
+        *b = (n as u8 & 0x7f) | if i + 1 < k { 0x80 } else { 0 };
+        n >>= 7;
+    }
+    dst[k..k + e.len()].copy_from_slice(e);
+    // The same LEB128 bytes in reverse order: read from the end, the low group comes first.
+    let (fwd, back) = dst.split_at_mut(k + e.len());
+    for (i, b) in back.iter_mut().enumerate() {
+        *b = fwd[k - 1 - i];
+    }
+}
+
+/// The entry ending at `end` of a node's buffer, and its start.
+#[inline]
+fn read_back(buf: &[u8], end: usize) -> (&[u8], usize) {
+    let (mut n, mut shift, mut pos) = (0usize, 0, end);
+    loop {
+        pos -= 1;
+        let b = buf[pos];
+        n |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let k = end - pos;
+    let start = pos - n;
+    (&buf[start..pos], start - k)
+}
+
+/// The entry starting at `pos` of a node's buffer, and the position after it.
+#[inline]
+fn read_fwd(buf: &[u8], pos: usize) -> (&[u8], usize) {
+    let (e, next) = pack::read(buf, pos);
+    (e, next + pack::len_of_len(e.len()))
+}
+
+impl Node {
+    /// An empty node of `cap` bytes, its room on the side pushes will come from.
+    fn new(cap: usize, at_front: bool) -> Node {
+        let at = if at_front { cap } else { 0 };
+        Node {
+            buf: vec![0; cap].into_boxed_slice(),
+            lo: at,
+            hi: at,
+            count: 0,
+        }
+    }
+
+    #[inline]
+    fn used(&self) -> usize {
+        self.hi - self.lo
+    }
+
+    /// Whether `e` may join this node under the limits (an empty node takes anything).
+    #[inline]
+    fn takes(&self, e: &[u8], (max_count, max_bytes): (usize, usize)) -> bool {
+        self.count == 0 || (self.count < max_count && self.used() + entry_len(e) <= max_bytes)
+    }
+
+    /// Makes room for `need` bytes at the front or the back: a larger buffer (doubling, up to
+    /// the byte limit), the entries moved to its other side.
+    fn reserve(&mut self, need: usize, front: bool, max_bytes: usize) {
+        let room = if front {
+            self.lo
+        } else {
+            self.buf.len() - self.hi
+        };
+        if room >= need {
+            return;
+        }
+        let used = self.used();
+        let cap = (2 * self.buf.len()).max(64).min(max_bytes).max(used + need);
+        let mut buf = vec![0; cap].into_boxed_slice();
+        let at = if front { cap - used } else { 0 };
+        buf[at..at + used].copy_from_slice(&self.buf[self.lo..self.hi]);
+        self.buf = buf;
+        self.lo = at;
+        self.hi = at + used;
+    }
+
+    fn push_back(&mut self, e: &[u8], max_bytes: usize) {
+        let n = entry_len(e);
+        self.reserve(n, false, max_bytes);
+        write_entry(&mut self.buf[self.hi..self.hi + n], e);
+        self.hi += n;
+        self.count += 1;
+    }
+
+    fn push_front(&mut self, e: &[u8], max_bytes: usize) {
+        let n = entry_len(e);
+        self.reserve(n, true, max_bytes);
+        write_entry(&mut self.buf[self.lo - n..self.lo], e);
+        self.lo -= n;
+        self.count += 1;
+    }
+
+    fn first(&self) -> (&[u8], usize) {
+        read_fwd(&self.buf, self.lo)
+    }
+
+    fn last(&self) -> (&[u8], usize) {
+        read_back(&self.buf, self.hi)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut pos = self.lo;
+        std::iter::from_fn(move || {
+            (pos < self.hi).then(|| {
+                let (e, next) = read_fwd(&self.buf, pos);
+                pos = next;
+                e
+            })
+        })
+    }
+
+    /// Start of entry `i` (< count), walked from the nearer end.
+    fn offset(&self, i: usize) -> usize {
+        if i <= self.count / 2 {
+            let mut pos = self.lo;
+            for _ in 0..i {
+                pos = read_fwd(&self.buf, pos).1;
+            }
+            pos
+        } else {
+            let mut pos = self.hi;
+            for _ in i..self.count {
+                pos = read_back(&self.buf, pos).1;
+            }
+            pos
+        }
+    }
+}
+
+impl Quick {
+    fn empty() -> Quick {
+        Quick {
+            nodes: VecDeque::new(),
+            len: 0,
+            bytes: 0,
+            poly: 0,
+            pow: 1,
+        }
+    }
+
+    /// Nodes filled in order from `items` up to `lim` (most elements, bytes), with digest `poly`
+    /// (None: computed).
+    fn from_iter<'e>(
+        items: impl Iterator<Item = &'e [u8]>,
+        poly: Option<u64>,
+        lim: (usize, usize),
+    ) -> Quick {
+        let mut q = Quick::empty();
+        let (mut p, mut pw) = (0u64, 1u64);
+        let mut pending: Vec<&[u8]> = Vec::new();
+        let mut pending_bytes = 0;
+        let flush = |q: &mut Quick, pending: &mut Vec<&[u8]>, bytes: &mut usize| {
+            if pending.is_empty() {
+                return;
+            }
+            let mut n = Node::new(*bytes, false);
+            for e in pending.iter() {
+                n.push_back(e, *bytes);
+            }
+            q.nodes.push_back(n);
+            pending.clear();
+            *bytes = 0;
+        };
+        for e in items {
+            let n = entry_len(e);
+            if !pending.is_empty()
+                && (pending.len() >= lim.0 || pending_bytes + n > lim.1)
+            {
+                flush(&mut q, &mut pending, &mut pending_bytes);
+            }
+            pending.push(e);
+            pending_bytes += n;
+            q.len += 1;
+            q.bytes += n + QUICK_ELEM_SLACK;
+            if poly.is_none() {
+                p = poly::add(p, poly::mul(elem_poly(e), pw));
+            }
+            pw = poly::mul(pw, poly::B);
+        }
+        flush(&mut q, &mut pending, &mut pending_bytes);
+        q.poly = poly.unwrap_or(p);
+        q.pow = pw;
+        q
+    }
+
+    fn iter(&self) -> QuickIter<'_> {
+        self.range(0, self.len)
+    }
+
+    /// Node and position of element `i` (< len), walked from the nearer end.
+    fn seek(&self, i: usize) -> (usize, usize) {
+        if i < self.len / 2 {
+            let mut i = i;
+            for (k, n) in self.nodes.iter().enumerate() {
+                if i < n.count {
+                    return (k, n.offset(i));
+                }
+                i -= n.count;
+            }
+        } else {
+            let mut j = self.len - 1 - i;
+            for (k, n) in self.nodes.iter().enumerate().rev() {
+                if j < n.count {
+                    return (k, n.offset(n.count - 1 - j));
+                }
+                j -= n.count;
+            }
+        }
+        unreachable!("index {i} within the list's length")
+    }
+
+    /// The node holding element `i` (< len) and `i`'s index within it.
+    fn node_of(&self, mut i: usize) -> (usize, usize) {
+        for (k, n) in self.nodes.iter().enumerate() {
+            if i < n.count {
+                return (k, i);
+            }
+            i -= n.count;
+        }
+        unreachable!("index within the list's length")
+    }
+
+    fn range(&self, start: usize, end: usize) -> QuickIter<'_> {
+        let front = if start < end {
+            self.seek(start)
+        } else {
+            (0, 0)
+        };
+        let back = if start >= end {
+            (0, 0)
+        } else if end == self.len {
+            let k = self.nodes.len() - 1;
+            (k, self.nodes[k].hi)
+        } else {
+            self.seek(end)
+        };
+        QuickIter {
+            nodes: &self.nodes,
+            front,
+            back,
+            remaining: end - start,
+        }
+    }
+
+    /// Replaces node `k` with nodes holding `items`, filled up to the limits.
+    fn rebuild_node(&mut self, k: usize, items: &[Vec<u8>]) {
+        let built = Quick::from_iter(items.iter().map(|e| &e[..]), Some(0), limits());
+        self.nodes.remove(k);
+        for (j, n) in built.nodes.into_iter().enumerate() {
+            self.nodes.insert(k + j, n);
+        }
+    }
+
+    fn push_back(&mut self, e: &[u8]) {
+        let lim = limits();
+        match self.nodes.back_mut() {
+            Some(n) if n.takes(e, lim) => n.push_back(e, lim.1),
+            _ => {
+                let mut n = Node::new(entry_len(e).max(lim.1.min(256)), false);
+                n.push_back(e, lim.1);
+                self.nodes.push_back(n);
+            }
+        }
+        self.poly = poly::add(self.poly, poly::mul(elem_poly(e), self.pow));
+        self.pow = poly::mul(self.pow, poly::B);
+        self.bytes += entry_len(e) + QUICK_ELEM_SLACK;
+        self.len += 1;
+    }
+
+    fn push_front(&mut self, e: &[u8]) {
+        let lim = limits();
+        match self.nodes.front_mut() {
+            Some(n) if n.takes(e, lim) => n.push_front(e, lim.1),
+            _ => {
+                let mut n = Node::new(entry_len(e).max(lim.1.min(256)), true);
+                n.push_front(e, lim.1);
+                self.nodes.push_front(n);
+            }
+        }
+        self.poly = poly::add(elem_poly(e), poly::mul(self.poly, poly::B));
+        self.pow = poly::mul(self.pow, poly::B);
+        self.bytes += entry_len(e) + QUICK_ELEM_SLACK;
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<Box<[u8]>> {
+        let n = self.nodes.front_mut()?;
+        let (e, next) = n.first();
+        let e = Box::<[u8]>::from(e);
+        n.lo = next;
+        n.count -= 1;
+        if n.count == 0 {
+            self.nodes.pop_front();
+        }
+        self.len -= 1;
+        self.bytes -= entry_len(&e) + QUICK_ELEM_SLACK;
+        self.poly = poly::mul(poly::sub(self.poly, elem_poly(&e)), poly::B_INV);
+        self.pow = poly::mul(self.pow, poly::B_INV);
+        Some(e)
+    }
+
+    fn pop_back(&mut self) -> Option<Box<[u8]>> {
+        let n = self.nodes.back_mut()?;
+        let (e, start) = n.last();
+        let e = Box::<[u8]>::from(e);
+        n.hi = start;
+        n.count -= 1;
+        if n.count == 0 {
+            self.nodes.pop_back();
+        }
+        self.len -= 1;
+        self.bytes -= entry_len(&e) + QUICK_ELEM_SLACK;
+        self.pow = poly::mul(self.pow, poly::B_INV);
+        self.poly = poly::sub(self.poly, poly::mul(elem_poly(&e), self.pow));
+        Some(e)
+    }
+
+    /// Replaces element `i` (< len), in its node; returns the old one.
+    fn set(&mut self, i: usize, e: &[u8]) -> Vec<u8> {
+        let (k, at) = self.node_of(i);
+        let mut items: Vec<Vec<u8>> = self.nodes[k].iter().map(<[u8]>::to_vec).collect();
+        let old = std::mem::replace(&mut items[at], e.to_vec());
+        self.rebuild_node(k, &items);
+        self.bytes = self.bytes + entry_len(e) - entry_len(&old);
+        old
+    }
+
+    /// Inserts `e` before element `i` (0 < i < len), in its node.
+    fn insert(&mut self, i: usize, e: &[u8]) {
+        // The digest: the elements from i on move one place up (× B); the cheaper side is hashed.
+        let h_at = poly::mul(elem_poly(e), poly::pow(poly::B, i as u64));
+        if i <= self.len / 2 {
+            let (mut low, mut pw) = (0u64, 1u64);
+            for x in self.range(0, i) {
+                low = poly::add(low, poly::mul(elem_poly(x), pw));
+                pw = poly::mul(pw, poly::B);
+            }
+            let high = poly::sub(self.poly, low);
+            self.poly = poly::add(poly::add(low, h_at), poly::mul(high, poly::B));
+        } else {
+            let (mut high, mut pw) = (0u64, self.pow);
+            for x in self.range(i, self.len).rev() {
+                pw = poly::mul(pw, poly::B_INV);
+                high = poly::add(high, poly::mul(elem_poly(x), pw));
+            }
+            let low = poly::sub(self.poly, high);
+            self.poly = poly::add(poly::add(low, h_at), poly::mul(high, poly::B));
+        }
+        self.pow = poly::mul(self.pow, poly::B);
+        let (k, at) = self.node_of(i);
+        let mut items: Vec<Vec<u8>> = self.nodes[k].iter().map(<[u8]>::to_vec).collect();
+        items.insert(at, e.to_vec());
+        self.rebuild_node(k, &items);
+        self.bytes += entry_len(e) + QUICK_ELEM_SLACK;
+        self.len += 1;
+    }
+
+    /// The packed form, if the list is one node within half the limits (Redis 7.2 converts a
+    /// shrinking quicklist back then, and not sooner, so that a list at the limit does not
+    /// convert on every push and pop).
+    fn packed_if_small(&self) -> Option<Packed> {
+        let (max_count, max_bytes) = limits();
+        let fits = match self.nodes.len() {
+            0 => true,
+            1 => {
+                let n = &self.nodes[0];
+                n.count <= max_count / 2 && n.used() <= max_bytes / 2
+            }
+            _ => false,
+        };
+        if !fits {
+            return None;
+        }
+        let body: usize = self.iter().map(pack::encoded_len).sum();
+        let mut buf = Packed::start(body);
+        for e in self.iter() {
+            pack::put(&mut buf, e);
+        }
+        Some(Packed::finish(buf, self.len, self.poly))
+    }
+}
+
+/// Walks a quicklist's elements from both ends.
+#[derive(Clone)]
+pub struct QuickIter<'a> {
+    nodes: &'a VecDeque<Node>,
+    /// Node and position of the next element from the front.
+    front: (usize, usize),
+    /// Node and position just past the next element from the back.
+    back: (usize, usize),
+    remaining: usize,
+}
+
+impl<'a> Iterator for QuickIter<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let (mut k, mut pos) = self.front;
+        while pos >= self.nodes[k].hi {
+            k += 1;
+            pos = self.nodes[k].lo;
+        }
+        let (e, next) = read_fwd(&self.nodes[k].buf, pos);
+        self.front = (k, next);
+        self.remaining -= 1;
+        Some(e)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl DoubleEndedIterator for QuickIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let (mut k, mut pos) = self.back;
+        while pos <= self.nodes[k].lo {
+            k -= 1;
+            pos = self.nodes[k].hi;
+        }
+        let (e, start) = read_back(&self.nodes[k].buf, pos);
+        self.back = (k, start);
+        self.remaining -= 1;
+        Some(e)
+    }
+}
+
+impl ExactSizeIterator for QuickIter<'_> {}
 
 /// Start offsets of a packed list's elements (walking backwards or by index needs them).
 fn packed_offsets(buf: &[u8]) -> Vec<usize> {
@@ -57,34 +550,21 @@ fn packed_offsets(buf: &[u8]) -> Vec<usize> {
     }
 }
 
-/// The deque form of packed elements, with its digest and estimate.
-fn unpack_list(p: &Packed) -> Box<ListDeque> {
-    let items: VecDeque<Box<[u8]>> = pack::Iter::new(p.body()).map(Box::from).collect();
-    Box::new(ListDeque {
-        bytes: items.iter().map(|e| e.len() + ELEM_OVERHEAD).sum(),
-        pow: poly::pow(poly::B, items.len() as u64),
-        poly: p.sum(),
-        items,
-    })
-}
-
-/// The packed form of a deque's elements (`packed_bytes` long).
-fn pack_list(d: &ListDeque, packed_bytes: usize) -> Packed {
-    let mut buf = Packed::start(packed_bytes);
-    for e in &d.items {
-        pack::put(&mut buf, e);
-    }
-    Packed::finish(buf, d.items.len(), d.poly)
+/// The quicklist form of packed elements: one node holding them all (as Redis appends the
+/// listpack as the first node), which the element that did not fit will follow.
+fn unpack_list(p: &Packed) -> Box<Quick> {
+    let whole = (usize::MAX, usize::MAX);
+    Box::new(Quick::from_iter(pack::Iter::new(p.body()), Some(p.sum()), whole))
 }
 
 impl ListValue {
     pub fn view(&self) -> ListRef<'_> {
         match &self.0 {
             ListRepr::Packed(p) => ListRef::packed(p.as_ref()),
-            ListRepr::Deque(d) => ListRef {
-                repr: ListReprRef::Deque(&d.items),
-                bytes: d.bytes,
-                poly: Some(d.poly),
+            ListRepr::Quick(q) => ListRef {
+                repr: ListReprRef::Quick(q),
+                bytes: q.bytes,
+                poly: Some(q.poly),
             },
         }
     }
@@ -119,10 +599,9 @@ impl ListValue {
     }
 
     /// Whether a packed list of `len` elements in `bytes` bytes is within the limit (`half`:
-    /// within half of it, the condition for packing a deque again).
+    /// within half of it, the condition for packing a quicklist again).
     fn fits_packed(len: usize, bytes: usize, half: bool) -> bool {
-        let (max_entries, max_bytes) = encoding::list_max_packed();
-        let max_entries = max_entries.min(pack::MAX_COUNT);
+        let (max_entries, max_bytes) = limits();
         let (e, b) = if half {
             (max_entries / 2, max_bytes / 2)
         } else {
@@ -136,26 +615,17 @@ impl ListValue {
         if let ListRepr::Packed(p) = &self.0
             && !Self::fits_packed(p.len() + 1, p.body().len() + pack::encoded_len(e), false)
         {
-            self.0 = ListRepr::Deque(unpack_list(p));
+            self.0 = ListRepr::Quick(unpack_list(p));
         }
     }
 
-    /// After removing elements: packs a deque again once it is within half the limit (O(1)
-    /// unless the list is already that small).
+    /// After removing or replacing elements: packs a quicklist again once it is one node within
+    /// half the limit (O(1) unless it is that small).
     fn maybe_pack(&mut self) {
-        if let ListRepr::Deque(d) = &self.0 {
-            let len = d.items.len();
-            let (max_entries, max_bytes) = encoding::list_max_packed();
-            // Every element takes at least one byte more packed than its own length, and
-            // `bytes` counts ELEM_OVERHEAD more: a lower bound of the packed size, for free.
-            let at_least = d.bytes.saturating_sub(len * (ELEM_OVERHEAD - 1));
-            if len > max_entries.min(pack::MAX_COUNT) / 2 || at_least > max_bytes / 2 {
-                return;
-            }
-            let packed: usize = d.items.iter().map(|e| pack::encoded_len(e)).sum();
-            if packed <= max_bytes / 2 {
-                self.0 = ListRepr::Packed(pack_list(d, packed));
-            }
+        if let ListRepr::Quick(q) = &self.0
+            && let Some(p) = q.packed_if_small()
+        {
+            self.0 = ListRepr::Packed(p);
         }
     }
 
@@ -173,47 +643,37 @@ impl ListValue {
             }
             return ListValue(ListRepr::Packed(Packed::finish(buf, items.len(), p)));
         }
-        let mut l = ListValue::default();
-        for e in items {
-            l.push_back(e.as_ref());
-        }
-        l
+        ListValue(ListRepr::Quick(Box::new(Quick::from_iter(
+            items.iter().map(AsRef::as_ref),
+            None,
+            limits(),
+        ))))
     }
 
     pub fn push_back(&mut self, e: &[u8]) {
         self.make_room(e);
-        let h = elem_poly(e);
         match &mut self.0 {
             ListRepr::Packed(p) => {
+                let h = elem_poly(e);
                 let pow = poly::pow(poly::B, p.len() as u64);
                 p.put(e);
                 p.set_len(p.len() + 1);
                 p.set_sum(poly::add(p.sum(), poly::mul(h, pow)));
             }
-            ListRepr::Deque(d) => {
-                d.poly = poly::add(d.poly, poly::mul(h, d.pow));
-                d.pow = poly::mul(d.pow, poly::B);
-                d.bytes += e.len() + ELEM_OVERHEAD;
-                d.items.push_back(e.into());
-            }
+            ListRepr::Quick(q) => q.push_back(e),
         }
     }
 
     pub fn push_front(&mut self, e: &[u8]) {
         self.make_room(e);
-        let h = elem_poly(e);
         match &mut self.0 {
             ListRepr::Packed(p) => {
+                let h = elem_poly(e);
                 p.splice(0, 0, &[e]);
                 p.set_len(p.len() + 1);
                 p.set_sum(poly::add(h, poly::mul(p.sum(), poly::B)));
             }
-            ListRepr::Deque(d) => {
-                d.poly = poly::add(h, poly::mul(d.poly, poly::B));
-                d.pow = poly::mul(d.pow, poly::B);
-                d.bytes += e.len() + ELEM_OVERHEAD;
-                d.items.push_front(e.into());
-            }
+            ListRepr::Quick(q) => q.push_front(e),
         }
     }
 
@@ -229,15 +689,9 @@ impl ListValue {
                 p.set_len(p.len() - 1);
                 let sum = poly::sub(p.sum(), elem_poly(&e));
                 p.set_sum(poly::mul(sum, poly::B_INV));
-                e
+                return Some(e);
             }
-            ListRepr::Deque(d) => {
-                let e = d.items.pop_front()?;
-                d.bytes -= e.len() + ELEM_OVERHEAD;
-                d.poly = poly::mul(poly::sub(d.poly, elem_poly(&e)), poly::B_INV);
-                d.pow = poly::mul(d.pow, poly::B_INV);
-                e
-            }
+            ListRepr::Quick(q) => q.pop_front()?,
         };
         self.maybe_pack();
         Some(e)
@@ -252,85 +706,86 @@ impl ListValue {
                 p.set_len(p.len() - 1);
                 let pow = poly::pow(poly::B, p.len() as u64);
                 p.set_sum(poly::sub(p.sum(), poly::mul(elem_poly(&e), pow)));
-                e
+                return Some(e);
             }
-            ListRepr::Deque(d) => {
-                let e = d.items.pop_back()?;
-                d.bytes -= e.len() + ELEM_OVERHEAD;
-                d.pow = poly::mul(d.pow, poly::B_INV);
-                d.poly = poly::sub(d.poly, poly::mul(elem_poly(&e), d.pow));
-                e
-            }
+            ListRepr::Quick(q) => q.pop_back()?,
         };
         self.maybe_pack();
         Some(e)
     }
 
-    /// Replaces element `i` (which must exist).
+    /// Replaces element `i` (which must exist). As in Redis 7.2, a packed list converts when
+    /// the new element would not fit beside all the others (the old one counted too), and a
+    /// quicklist packs again when the replacement leaves it small.
     pub fn set(&mut self, i: usize, e: &[u8]) {
-        let old: Box<[u8]> = match &mut self.0 {
+        if let ListRepr::Packed(p) = &self.0
+            && !Self::fits_packed(p.len() + 1, p.body().len() + pack::encoded_len(e), false)
+        {
+            self.0 = ListRepr::Quick(unpack_list(p));
+        }
+        let old: Vec<u8> = match &mut self.0 {
             ListRepr::Packed(p) => {
                 let from = packed_offsets(p.body())[i];
                 let (old, to) = pack::read(p.body(), from);
-                let old = Box::from(old);
+                let old = old.to_vec();
                 p.splice(from, to, &[e]);
                 old
             }
-            ListRepr::Deque(d) => {
-                let old = std::mem::replace(&mut d.items[i], e.into());
-                d.bytes = d.bytes + e.len() - old.len();
-                old
-            }
+            ListRepr::Quick(q) => q.set(i, e),
         };
         let delta = poly::sub(elem_poly(e), elem_poly(&old));
         let delta = poly::mul(delta, poly::pow(poly::B, i as u64));
         match &mut self.0 {
-            ListRepr::Packed(p) => {
-                p.set_sum(poly::add(p.sum(), delta));
-                if !Self::fits_packed(p.len(), p.body().len(), false) {
-                    self.0 = ListRepr::Deque(unpack_list(p));
-                }
-            }
-            ListRepr::Deque(d) => d.poly = poly::add(d.poly, delta),
+            ListRepr::Packed(p) => p.set_sum(poly::add(p.sum(), delta)),
+            ListRepr::Quick(q) => q.poly = poly::add(q.poly, delta),
+        }
+        self.maybe_pack();
+    }
+
+    /// Inserts `e` before element `i` (`i` ≤ len): LINSERT. A packed list converts when it
+    /// would pass the limit; a quicklist edits one node.
+    pub fn insert(&mut self, i: usize, e: &[u8]) {
+        if i == 0 {
+            return self.push_front(e);
+        }
+        if i >= self.len() {
+            return self.push_back(e);
+        }
+        self.make_room(e);
+        match &mut self.0 {
+            ListRepr::Packed(_) => self.edit(|items| items.insert(i, e.into())),
+            ListRepr::Quick(q) => q.insert(i, e),
         }
     }
 
-    /// Arbitrary edits (LINSERT, LREM, LTRIM): O(n), like the commands themselves.
+    /// Arbitrary edits (LREM, LTRIM): O(n), like the commands themselves.
     pub fn edit<R>(&mut self, f: impl FnOnce(&mut VecDeque<Box<[u8]>>) -> R) -> R {
         let was_packed = matches!(self.0, ListRepr::Packed(_));
-        let mut items = match std::mem::take(&mut self.0) {
-            ListRepr::Packed(p) => pack::Iter::new(p.body()).map(Box::from).collect(),
-            ListRepr::Deque(d) => d.items,
-        };
+        let mut items: VecDeque<Box<[u8]>> = self.iter().map(Box::from).collect();
         let r = f(&mut items);
-        self.0 = Self::recompute(items, was_packed);
+        self.0 = Self::recompute(&items, was_packed);
         r
     }
 
     /// The form of edited elements, with digest and size recomputed: a list that was packed
-    /// stays packed while it fits; a deque is packed once within half the limit.
-    fn recompute(items: VecDeque<Box<[u8]>>, was_packed: bool) -> ListRepr {
-        let mut p = 0u64;
-        let mut pw = 1u64;
-        let mut bytes = 0;
-        let mut packed_bytes = 0;
-        for e in &items {
-            p = poly::add(p, poly::mul(elem_poly(e), pw));
-            pw = poly::mul(pw, poly::B);
-            bytes += e.len() + ELEM_OVERHEAD;
-            packed_bytes += pack::encoded_len(e);
-        }
-        let d = ListDeque {
-            items,
-            bytes,
-            poly: p,
-            pow: pw,
-        };
-        // An edit may leave a list that fits again, or one that no longer does.
-        if Self::fits_packed(d.items.len(), packed_bytes, !was_packed) {
-            ListRepr::Packed(pack_list(&d, packed_bytes))
+    /// stays packed while it fits; a quicklist is packed once within half the limit.
+    fn recompute(items: &VecDeque<Box<[u8]>>, was_packed: bool) -> ListRepr {
+        let packed_bytes: usize = items.iter().map(|e| pack::encoded_len(e)).sum();
+        if Self::fits_packed(items.len(), packed_bytes, !was_packed) {
+            let mut buf = Packed::start(packed_bytes);
+            let (mut p, mut pw) = (0u64, 1u64);
+            for e in items {
+                pack::put(&mut buf, e);
+                p = poly::add(p, poly::mul(elem_poly(e), pw));
+                pw = poly::mul(pw, poly::B);
+            }
+            ListRepr::Packed(Packed::finish(buf, items.len(), p))
         } else {
-            ListRepr::Deque(Box::new(d))
+            ListRepr::Quick(Box::new(Quick::from_iter(
+                items.iter().map(|e| &e[..]),
+                None,
+                limits(),
+            )))
         }
     }
 
@@ -345,11 +800,11 @@ impl Default for ListRepr {
     }
 }
 
-/// A read-only view of a list (see [`ValueRef`]).
+/// A read-only view of a list (see [`crate::ValueRef`]).
 #[derive(Clone, Copy)]
 pub struct ListRef<'a> {
     repr: ListReprRef<'a>,
-    /// Estimated bytes of the deque form's elements (the allocation's length while packed).
+    /// Estimated bytes of the quicklist form's elements (the allocation's length while packed).
     bytes: usize,
     /// The ordered polynomial hash when it is kept (else computed when asked).
     poly: Option<u64>,
@@ -358,7 +813,7 @@ pub struct ListRef<'a> {
 #[derive(Clone, Copy)]
 enum ListReprRef<'a> {
     Packed { buf: &'a [u8], len: usize },
-    Deque(&'a VecDeque<Box<[u8]>>),
+    Quick(&'a Quick),
 }
 
 impl<'a> ListRef<'a> {
@@ -377,7 +832,7 @@ impl<'a> ListRef<'a> {
     pub fn len(self) -> usize {
         match self.repr {
             ListReprRef::Packed { len, .. } => len,
-            ListReprRef::Deque(d) => d.len(),
+            ListReprRef::Quick(q) => q.len,
         }
     }
 
@@ -388,23 +843,27 @@ impl<'a> ListRef<'a> {
     pub fn encoding(self) -> Encoding {
         match self.repr {
             ListReprRef::Packed { .. } => Encoding::Listpack,
-            ListReprRef::Deque(_) => Encoding::Quicklist,
+            ListReprRef::Quick(_) => Encoding::Quicklist,
         }
     }
 
     /// Estimated heap bytes: a packed list's allocation (header and elements) and the
-    /// allocator's per-chunk cost, or the deque's elements and its box.
+    /// allocator's per-chunk cost, or the quicklist's entries with their share of the nodes
+    /// and its box.
     pub(crate) fn mem_bytes(self) -> usize {
         match self.repr {
             ListReprRef::Packed { .. } => self.bytes + PACKED_CHUNK,
-            ListReprRef::Deque(_) => self.bytes + FULL_HEADER,
+            ListReprRef::Quick(_) => self.bytes + FULL_HEADER,
         }
     }
 
     pub fn get(self, i: usize) -> Option<&'a [u8]> {
         match self.repr {
             ListReprRef::Packed { buf, .. } => pack::Iter::new(buf).nth(i),
-            ListReprRef::Deque(d) => d.get(i).map(|b| &**b),
+            ListReprRef::Quick(q) => (i < q.len).then(|| {
+                let (k, pos) = q.seek(i);
+                read_fwd(&q.nodes[k].buf, pos).0
+            }),
         }
     }
 
@@ -428,7 +887,7 @@ impl<'a> ListRef<'a> {
                     .collect::<Vec<_>>()
                     .into_iter(),
             ),
-            ListReprRef::Deque(d) => Either::Right(d.range(start..end).map(|b| &**b)),
+            ListReprRef::Quick(q) => Either::Right(q.range(start, end)),
         }
     }
 
@@ -503,7 +962,11 @@ mod tests {
                     }
                     5 if !m.is_empty() => {
                         let i = usize::from(n) % (m.len() + 1);
-                        l.edit(|d| d.insert(i, e.clone().into()));
+                        if n % 2 == 0 {
+                            l.insert(i, &e);
+                        } else {
+                            l.edit(|d| d.insert(i, e.clone().into()));
+                        }
                         m.insert(i, e);
                     }
                     _ => {
@@ -514,6 +977,7 @@ mod tests {
                 }
                 forms.insert(l.encoding().name());
                 proptest::prop_assert_eq!(l.len(), m.len());
+                check_form(&l);
             }
             let got: Vec<Vec<u8>> = l.iter().map(<[u8]>::to_vec).collect();
             proptest::prop_assert_eq!(&got, &m.iter().cloned().collect::<Vec<_>>());
@@ -562,6 +1026,105 @@ mod tests {
         }
         assert_eq!(big.encoding(), Encoding::Listpack);
         assert_eq!(big.get(0), Some(&b"00000299"[..]));
+    }
+
+    /// The digest as the list's first form (a deque of elements) computed it: Σ h(eᵢ)·Bⁱ over
+    /// the elements from the head, mixed with the length. Every form must give exactly this, so
+    /// that TENANT.DIGEST of the same content never changes with the layout.
+    fn reference_digest<'e>(items: impl Iterator<Item = &'e [u8]>) -> u64 {
+        let (mut p, mut pw, mut n) = (0u64, 1u64, 0u64);
+        for e in items {
+            p = poly::add(p, poly::mul(poly::reduce(hash_bytes(e)), pw));
+            pw = poly::mul(pw, poly::B);
+            n += 1;
+        }
+        mix64(p ^ n.rotate_left(40) ^ 0x2545_f491_4f6c_dd1d)
+    }
+
+    /// The invariants of the form: a quicklist's count, estimate and digest match its nodes;
+    /// no node is empty; a node passes the limits only when it holds one element; a quicklist
+    /// of one node within half the limits has been packed (after a removal; pushes never pack).
+    fn check_form(l: &ListValue) {
+        assert_eq!(l.digest(), reference_digest(l.iter()));
+        let ListRepr::Quick(q) = &l.0 else {
+            let (max_count, max_bytes) = limits();
+            let p = l.as_packed().unwrap();
+            assert!(p.len() <= max_count.max(1) && p.body().len() <= max_bytes.max(p.body().len().min(1)) || p.len() <= 1);
+            return;
+        };
+        let (max_count, max_bytes) = limits();
+        assert_eq!(q.len, q.nodes.iter().map(|n| n.count).sum::<usize>());
+        let mut bytes = 0;
+        for n in &q.nodes {
+            assert!(n.count > 0, "no empty node");
+            // A node made from a packed list may pass the byte limit by its back-lengths.
+            assert!(n.count == 1 || (n.count <= max_count && n.used() <= max_bytes + n.count));
+            assert_eq!(n.iter().count(), n.count);
+            bytes += n.iter().map(|e| entry_len(e) + QUICK_ELEM_SLACK).sum::<usize>();
+        }
+        assert_eq!(q.bytes, bytes);
+        assert_eq!(q.pow, poly::pow(poly::B, q.len as u64));
+    }
+
+    #[test]
+    fn every_form_keeps_the_first_forms_digest() {
+        let mut l = ListValue::default();
+        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        for i in 0..30_000u32 {
+            let e = format!("e{}", i * 7919 % 100_003).into_bytes();
+            if i % 3 == 0 {
+                l.push_front(&e);
+                model.push_front(e);
+            } else {
+                l.push_back(&e);
+                model.push_back(e);
+            }
+            if i % 5 == 4 {
+                assert_eq!(l.pop_back().map(|b| b.to_vec()), model.pop_back());
+            }
+            if i % 7 == 6 {
+                assert_eq!(l.pop_front().map(|b| b.to_vec()), model.pop_front());
+            }
+        }
+        assert_eq!(l.encoding(), Encoding::Quicklist);
+        let ListRepr::Quick(q) = &l.0 else { panic!() };
+        assert!(q.nodes.len() > 10, "many nodes: {}", q.nodes.len());
+        check_form(&l);
+        assert_eq!(l.digest(), reference_digest(model.iter().map(|e| &e[..])));
+        assert!(l.iter().eq(model.iter().map(|e| &e[..])));
+        assert!(l.iter().rev().eq(model.iter().rev().map(|e| &e[..])));
+        for i in (0..model.len()).step_by(97).chain([0, model.len() - 1]) {
+            assert_eq!(l.get(i), Some(&model[i][..]));
+            let r: Vec<&[u8]> = l.range(i, i + 700).collect();
+            let want: Vec<&[u8]> = model.iter().skip(i).take(700).map(|e| &e[..]).collect();
+            assert_eq!(r, want);
+            let r: Vec<&[u8]> = l.range(i, i + 700).rev().collect();
+            assert_eq!(r, want.into_iter().rev().collect::<Vec<_>>());
+        }
+        // Edits in the middle: LSET, LINSERT, and the general edit.
+        for (k, i) in [17usize, model.len() / 2, model.len() - 3].into_iter().enumerate() {
+            let e = vec![b'a' + k as u8; 100 * k + 1];
+            l.set(i, &e);
+            model[i] = e.clone();
+            l.insert(i, &e);
+            model.insert(i, e);
+            check_form(&l);
+        }
+        l.edit(|d| d.retain(|e| e.len() != 1));
+        model.retain(|e| e.len() != 1);
+        check_form(&l);
+        assert!(l.iter().eq(model.iter().map(|e| &e[..])));
+        let rebuilt = ListValue::from_elements(&model.iter().collect::<Vec<_>>());
+        assert_eq!(rebuilt.digest(), l.digest());
+        assert_eq!(rebuilt.view().mem_bytes(), l.view().mem_bytes(), "estimate is content only");
+        check_form(&rebuilt);
+        // Popping down to one small node packs the list again, with the same digest.
+        while l.len() > 40 {
+            l.pop_back();
+            model.pop_back();
+        }
+        assert_eq!(l.encoding(), Encoding::Listpack);
+        assert_eq!(l.digest(), reference_digest(model.iter().map(|e| &e[..])));
     }
 
     fn list_from(items: &[&str]) -> ListValue {
