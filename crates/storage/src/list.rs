@@ -266,9 +266,7 @@ impl Quick {
         };
         for e in items {
             let n = entry_len(e);
-            if !pending.is_empty()
-                && (pending.len() >= lim.0 || pending_bytes + n > lim.1)
-            {
+            if !pending.is_empty() && (pending.len() >= lim.0 || pending_bytes + n > lim.1) {
                 flush(&mut q, &mut pending, &mut pending_bytes);
             }
             pending.push(e);
@@ -386,36 +384,40 @@ impl Quick {
         self.len += 1;
     }
 
-    fn pop_front(&mut self) -> Option<Box<[u8]>> {
+    /// Removes the head element, handing it to `f` where it lies (no copy).
+    fn pop_front_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let n = self.nodes.front_mut()?;
         let (e, next) = n.first();
-        let e = Box::<[u8]>::from(e);
+        let (h, size) = (elem_poly(e), entry_len(e));
+        let r = f(e);
         n.lo = next;
         n.count -= 1;
         if n.count == 0 {
             self.nodes.pop_front();
         }
         self.len -= 1;
-        self.bytes -= entry_len(&e) + QUICK_ELEM_SLACK;
-        self.poly = poly::mul(poly::sub(self.poly, elem_poly(&e)), poly::B_INV);
+        self.bytes -= size + QUICK_ELEM_SLACK;
+        self.poly = poly::mul(poly::sub(self.poly, h), poly::B_INV);
         self.pow = poly::mul(self.pow, poly::B_INV);
-        Some(e)
+        Some(r)
     }
 
-    fn pop_back(&mut self) -> Option<Box<[u8]>> {
+    /// Removes the tail element, handing it to `f` where it lies (no copy).
+    fn pop_back_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let n = self.nodes.back_mut()?;
         let (e, start) = n.last();
-        let e = Box::<[u8]>::from(e);
+        let (h, size) = (elem_poly(e), entry_len(e));
+        let r = f(e);
         n.hi = start;
         n.count -= 1;
         if n.count == 0 {
             self.nodes.pop_back();
         }
         self.len -= 1;
-        self.bytes -= entry_len(&e) + QUICK_ELEM_SLACK;
+        self.bytes -= size + QUICK_ELEM_SLACK;
         self.pow = poly::mul(self.pow, poly::B_INV);
-        self.poly = poly::sub(self.poly, poly::mul(elem_poly(&e), self.pow));
-        Some(e)
+        self.poly = poly::sub(self.poly, poly::mul(h, self.pow));
+        Some(r)
     }
 
     /// Replaces element `i` (< len), in its node; returns the old one.
@@ -554,7 +556,11 @@ fn packed_offsets(buf: &[u8]) -> Vec<usize> {
 /// listpack as the first node), which the element that did not fit will follow.
 fn unpack_list(p: &Packed) -> Box<Quick> {
     let whole = (usize::MAX, usize::MAX);
-    Box::new(Quick::from_iter(pack::Iter::new(p.body()), Some(p.sum()), whole))
+    Box::new(Quick::from_iter(
+        pack::Iter::new(p.body()),
+        Some(p.sum()),
+        whole,
+    ))
 }
 
 impl ListValue {
@@ -678,40 +684,53 @@ impl ListValue {
     }
 
     pub fn pop_front(&mut self) -> Option<Box<[u8]>> {
-        let e: Box<[u8]> = match &mut self.0 {
+        self.pop_front_with(|e| Box::from(e))
+    }
+
+    pub fn pop_back(&mut self) -> Option<Box<[u8]>> {
+        self.pop_back_with(|e| Box::from(e))
+    }
+
+    /// Removes the head element, handing it to `f` before it is gone (LPOP writes it to the
+    /// reply from where it lies, with no copy of its own).
+    pub fn pop_front_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let r = match &mut self.0 {
             ListRepr::Packed(p) => {
                 if p.len() == 0 {
                     return None;
                 }
                 let (e, next) = pack::read(p.body(), 0);
-                let e = Box::from(e);
+                let h = elem_poly(e);
+                let r = f(e);
                 p.splice_raw(0, next, &[]);
                 p.set_len(p.len() - 1);
-                let sum = poly::sub(p.sum(), elem_poly(&e));
-                p.set_sum(poly::mul(sum, poly::B_INV));
-                return Some(e);
+                p.set_sum(poly::mul(poly::sub(p.sum(), h), poly::B_INV));
+                return Some(r);
             }
-            ListRepr::Quick(q) => q.pop_front()?,
+            ListRepr::Quick(q) => q.pop_front_with(f)?,
         };
         self.maybe_pack();
-        Some(e)
+        Some(r)
     }
 
-    pub fn pop_back(&mut self) -> Option<Box<[u8]>> {
-        let e: Box<[u8]> = match &mut self.0 {
+    /// Removes the tail element, handing it to `f` before it is gone.
+    pub fn pop_back_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let r = match &mut self.0 {
             ListRepr::Packed(p) => {
                 let last = *packed_offsets(p.body()).last()?;
-                let e = Box::from(pack::read(p.body(), last).0);
+                let e = pack::read(p.body(), last).0;
+                let h = elem_poly(e);
+                let r = f(e);
                 p.truncate(last);
                 p.set_len(p.len() - 1);
                 let pow = poly::pow(poly::B, p.len() as u64);
-                p.set_sum(poly::sub(p.sum(), poly::mul(elem_poly(&e), pow)));
-                return Some(e);
+                p.set_sum(poly::sub(p.sum(), poly::mul(h, pow)));
+                return Some(r);
             }
-            ListRepr::Quick(q) => q.pop_back()?,
+            ListRepr::Quick(q) => q.pop_back_with(f)?,
         };
         self.maybe_pack();
-        Some(e)
+        Some(r)
     }
 
     /// Replaces element `i` (which must exist). As in Redis 7.2, a packed list converts when
@@ -1049,7 +1068,11 @@ mod tests {
         let ListRepr::Quick(q) = &l.0 else {
             let (max_count, max_bytes) = limits();
             let p = l.as_packed().unwrap();
-            assert!(p.len() <= max_count.max(1) && p.body().len() <= max_bytes.max(p.body().len().min(1)) || p.len() <= 1);
+            assert!(
+                p.len() <= max_count.max(1)
+                    && p.body().len() <= max_bytes.max(p.body().len().min(1))
+                    || p.len() <= 1
+            );
             return;
         };
         let (max_count, max_bytes) = limits();
@@ -1060,7 +1083,10 @@ mod tests {
             // A node made from a packed list may pass the byte limit by its back-lengths.
             assert!(n.count == 1 || (n.count <= max_count && n.used() <= max_bytes + n.count));
             assert_eq!(n.iter().count(), n.count);
-            bytes += n.iter().map(|e| entry_len(e) + QUICK_ELEM_SLACK).sum::<usize>();
+            bytes += n
+                .iter()
+                .map(|e| entry_len(e) + QUICK_ELEM_SLACK)
+                .sum::<usize>();
         }
         assert_eq!(q.bytes, bytes);
         assert_eq!(q.pow, poly::pow(poly::B, q.len as u64));
@@ -1102,7 +1128,10 @@ mod tests {
             assert_eq!(r, want.into_iter().rev().collect::<Vec<_>>());
         }
         // Edits in the middle: LSET, LINSERT, and the general edit.
-        for (k, i) in [17usize, model.len() / 2, model.len() - 3].into_iter().enumerate() {
+        for (k, i) in [17usize, model.len() / 2, model.len() - 3]
+            .into_iter()
+            .enumerate()
+        {
             let e = vec![b'a' + k as u8; 100 * k + 1];
             l.set(i, &e);
             model[i] = e.clone();
@@ -1116,7 +1145,11 @@ mod tests {
         assert!(l.iter().eq(model.iter().map(|e| &e[..])));
         let rebuilt = ListValue::from_elements(&model.iter().collect::<Vec<_>>());
         assert_eq!(rebuilt.digest(), l.digest());
-        assert_eq!(rebuilt.view().mem_bytes(), l.view().mem_bytes(), "estimate is content only");
+        assert_eq!(
+            rebuilt.view().mem_bytes(),
+            l.view().mem_bytes(),
+            "estimate is content only"
+        );
         check_form(&rebuilt);
         // Popping down to one small node packs the list again, with the same digest.
         while l.len() > 40 {
