@@ -205,3 +205,141 @@ fn scan_watch_and_digest_across_a_conversion() {
     }
     assert!(digest_matches_recomputation(&mut c));
 }
+
+/// A long list (many quicklist nodes) through every list command against a model, with the
+/// digest, MEMORY USAGE and DUMP/RESTORE checked on it, then Redis 7.2's conversions both ways.
+#[test]
+fn a_long_list_through_every_command_and_both_conversions() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut model: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for batch in 0..40 {
+        let items: Vec<String> = (0..1000).map(|i| format!("e{batch}:{i}")).collect();
+        if batch % 2 == 0 {
+            let _: () = c.rpush("big", &items).unwrap();
+            model.extend(items);
+        } else {
+            let _: () = c.lpush("big", &items).unwrap();
+            for i in items {
+                model.push_front(i);
+            }
+        }
+    }
+    assert_eq!(encoding(&mut c, "big"), "quicklist");
+    for _ in 0..300 {
+        let a: String = c.lpop("big", None).unwrap();
+        assert_eq!(Some(a), model.pop_front());
+        let b: String = c.rpop("big", None).unwrap();
+        assert_eq!(Some(b), model.pop_back());
+    }
+    let popped: Vec<String> = c.rpop("big", std::num::NonZeroUsize::new(5)).unwrap();
+    let want: Vec<String> = (0..5).filter_map(|_| model.pop_back()).collect();
+    assert_eq!(popped, want);
+    for i in [0usize, 7, 17_000, 25_000, model.len() - 1] {
+        let _: () = c.lset("big", i as isize, format!("set{i}")).unwrap();
+        model[i] = format!("set{i}");
+        let got: String = c.lindex("big", i as isize).unwrap();
+        assert_eq!(got, model[i]);
+    }
+    let n: i64 = c.linsert_before("big", "set17000", "inserted").unwrap();
+    let at = model.iter().position(|e| e == "set17000").unwrap();
+    model.insert(at, "inserted".into());
+    assert_eq!(n as usize, model.len());
+    let pos: Option<usize> = redis::cmd("LPOS")
+        .arg("big")
+        .arg("inserted")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(pos, Some(at));
+    let removed: i64 = c.lrem("big", 0, "set25000").unwrap();
+    model.retain(|e| e != "set25000");
+    assert_eq!(removed, 1);
+    let got: Vec<String> = c.lrange("big", 0, -1).unwrap();
+    assert_eq!(got, Vec::from(model.clone()));
+    let tail: Vec<String> = c.lrange("big", -700, -600).unwrap();
+    assert_eq!(
+        tail[..],
+        Vec::from(model.clone())[model.len() - 700..model.len() - 599]
+    );
+    assert!(digest_matches_recomputation(&mut c));
+
+    // The estimate: the elements' bytes and a few per element, far below a box per element.
+    let usage: usize = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("big")
+        .query(&mut c)
+        .unwrap();
+    let content: usize = model.iter().map(|e| e.len()).sum();
+    assert!(
+        usage > content && usage < content + 8 * model.len() + 4096,
+        "MEMORY USAGE {usage} for {content} bytes in {} elements",
+        model.len()
+    );
+    let dump: Vec<u8> = redis::cmd("DUMP").arg("big").query(&mut c).unwrap();
+    let _: () = redis::cmd("RESTORE")
+        .arg("copy")
+        .arg(0)
+        .arg(dump)
+        .query(&mut c)
+        .unwrap();
+    let copy: Vec<String> = c.lrange("copy", 0, -1).unwrap();
+    assert_eq!(copy, got);
+    assert_eq!(encoding(&mut c, "copy"), "quicklist");
+    let _: () = c.ltrim("big", 10, 19).unwrap();
+    assert_eq!(
+        encoding(&mut c, "big"),
+        "listpack",
+        "packed again after LTRIM"
+    );
+    let got: Vec<String> = c.lrange("big", 0, -1).unwrap();
+    assert_eq!(got, Vec::from(model.clone())[10..20]);
+    assert!(digest_matches_recomputation(&mut c));
+
+    // Redis 7.2's conversions with a count limit of 3: LSET on a full listpack converts (the
+    // new element is counted besides the old), LINSERT and LMOVE past the limit convert, and
+    // RPOP, LREM, LTRIM and LSET back within half of it pack again.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("list-max-listpack-size")
+        .arg(3)
+        .query(&mut c)
+        .unwrap();
+    let fresh = |c: &mut redis::Connection, key: &str, items: &[&str]| {
+        let _: () = c.del(key).unwrap();
+        let _: () = c.rpush(key, items).unwrap();
+    };
+    fresh(&mut c, "l", &["a", "b", "c"]);
+    assert_eq!(encoding(&mut c, "l"), "listpack");
+    let _: () = c.lset("l", 0, "x").unwrap();
+    assert_eq!(
+        encoding(&mut c, "l"),
+        "quicklist",
+        "LSET on a full listpack"
+    );
+    fresh(&mut c, "l", &["a", "b", "c"]);
+    let _: i64 = c.linsert_after("l", "b", "x").unwrap();
+    assert_eq!(encoding(&mut c, "l"), "quicklist", "LINSERT past the limit");
+    fresh(&mut c, "src", &["a"]);
+    fresh(&mut c, "dst", &["d", "e", "f"]);
+    let _: String = redis::cmd("LMOVE")
+        .arg("src")
+        .arg("dst")
+        .arg("RIGHT")
+        .arg("RIGHT")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(encoding(&mut c, "dst"), "quicklist", "LMOVE past the limit");
+    fresh(&mut c, "l", &["a", "b", "c", "d"]);
+    assert_eq!(encoding(&mut c, "l"), "quicklist");
+    let _: Vec<String> = c.rpop("l", std::num::NonZeroUsize::new(3)).unwrap();
+    assert_eq!(encoding(&mut c, "l"), "listpack", "RPOP to one element");
+    fresh(&mut c, "l", &["a", "a", "a", "d"]);
+    let _: i64 = c.lrem("l", 3, "a").unwrap();
+    assert_eq!(encoding(&mut c, "l"), "listpack", "LREM to one element");
+    fresh(&mut c, "l", &["a", "b", "c", "d"]);
+    let _: () = c.ltrim("l", 1, 1).unwrap();
+    assert_eq!(encoding(&mut c, "l"), "listpack", "LTRIM to one element");
+    let got: Vec<String> = c.lrange("l", 0, -1).unwrap();
+    assert_eq!(got, ["b"]);
+    assert!(digest_matches_recomputation(&mut c));
+}

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use ferrite_protocol::args::parse_i64;
-use ferrite_protocol::{Args, ErrorReply};
+use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::{ListValue, Slot, Value};
 
 use crate::ctx::Ctx;
@@ -209,6 +209,16 @@ fn pop(l: &mut ListValue, end: End) -> Option<Box<[u8]>> {
     }
 }
 
+/// Pops an element straight into the reply, from where it lies in the list (no copy of its
+/// own); false when the list is empty.
+fn pop_into_reply(l: &mut ListValue, end: End, w: &mut ReplyWriter<'_>) -> bool {
+    match end {
+        End::Left => l.pop_front_with(|e| w.bulk(e)),
+        End::Right => l.pop_back_with(|e| w.bulk(e)),
+    }
+    .is_some()
+}
+
 /// Resolves a Redis index (negative counts from the tail) to a position, if it is in range.
 fn resolve_index(index: i64, len: usize) -> Option<usize> {
     let len = len as i64;
@@ -279,12 +289,16 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, end: End, name: &str) -> C
         Slot::Occupied(mut o) => {
             let l = as_list_mut(o.get_mut())?;
             match count {
-                None => ctx.w.opt_bulk(pop(l, end).as_deref()),
+                None => {
+                    if !pop_into_reply(l, end, ctx.w) {
+                        ctx.w.null();
+                    }
+                }
                 Some(n) => {
                     let n = n.min(l.len());
                     ctx.w.array(n);
-                    for e in std::iter::from_fn(|| pop(l, end)).take(n) {
-                        ctx.w.bulk(&e);
+                    for _ in 0..n {
+                        pop_into_reply(l, end, ctx.w);
                     }
                 }
             }
@@ -489,14 +503,7 @@ fn linsert(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let reply = match found {
         None => -1,
         Some(p) => {
-            let at = p + usize::from(after);
-            if at == 0 {
-                l.push_front(elem);
-            } else if at == l.len() {
-                l.push_back(elem);
-            } else {
-                l.edit(|items| items.insert(at, elem.into()));
-            }
+            l.insert(p + usize::from(after), elem);
             l.len() as i64
         }
     };

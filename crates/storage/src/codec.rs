@@ -225,6 +225,25 @@ mod tests {
         let mut l = ListValue::default();
         l.push_back(b"a");
         l.push_back(b"");
+        // A long list in many quicklist nodes, built from both ends.
+        let mut long = ListValue::default();
+        for i in 0..20_000u32 {
+            let e = format!("element-{i}");
+            if i % 2 == 0 {
+                long.push_back(e.as_bytes());
+            } else {
+                long.push_front(e.as_bytes());
+            }
+        }
+        assert_eq!(long.encoding(), crate::Encoding::Quicklist);
+        let back = round_trip(&Value::List(long.clone()));
+        assert_eq!(back.digest(), long.digest());
+        assert_eq!(back.encoding(), crate::Encoding::Quicklist);
+        assert_eq!(back.mem_size(), Value::List(long.clone()).mem_size());
+        let ValueRef::List(b) = back.view() else {
+            panic!("a list")
+        };
+        assert!(b.iter().eq(long.iter()));
         let mut h = HashValue::default();
         h.insert(b"f", b"v");
         let mut s = SetValue::default();

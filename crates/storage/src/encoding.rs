@@ -4,8 +4,9 @@
 //! Small collections are kept in a compact *packed* form (one byte buffer: Redis's `listpack`;
 //! integer-only sets as a sorted fixed-width array: Redis's `intset`) and converted to the full
 //! structure (hash table; for sorted sets a table plus an order-statistics tree, which OBJECT
-//! ENCODING calls `skiplist` as Redis does) once they pass a threshold. Like Redis, a collection
-//! never converts back to the compact form when it shrinks. The thresholds are server-wide
+//! ENCODING calls `skiplist` as Redis does) once they pass a threshold. Like Redis, a hash, set
+//! or sorted set never converts back to the compact form when it shrinks; a list does, as in
+//! Redis 7.2, once it is one quicklist node within half of `list-max-listpack-size`. The thresholds are server-wide
 //! (CONFIG SET changes them for values converted from then on), read with relaxed loads on each
 //! insert.
 

@@ -2,7 +2,8 @@
 //!
 //! - [`table`]: the hash table with a SCAN-stable cursor, used for keys and collection members.
 //! - [`value`]: strings, lists, hashes, sets and sorted sets, each maintaining its size estimate
-//!   and content digest as it changes.
+//!   and content digest as it changes; lists are in `list` (packed while small, a quicklist of
+//!   packed nodes past `list-max-listpack-size`).
 //! - [`entry`]: a key's [`Entry`] as the table holds it: one allocation with the key, its
 //!   metadata and (for strings and packed collections) the value's bytes.
 //! - [`keyspace`]: [`Keyspace`] (one lock) and [`Db`] (the data under it): the single write funnel
@@ -28,6 +29,7 @@ pub mod encoding;
 pub mod entry;
 pub mod glob;
 pub mod keyspace;
+mod list;
 pub mod notify;
 pub mod ordtree;
 mod pack;
