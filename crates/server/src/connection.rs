@@ -276,7 +276,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         }),
         last_active: parking_lot::Mutex::new(Instant::now()),
         killed: false.into(),
-        kill: tokio::sync::Notify::new(),
+        interrupt: Default::default(),
         blocked: parking_lot::Mutex::new(None),
     });
     shared.clients.lock().insert(id, info.clone());
@@ -350,7 +350,6 @@ fn flush_some(wr: &tokio::net::tcp::WriteHalf<'_>, out: &mut BytesMut, shared: &
 /// batch without reading replies is still read from while its replies wait in `out` (bounded by
 /// `client_output_buffer_limit`), so neither side can block the other.
 async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState) {
-    let mut shutdown = shared.shutdown.subscribe();
     let limits = Limits {
         max_bulk_len: shared.hot.max_bulk_len.load(Relaxed) as usize,
         max_args: shared.config.read().limits.max_args,
@@ -362,12 +361,6 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let info = state.info.clone();
     let (mut rd, wr) = stream.split();
-    // Created once, not per iteration: registering with a Notify (and the shutdown channel, which
-    // every connection shares) on each read costs more than running a GET.
-    let killed = info.kill.notified();
-    tokio::pin!(killed);
-    let shutting_down = crate::shared::wait_shutdown(&mut shutdown);
-    tokio::pin!(shutting_down);
     let mut iterations: u32 = 0;
     // Requests left in `inbuf` when a blocking command ended: run them without waiting for
     // the socket.
@@ -411,8 +404,6 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 &wr,
                 &mut inbuf,
                 &mut out,
-                &mut killed,
-                &mut shutting_down,
             )
             .await
             {
@@ -453,8 +444,8 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             // Run what was read while blocked (or behind the blocking command).
         } else {
             tokio::select! {
-                // Polling a Notify-based future takes its mutex (the shutdown channel's is shared by
-                // every connection): with `biased` they are polled only when nothing can be read.
+                // With `biased` the socket is polled first and the others only when nothing can
+                // be read.
                 biased;
                 r = rd.read_buf(&mut inbuf), if reading => match r {
                     Ok(0) | Err(_) => {
@@ -474,9 +465,10 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     }
                     continue;
                 }
-                _ = &mut killed => return,
-                _ = &mut shutting_down => {
-                    flush_before_exit(&wr, &mut out, &shared).await;
+                _ = interrupted(&info, &shared) => {
+                    if !info.killed.load(Relaxed) {
+                        flush_before_exit(&wr, &mut out, &shared).await;
+                    }
                     return;
                 }
                 _ = subscriber_wake(mailbox, &state.tenant) => {
@@ -567,8 +559,11 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         ahead.shrink();
         // The batch is over: other connections get their turn at the tenant.
         state.held = None;
-        // Writes are durable (per the fsync policy) before their replies go out.
-        if let Err(e) = dispatch::commit_writes(&mut state).await {
+        // Writes are durable (per the fsync policy) before their replies go out. (Checked
+        // here first: a batch without writes does not build the commit's future.)
+        if let Some(log) = dispatch::writes_to_commit(&mut state)
+            && let Err(e) = dispatch::commit_to(log).await
+        {
             dispatch::abandon_batch(&mut state, &mut out, &e);
             return;
         }
@@ -776,8 +771,6 @@ async fn wait_blocked(
     wr: &tokio::net::tcp::WriteHalf<'_>,
     inbuf: &mut BytesMut,
     out: &mut BytesMut,
-    killed: &mut std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-    shutting_down: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Option<crate::blocking::Woken> {
     use crate::blocking::Woken;
     let tenant = state.tenant.clone();
@@ -819,13 +812,23 @@ async fn wait_blocked(
                     return None;
                 }
             }
-            _ = killed.as_mut() => return None,
-            _ = shutting_down.as_mut() => {
-                flush_before_exit(wr, out, shared).await;
+            _ = interrupted(&state.info, shared) => {
+                if !state.info.killed.load(Relaxed) {
+                    flush_before_exit(wr, out, shared).await;
+                }
                 return None;
             }
         }
     }
+}
+
+/// Resolves once the connection is killed (CLIENT KILL, the idle timeout) or the server shuts
+/// down (see [`crate::shared::Interrupt`]).
+fn interrupted<'a>(
+    info: &'a ClientInfo,
+    shared: &'a Shared,
+) -> impl std::future::Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| info.interrupt.poll(cx, &info.killed, shared))
 }
 
 /// Delivers the replies already produced when the server shuts down, for as long as the server
