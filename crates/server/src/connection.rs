@@ -337,13 +337,26 @@ fn flush_some(wr: &tokio::net::tcp::WriteHalf<'_>, out: &mut BytesMut, shared: &
             Ok(0) => return false,
             Ok(n) => {
                 shared.stats.net_output_bytes.fetch_add(n as u64, Relaxed);
-                out.advance(n);
+                consume(out, n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(_) => return false,
         }
     }
     true
+}
+
+/// Drops the first `n` bytes of a buffer. All of them (a whole reply written, every request
+/// of a read run: the usual case) only resets its length, so the buffer keeps its start and
+/// its whole room; `advance` would move the start on, and the room lost that way must be
+/// reclaimed before a later read or reply (about 150 instructions per request at -P1).
+#[inline]
+fn consume(buf: &mut BytesMut, n: usize) {
+    if n >= buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(n);
+    }
 }
 
 /// The connection loop. Reading and writing are independent: a client that pipelines a huge
@@ -575,7 +588,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         if stop {
             return;
         }
-        inbuf.advance(consumed);
+        consume(&mut inbuf, consumed);
         if let Some(e) = protocol_error {
             shared.stats.protocol_errors.fetch_add(1, Relaxed);
             debug!(error = %e, "protocol error; closing");
