@@ -650,7 +650,19 @@ fn migration_peer_may_run(spec: &CommandSpec) -> bool {
 }
 
 /// Refuses a command on a tenant that is not served here right now.
+#[inline]
 pub fn check_ownership(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result<(), ErrorReply> {
+    // Inline for the usual answer (active, not deleted); the refusals are built out of line.
+    if tenant.state() == TenantState::Active && !tenant.is_deleted() {
+        return Ok(());
+    }
+    not_served_here(st, sh, tenant)
+}
+
+/// [`check_ownership`]'s refusals.
+#[cold]
+#[inline(never)]
+fn not_served_here(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result<(), ErrorReply> {
     match tenant.state() {
         TenantState::Active => {
             if tenant.is_deleted() {
