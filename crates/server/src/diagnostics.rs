@@ -97,7 +97,6 @@ fn entry_args(spec: &CommandSpec, args: &Args<'_>) -> Vec<Vec<u8>> {
 
 impl Diagnostics {
     /// Records a finished command if it was slow enough for the slow log or the latency monitor.
-    #[inline]
     pub fn observe(
         &self,
         st: &ClientState,
@@ -111,7 +110,7 @@ impl Diagnostics {
         let latency_ms = sh.hot.latency_threshold_ms.load(Relaxed);
         let slow = slower_than >= 0 && micros >= slower_than as u64;
         let late = latency_ms > 0 && micros / 1000 >= latency_ms;
-        // Inline up to here: every command passes, and almost none is slow.
+        // Every command passes here, and almost none is slow: the recording is out of line.
         if slow || late {
             self.record(st, sh, spec, args, micros, slow, late);
         }

@@ -650,9 +650,8 @@ fn migration_peer_may_run(spec: &CommandSpec) -> bool {
 }
 
 /// Refuses a command on a tenant that is not served here right now.
-#[inline]
 pub fn check_ownership(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result<(), ErrorReply> {
-    // Inline for the usual answer (active, not deleted); the refusals are built out of line.
+    // The usual answer (active, not deleted) first; the refusals are built out of line.
     if tenant.state() == TenantState::Active && !tenant.is_deleted() {
         return Ok(());
     }

@@ -768,14 +768,13 @@ fn repr(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Sends a command that just ran to the monitors allowed to see it (administrative and tenancy
 /// commands are never shown, as Redis hides administrative ones). Costs one load when nobody monitors.
-#[inline]
 pub fn feed_monitors(
     sh: &Shared,
     st: &ClientState,
     spec: &ferrite_commands::spec::CommandSpec,
     args: &Args<'_>,
 ) {
-    // Inline: every command passes here, and almost always nobody monitors.
+    // Every command passes here, and almost always nobody monitors: the rest is out of line.
     if sh.pubsub.monitors.count.load(Relaxed) != 0 {
         feed_monitors_now(sh, st, spec, args);
     }

@@ -763,14 +763,13 @@ pub async fn or_busy<F: std::future::Future>(
 /// `name` is not one Redis 7.0 flags allow-busy (AUTH, HELLO, MULTI, DISCARD, WATCH, UNWATCH,
 /// RESET, QUIT, SHUTDOWN, SCRIPT KILL, FUNCTION KILL, FUNCTION STATS). Ferrite's operator
 /// commands (TENANT.*) are never refused: a tenant's script must not lock out its operator.
-#[inline]
 pub fn refuse_while_busy(
     sh: &Shared,
     tenant: &Tenant,
     name: &str,
     args: &Args<'_>,
 ) -> Option<ErrorReply> {
-    // Inline: every command asks, and almost always no script runs.
+    // Every command asks, and almost always no script runs: the rest is out of line.
     let (since, kind) = tenant.scripts().running_since()?;
     refuse_during_script(sh, since, kind, name, args)
 }
