@@ -90,6 +90,63 @@ fn shutdown_command_finishes_replies_and_exits() {
     assert!(status.success(), "{status}");
 }
 
+/// Connections waiting for their socket (idle, or blocked in BLPOP) are woken by a shutdown
+/// at once: they are closed and the server exits long before `shutdown_timeout_ms` (10 s by
+/// default), which is how long it would wait for connections that never noticed.
+#[test]
+fn shutdown_closes_waiting_connections_at_once() {
+    let mut s = Server::start();
+    let mut idle = s.tcp();
+    assert_eq!(
+        raw_exchange(&mut idle, b"PING\r\n", Duration::from_secs(5)),
+        b"+PONG\r\n"
+    );
+    let mut blocked = s.tcp();
+    blocked
+        .write_all(b"*3\r\n$5\r\nBLPOP\r\n$9\r\nnever:set\r\n$1\r\n0\r\n")
+        .unwrap();
+    // The BLPOP is waiting once CLIENT LIST shows it blocked.
+    let mut admin = s.admin_tcp();
+    let started = std::time::Instant::now();
+    loop {
+        let list = raw_exchange(&mut admin, b"CLIENT LIST\r\n", Duration::from_secs(5));
+        if String::from_utf8_lossy(&list).contains("cmd=blpop") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "BLPOP never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shutdown_sent = std::time::Instant::now();
+    admin.write_all(b"SHUTDOWN\r\n").unwrap();
+    for (name, c) in [("idle", &mut idle), ("blocked", &mut blocked)] {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        // EOF (or a reset) ends the read; a timeout means the connection was never woken.
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!(
+                "{name}: unexpected {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+        }
+        assert!(
+            shutdown_sent.elapsed() < Duration::from_secs(3),
+            "{name} connection closed only after {:?}",
+            shutdown_sent.elapsed()
+        );
+    }
+    let status = s.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert!(status.success(), "{status}");
+    assert!(
+        shutdown_sent.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        shutdown_sent.elapsed()
+    );
+}
+
 #[test]
 fn sigterm_shuts_down_gracefully() {
     let mut s = Server::start();

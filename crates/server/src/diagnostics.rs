@@ -110,9 +110,25 @@ impl Diagnostics {
         let latency_ms = sh.hot.latency_threshold_ms.load(Relaxed);
         let slow = slower_than >= 0 && micros >= slower_than as u64;
         let late = latency_ms > 0 && micros / 1000 >= latency_ms;
-        if !slow && !late {
-            return;
+        // Every command passes here, and almost none is slow: the recording is out of line.
+        if slow || late {
+            self.record(st, sh, spec, args, micros, slow, late);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        st: &ClientState,
+        sh: &Shared,
+        spec: &CommandSpec,
+        args: &Args<'_>,
+        micros: u64,
+        slow: bool,
+        late: bool,
+    ) {
         let tenant: Arc<str> = st.tenant.id().into();
         let now = ferrite_storage::now_ms() / 1000;
         if slow {

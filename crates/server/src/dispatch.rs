@@ -143,10 +143,7 @@ async fn execute_command(
         _ => lookup_indexed(args.get(0)),
     };
     let Some((index, spec)) = found else {
-        let e = ErrorReply::unknown_command(args.get(0), args.tail(1).iter());
-        flag_multi_error(st);
-        ReplyWriter::new(out, st.proto).error(&e);
-        return Flow::Continue;
+        return unknown_command(st, &args, out);
     };
     // CLIENT LIST shows the last command; a run of one command takes the lock once.
     if st.last_cmd.is_none_or(|(i, _)| i != index) {
@@ -159,83 +156,25 @@ async fn execute_command(
         st.closing = true;
         return Flow::Close;
     }
+    // The refusals below are rare: their code is kept out of the way (`#[cold]` functions) so
+    // that the path every command takes stays short in the instruction cache.
     if let Err(e) = admit(st, sh, index, spec, &args) {
-        count_outcome(st, sh, index, Outcome::Rejected);
-        // As in Redis, a nested MULTI or a WATCH inside MULTI is answered with an error but
-        // does not doom the transaction; other refusals do.
-        if !matches!(spec.name, "multi" | "watch") {
-            flag_multi_error(st);
-        }
-        ReplyWriter::new(out, st.proto).error(&e);
-        return Flow::Continue;
+        return refused(st, sh, index, spec, e, out);
     }
     if crate::pubsub::in_resp2_subscribed_mode(st)
-        && !matches!(
-            spec.name,
-            "subscribe"
-                | "psubscribe"
-                | "ssubscribe"
-                | "unsubscribe"
-                | "punsubscribe"
-                | "sunsubscribe"
-                | "ping"
-                | "quit"
-                | "reset"
-        )
+        && let Some(flow) = refused_in_subscribed_mode(st, spec, out)
     {
-        ReplyWriter::new(out, st.proto)
-            .error(&crate::pubsub::not_allowed_in_subscribed_mode(spec.name));
-        return Flow::Continue;
+        return flow;
     }
     // While the tenant's script has run past busy-reply-threshold, its other clients may only
-    // run what Redis flags allow-busy (SCRIPT KILL, MULTI, ...); refused commands doom a
-    // transaction being queued, and a refused EXEC discards it (Redis's rejectCommand).
+    // run what Redis flags allow-busy (SCRIPT KILL, MULTI, ...).
     if let Some(e) = crate::scripting::refuse_while_busy(sh, &st.tenant, spec.name, &args) {
-        count_outcome(st, sh, index, Outcome::Rejected);
-        let e = if spec.name == "exec" {
-            st.multi = None;
-            st.watched.clear();
-            st.info.fields.lock().multi = -1;
-            ErrorReply::coded(
-                "EXECABORT",
-                format_args!("Transaction discarded because of: {}", e.text()),
-            )
-        } else {
-            flag_multi_error(st);
-            e
-        };
-        ReplyWriter::new(out, st.proto).error(&e);
-        return Flow::Continue;
+        return refused_while_busy(st, sh, index, spec, e, out);
     }
     if st.multi.is_some()
-        && !matches!(
-            spec.name,
-            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
-        )
+        && let Some(flow) = queue_in_multi(st, sh, index, spec, &args, out)
     {
-        if matches!(spec.handler, Handler::Server)
-            && !cmd::handler(index).is_some_and(|c| c.in_multi)
-            && crate::scripting::script_call(spec.name).is_none()
-        {
-            flag_multi_error(st);
-            ReplyWriter::new(out, st.proto)
-                .error(&ErrorReply::err("Command not allowed inside a transaction"));
-            return Flow::Continue;
-        }
-        let request = OwnedRequest::from_args(&args);
-        let queued = st.multi_bytes + request.mem_size() as u64;
-        if let Err(e) = admit_queued(sh, &st.tenant, queued) {
-            count_outcome(st, sh, index, Outcome::Rejected);
-            flag_multi_error(st);
-            ReplyWriter::new(out, st.proto).error(&e);
-            return Flow::Continue;
-        }
-        if let Some((queue, _)) = st.multi.as_mut() {
-            queue.push(Queued { index, request });
-        }
-        st.multi_bytes = queued;
-        ReplyWriter::new(out, st.proto).simple("QUEUED");
-        return Flow::Continue;
+        return flow;
     }
     let before = out.len();
     let flow = match spec.handler {
@@ -449,6 +388,138 @@ pub(crate) fn add_tallies(
     }
 }
 
+/// The reply to a command name the table does not know.
+#[cold]
+#[inline(never)]
+fn unknown_command(st: &mut ClientState, args: &Args<'_>, out: &mut BytesMut) -> Flow {
+    let e = ErrorReply::unknown_command(args.get(0), args.tail(1).iter());
+    flag_multi_error(st);
+    ReplyWriter::new(out, st.proto).error(&e);
+    Flow::Continue
+}
+
+/// A command [`admit`] refused.
+#[cold]
+#[inline(never)]
+fn refused(
+    st: &mut ClientState,
+    sh: &Shared,
+    index: usize,
+    spec: &CommandSpec,
+    e: ErrorReply,
+    out: &mut BytesMut,
+) -> Flow {
+    count_outcome(st, sh, index, Outcome::Rejected);
+    // As in Redis, a nested MULTI or a WATCH inside MULTI is answered with an error but
+    // does not doom the transaction; other refusals do.
+    if !matches!(spec.name, "multi" | "watch") {
+        flag_multi_error(st);
+    }
+    ReplyWriter::new(out, st.proto).error(&e);
+    Flow::Continue
+}
+
+/// A RESP2 connection with subscriptions may only run the pub/sub commands, PING, QUIT and
+/// RESET: the refusal of anything else (None: the command may run).
+#[cold]
+#[inline(never)]
+fn refused_in_subscribed_mode(
+    st: &mut ClientState,
+    spec: &CommandSpec,
+    out: &mut BytesMut,
+) -> Option<Flow> {
+    if matches!(
+        spec.name,
+        "subscribe"
+            | "psubscribe"
+            | "ssubscribe"
+            | "unsubscribe"
+            | "punsubscribe"
+            | "sunsubscribe"
+            | "ping"
+            | "quit"
+            | "reset"
+    ) {
+        return None;
+    }
+    ReplyWriter::new(out, st.proto)
+        .error(&crate::pubsub::not_allowed_in_subscribed_mode(spec.name));
+    Some(Flow::Continue)
+}
+
+/// A command refused while the tenant's script is busy: refused commands doom a transaction
+/// being queued, and a refused EXEC discards it (Redis's rejectCommand).
+#[cold]
+#[inline(never)]
+fn refused_while_busy(
+    st: &mut ClientState,
+    sh: &Shared,
+    index: usize,
+    spec: &CommandSpec,
+    e: ErrorReply,
+    out: &mut BytesMut,
+) -> Flow {
+    count_outcome(st, sh, index, Outcome::Rejected);
+    let e = if spec.name == "exec" {
+        st.multi = None;
+        st.watched.clear();
+        st.info.fields.lock().multi = -1;
+        ErrorReply::coded(
+            "EXECABORT",
+            format_args!("Transaction discarded because of: {}", e.text()),
+        )
+    } else {
+        flag_multi_error(st);
+        e
+    };
+    ReplyWriter::new(out, st.proto).error(&e);
+    Flow::Continue
+}
+
+/// Inside MULTI: queues the command (or refuses one that may not be queued); None for the
+/// commands that run at once (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET).
+#[cold]
+#[inline(never)]
+fn queue_in_multi(
+    st: &mut ClientState,
+    sh: &Shared,
+    index: usize,
+    spec: &CommandSpec,
+    args: &Args<'_>,
+    out: &mut BytesMut,
+) -> Option<Flow> {
+    st.multi.as_ref()?;
+    if matches!(
+        spec.name,
+        "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+    ) {
+        return None;
+    }
+    if matches!(spec.handler, Handler::Server)
+        && !cmd::handler(index).is_some_and(|c| c.in_multi)
+        && crate::scripting::script_call(spec.name).is_none()
+    {
+        flag_multi_error(st);
+        ReplyWriter::new(out, st.proto)
+            .error(&ErrorReply::err("Command not allowed inside a transaction"));
+        return Some(Flow::Continue);
+    }
+    let request = OwnedRequest::from_args(args);
+    let queued = st.multi_bytes + request.mem_size() as u64;
+    if let Err(e) = admit_queued(sh, &st.tenant, queued) {
+        count_outcome(st, sh, index, Outcome::Rejected);
+        flag_multi_error(st);
+        ReplyWriter::new(out, st.proto).error(&e);
+        return Some(Flow::Continue);
+    }
+    if let Some((queue, _)) = st.multi.as_mut() {
+        queue.push(Queued { index, request });
+    }
+    st.multi_bytes = queued;
+    ReplyWriter::new(out, st.proto).simple("QUEUED");
+    Some(Flow::Continue)
+}
+
 fn flag_multi_error(st: &mut ClientState) {
     if let Some((_, err)) = st.multi.as_mut() {
         *err = true;
@@ -589,6 +660,17 @@ fn migration_peer_may_run(spec: &CommandSpec) -> bool {
 
 /// Refuses a command on a tenant that is not served here right now.
 pub fn check_ownership(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result<(), ErrorReply> {
+    // The usual answer (active, not deleted) first; the refusals are built out of line.
+    if tenant.state() == TenantState::Active && !tenant.is_deleted() {
+        return Ok(());
+    }
+    not_served_here(st, sh, tenant)
+}
+
+/// [`check_ownership`]'s refusals.
+#[cold]
+#[inline(never)]
+fn not_served_here(st: &ClientState, sh: &Shared, tenant: &Tenant) -> Result<(), ErrorReply> {
     match tenant.state() {
         TenantState::Active => {
             if tenant.is_deleted() {
@@ -696,6 +778,35 @@ pub async fn admit_work<'t>(
     tenant: &'t Tenant,
     work: Work<'_>,
 ) -> Result<Admitted<'t>, ErrorReply> {
+    let step = admit_at_once(st, sh, tenant, work)?;
+    finish_admission(st, sh, tenant, work, step).await
+}
+
+/// How far admission got without waiting ([`admit_at_once`]).
+enum Step<'t> {
+    /// Admitted.
+    Done(Admitted<'t>),
+    /// The throttle asks to wait this long before the rest of admission.
+    Throttled(Duration),
+    /// A write found the gate closed (a cutover): it waits for it to open.
+    GateClosed,
+    /// The tenant is split between two servers: the keys' placement decides (and may wait).
+    Keys {
+        permit: Option<WritePermit<'t>>,
+        waited: bool,
+    },
+}
+
+/// The part of admission that never waits: what almost every command needs (an active tenant,
+/// no throttle, an open gate, no split), answered without building the future of the waiting
+/// part ([`finish_admission`]), which cost more than the checks themselves.
+#[inline]
+fn admit_at_once<'t>(
+    st: &ClientState,
+    sh: &Shared,
+    tenant: &'t Tenant,
+    work: Work<'_>,
+) -> Result<Step<'t>, ErrorReply> {
     check_ownership(st, sh, tenant)?;
     // A log that cannot be written refuses writes until it works again; reads go on.
     if work.writes && !sh.persistence_ok() {
@@ -703,53 +814,97 @@ pub async fn admit_work<'t>(
     }
     // The throttle, inline: an unthrottled tenant costs one load here.
     let max_delay = Duration::from_millis(sh.hot.throttle_max_delay_ms.load(Relaxed));
-    let mut waited = match tenant.admit_n(work.commands, max_delay) {
-        Admission::Now => false,
-        Admission::After(d) => {
-            tokio::time::sleep(d).await;
-            true
-        }
-        Admission::Refused(d) => return Err(errors::throttled(tenant, d, max_delay)),
-    };
+    match tenant.admit_n(work.commands, max_delay) {
+        Admission::Now => past_throttle(st, sh, tenant, work, false),
+        Admission::After(d) => Ok(Step::Throttled(d)),
+        Admission::Refused(d) => Err(errors::throttled(tenant, d, max_delay)),
+    }
+}
+
+/// Admission after the throttle let the work through (`waited`: after a delay).
+#[inline]
+fn past_throttle<'t>(
+    st: &ClientState,
+    sh: &Shared,
+    tenant: &'t Tenant,
+    work: Work<'_>,
+    waited: bool,
+) -> Result<Step<'t>, ErrorReply> {
     if !work.writes {
         if tenant.active_split().is_some() {
-            return admit_keys(st, sh, tenant, work, None, waited).await;
+            return Ok(Step::Keys {
+                permit: None,
+                waited,
+            });
         }
-        return Ok(Admitted {
+        return Ok(Step::Done(Admitted {
             _permit: None,
             waited,
-        });
+        }));
     }
     // Writes hold a permit of the tenant's gate while they run, so that a cutover can pause
     // them and know when the last one finished. The ownership check is repeated after the
-    // permit is granted: the cutover may have moved the tenant while we waited.
-    let gate = tenant.gate();
-    let permit = match gate.try_enter() {
-        Some(p) => p,
-        None => match gate.enter(gate_timeout(sh)).await {
-            Some(p) => {
-                waited = true;
-                p
-            }
-            None => {
-                check_ownership(st, sh, tenant)?;
-                return Err(ErrorReply::try_again(format!(
-                    "tenant '{}' is switching servers; retry shortly",
-                    tenant.id()
-                )));
-            }
-        },
+    // permit is granted: the cutover may have moved the tenant meanwhile.
+    let Some(permit) = tenant.gate().try_enter() else {
+        return Ok(Step::GateClosed);
     };
     check_ownership(st, sh, tenant)?;
     // Read after the permit was granted (the gate's handshake): a pattern cutover that gated
     // these keys afterwards waits for this write at its barrier.
     if tenant.active_split().is_some() {
-        return admit_keys(st, sh, tenant, work, Some(permit), waited).await;
+        return Ok(Step::Keys {
+            permit: Some(permit),
+            waited,
+        });
     }
-    Ok(Admitted {
+    Ok(Step::Done(Admitted {
         _permit: Some(permit),
         waited,
-    })
+    }))
+}
+
+/// The part of admission that may wait: the throttle's delay, a closed write gate, a split
+/// tenant's key placement.
+async fn finish_admission<'t>(
+    st: &ClientState,
+    sh: &Shared,
+    tenant: &'t Tenant,
+    work: Work<'_>,
+    mut step: Step<'t>,
+) -> Result<Admitted<'t>, ErrorReply> {
+    loop {
+        match step {
+            Step::Done(admitted) => return Ok(admitted),
+            Step::Throttled(d) => {
+                tokio::time::sleep(d).await;
+                step = past_throttle(st, sh, tenant, work, true)?;
+            }
+            Step::GateClosed => {
+                let Some(permit) = tenant.gate().enter(gate_timeout(sh)).await else {
+                    check_ownership(st, sh, tenant)?;
+                    return Err(ErrorReply::try_again(format!(
+                        "tenant '{}' is switching servers; retry shortly",
+                        tenant.id()
+                    )));
+                };
+                check_ownership(st, sh, tenant)?;
+                step = if tenant.active_split().is_some() {
+                    Step::Keys {
+                        permit: Some(permit),
+                        waited: true,
+                    }
+                } else {
+                    Step::Done(Admitted {
+                        _permit: Some(permit),
+                        waited: true,
+                    })
+                };
+            }
+            Step::Keys { permit, waited } => {
+                return admit_keys(st, sh, tenant, work, permit, waited).await;
+            }
+        }
+    }
 }
 
 /// The per-key ownership check, while an incremental migration has split the tenant's keyspace
@@ -1171,8 +1326,9 @@ fn warm_keys<'k>(st: &mut ClientState, keys: impl Iterator<Item = &'k [u8]>) {
 }
 
 /// [`admit_work`] for a connection that may hold its tenant's lock (`held`): if admission has
-/// to wait (throttle, closed write gate), the lock is released first, so a cutover waiting for
-/// that lock is never held up by a connection that waits for the cutover.
+/// to wait (throttle, closed write gate, a split tenant's keys), the lock is released first, so
+/// a cutover waiting for that lock is never held up by a connection that waits for the cutover.
+#[inline]
 pub async fn admit_holding<'t>(
     st: &ClientState,
     sh: &Shared,
@@ -1180,16 +1336,13 @@ pub async fn admit_holding<'t>(
     work: Work<'_>,
     held: &mut Option<Held>,
 ) -> Result<Admitted<'t>, ErrorReply> {
-    let mut admit = std::pin::pin!(admit_work(st, sh, tenant, work));
-    if held.is_some() {
-        let first =
-            std::future::poll_fn(|cx| std::task::Poll::Ready(admit.as_mut().poll(cx))).await;
-        match first {
-            std::task::Poll::Ready(r) => return r,
-            std::task::Poll::Pending => *held = None,
+    match admit_at_once(st, sh, tenant, work)? {
+        Step::Done(admitted) => Ok(admitted),
+        step => {
+            *held = None;
+            finish_admission(st, sh, tenant, work, step).await
         }
     }
-    admit.await
 }
 
 /// What data commands run with besides their arguments: the locked keyspace, the clock, the
@@ -1411,12 +1564,26 @@ async fn run_long(
 /// (`Durability::group_write`): a lone writer would pay a task switch (and tokio waking the
 /// other worker, a futex call per SET) for nothing.
 pub async fn commit_writes(st: &mut ClientState) -> Result<(), String> {
-    if !std::mem::take(&mut st.batch.wrote) {
-        return Ok(());
+    match writes_to_commit(st) {
+        Some(d) => commit_to(d).await,
+        None => Ok(()),
     }
-    let Some(d) = st.tenant.durability().cloned() else {
-        return Ok(());
-    };
+}
+
+/// The log the writes the connection ran since the last commit go to, if there were any and
+/// the tenant has a log (consumes the batch's "wrote" mark). The synchronous part of
+/// [`commit_writes`], for the connection loop: a batch with nothing to commit does not build
+/// the commit's future.
+#[inline]
+pub fn writes_to_commit(st: &mut ClientState) -> Option<Arc<dyn ferrite_tenancy::Durability>> {
+    if !std::mem::take(&mut st.batch.wrote) {
+        return None;
+    }
+    st.tenant.durability().cloned()
+}
+
+/// [`commit_writes`] once [`writes_to_commit`] found the log.
+pub async fn commit_to(d: Arc<dyn ferrite_tenancy::Durability>) -> Result<(), String> {
     let position = d.journaled();
     if d.group_write() {
         RunQueuedFirst(false).await;

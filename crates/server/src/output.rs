@@ -111,7 +111,12 @@ impl OutputAccount {
                 best = (limit, Budget::Server);
             }
         }
-        let quota = tenant.limits().maxmemory;
+        // `has_quota` first: reading the limits takes their lock, and most tenants have none.
+        let quota = if tenant.has_quota() {
+            tenant.limits().maxmemory
+        } else {
+            0
+        };
         if quota > 0 {
             let cap = quota.max(TENANT_OUTPUT_FLOOR);
             let used = tenant.stats.output_bytes.load(Relaxed) + unreported;

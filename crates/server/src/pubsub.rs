@@ -774,6 +774,20 @@ pub fn feed_monitors(
     spec: &ferrite_commands::spec::CommandSpec,
     args: &Args<'_>,
 ) {
+    // Every command passes here, and almost always nobody monitors: the rest is out of line.
+    if sh.pubsub.monitors.count.load(Relaxed) != 0 {
+        feed_monitors_now(sh, st, spec, args);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn feed_monitors_now(
+    sh: &Shared,
+    st: &ClientState,
+    spec: &ferrite_commands::spec::CommandSpec,
+    args: &Args<'_>,
+) {
     // Tenancy commands carry passwords and migration tokens: shown to nobody, like ADMIN ones.
     if sh.pubsub.monitors.count.load(Relaxed) == 0
         || spec.has(ferrite_commands::spec::flags::ADMIN)

@@ -806,7 +806,21 @@ pub fn refuse_while_busy(
     name: &str,
     args: &Args<'_>,
 ) -> Option<ErrorReply> {
+    // Every command asks, and almost always no script runs: the rest is out of line.
     let (since, kind) = tenant.scripts().running_since()?;
+    refuse_during_script(sh, since, kind, name, args)
+}
+
+/// [`refuse_while_busy`] while a script runs (since `since`, of `kind`).
+#[cold]
+#[inline(never)]
+fn refuse_during_script(
+    sh: &Shared,
+    since: u64,
+    kind: ferrite_tenancy::scripts::ScriptKind,
+    name: &str,
+    args: &Args<'_>,
+) -> Option<ErrorReply> {
     let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
     if ferrite_storage::now_ms().saturating_sub(since) < threshold {
         return None;

@@ -181,6 +181,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         local_addr: addr,
         admin_secret_fallback: parking_lot::Mutex::new(admin_secret),
         shutdown,
+        shutting_down: false.into(),
         set_log_level: opts.set_log_level,
         long_work: tokio::sync::Semaphore::new(crate::offload::long_work_slots()),
         backup_jobs: Default::default(),
