@@ -53,6 +53,8 @@ fn a_tenant_sees_only_its_own_info() {
             "cmdstat_tenant.create",
             "cmdstat_keys",
             "used_memory_rss",
+            "allocator_",
+            "mem_fragmentation",
             "used_cpu_sys",
             "total_net_input_bytes",
             "tenants:",
@@ -94,5 +96,49 @@ fn a_tenant_sees_only_its_own_info() {
         "process_id:",
     ] {
         assert!(all.contains(want), "administrator INFO lacks {want}");
+    }
+}
+
+/// The administrator's INFO memory says which allocator the process runs on and the process's
+/// figures, consistent with each other: `libc` in the default build (with the resident set and
+/// the fragmentation ratio against `used_memory`), jemalloc's own counts in a `jemalloc` build.
+#[test]
+fn the_administrator_sees_the_allocator_and_the_process_memory() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(&[format!("k{i}"), "x".repeat(1000)])
+            .query(&mut admin)
+            .unwrap();
+    }
+    let mem = info(&mut admin, "memory");
+    let number = |name: &str| -> f64 {
+        mem.get(name)
+            .unwrap_or_else(|| panic!("INFO memory lacks {name}: {mem:?}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e} in {mem:?}"))
+    };
+    let used = number("used_memory");
+    let rss = number("used_memory_rss");
+    assert!(used >= 200_000.0, "{mem:?}");
+    assert!(rss > used, "{mem:?}");
+    let ratio = number("mem_fragmentation_ratio");
+    assert!((ratio - rss / used).abs() < 0.01, "{mem:?}");
+    let allocator = &mem["mem_allocator"];
+    if allocator.starts_with("jemalloc-") {
+        let (allocated, active, resident) = (
+            number("allocator_allocated"),
+            number("allocator_active"),
+            number("allocator_resident"),
+        );
+        assert!(allocated >= used * 0.5 && allocated <= active, "{mem:?}");
+        assert!(active <= resident && resident <= rss, "{mem:?}");
+    } else {
+        assert!(
+            ["libc", "mimalloc"].contains(&allocator.as_str()),
+            "{mem:?}"
+        );
+        assert!(!mem.contains_key("allocator_allocated"), "{mem:?}");
     }
 }

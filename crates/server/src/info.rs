@@ -78,6 +78,46 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// INFO memory's process-wide lines, in Redis's names: the resident set, the allocator's own
+/// counts where it keeps them (jemalloc), and the ratios between them (`allocator_frag_*`: free
+/// slots inside the allocator's active pages; `allocator_rss_*`: its resident pages beyond the
+/// active ones; `rss_overhead_*`: resident memory outside the allocator; `mem_fragmentation_*`:
+/// the resident set against `used_memory`, Redis's formula with Ferrite's estimate).
+fn process_memory(s: &mut String, used: u64) {
+    let rss = rss_bytes();
+    let _ = write!(
+        s,
+        "used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\n",
+        human(rss)
+    );
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let diff = |a: u64, b: u64| a as i128 - b as i128;
+    if let Some(a) = crate::allocator::stats() {
+        let _ = write!(
+            s,
+            "allocator_allocated:{}\r\nallocator_active:{}\r\nallocator_resident:{}\r\nallocator_mapped:{}\r\n\
+             allocator_frag_ratio:{:.2}\r\nallocator_frag_bytes:{}\r\nallocator_rss_ratio:{:.2}\r\nallocator_rss_bytes:{}\r\n\
+             rss_overhead_ratio:{:.2}\r\nrss_overhead_bytes:{}\r\n",
+            a.allocated,
+            a.active,
+            a.resident,
+            a.mapped,
+            ratio(a.active, a.allocated),
+            diff(a.active, a.allocated),
+            ratio(a.resident, a.active),
+            diff(a.resident, a.active),
+            ratio(rss, a.resident),
+            diff(rss, a.resident),
+        );
+    }
+    let _ = write!(
+        s,
+        "mem_fragmentation_ratio:{:.2}\r\nmem_fragmentation_bytes:{}\r\n",
+        ratio(rss, used),
+        diff(rss, used)
+    );
+}
+
 fn human(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= 1024.0 * 1024.0 * 1024.0 {
@@ -168,9 +208,10 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n",
                 human(used)
             );
-            // The process's resident memory is everybody's: administrators only.
+            // The process's resident memory and the allocator's figures are everybody's:
+            // administrators only.
             if st.admin {
-                let _ = write!(s, "used_memory_rss:{}\r\n", rss_bytes());
+                process_memory(&mut s, used);
             }
             let clients_output = if st.admin {
                 sh.output_bytes.load(Relaxed)
@@ -179,13 +220,14 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             };
             let _ = write!(
                 s,
-                "maxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_clients_normal:{clients_output}\r\nmem_allocator:system\r\nnumber_of_cached_scripts:{}\r\n",
+                "maxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_clients_normal:{clients_output}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\n",
                 // The administrator's is the server-wide cap; a tenant's, its own quota.
                 if st.admin {
                     sh.hot.maxmemory.load(Relaxed)
                 } else {
                     st.tenant.limits().maxmemory
                 },
+                crate::allocator::name(),
                 st.tenant.scripts().cached_scripts(),
             );
         }

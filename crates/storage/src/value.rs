@@ -726,7 +726,9 @@ enum HashRepr {
 }
 
 struct HashTable {
-    table: Table<Box<[u8]>>,
+    /// Field → value. Values of up to `table::INLINE_KEY` (22) bytes sit inside their node, as
+    /// fields do (`TableKey`): an HSET that replaces a short value allocates nothing.
+    table: Table<TableKey>,
     /// Estimated bytes of the elements.
     bytes: usize,
     sum: u64,
@@ -872,7 +874,9 @@ impl HashValue {
         let HashRepr::Table(t) = &mut self.0 else {
             unreachable!("converted above")
         };
-        match t.table.find(field) {
+        // One hash for the lookup and, when the field is new, its insertion.
+        let hash = crate::table::hash_key(field);
+        match t.table.find_hashed(field, hash) {
             Some(i) => {
                 let old = t.table.value_at_mut(i);
                 t.sum = t
@@ -886,7 +890,7 @@ impl HashValue {
             None => {
                 t.sum = t.sum.wrapping_add(hash_pair(field, value));
                 t.bytes += field.len() + value.len() + ELEM_OVERHEAD;
-                t.table.insert_new(field.into(), value.into());
+                t.table.insert_new_hashed(field.into(), hash, value.into());
                 true
             }
         }
@@ -955,7 +959,7 @@ pub struct HashRef<'a> {
 #[derive(Clone, Copy)]
 enum HashReprRef<'a> {
     Packed { buf: &'a [u8], len: usize },
-    Table(&'a Table<Box<[u8]>>),
+    Table(&'a Table<TableKey>),
 }
 
 impl<'a> HashRef<'a> {
@@ -1005,7 +1009,7 @@ impl<'a> HashRef<'a> {
             HashReprRef::Packed { buf, .. } => {
                 packed_hash_find(buf, field).map(|(_, vs, _)| pack::read(buf, vs).0)
             }
-            HashReprRef::Table(t) => t.get(field).map(|v| &**v),
+            HashReprRef::Table(t) => t.get(field).map(|v| v.as_bytes()),
         }
     }
 
@@ -1017,7 +1021,7 @@ impl<'a> HashRef<'a> {
     pub fn iter(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
         match self.repr {
             HashReprRef::Packed { buf, .. } => Either::Left(packed_pairs(buf)),
-            HashReprRef::Table(t) => Either::Right(t.iter().map(|(k, v)| (k, &**v))),
+            HashReprRef::Table(t) => Either::Right(t.iter().map(|(k, v)| (k, v.as_bytes()))),
         }
     }
 
@@ -1280,12 +1284,14 @@ impl SetValue {
         let SetRepr::Table(t) = &mut self.0 else {
             unreachable!("converted above")
         };
-        if t.table.contains(m) {
+        // One hash for the lookup and the insertion.
+        let hash = crate::table::hash_key(m);
+        if t.table.find_hashed(m, hash).is_some() {
             return false;
         }
         t.sum = t.sum.wrapping_add(hash_bytes(m));
         t.bytes += m.len() + ELEM_OVERHEAD;
-        t.table.insert_new(m.into(), ());
+        t.table.insert_new_hashed(m.into(), hash, ());
         true
     }
 
@@ -1755,23 +1761,26 @@ impl ZSetValue {
         let ZRepr::Full(full) = &mut self.0 else {
             unreachable!("converted above")
         };
-        let old = full.dict.get(m).copied();
-        match old {
-            Some(o) => {
+        // One hash and one lookup for both the old score and its replacement.
+        let hash = crate::table::hash_key(m);
+        let old = match full.dict.find_hashed(m, hash) {
+            Some(i) => {
+                let slot = full.dict.value_at_mut(i);
+                let o = *slot;
                 if o.to_bits() == score.to_bits() {
-                    return old;
+                    return Some(o);
                 }
+                *slot = score;
                 full.tree.remove(o, m);
                 full.sum = full.sum.wrapping_sub(hash_scored(m, o));
-                if let Some(s) = full.dict.get_mut(m) {
-                    *s = score;
-                }
+                Some(o)
             }
             None => {
-                full.dict.insert_new(m.into(), score);
+                full.dict.insert_new_hashed(m.into(), hash, score);
                 full.bytes += zset_element_bytes(m);
+                None
             }
-        }
+        };
         full.tree.insert(score, m);
         full.sum = full.sum.wrapping_add(hash_scored(m, score));
         old
