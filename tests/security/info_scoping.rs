@@ -100,8 +100,8 @@ fn a_tenant_sees_only_its_own_info() {
 }
 
 /// The administrator's INFO memory says which allocator the process runs on and the process's
-/// figures, consistent with each other: `libc` in the default build (with the resident set and
-/// the fragmentation ratio against `used_memory`), jemalloc's own counts in a `jemalloc` build.
+/// figures, consistent with each other: `libc`, the resident set and the fragmentation ratio
+/// against `used_memory`.
 #[test]
 fn the_administrator_sees_the_allocator_and_the_process_memory() {
     let s = Server::start();
@@ -125,20 +125,7 @@ fn the_administrator_sees_the_allocator_and_the_process_memory() {
     assert!(rss > used, "{mem:?}");
     let ratio = number("mem_fragmentation_ratio");
     assert!((ratio - rss / used).abs() < 0.01, "{mem:?}");
-    let allocator = &mem["mem_allocator"];
-    if allocator.starts_with("jemalloc-") {
-        let (allocated, active, resident) = (
-            number("allocator_allocated"),
-            number("allocator_active"),
-            number("allocator_resident"),
-        );
-        assert!(allocated >= used * 0.5 && allocated <= active, "{mem:?}");
-        assert!(active <= resident && resident <= rss, "{mem:?}");
-    } else {
-        assert!(
-            ["libc", "mimalloc"].contains(&allocator.as_str()),
-            "{mem:?}"
-        );
-        assert!(!mem.contains_key("allocator_allocated"), "{mem:?}");
-    }
+    // glibc's malloc, as Redis names it; it keeps no statistics to report as allocator_*.
+    assert_eq!(mem["mem_allocator"], "libc", "{mem:?}");
+    assert!(!mem.contains_key("allocator_allocated"), "{mem:?}");
 }

@@ -4,8 +4,6 @@
 //! - [`config`]: `ferrite.toml`, defaults, validation, errors naming key and line.
 //! - [`server`]: listener, accept loop, maxclients, background work, graceful shutdown;
 //!   [`start`] runs a server inside any tokio runtime (the binary, tests, doctests).
-//! - [`allocator`]: the global allocator (glibc by default; jemalloc, mimalloc as features) and
-//!   what it reports.
 //! - `admin_secret`: the generated administrator secret used without `requirepass`.
 //! - [`auth_limit`]: failed AUTH attempts limited per client address.
 //! - [`connection`]: one client: parse, run in order, write replies; per-connection state.
@@ -23,7 +21,6 @@
 
 pub mod acl_log;
 mod admin_secret;
-pub mod allocator;
 pub mod auth_limit;
 pub mod backup;
 pub mod blocking;
