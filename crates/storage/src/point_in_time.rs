@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use crate::keyspace::{Db, Entry, Keyspace, SnapshotRest};
 
+/// Entries writers changed while the copy was open, as they were at its version.
+type PreImages = Vec<(Box<[u8]>, Entry)>;
+
 /// An open point-in-time copy of a keyspace (see the module documentation).
 pub struct PointInTimeCopy {
     ks: Arc<Keyspace>,
@@ -120,19 +123,14 @@ impl PointInTimeCopy {
         db: &mut Db,
         count: usize,
         f: &mut impl FnMut(&[u8], &Entry),
-    ) -> (u64, Vec<(Box<[u8]>, Entry)>) {
+    ) -> (u64, PreImages) {
         let next = db.snapshot_walk(self.cursor, count.max(1), f);
         (next, db.take_preimages())
     }
 
     /// Outside the lock: the pre-images to `f`; false once the walk has ended (the caller
     /// closes the copy).
-    fn hand_out(
-        &mut self,
-        next: u64,
-        pre: Vec<(Box<[u8]>, Entry)>,
-        f: &mut impl FnMut(&[u8], &Entry),
-    ) -> bool {
+    fn hand_out(&mut self, next: u64, pre: PreImages, f: &mut impl FnMut(&[u8], &Entry)) -> bool {
         self.pre_images += pre.len() as u64;
         for (k, e) in &pre {
             f(k, e);
