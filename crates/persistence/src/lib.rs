@@ -185,12 +185,6 @@ pub struct Persistence {
     /// Earliest next recovery attempt per broken tenant (backoff while the disk stays full).
     retry_at: Mutex<HashMap<usize, Instant>>,
     last_tick_save: Mutex<Instant>,
-    /// The runtime whose workers serve the connections, when there is one (the server opens
-    /// the directory from its blocking pool): a snapshot's walk runs there as a task, taking
-    /// its turns on the keyspace lock with the connections instead of competing for it from
-    /// the snapshot thread ([`snapshot::Walker`]). `None` (tests without a runtime): the
-    /// snapshot thread walks.
-    runtime: Option<tokio::runtime::Handle>,
 }
 
 fn key_of(t: &Arc<Tenant>) -> usize {
@@ -300,7 +294,6 @@ impl Persistence {
             _lock: lock,
             core: core.clone(),
             me: me.clone(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
             catalog: Mutex::new(catalog),
             attached: Mutex::new(HashMap::new()),
             settings: Mutex::new(settings),
@@ -685,7 +678,7 @@ impl Persistence {
                     let broken = log.is_broken();
                     if Arc::ptr_eq(&ks, &tenant.keyspace()) && !log.is_closed() {
                         log.snapshotting.store(true, SeqCst);
-                        match snapshot::take(&ks, &log, self.walker()) {
+                        match snapshot::take(&ks, &log) {
                             Ok(info) => {
                                 let mut s = self.status.lock();
                                 s.snapshots += 1;
@@ -710,14 +703,6 @@ impl Persistence {
         }
         self.jobs_cv.notify_all();
         true
-    }
-
-    /// Where snapshots walk their copies (see [`Persistence::runtime`]).
-    fn walker(&self) -> snapshot::Walker<'_> {
-        match &self.runtime {
-            Some(rt) => snapshot::Walker::Runtime(rt),
-            None => snapshot::Walker::ThisThread,
-        }
     }
 
     /// Snapshots every tenant served here (and staged imports); the first error is returned
@@ -748,7 +733,7 @@ impl Persistence {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let r = snapshot::take(&ks, &log, self.walker());
+            let r = snapshot::take(&ks, &log);
             log.snapshotting.store(false, SeqCst);
             match r {
                 Ok(info) => {
@@ -1750,16 +1735,7 @@ mod tests {
                 created_ms: now,
                 keys,
             };
-            snapshot::write_file(
-                copy,
-                &path,
-                &header,
-                None,
-                &Default::default(),
-                &|_| {},
-                snapshot::Walker::ThisThread,
-            )
-            .unwrap();
+            snapshot::write_file(copy, &path, &header, None, &Default::default(), &|_| {}).unwrap();
             let loaded = Keyspace::new();
             let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
             assert_eq!((h.keys, n), (keys, 2));

@@ -37,13 +37,8 @@ pub struct SnapshotInfo {
 }
 
 /// Takes a snapshot of `ks` (journaled by `log`) and makes it the tenant's base: older
-/// snapshots and logs are deleted. `ks` must be the keyspace `log` is subscribed to. Blocking:
-/// call it from a thread that is not one of the runtime's async workers.
-pub fn take(
-    ks: &Arc<Keyspace>,
-    log: &Arc<TenantLog>,
-    walker: Walker<'_>,
-) -> Result<SnapshotInfo, String> {
+/// snapshots and logs are deleted. `ks` must be the keyspace `log` is subscribed to.
+pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, String> {
     let started = Instant::now();
     // The next log file exists and is durable before writers switch to it (a failure here is
     // not fatal: the first write after the rotation creates the file as before). First, so
@@ -73,7 +68,7 @@ pub fn take(
     // milliseconds are fsynced on this thread (writers of the tenant still wait for the file
     // lock meanwhile, but no longer for the file creation's fsyncs too).
     let _ = log.flush();
-    let result = write(copy, log, generation, keys, &libraries, walker);
+    let result = write(copy, log, generation, keys, &libraries);
     match result {
         Ok((entries, bytes, pre_images)) => {
             if !log.snapshot_done(generation, bytes) {
@@ -101,7 +96,6 @@ fn write(
     generation: u64,
     keys: u64,
     libraries: &std::collections::BTreeMap<String, Vec<u8>>,
-    walker: Walker<'_>,
 ) -> Result<(u64, u64, u64), String> {
     let dir = &log.dir;
     let final_path = dir.join(paths::snapshot_file(generation));
@@ -115,7 +109,7 @@ fn write(
         // The keys at the copy's version: what the walk and the pre-images hand out, once each.
         keys: Some(keys),
     };
-    let written = write_file(copy, &tmp, &header, None, libraries, &|_| {}, walker)?;
+    let written = write_file(copy, &tmp, &header, None, libraries, &|_| {})?;
     std::fs::rename(&tmp, &final_path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot rename {}: {e}", tmp.display())
@@ -132,80 +126,11 @@ pub struct Written {
     pub pre_images: u64,
 }
 
-/// Where the walk of a point-in-time copy runs for [`write_file`]: the part of a snapshot done
-/// under the tenant's keyspace lock (each step encodes entries straight from the table).
-///
-/// On the runtime when there is one. From the snapshot thread, every step of the walk was a
-/// second thread taking the lock the tenant's connections take: a step holds it for tens of
-/// microseconds, but when the scheduler takes the core from the walking thread in the middle
-/// of a step (its time slice ends, another process wakes), every writer of the tenant waits
-/// until the thread runs again — milliseconds on a busy machine. Most of the snapshot thread's
-/// time was spent under the lock, so this was what the write p99 during a snapshot showed. A
-/// task on the runtime takes its turns on the lock between the connections' (in arrival
-/// order, like them), and the worker running it never holds the lock while another task of
-/// that worker waits; the snapshot thread keeps the rest (framing, checksums, `write`s,
-/// fsyncs), which holds no lock.
-#[derive(Clone, Copy)]
-pub enum Walker<'a> {
-    /// The calling thread steps the copy ([`PointInTimeCopy::step`]).
-    ThisThread,
-    /// A task on this runtime steps it ([`PointInTimeCopy::step_async`]) and hands the encoded
-    /// entries to the calling thread, which writes them. The calling thread must not be one of
-    /// this runtime's async workers: it waits for the task.
-    Runtime(&'a tokio::runtime::Handle),
-}
-
-/// Entries per step of a walk on the runtime: each step is one turn of a worker thread under
-/// the keyspace lock (about 40 µs at 100-byte strings), so a connection behind it waits about
-/// that long at most.
-const RUNTIME_WALK_STEP: usize = 128;
-/// Encoded steps handed over and not yet written, at most (the walk waits beyond that).
-const WALKED_IN_FLIGHT: usize = 16;
-
-/// What a walk on the runtime hands the writing thread.
-enum Walked {
-    /// Entries encoded with [`record::put_entry`], and how many.
-    Entries(Vec<u8>, u32),
-    /// The walk is complete; the number of pre-images it handed out.
-    Done(u64),
-}
-
-/// Starts walking `copy` on `rt`: one step per turn, the task yielding to the worker's other
-/// tasks in between. The walk stops (and the copy closes) if the receiver is dropped.
-fn walk_on(
-    rt: &tokio::runtime::Handle,
-    mut copy: PointInTimeCopy,
-) -> tokio::sync::mpsc::Receiver<Walked> {
-    let (tx, rx) = tokio::sync::mpsc::channel(WALKED_IN_FLIGHT);
-    rt.spawn(async move {
-        loop {
-            let mut chunk = Vec::with_capacity(RUNTIME_WALK_STEP * 160);
-            let mut n = 0u32;
-            let more = copy
-                .step_async(RUNTIME_WALK_STEP, |k, e| {
-                    record::put_entry(&mut chunk, k, e);
-                    n += 1;
-                })
-                .await;
-            if tx.send(Walked::Entries(chunk, n)).await.is_err() {
-                // The writer gave up: dropping the copy closes it.
-                return;
-            }
-            if !more {
-                let _ = tx.send(Walked::Done(copy.pre_images())).await;
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    });
-    rx
-}
-
 /// Writes everything `copy` hands out to `path` in the snapshot format (header, an optional
 /// [`record::BACKUP_INFO`] frame, the libraries, entries, end record) and fsyncs it; the file is
 /// removed if anything fails. The caller renames it into place (tenant snapshots) or keeps it
 /// where it is (backups). `progress` gets the number of entries written so far after each step.
-/// The directory is created if missing. `walker` says where the walk runs (see [`Walker`]).
+/// The directory is created if missing.
 pub fn write_file(
     mut copy: PointInTimeCopy,
     path: &Path,
@@ -213,50 +138,27 @@ pub fn write_file(
     info: Option<&[u8]>,
     libraries: &std::collections::BTreeMap<String, Vec<u8>>,
     progress: &dyn Fn(u64),
-    walker: Walker<'_>,
 ) -> Result<Written, String> {
     let mut w = SnapshotWriter::create(path, header.clone(), info)?;
     w.libraries(libraries)?;
-    let pre_images = match walker {
-        Walker::ThisThread => {
-            // Each step's entries are encoded (that is the copy) into `chunk`: the walk's under
-            // the keyspace lock, the pre-images outside it; the file is written outside the lock.
-            let mut chunk: Vec<u8> = Vec::new();
-            loop {
-                chunk.clear();
-                let mut chunk_entries = 0u32;
-                let more = copy.step(WALK_STEP, |k, e| {
-                    record::put_entry(&mut chunk, k, e);
-                    chunk_entries += 1;
-                });
-                w.append_encoded(&chunk, chunk_entries)?;
-                progress(w.entries);
-                if !more {
-                    break copy.pre_images();
-                }
-            }
+    // Each step's entries are encoded (that is the copy) into `chunk`: the walk's under the
+    // keyspace lock, the pre-images outside it; the file is written outside the lock.
+    let mut chunk: Vec<u8> = Vec::new();
+    loop {
+        chunk.clear();
+        let mut chunk_entries = 0u32;
+        let more = copy.step(WALK_STEP, |k, e| {
+            record::put_entry(&mut chunk, k, e);
+            chunk_entries += 1;
+        });
+        w.append_encoded(&chunk, chunk_entries)?;
+        progress(w.entries);
+        if !more {
+            break;
         }
-        Walker::Runtime(rt) => {
-            let mut walked = walk_on(rt, copy);
-            loop {
-                match walked.blocking_recv() {
-                    Some(Walked::Entries(chunk, n)) => {
-                        w.append_encoded(&chunk, n)?;
-                        progress(w.entries);
-                    }
-                    Some(Walked::Done(pre_images)) => break pre_images,
-                    None => {
-                        return Err(format!(
-                            "{}: the walk of the copy stopped before its end (the server is stopping)",
-                            path.display()
-                        ));
-                    }
-                }
-            }
-        }
-    };
+    }
     let mut written = w.finish()?;
-    written.pre_images = pre_images;
+    written.pre_images = copy.pre_images();
     Ok(written)
 }
 
@@ -834,207 +736,4 @@ pub fn read_backup_info(path: &Path) -> Result<(FileHeader, Vec<u8>), LoadError>
     let info = record::read_backup_info(&buf)
         .map_err(|e| LoadError::corrupt(path, at, format!("backup description: {e}")))?;
     Ok((header, info.to_vec()))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::{Duration, Instant};
-
-    use ferrite_storage::value::{StrValue, Value};
-
-    use super::*;
-
-    fn set(db: &mut Db, key: &str, value: &str) {
-        db.set(
-            key.as_bytes(),
-            Value::Str(StrValue::new(value.as_bytes().to_vec())),
-            None,
-            0,
-        );
-    }
-
-    /// A runtime with one worker thread (as the server's default), running until `stop` is
-    /// set, with `work` on it meanwhile.
-    fn runtime_thread<F>(
-        stop: Arc<AtomicBool>,
-        work: impl FnOnce() -> F + Send + 'static,
-    ) -> (tokio::runtime::Handle, std::thread::JoinHandle<()>)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let handle = rt.handle().clone();
-        let thread = std::thread::spawn(move || {
-            rt.block_on(async move {
-                let work = tokio::spawn(work());
-                let started = Instant::now();
-                while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                work.abort();
-            })
-        });
-        (handle, thread)
-    }
-
-    /// The walk on the runtime shares the worker with writers that overwrite, delete and add
-    /// keys throughout: the file holds exactly the keyspace at the copy's version (its digest),
-    /// every key once.
-    #[test]
-    fn a_walk_on_the_runtime_writes_the_keyspace_at_the_copy_while_writers_run() {
-        let keys = 20_000;
-        let ks = Arc::new(Keyspace::new());
-        {
-            let mut db = ks.lock();
-            for i in 0..keys {
-                set(&mut db, &format!("k{i}"), "old");
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (ks_w, writes_w) = (ks.clone(), writes.clone());
-        let (handle, thread) = runtime_thread(stop.clone(), move || async move {
-            let mut i = 0u64;
-            loop {
-                {
-                    let mut db = ks_w.lock_async().await;
-                    let k = (i * 7919) % keys;
-                    match i % 3 {
-                        0 => set(&mut db, &format!("k{k}"), "new"),
-                        1 => {
-                            db.remove(format!("k{k}").as_bytes(), 0);
-                        }
-                        _ => set(&mut db, &format!("added{i}"), "new"),
-                    }
-                }
-                i += 1;
-                writes_w.store(i, Ordering::SeqCst);
-                tokio::task::yield_now().await;
-            }
-        });
-        // Writers are running before the copy opens.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while writes.load(Ordering::SeqCst) < 100 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let (copy, (want, at_open)) =
-            PointInTimeCopy::open_with(&ks, |db| (db.digest().combined(), db.len() as u64))
-                .expect("open");
-        let before = writes.load(Ordering::SeqCst);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("snap.fsnp");
-        let header = FileHeader {
-            tenant: "t".into(),
-            incarnation: 1,
-            generation: 1,
-            version: copy.version(),
-            created_ms: 0,
-            keys: Some(at_open),
-        };
-        let written = write_file(
-            copy,
-            &path,
-            &header,
-            None,
-            &Default::default(),
-            &|_| {},
-            Walker::Runtime(&handle),
-        );
-        let after = writes.load(Ordering::SeqCst);
-        stop.store(true, Ordering::SeqCst);
-        thread.join().expect("runtime thread");
-        let written = written.expect("written");
-        assert!(
-            after > before,
-            "the writers ran during the walk ({before} -> {after})"
-        );
-        assert!(written.pre_images > 0, "writers changed walked keys");
-        let loaded = Keyspace::new();
-        let (_, entries) = load(&path, &mut loaded.lock()).expect("loads");
-        assert_eq!(entries, written.entries);
-        let db = loaded.lock();
-        assert_eq!(db.len() as u64, at_open);
-        assert_eq!(db.digest().combined(), want);
-    }
-
-    /// A walk on the runtime whose writer gives up (a failed write) stops, and its copy is
-    /// closed: the next snapshot can open one.
-    #[test]
-    fn a_walk_on_the_runtime_stops_and_closes_its_copy_when_the_writer_gives_up() {
-        let ks = Arc::new(Keyspace::new());
-        {
-            let mut db = ks.lock();
-            for i in 0..(RUNTIME_WALK_STEP * (WALKED_IN_FLIGHT + 8)) {
-                set(&mut db, &format!("k{i}"), "v");
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let (handle, thread) = runtime_thread(stop.clone(), || async {});
-        let copy = PointInTimeCopy::open(&ks).expect("open");
-        let mut walked = walk_on(&handle, copy);
-        assert!(matches!(walked.blocking_recv(), Some(Walked::Entries(_, n)) if n > 0));
-        assert!(PointInTimeCopy::open(&ks).is_none(), "the copy is open");
-        drop(walked);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let reopened = loop {
-            if let Some(c) = PointInTimeCopy::open(&ks) {
-                break Some(c);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        stop.store(true, Ordering::SeqCst);
-        thread.join().expect("runtime thread");
-        assert!(reopened.is_some(), "the abandoned copy was closed");
-    }
-
-    /// A walk on a runtime that stops before the walk ends fails the file (removed), instead
-    /// of writing a partial snapshot.
-    #[test]
-    fn a_walk_on_a_runtime_that_stops_fails_the_file() {
-        let ks = Arc::new(Keyspace::new());
-        {
-            let mut db = ks.lock();
-            for i in 0..1000 {
-                set(&mut db, &format!("k{i}"), "v");
-            }
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let handle = rt.handle().clone();
-        // Nothing runs the runtime's tasks and then it is gone: the walk never gets a turn.
-        drop(rt);
-        let copy = PointInTimeCopy::open(&ks).expect("open");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("snap.fsnp");
-        let header = FileHeader {
-            tenant: "t".into(),
-            incarnation: 1,
-            generation: 1,
-            version: copy.version(),
-            created_ms: 0,
-            keys: None,
-        };
-        let r = write_file(
-            copy,
-            &path,
-            &header,
-            None,
-            &Default::default(),
-            &|_| {},
-            Walker::Runtime(&handle),
-        );
-        let e = r.expect_err("a walk that never ran cannot make a snapshot");
-        assert!(e.contains("stopped before its end"), "{e}");
-        assert!(!path.exists(), "the partial file was removed");
-        assert!(PointInTimeCopy::open(&ks).is_some(), "the copy was closed");
-    }
 }

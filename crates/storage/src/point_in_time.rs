@@ -15,10 +15,7 @@
 
 use std::sync::Arc;
 
-use crate::keyspace::{Db, Entry, Keyspace, SnapshotRest};
-
-/// Entries writers changed while the copy was open, as they were at its version.
-type PreImages = Vec<(Box<[u8]>, Entry)>;
+use crate::keyspace::{Db, Entry, Keyspace};
 
 /// An open point-in-time copy of a keyspace (see the module documentation).
 pub struct PointInTimeCopy {
@@ -38,7 +35,7 @@ impl PointInTimeCopy {
     /// Like [`PointInTimeCopy::open`], running `f` in the same critical section, for anything
     /// that must line up exactly with the copy's version (a log rotation: the copy + the log
     /// from then on is the keyspace, with no overlap and no gap). Blocking, for a thread that
-    /// is not an async worker; it takes the lock only when it is free
+    /// is not an async worker: like each step, it takes the lock only when it is free
     /// ([`Keyspace::lock_when_free`]), never queued ahead of the tenant's connections.
     pub fn open_with<R>(
         ks: &Arc<Keyspace>,
@@ -76,9 +73,6 @@ impl PointInTimeCopy {
     /// since the previous step (outside the lock). Returns `true` while there is more; after
     /// the step that returns `false` every entry at the version has been handed out and the
     /// copy is closed (writers stop saving pre-images).
-    ///
-    /// For a thread that is not an async worker: it takes the lock only when it is free
-    /// ([`Keyspace::lock_when_free`]). On the runtime, use [`PointInTimeCopy::step_async`].
     pub fn step(&mut self, count: usize, mut f: impl FnMut(&[u8], &Entry)) -> bool {
         if !self.open {
             return false;
@@ -86,62 +80,19 @@ impl PointInTimeCopy {
         let (next, pre) = {
             // Never queued ahead of the tenant's connections (see `lock_when_free`).
             let mut db = self.ks.lock_when_free();
-            self.walk_locked(&mut db, count, &mut f)
+            let next = db.snapshot_walk(self.cursor, count.max(1), &mut f);
+            (next, db.take_preimages())
         };
-        if self.hand_out(next, pre, &mut f) {
-            return true;
-        }
-        let rest = self.ks.lock().close_snapshot();
-        self.closed(rest, &mut f);
-        false
-    }
-
-    /// [`PointInTimeCopy::step`] for a task on the runtime: waits for the keyspace lock as the
-    /// tenant's connections do, in arrival order, without holding up its worker thread. A walk
-    /// run this way shares its worker with the connections instead of competing with them for
-    /// the lock from another thread (see `ferrite_persistence::snapshot` for why that matters).
-    pub async fn step_async(&mut self, count: usize, mut f: impl FnMut(&[u8], &Entry)) -> bool {
-        if !self.open {
-            return false;
-        }
-        let (next, pre) = {
-            let mut db = self.ks.lock_async().await;
-            self.walk_locked(&mut db, count, &mut f)
-        };
-        if self.hand_out(next, pre, &mut f) {
-            return true;
-        }
-        let rest = self.ks.lock_async().await.close_snapshot();
-        self.closed(rest, &mut f);
-        false
-    }
-
-    /// Under the lock: up to `count` entries of the walk to `f`; the next cursor and the
-    /// pre-images saved since the last step.
-    fn walk_locked(
-        &self,
-        db: &mut Db,
-        count: usize,
-        f: &mut impl FnMut(&[u8], &Entry),
-    ) -> (u64, PreImages) {
-        let next = db.snapshot_walk(self.cursor, count.max(1), f);
-        (next, db.take_preimages())
-    }
-
-    /// Outside the lock: the pre-images to `f`; false once the walk has ended (the caller
-    /// closes the copy).
-    fn hand_out(&mut self, next: u64, pre: PreImages, f: &mut impl FnMut(&[u8], &Entry)) -> bool {
         self.pre_images += pre.len() as u64;
         for (k, e) in &pre {
             f(k, e);
         }
         drop(pre);
         self.cursor = next;
-        next != 0
-    }
-
-    /// The copy was closed: the last pre-images to `f`.
-    fn closed(&mut self, rest: SnapshotRest, f: &mut impl FnMut(&[u8], &Entry)) {
+        if next != 0 {
+            return true;
+        }
+        let rest = self.ks.lock().close_snapshot();
         self.open = false;
         self.pre_images += rest.preimages.len() as u64;
         for (k, e) in &rest.preimages {
@@ -149,15 +100,15 @@ impl PointInTimeCopy {
         }
         // The table a FLUSH handed over is dropped here, outside the lock.
         drop(rest);
+        false
     }
 }
 
 impl Drop for PointInTimeCopy {
-    /// An unfinished copy (its consumer failed or stopped) is closed. It may be dropped by a
-    /// task on an async worker, which must not wait for the lock: `lock_later`.
     fn drop(&mut self) {
         if self.open {
-            self.ks.lock_later(|db| drop(db.close_snapshot()));
+            let rest = self.ks.lock().close_snapshot();
+            drop(rest);
         }
     }
 }

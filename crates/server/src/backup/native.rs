@@ -39,7 +39,6 @@ pub fn write(
         Some(&description),
         &opened.libraries,
         &|n| progress.set_done(n),
-        snapshot::Walker::ThisThread,
     )?;
     if let Err(e) = std::fs::rename(&tmp, &path) {
         let _ = std::fs::remove_file(&tmp);
