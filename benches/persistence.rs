@@ -12,7 +12,9 @@
 //!
 //! Environment: BENCH_ADDR (host:port), BENCH_PID (the server's pid, for its RSS),
 //! BENCH_PASSWORD (AUTH for BGSAVE/INFO; empty for none), BENCH_KEYS (1000000), BENCH_VALUE (100),
-//! BENCH_RATE (20000), BENCH_IDLE_SECS (5), BENCH_FILL (1: fill first; 0: the keys are there).
+//! BENCH_RATE (20000), BENCH_IDLE_SECS (5), BENCH_FILL (1: fill first; 0: the keys are there),
+//! BENCH_ROUNDS_OUT (a file: every round of the load during the BGSAVE, `<seconds since the
+//! BGSAVE was sent> <round trip ms>` a line, to see when in the snapshot the slow ones came).
 //!
 //! The write latency is the round trip of each round of SETs a writer sends (every millisecond
 //! it pipelines the SETs that are due, about BENCH_RATE/1000 of them): the same measure on both
@@ -279,6 +281,10 @@ async fn run(o: &Opts) -> Res<String> {
         .get("rdb_last_save_time")
         .cloned();
     let t0 = load.now();
+    let t0_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let started = Instant::now();
     let reply = admin
         .cmd(&["BGSAVE"])
@@ -306,6 +312,16 @@ async fn run(o: &Opts) -> Res<String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (rounds, sent, secs) = load.stop().await?;
     let during = latencies(&rounds, t0, t1);
+    if let Ok(path) = std::env::var("BENCH_ROUNDS_OUT") {
+        let mut lines = format!(
+            "# bgsave sent at 0 (unix {t0_unix:.6}), done at {:.6}\n",
+            t1 - t0
+        );
+        for r in rounds.iter().filter(|r| r.at >= t0 - 0.1) {
+            lines.push_str(&format!("{:.6} {:.3}\n", r.at - t0, r.ms));
+        }
+        std::fs::write(&path, lines).map_err(|e| format!("{path}: {e}"))?;
+    }
     put("snapshot_secs", format!("{took:.3}"));
     put(
         "snapshot_status",

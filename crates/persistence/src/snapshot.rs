@@ -40,17 +40,18 @@ pub struct SnapshotInfo {
 /// snapshots and logs are deleted. `ks` must be the keyspace `log` is subscribed to.
 pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, String> {
     let started = Instant::now();
-    // Make what the current log holds durable now, while writers keep going: the rotation
-    // below must fsync the old log before the new one gets anything (so that only the newest
-    // log can end torn), and that fsync runs in a writer's commit; with this one done first it
-    // only has the last few milliseconds of writes to cover.
-    if log.flush().is_ok() {
-        log.sync();
-    }
     // The next log file exists and is durable before writers switch to it (a failure here is
-    // not fatal: the first write after the rotation creates the file as before).
+    // not fatal: the first write after the rotation creates the file as before). First, so
+    // that the writes made during its two fsyncs are covered by the pre-sync below.
     if let Err(e) = log.prepare_next() {
         tracing::warn!(tenant = %log.tenant, "cannot prepare the next log file: {e}");
+    }
+    // Make what the current log holds durable now, while writers keep going: the rotation
+    // below must fsync the old log before the new one gets anything (so that only the newest
+    // log can end torn), and the tenant's writers wait for that fsync; with this one done just
+    // before, it only has the last moment of writes to cover.
+    if log.flush().is_ok() {
+        log.sync();
     }
     // The function libraries as of the copy's version: later changes are in the new log.
     let opened = PointInTimeCopy::open_with(ks, |db| {

@@ -34,12 +34,14 @@ impl PointInTimeCopy {
 
     /// Like [`PointInTimeCopy::open`], running `f` in the same critical section, for anything
     /// that must line up exactly with the copy's version (a log rotation: the copy + the log
-    /// from then on is the keyspace, with no overlap and no gap).
+    /// from then on is the keyspace, with no overlap and no gap). Blocking, for a thread that
+    /// is not an async worker: like each step, it takes the lock only when it is free
+    /// ([`Keyspace::lock_when_free`]), never queued ahead of the tenant's connections.
     pub fn open_with<R>(
         ks: &Arc<Keyspace>,
         f: impl FnOnce(&mut Db) -> R,
     ) -> Option<(PointInTimeCopy, R)> {
-        let mut db = ks.lock();
+        let mut db = ks.lock_when_free();
         let version = db.open_snapshot()?;
         let r = f(&mut db);
         drop(db);
