@@ -1080,8 +1080,15 @@ mod tests {
         let mut bytes = 0;
         for n in &q.nodes {
             assert!(n.count > 0, "no empty node");
-            // A node made from a packed list may pass the byte limit by its back-lengths.
-            assert!(n.count == 1 || (n.count <= max_count && n.used() <= max_bytes + n.count));
+            // A node made from a packed list may pass the byte limit by its back-lengths (one
+            // or more bytes per entry: the packed form writes each length once).
+            let back_lengths: usize = n.iter().map(|e| pack::len_of_len(e.len())).sum();
+            assert!(
+                n.count == 1 || (n.count <= max_count && n.used() <= max_bytes + back_lengths),
+                "node of {} entries, {} bytes",
+                n.count,
+                n.used()
+            );
             assert_eq!(n.iter().count(), n.count);
             bytes += n
                 .iter()
