@@ -352,6 +352,14 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                     true
                 }
                 Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => false,
+                // A compact entry (a small old value) is replaced whole: in place when the new
+                // string is as long as the old one, else one new allocation; opening it for
+                // `swap_value` cost two.
+                Slot::Occupied(mut o) if o.get().is_compact() => {
+                    o.replace(stored, new_expire);
+                    false
+                }
+                // A large old value is handed to the garbage list, to be freed off the lock.
                 Slot::Occupied(mut o) => {
                     let old = o.swap_value(stored);
                     o.get_mut().set_expire_at(new_expire);
@@ -1044,6 +1052,58 @@ mod tests {
                 );
                 assert_eq!(changed, vec![key.to_vec()], "{argv:?}");
             }
+            drop(db);
+            t.assert_digest_consistent();
+        }
+    }
+
+    /// SET over a small (compact) value replaces the entry whole, in place when the lengths
+    /// match; over a large one it swaps the value out. Each is a write WATCH sees, even with the
+    /// same value, and the funnel's digest, memory total and change capture stay exact.
+    #[test]
+    fn set_over_small_and_large_values_keeps_the_funnel_exact() {
+        let mut t = TestDb::new();
+        let big = "b".repeat(2000);
+        t.keyspace.lock().start_tracking();
+        let steps: &[&[&str]] = &[
+            &["SET", "k", "abc"],
+            &["SET", "k", "abc"],               // same value, in place
+            &["SET", "k", "xyz", "PX", "5000"], // gains a TTL: rebuilt
+            &["SET", "k", "uvw", "KEEPTTL"],    // in place, TTL kept
+            &["SET", "k", "uv"],                // shorter, TTL dropped
+            &["SET", "k", &big],                // grows past the compact limit
+            &["SET", "k", &big],                // large old value: swapped out
+            &["SET", "k", "small", "GET"],
+        ];
+        let mut last_version = 0;
+        for (i, argv) in steps.iter().enumerate() {
+            let reply = t.run(argv);
+            assert!(
+                reply == "+OK\r\n" || argv.last() == Some(&"GET"),
+                "{argv:?}: {reply}"
+            );
+            let mut db = t.keyspace.lock();
+            let mut changed = Vec::new();
+            db.drain_changes(100, |k, _| changed.push(k.to_vec()));
+            // The same content again has nothing new to capture (the funnel marks changes).
+            let same = i > 0 && steps[i - 1][2..] == argv[2..];
+            let want: Vec<Vec<u8>> = if same { vec![] } else { vec![b"k".to_vec()] };
+            assert_eq!(changed, want, "{argv:?}");
+            let total: usize = db.iter().map(|(k, e)| e.size(k)).sum();
+            assert_eq!(db.used_bytes(), total, "{argv:?}");
+            let e = db.get(b"k", t.now).expect("k exists");
+            assert_eq!(
+                e.value().digest(),
+                ferrite_storage::Value::string(argv[2]).digest()
+            );
+            assert!(e.version() > last_version, "{argv:?}: WATCH sees the write");
+            last_version = e.version();
+            let want_ttl = match argv.get(3) {
+                Some(&"PX") | Some(&"KEEPTTL") => Some(t.now + 5000),
+                _ => None,
+            };
+            assert_eq!(e.expire_at(), want_ttl, "{argv:?}");
+            assert_eq!(e.is_compact(), argv[2].len() <= 1024, "{argv:?}");
             drop(db);
             t.assert_digest_consistent();
         }
