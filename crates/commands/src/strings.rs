@@ -8,7 +8,7 @@ use ferrite_storage::{Slot, StrValue, Value, ValueRef};
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
 use crate::spec::{CmdResult, CommandSpec, Creates, KEY1};
-use crate::util::{as_str, as_str_mut, int_bytes, parse_stored_float};
+use crate::util::{as_str, as_str_mut, parse_stored_float};
 
 crate::command_family!("string");
 
@@ -352,6 +352,14 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                     true
                 }
                 Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => false,
+                // A compact entry (a small old value) is replaced whole: in place when the new
+                // string is as long as the old one, else one new allocation; opening it for
+                // `swap_value` cost two.
+                Slot::Occupied(mut o) if o.get().is_compact() => {
+                    o.replace(stored, new_expire);
+                    false
+                }
+                // A large old value is handed to the garbage list, to be freed off the lock.
                 Slot::Occupied(mut o) => {
                     let old = o.swap_value(stored);
                     o.get_mut().set_expire_at(new_expire);
@@ -559,16 +567,23 @@ fn msetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn incr_by(ctx: &mut Ctx<'_, '_>, key: &[u8], delta: i64) -> CmdResult {
+    let mut text = itoa::Buffer::new();
     let new = match ctx.db.entry(key, ctx.now) {
         Slot::Occupied(mut o) => {
-            let s = as_str_mut(o.get_mut())?;
-            let cur = parse_i64(s.as_bytes()).ok_or_else(ErrorReply::not_integer)?;
+            // Read before taking mutable access: an error changes nothing and opens nothing.
+            let cur = parse_i64(as_str(o.get())?.as_bytes()).ok_or_else(ErrorReply::not_integer)?;
             let new = cur.checked_add(delta).ok_or_else(ErrorReply::overflow)?;
-            s.set(int_bytes(new));
+            let digits = text.format(new).as_bytes();
+            // A counter of the same length is rewritten in its compact entry (no allocation);
+            // otherwise the entry is opened and settled again by the write funnel.
+            if !o.get_mut().set_str_in_place(digits) {
+                *as_str_mut(o.get_mut())? = StrValue::from_slice(digits);
+            }
             new
         }
         Slot::Vacant(v) => {
-            v.insert(Value::string(int_bytes(delta)), None);
+            let digits = text.format(delta).as_bytes();
+            v.insert(Value::Str(StrValue::from_slice(digits)), None);
             delta
         }
     };
@@ -617,11 +632,14 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     };
     let text = match ctx.db.entry(key, ctx.now) {
         Slot::Occupied(mut o) => {
-            let s = as_str_mut(o.get_mut())?;
+            let s = as_str(o.get())?;
             let cur = parse_stored_float(s.as_bytes()).ok_or_else(ErrorReply::not_float)?;
             let cur_text = String::from_utf8_lossy(s.as_bytes()).into_owned();
             let (_, text) = compute(cur, &cur_text)?;
-            s.set(text.clone());
+            // A result as long as the old value is written in its compact entry.
+            if !o.get_mut().set_str_in_place(&text) {
+                *as_str_mut(o.get_mut())? = StrValue::from_slice(&text);
+            }
             text
         }
         Slot::Vacant(v) => {
@@ -973,6 +991,122 @@ mod tests {
             ),
         ]);
         t.assert_digest_consistent();
+    }
+
+    /// INCR of a counter whose length does not change rewrites its compact entry in place;
+    /// one that changes length goes through the opened value. Either way the write funnel's
+    /// accounting is what a fresh SET of the result would give: digest, size, a new version
+    /// (WATCH), the change captured for migration and the append-only log, the TTL kept.
+    #[test]
+    fn counters_in_place_and_not_keep_the_funnel_exact() {
+        let mut t = TestDb::new();
+        t.check(&[
+            (&["SET", "c", "7"], "+OK\r\n"),
+            (&["PEXPIRE", "c", "100000"], ":1\r\n"),
+            (&["SET", "f", "1.5"], "+OK\r\n"),
+        ]);
+        t.keyspace.lock().start_tracking();
+        let steps: &[(&[&str], &str, &str)] = &[
+            (&["INCR", "c"], ":8\r\n", "8"),                      // in place
+            (&["INCRBY", "c", "1"], ":9\r\n", "9"),               // in place
+            (&["INCR", "c"], ":10\r\n", "10"),                    // longer: opened and settled
+            (&["DECRBY", "c", "20"], ":-10\r\n", "-10"),          // in place (3 bytes)
+            (&["INCRBY", "c", "0"], ":-10\r\n", "-10"),           // same content
+            (&["DECR", "c"], ":-11\r\n", "-11"),                  // in place
+            (&["INCRBYFLOAT", "f", "1"], "$3\r\n2.5\r\n", "2.5"), // in place
+        ];
+        for (argv, reply, stored) in steps {
+            let key = argv[1].as_bytes();
+            let (version, used) = {
+                let mut db = t.keyspace.lock();
+                db.drain_changes(100, |_, _| {});
+                let v = db.get(key, t.now).map(|e| e.version());
+                (v, db.used_bytes())
+            };
+            let old_size = {
+                let mut db = t.keyspace.lock();
+                db.get(key, t.now).map(|e| e.size(key)).unwrap_or(0)
+            };
+            assert_eq!(t.run(argv), *reply, "{argv:?}");
+            let mut db = t.keyspace.lock();
+            let mut changed = Vec::new();
+            db.drain_changes(100, |k, _| changed.push(k.to_vec()));
+            let e = db.get(key, t.now).expect("the key exists");
+            assert_eq!(
+                e.value().digest(),
+                ferrite_storage::Value::string(*stored).digest()
+            );
+            assert!(e.is_compact(), "{argv:?}");
+            let size = e.size(key);
+            let new_version = e.version();
+            let ttl_kept = key != b"c" || e.expire_at() == Some(t.now + 100_000);
+            assert!(ttl_kept, "{argv:?}: {:?}", e.expire_at());
+            assert_eq!(db.used_bytes(), used + size - old_size, "{argv:?}");
+            if argv[2..] == ["0"] {
+                // INCRBY 0 changes no content: nothing to capture, as before this path.
+                assert_eq!((Some(new_version), changed.len()), (version, 0));
+            } else {
+                assert!(
+                    Some(new_version) > version,
+                    "{argv:?}: WATCH sees the write"
+                );
+                assert_eq!(changed, vec![key.to_vec()], "{argv:?}");
+            }
+            drop(db);
+            t.assert_digest_consistent();
+        }
+    }
+
+    /// SET over a small (compact) value replaces the entry whole, in place when the lengths
+    /// match; over a large one it swaps the value out. Each is a write WATCH sees, even with the
+    /// same value, and the funnel's digest, memory total and change capture stay exact.
+    #[test]
+    fn set_over_small_and_large_values_keeps_the_funnel_exact() {
+        let mut t = TestDb::new();
+        let big = "b".repeat(2000);
+        t.keyspace.lock().start_tracking();
+        let steps: &[&[&str]] = &[
+            &["SET", "k", "abc"],
+            &["SET", "k", "abc"],               // same value, in place
+            &["SET", "k", "xyz", "PX", "5000"], // gains a TTL: rebuilt
+            &["SET", "k", "uvw", "KEEPTTL"],    // in place, TTL kept
+            &["SET", "k", "uv"],                // shorter, TTL dropped
+            &["SET", "k", &big],                // grows past the compact limit
+            &["SET", "k", &big],                // large old value: swapped out
+            &["SET", "k", "small", "GET"],
+        ];
+        let mut last_version = 0;
+        for (i, argv) in steps.iter().enumerate() {
+            let reply = t.run(argv);
+            assert!(
+                reply == "+OK\r\n" || argv.last() == Some(&"GET"),
+                "{argv:?}: {reply}"
+            );
+            let mut db = t.keyspace.lock();
+            let mut changed = Vec::new();
+            db.drain_changes(100, |k, _| changed.push(k.to_vec()));
+            // The same content again has nothing new to capture (the funnel marks changes).
+            let same = i > 0 && steps[i - 1][2..] == argv[2..];
+            let want: Vec<Vec<u8>> = if same { vec![] } else { vec![b"k".to_vec()] };
+            assert_eq!(changed, want, "{argv:?}");
+            let total: usize = db.iter().map(|(k, e)| e.size(k)).sum();
+            assert_eq!(db.used_bytes(), total, "{argv:?}");
+            let e = db.get(b"k", t.now).expect("k exists");
+            assert_eq!(
+                e.value().digest(),
+                ferrite_storage::Value::string(argv[2]).digest()
+            );
+            assert!(e.version() > last_version, "{argv:?}: WATCH sees the write");
+            last_version = e.version();
+            let want_ttl = match argv.get(3) {
+                Some(&"PX") | Some(&"KEEPTTL") => Some(t.now + 5000),
+                _ => None,
+            };
+            assert_eq!(e.expire_at(), want_ttl, "{argv:?}");
+            assert_eq!(e.is_compact(), argv[2].len() <= 1024, "{argv:?}");
+            drop(db);
+            t.assert_digest_consistent();
+        }
     }
 
     #[test]

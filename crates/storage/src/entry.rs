@@ -19,6 +19,9 @@
 //! [`Entry::settle`]). A full collection or a long string stays open, so changing it costs no
 //! copy; a small one is copied twice per write, which is about what editing its packed buffer
 //! (kept at its exact size, reallocated on every edit) already cost.
+//! Two string writes skip the opening: a SET whose value is as long as the old one
+//! ([`Entry::replace`]) and an INCR-family result as long as the old counter
+//! ([`Entry::set_str_in_place`]) are written over the compact form's bytes, with no allocation.
 //!
 //! Version and modified time are kept in 48 bits in the compact form (2^48 writes, and
 //! milliseconds until the year 10889); an entry whose stamps do not fit stays open rather than
@@ -31,7 +34,7 @@ use crate::digest::{key_digest, key_digest_named};
 use crate::encoding::Encoding;
 use crate::pack::{self, PackedRef};
 use crate::table::{OwnsKey, TableKey};
-use crate::value::{PackedKind, Value, ValueRef, ValueType};
+use crate::value::{PackedKind, StrValue, Value, ValueRef, ValueType};
 
 /// Longest string kept in a compact entry. Longer strings stay open: a write to a compact string
 /// copies it twice, and past this the copies would cost more than the ~100 bytes per key saved.
@@ -609,21 +612,41 @@ impl Entry {
         let Some((data, crc, enc)) = value.str_parts() else {
             return false;
         };
-        let c = self.as_compact();
-        let has_expire = c.flags & HAS_EXPIRE != 0;
-        let len = c.bytes.len();
-        if has_expire != (expire_at != 0)
-            || data.len() > COMPACT_STR_MAX
-            || compact_len(c.key().len(), CRC + data.len(), has_expire) != len
-        {
+        let has_expire = self.as_compact().flags & HAS_EXPIRE != 0;
+        if has_expire != (expire_at != 0) || !self.overwrite_compact_payload(data, crc, enc) {
             return false;
         }
-        let bytes = self.compact_bytes_mut();
-        bytes[0] = KIND_STR | encoding_flags(enc) | if has_expire { HAS_EXPIRE } else { 0 };
         if has_expire {
-            bytes[FIXED..FIXED + 8].copy_from_slice(&expire_at.to_le_bytes());
+            self.compact_bytes_mut()[FIXED..FIXED + 8].copy_from_slice(&expire_at.to_le_bytes());
         }
-        let start = len - data.len() - CRC;
+        true
+    }
+
+    /// Sets a string key's bytes in place, keeping its expiry, when the entry is a compact
+    /// string whose value is as long as `data` (INCR and its kin rewrite a counter this way:
+    /// no opening, no allocation). False, with nothing changed, when it is not: the caller then
+    /// changes the value through [`Entry::value_mut`]. The write funnel accounts the change as
+    /// for any other write (digest, size, version, change capture).
+    pub fn set_str_in_place(&mut self, data: &[u8]) -> bool {
+        if self.is_open() || self.as_compact().flags & KIND_MASK != KIND_STR {
+            return false;
+        }
+        let crc = crate::digest::crc32(data);
+        self.overwrite_compact_payload(data, crc, StrValue::encoding_of(data))
+    }
+
+    /// Writes a string's CRC and bytes, and its encoding into the flags (keeping the expiry
+    /// bit), over a compact entry whose payload is exactly `CRC + data.len()` bytes long; false,
+    /// with nothing written, otherwise. The key's length prefix and the value's are unchanged.
+    fn overwrite_compact_payload(&mut self, data: &[u8], crc: u32, enc: Encoding) -> bool {
+        debug_assert!(!self.is_open());
+        let c = self.as_compact();
+        if data.len() > COMPACT_STR_MAX || c.bytes.len() - c.payload_at != CRC + data.len() {
+            return false;
+        }
+        let (start, expire_bit) = (c.payload_at, c.flags & HAS_EXPIRE);
+        let bytes = self.compact_bytes_mut();
+        bytes[0] = KIND_STR | encoding_flags(enc) | expire_bit;
         bytes[start..start + CRC].copy_from_slice(&crc.to_le_bytes());
         bytes[start + CRC..].copy_from_slice(data);
         true
@@ -1036,6 +1059,76 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_counter_of_the_same_length_is_rewritten_in_place_as_a_fresh_entry() {
+        let key = b"counter:000000012345";
+        for expire in [0, 1_700_000_000_123] {
+            for (old, new) in [
+                ("1", "2"),
+                ("9", "8"),
+                ("-5", "-4"),
+                ("41", "42"),
+                ("9223372036854775806", "9223372036854775807"),
+                ("abc", "123"), // embstr to int
+                ("123", "0x1"), // int to embstr
+                ("0.5", "1.5"), // INCRBYFLOAT's results
+            ] {
+                let mut e = Entry::new(key, Value::string(old), expire, 42, 7);
+                let home = e.ptr;
+                assert!(e.set_str_in_place(new.as_bytes()), "{old} -> {new}");
+                assert_eq!(e.ptr, home, "no new allocation");
+                let fresh = Entry::new(key, Value::string(new), expire, 42, 7);
+                assert_eq!(e.compact_bytes(), fresh.compact_bytes());
+                assert_eq!(e.key_digest(key), fresh.key_digest(key));
+                assert_eq!(e.size(key), fresh.size(key));
+                assert_eq!(e.size(key), Entry::estimate(key, e.value(), expire != 0));
+                assert_eq!(e.value().encoding(), fresh.value().encoding());
+                assert_eq!(
+                    (e.key(), e.expire_raw(), e.modified_ms(), e.version()),
+                    (&key[..], expire, 42, 7)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_counter_that_cannot_be_rewritten_in_place_is_left_unchanged() {
+        let key = b"k";
+        let mut packed = HashValue::default();
+        packed.insert(b"f", b"v");
+        let cases = [
+            // Another length: the compact form would change size.
+            (Value::string("9"), "10"),
+            (Value::string("10"), "9"),
+            // Open: a string past the compact limit.
+            (
+                Value::string(vec![b'7'; COMPACT_STR_MAX + 1]),
+                "8".repeat(COMPACT_STR_MAX + 1).leak(),
+            ),
+        ];
+        for (value, new) in cases {
+            let mut e = Entry::new(key, value.deep_clone(), 5, 1, 2);
+            let before = (e.key_digest(key), e.size(key), e.is_compact());
+            assert!(!e.set_str_in_place(new.as_bytes()), "{value:?}");
+            assert_eq!((e.key_digest(key), e.size(key), e.is_compact()), before);
+        }
+        // Not a string, even with a payload as long as the new string's.
+        let mut e = Entry::new(key, Value::Hash(packed), 0, 1, 2);
+        let c = e.as_compact();
+        let same_len = vec![b'1'; c.bytes.len() - c.payload_at - CRC];
+        let before = e.key_digest(key);
+        assert!(!e.set_str_in_place(&same_len));
+        assert_eq!(
+            (e.key_digest(key), e.value_type()),
+            (before, ValueType::Hash)
+        );
+        // A stamp past 48 bits keeps the entry open: not rewritten either.
+        let mut e = Entry::new(key, Value::string("1"), 0, 1, STAMP_MAX + 1);
+        assert!(!e.is_compact());
+        assert!(!e.set_str_in_place(b"2"));
+        assert_eq!(e.value().digest(), Value::string("1").digest());
     }
 
     #[test]

@@ -499,7 +499,7 @@ impl StrValue {
     }
 
     /// The encoding Redis would report for a string of these bytes.
-    fn encoding_of(data: &[u8]) -> Encoding {
+    pub(crate) fn encoding_of(data: &[u8]) -> Encoding {
         if encoding::canonical_int(data).is_some() {
             Encoding::Int
         } else if data.len() <= EMBSTR_MAX {
