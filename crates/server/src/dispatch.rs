@@ -507,10 +507,7 @@ fn queue_in_multi(
     let request = OwnedRequest::from_args(args);
     let queued = st.multi_bytes + request.mem_size() as u64;
     if let Err(e) = admit_queued(sh, &st.tenant, queued) {
-        count_outcome(st, sh, index, Outcome::Rejected);
-        flag_multi_error(st);
-        ReplyWriter::new(out, st.proto).error(&e);
-        return Some(Flow::Continue);
+        return Some(refused(st, sh, index, spec, e, out));
     }
     if let Some((queue, _)) = st.multi.as_mut() {
         queue.push(Queued { index, request });
