@@ -3,7 +3,7 @@
 use ferrite_protocol::args::parse_i64;
 use ferrite_protocol::number::{decimal_add, format_human_double};
 use ferrite_protocol::{Args, ErrorReply};
-use ferrite_storage::{Slot, StrValue, Value, ValueRef};
+use ferrite_storage::{Entry, Slot, StrValue, Value, ValueRef};
 
 use crate::ctx::Ctx;
 use crate::spec::flags::*;
@@ -574,11 +574,7 @@ fn incr_by(ctx: &mut Ctx<'_, '_>, key: &[u8], delta: i64) -> CmdResult {
             let cur = parse_i64(as_str(o.get())?.as_bytes()).ok_or_else(ErrorReply::not_integer)?;
             let new = cur.checked_add(delta).ok_or_else(ErrorReply::overflow)?;
             let digits = text.format(new).as_bytes();
-            // A counter of the same length is rewritten in its compact entry (no allocation);
-            // otherwise the entry is opened and settled again by the write funnel.
-            if !o.get_mut().set_str_in_place(digits) {
-                *as_str_mut(o.get_mut())? = StrValue::from_slice(digits);
-            }
+            overwrite_str(o.get_mut(), digits)?;
             new
         }
         Slot::Vacant(v) => {
@@ -613,6 +609,15 @@ fn decrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     incr_by(ctx, args.get(1), d)
 }
 
+/// Sets a counter's new text: a result as long as the old value is rewritten in its compact
+/// entry (no allocation); otherwise the entry is opened and settled again by the write funnel.
+fn overwrite_str(e: &mut Entry, data: &[u8]) -> Result<(), ErrorReply> {
+    if !e.set_str_in_place(data) {
+        *as_str_mut(e)? = StrValue::from_slice(data);
+    }
+    Ok(())
+}
+
 fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let key = args.get(1);
     // Redis checks the key's type before it reads the increment.
@@ -636,10 +641,7 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             let cur = parse_stored_float(s.as_bytes()).ok_or_else(ErrorReply::not_float)?;
             let cur_text = String::from_utf8_lossy(s.as_bytes()).into_owned();
             let (_, text) = compute(cur, &cur_text)?;
-            // A result as long as the old value is written in its compact entry.
-            if !o.get_mut().set_str_in_place(&text) {
-                *as_str_mut(o.get_mut())? = StrValue::from_slice(&text);
-            }
+            overwrite_str(o.get_mut(), &text)?;
             text
         }
         Slot::Vacant(v) => {

@@ -1020,10 +1020,16 @@ pub fn quota_applies(sh: &Shared, tenant: &Tenant) -> bool {
 /// is released), plus every connection's unsent replies (INFO `mem_clients_normal`), so that
 /// clients that do not read their large replies cannot take the memory writes are refused.
 fn server_used_bytes(sh: &Shared, tenant: &Tenant, db: &Db) -> u64 {
-    sh.registry
-        .used_bytes()
+    published_used_bytes(sh)
         .saturating_sub(tenant.used_bytes())
         .saturating_add(db.used_bytes() as u64)
+}
+
+/// [`server_used_bytes`] as the tenants' published counters give it, for checks made without
+/// a keyspace lock.
+fn published_used_bytes(sh: &Shared) -> u64 {
+    sh.registry
+        .used_bytes()
         .saturating_add(sh.output_bytes.load(Relaxed))
 }
 
@@ -1032,11 +1038,11 @@ fn server_used_bytes(sh: &Shared, tenant: &Tenant, db: &Db) -> u64 {
 fn check_server_memory(
     sh: &Shared,
     tenant: &Tenant,
-    db: &Db,
+    used: impl FnOnce() -> u64,
     incoming: u64,
 ) -> Result<(), ErrorReply> {
     let cap = sh.hot.maxmemory.load(Relaxed);
-    if cap == 0 || server_used_bytes(sh, tenant, db).saturating_add(incoming) <= cap {
+    if cap == 0 || used().saturating_add(incoming) <= cap {
         return Ok(());
     }
     tenant.stats.rejected.fetch_add(1, Relaxed);
@@ -1056,16 +1062,7 @@ fn admit_queued(sh: &Shared, tenant: &Tenant, queued: u64) -> Result<(), ErrorRe
     tenant
         .check_quota(0, queued)
         .map_err(|q| errors::quota(tenant, &q))?;
-    let cap = sh.hot.maxmemory.load(Relaxed);
-    let used = sh
-        .registry
-        .used_bytes()
-        .saturating_add(sh.output_bytes.load(Relaxed));
-    if cap != 0 && used.saturating_add(queued) > cap {
-        tenant.stats.rejected.fetch_add(1, Relaxed);
-        return Err(errors::out_of_memory());
-    }
-    Ok(())
+    check_server_memory(sh, tenant, || published_used_bytes(sh), queued)
 }
 
 /// Redis's check before a script that may write starts (`deny-oom` scripts): is the tenant at
@@ -1107,7 +1104,12 @@ pub fn check_quota<'a>(
     tenant
         .check_quota(demand.keys, demand.bytes)
         .map_err(|q| errors::quota(tenant, &q))?;
-    check_server_memory(sh, tenant, db, demand.bytes)
+    check_server_memory(
+        sh,
+        tenant,
+        || server_used_bytes(sh, tenant, db),
+        demand.bytes,
+    )
 }
 
 /// A tenant's keyspace lock kept between the data commands (and scripts) of one batch.
