@@ -401,6 +401,12 @@ impl Occupied<'_> {
         std::mem::replace(self.get_mut().value_mut(), value)
     }
 
+    /// Counts this access as a write for WATCH and keyspace notifications even when the
+    /// content ends up identical: Redis signals the key modified on every INCRBY, even by 0.
+    pub fn count_as_write(&mut self) {
+        self.replaced = true;
+    }
+
     /// Keeps the entry's modified time across this change (restoring a migrated key).
     pub fn preserve_modified(&mut self) {
         self.preserve_modified = true;
