@@ -389,12 +389,16 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// Sets a string unconditionally, discarding any TTL (SETEX, PSETEX, MSET, GETSET).
 fn put(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], expire: Option<u64>) {
-    ctx.db.set(
-        key,
-        Value::Str(StrValue::from_slice(value)),
-        expire,
-        ctx.now,
-    );
+    match ctx.db.entry(key, ctx.now) {
+        // As SET writes (in place where the old value allows, a large old value freed off
+        // the lock).
+        Slot::Occupied(mut o) => {
+            if let Some(old) = o.set_str(value, expire) {
+                ctx.garbage.defer(old.elements(), old);
+            }
+        }
+        Slot::Vacant(v) => v.insert(Value::Str(StrValue::from_slice(value)), expire),
+    }
 }
 
 fn setnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
@@ -1073,6 +1077,7 @@ mod tests {
             &["SET", "k", &big],                 // large, same length: in place
             &["SET", "k", &other, "PX", "5000"], // in place, with a TTL
             &["SET", "k", &big, "KEEPTTL"],      // in place, TTL kept
+            &["MSET", "k", &other],              // MSET writes as SET: in place, TTL dropped
             &["SET", "k", &longer],              // another length: swapped out
             &["SET", "k", "small", "GET"],
         ];
