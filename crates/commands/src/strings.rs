@@ -344,7 +344,6 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                 },
                 _ => None,
             };
-            let stored = Value::Str(StrValue::from_slice(value));
             let removed = match slot {
                 Slot::Occupied(o) if new_expire.is_some_and(|t| t <= now) => {
                     let e = o.remove();
@@ -352,22 +351,16 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                     true
                 }
                 Slot::Vacant(_) if new_expire.is_some_and(|t| t <= now) => false,
-                // A compact entry (a small old value) is replaced whole: in place when the new
-                // string is as long as the old one, else one new allocation; opening it for
-                // `swap_value` cost two.
-                Slot::Occupied(mut o) if o.get().is_compact() => {
-                    o.replace(stored, new_expire);
-                    false
-                }
-                // A large old value is handed to the garbage list, to be freed off the lock.
+                // Written in place where the old value allows; a large old value that is not
+                // is handed to the garbage list, to be freed off the lock.
                 Slot::Occupied(mut o) => {
-                    let old = o.swap_value(stored);
-                    o.get_mut().set_expire_at(new_expire);
-                    ctx.garbage.defer(old.elements(), old);
+                    if let Some(old) = o.set_str(value, new_expire) {
+                        ctx.garbage.defer(old.elements(), old);
+                    }
                     false
                 }
                 Slot::Vacant(v) => {
-                    v.insert(stored, new_expire);
+                    v.insert(Value::Str(StrValue::from_slice(value)), new_expire);
                     false
                 }
             };
@@ -396,12 +389,16 @@ fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// Sets a string unconditionally, discarding any TTL (SETEX, PSETEX, MSET, GETSET).
 fn put(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], expire: Option<u64>) {
-    ctx.db.set(
-        key,
-        Value::Str(StrValue::from_slice(value)),
-        expire,
-        ctx.now,
-    );
+    match ctx.db.entry(key, ctx.now) {
+        // As SET writes (in place where the old value allows, a large old value freed off
+        // the lock).
+        Slot::Occupied(mut o) => {
+            if let Some(old) = o.set_str(value, expire) {
+                ctx.garbage.defer(old.elements(), old);
+            }
+        }
+        Slot::Vacant(v) => v.insert(Value::Str(StrValue::from_slice(value)), expire),
+    }
 }
 
 fn setnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
@@ -1063,21 +1060,28 @@ mod tests {
     }
 
     /// SET over a small (compact) value replaces the entry whole, in place when the lengths
-    /// match; over a large one it swaps the value out. Each is a write WATCH sees, even with the
-    /// same value, and the funnel's digest, memory total and change capture stay exact.
+    /// match; over a large one it writes the bytes in place when the lengths match and swaps
+    /// the value out when they do not. Each is a write WATCH sees, even with the same value,
+    /// and the funnel's digest, memory total, expiry and change capture stay exact.
     #[test]
     fn set_over_small_and_large_values_keeps_the_funnel_exact() {
         let mut t = TestDb::new();
         let big = "b".repeat(2000);
+        let other = "c".repeat(2000);
+        let longer = "d".repeat(2001);
         t.keyspace.lock().start_tracking();
         let steps: &[&[&str]] = &[
             &["SET", "k", "abc"],
-            &["SET", "k", "abc"],               // same value, in place
-            &["SET", "k", "xyz", "PX", "5000"], // gains a TTL: rebuilt
-            &["SET", "k", "uvw", "KEEPTTL"],    // in place, TTL kept
-            &["SET", "k", "uv"],                // shorter, TTL dropped
-            &["SET", "k", &big],                // grows past the compact limit
-            &["SET", "k", &big],                // large old value: swapped out
+            &["SET", "k", "abc"],                // same value, in place
+            &["SET", "k", "xyz", "PX", "5000"],  // gains a TTL: rebuilt
+            &["SET", "k", "uvw", "KEEPTTL"],     // in place, TTL kept
+            &["SET", "k", "uv"],                 // shorter, TTL dropped
+            &["SET", "k", &big],                 // grows past the compact limit
+            &["SET", "k", &big],                 // large, same length: in place
+            &["SET", "k", &other, "PX", "5000"], // in place, with a TTL
+            &["SET", "k", &big, "KEEPTTL"],      // in place, TTL kept
+            &["MSET", "k", &other],              // MSET writes as SET: in place, TTL dropped
+            &["SET", "k", &longer],              // another length: swapped out
             &["SET", "k", "small", "GET"],
         ];
         let mut last_version = 0;

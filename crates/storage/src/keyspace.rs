@@ -17,7 +17,7 @@ use crate::blocking::Blocking;
 use crate::digest::{Digest, bucket_of, name_hash_and_bucket};
 use crate::effects::{EffectMark, EffectSink, Journal, OwnedArgv, SinkId};
 use crate::table::{Pos, ShardedTable};
-use crate::value::Value;
+use crate::value::{StrValue, Value};
 
 pub use crate::entry::{ENTRY_OVERHEAD, Entry, key_heap_bytes};
 
@@ -392,6 +392,34 @@ impl Occupied<'_> {
         // The old value is not changed but replaced: no need to open it.
         self.open_sum = None;
         self.get_mut().replace(value, expire_at);
+    }
+
+    /// SET's write of a string and its expiry over this key's value, the cheapest way the old
+    /// value allows: a compact entry is replaced whole ([`Occupied::replace`]: in place when the
+    /// lengths are equal); a string of an open entry (longer than the compact form takes) as
+    /// long as `data` is overwritten where it lies, with no allocation to make and none to free
+    /// (a 16 KiB SET at -P1 spent about 0.5 µs of the server's time per request in glibc's
+    /// malloc and free of the two buffers); anything else is swapped out and returned, to be
+    /// freed off the lock. Counts as a write for WATCH even when nothing changes, as in Redis.
+    pub fn set_str(&mut self, data: &[u8], expire_at: Option<u64>) -> Option<Value> {
+        let e = self.db.table.value_at(self.idx);
+        if e.is_compact() {
+            self.replace(Value::Str(StrValue::from_slice(data)), expire_at);
+            return None;
+        }
+        self.replaced = true;
+        let e = self.get_mut();
+        let v = e.value_mut();
+        let overwritten = matches!(v, Value::Str(s) if s.len() == data.len());
+        let old = match v {
+            Value::Str(s) if overwritten => {
+                s.overwrite(data);
+                None
+            }
+            v => Some(std::mem::replace(v, Value::Str(StrValue::from_slice(data)))),
+        };
+        e.set_expire_at(expire_at);
+        old
     }
 
     /// Replaces the value, keeping the expiry, and returns the old one (so that a large value
@@ -1598,9 +1626,69 @@ mod tests {
             .collect()
     }
 
+    /// SET's write ([`Occupied::set_str`]) over each kind of old value: a compact string (same
+    /// length and not), an open one of the same length (overwritten in place: no old value
+    /// comes back), of another length, and another type. Each leaves the digest and the memory
+    /// total exact, gives the key a new version (WATCH) and sets the expiry asked for.
+    #[test]
+    fn set_str_writes_in_place_where_it_can_and_keeps_the_funnel_exact() {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        // A hash past the packed form's 128 fields: an open entry.
+        let fields: Vec<String> = (0..200).map(|i| format!("f{i}")).collect();
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|f| (f.as_str(), "v")).collect();
+        db.set(b"h", hash_of(&pairs), None, 1);
+        assert!(!db.get(b"h", 1).expect("h exists").is_compact());
+        let big = |c: u8| vec![c; 3000];
+        // (value, expiry, whether the old value comes back to be freed off the lock)
+        let steps: Vec<(Vec<u8>, Option<u64>, bool)> = vec![
+            (b"abc".to_vec(), None, false),     // new key
+            (b"xyz".to_vec(), Some(50), false), // compact, same length
+            (big(b'a'), None, false),           // compact to open: replaced whole
+            (big(b'b'), Some(90), false),       // open, same length: in place
+            (big(b'b'), None, false),           // the same bytes again: still a write
+            (vec![b'c'; 2999], None, true),     // open, another length: swapped out
+            (b"short".to_vec(), None, true),    // open to compact
+        ];
+        let mut version = 0;
+        for (i, (data, expire, gives_old)) in steps.iter().enumerate() {
+            let old = match db.entry(b"k", 10) {
+                Slot::Occupied(mut o) => o.set_str(data, *expire),
+                Slot::Vacant(v) => {
+                    v.insert(Value::Str(StrValue::from_slice(data)), *expire);
+                    None
+                }
+            };
+            assert_eq!(old.is_some(), *gives_old, "step {i}");
+            let e = db.get(b"k", 10).expect("k exists");
+            assert_eq!(
+                e.value().digest(),
+                Value::string(data.clone()).digest(),
+                "step {i}"
+            );
+            assert_eq!(e.expire_at(), *expire, "step {i}");
+            assert!(e.version() > version, "step {i}: WATCH sees the write");
+            version = e.version();
+            assert_eq!(e.is_compact(), data.len() <= 1024, "step {i}");
+            assert_eq!(db.digest(), &db.recompute_digest(), "step {i}");
+            let total: usize = db.iter().map(|(k, e)| e.size(k)).sum();
+            assert_eq!(db.used_bytes(), total, "step {i}");
+        }
+        // Over another type in an open entry the old value is handed back whole.
+        let old = match db.entry(b"h", 10) {
+            Slot::Occupied(mut o) => o.set_str(&big(b'd'), None),
+            Slot::Vacant(_) => panic!("h exists"),
+        };
+        assert!(matches!(old, Some(Value::Hash(_))));
+        assert_eq!(db.digest(), &db.recompute_digest());
+    }
+
     #[derive(Debug, Clone)]
     enum SnapOp {
         Set(u8, u8),
+        /// SET's write of a string of 2000 bytes (`true`: an open entry, overwritten in place
+        /// by the next one) or of one byte, through [`Occupied::set_str`].
+        SetStr(u8, u8, bool),
         Del(u8),
         HashAdd(u8, u8),
         Expire(u8, u64),
@@ -1613,6 +1701,7 @@ mod tests {
         use proptest::prelude::*;
         prop_oneof![
             8 => (0..200u8, any::<u8>()).prop_map(|(k, v)| SnapOp::Set(k, v)),
+            4 => (0..200u8, any::<u8>(), any::<bool>()).prop_map(|(k, v, l)| SnapOp::SetStr(k, v, l)),
             3 => (0..200u8).prop_map(SnapOp::Del),
             3 => (0..200u8, any::<u8>()).prop_map(|(k, v)| SnapOp::HashAdd(k, v)),
             2 => (0..200u8, 1..50u64).prop_map(|(k, t)| SnapOp::Expire(k, t)),
@@ -1635,6 +1724,13 @@ mod tests {
             let mut now = 1000u64;
             let apply = |db: &mut Db, op: &SnapOp, now: &mut u64| match op {
                 SnapOp::Set(k, v) => db.set(&[*k], Value::string(vec![*v]), None, *now),
+                SnapOp::SetStr(k, v, long) => {
+                    let data = vec![*v; if *long { 2000 } else { 1 }];
+                    match db.entry(&[*k], *now) {
+                        Slot::Occupied(mut o) => drop(o.set_str(&data, None)),
+                        Slot::Vacant(slot) => slot.insert(Value::string(data), None),
+                    }
+                }
                 SnapOp::Del(k) => {
                     db.remove(&[*k], *now);
                 }

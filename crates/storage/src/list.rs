@@ -540,6 +540,20 @@ impl DoubleEndedIterator for QuickIter<'_> {
 impl ExactSizeIterator for QuickIter<'_> {}
 
 /// Start offsets of a packed list's elements (walking backwards or by index needs them).
+/// Start of the last element of a packed list's body, found by walking it without collecting
+/// every offset (RPOP of a short list: no allocation per pop).
+fn packed_last_offset(buf: &[u8]) -> Option<usize> {
+    let mut it = pack::Iter::new(buf);
+    let mut last = None;
+    loop {
+        let p = it.pos();
+        if it.next().is_none() {
+            return last;
+        }
+        last = Some(p);
+    }
+}
+
 fn packed_offsets(buf: &[u8]) -> Vec<usize> {
     let mut v = Vec::new();
     let mut it = pack::Iter::new(buf);
@@ -717,7 +731,7 @@ impl ListValue {
     pub fn pop_back_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let r = match &mut self.0 {
             ListRepr::Packed(p) => {
-                let last = *packed_offsets(p.body()).last()?;
+                let last = packed_last_offset(p.body())?;
                 let e = pack::read(p.body(), last).0;
                 let h = elem_poly(e);
                 let r = f(e);

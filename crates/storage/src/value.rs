@@ -623,6 +623,37 @@ impl StrValue {
         *enc = Encoding::Raw;
     }
 
+    /// Replaces the bytes with `data` where they lie when it is exactly as long (SET over a
+    /// string of the same length: [`crate::Occupied::set_str`]), with the CRC and the encoding
+    /// of a string written whole; false, with nothing changed, when it is not.
+    pub fn overwrite(&mut self, data: &[u8]) -> bool {
+        if data.len() != self.len() {
+            return false;
+        }
+        let new_crc = crate::digest::crc32(data);
+        let new_enc = StrValue::encoding_of(data);
+        match &mut self.repr {
+            StrRepr::Inline {
+                len,
+                enc,
+                bytes,
+                crc,
+            } => {
+                bytes[..usize::from(*len)].copy_from_slice(data);
+                (*crc, *enc) = (new_crc, new_enc);
+            }
+            StrRepr::Heap {
+                data: buf,
+                crc,
+                enc,
+            } => {
+                buf.copy_from_slice(data);
+                (*crc, *enc) = (new_crc, new_enc);
+            }
+        }
+        true
+    }
+
     /// Overwrites from `offset`, zero-padding as SETRANGE does.
     pub fn set_range(&mut self, offset: usize, data: &[u8]) {
         let end = offset + data.len();
