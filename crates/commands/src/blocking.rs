@@ -293,7 +293,9 @@ fn run_plain(ctx: &mut Ctx<'_, '_>, name: &[u8], parts: &[&[u8]]) -> CmdResult {
     const MAX_WORDS: usize = 5;
     let words = 1 + parts.len();
     if words > MAX_WORDS {
-        return Err(ErrorReply::err("internal error: plain command with too many words"));
+        return Err(ErrorReply::err(
+            "internal error: plain command with too many words",
+        ));
     }
     let mut argv: [&[u8]; MAX_WORDS] = [&[]; MAX_WORDS];
     argv[0] = name;
