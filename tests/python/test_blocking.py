@@ -308,6 +308,28 @@ def test_a_served_reply_larger_than_the_socket_takes_is_delivered_whole(server, 
     s.close()
 
 
+def test_a_client_with_its_reply_is_no_longer_blocked(server, admin):
+    # However the reply was sent (by the serving write or by the connection), a client that has
+    # it is neither counted blocked nor a target of CLIENT UNBLOCK (as in Redis, which unblocks
+    # it as it serves it).
+    popper = server.sock()
+    popper.sendall(b"CLIENT ID\r\n")
+    line = recv_exactly(popper, 3)
+    while not line.endswith(b"\r\n"):
+        line += recv_exactly(popper, 1)
+    cid = int(line[1:-2])
+    pusher = server.client()
+    for i in range(20):
+        popper.sendall(b"BLPOP nb 0\r\n")
+        wait_blocked(admin, 1)
+        pusher.rpush("nb", "v")
+        want = b"*2\r\n$2\r\nnb\r\n$1\r\nv\r\n"
+        assert recv_exactly(popper, len(want)) == want
+        assert blocked_count(admin) == 0, f"round {i}"
+        assert admin.client_unblock(cid) == 0, f"round {i}"
+    popper.close()
+
+
 @pytest.mark.ferrite_only
 def test_a_served_reply_goes_out_before_the_pushers_without_a_log(server, admin, request):
     # Without a log, the push serves the waiter and sends its reply before its own, as Redis

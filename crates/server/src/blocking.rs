@@ -71,6 +71,28 @@ pub struct BlockedClient {
     /// The connection is gone (its task was dropped while it waited): a write that reaches
     /// this waiter before it has left the queues takes it off them without popping for it.
     gone: AtomicBool,
+    /// Counted as blocked (INFO `blocked_clients`, CLIENT LIST's `b`, CLIENT UNBLOCK's target)
+    /// until served or until its wait ends, whichever comes first: a client that has its reply
+    /// (sent by the serving write) is no longer counted, as in Redis.
+    counted: AtomicBool,
+    shared: Arc<Shared>,
+    /// Weak: the connection's info holds this client while it is blocked.
+    info: std::sync::Weak<crate::shared::ClientInfo>,
+}
+
+impl BlockedClient {
+    /// The client is no longer blocked (served, or its wait ended): counted once.
+    fn no_longer_blocked(&self) {
+        if self
+            .counted
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            if let Some(info) = self.info.upgrade() {
+                *info.blocked.lock() = None;
+            }
+            self.shared.stats.blocked_clients.fetch_sub(1, Relaxed);
+        }
+    }
 }
 
 /// A blocked client's reply, as the write that served it left it.
@@ -158,6 +180,7 @@ impl Waiter for BlockedClient {
                 ReplyWriter::new(&mut out, self.proto).error(&e);
             }
         }
+        self.no_longer_blocked();
         let mut served = self.served.lock();
         // Sent now, under the lock, ahead of the serving write's own reply, when nothing must
         // be made durable first: one non-blocking send, as Redis's one thread makes it. An
@@ -193,8 +216,6 @@ pub struct Blocked {
     keyspace: Arc<Keyspace>,
     deadline: Option<tokio::time::Instant>,
     on_timeout: NullReply,
-    shared: Arc<Shared>,
-    info: Arc<crate::shared::ClientInfo>,
     /// The command: an incremental migration may move its keys' pattern while the client
     /// waits (it then gets the redirect, as for a cutover); its keys are those of the request
     /// the client keeps.
@@ -285,7 +306,8 @@ impl Blocked {
         // connection's alone again.
         let served = std::mem::take(&mut *self.client.served.lock());
         if served.sent > 0 {
-            self.shared
+            self.client
+                .shared
                 .stats
                 .net_output_bytes
                 .fetch_add(served.sent as u64, Relaxed);
@@ -315,8 +337,7 @@ impl Blocked {
     /// The client is no longer blocked (it left the queues, or will without it).
     fn left(&mut self) {
         self.done = true;
-        *self.info.blocked.lock() = None;
-        self.shared.stats.blocked_clients.fetch_sub(1, Relaxed);
+        self.client.no_longer_blocked();
     }
 }
 
@@ -420,14 +441,18 @@ pub async fn run(
             unblock: Mutex::new(None),
             woken: Notify::new(),
             gone: AtomicBool::new(false),
+            counted: AtomicBool::new(true),
+            shared: sh.clone(),
+            info: Arc::downgrade(&st.info),
         });
         let waiter: Arc<dyn Waiter> = client.clone();
+        // Counted as blocked before a write can serve it (which uncounts it).
+        *st.info.blocked.lock() = Some(client.clone());
+        sh.stats.blocked_clients.fetch_add(1, Relaxed);
         // Under the same lock as the attempt: a write that comes after it finds the client
         // in the queue.
         db.block(waiter.clone());
         drop(db);
-        *st.info.blocked.lock() = Some(client.clone());
-        sh.stats.blocked_clients.fetch_add(1, Relaxed);
         st.blocked = Some(Blocked {
             client,
             waiter,
@@ -436,8 +461,6 @@ pub async fn run(
                 tokio::time::Instant::now() + t.min(Duration::from_secs(100 * 365 * 86400))
             }),
             on_timeout: b.on_timeout,
-            shared: sh.clone(),
-            info: st.info.clone(),
             spec,
             done: false,
             drop_reply: false,
