@@ -14,9 +14,24 @@ import time
 import pytest
 import redis
 
+from conftest import FerriteServer
 from helpers import error_text
 
 TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module", params=["log", "no-log"])
+def server(request):
+    """Every test runs against a server with a log (the default: a served client's reply waits
+    until the write that served it is logged, and its connection writes it) and one without
+    (the serving write sends the reply on the client's socket itself)."""
+    srv = FerriteServer(["--appendonly", "no"] if request.param == "no-log" else None)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+    assert not srv.panics(), f"the server panicked: {srv.panics()}"
 
 
 def blocked_count(admin) -> int:
@@ -244,6 +259,100 @@ def test_commands_sent_behind_a_blocking_one_run_after_it(server, admin):
         got += s.recv(4096)
     assert got == want
     s.close()
+
+
+def recv_exactly(s, n: int) -> bytes:
+    got = b""
+    deadline = time.monotonic() + TIMEOUT
+    while len(got) < n and time.monotonic() < deadline:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_pipelined_commands_around_a_blocking_one_keep_their_order(server, admin):
+    # Replies before the BLPOP, the served BLPOP, then what was sent behind it: in order, on
+    # both kinds of server (whoever writes the served reply).
+    s = server.sock()
+    s.sendall(b"PING\r\nECHO before\r\nBLPOP q 0\r\nECHO after\r\n")
+    want = b"+PONG\r\n$6\r\nbefore\r\n"
+    assert recv_exactly(s, len(want)) == want
+    wait_blocked(admin, 1)
+    assert server.client().rpush("q", "v") == 1
+    want = b"*2\r\n$1\r\nq\r\n$1\r\nv\r\n$5\r\nafter\r\n"
+    assert recv_exactly(s, len(want)) == want
+    # A second wait on the same connection is served the same way.
+    s.sendall(b"BRPOP q 0\r\n")
+    wait_blocked(admin, 1)
+    server.client().rpush("q", "w")
+    want = b"*2\r\n$1\r\nq\r\n$1\r\nw\r\n"
+    assert recv_exactly(s, len(want)) == want
+    s.close()
+
+
+def test_a_served_reply_larger_than_the_socket_takes_is_delivered_whole(server, admin):
+    # The waiting client reads nothing until the push: a 16 MiB reply does not fit the
+    # socket's buffers at once; what the serving write could not send, the client's connection
+    # sends later, before anything else.
+    s = server.sock()
+    big = b"x" * (16 << 20)
+    s.sendall(b"BLPOP big 0\r\nECHO after\r\n")
+    wait_blocked(admin, 1)
+    assert server.client().rpush("big", big) == 1
+    want = b"*2\r\n$3\r\nbig\r\n$%d\r\n" % len(big) + big + b"\r\n$5\r\nafter\r\n"
+    got = recv_exactly(s, len(want))
+    assert len(got) == len(want)
+    assert got == want
+    s.close()
+
+
+def test_a_client_with_its_reply_is_no_longer_blocked(server, admin):
+    # However the reply was sent (by the serving write or by the connection), a client that has
+    # it is neither counted blocked nor a target of CLIENT UNBLOCK (as in Redis, which unblocks
+    # it as it serves it).
+    popper = server.sock()
+    popper.sendall(b"CLIENT ID\r\n")
+    line = recv_exactly(popper, 3)
+    while not line.endswith(b"\r\n"):
+        line += recv_exactly(popper, 1)
+    cid = int(line[1:-2])
+    pusher = server.client()
+    for i in range(20):
+        popper.sendall(b"BLPOP nb 0\r\n")
+        wait_blocked(admin, 1)
+        pusher.rpush("nb", "v")
+        want = b"*2\r\n$2\r\nnb\r\n$1\r\nv\r\n"
+        assert recv_exactly(popper, len(want)) == want
+        assert blocked_count(admin) == 0, f"round {i}"
+        assert admin.client_unblock(cid) == 0, f"round {i}"
+    popper.close()
+
+
+@pytest.mark.ferrite_only
+def test_a_served_reply_goes_out_before_the_pushers_without_a_log(server, admin, request):
+    # Without a log, the push serves the waiter and sends its reply before its own, as Redis
+    # does: once the pusher has its reply, the waiter's is already there to read. With a log,
+    # the waiter's reply is sent once the write is logged, by its own connection.
+    if "no-log" not in request.node.callspec.id:
+        pytest.skip("the serving write sends the reply only when there is no log")
+    popper, pusher = server.sock(), server.sock()
+    for i in range(50):
+        popper.sendall(b"BLPOP pp 0\r\n")
+        wait_blocked(admin, 1)
+        pusher.sendall(b"LPUSH pp %d\r\n" % i)
+        assert recv_exactly(pusher, 4) == b":1\r\n"
+        want = b"*2\r\n$2\r\npp\r\n$%d\r\n%d\r\n" % (len(str(i)), i)
+        popper.setblocking(False)
+        try:
+            got = popper.recv(len(want))
+        except BlockingIOError:
+            got = b""
+        popper.settimeout(TIMEOUT)
+        assert got == want, f"round {i}: the waiter's reply was not there yet"
+    popper.close()
+    pusher.close()
 
 
 def test_client_list_flags_blocked_clients(server, admin):

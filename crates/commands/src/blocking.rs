@@ -229,6 +229,12 @@ fn without_blocking(ctx: &mut Ctx<'_, '_>, args: Args<'_>, attempt: AttemptFn) -
 
 /// Redis's timeout argument: seconds as a float, rounded up to milliseconds; 0 = forever.
 pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, ErrorReply> {
+    // Whole seconds (`0`, the usual "forever", or `5`) without the float parser, which copies
+    // the text to lower-case it.
+    if !arg.is_empty() && arg.len() <= 9 && arg.iter().all(u8::is_ascii_digit) {
+        let secs = arg.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        return Ok((secs > 0).then(|| Duration::from_secs(secs)));
+    }
     let secs = ferrite_protocol::args::parse_f64(arg)
         .filter(|v| !v.is_nan())
         .ok_or_else(|| ErrorReply::err("timeout is not a float or out of range"))?;
@@ -244,18 +250,31 @@ pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, ErrorReply> {
 }
 
 /// The keys to look at: all of them in order, or only the ready one (if it is one of them).
-fn candidates<'a>(keys: Args<'a>, ready: Option<&'a [u8]>) -> Vec<&'a [u8]> {
-    match ready {
-        Some(r) => keys.iter().filter(|k| *k == r).take(1).collect(),
-        None => keys.iter().collect(),
-    }
+fn candidates<'a>(keys: Args<'a>, ready: Option<&'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    (0..keys.len())
+        .map(move |i| keys.get(i))
+        .filter(move |k| ready.is_none_or(|r| *k == r))
+        .take(if ready.is_some() { 1 } else { usize::MAX })
 }
+
+/// Up to this many keys, a key named twice is found by comparing with those before it; past
+/// it, with a set (a request may name a million keys).
+const FEW_KEYS: usize = 16;
 
 fn block_on(keys: Args<'_>, timeout: Option<Duration>, on_timeout: NullReply) -> Attempt {
     let mut v: Vec<Box<[u8]>> = Vec::with_capacity(keys.len());
-    for k in keys.iter() {
-        if !v.iter().any(|x| &**x == k) {
-            v.push(k.into());
+    if keys.len() <= FEW_KEYS {
+        for k in keys.iter() {
+            if !v.iter().any(|x| &**x == k) {
+                v.push(k.into());
+            }
+        }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        for k in keys.iter() {
+            if seen.insert(k) {
+                v.push(k.into());
+            }
         }
     }
     Attempt::Block(BlockOn {
@@ -268,20 +287,32 @@ fn block_on(keys: Args<'_>, timeout: Option<Duration>, on_timeout: NullReply) ->
 
 /// Runs a plain command's function on this context (its reply goes to the same writer) and
 /// records it as the effect.
-fn run_plain<I, T>(ctx: &mut Ctx<'_, '_>, name: &[u8], parts: I) -> CmdResult
-where
-    I: IntoIterator<Item = T>,
-    T: AsRef<[u8]>,
-{
-    let req = OwnedRequest::from_parts(
-        std::iter::once(name.to_vec()).chain(parts.into_iter().map(|p| p.as_ref().to_vec())),
-    );
+/// One buffer for the request's bytes, argument positions and the effect's words on the stack
+/// (this runs for every served waiter).
+fn run_plain(ctx: &mut Ctx<'_, '_>, name: &[u8], parts: &[&[u8]]) -> CmdResult {
+    const MAX_WORDS: usize = 5;
+    let words = 1 + parts.len();
+    if words > MAX_WORDS {
+        return Err(ErrorReply::err(
+            "internal error: plain command with too many words",
+        ));
+    }
+    let mut argv: [&[u8]; MAX_WORDS] = [&[]; MAX_WORDS];
+    argv[0] = name;
+    argv[1..words].copy_from_slice(parts);
+    let argv = &argv[..words];
+    let mut data = Vec::with_capacity(argv.iter().map(|w| w.len()).sum());
+    let mut ranges = [(0, 0); MAX_WORDS];
+    for (range, word) in ranges.iter_mut().zip(argv) {
+        let start = data.len();
+        data.extend_from_slice(word);
+        *range = (start, data.len());
+    }
     let Some(crate::Handler::Data(f)) = crate::lookup(name).map(|s| s.handler) else {
         return Err(ErrorReply::err("internal error: unknown plain command"));
     };
-    f(ctx, req.args())?;
-    let argv: Vec<&[u8]> = req.args().iter().collect();
-    ctx.propagate(&argv);
+    f(ctx, Args::new(&data, &ranges[..words]))?;
+    ctx.propagate(argv);
     Ok(())
 }
 
@@ -319,7 +350,7 @@ fn bpop(
         if list_ready(ctx, key, ready.is_some())? {
             ctx.w.array(2);
             ctx.w.bulk(key);
-            run_plain(ctx, plain, [key])?;
+            run_plain(ctx, plain, &[key])?;
             return Ok(Attempt::Served);
         }
     }
@@ -364,9 +395,9 @@ fn bmove(
         // LMOVE checks the destination's type before anything moves.
         match ends {
             Some((from, to)) => {
-                run_plain(ctx, b"LMOVE", [src, dst, from.as_bytes(), to.as_bytes()])?
+                run_plain(ctx, b"LMOVE", &[src, dst, from.as_bytes(), to.as_bytes()])?
             }
-            None => run_plain(ctx, b"RPOPLPUSH", [src, dst])?,
+            None => run_plain(ctx, b"RPOPLPUSH", &[src, dst])?,
         }
         return Ok(Attempt::Served);
     }
@@ -619,6 +650,18 @@ mod tests {
     fn timeouts_are_parsed_as_redis_does() {
         assert_eq!(parse_timeout(b"0").unwrap(), None);
         assert_eq!(parse_timeout(b"0.0").unwrap(), None);
+        // Whole seconds take a shorter path: the same answers.
+        assert_eq!(parse_timeout(b"5").unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(parse_timeout(b"007").unwrap(), Some(Duration::from_secs(7)));
+        assert_eq!(parse_timeout(b"0000000000").unwrap(), None);
+        assert_eq!(
+            parse_timeout(b"999999999").unwrap(),
+            Some(Duration::from_secs(999_999_999))
+        );
+        assert_eq!(
+            parse_timeout(b"1234567890").unwrap(),
+            Some(Duration::from_secs(1_234_567_890))
+        );
         assert_eq!(
             parse_timeout(b"0.0001").unwrap(),
             Some(Duration::from_millis(1)),
@@ -743,6 +786,33 @@ mod tests {
                 "ZPOPMAX z 2",
             ]
         );
+    }
+
+    /// A key named twice is waited for once, in the order first named, with few keys and with
+    /// many (where a set finds the repeats).
+    #[test]
+    fn blocked_keys_are_distinct_in_their_first_order() {
+        for n in [3usize, FEW_KEYS, FEW_KEYS + 1, 1000] {
+            let words: Vec<String> = (0..n)
+                .flat_map(|i| [format!("k{i}"), format!("k{}", i / 2)])
+                .collect();
+            let req = OwnedRequest::from_parts(&words);
+            let Attempt::Block(b) = block_on(req.args(), None, NullReply::Array) else {
+                panic!("block_on always blocks");
+            };
+            let mut want: Vec<String> = Vec::new();
+            for w in &words {
+                if !want.contains(w) {
+                    want.push(w.clone());
+                }
+            }
+            let got: Vec<String> = b
+                .keys
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            assert_eq!(got, want, "{n} keys");
+        }
     }
 
     #[test]

@@ -10,11 +10,16 @@
 //!
 //! A write that makes one of its keys ready serves it on the writer's side, under the lock, in
 //! blocking order: the attempt runs again for that key and its reply is parked in the
-//! [`BlockedClient`], whose connection is woken. A timeout, CLIENT UNBLOCK, a cutover (the
+//! [`BlockedClient`], whose connection is woken. When nothing has to be made durable first (the
+//! tenant has no log) and the waiting connection has no output pending, the writer sends the
+//! reply on the waiter's socket itself, before its own reply, as Redis serves a blocked client
+//! inside the command that pushed (a second handle on the socket, [`ReplySocket`]): the
+//! waiter's task then only does its bookkeeping, after both replies are out. A timeout, CLIENT UNBLOCK, a cutover (the
 //! tenant's state changes: the client gets the redirect), a kill or a closed socket end the
 //! wait: the client leaves the queues under the lock, and if a write served it first, that
 //! reply is delivered instead (a popped value is never lost).
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -53,8 +58,11 @@ pub struct BlockedClient {
     max_bulk: usize,
     /// Bytes the reply may take (what was left of the connection's output budget).
     reply_limit: usize,
-    /// The reply written by the write that served it.
-    served: Mutex<Option<BytesMut>>,
+    /// Its tenant: a write that serves it sends the reply itself only when the tenant has no
+    /// log (a reply never goes out before its write is durable).
+    tenant: Arc<ferrite_tenancy::Tenant>,
+    /// What the write that served it left for the connection.
+    served: Mutex<Served>,
     /// Asked by CLIENT UNBLOCK.
     unblock: Mutex<Option<UnblockMode>>,
     /// Wakes the connection (served or asked to unblock); a wake-up before the connection
@@ -63,6 +71,66 @@ pub struct BlockedClient {
     /// The connection is gone (its task was dropped while it waited): a write that reaches
     /// this waiter before it has left the queues takes it off them without popping for it.
     gone: AtomicBool,
+    /// Counted as blocked (INFO `blocked_clients`, CLIENT LIST's `b`, CLIENT UNBLOCK's target)
+    /// until served or until its wait ends, whichever comes first: a client that has its reply
+    /// (sent by the serving write) is no longer counted, as in Redis.
+    counted: AtomicBool,
+    shared: Arc<Shared>,
+    /// Weak: the connection's info holds this client while it is blocked.
+    info: std::sync::Weak<crate::shared::ClientInfo>,
+}
+
+impl BlockedClient {
+    /// The client is no longer blocked (served, or its wait ended): counted once.
+    fn no_longer_blocked(&self) {
+        if self
+            .counted
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            if let Some(info) = self.info.upgrade() {
+                *info.blocked.lock() = None;
+            }
+            self.shared.stats.blocked_clients.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// A blocked client's reply, as the write that served it left it.
+#[derive(Default)]
+struct Served {
+    /// The reply (or what a direct write left of it) for the connection to write.
+    reply: Option<BytesMut>,
+    /// The write sent the whole reply on the socket: the connection has nothing to write.
+    delivered: bool,
+    /// Bytes the write sent on the socket (the connection counts them as its output).
+    sent: usize,
+    /// Set while the connection waits with no output pending and its reply is to be sent (not
+    /// CLIENT REPLY OFF): the serving write may send the reply on it. Taken by that write, and
+    /// cleared by the connection before it writes anything itself, so the two never write at
+    /// once and the reply keeps its place in the output.
+    socket: Option<Arc<ReplySocket>>,
+}
+
+impl Served {
+    fn has_reply(&self) -> bool {
+        self.reply.is_some() || self.delivered
+    }
+}
+
+/// A second handle on a connection's socket (a duplicated descriptor, made once per connection
+/// that blocks), for the writes that serve it to send its reply. The connection keeps it for
+/// its lifetime and lends it to its waits ([`Blocked::reply_directly`]); a wait that ends takes
+/// it back, so the descriptor never outlives the connection by more than a serving write.
+pub struct ReplySocket(std::net::TcpStream);
+
+impl ReplySocket {
+    /// The handle for `socket`; `None` if the descriptor cannot be duplicated (out of files):
+    /// the connection then writes its replies itself.
+    pub fn new(socket: &tokio::net::TcpStream) -> Option<Arc<ReplySocket>> {
+        use std::os::fd::AsFd;
+        let fd = socket.as_fd().try_clone_to_owned().ok()?;
+        Some(Arc::new(ReplySocket(std::net::TcpStream::from(fd))))
+    }
 }
 
 impl std::fmt::Debug for BlockedClient {
@@ -82,7 +150,8 @@ impl Waiter for BlockedClient {
         if self.gone.load(Acquire) {
             return true;
         }
-        let mut out = BytesMut::new();
+        // Room for a usual reply (BLPOP's key and value) without growing.
+        let mut out = BytesMut::with_capacity(128);
         let mut w = ReplyWriter::limited(&mut out, self.proto, self.reply_limit);
         // Pops use no randomness; a generator is required by the context.
         let mut rng = SmallRng::seed_from_u64(now);
@@ -111,7 +180,30 @@ impl Waiter for BlockedClient {
                 ReplyWriter::new(&mut out, self.proto).error(&e);
             }
         }
-        *self.served.lock() = Some(out);
+        self.no_longer_blocked();
+        let mut served = self.served.lock();
+        // Sent now, under the lock, ahead of the serving write's own reply, when nothing must
+        // be made durable first: one non-blocking send, as Redis's one thread makes it. An
+        // error (rare) or a reply cut at the output limit is left to the connection.
+        if let Some(socket) = served.socket.take()
+            && out.first() != Some(&b'-')
+            && out.len() < self.reply_limit
+            && self.tenant.durability().is_none()
+        {
+            // The socket is non-blocking: a full one takes part or nothing, and the rest waits
+            // for the connection.
+            if let Ok(n) = (&socket.0).write(&out) {
+                served.sent = n;
+                bytes::Buf::advance(&mut out, n);
+            }
+        }
+        if out.is_empty() {
+            served.delivered = true;
+        } else {
+            served.reply = Some(out);
+        }
+        drop(served);
+        // Woken either way: the connection ends its wait (and runs what its client sent next).
         self.woken.notify_one();
         true
     }
@@ -124,11 +216,10 @@ pub struct Blocked {
     keyspace: Arc<Keyspace>,
     deadline: Option<tokio::time::Instant>,
     on_timeout: NullReply,
-    shared: Arc<Shared>,
-    info: Arc<crate::shared::ClientInfo>,
-    /// The command's keys: an incremental migration may move their pattern while the client
-    /// waits (it then gets the redirect, as for a cutover).
-    keys: Vec<Vec<u8>>,
+    /// The command: an incremental migration may move its keys' pattern while the client
+    /// waits (it then gets the redirect, as for a cutover); its keys are those of the request
+    /// the client keeps.
+    spec: &'static CommandSpec,
     /// Left the queues already (no need to take the lock again when dropped).
     done: bool,
     /// CLIENT REPLY OFF (or SKIP) was in force when the command blocked: its late reply is
@@ -159,7 +250,7 @@ impl Blocked {
         tenant: &ferrite_tenancy::Tenant,
     ) -> Option<ErrorReply> {
         let split = tenant.active_split()?;
-        let mut keys = self.keys.iter().map(Vec::as_slice);
+        let mut keys = self.spec.keys(&self.client.request.args());
         match split.place(Some(&mut keys), false) {
             ferrite_tenancy::Placement::There { key } => {
                 Some(crate::errors::key_moved(st, sh, tenant, &split, &key))
@@ -176,6 +267,18 @@ impl Blocked {
         self.client.woken.notified().await
     }
 
+    /// Lets the write that serves the client send its reply on `socket` (the connection has no
+    /// output pending and waits).
+    pub fn reply_directly(&self, socket: &Arc<ReplySocket>) {
+        if self.drop_reply {
+            return;
+        }
+        let mut served = self.client.served.lock();
+        if served.socket.is_none() && !served.has_reply() {
+            served.socket = Some(socket.clone());
+        }
+    }
+
     /// The wait is over for `why`: leaves the queues (under the lock, waited for without
     /// holding the thread) and writes the reply: the served one if a write got there first,
     /// else the one `why` calls for. Returns whether the connection is still blocked (a
@@ -184,7 +287,7 @@ impl Blocked {
         let unblock = match why {
             Woken::Notified => {
                 let unblock = *self.client.unblock.lock();
-                if self.client.served.lock().is_none() && unblock.is_none() {
+                if !self.client.served.lock().has_reply() && unblock.is_none() {
                     return true;
                 }
                 unblock
@@ -194,13 +297,26 @@ impl Blocked {
         if !self.done {
             // A write that served the client took it off every queue already (`Waiter::serve`
             // returned true): only a wait that ended otherwise takes the lock to leave them.
-            if self.client.served.lock().is_none() {
+            if !self.client.served.lock().has_reply() {
                 self.keyspace.lock_async().await.unblock(&self.waiter);
             }
             self.left();
         }
-        if let Some(reply) = self.client.served.lock().take() {
+        // Off the queues: no write serves the client any more, and the socket is the
+        // connection's alone again.
+        let served = std::mem::take(&mut *self.client.served.lock());
+        if served.sent > 0 {
+            self.client
+                .shared
+                .stats
+                .net_output_bytes
+                .fetch_add(served.sent as u64, Relaxed);
+        }
+        if let Some(reply) = served.reply {
             out.extend_from_slice(&reply);
+            return false;
+        }
+        if served.delivered {
             return false;
         }
         let mut w = ReplyWriter::new(out, proto);
@@ -221,8 +337,7 @@ impl Blocked {
     /// The client is no longer blocked (it left the queues, or will without it).
     fn left(&mut self) {
         self.done = true;
-        *self.info.blocked.lock() = None;
-        self.shared.stats.blocked_clients.fetch_sub(1, Relaxed);
+        self.client.no_longer_blocked();
     }
 }
 
@@ -236,6 +351,8 @@ impl Drop for Blocked {
         if self.done {
             return;
         }
+        // No write may send on the socket of a connection that is gone.
+        self.client.served.lock().socket = None;
         self.client.gone.store(true, Release);
         self.left();
         let waiter = self.waiter.clone();
@@ -260,7 +377,7 @@ pub fn request_unblock(info: &crate::shared::ClientInfo, mode: UnblockMode) -> b
 pub async fn run(
     st: &mut ClientState,
     sh: &Arc<Shared>,
-    spec: &CommandSpec,
+    spec: &'static CommandSpec,
     attempt: AttemptFn,
     args: Args<'_>,
     out: &mut BytesMut,
@@ -319,18 +436,23 @@ pub async fn run(
             proto: st.proto,
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
             reply_limit: st.reply_limit.saturating_sub(before),
-            served: Mutex::new(None),
+            tenant: tenant.clone(),
+            served: Mutex::new(Served::default()),
             unblock: Mutex::new(None),
             woken: Notify::new(),
             gone: AtomicBool::new(false),
+            counted: AtomicBool::new(true),
+            shared: sh.clone(),
+            info: Arc::downgrade(&st.info),
         });
         let waiter: Arc<dyn Waiter> = client.clone();
+        // Counted as blocked before a write can serve it (which uncounts it).
+        *st.info.blocked.lock() = Some(client.clone());
+        sh.stats.blocked_clients.fetch_add(1, Relaxed);
         // Under the same lock as the attempt: a write that comes after it finds the client
         // in the queue.
         db.block(waiter.clone());
         drop(db);
-        *st.info.blocked.lock() = Some(client.clone());
-        sh.stats.blocked_clients.fetch_add(1, Relaxed);
         st.blocked = Some(Blocked {
             client,
             waiter,
@@ -339,9 +461,7 @@ pub async fn run(
                 tokio::time::Instant::now() + t.min(Duration::from_secs(100 * 365 * 86400))
             }),
             on_timeout: b.on_timeout,
-            shared: sh.clone(),
-            info: st.info.clone(),
-            keys: spec.keys(&args).map(<[u8]>::to_vec).collect(),
+            spec,
             done: false,
             drop_reply: false,
         });

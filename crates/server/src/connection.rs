@@ -139,6 +139,9 @@ pub struct ClientState {
     /// Waiting in a blocking command (BLPOP...): the connection runs nothing else until the
     /// wait ends (see [`crate::blocking`]).
     pub blocked: Option<crate::blocking::Blocked>,
+    /// A second handle on the socket, made when the connection first blocks: the write that
+    /// serves a wait sends the reply on it (see [`crate::blocking::ReplySocket`]).
+    pub reply_socket: Option<Arc<crate::blocking::ReplySocket>>,
     /// Pub/sub subscriptions and the mailbox their messages arrive in.
     pub subs: Option<Box<crate::pubsub::Subscriptions>>,
     /// The tenant's channels as PUBLISH last found them in the server's hub (which keeps a
@@ -306,6 +309,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         output: OutputAccount::new(&shared),
         reply_limit: usize::MAX,
         blocked: None,
+        reply_socket: None,
         subs: None,
         channels: None,
         reply_mode: ReplyMode::On,
@@ -797,6 +801,14 @@ async fn wait_blocked(
             return None;
         }
         state.output.sync(&state.tenant, out.len());
+        if out.is_empty() {
+            if state.reply_socket.is_none() {
+                state.reply_socket = crate::blocking::ReplySocket::new(wr.as_ref());
+            }
+            if let Some(socket) = &state.reply_socket {
+                blocked.reply_directly(socket);
+            }
+        }
         // Registered before the state is looked at, so a cutover in between is not missed.
         let changed = tenant.state_changed().notified();
         tokio::pin!(changed);

@@ -14,7 +14,7 @@
 //! The keyspace knows nothing of what a waiter is: the server implements the trait (it runs the
 //! waiting command and hands the reply to the waiting connection).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::keyspace::Db;
@@ -31,21 +31,26 @@ pub trait Waiter: Send + Sync {
     fn serve(&self, db: &mut Db, key: &[u8], now: u64) -> bool;
 }
 
-type Queue = VecDeque<Arc<dyn Waiter>>;
+/// The waiters of one key, first blocked first.
+#[derive(Default)]
+struct Queue {
+    waiters: VecDeque<Arc<dyn Waiter>>,
+    /// The key is in [`Blocking::ready`] (marked once however often it is written).
+    ready: bool,
+    /// Its waiters are being served: their own changes to the key do not make it ready again
+    /// (the round goes on through the queue anyway).
+    serving: bool,
+}
 
 /// The waiters of one keyspace, by key, and the keys made ready since the last serving round.
 #[derive(Default)]
 pub(crate) struct Blocking {
     queues: HashMap<Box<[u8]>, Queue, ahash::RandomState>,
     ready: VecDeque<Box<[u8]>>,
-    ready_set: HashSet<Box<[u8]>, ahash::RandomState>,
     waiters: usize,
     /// A serving round is running: waiters' own commands run inside it and must not start
     /// another.
     serving: bool,
-    /// The key whose waiters are being served: their own changes to it do not make it ready
-    /// again (the round goes on through its queue anyway).
-    serving_key: Option<Box<[u8]>>,
 }
 
 fn same(a: &Arc<dyn Waiter>, b: &Arc<dyn Waiter>) -> bool {
@@ -66,11 +71,11 @@ impl Blocking {
 
     /// Marks `key` ready if somebody waits for it.
     pub(crate) fn signal(&mut self, key: &[u8]) {
-        if self.queues.contains_key(key)
-            && !self.ready_set.contains(key)
-            && self.serving_key.as_deref() != Some(key)
+        if let Some(q) = self.queues.get_mut(key)
+            && !q.ready
+            && !q.serving
         {
-            self.ready_set.insert(key.into());
+            q.ready = true;
             self.ready.push_back(key.into());
         }
     }
@@ -90,13 +95,14 @@ impl Db {
     /// each key's queue.
     pub fn block(&mut self, w: Arc<dyn Waiter>) {
         let b = self.blocking_mut();
-        let mut seen: HashSet<&[u8], ahash::RandomState> = HashSet::default();
         for key in w.keys() {
-            if seen.insert(key) {
-                b.queues
-                    .entry(key.clone())
-                    .or_default()
-                    .push_back(w.clone());
+            let q = match b.queues.get_mut(&**key) {
+                Some(q) => q,
+                None => b.queues.entry(key.clone()).or_default(),
+            };
+            // A key named again finds the waiter already at the end of its queue.
+            if !q.waiters.back().is_some_and(|x| same(x, &w)) {
+                q.waiters.push_back(w.clone());
             }
         }
         b.waiters += 1;
@@ -111,10 +117,17 @@ impl Db {
             let Some(q) = b.queues.get_mut(&**key) else {
                 continue;
             };
-            let before = q.len();
-            q.retain(|x| !same(x, w));
-            found |= q.len() != before;
-            if q.is_empty() {
+            // Usually the first (served first blocked first): found without a scan.
+            if q.waiters.front().is_some_and(|x| same(x, w)) {
+                q.waiters.pop_front();
+                found = true;
+            } else {
+                let before = q.waiters.len();
+                q.waiters.retain(|x| !same(x, w));
+                found |= q.waiters.len() != before;
+            }
+            // A queue being served stays until its round is over (the round looks it up).
+            if q.waiters.is_empty() && !q.serving {
                 b.queues.remove(&**key);
             }
         }
@@ -131,7 +144,11 @@ impl Db {
 
     /// How many distinct keys somebody waits for.
     pub fn blocked_keys(&self) -> usize {
-        self.blocking().queues.len()
+        self.blocking()
+            .queues
+            .values()
+            .filter(|q| !q.waiters.is_empty())
+            .count()
     }
 
     /// Serves the waiters of every key made ready since the last round, first blocked first,
@@ -150,16 +167,18 @@ impl Db {
     fn serve_round(&mut self, now: u64) {
         self.blocking_mut().serving = true;
         while let Some(key) = self.blocking_mut().ready.pop_front() {
-            let b = self.blocking_mut();
-            b.ready_set.remove(&key);
-            b.serving_key = Some(key.clone());
+            let Some(q) = self.blocking_mut().queues.get_mut(&key) else {
+                continue;
+            };
+            q.ready = false;
+            q.serving = true;
             let mut i = 0;
             loop {
                 let Some(w) = self
                     .blocking()
                     .queues
                     .get(&key)
-                    .and_then(|q| q.get(i))
+                    .and_then(|q| q.waiters.get(i))
                     .cloned()
                 else {
                     break;
@@ -175,10 +194,15 @@ impl Db {
                     i += 1;
                 }
             }
+            let b = self.blocking_mut();
+            if let Some(q) = b.queues.get_mut(&key) {
+                q.serving = false;
+                if q.waiters.is_empty() {
+                    b.queues.remove(&key);
+                }
+            }
         }
-        let b = self.blocking_mut();
-        b.serving = false;
-        b.serving_key = None;
+        self.blocking_mut().serving = false;
     }
 }
 
