@@ -88,6 +88,9 @@ const STAMP_MAX: u64 = (1 << 48) - 1;
 const FIXED: usize = 13;
 /// Bytes of a compact string's CRC, before its bytes.
 const CRC: usize = 4;
+/// Cache lines [`Entry::prefetch`] asks for: a compact entry of a 100-byte string and a short key
+/// (135 bytes, 16-aligned by malloc) spans at most three.
+const PREFETCH_LINES: usize = 3;
 
 /// An entry's open form.
 #[repr(C)]
@@ -501,6 +504,18 @@ impl Entry {
             let at = FIXED + if *p & HAS_EXPIRE != 0 { 8 } else { 0 };
             let (len, start) = read_len_at(p, at);
             std::slice::from_raw_parts(p.add(start), len)
+        }
+    }
+
+    /// Asks the processor to bring the entry's first [`PREFETCH_LINES`] cache lines in, without
+    /// waiting for them: a walk over many entries (each its own allocation, so a cache miss)
+    /// prefetches a few ahead of the one it reads, and their misses overlap.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        let p = self.ptr.as_ptr().cast_const();
+        for line in 0..PREFETCH_LINES {
+            // A prefetch never faults, so the lines past a short entry's end cost nothing.
+            crate::table::prefetch(p.wrapping_add(line * 64));
         }
     }
 
