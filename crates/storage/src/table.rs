@@ -688,12 +688,7 @@ impl<V: OwnsKey> ShardedTable<V> {
     /// [`ShardedTable::scan`] without reading the keys: the walk sees only the table's buckets,
     /// so a caller can gather a step's values first and bring them into the cache together
     /// (the point-in-time copy's walk, `Db::snapshot_walk`).
-    pub fn scan_values<'a>(
-        &'a self,
-        cursor: u64,
-        count: usize,
-        mut f: impl FnMut(&'a V),
-    ) -> u64 {
+    pub fn scan_values<'a>(&'a self, cursor: u64, count: usize, mut f: impl FnMut(&'a V)) -> u64 {
         let mut shard = (cursor >> INNER_BITS) as usize;
         let mut inner = cursor & ((1u64 << INNER_BITS) - 1);
         let mut seen = 0usize;
