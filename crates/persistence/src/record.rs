@@ -22,7 +22,7 @@
 //! only, never trusted past what the file's size can hold ([`reservation`]).
 
 use ferrite_storage::codec::{CodecError, Reader, encode_value, put_bytes, put_varint};
-use ferrite_storage::{Argv, Entry, OwnedArgv, Value, ValueType};
+use ferrite_storage::{Argv, CompactCopy, Entry, OwnedArgv, Value, ValueRef, ValueType};
 
 pub const LOG_HEADER: u8 = 0x10;
 pub const EFFECTS: u8 = 0x01;
@@ -219,11 +219,42 @@ pub fn end_entries(buf: &mut [u8], count_at: usize, n: u32) {
 
 /// Appends one entry to an [`ENTRIES`] payload.
 pub fn put_entry(buf: &mut Vec<u8>, key: &[u8], e: &Entry) {
+    put_entry_parts(
+        buf,
+        key,
+        e.value_type(),
+        e.expire_at(),
+        e.modified_ms(),
+        e.value(),
+    );
+}
+
+/// Appends one entry copied out of a keyspace ([`ferrite_storage::CopiedEntries`]) to an
+/// [`ENTRIES`] payload: the same bytes as [`put_entry`] of the entry it was copied from.
+pub fn put_copied_entry(buf: &mut Vec<u8>, e: &CompactCopy<'_>) {
+    put_entry_parts(
+        buf,
+        e.key(),
+        e.value_type(),
+        e.expire_at(),
+        e.modified_ms(),
+        e.value(),
+    );
+}
+
+fn put_entry_parts(
+    buf: &mut Vec<u8>,
+    key: &[u8],
+    ty: ValueType,
+    expire_at: Option<u64>,
+    modified_ms: u64,
+    value: ValueRef<'_>,
+) {
     put_bytes(buf, key);
-    buf.push(e.value_type().tag() as u8);
-    buf.extend_from_slice(&e.expire_at().unwrap_or(0).to_le_bytes());
-    buf.extend_from_slice(&e.modified_ms().to_le_bytes());
-    encode_value(buf, e.value());
+    buf.push(ty.tag() as u8);
+    buf.extend_from_slice(&expire_at.unwrap_or(0).to_le_bytes());
+    buf.extend_from_slice(&modified_ms.to_le_bytes());
+    encode_value(buf, value);
 }
 
 /// Appends one entry to an [`ENTRIES`] payload from an owned value (a loader writing what it
@@ -235,11 +266,14 @@ pub fn put_value_entry(
     expire_at: Option<u64>,
     modified_ms: u64,
 ) {
-    put_bytes(buf, key);
-    buf.push(value.value_type().tag() as u8);
-    buf.extend_from_slice(&expire_at.unwrap_or(0).to_le_bytes());
-    buf.extend_from_slice(&modified_ms.to_le_bytes());
-    encode_value(buf, value.view());
+    put_entry_parts(
+        buf,
+        key,
+        value.value_type(),
+        expire_at,
+        modified_ms,
+        value.view(),
+    );
 }
 
 /// One decoded entry.
@@ -302,6 +336,46 @@ pub fn read_snapshot_end(payload: &[u8]) -> Result<u64, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copied_entry_is_written_as_its_entry() {
+        use ferrite_storage::{CopiedEntries, HashValue, Keyspace, PointInTimeCopy, SetValue};
+        let ks = std::sync::Arc::new(Keyspace::new());
+        {
+            let mut db = ks.lock();
+            for i in 0..50u32 {
+                let expire = (i % 3 == 0).then_some(ferrite_storage::now_ms() + 100_000);
+                db.set(
+                    format!("s{i}").as_bytes(),
+                    Value::string(vec![b'v'; i as usize * 3]),
+                    expire,
+                    7,
+                );
+                let mut h = HashValue::default();
+                h.insert(format!("f{i}").as_bytes(), b"x");
+                db.set(format!("h{i}").as_bytes(), Value::Hash(h), expire, 7);
+                let ints = [i.to_string(), (i + 1).to_string()];
+                db.set(
+                    format!("i{i}").as_bytes(),
+                    Value::Set(SetValue::from_members(&ints)),
+                    None,
+                    7,
+                );
+            }
+        }
+        let mut copy = PointInTimeCopy::open(&ks).expect("open");
+        let mut copied = CopiedEntries::default();
+        while copy.step_copied(16, &mut copied, |k, _| panic!("{k:?} is not compact")) {}
+        assert_eq!(copied.len(), 150);
+        let db = ks.lock();
+        for e in copied.iter() {
+            let (mut from_copy, mut from_entry) = (Vec::new(), Vec::new());
+            put_copied_entry(&mut from_copy, &e);
+            let live = db.peek(e.key()).expect("the key is there");
+            put_entry(&mut from_entry, e.key(), live);
+            assert_eq!(from_copy, from_entry);
+        }
+    }
 
     #[test]
     fn effects_round_trip() {

@@ -88,6 +88,9 @@ const STAMP_MAX: u64 = (1 << 48) - 1;
 const FIXED: usize = 13;
 /// Bytes of a compact string's CRC, before its bytes.
 const CRC: usize = 4;
+/// Cache lines [`Entry::prefetch`] asks for: a compact entry of a 100-byte string and a short key
+/// (135 bytes, 16-aligned by malloc) spans at most three.
+const PREFETCH_LINES: usize = 3;
 
 /// An entry's open form.
 #[repr(C)]
@@ -170,6 +173,16 @@ impl<'a> Compact<'a> {
         &self.bytes[self.payload_at..]
     }
 
+    fn value_type(&self) -> ValueType {
+        match packed_kind(self.flags) {
+            None => ValueType::String,
+            Some(PackedKind::List) => ValueType::List,
+            Some(PackedKind::Hash) => ValueType::Hash,
+            Some(PackedKind::Set | PackedKind::SetInts) => ValueType::Set,
+            Some(PackedKind::ZSet) => ValueType::ZSet,
+        }
+    }
+
     fn value(&self) -> ValueRef<'a> {
         let payload = self.payload();
         match packed_kind(self.flags) {
@@ -194,6 +207,71 @@ impl<'a> Compact<'a> {
                 Value::from_str_parts(data, u32::from_le_bytes(b), str_encoding(self.flags))
             }
         }
+    }
+}
+
+/// A compact entry's bytes copied out of its table ([`Entry::compact_form`]), read like the
+/// entry: the point-in-time copy's walk copies entries under the keyspace lock (a `memcpy`) and
+/// the snapshot encodes them from these after releasing it.
+pub struct CompactCopy<'a>(Compact<'a>);
+
+impl<'a> CompactCopy<'a> {
+    /// Reads a copy of a compact form; `None` if its layout does not match `bytes` (its lengths
+    /// are checked against the slice, so a wrong one cannot make the reads run past it). The
+    /// value inside is trusted: only exact copies of this crate's forms are given to it
+    /// (`point_in_time::CopiedEntries`).
+    pub(crate) fn parse(bytes: &'a [u8]) -> Option<CompactCopy<'a>> {
+        fn len_at(bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
+            let mut n = 0usize;
+            for shift in (0..usize::BITS).step_by(7) {
+                let b = *bytes.get(at)?;
+                at += 1;
+                n |= usize::from(b & 0x7f).checked_shl(shift)?;
+                if b & 0x80 == 0 {
+                    return Some((n, at));
+                }
+            }
+            None
+        }
+        let flags = *bytes.first()?;
+        if flags & KIND_MASK == 0 {
+            return None;
+        }
+        let at = FIXED + if flags & HAS_EXPIRE != 0 { 8 } else { 0 };
+        let (key_len, key_at) = len_at(bytes, at)?;
+        let (payload_len, payload_at) = len_at(bytes, key_at.checked_add(key_len)?)?;
+        let min_payload = if packed_kind(flags).is_none() { CRC } else { 1 };
+        if payload_at.checked_add(payload_len)? != bytes.len() || payload_len < min_payload {
+            return None;
+        }
+        Some(CompactCopy(Compact {
+            flags,
+            bytes,
+            key_at,
+            key_len,
+            payload_at,
+        }))
+    }
+
+    pub fn key(&self) -> &'a [u8] {
+        self.0.key()
+    }
+
+    pub fn value(&self) -> ValueRef<'a> {
+        self.0.value()
+    }
+
+    pub fn value_type(&self) -> ValueType {
+        self.0.value_type()
+    }
+
+    pub fn expire_at(&self) -> Option<u64> {
+        let at = self.0.expire_at();
+        (at != 0).then_some(at)
+    }
+
+    pub fn modified_ms(&self) -> u64 {
+        self.0.modified()
     }
 }
 
@@ -504,6 +582,18 @@ impl Entry {
         }
     }
 
+    /// Asks the processor to bring the entry's first [`PREFETCH_LINES`] cache lines in, without
+    /// waiting for them: a walk over many entries (each its own allocation, so a cache miss)
+    /// prefetches a few ahead of the one it reads, and their misses overlap.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        let p = self.ptr.as_ptr().cast_const();
+        for line in 0..PREFETCH_LINES {
+            // A prefetch never faults, so the lines past a short entry's end cost nothing.
+            crate::table::prefetch(p.wrapping_add(line * 64));
+        }
+    }
+
     /// The value, as a read-only view (match on [`ValueRef`] as on [`Value`]).
     pub fn value(&self) -> ValueRef<'_> {
         match self.as_open() {
@@ -521,14 +611,16 @@ impl Entry {
     pub fn value_type(&self) -> ValueType {
         match self.as_open() {
             Some(o) => o.value.value_type(),
-            None => match packed_kind(self.as_compact().flags) {
-                None => ValueType::String,
-                Some(PackedKind::List) => ValueType::List,
-                Some(PackedKind::Hash) => ValueType::Hash,
-                Some(PackedKind::Set | PackedKind::SetInts) => ValueType::Set,
-                Some(PackedKind::ZSet) => ValueType::ZSet,
-            },
+            None => self.as_compact().value_type(),
         }
+    }
+
+    /// The compact form's bytes (`None` for an open entry): one `memcpy` copies the whole entry.
+    /// A point-in-time copy copies them out under the keyspace lock and reads them after
+    /// releasing it ([`CompactCopy`]).
+    #[inline]
+    pub(crate) fn compact_form(&self) -> Option<&[u8]> {
+        (!self.is_open()).then(|| self.compact_bytes())
     }
 
     /// Absolute expiry (Unix ms), 0 when the key does not expire.

@@ -41,6 +41,11 @@ pub struct SnapshotRest {
     pub flushed: Option<ShardedTable<Entry>>,
 }
 
+/// How many entries ahead of the one it reads [`Db::snapshot_walk`] asks for an entry's cache
+/// lines: enough misses in flight to keep the memory busy, few enough that the lines are still
+/// in the cache when the walk reaches them.
+const WALK_PREFETCH_AHEAD: usize = 16;
+
 /// How long [`Keyspace::lock_when_free`] waits for a moment when the lock is free before it
 /// queues: a keyspace busy without a break for this long would otherwise starve the walk.
 pub const FREE_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
@@ -1002,11 +1007,24 @@ impl Db {
         };
         let v = snap.version;
         let table = snap.flushed.as_ref().unwrap_or(&self.table);
-        table.scan(cursor, count, |k, e| {
-            if e.version() <= v {
-                f(k, e)
+        // The step's entries are gathered first (reading only the table's buckets), then read
+        // with each one's cache lines asked for WALK_PREFETCH_AHEAD entries ahead: every entry
+        // is its own allocation, a cache miss, and the walk holds the tenant's lock while it
+        // waits for them; overlapped, the misses cost a fraction of their sum.
+        let mut step: Vec<&Entry> = Vec::with_capacity(count.saturating_add(16).min(4096));
+        let next = table.scan_values(cursor, count, |e| step.push(e));
+        for e in step.iter().take(WALK_PREFETCH_AHEAD) {
+            e.prefetch();
+        }
+        for (i, e) in step.iter().enumerate() {
+            if let Some(ahead) = step.get(i + WALK_PREFETCH_AHEAD) {
+                ahead.prefetch();
             }
-        })
+            if e.version() <= v {
+                f(e.key(), e)
+            }
+        }
+        next
     }
 
     /// Takes the pre-images saved since the last call.

@@ -43,12 +43,12 @@ pub use blocking::Waiter;
 pub use digest::Digest;
 pub use effects::{Argv, EffectRecorder, EffectSink, Effects, OwnedArgv, SinkId};
 pub use encoding::Encoding;
-pub use entry::Entry;
+pub use entry::{CompactCopy, Entry};
 pub use keyspace::{
     Db, DbGuard, Keyspace, KeyspaceStats, Occupied, OwnedDbGuard, Slot, SnapshotRest, TrackingLag,
     Vacant,
 };
-pub use point_in_time::PointInTimeCopy;
+pub use point_in_time::{CopiedEntries, PointInTimeCopy};
 pub use stream::{StreamId, StreamValue};
 pub use table::{ShardedTable, Table, TableKey};
 pub use value::{

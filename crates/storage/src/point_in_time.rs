@@ -15,7 +15,51 @@
 
 use std::sync::Arc;
 
+use crate::entry::CompactCopy;
 use crate::keyspace::{Db, Entry, Keyspace};
+
+/// The entries of steps of a copy copied out of the keyspace, to be read after its lock is
+/// released ([`PointInTimeCopy::step_copied`]): each compact entry (one allocation: a short
+/// string, a small collection) as its bytes, so that copying it under the lock is a `memcpy`
+/// and encoding it happens outside. Reused from step to step ([`CopiedEntries::clear`]).
+#[derive(Default)]
+pub struct CopiedEntries {
+    /// The copied forms, one after another.
+    bytes: Vec<u8>,
+    /// Where each form ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl CopiedEntries {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The copied entries, in the order they were copied.
+    pub fn iter(&self) -> impl Iterator<Item = CompactCopy<'_>> {
+        let mut start = 0;
+        self.ends.iter().filter_map(move |&end| {
+            let form = &self.bytes[start..end];
+            start = end;
+            // Always `Some`: `push` appends exact copies of compact forms.
+            CompactCopy::parse(form)
+        })
+    }
+
+    fn push(&mut self, form: &[u8]) {
+        self.bytes.extend_from_slice(form);
+        self.ends.push(self.bytes.len());
+    }
+}
 
 /// An open point-in-time copy of a keyspace (see the module documentation).
 pub struct PointInTimeCopy {
@@ -73,14 +117,42 @@ impl PointInTimeCopy {
     /// since the previous step (outside the lock). Returns `true` while there is more; after
     /// the step that returns `false` every entry at the version has been handed out and the
     /// copy is closed (writers stop saving pre-images).
-    pub fn step(&mut self, count: usize, mut f: impl FnMut(&[u8], &Entry)) -> bool {
+    pub fn step(&mut self, count: usize, f: impl FnMut(&[u8], &Entry)) -> bool {
+        self.step_inner(count, None, f)
+    }
+
+    /// Like [`PointInTimeCopy::step`], but the walk's compact entries (one allocation each: short
+    /// strings, small collections — most keys) are appended to `copied` as their bytes instead of
+    /// handed to `f` under the lock: the lock is held for the walk and a `memcpy` per entry, and
+    /// the caller encodes them after. Open entries (long strings, big collections: copying them
+    /// would cost what encoding does) and the pre-images go to `f` as in `step`.
+    pub fn step_copied(
+        &mut self,
+        count: usize,
+        copied: &mut CopiedEntries,
+        f: impl FnMut(&[u8], &Entry),
+    ) -> bool {
+        self.step_inner(count, Some(copied), f)
+    }
+
+    fn step_inner(
+        &mut self,
+        count: usize,
+        mut copied: Option<&mut CopiedEntries>,
+        mut f: impl FnMut(&[u8], &Entry),
+    ) -> bool {
         if !self.open {
             return false;
         }
         let (next, pre) = {
             // Never queued ahead of the tenant's connections (see `lock_when_free`).
             let mut db = self.ks.lock_when_free();
-            let next = db.snapshot_walk(self.cursor, count.max(1), &mut f);
+            let next = db.snapshot_walk(self.cursor, count.max(1), |k, e| {
+                match (copied.as_deref_mut(), e.compact_form()) {
+                    (Some(copied), Some(form)) => copied.push(form),
+                    _ => f(k, e),
+                }
+            });
             (next, db.take_preimages())
         };
         self.pre_images += pre.len() as u64;
@@ -116,7 +188,7 @@ impl Drop for PointInTimeCopy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{StrValue, Value};
+    use crate::value::{StrValue, Value, ValueType};
     use std::collections::BTreeMap;
 
     fn set(ks: &Keyspace, k: &str, v: &str) {
@@ -224,6 +296,145 @@ mod tests {
         let emptied = fresh.lock();
         assert!(emptied.is_empty());
         assert_eq!(emptied.recompute_digest(), *emptied.digest());
+    }
+
+    /// Keys of every type, in both entry forms: short strings (with and without expiry),
+    /// long strings and big collections (open), small collections (compact).
+    fn mixed_keyspace() -> Arc<Keyspace> {
+        use crate::list::ListValue;
+        use crate::value::{HashValue, SetValue, ZSetValue};
+        let ks = Arc::new(Keyspace::new());
+        let mut db = ks.lock();
+        let later = crate::now_ms() + 3_600_000;
+        for i in 0..40u32 {
+            let k = |kind: &str| format!("{kind}{i}").into_bytes();
+            db.set(&k("s"), Value::string(format!("v{i}")), None, 0);
+            db.set(&k("t"), Value::string(vec![b'x'; 100]), Some(later), 0);
+            db.set(&k("n"), Value::string(format!("{}", i * 1000)), None, 0);
+            db.set(&k("long"), Value::string(vec![b'y'; 3000]), None, 0);
+            let n = if i % 2 == 0 { 3 } else { 600 };
+            let items: Vec<String> = (0..n).map(|j| format!("e{j}")).collect();
+            db.set(
+                &k("l"),
+                Value::List(ListValue::from_elements(&items)),
+                None,
+                0,
+            );
+            let mut h = HashValue::default();
+            let mut z = ZSetValue::default();
+            for item in &items {
+                h.insert(item.as_bytes(), b"v");
+                z.insert(item.as_bytes(), f64::from(i));
+            }
+            db.set(&k("h"), Value::Hash(h), Some(later), 0);
+            db.set(&k("z"), Value::ZSet(z), None, 0);
+            let ints: Vec<String> = (0..n).map(|j| j.to_string()).collect();
+            db.set(&k("i"), Value::Set(SetValue::from_members(&ints)), None, 0);
+            db.set(&k("m"), Value::Set(SetValue::from_members(&items)), None, 0);
+        }
+        drop(db);
+        ks
+    }
+
+    /// What a copy must reproduce of an entry: type, expiry, modified time, content digest.
+    type Content = (ValueType, Option<u64>, u64, u64);
+
+    fn content_of(e: &Entry) -> Content {
+        (
+            e.value_type(),
+            e.expire_at(),
+            e.modified_ms(),
+            e.value().digest(),
+        )
+    }
+
+    #[test]
+    fn step_copied_hands_out_the_keyspace_at_open_copied_or_through_f() {
+        let ks = mixed_keyspace();
+        let expected: BTreeMap<Vec<u8>, Content> = ks
+            .lock()
+            .iter()
+            .map(|(k, e)| (k.to_vec(), content_of(e)))
+            .collect();
+        let mut c = PointInTimeCopy::open(&ks).expect("open");
+        let mut got = BTreeMap::new();
+        let (mut through_f, mut through_copies) = (0, 0);
+        let mut copied = CopiedEntries::default();
+        let mut step = 0u32;
+        loop {
+            copied.clear();
+            let more = c.step_copied(7, &mut copied, |k, e| {
+                through_f += 1;
+                let old = got.insert(k.to_vec(), content_of(e));
+                assert!(old.is_none() || old == Some(content_of(e)));
+            });
+            for e in copied.iter() {
+                through_copies += 1;
+                let content = (
+                    e.value_type(),
+                    e.expire_at(),
+                    e.modified_ms(),
+                    e.value().digest(),
+                );
+                let old = got.insert(e.key().to_vec(), content);
+                assert!(old.is_none() || old == Some(content));
+            }
+            if !more {
+                break;
+            }
+            // Writers keep going: change and delete keys of both forms, add new ones.
+            let mut db = ks.lock();
+            let i = step % 40;
+            db.set(format!("s{i}").as_bytes(), Value::string("new"), None, 5);
+            db.set(
+                format!("long{i}").as_bytes(),
+                Value::string("short now"),
+                None,
+                5,
+            );
+            db.remove(format!("h{}", 39 - i).as_bytes(), 5);
+            db.remove(format!("l{i}").as_bytes(), 5);
+            db.set(
+                format!("added{step}").as_bytes(),
+                Value::string("new"),
+                None,
+                5,
+            );
+            step += 1;
+        }
+        assert_eq!(got, expected);
+        assert!(
+            through_f > 0 && through_copies > 0,
+            "both paths ran: {through_f} through f, {through_copies} copied"
+        );
+    }
+
+    #[test]
+    fn a_copied_entry_reads_as_its_entry_and_a_cut_copy_is_refused() {
+        let ks = mixed_keyspace();
+        let db = ks.lock();
+        let mut compact = 0;
+        for (k, e) in db.iter() {
+            let Some(form) = e.compact_form() else {
+                continue;
+            };
+            compact += 1;
+            let c = CompactCopy::parse(form).expect("a compact form parses");
+            assert_eq!(c.key(), k);
+            assert_eq!(
+                (
+                    c.value_type(),
+                    c.expire_at(),
+                    c.modified_ms(),
+                    c.value().digest()
+                ),
+                content_of(e)
+            );
+            for cut in 0..form.len() {
+                assert!(CompactCopy::parse(&form[..cut]).is_none(), "cut at {cut}");
+            }
+        }
+        assert!(compact > 100, "{compact} compact entries");
     }
 
     #[test]

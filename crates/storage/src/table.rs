@@ -143,7 +143,7 @@ pub trait OwnsKey {
 
 /// Asks the processor to bring the cache line at `p` into its caches, without waiting for it.
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it never faults and reads nothing the program sees, whatever
     // the address (SSE, which provides it, is part of the x86_64 baseline).
@@ -682,6 +682,13 @@ impl<V: OwnsKey> ShardedTable<V> {
     /// Walks from `cursor` until `f` has been shown at least `count` entries or `count * 10`
     /// buckets were visited; returns the next cursor (0 when the walk is complete).
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &V)) -> u64 {
+        self.scan_values(cursor, count, |v| f(v.key(), v))
+    }
+
+    /// [`ShardedTable::scan`] without reading the keys: the walk sees only the table's buckets,
+    /// so a caller can gather a step's values first and bring them into the cache together
+    /// (the point-in-time copy's walk, `Db::snapshot_walk`).
+    pub fn scan_values<'a>(&'a self, cursor: u64, count: usize, mut f: impl FnMut(&'a V)) -> u64 {
         let mut shard = (cursor >> INNER_BITS) as usize;
         let mut inner = cursor & ((1u64 << INNER_BITS) - 1);
         let mut seen = 0usize;
@@ -698,7 +705,7 @@ impl<V: OwnsKey> ShardedTable<V> {
             loop {
                 inner = t.scan_step(inner, |v| {
                     seen += 1;
-                    f(v.key(), v)
+                    f(v)
                 });
                 visits += 1;
                 if inner == 0 {

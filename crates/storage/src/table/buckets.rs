@@ -549,7 +549,7 @@ impl<V: OwnsKey> BucketTable<V> {
 
     /// Visits the home bucket at `cursor` with its chain; returns the next cursor (0 when the
     /// walk is complete).
-    pub fn scan_step(&self, cursor: u64, mut f: impl FnMut(&V)) -> u64 {
+    pub fn scan_step<'a>(&'a self, cursor: u64, mut f: impl FnMut(&'a V)) -> u64 {
         if self.home.is_empty() {
             return 0;
         }
