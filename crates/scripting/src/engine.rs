@@ -166,6 +166,9 @@ struct RunState {
     /// How many items EVAL's kept KEYS and ARGV tables may hold from earlier runs (cleared by
     /// the next refill; see [`fetch_request`]).
     kept_lens: [Cell<usize>; 2],
+    /// The globals `KEYS` and `ARGV` are the kept tables (set by [`fetch_request`]; nothing
+    /// else sets them, and scripts cannot): a run that refills them sets no global.
+    kept_in_globals: Cell<bool>,
     rand: RefCell<Rand48>,
 }
 
@@ -288,6 +291,7 @@ impl Engine {
             arg_ends: RefCell::new(Vec::new()),
             request: RefCell::new(Request::default()),
             kept_lens: [Cell::new(0), Cell::new(0)],
+            kept_in_globals: Cell::new(false),
             rand: RefCell::new(Rand48::default()),
         });
         let redis = redis_table(&lua, &state, version, version_num)?;
@@ -818,12 +822,14 @@ unsafe extern "C-unwind" fn fetch_request(l: *mut ffi::lua_State) -> c_int {
                     continue;
                 }
                 // Changed by a script: a new table from now on.
+                state.kept_in_globals.set(false);
                 ffi::lua_pop(l, 1);
                 ffi::lua_createtable(l, count as c_int, 0);
                 ffi::lua_pushvalue(l, -1);
                 ffi::lua_replace(l, ffi::lua_upvalueindex(slot));
                 kept.set(count);
             } else {
+                state.kept_in_globals.set(false);
                 ffi::lua_createtable(l, count as c_int, 0);
             }
             for (n, i) in range.enumerate() {
@@ -831,13 +837,17 @@ unsafe extern "C-unwind" fn fetch_request(l: *mut ffi::lua_State) -> c_int {
                 ffi::lua_rawseti_(l, -2, n as c_int + 1);
             }
         }
-        if reuse {
+        if reuse && !state.kept_in_globals.get() {
             // globals.KEYS = keys, globals.ARGV = args (the names are upvalues 5 and 6).
             for (name, table) in [(5, -2), (6, -1)] {
                 ffi::lua_pushvalue(l, ffi::lua_upvalueindex(name));
                 ffi::lua_pushvalue(l, table - 1);
                 ffi::lua_rawset(l, ffi::lua_upvalueindex(4));
             }
+            // Both are the kept tables unless one was too big to keep.
+            state
+                .kept_in_globals
+                .set(keys <= REUSED_TABLE_MAX && ends.len() - keys <= REUSED_TABLE_MAX);
         }
     }
     2

@@ -611,21 +611,24 @@ pub async fn run(
     if !ro_command {
         st.batch.wrote = true;
     }
-    let ks = tenant.keyspace();
     // A free lock is taken at once; only a wait goes through `or_busy` (whose timer costs a
     // clock read and a registration with the runtime's timer on every call).
     let previous = held.as_ref().map(Held::commands);
     let mut waited = admitted.waited;
     let mut db = match held {
-        // The lock the batch's previous command kept (see `dispatch::Held`).
+        // The lock the batch's previous command kept (see `dispatch::Held`): no keyspace
+        // handle is needed (it is a lock and a reference count).
         Some(h) => h.into_guard(),
-        None => match ks.try_lock_owned() {
-            Some(db) => db,
-            None => {
-                waited = true;
-                or_busy(sh, &tenant, ks.lock_owned()).await?
+        None => {
+            let ks = tenant.keyspace();
+            match ks.try_lock_owned() {
+                Some(db) => db,
+                None => {
+                    waited = true;
+                    or_busy(sh, &tenant, ks.lock_owned()).await?
+                }
             }
-        },
+        }
     };
     // The batch's clock (no clock read) unless admission or the lock made it wait.
     let now = if waited {
