@@ -797,8 +797,8 @@ unsafe extern "C-unwind" fn fetch_request(l: *mut ffi::lua_State) -> c_int {
         )
     };
     // SAFETY: the pointers describe the request's buffers, unchanged while this runs; the
-    // stack has LUA_MINSTACK free slots in a C function (one argument) and at most five more
-    // are used at once (two tables, a key, a value, a metatable); counts fit a C int
+    // stack has LUA_MINSTACK free slots in a C function (one argument) and at most four more
+    // are used at once (two tables and a name and a value to set, or a string); counts fit a C int
     // (`Engine::run` checks them).
     unsafe {
         let reuse = ffi::lua_toboolean(l, 1) != 0;
@@ -859,7 +859,7 @@ unsafe extern "C-unwind" fn fetch_request(l: *mut ffi::lua_State) -> c_int {
 ///
 /// # Safety
 ///
-/// A table on top of `l`'s stack, with room for three more values; in a protected call (the
+/// A table on top of `l`'s stack, with room for one more value; in a protected call (the
 /// pushes may raise a memory error).
 unsafe fn refill<'a>(
     l: *mut ffi::lua_State,
@@ -868,10 +868,6 @@ unsafe fn refill<'a>(
 ) -> bool {
     // SAFETY: as the caller promised.
     unsafe {
-        if ffi::lua_getmetatable(l, -1) != 0 {
-            ffi::lua_pop(l, 1);
-            return false;
-        }
         let mut count = 0;
         for item in items {
             count += 1;
@@ -882,20 +878,17 @@ unsafe fn refill<'a>(
             ffi::lua_pushnil(l);
             ffi::lua_rawseti_(l, -2, i);
         }
-        // Exactly `count` entries (the array's, all set above): nothing in the hash part, no
-        // integer key past them. A full walk: integer keys may live in the hash part.
-        let mut seen = 0;
-        ffi::lua_pushnil(l);
-        while ffi::lua_next(l, -2) != 0 {
-            ffi::lua_pop(l, 1);
-            seen += 1;
-            if seen > count {
-                ffi::lua_pop(l, 1);
-                return false;
-            }
-        }
-        true
+        // Nothing but those items: no other array slot, nothing in the hash part (where
+        // integer keys may live too), no metatable.
+        ferrite_lua_isplainarray(l, -1, count) != 0
     }
+}
+
+unsafe extern "C-unwind" {
+    /// Ferrite's addition to its copy of Lua (`crates/lua-src`, `lapi.c`): whether the table
+    /// at `idx` holds only an array `1..n` (every later array slot nil, an empty hash part)
+    /// and has no metatable. Reads only; never raises.
+    fn ferrite_lua_isplainarray(l: *mut ffi::lua_State, idx: c_int, n: c_int) -> c_int;
 }
 
 impl Drop for Engine {
