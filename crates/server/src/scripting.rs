@@ -489,7 +489,7 @@ struct KeysAndArgs<'a> {
 }
 
 /// How many keys and arguments a script call lists without allocating.
-const INLINE_ITEMS: usize = 16;
+const INLINE_ITEMS: usize = 8;
 
 impl<'a> KeysAndArgs<'a> {
     fn items(&self) -> &[&'a [u8]] {
@@ -625,7 +625,9 @@ pub async fn run(
                 Some(db) => db,
                 None => {
                     waited = true;
-                    or_busy(sh, &tenant, ks.lock_owned()).await?
+                    // Boxed: a wait is rare, and the future of every EVAL/EVALSHA (moved into
+                    // a box per call by the command table) would otherwise carry its timer.
+                    Box::pin(or_busy(sh, &tenant, ks.lock_owned())).await?
                 }
             }
         }
