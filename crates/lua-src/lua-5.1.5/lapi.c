@@ -1093,3 +1093,24 @@ LUA_API const char *lua_setupvalue (lua_State *L, int funcindex, int n) {
   return name;
 }
 
+
+
+/*
+** Ferrite: whether the table at `idx` holds nothing but an array 1..n in its array part
+** (every later array slot nil, an empty hash part) and has no metatable. EVAL's KEYS and ARGV
+** tables are refilled from run to run; one a script changed otherwise is replaced (see
+** ferrite-scripting's `fetch_request`). Reads only: never raises, allocates nothing.
+*/
+LUA_API int ferrite_lua_isplainarray (lua_State *L, int idx, int n) {
+  const TValue *o = index2adr(L, idx);
+  Table *t;
+  int i;
+  if (!ttistable(o)) return 0;
+  t = hvalue(o);
+  if (t->metatable != NULL || n < 0 || n > t->sizearray) return 0;
+  for (i = n; i < t->sizearray; i++)
+    if (!ttisnil(&t->array[i])) return 0;
+  for (i = 0; i < sizenode(t); i++)
+    if (!ttisnil(gval(gnode(t, i)))) return 0;
+  return 1;
+}

@@ -237,6 +237,8 @@ LUA_API int (lua_gc) (lua_State *L, int what, int data);
 LUA_API int   (lua_error) (lua_State *L);
 
 LUA_API int   (lua_next) (lua_State *L, int idx);
+/* Ferrite: see lapi.c */
+LUA_API int   (ferrite_lua_isplainarray) (lua_State *L, int idx, int n);
 
 LUA_API void  (lua_concat) (lua_State *L, int n);
 

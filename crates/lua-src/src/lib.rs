@@ -1,6 +1,7 @@
 // Ferrite: this file changes with the C sources under lua-5.1.5 (a merge that brings new C
 // sources must also bring a new mtime here, or cargo keeps the Lua built before it).
-// Current C revision: the small-block cache in lmem.c (README-ferrite.md).
+// Current C revision: the small-block cache in lmem.c, ferrite_lua_isplainarray in lapi.c
+// (README-ferrite.md).
 
 use std::env;
 use std::error::Error;

@@ -99,12 +99,30 @@ impl From<ErrorReply> for RunError {
 }
 
 /// What [`Engine::run`] runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum Target<'a> {
     /// A cached EVAL script, by its SHA1 (40 hex digits, any case).
     Script(&'a str),
+    /// A cached EVAL script already found ([`Engine::cached_script`]): EVALSHA looks its
+    /// script up once, for its flags and the run.
+    Cached(Script),
     /// A function of a loaded library.
     Function(&'a str),
+}
+
+/// A cached EVAL script as [`Engine::cached_script`] found it: its flags, and what
+/// [`Target::Cached`] runs without looking it up again.
+#[derive(Debug)]
+pub struct Script {
+    func: Function,
+    sha: Rc<str>,
+    flags: ScriptFlags,
+}
+
+impl Script {
+    pub fn flags(&self) -> ScriptFlags {
+        self.flags
+    }
 }
 
 /// Where a run stands.
@@ -145,6 +163,12 @@ struct RunState {
     /// The KEYS and ARGV of the run being started (copied: a run may be suspended before its
     /// runner fetches them), as bytes one after the other and where each ends.
     request: RefCell<Request>,
+    /// How many items EVAL's kept KEYS and ARGV tables may hold from earlier runs (cleared by
+    /// the next refill; see [`fetch_request`]).
+    kept_lens: [Cell<usize>; 2],
+    /// The globals `KEYS` and `ARGV` are the kept tables (set by [`fetch_request`]; nothing
+    /// else sets them, and scripts cannot): a run that refills them sets no global.
+    kept_in_globals: Cell<bool>,
     rand: RefCell<Rand48>,
 }
 
@@ -196,8 +220,11 @@ pub struct Engine {
     lua: Lua,
     /// The globals' read-only proxy (the environment scripts and libraries run in).
     env: Table,
-    /// `run(f, keys, args)`: calls a script under Redis's error handler.
+    /// `run(f, false, false)`: runs a library's body under Redis's error handler (FUNCTION
+    /// LOAD).
     runner: Function,
+    /// What every script run calls (see [`call_script`]).
+    callees: Rc<Callees>,
     /// `phase(loading)`: switches the globals to the library-loading API and back.
     phase: Function,
     state: Rc<RunState>,
@@ -263,6 +290,8 @@ impl Engine {
             arg_bytes: RefCell::new(Vec::new()),
             arg_ends: RefCell::new(Vec::new()),
             request: RefCell::new(Request::default()),
+            kept_lens: [Cell::new(0), Cell::new(0)],
+            kept_in_globals: Cell::new(false),
             rand: RefCell::new(Rand48::default()),
         });
         let redis = redis_table(&lua, &state, version, version_num)?;
@@ -270,25 +299,26 @@ impl Engine {
         install_math_random(&lua, &state)?;
         let error_message = lua.create_function(|_, v: Value| Ok(coded_message(&v)))?;
         let loading = Rc::new(RefCell::new(Loading::default()));
-        let fetch = c_closure(&lua, &state, fetch_request)?;
+        let fetch = fetch_closure(&lua, &state, lua.globals())?;
         let register = {
             let loading = loading.clone();
             lua.create_function(move |_, args: MultiValue| {
                 crate::functions::register_function(&loading, args)
             })?
         };
-        // The real globals table (where the runner sets KEYS/ARGV), the read-only proxy
-        // scripts see, the runner, the phase switch.
-        let (_globals, env, runner, phase): (Table, Table, Function, Function) = lua
-            .load(sandbox::SETUP)
-            .set_name("=[sandbox]")
-            .call((error_message, register, fetch))?;
+        // The real globals table, the read-only proxy scripts see, the library runner, the
+        // phase switch, Redis's error handler.
+        let (_globals, env, runner, phase, handler): (Table, Table, Function, Function, Function) =
+            lua.load(sandbox::SETUP)
+                .set_name("=[sandbox]")
+                .call((error_message, register))?;
         install_hook(&lua, &state, &loading)?;
         lua.set_memory_limit(limits.memory)?;
         Ok(Engine {
             lua,
             env,
             runner,
+            callees: Rc::new(Callees { handler, fetch }),
             phase,
             state,
             loading,
@@ -439,12 +469,17 @@ impl Engine {
         }
     }
 
-    /// The flags of a cached script, if cached (`sha` in any case).
-    pub fn script_flags(&self, sha: &str) -> Option<ScriptFlags> {
-        if sha.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.script_flags(&sha.to_ascii_lowercase());
-        }
-        self.scripts.get(sha).map(|s| s.flags)
+    /// A cached script by its SHA1 in lower case (as EVALSHA sends it, lowered), counted as
+    /// used for the cache's eviction order.
+    pub fn cached_script(&mut self, sha: &str) -> Option<Script> {
+        self.clock += 1;
+        let s = self.scripts.get_mut(sha)?;
+        s.used = self.clock;
+        Some(Script {
+            func: s.func.clone(),
+            sha: s.sha.clone(),
+            flags: s.flags,
+        })
     }
 
     pub fn script_exists(&self, sha: &str) -> bool {
@@ -492,6 +527,7 @@ impl Engine {
                 s.used = self.clock;
                 (s.func.clone(), s.sha.clone(), true)
             }
+            Target::Cached(s) => (s.func, s.sha, true),
             Target::Function(name) => {
                 let Some(f) = self.libraries.function(name) else {
                     return Err(ErrorReply::err("Function not found").into());
@@ -520,14 +556,14 @@ impl Engine {
         self.state.resp3.set(false);
         self.clear_kill().map_err(setup_error)?;
         let state = self.state.clone();
-        let runner = self.runner.clone();
+        let callees = self.callees.clone();
         let lua = self.lua.clone();
         let max_reply = self.limits.max_reply;
         let mut out = self.spare_reply.take().unwrap_or_default();
         out.clear();
         let body = move |y: &Yielder<(), ()>, (): ()| -> BytesMut {
             state.yielder.set(y as *const _);
-            let result = call_runner(&lua, &runner, &func, is_eval);
+            let result = call_script(&lua, &callees, &func, is_eval);
             state.yielder.set(std::ptr::null());
             finish(result, &name, proto, state.resp3.get(), max_reply, &mut out);
             out
@@ -607,51 +643,72 @@ impl Engine {
     }
 }
 
-/// Calls the runner (`sandbox::SETUP`'s `run`) on `func` with plain C API calls: `mlua`'s
-/// `Function::call` costs a handle per argument and result and an error-traceback handler the
-/// runner does not need (it runs the script under Redis's own handler).
-fn call_runner(
+/// What every script run calls.
+struct Callees {
+    /// Redis's error handler (`__redis__err__handler`), the error function scripts run under.
+    handler: Function,
+    /// `fetch(eval)`: builds the run's KEYS and ARGV (see [`fetch_request`]).
+    fetch: Function,
+}
+
+/// Runs `func` as Redis's `luaCallFunction` does, with plain C API calls (`mlua`'s
+/// `Function::call` costs a handle per argument and result, and a Lua runner function around
+/// `xpcall` cost a Lua call, `xpcall`'s own C call and two global sets per run): KEYS and ARGV
+/// are built by `fetch` in a protected call of their own (past the heap's memory limit it
+/// fails, and the run with it), then `func` — EVAL's `f()`, with KEYS and ARGV set as globals
+/// by `fetch`, or a function's `f(keys, args)` — is called by `lua_pcall` with Redis's error
+/// handler as its error function, which is what `xpcall(f, handler)` does.
+///
+/// Returns `(ok, result-or-error)` as `xpcall` would; an error only when KEYS and ARGV could
+/// not be built.
+fn call_script(
     lua: &Lua,
-    runner: &Function,
+    callees: &Callees,
     func: &Function,
     is_eval: bool,
 ) -> mlua::Result<(bool, Value)> {
     lua.exec_raw_lua(|raw| {
-        // SAFETY: the stack is checked for room first (four slots pushed, two results). The
-        // pushes allocate nothing (references to live values, a boolean), so nothing raises
-        // outside the protected call; everything the call raises is caught by `lua_pcall`. The
-        // stack is left as found.
+        // SAFETY: the stack is checked for room first (at most five slots pushed). The pushes
+        // outside the protected calls allocate nothing (references to live values, a boolean),
+        // so nothing raises outside them; everything the calls raise is caught by `lua_pcall`.
+        // The stack is left as found.
         unsafe {
             let l = raw.state();
-            if ffi::lua_checkstack(l, 5) == 0 {
+            if ffi::lua_checkstack(l, 6) == 0 {
                 return Err(mlua::Error::StackError);
             }
             let base = ffi::lua_gettop(l);
-            raw.push(runner)?;
-            raw.push(func)?;
+            raw.push(&callees.handler)?;
+            raw.push(&callees.fetch)?;
             ffi::lua_pushboolean(l, c_int::from(is_eval));
-            // `request`: the runner fetches this run's KEYS and ARGV.
-            ffi::lua_pushboolean(l, 1);
-            let status = ffi::lua_pcall(l, 3, 2, 0);
-            let result = if status == 0 {
-                let value = raw.pop_value();
-                let ok = ffi::lua_toboolean(l, -1) != 0;
-                Ok((ok, value))
-            } else {
-                // Only the runner's own steps fail here (the script runs under its handler):
-                // fetching KEYS/ARGV past the heap's limit.
+            // KEYS and ARGV at base + 2 and base + 3.
+            let status = ffi::lua_pcall(l, 1, 2, 0);
+            if status != 0 {
                 let message = match raw.pop_value() {
                     Value::String(s) => s.to_string_lossy(),
                     _ => "error in the script runner".to_string(),
                 };
-                Err(if status == ffi::LUA_ERRMEM {
+                ffi::lua_settop(l, base);
+                return Err(if status == ffi::LUA_ERRMEM {
                     mlua::Error::MemoryError(message)
                 } else {
                     mlua::Error::RuntimeError(message)
-                })
+                });
+            }
+            let nargs = if is_eval {
+                ffi::lua_settop(l, base + 1);
+                0
+            } else {
+                2
             };
+            raw.push(func)?;
+            if !is_eval {
+                ffi::lua_insert(l, base + 2);
+            }
+            let status = ffi::lua_pcall(l, nargs, 1, base + 1);
+            let value = raw.pop_value();
             ffi::lua_settop(l, base);
-            result
+            Ok((status == 0, value))
         }
     })
 }
@@ -682,15 +739,52 @@ unsafe fn closure_state<'a>(l: *mut ffi::lua_State) -> &'a RunState {
     unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) }
 }
 
-/// The runner's `fetch()`: the run's KEYS and ARGV as two new Lua arrays of strings
-/// (`luaCreateArray`), built inside the runner's protected call: past the heap's memory limit
-/// an allocation raises Lua's memory error, which that call catches.
+/// The most KEYS (or ARGV) an EVAL's kept table is refilled with; a run with more gets a table
+/// of its own, so one huge run does not pin a huge array in the heap.
+const REUSED_TABLE_MAX: usize = 64;
+
+/// The fetch closure: the engine's `RunState`, the two tables EVAL's KEYS and ARGV are
+/// refilled in (see [`fetch_request`]), the real globals table and the names `KEYS` and `ARGV`
+/// as its upvalues.
+fn fetch_closure(lua: &Lua, state: &Rc<RunState>, globals: Table) -> mlua::Result<Function> {
+    let state_ptr = Rc::as_ptr(state).cast_mut().cast::<std::ffi::c_void>();
+    // SAFETY: in a protected call (an allocation error is caught by it) whose one argument
+    // (stack slot 1) is the globals table; pushes the upvalues and makes the closure of them,
+    // then removes the argument so that the closure alone is returned. The state outlives the
+    // closure (see `c_closure`).
+    unsafe {
+        lua.exec_raw::<Function>(globals, |l| {
+            ffi::lua_pushlightuserdata(l, state_ptr);
+            ffi::lua_createtable(l, 1, 0);
+            ffi::lua_createtable(l, 0, 0);
+            ffi::lua_pushvalue(l, 1);
+            convert::push_bytes(l, b"KEYS");
+            convert::push_bytes(l, b"ARGV");
+            ffi::lua_pushcclosure(l, fetch_request, 6);
+            ffi::lua_remove(l, 1);
+        })
+    }
+}
+
+/// `fetch(eval)`: the run's KEYS and ARGV as two Lua arrays of strings (`luaCreateArray`),
+/// built inside a protected call (see [`call_script`]): past the heap's memory limit an
+/// allocation raises Lua's memory error, which that call catches. For EVAL they are also set
+/// as the globals `KEYS` and `ARGV`.
+///
+/// For EVAL (`eval` true) the two arrays are the same tables from run to run, refilled
+/// in place: Redis builds two new tables per call, whose allocation, collection and freeing
+/// cost about as much as the rest of a one-command script's Lua work. That is unobservable:
+/// an EVAL script can keep nothing past its run (the globals and every library are read-only),
+/// and a table a script changed beyond its refilled items — another key, a metatable — is
+/// replaced by a new one (see [`refill`]). Functions get new tables: a library's code can keep
+/// references in its own upvalues.
 ///
 /// # Safety
 ///
-/// Called by Lua as a closure made by [`c_closure`]. The request's bytes are read through a
-/// pointer taken before the first push (no borrow guard is alive when a push raises, so the
-/// `longjmp` skips no destructor); nothing changes them while this runs (no Rust code runs).
+/// Called by Lua as the closure made by [`fetch_closure`]. The request's bytes are read
+/// through a pointer taken before the first push (no borrow guard is alive when a push raises,
+/// so the `longjmp` skips no destructor); nothing changes them while this runs (no Rust code
+/// runs).
 unsafe extern "C-unwind" fn fetch_request(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as this function's contract says.
     let state = unsafe { closure_state(l) };
@@ -703,24 +797,98 @@ unsafe extern "C-unwind" fn fetch_request(l: *mut ffi::lua_State) -> c_int {
         )
     };
     // SAFETY: the pointers describe the request's buffers, unchanged while this runs; the
-    // stack has LUA_MINSTACK free slots in a C function and at most three are used at once
-    // (two tables and a string); counts fit a C int (`Engine::run` checks them).
+    // stack has LUA_MINSTACK free slots in a C function (one argument) and at most four more
+    // are used at once (two tables and a name and a value to set, or a string); counts fit a C int
+    // (`Engine::run` checks them).
     unsafe {
+        let reuse = ffi::lua_toboolean(l, 1) != 0;
         let bytes = std::slice::from_raw_parts(bytes.0, bytes.1);
         let ends = std::slice::from_raw_parts(ends.0, ends.1);
         let keys = keys.min(ends.len());
-        let mut start = 0;
-        for (first, last) in [(0, keys), (keys, ends.len())] {
-            ffi::lua_createtable(l, (last - first) as c_int, 0);
-            for (i, &end) in ends[first..last].iter().enumerate() {
-                let item = bytes.get(start..end).unwrap_or_default();
-                convert::push_bytes(l, item);
-                ffi::lua_rawseti_(l, -2, i as c_int + 1);
-                start = end;
+        // The request's i-th item.
+        let item = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            bytes.get(start..ends[i]).unwrap_or_default()
+        };
+        for (slot, range) in [(2, 0..keys), (3, keys..ends.len())] {
+            let count = range.len();
+            if reuse && count <= REUSED_TABLE_MAX {
+                let kept = &state.kept_lens[slot as usize - 2];
+                ffi::lua_pushvalue(l, ffi::lua_upvalueindex(slot));
+                // Whatever a memory error leaves half-filled is cleared by the next refill.
+                kept.set(kept.get().max(count));
+                if refill(l, kept.get(), range.clone().map(item)) {
+                    kept.set(count);
+                    continue;
+                }
+                // Changed by a script: a new table from now on.
+                state.kept_in_globals.set(false);
+                ffi::lua_pop(l, 1);
+                ffi::lua_createtable(l, count as c_int, 0);
+                ffi::lua_pushvalue(l, -1);
+                ffi::lua_replace(l, ffi::lua_upvalueindex(slot));
+                kept.set(count);
+            } else {
+                state.kept_in_globals.set(false);
+                ffi::lua_createtable(l, count as c_int, 0);
             }
+            for (n, i) in range.enumerate() {
+                convert::push_bytes(l, item(i));
+                ffi::lua_rawseti_(l, -2, n as c_int + 1);
+            }
+        }
+        if reuse && !state.kept_in_globals.get() {
+            // globals.KEYS = keys, globals.ARGV = args (the names are upvalues 5 and 6).
+            for (name, table) in [(5, -2), (6, -1)] {
+                ffi::lua_pushvalue(l, ffi::lua_upvalueindex(name));
+                ffi::lua_pushvalue(l, table - 1);
+                ffi::lua_rawset(l, ffi::lua_upvalueindex(4));
+            }
+            // Both are the kept tables unless one was too big to keep.
+            state
+                .kept_in_globals
+                .set(keys <= REUSED_TABLE_MAX && ends.len() - keys <= REUSED_TABLE_MAX);
         }
     }
     2
+}
+
+/// Refills the table on top of the stack with `items` as `t[1..]`, clearing up to `kept`
+/// (the most items it may hold from earlier runs); true when it then holds exactly those items
+/// and has no metatable — false (the table left on top) when a script changed it otherwise.
+///
+/// # Safety
+///
+/// A table on top of `l`'s stack, with room for one more value; in a protected call (the
+/// pushes may raise a memory error).
+unsafe fn refill<'a>(
+    l: *mut ffi::lua_State,
+    kept: usize,
+    items: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    // SAFETY: as the caller promised.
+    unsafe {
+        let mut count = 0;
+        for item in items {
+            count += 1;
+            convert::push_bytes(l, item);
+            ffi::lua_rawseti_(l, -2, count);
+        }
+        for i in count + 1..=kept as c_int {
+            ffi::lua_pushnil(l);
+            ffi::lua_rawseti_(l, -2, i);
+        }
+        // Nothing but those items: no other array slot, nothing in the hash part (where
+        // integer keys may live too), no metatable.
+        ferrite_lua_isplainarray(l, -1, count) != 0
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// Ferrite's addition to its copy of Lua (`crates/lua-src`, `lapi.c`): whether the table
+    /// at `idx` holds only an array `1..n` (every later array slot nil, an empty hash part)
+    /// and has no metatable. Reads only; never raises.
+    fn ferrite_lua_isplainarray(l: *mut ffi::lua_State, idx: c_int, n: c_int) -> c_int;
 }
 
 impl Drop for Engine {

@@ -177,9 +177,7 @@ impl Engine {
             deadline: Some(Instant::now() + LOAD_TIMEOUT),
         };
         self.set_phase(true);
-        let result = self
-            .load_runner()
-            .call::<(bool, Value)>((func, false, false));
+        let result = self.load_runner().call::<(bool, Value)>(func);
         self.set_phase(false);
         let loading = std::mem::take(&mut *self.loading().borrow_mut());
         match result {

@@ -24,7 +24,7 @@ mod tests;
 
 pub use convert::{LuaReply, MAX_REPLY_DEPTH};
 pub use engine::{
-    Engine, EngineLimits, Host, Invocation, LogLevel, RunError, Step, Target, sha1_hex,
+    Engine, EngineLimits, Host, Invocation, LogLevel, RunError, Script, Step, Target, sha1_hex,
 };
 pub use functions::{FunctionFlags, LibraryInfo};
 pub use shebang::{ScriptFlags, parse_shebang};

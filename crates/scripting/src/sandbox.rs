@@ -17,10 +17,10 @@
 
 /// Runs once per engine, after the libraries and the `redis` table are in the globals. Its
 /// arguments are the Rust parts of the API; it returns the real (backing) globals table, the
-/// runner that calls a script under Redis's error handler, and `redis.call`/`redis.pcall`'s
-/// Lua halves.
+/// read-only proxy scripts see, the runner that runs a library's body under Redis's error
+/// handler, the phase switch and that error handler (`Engine::run` calls scripts under it).
 pub const SETUP: &str = r#"
-local error_message, register_function, fetch = ...
+local error_message, register_function = ...
 local G = _G
 local setfenv = setfenv
 local string_lib = string
@@ -223,23 +223,13 @@ end
 -- The thread's globals are the proxy: code compiled at run time (loadstring) is confined too.
 setfenv(0, PG)
 
--- Runs a script function under the error handler: f() for EVAL with KEYS/ARGV set as globals
--- here (a Lua rawset costs far less than setting them from Rust), f(keys, args) for functions.
--- With `request`, the keys and arguments are the run's, fetched from the engine (`fetch`
--- builds them inside this protected call); FUNCTION LOAD runs a library's body without.
--- Returns ok, result-or-error.
-local function run(f, eval, request)
-  local keys, args
-  if request then keys, args = fetch() end
-  if eval then
-    rawset_(G, 'KEYS', keys)
-    rawset_(G, 'ARGV', args)
-    local ok, r = xpcall_(f, handler)
-    return ok, r
-  end
-  local ok, r = xpcall_(function() return f(keys, args) end, handler)
+-- Runs a library's body (FUNCTION LOAD) under the error handler. Scripts and functions are
+-- run from Rust (`call_script`): `fetch` builds their KEYS and ARGV, and for EVAL sets them
+-- as globals here.
+local function run(f)
+  local ok, r = xpcall_(f, handler)
   return ok, r
 end
 
-return G, PG, run, phase
+return G, PG, run, phase, handler
 "#;

@@ -990,3 +990,135 @@ fn freed_small_blocks_are_cached_within_bounds_and_given_back_at_the_limit() {
         "{after} held after a collection, {empty} before"
     );
 }
+
+/// Runs a cached script by SHA1 with keys and arguments; its reply as text.
+fn run_sha(e: &mut Engine, sha: &str, keys: &[&[u8]], args: &[&[u8]]) -> String {
+    match e.run(
+        Target::Script(sha),
+        keys,
+        args,
+        Protocol::Resp2,
+        &mut FakeHost::default(),
+        None,
+    ) {
+        Ok(Step::Done(r)) => String::from_utf8_lossy(&r).into_owned(),
+        Ok(Step::Suspended) => panic!("suspended without a deadline"),
+        Err(crate::RunError::Reply(err)) => format!("-{}\r\n", err.text()),
+    }
+}
+
+/// EVAL's KEYS and ARGV tables are refilled from run to run (not rebuilt): whatever a script
+/// did to them — more items, holes, keys in the hash part, a metatable, a huge run — is gone
+/// for the next script, which sees exactly its own keys and arguments.
+#[test]
+fn eval_keys_and_argv_are_only_the_runs_own() {
+    let mut e = engine();
+    let load = |e: &mut Engine, body: &str| e.load_script(body.as_bytes(), false).unwrap().0;
+    // Every entry of both tables, counted, and the first three of each; nil shows as false.
+    let show = load(
+        &mut e,
+        "local n, m = 0, 0
+         for _ in pairs(KEYS) do n = n + 1 end
+         for _ in pairs(ARGV) do m = m + 1 end
+         return {n, m, #KEYS, #ARGV, KEYS[1] or false, KEYS[2] or false, KEYS[3] or false,
+                 ARGV[1] or false, ARGV[2] or false, ARGV[3] or false,
+                 tostring(getmetatable(KEYS)), tostring(getmetatable(ARGV))}",
+    );
+    let fresh = |keys: &[&str], args: &[&str]| {
+        let mut out = String::from("*12\r\n");
+        out += &format!(
+            ":{}\r\n:{}\r\n:{}\r\n:{}\r\n",
+            keys.len(),
+            args.len(),
+            keys.len(),
+            args.len()
+        );
+        for list in [keys, args] {
+            for i in 0..3 {
+                match list.get(i) {
+                    Some(v) => out += &format!("${}\r\n{v}\r\n", v.len()),
+                    None => out += "$-1\r\n",
+                }
+            }
+        }
+        out + "$3\r\nnil\r\n$3\r\nnil\r\n"
+    };
+    assert_eq!(
+        run_sha(&mut e, &show, &[b"a", b"b"], &[b"x"]),
+        fresh(&["a", "b"], &["x"])
+    );
+    let changes = [
+        "KEYS[3] = 'more'; ARGV[2] = 'more'",
+        "KEYS[1] = nil; ARGV[1] = nil",
+        "KEYS.name = 'v'; ARGV.name = 'v'",
+        "KEYS[100] = 'far'; ARGV[7] = 'far'",
+        "KEYS[2] = nil; KEYS[5] = 'x'; KEYS[5] = nil; KEYS[9] = 'hash part'",
+        "setmetatable(KEYS, {__index = function() return 'meta' end}); setmetatable(ARGV, {})",
+        "for i = 1, 200 do KEYS[i] = i; ARGV[i] = i end",
+        "table.insert(KEYS, 'pushed'); table.remove(ARGV)",
+    ];
+    for change in changes {
+        let changer = load(&mut e, &format!("{change}; return 1"));
+        assert_eq!(
+            run_sha(&mut e, &changer, &[b"a", b"b"], &[b"x"]),
+            ":1\r\n",
+            "{change}"
+        );
+        assert_eq!(
+            run_sha(&mut e, &show, &[b"c"], &[b"y", b"z"]),
+            fresh(&["c"], &["y", "z"]),
+            "after {change}"
+        );
+        assert_eq!(
+            run_sha(&mut e, &show, &[], &[]),
+            fresh(&[], &[]),
+            "after {change}"
+        );
+        assert_eq!(
+            run_sha(&mut e, &show, &[b"d", b"e"], &[b"w"]),
+            fresh(&["d", "e"], &["w"]),
+            "after {change}"
+        );
+    }
+    // A run past the kept tables' size gets its own; the next small one is exact again.
+    let many: Vec<Vec<u8>> = (0..100).map(|i| format!("k{i}").into_bytes()).collect();
+    let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+    let count = load(&mut e, "return {#KEYS, #ARGV, KEYS[100], ARGV[100]}");
+    assert_eq!(
+        run_sha(&mut e, &count, &many, &many),
+        "*4\r\n:100\r\n:100\r\n$3\r\nk99\r\n$3\r\nk99\r\n"
+    );
+    assert_eq!(run_sha(&mut e, &show, &[b"a"], &[]), fresh(&["a"], &[]));
+    // A script stopped by an error leaves nothing behind either.
+    let failing = load(&mut e, "KEYS[4] = 'x'; error('stop')");
+    assert!(run_sha(&mut e, &failing, &[b"a"], &[]).starts_with("-"));
+    assert_eq!(run_sha(&mut e, &show, &[b"b"], &[]), fresh(&["b"], &[]));
+}
+
+/// A function's keys and arguments are its own tables: a library may keep them (in Redis as
+/// here), and a later call does not change what it kept.
+#[test]
+fn function_arguments_are_new_tables_each_call() {
+    let mut e = engine();
+    let lib = "#!lua name=keeper\nlocal kept\n\
+               redis.register_function('keep', function(keys, args)\n\
+                 if kept then return {kept[1], keys[1]} end\n\
+                 kept = keys\n\
+                 return 'kept'\n\
+               end)";
+    e.load_library(lib.as_bytes(), false).unwrap();
+    let mut call = |keys: &[&[u8]]| match e.run(
+        Target::Function("keep"),
+        keys,
+        &[],
+        Protocol::Resp2,
+        &mut FakeHost::default(),
+        None,
+    ) {
+        Ok(Step::Done(r)) => String::from_utf8_lossy(&r).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(call(&[b"first"]), "$4\r\nkept\r\n");
+    assert_eq!(call(&[b"second"]), "*2\r\n$5\r\nfirst\r\n$6\r\nsecond\r\n");
+    assert_eq!(call(&[b"third"]), "*2\r\n$5\r\nfirst\r\n$5\r\nthird\r\n");
+}

@@ -1339,7 +1339,9 @@ pub async fn admit_holding<'t>(
         Step::Done(admitted) => Ok(admitted),
         step => {
             *held = None;
-            finish_admission(st, sh, tenant, work, step).await
+            // Boxed: waiting is rare, and the futures built around this one (a script run's,
+            // boxed per call by the command table) would otherwise carry its timer and waits.
+            Box::pin(finish_admission(st, sh, tenant, work, step)).await
         }
     }
 }

@@ -478,14 +478,43 @@ pub enum Call {
     Fcall,
 }
 
-/// `numkeys` and the split of the rest into keys and arguments.
-/// A script's KEYS and ARGV.
-type KeysAndArgs<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+/// A script call's KEYS and ARGV (`numkeys key... arg...` split), borrowed from the request:
+/// on the stack for the usual few, so a call allocates no list of them.
+struct KeysAndArgs<'a> {
+    inline: [&'a [u8]; INLINE_ITEMS],
+    /// All of them when there are more than [`INLINE_ITEMS`].
+    spilled: Vec<&'a [u8]>,
+    len: usize,
+    keys: usize,
+}
+
+/// How many keys and arguments a script call lists without allocating.
+const INLINE_ITEMS: usize = 8;
+
+impl<'a> KeysAndArgs<'a> {
+    fn items(&self) -> &[&'a [u8]] {
+        if self.len <= INLINE_ITEMS {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+
+    fn keys(&self) -> &[&'a [u8]] {
+        &self.items()[..self.keys]
+    }
+
+    fn argv(&self) -> &[&'a [u8]] {
+        &self.items()[self.keys..]
+    }
+}
 
 /// The keys a script call declares (EVAL/FCALL `numkeys key...`); none when malformed (the call
 /// itself then fails with the reason).
 pub fn declared_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
-    split_keys(args).map(|(keys, _)| keys).unwrap_or_default()
+    split_keys(args)
+        .map(|split| split.keys().to_vec())
+        .unwrap_or_default()
 }
 
 /// The first key a script call declares (`EVALSHA sha 1 key ...`), if any, without allocating:
@@ -517,16 +546,27 @@ fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
     if n < 0 {
         return Err(ErrorReply::err("Number of keys can't be negative"));
     }
-    let rest = args.len() - 3;
+    let rest = args.len().saturating_sub(3);
     if n as u64 > rest as u64 {
         return Err(ErrorReply::err(
             "Number of keys can't be greater than number of args",
         ));
     }
-    let n = n as usize;
-    let keys = (3..3 + n).map(|i| args.get(i)).collect();
-    let argv = (3 + n..args.len()).map(|i| args.get(i)).collect();
-    Ok((keys, argv))
+    let mut split = KeysAndArgs {
+        inline: [&[]; INLINE_ITEMS],
+        spilled: Vec::new(),
+        len: rest,
+        keys: n as usize,
+    };
+    let items = (3..args.len()).map(|i| args.get(i));
+    if rest <= INLINE_ITEMS {
+        for (slot, item) in split.inline.iter_mut().zip(items) {
+            *slot = item;
+        }
+    } else {
+        split.spilled = items.collect();
+    }
+    Ok(split)
 }
 
 /// How long a script runs on the connection's worker thread before the rest of it moves to
@@ -548,7 +588,8 @@ pub async fn run(
     args: Args<'_>,
     out: &mut BytesMut,
 ) -> ServerResult {
-    let (keys, argv) = split_keys(&args)?;
+    let split = split_keys(&args)?;
+    let (keys, argv) = (split.keys(), split.argv());
     let tenant = st.tenant.clone();
     let epoch = tenant.keyspace_epoch();
     let mut held = Held::take(&mut st.held, epoch);
@@ -561,7 +602,7 @@ pub async fn run(
         Work {
             commands: 1,
             writes: !ro_command,
-            keys: Keys::Listed(&keys),
+            keys: Keys::Listed(keys),
         },
         &mut held,
     )
@@ -570,21 +611,26 @@ pub async fn run(
     if !ro_command {
         st.batch.wrote = true;
     }
-    let ks = tenant.keyspace();
     // A free lock is taken at once; only a wait goes through `or_busy` (whose timer costs a
     // clock read and a registration with the runtime's timer on every call).
     let previous = held.as_ref().map(Held::commands);
     let mut waited = admitted.waited;
     let mut db = match held {
-        // The lock the batch's previous command kept (see `dispatch::Held`).
+        // The lock the batch's previous command kept (see `dispatch::Held`): no keyspace
+        // handle is needed (it is a lock and a reference count).
         Some(h) => h.into_guard(),
-        None => match ks.try_lock_owned() {
-            Some(db) => db,
-            None => {
-                waited = true;
-                or_busy(sh, &tenant, ks.lock_owned()).await?
+        None => {
+            let ks = tenant.keyspace();
+            match ks.try_lock_owned() {
+                Some(db) => db,
+                None => {
+                    waited = true;
+                    // Boxed: a wait is rare, and the future of every EVAL/EVALSHA (moved into
+                    // a box per call by the command table) would otherwise carry its timer.
+                    Box::pin(or_busy(sh, &tenant, ks.lock_owned())).await?
+                }
             }
-        },
+        }
     };
     // The batch's clock (no clock read) unless admission or the lock made it wait.
     let now = if waited {
@@ -608,7 +654,7 @@ pub async fn run(
         st.proto,
         (call, ro_command),
         &args,
-        (&keys, &argv),
+        (keys, argv),
         (now, Some(SCRIPT_SLICE)),
         &mut caller,
     );
@@ -733,7 +779,7 @@ pub fn run_in_transaction(
     out: &mut BytesMut,
     caller: &mut Caller,
 ) -> Result<(), ErrorReply> {
-    let (keys, argv) = split_keys(&args)?;
+    let split = split_keys(&args)?;
     let mut te = take_engine(db)?;
     let started = start(
         db,
@@ -745,7 +791,7 @@ pub fn run_in_transaction(
         proto,
         call,
         &args,
-        (&keys, &argv),
+        (split.keys(), split.argv()),
         (ferrite_storage::now_ms(), None),
         caller,
     );
@@ -868,6 +914,8 @@ fn start(
     let name_arg = args.get(1);
     // An EVALSHA's SHA1 in lower case, as the cache keys it (on the stack: no allocation).
     let mut sha_buf = [0u8; 40];
+    // EVALSHA's script, found once for its flags and its run.
+    let mut cached = None;
     let (name, flags): (Cow<'_, str>, ScriptFlags) = match call {
         Call::Eval => {
             let (sha, flags) = engine.load_script(name_arg, false)?;
@@ -879,12 +927,16 @@ fn start(
                 sha_buf.make_ascii_lowercase();
                 std::str::from_utf8(&sha_buf)
                     .ok()
-                    .and_then(|sha| Some((sha, engine.script_flags(sha)?)))
+                    .and_then(|sha| Some((sha, engine.cached_script(sha)?)))
             } else {
                 None
             };
             match found {
-                Some((sha, f)) => (Cow::Borrowed(sha), f),
+                Some((sha, script)) => {
+                    let flags = script.flags();
+                    cached = Some(script);
+                    (Cow::Borrowed(sha), flags)
+                }
                 None => {
                     return Err(ErrorReply::coded(
                         "NOSCRIPT",
@@ -915,9 +967,10 @@ fn start(
         .scripts()
         .start_with(kind, &name, args.iter(), now, db.current_version());
     let read_only = ro_command || flags.no_writes;
-    let target = match call {
-        Call::Fcall => Target::Function(&name),
-        Call::Eval | Call::EvalSha => Target::Script(&name),
+    let target = match (call, cached) {
+        (_, Some(script)) => Target::Cached(script),
+        (Call::Fcall, None) => Target::Function(&name),
+        (Call::Eval | Call::EvalSha, None) => Target::Script(&name),
     };
     // The script's writes reach the keyspace's subscribers as one publication.
     db.begin_atomic();
