@@ -23,6 +23,7 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::dispatch::{self, Batch, Flow};
 use crate::input::ReadRoom;
+use crate::outline::{cold, outlined};
 use crate::output::OutputAccount;
 use crate::shared::{ClientFields, ClientInfo, Shared};
 
@@ -400,7 +401,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             out = BytesMut::with_capacity(READ_CHUNK);
         }
         if state.closing && out.is_empty() {
-            let _ = stream.shutdown().await;
+            let _ = cold(stream.shutdown()).await;
             return;
         }
         room.prepare(&mut inbuf);
@@ -413,12 +414,13 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 return;
             }
             if shared.is_shutting_down() {
-                flush_before_exit(&wr, &mut out, &shared).await;
+                cold(flush_before_exit(&wr, &mut out, &shared)).await;
                 return;
             }
         }
         if let Some(mut blocked) = state.blocked.take() {
-            match wait_blocked(
+            // Blocked clients' code is kept out of the loop's (see `outline`).
+            match cold(wait_blocked(
                 &mut blocked,
                 &mut state,
                 &shared,
@@ -426,12 +428,12 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 &wr,
                 &mut inbuf,
                 &mut out,
-            )
+            ))
             .await
             {
                 Some(why) => {
                     let before = out.len();
-                    if blocked.finish(why, state.proto, &mut out).await {
+                    if cold(blocked.finish(why, state.proto, &mut out)).await {
                         state.blocked = Some(blocked);
                         continue;
                     }
@@ -472,7 +474,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 r = rd.read_buf(&mut inbuf), if reading => match r {
                     Ok(0) | Err(_) => {
                         // The peer is gone (or half-closed): deliver what is pending, then stop.
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared)).await;
+                        let _ = cold(tokio::time::timeout(std::time::Duration::from_secs(1), flush_all(&wr, &mut out, &shared))).await;
                         return;
                     }
                     Ok(n) => {
@@ -489,7 +491,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 }
                 _ = interrupted(&info, &shared) => {
                     if !info.killed.load(Relaxed) {
-                        flush_before_exit(&wr, &mut out, &shared).await;
+                        cold(flush_before_exit(&wr, &mut out, &shared)).await;
                     }
                     return;
                 }
@@ -584,7 +586,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         // Writes are durable (per the fsync policy) before their replies go out. (Checked
         // here first: a batch without writes does not build the commit's future.)
         if let Some(log) = dispatch::writes_to_commit(&mut state)
-            && let Err(e) = dispatch::commit_to(log).await
+            && let Err(e) = outlined(dispatch::commit_to(log)).await
         {
             dispatch::abandon_batch(&mut state, &mut out, &e);
             return;

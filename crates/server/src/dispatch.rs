@@ -19,6 +19,7 @@ use crate::acl_log::Context as AclContext;
 use crate::cmd;
 use crate::connection::{ClientState, Queued};
 use crate::errors;
+use crate::outline::{cold, outlined};
 use crate::shared::Shared;
 use crate::stats::CommandTally;
 
@@ -200,11 +201,12 @@ async fn execute_command(
                 if st.batch.wrote {
                     st.held = None;
                 }
-                if let Err(e) = commit_writes(st).await {
+                if let Err(e) = outlined(commit_writes(st)).await {
                     return abandon_batch(st, out, &e);
                 }
             }
-            match cmd::run(st, sh, index, args, out).await {
+            // Out of line (as the other rare paths below): the data commands' path stays short.
+            match outlined(cmd::run(st, sh, index, args, out)).await {
                 Ok(flow) => flow,
                 Err(e) => {
                     ReplyWriter::new(out, st.proto).error(&e);
@@ -216,7 +218,7 @@ async fn execute_command(
             let result = match ferrite_commands::blocking::attempt_for(index, &args) {
                 Some(attempt) => {
                     st.held = None;
-                    crate::blocking::run(st, sh, spec, attempt, args, out).await
+                    outlined(crate::blocking::run(st, sh, spec, attempt, args, out)).await
                 }
                 None => run_data(st, sh, index, spec, f, args, out).await,
             };
@@ -1340,8 +1342,9 @@ pub async fn admit_holding<'t>(
         step => {
             *held = None;
             // Boxed: waiting is rare, and the futures built around this one (a script run's,
-            // boxed per call by the command table) would otherwise carry its timer and waits.
-            Box::pin(finish_admission(st, sh, tenant, work, step)).await
+            // boxed per call by the command table) would otherwise carry its timer and waits;
+            // polled cold so its code stays out of the hot path's.
+            cold(Box::pin(finish_admission(st, sh, tenant, work, step))).await
         }
     }
 }
@@ -1433,7 +1436,7 @@ async fn run_data(
                 // Waiting for a tenant that runs a script ends in -BUSY after
                 // busy-reply-threshold.
                 None => (
-                    crate::scripting::or_busy(sh, tenant, ks.lock_owned()).await?,
+                    cold(crate::scripting::or_busy(sh, tenant, ks.lock_owned())).await?,
                     true,
                 ),
             },
@@ -1472,7 +1475,7 @@ async fn run_data(
             drop(db);
             let ks = ks.clone();
             let limit = st.reply_limit;
-            run_long(
+            cold(run_long(
                 sh,
                 tenant,
                 &ks,
@@ -1483,7 +1486,7 @@ async fn run_data(
                 f,
                 args,
                 out,
-            )
+            ))
             .await?;
         }
     }

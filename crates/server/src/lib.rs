@@ -14,6 +14,7 @@
 //! - [`pubsub`]: per-tenant channels, subscribers' mailboxes, PUBLISH/SUBSCRIBE/PUBSUB.
 //! - [`cmd`]: server-level commands (HELLO, AUTH, CLIENT, CONFIG, INFO, MULTI/EXEC, ...).
 //! - [`errors`]: the one place where typed errors become RESP error text.
+//! - `outline`: awaiting rare futures without inlining their code into the hot paths.
 //! - [`info`], [`metrics`], [`stats`]: INFO sections, the Prometheus endpoint, the counters both
 //!   read.
 //!
@@ -38,6 +39,7 @@ pub mod input;
 pub mod metrics;
 mod migration_info;
 pub mod offload;
+mod outline;
 pub mod output;
 pub mod pubsub;
 pub mod scripting;
