@@ -307,7 +307,7 @@ fn padded(tag: &str, len: usize) -> Vec<u8> {
 /// about `len` bytes of payload, members of `len / 5` bytes).
 fn create_cmds(i: u64, len: usize, mixed: bool) -> Vec<Vec<Vec<u8>>> {
     let k = key(i).into_bytes();
-    if !mixed || i % 5 == 0 {
+    if !mixed || i.is_multiple_of(5) {
         return vec![vec![b"SET".to_vec(), k, padded(&format!("v{i}:"), len)]];
     }
     let part = (len / 5).max(4);

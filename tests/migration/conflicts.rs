@@ -42,7 +42,7 @@ async fn source_writer(
         c.cmd(&["SET", &k, &v]).await.expect("SET on the source");
         last.insert(k, v);
         n += 1;
-        if n % 100 == 0 {
+        if n.is_multiple_of(100) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -43,10 +43,10 @@ impl RedisServer {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("redis-server {extra:?} exited at startup: {status}");
             }
-            if let Ok(mut c) = server.try_conn() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return server;
-                }
+            if let Ok(mut c) = server.try_conn()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return server;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -230,25 +230,25 @@ pub async fn run(
         if tracked.iter().all(|t| t.last.is_final()) {
             return Ok(finish(view, &tracked));
         }
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                let running: Vec<String> = tracked
-                    .iter()
-                    .filter(|t| !t.last.is_final())
-                    .map(|t| format!("{} is {}", t.id, t.last.state()))
-                    .collect();
-                if let View::Live(v) = &view {
-                    v.multi.clear().ok();
-                }
-                return Err(Failure::new(
-                    exit::TIMEOUT,
-                    format!(
-                        "timed out after {}: {}",
-                        duration(started.elapsed().as_secs_f64()),
-                        running.join(", ")
-                    ),
-                ));
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            let running: Vec<String> = tracked
+                .iter()
+                .filter(|t| !t.last.is_final())
+                .map(|t| format!("{} is {}", t.id, t.last.state()))
+                .collect();
+            if let View::Live(v) = &view {
+                v.multi.clear().ok();
             }
+            return Err(Failure::new(
+                exit::TIMEOUT,
+                format!(
+                    "timed out after {}: {}",
+                    duration(started.elapsed().as_secs_f64()),
+                    running.join(", ")
+                ),
+            ));
         }
         tokio::time::sleep(interval).await;
     }

@@ -542,12 +542,12 @@ impl Client {
                     .is_err_and(|e| e.is_redirect() || e.is_try_again())
             };
             for (i, r) in &replies {
-                if let (Some(t), Err(e)) = (tx_of[*i], r) {
-                    if refused(r) {
-                        discarded
-                            .entry(t)
-                            .or_insert_with(|| (moved_to(e), refusal_text(e)));
-                    }
+                if let (Some(t), Err(e)) = (tx_of[*i], r)
+                    && refused(r)
+                {
+                    discarded
+                        .entry(t)
+                        .or_insert_with(|| (moved_to(e), refusal_text(e)));
                 }
             }
 

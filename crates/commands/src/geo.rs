@@ -581,7 +581,7 @@ fn geoadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
         i += 1;
     }
-    if (args.len() - i) % 3 != 0 || (nx && xx) || i == args.len() {
+    if !(args.len() - i).is_multiple_of(3) || (nx && xx) || i == args.len() {
         return Err(ErrorReply::syntax());
     }
     let mut points = Vec::with_capacity((args.len() - i) / 3);

@@ -234,7 +234,7 @@ pub(crate) fn sample_distinct<T: Copy + Eq + Hash, G: Rng>(
 
 /// Sets field/value pairs from argument 2 on, creating the hash; returns how many were new.
 fn set_pairs(ctx: &mut Ctx<'_, '_>, args: Args<'_>, name: &str) -> Result<i64, ErrorReply> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(ErrorReply::wrong_arity(name));
     }
     let pairs = (2..args.len())

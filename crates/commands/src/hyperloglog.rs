@@ -213,10 +213,10 @@ fn walk_sparse(v: &[u8], mut f: impl FnMut(usize, Op)) -> Result<(), ErrorReply>
     let (mut p, mut idx) = (HDR, 0usize);
     while p < v.len() {
         let op = op_at(v, p).ok_or_else(corrupt)?;
-        if let Op::Val(..) = op {
-            if idx + op.span() > REGISTERS {
-                return Err(corrupt());
-            }
+        if let Op::Val(..) = op
+            && idx + op.span() > REGISTERS
+        {
+            return Err(corrupt());
         }
         f(idx, op);
         idx += op.span();
@@ -356,12 +356,13 @@ fn merge_adjacent(v: &mut Vec<u8>, mut p: usize) {
             p += op.width();
             continue;
         };
-        if let Some(Op::Val(v2, l2)) = (p + 1 < v.len()).then(|| op_at(v, p + 1)).flatten() {
-            if v1 == v2 && l1 + l2 <= SPARSE_VAL_MAX_LEN {
-                v[p + 1] = val_op(v1, l1 + l2);
-                v.remove(p);
-                continue;
-            }
+        if let Some(Op::Val(v2, l2)) = (p + 1 < v.len()).then(|| op_at(v, p + 1)).flatten()
+            && v1 == v2
+            && l1 + l2 <= SPARSE_VAL_MAX_LEN
+        {
+            v[p + 1] = val_op(v1, l1 + l2);
+            v.remove(p);
+            continue;
         }
         p += 1;
     }
@@ -500,10 +501,8 @@ fn pfadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             for e in elements.iter() {
                 updated |= add(&mut v, e)?;
             }
-            if updated {
-                if let Value::Str(s) = o.get_mut().value_mut() {
-                    s.set(v);
-                }
+            if updated && let Value::Str(s) = o.get_mut().value_mut() {
+                s.set(v);
             }
             updated
         }
@@ -606,10 +605,8 @@ fn pfdebug(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         b"getreg" | b"todense" => {
             let was_sparse = v[4] == SPARSE;
             to_dense(&mut v)?;
-            if was_sparse {
-                if let Value::Str(s) = o.get_mut().value_mut() {
-                    s.set(v.clone());
-                }
+            if was_sparse && let Value::Str(s) = o.get_mut().value_mut() {
+                s.set(v.clone());
             }
             drop(o);
             if sub.as_slice() == b"todense" {

@@ -230,10 +230,10 @@ impl Model {
             Op::Rename(a, b) => match self.live(a).is_some() {
                 false => "-ERR no such key\r\n".into(),
                 true => {
-                    if a != b {
-                        if let Some(v) = self.keys.remove(a) {
-                            self.keys.insert(b.clone(), v);
-                        }
+                    if a != b
+                        && let Some(v) = self.keys.remove(a)
+                    {
+                        self.keys.insert(b.clone(), v);
                     }
                     "+OK\r\n".into()
                 }

@@ -176,7 +176,7 @@ impl CommandSpec {
                     return Some(Err(()));
                 };
                 let rest = args.len() - streams - 1;
-                if rest == 0 || rest % 2 != 0 {
+                if rest == 0 || !rest.is_multiple_of(2) {
                     return Some(Err(()));
                 }
                 Ok((streams + 1..streams + 1 + rest / 2)

@@ -723,7 +723,7 @@ fn parse_read<'a>(args: &Args<'a>, xreadgroup: bool) -> Result<ReadArgs<'a>, Err
             r.count = int_arg(args, i, None)?.max(0) as usize;
         } else if args.is(i, "STREAMS") && more > 0 {
             r.streams_at = i + 1;
-            if (args.len() - r.streams_at) % 2 != 0 {
+            if !(args.len() - r.streams_at).is_multiple_of(2) {
                 // Redis 7.2's text, naming the command.
                 return Err(ErrorReply::err(if xreadgroup {
                     "Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified."

@@ -534,7 +534,7 @@ fn mget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn mset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(ErrorReply::wrong_arity("mset"));
     }
     for i in (1..args.len()).step_by(2) {
@@ -545,7 +545,7 @@ fn mset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn msetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(ErrorReply::wrong_arity("msetnx"));
     }
     let now = ctx.now;

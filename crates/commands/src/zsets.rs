@@ -665,7 +665,7 @@ fn zadd_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, force_incr: bool) -> CmdR
         i += 1;
     }
     let rest = args.len() - i;
-    if rest == 0 || rest % 2 != 0 {
+    if rest == 0 || !rest.is_multiple_of(2) {
         return Err(ErrorReply::syntax());
     }
     if f.nx && f.xx {

@@ -248,7 +248,7 @@ fn parse_score(text: &[u8]) -> Result<f64> {
 }
 
 fn scored(flat: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, f64)>> {
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err(RdbError::Malformed(
             "sorted set with a member without score",
         ));
@@ -262,7 +262,7 @@ fn scored(flat: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, f64)>> {
 }
 
 fn pairs(flat: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err(RdbError::Malformed("hash with a field without value"));
     }
     let mut out = Vec::with_capacity(flat.len() / 2);

@@ -124,28 +124,27 @@ impl ToReply {
             }
             return Ok(());
         }
-        if let Value::Table(v) = t.raw_get::<Value>("verbatim_string")? {
-            if let (Value::String(format), Value::String(text)) =
+        if let Value::Table(v) = t.raw_get::<Value>("verbatim_string")?
+            && let (Value::String(format), Value::String(text)) =
                 (v.raw_get::<Value>("format")?, v.raw_get::<Value>("string")?)
-            {
-                let text = text.as_bytes();
-                match self.proto {
-                    Protocol::Resp3 => {
-                        let format = format.as_bytes();
-                        let mut f = [b' '; 3];
-                        for (d, s) in f.iter_mut().zip(format.iter()) {
-                            *d = *s;
-                        }
-                        w.raw(format!("={}\r\n", text.len() + 4).as_bytes());
-                        w.raw(&f);
-                        w.raw(b":");
-                        w.raw(&text);
-                        w.raw(b"\r\n");
+        {
+            let text = text.as_bytes();
+            match self.proto {
+                Protocol::Resp3 => {
+                    let format = format.as_bytes();
+                    let mut f = [b' '; 3];
+                    for (d, s) in f.iter_mut().zip(format.iter()) {
+                        *d = *s;
                     }
-                    Protocol::Resp2 => w.bulk(&text),
+                    w.raw(format!("={}\r\n", text.len() + 4).as_bytes());
+                    w.raw(&f);
+                    w.raw(b":");
+                    w.raw(&text);
+                    w.raw(b"\r\n");
                 }
-                return Ok(());
+                Protocol::Resp2 => w.bulk(&text),
             }
+            return Ok(());
         }
         if let Value::Table(m) = t.raw_get::<Value>("map")? {
             let pairs: Vec<(Value, Value)> = m.pairs::<Value, Value>().collect::<Result<_, _>>()?;

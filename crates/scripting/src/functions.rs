@@ -127,10 +127,10 @@ impl Engine {
         let registered = self.run_library(&code[header..])?;
         // Names must not clash with another library's functions.
         for (f, ..) in &registered {
-            if let Some(other) = self.libraries.function(f) {
-                if other.library != name {
-                    return Err(ErrorReply::err(format!("Function {f} already exists")));
-                }
+            if let Some(other) = self.libraries.function(f)
+                && other.library != name
+            {
+                return Err(ErrorReply::err(format!("Function {f} already exists")));
             }
         }
         self.libraries.functions.retain(|_, r| r.library != name);

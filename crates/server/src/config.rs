@@ -382,7 +382,7 @@ impl PersistenceConfig {
     /// Parses `save`: pairs of positive numbers.
     pub fn save_points(&self) -> Result<Vec<(u64, u64)>, String> {
         let words: Vec<&str> = self.save.split_whitespace().collect();
-        if words.len() % 2 != 0 {
+        if !words.len().is_multiple_of(2) {
             return Err(format!(
                 "'{}' is not pairs of <seconds> <changes>",
                 self.save

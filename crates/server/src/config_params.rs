@@ -54,7 +54,7 @@ fn client_output_buffer_limit_get(c: &Config) -> String {
 
 fn client_output_buffer_limit_set(c: &mut Config, v: &str) -> Result<(), String> {
     let words: Vec<&str> = v.split_whitespace().collect();
-    if words.is_empty() || words.len() % 4 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(4) {
         return Err("Wrong number of arguments in buffer limit configuration.".into());
     }
     // Every class is checked before any is changed: a bad one changes nothing.
@@ -708,14 +708,14 @@ pub fn set(sh: &Shared, pairs: Args<'_>) -> Result<(), ErrorReply> {
         )));
     }
     let old_level = sh.config.read().log.level.clone();
-    if cfg.log.level != old_level {
-        if let Some(f) = &sh.set_log_level {
-            f(&cfg.log.level).map_err(|e| {
-                ErrorReply::err(format!(
-                    "CONFIG SET failed (possibly related to argument 'loglevel') - {e}"
-                ))
-            })?;
-        }
+    if cfg.log.level != old_level
+        && let Some(f) = &sh.set_log_level
+    {
+        f(&cfg.log.level).map_err(|e| {
+            ErrorReply::err(format!(
+                "CONFIG SET failed (possibly related to argument 'loglevel') - {e}"
+            ))
+        })?;
     }
     sh.hot.load(&cfg);
     sh.migrations.update_settings(cfg.migration_settings());

@@ -406,7 +406,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         }
         room.prepare(&mut inbuf);
         iterations = iterations.wrapping_add(1);
-        if iterations % 64 == 0 {
+        if iterations.is_multiple_of(64) {
             // The select below is biased towards reading, so a client that keeps its socket
             // readable would never let the kill and shutdown branches be polled: look at their
             // flags now and then instead.

@@ -233,12 +233,12 @@ impl Caller {
     /// Counts the reply of a command EXEC ran if it is an error, unless it is a script's error
     /// its failed call counted already.
     pub fn count_exec_reply(&mut self, tenant: &Tenant, reply: &[u8]) {
-        if let Some(text) = reply.strip_prefix(b"-") {
-            if !self.counted(reply) {
-                self.shared.cmd_stats.errors.count(text);
-                if self.tenant_client {
-                    tenant.stats.errors.count(text);
-                }
+        if let Some(text) = reply.strip_prefix(b"-")
+            && !self.counted(reply)
+        {
+            self.shared.cmd_stats.errors.count(text);
+            if self.tenant_client {
+                tenant.stats.errors.count(text);
             }
         }
         self.last_error = None;
@@ -1478,10 +1478,10 @@ fn restore_libraries(
         for code in codes {
             if policy == Restore::Append {
                 // Redis's libraryJoin words this without quotes (FUNCTION LOAD quotes the name).
-                if let Ok((name, _)) = ferrite_scripting::functions::parse_library_header(code) {
-                    if !engine.libraries(|n| n == name).is_empty() {
-                        return Err(ErrorReply::err(format!("Library {name} already exists")));
-                    }
+                if let Ok((name, _)) = ferrite_scripting::functions::parse_library_header(code)
+                    && !engine.libraries(|n| n == name).is_empty()
+                {
+                    return Err(ErrorReply::err(format!("Library {name} already exists")));
                 }
             }
             engine.load_library(code, policy != Restore::Append)?;

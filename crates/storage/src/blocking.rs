@@ -245,13 +245,12 @@ mod tests {
                 return true;
             }
             for k in &self.keys {
-                if let Slot::Occupied(mut o) = db.entry(k, now) {
-                    if let Value::List(l) = o.get_mut().value_mut() {
-                        if let Some(e) = l.pop_front() {
-                            *self.got.lock() = Some((k.to_vec(), e.to_vec()));
-                            return true;
-                        }
-                    }
+                if let Slot::Occupied(mut o) = db.entry(k, now)
+                    && let Value::List(l) = o.get_mut().value_mut()
+                    && let Some(e) = l.pop_front()
+                {
+                    *self.got.lock() = Some((k.to_vec(), e.to_vec()));
+                    return true;
                 }
             }
             false

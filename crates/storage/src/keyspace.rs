@@ -1244,10 +1244,10 @@ impl Db {
 
     /// Forgets that `key` changed (its consumer just read it whole, in the same lock hold).
     pub fn unmark_changed(&mut self, key: &[u8]) {
-        if let Some(t) = self.tracker.as_mut() {
-            if let Some(m) = t.dirty.remove(key) {
-                t.bytes -= m.bytes;
-            }
+        if let Some(t) = self.tracker.as_mut()
+            && let Some(m) = t.dirty.remove(key)
+        {
+            t.bytes -= m.bytes;
         }
         self.publish_counters();
     }
@@ -1402,19 +1402,19 @@ mod tests {
         assert_eq!(ks.len(), 2);
         assert_eq!(db.keys_with_expiry(), 1);
         assert_eq!(*db.digest(), db.recompute_digest());
-        if let Slot::Occupied(mut o) = db.entry(b"b", 20) {
-            if let Value::Hash(h) = o.get_mut().value_mut() {
-                h.insert(b"g", b"w");
-            }
+        if let Slot::Occupied(mut o) = db.entry(b"b", 20)
+            && let Value::Hash(h) = o.get_mut().value_mut()
+        {
+            h.insert(b"g", b"w");
         }
         assert_eq!(*db.digest(), db.recompute_digest());
         assert_eq!(db.get(b"b", 20).unwrap().modified_ms(), 20);
         // Emptying a collection deletes the key.
-        if let Slot::Occupied(mut o) = db.entry(b"b", 30) {
-            if let Value::Hash(h) = o.get_mut().value_mut() {
-                h.remove(b"f");
-                h.remove(b"g");
-            }
+        if let Slot::Occupied(mut o) = db.entry(b"b", 30)
+            && let Value::Hash(h) = o.get_mut().value_mut()
+        {
+            h.remove(b"f");
+            h.remove(b"g");
         }
         assert!(db.get(b"b", 30).is_none());
         assert_eq!(db.keys_with_expiry(), 0);
@@ -1444,15 +1444,15 @@ mod tests {
             // A small sorted set (integer and fractional scores, up to 12 members: with and
             // without its digest sum in the compact form) written, re-expired and replaced
             // through the funnel, which opens it with the sum the digest before computed.
-            if let Slot::Occupied(mut o) = db.entry(b"z", now) {
-                if let Value::ZSet(z) = o.get_mut().value_mut() {
-                    z.insert(
-                        format!("m{}", i % 12).as_bytes(),
-                        i as f64 * 3.0 - 20.5 + (i % 2) as f64 / 2.0,
-                    );
-                    if i % 3 == 0 {
-                        z.remove(format!("m{}", (i + 5) % 12).as_bytes());
-                    }
+            if let Slot::Occupied(mut o) = db.entry(b"z", now)
+                && let Value::ZSet(z) = o.get_mut().value_mut()
+            {
+                z.insert(
+                    format!("m{}", i % 12).as_bytes(),
+                    i as f64 * 3.0 - 20.5 + (i % 2) as f64 / 2.0,
+                );
+                if i % 3 == 0 {
+                    z.remove(format!("m{}", (i + 5) % 12).as_bytes());
                 }
             }
             if i % 7 == 0
@@ -1471,10 +1471,10 @@ mod tests {
                     .collect();
                 o.replace(hash_of(&fields), None);
             }
-            if let Slot::Occupied(mut o) = db.entry(b"h", now) {
-                if let Value::Hash(h) = o.get_mut().value_mut() {
-                    h.insert(format!("f{i}").as_bytes(), b"value");
-                }
+            if let Slot::Occupied(mut o) = db.entry(b"h", now)
+                && let Value::Hash(h) = o.get_mut().value_mut()
+            {
+                h.insert(format!("f{i}").as_bytes(), b"value");
             }
             if let Slot::Occupied(mut o) = db.entry(b"s", now) {
                 if let Value::Str(s) = o.get_mut().value_mut() {
@@ -1788,12 +1788,11 @@ mod tests {
                 }
             };
             for op in &during {
-                if let SnapOp::Walk(n) = op {
-                    if !started || cursor != 0 {
+                if let SnapOp::Walk(n) = op
+                    && (!started || cursor != 0) {
                         started = true;
                         cursor = db.snapshot_walk(cursor, *n, |k, e| record(&mut seen, k, e));
                     }
-                }
                 apply(&mut db, op, &mut now);
                 for (k, e) in db.take_preimages() {
                     record(&mut seen, &k, &e);

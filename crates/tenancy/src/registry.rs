@@ -209,16 +209,16 @@ impl Registry {
         let t = Arc::new(Tenant::new(id, opts.credential, limits));
         map.insert(id.into(), t.clone());
         drop(map);
-        if let Some(store) = self.store() {
-            if let Err(e) = store.save(&t) {
-                // Not durable: not created.
-                let mut map = self.tenants.write();
-                if map.get(id).is_some_and(|x| Arc::ptr_eq(x, &t)) {
-                    map.remove(id);
-                }
-                t.mark_deleted();
-                return Err(TenancyError::Persist(e));
+        if let Some(store) = self.store()
+            && let Err(e) = store.save(&t)
+        {
+            // Not durable: not created.
+            let mut map = self.tenants.write();
+            if map.get(id).is_some_and(|x| Arc::ptr_eq(x, &t)) {
+                map.remove(id);
             }
+            t.mark_deleted();
+            return Err(TenancyError::Persist(e));
         }
         Ok(t)
     }

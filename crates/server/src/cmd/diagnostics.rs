@@ -419,13 +419,13 @@ pub fn acl(
                     undo.push(u);
                 }
             }
-            if !undo.is_empty() {
-                if let Err(e) = sh.registry.persist(&st.tenant) {
-                    for u in undo.into_iter().rev() {
-                        st.tenant.acl().undo(u);
-                    }
-                    return Err(errors::tenancy(&e));
+            if !undo.is_empty()
+                && let Err(e) = sh.registry.persist(&st.tenant)
+            {
+                for u in undo.into_iter().rev() {
+                    st.tenant.acl().undo(u);
                 }
+                return Err(errors::tenancy(&e));
             }
             w.int(undo.len() as i64);
         }

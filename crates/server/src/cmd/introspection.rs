@@ -250,7 +250,7 @@ pub fn tenant_may_config(args: &Args<'_>) -> bool {
     };
     match sub.as_slice() {
         b"GET" if args.len() >= 3 => args.tail(2).iter().all(tenant_only),
-        b"SET" if args.len() >= 4 && args.len() % 2 == 0 => {
+        b"SET" if args.len() >= 4 && args.len().is_multiple_of(2) => {
             (2..args.len()).step_by(2).all(|i| tenant_only(args.get(i)))
         }
         _ => false,
@@ -297,7 +297,7 @@ pub fn config(
             }
             ReplyWriter::new(out, st.proto).str_map(&pairs);
         }
-        b"SET" if args.len() >= 4 && args.len() % 2 == 0 => {
+        b"SET" if args.len() >= 4 && args.len().is_multiple_of(2) => {
             // The tenant's parameters are checked first and applied only if the server's
             // succeed: all or nothing.
             let mut server_pairs: Vec<&[u8]> = Vec::new();

@@ -96,13 +96,12 @@ pub async fn exec(st: &mut ClientState, sh: &Arc<Shared>, out: &mut BytesMut) ->
     if queue
         .iter()
         .any(|q| is_data(q) && all.get(q.index).is_some_and(|s| s.is_write()))
+        && let Err(e) = sh.check_replicas()
     {
-        if let Err(e) = sh.check_replicas() {
-            return Err(ErrorReply::coded(
-                "EXECABORT",
-                format_args!("Transaction discarded because of: {}", e.text()),
-            ));
-        }
+        return Err(ErrorReply::coded(
+            "EXECABORT",
+            format_args!("Transaction discarded because of: {}", e.text()),
+        ));
     }
     let work = dispatch::Work {
         commands: queue.iter().filter(|q| under_lock(q)).count() as u64,

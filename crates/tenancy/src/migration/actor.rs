@@ -538,10 +538,10 @@ impl Control {
                         if self.pending_stop.is_none() =>
                     {
                         self.publish(|p| p.state = MigrationState::Paused);
-                        if let Some(c) = self.pending_cutover.take_if(|c| !c.scheduled) {
-                            if let Some(r) = c.reply {
-                                let _ = r.send(Err(self.wrong_state("cut over")));
-                            }
+                        if let Some(c) = self.pending_cutover.take_if(|c| !c.scheduled)
+                            && let Some(r) = c.reply
+                        {
+                            let _ = r.send(Err(self.wrong_state("cut over")));
                         }
                         Ok(())
                     }
@@ -851,18 +851,18 @@ impl Control {
             );
             return;
         }
-        if let Some(split) = self.info.split() {
-            if split.owners().get(index) == Some(&crate::patterns::Owner::There) {
-                refuse(
-                    MigrationError::Patterns(format!(
-                        "pattern '{}' has already moved to {}",
-                        split.name(index),
-                        self.info.redirect
-                    )),
-                    reply,
-                );
-                return;
-            }
+        if let Some(split) = self.info.split()
+            && split.owners().get(index) == Some(&crate::patterns::Owner::There)
+        {
+            refuse(
+                MigrationError::Patterns(format!(
+                    "pattern '{}' has already moved to {}",
+                    split.name(index),
+                    self.info.redirect
+                )),
+                reply,
+            );
+            return;
         }
         if !self.links_up() {
             refuse(
@@ -1035,21 +1035,19 @@ impl Control {
             self.state(),
             MigrationState::Syncing | MigrationState::LiveSync | MigrationState::Paused
         );
-        if running {
-            if let Some(since) = self.links_down.values().min().copied() {
-                let timeout = self.reconnect_timeout();
-                if since.elapsed() >= timeout {
-                    let last = self
-                        .status
-                        .borrow()
-                        .last_error
-                        .clone()
-                        .unwrap_or_else(|| "no answer".into());
-                    self.interrupt(MigrationError::Failed(format!(
+        if running && let Some(since) = self.links_down.values().min().copied() {
+            let timeout = self.reconnect_timeout();
+            if since.elapsed() >= timeout {
+                let last = self
+                    .status
+                    .borrow()
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "no answer".into());
+                self.interrupt(MigrationError::Failed(format!(
                         "gave up after the target was unreachable for {} s (reconnect timeout): {last}; the source still owns the tenant, RESUME retries from the checkpoint",
                         since.elapsed().as_secs()
                     )));
-                }
             }
         }
         self.run_schedule();
@@ -1382,14 +1380,14 @@ async fn finish(work: &mut Work, io: &mut Io<'_>, result: Result<(), MigrationEr
             if let Some(c) = io.ctl.pending_pattern.take() {
                 let _ = c.reply.send(Err(MigrationError::Failed(err.clone())));
             }
-            if let Some(c) = io.ctl.pending_cutover.take() {
-                if let Some(r) = c.reply {
-                    let _ = r.send(Err(MigrationError::Failed(if c.retry {
-                        format!("retry stopped before the cutover: {err}")
-                    } else {
-                        err.clone()
-                    })));
-                }
+            if let Some(c) = io.ctl.pending_cutover.take()
+                && let Some(r) = c.reply
+            {
+                let _ = r.send(Err(MigrationError::Failed(if c.retry {
+                    format!("retry stopped before the cutover: {err}")
+                } else {
+                    err.clone()
+                })));
             }
             true
         }
@@ -1446,10 +1444,10 @@ async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
     for r in io.ctl.pending_cancel.drain(..) {
         let _ = r.send(Ok(()));
     }
-    if let Some(c) = io.ctl.pending_cutover.take() {
-        if let Some(r) = c.reply {
-            let _ = r.send(Err(MigrationError::Cancelled));
-        }
+    if let Some(c) = io.ctl.pending_cutover.take()
+        && let Some(r) = c.reply
+    {
+        let _ = r.send(Err(MigrationError::Cancelled));
     }
     if let Some(r) = io.ctl.pending_activation_retry.take() {
         let _ = r.send(Err(MigrationError::Cancelled));
@@ -1614,13 +1612,14 @@ async fn retain(work: &mut Work, io: &mut Io<'_>) -> bool {
 
 pub(super) fn release_frozen(work: &mut Work, io: &mut Io<'_>) {
     let tenant = &io.ctl.info.tenant;
-    if let Some(frozen) = work.frozen.take() {
-        if tenant.state() == TenantState::Moved && Arc::ptr_eq(&tenant.keyspace(), &frozen) {
-            let old = tenant.replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
-            drop(frozen);
-            tokio::task::spawn_blocking(move || drop(old));
-            tracing::info!(migration = %io.ctl.info.id, tenant = %tenant.id(), "frozen copy released");
-        }
+    if let Some(frozen) = work.frozen.take()
+        && tenant.state() == TenantState::Moved
+        && Arc::ptr_eq(&tenant.keyspace(), &frozen)
+    {
+        let old = tenant.replace_keyspace(Arc::new(ferrite_storage::Keyspace::new()));
+        drop(frozen);
+        tokio::task::spawn_blocking(move || drop(old));
+        tracing::info!(migration = %io.ctl.info.id, tenant = %tenant.id(), "frozen copy released");
     }
     io.ctl.publish(|p| p.frozen_released = true);
 }

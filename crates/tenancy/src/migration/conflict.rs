@@ -98,7 +98,7 @@ impl ConflictLog {
             }
             s.push_back(key.to_vec());
         }
-        if n.is_power_of_two() || n % 1000 == 0 {
+        if n.is_power_of_two() || n.is_multiple_of(1000) {
             tracing::warn!(
                 import,
                 policy = policy.name(),

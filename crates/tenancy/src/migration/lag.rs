@@ -41,10 +41,10 @@ impl LagTracker {
     /// Records a sample (at most one per 100 ms is kept).
     pub fn sample(&mut self, lag_keys: u64, shipped_keys: u64) {
         let now = Instant::now();
-        if let Some(last) = self.samples.back() {
-            if now.duration_since(last.at) < Duration::from_millis(100) {
-                return;
-            }
+        if let Some(last) = self.samples.back()
+            && now.duration_since(last.at) < Duration::from_millis(100)
+        {
+            return;
         }
         self.samples.push_back(Sample {
             at: now,

@@ -109,11 +109,11 @@ pub(super) async fn cutover(
     };
     // (Not after an unconfirmed activation: the target may serve the pattern already, so
     // there is no going back to `here`.)
-    if keys.is_some() {
-        if let Err(e) = io.breakpoint("cutover:after_confirm").await {
-            install(&tenant, &base);
-            return Err(unwind(io, e));
-        }
+    if keys.is_some()
+        && let Err(e) = io.breakpoint("cutover:after_confirm").await
+    {
+        install(&tenant, &base);
+        return Err(unwind(io, e));
     }
     install(&tenant, &base.with(index, Owner::Handing));
     if last {

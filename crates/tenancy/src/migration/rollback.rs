@@ -325,10 +325,9 @@ fn drop_copy_here(io: &mut Io<'_>) {
         if imp.backup
             && imp.tenant_id == tenant
             && matches!(imp.state(), ImportState::Receiving | ImportState::Stopped)
+            && let Err(e) = imports.abort(&imp.id)
         {
-            if let Err(e) = imports.abort(&imp.id) {
-                tracing::warn!(import = %imp.id, error = %e, "cannot drop the backup copy");
-            }
+            tracing::warn!(import = %imp.id, error = %e, "cannot drop the backup copy");
         }
     }
 }
@@ -407,10 +406,11 @@ impl MigrationManager {
         to: &str,
         retention: Duration,
     ) -> Result<BackupStatus, MigrationError> {
-        if let Ok(st) = self.backup_status(import) {
-            if !st.is_over() && st.state != "broken" {
-                return Ok(st);
-            }
+        if let Ok(st) = self.backup_status(import)
+            && !st.is_over()
+            && st.state != "broken"
+        {
+            return Ok(st);
         }
         let imp = self
             .imports()
@@ -528,10 +528,11 @@ impl MigrationManager {
             });
         };
         let st = self.entry(&id)?.status.borrow().state;
-        if !st.is_terminal() && st != MigrationState::Completed {
-            if let Err(e) = self.cancel(&id).await {
-                tracing::warn!(import, migration = %id, error = %e, "cannot end the backup's stream");
-            }
+        if !st.is_terminal()
+            && st != MigrationState::Completed
+            && let Err(e) = self.cancel(&id).await
+        {
+            tracing::warn!(import, migration = %id, error = %e, "cannot end the backup's stream");
         }
         tracing::info!(import, migration = %id, "backup ended");
         let e = self.entry(&id)?;

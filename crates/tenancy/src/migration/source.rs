@@ -895,10 +895,10 @@ async fn ship_all_large(work: &mut Work, io: &mut Io<'_>, mut large: LargeQueue)
             let ks = io.ctl.info.tenant.keyspace();
             let mut db = ks.lock_async().await;
             let now = ferrite_storage::now_ms();
-            if let Some((k, _)) = large.front() {
-                if io.ctl.info.delta.forget(k) {
-                    db.count_changes_by_effects(k, false);
-                }
+            if let Some((k, _)) = large.front()
+                && io.ctl.info.delta.forget(k)
+            {
+                db.count_changes_by_effects(k, false);
             }
             for (k, _) in &large {
                 db.mark_changed(k, now);

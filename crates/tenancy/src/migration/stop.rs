@@ -323,10 +323,10 @@ pub(super) async fn conclude(work: &mut Work, io: &mut Io<'_>) {
     for r in io.ctl.pending_cancel.drain(..) {
         let _ = r.send(Err(stopped("cancel")));
     }
-    if let Some(c) = io.ctl.pending_cutover.take() {
-        if let Some(r) = c.reply {
-            let _ = r.send(Err(stopped("cut over")));
-        }
+    if let Some(c) = io.ctl.pending_cutover.take()
+        && let Some(r) = c.reply
+    {
+        let _ = r.send(Err(stopped("cut over")));
     }
     if let Some(r) = io.ctl.pending_activation_retry.take() {
         let _ = r.send(Err(stopped("retry the cutover")));

@@ -36,10 +36,10 @@ pub(super) async fn verify(
             let Some(k) = db.random_key(0, &mut rng) else {
                 break;
             };
-            if seen.insert(k.clone()) {
-                if let Some(e) = db.peek(&k) {
-                    sample.push((k, canonical_value(e.value(), e.expire_at().unwrap_or(0))));
-                }
+            if seen.insert(k.clone())
+                && let Some(e) = db.peek(&k)
+            {
+                sample.push((k, canonical_value(e.value(), e.expire_at().unwrap_or(0))));
             }
         }
         (keys, digest, sample)
