@@ -286,8 +286,16 @@ class FerriteServer:
         return s
 
 
-def start_server(extra_args: list[str] | None = None) -> FerriteServer:
-    return FerriteServer(extra_args).start()
+def serving(extra_args: list[str] | None = None):
+    """A module fixture's server: started, yielded, stopped. A panic in any connection task
+    fails the module even if every reply looked right."""
+    srv = FerriteServer(extra_args)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+    assert not srv.panics(), f"the server panicked: {srv.panics()}"
 
 
 # -- markers ------------------------------------------------------------------------------------
@@ -315,14 +323,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="module")
 def server():
-    srv = FerriteServer()
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.stop()
-    # A panic in any connection task fails the module even if every reply looked right.
-    assert not srv.panics(), f"the server panicked: {srv.panics()}"
+    yield from serving()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from conftest import FerriteServer
+from conftest import serving
 from helpers import error_text
 
 TIMEOUT = 10.0
@@ -25,13 +25,7 @@ def server(request):
     """Every test runs against a server with a log (the default: a served client's reply waits
     until the write that served it is logged, and its connection writes it) and one without
     (the serving write sends the reply on the client's socket itself)."""
-    srv = FerriteServer(["--appendonly", "no"] if request.param == "no-log" else None)
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.stop()
-    assert not srv.panics(), f"the server panicked: {srv.panics()}"
+    yield from serving(["--appendonly", "no"] if request.param == "no-log" else None)
 
 
 def blocked_count(admin) -> int:

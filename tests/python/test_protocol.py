@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import SOCKET_TIMEOUT, start_server
+from conftest import SOCKET_TIMEOUT, serving
 from helpers import NOT_INTEGER, SYNTAX, Conn, arity, cmd_error, wait_until
 
 # =============================================================================================
@@ -1053,12 +1053,7 @@ def test_concurrent_clients_increment_one_counter(server):
 
 @pytest.fixture(scope="module")
 def auth_server():
-    srv = start_server(["--requirepass", "secret"])
-    try:
-        yield srv
-    finally:
-        srv.stop()
-    assert not srv.panics(), f"the server panicked: {srv.panics()}"
+    yield from serving(["--requirepass", "secret"])
 
 
 class Anon(Wire):
