@@ -19,7 +19,14 @@
 # small script, PUBLISH to 1 and to 100 subscribers (redis-cli processes), XADD, and a BLPOP/LPUSH
 # ping-pong: one client blocks in BLPOP, another pushes, round trip after round trip),
 # FERRITE_ARGS (extra arguments for ferrite, e.g. "--threads 1"), NO_BUILD=1 to use an existing
-# binary, FERRITE_BIN to pick one.
+# binary, FERRITE_BIN to pick one. PIN=1 pins both servers to CPU 1 and every client process
+# (redis-benchmark, the subscribers, the ping-pong) to CPU 0 with taskset, the same for both
+# servers, so that the scheduler never puts a server and its client on one core (on a 2-core
+# machine the -P1 rows are bound by the single-threaded redis-benchmark: see docs/benchmarks.md).
+#
+# The table's "client cpu" columns are the CPU time (user + system) of the client processes per
+# request against each server: at -P1 the client takes most of a core, and a row where it got
+# less of the machine shows here.
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-2000000}
@@ -37,6 +44,12 @@ TESTS=${TESTS:-set,get}
 DATA_SIZE=${DATA_SIZE:-3}
 RANDOM_KEYS=${RANDOM_KEYS:-}
 FERRITE_ARGS=${FERRITE_ARGS:-}
+server_pin=()
+client_pin=()
+if [[ "${PIN:-0}" == 1 ]]; then
+    server_pin=(taskset -c 1)
+    client_pin=(taskset -c 0)
+fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -85,7 +98,7 @@ wait_ready() { # port name
 }
 
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+"${server_pin[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --logfile "$work/redis.log" &
 redis_pid=$!
 pids+=("$redis_pid")
@@ -97,7 +110,7 @@ ferrite_port=$(free_port)
 persist_args="--appendonly no"
 [[ " $FERRITE_ARGS " == *" --appendonly "* || " $FERRITE_ARGS " == *" --dir "* ]] && persist_args=
 # shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
-"$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $persist_args \
+"${server_pin[@]}" "$FERRITE_BIN" --port "$ferrite_port" --metrics-addr off --log-level warn $persist_args \
     --admin-secret-file "$work/admin.secret" $FERRITE_ARGS \
     >"$work/ferrite.log" 2>&1 &
 ferrite_pid=$!
@@ -116,16 +129,20 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "redis:   $(redis-server --version | cut -d' ' -f3-4), redis-benchmark $(redis-benchmark --version | cut -d' ' -f2)"
 echo "ferrite: $FERRITE_BIN $FERRITE_ARGS"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+[[ "${PIN:-0}" == 1 ]] && echo "pinned: servers on CPU 1, clients on CPU 0 (PIN=1)"
 echo "command: redis-benchmark -h 127.0.0.1 -p PORT -c $CLIENTS -n $REQUESTS -d SIZE${RANDOM_KEYS:+ -r $RANDOM_KEYS} -t TEST -P N --csv for TEST[:SIZE] in $TESTS (SIZE default $DATA_SIZE), N in $PIPELINES; repeats $REPEATS"
 echo
 
 # One line per measurement: server pipeline test rps p50 p99 cpu-us-per-request
+# client-cpu-us-per-request
 results=$work/results
 : >"$results"
 
 # CPU time (user + system, in clock ticks) a process has used so far.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 ticks_per_sec=$(getconf CLK_TCK)
+# CPU time of this shell's finished children (the clients of a measurement, once waited for).
+children_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
 
 # Waits until `count` clients are subscribed to bench:channel.
 wait_subscribers() { # port count
@@ -210,7 +227,7 @@ bench() { # server port pid pipeline test[:size]
             [[ $case == *:* ]] || size=1
             label=PUBLISH_${size}SUBS
             for _ in $(seq 1 "$size"); do
-                redis-cli -h 127.0.0.1 -p "$port" subscribe bench:channel >/dev/null 2>&1 &
+                "${client_pin[@]}" redis-cli -h 127.0.0.1 -p "$port" subscribe bench:channel >/dev/null 2>&1 &
                 subscribers+=($!)
             done
             wait_subscribers "$port" "$size"
@@ -219,12 +236,14 @@ bench() { # server port pid pipeline test[:size]
             ;;
     esac
     before=$(cpu_ticks "$pid")
+    local clients_before clients_after
+    clients_before=$(children_ticks)
     if [[ $test == blpop ]]; then
         # A client library round trip in Python on both servers: the ratio, not the rate, counts.
-        line=$(python3 "$work/pingpong.py" "$port" "$REQUESTS" "$pipeline")
+        line=$("${client_pin[@]}" python3 "$work/pingpong.py" "$port" "$REQUESTS" "$pipeline")
     elif ((${#command[@]})); then
         # shellcheck disable=SC2086 # the -r option is one or no words on purpose
-        line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" \
+        line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" \
             ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -P "$pipeline" --csv "${command[@]}" |
             tr -d '"\r' |
             awk -F, -v want="${command[0]}" -v label="$label" \
@@ -232,7 +251,7 @@ bench() { # server port pid pipeline test[:size]
     else
         # Only the requested test's line: LRANGE tests also report the LPUSH that fills the list.
         # shellcheck disable=SC2086 # the -r option is one or no words on purpose
-        line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$size" \
+        line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$size" \
             ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -t "$test" -P "$pipeline" --csv |
             tr -d '"\r' |
             awk -F, -v want="${test^^}" -v label="$label" \
@@ -243,6 +262,7 @@ bench() { # server port pid pipeline test[:size]
         kill "$sub" 2>/dev/null || true
         wait "$sub" 2>/dev/null || true
     done
+    clients_after=$(children_ticks)
     [[ $test == xadd ]] && redis-cli -h 127.0.0.1 -p "$port" del bench:stream >/dev/null
     if [[ -z $line ]]; then
         echo "bench-server: no result for $case from $server" >&2
@@ -250,10 +270,10 @@ bench() { # server port pid pipeline test[:size]
     fi
     # The server's CPU time per request: less sensitive than req/s to what else runs on the
     # machine (redis-benchmark itself takes most of one core).
-    line="$server $pipeline $line $(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v n="$REQUESTS" \
-        'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
+    line="$server $pipeline $line $(awk -v t=$((after - before)) -v c=$((clients_after - clients_before)) \
+        -v hz="$ticks_per_sec" -v n="$REQUESTS" 'BEGIN { printf "%.2f %.2f", t / hz * 1e6 / n, c / hz * 1e6 / n }')"
     echo "$line" >>"$results"
-    awk '{ printf "  %-7s P=%-3s %-12s %12.0f req/s  p50 %s ms  p99 %s ms  server cpu %s us/req\n", $1, $2, $3, $4, $5, $6, $7 }' <<<"$line"
+    awk '{ printf "  %-7s P=%-3s %-12s %12.0f req/s  p50 %s ms  p99 %s ms  server cpu %s us/req  client cpu %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' <<<"$line"
 }
 
 # CPU time stolen by the hypervisor and spent by other processes tells how quiet the machine was.
@@ -294,22 +314,23 @@ import sys
 path, pipelines, tests, repeats = sys.argv[1:5]
 rows = {}
 for line in open(path):
-    server, pipeline, test, rps, p50, p99, cpu = line.split()
+    server, pipeline, test, rps, p50, p99, cpu, client_cpu = line.split()
     rows.setdefault((server, int(pipeline), test), []).append(
-        (float(rps), float(p50), float(p99), float(cpu)))
+        (float(rps), float(p50), float(p99), float(cpu), float(client_cpu)))
 
 def med(server, pipeline, test):
     samples = rows.get((server, pipeline, test))
     if not samples:
         return None
-    return tuple(statistics.median(s[i] for s in samples) for i in range(4))
+    return tuple(statistics.median(s[i] for s in samples) for i in range(5))
 
 print(f"medians of {repeats} runs each; paired = median of the per-repetition ratios (the two runs")
 print("of a pair are back to back, so they share the background load); cpu = server CPU time")
-print("(user + system) per request")
+print("(user + system) per request; client cpu = the same for the client processes (redis-benchmark,")
+print("subscribers, ping-pong) against each server")
 print()
-print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | paired | Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs |")
-print("|------|---------:|------------:|--------------:|--------------:|-------:|-----------------:|-------------------:|-------------:|---------------:|")
+print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | paired | Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs | client cpu µs (Redis / Ferrite) |")
+print("|------|---------:|------------:|--------------:|--------------:|-------:|-----------------:|-------------------:|-------------:|---------------:|--------------------------------:|")
 worst = None
 def label(case):
     test, _, size = case.partition(":")
@@ -327,7 +348,8 @@ for test in [label(t) for t in tests.split(",")]:
         paired = statistics.median(fs[0] / rs[0] for rs, fs in pairs)
         worst = ratio if worst is None else min(worst, ratio)
         print(f"| {test} | {pipeline} | {r[0]:,.0f} | {f[0]:,.0f} | {ratio:.2f} | {paired:.2f} | "
-              f"{r[1]:.3f} / {r[2]:.3f} | {f[1]:.3f} / {f[2]:.3f} | {r[3]:.2f} | {f[3]:.2f} |")
+              f"{r[1]:.3f} / {r[2]:.3f} | {f[1]:.3f} / {f[2]:.3f} | {r[3]:.2f} | {f[3]:.2f} | "
+              f"{r[4]:.2f} / {f[4]:.2f} |")
 if worst is not None:
     print(f"\nlowest ratio of medians: {worst:.2f}")
 EOF
