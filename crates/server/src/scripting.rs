@@ -35,6 +35,7 @@ use crate::acl_log::Context as AclContext;
 use crate::cmd::ServerResult;
 use crate::connection::ClientState;
 use crate::dispatch::{self, Flow, Held, Keys, Work};
+use crate::outline::cold;
 use crate::shared::Shared;
 
 /// `redis.REDIS_VERSION_NUM` for the version Ferrite reports.
@@ -531,18 +532,33 @@ pub fn first_declared_key<'a>(args: &Args<'a>) -> Option<&'a [u8]> {
     Some(args.get(3))
 }
 
+/// A count of keys as Redis reads it: digits (a short run of them read in place), else any
+/// integer Rust's parser takes.
+fn key_count(text: &[u8]) -> Option<i64> {
+    if !text.is_empty() && text.len() <= 18 && text.iter().all(u8::is_ascii_digit) {
+        return Some(
+            text.iter()
+                .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0')),
+        );
+    }
+    std::str::from_utf8(text).ok()?.parse::<i64>().ok()
+}
+
+/// The error of a count of keys that is not an integer.
+#[cold]
+fn bad_key_count(command: &[u8]) -> ErrorReply {
+    // FCALL words it its own way (functions.c), EVAL as any integer argument.
+    if command.len() >= 5 && command[..5].eq_ignore_ascii_case(b"fcall") {
+        ErrorReply::err("Bad number of keys provided")
+    } else {
+        ErrorReply::not_integer()
+    }
+}
+
 fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
-    let n = std::str::from_utf8(args.get(2))
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| {
-            // FCALL words it its own way (functions.c), EVAL as any integer argument.
-            if args.get(0).len() >= 5 && args.get(0)[..5].eq_ignore_ascii_case(b"fcall") {
-                ErrorReply::err("Bad number of keys provided")
-            } else {
-                ErrorReply::not_integer()
-            }
-        })?;
+    let Some(n) = key_count(args.get(2)) else {
+        return Err(bad_key_count(args.get(0)));
+    };
     if n < 0 {
         return Err(ErrorReply::err("Number of keys can't be negative"));
     }
@@ -677,45 +693,20 @@ pub async fn run(
             read_only,
             calls,
         }) => {
-            let job_tenant = tenant.clone();
-            let mut rng = st.rng.clone();
-            let mut job_caller = caller;
-            let job = move || {
-                let mut garbage = Garbage::default();
-                let mut host = ScriptHost {
-                    db: &mut db,
-                    tenant: &job_tenant,
-                    now,
-                    rng: &mut rng,
-                    max_bulk,
-                    garbage: &mut garbage,
-                    read_only,
-                    calls,
-                    ran: None,
-                    data: Vec::new(),
-                    ranges: Vec::new(),
-                    caller: &mut job_caller,
-                };
-                let reply = te.engine.resume(&mut host);
-                let calls = host.calls;
-                end_run(&mut db, &job_tenant, now);
-                put_engine(&mut db, &job_tenant, te);
-                drop(db);
-                (reply, calls, rng, garbage, job_caller)
-            };
-            match tokio::task::spawn_blocking(job).await {
-                Ok((reply, calls, rng, more_garbage, back)) => {
-                    st.rng = rng;
-                    caller = back;
-                    dispatch::free_later(more_garbage);
-                    (deliver(st, &caller, &reply, out), calls)
-                }
-                Err(e) => {
-                    tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
-                    tenant.scripts().finish();
-                    return Err(ErrorReply::err("internal error while running the script"));
-                }
-            }
+            // Boxed and polled cold: a suspension is rare, and the hand-over to the blocking
+            // pool would otherwise sit in the future (and the code) of every script call.
+            let (delivered, calls, back) = cold(Box::pin(finish_suspended(
+                st,
+                tenant.clone(),
+                db,
+                te,
+                caller,
+                (now, read_only, calls, max_bulk),
+                out,
+            )))
+            .await?;
+            caller = back;
+            (delivered, calls)
         }
     };
     st.batch.return_tallies(std::mem::take(&mut caller.tallies));
@@ -728,6 +719,58 @@ pub async fn run(
     }
     delivered?;
     Ok(Flow::Continue)
+}
+
+/// Finishes a run suspended past [`SCRIPT_SLICE`] on tokio's blocking pool, with the keyspace
+/// lock (an owned guard) and the engine moved there; returns what `run` delivers, the number of
+/// calls the script made and the caller (its tallies) back.
+async fn finish_suspended(
+    st: &mut ClientState,
+    tenant: Arc<Tenant>,
+    mut db: ferrite_storage::OwnedDbGuard,
+    mut te: Box<TenantEngine>,
+    caller: Caller,
+    (now, read_only, calls, max_bulk): (u64, bool, u64, usize),
+    out: &mut BytesMut,
+) -> Result<(Result<(), ErrorReply>, u64, Caller), ErrorReply> {
+    let job_tenant = tenant.clone();
+    let mut rng = st.rng.clone();
+    let mut job_caller = caller;
+    let job = move || {
+        let mut garbage = Garbage::default();
+        let mut host = ScriptHost {
+            db: &mut db,
+            tenant: &job_tenant,
+            now,
+            rng: &mut rng,
+            max_bulk,
+            garbage: &mut garbage,
+            read_only,
+            calls,
+            ran: None,
+            data: Vec::new(),
+            ranges: Vec::new(),
+            caller: &mut job_caller,
+        };
+        let reply = te.engine.resume(&mut host);
+        let calls = host.calls;
+        end_run(&mut db, &job_tenant, now);
+        put_engine(&mut db, &job_tenant, te);
+        drop(db);
+        (reply, calls, rng, garbage, job_caller)
+    };
+    match tokio::task::spawn_blocking(job).await {
+        Ok((reply, calls, rng, more_garbage, back)) => {
+            st.rng = rng;
+            dispatch::free_later(more_garbage);
+            Ok((deliver(st, &back, &reply, out), calls, back))
+        }
+        Err(e) => {
+            tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
+            tenant.scripts().finish();
+            Err(ErrorReply::err("internal error while running the script"))
+        }
+    }
 }
 
 /// Adds a script's reply to the connection's output, within its output budget
@@ -925,9 +968,15 @@ fn start(
             let found = if name_arg.len() == sha_buf.len() {
                 sha_buf.copy_from_slice(name_arg);
                 sha_buf.make_ascii_lowercase();
-                std::str::from_utf8(&sha_buf)
-                    .ok()
-                    .and_then(|sha| Some((sha, engine.cached_script(sha)?)))
+                // Only hex digits can name a cached script (its SHA1 in lower case).
+                if sha_buf.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    // SAFETY: every byte was just checked to be an ASCII hex digit, so the
+                    // buffer is valid UTF-8 (`from_utf8` cost ~90 instructions per call here).
+                    let sha = unsafe { std::str::from_utf8_unchecked(&sha_buf) };
+                    engine.cached_script(sha).map(|script| (sha, script))
+                } else {
+                    None
+                }
             } else {
                 None
             };
