@@ -285,6 +285,18 @@ impl RawParser<'_> {
 
     fn int(&mut self) -> Result<i64, BadReply> {
         let l = self.line()?;
+        // The usual reply (`:123`, up to 18 digits, no overflow) read in place; anything else
+        // through Rust's parser.
+        let (negative, digits) = match l.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, l),
+        };
+        if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
+            let n = digits
+                .iter()
+                .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+            return Ok(if negative { -n } else { n });
+        }
         std::str::from_utf8(l)
             .ok()
             .and_then(|s| s.parse().ok())

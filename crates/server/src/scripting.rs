@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferrite_commands::{Garbage, Handler, lookup_indexed};
+use ferrite_commands::{CommandSpec, Garbage, Handler, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
 use ferrite_scripting::{
     Engine, EngineLimits, Host, LogLevel, RunError, ScriptFlags, Step, Target,
@@ -49,6 +49,9 @@ struct TenantEngine {
     /// to the next so a call allocates nothing once they have grown.
     call_data: Vec<u8>,
     call_ranges: Vec<(usize, usize)>,
+    /// The command the last `redis.call` ran (see `ScriptHost::last_cmd`), kept from one
+    /// script to the next.
+    last_cmd: Option<(usize, &'static CommandSpec)>,
 }
 
 /// Takes the tenant's engine out of its keyspace (building it, or reloading its libraries if
@@ -74,6 +77,7 @@ fn take_engine(db: &mut Db) -> Result<Box<TenantEngine>, ErrorReply> {
                 engine,
                 call_data: Vec::new(),
                 call_ranges: Vec::new(),
+                last_cmd: None,
             })
         }
     };
@@ -145,6 +149,9 @@ struct ScriptHost<'a> {
     ran: Option<usize>,
     data: Vec<u8>,
     ranges: Vec<(usize, usize)>,
+    /// The command the previous call ran: scripts mostly repeat one, and comparing its name
+    /// costs less than hashing it (as `dispatch::execute_command` does for clients).
+    last_cmd: Option<(usize, &'static CommandSpec)>,
     caller: &'a mut Caller,
 }
 
@@ -329,9 +336,14 @@ impl ScriptHost<'_> {
         out: &mut BytesMut,
     ) -> Result<(), ErrorReply> {
         let name = argv.first().copied().unwrap_or_default();
-        let Some((index, spec)) = lookup_indexed(name) else {
+        let found = match self.last_cmd {
+            Some((i, spec)) if name.eq_ignore_ascii_case(spec.name.as_bytes()) => Some((i, spec)),
+            _ => lookup_indexed(name),
+        };
+        let Some((index, spec)) = found else {
             return Err(ErrorReply::err("Unknown Redis command called from script"));
         };
+        self.last_cmd = Some((index, spec));
         if !spec.arity_ok(argv.len()) {
             return Err(ErrorReply::err(
                 "Wrong number of args calling Redis command from script",
@@ -750,6 +762,7 @@ async fn finish_suspended(
             ran: None,
             data: Vec::new(),
             ranges: Vec::new(),
+            last_cmd: None,
             caller: &mut job_caller,
         };
         let reply = te.engine.resume(&mut host);
@@ -968,10 +981,11 @@ fn start(
             let found = if name_arg.len() == sha_buf.len() {
                 sha_buf.copy_from_slice(name_arg);
                 sha_buf.make_ascii_lowercase();
-                // Only hex digits can name a cached script (its SHA1 in lower case).
-                if sha_buf.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                    // SAFETY: every byte was just checked to be an ASCII hex digit, so the
-                    // buffer is valid UTF-8 (`from_utf8` cost ~90 instructions per call here).
+                // Only ASCII (hex digits) can name a cached script (its SHA1 in lower case).
+                if sha_buf.is_ascii() {
+                    // SAFETY: the buffer was just checked to be ASCII, which is valid UTF-8
+                    // (`is_ascii` reads it a word at a time; `from_utf8` cost ~90 instructions
+                    // per call here).
                     let sha = unsafe { std::str::from_utf8_unchecked(&sha_buf) };
                     engine.cached_script(sha).map(|script| (sha, script))
                 } else {
@@ -1035,10 +1049,12 @@ fn start(
         ran: None,
         data: std::mem::take(&mut te.call_data),
         ranges: std::mem::take(&mut te.call_ranges),
+        last_cmd: te.last_cmd,
         caller,
     };
     let result = te.engine.run(target, keys, argv, proto, &mut host, slice);
     let calls = host.calls;
+    te.last_cmd = host.last_cmd;
     let db = host.db;
     // Modest buffers are kept for the next script; a huge argument's is freed.
     if host.data.capacity() <= 64 << 10 {

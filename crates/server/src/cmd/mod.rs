@@ -49,10 +49,6 @@ pub type WaitFn =
 pub enum Run {
     Now(NowFn),
     Wait(WaitFn),
-    /// EVAL, EVALSHA, FCALL and their `_RO` forms (`scripting::run` with these arguments):
-    /// awaited in place rather than boxed, because a box per call (an allocation, a copy of the
-    /// future into it and a free) was a measurable part of EVALSHA's cost (docs/benchmarks.md).
-    Script(Call, bool),
 }
 
 /// The handler of one server command.
@@ -95,16 +91,6 @@ const fn wait(name: &'static str, f: WaitFn) -> ServerCommand {
         in_multi: false,
         like_data: false,
     }
-}
-
-/// A script call (see [`Run::Script`]); runs like a data command.
-const fn script(name: &'static str, call: Call, read_only: bool) -> ServerCommand {
-    like_data(ServerCommand {
-        name,
-        run: Run::Script(call, read_only),
-        in_multi: false,
-        like_data: false,
-    })
 }
 
 /// A server command that runs like a data command (see [`ServerCommand::like_data`]).
@@ -182,12 +168,12 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     }),
     now_in_multi("wait", |st, _, args, out| diagnostics::wait(st, args, out)),
     now_in_multi("swapdb", |st, _, args, out| diagnostics::swapdb(st, args, out)),
-    script("eval", Call::Eval, false),
-    script("evalsha", Call::EvalSha, false),
-    script("eval_ro", Call::Eval, true),
-    script("evalsha_ro", Call::EvalSha, true),
-    script("fcall", Call::Fcall, false),
-    script("fcall_ro", Call::Fcall, true),
+    like_data(wait("eval", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, false, args, out)))),
+    like_data(wait("evalsha", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, false, args, out)))),
+    like_data(wait("eval_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Eval, true, args, out)))),
+    like_data(wait("evalsha_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::EvalSha, true, args, out)))),
+    like_data(wait("fcall", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, false, args, out)))),
+    like_data(wait("fcall_ro", |st, sh, args, out| Box::pin(scripting::run(st, sh, Call::Fcall, true, args, out)))),
     wait("script", |st, sh, args, out| Box::pin(scripting::script(st, sh, args, out))),
     wait("function", |st, sh, args, out| Box::pin(scripting::function(st, sh, args, out))),
     now("multi", |st, _, _, out| transaction::multi(st, out)),
@@ -272,9 +258,6 @@ pub async fn run(
     match handler(index).map(|c| c.run) {
         Some(Run::Now(f)) => f(st, sh, args, out),
         Some(Run::Wait(f)) => f(st, sh, args, out).await,
-        Some(Run::Script(call, read_only)) => {
-            scripting::run(st, sh, call, read_only, args, out).await
-        }
         None => Err(not_handled(args)),
     }
 }
