@@ -133,7 +133,7 @@ fn store_libraries(db: &mut Db, te: &mut TenantEngine, now: u64, effects: Vec<Ve
 }
 
 /// What a script reaches the tenant's data through.
-struct ScriptHost<'a> {
+struct ScriptHost<'a, 'c> {
     db: &'a mut Db,
     tenant: &'a Tenant,
     now: u64,
@@ -152,7 +152,7 @@ struct ScriptHost<'a> {
     /// The command the previous call ran: scripts mostly repeat one, and comparing its name
     /// costs less than hashing it (as `dispatch::execute_command` does for clients).
     last_cmd: Option<(usize, &'static CommandSpec)>,
-    caller: &'a mut Caller,
+    caller: &'a mut ScriptCaller<'c>,
 }
 
 /// Who runs a script, as its calls need to know: the connection's ACL user, whose rules every
@@ -161,15 +161,19 @@ struct ScriptHost<'a> {
 /// counted (INFO errorstats counts each failed call, as Redis does), and the calls themselves
 /// (INFO commandstats counts a script's `redis.call('set', ...)` as a SET, as Redis does: added
 /// when the caller is dropped, once the script or the transaction ended).
-pub struct Caller {
-    pub user: Option<Arc<ferrite_tenancy::acl::AclUser>>,
-    shared: Arc<Shared>,
+///
+/// A script call borrows the connection's handles ([`ScriptCaller::borrowed`]: cloning and
+/// dropping four `Arc`s per EVALSHA was eight atomic read-modify-writes); EXEC and a script
+/// finished on the blocking pool own them ([`Caller`]).
+pub struct ScriptCaller<'a> {
+    pub user: Option<Cow<'a, Arc<ferrite_tenancy::acl::AclUser>>>,
+    shared: Cow<'a, Arc<Shared>>,
     /// The connection is one of the tenant's clients: its errors count for the tenant too.
     tenant_client: bool,
     /// The connection's tenant, whose per-command counters the calls go to when the connection
     /// is one of its clients.
-    tenant: Arc<Tenant>,
-    client: Arc<crate::shared::ClientInfo>,
+    tenant: Cow<'a, Arc<Tenant>>,
+    client: Cow<'a, Arc<crate::shared::ClientInfo>>,
     /// The error text of the last failed call. A script that ends with it (`redis.call`
     /// raised it) has its error counted once, as Redis does (see [`Caller::counted`]).
     last_error: Option<Vec<u8>>,
@@ -177,12 +181,15 @@ pub struct Caller {
     tallies: Vec<(usize, crate::stats::CommandTally)>,
 }
 
-impl Drop for Caller {
+/// A [`ScriptCaller`] that owns its handles.
+pub type Caller = ScriptCaller<'static>;
+
+impl Drop for ScriptCaller<'_> {
     fn drop(&mut self) {
         if !self.tallies.is_empty() {
             dispatch::add_tallies(
                 &self.shared,
-                self.tenant_client.then_some(&*self.tenant),
+                self.tenant_client.then_some(&**self.tenant),
                 self.tallies.drain(..),
             );
         }
@@ -191,19 +198,55 @@ impl Drop for Caller {
 
 impl Caller {
     pub fn of(st: &ClientState, sh: &Arc<Shared>) -> Caller {
-        Caller {
-            user: st.acl_user.clone(),
-            shared: sh.clone(),
+        ScriptCaller {
+            user: st.acl_user.clone().map(Cow::Owned),
+            shared: Cow::Owned(sh.clone()),
             tenant_client: st.is_tenant_client(),
-            tenant: st.tenant.clone(),
-            client: st.info.clone(),
+            tenant: Cow::Owned(st.tenant.clone()),
+            client: Cow::Owned(st.info.clone()),
+            last_error: None,
+            tallies: Vec::new(),
+        }
+    }
+}
+
+impl<'a> ScriptCaller<'a> {
+    /// A caller that borrows the connection's handles (its user, info and tenant) for one
+    /// script call.
+    fn borrowed(
+        user: &'a Option<Arc<ferrite_tenancy::acl::AclUser>>,
+        shared: &'a Arc<Shared>,
+        tenant_client: bool,
+        tenant: &'a Arc<Tenant>,
+        client: &'a Arc<crate::shared::ClientInfo>,
+    ) -> ScriptCaller<'a> {
+        ScriptCaller {
+            user: user.as_ref().map(Cow::Borrowed),
+            shared: Cow::Borrowed(shared),
+            tenant_client,
+            tenant: Cow::Borrowed(tenant),
+            client: Cow::Borrowed(client),
             last_error: None,
             tallies: Vec::new(),
         }
     }
 
+    /// The same caller owning its handles (a script suspended past its slice moves to the
+    /// blocking pool with it).
+    fn into_owned(mut self) -> Caller {
+        ScriptCaller {
+            user: self.user.as_ref().map(|u| Cow::Owned(Arc::clone(u))),
+            shared: Cow::Owned(Arc::clone(&self.shared)),
+            tenant_client: self.tenant_client,
+            tenant: Cow::Owned(Arc::clone(&self.tenant)),
+            client: Cow::Owned(Arc::clone(&self.client)),
+            last_error: self.last_error.take(),
+            tallies: std::mem::take(&mut self.tallies),
+        }
+    }
+
     /// Where an ACL refusal of one of the script's calls (or of a command EXEC runs) is logged.
-    pub fn audit<'a>(&'a self, tenant: &'a Tenant, context: AclContext) -> dispatch::Audit<'a> {
+    pub fn audit<'b>(&'b self, tenant: &'b Tenant, context: AclContext) -> dispatch::Audit<'b> {
         dispatch::Audit {
             shared: &self.shared,
             tenant: tenant.id(),
@@ -262,7 +305,7 @@ impl Caller {
     }
 }
 
-impl Host for ScriptHost<'_> {
+impl Host for ScriptHost<'_, '_> {
     fn call(
         &mut self,
         argv: &[&[u8]],
@@ -326,7 +369,7 @@ impl Host for ScriptHost<'_> {
     }
 }
 
-impl ScriptHost<'_> {
+impl ScriptHost<'_, '_> {
     /// `redis.call`'s checks (Redis's scriptCall order: unknown command, arity, not allowed
     /// from scripts, ACL, read-only script, quota), then the command.
     fn call_checked(
@@ -669,7 +712,13 @@ pub async fn run(
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
     let mut te = take_engine(&mut db)?;
-    let mut caller = Caller::of(st, sh);
+    let mut caller = ScriptCaller::borrowed(
+        &st.acl_user,
+        sh,
+        st.is_tenant_client(),
+        &tenant,
+        &st.info,
+    );
     // The script's calls are counted with the batch's runs (see `Batch::lend_tallies`).
     caller.tallies = st.batch.lend_tallies();
     let started = start(
@@ -692,7 +741,7 @@ pub async fn run(
             return Err(e);
         }
         Ok(Started::Done(reply, calls)) => {
-            let delivered = deliver(st, &caller, &reply, out);
+            let delivered = deliver(st.reply_limit, &mut st.error_counted, &caller, &reply, out);
             // The reply's buffer serves the engine's next run.
             te.engine.recycle(reply);
             put_engine(&mut db, &tenant, te);
@@ -707,12 +756,13 @@ pub async fn run(
         }) => {
             // Boxed and polled cold: a suspension is rare, and the hand-over to the blocking
             // pool would otherwise sit in the future (and the code) of every script call.
+            let owned = caller.into_owned();
             let (delivered, calls, back) = cold(Box::pin(finish_suspended(
                 st,
                 tenant.clone(),
                 db,
                 te,
-                caller,
+                owned,
                 (now, read_only, calls, max_bulk),
                 out,
             )))
@@ -776,7 +826,8 @@ async fn finish_suspended(
         Ok((reply, calls, rng, more_garbage, back)) => {
             st.rng = rng;
             dispatch::free_later(more_garbage);
-            Ok((deliver(st, &back, &reply, out), calls, back))
+            let delivered = deliver(st.reply_limit, &mut st.error_counted, &back, &reply, out);
+            Ok((delivered, calls, back))
         }
         Err(e) => {
             tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
@@ -789,18 +840,19 @@ async fn finish_suspended(
 /// Adds a script's reply to the connection's output, within its output budget
 /// (client-output-buffer-limit applies to a script's reply as to any other).
 fn deliver(
-    st: &mut ClientState,
-    caller: &Caller,
+    reply_limit: usize,
+    error_counted: &mut bool,
+    caller: &ScriptCaller<'_>,
     reply: &[u8],
     out: &mut BytesMut,
 ) -> Result<(), ErrorReply> {
-    if out.len() + reply.len() > st.reply_limit {
+    if out.len() + reply.len() > reply_limit {
         return Err(ErrorReply::err(
             "script reply exceeds the client output buffer limit",
         ));
     }
     // An error raised by a call the script made was counted when the call failed.
-    st.error_counted = caller.counted(reply);
+    *error_counted = caller.counted(reply);
     out.extend_from_slice(reply);
     Ok(())
 }
@@ -833,7 +885,7 @@ pub fn run_in_transaction(
     call: (Call, bool),
     args: Args<'_>,
     out: &mut BytesMut,
-    caller: &mut Caller,
+    caller: &mut ScriptCaller<'_>,
 ) -> Result<(), ErrorReply> {
     let split = split_keys(&args)?;
     let mut te = take_engine(db)?;
@@ -964,7 +1016,7 @@ fn start(
     args: &Args<'_>,
     (keys, argv): (&[&[u8]], &[&[u8]]),
     (now, slice): (u64, Option<Duration>),
-    caller: &mut Caller,
+    caller: &mut ScriptCaller<'_>,
 ) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
     let name_arg = args.get(1);
