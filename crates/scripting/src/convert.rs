@@ -564,6 +564,41 @@ mod tests {
     }
 
     #[test]
+    fn integer_replies_read_in_place_as_rust_parses_them() {
+        for line in [
+            "0",
+            "7",
+            "-7",
+            "-0",
+            "007",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "99999999999999999999",
+            "+5",
+            "",
+            "-",
+            "1a",
+            "a1",
+            " 1",
+            "1 ",
+            "--1",
+            "\u{663}",
+        ] {
+            let buf = format!(":{line}\r\n");
+            let mut p = RawParser {
+                buf: buf.as_bytes(),
+                pos: 1,
+            };
+            let expected = line.parse::<i64>().map_err(|_| BadReply::Malformed);
+            assert_eq!(p.int(), expected, "{line:?}");
+        }
+    }
+
+    #[test]
     fn truncation_toward_zero() {
         assert_eq!(truncate(2.7), 2);
         assert_eq!(truncate(-2.7), -2);

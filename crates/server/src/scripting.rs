@@ -591,10 +591,7 @@ pub fn first_declared_key<'a>(args: &Args<'a>) -> Option<&'a [u8]> {
 /// integer Rust's parser takes.
 fn key_count(text: &[u8]) -> Option<i64> {
     if !text.is_empty() && text.len() <= 18 && text.iter().all(u8::is_ascii_digit) {
-        return Some(
-            text.iter()
-                .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0')),
-        );
+        return Some(text.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0')));
     }
     std::str::from_utf8(text).ok()?.parse::<i64>().ok()
 }
@@ -712,13 +709,8 @@ pub async fn run(
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
     let mut te = take_engine(&mut db)?;
-    let mut caller = ScriptCaller::borrowed(
-        &st.acl_user,
-        sh,
-        st.is_tenant_client(),
-        &tenant,
-        &st.info,
-    );
+    let mut caller =
+        ScriptCaller::borrowed(&st.acl_user, sh, st.is_tenant_client(), &tenant, &st.info);
     // The script's calls are counted with the batch's runs (see `Batch::lend_tallies`).
     caller.tallies = st.batch.lend_tallies();
     let started = start(
