@@ -659,6 +659,60 @@ fn script_fast_paths_keep_replies_errors_and_limits() {
     assert!(texts[6].contains("Function not found"), "{texts:?}");
     assert_eq!(replies[7], Value::Int(2), "{texts:?}");
 
+    // A SHA1 of the right length that is not hex (ASCII or not) names no script.
+    for bad in [vec![b'z'; 40], vec![0xc3; 40], {
+        let mut v = sha.clone().into_bytes();
+        v[39] = 0xff;
+        v
+    }] {
+        let e = err_of(
+            redis::cmd("EVALSHA")
+                .arg(bad)
+                .arg(1)
+                .arg("w1")
+                .query(&mut c),
+        );
+        assert!(e.starts_with("NOSCRIPT"), "{e}");
+    }
+    // redis.call remembers its previous command by name: other commands, other cases, a
+    // longer name sharing its prefix and an unknown one are each found (or refused) anew.
+    let r = eval(
+        &mut c,
+        "redis.call('incr', KEYS[1]) redis.call('INCRBY', KEYS[1], 5) \
+         redis.call('Incr', KEYS[1]) local e = redis.pcall('incrx', KEYS[1]) \
+         return {redis.call('get', KEYS[1]), e['err'], redis.call('INCR', KEYS[1])}",
+        &["cache"],
+        &[],
+    );
+    assert_eq!(
+        r,
+        Value::Array(vec![
+            Value::BulkString(b"7".to_vec()),
+            Value::BulkString(b"ERR Unknown Redis command called from script".to_vec()),
+            Value::Int(8),
+        ]),
+        "{r:?}"
+    );
+    // Integer replies of every length reach the script as the number they are (a Lua 5.1
+    // number is a double: the short ones are read in place, the rest parsed).
+    for n in [
+        0i64,
+        -1,
+        42,
+        999_999_999_999_999_999,
+        -999_999_999_999_999_999,
+        i64::MIN,
+    ] {
+        let _: () = c.set("big", n).unwrap();
+        let r = eval(
+            &mut c,
+            "return redis.call('INCRBY', KEYS[1], 0)",
+            &["big"],
+            &[],
+        );
+        assert_eq!(r, Value::Int(n as f64 as i64), "{n}");
+    }
+
     // A script that fails midway keeps what it wrote before the failing command (no rollback,
     // as in Redis) and answers that command's error; the engine goes on.
     let e = err_of(

@@ -285,6 +285,18 @@ impl RawParser<'_> {
 
     fn int(&mut self) -> Result<i64, BadReply> {
         let l = self.line()?;
+        // The usual reply (`:123`, up to 18 digits, no overflow) read in place; anything else
+        // through Rust's parser.
+        let (negative, digits) = match l.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, l),
+        };
+        if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
+            let n = digits
+                .iter()
+                .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+            return Ok(if negative { -n } else { n });
+        }
         std::str::from_utf8(l)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -549,6 +561,41 @@ mod tests {
         assert_eq!(error_text(b"-OOPS"), b"ERR OOPS");
         assert_eq!(error_text(b"x\r\n"), b"ERR x");
         assert_eq!(error_text(b"-MY err\r\n"), b"MY err");
+    }
+
+    #[test]
+    fn integer_replies_read_in_place_as_rust_parses_them() {
+        for line in [
+            "0",
+            "7",
+            "-7",
+            "-0",
+            "007",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "99999999999999999999",
+            "+5",
+            "",
+            "-",
+            "1a",
+            "a1",
+            " 1",
+            "1 ",
+            "--1",
+            "\u{663}",
+        ] {
+            let buf = format!(":{line}\r\n");
+            let mut p = RawParser {
+                buf: buf.as_bytes(),
+                pos: 1,
+            };
+            let expected = line.parse::<i64>().map_err(|_| BadReply::Malformed);
+            assert_eq!(p.int(), expected, "{line:?}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferrite_commands::{Garbage, Handler, lookup_indexed};
+use ferrite_commands::{CommandSpec, Garbage, Handler, lookup_indexed};
 use ferrite_protocol::{Args, ErrorReply, Protocol, ReplyWriter};
 use ferrite_scripting::{
     Engine, EngineLimits, Host, LogLevel, RunError, ScriptFlags, Step, Target,
@@ -35,6 +35,7 @@ use crate::acl_log::Context as AclContext;
 use crate::cmd::ServerResult;
 use crate::connection::ClientState;
 use crate::dispatch::{self, Flow, Held, Keys, Work};
+use crate::outline::cold;
 use crate::shared::Shared;
 
 /// `redis.REDIS_VERSION_NUM` for the version Ferrite reports.
@@ -48,6 +49,9 @@ struct TenantEngine {
     /// to the next so a call allocates nothing once they have grown.
     call_data: Vec<u8>,
     call_ranges: Vec<(usize, usize)>,
+    /// The command the last `redis.call` ran (see `ScriptHost::last_cmd`), kept from one
+    /// script to the next.
+    last_cmd: Option<(usize, &'static CommandSpec)>,
 }
 
 /// Takes the tenant's engine out of its keyspace (building it, or reloading its libraries if
@@ -73,6 +77,7 @@ fn take_engine(db: &mut Db) -> Result<Box<TenantEngine>, ErrorReply> {
                 engine,
                 call_data: Vec::new(),
                 call_ranges: Vec::new(),
+                last_cmd: None,
             })
         }
     };
@@ -128,7 +133,7 @@ fn store_libraries(db: &mut Db, te: &mut TenantEngine, now: u64, effects: Vec<Ve
 }
 
 /// What a script reaches the tenant's data through.
-struct ScriptHost<'a> {
+struct ScriptHost<'a, 'c> {
     db: &'a mut Db,
     tenant: &'a Tenant,
     now: u64,
@@ -144,7 +149,10 @@ struct ScriptHost<'a> {
     ran: Option<usize>,
     data: Vec<u8>,
     ranges: Vec<(usize, usize)>,
-    caller: &'a mut Caller,
+    /// The command the previous call ran: scripts mostly repeat one, and comparing its name
+    /// costs less than hashing it (as `dispatch::execute_command` does for clients).
+    last_cmd: Option<(usize, &'static CommandSpec)>,
+    caller: &'a mut ScriptCaller<'c>,
 }
 
 /// Who runs a script, as its calls need to know: the connection's ACL user, whose rules every
@@ -153,15 +161,19 @@ struct ScriptHost<'a> {
 /// counted (INFO errorstats counts each failed call, as Redis does), and the calls themselves
 /// (INFO commandstats counts a script's `redis.call('set', ...)` as a SET, as Redis does: added
 /// when the caller is dropped, once the script or the transaction ended).
-pub struct Caller {
-    pub user: Option<Arc<ferrite_tenancy::acl::AclUser>>,
-    shared: Arc<Shared>,
+///
+/// A script call borrows the connection's handles ([`ScriptCaller::borrowed`]: cloning and
+/// dropping four `Arc`s per EVALSHA was eight atomic read-modify-writes); EXEC and a script
+/// finished on the blocking pool own them ([`Caller`]).
+pub struct ScriptCaller<'a> {
+    pub user: Option<Cow<'a, Arc<ferrite_tenancy::acl::AclUser>>>,
+    shared: Cow<'a, Arc<Shared>>,
     /// The connection is one of the tenant's clients: its errors count for the tenant too.
     tenant_client: bool,
     /// The connection's tenant, whose per-command counters the calls go to when the connection
     /// is one of its clients.
-    tenant: Arc<Tenant>,
-    client: Arc<crate::shared::ClientInfo>,
+    tenant: Cow<'a, Arc<Tenant>>,
+    client: Cow<'a, Arc<crate::shared::ClientInfo>>,
     /// The error text of the last failed call. A script that ends with it (`redis.call`
     /// raised it) has its error counted once, as Redis does (see [`Caller::counted`]).
     last_error: Option<Vec<u8>>,
@@ -169,12 +181,15 @@ pub struct Caller {
     tallies: Vec<(usize, crate::stats::CommandTally)>,
 }
 
-impl Drop for Caller {
+/// A [`ScriptCaller`] that owns its handles.
+pub type Caller = ScriptCaller<'static>;
+
+impl Drop for ScriptCaller<'_> {
     fn drop(&mut self) {
         if !self.tallies.is_empty() {
             dispatch::add_tallies(
                 &self.shared,
-                self.tenant_client.then_some(&*self.tenant),
+                self.tenant_client.then_some(&**self.tenant),
                 self.tallies.drain(..),
             );
         }
@@ -183,19 +198,55 @@ impl Drop for Caller {
 
 impl Caller {
     pub fn of(st: &ClientState, sh: &Arc<Shared>) -> Caller {
-        Caller {
-            user: st.acl_user.clone(),
-            shared: sh.clone(),
+        ScriptCaller {
+            user: st.acl_user.clone().map(Cow::Owned),
+            shared: Cow::Owned(sh.clone()),
             tenant_client: st.is_tenant_client(),
-            tenant: st.tenant.clone(),
-            client: st.info.clone(),
+            tenant: Cow::Owned(st.tenant.clone()),
+            client: Cow::Owned(st.info.clone()),
+            last_error: None,
+            tallies: Vec::new(),
+        }
+    }
+}
+
+impl<'a> ScriptCaller<'a> {
+    /// A caller that borrows the connection's handles (its user, info and tenant) for one
+    /// script call.
+    fn borrowed(
+        user: &'a Option<Arc<ferrite_tenancy::acl::AclUser>>,
+        shared: &'a Arc<Shared>,
+        tenant_client: bool,
+        tenant: &'a Arc<Tenant>,
+        client: &'a Arc<crate::shared::ClientInfo>,
+    ) -> ScriptCaller<'a> {
+        ScriptCaller {
+            user: user.as_ref().map(Cow::Borrowed),
+            shared: Cow::Borrowed(shared),
+            tenant_client,
+            tenant: Cow::Borrowed(tenant),
+            client: Cow::Borrowed(client),
             last_error: None,
             tallies: Vec::new(),
         }
     }
 
+    /// The same caller owning its handles (a script suspended past its slice moves to the
+    /// blocking pool with it).
+    fn into_owned(mut self) -> Caller {
+        ScriptCaller {
+            user: self.user.as_ref().map(|u| Cow::Owned(Arc::clone(u))),
+            shared: Cow::Owned(Arc::clone(&self.shared)),
+            tenant_client: self.tenant_client,
+            tenant: Cow::Owned(Arc::clone(&self.tenant)),
+            client: Cow::Owned(Arc::clone(&self.client)),
+            last_error: self.last_error.take(),
+            tallies: std::mem::take(&mut self.tallies),
+        }
+    }
+
     /// Where an ACL refusal of one of the script's calls (or of a command EXEC runs) is logged.
-    pub fn audit<'a>(&'a self, tenant: &'a Tenant, context: AclContext) -> dispatch::Audit<'a> {
+    pub fn audit<'b>(&'b self, tenant: &'b Tenant, context: AclContext) -> dispatch::Audit<'b> {
         dispatch::Audit {
             shared: &self.shared,
             tenant: tenant.id(),
@@ -254,7 +305,7 @@ impl Caller {
     }
 }
 
-impl Host for ScriptHost<'_> {
+impl Host for ScriptHost<'_, '_> {
     fn call(
         &mut self,
         argv: &[&[u8]],
@@ -318,7 +369,7 @@ impl Host for ScriptHost<'_> {
     }
 }
 
-impl ScriptHost<'_> {
+impl ScriptHost<'_, '_> {
     /// `redis.call`'s checks (Redis's scriptCall order: unknown command, arity, not allowed
     /// from scripts, ACL, read-only script, quota), then the command.
     fn call_checked(
@@ -328,9 +379,14 @@ impl ScriptHost<'_> {
         out: &mut BytesMut,
     ) -> Result<(), ErrorReply> {
         let name = argv.first().copied().unwrap_or_default();
-        let Some((index, spec)) = lookup_indexed(name) else {
+        let found = match self.last_cmd {
+            Some((i, spec)) if name.eq_ignore_ascii_case(spec.name.as_bytes()) => Some((i, spec)),
+            _ => lookup_indexed(name),
+        };
+        let Some((index, spec)) = found else {
             return Err(ErrorReply::err("Unknown Redis command called from script"));
         };
+        self.last_cmd = Some((index, spec));
         if !spec.arity_ok(argv.len()) {
             return Err(ErrorReply::err(
                 "Wrong number of args calling Redis command from script",
@@ -531,18 +587,30 @@ pub fn first_declared_key<'a>(args: &Args<'a>) -> Option<&'a [u8]> {
     Some(args.get(3))
 }
 
+/// A count of keys as Redis reads it: digits (a short run of them read in place), else any
+/// integer Rust's parser takes.
+fn key_count(text: &[u8]) -> Option<i64> {
+    if !text.is_empty() && text.len() <= 18 && text.iter().all(u8::is_ascii_digit) {
+        return Some(text.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0')));
+    }
+    std::str::from_utf8(text).ok()?.parse::<i64>().ok()
+}
+
+/// The error of a count of keys that is not an integer.
+#[cold]
+fn bad_key_count(command: &[u8]) -> ErrorReply {
+    // FCALL words it its own way (functions.c), EVAL as any integer argument.
+    if command.len() >= 5 && command[..5].eq_ignore_ascii_case(b"fcall") {
+        ErrorReply::err("Bad number of keys provided")
+    } else {
+        ErrorReply::not_integer()
+    }
+}
+
 fn split_keys<'a>(args: &Args<'a>) -> Result<KeysAndArgs<'a>, ErrorReply> {
-    let n = std::str::from_utf8(args.get(2))
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| {
-            // FCALL words it its own way (functions.c), EVAL as any integer argument.
-            if args.get(0).len() >= 5 && args.get(0)[..5].eq_ignore_ascii_case(b"fcall") {
-                ErrorReply::err("Bad number of keys provided")
-            } else {
-                ErrorReply::not_integer()
-            }
-        })?;
+    let Some(n) = key_count(args.get(2)) else {
+        return Err(bad_key_count(args.get(0)));
+    };
     if n < 0 {
         return Err(ErrorReply::err("Number of keys can't be negative"));
     }
@@ -641,7 +709,8 @@ pub async fn run(
     let max_bulk = sh.hot.max_bulk_len.load(Relaxed) as usize;
     let mut garbage = Garbage::default();
     let mut te = take_engine(&mut db)?;
-    let mut caller = Caller::of(st, sh);
+    let mut caller =
+        ScriptCaller::borrowed(&st.acl_user, sh, st.is_tenant_client(), &tenant, &st.info);
     // The script's calls are counted with the batch's runs (see `Batch::lend_tallies`).
     caller.tallies = st.batch.lend_tallies();
     let started = start(
@@ -664,7 +733,7 @@ pub async fn run(
             return Err(e);
         }
         Ok(Started::Done(reply, calls)) => {
-            let delivered = deliver(st, &caller, &reply, out);
+            let delivered = deliver(st.reply_limit, &mut st.error_counted, &caller, &reply, out);
             // The reply's buffer serves the engine's next run.
             te.engine.recycle(reply);
             put_engine(&mut db, &tenant, te);
@@ -677,45 +746,21 @@ pub async fn run(
             read_only,
             calls,
         }) => {
-            let job_tenant = tenant.clone();
-            let mut rng = st.rng.clone();
-            let mut job_caller = caller;
-            let job = move || {
-                let mut garbage = Garbage::default();
-                let mut host = ScriptHost {
-                    db: &mut db,
-                    tenant: &job_tenant,
-                    now,
-                    rng: &mut rng,
-                    max_bulk,
-                    garbage: &mut garbage,
-                    read_only,
-                    calls,
-                    ran: None,
-                    data: Vec::new(),
-                    ranges: Vec::new(),
-                    caller: &mut job_caller,
-                };
-                let reply = te.engine.resume(&mut host);
-                let calls = host.calls;
-                end_run(&mut db, &job_tenant, now);
-                put_engine(&mut db, &job_tenant, te);
-                drop(db);
-                (reply, calls, rng, garbage, job_caller)
-            };
-            match tokio::task::spawn_blocking(job).await {
-                Ok((reply, calls, rng, more_garbage, back)) => {
-                    st.rng = rng;
-                    caller = back;
-                    dispatch::free_later(more_garbage);
-                    (deliver(st, &caller, &reply, out), calls)
-                }
-                Err(e) => {
-                    tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
-                    tenant.scripts().finish();
-                    return Err(ErrorReply::err("internal error while running the script"));
-                }
-            }
+            // Boxed and polled cold: a suspension is rare, and the hand-over to the blocking
+            // pool would otherwise sit in the future (and the code) of every script call.
+            let owned = caller.into_owned();
+            let (delivered, calls, back) = cold(Box::pin(finish_suspended(
+                st,
+                tenant.clone(),
+                db,
+                te,
+                owned,
+                (now, read_only, calls, max_bulk),
+                out,
+            )))
+            .await?;
+            caller = back;
+            (delivered, calls)
         }
     };
     st.batch.return_tallies(std::mem::take(&mut caller.tallies));
@@ -730,21 +775,76 @@ pub async fn run(
     Ok(Flow::Continue)
 }
 
+/// Finishes a run suspended past [`SCRIPT_SLICE`] on tokio's blocking pool, with the keyspace
+/// lock (an owned guard) and the engine moved there; returns what `run` delivers, the number of
+/// calls the script made and the caller (its tallies) back.
+async fn finish_suspended(
+    st: &mut ClientState,
+    tenant: Arc<Tenant>,
+    mut db: ferrite_storage::OwnedDbGuard,
+    mut te: Box<TenantEngine>,
+    caller: Caller,
+    (now, read_only, calls, max_bulk): (u64, bool, u64, usize),
+    out: &mut BytesMut,
+) -> Result<(Result<(), ErrorReply>, u64, Caller), ErrorReply> {
+    let job_tenant = tenant.clone();
+    let mut rng = st.rng.clone();
+    let mut job_caller = caller;
+    let job = move || {
+        let mut garbage = Garbage::default();
+        let mut host = ScriptHost {
+            db: &mut db,
+            tenant: &job_tenant,
+            now,
+            rng: &mut rng,
+            max_bulk,
+            garbage: &mut garbage,
+            read_only,
+            calls,
+            ran: None,
+            data: Vec::new(),
+            ranges: Vec::new(),
+            last_cmd: None,
+            caller: &mut job_caller,
+        };
+        let reply = te.engine.resume(&mut host);
+        let calls = host.calls;
+        end_run(&mut db, &job_tenant, now);
+        put_engine(&mut db, &job_tenant, te);
+        drop(db);
+        (reply, calls, rng, garbage, job_caller)
+    };
+    match tokio::task::spawn_blocking(job).await {
+        Ok((reply, calls, rng, more_garbage, back)) => {
+            st.rng = rng;
+            dispatch::free_later(more_garbage);
+            let delivered = deliver(st.reply_limit, &mut st.error_counted, &back, &reply, out);
+            Ok((delivered, calls, back))
+        }
+        Err(e) => {
+            tracing::error!(tenant = tenant.id(), error = %e, "a script failed");
+            tenant.scripts().finish();
+            Err(ErrorReply::err("internal error while running the script"))
+        }
+    }
+}
+
 /// Adds a script's reply to the connection's output, within its output budget
 /// (client-output-buffer-limit applies to a script's reply as to any other).
 fn deliver(
-    st: &mut ClientState,
-    caller: &Caller,
+    reply_limit: usize,
+    error_counted: &mut bool,
+    caller: &ScriptCaller<'_>,
     reply: &[u8],
     out: &mut BytesMut,
 ) -> Result<(), ErrorReply> {
-    if out.len() + reply.len() > st.reply_limit {
+    if out.len() + reply.len() > reply_limit {
         return Err(ErrorReply::err(
             "script reply exceeds the client output buffer limit",
         ));
     }
     // An error raised by a call the script made was counted when the call failed.
-    st.error_counted = caller.counted(reply);
+    *error_counted = caller.counted(reply);
     out.extend_from_slice(reply);
     Ok(())
 }
@@ -777,7 +877,7 @@ pub fn run_in_transaction(
     call: (Call, bool),
     args: Args<'_>,
     out: &mut BytesMut,
-    caller: &mut Caller,
+    caller: &mut ScriptCaller<'_>,
 ) -> Result<(), ErrorReply> {
     let split = split_keys(&args)?;
     let mut te = take_engine(db)?;
@@ -908,7 +1008,7 @@ fn start(
     args: &Args<'_>,
     (keys, argv): (&[&[u8]], &[&[u8]]),
     (now, slice): (u64, Option<Duration>),
-    caller: &mut Caller,
+    caller: &mut ScriptCaller<'_>,
 ) -> Result<Started, ErrorReply> {
     let engine = &mut te.engine;
     let name_arg = args.get(1);
@@ -925,9 +1025,16 @@ fn start(
             let found = if name_arg.len() == sha_buf.len() {
                 sha_buf.copy_from_slice(name_arg);
                 sha_buf.make_ascii_lowercase();
-                std::str::from_utf8(&sha_buf)
-                    .ok()
-                    .and_then(|sha| Some((sha, engine.cached_script(sha)?)))
+                // Only ASCII (hex digits) can name a cached script (its SHA1 in lower case).
+                if sha_buf.is_ascii() {
+                    // SAFETY: the buffer was just checked to be ASCII, which is valid UTF-8
+                    // (`is_ascii` reads it a word at a time; `from_utf8` cost ~90 instructions
+                    // per call here).
+                    let sha = unsafe { std::str::from_utf8_unchecked(&sha_buf) };
+                    engine.cached_script(sha).map(|script| (sha, script))
+                } else {
+                    None
+                }
             } else {
                 None
             };
@@ -986,10 +1093,12 @@ fn start(
         ran: None,
         data: std::mem::take(&mut te.call_data),
         ranges: std::mem::take(&mut te.call_ranges),
+        last_cmd: te.last_cmd,
         caller,
     };
     let result = te.engine.run(target, keys, argv, proto, &mut host, slice);
     let calls = host.calls;
+    te.last_cmd = host.last_cmd;
     let db = host.db;
     // Modest buffers are kept for the next script; a huge argument's is freed.
     if host.data.capacity() <= 64 << 10 {
