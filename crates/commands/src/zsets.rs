@@ -991,36 +991,26 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, max: bool) -> CmdResult {
     } else {
         None
     };
-    let popped: Vec<(Box<[u8]>, f64)> = match ctx.db.entry(args.get(1), ctx.now) {
-        Slot::Occupied(mut o) => {
-            let z = as_zset_mut(o.get_mut())?;
-            let n = count.unwrap_or(1).min(z.len());
-            let picked: Vec<(Box<[u8]>, f64)> = if max {
-                z.iter().rev().take(n).map(|(m, s)| (m.into(), s)).collect()
-            } else {
-                z.iter().take(n).map(|(m, s)| (m.into(), s)).collect()
-            };
-            for (m, _) in &picked {
-                z.remove(m);
-            }
-            picked
-        }
-        Slot::Vacant(_) => Vec::new(),
-    };
     // A COUNT makes RESP3 replies nested [member, score] pairs; otherwise the reply is flat.
     let nested = ctx.w.is_resp3() && count.is_some();
     let w = &mut *ctx.w;
-    w.array(if nested {
-        popped.len()
-    } else {
-        popped.len() * 2
-    });
-    for (m, s) in &popped {
-        if nested {
-            w.array(2);
+    match ctx.db.entry(args.get(1), ctx.now) {
+        Slot::Occupied(mut o) => {
+            let z = as_zset_mut(o.get_mut())?;
+            let n = count.unwrap_or(1).min(z.len());
+            w.array(if nested { n } else { n * 2 });
+            // Each element goes into the reply from where it lies, then leaves the set.
+            for _ in 0..n {
+                z.pop_with(max, |m, s| {
+                    if nested {
+                        w.array(2);
+                    }
+                    w.bulk(m);
+                    w.double(s);
+                });
+            }
         }
-        w.bulk(m);
-        w.double(*s);
+        Slot::Vacant(_) => w.array(0),
     }
     Ok(())
 }
@@ -1657,6 +1647,51 @@ mod tests {
                 &["ZREMRANGEBYLEX", "l", "-"],
                 "-ERR wrong number of arguments for 'zremrangebylex' command\r\n",
             ),
+        ]);
+        t.assert_digest_consistent();
+    }
+
+    /// Past zset-max-listpack-entries (the table + tree form): pops from both ends, with and
+    /// without COUNT, whole-number and fractional scores, down to the key's removal.
+    #[test]
+    fn zpop_full_form() {
+        let mut t = TestDb::new();
+        let mut argv = vec!["ZADD".to_string(), "z".to_string()];
+        for i in 0..200 {
+            // Scores 0, 0.5, 1, ... so that both forms of the score's text are written.
+            argv.push(format!("{}", f64::from(i) / 2.0));
+            argv.push(format!("m{i:03}"));
+        }
+        assert_eq!(t.run(&argv), ":200\r\n");
+        assert_eq!(t.run(&["OBJECT", "ENCODING", "z"]), "$8\r\nskiplist\r\n");
+        t.check(&[
+            (&["ZPOPMIN", "z"], &bulks(&["m000", "0"])),
+            (
+                &["ZPOPMIN", "z", "2"],
+                &bulks(&["m001", "0.5", "m002", "1"]),
+            ),
+            (&["ZPOPMAX", "z"], &bulks(&["m199", "99.5"])),
+            (&["ZPOPMAX", "z", "1"], &bulks(&["m198", "99"])),
+            (&["ZCARD", "z"], ":195\r\n"),
+            (
+                &["ZRANGE", "z", "0", "0", "WITHSCORES"],
+                &bulks(&["m003", "1.5"]),
+            ),
+        ]);
+        t.assert_digest_consistent();
+        let all = t.run(&["ZPOPMIN", "z", "1000"]);
+        assert!(
+            all.starts_with("*390\r\n$4\r\nm003\r\n$3\r\n1.5\r\n"),
+            "{all}"
+        );
+        assert!(all.ends_with("$4\r\nm197\r\n$4\r\n98.5\r\n"), "{all}");
+        t.check(&[
+            (&["EXISTS", "z"], ":0\r\n"),
+            (&["SET", "s", "x"], "+OK\r\n"),
+        ]);
+        t.check(&[
+            (&["ZPOPMIN", "s"], WRONGTYPE),
+            (&["GET", "s"], "$1\r\nx\r\n"),
         ]);
         t.assert_digest_consistent();
     }

@@ -468,31 +468,32 @@ impl Drop for Occupied<'_> {
             return;
         }
         let db = &mut *self.db;
-        if db.table.value_at(self.idx).value().is_empty_collection() {
+        // The entry is looked up once: the accounting below reaches the other fields of `db`
+        // beside it (each lookup through the sharded table costs a bounds check or two and
+        // the key's decoding; there were ten of them on every write).
+        let e = db.table.value_at_mut(self.idx);
+        if e.value().is_empty_collection() {
             let entry = db.table.remove_at(self.idx);
             db.account_removed(entry.key(), self.bucket, self.before, self.now);
             return;
         }
         if db.blocking.any() {
-            db.blocking.signal(db.table.key_at(self.idx));
+            db.blocking.signal(e.key());
         }
         // The digest before settling: an open entry's collection keeps its digest sum, which a
         // compact one of a few elements leaves out (and would recompute). Neither depends on
         // the form, nor does the size.
-        let e = db.table.value_at(self.idx);
-        let (kd, size) = e.digest_and_size(self.name_hash, db.table.key_at(self.idx));
+        let (kd, size) = e.digest_and_size(self.name_hash, e.key());
         // A writer may have opened a compact entry (`Entry::value_mut`): put it back.
-        db.table.value_at_mut(self.idx).settle();
-        let key = db.table.key_at(self.idx);
-        let e = db.table.value_at(self.idx);
+        e.settle();
         if kd == self.before.kd && size == self.before.size {
             if self.replaced {
                 let version = db.next_version;
                 db.next_version += 1;
                 db.writes += 1;
-                db.table.value_at_mut(self.idx).set_version(version);
+                e.set_version(version);
                 if db.key_events.active() {
-                    let key: Box<[u8]> = db.table.key_at(self.idx).into();
+                    let key: Box<[u8]> = e.key().into();
                     db.note_change(&key, crate::notify::KeyChange::Modified);
                 }
             }
@@ -502,7 +503,7 @@ impl Drop for Occupied<'_> {
         db.digest.replace(self.bucket, self.before.kd, kd);
         db.used = db.used + size - self.before.size;
         if expire != self.before.expire {
-            let key: Box<[u8]> = key.into();
+            let key: Box<[u8]> = e.key().into();
             if self.before.expire != 0 {
                 db.expires.remove(&(self.before.expire, key.clone()));
             }
@@ -513,17 +514,15 @@ impl Drop for Occupied<'_> {
         let version = db.next_version;
         db.next_version += 1;
         db.writes += 1;
-        let e = db.table.value_at_mut(self.idx);
         e.set_version(version);
         if !self.preserve_modified {
             e.set_modified(self.now);
         }
-        let key = db.table.key_at(self.idx);
         if let Some(t) = db.tracker.as_mut() {
-            t.mark(key, size, self.now);
+            t.mark(e.key(), size, self.now);
         }
         if db.key_events.active() {
-            let key: Box<[u8]> = key.into();
+            let key: Box<[u8]> = e.key().into();
             db.note_change(&key, crate::notify::KeyChange::Modified);
         }
         db.publish_stats();

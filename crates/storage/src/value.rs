@@ -1836,6 +1836,46 @@ impl ZSetValue {
         }
     }
 
+    /// Removes the lowest (or, with `max`, the highest) element, first handing it to `f` where
+    /// it lies (ZPOPMIN/ZPOPMAX write it into the reply: no copy of the member, no list of
+    /// what was popped). None when the set is empty.
+    pub fn pop_with<R>(&mut self, max: bool, f: impl FnOnce(&[u8], f64) -> R) -> Option<R> {
+        match &mut self.0 {
+            ZRepr::Packed(p) => {
+                let picked = if max {
+                    packed_scored(p.body()).last()
+                } else {
+                    packed_scored(p.body()).next()
+                };
+                let (m, score, from, to) = picked?;
+                let r = f(m, score);
+                let h = hash_scored(m, score);
+                p.splice_raw(from, to, &[]);
+                p.set_len(p.len() - 1);
+                p.set_sum(p.sum().wrapping_sub(h));
+                Some(r)
+            }
+            ZRepr::Full(full) => {
+                let rank = if max {
+                    full.tree.len().checked_sub(1)?
+                } else {
+                    0
+                };
+                let (score, m) = full.tree.get(rank)?;
+                let r = f(m, score);
+                // The table's own copy of the member, taken out, names it to the tree.
+                let (key, _) = full
+                    .dict
+                    .remove(m)
+                    .expect("a sorted set's tree and table hold the same members");
+                full.tree.remove(score, &key);
+                full.bytes -= zset_element_bytes(&key);
+                full.sum = full.sum.wrapping_sub(hash_scored(&key, score));
+                Some(r)
+            }
+        }
+    }
+
     /// Members with 0-based ranks in `[start, end)`, ascending (reverse the iterator for
     /// descending). O(log n + m) past the packed form.
     pub fn range_by_rank(
@@ -2337,7 +2377,7 @@ mod tests {
 
         /// Sorted sets against an ordered model, through packed and skiplist forms.
         #[test]
-        fn zset_matches_model(ops in proptest::collection::vec((0u8..4, 0u16..300, -4i8..4), 0..700)) {
+        fn zset_matches_model(ops in proptest::collection::vec((0u8..8, 0u16..300, -4i8..4), 0..700)) {
             let mut z = ZSetValue::default();
             let mut m: BTreeMap<Vec<u8>, f64> = BTreeMap::new();
             for (op, k, sc) in ops {
@@ -2345,6 +2385,19 @@ mod tests {
                 let score = f64::from(sc) / 2.0;
                 match op {
                     0 => { proptest::prop_assert_eq!(z.remove(&e), m.remove(&e)); }
+                    // ZPOPMIN / ZPOPMAX: the model's least or greatest (score, member).
+                    4 | 5 => {
+                        let order = |a: &(&Vec<u8>, &f64), b: &(&Vec<u8>, &f64)| {
+                            Score(*a.1).cmp(&Score(*b.1)).then_with(|| a.0.cmp(b.0))
+                        };
+                        let want = if op == 5 { m.iter().max_by(order) } else { m.iter().min_by(order) }
+                            .map(|(k, s)| (k.clone(), *s));
+                        if let Some((k, _)) = &want {
+                            m.remove(k);
+                        }
+                        let got = z.pop_with(op == 5, |k, s| (k.to_vec(), s));
+                        proptest::prop_assert_eq!(got, want);
+                    }
                     _ => { proptest::prop_assert_eq!(z.insert(&e, score), m.insert(e.clone(), score)); }
                 }
                 proptest::prop_assert_eq!(z.len(), m.len());
