@@ -357,7 +357,10 @@ async fn run(o: &Opts) -> Res<String> {
     }
     put("snapshots", o.snapshots.to_string());
     put("snapshot_secs", format!("{:.3}", percentile(&took, 50.0)));
-    put("snapshot_secs_max", format!("{:.3}", percentile(&took, 100.0)));
+    put(
+        "snapshot_secs_max",
+        format!("{:.3}", percentile(&took, 100.0)),
+    );
     let status = if statuses.iter().all(|s| s == "ok") {
         "ok".to_string()
     } else {
@@ -408,6 +411,8 @@ async fn bgsave(
     load: &Load,
     before: u64,
 ) -> Res<(f64, f64, f64, u64, HashMap<String, String>)> {
+    // Redis may be rewriting its AOF (its own trigger) and then refuses a BGSAVE: wait for it.
+    wait_no_save(admin, Duration::from_secs(300)).await?;
     let last = info_persistence(admin).await?;
     let done_marker = |i: &HashMap<String, String>| {
         (

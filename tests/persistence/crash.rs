@@ -358,7 +358,10 @@ fn sigkill_around_a_rotation_with_always_loses_no_acknowledged_write() {
         stop.store(true, Relaxed);
         let acked: Vec<Acked> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let n = total(&acked);
-        assert!(n > 50, "round {round}: the writers got through only {n} writes");
+        assert!(
+            n > 50,
+            "round {round}: the writers got through only {n} writes"
+        );
         let s = Server::start_in(dir.path(), &["--appendfsync", "always"]);
         let missing = missing_writes(&s, &acked);
         assert_eq!(

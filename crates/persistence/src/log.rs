@@ -382,12 +382,12 @@ impl TenantLog {
             };
             // The old log is fsynced off this path (see `FileSide::retired`) unless an fsync
             // already covers all of it.
-            if self.synced() < start + at as u64 {
-                if let Some(older) = fs.retired.replace(f) {
-                    // Two switches before any fsync (not seen in practice: the snapshot thread
-                    // fsyncs the old log right after its switch): the older one first.
-                    older.sync_data()?;
-                }
+            if self.synced() < start + at as u64
+                && let Some(older) = fs.retired.replace(f)
+            {
+                // Two switches before any fsync (not seen in practice: the snapshot thread
+                // fsyncs the old log right after its switch): the older one first.
+                older.sync_data()?;
             }
             let mut record = Vec::with_capacity(32);
             let frame = begin_frame(&mut record);
@@ -486,7 +486,11 @@ impl TenantLog {
     pub fn sync(&self) {
         let (target, file, retired) = {
             let fs = self.file.lock();
-            (self.written.load(SeqCst), fs.file.clone(), fs.retired.clone())
+            (
+                self.written.load(SeqCst),
+                fs.file.clone(),
+                fs.retired.clone(),
+            )
         };
         // A connection that found the file locked waits for this (see `flush_unless_busy`).
         self.written_notify.notify_waiters();
@@ -873,7 +877,10 @@ mod tests {
             match policy {
                 FsyncPolicy::Always => {
                     assert_eq!(Durability::commit(&*log, position), Ok(None));
-                    assert!(log.file.lock().retired.is_none(), "replied before the old log's fsync");
+                    assert!(
+                        log.file.lock().retired.is_none(),
+                        "replied before the old log's fsync"
+                    );
                     assert_eq!(core.stats.fsyncs.load(Relaxed), fsyncs + 2);
                 }
                 _ => {
