@@ -14,8 +14,11 @@
 
 use std::io::{self, Read};
 
-/// Format version of every file kind this build writes and reads.
+/// Format version of snapshots and the catalog this build writes and reads.
 pub const VERSION: u16 = 1;
+/// Format version of the logs this build writes. Version 2 added the predecessor record
+/// (`record::PREDECESSOR`); version 1 logs (without it) still load.
+pub const LOG_VERSION: u16 = 2;
 pub const FILE_HEADER: usize = 8;
 pub const FRAME_HEADER: usize = 12;
 
@@ -36,6 +39,14 @@ impl Kind {
         }
     }
 
+    /// The newest format version of this kind (written, and the highest read).
+    pub fn version(self) -> u16 {
+        match self {
+            Kind::Log => LOG_VERSION,
+            Kind::Snapshot | Kind::Catalog => VERSION,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Log => "log",
@@ -48,7 +59,7 @@ impl Kind {
 /// Appends the 8-byte file header.
 pub fn put_file_header(buf: &mut Vec<u8>, kind: Kind) {
     buf.extend_from_slice(kind.magic());
-    buf.extend_from_slice(&VERSION.to_le_bytes());
+    buf.extend_from_slice(&kind.version().to_le_bytes());
     buf.extend_from_slice(&0u16.to_le_bytes());
 }
 
@@ -139,12 +150,13 @@ impl<R: Read> FrameReader<R> {
             });
         }
         let version = u16::from_le_bytes([h[4], h[5]]);
-        if version != VERSION {
+        if version == 0 || version > kind.version() {
             return Err(FrameError::Corrupt {
                 offset: 4,
                 reason: format!(
-                    "{} format version {version}; this build reads version {VERSION}",
-                    kind.name()
+                    "{} format version {version}; this build reads versions 1 to {}",
+                    kind.name(),
+                    kind.version()
                 ),
             });
         }

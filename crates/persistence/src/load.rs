@@ -93,9 +93,20 @@ pub fn load_tenant(
     }
     logs.retain(|(g, _)| *g >= base);
     let mut replayer = Replayer::new();
+    let starts: Vec<LogStart> = logs.iter().map(|(_, path)| peek_log(path)).collect();
     let n = logs.len();
     for (i, (g, path)) in logs.iter().enumerate() {
-        let last = i + 1 == n;
+        let mut last = i + 1 == n;
+        // What the next log says this one held when it started (log format 2).
+        let expected = starts
+            .get(i + 1)
+            .and_then(|s| s.predecessor)
+            .filter(|(pg, _)| pg == g)
+            .map(|(_, length)| length);
+        // An older log may end short or torn only where its loss cannot have been followed by
+        // replayed records: its successor says how long it was (the old log is fsynced just
+        // after the switch, so a crash can come before), or no later log holds a record.
+        let later_empty = starts[i + 1..].iter().all(|s| !s.records);
         let good = replay_log(
             path,
             tenant,
@@ -104,10 +115,45 @@ pub fn load_tenant(
             db,
             &mut replayer,
             &mut out,
-            last,
+            last || later_empty || expected.is_some(),
         )?;
         out.generation = *g;
         out.log_bytes += good;
+        if !last {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            match expected {
+                Some(length) if good < length => {
+                    // The crash came between the switch and the old log's fsync: the records
+                    // after the gap must not be replayed. Keep the prefix, as for a torn tail.
+                    let reason = format!(
+                        "the log ends at offset {good} but its successor says it had {length} bytes (its tail was lost in a crash before it was fsynced)"
+                    );
+                    tracing::warn!(file = %path.display(), offset = good, expected = length, "stopping the replay at a gap: the later logs of this tenant are set aside (their records follow writes that were lost)");
+                    out.torn = Some((path.clone(), good, reason));
+                    if repair_torn {
+                        set_aside(&logs[i + 1..])?;
+                    }
+                    last = true;
+                }
+                Some(length) if good != length || good != size => {
+                    return Err(LoadError::corrupt(
+                        path,
+                        good.min(length),
+                        format!(
+                            "the log holds {good} good bytes of {size}, its successor says it had {length} (not the newest log)"
+                        ),
+                    ));
+                }
+                _ if good < size => {
+                    // Torn, and no later log holds a record: this is the newest log with data.
+                    if repair_torn {
+                        set_aside(&logs[i + 1..])?;
+                    }
+                    last = true;
+                }
+                _ => {}
+            }
+        }
         if last {
             let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             if good < size {
@@ -120,7 +166,7 @@ pub fn load_tenant(
                         .and_then(|_| f.sync_all())
                         .map_err(|e| LoadError::new(path, format!("cannot truncate: {e}")))?;
                 } else {
-                    continue;
+                    break;
                 }
             }
             if repair_torn {
@@ -130,6 +176,7 @@ pub fn load_tenant(
                     .map_err(|e| LoadError::new(path, e.to_string()))?;
                 out.last_log = Some((f, good));
             }
+            break;
         }
     }
     // Keys whose time came while the server was down.
@@ -143,6 +190,70 @@ pub fn load_tenant(
     out.expired = (before - db.len()) as u64;
     out.keys = db.len() as u64;
     Ok(out)
+}
+
+/// What the start of a log says, read before the replay.
+struct LogStart {
+    /// It holds a record after its header (a predecessor record counts: its writes began).
+    records: bool,
+    /// Its predecessor record: the previous log's (generation, length).
+    predecessor: Option<(u64, u64)>,
+}
+
+/// Reads a log's header and first record. Damage is not reported here (the replay does);
+/// a log that cannot be read counts as holding records, so that nothing before it is excused.
+fn peek_log(path: &Path) -> LogStart {
+    let damaged = LogStart {
+        records: true,
+        predecessor: None,
+    };
+    let Ok(file) = File::open(path) else {
+        return damaged;
+    };
+    let Ok(size) = file.metadata().map(|m| m.len()) else {
+        return damaged;
+    };
+    let empty = LogStart {
+        records: false,
+        predecessor: None,
+    };
+    let mut r = match FrameReader::open(BufReader::new(file), size, Kind::Log) {
+        Ok(r) => r,
+        Err(FrameError::Torn { .. }) => return empty,
+        Err(_) => return damaged,
+    };
+    let mut buf = Vec::new();
+    match r.next_frame(&mut buf) {
+        Ok(Some(_)) => {}
+        Ok(None) | Err(FrameError::Torn { .. }) => return empty,
+        Err(_) => return damaged,
+    }
+    match r.next_frame(&mut buf) {
+        Ok(Some(_)) => LogStart {
+            records: true,
+            predecessor: record::read_predecessor(&buf).ok(),
+        },
+        Ok(None) | Err(FrameError::Torn { .. }) => empty,
+        Err(_) => damaged,
+    }
+}
+
+/// Moves logs whose records follow a gap out of the way (renamed `<name>.after-gap`, which the
+/// loader ignores), so that the server can continue the log before them; kept for the operator.
+fn set_aside(logs: &[(u64, PathBuf)]) -> Result<(), LoadError> {
+    for (_, path) in logs {
+        let mut aside = path.clone().into_os_string();
+        aside.push(".after-gap");
+        std::fs::rename(path, &aside)
+            .map_err(|e| LoadError::new(path, format!("cannot set the log aside: {e}")))?;
+        tracing::warn!(file = %path.display(), to = %PathBuf::from(&aside).display(), "log set aside: it follows a gap");
+    }
+    if let Some((_, path)) = logs.first()
+        && let Some(dir) = path.parent()
+    {
+        paths::sync_dir(dir).map_err(|e| LoadError::new(dir, e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn check_header(
@@ -164,8 +275,8 @@ fn check_header(
     Ok(())
 }
 
-/// Replays one log; returns the offset where its good frames end. Only the newest log may end
-/// torn: in an older one (fsynced before its successor got anything) that is corruption.
+/// Replays one log; returns the offset where its good frames end. `newest`: it may end torn
+/// (the caller decides, see `load_tenant`); otherwise that is corruption.
 #[allow(clippy::too_many_arguments)]
 fn replay_log(
     path: &Path,
@@ -219,6 +330,11 @@ fn replay_log(
             check_header(path, &h, tenant, incarnation, generation)?;
             continue;
         }
+        if buf.first() == Some(&record::PREDECESSOR) {
+            record::read_predecessor(&buf)
+                .map_err(|e| LoadError::corrupt(path, at, e.to_string()))?;
+            continue;
+        }
         let (now, effects) =
             record::read_effects(&buf).map_err(|e| LoadError::corrupt(path, at, e.to_string()))?;
         out.effects += effects.len() as u64;
@@ -234,5 +350,203 @@ fn replay_log(
             out.replay_errors += 1;
             tracing::warn!(file = %path.display(), offset = at, error = %e, "an effect could not be applied while loading");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrite_storage::{EffectSink, Effects, Keyspace};
+
+    use super::*;
+    use crate::core::{Core, FsyncPolicy};
+    use crate::log::TenantLog;
+
+    fn set(log: &TenantLog, key: &str) {
+        let argv = vec![vec![
+            b"SET".to_vec(),
+            key.as_bytes().to_vec(),
+            b"v".to_vec(),
+        ]];
+        log.publish(&Effects::new(1, &argv));
+        log.flush().expect("write");
+    }
+
+    /// Log 1 holds `a` and `b`, log 2 (after a rotation) `c` and `d`; the old log is not
+    /// fsynced (as between the switch and the snapshot thread's fsync). Returns the two paths
+    /// and log 1's length after `a`.
+    fn two_logs(dir: &Path) -> (PathBuf, PathBuf, u64) {
+        let log = TenantLog::new(
+            Core::new(FsyncPolicy::Everysec),
+            "t",
+            1,
+            dir.to_path_buf(),
+            1,
+            None,
+        );
+        let old = dir.join(paths::log_file(1));
+        let new = dir.join(paths::log_file(2));
+        set(&log, "a");
+        let after_a = std::fs::metadata(&old).expect("log 1").len();
+        set(&log, "b");
+        log.prepare_next().expect("next log");
+        log.rotate_locked();
+        set(&log, "c");
+        set(&log, "d");
+        (old, new, after_a)
+    }
+
+    fn load(dir: &Path, repair: bool) -> (Result<TenantLoad, LoadError>, Vec<&'static str>) {
+        let ks = Keyspace::new();
+        let mut db = ks.lock();
+        let result = load_tenant(dir, "t", 1, &mut db, repair);
+        let present = ["a", "b", "c", "d"]
+            .into_iter()
+            .filter(|k| db.contains(k.as_bytes(), 1))
+            .collect();
+        (result, present)
+    }
+
+    fn predecessor_of(path: &Path) -> Option<(u64, u64)> {
+        peek_log(path).predecessor
+    }
+
+    #[test]
+    fn the_new_log_starts_with_the_old_logs_length_and_both_replay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, new, _) = two_logs(dir.path());
+        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        assert_eq!(predecessor_of(&new), Some((1, old_len)));
+        let (result, present) = load(dir.path(), true);
+        let loaded = result.expect("loads");
+        assert_eq!(present, ["a", "b", "c", "d"]);
+        assert!(loaded.torn.is_none());
+        assert_eq!(loaded.generation, 2);
+    }
+
+    /// Logs of format version 1 (written before the predecessor record) load as before; a
+    /// version this build does not know is refused with the file named.
+    #[test]
+    fn log_format_version_1_still_loads_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, new, _) = two_logs(dir.path());
+        std::fs::remove_file(&new).expect("remove log 2");
+        let set_version = |v: u16| {
+            let mut data = std::fs::read(&old).expect("read");
+            data[4..6].copy_from_slice(&v.to_le_bytes());
+            std::fs::write(&old, &data).expect("write");
+        };
+        set_version(1);
+        let (result, present) = load(dir.path(), false);
+        result.expect("a version 1 log loads");
+        assert_eq!(present, ["a", "b"]);
+        set_version(3);
+        let (result, _) = load(dir.path(), false);
+        let err = result.expect_err("refused");
+        assert!(err.to_string().contains("version 3"), "{err}");
+    }
+
+    /// A crash before the old log's fsync cut its last record short: its prefix is kept, the
+    /// successor's records (which follow the lost one) are not replayed, and the successor is
+    /// set aside so that the server continues the old log.
+    #[test]
+    fn a_torn_predecessor_stops_the_replay_at_the_gap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, new, _) = two_logs(dir.path());
+        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        let f = OpenOptions::new().write(true).open(&old).expect("open");
+        f.set_len(old_len - 3).expect("truncate");
+
+        // A check without repair reports it and changes nothing.
+        let (result, present) = load(dir.path(), false);
+        let loaded = result.expect("loads");
+        assert_eq!(present, ["a"]);
+        let (path, _, reason) = loaded.torn.expect("reported");
+        assert_eq!(path, old);
+        assert!(reason.contains("lost"), "{reason}");
+        assert!(new.exists());
+
+        let (result, present) = load(dir.path(), true);
+        let loaded = result.expect("loads");
+        assert_eq!(present, ["a"]);
+        assert_eq!(loaded.generation, 1, "the server continues log 1");
+        assert!(loaded.last_log.is_some());
+        assert!(!new.exists(), "the successor is set aside");
+        let mut aside = new.clone().into_os_string();
+        aside.push(".after-gap");
+        assert!(Path::new(&aside).exists(), "kept for the operator");
+
+        // Loads again, the same, with nothing more to report.
+        let (result, present) = load(dir.path(), true);
+        assert!(result.expect("loads").torn.is_none());
+        assert_eq!(present, ["a"]);
+    }
+
+    /// The old log lost a whole record (it ends cleanly, but shorter than its successor says).
+    #[test]
+    fn a_short_predecessor_stops_the_replay_at_the_gap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, _, after_a) = two_logs(dir.path());
+        let f = OpenOptions::new().write(true).open(&old).expect("open");
+        f.set_len(after_a).expect("truncate");
+        let (result, present) = load(dir.path(), true);
+        let loaded = result.expect("loads");
+        assert_eq!(present, ["a"]);
+        assert_eq!(loaded.torn.expect("reported").1, after_a);
+    }
+
+    /// The old log holds more than its successor says: that is damage, not a crash.
+    #[test]
+    fn a_predecessor_longer_than_its_successor_says_is_corruption() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, _, after_a) = two_logs(dir.path());
+        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        // A good frame more: a copy of `b`'s.
+        let data = std::fs::read(&old).expect("read");
+        let frame = data[after_a as usize..].to_vec();
+        let mut f = OpenOptions::new().append(true).open(&old).expect("open");
+        std::io::Write::write_all(&mut f, &frame).expect("append");
+        let (result, _) = load(dir.path(), true);
+        let err = result.expect_err("refused");
+        assert_eq!(err.offset, Some(old_len));
+    }
+
+    /// The crash lost the old log's tail and all of the new log's records (only its header,
+    /// made durable before the rotation, is left): the old log is the newest with records and
+    /// may end torn.
+    #[test]
+    fn a_torn_log_followed_by_an_empty_one_loads_its_prefix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = TenantLog::new(
+            Core::new(FsyncPolicy::Everysec),
+            "t",
+            1,
+            dir.path().to_path_buf(),
+            1,
+            None,
+        );
+        set(&log, "a");
+        set(&log, "b");
+        log.prepare_next().expect("next log");
+        let new = dir.path().join(paths::log_file(2));
+        let header_only = std::fs::metadata(&new).expect("log 2").len();
+        log.rotate_locked();
+        set(&log, "c");
+        drop(log);
+        let old = dir.path().join(paths::log_file(1));
+        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        OpenOptions::new()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_len(old_len - 2))
+            .expect("truncate");
+        OpenOptions::new()
+            .write(true)
+            .open(&new)
+            .and_then(|f| f.set_len(header_only))
+            .expect("truncate");
+        let (result, present) = load(dir.path(), true);
+        let loaded = result.expect("loads");
+        assert_eq!(present, ["a"]);
+        assert_eq!(loaded.generation, 1);
     }
 }

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use crate::core::{Core, FsyncPolicy};
 use crate::format::{Kind, begin_frame, end_frame, put_file_header, put_frame};
 use crate::paths;
-use crate::record::{FileHeader, put_effects, put_log_header};
+use crate::record::{FileHeader, put_effects, put_log_header, put_predecessor};
 
 /// After a commit covered by another one's write, this many commits that had to write
 /// themselves stop the waiting ([`TenantLog::sharing`]).
@@ -66,6 +66,14 @@ struct FileSide {
     /// The next generation's file, created and made durable by the snapshot thread before the
     /// rotation ([`TenantLog::prepare_next`]), so that no writer's commit pays for creating it.
     prepared: Option<(u64, File, u64)>,
+    /// The previous generation's file while it may hold writes not yet fsynced: the rotation
+    /// no longer fsyncs it under the file lock (every writer of the tenant waited for that).
+    /// It is fsynced by the snapshot thread right after the switch ([`TenantLog::sync_retired`])
+    /// and, if that has not happened yet, by any fsync of the log before the current file (so
+    /// under `always` no reply on the new log precedes the old log's durability). The new log's
+    /// first record says how long the old one was ([`record::PREDECESSOR`]): a crash before
+    /// that fsync can leave the old log shorter, and the loader stops at the gap.
+    retired: Option<Arc<File>>,
 }
 
 /// Sizes used by the compaction trigger and INFO.
@@ -144,6 +152,7 @@ impl TenantLog {
                 generation,
                 size,
                 prepared: None,
+                retired: None,
             }),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
@@ -303,8 +312,8 @@ impl TenantLog {
 
     /// [`TenantLog::flush`], unless another thread is writing the log right now: `None` then
     /// (wait for [`TenantLog::written_notify`] and look again). A connection must not block its
-    /// worker thread on the file lock: behind a `write` the disk makes slow, or the rotation's
-    /// `fdatasync`, every connection of that worker would wait — and on a busy machine the
+    /// worker thread on the file lock: behind a `write` the disk makes slow, every connection
+    /// of that worker would wait — and on a busy machine the
     /// lock's spinning gives the core away (`sched_yield`) for a whole time slice.
     fn flush_unless_busy(&self) -> Option<Result<(), String>> {
         if self.closed.load(Relaxed) {
@@ -337,7 +346,7 @@ impl TenantLog {
             (buf, switches, p.appended)
         };
         let started = Instant::now();
-        let result = self.write_out(fs, &buf, &switches);
+        let result = self.write_out(fs, &buf, &switches, end - buf.len() as u64);
         self.core.stats.record_write(buf.len(), started.elapsed());
         match result {
             Ok(()) => {
@@ -353,25 +362,71 @@ impl TenantLog {
         }
     }
 
+    /// Writes `buf` (log positions from `start`), switching files where `switches` say.
     fn write_out(
         &self,
         fs: &mut FileSide,
         buf: &[u8],
         switches: &[(usize, u64)],
+        start: u64,
     ) -> std::io::Result<()> {
         let mut pos = 0usize;
         for &(at, generation) in switches {
             self.write_segment(fs, &buf[pos..at])?;
             pos = at;
-            // The old generation is complete and durable before the new one gets anything, so
-            // only the newest log of a tenant can ever end torn.
-            if let Some(f) = fs.file.take() {
-                f.sync_data()?;
-            }
+            let old = (fs.generation, fs.size);
             fs.generation = generation;
             fs.size = 0;
+            let Some(f) = fs.file.take() else {
+                continue;
+            };
+            // The old log is fsynced off this path (see `FileSide::retired`) unless an fsync
+            // already covers all of it.
+            if self.synced() < start + at as u64
+                && let Some(older) = fs.retired.replace(f)
+            {
+                // Two switches before any fsync (not seen in practice: the snapshot thread
+                // fsyncs the old log right after its switch): the older one first.
+                older.sync_data()?;
+            }
+            let mut record = Vec::with_capacity(32);
+            let frame = begin_frame(&mut record);
+            put_predecessor(&mut record, old.0, old.1);
+            end_frame(&mut record, frame);
+            self.write_segment(fs, &record)?;
         }
         self.write_segment(fs, &buf[pos..])
+    }
+
+    /// Fsyncs the previous generation's file if it may still hold writes that are not durable
+    /// (the snapshot thread calls it right after the rotation's switch, so that the window in
+    /// which a crash can cut the old log short stays one fsync long).
+    pub fn sync_retired(&self) {
+        let retired = self.file.lock().retired.clone();
+        if let Some(f) = retired {
+            self.sync_retired_file(&f);
+        }
+    }
+
+    /// Fsyncs `f`, the retired file; forgets it once durable, breaks the log if that failed.
+    /// Returns whether it succeeded.
+    fn sync_retired_file(&self, f: &Arc<File>) -> bool {
+        let started = Instant::now();
+        let result = f.sync_data();
+        self.core.stats.record_fsync(started.elapsed());
+        let mut fs = self.file.lock();
+        match result {
+            Ok(()) => {
+                if fs.retired.as_ref().is_some_and(|r| Arc::ptr_eq(r, f)) {
+                    fs.retired = None;
+                }
+                true
+            }
+            Err(e) => {
+                self.fail_locked(&mut fs, self.synced(), &format!("fsync: {e}"));
+                false
+            }
+        }
     }
 
     fn write_segment(&self, fs: &mut FileSide, data: &[u8]) -> std::io::Result<()> {
@@ -429,13 +484,17 @@ impl TenantLog {
 
     /// Makes what was written durable (the fsync thread calls it, and snapshots and shutdown).
     pub fn sync(&self) {
-        let (target, file) = {
+        let (target, file, retired) = {
             let fs = self.file.lock();
-            (self.written.load(SeqCst), fs.file.clone())
+            (
+                self.written.load(SeqCst),
+                fs.file.clone(),
+                fs.retired.clone(),
+            )
         };
         // A connection that found the file locked waits for this (see `flush_unless_busy`).
         self.written_notify.notify_waiters();
-        self.sync_upto(target, file);
+        self.sync_upto(target, file, retired);
         self.synced_notify.notify_waiters();
     }
 
@@ -459,17 +518,28 @@ impl TenantLog {
             self.synced_notify.notify_waiters();
             return SyncHere::FileBusy;
         };
-        let (target, file) = (self.written.load(SeqCst), fs.file.clone());
+        let (target, file, retired) = (
+            self.written.load(SeqCst),
+            fs.file.clone(),
+            fs.retired.clone(),
+        );
         drop(fs);
-        self.sync_upto(target, file);
+        self.sync_upto(target, file, retired);
         self.syncing.store(false, SeqCst);
         self.synced_notify.notify_waiters();
         SyncHere::Done
     }
 
     /// `fdatasync`s `file`, which holds the log up to `target` (both read under the file lock),
-    /// and records it; a failure breaks the log. The caller notifies `synced_notify`.
-    fn sync_upto(&self, target: u64, file: Option<Arc<File>>) {
+    /// and records it; a failure breaks the log. The caller notifies `synced_notify`. The
+    /// previous generation's file, if it was not fsynced since the switch (`retired`), goes
+    /// first: a position in the new log is durable only once everything before it is.
+    fn sync_upto(&self, target: u64, file: Option<Arc<File>>, retired: Option<Arc<File>>) {
+        if let Some(old) = &retired
+            && !self.sync_retired_file(old)
+        {
+            return;
+        }
         if target <= self.synced.load(SeqCst) {
             return;
         }
@@ -787,6 +857,44 @@ mod tests {
         });
     }
 
+    /// The rotation's switch does not fsync the old log on the writers' path: under
+    /// `everysec` it stays to be fsynced (by the snapshot thread's `sync_retired`, or the next
+    /// fsync of the log); under `always` the first commit on the new log fsyncs it before its
+    /// reply may go.
+    #[test]
+    fn the_switch_leaves_the_old_logs_fsync_off_the_writers_path() {
+        for policy in [FsyncPolicy::Everysec, FsyncPolicy::Always] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let core = Core::new(policy);
+            let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+            publish_set(&log, "a");
+            log.flush().expect("write");
+            log.prepare_next().expect("next log");
+            log.rotate_locked();
+            publish_set(&log, "b");
+            let position = Durability::journaled(&*log);
+            let fsyncs = core.stats.fsyncs.load(Relaxed);
+            match policy {
+                FsyncPolicy::Always => {
+                    assert_eq!(Durability::commit(&*log, position), Ok(None));
+                    assert!(
+                        log.file.lock().retired.is_none(),
+                        "replied before the old log's fsync"
+                    );
+                    assert_eq!(core.stats.fsyncs.load(Relaxed), fsyncs + 2);
+                }
+                _ => {
+                    assert_eq!(Durability::commit(&*log, position), Ok(None));
+                    assert_eq!(core.stats.fsyncs.load(Relaxed), fsyncs, "{policy:?}");
+                    assert!(log.file.lock().retired.is_some());
+                    log.sync_retired();
+                    assert!(log.file.lock().retired.is_none());
+                    assert_eq!(core.stats.fsyncs.load(Relaxed), fsyncs + 1);
+                }
+            }
+        }
+    }
+
     /// A connection whose records another connection is writing does not block its worker
     /// thread on the file lock: its commit returns at once, and its wait ends when that write
     /// is done (here the write covers its records), with `always` only once the records are on
@@ -832,7 +940,8 @@ mod tests {
                     };
                     {
                         let mut fs = under_way.take().expect("still held");
-                        log.write_out(&mut fs, &buf, &[]).expect("write");
+                        log.write_out(&mut fs, &buf, &[], end - buf.len() as u64)
+                            .expect("write");
                         log.written.store(end, SeqCst);
                     }
                     log.written_notify.notify_waiters();

@@ -3,6 +3,8 @@
 //! ```text
 //! log header      = 0x10 tenant:bytes incarnation:varint generation:varint created_ms:u64
 //! effects         = 0x01 now_ms:u64 n:varint argv{n}           one command / transaction
+//! predecessor     = 0x11 generation:varint length:varint     the previous log's generation and
+//!                                             length when this one started (log format 2)
 //! argv            = argc:varint bytes{argc}
 //! snapshot header = 0x20 tenant:bytes incarnation:varint generation:varint version:varint
 //!                   created_ms:u64 [keys:varint]
@@ -26,6 +28,11 @@ use ferrite_storage::{Argv, CompactCopy, Entry, OwnedArgv, Value, ValueRef, Valu
 
 pub const LOG_HEADER: u8 = 0x10;
 pub const EFFECTS: u8 = 0x01;
+/// The first record of a log (format 2) that succeeded another: that log's generation and the
+/// length it had at the switch. The old log is fsynced off the writers' path after the switch, so
+/// a crash before that fsync can leave it shorter than its successor says; the loader then
+/// stops at the gap instead of replaying the successor after it.
+pub const PREDECESSOR: u8 = 0x11;
 pub const SNAPSHOT_HEADER: u8 = 0x20;
 pub const ENTRIES: u8 = 0x21;
 pub const SNAPSHOT_END: u8 = 0x22;
@@ -128,6 +135,27 @@ pub fn put_effects<'a>(
             put_bytes(buf, a);
         }
     }
+}
+
+/// The payload of a [`PREDECESSOR`] record.
+pub fn put_predecessor(buf: &mut Vec<u8>, generation: u64, length: u64) {
+    buf.push(PREDECESSOR);
+    put_varint(buf, generation);
+    put_varint(buf, length);
+}
+
+/// Decodes a [`PREDECESSOR`] record into (generation, length).
+pub fn read_predecessor(payload: &[u8]) -> Result<(u64, u64), CodecError> {
+    let mut r = Reader::new(payload);
+    if r.u8()? != PREDECESSOR {
+        return Err(CodecError("not a predecessor record"));
+    }
+    let generation = r.varint()?;
+    let length = r.varint()?;
+    if !r.is_empty() {
+        return Err(CodecError("trailing bytes"));
+    }
+    Ok((generation, length))
 }
 
 /// Decodes an effects frame into (clock, effects).

@@ -47,10 +47,8 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
     if let Err(e) = log.prepare_next() {
         tracing::warn!(tenant = %log.tenant, "cannot prepare the next log file: {e}");
     }
-    // Make what the current log holds durable now, while writers keep going: the rotation
-    // below must fsync the old log before the new one gets anything (so that only the newest
-    // log can end torn), and the tenant's writers wait for that fsync; with this one done just
-    // before, it only has the last moment of writes to cover.
+    // Make what the current log holds durable now, while writers keep going, so that the
+    // old log's fsync after the switch below has only the last moment of writes to cover.
     if log.flush().is_ok() {
         log.sync();
     }
@@ -65,10 +63,12 @@ pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, St
     let Some((copy, (generation, libraries, keys))) = opened else {
         return Err("a point-in-time copy of this keyspace is already open".into());
     };
-    // Switch files here rather than in the next writer's commit: the old log's last
-    // milliseconds are fsynced on this thread (writers of the tenant still wait for the file
-    // lock meanwhile, but no longer for the file creation's fsyncs too).
+    // Switch files here rather than in the next writer's commit, then fsync the old log's
+    // last milliseconds on this thread, outside the file lock: writers go on in the new log
+    // meanwhile (its first record says how long the old log was, so a crash before this fsync
+    // is recognised at load; under `always` a reply on the new log waits for it).
     let _ = log.flush();
+    log.sync_retired();
     let result = write(copy, log, generation, keys, &libraries);
     match result {
         Ok((entries, bytes, pre_images)) => {
