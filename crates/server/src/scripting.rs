@@ -1537,10 +1537,7 @@ fn function_stats(st: &ClientState, out: &mut BytesMut) {
     let mut w = ReplyWriter::new(out, st.proto);
     w.map(2);
     w.bulk_str("running_script");
-    match activity
-        .running()
-        .filter(|r| r.kind == ScriptKind::Function)
-    {
+    match activity.running_function() {
         None => w.null(),
         Some(r) => {
             w.map(3);
