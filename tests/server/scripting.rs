@@ -833,7 +833,8 @@ fn running_command(stats: &Value) -> Option<Vec<Vec<u8>>> {
 }
 
 /// FUNCTION STATS shows exactly the running function's command, after a longer one ran before
-/// (the record is refilled in place between scripts), and nothing once it ended.
+/// (the record is refilled in place between scripts), and nothing once it ended or while an
+/// EVAL runs.
 #[test]
 fn function_stats_shows_the_running_command_after_a_longer_one() {
     let s = Server::start();
@@ -876,6 +877,20 @@ fn function_stats_shows_the_running_command_after_a_longer_one() {
     assert!(spinning.join().unwrap().is_err());
     let stats: Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
     assert_eq!(running_command(&stats), None, "{stats:?}");
+    // A busy EVAL after that function: FUNCTION STATS shows no EVAL script (as Redis), and not
+    // the function's record either (an EVAL leaves it in place, unrefilled).
+    let mut caller = s.conn();
+    let spinning = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg(&["while true do end", "0"])
+            .query::<Value>(&mut caller)
+            .map_err(|e| text_of(&e))
+    });
+    wait_busy(&mut c);
+    let stats: Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
+    assert_eq!(running_command(&stats), None, "{stats:?}");
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
+    assert!(spinning.join().unwrap().is_err());
 }
 
 #[test]
