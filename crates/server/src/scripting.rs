@@ -1359,6 +1359,15 @@ pub async fn function(
             ReplyWriter::new(out, proto).ok();
         }
         "stats" if n == 2 => {
+            // Redis answers FUNCTION STATS during a busy EVAL with EVAL's -BUSY
+            // (`functionStatsCommand`); before the threshold it would answer once the script
+            // ended, with no running script, which is what `function_stats` shows meanwhile.
+            if let Some((since, ScriptKind::Eval)) = st.tenant.scripts().running_since() {
+                let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
+                if ferrite_storage::now_ms().saturating_sub(since) >= threshold {
+                    return Err(busy_error(ScriptKind::Eval));
+                }
+            }
             function_stats(st, out);
         }
         "load" if n >= 3 => {
