@@ -833,7 +833,8 @@ fn running_command(stats: &Value) -> Option<Vec<Vec<u8>>> {
 }
 
 /// FUNCTION STATS shows exactly the running function's command, after a longer one ran before
-/// (the record is refilled in place between scripts), and nothing once it ended.
+/// (the record is refilled in place between scripts), and nothing once it ended or while an
+/// EVAL runs.
 #[test]
 fn function_stats_shows_the_running_command_after_a_longer_one() {
     let s = Server::start();
@@ -876,6 +877,26 @@ fn function_stats_shows_the_running_command_after_a_longer_one() {
     assert!(spinning.join().unwrap().is_err());
     let stats: Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
     assert_eq!(running_command(&stats), None, "{stats:?}");
+    // A busy EVAL after that function: FUNCTION STATS answers EVAL's -BUSY (as Redis), not
+    // the function's record (an EVAL leaves it in place, unrefilled).
+    let mut caller = s.conn();
+    let spinning = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg(&["while true do end", "0"])
+            .query::<Value>(&mut caller)
+            .map_err(|e| text_of(&e))
+    });
+    wait_busy(&mut c);
+    let stats = redis::cmd("FUNCTION")
+        .arg("STATS")
+        .query::<Value>(&mut c)
+        .map_err(|e| text_of(&e));
+    assert_eq!(
+        stats,
+        Err("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.".to_string())
+    );
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
+    assert!(spinning.join().unwrap().is_err());
 }
 
 #[test]

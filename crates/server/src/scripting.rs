@@ -1359,6 +1359,15 @@ pub async fn function(
             ReplyWriter::new(out, proto).ok();
         }
         "stats" if n == 2 => {
+            // Redis answers FUNCTION STATS during a busy EVAL with EVAL's -BUSY
+            // (`functionStatsCommand`); before the threshold it would answer once the script
+            // ended, with no running script, which is what `function_stats` shows meanwhile.
+            if let Some((since, ScriptKind::Eval)) = st.tenant.scripts().running_since() {
+                let threshold = sh.hot.busy_reply_threshold_ms.load(Relaxed);
+                if ferrite_storage::now_ms().saturating_sub(since) >= threshold {
+                    return Err(busy_error(ScriptKind::Eval));
+                }
+            }
             function_stats(st, out);
         }
         "load" if n >= 3 => {
@@ -1537,10 +1546,7 @@ fn function_stats(st: &ClientState, out: &mut BytesMut) {
     let mut w = ReplyWriter::new(out, st.proto);
     w.map(2);
     w.bulk_str("running_script");
-    match activity
-        .running()
-        .filter(|r| r.kind == ScriptKind::Function)
-    {
+    match activity.running_function() {
         None => w.null(),
         Some(r) => {
             w.map(3);

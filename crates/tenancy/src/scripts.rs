@@ -2,7 +2,10 @@
 //! state (`-BUSY` after `busy-reply-threshold`), SCRIPT KILL / FUNCTION KILL and FUNCTION STATS.
 //! The script itself holds the tenant's keyspace lock; this is read without it.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use parking_lot::Mutex;
 
@@ -41,14 +44,24 @@ pub struct RunningScript {
 }
 
 /// The running script of one tenant (at most one: it holds the tenant's lock).
+///
+/// Starting a script is on EVALSHA's fast path, so what it records is split by who reads it:
+/// the kind, the start time and the keyspace's version are atomics (`-BUSY`, SCRIPT KILL,
+/// WATCH); the name and the command, which only FUNCTION STATS shows and only for a function
+/// (Redis shows no EVAL there), are copied under a lock for FCALL alone.
 #[derive(Debug, Default)]
 pub struct ScriptActivity {
-    /// Unix ms when the running script started; 0 when none runs.
+    /// Unix ms when the running script started; 0 when none runs. Stored last (Release) when
+    /// a script starts, so a reader that sees it set (Acquire) sees that script's other fields.
     started_ms: AtomicU64,
     kind: AtomicU8,
     kill: AtomicBool,
     wrote: AtomicBool,
-    /// The running script's record (kept, and refilled in place, between scripts).
+    /// The keyspace's write version when the running script started (see
+    /// [`RunningScript::keyspace_version`]).
+    keyspace_version: AtomicU64,
+    /// The running function's record (kept, and refilled in place, between functions); stale
+    /// while an EVAL runs, which [`ScriptActivity::running_function`] tells by `kind`.
     details: Mutex<Option<RunningScript>>,
     /// Libraries and functions loaded (FUNCTION STATS answers without the keyspace lock).
     libraries: AtomicU64,
@@ -69,9 +82,10 @@ impl ScriptActivity {
         );
     }
 
-    /// A script starts, described by borrowed parts: the record FUNCTION STATS reads is kept
-    /// between scripts and refilled in place, so starting a script allocates nothing once the
-    /// record has grown to the usual size (scripts start at every EVALSHA).
+    /// A script starts, described by borrowed parts. An EVAL/EVALSHA records only atomics (no
+    /// lock, no copy: scripts start at every EVALSHA); a function's name and command are copied
+    /// into a record kept between functions and refilled in place, so starting one allocates
+    /// nothing once the record has grown to the usual size.
     pub fn start_with<'a>(
         &self,
         kind: ScriptKind,
@@ -82,35 +96,50 @@ impl ScriptActivity {
     ) {
         self.kill.store(false, Relaxed);
         self.wrote.store(false, Relaxed);
-        self.kind.store(kind as u8, Relaxed);
-        {
-            let mut details = self.details.lock();
-            let record = details.get_or_insert_with(|| RunningScript {
-                kind,
-                name: String::new(),
-                command: Vec::new(),
-                started_ms,
-                keyspace_version,
-            });
-            record.kind = kind;
-            record.name.clear();
-            record.name.push_str(name);
-            record.started_ms = started_ms;
-            record.keyspace_version = keyspace_version;
-            let mut n = 0;
-            for (i, arg) in command.enumerate() {
-                match record.command.get_mut(i) {
-                    Some(slot) => {
-                        slot.clear();
-                        slot.extend_from_slice(arg);
-                    }
-                    None => record.command.push(arg.to_vec()),
-                }
-                n = i + 1;
-            }
-            record.command.truncate(n);
+        self.keyspace_version.store(keyspace_version, Relaxed);
+        if kind == ScriptKind::Function {
+            self.record_function(name, command, started_ms, keyspace_version);
         }
-        self.started_ms.store(started_ms.max(1), Relaxed);
+        // After the record: a FUNCTION STATS that sees `kind` Function while `started_ms` is
+        // set reads this function's record (it takes the record's lock, which we released).
+        self.kind.store(kind as u8, Relaxed);
+        self.started_ms.store(started_ms.max(1), Release);
+    }
+
+    /// Fills the record FUNCTION STATS reads for a function that starts.
+    fn record_function<'a>(
+        &self,
+        name: &str,
+        command: impl Iterator<Item = &'a [u8]>,
+        started_ms: u64,
+        keyspace_version: u64,
+    ) {
+        let kind = ScriptKind::Function;
+        let mut details = self.details.lock();
+        let record = details.get_or_insert_with(|| RunningScript {
+            kind,
+            name: String::new(),
+            command: Vec::new(),
+            started_ms,
+            keyspace_version,
+        });
+        record.kind = kind;
+        record.name.clear();
+        record.name.push_str(name);
+        record.started_ms = started_ms;
+        record.keyspace_version = keyspace_version;
+        let mut n = 0;
+        for (i, arg) in command.enumerate() {
+            match record.command.get_mut(i) {
+                Some(slot) => {
+                    slot.clear();
+                    slot.extend_from_slice(arg);
+                }
+                None => record.command.push(arg.to_vec()),
+            }
+            n = i + 1;
+        }
+        record.command.truncate(n);
     }
 
     /// Records how many libraries and functions the tenant has loaded.
@@ -157,15 +186,25 @@ impl ScriptActivity {
         }
     }
 
-    /// The running script, for FUNCTION STATS.
-    pub fn running(&self) -> Option<RunningScript> {
-        // Read under the record's lock, which `start_with` fills before it marks the script
-        // running: a record seen while `started_ms` is set is the running script's.
+    /// The running function, for FUNCTION STATS (which shows no EVAL script, as in Redis).
+    pub fn running_function(&self) -> Option<RunningScript> {
+        // Read under the record's lock, which `start_with` releases before it marks a function
+        // running: a record seen while `started_ms` is set and `kind` is Function is the
+        // running function's (an EVAL leaves the last function's record, stale, in place).
         let details = self.details.lock();
-        if self.started_ms.load(Relaxed) == 0 {
+        if self.started_ms.load(Acquire) == 0 || self.kind() != ScriptKind::Function {
             return None;
         }
         details.clone()
+    }
+
+    /// The keyspace's write version when the running script started, if one runs (a WATCH
+    /// sent while it holds the keyspace is judged against it).
+    pub fn running_keyspace_version(&self) -> Option<u64> {
+        if self.started_ms.load(Acquire) == 0 {
+            return None;
+        }
+        Some(self.keyspace_version.load(Relaxed))
     }
 
     /// The script ran a write command: it can no longer be killed.
@@ -206,26 +245,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_record_is_refilled_in_place_and_shows_only_the_running_script() {
+    fn the_record_is_refilled_in_place_and_shows_only_the_running_function() {
         let a = ScriptActivity::default();
-        assert_eq!(a.running(), None);
-        let long: Vec<&[u8]> = vec![b"EVALSHA", b"abc", b"2", b"k1", b"k2", b"arg"];
-        a.start_with(ScriptKind::Eval, "abc", long.iter().copied(), 7, 0);
-        let r = a.running().unwrap();
+        assert_eq!(a.running_function(), None);
+        assert_eq!(a.running_keyspace_version(), None);
+        let long: Vec<&[u8]> = vec![b"FCALL", b"fn", b"2", b"k1", b"k2", b"arg"];
+        a.start_with(ScriptKind::Function, "fn", long.iter().copied(), 7, 3);
+        let r = a.running_function().unwrap();
         assert_eq!(
-            (r.kind, r.name.as_str(), r.started_ms),
-            (ScriptKind::Eval, "abc", 7)
+            (r.kind, r.name.as_str(), r.started_ms, r.keyspace_version),
+            (ScriptKind::Function, "fn", 7, 3)
         );
         assert_eq!(
             r.command,
             long.iter().map(|a| a.to_vec()).collect::<Vec<_>>()
         );
+        assert_eq!(a.running_keyspace_version(), Some(3));
         a.finish();
-        assert_eq!(a.running(), None);
+        assert_eq!(a.running_function(), None);
+        assert_eq!(a.running_keyspace_version(), None);
+        // An EVAL in between: FUNCTION STATS shows no EVAL, and not the last function either;
+        // WATCH and -BUSY still see it.
+        let eval: Vec<&[u8]> = vec![b"EVALSHA", b"abc", b"0"];
+        a.start_with(ScriptKind::Eval, "abc", eval.iter().copied(), 8, 4);
+        assert_eq!(a.running_function(), None);
+        assert_eq!(a.running_keyspace_version(), Some(4));
+        assert_eq!(a.running_since(), Some((8, ScriptKind::Eval)));
+        a.finish();
         // A shorter command after a longer one: no leftovers of the first.
         let short: Vec<&[u8]> = vec![b"FCALL", b"f", b"0"];
-        a.start_with(ScriptKind::Function, "f", short.iter().copied(), 9, 0);
-        let r = a.running().unwrap();
+        a.start_with(ScriptKind::Function, "f", short.iter().copied(), 9, 5);
+        let r = a.running_function().unwrap();
         assert_eq!(
             (r.kind, r.name.as_str(), r.started_ms),
             (ScriptKind::Function, "f", 9)
@@ -235,6 +285,7 @@ mod tests {
             vec![b"FCALL".to_vec(), b"f".to_vec(), b"0".to_vec()]
         );
         assert_eq!(a.running_since(), Some((9, ScriptKind::Function)));
+        assert_eq!(a.running_keyspace_version(), Some(5));
     }
 
     fn script(kind: ScriptKind) -> RunningScript {
@@ -262,7 +313,7 @@ mod tests {
         assert!(a.kill_requested());
         a.finish();
         assert!(!a.kill_requested() && a.running_since().is_none());
-        assert_eq!(a.running(), None);
+        assert_eq!(a.running_function(), None);
         a.start(script(ScriptKind::Eval));
         a.mark_wrote();
         assert_eq!(

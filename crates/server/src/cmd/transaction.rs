@@ -58,7 +58,7 @@ pub async fn watch(
         // A busy script holds the keyspace: WATCH is allowed anyway (allow-busy in Redis), and
         // judged at EXEC against the keyspace's version when the script started.
         Err(busy) => {
-            let Some(script) = st.tenant.scripts().running() else {
+            let Some(version) = st.tenant.scripts().running_keyspace_version() else {
                 return Err(busy);
             };
             for key in args.tail(1).iter() {
@@ -66,7 +66,7 @@ pub async fn watch(
                     keyspace: ks.clone(),
                     key: key.into(),
                     version: None,
-                    during_script: Some(script.keyspace_version),
+                    during_script: Some(version),
                 });
             }
         }
