@@ -1569,7 +1569,14 @@ impl Settle {
     pub async fn run(self) -> Result<(), String> {
         match self {
             Settle::Commit(d) => commit_to(d).await,
-            Settle::AwaitSynced(d, end) => d.wait_synced(end).await,
+            Settle::AwaitSynced(d, end) => {
+                // The writers queued on this worker run first: the one whose write this batch
+                // read then commits everything they journaled with one fsync. A reader that
+                // fsynced at once would split that group (measured: a fifth fewer SETs/s with
+                // 25 writers and 25 readers under `always`).
+                RunQueuedFirst(false).await;
+                d.wait_synced(end).await
+            }
         }
     }
 }
