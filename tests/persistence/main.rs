@@ -10,5 +10,6 @@ mod crash;
 mod cutover;
 mod faults;
 mod migrations;
+mod readers;
 mod restart;
 mod streams;

@@ -101,6 +101,10 @@ pub struct Core {
     /// Times the fsync thread woke from its wait (for the tests: it must not poll).
     wakeups: AtomicU64,
     logs: Mutex<Vec<Weak<TenantLog>>>,
+    /// A test hook: every fsync of a log first sleeps this long (`FERRITE_TEST_FSYNC_DELAY_MS`,
+    /// read once at startup; unset in production), so that integration tests can act while a
+    /// group commit is in flight (tests/persistence/readers.rs).
+    pub test_fsync_delay: Option<Duration>,
 }
 
 impl Core {
@@ -115,6 +119,10 @@ impl Core {
             wake: Condvar::new(),
             wakeups: AtomicU64::new(0),
             logs: Mutex::new(Vec::new()),
+            test_fsync_delay: std::env::var("FERRITE_TEST_FSYNC_DELAY_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
         })
     }
 

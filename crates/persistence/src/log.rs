@@ -95,6 +95,9 @@ pub struct TenantLog {
     file: Mutex<FileSide>,
     written: AtomicU64,
     synced: AtomicU64,
+    /// `Pending::appended + Pending::buf.len()` as of the last publish, readable without the
+    /// lock ([`ferrite_tenancy::Durability::unsynced_end`]: every reply under `always` asks).
+    published_end: AtomicU64,
     /// `Pending::lost.1`, readable without the lock (0: nothing was ever lost).
     lost_upto: AtomicU64,
     /// How much group writes paid off lately: set to [`GROUP_WRITE_MAX`] by a commit another
@@ -156,6 +159,7 @@ impl TenantLog {
             }),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
+            published_end: AtomicU64::new(0),
             lost_upto: AtomicU64::new(0),
             sharing: AtomicU32::new(0),
             commits: AtomicU32::new(0),
@@ -544,6 +548,9 @@ impl TenantLog {
             return;
         }
         let started = Instant::now();
+        if let Some(delay) = self.core.test_fsync_delay {
+            std::thread::sleep(delay);
+        }
         let result = match &file {
             Some(f) => f.sync_data(),
             None => Ok(()),
@@ -613,6 +620,8 @@ impl EffectSink for TenantLog {
         let start = begin_frame(&mut p.buf);
         put_effects(&mut p.buf, effects.now, effects.len(), effects.iter());
         end_frame(&mut p.buf, start);
+        self.published_end
+            .store(p.appended + p.buf.len() as u64, SeqCst);
         drop(p);
         self.core.stats.changes.fetch_add(1, Relaxed);
     }
@@ -621,6 +630,20 @@ impl EffectSink for TenantLog {
 impl ferrite_tenancy::Durability for TenantLog {
     fn journaled(&self) -> u64 {
         TenantLog::journaled(self)
+    }
+
+    fn unsynced_end(&self) -> Option<u64> {
+        // `published_end` first: `synced` only grows, so a `synced` read after it that covers
+        // it covers everything the caller can have seen (its reads ran under the keyspace lock
+        // the writers publish under, before this call).
+        if self.core.policy() != FsyncPolicy::Always {
+            return None;
+        }
+        let end = self.published_end.load(SeqCst);
+        if end <= self.synced.load(SeqCst) || self.is_broken() || self.is_closed() {
+            return None;
+        }
+        Some(end)
     }
 
     fn group_write(&self) -> bool {

@@ -583,10 +583,11 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         ahead.shrink();
         // The batch is over: other connections get their turn at the tenant.
         state.held = None;
-        // Writes are durable (per the fsync policy) before their replies go out. (Checked
-        // here first: a batch without writes does not build the commit's future.)
-        if let Some(log) = dispatch::writes_to_commit(&mut state)
-            && let Err(e) = outlined(dispatch::commit_to(log)).await
+        // Writes are durable (per the fsync policy) before their replies go out, and under
+        // `always` so is every write a reply may reflect. (Checked here first: a batch with
+        // nothing to wait for does not build the future.)
+        if let Some(settle) = dispatch::settle_before_replies(&mut state)
+            && let Err(e) = outlined(settle.run()).await
         {
             dispatch::abandon_batch(&mut state, &mut out, &e);
             return;

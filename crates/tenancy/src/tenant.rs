@@ -199,6 +199,14 @@ pub trait Durability: Send + Sync {
     /// position that covers them.
     fn journaled(&self) -> u64;
 
+    /// Under `always`, the position just past everything journaled when that is not yet on
+    /// disk: a reply that may reflect those writes (a read of what another connection wrote)
+    /// waits for it with [`Durability::wait_synced`] before it goes out, so that no client sees
+    /// a write a crash could still lose. `None` under `everysec` and `no` (no such guarantee),
+    /// when everything journaled is on disk (the common case: a few atomic loads, no lock), and
+    /// while the log is broken or closed (reads keep working; see docs/persistence.md).
+    fn unsynced_end(&self) -> Option<u64>;
+
     /// Whether waiting for the other queued connections before committing has lately paid off
     /// (their commits found their records written by a shared write). A lone writer does not
     /// wait: the wait would cost it a task switch and nothing else.

@@ -291,6 +291,14 @@ pub async fn digest(
     } else {
         (crate::offload::lock(&ks).await.digest().clone(), None)
     };
+    // The digest may cover writes of the tenant's clients still waiting for their fsync:
+    // under `always` it is not shown before they are durable.
+    if let Some(settle) = crate::dispatch::settle_read_of(&t) {
+        settle
+            .run()
+            .await
+            .map_err(|e| ErrorReply::coded("MISCONF", e))?;
+    }
     let mut w = ReplyWriter::new(out, proto);
     w.map(if recomputed.is_some() { 5 } else { 4 });
     w.bulk_str("tenant");
