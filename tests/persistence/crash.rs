@@ -62,6 +62,17 @@ fn writer_conn(s: &Server, w: usize) -> redis::Connection {
     }
 }
 
+/// Starts the four writers (one per `writer_conn`), each until `stop`.
+fn spawn_writers(s: &Server, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Acked>> {
+    (0..4)
+        .map(|w| {
+            let c = writer_conn(s, w);
+            let stop = stop.clone();
+            std::thread::spawn(move || writer(c, w, stop))
+        })
+        .collect()
+}
+
 fn create_tenants(s: &Server) {
     let mut adm = s.conn();
     for (t, p) in TENANTS {
@@ -73,13 +84,7 @@ fn create_tenants(s: &Server) {
 /// acknowledged.
 fn write_then_kill(s: Server, run: Duration) -> Vec<Acked> {
     let stop = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..4)
-        .map(|w| {
-            let c = writer_conn(&s, w);
-            let stop = stop.clone();
-            std::thread::spawn(move || writer(c, w, stop))
-        })
-        .collect();
+    let handles = spawn_writers(&s, &stop);
     std::thread::sleep(run);
     sigkill(s);
     stop.store(true, Relaxed);
@@ -276,13 +281,7 @@ fn sigkill_during_a_snapshot_or_a_compaction_leaves_a_directory_that_loads() {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..4)
-            .map(|w| {
-                let c = writer_conn(&s, w);
-                let stop = stop.clone();
-                std::thread::spawn(move || writer(c, w, stop))
-            })
-            .collect();
+        let handles = spawn_writers(&s, &stop);
         std::thread::sleep(Duration::from_millis(100));
         let mut adm = s.conn();
         ok(&mut adm, &[command]);
@@ -334,13 +333,7 @@ fn sigkill_around_a_rotation_with_always_loses_no_acknowledged_write() {
             let _: () = p.query(&mut c).unwrap();
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..4)
-            .map(|w| {
-                let c = writer_conn(&s, w);
-                let stop = stop.clone();
-                std::thread::spawn(move || writer(c, w, stop))
-            })
-            .collect();
+        let handles = spawn_writers(&s, &stop);
         std::thread::sleep(Duration::from_millis(150));
         let mut adm = s.conn();
         // Earlier rotations finished, then one the kill lands around.
