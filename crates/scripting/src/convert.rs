@@ -285,17 +285,10 @@ impl RawParser<'_> {
 
     fn int(&mut self) -> Result<i64, BadReply> {
         let l = self.line()?;
-        // The usual reply (`:123`, up to 18 digits, no overflow) read in place; anything else
-        // through Rust's parser.
-        let (negative, digits) = match l.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            _ => (false, l),
-        };
-        if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
-            let n = digits
-                .iter()
-                .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
-            return Ok(if negative { -n } else { n });
+        // The usual reply (`:123`) read in place by the protocol's parser; what it refuses
+        // (leading zeros, `+`) through Rust's, as before.
+        if let Some(n) = ferrite_protocol::args::parse_i64(l) {
+            return Ok(n);
         }
         std::str::from_utf8(l)
             .ok()

@@ -587,13 +587,9 @@ pub fn first_declared_key<'a>(args: &Args<'a>) -> Option<&'a [u8]> {
     Some(args.get(3))
 }
 
-/// A count of keys as Redis reads it: digits (a short run of them read in place), else any
-/// integer Rust's parser takes.
+/// A count of keys as Redis's parser reads it, else (leading zeros, `+`) as Rust's does.
 fn key_count(text: &[u8]) -> Option<i64> {
-    if !text.is_empty() && text.len() <= 18 && text.iter().all(u8::is_ascii_digit) {
-        return Some(text.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0')));
-    }
-    std::str::from_utf8(text).ok()?.parse::<i64>().ok()
+    ferrite_protocol::args::parse_i64(text).or_else(|| std::str::from_utf8(text).ok()?.parse().ok())
 }
 
 /// The error of a count of keys that is not an integer.
