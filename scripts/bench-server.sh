@@ -158,11 +158,15 @@ wait_subscribers() { # port count
 
 # BLPOP/LPUSH ping-pong: `pipeline` pairs of connections; in each pair one connection blocks in
 # BLPOP on its own list and the other pushes to it, then the next round trip starts. Prints
-# "BLPOP rps p50-ms p99-ms" like the redis-benchmark rows.
+# "BLPOP rps p50-ms p99-ms round-trips" like the redis-benchmark rows, plus the number of round
+# trips, which the CPU columns are divided by (it is not REQUESTS). The client is Python: it
+# spends about three times the server's CPU per round trip, so the rate is mostly the client's
+# and the server CPU per round trip is the measure of the server. REQUESTS / 20 round trips
+# (15,000 at 300,000: about two seconds), not / 100, which made a run half a second long.
 cat >"$work/pingpong.py" <<'PY'
 import socket, statistics, sys, time
 port, requests, pairs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-rounds = max(1000, requests // 100)
+rounds = max(1000, requests // 20)
 def conn():
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -206,11 +210,12 @@ for _ in range(rounds // len(pairs)):
 elapsed = time.perf_counter() - start
 lat.sort()
 n = len(lat) * len(pairs)
-print("BLPOP", n / elapsed, f"{lat[len(lat) // 2]:.3f}", f"{lat[int(len(lat) * 0.99)]:.3f}")
+print("BLPOP", n / elapsed, f"{lat[len(lat) // 2]:.3f}", f"{lat[int(len(lat) * 0.99)]:.3f}", n)
 PY
 
 bench() { # server port pid pipeline test[:size]
     local server=$1 port=$2 pid=$3 pipeline=$4 case=$5 test size label before after line
+    local done_requests=$REQUESTS
     test=${case%%:*}
     size=$DATA_SIZE
     label=${test^^}
@@ -241,6 +246,8 @@ bench() { # server port pid pipeline test[:size]
     if [[ $test == blpop ]]; then
         # A client library round trip in Python on both servers: the ratio, not the rate, counts.
         line=$("${client_pin[@]}" python3 "$work/pingpong.py" "$port" "$REQUESTS" "$pipeline")
+        done_requests=${line##* }
+        line=${line% *}
     elif ((${#command[@]})); then
         # shellcheck disable=SC2086 # the -r option is one or no words on purpose
         line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" \
@@ -268,10 +275,10 @@ bench() { # server port pid pipeline test[:size]
         echo "bench-server: no result for $case from $server" >&2
         return
     fi
-    # The server's CPU time per request: less sensitive than req/s to what else runs on the
-    # machine (redis-benchmark itself takes most of one core).
+    # The server's CPU time per request (per round trip for the ping-pong): less sensitive than
+    # req/s to what else runs on the machine (redis-benchmark itself takes most of one core).
     line="$server $pipeline $line $(awk -v t=$((after - before)) -v c=$((clients_after - clients_before)) \
-        -v hz="$ticks_per_sec" -v n="$REQUESTS" 'BEGIN { printf "%.2f %.2f", t / hz * 1e6 / n, c / hz * 1e6 / n }')"
+        -v hz="$ticks_per_sec" -v n="$done_requests" 'BEGIN { printf "%.2f %.2f", t / hz * 1e6 / n, c / hz * 1e6 / n }')"
     echo "$line" >>"$results"
     awk '{ printf "  %-7s P=%-3s %-12s %12.0f req/s  p50 %s ms  p99 %s ms  server cpu %s us/req  client cpu %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' <<<"$line"
 }
@@ -326,8 +333,8 @@ def med(server, pipeline, test):
 
 print(f"medians of {repeats} runs each; paired = median of the per-repetition ratios (the two runs")
 print("of a pair are back to back, so they share the background load); cpu = server CPU time")
-print("(user + system) per request; client cpu = the same for the client processes (redis-benchmark,")
-print("subscribers, ping-pong) against each server")
+print("(user + system) per request (per BLPOP/LPUSH round trip for BLPOP); client cpu = the same for")
+print("the client processes (redis-benchmark, subscribers, ping-pong) against each server")
 print()
 print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | paired | Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs | client cpu µs (Redis / Ferrite) |")
 print("|------|---------:|------------:|--------------:|--------------:|-------:|-----------------:|-------------------:|-------------:|---------------:|--------------------------------:|")
