@@ -143,8 +143,12 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine"
 for policy in $POLICIES; do
     start_redis "$policy" "$work/redis-$policy"
     start_ferrite "$policy" "$work/ferrite-$policy"
-    n=0
     for rep in $(seq 1 "$REPEATS"); do
+        # Who goes first alternates per repetition at each pipeline depth. (It used to
+        # alternate per run, which with two depths fixed the order per depth: ferrite's -P16
+        # always came right after both -P1 runs and their ~40k fsyncs each, redis-server's
+        # after ferrite's -P16.)
+        n=$rep
         for pl in $PIPELINES; do
             order="redis ferrite"
             ((n++ % 2)) && order="ferrite redis"

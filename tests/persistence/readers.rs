@@ -220,3 +220,60 @@ fn under_everysec_readers_do_not_wait_for_the_fsync() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A read that ends inside a request (its rest has not arrived) ran no command: it has no reply
+/// to hold back, so it does not wait for the fsync of other connections' writes before reading
+/// on. The request, once complete, waits only for the writes logged before it ran: here its
+/// reply comes with the first writer's fsync, not after a second writer's (sent after the
+/// request was complete), which is where a wait at the partial read put it.
+#[test]
+fn under_always_a_partial_request_does_not_wait_for_others_fsync() {
+    use std::io::{Read, Write};
+
+    let dir = data_dir();
+    let s = start(dir.path(), "always");
+    let mut reader = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reply = [0u8; 64];
+    reader
+        .write_all(b"*3\r\n$4\r\nAUTH\r\n$2\r\nrd\r\n$5\r\npw-rd\r\n")
+        .unwrap();
+    let n = reader.read(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"+OK\r\n");
+
+    // Both writers connect first: an AUTH while a write's fsync is in flight waits for it too.
+    let (w1, w2) = (
+        tenant_conn(&s, "rd", "pw-rd"),
+        tenant_conn(&s, "rd", "pw-rd"),
+    );
+    let t0 = Instant::now();
+    let first = set_in_background(w1, "p1", t0);
+    std::thread::sleep(Duration::from_millis(300));
+    // The first writer's fsync is in flight: half a PING.
+    reader.write_all(b"*1\r\n$4\r\nPI").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    reader.write_all(b"NG\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A second write, after the PING was complete: its fsync starts when the first ends.
+    let second = set_in_background(w2, "p2", t0);
+    let n = reader.read(&mut reply).unwrap();
+    let pong_at = t0.elapsed();
+    assert_eq!(&reply[..n], b"+PONG\r\n");
+    let (r1, first_at) = first.recv_timeout(Duration::from_secs(20)).unwrap();
+    let (r2, second_at) = second.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!((r1.unwrap(), r2.unwrap()), (Value::Okay, Value::Okay));
+    assert!(
+        second_at >= 2 * FSYNC_DELAY,
+        "the second write was acknowledged after {second_at:?}, before two fsyncs could end"
+    );
+    assert!(
+        pong_at + Duration::from_millis(100) >= first_at,
+        "the PING was answered after {pong_at:?}, before the write logged before it was durable ({first_at:?})"
+    );
+    assert!(
+        pong_at < first_at + FSYNC_DELAY / 2,
+        "the PING was answered after {pong_at:?}: it waited for the second write's fsync (first write durable after {first_at:?}, second after {second_at:?})"
+    );
+}

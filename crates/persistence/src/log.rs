@@ -76,6 +76,39 @@ struct FileSide {
     retired: Option<Arc<File>>,
 }
 
+/// The file side, locked through [`TenantLog::lock_file`] or [`TenantLog::try_lock_file`].
+/// Releasing it wakes the connections that found it locked ([`TenantLog::written_notify`]),
+/// whichever thread held it and for whatever reason: a connection whose `try_lock` failed
+/// waits for exactly that, and a release that did not notify (the snapshot thread's fsync of
+/// the retired log used to) left it waiting for the next write of some other connection or
+/// for the 100 ms tick.
+struct FileLock<'a> {
+    /// `Some` until dropped.
+    guard: Option<parking_lot::MutexGuard<'a, FileSide>>,
+    released: &'a tokio::sync::Notify,
+}
+
+impl std::ops::Deref for FileLock<'_> {
+    type Target = FileSide;
+    fn deref(&self) -> &FileSide {
+        self.guard.as_deref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for FileLock<'_> {
+    fn deref_mut(&mut self) -> &mut FileSide {
+        self.guard.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // Unlocked first: a woken connection that tries the lock at once must find it free.
+        drop(self.guard.take());
+        self.released.notify_waiters();
+    }
+}
+
 /// Sizes used by the compaction trigger and INFO.
 #[derive(Debug, Default)]
 pub struct LogSizes {
@@ -110,8 +143,10 @@ pub struct TenantLog {
     /// An fsync of the log for waiting writers is running (`always`): the others wait for it
     /// instead of starting one of their own ([`TenantLog::sync_here`]).
     syncing: AtomicBool,
-    /// Notified after every write of the log (and when it breaks or closes): connections whose
-    /// records another connection was writing wait here ([`TenantLog::flush_unless_busy`]).
+    /// Notified whenever the file side is unlocked ([`FileLock`]: after every write of the log,
+    /// and after anything else that held the file), and when the log breaks or closes:
+    /// connections whose records another thread was writing, or that found the file locked,
+    /// wait here ([`TenantLog::flush_unless_busy`], [`SyncHere::FileBusy`]).
     written_notify: tokio::sync::Notify,
     broken: AtomicBool,
     /// The log is closed (tenant deleted, moved away, server stopping): nothing more is written.
@@ -173,6 +208,22 @@ impl TenantLog {
         })
     }
 
+    /// Locks the file side (see [`FileLock`]: its release wakes whoever found it locked).
+    fn lock_file(&self) -> FileLock<'_> {
+        FileLock {
+            guard: Some(self.file.lock()),
+            released: &self.written_notify,
+        }
+    }
+
+    /// [`TenantLog::lock_file`] unless another thread holds it.
+    fn try_lock_file(&self) -> Option<FileLock<'_>> {
+        Some(FileLock {
+            guard: Some(self.file.try_lock()?),
+            released: &self.written_notify,
+        })
+    }
+
     pub fn is_broken(&self) -> bool {
         self.broken.load(SeqCst)
     }
@@ -202,9 +253,7 @@ impl TenantLog {
     pub fn prepare_next(&self) -> std::io::Result<()> {
         let next = self.pending.lock().generation + 1;
         let (f, size) = self.open_generation(next)?;
-        self.file.lock().prepared = Some((next, f, size));
-        // A connection that found the file locked waits for this (see `flush_unless_busy`).
-        self.written_notify.notify_waiters();
+        self.lock_file().prepared = Some((next, f, size));
         Ok(())
     }
 
@@ -249,7 +298,7 @@ impl TenantLog {
             {
                 // Forget the file of the broken generation: the next write opens `g`'s (the
                 // flush below tells the connections that found the file locked).
-                let mut f = self.file.lock();
+                let mut f = self.lock_file();
                 f.file = None;
             }
             match self.flush() {
@@ -309,9 +358,7 @@ impl TenantLog {
         if self.closed.load(Relaxed) {
             return Ok(());
         }
-        let result = self.flush_locked(&mut self.file.lock());
-        self.written_notify.notify_waiters();
-        result
+        self.flush_locked(&mut self.lock_file())
     }
 
     /// [`TenantLog::flush`], unless another thread is writing the log right now: `None` then
@@ -323,11 +370,8 @@ impl TenantLog {
         if self.closed.load(Relaxed) {
             return Some(Ok(()));
         }
-        let mut fs = self.file.try_lock()?;
-        let result = self.flush_locked(&mut fs);
-        drop(fs);
-        self.written_notify.notify_waiters();
-        Some(result)
+        let mut fs = self.try_lock_file()?;
+        Some(self.flush_locked(&mut fs))
     }
 
     fn flush_locked(&self, fs: &mut FileSide) -> Result<(), String> {
@@ -406,7 +450,7 @@ impl TenantLog {
     /// (the snapshot thread calls it right after the rotation's switch, so that the window in
     /// which a crash can cut the old log short stays one fsync long).
     pub fn sync_retired(&self) {
-        let retired = self.file.lock().retired.clone();
+        let retired = self.lock_file().retired.clone();
         if let Some(f) = retired {
             self.sync_retired_file(&f);
         }
@@ -418,7 +462,7 @@ impl TenantLog {
         let started = Instant::now();
         let result = f.sync_data();
         self.core.stats.record_fsync(started.elapsed());
-        let mut fs = self.file.lock();
+        let mut fs = self.lock_file();
         match result {
             Ok(()) => {
                 if fs.retired.as_ref().is_some_and(|r| Arc::ptr_eq(r, f)) {
@@ -489,15 +533,13 @@ impl TenantLog {
     /// Makes what was written durable (the fsync thread calls it, and snapshots and shutdown).
     pub fn sync(&self) {
         let (target, file, retired) = {
-            let fs = self.file.lock();
+            let fs = self.lock_file();
             (
                 self.written.load(SeqCst),
                 fs.file.clone(),
                 fs.retired.clone(),
             )
         };
-        // A connection that found the file locked waits for this (see `flush_unless_busy`).
-        self.written_notify.notify_waiters();
         self.sync_upto(target, file, retired);
         self.synced_notify.notify_waiters();
     }
@@ -516,7 +558,7 @@ impl TenantLog {
         {
             return SyncHere::Running;
         }
-        let Some(fs) = self.file.try_lock() else {
+        let Some(fs) = self.try_lock_file() else {
             self.syncing.store(false, SeqCst);
             // A writer that found `syncing` set meanwhile waits for this.
             self.synced_notify.notify_waiters();
@@ -564,7 +606,7 @@ impl TenantLog {
                 // After a failed fsync the kernel may have dropped the dirty pages: nothing
                 // written since the last good fsync can be trusted. The recovery snapshot
                 // rewrites it all from memory.
-                let mut fs = self.file.lock();
+                let mut fs = self.lock_file();
                 self.fail_locked(&mut fs, self.synced(), &format!("fsync: {e}"));
             }
         }
@@ -878,6 +920,32 @@ mod tests {
                 });
             }
         });
+    }
+
+    /// A connection that found the file locked by another thread — the snapshot thread's
+    /// fsync of the retired log locks it briefly — goes on as soon as the lock is released,
+    /// without another write of the log to wake it (none comes in a quiet moment: it waited for
+    /// the next connection's write, or the 100 ms tick, when that release did not notify).
+    #[test]
+    fn a_wait_that_found_the_file_locked_ends_when_it_is_released() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let core = Core::new(FsyncPolicy::Always);
+        let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+        publish_set(&log, "a");
+        log.flush().expect("write");
+        let position = Durability::journaled(&*log);
+        // Another thread holds the file, as `sync_retired_file` does after its fsync.
+        let mut held = Some(log.lock_file());
+        wait_held_until(
+            &log,
+            position,
+            (
+                "the wait ended while the file was locked",
+                "the wait ends once the file is released",
+            ),
+            || held = None,
+        );
+        assert!(log.synced() >= position, "acknowledged before its fsync");
     }
 
     /// The rotation's switch does not fsync the old log on the writers' path: under

@@ -42,6 +42,7 @@ pub async fn execute(
     use crate::connection::ReplyMode;
     let before = out.len();
     let flow = execute_command(st, sh, args, out).await;
+    st.batch.ran = true;
     if !std::mem::take(&mut st.error_counted) {
         count_error(st, sh, &out[before..]);
     }
@@ -259,6 +260,11 @@ pub struct Batch {
     /// A write ran since the last commit: its effects must be durable (per the fsync policy)
     /// before its reply goes out ([`settle_before_replies`]).
     pub wrote: bool,
+    /// A command ran since the replies were last settled: under `always` its reply may reflect
+    /// other connections' writes not yet on disk ([`settle_before_replies`]). Without it there
+    /// is no reply to hold: a read that ended inside a request (its rest not arrived yet) does
+    /// not wait for others' fsync before reading on.
+    pub ran: bool,
     /// Runs not yet added to `cmd_stats`, by command index (a batch rarely has more than two
     /// distinct commands, so a linear search beats a map).
     tallies: Vec<(usize, CommandTally)>,
@@ -274,6 +280,7 @@ impl Default for Batch {
             commands: 0,
             tenant_commands: 0,
             wrote: false,
+            ran: false,
             tallies: Vec::new(),
         }
     }
@@ -1589,14 +1596,18 @@ impl Settle {
 /// group commit: no client sees a write that a crash could lose, as in Redis, where every
 /// reply of an event-loop pass follows that pass's AOF fsync. `None`: the replies go out now
 /// (no log, `everysec` or `no`, or everything journaled on disk — the common case, a few
-/// atomic loads). Synchronous, for the connection loop: a batch with nothing to wait for does
-/// not build the future.
+/// atomic loads, or no command ran since the last settle: no reply to hold). Synchronous, for
+/// the connection loop: a batch with nothing to wait for does not build the future.
 #[inline]
 pub fn settle_before_replies(st: &mut ClientState) -> Option<Settle> {
     let wrote = std::mem::take(&mut st.batch.wrote);
+    let ran = std::mem::take(&mut st.batch.ran);
     let log = st.tenant.durability()?;
     if wrote {
         return Some(Settle::Commit(log.clone()));
+    }
+    if !ran {
+        return None;
     }
     settle_read_of(&st.tenant)
 }
