@@ -214,14 +214,10 @@ pub fn write_file(
     Ok(written)
 }
 
-/// A walk on a worker ([`walk_on_worker`]) sends its entries to the writing thread once it has
-/// this many (8 steps): each send may wake that thread, a system call on the worker, so not one
-/// per step.
-const WALK_SEND_ENTRIES: usize = 8 * WALK_STEP;
-/// Sends of a walk on a worker queued for the writing thread at most: a bound on the memory they
-/// take (about 130 KB each for 100-byte strings) when the file is slower than the walk, which
-/// then waits without holding its worker.
-const WALK_QUEUE: usize = 16;
+/// Steps of a walk on a worker ([`walk_on_worker`]) queued for the writing thread at most: a
+/// bound on the memory they take (about 16 KB each for 100-byte strings) when the file is
+/// slower than the walk, which then waits without holding its worker.
+const WALK_QUEUE: usize = 64;
 
 /// What a walk on a worker hands the writing thread.
 enum Walked {
@@ -232,7 +228,7 @@ enum Walked {
     },
 }
 
-/// Entries of a few steps: the compact ones copied out as bytes, to be encoded by the writing
+/// One step's entries: the compact ones copied out as bytes, to be encoded by the writing
 /// thread; open entries (encoded under the lock) and pre-images already encoded.
 #[derive(Default)]
 struct WalkedStep {
@@ -243,25 +239,19 @@ struct WalkedStep {
 
 /// The walk of a copy as a task on a connections' worker (the Dragonfly way: the serialization
 /// interleaved with the shard's own work): a step of [`WALK_STEP`] entries under the tenant's
-/// lock, queued in the lock's arrival order like a connection, then the worker yielded, so that
-/// its ready connections run before the next step; every [`WALK_SEND_ENTRIES`] the entries go
-/// to the writing thread. If the writing thread stops (an error), the copy is closed here.
+/// lock, queued in the lock's arrival order like a connection, then the entries sent to the
+/// writing thread and the worker yielded, so that its ready connections run before the next
+/// step. If the writing thread stops (an error), the copy is closed here.
 async fn walk_on_worker(mut copy: PointInTimeCopy, steps: tokio::sync::mpsc::Sender<Walked>) {
-    let mut step = WalkedStep::default();
     loop {
+        let mut step = WalkedStep::default();
         let more = copy
             .step_copied_async(WALK_STEP, &mut step.copied, |k, e| {
                 record::put_entry(&mut step.encoded, k, e);
                 step.encoded_entries += 1;
             })
             .await;
-        let entries = step.copied.len() + step.encoded_entries as usize;
-        if (entries >= WALK_SEND_ENTRIES || !more)
-            && steps
-                .send(Walked::Step(std::mem::take(&mut step)))
-                .await
-                .is_err()
-        {
+        if steps.send(Walked::Step(step)).await.is_err() {
             return copy.close_async().await;
         }
         if !more {
