@@ -182,9 +182,6 @@ pub struct Persistence {
     jobs_cv: Condvar,
     status: Mutex<Status>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// The runtime whose workers walk the snapshots (`snapshot::write_file`), set by the server
-    /// ([`Persistence::walk_snapshots_on`]); `None` (tests, tools): the snapshot thread walks.
-    walk_on: Mutex<Option<tokio::runtime::Handle>>,
     /// Earliest next recovery attempt per broken tenant (backoff while the disk stays full).
     retry_at: Mutex<HashMap<usize, Instant>>,
     last_tick_save: Mutex<Instant>,
@@ -321,7 +318,6 @@ impl Persistence {
                 load: LoadSummary::default(),
             }),
             threads: Mutex::new(Vec::new()),
-            walk_on: Mutex::new(None),
             retry_at: Mutex::new(HashMap::new()),
             last_tick_save: Mutex::new(Instant::now()),
         });
@@ -384,14 +380,6 @@ impl Persistence {
             message: format!("cannot start persistence threads: {e}"),
         })?;
         Ok(persistence)
-    }
-
-    /// Snapshots walk their tenant's keyspace as tasks on `runtime`'s workers from now on, so
-    /// that a writer never waits for the snapshot thread (`snapshot::write_file`). The server
-    /// calls this with its own runtime, which runs until persistence has shut down and whose
-    /// workers never wait for a snapshot (SAVE and SHUTDOWN wait on the blocking pool).
-    pub fn walk_snapshots_on(&self, runtime: tokio::runtime::Handle) {
-        *self.walk_on.lock() = Some(runtime);
     }
 
     pub fn dir(&self) -> &Path {
@@ -690,8 +678,7 @@ impl Persistence {
                     let broken = log.is_broken();
                     if Arc::ptr_eq(&ks, &tenant.keyspace()) && !log.is_closed() {
                         log.snapshotting.store(true, SeqCst);
-                        let walk_on = self.walk_on.lock().clone();
-                        match snapshot::take(&ks, &log, walk_on.as_ref()) {
+                        match snapshot::take(&ks, &log) {
                             Ok(info) => {
                                 let mut s = self.status.lock();
                                 s.snapshots += 1;
@@ -746,8 +733,7 @@ impl Persistence {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let walk_on = self.walk_on.lock().clone();
-            let r = snapshot::take(&ks, &log, walk_on.as_ref());
+            let r = snapshot::take(&ks, &log);
             log.snapshotting.store(false, SeqCst);
             match r {
                 Ok(info) => {
@@ -1749,99 +1735,12 @@ mod tests {
                 created_ms: now,
                 keys,
             };
-            snapshot::write_file(
-                copy,
-                &path,
-                &header,
-                None,
-                &Default::default(),
-                None,
-                &|_| {},
-            )
-            .unwrap();
+            snapshot::write_file(copy, &path, &header, None, &Default::default(), &|_| {}).unwrap();
             let loaded = Keyspace::new();
             let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
             assert_eq!((h.keys, n), (keys, 2));
             assert_eq!(loaded.lock().digest().combined(), want, "{keys:?}");
         }
-    }
-
-    /// The walk as a task on a runtime's worker, as the server runs it (`walk_snapshots_on`),
-    /// with a writer task on the same worker between its steps: the file is the keyspace at
-    /// the copy's version, pre-images included, and the copy is closed at the end.
-    #[test]
-    fn a_snapshot_walked_on_a_worker_is_the_keyspace_at_its_version() {
-        use std::sync::atomic::AtomicBool;
-        let dir = tempfile::tempdir().unwrap();
-        let now = ferrite_storage::now_ms();
-        let ks = Arc::new(Keyspace::new());
-        {
-            let mut db = ks.lock();
-            for i in 0..20_000 {
-                let v = ferrite_storage::Value::string(vec![b'x'; 100]);
-                db.set(format!("k{i}").as_bytes(), v, None, now);
-            }
-        }
-        let want = ks.lock().digest().combined();
-        // A current-thread runtime driven by another thread, like the server's main thread.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let handle = rt.handle().clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let copy = ferrite_storage::PointInTimeCopy::open(&ks).unwrap();
-        let worker = std::thread::spawn({
-            let (ks, stop) = (ks.clone(), stop.clone());
-            move || {
-                rt.block_on(async move {
-                    let mut round = 0u64;
-                    while !stop.load(SeqCst) {
-                        let mut db = ks.lock_async().await;
-                        let v = ferrite_storage::Value::string("new");
-                        db.set(format!("k{}", round * 7 % 20_000).as_bytes(), v, None, now);
-                        db.remove(format!("k{}", round * 13 % 20_000).as_bytes(), now);
-                        let v = ferrite_storage::Value::string("added");
-                        db.set(format!("added{round}").as_bytes(), v, None, now);
-                        drop(db);
-                        round += 1;
-                        tokio::task::yield_now().await;
-                    }
-                    round
-                })
-            }
-        });
-        let path = dir.path().join("walked.fsnp");
-        let header = record::FileHeader {
-            tenant: "t".into(),
-            incarnation: 1,
-            generation: 1,
-            version: copy.version(),
-            created_ms: now,
-            keys: Some(20_000),
-        };
-        let written = snapshot::write_file(
-            copy,
-            &path,
-            &header,
-            None,
-            &Default::default(),
-            Some(&handle),
-            &|_| {},
-        )
-        .unwrap();
-        stop.store(true, SeqCst);
-        let rounds = worker.join().unwrap();
-        assert!(
-            rounds > 0 && written.pre_images > 0,
-            "{rounds} rounds, {written:?}"
-        );
-        let loaded = Keyspace::new();
-        snapshot::load(&path, &mut loaded.lock()).unwrap();
-        assert_eq!(loaded.lock().digest().combined(), want);
-        assert!(
-            ferrite_storage::PointInTimeCopy::open(&ks).is_some(),
-            "closed"
-        );
     }
 
     /// A snapshot larger than the write-back step (its data is written to disk by the helper

@@ -39,13 +39,7 @@ pub struct SnapshotInfo {
 
 /// Takes a snapshot of `ks` (journaled by `log`) and makes it the tenant's base: older
 /// snapshots and logs are deleted. `ks` must be the keyspace `log` is subscribed to.
-/// With `walk_on` (the server's runtime) the walk runs as a task on a connections' worker
-/// ([`write_file`]); without it, on this thread.
-pub fn take(
-    ks: &Arc<Keyspace>,
-    log: &Arc<TenantLog>,
-    walk_on: Option<&tokio::runtime::Handle>,
-) -> Result<SnapshotInfo, String> {
+pub fn take(ks: &Arc<Keyspace>, log: &Arc<TenantLog>) -> Result<SnapshotInfo, String> {
     let started = Instant::now();
     // The next log file exists and is durable before writers switch to it (a failure here is
     // not fatal: the first write after the rotation creates the file as before). First, so
@@ -75,7 +69,7 @@ pub fn take(
     // is recognised at load; under `always` a reply on the new log waits for it).
     let _ = log.flush();
     log.sync_retired();
-    let result = write(copy, log, generation, keys, &libraries, walk_on);
+    let result = write(copy, log, generation, keys, &libraries);
     match result {
         Ok((entries, bytes, pre_images)) => {
             if !log.snapshot_done(generation, bytes) {
@@ -103,7 +97,6 @@ fn write(
     generation: u64,
     keys: u64,
     libraries: &std::collections::BTreeMap<String, Vec<u8>>,
-    walk_on: Option<&tokio::runtime::Handle>,
 ) -> Result<(u64, u64, u64), String> {
     let dir = &log.dir;
     let final_path = dir.join(paths::snapshot_file(generation));
@@ -117,7 +110,7 @@ fn write(
         // The keys at the copy's version: what the walk and the pre-images hand out, once each.
         keys: Some(keys),
     };
-    let written = write_file(copy, &tmp, &header, None, libraries, walk_on, &|_| {})?;
+    let written = write_file(copy, &tmp, &header, None, libraries, &|_| {})?;
     std::fs::rename(&tmp, &final_path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot rename {}: {e}", tmp.display())
@@ -139,52 +132,16 @@ pub struct Written {
 /// removed if anything fails. The caller renames it into place (tenant snapshots) or keeps it
 /// where it is (backups). `progress` gets the number of entries written so far after each step.
 /// The directory is created if missing.
-///
-/// The walk runs where `walk_on` says. `None`: on the calling thread, which takes the keyspace
-/// lock for each step ([`PointInTimeCopy::step_copied`]). `Some(runtime)`: as a task on the
-/// runtime's workers ([`walk_on_worker`]), which hands each step's entries to this thread to
-/// encode, frame and write: a writer of the tenant then never waits for this thread, which the
-/// scheduler can take the core from in the middle of a step (with every writer of the tenant
-/// behind it for milliseconds: the write p99 during a snapshot, docs/benchmarks.md). The
-/// runtime must keep running until this returns: call it from a thread that is not one of its
-/// workers, never while a worker waits for it.
 pub fn write_file(
     mut copy: PointInTimeCopy,
     path: &Path,
     header: &FileHeader,
     info: Option<&[u8]>,
     libraries: &std::collections::BTreeMap<String, Vec<u8>>,
-    walk_on: Option<&tokio::runtime::Handle>,
     progress: &dyn Fn(u64),
 ) -> Result<Written, String> {
     let mut w = SnapshotWriter::create(path, header.clone(), info)?;
     w.libraries(libraries)?;
-    if let Some(runtime) = walk_on {
-        let (steps, mut walked) = tokio::sync::mpsc::channel(WALK_QUEUE);
-        runtime.spawn(walk_on_worker(copy, steps));
-        let mut chunk: Vec<u8> = Vec::new();
-        while let Some(step) = walked.blocking_recv() {
-            let step = match step {
-                Walked::Step(step) => step,
-                Walked::End { pre_images } => {
-                    let mut written = w.finish()?;
-                    written.pre_images = pre_images;
-                    return Ok(written);
-                }
-            };
-            chunk.clear();
-            chunk.extend_from_slice(&step.encoded);
-            let mut chunk_entries = step.encoded_entries;
-            for e in step.copied.iter() {
-                record::put_copied_entry(&mut chunk, &e);
-                chunk_entries += 1;
-            }
-            w.append_encoded(&chunk, chunk_entries)?;
-            progress(w.entries);
-        }
-        // The task ended without its last step: the runtime is shutting down.
-        return Err("the snapshot's walk stopped before its end (the server is stopping)".into());
-    }
     // Each step's entries are encoded into `chunk`: the walk's compact entries (most keys) are
     // copied out under the keyspace lock and encoded after it; open ones (long strings, big
     // collections) are encoded under it; the pre-images outside it. The file is written outside
@@ -212,55 +169,6 @@ pub fn write_file(
     let mut written = w.finish()?;
     written.pre_images = copy.pre_images();
     Ok(written)
-}
-
-/// Steps of a walk on a worker ([`walk_on_worker`]) queued for the writing thread at most: a
-/// bound on the memory they take (about 16 KB each for 100-byte strings) when the file is
-/// slower than the walk, which then waits without holding its worker.
-const WALK_QUEUE: usize = 64;
-
-/// What a walk on a worker hands the writing thread.
-enum Walked {
-    Step(WalkedStep),
-    /// The walk is complete and the copy closed.
-    End {
-        pre_images: u64,
-    },
-}
-
-/// One step's entries: the compact ones copied out as bytes, to be encoded by the writing
-/// thread; open entries (encoded under the lock) and pre-images already encoded.
-#[derive(Default)]
-struct WalkedStep {
-    copied: CopiedEntries,
-    encoded: Vec<u8>,
-    encoded_entries: u32,
-}
-
-/// The walk of a copy as a task on a connections' worker (the Dragonfly way: the serialization
-/// interleaved with the shard's own work): a step of [`WALK_STEP`] entries under the tenant's
-/// lock, queued in the lock's arrival order like a connection, then the entries sent to the
-/// writing thread and the worker yielded, so that its ready connections run before the next
-/// step. If the writing thread stops (an error), the copy is closed here.
-async fn walk_on_worker(mut copy: PointInTimeCopy, steps: tokio::sync::mpsc::Sender<Walked>) {
-    loop {
-        let mut step = WalkedStep::default();
-        let more = copy
-            .step_copied_async(WALK_STEP, &mut step.copied, |k, e| {
-                record::put_entry(&mut step.encoded, k, e);
-                step.encoded_entries += 1;
-            })
-            .await;
-        if steps.send(Walked::Step(step)).await.is_err() {
-            return copy.close_async().await;
-        }
-        if !more {
-            let pre_images = copy.pre_images();
-            let _ = steps.send(Walked::End { pre_images }).await;
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
 }
 
 /// A snapshot file being written, entry by entry: the file header and the header frame (with

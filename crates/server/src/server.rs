@@ -134,8 +134,6 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         .await
         .map_err(|e| anyhow::anyhow!("loading the data directory failed: {e}"))?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        // Snapshots walk on the workers, between connections' batches (see `write_file`).
-        p.walk_snapshots_on(tokio::runtime::Handle::current());
         Some(p)
     } else {
         None

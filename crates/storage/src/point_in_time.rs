@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use crate::entry::CompactCopy;
-use crate::keyspace::{Db, DbGuard, Entry, Keyspace};
+use crate::keyspace::{Db, Entry, Keyspace};
 
 /// The entries of steps of a copy copied out of the keyspace, to be read after its lock is
 /// released ([`PointInTimeCopy::step_copied`]): each compact entry (one allocation: a short
@@ -135,79 +135,36 @@ impl PointInTimeCopy {
         self.step_inner(count, Some(copied), f)
     }
 
-    /// Like [`PointInTimeCopy::step_copied`], for an async task (the snapshot's walk on a
-    /// connections' worker, `ferrite_persistence`): it waits for the lock in the tenant's queue
-    /// without blocking its thread, and closes the copy in the step that ends it, under the
-    /// same lock. Between calls the caller yields, so that the worker's ready connections run
-    /// first: a writer then waits for at most one step, on its own thread, never for a thread
-    /// the scheduler can preempt while it holds the lock.
-    pub async fn step_copied_async(
-        &mut self,
-        count: usize,
-        copied: &mut CopiedEntries,
-        f: impl FnMut(&[u8], &Entry),
-    ) -> bool {
-        if !self.open {
-            return false;
-        }
-        let ks = self.ks.clone();
-        let db = ks.lock_async().await;
-        self.step_locked(db, count, Some(copied), f)
-    }
-
-    /// Closes the copy before its end (the consumer stopped), from an async task.
-    pub async fn close_async(mut self) {
-        if self.open {
-            self.open = false;
-            let rest = self.ks.lock_async().await.close_snapshot();
-            drop(rest);
-        }
-    }
-
     fn step_inner(
         &mut self,
-        count: usize,
-        copied: Option<&mut CopiedEntries>,
-        f: impl FnMut(&[u8], &Entry),
-    ) -> bool {
-        if !self.open {
-            return false;
-        }
-        // Never queued ahead of the tenant's connections (see `lock_when_free`).
-        let ks = self.ks.clone();
-        let db = ks.lock_when_free();
-        self.step_locked(db, count, copied, f)
-    }
-
-    /// One step with the lock taken by the caller in `db`: the walk and the pre-images saved
-    /// so far are taken under it, the pre-images handed to `f` after it is released (so `db` is
-    /// consumed); the step that reaches the end closes the copy before releasing it.
-    fn step_locked(
-        &mut self,
-        mut db: DbGuard<'_>,
         count: usize,
         mut copied: Option<&mut CopiedEntries>,
         mut f: impl FnMut(&[u8], &Entry),
     ) -> bool {
-        let next = db.snapshot_walk(self.cursor, count.max(1), |k, e| {
-            match (copied.as_deref_mut(), e.compact_form()) {
-                (Some(copied), Some(form)) => copied.push(form),
-                _ => f(k, e),
-            }
-        });
-        let pre = db.take_preimages();
-        // Closed in the same critical section as the walk's end: nothing can change between.
-        let rest = (next == 0).then(|| db.close_snapshot());
-        drop(db);
+        if !self.open {
+            return false;
+        }
+        let (next, pre) = {
+            // Never queued ahead of the tenant's connections (see `lock_when_free`).
+            let mut db = self.ks.lock_when_free();
+            let next = db.snapshot_walk(self.cursor, count.max(1), |k, e| {
+                match (copied.as_deref_mut(), e.compact_form()) {
+                    (Some(copied), Some(form)) => copied.push(form),
+                    _ => f(k, e),
+                }
+            });
+            (next, db.take_preimages())
+        };
         self.pre_images += pre.len() as u64;
         for (k, e) in &pre {
             f(k, e);
         }
         drop(pre);
         self.cursor = next;
-        let Some(rest) = rest else {
+        if next != 0 {
             return true;
-        };
+        }
+        let rest = self.ks.lock().close_snapshot();
         self.open = false;
         self.pre_images += rest.preimages.len() as u64;
         for (k, e) in &rest.preimages {
@@ -389,105 +346,6 @@ mod tests {
             e.modified_ms(),
             e.value().digest(),
         )
-    }
-
-    /// The walk as a task on a current-thread runtime (as the server's snapshots run it), with a
-    /// writer task that runs between its steps on the same thread: the copy is still the
-    /// keyspace at open, and it is closed at the end.
-    #[test]
-    fn the_async_walk_on_a_worker_hands_out_the_keyspace_at_open_with_writers_between_steps() {
-        let ks = mixed_keyspace();
-        let expected: BTreeMap<Vec<u8>, Content> = ks
-            .lock()
-            .iter()
-            .map(|(k, e)| (k.to_vec(), content_of(e)))
-            .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let (got, pre_images, writes) = rt.block_on(async {
-            let mut c = PointInTimeCopy::open(&ks).expect("open");
-            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let writer = tokio::spawn({
-                let (ks, done) = (ks.clone(), done.clone());
-                async move {
-                    let mut step = 0u32;
-                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                        let mut db = ks.lock_async().await;
-                        let i = step % 40;
-                        db.set(format!("s{i}").as_bytes(), Value::string("new"), None, 5);
-                        db.remove(format!("h{}", 39 - i).as_bytes(), 5);
-                        db.remove(format!("long{i}").as_bytes(), 5);
-                        db.set(
-                            format!("added{step}").as_bytes(),
-                            Value::string("n"),
-                            None,
-                            5,
-                        );
-                        if step == 30 {
-                            db.flush();
-                        }
-                        drop(db);
-                        step += 1;
-                        tokio::task::yield_now().await;
-                    }
-                    step
-                }
-            });
-            let mut got = BTreeMap::new();
-            let mut copied = CopiedEntries::default();
-            loop {
-                copied.clear();
-                let more = c
-                    .step_copied_async(5, &mut copied, |k, e| {
-                        let old = got.insert(k.to_vec(), content_of(e));
-                        assert!(old.is_none() || old == Some(content_of(e)));
-                    })
-                    .await;
-                for e in copied.iter() {
-                    let content = (
-                        e.value_type(),
-                        e.expire_at(),
-                        e.modified_ms(),
-                        e.value().digest(),
-                    );
-                    let old = got.insert(e.key().to_vec(), content);
-                    assert!(old.is_none() || old == Some(content));
-                }
-                if !more {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            let writes = writer.await.expect("writer");
-            (got, c.pre_images(), writes)
-        });
-        assert_eq!(got, expected);
-        assert!(
-            writes > 30,
-            "the writer ran between the steps: {writes} rounds"
-        );
-        assert!(pre_images > 0, "writers saved pre-images");
-        assert!(PointInTimeCopy::open(&ks).is_some(), "the copy was closed");
-    }
-
-    #[test]
-    fn close_async_closes_a_copy_before_its_end() {
-        let ks = mixed_keyspace();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let mut c = PointInTimeCopy::open(&ks).expect("open");
-            let mut copied = CopiedEntries::default();
-            assert!(c.step_copied_async(3, &mut copied, |_, _| ()).await);
-            assert!(PointInTimeCopy::open(&ks).is_none(), "still open");
-            c.close_async().await;
-        });
-        ks.lock().set(b"s1", Value::string("after"), None, 5);
-        assert!(ks.lock().take_preimages().is_empty(), "no pre-image saved");
-        assert!(PointInTimeCopy::open(&ks).is_some(), "closed");
     }
 
     #[test]

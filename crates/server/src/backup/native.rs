@@ -38,7 +38,6 @@ pub fn write(
         &header,
         Some(&description),
         &opened.libraries,
-        None,
         &|n| progress.set_done(n),
     )?;
     if let Err(e) = std::fs::rename(&tmp, &path) {
