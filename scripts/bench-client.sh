@@ -33,30 +33,10 @@ CLIENTS=${CLIENTS:-50}
 RANDOM_KEYS=${RANDOM_KEYS:-100000}
 REPEATS=${REPEATS:-1}
 
-for tool in redis-server redis-benchmark redis-cli perf python3; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "bench-client: '$tool' not found" >&2
-        exit 2
-    fi
-done
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+BENCH_NAME=bench-client
+source "$root/scripts/lib/bench.sh"
+need_tools redis-server redis-benchmark redis-cli perf python3
+start_scratch
 
 declare -A port pid
 servers=(redis)
@@ -76,10 +56,7 @@ for entry in $BINS; do
     pids+=("$!")
 done
 for s in "${servers[@]}"; do
-    for _ in $(seq 1 100); do
-        [[ "$(redis-cli -p "${port[$s]}" ping 2>/dev/null)" == PONG ]] && break
-        sleep 0.1
-    done
+    wait_pong "${port[$s]}"
 done
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

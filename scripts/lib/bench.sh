@@ -1,5 +1,6 @@
 # Shared by scripts/bench-*.sh (sourced, after `set -euo pipefail`): the `--record` flag, logging,
-# required tools, the ferrite binary, free loopback ports and waiting for a server's PONG.
+# required tools, the ferrite binary, a scratch directory whose processes are stopped on exit, free
+# loopback ports and waiting for a server's PONG.
 # The sourcing script sets BENCH_NAME (its log prefix) first.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -37,6 +38,25 @@ ferrite_bin() {
         cargo build --release --quiet --bin ferrite
         FERRITE_BIN=$CARGO_TARGET_DIR/release/ferrite
     fi
+}
+
+# A scratch directory ($work) and the processes the script starts (append their pids to $pids):
+# on exit, however it comes, the processes are stopped and the directory removed.
+start_scratch() {
+    work=$(mktemp -d)
+    pids=()
+    trap stop_scratch EXIT
+    trap 'exit 130' INT TERM
+}
+stop_scratch() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
 }
 
 free_port() {
