@@ -68,23 +68,9 @@ if [[ -z "${FERRITE_BIN:-}" ]]; then
     FERRITE_BIN=$target/release/ferrite
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+BENCH_NAME=bench-server
+source "$root/scripts/lib/bench.sh"
+start_scratch
 
 wait_ready() { # port name
     for _ in $(seq 1 100); do
