@@ -819,6 +819,14 @@ mod tests {
 
     use super::*;
 
+    /// A tenant's log in a fresh directory (kept as long as the returned `TempDir` lives).
+    fn new_log(policy: FsyncPolicy) -> (tempfile::TempDir, Arc<Core>, Arc<TenantLog>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let core = Core::new(policy);
+        let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+        (dir, core, log)
+    }
+
     fn publish_set(log: &TenantLog, key: &str) {
         let argv = vec![vec![
             b"SET".to_vec(),
@@ -860,9 +868,7 @@ mod tests {
     /// running its own; writers on several threads all end with their records on disk.
     #[test]
     fn under_always_the_writer_runs_the_fsync_itself_or_waits_for_the_running_one() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let core = Core::new(FsyncPolicy::Always);
-        let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+        let (_dir, core, log) = new_log(FsyncPolicy::Always);
         publish_set(&log, "a");
         let position = Durability::journaled(&*log);
         assert_eq!(Durability::commit(&*log, position), Ok(None));
@@ -928,9 +934,7 @@ mod tests {
     /// the next connection's write, or the 100 ms tick, when that release did not notify).
     #[test]
     fn a_wait_that_found_the_file_locked_ends_when_it_is_released() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let core = Core::new(FsyncPolicy::Always);
-        let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+        let (_dir, _core, log) = new_log(FsyncPolicy::Always);
         publish_set(&log, "a");
         log.flush().expect("write");
         let position = Durability::journaled(&*log);
@@ -955,9 +959,7 @@ mod tests {
     #[test]
     fn the_switch_leaves_the_old_logs_fsync_off_the_writers_path() {
         for policy in [FsyncPolicy::Everysec, FsyncPolicy::Always] {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let core = Core::new(policy);
-            let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
+            let (_dir, core, log) = new_log(policy);
             publish_set(&log, "a");
             log.flush().expect("write");
             log.prepare_next().expect("next log");
@@ -993,10 +995,8 @@ mod tests {
     #[test]
     fn a_commit_waits_for_a_write_under_way_without_blocking() {
         for policy in [FsyncPolicy::Everysec, FsyncPolicy::Always] {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let core = Core::new(policy);
+            let (_dir, core, log) = new_log(policy);
             let fsync_thread = core.spawn_sync_thread().expect("fsync thread");
-            let log = TenantLog::new(core.clone(), "t", 1, dir.path().join("t"), 1, None);
             publish_set(&log, "a");
             let position = Durability::journaled(&*log);
 
