@@ -19,9 +19,11 @@
 //!
 //! **Fill limit.** The bucket count is a power of two and doubles when the keys reach
 //! [`GROW_AT`] = 16 per home bucket (so just after a doubling there are 8 per home bucket and
-//! most home buckets have one child); it halves when they fall below [`SHRINK_BELOW`] = 4. The
-//! limit was chosen by the memory arithmetic (keys per home bucket are Poisson-distributed with
-//! mean λ; a chain of n buckets holds 6n+1): a 64-byte bucket per key-holding share comes to
+//! most home buckets have one child); it halves when they fall below [`SHRINK_BELOW`] = 4.
+//! Emptied, it gives all its memory back, except a lone home bucket without children, which it
+//! keeps (a key created and deleted over and over costs no allocation then).
+//! The limit was chosen by the memory arithmetic (keys per home bucket are Poisson-distributed
+//! with mean λ; a chain of n buckets holds 6n+1): a 64-byte bucket per key-holding share comes to
 //! 12.7 bytes per key at λ = 8, 12.0 at λ = 12.2 and 11.7 at λ = 15.3 — which is where 200,000
 //! keys (3,125 per shard, 256 home buckets) and 1,000,000 keys (15,625 per shard, 1,024) land —
 //! against 13.4 at λ = 6 and 18.6 at λ = 3.8 for a limit of one bucket's worth (7) per home
@@ -473,8 +475,15 @@ impl<V: OwnsKey> BucketTable<V> {
         }
         let home = self.home.len();
         if self.len == 0 {
-            // Give the memory back; positions are all invalid anyway.
-            *self = Self::default();
+            if home > 1 || !self.children.is_empty() {
+                // Give the memory back; positions are all invalid anyway.
+                *self = Self::default();
+            }
+            // A table of one home bucket and no children keeps that bucket (64 bytes): a key
+            // created and deleted over and over alone in its shard (a job queue's list that a
+            // push creates and a blocked pop empties) would otherwise allocate, rebuild and free
+            // the table each time: about 860 instructions per BLPOP/LPUSH round trip
+            // (docs/benchmarks.md, "The BLPOP ping-pong and EVALSHA at -P1", issue 14).
         } else if home > 1 && self.len < home * SHRINK_BELOW {
             self.rebuild(home / 2);
         } else if self.free.len() > 64 && self.free.len() * 2 > self.issued {
@@ -746,6 +755,42 @@ mod tests {
             assert!(t.is_empty());
             assert_eq!(t.shape(), (0, 0, 0), "an emptied table holds no memory");
         }
+    }
+
+    /// A table that held a single bucket's keys keeps its home bucket when emptied, and the next
+    /// key goes into it without a rebuild; a bigger table gives all its memory back (above).
+    #[test]
+    fn an_emptied_single_bucket_table_keeps_its_bucket() {
+        let mut t = BucketTable::default();
+        assert_eq!(t.shape(), (0, 0, 0), "a new table holds no memory");
+        for round in 0..3 {
+            for i in 0..7 {
+                insert(&mut t, round * 10 + i);
+            }
+            let home = t.home.as_ptr();
+            for i in 0..7 {
+                let spot = find(&t, round * 10 + i).expect("present");
+                assert_eq!(t.remove_at(spot).0.1, round * 10 + i);
+            }
+            assert!(t.is_empty());
+            assert_eq!(t.shape(), (1, 0, 1), "one empty home bucket is kept");
+            assert_eq!(t.home.as_ptr(), home, "the same bucket, not a new one");
+            assert!(find(&t, round * 10).is_none());
+            t.check();
+        }
+        // Eight keys chain to a child: emptied, the table gives everything back.
+        for i in 0..8 {
+            insert(&mut t, i);
+        }
+        for i in 0..8 {
+            let spot = find(&t, i).expect("present");
+            t.remove_at(spot);
+        }
+        assert_eq!(
+            t.shape(),
+            (0, 0, 0),
+            "a table that had a child holds no memory once empty"
+        );
     }
 
     /// The 17th key doubles the table; keys spread over both halves and their chains shorten.
