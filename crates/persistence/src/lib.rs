@@ -10,6 +10,7 @@
 //!   schedule, size-triggered compaction, recovery after a write failure), and reports status.
 //! - [`check`]: verifies a data directory offline and repairs a damaged log by truncating it.
 
+pub mod background;
 pub mod catalog;
 pub mod check;
 pub mod core;
@@ -658,8 +659,10 @@ impl Persistence {
         match job {
             Job::All(kind) => {
                 let result = self.snapshot_all();
-                self.finish_save(kind, result);
+                // One critical section for both: INFO must not say no save runs while BGSAVE
+                // still refuses to start one.
                 let mut j = self.jobs.lock();
+                self.finish_save(kind, result);
                 j.running = None;
                 let rewrite_waiting = j
                     .queue
@@ -757,6 +760,8 @@ impl Persistence {
         }
     }
 
+    /// Records a finished SAVE/BGSAVE/BGREWRITEAOF in the status. Called with the jobs lock held
+    /// (lock order: jobs, then status), in the section that frees the job slot.
     fn finish_save(&self, kind: SaveKind, result: Result<(), String>) {
         let mut s = self.status.lock();
         let took = s
@@ -802,8 +807,12 @@ impl Persistence {
             self.status.lock().save_in_progress = Some((SaveKind::Snapshot, Instant::now()));
         }
         let result = self.snapshot_all();
-        self.finish_save(SaveKind::Snapshot, result.clone());
-        self.jobs.lock().running = None;
+        {
+            // As for a background save: the status and the job slot change together.
+            let mut j = self.jobs.lock();
+            self.finish_save(SaveKind::Snapshot, result.clone());
+            j.running = None;
+        }
         self.jobs_cv.notify_all();
         result
     }

@@ -94,9 +94,38 @@ pub fn load_tenant(
     logs.retain(|(g, _)| *g >= base);
     let mut replayer = Replayer::new();
     let starts: Vec<LogStart> = logs.iter().map(|(_, path)| peek_log(path)).collect();
+    // A log whose predecessor (log format 2) is newer than the snapshot but not here: the
+    // writes it held are missing, not torn by a crash (each log is created and its directory
+    // fsynced before the switch to it), so nothing after it may be replayed as if they were not.
+    if let (Some((g, path)), Some(start)) = (logs.first(), starts.first())
+        && let Some((pg, length)) = start.predecessor
+        && pg >= base.max(1)
+    {
+        return Err(LoadError::new(
+            path,
+            format!(
+                "log generation {pg} ({length} bytes) is missing: log {g} says it follows it; move the logs from {g} on away to start from the snapshot alone"
+            ),
+        ));
+    }
     let n = logs.len();
     for (i, (g, path)) in logs.iter().enumerate() {
         let mut last = i + 1 == n;
+        if let Some((pg, length)) = starts.get(i + 1).and_then(|s| s.predecessor)
+            && pg != *g
+            && let Some((next, _)) = logs.get(i + 1)
+        {
+            // The cut the checker's repair makes here is at this log's end: nothing of it is
+            // dropped, the later logs are.
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            return Err(LoadError::corrupt(
+                path,
+                size,
+                format!(
+                    "log generation {pg} ({length} bytes) is missing: log {next} says it follows it, but the log before it here is generation {g}"
+                ),
+            ));
+        }
         // What the next log says this one held when it started (log format 2).
         let expected = starts
             .get(i + 1)
@@ -393,6 +422,54 @@ mod tests {
         set(&log, "c");
         set(&log, "d");
         (old, new, after_a)
+    }
+
+    /// Logs 1, 2 and 3 (two rotations), each holding records; returns their paths.
+    fn three_logs(dir: &Path) -> [PathBuf; 3] {
+        let log = TenantLog::new(
+            Core::new(FsyncPolicy::Everysec),
+            "t",
+            1,
+            dir.to_path_buf(),
+            1,
+            None,
+        );
+        set(&log, "a");
+        log.prepare_next().expect("log 2");
+        log.rotate_locked();
+        set(&log, "b");
+        log.prepare_next().expect("log 3");
+        log.rotate_locked();
+        set(&log, "c");
+        log.sync_retired();
+        [1, 2, 3].map(|g| dir.join(paths::log_file(g)))
+    }
+
+    /// A log missing between two others (deleted, lost by the filesystem) is not a crash's
+    /// torn tail: the start is refused, naming it, and nothing is set aside or cut.
+    #[test]
+    fn a_missing_log_between_two_others_refuses_the_load() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let [one, two, three] = three_logs(dir.path());
+        let (result, present) = load(dir.path(), true);
+        result.expect("all three load");
+        assert_eq!(present, ["a", "b", "c"]);
+
+        std::fs::remove_file(&two).expect("remove log 2");
+        let one_len = std::fs::metadata(&one).expect("log 1").len();
+        let (result, _) = load(dir.path(), true);
+        let err = result.expect_err("refused");
+        assert_eq!(err.path, one, "{err}");
+        assert_eq!(err.offset, Some(one_len), "the cut drops nothing of log 1");
+        assert!(err.to_string().contains("generation 2"), "{err}");
+        assert!(three.exists(), "nothing set aside");
+
+        // Missing at the start: the first log here follows one that is not.
+        std::fs::remove_file(&one).expect("remove log 1");
+        let (result, _) = load(dir.path(), true);
+        let err = result.expect_err("refused");
+        assert_eq!(err.path, three, "{err}");
+        assert!(err.to_string().contains("generation 2"), "{err}");
     }
 
     fn load(dir: &Path, repair: bool) -> (Result<TenantLoad, LoadError>, Vec<&'static str>) {
