@@ -13,9 +13,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 
 use ferrite_rdb::file::{self, Entry as RdbEntry};
-use ferrite_storage::PointInTimeCopy;
 use ferrite_storage::keyspace::{Db, Slot};
 use ferrite_storage::scripting::library_name;
+use ferrite_storage::{CopiedEntries, PointInTimeCopy};
 
 use ferrite_storage::Value;
 
@@ -339,12 +339,23 @@ pub fn write(
     let mut seen = SeenKeys::new();
     let mut batch: Vec<(Vec<u8>, Option<u64>, ferrite_rdb::Value)> = Vec::new();
     let mut written = 0u64;
+    // The compact entries (most keys) are copied out under the keyspace lock and converted
+    // after it, so a step holds the tenant's writers for a `memcpy` per entry; the others are
+    // converted under it. Which of the two comes first does not matter: a key handed out twice
+    // has the same content both times.
+    let mut copied = CopiedEntries::default();
     loop {
-        let more = copy.step(WRITE_STEP, |key, entry| {
+        copied.clear();
+        let more = copy.step_copied(WRITE_STEP, &mut copied, |key, entry| {
             if seen.first(key) {
                 batch.push((key.to_vec(), entry.expire_at(), to_rdb(entry.value())));
             }
         });
+        for e in copied.iter() {
+            if seen.first(e.key()) {
+                batch.push((e.key().to_vec(), e.expire_at(), to_rdb(e.value())));
+            }
+        }
         for (key, expire_at, value) in batch.drain(..) {
             w.key(&key, expire_at, &value).map_err(io)?;
             written += 1;

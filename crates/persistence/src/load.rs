@@ -269,10 +269,18 @@ fn peek_log(path: &Path) -> LogStart {
 
 /// Moves logs whose records follow a gap out of the way (renamed `<name>.after-gap`, which the
 /// loader ignores), so that the server can continue the log before them; kept for the operator.
+/// A name already taken by an earlier gap at the same generation gets a number
+/// (`<name>.after-gap.2`, ...): nothing set aside is overwritten.
 fn set_aside(logs: &[(u64, PathBuf)]) -> Result<(), LoadError> {
     for (_, path) in logs {
         let mut aside = path.clone().into_os_string();
         aside.push(".after-gap");
+        let mut n = 1;
+        while Path::new(&aside).exists() {
+            n += 1;
+            aside = path.clone().into_os_string();
+            aside.push(format!(".after-gap.{n}"));
+        }
         std::fs::rename(path, &aside)
             .map_err(|e| LoadError::new(path, format!("cannot set the log aside: {e}")))?;
         tracing::warn!(file = %path.display(), to = %PathBuf::from(&aside).display(), "log set aside: it follows a gap");
@@ -556,6 +564,16 @@ mod tests {
         let (result, present) = load(dir.path(), true);
         assert!(result.expect("loads").torn.is_none());
         assert_eq!(present, ["a"]);
+
+        // The same gap at the same generation again (the set-aside log put back): the second
+        // is set aside under another name, the first is kept.
+        std::fs::copy(&aside, &new).expect("put log 2 back");
+        let (result, present) = load(dir.path(), true);
+        assert!(result.expect("loads").torn.is_some());
+        assert_eq!(present, ["a"]);
+        let mut second = new.clone().into_os_string();
+        second.push(".after-gap.2");
+        assert!(Path::new(&aside).exists() && Path::new(&second).exists());
     }
 
     /// The old log lost a whole record (it ends cleanly, but shorter than its successor says).
