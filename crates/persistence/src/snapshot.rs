@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use ferrite_storage::{CopiedEntries, Db, Keyspace, PointInTimeCopy, Slot};
 
-use crate::background;
 use crate::format::{FrameError, FrameReader, Kind, begin_frame, end_frame, put_file_header};
 use crate::log::TenantLog;
 use crate::paths::{self, TenantFile};
@@ -157,16 +156,11 @@ pub fn write_file(
             record::put_entry(&mut chunk, k, e);
             chunk_entries += 1;
         });
-        // The encoding and the file writes hold no lock anyone waits for: they take only CPU
-        // time nobody else wants (`background`); the step above holds the keyspace lock and
-        // ran at normal priority.
-        background::idle_while(|| {
-            for e in copied.iter() {
-                record::put_copied_entry(&mut chunk, &e);
-                chunk_entries += 1;
-            }
-            w.append_encoded(&chunk, chunk_entries)
-        })?;
+        for e in copied.iter() {
+            record::put_copied_entry(&mut chunk, &e);
+            chunk_entries += 1;
+        }
+        w.append_encoded(&chunk, chunk_entries)?;
         progress(w.entries);
         if !more {
             break;
