@@ -303,10 +303,13 @@ async fn run(o: &Opts) -> Res<String> {
         let before = rss(o.pid);
         if n == 0 {
             before_first = before;
+            // The wall clock at the load's time origin, so that a round's `at` maps to wall
+            // time exactly (the BGSAVE itself is sent a few round trips later).
             unix_first = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
+                .unwrap_or(0.0)
+                - load.now();
         }
         let (t0, t1, secs, peak, status) = bgsave(o, &mut admin, &load, before).await?;
         log(format!(
@@ -341,7 +344,10 @@ async fn run(o: &Opts) -> Res<String> {
         .collect();
     if let Ok(path) = std::env::var("BENCH_ROUNDS_OUT") {
         let t0 = windows.first().map(|w| w.0).unwrap_or(0.0);
-        let mut lines = format!("# first bgsave sent at 0 (unix {unix_first:.6})\n");
+        let mut lines = format!(
+            "# first bgsave sent at 0 (unix {:.6})\n",
+            unix_first + windows.first().map(|w| w.0).unwrap_or(0.0)
+        );
         for (n, (a, b)) in windows.iter().enumerate() {
             lines.push_str(&format!(
                 "# bgsave {} from {:.6} to {:.6}\n",

@@ -10,7 +10,6 @@
 //!   schedule, size-triggered compaction, recovery after a write failure), and reports status.
 //! - [`check`]: verifies a data directory offline and repairs a damaged log by truncating it.
 
-pub mod background;
 pub mod catalog;
 pub mod check;
 pub mod core;

@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use ferrite_storage::{CopiedEntries, Db, Keyspace, PointInTimeCopy, Slot};
 
-use crate::background;
 use crate::format::{FrameError, FrameReader, Kind, begin_frame, end_frame, put_file_header};
 use crate::log::TenantLog;
 use crate::paths::{self, TenantFile};
@@ -25,10 +24,6 @@ use crate::record::{self, FileHeader};
 /// strings (their cache misses overlapped, `Db::snapshot_walk`), so a writer that finds the lock
 /// taken waits that long at most; long enough that the lock traffic stays low.
 const WALK_STEP: usize = 128;
-/// Entries the walk hands the encoder at a time (a few steps: one wake-up of the encoder each).
-const BATCH_ENTRIES: usize = 1024;
-/// Batches the walk may be ahead of the encoder (each about 130 KB for 100-byte values).
-const BATCHES_IN_FLIGHT: usize = 2;
 /// An entries frame is written out once it holds this many bytes.
 const BLOCK_BYTES: usize = 256 * 1024;
 
@@ -147,81 +142,33 @@ pub fn write_file(
 ) -> Result<Written, String> {
     let mut w = SnapshotWriter::create(path, header.clone(), info)?;
     w.libraries(libraries)?;
-    // Two threads. This one walks: each step holds the keyspace lock (at this thread's normal
-    // priority, so the scheduler does not park it mid-step while the tenant's writers wait)
-    // and copies the compact entries out (most keys) or encodes the open ones (long strings,
-    // big collections) and the pre-images. An encoder thread at SCHED_IDLE (`background`)
-    // encodes the copies and writes the file: most of a snapshot's CPU time, taken only when
-    // no other thread wants the core, and with no lock anyone waits for. A bounded channel
-    // keeps the walk at most `BATCHES_IN_FLIGHT` batches ahead of the encoder.
-    let (to_encoder, batches) = std::sync::mpsc::sync_channel::<WalkBatch>(BATCHES_IN_FLIGHT);
-    let (give_back, returned) = std::sync::mpsc::channel::<WalkBatch>();
-    let w = std::thread::scope(|scope| {
-        let encoder = std::thread::Builder::new()
-            .name("snapshot-encode".into())
-            .spawn_scoped(scope, move || -> Result<SnapshotWriter, String> {
-                background::enter_idle();
-                for mut batch in batches {
-                    for e in batch.copied.iter() {
-                        record::put_copied_entry(&mut batch.chunk, &e);
-                        batch.entries += 1;
-                    }
-                    w.append_encoded(&batch.chunk, batch.entries)?;
-                    // For reuse; the walk may be done already.
-                    let _ = give_back.send(batch);
-                }
-                Ok(w)
-            })
-            .map_err(|e| format!("cannot start the snapshot encoder: {e}"))?;
-        let mut walked = 0u64;
-        let mut more = true;
-        while more {
-            let mut batch = returned.try_recv().unwrap_or_default();
-            batch.clear();
-            while more && batch.len() < BATCH_ENTRIES {
-                more = copy.step_copied(WALK_STEP, &mut batch.copied, |k, e| {
-                    record::put_entry(&mut batch.chunk, k, e);
-                    batch.entries += 1;
-                });
-            }
-            walked += batch.len() as u64;
-            if to_encoder.send(batch).is_err() {
-                // The encoder stopped on an error: it says which when joined.
-                break;
-            }
-            progress(walked);
+    // Each step's entries are encoded into `chunk`: the walk's compact entries (most keys) are
+    // copied out under the keyspace lock and encoded after it; open ones (long strings, big
+    // collections) are encoded under it; the pre-images outside it. The file is written outside
+    // the lock.
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut copied = CopiedEntries::default();
+    loop {
+        chunk.clear();
+        copied.clear();
+        let mut chunk_entries = 0u32;
+        let more = copy.step_copied(WALK_STEP, &mut copied, |k, e| {
+            record::put_entry(&mut chunk, k, e);
+            chunk_entries += 1;
+        });
+        for e in copied.iter() {
+            record::put_copied_entry(&mut chunk, &e);
+            chunk_entries += 1;
         }
-        drop(to_encoder);
-        encoder
-            .join()
-            .unwrap_or_else(|_| Err("the snapshot encoder panicked".into()))
-    })?;
+        w.append_encoded(&chunk, chunk_entries)?;
+        progress(w.entries);
+        if !more {
+            break;
+        }
+    }
     let mut written = w.finish()?;
     written.pre_images = copy.pre_images();
     Ok(written)
-}
-
-/// Entries of a few walk steps on their way to the encoder (see [`write_file`]): the compact
-/// ones copied, the others already encoded in `chunk`.
-#[derive(Default)]
-struct WalkBatch {
-    copied: CopiedEntries,
-    chunk: Vec<u8>,
-    /// Entries encoded in `chunk`.
-    entries: u32,
-}
-
-impl WalkBatch {
-    fn clear(&mut self) {
-        self.copied.clear();
-        self.chunk.clear();
-        self.entries = 0;
-    }
-
-    /// Entries in the batch, copied or encoded.
-    fn len(&self) -> usize {
-        self.copied.len() + self.entries as usize
-    }
 }
 
 /// A snapshot file being written, entry by entry: the file header and the header frame (with
