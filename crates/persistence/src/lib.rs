@@ -834,6 +834,12 @@ impl Persistence {
             );
         }
         j.queue.push_back(Job::All(SaveKind::Snapshot));
+        if !busy {
+            // In progress from the reply on, as Redis's (forked at once) is: a client that polls
+            // INFO right after must not see `rdb_bgsave_in_progress:0` while the job waits for
+            // the snapshot thread to pick it up and a second BGSAVE is refused.
+            self.status.lock().save_in_progress = Some((SaveKind::Snapshot, Instant::now()));
+        }
         drop(j);
         self.jobs_cv.notify_one();
         Ok(if busy {
@@ -855,6 +861,10 @@ impl Persistence {
         }
         let busy = j.running.is_some();
         j.queue.push_back(Job::All(SaveKind::Rewrite));
+        if !busy {
+            // As for BGSAVE: in progress from the reply on.
+            self.status.lock().save_in_progress = Some((SaveKind::Rewrite, Instant::now()));
+        }
         drop(j);
         self.jobs_cv.notify_one();
         if busy {
@@ -1336,6 +1346,33 @@ mod tests {
 
     fn registry() -> Arc<Registry> {
         Arc::new(Registry::new(TenancySettings::default()))
+    }
+
+    /// From BGSAVE's (and BGREWRITEAOF's) reply on, the status says a save is in progress or
+    /// that it is done: never neither while a second one would be refused as "in progress".
+    #[test]
+    fn a_started_background_save_is_in_progress_or_done_from_its_reply_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry();
+        let p = Persistence::open(settings(dir.path()), &reg).unwrap();
+        for _ in 0..50 {
+            let before = p.status();
+            assert_eq!(p.bgsave(false), Ok("Background saving started"));
+            let now = p.status();
+            assert!(
+                now.save_in_progress.is_some() || now.saves > before.saves,
+                "BGSAVE was accepted but the status shows neither a save in progress nor a new one"
+            );
+            assert!(p.wait_idle(Duration::from_secs(10)));
+            let before = p.status();
+            assert_eq!(
+                p.bgrewriteaof(),
+                Ok("Background append only file rewriting started")
+            );
+            let now = p.status();
+            assert!(now.save_in_progress.is_some() || now.rewrites > before.rewrites);
+            assert!(p.wait_idle(Duration::from_secs(10)));
+        }
     }
 
     #[test]
