@@ -286,13 +286,19 @@ async fn run(o: &Opts) -> Res<String> {
         o.snapshots, o.pause
     ));
     let load = Load::start(o).await?;
+    // The wall clock at the load's time origin: a round's `at` plus this is its wall time (for
+    // lining BENCH_ROUNDS_OUT up with traces of the machine).
+    let unix_origin = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+        - load.now();
     let mut windows = Vec::new();
     let mut took = Vec::new();
     let mut extra = Vec::new();
     let mut cow = Vec::new();
     let mut before_first = 0;
     let mut statuses = Vec::new();
-    let mut unix_first = 0.0;
     for n in 0..o.snapshots {
         tokio::time::sleep(if n == 0 {
             Duration::from_millis(500)
@@ -303,13 +309,6 @@ async fn run(o: &Opts) -> Res<String> {
         let before = rss(o.pid);
         if n == 0 {
             before_first = before;
-            // The wall clock at the load's time origin, so that a round's `at` maps to wall
-            // time exactly (the BGSAVE itself is sent a few round trips later).
-            unix_first = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0)
-                - load.now();
         }
         let (t0, t1, secs, peak, status) = bgsave(o, &mut admin, &load, before).await?;
         log(format!(
@@ -344,10 +343,7 @@ async fn run(o: &Opts) -> Res<String> {
         .collect();
     if let Ok(path) = std::env::var("BENCH_ROUNDS_OUT") {
         let t0 = windows.first().map(|w| w.0).unwrap_or(0.0);
-        let mut lines = format!(
-            "# first bgsave sent at 0 (unix {:.6})\n",
-            unix_first + windows.first().map(|w| w.0).unwrap_or(0.0)
-        );
+        let mut lines = format!("# first bgsave sent at 0 (unix {:.6})\n", unix_origin + t0);
         for (n, (a, b)) in windows.iter().enumerate() {
             lines.push_str(&format!(
                 "# bgsave {} from {:.6} to {:.6}\n",

@@ -646,7 +646,7 @@ impl Persistence {
                     match &job {
                         Job::All(kind) => {
                             j.running = Some(*kind);
-                            self.status.lock().save_in_progress = Some((*kind, Instant::now()));
+                            self.begin_save(*kind);
                         }
                         Job::Tenant(_) => j.running_tenant = true,
                     }
@@ -759,6 +759,16 @@ impl Persistence {
         }
     }
 
+    /// Shows a SAVE/BGSAVE/BGREWRITEAOF as in progress in the status (INFO's
+    /// `rdb_bgsave_in_progress`, `aof_rewrite_in_progress`). Called with the jobs lock held, in
+    /// the section that takes the job slot or queues the job to start at once; [`finish_save`]
+    /// ends it.
+    ///
+    /// [`finish_save`]: Persistence::finish_save
+    fn begin_save(&self, kind: SaveKind) {
+        self.status.lock().save_in_progress = Some((kind, Instant::now()));
+    }
+
     /// Records a finished SAVE/BGSAVE/BGREWRITEAOF in the status. Called with the jobs lock held
     /// (lock order: jobs, then status), in the section that frees the job slot.
     fn finish_save(&self, kind: SaveKind, result: Result<(), String>) {
@@ -803,7 +813,7 @@ impl Persistence {
                 return Err("Background save already in progress".into());
             }
             j.running = Some(SaveKind::Snapshot);
-            self.status.lock().save_in_progress = Some((SaveKind::Snapshot, Instant::now()));
+            self.begin_save(SaveKind::Snapshot);
         }
         let result = self.snapshot_all();
         {
@@ -838,7 +848,7 @@ impl Persistence {
             // In progress from the reply on, as Redis's (forked at once) is: a client that polls
             // INFO right after must not see `rdb_bgsave_in_progress:0` while the job waits for
             // the snapshot thread to pick it up and a second BGSAVE is refused.
-            self.status.lock().save_in_progress = Some((SaveKind::Snapshot, Instant::now()));
+            self.begin_save(SaveKind::Snapshot);
         }
         drop(j);
         self.jobs_cv.notify_one();
@@ -863,7 +873,7 @@ impl Persistence {
         j.queue.push_back(Job::All(SaveKind::Rewrite));
         if !busy {
             // As for BGSAVE: in progress from the reply on.
-            self.status.lock().save_in_progress = Some((SaveKind::Rewrite, Instant::now()));
+            self.begin_save(SaveKind::Rewrite);
         }
         drop(j);
         self.jobs_cv.notify_one();

@@ -111,27 +111,25 @@ pub fn load_tenant(
     let n = logs.len();
     for (i, (g, path)) in logs.iter().enumerate() {
         let mut last = i + 1 == n;
-        if let Some((pg, length)) = starts.get(i + 1).and_then(|s| s.predecessor)
-            && pg != *g
-            && let Some((next, _)) = logs.get(i + 1)
-        {
-            // The cut the checker's repair makes here is at this log's end: nothing of it is
-            // dropped, the later logs are.
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            return Err(LoadError::corrupt(
-                path,
-                size,
-                format!(
-                    "log generation {pg} ({length} bytes) is missing: log {next} says it follows it, but the log before it here is generation {g}"
-                ),
-            ));
-        }
         // What the next log says this one held when it started (log format 2).
-        let expected = starts
-            .get(i + 1)
-            .and_then(|s| s.predecessor)
-            .filter(|(pg, _)| pg == g)
-            .map(|(_, length)| length);
+        let expected = match (
+            starts.get(i + 1).and_then(|s| s.predecessor),
+            logs.get(i + 1),
+        ) {
+            (Some((pg, length)), Some((next, _))) if pg != *g => {
+                // The cut the checker's repair makes here is at this log's end: nothing of it
+                // is dropped, the later logs are.
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                return Err(LoadError::corrupt(
+                    path,
+                    size,
+                    format!(
+                        "log generation {pg} ({length} bytes) is missing: log {next} says it follows it, but the log before it here is generation {g}"
+                    ),
+                ));
+            }
+            (predecessor, _) => predecessor.map(|(_, length)| length),
+        };
         // An older log may end short or torn only where its loss cannot have been followed by
         // replayed records: its successor says how long it was (the old log is fsynced just
         // after the switch, so a crash can come before), or no later log holds a record.
