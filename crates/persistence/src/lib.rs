@@ -1798,12 +1798,12 @@ mod tests {
         }
     }
 
-    /// A snapshot larger than the write-back step (its data is written to disk by the helper
-    /// thread while it is being written) loads back whole.
+    /// A snapshot larger than the write-back step and than many `O_DIRECT` stages loads back
+    /// whole, written either way (`O_DIRECT` where the temp dir's file system takes it, and
+    /// through the page cache with its write-back thread), and the two files are the same bytes.
     #[test]
-    fn a_snapshot_bigger_than_the_write_back_step_loads_back() {
+    fn a_snapshot_bigger_than_the_write_back_step_loads_back_written_either_way() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.fsnp");
         let header = record::FileHeader {
             tenant: "t".into(),
             incarnation: 1,
@@ -1812,30 +1812,42 @@ mod tests {
             created_ms: 0,
             keys: None,
         };
-        let mut w = snapshot::SnapshotWriter::create(&path, header, None).unwrap();
-        assert!(w.set_keys(200_000));
         let fresh = Keyspace::new();
-        {
-            let mut db = fresh.lock();
-            for i in 0..200_000u32 {
-                let key = format!("key:{i:012}");
-                let value = ferrite_storage::Value::string(format!("{i:0100}"));
-                w.entry(key.as_bytes(), &value, None, 7).unwrap();
-                if let ferrite_storage::Slot::Vacant(v) = db.entry_physical(key.as_bytes(), 0) {
-                    v.insert_with_modified(value, None, 7);
+        let mut files = Vec::new();
+        for mode in [
+            snapshot::WriteMode::DirectIfSupported,
+            snapshot::WriteMode::Buffered,
+        ] {
+            let path = dir.path().join(format!("{mode:?}.fsnp"));
+            let mut w =
+                snapshot::SnapshotWriter::create_with(&path, header.clone(), None, mode).unwrap();
+            assert!(w.set_keys(200_000));
+            {
+                let mut db = fresh.lock();
+                for i in 0..200_000u32 {
+                    let key = format!("key:{i:012}");
+                    let value = ferrite_storage::Value::string(format!("{i:0100}"));
+                    w.entry(key.as_bytes(), &value, None, 7).unwrap();
+                    if let ferrite_storage::Slot::Vacant(v) = db.entry_physical(key.as_bytes(), 0) {
+                        v.insert_with_modified(value, None, 7);
+                    }
                 }
             }
+            // The header went out with the first frame: too late to change the count now.
+            assert!(!w.set_keys(1));
+            let written = w.finish().unwrap();
+            assert!(written.bytes > 16 << 20, "{written:?}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), written.bytes);
+            let loaded = Keyspace::new();
+            let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
+            assert_eq!((h.keys, n), (Some(200_000), 200_000), "{mode:?}");
+            assert_eq!(
+                loaded.lock().digest().combined(),
+                fresh.lock().digest().combined(),
+                "{mode:?}"
+            );
+            files.push(std::fs::read(&path).unwrap());
         }
-        // The header went out with the first frame: too late to change the count now.
-        assert!(!w.set_keys(1));
-        let written = w.finish().unwrap();
-        assert!(written.bytes > 16 << 20, "{written:?}");
-        let loaded = Keyspace::new();
-        let (h, n) = snapshot::load(&path, &mut loaded.lock()).unwrap();
-        assert_eq!((h.keys, n), (Some(200_000), 200_000));
-        assert_eq!(
-            loaded.lock().digest().combined(),
-            fresh.lock().digest().combined()
-        );
+        assert!(files[0] == files[1], "the two ways wrote different bytes");
     }
 }

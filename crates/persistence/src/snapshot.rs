@@ -8,7 +8,8 @@
 //! deleted. A crash at any point leaves either the old files or the new ones complete.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -171,6 +172,148 @@ pub fn write_file(
     Ok(written)
 }
 
+/// How `O_DIRECT` writes are aligned (file offsets, lengths and memory): 4 KiB covers every
+/// logical block size in use (512 B and 4 KiB).
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes gathered for one `O_DIRECT` write (a multiple of [`DIRECT_ALIGN`]).
+const DIRECT_STAGE: usize = 1 << 20;
+/// Bytes gathered for one write on the buffered path.
+const BUFFERED_STAGE: usize = 1 << 20;
+
+/// How a snapshot file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteMode {
+    /// `O_DIRECT` when the file system takes it, else buffered.
+    DirectIfSupported,
+    /// Through the page cache.
+    #[cfg_attr(not(test), expect(dead_code))]
+    Buffered,
+}
+
+/// Where a snapshot's bytes go: straight to the disk with `O_DIRECT` when the file system takes
+/// it, else to the page cache in 1 MiB writes. Direct writes leave no dirty pages behind, so no
+/// kernel write-back (flusher threads, journal commits forced by fsyncs of a growing file) runs
+/// while the tenant's writers do: with buffered writes, the write p99 of a 20k writes/s load
+/// during a snapshot of 1M keys was 3–5× its idle value on a 2-core VM, with `O_DIRECT`
+/// 1.4–1.6× (docs/benchmarks.md), at the same snapshot duration. All writes are positional, so
+/// the two paths can take over from each other at any offset.
+struct SnapshotOut {
+    /// A handle without `O_DIRECT`: the buffered path, the unaligned tail, the final fsync.
+    file: File,
+    direct: Option<DirectStage>,
+    buffered: Vec<u8>,
+    /// Bytes written to the file so far.
+    offset: u64,
+}
+
+/// The `O_DIRECT` handle and its staging buffer.
+struct DirectStage {
+    file: File,
+    /// `DIRECT_STAGE + DIRECT_ALIGN` bytes, never resized (so its address never moves); the
+    /// stage is the aligned window `start..start + DIRECT_STAGE`.
+    mem: Vec<u8>,
+    start: usize,
+    /// Bytes of the stage in use.
+    fill: usize,
+}
+
+impl SnapshotOut {
+    /// Creates (truncates) the file at `path`.
+    fn create(path: &Path, mode: WriteMode) -> std::io::Result<SnapshotOut> {
+        let file = File::create(path)?;
+        let direct = match mode {
+            // A file system without O_DIRECT (some tmpfs, FUSE) refuses the open: buffered then.
+            WriteMode::DirectIfSupported => std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+                .ok(),
+            WriteMode::Buffered => None,
+        };
+        let direct = direct.map(|file| {
+            let mem = vec![0u8; DIRECT_STAGE + DIRECT_ALIGN];
+            let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
+            DirectStage {
+                file,
+                mem,
+                start,
+                fill: 0,
+            }
+        });
+        Ok(SnapshotOut {
+            file,
+            direct,
+            buffered: Vec::new(),
+            offset: 0,
+        })
+    }
+
+    fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Appends `data` to the file (written once a stage is full).
+    fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let Some(d) = &mut self.direct else {
+                self.buffered.extend_from_slice(data);
+                if self.buffered.len() >= BUFFERED_STAGE {
+                    self.flush()?;
+                }
+                return Ok(());
+            };
+            let n = (DIRECT_STAGE - d.fill).min(data.len());
+            let at = d.start + d.fill;
+            d.mem[at..at + n].copy_from_slice(&data[..n]);
+            d.fill += n;
+            data = &data[n..];
+            if d.fill < DIRECT_STAGE {
+                continue;
+            }
+            let stage = &d.mem[d.start..d.start + DIRECT_STAGE];
+            match d.file.write_all_at(stage, self.offset) {
+                Ok(()) => {
+                    self.offset += DIRECT_STAGE as u64;
+                    d.fill = 0;
+                }
+                // The file system took O_DIRECT at open but not this write (an alignment it
+                // wants larger than ours, a short write that left the offset unaligned): the
+                // rest goes through the page cache, from the stage's first byte on.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!("O_DIRECT write refused, writing buffered: {e}");
+                    self.buffered.extend_from_slice(stage);
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the buffered path's bytes to the kernel. The direct path keeps its partial stage
+    /// until [`SnapshotOut::finish`]: only whole aligned blocks can be written directly.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buffered.is_empty() {
+            self.file.write_all_at(&self.buffered, self.offset)?;
+            self.offset += self.buffered.len() as u64;
+            self.buffered.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes everything still held; the direct path's unaligned tail goes through the page
+    /// cache. The caller fsyncs [`SnapshotOut::file`] after.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if let Some(d) = &mut self.direct {
+            let tail = &d.mem[d.start..d.start + d.fill];
+            self.file.write_all_at(tail, self.offset)?;
+            self.offset += d.fill as u64;
+            d.fill = 0;
+        }
+        self.flush()
+    }
+}
+
 /// A snapshot file being written, entry by entry: the file header and the header frame (with
 /// an optional [`record::BACKUP_INFO`] frame), then entries in frames of about
 /// [`BLOCK_BYTES`], libraries, and the end record that counts the entries; [`finish`] fsyncs
@@ -183,7 +326,7 @@ pub fn write_file(
 /// [`set_keys`]: SnapshotWriter::set_keys
 pub struct SnapshotWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: SnapshotOut,
     /// The header and backup description until they are written.
     head: Option<(FileHeader, Option<Vec<u8>>)>,
     /// The entries frame being filled.
@@ -199,7 +342,8 @@ pub struct SnapshotWriter {
     finished: bool,
 }
 
-/// Writes a file's data to disk while it is still being written: every [`WRITE_BACK_BYTES`]
+/// Writes a file's data to disk while it is still being written (buffered writes only: see
+/// [`SnapshotOut`]): every [`WRITE_BACK_BYTES`]
 /// the writer asks a helper thread, which has its own handle of the file, to `fdatasync` it,
 /// and goes on writing. The kernel would otherwise hold the whole file in memory until the
 /// final fsync, which then waits for all of it; this way that fsync has only the last few
@@ -244,6 +388,13 @@ impl WriteBack {
         }
     }
 
+    fn none() -> WriteBack {
+        WriteBack {
+            ask: None,
+            helper: None,
+        }
+    }
+
     fn ask(&self) {
         if let Some(ask) = &self.ask {
             let _ = ask.try_send(());
@@ -274,15 +425,29 @@ impl SnapshotWriter {
         header: FileHeader,
         info: Option<&[u8]>,
     ) -> Result<SnapshotWriter, String> {
+        SnapshotWriter::create_with(path, header, info, WriteMode::DirectIfSupported)
+    }
+
+    pub(crate) fn create_with(
+        path: &Path,
+        header: FileHeader,
+        info: Option<&[u8]>,
+        mode: WriteMode,
+    ) -> Result<SnapshotWriter, String> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let file =
-            File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let write_back = WriteBack::start(&file);
+        let out = SnapshotOut::create(path, mode)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        // Direct writes leave nothing for a write-back to do.
+        let write_back = if out.is_direct() {
+            WriteBack::none()
+        } else {
+            WriteBack::start(&out.file)
+        };
         let mut w = SnapshotWriter {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             head: Some((header, info.map(<[u8]>::to_vec))),
             buf: Vec::with_capacity(BLOCK_BYTES + 64 * 1024),
             frame_at: 0,
@@ -378,9 +543,9 @@ impl SnapshotWriter {
         let done = self
             .flush_block()
             .and_then(|()| self.write(&end))
-            .and_then(|()| self.out.flush())
+            .and_then(|()| self.out.finish())
             .and_then(|()| self.write_back.stop())
-            .and_then(|()| self.out.get_ref().sync_all());
+            .and_then(|()| self.out.file.sync_all());
         done.map_err(|e| self.failed(e))?;
         self.finished = true;
         Ok(Written {
@@ -745,4 +910,61 @@ pub fn read_backup_info(path: &Path) -> Result<(FileHeader, Vec<u8>), LoadError>
     let info = record::read_backup_info(&buf)
         .map_err(|e| LoadError::corrupt(path, at, format!("backup description: {e}")))?;
     Ok((header, info.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks of awkward sizes (empty, one byte, stage-sized, larger than a stage, crossing
+    /// stage boundaries) come out of both write paths as the same file, in order, whole.
+    #[test]
+    fn snapshot_out_writes_every_byte_in_order_either_way() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sizes = [
+            0,
+            1,
+            DIRECT_ALIGN - 1,
+            DIRECT_STAGE,
+            3,
+            DIRECT_STAGE - 4,
+            2 * DIRECT_STAGE + 17,
+            BUFFERED_STAGE + 1,
+            5000,
+        ];
+        let mut want = Vec::new();
+        let mut seed = 0x9e37_79b9_u32;
+        let chunks: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        (seed >> 24) as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        for c in &chunks {
+            want.extend_from_slice(c);
+        }
+        for mode in [WriteMode::DirectIfSupported, WriteMode::Buffered] {
+            let path = dir.path().join(format!("{mode:?}"));
+            let mut out = SnapshotOut::create(&path, mode).expect("create");
+            if mode == WriteMode::Buffered {
+                assert!(!out.is_direct());
+            }
+            for c in &chunks {
+                out.write_all(c).expect("write");
+            }
+            out.finish().expect("finish");
+            out.file.sync_all().expect("fsync");
+            assert_eq!(out.offset, want.len() as u64, "{mode:?}");
+            let got = std::fs::read(&path).expect("read");
+            assert!(
+                got == want,
+                "{mode:?}: the file differs from what was written"
+            );
+        }
+    }
 }
