@@ -22,6 +22,11 @@
 #    first PONG (redis-server answers -LOADING until it has loaded; ferrite accepts connections
 #    only once loaded), the server's CPU time at that PONG, and DBSIZE afterwards.
 #
+# PIN=1 pins the servers of part 1 to CPU 1 and redis-benchmark to CPU 0 (taskset, the same for
+# both servers): on a 2-core machine the -P1 rows otherwise depend on whether the scheduler puts
+# a server and redis-benchmark on one core, run by run (docs/benchmarks.md). SNAPSHOT=0 skips
+# parts 2 and 3. Neither can be combined with --record, which records the default run.
+#
 # Every server listens on a free loopback port and is stopped on exit. Results go to
 # target/bench-persistence/{results,table.md}.
 set -euo pipefail
@@ -38,12 +43,21 @@ VALUE=${VALUE:-100}
 RATE=${RATE:-20000}
 SNAPSHOTS=${SNAPSHOTS:-5}
 PAUSE_MS=${PAUSE_MS:-2000}
+SNAPSHOT=${SNAPSHOT:-1}
+server_pin=()
+client_pin=()
+if [[ "${PIN:-0}" == 1 ]]; then
+    client_pin=(taskset -c 0)
+fi
 OUT=${BENCH_OUT:-$ROOT/target/bench-persistence}
 mkdir -p "$OUT"
 results=$OUT/results
 : >"$results"
 
 need_tools redis-server redis-cli redis-benchmark python3
+if [[ $record == 1 && ("${PIN:-0}" == 1 || $SNAPSHOT != 1) ]]; then
+    die "--record records the default run: drop PIN and SNAPSHOT"
+fi
 ferrite_bin
 log "building the snapshot driver (benches/persistence.rs)"
 # Its path from cargo itself: tests/persistence builds a binary of the same name.
@@ -90,7 +104,7 @@ start_redis() { # policy dir
     mkdir -p "$2"
     local t0
     t0=$(now_ns)
-    redis-server --port "$p" --bind 127.0.0.1 --dir "$2" --appendonly yes --appendfsync "$1" \
+    "${server_pin[@]}" redis-server --port "$p" --bind 127.0.0.1 --dir "$2" --appendonly yes --appendfsync "$1" \
         --daemonize no --logfile "$2/redis.log" &
     pid[redis]=$!
     pids+=("${pid[redis]}")
@@ -106,7 +120,7 @@ start_ferrite() { # policy dir
     mkdir -p "$2"
     local t0
     t0=$(now_ns)
-    "$FERRITE_BIN" --port "$p" --metrics-addr off --log-level warn --dir "$2" --appendfsync "$1" \
+    "${server_pin[@]}" "$FERRITE_BIN" --port "$p" --metrics-addr off --log-level warn --dir "$2" --appendfsync "$1" \
         --admin-secret-file "$work/ferrite.secret" >>"$2.log" 2>&1 &
     pid[ferrite]=$!
     pids+=("${pid[ferrite]}")
@@ -140,6 +154,10 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine"
 
 # ---------------------------------------------------------------------------------------------
 # 1. Throughput
+if [[ "${PIN:-0}" == 1 ]]; then
+    server_pin=(taskset -c 1)
+    echo "pinned: servers on CPU 1, redis-benchmark on CPU 0 (PIN=1)" | tee -a "$OUT/machine"
+fi
 for policy in $POLICIES; do
     start_redis "$policy" "$work/redis-$policy"
     start_ferrite "$policy" "$work/ferrite-$policy"
@@ -153,7 +171,7 @@ for policy in $POLICIES; do
             order="redis ferrite"
             ((n++ % 2)) && order="ferrite redis"
             for s in $order; do
-                redis-benchmark -h 127.0.0.1 -p "${port[$s]}" ${auth[$s]:+-a "$(cat "$work/ferrite.secret")"} \
+                "${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "${port[$s]}" ${auth[$s]:+-a "$(cat "$work/ferrite.secret")"} \
                     -c "$CLIENTS" -n "$REQUESTS" -t set,get -P "$pl" --csv 2>/dev/null |
                     tr -d '"\r' |
                     awk -F, -v s="$s" -v pol="$policy" -v pl="$pl" -v rep="$rep" \
@@ -169,54 +187,58 @@ for policy in $POLICIES; do
     stop ferrite
 done
 
-# ---------------------------------------------------------------------------------------------
-# 2. Snapshot under load, then each server compacts its files for part 3
-[[ -x "$bench_bin" ]] || die "benches/persistence.rs was not built"
-declare -A keys_before disk
-for s in redis ferrite; do
-    "start_$s" everysec "$work/$s-snap"
-    log "$s: $KEYS keys, snapshot under $RATE writes/s"
-    password=""
-    [[ $s == ferrite ]] && password=$(cat "$work/ferrite.secret")
-    json=$(BENCH_ADDR="127.0.0.1:${port[$s]}" BENCH_PID="${pid[$s]}" BENCH_PASSWORD="$password" \
-        BENCH_KEYS=$KEYS BENCH_VALUE=$VALUE BENCH_RATE=$RATE \
-        BENCH_SNAPSHOTS=$SNAPSHOTS BENCH_PAUSE_MS=$PAUSE_MS "$bench_bin" --bench)
-    echo "snap $s $json" | tee -a "$results"
-    # Compact (each server's own way); part 3 restarts on these files.
-    cli "$s" bgrewriteaof >/dev/null
-    for _ in $(seq 1 6000); do
-        [[ "$(cli "$s" info persistence | tr -d '\r' | grep -c -E '^(aof_rewrite_in_progress|aof_rewrite_scheduled|rdb_bgsave_in_progress):1')" == 0 ]] && break
-        sleep 0.05
-    done
-    sleep 0.5
-    keys_before[$s]=$(cli "$s" dbsize)
-    disk[$s]=$(du -sb "${dir[$s]}" | cut -f1)
-    stop "$s"
-done
+server_pin=()
 
-# ---------------------------------------------------------------------------------------------
-# 3. Restart: REPEATS times each, alternating which server goes first; wall time from exec to
-#    the first PONG, and the server's CPU time (utime + stime from /proc) at that PONG: the
-#    load's CPU cost, which background load on a shared machine disturbs far less than wall time.
-cpu_secs() { # pid
-    python3 -c 'import os, sys
-f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
-print(round((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"), 2))' "$1"
-}
-for r in $(seq 1 "$REPEATS"); do
-    order="redis ferrite"
-    ((r % 2 == 0)) && order="ferrite redis"
-    for s in $order; do
-        load_avg=$(cut -d' ' -f1 /proc/loadavg)
+if [[ $SNAPSHOT == 1 ]]; then
+    # ---------------------------------------------------------------------------------------------
+    # 2. Snapshot under load, then each server compacts its files for part 3
+    [[ -x "$bench_bin" ]] || die "benches/persistence.rs was not built"
+    declare -A keys_before disk
+    for s in redis ferrite; do
         "start_$s" everysec "$work/$s-snap"
-        secs=$ready_secs
-        cpu=$(cpu_secs "${pid[$s]}")
-        keys_after=$(cli "$s" dbsize)
-        [[ "$keys_after" == "${keys_before[$s]}" ]] || die "$s: ${keys_before[$s]} keys before the restart, $keys_after after"
-        echo "load $s $secs $keys_after ${disk[$s]} $cpu $load_avg" | tee -a "$results"
+        log "$s: $KEYS keys, snapshot under $RATE writes/s"
+        password=""
+        [[ $s == ferrite ]] && password=$(cat "$work/ferrite.secret")
+        json=$(BENCH_ADDR="127.0.0.1:${port[$s]}" BENCH_PID="${pid[$s]}" BENCH_PASSWORD="$password" \
+            BENCH_KEYS=$KEYS BENCH_VALUE=$VALUE BENCH_RATE=$RATE \
+            BENCH_SNAPSHOTS=$SNAPSHOTS BENCH_PAUSE_MS=$PAUSE_MS "$bench_bin" --bench)
+        echo "snap $s $json" | tee -a "$results"
+        # Compact (each server's own way); part 3 restarts on these files.
+        cli "$s" bgrewriteaof >/dev/null
+        for _ in $(seq 1 6000); do
+            [[ "$(cli "$s" info persistence | tr -d '\r' | grep -c -E '^(aof_rewrite_in_progress|aof_rewrite_scheduled|rdb_bgsave_in_progress):1')" == 0 ]] && break
+            sleep 0.05
+        done
+        sleep 0.5
+        keys_before[$s]=$(cli "$s" dbsize)
+        disk[$s]=$(du -sb "${dir[$s]}" | cut -f1)
         stop "$s"
     done
-done
+
+    # ---------------------------------------------------------------------------------------------
+    # 3. Restart: REPEATS times each, alternating which server goes first; wall time from exec to
+    #    the first PONG, and the server's CPU time (utime + stime from /proc) at that PONG: the
+    #    load's CPU cost, which background load on a shared machine disturbs far less than wall time.
+    cpu_secs() { # pid
+        python3 -c 'import os, sys
+    f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+    print(round((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"), 2))' "$1"
+    }
+    for r in $(seq 1 "$REPEATS"); do
+        order="redis ferrite"
+        ((r % 2 == 0)) && order="ferrite redis"
+        for s in $order; do
+            load_avg=$(cut -d' ' -f1 /proc/loadavg)
+            "start_$s" everysec "$work/$s-snap"
+            secs=$ready_secs
+            cpu=$(cpu_secs "${pid[$s]}")
+            keys_after=$(cli "$s" dbsize)
+            [[ "$keys_after" == "${keys_before[$s]}" ]] || die "$s: ${keys_before[$s]} keys before the restart, $keys_after after"
+            echo "load $s $secs $keys_after ${disk[$s]} $cpu $load_avg" | tee -a "$results"
+            stop "$s"
+        done
+    done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # The table
@@ -244,49 +266,51 @@ for (pol, pl, test), by in sorted(tput.items(), key=lambda kv: (kv[0][0] != "eve
     f = statistics.median(by.get("ferrite", [float("nan")]))
     out.append(f"| {pol} | {pl} | {test} | {r:,.0f} | {f:,.0f} | {f / r:.2f}× |")
 out.append("")
-out.append(f"Snapshot of {int(keys):,} keys of {value} bytes while {int(rate):,} SETs/s run (appendfsync everysec):\n")
-out.append("| | redis-server (BGSAVE, fork) | ferrite (BGSAVE, no fork) |")
-out.append("|---|---:|---:|")
-def g(s, k, unit="", fmt="{:,.3f}"):
-    v = snap.get(s, {}).get(k)
-    return "—" if v is None or isinstance(v, str) and not v else (fmt.format(v) if not isinstance(v, str) else v) + unit
-nsnap = int(snap.get("ferrite", snap.get("redis", {})).get("snapshots", 1) or 1)
-rows = [(f"duration (median of {nsnap})", "snapshot_secs", " s", "{:,.2f}"),
-        ("server RSS before", "rss_before_mb", " MB", "{:,.0f}"),
-        (f"extra RSS of the server process (peak, largest of {nsnap})", "rss_extra_mb", " MB", "{:,.1f}"),
-        ("pages copied by the fork (Redis's `rdb_last_cow_size`)", "cow_mb", " MB", "{:,.1f}"),
-        ("write p50 idle", "idle_p50_ms", " ms", "{:,.3f}"),
-        ("write p99 idle", "idle_p99_ms", " ms", "{:,.3f}"),
-        (f"write p99 during the snapshots (rounds of all {nsnap} pooled)", "snapshot_p99_ms", " ms", "{:,.3f}"),
-        ("write max during the snapshots", "snapshot_max_ms", " ms", "{:,.3f}"),
-        ("rounds during the snapshots", "snapshot_rounds", "", "{:,.0f}"),
-        ("writes/s achieved during it", "snapshot_rate", "", "{:,.0f}")]
-for label, k, unit, fmt in rows:
-    out.append(f"| {label} | {g('redis', k, unit, fmt)} | {g('ferrite', k, unit, fmt)} |")
-for s in ("redis", "ferrite"):
-    d = snap.get(s, {})
-    if d.get("idle_p99_ms") and d.get("snapshot_p99_ms"):
-        out.append(f"| {s}: p99 during / idle | {d['snapshot_p99_ms'] / d['idle_p99_ms']:.2f}× | |" if s == "redis"
-                   else f"| {s}: p99 during / idle | | {d['snapshot_p99_ms'] / d['idle_p99_ms']:.2f}× |")
-out.append("")
-out.append(f"Restart after BGREWRITEAOF (each server loading its own compacted files), exec to first PONG; "
-           f"median of {repeats} restarts each, alternating which server goes first; CPU = the server's "
-           f"utime + stime at the PONG:\n")
-out.append("| | keys | on disk | load time | keys/s | CPU time | load average before (min–max) |")
-out.append("|---|---:|---:|---:|---:|---:|---|")
-med = {}
-for s in ("redis", "ferrite"):
-    if s in load:
-        runs = load[s]
-        secs = statistics.median(r[0] for r in runs)
-        cpu = statistics.median(r[3] for r in runs)
-        n, disk = runs[0][1], runs[0][2]
-        la = [r[4] for r in runs]
-        med[s] = (secs, cpu)
-        out.append(f"| {s} | {n:,} | {disk / 1e6:,.0f} MB | {secs:.2f} s | {n / secs:,.0f} | {cpu:.2f} s | {min(la):.2f}–{max(la):.2f} |")
-if "redis" in med and "ferrite" in med:
-    out.append(f"\nFerrite loads {med['redis'][0] / med['ferrite'][0]:.2f}× as fast as redis-server "
-               f"(wall time), using {med['ferrite'][1] / med['redis'][1]:.2f}× its CPU time.")
+if snap:
+    out.append(f"Snapshot of {int(keys):,} keys of {value} bytes while {int(rate):,} SETs/s run (appendfsync everysec):\n")
+    out.append("| | redis-server (BGSAVE, fork) | ferrite (BGSAVE, no fork) |")
+    out.append("|---|---:|---:|")
+    def g(s, k, unit="", fmt="{:,.3f}"):
+        v = snap.get(s, {}).get(k)
+        return "—" if v is None or isinstance(v, str) and not v else (fmt.format(v) if not isinstance(v, str) else v) + unit
+    nsnap = int(snap.get("ferrite", snap.get("redis", {})).get("snapshots", 1) or 1)
+    rows = [(f"duration (median of {nsnap})", "snapshot_secs", " s", "{:,.2f}"),
+            ("server RSS before", "rss_before_mb", " MB", "{:,.0f}"),
+            (f"extra RSS of the server process (peak, largest of {nsnap})", "rss_extra_mb", " MB", "{:,.1f}"),
+            ("pages copied by the fork (Redis's `rdb_last_cow_size`)", "cow_mb", " MB", "{:,.1f}"),
+            ("write p50 idle", "idle_p50_ms", " ms", "{:,.3f}"),
+            ("write p99 idle", "idle_p99_ms", " ms", "{:,.3f}"),
+            (f"write p99 during the snapshots (rounds of all {nsnap} pooled)", "snapshot_p99_ms", " ms", "{:,.3f}"),
+            ("write max during the snapshots", "snapshot_max_ms", " ms", "{:,.3f}"),
+            ("rounds during the snapshots", "snapshot_rounds", "", "{:,.0f}"),
+            ("writes/s achieved during it", "snapshot_rate", "", "{:,.0f}")]
+    for label, k, unit, fmt in rows:
+        out.append(f"| {label} | {g('redis', k, unit, fmt)} | {g('ferrite', k, unit, fmt)} |")
+    for s in ("redis", "ferrite"):
+        d = snap.get(s, {})
+        if d.get("idle_p99_ms") and d.get("snapshot_p99_ms"):
+            out.append(f"| {s}: p99 during / idle | {d['snapshot_p99_ms'] / d['idle_p99_ms']:.2f}× | |" if s == "redis"
+                       else f"| {s}: p99 during / idle | | {d['snapshot_p99_ms'] / d['idle_p99_ms']:.2f}× |")
+    out.append("")
+if load:
+    out.append(f"Restart after BGREWRITEAOF (each server loading its own compacted files), exec to first PONG; "
+               f"median of {repeats} restarts each, alternating which server goes first; CPU = the server's "
+               f"utime + stime at the PONG:\n")
+    out.append("| | keys | on disk | load time | keys/s | CPU time | load average before (min–max) |")
+    out.append("|---|---:|---:|---:|---:|---:|---|")
+    med = {}
+    for s in ("redis", "ferrite"):
+        if s in load:
+            runs = load[s]
+            secs = statistics.median(r[0] for r in runs)
+            cpu = statistics.median(r[3] for r in runs)
+            n, disk = runs[0][1], runs[0][2]
+            la = [r[4] for r in runs]
+            med[s] = (secs, cpu)
+            out.append(f"| {s} | {n:,} | {disk / 1e6:,.0f} MB | {secs:.2f} s | {n / secs:,.0f} | {cpu:.2f} s | {min(la):.2f}–{max(la):.2f} |")
+    if "redis" in med and "ferrite" in med:
+        out.append(f"\nFerrite loads {med['redis'][0] / med['ferrite'][0]:.2f}× as fast as redis-server "
+                   f"(wall time), using {med['ferrite'][1] / med['redis'][1]:.2f}× its CPU time.")
 print("\n".join(out))
 EOF
 cat "$OUT/table.md"
