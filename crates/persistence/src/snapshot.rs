@@ -230,15 +230,16 @@ impl SnapshotOut {
                 .ok(),
             WriteMode::Buffered => None,
         };
-        let direct = direct.map(|file| {
+        let direct = direct.and_then(|file| {
             let mem = vec![0u8; DIRECT_STAGE + DIRECT_ALIGN];
+            // Always below DIRECT_ALIGN for bytes; checked so that no offset can overrun.
             let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
-            DirectStage {
+            (start < DIRECT_ALIGN).then_some(DirectStage {
                 file,
                 mem,
                 start,
                 fill: 0,
-            }
+            })
         });
         Ok(SnapshotOut {
             file,
