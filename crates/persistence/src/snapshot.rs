@@ -281,12 +281,7 @@ impl SnapshotOut {
                 // wants larger than ours, a short write that left the offset unaligned, direct
                 // I/O it does not support after all): the rest goes through the page cache,
                 // from the stage's first byte on.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::EOPNOTSUPP)
-                    ) =>
-                {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
                     tracing::debug!("O_DIRECT write refused, writing buffered: {e}");
                     self.buffered.extend_from_slice(stage);
                     self.direct = None;

@@ -168,6 +168,9 @@ pub struct ServerConfig {
     pub timeout: u64,
     /// Worker threads; 0 = automatic: all cores but one, at least one ([`Config::worker_threads`]).
     pub threads: usize,
+    /// Microseconds a worker spins before it sleeps waiting for the network, backing off while
+    /// the spins do not pay ([`crate::idle_spin`]); 0 = sleep at once.
+    pub idle_spin_us: u64,
     /// How long SHUTDOWN/SIGTERM waits for connections to finish their replies.
     pub shutdown_timeout_ms: u64,
     /// Failed AUTH attempts (wrong password, secret or token) one client address may make
@@ -195,6 +198,7 @@ impl std::fmt::Debug for ServerConfig {
             maxclients,
             timeout,
             threads,
+            idle_spin_us,
             shutdown_timeout_ms,
             auth_failure_limit,
             auth_block_max_ms,
@@ -207,6 +211,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("maxclients", maxclients)
             .field("timeout", timeout)
             .field("threads", threads)
+            .field("idle_spin_us", idle_spin_us)
             .field("shutdown_timeout_ms", shutdown_timeout_ms)
             .field("auth_failure_limit", auth_failure_limit)
             .field("auth_block_max_ms", auth_block_max_ms)
@@ -224,6 +229,7 @@ impl Default for ServerConfig {
             maxclients: 10_000,
             timeout: 0,
             threads: 0,
+            idle_spin_us: 20,
             shutdown_timeout_ms: 10_000,
             auth_failure_limit: 10,
             auth_block_max_ms: 10_000,

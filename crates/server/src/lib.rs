@@ -34,6 +34,7 @@ pub mod diagnostics;
 pub mod dispatch;
 pub mod errors;
 mod hooks;
+pub mod idle_spin;
 pub mod info;
 pub mod input;
 pub mod metrics;

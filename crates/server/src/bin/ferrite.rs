@@ -217,6 +217,10 @@ fn main() -> ExitCode {
         rt
     };
     rt.enable_all();
+    if let Some(spin) = ferrite_server::idle_spin::IdleSpin::new(cfg.server.idle_spin_us) {
+        rt.on_thread_park(move || spin.before_park());
+        rt.on_thread_unpark(move || spin.after_unpark());
+    }
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
