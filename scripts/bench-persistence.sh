@@ -189,6 +189,13 @@ done
 
 server_pin=()
 
+# The server's CPU time (utime + stime from /proc), in seconds.
+cpu_secs() { # pid
+    python3 -c 'import os, sys
+f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+print(round((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"), 2))' "$1"
+}
+
 if [[ $SNAPSHOT == 1 ]]; then
     # ---------------------------------------------------------------------------------------------
     # 2. Snapshot under load, then each server compacts its files for part 3
@@ -219,11 +226,6 @@ if [[ $SNAPSHOT == 1 ]]; then
     # 3. Restart: REPEATS times each, alternating which server goes first; wall time from exec to
     #    the first PONG, and the server's CPU time (utime + stime from /proc) at that PONG: the
     #    load's CPU cost, which background load on a shared machine disturbs far less than wall time.
-    cpu_secs() { # pid
-        python3 -c 'import os, sys
-    f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
-    print(round((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"), 2))' "$1"
-    }
     for r in $(seq 1 "$REPEATS"); do
         order="redis ferrite"
         ((r % 2 == 0)) && order="ferrite redis"
