@@ -112,11 +112,10 @@ pub fn load_tenant(
     for (i, (g, path)) in logs.iter().enumerate() {
         let mut last = i + 1 == n;
         // What the next log says this one held when it started (log format 2).
-        let expected = match (
-            starts.get(i + 1).and_then(|s| s.predecessor),
-            logs.get(i + 1),
-        ) {
-            (Some((pg, length)), Some((next, _))) if pg != *g => {
+        let expected = match starts.get(i + 1).and_then(|s| s.predecessor) {
+            Some((pg, length)) if pg != *g => {
+                // `starts` has one entry per log, so the next log is there.
+                let next = logs.get(i + 1).map_or(pg, |(next, _)| *next);
                 // The cut the checker's repair makes here is at this log's end: nothing of it
                 // is dropped, the later logs are.
                 let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -128,7 +127,7 @@ pub fn load_tenant(
                     ),
                 ));
             }
-            (predecessor, _) => predecessor.map(|(_, length)| length),
+            predecessor => predecessor.map(|(_, length)| length),
         };
         // An older log may end short or torn only where its loss cannot have been followed by
         // replayed records: its successor says how long it was (the old log is fsynced just

@@ -364,10 +364,7 @@ const WRITE_BACK_BYTES: u64 = 16 << 20;
 impl WriteBack {
     fn start(file: &File) -> WriteBack {
         let Ok(handle) = file.try_clone() else {
-            return WriteBack {
-                ask: None,
-                helper: None,
-            };
+            return WriteBack::none();
         };
         let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
         let helper = std::thread::Builder::new()
@@ -383,10 +380,7 @@ impl WriteBack {
                 ask: Some(ask),
                 helper: Some(h),
             },
-            Err(_) => WriteBack {
-                ask: None,
-                helper: None,
-            },
+            Err(_) => WriteBack::none(),
         }
     }
 
