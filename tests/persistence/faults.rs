@@ -24,6 +24,22 @@ fn newest_log(dir: &Path) -> PathBuf {
     logs.pop().expect("a log file")
 }
 
+/// Where a log's records end: logs are preallocated, zeros follow their last frame (see
+/// `format::FLAG_ZERO_TAIL`). Walks the frames (`len:u32 !len:u32 crc:u32 payload`) after the
+/// 8-byte file header.
+fn records_end(log: &[u8]) -> usize {
+    let word = |at: usize| u32::from_le_bytes([log[at], log[at + 1], log[at + 2], log[at + 3]]);
+    let mut at = 8;
+    while at + 12 <= log.len() && word(at) == !word(at + 4) {
+        let end = at + 12 + word(at) as usize;
+        if end > log.len() {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
 /// `ferrite` run to completion with `args` (for failed starts and --check-data).
 fn run_ferrite(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(ferrite_bin())
@@ -50,12 +66,14 @@ fn a_torn_tail_is_dropped_with_a_log_line_and_the_server_starts() {
     let s = Server::start_in(dir.path(), &[]);
     write_keys(&s, 100);
     sigkill(s);
-    // The last write, cut short by the crash.
+    // The last write, cut short by the crash: its last bytes never reached the file, whose
+    // preallocated zeros are still there.
     let log = newest_log(dir.path());
-    let len = std::fs::metadata(&log).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
-    f.set_len(len - 5).unwrap();
-    drop(f);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let end = records_end(&bytes);
+    assert!(end < bytes.len(), "the log has no preallocated tail");
+    bytes[end - 5..end].fill(0);
+    std::fs::write(&log, &bytes).unwrap();
     let s = Server::start_in(dir.path(), &[]);
     let mut c = s.conn();
     assert_eq!(c.get::<_, Option<String>>("k99").unwrap(), None);
@@ -88,7 +106,7 @@ fn damage_in_the_middle_refuses_the_start_and_the_checker_repairs_it() {
     shutdown(s, &[]);
     let log = newest_log(dir.path());
     let mut bytes = std::fs::read(&log).unwrap();
-    let at = bytes.len() / 2;
+    let at = records_end(&bytes) / 2;
     bytes[at] ^= 0x5a;
     std::fs::write(&log, &bytes).unwrap();
     let d = dir.path().to_string_lossy().into_owned();

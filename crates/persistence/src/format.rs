@@ -11,6 +11,12 @@
 //! a *torn tail* (the last write of a crashed process, cut short, or a tail the filesystem
 //! zero-filled after a power loss), which is dropped, from *corruption* in the middle of a file,
 //! which stops the server from starting and names the file and offset.
+//!
+//! A file whose header has [`FLAG_ZERO_TAIL`] (logs) may end in zero bytes the writer put there
+//! ahead of its records: the frames end cleanly at an all-zero frame header that only zeros
+//! follow. Logs are preallocated that way so that the fsync of a write into space already on
+//! disk changes no metadata: on ext4 an `fdatasync` that must commit a new file size (every
+//! append does) took about 145 µs on our VM against 90 µs for one that need not.
 
 use std::io::{self, Read};
 
@@ -21,6 +27,8 @@ pub const VERSION: u16 = 1;
 pub const LOG_VERSION: u16 = 2;
 pub const FILE_HEADER: usize = 8;
 pub const FRAME_HEADER: usize = 12;
+/// File header flag: the frames may be followed by a zero-filled tail (see the module doc).
+pub const FLAG_ZERO_TAIL: u16 = 1;
 
 /// The kinds of file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +66,14 @@ impl Kind {
 
 /// Appends the 8-byte file header.
 pub fn put_file_header(buf: &mut Vec<u8>, kind: Kind) {
+    put_file_header_with(buf, kind, 0);
+}
+
+/// Appends the 8-byte file header with `flags` ([`FLAG_ZERO_TAIL`]).
+pub fn put_file_header_with(buf: &mut Vec<u8>, kind: Kind, flags: u16) {
     buf.extend_from_slice(kind.magic());
     buf.extend_from_slice(&kind.version().to_le_bytes());
-    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&flags.to_le_bytes());
 }
 
 /// Starts a frame in `buf`; write the payload after it, then call [`end_frame`].
@@ -129,7 +142,11 @@ impl From<io::Error> for FrameError {
 pub struct FrameReader<R: Read> {
     r: R,
     offset: u64,
+    /// Where the frames may end: the file's length, or the start of its zero-filled tail once
+    /// that was found ([`FLAG_ZERO_TAIL`]).
     size: u64,
+    /// The header has [`FLAG_ZERO_TAIL`].
+    zero_tail: bool,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -150,6 +167,7 @@ impl<R: Read> FrameReader<R> {
             });
         }
         let version = u16::from_le_bytes([h[4], h[5]]);
+        let flags = u16::from_le_bytes([h[6], h[7]]);
         if version == 0 || version > kind.version() {
             return Err(FrameError::Corrupt {
                 offset: 4,
@@ -164,12 +182,19 @@ impl<R: Read> FrameReader<R> {
             r,
             offset: FILE_HEADER as u64,
             size,
+            zero_tail: flags & FLAG_ZERO_TAIL != 0,
         })
     }
 
     /// Offset of the next frame (= end of the last good one).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The length of the file without its zero-filled tail, once the frames ended cleanly
+    /// (before that: the file's length).
+    pub fn data_end(&self) -> u64 {
+        self.size
     }
 
     /// Reads the next frame's payload into `buf`; returns its offset, or None at a clean end.
@@ -180,7 +205,14 @@ impl<R: Read> FrameReader<R> {
             return Ok(None);
         }
         if rest < FRAME_HEADER as u64 {
-            return Err(self.tail_or_corrupt(at, &[], "frame header cut short"));
+            if self.zero_tail && self.rest_is_zero()? {
+                self.size = at;
+                return Ok(None);
+            }
+            return Err(FrameError::Torn {
+                offset: at,
+                reason: "frame header cut short",
+            });
         }
         let mut h = [0u8; FRAME_HEADER];
         self.r.read_exact(&mut h)?;
@@ -188,7 +220,26 @@ impl<R: Read> FrameReader<R> {
         let not_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
         let crc = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
         if len != !not_len {
-            return Err(self.tail_or_corrupt(at, &h, "damaged frame length"));
+            let zero_header = h.iter().all(|&b| b == 0);
+            // The rest of the file after the header (a header cut short is followed by nothing).
+            return match self.rest_is_zero() {
+                Err(e) => Err(FrameError::Io(e)),
+                Ok(true) if zero_header && self.zero_tail => {
+                    // The preallocated tail: the frames end here.
+                    self.size = at;
+                    Ok(None)
+                }
+                // A header cut short or never written (zeros), or one half written before a
+                // crash (its payload was not written either).
+                Ok(true) => Err(FrameError::Torn {
+                    offset: at,
+                    reason: "damaged frame length",
+                }),
+                Ok(false) => Err(FrameError::Corrupt {
+                    offset: at,
+                    reason: "damaged frame length".into(),
+                }),
+            };
         }
         let end = at + FRAME_HEADER as u64 + u64::from(len);
         if end > self.size {
@@ -201,7 +252,9 @@ impl<R: Read> FrameReader<R> {
         buf.resize(len as usize, 0);
         self.r.read_exact(buf)?;
         if crc32fast::hash(buf) != crc {
-            if end == self.size {
+            // The last write, cut short: its frame is followed by nothing or by zeros (the
+            // preallocated tail, or a tail the filesystem zero-filled).
+            if self.rest_is_zero()? {
                 return Err(FrameError::Torn {
                     offset: at,
                     reason: "last frame fails its checksum",
@@ -216,24 +269,15 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(at))
     }
 
-    /// A bad header at `at`: a torn tail when nothing but zeros follows (a tail the filesystem
-    /// zero-filled, or a header cut short), otherwise corruption.
-    fn tail_or_corrupt(&mut self, at: u64, head: &[u8], reason: &'static str) -> FrameError {
-        let mut zeros = head.iter().all(|&b| b == 0);
+    /// Whether everything from the read position to the end of the file is zero (true at the
+    /// end). Reads it.
+    fn rest_is_zero(&mut self) -> io::Result<bool> {
         let mut chunk = [0u8; 8192];
-        while zeros {
-            match self.r.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => zeros = chunk[..n].iter().all(|&b| b == 0),
-                Err(e) => return FrameError::Io(e),
-            }
-        }
-        if zeros || self.size - at < FRAME_HEADER as u64 && head.is_empty() {
-            FrameError::Torn { offset: at, reason }
-        } else {
-            FrameError::Corrupt {
-                offset: at,
-                reason: reason.to_string(),
+        loop {
+            match self.r.read(&mut chunk)? {
+                0 => return Ok(true),
+                n if chunk[..n].iter().all(|&b| b == 0) => {}
+                _ => return Ok(false),
             }
         }
     }
@@ -337,6 +381,57 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("version 9"), "{err}");
+    }
+
+    /// A log as the writer leaves it: frames, then the preallocated zeros.
+    fn preallocated(frames: &[&[u8]], zeros: usize) -> Vec<u8> {
+        let mut buf = Vec::new();
+        put_file_header_with(&mut buf, Kind::Log, FLAG_ZERO_TAIL);
+        for f in frames {
+            put_frame(&mut buf, f);
+        }
+        buf.resize(buf.len() + zeros, 0);
+        buf
+    }
+
+    #[test]
+    fn a_preallocated_tail_is_a_clean_end_and_a_write_cut_short_in_it_is_torn() {
+        let data = preallocated(&[b"one", b"two"], 0);
+        let end = data.len();
+        let good = FILE_HEADER + FRAME_HEADER + 3;
+        for zeros in [0, 1, 11, 12, 13, 5000, 70_000] {
+            let log = preallocated(&[b"one", b"two"], zeros);
+            let mut r = FrameReader::open(&log[..], log.len() as u64, Kind::Log).expect("open");
+            let mut buf = Vec::new();
+            let mut n = 0;
+            while r.next_frame(&mut buf).expect("clean").is_some() {
+                n += 1;
+            }
+            assert_eq!((n, r.offset(), r.data_end()), (2, end as u64, end as u64), "{zeros}");
+        }
+        // The second frame's write cut short anywhere (the rest of it still zero): torn at the
+        // end of the first, whether the header, its length or its payload was cut.
+        for cut in good + 1..end {
+            let mut log = preallocated(&[b"one", b"two"], 4096);
+            log[cut..end].fill(0);
+            let (frames, err) = read_all(&log);
+            assert_eq!(frames.len(), 1, "cut at {cut}");
+            assert!(
+                matches!(err, Some(FrameError::Torn { offset, .. }) if offset == good as u64),
+                "cut at {cut}: {err:?}"
+            );
+        }
+        // Anything but zeros after the frames' end is damage, not a tail.
+        let mut log = preallocated(&[b"one", b"two"], 4096);
+        log[end + 3000] = 7;
+        assert!(matches!(
+            read_all(&log).1,
+            Some(FrameError::Corrupt { offset, .. }) if offset == end as u64
+        ));
+        // Without the flag a zero tail is still a torn one (a tail the filesystem zero-filled).
+        let mut plain = file(&[b"one", b"two"]);
+        plain.resize(plain.len() + 100, 0);
+        assert!(matches!(read_all(&plain).1, Some(FrameError::Torn { .. })));
     }
 
     proptest::proptest! {

@@ -133,7 +133,7 @@ pub fn load_tenant(
         // replayed records: its successor says how long it was (the old log is fsynced just
         // after the switch, so a crash can come before), or no later log holds a record.
         let later_empty = starts[i + 1..].iter().all(|s| !s.records);
-        let good = replay_log(
+        let (good, size) = replay_log(
             path,
             tenant,
             incarnation,
@@ -146,7 +146,6 @@ pub fn load_tenant(
         out.generation = *g;
         out.log_bytes += good;
         if !last {
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             match expected {
                 Some(length) if good < length => {
                     // The crash came between the switch and the old log's fsync: the records
@@ -181,7 +180,6 @@ pub fn load_tenant(
             }
         }
         if last {
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             if good < size {
                 if repair_torn {
                     let f = OpenOptions::new()
@@ -197,7 +195,7 @@ pub fn load_tenant(
             }
             if repair_torn {
                 let f = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(path)
                     .map_err(|e| LoadError::new(path, e.to_string()))?;
                 out.last_log = Some((f, good));
@@ -309,8 +307,9 @@ fn check_header(
     Ok(())
 }
 
-/// Replays one log; returns the offset where its good frames end. `newest`: it may end torn
-/// (the caller decides, see `load_tenant`); otherwise that is corruption.
+/// Replays one log; returns the offset where its good frames end and the length of the file
+/// without its preallocated zeros (the two differ when its tail is torn). `newest`: it may end
+/// torn (the caller decides, see `load_tenant`); otherwise that is corruption.
 #[allow(clippy::too_many_arguments)]
 fn replay_log(
     path: &Path,
@@ -321,13 +320,13 @@ fn replay_log(
     replayer: &mut Replayer,
     out: &mut TenantLoad,
     newest: bool,
-) -> Result<u64, LoadError> {
+) -> Result<(u64, u64), LoadError> {
     let file = File::open(path).map_err(|e| LoadError::new(path, e.to_string()))?;
     let size = file
         .metadata()
         .map_err(|e| LoadError::new(path, e.to_string()))?
         .len();
-    let torn = |out: &mut TenantLoad, offset: u64, reason: &str| -> Result<u64, LoadError> {
+    let torn = |out: &mut TenantLoad, offset: u64, reason: &str| -> Result<(u64, u64), LoadError> {
         if !newest {
             return Err(LoadError::corrupt(
                 path,
@@ -337,7 +336,7 @@ fn replay_log(
         }
         tracing::warn!(file = %path.display(), offset, reason, dropped_bytes = size - offset, "dropping the torn tail of a log (the last write before a crash; it was never acknowledged)");
         out.torn = Some((path.to_path_buf(), offset, reason.to_string()));
-        Ok(offset)
+        Ok((offset, size))
     };
     let mut r = match FrameReader::open(BufReader::with_capacity(1 << 20, file), size, Kind::Log) {
         Ok(r) => r,
@@ -349,7 +348,7 @@ fn replay_log(
     loop {
         let at = match r.next_frame(&mut buf) {
             Ok(Some(at)) => at,
-            Ok(None) => return Ok(size),
+            Ok(None) => return Ok((r.data_end(), r.data_end())),
             Err(FrameError::Torn { offset, reason }) => {
                 // A log whose header frame is torn has nothing: cut it whole.
                 let keep = if first { 0 } else { offset };
@@ -405,6 +404,15 @@ mod tests {
         log.flush().expect("write");
     }
 
+    /// Where the records of a log end (zeros follow: logs are preallocated).
+    fn records_len(path: &Path) -> u64 {
+        let f = File::open(path).expect("log");
+        let len = f.metadata().expect("log").len();
+        let end = crate::log::records_end(&f, path, len).expect("readable");
+        assert!(end < len, "{}: no preallocated tail", path.display());
+        end
+    }
+
     /// Log 1 holds `a` and `b`, log 2 (after a rotation) `c` and `d`; the old log is not
     /// fsynced (as between the switch and the snapshot thread's fsync). Returns the two paths
     /// and log 1's length after `a`.
@@ -420,7 +428,7 @@ mod tests {
         let old = dir.join(paths::log_file(1));
         let new = dir.join(paths::log_file(2));
         set(&log, "a");
-        let after_a = std::fs::metadata(&old).expect("log 1").len();
+        let after_a = records_len(&old);
         set(&log, "b");
         log.prepare_next().expect("next log");
         log.rotate_locked();
@@ -496,7 +504,7 @@ mod tests {
     fn the_new_log_starts_with_the_old_logs_length_and_both_replay() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (old, new, _) = two_logs(dir.path());
-        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        let old_len = records_len(&old);
         assert_eq!(predecessor_of(&new), Some((1, old_len)));
         let (result, present) = load(dir.path(), true);
         let loaded = result.expect("loads");
@@ -534,7 +542,7 @@ mod tests {
     fn a_torn_predecessor_stops_the_replay_at_the_gap() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (old, new, _) = two_logs(dir.path());
-        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        let old_len = records_len(&old);
         let f = OpenOptions::new().write(true).open(&old).expect("open");
         f.set_len(old_len - 3).expect("truncate");
 
@@ -591,12 +599,12 @@ mod tests {
     fn a_predecessor_longer_than_its_successor_says_is_corruption() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (old, _, after_a) = two_logs(dir.path());
-        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        let old_len = records_len(&old);
         // A good frame more: a copy of `b`'s.
         let data = std::fs::read(&old).expect("read");
-        let frame = data[after_a as usize..].to_vec();
-        let mut f = OpenOptions::new().append(true).open(&old).expect("open");
-        std::io::Write::write_all(&mut f, &frame).expect("append");
+        let frame = data[after_a as usize..old_len as usize].to_vec();
+        let f = OpenOptions::new().write(true).open(&old).expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, &frame, old_len).expect("append");
         let (result, _) = load(dir.path(), true);
         let err = result.expect_err("refused");
         assert_eq!(err.offset, Some(old_len));
@@ -620,12 +628,12 @@ mod tests {
         set(&log, "b");
         log.prepare_next().expect("next log");
         let new = dir.path().join(paths::log_file(2));
-        let header_only = std::fs::metadata(&new).expect("log 2").len();
+        let header_only = records_len(&new);
         log.rotate_locked();
         set(&log, "c");
         drop(log);
         let old = dir.path().join(paths::log_file(1));
-        let old_len = std::fs::metadata(&old).expect("log 1").len();
+        let old_len = records_len(&old);
         OpenOptions::new()
             .write(true)
             .open(&old)
