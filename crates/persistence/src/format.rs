@@ -407,7 +407,11 @@ mod tests {
             while r.next_frame(&mut buf).expect("clean").is_some() {
                 n += 1;
             }
-            assert_eq!((n, r.offset(), r.data_end()), (2, end as u64, end as u64), "{zeros}");
+            assert_eq!(
+                (n, r.offset(), r.data_end()),
+                (2, end as u64, end as u64),
+                "{zeros}"
+            );
         }
         // The second frame's write cut short anywhere (the rest of it still zero): torn at the
         // end of the first, whether the header, its length or its payload was cut.

@@ -1103,9 +1103,8 @@ mod tests {
         drop(log);
 
         let ks = ferrite_storage::Keyspace::new();
-        let loaded =
-            crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), true)
-                .expect("loads");
+        let loaded = crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), true)
+            .expect("loads");
         assert_eq!(loaded.keys, writes as u64);
         assert!(loaded.torn.is_none());
         let (file, size) = loaded.last_log.expect("continued");
@@ -1124,9 +1123,8 @@ mod tests {
         log.sync();
         drop(log);
         let ks = ferrite_storage::Keyspace::new();
-        let loaded =
-            crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), true)
-                .expect("loads");
+        let loaded = crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), true)
+            .expect("loads");
         assert_eq!(loaded.keys, writes as u64 + 1);
         assert!(ks.lock().contains(b"after", 1));
     }
@@ -1159,9 +1157,8 @@ mod tests {
         log.sync();
         drop(log);
         let ks = ferrite_storage::Keyspace::new();
-        let loaded =
-            crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), false)
-                .expect("loads");
+        let loaded = crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), false)
+            .expect("loads");
         assert!(loaded.torn.is_none());
         assert!(ks.lock().contains(b"a", 1) && ks.lock().contains(b"b", 1));
     }

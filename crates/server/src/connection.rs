@@ -282,7 +282,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             tenant_client_id: None,
             acl_user: None,
         }),
-        last_active: parking_lot::Mutex::new(Instant::now()),
+        last_active: parking_lot::Mutex::new(quanta::Instant::now()),
         killed: false.into(),
         interrupt: Default::default(),
         blocked: parking_lot::Mutex::new(None),

@@ -102,7 +102,8 @@ pub struct ClientInfo {
     pub laddr: SocketAddr,
     pub created: Instant,
     pub fields: Mutex<ClientFields>,
-    pub last_active: Mutex<Instant>,
+    /// When its last request arrived (`quanta`'s clock: set once per read, see `Batch`).
+    pub last_active: Mutex<quanta::Instant>,
     /// Set (and `interrupt` woken) by CLIENT KILL and the idle timeout.
     pub killed: AtomicBool,
     /// Wakes the connection's task when it is killed or the server shuts down.

@@ -217,6 +217,9 @@ fn main() -> ExitCode {
         rt
     };
     rt.enable_all();
+    // The request path reads `quanta`'s clock (the TSC, where it is usable); its calibration
+    // (up to 200 ms) happens at the first read: here, before any client is served.
+    let _ = quanta::Instant::now();
     if let Some(spin) = ferrite_server::idle_spin::IdleSpin::new(cfg.server.idle_spin_us) {
         rt.on_thread_park(move || spin.before_park());
         rt.on_thread_unpark(move || spin.after_unpark());
