@@ -548,6 +548,8 @@ impl TenantLog {
             .create(true)
             .read(true)
             .write(true)
+            // An existing file is continued after its last good record (below).
+            .truncate(false)
             .open(&path)?;
         let allocated = f.metadata()?.len();
         if allocated > 0 {
