@@ -11,7 +11,8 @@
 #    (`--appendfsync <policy>`, persistence on as by default, its default snapshot triggers),
 #    each in its own directory of the same filesystem; redis-benchmark -c CLIENTS -n REQUESTS -t
 #    set,get -P 1 and -P 16 against one and then the other, alternating which goes first; the
-#    median of REPEATS runs.
+#    median of REPEATS runs, and the median of the REPEATS ratios of the two servers' runs
+#    in each repeat ("paired").
 # 2. Snapshot under load (`cargo bench --bench persistence`, benches/persistence.rs): KEYS keys
 #    of VALUE bytes, then RATE paced SETs/s to random keys while idle and while SNAPSHOTS
 #    BGSAVEs (5, PAUSE_MS apart) run one after the other on each server (policy everysec): the
@@ -248,11 +249,15 @@ python3 - "$results" "$OUT/machine" "$KEYS" "$VALUE" "$RATE" "$REQUESTS" "$CLIEN
 import json, statistics, sys
 results, machine, keys, value, rate, requests, clients, repeats = sys.argv[1:]
 tput, snap, load = {}, {}, {}
+# (policy, pipeline, test) -> repeat -> server -> req/s: the pairs measured one after the other.
+pairs = {}
 for line in open(results):
     w = line.split()
     if w[0] == "tput":
         _, pol, s, pl, test, rps = w[:6]
         tput.setdefault((pol, pl, test), {}).setdefault(s, []).append(float(rps))
+        if len(w) >= 8:
+            pairs.setdefault((pol, pl, test), {}).setdefault(w[7], {})[s] = float(rps)
     elif w[0] == "snap":
         snap[w[1]] = json.loads(line.split(" ", 2)[2])
     elif w[0] == "load":
@@ -260,13 +265,19 @@ for line in open(results):
         load.setdefault(w[1], []).append((float(w[2]), int(w[3]), int(w[4]), float(w[5]), float(w[6])))
 out = []
 out.append(" ".join(l.strip() for l in open(machine)) + "\n")
-out.append(f"Throughput: `redis-benchmark -c {clients} -n {requests} -t set,get -P N`, median of {repeats}.\n")
-out.append("| appendfsync | pipeline | test | redis-server (req/s) | ferrite (req/s) | ferrite / redis |")
-out.append("|---|---|---|---:|---:|---:|")
+out.append(f"Throughput: `redis-benchmark -c {clients} -n {requests} -t set,get -P N`, median of {repeats}. "
+           "\"paired\": the median of the ratios of the two servers' runs in each repeat (seconds apart, "
+           "alternating which goes first), which a slow phase of the machine lasting several runs "
+           "moves less.\n")
+out.append("| appendfsync | pipeline | test | redis-server (req/s) | ferrite (req/s) | ferrite / redis | paired |")
+out.append("|---|---|---|---:|---:|---:|---:|")
 for (pol, pl, test), by in sorted(tput.items(), key=lambda kv: (kv[0][0] != "everysec", int(kv[0][1]), kv[0][2])):
     r = statistics.median(by.get("redis", [float("nan")]))
     f = statistics.median(by.get("ferrite", [float("nan")]))
-    out.append(f"| {pol} | {pl} | {test} | {r:,.0f} | {f:,.0f} | {f / r:.2f}× |")
+    ratios = [p["ferrite"] / p["redis"] for p in pairs.get((pol, pl, test), {}).values()
+              if "ferrite" in p and "redis" in p]
+    paired = f"{statistics.median(ratios):.2f}×" if ratios else "—"
+    out.append(f"| {pol} | {pl} | {test} | {r:,.0f} | {f:,.0f} | {f / r:.2f}× | {paired} |")
 out.append("")
 if snap:
     out.append(f"Snapshot of {int(keys):,} keys of {value} bytes while {int(rate):,} SETs/s run (appendfsync everysec):\n")
