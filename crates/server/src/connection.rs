@@ -564,7 +564,16 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             let authenticated = state.authenticated;
             decoder.set_authenticated(authenticated);
             let round_error = ahead.decode(&mut decoder, &inbuf, consumed);
-            if ahead.requests.len() > 1 {
+            // A lone request is warmed when it may name several keys (MSET k v k v, MGET
+            // k k k...): their lookups' misses overlap too. With fewer arguments it names one
+            // key at most, whose lookup has nothing to overlap with.
+            if ahead.requests.len() > 1
+                || ahead
+                    .requests
+                    .first()
+                    .and_then(|r| r.args)
+                    .is_some_and(|(from, to)| to - from >= 4)
+            {
                 dispatch::warm_batch(&mut state, ahead.all(&inbuf));
             }
             let mut ran = 0;

@@ -1235,13 +1235,16 @@ impl WarmMemo {
 /// A batch that starts with anything but a data command with keys is not warmed, nor one
 /// queued by MULTI or sent before AUTH. Rounds that keep naming one key are warmed by it
 /// alone ([`WarmMemo`]).
-pub fn warm_batch<'a>(st: &mut ClientState, mut requests: impl Iterator<Item = Args<'a>>) {
+pub fn warm_batch<'a>(st: &mut ClientState, requests: impl Iterator<Item = Args<'a>>) {
     if st.multi.is_some() || !st.authenticated {
         return;
     }
+    let mut requests = requests.peekable();
     let Some(first) = requests.next() else {
         return;
     };
+    // A lone request is worth warming only for several keys (their misses then overlap).
+    let alone = requests.peek().is_none();
     let name = first.get(0);
     let spec = match st.last_cmd {
         Some((_, spec)) if name.eq_ignore_ascii_case(spec.name.as_bytes()) => spec,
@@ -1251,6 +1254,9 @@ pub fn warm_batch<'a>(st: &mut ClientState, mut requests: impl Iterator<Item = A
         },
     };
     if crate::scripting::script_call(spec.name).is_some() {
+        if alone {
+            return;
+        }
         // EVALSHA, FCALL...: keys after a count; each request's first key is warmed (a round of
         // one script on random keys otherwise waits for each lookup's cache misses in turn).
         let mut keys: [&[u8]; WARM_KEYS] = [&[]; WARM_KEYS];
@@ -1267,6 +1273,9 @@ pub fn warm_batch<'a>(st: &mut ClientState, mut requests: impl Iterator<Item = A
         return;
     }
     if !matches!(spec.handler, Handler::Data(_)) || spec.first_key <= 0 {
+        return;
+    }
+    if alone && spec.keys(&first).nth(1).is_none() {
         return;
     }
     // A round that starts with the key the last rounds kept naming is warmed by it alone.
