@@ -1063,6 +1063,24 @@ mod tests {
     /// `everysec` it stays to be fsynced (by the snapshot thread's `sync_retired`, or the next
     /// fsync of the log); under `always` the first commit on the new log fsyncs it before its
     /// reply may go.
+    /// Writes a SET of `key`, makes the log durable and closes it; then loads the tenant's
+    /// directory (`repair`: as the server does) into a fresh keyspace.
+    fn last_set_then_load(
+        log: Arc<TenantLog>,
+        key: &str,
+        dir: &Path,
+        repair: bool,
+    ) -> (ferrite_storage::Keyspace, crate::load::TenantLoad) {
+        publish_set(&log, key);
+        log.flush().expect("write");
+        log.sync();
+        drop(log);
+        let ks = ferrite_storage::Keyspace::new();
+        let loaded = crate::load::load_tenant(&dir.join("t"), "t", 1, &mut ks.lock(), repair)
+            .expect("loads");
+        (ks, loaded)
+    }
+
     /// The log keeps zeros ahead of its records, so that most writes do not change the file's
     /// length (whose fsync commits metadata), within a sixteenth of what it holds (64 KiB
     /// at least); everything loads back, and the server continues after the last record.
@@ -1120,13 +1138,7 @@ mod tests {
             1,
             Some((file, size)),
         );
-        publish_set(&log, "after");
-        log.flush().expect("write");
-        log.sync();
-        drop(log);
-        let ks = ferrite_storage::Keyspace::new();
-        let loaded = crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), true)
-            .expect("loads");
+        let (ks, loaded) = last_set_then_load(log, "after", dir.path(), true);
         assert_eq!(loaded.keys, writes as u64 + 1);
         assert!(ks.lock().contains(b"after", 1));
     }
@@ -1154,13 +1166,7 @@ mod tests {
         assert_eq!(reopened.size, good);
         assert_eq!(std::fs::metadata(&path).expect("log").len(), good);
         drop(reopened);
-        publish_set(&log, "b");
-        log.flush().expect("write");
-        log.sync();
-        drop(log);
-        let ks = ferrite_storage::Keyspace::new();
-        let loaded = crate::load::load_tenant(&dir.path().join("t"), "t", 1, &mut ks.lock(), false)
-            .expect("loads");
+        let (ks, loaded) = last_set_then_load(log, "b", dir.path(), false);
         assert!(loaded.torn.is_none());
         assert!(ks.lock().contains(b"a", 1) && ks.lock().contains(b"b", 1));
     }
