@@ -25,19 +25,11 @@ fn newest_log(dir: &Path) -> PathBuf {
 }
 
 /// Where a log's records end: logs are preallocated, zeros follow their last frame (see
-/// `format::FLAG_ZERO_TAIL`). Walks the frames (`len:u32 !len:u32 crc:u32 payload`) after the
-/// 8-byte file header.
-fn records_end(log: &[u8]) -> usize {
-    let word = |at: usize| u32::from_le_bytes([log[at], log[at + 1], log[at + 2], log[at + 3]]);
-    let mut at = 8;
-    while at + 12 <= log.len() && word(at) == !word(at + 4) {
-        let end = at + 12 + word(at) as usize;
-        if end > log.len() {
-            break;
-        }
-        at = end;
-    }
-    at
+/// `format::FLAG_ZERO_TAIL`).
+fn records_end(log: &Path) -> usize {
+    let f = std::fs::File::open(log).unwrap();
+    let len = f.metadata().unwrap().len();
+    ferrite_persistence::log::records_end(&f, log, len).unwrap() as usize
 }
 
 /// `ferrite` run to completion with `args` (for failed starts and --check-data).
@@ -70,7 +62,7 @@ fn a_torn_tail_is_dropped_with_a_log_line_and_the_server_starts() {
     // preallocated zeros are still there.
     let log = newest_log(dir.path());
     let mut bytes = std::fs::read(&log).unwrap();
-    let end = records_end(&bytes);
+    let end = records_end(&log);
     assert!(end < bytes.len(), "the log has no preallocated tail");
     bytes[end - 5..end].fill(0);
     std::fs::write(&log, &bytes).unwrap();
@@ -106,7 +98,7 @@ fn damage_in_the_middle_refuses_the_start_and_the_checker_repairs_it() {
     shutdown(s, &[]);
     let log = newest_log(dir.path());
     let mut bytes = std::fs::read(&log).unwrap();
-    let at = records_end(&bytes) / 2;
+    let at = records_end(&log) / 2;
     bytes[at] ^= 0x5a;
     std::fs::write(&log, &bytes).unwrap();
     let d = dir.path().to_string_lossy().into_owned();

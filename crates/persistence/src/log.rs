@@ -519,7 +519,8 @@ impl TenantLog {
             fs.size = opened.size;
             fs.allocated = opened.allocated;
         }
-        if let Some(f) = fs.file.clone() {
+        // Borrowed field by field: no reference count touched per write.
+        if let Some(f) = fs.file.as_deref() {
             f.write_all_at(data, fs.size)?;
             fs.size += data.len() as u64;
             self.sizes
@@ -531,7 +532,7 @@ impl TenantLog {
                 // A failed extension loses nothing (the next write goes past the end, as an
                 // append would): only the next fsyncs are slower. A full disk shows at the
                 // next write.
-                if let Ok(end) = preallocate(&f, fs.size, fs.allocated) {
+                if let Ok(end) = preallocate(f, fs.size, fs.allocated) {
                     fs.allocated = end;
                 }
             }
@@ -736,7 +737,7 @@ fn preallocate(f: &File, size: u64, allocated: u64) -> std::io::Result<u64> {
 
 /// Where the good records of an existing log end (a torn tail is left out); 0 when not even
 /// its header frame is whole.
-pub(crate) fn records_end(f: &File, path: &Path, len: u64) -> std::io::Result<u64> {
+pub fn records_end(f: &File, path: &Path, len: u64) -> std::io::Result<u64> {
     let mut r = match FrameReader::open(BufReader::new(f), len, Kind::Log) {
         Ok(r) => r,
         Err(FrameError::Torn { .. }) => return Ok(0),

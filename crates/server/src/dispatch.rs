@@ -241,11 +241,11 @@ async fn execute_command(
 ///
 /// Reading the clock costs about 25 ns with `std::time::Instant` on the virtual machines we
 /// measured and 10 ns with `quanta`'s (the TSC read directly, calibrated once at startup), a
-/// noticeable part of what a pipelined GET costs (0.7 µs), and the shared counters are written by every worker thread,
-/// so each update of one moves a cache line between cores. So a batch reads the wall clock once, each command reads the
-/// monotonic clock once (its end is the next command's start), and the counters are added to the
-/// shared ones when the batch ends, before its replies are written, or before a server command
-/// (which may read them) runs.
+/// noticeable part of what a pipelined GET costs (0.7 µs), and the shared counters are written
+/// by every worker thread, so each update of one moves a cache line between cores. So a batch
+/// reads the wall clock once, each command reads the monotonic clock once (its end is the next
+/// command's start), and the counters are added to the shared ones when the batch ends, before
+/// its replies are written, or before a server command (which may read them) runs.
 pub struct Batch {
     /// The wall clock (Unix ms) when the batch started.
     started_ms: u64,
