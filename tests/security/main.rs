@@ -13,6 +13,7 @@ mod info_scoping;
 mod lua_crashes;
 mod metrics_endpoint;
 mod preauth;
+mod requests;
 mod secret_logs;
 mod secure_defaults;
 mod tenant_clients;

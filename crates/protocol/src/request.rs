@@ -141,6 +141,21 @@ impl RequestDecoder {
         self.unauthenticated = !authenticated;
     }
 
+    /// Bytes of scratch space held: argument positions, 16 bytes per argument of the longest
+    /// request decoded since [`RequestDecoder::shrink`].
+    pub fn scratch_bytes(&self) -> usize {
+        self.ranges.capacity() * std::mem::size_of::<(usize, usize)>() + self.inline.capacity()
+    }
+
+    /// Gives back scratch space larger than `keep` bytes, unless a request is half decoded (its
+    /// arguments so far are in it).
+    pub fn shrink(&mut self, keep: usize) {
+        if matches!(self.resume, Resume::Start) && self.scratch_bytes() > keep {
+            self.ranges = Vec::with_capacity(8);
+            self.inline = Vec::new();
+        }
+    }
+
     /// Forgets an incomplete request (the next call starts at the buffer's start).
     pub fn reset(&mut self) {
         self.resume = Resume::Start;
@@ -577,6 +592,34 @@ mod tests {
 
     fn words(ws: &[&str]) -> Vec<Vec<u8>> {
         ws.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    /// The argument positions of a huge request are given back once it is decoded, and kept
+    /// while it is half decoded (the next read resumes from them).
+    #[test]
+    fn scratch_space_is_given_back_after_a_huge_request_only() {
+        let n = 10_000;
+        let mut wire = format!("*{n}\r\n").into_bytes();
+        for _ in 0..n {
+            wire.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        let mut dec = RequestDecoder::new(Limits::default());
+        let half = &wire[..wire.len() / 2];
+        assert!(matches!(dec.decode(half), Ok(Next::Incomplete)));
+        let held = dec.scratch_bytes();
+        assert!(held >= n / 2 * 16, "{held}");
+        dec.shrink(1024);
+        assert_eq!(
+            dec.scratch_bytes(),
+            held,
+            "a half-decoded request keeps its positions"
+        );
+        match dec.decode(&wire) {
+            Ok(Next::Request(p)) => assert_eq!(p.args.len(), n),
+            _ => panic!("not decoded"),
+        }
+        dec.shrink(1024);
+        assert!(dec.scratch_bytes() <= 1024, "{}", dec.scratch_bytes());
     }
 
     #[test]

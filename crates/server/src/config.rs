@@ -248,13 +248,14 @@ pub struct LimitsConfig {
     /// that would take the data of all tenants together past it is refused with Redis's `-OOM`,
     /// on top of each tenant's own quota; reads and deletes keep working. 0 = no cap.
     pub maxmemory: u64,
-    /// Redis's `client-query-buffer-limit`: kept so that CONFIG GET answers what CONFIG SET set
-    /// (Redis's suite sets it); Ferrite bounds requests by `max_bulk_len` and `max_args`.
+    /// Redis's `client-query-buffer-limit`: a client that has sent more than this many bytes
+    /// of a request it has not finished is disconnected (at least 1 MB, as in Redis).
     pub client_query_buffer_limit: u64,
     /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
     pub client_output_buffer_limit: u64,
-    /// All clients' pending replies together (Redis's `maxmemory-clients`): the client whose
-    /// reply would take the total past it is disconnected; 0 = no limit.
+    /// All clients' pending replies and large input buffers together (Redis's
+    /// `maxmemory-clients`): the client whose reply or request would take the total past it
+    /// is disconnected; 0 = no limit.
     pub maxmemory_clients: u64,
     /// A subscriber with more undelivered pub/sub messages than this many bytes is
     /// disconnected (Redis's `client-output-buffer-limit pubsub` hard limit); 0 = no limit.
@@ -873,6 +874,12 @@ impl Config {
         }
         if self.limits.max_bulk_len < 1024 {
             return err("limits.max_bulk_len", "must be at least 1024".into());
+        }
+        if self.limits.client_query_buffer_limit < crate::client_memory::MIN_QUERY_BUFFER_LIMIT {
+            return err(
+                "limits.client_query_buffer_limit",
+                "must be at least 1048576 (1 MB)".into(),
+            );
         }
         if self.limits.max_args < 16 {
             return err("limits.max_args", "must be at least 16".into());

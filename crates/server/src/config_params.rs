@@ -147,14 +147,13 @@ pub static PARAMS: [Param; 91] = [
             Ok(())
         }
     ),
-    // Accepted with Redis's bounds (1 MB at least) and kept: Ferrite's request parser bounds a
-    // request by proto-max-bulk-len and limits.max_args, not by a query buffer size.
+    // Redis's bounds (1 MB at least); enforced by `client_memory`.
     param!(
         "client-query-buffer-limit",
         |c| c.limits.client_query_buffer_limit.to_string(),
         |c, v| {
             let n: u64 = bytes(v)?;
-            if n < 1024 * 1024 {
+            if n < crate::client_memory::MIN_QUERY_BUFFER_LIMIT {
                 return Err(
                     "argument must be between 1048576 and 9223372036854775807 inclusive".into(),
                 );

@@ -21,10 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info_span};
 
+use crate::client_memory::ClientMemory;
 use crate::dispatch::{self, Batch, Flow};
 use crate::input::ReadRoom;
 use crate::outline::{cold, outlined};
-use crate::output::OutputAccount;
 use crate::shared::{ClientFields, ClientInfo, Shared};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -131,11 +131,11 @@ pub struct ClientState {
     /// What the last rounds' warming learnt: whose keys were all one key (see
     /// [`crate::dispatch::warm_batch`]).
     pub warm_memo: crate::dispatch::WarmMemo,
-    /// This connection's unsent replies as counted against the tenant's and the server's
-    /// output budgets.
-    pub output: OutputAccount,
+    /// This connection's unsent replies and input buffer as counted against the tenant's and
+    /// the server's client-memory budgets.
+    pub memory: ClientMemory,
     /// How long the output buffer may grow while the running command writes (see
-    /// [`crate::output`]); data commands write through a writer limited to it.
+    /// [`crate::client_memory`]); data commands write through a writer limited to it.
     pub reply_limit: usize,
     /// Waiting in a blocking command (BLPOP...): the connection runs nothing else until the
     /// wait ends (see [`crate::blocking`]).
@@ -203,7 +203,7 @@ impl ClientState {
         if Arc::ptr_eq(&t, &self.tenant) {
             return;
         }
-        self.output.rebind(&self.tenant, &t);
+        self.memory.rebind(&self.tenant, &t);
         self.info.fields.lock().tenant = t.id().into();
         self.tenant = t;
         self.keyspace = None;
@@ -254,7 +254,7 @@ impl ClientState {
 impl Drop for ClientState {
     fn drop(&mut self) {
         self.leave_tenant();
-        self.output.release(&self.tenant);
+        self.memory.release(&self.tenant);
     }
 }
 
@@ -307,7 +307,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         keyspace: None,
         held: None,
         warm_memo: Default::default(),
-        output: OutputAccount::new(&shared),
+        memory: ClientMemory::new(&shared),
         reply_limit: usize::MAX,
         blocked: None,
         reply_socket: None,
@@ -439,7 +439,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         if !flush_some(&wr, &mut out, &shared) {
             return;
         }
-        state.output.sync(&state.tenant, out.len());
+        state.memory.sync(&state.tenant, out.len());
         if out.is_empty() && out.capacity() > 4 * 1024 * 1024 {
             // Give back memory after a huge reply instead of keeping it for the connection's life.
             out = BytesMut::with_capacity(READ_CHUNK);
@@ -584,7 +584,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                 let Some(args) = ahead.args(&inbuf, request) else {
                     continue; // an empty request, skipped like Redis
                 };
-                let (limit, budget) = state.output.reply_limit(&shared, &state.tenant, out.len());
+                let (limit, budget) = state.memory.reply_limit(&shared, &state.tenant, out.len());
                 state.reply_limit = limit;
                 let flow = dispatch::execute(&mut state, &shared, args, &mut out).await;
                 // Reaching the limit means the reply was cut short (the writer dropped the
@@ -637,6 +637,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             }
         }
         ahead.shrink();
+        decoder.shrink(Ahead::KEEP * std::mem::size_of::<(usize, usize)>());
         TurnWait::batch_ran();
         // The batch is over: other connections get their turn at the tenant.
         state.held = None;
@@ -652,12 +653,28 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
         // Before the replies go out, so that whoever reads a reply also sees it counted.
         let tenant_client = state.is_tenant_client();
         state.batch.flush(&shared, &state.tenant, tenant_client);
-        state.output.sync(&state.tenant, out.len());
+        state.memory.sync(&state.tenant, out.len());
         state.keyspace = None;
         if stop {
             return;
         }
         consume(&mut inbuf, consumed);
+        // A request is read whole before it runs: what a client has sent of one is bounded
+        // like its replies are (see `client_memory`).
+        let held = if inbuf.is_empty() {
+            0
+        } else {
+            inbuf.capacity() + decoder.scratch_bytes()
+        };
+        if state.memory.input_needs_check(held, inbuf.len())
+            && let Some(budget) =
+                state
+                    .memory
+                    .check_input(&shared, &state.tenant, held, inbuf.len())
+        {
+            cold_input_limit(&shared, budget, inbuf.len());
+            return;
+        }
         if let Some(e) = protocol_error {
             shared.stats.protocol_errors.fetch_add(1, Relaxed);
             debug!(error = %e, "protocol error; closing");
@@ -672,6 +689,19 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             wait_for_turn = TurnWait::yield_to_ready_connections().await;
         }
     }
+}
+
+/// A connection's unfinished request or input buffer reached `budget`: it is closed without a
+/// reply (as Redis closes a client past its query buffer limit), and counted.
+#[cold]
+#[inline(never)]
+fn cold_input_limit(shared: &Shared, budget: crate::client_memory::Budget, unfinished: usize) {
+    shared.stats.query_limit_disconnects.fetch_add(1, Relaxed);
+    tracing::warn!(
+        bytes = unfinished,
+        limit = budget.name(),
+        "input buffer limit reached; closing the connection"
+    );
 }
 
 /// The requests of a round: up to [`Ahead::ROUND`] complete requests decoded from the input
@@ -804,7 +834,7 @@ fn deliver_messages(state: &mut ClientState, shared: &Arc<Shared>, out: &mut Byt
         tracing::warn!("pub/sub output buffer limit reached; closing the subscriber");
         return false;
     }
-    if out.len() < crate::output::SMALL_OUTPUT as usize {
+    if out.len() < crate::client_memory::SMALL_OUTPUT as usize {
         subs.mailbox.drain_into(out);
     }
     if !subs.active() {
@@ -867,7 +897,7 @@ async fn wait_blocked(
         if !flush_some(wr, out, shared) {
             return None;
         }
-        state.output.sync(&state.tenant, out.len());
+        state.memory.sync(&state.tenant, out.len());
         if out.is_empty() {
             if state.reply_socket.is_none() {
                 state.reply_socket = crate::blocking::ReplySocket::new(wr.as_ref());

@@ -1040,7 +1040,7 @@ fn server_used_bytes(sh: &Shared, tenant: &Tenant, db: &Db) -> u64 {
 fn published_used_bytes(sh: &Shared) -> u64 {
     sh.registry
         .used_bytes()
-        .saturating_add(sh.output_bytes.load(Relaxed))
+        .saturating_add(sh.client_bytes.load(Relaxed))
 }
 
 /// The server-wide `maxmemory` (policy `noeviction`): refuses a write that brings `incoming`
@@ -1376,7 +1376,7 @@ pub struct Exec<'a> {
     pub max_bulk: usize,
     pub garbage: &'a mut Garbage,
     /// Length the output buffer may reach; past it the reply is dropped (see
-    /// [`crate::output`]).
+    /// [`crate::client_memory`]).
     pub reply_limit: usize,
     /// The command is a script's `redis.call` (see `Ctx::from_script`).
     pub from_script: bool,

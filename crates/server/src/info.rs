@@ -200,9 +200,9 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 process_memory(&mut s, used);
             }
             let clients_output = if st.admin {
-                sh.output_bytes.load(Relaxed)
+                sh.client_bytes.load(Relaxed)
             } else {
-                st.tenant.stats.output_bytes.load(Relaxed)
+                st.tenant.stats.client_bytes.load(Relaxed)
             };
             let _ = write!(
                 s,
@@ -232,7 +232,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
             let errors: u64 = sh.cmd_stats.errors.total();
             let _ = write!(
                 s,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nauth_failures:{}\r\nauth_refused:{}\r\nauth_blocks:{}\r\nmetrics_connections_rejected:{}\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\ntotal_error_replies:{errors}\r\ntotal_protocol_errors:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nauth_failures:{}\r\nauth_refused:{}\r\nauth_blocks:{}\r\nmetrics_connections_rejected:{}\r\n",
                 t.connections_received.load(Relaxed),
                 t.commands_processed.load(Relaxed),
                 t.ops_per_sec.load(Relaxed),
@@ -241,6 +241,7 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                 t.connections_rejected.load(Relaxed),
                 t.protocol_errors.load(Relaxed),
                 t.output_limit_disconnects.load(Relaxed),
+                t.query_limit_disconnects.load(Relaxed),
                 sh.auth_limiter.failures.load(Relaxed),
                 sh.auth_limiter.refused.load(Relaxed),
                 sh.auth_limiter.blocks.load(Relaxed),

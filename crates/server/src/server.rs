@@ -167,7 +167,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<ServerH
         persistence,
         migrations,
         clients: Default::default(),
-        output_bytes: Default::default(),
+        client_bytes: Default::default(),
         admitted: Default::default(),
         next_client_id: 1.into(),
         stats: ServerStats::default(),

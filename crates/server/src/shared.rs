@@ -29,8 +29,11 @@ pub struct HotConfig {
     pub client_output_buffer_limit: AtomicU64,
     /// `maxmemory`: the server-wide cap on all tenants' data together; 0 = no cap.
     pub maxmemory: AtomicU64,
-    /// All connections' unsent replies together (Redis's `maxmemory-clients`); 0 = no limit.
+    /// All connections' unsent replies and large input buffers together (Redis's
+    /// `maxmemory-clients`); 0 = no limit.
     pub maxmemory_clients: AtomicU64,
+    /// The longest unfinished request a connection may send (`client-query-buffer-limit`).
+    pub client_query_buffer_limit: AtomicU64,
     /// A subscriber's undelivered messages: `client-output-buffer-limit pubsub`.
     pub pubsub_limits: Arc<PubsubLimits>,
     pub throttle_max_delay_ms: AtomicU64,
@@ -58,6 +61,8 @@ impl HotConfig {
             .store(c.limits.client_output_buffer_limit, Relaxed);
         self.maxmemory_clients
             .store(c.limits.maxmemory_clients, Relaxed);
+        self.client_query_buffer_limit
+            .store(c.limits.client_query_buffer_limit, Relaxed);
         self.maxmemory.store(c.limits.maxmemory, Relaxed);
         let l = &c.limits;
         self.pubsub_limits
@@ -282,8 +287,9 @@ pub struct Shared {
     /// Connections admitted and not yet finished: counted when accepted (before the
     /// connection's task even starts), so a burst of connects cannot pass `maxclients`.
     pub admitted: Arc<std::sync::atomic::AtomicUsize>,
-    /// Unsent reply bytes of every connection (see [`crate::output`]).
-    pub output_bytes: Arc<AtomicU64>,
+    /// Every connection's unsent replies and large input buffers, in bytes (see
+    /// [`crate::client_memory`]).
+    pub client_bytes: Arc<AtomicU64>,
     pub next_client_id: AtomicU64,
     pub stats: ServerStats,
     pub cmd_stats: CommandStats,

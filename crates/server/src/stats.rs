@@ -16,6 +16,9 @@ pub struct ServerStats {
     /// Connections closed because a reply reached an output budget (INFO
     /// `client_output_buffer_limit_disconnections`).
     pub output_limit_disconnects: AtomicU64,
+    /// Connections closed because an unfinished request or an input buffer reached a budget
+    /// (INFO `client_query_buffer_limit_disconnections`, Redis 7.4's name).
+    pub query_limit_disconnects: AtomicU64,
     /// Clients waiting in a blocking command (INFO `blocked_clients`).
     pub blocked_clients: AtomicU64,
     /// Connections to the metrics endpoint closed at once because it served

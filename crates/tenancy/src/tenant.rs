@@ -90,8 +90,9 @@ pub struct TenantStats {
     pub connections_received: AtomicU64,
     /// AUTHs refused because the tenant had `maxclients` clients already.
     pub rejected_connections: AtomicU64,
-    /// Unsent reply bytes of the tenant's connections (counted by the server).
-    pub output_bytes: AtomicU64,
+    /// The tenant's connections' unsent replies and large input buffers, in bytes (counted by
+    /// the server's `client_memory`).
+    pub client_bytes: AtomicU64,
     /// Commands per second over the last sampling period (see [`Tenant::sample_ops`]).
     pub ops_per_sec: AtomicU64,
     last_sample: parking_lot::Mutex<(u64, Option<std::time::Instant>)>,
