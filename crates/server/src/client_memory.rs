@@ -13,8 +13,8 @@
 //! much as it sends (`*8` arguments of 400 MB each took a server to 3 GB and the allocation
 //! aborted it). A connection whose unfinished request is longer than
 //! `limits.client_query_buffer_limit` (Redis's `client-query-buffer-limit`) is closed, and an
-//! input buffer larger than [`SMALL_INPUT`] is counted in the same tenant and server budgets as
-//! replies (Redis's `maxmemory-clients` counts query buffers too).
+//! input buffer larger than a new connection's ([`COUNTED_INPUT`]) is counted in the same tenant
+//! and server budgets as replies (Redis's `maxmemory-clients` counts query buffers too).
 //!
 //! The connection that would cross a budget is the one closed (the one growing pays, not a
 //! bystander that happens to hold a large reply), and every connection may hold
@@ -22,7 +22,8 @@
 //! so that while hogs fill them, other clients' ordinary requests and replies still go through.
 //! Counts are updated once per batch and after every write to the socket, so the shared
 //! counters cost a few atomic adds per batch; input is looked at only when a buffer is past
-//! [`SMALL_INPUT`] or an unfinished request past the smallest query-buffer limit.
+//! [`COUNTED_INPUT`] or an unfinished request past the smallest query-buffer limit, and the
+//! counters change only when a buffer's size does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,9 +40,14 @@ pub const TENANT_OUTPUT_FLOOR: u64 = 16 * 1024 * 1024;
 /// (the per-connection limit still applies).
 pub const SMALL_OUTPUT: u64 = 64 * 1024;
 
-/// An input buffer up to this size is neither counted nor closed for the shared budgets: it is
-/// what the reader keeps for pipelined batches of large values (see [`crate::input`]).
-pub const SMALL_INPUT: usize = crate::input::KEEP;
+/// An input buffer (with the decoder's scratch space) up to this size is not counted: a new
+/// connection's (see [`crate::input::MIN_READ`]), which every connection has.
+pub const COUNTED_INPUT: usize = 2 * crate::input::MIN_READ;
+
+/// What any connection may hold in its input buffer regardless of the tenant and server
+/// budgets (its query-buffer limit still applies): so many connections each just under it are
+/// at most `maxclients` × 64 KB past the budgets.
+pub const SMALL_INPUT: u64 = 64 * 1024;
 
 /// The smallest `client-query-buffer-limit` there can be (Redis's minimum, enforced when it is
 /// set): an unfinished request no longer than this needs no look at the setting.
@@ -75,7 +81,7 @@ pub struct ClientMemory {
     /// Bytes of this connection's unsent replies currently added to the counters.
     output: u64,
     /// Bytes of this connection's input buffer currently added to the counters: 0 while it is
-    /// within [`SMALL_INPUT`].
+    /// within [`COUNTED_INPUT`].
     input: u64,
     /// The server-wide counter (`Shared::client_bytes`), held so that dropping releases.
     server: Arc<AtomicU64>,
@@ -136,13 +142,13 @@ impl ClientMemory {
     /// for input and an unfinished request of `unfinished` bytes: a cheap test for the loop.
     #[inline]
     pub fn input_needs_check(&self, held: usize, unfinished: usize) -> bool {
-        held > SMALL_INPUT || self.input > 0 || unfinished as u64 > MIN_QUERY_BUFFER_LIMIT
+        held > COUNTED_INPUT || self.input > 0 || unfinished as u64 > MIN_QUERY_BUFFER_LIMIT
     }
 
     /// Counts the connection's input buffer, `held` bytes allocated of which `unfinished` are an
     /// unfinished request, and says which budget it is past, if any (the connection must then
     /// be closed): its own query-buffer limit, or a shared budget the buffer has just grown
-    /// past. A buffer within [`SMALL_INPUT`] is not counted.
+    /// past (beyond [`SMALL_INPUT`]). A buffer within [`COUNTED_INPUT`] is not counted.
     pub fn check_input(
         &mut self,
         sh: &Shared,
@@ -150,11 +156,15 @@ impl ClientMemory {
         held: usize,
         unfinished: usize,
     ) -> Option<Budget> {
-        let counted = if held > SMALL_INPUT { held as u64 } else { 0 };
-        let grew = counted > self.input;
+        let counted = if held > COUNTED_INPUT { held as u64 } else { 0 };
+        let grew = counted > self.input.max(SMALL_INPUT);
         if counted != self.input {
             adjust(&self.server, tenant, self.input, counted);
             self.input = counted;
+        }
+        if !grew && (unfinished as u64) <= MIN_QUERY_BUFFER_LIMIT {
+            // The usual case: a buffer of a steady size and no long request.
+            return None;
         }
         input_verdict(&InputCheck {
             unfinished: unfinished as u64,

@@ -253,7 +253,7 @@ pub struct LimitsConfig {
     pub client_query_buffer_limit: u64,
     /// A client whose pending replies exceed this many bytes is disconnected; 0 = no limit.
     pub client_output_buffer_limit: u64,
-    /// All clients' pending replies and large input buffers together (Redis's
+    /// All clients' pending replies and input buffers over 32 KB together (Redis's
     /// `maxmemory-clients`): the client whose reply or request would take the total past it
     /// is disconnected; 0 = no limit.
     pub maxmemory_clients: u64,

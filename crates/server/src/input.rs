@@ -22,7 +22,7 @@ pub const MAX_READ: usize = 512 * 1024;
 
 /// An empty input buffer larger than this, and more than four times what reads use, is given
 /// back: after a request with a huge argument, or a burst of large pipelined requests.
-pub const KEEP: usize = 4 * MAX_READ;
+const KEEP: usize = 4 * MAX_READ;
 
 /// The room offered to the next read of one connection's socket.
 #[derive(Debug, Clone, Copy)]
