@@ -319,3 +319,36 @@ fn all_connections_unfinished_requests_stay_within_maxmemory_clients() {
         (info_field(&mut admin, "memory", "mem_clients_normal") == 0).then_some(())
     });
 }
+
+/// Many connections cannot get around the budget between them: 300 connections each sending
+/// 1 MB of an unfinished request hold at most `maxmemory-clients` plus 64 KB each (what any
+/// connection may hold), not 300 MB.
+#[test]
+fn many_connections_cannot_hold_more_than_the_budget_between_them() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-clients", "16mb"])
+        .query(&mut admin)
+        .unwrap();
+    let before = s.rss_kib();
+    let mut conns: Vec<TcpStream> = (0..300).map(|_| client(&s, None)).collect();
+    for c in &mut conns {
+        c.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = send_unfinished(c, 2 * MB, MB);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let counted = info_field(&mut admin, "memory", "mem_clients_normal");
+    assert!(counted <= 16 * 1024 * 1024, "{counted} bytes counted");
+    let grown_mib = s.rss_kib().saturating_sub(before) / 1024;
+    // 300 × 64 KB is 19 MB; with the budget and the allocator's slack well under 100 MB.
+    assert!(grown_mib < 100, "RSS grew by {grown_mib} MiB");
+    let open = conns.iter_mut().map(closed).filter(|&gone| !gone).count();
+    assert!(open < 100, "{open} of 300 connections kept 1 MB each");
+    let mut other = s.anon_conn();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut other)
+        .unwrap();
+}
