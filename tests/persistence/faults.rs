@@ -129,7 +129,11 @@ fn damage_in_the_middle_refuses_the_start_and_the_checker_repairs_it() {
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
     let (code, out, _) = run_ferrite(&["--check-data", &d, "--repair"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("cut at offset"), "{out}");
+    // The damaged records are told apart from the preallocated zeros after them.
+    assert!(
+        out.contains("cut at offset") && out.contains("preallocated zero bytes"),
+        "{out}"
+    );
     let (code, out, _) = run_ferrite(&["--check-data", &d]);
     assert_eq!(code, 0, "{out}");
     // The server starts with everything before the damage.

@@ -152,6 +152,25 @@ pub fn check(root: &Path, repair: bool) -> Result<Report, String> {
     Ok(report)
 }
 
+/// The end of the last nonzero byte of `f` between `from` and `size` (`from` when there is
+/// none): a log's preallocated tail is zeros (see `format::FLAG_ZERO_TAIL`).
+fn written_end(f: &std::fs::File, from: u64, size: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const STEP: u64 = 64 * 1024;
+    let mut buf = vec![0u8; STEP as usize];
+    let mut end = size;
+    while end > from {
+        let start = end.saturating_sub(STEP).max(from);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
+}
+
 /// Cuts `log` at `offset` and removes the logs after it (they would follow a gap).
 fn cut_log(dir: &Path, log: &Path, offset: u64) -> Result<String, String> {
     let g = log
@@ -163,9 +182,12 @@ fn cut_log(dir: &Path, log: &Path, offset: u64) -> Result<String, String> {
         .ok_or("not a log file")?;
     let size = std::fs::metadata(log).map_err(|e| e.to_string())?.len();
     let f = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(log)
         .map_err(|e| e.to_string())?;
+    // What was written after the cut, told apart from the preallocated zeros that follow it.
+    let written = written_end(&f, offset, size).map_err(|e| e.to_string())?;
     f.set_len(offset)
         .and_then(|_| f.sync_all())
         .map_err(|e| e.to_string())?;
@@ -181,14 +203,43 @@ fn cut_log(dir: &Path, log: &Path, offset: u64) -> Result<String, String> {
         }
     }
     let _ = paths::sync_dir(dir);
+    let zeros = size - written;
     Ok(format!(
-        "{}: cut at offset {offset}, the last good record (dropped {} bytes{})",
+        "{}: cut at offset {offset}, the last good record (dropped {} bytes{}{})",
         log.display(),
-        size - offset,
+        written - offset,
+        if zeros > 0 {
+            format!(" and {zeros} preallocated zero bytes")
+        } else {
+            String::new()
+        },
         if later > 0 {
             format!(" and {later} later log file(s)")
         } else {
             String::new()
         }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_written_end_skips_a_zero_tail_of_any_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut bytes = vec![7u8; 100];
+        bytes.extend(vec![0u8; 200_000]);
+        f.write_all(&bytes).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let size = bytes.len() as u64;
+        assert_eq!(written_end(&f, 0, size).unwrap(), 100);
+        assert_eq!(written_end(&f, 40, size).unwrap(), 100);
+        // Only zeros after the cut.
+        assert_eq!(written_end(&f, 150, size).unwrap(), 150);
+        assert_eq!(written_end(&f, size, size).unwrap(), size);
+    }
 }
