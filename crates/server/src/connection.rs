@@ -349,10 +349,14 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 /// costing the server's `sendto` a trip through the scheduler (docs/benchmarks.md, issue 14,
 /// "EVALSHA's cycles").
 ///
-/// Only a pipelined batch (more than one request) waits: at -P1 (50 connections, one request
-/// each per batch) waiting changed no wakeup count (the client, busier than the server there,
-/// was woken as often as by Redis either way) and cost about 365 instructions per request (the
-/// task's second poll, the deferred wake); at -P16 it costs about 52 per request. It also costs
+/// A pipelined batch (more than one request) waits, and so does a batch of one large request
+/// (4 KB or more read): at -P1 with small requests (50 connections, one request each per batch)
+/// waiting changed no wakeup count (the client, busier than the server there, was woken as
+/// often as by Redis either way) and cost about 365 instructions per request (the task's second
+/// poll, the deferred wake); at -P16 it costs about 52 per request. With 16 KB SETs at -P1,
+/// replies written as soon as each batch ended had redis-benchmark call `epoll_wait` 0.24–0.60
+/// times per request against Redis's 0.09–0.13; waiting brought it to 0.12–0.17, and 365
+/// instructions are little next to a 16 KB request (docs/benchmarks.md). It also costs
 /// one more poll of the sockets (`epoll_wait` without blocking) per turn, which a connection
 /// alone on the server pays per batch for nothing: a connection whose wait saw no other batch
 /// run stops waiting, and tries again every 64th turn of its loop.
@@ -681,7 +685,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
         }
-        if batch_requests > 1
+        if (batch_requests > 1 || consumed >= 4096)
             && !out.is_empty()
             && !state.closing
             && (wait_for_turn || iterations.is_multiple_of(64))
