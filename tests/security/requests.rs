@@ -72,6 +72,20 @@ fn info_field(admin: &mut redis::Connection, section: &str, field: &str) -> u64 
         .unwrap_or_else(|| panic!("no {field} in {info}"))
 }
 
+fn config_set(admin: &mut redis::Connection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", name, value])
+        .query(admin)
+        .unwrap();
+}
+
+/// Waits until no connection's buffers are counted any more.
+fn wait_released(admin: &mut redis::Connection) {
+    wait_until(Duration::from_secs(10), "client memory released", || {
+        (info_field(admin, "memory", "mem_clients_normal") == 0).then_some(())
+    });
+}
+
 /// Waits until the server has counted `at_least` bytes of client memory (it has read what was
 /// sent).
 fn wait_counted(admin: &mut redis::Connection, at_least: u64) {
@@ -135,9 +149,7 @@ fn a_request_past_the_default_input_budgets_closes_the_connection_and_the_server
         s.log()
     );
     // The closed connection's buffer is no longer counted.
-    wait_until(Duration::from_secs(10), "client memory released", || {
-        (info_field(&mut admin, "memory", "mem_clients_normal") == 0).then_some(())
-    });
+    wait_released(&mut admin);
     s.kill();
 }
 
@@ -147,10 +159,7 @@ fn a_request_past_the_default_input_budgets_closes_the_connection_and_the_server
 fn an_unfinished_request_past_client_query_buffer_limit_closes_the_connection() {
     let s = Server::start();
     let mut admin = s.conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "client-query-buffer-limit", "4mb"])
-        .query(&mut admin)
-        .unwrap();
+    config_set(&mut admin, "client-query-buffer-limit", "4mb");
     let limit: Vec<String> = redis::cmd("CONFIG")
         .arg(&["GET", "client-query-buffer-limit"])
         .query(&mut admin)
@@ -302,10 +311,7 @@ fn a_tenants_unfinished_requests_are_charged_to_the_tenant() {
 fn all_connections_unfinished_requests_stay_within_maxmemory_clients() {
     let s = Server::start();
     let mut admin = s.conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "maxmemory-clients", "20mb"])
-        .query(&mut admin)
-        .unwrap();
+    config_set(&mut admin, "maxmemory-clients", "20mb");
     let held = fill_until_closed(&s, &mut admin, None, 20 * 1024 * 1024);
     // Ordinary clients go on while the budget is full.
     let mut other = s.anon_conn();
@@ -315,9 +321,7 @@ fn all_connections_unfinished_requests_stay_within_maxmemory_clients() {
         .query(&mut other)
         .unwrap();
     drop(held);
-    wait_until(Duration::from_secs(10), "client memory released", || {
-        (info_field(&mut admin, "memory", "mem_clients_normal") == 0).then_some(())
-    });
+    wait_released(&mut admin);
 }
 
 /// Many connections cannot get around the budget between them: 300 connections each sending
@@ -327,10 +331,7 @@ fn all_connections_unfinished_requests_stay_within_maxmemory_clients() {
 fn many_connections_cannot_hold_more_than_the_budget_between_them() {
     let s = Server::start();
     let mut admin = s.conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "maxmemory-clients", "16mb"])
-        .query(&mut admin)
-        .unwrap();
+    config_set(&mut admin, "maxmemory-clients", "16mb");
     let before = s.rss_kib();
     let mut conns: Vec<TcpStream> = (0..300).map(|_| client(&s, None)).collect();
     for c in &mut conns {
