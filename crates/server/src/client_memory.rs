@@ -5,7 +5,7 @@
 //! Replies (as Redis's `client-output-buffer-limit` and `maxmemory-clients`):
 //! - the connection's own, `limits.client_output_buffer_limit`;
 //! - its tenant's, when the tenant has a MAXMEMORY quota: all its connections' buffers together
-//!   may hold at most `max(MAXMEMORY, TENANT_OUTPUT_FLOOR)`, so a 1 MB tenant cannot hold
+//!   may hold at most `max(MAXMEMORY, TENANT_FLOOR)`, so a 1 MB tenant cannot hold
 //!   gigabytes in replies its clients never read;
 //! - the server's, `limits.maxmemory_clients`: every connection's buffers together.
 //!
@@ -34,7 +34,7 @@ use crate::shared::Shared;
 
 /// The least a tenant with a MAXMEMORY quota may hold in its connections' buffers: enough for
 /// pipelines of ordinary requests and replies, however small its quota.
-pub const TENANT_OUTPUT_FLOOR: u64 = 16 * 1024 * 1024;
+pub const TENANT_FLOOR: u64 = 16 * 1024 * 1024;
 
 /// What any connection may hold in unsent replies regardless of the tenant and server budgets
 /// (the per-connection limit still applies).
@@ -114,7 +114,7 @@ fn tenant_cap(tenant: &Tenant) -> u64 {
         0
     };
     if quota > 0 {
-        quota.max(TENANT_OUTPUT_FLOOR)
+        quota.max(TENANT_FLOOR)
     } else {
         0
     }

@@ -369,6 +369,9 @@ thread_local! {
 }
 
 impl TurnWait {
+    /// A lone request at least this long (bytes read by its batch) waits too.
+    const LARGE_REQUEST: usize = 4096;
+
     /// Counts a batch of this thread's connections.
     #[inline]
     fn batch_ran() {
@@ -685,7 +688,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
         }
-        if (batch_requests > 1 || consumed >= 4096)
+        if (batch_requests > 1 || consumed >= TurnWait::LARGE_REQUEST)
             && !out.is_empty()
             && !state.closing
             && (wait_for_turn || iterations.is_multiple_of(64))
