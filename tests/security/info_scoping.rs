@@ -1,17 +1,8 @@
 //! INFO as a tenant sees it: its own clients, memory, keys and commands, nothing of the server's
 //! or of other tenants.
 
-use std::collections::HashMap;
-
 use crate::common::Server;
-
-fn info(c: &mut redis::Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
+use crate::util::info;
 
 /// The administrator creates tenants and another tenant runs commands; tenant `a` asks INFO in
 /// every form (`INFO`, `INFO all`, `INFO everything`, single sections) and learns none of it:

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::Server;
-use crate::util::wait_until;
+use crate::util::{info, wait_until};
 
 const MB: usize = 1_000_000;
 
@@ -65,11 +65,11 @@ fn closed(c: &mut TcpStream) -> bool {
 }
 
 fn info_field(admin: &mut redis::Connection, section: &str, field: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg(section).query(admin).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {info}"))
+    let fields = info(admin, section);
+    fields
+        .get(field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {fields:?}"))
 }
 
 fn config_set(admin: &mut redis::Connection, name: &str, value: &str) {

@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+/// An INFO section's fields.
+pub fn info(c: &mut redis::Connection, section: &str) -> HashMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
 /// A map reply (RESP2 flat array or RESP3 map) as text fields.
 pub fn fields(v: &redis::Value) -> HashMap<String, String> {
     fn text(v: &redis::Value) -> String {
