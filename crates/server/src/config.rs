@@ -1237,6 +1237,10 @@ mod tests {
         // tracing would take "debgu" for a target name and log nothing: refused.
         let e = Config::parse("[log]\nlevel = \"debgu\"\n", None).unwrap_err();
         assert_eq!((e.key.as_str(), e.line), ("log.level", Some(2)), "{e}");
+
+        // Redis's lower bound for client-query-buffer-limit holds in the file too.
+        let e = Config::parse("[limits]\nclient_query_buffer_limit = 1000\n", None).unwrap_err();
+        assert_eq!(e.key, "limits.client_query_buffer_limit", "{e}");
     }
 
     #[test]
