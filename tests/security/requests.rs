@@ -353,3 +353,38 @@ fn many_connections_cannot_hold_more_than_the_budget_between_them() {
         .query(&mut other)
         .unwrap();
 }
+
+/// The default `client-query-buffer-limit` (1 GB) on its own: with `maxmemory-clients` off, an
+/// unfinished request is still closed once it passes 1 GB.
+#[test]
+fn the_default_query_buffer_limit_closes_a_request_past_1gb() {
+    let mut s = Server::start_with_memory_limit(4 * 1024 * 1024, &[]);
+    let mut admin = s.conn();
+    config_set(&mut admin, "maxmemory-clients", "0");
+    let mut c = client(&s, None);
+    // DEL with three arguments of 400 MB: 1.2 GB, every argument under proto-max-bulk-len.
+    let mut sent_all = c.write_all(b"*4\r\n$3\r\nDEL\r\n").is_ok();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..3 {
+        sent_all = sent_all && c.write_all(b"$400000000\r\n").is_ok();
+        for _ in 0..400 * MB / chunk.len() {
+            sent_all = sent_all && c.write_all(&chunk).is_ok();
+        }
+        sent_all = sent_all && c.write_all(&chunk[..400 * MB % chunk.len()]).is_ok();
+        sent_all = sent_all && c.write_all(b"\r\n").is_ok();
+    }
+    assert!(
+        !sent_all || closed(&mut c),
+        "1.2 GB of one request was kept"
+    );
+    assert!(s.is_running(), "the server died: {:?}", s.log());
+    assert!(
+        s.log()
+            .iter()
+            .any(|l| l.contains("input buffer limit reached")
+                && l.contains("client_query_buffer_limit")),
+        "{:?}",
+        s.log()
+    );
+    s.kill();
+}
