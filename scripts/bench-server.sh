@@ -3,8 +3,8 @@
 #
 # Both servers run with the same settings (loopback, no persistence, quiet logs). For each
 # repetition, pipeline depth and test, redis-benchmark runs against one server and then the other;
-# the order alternates from one measurement to the next so that neither server systematically gets
-# the warmer (or quieter) machine. Each cell of the table is the median over the repetitions.
+# the order alternates from one measurement to the next, and for each row from one repetition to
+# the next, so that neither server systematically gets the warmer (or quieter) machine. Each cell of the table is the median over the repetitions.
 #
 #   scripts/bench-server.sh                      # 2M requests per test, 3 repetitions
 #   REQUESTS=200000 REPEATS=1 scripts/bench-server.sh   # quick check
@@ -274,11 +274,15 @@ cpu_sample() { awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9 }'
 read -r total0 steal0 < <(cpu_sample)
 
 # Each test is run against both servers back to back, in an order that alternates from one
-# measurement to the next, so that a change in background load hits both about equally.
+# measurement to the next and, for each row, from one repetition to the next, so that a change
+# in background load, or what the runs just before left on the machine, hits both about
+# equally. (The order used to alternate only from one measurement to the next: with an even
+# number of rows, as in WIDE=1's 38, every row then had the same order in every repetition, and
+# SET of 16 KiB at -P1 always ran ferrite first, right after ferrite's own GET of 1 KiB.)
 IFS=, read -r -a test_list <<<"$TESTS"
-flip=0
 for rep in $(seq 1 "$REPEATS"); do
     echo "repetition $rep/$REPEATS"
+    flip=$rep
     for pipeline in $PIPELINES; do
         for test in "${test_list[@]}"; do
             if ((flip % 2 == 0)); then order="redis ferrite"; else order="ferrite redis"; fi
