@@ -518,20 +518,19 @@ fn bzpop(
             continue;
         };
         let z = as_zset_mut(o.get_mut())?;
-        let picked = if max {
-            z.iter().next_back()
-        } else {
-            z.iter().next()
-        };
-        let Some((member, score)) = picked.map(|(m, s)| (Box::<[u8]>::from(m), s)) else {
+        if z.len() == 0 {
             continue;
-        };
-        z.remove(&member);
+        }
+        // The reply is [key, member, score]: the key, then ZPOPMIN's flat form of one element
+        // without its array header (written here as part of the three).
+        let w = &mut *ctx.w;
+        w.array(3);
+        w.bulk(key);
+        z.pop_with(max, |m, s| {
+            w.bulk(m);
+            w.double(s);
+        });
         drop(o);
-        ctx.w.array(3);
-        ctx.w.bulk(key);
-        ctx.w.bulk(&member);
-        ctx.w.double(score);
         ctx.propagate(&[if max { b"ZPOPMAX" } else { b"ZPOPMIN" }, key]);
         return Ok(Attempt::Served);
     }

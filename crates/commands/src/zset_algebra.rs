@@ -522,25 +522,10 @@ fn zmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             continue;
         };
         let z = as_zset_mut(o.get_mut())?;
-        let n = count.min(z.len());
-        let picked: Vec<(Box<[u8]>, f64)> = if max {
-            z.iter().rev().take(n).map(|(m, s)| (m.into(), s)).collect()
-        } else {
-            z.iter().take(n).map(|(m, s)| (m.into(), s)).collect()
-        };
-        for (m, _) in &picked {
-            z.remove(m);
-        }
-        drop(o);
         let w = &mut *ctx.w;
         w.array(2);
         w.bulk(key);
-        w.array(picked.len());
-        for (m, s) in &picked {
-            w.array(2);
-            w.bulk(m);
-            w.double(*s);
-        }
+        crate::zsets::pop_into_reply(w, z, max, count, true);
         return Ok(());
     }
     ctx.w.null_array();

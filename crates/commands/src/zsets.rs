@@ -997,22 +997,35 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, max: bool) -> CmdResult {
     match ctx.db.entry(args.get(1), ctx.now) {
         Slot::Occupied(mut o) => {
             let z = as_zset_mut(o.get_mut())?;
-            let n = count.unwrap_or(1).min(z.len());
-            w.array(if nested { n } else { n * 2 });
-            // Each element goes into the reply from where it lies, then leaves the set.
-            for _ in 0..n {
-                z.pop_with(max, |m, s| {
-                    if nested {
-                        w.array(2);
-                    }
-                    w.bulk(m);
-                    w.double(s);
-                });
-            }
+            pop_into_reply(w, z, max, count.unwrap_or(1), nested);
         }
         Slot::Vacant(_) => w.array(0),
     }
     Ok(())
+}
+
+/// How ZPOPMIN/ZPOPMAX and ZMPOP (and so BZMPOP, which runs ZMPOP) pop: up to `count` of the
+/// lowest (or, with `max`, highest) elements, each written into the reply from where it lies
+/// and then removed (`ZSetValue::pop_with`, which BZPOPMIN/BZPOPMAX use for their one element). The reply is an array of the popped
+/// elements, each a `[member, score]` pair when `pairs`, else member and score side by side.
+pub(crate) fn pop_into_reply(
+    w: &mut ReplyWriter<'_>,
+    z: &mut ZSetValue,
+    max: bool,
+    count: usize,
+    pairs: bool,
+) {
+    let n = count.min(z.len());
+    w.array(if pairs { n } else { n * 2 });
+    for _ in 0..n {
+        z.pop_with(max, |m, s| {
+            if pairs {
+                w.array(2);
+            }
+            w.bulk(m);
+            w.double(s);
+        });
+    }
 }
 
 fn zpopmin(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
