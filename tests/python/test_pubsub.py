@@ -104,12 +104,36 @@ def test_resp3_push_forms_and_any_command(server):
             b">3\r\n$10\r\npsubscribe\r\n$2\r\nc?\r\n:2\r\n"
             b">3\r\n$10\r\nssubscribe\r\n$2\r\nsh\r\n:1\r\n"
             b"_\r\n"
-            # A connection publishing to itself gets the messages before the count, as in Redis.
+            # A connection publishing to itself gets the messages after the count, as in
+            # Redis 7.2 (7.0 sent them before).
+            b":2\r\n"
             b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nm\r\n"
             b">4\r\n$8\r\npmessage\r\n$2\r\nc?\r\n$2\r\nch\r\n$1\r\nm\r\n"
-            b":2\r\n"
-            b">3\r\n$8\r\nsmessage\r\n$2\r\nsh\r\n$1\r\nn\r\n"
-            b":1\r\n")
+            b":1\r\n"
+            b">3\r\n$8\r\nsmessage\r\n$2\r\nsh\r\n$1\r\nn\r\n")
+    assert read_exact(s, want) == want
+    s.close()
+
+
+def test_resp3_messages_to_self_follow_the_exec_and_script_replies(server):
+    # Redis 7.2: a subscribed connection's own messages are not put inside EXEC's array or
+    # ahead of a script's reply, but right after them, before the next command's reply.
+    s = server.sock()
+    s.sendall(b"HELLO 3\r\n")
+    time.sleep(0.1)
+    s.recv(65536)
+    s.sendall(b"SUBSCRIBE foo\r\n")
+    want = b">3\r\n$9\r\nsubscribe\r\n$3\r\nfoo\r\n:1\r\n"
+    assert read_exact(s, want) == want
+    s.sendall(b"MULTI\r\nPING abc\r\nPUBLISH foo bar\r\nPUBLISH foo vaz\r\nPING def\r\nEXEC\r\n"
+              b"EVAL \"redis.call('publish','foo','x') return 'bla'\" 0\r\nPING\r\n")
+    want = (b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n"
+            b"*4\r\n$3\r\nabc\r\n:1\r\n:1\r\n$3\r\ndef\r\n"
+            b">3\r\n$7\r\nmessage\r\n$3\r\nfoo\r\n$3\r\nbar\r\n"
+            b">3\r\n$7\r\nmessage\r\n$3\r\nfoo\r\n$3\r\nvaz\r\n"
+            b"$3\r\nbla\r\n"
+            b">3\r\n$7\r\nmessage\r\n$3\r\nfoo\r\n$1\r\nx\r\n"
+            b"+PONG\r\n")
     assert read_exact(s, want) == want
     s.close()
 
@@ -351,3 +375,43 @@ def test_subscribers_of_a_tenant_that_is_cut_over_get_the_redirect():
     finally:
         src.stop()
         dst.stop()
+
+
+def test_resp3_unsubscribe_inside_multi(server):
+    # Redis 7.2's "unsubscribe inside multi, and publish to self": the confirmations are
+    # elements of EXEC's reply, and a later PUBLISH to self answers before its message.
+    s = server.sock()
+    s.sendall(b"HELLO 3\r\n")
+    time.sleep(0.1)
+    s.recv(65536)
+    s.sendall(b"SUBSCRIBE foo bar baz\r\n")
+    want = (b">3\r\n$9\r\nsubscribe\r\n$3\r\nfoo\r\n:1\r\n"
+            b">3\r\n$9\r\nsubscribe\r\n$3\r\nbar\r\n:2\r\n"
+            b">3\r\n$9\r\nsubscribe\r\n$3\r\nbaz\r\n:3\r\n")
+    assert read_exact(s, want) == want
+    s.sendall(b"MULTI\r\nPING abc\r\nUNSUBSCRIBE bar\r\nUNSUBSCRIBE baz\r\nPING def\r\nEXEC\r\n"
+              b"PUBLISH foo vaz\r\nPUBLISH bar no\r\n")
+    want = (b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n"
+            b"*4\r\n$3\r\nabc\r\n"
+            b">3\r\n$11\r\nunsubscribe\r\n$3\r\nbar\r\n:2\r\n"
+            b">3\r\n$11\r\nunsubscribe\r\n$3\r\nbaz\r\n:1\r\n"
+            b"$3\r\ndef\r\n"
+            b":1\r\n>3\r\n$7\r\nmessage\r\n$3\r\nfoo\r\n$3\r\nvaz\r\n"
+            b":0\r\n")
+    assert read_exact(s, want) == want
+    s.close()
+
+
+def test_resp2_subscribe_inside_multi(server):
+    # RESP2: the confirmation is an element of EXEC's reply, and the connection is subscribed
+    # afterwards (only pub/sub commands then).
+    s = server.sock()
+    s.sendall(b"MULTI\r\nSUBSCRIBE ch\r\nEXEC\r\nGET k\r\n")
+    want = (b"+OK\r\n+QUEUED\r\n*1\r\n*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+            b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / "
+            b"RESET are allowed in this context\r\n")
+    assert read_exact(s, want) == want
+    server.client().publish("ch", "hello")
+    want = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n"
+    assert read_exact(s, want) == want
+    s.close()

@@ -113,6 +113,9 @@ pub struct ClientState {
     /// ([`crate::dispatch::admit_queued`]).
     pub multi_bytes: u64,
     pub watched: Vec<Watched>,
+    /// A server command queued in MULTI is running inside EXEC: its reply is one element of
+    /// EXEC's array, so pub/sub messages must not be moved to the output now.
+    pub inside_exec: bool,
     /// Close after writing the pending replies.
     pub closing: bool,
     pub info: Arc<ClientInfo>,
@@ -299,6 +302,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         multi: None,
         multi_bytes: 0,
         watched: Vec::new(),
+        inside_exec: false,
         closing: false,
         info: info.clone(),
         rng: SmallRng::from_rng(&mut rand::rng()),
@@ -605,6 +609,14 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
                     );
                     stop = true;
                     break 'rounds;
+                }
+                if let Some(subs) = &state.subs {
+                    // As in Redis 7.2, messages that reached a subscribed connection while its
+                    // command ran (its own PUBLISH, in EXEC or a script too) follow the
+                    // command's reply, before the next command's.
+                    if out.len() < crate::client_memory::SMALL_OUTPUT as usize {
+                        subs.mailbox.drain_into(&mut out);
+                    }
                 }
                 if flow == Flow::Close || state.closing {
                     state.closing = true;

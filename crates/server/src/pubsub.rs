@@ -371,10 +371,14 @@ fn subscribe(
 ) -> ServerResult {
     dispatch::check_ownership(st, sh, &st.tenant)?;
     let proto = st.proto;
+    let inside_exec = st.inside_exec;
     let s = subs(st, sh);
     s.mailbox.resp3.store(proto == Protocol::Resp3, Relaxed);
-    // Messages already queued go out before the confirmations.
-    s.mailbox.drain_into(out);
+    // Messages already queued go out before the confirmations (not inside EXEC's array: they
+    // follow EXEC's reply then).
+    if !inside_exec {
+        s.mailbox.drain_into(out);
+    }
     let (word, _) = which.words();
     for name in args.tail(1).iter() {
         let fresh = match which {
@@ -408,6 +412,7 @@ fn unsubscribe(
     which: Which,
 ) -> ServerResult {
     let proto = st.proto;
+    let inside_exec = st.inside_exec;
     let (_, word) = which.words();
     let Some(s) = st.subs.as_mut() else {
         // Not subscribed to anything: one confirmation per name, or one with a null name.
@@ -419,7 +424,9 @@ fn unsubscribe(
         }
         return Ok(Flow::Continue);
     };
-    s.mailbox.drain_into(out);
+    if !inside_exec {
+        s.mailbox.drain_into(out);
+    }
     let names: Vec<Box<[u8]>> = if args.len() == 1 {
         let set = match which {
             Which::Channels => &s.channels,
@@ -534,12 +541,9 @@ fn publish_generic(
         Some(channels) => channels.publish(kind, args.get(1), args.get(2)),
         None => 0,
     };
-    // A connection that publishes to a channel it is subscribed to gets the message first, as
-    // in Redis 7.0 (delivery there is synchronous; 7.2 sends it after the reply, which matters
-    // inside EXEC: docs/redis-compat.md, the pubsub row of the TCL suite).
-    if let Some(s) = st.subs.as_ref() {
-        s.mailbox.drain_into(out);
-    }
+    // A connection that publishes to a channel it is subscribed to gets the message after the
+    // reply (after EXEC's or the script's when inside one), as in Redis 7.2: the connection
+    // moves it to its output once the command is done (`connection::run`).
     ReplyWriter::new(out, st.proto).int(n as i64);
     Ok(Flow::Continue)
 }

@@ -138,12 +138,14 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now("auth", |st, sh, args, out| connection::auth(st, sh, args, out)),
     now_in_multi("select", |st, _, args, out| connection::select(st, args, out)),
     now("reset", |st, sh, _, out| connection::reset(st, sh, out)),
-    now("subscribe", crate::pubsub::subscribe_channels),
-    now("unsubscribe", crate::pubsub::unsubscribe_channels),
-    now("psubscribe", crate::pubsub::subscribe_patterns),
-    now("punsubscribe", crate::pubsub::unsubscribe_patterns),
+    // Redis runs SUBSCRIBE, PSUBSCRIBE and the UNSUBSCRIBEs inside EXEC (their confirmations
+    // are elements of its reply); SSUBSCRIBE it refuses there.
+    now_in_multi("subscribe", crate::pubsub::subscribe_channels),
+    now_in_multi("unsubscribe", crate::pubsub::unsubscribe_channels),
+    now_in_multi("psubscribe", crate::pubsub::subscribe_patterns),
+    now_in_multi("punsubscribe", crate::pubsub::unsubscribe_patterns),
     now("ssubscribe", crate::pubsub::subscribe_shard),
-    now("sunsubscribe", crate::pubsub::unsubscribe_shard),
+    now_in_multi("sunsubscribe", crate::pubsub::unsubscribe_shard),
     like_data(now_in_multi("publish", crate::pubsub::publish)),
     like_data(now_in_multi("spublish", crate::pubsub::spublish)),
     now_in_multi("pubsub", crate::pubsub::pubsub),
@@ -276,7 +278,12 @@ pub fn run_queued(
             run: Run::Now(f),
             in_multi: true,
             ..
-        }) => f(st, sh, args, out),
+        }) => {
+            st.inside_exec = true;
+            let result = f(st, sh, args, out);
+            st.inside_exec = false;
+            result
+        }
         _ => Err(ErrorReply::err("Command not allowed inside a transaction")),
     }
 }
