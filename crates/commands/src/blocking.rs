@@ -518,7 +518,7 @@ fn bzpop(
             continue;
         };
         let z = as_zset_mut(o.get_mut())?;
-        if z.len() == 0 {
+        if z.is_empty() {
             continue;
         }
         // The reply is [key, member, score]: the key, then ZPOPMIN's flat form of one element

@@ -1006,8 +1006,9 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, max: bool) -> CmdResult {
 
 /// How ZPOPMIN/ZPOPMAX and ZMPOP (and so BZMPOP, which runs ZMPOP) pop: up to `count` of the
 /// lowest (or, with `max`, highest) elements, each written into the reply from where it lies
-/// and then removed (`ZSetValue::pop_with`, which BZPOPMIN/BZPOPMAX use for their one element). The reply is an array of the popped
-/// elements, each a `[member, score]` pair when `pairs`, else member and score side by side.
+/// and then removed (`ZSetValue::pop_with`, which BZPOPMIN/BZPOPMAX use for their one
+/// element). The reply is an array of the popped elements, each a `[member, score]` pair when
+/// `pairs`, else member and score side by side.
 pub(crate) fn pop_into_reply(
     w: &mut ReplyWriter<'_>,
     z: &mut ZSetValue,
