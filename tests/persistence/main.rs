@@ -12,4 +12,5 @@ mod faults;
 mod migrations;
 mod readers;
 mod restart;
+mod resume_auth;
 mod streams;

@@ -36,9 +36,10 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, MigrationError>>;
 pub(super) enum Request {
     Pause(Reply<()>),
     Resume(Reply<()>),
-    /// RESUME <id> AUTH <password> of a migration restored after a restart: the connection to
-    /// its target with the password given again (it is never kept on disk).
-    ResumeWith(Arc<dyn super::target::Target>, Reply<()>),
+    /// RESUME <id> AUTH <password> of a failed migration started with AUTH (after a restart,
+    /// which does not keep the password, or after a wrong password): the connection to its
+    /// target with this password, and the password (kept in memory only).
+    ResumeWith(Arc<dyn super::target::Target>, String, Reply<()>),
     Cancel(Reply<()>),
     Update {
         parallel: Option<usize>,
@@ -241,9 +242,21 @@ impl Control {
         self.status.borrow()
     }
 
+    /// It authenticates to its target with a password given with AUTH: in `cfg` while this
+    /// server knows it, or only that one is needed (restored after a restart, before RESUME ...
+    /// AUTH gives it again).
+    pub fn started_with_auth(&self) -> bool {
+        self.cfg.auth.is_some() || self.restart.as_ref().is_some_and(|r| r.needs_password)
+    }
+
     pub fn record(&self) -> MigrationRecord {
         let mut r = MigrationRecord::of(&self.info, &self.status.borrow())
             .with_config(&self.cfg, self.admission.needs_approval);
+        // A restored migration's `cfg` has no password: the record must still say one is
+        // needed, or the next restart would bring it back asking for none.
+        if self.started_with_auth() {
+            r.settings.auth = super::record::RecordedAuth::Password;
+        }
         r.orchestration.after = self
             .admission
             .after
@@ -565,20 +578,22 @@ impl Control {
                 };
                 let _ = reply.send(r);
             }
-            Request::ResumeWith(target, reply) => {
-                let r = match (self.state(), &self.restart) {
-                    (MigrationState::Failed, Some(_)) => {
-                        self.replacement_target = Some(target);
-                        let r = self.retry();
-                        if r.is_err() {
-                            self.replacement_target = None;
-                        }
-                        r
+            Request::ResumeWith(target, password, reply) => {
+                // Not only after a restart: a RESUME with a wrong password fails its run, and
+                // the right one must still be accepted (else only CANCEL would be left).
+                let r = if self.state() == MigrationState::Failed && self.started_with_auth() {
+                    let previous = self.replacement_target.replace(target);
+                    let r = self.retry();
+                    match r {
+                        Ok(()) => self.cfg.auth = Some(password),
+                        Err(_) => self.replacement_target = previous,
                     }
-                    _ => Err(MigrationError::Failed(
-                        "AUTH applies to RESUME of a migration interrupted by a restart of this server"
+                    r
+                } else {
+                    Err(MigrationError::Failed(
+                        "AUTH applies to RESUME of a failed migration that was started with AUTH (a restart of this server does not keep the password)"
                             .into(),
-                    )),
+                    ))
                 };
                 let _ = reply.send(r);
             }

@@ -103,6 +103,8 @@ pub struct Import {
     pub migration_id: String,
     pub tenant_id: String,
     pub source_addr: String,
+    /// The run (process) of the source that opened it: only that run can resume it.
+    pub source_run_id: String,
     staged: Arc<Tenant>,
     /// The `moved` record this import replaced (a reverse migration), restored on abort.
     previous: Mutex<Option<Arc<Tenant>>>,
@@ -229,8 +231,26 @@ impl ImportManager {
                 self.abort(&id)?;
             }
         }
+        // A source that restarted cannot resume what its previous run staged (the checkpoint
+        // died with that process): its first batches would be taken for ones already applied
+        // and skipped. That import gives way to a clean one.
+        let stale: Vec<String> = self
+            .imports
+            .lock()
+            .values()
+            .filter(|i| {
+                i.migration_id == req.migration_id
+                    && i.source_run_id != req.source_run_id
+                    && i.state() == ImportState::Receiving
+            })
+            .map(|i| i.id.clone())
+            .collect();
+        for id in stale {
+            tracing::info!(import = %id, migration = %req.migration_id, "the source restarted: its previous run's import gives way to a clean one");
+            self.abort(&id)?;
+        }
         let mut imports = self.imports.lock();
-        // A retry of the same migration resumes its import.
+        // A retry of the same migration (the same run of its source) resumes its import.
         if let Some(existing) = imports
             .values()
             .find(|i| i.migration_id == req.migration_id && i.state() == ImportState::Receiving)
@@ -293,6 +313,7 @@ impl ImportManager {
             migration_id: req.migration_id,
             tenant_id: req.tenant,
             source_addr: req.source_addr,
+            source_run_id: req.source_run_id,
             staged,
             previous: Mutex::new(previous),
             state: Mutex::new(ImportState::Receiving),

@@ -643,22 +643,20 @@ impl MigrationManager {
         self.ask(id, "resume", Request::Resume, true).await
     }
 
-    /// RESUME <id> AUTH <password>: starts a migration interrupted by a restart again, reaching
-    /// its target with `password` (a password given with TENANT.MIGRATE is never kept on disk).
+    /// RESUME <id> AUTH <password>: starts a failed migration that was started with AUTH again,
+    /// reaching its target with `password` from now on: one a restart interrupted (a password
+    /// given with TENANT.MIGRATE is never kept on disk) from scratch, one whose RESUME had a wrong
+    /// password as RESUME would.
     pub async fn resume_with_auth(&self, id: &str, password: String) -> Result<(), MigrationError> {
         let e = self.entry(id)?;
-        let cfg = MigrationConfig {
-            auth: Some(password),
-            ..Default::default()
-        };
         let target = self
             .inner
             .connector
-            .connect(&e.info.target, self.target_auth(&cfg));
+            .connect(&e.info.target, TargetAuth::Password(password.clone()));
         self.ask(
             id,
             "resume",
-            |reply| Request::ResumeWith(target.clone(), reply),
+            |reply| Request::ResumeWith(target.clone(), password, reply),
             true,
         )
         .await?;

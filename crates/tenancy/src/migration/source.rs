@@ -100,6 +100,9 @@ pub(super) async fn run(work: &mut Work, io: &mut Io<'_>) -> Res<()> {
     super::restart::drop_stale_import(work, io).await?;
     let import_id = begin(work, io).await?;
     io.ctl.publish(|p| p.import_id = Some(import_id.clone()));
+    // Recorded now, not at the next change of state: a restart during the snapshot must know
+    // which import to drop on the target (docs/migration.md, "Restarts of the source").
+    io.ctl.persist_record();
 
     let tenant = io.ctl.info.tenant.clone();
     let ks = tenant.keyspace();

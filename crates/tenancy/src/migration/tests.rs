@@ -1364,8 +1364,8 @@ async fn resume_after_a_restart_starts_again_from_scratch_with_a_clean_copy() {
 }
 
 /// A migration started with AUTH is restored without the password (never on disk): RESUME
-/// asks for it, RESUME ... AUTH starts it again; AUTH on a migration the restart did not
-/// interrupt is refused.
+/// asks for it, RESUME ... AUTH starts it again; AUTH on a migration that has not failed
+/// is refused.
 #[tokio::test(start_paused = true)]
 async fn resume_after_a_restart_asks_again_for_a_password_given_with_auth() {
     let r = rig(MigrationSettings::default());
@@ -1399,5 +1399,37 @@ async fn resume_after_a_restart_asks_again_for_a_password_given_with_auth() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("interrupted by a restart"), "{e}");
+    assert!(
+        e.contains("failed migration that was started with AUTH"),
+        "{e}"
+    );
+}
+
+/// A source that restarted opens its migration's import again: the import its previous run
+/// staged is dropped and a clean one opened (that run's checkpoint is gone: a resumed import
+/// would skip the new run's first batches as already applied). A retry from the same run still
+/// resumes its import.
+#[test]
+fn a_restarted_sources_begin_replaces_its_previous_runs_import() {
+    let registry = Arc::new(Registry::new(TenancySettings::default()));
+    let imports = ImportManager::new(registry, "target-run-0001".into());
+    let req = |run: &str| BeginRequest {
+        tenant: "acme".into(),
+        migration_id: "mig_1".into(),
+        version: super::wire::WIRE_VERSION,
+        source_addr: "10.0.0.1:6379".into(),
+        source_run_id: run.into(),
+        credential: None,
+        limits: crate::tenant::TenantLimits::default(),
+        acl_users: Vec::new(),
+        conflict: None,
+        backup: false,
+    };
+    let first = imports.begin(req("source-run-a")).unwrap();
+    let again = imports.begin(req("source-run-a")).unwrap();
+    assert_eq!(again.id, first.id, "the same run resumes its import");
+    let fresh = imports.begin(req("source-run-b")).unwrap();
+    assert_ne!(fresh.id, first.id, "a restarted source gets a clean import");
+    assert_eq!(first.state(), ImportState::Aborted);
+    assert_eq!(fresh.state(), ImportState::Receiving);
 }

@@ -1,0 +1,525 @@
+//! A migration to a password-protected target across restarts of its source (docs/migration.md,
+//! "Restarts of the source"; docs/persistence.md): started with `AUTH <target's administrator
+//! password>`, it comes back `failed` (the password is never written to disk), RESUME without
+//! AUTH is refused naming AUTH, RESUME with a wrong password fails visibly and leaves the tenant
+//! here, RESUME with the right one copies it afresh and cuts over. The source runs with the
+//! default `[tenancy.migration]` settings (no configuration file); the target has `requirepass`
+//! and no migration token, so the password is the only way in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use crate::common::Server;
+use crate::util::*;
+
+/// The target's administrator password (its `requirepass`).
+const TARGET_PASSWORD: &str = "target-admin-pw-5f1c9e";
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        Value::Nil => String::new(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn status(c: &mut redis::Connection, id: &str) -> BTreeMap<String, String> {
+    map_of(ok(c, &["TENANT.MIGRATE.STATUS", id]))
+        .into_iter()
+        .map(|(k, v)| (k, text(&v)))
+        .collect()
+}
+
+/// Polls STATUS until `pred` holds; panics with the last status after `within`.
+fn wait_status(
+    c: &mut redis::Connection,
+    id: &str,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(c, id);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: timed out waiting for {what}: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_target(dir: &std::path::Path) -> Server {
+    Server::start_in(dir, &["--requirepass", TARGET_PASSWORD])
+}
+
+/// A tenant `name` (password `pw`) with `keys` keys of 100 bytes.
+fn tenant_with_keys(src: &Server, name: &str, keys: usize) {
+    let mut a = src.conn();
+    ok(&mut a, &["TENANT.CREATE", name, "PASSWORD", "pw"]);
+    let mut t = tenant_conn(src, name, "pw");
+    let mut p = redis::pipe();
+    for i in 0..keys {
+        p.cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("{i:0>100}"))
+            .ignore();
+    }
+    let _: () = p.query(&mut t).unwrap();
+}
+
+fn migrate_with_auth(
+    a: &mut redis::Connection,
+    tenant: &str,
+    dst: &Server,
+    extra: &[&str],
+) -> String {
+    let addr = dst.addr();
+    let mut args = vec![
+        "TENANT.MIGRATE",
+        tenant,
+        "TARGET",
+        &addr,
+        "AUTH",
+        TARGET_PASSWORD,
+    ];
+    args.extend_from_slice(extra);
+    let reply = map_of(ok(a, &args));
+    text(reply.get("migration_id").expect("migration_id"))
+}
+
+/// Writers on the source, each on its own keys (`<prefix><w>:<n mod 200>`), remembering the last
+/// acknowledged value of each key. A writer stops at `stop` or at the first failure (the source
+/// died, or the tenant moved).
+struct Writers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<BTreeMap<String, String>>>,
+}
+
+impl Writers {
+    fn start(src: &Server, prefix: &str) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..3)
+            .map(|w| {
+                let stop = stop.clone();
+                let port = src.port;
+                let prefix = prefix.to_string();
+                std::thread::spawn(move || {
+                    let url = format!("redis://acme:pw@127.0.0.1:{port}/");
+                    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                    let mut acked = BTreeMap::new();
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let key = format!("{prefix}{w}:{}", n % 200);
+                        let val = n.to_string();
+                        if cmd(&mut c, &["SET", &key, &val]).is_err() {
+                            break;
+                        }
+                        acked.insert(key, val);
+                        n += 1;
+                    }
+                    acked
+                })
+            })
+            .collect();
+        Writers { stop, threads }
+    }
+
+    fn finish(self) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acked = BTreeMap::new();
+        for t in self.threads {
+            acked.extend(t.join().unwrap());
+        }
+        acked
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The password's bytes appear in no file of `dir` (the catalog, the logs, snapshots) nor in
+/// the server's own log.
+fn assert_password_not_kept(dir: &std::path::Path, src: &Server) {
+    let files = files_under(dir);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("catalog")),
+        "the catalog is in the data directory: {files:?}"
+    );
+    let needle = TARGET_PASSWORD.as_bytes();
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the AUTH password is written in {}",
+            f.display()
+        );
+    }
+    assert!(
+        !src.log().iter().any(|l| l.contains(TARGET_PASSWORD)),
+        "the AUTH password is in the source's log"
+    );
+}
+
+/// Can a client of tenant `acme` write on `s`? The refusals must be the ones a moved, importing
+/// or absent tenant gets; `Err` carries the refusal.
+fn write_probe(s: &Server) -> Result<(), String> {
+    let url = format!("redis://acme:pw@127.0.0.1:{}/", s.port);
+    let mut c = match redis::Client::open(url).unwrap().get_connection() {
+        Ok(c) => c,
+        Err(e) => return Err(e.to_string()),
+    };
+    cmd(&mut c, &["SET", "probe", "1"])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// `-MOVED tenant:acme <target>` for a write on the old source.
+fn assert_moved_to(src: &Server, dst: &Server) {
+    let e = write_probe(src).expect_err("the old source refuses writes");
+    // (The client library spells the MOVED reply `Moved`.)
+    let upper = e.to_uppercase();
+    assert!(
+        upper.contains("MOVED") && e.contains("tenant:acme") && e.contains(&dst.addr()),
+        "{e}"
+    );
+}
+
+/// The migration is kept from starting while this holds: the tenant stays writable on the
+/// source only, never on the target.
+fn assert_owned_by_source_only(src: &Server, dst: &Server, when: &str) {
+    write_probe(src).unwrap_or_else(|e| panic!("{when}: the source refused a write: {e}"));
+    // A staged import answers -TRYAGAIN; no tenant there at all refuses the login.
+    let e = write_probe(dst).expect_err("the target is not the owner");
+    assert!(
+        e.to_lowercase().contains("tryagain") || e.contains("AuthenticationFailed"),
+        "{when}: unexpected refusal on the target: {e}"
+    );
+}
+
+/// Cuts over, retrying while the lag is over `cutover_max_lag` (the default, 1000 keys).
+fn cut_over(a: &mut redis::Connection, id: &str) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match cmd(a, &["TENANT.MIGRATE.CUTOVER", id]) {
+            Ok(v) => return map_of(v),
+            Err(e) if e.to_string().contains("cutover_max_lag") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("CUTOVER {id}: {e}"),
+        }
+    }
+}
+
+/// What the restarted source must say about a migration started with AUTH.
+fn assert_interrupted_asking_for_auth(a: &mut redis::Connection, id: &str, was: &str) {
+    let s = status(a, id);
+    assert_eq!(s["state"], "failed", "{s:?}");
+    assert!(
+        s["error"].contains(&format!(
+            "interrupted by a restart of this server (it was {was})"
+        )) && s["error"].contains(&format!("TENANT.MIGRATE.RESUME {id} AUTH <password>")),
+        "{s:?}"
+    );
+    // RESUME without AUTH: refused, naming AUTH, and nothing changes.
+    let e = err(a, &["TENANT.MIGRATE.RESUME", id]);
+    assert!(e.contains("AUTH <password>"), "{e}");
+    let after = status(a, id);
+    assert_eq!(after["state"], "failed", "{after:?}");
+    assert_eq!(
+        after["error"], s["error"],
+        "RESUME without AUTH changed nothing"
+    );
+}
+
+fn interrupted_live_migration_resumes_with_auth(kill: bool) {
+    let src_dir = data_dir();
+    let dst_dir = data_dir();
+    let src = Server::start_in(src_dir.path(), &[]);
+    let dst = start_target(dst_dir.path());
+    tenant_with_keys(&src, "acme", 3000);
+    let mut a = src.conn();
+    // SIGKILL during the snapshot (RATE keeps it going ~3 s); SHUTDOWN in live sync.
+    let extra: &[&str] = if kill {
+        &["RATE", "100000", "BATCH_SIZE", "50"]
+    } else {
+        &["BATCH_SIZE", "50"]
+    };
+    let id = migrate_with_auth(&mut a, "acme", &dst, extra);
+    let writers = Writers::start(&src, "pre");
+    let was = if kill {
+        wait_status(
+            &mut a,
+            &id,
+            "snapshot under way",
+            Duration::from_secs(30),
+            |s| s["state"] == "syncing" && s["keys_synced"].parse::<u64>().unwrap_or(0) > 300,
+        );
+        "syncing"
+    } else {
+        wait_status(&mut a, &id, "live sync", Duration::from_secs(60), |s| {
+            s["state"] == "live_sync"
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        "live_sync"
+    };
+    drop(a);
+    if kill {
+        sigkill(src);
+    } else {
+        shutdown(src, &[]);
+    }
+    let pre_acked = writers.finish();
+    assert!(
+        !pre_acked.is_empty(),
+        "the writers wrote before the restart"
+    );
+
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_interrupted_asking_for_auth(&mut a, &id, was);
+    assert_password_not_kept(src_dir.path(), &src);
+    // A second restart before RESUME: it still knows a password is needed.
+    drop(a);
+    if kill {
+        sigkill(src);
+    } else {
+        shutdown(src, &[]);
+    }
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_interrupted_asking_for_auth(&mut a, &id, was);
+    if !kill {
+        // A clean shutdown loses no acknowledged write.
+        let mut t = tenant_conn(&src, "acme", "pw");
+        for (k, v) in &pre_acked {
+            let got: Option<String> = redis::cmd("GET").arg(k).query(&mut t).unwrap();
+            assert_eq!(got.as_deref(), Some(v.as_str()), "{k} after SHUTDOWN");
+        }
+    }
+    // Changed after the restart: the target's stale import still holds k0.
+    let mut t = tenant_conn(&src, "acme", "pw");
+    ok(&mut t, &["DEL", "k0"]);
+    assert_owned_by_source_only(&src, &dst, "after the restart");
+
+    // A wrong password: accepted as a request, then the run fails and says why; the tenant
+    // stays here.
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.RESUME", &id, "AUTH", "not-the-password"],
+    );
+    let s = wait_status(
+        &mut a,
+        &id,
+        "the wrong password to fail",
+        Duration::from_secs(30),
+        |s| s["state"] == "failed" && !s["error"].contains("interrupted by a restart"),
+    );
+    eprintln!("after RESUME with a wrong password: {s:?}");
+    let e = s["error"].to_lowercase();
+    assert!(
+        e.contains("wrongpass") || e.contains("password") || e.contains("auth"),
+        "the error names the authentication failure: {s:?}"
+    );
+    assert_owned_by_source_only(&src, &dst, "after RESUME with a wrong password");
+    assert_password_not_kept(src_dir.path(), &src);
+
+    // The right password: a fresh copy under concurrent writers, then the cutover.
+    let writers = Writers::start(&src, "post");
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.RESUME", &id, "AUTH", TARGET_PASSWORD],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(&mut a, &id);
+        if s["state"] == "live_sync" {
+            break;
+        }
+        assert_ne!(s["state"], "failed", "{s:?}");
+        assert!(Instant::now() < deadline, "never live again: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let acked = writers.finish();
+    assert!(acked.len() > 50, "the writers wrote: {}", acked.len());
+    let before = digest(&mut a, "acme");
+    let cut = cut_over(&mut a, &id);
+    assert_eq!(text(&cut["status"]), "completed", "{cut:?}");
+
+    let mut b = dst.conn();
+    assert_eq!(
+        digest(&mut b, "acme"),
+        before,
+        "the target holds the source's copy"
+    );
+    let mut bt = tenant_conn(&dst, "acme", "pw");
+    for (k, v) in &acked {
+        let got: Option<String> = redis::cmd("GET").arg(k).query(&mut bt).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
+    }
+    let k0: Option<String> = redis::cmd("GET").arg("k0").query(&mut bt).unwrap();
+    assert_eq!(k0, None, "a clean copy: the stale import was dropped");
+    assert_moved_to(&src, &dst);
+    assert_password_not_kept(src_dir.path(), &src);
+
+    // One more restart of the source: still moved, the migration still completed.
+    drop(t);
+    drop(a);
+    if kill {
+        sigkill(src);
+    } else {
+        shutdown(src, &[]);
+    }
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_eq!(status(&mut a, &id)["state"], "completed");
+    assert_moved_to(&src, &dst);
+    write_probe(&dst).expect("the target owns the tenant");
+    assert_password_not_kept(src_dir.path(), &src);
+}
+
+/// SIGKILL of the source during the snapshot of a migration started with AUTH, then RESUME
+/// without AUTH, with a wrong password, and with the right one (see the module docs).
+#[test]
+fn a_migration_with_auth_killed_mid_sync_resumes_only_with_the_targets_password() {
+    interrupted_live_migration_resumes_with_auth(true);
+}
+
+/// The same after a clean SHUTDOWN of the source in live sync.
+#[test]
+fn a_migration_with_auth_shut_down_in_live_sync_resumes_only_with_the_targets_password() {
+    interrupted_live_migration_resumes_with_auth(false);
+}
+
+/// A migration started with AUTH that was still queued (`max_concurrent` reached) comes back
+/// `failed` too, and RESUME AUTH starts it; the running one it queued behind resumes as well.
+#[test]
+fn a_queued_migration_with_auth_comes_back_failed_and_resume_auth_starts_it() {
+    let src_dir = data_dir();
+    let dst_dir = data_dir();
+    let src = Server::start_in(src_dir.path(), &[]);
+    let dst = start_target(dst_dir.path());
+    tenant_with_keys(&src, "acme", 500);
+    tenant_with_keys(&src, "other", 500);
+    let mut a = src.conn();
+    // At runtime only: the restarted server runs with the default (5).
+    ok(
+        &mut a,
+        &["CONFIG", "SET", "tenancy.migration.max_concurrent", "1"],
+    );
+    let running = migrate_with_auth(&mut a, "other", &dst, &[]);
+    wait_status(
+        &mut a,
+        &running,
+        "live sync",
+        Duration::from_secs(30),
+        |s| s["state"] == "live_sync",
+    );
+    let queued = migrate_with_auth(&mut a, "acme", &dst, &["PRIORITY", "high"]);
+    let q = status(&mut a, &queued);
+    assert_eq!(q["state"], "queued", "{q:?}");
+    drop(a);
+    sigkill(src);
+
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_interrupted_asking_for_auth(&mut a, &queued, "queued");
+    assert_interrupted_asking_for_auth(&mut a, &running, "live_sync");
+    assert_password_not_kept(src_dir.path(), &src);
+    assert_owned_by_source_only(&src, &dst, "after the restart");
+
+    let writers = Writers::start(&src, "w");
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.RESUME", &queued, "AUTH", TARGET_PASSWORD],
+    );
+    let s = wait_status(&mut a, &queued, "live sync", Duration::from_secs(60), |s| {
+        assert_ne!(s["state"], "failed", "{s:?}");
+        s["state"] == "live_sync"
+    });
+    assert_eq!(s["priority"], "high", "its settings are kept: {s:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let acked = writers.finish();
+    let before = digest(&mut a, "acme");
+    let cut = cut_over(&mut a, &queued);
+    assert_eq!(text(&cut["status"]), "completed", "{cut:?}");
+    let mut b = dst.conn();
+    assert_eq!(digest(&mut b, "acme"), before);
+    let mut bt = tenant_conn(&dst, "acme", "pw");
+    for (k, v) in &acked {
+        let got: Option<String> = redis::cmd("GET").arg(k).query(&mut bt).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
+    }
+    assert_moved_to(&src, &dst);
+
+    // The one it queued behind resumes too; killed again in live sync, it still asks for the
+    // password (the RESUME's password is not written either), and then cuts over.
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.RESUME", &running, "AUTH", TARGET_PASSWORD],
+    );
+    wait_status(
+        &mut a,
+        &running,
+        "live sync",
+        Duration::from_secs(60),
+        |s| {
+            assert_ne!(s["state"], "failed", "{s:?}");
+            s["state"] == "live_sync"
+        },
+    );
+    drop(a);
+    sigkill(src);
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_interrupted_asking_for_auth(&mut a, &running, "live_sync");
+    assert_password_not_kept(src_dir.path(), &src);
+    assert_moved_to(&src, &dst);
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.RESUME", &running, "AUTH", TARGET_PASSWORD],
+    );
+    wait_status(
+        &mut a,
+        &running,
+        "live sync",
+        Duration::from_secs(60),
+        |s| {
+            assert_ne!(s["state"], "failed", "{s:?}");
+            s["state"] == "live_sync"
+        },
+    );
+    let before = digest(&mut a, "other");
+    let cut = cut_over(&mut a, &running);
+    assert_eq!(text(&cut["status"]), "completed", "{cut:?}");
+    assert_eq!(digest(&mut b, "other"), before);
+    assert_password_not_kept(src_dir.path(), &src);
+}
