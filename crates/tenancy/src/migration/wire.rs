@@ -240,8 +240,8 @@ pub fn canonical_value(v: ValueRef<'_>, expire: u64) -> Vec<u8> {
         }
         // Sorted sets iterate in (score, member) order on every server already.
         ValueRef::ZSet(_) => encode_value(&mut buf, v),
-        // Streams iterate in id and name order; consumers' seen times are access metadata
-        // (not digested), so they are left out.
+        // Streams iterate in id and name order; consumers' seen and active times are access
+        // metadata (not digested), so they are left out.
         ValueRef::Stream(x) => {
             put_varint(&mut buf, x.item_count());
             for item in x.items() {
@@ -250,6 +250,7 @@ pub fn canonical_value(v: ValueRef<'_>, expire: u64) -> Vec<u8> {
                         group,
                         name,
                         seen_time: 0,
+                        active_time: None,
                     },
                     other => other,
                 };
