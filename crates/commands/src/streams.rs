@@ -1087,10 +1087,14 @@ fn meet_consumer(
     touch: bool,
 ) -> CmdResult {
     let now = ctx.now;
-    let exists = read(ctx.db, key, now)?
+    let seen = read(ctx.db, key, now)?
         .and_then(|s| s.group(group))
-        .is_some_and(|g| g.consumer(consumer).is_some());
-    if exists && !touch {
+        .and_then(|g| g.consumer(consumer))
+        .map(|c| c.seen_time());
+    let exists = seen.is_some();
+    // Seen this millisecond already (a poller's pipeline): nothing to change, and no need to
+    // take the entry for writing (which accounts it and offers the key to its waiters).
+    if exists && (!touch || seen == Some(now)) {
         return Ok(());
     }
     let events = ctx.db.notifying().then(|| ctx.db.key_events().clone());
