@@ -361,7 +361,7 @@ async fn servers_authenticate_to_each_other_with_the_migration_token() {
     assert!(e.contains("no permission"), "{e}");
     let e = err(&mut peer, &["TENANT.IMPORT.CHECK", "x", "99", "someone"]).await;
     assert!(
-        e.contains("source speaks v99, target speaks v2"),
+        e.contains("source speaks v99, target speaks v3"),
         "an incompatible peer is told both versions: {e}"
     );
     assert!(

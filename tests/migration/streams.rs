@@ -139,6 +139,19 @@ async fn streams_with_consumer_groups_migrate_live() {
     ok(&mut t, &["XTRIM", "big", "MAXLEN", "~", "11000"]).await;
     ok(&mut t, &["XGROUP", "DELCONSUMER", "small", "g1", "c0"]).await;
     let before = snapshot(&mut t, &["big", "small"]).await;
+    // Consumers' active-time (Redis 7.2) travels with them: the comparison below covers it.
+    let consumers = ok(&mut t, &["XINFO", "CONSUMERS", "small", "g2"]).await;
+    assert!(
+        value::display(&consumers).contains("inactive"),
+        "{}",
+        value::display(&consumers)
+    );
+    let text = before.join("\n");
+    let never = text.matches("active-time, -1").count() + text.matches("active-time: -1").count();
+    assert!(
+        text.matches("active-time").count() > never,
+        "no consumer was active: {text:.2000}"
+    );
     let digest = digest_of(&ok(&mut a, &["TENANT.DIGEST", "acme"]).await);
     drop(t);
 

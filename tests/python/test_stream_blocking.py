@@ -1,8 +1,8 @@
 """XREAD / XREADGROUP with BLOCK through redis-py: woken by an XADD from another client (`$`
 resolved when it blocked), timeouts, BLOCK 0, CLIENT UNBLOCK, XREADGROUP `>` with a consumer
 group (one entry delivered to one consumer), the stream deleted / retyped / flushed while a reader
-waits (Redis 7.0: XREAD keeps waiting, XREADGROUP gets `-UNBLOCKED the stream key no longer
-exists`), XGROUP DESTROY (`-NOGROUP`), RESP3, no blocking inside MULTI, and the journal/digest
+waits (Redis 7.2: XREAD keeps waiting, XREADGROUP runs again and gets that command's own
+`-NOGROUP` / `-WRONGTYPE`, or data after a RENAME), XGROUP DESTROY (`-NOGROUP`), RESP3, no blocking inside MULTI, and the journal/digest
 effects of a served XREADGROUP."""
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ def test_xreadgroup_block_timeout_and_noack(server, admin):
     assert w.xpending("s", "g")["pending"] == 0
 
 
+@pytest.mark.redis72
 def test_stream_deleted_while_blocked(server, admin):
     w = server.client(decode_responses=True)
     w.xadd("s", {"f": "v"}, id="1-0")
@@ -146,7 +147,8 @@ def test_stream_deleted_while_blocked(server, admin):
                        "STREAMS", "s", ">")
     wait_blocked(admin, 2)
     w.delete("s")
-    with pytest.raises(redis.ResponseError, match="UNBLOCKED the stream key no longer exists"):
+    with pytest.raises(redis.ResponseError,
+                       match="^NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option$"):
         group.result()
     # XREAD keeps waiting, through a change of type too, and gets the next entry.
     w.set("s", "not a stream")
@@ -157,6 +159,7 @@ def test_stream_deleted_while_blocked(server, admin):
     assert xread.result() == [[b"s", [[b"2-0", [b"f", b"new"]]]]]
 
 
+@pytest.mark.redis72
 def test_stream_retyped_or_flushed_or_group_destroyed_while_blocked(server, admin):
     w = server.client(decode_responses=True)
 
@@ -168,27 +171,126 @@ def test_stream_retyped_or_flushed_or_group_destroyed_while_blocked(server, admi
         wait_blocked(admin, 1)
         return r
 
+    nogroup = "^NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option$"
     r = blocked_reader()
     w.set("s", "x")
-    with pytest.raises(redis.ResponseError, match="no longer exists"):
+    with pytest.raises(redis.ResponseError, match="^WRONGTYPE"):
         r.result()
     r = blocked_reader()
     p = w.pipeline(transaction=True)
     p.delete("s")
     p.sadd("s", "member")
     p.execute()
-    with pytest.raises(redis.ResponseError, match="no longer exists"):
+    with pytest.raises(redis.ResponseError, match="^WRONGTYPE"):
+        r.result()
+    r = blocked_reader()
+    w.eval("redis.call('DEL', KEYS[1]); redis.call('RPUSH', KEYS[1], 'x')", 1, "s")
+    with pytest.raises(redis.ResponseError, match="^WRONGTYPE"):
         r.result()
     r = blocked_reader()
     admin.flushall()
-    with pytest.raises(redis.ResponseError, match="no longer exists"):
+    with pytest.raises(redis.ResponseError, match=nogroup):
         r.result()
     r = blocked_reader()
     w.xgroup_destroy("s", "g")
-    with pytest.raises(redis.ResponseError,
-                       match="NOGROUP the consumer group this client was blocked on no longer exists"):
+    with pytest.raises(redis.ResponseError, match=nogroup):
         r.result()
     assert blocked_count(admin) == 0
+
+
+@pytest.mark.redis72
+def test_rename_onto_a_blocked_xreadgroup_key(server, admin):
+    """7.2 runs the command again: a stream renamed onto the key serves the client if it has the
+    group, and answers -NOGROUP if it has not."""
+    w = server.client(decode_responses=True)
+    w.xgroup_create("s", "g", id="$", mkstream=True)
+    r = Background(bc(server), "XREADGROUP", "GROUP", "g", "c", "BLOCK", "0",
+                   "STREAMS", "s", ">")
+    wait_blocked(admin, 1)
+    w.xgroup_create("s2", "g", id="$", mkstream=True)
+    w.xadd("s2", {"f1": "v1"}, id="100-0")
+    w.rename("s2", "s")
+    assert r.result() == [[b"s", [[b"100-0", [b"f1", b"v1"]]]]]
+    r = Background(bc(server), "XREADGROUP", "GROUP", "g", "c", "BLOCK", "0",
+                   "STREAMS", "s", ">")
+    wait_blocked(admin, 1)
+    w.xadd("s3", {"f1": "v1"}, id="100-0")
+    w.rename("s3", "s")
+    with pytest.raises(redis.ResponseError, match="^NOGROUP No such key 's' or consumer group 'g'"):
+        r.result()
+    assert blocked_count(admin) == 0
+
+
+@pytest.mark.redis72
+def test_a_wake_up_with_nothing_to_read_keeps_the_original_timeout(server, admin):
+    """Two readers of one group: the first takes the entry; the second runs again, finds nothing
+    and keeps waiting until its own deadline (not one restarted at the wake-up)."""
+    w = server.client(decode_responses=True)
+    w.xgroup_create("s", "g", id="$", mkstream=True)
+    first = Background(bc(server), "XREADGROUP", "GROUP", "g", "c", "BLOCK", "0",
+                       "STREAMS", "s", ">")
+    wait_blocked(admin, 1)
+    start = time.monotonic()
+    second = Background(bc(server), "XREADGROUP", "GROUP", "g", "c", "BLOCK", "1000",
+                        "STREAMS", "s", ">")
+    wait_blocked(admin, 2)
+    time.sleep(0.4)
+    w.xadd("s", {"f": "v"}, id="1-0")
+    assert first.result() == [[b"s", [[b"1-0", [b"f", b"v"]]]]]
+    # A change that leaves the group and the key as they were wakes nobody into an answer.
+    w.xgroup_createconsumer("s", "g", "other")
+    assert second.result() is None
+    took = time.monotonic() - start
+    assert 0.95 <= took < 1.35, took
+    assert blocked_count(admin) == 0
+
+
+@pytest.mark.redis72
+def test_resp3_xreadgroup_rerun_errors(server, admin):
+    w = server.client(decode_responses=True)
+    w.xgroup_create("s", "g", id="$", mkstream=True)
+    r = Background(bc(server, 3), "XREADGROUP", "GROUP", "g", "c", "BLOCK", "0",
+                   "STREAMS", "s", ">")
+    wait_blocked(admin, 1)
+    w.delete("s")
+    with pytest.raises(redis.ResponseError, match="^NOGROUP No such key 's' or consumer group 'g'"):
+        r.result()
+
+
+def blocking_keys(admin) -> tuple[int, int]:
+    info = admin.info("clients")
+    return int(info["total_blocking_keys"]), int(info["total_blocking_keys_on_nokey"])
+
+
+@pytest.mark.redis72
+def test_info_counts_blocking_keys(server, admin):
+    """INFO `total_blocking_keys` (distinct keys clients wait for) and
+    `total_blocking_keys_on_nokey` (those a deletion must wake: a blocked XREADGROUP's), from
+    the registrations, back to 0 when the waiters leave."""
+    w = server.client(decode_responses=True)
+    assert blocking_keys(admin) == (0, 0)
+    pop = Background(bc(server), "BLPOP", "s", "0")
+    wait_blocked(admin, 1)
+    assert blocking_keys(admin) == (1, 0)
+    w.xadd("other", {"f": "v"}, id="1-0")
+    w.xgroup_create("other", "g", id="$")
+    xread = Background(bc(server), "XREAD", "BLOCK", "0", "STREAMS", "other", "s", "$", "$")
+    wait_blocked(admin, 2)
+    assert blocking_keys(admin) == (2, 0)
+    group = Background(bc(server), "XREADGROUP", "GROUP", "g", "c", "BLOCK", "0",
+                       "STREAMS", "other", ">")
+    wait_blocked(admin, 3)
+    assert blocking_keys(admin) == (2, 1)
+    w.delete("other")
+    with pytest.raises(redis.ResponseError, match="^NOGROUP"):
+        group.result()
+    assert blocking_keys(admin) == (2, 0)
+    w.rpush("s", "x")
+    assert pop.result() == [b"s", b"x"]
+    assert blocking_keys(admin) == (2, 0), "XREAD still waits on both keys"
+    w.xadd("other", {"f": "new"}, id="2-0")
+    assert xread.result() == [[b"other", [[b"2-0", [b"f", b"new"]]]]]
+    assert blocking_keys(admin) == (0, 0)
 
 
 def test_no_blocking_inside_multi(raw2):

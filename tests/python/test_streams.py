@@ -124,6 +124,30 @@ def test_xinfo_stream_full(r):
     assert c["name"] == "c" and c["pel-count"] == 1
 
 
+@pytest.mark.redis72
+def test_consumers_seen_and_active_times(r):
+    """Redis 7.2: XINFO CONSUMERS gives `inactive` (ms since the last read that delivered
+    entries or claim that claimed, -1 before any) beside `idle` (since the last attempt), and
+    XINFO STREAM FULL the consumers' `active-time`; a read that finds nothing still creates the
+    consumer."""
+    r.xgroup_create("t", "g", id="$", mkstream=True)
+    r.xgroup_createconsumer("t", "g", "made")
+    assert r.xreadgroup("g", "alice", {"t": ">"}) in (None, [], {})
+    consumers = {c["name"]: c for c in r.xinfo_consumers("t", "g")}
+    assert set(consumers) == {"alice", "made"}
+    assert consumers["alice"]["inactive"] == -1 and consumers["made"]["inactive"] == -1
+    r.xadd("t", {"f": "v"}, id="1-0")
+    r.xreadgroup("g", "alice", {"t": ">"})
+    r.xreadgroup("g", "bob", {"t": "0"})
+    c = {c["name"]: c for c in r.xinfo_consumers("t", "g")}
+    assert 0 <= c["alice"]["inactive"] < 1000 and c["bob"]["inactive"] == -1
+    r.xclaim("t", "g", "carol", 0, ["1-0"])
+    (g,) = r.xinfo_stream("t", full=True)["groups"]
+    full = {c["name"]: c for c in g["consumers"]}
+    assert full["carol"]["active-time"] >= full["alice"]["active-time"] > 0
+    assert full["bob"]["active-time"] == -1 and full["bob"]["seen-time"] > 0
+
+
 def test_xsetid_and_errors(r):
     r.xadd("m", {"a": "1"}, id="5-0")
     assert cmd_error(r, "XSETID", "m", "4-0") == (

@@ -51,6 +51,10 @@ pub struct BlockOn {
     /// The request to attempt again when a key is ready, if not the original one (XREAD's `$`
     /// resolved to the last id seen when it blocked, so entries added meanwhile are served).
     pub retry: Option<OwnedRequest>,
+    /// Woken however its keys change, deletion and change of type included (Redis 7.2's
+    /// `unblock_on_nokey`: XREADGROUP, which then runs again and answers its own error). Only
+    /// counted (INFO `total_blocking_keys_on_nokey`): every waiter is offered every change.
+    pub unblock_on_nokey: bool,
 }
 
 /// The reply of a blocking command that timed out.
@@ -282,6 +286,7 @@ fn block_on(keys: Args<'_>, timeout: Option<Duration>, on_timeout: NullReply) ->
         timeout,
         on_timeout,
         retry: None,
+        unblock_on_nokey: false,
     })
 }
 
@@ -406,6 +411,7 @@ fn bmove(
         timeout,
         on_timeout: NullReply::Bulk,
         retry: None,
+        unblock_on_nokey: false,
     }))
 }
 
@@ -580,6 +586,7 @@ fn stream_attempt(
                 timeout: (w.timeout_ms > 0).then(|| Duration::from_millis(w.timeout_ms)),
                 on_timeout: NullReply::Array,
                 retry: Some(OwnedRequest::from_parts(w.retry)),
+                unblock_on_nokey: xreadgroup,
             })
         }
     })

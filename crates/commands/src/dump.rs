@@ -95,7 +95,7 @@ fn stream_to_rdb(x: &StreamValue) -> ferrite_rdb::Stream {
                     .map(|(c, v)| ferrite_rdb::StreamConsumer {
                         name: own(c),
                         seen_time: v.seen_time(),
-                        active_time: None,
+                        active_time: v.active_time(),
                     })
                     .collect(),
             })
@@ -129,6 +129,7 @@ fn stream_from_rdb(s: ferrite_rdb::Stream) -> Result<StreamValue, &'static str> 
                 group: &g.name,
                 name: &c.name,
                 seen_time: c.seen_time,
+                active_time: c.active_time,
             })?;
         }
         for p in &g.pending {
@@ -398,5 +399,58 @@ mod tests {
             b"+OK\r\n"
         );
         assert_eq!(t.run(&["EXISTS", "s"]), ":0\r\n");
+    }
+
+    /// Consumers' active-time (Redis 7.2): read from RDB (RESTORE of a 7.2 payload,
+    /// STREAM_LISTPACKS_3, -1 = never) and handed back to the writer; Ferrite's own DUMP is
+    /// RDB 10 (STREAM_LISTPACKS_2, which Redis 7.0 loads), without it: RESTORE of such a payload
+    /// takes the seen time instead, as Redis 7.2 does.
+    #[test]
+    fn consumers_active_time_through_rdb() {
+        use ferrite_rdb::{Stream, StreamConsumer, StreamGroup, StreamId};
+        let consumer = |name: &[u8], active_time| StreamConsumer {
+            name: name.to_vec(),
+            seen_time: 100,
+            active_time,
+        };
+        let rdb = Stream {
+            groups: vec![StreamGroup {
+                name: b"g".to_vec(),
+                last_id: StreamId::default(),
+                entries_read: 0,
+                pending: Vec::new(),
+                consumers: vec![consumer(b"busy", Some(90)), consumer(b"idle", None)],
+            }],
+            ..Stream::default()
+        };
+        let v = super::from_rdb(ferrite_rdb::Value::Stream(Box::new(rdb.clone()))).unwrap();
+        let ferrite_storage::Value::Stream(s) = &v else {
+            panic!("not a stream");
+        };
+        let g = s.group(b"g").unwrap();
+        assert_eq!(g.consumer(b"busy").unwrap().active_time(), Some(90));
+        assert_eq!(g.consumer(b"idle").unwrap().active_time(), None);
+        let ferrite_rdb::Value::Stream(back) = super::to_rdb(ferrite_storage::ValueRef::Stream(s))
+        else {
+            panic!("not a stream");
+        };
+        assert_eq!(back.groups[0].consumers, rdb.groups[0].consumers);
+
+        let mut t = TestDb::new();
+        t.run(&["XGROUP", "CREATE", "x", "g", "$", "MKSTREAM"]);
+        t.run(&["XGROUP", "CREATECONSUMER", "x", "g", "c"]);
+        let payload = t.run_bytes(&["DUMP", "x"]);
+        let start = payload.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let body = payload[start..payload.len() - 2].to_vec();
+        t.now += 1000;
+        t.run_bytes(&[b"RESTORE".to_vec(), b"y".to_vec(), b"0".to_vec(), body]);
+        let full = t.run(&["XINFO", "STREAM", "y", "FULL"]);
+        let seen = (t.now - 1000).to_string();
+        assert!(
+            full.contains(&format!(
+                "seen-time\r\n:{seen}\r\n$11\r\nactive-time\r\n:{seen}\r\n"
+            )),
+            "{full:?}"
+        );
     }
 }

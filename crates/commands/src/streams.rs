@@ -793,7 +793,9 @@ fn read_or_timeout(ctx: &mut Ctx<'_, '_>, args: Args<'_>, xreadgroup: bool) -> C
 pub enum ReadOutcome {
     /// The reply is written (and any change made).
     Served,
-    /// Nothing to serve and BLOCK was given: nothing was written or changed. The waiter should
+    /// Nothing to serve and BLOCK was given: nothing was written, and nothing changed but an
+    /// XREADGROUP's consumer created where it was missing (as Redis 7.2 does before it blocks,
+    /// propagated as XGROUP CREATECONSUMER). The waiter should
     /// run this request (the original, with `$` resolved to the last id seen now, so entries
     /// added meanwhile are not missed) when one of the keys changes.
     Wait(ReadWait),
@@ -873,6 +875,14 @@ pub fn read_attempt(
     }
     let count = served.iter().filter(|&&s| s).count();
     if count == 0 {
+        // Redis 7.2 creates the consumer (and marks it seen) even when there is nothing to
+        // read. A reader about to wait only creates a missing one: marking an existing one
+        // seen would offer the key to every other waiter on it.
+        if let Some((group, consumer)) = r.group {
+            for key in &keys {
+                meet_consumer(ctx, key, group, consumer, r.block.is_none())?;
+            }
+        }
         if let Some(t) = r.block {
             let mut retry: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
             for (i, f) in froms.iter().enumerate() {
@@ -933,55 +943,46 @@ pub fn read_blocks(args: &Args<'_>, xreadgroup: bool) -> bool {
 }
 
 /// Serves a blocked XREAD / XREADGROUP (`args`: the request [`ReadWait::retry`] gave) after a
-/// write made `key` ready, as Redis 7.0 serves a blocked reader: only from that stream (its
-/// other keys are not looked at). A blocked XREAD keeps waiting while the key is missing or of
-/// another type; a blocked XREADGROUP is answered `-UNBLOCKED the stream key no longer exists`
-/// (deleted, or of another type) or `-NOGROUP ...` (its group was destroyed, or the key renamed
-/// over by a stream without it).
+/// write made `key` ready, as Redis 7.2 does.
+///
+/// A blocked XREADGROUP runs again as if new, over all its keys (7.2's re-processing): if the
+/// key was deleted, flushed, renamed over by a stream without the group, given another type or
+/// lost its group, the client gets that command's own answer (`-NOGROUP ... in XREADGROUP with
+/// GROUP option`, `-WRONGTYPE`); if there is something to read it is served; if not it keeps
+/// waiting (the caller keeps its place and its original deadline). A blocked XREAD is only
+/// served from that stream, and keeps waiting while the key is missing or of another type.
 pub fn serve_ready(
     ctx: &mut Ctx<'_, '_>,
     args: Args<'_>,
     xreadgroup: bool,
     key: &[u8],
 ) -> Result<ReadOutcome, ErrorReply> {
-    let r = parse_read(&args, xreadgroup)?;
+    if xreadgroup {
+        return read_attempt(ctx, args, true);
+    }
+    let r = parse_read(&args, false)?;
     let n = (args.len() - r.streams_at) / 2;
     let Some(i) = (0..n).find(|&i| args.get(r.streams_at + i) == key) else {
-        return read_attempt(ctx, args, xreadgroup);
+        return read_attempt(ctx, args, false);
     };
-    let stream = match ctx.db.get(key, ctx.now) {
-        Some(e) => as_stream(e).ok(),
-        None => None,
-    };
-    match (stream, r.group) {
-        (None, Some(_)) => {
-            return Err(ErrorReply::coded(
-                "UNBLOCKED",
-                "the stream key no longer exists",
-            ));
-        }
-        (Some(s), Some((group, _))) if s.group(group).is_none() => {
-            return Err(ErrorReply::coded(
-                "NOGROUP",
-                "the consumer group this client was blocked on no longer exists",
-            ));
-        }
-        (None, None) => {
-            // Keep waiting, with the same request.
-            return Ok(ReadOutcome::Wait(ReadWait {
-                keys: vec![key.to_vec()],
-                retry: args.iter().map(<[u8]>::to_vec).collect(),
-                timeout_ms: r.block.unwrap_or(0),
-            }));
-        }
-        _ => {}
+    let is_stream = ctx
+        .db
+        .get(key, ctx.now)
+        .is_some_and(|e| as_stream(e).is_ok());
+    if !is_stream {
+        // Keep waiting, with the same request.
+        return Ok(ReadOutcome::Wait(ReadWait {
+            keys: vec![key.to_vec()],
+            retry: args.iter().map(<[u8]>::to_vec).collect(),
+            timeout_ms: r.block.unwrap_or(0),
+        }));
     }
     let one = ferrite_protocol::OwnedRequest::from_parts(
         (0..r.streams_at)
             .map(|j| args.get(j))
             .chain([key, args.get(r.streams_at + n + i)]),
     );
-    read_attempt(ctx, one.args(), xreadgroup)
+    read_attempt(ctx, one.args(), false)
 }
 
 fn limit(count: usize) -> usize {
@@ -1052,6 +1053,69 @@ fn createconsumer_effect(key: &[u8], group: &[u8], consumer: &[u8]) -> Vec<Vec<u
     ]
 }
 
+/// XCLAIM / XAUTOCLAIM's consumer, created (announced, and propagated as XGROUP CREATECONSUMER)
+/// or marked seen before anything is claimed, claimed or not, as Redis 7.2 does.
+#[allow(clippy::too_many_arguments)]
+fn meet_claimer(
+    s: &mut StreamValue,
+    key: &[u8],
+    group: &[u8],
+    consumer: &[u8],
+    now: u64,
+    events: Option<&ferrite_storage::notify::KeyEvents>,
+    wants: bool,
+    effects: &mut Vec<Vec<Vec<u8>>>,
+) {
+    if s.create_consumer(group, consumer, now) {
+        announce_consumer(events, key);
+        if wants {
+            effects.push(createconsumer_effect(key, group, consumer));
+        }
+    } else {
+        s.touch_consumer(group, consumer, now);
+    }
+}
+
+/// An XREADGROUP that reads nothing from `key` (a stream with the group): creates the consumer
+/// if missing (announced and propagated as XGROUP CREATECONSUMER), else marks it seen when
+/// `touch`.
+fn meet_consumer(
+    ctx: &mut Ctx<'_, '_>,
+    key: &[u8],
+    group: &[u8],
+    consumer: &[u8],
+    touch: bool,
+) -> CmdResult {
+    let now = ctx.now;
+    let seen = read(ctx.db, key, now)?
+        .and_then(|s| s.group(group))
+        .and_then(|g| g.consumer(consumer))
+        .map(|c| c.seen_time());
+    let exists = seen.is_some();
+    // Seen this millisecond already (a poller's pipeline): nothing to change, and no need to
+    // take the entry for writing (which accounts it and offers the key to its waiters).
+    if exists && (!touch || seen == Some(now)) {
+        return Ok(());
+    }
+    let events = ctx.db.notifying().then(|| ctx.db.key_events().clone());
+    let Slot::Occupied(mut o) = ctx.db.entry(key, now) else {
+        return Ok(());
+    };
+    let s = as_stream_mut(o.get_mut())?;
+    if exists {
+        s.touch_consumer(group, consumer, now);
+        return Ok(());
+    }
+    if !s.create_consumer(group, consumer, now) {
+        return Ok(());
+    }
+    drop(o);
+    announce_consumer(events.as_deref(), key);
+    ctx.db
+        .propagate(createconsumer_effect(key, group, consumer));
+    Ok(())
+}
+
 /// Serves one stream of an XREADGROUP (its key was checked: a stream with the group).
 fn serve_group(
     ctx: &mut Ctx<'_, '_>,
@@ -1088,6 +1152,10 @@ fn serve_group(
                     .collect(),
                 None => Vec::new(),
             };
+            // Redis 7.2: a consumer is active when it is delivered entries to acknowledge.
+            if !noack && !ids.is_empty() {
+                s.activate_consumer(group, consumer, now);
+            }
             for &id in &ids {
                 s.advance_group(group, id);
                 if !noack {
@@ -1600,7 +1668,16 @@ fn xclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         s.set_group_last(group, last_id, entries_read);
         moved_last = true;
     }
-    let mut consumer_ready = false;
+    meet_claimer(
+        s,
+        key,
+        group,
+        consumer,
+        now,
+        events.as_deref(),
+        wants,
+        &mut effects,
+    );
     for id in ids {
         let group_last = s.group(group).map_or(StreamId::MIN, |g| g.last_id());
         let pending = s
@@ -1629,14 +1706,6 @@ fn xclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             None if force => 1,
             None => continue,
         };
-        if !consumer_ready {
-            if s.create_consumer(group, consumer, now) {
-                announce_consumer(events.as_deref(), key);
-            } else {
-                s.touch_consumer(group, consumer, now);
-            }
-            consumer_ready = true;
-        }
         let count = if retry >= 0 {
             retry as u64
         } else if justid {
@@ -1645,6 +1714,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             count + 1
         };
         s.set_pending(group, id, consumer, delivery, count, now);
+        s.activate_consumer(group, consumer, now);
         claimed.push(id);
         if wants {
             effects.push(claim_effect(
@@ -1726,7 +1796,16 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let mut attempts = count.saturating_mul(10);
     let mut left = count;
     let mut cursor = Some(start);
-    let mut consumer_ready = false;
+    meet_claimer(
+        s,
+        key,
+        group,
+        consumer,
+        now,
+        events.as_deref(),
+        wants,
+        &mut effects,
+    );
     let next_pending = |s: &StreamValue, from: StreamId| {
         s.group(group)
             .and_then(|g| g.pending_range(from, StreamId::MAX).next())
@@ -1760,16 +1839,9 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         if min_idle > 0 && (now as i64 - t as i64) < min_idle {
             continue;
         }
-        if !consumer_ready {
-            if s.create_consumer(group, consumer, now) {
-                announce_consumer(events.as_deref(), key);
-            } else {
-                s.touch_consumer(group, consumer, now);
-            }
-            consumer_ready = true;
-        }
         let n = if justid { n } else { n + 1 };
         s.set_pending(group, id, consumer, now, n, now);
+        s.activate_consumer(group, consumer, now);
         claimed.push(id);
         left -= 1;
         if wants {
@@ -1860,13 +1932,17 @@ fn xinfo(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         };
         w.array(g.consumers_len());
         for (name, c) in g.consumers() {
-            w.map(3);
+            w.map(4);
             w.bulk(b"name");
             w.bulk(name);
             w.bulk(b"pending");
             w.int(c.pending_len() as i64);
             w.bulk(b"idle");
             w.int((now as i64 - c.seen_time() as i64).max(0));
+            // Redis 7.2: ms since the last successful interaction, -1 if none (not clamped,
+            // as Redis does not clamp it).
+            w.bulk(b"inactive");
+            w.int(c.active_time().map_or(-1, |t| now as i64 - t as i64));
         }
     } else if args.is(1, "GROUPS") {
         w.array(s.groups_len());
@@ -1967,11 +2043,13 @@ fn stream_info(w: &mut ReplyWriter<'_>, s: &StreamValue, full: Option<usize>) {
         w.bulk(b"consumers");
         w.array(g.consumers_len());
         for (cname, c) in g.consumers() {
-            w.map(4);
+            w.map(5);
             w.bulk(b"name");
             w.bulk(cname);
             w.bulk(b"seen-time");
             w.int(c.seen_time() as i64);
+            w.bulk(b"active-time");
+            w.int(c.active_time().map_or(-1, |t| t as i64));
             w.bulk(b"pel-count");
             w.int(c.pending_len() as i64);
             w.bulk(b"pending");

@@ -150,7 +150,9 @@ pub struct StreamConsumer {
     pub name: Vec<u8>,
     /// Unix ms the consumer was last seen.
     pub seen_time: u64,
-    /// Redis 7.2's last successful read or claim (RDB_TYPE_STREAM_LISTPACKS_3 only).
+    /// Redis 7.2's last successful read or claim; None: never (-1 in
+    /// RDB_TYPE_STREAM_LISTPACKS_3). Read from the older forms as the seen time, as Redis 7.2
+    /// does; written only by _3.
     pub active_time: Option<u64>,
 }
 

@@ -54,6 +54,8 @@ pub struct BlockedClient {
     keys: Vec<Box<[u8]>>,
     request: OwnedRequest,
     attempt: AttemptFn,
+    /// XREADGROUP: counted by INFO `total_blocking_keys_on_nokey`.
+    unblock_on_nokey: bool,
     proto: Protocol,
     max_bulk: usize,
     /// Bytes the reply may take (what was left of the connection's output budget).
@@ -144,6 +146,10 @@ impl std::fmt::Debug for BlockedClient {
 impl Waiter for BlockedClient {
     fn keys(&self) -> &[Box<[u8]>] {
         &self.keys
+    }
+
+    fn unblock_on_nokey(&self) -> bool {
+        self.unblock_on_nokey
     }
 
     fn serve(&self, db: &mut Db, key: &[u8], now: u64) -> bool {
@@ -433,6 +439,7 @@ pub async fn run(
             keys: b.keys,
             request: b.retry.unwrap_or_else(|| OwnedRequest::from_args(&args)),
             attempt,
+            unblock_on_nokey: b.unblock_on_nokey,
             proto: st.proto,
             max_bulk: sh.hot.max_bulk_len.load(Relaxed) as usize,
             reply_limit: st.reply_limit.saturating_sub(before),

@@ -170,9 +170,28 @@ fn section(st: &ClientState, sh: &Shared, name: &str) -> Option<String> {
                     },
                 )
             };
+            // Keys clients wait for: a tenant's own keyspace, or every tenant's for the
+            // administrator (a key is one tenant's, so the sums count distinct keys).
+            let (blocking_keys, on_nokey) = if st.admin {
+                sh.registry.list().iter().fold((0, 0), |(k, n), t| {
+                    let ks = t.keyspace();
+                    let ks = ks.stats();
+                    (
+                        k + ks.blocking_keys.load(Relaxed),
+                        n + ks.blocking_keys_on_nokey.load(Relaxed),
+                    )
+                })
+            } else {
+                let ks = st.tenant.keyspace();
+                let ks = ks.stats();
+                (
+                    ks.blocking_keys.load(Relaxed),
+                    ks.blocking_keys_on_nokey.load(Relaxed),
+                )
+            };
             let _ = write!(
                 s,
-                "# Clients\r\nconnected_clients:{connected}\r\nmaxclients:{max}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n",
+                "# Clients\r\nconnected_clients:{connected}\r\nmaxclients:{max}\r\nblocked_clients:{}\r\ntracking_clients:0\r\ntotal_blocking_keys:{blocking_keys}\r\ntotal_blocking_keys_on_nokey:{on_nokey}\r\n",
                 // A tenant counts its own blocked clients only.
                 if st.admin {
                     sh.stats.blocked_clients.load(Relaxed)

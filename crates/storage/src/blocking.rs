@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::keyspace::Db;
 
@@ -29,12 +30,22 @@ pub trait Waiter: Send + Sync {
     /// when the waiter is done — served, or gone (its connection closed) — and leaves every
     /// queue; `false` leaves it waiting in its place.
     fn serve(&self, db: &mut Db, key: &[u8], now: u64) -> bool;
+
+    /// Must be woken when a key of its is deleted or given another type, not only when one is
+    /// written as the type it waits for (Redis 7.2's `unblock_on_nokey`: a blocked XREADGROUP,
+    /// which then answers `-NOGROUP` / `-WRONGTYPE`). Counted by INFO
+    /// `total_blocking_keys_on_nokey`; every waiter is offered every change either way.
+    fn unblock_on_nokey(&self) -> bool {
+        false
+    }
 }
 
 /// The waiters of one key, first blocked first.
 #[derive(Default)]
 struct Queue {
     waiters: VecDeque<Arc<dyn Waiter>>,
+    /// How many of them are [`Waiter::unblock_on_nokey`].
+    nokey: usize,
     /// The key is in [`Blocking::ready`] (marked once however often it is written).
     ready: bool,
     /// Its waiters are being served: their own changes to the key do not make it ready again
@@ -94,7 +105,8 @@ impl Db {
     /// Registers a waiter on each of its keys (a key named twice counts once), at the end of
     /// each key's queue.
     pub fn block(&mut self, w: Arc<dyn Waiter>) {
-        let b = self.blocking_mut();
+        let nokey = w.unblock_on_nokey();
+        let (b, stats) = self.blocking_and_stats();
         for key in w.keys() {
             let q = match b.queues.get_mut(&**key) {
                 Some(q) => q,
@@ -102,7 +114,16 @@ impl Db {
             };
             // A key named again finds the waiter already at the end of its queue.
             if !q.waiters.back().is_some_and(|x| same(x, &w)) {
+                if q.waiters.is_empty() {
+                    stats.blocking_keys.fetch_add(1, Relaxed);
+                }
                 q.waiters.push_back(w.clone());
+                if nokey {
+                    if q.nokey == 0 {
+                        stats.blocking_keys_on_nokey.fetch_add(1, Relaxed);
+                    }
+                    q.nokey += 1;
+                }
             }
         }
         b.waiters += 1;
@@ -111,20 +132,33 @@ impl Db {
     /// Takes a waiter off every queue. Returns whether it was waiting (false: it was served or
     /// dropped as gone before).
     pub fn unblock(&mut self, w: &Arc<dyn Waiter>) -> bool {
-        let b = self.blocking_mut();
+        let nokey = w.unblock_on_nokey();
+        let (b, stats) = self.blocking_and_stats();
         let mut found = false;
         for key in w.keys() {
             let Some(q) = b.queues.get_mut(&**key) else {
                 continue;
             };
             // Usually the first (served first blocked first): found without a scan.
-            if q.waiters.front().is_some_and(|x| same(x, w)) {
+            let removed = if q.waiters.front().is_some_and(|x| same(x, w)) {
                 q.waiters.pop_front();
-                found = true;
+                1
             } else {
                 let before = q.waiters.len();
                 q.waiters.retain(|x| !same(x, w));
-                found |= q.waiters.len() != before;
+                before - q.waiters.len()
+            };
+            if removed > 0 {
+                found = true;
+                if q.waiters.is_empty() {
+                    stats.blocking_keys.fetch_sub(1, Relaxed);
+                }
+                if nokey {
+                    q.nokey -= removed;
+                    if q.nokey == 0 {
+                        stats.blocking_keys_on_nokey.fetch_sub(1, Relaxed);
+                    }
+                }
             }
             // A queue being served stays until its round is over (the round looks it up).
             if q.waiters.is_empty() && !q.serving {
@@ -220,6 +254,7 @@ mod tests {
         keys: Vec<Box<[u8]>>,
         got: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
         gone: bool,
+        nokey: bool,
         tries: AtomicUsize,
     }
 
@@ -229,6 +264,7 @@ mod tests {
                 keys: keys.iter().map(|k| k.as_bytes().into()).collect(),
                 got: Mutex::new(None),
                 gone: false,
+                nokey: false,
                 tries: AtomicUsize::new(0),
             })
         }
@@ -237,6 +273,10 @@ mod tests {
     impl Waiter for Popper {
         fn keys(&self) -> &[Box<[u8]>] {
             &self.keys
+        }
+
+        fn unblock_on_nokey(&self) -> bool {
+            self.nokey
         }
 
         fn serve(&self, db: &mut Db, _key: &[u8], now: u64) -> bool {
@@ -369,5 +409,51 @@ mod tests {
         db.serve_blocked(1);
         assert_eq!(got(&b), Some(("k".into(), "x".into())));
         assert_eq!(db.blocked_waiters(), 0);
+    }
+
+    /// INFO's `total_blocking_keys` / `total_blocking_keys_on_nokey`, from the registrations:
+    /// a key counts once however many wait for it, as "on nokey" while one of its waiters must
+    /// be woken by a deletion, and both go back to 0 as waiters are served or leave.
+    #[test]
+    fn blocking_key_counters_follow_the_registrations() {
+        let ks = Keyspace::new();
+        let counts = |ks: &Keyspace| {
+            let st = ks.stats();
+            (
+                st.blocking_keys.load(Ordering::Relaxed),
+                st.blocking_keys_on_nokey.load(Ordering::Relaxed),
+            )
+        };
+        let mut db = ks.lock();
+        let list = Popper::new(&["k"]);
+        db.block(list.clone());
+        drop(db);
+        assert_eq!(counts(&ks), (1, 0));
+        let group = Arc::new(Popper {
+            nokey: true,
+            ..Arc::into_inner(Popper::new(&["k", "other"])).unwrap()
+        });
+        let group2 = Arc::new(Popper {
+            nokey: true,
+            ..Arc::into_inner(Popper::new(&["k"])).unwrap()
+        });
+        let mut db = ks.lock();
+        db.block(group.clone());
+        db.block(group2.clone());
+        drop(db);
+        assert_eq!(counts(&ks), (2, 2));
+        let mut db = ks.lock();
+        let g: Arc<dyn Waiter> = group.clone();
+        assert!(db.unblock(&g));
+        drop(db);
+        assert_eq!(counts(&ks), (1, 1), "group2 still waits on k");
+        let mut db = ks.lock();
+        // Served (the list waiter pops; group2 pops next), they leave the queues.
+        push(&mut db, "k", &["x", "y"]);
+        db.serve_blocked(1);
+        drop(db);
+        assert_eq!(got(&list), Some(("k".into(), "x".into())));
+        assert_eq!(got(&group2), Some(("k".into(), "y".into())));
+        assert_eq!(counts(&ks), (0, 0));
     }
 }

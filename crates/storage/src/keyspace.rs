@@ -65,6 +65,12 @@ pub struct KeyspaceStats {
     pub dirty_oldest_ms: AtomicU64,
     /// Flush epoch of the tracker.
     pub flush_epoch: AtomicU64,
+    /// Distinct keys somebody waits for (INFO `total_blocking_keys`), kept by
+    /// [`Db::block`] / [`Db::unblock`] under the lock.
+    pub blocking_keys: AtomicU64,
+    /// Of those, keys with a waiter that must be woken even when the key is deleted (a blocked
+    /// XREADGROUP; INFO `total_blocking_keys_on_nokey`).
+    pub blocking_keys_on_nokey: AtomicU64,
     /// Woken (one permit kept) when change tracking records a change, so a consumer waits for
     /// changes instead of polling.
     pub changes: tokio::sync::Notify,
@@ -1167,6 +1173,11 @@ impl Db {
 
     pub(crate) fn blocking_mut(&mut self) -> &mut Blocking {
         &mut self.blocking
+    }
+
+    /// The waiters and the counters INFO reads without the lock.
+    pub(crate) fn blocking_and_stats(&mut self) -> (&mut Blocking, &KeyspaceStats) {
+        (&mut self.blocking, &self.stats)
     }
 
     // -- change tracking ---------------------------------------------------------------------

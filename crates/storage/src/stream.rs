@@ -11,8 +11,9 @@
 //!
 //! Consumer groups are data: each has a last-delivered id, a read counter, a pending entries
 //! list (PEL: id → consumer, delivery time, delivery count) and its consumers (each with its own
-//! PEL and the time it was last seen). Everything except consumers' seen times is part of the
-//! value's digest, kept current on every change like the other types; seen times are access
+//! PEL, the time it was last seen and the time it was last active: Redis 7.2's seen-time and
+//! active-time). Everything except consumers' seen and active times is part of the value's
+//! digest, kept current on every change like the other types; those times are access
 //! metadata, like OBJECT IDLETIME, and are neither digested nor propagated.
 //!
 //! Serialisations (migration wire, persistence) see a stream as a sequence of [`StreamItem`]s:
@@ -484,6 +485,8 @@ impl Nack {
 #[derive(Clone, Debug, Default)]
 pub struct Consumer {
     seen_time: u64,
+    /// None: never (Redis's -1).
+    active_time: Option<u64>,
     pel: BTreeSet<StreamId>,
 }
 
@@ -491,6 +494,12 @@ impl Consumer {
     /// Unix ms of its last read or claim attempt.
     pub fn seen_time(&self) -> u64 {
         self.seen_time
+    }
+
+    /// Unix ms of its last successful interaction (Redis 7.2's active-time: a read that was
+    /// delivered entries, a claim that claimed); None if it never had one.
+    pub fn active_time(&self) -> Option<u64> {
+        self.active_time
     }
 
     pub fn pending_len(&self) -> usize {
@@ -1151,6 +1160,18 @@ impl StreamValue {
     /// Creates a consumer (XGROUP CREATECONSUMER, or on first use); false if it exists or the
     /// group does not.
     pub fn create_consumer(&mut self, group: &[u8], name: &[u8], now: u64) -> bool {
+        self.create_consumer_with(group, name, now, None)
+    }
+
+    /// Creates a consumer with its seen and active times (a stream being rebuilt); false if it
+    /// exists or the group does not.
+    pub fn create_consumer_with(
+        &mut self,
+        group: &[u8],
+        name: &[u8],
+        seen_time: u64,
+        active_time: Option<u64>,
+    ) -> bool {
         let Some(g) = self.groups.get_mut(group) else {
             return false;
         };
@@ -1160,7 +1181,8 @@ impl StreamValue {
         g.consumers.insert(
             Arc::from(name),
             Consumer {
-                seen_time: now,
+                seen_time,
+                active_time,
                 pel: BTreeSet::new(),
             },
         );
@@ -1177,6 +1199,18 @@ impl StreamValue {
             .and_then(|g| g.consumers.get_mut(name))
         {
             c.seen_time = now;
+        }
+    }
+
+    /// Records that a consumer was delivered or claimed entries (its active-time; not part of
+    /// the digest).
+    pub fn activate_consumer(&mut self, group: &[u8], name: &[u8], now: u64) {
+        if let Some(c) = self
+            .groups
+            .get_mut(group)
+            .and_then(|g| g.consumers.get_mut(name))
+        {
+            c.active_time = Some(now);
         }
     }
 
@@ -1286,6 +1320,7 @@ impl StreamValue {
                 group: name,
                 name: c,
                 seen_time: cv.seen_time,
+                active_time: cv.active_time,
             });
             let pending = g.pel.iter().map(move |(id, n)| StreamItem::Pending {
                 group: name,
@@ -1398,6 +1433,7 @@ impl StreamValue {
                         group,
                         name: c,
                         seen_time: v.seen_time,
+                        active_time: v.active_time,
                     }
                 }
                 if off <= consumers {
@@ -1481,8 +1517,9 @@ impl StreamValue {
                     group,
                     name,
                     seen_time,
+                    active_time,
                 } => {
-                    self.create_consumer(group, name, seen_time);
+                    self.create_consumer_with(group, name, seen_time, active_time);
                 }
                 StreamItem::Pending {
                     group,
@@ -1545,11 +1582,12 @@ impl StreamValue {
                 group,
                 name,
                 seen_time,
+                active_time,
             } => {
                 if self.group(group).is_none() {
                     return Err("stream consumer of an unknown group");
                 }
-                if !self.create_consumer(group, name, *seen_time) {
+                if !self.create_consumer_with(group, name, *seen_time, *active_time) {
                     return Err("duplicate stream consumer");
                 }
             }
@@ -1707,6 +1745,8 @@ pub enum StreamItem<'a> {
         group: &'a [u8],
         name: &'a [u8],
         seen_time: u64,
+        /// None: never active (Redis's -1).
+        active_time: Option<u64>,
     },
     Pending {
         group: &'a [u8],
@@ -1727,13 +1767,17 @@ const ITEM_GROUP: u8 = 2;
 const ITEM_CONSUMER: u8 = 3;
 const ITEM_PENDING: u8 = 4;
 const ITEM_META: u8 = 5;
+/// A consumer that has been active (Redis 7.2's active-time); one that never was is written as
+/// [`ITEM_CONSUMER`], so streams without that time keep the bytes they had before it existed.
+const ITEM_ACTIVE_CONSUMER: u8 = 6;
 
 /// Appends an item's bytes:
 ///
 /// ```text
 /// entry    = 0x01 id n:varint bytes{n}          (fields and values alternating)
 /// group    = 0x02 name:bytes id entries_read:i64 LE
-/// consumer = 0x03 group:bytes name:bytes seen_time:u64 LE
+/// consumer = 0x03 group:bytes name:bytes seen_time:u64 LE           (never active)
+///          | 0x06 group:bytes name:bytes seen_time:u64 LE active_time:u64 LE
 /// pending  = 0x04 group:bytes id consumer:bytes delivery_time:u64 LE delivery_count:varint
 /// meta     = 0x05 last_id:id max_deleted:id entries_added:varint
 /// id       = ms:u64 BE seq:u64 BE;  bytes = len:varint data
@@ -1762,11 +1806,19 @@ pub fn encode_item(buf: &mut Vec<u8>, item: &StreamItem<'_>) {
             group,
             name,
             seen_time,
+            active_time,
         } => {
-            buf.push(ITEM_CONSUMER);
+            buf.push(if active_time.is_some() {
+                ITEM_ACTIVE_CONSUMER
+            } else {
+                ITEM_CONSUMER
+            });
             put_elem(buf, group);
             put_elem(buf, name);
             buf.extend_from_slice(&seen_time.to_le_bytes());
+            if let Some(t) = active_time {
+                buf.extend_from_slice(&t.to_le_bytes());
+            }
         }
         StreamItem::Pending {
             group,
@@ -1876,6 +1928,13 @@ pub fn decode_item(data: &[u8]) -> Result<(StreamItem<'_>, usize), &'static str>
             group: c.bytes()?,
             name: c.bytes()?,
             seen_time: c.u64_le()?,
+            active_time: None,
+        },
+        ITEM_ACTIVE_CONSUMER => StreamItem::Consumer {
+            group: c.bytes()?,
+            name: c.bytes()?,
+            seen_time: c.u64_le()?,
+            active_time: Some(c.u64_le()?),
         },
         ITEM_PENDING => StreamItem::Pending {
             group: c.bytes()?,
@@ -2186,6 +2245,54 @@ mod tests {
     }
 
     #[test]
+    fn active_time_is_kept_by_every_serialisation_and_not_digested() {
+        let mut s = StreamValue::default();
+        s.append(id(1, 0), &[b"f", b"v"]).unwrap();
+        assert!(s.create_group(b"g", StreamId::MIN, 0));
+        assert!(s.create_consumer(b"g", b"idle", 10));
+        assert!(s.create_consumer(b"g", b"busy", 10));
+        let g = s.group(b"g").unwrap();
+        assert_eq!(g.consumer(b"idle").unwrap().active_time(), None);
+        let d = s.digest();
+        s.activate_consumer(b"g", b"busy", 77);
+        assert_eq!(s.digest(), d, "active time is not digested");
+        for r in [rebuild(&s), rebuild_in_chunks(&s, 1)] {
+            let g = r.group(b"g").unwrap();
+            assert_eq!(g.consumer(b"busy").unwrap().active_time(), Some(77));
+            assert_eq!(g.consumer(b"busy").unwrap().seen_time(), 10);
+            assert_eq!(g.consumer(b"idle").unwrap().active_time(), None);
+        }
+        // A consumer that was never active keeps the layout written before active times
+        // existed (kind 3), so files and wire bytes of such streams are unchanged; an active
+        // one is a kind of its own.
+        let mut idle = Vec::new();
+        encode_item(
+            &mut idle,
+            &StreamItem::Consumer {
+                group: b"g",
+                name: b"c",
+                seen_time: 5,
+                active_time: None,
+            },
+        );
+        assert_eq!(
+            idle,
+            [&[3u8, 1, b'g', 1, b'c'][..], &5u64.to_le_bytes()].concat()
+        );
+        let mut active = Vec::new();
+        let item = StreamItem::Consumer {
+            group: b"g",
+            name: b"c",
+            seen_time: 5,
+            active_time: Some(6),
+        };
+        encode_item(&mut active, &item);
+        assert_eq!(active[0], 6);
+        assert_eq!(decode_item(&active).unwrap(), (item, active.len()));
+        assert!(decode_item(&active[..active.len() - 1]).is_err());
+    }
+
+    #[test]
     fn read_counters_follow_redis() {
         let mut s = StreamValue::default();
         assert_eq!(s.estimate_distance(id(5, 0)), Some(0));
@@ -2216,7 +2323,8 @@ mod tests {
             s.apply_item(&StreamItem::Consumer {
                 group: b"nope",
                 name: b"c",
-                seen_time: 0
+                seen_time: 0,
+                active_time: None,
             })
             .is_err()
         );

@@ -117,3 +117,95 @@ fn consumer_groups_answer_as_redis() {
     ]);
     t.assert_digest_consistent();
 }
+
+/// Redis 7.2's consumer times (t_stream.c of 7.2.6): seen-time on every attempt, active-time
+/// only when a read delivers entries to acknowledge or a claim claims; XINFO CONSUMERS'
+/// `inactive` is -1 until then, XINFO STREAM FULL gives `active-time`.
+#[test]
+fn consumers_seen_and_active_times_follow_redis_7_2() {
+    let mut t = TestDb::new();
+    let t0 = t.now;
+    let consumer = |t: &mut TestDb, name: &str| {
+        let r = t.run(&["XINFO", "CONSUMERS", "s", "g"]);
+        let at = r
+            .find(&format!("$4\r\nname\r\n${}\r\n{name}\r\n", name.len()))
+            .unwrap_or_else(|| panic!("no {name} in {r:?}"));
+        let rest = &r[at..];
+        let num = |field: &str| -> i64 {
+            let f = rest.find(&format!("\r\n{field}\r\n:")).unwrap() + field.len() + 5;
+            rest[f..rest[f..].find('\r').unwrap() + f].parse().unwrap()
+        };
+        (num("idle"), num("inactive"))
+    };
+    t.check(&[
+        (&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"], "+OK\r\n"),
+        (&["XGROUP", "CREATECONSUMER", "s", "g", "made"], ":1\r\n"),
+        // Nothing to read: the consumer is created all the same (7.2), never active.
+        (
+            &["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", ">"],
+            "*-1\r\n",
+        ),
+    ]);
+    assert_eq!(consumer(&mut t, "made"), (0, -1));
+    t.now += 100;
+    assert_eq!(consumer(&mut t, "alice"), (100, -1));
+    t.run(&["XADD", "s", "1-0", "f", "v"]);
+    t.run(&["XADD", "s", "2-0", "f", "v"]);
+    t.run(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "alice",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    assert_eq!(consumer(&mut t, "alice"), (0, 0));
+    t.now += 100;
+    // Seen, not active: nothing new, its own history, or NOACK deliveries.
+    t.run(&["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", "0"]);
+    t.run(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "bob",
+        "NOACK",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    t.run(&["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", ">"]);
+    assert_eq!(consumer(&mut t, "alice"), (0, 100));
+    assert_eq!(consumer(&mut t, "bob"), (0, -1));
+    t.now += 50;
+    // A claim that claims makes the claimer active; one that claims nothing does not.
+    t.run(&["XCLAIM", "s", "g", "carol", "0", "1-0"]);
+    t.run(&["XAUTOCLAIM", "s", "g", "made", "1000000", "0"]);
+    assert_eq!(consumer(&mut t, "carol"), (0, 0));
+    // Seen (7.2 marks the claimer seen, and creates it, before looking for entries).
+    assert_eq!(consumer(&mut t, "made"), (0, -1));
+    t.run(&["XCLAIM", "s", "g", "dave", "0", "9-0"]);
+    assert_eq!(consumer(&mut t, "dave"), (0, -1));
+    t.now += 10;
+    t.run(&["XAUTOCLAIM", "s", "g", "made", "0", "0"]);
+    assert_eq!(consumer(&mut t, "made"), (0, 0));
+    assert_eq!(consumer(&mut t, "carol"), (10, 10));
+    let full = t.run(&["XINFO", "STREAM", "s", "FULL"]);
+    assert!(
+        full.contains(&format!(
+            "$4\r\nname\r\n$3\r\nbob\r\n$9\r\nseen-time\r\n:{}\r\n$11\r\nactive-time\r\n:-1\r\n",
+            t0 + 200
+        )),
+        "{full:?}"
+    );
+    assert!(
+        full.contains(&format!(
+            "$5\r\ncarol\r\n$9\r\nseen-time\r\n:{0}\r\n$11\r\nactive-time\r\n:{0}\r\n",
+            t0 + 250
+        )),
+        "{full:?}"
+    );
+    t.assert_digest_consistent();
+}

@@ -27,8 +27,9 @@ use ferrite_storage::stream::{StreamItem, encode_item};
 use ferrite_storage::{Entry, OwnedArgv, Value, ValueRef, ValueType};
 
 /// Version this build speaks. A peer with another version is refused with both numbers.
-/// Version 2 added EFFECT records.
-pub const WIRE_VERSION: u16 = 2;
+/// Version 2 added EFFECT records; version 3 stream consumers with Redis 7.2's active-time (a
+/// value item a version 2 target cannot read: refused at the start rather than mid-transfer).
+pub const WIRE_VERSION: u16 = 3;
 const MAGIC: &[u8; 4] = b"FMB1";
 const HEADER: usize = 4 + 2 + 2 + 8 + 4;
 
@@ -240,8 +241,8 @@ pub fn canonical_value(v: ValueRef<'_>, expire: u64) -> Vec<u8> {
         }
         // Sorted sets iterate in (score, member) order on every server already.
         ValueRef::ZSet(_) => encode_value(&mut buf, v),
-        // Streams iterate in id and name order; consumers' seen times are access metadata
-        // (not digested), so they are left out.
+        // Streams iterate in id and name order; consumers' seen and active times are access
+        // metadata (not digested), so they are left out.
         ValueRef::Stream(x) => {
             put_varint(&mut buf, x.item_count());
             for item in x.items() {
@@ -250,6 +251,7 @@ pub fn canonical_value(v: ValueRef<'_>, expire: u64) -> Vec<u8> {
                         group,
                         name,
                         seen_time: 0,
+                        active_time: None,
                     },
                     other => other,
                 };
@@ -534,7 +536,7 @@ mod tests {
         let e = Batch::parse(&bytes).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "incompatible migration wire format: batch speaks v9, this server speaks v2"
+            "incompatible migration wire format: batch speaks v9, this server speaks v3"
         );
         assert!(Batch::parse(b"junk").is_err());
     }
