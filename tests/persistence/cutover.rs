@@ -37,21 +37,6 @@ fn writable(s: &Server) -> bool {
     }
 }
 
-fn status(c: &mut redis::Connection, id: &str) -> std::collections::BTreeMap<String, String> {
-    map_of(ok(c, &["TENANT.MIGRATE.STATUS", id]))
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-                Value::SimpleString(s) => s,
-                Value::Int(n) => n.to_string(),
-                other => format!("{other:?}"),
-            };
-            (k, v)
-        })
-        .collect()
-}
-
 fn source_config(dir: &std::path::Path) -> std::path::PathBuf {
     let cfg = dir.join("source.toml");
     std::fs::write(
@@ -90,7 +75,7 @@ fn kill_source_at(point: &str) {
         other => panic!("no migration id: {other:?}"),
     };
     wait_until("live sync", Duration::from_secs(30), || {
-        status(&mut a, &id)["state"] == "live_sync"
+        migration_status(&mut a, &id)["state"] == "live_sync"
     });
     ok(&mut a, &["TENANT.MIGRATE.DEBUG", &id, "BREAK", point]);
     let mut a2 = src.conn();

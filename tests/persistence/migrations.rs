@@ -8,27 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::Value;
-
 use crate::common::Server;
 use crate::util::*;
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(n) => n.to_string(),
-        Value::Nil => String::new(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn status(c: &mut redis::Connection, id: &str) -> BTreeMap<String, String> {
-    map_of(ok(c, &["TENANT.MIGRATE.STATUS", id]))
-        .into_iter()
-        .map(|(k, v)| (k, text(&v)))
-        .collect()
-}
 
 fn migrate(c: &mut redis::Connection, args: &[&str]) -> String {
     let mut all = vec!["TENANT.MIGRATE"];
@@ -41,7 +22,7 @@ fn wait_state(c: &mut redis::Connection, id: &str, want: &str, within: Duration)
     let mut last = BTreeMap::new();
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        last = status(c, id);
+        last = migration_status(c, id);
         if last.get("state").map(String::as_str) == Some(want) {
             return;
         }
@@ -101,7 +82,7 @@ fn a_running_migration_killed_with_its_source_resumes_from_scratch_and_completes
 
     let src = Server::start_in(src_dir.path(), &[]);
     let mut a = src.conn();
-    let s = status(&mut a, &id);
+    let s = migration_status(&mut a, &id);
     assert_eq!(s["state"], "failed", "{s:?}");
     assert!(
         s["error"].contains("interrupted by a restart") && s["error"].contains("RESUME"),
@@ -138,7 +119,7 @@ fn a_running_migration_killed_with_its_source_resumes_from_scratch_and_completes
     ok(&mut a, &["TENANT.MIGRATE.RESUME", &id]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let s = status(&mut a, &id);
+        let s = migration_status(&mut a, &id);
         if s["state"] == "live_sync" {
             break;
         }
@@ -153,7 +134,7 @@ fn a_running_migration_killed_with_its_source_resumes_from_scratch_and_completes
         acked.extend(w.join().unwrap());
     }
     assert!(acked.len() > 100, "the writers wrote: {}", acked.len());
-    let s = status(&mut a, &id);
+    let s = migration_status(&mut a, &id);
     assert_eq!(s["group"], "wave", "{s:?}");
     assert_eq!(s["parallel"], "2", "original settings: {s:?}");
     let cut = map_of(ok(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "FORCE"]));
@@ -217,12 +198,12 @@ fn queued_waiting_and_awaiting_approval_migrations_survive_restarts() {
     );
     wait_state(&mut a, &waiting, "waiting", Duration::from_secs(5));
     // The plan (VALIDATE's report) is made once it awaits approval.
-    let mut plan_before = status(&mut a, &approval);
+    let mut plan_before = migration_status(&mut a, &approval);
     let deadline = Instant::now() + Duration::from_secs(10);
     while plan_before["plan"].is_empty() {
         assert!(Instant::now() < deadline, "no plan: {plan_before:?}");
         std::thread::sleep(Duration::from_millis(20));
-        plan_before = status(&mut a, &approval);
+        plan_before = migration_status(&mut a, &approval);
     }
 
     for kill in [false, true] {
@@ -234,11 +215,11 @@ fn queued_waiting_and_awaiting_approval_migrations_survive_restarts() {
         }
         src = Server::start_in(src_dir.path(), &["--config", &cfg]);
         a = src.conn();
-        let r = status(&mut a, &running);
+        let r = migration_status(&mut a, &running);
         assert_eq!(r["state"], "failed", "kill={kill}: {r:?}");
         // The restart freed the running one's slot: the queued one takes it (and a SIGKILL
         // while it runs brings it back failed), keeping its priority and group.
-        let q = status(&mut a, &queued);
+        let q = migration_status(&mut a, &queued);
         let expected: &[&str] = if kill {
             &["failed"]
         } else {
@@ -253,7 +234,7 @@ fn queued_waiting_and_awaiting_approval_migrations_survive_restarts() {
         if !kill {
             wait_state(&mut a, &queued, "live_sync", Duration::from_secs(30));
         }
-        let p = status(&mut a, &approval);
+        let p = migration_status(&mut a, &approval);
         assert_eq!(p["state"], "awaiting_approval", "kill={kill}: {p:?}");
         assert_eq!(p["approval"], "pending");
         for (k, v) in &plan_before {
@@ -263,7 +244,7 @@ fn queued_waiting_and_awaiting_approval_migrations_survive_restarts() {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let w = status(&mut a, &waiting);
+            let w = migration_status(&mut a, &waiting);
             assert!(
                 ["queued", "waiting"].contains(&w["state"].as_str()),
                 "kill={kill}: {w:?}"
@@ -284,7 +265,7 @@ fn queued_waiting_and_awaiting_approval_migrations_survive_restarts() {
     // The decision is recorded with who took it, and survives a restart too.
     ok(&mut a, &["CLIENT", "SETNAME", "alice"]);
     ok(&mut a, &["TENANT.MIGRATE.APPROVE", &approval]);
-    let decided = status(&mut a, &approval);
+    let decided = migration_status(&mut a, &approval);
     assert!(decided["approval_by"].contains("alice"), "{decided:?}");
     // The interrupted dependency resumes (with room for it: the approved one took the slot),
     // completes, and its dependent starts.
@@ -298,7 +279,7 @@ fn queued_waiting_and_awaiting_approval_migrations_survive_restarts() {
     wait_state(&mut a, &running, "completed", Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let w = status(&mut a, &waiting);
+        let w = migration_status(&mut a, &waiting);
         if w["state"] != "waiting" {
             assert_ne!(w["state"], "failed", "{w:?}");
             break;
@@ -310,12 +291,12 @@ fn queued_waiting_and_awaiting_approval_migrations_survive_restarts() {
     shutdown(src, &[]);
     let src = Server::start_in(src_dir.path(), &["--config", &cfg]);
     let mut a = src.conn();
-    let d = status(&mut a, &approval);
+    let d = migration_status(&mut a, &approval);
     assert!(
         d["approval_by"].contains("alice") && d["approval"] == "approved",
         "{d:?}"
     );
-    assert_eq!(status(&mut a, &running)["state"], "completed");
+    assert_eq!(migration_status(&mut a, &running)["state"], "completed");
     drop(dst);
 }
 
@@ -370,7 +351,7 @@ fn an_incremental_migrations_moved_pattern_stays_moved_after_a_restart() {
     let v: String = redis::cmd("GET").arg("order:1").query(&mut t).unwrap();
     assert_eq!(v, "still here");
     let mut a = src.conn();
-    let s = status(&mut a, &id);
+    let s = migration_status(&mut a, &id);
     assert_eq!(s["state"], "failed", "{s:?}");
     assert!(s["error"].contains("patterns handed over"), "{s:?}");
     let e = err(&mut a, &["TENANT.MIGRATE.RESUME", &id]);
@@ -431,7 +412,7 @@ fn the_migration_history_is_bounded_by_history_max() {
     let mut a = src.conn();
     for id in &ids {
         assert_eq!(
-            status(&mut a, id)["state"],
+            migration_status(&mut a, id)["state"],
             "cancelled",
             "default keeps {id}"
         );
@@ -460,7 +441,10 @@ fn the_migration_history_is_bounded_by_history_max() {
             assert!(r.is_ok(), "the newest 2 are kept: {id}: {r:?} {all:?}");
         }
     }
-    assert_eq!(status(&mut a, &pending)["state"], "awaiting_approval");
+    assert_eq!(
+        migration_status(&mut a, &pending)["state"],
+        "awaiting_approval"
+    );
     // A bad value is refused and changes nothing.
     let e = err(
         &mut a,

@@ -20,23 +20,6 @@ use crate::util::*;
 /// The target's administrator password (its `requirepass`).
 const TARGET_PASSWORD: &str = "target-admin-pw-5f1c9e";
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(n) => n.to_string(),
-        Value::Nil => String::new(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn status(c: &mut redis::Connection, id: &str) -> BTreeMap<String, String> {
-    map_of(ok(c, &["TENANT.MIGRATE.STATUS", id]))
-        .into_iter()
-        .map(|(k, v)| (k, text(&v)))
-        .collect()
-}
-
 /// Polls STATUS until `pred` holds; panics with the last status after `within`.
 fn wait_status(
     c: &mut redis::Connection,
@@ -47,7 +30,7 @@ fn wait_status(
 ) -> BTreeMap<String, String> {
     let deadline = Instant::now() + within;
     loop {
-        let s = status(c, id);
+        let s = migration_status(c, id);
         if pred(&s) {
             return s;
         }
@@ -240,7 +223,7 @@ fn cut_over(a: &mut redis::Connection, id: &str) -> BTreeMap<String, Value> {
 
 /// What the restarted source must say about a migration started with AUTH.
 fn assert_interrupted_asking_for_auth(a: &mut redis::Connection, id: &str, was: &str) {
-    let s = status(a, id);
+    let s = migration_status(a, id);
     assert_eq!(s["state"], "failed", "{s:?}");
     assert!(
         s["error"].contains(&format!(
@@ -251,7 +234,7 @@ fn assert_interrupted_asking_for_auth(a: &mut redis::Connection, id: &str, was: 
     // RESUME without AUTH: refused, naming AUTH, and nothing changes.
     let e = err(a, &["TENANT.MIGRATE.RESUME", id]);
     assert!(e.contains("AUTH <password>"), "{e}");
-    let after = status(a, id);
+    let after = migration_status(a, id);
     assert_eq!(after["state"], "failed", "{after:?}");
     assert_eq!(
         after["error"], s["error"],
@@ -359,7 +342,7 @@ fn interrupted_live_migration_resumes_with_auth(kill: bool) {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let s = status(&mut a, &id);
+        let s = migration_status(&mut a, &id);
         if s["state"] == "live_sync" {
             break;
         }
@@ -400,7 +383,7 @@ fn interrupted_live_migration_resumes_with_auth(kill: bool) {
     }
     let src = Server::start_in(src_dir.path(), &[]);
     let mut a = src.conn();
-    assert_eq!(status(&mut a, &id)["state"], "completed");
+    assert_eq!(migration_status(&mut a, &id)["state"], "completed");
     assert_moved_to(&src, &dst);
     write_probe(&dst).expect("the target owns the tenant");
     assert_password_not_kept(src_dir.path(), &src);
@@ -444,7 +427,7 @@ fn a_queued_migration_with_auth_comes_back_failed_and_resume_auth_starts_it() {
         |s| s["state"] == "live_sync",
     );
     let queued = migrate_with_auth(&mut a, "acme", &dst, &["PRIORITY", "high"]);
-    let q = status(&mut a, &queued);
+    let q = migration_status(&mut a, &queued);
     assert_eq!(q["state"], "queued", "{q:?}");
     drop(a);
     sigkill(src);

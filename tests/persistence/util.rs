@@ -88,6 +88,25 @@ pub fn map_of(v: Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// A reply value as text: a string's bytes, an integer's digits, nil as "".
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        Value::Nil => String::new(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// TENANT.MIGRATE.STATUS of a migration, each field as text.
+pub fn migration_status(c: &mut redis::Connection, id: &str) -> BTreeMap<String, String> {
+    map_of(ok(c, &["TENANT.MIGRATE.STATUS", id]))
+        .into_iter()
+        .map(|(k, v)| (k, text(&v)))
+        .collect()
+}
+
 /// Stops a server with SHUTDOWN (the clean way) and waits for it to exit.
 pub fn shutdown(mut s: Server, args: &[&str]) {
     let mut c = s.conn();
