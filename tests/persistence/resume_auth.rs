@@ -42,6 +42,19 @@ fn wait_status(
     }
 }
 
+/// RESUME <id> AUTH with the target's password, then waits (60 s) until the migration is in
+/// live sync again; it must never fail meanwhile. Returns that status.
+fn resume_with_password_until_live(
+    a: &mut redis::Connection,
+    id: &str,
+) -> BTreeMap<String, String> {
+    ok(a, &["TENANT.MIGRATE.RESUME", id, "AUTH", TARGET_PASSWORD]);
+    wait_status(a, id, "live sync", Duration::from_secs(60), |s| {
+        assert_ne!(s["state"], "failed", "{s:?}");
+        s["state"] == "live_sync"
+    })
+}
+
 fn start_target(dir: &std::path::Path) -> Server {
     Server::start_in(dir, &["--requirepass", TARGET_PASSWORD])
 }
@@ -336,20 +349,7 @@ fn interrupted_live_migration_resumes_with_auth(kill: bool) {
 
     // The right password: a fresh copy under concurrent writers, then the cutover.
     let writers = Writers::start(&src, "post");
-    ok(
-        &mut a,
-        &["TENANT.MIGRATE.RESUME", &id, "AUTH", TARGET_PASSWORD],
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = migration_status(&mut a, &id);
-        if s["state"] == "live_sync" {
-            break;
-        }
-        assert_ne!(s["state"], "failed", "{s:?}");
-        assert!(Instant::now() < deadline, "never live again: {s:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    resume_with_password_until_live(&mut a, &id);
     std::thread::sleep(Duration::from_millis(300));
     let acked = writers.finish();
     assert!(acked.len() > 50, "the writers wrote: {}", acked.len());
@@ -440,14 +440,7 @@ fn a_queued_migration_with_auth_comes_back_failed_and_resume_auth_starts_it() {
     assert_owned_by_source_only(&src, &dst, "after the restart");
 
     let writers = Writers::start(&src, "w");
-    ok(
-        &mut a,
-        &["TENANT.MIGRATE.RESUME", &queued, "AUTH", TARGET_PASSWORD],
-    );
-    let s = wait_status(&mut a, &queued, "live sync", Duration::from_secs(60), |s| {
-        assert_ne!(s["state"], "failed", "{s:?}");
-        s["state"] == "live_sync"
-    });
+    let s = resume_with_password_until_live(&mut a, &queued);
     assert_eq!(s["priority"], "high", "its settings are kept: {s:?}");
     std::thread::sleep(Duration::from_millis(200));
     let acked = writers.finish();
@@ -465,20 +458,7 @@ fn a_queued_migration_with_auth_comes_back_failed_and_resume_auth_starts_it() {
 
     // The one it queued behind resumes too; killed again in live sync, it still asks for the
     // password (the RESUME's password is not written either), and then cuts over.
-    ok(
-        &mut a,
-        &["TENANT.MIGRATE.RESUME", &running, "AUTH", TARGET_PASSWORD],
-    );
-    wait_status(
-        &mut a,
-        &running,
-        "live sync",
-        Duration::from_secs(60),
-        |s| {
-            assert_ne!(s["state"], "failed", "{s:?}");
-            s["state"] == "live_sync"
-        },
-    );
+    resume_with_password_until_live(&mut a, &running);
     drop(a);
     sigkill(src);
     let src = Server::start_in(src_dir.path(), &[]);
@@ -486,20 +466,7 @@ fn a_queued_migration_with_auth_comes_back_failed_and_resume_auth_starts_it() {
     assert_interrupted_asking_for_auth(&mut a, &running, "live_sync");
     assert_password_not_kept(src_dir.path(), &src);
     assert_moved_to(&src, &dst);
-    ok(
-        &mut a,
-        &["TENANT.MIGRATE.RESUME", &running, "AUTH", TARGET_PASSWORD],
-    );
-    wait_status(
-        &mut a,
-        &running,
-        "live sync",
-        Duration::from_secs(60),
-        |s| {
-            assert_ne!(s["state"], "failed", "{s:?}");
-            s["state"] == "live_sync"
-        },
-    );
+    resume_with_password_until_live(&mut a, &running);
     let before = digest(&mut a, "other");
     let cut = cut_over(&mut a, &running);
     assert_eq!(text(&cut["status"]), "completed", "{cut:?}");

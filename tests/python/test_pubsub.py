@@ -26,6 +26,15 @@ def read_exact(s: socket.socket, want: bytes) -> bytes:
     return got
 
 
+def resp3_sock(server) -> socket.socket:
+    """A raw connection switched to RESP3 (HELLO 3's reply read and dropped)."""
+    s = server.sock()
+    s.sendall(b"HELLO 3\r\n")
+    time.sleep(0.1)
+    s.recv(65536)
+    return s
+
+
 def get_message(p, timeout=TIMEOUT):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,10 +104,7 @@ def test_resp2_wire_forms_and_subscribed_mode(server):
 
 
 def test_resp3_push_forms_and_any_command(server):
-    s = server.sock()
-    s.sendall(b"HELLO 3\r\n")
-    time.sleep(0.1)
-    s.recv(65536)
+    s = resp3_sock(server)
     s.sendall(b"SUBSCRIBE ch\r\nPSUBSCRIBE c?\r\nSSUBSCRIBE sh\r\nGET k\r\nPUBLISH ch m\r\nSPUBLISH sh n\r\n")
     want = (b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
             b">3\r\n$10\r\npsubscribe\r\n$2\r\nc?\r\n:2\r\n"
@@ -118,10 +124,7 @@ def test_resp3_push_forms_and_any_command(server):
 def test_resp3_messages_to_self_follow_the_exec_and_script_replies(server):
     # Redis 7.2: a subscribed connection's own messages are not put inside EXEC's array or
     # ahead of a script's reply, but right after them, before the next command's reply.
-    s = server.sock()
-    s.sendall(b"HELLO 3\r\n")
-    time.sleep(0.1)
-    s.recv(65536)
+    s = resp3_sock(server)
     s.sendall(b"SUBSCRIBE foo\r\n")
     want = b">3\r\n$9\r\nsubscribe\r\n$3\r\nfoo\r\n:1\r\n"
     assert read_exact(s, want) == want
@@ -380,10 +383,7 @@ def test_subscribers_of_a_tenant_that_is_cut_over_get_the_redirect():
 def test_resp3_unsubscribe_inside_multi(server):
     # Redis 7.2's "unsubscribe inside multi, and publish to self": the confirmations are
     # elements of EXEC's reply, and a later PUBLISH to self answers before its message.
-    s = server.sock()
-    s.sendall(b"HELLO 3\r\n")
-    time.sleep(0.1)
-    s.recv(65536)
+    s = resp3_sock(server)
     s.sendall(b"SUBSCRIBE foo bar baz\r\n")
     want = (b">3\r\n$9\r\nsubscribe\r\n$3\r\nfoo\r\n:1\r\n"
             b">3\r\n$9\r\nsubscribe\r\n$3\r\nbar\r\n:2\r\n"
