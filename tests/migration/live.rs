@@ -456,14 +456,20 @@ async fn other_tenants_keep_writing_during_a_cutover(server_args: &[&str]) {
         "other tenant: {} writes during the cutover, slowest {worst:.1} ms; acme downtime {downtime} ms",
         during.len()
     );
-    // acme's writes were gated for `downtime` ms; the other tenant's kept completing.
+    // acme's writes were gated for `downtime` ms; the other tenant's kept completing. Gated
+    // too, it would finish at most the one write that waited out the gate, and that write
+    // would take about `downtime`. The latency bound grows with the downtime so that a loaded
+    // machine, which stretches both, does not fail the test on a scheduling hiccup of its own
+    // (the second bound is what catches a partial pause; the first, a whole one).
     assert!(
-        !during.is_empty(),
-        "the other tenant wrote during the cutover ({downtime} ms)"
+        during.len() >= 5,
+        "the other tenant completed {} writes during the cutover ({downtime} ms)",
+        during.len()
     );
+    let bound = f64::max(100.0, 0.5 * downtime);
     assert!(
-        worst < 100.0,
-        "other tenant's slowest write during the cutover: {worst} ms (acme downtime {downtime} ms)"
+        worst < bound,
+        "other tenant's slowest write during the cutover: {worst} ms, bound {bound} ms (acme downtime {downtime} ms)"
     );
     let v = fields(&ok(&mut a, &["TENANT.MIGRATE.VERIFY", &id]).await);
     assert_eq!(v["status"], "verified", "{v:?}");
