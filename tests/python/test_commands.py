@@ -1062,11 +1062,20 @@ def test_zrange_withscores_shape(raw, proto):
 
 @pytest.mark.redis72
 def test_score_text_is_shortest_round_trip(raw2):
-    raw2.execute_command("ZADD", "z", "0.1", "a", "1e-7", "b", "123456789012345678", "c")
+    raw2.execute_command("ZADD", "z", "0.1", "a", "1e20", "d")
     assert raw2.execute_command("ZSCORE", "z", "a") == "0.1"
-    assert raw2.execute_command("ZSCORE", "z", "b") == "1e-07"
-    assert raw2.execute_command("ZSCORE", "z", "c") == "1.2345678901234568e+17"
+    assert raw2.execute_command("ZSCORE", "z", "d") == "1e+20"
     assert raw2.execute_command("ZINCRBY", "z", "0.2", "a") == "0.30000000000000004"
+
+
+@pytest.mark.redis72
+@pytest.mark.xfail(strict=True, reason="Ferrite switches to exponent form as C's %g does (from "
+                   "1e17, exponent of two digits at least); Redis 7.2's fpconv_dtoa does not: "
+                   "123456789012345680 and 1e-7")
+def test_score_text_exponent_form_as_7_2(raw2):
+    raw2.execute_command("ZADD", "z", "1e-7", "b", "123456789012345678", "c")
+    assert raw2.execute_command("ZSCORE", "z", "b") == "1e-7"
+    assert raw2.execute_command("ZSCORE", "z", "c") == "123456789012345680"
 
 
 def test_zrange_bylex(r):

@@ -415,3 +415,37 @@ def test_resp2_subscribe_inside_multi(server):
     want = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n"
     assert read_exact(s, want) == want
     s.close()
+
+
+@pytest.mark.redis72
+def test_ssubscribe_inside_multi_and_scripts(server):
+    # Redis 7.2 queues SSUBSCRIBE in MULTI and answers an error for it inside EXEC (which runs
+    # DENY BLOCKING), the other commands running; SUNSUBSCRIBE runs there. Scripts may call
+    # neither (`noscript`).
+    s = server.sock()
+    s.sendall(b"MULTI\r\nSSUBSCRIBE a b\r\nSUNSUBSCRIBE a\r\nPING x\r\nEXEC\r\nGET k\r\n")
+    want = (b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n"
+            b"*3\r\n-ERR SSUBSCRIBE isn't allowed for a DENY BLOCKING client\r\n"
+            b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\na\r\n:0\r\n"
+            b"$1\r\nx\r\n"
+            # Not subscribed afterwards: any command runs.
+            b"$-1\r\n")
+    assert read_exact(s, want) == want
+    c = server.client(decode_responses=True)
+    assert c.spublish("a", "m") == 0
+    s.close()
+    # RESP3 (MULTI while subscribed): SUNSUBSCRIBE's confirmation is an element of EXEC's reply.
+    s = resp3_sock(server)
+    s.sendall(b"SSUBSCRIBE a\r\nMULTI\r\nSUNSUBSCRIBE a\r\nSSUBSCRIBE b\r\nEXEC\r\n")
+    want = (b">3\r\n$10\r\nssubscribe\r\n$1\r\na\r\n:1\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n"
+            b"*2\r\n>3\r\n$12\r\nsunsubscribe\r\n$1\r\na\r\n:0\r\n"
+            b"-ERR SSUBSCRIBE isn't allowed for a DENY BLOCKING client\r\n")
+    assert read_exact(s, want) == want
+    assert c.spublish("a", "m") == 0
+    assert c.spublish("b", "m") == 0
+    s.close()
+    for call in ("redis.call", "redis.pcall"):
+        for cmd in ("ssubscribe", "sunsubscribe"):
+            with pytest.raises(redis.ResponseError,
+                               match="This Redis command is not allowed from script"):
+                c.eval(f"return {call}('{cmd}', 'a')", 0)

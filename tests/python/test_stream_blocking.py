@@ -2,8 +2,9 @@
 resolved when it blocked), timeouts, BLOCK 0, CLIENT UNBLOCK, XREADGROUP `>` with a consumer
 group (one entry delivered to one consumer), the stream deleted / retyped / flushed while a reader
 waits (Redis 7.2: XREAD keeps waiting, XREADGROUP runs again and gets that command's own
-`-NOGROUP` / `-WRONGTYPE`, or data after a RENAME), XGROUP DESTROY (`-NOGROUP`), RESP3, no blocking inside MULTI, and the journal/digest
-effects of a served XREADGROUP."""
+`-NOGROUP` / `-WRONGTYPE`, or data after a RENAME), XGROUP DESTROY (`-NOGROUP`), a woken
+reader answering every stream with entries for it (7.2 runs it again whole), RESP3, no blocking
+inside MULTI, and the journal/digest effects of a served XREADGROUP."""
 
 from __future__ import annotations
 
@@ -255,6 +256,59 @@ def test_resp3_xreadgroup_rerun_errors(server, admin):
     w.delete("s")
     with pytest.raises(redis.ResponseError, match="^NOGROUP No such key 's' or consumer group 'g'"):
         r.result()
+
+
+@pytest.mark.redis72
+def test_a_woken_xread_answers_every_stream_with_entries(server, admin):
+    """Redis 7.2 runs a blocked XREAD again when one of its keys is ready: streams written
+    together (one transaction, one script) all come in the reply, in the order the keys were
+    given, not only the one that woke it."""
+    w = server.client(decode_responses=True)
+    w.xadd("b", {"old": "0"}, id="1-0")
+    r = Background(bc(server), "XREAD", "BLOCK", "0", "STREAMS", "a", "b", "c", "$", "$", "$")
+    wait_blocked(admin, 1)
+    with w.pipeline(transaction=True) as p:
+        p.xadd("c", {"f": "c"}, id="2-0")
+        p.xadd("b", {"f": "b"}, id="3-0")
+        p.execute()
+    assert r.result() == [[b"b", [[b"3-0", [b"f", b"b"]]]], [b"c", [[b"2-0", [b"f", b"c"]]]]]
+    # A script, and RESP3 (a map, in the keys' order).
+    r = Background(bc(server, 3), "XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "c", "a",
+                   "$", "$")
+    wait_blocked(admin, 1)
+    w.eval("redis.call('XADD', KEYS[1], '5-0', 'f', 'a') "
+           "redis.call('XADD', KEYS[1], '6-0', 'f', 'a2') "
+           "redis.call('XADD', KEYS[2], '7-0', 'f', 'c') return 1", 2, "a", "c")
+    got = r.result()
+    assert got == {b"c": [[b"7-0", [b"f", b"c"]]], b"a": [[b"5-0", [b"f", b"a"]]]}
+    assert list(got) == [b"c", b"a"]
+    # A blocked XREADGROUP (already run again whole) likewise gets both streams.
+    for key in ("a", "b"):
+        w.xgroup_create(key, "g", id="$")
+    r = Background(bc(server), "XREADGROUP", "GROUP", "g", "alice", "BLOCK", "0",
+                   "STREAMS", "a", "b", ">", ">")
+    wait_blocked(admin, 1)
+    with w.pipeline(transaction=True) as p:
+        p.xadd("b", {"f": "b"}, id="8-0")
+        p.xadd("a", {"f": "a"}, id="9-0")
+        p.execute()
+    assert r.result() == [[b"a", [[b"9-0", [b"f", b"a"]]]], [b"b", [[b"8-0", [b"f", b"b"]]]]]
+
+
+@pytest.mark.redis72
+def test_a_woken_xread_answers_what_a_new_run_would(server, admin):
+    """Run again whole, a blocked XREAD answers -WRONGTYPE when another of its keys was given
+    another type meanwhile (that write alone does not wake it), as Redis 7.2 does."""
+    w = server.client(decode_responses=True)
+    r = Background(bc(server), "XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$", "$")
+    wait_blocked(admin, 1)
+    w.set("b", "not a stream")
+    time.sleep(0.1)
+    assert blocked_count(admin) == 1
+    w.xadd("a", {"f": "v"}, id="1-0")
+    with pytest.raises(redis.ResponseError, match="^WRONGTYPE"):
+        r.result()
+    assert blocked_count(admin) == 0
 
 
 def blocking_keys(admin) -> tuple[int, int]:

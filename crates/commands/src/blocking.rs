@@ -5,7 +5,8 @@
 //! has something, or says which keys to wait for and how long ([`Attempt::Block`]). The
 //! server runs the attempt, and when it blocks registers a waiter with the keyspace
 //! (`ferrite_storage::blocking`); when a write makes one of the keys ready, the waiter runs the
-//! same attempt again, restricted to that key, under the same lock. Inside MULTI and scripts
+//! same attempt again under the same lock: a pop restricted to that key, XREAD / XREADGROUP
+//! over all their keys (Redis 7.2 re-runs them: `streams::serve_ready`). Inside MULTI and scripts
 //! (the data function in the command table) a command that would block answers as if it had
 //! timed out, as in Redis.
 //!
@@ -26,7 +27,8 @@ use crate::util::{as_list, as_zset, as_zset_mut};
 crate::command_family!("list");
 
 /// Runs a blocking command once: serves it or says what to wait for. `ready`: the key a write
-/// has just made ready (a waiter being served): only that key is looked at.
+/// has just made ready (a waiter being served): a pop looks only at that key, XREAD /
+/// XREADGROUP at all theirs.
 pub type AttemptFn =
     fn(&mut Ctx<'_, '_>, Args<'_>, ready: Option<&[u8]>) -> Result<Attempt, ErrorReply>;
 

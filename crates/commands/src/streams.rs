@@ -943,46 +943,38 @@ pub fn read_blocks(args: &Args<'_>, xreadgroup: bool) -> bool {
 }
 
 /// Serves a blocked XREAD / XREADGROUP (`args`: the request [`ReadWait::retry`] gave) after a
-/// write made `key` ready, as Redis 7.2 does.
+/// write made `key` ready, as Redis 7.2 does: the command runs again as if new, over all its
+/// keys in the order given (7.2's re-processing of a blocked command), so the reply holds every
+/// stream that has entries for it by then (two streams written in one transaction or script
+/// come together), not only the one that woke it. Its `$`s were resolved when it blocked.
 ///
-/// A blocked XREADGROUP runs again as if new, over all its keys (7.2's re-processing): if the
-/// key was deleted, flushed, renamed over by a stream without the group, given another type or
-/// lost its group, the client gets that command's own answer (`-NOGROUP ... in XREADGROUP with
-/// GROUP option`, `-WRONGTYPE`); if there is something to read it is served; if not it keeps
-/// waiting (the caller keeps its place and its original deadline). A blocked XREAD is only
-/// served from that stream, and keeps waiting while the key is missing or of another type.
+/// XREADGROUP (7.2's `unblock_on_nokey`) runs again whatever happened to the key: deleted,
+/// flushed, renamed over by a stream without the group, given another type or without its
+/// group, it gets that command's own answer (`-NOGROUP ... in XREADGROUP with GROUP option`,
+/// `-WRONGTYPE`). XREAD runs again only when the key is a stream (7.2 wakes it only for its own
+/// type): a key deleted or set to another type leaves it waiting. Either way, if there is
+/// nothing to read the caller keeps waiting, in its place and with its original deadline.
 pub fn serve_ready(
     ctx: &mut Ctx<'_, '_>,
     args: Args<'_>,
     xreadgroup: bool,
     key: &[u8],
 ) -> Result<ReadOutcome, ErrorReply> {
-    if xreadgroup {
-        return read_attempt(ctx, args, true);
-    }
-    let r = parse_read(&args, false)?;
-    let n = (args.len() - r.streams_at) / 2;
-    let Some(i) = (0..n).find(|&i| args.get(r.streams_at + i) == key) else {
-        return read_attempt(ctx, args, false);
-    };
-    let is_stream = ctx
-        .db
-        .get(key, ctx.now)
-        .is_some_and(|e| as_stream(e).is_ok());
-    if !is_stream {
+    if !xreadgroup
+        && ctx
+            .db
+            .get(key, ctx.now)
+            .is_none_or(|e| as_stream(e).is_err())
+    {
         // Keep waiting, with the same request.
+        let r = parse_read(&args, false)?;
         return Ok(ReadOutcome::Wait(ReadWait {
             keys: vec![key.to_vec()],
             retry: args.iter().map(<[u8]>::to_vec).collect(),
             timeout_ms: r.block.unwrap_or(0),
         }));
     }
-    let one = ferrite_protocol::OwnedRequest::from_parts(
-        (0..r.streams_at)
-            .map(|j| args.get(j))
-            .chain([key, args.get(r.streams_at + n + i)]),
-    );
-    read_attempt(ctx, one.args(), false)
+    read_attempt(ctx, args, xreadgroup)
 }
 
 fn limit(count: usize) -> usize {
@@ -1093,7 +1085,7 @@ fn meet_consumer(
         .map(|c| c.seen_time());
     let exists = seen.is_some();
     // Seen this millisecond already (a poller's pipeline): nothing to change, and no need to
-    // take the entry for writing (which accounts it and offers the key to its waiters).
+    // take the entry for writing (which accounts it).
     if exists && (!touch || seen == Some(now)) {
         return Ok(());
     }
@@ -1101,11 +1093,14 @@ fn meet_consumer(
     let Slot::Occupied(mut o) = ctx.db.entry(key, now) else {
         return Ok(());
     };
-    let s = as_stream_mut(o.get_mut())?;
     if exists {
-        s.touch_consumer(group, consumer, now);
+        // A poll that finds nothing changes only the seen time: no blocked reader of the key
+        // has anything new to read.
+        o.unseen_by_waiters();
+        as_stream_mut(o.get_mut())?.touch_consumer(group, consumer, now);
         return Ok(());
     }
+    let s = as_stream_mut(o.get_mut())?;
     if !s.create_consumer(group, consumer, now) {
         return Ok(());
     }

@@ -9,7 +9,8 @@
 //! permit (a cutover never waits for a blocked client).
 //!
 //! A write that makes one of its keys ready serves it on the writer's side, under the lock, in
-//! blocking order: the attempt runs again for that key and its reply is parked in the
+//! blocking order: the attempt runs again (a pop for that key, XREAD / XREADGROUP over all
+//! their keys, as Redis 7.2 re-runs them) and its reply is parked in the
 //! [`BlockedClient`], whose connection is woken. When nothing has to be made durable first (the
 //! tenant has no log) and the waiting connection has no output pending, the writer sends the
 //! reply on the waiter's socket itself, before its own reply, as Redis serves a blocked client

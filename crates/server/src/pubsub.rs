@@ -494,6 +494,14 @@ pub fn subscribe_shard(
     a: Args<'_>,
     out: &mut BytesMut,
 ) -> ServerResult {
+    // Redis 7.2 queues SSUBSCRIBE in MULTI but refuses it inside EXEC, which runs with its
+    // client flagged DENY BLOCKING (SUBSCRIBE and PSUBSCRIBE are let through there for
+    // compatibility; SSUBSCRIBE, newer, never was).
+    if st.inside_exec {
+        return Err(ErrorReply::err(
+            "SSUBSCRIBE isn't allowed for a DENY BLOCKING client",
+        ));
+    }
     subscribe(st, sh, a, out, Which::Shard)
 }
 

@@ -3,7 +3,8 @@
 //! A command that finds nothing to serve registers a [`Waiter`] on its keys with
 //! [`crate::Db::block`] and its connection waits holding nothing: no lock, no thread. Every
 //! write that changes a key somebody waits for marks the key *ready* (the write funnel does it,
-//! so no command can forget), and before the lock is released after that command — after the
+//! so no command can forget; only an access that changes what no waiter reads, a stream
+//! consumer's seen time, says so with `Occupied::unseen_by_waiters`), and before the lock is released after that command — after the
 //! whole transaction or script when one is running — [`crate::Db::serve_blocked`] offers each
 //! ready key to its waiters in the order they blocked (Redis's fairness: first blocked, first
 //! served). A waiter runs its command against the keyspace right there, under the same lock, so

@@ -354,6 +354,8 @@ pub struct Occupied<'a> {
     /// The element sum the digest before the write hashed a compact collection's elements for
     /// (one that leaves its sum out): the first mutable access opens the entry with it.
     open_sum: Option<u64>,
+    /// Offers the key to its blocked clients when dropped (see [`Occupied::unseen_by_waiters`]).
+    wakes_waiters: bool,
 }
 
 /// A key that does not exist (or has expired).
@@ -446,6 +448,13 @@ impl Occupied<'_> {
         self.replaced = true;
     }
 
+    /// This access changes only what no blocked client reads (a stream consumer's seen time,
+    /// which the digest leaves out too): unless the content changes after all, the key is not
+    /// offered to its blocked clients, who would only look again and go back to waiting.
+    pub fn unseen_by_waiters(&mut self) {
+        self.wakes_waiters = false;
+    }
+
     /// Keeps the entry's modified time across this change (restoring a migrated key).
     pub fn preserve_modified(&mut self) {
         self.preserve_modified = true;
@@ -483,16 +492,17 @@ impl Drop for Occupied<'_> {
             db.account_removed(entry.key(), self.bucket, self.before, self.now);
             return;
         }
-        if db.blocking.any() {
-            db.blocking.signal(e.key());
-        }
         // The digest before settling: an open entry's collection keeps its digest sum, which a
         // compact one of a few elements leaves out (and would recompute). Neither depends on
         // the form, nor does the size.
         let (kd, size) = e.digest_and_size(self.name_hash, e.key());
+        let same = kd == self.before.kd && size == self.before.size;
+        if db.blocking.any() && (self.wakes_waiters || !same || self.replaced) {
+            db.blocking.signal(e.key());
+        }
         // A writer may have opened a compact entry (`Entry::value_mut`): put it back.
         e.settle();
-        if kd == self.before.kd && size == self.before.size {
+        if same {
             if self.replaced {
                 let version = db.next_version;
                 db.next_version += 1;
@@ -743,6 +753,7 @@ impl Db {
                     finished: false,
                     replaced: false,
                     open_sum,
+                    wakes_waiters: true,
                 })
             }
             None => Slot::Vacant(Vacant { db: self, key, now }),

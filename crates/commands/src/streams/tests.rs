@@ -209,3 +209,58 @@ fn consumers_seen_and_active_times_follow_redis_7_2() {
     );
     t.assert_digest_consistent();
 }
+
+/// An empty XREADGROUP poll only marks its consumer seen: it does not offer the key to the
+/// clients blocked on it (they would look again and go back to waiting), while a change they
+/// could see does: a new consumer, a new entry.
+#[test]
+fn an_empty_poll_wakes_no_blocked_reader() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    use ferrite_storage::{Db, Waiter};
+
+    struct Counter {
+        keys: Vec<Box<[u8]>>,
+        offered: AtomicUsize,
+    }
+    impl Waiter for Counter {
+        fn keys(&self) -> &[Box<[u8]>] {
+            &self.keys
+        }
+        fn serve(&self, _: &mut Db, _: &[u8], _: u64) -> bool {
+            self.offered.fetch_add(1, Relaxed);
+            false
+        }
+    }
+    let mut t = TestDb::new();
+    t.run(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+    t.run(&["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", ">"]);
+    let counter = Arc::new(Counter {
+        keys: vec![b"s"[..].into()],
+        offered: AtomicUsize::new(0),
+    });
+    let waiter: Arc<dyn Waiter> = counter.clone();
+    t.keyspace.lock().block(waiter.clone());
+    let offered = |t: &mut TestDb| {
+        t.keyspace.lock().serve_blocked(t.now);
+        counter.offered.load(Relaxed)
+    };
+    t.now += 5;
+    let idle = |t: &mut TestDb| t.run(&["XINFO", "CONSUMERS", "s", "g"]);
+    assert!(idle(&mut t).contains("$4\r\nidle\r\n:5\r\n"));
+    assert_eq!(
+        t.run(&["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", ">"]),
+        "*-1\r\n"
+    );
+    // Seen now, and nobody offered the key.
+    assert!(idle(&mut t).contains("$4\r\nidle\r\n:0\r\n"));
+    assert_eq!(offered(&mut t), 0);
+    t.now += 5;
+    t.run(&["XREADGROUP", "GROUP", "g", "bob", "STREAMS", "s", ">"]);
+    assert_eq!(offered(&mut t), 1);
+    t.run(&["XADD", "s", "*", "f", "v"]);
+    assert_eq!(offered(&mut t), 2);
+    assert!(t.keyspace.lock().unblock(&waiter));
+    t.assert_digest_consistent();
+}

@@ -139,12 +139,12 @@ pub const SERVER_COMMANDS: &[ServerCommand] = &[
     now_in_multi("select", |st, _, args, out| connection::select(st, args, out)),
     now("reset", |st, sh, _, out| connection::reset(st, sh, out)),
     // Redis runs SUBSCRIBE, PSUBSCRIBE and the UNSUBSCRIBEs inside EXEC (their confirmations
-    // are elements of its reply); SSUBSCRIBE it refuses there.
+    // are elements of its reply); SSUBSCRIBE it queues, and answers an error there.
     now_in_multi("subscribe", crate::pubsub::subscribe_channels),
     now_in_multi("unsubscribe", crate::pubsub::unsubscribe_channels),
     now_in_multi("psubscribe", crate::pubsub::subscribe_patterns),
     now_in_multi("punsubscribe", crate::pubsub::unsubscribe_patterns),
-    now("ssubscribe", crate::pubsub::subscribe_shard),
+    now_in_multi("ssubscribe", crate::pubsub::subscribe_shard),
     now_in_multi("sunsubscribe", crate::pubsub::unsubscribe_shard),
     like_data(now_in_multi("publish", crate::pubsub::publish)),
     like_data(now_in_multi("spublish", crate::pubsub::spublish)),
