@@ -578,6 +578,15 @@ fn a_handed_over_migration_with_auth_is_finished_by_cutover_retry_auth_after_a_r
     assert!(write_probe(&dst).is_err(), "the target was never activated");
     assert_eq!(digest(&mut a, "acme"), frozen, "the source kept its copy");
     assert_password_not_kept(src_dir.path(), &src);
+    // A second restart first: the restored migration's record was written again when it came
+    // back, and must still say a password is needed (the RETRY without AUTH below checks it).
+    drop(a);
+    sigkill(src);
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    let again = migration_status(&mut a, &id);
+    assert_eq!(again["error"], s["error"], "{again:?}");
+    let s = again;
     let unchanged = |a: &mut redis::Connection, when: &str| {
         let now = migration_status(a, &id);
         assert_eq!(now["state"], "failed", "{when}: {now:?}");
