@@ -537,8 +537,24 @@ fn cutover_parked_at(src: &Server, id: &str, point: &str) -> JoinHandle<()> {
 /// `CUTOVER <id> RETRY AUTH <password>` finishes it (docs/migration.md, "Restarts of the
 /// source"). The restarted source runs with the default settings; before the kill it has
 /// `fault_injection` on to park the cutover at `cutover:before_activate`.
-#[test]
-fn a_handed_over_migration_with_auth_is_finished_by_cutover_retry_auth_after_a_restart() {
+/// A source (default settings after its restart) SIGKILLed with a migration started with AUTH
+/// parked at `cutover:before_activate` (the hand-over recorded, the target not activated), under
+/// writers; `fault_injection` is on before the kill only.
+struct HandedOver {
+    _conf_dir: tempfile::TempDir,
+    src_dir: tempfile::TempDir,
+    _dst_dir: tempfile::TempDir,
+    src: Server,
+    dst: Server,
+    id: String,
+    import: String,
+    /// TENANT.DIGEST of the source's frozen copy.
+    frozen: (i64, String),
+    /// The writers' acknowledged writes.
+    acked: BTreeMap<String, String>,
+}
+
+fn handed_over_then_restarted() -> HandedOver {
     let conf_dir = data_dir();
     let cfg = fault_injection_config(conf_dir.path());
     let src_dir = data_dir();
@@ -563,8 +579,33 @@ fn a_handed_over_migration_with_auth_is_finished_by_cutover_retry_auth_after_a_r
     drop(a);
     sigkill(src);
     let _ = cutover.join();
-
     let src = Server::start_in(src_dir.path(), &[]);
+    HandedOver {
+        _conf_dir: conf_dir,
+        src_dir,
+        _dst_dir: dst_dir,
+        src,
+        dst,
+        id,
+        import,
+        frozen,
+        acked,
+    }
+}
+
+#[test]
+fn a_handed_over_migration_with_auth_is_finished_by_cutover_retry_auth_after_a_restart() {
+    let HandedOver {
+        _conf_dir,
+        src_dir,
+        _dst_dir,
+        src,
+        dst,
+        id,
+        import,
+        frozen,
+        acked,
+    } = handed_over_then_restarted();
     let mut a = src.conn();
     let s = migration_status(&mut a, &id);
     assert_eq!(s["state"], "failed", "{s:?}");
@@ -831,5 +872,64 @@ fn cancel_without_auth_of_a_restored_migration_cancels_here_and_names_the_import
     assert_import_dropped(&dst, &import);
     assert!(err(&mut b, &["TENANT.INFO", "acme"]).contains("no such tenant"));
     write_probe(&src).expect("the source owns the tenant");
+    assert_password_not_kept(src_dir.path(), &src);
+}
+
+/// CANCEL of the same handed-over migration after the restart: without AUTH it is refused
+/// naming AUTH (the tenant comes back only once the target drops its import) and changes
+/// nothing; with a wrong password refused; with the right one the target drops its import and
+/// the source serves the tenant again, with the frozen copy's data.
+#[test]
+fn a_handed_over_migration_with_auth_is_cancelled_only_with_the_targets_password() {
+    let HandedOver {
+        _conf_dir,
+        src_dir,
+        _dst_dir,
+        src,
+        dst,
+        id,
+        import,
+        frozen,
+        acked: _,
+    } = handed_over_then_restarted();
+    let mut a = src.conn();
+    let refused_logins = auth_failures(&dst);
+    let e = err(&mut a, &["TENANT.MIGRATE.CANCEL", &id]);
+    assert!(
+        e.contains(&format!("TENANT.MIGRATE.CANCEL {id} AUTH <password>")),
+        "{e}"
+    );
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.CANCEL", &id, "AUTH", "not-the-password"],
+    );
+    assert!(e.contains("WRONGPASS"), "{e}");
+    for when in [
+        "after CANCEL without AUTH",
+        "after CANCEL with a wrong password",
+    ] {
+        let s = migration_status(&mut a, &id);
+        assert_eq!(s["state"], "failed", "{when}: {s:?}");
+    }
+    assert_moved_to(&src, &dst);
+    assert!(write_probe(&dst).is_err(), "the target is not active");
+    assert_ne!(import_state(&dst, &import).as_deref(), Ok("active"));
+    assert_eq!(
+        auth_failures(&dst),
+        refused_logins + 1,
+        "only the wrong password was tried"
+    );
+
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.CANCEL", &id, "AUTH", TARGET_PASSWORD],
+    );
+    let s = migration_status(&mut a, &id);
+    assert_eq!(s["state"], "cancelled", "{s:?}");
+    assert_import_dropped(&dst, &import);
+    let mut b = dst.conn();
+    assert!(err(&mut b, &["TENANT.INFO", "acme"]).contains("no such tenant"));
+    assert_eq!(digest(&mut a, "acme"), frozen, "the source serves its copy");
+    assert_owned_by_source_only(&src, &dst, "after CANCEL AUTH");
     assert_password_not_kept(src_dir.path(), &src);
 }
