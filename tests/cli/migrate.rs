@@ -308,6 +308,25 @@ fn cancelled_migration_makes_watch_fail() {
         format!("Migration {id} resumed.\n")
     );
     state("live_sync");
+    // --target-password reaches the server as AUTH: this migration was started without one,
+    // so both are refused there and change nothing.
+    let r = cli(&src, &["migrate", "cancel", &id, "--target-password", "x"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("AUTH applies to CANCEL"), "{r:?}");
+    let r = cli(
+        &src,
+        &[
+            "migrate",
+            "cutover",
+            &id,
+            "--retry",
+            "--target-password",
+            "x",
+        ],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("AUTH applies to CUTOVER RETRY"), "{r:?}");
+    state("live_sync");
     let out = cli_ok(&src, &["migrate", "cancel", &id]);
     assert_eq!(out, format!("Migration {id} cancelled.\n"));
     let r = cli(

@@ -3,8 +3,12 @@
 //! password>`, it comes back `failed` (the password is never written to disk), RESUME without
 //! AUTH is refused naming AUTH, RESUME with a wrong password fails visibly and leaves the tenant
 //! here, RESUME with the right one copies it afresh and cuts over. The source runs with the
-//! default `[tenancy.migration]` settings (no configuration file); the target has `requirepass`
-//! and no migration token, so the password is the only way in.
+//! default `[tenancy.migration]` settings (no configuration file; the cutover test turns
+//! `fault_injection` on before its kill); the target has `requirepass` and no migration token, so
+//! the password is the only way in. The same for the two paths that reach the target of such a
+//! restored migration: CUTOVER RETRY after a recorded hand-over (`RETRY AUTH <password>`), and
+//! CANCEL (`AUTH <password>` drops the target's import; without it the migration is cancelled
+//! here and STATUS names the import left on the target).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -471,5 +475,461 @@ fn a_queued_migration_with_auth_comes_back_failed_and_resume_auth_starts_it() {
     let cut = cut_over(&mut a, &running);
     assert_eq!(text(&cut["status"]), "completed", "{cut:?}");
     assert_eq!(digest(&mut b, "other"), before);
+    assert_password_not_kept(src_dir.path(), &src);
+}
+
+/// `TENANT.IMPORT.STATUS <import>` on the target: the import's state, or the refusal (`no such
+/// import ...` once it was dropped).
+fn import_state(dst: &Server, import: &str) -> Result<String, String> {
+    let mut b = dst.conn();
+    cmd(&mut b, &["TENANT.IMPORT.STATUS", import])
+        .map(|v| text(map_of(v).get("state").expect("state")))
+        .map_err(|e| e.to_string())
+}
+
+/// The target's count of refused logins (`INFO stats` `auth_failures`).
+fn auth_failures(dst: &Server) -> u64 {
+    let mut b = dst.conn();
+    info(&mut b, "stats")["auth_failures"].parse().unwrap()
+}
+
+/// The target dropped `import` (it keeps an aborted import's record for a while).
+fn assert_import_dropped(dst: &Server, import: &str) {
+    match import_state(dst, import) {
+        Ok(state) => assert_eq!(state, "aborted", "import {import}"),
+        Err(e) => assert!(e.contains("no such import"), "{e}"),
+    }
+}
+
+/// The source's configuration for the cutover test: `fault_injection`, so the test can park
+/// the cutover after the hand-over was recorded (tests only; everything else is the default).
+fn fault_injection_config(dir: &std::path::Path) -> String {
+    let cfg = dir.join("source.toml");
+    std::fs::write(&cfg, "[tenancy.migration]\nfault_injection = true\n").unwrap();
+    cfg.to_string_lossy().into_owned()
+}
+
+/// Starts a cutover on another connection, retrying while the lag is over the limit, and waits
+/// until it is parked at the fault-injection point `point` (armed first).
+fn cutover_parked_at(src: &Server, id: &str, point: &str) -> JoinHandle<()> {
+    let mut a = src.conn();
+    ok(&mut a, &["TENANT.MIGRATE.DEBUG", id, "BREAK", point]);
+    let mut a2 = src.conn();
+    let idc = id.to_string();
+    // Its answer never comes: the source is killed while it is parked.
+    let cutover = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = cmd(&mut a2, &["TENANT.MIGRATE.CUTOVER", &idc]) {
+            if !e.to_string().contains("cutover_max_lag") || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    wait_until("the cutover parked", Duration::from_secs(30), || {
+        text(&ok(&mut a, &["TENANT.MIGRATE.DEBUG", id, "WAITING"])) == point
+    });
+    cutover
+}
+
+/// A migration started with AUTH whose source was SIGKILLed after it recorded the hand-over and
+/// before the target confirmed activation: the restarted source answers `-MOVED`, and only
+/// `CUTOVER <id> RETRY AUTH <password>` finishes it (docs/migration.md, "Restarts of the
+/// source"). The restarted source runs with the default settings; before the kill it has
+/// `fault_injection` on to park the cutover at `cutover:before_activate`.
+/// A source (default settings after its restart) SIGKILLed with a migration started with AUTH
+/// parked at `cutover:before_activate` (the hand-over recorded, the target not activated), under
+/// writers; `fault_injection` is on before the kill only.
+struct HandedOver {
+    _conf_dir: tempfile::TempDir,
+    src_dir: tempfile::TempDir,
+    _dst_dir: tempfile::TempDir,
+    src: Server,
+    dst: Server,
+    id: String,
+    import: String,
+    /// TENANT.DIGEST of the source's frozen copy.
+    frozen: (i64, String),
+    /// The writers' acknowledged writes.
+    acked: BTreeMap<String, String>,
+}
+
+fn handed_over_then_restarted() -> HandedOver {
+    let conf_dir = data_dir();
+    let cfg = fault_injection_config(conf_dir.path());
+    let src_dir = data_dir();
+    let dst_dir = data_dir();
+    let src = Server::start_in(src_dir.path(), &["--config", &cfg]);
+    let dst = start_target(dst_dir.path());
+    tenant_with_keys(&src, "acme", 2000);
+    let mut a = src.conn();
+    let id = migrate_with_auth(&mut a, "acme", &dst, &["BATCH_SIZE", "50"]);
+    let writers = Writers::start(&src, "w");
+    wait_status(&mut a, &id, "live sync", Duration::from_secs(60), |s| {
+        s["state"] == "live_sync"
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let cutover = cutover_parked_at(&src, &id, "cutover:before_activate");
+    // Parked after the hand-over: the writers stopped at MOVED; the source's copy is frozen.
+    let acked = writers.finish();
+    assert!(acked.len() > 50, "the writers wrote: {}", acked.len());
+    let frozen = digest(&mut a, "acme");
+    let import = migration_status(&mut a, &id)["import_id"].clone();
+    assert!(!import.is_empty());
+    drop(a);
+    sigkill(src);
+    let _ = cutover.join();
+    let src = Server::start_in(src_dir.path(), &[]);
+    HandedOver {
+        _conf_dir: conf_dir,
+        src_dir,
+        _dst_dir: dst_dir,
+        src,
+        dst,
+        id,
+        import,
+        frozen,
+        acked,
+    }
+}
+
+#[test]
+fn a_handed_over_migration_with_auth_is_finished_by_cutover_retry_auth_after_a_restart() {
+    let HandedOver {
+        _conf_dir,
+        src_dir,
+        _dst_dir,
+        src,
+        dst,
+        id,
+        import,
+        frozen,
+        acked,
+    } = handed_over_then_restarted();
+    let mut a = src.conn();
+    let s = migration_status(&mut a, &id);
+    assert_eq!(s["state"], "failed", "{s:?}");
+    assert!(
+        s["error"].contains(&format!(
+            "TENANT.MIGRATE.CUTOVER {id} RETRY AUTH <password>"
+        )),
+        "{s:?}"
+    );
+    assert_moved_to(&src, &dst);
+    assert!(write_probe(&dst).is_err(), "the target was never activated");
+    assert_eq!(digest(&mut a, "acme"), frozen, "the source kept its copy");
+    assert_password_not_kept(src_dir.path(), &src);
+    // A second restart first: the restored migration's record was written again when it came
+    // back, and must still say a password is needed (the RETRY without AUTH below checks it).
+    drop(a);
+    sigkill(src);
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    let again = migration_status(&mut a, &id);
+    assert_eq!(again["error"], s["error"], "{again:?}");
+    let s = again;
+    let unchanged = |a: &mut redis::Connection, when: &str| {
+        let now = migration_status(a, &id);
+        assert_eq!(now["state"], "failed", "{when}: {now:?}");
+        assert_moved_to(&src, &dst);
+        assert!(
+            write_probe(&dst).is_err(),
+            "{when}: the target is not active"
+        );
+        let st = import_state(&dst, &import).unwrap_or_else(|e| panic!("{when}: {e}"));
+        assert_ne!(st, "active", "{when}");
+        now
+    };
+
+    // Without AUTH: refused, naming AUTH; nothing changes (not even a login tried there).
+    let refused_logins = auth_failures(&dst);
+    let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "RETRY"]);
+    assert!(
+        e.contains(&format!("CUTOVER {id} RETRY AUTH <password>")),
+        "{e}"
+    );
+    let after = unchanged(&mut a, "after RETRY without AUTH");
+    assert_eq!(
+        after["error"], s["error"],
+        "RETRY without AUTH changed nothing"
+    );
+    assert_eq!(auth_failures(&dst), refused_logins, "no login was tried");
+
+    // A wrong password: refused with the target's answer, at once (not after the default 30 s
+    // activation timeout), also in STATUS.
+    let asked = Instant::now();
+    let e = err(
+        &mut a,
+        &[
+            "TENANT.MIGRATE.CUTOVER",
+            &id,
+            "RETRY",
+            "AUTH",
+            "not-the-password",
+        ],
+    );
+    assert!(e.contains("WRONGPASS"), "{e}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "a refused login is final: {:?}",
+        asked.elapsed()
+    );
+    let after = unchanged(&mut a, "after RETRY with a wrong password");
+    assert!(after["error"].contains("WRONGPASS"), "{after:?}");
+    assert_password_not_kept(src_dir.path(), &src);
+
+    // The right one: the target activates the copy the source handed over.
+    let cut = map_of(ok(
+        &mut a,
+        &[
+            "TENANT.MIGRATE.CUTOVER",
+            &id,
+            "RETRY",
+            "AUTH",
+            TARGET_PASSWORD,
+        ],
+    ));
+    assert_eq!(text(&cut["status"]), "completed", "{cut:?}");
+    assert_eq!(migration_status(&mut a, &id)["state"], "completed");
+    assert_eq!(import_state(&dst, &import).as_deref(), Ok("active"));
+    let mut b = dst.conn();
+    assert_eq!(
+        digest(&mut b, "acme"),
+        frozen,
+        "the target holds the source's frozen copy"
+    );
+    let mut bt = tenant_conn(&dst, "acme", "pw");
+    for (k, v) in &acked {
+        let got: Option<String> = redis::cmd("GET").arg(k).query(&mut bt).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
+    }
+    write_probe(&dst).expect("the target owns the tenant");
+    assert_moved_to(&src, &dst);
+    assert_password_not_kept(src_dir.path(), &src);
+
+    // One more restart: still completed, still moved.
+    drop(a);
+    sigkill(src);
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_eq!(migration_status(&mut a, &id)["state"], "completed");
+    assert_moved_to(&src, &dst);
+    write_probe(&dst).expect("the target still owns the tenant");
+    assert_password_not_kept(src_dir.path(), &src);
+}
+
+/// A source (default settings) with a migration started with AUTH that a restart interrupted
+/// in live sync (SIGKILL or SHUTDOWN), and the import it had opened on the target.
+struct Interrupted {
+    src_dir: tempfile::TempDir,
+    _dst_dir: tempfile::TempDir,
+    src: Server,
+    dst: Server,
+    id: String,
+    import: String,
+}
+
+fn interrupted_in_live_sync(kill: bool) -> Interrupted {
+    let src_dir = data_dir();
+    let dst_dir = data_dir();
+    let src = Server::start_in(src_dir.path(), &[]);
+    let dst = start_target(dst_dir.path());
+    tenant_with_keys(&src, "acme", 2000);
+    let mut a = src.conn();
+    let id = migrate_with_auth(&mut a, "acme", &dst, &["BATCH_SIZE", "50"]);
+    let s = wait_status(&mut a, &id, "live sync", Duration::from_secs(60), |s| {
+        s["state"] == "live_sync"
+    });
+    let import = s["import_id"].clone();
+    drop(a);
+    if kill {
+        sigkill(src);
+    } else {
+        shutdown(src, &[]);
+    }
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_interrupted_asking_for_auth(&mut a, &id, "live_sync");
+    assert_eq!(
+        import_state(&dst, &import).as_deref(),
+        Ok("receiving"),
+        "the interrupted run's import is still on the target"
+    );
+    assert_owned_by_source_only(&src, &dst, "after the restart");
+    Interrupted {
+        src_dir,
+        _dst_dir: dst_dir,
+        src,
+        dst,
+        id,
+        import,
+    }
+}
+
+/// CANCEL <id> AUTH <password> of a migration started with AUTH that a restart interrupted:
+/// a wrong password is refused and changes nothing; the right one cancels, and the target
+/// drops the interrupted run's import.
+#[test]
+fn cancel_auth_of_a_restored_migration_drops_the_targets_import() {
+    let Interrupted {
+        src_dir,
+        _dst_dir,
+        src,
+        dst,
+        id,
+        import,
+    } = interrupted_in_live_sync(false);
+    let mut a = src.conn();
+    let before = migration_status(&mut a, &id);
+
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.CANCEL", &id, "AUTH", "not-the-password"],
+    );
+    assert!(
+        e.contains("WRONGPASS") && e.contains("nothing was cancelled"),
+        "{e}"
+    );
+    let after = migration_status(&mut a, &id);
+    assert_eq!(after["state"], "failed", "{after:?}");
+    assert_eq!(
+        after["error"], before["error"],
+        "a refused CANCEL changed nothing"
+    );
+    assert_eq!(import_state(&dst, &import).as_deref(), Ok("receiving"));
+    assert_owned_by_source_only(&src, &dst, "after CANCEL with a wrong password");
+
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.CANCEL", &id, "AUTH", TARGET_PASSWORD],
+    );
+    let s = migration_status(&mut a, &id);
+    assert_eq!(s["state"], "cancelled", "{s:?}");
+    assert_eq!(s["error"], "", "the target dropped its import: {s:?}");
+    assert_import_dropped(&dst, &import);
+    let mut b = dst.conn();
+    assert!(
+        err(&mut b, &["TENANT.INFO", "acme"]).contains("no such tenant"),
+        "nothing of the tenant is left on the target"
+    );
+    write_probe(&src).expect("the source owns the tenant");
+    assert_password_not_kept(src_dir.path(), &src);
+
+    // After one more restart: still cancelled, still served here only.
+    drop(a);
+    shutdown(src, &[]);
+    let src = Server::start_in(src_dir.path(), &[]);
+    let mut a = src.conn();
+    assert_eq!(migration_status(&mut a, &id)["state"], "cancelled");
+    write_probe(&src).expect("the source owns the tenant");
+    assert!(write_probe(&dst).is_err());
+}
+
+/// CANCEL without AUTH of a migration started with AUTH that a restart interrupted: cancelled
+/// here at once (the source stays the only owner), the target is not contacted (the login would
+/// be refused), and STATUS says its import was left there and how to drop it; the target's
+/// TENANT.IMPORT.ABORT does.
+#[test]
+fn cancel_without_auth_of_a_restored_migration_cancels_here_and_names_the_import_left_behind() {
+    let Interrupted {
+        src_dir,
+        _dst_dir,
+        src,
+        dst,
+        id,
+        import,
+    } = interrupted_in_live_sync(true);
+    let mut a = src.conn();
+    let refused_logins = auth_failures(&dst);
+    let asked = Instant::now();
+    ok(&mut a, &["TENANT.MIGRATE.CANCEL", &id]);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        auth_failures(&dst),
+        refused_logins,
+        "no login the target would refuse was tried"
+    );
+    let s = migration_status(&mut a, &id);
+    assert_eq!(s["state"], "cancelled", "{s:?}");
+    assert!(
+        s["error"].contains(&format!("import {import} was not dropped"))
+            && s["error"].contains(&format!("TENANT.MIGRATE.CANCEL {id} AUTH <password>"))
+            && s["error"].contains("sync_timeout_secs")
+            && s["error"].contains(&format!("TENANT.IMPORT.ABORT {import}")),
+        "{s:?}"
+    );
+    // Never writable on two servers: the stale import stays unwritable there.
+    assert_eq!(import_state(&dst, &import).as_deref(), Ok("receiving"));
+    assert_owned_by_source_only(&src, &dst, "after CANCEL without AUTH");
+
+    // The remedy STATUS names, on the target.
+    let mut b = dst.conn();
+    ok(&mut b, &["TENANT.IMPORT.ABORT", &import]);
+    assert_import_dropped(&dst, &import);
+    assert!(err(&mut b, &["TENANT.INFO", "acme"]).contains("no such tenant"));
+    write_probe(&src).expect("the source owns the tenant");
+    assert_password_not_kept(src_dir.path(), &src);
+}
+
+/// CANCEL of the same handed-over migration after the restart: without AUTH it is refused
+/// naming AUTH (the tenant comes back only once the target drops its import) and changes
+/// nothing; with a wrong password refused; with the right one the target drops its import and
+/// the source serves the tenant again, with the frozen copy's data.
+#[test]
+fn a_handed_over_migration_with_auth_is_cancelled_only_with_the_targets_password() {
+    let HandedOver {
+        _conf_dir,
+        src_dir,
+        _dst_dir,
+        src,
+        dst,
+        id,
+        import,
+        frozen,
+        acked: _,
+    } = handed_over_then_restarted();
+    let mut a = src.conn();
+    let refused_logins = auth_failures(&dst);
+    let e = err(&mut a, &["TENANT.MIGRATE.CANCEL", &id]);
+    assert!(
+        e.contains(&format!("TENANT.MIGRATE.CANCEL {id} AUTH <password>")),
+        "{e}"
+    );
+    let e = err(
+        &mut a,
+        &["TENANT.MIGRATE.CANCEL", &id, "AUTH", "not-the-password"],
+    );
+    assert!(e.contains("WRONGPASS"), "{e}");
+    for when in [
+        "after CANCEL without AUTH",
+        "after CANCEL with a wrong password",
+    ] {
+        let s = migration_status(&mut a, &id);
+        assert_eq!(s["state"], "failed", "{when}: {s:?}");
+    }
+    assert_moved_to(&src, &dst);
+    assert!(write_probe(&dst).is_err(), "the target is not active");
+    assert_ne!(import_state(&dst, &import).as_deref(), Ok("active"));
+    assert_eq!(
+        auth_failures(&dst),
+        refused_logins + 1,
+        "only the wrong password was tried"
+    );
+
+    ok(
+        &mut a,
+        &["TENANT.MIGRATE.CANCEL", &id, "AUTH", TARGET_PASSWORD],
+    );
+    let s = migration_status(&mut a, &id);
+    assert_eq!(s["state"], "cancelled", "{s:?}");
+    assert_import_dropped(&dst, &import);
+    let mut b = dst.conn();
+    assert!(err(&mut b, &["TENANT.INFO", "acme"]).contains("no such tenant"));
+    assert_eq!(digest(&mut a, "acme"), frozen, "the source serves its copy");
+    assert_owned_by_source_only(&src, &dst, "after CANCEL AUTH");
     assert_password_not_kept(src_dir.path(), &src);
 }

@@ -281,8 +281,16 @@ pub enum MigrateCmd {
         force: bool,
         /// Incremental migrations: hand over only this pattern's keys (the last one completes
         /// the migration).
-        #[arg(long, value_name = "GLOB")]
+        #[arg(long, value_name = "GLOB", conflicts_with = "retry")]
         pattern: Option<String>,
+        /// After a failed cutover: re-ask the target to activate, or resume and cut over once
+        /// live again (CUTOVER RETRY).
+        #[arg(long)]
+        retry: bool,
+        /// With --retry: the target's password, for a migration started with one after this
+        /// server restarted (restarts do not keep it).
+        #[arg(long, value_name = "PASSWORD", requires = "retry")]
+        target_password: Option<String>,
     },
     /// Compare source and target checksums (exit 0 only when verified).
     Verify {
@@ -293,10 +301,22 @@ pub enum MigrateCmd {
     },
     /// Stop shipping changes for now (changes are still captured).
     Pause { id: String },
-    /// Resume a paused migration.
-    Resume { id: String },
+    /// Resume a paused migration, retry a failed one.
+    Resume {
+        id: String,
+        /// The target's password, for a migration started with one after this server
+        /// restarted (restarts do not keep it).
+        #[arg(long, value_name = "PASSWORD")]
+        target_password: Option<String>,
+    },
     /// Stop the migration; the source keeps the tenant, the target drops its copy.
-    Cancel { id: String },
+    Cancel {
+        id: String,
+        /// The target's password, for a migration started with one after this server
+        /// restarted: without it the target's copy is left to its reaper.
+        #[arg(long, value_name = "PASSWORD")]
+        target_password: Option<String>,
+    },
     /// End a continuous sync; the source keeps the tenant, the target keeps its copy.
     Stop {
         id: String,

@@ -455,10 +455,22 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
             )
             .await
         }
-        MigrateCmd::Cutover { id, force, pattern } => {
+        MigrateCmd::Cutover {
+            id,
+            force,
+            pattern,
+            retry,
+            target_password,
+        } => {
             let mut args = vec!["TENANT.MIGRATE.CUTOVER", id.as_str()];
             if let Some(p) = &pattern {
                 args.extend(["PATTERN", p.as_str()]);
+            }
+            if retry {
+                args.push("RETRY");
+            }
+            if let Some(pw) = &target_password {
+                args.extend(["AUTH", pw.as_str()]);
             }
             if force {
                 args.push("FORCE");
@@ -528,12 +540,31 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                 Ok(exit::FAILED)
             }
         }
-        MigrateCmd::Pause { id } => simple(s, "TENANT.MIGRATE.PAUSE", &id, "paused", format).await,
-        MigrateCmd::Resume { id } => {
-            simple(s, "TENANT.MIGRATE.RESUME", &id, "resumed", format).await
+        MigrateCmd::Pause { id } => {
+            simple(s, "TENANT.MIGRATE.PAUSE", &id, None, "paused", format).await
         }
-        MigrateCmd::Cancel { id } => {
-            simple(s, "TENANT.MIGRATE.CANCEL", &id, "cancelled", format).await
+        MigrateCmd::Resume {
+            id,
+            target_password,
+        } => {
+            let auth = target_password.as_deref();
+            simple(s, "TENANT.MIGRATE.RESUME", &id, auth, "resumed", format).await
+        }
+        MigrateCmd::Cancel {
+            id,
+            target_password,
+        } => {
+            let auth = target_password.as_deref();
+            let code = simple(s, "TENANT.MIGRATE.CANCEL", &id, auth, "cancelled", format).await?;
+            if format == Format::Pretty {
+                // What the target kept (its import, when it could not be dropped).
+                let st =
+                    Status::from_frame(&s.run(&["TENANT.MIGRATE.STATUS", id.as_str()]).await?)?;
+                if !st.get("error").is_empty() {
+                    outln!("  {}", st.get("error"));
+                }
+            }
+            Ok(code)
         }
         MigrateCmd::Stop { id, immediate } => {
             let how = if immediate { "IMMEDIATE" } else { "GRACEFUL" };
@@ -589,6 +620,7 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
                 s,
                 "TENANT.MIGRATE.FINALIZE",
                 &id,
+                None,
                 "finalized (backup ended, old copies released)",
                 format,
             )
@@ -597,14 +629,20 @@ pub async fn run(s: &mut Session, cmd: MigrateCmd, format: Format) -> Result<u8,
     }
 }
 
+/// `<command> <id> [AUTH <password>]`, answered `OK`.
 async fn simple(
     s: &mut Session,
     command: &str,
     id: &str,
+    auth: Option<&str>,
     done: &str,
     format: Format,
 ) -> Result<u8, Failure> {
-    let f = s.run(&[command, id]).await?;
+    let mut args = vec![command, id];
+    if let Some(pw) = auth {
+        args.extend(["AUTH", pw]);
+    }
+    let f = s.run(&args).await?;
     match format {
         Format::Pretty => outln!("Migration {id} {done}."),
         other => crate::emit_bytes(&render(&f, other)),

@@ -597,12 +597,16 @@ pub async fn run(
                 write_group_outcome(&mut ReplyWriter::new(out, proto), &outcome);
                 return Ok(Flow::Continue);
             }
-            // RESUME <id> AUTH <password>: a migration interrupted by a restart that had used
-            // AUTH (the password is never kept on disk).
-            if matches!(op, GroupOp::Resume) && args.len() == 4 && args.is(2, "AUTH") {
-                mgr.resume_with_auth(&args.text(1), args.text(3))
-                    .await
-                    .map_err(migration_err)?;
+            // RESUME|CANCEL <id> AUTH <password>: a migration started with AUTH whose password
+            // a restart of this server lost (it is never kept on disk).
+            if args.len() == 4 && args.is(2, "AUTH") {
+                let (id, password) = (args.text(1), args.text(3));
+                match op {
+                    GroupOp::Resume => mgr.resume_with_auth(&id, password).await,
+                    GroupOp::Cancel => mgr.cancel_with_auth(&id, password).await,
+                    GroupOp::Pause => return Err(ErrorReply::syntax()),
+                }
+                .map_err(migration_err)?;
                 ReplyWriter::new(out, proto).ok();
                 return Ok(Flow::Continue);
             }
@@ -706,7 +710,14 @@ pub async fn run(
             let r = if args.len() >= 4 && args.is(2, "PATTERN") {
                 mgr.cutover_pattern(&id, args.get(3), force_at(4)?).await
             } else if args.len() >= 3 && args.is(2, "RETRY") {
-                mgr.cutover_retry(&id, force_at(3)?).await
+                // RETRY [AUTH <password>] [FORCE]
+                let (password, rest) = if args.len() >= 5 && args.is(3, "AUTH") {
+                    (Some(args.text(4)), 5)
+                } else {
+                    (None, 3)
+                };
+                mgr.cutover_retry_with_auth(&id, force_at(rest)?, password)
+                    .await
             } else if args.len() >= 3 && args.is(2, "SCHEDULED") {
                 if args.len() < 4 {
                     return Err(ErrorReply::syntax());

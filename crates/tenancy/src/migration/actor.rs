@@ -39,8 +39,10 @@ pub(super) enum Request {
     /// RESUME <id> AUTH <password> of a failed migration started with AUTH (after a restart,
     /// which does not keep the password, or after a wrong password): the connection to its
     /// target with this password, and the password (kept in memory only).
-    ResumeWith(Arc<dyn super::target::Target>, String, Reply<()>),
-    Cancel(Reply<()>),
+    ResumeWith(GivenPassword, Reply<()>),
+    /// CANCEL, with `AUTH <password>` the password the target's import is dropped with (a
+    /// migration started with AUTH whose password a restart lost).
+    Cancel(Option<GivenPassword>, Reply<()>),
     Update {
         parallel: Option<usize>,
         batch_size: Option<usize>,
@@ -52,6 +54,8 @@ pub(super) enum Request {
         /// CUTOVER RETRY: after a failure, resume first (or re-ask an unconfirmed activation);
         /// waits for broken links instead of refusing.
         retry: bool,
+        /// CUTOVER RETRY AUTH <password>.
+        auth: Option<GivenPassword>,
         reply: Reply<CutoverResult>,
     },
     Schedule {
@@ -75,6 +79,20 @@ pub(super) enum Request {
     },
     /// After the cutover, on the old source: ROLLBACK or FINALIZE of its backup.
     Backup(super::rollback::BackupRequest),
+}
+
+/// A target password given again with `AUTH <password>` (RESUME, CUTOVER RETRY, CANCEL) of a
+/// migration started with AUTH: a connection to the target that logs in with it, and the
+/// password itself (kept in memory only, never recorded).
+pub(super) struct GivenPassword {
+    pub target: Arc<dyn super::target::Target>,
+    pub password: String,
+}
+
+/// What [`Control::take_password`] replaced.
+pub(super) struct PreviousPassword {
+    target: Option<Arc<dyn super::target::Target>>,
+    password: Option<String>,
 }
 
 /// TENANT.MIGRATE.DEBUG.
@@ -159,8 +177,12 @@ pub(super) struct Control {
     pub restored: bool,
     /// A restored migration RESUME can start again from scratch (see [`super::restart`]).
     pub restart: Option<super::restart::Restart>,
-    /// The connection RESUME ... AUTH gave, installed when the run starts again.
+    /// The connection RESUME, CUTOVER RETRY or CANCEL ... AUTH gave, installed when the run
+    /// starts again (or the cancel reaches the target).
     pub replacement_target: Option<Arc<dyn super::target::Target>>,
+    /// Started with AUTH and brought back by a restart, which does not keep the password: the
+    /// target cannot be logged in to until RESUME, CUTOVER RETRY or CANCEL gives it again.
+    pub password_not_kept: bool,
     /// The import a restarted run must drop on the target before it opens a clean one.
     pub stale_import: Option<String>,
     /// Parent of every sender's token: cancelled when the migration ends for good.
@@ -215,6 +237,7 @@ impl Control {
             restored: false,
             restart: None,
             replacement_target: None,
+            password_not_kept: false,
             stale_import: None,
             cancel: CancellationToken::new(),
             events_tx,
@@ -246,7 +269,42 @@ impl Control {
     /// server knows it, or only that one is needed (restored after a restart, before RESUME ...
     /// AUTH gives it again).
     pub fn started_with_auth(&self) -> bool {
-        self.cfg.auth.is_some() || self.restart.as_ref().is_some_and(|r| r.needs_password)
+        self.cfg.auth.is_some() || self.password_not_kept
+    }
+
+    /// It must log in to its target with a password this server does not know (lost with a
+    /// restart, not given again yet).
+    pub fn password_missing(&self) -> bool {
+        self.password_not_kept && self.cfg.auth.is_none() && self.replacement_target.is_none()
+    }
+
+    /// Installs a password given again with AUTH (see [`GivenPassword`]); returns what it
+    /// replaces, for [`Control::put_back_password`] if the request is refused after all.
+    fn take_password(&mut self, given: GivenPassword) -> PreviousPassword {
+        PreviousPassword {
+            target: self.replacement_target.replace(given.target),
+            password: self.cfg.auth.replace(given.password),
+        }
+    }
+
+    fn put_back_password(&mut self, previous: PreviousPassword) {
+        self.replacement_target = previous.target;
+        self.cfg.auth = previous.password;
+    }
+
+    /// `AUTH <password>` given to a migration that was not started with AUTH (or, for RESUME
+    /// and CUTOVER RETRY, is not failed); `op` names the command and what it applies to.
+    fn auth_not_applicable(&self, op: &str) -> MigrationError {
+        MigrationError::Failed(format!(
+            "AUTH applies to {op} that was started with AUTH (a restart of this server does not keep the password); migration {} is {}{}",
+            self.info.id,
+            self.state().name(),
+            if self.started_with_auth() {
+                ""
+            } else {
+                ", started without AUTH"
+            }
+        ))
     }
 
     pub fn record(&self) -> MigrationRecord {
@@ -578,66 +636,82 @@ impl Control {
                 };
                 let _ = reply.send(r);
             }
-            Request::ResumeWith(target, password, reply) => {
+            Request::ResumeWith(given, reply) => {
                 // Not only after a restart: a RESUME with a wrong password fails its run, and
                 // the right one must still be accepted (else only CANCEL would be left).
                 let r = if self.state() == MigrationState::Failed && self.started_with_auth() {
-                    let previous = self.replacement_target.replace(target);
+                    let previous = self.take_password(given);
                     let r = self.retry();
-                    match r {
-                        Ok(()) => self.cfg.auth = Some(password),
-                        Err(_) => self.replacement_target = previous,
+                    if r.is_err() {
+                        self.put_back_password(previous);
                     }
                     r
                 } else {
-                    Err(MigrationError::Failed(
-                        "AUTH applies to RESUME of a failed migration that was started with AUTH (a restart of this server does not keep the password)"
-                            .into(),
-                    ))
+                    Err(self.auth_not_applicable("RESUME of a failed migration"))
                 };
                 let _ = reply.send(r);
             }
-            Request::Cancel(reply) if self.pending_stop.is_some() => {
+            Request::Cancel(_, reply) if self.pending_stop.is_some() => {
                 // The stop ends the sync leaving the source untouched, as CANCEL would; only
                 // what the target keeps differs, and that was the operator's first choice.
                 let _ = reply.send(Err(self.wrong_state("cancel while a STOP is under way")));
             }
             // Once a pattern was handed over, the target's clients may have written its keys:
             // going back would lose those writes.
-            Request::Cancel(reply) if self.patterns_handed_over() => {
+            Request::Cancel(_, reply) if self.patterns_handed_over() => {
                 let _ = reply.send(Err(MigrationError::WrongState {
                     id: self.info.id.clone(),
                     state: "partly handed over (some patterns are served by the target)",
                     op: "cancel (cut over the remaining patterns; migrate back afterwards if needed)",
                 }));
             }
-            Request::Cancel(reply) => match self.state() {
-                MigrationState::Queued
-                | MigrationState::Waiting
-                | MigrationState::AwaitingApproval
-                | MigrationState::Approved
-                | MigrationState::Syncing
-                | MigrationState::LiveSync
-                | MigrationState::Paused
-                | MigrationState::Failed => {
-                    self.pending_cancel.push(reply);
-                    self.interrupt(MigrationError::Cancelled);
-                }
-                MigrationState::CuttingOver if !self.handed_over => {
-                    self.pending_cancel.push(reply);
-                    self.interrupt(MigrationError::Cancelled);
-                }
-                MigrationState::CuttingOver => {
-                    let _ = reply.send(Err(MigrationError::WrongState {
+            Request::Cancel(Some(_), reply) if !self.started_with_auth() => {
+                let _ = reply.send(Err(self.auth_not_applicable("CANCEL of a migration")));
+            }
+            // After the hand-over the tenant comes back here only once the target has dropped
+            // its import, which needs a login there.
+            Request::Cancel(None, reply)
+                if self.state() == MigrationState::Failed
+                    && self.info.tenant.state() == TenantState::Moved
+                    && self.password_missing() =>
+            {
+                let id = &self.info.id;
+                let _ = reply.send(Err(MigrationError::Failed(format!(
+                    "cannot cancel migration {id} without its target's password: the tenant was handed over, and it comes back here only once the target drops its import, which needs a login there; it authenticated with AUTH, which is not kept across restarts: TENANT.MIGRATE.CANCEL {id} AUTH <password>"
+                ))));
+            }
+            Request::Cancel(given, reply) => {
+                let cancellable = match self.state() {
+                    MigrationState::Queued
+                    | MigrationState::Waiting
+                    | MigrationState::AwaitingApproval
+                    | MigrationState::Approved
+                    | MigrationState::Syncing
+                    | MigrationState::LiveSync
+                    | MigrationState::Paused
+                    | MigrationState::Failed => Ok(()),
+                    MigrationState::CuttingOver if !self.handed_over => Ok(()),
+                    MigrationState::CuttingOver => Err(MigrationError::WrongState {
                         id: self.info.id.clone(),
                         state: "cutting_over (the tenant is handed over; the target is being activated)",
                         op: "cancel",
-                    }));
+                    }),
+                    _ => Err(self.wrong_state("cancel")),
+                };
+                match cancellable {
+                    Ok(()) => {
+                        if let Some(given) = given {
+                            // Kept if the cancel after a hand-over is refused: a RETRY needs it.
+                            self.take_password(given);
+                        }
+                        self.pending_cancel.push(reply);
+                        self.interrupt(MigrationError::Cancelled);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                _ => {
-                    let _ = reply.send(Err(self.wrong_state("cancel")));
-                }
-            },
+            }
             Request::Update {
                 parallel,
                 batch_size,
@@ -672,8 +746,9 @@ impl Control {
             Request::Cutover {
                 force,
                 retry,
+                auth,
                 reply,
-            } => self.request_cutover(force, retry, reply),
+            } => self.request_cutover(force, retry, auth, reply),
             Request::Schedule {
                 at_ms,
                 force,
@@ -920,7 +995,13 @@ impl Control {
 
     /// CUTOVER and CUTOVER RETRY: refused at once when they cannot run; otherwise left for the
     /// run to start at its next chance (never while a large value is being copied).
-    fn request_cutover(&mut self, force: bool, retry: bool, reply: Reply<CutoverResult>) {
+    fn request_cutover(
+        &mut self,
+        force: bool,
+        retry: bool,
+        auth: Option<GivenPassword>,
+        reply: Reply<CutoverResult>,
+    ) {
         if let Some(e) = self.conflict_forbids_cutover() {
             let _ = reply.send(Err(e));
             return;
@@ -930,25 +1011,54 @@ impl Control {
         let refuse = |e: MigrationError, reply: Reply<CutoverResult>| {
             let _ = reply.send(Err(e));
         };
+        if auth.is_some() && !(retry && st == MigrationState::Failed && self.started_with_auth()) {
+            refuse(
+                self.auth_not_applicable("CUTOVER RETRY of a failed migration"),
+                reply,
+            );
+            return;
+        }
+        if retry && st == MigrationState::Failed && auth.is_none() && self.password_missing() {
+            let id = &self.info.id;
+            refuse(
+                MigrationError::Failed(format!(
+                    "migration {id} authenticated to its target with AUTH, which is not kept across restarts: TENANT.MIGRATE.CUTOVER {id} RETRY AUTH <password>"
+                )),
+                reply,
+            );
+            return;
+        }
         match st {
             MigrationState::Failed if retry && handed_over => {
                 if self.pending_activation_retry.is_some() {
                     refuse(self.wrong_state("retry the cutover twice"), reply);
                 } else {
+                    if let Some(given) = auth {
+                        // Installed by `failed` before it asks the target again.
+                        self.take_password(given);
+                    }
                     self.pending_activation_retry = Some(reply);
                 }
             }
-            MigrationState::Failed if retry => match self.retry() {
-                Ok(()) => {
-                    self.pending_cutover = Some(PendingCutover {
-                        force,
-                        retry: true,
-                        scheduled: false,
-                        reply: Some(reply),
-                    })
+            MigrationState::Failed if retry => {
+                let previous = auth.map(|given| self.take_password(given));
+                match self.retry() {
+                    Ok(()) => {
+                        self.pending_cutover = Some(PendingCutover {
+                            force,
+                            retry: true,
+                            scheduled: false,
+                            reply: Some(reply),
+                        })
+                    }
+                    Err(e) => {
+                        if let Some(previous) = previous {
+                            self.put_back_password(previous);
+                        }
+                        refuse(e, reply)
+                    }
                 }
-                Err(e) => refuse(e, reply),
-            },
+            }
             MigrationState::LiveSync => {
                 if self.pending_cutover.as_ref().is_some_and(|c| !c.scheduled) {
                     refuse(
@@ -1413,6 +1523,9 @@ async fn finish(work: &mut Work, io: &mut Io<'_>, result: Result<(), MigrationEr
 /// drop its staged import now (briefly), and keeps being asked in the background if it cannot
 /// be reached (its own reaper drops the import after `sync_timeout_secs` otherwise).
 async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
+    if let Some(target) = io.ctl.replacement_target.take() {
+        work.target = target;
+    }
     let tenant = io.ctl.info.tenant.clone();
     if tenant.state() != TenantState::Moved && tenant.gate().is_closed() {
         tenant.gate().open();
@@ -1432,19 +1545,36 @@ async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
     io.ctl.reset_flight(0);
     io.ctl.drop_schedule();
     io.ctl.clear_interrupts();
+    // What STATUS `error` keeps saying after the cancel: the target kept the import.
+    let mut import_kept = None;
     if let Some(import) = import {
         let target = work.target.clone();
         let patience = io.ctl.env.settings.read().sync_timeout;
         let id = io.ctl.info.id.clone();
-        // Most targets answer at once; a dead or partitioned one is left to the background.
-        let quick = tokio::time::timeout(CANCEL_ABORT_WAIT, target.abort(&import)).await;
-        match quick {
-            Ok(Ok(())) | Ok(Err(TargetError::ImportGone(_))) => {}
-            Ok(Err(e)) if !e.is_unreachable() => {
-                tracing::warn!(migration = %id, error = %e, "the target refused to drop the cancelled import");
-            }
-            _ => {
-                tokio::spawn(abort_in_background(target, import, id, patience));
+        let left_to_reaper = |why: &str| {
+            format!(
+                "cancelled here (the source owns the tenant), but the target's import {import} was not dropped: {why}. It stays unwritable there; the target drops it once it has heard nothing from this server for its sync_timeout_secs (3600 by default), or at once with TENANT.IMPORT.ABORT {import} on the target"
+            )
+        };
+        if io.ctl.password_missing() {
+            // A login the target is known to refuse would only fill its ACL LOG.
+            let why = format!(
+                "this migration logged in to it with AUTH, which is not kept across restarts (TENANT.MIGRATE.CANCEL {id} AUTH <password> drops it)"
+            );
+            tracing::warn!(migration = %id, import = %import, "cancelled without the target's password: its import is left to its reaper");
+            import_kept = Some(left_to_reaper(&why));
+        } else {
+            // Most targets answer at once; a dead or partitioned one is left to the background.
+            let quick = tokio::time::timeout(CANCEL_ABORT_WAIT, target.abort(&import)).await;
+            match quick {
+                Ok(Ok(())) | Ok(Err(TargetError::ImportGone(_))) => {}
+                Ok(Err(e)) if !e.is_unreachable() => {
+                    tracing::warn!(migration = %id, error = %e, "the target refused to drop the cancelled import");
+                    import_kept = Some(left_to_reaper(&format!("it refused: {e}")));
+                }
+                _ => {
+                    tokio::spawn(abort_in_background(target, import, id, patience));
+                }
             }
         }
     }
@@ -1452,7 +1582,7 @@ async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
         p.state = MigrationState::Cancelled;
         p.base_phase = MigrationPhase::Stopped;
         p.finished = Some(Instant::now());
-        p.error = None;
+        p.error = import_kept;
     });
     io.ctl.env.release_claim(&io.ctl.info);
     tracing::info!(migration = %io.ctl.info.id, "migration cancelled; the source still owns the tenant");
@@ -1541,6 +1671,9 @@ async fn failed(work: &mut Work, io: &mut Io<'_>) -> bool {
 /// the source takes the tenant back only if the target drops the import (else the tenant could
 /// end writable on both).
 async fn cancel_after_hand_over(work: &mut Work, io: &mut Io<'_>) {
+    if let Some(target) = io.ctl.replacement_target.take() {
+        work.target = target;
+    }
     let Some(import) = io.ctl.published().import_id.clone() else {
         return;
     };

@@ -449,6 +449,9 @@ pub(super) async fn activate(
         let err = match attempt {
             Ok(Ok(Ok(()))) => return Activation::Confirmed,
             Ok(Ok(Err(TargetError::ImportGone(msg)))) => return Activation::Refused(msg),
+            // A wrong or missing password (CUTOVER RETRY AUTH) stays wrong for the whole
+            // timeout: say so now (the target did not activate, the tenant stays handed over).
+            Ok(Ok(Err(e))) if e.is_auth_refusal() => return Activation::Unconfirmed(e.to_string()),
             Ok(Ok(Err(e))) => e.to_string(),
             Ok(Err(_)) => format!("no answer within {} ms", timeout.as_millis()),
             // Interrupted (the server stopping): unconfirmed.

@@ -107,6 +107,10 @@ use crate::tenant::TenantState;
 /// An accepted CUTOVER is exempt: it answers when the cutover has run.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long CANCEL ... AUTH waits for the target to show whether it accepts the password
+/// (CANCEL answers within about a second, whatever the target does).
+const PASSWORD_PROBE_WAIT: Duration = Duration::from_millis(500);
+
 /// What the manager shares with every migration's task.
 pub(crate) struct Env {
     pub registry: Arc<Registry>,
@@ -516,7 +520,14 @@ impl MigrationManager {
         group: Option<String>,
     ) -> watch::Receiver<Published> {
         self.spawn_with_restart(
-            info, cfg, published, target, restored, admission, group, None,
+            info,
+            cfg,
+            published,
+            target,
+            restored,
+            admission,
+            group,
+            Default::default(),
         )
     }
 
@@ -532,17 +543,19 @@ impl MigrationManager {
         restored: bool,
         admission: schedule::Admission,
         group: Option<String>,
-        restart: Option<restart::Restart>,
+        restored_with: restart::Restored,
     ) -> watch::Receiver<Published> {
         let (status_tx, status_rx) = watch::channel(published);
         let (req_tx, req_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let mut ctl = Control::new(info.clone(), self.inner.env.clone(), cfg, status_tx, ev_tx);
         ctl.restored = restored;
-        ctl.restart = restart;
+        ctl.restart = restored_with.restart;
+        ctl.password_not_kept = restored_with.password_not_kept;
         ctl.admission = admission;
         // On disk from its creation (a queued one may not change state before a restart).
-        ctl.publish(|_| {});
+        let started_with_auth = ctl.started_with_auth();
+        ctl.publish(|p| p.started_with_auth = started_with_auth);
         let actor = Actor {
             inbox: Inbox {
                 requests: req_rx,
@@ -648,22 +661,39 @@ impl MigrationManager {
     /// given with TENANT.MIGRATE is never kept on disk) from scratch, one whose RESUME had a wrong
     /// password as RESUME would.
     pub async fn resume_with_auth(&self, id: &str, password: String) -> Result<(), MigrationError> {
+        let given = self.given_password(id, password)?;
+        let target = given.target.clone();
+        self.ask(
+            id,
+            "resume",
+            |reply| Request::ResumeWith(given, reply),
+            true,
+        )
+        .await?;
+        self.use_target(id, target);
+        Ok(())
+    }
+
+    /// A connection to migration `id`'s target that logs in with `password` (AUTH given again
+    /// to RESUME, CUTOVER RETRY or CANCEL).
+    fn given_password(
+        &self,
+        id: &str,
+        password: String,
+    ) -> Result<actor::GivenPassword, MigrationError> {
         let e = self.entry(id)?;
         let target = self
             .inner
             .connector
             .connect(&e.info.target, TargetAuth::Password(password.clone()));
-        self.ask(
-            id,
-            "resume",
-            |reply| Request::ResumeWith(target.clone(), password, reply),
-            true,
-        )
-        .await?;
+        Ok(actor::GivenPassword { target, password })
+    }
+
+    /// From now on the manager reaches migration `id`'s target (VERIFY) through `target`.
+    fn use_target(&self, id: &str, target: Arc<dyn Target>) {
         if let Some(entry) = self.inner.migrations.lock().get_mut(id) {
             entry.target = target;
         }
-        Ok(())
     }
 
     /// Cancels a migration before its hand-over: the source stays the owner, untouched, and the
@@ -672,7 +702,48 @@ impl MigrationManager {
     /// confirmed, the target is asked to drop the import; only if it does does the source take
     /// the tenant back.
     pub async fn cancel(&self, id: &str) -> Result<(), MigrationError> {
-        self.ask(id, "cancel", Request::Cancel, true).await
+        self.ask(id, "cancel", |reply| Request::Cancel(None, reply), true)
+            .await
+    }
+
+    /// CANCEL <id> AUTH <password>: CANCEL of a migration started with AUTH, dropping the
+    /// target's import with `password` (a restart of this server does not keep it). A password
+    /// the target refuses is refused here, and nothing is cancelled: CANCEL can be given again
+    /// (with the right one, or without AUTH to cancel here only).
+    pub async fn cancel_with_auth(&self, id: &str, password: String) -> Result<(), MigrationError> {
+        let given = self.given_password(id, password)?;
+        let (import, started_with_auth) = {
+            let e = self.entry(id)?;
+            let p = e.status.borrow();
+            (p.import_id.clone(), p.started_with_auth)
+        };
+        // (The actor refuses AUTH for a migration started without it: no login is tried then.)
+        if let Some(import) = import.filter(|_| started_with_auth) {
+            // Any answer but a refused login (even "no such import") shows the password works;
+            // an unreachable target is left to the cancel's background retries.
+            let probe =
+                tokio::time::timeout(PASSWORD_PROBE_WAIT, given.target.report(&import)).await;
+            if let Ok(Err(e)) = probe
+                && e.is_auth_refusal()
+            {
+                return Err(MigrationError::Auth {
+                    addr: given.target.addr().to_string(),
+                    reason: format!(
+                        "{e}; nothing was cancelled (TENANT.MIGRATE.CANCEL {id} without AUTH cancels here and leaves the import to the target's reaper)"
+                    ),
+                });
+            }
+        }
+        let target = given.target.clone();
+        self.ask(
+            id,
+            "cancel",
+            |reply| Request::Cancel(Some(given), reply),
+            true,
+        )
+        .await?;
+        self.use_target(id, target);
+        Ok(())
     }
 
     /// Cancels failed migrations of `tenant` before a new one starts (they would hold its change
@@ -714,6 +785,7 @@ impl MigrationManager {
             |reply| Request::Cutover {
                 force,
                 retry: false,
+                auth: None,
                 reply,
             },
             false,
@@ -834,17 +906,38 @@ impl MigrationManager {
         id: &str,
         force: bool,
     ) -> Result<CutoverResult, MigrationError> {
-        self.ask(
-            id,
-            "retry the cutover",
-            |reply| Request::Cutover {
-                force,
-                retry: true,
-                reply,
-            },
-            false,
-        )
-        .await
+        self.cutover_retry_with_auth(id, force, None).await
+    }
+
+    /// CUTOVER RETRY [AUTH <password>]: `password` is needed by a migration started with AUTH
+    /// after a restart of this server, which does not keep it (refused without it).
+    pub async fn cutover_retry_with_auth(
+        &self,
+        id: &str,
+        force: bool,
+        password: Option<String>,
+    ) -> Result<CutoverResult, MigrationError> {
+        let auth = password.map(|pw| self.given_password(id, pw)).transpose()?;
+        let target = auth.as_ref().map(|g| g.target.clone());
+        let r = self
+            .ask(
+                id,
+                "retry the cutover",
+                |reply| Request::Cutover {
+                    force,
+                    retry: true,
+                    auth,
+                    reply,
+                },
+                false,
+            )
+            .await;
+        if let Some(target) = target
+            && r.is_ok()
+        {
+            self.use_target(id, target);
+        }
+        r
     }
 
     /// Plans a cutover at `at_ms` (Unix ms). Visible in STATUS; withdrawn by UNSCHEDULE or

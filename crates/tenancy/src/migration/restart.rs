@@ -13,7 +13,9 @@
 //!   RESUME starts it again from scratch under the same id with its original settings: the
 //!   target's stale import (recorded in the record) is dropped first, then a new import gets a
 //!   clean copy. A hand-over that was recorded (the tenant is `moved` here) keeps CUTOVER RETRY
-//!   and CANCEL as before; RESUME is refused then.
+//!   and CANCEL as before; RESUME is refused then. One started with AUTH needs the password
+//!   again for each of them ([`Restored::password_not_kept`]), except CANCEL before the
+//!   hand-over, which cancels here and leaves the target's import to its reaper.
 //! - **Incremental, some patterns handed over**: those patterns stay the target's (their keys
 //!   are redirected, never served here again); the migration comes back `failed` and RESUME is
 //!   refused: the target's import holds what its clients wrote to the moved patterns, and a
@@ -35,16 +37,24 @@ use crate::tenant::{Tenant, TenantLimits, TenantState};
 /// What RESUME of a restored migration needs.
 #[derive(Debug, Clone)]
 pub(super) struct Restart {
-    /// It authenticated with AUTH: RESUME must give the password again.
-    pub needs_password: bool,
     /// The import the interrupted run had opened on the target.
     pub stale_import: Option<String>,
+}
+
+/// What a restored migration's actor starts with besides its record.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Restored {
+    /// RESUME can start it again (see [`Restart`]).
+    pub restart: Option<Restart>,
+    /// It was started with AUTH: the password must be given again before the target can be
+    /// logged in to (RESUME, CUTOVER RETRY or CANCEL ... AUTH).
+    pub password_not_kept: bool,
 }
 
 /// Why RESUME cannot start `ctl`'s migration again, if it cannot.
 pub(super) fn may_start_again(ctl: &Control) -> Result<(), MigrationError> {
     let id = &ctl.info.id;
-    let Some(r) = &ctl.restart else {
+    if ctl.restart.is_none() {
         let split = ctl.info.tenant.split();
         let moved = split
             .as_ref()
@@ -58,8 +68,8 @@ pub(super) fn may_start_again(ctl: &Control) -> Result<(), MigrationError> {
                 "migration {id} was interrupted by a restart of this server and cannot be started again here; start a new one with TENANT.MIGRATE (it replaces this one)"
             )
         }));
-    };
-    if r.needs_password && ctl.replacement_target.is_none() {
+    }
+    if ctl.password_missing() {
         return Err(MigrationError::Failed(format!(
             "migration {id} authenticated to its target with AUTH, which is not kept across restarts: TENANT.MIGRATE.RESUME {id} AUTH <password>"
         )));
@@ -184,6 +194,11 @@ impl MigrationManager {
                 format!(
                     "it was the backup stream to the old source of import {import}, which does not survive a restart (the old source reports its backup broken; FINALIZE there drops its copy)"
                 )
+            } else if !active && needs_password {
+                format!(
+                    "the hand-over had been recorded: TENANT.MIGRATE.CUTOVER {id} RETRY AUTH <password> or TENANT.MIGRATE.CANCEL {id} AUTH <password> (AUTH is not kept across restarts)",
+                    id = r.id
+                )
             } else if !active {
                 "CUTOVER RETRY or CANCEL (the hand-over had been recorded)".to_string()
             } else if moved_patterns {
@@ -206,7 +221,6 @@ impl MigrationManager {
             ));
         }
         let restart = (p.state == MigrationState::Failed && startable).then(|| Restart {
-            needs_password,
             stale_import: r.import_id.clone(),
         });
         p.interrupted_by_restart = restart.is_some();
@@ -215,7 +229,18 @@ impl MigrationManager {
             .after
             .lock()
             .insert(r.id.clone(), r.orchestration.after.clone());
-        let rx = self.spawn_restored(info, cfg, p, target, restart, Default::default(), group);
+        let rx = self.spawn_restored(
+            info,
+            cfg,
+            p,
+            target,
+            Restored {
+                restart,
+                password_not_kept: needs_password,
+            },
+            Default::default(),
+            group,
+        );
         drop(rx);
     }
 
@@ -260,7 +285,7 @@ impl MigrationManager {
             .insert(info.id.clone(), r.orchestration.after.clone());
         let group = r.orchestration.group.clone();
         tracing::info!(migration = %info.id, was = r.state.name(), "restored pending migration");
-        let rx = self.spawn_restored(info, cfg, p, target, None, admission, group);
+        let rx = self.spawn_restored(info, cfg, p, target, Restored::default(), admission, group);
         drop(rx);
     }
 
@@ -271,12 +296,21 @@ impl MigrationManager {
         cfg: MigrationConfig,
         p: Published,
         target: Arc<dyn super::Target>,
-        restart: Option<Restart>,
+        restored: Restored,
         admission: schedule::Admission,
         group: Option<String>,
     ) -> tokio::sync::watch::Receiver<Published> {
-        let restored = p.state != MigrationState::Queued;
-        self.spawn_with_restart(info, cfg, p, target, restored, admission, group, restart)
+        let interrupted = p.state != MigrationState::Queued;
+        self.spawn_with_restart(
+            info,
+            cfg,
+            p,
+            target,
+            interrupted,
+            admission,
+            group,
+            restored,
+        )
     }
 }
 

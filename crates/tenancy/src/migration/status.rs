@@ -126,6 +126,9 @@ pub(super) struct Published {
     /// Failed because a restart of this server interrupted it, and RESUME can start it again:
     /// what waits for it (AFTER) keeps waiting.
     pub interrupted_by_restart: bool,
+    /// It logs in to its target with a password given with AUTH (known here or not: see
+    /// [`super::actor::Control::started_with_auth`]); set when its actor starts.
+    pub started_with_auth: bool,
     /// After the cutover, while the old source is kept as a backup (see [`super::rollback`]).
     pub backup: Option<super::api::BackupStatus>,
 }
@@ -176,6 +179,7 @@ impl Published {
             approval: None,
             plan: Vec::new(),
             interrupted_by_restart: false,
+            started_with_auth: false,
             backup: None,
         }
     }

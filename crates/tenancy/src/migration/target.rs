@@ -40,6 +40,18 @@ impl TargetError {
         matches!(self, TargetError::Unreachable(_))
     }
 
+    /// The target refused to log this server in (`WRONGPASS`, `NOAUTH`): asking again with the
+    /// same credentials will not help.
+    pub fn is_auth_refusal(&self) -> bool {
+        match self {
+            TargetError::Refused(msg) => {
+                let code = msg.split_whitespace().next().unwrap_or("");
+                matches!(code, "WRONGPASS" | "NOAUTH")
+            }
+            _ => false,
+        }
+    }
+
     /// Classifies an error reply of a Ferrite target by the texts its `ImportError`s have.
     pub fn from_reply(msg: &str) -> TargetError {
         let text = msg.strip_prefix("ERR ").unwrap_or(msg);
