@@ -274,7 +274,7 @@ if command -v tmux >/dev/null; then
     "${PROMPT}TENANT.MIGRATE tenant TARGET host:port [MODE LIVE|FAST|CONTINUOUS|INCREMENTAL] [CONFLICT SOURCE_WINS|TARGET_WINS|NEWEST_WINS] [PATTERNS pattern [pattern ...]] [PARALLEL streams] [BATCH_SIZE keys] [TIMEOUT seconds] [RATE bytes-per-sec] [AUTH password] [REDIRECT client-facing-host:port] [PRIORITY HIGH|NORMAL|LOW] [AFTER migration-id [migration-id ...]] [GROUP group] [APPROVAL] [RETENTION seconds]" \
     "$(hint_for hints "TENANT.MIGRATE ")"
   expect_eq "hint for TENANT.MIGRATE.CUTOVER" \
-    "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id|GROUP group [FORCE|RETRY [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]|DNS dns-name [FORCE]]" \
+    "${PROMPT}TENANT.MIGRATE.CUTOVER migration-id|GROUP group [FORCE|RETRY [AUTH password] [FORCE]|SCHEDULED rfc3339-time [FORCE]|UNSCHEDULE|PATTERN pattern [FORCE]|DNS dns-name [FORCE]]" \
     "$(hint_for hints "TENANT.MIGRATE.CUTOVER ")"
   # A subcommand of a container command (COMMAND DOCS "subcommands").
   expect_eq "hint for CLIENT LIST" \
