@@ -17,11 +17,10 @@ impl DoubleText {
     /// for a listpack (nearly all of them) stores its score as text that reads back as 0, and
     /// 7.2 answers `0` there; only a skiplist-encoded set would show `-0`.
     pub fn score(v: f64) -> Self {
+        // `d2string` tests NaN and zero before the integers; -0.0 is the integer 0 here, and
+        // NaN is no integer, so only NaN needs its own word (fpconv would write `-nan` for some).
         if v.is_nan() {
             return Self::from_ascii(b"nan");
-        }
-        if v == 0.0 {
-            return Self::from_ascii(b"0");
         }
         Self::argument(v)
     }
@@ -248,6 +247,41 @@ mod tests {
         assert_eq!(format_double(f64::NEG_INFINITY), "-inf");
         assert_eq!(format_double(-0.0), "0");
         assert_eq!(format_human_double(10.6), "10.6");
+        assert_eq!(format_human_double(f64::INFINITY), "inf");
         assert_eq!(format_human_double(5000.0), "5000");
+    }
+
+    /// `printf("%.17g")` as glibc writes it (what 7.2's ZSCAN of a skiplist answers).
+    #[test]
+    fn g17_matches_c() {
+        for (n, s) in [
+            (1.5, "1.5"),
+            (0.1, "0.10000000000000001"),
+            (-2.25, "-2.25"),
+            (1e20, "1e+20"),
+            (1.0e-5, "1.0000000000000001e-05"),
+            (1e-7, "9.9999999999999995e-08"),
+            (123456789.125, "123456789.125"),
+            (3.0, "3"),
+            (1e17, "1e+17"),
+            (-0.0, "-0"),
+        ] {
+            assert_eq!(format_g17(n), s, "{n}");
+        }
+    }
+
+    /// `double2ll`: exact integers within ±2^62 only.
+    #[test]
+    fn exact_integers() {
+        assert_eq!(exact_integer(-0.0), Some(0));
+        assert_eq!(exact_integer(4_611_686_018_427_387_904.0), Some(1 << 62));
+        assert_eq!(
+            exact_integer(-4_611_686_018_427_387_904.0),
+            Some(-(1 << 62))
+        );
+        assert_eq!(exact_integer(9_223_372_036_854_775_808.0), None);
+        assert_eq!(exact_integer(1.5), None);
+        assert_eq!(exact_integer(f64::NAN), None);
+        assert_eq!(exact_integer(f64::INFINITY), None);
     }
 }

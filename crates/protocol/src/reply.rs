@@ -13,7 +13,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::ErrorReply;
-use crate::number::DoubleText;
+use crate::number::{DoubleText, exact_integer};
 
 /// The protocol a connection negotiated with HELLO (RESP2 until told otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -215,17 +215,25 @@ impl<'a> ReplyWriter<'a> {
 
     /// A double (`,` in RESP3, a bulk string in RESP2).
     pub fn double(&mut self, v: f64) {
-        // On the stack: whole-number scores (most of them) take `itoa`, the rest the Grisu2 port.
-        let text = DoubleText::score(v);
-        let text = text.as_str();
+        // On the stack: whole-number scores (most of them) go straight to `itoa`, the rest to
+        // `DoubleText::score` (whose first step is the same integer test).
+        let mut int_text = itoa::Buffer::new();
+        let other;
+        let text = match exact_integer(v) {
+            Some(i) => int_text.format(i).as_bytes(),
+            None => {
+                other = DoubleText::score(v);
+                other.as_bytes()
+            }
+        };
         match self.proto {
-            Protocol::Resp2 => self.bulk(text.as_bytes()),
+            Protocol::Resp2 => self.bulk(text),
             Protocol::Resp3 => {
                 if self.is_full() {
                     return;
                 }
                 self.out.put_u8(b',');
-                self.out.put_slice(text.as_bytes());
+                self.out.put_slice(text);
                 self.out.put_slice(b"\r\n");
             }
         }

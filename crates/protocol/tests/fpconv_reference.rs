@@ -7,7 +7,9 @@
 //! decimal-looking numbers, each sign. Set `FERRITE_FPCONV_REFERENCE` to a larger file made the
 //! same way to check more (docs/benchmarks.md records a 400,000-double run).
 
+use bytes::BytesMut;
 use ferrite_protocol::number::{DoubleText, format_double};
+use ferrite_protocol::{Protocol, ReplyWriter};
 
 fn check(name: &str, text: &str) -> usize {
     let mut checked = 0;
@@ -22,6 +24,13 @@ fn check(name: &str, text: &str) -> usize {
         }
         // What a reply writes without allocating is the same text.
         assert_eq!(DoubleText::score(v).as_str(), got);
+        let mut wire = BytesMut::new();
+        ReplyWriter::new(&mut wire, Protocol::Resp3).double(v);
+        assert_eq!(
+            &wire[..],
+            format!(",{want}\r\n").as_bytes(),
+            "{v:?} on the wire"
+        );
         checked += 1;
     }
     assert!(
