@@ -23,6 +23,8 @@ SCORES = [
     ("5e-324", "5e-324"),
     ("1917934156873070.25", "1917934156873070.3"),
     ("inf", "inf"),
+    # The longest text: 25 bytes, past the 24 of fpconv_dtoa's declared buffer.
+    ("-1.2345678901234567e23", "-123456789012345670000000"),
 ]
 
 

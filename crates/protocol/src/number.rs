@@ -284,4 +284,25 @@ mod tests {
         assert_eq!(exact_integer(f64::NAN), None);
         assert_eq!(exact_integer(f64::INFINITY), None);
     }
+
+    proptest::proptest! {
+        /// Any 64-bit pattern (NaNs, subnormals, infinities included) is written without a panic,
+        /// within `fpconv::MAX_LEN`, and every finite one reads back as the same double (-0 as 0):
+        /// Grisu2's digits always round-trip.
+        #[test]
+        fn every_double_round_trips(bits in proptest::prelude::any::<u64>()) {
+            let v = f64::from_bits(bits);
+            for text in [DoubleText::score(v), DoubleText::argument(v)] {
+                let s = text.as_str();
+                proptest::prop_assert!(!s.is_empty() && s.len() <= fpconv::MAX_LEN);
+                if v.is_finite() {
+                    let back: f64 = s.parse().map_err(|e| {
+                        proptest::test_runner::TestCaseError::fail(format!("{s}: {e}"))
+                    })?;
+                    let want = if v == 0.0 { 0.0 } else { v };
+                    proptest::prop_assert_eq!(back.to_bits(), want.to_bits(), "{}", s);
+                }
+            }
+        }
+    }
 }
