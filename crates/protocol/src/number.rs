@@ -13,9 +13,9 @@ impl DoubleText {
     /// ZINCRBY, WITHSCORES, RESP3 doubles): `nan`, `inf`/`-inf`, an integer in ±2^62 by its exact
     /// digits, anything else by `fpconv_dtoa` (Grisu2: `0.1`, `1e-7`, `1.5e+300`).
     ///
-    /// Zero is `0` whatever its sign: `d2string` would say `-0`, but a sorted set small enough
-    /// for a listpack (nearly all of them) stores its score as text that reads back as 0, and
-    /// 7.2 answers `0` there; only a skiplist-encoded set would show `-0`.
+    /// Zero is `0` whatever its sign: `d2string` would say `-0`, but for a sorted set small
+    /// enough for a listpack (nearly all of them) 7.2.6 answers `0` to a score ZADD was given as
+    /// `-0`; only a skiplist-encoded set shows `-0` (docs/redis-compat.md, *Doubles as text*).
     pub fn score(v: f64) -> Self {
         // `d2string` tests NaN and zero before the integers; -0.0 is the integer 0 here, and
         // NaN is no integer, so only NaN needs its own word (fpconv would write `-nan` for some).
@@ -26,8 +26,9 @@ impl DoubleText {
     }
 
     /// A number as Redis 7.2 turns it into text for a command: a Lua number given to
-    /// `redis.call` (`luaArgsToRedisArgv`), a double in the RDB's old text form and the AOF: an
-    /// integer in ±2^62 by its exact digits, anything else (`-0` included) by `fpconv_dtoa`.
+    /// `redis.call` (`luaArgsToRedisArgv`; Redis's RDB text doubles and AOF use the same rule,
+    /// Ferrite's files have no such text): an integer in ±2^62 by its exact digits, anything
+    /// else (`-0` included) by `fpconv_dtoa`.
     pub fn argument(v: f64) -> Self {
         let mut out = Self {
             buf: [0; fpconv::MAX_LEN],
