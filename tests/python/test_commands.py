@@ -1069,9 +1069,6 @@ def test_score_text_is_shortest_round_trip(raw2):
 
 
 @pytest.mark.redis72
-@pytest.mark.xfail(strict=True, reason="Ferrite switches to exponent form as C's %g does (from "
-                   "1e17, exponent of two digits at least); Redis 7.2's fpconv_dtoa does not: "
-                   "123456789012345680 and 1e-7")
 def test_score_text_exponent_form_as_7_2(raw2):
     raw2.execute_command("ZADD", "z", "1e-7", "b", "123456789012345678", "c")
     assert raw2.execute_command("ZSCORE", "z", "b") == "1e-7"

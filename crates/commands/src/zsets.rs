@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 
 use ferrite_protocol::args::parse_f64;
-use ferrite_protocol::number::format_double;
+use ferrite_protocol::number::{format_double, format_g17};
 use ferrite_protocol::{Args, ErrorReply, ReplyWriter};
 use ferrite_storage::{Encoding, Slot, Value, ZSetRef, ZSetValue};
 
@@ -1055,11 +1055,19 @@ fn zscan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let w = &mut *ctx.w;
     w.array(2);
     w.bulk(itoa::Buffer::new().format(next).as_bytes());
-    // Scores are text here even in RESP3, as in Redis.
+    // Scores are text here even in RESP3, as in Redis 7.2, whose texts depend on the encoding:
+    // a listpack's entries are the scores as ZADD stored them (`d2string`, what replies use),
+    // a skiplist's are written by `ld2string(LD_STR_AUTO)`, `%.17Lg` (0.1 is
+    // 0.10000000000000001 there).
+    let skiplist = z.encoding() == Encoding::Skiplist;
     w.array(found.len() * 2);
     for (m, s) in found {
         w.bulk(&m);
-        w.bulk(format_double(s).as_bytes());
+        if skiplist {
+            w.bulk(format_g17(s).as_bytes());
+        } else {
+            w.bulk(format_double(s).as_bytes());
+        }
     }
     Ok(())
 }

@@ -1,29 +1,117 @@
 //! Redis-compatible formatting of doubles.
 
-/// Formats a score or double reply: the shortest text that reads back as the same double (as Redis
-/// 7.2+ does), switching to exponent form outside [1e-5, 1e17) like C's `%g`; `inf`/`-inf`.
-pub fn format_double(v: f64) -> String {
-    if v.is_infinite() {
-        return if v > 0.0 { "inf".into() } else { "-inf".into() };
-    }
-    if v == 0.0 {
-        return "0".into();
-    }
-    let a = v.abs();
-    if (1e-5..1e17).contains(&a) {
-        return format!("{v}");
-    }
-    // Rust gives "1.5e-7"; C's %g gives "1.5e-07".
-    let s = format!("{v:e}");
-    match s.split_once('e') {
-        Some((mant, exp)) => {
-            let (sign, digits) = match exp.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', exp),
-            };
-            format!("{mant}e{sign}{digits:0>2}")
+use crate::fpconv;
+
+/// A double as Redis 7.2 writes it, kept on the stack (a reply writes it without allocating).
+pub struct DoubleText {
+    buf: [u8; fpconv::MAX_LEN],
+    len: usize,
+}
+
+impl DoubleText {
+    /// A score or double reply, as Redis 7.2's `d2string` words it (`addReplyDouble`: ZSCORE,
+    /// ZINCRBY, WITHSCORES, RESP3 doubles): `nan`, `inf`/`-inf`, an integer in ±2^62 by its exact
+    /// digits, anything else by `fpconv_dtoa` (Grisu2: `0.1`, `1e-7`, `1.5e+300`).
+    ///
+    /// Zero is `0` whatever its sign: `d2string` would say `-0`, but for a sorted set small
+    /// enough for a listpack (nearly all of them) 7.2.6 answers `0` to a score ZADD was given as
+    /// `-0`; only a skiplist-encoded set shows `-0` (docs/redis-compat.md, *Doubles as text*).
+    pub fn score(v: f64) -> Self {
+        // `d2string` tests NaN and zero before the integers; -0.0 is the integer 0 here, and
+        // NaN is no integer, so only NaN needs its own word (fpconv would write `-nan` for some).
+        if v.is_nan() {
+            return Self::from_ascii(b"nan");
         }
-        None => s,
+        Self::argument(v)
+    }
+
+    /// A number as Redis 7.2 turns it into text for a command: a Lua number given to
+    /// `redis.call` (`luaArgsToRedisArgv`; Redis's RDB text doubles and AOF use the same rule,
+    /// Ferrite's files have no such text): an integer in ±2^62 by its exact digits, anything
+    /// else (`-0` included) by `fpconv_dtoa`.
+    pub fn argument(v: f64) -> Self {
+        let mut out = Self {
+            buf: [0; fpconv::MAX_LEN],
+            len: 0,
+        };
+        if let Some(i) = exact_integer(v) {
+            let mut b = itoa::Buffer::new();
+            let digits = b.format(i).as_bytes();
+            out.buf[..digits.len()].copy_from_slice(digits);
+            out.len = digits.len();
+        } else {
+            out.len = fpconv::dtoa(v, &mut out.buf);
+        }
+        out
+    }
+
+    fn from_ascii(text: &[u8]) -> Self {
+        let mut buf = [0; fpconv::MAX_LEN];
+        buf[..text.len()].copy_from_slice(text);
+        Self {
+            buf,
+            len: text.len(),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Every byte written above is ASCII.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("nan")
+    }
+}
+
+/// Redis's `double2ll`: the integer a double is exactly, if it lies within ±2^62 (C's
+/// `(double)(LLONG_MAX/2)`), where Redis prints it with its integer formatter. Above 2^53 these
+/// are its exact digits (`4611686018427387904`), not the shortest round-trip text.
+pub fn exact_integer(v: f64) -> Option<i64> {
+    const LIMIT: f64 = (i64::MAX / 2) as f64;
+    if !(-LIMIT..=LIMIT).contains(&v) {
+        return None; // NaN too: C's `ll == d` is false for it
+    }
+    let i = v as i64;
+    (i as f64 == v).then_some(i)
+}
+
+/// A score or double reply as text (see [`DoubleText::score`]).
+pub fn format_double(v: f64) -> String {
+    DoubleText::score(v).as_str().to_owned()
+}
+
+/// C's `printf("%.17g", n)` (Redis's `%.17Lg` of a double is the same text).
+pub fn format_g17(n: f64) -> String {
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.into();
+    }
+    if n.is_infinite() {
+        return if n < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    const P: i32 = 17;
+    // 17 significant digits in scientific form, then %g's choice of style.
+    let sci = format!("{:.*e}", (P - 1) as usize, n);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..P).contains(&exp) {
+        let m = strip_zeros(mantissa);
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{m}e{sign}{:02}", exp.abs())
+    } else {
+        let decimals = (P - 1 - exp).max(0) as usize;
+        strip_zeros(&format!("{:.*}", decimals, n)).to_string()
+    }
+}
+
+fn strip_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
     }
 }
 
@@ -153,10 +241,69 @@ mod tests {
         assert_eq!(format_double(-2.25), "-2.25");
         assert_eq!(format_double(0.1), "0.1");
         assert_eq!(format_double(1e300), "1e+300");
-        assert_eq!(format_double(1.5e-7), "1.5e-07");
+        assert_eq!(format_double(1.5e-7), "1.5e-7");
+        assert_eq!(format_double(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(format_double(1.2345678901234568e17), "123456789012345680");
+        assert_eq!(format_double(f64::NAN), "nan");
         assert_eq!(format_double(f64::NEG_INFINITY), "-inf");
         assert_eq!(format_double(-0.0), "0");
         assert_eq!(format_human_double(10.6), "10.6");
+        assert_eq!(format_human_double(f64::INFINITY), "inf");
         assert_eq!(format_human_double(5000.0), "5000");
+    }
+
+    /// `printf("%.17g")` as glibc writes it (what 7.2's ZSCAN of a skiplist answers).
+    #[test]
+    fn g17_matches_c() {
+        for (n, s) in [
+            (1.5, "1.5"),
+            (0.1, "0.10000000000000001"),
+            (-2.25, "-2.25"),
+            (1e20, "1e+20"),
+            (1.0e-5, "1.0000000000000001e-05"),
+            (1e-7, "9.9999999999999995e-08"),
+            (123456789.125, "123456789.125"),
+            (3.0, "3"),
+            (1e17, "1e+17"),
+            (-0.0, "-0"),
+        ] {
+            assert_eq!(format_g17(n), s, "{n}");
+        }
+    }
+
+    /// `double2ll`: exact integers within ±2^62 only.
+    #[test]
+    fn exact_integers() {
+        assert_eq!(exact_integer(-0.0), Some(0));
+        assert_eq!(exact_integer(4_611_686_018_427_387_904.0), Some(1 << 62));
+        assert_eq!(
+            exact_integer(-4_611_686_018_427_387_904.0),
+            Some(-(1 << 62))
+        );
+        assert_eq!(exact_integer(9_223_372_036_854_775_808.0), None);
+        assert_eq!(exact_integer(1.5), None);
+        assert_eq!(exact_integer(f64::NAN), None);
+        assert_eq!(exact_integer(f64::INFINITY), None);
+    }
+
+    proptest::proptest! {
+        /// Any 64-bit pattern (NaNs, subnormals, infinities included) is written without a panic,
+        /// within `fpconv::MAX_LEN`, and every finite one reads back as the same double (-0 as 0):
+        /// Grisu2's digits always round-trip.
+        #[test]
+        fn every_double_round_trips(bits in proptest::prelude::any::<u64>()) {
+            let v = f64::from_bits(bits);
+            for text in [DoubleText::score(v), DoubleText::argument(v)] {
+                let s = text.as_str();
+                proptest::prop_assert!(!s.is_empty() && s.len() <= fpconv::MAX_LEN);
+                if v.is_finite() {
+                    let back: f64 = s.parse().map_err(|e| {
+                        proptest::test_runner::TestCaseError::fail(format!("{s}: {e}"))
+                    })?;
+                    let want = if v == 0.0 { 0.0 } else { v };
+                    proptest::prop_assert_eq!(back.to_bits(), want.to_bits(), "{}", s);
+                }
+            }
+        }
     }
 }

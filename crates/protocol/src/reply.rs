@@ -13,10 +13,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::ErrorReply;
-use crate::number::format_double;
-
-/// 2^53: every integer below it in magnitude is an exact `f64` (see [`ReplyWriter::double`]).
-const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0;
+use crate::number::{DoubleText, exact_integer};
 
 /// The protocol a connection negotiated with HELLO (RESP2 until told otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -218,26 +215,25 @@ impl<'a> ReplyWriter<'a> {
 
     /// A double (`,` in RESP3, a bulk string in RESP2).
     pub fn double(&mut self, v: f64) {
-        // Most scores are whole numbers (counters, timestamps, the scores ZADD and ZINCRBY are
-        // given): below 2^53 every one of them is exact, and `format_double`'s shortest
-        // round-trip text of it is its integer digits, which `itoa` writes without an allocation
-        // or the float formatter (ZPOPMIN's reply, WITHSCORES ranges).
+        // On the stack: whole-number scores (most of them) go straight to `itoa`, the rest to
+        // `DoubleText::score` (whose first step is the same integer test).
         let mut int_text = itoa::Buffer::new();
-        let owned;
-        let text = if v.fract() == 0.0 && v.abs() < EXACT_INT_LIMIT {
-            int_text.format(v as i64)
-        } else {
-            owned = format_double(v);
-            owned.as_str()
+        let other;
+        let text = match exact_integer(v) {
+            Some(i) => int_text.format(i).as_bytes(),
+            None => {
+                other = DoubleText::score(v);
+                other.as_bytes()
+            }
         };
         match self.proto {
-            Protocol::Resp2 => self.bulk(text.as_bytes()),
+            Protocol::Resp2 => self.bulk(text),
             Protocol::Resp3 => {
                 if self.is_full() {
                     return;
                 }
                 self.out.put_u8(b',');
-                self.out.put_slice(text.as_bytes());
+                self.out.put_slice(text);
                 self.out.put_slice(b"\r\n");
             }
         }
@@ -293,42 +289,30 @@ mod tests {
         out
     }
 
-    /// The whole-number fast path of `double` writes exactly what `format_double` does, at the
-    /// edges of the range it takes (±2^53) and just past them, for -0, and for fractions.
+    /// Doubles on the wire as redis-server 7.2.6 sends them (ZSCORE in RESP2 and RESP3), at the
+    /// edges of the integer form (±2^62) and just past them.
     #[test]
-    fn doubles_are_written_as_format_double_words_them() {
-        let edge = EXACT_INT_LIMIT;
-        let mut values = vec![
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            12345.0,
-            1e15,
-            1e16,
-            1e17,
-            edge - 1.0,
-            -(edge - 1.0),
-            edge,
-            -edge,
-            edge * 2.0,
-            72_057_594_037_927_936.0,
-            1.5,
-            -2.25,
-            1e-7,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        ];
-        // A spread of magnitudes, whole and not.
-        let mut x = 1.0f64;
-        while x < 1e20 {
-            values.extend([x.floor(), -x.floor(), x + 0.5, x * 1.1]);
-            x *= 3.7;
-        }
-        for v in values {
+    fn doubles_are_written_as_redis_7_2_writes_them() {
+        for (v, text) in [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (12345.0, "12345"),
+            (-1.0, "-1"),
+            (1.5, "1.5"),
+            (0.1, "0.1"),
+            (1e-7, "1e-7"),
+            (123_456_789_012_345_680.0, "123456789012345680"),
+            (4_611_686_018_427_387_904.0, "4611686018427387904"),
+            (-4_611_686_018_427_387_904.0, "-4611686018427387904"),
+            (9_223_372_036_854_775_808.0, "9223372036854776000"),
+            (1e23, "99999999999999990000000"),
+            (-1.2345678901234567e23, "-123456789012345670000000"),
+            (1.5e300, "1.5e+300"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
             for proto in [Protocol::Resp2, Protocol::Resp3] {
                 let out = encode(proto, |w| w.double(v));
-                let text = format_double(v);
                 let want = match proto {
                     Protocol::Resp2 => format!("${}\r\n{text}\r\n", text.len()),
                     Protocol::Resp3 => format!(",{text}\r\n"),

@@ -14,6 +14,7 @@
 use std::ffi::c_int;
 
 use bytes::BytesMut;
+use ferrite_protocol::number::DoubleText;
 use ferrite_protocol::{Protocol, ReplyWriter};
 use mlua::{Lua, Table, Value, ffi};
 
@@ -481,66 +482,36 @@ fn trim_crlf(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// A Lua number as a command argument: Redis formats it with `%.17g` (Lua's own `%.14g` would
-/// lose precision).
+/// A Lua number as a command argument, as Redis 7.2 writes it (`luaArgsToRedisArgv`): an integer
+/// in ±2^62 by its digits, anything else by `fpconv_dtoa` (Lua's own `%.14g` would lose precision).
 pub fn number_arg(n: f64, buf: &mut Vec<u8>) {
-    if n.fract() == 0.0 && n.abs() < 1e17 {
-        let mut b = itoa::Buffer::new();
-        buf.extend_from_slice(b.format(n as i64).as_bytes());
-        return;
-    }
-    buf.extend_from_slice(format_g17(n).as_bytes());
-}
-
-/// C's `printf("%.17g", n)`.
-pub fn format_g17(n: f64) -> String {
-    if n.is_nan() {
-        return if n.is_sign_negative() { "-nan" } else { "nan" }.into();
-    }
-    if n.is_infinite() {
-        return if n < 0.0 { "-inf" } else { "inf" }.into();
-    }
-    if n == 0.0 {
-        return if n.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    const P: i32 = 17;
-    // 17 significant digits in scientific form, then %g's choice of style.
-    let sci = format!("{:.*e}", (P - 1) as usize, n);
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..P).contains(&exp) {
-        let m = strip_zeros(mantissa);
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{m}e{sign}{:02}", exp.abs())
-    } else {
-        let decimals = (P - 1 - exp).max(0) as usize;
-        strip_zeros(&format!("{:.*}", decimals, n)).to_string()
-    }
-}
-
-fn strip_zeros(s: &str) -> &str {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        s
-    }
+    buf.extend_from_slice(DoubleText::argument(n).as_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The argument texts redis-server 7.2.6 builds (`EVAL "redis.call('set','k',<n>)
+    /// return redis.call('get','k')" 0`).
     #[test]
-    fn g17_matches_c() {
+    fn number_args_as_redis_7_2_writes_them() {
         for (n, s) in [
             (1.5, "1.5"),
-            (0.1, "0.10000000000000001"),
+            (0.1, "0.1"),
+            (0.1 + 0.2, "0.30000000000000004"),
             (-2.25, "-2.25"),
             (1e20, "1e+20"),
-            (1.0e-5, "1.0000000000000001e-05"),
+            (1.0e-5, "0.00001"),
+            (1.0e-7, "1e-7"),
             (123456789.125, "123456789.125"),
             (3.0, "3"),
-            (1e17, "1e+17"),
+            (1e17, "100000000000000000"),
+            (4611686018427387904.0, "4611686018427387904"),
+            (9223372036854775808.0, "9223372036854776000"),
+            (-0.0, "0"),
+            (f64::INFINITY, "inf"),
+            (-1.5e300, "-1.5e+300"),
         ] {
             let mut b = Vec::new();
             number_arg(n, &mut b);

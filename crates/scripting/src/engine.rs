@@ -1457,7 +1457,7 @@ fn redis_table(
                     "Please specify at least one argument for this redis lib call",
                 ));
             }
-            // The arguments as redis.call takes them: strings, numbers as %.17g.
+            // The arguments as redis.call takes them: strings, numbers as Redis 7.2 writes them.
             let mut argv: Vec<Vec<u8>> = Vec::with_capacity(args.len());
             for a in args.iter() {
                 match a {
