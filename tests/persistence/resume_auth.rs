@@ -165,6 +165,14 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// The password's bytes appear in no file of `dir` (the catalog, the logs, snapshots) nor in
 /// the server's own log.
+/// Every write the writers saw acknowledged is on `conn`'s tenant, with its value.
+fn assert_holds_every_acked_write(conn: &mut redis::Connection, acked: &BTreeMap<String, String>) {
+    for (k, v) in acked {
+        let got: Option<String> = redis::cmd("GET").arg(k).query(conn).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
+    }
+}
+
 fn assert_password_not_kept(dir: &std::path::Path, src: &Server) {
     let files = files_under(dir);
     assert!(
@@ -319,10 +327,7 @@ fn interrupted_live_migration_resumes_with_auth(kill: bool) {
     if !kill {
         // A clean shutdown loses no acknowledged write.
         let mut t = tenant_conn(&src, "acme", "pw");
-        for (k, v) in &pre_acked {
-            let got: Option<String> = redis::cmd("GET").arg(k).query(&mut t).unwrap();
-            assert_eq!(got.as_deref(), Some(v.as_str()), "{k} after SHUTDOWN");
-        }
+        assert_holds_every_acked_write(&mut t, &pre_acked);
     }
     // Changed after the restart: the target's stale import still holds k0.
     let mut t = tenant_conn(&src, "acme", "pw");
@@ -368,10 +373,7 @@ fn interrupted_live_migration_resumes_with_auth(kill: bool) {
         "the target holds the source's copy"
     );
     let mut bt = tenant_conn(&dst, "acme", "pw");
-    for (k, v) in &acked {
-        let got: Option<String> = redis::cmd("GET").arg(k).query(&mut bt).unwrap();
-        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
-    }
+    assert_holds_every_acked_write(&mut bt, &acked);
     let k0: Option<String> = redis::cmd("GET").arg("k0").query(&mut bt).unwrap();
     assert_eq!(k0, None, "a clean copy: the stale import was dropped");
     assert_moved_to(&src, &dst);
@@ -454,10 +456,7 @@ fn a_queued_migration_with_auth_comes_back_failed_and_resume_auth_starts_it() {
     let mut b = dst.conn();
     assert_eq!(digest(&mut b, "acme"), before);
     let mut bt = tenant_conn(&dst, "acme", "pw");
-    for (k, v) in &acked {
-        let got: Option<String> = redis::cmd("GET").arg(k).query(&mut bt).unwrap();
-        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
-    }
+    assert_holds_every_acked_write(&mut bt, &acked);
     assert_moved_to(&src, &dst);
 
     // The one it queued behind resumes too; killed again in live sync, it still asks for the
@@ -699,10 +698,7 @@ fn a_handed_over_migration_with_auth_is_finished_by_cutover_retry_auth_after_a_r
         "the target holds the source's frozen copy"
     );
     let mut bt = tenant_conn(&dst, "acme", "pw");
-    for (k, v) in &acked {
-        let got: Option<String> = redis::cmd("GET").arg(k).query(&mut bt).unwrap();
-        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
-    }
+    assert_holds_every_acked_write(&mut bt, &acked);
     write_probe(&dst).expect("the target owns the tenant");
     assert_moved_to(&src, &dst);
     assert_password_not_kept(src_dir.path(), &src);
