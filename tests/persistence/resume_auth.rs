@@ -929,3 +929,63 @@ fn a_handed_over_migration_with_auth_is_cancelled_only_with_the_targets_password
     assert_owned_by_source_only(&src, &dst, "after CANCEL AUTH");
     assert_password_not_kept(src_dir.path(), &src);
 }
+
+/// CUTOVER <id> RETRY of a migration started with AUTH that a restart interrupted before the
+/// hand-over: refused without AUTH (no login tried there, nothing changes); with the target's
+/// password it starts the migration again from scratch and cuts over once live, and the target
+/// holds the source's copy.
+#[test]
+fn cutover_retry_auth_of_a_migration_interrupted_before_the_hand_over_resumes_and_cuts_over() {
+    let Interrupted {
+        src_dir,
+        _dst_dir,
+        src,
+        dst,
+        id,
+        import: _,
+    } = interrupted_in_live_sync(true);
+    let mut a = src.conn();
+    let before = migration_status(&mut a, &id);
+
+    let refused_logins = auth_failures(&dst);
+    let e = err(&mut a, &["TENANT.MIGRATE.CUTOVER", &id, "RETRY"]);
+    assert!(e.contains("AUTH <password>"), "{e}");
+    assert_eq!(auth_failures(&dst), refused_logins, "no login was tried");
+    let after = migration_status(&mut a, &id);
+    assert_eq!(after["state"], "failed", "{after:?}");
+    assert_eq!(
+        after["error"], before["error"],
+        "RETRY without AUTH changed nothing"
+    );
+    assert_owned_by_source_only(&src, &dst, "after CUTOVER RETRY without AUTH");
+
+    // Nothing writes to the tenant from here on: its digest is what the target must hold.
+    let frozen = digest(&mut a, "acme");
+    let cut = map_of(ok(
+        &mut a,
+        &[
+            "TENANT.MIGRATE.CUTOVER",
+            &id,
+            "RETRY",
+            "AUTH",
+            TARGET_PASSWORD,
+        ],
+    ));
+    if text(&cut["status"]) != "completed" {
+        wait_status(&mut a, &id, "completed", Duration::from_secs(60), |s| {
+            s["state"] == "completed"
+        });
+    }
+    let mut b = dst.conn();
+    assert_eq!(
+        digest(&mut b, "acme"),
+        frozen,
+        "the target holds the source's copy"
+    );
+    let mut bt = tenant_conn(&dst, "acme", "pw");
+    let k0: Option<String> = redis::cmd("GET").arg("k0").query(&mut bt).unwrap();
+    assert!(k0.is_some(), "the copy has the tenant's keys");
+    write_probe(&dst).expect("the target owns the tenant");
+    assert_moved_to(&src, &dst);
+    assert_password_not_kept(src_dir.path(), &src);
+}
