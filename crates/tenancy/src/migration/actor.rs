@@ -1384,6 +1384,14 @@ pub(super) struct Work {
 }
 
 impl Work {
+    /// From now on reaches the target through the connection a password given again with AUTH
+    /// (RESUME, CUTOVER RETRY, CANCEL) installed, if there is one.
+    pub fn adopt_given_target(&mut self, ctl: &mut Control) {
+        if let Some(target) = ctl.replacement_target.take() {
+            self.target = target;
+        }
+    }
+
     /// Stops change capture and the delta log's subscription, and forgets what it tracked.
     pub fn stop_capture(&mut self, db: &mut ferrite_storage::Db, delta: &super::delta::DeltaLog) {
         db.stop_tracking();
@@ -1523,9 +1531,7 @@ async fn finish(work: &mut Work, io: &mut Io<'_>, result: Result<(), MigrationEr
 /// drop its staged import now (briefly), and keeps being asked in the background if it cannot
 /// be reached (its own reaper drops the import after `sync_timeout_secs` otherwise).
 async fn cancel_cleanup(work: &mut Work, io: &mut Io<'_>) {
-    if let Some(target) = io.ctl.replacement_target.take() {
-        work.target = target;
-    }
+    work.adopt_given_target(io.ctl);
     let tenant = io.ctl.info.tenant.clone();
     if tenant.state() != TenantState::Moved && tenant.gate().is_closed() {
         tenant.gate().open();
@@ -1655,9 +1661,7 @@ async fn failed(work: &mut Work, io: &mut Io<'_>) -> bool {
         }
         Err(_) => true,
         Ok(()) => {
-            if let Some(target) = io.ctl.replacement_target.take() {
-                work.target = target;
-            }
+            work.adopt_given_target(io.ctl);
             if let Some(reply) = io.ctl.pending_activation_retry.take() {
                 let r = cutover::retry_activation(work, io).await;
                 let _ = reply.send(r);
@@ -1671,9 +1675,7 @@ async fn failed(work: &mut Work, io: &mut Io<'_>) -> bool {
 /// the source takes the tenant back only if the target drops the import (else the tenant could
 /// end writable on both).
 async fn cancel_after_hand_over(work: &mut Work, io: &mut Io<'_>) {
-    if let Some(target) = io.ctl.replacement_target.take() {
-        work.target = target;
-    }
+    work.adopt_given_target(io.ctl);
     let Some(import) = io.ctl.published().import_id.clone() else {
         return;
     };
