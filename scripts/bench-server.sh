@@ -27,9 +27,17 @@
 # The table's "client cpu" columns are the CPU time (user + system) of the client processes per
 # request against each server: at -P1 the client takes most of a core, and a row where it got
 # less of the machine shows here.
+#
+# MIN_SECONDS (default 0: off) gives every redis-benchmark row at least that many seconds per run:
+# before the first repetition each row runs once, unmeasured, against both servers (min(REQUESTS,
+# 100000) requests), and the row's count becomes max(REQUESTS, MIN_SECONDS x the faster server's
+# rate), the same count for both servers in every repetition. At a fixed count the cheap -P16
+# rows last about 0.25 s at 300,000 requests, so one slow phase of the machine decides a median;
+# the -P1 rows already last seconds and keep REQUESTS.
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-2000000}
+MIN_SECONDS=${MIN_SECONDS:-0}
 CLIENTS=${CLIENTS:-50}
 REPEATS=${REPEATS:-3}
 PIPELINES=${PIPELINES:-"1 16"}
@@ -117,6 +125,7 @@ echo "ferrite: $FERRITE_BIN $FERRITE_ARGS"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 [[ "${PIN:-0}" == 1 ]] && echo "pinned: servers on CPU 1, clients on CPU 0 (PIN=1)"
 echo "command: redis-benchmark -h 127.0.0.1 -p PORT -c $CLIENTS -n $REQUESTS -d SIZE${RANDOM_KEYS:+ -r $RANDOM_KEYS} -t TEST -P N --csv for TEST[:SIZE] in $TESTS (SIZE default $DATA_SIZE), N in $PIPELINES; repeats $REPEATS"
+[[ $MIN_SECONDS != 0 ]] && echo "min seconds per run: $MIN_SECONDS (rows whose $REQUESTS requests take less run more; counts below)"
 echo
 
 # One line per measurement: server pipeline test rps p50 p99 cpu-us-per-request
@@ -199,9 +208,12 @@ n = len(lat) * len(pairs)
 print("BLPOP", n / elapsed, f"{lat[len(lat) // 2]:.3f}", f"{lat[int(len(lat) * 0.99)]:.3f}", n)
 PY
 
+# The request count of each row (pipeline/test), when MIN_SECONDS set it; REQUESTS otherwise.
+declare -A row_requests
 bench() { # server port pid pipeline test[:size]
     local server=$1 port=$2 pid=$3 pipeline=$4 case=$5 test size label before after line
-    local done_requests=$REQUESTS
+    local requests=${row_requests[$4/$5]:-$REQUESTS}
+    local done_requests=$requests
     test=${case%%:*}
     size=$DATA_SIZE
     label=${test^^}
@@ -236,7 +248,7 @@ bench() { # server port pid pipeline test[:size]
         line=${line% *}
     elif ((${#command[@]})); then
         # shellcheck disable=SC2086 # the -r option is one or no words on purpose
-        line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" \
+        line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$requests" \
             ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -P "$pipeline" --csv "${command[@]}" |
             tr -d '"\r' |
             awk -F, -v want="${command[0]}" -v label="$label" \
@@ -244,7 +256,7 @@ bench() { # server port pid pipeline test[:size]
     else
         # Only the requested test's line: LRANGE tests also report the LPUSH that fills the list.
         # shellcheck disable=SC2086 # the -r option is one or no words on purpose
-        line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -d "$size" \
+        line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$requests" -d "$size" \
             ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -t "$test" -P "$pipeline" --csv |
             tr -d '"\r' |
             awk -F, -v want="${test^^}" -v label="$label" \
@@ -280,6 +292,33 @@ read -r total0 steal0 < <(cpu_sample)
 # number of rows, as in WIDE=1's 38, every row then had the same order in every repetition, and
 # SET of 16 KiB at -P1 always ran ferrite first, right after ferrite's own GET of 1 KiB.)
 IFS=, read -r -a test_list <<<"$TESTS"
+
+# MIN_SECONDS: one unmeasured run of each redis-benchmark row against both servers (the same
+# commands on both, so their data stays alike) sets the row's count for every repetition.
+calibration_rate() { # port pipeline test[:size] requests
+    local test=${3%%:*} size=$DATA_SIZE
+    [[ $3 == *:* ]] && size=${3#*:}
+    # shellcheck disable=SC2086 # the -r option is one or no words on purpose
+    "${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "$1" -c "$CLIENTS" -n "$4" -d "$size" \
+        ${RANDOM_KEYS:+-r "$RANDOM_KEYS"} -t "$test" -P "$2" --csv |
+        tr -d '"\r' |
+        awk -F, -v want="${test^^}" 'NR > 1 && NF >= 7 { split($1, w, " "); if (w[1] == want) { print $2; exit } }'
+}
+if [[ $MIN_SECONDS != 0 ]]; then
+    calibration_requests=$((REQUESTS < 100000 ? REQUESTS : 100000))
+    for pipeline in $PIPELINES; do
+        for test in "${test_list[@]}"; do
+            case ${test%%:*} in evalsha | xadd | publish | blpop) continue ;; esac
+            rate_redis=$(calibration_rate "$redis_port" "$pipeline" "$test" "$calibration_requests")
+            rate_ferrite=$(calibration_rate "$ferrite_port" "$pipeline" "$test" "$calibration_requests")
+            row_requests[$pipeline/$test]=$(awk -v r="${rate_redis:-0}" -v f="${rate_ferrite:-0}" \
+                -v s="$MIN_SECONDS" -v n="$REQUESTS" \
+                'BEGIN { m = (r > f ? r : f) * s; printf "%d", (m > n ? int(m / 1000 + 1) * 1000 : n) }')
+            echo "  P=$pipeline $test: ${row_requests[$pipeline/$test]} requests per run (calibration: redis ${rate_redis:-?}, ferrite ${rate_ferrite:-?} req/s)"
+        done
+    done
+fi
+
 for rep in $(seq 1 "$REPEATS"); do
     echo "repetition $rep/$REPEATS"
     flip=$rep
