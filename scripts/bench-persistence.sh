@@ -10,9 +10,13 @@
 #    (`--appendonly yes --appendfsync <policy>`, its default save points) and a fresh ferrite
 #    (`--appendfsync <policy>`, persistence on as by default, its default snapshot triggers),
 #    each in its own directory of the same filesystem; redis-benchmark -c CLIENTS -n REQUESTS -t
-#    set,get -P 1 and -P 16 against one and then the other, alternating which goes first; the
-#    median of REPEATS runs, and the median of the REPEATS ratios of the two servers' runs
-#    in each repeat ("paired").
+#    set, then -t get, -P 1 and -P 16 against one and then the other, alternating which goes
+#    first; the median of REPEATS runs, and the median of the REPEATS ratios of the two servers'
+#    runs in each repeat ("paired"), with the server's CPU time per request. Each keyspace in
+#    KEYSPACES ("1 100000") is measured: 1 is redis-benchmark's one key (`key:__rand_int__`
+#    unexpanded: every SET overwrites it), N > 1 adds `-r N` (keys drawn from N, as in
+#    bench-server.sh's wide run). With one key the -P16 GET row is bound by redis-benchmark's own
+#    CPU for both servers (docs/benchmarks.md, Persistence).
 # 2. Snapshot under load (`cargo bench --bench persistence`, benches/persistence.rs): KEYS keys
 #    of VALUE bytes, then RATE paced SETs/s to random keys while idle and while SNAPSHOTS
 #    BGSAVEs (5, PAUSE_MS apart) run one after the other on each server (policy everysec): the
@@ -39,6 +43,7 @@ CLIENTS=${CLIENTS:-50}
 REPEATS=${REPEATS:-3}
 POLICIES=${POLICIES:-"everysec always"}
 PIPELINES=${PIPELINES:-"1 16"}
+KEYSPACES=${KEYSPACES:-"1 100000"}
 KEYS=${KEYS:-1000000}
 VALUE=${VALUE:-100}
 RATE=${RATE:-20000}
@@ -159,6 +164,9 @@ if [[ "${PIN:-0}" == 1 ]]; then
     server_pin=(taskset -c 1)
     echo "pinned: servers on CPU 1, redis-benchmark on CPU 0 (PIN=1)" | tee -a "$OUT/machine"
 fi
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks_per_sec=$(getconf CLK_TCK)
 for policy in $POLICIES; do
     start_redis "$policy" "$work/redis-$policy"
     start_ferrite "$policy" "$work/ferrite-$policy"
@@ -171,13 +179,22 @@ for policy in $POLICIES; do
         for pl in $PIPELINES; do
             order="redis ferrite"
             ((n++ % 2)) && order="ferrite redis"
-            for s in $order; do
-                "${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "${port[$s]}" ${auth[$s]:+-a "$(cat "$work/ferrite.secret")"} \
-                    -c "$CLIENTS" -n "$REQUESTS" -t set,get -P "$pl" --csv 2>/dev/null |
-                    tr -d '"\r' |
-                    awk -F, -v s="$s" -v pol="$policy" -v pl="$pl" -v rep="$rep" \
-                        'NR > 1 && NF >= 7 { print "tput", pol, s, pl, $1, $2, $7, rep }' |
-                    tee -a "$results"
+            for keyspace in $KEYSPACES; do
+                rand_args=()
+                if [[ $keyspace != 1 ]]; then rand_args=(-r "$keyspace"); fi
+                for test in set get; do
+                    for s in $order; do
+                        before=$(cpu_ticks "${pid[$s]}")
+                        line=$("${client_pin[@]}" redis-benchmark -h 127.0.0.1 -p "${port[$s]}" ${auth[$s]:+-a "$(cat "$work/ferrite.secret")"} \
+                            -c "$CLIENTS" -n "$REQUESTS" "${rand_args[@]}" \
+                            -t "$test" -P "$pl" --csv 2>/dev/null |
+                            tr -d '"\r' | awk -F, 'NR > 1 && NF >= 7 { print $1, $2, $7; exit }')
+                        after=$(cpu_ticks "${pid[$s]}")
+                        [[ -n $line ]] || die "no result for $test -P $pl from $s"
+                        cpu_us=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v n="$REQUESTS" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+                        echo "tput $policy $s $pl $line $rep $keyspace $cpu_us" | tee -a "$results"
+                    done
+                done
             done
         done
     done
@@ -248,16 +265,21 @@ fi
 python3 - "$results" "$OUT/machine" "$KEYS" "$VALUE" "$RATE" "$REQUESTS" "$CLIENTS" "$REPEATS" >"$OUT/table.md" <<'EOF'
 import json, statistics, sys
 results, machine, keys, value, rate, requests, clients, repeats = sys.argv[1:]
-tput, snap, load = {}, {}, {}
+tput, snap, load, cpu = {}, {}, {}, {}
 # (policy, pipeline, test) -> repeat -> server -> req/s: the pairs measured one after the other.
 pairs = {}
 for line in open(results):
     w = line.split()
     if w[0] == "tput":
+        # tput policy server pipeline test req/s p99 repeat keyspace cpu-µs-per-request
         _, pol, s, pl, test, rps = w[:6]
-        tput.setdefault((pol, pl, test), {}).setdefault(s, []).append(float(rps))
+        keyspace = w[8] if len(w) >= 10 else "1"
+        row = (pol, pl, test, keyspace)
+        tput.setdefault(row, {}).setdefault(s, []).append(float(rps))
+        if len(w) >= 10:
+            cpu.setdefault(row, {}).setdefault(s, []).append(float(w[9]))
         if len(w) >= 8:
-            pairs.setdefault((pol, pl, test), {}).setdefault(w[7], {})[s] = float(rps)
+            pairs.setdefault(row, {}).setdefault(w[7], {})[s] = float(rps)
     elif w[0] == "snap":
         snap[w[1]] = json.loads(line.split(" ", 2)[2])
     elif w[0] == "load":
@@ -265,19 +287,26 @@ for line in open(results):
         load.setdefault(w[1], []).append((float(w[2]), int(w[3]), int(w[4]), float(w[5]), float(w[6])))
 out = []
 out.append(" ".join(l.strip() for l in open(machine)) + "\n")
-out.append(f"Throughput: `redis-benchmark -c {clients} -n {requests} -t set,get -P N`, median of {repeats}. "
+out.append(f"Throughput: `redis-benchmark -c {clients} -n {requests} [-r KEYS] -t set|get -P N`, median of {repeats}. "
+           "\"keys\": 1 is redis-benchmark's single key (no `-r`), otherwise `-r` of that many. "
            "\"paired\": the median of the ratios of the two servers' runs in each repeat (seconds apart, "
            "alternating which goes first), which a slow phase of the machine lasting several runs "
-           "moves less.\n")
-out.append("| appendfsync | pipeline | test | redis-server (req/s) | ferrite (req/s) | ferrite / redis | paired |")
-out.append("|---|---|---|---:|---:|---:|---:|")
-for (pol, pl, test), by in sorted(tput.items(), key=lambda kv: (kv[0][0] != "everysec", int(kv[0][1]), kv[0][2])):
+           "moves less. CPU: the server's user + system time per request, median.\n")
+out.append("| appendfsync | pipeline | keys | test | redis-server (req/s) | ferrite (req/s) | ferrite / redis | paired | CPU µs/req (redis / ferrite) |")
+out.append("|---|---|---:|---|---:|---:|---:|---:|---:|")
+def cpu_cell(row):
+    by = cpu.get(row, {})
+    if "redis" not in by or "ferrite" not in by:
+        return "—"
+    return f"{statistics.median(by['redis']):.2f} / {statistics.median(by['ferrite']):.2f}"
+for row, by in sorted(tput.items(), key=lambda kv: (kv[0][0] != "everysec", int(kv[0][1]), int(kv[0][3]), kv[0][2])):
+    pol, pl, test, keyspace = row
     r = statistics.median(by.get("redis", [float("nan")]))
     f = statistics.median(by.get("ferrite", [float("nan")]))
-    ratios = [p["ferrite"] / p["redis"] for p in pairs.get((pol, pl, test), {}).values()
+    ratios = [p["ferrite"] / p["redis"] for p in pairs.get(row, {}).values()
               if "ferrite" in p and "redis" in p]
     paired = f"{statistics.median(ratios):.2f}×" if ratios else "—"
-    out.append(f"| {pol} | {pl} | {test} | {r:,.0f} | {f:,.0f} | {f / r:.2f}× | {paired} |")
+    out.append(f"| {pol} | {pl} | {int(keyspace):,} | {test} | {r:,.0f} | {f:,.0f} | {f / r:.2f}× | {paired} | {cpu_cell(row)} |")
 out.append("")
 if snap:
     out.append(f"Snapshot of {int(keys):,} keys of {value} bytes while {int(rate):,} SETs/s run (appendfsync everysec):\n")
