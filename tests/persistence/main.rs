@@ -9,6 +9,7 @@ mod util;
 mod crash;
 mod cutover;
 mod faults;
+mod group_commit;
 mod migrations;
 mod readers;
 mod restart;
