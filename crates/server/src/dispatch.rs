@@ -1653,7 +1653,11 @@ pub async fn commit_to(
     let position = d.journaled();
     if d.group_write() {
         RunQueuedFirst(false).await;
-        if let Some(ks) = keyspace {
+        // Only when this commit will wait for an fsync (`always`, something not on disk yet):
+        // under `everysec` there is only a `write` to share, and the waits measured no gain.
+        if let Some(ks) = keyspace
+            && d.unsynced_end().is_some()
+        {
             let_lock_waiters_journal(ks).await;
         }
     }
