@@ -493,6 +493,17 @@ pub fn scrape(s: &Server) -> String {
         .unwrap_or_default()
 }
 
+/// One request in RESP, as a client sends it: an array of bulk strings.
+pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 /// Sends raw bytes and reads whatever comes back until the peer closes or `timeout` passes.
 pub fn raw_exchange(stream: &mut std::net::TcpStream, data: &[u8], timeout: Duration) -> Vec<u8> {
     use std::io::{Read, Write};

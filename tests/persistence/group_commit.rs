@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::common::Server;
+use crate::common::{Server, resp_command};
 use crate::util::*;
 
 /// Writer connections, each sending pipelines of `PIPELINE` SETs, one pipeline at a time, all
@@ -83,11 +83,8 @@ fn run_writers(addr: &str, secret: &str, acked: &Arc<AtomicU64>, stop: &Arc<Atom
 }
 
 fn resp(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend(format!("${}\r\n{a}\r\n", a.len()).into_bytes());
-    }
-    out
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    resp_command(&args)
 }
 
 #[test]

@@ -7,22 +7,12 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::common::Server;
+use crate::common::{Server, resp_command as resp};
 
 /// 1.5 GiB of address space: room for the server with two workers, far from the 4.5 GB (or
 /// 15 TB) the attacks ask for.
 const MEMORY_LIMIT_KIB: u64 = 1536 * 1024;
 const MEMBER: usize = 900 * 1024;
-
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend(format!("${}\r\n", a.len()).bytes());
-        out.extend_from_slice(a);
-        out.extend(b"\r\n");
-    }
-    out
-}
 
 /// Sends `requests` on a fresh connection authenticated as tenant `a`, then reads until the
 /// server closes the connection; returns how many bytes came back. Panics if it stays open.

@@ -5,17 +5,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, read_n};
-
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
+use crate::common::{Server, read_n, resp_command as command};
 
 /// A value whose every byte depends on its key and position, so that a byte from the wrong
 /// place (a partial request moved wrongly) is noticed.

@@ -1689,9 +1689,6 @@ const LOCK_WAITERS_WAITS: u32 = 64;
 /// holder is not a connection here: a long command, another worker), or after
 /// [`LOCK_WAITERS_WAITS`] waits.
 async fn let_lock_waiters_journal(ks: &Keyspace) {
-    if std::env::var_os("EXP_OFF").is_some() {
-        return;
-    }
     for _ in 0..LOCK_WAITERS_WAITS {
         if ks.try_lock().is_some() {
             return;
