@@ -242,6 +242,20 @@ fn save_bgsave_lastsave_bgrewriteaof_info_and_config() {
         get(&mut c, "persistence.auto_compact_min_size"),
         ["persistence.auto_compact_min_size", "1048576"]
     );
+    // An automatic compaction counts as Redis's automatic AOF rewrite does: in `aof_rewrites`
+    // (the BGREWRITEAOF above is the first) and its status.
+    let big = "x".repeat(64 * 1024);
+    for i in 0..24 {
+        let _: () = c.set(format!("big{i}"), &big).unwrap();
+    }
+    wait_until("an automatic compaction", Duration::from_secs(20), || {
+        let p = info_of(&mut c);
+        let compactions: u64 = p["compactions"].parse().unwrap();
+        compactions >= 1
+            && p["aof_rewrites"] == (1 + compactions).to_string()
+            && p["aof_last_bgrewrite_status"] == "ok"
+            && p["aof_rewrites_consecutive_failures"] == "0"
+    });
     // A tenant connection may not save.
     ok(&mut c, &["TENANT.CREATE", "t", "PASSWORD", "p"]);
     let mut t = tenant_conn(&s, "t", "p");
