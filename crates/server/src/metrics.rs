@@ -324,7 +324,7 @@ fn describe() {
     );
     describe_gauge!(
         names::PERSISTENCE_LAST_SAVE_OK,
-        "1 when the last snapshot of every tenant (SAVE/BGSAVE/BGREWRITEAOF/schedule) succeeded, else 0."
+        "1 when the last snapshot of every tenant (SAVE/BGSAVE/BGREWRITEAOF/schedule) and the last automatic compaction of a tenant's log succeeded, else 0."
     );
     describe_gauge!(
         names::PERSISTENCE_LAST_SAVE,
