@@ -125,6 +125,21 @@ pub struct Status {
     pub load: LoadSummary,
 }
 
+impl Status {
+    /// Records a finished rewrite of the logs: a BGREWRITEAOF, or an automatic compaction of one
+    /// tenant's log (Redis's automatic AOF rewrite, which Redis counts the same way).
+    fn rewrite_done(&mut self, ok: bool, took_secs: i64) {
+        self.last_rewrite_ok = ok;
+        self.last_rewrite_secs = took_secs;
+        if ok {
+            self.rewrites += 1;
+            self.rewrite_failures_in_a_row = 0;
+        } else {
+            self.rewrite_failures_in_a_row += 1;
+        }
+    }
+}
+
 struct Attached {
     tenant: Arc<Tenant>,
     incarnation: u64,
@@ -680,19 +695,15 @@ impl Persistence {
                     let broken = log.is_broken();
                     if Arc::ptr_eq(&ks, &tenant.keyspace()) && !log.is_closed() {
                         log.snapshotting.store(true, SeqCst);
-                        match snapshot::take(&ks, &log) {
-                            // An automatic compaction is Redis's automatic AOF rewrite
-                            // (`auto-aof-rewrite-percentage`), which Redis counts in
-                            // `aof_rewrites` and reports in the last rewrite's status and
-                            // duration: so here, per tenant compacted.
+                        let started = Instant::now();
+                        let result = snapshot::take(&ks, &log);
+                        let took = started.elapsed().as_secs() as i64;
+                        match result {
                             Ok(info) => {
                                 let mut s = self.status.lock();
                                 s.snapshots += 1;
                                 s.compactions += 1;
-                                s.rewrites += 1;
-                                s.last_rewrite_ok = true;
-                                s.last_rewrite_secs = (info.took_ms / 1000) as i64;
-                                s.rewrite_failures_in_a_row = 0;
+                                s.rewrite_done(true, took);
                                 s.last_snapshot = Some(info);
                                 if broken {
                                     self.retry_at.lock().remove(&key);
@@ -701,8 +712,7 @@ impl Persistence {
                             Err(e) => {
                                 let mut s = self.status.lock();
                                 s.snapshot_failures += 1;
-                                s.last_rewrite_ok = false;
-                                s.rewrite_failures_in_a_row += 1;
+                                s.rewrite_done(false, took);
                                 drop(s);
                                 if !broken {
                                     tracing::warn!(tenant = %tenant.id(), error = %e, "compaction failed");
@@ -798,16 +808,7 @@ impl Persistence {
                     s.last_save_unix = ferrite_storage::now_ms() / 1000;
                 }
             }
-            SaveKind::Rewrite => {
-                s.last_rewrite_ok = result.is_ok();
-                s.last_rewrite_secs = took;
-                if result.is_ok() {
-                    s.rewrites += 1;
-                    s.rewrite_failures_in_a_row = 0;
-                } else {
-                    s.rewrite_failures_in_a_row += 1;
-                }
-            }
+            SaveKind::Rewrite => s.rewrite_done(result.is_ok(), took),
         }
         if let Err(e) = result {
             tracing::warn!(error = %e, "background save failed");
