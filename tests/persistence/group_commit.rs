@@ -1,10 +1,11 @@
 //! Under `appendfsync always` one fsync covers the writes of every connection that ran since the
 //! last one (group commit), also once connections have queued for their tenant's keyspace lock.
-//! The lock is handed over in arrival order, so a queue that forms behind a holder (a snapshot's
-//! step, as here during a compaction, or a long command) never drains under load: each release
-//! wakes only the next waiter. Before the fix each fsync then covered one or two
+//! A queue forms behind a holder of that lock (a snapshot's step, as here during a compaction, or
+//! a long command). While the lock was handed over in arrival order (tokio's `Mutex`), such a
+//! queue never drained under load, since each release went to a waiter that was not running
+//! while every connection that became ready queued behind it: each fsync then covered one or two
 //! batches, and the writers stayed at that rate until they disconnected (docs/benchmarks.md,
-//! "always -P16 SET after a compaction").
+//! "always -P16 SET after a compaction", and "The keyspace lock no longer hands over").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

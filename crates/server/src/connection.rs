@@ -372,12 +372,6 @@ thread_local! {
     static BATCHES_RUN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Batches this thread's connections have run so far: a commit compares it across a wait to
-/// tell whether other connections ran meanwhile (`dispatch::commit_to`).
-pub(crate) fn batches_run_here() -> u64 {
-    BATCHES_RUN.with(|n| n.get())
-}
-
 impl TurnWait {
     /// A lone request at least this long (bytes read by its batch) waits too.
     const LARGE_REQUEST: usize = 4096;

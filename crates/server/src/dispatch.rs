@@ -1124,11 +1124,11 @@ pub fn check_quota<'a>(
 
 /// A tenant's keyspace lock kept between the data commands (and scripts) of one batch.
 ///
-/// With several worker threads, the connections of one busy tenant take turns at its lock, and
-/// the lock is fair: each release with a waiter hands it to that waiter, whose thread must wake
-/// up before anything runs, while the releasing connection's next command queues behind it.
-/// Taking the lock once for a run of pipelined commands turns a hand-over per command into one
-/// per batch (the work of Redis's event loop turn). It is given back at the end of the batch,
+/// With several worker threads, the connections of one busy tenant take turns at its lock: each
+/// release with a waiter wakes that waiter, whose thread must wake up before it runs, and one
+/// that waited half a millisecond is served in turn (see `Keyspace`). Taking the lock once for
+/// a run of pipelined commands turns a hand-off per command into one per batch (the work of
+/// Redis's event loop turn). It is given back at the end of the batch,
 /// after [`Held::MAX_COMMANDS`] commands, before any command that is not a data command or a
 /// script, and before any wait (throttle, write gate): no connection ever waits for anything
 /// while it holds a tenant's lock.
@@ -1574,9 +1574,8 @@ async fn run_long(
 
 /// What a batch's replies wait for before they go out ([`settle_before_replies`]).
 pub enum Settle {
-    /// The batch wrote: its writes are committed ([`commit_to`]), with the keyspace it wrote
-    /// (to see other connections queued for it).
-    Commit(Arc<dyn ferrite_tenancy::Durability>, Option<Arc<Keyspace>>),
+    /// The batch wrote: its writes are committed ([`commit_to`]).
+    Commit(Arc<dyn ferrite_tenancy::Durability>),
     /// The batch did not write, but under `always` the log held writes of other connections
     /// that were not on disk yet when it had run: it may have read them, so its replies wait
     /// until the log is on disk up to this position.
@@ -1586,7 +1585,7 @@ pub enum Settle {
 impl Settle {
     pub async fn run(self) -> Result<(), String> {
         match self {
-            Settle::Commit(d, keyspace) => commit_to(d, keyspace.as_deref()).await,
+            Settle::Commit(d) => commit_to(d).await,
             Settle::AwaitSynced(d, end) => {
                 // The writers queued on this worker run first: the one whose write this batch
                 // read then commits everything they journaled with one fsync. A reader that
@@ -1615,8 +1614,7 @@ pub fn settle_before_replies(st: &mut ClientState) -> Option<Settle> {
     let ran = std::mem::take(&mut st.batch.ran);
     let log = st.tenant.durability()?;
     if wrote {
-        let keyspace = st.keyspace.as_ref().map(|(_, ks)| ks.clone());
-        return Some(Settle::Commit(log.clone(), keyspace));
+        return Some(Settle::Commit(log.clone()));
     }
     if !ran {
         return None;
@@ -1645,59 +1643,19 @@ pub fn settle_read_of(tenant: &ferrite_tenancy::Tenant) -> Option<Settle> {
 /// written. Redis writes its AOF buffer once per event-loop pass the same way; without it, each
 /// SET at -P1 paid a `write` of its own. The log says when the wait is worth it
 /// (`Durability::group_write`): a lone writer would pay a task switch (and tokio waking the
-/// other worker, a futex call per SET) for nothing.
-pub async fn commit_to(
-    d: Arc<dyn ferrite_tenancy::Durability>,
-    keyspace: Option<&Keyspace>,
-) -> Result<(), String> {
+/// other worker, a futex call per SET) for nothing. Connections that waited for the tenant's
+/// keyspace lock (behind a snapshot's step, a long command) are among those queued: a release
+/// frees the lock and wakes its next waiter instead of handing it over (see `Keyspace`), so no
+/// convoy of waiters keeps them out of the run queue (under `always` it left one pipeline per
+/// fsync after a compaction: docs/benchmarks.md).
+pub async fn commit_to(d: Arc<dyn ferrite_tenancy::Durability>) -> Result<(), String> {
     let position = d.journaled();
     if d.group_write() {
         RunQueuedFirst(false).await;
-        // Only when this commit will wait for an fsync (`always`, something not on disk yet):
-        // under `everysec` there is only a `write` to share, and the waits measured no gain.
-        if let Some(ks) = keyspace
-            && d.unsynced_end().is_some()
-        {
-            let_lock_waiters_journal(ks).await;
-        }
     }
     match d.commit(position)? {
         None => Ok(()),
         Some(position) => d.wait_synced(position).await,
-    }
-}
-
-/// Most waits of one commit for the connections queued for the tenant's lock.
-const LOCK_WAITERS_WAITS: u32 = 64;
-
-/// Lets the connections that wait for the tenant's keyspace lock run their batches before this
-/// commit writes and fsyncs, so that one fsync covers them too.
-///
-/// Why: the lock is handed over in arrival order. Once connections queue for it (behind a
-/// snapshot's step, a long command), each release hands it to the next waiter, which is woken
-/// but not running — so a connection that becomes ready meanwhile finds the lock taken and
-/// queues too, and the queue never drains under load (a lock convoy). The waiters are then not
-/// in the worker's run queue when a commit looks ([`RunQueuedFirst`]), only the one just handed
-/// the lock: under `always` each fsync covered one or two batches. Measured: 50 connections
-/// pipelining SETs 16 at a time fell from about 650k SETs/s (one fsync per ~300 SETs) to about
-/// 110k (one per 16) at the first automatic compaction, and stayed there until they
-/// disconnected; the snapshot's own steps, which take the lock only when nobody waits for it,
-/// waited their 50 ms each (docs/benchmarks.md, "`always` -P16 SET after a compaction").
-///
-/// While the lock is taken or awaited, the next waiter runs its batch before this commit goes
-/// on; it stops once the lock is free, when a wait let no batch of this thread run (the lock's
-/// holder is not a connection here: a long command, another worker), or after
-/// [`LOCK_WAITERS_WAITS`] waits.
-async fn let_lock_waiters_journal(ks: &Keyspace) {
-    for _ in 0..LOCK_WAITERS_WAITS {
-        if ks.try_lock().is_some() {
-            return;
-        }
-        let before = crate::connection::batches_run_here();
-        RunQueuedFirst(false).await;
-        if crate::connection::batches_run_here() == before {
-            return;
-        }
     }
 }
 

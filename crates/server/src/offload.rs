@@ -26,8 +26,8 @@ pub fn long_work_slots() -> usize {
         .max(1)
 }
 
-/// Locks a keyspace for a command: at once when it is free and nobody waits, otherwise in
-/// arrival order without blocking the thread.
+/// Locks a keyspace for a command: at once when it is free, otherwise without blocking the
+/// thread (in the order `Keyspace` describes).
 #[inline]
 pub async fn lock(ks: &Keyspace) -> DbGuard<'_> {
     match ks.try_lock() {
@@ -44,8 +44,8 @@ pub async fn slot(sh: &Shared) -> Result<SemaphorePermit<'_>, ErrorReply> {
         .map_err(|_| ErrorReply::err("server is shutting down"))
 }
 
-/// Runs `job` on the blocking pool with the keyspace locked (the lock is taken in arrival order
-/// after a slot is free) and returns its result. Values the job puts in its garbage are freed
+/// Runs `job` on the blocking pool with the keyspace locked (the lock is taken after a slot is
+/// free) and returns its result. Values the job puts in its garbage are freed
 /// after the lock is released.
 pub async fn run_locked<R: Send + 'static>(
     sh: &Shared,

@@ -141,23 +141,53 @@ pub struct Db {
 /// simple way, like Redis's single thread; separate tenants have separate keyspaces and so run in
 /// parallel.
 ///
-/// The lock is fair (first come, first served) and can be waited for without blocking a thread
-/// ([`Keyspace::lock_async`]): a connection waiting for a busy tenant leaves its worker thread to
-/// other tenants. Its guard can be owned ([`Keyspace::lock_owned`]) and so moved to a thread of
-/// the blocking pool that runs a long command. [`Keyspace::lock`] blocks the calling thread and
-/// is for code that is not async (tests, the blocking pool, short background steps).
+/// The lock can be waited for without blocking a thread ([`Keyspace::lock_async`]): a connection
+/// waiting for a busy tenant leaves its worker thread to other tenants. Its guard can be owned
+/// ([`Keyspace::lock_owned`]) and so moved to a thread of the blocking pool that runs a long
+/// command. [`Keyspace::lock`] blocks the calling thread and is for code that is not async
+/// (tests, the blocking pool, short background steps).
+///
+/// A release does not hand the lock to the next waiter: it frees it and wakes that waiter, and
+/// whoever runs first takes it; a waiter that has waited more than half a millisecond is served
+/// in turn (`async_lock::Mutex`, eventually fair like parking_lot's locks). Why not first come,
+/// first served: a lock handed over in arrival order goes to a task that is woken but not
+/// running, so every connection that becomes ready meanwhile finds it taken and queues too, and
+/// under load the queue never drains (a lock convoy). With tokio's fair `Mutex`, one snapshot
+/// step was enough to start one that lasted as long as the load: a BGREWRITEAOF of 1M keys took
+/// 2.7–4.4 s instead of 0.2 s under 50 pipelining writers, whose throughput fell by up to a
+/// third (docs/benchmarks.md, "The lock convoy under `everysec`").
 pub struct Keyspace {
-    db: Arc<tokio::sync::Mutex<Db>>,
+    db: Arc<async_lock::Mutex<Db>>,
+    /// Lock operations waiting for the lock (after a failed try), so that
+    /// [`Keyspace::lock_when_free`] never goes ahead of them.
+    waiting: AtomicU64,
     stats: Arc<KeyspaceStats>,
     key_events: Arc<crate::notify::KeyEvents>,
 }
 
 /// The keyspace's data, locked.
-pub type DbGuard<'a> = tokio::sync::MutexGuard<'a, Db>;
+pub type DbGuard<'a> = async_lock::MutexGuard<'a, Db>;
 
 /// The keyspace's data, locked, by a guard that owns a reference to the lock (it can move to
 /// another thread).
-pub type OwnedDbGuard = tokio::sync::OwnedMutexGuard<Db>;
+pub type OwnedDbGuard = async_lock::MutexGuardArc<Db>;
+
+/// Counts one lock operation in [`Keyspace`]'s `waiting` while it exists (a waiting future
+/// that is dropped, a cancelled command, stops counting too).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Default for Keyspace {
     fn default() -> Self {
@@ -182,7 +212,8 @@ impl Keyspace {
         let stats = Arc::new(KeyspaceStats::default());
         let key_events = Arc::new(crate::notify::KeyEvents::default());
         Keyspace {
-            db: Arc::new(tokio::sync::Mutex::new(Db {
+            waiting: AtomicU64::new(0),
+            db: Arc::new(async_lock::Mutex::new(Db {
                 table: ShardedTable::new(),
                 expires: BTreeSet::new(),
                 digest: Digest::default(),
@@ -215,15 +246,15 @@ impl Keyspace {
     /// [`Keyspace::lock_owned`], which leave the thread to other tasks, or moves its work to the
     /// blocking pool.
     ///
-    /// Why async code must not block here: the lock is handed over in arrival order, so the
-    /// next owner may be a connection's task that can only run once its worker thread is free.
+    /// Why async code must not block here: the holder may be a connection's task (or one that
+    /// waits in turn, see [`Keyspace`]) that can only run once its worker thread is free.
     /// On the multi-thread scheduler this call gives the worker's other tasks to another thread
     /// while it waits (`block_in_place`), a safety net that costs a thread hand-over; the
     /// current-thread scheduler (one worker, [`mark_async_worker`]) has no other thread, and
     /// blocking its only thread behind a task of that thread never ends. So a contended call
     /// on such a worker is a bug: debug builds panic, release builds log it before waiting.
     pub fn lock(&self) -> DbGuard<'_> {
-        if let Ok(g) = self.db.try_lock() {
+        if let Some(g) = self.db.try_lock() {
             return g;
         }
         if ASYNC_WORKER.get() {
@@ -235,9 +266,8 @@ impl Keyspace {
                 "a keyspace lock was waited for on the only async worker thread: this can hang the server"
             );
         }
-        // Outside the task budget: the budget of an async caller's task would otherwise make
-        // the wait return "not yet" forever, since blocking never yields back to tokio.
-        let wait = || block_on(tokio::task::unconstrained(self.db.lock()));
+        let _waiting = Waiting::enter(&self.waiting);
+        let wait = || self.db.lock_blocking();
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
@@ -261,18 +291,19 @@ impl Keyspace {
         }
     }
 
-    /// Locks the keyspace for a background thread (a snapshot's walk) without ever queueing
-    /// ahead of connections: it takes the lock only when it is free and nobody waits, offering
-    /// the core in between, and queues like [`Keyspace::lock`] only after [`FREE_WAIT_LIMIT`].
+    /// Locks the keyspace for a background thread (a snapshot's walk) without ever going ahead
+    /// of connections: it takes the lock only when it is free and nobody waits for it, offering
+    /// the core in between, and waits like [`Keyspace::lock`] only after [`FREE_WAIT_LIMIT`].
     ///
-    /// Why: the lock is handed over in arrival order, so a thread waiting in the queue owns the
-    /// lock from the moment it is released until the scheduler runs it — on a busy machine a
-    /// whole time slice (about 4 ms), during which every connection of the tenant waits
-    /// behind it (this was the write p99 during a snapshot, docs/benchmarks.md).
+    /// Why: a connection that waits for the lock is delayed by every step the walk takes
+    /// first, and one that waited long enough is served in turn, which may leave the lock
+    /// idle until the scheduler runs it (the write p99 during a snapshot, docs/benchmarks.md).
     pub fn lock_when_free(&self) -> DbGuard<'_> {
         let started = std::time::Instant::now();
         loop {
-            if let Some(g) = self.try_lock() {
+            if self.waiting.load(Ordering::Relaxed) == 0
+                && let Some(g) = self.try_lock()
+            {
                 return g;
             }
             if started.elapsed() >= FREE_WAIT_LIMIT {
@@ -282,28 +313,36 @@ impl Keyspace {
         }
     }
 
-    /// Waits for the lock without blocking the thread, in arrival order.
+    /// Waits for the lock without blocking the thread.
     pub async fn lock_async(&self) -> DbGuard<'_> {
+        if let Some(g) = self.db.try_lock() {
+            return g;
+        }
+        let _waiting = Waiting::enter(&self.waiting);
         self.db.lock().await
     }
 
-    /// Takes the lock if it is free and nobody is waiting for it.
+    /// Takes the lock if it is free and no waiter is being served in turn.
     #[inline]
     pub fn try_lock(&self) -> Option<DbGuard<'_>> {
-        self.db.try_lock().ok()
+        self.db.try_lock()
     }
 
     /// Takes the lock like [`Keyspace::try_lock`], returning a guard that can be moved to
     /// another thread (see [`Keyspace::lock_owned`]).
     #[inline]
     pub fn try_lock_owned(&self) -> Option<OwnedDbGuard> {
-        self.db.clone().try_lock_owned().ok()
+        self.db.try_lock_arc()
     }
 
     /// Waits for the lock like [`Keyspace::lock_async`], returning a guard that can be moved to
     /// another thread (a long command runs on the blocking pool with it).
     pub async fn lock_owned(&self) -> OwnedDbGuard {
-        self.db.clone().lock_owned().await
+        if let Some(g) = self.db.try_lock_arc() {
+            return g;
+        }
+        let _waiting = Waiting::enter(&self.waiting);
+        self.db.lock_arc().await
     }
 
     pub fn stats(&self) -> &KeyspaceStats {
@@ -1295,31 +1334,6 @@ pub fn mark_async_worker() {
     ASYNC_WORKER.set(true);
 }
 
-/// Runs a future to completion on the calling thread, parking it while the future waits (only
-/// used to wait for a keyspace lock from code that is not async).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        // A wake before this park leaves a token, so no wake-up is lost; a spurious return
-        // just polls again.
-        std::thread::park();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1373,6 +1387,35 @@ mod tests {
             111,
             "ran after the queued waiter"
         );
+    }
+
+    /// A release frees the lock rather than handing it to the first waiter: a connection that
+    /// runs before the woken waiter takes it at once. Handed over in arrival order, the lock
+    /// would be taken by the waiter that is not running yet, and the connection would have to
+    /// queue too (the convoy in `Keyspace`'s comment).
+    #[test]
+    fn a_release_frees_the_lock_for_whoever_runs_first() {
+        let ks = Arc::new(Keyspace::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let held = ks.lock_async().await;
+            let k = ks.clone();
+            let waiter = tokio::spawn(async move {
+                let _g = k.lock_async().await;
+            });
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished(), "the waiter waits for the holder");
+            drop(held);
+            // The waiter is woken, but this task still runs.
+            assert!(
+                ks.try_lock().is_some(),
+                "the lock is free for the task that runs first"
+            );
+            waiter.await.unwrap();
+        });
     }
 
     #[test]
