@@ -154,8 +154,8 @@ pub struct Db {
 /// running, so every connection that becomes ready meanwhile finds it taken and queues too, and
 /// under load the queue never drains (a lock convoy). With tokio's fair `Mutex`, one snapshot
 /// step was enough to start one that lasted as long as the load: a BGREWRITEAOF of 1M keys took
-/// 2.7–4.4 s instead of 0.2 s under 50 pipelining writers, whose throughput fell by up to a
-/// third (docs/benchmarks.md, "The lock convoy under `everysec`").
+/// 2.4–4.4 s instead of 0.2 s under 50 pipelining writers, whose throughput fell by up to a
+/// third (docs/benchmarks.md, "The keyspace lock no longer hands over").
 pub struct Keyspace {
     db: Arc<async_lock::Mutex<Db>>,
     /// Lock operations waiting for the lock (after a failed try), so that
