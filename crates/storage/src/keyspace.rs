@@ -1339,6 +1339,14 @@ mod tests {
     use super::*;
     use crate::value::HashValue;
 
+    /// A current-thread runtime: every task on one thread, as on the one-worker server.
+    fn one_worker_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// The snapshot's walk never takes the lock ahead of a connection waiting for it, even one
     /// that came after the walk started waiting (a queued walk would), and still gets it once
     /// the keyspace has a free moment.
@@ -1354,10 +1362,7 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 1, "free: ran at once");
         // One thread: the holder is a task of the same thread, as on the one-worker runtime.
         // A blocking wait here would never end; `lock_later` must leave it to a task.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = one_worker_runtime();
         rt.block_on(async {
             let held = ks.lock_async().await;
             let (r, k) = (ran.clone(), ks.clone());
@@ -1396,10 +1401,7 @@ mod tests {
     #[test]
     fn a_release_frees_the_lock_for_whoever_runs_first() {
         let ks = Arc::new(Keyspace::new());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = one_worker_runtime();
         rt.block_on(async {
             let held = ks.lock_async().await;
             let k = ks.clone();
