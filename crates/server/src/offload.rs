@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use ferrite_commands::Garbage;
 use ferrite_protocol::ErrorReply;
-use ferrite_storage::{Db, DbGuard, Keyspace, OwnedDbGuard};
+use ferrite_storage::{Db, Keyspace, OwnedDbGuard};
 use tokio::sync::SemaphorePermit;
 
 use crate::shared::Shared;
@@ -24,16 +24,6 @@ pub fn long_work_slots() -> usize {
         .map_or(1, |n| n.get())
         .saturating_sub(1)
         .max(1)
-}
-
-/// Locks a keyspace for a command: at once when it is free, otherwise without blocking the
-/// thread (in the order `Keyspace` describes).
-#[inline]
-pub async fn lock(ks: &Keyspace) -> DbGuard<'_> {
-    match ks.try_lock() {
-        Some(g) => g,
-        None => ks.lock_async().await,
-    }
 }
 
 /// Waits for a slot to run long work.

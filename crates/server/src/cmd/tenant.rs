@@ -289,7 +289,7 @@ pub async fn digest(
         })
         .await?
     } else {
-        (crate::offload::lock(&ks).await.digest().clone(), None)
+        (ks.lock_async().await.digest().clone(), None)
     };
     // The digest may cover writes of the tenant's clients still waiting for their fsync:
     // under `always` it is not shown before they are durable.

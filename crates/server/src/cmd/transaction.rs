@@ -42,7 +42,7 @@ pub async fn watch(
     out: &mut BytesMut,
 ) -> ServerResult {
     let ks = st.tenant.keyspace();
-    match crate::scripting::or_busy(sh, &st.tenant, offload::lock(&ks)).await {
+    match crate::scripting::or_busy(sh, &st.tenant, ks.lock_async()).await {
         Ok(mut db) => {
             let now = ferrite_storage::now_ms();
             for key in args.tail(1).iter() {
