@@ -375,6 +375,9 @@ thread_local! {
 impl TurnWait {
     /// A lone request at least this long (bytes read by its batch) waits too.
     const LARGE_REQUEST: usize = 4096;
+    /// A lone request whose replies are at least this long (bytes waiting to be written) waits
+    /// too.
+    const LARGE_REPLY: usize = 4096;
 
     /// Counts a batch of this thread's connections.
     #[inline]
@@ -700,7 +703,9 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
         }
-        if (batch_requests > 1 || consumed >= TurnWait::LARGE_REQUEST)
+        if (batch_requests > 1
+            || consumed >= TurnWait::LARGE_REQUEST
+            || out.len() >= TurnWait::LARGE_REPLY)
             && !out.is_empty()
             && !state.closing
             && (wait_for_turn || iterations.is_multiple_of(64))
