@@ -28,6 +28,11 @@
 # request against each server: at -P1 the client takes most of a core, and a row where it got
 # less of the machine shows here.
 #
+# CONTROL=1 adds a second redis-server, measured like the other two (its runs rotate with theirs),
+# and a "control" column: the median of its per-repetition ratios to the first redis-server. Two
+# identical servers differ only by the machine's noise, so that column shows how far from 1.0 a
+# ratio moves by chance (about 50% more time).
+#
 # MIN_SECONDS (default 0: off) gives every redis-benchmark row at least that many seconds per run:
 # before the first repetition each row runs once, unmeasured, against both servers (min(REQUESTS,
 # 100000) requests), and the row's count becomes max(REQUESTS, MIN_SECONDS x the faster server's
@@ -98,6 +103,16 @@ redis_pid=$!
 pids+=("$redis_pid")
 wait_ready "$redis_port" redis-server
 
+redis2_port=
+if [[ "${CONTROL:-0}" == 1 ]]; then
+    redis2_port=$(free_port)
+    "${server_pin[@]}" redis-server --port "$redis2_port" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no --logfile "$work/redis2.log" &
+    redis2_pid=$!
+    pids+=("$redis2_pid")
+    wait_ready "$redis2_port" "redis-server (control)"
+fi
+
 ferrite_port=$(free_port)
 # shellcheck disable=SC2086 # FERRITE_ARGS is a list of words on purpose
 # Like the redis-server above (no RDB, no AOF): scripts/bench-persistence.sh measures persistence.
@@ -125,6 +140,7 @@ echo "ferrite: $FERRITE_BIN $FERRITE_ARGS"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 [[ "${PIN:-0}" == 1 ]] && echo "pinned: servers on CPU 1, clients on CPU 0 (PIN=1)"
 echo "command: redis-benchmark -h 127.0.0.1 -p PORT -c $CLIENTS -n $REQUESTS -d SIZE${RANDOM_KEYS:+ -r $RANDOM_KEYS} -t TEST -P N --csv for TEST[:SIZE] in $TESTS (SIZE default $DATA_SIZE), N in $PIPELINES; repeats $REPEATS"
+[[ -n $redis2_port ]] && echo "control: a second redis-server, measured the same way (CONTROL=1)"
 [[ $MIN_SECONDS != 0 ]] && echo "min seconds per run: $MIN_SECONDS (rows whose $REQUESTS requests take less run more; counts below)"
 echo
 
@@ -311,6 +327,9 @@ if [[ $MIN_SECONDS != 0 ]]; then
             case ${test%%:*} in evalsha | xadd | publish | blpop) continue ;; esac
             rate_redis=$(calibration_rate "$redis_port" "$pipeline" "$test" "$calibration_requests")
             rate_ferrite=$(calibration_rate "$ferrite_port" "$pipeline" "$test" "$calibration_requests")
+            # The control gets the same commands, so that its data stays like the others'.
+            [[ -n $redis2_port ]] &&
+                calibration_rate "$redis2_port" "$pipeline" "$test" "$calibration_requests" >/dev/null
             row_requests[$pipeline/$test]=$(awk -v r="${rate_redis:-0}" -v f="${rate_ferrite:-0}" \
                 -v s="$MIN_SECONDS" -v n="$REQUESTS" \
                 'BEGIN { m = (r > f ? r : f) * s; printf "%d", (m > n ? int(m / 1000 + 1) * 1000 : n) }')
@@ -319,19 +338,29 @@ if [[ $MIN_SECONDS != 0 ]]; then
     done
 fi
 
+servers=(redis ferrite)
+[[ -n $redis2_port ]] && servers+=(redis2)
 for rep in $(seq 1 "$REPEATS"); do
     echo "repetition $rep/$REPEATS"
     flip=$rep
     for pipeline in $PIPELINES; do
         for test in "${test_list[@]}"; do
-            if ((flip % 2 == 0)); then order="redis ferrite"; else order="ferrite redis"; fi
+            # Two servers alternate; three rotate, and every other round of three runs them in
+            # the reverse order, so that each runs right after each of the others.
+            order=()
+            for i in "${!servers[@]}"; do
+                order+=("${servers[(flip + i) % ${#servers[@]}]}")
+            done
+            if ((${#servers[@]} == 3 && flip / 3 % 2 == 1)); then
+                order=("${order[2]}" "${order[1]}" "${order[0]}")
+            fi
             flip=$((flip + 1))
-            for server in $order; do
-                if [[ $server == redis ]]; then
-                    bench redis "$redis_port" "$redis_pid" "$pipeline" "$test"
-                else
-                    bench ferrite "$ferrite_port" "$ferrite_pid" "$pipeline" "$test"
-                fi
+            for server in "${order[@]}"; do
+                case $server in
+                    redis) bench redis "$redis_port" "$redis_pid" "$pipeline" "$test" ;;
+                    ferrite) bench ferrite "$ferrite_port" "$ferrite_pid" "$pipeline" "$test" ;;
+                    redis2) bench redis2 "$redis2_port" "$redis2_pid" "$pipeline" "$test" ;;
+                esac
             done
         done
     done
@@ -360,14 +389,22 @@ def med(server, pipeline, test):
         return None
     return tuple(statistics.median(s[i] for s in samples) for i in range(5))
 
-print(f"medians of {repeats} runs each; paired = median of the per-repetition ratios (the two runs")
-print("of a pair are back to back, so they share the background load); cpu = server CPU time")
+print(f"medians of {repeats} runs each; paired = median of the per-repetition ratios (the runs of")
+print("a repetition are back to back, so they share the background load); cpu = server CPU time")
 print("(user + system) per request (per BLPOP/LPUSH round trip for BLPOP); client cpu = the same for")
 print("the client processes (redis-benchmark, subscribers, ping-pong) against each server")
+control = any(server == "redis2" for server, _, _ in rows)
+if control:
+    print("control = the same paired ratio for a second, identical redis-server: how far chance moves it")
 print()
-print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | paired | Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs | client cpu µs (Redis / Ferrite) |")
-print("|------|---------:|------------:|--------------:|--------------:|-------:|-----------------:|-------------------:|-------------:|---------------:|--------------------------------:|")
+print("| test | pipeline | Redis req/s | Ferrite req/s | Ferrite/Redis | paired |"
+      + (" control |" if control else "")
+      + " Redis p50/p99 ms | Ferrite p50/p99 ms | Redis cpu µs | Ferrite cpu µs | client cpu µs (Redis / Ferrite) |")
+print("|------|---------:|------------:|--------------:|--------------:|-------:|"
+      + ("--------:|" if control else "")
+      + "-----------------:|-------------------:|-------------:|---------------:|--------------------------------:|")
 worst = None
+controls = []
 def label(case):
     test, _, size = case.partition(":")
     if test == "publish":
@@ -383,9 +420,16 @@ for test in [label(t) for t in tests.split(",")]:
         pairs = zip(rows[("redis", pipeline, test)], rows[("ferrite", pipeline, test)])
         paired = statistics.median(fs[0] / rs[0] for rs, fs in pairs)
         worst = ratio if worst is None else min(worst, ratio)
-        print(f"| {test} | {pipeline} | {r[0]:,.0f} | {f[0]:,.0f} | {ratio:.2f} | {paired:.2f} | "
+        control_cell = ""
+        if control and rows.get(("redis2", pipeline, test)):
+            pairs = zip(rows[("redis", pipeline, test)], rows[("redis2", pipeline, test)])
+            controls.append(statistics.median(cs[0] / rs[0] for rs, cs in pairs))
+            control_cell = f" {controls[-1]:.2f} |"
+        print(f"| {test} | {pipeline} | {r[0]:,.0f} | {f[0]:,.0f} | {ratio:.2f} | {paired:.2f} |{control_cell} "
               f"{r[1]:.3f} / {r[2]:.3f} | {f[1]:.3f} / {f[2]:.3f} | {r[3]:.2f} | {f[3]:.2f} | "
               f"{r[4]:.2f} / {f[4]:.2f} |")
 if worst is not None:
     print(f"\nlowest ratio of medians: {worst:.2f}")
+if controls:
+    print(f"control (redis-server against redis-server): {min(controls):.2f} to {max(controls):.2f}")
 EOF
