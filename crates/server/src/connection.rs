@@ -360,7 +360,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 /// poll, the deferred wake); at -P16 it costs about 52 per request. With 16 KB SETs at -P1,
 /// replies written as soon as each batch ended had redis-benchmark call `epoll_wait` 0.24–0.60
 /// times per request against Redis's 0.09–0.13; waiting brought it to 0.12–0.17, and 365
-/// instructions are little next to a 16 KB request (docs/benchmarks.md). It also costs
+/// instructions are little next to a 16 KB request (docs/benchmarks.md). A lone request whose
+/// replies are large (GET of 16 KB at -P1) waits for the same reason: written at once, they had
+/// redis-benchmark call `epoll_wait` 0.16–0.31 times per request against Redis's 0.09–0.16, and
+/// 0.10–0.16 waiting in seven runs of eight (docs/benchmarks.md, "The -P1 rows against a
+/// control"). It also costs
 /// one more poll of the sockets (`epoll_wait` without blocking) per turn, which a connection
 /// alone on the server pays per batch for nothing: a connection whose wait saw no other batch
 /// run stops waiting, and tries again every 64th turn of its loop.
