@@ -364,10 +364,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 /// replies are large (GET of 16 KB at -P1) waits for the same reason: written at once, they had
 /// redis-benchmark call `epoll_wait` 0.16–0.31 times per request against Redis's 0.09–0.16, and
 /// 0.10–0.16 waiting in seven runs of eight (docs/benchmarks.md, "The -P1 rows against a
-/// control"). It also costs
-/// one more poll of the sockets (`epoll_wait` without blocking) per turn, which a connection
-/// alone on the server pays per batch for nothing: a connection whose wait saw no other batch
-/// run stops waiting, and tries again every 64th turn of its loop.
+/// control"). Waiting also costs one more poll of the sockets (`epoll_wait` without blocking)
+/// per turn, which a connection alone on the server pays per batch for nothing: a connection
+/// whose wait saw no other batch run stops waiting, and tries again every 64th turn of its loop.
 struct TurnWait;
 
 thread_local! {
@@ -377,11 +376,9 @@ thread_local! {
 }
 
 impl TurnWait {
-    /// A lone request at least this long (bytes read by its batch) waits too.
-    const LARGE_REQUEST: usize = 4096;
-    /// A lone request whose replies are at least this long (bytes waiting to be written) waits
-    /// too.
-    const LARGE_REPLY: usize = 4096;
+    /// A lone request waits too when it is at least this long (bytes read by its batch), or
+    /// its replies are (bytes waiting to be written).
+    const LARGE: usize = 4096;
 
     /// Counts a batch of this thread's connections.
     #[inline]
@@ -707,9 +704,7 @@ async fn run(mut stream: TcpStream, shared: Arc<Shared>, mut state: ClientState)
             ReplyWriter::new(&mut out, state.proto).error(&ErrorReply::err(&e));
             state.closing = true;
         }
-        if (batch_requests > 1
-            || consumed >= TurnWait::LARGE_REQUEST
-            || out.len() >= TurnWait::LARGE_REPLY)
+        if (batch_requests > 1 || consumed >= TurnWait::LARGE || out.len() >= TurnWait::LARGE)
             && !out.is_empty()
             && !state.closing
             && (wait_for_turn || iterations.is_multiple_of(64))
